@@ -1,0 +1,58 @@
+//! A component that misbehaves on command, for fault-injection scenarios.
+//!
+//! `mode=` selects the fault: `unmapped-write`, `unmapped-read`,
+//! `kernel-read` (reads a core address), `write-text` (writes its own code),
+//! `exec-data` (jumps into its own data), `invalid-instruction`,
+//! `privileged` (executes `hlt`), `bad-pointer` (passes an unmapped buffer
+//! to the log call), `kernel-pointer` (passes a core address), `bad-syscall`
+//! (an unknown call number), `panic`. `after=N` first prints N lines,
+//! yielding between them. Every mode must end with the core stopping this
+//! component; if the fault does not happen, it says so and exits with 1.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+use runtime::{println, syscall};
+
+runtime::component!(main);
+
+static DATA: [u8; 16] = [0xc3; 16];
+
+fn main(start: &runtime::Start) -> i32 {
+    let after: u32 = start.arg("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    for i in 1..=after {
+        println!("working {i}/{after}");
+        syscall::yield_now();
+    }
+    let mode = start.arg("mode").unwrap_or("unmapped-write");
+    println!("about to fault: {mode}");
+    match mode {
+        "unmapped-write" => runtime::fault::write_u64(0x1000_0000, 1),
+        "unmapped-read" => {
+            let _ = runtime::fault::read_u64(0x1000_0000);
+        }
+        "kernel-read" => {
+            let _ = runtime::fault::read_u64(0xffff_ffff_8010_0000);
+        }
+        "write-text" => runtime::fault::write_u64(main as usize as u64, 0),
+        "exec-data" => runtime::fault::call(DATA.as_ptr() as u64),
+        "invalid-instruction" => runtime::fault::invalid_instruction(),
+        "privileged" => runtime::fault::privileged_instruction(),
+        "bad-pointer" => {
+            let _ = syscall::raw(1, [0x1000_0000, 16]);
+        }
+        "kernel-pointer" => {
+            let _ = syscall::raw(1, [0xffff_ffff_8010_0000, 16]);
+        }
+        "bad-syscall" => {
+            let _ = syscall::raw(0xdead, [0, 0]);
+        }
+        "panic" => panic!("deliberate panic"),
+        other => {
+            println!("unknown mode '{other}'");
+            return 2;
+        }
+    }
+    println!("the fault did not happen");
+    1
+}

@@ -1,0 +1,1 @@
+//! VMKFS storage engine (being written).
