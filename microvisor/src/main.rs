@@ -1,4 +1,259 @@
+//! The microvisor core: the only code that runs in ring 0.
+//!
+//! `kernel_main` is entered from the 32-bit boot trampoline (see
+//! `arch::boot`) on the core's stack, with paging on under temporary boot
+//! tables. It brings the machine up in a fixed order — console, CPU
+//! features, boot information, frame allocator, the core's own page tables
+//! (then the W^X self-check), descriptor tables and system-call entry — then
+//! loads every component in the boot image into its own address space and
+//! runs them. From then on the core only runs on entries from ring 3
+//! (`trap`, `syscall`) and halts with a verdict when no component is left.
 #![no_std]
 #![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod arch;
+mod component;
+mod console;
+mod shutdown;
+mod state;
+mod syscall;
+mod trap;
+
+use core::cell::UnsafeCell;
+
+use microvisor::address::PAGE_SIZE;
+use microvisor::boot_info::{BootInfo, PhysicalMemory};
+use microvisor::frame::FrameAllocator;
+use microvisor::paging;
+use microvisor_abi::image::{EntryKind, Image};
+
+use arch::boot::{self, KERNEL_BASE};
+use arch::cpu::{self, Features, cr4};
+use arch::memory::{self, DIRECT_MAP_BASE};
+use component::{Component, MAX_COMPONENTS};
+use state::Kernel;
+
+/// The most physical memory the frame allocator tracks (16 GiB).
+const TRACKED_MEMORY: u64 = 16 << 30;
+
+struct Bitmap(UnsafeCell<[u64; (TRACKED_MEMORY / PAGE_SIZE / 64) as usize]>);
+
+// SAFETY: handed out once, at boot, as the frame allocator's storage.
+unsafe impl Sync for Bitmap {}
+
+static FRAME_BITMAP: Bitmap = Bitmap(UnsafeCell::new(
+    [0; (TRACKED_MEMORY / PAGE_SIZE / 64) as usize],
+));
+
+/// Reads boot structures through the boot tables' alias of the first 4 GiB
+/// at the direct-map base.
+struct BootMemory;
+
+impl PhysicalMemory for BootMemory {
+    fn read(&self, address: u64, buffer: &mut [u8]) -> bool {
+        let Some(end) = address.checked_add(buffer.len() as u64) else {
+            return false;
+        };
+        if end > 1 << 32 {
+            return false;
+        }
+        // SAFETY: the boot tables map physical [0, 4 GiB) at DIRECT_MAP_BASE
+        // and the range was checked to lie inside; the loader's structures
+        // are not modified while read.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (DIRECT_MAP_BASE + address) as *const u8,
+                buffer.as_mut_ptr(),
+                buffer.len(),
+            );
+        }
+        true
+    }
+}
+
+fn fatal(message: core::fmt::Arguments<'_>) -> ! {
+    log::error!("FATAL: {message}");
+    shutdown::halt(false, "the core could not boot")
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
+    console::init();
+    print!(
+        "microvisor {} (x86_64) booting\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let features = Features::detect();
+    log::info!(
+        "cpu: {}, NX {}, SMEP {}, SMAP {}, SVM {}, VMX {}",
+        features.vendor(),
+        yes(features.no_execute),
+        yes(features.smep),
+        yes(features.smap),
+        yes(features.svm),
+        yes(features.vmx)
+    );
+    if !features.no_execute {
+        fatal(format_args!(
+            "this CPU has no NX (no-execute) bit; W^X cannot be enforced"
+        ));
+    }
+    let info = BootInfo::read(&BootMemory, eax, ebx)
+        .unwrap_or_else(|error| fatal(format_args!("{error}")));
+    let layout = boot::image_layout();
+    let usable: u64 = info
+        .regions()
+        .iter()
+        .filter(|r| r.usable)
+        .map(|r| r.length)
+        .sum();
+    log::info!(
+        "boot: {}, {} MiB usable RAM in {} regions, {} module(s)",
+        info.protocol.name(),
+        usable >> 20,
+        info.regions().len(),
+        info.modules().len()
+    );
+
+    // SAFETY: the bitmap is handed out exactly once, here.
+    let bitmap = unsafe { &mut *FRAME_BITMAP.0.get() };
+    let mut frames = FrameAllocator::new(bitmap);
+    for region in info.regions().iter().filter(|r| r.usable) {
+        frames.add_free_range(region.start, region.start.saturating_add(region.length));
+    }
+    for region in info.regions().iter().filter(|r| !r.usable) {
+        frames.reserve_range(region.start, region.start.saturating_add(region.length));
+    }
+    frames.reserve_range(0, 1 << 20);
+    frames.reserve_range(layout.boot.start, layout.end - KERNEL_BASE);
+    for module in info.modules() {
+        frames.reserve_range(module.start, module.end);
+    }
+    if info.top_of_ram() > frames.tracked_end() {
+        log::warn!(
+            "memory above {} GiB is not used",
+            frames.tracked_end() >> 30
+        );
+    }
+
+    let kernel_space =
+        memory::build_kernel_space(&mut frames, &layout, &info).unwrap_or_else(|error| {
+            fatal(format_args!(
+                "cannot build the core's page tables: {error:?}"
+            ))
+        });
+    let mut extra = 0;
+    if features.smep {
+        extra |= cr4::SMEP;
+    }
+    if features.smap {
+        extra |= cr4::SMAP;
+    }
+    if features.global_pages {
+        extra |= cr4::GLOBAL_PAGES;
+    }
+    // SAFETY: the new tables map the core's text, data and stacks at the
+    // addresses it runs at now, and the direct map; SMEP/SMAP/PGE are only
+    // set when CPUID reports them, and the core never touches user pages
+    // through user addresses.
+    unsafe {
+        cpu::write_cr3(kernel_space.space.root.0);
+        cpu::write_cr4(cpu::read_cr4() | extra);
+    }
+    let tables = memory::Tables {
+        frames: &mut frames,
+    };
+    match paging::check_wx(&tables, &kernel_space.space) {
+        Ok(summary) if summary.user == 0 => log::info!(
+            "W^X check passed: {} mappings ({} text pages RX, {} rodata pages R, {} data pages RW, direct map RW), none writable and executable, none user; NX on, SMEP {}, SMAP {}",
+            summary.leaves,
+            kernel_space.text_pages,
+            kernel_space.rodata_pages,
+            kernel_space.data_pages,
+            on(features.smep),
+            on(features.smap)
+        ),
+        Ok(summary) => fatal(format_args!(
+            "W^X check failed: {} user pages in the core's tables",
+            summary.user
+        )),
+        Err(violation) => fatal(format_args!("W^X check failed: {violation:?}")),
+    }
+    log::info!(
+        "memory: {} MiB free for components",
+        frames.free_frames() * PAGE_SIZE >> 20
+    );
+
+    // SAFETY: once, at boot, interrupts disabled; both stacks are mapped
+    // and used for nothing else.
+    unsafe { arch::entry::init(layout.stack.end, layout.fault_stack.end) };
+    arch::interrupts::disable_legacy_pic();
+
+    let kernel = state::install(Kernel {
+        frames,
+        kernel_space: kernel_space.space,
+        components: [const { Component::EMPTY }; MAX_COMPONENTS],
+        component_count: 0,
+        current: None,
+        refused: 0,
+    });
+    let Some(module) = info.modules().first().copied() else {
+        log::warn!("no boot image: nothing to run");
+        shutdown::halt(false, "no boot image")
+    };
+    // SAFETY: the module's frames are reserved (never allocated) and in the
+    // direct map; nothing writes to them.
+    let image_bytes = unsafe {
+        core::slice::from_raw_parts(
+            memory::direct(microvisor::address::PhysicalAddress(module.start)),
+            (module.end - module.start) as usize,
+        )
+    };
+    let image = Image::parse(image_bytes)
+        .unwrap_or_else(|error| fatal(format_args!("boot image refused: {error}")));
+    log::info!("boot image: {} entries", image.len());
+    for entry in image.entries() {
+        match entry.kind {
+            EntryKind::Component => {
+                match component::load(kernel, entry.name, entry.args, entry.contents) {
+                    Ok(loaded) => log::info!(
+                        "loaded component '{}': {} segment(s), {} KiB, entry {:#x}",
+                        entry.name,
+                        loaded.segments,
+                        loaded.pages * PAGE_SIZE / 1024,
+                        loaded.entry
+                    ),
+                    Err(error) => {
+                        kernel.refused += 1;
+                        log::error!("refused component '{}': {error}", entry.name);
+                    }
+                }
+            }
+        }
+    }
+    log::info!("starting {} component(s)", kernel.component_count);
+    let frame = kernel.schedule();
+    // SAFETY: `schedule` made the frame current and loaded its address
+    // space; frames of new threads hold user segments and a user entry
+    // point checked by the ELF planner.
+    unsafe { arch::entry::enter_user(frame) }
+}
+
+fn yes(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
+}
+
+fn on(value: bool) -> &'static str {
+    if value {
+        "on"
+    } else {
+        "off (not supported by this CPU)"
+    }
+}
+
 #[panic_handler]
-fn p(_: &core::panic::PanicInfo) -> ! { loop {} }
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    log::error!("FATAL: core panic: {info}");
+    shutdown::halt(false, "core panic")
+}

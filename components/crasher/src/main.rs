@@ -34,7 +34,7 @@ fn main(start: &runtime::Start) -> i32 {
         "kernel-read" => {
             let _ = runtime::fault::read_u64(0xffff_ffff_8010_0000);
         }
-        "write-text" => runtime::fault::write_u64(main as usize as u64, 0),
+        "write-text" => runtime::fault::write_u64(main as *const () as u64, 0),
         "exec-data" => runtime::fault::call(DATA.as_ptr() as u64),
         "invalid-instruction" => runtime::fault::invalid_instruction(),
         "privileged" => runtime::fault::privileged_instruction(),

@@ -7,7 +7,11 @@
 runtime::component!(main);
 
 fn main(start: &runtime::Start) -> i32 {
-    runtime::println!("Hello from ring 3, I am '{}' (component {})", start.name(), start.index());
+    runtime::println!(
+        "Hello from ring 3, I am '{}' (component {})",
+        start.name(),
+        start.index()
+    );
     let count: u32 = start.arg("count").and_then(|c| c.parse().ok()).unwrap_or(3);
     for tick in 1..=count {
         runtime::println!("tick {tick}/{count}");

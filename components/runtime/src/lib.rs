@@ -69,7 +69,10 @@ macro_rules! component {
 #[doc(hidden)]
 pub fn enter(info: u64, main: fn(&Start) -> i32) -> ! {
     if info != abi::START_INFO_ADDRESS {
-        panic!("start-information page at {info:#x}, expected {:#x}", abi::START_INFO_ADDRESS);
+        panic!(
+            "start-information page at {info:#x}, expected {:#x}",
+            abi::START_INFO_ADDRESS
+        );
     }
     // SAFETY: the core maps one read-only page holding a `StartInfo` at
     // START_INFO_ADDRESS before entering the component, and never unmaps it
@@ -165,7 +168,8 @@ pub fn rdtsc() -> u64 {
     let high: u32;
     // SAFETY: rdtsc only reads the time-stamp counter; CR4.TSD is clear so it
     // is allowed in ring 3.
-    unsafe { core::arch::asm!("lfence", "rdtsc", out("eax") low, out("edx") high, options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!("lfence", "rdtsc", out("eax") low, out("edx") high, options(nomem, nostack))
+    };
     (u64::from(high) << 32) | u64::from(low)
 }
-

@@ -173,12 +173,11 @@ impl<'a> Image<'a> {
     /// Parses and checks an image. Never panics.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ImageError> {
         let have = bytes.len() as u64;
-        let (header, rest) = ImageHeader::read_from_prefix(bytes).map_err(|_| {
-            ImageError::Truncated {
+        let (header, rest) =
+            ImageHeader::read_from_prefix(bytes).map_err(|_| ImageError::Truncated {
                 needed: core::mem::size_of::<ImageHeader>() as u64,
                 have,
-            }
-        })?;
+            })?;
         if header.magic != MAGIC {
             return Err(ImageError::BadMagic);
         }
@@ -197,12 +196,13 @@ impl<'a> Image<'a> {
         }
         let bytes = &bytes[..header.total_size as usize];
         let table_end = (32 + count * 128) as u64;
-        let (table, _) = <[EntryHeader]>::ref_from_prefix_with_elems(rest, count).map_err(|_| {
-            ImageError::Truncated {
-                needed: table_end,
-                have: header.total_size,
-            }
-        })?;
+        let (table, _) =
+            <[EntryHeader]>::ref_from_prefix_with_elems(rest, count).map_err(|_| {
+                ImageError::Truncated {
+                    needed: table_end,
+                    have: header.total_size,
+                }
+            })?;
         if table_end > header.total_size {
             return Err(ImageError::Truncated {
                 needed: table_end,
@@ -279,7 +279,12 @@ impl<'a> Image<'a> {
 #[cfg(feature = "alloc")]
 #[derive(Default)]
 pub struct ImageBuilder {
-    entries: alloc::vec::Vec<(alloc::string::String, EntryKind, alloc::string::String, alloc::vec::Vec<u8>)>,
+    entries: alloc::vec::Vec<(
+        alloc::string::String,
+        EntryKind,
+        alloc::string::String,
+        alloc::vec::Vec<u8>,
+    )>,
 }
 
 #[cfg(feature = "alloc")]
@@ -364,8 +369,10 @@ mod tests {
 
     fn two() -> alloc::vec::Vec<u8> {
         let mut b = ImageBuilder::new();
-        b.add("hello", EntryKind::Component, "count=3", vec![1, 2, 3]).unwrap();
-        b.add("crasher", EntryKind::Component, "", vec![9; 5000]).unwrap();
+        b.add("hello", EntryKind::Component, "count=3", vec![1, 2, 3])
+            .unwrap();
+        b.add("crasher", EntryKind::Component, "", vec![9; 5000])
+            .unwrap();
         b.finish()
     }
 
@@ -386,7 +393,10 @@ mod tests {
     #[test]
     fn refuses_bad_headers() {
         let bytes = two();
-        assert!(matches!(Image::parse(&bytes[..10]), Err(ImageError::Truncated { .. })));
+        assert!(matches!(
+            Image::parse(&bytes[..10]),
+            Err(ImageError::Truncated { .. })
+        ));
         assert!(matches!(
             Image::parse(&bytes[..bytes.len() - 1]),
             Err(ImageError::Truncated { .. })
@@ -396,10 +406,16 @@ mod tests {
         assert_eq!(Image::parse(&bad).unwrap_err(), ImageError::BadMagic);
         let mut bad = bytes.clone();
         bad[8] = 7;
-        assert_eq!(Image::parse(&bad).unwrap_err(), ImageError::UnsupportedVersion(7));
+        assert_eq!(
+            Image::parse(&bad).unwrap_err(),
+            ImageError::UnsupportedVersion(7)
+        );
         let mut bad = bytes.clone();
         bad[12] = 200;
-        assert_eq!(Image::parse(&bad).unwrap_err(), ImageError::TooManyEntries(200));
+        assert_eq!(
+            Image::parse(&bad).unwrap_err(),
+            ImageError::TooManyEntries(200)
+        );
     }
 
     #[test]
@@ -409,29 +425,47 @@ mod tests {
         let mut bad = bytes.clone();
         bad[entry1..entry1 + 5].copy_from_slice(b"hello");
         bad[entry1 + 5..entry1 + 7].copy_from_slice(&[0, 0]);
-        assert_eq!(Image::parse(&bad).unwrap_err(), ImageError::DuplicateName { index: 1 });
+        assert_eq!(
+            Image::parse(&bad).unwrap_err(),
+            ImageError::DuplicateName { index: 1 }
+        );
         let mut bad = bytes.clone();
         bad[entry1] = b'A';
-        assert_eq!(Image::parse(&bad).unwrap_err(), ImageError::BadName { index: 1 });
+        assert_eq!(
+            Image::parse(&bad).unwrap_err(),
+            ImageError::BadName { index: 1 }
+        );
         let mut bad = bytes.clone();
         bad[entry1 + 32] = 9;
-        assert!(matches!(Image::parse(&bad), Err(ImageError::UnknownKind { index: 1, kind: 9 })));
+        assert!(matches!(
+            Image::parse(&bad),
+            Err(ImageError::UnknownKind { index: 1, kind: 9 })
+        ));
         // Point entry 1 at entry 0's contents.
         let mut bad = bytes.clone();
         let off0 = bad[32 + 40..32 + 48].to_vec();
         bad[entry1 + 40..entry1 + 48].copy_from_slice(&off0);
-        assert_eq!(Image::parse(&bad).unwrap_err(), ImageError::Overlap { index: 1 });
+        assert_eq!(
+            Image::parse(&bad).unwrap_err(),
+            ImageError::Overlap { index: 1 }
+        );
         // Size running past the end.
         let mut bad = bytes.clone();
         bad[entry1 + 48..entry1 + 56].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert_eq!(Image::parse(&bad).unwrap_err(), ImageError::OutOfBounds { index: 1 });
+        assert_eq!(
+            Image::parse(&bad).unwrap_err(),
+            ImageError::OutOfBounds { index: 1 }
+        );
         // Contents inside the table.
         let mut bad = bytes.clone();
         bad[entry1 + 40..entry1 + 48].copy_from_slice(&0u64.to_le_bytes());
         assert!(Image::parse(&bad).is_err());
         let mut bad = bytes;
         bad[entry1 + 120] = 65;
-        assert_eq!(Image::parse(&bad).unwrap_err(), ImageError::BadArgs { index: 1 });
+        assert_eq!(
+            Image::parse(&bad).unwrap_err(),
+            ImageError::BadArgs { index: 1 }
+        );
     }
 
     #[test]
@@ -439,7 +473,10 @@ mod tests {
         let mut b = ImageBuilder::new();
         assert!(b.add("Hello", EntryKind::Component, "", vec![]).is_err());
         assert!(b.add("", EntryKind::Component, "", vec![]).is_err());
-        assert!(b.add(&"x".repeat(33), EntryKind::Component, "", vec![]).is_err());
+        assert!(
+            b.add(&"x".repeat(33), EntryKind::Component, "", vec![])
+                .is_err()
+        );
         b.add("a", EntryKind::Component, "", vec![]).unwrap();
         assert!(b.add("a", EntryKind::Component, "", vec![]).is_err());
     }

@@ -1,0 +1,177 @@
+//! Direct CPU access: port I/O, model-specific and control registers,
+//! CPUID feature discovery, halting.
+//!
+//! Each function wraps one instruction. They are safe to call where the
+//! instruction cannot break the core's memory safety by itself (reads,
+//! port output to devices the core owns); writes that change paging or
+//! privileged state are `unsafe` with their contract stated.
+
+use core::arch::asm;
+
+/// Writes a byte to an I/O port.
+pub fn out8(port: u16, value: u8) {
+    // SAFETY: port output does not touch memory; the core only writes ports
+    // of devices it owns (UART, PIC, debug-exit).
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    }
+}
+
+/// Reads a byte from an I/O port.
+pub fn in8(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: port input does not touch memory.
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// Reads a model-specific register.
+pub fn read_msr(msr: u32) -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: rdmsr reads a register; callers name MSRs that exist on every
+    // x86-64 CPU (EFER, STAR, LSTAR, FMASK, GS bases).
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// The value must be valid for the MSR and must not break the core's
+/// invariants (e.g. the system-call entry point must be the real one).
+pub unsafe fn write_msr(msr: u32, value: u64) {
+    // SAFETY: the caller guarantees the value is appropriate.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nostack, preserves_flags));
+    }
+}
+
+/// MSR numbers used by the core.
+pub mod msr {
+    pub const EFER: u32 = 0xc000_0080;
+    pub const STAR: u32 = 0xc000_0081;
+    pub const LSTAR: u32 = 0xc000_0082;
+    pub const FMASK: u32 = 0xc000_0084;
+    pub const GS_BASE: u32 = 0xc000_0101;
+    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+}
+
+/// EFER bits.
+pub mod efer {
+    pub const SYSCALL: u64 = 1 << 0;
+}
+
+/// CR4 bits.
+pub mod cr4 {
+    pub const GLOBAL_PAGES: u64 = 1 << 7;
+    pub const SMEP: u64 = 1 << 20;
+    pub const SMAP: u64 = 1 << 21;
+}
+
+/// Executes CPUID.
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let result = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [result.eax, result.ebx, result.ecx, result.edx]
+}
+
+/// The CPU features the core cares about.
+#[derive(Clone, Copy, Debug)]
+pub struct Features {
+    pub vendor: [u8; 12],
+    pub no_execute: bool,
+    pub smep: bool,
+    pub smap: bool,
+    pub global_pages: bool,
+    pub svm: bool,
+    pub vmx: bool,
+}
+
+impl Features {
+    /// Reads the features with CPUID.
+    pub fn detect() -> Self {
+        let [max, b, c, d] = cpuid(0, 0);
+        let mut vendor = [0; 12];
+        vendor[..4].copy_from_slice(&b.to_le_bytes());
+        vendor[4..8].copy_from_slice(&d.to_le_bytes());
+        vendor[8..].copy_from_slice(&c.to_le_bytes());
+        let [_, _, leaf1_ecx, leaf1_edx] = cpuid(1, 0);
+        let leaf7_ebx = if max >= 7 { cpuid(7, 0)[1] } else { 0 };
+        let extended_max = cpuid(0x8000_0000, 0)[0];
+        let [_, _, ext_ecx, ext_edx] = if extended_max >= 0x8000_0001 {
+            cpuid(0x8000_0001, 0)
+        } else {
+            [0; 4]
+        };
+        Self {
+            vendor,
+            no_execute: ext_edx & (1 << 20) != 0,
+            smep: leaf7_ebx & (1 << 7) != 0,
+            smap: leaf7_ebx & (1 << 20) != 0,
+            global_pages: leaf1_edx & (1 << 13) != 0,
+            svm: ext_ecx & (1 << 2) != 0,
+            vmx: leaf1_ecx & (1 << 5) != 0,
+        }
+    }
+
+    /// The vendor string.
+    pub fn vendor(&self) -> &str {
+        core::str::from_utf8(&self.vendor).unwrap_or("unknown")
+    }
+}
+
+/// Reads CR2 (the faulting address of the last page fault).
+pub fn read_cr2() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Reads CR3.
+pub fn read_cr3() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Loads CR3.
+///
+/// # Safety
+/// `root` must be a valid PML4 that maps the core (code, stack, data) at
+/// the same addresses as the current one.
+pub unsafe fn write_cr3(root: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) }
+}
+
+/// Reads CR4.
+pub fn read_cr4() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR4 has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Loads CR4.
+///
+/// # Safety
+/// Only bits the CPU supports may be set, and enabling SMAP/SMEP requires
+/// that the core not touch user pages afterwards.
+pub unsafe fn write_cr4(value: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) }
+}
+
+/// Stops the CPU for good (interrupts off).
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: cli; hlt only stops this CPU.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
+    }
+}

@@ -1,0 +1,39 @@
+//! The 16550 UART on COM1 (I/O port 0x3f8): the system console.
+//!
+//! Initialised to 115200 8N1 with FIFOs; every byte waits for the
+//! transmit-holding register to empty, which Bochs needs to keep every
+//! character. Only the console module writes here.
+
+use super::cpu::{in8, out8};
+
+const COM1: u16 = 0x3f8;
+const DATA: u16 = COM1;
+const INTERRUPT_ENABLE: u16 = COM1 + 1;
+const FIFO_CONTROL: u16 = COM1 + 2;
+const LINE_CONTROL: u16 = COM1 + 3;
+const MODEM_CONTROL: u16 = COM1 + 4;
+const LINE_STATUS: u16 = COM1 + 5;
+const TRANSMIT_EMPTY: u8 = 1 << 5;
+
+/// Programs the UART: no interrupts, 115200 baud, 8 data bits, no parity,
+/// one stop bit, FIFOs on.
+pub fn init() {
+    out8(INTERRUPT_ENABLE, 0);
+    out8(LINE_CONTROL, 0x80); // divisor latch
+    out8(DATA, 1); // divisor 1 = 115200 baud
+    out8(INTERRUPT_ENABLE, 0);
+    out8(LINE_CONTROL, 0x03); // 8N1, latch off
+    out8(FIFO_CONTROL, 0xc7);
+    out8(MODEM_CONTROL, 0x03);
+}
+
+/// Sends one byte, waiting until the UART can take it (bounded, so a
+/// missing UART cannot hang the core).
+pub fn write_byte(byte: u8) {
+    for _ in 0..100_000 {
+        if in8(LINE_STATUS) & TRANSMIT_EMPTY != 0 {
+            break;
+        }
+    }
+    out8(DATA, byte);
+}
