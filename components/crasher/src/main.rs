@@ -32,7 +32,7 @@ fn main(start: &runtime::Start) -> i32 {
             let _ = runtime::fault::read_u64(0x1000_0000);
         }
         "kernel-read" => {
-            let _ = runtime::fault::read_u64(0xffff_ffff_8010_0000);
+            let _ = runtime::fault::read_u64(0xffff_8000_0010_0000);
         }
         "write-text" => runtime::fault::write_u64(main as *const () as u64, 0),
         "exec-data" => runtime::fault::call(DATA.as_ptr() as u64),
@@ -42,7 +42,7 @@ fn main(start: &runtime::Start) -> i32 {
             let _ = syscall::raw(1, [0x1000_0000, 16]);
         }
         "kernel-pointer" => {
-            let _ = syscall::raw(1, [0xffff_ffff_8010_0000, 16]);
+            let _ = syscall::raw(1, [0xffff_8000_0010_0000, 16]);
         }
         "bad-syscall" => {
             let _ = syscall::raw(0xdead, [0, 0]);

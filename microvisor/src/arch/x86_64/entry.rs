@@ -261,7 +261,13 @@ unsafe extern "C" fn trap_entry(frame: *mut Frame) -> *const Frame {
 ///
 /// # Safety
 /// Only the stub calls this; the frame is the running thread's record.
-unsafe extern "C" fn syscall_entry_rust(_frame: *mut Frame) -> *const Frame {
+unsafe extern "C" fn syscall_entry_rust(frame: *mut Frame) -> *const Frame {
+    // SAFETY: the stub passes the running thread's frame; nothing else
+    // references it during this entry, and the reference ends before the
+    // slow path takes the kernel state.
+    if crate::syscall::fast_path(unsafe { &mut *frame }) {
+        return frame;
+    }
     crate::syscall::dispatch()
 }
 
