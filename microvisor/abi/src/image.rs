@@ -65,14 +65,17 @@ const _: () = assert!(core::mem::size_of::<EntryHeader>() == 128);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum EntryKind {
-    /// A ring-3 component: an ELF64 executable.
+    /// A ring-3 program: an ELF64 executable.
     Component = 1,
+    /// The boot spec (see [`crate::spec`]); at most one, named `spec`.
+    Spec = 2,
 }
 
 impl EntryKind {
     fn from_u32(value: u32) -> Option<Self> {
         match value {
             1 => Some(Self::Component),
+            2 => Some(Self::Spec),
             _ => None,
         }
     }

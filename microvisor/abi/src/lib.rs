@@ -4,8 +4,8 @@
 //! Everything here is plain data: system-call numbers and register
 //! conventions ([`syscall`]), the fault report a stopped component leaves
 //! behind ([`fault`]), the start-information page a component finds at entry
-//! ([`start`]) and the boot image that carries the components into the
-//! machine ([`image`]). Nothing in this crate trusts its input: every parser
+//! ([`start`]), the boot image that carries the components into the
+//! machine ([`image`]) and the system description inside it ([`spec`]). Nothing in this crate trusts its input: every parser
 //! returns an error naming what is wrong instead of panicking, because the
 //! core reads these bytes before anything else can check them.
 #![cfg_attr(not(test), no_std)]
@@ -15,6 +15,7 @@ extern crate alloc;
 
 pub mod fault;
 pub mod image;
+pub mod spec;
 pub mod start;
 pub mod syscall;
 

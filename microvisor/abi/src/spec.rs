@@ -1,0 +1,673 @@
+//! The boot spec: the system description the core instantiates at boot.
+//!
+//! The `capdl` tool lowers a system config to this binary form and the
+//! build tool packs it into the boot image as the entry named `spec`
+//! (kind [`crate::image::EntryKind::Spec`]). The core creates exactly the
+//! objects listed here — components, their scheduling contexts, queues,
+//! capabilities, grants — and nothing at run time.
+//!
+//! Byte layout (little-endian): a [`SpecHeader`], then six tables of
+//! fixed-size records, each located by a [`Table`] (offset from the start
+//! of the spec, record count). [`Spec::parse`] checks the magic, version,
+//! every table's bounds and alignment, and every cross-reference (component
+//! indices, capability ranges, names); it never panics. Semantic checks
+//! with people-friendly messages live in `capdl`; the core re-checks only
+//! what its own safety depends on.
+//!
+//! Objects are referred to by index: component `i` is the `i`-th
+//! [`ComponentSpec`]. Every component owns one notification word (64 bits);
+//! capabilities of kind [`CapabilityKind::Notification`] signal a target's
+//! word with their badge bits.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// `MVSPEC\0\0`.
+pub const SPEC_MAGIC: [u8; 8] = *b"MVSPEC\0\0";
+/// The format version this code reads and writes.
+pub const SPEC_VERSION: u32 = 1;
+/// "No component" in index fields.
+pub const NONE: u32 = u32::MAX;
+/// The most components, queues, capabilities and grants of each kind.
+pub const MAX_COMPONENTS: usize = 32;
+pub const MAX_QUEUES: usize = 64;
+pub const MAX_CAPABILITIES: usize = 512;
+pub const MAX_GRANTS: usize = 64;
+/// The most capabilities one component may hold.
+pub const MAX_CAPABILITIES_PER_COMPONENT: usize = 32;
+/// The lowest priority; higher numbers run first.
+pub const MAX_PRIORITY: u32 = 255;
+
+/// Where a table lies in the spec.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct Table {
+    /// Offset from the start of the spec, 8-byte aligned.
+    pub offset: u32,
+    /// Number of records.
+    pub count: u32,
+}
+
+/// The fixed header.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct SpecHeader {
+    pub magic: [u8; 8],
+    pub version: u32,
+    /// Length of the whole spec in bytes.
+    pub total_size: u32,
+    pub components: Table,
+    pub queues: Table,
+    pub capabilities: Table,
+    pub port_grants: Table,
+    pub memory_grants: Table,
+    pub interrupt_grants: Table,
+    /// Index of the component holding scheduling control, or [`NONE`].
+    pub scheduling_controller: u32,
+    pub reserved: u32,
+}
+
+/// A component.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct ComponentSpec {
+    /// The component's name, NUL-padded (`[a-z0-9_-]`, not `core`).
+    pub name: [u8; 32],
+    /// The boot-image entry holding its ELF program.
+    pub program: [u8; 32],
+    /// The argument string, `args_len` bytes of UTF-8.
+    pub args: [u8; 64],
+    pub args_len: u32,
+    /// Priority, 0..=[`MAX_PRIORITY`]; higher runs first.
+    pub priority: u32,
+    /// Scheduling-context budget per period, in microseconds. A budget equal
+    /// to the period means the component is never throttled.
+    pub budget_us: u32,
+    /// Scheduling-context period, in microseconds.
+    pub period_us: u32,
+    /// Stack size in 4 KiB pages.
+    pub stack_pages: u32,
+    /// Most memory (segments + stack) the component may occupy, in pages.
+    pub memory_pages: u32,
+    /// Index of the supervising component, or [`NONE`].
+    pub supervisor: u32,
+    /// 1: runs from boot; 0: waits until its supervisor starts it.
+    pub start: u32,
+    /// Restart policy for the supervisor: most restarts, then hold.
+    pub max_restarts: u32,
+    /// Restart policy: initial back-off in milliseconds (doubles each time).
+    pub restart_backoff_ms: u32,
+    /// The notification bit the supervisor receives when this one faults.
+    pub fault_bit: u32,
+    /// First index of this component's capabilities in the capability table.
+    pub capability_first: u32,
+    /// Number of capabilities (consecutive from `capability_first`).
+    pub capability_count: u32,
+    pub reserved: u32,
+}
+
+/// A queue: a shared ring from `sender` to `receiver`.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct QueueSpec {
+    pub name: [u8; 32],
+    pub sender: u32,
+    pub receiver: u32,
+    /// Bytes per slot (a multiple of 8, at most 4096).
+    pub slot_size: u32,
+    /// Slots in the ring (a power of two).
+    pub slot_count: u32,
+    /// Where the queue memory appears in the sender's address space.
+    pub sender_address: u64,
+    /// Where it appears in the receiver's.
+    pub receiver_address: u64,
+    /// Bit set in the receiver's notification when messages arrive.
+    pub receiver_bit: u32,
+    /// Bit set in the sender's notification when space frees up.
+    pub sender_bit: u32,
+}
+
+/// What a capability lets its holder do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum CapabilityKind {
+    /// Signal `target`'s notification word with `badge` bits.
+    Notification = 1,
+    /// Configure any scheduling context (budget, period, priority).
+    SchedulingControl = 2,
+    /// Read the fault of, restart and stop `target` (held by supervisors).
+    ComponentControl = 3,
+    /// Read the consumed time of `target`'s scheduling context.
+    SchedulingContext = 4,
+}
+
+impl CapabilityKind {
+    /// Decodes a kind, or `None`.
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        Some(match value {
+            1 => Self::Notification,
+            2 => Self::SchedulingControl,
+            3 => Self::ComponentControl,
+            4 => Self::SchedulingContext,
+            _ => return None,
+        })
+    }
+}
+
+/// One capability, held by `holder`.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct CapabilitySpec {
+    /// The name the holder knows it by (e.g. `pong.notify`).
+    pub name: [u8; 32],
+    pub holder: u32,
+    /// A [`CapabilityKind`].
+    pub kind: u32,
+    /// The object: a component index, or [`NONE`] for scheduling control.
+    pub target: u32,
+    pub reserved: u32,
+    /// Notification bits, for [`CapabilityKind::Notification`].
+    pub badge: u64,
+}
+
+/// I/O ports a driver component may use.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct PortGrant {
+    pub component: u32,
+    pub first: u16,
+    pub count: u16,
+}
+
+/// A device memory range mapped into a driver component.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct MemoryGrant {
+    pub component: u32,
+    pub reserved: u32,
+    pub physical: u64,
+    pub size: u64,
+    /// Where it appears in the component.
+    pub address: u64,
+}
+
+/// An interrupt line delivered to a component as a notification bit.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct InterruptGrant {
+    pub component: u32,
+    pub line: u32,
+    pub bit: u32,
+    pub reserved: u32,
+}
+
+const _: () = assert!(size_of::<SpecHeader>() == 72);
+const _: () = assert!(size_of::<ComponentSpec>() == 184);
+const _: () = assert!(size_of::<QueueSpec>() == 72);
+const _: () = assert!(size_of::<CapabilitySpec>() == 56);
+const _: () = assert!(size_of::<PortGrant>() == 8);
+const _: () = assert!(size_of::<MemoryGrant>() == 32);
+const _: () = assert!(size_of::<InterruptGrant>() == 16);
+
+/// Why a spec was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecError {
+    Truncated,
+    BadMagic,
+    UnsupportedVersion(u32),
+    /// A table is misaligned, out of bounds or too long (named).
+    BadTable(&'static str),
+    /// A record refers to a component that does not exist.
+    BadComponentIndex { table: &'static str, index: usize },
+    /// A component's capability range is outside the capability table, or
+    /// ranges overlap, or a capability's holder disagrees with its range.
+    BadCapabilityRange { component: usize },
+    /// A capability has an unknown kind.
+    BadCapabilityKind { index: usize },
+    /// A name is malformed or duplicated (table, index).
+    BadName { table: &'static str, index: usize },
+    /// A field is out of range (table, index, field).
+    BadField { table: &'static str, index: usize, field: &'static str },
+}
+
+impl core::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Truncated => write!(f, "spec truncated"),
+            Self::BadMagic => write!(f, "not a boot spec (bad magic)"),
+            Self::UnsupportedVersion(v) => write!(f, "spec version {v} (this core reads {SPEC_VERSION})"),
+            Self::BadTable(t) => write!(f, "{t} table misaligned, out of bounds or too long"),
+            Self::BadComponentIndex { table, index } => {
+                write!(f, "{table} {index}: refers to a component that does not exist")
+            }
+            Self::BadCapabilityRange { component } => {
+                write!(f, "component {component}: capability range is inconsistent")
+            }
+            Self::BadCapabilityKind { index } => write!(f, "capability {index}: unknown kind"),
+            Self::BadName { table, index } => write!(f, "{table} {index}: malformed or duplicate name"),
+            Self::BadField { table, index, field } => write!(f, "{table} {index}: {field} out of range"),
+        }
+    }
+}
+
+/// A parsed, cross-checked spec borrowing its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec<'a> {
+    pub header: &'a SpecHeader,
+    pub components: &'a [ComponentSpec],
+    pub queues: &'a [QueueSpec],
+    pub capabilities: &'a [CapabilitySpec],
+    pub port_grants: &'a [PortGrant],
+    pub memory_grants: &'a [MemoryGrant],
+    pub interrupt_grants: &'a [InterruptGrant],
+}
+
+/// Reads a NUL-padded name field: `Some` when it is 1..=32 bytes of
+/// `[a-z0-9_.-]` followed only by NULs.
+pub fn name_of(raw: &[u8; 32]) -> Option<&str> {
+    let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let (name, padding) = raw.split_at(len);
+    let valid = len > 0
+        && padding.iter().all(|&b| b == 0)
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.');
+    if valid { core::str::from_utf8(name).ok() } else { None }
+}
+
+/// Fills a NUL-padded name field (truncating at 32 bytes).
+pub fn name_field(name: &str) -> [u8; 32] {
+    let mut raw = [0; 32];
+    let len = name.len().min(32);
+    raw[..len].copy_from_slice(&name.as_bytes()[..len]);
+    raw
+}
+
+fn table<'a, T: FromBytes + KnownLayout + Immutable>(
+    bytes: &'a [u8],
+    table: Table,
+    limit: usize,
+    name: &'static str,
+) -> Result<&'a [T], SpecError> {
+    let count = table.count as usize;
+    if count > limit || table.offset % 8 != 0 {
+        return Err(SpecError::BadTable(name));
+    }
+    let start = table.offset as usize;
+    let rest = bytes.get(start..).ok_or(SpecError::BadTable(name))?;
+    <[T]>::ref_from_prefix_with_elems(rest, count)
+        .map(|(records, _)| records)
+        .map_err(|_| SpecError::BadTable(name))
+}
+
+impl<'a> Spec<'a> {
+    /// Parses and cross-checks a spec. Never panics.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, SpecError> {
+        let (header, _) = SpecHeader::ref_from_prefix(bytes).map_err(|_| SpecError::Truncated)?;
+        if header.magic != SPEC_MAGIC {
+            return Err(SpecError::BadMagic);
+        }
+        if header.version != SPEC_VERSION {
+            return Err(SpecError::UnsupportedVersion(header.version));
+        }
+        let bytes = bytes.get(..header.total_size as usize).ok_or(SpecError::Truncated)?;
+        let spec = Self {
+            header,
+            components: table(bytes, header.components, MAX_COMPONENTS, "component")?,
+            queues: table(bytes, header.queues, MAX_QUEUES, "queue")?,
+            capabilities: table(bytes, header.capabilities, MAX_CAPABILITIES, "capability")?,
+            port_grants: table(bytes, header.port_grants, MAX_GRANTS, "port grant")?,
+            memory_grants: table(bytes, header.memory_grants, MAX_GRANTS, "memory grant")?,
+            interrupt_grants: table(bytes, header.interrupt_grants, MAX_GRANTS, "interrupt grant")?,
+        };
+        spec.check()?;
+        Ok(spec)
+    }
+
+    fn component_exists(&self, index: u32) -> bool {
+        (index as usize) < self.components.len()
+    }
+
+    fn check(&self) -> Result<(), SpecError> {
+        let count = self.components.len() as u32;
+        let controller = self.header.scheduling_controller;
+        if controller != NONE && controller >= count {
+            return Err(SpecError::BadComponentIndex {
+                table: "scheduling controller",
+                index: 0,
+            });
+        }
+        let mut next_capability = 0u32;
+        for (index, component) in self.components.iter().enumerate() {
+            let bad = |field| SpecError::BadField {
+                table: "component",
+                index,
+                field,
+            };
+            let name = name_of(&component.name).ok_or(SpecError::BadName {
+                table: "component",
+                index,
+            })?;
+            if name == "core"
+                || name.contains('.')
+                || self.components[..index].iter().any(|c| name_of(&c.name) == Some(name))
+            {
+                return Err(SpecError::BadName {
+                    table: "component",
+                    index,
+                });
+            }
+            name_of(&component.program).ok_or(SpecError::BadName {
+                table: "component program",
+                index,
+            })?;
+            if component.args_len > 64 || core::str::from_utf8(&component.args[..component.args_len as usize]).is_err()
+            {
+                return Err(bad("args"));
+            }
+            if component.priority > MAX_PRIORITY {
+                return Err(bad("priority"));
+            }
+            if component.period_us == 0 || component.budget_us == 0 || component.budget_us > component.period_us {
+                return Err(bad("budget/period"));
+            }
+            if component.stack_pages == 0 || component.stack_pages > 256 || component.memory_pages < component.stack_pages
+            {
+                return Err(bad("stack/memory pages"));
+            }
+            if component.supervisor != NONE && (component.supervisor >= count || component.supervisor == index as u32) {
+                return Err(SpecError::BadComponentIndex {
+                    table: "component supervisor",
+                    index,
+                });
+            }
+            if component.start > 1 || component.fault_bit >= 64 {
+                return Err(bad("start/fault_bit"));
+            }
+            let end = component.capability_first.checked_add(component.capability_count);
+            if component.capability_first != next_capability
+                || component.capability_count as usize > MAX_CAPABILITIES_PER_COMPONENT
+                || end.is_none_or(|end| end as usize > self.capabilities.len())
+            {
+                return Err(SpecError::BadCapabilityRange { component: index });
+            }
+            next_capability += component.capability_count;
+            for capability in
+                &self.capabilities[component.capability_first as usize..(next_capability as usize)]
+            {
+                if capability.holder != index as u32 {
+                    return Err(SpecError::BadCapabilityRange { component: index });
+                }
+            }
+        }
+        if next_capability as usize != self.capabilities.len() {
+            return Err(SpecError::BadCapabilityRange {
+                component: self.components.len(),
+            });
+        }
+        for (index, capability) in self.capabilities.iter().enumerate() {
+            name_of(&capability.name).ok_or(SpecError::BadName {
+                table: "capability",
+                index,
+            })?;
+            let kind = CapabilityKind::from_u32(capability.kind).ok_or(SpecError::BadCapabilityKind { index })?;
+            let needs_target = kind != CapabilityKind::SchedulingControl;
+            if needs_target && !self.component_exists(capability.target) {
+                return Err(SpecError::BadComponentIndex {
+                    table: "capability",
+                    index,
+                });
+            }
+        }
+        for (index, queue) in self.queues.iter().enumerate() {
+            let bad = |field| SpecError::BadField {
+                table: "queue",
+                index,
+                field,
+            };
+            name_of(&queue.name).ok_or(SpecError::BadName { table: "queue", index })?;
+            if !self.component_exists(queue.sender) || !self.component_exists(queue.receiver) {
+                return Err(SpecError::BadComponentIndex { table: "queue", index });
+            }
+            if queue.sender == queue.receiver {
+                return Err(bad("ends"));
+            }
+            if queue.slot_size == 0 || queue.slot_size % 8 != 0 || queue.slot_size > 4096 {
+                return Err(bad("slot_size"));
+            }
+            if !queue.slot_count.is_power_of_two() || queue.slot_count > 1 << 16 {
+                return Err(bad("slot_count"));
+            }
+            if queue.sender_bit >= 64 || queue.receiver_bit >= 64 {
+                return Err(bad("bit"));
+            }
+            if queue.sender_address % 4096 != 0 || queue.receiver_address % 4096 != 0 {
+                return Err(bad("address"));
+            }
+        }
+        for (index, grant) in self.port_grants.iter().enumerate() {
+            if !self.component_exists(grant.component) {
+                return Err(SpecError::BadComponentIndex {
+                    table: "port grant",
+                    index,
+                });
+            }
+            if grant.count == 0 || u32::from(grant.first) + u32::from(grant.count) > 0x1_0000 {
+                return Err(SpecError::BadField {
+                    table: "port grant",
+                    index,
+                    field: "range",
+                });
+            }
+        }
+        for (index, grant) in self.memory_grants.iter().enumerate() {
+            if !self.component_exists(grant.component) {
+                return Err(SpecError::BadComponentIndex {
+                    table: "memory grant",
+                    index,
+                });
+            }
+            let aligned = grant.physical % 4096 == 0 && grant.size % 4096 == 0 && grant.address % 4096 == 0;
+            if !aligned || grant.size == 0 || grant.physical.checked_add(grant.size).is_none() {
+                return Err(SpecError::BadField {
+                    table: "memory grant",
+                    index,
+                    field: "range",
+                });
+            }
+        }
+        for (index, grant) in self.interrupt_grants.iter().enumerate() {
+            if !self.component_exists(grant.component) {
+                return Err(SpecError::BadComponentIndex {
+                    table: "interrupt grant",
+                    index,
+                });
+            }
+            if grant.line >= 224 || grant.bit >= 64 {
+                return Err(SpecError::BadField {
+                    table: "interrupt grant",
+                    index,
+                    field: "line/bit",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The capabilities of component `index`.
+    pub fn capabilities_of(&self, index: usize) -> &'a [CapabilitySpec] {
+        let component = &self.components[index];
+        let first = component.capability_first as usize;
+        &self.capabilities[first..first + component.capability_count as usize]
+    }
+}
+
+/// Serialises a spec (host side). Records are written in the order given;
+/// [`Spec::parse`] of the result checks them.
+#[cfg(feature = "alloc")]
+#[derive(Default)]
+pub struct SpecBuilder {
+    pub components: alloc::vec::Vec<ComponentSpec>,
+    pub queues: alloc::vec::Vec<QueueSpec>,
+    pub capabilities: alloc::vec::Vec<CapabilitySpec>,
+    pub port_grants: alloc::vec::Vec<PortGrant>,
+    pub memory_grants: alloc::vec::Vec<MemoryGrant>,
+    pub interrupt_grants: alloc::vec::Vec<InterruptGrant>,
+    pub scheduling_controller: Option<u32>,
+}
+
+#[cfg(feature = "alloc")]
+impl SpecBuilder {
+    /// The spec's bytes.
+    pub fn finish(&self) -> alloc::vec::Vec<u8> {
+        let mut out = alloc::vec![0u8; size_of::<SpecHeader>()];
+        fn put<T: IntoBytes + Immutable>(out: &mut alloc::vec::Vec<u8>, records: &[T]) -> Table {
+            while out.len() % 8 != 0 {
+                out.push(0);
+            }
+            let offset = out.len() as u32;
+            for record in records {
+                out.extend_from_slice(record.as_bytes());
+            }
+            Table {
+                offset,
+                count: records.len() as u32,
+            }
+        }
+        let components = put(&mut out, &self.components);
+        let queues = put(&mut out, &self.queues);
+        let capabilities = put(&mut out, &self.capabilities);
+        let port_grants = put(&mut out, &self.port_grants);
+        let memory_grants = put(&mut out, &self.memory_grants);
+        let interrupt_grants = put(&mut out, &self.interrupt_grants);
+        let header = SpecHeader {
+            magic: SPEC_MAGIC,
+            version: SPEC_VERSION,
+            total_size: out.len() as u32,
+            components,
+            queues,
+            capabilities,
+            port_grants,
+            memory_grants,
+            interrupt_grants,
+            scheduling_controller: self.scheduling_controller.unwrap_or(NONE),
+            reserved: 0,
+        };
+        out[..size_of::<SpecHeader>()].copy_from_slice(header.as_bytes());
+        out
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+
+    fn component(name: &str, capability_first: u32, capability_count: u32) -> ComponentSpec {
+        ComponentSpec {
+            name: name_field(name),
+            program: name_field(name),
+            args: [0; 64],
+            args_len: 0,
+            priority: 10,
+            budget_us: 10_000,
+            period_us: 10_000,
+            stack_pages: 16,
+            memory_pages: 1024,
+            supervisor: NONE,
+            start: 1,
+            max_restarts: 3,
+            restart_backoff_ms: 10,
+            fault_bit: 0,
+            capability_first,
+            capability_count,
+            reserved: 0,
+        }
+    }
+
+    fn sample() -> SpecBuilder {
+        let mut spec = SpecBuilder::default();
+        spec.components.push(component("ping", 0, 1));
+        spec.components.push(component("pong", 1, 1));
+        spec.components[1].supervisor = 0;
+        for (holder, target) in [(0, 1), (1, 0)] {
+            spec.capabilities.push(CapabilitySpec {
+                name: name_field("peer.notify"),
+                holder,
+                kind: CapabilityKind::Notification as u32,
+                target,
+                reserved: 0,
+                badge: 1 << 3,
+            });
+        }
+        spec.queues.push(QueueSpec {
+            name: name_field("requests"),
+            sender: 0,
+            receiver: 1,
+            slot_size: 64,
+            slot_count: 256,
+            sender_address: 0x10_0000_0000,
+            receiver_address: 0x10_0000_0000,
+            receiver_bit: 3,
+            sender_bit: 3,
+        });
+        spec.port_grants.push(PortGrant {
+            component: 1,
+            first: 0x3f8,
+            count: 8,
+        });
+        spec
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = sample().finish();
+        let spec = Spec::parse(&bytes).unwrap();
+        assert_eq!(spec.components.len(), 2);
+        assert_eq!(name_of(&spec.components[1].name), Some("pong"));
+        assert_eq!(spec.capabilities_of(1)[0].target, 0);
+        assert_eq!(spec.queues[0].slot_count, 256);
+        assert_eq!(spec.port_grants[0].first, 0x3f8);
+        assert_eq!(spec.header.scheduling_controller, NONE);
+    }
+
+    #[test]
+    fn refuses_inconsistent_specs() {
+        let check = |mutate: &dyn Fn(&mut SpecBuilder), expected: SpecError| {
+            let mut spec = sample();
+            mutate(&mut spec);
+            assert_eq!(Spec::parse(&spec.finish()).unwrap_err(), expected);
+        };
+        check(&|s| s.components[1].name = name_field("ping"), SpecError::BadName { table: "component", index: 1 });
+        check(&|s| s.components[1].name = name_field("core"), SpecError::BadName { table: "component", index: 1 });
+        check(&|s| s.components[0].supervisor = 0, SpecError::BadComponentIndex { table: "component supervisor", index: 0 });
+        check(&|s| s.components[0].supervisor = 7, SpecError::BadComponentIndex { table: "component supervisor", index: 0 });
+        check(
+            &|s| s.components[0].budget_us = 20_000,
+            SpecError::BadField { table: "component", index: 0, field: "budget/period" },
+        );
+        check(&|s| s.components[0].capability_count = 2, SpecError::BadCapabilityRange { component: 0 });
+        check(&|s| s.capabilities[0].holder = 1, SpecError::BadCapabilityRange { component: 0 });
+        check(&|s| s.capabilities[0].kind = 99, SpecError::BadCapabilityKind { index: 0 });
+        check(&|s| s.capabilities[0].target = 5, SpecError::BadComponentIndex { table: "capability", index: 0 });
+        check(&|s| s.queues[0].receiver = 0, SpecError::BadField { table: "queue", index: 0, field: "ends" });
+        check(&|s| s.queues[0].slot_count = 100, SpecError::BadField { table: "queue", index: 0, field: "slot_count" });
+        check(&|s| s.queues[0].slot_size = 12, SpecError::BadField { table: "queue", index: 0, field: "slot_size" });
+        check(&|s| s.queues[0].sender = 9, SpecError::BadComponentIndex { table: "queue", index: 0 });
+        check(&|s| s.port_grants[0].count = 0, SpecError::BadField { table: "port grant", index: 0, field: "range" });
+        check(&|s| s.scheduling_controller = Some(4), SpecError::BadComponentIndex { table: "scheduling controller", index: 0 });
+    }
+
+    #[test]
+    fn never_panics_on_noise() {
+        let bytes = sample().finish();
+        for len in 0..bytes.len() {
+            let _ = Spec::parse(&bytes[..len]);
+        }
+        for at in 0..bytes.len() {
+            for value in [0u8, 1, 0x80, 0xff] {
+                let mut bad = bytes.clone();
+                bad[at] = value;
+                let _ = Spec::parse(&bad);
+            }
+        }
+    }
+}
