@@ -230,6 +230,7 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
                     }
                 }
             }
+            EntryKind::Spec => {}
         }
     }
     log::info!("starting {} component(s)", kernel.component_count);
