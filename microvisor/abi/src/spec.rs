@@ -37,6 +37,12 @@ pub const MAX_CAPABILITIES_PER_COMPONENT: usize = 32;
 /// The lowest priority; higher numbers run first.
 pub const MAX_PRIORITY: u32 = 255;
 
+/// Pages of memory a queue occupies in each end's address space: one header
+/// page (indices, generation, wait flags; see `crate::queue`) and the slots.
+pub const fn queue_pages(slot_size: u32, slot_count: u32) -> u64 {
+    1 + (slot_size as u64 * slot_count as u64).div_ceil(4096)
+}
+
 /// Where a table lies in the spec.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
