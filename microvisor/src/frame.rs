@@ -116,6 +116,27 @@ impl<'a> FrameAllocator<'a> {
         None
     }
 
+    /// Takes `count` physically contiguous free frames (lowest first) and
+    /// returns the first, or `None` if no such run exists.
+    pub fn allocate_contiguous(&mut self, count: u64) -> Option<PhysicalAddress> {
+        if count == 0 {
+            return None;
+        }
+        let mut run = 0;
+        for frame in 0..self.frames {
+            let free = self.bitmap[(frame / 64) as usize] & (1 << (frame % 64)) != 0;
+            run = if free { run + 1 } else { 0 };
+            if run == count {
+                let first = frame + 1 - count;
+                for taken in first..=frame {
+                    self.set(taken, false);
+                }
+                return Some(PhysicalAddress(self.base + first * PAGE_SIZE));
+            }
+        }
+        None
+    }
+
     /// Returns a frame taken with [`Self::allocate`].
     pub fn free(&mut self, address: PhysicalAddress) -> Result<(), FrameError> {
         if !address.is_page_aligned() {
@@ -198,6 +219,27 @@ mod tests {
         // Ranges beyond the tracked span are ignored, not an overflow.
         allocator.add_free_range(u64::MAX - 10, u64::MAX);
         allocator.reserve_range(u64::MAX - 10, u64::MAX);
+    }
+
+    #[test]
+    fn contiguous_runs() {
+        let mut bitmap = vec![0u64; 1];
+        let mut allocator = FrameAllocator::new(&mut bitmap);
+        allocator.add_free_range(0, 64 * PAGE_SIZE);
+        allocator.reserve_range(3 * PAGE_SIZE, 4 * PAGE_SIZE);
+        assert_eq!(
+            allocator.allocate_contiguous(4),
+            Some(PhysicalAddress(4 * PAGE_SIZE))
+        );
+        assert_eq!(allocator.allocate_contiguous(3), Some(PhysicalAddress(0)));
+        assert!(!allocator.is_free(PhysicalAddress(7 * PAGE_SIZE)));
+        assert_eq!(allocator.free_frames(), 64 - 8);
+        assert_eq!(allocator.allocate_contiguous(57), None);
+        assert_eq!(
+            allocator.allocate_contiguous(56),
+            Some(PhysicalAddress(8 * PAGE_SIZE))
+        );
+        assert_eq!(allocator.allocate_contiguous(0), None);
     }
 
     proptest! {

@@ -15,4 +15,5 @@ pub mod boot_info;
 pub mod elf;
 pub mod frame;
 pub mod paging;
+pub mod sched;
 pub mod user;

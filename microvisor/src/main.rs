@@ -27,11 +27,12 @@ use microvisor::boot_info::{BootInfo, PhysicalMemory};
 use microvisor::frame::FrameAllocator;
 use microvisor::paging;
 use microvisor_abi::image::{EntryKind, Image};
+use microvisor_abi::spec::{self, Spec};
 
 use arch::boot::{self, KERNEL_BASE};
 use arch::cpu::{self, Features, cr4};
 use arch::memory::{self, DIRECT_MAP_BASE};
-use component::{Component, MAX_COMPONENTS};
+use component::ComponentState;
 use state::Kernel;
 
 /// The most physical memory the frame allocator tracks (16 GiB).
@@ -138,11 +139,12 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     }
 
     let kernel_space =
-        memory::build_kernel_space(&mut frames, &layout, &info).unwrap_or_else(|error| {
-            fatal(format_args!(
-                "cannot build the core's page tables: {error:?}"
-            ))
-        });
+        memory::build_kernel_space(&mut frames, &layout, &info, arch::timer::apic_physical())
+            .unwrap_or_else(|error| {
+                fatal(format_args!(
+                    "cannot build the core's page tables: {error:?}"
+                ))
+            });
     let mut extra = 0;
     if features.smep {
         extra |= cr4::SMEP;
@@ -189,22 +191,28 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     // and used for nothing else.
     unsafe { arch::entry::init(layout.stack.end, layout.fault_stack.end) };
     arch::interrupts::disable_legacy_pic();
+    // SAFETY: the core's tables map the APIC page at APIC_VIRTUAL; boot,
+    // interrupts disabled.
+    let clock = unsafe { arch::timer::init() };
+    log::info!(
+        "clock: TSC {} MHz, APIC timer {} kHz (calibrated against the PIT)",
+        clock.tsc_per_ms / 1000,
+        clock.apic_per_ms
+    );
 
-    let kernel = state::install(Kernel {
+    let kernel = state::install(
         frames,
-        kernel_space: kernel_space.space,
-        components: [const { Component::EMPTY }; MAX_COMPONENTS],
-        component_count: 0,
-        current: None,
-        refused: 0,
-    });
+        kernel_space.space,
+        clock,
+        arch::entry::Frame::idle(arch::entry::idle_entry(), layout.stack.end),
+    );
     let Some(module) = info.modules().first().copied() else {
         log::warn!("no boot image: nothing to run");
         shutdown::halt(false, "no boot image")
     };
     // SAFETY: the module's frames are reserved (never allocated) and in the
-    // direct map; nothing writes to them.
-    let image_bytes = unsafe {
+    // direct map; nothing writes to them for the life of the system.
+    let image_bytes: &'static [u8] = unsafe {
         core::slice::from_raw_parts(
             memory::direct(microvisor::address::PhysicalAddress(module.start)),
             (module.end - module.start) as usize,
@@ -213,32 +221,114 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     let image = Image::parse(image_bytes)
         .unwrap_or_else(|error| fatal(format_args!("boot image refused: {error}")));
     log::info!("boot image: {} entries", image.len());
-    for entry in image.entries() {
-        match entry.kind {
-            EntryKind::Component => {
-                match component::load(kernel, entry.name, entry.args, entry.contents) {
-                    Ok(loaded) => log::info!(
-                        "loaded component '{}': {} segment(s), {} KiB, entry {:#x}",
-                        entry.name,
-                        loaded.segments,
-                        loaded.pages * PAGE_SIZE / 1024,
-                        loaded.entry
-                    ),
-                    Err(error) => {
-                        kernel.refused += 1;
-                        log::error!("refused component '{}': {error}", entry.name);
-                    }
-                }
-            }
-            EntryKind::Spec => {}
-        }
+    let spec = image
+        .entries()
+        .find(|entry| entry.kind == EntryKind::Spec)
+        .map(|entry| {
+            Spec::parse(entry.contents)
+                .unwrap_or_else(|error| fatal(format_args!("boot spec refused: {error}")))
+        });
+    match spec {
+        Some(spec) => instantiate(kernel, &image, spec),
+        None => instantiate_programs(kernel, &image),
     }
     log::info!("starting {} component(s)", kernel.component_count);
     let frame = kernel.schedule();
     // SAFETY: `schedule` made the frame current and loaded its address
-    // space; frames of new threads hold user segments and a user entry
-    // point checked by the ELF planner.
+    // space (or chose the idle loop); frames of new threads hold user
+    // segments and a user entry point checked by the ELF planner.
     unsafe { arch::entry::enter_user(frame) }
+}
+
+/// Creates the system the spec describes.
+fn instantiate(kernel: &mut Kernel, image: &Image<'static>, spec: Spec<'static>) {
+    kernel.spec = Some(spec);
+    log::info!(
+        "boot spec: {} components, {} queues, {} capabilities",
+        spec.components.len(),
+        spec.queues.len(),
+        spec.capabilities.len()
+    );
+    for declared in spec.components {
+        let name = spec::name_of(&declared.name).unwrap_or("?");
+        let program_name = spec::name_of(&declared.program).unwrap_or("?");
+        let program = image
+            .entries()
+            .find(|e| e.kind == EntryKind::Component && e.name == program_name)
+            .map_or(&[][..], |e| e.contents);
+        let declaration = component::Declaration {
+            name,
+            args: core::str::from_utf8(&declared.args[..declared.args_len as usize]).unwrap_or(""),
+            program,
+            priority: declared.priority,
+            budget_us: u64::from(declared.budget_us),
+            period_us: u64::from(declared.period_us),
+            stack_pages: u64::from(declared.stack_pages),
+            memory_pages: u64::from(declared.memory_pages),
+            start: declared.start == 1,
+            supervisor: (declared.supervisor != spec::NONE).then_some(declared.supervisor as usize),
+            fault_bit: declared.fault_bit,
+        };
+        // Spec::parse bounds the component count and checks the names, so
+        // declaring cannot fail here.
+        if let Err(error) = component::declare(kernel, &declaration) {
+            fatal(format_args!("component '{name}': {error}"));
+        }
+    }
+    if let Err(error) = component::create_queues(kernel, &spec) {
+        fatal(format_args!("cannot create the queues: {error}"));
+    }
+    for index in 0..kernel.component_count {
+        component::install_capabilities(kernel, index, &spec);
+        build_component(kernel, index);
+    }
+}
+
+/// Without a spec: every program in the image is one component with
+/// default settings.
+fn instantiate_programs(kernel: &mut Kernel, image: &Image<'static>) {
+    for entry in image.entries().filter(|e| e.kind == EntryKind::Component) {
+        let declaration = component::Declaration {
+            name: entry.name,
+            args: entry.args,
+            program: entry.contents,
+            priority: 100,
+            budget_us: 10_000,
+            period_us: 10_000,
+            stack_pages: 16,
+            memory_pages: 4096,
+            start: true,
+            supervisor: None,
+            fault_bit: 0,
+        };
+        match component::declare(kernel, &declaration) {
+            Ok(index) => build_component(kernel, index),
+            Err(error) => {
+                kernel.refused += 1;
+                log::error!("refused component '{}': {error}", entry.name);
+            }
+        }
+    }
+}
+
+fn build_component(kernel: &mut Kernel, index: usize) {
+    let result = if kernel.components[index].program.is_empty() {
+        Err(component::LoadError::MissingProgram)
+    } else {
+        component::build(kernel, index)
+    };
+    let name = kernel.components[index].name();
+    match result {
+        Ok((entry, segments)) => {
+            log::info!("loaded component '{name}': {segments} segment(s), entry {entry:#x}")
+        }
+        Err(error) => {
+            log::error!("refused component '{name}': {error}");
+            kernel.refused += 1;
+            kernel.components[index].state = ComponentState::Faulted;
+            kernel.components[index].supervisor = None;
+        }
+    }
 }
 
 fn yes(value: bool) -> &'static str {

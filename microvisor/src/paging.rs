@@ -27,6 +27,12 @@ pub mod entry {
     pub const DIRTY: u64 = 1 << 6;
     pub const HUGE: u64 = 1 << 7;
     pub const GLOBAL: u64 = 1 << 8;
+    /// Page-level write-through and cache disable (device memory).
+    pub const WRITE_THROUGH: u64 = 1 << 3;
+    pub const CACHE_DISABLE: u64 = 1 << 4;
+    /// Software bit: the frame is shared (queue memory, device memory) and
+    /// is not released when this address space is cleared.
+    pub const SHARED: u64 = 1 << 9;
     pub const NO_EXECUTE: u64 = 1 << 63;
     /// Bits 51..12: the physical address of the next table or the page.
     pub const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -42,6 +48,11 @@ pub struct Permissions {
     pub execute: bool,
     pub user: bool,
     pub global: bool,
+    /// Uncached (device memory).
+    pub uncached: bool,
+    /// Not owned by this address space: never released by
+    /// [`AddressSpace::clear_user_half`].
+    pub shared: bool,
 }
 
 impl Permissions {
@@ -51,6 +62,8 @@ impl Permissions {
         execute: false,
         user: false,
         global: false,
+        uncached: false,
+        shared: false,
     };
     /// Read + write, not executable.
     pub const READ_WRITE: Self = Self {
@@ -66,6 +79,22 @@ impl Permissions {
     /// The same rights, for ring 3.
     pub const fn for_user(self) -> Self {
         Self { user: true, ..self }
+    }
+
+    /// The same rights, for a frame this address space does not own.
+    pub const fn shared(self) -> Self {
+        Self {
+            shared: true,
+            ..self
+        }
+    }
+
+    /// The same rights, uncached (for device registers).
+    pub const fn uncached(self) -> Self {
+        Self {
+            uncached: true,
+            ..self
+        }
     }
 
     /// The same rights, global (kept in the TLB across address spaces).
@@ -89,6 +118,12 @@ impl Permissions {
         }
         if self.global {
             bits |= entry::GLOBAL;
+        }
+        if self.uncached {
+            bits |= entry::WRITE_THROUGH | entry::CACHE_DISABLE;
+        }
+        if self.shared {
+            bits |= entry::SHARED;
         }
         bits
     }
@@ -317,7 +352,9 @@ fn free_subtree(memory: &mut impl TableMemory, table: PhysicalAddress, level: u3
         }
         let address = PhysicalAddress(value & entry::ADDRESS_MASK);
         if level == 1 || value & entry::HUGE != 0 {
-            memory.release_page(address);
+            if value & entry::SHARED == 0 {
+                memory.release_page(address);
+            }
         } else {
             free_subtree(memory, address, level - 1);
         }
@@ -677,14 +714,24 @@ pub(crate) mod tests {
                 )
                 .unwrap();
         }
+        let queue = PhysicalAddress(0x200_0000);
+        space
+            .map_page(
+                &mut memory,
+                VirtualAddress(0x4000_0000_0000),
+                queue,
+                Permissions::READ_WRITE.for_user().shared(),
+            )
+            .unwrap();
         let tables_before = memory.tables.len();
         space.clear_user_half(&mut memory);
         let mut released = std::mem::take(&mut memory.released);
         released.sort();
+        // Every owned frame released, the shared one kept.
         assert_eq!(released, frames);
-        // PDPT + PD + 2 PTs freed; the root and the kernel tables remain.
-        assert_eq!(memory.freed.len(), 4);
-        assert_eq!(memory.tables.len(), tables_before - 4);
+        // 2 x (PDPT + PD) + 3 PTs freed; the root and the kernel tables remain.
+        assert_eq!(memory.freed.len(), 7);
+        assert_eq!(memory.tables.len(), tables_before - 7);
         assert!(space.translate(&memory, KERNEL_PAGE).is_some());
         assert!(space.translate(&memory, USER_PAGE).is_none());
     }

@@ -11,8 +11,11 @@
 
 use microvisor_abi::fault::{FaultKind, page_fault};
 
+use microvisor_abi::fault::FaultRecord;
+
 use crate::arch::cpu;
 use crate::arch::entry::Frame;
+use crate::arch::timer::{self, TIMER_VECTOR};
 use crate::component::{self, ComponentState};
 use crate::state::{self, Kernel};
 
@@ -71,6 +74,10 @@ pub fn user_trap(vector: u64, error: u64) -> *const Frame {
     // SAFETY: one call per entry from ring 3 (see `state`).
     let kernel = unsafe { state::kernel() };
     let index = kernel.current_index();
+    if vector == TIMER_VECTOR {
+        timer::end_of_interrupt();
+        return kernel.schedule();
+    }
     if is_spurious(vector) {
         return &kernel.components[index].frame;
     }
@@ -100,8 +107,35 @@ pub fn user_trap(vector: u64, error: u64) -> *const Frame {
     kernel.schedule()
 }
 
-/// Reports `fault` for component `index`, stops it and frees its memory.
+/// Reports `fault` for component `index`, stops it, frees its memory and
+/// notifies its supervisor, if it has one.
 pub fn fault_component(kernel: &mut Kernel, index: usize, fault: Fault, message: &[u8]) {
+    report(kernel, index, fault, message);
+    let component = &mut kernel.components[index];
+    component.fault_count += 1;
+    component.fault = Some(FaultRecord {
+        kind: fault.kind as u32,
+        count: component.fault_count,
+        address: fault.address,
+        detail: fault.detail,
+        rip: component.frame.rip,
+        generation: u64::from(component.generation),
+    });
+    let supervisor = component.supervisor;
+    let bit = component.fault_bit;
+    component::stop(kernel, index, ComponentState::Faulted);
+    if let Some(supervisor) = supervisor {
+        let name = kernel.components[supervisor].name();
+        log::info!("supervisor '{name}' notified");
+        state::notify(
+            &mut kernel.components[..kernel.component_count],
+            supervisor,
+            1 << bit,
+        );
+    }
+}
+
+fn report(kernel: &Kernel, index: usize, fault: Fault, message: &[u8]) {
     let component = &kernel.components[index];
     let name = component.name();
     let rip = component.frame.rip;
@@ -159,12 +193,30 @@ pub fn fault_component(kernel: &mut Kernel, index: usize, fault: Fault, message:
                 "component '{name}' faulted: invalid instruction (#UD), rip {rip:#x}, rsp {rsp:#x}; stopped"
             )
         }
+        FaultKind::BadCapability => log::error!(
+            "component '{name}' faulted: stale, forged or wrong-kind capability handle {:#x}, rip {rip:#x}; stopped",
+            fault.detail
+        ),
     }
-    component::stop(kernel, index, ComponentState::Faulted);
 }
 
-/// Handles a trap taken in ring 0: always fatal.
-pub fn kernel_trap(frame: &Frame) -> ! {
+/// Handles a trap taken in ring 0. The timer interrupting the idle loop
+/// is the one expected case; everything else is fatal.
+pub fn kernel_trap(frame: &Frame) -> *const Frame {
+    if frame.vector == TIMER_VECTOR && state::running_component().is_none() {
+        timer::end_of_interrupt();
+        // SAFETY: the idle loop holds no reference to the kernel state; this
+        // is the only use in this entry.
+        let kernel = unsafe { state::kernel() };
+        return kernel.schedule();
+    }
+    if frame.vector == timer::SPURIOUS_VECTOR {
+        return frame;
+    }
+    fatal_trap(frame)
+}
+
+fn fatal_trap(frame: &Frame) -> ! {
     let vector = frame.vector as usize;
     let what = EXCEPTION_NAMES
         .get(vector)

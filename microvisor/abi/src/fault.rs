@@ -5,6 +5,8 @@
 //! component's runtime. The core prints the report on the console and (from
 //! the supervision work on) hands it to the component's supervisor.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// The class of a fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -26,6 +28,9 @@ pub enum FaultKind {
     BadArgument = 7,
     /// The component's own panic handler reported a panic.
     Panic = 8,
+    /// A capability handle that is stale, forged or of the wrong kind:
+    /// `detail` is the handle.
+    BadCapability = 9,
 }
 
 impl FaultKind {
@@ -40,8 +45,46 @@ impl FaultKind {
             Self::BadPointer => "bad pointer passed to a system call",
             Self::BadArgument => "bad system-call argument",
             Self::Panic => "panic",
+            Self::BadCapability => "bad capability",
         }
     }
+}
+
+impl FaultKind {
+    /// Decodes a kind, or `None`.
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        Some(match value {
+            1 => Self::PageFault,
+            2 => Self::InvalidInstruction,
+            3 => Self::GeneralProtection,
+            4 => Self::Exception,
+            5 => Self::BadSyscall,
+            6 => Self::BadPointer,
+            7 => Self::BadArgument,
+            8 => Self::Panic,
+            9 => Self::BadCapability,
+            _ => return None,
+        })
+    }
+}
+
+/// What a supervisor reads about a faulted component
+/// ([`crate::syscall::Syscall::ComponentFault`]).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct FaultRecord {
+    /// A [`FaultKind`] as `u32`.
+    pub kind: u32,
+    /// How many times the component has faulted since boot.
+    pub count: u32,
+    /// The faulting address (page faults, bad pointers), else 0.
+    pub address: u64,
+    /// Error code, vector, call number or argument, by kind.
+    pub detail: u64,
+    /// The instruction pointer at the fault.
+    pub rip: u64,
+    /// The component's generation when it faulted.
+    pub generation: u64,
 }
 
 /// Page-fault error-code bits (Intel SDM vol. 3, 4.7), for reports.

@@ -44,7 +44,9 @@ pub const fn queue_pages(slot_size: u32, slot_count: u32) -> u64 {
 }
 
 /// Where a table lies in the spec.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct Table {
     /// Offset from the start of the spec, 8-byte aligned.
@@ -223,16 +225,30 @@ pub enum SpecError {
     /// A table is misaligned, out of bounds or too long (named).
     BadTable(&'static str),
     /// A record refers to a component that does not exist.
-    BadComponentIndex { table: &'static str, index: usize },
+    BadComponentIndex {
+        table: &'static str,
+        index: usize,
+    },
     /// A component's capability range is outside the capability table, or
     /// ranges overlap, or a capability's holder disagrees with its range.
-    BadCapabilityRange { component: usize },
+    BadCapabilityRange {
+        component: usize,
+    },
     /// A capability has an unknown kind.
-    BadCapabilityKind { index: usize },
+    BadCapabilityKind {
+        index: usize,
+    },
     /// A name is malformed or duplicated (table, index).
-    BadName { table: &'static str, index: usize },
+    BadName {
+        table: &'static str,
+        index: usize,
+    },
     /// A field is out of range (table, index, field).
-    BadField { table: &'static str, index: usize, field: &'static str },
+    BadField {
+        table: &'static str,
+        index: usize,
+        field: &'static str,
+    },
 }
 
 impl core::fmt::Display for SpecError {
@@ -240,17 +256,28 @@ impl core::fmt::Display for SpecError {
         match self {
             Self::Truncated => write!(f, "spec truncated"),
             Self::BadMagic => write!(f, "not a boot spec (bad magic)"),
-            Self::UnsupportedVersion(v) => write!(f, "spec version {v} (this core reads {SPEC_VERSION})"),
+            Self::UnsupportedVersion(v) => {
+                write!(f, "spec version {v} (this core reads {SPEC_VERSION})")
+            }
             Self::BadTable(t) => write!(f, "{t} table misaligned, out of bounds or too long"),
             Self::BadComponentIndex { table, index } => {
-                write!(f, "{table} {index}: refers to a component that does not exist")
+                write!(
+                    f,
+                    "{table} {index}: refers to a component that does not exist"
+                )
             }
             Self::BadCapabilityRange { component } => {
                 write!(f, "component {component}: capability range is inconsistent")
             }
             Self::BadCapabilityKind { index } => write!(f, "capability {index}: unknown kind"),
-            Self::BadName { table, index } => write!(f, "{table} {index}: malformed or duplicate name"),
-            Self::BadField { table, index, field } => write!(f, "{table} {index}: {field} out of range"),
+            Self::BadName { table, index } => {
+                write!(f, "{table} {index}: malformed or duplicate name")
+            }
+            Self::BadField {
+                table,
+                index,
+                field,
+            } => write!(f, "{table} {index}: {field} out of range"),
         }
     }
 }
@@ -274,10 +301,14 @@ pub fn name_of(raw: &[u8; 32]) -> Option<&str> {
     let (name, padding) = raw.split_at(len);
     let valid = len > 0
         && padding.iter().all(|&b| b == 0)
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.');
-    if valid { core::str::from_utf8(name).ok() } else { None }
+        && name.iter().all(|&b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+        });
+    if valid {
+        core::str::from_utf8(name).ok()
+    } else {
+        None
+    }
 }
 
 /// Fills a NUL-padded name field (truncating at 32 bytes).
@@ -315,7 +346,9 @@ impl<'a> Spec<'a> {
         if header.version != SPEC_VERSION {
             return Err(SpecError::UnsupportedVersion(header.version));
         }
-        let bytes = bytes.get(..header.total_size as usize).ok_or(SpecError::Truncated)?;
+        let bytes = bytes
+            .get(..header.total_size as usize)
+            .ok_or(SpecError::Truncated)?;
         let spec = Self {
             header,
             components: table(bytes, header.components, MAX_COMPONENTS, "component")?,
@@ -323,7 +356,12 @@ impl<'a> Spec<'a> {
             capabilities: table(bytes, header.capabilities, MAX_CAPABILITIES, "capability")?,
             port_grants: table(bytes, header.port_grants, MAX_GRANTS, "port grant")?,
             memory_grants: table(bytes, header.memory_grants, MAX_GRANTS, "memory grant")?,
-            interrupt_grants: table(bytes, header.interrupt_grants, MAX_GRANTS, "interrupt grant")?,
+            interrupt_grants: table(
+                bytes,
+                header.interrupt_grants,
+                MAX_GRANTS,
+                "interrupt grant",
+            )?,
         };
         spec.check()?;
         Ok(spec)
@@ -355,7 +393,9 @@ impl<'a> Spec<'a> {
             })?;
             if name == "core"
                 || name.contains('.')
-                || self.components[..index].iter().any(|c| name_of(&c.name) == Some(name))
+                || self.components[..index]
+                    .iter()
+                    .any(|c| name_of(&c.name) == Some(name))
             {
                 return Err(SpecError::BadName {
                     table: "component",
@@ -366,21 +406,29 @@ impl<'a> Spec<'a> {
                 table: "component program",
                 index,
             })?;
-            if component.args_len > 64 || core::str::from_utf8(&component.args[..component.args_len as usize]).is_err()
+            if component.args_len > 64
+                || core::str::from_utf8(&component.args[..component.args_len as usize]).is_err()
             {
                 return Err(bad("args"));
             }
             if component.priority > MAX_PRIORITY {
                 return Err(bad("priority"));
             }
-            if component.period_us == 0 || component.budget_us == 0 || component.budget_us > component.period_us {
+            if component.period_us == 0
+                || component.budget_us == 0
+                || component.budget_us > component.period_us
+            {
                 return Err(bad("budget/period"));
             }
-            if component.stack_pages == 0 || component.stack_pages > 256 || component.memory_pages < component.stack_pages
+            if component.stack_pages == 0
+                || component.stack_pages > 256
+                || component.memory_pages < component.stack_pages
             {
                 return Err(bad("stack/memory pages"));
             }
-            if component.supervisor != NONE && (component.supervisor >= count || component.supervisor == index as u32) {
+            if component.supervisor != NONE
+                && (component.supervisor >= count || component.supervisor == index as u32)
+            {
                 return Err(SpecError::BadComponentIndex {
                     table: "component supervisor",
                     index,
@@ -389,7 +437,9 @@ impl<'a> Spec<'a> {
             if component.start > 1 || component.fault_bit >= 64 {
                 return Err(bad("start/fault_bit"));
             }
-            let end = component.capability_first.checked_add(component.capability_count);
+            let end = component
+                .capability_first
+                .checked_add(component.capability_count);
             if component.capability_first != next_capability
                 || component.capability_count as usize > MAX_CAPABILITIES_PER_COMPONENT
                 || end.is_none_or(|end| end as usize > self.capabilities.len())
@@ -415,7 +465,8 @@ impl<'a> Spec<'a> {
                 table: "capability",
                 index,
             })?;
-            let kind = CapabilityKind::from_u32(capability.kind).ok_or(SpecError::BadCapabilityKind { index })?;
+            let kind = CapabilityKind::from_u32(capability.kind)
+                .ok_or(SpecError::BadCapabilityKind { index })?;
             let needs_target = kind != CapabilityKind::SchedulingControl;
             if needs_target && !self.component_exists(capability.target) {
                 return Err(SpecError::BadComponentIndex {
@@ -430,9 +481,15 @@ impl<'a> Spec<'a> {
                 index,
                 field,
             };
-            name_of(&queue.name).ok_or(SpecError::BadName { table: "queue", index })?;
+            name_of(&queue.name).ok_or(SpecError::BadName {
+                table: "queue",
+                index,
+            })?;
             if !self.component_exists(queue.sender) || !self.component_exists(queue.receiver) {
-                return Err(SpecError::BadComponentIndex { table: "queue", index });
+                return Err(SpecError::BadComponentIndex {
+                    table: "queue",
+                    index,
+                });
             }
             if queue.sender == queue.receiver {
                 return Err(bad("ends"));
@@ -472,7 +529,8 @@ impl<'a> Spec<'a> {
                     index,
                 });
             }
-            let aligned = grant.physical % 4096 == 0 && grant.size % 4096 == 0 && grant.address % 4096 == 0;
+            let aligned =
+                grant.physical % 4096 == 0 && grant.size % 4096 == 0 && grant.address % 4096 == 0;
             if !aligned || grant.size == 0 || grant.physical.checked_add(grant.size).is_none() {
                 return Err(SpecError::BadField {
                     table: "memory grant",
@@ -642,24 +700,107 @@ mod tests {
             mutate(&mut spec);
             assert_eq!(Spec::parse(&spec.finish()).unwrap_err(), expected);
         };
-        check(&|s| s.components[1].name = name_field("ping"), SpecError::BadName { table: "component", index: 1 });
-        check(&|s| s.components[1].name = name_field("core"), SpecError::BadName { table: "component", index: 1 });
-        check(&|s| s.components[0].supervisor = 0, SpecError::BadComponentIndex { table: "component supervisor", index: 0 });
-        check(&|s| s.components[0].supervisor = 7, SpecError::BadComponentIndex { table: "component supervisor", index: 0 });
+        check(
+            &|s| s.components[1].name = name_field("ping"),
+            SpecError::BadName {
+                table: "component",
+                index: 1,
+            },
+        );
+        check(
+            &|s| s.components[1].name = name_field("core"),
+            SpecError::BadName {
+                table: "component",
+                index: 1,
+            },
+        );
+        check(
+            &|s| s.components[0].supervisor = 0,
+            SpecError::BadComponentIndex {
+                table: "component supervisor",
+                index: 0,
+            },
+        );
+        check(
+            &|s| s.components[0].supervisor = 7,
+            SpecError::BadComponentIndex {
+                table: "component supervisor",
+                index: 0,
+            },
+        );
         check(
             &|s| s.components[0].budget_us = 20_000,
-            SpecError::BadField { table: "component", index: 0, field: "budget/period" },
+            SpecError::BadField {
+                table: "component",
+                index: 0,
+                field: "budget/period",
+            },
         );
-        check(&|s| s.components[0].capability_count = 2, SpecError::BadCapabilityRange { component: 0 });
-        check(&|s| s.capabilities[0].holder = 1, SpecError::BadCapabilityRange { component: 0 });
-        check(&|s| s.capabilities[0].kind = 99, SpecError::BadCapabilityKind { index: 0 });
-        check(&|s| s.capabilities[0].target = 5, SpecError::BadComponentIndex { table: "capability", index: 0 });
-        check(&|s| s.queues[0].receiver = 0, SpecError::BadField { table: "queue", index: 0, field: "ends" });
-        check(&|s| s.queues[0].slot_count = 100, SpecError::BadField { table: "queue", index: 0, field: "slot_count" });
-        check(&|s| s.queues[0].slot_size = 12, SpecError::BadField { table: "queue", index: 0, field: "slot_size" });
-        check(&|s| s.queues[0].sender = 9, SpecError::BadComponentIndex { table: "queue", index: 0 });
-        check(&|s| s.port_grants[0].count = 0, SpecError::BadField { table: "port grant", index: 0, field: "range" });
-        check(&|s| s.scheduling_controller = Some(4), SpecError::BadComponentIndex { table: "scheduling controller", index: 0 });
+        check(
+            &|s| s.components[0].capability_count = 2,
+            SpecError::BadCapabilityRange { component: 0 },
+        );
+        check(
+            &|s| s.capabilities[0].holder = 1,
+            SpecError::BadCapabilityRange { component: 0 },
+        );
+        check(
+            &|s| s.capabilities[0].kind = 99,
+            SpecError::BadCapabilityKind { index: 0 },
+        );
+        check(
+            &|s| s.capabilities[0].target = 5,
+            SpecError::BadComponentIndex {
+                table: "capability",
+                index: 0,
+            },
+        );
+        check(
+            &|s| s.queues[0].receiver = 0,
+            SpecError::BadField {
+                table: "queue",
+                index: 0,
+                field: "ends",
+            },
+        );
+        check(
+            &|s| s.queues[0].slot_count = 100,
+            SpecError::BadField {
+                table: "queue",
+                index: 0,
+                field: "slot_count",
+            },
+        );
+        check(
+            &|s| s.queues[0].slot_size = 12,
+            SpecError::BadField {
+                table: "queue",
+                index: 0,
+                field: "slot_size",
+            },
+        );
+        check(
+            &|s| s.queues[0].sender = 9,
+            SpecError::BadComponentIndex {
+                table: "queue",
+                index: 0,
+            },
+        );
+        check(
+            &|s| s.port_grants[0].count = 0,
+            SpecError::BadField {
+                table: "port grant",
+                index: 0,
+                field: "range",
+            },
+        );
+        check(
+            &|s| s.scheduling_controller = Some(4),
+            SpecError::BadComponentIndex {
+                table: "scheduling controller",
+                index: 0,
+            },
+        );
     }
 
     #[test]

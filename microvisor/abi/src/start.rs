@@ -1,13 +1,76 @@
 //! The start-information page.
 //!
 //! At entry a component finds, at [`crate::START_INFO_ADDRESS`] (also passed
-//! in `rdi`), one read-only page that tells it who it is: its name and the
-//! argument string its system description gave it.
+//! in `rdi`), one read-only page that tells it who it is — its name,
+//! argument string and generation — and what it was given: every
+//! capability handle, queue end, incoming notification bit, interrupt line
+//! and device grant, each as a named [`Resource`]. The core writes it at
+//! every (re)start; the component only reads it.
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `b"MVSTART\0"` as a little-endian word.
 pub const START_MAGIC: u64 = u64::from_le_bytes(*b"MVSTART\0");
+/// The most resources the page lists.
+pub const MAX_RESOURCES: usize = 48;
+
+/// What a [`Resource`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ResourceKind {
+    /// A capability: `handle`; `size` is its [`crate::spec::CapabilityKind`].
+    Capability = 1,
+    /// The sending end of a queue at `address`; `handle` signals the
+    /// receiver; `bit` is set in this component's word when space frees up;
+    /// `size` is `slot_size | slot_count << 32`.
+    QueueSend = 2,
+    /// The receiving end of a queue at `address`; `handle` signals the
+    /// sender; `bit` is set in this component's word when messages arrive.
+    QueueReceive = 3,
+    /// Bits another component may set in this component's word (`bit` is
+    /// the lowest, `size` the mask), e.g. a declared notification.
+    Incoming = 4,
+    /// A supervised component: `handle` is the component-control
+    /// capability, `bit` is set when it faults, `address` is its restart
+    /// limit and `size` its initial back-off in milliseconds.
+    Supervised = 5,
+    /// An interrupt line (`address`) delivered as `bit`.
+    Interrupt = 6,
+    /// I/O ports `address .. address + size`.
+    Ports = 7,
+    /// Device memory at `address`, `size` bytes.
+    Memory = 8,
+}
+
+impl ResourceKind {
+    /// Decodes a kind, or `None`.
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        Some(match value {
+            1 => Self::Capability,
+            2 => Self::QueueSend,
+            3 => Self::QueueReceive,
+            4 => Self::Incoming,
+            5 => Self::Supervised,
+            6 => Self::Interrupt,
+            7 => Self::Ports,
+            8 => Self::Memory,
+            _ => return None,
+        })
+    }
+}
+
+/// One named thing a component was given.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct Resource {
+    pub name: [u8; 32],
+    /// A [`ResourceKind`].
+    pub kind: u32,
+    pub bit: u32,
+    pub handle: u64,
+    pub address: u64,
+    pub size: u64,
+}
 
 /// The layout of the start-information page.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -23,12 +86,18 @@ pub struct StartInfo {
     pub name: [u8; 32],
     /// Bytes used in `args`.
     pub args_len: u32,
-    pub _reserved: u32,
+    /// 1 at first start, one more at each restart.
+    pub generation: u32,
     /// The component's argument string (UTF-8).
     pub args: [u8; 64],
+    /// Entries used in `resources`.
+    pub resource_count: u32,
+    pub reserved: u32,
+    pub resources: [Resource; MAX_RESOURCES],
 }
 
-const _: () = assert!(core::mem::size_of::<StartInfo>() == 120);
+const _: () = assert!(size_of::<Resource>() == 64);
+const _: () = assert!(size_of::<StartInfo>() <= 4096);
 
 impl StartInfo {
     /// The name, or `""` if the page holds invalid UTF-8 or lengths.
@@ -39,6 +108,18 @@ impl StartInfo {
     /// The argument string, or `""` if invalid.
     pub fn args(&self) -> &str {
         bounded_str(&self.args, self.args_len)
+    }
+
+    /// The resources listed.
+    pub fn resources(&self) -> &[Resource] {
+        &self.resources[..(self.resource_count as usize).min(MAX_RESOURCES)]
+    }
+
+    /// The resource called `name` of kind `kind`.
+    pub fn resource(&self, name: &str, kind: ResourceKind) -> Option<&Resource> {
+        self.resources()
+            .iter()
+            .find(|r| r.kind == kind as u32 && crate::spec::name_of(&r.name) == Some(name))
     }
 }
 

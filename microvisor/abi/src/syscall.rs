@@ -11,6 +11,12 @@
 //! length out of range — is not an error code: the core stops the caller and
 //! reports a fault (see [`crate::fault`]). Error codes are reserved for
 //! conditions a correct program can meet.
+//!
+//! Capabilities are named by handles: the slot index in the caller's
+//! capability table in bits 0..16 and the caller's generation (its restart
+//! count plus one) in bits 32..64. A handle with a wrong generation (kept
+//! from a previous life, or forged) or an index past the table faults the
+//! caller, as does a capability of the wrong kind.
 
 /// The system calls, by number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +35,39 @@ pub enum Syscall {
     /// The component panicked: `rdi`/`rsi` are the message. The core stops
     /// it and reports a fault of kind [`crate::fault::FaultKind::Panic`].
     Panic = 4,
+    /// Signal a notification: `rdi` is a [`crate::spec::CapabilityKind::Notification`]
+    /// capability handle; its badge bits are OR-ed into the target's word.
+    Signal = 5,
+    /// Wait on the caller's own notification word: `rdi` is a timeout in
+    /// microseconds ([`WAIT_FOREVER`], or 0 to poll). Answers the bits that
+    /// were set (and clears them) in `rdx`, or [`Status::TimedOut`].
+    Wait = 6,
+    /// Nanoseconds since boot, in `rdx`.
+    Time = 7,
+    /// CPU time consumed by a scheduling context, in nanoseconds, in `rdx`:
+    /// `rdi` is a [`crate::spec::CapabilityKind::SchedulingContext`] handle or
+    /// [`SELF`].
+    SchedulingRead = 8,
+    /// Reconfigure a scheduling context: `rdi` the scheduling-control
+    /// handle, `rsi` a scheduling-context handle, `rdx` budget (µs), `r10`
+    /// period (µs), `r8` priority.
+    SchedulingConfigure = 9,
+    /// Read the last fault of a supervised component: `rdi` a
+    /// component-control handle, `rsi` the address of a
+    /// [`crate::fault::FaultRecord`] to fill. [`Status::NoFault`] if none.
+    ComponentFault = 10,
+    /// Restart a supervised component from its image: `rdi` a
+    /// component-control handle. Memory is re-initialised, its queues are
+    /// reset and their generation bumped so peers notice.
+    ComponentRestart = 11,
+    /// Stop a supervised component (it stays stopped): `rdi` a handle.
+    ComponentStop = 12,
 }
+
+/// [`Syscall::Wait`] timeout meaning "no timeout".
+pub const WAIT_FOREVER: u64 = u64::MAX;
+/// [`Syscall::SchedulingRead`] argument meaning "the caller's own context".
+pub const SELF: u64 = u64::MAX;
 
 impl Syscall {
     /// Decodes a call number, or `None` when it names no call.
@@ -40,6 +78,14 @@ impl Syscall {
             2 => Self::Yield,
             3 => Self::Exit,
             4 => Self::Panic,
+            5 => Self::Signal,
+            6 => Self::Wait,
+            7 => Self::Time,
+            8 => Self::SchedulingRead,
+            9 => Self::SchedulingConfigure,
+            10 => Self::ComponentFault,
+            11 => Self::ComponentRestart,
+            12 => Self::ComponentStop,
             _ => return None,
         })
     }
@@ -54,6 +100,10 @@ pub const LOG_WRITE_MAX: u64 = 512;
 pub enum Status {
     /// The call did what was asked.
     Ok = 0,
+    /// [`Syscall::Wait`] ended by its timeout with no bit set.
+    TimedOut = 1,
+    /// [`Syscall::ComponentFault`]: the component has not faulted.
+    NoFault = 2,
 }
 
 #[cfg(test)]
@@ -68,10 +118,18 @@ mod tests {
             Syscall::Yield,
             Syscall::Exit,
             Syscall::Panic,
+            Syscall::Signal,
+            Syscall::Wait,
+            Syscall::Time,
+            Syscall::SchedulingRead,
+            Syscall::SchedulingConfigure,
+            Syscall::ComponentFault,
+            Syscall::ComponentRestart,
+            Syscall::ComponentStop,
         ] {
             assert_eq!(Syscall::from_number(call as u64), Some(call));
         }
-        assert_eq!(Syscall::from_number(5), None);
+        assert_eq!(Syscall::from_number(13), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }
 }

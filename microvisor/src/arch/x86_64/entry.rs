@@ -67,6 +67,44 @@ pub const INITIAL_RFLAGS: u64 = 0x202;
 const SYSCALL_MASK: u64 = 0x4_4700;
 
 impl Frame {
+    /// All registers zero.
+    pub const ZERO: Self = Self {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rbp: 0,
+        rdi: 0,
+        rsi: 0,
+        rdx: 0,
+        rcx: 0,
+        rbx: 0,
+        rax: 0,
+        vector: 0,
+        error: 0,
+        rip: 0,
+        cs: 0,
+        rflags: 0,
+        rsp: 0,
+        ss: 0,
+    };
+
+    /// The frame of the core's idle loop: ring 0 on `stack`, interrupts on.
+    pub fn idle(entry: u64, stack: u64) -> Self {
+        Self {
+            rip: entry,
+            rsp: stack,
+            rflags: INITIAL_RFLAGS,
+            cs: u64::from(KERNEL_CODE),
+            ss: u64::from(super::descriptors::KERNEL_DATA),
+            ..Self::ZERO
+        }
+    }
+
     /// The frame of a thread that has not run yet: it will start at `entry`
     /// with `stack` and `argument` in `rdi`.
     pub fn new_thread(entry: u64, stack: u64, argument: u64) -> Self {
@@ -78,7 +116,7 @@ impl Frame {
             cs: u64::from(USER_CODE),
             ss: u64::from(USER_DATA),
             vector: SYSCALL_VECTOR,
-            ..Self::default()
+            ..Self::ZERO
         }
     }
 
@@ -305,6 +343,25 @@ pub fn set_current_frame(frame: *const Frame) {
     // field only on the next entry from ring 3.
     unsafe { (*PER_CPU.0.get()).frame_top = top };
     descriptors::set_kernel_entry_stack(top);
+}
+
+core::arch::global_asm!(
+    ".pushsection .text.idle, \"ax\"",
+    ".global idle_loop",
+    "idle_loop:",
+    "sti",
+    "hlt",
+    "jmp idle_loop",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    fn idle_loop() -> !;
+}
+
+/// The address of the idle loop (`sti; hlt` forever, in ring 0).
+pub fn idle_entry() -> u64 {
+    idle_loop as *const () as u64
 }
 
 /// Resumes the thread whose frame is `frame` in ring 3.

@@ -7,8 +7,9 @@
 //! rodata read-only, data/bss and stacks read-write and not executable,
 //! with unmapped guard pages below each stack. Only RAM the firmware
 //! reports usable and the boot modules are in the direct map: device
-//! memory is never mapped cacheable by accident. The boot segment is not
-//! mapped at all once these tables are live.
+//! memory is never mapped cacheable by accident; the one device page the
+//! core uses, the local APIC, is mapped uncached at its own address. The
+//! boot segment is not mapped at all once these tables are live.
 
 use microvisor::address::{
     LARGE_PAGE_SIZE, PAGE_SIZE, PhysicalAddress, VirtualAddress, align_down, align_up,
@@ -158,6 +159,7 @@ pub fn build_kernel_space(
     frames: &mut FrameAllocator<'_>,
     layout: &ImageLayout,
     info: &BootInfo,
+    apic_physical: u64,
 ) -> Result<KernelSpace, MapError> {
     let mut tables = Tables { frames };
     let space = AddressSpace::new(&mut tables)?;
@@ -188,6 +190,12 @@ pub fn build_kernel_space(
     for module in info.modules() {
         map_direct(&space, &mut tables, module.start, module.end)?;
     }
+    space.map_page(
+        &mut tables,
+        VirtualAddress(super::timer::APIC_VIRTUAL),
+        PhysicalAddress(apic_physical),
+        Permissions::READ_WRITE.uncached().global(),
+    )?;
     Ok(KernelSpace {
         space,
         text_pages,

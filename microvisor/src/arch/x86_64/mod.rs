@@ -8,3 +8,4 @@ pub mod entry;
 pub mod interrupts;
 pub mod memory;
 pub mod serial;
+pub mod timer;

@@ -1,0 +1,143 @@
+//! Time: the time-stamp counter as the clock, the local APIC timer as the
+//! one-shot alarm that enforces scheduling-context budgets.
+//!
+//! At boot both are calibrated against the legacy PIT (channel 2, gate on
+//! port 0x61) over 10 ms, so TSC ticks convert to nanoseconds and to APIC
+//! timer counts on QEMU (TCG, with or without `-icount`), Bochs and
+//! hardware alike. The APIC registers are reached through an uncached
+//! mapping at [`APIC_VIRTUAL`] that the core's page tables provide. The
+//! core arms the timer for the earliest event it must act on (a budget
+//! running out, a time slice ending, a timeout, a refill) before resuming a
+//! thread; the interrupt arrives on [`TIMER_VECTOR`].
+
+use super::cpu::{self, in8, out8};
+
+/// Vector of the local APIC timer interrupt.
+pub const TIMER_VECTOR: u64 = 0x40;
+/// Vector the APIC uses for spurious interrupts.
+pub const SPURIOUS_VECTOR: u64 = 0xff;
+/// Where the core maps the local APIC's registers.
+pub const APIC_VIRTUAL: u64 = 0xffff_ff00_0000_0000;
+const APIC_BASE_MSR: u32 = 0x1b;
+
+const REGISTER_EOI: u64 = 0xb0;
+const REGISTER_SPURIOUS: u64 = 0xf0;
+const REGISTER_TASK_PRIORITY: u64 = 0x80;
+const REGISTER_LVT_TIMER: u64 = 0x320;
+const REGISTER_INITIAL_COUNT: u64 = 0x380;
+const REGISTER_CURRENT_COUNT: u64 = 0x390;
+const REGISTER_DIVIDE: u64 = 0x3e0;
+const LVT_MASKED: u32 = 1 << 16;
+
+/// The physical address of the local APIC's registers.
+pub fn apic_physical() -> u64 {
+    cpu::read_msr(APIC_BASE_MSR) & 0x000f_ffff_ffff_f000
+}
+
+fn read(register: u64) -> u32 {
+    // SAFETY: APIC_VIRTUAL maps the local APIC's register page uncached;
+    // `register` is one of the architectural offsets above.
+    unsafe { ((APIC_VIRTUAL + register) as *const u32).read_volatile() }
+}
+
+fn write(register: u64, value: u32) {
+    // SAFETY: as for `read`.
+    unsafe { ((APIC_VIRTUAL + register) as *mut u32).write_volatile(value) }
+}
+
+/// Reads the time-stamp counter.
+pub fn now() -> u64 {
+    // SAFETY: rdtsc only reads the counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The calibrated clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// TSC ticks per millisecond.
+    pub tsc_per_ms: u64,
+    /// APIC timer counts per millisecond (divide by 16).
+    pub apic_per_ms: u64,
+    /// TSC at boot.
+    pub boot_tsc: u64,
+}
+
+impl Clock {
+    /// TSC ticks in `us` microseconds.
+    pub fn ticks_from_us(&self, us: u64) -> u64 {
+        ((u128::from(us) * u128::from(self.tsc_per_ms)) / 1000).min(u128::from(u64::MAX)) as u64
+    }
+
+    /// Nanoseconds in `ticks` TSC ticks.
+    pub fn ns_from_ticks(&self, ticks: u64) -> u64 {
+        ((u128::from(ticks) * 1_000_000) / u128::from(self.tsc_per_ms.max(1)))
+            .min(u128::from(u64::MAX)) as u64
+    }
+
+    /// Nanoseconds since boot.
+    pub fn since_boot_ns(&self) -> u64 {
+        self.ns_from_ticks(now().saturating_sub(self.boot_tsc))
+    }
+
+    /// Fires [`TIMER_VECTOR`] once, `delay` TSC ticks from now (at least
+    /// one APIC count, at most the counter's range).
+    pub fn arm(&self, delay: u64) {
+        let counts =
+            (u128::from(delay) * u128::from(self.apic_per_ms)) / u128::from(self.tsc_per_ms.max(1));
+        let counts = counts.clamp(1, u128::from(u32::MAX)) as u32;
+        write(REGISTER_LVT_TIMER, TIMER_VECTOR as u32);
+        write(REGISTER_INITIAL_COUNT, counts);
+    }
+
+    /// Cancels the alarm.
+    pub fn disarm(&self) {
+        write(REGISTER_LVT_TIMER, TIMER_VECTOR as u32 | LVT_MASKED);
+        write(REGISTER_INITIAL_COUNT, 0);
+    }
+}
+
+/// Signals the end of an interrupt to the local APIC.
+pub fn end_of_interrupt() {
+    write(REGISTER_EOI, 0);
+}
+
+/// Enables the local APIC (timer masked) and calibrates the TSC and the
+/// APIC timer against 10 ms of PIT channel 2.
+///
+/// # Safety
+/// The APIC's register page must be mapped at [`APIC_VIRTUAL`]; call once
+/// at boot with interrupts disabled.
+pub unsafe fn init() -> Clock {
+    // SAFETY: setting the global-enable bit keeps the APIC at its base.
+    unsafe { cpu::write_msr(APIC_BASE_MSR, cpu::read_msr(APIC_BASE_MSR) | (1 << 11)) };
+    write(REGISTER_SPURIOUS, 0x100 | SPURIOUS_VECTOR as u32);
+    write(REGISTER_TASK_PRIORITY, 0);
+    write(REGISTER_DIVIDE, 0x3);
+    write(REGISTER_LVT_TIMER, TIMER_VECTOR as u32 | LVT_MASKED);
+
+    const PIT_HZ: u64 = 1_193_182;
+    const MILLISECONDS: u64 = 10;
+    let count = (PIT_HZ * MILLISECONDS / 1000) as u16;
+    let gate = in8(0x61);
+    out8(0x61, (gate & !0x02) | 0x01);
+    out8(0x43, 0xb0); // channel 2, low then high byte, mode 0
+    out8(0x42, count as u8);
+    out8(0x42, (count >> 8) as u8);
+    let gate = in8(0x61) & !0x01;
+    out8(0x61, gate);
+    out8(0x61, gate | 0x01);
+    write(REGISTER_INITIAL_COUNT, u32::MAX);
+    let start = now();
+    let mut spins = 0u64;
+    while in8(0x61) & 0x20 == 0 && spins < 1_000_000_000 {
+        spins += 1;
+    }
+    let tsc = now() - start;
+    let apic = u64::from(u32::MAX - read(REGISTER_CURRENT_COUNT));
+    write(REGISTER_INITIAL_COUNT, 0);
+    Clock {
+        tsc_per_ms: (tsc / MILLISECONDS).max(1),
+        apic_per_ms: (apic / MILLISECONDS).max(1),
+        boot_tsc: start,
+    }
+}
