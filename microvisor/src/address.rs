@@ -33,7 +33,7 @@ pub struct VirtualAddress(pub u64);
 impl PhysicalAddress {
     /// Whether the address is 4 KiB aligned.
     pub const fn is_page_aligned(self) -> bool {
-        self.0 % PAGE_SIZE == 0
+        self.0.is_multiple_of(PAGE_SIZE)
     }
 }
 

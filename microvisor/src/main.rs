@@ -184,7 +184,7 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     }
     log::info!(
         "memory: {} MiB free for components",
-        frames.free_frames() * PAGE_SIZE >> 20
+        (frames.free_frames() * PAGE_SIZE) >> 20
     );
 
     // SAFETY: once, at boot, interrupts disabled; both stacks are mapped

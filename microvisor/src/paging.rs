@@ -241,7 +241,10 @@ impl AddressSpace {
         } else {
             LARGE_PAGE_SIZE
         };
-        if virt.0 % size != 0 || physical.0 % size != 0 || physical.0 & !entry::ADDRESS_MASK != 0 {
+        if !virt.0.is_multiple_of(size)
+            || !physical.0.is_multiple_of(size)
+            || physical.0 & !entry::ADDRESS_MASK != 0
+        {
             return Err(MapError::Misaligned);
         }
         check_half(virt, permissions.user)?;

@@ -17,6 +17,7 @@ pub fn halt(success: bool, reason: &str) -> ! {
     } else {
         crate::print!("{HALT_LINE}failure ({reason})\n");
     }
+    crate::arch::serial::drain();
     cpu::out8(0xf4, if success { EXIT_SUCCESS } else { EXIT_FAILURE });
     for byte in b"Shutdown" {
         cpu::out8(0x8900, *byte);

@@ -39,13 +39,13 @@ fn main(start: &runtime::Start) -> i32 {
         "invalid-instruction" => runtime::fault::invalid_instruction(),
         "privileged" => runtime::fault::privileged_instruction(),
         "bad-pointer" => {
-            let _ = syscall::raw(1, [0x1000_0000, 16]);
+            let _ = syscall::raw(1, [0x1000_0000, 16, 0, 0, 0]);
         }
         "kernel-pointer" => {
-            let _ = syscall::raw(1, [0xffff_8000_0010_0000, 16]);
+            let _ = syscall::raw(1, [0xffff_8000_0010_0000, 16, 0, 0, 0]);
         }
         "bad-syscall" => {
-            let _ = syscall::raw(0xdead, [0, 0]);
+            let _ = syscall::raw(0xdead, [0; 5]);
         }
         "panic" => panic!("deliberate panic"),
         other => {

@@ -18,10 +18,12 @@
 use core::fmt::{self, Write};
 
 pub use microvisor_abi as abi;
-use microvisor_abi::start::{START_MAGIC, StartInfo};
+use microvisor_abi::start::{Resource, ResourceKind, START_MAGIC, StartInfo};
 use microvisor_abi::syscall::LOG_WRITE_MAX;
 
 pub mod fault;
+pub mod notification;
+pub mod queue;
 pub mod syscall;
 
 /// What a component learns about itself at start.
@@ -51,6 +53,27 @@ impl Start {
     /// This component's index in the system.
     pub fn index(&self) -> u32 {
         self.info.component_index
+    }
+
+    /// 1 at first start, one more after each restart.
+    pub fn generation(&self) -> u32 {
+        self.info.generation
+    }
+
+    /// Everything the system description gave this component.
+    pub fn resources(&self) -> &[Resource] {
+        self.info.resources()
+    }
+
+    /// The resource called `name` of kind `kind`.
+    pub fn resource(&self, name: &str, kind: ResourceKind) -> Option<&Resource> {
+        self.info.resource(name, kind)
+    }
+
+    /// The handle of the capability called `name`.
+    pub fn capability(&self, name: &str) -> Option<u64> {
+        self.resource(name, ResourceKind::Capability)
+            .map(|r| r.handle)
     }
 }
 

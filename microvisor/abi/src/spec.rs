@@ -326,7 +326,7 @@ fn table<'a, T: FromBytes + KnownLayout + Immutable>(
     name: &'static str,
 ) -> Result<&'a [T], SpecError> {
     let count = table.count as usize;
-    if count > limit || table.offset % 8 != 0 {
+    if count > limit || !table.offset.is_multiple_of(8) {
         return Err(SpecError::BadTable(name));
     }
     let start = table.offset as usize;
@@ -494,7 +494,8 @@ impl<'a> Spec<'a> {
             if queue.sender == queue.receiver {
                 return Err(bad("ends"));
             }
-            if queue.slot_size == 0 || queue.slot_size % 8 != 0 || queue.slot_size > 4096 {
+            if queue.slot_size == 0 || !queue.slot_size.is_multiple_of(8) || queue.slot_size > 4096
+            {
                 return Err(bad("slot_size"));
             }
             if !queue.slot_count.is_power_of_two() || queue.slot_count > 1 << 16 {
@@ -503,7 +504,9 @@ impl<'a> Spec<'a> {
             if queue.sender_bit >= 64 || queue.receiver_bit >= 64 {
                 return Err(bad("bit"));
             }
-            if queue.sender_address % 4096 != 0 || queue.receiver_address % 4096 != 0 {
+            if !queue.sender_address.is_multiple_of(4096)
+                || !queue.receiver_address.is_multiple_of(4096)
+            {
                 return Err(bad("address"));
             }
         }
@@ -585,7 +588,7 @@ impl SpecBuilder {
     pub fn finish(&self) -> alloc::vec::Vec<u8> {
         let mut out = alloc::vec![0u8; size_of::<SpecHeader>()];
         fn put<T: IntoBytes + Immutable>(out: &mut alloc::vec::Vec<u8>, records: &[T]) -> Table {
-            while out.len() % 8 != 0 {
+            while !out.len().is_multiple_of(8) {
                 out.push(0);
             }
             let offset = out.len() as u32;

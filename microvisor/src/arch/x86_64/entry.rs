@@ -121,7 +121,7 @@ impl Frame {
     }
 
     /// Whether the frame was saved from ring 3.
-    pub fn from_user(&self) -> bool {
+    pub fn is_from_user(&self) -> bool {
         self.cs & 3 == 3
     }
 }
@@ -287,7 +287,7 @@ unsafe extern "C" {
 unsafe extern "C" fn trap_entry(frame: *mut Frame) -> *const Frame {
     // SAFETY: the stub passes a pointer to a complete, exclusive frame.
     let saved = unsafe { &*frame };
-    if saved.from_user() {
+    if saved.is_from_user() {
         crate::trap::user_trap(saved.vector, saved.error)
     } else {
         crate::trap::kernel_trap(saved)

@@ -105,7 +105,7 @@ fn map_direct(
     let end = align_up(end, PAGE_SIZE).ok_or(MapError::Misaligned)?;
     while physical < end {
         let virt = VirtualAddress(DIRECT_MAP_BASE + physical);
-        let large = physical % LARGE_PAGE_SIZE == 0 && end - physical >= LARGE_PAGE_SIZE;
+        let large = physical.is_multiple_of(LARGE_PAGE_SIZE) && end - physical >= LARGE_PAGE_SIZE;
         let step = if large { LARGE_PAGE_SIZE } else { PAGE_SIZE };
         // Regions may overlap (firmware maps, modules inside RAM): skip what
         // is mapped already.

@@ -27,6 +27,17 @@ pub fn init() {
     out8(MODEM_CONTROL, 0x03);
 }
 
+/// Waits (bounded) until the UART has sent every byte, so that nothing is
+/// lost when the machine is switched off next.
+pub fn drain() {
+    const TRANSMITTER_EMPTY: u8 = 1 << 6;
+    for _ in 0..1_000_000 {
+        if in8(LINE_STATUS) & TRANSMITTER_EMPTY != 0 {
+            break;
+        }
+    }
+}
+
 /// Sends one byte, waiting until the UART can take it (bounded, so a
 /// missing UART cannot hang the core).
 pub fn write_byte(byte: u8) {

@@ -1,0 +1,235 @@
+//! The `bench` command: boots every `build/benchmarks/*.toml` system (the
+//! scenario format) under QEMU with `-icount shift=0`, so the TSC counts
+//! executed instructions, and prints every benchmark line as a table.
+//!
+//! A benchmark line is a component console line of the form
+//! `[<component>] BENCH <name> <value> <unit> [notes...]`, where value is a
+//! number. A run fails when its scenario checks fail (expectations,
+//! verdict, timeout) or when it prints no benchmark line; the command then
+//! exits with status 1. Figures are only printed, never judged: recording
+//! them belongs in docs/BENCHMARKS.md with the command that produced them.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use crate::emulator::Emulator;
+use crate::run::{BootOptions, boot_components, programs_of};
+use crate::scenario::{self, judge};
+use crate::workspace::Workspace;
+
+/// Where benchmark systems live, relative to the workspace root.
+pub const BENCHMARK_DIRECTORY: &str = "build/benchmarks";
+
+/// One parsed benchmark line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measurement {
+    pub system: String,
+    pub component: String,
+    pub name: String,
+    pub value: f64,
+    pub value_text: String,
+    pub unit: String,
+    pub notes: String,
+}
+
+/// Reads `[<component>] BENCH <name> <value> <unit> [notes...]`.
+pub fn parse_line(system: &str, line: &str) -> Option<Measurement> {
+    let rest = line.strip_prefix('[')?;
+    let (component, rest) = rest.split_once("] ")?;
+    let rest = rest.strip_prefix("BENCH ")?;
+    let mut words = rest.split_whitespace();
+    let name = words.next()?;
+    let value_text = words.next()?;
+    let value: f64 = value_text.parse().ok()?;
+    let unit = words.next()?;
+    Some(Measurement {
+        system: system.to_string(),
+        component: component.to_string(),
+        name: name.to_string(),
+        value,
+        value_text: value_text.to_string(),
+        unit: unit.to_string(),
+        notes: words.collect::<Vec<_>>().join(" "),
+    })
+}
+
+/// Formats measurements as an aligned text table.
+pub fn table(measurements: &[Measurement]) -> String {
+    let header = ["system", "component", "benchmark", "value", "unit", "notes"];
+    let rows: Vec<[&str; 6]> = measurements
+        .iter()
+        .map(|m| {
+            [
+                m.system.as_str(),
+                m.component.as_str(),
+                m.name.as_str(),
+                m.value_text.as_str(),
+                m.unit.as_str(),
+                m.notes.as_str(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut text = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(column, (cell, width))| {
+                if column == 3 {
+                    format!("{cell:>width$}")
+                } else {
+                    format!("{cell:<width$}")
+                }
+            })
+            .collect();
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// Runs `bench`.
+pub fn command() -> Result<ExitCode> {
+    let workspace = Workspace::load()?;
+    let directory = workspace.root.join(BENCHMARK_DIRECTORY);
+    let files = if directory.is_dir() {
+        scenario::files_in(&directory)?
+    } else {
+        Vec::new()
+    };
+    if files.is_empty() {
+        bail!(
+            "no benchmark systems in {}: add a *.toml there (scenario format)",
+            directory.display()
+        );
+    }
+    let programs = workspace.programs()?;
+    let benchmarks = files
+        .iter()
+        .map(|path| scenario::load(path, &programs))
+        .collect::<Result<Vec<_>>>()?;
+    for benchmark in &benchmarks {
+        if benchmark.emulator != Emulator::Qemu {
+            bail!(
+                "{}: benchmarks run in QEMU (icount); remove `boot`",
+                benchmark.path.display()
+            );
+        }
+    }
+    let needed = programs_of(
+        &benchmarks
+            .iter()
+            .flat_map(|benchmark| benchmark.components.iter().cloned())
+            .collect::<Vec<_>>(),
+    );
+    let artifacts = workspace.build_target(&needed)?;
+    let mut measurements = Vec::new();
+    let mut failed = false;
+    for benchmark in &benchmarks {
+        let options = BootOptions {
+            emulator: Emulator::Qemu,
+            timeout: Some(benchmark.timeout),
+            icount: true,
+            gdb: false,
+        };
+        let stem = format!("bench-{}", benchmark.name);
+        let outcome = boot_components(
+            &workspace,
+            &artifacts,
+            &benchmark.components,
+            &stem,
+            options,
+            &mut |_| {},
+        )
+        .with_context(|| format!("benchmark {} did not run", benchmark.name))?;
+        let found: Vec<Measurement> = outcome
+            .lines
+            .iter()
+            .filter_map(|line| parse_line(&benchmark.name, line))
+            .collect();
+        let seconds = outcome.elapsed.as_secs_f64();
+        match judge(benchmark, &outcome) {
+            Err(reason) => {
+                failed = true;
+                println!(
+                    "benchmark {} ... FAIL: {reason} ({seconds:.1} s)",
+                    benchmark.name
+                );
+                for line in crate::console::tail(&outcome.lines, 30) {
+                    println!("    | {line}");
+                }
+            }
+            Ok(()) if found.is_empty() => {
+                failed = true;
+                println!(
+                    "benchmark {} ... FAIL: no BENCH lines ({seconds:.1} s)",
+                    benchmark.name
+                );
+            }
+            Ok(()) => println!(
+                "benchmark {} ... {} figure{} ({seconds:.1} s)",
+                benchmark.name,
+                found.len(),
+                if found.len() == 1 { "" } else { "s" }
+            ),
+        }
+        measurements.extend(found);
+    }
+    println!();
+    print!("{}", table(&measurements));
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_benchmark_lines() {
+        let measurement = parse_line(
+            "syscall",
+            "[bench] BENCH null-syscall 64 instructions/call median of 1000",
+        )
+        .unwrap();
+        assert_eq!(measurement.component, "bench");
+        assert_eq!(measurement.name, "null-syscall");
+        assert_eq!(measurement.value, 64.0);
+        assert_eq!(measurement.unit, "instructions/call");
+        assert_eq!(measurement.notes, "median of 1000");
+        assert!(parse_line("s", "[bench] BENCH x 1.5 ms").is_some());
+        assert!(parse_line("s", "[bench] BENCH x fast ms").is_none());
+        assert!(parse_line("s", "[bench] BENCH x 3").is_none());
+        assert!(parse_line("s", "[bench] hello BENCH x 3 ms").is_none());
+        assert!(parse_line("s", "BENCH x 3 ms").is_none());
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let rows = [
+            parse_line("sys", "[bench] BENCH null-syscall 64 instructions/call").unwrap(),
+            parse_line(
+                "sys",
+                "[bench] BENCH ipc 1200 instructions/round-trip two queues",
+            )
+            .unwrap(),
+        ];
+        let text = table(&rows);
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("system  component  benchmark     value  unit"));
+        assert!(lines[1].contains("null-syscall     64  instructions/call"));
+        assert!(lines[2].ends_with("1200  instructions/round-trip  two queues"));
+    }
+}

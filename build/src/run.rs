@@ -1,0 +1,224 @@
+//! The `run` command: build everything, pack a system file's image, boot it,
+//! stream the console to stdout, and exit with the system's verdict.
+//!
+//! Exit statuses: 0 the system halted with success, 1 with failure, 2 the
+//! emulator or this tool failed (including configuration errors), 124 the
+//! timeout passed first. The console goes to stdout unchanged; this tool's
+//! own messages go to stderr prefixed `mvbuild: `. Also home of the boot
+//! helper the `test` and `bench` commands share ([`boot_components`]).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::console::Verdict;
+use crate::emulator::{BootRequest, Emulator, Ending, Outcome, boot};
+use crate::pack::pack;
+use crate::system::{self, Component};
+use crate::workspace::{Artifacts, Workspace};
+
+/// The system `run` boots when none is named.
+pub const DEFAULT_SYSTEM: &str = "examples/default.toml";
+/// Exit status when the run hit its time limit (as `timeout(1)` does).
+pub const EXIT_TIMEOUT: u8 = 124;
+/// Exit status for emulator and tool errors.
+pub const EXIT_ERROR: u8 = 2;
+
+/// Options of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArguments {
+    /// The system file to boot [default: examples/default.toml]
+    pub system: Option<PathBuf>,
+    /// Boot through GRUB multiboot2 from an ISO in Bochs instead of QEMU.
+    #[arg(long)]
+    pub bochs: bool,
+    /// Start QEMU halted, waiting for gdb on port 1234 (no timeout).
+    #[arg(long, conflicts_with = "bochs")]
+    pub gdb: bool,
+    /// Give up after this many seconds [default: 60 for QEMU, 120 for Bochs].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// Deterministic instruction counting (QEMU `-icount shift=0`): the TSC
+    /// advances one tick per instruction.
+    #[arg(long, conflicts_with = "bochs")]
+    pub icount: bool,
+}
+
+/// The time limit when none is given: far above the measured times (QEMU
+/// boots the default system in 0.2-0.4 s; Bochs through GRUB in about 2 s,
+/// plus 0.3 s to make the ISO), since a loaded machine and larger systems
+/// run slower.
+pub fn default_timeout(emulator: Emulator) -> Duration {
+    match emulator {
+        Emulator::Qemu => Duration::from_secs(60),
+        Emulator::Bochs => Duration::from_secs(120),
+    }
+}
+
+/// This tool's exit status for a run's ending.
+pub fn exit_status(ending: &Ending) -> u8 {
+    match ending {
+        Ending::Halted(Verdict::Success) => 0,
+        Ending::Halted(Verdict::Failure { .. }) => 1,
+        Ending::EmulatorError(_) => EXIT_ERROR,
+        Ending::Timeout(_) => EXIT_TIMEOUT,
+    }
+}
+
+/// Runs `run`.
+pub fn command(arguments: RunArguments) -> Result<ExitCode> {
+    let workspace = Workspace::load()?;
+    let path = arguments
+        .system
+        .unwrap_or_else(|| workspace.root.join(DEFAULT_SYSTEM));
+    let programs = workspace.programs()?;
+    let system = system::load(&path, &programs)?;
+    let emulator = if arguments.bochs {
+        Emulator::Bochs
+    } else {
+        Emulator::Qemu
+    };
+    let timeout = match (arguments.gdb, arguments.timeout) {
+        (true, _) => None,
+        (false, Some(seconds)) => Some(Duration::from_secs(seconds)),
+        (false, None) => Some(default_timeout(emulator)),
+    };
+    crate::emulator::require_tools(emulator)?;
+    let needed = programs_of(&system.components);
+    let artifacts = workspace.build_target(&needed)?;
+    let stem = system.stem();
+    eprintln!(
+        "mvbuild: booting {} ({} component{}) in {emulator}{}",
+        system::shown(&path),
+        system.components.len(),
+        if system.components.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        system
+            .description
+            .as_ref()
+            .map_or_else(String::new, |description| format!(": {description}"))
+    );
+    let outcome = boot_components(
+        &workspace,
+        &artifacts,
+        &system.components,
+        &stem,
+        BootOptions {
+            emulator,
+            timeout,
+            icount: arguments.icount,
+            gdb: arguments.gdb,
+        },
+        &mut |line| println!("{line}"),
+    )?;
+    let seconds = outcome.elapsed.as_secs_f64();
+    match &outcome.ending {
+        Ending::Halted(verdict) => {
+            eprintln!("mvbuild: system halted: {verdict} ({emulator}, {seconds:.1} s)")
+        }
+        Ending::Timeout(limit) => eprintln!(
+            "mvbuild: timed out after {} s without the core's halt line; {emulator} was \
+             stopped (use --timeout to allow longer)",
+            limit.as_secs()
+        ),
+        Ending::EmulatorError(message) => eprintln!("mvbuild: {message}"),
+    }
+    Ok(ExitCode::from(exit_status(&outcome.ending)))
+}
+
+/// The distinct programs a component list needs, sorted.
+pub fn programs_of(components: &[Component]) -> Vec<String> {
+    let mut programs: Vec<String> = components
+        .iter()
+        .map(|component| component.program.clone())
+        .collect();
+    programs.sort();
+    programs.dedup();
+    programs
+}
+
+/// How to boot a packed system.
+#[derive(Clone, Copy, Debug)]
+pub struct BootOptions {
+    pub emulator: Emulator,
+    /// None: no limit.
+    pub timeout: Option<Duration>,
+    pub icount: bool,
+    pub gdb: bool,
+}
+
+/// Packs `components` as `images/<stem>.img` and boots it, with the
+/// emulator's files in `images/<stem>.<emulator>/`.
+pub fn boot_components(
+    workspace: &Workspace,
+    artifacts: &Artifacts,
+    components: &[Component],
+    stem: &str,
+    options: BootOptions,
+    sink: &mut dyn FnMut(&str),
+) -> Result<Outcome> {
+    let images = workspace.images_directory();
+    let image = images.join(format!("{stem}.img"));
+    pack(components, artifacts, &image)?;
+    let request = BootRequest {
+        emulator: options.emulator,
+        core: artifacts.core.clone(),
+        image,
+        work_directory: work_directory(&images, stem, options.emulator),
+        timeout: options.timeout,
+        icount: options.icount,
+        gdb: options.gdb,
+    };
+    boot(&request, sink)
+}
+
+fn work_directory(images: &Path, stem: &str, emulator: Emulator) -> PathBuf {
+    let suffix = match emulator {
+        Emulator::Qemu => "qemu",
+        Emulator::Bochs => "bochs",
+    };
+    images.join(format!("{stem}.{suffix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses() {
+        assert_eq!(exit_status(&Ending::Halted(Verdict::Success)), 0);
+        assert_eq!(
+            exit_status(&Ending::Halted(Verdict::Failure {
+                reason: "fault".into()
+            })),
+            1
+        );
+        assert_eq!(exit_status(&Ending::EmulatorError("x".into())), 2);
+        assert_eq!(exit_status(&Ending::Timeout(Duration::from_secs(1))), 124);
+    }
+
+    #[test]
+    fn programs_are_deduplicated() {
+        let component = |name: &str, program: &str| Component {
+            name: name.into(),
+            program: program.into(),
+            args: String::new(),
+            corruption: None,
+        };
+        let components = [
+            component("a", "hello"),
+            component("b", "crasher"),
+            component("c", "hello"),
+        ];
+        assert_eq!(programs_of(&components), ["crasher", "hello"]);
+        assert_eq!(
+            work_directory(Path::new("/t/images"), "default", Emulator::Bochs),
+            Path::new("/t/images/default.bochs")
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! The `test` command: host unit tests, then every scenario in
+//! `build/scenarios/`, then exactly one summary line, `N passed, N failed`,
+//! as the last line of output (host tests and scenarios counted together).
+//!
+//! Scenarios are checked first (a malformed file fails that scenario only),
+//! then the core and every program they use are built in one cargo
+//! invocation, then they boot `--jobs` at a time (default 2: QEMU's TCG
+//! keeps about one core busy). Each prints one line when it ends, followed
+//! by its last console lines if it failed. Nothing that goes wrong here is
+//! fatal before the summary: errors count as failures. The exit status is 0
+//! only when nothing failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Result;
+
+use crate::console::tail;
+use crate::emulator::{Emulator, Outcome};
+use crate::host_tests::{self, Tally};
+use crate::run::{BootOptions, boot_components, programs_of};
+use crate::scenario::{self, Scenario, judge};
+use crate::workspace::{Artifacts, Workspace};
+
+/// Where scenario files live, relative to the workspace root.
+pub const SCENARIO_DIRECTORY: &str = "build/scenarios";
+/// How many console lines a failed scenario shows.
+const TAIL_LINES: usize = 30;
+
+/// Options of `test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArguments {
+    /// Only host tests and scenarios whose names contain this text.
+    #[arg(long, value_name = "SUBSTRING")]
+    pub filter: Option<String>,
+    /// Only the host unit tests.
+    #[arg(long, conflicts_with = "scenarios_only")]
+    pub host_only: bool,
+    /// Only the scenarios.
+    #[arg(long)]
+    pub scenarios_only: bool,
+    /// How many scenarios boot at the same time.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+}
+
+/// Runs `test`.
+pub fn command(arguments: TestArguments) -> ExitCode {
+    let mut tally = Tally::default();
+    let filter = arguments.filter.as_deref();
+    match Workspace::load() {
+        Err(error) => {
+            println!("error: {error:#}");
+            tally.failed += 1;
+        }
+        Ok(workspace) => {
+            if !arguments.scenarios_only {
+                match host_tests::run(&workspace, filter) {
+                    Ok(host) => add(&mut tally, host),
+                    Err(error) => {
+                        println!("host tests ... FAIL: {error:#}");
+                        tally.failed += 1;
+                    }
+                }
+            }
+            if !arguments.host_only {
+                add(
+                    &mut tally,
+                    run_scenarios(&workspace, filter, usize::from(arguments.jobs)),
+                );
+            }
+        }
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    if tally.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn add(total: &mut Tally, part: Tally) {
+    total.passed += part.passed;
+    total.failed += part.failed;
+}
+
+/// Loads, builds and boots the scenarios matching `filter`.
+fn run_scenarios(workspace: &Workspace, filter: Option<&str>, jobs: usize) -> Tally {
+    let mut tally = Tally::default();
+    let directory = workspace.root.join(SCENARIO_DIRECTORY);
+    let files: Vec<PathBuf> = match scenario::files_in(&directory) {
+        Ok(files) => files,
+        Err(error) => {
+            println!("scenarios ... FAIL: {error:#}");
+            tally.failed += 1;
+            return tally;
+        }
+    };
+    let files: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|path| filter.is_none_or(|text| crate::system::file_stem(path).contains(text)))
+        .collect();
+    if files.is_empty() {
+        println!("scenarios: none match");
+        return tally;
+    }
+    let programs = match workspace.programs() {
+        Ok(programs) => programs,
+        Err(error) => {
+            println!("scenarios ... FAIL: {error:#}");
+            tally.failed += files.len();
+            return tally;
+        }
+    };
+    let mut scenarios = Vec::new();
+    for path in &files {
+        match scenario::load(path, &programs) {
+            Ok(scenario) => scenarios.push(scenario),
+            Err(error) => {
+                let name = crate::system::file_stem(path);
+                println!("scenario {name} ... FAIL: {error:#}");
+                tally.failed += 1;
+            }
+        }
+    }
+    if scenarios.is_empty() {
+        return tally;
+    }
+    // Start the slow Bochs boots first so that QEMU runs fill the other job.
+    scenarios.sort_by_key(|scenario| scenario.emulator != Emulator::Bochs);
+    let needed = programs_of(
+        &scenarios
+            .iter()
+            .flat_map(|scenario| scenario.components.iter().cloned())
+            .collect::<Vec<_>>(),
+    );
+    println!("scenarios: building the core and {}", needed.join(", "));
+    let artifacts = match workspace.build_target(&needed) {
+        Ok(artifacts) => artifacts,
+        Err(error) => {
+            println!("scenarios: {error:#}");
+            for scenario in &scenarios {
+                println!(
+                    "scenario {} ... FAIL: the core or a component did not build",
+                    scenario.name
+                );
+            }
+            tally.failed += scenarios.len();
+            return tally;
+        }
+    };
+    println!(
+        "scenarios: running {} ({} at a time)",
+        scenarios.len(),
+        jobs.min(scenarios.len())
+    );
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Tally::default());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(scenarios.len()) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(scenario) = scenarios.get(index) else {
+                        break;
+                    };
+                    let passed = run_one(workspace, &artifacts, scenario);
+                    let mut results = results.lock().unwrap_or_else(|poison| poison.into_inner());
+                    if passed {
+                        results.passed += 1;
+                    } else {
+                        results.failed += 1;
+                    }
+                }
+            });
+        }
+    });
+    add(
+        &mut tally,
+        results
+            .into_inner()
+            .unwrap_or_else(|poison| poison.into_inner()),
+    );
+    tally
+}
+
+/// Boots one scenario and prints its report; returns whether it passed.
+fn run_one(workspace: &Workspace, artifacts: &Artifacts, scenario: &Scenario) -> bool {
+    let options = BootOptions {
+        emulator: scenario.emulator,
+        timeout: Some(scenario.timeout),
+        icount: scenario.icount,
+        gdb: false,
+    };
+    let stem = format!("scenario-{}", scenario.name);
+    let result: Result<Outcome> = boot_components(
+        workspace,
+        artifacts,
+        &scenario.components,
+        &stem,
+        options,
+        &mut |_| {},
+    );
+    let (verdict, seconds, lines) = match &result {
+        Ok(outcome) => (
+            judge(scenario, outcome),
+            outcome.elapsed.as_secs_f64(),
+            &outcome.lines[..],
+        ),
+        Err(error) => (Err(format!("{error:#}")), 0.0, &[][..]),
+    };
+    // One print call per report so parallel scenarios never interleave.
+    let report = match &verdict {
+        Ok(()) => format!("scenario {} ... PASS ({seconds:.1} s)\n", scenario.name),
+        Err(reason) => {
+            let mut text = format!(
+                "scenario {} ... FAIL: {reason} ({seconds:.1} s)\n    what it checks: {}\n",
+                scenario.name, scenario.description
+            );
+            if !lines.is_empty() {
+                text.push_str(&format!(
+                    "    last {} console lines:\n",
+                    tail(lines, TAIL_LINES).len()
+                ));
+                for line in tail(lines, TAIL_LINES) {
+                    text.push_str(&format!("    | {line}\n"));
+                }
+            }
+            text
+        }
+    };
+    print!("{report}");
+    verdict.is_ok()
+}

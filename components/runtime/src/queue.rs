@@ -1,0 +1,318 @@
+//! IPC queues: typed single-producer, single-consumer rings in memory the
+//! core maps into exactly the two ends.
+//!
+//! The header layout is [`microvisor_abi::queue`]'s. The sender owns
+//! `tail`, the receiver `head`; each publishes with release ordering and
+//! reads the other's with acquire. A side that finds the ring full (or
+//! empty) sets its `*_waiting` flag, re-checks, and sleeps on its
+//! notification bit; the other side signals only when it sees that flag
+//! after its own update (both sides separate the two with a sequentially
+//! consistent fence), so the common case costs no system call and no
+//! wake-up is lost (notification bits are sticky). When either end
+//! restarts, the core resets the header and bumps `generation`; the next
+//! operation on the surviving end reports [`QueueError::PeerRestarted`] and
+//! resynchronises. Every message read is copied out of shared memory before
+//! the caller sees it, and the caller must validate its fields: the other
+//! end may be hostile.
+
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+use microvisor_abi::queue::{
+    GENERATION_OFFSET, HEAD_OFFSET, QUEUE_MAGIC, RECEIVER_WAITING_OFFSET, SENDER_WAITING_OFFSET,
+    SLOTS_OFFSET, TAIL_OFFSET,
+};
+use microvisor_abi::start::{Resource, ResourceKind};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::{notification, syscall};
+
+/// Why a queue operation did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueError {
+    /// The other end restarted; the queue was reset to empty. Carries the
+    /// new generation.
+    PeerRestarted(u32),
+    /// The ring is full (non-blocking send) or empty (non-blocking receive),
+    /// or a timed receive ran out of time.
+    WouldBlock,
+}
+
+/// Why a queue could not be opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// The start page lists no such queue end.
+    NotGiven,
+    /// The message type is larger than the queue's slots.
+    MessageTooLarge { message: usize, slot: usize },
+    /// The memory at the queue's address does not hold a queue header.
+    BadHeader,
+}
+
+struct Ring {
+    base: usize,
+    slot_size: usize,
+    slot_count: u64,
+    signal: u64,
+    bit: u32,
+    generation: u32,
+}
+
+impl Ring {
+    fn open<T>(resource: Option<&Resource>) -> Result<Self, OpenError> {
+        let resource = resource.ok_or(OpenError::NotGiven)?;
+        let slot_size = (resource.size & 0xffff_ffff) as usize;
+        let slot_count = resource.size >> 32;
+        if size_of::<T>() > slot_size {
+            return Err(OpenError::MessageTooLarge {
+                message: size_of::<T>(),
+                slot: slot_size,
+            });
+        }
+        let mut ring = Self {
+            base: resource.address as usize,
+            slot_size,
+            slot_count,
+            signal: resource.handle,
+            bit: resource.bit,
+            generation: 0,
+        };
+        if ring.word32(0).load(Ordering::Acquire) != QUEUE_MAGIC {
+            return Err(OpenError::BadHeader);
+        }
+        ring.generation = ring.word32(GENERATION_OFFSET).load(Ordering::Acquire);
+        Ok(ring)
+    }
+
+    fn word64(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: the core maps the queue's header page read-write at
+        // `base` for the life of this component (checked by the magic in
+        // `open`); the offsets are fixed, 8-byte aligned and in the page.
+        unsafe { &*((self.base + offset) as *const AtomicU64) }
+    }
+
+    fn word32(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: as for `word64`, 4-byte aligned.
+        unsafe { &*((self.base + offset) as *const AtomicU32) }
+    }
+
+    fn slot(&self, index: u64) -> *mut u8 {
+        (self.base + SLOTS_OFFSET + (index % self.slot_count) as usize * self.slot_size) as *mut u8
+    }
+
+    /// Reports a reset by the core (the other end restarted).
+    fn check_generation(&mut self) -> Result<(), QueueError> {
+        let generation = self.word32(GENERATION_OFFSET).load(Ordering::Acquire);
+        if generation != self.generation {
+            self.generation = generation;
+            return Err(QueueError::PeerRestarted(generation));
+        }
+        Ok(())
+    }
+}
+
+/// The sending end of a queue of `T`.
+pub struct Sender<T> {
+    ring: Ring,
+    _message: PhantomData<T>,
+}
+
+/// The receiving end of a queue of `T`.
+pub struct Receiver<T> {
+    ring: Ring,
+    _message: PhantomData<T>,
+}
+
+impl<T: IntoBytes + Immutable> Sender<T> {
+    /// Opens the sending end called `name`.
+    pub fn open(start: &crate::Start, name: &str) -> Result<Self, OpenError> {
+        Ok(Self {
+            ring: Ring::open::<T>(start.resource(name, ResourceKind::QueueSend))?,
+            _message: PhantomData,
+        })
+    }
+
+    /// The notification bit this end sleeps on.
+    pub fn bit(&self) -> u32 {
+        self.ring.bit
+    }
+
+    /// Sends as many of `messages` as fit without waiting, signalling the
+    /// receiver once if it sleeps. Returns how many were sent.
+    pub fn try_send_batch(&mut self, messages: &[T]) -> Result<usize, QueueError> {
+        self.ring.check_generation()?;
+        let ring = &self.ring;
+        let tail = ring.word64(TAIL_OFFSET).load(Ordering::Relaxed);
+        let head = ring.word64(HEAD_OFFSET).load(Ordering::Acquire);
+        let room = ring.slot_count.saturating_sub(tail.wrapping_sub(head)) as usize;
+        let count = room.min(messages.len());
+        for (offset, message) in messages[..count].iter().enumerate() {
+            let bytes = message.as_bytes();
+            // SAFETY: the slot lies inside the queue memory (index modulo
+            // slot_count) and holds slot_size >= size_of::<T>() bytes; the
+            // receiver does not read it until `tail` is published below.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    ring.slot(tail + offset as u64),
+                    bytes.len(),
+                )
+            };
+        }
+        if count > 0 {
+            ring.word64(TAIL_OFFSET)
+                .store(tail + count as u64, Ordering::Release);
+            fence(Ordering::SeqCst);
+            if ring.word32(RECEIVER_WAITING_OFFSET).load(Ordering::Relaxed) != 0 {
+                syscall::signal(ring.signal);
+            }
+        }
+        Ok(count)
+    }
+
+    /// Sends one message without waiting.
+    pub fn try_send(&mut self, message: &T) -> Result<(), QueueError> {
+        match self.try_send_batch(core::slice::from_ref(message))? {
+            1 => Ok(()),
+            _ => Err(QueueError::WouldBlock),
+        }
+    }
+
+    /// Sends one message, sleeping while the ring is full.
+    pub fn send(&mut self, message: &T) -> Result<(), QueueError> {
+        self.send_batch(core::slice::from_ref(message))
+    }
+
+    /// Sends all of `messages`, in order, sleeping while the ring is full.
+    pub fn send_batch(&mut self, mut messages: &[T]) -> Result<(), QueueError> {
+        while !messages.is_empty() {
+            let sent = self.try_send_batch(messages)?;
+            messages = &messages[sent..];
+            if !messages.is_empty() {
+                self.sleep_until_room()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sleep_until_room(&mut self) -> Result<(), QueueError> {
+        let ring = &self.ring;
+        ring.word32(SENDER_WAITING_OFFSET)
+            .store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let tail = ring.word64(TAIL_OFFSET).load(Ordering::Relaxed);
+        let head = ring.word64(HEAD_OFFSET).load(Ordering::Acquire);
+        if tail.wrapping_sub(head) >= ring.slot_count {
+            notification::wait_for(1 << ring.bit, None);
+        }
+        ring.word32(SENDER_WAITING_OFFSET)
+            .store(0, Ordering::Relaxed);
+        self.ring.check_generation()
+    }
+}
+
+impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
+    /// Opens the receiving end called `name`.
+    pub fn open(start: &crate::Start, name: &str) -> Result<Self, OpenError> {
+        Ok(Self {
+            ring: Ring::open::<T>(start.resource(name, ResourceKind::QueueReceive))?,
+            _message: PhantomData,
+        })
+    }
+
+    /// The notification bit this end sleeps on.
+    pub fn bit(&self) -> u32 {
+        self.ring.bit
+    }
+
+    /// Takes up to `out.len()` messages without waiting, signalling the
+    /// sender once if it sleeps. Returns how many were taken.
+    pub fn try_receive_batch(&mut self, out: &mut [T]) -> Result<usize, QueueError> {
+        self.ring.check_generation()?;
+        let ring = &self.ring;
+        let head = ring.word64(HEAD_OFFSET).load(Ordering::Relaxed);
+        let tail = ring.word64(TAIL_OFFSET).load(Ordering::Acquire);
+        // A hostile sender may publish any tail: never read more than a
+        // ring's worth.
+        let available = tail.wrapping_sub(head).min(ring.slot_count) as usize;
+        let count = available.min(out.len());
+        for (offset, message) in out[..count].iter_mut().enumerate() {
+            let bytes = message.as_mut_bytes();
+            // SAFETY: the slot lies inside the queue memory and holds at
+            // least size_of::<T>() bytes; T is valid for any bytes.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    ring.slot(head + offset as u64),
+                    bytes.as_mut_ptr(),
+                    bytes.len(),
+                )
+            };
+        }
+        if count > 0 {
+            ring.word64(HEAD_OFFSET)
+                .store(head + count as u64, Ordering::Release);
+            fence(Ordering::SeqCst);
+            if ring.word32(SENDER_WAITING_OFFSET).load(Ordering::Relaxed) != 0 {
+                syscall::signal(ring.signal);
+            }
+        }
+        Ok(count)
+    }
+
+    /// Takes one message without waiting.
+    pub fn try_receive(&mut self) -> Result<T, QueueError> {
+        let mut message = T::new_zeroed();
+        match self.try_receive_batch(core::slice::from_mut(&mut message))? {
+            1 => Ok(message),
+            _ => Err(QueueError::WouldBlock),
+        }
+    }
+
+    /// Takes one message, sleeping while the ring is empty.
+    pub fn receive(&mut self) -> Result<T, QueueError> {
+        self.receive_timeout(None)
+    }
+
+    /// Takes one message, sleeping at most `timeout_us` while the ring is
+    /// empty ([`QueueError::WouldBlock`] when the time runs out).
+    pub fn receive_timeout(&mut self, timeout_us: Option<u64>) -> Result<T, QueueError> {
+        loop {
+            match self.try_receive() {
+                Err(QueueError::WouldBlock) => self.sleep_until_message(timeout_us)?,
+                other => return other,
+            }
+        }
+    }
+
+    /// Takes at least one and up to `out.len()` messages, sleeping while
+    /// the ring is empty.
+    pub fn receive_batch(&mut self, out: &mut [T]) -> Result<usize, QueueError> {
+        loop {
+            match self.try_receive_batch(out)? {
+                0 => self.sleep_until_message(None)?,
+                count => return Ok(count),
+            }
+        }
+    }
+
+    fn sleep_until_message(&mut self, timeout_us: Option<u64>) -> Result<(), QueueError> {
+        let ring = &self.ring;
+        ring.word32(RECEIVER_WAITING_OFFSET)
+            .store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let head = ring.word64(HEAD_OFFSET).load(Ordering::Relaxed);
+        let tail = ring.word64(TAIL_OFFSET).load(Ordering::Acquire);
+        let mut timed_out = false;
+        if tail == head {
+            timed_out = notification::wait_for(1 << ring.bit, timeout_us).is_none();
+        }
+        ring.word32(RECEIVER_WAITING_OFFSET)
+            .store(0, Ordering::Relaxed);
+        self.ring.check_generation()?;
+        if timed_out {
+            Err(QueueError::WouldBlock)
+        } else {
+            Ok(())
+        }
+    }
+}
