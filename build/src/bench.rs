@@ -139,6 +139,7 @@ pub fn command() -> Result<ExitCode> {
             timeout: Some(benchmark.timeout),
             icount: true,
             gdb: false,
+            command_line: String::new(),
         };
         let stem = format!("bench-{}", benchmark.name);
         let outcome = boot_components(

@@ -36,15 +36,16 @@ pub const VGA_BIOS: &str = "/usr/share/vgabios/vgabios.bin";
 pub const GRUB_PC: &str = "/usr/lib/grub/i386-pc";
 
 /// The GRUB menu: boot the core at once with the image as its module.
-pub fn grub_config() -> String {
-    "set timeout=0\n\
-     set default=0\n\
-     menuentry \"microvisor\" {\n\
-     \x20   multiboot2 /boot/microvisor.elf\n\
-     \x20   module2 /boot/system.img system\n\
-     \x20   boot\n\
-     }\n"
-    .to_string()
+pub fn grub_config(command_line: &str) -> String {
+    format!(
+        "set timeout=0\n\
+         set default=0\n\
+         menuentry \"microvisor\" {{\n\
+         \x20   multiboot2 /boot/microvisor.elf {command_line}\n\
+         \x20   module2 /boot/system.img system\n\
+         \x20   boot\n\
+         }}\n"
+    )
 }
 
 /// The Bochs configuration for booting `iso` with COM1 written to `serial`.
@@ -103,7 +104,8 @@ pub fn make_iso(request: &BootRequest) -> Result<PathBuf> {
     };
     copy(&request.core, "boot/microvisor.elf")?;
     copy(&request.image, "boot/system.img")?;
-    std::fs::write(grub.join("grub.cfg"), grub_config()).context("could not write grub.cfg")?;
+    std::fs::write(grub.join("grub.cfg"), grub_config(&request.command_line))
+        .context("could not write grub.cfg")?;
     let iso = request.work_directory.join("system.iso");
     let output = Command::new(&grub_mkrescue)
         .arg("-o")
@@ -268,9 +270,11 @@ mod tests {
 
     #[test]
     fn grub_menu_boots_core_with_image() {
-        let config = grub_config();
+        let config = grub_config("selftest=core-fault");
         assert!(config.starts_with("set timeout=0\n"));
-        let multiboot = config.find("multiboot2 /boot/microvisor.elf").unwrap();
+        let multiboot = config
+            .find("multiboot2 /boot/microvisor.elf selftest=core-fault\n")
+            .unwrap();
         let module = config.find("module2 /boot/system.img system").unwrap();
         let boot = config.find("    boot\n").unwrap();
         assert!(multiboot < module && module < boot);

@@ -55,6 +55,8 @@ pub struct BootRequest {
     pub icount: bool,
     /// Wait for a debugger before the first instruction (QEMU only).
     pub gdb: bool,
+    /// The core's boot command line (e.g. `selftest=core-fault`).
+    pub command_line: String,
 }
 
 /// How a run ended.

@@ -50,6 +50,9 @@ pub fn command(qemu: &Path, request: &BootRequest) -> Command {
     if request.icount {
         command.args(["-icount", "shift=0"]);
     }
+    if !request.command_line.is_empty() {
+        command.arg("-append").arg(&request.command_line);
+    }
     if request.gdb {
         command.args(["-s", "-S"]);
     }
@@ -256,6 +259,7 @@ mod tests {
             timeout: None,
             icount: true,
             gdb: true,
+            command_line: "selftest=core-fault".to_string(),
         };
         let command = command(Path::new("qemu-system-x86_64"), &request);
         let arguments: Vec<_> = command
@@ -270,6 +274,6 @@ mod tests {
         );
         assert!(line.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(line.contains("-kernel /t/microvisor -initrd /t/default.img"));
-        assert!(line.ends_with("-icount shift=0 -s -S"));
+        assert!(line.ends_with("-icount shift=0 -append selftest=core-fault -s -S"));
     }
 }

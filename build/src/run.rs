@@ -44,6 +44,9 @@ pub struct RunArguments {
     /// advances one tick per instruction.
     #[arg(long, conflicts_with = "bochs")]
     pub icount: bool,
+    /// The core's boot command line, e.g. `selftest=core-fault`.
+    #[arg(long = "cmdline")]
+    pub command_line: Option<String>,
 }
 
 /// The time limit when none is given: far above the measured times (QEMU
@@ -113,6 +116,7 @@ pub fn command(arguments: RunArguments) -> Result<ExitCode> {
             timeout,
             icount: arguments.icount,
             gdb: arguments.gdb,
+            command_line: arguments.command_line.clone().unwrap_or_default(),
         },
         &mut |line| println!("{line}"),
     )?;
@@ -143,13 +147,15 @@ pub fn programs_of(components: &[Component]) -> Vec<String> {
 }
 
 /// How to boot a packed system.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BootOptions {
     pub emulator: Emulator,
     /// None: no limit.
     pub timeout: Option<Duration>,
     pub icount: bool,
     pub gdb: bool,
+    /// The core's boot command line.
+    pub command_line: String,
 }
 
 /// Packs `components` as `images/<stem>.img` and boots it, with the
@@ -173,6 +179,7 @@ pub fn boot_components(
         timeout: options.timeout,
         icount: options.icount,
         gdb: options.gdb,
+        command_line: options.command_line,
     };
     boot(&request, sink)
 }

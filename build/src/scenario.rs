@@ -43,6 +43,9 @@ struct ScenarioFile {
     timeout: Spanned<u64>,
     exit: VerdictKind,
     icount: Option<Spanned<bool>>,
+    /// The core's boot command line.
+    #[serde(default)]
+    cmdline: String,
     #[serde(default)]
     expect: Vec<String>,
     #[serde(default)]
@@ -66,6 +69,8 @@ pub struct Scenario {
     pub timeout: Duration,
     pub exit: VerdictKind,
     pub icount: bool,
+    /// The core's boot command line.
+    pub command_line: String,
     pub expect: Vec<String>,
     pub forbid: Vec<String>,
     pub components: Vec<Component>,
@@ -103,6 +108,7 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
         timeout: Duration::from_secs(timeout),
         exit: file.exit,
         icount,
+        command_line: file.cmdline,
         expect: file.expect,
         forbid: file.forbid,
         components,

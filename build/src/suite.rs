@@ -193,6 +193,7 @@ fn run_one(workspace: &Workspace, artifacts: &Artifacts, scenario: &Scenario) ->
         timeout: Some(scenario.timeout),
         icount: scenario.icount,
         gdb: false,
+        command_line: scenario.command_line.clone(),
     };
     let stem = format!("scenario-{}", scenario.name);
     let result: Result<Outcome> = boot_components(

@@ -70,7 +70,12 @@ pub struct BootInfo {
     module_count: usize,
     /// Regions or modules beyond the fixed capacity, ignored.
     pub dropped: usize,
+    command_line: [u8; MAX_COMMAND_LINE],
+    command_line_len: usize,
 }
+
+/// The longest command line kept.
+pub const MAX_COMMAND_LINE: usize = 256;
 
 /// Why the boot information could not be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +115,40 @@ impl BootInfo {
             modules: [Module::default(); MAX_MODULES],
             module_count: 0,
             dropped: 0,
+            command_line: [0; MAX_COMMAND_LINE],
+            command_line_len: 0,
         }
+    }
+
+    /// Reads a NUL-terminated command line at `address` (truncated at
+    /// [`MAX_COMMAND_LINE`] bytes; an unreadable one is left empty).
+    fn read_command_line(&mut self, memory: &impl PhysicalMemory, address: u64) {
+        if address == 0 {
+            return;
+        }
+        for index in 0..MAX_COMMAND_LINE {
+            let mut byte = [0];
+            if !memory.read(address + index as u64, &mut byte) || byte[0] == 0 {
+                break;
+            }
+            self.command_line[index] = byte[0];
+            self.command_line_len = index + 1;
+        }
+    }
+
+    /// The boot command line ("" if none or not UTF-8).
+    pub fn command_line(&self) -> &str {
+        core::str::from_utf8(&self.command_line[..self.command_line_len]).unwrap_or("")
+    }
+
+    /// The value of `key=value` on the command line.
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.command_line()
+            .split_ascii_whitespace()
+            .find_map(|word| {
+                let (k, v) = word.split_once('=')?;
+                (k == key).then_some(v)
+            })
     }
 
     fn push_region(&mut self, region: Region) {
@@ -176,6 +214,7 @@ impl BootInfo {
         let version = read_u32(memory, address + 4)?;
         let module_count = read_u32(memory, address + 12)?;
         let module_list = read_u64(memory, address + 16)?;
+        info.read_command_line(memory, read_u64(memory, address + 24)?);
         for index in 0..u64::from(module_count).min(64) {
             let entry = module_list + index * 32;
             let start = read_u64(memory, entry)?;
@@ -221,6 +260,7 @@ impl BootInfo {
             }
             match kind {
                 0 => break,
+                1 => info.read_command_line(memory, tag + 8),
                 3 => {
                     if size < 16 {
                         return Err(BootInfoError::Malformed("multiboot2 module tag"));
@@ -318,6 +358,8 @@ mod tests {
         m.put32(0x1004, 1);
         m.put32(0x100c, 1);
         m.put64(0x1010, 0x2000);
+        m.put64(0x1018, 0x3800);
+        m.put(0x3800, b"selftest=core-fault quiet\0");
         m.put64(0x1028, 0x3000);
         m.put32(0x1030, 2);
         m.put64(0x2000, 0x80_0000);
@@ -344,6 +386,9 @@ mod tests {
         );
         assert_eq!(info.regions().len(), 2);
         assert_eq!(info.top_of_ram(), 0x2000_0000);
+        assert_eq!(info.command_line(), "selftest=core-fault quiet");
+        assert_eq!(info.option("selftest"), Some("core-fault"));
+        assert_eq!(info.option("quiet"), None);
     }
 
     #[test]

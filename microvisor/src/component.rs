@@ -661,7 +661,6 @@ fn reset_queues(kernel: &mut Kernel, index: usize) {
 /// Restarts component `index` from its program: everything of the old
 /// incarnation is discarded. On failure it stays faulted.
 pub fn restart(kernel: &mut Kernel, index: usize) -> Result<(), LoadError> {
-    let was_alive = kernel.components[index].is_alive();
     stop(kernel, index, ComponentState::Stopped);
     if kernel.components[index].space.root.0 != 0 {
         let root = kernel.components[index].space.root;
@@ -674,10 +673,12 @@ pub fn restart(kernel: &mut Kernel, index: usize) -> Result<(), LoadError> {
             root: PhysicalAddress(0),
         };
     }
-    let _ = was_alive;
     let component = &mut kernel.components[index];
     component.generation = component.generation.wrapping_add(1);
     component.notification = 0;
+    // The supervisor read the fault before restarting; from now on "no
+    // fault" means the new life has not faulted.
+    component.fault = None;
     component.wake_at = None;
     reset_queues(kernel, index);
     match build(kernel, index) {

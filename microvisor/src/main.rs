@@ -232,6 +232,9 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
         Some(spec) => instantiate(kernel, &image, spec),
         None => instantiate_programs(kernel, &image),
     }
+    if let Some(test) = info.option("selftest") {
+        self_test(test);
+    }
     log::info!("starting {} component(s)", kernel.component_count);
     let frame = kernel.schedule();
     // SAFETY: `schedule` made the frame current and loaded its address
@@ -328,6 +331,34 @@ fn build_component(kernel: &mut Kernel, index: usize) {
             kernel.components[index].state = ComponentState::Faulted;
             kernel.components[index].supervisor = None;
         }
+    }
+}
+
+/// Faults on purpose inside the core (`selftest=` on the boot command
+/// line), so that tests can show every ring-0 exception is reported and
+/// ends the system with a failure verdict.
+fn self_test(test: &str) {
+    log::warn!("self-test '{test}': faulting inside the core on purpose");
+    match test {
+        // A read from an unmapped core address: #PF in ring 0.
+        "core-fault" => {
+            // SAFETY: deliberately invalid; the page-fault handler reports
+            // it and halts the machine, so the read never returns.
+            let _ = unsafe { core::ptr::read_volatile(0xffff_ffff_0000_0000 as *const u64) };
+        }
+        // Unbounded recursion into the stack's guard page: the #PF cannot be
+        // delivered on the exhausted stack, so the CPU raises #DF on its own
+        // stack (IST 1).
+        "stack-overflow" => {
+            #[allow(unconditional_recursion, reason = "the point is to overflow the stack")]
+            fn recurse(depth: u64) -> u64 {
+                let frame = [depth; 64];
+                core::hint::black_box(&frame);
+                recurse(depth + 1) + core::hint::black_box(frame[depth as usize % 64])
+            }
+            core::hint::black_box(recurse(0));
+        }
+        other => log::warn!("unknown self-test '{other}' (core-fault, stack-overflow); ignored"),
     }
 }
 

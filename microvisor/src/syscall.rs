@@ -121,6 +121,15 @@ fn handle(kernel: &mut Kernel, index: usize) -> Result<Next, Fault> {
                 log::warn!("component '{name}' exited with code {code}");
             }
             component::stop(kernel, index, ComponentState::Exited(code));
+            let component = &kernel.components[index];
+            if let Some(supervisor) = component.supervisor {
+                let bit = component.fault_bit;
+                state::notify(
+                    &mut kernel.components[..kernel.component_count],
+                    supervisor,
+                    1 << bit,
+                );
+            }
             Ok(Next::Schedule)
         }
         Syscall::Panic => {

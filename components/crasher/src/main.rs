@@ -6,7 +6,8 @@
 //! `privileged` (executes `hlt`), `bad-pointer` (passes an unmapped buffer
 //! to the log call), `kernel-pointer` (passes a core address), `bad-syscall`
 //! (an unknown call number), `panic`. `after=N` first prints N lines,
-//! yielding between them. Every mode must end with the core stopping this
+//! yielding between them, and sends one item per line on its `work` queue
+//! when the system gives it one. Every mode must end with the core stopping this
 //! component; if the fault does not happen, it says so and exits with 1.
 #![no_std]
 #![no_main]
@@ -20,8 +21,12 @@ static DATA: [u8; 16] = [0xc3; 16];
 
 fn main(start: &runtime::Start) -> i32 {
     let after: u32 = start.arg("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let mut work = runtime::queue::Sender::<u64>::open(start, "work").ok();
     for i in 1..=after {
-        println!("working {i}/{after}");
+        println!("working {i}/{after} (generation {})", start.generation());
+        if let Some(queue) = work.as_mut() {
+            let _ = queue.send(&u64::from(i));
+        }
         syscall::yield_now();
     }
     let mode = start.arg("mode").unwrap_or("unmapped-write");

@@ -1,0 +1,350 @@
+//! `disk`: build and inspect VMKFS images on the host (the storage engine is
+//! the `vmkfs` crate; this is its command line).
+//!
+//! Purpose: prepare the disk images a system boots with, and look inside
+//! them. An image is one host file per device (`--image` repeated, in
+//! file-system order, for a multi-device file system). Commands:
+//! `mkfs`, `create`, `import`, `export`, `ls`, `stat`, `rm`, `rename`,
+//! `resize`, `fsck`, `snapshot` (start a redo log), `commit`, `discard`,
+//! `bench`.
+//!
+//! Invariants: every command that changes an image unmounts it (flushing the
+//! journal and data) before reporting success; sizes accept binary units
+//! (`64K`, `512M`, `1G`); errors name the image and the file involved.
+//!
+//! Callers: `cargo run -p build -- disk <command> ...`. The system-config code
+//! that names an image and the files backing each VM's disk can call
+//! `vmkfs::host::ensure_disk` directly.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use vmkfs::bench::{BenchDevice, BenchOptions};
+use vmkfs::host::{self, parse_size};
+use vmkfs::{FileKind, FormatOptions};
+
+/// The image files of one file system, in order.
+#[derive(Args, Debug)]
+pub struct ImageArguments {
+    /// Image file (repeat for a file system spanning several devices, in order).
+    #[arg(long = "image", short = 'i', required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DiskCommand {
+    /// Create image files and lay out an empty file system over them.
+    Mkfs {
+        /// Image files to create (one per device, in order).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Size of each image file (e.g. 64M, 4G).
+        #[arg(long)]
+        size: String,
+        /// Data block size: a power of two from 4K to 64M.
+        #[arg(long, default_value = "1M")]
+        block_size: String,
+        /// File-descriptor table slots.
+        #[arg(long, default_value_t = 256)]
+        max_files: u32,
+        /// Pointer blocks per file (1 to 480): bounds the largest file.
+        #[arg(long, default_value_t = 480)]
+        pointer_blocks_per_file: u32,
+        /// Overwrite existing image files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Create a preallocated, zeroed virtual disk.
+    Create {
+        #[command(flatten)]
+        image: ImageArguments,
+        name: String,
+        /// Length of the disk (rounded up to 512-byte sectors).
+        #[arg(long)]
+        size: String,
+    },
+    /// Copy a host file into the image as a new virtual disk.
+    Import {
+        #[command(flatten)]
+        image: ImageArguments,
+        /// Host file to copy in.
+        source: PathBuf,
+        /// Name in the image (default: the host file's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Length of the disk (default: the host file's size); bytes past the file read as zero.
+        #[arg(long)]
+        size: Option<String>,
+    },
+    /// Copy a virtual disk (seen through its redo logs, if it is one) to a host file.
+    Export {
+        #[command(flatten)]
+        image: ImageArguments,
+        name: String,
+        target: PathBuf,
+    },
+    /// List the files, their sizes, kinds and redo-log chains, and the free space.
+    Ls {
+        #[command(flatten)]
+        image: ImageArguments,
+    },
+    /// Show one file.
+    Stat {
+        #[command(flatten)]
+        image: ImageArguments,
+        name: String,
+    },
+    /// Delete a file (a redo log is discarded).
+    Rm {
+        #[command(flatten)]
+        image: ImageArguments,
+        name: String,
+    },
+    /// Rename a file.
+    Rename {
+        #[command(flatten)]
+        image: ImageArguments,
+        from: String,
+        to: String,
+    },
+    /// Grow (new bytes read as zero) or shrink a virtual disk.
+    Resize {
+        #[command(flatten)]
+        image: ImageArguments,
+        name: String,
+        #[arg(long)]
+        size: String,
+    },
+    /// Check the file system; with --repair, fix what can be fixed safely.
+    Fsck {
+        #[command(flatten)]
+        image: ImageArguments,
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Start a copy-on-write redo log over a file; the file is frozen until commit or discard.
+    Snapshot {
+        #[command(flatten)]
+        image: ImageArguments,
+        base: String,
+        redo_log: String,
+    },
+    /// Merge a redo log into the file under it.
+    Commit {
+        #[command(flatten)]
+        image: ImageArguments,
+        redo_log: String,
+    },
+    /// Drop a redo log and everything written to it.
+    Discard {
+        #[command(flatten)]
+        image: ImageArguments,
+        redo_log: String,
+    },
+    /// Measure 4 KiB random I/O through the store against the raw device, and metadata I/O.
+    Bench {
+        /// Run on a host file at this path instead of a RAM device.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Device size.
+        #[arg(long, default_value = "256M")]
+        size: String,
+        #[arg(long, default_value = "1M")]
+        block_size: String,
+        /// 4 KiB operations per phase.
+        #[arg(long, default_value_t = 100_000)]
+        operations: u64,
+        #[arg(long, default_value_t = 7)]
+        rounds: u32,
+    },
+}
+
+fn block_size(text: &str) -> Result<u32> {
+    let size = parse_size(text)?;
+    u32::try_from(size).with_context(|| format!("block size {text} is too large"))
+}
+
+fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Disk => "disk",
+        FileKind::RedoLog => "redo-log",
+    }
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// Mounts read-write, runs `change`, unmounts (flushing), and prints `done`.
+fn change(
+    image: &ImageArguments,
+    done: &str,
+    change: impl FnOnce(&mut vmkfs::Store<vmkfs::FileDevice>) -> Result<()>,
+) -> Result<()> {
+    let mut store = host::mount_image(&image.images, true)?;
+    change(&mut store)?;
+    store.unmount().map_err(host::HostError::from)?;
+    println!("{done}");
+    Ok(())
+}
+
+pub fn run(command: DiskCommand) -> Result<()> {
+    match command {
+        DiskCommand::Mkfs { images, size, block_size: block, max_files, pointer_blocks_per_file, force } => {
+            let size = parse_size(&size)?;
+            let options = FormatOptions {
+                block_size: block_size(&block)?,
+                max_files,
+                pointer_blocks_per_file,
+                pointer_slots: None,
+                file_system: host::new_file_system_id(),
+                label: [0; 32],
+            };
+            let store = host::format_image(&images, size, &options, force)?;
+            let space = store.space();
+            store.unmount().map_err(host::HostError::from)?;
+            println!(
+                "made a VMKFS file system on {} device(s): {} blocks of {} ({} of data), {} file slots, largest file {}",
+                images.len(),
+                space.data_blocks,
+                human(u64::from(space.block_size)),
+                human(space.data_blocks * u64::from(space.block_size)),
+                space.max_files,
+                human(space.largest_file)
+            );
+        }
+        DiskCommand::Create { image, name, size } => {
+            let length = host::round_up_to_sector(parse_size(&size)?);
+            change(&image, &format!("created '{name}' ({})", human(length)), |store| {
+                store.create(&name, length).map_err(Into::into)
+            })?;
+        }
+        DiskCommand::Import { image, source, name, size } => {
+            let name = match name {
+                Some(name) => name,
+                None => source
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .map(str::to_owned)
+                    .with_context(|| format!("{} has no usable file name; pass --name", source.display()))?,
+            };
+            let length = size.as_deref().map(parse_size).transpose()?;
+            let mut store = host::mount_image(&image.images, true)?;
+            let length = host::import_file(&mut store, &name, &source, length)?;
+            store.unmount().map_err(host::HostError::from)?;
+            println!("imported {} as '{name}' ({})", source.display(), human(length));
+        }
+        DiskCommand::Export { image, name, target } => {
+            let mut store = host::mount_image(&image.images, false)?;
+            let length = host::export_file(&mut store, &name, &target)?;
+            println!("exported '{name}' to {} ({})", target.display(), human(length));
+        }
+        DiskCommand::Ls { image } => {
+            let store = host::mount_image(&image.images, false)?;
+            let files = store.list();
+            println!("{:<32} {:<9} {:>14} {:>10}  chain", "name", "kind", "length", "blocks");
+            for file in &files {
+                let mut chain = String::new();
+                if let Some(parent) = &file.parent {
+                    chain.push_str(&format!("over '{parent}'"));
+                }
+                if let Some(log) = &file.redo_log {
+                    if !chain.is_empty() {
+                        chain.push_str(", ");
+                    }
+                    chain.push_str(&format!("frozen under '{log}'"));
+                }
+                println!(
+                    "{:<32} {:<9} {:>14} {:>10}  {chain}",
+                    file.name,
+                    kind_name(file.kind),
+                    file.length,
+                    file.allocated_blocks
+                );
+            }
+            let space = store.space();
+            println!(
+                "{} files; {} of {} blocks of {} free; {} devices",
+                files.len(),
+                space.free_data_blocks,
+                space.data_blocks,
+                human(u64::from(space.block_size)),
+                space.devices
+            );
+        }
+        DiskCommand::Stat { image, name } => {
+            let store = host::mount_image(&image.images, false)?;
+            let info = store.stat(&name).map_err(host::HostError::from)?;
+            println!("name:   {}", info.name);
+            println!("kind:   {}", kind_name(info.kind));
+            println!("length: {} ({})", info.length, human(info.length));
+            println!("blocks: {} owned", info.allocated_blocks);
+            if let Some(parent) = info.parent {
+                println!("parent: {parent}");
+            }
+            if let Some(log) = info.redo_log {
+                println!("redo log over it: {log}");
+            }
+        }
+        DiskCommand::Rm { image, name } => {
+            change(&image, &format!("deleted '{name}'"), |store| store.delete(&name).map_err(Into::into))?;
+        }
+        DiskCommand::Rename { image, from, to } => {
+            change(&image, &format!("renamed '{from}' to '{to}'"), |store| store.rename(&from, &to).map_err(Into::into))?;
+        }
+        DiskCommand::Resize { image, name, size } => {
+            let length = host::round_up_to_sector(parse_size(&size)?);
+            change(&image, &format!("resized '{name}' to {}", human(length)), |store| {
+                store.resize(&name, length).map_err(Into::into)
+            })?;
+        }
+        DiskCommand::Fsck { image, repair } => {
+            let mut devices = host::open_devices(&image.images, repair)?;
+            let report = vmkfs::check(&mut devices, repair)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", image.images[0].display()))?;
+            print!("{report}");
+            if !report.is_clean() {
+                bail!("{} problem(s) remain{}", report.remaining.len(), if repair { "" } else { " (try --repair)" });
+            }
+        }
+        DiskCommand::Snapshot { image, base, redo_log } => {
+            change(&image, &format!("started redo log '{redo_log}' over '{base}'"), |store| {
+                store.snapshot(&base, &redo_log).map_err(Into::into)
+            })?;
+        }
+        DiskCommand::Commit { image, redo_log } => {
+            change(&image, &format!("committed redo log '{redo_log}'"), |store| {
+                store.commit_redo_log(&redo_log).map_err(Into::into)
+            })?;
+        }
+        DiskCommand::Discard { image, redo_log } => {
+            change(&image, &format!("discarded redo log '{redo_log}'"), |store| {
+                store.discard_redo_log(&redo_log).map_err(Into::into)
+            })?;
+        }
+        DiskCommand::Bench { file, size, block_size: block, operations, rounds } => {
+            let options = BenchOptions {
+                device: file.map_or(BenchDevice::Memory, BenchDevice::File),
+                size: parse_size(&size)?,
+                block_size: block_size(&block)?,
+                operations,
+                rounds,
+                seed: 1,
+            };
+            let report = vmkfs::bench::run(&options)?;
+            println!("{report}");
+            if report.metadata_ios_during_data_io != 0 {
+                bail!("the store did metadata I/O during data I/O on a preallocated disk");
+            }
+        }
+    }
+    Ok(())
+}

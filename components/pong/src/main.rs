@@ -1,0 +1,60 @@
+//! The server half of the ping-pong test: answers every request on
+//! `requests` with its reply on `replies`, checking that requests arrive
+//! once and in order, until the stop message.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+use echo_api::{Message, STOP};
+use runtime::println;
+use runtime::queue::{Receiver, Sender};
+
+runtime::component!(main);
+
+fn main(start: &runtime::Start) -> i32 {
+    let (Ok(mut requests), Ok(mut replies)) = (
+        Receiver::<Message>::open(start, "requests"),
+        Sender::<Message>::open(start, "replies"),
+    ) else {
+        println!("the 'requests' and 'replies' queues were not given");
+        return 1;
+    };
+    let mut expected = 0u64;
+    let mut batch = [Message::default(); 64];
+    let mut answers = [Message::default(); 64];
+    loop {
+        let count = match requests.receive_batch(&mut batch) {
+            Ok(count) => count,
+            Err(error) => {
+                println!("receive failed: {error:?}");
+                return 1;
+            }
+        };
+        let mut replied = 0;
+        for request in &batch[..count] {
+            if request.sequence == STOP {
+                let _ = replies.send_batch(&answers[..replied]);
+                println!("served {expected} requests, all in order and intact");
+                return 0;
+            }
+            // The bench phase restarts its sequence at 0.
+            if request.sequence == 0 && expected != 0 {
+                expected = 0;
+            }
+            if !request.is_request(expected) {
+                println!(
+                    "request {expected} wrong or out of order (got sequence {})",
+                    request.sequence
+                );
+                return 1;
+            }
+            answers[replied] = request.reply();
+            replied += 1;
+            expected += 1;
+        }
+        if let Err(error) = replies.send_batch(&answers[..replied]) {
+            println!("send failed: {error:?}");
+            return 1;
+        }
+    }
+}
