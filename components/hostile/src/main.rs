@@ -84,7 +84,7 @@ fn main(start: &runtime::Start) -> i32 {
             random.next(),
         ];
         // Mostly well-formed but hostile calls; now and then pure noise.
-        let args = if random.next() % 8 == 0 {
+        let args = if random.next().is_multiple_of(8) {
             [
                 random.next(),
                 random.next(),
@@ -104,7 +104,7 @@ fn main(start: &runtime::Start) -> i32 {
         let number = random.pick(&numbers);
         match number {
             // Log writes print whatever they are given: keep them rare and short.
-            1 if random.next() % 4 != 0 => continue,
+            1 if !random.next().is_multiple_of(4) => continue,
             1 => {
                 let _ = syscall::raw(1, [buffer.as_ptr() as u64, 8, 0, 0, 0]);
             }
