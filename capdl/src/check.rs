@@ -1,0 +1,1389 @@
+//! Validation: every rule a system description must satisfy, reported all
+//! at once in the domain's language.
+//!
+//! Input is the merged [`Document`] from `crate::raw`; output is a
+//! [`System`] or every error found. Checks run in passes (names, then each
+//! component, then relations between components, queues and notifications,
+//! then the layout), and a broken part is left out of later passes instead
+//! of stopping them, so a typo in one queue does not hide a memory error in
+//! a component. An unresolved name is reported once where it is written,
+//! with a "did you mean" over the names that exist. The rules themselves
+//! are listed in `docs/CAPDL.md`; each has a unit test pinning its message.
+
+use std::collections::BTreeMap;
+
+use microvisor_abi::PAGE_SIZE;
+use microvisor_abi::spec::{
+    CapabilityKind, MAX_CAPABILITIES, MAX_CAPABILITIES_PER_COMPONENT, MAX_COMPONENTS, MAX_GRANTS,
+    MAX_QUEUES, queue_pages,
+};
+use toml::Spanned;
+
+use crate::Options;
+use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, suggest};
+use crate::model::{
+    Capability, Component, Layout, MmioGrant, Notification, PortGrant, Queue, QueuePlacement,
+    System,
+};
+use crate::programs::ProgramSet;
+use crate::raw::{Document, Entry, RawComponent, Start};
+use crate::units::{Duration, Number, format_duration, format_size};
+
+/// The default priority.
+pub const DEFAULT_PRIORITY: u8 = 100;
+/// The default scheduling period (the default budget equals it).
+pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
+/// The default stack size.
+pub const DEFAULT_STACK: u64 = 64 << 10;
+/// The default memory limit (segments and stack).
+pub const DEFAULT_MEMORY: u64 = 16 << 20;
+/// The default restart limit.
+pub const DEFAULT_MAX_RESTARTS: u32 = 3;
+/// The default initial restart back-off.
+pub const DEFAULT_BACKOFF_NS: u64 = 10_000_000;
+/// The largest stack the core sets up (256 pages).
+pub const MAX_STACK: u64 = 256 * PAGE_SIZE;
+/// The longest restart back-off.
+pub const MAX_BACKOFF_NS: u64 = 3_600_000_000_000;
+/// The most slot memory one queue may have.
+pub const MAX_QUEUE_BYTES: u64 = 4 << 20;
+/// The most slots one queue may have.
+pub const MAX_SLOTS: u64 = 1 << 16;
+/// The longest argument string.
+pub const MAX_ARGS: usize = 64;
+/// Interrupt lines are 0..INTERRUPT_LINES (as `Spec::parse` requires).
+pub const INTERRUPT_LINES: u64 = 224;
+/// Device memory lies below 2^52 (the architectural physical-address limit).
+pub const PHYSICAL_LIMIT: u64 = 1 << 52;
+/// Bits in a notification word.
+pub const NOTIFICATION_BITS: usize = 64;
+/// Where each component's queue window starts (queues are placed upwards
+/// from here, a guard page after each).
+pub const QUEUE_WINDOW: u64 = 0x0000_4000_0000_0000;
+/// Where each component's device window starts (MMIO grants are placed
+/// upwards from here, a guard page after each).
+pub const DEVICE_WINDOW: u64 = 0x0000_5000_0000_0000;
+
+const _: () = assert!(microvisor_abi::USER_MIN < QUEUE_WINDOW && QUEUE_WINDOW < DEVICE_WINDOW);
+const _: () = assert!(DEVICE_WINDOW < microvisor_abi::STACK_TOP - (1 << 40));
+
+/// Whether `name` is 1 to 32 characters of `[a-z0-9_-]`.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Runs every check. `programs` lists the programs that exist.
+pub fn check(
+    document: Document,
+    programs: &ProgramSet,
+    options: &Options,
+) -> Result<System, Vec<Diagnostic>> {
+    let mut checker = Checker {
+        sources: &document.sources,
+        errors: Vec::new(),
+        component_spots: Vec::new(),
+        queue_spots: Vec::new(),
+    };
+    let root = document
+        .sources
+        .files
+        .first()
+        .map(|file| file.name.clone())
+        .unwrap_or_default();
+    let system = checker.system(&document, programs, options, root);
+    if checker.errors.is_empty() {
+        Ok(system)
+    } else {
+        let mut errors = checker.errors;
+        errors.sort_by(|a, b| {
+            let file =
+                |d: &Diagnostic| document.sources.files.iter().position(|f| f.name == d.file);
+            (file(a), a.line, a.column).cmp(&(file(b), b.line, b.column))
+        });
+        Err(errors)
+    }
+}
+
+struct Checker<'d> {
+    sources: &'d SourceMap,
+    errors: Vec<Diagnostic>,
+    /// Where each component's name is written, by index.
+    component_spots: Vec<Spot>,
+    /// Where each checked queue's name is written, by index.
+    queue_spots: Vec<Spot>,
+}
+
+/// Names to indices for one kind of object.
+struct Names(BTreeMap<String, usize>);
+
+impl Names {
+    fn find(&self, name: &str) -> Option<usize> {
+        self.0.get(name).copied()
+    }
+
+    fn help(&self, name: &str) -> Option<String> {
+        suggest(name, self.0.keys().map(String::as_str))
+    }
+}
+
+fn page_multiple(bytes: u64) -> bool {
+    bytes.is_multiple_of(PAGE_SIZE)
+}
+
+impl Checker<'_> {
+    fn error(&mut self, spot: &Spot, message: impl Into<String>) -> &mut Diagnostic {
+        let diagnostic = self.sources.error(spot, message);
+        self.errors.push(diagnostic);
+        self.errors.last_mut().expect("just pushed")
+    }
+
+    fn file_name(&self, spot: &Spot) -> &str {
+        &self.sources.files[spot.file].name
+    }
+
+    /// Checks names and drops duplicates; returns the surviving entries.
+    fn unique<'e, T>(&mut self, entries: &'e [Entry<T>], kind: &str) -> Vec<&'e Entry<T>> {
+        let mut kept: Vec<&Entry<T>> = Vec::new();
+        for entry in entries {
+            if !is_valid_name(&entry.name) {
+                self.error(
+                    &entry.spot,
+                    format!(
+                        "{kind} name '{}' is not 1 to 32 characters of a-z, 0-9, '_' and '-'",
+                        entry.name
+                    ),
+                );
+                continue;
+            }
+            if kind == "component" && entry.name == "core" {
+                self.error(
+                    &entry.spot,
+                    "component name 'core' is reserved for the microvisor core",
+                );
+                continue;
+            }
+            if let Some(first) = kept.iter().find(|first| first.name == entry.name) {
+                let first_at = self.sources.error(&first.spot, "").location();
+                let (first_file, this_file) = (
+                    self.file_name(&first.spot).to_string(),
+                    self.file_name(&entry.spot),
+                );
+                let message = if first.spot.file == entry.spot.file {
+                    format!("{kind} '{}' is defined twice in {this_file}", entry.name)
+                } else {
+                    format!(
+                        "{kind} '{}' is defined in both {first_file} and {this_file}",
+                        entry.name
+                    )
+                };
+                self.error(&entry.spot, message).help =
+                    Some(format!("first defined at {first_at}"));
+                continue;
+            }
+            kept.push(entry);
+        }
+        kept
+    }
+
+    fn system(
+        &mut self,
+        document: &Document,
+        programs: &ProgramSet,
+        options: &Options,
+        root: String,
+    ) -> System {
+        let components = self.unique(&document.components, "component");
+        let queues = self.unique(&document.queues, "queue");
+        let notifications = self.unique(&document.notifications, "notification");
+        let names = Names(
+            components
+                .iter()
+                .enumerate()
+                .map(|(index, entry)| (entry.name.clone(), index))
+                .collect(),
+        );
+        self.component_spots = components.iter().map(|entry| entry.spot.clone()).collect();
+
+        if document.components.is_empty() && !document.broken_sections {
+            self.errors.push(
+                file_error(root.clone(), "the system has no components")
+                    .with_help("add a component with [components.NAME]"),
+            );
+        }
+        if let Some(extra) = components.get(MAX_COMPONENTS) {
+            let count = components.len();
+            self.error(
+                &extra.spot,
+                format!(
+                    "the system has {count} components; the core supports at most {MAX_COMPONENTS}"
+                ),
+            );
+        }
+        if let Some(extra) = queues.get(MAX_QUEUES) {
+            let count = queues.len();
+            self.error(
+                &extra.spot,
+                format!("the system has {count} queues; the core supports at most {MAX_QUEUES}"),
+            );
+        }
+
+        let mut checked: Vec<Component> = components
+            .iter()
+            .map(|entry| self.component(entry, &names, programs))
+            .collect();
+        self.supervision(&components, &mut checked);
+        self.grants(&checked);
+        let queues = self.queues(&queues, &names, &checked);
+        self.calls(&queues, &checked);
+        let notifications = self.notifications(&notifications, &names);
+
+        let scheduling_controller = document.scheduling_controller.as_ref().and_then(|setting| {
+            let found = names.find(&setting.value);
+            if found.is_none() {
+                let help = names.help(&setting.value);
+                self.error(
+                    &setting.spot,
+                    format!(
+                        "[system] scheduling_controller: unknown component '{}'",
+                        setting.value
+                    ),
+                )
+                .help = help;
+            }
+            found
+        });
+        self.memory(&checked, &queues, options);
+
+        let mut system = System {
+            root,
+            description: document
+                .description
+                .as_ref()
+                .map(|setting| setting.value.clone())
+                .unwrap_or_default(),
+            components: checked,
+            queues,
+            notifications,
+            scheduling_controller,
+            layout: Layout::default(),
+        };
+        if self.errors.is_empty() {
+            system.layout = self.layout(&system);
+        }
+        system
+    }
+
+    /// One component's own fields; references to others are resolved here
+    /// and their relations checked in later passes.
+    fn component(
+        &mut self,
+        entry: &Entry<RawComponent>,
+        names: &Names,
+        programs: &ProgramSet,
+    ) -> Component {
+        let name = entry.name.clone();
+        let mut component = Component {
+            name: name.clone(),
+            program: name.clone(),
+            args: String::new(),
+            priority: DEFAULT_PRIORITY,
+            budget_us: (DEFAULT_PERIOD_NS / 1000) as u32,
+            period_us: (DEFAULT_PERIOD_NS / 1000) as u32,
+            stack_bytes: DEFAULT_STACK,
+            memory_bytes: DEFAULT_MEMORY,
+            start: Start::Boot,
+            supervisor: None,
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            restart_backoff_ms: (DEFAULT_BACKOFF_NS / 1_000_000) as u32,
+            observe: Vec::new(),
+            ports: Vec::new(),
+            mmio: Vec::new(),
+            interrupts: Vec::new(),
+        };
+        let Some(raw) = &entry.value else {
+            return component;
+        };
+        let context = format!("component '{name}'");
+
+        // Program and arguments.
+        let (program, program_spot, defaulted) = match &raw.program {
+            Some(program) => (program.get_ref().clone(), entry.at(program), false),
+            None => (name.clone(), entry.spot.clone(), true),
+        };
+        if !programs.contains(&program) && !entry.was_dropped("program") {
+            let note = if defaulted {
+                " (the program defaults to the component's name)"
+            } else {
+                ""
+            };
+            let help = suggest(&program, programs.names()).or_else(|| {
+                Some(if programs.is_empty() {
+                    format!("{} holds no programs", programs.directory())
+                } else {
+                    format!(
+                        "the programs are: {}",
+                        programs.names().collect::<Vec<_>>().join(", ")
+                    )
+                })
+            });
+            self.error(
+                &program_spot,
+                format!(
+                    "{context}: no program '{program}' in {}{note}",
+                    programs.directory()
+                ),
+            )
+            .help = help;
+        }
+        component.program = program;
+        if let Some(args) = &raw.args {
+            if args.get_ref().len() > MAX_ARGS {
+                self.error(
+                    &entry.at(args),
+                    format!(
+                        "{context}: args are {} bytes; at most {MAX_ARGS} fit",
+                        args.get_ref().len()
+                    ),
+                );
+            }
+            component.args = args.get_ref().clone();
+        }
+
+        // Scheduling.
+        if let Some(priority) = &raw.priority {
+            match u8::try_from(priority.get_ref().0) {
+                Ok(value) => component.priority = value,
+                Err(_) => {
+                    self.error(
+                        &entry.at(priority),
+                        format!(
+                            "{context}: priority {} is out of range (0 to 255, higher runs first)",
+                            priority.get_ref().0
+                        ),
+                    );
+                }
+            }
+        }
+        let period = raw
+            .period
+            .as_ref()
+            .and_then(|period| self.scheduling_time(entry, &context, "period", period));
+        if let Some(period) = period {
+            component.period_us = period;
+        }
+        let budget = raw
+            .budget
+            .as_ref()
+            .and_then(|budget| self.scheduling_time(entry, &context, "budget", budget));
+        match budget {
+            Some(budget) => component.budget_us = budget,
+            None => component.budget_us = component.period_us,
+        }
+        if let (Some(budget_spanned), Some(budget)) = (&raw.budget, budget)
+            && !entry.was_dropped("period")
+            && (raw.period.is_none() || period.is_some())
+            && budget > component.period_us
+        {
+            self.error(
+                &entry.at(budget_spanned),
+                format!(
+                    "{context}: budget {} is longer than its period {}",
+                    format_duration(u64::from(budget) * 1000),
+                    format_duration(u64::from(component.period_us) * 1000)
+                ),
+            )
+            .help = Some("a budget is at most its period (equal means never throttled)".into());
+        }
+
+        // Memory.
+        if let Some(stack) = &raw.stack {
+            let bytes = stack.get_ref().0;
+            if !page_multiple(bytes) {
+                self.error(
+                    &entry.at(stack),
+                    format!(
+                        "{context}: stack {} is not a multiple of the 4KiB page size",
+                        format_size(bytes)
+                    ),
+                );
+            } else if bytes == 0 || bytes > MAX_STACK {
+                self.error(
+                    &entry.at(stack),
+                    format!(
+                        "{context}: stack {} is outside 4KiB to {}",
+                        format_size(bytes),
+                        format_size(MAX_STACK)
+                    ),
+                );
+            } else {
+                component.stack_bytes = bytes;
+            }
+        }
+        if let Some(memory) = &raw.memory {
+            let bytes = memory.get_ref().0;
+            if bytes == 0 || !page_multiple(bytes) {
+                self.error(
+                    &entry.at(memory),
+                    format!(
+                        "{context}: memory {} is not a positive multiple of the 4KiB page size",
+                        format_size(bytes)
+                    ),
+                );
+            } else if bytes / PAGE_SIZE > u64::from(u32::MAX) {
+                self.error(
+                    &entry.at(memory),
+                    format!(
+                        "{context}: memory {} is more than the boot spec can describe ({} pages)",
+                        format_size(bytes),
+                        u32::MAX
+                    ),
+                );
+            } else {
+                component.memory_bytes = bytes;
+                if component.stack_bytes > bytes {
+                    self.error(
+                        &entry.at(memory),
+                        format!(
+                            "{context}: memory {} cannot hold the stack of {}",
+                            format_size(bytes),
+                            format_size(component.stack_bytes)
+                        ),
+                    )
+                    .help = Some("memory covers the program's segments and its stack".into());
+                }
+            }
+        }
+
+        // Start, supervision and restart policy.
+        if let Some(start) = &raw.start {
+            component.start = *start.get_ref();
+        }
+        if let Some(supervisor) = &raw.supervisor {
+            let found = names.find(supervisor.get_ref());
+            if found.is_none() {
+                let help = names.help(supervisor.get_ref());
+                self.error(
+                    &entry.at(supervisor),
+                    format!("{context}: unknown supervisor '{}'", supervisor.get_ref()),
+                )
+                .help = help;
+            }
+            component.supervisor = found;
+        }
+        if let (Some(start), None) = (&raw.start, &raw.supervisor)
+            && *start.get_ref() == Start::Supervisor
+            && !entry.was_dropped("supervisor")
+        {
+            self.error(
+                &entry.at(start),
+                format!("{context}: start = \"supervisor\" needs a supervisor to start it"),
+            )
+            .help = Some("add supervisor = \"NAME\", or start at boot".into());
+        }
+        if let Some(restart) = &raw.restart {
+            if raw.supervisor.is_none() && !entry.was_dropped("supervisor") {
+                self.error(
+                    &entry.at(restart),
+                    format!("{context}: a restart policy needs a supervisor to apply it"),
+                )
+                .help = Some("add supervisor = \"NAME\", or remove restart".into());
+            }
+            let policy = restart.get_ref();
+            if let Some(max) = &policy.max {
+                match u32::try_from(max.get_ref().0) {
+                    Ok(max) => component.max_restarts = max,
+                    Err(_) => {
+                        self.error(
+                            &entry.at(max),
+                            format!(
+                                "{context}: restart max {} is more than {}",
+                                max.get_ref().0,
+                                u32::MAX
+                            ),
+                        );
+                    }
+                }
+            }
+            if let Some(backoff) = &policy.backoff {
+                let nanoseconds = backoff.get_ref().0;
+                if nanoseconds % 1_000_000 != 0 {
+                    self.error(
+                        &entry.at(backoff),
+                        format!(
+                            "{context}: restart backoff {} is not a whole number of milliseconds",
+                            format_duration(nanoseconds)
+                        ),
+                    );
+                } else if nanoseconds > MAX_BACKOFF_NS {
+                    self.error(
+                        &entry.at(backoff),
+                        format!(
+                            "{context}: restart backoff {} is longer than {}",
+                            format_duration(nanoseconds),
+                            format_duration(MAX_BACKOFF_NS)
+                        ),
+                    );
+                } else {
+                    component.restart_backoff_ms = (nanoseconds / 1_000_000) as u32;
+                }
+            }
+        }
+
+        // Observation.
+        for observed in raw.observe.iter().flatten() {
+            let Some(index) = names.find(observed.get_ref()) else {
+                let help = names.help(observed.get_ref());
+                self.error(
+                    &entry.at(observed),
+                    format!(
+                        "{context}: cannot observe unknown component '{}'",
+                        observed.get_ref()
+                    ),
+                )
+                .help = help;
+                continue;
+            };
+            if component.observe.contains(&index) {
+                self.error(
+                    &entry.at(observed),
+                    format!("{context} observes '{}' twice", observed.get_ref()),
+                );
+                continue;
+            }
+            component.observe.push(index);
+        }
+
+        // Device grants (overlaps between grants are checked in `grants`).
+        for ports in raw.ports.iter().flatten() {
+            let range = ports.get_ref();
+            component.ports.push(PortGrant {
+                first: range.first,
+                last: range.last,
+            });
+        }
+        for region in raw.mmio.iter().flatten() {
+            let (physical, size) = (
+                region.get_ref().physical.get_ref().0,
+                region.get_ref().size.get_ref().0,
+            );
+            let physical_spot = entry.at(&region.get_ref().physical);
+            let size_spot = entry.at(&region.get_ref().size);
+            let mut good = true;
+            if !page_multiple(physical) {
+                good = false;
+                self.error(
+                    &physical_spot,
+                    format!("{context}: mmio physical address {physical:#x} is not page-aligned"),
+                )
+                .help = Some(format!(
+                    "device memory is granted in whole 4KiB pages; {:#x} is the page start",
+                    physical & !(PAGE_SIZE - 1)
+                ));
+            }
+            if size == 0 || !page_multiple(size) {
+                good = false;
+                self.error(
+                    &size_spot,
+                    format!(
+                        "{context}: mmio size {} is not a positive multiple of the 4KiB page size",
+                        format_size(size)
+                    ),
+                );
+            }
+            if physical
+                .checked_add(size)
+                .is_none_or(|end| end > PHYSICAL_LIMIT)
+            {
+                good = false;
+                self.error(
+                    &physical_spot,
+                    format!(
+                        "{context}: mmio region {physical:#x} + {} ends beyond the 52-bit physical address space",
+                        format_size(size)
+                    ),
+                );
+            }
+            if good {
+                component.mmio.push(MmioGrant { physical, size });
+            }
+        }
+        for line in raw.interrupts.iter().flatten() {
+            let value = line.get_ref().0;
+            if value >= INTERRUPT_LINES {
+                self.error(
+                    &entry.at(line),
+                    format!(
+                        "{context}: interrupt line {value} is out of range (0 to {})",
+                        INTERRUPT_LINES - 1
+                    ),
+                );
+                continue;
+            }
+            let value = value as u32;
+            if component.interrupts.contains(&value) {
+                self.error(
+                    &entry.at(line),
+                    format!("{context}: interrupt line {value} is listed twice"),
+                );
+                continue;
+            }
+            component.interrupts.push(value);
+        }
+        component
+    }
+
+    /// A budget or period: positive, whole microseconds, fits the spec.
+    fn scheduling_time(
+        &mut self,
+        entry: &Entry<RawComponent>,
+        context: &str,
+        what: &str,
+        value: &Spanned<Duration>,
+    ) -> Option<u32> {
+        let nanoseconds = value.get_ref().0;
+        let spot = entry.at(value);
+        if nanoseconds == 0 {
+            self.error(&spot, format!("{context}: {what} must be longer than zero"));
+            return None;
+        }
+        if !nanoseconds.is_multiple_of(1000) {
+            self.error(
+                &spot,
+                format!(
+                    "{context}: {what} {} is not a whole number of microseconds",
+                    format_duration(nanoseconds)
+                ),
+            );
+            return None;
+        }
+        match u32::try_from(nanoseconds / 1000) {
+            Ok(microseconds) => Some(microseconds),
+            Err(_) => {
+                self.error(
+                    &spot,
+                    format!(
+                        "{context}: {what} {} is longer than the longest the core keeps ({})",
+                        format_duration(nanoseconds),
+                        format_duration(u64::from(u32::MAX) * 1000)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Self-supervision and supervisor cycles.
+    fn supervision(&mut self, entries: &[&Entry<RawComponent>], components: &mut [Component]) {
+        for (index, entry) in entries.iter().enumerate() {
+            if components[index].supervisor == Some(index) {
+                let spot = entry
+                    .value
+                    .as_ref()
+                    .and_then(|raw| raw.supervisor.as_ref())
+                    .map_or(entry.spot.clone(), |supervisor| entry.at(supervisor));
+                self.error(
+                    &spot,
+                    format!("component '{}' cannot supervise itself", entry.name),
+                );
+                components[index].supervisor = None;
+            }
+        }
+        // Follow supervisor links from every component; a walk that returns
+        // to a component already on it is a cycle, reported once at its
+        // lowest-indexed member.
+        let mut reported = vec![false; components.len()];
+        for start in 0..components.len() {
+            let mut path = vec![start];
+            let mut current = start;
+            while let Some(next) = components[current].supervisor {
+                if let Some(at) = path.iter().position(|&member| member == next) {
+                    let cycle = &path[at..];
+                    let lowest = *cycle.iter().min().expect("a cycle has members");
+                    if lowest == start && !reported[start] {
+                        reported[start] = true;
+                        let mut names: Vec<&str> =
+                            cycle.iter().map(|&i| components[i].name.as_str()).collect();
+                        names.push(&components[start].name);
+                        let spot = entries[start]
+                            .value
+                            .as_ref()
+                            .and_then(|raw| raw.supervisor.as_ref())
+                            .map_or(entries[start].spot.clone(), |supervisor| {
+                                entries[start].at(supervisor)
+                            });
+                        self.error(
+                            &spot,
+                            format!("supervisor cycle: {}", names.join(" supervised by ")),
+                        )
+                        .help = Some(
+                            "supervision must form a tree: some component has no supervisor".into(),
+                        );
+                    }
+                    break;
+                }
+                path.push(next);
+                current = next;
+            }
+        }
+        for index in 0..components.len() {
+            if reported[index] {
+                components[index].supervisor = None;
+            }
+        }
+    }
+
+    /// Port, MMIO and interrupt grants must not overlap, within a component
+    /// or between two, and must fit the spec's grant tables.
+    fn grants(&mut self, components: &[Component]) {
+        let mut ports: Vec<(usize, PortGrant)> = Vec::new();
+        let mut regions: Vec<(usize, MmioGrant)> = Vec::new();
+        let mut lines: Vec<(usize, u32)> = Vec::new();
+        let describe = |owner: usize, index: usize, what: &str| {
+            if owner == index {
+                format!("its own {what}")
+            } else {
+                format!("{what} granted to '{}'", components[owner].name)
+            }
+        };
+        for (index, component) in components.iter().enumerate() {
+            let spot = self.component_spots[index].clone();
+            let context = format!("component '{}'", component.name);
+            for grant in &component.ports {
+                if let Some((owner, other)) = ports
+                    .iter()
+                    .find(|(_, other)| grant.first <= other.last && other.first <= grant.last)
+                {
+                    let message = format!(
+                        "{context}: ports {} overlap {}",
+                        port_text(grant),
+                        describe(*owner, index, &format!("ports {}", port_text(other)))
+                    );
+                    self.error(&spot, message);
+                }
+                ports.push((index, *grant));
+            }
+            for region in &component.mmio {
+                if let Some((owner, other)) = regions.iter().find(|(_, other)| {
+                    region.physical < other.physical + other.size
+                        && other.physical < region.physical + region.size
+                }) {
+                    let message = format!(
+                        "{context}: mmio {} overlaps {}",
+                        mmio_text(region),
+                        describe(*owner, index, &format!("mmio {}", mmio_text(other)))
+                    );
+                    self.error(&spot, message);
+                }
+                regions.push((index, *region));
+            }
+            for &line in &component.interrupts {
+                if let Some((owner, _)) = lines
+                    .iter()
+                    .find(|(owner, other)| *other == line && *owner != index)
+                {
+                    let message = format!(
+                        "{context}: interrupt line {line} is already delivered to '{}'",
+                        components[*owner].name
+                    );
+                    self.error(&spot, message).help =
+                        Some("an interrupt line goes to one component".into());
+                }
+                lines.push((index, line));
+            }
+        }
+        let mut port_owners: Vec<usize> = Vec::new();
+        for (index, component) in components.iter().enumerate() {
+            for grant in &component.ports {
+                port_owners.extend(port_pieces(grant).iter().map(|_| index));
+            }
+        }
+        let region_owners: Vec<usize> = regions.iter().map(|(owner, _)| *owner).collect();
+        let line_owners: Vec<usize> = lines.iter().map(|(owner, _)| *owner).collect();
+        for (owners, what) in [
+            (port_owners, "port ranges"),
+            (region_owners, "mmio regions"),
+            (line_owners, "interrupt lines"),
+        ] {
+            if let Some(&owner) = owners.get(MAX_GRANTS) {
+                let spot = self.component_spots[owner].clone();
+                let count = owners.len();
+                self.error(
+                    &spot,
+                    format!(
+                        "the system grants {count} {what}; the core supports at most {MAX_GRANTS}"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn queues(
+        &mut self,
+        entries: &[&Entry<crate::raw::RawQueue>],
+        names: &Names,
+        components: &[Component],
+    ) -> Vec<Queue> {
+        let queue_names = Names(
+            entries
+                .iter()
+                .enumerate()
+                .map(|(index, entry)| (entry.name.clone(), index))
+                .collect(),
+        );
+        let mut queues = Vec::new();
+        // Raw queue index -> checked queue index, for resolving replies.
+        let mut kept: Vec<Option<usize>> = Vec::new();
+        let mut replies: Vec<(usize, &Spanned<String>, &Entry<crate::raw::RawQueue>)> = Vec::new();
+        for entry in entries {
+            let Some(raw) = &entry.value else {
+                kept.push(None);
+                continue;
+            };
+            let context = format!("queue '{}'", entry.name);
+            if let Some(reply) = &raw.reply
+                && queue_names.find(reply.get_ref()).is_none()
+            {
+                let help = queue_names.help(reply.get_ref());
+                self.error(
+                    &entry.at(reply),
+                    format!("{context}: unknown reply queue '{}'", reply.get_ref()),
+                )
+                .help = help;
+            }
+            let sender = self.end(entry, &context, "sender", &raw.from, names);
+            let receiver = self.end(entry, &context, "receiver", &raw.to, names);
+            let mut good = sender.is_some() && receiver.is_some();
+            if sender.is_some() && sender == receiver {
+                good = false;
+                self.error(
+                    &entry.at(&raw.to),
+                    format!("{context} connects '{}' to itself", raw.from.get_ref()),
+                )
+                .help = Some("a queue joins two different components".into());
+            }
+            let slot_size = self.slot_size(entry, &context, &raw.slot_size);
+            let slots = self.slots(entry, &context, &raw.slots);
+            good &= slot_size.is_some() && slots.is_some();
+            if let (Some(slot_size), Some(slots)) = (slot_size, slots) {
+                let bytes = u64::from(slot_size) * u64::from(slots);
+                if bytes > MAX_QUEUE_BYTES {
+                    good = false;
+                    self.error(
+                        &entry.spot,
+                        format!(
+                            "{context} has {} of slots ({slots} x {slot_size} bytes); a queue holds at most {}",
+                            format_size(bytes),
+                            format_size(MAX_QUEUE_BYTES)
+                        ),
+                    );
+                }
+            }
+            if good {
+                kept.push(Some(queues.len()));
+                if let Some(reply) = &raw.reply
+                    && queue_names.find(reply.get_ref()).is_some()
+                {
+                    replies.push((queues.len(), reply, entry));
+                }
+                self.queue_spots.push(entry.spot.clone());
+                queues.push(Queue {
+                    name: entry.name.clone(),
+                    sender: sender.unwrap_or_default(),
+                    receiver: receiver.unwrap_or_default(),
+                    slot_size: slot_size.unwrap_or_default(),
+                    slots: slots.unwrap_or_default(),
+                    reply: None,
+                });
+            } else {
+                kept.push(None);
+            }
+        }
+        let mut reply_of: Vec<Option<usize>> = vec![None; queues.len()];
+        for (index, reply, entry) in replies {
+            let context = format!("queue '{}'", entry.name);
+            let Some(raw_index) = queue_names.find(reply.get_ref()) else {
+                continue;
+            };
+            let Some(target) = kept[raw_index] else {
+                continue;
+            };
+            let (request, answer) = (&queues[index], &queues[target]);
+            if answer.sender != request.receiver || answer.receiver != request.sender {
+                let (client, server) = (
+                    &components[request.sender].name,
+                    &components[request.receiver].name,
+                );
+                self.error(
+                    &entry.at(reply),
+                    format!(
+                        "{context}: reply queue '{}' runs from '{}' to '{}', not back from '{server}' to '{client}'",
+                        answer.name, components[answer.sender].name, components[answer.receiver].name
+                    ),
+                );
+                continue;
+            }
+            if let Some(first) = reply_of[target] {
+                let first_name = queues[first].name.clone();
+                self.error(
+                    &entry.at(reply),
+                    format!(
+                        "queue '{}' is the reply queue of both '{first_name}' and '{}'",
+                        queues[target].name, entry.name
+                    ),
+                );
+                continue;
+            }
+            reply_of[target] = Some(index);
+            queues[index].reply = Some(target);
+        }
+        queues
+    }
+
+    fn end(
+        &mut self,
+        entry: &Entry<impl Sized>,
+        context: &str,
+        role: &str,
+        name: &Spanned<String>,
+        names: &Names,
+    ) -> Option<usize> {
+        let found = names.find(name.get_ref());
+        if found.is_none() {
+            let help = names.help(name.get_ref());
+            self.error(
+                &entry.at(name),
+                format!("{context}: unknown {role} '{}'", name.get_ref()),
+            )
+            .help = help;
+        }
+        found
+    }
+
+    fn slot_size(
+        &mut self,
+        entry: &Entry<crate::raw::RawQueue>,
+        context: &str,
+        value: &Spanned<Number>,
+    ) -> Option<u32> {
+        let size = value.get_ref().0;
+        if size == 0 || !size.is_multiple_of(8) {
+            self.error(
+                &entry.at(value),
+                format!("{context}: slot_size {size} is not a positive multiple of 8 bytes"),
+            );
+            return None;
+        }
+        if size > PAGE_SIZE {
+            self.error(
+                &entry.at(value),
+                format!("{context}: slot_size {size} is larger than a page (4096 bytes)"),
+            );
+            return None;
+        }
+        Some(size as u32)
+    }
+
+    fn slots(
+        &mut self,
+        entry: &Entry<crate::raw::RawQueue>,
+        context: &str,
+        value: &Spanned<Number>,
+    ) -> Option<u32> {
+        let slots = value.get_ref().0;
+        if !slots.is_power_of_two() {
+            let lower = if slots == 0 { 1 } else { 1u64 << slots.ilog2() };
+            self.error(
+                &entry.at(value),
+                format!("{context}: slots {slots} is not a power of two"),
+            )
+            .help = Some(format!("use {lower} or {}", lower * 2));
+            return None;
+        }
+        if slots > MAX_SLOTS {
+            self.error(
+                &entry.at(value),
+                format!("{context}: slots {slots} is more than {MAX_SLOTS}"),
+            );
+            return None;
+        }
+        Some(slots as u32)
+    }
+
+    /// Call paths: a queue with a `reply` is a call from its sender (the
+    /// client, which waits for the reply) to its receiver (the server).
+    /// A server must not run below its client, and calls must not form a
+    /// cycle.
+    fn calls(&mut self, queues: &[Queue], components: &[Component]) {
+        let mut calls: Vec<(usize, usize, usize)> = Vec::new();
+        for (index, queue) in queues.iter().enumerate() {
+            let Some(reply) = queue.reply else { continue };
+            let (client, server) = (&components[queue.sender], &components[queue.receiver]);
+            calls.push((queue.sender, queue.receiver, index));
+            if server.priority < client.priority {
+                let spot = self.queue_spots[index].clone();
+                self.error(
+                    &spot,
+                    format!(
+                        "priority inversion on call path '{}' -> '{}': server '{}' (priority {}) runs below its client '{}' (priority {})",
+                        queue.name, queues[reply].name, server.name, server.priority, client.name, client.priority
+                    ),
+                )
+                .help = Some(format!(
+                    "a client waiting for its reply is delayed by everything between the two priorities; give '{}' priority {} or more",
+                    server.name, client.priority
+                ));
+            }
+        }
+        // A cycle in the client -> server graph, reported once at its lowest member.
+        let mut reported = vec![false; components.len()];
+        for start in 0..components.len() {
+            let mut stack = vec![(start, vec![start])];
+            let mut seen = vec![false; components.len()];
+            while let Some((current, path)) = stack.pop() {
+                for &(client, server, _) in &calls {
+                    if client != current {
+                        continue;
+                    }
+                    if server == start {
+                        if path.iter().all(|&member| member >= start) && !reported[start] {
+                            reported[start] = true;
+                            let mut names: Vec<&str> =
+                                path.iter().map(|&i| components[i].name.as_str()).collect();
+                            names.push(&components[start].name);
+                            let spot = self.component_spots[start].clone();
+                            self.error(&spot, format!("call cycle: {}", names.join(" calls ")))
+                                .help = Some(
+                                "components that wait for each other's replies can deadlock".into(),
+                            );
+                        }
+                    } else if !seen[server] && !path.contains(&server) {
+                        seen[server] = true;
+                        let mut longer = path.clone();
+                        longer.push(server);
+                        stack.push((server, longer));
+                    }
+                }
+            }
+        }
+    }
+
+    fn notifications(
+        &mut self,
+        entries: &[&Entry<crate::raw::RawNotification>],
+        names: &Names,
+    ) -> Vec<Notification> {
+        let mut notifications = Vec::new();
+        for entry in entries {
+            let Some(raw) = &entry.value else { continue };
+            let context = format!("notification '{}'", entry.name);
+            let from = self.end(entry, &context, "sender", &raw.from, names);
+            let to = self.end(entry, &context, "receiver", &raw.to, names);
+            if from.is_some() && from == to {
+                self.error(
+                    &entry.at(&raw.to),
+                    format!("{context} connects '{}' to itself", raw.from.get_ref()),
+                );
+                continue;
+            }
+            if let (Some(from), Some(to)) = (from, to) {
+                notifications.push(Notification {
+                    name: entry.name.clone(),
+                    from,
+                    to,
+                });
+            }
+        }
+        notifications
+    }
+
+    /// All components' memory and all queues must fit the machine.
+    fn memory(&mut self, components: &[Component], queues: &[Queue], options: &Options) {
+        let queue_bytes: u64 = queues
+            .iter()
+            .map(|q| queue_pages(q.slot_size, q.slots) * PAGE_SIZE)
+            .sum();
+        let component_bytes: u64 = components.iter().map(|c| c.memory_bytes).sum();
+        let total = component_bytes.saturating_add(queue_bytes);
+        if total <= options.machine_memory {
+            return;
+        }
+        // Report at the component whose memory first crosses the limit.
+        let mut running = queue_bytes;
+        let mut at = components.len().saturating_sub(1);
+        for (index, component) in components.iter().enumerate() {
+            running = running.saturating_add(component.memory_bytes);
+            if running > options.machine_memory {
+                at = index;
+                break;
+            }
+        }
+        let spot = self.component_spots.get(at).cloned().unwrap_or_default();
+        let mut largest: Vec<&Component> = components.iter().collect();
+        largest.sort_by_key(|c| std::cmp::Reverse(c.memory_bytes));
+        let list: Vec<String> = largest
+            .iter()
+            .take(3)
+            .map(|c| format!("'{}' {}", c.name, format_size(c.memory_bytes)))
+            .collect();
+        self.error(
+            &spot,
+            format!(
+                "the system needs {} (components {}, queues {}) but the machine has {}",
+                format_size_rounded(total),
+                format_size_rounded(component_bytes),
+                format_size_rounded(queue_bytes),
+                format_size(options.machine_memory)
+            ),
+        )
+        .help = Some(format!("the largest components: {}", list.join(", ")));
+    }
+
+    /// Notification bits, capability tables and addresses.
+    fn layout(&mut self, system: &System) -> Layout {
+        let count = system.components.len();
+        let mut layout = Layout {
+            fault_bits: vec![0; count],
+            interrupt_bits: vec![Vec::new(); count],
+            mmio_addresses: vec![Vec::new(); count],
+            capabilities: vec![Vec::new(); count],
+            bit_uses: vec![Vec::new(); count],
+            ..Layout::default()
+        };
+
+        // Bits: fault bits, then queue bits, then notifications, then interrupts.
+        let take = |layout: &mut Layout, component: usize, use_: String| {
+            layout.bit_uses[component].push(use_);
+            (layout.bit_uses[component].len() - 1) as u32
+        };
+        for (index, component) in system.components.iter().enumerate() {
+            if let Some(supervisor) = component.supervisor {
+                layout.fault_bits[index] = take(
+                    &mut layout,
+                    supervisor,
+                    format!("fault of '{}'", component.name),
+                );
+            }
+        }
+        let mut queue_cursor = vec![QUEUE_WINDOW; count];
+        for queue in &system.queues {
+            let receiver_bit = take(
+                &mut layout,
+                queue.receiver,
+                format!("queue '{}' has messages", queue.name),
+            );
+            let sender_bit = take(
+                &mut layout,
+                queue.sender,
+                format!("queue '{}' has space", queue.name),
+            );
+            let pages = queue_pages(queue.slot_size, queue.slots);
+            let mut place = |component: usize| {
+                let address = queue_cursor[component];
+                queue_cursor[component] += (pages + 1) * PAGE_SIZE;
+                address
+            };
+            let sender_address = place(queue.sender);
+            let receiver_address = place(queue.receiver);
+            layout.queues.push(QueuePlacement {
+                sender_address,
+                receiver_address,
+                receiver_bit,
+                sender_bit,
+                pages,
+            });
+        }
+        for notification in &system.notifications {
+            let bit = take(
+                &mut layout,
+                notification.to,
+                format!("notification '{}'", notification.name),
+            );
+            layout.notification_bits.push(bit);
+        }
+        for (index, component) in system.components.iter().enumerate() {
+            for &line in &component.interrupts {
+                let bit = take(&mut layout, index, format!("interrupt line {line}"));
+                layout.interrupt_bits[index].push(bit);
+            }
+            let mut cursor = DEVICE_WINDOW;
+            for region in &component.mmio {
+                layout.mmio_addresses[index].push(cursor);
+                cursor += region.size + PAGE_SIZE;
+            }
+        }
+        for (index, uses) in layout.bit_uses.iter().enumerate() {
+            if uses.len() > NOTIFICATION_BITS {
+                let kinds = ["fault of", "queue", "notification", "interrupt"];
+                let counts: Vec<String> = kinds
+                    .iter()
+                    .map(|kind| {
+                        (
+                            kind,
+                            uses.iter().filter(|use_| use_.starts_with(kind)).count(),
+                        )
+                    })
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(kind, n)| format!("{n} {}", kind.trim_end_matches(" of")))
+                    .collect();
+                let spot = self.component_spots[index].clone();
+                self.error(
+                    &spot,
+                    format!(
+                        "component '{}' needs {} notification bits ({}); a notification word has {NOTIFICATION_BITS}",
+                        system.components[index].name,
+                        uses.len(),
+                        counts.join(", ")
+                    ),
+                );
+            }
+        }
+
+        // Capabilities, per holder in a fixed order.
+        let notification_badge = |bit: u32| {
+            if (bit as usize) < NOTIFICATION_BITS {
+                1u64 << bit
+            } else {
+                0
+            }
+        };
+        for (queue, placement) in system.queues.iter().zip(&layout.queues) {
+            layout.capabilities[queue.sender].push(Capability {
+                name: queue.name.clone(),
+                kind: CapabilityKind::Notification,
+                target: Some(queue.receiver),
+                badge: notification_badge(placement.receiver_bit),
+            });
+            layout.capabilities[queue.receiver].push(Capability {
+                name: queue.name.clone(),
+                kind: CapabilityKind::Notification,
+                target: Some(queue.sender),
+                badge: notification_badge(placement.sender_bit),
+            });
+        }
+        for (notification, &bit) in system.notifications.iter().zip(&layout.notification_bits) {
+            layout.capabilities[notification.from].push(Capability {
+                name: notification.name.clone(),
+                kind: CapabilityKind::Notification,
+                target: Some(notification.to),
+                badge: notification_badge(bit),
+            });
+        }
+        for (index, component) in system.components.iter().enumerate() {
+            if let Some(supervisor) = component.supervisor {
+                layout.capabilities[supervisor].push(Capability {
+                    name: component.name.clone(),
+                    kind: CapabilityKind::ComponentControl,
+                    target: Some(index),
+                    badge: 0,
+                });
+            }
+        }
+        let context_capability = |target: usize| Capability {
+            name: format!("{}.sc", system.components[target].name),
+            kind: CapabilityKind::SchedulingContext,
+            target: Some(target),
+            badge: 0,
+        };
+        for (index, component) in system.components.iter().enumerate() {
+            if system.scheduling_controller == Some(index) {
+                layout.capabilities[index].push(Capability {
+                    name: "scheduling".into(),
+                    kind: CapabilityKind::SchedulingControl,
+                    target: None,
+                    badge: 0,
+                });
+                for target in 0..count {
+                    layout.capabilities[index].push(context_capability(target));
+                }
+            } else {
+                for &target in &component.observe {
+                    layout.capabilities[index].push(context_capability(target));
+                }
+            }
+        }
+        let mut total = 0;
+        for (index, capabilities) in layout.capabilities.iter().enumerate() {
+            let spot = self.component_spots[index].clone();
+            let name = &system.components[index].name;
+            total += capabilities.len();
+            if capabilities.len() > MAX_CAPABILITIES_PER_COMPONENT {
+                self.error(
+                    &spot,
+                    format!(
+                        "component '{name}' would hold {} capabilities; a component holds at most {MAX_CAPABILITIES_PER_COMPONENT}",
+                        capabilities.len()
+                    ),
+                );
+            }
+            for (position, capability) in capabilities.iter().enumerate() {
+                if capability.name.len() > 32 {
+                    self.error(
+                        &spot,
+                        format!(
+                            "component '{name}' would hold a capability named '{}', longer than 32 characters",
+                            capability.name
+                        ),
+                    )
+                    .help = Some("shorten the component name to 29 characters or fewer".into());
+                }
+                if capabilities[..position]
+                    .iter()
+                    .any(|earlier| earlier.name == capability.name)
+                {
+                    self.error(
+                        &spot,
+                        format!("component '{name}' would hold two capabilities named '{}'", capability.name),
+                    )
+                    .help = Some("queues, notifications and supervised components it holds need distinct names".into());
+                }
+            }
+        }
+        if total > MAX_CAPABILITIES {
+            let spot = self.component_spots.last().cloned().unwrap_or_default();
+            self.error(
+                &spot,
+                format!("the system has {total} capabilities; the core supports at most {MAX_CAPABILITIES}"),
+            );
+        }
+        layout
+    }
+}
+
+/// The pieces a port grant is emitted as: the spec's `count` is 16 bits, so
+/// a range of all 65536 ports takes two records.
+pub fn port_pieces(grant: &PortGrant) -> Vec<(u16, u16)> {
+    let count = u32::from(grant.last) - u32::from(grant.first) + 1;
+    if count <= u32::from(u16::MAX) {
+        vec![(grant.first, count as u16)]
+    } else {
+        vec![(0, 0x8000), (0x8000, 0x8000)]
+    }
+}
+
+fn port_text(grant: &PortGrant) -> String {
+    if grant.first == grant.last {
+        format!("{:#x}", grant.first)
+    } else {
+        format!("{:#x}-{:#x}", grant.first, grant.last)
+    }
+}
+
+fn mmio_text(grant: &MmioGrant) -> String {
+    format!(
+        "{:#x}-{:#x}",
+        grant.physical,
+        grant.physical + grant.size - 1
+    )
+}
+
+/// A size rounded to whole KiB or MiB for summaries.
+fn format_size_rounded(bytes: u64) -> String {
+    if bytes >= 1 << 20 && !bytes.is_multiple_of(1 << 20) {
+        format!("{:.1}MiB", bytes as f64 / f64::from(1 << 20))
+    } else {
+        format_size(bytes)
+    }
+}

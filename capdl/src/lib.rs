@@ -1,0 +1,113 @@
+//! `capdl`: the system-description compiler.
+//!
+//! A system is described in a strict TOML format (`docs/CAPDL.md`):
+//! components with their programs, scheduling, memory, start and restart
+//! policy, supervision and device grants; queues and notifications between
+//! them; optionally included base files. This crate reads such a
+//! description, checks it against every rule the core and the format impose
+//! (reporting all errors at once, each with file, line, column and a "did
+//! you mean" where a name is close), and lowers a valid one to the binary
+//! boot spec the core instantiates (`microvisor_abi::spec`) and to a
+//! capDL-style listing for people.
+//!
+//! The build tool calls [`load`] (or [`load_with`]) and then
+//! [`System::lower`]; the `capdl` command does the same from the command
+//! line. Nothing here touches the target: it is a host-only library.
+//! Module map: `raw` reads TOML and includes, `check` holds the rules and
+//! the layout decisions, `lower` writes the outputs, `units` parses
+//! durations and sizes, `diagnostic` locates and renders errors.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::path::Path;
+
+mod check;
+pub mod diagnostic;
+mod lower;
+mod model;
+mod programs;
+mod raw;
+pub mod units;
+
+pub use check::{
+    DEFAULT_MAX_RESTARTS, DEFAULT_MEMORY, DEFAULT_PERIOD_NS, DEFAULT_PRIORITY, DEFAULT_STACK,
+    DEVICE_WINDOW, QUEUE_WINDOW, is_valid_name,
+};
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use lower::{Lowered, ProgramUse};
+pub use model::{
+    Capability, Component, Layout, MmioGrant, Notification, PortGrant, Queue, QueuePlacement,
+    Start, System,
+};
+pub use programs::ProgramSet;
+
+/// The machine memory a system must fit in unless told otherwise.
+pub const DEFAULT_MACHINE_MEMORY: u64 = 448 << 20;
+
+/// Settings of a check that are not part of the description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Bytes of memory the components' memory and the queues must fit in.
+    pub machine_memory: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            machine_memory: DEFAULT_MACHINE_MEMORY,
+        }
+    }
+}
+
+/// Loads and checks the system described by `path` (and its includes)
+/// against the programs that exist, with default [`Options`].
+pub fn load(path: &Path, programs: &ProgramSet) -> Result<System, Diagnostics> {
+    load_with(path, programs, &Options::default())
+}
+
+/// [`load`] with explicit options.
+pub fn load_with(
+    path: &Path,
+    programs: &ProgramSet,
+    options: &Options,
+) -> Result<System, Diagnostics> {
+    load_from(
+        path,
+        &|file| std::fs::read_to_string(file),
+        programs,
+        options,
+    )
+}
+
+/// [`load_with`] reading files through `read` (tests use an in-memory file
+/// system). Include paths are joined to the including file's directory and
+/// normalized lexically before `read` sees them.
+pub fn load_from(
+    path: &Path,
+    read: &dyn Fn(&Path) -> io::Result<String>,
+    programs: &ProgramSet,
+    options: &Options,
+) -> Result<System, Diagnostics> {
+    let (document, mut errors) = raw::load_document(path, read);
+    if document.incomplete || document.sources.files.is_empty() {
+        return Err(Diagnostics(errors));
+    }
+    let files: Vec<String> = document
+        .sources
+        .files
+        .iter()
+        .map(|file| file.name.clone())
+        .collect();
+    match check::check(document, programs, options) {
+        Ok(system) if errors.is_empty() => return Ok(system),
+        Ok(_) => {}
+        Err(more) => errors.extend(more),
+    }
+    // Files in load order (includes before the files including them), then
+    // by position; a whole-file error comes first in its file.
+    errors.sort_by_key(|error| {
+        let file = files.iter().position(|name| *name == error.file);
+        (file, error.line, error.column)
+    });
+    Err(Diagnostics(errors))
+}

@@ -1,0 +1,402 @@
+//! Lowering a checked system to the boot spec and the capDL-style listing.
+//!
+//! Both outputs are written from the same [`System`] and its [`Layout`], so
+//! the listing shows exactly what the core will build: component `i` of the
+//! listing is record `i` of the spec, capabilities appear in table order,
+//! and every bit, badge and address is the one in the spec. Lowering cannot
+//! fail: everything that could make it fail is a check in `crate::check`.
+//! The listing is for people; nothing parses it.
+
+use std::fmt::Write;
+
+use microvisor_abi::spec::{
+    CapabilityKind, CapabilitySpec, ComponentSpec, InterruptGrant, MemoryGrant, NONE, PortGrant,
+    QueueSpec, SpecBuilder, name_field,
+};
+
+use crate::check::port_pieces;
+use crate::model::{Start, System};
+use crate::units::{format_duration, format_size};
+
+/// What the build tool packs: the spec, the listing, and which program each
+/// component runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lowered {
+    /// The binary boot spec (the image entry named `spec`).
+    pub spec: Vec<u8>,
+    /// The capDL-style listing.
+    pub cdl: String,
+    /// One per component, in spec order.
+    pub programs: Vec<ProgramUse>,
+}
+
+/// A component's program and arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramUse {
+    pub component: String,
+    /// The crate under `components/` whose ELF the image must hold under
+    /// this name.
+    pub program: String,
+    pub args: String,
+}
+
+impl Lowered {
+    /// The distinct programs the image must hold, sorted.
+    pub fn distinct_programs(&self) -> Vec<&str> {
+        let mut programs: Vec<&str> = self
+            .programs
+            .iter()
+            .map(|use_| use_.program.as_str())
+            .collect();
+        programs.sort_unstable();
+        programs.dedup();
+        programs
+    }
+}
+
+impl System {
+    /// Both outputs and the program list.
+    pub fn lower(&self) -> Lowered {
+        Lowered {
+            spec: self.spec(),
+            cdl: self.cdl(),
+            programs: self
+                .components
+                .iter()
+                .map(|component| ProgramUse {
+                    component: component.name.clone(),
+                    program: component.program.clone(),
+                    args: component.args.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The binary boot spec.
+    pub fn spec(&self) -> Vec<u8> {
+        let layout = &self.layout;
+        let mut builder = SpecBuilder {
+            scheduling_controller: self.scheduling_controller.map(|index| index as u32),
+            ..SpecBuilder::default()
+        };
+        let mut next_capability = 0u32;
+        for (index, component) in self.components.iter().enumerate() {
+            let mut args = [0u8; 64];
+            args[..component.args.len()].copy_from_slice(component.args.as_bytes());
+            let capabilities = &layout.capabilities[index];
+            builder.components.push(ComponentSpec {
+                name: name_field(&component.name),
+                program: name_field(&component.program),
+                args,
+                args_len: component.args.len() as u32,
+                priority: u32::from(component.priority),
+                budget_us: component.budget_us,
+                period_us: component.period_us,
+                stack_pages: (component.stack_bytes / microvisor_abi::PAGE_SIZE) as u32,
+                memory_pages: (component.memory_bytes / microvisor_abi::PAGE_SIZE) as u32,
+                supervisor: component
+                    .supervisor
+                    .map_or(NONE, |supervisor| supervisor as u32),
+                start: u32::from(component.start == Start::Boot),
+                max_restarts: component.max_restarts,
+                restart_backoff_ms: component.restart_backoff_ms,
+                fault_bit: layout.fault_bits[index],
+                capability_first: next_capability,
+                capability_count: capabilities.len() as u32,
+                reserved: 0,
+            });
+            next_capability += capabilities.len() as u32;
+            for capability in capabilities {
+                builder.capabilities.push(CapabilitySpec {
+                    name: name_field(&capability.name),
+                    holder: index as u32,
+                    kind: capability.kind as u32,
+                    target: capability.target.map_or(NONE, |target| target as u32),
+                    reserved: 0,
+                    badge: capability.badge,
+                });
+            }
+            for grant in &component.ports {
+                for (first, count) in port_pieces(grant) {
+                    builder.port_grants.push(PortGrant {
+                        component: index as u32,
+                        first,
+                        count,
+                    });
+                }
+            }
+            for (region, &address) in component.mmio.iter().zip(&layout.mmio_addresses[index]) {
+                builder.memory_grants.push(MemoryGrant {
+                    component: index as u32,
+                    reserved: 0,
+                    physical: region.physical,
+                    size: region.size,
+                    address,
+                });
+            }
+            for (&line, &bit) in component
+                .interrupts
+                .iter()
+                .zip(&layout.interrupt_bits[index])
+            {
+                builder.interrupt_grants.push(InterruptGrant {
+                    component: index as u32,
+                    line,
+                    bit,
+                    reserved: 0,
+                });
+            }
+        }
+        for (queue, placement) in self.queues.iter().zip(&layout.queues) {
+            builder.queues.push(QueueSpec {
+                name: name_field(&queue.name),
+                sender: queue.sender as u32,
+                receiver: queue.receiver as u32,
+                slot_size: queue.slot_size,
+                slot_count: queue.slots,
+                sender_address: placement.sender_address,
+                receiver_address: placement.receiver_address,
+                receiver_bit: placement.receiver_bit,
+                sender_bit: placement.sender_bit,
+            });
+        }
+        builder.finish()
+    }
+
+    /// The capDL-style listing of every object and capability.
+    pub fn cdl(&self) -> String {
+        let layout = &self.layout;
+        let name = |index: usize| self.components[index].name.as_str();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "-- capDL-style listing of {}, written by capdl.",
+            self.root
+        );
+        let _ = writeln!(
+            out,
+            "-- For people; the core reads the boot spec (capdl --emit spec)."
+        );
+        if !self.description.is_empty() {
+            let _ = writeln!(out, "-- {}", self.description);
+        }
+        let _ = writeln!(out, "\narch x86_64\n\nobjects {{");
+        for (index, component) in self.components.iter().enumerate() {
+            let args = if component.args.is_empty() {
+                String::new()
+            } else {
+                format!(", args: {:?}", component.args)
+            };
+            let start = match component.start {
+                Start::Boot => "boot",
+                Start::Supervisor => "supervisor",
+            };
+            let _ = writeln!(
+                out,
+                "  {} = component (index: {index}, program: {}{args}, start: {start})",
+                component.name, component.program
+            );
+            let _ = writeln!(
+                out,
+                "  {}.sc = sched_context (priority: {}, budget: {}, period: {})",
+                component.name,
+                component.priority,
+                format_duration(u64::from(component.budget_us) * 1000),
+                format_duration(u64::from(component.period_us) * 1000)
+            );
+            let _ = writeln!(
+                out,
+                "  {}.vspace = address_space (memory: {}, stack: {})",
+                component.name,
+                format_size(component.memory_bytes),
+                format_size(component.stack_bytes)
+            );
+            let _ = writeln!(
+                out,
+                "  {}.notification = notification (bits used: {} of 64)",
+                component.name,
+                layout.bit_uses[index].len()
+            );
+        }
+        for (queue, placement) in self.queues.iter().zip(&layout.queues) {
+            let reply = queue.reply.map_or(String::new(), |reply| {
+                format!(", reply: {}", self.queues[reply].name)
+            });
+            let _ = writeln!(
+                out,
+                "  {} = queue ({} -> {}, slot_size: {}, slots: {}, pages: {}{reply})",
+                queue.name,
+                name(queue.sender),
+                name(queue.receiver),
+                queue.slot_size,
+                queue.slots,
+                placement.pages
+            );
+        }
+        if self.scheduling_controller.is_some() {
+            let _ = writeln!(out, "  scheduling = sched_control");
+        }
+        let _ = writeln!(out, "}}\n\ncaps {{");
+        if layout.capabilities.iter().all(Vec::is_empty) {
+            let _ = writeln!(out, "  -- none");
+        }
+        let mut slot_base = 0;
+        for (index, capabilities) in layout.capabilities.iter().enumerate() {
+            if capabilities.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "  {} {{", name(index));
+            for (slot, capability) in capabilities.iter().enumerate() {
+                let object = match (capability.kind, capability.target) {
+                    (CapabilityKind::Notification, Some(target)) => {
+                        format!(
+                            "{}.notification (signal, badge: {:#x})",
+                            name(target),
+                            capability.badge
+                        )
+                    }
+                    (CapabilityKind::ComponentControl, Some(target)) => {
+                        format!("{} (control: fault, restart, stop)", name(target))
+                    }
+                    (CapabilityKind::SchedulingContext, Some(target)) => {
+                        format!("{}.sc (read consumed time)", name(target))
+                    }
+                    _ => "scheduling (configure any sched_context)".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "    {slot}: {} = {object}  -- table entry {}",
+                    capability.name,
+                    slot_base + slot
+                );
+            }
+            slot_base += capabilities.len();
+            let _ = writeln!(out, "  }}");
+        }
+        let _ = writeln!(out, "}}\n\nbits {{");
+        if layout.bit_uses.iter().all(Vec::is_empty) {
+            let _ = writeln!(out, "  -- none");
+        }
+        for (index, uses) in layout.bit_uses.iter().enumerate() {
+            if uses.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "  {}.notification {{", name(index));
+            for (bit, use_) in uses.iter().enumerate() {
+                let _ = writeln!(out, "    {bit}: {use_}");
+            }
+            let _ = writeln!(out, "  }}");
+        }
+        let _ = writeln!(out, "}}\n\nmappings {{");
+        let mappings_before = out.len();
+        for (index, component) in self.components.iter().enumerate() {
+            let mut lines = Vec::new();
+            for (queue, placement) in self.queues.iter().zip(&layout.queues) {
+                for (end, address, peer, role) in [
+                    (
+                        queue.sender,
+                        placement.sender_address,
+                        queue.receiver,
+                        "send",
+                    ),
+                    (
+                        queue.receiver,
+                        placement.receiver_address,
+                        queue.sender,
+                        "receive",
+                    ),
+                ] {
+                    if end == index {
+                        lines.push((
+                            address,
+                            format!(
+                                "queue {} ({role}, {} pages, shared with {})",
+                                queue.name,
+                                placement.pages,
+                                name(peer)
+                            ),
+                        ));
+                    }
+                }
+            }
+            for (region, address) in component.mmio.iter().zip(&layout.mmio_addresses[index]) {
+                lines.push((
+                    *address,
+                    format!(
+                        "device memory {:#x} ({}, uncached)",
+                        region.physical,
+                        format_size(region.size)
+                    ),
+                ));
+            }
+            if lines.is_empty() {
+                continue;
+            }
+            lines.sort();
+            let _ = writeln!(out, "  {}.vspace {{", component.name);
+            for (address, text) in lines {
+                let _ = writeln!(out, "    {address:#018x}: {text}");
+            }
+            let _ = writeln!(out, "  }}");
+        }
+        if out.len() == mappings_before {
+            let _ = writeln!(out, "  -- none");
+        }
+        let _ = writeln!(out, "}}");
+        let grants: Vec<usize> = (0..self.components.len())
+            .filter(|&index| {
+                let component = &self.components[index];
+                !component.ports.is_empty()
+                    || !component.interrupts.is_empty()
+                    || !component.mmio.is_empty()
+            })
+            .collect();
+        if !grants.is_empty() {
+            let _ = writeln!(out, "\ngrants {{");
+            for index in grants {
+                let component = &self.components[index];
+                let _ = writeln!(out, "  {} {{", component.name);
+                for grant in &component.ports {
+                    let _ = writeln!(out, "    ports {:#x}-{:#x}", grant.first, grant.last);
+                }
+                for region in &component.mmio {
+                    let _ = writeln!(
+                        out,
+                        "    mmio {:#x} ({})",
+                        region.physical,
+                        format_size(region.size)
+                    );
+                }
+                for (line, bit) in component
+                    .interrupts
+                    .iter()
+                    .zip(&layout.interrupt_bits[index])
+                {
+                    let _ = writeln!(out, "    interrupt {line} -> bit {bit}");
+                }
+                let _ = writeln!(out, "  }}");
+            }
+            let _ = writeln!(out, "}}");
+        }
+        let supervised: Vec<usize> = (0..self.components.len())
+            .filter(|&index| self.components[index].supervisor.is_some())
+            .collect();
+        if !supervised.is_empty() {
+            let _ = writeln!(out, "\nsupervision {{");
+            for index in supervised {
+                let component = &self.components[index];
+                let supervisor = component.supervisor.map_or("", name);
+                let _ = writeln!(
+                    out,
+                    "  {supervisor} supervises {} (fault bit: {}, max_restarts: {}, backoff: {})",
+                    component.name,
+                    layout.fault_bits[index],
+                    component.max_restarts,
+                    format_duration(u64::from(component.restart_backoff_ms) * 1_000_000)
+                );
+            }
+            let _ = writeln!(out, "}}");
+        }
+        out
+    }
+}

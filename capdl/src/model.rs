@@ -1,0 +1,153 @@
+//! A checked system: the objects of a valid description, with names
+//! resolved to indices and defaults applied.
+//!
+//! Values of these types exist only after every check in `crate::check`
+//! passed, so every index is in range, every limit of the boot spec holds
+//! and [`crate::System::lower`] cannot fail. Component `i` is the `i`-th
+//! component in declaration order (see `docs/CAPDL.md`), and the same index
+//! is its index in the boot spec. The [`Layout`] holds the lowering
+//! decisions that can fail (notification bits, capability tables, queue and
+//! device addresses); it is computed while checking so that overflowing a
+//! limit is reported like any other error.
+
+use microvisor_abi::spec::CapabilityKind;
+
+pub use crate::raw::Start;
+
+/// A checked system description.
+#[derive(Clone, Debug)]
+pub struct System {
+    /// The file the system was loaded from, as named.
+    pub root: String,
+    pub description: String,
+    pub components: Vec<Component>,
+    pub queues: Vec<Queue>,
+    pub notifications: Vec<Notification>,
+    /// The component holding the scheduling-control capability.
+    pub scheduling_controller: Option<usize>,
+    pub layout: Layout,
+}
+
+/// A component: one program in its own address space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Component {
+    pub name: String,
+    /// The boot-image entry (a crate under `components/`) holding its program.
+    pub program: String,
+    pub args: String,
+    /// 0..=255; higher runs first.
+    pub priority: u8,
+    /// Scheduling-context budget per period, in microseconds.
+    pub budget_us: u32,
+    pub period_us: u32,
+    pub stack_bytes: u64,
+    /// Segments and stack together.
+    pub memory_bytes: u64,
+    pub start: Start,
+    pub supervisor: Option<usize>,
+    pub max_restarts: u32,
+    pub restart_backoff_ms: u32,
+    /// Components whose consumed time this one may read.
+    pub observe: Vec<usize>,
+    pub ports: Vec<PortGrant>,
+    pub mmio: Vec<MmioGrant>,
+    /// Interrupt lines delivered to this component.
+    pub interrupts: Vec<u32>,
+}
+
+/// An inclusive range of I/O ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortGrant {
+    pub first: u16,
+    pub last: u16,
+}
+
+/// A device memory region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioGrant {
+    pub physical: u64,
+    pub size: u64,
+}
+
+/// A one-way ring of fixed-size slots from `sender` to `receiver`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queue {
+    pub name: String,
+    pub sender: usize,
+    pub receiver: usize,
+    pub slot_size: u32,
+    pub slots: u32,
+    /// The queue on which the sender waits for replies (a call path).
+    pub reply: Option<usize>,
+}
+
+/// A one-way doorbell: `from` may signal one bit in `to`'s word.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    pub name: String,
+    pub from: usize,
+    pub to: usize,
+}
+
+/// A capability as the lowering emits it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capability {
+    /// The name its holder looks it up by.
+    pub name: String,
+    pub kind: CapabilityKind,
+    /// The component it refers to (`None` for scheduling control).
+    pub target: Option<usize>,
+    /// Notification bits, for [`CapabilityKind::Notification`].
+    pub badge: u64,
+}
+
+/// Where a queue appears in its two ends' address spaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueuePlacement {
+    pub sender_address: u64,
+    pub receiver_address: u64,
+    /// The bit set in the receiver's word when messages arrive.
+    pub receiver_bit: u32,
+    /// The bit set in the sender's word when space frees up.
+    pub sender_bit: u32,
+    /// Pages the queue occupies (header page and slots).
+    pub pages: u64,
+}
+
+/// The lowering decisions: bits, capabilities, addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// Per component: the bit its supervisor receives when it faults (0
+    /// when it has no supervisor).
+    pub fault_bits: Vec<u32>,
+    /// Per queue.
+    pub queues: Vec<QueuePlacement>,
+    /// Per notification: the bit in the receiver's word.
+    pub notification_bits: Vec<u32>,
+    /// Per component, parallel to its `interrupts`.
+    pub interrupt_bits: Vec<Vec<u32>>,
+    /// Per component, parallel to its `mmio`: where each region is mapped.
+    pub mmio_addresses: Vec<Vec<u64>>,
+    /// Per component, its capability table in order.
+    pub capabilities: Vec<Vec<Capability>>,
+    /// Per component, what each used notification bit means (index = bit).
+    pub bit_uses: Vec<Vec<String>>,
+}
+
+impl System {
+    /// The index of the component named `name`.
+    pub fn component_index(&self, name: &str) -> Option<usize> {
+        self.components
+            .iter()
+            .position(|component| component.name == name)
+    }
+
+    /// The components `supervisor` supervises, in index order.
+    pub fn children(&self, supervisor: usize) -> impl Iterator<Item = usize> + '_ {
+        self.components
+            .iter()
+            .enumerate()
+            .filter(move |(_, component)| component.supervisor == Some(supervisor))
+            .map(|(index, _)| index)
+    }
+}

@@ -1,0 +1,1098 @@
+//! One test per check: each feeds a description with exactly that mistake
+//! and pins the full message, location and help text.
+
+mod common;
+
+use capdl::Options;
+use common::{error, errors, errors_of, load_files, render};
+
+// ---------------------------------------------------------------- syntax
+
+#[test]
+fn toml_syntax_error() {
+    assert_eq!(
+        error("[components.a]\npriority = \n"),
+        "main.toml:2:12: TOML syntax: string values must be quoted, expected literal string"
+    );
+}
+
+#[test]
+fn toml_duplicate_key() {
+    assert_eq!(
+        error("[components.a]\npriority = 1\npriority = 2\n"),
+        "main.toml:3:1: TOML syntax: duplicate key"
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    assert_eq!(
+        error("[components.a]\n[[component]]\nname = \"a\"\n"),
+        "main.toml:2:3: unknown top-level key 'component' (help: did you mean 'components'?)"
+    );
+}
+
+#[test]
+fn unknown_top_level_key_far_from_any() {
+    assert_eq!(
+        error("[components.a]\n[devices]\n"),
+        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, components, queues, notifications)"
+    );
+}
+
+#[test]
+fn unknown_component_field() {
+    assert_eq!(
+        error("[components.a]\nprioity = 3\n"),
+        "main.toml:2:1: component 'a': unknown field 'prioity' (help: did you mean 'priority'?)"
+    );
+}
+
+#[test]
+fn unknown_field_lists_the_fields_when_nothing_is_close() {
+    assert_eq!(
+        error("[components.a]\ncolour = \"red\"\n"),
+        "main.toml:2:1: component 'a': unknown field 'colour' (help: the fields are: program, args, priority, budget, period, stack, memory, start, supervisor, restart, observe, ports, mmio, interrupts)"
+    );
+}
+
+#[test]
+fn unknown_field_in_a_nested_table() {
+    assert_eq!(
+        error(
+            "[components.s]\nprogram = \"supervisor\"\n[components.a]\nsupervisor = \"s\"\nrestart = { maxx = 3 }\n"
+        ),
+        "main.toml:5:13: component 'a': unknown field 'maxx' in 'restart' (help: did you mean 'max'?)"
+    );
+}
+
+#[test]
+fn unknown_system_queue_and_notification_fields() {
+    assert_eq!(
+        errors(
+            "[system]\ndescriptoin = \"x\"\n[components.a]\n[components.b]\n\
+             [queues.q]\nfrom = \"a\"\nto = \"b\"\nslot_size = 8\nslots = 2\nslot = 4\n\
+             [notifications.n]\nfrom = \"a\"\nto = \"b\"\nbits = 1\n"
+        ),
+        [
+            "main.toml:2:1: [system]: unknown field 'descriptoin' (help: did you mean 'description'?)",
+            "main.toml:10:1: queue 'q': unknown field 'slot' (help: did you mean 'slots'?)",
+            "main.toml:14:1: notification 'n': unknown field 'bits' (help: the fields are: from, to)",
+        ]
+    );
+}
+
+#[test]
+fn every_error_in_one_table_is_reported() {
+    assert_eq!(
+        errors("[components.a]\npriority = \"high\"\nstack = true\nwhatever = 1\n"),
+        [
+            "main.toml:2:12: component 'a': invalid 'priority': \"high\" is not a number (write decimal, or hex such as \"0x3f8\")",
+            "main.toml:3:9: component 'a': 'stack' expects a size such as \"64KiB\", found boolean `true`",
+            "main.toml:4:1: component 'a': unknown field 'whatever' (help: the fields are: program, args, priority, budget, period, stack, memory, start, supervisor, restart, observe, ports, mmio, interrupts)",
+        ]
+    );
+}
+
+#[test]
+fn wrong_value_type() {
+    assert_eq!(
+        error("[components.a]\nobserve = \"b\"\n"),
+        "main.toml:2:11: component 'a': 'observe' expects a list, found string \"b\""
+    );
+}
+
+#[test]
+fn negative_number() {
+    assert_eq!(
+        error("[components.a]\npriority = -1\n"),
+        "main.toml:2:12: component 'a': 'priority' expects a non-negative integer, found integer `-1`"
+    );
+}
+
+#[test]
+fn bad_number_text() {
+    assert_eq!(
+        error("[components.a]\ninterrupts = [\"0xzz\"]\n"),
+        "main.toml:2:15: component 'a': invalid 'interrupts[0]': \"0xzz\" is not a number (write decimal, or hex such as \"0x3f8\")"
+    );
+}
+
+#[test]
+fn bad_duration() {
+    assert_eq!(
+        error("[components.a]\nperiod = \"10sm\"\n"),
+        "main.toml:2:10: component 'a': invalid 'period': \"10sm\" has an unknown unit 'sm' (use ns, us, ms or s; did you mean 'ms'?)"
+    );
+}
+
+#[test]
+fn duration_without_unit() {
+    assert_eq!(
+        error("[components.a]\nbudget = 5\n"),
+        "main.toml:2:10: component 'a': 'budget' expects a duration such as \"10ms\", found integer `5`"
+    );
+}
+
+#[test]
+fn bad_size() {
+    assert_eq!(
+        error("[components.a]\nmemory = \"4MB\"\n"),
+        "main.toml:2:10: component 'a': invalid 'memory': \"4MB\" has an unknown unit 'MB' (use B, KiB, MiB or GiB; did you mean 'MiB'?)"
+    );
+}
+
+#[test]
+fn bad_port_range() {
+    assert_eq!(
+        error("[components.a]\nports = [\"0x3ff-0x3f8\"]\n"),
+        "main.toml:2:10: component 'a': invalid 'ports[0]': port range \"0x3ff-0x3f8\" ends before it starts"
+    );
+}
+
+#[test]
+fn bad_start_value() {
+    assert_eq!(
+        error("[components.a]\nstart = \"boto\"\n"),
+        "main.toml:2:9: component 'a': 'start' must be \"boot\" or \"supervisor\", not \"boto\" (help: did you mean 'boot'?)"
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    assert_eq!(
+        error("[components.a]\n[components.b]\n[queues.q]\nfrom = \"a\"\nto = \"b\"\nslots = 4\n"),
+        "main.toml:3:1: queue 'q' is missing 'slot_size'"
+    );
+}
+
+#[test]
+fn missing_field_in_a_nested_table() {
+    assert_eq!(
+        error("[components.a]\nmmio = [{ physical = \"0x1000\" }]\n"),
+        "main.toml:2:9: component 'a' is missing 'mmio[0].size'"
+    );
+}
+
+#[test]
+fn section_that_is_not_a_table() {
+    assert_eq!(
+        error("components = 3\n"),
+        "main.toml:1:1: 'components' must be a table of components (help: write [components.NAME])"
+    );
+}
+
+#[test]
+fn entry_that_is_not_a_table() {
+    assert_eq!(
+        error("[components]\na = 3\n"),
+        "main.toml:2:1: component 'a' must be a table (help: write [components.a] followed by its fields)"
+    );
+}
+
+// -------------------------------------------------------------- includes
+
+#[test]
+fn include_that_is_not_a_list() {
+    assert_eq!(
+        error("include = \"base.toml\"\n[components.a]\n"),
+        "main.toml:1:11: 'include' must be a list of file names (help: write include = [\"base.toml\"])"
+    );
+}
+
+#[test]
+fn include_file_missing() {
+    assert_eq!(
+        error("include = [\"bsae.toml\"]\n[components.a]\n"),
+        "main.toml:1:12: cannot read included file 'bsae.toml' (bsae.toml): No such file or directory"
+    );
+}
+
+#[test]
+fn include_cycle() {
+    assert_eq!(
+        errors_of(&[
+            ("main.toml", "include = [\"a.toml\"]\n[components.a]\n"),
+            ("a.toml", "include = [\"b.toml\"]\n"),
+            ("b.toml", "include = [\"./main.toml\"]\n"),
+        ]),
+        ["b.toml:1:12: include cycle: main.toml -> a.toml -> b.toml -> main.toml"]
+    );
+}
+
+#[test]
+fn syntax_error_in_an_included_file() {
+    assert_eq!(
+        errors_of(&[
+            ("main.toml", "include = [\"base.toml\"]\n[components.a]\n"),
+            ("base.toml", "[components.b\n"),
+        ]),
+        ["base.toml:1:14: TOML syntax: unclosed table, expected `]`"]
+    );
+}
+
+#[test]
+fn includes_nested_too_deep() {
+    let names: Vec<String> = (0..18).map(|i| format!("f{i}.toml")).collect();
+    let mut files: Vec<(String, String)> = (0..18)
+        .map(|i| {
+            (
+                names[i].clone(),
+                if i < 17 {
+                    format!("include = [\"{}\"]\n", names[i + 1])
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect();
+    files[0].1.push_str("[components.a]\n");
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(
+        errors_of(&files),
+        ["f15.toml:1:12: includes nest more than 16 files deep"]
+    );
+}
+
+#[test]
+fn include_file_missing_suggests_a_sibling() {
+    let directory = std::env::temp_dir().join(format!("capdl-include-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    std::fs::write(directory.join("base.toml"), "[components.hello]\n").unwrap();
+    std::fs::write(directory.join("main.toml"), "include = [\"bsae.toml\"]\n").unwrap();
+    let main = directory.join("main.toml");
+    let errors = capdl::load(&main, &common::programs()).unwrap_err();
+    let dir = directory.display();
+    assert_eq!(
+        render(&errors.0),
+        [format!(
+            "{dir}/main.toml:1:12: cannot read included file 'bsae.toml' ({dir}/bsae.toml): No such file or directory (os error 2) (help: did you mean 'base.toml'?)"
+        )]
+    );
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[test]
+fn duplicate_component_across_includes() {
+    assert_eq!(
+        errors_of(&[
+            (
+                "main.toml",
+                "include = [\"base.toml\"]\n[components.a]\npriority = 3\n"
+            ),
+            ("base.toml", "\n[components.a]\n"),
+        ]),
+        [
+            "main.toml:2:13: component 'a' is defined in both base.toml and main.toml (help: first defined at base.toml:2:13)"
+        ]
+    );
+}
+
+#[test]
+fn duplicate_queue_across_includes() {
+    let queue = "[queues.q]\nfrom = \"a\"\nto = \"b\"\nslot_size = 8\nslots = 2\n";
+    assert_eq!(
+        errors_of(&[
+            ("main.toml", &format!("include = [\"base.toml\"]\n{queue}")),
+            (
+                "base.toml",
+                &format!("[components.a]\n[components.b]\n{queue}")
+            ),
+        ]),
+        [
+            "main.toml:2:9: queue 'q' is defined in both base.toml and main.toml (help: first defined at base.toml:3:9)"
+        ]
+    );
+}
+
+#[test]
+fn system_field_set_in_two_files() {
+    assert_eq!(
+        errors_of(&[
+            (
+                "main.toml",
+                "include = [\"base.toml\"]\n[system]\ndescription = \"two\"\n"
+            ),
+            (
+                "base.toml",
+                "[system]\ndescription = \"one\"\n[components.a]\n"
+            ),
+        ]),
+        [
+            "main.toml:3:15: [system] description is set in both base.toml and main.toml (help: first set at base.toml:2:15)"
+        ]
+    );
+}
+
+#[test]
+fn diamond_includes_load_each_file_once() {
+    let loaded = load_files(
+        &[
+            ("main.toml", "include = [\"left.toml\", \"right.toml\"]\n"),
+            ("left.toml", "include = [\"base.toml\"]\n[components.a]\n"),
+            ("right.toml", "include = [\"base.toml\"]\n[components.b]\n"),
+            ("base.toml", "[components.hello]\n"),
+        ],
+        &Options::default(),
+    )
+    .unwrap();
+    let names: Vec<&str> = loaded.components.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["hello", "a", "b"],
+        "includes come before the including file"
+    );
+}
+
+#[test]
+fn root_file_missing() {
+    assert_eq!(
+        errors_of(&[("main.toml", ""), ("other.toml", "")]).len(),
+        1,
+        "an empty file is a system without components"
+    );
+    let missing = capdl::load(
+        std::path::Path::new("/nonexistent/system.toml"),
+        &common::programs(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        render(&missing.0),
+        [
+            "/nonexistent/system.toml: cannot read the system description: No such file or directory (os error 2)"
+        ]
+    );
+}
+
+// ----------------------------------------------------------------- names
+
+#[test]
+fn invalid_component_name() {
+    assert_eq!(
+        error("[components.Ping]\n"),
+        "main.toml:1:13: component name 'Ping' is not 1 to 32 characters of a-z, 0-9, '_' and '-'"
+    );
+}
+
+#[test]
+fn component_name_too_long() {
+    assert_eq!(
+        error(
+            "[components.a]\n[components.abcdefghijklmnopqrstuvwxyz0123456789]\nprogram = \"a\"\n"
+        ),
+        "main.toml:2:13: component name 'abcdefghijklmnopqrstuvwxyz0123456789' is not 1 to 32 characters of a-z, 0-9, '_' and '-'"
+    );
+}
+
+#[test]
+fn component_named_core() {
+    assert_eq!(
+        error("[components.a]\n[components.core]\nprogram = \"a\"\n"),
+        "main.toml:2:13: component name 'core' is reserved for the microvisor core"
+    );
+}
+
+#[test]
+fn invalid_queue_name() {
+    assert_eq!(
+        error(
+            "[components.a]\n[components.b]\n[queues.\"a.b\"]\nfrom = \"a\"\nto = \"b\"\nslot_size = 8\nslots = 2\n"
+        ),
+        "main.toml:3:9: queue name 'a.b' is not 1 to 32 characters of a-z, 0-9, '_' and '-'"
+    );
+}
+
+#[test]
+fn no_components() {
+    assert_eq!(
+        error("[system]\ndescription = \"empty\"\n"),
+        "main.toml: the system has no components (help: add a component with [components.NAME])"
+    );
+}
+
+#[test]
+fn too_many_components() {
+    let text: String = (0..33)
+        .map(|i| format!("[components.c{i}]\nprogram = \"a\"\nmemory = \"1MiB\"\n"))
+        .collect();
+    assert_eq!(
+        error(&text),
+        "main.toml:97:13: the system has 33 components; the core supports at most 32"
+    );
+}
+
+#[test]
+fn too_many_queues() {
+    let mut text = String::from("[components.a]\n[components.b]\n");
+    for i in 0..65 {
+        text.push_str(&format!(
+            "[queues.q{i}]\nfrom = \"a\"\nto = \"b\"\nslot_size = 8\nslots = 1\n"
+        ));
+    }
+    let all = errors(&text);
+    assert_eq!(
+        all[0],
+        "main.toml:323:9: the system has 65 queues; the core supports at most 64"
+    );
+}
+
+// ------------------------------------------------------------- programs
+
+#[test]
+fn unknown_program() {
+    assert_eq!(
+        error("[components.a]\nprogram = \"pnog\"\n"),
+        "main.toml:2:11: component 'a': no program 'pnog' in components/ (help: did you mean 'pong'?)"
+    );
+}
+
+#[test]
+fn unknown_default_program_lists_programs() {
+    assert_eq!(
+        error("[components.qos]\n"),
+        "main.toml:1:13: component 'qos': no program 'qos' in components/ (the program defaults to the component's name) (help: the programs are: a, b, blockstore, c, crasher, driver, hello, hostile, measure, peer, ping, pong, spinner, supervisor)"
+    );
+}
+
+#[test]
+fn args_too_long() {
+    let args = "x".repeat(65);
+    assert_eq!(
+        error(&format!("[components.a]\nargs = \"{args}\"\n")),
+        "main.toml:2:8: component 'a': args are 65 bytes; at most 64 fit"
+    );
+}
+
+// ------------------------------------------------------------ scheduling
+
+#[test]
+fn priority_out_of_range() {
+    assert_eq!(
+        error("[components.a]\npriority = 256\n"),
+        "main.toml:2:12: component 'a': priority 256 is out of range (0 to 255, higher runs first)"
+    );
+}
+
+#[test]
+fn zero_period() {
+    assert_eq!(
+        error("[components.a]\nperiod = \"0ms\"\n"),
+        "main.toml:2:10: component 'a': period must be longer than zero"
+    );
+}
+
+#[test]
+fn zero_budget() {
+    assert_eq!(
+        error("[components.a]\nbudget = \"0us\"\n"),
+        "main.toml:2:10: component 'a': budget must be longer than zero"
+    );
+}
+
+#[test]
+fn budget_longer_than_period() {
+    assert_eq!(
+        error("[components.a]\nbudget = \"20ms\"\nperiod = \"10ms\"\n"),
+        "main.toml:2:10: component 'a': budget 20ms is longer than its period 10ms (help: a budget is at most its period (equal means never throttled))"
+    );
+}
+
+#[test]
+fn budget_longer_than_default_period() {
+    assert_eq!(
+        error("[components.a]\nbudget = \"11ms\"\n"),
+        "main.toml:2:10: component 'a': budget 11ms is longer than its period 10ms (help: a budget is at most its period (equal means never throttled))"
+    );
+}
+
+#[test]
+fn sub_microsecond_duration() {
+    assert_eq!(
+        error("[components.a]\nbudget = \"1500ns\"\n"),
+        "main.toml:2:10: component 'a': budget 1500ns is not a whole number of microseconds"
+    );
+}
+
+#[test]
+fn period_too_long() {
+    assert_eq!(
+        error("[components.a]\nperiod = \"5000s\"\n"),
+        "main.toml:2:10: component 'a': period 5000s is longer than the longest the core keeps (4294967295us)"
+    );
+}
+
+// ---------------------------------------------------------------- memory
+
+#[test]
+fn stack_not_a_page_multiple() {
+    assert_eq!(
+        error("[components.a]\nstack = 10000\n"),
+        "main.toml:2:9: component 'a': stack 10000B is not a multiple of the 4KiB page size"
+    );
+}
+
+#[test]
+fn stack_too_large() {
+    assert_eq!(
+        error("[components.a]\nstack = \"2MiB\"\n"),
+        "main.toml:2:9: component 'a': stack 2MiB is outside 4KiB to 1MiB"
+    );
+}
+
+#[test]
+fn zero_stack() {
+    assert_eq!(
+        error("[components.a]\nstack = 0\n"),
+        "main.toml:2:9: component 'a': stack 0B is outside 4KiB to 1MiB"
+    );
+}
+
+#[test]
+fn memory_not_a_page_multiple() {
+    assert_eq!(
+        error("[components.a]\nmemory = \"1001KiB\"\n"),
+        "main.toml:2:10: component 'a': memory 1001KiB is not a positive multiple of the 4KiB page size"
+    );
+}
+
+#[test]
+fn memory_beyond_the_spec() {
+    assert_eq!(
+        error("[components.a]\nmemory = \"32768GiB\"\n"),
+        "main.toml:2:10: component 'a': memory 32768GiB is more than the boot spec can describe (4294967295 pages)"
+    );
+}
+
+#[test]
+fn stack_larger_than_memory() {
+    assert_eq!(
+        error("[components.a]\nstack = \"64KiB\"\nmemory = \"32KiB\"\n"),
+        "main.toml:3:10: component 'a': memory 32KiB cannot hold the stack of 64KiB (help: memory covers the program's segments and its stack)"
+    );
+}
+
+#[test]
+fn system_larger_than_the_machine() {
+    assert_eq!(
+        error("[components.a]\nmemory = \"300MiB\"\n[components.b]\nmemory = \"200MiB\"\n"),
+        "main.toml:3:13: the system needs 500MiB (components 500MiB, queues 0B) but the machine has 448MiB (help: the largest components: 'a' 300MiB, 'b' 200MiB)"
+    );
+}
+
+#[test]
+fn machine_size_is_configurable() {
+    let text = "[components.a]\nmemory = \"300MiB\"\n";
+    assert!(load_files(&[("main.toml", text)], &Options::default()).is_ok());
+    let small = Options {
+        machine_memory: 256 << 20,
+    };
+    assert_eq!(
+        render(&load_files(&[("main.toml", text)], &small).unwrap_err()),
+        [
+            "main.toml:1:13: the system needs 300MiB (components 300MiB, queues 0B) but the machine has 256MiB (help: the largest components: 'a' 300MiB)"
+        ]
+    );
+}
+
+// ----------------------------------------------------- start, supervision
+
+#[test]
+fn start_by_supervisor_without_one() {
+    assert_eq!(
+        error("[components.a]\nstart = \"supervisor\"\n"),
+        "main.toml:2:9: component 'a': start = \"supervisor\" needs a supervisor to start it (help: add supervisor = \"NAME\", or start at boot)"
+    );
+}
+
+#[test]
+fn unknown_supervisor() {
+    assert_eq!(
+        error("[components.supervisor]\n[components.a]\nsupervisor = \"supervsior\"\n"),
+        "main.toml:3:14: component 'a': unknown supervisor 'supervsior' (help: did you mean 'supervisor'?)"
+    );
+}
+
+#[test]
+fn supervising_itself() {
+    assert_eq!(
+        error("[components.a]\nsupervisor = \"a\"\n"),
+        "main.toml:2:14: component 'a' cannot supervise itself"
+    );
+}
+
+#[test]
+fn supervisor_cycle() {
+    assert_eq!(
+        error(
+            "[components.a]\nsupervisor = \"b\"\n[components.b]\nsupervisor = \"c\"\n[components.c]\nsupervisor = \"a\"\n"
+        ),
+        "main.toml:2:14: supervisor cycle: a supervised by b supervised by c supervised by a (help: supervision must form a tree: some component has no supervisor)"
+    );
+}
+
+#[test]
+fn restart_without_supervisor() {
+    assert_eq!(
+        error("[components.a]\nrestart = { max = 2 }\n"),
+        "main.toml:2:11: component 'a': a restart policy needs a supervisor to apply it (help: add supervisor = \"NAME\", or remove restart)"
+    );
+}
+
+#[test]
+fn restart_max_too_large() {
+    assert_eq!(
+        error(
+            "[components.s]\nprogram = \"a\"\n[components.a]\nsupervisor = \"s\"\nrestart = { max = 5000000000 }\n"
+        ),
+        "main.toml:5:19: component 'a': restart max 5000000000 is more than 4294967295"
+    );
+}
+
+#[test]
+fn backoff_not_whole_milliseconds() {
+    assert_eq!(
+        error(
+            "[components.s]\nprogram = \"a\"\n[components.a]\nsupervisor = \"s\"\nrestart = { backoff = \"1500us\" }\n"
+        ),
+        "main.toml:5:23: component 'a': restart backoff 1500us is not a whole number of milliseconds"
+    );
+}
+
+#[test]
+fn backoff_too_long() {
+    assert_eq!(
+        error(
+            "[components.s]\nprogram = \"a\"\n[components.a]\nsupervisor = \"s\"\nrestart = { backoff = \"7200s\" }\n"
+        ),
+        "main.toml:5:23: component 'a': restart backoff 7200s is longer than 3600s"
+    );
+}
+
+// ------------------------------------------------------------ observation
+
+#[test]
+fn observe_unknown_component() {
+    assert_eq!(
+        error("[components.spinner]\n[components.measure]\nobserve = [\"spinnner\"]\n"),
+        "main.toml:3:12: component 'measure': cannot observe unknown component 'spinnner' (help: did you mean 'spinner'?)"
+    );
+}
+
+#[test]
+fn observe_twice() {
+    assert_eq!(
+        error("[components.spinner]\n[components.measure]\nobserve = [\"spinner\", \"spinner\"]\n"),
+        "main.toml:3:23: component 'measure' observes 'spinner' twice"
+    );
+}
+
+#[test]
+fn unknown_scheduling_controller() {
+    assert_eq!(
+        error("[system]\nscheduling_controller = \"qso\"\n[components.a]\n"),
+        "main.toml:2:25: [system] scheduling_controller: unknown component 'qso'"
+    );
+    assert_eq!(
+        error("[system]\nscheduling_controller = \"hellp\"\n[components.hello]\n"),
+        "main.toml:2:25: [system] scheduling_controller: unknown component 'hellp' (help: did you mean 'hello'?)"
+    );
+}
+
+// ---------------------------------------------------------------- queues
+
+const TWO: &str = "[components.ping]\n[components.pong]\n";
+
+#[test]
+fn queue_unknown_sender() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[queues.q]\nfrom = \"pign\"\nto = \"pong\"\nslot_size = 8\nslots = 2\n"
+        )),
+        "main.toml:4:8: queue 'q': unknown sender 'pign' (help: did you mean 'ping'?)"
+    );
+}
+
+#[test]
+fn queue_unknown_receiver() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pnog\"\nslot_size = 8\nslots = 2\n"
+        )),
+        "main.toml:5:6: queue 'q': unknown receiver 'pnog' (help: did you mean 'pong'?)"
+    );
+}
+
+#[test]
+fn queue_to_itself() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"ping\"\nslot_size = 8\nslots = 2\n"
+        )),
+        "main.toml:5:6: queue 'q' connects 'ping' to itself (help: a queue joins two different components)"
+    );
+}
+
+#[test]
+fn slot_size_not_a_multiple_of_eight() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 12\nslots = 2\n"
+        )),
+        "main.toml:6:13: queue 'q': slot_size 12 is not a positive multiple of 8 bytes"
+    );
+}
+
+#[test]
+fn slot_size_larger_than_a_page() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8192\nslots = 2\n"
+        )),
+        "main.toml:6:13: queue 'q': slot_size 8192 is larger than a page (4096 bytes)"
+    );
+}
+
+#[test]
+fn slots_not_a_power_of_two() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8\nslots = 100\n"
+        )),
+        "main.toml:7:9: queue 'q': slots 100 is not a power of two (help: use 64 or 128)"
+    );
+}
+
+#[test]
+fn too_many_slots() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8\nslots = 131072\n"
+        )),
+        "main.toml:7:9: queue 'q': slots 131072 is more than 65536"
+    );
+}
+
+#[test]
+fn queue_too_large() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 4096\nslots = 2048\n"
+        )),
+        "main.toml:3:9: queue 'q' has 8MiB of slots (2048 x 4096 bytes); a queue holds at most 4MiB"
+    );
+}
+
+#[test]
+fn unknown_reply_queue() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[queues.requests]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8\nslots = 2\nreply = \"replise\"\n\
+             [queues.replies]\nfrom = \"pong\"\nto = \"ping\"\nslot_size = 8\nslots = 2\n"
+        )),
+        "main.toml:8:9: queue 'requests': unknown reply queue 'replise' (help: did you mean 'replies'?)"
+    );
+}
+
+#[test]
+fn reply_queue_in_the_wrong_direction() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[queues.requests]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8\nslots = 2\nreply = \"more\"\n\
+             [queues.more]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8\nslots = 2\n"
+        )),
+        "main.toml:8:9: queue 'requests': reply queue 'more' runs from 'ping' to 'pong', not back from 'pong' to 'ping'"
+    );
+}
+
+#[test]
+fn reply_queue_shared_by_two_calls() {
+    let queue = |name: &str, from: &str, to: &str, reply: &str| {
+        format!(
+            "[queues.{name}]\nfrom = \"{from}\"\nto = \"{to}\"\nslot_size = 8\nslots = 2\n{reply}"
+        )
+    };
+    let text = format!(
+        "{TWO}{}{}{}",
+        queue("one", "ping", "pong", "reply = \"back\"\n"),
+        queue("two", "ping", "pong", "reply = \"back\"\n"),
+        queue("back", "pong", "ping", "")
+    );
+    assert_eq!(
+        error(&text),
+        "main.toml:14:9: queue 'back' is the reply queue of both 'one' and 'two'"
+    );
+}
+
+#[test]
+fn priority_inversion_on_a_call_path() {
+    assert_eq!(
+        error(
+            "[components.ping]\npriority = 100\n[components.pong]\npriority = 50\n\
+             [queues.requests]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8\nslots = 2\nreply = \"replies\"\n\
+             [queues.replies]\nfrom = \"pong\"\nto = \"ping\"\nslot_size = 8\nslots = 2\n"
+        ),
+        "main.toml:5:9: priority inversion on call path 'requests' -> 'replies': server 'pong' (priority 50) runs below its client 'ping' (priority 100) (help: a client waiting for its reply is delayed by everything between the two priorities; give 'pong' priority 100 or more)"
+    );
+}
+
+#[test]
+fn queues_without_reply_are_not_call_paths() {
+    common::system(
+        "[components.ping]\npriority = 100\n[components.pong]\npriority = 50\n\
+         [queues.requests]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8\nslots = 2\n",
+    );
+}
+
+#[test]
+fn call_cycle() {
+    let call = |name: &str, from: &str, to: &str| {
+        format!(
+            "[queues.{name}]\nfrom = \"{from}\"\nto = \"{to}\"\nslot_size = 8\nslots = 2\nreply = \"{name}-reply\"\n\
+             [queues.{name}-reply]\nfrom = \"{to}\"\nto = \"{from}\"\nslot_size = 8\nslots = 2\n"
+        )
+    };
+    let text = format!(
+        "{TWO}{}{}",
+        call("forth", "ping", "pong"),
+        call("back", "pong", "ping")
+    );
+    assert_eq!(
+        error(&text),
+        "main.toml:1:13: call cycle: ping calls pong calls ping (help: components that wait for each other's replies can deadlock)"
+    );
+}
+
+// --------------------------------------------------------- notifications
+
+#[test]
+fn notification_unknown_end() {
+    assert_eq!(
+        errors(&format!(
+            "{TWO}[notifications.kick]\nfrom = \"pnig\"\nto = \"x\"\n"
+        )),
+        [
+            "main.toml:4:8: notification 'kick': unknown sender 'pnig' (help: did you mean 'ping'?)",
+            "main.toml:5:6: notification 'kick': unknown receiver 'x'",
+        ]
+    );
+}
+
+#[test]
+fn notification_to_itself() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[notifications.kick]\nfrom = \"pong\"\nto = \"pong\"\n"
+        )),
+        "main.toml:5:6: notification 'kick' connects 'pong' to itself"
+    );
+}
+
+// ---------------------------------------------------------------- grants
+
+#[test]
+fn overlapping_ports_between_components() {
+    assert_eq!(
+        error("[components.a]\nports = [\"0x3f8-0x3ff\"]\n[components.b]\nports = [\"0x3fc\"]\n"),
+        "main.toml:3:13: component 'b': ports 0x3fc overlap ports 0x3f8-0x3ff granted to 'a'"
+    );
+}
+
+#[test]
+fn overlapping_ports_within_a_component() {
+    assert_eq!(
+        error("[components.a]\nports = [\"0x60-0x64\", \"0x64\"]\n"),
+        "main.toml:1:13: component 'a': ports 0x64 overlap its own ports 0x60-0x64"
+    );
+}
+
+#[test]
+fn mmio_not_page_aligned() {
+    assert_eq!(
+        error("[components.a]\nmmio = [{ physical = \"0xfebd0010\", size = \"4KiB\" }]\n"),
+        "main.toml:2:22: component 'a': mmio physical address 0xfebd0010 is not page-aligned (help: device memory is granted in whole 4KiB pages; 0xfebd0000 is the page start)"
+    );
+}
+
+#[test]
+fn mmio_size_not_whole_pages() {
+    assert_eq!(
+        error("[components.a]\nmmio = [{ physical = \"0xfebd0000\", size = 100 }]\n"),
+        "main.toml:2:43: component 'a': mmio size 100B is not a positive multiple of the 4KiB page size"
+    );
+}
+
+#[test]
+fn mmio_beyond_physical_memory() {
+    assert_eq!(
+        error(
+            "[components.a]\nmmio = [{ physical = \"0xffff_ffff_ffff_0000\", size = \"64KiB\" }]\n"
+        ),
+        "main.toml:2:22: component 'a': mmio region 0xffffffffffff0000 + 64KiB ends beyond the 52-bit physical address space"
+    );
+}
+
+#[test]
+fn overlapping_mmio_between_components() {
+    assert_eq!(
+        error(
+            "[components.a]\nmmio = [{ physical = \"0xfebd0000\", size = \"8KiB\" }]\n\
+             [components.b]\nmmio = [{ physical = \"0xfebd1000\", size = \"4KiB\" }]\n"
+        ),
+        "main.toml:3:13: component 'b': mmio 0xfebd1000-0xfebd1fff overlaps mmio 0xfebd0000-0xfebd1fff granted to 'a'"
+    );
+}
+
+#[test]
+fn interrupt_line_out_of_range() {
+    assert_eq!(
+        error("[components.a]\ninterrupts = [4, 224]\n"),
+        "main.toml:2:18: component 'a': interrupt line 224 is out of range (0 to 223)"
+    );
+}
+
+#[test]
+fn interrupt_line_listed_twice() {
+    assert_eq!(
+        error("[components.a]\ninterrupts = [4, 4]\n"),
+        "main.toml:2:18: component 'a': interrupt line 4 is listed twice"
+    );
+}
+
+#[test]
+fn interrupt_line_granted_to_two_components() {
+    assert_eq!(
+        error("[components.a]\ninterrupts = [4]\n[components.b]\ninterrupts = [4]\n"),
+        "main.toml:3:13: component 'b': interrupt line 4 is already delivered to 'a' (help: an interrupt line goes to one component)"
+    );
+}
+
+#[test]
+fn too_many_port_grants() {
+    let ports: Vec<String> = (0..65).map(|i| format!("\"{}\"", i * 2)).collect();
+    assert_eq!(
+        error(&format!("[components.a]\nports = [{}]\n", ports.join(", "))),
+        "main.toml:1:13: the system grants 65 port ranges; the core supports at most 64"
+    );
+}
+
+// ---------------------------------------------------------------- layout
+
+#[test]
+fn too_many_notification_bits() {
+    let lines: Vec<String> = (0..60).map(|line| line.to_string()).collect();
+    let mut text = format!(
+        "[components.a]\ninterrupts = [{}]\n[components.b]\n",
+        lines.join(", ")
+    );
+    for i in 0..5 {
+        text.push_str(&format!("[notifications.n{i}]\nfrom = \"b\"\nto = \"a\"\n"));
+    }
+    assert_eq!(
+        error(&text),
+        "main.toml:1:13: component 'a' needs 65 notification bits (5 notification, 60 interrupt); a notification word has 64"
+    );
+}
+
+#[test]
+fn too_many_capabilities() {
+    let mut text = String::from("[components.a]\n[components.b]\n");
+    for i in 0..33 {
+        text.push_str(&format!("[notifications.n{i}]\nfrom = \"a\"\nto = \"b\"\n"));
+    }
+    assert_eq!(
+        error(&text),
+        "main.toml:1:13: component 'a' would hold 33 capabilities; a component holds at most 32"
+    );
+}
+
+#[test]
+fn two_capabilities_with_one_name() {
+    assert_eq!(
+        error(
+            "[components.a]\n[components.b]\nsupervisor = \"a\"\n\
+             [notifications.b]\nfrom = \"a\"\nto = \"b\"\n"
+        ),
+        "main.toml:1:13: component 'a' would hold two capabilities named 'b' (help: queues, notifications and supervised components it holds need distinct names)"
+    );
+}
+
+#[test]
+fn capability_name_too_long() {
+    let long = "abcdefghijklmnopqrstuvwxyz012345";
+    assert_eq!(
+        error(&format!(
+            "[components.{long}]\nprogram = \"a\"\n[components.b]\nobserve = [\"{long}\"]\n"
+        )),
+        format!(
+            "main.toml:3:13: component 'b' would hold a capability named '{long}.sc', longer than 32 characters (help: shorten the component name to 29 characters or fewer)"
+        )
+    );
+}
+
+// -------------------------------------------------------------- together
+
+#[test]
+fn errors_from_every_part_are_reported_together_in_order() {
+    let all = errors(
+        "[components.ping]\npriority = 300\n[components.pong]\nsupervisor = \"pnog\"\n\
+         [queues.q]\nfrom = \"ping\"\nto = \"pomg\"\nslot_size = 12\nslots = 3\n",
+    );
+    assert_eq!(
+        all,
+        [
+            "main.toml:2:12: component 'ping': priority 300 is out of range (0 to 255, higher runs first)",
+            "main.toml:4:14: component 'pong': unknown supervisor 'pnog' (help: did you mean 'pong'?)",
+            "main.toml:7:6: queue 'q': unknown receiver 'pomg' (help: did you mean 'pong'?)",
+            "main.toml:8:13: queue 'q': slot_size 12 is not a positive multiple of 8 bytes",
+            "main.toml:9:9: queue 'q': slots 3 is not a power of two (help: use 2 or 4)",
+        ]
+    );
+}
+
+#[test]
+fn rendering_matches_rustc() {
+    let diagnostics = load_files(
+        &[("main.toml", "[components.a]\nprogram = \"pnog\"\n")],
+        &Options::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        capdl::Diagnostics(diagnostics).to_string(),
+        "error: component 'a': no program 'pnog' in components/\n  --> main.toml:2:11\n  = help: did you mean 'pong'?\n\n\
+         error: the system description has 1 error"
+    );
+}
+
+#[test]
+fn a_wrong_value_is_not_replaced_by_its_default() {
+    assert_eq!(
+        errors(
+            "[components.a]\nprogram = 3\nsupervisor = 4\nstart = \"supervisor\"\nrestart = { max = 1 }\n\
+             budget = \"20ms\"\n"
+        ),
+        [
+            "main.toml:2:11: component 'a': 'program' expects a string, found integer `3`",
+            "main.toml:3:14: component 'a': 'supervisor' expects a string, found integer `4`",
+            "main.toml:6:10: component 'a': budget 20ms is longer than its period 10ms (help: a budget is at most its period (equal means never throttled))",
+        ]
+    );
+}
+
+#[test]
+fn too_many_capabilities_in_the_system() {
+    let mut text = String::new();
+    for i in 0..32 {
+        let observed: Vec<String> = (1..=17).map(|k| format!("\"c{}\"", (i + k) % 32)).collect();
+        text.push_str(&format!(
+            "[components.c{i}]\nprogram = \"a\"\nmemory = \"1MiB\"\nobserve = [{}]\n",
+            observed.join(", ")
+        ));
+    }
+    assert_eq!(
+        error(&text),
+        "main.toml:125:13: the system has 544 capabilities; the core supports at most 512"
+    );
+}
