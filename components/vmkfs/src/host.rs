@@ -1,0 +1,338 @@
+//! Host-side helpers for image files (the `std` feature): what the `disk`
+//! commands of the build tool, and later the system-config code that names a
+//! VMKFS image and the files backing each VM's disk, call.
+//!
+//! Purpose: turn paths and human sizes into mounted stores, and move whole
+//! files between the host and an image. An image is one host file per device;
+//! several paths make a multi-device file system (order matters).
+//!
+//! Invariants: every function that changes an image unmounts (flushes) it
+//! before returning success; errors carry the path or name involved.
+//!
+//! Callers: `build/src/disk.rs`, the benchmark driver, tests.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::device::{DeviceError, FileDevice, SECTOR_SIZE};
+use crate::error::{FormatError, MountError, StoreError};
+use crate::format::FormatOptions;
+use crate::store::{OpenMode, Store};
+
+/// Why a host-side image operation failed.
+#[derive(Debug)]
+pub enum HostError {
+    Open {
+        path: PathBuf,
+        error: DeviceError,
+    },
+    File {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Mount {
+        paths: Vec<PathBuf>,
+        error: MountError,
+    },
+    Format {
+        paths: Vec<PathBuf>,
+        error: FormatError,
+    },
+    Store(StoreError),
+    Size(String),
+    Exists {
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |paths: &[PathBuf]| {
+            paths
+                .iter()
+                .map(|path| path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Self::Open { path, error } => write!(formatter, "{}: {error}", path.display()),
+            Self::File { path, error } => write!(formatter, "{}: {error}", path.display()),
+            Self::Mount { paths, error } => {
+                write!(formatter, "{}: cannot mount: {error}", list(paths))
+            }
+            Self::Format { paths, error } => {
+                write!(formatter, "{}: mkfs failed: {error}", list(paths))
+            }
+            Self::Store(error) => write!(formatter, "{error}"),
+            Self::Size(message) => write!(formatter, "{message}"),
+            Self::Exists { path } => {
+                write!(
+                    formatter,
+                    "{} already exists (pass --force to overwrite it)",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for HostError {}
+
+impl From<StoreError> for HostError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+/// Parses a size such as `4096`, `64K`, `512M`, `1G`, `2GiB`, `1T` (binary units).
+pub fn parse_size(text: &str) -> Result<u64, HostError> {
+    let trimmed = text.trim();
+    let digits = trimmed
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(digits);
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(HostError::Size(alloc::format!(
+                "'{text}' is not a size (use e.g. 4096, 64K, 512M, 1G)"
+            )));
+        }
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| HostError::Size(alloc::format!("'{text}' is not a size")))?;
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| HostError::Size(alloc::format!("'{text}' is too large")))
+}
+
+/// Rounds a byte count up to whole sectors.
+pub fn round_up_to_sector(length: u64) -> u64 {
+    length.div_ceil(SECTOR_SIZE as u64) * SECTOR_SIZE as u64
+}
+
+/// A file-system identifier unlikely to repeat: time, process id and a counter.
+pub fn new_file_system_id() -> [u8; 16] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanoseconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    let mut random = crate::fault::SplitMix64::new(
+        nanoseconds
+            ^ (u64::from(std::process::id()) << 32)
+            ^ COUNTER.fetch_add(1, Ordering::Relaxed),
+    );
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&random.next_u64().to_le_bytes());
+    id[8..].copy_from_slice(&random.next_u64().to_le_bytes());
+    id
+}
+
+/// Creates one image file per path, each `size` bytes, and formats them as one file system.
+pub fn format_image(
+    paths: &[PathBuf],
+    size: u64,
+    options: &FormatOptions,
+    force: bool,
+) -> Result<Store<FileDevice>, HostError> {
+    let mut devices = Vec::with_capacity(paths.len());
+    for path in paths {
+        if !force && path.exists() {
+            return Err(HostError::Exists { path: path.clone() });
+        }
+        devices.push(
+            FileDevice::create(path, size).map_err(|error| HostError::Open {
+                path: path.clone(),
+                error,
+            })?,
+        );
+    }
+    Store::format(devices, options).map_err(|error| HostError::Format {
+        paths: paths.to_vec(),
+        error,
+    })
+}
+
+/// Opens the image files (in file-system order) and mounts them.
+pub fn mount_image(paths: &[PathBuf], writable: bool) -> Result<Store<FileDevice>, HostError> {
+    let devices = open_devices(paths, writable)?;
+    Store::mount(devices).map_err(|error| HostError::Mount {
+        paths: paths.to_vec(),
+        error,
+    })
+}
+
+/// Opens the image files without mounting (for fsck).
+pub fn open_devices(paths: &[PathBuf], writable: bool) -> Result<Vec<FileDevice>, HostError> {
+    paths
+        .iter()
+        .map(|path| {
+            FileDevice::open(path, writable).map_err(|error| HostError::Open {
+                path: path.clone(),
+                error,
+            })
+        })
+        .collect()
+}
+
+const TRANSFER: usize = 1 << 20;
+
+/// Copies a host file into the image as a new virtual disk named `name`,
+/// `length` bytes long (default: the host file's size rounded up to sectors);
+/// bytes past the host file read as zero.
+pub fn import_file(
+    store: &mut Store<FileDevice>,
+    name: &str,
+    source: &Path,
+    length: Option<u64>,
+) -> Result<u64, HostError> {
+    let file_error = |error| HostError::File {
+        path: source.to_path_buf(),
+        error,
+    };
+    let mut file = File::open(source).map_err(file_error)?;
+    let source_length = file.metadata().map_err(file_error)?.len();
+    let length = round_up_to_sector(length.unwrap_or(source_length));
+    if source_length > length {
+        return Err(HostError::Size(alloc::format!(
+            "{} holds {source_length} bytes, more than the {length}-byte disk",
+            source.display()
+        )));
+    }
+    store.create(name, length)?;
+    let handle = store.open(name, OpenMode::ReadWrite)?;
+    let mut buffer = alloc::vec![0u8; TRANSFER];
+    let mut offset = 0u64;
+    while offset < source_length {
+        let want = (source_length - offset).min(TRANSFER as u64) as usize;
+        file.read_exact(&mut buffer[..want]).map_err(file_error)?;
+        let padded = (want.div_ceil(SECTOR_SIZE)) * SECTOR_SIZE;
+        buffer[want..padded].fill(0);
+        store.write(handle, offset, &buffer[..padded])?;
+        offset += want as u64;
+    }
+    store.close(handle)?;
+    store.flush()?;
+    Ok(length)
+}
+
+/// Copies the virtual disk `name` (as seen through its redo logs, if it is one) to a host file.
+pub fn export_file(
+    store: &mut Store<FileDevice>,
+    name: &str,
+    target: &Path,
+) -> Result<u64, HostError> {
+    let file_error = |error| HostError::File {
+        path: target.to_path_buf(),
+        error,
+    };
+    let handle = store.open(name, OpenMode::ReadOnly)?;
+    let length = store.length(handle)?;
+    let mut file = File::create(target).map_err(file_error)?;
+    let mut buffer = alloc::vec![0u8; TRANSFER];
+    let mut offset = 0u64;
+    while offset < length {
+        let step = (length - offset).min(TRANSFER as u64) as usize;
+        store.read(handle, offset, &mut buffer[..step])?;
+        file.write_all(&buffer[..step]).map_err(file_error)?;
+        offset += step as u64;
+    }
+    store.close(handle)?;
+    file.sync_all().map_err(file_error)?;
+    Ok(length)
+}
+
+/// Makes sure the image holds a virtual disk `name` of `length` bytes,
+/// creating it (from `source` when given) if it does not exist: the one call
+/// a system configuration needs per VM disk.
+pub fn ensure_disk(
+    paths: &[PathBuf],
+    name: &str,
+    length: u64,
+    source: Option<&Path>,
+) -> Result<(), HostError> {
+    let mut store = mount_image(paths, true)?;
+    match store.stat(name) {
+        Ok(info) if info.length == round_up_to_sector(length) => {}
+        Ok(_) => store.resize(name, round_up_to_sector(length))?,
+        Err(StoreError::NotFound { .. }) => match source {
+            Some(source) => {
+                import_file(&mut store, name, source, Some(length))?;
+            }
+            None => store.create(name, round_up_to_sector(length))?,
+        },
+        Err(error) => return Err(error.into()),
+    }
+    store.unmount()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64K").unwrap(), 65536);
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn image_round_trip_through_host_files() {
+        let directory =
+            std::env::temp_dir().join(alloc::format!("vmkfs-host-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let image = directory.join("store.img");
+        let source = directory.join("source.bin");
+        let images = vec![image.clone()];
+        let target = directory.join("target.bin");
+        let contents: Vec<u8> = (0..10_000u32).map(|index| (index % 251) as u8).collect();
+        std::fs::write(&source, &contents).unwrap();
+        let options = FormatOptions {
+            block_size: 4096,
+            max_files: 8,
+            pointer_blocks_per_file: 4,
+            ..FormatOptions::default()
+        };
+        format_image(&images, 2 << 20, &options, true)
+            .unwrap()
+            .unmount()
+            .unwrap();
+        assert!(matches!(
+            format_image(&images, 2 << 20, &options, false),
+            Err(HostError::Exists { .. })
+        ));
+        let mut store = mount_image(&images, true).unwrap();
+        assert_eq!(
+            import_file(&mut store, "disk", &source, None).unwrap(),
+            10_240
+        );
+        store.unmount().unwrap();
+        ensure_disk(&images, "disk", 10_240, None).unwrap();
+        ensure_disk(&images, "second", 4096, Some(&source)).unwrap_err();
+        ensure_disk(&images, "third", 8192, None).unwrap();
+        let mut store = mount_image(&images, false).unwrap();
+        assert_eq!(export_file(&mut store, "disk", &target).unwrap(), 10_240);
+        let exported = std::fs::read(&target).unwrap();
+        assert_eq!(&exported[..10_000], &contents[..]);
+        assert!(exported[10_000..].iter().all(|&byte| byte == 0));
+        assert_eq!(store.stat("third").unwrap().length, 8192);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+}
