@@ -146,6 +146,7 @@ pub fn command() -> Result<ExitCode> {
             &workspace,
             &artifacts,
             &benchmark.components,
+            benchmark.spec.as_deref(),
             &stem,
             options,
             &mut |_| {},

@@ -180,7 +180,11 @@ fn human(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// Mounts read-write, runs `change`, unmounts (flushing), and prints `done`.
@@ -198,7 +202,14 @@ fn change(
 
 pub fn run(command: DiskCommand) -> Result<()> {
     match command {
-        DiskCommand::Mkfs { images, size, block_size: block, max_files, pointer_blocks_per_file, force } => {
+        DiskCommand::Mkfs {
+            images,
+            size,
+            block_size: block,
+            max_files,
+            pointer_blocks_per_file,
+            force,
+        } => {
             let size = parse_size(&size)?;
             let options = FormatOptions {
                 block_size: block_size(&block)?,
@@ -223,34 +234,58 @@ pub fn run(command: DiskCommand) -> Result<()> {
         }
         DiskCommand::Create { image, name, size } => {
             let length = host::round_up_to_sector(parse_size(&size)?);
-            change(&image, &format!("created '{name}' ({})", human(length)), |store| {
-                store.create(&name, length).map_err(Into::into)
-            })?;
+            change(
+                &image,
+                &format!("created '{name}' ({})", human(length)),
+                |store| store.create(&name, length).map_err(Into::into),
+            )?;
         }
-        DiskCommand::Import { image, source, name, size } => {
+        DiskCommand::Import {
+            image,
+            source,
+            name,
+            size,
+        } => {
             let name = match name {
                 Some(name) => name,
                 None => source
                     .file_name()
                     .and_then(|name| name.to_str())
                     .map(str::to_owned)
-                    .with_context(|| format!("{} has no usable file name; pass --name", source.display()))?,
+                    .with_context(|| {
+                        format!("{} has no usable file name; pass --name", source.display())
+                    })?,
             };
             let length = size.as_deref().map(parse_size).transpose()?;
             let mut store = host::mount_image(&image.images, true)?;
             let length = host::import_file(&mut store, &name, &source, length)?;
             store.unmount().map_err(host::HostError::from)?;
-            println!("imported {} as '{name}' ({})", source.display(), human(length));
+            println!(
+                "imported {} as '{name}' ({})",
+                source.display(),
+                human(length)
+            );
         }
-        DiskCommand::Export { image, name, target } => {
+        DiskCommand::Export {
+            image,
+            name,
+            target,
+        } => {
             let mut store = host::mount_image(&image.images, false)?;
             let length = host::export_file(&mut store, &name, &target)?;
-            println!("exported '{name}' to {} ({})", target.display(), human(length));
+            println!(
+                "exported '{name}' to {} ({})",
+                target.display(),
+                human(length)
+            );
         }
         DiskCommand::Ls { image } => {
             let store = host::mount_image(&image.images, false)?;
             let files = store.list();
-            println!("{:<32} {:<9} {:>14} {:>10}  chain", "name", "kind", "length", "blocks");
+            println!(
+                "{:<32} {:<9} {:>14} {:>10}  chain",
+                "name", "kind", "length", "blocks"
+            );
             for file in &files {
                 let mut chain = String::new();
                 if let Some(parent) = &file.parent {
@@ -295,16 +330,22 @@ pub fn run(command: DiskCommand) -> Result<()> {
             }
         }
         DiskCommand::Rm { image, name } => {
-            change(&image, &format!("deleted '{name}'"), |store| store.delete(&name).map_err(Into::into))?;
+            change(&image, &format!("deleted '{name}'"), |store| {
+                store.delete(&name).map_err(Into::into)
+            })?;
         }
         DiskCommand::Rename { image, from, to } => {
-            change(&image, &format!("renamed '{from}' to '{to}'"), |store| store.rename(&from, &to).map_err(Into::into))?;
+            change(&image, &format!("renamed '{from}' to '{to}'"), |store| {
+                store.rename(&from, &to).map_err(Into::into)
+            })?;
         }
         DiskCommand::Resize { image, name, size } => {
             let length = host::round_up_to_sector(parse_size(&size)?);
-            change(&image, &format!("resized '{name}' to {}", human(length)), |store| {
-                store.resize(&name, length).map_err(Into::into)
-            })?;
+            change(
+                &image,
+                &format!("resized '{name}' to {}", human(length)),
+                |store| store.resize(&name, length).map_err(Into::into),
+            )?;
         }
         DiskCommand::Fsck { image, repair } => {
             let mut devices = host::open_devices(&image.images, repair)?;
@@ -312,25 +353,45 @@ pub fn run(command: DiskCommand) -> Result<()> {
                 .map_err(|error| anyhow::anyhow!("{}: {error}", image.images[0].display()))?;
             print!("{report}");
             if !report.is_clean() {
-                bail!("{} problem(s) remain{}", report.remaining.len(), if repair { "" } else { " (try --repair)" });
+                bail!(
+                    "{} problem(s) remain{}",
+                    report.remaining.len(),
+                    if repair { "" } else { " (try --repair)" }
+                );
             }
         }
-        DiskCommand::Snapshot { image, base, redo_log } => {
-            change(&image, &format!("started redo log '{redo_log}' over '{base}'"), |store| {
-                store.snapshot(&base, &redo_log).map_err(Into::into)
-            })?;
+        DiskCommand::Snapshot {
+            image,
+            base,
+            redo_log,
+        } => {
+            change(
+                &image,
+                &format!("started redo log '{redo_log}' over '{base}'"),
+                |store| store.snapshot(&base, &redo_log).map_err(Into::into),
+            )?;
         }
         DiskCommand::Commit { image, redo_log } => {
-            change(&image, &format!("committed redo log '{redo_log}'"), |store| {
-                store.commit_redo_log(&redo_log).map_err(Into::into)
-            })?;
+            change(
+                &image,
+                &format!("committed redo log '{redo_log}'"),
+                |store| store.commit_redo_log(&redo_log).map_err(Into::into),
+            )?;
         }
         DiskCommand::Discard { image, redo_log } => {
-            change(&image, &format!("discarded redo log '{redo_log}'"), |store| {
-                store.discard_redo_log(&redo_log).map_err(Into::into)
-            })?;
+            change(
+                &image,
+                &format!("discarded redo log '{redo_log}'"),
+                |store| store.discard_redo_log(&redo_log).map_err(Into::into),
+            )?;
         }
-        DiskCommand::Bench { file, size, block_size: block, operations, rounds } => {
+        DiskCommand::Bench {
+            file,
+            size,
+            block_size: block,
+            operations,
+            rounds,
+        } => {
             let options = BenchOptions {
                 device: file.map_or(BenchDevice::Memory, BenchDevice::File),
                 size: parse_size(&size)?,

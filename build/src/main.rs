@@ -5,7 +5,8 @@
 //! image and boots it in QEMU (or Bochs through GRUB) with the console on
 //! stdout; `test` runs the host unit tests and the scenario tests and ends
 //! with one `N passed, N failed` line; `bench` prints the benchmark
-//! systems' figures; `lint` runs rustfmt and clippy as CI does. Every
+//! systems' figures; `lint` runs rustfmt and clippy as CI does; `cdl`
+//! prints a system description's object and capability listing. Every
 //! command exits 2 with one `error: ...` line on a tool or configuration
 //! error; `run` adds 1 (system failure) and 124 (timeout), see
 //! [`run::exit_status`]. Nothing here needs a terminal or stdin.
@@ -18,9 +19,7 @@ mod bench;
 mod bochs;
 mod console;
 mod corrupt;
-// The `disk` subcommand lives in disk.rs (written separately); wire it in
-// here and in `Command` below once that file exists and compiles:
-// mod disk;
+mod disk;
 mod emulator;
 mod host_tests;
 mod lint;
@@ -51,11 +50,17 @@ enum Command {
     Bench,
     /// Check formatting and run clippy with -D warnings (host and target).
     Lint,
-    // /// Inspect and build VMKFS disk images.
-    // Disk {
-    //     #[command(subcommand)]
-    //     command: disk::DiskCommand,
-    // },
+    /// Check a system description and print its capDL-style listing of
+    /// every object and capability.
+    Cdl {
+        /// The system file [default: examples/default.toml]
+        system: Option<std::path::PathBuf>,
+    },
+    /// Create, inspect, check and change VMKFS disk images.
+    Disk {
+        #[command(subcommand)]
+        command: disk::DiskCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +70,8 @@ fn main() -> ExitCode {
         Command::Test(arguments) => Ok(suite::command(arguments)),
         Command::Bench => bench::command(),
         Command::Lint => lint::command(),
+        Command::Cdl { system } => system::print_listing(system),
+        Command::Disk { command } => disk::run(command).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

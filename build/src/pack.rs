@@ -15,8 +15,18 @@ use crate::system::Component;
 use crate::workspace::Artifacts;
 
 /// Writes the image for `components` to `output`, creating its directory.
-pub fn pack(components: &[Component], artifacts: &Artifacts, output: &Path) -> Result<()> {
+pub fn pack(
+    components: &[Component],
+    spec: Option<&[u8]>,
+    artifacts: &Artifacts,
+    output: &Path,
+) -> Result<()> {
     let mut builder = ImageBuilder::new();
+    if let Some(spec) = spec {
+        builder
+            .add("spec", EntryKind::Spec, "", spec.to_vec())
+            .map_err(|message| anyhow!(message))?;
+    }
     for component in components {
         let program = artifacts
             .programs
@@ -75,7 +85,7 @@ mod tests {
             component("second", Some(Corruption::BadMagic)),
         ];
         let output = directory.join("images/test.img");
-        pack(&components, &artifacts, &output).unwrap();
+        pack(&components, None, &artifacts, &output).unwrap();
         let bytes = std::fs::read(&output).unwrap();
         let image = Image::parse(&bytes).unwrap();
         let entries: Vec<_> = image.entries().collect();
@@ -89,7 +99,7 @@ mod tests {
             program: "absent".into(),
             ..component("third", None)
         }];
-        let error = pack(&missing, &artifacts, &output).unwrap_err();
+        let error = pack(&missing, None, &artifacts, &output).unwrap_err();
         assert_eq!(error.to_string(), "program 'absent' was not built");
         std::fs::remove_dir_all(&directory).unwrap();
     }

@@ -110,6 +110,7 @@ pub fn command(arguments: RunArguments) -> Result<ExitCode> {
         &workspace,
         &artifacts,
         &system.components,
+        system.spec.as_deref(),
         &stem,
         BootOptions {
             emulator,
@@ -164,13 +165,14 @@ pub fn boot_components(
     workspace: &Workspace,
     artifacts: &Artifacts,
     components: &[Component],
+    spec: Option<&[u8]>,
     stem: &str,
     options: BootOptions,
     sink: &mut dyn FnMut(&str),
 ) -> Result<Outcome> {
     let images = workspace.images_directory();
     let image = images.join(format!("{stem}.img"));
-    pack(components, artifacts, &image)?;
+    pack(components, spec, artifacts, &image)?;
     let request = BootRequest {
         emulator: options.emulator,
         core: artifacts.core.clone(),

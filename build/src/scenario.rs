@@ -46,6 +46,9 @@ struct ScenarioFile {
     /// The core's boot command line.
     #[serde(default)]
     cmdline: String,
+    /// A capdl system description to boot, relative to this file (instead
+    /// of a `[[component]]` list).
+    system: Option<Spanned<String>>,
     #[serde(default)]
     expect: Vec<String>,
     #[serde(default)]
@@ -71,6 +74,8 @@ pub struct Scenario {
     pub icount: bool,
     /// The core's boot command line.
     pub command_line: String,
+    /// The boot spec, when the scenario boots a capdl description.
+    pub spec: Option<Vec<u8>>,
     pub expect: Vec<String>,
     pub forbid: Vec<String>,
     pub components: Vec<Component>,
@@ -99,7 +104,24 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
     {
         return Err(source.error_at(span, "icount needs QEMU; a Bochs scenario cannot use it"));
     }
-    let components = check_components(source, file.component, programs)?;
+    let (components, spec) = match &file.system {
+        Some(system) if !file.component.is_empty() => {
+            return Err(source.error_at(
+                system.span(),
+                "a scenario names either a system file or a [[component]] list, not both",
+            ));
+        }
+        Some(system) => {
+            let described = path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(system.get_ref());
+            let loaded = crate::system::load_description(&described, programs)
+                .map_err(|error| source.error_at(system.span(), format!("{error:#}")))?;
+            (loaded.components, loaded.spec)
+        }
+        None => (check_components(source, file.component, programs)?, None),
+    };
     Ok(Scenario {
         name: file_stem(path),
         path: path.to_path_buf(),
@@ -109,6 +131,7 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
         exit: file.exit,
         icount,
         command_line: file.cmdline,
+        spec,
         expect: file.expect,
         forbid: file.forbid,
         components,

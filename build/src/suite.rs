@@ -200,6 +200,7 @@ fn run_one(workspace: &Workspace, artifacts: &Artifacts, scenario: &Scenario) ->
         workspace,
         artifacts,
         &scenario.components,
+        scenario.spec.as_deref(),
         &stem,
         options,
         &mut |_| {},

@@ -1,6 +1,11 @@
-//! The interim system description: which components a boot image holds.
+//! System files: what a boot image holds.
 //!
-//! A system file is strict TOML (unknown keys are errors):
+//! A system file is either a **capdl system description** (`docs/CAPDL.md`:
+//! `[components.NAME]`, `[queues.NAME]`, ...), which the `capdl` crate
+//! checks and lowers to a boot spec — the image then holds the spec and
+//! each distinct program once — or a **quick component list**, for tests
+//! that need no queues or supervision (every program then runs with default
+//! settings, as the core does for an image without a spec):
 //!
 //! ```toml
 //! description = "..."      # optional
@@ -15,7 +20,9 @@
 //! TOML span) and, for a mistyped program, says "did you mean ...?" and lists
 //! the programs that exist. This module is the only place that reads system
 //! files; scenario files ([`crate::scenario`]) reuse its component table and
-//! error helpers. The richer `capdl` format (issue 3) replaces this module.
+//! error helpers. A file with a top-level `component` array is a quick
+//! list; anything else goes to `capdl`, whose diagnostics are shown as they
+//! are.
 
 use std::fmt;
 use std::ops::Range;
@@ -139,7 +146,12 @@ pub struct Component {
 pub struct System {
     pub path: PathBuf,
     pub description: Option<String>,
+    /// The image's program entries, in order.
     pub components: Vec<Component>,
+    /// The boot spec, for a capdl description.
+    pub spec: Option<Vec<u8>>,
+    /// The capDL-style listing, for a capdl description.
+    pub cdl: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -178,11 +190,61 @@ pub fn file_stem(path: &Path) -> String {
 /// Reads and checks a system file against the available programs.
 pub fn load(path: &Path, programs: &[String]) -> Result<System> {
     let source = Source::read(path)?;
+    if !is_component_list(&source.text) {
+        return load_description(path, programs);
+    }
     let (description, components) = parse(&source, programs)?;
     Ok(System {
         path: path.to_path_buf(),
         description,
         components,
+        spec: None,
+        cdl: None,
+    })
+}
+
+/// Runs `cdl`: checks a capdl system description and prints its listing.
+pub fn print_listing(path: Option<PathBuf>) -> Result<std::process::ExitCode> {
+    let workspace = crate::workspace::Workspace::load()?;
+    let path = path.unwrap_or_else(|| workspace.root.join(crate::run::DEFAULT_SYSTEM));
+    let system = load(&path, &workspace.programs()?)?;
+    let Some(listing) = system.cdl else {
+        anyhow::bail!(
+            "{} is a quick component list, not a system description: it has no capabilities to list",
+            shown(&path)
+        );
+    };
+    print!("{listing}");
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Whether `text` is a quick component list (a top-level `component`
+/// array) rather than a capdl description.
+pub fn is_component_list(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text).is_ok_and(|table| table.contains_key("component"))
+}
+
+/// Loads a capdl system description and lowers it.
+pub fn load_description(path: &Path, programs: &[String]) -> Result<System> {
+    let set = capdl::ProgramSet::new("components", programs.iter().cloned());
+    let system = capdl::load(path, &set).map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))?;
+    let lowered = system.lower();
+    let components = lowered
+        .distinct_programs()
+        .into_iter()
+        .map(|program| Component {
+            name: program.to_string(),
+            program: program.to_string(),
+            args: String::new(),
+            corruption: None,
+        })
+        .collect();
+    Ok(System {
+        path: path.to_path_buf(),
+        description: (!system.description.is_empty()).then(|| system.description.clone()),
+        components,
+        spec: Some(lowered.spec),
+        cdl: Some(lowered.cdl),
     })
 }
 

@@ -275,6 +275,16 @@ impl Kernel {
             "all components finished: {exited} exited, {failed} exited with an error, {faulted} faulted, {stopped} stopped by a supervisor, {blocked} waiting forever, {} refused",
             self.refused
         );
+        for component in &self.components[..self.component_count] {
+            if component.fault_count > crate::trap::REPORTED_FAULTS {
+                log::info!(
+                    "component '{}' faulted {} times in all (generation {})",
+                    component.name(),
+                    component.fault_count,
+                    component.generation
+                );
+            }
+        }
         self.load_space(self.kernel_space);
         if failed + faulted + self.refused == 0 {
             crate::shutdown::halt(true, "")

@@ -229,6 +229,7 @@ fn handle(kernel: &mut Kernel, index: usize) -> Result<Next, Fault> {
             let result = component::restart(kernel, target);
             let restarted = &kernel.components[target];
             match result {
+                Ok(()) if restarted.fault_count > trap::REPORTED_FAULTS => {}
                 Ok(()) => log::info!(
                     "component '{}' restarted (generation {})",
                     restarted.name(),

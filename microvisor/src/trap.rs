@@ -61,6 +61,10 @@ fn is_spurious(vector: u64) -> bool {
     (0x20..0x30).contains(&vector) || vector == 0xff
 }
 
+/// Faults of one component reported in full; later ones are only counted
+/// (a component restarted thousands of times must not flood the console).
+pub const REPORTED_FAULTS: u32 = 8;
+
 /// A fault, as the core reports it.
 #[derive(Clone, Copy, Debug)]
 pub struct Fault {
@@ -110,9 +114,18 @@ pub fn user_trap(vector: u64, error: u64) -> *const Frame {
 /// Reports `fault` for component `index`, stops it, frees its memory and
 /// notifies its supervisor, if it has one.
 pub fn fault_component(kernel: &mut Kernel, index: usize, fault: Fault, message: &[u8]) {
-    report(kernel, index, fault, message);
+    let count = kernel.components[index].fault_count + 1;
+    if count <= REPORTED_FAULTS {
+        report(kernel, index, fault, message);
+    }
+    if count == REPORTED_FAULTS {
+        log::warn!(
+            "component '{}' has faulted {count} times; further faults are counted, not reported",
+            kernel.components[index].name()
+        );
+    }
     let component = &mut kernel.components[index];
-    component.fault_count += 1;
+    component.fault_count = count;
     component.fault = Some(FaultRecord {
         kind: fault.kind as u32,
         count: component.fault_count,
@@ -126,7 +139,9 @@ pub fn fault_component(kernel: &mut Kernel, index: usize, fault: Fault, message:
     component::stop(kernel, index, ComponentState::Faulted);
     if let Some(supervisor) = supervisor {
         let name = kernel.components[supervisor].name();
-        log::info!("supervisor '{name}' notified");
+        if count <= REPORTED_FAULTS {
+            log::info!("supervisor '{name}' notified");
+        }
         state::notify(
             &mut kernel.components[..kernel.component_count],
             supervisor,

@@ -39,7 +39,8 @@ fn main(start: &runtime::Start) -> i32 {
     );
     let own_handles: [u64; 4] =
         core::array::from_fn(|slot| slot as u64 | (u64::from(start.generation()) << 32));
-    let buffer = [0u8; 64];
+    let mut buffer = [b' '; 64];
+    buffer[..13].copy_from_slice(b"hostile probe");
     let mut call = 0u64;
     loop {
         call += 1;
@@ -62,6 +63,9 @@ fn main(start: &runtime::Start) -> i32 {
             own_handles[0],
             own_handles[1],
             own_handles[2],
+            own_handles[3],
+            own_handles[0],
+            own_handles[1],
             random.next(),
             random.next() & 0xffff,
             u64::MAX,
@@ -103,10 +107,13 @@ fn main(start: &runtime::Start) -> i32 {
         };
         let number = random.pick(&numbers);
         match number {
-            // Log writes print whatever they are given: keep them rare and short.
-            1 if !random.next().is_multiple_of(4) => continue,
+            // Log writes print whatever they are given: keep them rare and
+            // short; the others become null calls.
+            1 if !random.next().is_multiple_of(64) => {
+                syscall::null();
+            }
             1 => {
-                let _ = syscall::raw(1, [buffer.as_ptr() as u64, 8, 0, 0, 0]);
+                let _ = syscall::raw(1, [buffer.as_ptr() as u64, 13, 0, 0, 0]);
             }
             // Wait: never forever, so the monitor keeps control.
             6 => {
