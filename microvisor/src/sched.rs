@@ -138,20 +138,32 @@ pub struct Candidate {
 /// The next thread to run: the highest priority among ready ones, rotating
 /// among equals starting after `last`.
 pub fn choose(candidates: &[Candidate], last: Option<usize>) -> Option<usize> {
-    let count = candidates.len();
+    choose_with(candidates.len(), last, |index| candidates[index])
+}
+
+/// [`choose`] over `count` threads described by `candidate(index)`, so the
+/// caller need not build an array.
+pub fn choose_with(
+    count: usize,
+    last: Option<usize>,
+    candidate: impl Fn(usize) -> Candidate,
+) -> Option<usize> {
     if count == 0 {
         return None;
     }
-    let start = last.map_or(0, |l| (l + 1) % count);
-    let mut best: Option<usize> = None;
-    for step in 0..count {
-        let index = (start + step) % count;
-        let candidate = candidates[index];
-        if candidate.ready && best.is_none_or(|b| candidate.priority > candidates[b].priority) {
-            best = Some(index);
+    let mut index = last.map_or(0, |l| if l + 1 >= count { 0 } else { l + 1 });
+    let mut best: Option<(usize, u32)> = None;
+    for _ in 0..count {
+        let this = candidate(index);
+        if this.ready && best.is_none_or(|(_, priority)| this.priority > priority) {
+            best = Some((index, this.priority));
+        }
+        index += 1;
+        if index == count {
+            index = 0;
         }
     }
-    best
+    best.map(|(index, _)| index)
 }
 
 #[cfg(test)]

@@ -57,6 +57,8 @@ pub struct Kernel {
     pub clock: Clock,
     /// The idle loop's frame.
     pub idle: Frame,
+    /// The deadline the APIC timer is armed for (TSC), if any.
+    pub armed: Option<u64>,
 }
 
 struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
@@ -101,6 +103,7 @@ pub fn install(
         addr_of_mut!((*kernel).refused).write(0);
         addr_of_mut!((*kernel).clock).write(clock);
         addr_of_mut!((*kernel).idle).write(idle);
+        addr_of_mut!((*kernel).armed).write(None);
         &mut *kernel
     }
 }
@@ -118,6 +121,14 @@ pub unsafe fn kernel() -> &'static mut Kernel {
 /// The index of the running component, if any (for fatal reports).
 pub fn running_component() -> Option<usize> {
     RUNNING.load(Ordering::Relaxed).checked_sub(1)
+}
+
+/// What the scheduler needs to know of a component.
+fn candidate(component: &Component) -> Candidate {
+    Candidate {
+        ready: component.state == ComponentState::Ready && !component.scheduling.is_depleted(),
+        priority: component.priority,
+    }
 }
 
 /// Sets `bits` in component `target`'s notification word, waking it if it
@@ -182,26 +193,17 @@ impl Kernel {
         let now = timer::now();
         self.account(now);
         self.wake_expired(now);
-        let mut candidates = [Candidate {
-            ready: false,
-            priority: 0,
-        }; MAX_COMPONENTS];
-        for (candidate, component) in candidates
-            .iter_mut()
-            .zip(&self.components[..self.component_count])
-        {
-            *candidate = Candidate {
-                ready: component.state == ComponentState::Ready
-                    && !component.scheduling.is_depleted(),
-                priority: component.priority,
-            };
-        }
-        let candidates = &candidates[..self.component_count];
-        let chosen = sched::choose(candidates, self.last);
-        let next_event = self.next_event(chosen, candidates, now);
-        match next_event {
-            Some(at) => self.clock.arm(at.saturating_sub(now).max(1)),
-            None => self.clock.disarm(),
+        let components = &self.components[..self.component_count];
+        let chosen = sched::choose_with(components.len(), self.last, |index| {
+            candidate(&components[index])
+        });
+        let next_event = self.next_event(chosen, now);
+        if next_event != self.armed {
+            match next_event {
+                Some(at) => self.clock.arm(at.saturating_sub(now).max(1)),
+                None => self.clock.disarm(),
+            }
+            self.armed = next_event;
         }
         match chosen {
             Some(index) => self.switch_to(index, now),
@@ -215,7 +217,7 @@ impl Kernel {
     }
 
     /// The earliest time at which the scheduling decision may change.
-    fn next_event(&self, chosen: Option<usize>, candidates: &[Candidate], now: u64) -> Option<u64> {
+    fn next_event(&self, chosen: Option<usize>, now: u64) -> Option<u64> {
         let mut earliest: Option<u64> = None;
         let mut consider = |at: u64| earliest = Some(earliest.map_or(at, |e: u64| e.min(at)));
         if let Some(index) = chosen {
@@ -223,10 +225,13 @@ impl Kernel {
             if !running.scheduling.is_unlimited() {
                 consider(now.saturating_add(running.scheduling.remaining()));
             }
-            let shares = candidates
+            let shares = self.components[..self.component_count]
                 .iter()
                 .enumerate()
-                .any(|(other, c)| other != index && c.ready && c.priority == running.priority);
+                .any(|(other, c)| {
+                    let c = candidate(c);
+                    other != index && c.ready && c.priority == running.priority
+                });
             if shares {
                 consider(now.saturating_add(self.clock.ticks_from_us(TIME_SLICE_US)));
             }

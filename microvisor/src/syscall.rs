@@ -95,7 +95,7 @@ fn capability(
 }
 
 fn handle(kernel: &mut Kernel, index: usize) -> Result<Next, Fault> {
-    let frame = kernel.components[index].frame;
+    let frame = &kernel.components[index].frame;
     let (number, arg0, arg1, arg2, arg3, arg4) = (
         frame.rax, frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8,
     );

@@ -51,7 +51,8 @@ pub fn now() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// The calibrated clock.
+/// The calibrated clock. Conversions use 32.32 fixed-point factors worked
+/// out once at calibration, so converting never divides.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     /// TSC ticks per millisecond.
@@ -60,18 +61,45 @@ pub struct Clock {
     pub apic_per_ms: u64,
     /// TSC at boot.
     pub boot_tsc: u64,
+    /// TSC ticks per microsecond, 32.32 fixed point.
+    ticks_per_us: u64,
+    /// Nanoseconds per TSC tick, 32.32 fixed point.
+    ns_per_tick: u64,
+    /// APIC counts per TSC tick, 32.32 fixed point.
+    counts_per_tick: u64,
+}
+
+fn scaled(value: u64, factor: u64) -> u64 {
+    ((u128::from(value) * u128::from(factor)) >> 32).min(u128::from(u64::MAX)) as u64
+}
+
+fn fixed(numerator: u64, denominator: u64) -> u64 {
+    ((u128::from(numerator) << 32) / u128::from(denominator.max(1))).min(u128::from(u64::MAX))
+        as u64
 }
 
 impl Clock {
+    /// A clock from calibrated rates.
+    pub fn new(tsc_per_ms: u64, apic_per_ms: u64, boot_tsc: u64) -> Self {
+        let tsc_per_ms = tsc_per_ms.max(1);
+        Self {
+            tsc_per_ms,
+            apic_per_ms,
+            boot_tsc,
+            ticks_per_us: fixed(tsc_per_ms, 1000),
+            ns_per_tick: fixed(1_000_000, tsc_per_ms),
+            counts_per_tick: fixed(apic_per_ms, tsc_per_ms),
+        }
+    }
+
     /// TSC ticks in `us` microseconds.
     pub fn ticks_from_us(&self, us: u64) -> u64 {
-        ((u128::from(us) * u128::from(self.tsc_per_ms)) / 1000).min(u128::from(u64::MAX)) as u64
+        scaled(us, self.ticks_per_us)
     }
 
     /// Nanoseconds in `ticks` TSC ticks.
     pub fn ns_from_ticks(&self, ticks: u64) -> u64 {
-        ((u128::from(ticks) * 1_000_000) / u128::from(self.tsc_per_ms.max(1)))
-            .min(u128::from(u64::MAX)) as u64
+        scaled(ticks, self.ns_per_tick)
     }
 
     /// Nanoseconds since boot.
@@ -82,9 +110,7 @@ impl Clock {
     /// Fires [`TIMER_VECTOR`] once, `delay` TSC ticks from now (at least
     /// one APIC count, at most the counter's range).
     pub fn arm(&self, delay: u64) {
-        let counts =
-            (u128::from(delay) * u128::from(self.apic_per_ms)) / u128::from(self.tsc_per_ms.max(1));
-        let counts = counts.clamp(1, u128::from(u32::MAX)) as u32;
+        let counts = scaled(delay, self.counts_per_tick).clamp(1, u64::from(u32::MAX)) as u32;
         write(REGISTER_LVT_TIMER, TIMER_VECTOR as u32);
         write(REGISTER_INITIAL_COUNT, counts);
     }
@@ -135,9 +161,5 @@ pub unsafe fn init() -> Clock {
     let tsc = now() - start;
     let apic = u64::from(u32::MAX - read(REGISTER_CURRENT_COUNT));
     write(REGISTER_INITIAL_COUNT, 0);
-    Clock {
-        tsc_per_ms: (tsc / MILLISECONDS).max(1),
-        apic_per_ms: (apic / MILLISECONDS).max(1),
-        boot_tsc: start,
-    }
+    Clock::new(tsc / MILLISECONDS, (apic / MILLISECONDS).max(1), start)
 }
