@@ -13,7 +13,7 @@ use microvisor::address::{PAGE_SIZE, PhysicalAddress, VirtualAddress};
 use microvisor::user::{BufferError, UserBuffer};
 use microvisor_abi::fault::{FaultKind, FaultRecord};
 use microvisor_abi::spec::{CapabilityKind, MAX_PRIORITY};
-use microvisor_abi::syscall::{LOG_WRITE_MAX, SELF, Status, Syscall, WAIT_FOREVER};
+use microvisor_abi::syscall::{LOG_WRITE_MAX, NO_SIGNAL, SELF, Status, Syscall, WAIT_FOREVER};
 use microvisor_abi::{USER_END, USER_MIN};
 use zerocopy::IntoBytes;
 
@@ -144,14 +144,9 @@ fn handle(kernel: &mut Kernel, index: usize) -> Result<Next, Fault> {
             Ok(Next::Schedule)
         }
         Syscall::Signal => {
-            let capability = capability(kernel, index, arg0, CapabilityKind::Notification)?;
-            state::notify(
-                &mut kernel.components[..kernel.component_count],
-                capability.target,
-                capability.badge,
-            );
+            let target = signal(kernel, index, arg0)?;
             kernel.components[index].frame.rax = Status::Ok as u64;
-            let target = &kernel.components[capability.target];
+            let target = &kernel.components[target];
             let preempt = target.state == ComponentState::Ready
                 && target.priority > kernel.components[index].priority;
             Ok(if preempt {
@@ -160,19 +155,12 @@ fn handle(kernel: &mut Kernel, index: usize) -> Result<Next, Fault> {
                 Next::Resume
             })
         }
-        Syscall::Wait => {
-            let component = &mut kernel.components[index];
-            if component.notification != 0 {
-                let bits = core::mem::take(&mut component.notification);
-                return answer(kernel, index, Status::Ok, bits);
+        Syscall::Wait => wait(kernel, index, arg0),
+        Syscall::SignalWait => {
+            if arg0 != NO_SIGNAL {
+                signal(kernel, index, arg0)?;
             }
-            if arg0 == 0 {
-                return answer(kernel, index, Status::TimedOut, 0);
-            }
-            component.state = ComponentState::Waiting;
-            component.wake_at = (arg0 != WAIT_FOREVER)
-                .then(|| timer::now().saturating_add(kernel.clock.ticks_from_us(arg0)));
-            Ok(Next::Schedule)
+            wait(kernel, index, arg1)
         }
         Syscall::Time => {
             let now = kernel.clock.since_boot_ns();
@@ -258,6 +246,35 @@ fn handle(kernel: &mut Kernel, index: usize) -> Result<Next, Fault> {
             answer(kernel, index, Status::Ok, 0)
         }
     }
+}
+
+/// Signals the notification capability `handle` of component `index`;
+/// returns the target.
+fn signal(kernel: &mut Kernel, index: usize, handle: u64) -> Result<usize, Fault> {
+    let capability = capability(kernel, index, handle, CapabilityKind::Notification)?;
+    state::notify(
+        &mut kernel.components[..kernel.component_count],
+        capability.target,
+        capability.badge,
+    );
+    Ok(capability.target)
+}
+
+/// Component `index` waits on its notification word for at most
+/// `timeout_us` ([`WAIT_FOREVER`]; 0 polls).
+fn wait(kernel: &mut Kernel, index: usize, timeout_us: u64) -> Result<Next, Fault> {
+    let component = &mut kernel.components[index];
+    if component.notification != 0 {
+        let bits = core::mem::take(&mut component.notification);
+        return answer(kernel, index, Status::Ok, bits);
+    }
+    if timeout_us == 0 {
+        return answer(kernel, index, Status::TimedOut, 0);
+    }
+    component.state = ComponentState::Waiting;
+    component.wake_at = (timeout_us != WAIT_FOREVER)
+        .then(|| timer::now().saturating_add(kernel.clock.ticks_from_us(timeout_us)));
+    Ok(Next::Schedule)
 }
 
 fn user_buffer(address: u64, length: u64, limit: u64) -> Result<UserBuffer, Fault> {

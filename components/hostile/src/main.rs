@@ -84,6 +84,7 @@ fn main(start: &runtime::Start) -> i32 {
             1,
             4,
             13,
+            14,
             0xdead,
             random.next(),
         ];
@@ -115,9 +116,12 @@ fn main(start: &runtime::Start) -> i32 {
             1 => {
                 let _ = syscall::raw(1, [buffer.as_ptr() as u64, 13, 0, 0, 0]);
             }
-            // Wait: never forever, so the monitor keeps control.
+            // Waits: never long, so the monitor keeps control.
             6 => {
                 let _ = syscall::raw(6, [random.next() % 2_000, 0, 0, 0, 0]);
+            }
+            13 => {
+                let _ = syscall::raw(13, [args[0], random.next() % 2_000, 0, 0, 0]);
             }
             // Exit would end the test early; turn it into a yield.
             3 => syscall::yield_now(),

@@ -23,7 +23,7 @@ fn main(start: &runtime::Start) -> i32 {
         .unwrap_or(100_000);
     let bench: u64 = start.arg("bench").and_then(|r| r.parse().ok()).unwrap_or(0);
     let (Ok(mut requests), Ok(mut replies)) = (
-        Sender::<Message>::open(start, "requests"),
+        Sender::<Message>::open(start, "requests").map(Sender::deferring),
         Receiver::<Message>::open(start, "replies"),
     ) else {
         println!("TEST ping-pong FAIL: the 'requests' and 'replies' queues were not given");
@@ -62,11 +62,14 @@ fn main(start: &runtime::Start) -> i32 {
     }
     println!("TEST ping-pong PASS: {rounds} messages each way, every one once, in order, intact");
     if bench > 0 {
+        let (mut request, mut reply) = (Message::default(), Message::default());
         let begin = rdtsc();
         for sequence in 0..bench {
-            let request = Message::request(sequence);
-            let reply = requests.send(&request).and_then(|()| replies.receive());
-            if !reply.is_ok_and(|r| r.is_reply(sequence)) {
+            request.make_request(sequence);
+            let answered = requests
+                .send(&request)
+                .and_then(|()| replies.receive_into(&mut reply));
+            if answered.is_err() || !reply.is_reply(sequence) {
                 println!("BENCH ipc-round-trip failed at {sequence}");
                 return 1;
             }

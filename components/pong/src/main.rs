@@ -14,7 +14,7 @@ runtime::component!(main);
 fn main(start: &runtime::Start) -> i32 {
     let (Ok(mut requests), Ok(mut replies)) = (
         Receiver::<Message>::open(start, "requests"),
-        Sender::<Message>::open(start, "replies"),
+        Sender::<Message>::open(start, "replies").map(Sender::deferring),
     ) else {
         println!("the 'requests' and 'replies' queues were not given");
         return 1;

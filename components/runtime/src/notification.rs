@@ -4,7 +4,13 @@
 //! clears them. Several parts of one component (two queues, a supervisor
 //! loop) may wait for different bits, so the bits one waiter does not want
 //! are kept in [`PENDING`] for the others. Components are single-threaded;
-//! the atomic only makes the static safe to share.
+//! the atomics only make the statics safe to share.
+//!
+//! A signal may also be *deferred* ([`defer_signal`]): it is then sent by
+//! the next wait in the same entry into the core (`SignalWait`), or by
+//! [`flush`], a yield or an exit — whichever comes first. A component that
+//! sends and then waits for the answer (a client, a server between
+//! requests) so pays one system call instead of two.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,6 +18,27 @@ use crate::syscall;
 
 /// Bits received from the core but not yet taken by a waiter.
 static PENDING: AtomicU64 = AtomicU64::new(0);
+
+/// A signal to send with the next wait, or [`NONE`].
+static DEFERRED: AtomicU64 = AtomicU64::new(NONE);
+const NONE: u64 = u64::MAX;
+
+/// Sends `handle`'s signal with the next wait (see the module
+/// documentation). A different signal already deferred is sent now.
+pub fn defer_signal(handle: u64) {
+    let previous = DEFERRED.swap(handle, Ordering::Relaxed);
+    if previous != NONE && previous != handle {
+        syscall::signal(previous);
+    }
+}
+
+/// Sends a deferred signal now, if there is one.
+pub fn flush() {
+    let deferred = DEFERRED.swap(NONE, Ordering::Relaxed);
+    if deferred != NONE {
+        syscall::signal(deferred);
+    }
+}
 
 /// Waits until any bit in `mask` is set, for at most `timeout_us` (`None`
 /// = forever). Returns the bits of `mask` that were set (and clears them),
@@ -23,13 +50,15 @@ pub fn wait_for(mask: u64, timeout_us: Option<u64>) -> Option<u64> {
             PENDING.fetch_and(!(pending & mask), Ordering::Relaxed);
             return Some(pending & mask);
         }
-        let bits = syscall::wait(timeout_us)?;
+        let deferred = DEFERRED.swap(NONE, Ordering::Relaxed);
+        let bits = syscall::signal_wait((deferred != NONE).then_some(deferred), timeout_us)?;
         PENDING.fetch_or(bits, Ordering::Relaxed);
     }
 }
 
 /// Takes the bits of `mask` that are already set, without waiting.
 pub fn poll(mask: u64) -> u64 {
+    flush();
     if let Some(bits) = syscall::wait(Some(0)) {
         PENDING.fetch_or(bits, Ordering::Relaxed);
     }

@@ -6,7 +6,7 @@
 //! reported here: the core stops a component that misuses a call.
 
 use microvisor_abi::fault::FaultRecord;
-use microvisor_abi::syscall::{LOG_WRITE_MAX, SELF, Status, Syscall, WAIT_FOREVER};
+use microvisor_abi::syscall::{LOG_WRITE_MAX, NO_SIGNAL, SELF, Status, Syscall, WAIT_FOREVER};
 
 /// Issues call `number` with five arguments and returns `(rax, rdx)`.
 #[inline(always)]
@@ -60,13 +60,17 @@ pub fn log_write(bytes: &[u8]) {
     );
 }
 
-/// Gives the CPU to the next runnable thread.
+/// Gives the CPU to the next runnable thread (after sending any deferred
+/// signal).
 pub fn yield_now() {
+    crate::notification::flush();
     call(Syscall::Yield as u64, [0; 5]);
 }
 
-/// Ends this component with `code` (0 = success).
+/// Ends this component with `code` (0 = success), after sending any
+/// deferred signal.
 pub fn exit(code: i32) -> ! {
+    crate::notification::flush();
     call(Syscall::Exit as u64, [code as u32 as u64, 0, 0, 0, 0]);
     unreachable_exit()
 }
@@ -94,6 +98,22 @@ pub fn wait(timeout_us: Option<u64>) -> Option<u64> {
     let (status, bits) = call(
         Syscall::Wait as u64,
         [timeout_us.unwrap_or(WAIT_FOREVER), 0, 0, 0, 0],
+    );
+    (status == Status::Ok as u64).then_some(bits)
+}
+
+/// Signals `handle` (unless `None`), then waits like [`wait`]: one entry
+/// into the core.
+pub fn signal_wait(handle: Option<u64>, timeout_us: Option<u64>) -> Option<u64> {
+    let (status, bits) = call(
+        Syscall::SignalWait as u64,
+        [
+            handle.unwrap_or(NO_SIGNAL),
+            timeout_us.unwrap_or(WAIT_FOREVER),
+            0,
+            0,
+            0,
+        ],
     );
     (status == Status::Ok as u64).then_some(bits)
 }

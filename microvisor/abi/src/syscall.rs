@@ -62,7 +62,14 @@ pub enum Syscall {
     ComponentRestart = 11,
     /// Stop a supervised component (it stays stopped): `rdi` a handle.
     ComponentStop = 12,
+    /// [`Syscall::Signal`] with `rdi` (unless it is [`NO_SIGNAL`]), then
+    /// [`Syscall::Wait`] with the timeout in `rsi`: one entry for "wake the
+    /// peer, then sleep until it answers".
+    SignalWait = 13,
 }
+
+/// [`Syscall::SignalWait`]'s `rdi` when there is nothing to signal.
+pub const NO_SIGNAL: u64 = u64::MAX;
 
 /// [`Syscall::Wait`] timeout meaning "no timeout".
 pub const WAIT_FOREVER: u64 = u64::MAX;
@@ -86,6 +93,7 @@ impl Syscall {
             10 => Self::ComponentFault,
             11 => Self::ComponentRestart,
             12 => Self::ComponentStop,
+            13 => Self::SignalWait,
             _ => return None,
         })
     }
@@ -126,10 +134,11 @@ mod tests {
             Syscall::ComponentFault,
             Syscall::ComponentRestart,
             Syscall::ComponentStop,
+            Syscall::SignalWait,
         ] {
             assert_eq!(Syscall::from_number(call as u64), Some(call));
         }
-        assert_eq!(Syscall::from_number(13), None);
+        assert_eq!(Syscall::from_number(14), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }
 }
