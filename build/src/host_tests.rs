@@ -3,7 +3,8 @@
 //!
 //! Which crates: every workspace member except the component programs and
 //! the runtime (they only build for the bare-metal target), plus the core's
-//! library (`-p microvisor --lib`; its binary is target-only). See
+//! library and the component runtime's (`-p microvisor -p runtime --lib`;
+//! the core's binary and the runtime's entry point are target-only). See
 //! [`Workspace::host_packages`]. cargo's output (stdout and stderr merged,
 //! so "Running" lines stay next to their results) is read as it comes; its
 //! JSON artifact messages tell which package each test binary belongs to.
@@ -21,7 +22,7 @@ use std::process::Stdio;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::workspace::{CORE, Workspace, cargo};
+use crate::workspace::{CORE, RUNTIME, Workspace, cargo};
 
 /// How many tests passed and failed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -196,7 +197,12 @@ pub fn run(workspace: &Workspace, filter: Option<&str>) -> Result<Tally> {
         );
     }
     if workspace.has_package(CORE) {
-        invocations.push(vec!["-p".into(), CORE.into(), "--lib".into()]);
+        let mut invocation = vec!["-p".into(), CORE.into()];
+        if workspace.has_package(RUNTIME) {
+            invocation.extend(["-p".into(), RUNTIME.into()]);
+        }
+        invocation.push("--lib".into());
+        invocations.push(invocation);
     }
     for selection in invocations {
         let counted = run_cargo_test(workspace, &selection, filter)?;

@@ -35,7 +35,7 @@ pub fn checks(workspace: &Workspace) -> Vec<Vec<String>> {
         checks.push(check);
     }
     if workspace.has_package(CORE) {
-        let mut check = owned(&["clippy", "-p", CORE, "--lib", "--tests"]);
+        let mut check = owned(&["clippy", "-p", CORE, "-p", RUNTIME, "--lib", "--tests"]);
         check.extend(deny.clone());
         checks.push(check);
     }
@@ -121,7 +121,7 @@ mod tests {
             [
                 "fmt --all --check",
                 "clippy --all-targets -p microvisor-abi -p build -- -D warnings",
-                "clippy -p microvisor --lib --tests -- -D warnings",
+                "clippy -p microvisor -p runtime --lib --tests -- -D warnings",
                 "clippy --target x86_64-unknown-none -p microvisor -p runtime -p hello -- -D warnings",
             ]
         );

@@ -22,7 +22,8 @@ use serde::Deserialize;
 pub const TARGET: &str = "x86_64-unknown-none";
 /// The core's package and binary name.
 pub const CORE: &str = "microvisor";
-/// The component runtime library: target-only, never tested on the host.
+/// The component runtime library: its library tests run on the host with
+/// the core's (`--lib`); it is not one of the plain host packages.
 pub const RUNTIME: &str = "runtime";
 
 /// One workspace member, as `cargo metadata` describes it.

@@ -160,7 +160,7 @@ impl Component {
 
     /// The handle of capability slot `slot` in the current generation.
     pub fn handle(&self, slot: usize) -> u64 {
-        slot as u64 | (u64::from(self.generation) << 32)
+        microvisor::capability::encode(slot, self.generation)
     }
 }
 

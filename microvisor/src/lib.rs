@@ -12,6 +12,7 @@
 
 pub mod address;
 pub mod boot_info;
+pub mod capability;
 pub mod elf;
 pub mod frame;
 pub mod paging;

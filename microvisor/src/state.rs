@@ -123,6 +123,24 @@ pub fn running_component() -> Option<usize> {
     RUNNING.load(Ordering::Relaxed).checked_sub(1)
 }
 
+/// Calls `report` with the running component's name, for a fatal report.
+///
+/// The entry that was interrupted may hold `&mut Kernel`; this reads one
+/// name through a raw pointer instead. That is sound only because the
+/// caller halts the machine afterwards: the interrupted entry never runs
+/// again, so the two accesses can never interleave with a write.
+pub fn with_running_name(report: impl FnOnce(Option<&str>)) {
+    let Some(index) = running_component() else {
+        return report(None);
+    };
+    let kernel = KERNEL.0.get().cast::<Kernel>();
+    // SAFETY: RUNNING is only set after `install`, so the state is
+    // initialised; `index` < component_count when it was stored; the read
+    // happens on the fatal path only (see above).
+    let name = unsafe { (*kernel).components.get(index).map(|c| c.name()) };
+    report(name);
+}
+
 /// What the scheduler needs to know of a component.
 fn candidate(component: &Component) -> Candidate {
     Candidate {

@@ -83,14 +83,9 @@ fn capability(
     kind: CapabilityKind,
 ) -> Result<Capability, Fault> {
     let component = &kernel.components[index];
-    let slot = (handle & 0xffff) as usize;
-    let valid = handle >> 16 & 0xffff == 0 && handle >> 32 == u64::from(component.generation);
-    component
-        .capabilities
-        .get(slot)
-        .copied()
-        .flatten()
-        .filter(|c| valid && slot < component.capability_count && c.kind == kind)
+    microvisor::capability::decode(handle, component.generation, component.capability_count)
+        .and_then(|slot| component.capabilities[slot])
+        .filter(|capability| capability.kind == kind)
         .ok_or(fault(FaultKind::BadCapability, 0, handle))
 }
 

@@ -257,9 +257,9 @@ fn fatal_trap(frame: &Frame) -> ! {
         frame.rdi,
         frame.rbp
     );
-    match state::running_component() {
-        Some(index) => log::error!("  while serving component #{index}"),
+    state::with_running_name(|name| match name {
+        Some(name) => log::error!("  while serving component '{name}'"),
         None => log::error!("  outside any component"),
-    }
+    });
     crate::shutdown::halt(false, "fatal exception in the core")
 }

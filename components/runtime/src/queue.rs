@@ -128,8 +128,13 @@ pub struct Receiver<T> {
 impl<T: IntoBytes + Immutable> Sender<T> {
     /// Opens the sending end called `name`.
     pub fn open(start: &crate::Start, name: &str) -> Result<Self, OpenError> {
+        Self::from_resource(start.resource(name, ResourceKind::QueueSend))
+    }
+
+    /// Opens the sending end a start-page resource describes.
+    fn from_resource(resource: Option<&Resource>) -> Result<Self, OpenError> {
         Ok(Self {
-            ring: Ring::open::<T>(start.resource(name, ResourceKind::QueueSend))?,
+            ring: Ring::open::<T>(resource)?,
             defer: false,
             _message: PhantomData,
         })
@@ -232,8 +237,13 @@ impl<T: IntoBytes + Immutable> Sender<T> {
 impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
     /// Opens the receiving end called `name`.
     pub fn open(start: &crate::Start, name: &str) -> Result<Self, OpenError> {
+        Self::from_resource(start.resource(name, ResourceKind::QueueReceive))
+    }
+
+    /// Opens the receiving end a start-page resource describes.
+    fn from_resource(resource: Option<&Resource>) -> Result<Self, OpenError> {
         Ok(Self {
-            ring: Ring::open::<T>(start.resource(name, ResourceKind::QueueReceive))?,
+            ring: Ring::open::<T>(resource)?,
             _message: PhantomData,
         })
     }
@@ -349,5 +359,212 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The ring code itself, between two host threads: the same atomics and
+    //! fences the components use, on a heap buffer laid out like queue
+    //! memory. Only the non-blocking operations are used (the blocking ones
+    //! sleep through the core).
+
+    use super::*;
+    use microvisor_abi::queue::{SLOT_COUNT_OFFSET, SLOT_SIZE_OFFSET};
+    use microvisor_abi::spec::name_field;
+    use std::sync::Arc;
+
+    /// Queue memory on the heap (8-byte aligned, as the atomics need).
+    struct Memory(Vec<u64>);
+
+    impl Memory {
+        fn new(slot_size: u32, slot_count: u32) -> Arc<Self> {
+            let bytes = SLOTS_OFFSET + (slot_size * slot_count) as usize;
+            let mut words = vec![0u64; bytes / 8];
+            let header = words.as_mut_ptr().cast::<u8>();
+            // SAFETY: the offsets are inside the buffer's first page and aligned.
+            unsafe {
+                header.add(SLOT_SIZE_OFFSET).cast::<u32>().write(slot_size);
+                header
+                    .add(SLOT_COUNT_OFFSET)
+                    .cast::<u32>()
+                    .write(slot_count);
+                header.add(GENERATION_OFFSET).cast::<u32>().write(1);
+                header.add(0).cast::<u32>().write(QUEUE_MAGIC);
+            }
+            Arc::new(Self(words))
+        }
+
+        fn resource(&self, slot_size: u32, slot_count: u32) -> Resource {
+            Resource {
+                name: name_field("test"),
+                kind: ResourceKind::QueueSend as u32,
+                bit: 0,
+                handle: 0,
+                address: self.0.as_ptr() as u64,
+                size: u64::from(slot_size) | (u64::from(slot_count) << 32),
+            }
+        }
+
+        fn header_u32(&self, offset: usize) -> &AtomicU32 {
+            // SAFETY: inside the buffer, aligned, only accessed atomically.
+            unsafe { &*(self.0.as_ptr().cast::<u8>().add(offset).cast::<AtomicU32>()) }
+        }
+
+        fn header_u64(&self, offset: usize) -> &AtomicU64 {
+            // SAFETY: as above.
+            unsafe { &*(self.0.as_ptr().cast::<u8>().add(offset).cast::<AtomicU64>()) }
+        }
+    }
+
+    /// A small deterministic random stream for batch sizes.
+    struct Random(u64);
+
+    impl Random {
+        fn below(&mut self, limit: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % limit
+        }
+    }
+
+    /// A 64-byte message whose words all derive from its sequence number,
+    /// so a torn or stale slot is detected.
+    #[derive(
+        Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    )]
+    #[repr(C)]
+    struct Message([u64; 8]);
+
+    impl Message {
+        fn new(sequence: u64) -> Self {
+            Self(core::array::from_fn(|i| {
+                sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64
+            }))
+        }
+    }
+
+    fn stress(slot_count: u32, messages: u64) {
+        let memory = Memory::new(64, slot_count);
+        let resource = memory.resource(64, slot_count);
+        let mut sender = Sender::<Message>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<Message>::from_resource(Some(&resource)).unwrap();
+        let keep = Arc::clone(&memory);
+        let producer = std::thread::spawn(move || {
+            let _memory = keep;
+            let mut random = Random(0x1234_5678);
+            let mut next = 0u64;
+            let mut batch = Vec::new();
+            while next < messages {
+                let size = (1 + random.below(17)).min(messages - next);
+                batch.clear();
+                batch.extend((next..next + size).map(Message::new));
+                let mut sent = 0;
+                while sent < batch.len() {
+                    sent += sender.try_send_batch(&batch[sent..]).unwrap();
+                    std::hint::spin_loop();
+                }
+                next += size;
+            }
+        });
+        let mut random = Random(0x8765_4321);
+        let mut expected = 0u64;
+        let mut batch = vec![Message::default(); 40];
+        while expected < messages {
+            let want = 1 + random.below(40) as usize;
+            let got = receiver.try_receive_batch(&mut batch[..want]).unwrap();
+            for message in &batch[..got] {
+                assert_eq!(
+                    *message,
+                    Message::new(expected),
+                    "message {expected} wrong or out of order"
+                );
+                expected += 1;
+            }
+            if got == 0 {
+                std::thread::yield_now();
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(receiver.try_receive(), Err(QueueError::WouldBlock));
+        drop(memory);
+    }
+
+    #[test]
+    fn two_threads_small_ring() {
+        stress(4, 200_000);
+    }
+
+    #[test]
+    fn two_threads_large_ring() {
+        stress(256, 200_000);
+    }
+
+    #[test]
+    fn full_and_empty_rings_would_block() {
+        let memory = Memory::new(8, 4);
+        let resource = memory.resource(8, 4);
+        let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        assert_eq!(receiver.try_receive(), Err(QueueError::WouldBlock));
+        assert_eq!(sender.try_send_batch(&[1, 2, 3, 4, 5, 6]), Ok(4));
+        assert_eq!(sender.try_send(&7), Err(QueueError::WouldBlock));
+        let mut out = [0u64; 8];
+        assert_eq!(receiver.try_receive_batch(&mut out), Ok(4));
+        assert_eq!(out[..4], [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_reset_is_reported_once_to_each_end() {
+        let memory = Memory::new(8, 4);
+        let resource = memory.resource(8, 4);
+        let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        sender.try_send(&1).unwrap();
+        // What the core does when one end restarts.
+        memory.header_u64(HEAD_OFFSET).store(0, Ordering::Relaxed);
+        memory.header_u64(TAIL_OFFSET).store(0, Ordering::Relaxed);
+        memory
+            .header_u32(GENERATION_OFFSET)
+            .store(2, Ordering::Release);
+        assert_eq!(sender.try_send(&2), Err(QueueError::PeerRestarted(2)));
+        assert_eq!(receiver.try_receive(), Err(QueueError::PeerRestarted(2)));
+        sender.try_send(&3).unwrap();
+        assert_eq!(receiver.try_receive(), Ok(3));
+    }
+
+    #[test]
+    fn a_hostile_tail_never_reads_past_the_ring() {
+        let memory = Memory::new(8, 4);
+        let resource = memory.resource(8, 4);
+        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        memory
+            .header_u64(TAIL_OFFSET)
+            .store(u64::MAX - 3, Ordering::Release);
+        let mut out = [0u64; 64];
+        assert_eq!(receiver.try_receive_batch(&mut out), Ok(4));
+    }
+
+    #[test]
+    fn opening_checks_what_it_is_given() {
+        let memory = Memory::new(8, 4);
+        let resource = memory.resource(8, 4);
+        assert!(matches!(
+            Sender::<u64>::from_resource(None),
+            Err(OpenError::NotGiven)
+        ));
+        assert!(matches!(
+            Receiver::<[u64; 2]>::from_resource(Some(&resource)),
+            Err(OpenError::MessageTooLarge {
+                message: 16,
+                slot: 8
+            })
+        ));
+        memory.header_u32(0).store(0, Ordering::Relaxed);
+        assert!(matches!(
+            Sender::<u64>::from_resource(Some(&resource)),
+            Err(OpenError::BadHeader)
+        ));
     }
 }
