@@ -87,13 +87,14 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     );
     let features = Features::detect();
     log::info!(
-        "cpu: {}, NX {}, SMEP {}, SMAP {}, SVM {}, VMX {}",
+        "cpu: {}, NX {}, SMEP {}, SMAP {}, SVM {}, VMX {}, TSC-deadline timer {}",
         features.vendor(),
         yes(features.no_execute),
         yes(features.smep),
         yes(features.smap),
         yes(features.svm),
-        yes(features.vmx)
+        yes(features.vmx),
+        yes(features.tsc_deadline)
     );
     if !features.no_execute {
         fatal(format_args!(
@@ -193,11 +194,16 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     arch::interrupts::disable_legacy_pic();
     // SAFETY: the core's tables map the APIC page at APIC_VIRTUAL; boot,
     // interrupts disabled.
-    let clock = unsafe { arch::timer::init() };
+    let clock = unsafe { arch::timer::init(features.tsc_deadline) };
     log::info!(
-        "clock: TSC {} MHz, APIC timer {} kHz (calibrated against the PIT)",
+        "clock: TSC {} MHz, APIC timer {} kHz (calibrated against the PIT), alarms in {} mode",
         clock.tsc_per_ms / 1000,
-        clock.apic_per_ms
+        clock.apic_per_ms,
+        if clock.tsc_deadline {
+            "TSC-deadline"
+        } else {
+            "one-shot"
+        }
     );
 
     let kernel = state::install(

@@ -89,6 +89,8 @@ pub struct Features {
     pub global_pages: bool,
     pub svm: bool,
     pub vmx: bool,
+    /// The local APIC timer has TSC-deadline mode.
+    pub tsc_deadline: bool,
 }
 
 impl Features {
@@ -115,6 +117,7 @@ impl Features {
             global_pages: leaf1_edx & (1 << 13) != 0,
             svm: ext_ecx & (1 << 2) != 0,
             vmx: leaf1_ecx & (1 << 5) != 0,
+            tsc_deadline: leaf1_ecx & (1 << 24) != 0,
         }
     }
 

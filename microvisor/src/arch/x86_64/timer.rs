@@ -5,8 +5,10 @@
 //! port 0x61) over 10 ms, so TSC ticks convert to nanoseconds and to APIC
 //! timer counts on QEMU (TCG, with or without `-icount`), Bochs and
 //! hardware alike. The APIC registers are reached through an uncached
-//! mapping at [`APIC_VIRTUAL`] that the core's page tables provide. The
-//! core arms the timer for the earliest event it must act on (a budget
+//! mapping at [`APIC_VIRTUAL`] that the core's page tables provide. Where
+//! the APIC has TSC-deadline mode (Bochs' Skylake-X, most hardware) the
+//! alarm is a TSC value; otherwise (QEMU TCG) a one-shot count. The core
+//! arms the timer for the earliest event it must act on (a budget
 //! running out, a time slice ending, a timeout, a refill) before resuming a
 //! thread; the interrupt arrives on [`TIMER_VECTOR`].
 
@@ -28,6 +30,9 @@ const REGISTER_INITIAL_COUNT: u64 = 0x380;
 const REGISTER_CURRENT_COUNT: u64 = 0x390;
 const REGISTER_DIVIDE: u64 = 0x3e0;
 const LVT_MASKED: u32 = 1 << 16;
+/// LVT timer mode 0b10: TSC-deadline.
+const LVT_TSC_DEADLINE: u32 = 2 << 17;
+const TSC_DEADLINE_MSR: u32 = 0x6e0;
 
 /// The physical address of the local APIC's registers.
 pub fn apic_physical() -> u64 {
@@ -67,6 +72,8 @@ pub struct Clock {
     ns_per_tick: u64,
     /// APIC counts per TSC tick, 32.32 fixed point.
     counts_per_tick: u64,
+    /// The timer runs in TSC-deadline mode (deadlines are TSC values).
+    pub tsc_deadline: bool,
 }
 
 fn scaled(value: u64, factor: u64) -> u64 {
@@ -80,7 +87,7 @@ fn fixed(numerator: u64, denominator: u64) -> u64 {
 
 impl Clock {
     /// A clock from calibrated rates.
-    pub fn new(tsc_per_ms: u64, apic_per_ms: u64, boot_tsc: u64) -> Self {
+    pub fn new(tsc_per_ms: u64, apic_per_ms: u64, boot_tsc: u64, tsc_deadline: bool) -> Self {
         let tsc_per_ms = tsc_per_ms.max(1);
         Self {
             tsc_per_ms,
@@ -89,6 +96,7 @@ impl Clock {
             ticks_per_us: fixed(tsc_per_ms, 1000),
             ns_per_tick: fixed(1_000_000, tsc_per_ms),
             counts_per_tick: fixed(apic_per_ms, tsc_per_ms),
+            tsc_deadline,
         }
     }
 
@@ -107,9 +115,17 @@ impl Clock {
         self.ns_from_ticks(now().saturating_sub(self.boot_tsc))
     }
 
-    /// Fires [`TIMER_VECTOR`] once, `delay` TSC ticks from now (at least
-    /// one APIC count, at most the counter's range).
+    /// Fires [`TIMER_VECTOR`] once, `delay` TSC ticks from now: in
+    /// TSC-deadline mode exactly then, otherwise after the equivalent APIC
+    /// count (at least one, at most the counter's range).
     pub fn arm(&self, delay: u64) {
+        if self.tsc_deadline {
+            write(REGISTER_LVT_TIMER, TIMER_VECTOR as u32 | LVT_TSC_DEADLINE);
+            // SAFETY: the MSR exists (CPUID said so); a deadline only
+            // schedules the timer interrupt.
+            unsafe { cpu::write_msr(TSC_DEADLINE_MSR, now().saturating_add(delay.max(1))) };
+            return;
+        }
         let counts = scaled(delay, self.counts_per_tick).clamp(1, u64::from(u32::MAX)) as u32;
         write(REGISTER_LVT_TIMER, TIMER_VECTOR as u32);
         write(REGISTER_INITIAL_COUNT, counts);
@@ -117,6 +133,11 @@ impl Clock {
 
     /// Cancels the alarm.
     pub fn disarm(&self) {
+        if self.tsc_deadline {
+            // SAFETY: writing 0 disarms the deadline timer.
+            unsafe { cpu::write_msr(TSC_DEADLINE_MSR, 0) };
+            return;
+        }
         write(REGISTER_LVT_TIMER, TIMER_VECTOR as u32 | LVT_MASKED);
         write(REGISTER_INITIAL_COUNT, 0);
     }
@@ -128,12 +149,13 @@ pub fn end_of_interrupt() {
 }
 
 /// Enables the local APIC (timer masked) and calibrates the TSC and the
-/// APIC timer against 10 ms of PIT channel 2.
+/// APIC timer against 10 ms of PIT channel 2. With `tsc_deadline` (CPUID
+/// says the APIC has the mode) the timer then runs in TSC-deadline mode.
 ///
 /// # Safety
 /// The APIC's register page must be mapped at [`APIC_VIRTUAL`]; call once
 /// at boot with interrupts disabled.
-pub unsafe fn init() -> Clock {
+pub unsafe fn init(tsc_deadline: bool) -> Clock {
     // SAFETY: setting the global-enable bit keeps the APIC at its base.
     unsafe { cpu::write_msr(APIC_BASE_MSR, cpu::read_msr(APIC_BASE_MSR) | (1 << 11)) };
     write(REGISTER_SPURIOUS, 0x100 | SPURIOUS_VECTOR as u32);
@@ -161,5 +183,16 @@ pub unsafe fn init() -> Clock {
     let tsc = now() - start;
     let apic = u64::from(u32::MAX - read(REGISTER_CURRENT_COUNT));
     write(REGISTER_INITIAL_COUNT, 0);
-    Clock::new(tsc / MILLISECONDS, (apic / MILLISECONDS).max(1), start)
+    if tsc_deadline {
+        write(
+            REGISTER_LVT_TIMER,
+            TIMER_VECTOR as u32 | LVT_TSC_DEADLINE | LVT_MASKED,
+        );
+    }
+    Clock::new(
+        tsc / MILLISECONDS,
+        (apic / MILLISECONDS).max(1),
+        start,
+        tsc_deadline,
+    )
 }
