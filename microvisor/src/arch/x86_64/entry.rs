@@ -147,6 +147,25 @@ static PER_CPU: PerCpuCell = PerCpuCell(UnsafeCell::new(PerCpu {
 
 core::arch::global_asm!(
     r#"
+    // The general registers in Frame order (rax pushed first, r15 last).
+    .macro save_registers
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    .endm
+
     .pushsection .text.entry, "ax"
     .balign 16
     .global trap_stubs
@@ -169,21 +188,7 @@ trap_common:
     jz 1f
     swapgs
 1:
-    push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
+    save_registers
     mov rdi, rsp
     test byte ptr [rsp + 15 * 8 + 24], 3
     jz 2f
@@ -210,21 +215,7 @@ syscall_entry:
     push rcx
     push 0
     push {syscall_vector}
-    push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
+    save_registers
     mov rdi, rsp
     mov rsp, gs:[0]
     call {syscall}
