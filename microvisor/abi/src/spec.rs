@@ -504,9 +504,15 @@ impl<'a> Spec<'a> {
             if queue.sender_bit >= 64 || queue.receiver_bit >= 64 {
                 return Err(bad("bit"));
             }
-            if !queue.sender_address.is_multiple_of(4096)
-                || !queue.receiver_address.is_multiple_of(4096)
-            {
+            let bytes = queue_pages(queue.slot_size, queue.slot_count) * 4096;
+            let inside = |address: u64| {
+                address.is_multiple_of(4096)
+                    && address >= crate::USER_MIN
+                    && address
+                        .checked_add(bytes)
+                        .is_some_and(|end| end <= crate::STACK_TOP)
+            };
+            if !inside(queue.sender_address) || !inside(queue.receiver_address) {
                 return Err(bad("address"));
             }
         }
@@ -788,6 +794,20 @@ mod tests {
                 table: "queue",
                 index: 0,
             },
+        );
+        let bad_address = SpecError::BadField {
+            table: "queue",
+            index: 0,
+            field: "address",
+        };
+        check(&|s| s.queues[0].sender_address = 0x1000, bad_address);
+        check(
+            &|s| s.queues[0].receiver_address = 0xffff_8000_0000_0000,
+            bad_address,
+        );
+        check(
+            &|s| s.queues[0].receiver_address = crate::STACK_TOP - 4096,
+            bad_address,
         );
         check(
             &|s| s.port_grants[0].count = 0,
