@@ -350,12 +350,12 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
     }
     let start_info = start_info(kernel, index);
     let kernel_space = kernel.kernel_space;
+    let (spec, queues) = (kernel.spec, &kernel.queues[..kernel.queue_count]);
     let mut tables = Tables {
         frames: &mut kernel.frames,
     };
     let space = AddressSpace::new(&mut tables)?;
     space.share_kernel_half(&mut tables, &kernel_space);
-    let mut pages = 0;
     let result = (|| -> Result<(), LoadError> {
         for segment in plan.segments() {
             let rights = Permissions {
@@ -381,7 +381,6 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
                     }
                 }
                 map_owned(&space, &mut tables, page, frame, rights)?;
-                pages += 1;
                 page += PAGE_SIZE;
             }
         }
@@ -406,6 +405,9 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
             frame,
             Permissions::READ.for_user(),
         )?;
+        if let Some(spec) = spec {
+            map_queues(&space, &mut tables, index, queues, &spec)?;
+        }
         paging::check_wx(&tables, &space).map_err(LoadError::Wx)?;
         Ok(())
     })();
@@ -414,31 +416,22 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
         let _ = tables.frames.free(space.root);
         return Err(error);
     }
-    kernel.components[index].space = space;
-    if let Err(error) = map_queues(kernel, index) {
-        let mut tables = Tables {
-            frames: &mut kernel.frames,
-        };
-        space.clear_user_half(&mut tables);
-        let _ = tables.frames.free(space.root);
-        kernel.components[index].space = AddressSpace {
-            root: PhysicalAddress(0),
-        };
-        return Err(error);
-    }
-    kernel.components[index].frame = Frame::new_thread(plan.entry, STACK_TOP, START_INFO_ADDRESS);
+    let component = &mut kernel.components[index];
+    component.space = space;
+    component.frame = Frame::new_thread(plan.entry, STACK_TOP, START_INFO_ADDRESS);
     Ok((plan.entry, plan.segments().len()))
 }
 
-fn map_queues(kernel: &mut Kernel, index: usize) -> Result<(), LoadError> {
-    let Some(spec) = kernel.spec else {
-        return Ok(());
-    };
-    let space = kernel.components[index].space;
-    let mut tables = Tables {
-        frames: &mut kernel.frames,
-    };
-    for (queue, declared) in kernel.queues[..kernel.queue_count].iter().zip(spec.queues) {
+/// Maps the memory of every queue component `index` is an end of, shared
+/// (the queue owns it, not the address space).
+fn map_queues(
+    space: &AddressSpace,
+    tables: &mut Tables<'_, '_>,
+    index: usize,
+    queues: &[Queue],
+    spec: &Spec<'_>,
+) -> Result<(), LoadError> {
+    for (queue, declared) in queues.iter().zip(spec.queues) {
         let address = if queue.sender == index {
             declared.sender_address
         } else if queue.receiver == index {
@@ -448,7 +441,7 @@ fn map_queues(kernel: &mut Kernel, index: usize) -> Result<(), LoadError> {
         };
         for page in 0..queue.pages {
             space.map_page(
-                &mut tables,
+                tables,
                 VirtualAddress(address + page * PAGE_SIZE),
                 PhysicalAddress(queue.memory.0 + page * PAGE_SIZE),
                 Permissions::READ_WRITE.for_user().shared(),

@@ -182,6 +182,19 @@ impl Kernel {
         }
     }
 
+    /// Sets component `index`'s bit in its supervisor's notification word
+    /// (it faulted or exited) and returns the supervisor, if it has one.
+    pub fn notify_supervisor(&mut self, index: usize) -> Option<usize> {
+        let component = &self.components[index];
+        let (supervisor, bit) = (component.supervisor?, component.fault_bit);
+        notify(
+            &mut self.components[..self.component_count],
+            supervisor,
+            1 << bit,
+        );
+        Some(supervisor)
+    }
+
     /// Charges the running component for the time since its dispatch.
     pub fn account(&mut self, now: u64) {
         if let Some(index) = self.running {

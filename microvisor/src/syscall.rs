@@ -11,7 +11,7 @@
 
 use microvisor::address::{PAGE_SIZE, PhysicalAddress, VirtualAddress};
 use microvisor::user::{BufferError, UserBuffer};
-use microvisor_abi::fault::{FaultKind, FaultRecord};
+use microvisor_abi::fault::FaultKind;
 use microvisor_abi::spec::{CapabilityKind, MAX_PRIORITY};
 use microvisor_abi::syscall::{LOG_WRITE_MAX, NO_SIGNAL, SELF, Status, Syscall, WAIT_FOREVER};
 use microvisor_abi::{USER_END, USER_MIN};
@@ -116,15 +116,7 @@ fn handle(kernel: &mut Kernel, index: usize) -> Result<Next, Fault> {
                 log::warn!("component '{name}' exited with code {code}");
             }
             component::stop(kernel, index, ComponentState::Exited(code));
-            let component = &kernel.components[index];
-            if let Some(supervisor) = component.supervisor {
-                let bit = component.fault_bit;
-                state::notify(
-                    &mut kernel.components[..kernel.component_count],
-                    supervisor,
-                    1 << bit,
-                );
-            }
+            kernel.notify_supervisor(index);
             Ok(Next::Schedule)
         }
         Syscall::Panic => {
@@ -357,5 +349,3 @@ fn copy_to_user(
         unsafe { core::ptr::copy_nonoverlapping(bytes[range.clone()].as_ptr(), to, range.len()) };
     })
 }
-
-const _: () = assert!(size_of::<FaultRecord>() == 40);

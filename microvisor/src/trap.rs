@@ -134,18 +134,13 @@ pub fn fault_component(kernel: &mut Kernel, index: usize, fault: Fault, message:
         rip: component.frame.rip,
         generation: u64::from(component.generation),
     });
-    let supervisor = component.supervisor;
-    let bit = component.fault_bit;
     component::stop(kernel, index, ComponentState::Faulted);
-    if let Some(supervisor) = supervisor {
-        let name = kernel.components[supervisor].name();
-        if count <= REPORTED_FAULTS {
-            log::info!("supervisor '{name}' notified");
-        }
-        state::notify(
-            &mut kernel.components[..kernel.component_count],
-            supervisor,
-            1 << bit,
+    if let Some(supervisor) = kernel.notify_supervisor(index)
+        && count <= REPORTED_FAULTS
+    {
+        log::info!(
+            "supervisor '{}' notified",
+            kernel.components[supervisor].name()
         );
     }
 }

@@ -87,6 +87,8 @@ pub struct FaultRecord {
     pub generation: u64,
 }
 
+const _: () = assert!(size_of::<FaultRecord>() == 40);
+
 /// Page-fault error-code bits (Intel SDM vol. 3, 4.7), for reports.
 pub mod page_fault {
     /// The page was present (a protection violation, not a missing page).
