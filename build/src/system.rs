@@ -81,14 +81,7 @@ impl Source {
 
     /// The 1-based line and column of a byte offset.
     pub fn position(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before
-            .rsplit('\n')
-            .next()
-            .map_or(0, |rest| rest.chars().count())
-            + 1;
-        (line, column)
+        capdl::diagnostic::line_column(&self.text, offset)
     }
 
     /// An error at a span of this file.

@@ -140,19 +140,7 @@ impl SourceMap {
 
     /// The 1-based line and column of a byte offset in a file.
     pub fn position(&self, file: usize, offset: usize) -> (usize, usize) {
-        let text = &self.files[file].text;
-        let mut offset = offset.min(text.len());
-        while !text.is_char_boundary(offset) {
-            offset -= 1;
-        }
-        let before = &text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let column = before
-            .rsplit('\n')
-            .next()
-            .map_or(0, |rest| rest.chars().count())
-            + 1;
-        (line, column)
+        line_column(&self.files[file].text, offset)
     }
 
     /// An error at a spot.
@@ -226,6 +214,25 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 /// "did you mean 'X'?" for the closest candidate, if any.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     closest(word, candidates).map(|candidate| format!("did you mean '{candidate}'?"))
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in
+/// `text`; an offset past the end or inside a character is moved back to
+/// the nearest character boundary. The build tool locates its own config
+/// errors with it too.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |rest| rest.chars().count())
+        + 1;
+    (line, column)
 }
 
 #[cfg(test)]
