@@ -73,6 +73,7 @@ mod tests {
         let artifacts = Artifacts {
             core: directory.join("core"),
             programs: BTreeMap::from([("hello".to_string(), program)]),
+            guests: BTreeMap::new(),
         };
         let component = |name: &str, corruption| Component {
             name: name.into(),

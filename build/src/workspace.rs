@@ -49,6 +49,8 @@ pub struct Workspace {
 pub struct Artifacts {
     pub core: PathBuf,
     pub programs: BTreeMap<String, PathBuf>,
+    /// Guest images (test VMs) by image name (`hello` for `test-vms/hello`).
+    pub guests: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +200,7 @@ impl Workspace {
                 .iter()
                 .map(|program| (program.clone(), self.target_binary(program)))
                 .collect(),
+            guests: BTreeMap::new(),
         };
         for path in std::iter::once(&artifacts.core).chain(artifacts.programs.values()) {
             if !path.is_file() {

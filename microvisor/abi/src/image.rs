@@ -69,6 +69,9 @@ pub enum EntryKind {
     Component = 1,
     /// The boot spec (see [`crate::spec`]); at most one, named `spec`.
     Spec = 2,
+    /// A guest image (an ELF64 with physical load addresses), loaded into
+    /// guest memory by a world switcher.
+    Guest = 3,
 }
 
 impl EntryKind {
@@ -76,6 +79,7 @@ impl EntryKind {
         match value {
             1 => Some(Self::Component),
             2 => Some(Self::Spec),
+            3 => Some(Self::Guest),
             _ => None,
         }
     }

@@ -19,6 +19,7 @@ pub mod queue;
 pub mod spec;
 pub mod start;
 pub mod syscall;
+pub mod vcpu;
 
 /// The lowest user virtual address a component may map: the first 2 MiB stay
 /// unmapped so that null and near-null pointers always fault.

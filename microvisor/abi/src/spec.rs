@@ -6,7 +6,7 @@
 //! objects listed here — components, their scheduling contexts, queues,
 //! capabilities, grants — and nothing at run time.
 //!
-//! Byte layout (little-endian): a [`SpecHeader`], then six tables of
+//! Byte layout (little-endian): a [`SpecHeader`], then seven tables of
 //! fixed-size records, each located by a [`Table`] (offset from the start
 //! of the spec, record count). [`Spec::parse`] checks the magic, version,
 //! every table's bounds and alignment, and every cross-reference (component
@@ -24,7 +24,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// `MVSPEC\0\0`.
 pub const SPEC_MAGIC: [u8; 8] = *b"MVSPEC\0\0";
 /// The format version this code reads and writes.
-pub const SPEC_VERSION: u32 = 1;
+pub const SPEC_VERSION: u32 = 2;
 /// "No component" in index fields.
 pub const NONE: u32 = u32::MAX;
 /// The most components, queues, capabilities and grants of each kind.
@@ -32,6 +32,9 @@ pub const MAX_COMPONENTS: usize = 32;
 pub const MAX_QUEUES: usize = 64;
 pub const MAX_CAPABILITIES: usize = 512;
 pub const MAX_GRANTS: usize = 64;
+pub const MAX_VMS: usize = 16;
+/// The most guest-physical memory one VM may have (1 GiB).
+pub const MAX_GUEST_MEMORY: u64 = 1 << 30;
 /// The most capabilities one component may hold.
 pub const MAX_CAPABILITIES_PER_COMPONENT: usize = 32;
 /// The lowest priority; higher numbers run first.
@@ -69,6 +72,7 @@ pub struct SpecHeader {
     pub port_grants: Table,
     pub memory_grants: Table,
     pub interrupt_grants: Table,
+    pub vms: Table,
     /// Index of the component holding scheduling control, or [`NONE`].
     pub scheduling_controller: u32,
     pub reserved: u32,
@@ -146,6 +150,11 @@ pub enum CapabilityKind {
     ComponentControl = 3,
     /// Read the consumed time of `target`'s scheduling context.
     SchedulingContext = 4,
+    /// The VMCS of VM `target` (an index in the VM table): guest state,
+    /// intercept controls, reset.
+    Vmcs = 5,
+    /// The vCPU of VM `target`: run it (its world switcher only) or poke it.
+    Vcpu = 6,
 }
 
 impl CapabilityKind {
@@ -156,6 +165,8 @@ impl CapabilityKind {
             2 => Self::SchedulingControl,
             3 => Self::ComponentControl,
             4 => Self::SchedulingContext,
+            5 => Self::Vmcs,
+            6 => Self::Vcpu,
             _ => return None,
         })
     }
@@ -170,7 +181,8 @@ pub struct CapabilitySpec {
     pub holder: u32,
     /// A [`CapabilityKind`].
     pub kind: u32,
-    /// The object: a component index, or [`NONE`] for scheduling control.
+    /// The object: a component index, a VM index for [`CapabilityKind::Vmcs`]
+    /// and [`CapabilityKind::Vcpu`], or [`NONE`] for scheduling control.
     pub target: u32,
     pub reserved: u32,
     /// Notification bits, for [`CapabilityKind::Notification`].
@@ -208,7 +220,32 @@ pub struct InterruptGrant {
     pub reserved: u32,
 }
 
-const _: () = assert!(size_of::<SpecHeader>() == 72);
+/// A virtual machine: one vCPU run by the thread of its world switcher (on
+/// that thread's scheduling context), guest-physical memory from 0 to
+/// `memory_bytes`, mapped into the switcher too, and the boot image it
+/// starts from.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct VmSpec {
+    pub name: [u8; 32],
+    /// The boot-image entry (kind [`crate::image::EntryKind::Guest`]).
+    pub image: [u8; 32],
+    /// The component that runs it; at most one VM per switcher.
+    pub switcher: u32,
+    /// A [`crate::vcpu::EntryMode`].
+    pub entry: u32,
+    /// Guest-physical memory, a multiple of 4 KiB up to [`MAX_GUEST_MEMORY`].
+    pub memory_bytes: u64,
+    /// Where guest memory appears in the switcher.
+    pub memory_address: u64,
+    /// Where the read-only copy of the image appears in the switcher.
+    pub image_address: u64,
+    /// Where the [`crate::vcpu::VcpuState`] page appears in the switcher.
+    pub state_address: u64,
+}
+
+const _: () = assert!(size_of::<SpecHeader>() == 80);
+const _: () = assert!(size_of::<VmSpec>() == 104);
 const _: () = assert!(size_of::<ComponentSpec>() == 184);
 const _: () = assert!(size_of::<QueueSpec>() == 72);
 const _: () = assert!(size_of::<CapabilitySpec>() == 56);
@@ -292,6 +329,7 @@ pub struct Spec<'a> {
     pub port_grants: &'a [PortGrant],
     pub memory_grants: &'a [MemoryGrant],
     pub interrupt_grants: &'a [InterruptGrant],
+    pub vms: &'a [VmSpec],
 }
 
 /// Reads a NUL-padded name field: `Some` when it is 1..=32 bytes of
@@ -362,6 +400,7 @@ impl<'a> Spec<'a> {
                 MAX_GRANTS,
                 "interrupt grant",
             )?,
+            vms: table(bytes, header.vms, MAX_VMS, "vm")?,
         };
         spec.check()?;
         Ok(spec)
@@ -467,7 +506,15 @@ impl<'a> Spec<'a> {
             })?;
             let kind = CapabilityKind::from_u32(capability.kind)
                 .ok_or(SpecError::BadCapabilityKind { index })?;
-            let needs_target = kind != CapabilityKind::SchedulingControl;
+            let vm = matches!(kind, CapabilityKind::Vmcs | CapabilityKind::Vcpu);
+            if vm && capability.target as usize >= self.vms.len() {
+                return Err(SpecError::BadField {
+                    table: "capability",
+                    index,
+                    field: "vm",
+                });
+            }
+            let needs_target = kind != CapabilityKind::SchedulingControl && !vm;
             if needs_target && !self.component_exists(capability.target) {
                 return Err(SpecError::BadComponentIndex {
                     table: "capability",
@@ -563,7 +610,77 @@ impl<'a> Spec<'a> {
                 });
             }
         }
+        self.check_vms()
+    }
+
+    fn check_vms(&self) -> Result<(), SpecError> {
+        for (index, vm) in self.vms.iter().enumerate() {
+            let bad = |field| SpecError::BadField {
+                table: "vm",
+                index,
+                field,
+            };
+            let name = name_of(&vm.name).ok_or(SpecError::BadName { table: "vm", index })?;
+            let clash = self.vms[..index]
+                .iter()
+                .any(|other| name_of(&other.name) == Some(name))
+                || self
+                    .components
+                    .iter()
+                    .any(|component| name_of(&component.name) == Some(name));
+            if clash || name == "core" || name.contains('.') {
+                return Err(SpecError::BadName { table: "vm", index });
+            }
+            name_of(&vm.image).ok_or(SpecError::BadName {
+                table: "vm image",
+                index,
+            })?;
+            if !self.component_exists(vm.switcher) {
+                return Err(SpecError::BadComponentIndex { table: "vm", index });
+            }
+            if self.vms[..index]
+                .iter()
+                .any(|other| other.switcher == vm.switcher)
+            {
+                return Err(bad("switcher"));
+            }
+            if crate::vcpu::EntryMode::from_u32(vm.entry).is_none() {
+                return Err(bad("entry"));
+            }
+            if vm.memory_bytes == 0
+                || !vm.memory_bytes.is_multiple_of(4096)
+                || vm.memory_bytes > MAX_GUEST_MEMORY
+            {
+                return Err(bad("memory_bytes"));
+            }
+            let inside = |address: u64, bytes: u64| {
+                address.is_multiple_of(4096)
+                    && address >= crate::USER_MIN
+                    && address
+                        .checked_add(bytes)
+                        .is_some_and(|end| end <= crate::STACK_TOP)
+            };
+            if !inside(vm.memory_address, vm.memory_bytes) {
+                return Err(bad("memory_address"));
+            }
+            if !inside(vm.state_address, 4096) {
+                return Err(bad("state_address"));
+            }
+            // The image's size is known only at load; bound it by the largest
+            // guest it could fill.
+            if !inside(vm.image_address, MAX_GUEST_MEMORY) {
+                return Err(bad("image_address"));
+            }
+        }
         Ok(())
+    }
+
+    /// The VM run by component `switcher`, if any.
+    pub fn vm_of(&self, switcher: usize) -> Option<(usize, &'a VmSpec)> {
+        self.vms
+            .iter()
+            .enumerate()
+            .find(|(_, vm)| vm.switcher as usize == switcher)
     }
 
     /// The capabilities of component `index`.
@@ -585,6 +702,7 @@ pub struct SpecBuilder {
     pub port_grants: alloc::vec::Vec<PortGrant>,
     pub memory_grants: alloc::vec::Vec<MemoryGrant>,
     pub interrupt_grants: alloc::vec::Vec<InterruptGrant>,
+    pub vms: alloc::vec::Vec<VmSpec>,
     pub scheduling_controller: Option<u32>,
 }
 
@@ -612,6 +730,7 @@ impl SpecBuilder {
         let port_grants = put(&mut out, &self.port_grants);
         let memory_grants = put(&mut out, &self.memory_grants);
         let interrupt_grants = put(&mut out, &self.interrupt_grants);
+        let vms = put(&mut out, &self.vms);
         let header = SpecHeader {
             magic: SPEC_MAGIC,
             version: SPEC_VERSION,
@@ -622,6 +741,7 @@ impl SpecBuilder {
             port_grants,
             memory_grants,
             interrupt_grants,
+            vms,
             scheduling_controller: self.scheduling_controller.unwrap_or(NONE),
             reserved: 0,
         };

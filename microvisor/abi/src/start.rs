@@ -40,6 +40,15 @@ pub enum ResourceKind {
     Ports = 7,
     /// Device memory at `address`, `size` bytes.
     Memory = 8,
+    /// The guest-physical memory of the VM `name`, mapped at `address`
+    /// (guest-physical 0), `size` bytes; `bit` is its
+    /// [`crate::vcpu::EntryMode`].
+    GuestMemory = 9,
+    /// A read-only copy of the VM's boot image (an ELF) at `address`,
+    /// `size` bytes.
+    GuestImage = 10,
+    /// The VM's [`crate::vcpu::VcpuState`] page at `address`.
+    VcpuState = 11,
 }
 
 impl ResourceKind {
@@ -54,6 +63,9 @@ impl ResourceKind {
             6 => Self::Interrupt,
             7 => Self::Ports,
             8 => Self::Memory,
+            9 => Self::GuestMemory,
+            10 => Self::GuestImage,
+            11 => Self::VcpuState,
             _ => return None,
         })
     }

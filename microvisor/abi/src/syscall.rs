@@ -66,6 +66,26 @@ pub enum Syscall {
     /// [`Syscall::Wait`] with the timeout in `rsi`: one entry for "wake the
     /// peer, then sleep until it answers".
     SignalWait = 13,
+    /// Enter the guest: `rdi` a [`crate::spec::CapabilityKind::Vcpu`]
+    /// handle, `rsi` a mask of [`crate::vcpu::dirty`] bits naming the
+    /// state-page fields to write back first. Returns at the next VM exit
+    /// with the [`crate::vcpu::ExitReason`] in `rdx` and the exit and guest
+    /// state in the VM's state page. Host interrupts that arrive meanwhile
+    /// are handled by the core without returning.
+    VcpuRun = 14,
+    /// Make the vCPU `rdi` leave the guest (or not enter it) with
+    /// [`crate::vcpu::ExitReason::Poked`] at its next `VcpuRun`.
+    VcpuPoke = 15,
+    /// Set the optional intercepts of the VMCS `rdi` to the
+    /// [`crate::vcpu::intercept`] mask in `rsi`.
+    VmcsControl = 16,
+    /// Reset the VMCS `rdi` to power-on state: registers zeroed, intercepts
+    /// back to the core's set, a fresh address-space tag for the TLB. Guest
+    /// memory is left to the world switcher, which has it mapped.
+    VmcsReset = 17,
+    /// Like [`Syscall::LogWrite`], but the line is prefixed with the name of
+    /// the VM whose VMCS handle is in `rdi` (`rsi`/`rdx` are the text).
+    GuestLog = 18,
 }
 
 /// [`Syscall::SignalWait`]'s `rdi` when there is nothing to signal.
@@ -94,6 +114,11 @@ impl Syscall {
             11 => Self::ComponentRestart,
             12 => Self::ComponentStop,
             13 => Self::SignalWait,
+            14 => Self::VcpuRun,
+            15 => Self::VcpuPoke,
+            16 => Self::VmcsControl,
+            17 => Self::VmcsReset,
+            18 => Self::GuestLog,
             _ => return None,
         })
     }
@@ -135,10 +160,15 @@ mod tests {
             Syscall::ComponentRestart,
             Syscall::ComponentStop,
             Syscall::SignalWait,
+            Syscall::VcpuRun,
+            Syscall::VcpuPoke,
+            Syscall::VmcsControl,
+            Syscall::VmcsReset,
+            Syscall::GuestLog,
         ] {
             assert_eq!(Syscall::from_number(call as u64), Some(call));
         }
-        assert_eq!(Syscall::from_number(14), None);
+        assert_eq!(Syscall::from_number(19), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }
 }

@@ -1,0 +1,73 @@
+//! The interface the world switcher offers its guests.
+//!
+//! Everything a guest can rely on when it runs under this hypervisor, and
+//! nothing it needs when it does not: a guest detects us through CPUID
+//! ([`CPUID_BASE`], [`SIGNATURE`]) and only then uses hypercalls; the
+//! devices ([`UART_BASE`], [`STATUS_PORT`]) behave like the ones QEMU
+//! provides, so the same image also runs on a bare (emulated) machine.
+//!
+//! Hypercalls are `VMMCALL` (AMD) or `VMCALL` (Intel) with the number in
+//! `rax` and arguments in `rbx`, `rcx`, `rdx`; the result is in `rax`
+//! ([`OK`] or [`BAD_ARGUMENT`]) and, per call, `rbx`/`rcx`. An unknown
+//! number raises `#UD`, as the instruction does on a machine without a
+//! hypervisor. Guest-physical addresses are guest memory offsets.
+#![no_std]
+
+/// The first hypervisor CPUID leaf: `eax` = the highest hypervisor leaf,
+/// `ebx`, `ecx`, `edx` = [`SIGNATURE`].
+pub const CPUID_BASE: u32 = 0x4000_0000;
+/// The feature leaf: `eax` = [`features`] bits, `ebx` = [`INTERFACE_VERSION`].
+pub const CPUID_FEATURES: u32 = 0x4000_0001;
+/// The highest hypervisor leaf.
+pub const CPUID_MAX: u32 = CPUID_FEATURES;
+/// CPUID leaf 1 `ecx` bit 31: "running under a hypervisor".
+pub const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// The 12-byte signature in `ebx`, `ecx`, `edx` of [`CPUID_BASE`].
+pub const SIGNATURE: [u8; 12] = *b"MicrovisorHV";
+/// The hypercall interface version in [`CPUID_FEATURES`] `ebx`.
+pub const INTERFACE_VERSION: u32 = 1;
+
+/// Feature bits in [`CPUID_FEATURES`] `eax`.
+pub mod features {
+    /// The hypercalls of [`super::hypercall`] are available.
+    pub const HYPERCALLS: u32 = 1 << 0;
+    /// [`super::hypercall::NO_WORK`] gives the CPU away.
+    pub const NO_WORK: u32 = 1 << 1;
+    /// [`super::STATUS_PORT`] ends the VM with a status.
+    pub const STATUS_PORT: u32 = 1 << 2;
+    /// Everything this world switcher offers.
+    pub const ALL: u32 = HYPERCALLS | NO_WORK | STATUS_PORT;
+}
+
+/// Hypercall numbers (in `rax`).
+pub mod hypercall {
+    /// Who am I: answers `rbx` = [`super::INTERFACE_VERSION`], `rcx` = how
+    /// many times this VM was restarted, `rdx` = its memory size in bytes.
+    pub const IDENTIFY: u64 = 0;
+    /// Log one line: `rbx` = guest-physical address, `rcx` = length (at
+    /// most [`super::LOG_MAX`]). Printed prefixed with the VM's name.
+    pub const LOG: u64 = 1;
+    /// Give the CPU to others now; resumes at the next scheduling round.
+    pub const YIELD: u64 = 2;
+    /// "I have no work": `rbx` = the longest wait in microseconds. The VM
+    /// sleeps until an event for it arrives or the time has passed; answers
+    /// `rbx` = microseconds actually slept.
+    pub const NO_WORK: u64 = 3;
+}
+
+/// Hypercall result: done.
+pub const OK: u64 = 0;
+/// Hypercall result: an argument is out of range (e.g. a buffer outside
+/// guest memory).
+pub const BAD_ARGUMENT: u64 = u64::MAX;
+/// The longest [`hypercall::LOG`] line.
+pub const LOG_MAX: u64 = 256;
+
+/// The 16550 UART (COM1): transmit at `+0`, line status at `+5` (bit 5 =
+/// transmitter ready, always set). Output lines appear in the system log
+/// prefixed with the VM's name.
+pub const UART_BASE: u16 = 0x3f8;
+/// The test-status port, like QEMU's isa-debug-exit: a 32-bit `OUT` of `v`
+/// ends the VM; 0 means the guest's test passed. (QEMU's device exits with
+/// status `2v + 1`, so a native run that passes exits with 1.)
+pub const STATUS_PORT: u16 = 0xf4;

@@ -1,0 +1,401 @@
+//! The vCPU state page: what a world switcher sees of its guest's CPU.
+//!
+//! Every VM has one page of [`VcpuState`], mapped read-write into its world
+//! switcher. On every VM exit the core writes the exit (an
+//! architecture-neutral [`ExitReason`] with decoded qualifications, plus the
+//! raw vendor code) and the guest's register state into it, then returns
+//! from [`crate::syscall::Syscall::VcpuRun`]. The world switcher edits the
+//! fields it wants to change and passes a dirty mask of [`dirty`] bits with
+//! the next `VcpuRun`: the core writes back exactly those fields and nothing
+//! else, so a CPUID exit costs RIP and RAX..RDX, not the whole state.
+//!
+//! The layout is the same for AMD SVM and Intel VMX; the backends translate.
+//! Offsets are part of the ABI and asserted below.
+
+use core::mem::offset_of;
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// A segment register as the CPU caches it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct Segment {
+    pub selector: u16,
+    /// The descriptor's attributes in the compact 12-bit form: type (bits
+    /// 0..4), S (4), DPL (5..7), P (7), AVL (8), L (9), D/B (10), G (11).
+    pub attributes: u16,
+    pub limit: u32,
+    pub base: u64,
+}
+
+/// A descriptor-table register (GDTR, IDTR).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct DescriptorTable {
+    pub limit: u32,
+    pub reserved: u32,
+    pub base: u64,
+}
+
+/// Indices into [`VcpuState::gpr`], in the x86 register-encoding order (so
+/// an instruction's register field indexes the array directly).
+pub mod gpr {
+    pub const RAX: usize = 0;
+    pub const RCX: usize = 1;
+    pub const RDX: usize = 2;
+    pub const RBX: usize = 3;
+    pub const RSP: usize = 4;
+    pub const RBP: usize = 5;
+    pub const RSI: usize = 6;
+    pub const RDI: usize = 7;
+    pub const R8: usize = 8;
+    pub const R15: usize = 15;
+}
+
+/// Dirty-mask bits for [`crate::syscall::Syscall::VcpuRun`]: which fields of
+/// the state page the core writes back into the guest before entering it.
+pub mod dirty {
+    /// General-purpose register `n` (see [`super::gpr`]) is bit `n`.
+    pub const fn gpr(n: usize) -> u64 {
+        1 << n
+    }
+    pub const RAX: u64 = 1 << super::gpr::RAX;
+    pub const RCX: u64 = 1 << super::gpr::RCX;
+    pub const RDX: u64 = 1 << super::gpr::RDX;
+    pub const RBX: u64 = 1 << super::gpr::RBX;
+    pub const RSP: u64 = 1 << super::gpr::RSP;
+    /// All sixteen general-purpose registers.
+    pub const GPRS: u64 = 0xffff;
+    pub const RIP: u64 = 1 << 16;
+    pub const RFLAGS: u64 = 1 << 17;
+    pub const CR0: u64 = 1 << 18;
+    pub const CR2: u64 = 1 << 19;
+    pub const CR3: u64 = 1 << 20;
+    pub const CR4: u64 = 1 << 21;
+    pub const EFER: u64 = 1 << 22;
+    pub const CS: u64 = 1 << 23;
+    pub const DS: u64 = 1 << 24;
+    pub const ES: u64 = 1 << 25;
+    pub const SS: u64 = 1 << 26;
+    pub const FS: u64 = 1 << 27;
+    pub const GS: u64 = 1 << 28;
+    pub const TR: u64 = 1 << 29;
+    pub const LDTR: u64 = 1 << 30;
+    pub const GDTR: u64 = 1 << 31;
+    pub const IDTR: u64 = 1 << 32;
+    /// [`super::VcpuState::inject`]: deliver an event at the next entry.
+    pub const INJECT: u64 = 1 << 33;
+    /// [`super::VcpuState::interrupt_shadow`].
+    pub const INTERRUPT_SHADOW: u64 = 1 << 34;
+    /// All segment registers.
+    pub const SEGMENTS: u64 = CS | DS | ES | SS | FS | GS | TR | LDTR;
+    /// Everything the state page holds.
+    pub const ALL: u64 = (1 << 35) - 1;
+}
+
+/// Why the guest left, architecture-neutral.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ExitReason {
+    /// CPUID: the leaf is in RAX, the subleaf in RCX.
+    Cpuid = 1,
+    /// Port I/O; [`VcpuState::qualification`] is an [`IoExit`].
+    Io = 2,
+    /// RDMSR (`qualification` 0) or WRMSR (1); the MSR is in RCX.
+    Msr = 3,
+    /// HLT.
+    Hlt = 4,
+    /// A hypercall instruction (VMMCALL / VMCALL).
+    Hypercall = 5,
+    /// A guest-physical access outside guest memory (or not permitted):
+    /// [`VcpuState::guest_physical`] is the address, `qualification` the
+    /// [`npf`] access bits.
+    NestedPageFault = 6,
+    /// Shutdown: the guest triple-faulted.
+    Shutdown = 7,
+    /// The CPU refused the guest state at entry.
+    InvalidState = 8,
+    /// An intercepted exception: `qualification` is the vector,
+    /// `qualification2` the error code.
+    Exception = 9,
+    /// [`crate::syscall::Syscall::VcpuPoke`] asked the vCPU to stop.
+    Poked = 10,
+    /// An intercept the world switcher asked for with no neutral name;
+    /// see [`VcpuState::raw_exit`].
+    Other = 11,
+}
+
+impl ExitReason {
+    /// Decodes a reason, or `None`.
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        Some(match value {
+            1 => Self::Cpuid,
+            2 => Self::Io,
+            3 => Self::Msr,
+            4 => Self::Hlt,
+            5 => Self::Hypercall,
+            6 => Self::NestedPageFault,
+            7 => Self::Shutdown,
+            8 => Self::InvalidState,
+            9 => Self::Exception,
+            10 => Self::Poked,
+            11 => Self::Other,
+            _ => return None,
+        })
+    }
+}
+
+/// The qualification of an [`ExitReason::Io`] exit, packed in a `u64`:
+/// port in bits 0..16, access size in bytes in 16..24, bit 24 set for IN,
+/// bit 25 for a string instruction (INS/OUTS), bit 26 for a REP prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoExit {
+    pub port: u16,
+    /// 1, 2 or 4.
+    pub size: u8,
+    pub input: bool,
+    pub string: bool,
+    pub rep: bool,
+}
+
+impl IoExit {
+    /// Packs the qualification.
+    pub const fn encode(self) -> u64 {
+        self.port as u64
+            | (self.size as u64) << 16
+            | (self.input as u64) << 24
+            | (self.string as u64) << 25
+            | (self.rep as u64) << 26
+    }
+
+    /// Unpacks a qualification.
+    pub const fn decode(value: u64) -> Self {
+        Self {
+            port: value as u16,
+            size: (value >> 16) as u8,
+            input: value & 1 << 24 != 0,
+            string: value & 1 << 25 != 0,
+            rep: value & 1 << 26 != 0,
+        }
+    }
+}
+
+/// Access bits in the qualification of [`ExitReason::NestedPageFault`].
+pub mod npf {
+    /// The guest-physical page is mapped (a permission fault).
+    pub const PRESENT: u64 = 1 << 0;
+    pub const WRITE: u64 = 1 << 1;
+    pub const EXECUTE: u64 = 1 << 2;
+}
+
+/// An event to inject ([`VcpuState::inject`]) or one whose delivery an exit
+/// interrupted ([`VcpuState::exit_event`]): vector in bits 0..8, [`event`]
+/// type in 8..11, bit 11 set when an error code is pushed, bit 31 set when
+/// valid, error code in 32..64 (the SVM EVENTINJ layout, which VMX's
+/// interruption-information field also follows in its low 32 bits).
+pub mod event {
+    pub const VALID: u64 = 1 << 31;
+    pub const HAS_ERROR: u64 = 1 << 11;
+    /// Type: external interrupt.
+    pub const INTERRUPT: u64 = 0 << 8;
+    /// Type: non-maskable interrupt.
+    pub const NMI: u64 = 2 << 8;
+    /// Type: hardware exception.
+    pub const EXCEPTION: u64 = 3 << 8;
+    /// Type: software interrupt (INTn).
+    pub const SOFTWARE: u64 = 4 << 8;
+
+    /// A hardware exception, with an error code when given.
+    pub const fn exception(vector: u8, error: Option<u32>) -> u64 {
+        match error {
+            Some(code) => VALID | EXCEPTION | HAS_ERROR | vector as u64 | (code as u64) << 32,
+            None => VALID | EXCEPTION | vector as u64,
+        }
+    }
+
+    /// An external interrupt.
+    pub const fn interrupt(vector: u8) -> u64 {
+        VALID | INTERRUPT | vector as u64
+    }
+
+    /// `#UD`.
+    pub const UD: u64 = exception(6, None);
+    /// `#GP(0)`.
+    pub const GP0: u64 = exception(13, Some(0));
+}
+
+/// How a VM's CPU starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum EntryMode {
+    /// 64-bit long mode at the image's ELF entry, with identity paging of
+    /// guest memory, a flat GDT and a stack set up by the world switcher.
+    Long = 0,
+    /// 16-bit real mode at the first byte of the image's lowest segment
+    /// (CS.base = that address, IP = 0), as a CPU leaves reset.
+    Real = 1,
+}
+
+impl EntryMode {
+    /// Decodes a mode, or `None`.
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::Long),
+            1 => Some(Self::Real),
+            _ => None,
+        }
+    }
+}
+
+/// Optional intercepts a world switcher may ask for with
+/// [`crate::syscall::Syscall::VmcsControl`]. The core always intercepts what
+/// its own safety needs (host interrupts, port I/O, MSRs outside the
+/// guest-owned set, CPUID, HLT, hypercalls, shutdown, virtualization
+/// instructions); these add to that.
+pub mod intercept {
+    /// RDTSC and RDTSCP.
+    pub const RDTSC: u64 = 1 << 0;
+    /// WBINVD and INVD.
+    pub const WBINVD: u64 = 1 << 1;
+    /// PAUSE.
+    pub const PAUSE: u64 = 1 << 2;
+    /// Every intercept bit this core knows.
+    pub const ALL: u64 = RDTSC | WBINVD | PAUSE;
+}
+
+/// The shared state page.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct VcpuState {
+    /// An [`ExitReason`].
+    pub exit_reason: u32,
+    /// Length of the exiting instruction when the core knows it (from the
+    /// CPU's next-RIP or the I/O exit information), else 0: the world
+    /// switcher must then decode or use the instruction's known length.
+    pub instruction_length: u32,
+    /// The vendor's raw exit code (SVM EXITCODE or VMX basic exit reason).
+    pub raw_exit: u64,
+    /// Decoded exit information (see each [`ExitReason`]).
+    pub qualification: u64,
+    pub qualification2: u64,
+    /// The guest-physical address of a nested page fault.
+    pub guest_physical: u64,
+    /// An event whose delivery the exit interrupted ([`event`] layout). The
+    /// core re-injects it at the next entry unless `inject` is written.
+    pub exit_event: u64,
+    /// General-purpose registers, in [`gpr`] order.
+    pub gpr: [u64; 16],
+    pub rip: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub cs: Segment,
+    pub ds: Segment,
+    pub es: Segment,
+    pub ss: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub tr: Segment,
+    pub ldtr: Segment,
+    pub gdtr: DescriptorTable,
+    pub idtr: DescriptorTable,
+    /// An event to deliver at the next entry ([`event`] layout), written
+    /// back when [`dirty::INJECT`] is set.
+    pub inject: u64,
+    /// 1 when the guest is in an interrupt shadow (after STI or MOV SS).
+    pub interrupt_shadow: u64,
+    /// Guest entries so far.
+    pub entries: u64,
+    /// Guest state fields the core wrote back at the last entry.
+    pub last_writes: u64,
+}
+
+const _: () = assert!(offset_of!(VcpuState, exit_reason) == 0);
+const _: () = assert!(offset_of!(VcpuState, instruction_length) == 4);
+const _: () = assert!(offset_of!(VcpuState, raw_exit) == 8);
+const _: () = assert!(offset_of!(VcpuState, qualification) == 16);
+const _: () = assert!(offset_of!(VcpuState, qualification2) == 24);
+const _: () = assert!(offset_of!(VcpuState, guest_physical) == 32);
+const _: () = assert!(offset_of!(VcpuState, exit_event) == 40);
+const _: () = assert!(offset_of!(VcpuState, gpr) == 48);
+const _: () = assert!(offset_of!(VcpuState, rip) == 176);
+const _: () = assert!(offset_of!(VcpuState, rflags) == 184);
+const _: () = assert!(offset_of!(VcpuState, cr0) == 192);
+const _: () = assert!(offset_of!(VcpuState, efer) == 224);
+const _: () = assert!(offset_of!(VcpuState, cs) == 232);
+const _: () = assert!(offset_of!(VcpuState, ldtr) == 344);
+const _: () = assert!(offset_of!(VcpuState, gdtr) == 360);
+const _: () = assert!(offset_of!(VcpuState, idtr) == 376);
+const _: () = assert!(offset_of!(VcpuState, inject) == 392);
+const _: () = assert!(offset_of!(VcpuState, interrupt_shadow) == 400);
+const _: () = assert!(offset_of!(VcpuState, entries) == 408);
+const _: () = assert!(offset_of!(VcpuState, last_writes) == 416);
+const _: () = assert!(size_of::<VcpuState>() == 424);
+const _: () = assert!(size_of::<VcpuState>() <= 4096);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_qualification_round_trips() {
+        let exit = IoExit {
+            port: 0x3f8,
+            size: 1,
+            input: false,
+            string: true,
+            rep: true,
+        };
+        assert_eq!(IoExit::decode(exit.encode()), exit);
+        assert_eq!(exit.encode() & 0xffff, 0x3f8);
+    }
+
+    #[test]
+    fn events_encode_like_eventinj() {
+        assert_eq!(event::UD, 0x8000_0306);
+        assert_eq!(event::GP0, 0x0000_0000_8000_0b0d);
+        assert_eq!(
+            event::exception(14, Some(2)),
+            0x0000_0002_8000_0b0e,
+            "page fault with error code 2"
+        );
+        assert_eq!(event::interrupt(0x20), 0x8000_0020);
+    }
+
+    #[test]
+    fn reasons_round_trip() {
+        for value in 1..=11 {
+            assert_eq!(ExitReason::from_u32(value).unwrap() as u32, value);
+        }
+        assert_eq!(ExitReason::from_u32(0), None);
+        assert_eq!(ExitReason::from_u32(12), None);
+    }
+
+    #[test]
+    fn dirty_bits_are_distinct_and_cover_all() {
+        let bits = [
+            dirty::GPRS,
+            dirty::RIP,
+            dirty::RFLAGS,
+            dirty::CR0,
+            dirty::CR2,
+            dirty::CR3,
+            dirty::CR4,
+            dirty::EFER,
+            dirty::SEGMENTS,
+            dirty::GDTR,
+            dirty::IDTR,
+            dirty::INJECT,
+            dirty::INTERRUPT_SHADOW,
+        ];
+        let mut seen = 0u64;
+        for bit in bits {
+            assert_eq!(seen & bit, 0);
+            seen |= bit;
+        }
+        assert_eq!(seen, dirty::ALL);
+    }
+}
