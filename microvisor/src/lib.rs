@@ -6,7 +6,9 @@
 //! checks. The ring-0 binary (`src/main.rs` and its `arch` module) supplies
 //! the hardware: it hands these modules memory through small traits
 //! ([`paging::TableMemory`], [`boot_info::PhysicalMemory`]) and acts on their
-//! answers. Every function here treats its input as hostile and returns a
+//! answers. The virtualization layer's data halves live here too: nested
+//! page tables ([`npt`]) and the SVM control block with exit decoding and
+//! the dirty-mask write-back ([`svm`]). Every function here treats its input as hostile and returns a
 //! typed error rather than panicking.
 #![cfg_attr(not(test), no_std)]
 
@@ -15,6 +17,8 @@ pub mod boot_info;
 pub mod capability;
 pub mod elf;
 pub mod frame;
+pub mod npt;
 pub mod paging;
 pub mod sched;
+pub mod svm;
 pub mod user;

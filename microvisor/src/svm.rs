@@ -1,0 +1,1016 @@
+//! AMD SVM: the VMCB layout and the pure halves of the vCPU run path.
+//!
+//! The ring-0 backend (`arch::x86_64::svm`) owns the instructions (VMRUN,
+//! VMLOAD, VMSAVE, CLGI, STGI); everything that is only data lives here so
+//! it can be tested on the host: the [`Vmcb`] with its architectural offsets
+//! asserted, the core's mandatory intercepts ([`Vmcb::init`]), the dirty-mask
+//! write-back of the shared [`VcpuState`] with exact VMCB clean bits
+//! ([`write_back`]), the copy-out at exit ([`read_out`]), exit decoding into
+//! the architecture-neutral [`ExitReason`] ([`decode_exit`]), the MSR and
+//! I/O permission maps, and ASID assignment ([`AsidAllocator`]).
+//!
+//! Guest general-purpose registers other than RAX and RSP are not part of
+//! the VMCB: the backend keeps them in a [`GuestRegisters`] array that its
+//! entry code loads and saves, and the write-back treats that array like
+//! VMCB state (written only where the mask says).
+
+use core::mem::offset_of;
+
+use microvisor_abi::vcpu::{DescriptorTable, ExitReason, IoExit, Segment, VcpuState, dirty, gpr, npf};
+
+/// A VMCB segment register.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct VmcbSegment {
+    pub selector: u16,
+    pub attributes: u16,
+    pub limit: u32,
+    pub base: u64,
+}
+
+/// The VMCB: control area (0x000..0x400) and state-save area (0x400..).
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(4096))]
+pub struct Vmcb {
+    pub intercept_cr: u32,
+    pub intercept_dr: u32,
+    pub intercept_exceptions: u32,
+    pub intercept_misc1: u32,
+    pub intercept_misc2: u32,
+    pub intercept_misc3: u32,
+    reserved_018: [u8; 0x24],
+    pub pause_filter_threshold: u16,
+    pub pause_filter_count: u16,
+    pub iopm_base: u64,
+    pub msrpm_base: u64,
+    pub tsc_offset: u64,
+    pub asid: u32,
+    pub tlb_control: u8,
+    reserved_05d: [u8; 3],
+    pub int_ctl: u64,
+    pub int_state: u64,
+    pub exit_code: u64,
+    pub exit_info1: u64,
+    pub exit_info2: u64,
+    pub exit_int_info: u64,
+    pub nested_ctl: u64,
+    pub avic_bar: u64,
+    pub ghcb: u64,
+    pub event_inject: u64,
+    pub nested_cr3: u64,
+    pub lbr_virtualization: u64,
+    pub clean: u32,
+    reserved_0c4: u32,
+    pub next_rip: u64,
+    pub instruction_bytes_fetched: u8,
+    pub instruction_bytes: [u8; 15],
+    reserved_0e0: [u8; 0x320],
+    // State-save area.
+    pub es: VmcbSegment,
+    pub cs: VmcbSegment,
+    pub ss: VmcbSegment,
+    pub ds: VmcbSegment,
+    pub fs: VmcbSegment,
+    pub gs: VmcbSegment,
+    pub gdtr: VmcbSegment,
+    pub ldtr: VmcbSegment,
+    pub idtr: VmcbSegment,
+    pub tr: VmcbSegment,
+    reserved_4a0: [u8; 0x2b],
+    pub cpl: u8,
+    reserved_4cc: u32,
+    pub efer: u64,
+    reserved_4d8: [u8; 0x70],
+    pub cr4: u64,
+    pub cr3: u64,
+    pub cr0: u64,
+    pub dr7: u64,
+    pub dr6: u64,
+    pub rflags: u64,
+    pub rip: u64,
+    reserved_580: [u8; 0x58],
+    pub rsp: u64,
+    pub s_cet: u64,
+    pub ssp: u64,
+    pub isst_address: u64,
+    pub rax: u64,
+    pub star: u64,
+    pub lstar: u64,
+    pub cstar: u64,
+    pub sfmask: u64,
+    pub kernel_gs_base: u64,
+    pub sysenter_cs: u64,
+    pub sysenter_esp: u64,
+    pub sysenter_eip: u64,
+    pub cr2: u64,
+    reserved_648: [u8; 0x20],
+    pub g_pat: u64,
+    reserved_670: [u8; 0x990],
+}
+
+const _: () = assert!(size_of::<Vmcb>() == 4096);
+const _: () = assert!(offset_of!(Vmcb, intercept_misc1) == 0x0c);
+const _: () = assert!(offset_of!(Vmcb, pause_filter_threshold) == 0x3c);
+const _: () = assert!(offset_of!(Vmcb, iopm_base) == 0x40);
+const _: () = assert!(offset_of!(Vmcb, asid) == 0x58);
+const _: () = assert!(offset_of!(Vmcb, tlb_control) == 0x5c);
+const _: () = assert!(offset_of!(Vmcb, int_ctl) == 0x60);
+const _: () = assert!(offset_of!(Vmcb, exit_code) == 0x70);
+const _: () = assert!(offset_of!(Vmcb, exit_int_info) == 0x88);
+const _: () = assert!(offset_of!(Vmcb, nested_ctl) == 0x90);
+const _: () = assert!(offset_of!(Vmcb, event_inject) == 0xa8);
+const _: () = assert!(offset_of!(Vmcb, nested_cr3) == 0xb0);
+const _: () = assert!(offset_of!(Vmcb, clean) == 0xc0);
+const _: () = assert!(offset_of!(Vmcb, next_rip) == 0xc8);
+const _: () = assert!(offset_of!(Vmcb, es) == 0x400);
+const _: () = assert!(offset_of!(Vmcb, tr) == 0x490);
+const _: () = assert!(offset_of!(Vmcb, cpl) == 0x4cb);
+const _: () = assert!(offset_of!(Vmcb, efer) == 0x4d0);
+const _: () = assert!(offset_of!(Vmcb, cr4) == 0x548);
+const _: () = assert!(offset_of!(Vmcb, rip) == 0x578);
+const _: () = assert!(offset_of!(Vmcb, rsp) == 0x5d8);
+const _: () = assert!(offset_of!(Vmcb, rax) == 0x5f8);
+const _: () = assert!(offset_of!(Vmcb, cr2) == 0x640);
+const _: () = assert!(offset_of!(Vmcb, g_pat) == 0x668);
+
+/// `intercept_misc1` bits.
+pub mod misc1 {
+    pub const INTR: u32 = 1 << 0;
+    pub const NMI: u32 = 1 << 1;
+    pub const SMI: u32 = 1 << 2;
+    pub const INIT: u32 = 1 << 3;
+    pub const RDTSC: u32 = 1 << 14;
+    pub const CPUID: u32 = 1 << 18;
+    pub const INVD: u32 = 1 << 22;
+    pub const PAUSE: u32 = 1 << 23;
+    pub const HLT: u32 = 1 << 24;
+    pub const INVLPGA: u32 = 1 << 26;
+    pub const IOIO: u32 = 1 << 27;
+    pub const MSR: u32 = 1 << 28;
+    pub const SHUTDOWN: u32 = 1 << 31;
+}
+
+/// `intercept_misc2` bits.
+pub mod misc2 {
+    pub const VMRUN: u32 = 1 << 0;
+    pub const VMMCALL: u32 = 1 << 1;
+    pub const VMLOAD: u32 = 1 << 2;
+    pub const VMSAVE: u32 = 1 << 3;
+    pub const STGI: u32 = 1 << 4;
+    pub const CLGI: u32 = 1 << 5;
+    pub const SKINIT: u32 = 1 << 6;
+    pub const RDTSCP: u32 = 1 << 7;
+    pub const WBINVD: u32 = 1 << 9;
+    pub const XSETBV: u32 = 1 << 13;
+}
+
+/// VMCB clean bits: a set bit tells the CPU the field group is unchanged
+/// since the last VMRUN of this VMCB on this CPU.
+pub mod clean {
+    pub const INTERCEPTS: u32 = 1 << 0;
+    pub const IOPM: u32 = 1 << 1;
+    pub const ASID: u32 = 1 << 2;
+    pub const TPR: u32 = 1 << 3;
+    pub const NESTED_PAGING: u32 = 1 << 4;
+    pub const CONTROL_REGISTERS: u32 = 1 << 5;
+    pub const DEBUG_REGISTERS: u32 = 1 << 6;
+    pub const DESCRIPTOR_TABLES: u32 = 1 << 7;
+    pub const SEGMENTS: u32 = 1 << 8;
+    pub const CR2: u32 = 1 << 9;
+    pub const LBR: u32 = 1 << 10;
+    pub const AVIC: u32 = 1 << 11;
+    /// Every group this core uses.
+    pub const ALL: u32 = (1 << 12) - 1;
+}
+
+/// SVM exit codes this core names.
+pub mod exit {
+    pub const EXCEPTION_BASE: u64 = 0x40;
+    pub const INTR: u64 = 0x60;
+    pub const NMI: u64 = 0x61;
+    pub const SMI: u64 = 0x62;
+    pub const INIT: u64 = 0x63;
+    pub const CPUID: u64 = 0x72;
+    pub const HLT: u64 = 0x78;
+    pub const IOIO: u64 = 0x7b;
+    pub const MSR: u64 = 0x7c;
+    pub const SHUTDOWN: u64 = 0x7f;
+    pub const VMRUN: u64 = 0x80;
+    pub const VMMCALL: u64 = 0x81;
+    pub const NPF: u64 = 0x400;
+    /// VMEXIT_INVALID: the guest state failed VMRUN's consistency checks.
+    pub const INVALID: u64 = u64::MAX;
+}
+
+/// EFER.SVME: must stay set in the guest's EFER (hidden from the guest).
+pub const EFER_SVME: u64 = 1 << 12;
+/// `int_ctl`: physical interrupts are masked by the host's RFLAGS.IF, the
+/// guest's IF masks only virtual interrupts.
+pub const V_INTR_MASKING: u64 = 1 << 24;
+/// `nested_ctl`: nested paging on.
+pub const NESTED_PAGING: u64 = 1 << 0;
+/// `tlb_control`: flush this guest's (ASID's) TLB entries at VMRUN.
+pub const TLB_FLUSH_GUEST: u8 = 3;
+/// `tlb_control`: flush everything at VMRUN.
+pub const TLB_FLUSH_ALL: u8 = 1;
+
+/// Intercepts the core always sets: host interrupts and signals exit to
+/// the core; port I/O and MSRs go through the permission maps; CPUID, HLT,
+/// hypercalls and shutdown go to the world switcher; the virtualization
+/// instructions themselves and cache invalidation without write-back are
+/// never the guest's.
+pub const MANDATORY_MISC1: u32 = misc1::INTR
+    | misc1::NMI
+    | misc1::SMI
+    | misc1::INIT
+    | misc1::CPUID
+    | misc1::INVD
+    | misc1::HLT
+    | misc1::INVLPGA
+    | misc1::IOIO
+    | misc1::MSR
+    | misc1::SHUTDOWN;
+/// See [`MANDATORY_MISC1`].
+pub const MANDATORY_MISC2: u32 = misc2::VMRUN
+    | misc2::VMMCALL
+    | misc2::VMLOAD
+    | misc2::VMSAVE
+    | misc2::STGI
+    | misc2::CLGI
+    | misc2::SKINIT;
+/// Exceptions intercepted unconditionally: machine check (#MC) belongs
+/// to the host.
+pub const MANDATORY_EXCEPTIONS: u32 = 1 << 18;
+
+/// The guest registers the VMCB does not hold, in [`gpr`] order (the RAX
+/// and RSP slots are unused: those live in the VMCB).
+pub type GuestRegisters = [u64; 16];
+
+impl Vmcb {
+    /// An all-zero VMCB.
+    pub const ZERO: Self = Self {
+        intercept_cr: 0,
+        intercept_dr: 0,
+        intercept_exceptions: 0,
+        intercept_misc1: 0,
+        intercept_misc2: 0,
+        intercept_misc3: 0,
+        reserved_018: [0; 0x24],
+        pause_filter_threshold: 0,
+        pause_filter_count: 0,
+        iopm_base: 0,
+        msrpm_base: 0,
+        tsc_offset: 0,
+        asid: 0,
+        tlb_control: 0,
+        reserved_05d: [0; 3],
+        int_ctl: 0,
+        int_state: 0,
+        exit_code: 0,
+        exit_info1: 0,
+        exit_info2: 0,
+        exit_int_info: 0,
+        nested_ctl: 0,
+        avic_bar: 0,
+        ghcb: 0,
+        event_inject: 0,
+        nested_cr3: 0,
+        lbr_virtualization: 0,
+        clean: 0,
+        reserved_0c4: 0,
+        next_rip: 0,
+        instruction_bytes_fetched: 0,
+        instruction_bytes: [0; 15],
+        reserved_0e0: [0; 0x320],
+        es: SEGMENT_ZERO,
+        cs: SEGMENT_ZERO,
+        ss: SEGMENT_ZERO,
+        ds: SEGMENT_ZERO,
+        fs: SEGMENT_ZERO,
+        gs: SEGMENT_ZERO,
+        gdtr: SEGMENT_ZERO,
+        ldtr: SEGMENT_ZERO,
+        idtr: SEGMENT_ZERO,
+        tr: SEGMENT_ZERO,
+        reserved_4a0: [0; 0x2b],
+        cpl: 0,
+        reserved_4cc: 0,
+        efer: 0,
+        reserved_4d8: [0; 0x70],
+        cr4: 0,
+        cr3: 0,
+        cr0: 0,
+        dr7: 0,
+        dr6: 0,
+        rflags: 0,
+        rip: 0,
+        reserved_580: [0; 0x58],
+        rsp: 0,
+        s_cet: 0,
+        ssp: 0,
+        isst_address: 0,
+        rax: 0,
+        star: 0,
+        lstar: 0,
+        cstar: 0,
+        sfmask: 0,
+        kernel_gs_base: 0,
+        sysenter_cs: 0,
+        sysenter_esp: 0,
+        sysenter_eip: 0,
+        cr2: 0,
+        reserved_648: [0; 0x20],
+        g_pat: 0,
+        reserved_670: [0; 0x990],
+    };
+
+    /// Resets to the power-on state of a CPU (all registers as after
+    /// INIT, 16-bit real mode at 0) with the core's mandatory intercepts,
+    /// the permission maps and nested paging at `nested_cr3`, tagged
+    /// `asid`. Every clean bit is clear: the CPU reloads everything.
+    pub fn init(&mut self, iopm: u64, msrpm: u64, nested_cr3: u64, asid: u32) {
+        *self = Self::ZERO;
+        self.intercept_misc1 = MANDATORY_MISC1;
+        self.intercept_misc2 = MANDATORY_MISC2;
+        self.intercept_exceptions = MANDATORY_EXCEPTIONS;
+        self.iopm_base = iopm;
+        self.msrpm_base = msrpm;
+        self.asid = asid;
+        self.tlb_control = TLB_FLUSH_GUEST;
+        self.int_ctl = V_INTR_MASKING;
+        self.nested_ctl = NESTED_PAGING;
+        self.nested_cr3 = nested_cr3;
+        // The power-on PAT: WB, WT, UC-, UC repeated.
+        self.g_pat = 0x0007_0406_0007_0406;
+        let data = VmcbSegment {
+            selector: 0,
+            attributes: 0x93,
+            limit: 0xffff,
+            base: 0,
+        };
+        self.cs = VmcbSegment {
+            attributes: 0x9b,
+            ..data
+        };
+        (self.ds, self.es, self.ss, self.fs, self.gs) = (data, data, data, data, data);
+        self.gdtr.limit = 0xffff;
+        self.idtr.limit = 0xffff;
+        self.ldtr = VmcbSegment {
+            attributes: 0x82,
+            ..data
+        };
+        self.tr = VmcbSegment {
+            attributes: 0x8b,
+            ..data
+        };
+        self.cr0 = 0x6000_0010; // CD, NW, ET
+        self.rflags = 0x2;
+        self.dr6 = 0xffff_0ff0;
+        self.dr7 = 0x400;
+        self.efer = EFER_SVME;
+        self.clean = 0;
+    }
+
+    /// Sets the optional intercepts ([`microvisor_abi::vcpu::intercept`]
+    /// bits) on top of the mandatory ones.
+    pub fn set_optional_intercepts(&mut self, mask: u64) {
+        use microvisor_abi::vcpu::intercept;
+        let mut misc1 = MANDATORY_MISC1;
+        let mut misc2 = MANDATORY_MISC2;
+        if mask & intercept::RDTSC != 0 {
+            misc1 |= misc1::RDTSC;
+            misc2 |= misc2::RDTSCP;
+        }
+        if mask & intercept::WBINVD != 0 {
+            misc2 |= misc2::WBINVD;
+        }
+        if mask & intercept::PAUSE != 0 {
+            misc1 |= misc1::PAUSE;
+        }
+        self.intercept_misc1 = misc1;
+        self.intercept_misc2 = misc2;
+        self.clean &= !clean::INTERCEPTS;
+    }
+}
+
+const SEGMENT_ZERO: VmcbSegment = VmcbSegment {
+    selector: 0,
+    attributes: 0,
+    limit: 0,
+    base: 0,
+};
+
+fn to_vmcb(segment: &Segment) -> VmcbSegment {
+    VmcbSegment {
+        selector: segment.selector,
+        attributes: segment.attributes,
+        limit: segment.limit,
+        base: segment.base,
+    }
+}
+
+fn from_vmcb(segment: &VmcbSegment) -> Segment {
+    Segment {
+        selector: segment.selector,
+        attributes: segment.attributes,
+        limit: segment.limit,
+        base: segment.base,
+    }
+}
+
+fn table_to_vmcb(table: &DescriptorTable) -> VmcbSegment {
+    VmcbSegment {
+        selector: 0,
+        attributes: 0,
+        limit: table.limit,
+        base: table.base,
+    }
+}
+
+fn table_from_vmcb(table: &VmcbSegment) -> DescriptorTable {
+    DescriptorTable {
+        limit: table.limit,
+        reserved: 0,
+        base: table.base,
+    }
+}
+
+/// Writes the fields of `state` named by `mask` into the VMCB and the
+/// guest registers, clearing exactly the clean bits of the groups it
+/// touched; returns how many fields it wrote. Bits outside
+/// [`dirty::ALL`] are ignored.
+pub fn write_back(
+    vmcb: &mut Vmcb,
+    registers: &mut GuestRegisters,
+    state: &VcpuState,
+    mask: u64,
+) -> u32 {
+    let mask = mask & dirty::ALL;
+    if mask == 0 {
+        return 0;
+    }
+    let mut gprs = mask & dirty::GPRS;
+    while gprs != 0 {
+        let n = gprs.trailing_zeros() as usize;
+        gprs &= gprs - 1;
+        match n {
+            gpr::RAX => vmcb.rax = state.gpr[n],
+            gpr::RSP => vmcb.rsp = state.gpr[n],
+            _ => registers[n] = state.gpr[n],
+        }
+    }
+    if mask & dirty::RIP != 0 {
+        vmcb.rip = state.rip;
+    }
+    if mask & dirty::RFLAGS != 0 {
+        // Bit 1 is fixed to 1; reserved bits stay clear.
+        vmcb.rflags = (state.rflags & 0x003f_7fd5) | 0x2;
+    }
+    if mask & (dirty::CR0 | dirty::CR3 | dirty::CR4 | dirty::EFER) != 0 {
+        if mask & dirty::CR0 != 0 {
+            vmcb.cr0 = state.cr0;
+        }
+        if mask & dirty::CR3 != 0 {
+            vmcb.cr3 = state.cr3;
+        }
+        if mask & dirty::CR4 != 0 {
+            vmcb.cr4 = state.cr4;
+        }
+        if mask & dirty::EFER != 0 {
+            vmcb.efer = state.efer | EFER_SVME;
+        }
+        vmcb.clean &= !clean::CONTROL_REGISTERS;
+    }
+    if mask & dirty::CR2 != 0 {
+        vmcb.cr2 = state.cr2;
+        vmcb.clean &= !clean::CR2;
+    }
+    if mask & (dirty::CS | dirty::DS | dirty::ES | dirty::SS) != 0 {
+        if mask & dirty::CS != 0 {
+            vmcb.cs = to_vmcb(&state.cs);
+        }
+        if mask & dirty::DS != 0 {
+            vmcb.ds = to_vmcb(&state.ds);
+        }
+        if mask & dirty::ES != 0 {
+            vmcb.es = to_vmcb(&state.es);
+        }
+        if mask & dirty::SS != 0 {
+            vmcb.ss = to_vmcb(&state.ss);
+        }
+        // CPL is SS.DPL in protected mode, 0 in real mode.
+        vmcb.cpl = if vmcb.cr0 & 1 != 0 {
+            ((vmcb.ss.attributes >> 5) & 3) as u8
+        } else {
+            0
+        };
+        vmcb.clean &= !clean::SEGMENTS;
+    }
+    // FS, GS, TR and LDTR are loaded by VMLOAD, not cached: no clean bit.
+    if mask & dirty::FS != 0 {
+        vmcb.fs = to_vmcb(&state.fs);
+    }
+    if mask & dirty::GS != 0 {
+        vmcb.gs = to_vmcb(&state.gs);
+    }
+    if mask & dirty::TR != 0 {
+        vmcb.tr = to_vmcb(&state.tr);
+    }
+    if mask & dirty::LDTR != 0 {
+        vmcb.ldtr = to_vmcb(&state.ldtr);
+    }
+    if mask & (dirty::GDTR | dirty::IDTR) != 0 {
+        if mask & dirty::GDTR != 0 {
+            vmcb.gdtr = table_to_vmcb(&state.gdtr);
+        }
+        if mask & dirty::IDTR != 0 {
+            vmcb.idtr = table_to_vmcb(&state.idtr);
+        }
+        vmcb.clean &= !clean::DESCRIPTOR_TABLES;
+    }
+    if mask & dirty::INJECT != 0 {
+        // Only the architecturally defined bits; type 1 is reserved.
+        let event = state.inject & 0xffff_ffff_8000_0fff;
+        let kind = (event >> 8) & 7;
+        vmcb.event_inject = if event & (1 << 31) != 0 && kind != 1 && kind <= 4 {
+            event
+        } else {
+            0
+        };
+    }
+    if mask & dirty::INTERRUPT_SHADOW != 0 {
+        vmcb.int_state = state.interrupt_shadow & 1;
+    }
+    mask.count_ones()
+}
+
+/// Copies the guest state out of the VMCB and the guest registers into the
+/// state page after an exit (the exit fields are [`decode_exit`]'s).
+pub fn read_out(vmcb: &Vmcb, registers: &GuestRegisters, state: &mut VcpuState) {
+    state.gpr = *registers;
+    state.gpr[gpr::RAX] = vmcb.rax;
+    state.gpr[gpr::RSP] = vmcb.rsp;
+    state.rip = vmcb.rip;
+    state.rflags = vmcb.rflags;
+    state.cr0 = vmcb.cr0;
+    state.cr2 = vmcb.cr2;
+    state.cr3 = vmcb.cr3;
+    state.cr4 = vmcb.cr4;
+    state.efer = vmcb.efer & !EFER_SVME;
+    state.cs = from_vmcb(&vmcb.cs);
+    state.ds = from_vmcb(&vmcb.ds);
+    state.es = from_vmcb(&vmcb.es);
+    state.ss = from_vmcb(&vmcb.ss);
+    state.fs = from_vmcb(&vmcb.fs);
+    state.gs = from_vmcb(&vmcb.gs);
+    state.tr = from_vmcb(&vmcb.tr);
+    state.ldtr = from_vmcb(&vmcb.ldtr);
+    state.gdtr = table_from_vmcb(&vmcb.gdtr);
+    state.idtr = table_from_vmcb(&vmcb.idtr);
+    state.interrupt_shadow = vmcb.int_state & 1;
+    state.inject = 0;
+}
+
+/// An exit, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// `None` for a host interrupt or signal: the core handles it and
+    /// re-enters without involving the world switcher.
+    pub reason: Option<ExitReason>,
+    pub qualification: u64,
+    pub qualification2: u64,
+    pub guest_physical: u64,
+    /// Length of the exiting instruction when known, else 0.
+    pub instruction_length: u32,
+}
+
+/// Decodes the exit recorded in `vmcb`. `next_rip_valid` says whether the
+/// CPU writes `next_rip` (the NRIP-save feature); without it the length is
+/// known only for I/O exits, whose EXITINFO2 is always the next RIP.
+pub fn decode_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
+    let code = vmcb.exit_code;
+    let (info1, info2) = (vmcb.exit_info1, vmcb.exit_info2);
+    let length_from = |next: u64| {
+        let length = next.wrapping_sub(vmcb.rip);
+        if (1..=15).contains(&length) {
+            length as u32
+        } else {
+            0
+        }
+    };
+    let mut exit = Exit {
+        reason: None,
+        qualification: 0,
+        qualification2: 0,
+        guest_physical: 0,
+        instruction_length: if next_rip_valid {
+            length_from(vmcb.next_rip)
+        } else {
+            0
+        },
+    };
+    exit.reason = Some(match code {
+        exit::INTR | exit::NMI | exit::SMI | exit::INIT => return Exit { reason: None, ..exit },
+        exit::CPUID => ExitReason::Cpuid,
+        exit::HLT => ExitReason::Hlt,
+        exit::VMMCALL => ExitReason::Hypercall,
+        exit::SHUTDOWN => ExitReason::Shutdown,
+        exit::INVALID => ExitReason::InvalidState,
+        exit::MSR => {
+            exit.qualification = info1 & 1;
+            ExitReason::Msr
+        }
+        exit::IOIO => {
+            let size = if info1 & (1 << 4) != 0 {
+                1
+            } else if info1 & (1 << 5) != 0 {
+                2
+            } else {
+                4
+            };
+            exit.qualification = IoExit {
+                port: (info1 >> 16) as u16,
+                size,
+                input: info1 & 1 != 0,
+                string: info1 & (1 << 2) != 0,
+                rep: info1 & (1 << 3) != 0,
+            }
+            .encode();
+            exit.instruction_length = length_from(info2);
+            ExitReason::Io
+        }
+        exit::NPF => {
+            // EXITINFO1 is a page-fault error code: P, W, U, RSV, I/D.
+            let mut access = 0;
+            if info1 & 1 != 0 {
+                access |= npf::PRESENT;
+            }
+            if info1 & 2 != 0 {
+                access |= npf::WRITE;
+            }
+            if info1 & 16 != 0 {
+                access |= npf::EXECUTE;
+            }
+            exit.qualification = access;
+            exit.guest_physical = info2;
+            ExitReason::NestedPageFault
+        }
+        0x40..=0x5f => {
+            exit.qualification = code - exit::EXCEPTION_BASE;
+            exit.qualification2 = info1;
+            ExitReason::Exception
+        }
+        _ => {
+            exit.qualification = info1;
+            exit.qualification2 = info2;
+            ExitReason::Other
+        }
+    });
+    exit
+}
+
+/// Bytes of the I/O permission map (one bit per port, plus the spill-over
+/// of a 4-byte access at port 0xffff).
+pub const IOPM_BYTES: usize = 3 * 4096;
+/// Bytes of the MSR permission map.
+pub const MSRPM_BYTES: usize = 2 * 4096;
+
+/// MSRs the guest reads and writes directly: the ones VMLOAD and VMSAVE
+/// switch, so a guest's values never reach the host.
+pub const GUEST_OWNED_MSRS: [u32; 10] = [
+    0xc000_0081, // STAR
+    0xc000_0082, // LSTAR
+    0xc000_0083, // CSTAR
+    0xc000_0084, // SFMASK
+    0xc000_0100, // FS_BASE
+    0xc000_0101, // GS_BASE
+    0xc000_0102, // KERNEL_GS_BASE
+    0x174,       // SYSENTER_CS
+    0x175,       // SYSENTER_ESP
+    0x176,       // SYSENTER_EIP
+];
+
+/// Where MSR `msr`'s read-intercept bit is in the MSR permission map (byte,
+/// bit); the write bit follows it. `None` for MSRs outside the map's three
+/// ranges (those are always intercepted).
+pub fn msrpm_position(msr: u32) -> Option<(usize, u32)> {
+    let (base, offset) = match msr {
+        0..=0x1fff => (0, msr),
+        0xc000_0000..=0xc000_1fff => (0x800, msr - 0xc000_0000),
+        0xc001_0000..=0xc001_1fff => (0x1000, msr - 0xc001_0000),
+        _ => return None,
+    };
+    let bit = offset as usize * 2;
+    Some((base + bit / 8, (bit % 8) as u32))
+}
+
+/// Fills the MSR permission map: everything intercepted except
+/// [`GUEST_OWNED_MSRS`].
+pub fn fill_msrpm(map: &mut [u8; MSRPM_BYTES]) {
+    map.fill(0xff);
+    for msr in GUEST_OWNED_MSRS {
+        if let Some((byte, bit)) = msrpm_position(msr) {
+            map[byte] &= !(0b11 << bit);
+        }
+    }
+}
+
+/// Hands out ASIDs `1..count` (0 is the host's). A reused ASID may still
+/// tag stale translations, so [`AsidAllocator::take`] says when the TLB
+/// must be flushed for it.
+#[derive(Clone, Copy, Debug)]
+pub struct AsidAllocator {
+    count: u32,
+    next: u32,
+    /// One bit per ASID below 64 that was ever handed out.
+    used: u64,
+}
+
+impl AsidAllocator {
+    /// An allocator for a CPU with `count` ASIDs (CPUID 0x8000000A EBX).
+    pub const fn new(count: u32) -> Self {
+        Self {
+            count,
+            next: 1,
+            used: 0,
+        }
+    }
+
+    /// The next ASID, and whether its TLB entries must be flushed before
+    /// use (it was handed out before). `None` if the CPU has no guest ASID.
+    pub fn take(&mut self) -> Option<(u32, bool)> {
+        let limit = self.count.min(64);
+        if limit < 2 {
+            return None;
+        }
+        let asid = self.next;
+        self.next = if asid + 1 >= limit { 1 } else { asid + 1 };
+        let reused = self.used & (1 << asid) != 0;
+        self.used |= 1 << asid;
+        Some((asid, reused))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::boxed::Box;
+
+    use microvisor_abi::vcpu::intercept;
+    use zerocopy::FromZeros;
+
+    use super::*;
+
+    fn vmcb() -> Box<Vmcb> {
+        let mut vmcb = Box::new(Vmcb::ZERO);
+        vmcb.init(0x1000, 0x4000, 0x8000, 1);
+        vmcb
+    }
+
+    #[test]
+    fn init_sets_mandatory_intercepts_and_power_on_state() {
+        let vmcb = vmcb();
+        assert_eq!(vmcb.intercept_misc1 & MANDATORY_MISC1, MANDATORY_MISC1);
+        assert!(vmcb.intercept_misc1 & misc1::INTR != 0);
+        assert!(vmcb.intercept_misc2 & misc2::VMRUN != 0, "VMRUN must be intercepted");
+        assert_eq!(vmcb.nested_ctl, NESTED_PAGING);
+        assert_eq!(vmcb.nested_cr3, 0x8000);
+        assert_eq!(vmcb.efer & EFER_SVME, EFER_SVME);
+        assert_eq!(vmcb.clean, 0, "a fresh VMCB has nothing cached");
+        assert_eq!(vmcb.cr0 & 1, 0, "starts in real mode");
+        assert_eq!(vmcb.tlb_control, TLB_FLUSH_GUEST);
+    }
+
+    #[test]
+    fn optional_intercepts_never_drop_mandatory_ones() {
+        let mut vmcb = vmcb();
+        vmcb.clean = clean::ALL;
+        vmcb.set_optional_intercepts(intercept::RDTSC | intercept::PAUSE);
+        assert!(vmcb.intercept_misc1 & misc1::RDTSC != 0);
+        assert!(vmcb.intercept_misc1 & misc1::PAUSE != 0);
+        assert_eq!(vmcb.clean & clean::INTERCEPTS, 0);
+        vmcb.set_optional_intercepts(0);
+        assert_eq!(vmcb.intercept_misc1, MANDATORY_MISC1);
+        assert_eq!(vmcb.intercept_misc2, MANDATORY_MISC2);
+        vmcb.set_optional_intercepts(u64::MAX);
+        assert_eq!(vmcb.intercept_misc1 & MANDATORY_MISC1, MANDATORY_MISC1);
+    }
+
+    #[test]
+    fn cpuid_exit_writes_back_only_rip_and_rax_to_rdx() {
+        let mut vmcb = vmcb();
+        vmcb.clean = clean::ALL;
+        vmcb.cr0 = 0x8000_0011;
+        let mut registers = [0u64; 16];
+        let mut state = VcpuState::new_zeroed();
+        read_out(&vmcb, &registers, &mut state);
+        state.gpr[gpr::RAX] = 1;
+        state.gpr[gpr::RBX] = 2;
+        state.gpr[gpr::RCX] = 3;
+        state.gpr[gpr::RDX] = 4;
+        state.gpr[gpr::RSI] = 99; // changed but not marked: must not land
+        state.rip = 0x1234;
+        state.cr0 = 0; // likewise
+        let mask = dirty::RAX | dirty::RBX | dirty::RCX | dirty::RDX | dirty::RIP;
+        let writes = write_back(&mut vmcb, &mut registers, &state, mask);
+        assert_eq!(writes, 5);
+        assert_eq!(vmcb.rax, 1);
+        assert_eq!(registers[gpr::RBX], 2);
+        assert_eq!(registers[gpr::RCX], 3);
+        assert_eq!(registers[gpr::RDX], 4);
+        assert_eq!(registers[gpr::RSI], 0);
+        assert_eq!(vmcb.rip, 0x1234);
+        assert_eq!(vmcb.cr0, 0x8000_0011);
+        assert_eq!(vmcb.clean, clean::ALL, "no cached group was touched");
+    }
+
+    #[test]
+    fn write_back_clears_exactly_the_touched_clean_bits() {
+        let cases = [
+            (dirty::CR0, clean::CONTROL_REGISTERS),
+            (dirty::EFER, clean::CONTROL_REGISTERS),
+            (dirty::CR2, clean::CR2),
+            (dirty::SS, clean::SEGMENTS),
+            (dirty::IDTR, clean::DESCRIPTOR_TABLES),
+            (dirty::FS | dirty::TR, 0),
+            (dirty::RIP | dirty::RFLAGS | dirty::GPRS, 0),
+        ];
+        for (mask, cleared) in cases {
+            let mut vmcb = vmcb();
+            vmcb.clean = clean::ALL;
+            let state = VcpuState::new_zeroed();
+            write_back(&mut vmcb, &mut [0; 16], &state, mask);
+            assert_eq!(vmcb.clean, clean::ALL & !cleared, "mask {mask:#x}");
+        }
+    }
+
+    #[test]
+    fn efer_keeps_svme_and_hides_it() {
+        let mut vmcb = vmcb();
+        let mut state = VcpuState::new_zeroed();
+        state.efer = 0x500; // LME | LMA
+        write_back(&mut vmcb, &mut [0; 16], &state, dirty::EFER);
+        assert_eq!(vmcb.efer, 0x500 | EFER_SVME);
+        let mut out = VcpuState::new_zeroed();
+        read_out(&vmcb, &[0; 16], &mut out);
+        assert_eq!(out.efer, 0x500);
+    }
+
+    #[test]
+    fn cpl_follows_ss_in_protected_mode() {
+        let mut vmcb = vmcb();
+        let mut state = VcpuState::new_zeroed();
+        state.ss.attributes = 0x93 | (3 << 5);
+        write_back(&mut vmcb, &mut [0; 16], &state, dirty::SS);
+        assert_eq!(vmcb.cpl, 0, "real mode runs at CPL 0");
+        vmcb.cr0 = 1;
+        write_back(&mut vmcb, &mut [0; 16], &state, dirty::SS);
+        assert_eq!(vmcb.cpl, 3);
+    }
+
+    #[test]
+    fn injection_accepts_only_valid_events() {
+        use microvisor_abi::vcpu::event;
+        let mut vmcb = vmcb();
+        let mut state = VcpuState::new_zeroed();
+        state.inject = event::GP0;
+        write_back(&mut vmcb, &mut [0; 16], &state, dirty::INJECT);
+        assert_eq!(vmcb.event_inject, event::GP0);
+        state.inject = (1 << 31) | (1 << 8) | 3; // reserved type 1
+        write_back(&mut vmcb, &mut [0; 16], &state, dirty::INJECT);
+        assert_eq!(vmcb.event_inject, 0);
+        state.inject = event::UD | 0x7000; // reserved bits dropped
+        write_back(&mut vmcb, &mut [0; 16], &state, dirty::INJECT);
+        assert_eq!(vmcb.event_inject, event::UD);
+    }
+
+    #[test]
+    fn rflags_reserved_bits_are_forced() {
+        let mut vmcb = vmcb();
+        let mut state = VcpuState::new_zeroed();
+        state.rflags = u64::MAX;
+        write_back(&mut vmcb, &mut [0; 16], &state, dirty::RFLAGS);
+        assert_eq!(vmcb.rflags & 0x2, 0x2);
+        assert_eq!(vmcb.rflags & (1 << 3 | 1 << 5 | 1 << 15 | 1 << 22), 0);
+    }
+
+    #[test]
+    fn read_out_round_trips_through_write_back() {
+        let mut vmcb = vmcb();
+        let mut registers = [0u64; 16];
+        let mut state = VcpuState::new_zeroed();
+        for (n, value) in state.gpr.iter_mut().enumerate() {
+            *value = 0x100 + n as u64;
+        }
+        state.rip = 0x10_0000;
+        state.rflags = 0x202;
+        state.cr0 = 0x8000_0011;
+        state.cr3 = 0x1f_0000;
+        state.cr4 = 0x20;
+        state.efer = 0x500;
+        state.cs = Segment {
+            selector: 8,
+            attributes: 0xa9b,
+            limit: 0xffff_ffff,
+            base: 0,
+        };
+        state.gdtr.limit = 23;
+        state.gdtr.base = 0x1f_f000;
+        write_back(&mut vmcb, &mut registers, &state, dirty::ALL & !dirty::INJECT);
+        let mut out = VcpuState::new_zeroed();
+        read_out(&vmcb, &registers, &mut out);
+        assert_eq!(out.gpr, state.gpr);
+        assert_eq!((out.rip, out.rflags), (state.rip, state.rflags));
+        assert_eq!((out.cr0, out.cr3, out.cr4, out.efer), (state.cr0, state.cr3, state.cr4, state.efer));
+        assert_eq!(out.cs, state.cs);
+        assert_eq!(out.gdtr, state.gdtr);
+    }
+
+    fn exit_of(code: u64, info1: u64, info2: u64) -> Exit {
+        let mut vmcb = vmcb();
+        vmcb.exit_code = code;
+        vmcb.exit_info1 = info1;
+        vmcb.exit_info2 = info2;
+        vmcb.rip = 0x1000;
+        decode_exit(&vmcb, false)
+    }
+
+    #[test]
+    fn decodes_io_exits() {
+        // OUT dx, al to 0x3f8: type 0 (out), SZ8, port in 16..32, next RIP.
+        let exit = exit_of(exit::IOIO, (0x3f8 << 16) | (1 << 4), 0x1001);
+        assert_eq!(exit.reason, Some(ExitReason::Io));
+        let io = IoExit::decode(exit.qualification);
+        assert_eq!((io.port, io.size, io.input, io.string, io.rep), (0x3f8, 1, false, false, false));
+        assert_eq!(exit.instruction_length, 1);
+        // REP INSW from 0x1f0, 2-byte instruction.
+        let exit = exit_of(exit::IOIO, (0x1f0 << 16) | (1 << 5) | (1 << 3) | (1 << 2) | 1, 0x1002);
+        let io = IoExit::decode(exit.qualification);
+        assert_eq!((io.port, io.size, io.input, io.string, io.rep), (0x1f0, 2, true, true, true));
+        assert_eq!(exit.instruction_length, 2);
+        // 32-bit IN: size 4.
+        let exit = exit_of(exit::IOIO, (0xf4 << 16) | (1 << 6) | 1, 0x1002);
+        assert_eq!(IoExit::decode(exit.qualification).size, 4);
+    }
+
+    #[test]
+    fn decodes_other_exits() {
+        assert_eq!(exit_of(exit::CPUID, 0, 0).reason, Some(ExitReason::Cpuid));
+        assert_eq!(exit_of(exit::CPUID, 0, 0).instruction_length, 0, "no NRIP save");
+        assert_eq!(exit_of(exit::HLT, 0, 0).reason, Some(ExitReason::Hlt));
+        assert_eq!(exit_of(exit::VMMCALL, 0, 0).reason, Some(ExitReason::Hypercall));
+        assert_eq!(exit_of(exit::SHUTDOWN, 0, 0).reason, Some(ExitReason::Shutdown));
+        assert_eq!(exit_of(exit::INVALID, 0, 0).reason, Some(ExitReason::InvalidState));
+        assert_eq!(exit_of(exit::INTR, 0, 0).reason, None, "host interrupt");
+        assert_eq!(exit_of(exit::NMI, 0, 0).reason, None);
+        let msr = exit_of(exit::MSR, 1, 0);
+        assert_eq!((msr.reason, msr.qualification), (Some(ExitReason::Msr), 1));
+        let npf = exit_of(exit::NPF, 0b10110, 0x4000_0000);
+        assert_eq!(npf.reason, Some(ExitReason::NestedPageFault));
+        assert_eq!(npf.guest_physical, 0x4000_0000);
+        assert_eq!(npf.qualification, npf::WRITE | npf::EXECUTE);
+        let mc = exit_of(exit::EXCEPTION_BASE + 18, 0, 0);
+        assert_eq!((mc.reason, mc.qualification), (Some(ExitReason::Exception), 18));
+        let other = exit_of(0x6e, 7, 8);
+        assert_eq!((other.reason, other.qualification), (Some(ExitReason::Other), 7));
+    }
+
+    #[test]
+    fn next_rip_gives_lengths_when_the_cpu_saves_it() {
+        let mut vmcb = vmcb();
+        vmcb.exit_code = exit::CPUID;
+        vmcb.rip = 0x1000;
+        vmcb.next_rip = 0x1002;
+        assert_eq!(decode_exit(&vmcb, true).instruction_length, 2);
+        vmcb.next_rip = 0x0fff; // nonsense: unknown
+        assert_eq!(decode_exit(&vmcb, true).instruction_length, 0);
+    }
+
+    #[test]
+    fn msr_map_passes_only_guest_owned_msrs() {
+        let mut map = Box::new([0u8; MSRPM_BYTES]);
+        fill_msrpm(&mut map);
+        let intercepted = |msr: u32| {
+            let (byte, bit) = msrpm_position(msr).unwrap();
+            (map[byte] >> bit) & 0b11
+        };
+        for msr in GUEST_OWNED_MSRS {
+            assert_eq!(intercepted(msr), 0, "{msr:#x}");
+        }
+        assert_eq!(intercepted(0xc000_0080), 0b11, "EFER is emulated");
+        assert_eq!(intercepted(0x1b), 0b11, "APIC base");
+        assert_eq!(intercepted(0xc001_0117), 0b11, "the host save area MSR");
+        assert_eq!(msrpm_position(0xc000_0080), Some((0x800 + 0x20, 0)));
+        assert_eq!(msrpm_position(0x4000_0000), None);
+    }
+
+    #[test]
+    fn asids_wrap_and_ask_for_flushes_on_reuse() {
+        let mut asids = AsidAllocator::new(4);
+        assert_eq!(asids.take(), Some((1, false)));
+        assert_eq!(asids.take(), Some((2, false)));
+        assert_eq!(asids.take(), Some((3, false)));
+        assert_eq!(asids.take(), Some((1, true)), "reused: flush");
+        assert_eq!(AsidAllocator::new(1).take(), None);
+    }
+}
