@@ -57,7 +57,8 @@ pub enum ComponentState {
 #[derive(Clone, Copy, Debug)]
 pub struct Capability {
     pub kind: CapabilityKind,
-    /// A component index (unused for scheduling control).
+    /// A component index (unused for scheduling control), or a VM index
+    /// for VMCS and vCPU capabilities.
     pub target: usize,
     pub badge: u64,
 }
@@ -183,6 +184,8 @@ pub enum LoadError {
     ReservedName,
     /// The spec names a program the boot image does not hold.
     MissingProgram,
+    /// It runs a VM that could not be created (reported when it was not).
+    VmUnavailable,
 }
 
 impl core::fmt::Display for LoadError {
@@ -198,6 +201,7 @@ impl core::fmt::Display for LoadError {
             Self::TooMany => write!(f, "more than {MAX_COMPONENTS} components"),
             Self::ReservedName => write!(f, "the name 'core' is reserved"),
             Self::MissingProgram => write!(f, "its program is not in the boot image"),
+            Self::VmUnavailable => write!(f, "the VM it runs was not created"),
         }
     }
 }
@@ -339,6 +343,11 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
         kernel.components[index].memory_pages * PAGE_SIZE,
     )
     .map_err(LoadError::Elf)?;
+    let vm = crate::vm::of_switcher(kernel, index).map(|vm| &kernel.vms[vm]);
+    if vm.is_some_and(|vm| !vm.ready) {
+        return Err(LoadError::VmUnavailable);
+    }
+    let guest = vm.map(|vm| (vm.memory, vm.memory_bytes, vm.image, vm.image_bytes, vm.state));
     let stack_pages = kernel.components[index].stack_pages;
     let needed = plan.memory_pages() + stack_pages;
     let limit = kernel.components[index].memory_pages;
@@ -407,6 +416,9 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
         )?;
         if let Some(spec) = spec {
             map_queues(&space, &mut tables, index, queues, &spec)?;
+            if let (Some(guest), Some((_, declared))) = (guest, spec.vm_of(index)) {
+                map_guest(&space, &mut tables, guest, declared)?;
+            }
         }
         paging::check_wx(&tables, &space).map_err(LoadError::Wx)?;
         Ok(())
@@ -445,6 +457,45 @@ fn map_queues(
                 VirtualAddress(address + page * PAGE_SIZE),
                 PhysicalAddress(queue.memory.0 + page * PAGE_SIZE),
                 Permissions::READ_WRITE.for_user().shared(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Maps a VM's guest memory (read-write), image copy (read-only) and state
+/// page (read-write) into its world switcher, shared: they belong to the
+/// VM and outlive the switcher's restarts.
+fn map_guest(
+    space: &AddressSpace,
+    tables: &mut Tables<'_, '_>,
+    (memory, memory_bytes, image, image_bytes, state): (
+        PhysicalAddress,
+        u64,
+        PhysicalAddress,
+        u64,
+        PhysicalAddress,
+    ),
+    declared: &spec::VmSpec,
+) -> Result<(), LoadError> {
+    let read_write = Permissions::READ_WRITE.for_user().shared();
+    let ranges = [
+        (declared.memory_address, memory, memory_bytes, read_write),
+        (
+            declared.image_address,
+            image,
+            image_bytes.max(1),
+            Permissions::READ.for_user().shared(),
+        ),
+        (declared.state_address, state, PAGE_SIZE, read_write),
+    ];
+    for (address, first, bytes, rights) in ranges {
+        for page in 0..bytes.div_ceil(PAGE_SIZE) {
+            space.map_page(
+                tables,
+                VirtualAddress(address + page * PAGE_SIZE),
+                PhysicalAddress(first.0 + page * PAGE_SIZE),
+                rights,
             )?;
         }
     }
@@ -587,6 +638,34 @@ fn start_info(kernel: &Kernel, index: usize) -> StartInfo {
             ));
             let _ = holder;
         }
+    }
+    if let Some((vm_index, declared)) = spec.vm_of(index) {
+        let name = spec::name_of(&declared.name).unwrap_or("");
+        let vm = &kernel.vms[vm_index];
+        push(resource(
+            name,
+            ResourceKind::GuestMemory,
+            declared.entry,
+            0,
+            declared.memory_address,
+            declared.memory_bytes,
+        ));
+        push(resource(
+            name,
+            ResourceKind::GuestImage,
+            0,
+            0,
+            declared.image_address,
+            vm.image_bytes,
+        ));
+        push(resource(
+            name,
+            ResourceKind::VcpuState,
+            0,
+            0,
+            declared.state_address,
+            PAGE_SIZE,
+        ));
     }
     for grant in spec
         .interrupt_grants

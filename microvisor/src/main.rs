@@ -19,6 +19,7 @@ mod shutdown;
 mod state;
 mod syscall;
 mod trap;
+mod vm;
 
 use core::cell::UnsafeCell;
 
@@ -287,6 +288,12 @@ fn instantiate(kernel: &mut Kernel, image: &Image<'static>, spec: Spec<'static>)
     if let Err(error) = component::create_queues(kernel, &spec) {
         fatal(format_args!("cannot create the queues: {error}"));
     }
+    vm::create_all(kernel, &spec, |name| {
+        image
+            .entries()
+            .find(|e| e.kind == EntryKind::Guest && e.name == name)
+            .map(|e| e.contents)
+    });
     for index in 0..kernel.component_count {
         component::install_capabilities(kernel, index, &spec);
         build_component(kernel, index);

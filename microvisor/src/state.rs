@@ -29,7 +29,10 @@ use microvisor_abi::syscall::Status;
 
 use crate::arch::entry::{self, Frame};
 use crate::arch::timer::{self, Clock};
+use crate::arch::svm::Svm;
 use crate::component::{Component, ComponentState, MAX_COMPONENTS, MAX_QUEUES, Queue};
+use crate::vm::Vm;
+use microvisor_abi::spec::MAX_VMS;
 
 /// Threads of equal priority share the CPU in slices of this length.
 const TIME_SLICE_US: u64 = 10_000;
@@ -44,6 +47,10 @@ pub struct Kernel {
     pub component_count: usize,
     pub queues: [Queue; MAX_QUEUES],
     pub queue_count: usize,
+    pub vms: [Vm; MAX_VMS],
+    pub vm_count: usize,
+    /// The SVM backend, once enabled (only when the spec declares VMs).
+    pub svm: Option<Svm>,
     /// The system description, when the image has one.
     pub spec: Option<Spec<'static>>,
     /// The component running now (None while idle).
@@ -96,6 +103,12 @@ pub fn install(
             queues.add(index).write(Queue::EMPTY);
         }
         addr_of_mut!((*kernel).queue_count).write(0);
+        let vms = addr_of_mut!((*kernel).vms).cast::<Vm>();
+        for index in 0..MAX_VMS {
+            vms.add(index).write(Vm::EMPTY);
+        }
+        addr_of_mut!((*kernel).vm_count).write(0);
+        addr_of_mut!((*kernel).svm).write(None);
         addr_of_mut!((*kernel).spec).write(None);
         addr_of_mut!((*kernel).running).write(None);
         addr_of_mut!((*kernel).last).write(None);

@@ -232,6 +232,57 @@ fn handle(kernel: &mut Kernel, index: usize) -> Result<Next, Fault> {
             }
             answer(kernel, index, Status::Ok, 0)
         }
+        Syscall::VcpuRun => {
+            let vm = vm_capability(kernel, index, arg0, CapabilityKind::Vcpu)?;
+            if kernel.vms[vm].switcher != index {
+                return Err(fault(FaultKind::BadArgument, 0, arg0));
+            }
+            match crate::vm::run(kernel, index, vm, arg1, arg2) {
+                Some(reason) => answer(kernel, index, Status::Ok, reason as u64),
+                // Rewound: the interrupt is taken on the way out, and the
+                // thread re-enters the guest when it next runs.
+                None => Ok(Next::Resume),
+            }
+        }
+        Syscall::VcpuPoke => {
+            let vm = vm_capability(kernel, index, arg0, CapabilityKind::Vcpu)?;
+            crate::vm::poke(kernel, vm);
+            answer(kernel, index, Status::Ok, 0)
+        }
+        Syscall::VmcsControl => {
+            let vm = vm_capability(kernel, index, arg0, CapabilityKind::Vmcs)?;
+            if !crate::vm::control(kernel, vm, arg1) {
+                return Err(fault(FaultKind::BadArgument, 0, arg1));
+            }
+            answer(kernel, index, Status::Ok, 0)
+        }
+        Syscall::VmcsReset => {
+            let vm = vm_capability(kernel, index, arg0, CapabilityKind::Vmcs)?;
+            crate::vm::reset_vmcs(kernel, vm);
+            answer(kernel, index, Status::Ok, 0)
+        }
+        Syscall::GuestLog => {
+            let vm = vm_capability(kernel, index, arg0, CapabilityKind::Vmcs)?;
+            let mut buffer = [0u8; LOG_WRITE_MAX as usize];
+            let length = copy_from_user(kernel, index, arg1, arg2, &mut buffer)?;
+            crate::console::component_line(kernel.vms[vm].name(), &buffer[..length]);
+            answer(kernel, index, Status::Ok, 0)
+        }
+    }
+}
+
+/// Looks up a VMCS or vCPU capability of component `index` and returns its
+/// VM, which must have been created.
+fn vm_capability(
+    kernel: &Kernel,
+    index: usize,
+    handle: u64,
+    kind: CapabilityKind,
+) -> Result<usize, Fault> {
+    let vm = capability(kernel, index, handle, kind)?.target;
+    match kernel.vms.get(vm) {
+        Some(created) if vm < kernel.vm_count && created.ready => Ok(vm),
+        _ => Err(fault(FaultKind::BadArgument, 0, handle)),
     }
 }
 

@@ -22,13 +22,15 @@
 use core::fmt::{self, Write};
 
 pub use microvisor_abi as abi;
-use microvisor_abi::start::{Resource, ResourceKind, START_MAGIC, StartInfo};
+pub use microvisor_abi::start::StartInfo;
+use microvisor_abi::start::{Resource, ResourceKind, START_MAGIC};
 use microvisor_abi::syscall::LOG_WRITE_MAX;
 
 pub mod fault;
 pub mod notification;
 pub mod queue;
 pub mod syscall;
+pub mod vm;
 
 /// What a component learns about itself at start.
 pub struct Start {

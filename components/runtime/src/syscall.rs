@@ -180,3 +180,39 @@ fn unreachable_exit() -> ! {
     // SAFETY: ud2 raises #UD, which the core reports as a fault.
     unsafe { core::arch::asm!("ud2", options(nomem, nostack, noreturn)) }
 }
+
+/// Enters the guest of vCPU `handle` after writing back the state-page
+/// fields in `dirty`; returns the raw exit reason at the next VM exit (or
+/// when `limit_us` microseconds passed). See [`crate::vm::Vm::run`].
+pub fn vcpu_run(handle: u64, dirty: u64, limit_us: Option<u64>) -> u64 {
+    call(
+        Syscall::VcpuRun as u64,
+        [handle, dirty, limit_us.unwrap_or(WAIT_FOREVER), 0, 0],
+    )
+    .1
+}
+
+/// Makes vCPU `handle` leave the guest at its next run.
+pub fn vcpu_poke(handle: u64) {
+    call(Syscall::VcpuPoke as u64, [handle, 0, 0, 0, 0]);
+}
+
+/// Sets the optional intercepts of VMCS `handle`.
+pub fn vmcs_control(handle: u64, intercepts: u64) {
+    call(Syscall::VmcsControl as u64, [handle, intercepts, 0, 0, 0]);
+}
+
+/// Resets VMCS `handle` to power-on state.
+pub fn vmcs_reset(handle: u64) {
+    call(Syscall::VmcsReset as u64, [handle, 0, 0, 0, 0]);
+}
+
+/// Writes one console line prefixed with the name of the VM of VMCS
+/// `handle`.
+pub fn guest_log(handle: u64, bytes: &[u8]) {
+    let len = bytes.len().min(LOG_WRITE_MAX as usize);
+    call(
+        Syscall::GuestLog as u64,
+        [handle, bytes.as_ptr() as u64, len as u64, 0, 0],
+    );
+}

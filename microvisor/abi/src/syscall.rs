@@ -68,7 +68,9 @@ pub enum Syscall {
     SignalWait = 13,
     /// Enter the guest: `rdi` a [`crate::spec::CapabilityKind::Vcpu`]
     /// handle, `rsi` a mask of [`crate::vcpu::dirty`] bits naming the
-    /// state-page fields to write back first. Returns at the next VM exit
+    /// state-page fields to write back first, `rdx` a time limit in
+    /// microseconds ([`WAIT_FOREVER`] for none), after which the call returns
+    /// [`crate::vcpu::ExitReason::TimeLimit`]. Returns at the next VM exit
     /// with the [`crate::vcpu::ExitReason`] in `rdx` and the exit and guest
     /// state in the VM's state page. Host interrupts that arrive meanwhile
     /// are handled by the core without returning.

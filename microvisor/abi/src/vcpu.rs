@@ -123,6 +123,8 @@ pub enum ExitReason {
     /// An intercept the world switcher asked for with no neutral name;
     /// see [`VcpuState::raw_exit`].
     Other = 11,
+    /// The time limit given to [`crate::syscall::Syscall::VcpuRun`] passed.
+    TimeLimit = 12,
 }
 
 impl ExitReason {
@@ -140,6 +142,7 @@ impl ExitReason {
             9 => Self::Exception,
             10 => Self::Poked,
             11 => Self::Other,
+            12 => Self::TimeLimit,
             _ => return None,
         })
     }
@@ -367,11 +370,11 @@ mod tests {
 
     #[test]
     fn reasons_round_trip() {
-        for value in 1..=11 {
+        for value in 1..=12 {
             assert_eq!(ExitReason::from_u32(value).unwrap() as u32, value);
         }
         assert_eq!(ExitReason::from_u32(0), None);
-        assert_eq!(ExitReason::from_u32(12), None);
+        assert_eq!(ExitReason::from_u32(13), None);
     }
 
     #[test]

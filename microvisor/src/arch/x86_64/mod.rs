@@ -8,4 +8,5 @@ pub mod entry;
 pub mod interrupts;
 pub mod memory;
 pub mod serial;
+pub mod svm;
 pub mod timer;

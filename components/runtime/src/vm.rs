@@ -1,0 +1,210 @@
+//! A world switcher's view of its VM: guest memory, the boot image, the
+//! vCPU state page and the VMCS/vCPU capabilities, found in the
+//! start-information page.
+//!
+//! The core maps the VM's guest-physical memory, a read-only copy of its
+//! boot image and its [`VcpuState`] page into the world switcher; this
+//! module wraps them so the world switcher itself needs no `unsafe`. Guest
+//! memory is accessed with volatile copies (the guest writes it too), and
+//! every access is bounds-checked against the VM's memory size.
+
+use microvisor_abi::start::{Resource, ResourceKind};
+use microvisor_abi::vcpu::{EntryMode, ExitReason, VcpuState};
+
+use crate::{Start, syscall};
+
+/// Guest-physical memory from 0 to `size`, mapped into this component.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestMemory {
+    base: *mut u8,
+    size: u64,
+}
+
+/// A guest-physical range outside guest memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfRange {
+    pub address: u64,
+    pub length: u64,
+}
+
+impl GuestMemory {
+    /// Wraps `size` bytes at `base`.
+    ///
+    /// # Safety
+    /// `base..base + size` must be mapped read-write for the life of the
+    /// program and used only through this value (and by the guest).
+    pub unsafe fn new(base: *mut u8, size: u64) -> Self {
+        Self { base, size }
+    }
+
+    /// Bytes of guest memory.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn check(&self, address: u64, length: u64) -> Result<usize, OutOfRange> {
+        match address.checked_add(length) {
+            Some(end) if end <= self.size => Ok(address as usize),
+            _ => Err(OutOfRange { address, length }),
+        }
+    }
+
+    /// Copies guest memory at `address` into `into`.
+    pub fn read(&self, address: u64, into: &mut [u8]) -> Result<(), OutOfRange> {
+        let offset = self.check(address, into.len() as u64)?;
+        for (i, byte) in into.iter_mut().enumerate() {
+            // SAFETY: offset + i < size (checked), inside the mapping
+            // (`new`'s contract).
+            *byte = unsafe { self.base.add(offset + i).read_volatile() };
+        }
+        Ok(())
+    }
+
+    /// Copies `bytes` into guest memory at `address`.
+    pub fn write(&self, address: u64, bytes: &[u8]) -> Result<(), OutOfRange> {
+        let offset = self.check(address, bytes.len() as u64)?;
+        for (i, byte) in bytes.iter().enumerate() {
+            // SAFETY: as in `read`.
+            unsafe { self.base.add(offset + i).write_volatile(*byte) };
+        }
+        Ok(())
+    }
+
+    /// Fills `length` bytes at `address` with `value`.
+    pub fn fill(&self, address: u64, length: u64, value: u8) -> Result<(), OutOfRange> {
+        let offset = self.check(address, length)?;
+        for i in 0..length as usize {
+            // SAFETY: as in `read`.
+            unsafe { self.base.add(offset + i).write_volatile(value) };
+        }
+        Ok(())
+    }
+
+    /// Writes a little-endian `u64`.
+    pub fn write_u64(&self, address: u64, value: u64) -> Result<(), OutOfRange> {
+        self.write(address, &value.to_le_bytes())
+    }
+}
+
+/// The VM this world switcher runs.
+pub struct Vm {
+    name: &'static str,
+    pub vmcs: u64,
+    pub vcpu: u64,
+    pub memory: GuestMemory,
+    /// The boot image (an ELF), read-only.
+    pub image: &'static [u8],
+    pub entry: EntryMode,
+    state: &'static mut VcpuState,
+}
+
+/// Why [`Vm::from_start`] found no VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MissingVm {
+    /// No guest memory in the start page: this component runs no VM.
+    NoVm,
+    /// The start page lacks the named part of the VM.
+    Missing(&'static str),
+}
+
+impl Vm {
+    /// Finds the VM in the start-information page.
+    pub fn from_start(start: &Start) -> Result<Self, MissingVm> {
+        let info: &'static crate::StartInfo = start.info;
+        let memory = info
+            .resources()
+            .iter()
+            .find(|r| r.kind == ResourceKind::GuestMemory as u32)
+            .ok_or(MissingVm::NoVm)?;
+        let name = microvisor_abi::spec::name_of(&memory.name).ok_or(MissingVm::Missing("name"))?;
+        let find = |kind: ResourceKind, what| -> Result<&'static Resource, MissingVm> {
+            info.resource(name, kind).ok_or(MissingVm::Missing(what))
+        };
+        let image = find(ResourceKind::GuestImage, "image")?;
+        let state = find(ResourceKind::VcpuState, "state page")?;
+        let capability = |suffix: &str, what| -> Result<u64, MissingVm> {
+            let mut buffer = [0u8; 40];
+            let full = concat(&mut buffer, name, suffix);
+            start.capability(full).ok_or(MissingVm::Missing(what))
+        };
+        let vmcs = capability(".vmcs", "VMCS capability")?;
+        let vcpu = capability(".vcpu", "vCPU capability")?;
+        let entry = EntryMode::from_u32(memory.bit).ok_or(MissingVm::Missing("entry mode"))?;
+        // SAFETY: the core maps guest memory read-write, the image copy
+        // read-only and the state page read-write at these addresses for
+        // the life of this component (see `microvisor_abi::start`); this is
+        // the only place that wraps them, and `from_start` runs once.
+        unsafe {
+            Ok(Self {
+                name,
+                vmcs,
+                vcpu,
+                memory: GuestMemory::new(memory.address as *mut u8, memory.size),
+                image: core::slice::from_raw_parts(image.address as *const u8, image.size as usize),
+                entry,
+                state: &mut *(state.address as *mut VcpuState),
+            })
+        }
+    }
+
+    /// The VM's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The shared state page: the last exit and the guest's registers.
+    pub fn state(&mut self) -> &mut VcpuState {
+        self.state
+    }
+
+    /// Enters the guest after writing back the fields in `dirty`; returns
+    /// at the next exit, or after `limit_us` with
+    /// [`ExitReason::TimeLimit`].
+    pub fn run(&mut self, dirty: u64, limit_us: Option<u64>) -> Option<ExitReason> {
+        ExitReason::from_u32(syscall::vcpu_run(self.vcpu, dirty, limit_us) as u32)
+    }
+
+    /// Back to power-on state (registers, intercepts, a fresh ASID).
+    pub fn reset(&mut self) {
+        syscall::vmcs_reset(self.vmcs);
+    }
+
+    /// One console line prefixed with the VM's name.
+    pub fn log(&self, bytes: &[u8]) {
+        syscall::guest_log(self.vmcs, bytes);
+    }
+}
+
+fn concat<'a>(buffer: &'a mut [u8; 40], a: &str, b: &str) -> &'a str {
+    let n = a.len().min(32);
+    buffer[..n].copy_from_slice(&a.as_bytes()[..n]);
+    buffer[n..n + b.len().min(8)].copy_from_slice(&b.as_bytes()[..b.len().min(8)]);
+    core::str::from_utf8(&buffer[..n + b.len().min(8)]).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_memory_is_bounds_checked() {
+        let mut backing = vec![0u8; 4096];
+        // SAFETY: the vector outlives the wrapper and is used only through it.
+        let memory = unsafe { GuestMemory::new(backing.as_mut_ptr(), 4096) };
+        memory.write(4090, b"abcdef").unwrap();
+        let mut out = [0u8; 6];
+        memory.read(4090, &mut out).unwrap();
+        assert_eq!(&out, b"abcdef");
+        assert_eq!(
+            memory.write(4091, b"abcdef"),
+            Err(OutOfRange {
+                address: 4091,
+                length: 6
+            })
+        );
+        assert!(memory.read(u64::MAX, &mut out).is_err(), "overflow");
+        assert!(memory.fill(0, 4097, 0).is_err());
+        memory.write_u64(8, 0x1122_3344_5566_7788).unwrap();
+        assert_eq!(backing[8], 0x88);
+    }
+}

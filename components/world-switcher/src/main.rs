@@ -1,0 +1,522 @@
+//! The world switcher: the user-level VMM of one VM.
+//!
+//! It loads the guest image into guest memory, sets up the first CPU state
+//! (16-bit real mode or 64-bit long mode, as the system declares), and then
+//! runs the vCPU, handling every exit the core hands up:
+//!
+//! - CPUID, with our hypervisor leaves ([`vmm::cpuid`]);
+//! - port I/O: the 16550 at 0x3f8 (lines go to the system log under the
+//!   VM's name), the test-status port 0xf4 (ends the VM with a status),
+//!   every other port reads all-ones and ignores writes, like an empty bus;
+//! - RDMSR/WRMSR through [`vmm::msr`], `#GP` for unknown MSRs;
+//! - HLT and the no-work hypercall give the CPU away until an event or a
+//!   timeout; VMMCALL hypercalls identify, log, yield; unknown numbers `#UD`;
+//! - nested page faults, triple faults and invalid state stop the VM with a
+//!   report of its state; the world switcher itself and everything else go
+//!   on.
+//!
+//! Arguments: `limit_ms=N` stops the VM after N ms and ends the world
+//! switcher (0 = no limit); `restarts=N` how many restart requests it
+//! honours (default 3). Any notification the system declares into this
+//! component is a restart request: the VM is reset and booted again from its
+//! image, running or stopped.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+use core::fmt::Write;
+
+use guest_api::{BAD_ARGUMENT, LOG_MAX, OK, STATUS_PORT, UART_BASE, hypercall};
+use microvisor_abi::start::ResourceKind;
+use microvisor_abi::vcpu::{EntryMode, ExitReason, IoExit, VcpuState, dirty, event, gpr, npf};
+use runtime::vm::{GuestMemory, MissingVm, Vm};
+use runtime::{LineWriter, println, syscall};
+use vmm::msr::Msrs;
+use vmm::uart::Uart;
+
+runtime::component!(main);
+
+/// How long HLT sleeps at most: a guest's timer tick would end it.
+const HLT_TICK_US: u64 = 10_000;
+/// The longest no-work sleep.
+const NO_WORK_MAX_US: u64 = 1_000_000;
+/// How often a running guest is interrupted to look for requests.
+const POLL_US: u64 = 100_000;
+/// Unassigned-port accesses reported one by one; the rest are counted.
+const REPORTED_PORTS: u32 = 8;
+
+/// Guest memory for the loader and set-up code.
+struct Loader(GuestMemory);
+
+impl vmm::Memory for Loader {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn write(&mut self, address: u64, bytes: &[u8]) -> bool {
+        self.0.write(address, bytes).is_ok()
+    }
+    fn fill(&mut self, address: u64, length: u64, value: u8) -> bool {
+        self.0.fill(address, length, value).is_ok()
+    }
+}
+
+/// Why the VM is not running.
+enum Stop {
+    /// The guest wrote its status to the test-status port.
+    Finished(u32),
+    /// Stopped for cause (message already reported).
+    Stopped,
+    /// The time limit passed.
+    TimeLimit,
+    /// A restart was requested.
+    Restart,
+}
+
+struct Switcher {
+    vm: Vm,
+    uart: Uart,
+    msrs: Msrs,
+    restarts: u32,
+    unassigned_ports: u32,
+    /// Notification bits that are restart requests.
+    requests: u64,
+    /// Absolute end of the run (ns since boot), if limited.
+    deadline_ns: Option<u64>,
+}
+
+fn main(start: &runtime::Start) -> i32 {
+    let vm = match Vm::from_start(start) {
+        Ok(vm) => vm,
+        Err(MissingVm::NoVm) => {
+            println!("no VM is declared for this world switcher");
+            return 1;
+        }
+        Err(MissingVm::Missing(what)) => {
+            println!("the VM's {what} is missing from the start page");
+            return 1;
+        }
+    };
+    let limit_ms = start
+        .arg("limit_ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let allowed_restarts = start
+        .arg("restarts")
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(3);
+    let requests = start
+        .resources()
+        .iter()
+        .filter(|r| r.kind == ResourceKind::Incoming as u32)
+        .fold(0, |bits, r| bits | r.size);
+    let mut switcher = Switcher {
+        vm,
+        uart: Uart::new(),
+        msrs: Msrs::new(),
+        restarts: 0,
+        unassigned_ports: 0,
+        requests,
+        deadline_ns: (limit_ms > 0).then(|| syscall::time_ns() + limit_ms * 1_000_000),
+    };
+    loop {
+        let stop = match switcher.boot() {
+            Ok(dirty) => switcher.run(dirty),
+            Err(()) => Stop::Stopped,
+        };
+        let restart = match stop {
+            Stop::Restart => true,
+            Stop::TimeLimit => {
+                println!("VM '{}' stopped: its time limit passed", switcher.vm.name());
+                return 0;
+            }
+            Stop::Finished(status) => {
+                let verdict = if status == 0 { "passed" } else { "failed" };
+                println!(
+                    "VM '{}' finished with status {status} ({verdict})",
+                    switcher.vm.name()
+                );
+                switcher.wait_for_request()
+            }
+            Stop::Stopped => switcher.wait_for_request(),
+        };
+        if !restart {
+            return 0;
+        }
+        if switcher.restarts == allowed_restarts {
+            println!(
+                "VM '{}': restart refused, it was restarted {allowed_restarts} times already",
+                switcher.vm.name()
+            );
+            return 0;
+        }
+        switcher.restarts += 1;
+        println!(
+            "VM '{}' restarting on request ({} of {allowed_restarts})",
+            switcher.vm.name(),
+            switcher.restarts
+        );
+    }
+}
+
+impl Switcher {
+    /// Resets the vCPU, clears guest memory, loads the image and sets up
+    /// the entry state; returns the dirty mask for the first run.
+    fn boot(&mut self) -> Result<u64, ()> {
+        self.vm.reset();
+        self.uart = Uart::new();
+        self.msrs = Msrs::new();
+        let mut memory = Loader(self.vm.memory);
+        let size = self.vm.memory.size();
+        let _ = self.vm.memory.fill(0, size, 0);
+        let limit = size - vmm::setup::SETUP_BYTES.min(size);
+        let loaded = match vmm::image::load(self.vm.image, &mut memory, limit) {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                println!("VM '{}' not started: its image is refused: {error}", self.vm.name());
+                return Err(());
+            }
+        };
+        let entry = self.vm.entry;
+        let result = match entry {
+            EntryMode::Long => vmm::setup::long_mode(self.vm.state(), &mut memory, loaded.entry),
+            EntryMode::Real => vmm::setup::real_mode(self.vm.state(), loaded.lowest),
+        };
+        match result {
+            Ok(mask) => {
+                println!(
+                    "VM '{}' booting: {} segment(s), {} KiB of memory, {} entry at {:#x}",
+                    self.vm.name(),
+                    loaded.segments,
+                    size / 1024,
+                    match entry {
+                        EntryMode::Long => "64-bit",
+                        EntryMode::Real => "16-bit real-mode",
+                    },
+                    match entry {
+                        EntryMode::Long => loaded.entry,
+                        EntryMode::Real => loaded.lowest,
+                    }
+                );
+                Ok(mask)
+            }
+            Err(error) => {
+                println!("VM '{}' not started: {error}", self.vm.name());
+                Err(())
+            }
+        }
+    }
+
+    /// Runs the vCPU until the VM stops.
+    fn run(&mut self, mut dirty: u64) -> Stop {
+        loop {
+            let limit = self.time_left_us().map_or(POLL_US, |left| left.min(POLL_US));
+            let reason = self.vm.run(dirty, Some(limit));
+            let Some(reason) = reason else {
+                self.report("stopped: the core answered an unknown exit reason");
+                return Stop::Stopped;
+            };
+            let outcome = match reason {
+                ExitReason::Cpuid => Ok(self.cpuid()),
+                ExitReason::Io => self.io(),
+                ExitReason::Msr => Ok(self.msr()),
+                ExitReason::Hlt => self.sleep(HLT_TICK_US, 1).map(|()| dirty::RIP),
+                ExitReason::Hypercall => self.hypercall(),
+                ExitReason::Poked | ExitReason::TimeLimit => self.poll().map(|()| 0),
+                ExitReason::NestedPageFault => Err(self.nested_page_fault()),
+                ExitReason::Shutdown => {
+                    Err(self.report("stopped: triple fault (shutdown)"))
+                }
+                ExitReason::InvalidState => {
+                    Err(self.report("stopped: the CPU refused its state (invalid guest state)"))
+                }
+                ExitReason::Exception => {
+                    let vector = self.vm.state().qualification;
+                    let mut line = LineWriter::new();
+                    let _ = write!(line, "stopped: machine-level exception {vector}");
+                    Err(self.report_line(line))
+                }
+                ExitReason::Other => {
+                    let raw = self.vm.state().raw_exit;
+                    let mut line = LineWriter::new();
+                    let _ = write!(line, "stopped: unexpected exit {raw:#x}");
+                    Err(self.report_line(line))
+                }
+            };
+            match outcome {
+                Ok(mask) => dirty = mask,
+                Err(stop) => {
+                    let vmcs = self.vm.vmcs;
+                    self.uart.flush(|line| syscall::guest_log(vmcs, line));
+                    return stop;
+                }
+            }
+        }
+    }
+
+    fn time_left_us(&self) -> Option<u64> {
+        self.deadline_ns
+            .map(|end| end.saturating_sub(syscall::time_ns()) / 1000)
+    }
+
+    /// Looks for requests and the time limit (after a poke or a time-limit
+    /// exit).
+    fn poll(&mut self) -> Result<(), Stop> {
+        if self.time_left_us() == Some(0) {
+            return Err(Stop::TimeLimit);
+        }
+        if syscall::wait(Some(0)).is_some_and(|bits| bits & self.requests != 0) {
+            return Err(Stop::Restart);
+        }
+        Ok(())
+    }
+
+    /// Gives the CPU away for at most `timeout_us` (or until a request),
+    /// then skips the `length`-byte instruction that asked for it.
+    fn sleep(&mut self, timeout_us: u64, length: u64) -> Result<(), Stop> {
+        let timeout = self.time_left_us().map_or(timeout_us, |left| left.min(timeout_us));
+        if let Some(bits) = syscall::wait(Some(timeout))
+            && bits & self.requests != 0
+        {
+            return Err(Stop::Restart);
+        }
+        if self.time_left_us() == Some(0) {
+            return Err(Stop::TimeLimit);
+        }
+        self.vm.state().rip += length;
+        Ok(())
+    }
+
+    fn cpuid(&mut self) -> u64 {
+        let state = self.vm.state();
+        let (leaf, subleaf) = (state.gpr[gpr::RAX] as u32, state.gpr[gpr::RCX] as u32);
+        let native = if vmm::cpuid::synthetic(leaf) {
+            [0; 4]
+        } else {
+            let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        };
+        let [a, b, c, d] = vmm::cpuid::emulate(leaf, native);
+        state.gpr[gpr::RAX] = u64::from(a);
+        state.gpr[gpr::RBX] = u64::from(b);
+        state.gpr[gpr::RCX] = u64::from(c);
+        state.gpr[gpr::RDX] = u64::from(d);
+        state.rip += 2;
+        dirty::RAX | dirty::RBX | dirty::RCX | dirty::RDX | dirty::RIP
+    }
+
+    fn io(&mut self) -> Result<u64, Stop> {
+        let state = self.vm.state();
+        let io = IoExit::decode(state.qualification);
+        let length = u64::from(state.instruction_length);
+        if io.string || length == 0 {
+            let mut line = LineWriter::new();
+            let _ = write!(line, "stopped: string I/O on port {:#x} is not emulated", io.port);
+            return Err(self.report_line(line));
+        }
+        let mask = match io.size {
+            1 => 0xff,
+            2 => 0xffff,
+            _ => 0xffff_ffff,
+        };
+        let value = state.gpr[gpr::RAX] & mask;
+        let input = match io.port {
+            port if (UART_BASE..UART_BASE + 8).contains(&port) => {
+                let offset = port - UART_BASE;
+                if io.input {
+                    Some(u64::from(self.uart.read(offset)))
+                } else {
+                    let vmcs = self.vm.vmcs;
+                    self.uart
+                        .write(offset, value as u8, |line| syscall::guest_log(vmcs, line));
+                    None
+                }
+            }
+            STATUS_PORT if !io.input => return Err(Stop::Finished(value as u32)),
+            port => {
+                self.unassigned_ports += 1;
+                if self.unassigned_ports <= REPORTED_PORTS {
+                    println!(
+                        "VM '{}': unassigned port {port:#x} ({}, {} byte(s)){}",
+                        self.vm.name(),
+                        if io.input { "read, answered all-ones" } else { "write, ignored" },
+                        io.size,
+                        if self.unassigned_ports == REPORTED_PORTS {
+                            "; further ones are counted only"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                io.input.then_some(mask)
+            }
+        };
+        let state = self.vm.state();
+        state.rip += length;
+        Ok(match input {
+            Some(answer) => {
+                state.gpr[gpr::RAX] = (state.gpr[gpr::RAX] & !mask) | (answer & mask);
+                dirty::RAX | dirty::RIP
+            }
+            None => dirty::RIP,
+        })
+    }
+
+    fn msr(&mut self) -> u64 {
+        let tsc = runtime::rdtsc();
+        let state = self.vm.state();
+        let msr = state.gpr[gpr::RCX] as u32;
+        let write = state.qualification == 1;
+        let result = if write {
+            let value = (state.gpr[gpr::RDX] << 32) | (state.gpr[gpr::RAX] & 0xffff_ffff);
+            self.msrs.write(msr, value, state)
+        } else {
+            self.msrs.read(msr, state, tsc).map(|value| {
+                state.gpr[gpr::RAX] = value & 0xffff_ffff;
+                state.gpr[gpr::RDX] = value >> 32;
+                dirty::RAX | dirty::RDX
+            })
+        };
+        match result {
+            Ok(mask) => {
+                state.rip += 2;
+                mask | dirty::RIP
+            }
+            Err(_) => {
+                state.inject = event::GP0;
+                dirty::INJECT
+            }
+        }
+    }
+
+    fn hypercall(&mut self) -> Result<u64, Stop> {
+        const LENGTH: u64 = 3; // VMMCALL
+        let (number, a, b) = {
+            let state = self.vm.state();
+            (
+                state.gpr[gpr::RAX],
+                state.gpr[gpr::RBX],
+                state.gpr[gpr::RCX],
+            )
+        };
+        let mut mask = dirty::RAX | dirty::RIP;
+        let result = match number {
+            hypercall::IDENTIFY => {
+                let size = self.vm.memory.size();
+                let state = self.vm.state();
+                state.gpr[gpr::RBX] = u64::from(guest_api::INTERFACE_VERSION);
+                state.gpr[gpr::RCX] = u64::from(self.restarts);
+                state.gpr[gpr::RDX] = size;
+                mask |= dirty::RBX | dirty::RCX | dirty::RDX;
+                OK
+            }
+            hypercall::LOG => {
+                let mut text = [0u8; LOG_MAX as usize];
+                let length = b as usize;
+                if length <= text.len() && self.vm.memory.read(a, &mut text[..length]).is_ok() {
+                    self.vm.log(&text[..length]);
+                    OK
+                } else {
+                    BAD_ARGUMENT
+                }
+            }
+            hypercall::YIELD => {
+                syscall::yield_now();
+                OK
+            }
+            hypercall::NO_WORK => {
+                let before = syscall::time_ns();
+                self.sleep(a.min(NO_WORK_MAX_US), 0)?;
+                let slept = (syscall::time_ns() - before) / 1000;
+                self.vm.state().gpr[gpr::RBX] = slept;
+                mask |= dirty::RBX;
+                OK
+            }
+            _ => {
+                let state = self.vm.state();
+                state.inject = event::UD;
+                return Ok(dirty::INJECT);
+            }
+        };
+        let state = self.vm.state();
+        state.gpr[gpr::RAX] = result;
+        state.rip += LENGTH;
+        Ok(mask)
+    }
+
+    fn nested_page_fault(&mut self) -> Stop {
+        let state = self.vm.state();
+        let (address, access) = (state.guest_physical, state.qualification);
+        let kind = if access & npf::EXECUTE != 0 {
+            "execute"
+        } else if access & npf::WRITE != 0 {
+            "write"
+        } else {
+            "read"
+        };
+        let size = self.vm.memory.size();
+        let mut line = LineWriter::new();
+        let _ = write!(
+            line,
+            "stopped: nested page fault: {kind} at guest-physical {address:#x}, outside its {} KiB of memory",
+            size / 1024
+        );
+        self.report_line(line)
+    }
+
+    fn report(&mut self, what: &str) -> Stop {
+        let mut line = LineWriter::new();
+        let _ = line.write_str(what);
+        self.report_line(line)
+    }
+
+    /// Reports why the VM stopped and its state; the VM stays stopped.
+    fn report_line(&mut self, what: LineWriter) -> Stop {
+        let name = self.vm.name();
+        println!(
+            "VM '{name}' {}",
+            core::str::from_utf8(what.as_bytes()).unwrap_or("stopped")
+        );
+        let state: &VcpuState = self.vm.state();
+        println!(
+            "VM '{name}' state: rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x}/{:#x} exit={:#x} entries={}",
+            state.rip,
+            state.gpr[gpr::RSP],
+            state.rflags,
+            state.cr0,
+            state.cr3,
+            state.cr4,
+            state.efer,
+            state.cs.selector,
+            state.cs.attributes,
+            state.raw_exit,
+            state.entries
+        );
+        println!(
+            "VM '{name}' registers: rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
+            state.gpr[gpr::RAX],
+            state.gpr[gpr::RBX],
+            state.gpr[gpr::RCX],
+            state.gpr[gpr::RDX],
+            state.gpr[6],
+            state.gpr[7],
+            state.gpr[5]
+        );
+        Stop::Stopped
+    }
+
+    /// The VM is stopped: waits for a restart request (`true`) or the time
+    /// limit (`false`; without a limit, waits for requests forever).
+    fn wait_for_request(&mut self) -> bool {
+        loop {
+            let timeout = self.time_left_us();
+            if timeout == Some(0) {
+                return false;
+            }
+            match syscall::wait(timeout) {
+                Some(bits) if bits & self.requests != 0 => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    }
+}
