@@ -1,9 +1,12 @@
 //! System files: what a boot image holds.
 //!
 //! A system file is either a **capdl system description** (`docs/CAPDL.md`:
-//! `[components.NAME]`, `[queues.NAME]`, ...), which the `capdl` crate
-//! checks and lowers to a boot spec — the image then holds the spec and
-//! each distinct program once — or a **quick component list**, for tests
+//! `[components.NAME]`, `[queues.NAME]`, `[vms.NAME]`, ...), which the
+//! `capdl` crate checks and lowers to a boot spec — the image then holds the
+//! spec, each distinct program once and each guest image its VMs start from
+//! once (as `vm-<image>`; [`crate::pack::guest_images`] reads them from the
+//! spec) — or a **quick component
+//! list**, for tests
 //! that need no queues or supervision (every program then runs with default
 //! settings, as the core does for an image without a spec):
 //!
@@ -496,6 +499,37 @@ corrupt = "wx-segment"
             message,
             "examples/test.toml: defines no components: add a [[component]] table"
         );
+    }
+
+    #[test]
+    fn descriptions_name_their_guests() {
+        let directory =
+            std::env::temp_dir().join(format!("mvbuild-system-vms-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("vms.toml");
+        std::fs::write(
+            &path,
+            "[components.ws-a]\nprogram = \"world-switcher\"\n\
+             [components.ws-b]\nprogram = \"world-switcher\"\n\
+             [vms.a]\nswitcher = \"ws-a\"\nimage = \"hello\"\n\
+             [vms.b]\nswitcher = \"ws-b\"\nimage = \"dos\"\nentry = \"real\"\n",
+        )
+        .unwrap();
+        let system = load(&path, &["world-switcher".to_string()]).unwrap();
+        let guests: Vec<String> = crate::pack::guest_images(system.spec.as_deref())
+            .unwrap()
+            .into_iter()
+            .map(|guest| guest.image)
+            .collect();
+        assert_eq!(guests, ["hello", "dos"]);
+        let packed: Vec<&str> = system.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(packed, ["world-switcher"]);
+        assert!(system.cdl.unwrap().contains("a = vm (index: 0"));
+        std::fs::remove_dir_all(&directory).unwrap();
+
+        let (_, components) =
+            parse(&source("[[component]]\nname = \"hello\"\n"), &programs()).unwrap();
+        assert_eq!(components.len(), 1);
     }
 
     #[test]

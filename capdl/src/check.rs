@@ -3,10 +3,11 @@
 //!
 //! Input is the merged [`Document`] from `crate::raw`; output is a
 //! [`System`] or every error found. Checks run in passes (names, then each
-//! component, then relations between components, queues and notifications,
-//! then the layout), and a broken part is left out of later passes instead
-//! of stopping them, so a typo in one queue does not hide a memory error in
-//! a component. An unresolved name is reported once where it is written,
+//! component, then relations between components, then VMs, whose
+//! scheduling becomes their switchers', then queues and notifications, then
+//! the layout), and a broken part is left out of later passes instead of
+//! stopping them, so a typo in one queue does not hide a memory error in a
+//! component. An unresolved name is reported once where it is written,
 //! with a "did you mean" over the names that exist. The rules themselves
 //! are listed in `docs/CAPDL.md`; each has a unit test pinning its message.
 
@@ -15,18 +16,19 @@ use std::collections::BTreeMap;
 use microvisor_abi::PAGE_SIZE;
 use microvisor_abi::spec::{
     CapabilityKind, MAX_CAPABILITIES, MAX_CAPABILITIES_PER_COMPONENT, MAX_COMPONENTS, MAX_GRANTS,
-    MAX_QUEUES, queue_pages,
+    MAX_GUEST_MEMORY, MAX_QUEUES, MAX_VMS, queue_pages,
 };
+use microvisor_abi::vcpu::EntryMode;
 use toml::Spanned;
 
 use crate::Options;
 use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, suggest};
 use crate::model::{
-    Capability, Component, Layout, MmioGrant, Notification, PortGrant, Queue, QueuePlacement,
-    System,
+    Capability, Component, GUEST_ENTRY_PREFIX, Layout, MmioGrant, Notification, PortGrant, Queue,
+    QueuePlacement, System, Vm,
 };
 use crate::programs::ProgramSet;
-use crate::raw::{Document, Entry, RawComponent, Start};
+use crate::raw::{Document, Entry, RawComponent, RawVm, Start, VmEntry};
 use crate::units::{Duration, Number, format_duration, format_size};
 
 /// The default priority.
@@ -64,8 +66,43 @@ pub const QUEUE_WINDOW: u64 = 0x0000_4000_0000_0000;
 /// upwards from here, a guard page after each).
 pub const DEVICE_WINDOW: u64 = 0x0000_5000_0000_0000;
 
+/// Where a world switcher sees its VM's guest-physical memory (guest
+/// address 0 is this address), up to [`MAX_GUEST_MEMORY`]. The device
+/// window ends here.
+pub const VM_MEMORY_ADDRESS: u64 = 0x0000_6000_0000_0000;
+/// Where a world switcher sees the read-only copy of its VM's image (the
+/// `vm-<image>` boot-image entry, an ELF); `Spec::parse` reserves
+/// [`MAX_GUEST_MEMORY`] for it.
+pub const VM_IMAGE_ADDRESS: u64 = 0x0000_6800_0000_0000;
+/// Where a world switcher sees its VM's vCPU state page
+/// (`microvisor_abi::vcpu::VcpuState`).
+pub const VM_STATE_ADDRESS: u64 = 0x0000_7000_0000_0000;
+/// The default guest-physical memory of a VM.
+pub const DEFAULT_VM_MEMORY: u64 = 2 << 20;
+
 const _: () = assert!(microvisor_abi::USER_MIN < QUEUE_WINDOW && QUEUE_WINDOW < DEVICE_WINDOW);
 const _: () = assert!(DEVICE_WINDOW < microvisor_abi::STACK_TOP - (1 << 40));
+// The queue window cannot reach the device window: at most MAX_QUEUES
+// queues of at most MAX_QUEUE_BYTES slots, each with a header and a guard page.
+const _: () = assert!(
+    QUEUE_WINDOW + MAX_QUEUES as u64 * (2 + MAX_QUEUE_BYTES / PAGE_SIZE) * PAGE_SIZE
+        <= DEVICE_WINDOW
+);
+// The device window ends where the VM windows start (checked per component
+// in `layout`); the VM windows do not overlap each other nor the stack.
+const _: () = assert!(DEVICE_WINDOW < VM_MEMORY_ADDRESS);
+const _: () = assert!(VM_MEMORY_ADDRESS + MAX_GUEST_MEMORY <= VM_IMAGE_ADDRESS);
+const _: () = assert!(VM_IMAGE_ADDRESS + MAX_GUEST_MEMORY <= VM_STATE_ADDRESS);
+const _: () = assert!(VM_STATE_ADDRESS + PAGE_SIZE <= microvisor_abi::STACK_TOP - MAX_STACK);
+const _: () = assert!(
+    VM_MEMORY_ADDRESS.is_multiple_of(PAGE_SIZE)
+        && VM_IMAGE_ADDRESS.is_multiple_of(PAGE_SIZE)
+        && VM_STATE_ADDRESS.is_multiple_of(PAGE_SIZE)
+);
+/// The longest VM name: its capability `NAME.vmcs` must fit in 32 bytes.
+pub const MAX_VM_NAME: usize = 32 - ".vmcs".len();
+/// The longest image name: its boot-image entry `vm-NAME` must fit in 32.
+pub const MAX_IMAGE_NAME: usize = 32 - GUEST_ENTRY_PREFIX.len();
 
 /// Whether `name` is 1 to 32 characters of `[a-z0-9_-]`.
 pub fn is_valid_name(name: &str) -> bool {
@@ -129,6 +166,42 @@ impl Names {
     }
 }
 
+/// The scheduling keys of a component or a VM, as written.
+struct SchedulingKeys<'a> {
+    priority: Option<&'a Spanned<Number>>,
+    budget: Option<&'a Spanned<Duration>>,
+    period: Option<&'a Spanned<Duration>>,
+}
+
+impl SchedulingKeys<'_> {
+    /// Where the first key written is, with its name.
+    fn first(&self) -> Option<(&'static str, std::ops::Range<usize>)> {
+        [
+            ("priority", self.priority.map(Spanned::span)),
+            ("budget", self.budget.map(Spanned::span)),
+            ("period", self.period.map(Spanned::span)),
+        ]
+        .into_iter()
+        .filter_map(|(key, span)| Some((key, span?)))
+        .min_by_key(|(_, span)| span.start)
+    }
+}
+
+/// Checked scheduling values, defaults applied.
+struct Scheduling {
+    priority: u8,
+    budget_us: u32,
+    period_us: u32,
+}
+
+/// The first scheduling key of an entry that was written but dropped as
+/// wrong (already reported), if any.
+fn dropped_scheduling_key<T>(entry: &Entry<T>) -> Option<&'static str> {
+    ["priority", "budget", "period"]
+        .into_iter()
+        .find(|key| entry.was_dropped(key))
+}
+
 fn page_multiple(bytes: u64) -> bool {
     bytes.is_multiple_of(PAGE_SIZE)
 }
@@ -158,11 +231,22 @@ impl Checker<'_> {
                 );
                 continue;
             }
-            if kind == "component" && entry.name == "core" {
+            if (kind == "component" || kind == "VM") && entry.name == "core" {
                 self.error(
                     &entry.spot,
-                    "component name 'core' is reserved for the microvisor core",
+                    format!("{kind} name 'core' is reserved for the microvisor core"),
                 );
+                continue;
+            }
+            if kind == "component" && entry.name.starts_with(GUEST_ENTRY_PREFIX) {
+                self.error(
+                    &entry.spot,
+                    format!(
+                        "component name '{}' starts with '{GUEST_ENTRY_PREFIX}', which the boot image reserves for guest images",
+                        entry.name
+                    ),
+                )
+                .help = Some("rename the component; a guest is declared as [vms.NAME]".into());
                 continue;
             }
             if let Some(first) = kept.iter().find(|first| first.name == entry.name) {
@@ -236,6 +320,8 @@ impl Checker<'_> {
             .collect();
         self.supervision(&components, &mut checked);
         self.grants(&checked);
+        let vm_entries = self.unique(&document.vms, "VM");
+        let vms = self.vms(&vm_entries, &components, &names, &mut checked);
         let queues = self.queues(&queues, &names, &checked);
         self.calls(&queues, &checked);
         let notifications = self.notifications(&notifications, &names);
@@ -255,7 +341,7 @@ impl Checker<'_> {
             }
             found
         });
-        self.memory(&checked, &queues, options);
+        self.memory(&checked, &queues, &vms, options);
 
         let mut system = System {
             root,
@@ -267,6 +353,7 @@ impl Checker<'_> {
             components: checked,
             queues,
             notifications,
+            vms,
             scheduling_controller,
             layout: Layout::default(),
         };
@@ -313,7 +400,14 @@ impl Checker<'_> {
             Some(program) => (program.get_ref().clone(), entry.at(program), false),
             None => (name.clone(), entry.spot.clone(), true),
         };
-        if !programs.contains(&program) && !entry.was_dropped("program") {
+        if program.starts_with(GUEST_ENTRY_PREFIX) && !defaulted {
+            self.error(
+                &program_spot,
+                format!(
+                    "{context}: program name '{program}' starts with '{GUEST_ENTRY_PREFIX}', which the boot image reserves for guest images"
+                ),
+            );
+        } else if !programs.contains(&program) && !entry.was_dropped("program") {
             let note = if defaulted {
                 " (the program defaults to the component's name)"
             } else {
@@ -353,50 +447,15 @@ impl Checker<'_> {
         }
 
         // Scheduling.
-        if let Some(priority) = &raw.priority {
-            match u8::try_from(priority.get_ref().0) {
-                Ok(value) => component.priority = value,
-                Err(_) => {
-                    self.error(
-                        &entry.at(priority),
-                        format!(
-                            "{context}: priority {} is out of range (0 to 255, higher runs first)",
-                            priority.get_ref().0
-                        ),
-                    );
-                }
-            }
-        }
-        let period = raw
-            .period
-            .as_ref()
-            .and_then(|period| self.scheduling_time(entry, &context, "period", period));
-        if let Some(period) = period {
-            component.period_us = period;
-        }
-        let budget = raw
-            .budget
-            .as_ref()
-            .and_then(|budget| self.scheduling_time(entry, &context, "budget", budget));
-        match budget {
-            Some(budget) => component.budget_us = budget,
-            None => component.budget_us = component.period_us,
-        }
-        if let (Some(budget_spanned), Some(budget)) = (&raw.budget, budget)
-            && !entry.was_dropped("period")
-            && (raw.period.is_none() || period.is_some())
-            && budget > component.period_us
-        {
-            self.error(
-                &entry.at(budget_spanned),
-                format!(
-                    "{context}: budget {} is longer than its period {}",
-                    format_duration(u64::from(budget) * 1000),
-                    format_duration(u64::from(component.period_us) * 1000)
-                ),
-            )
-            .help = Some("a budget is at most its period (equal means never throttled)".into());
-        }
+        let keys = SchedulingKeys {
+            priority: raw.priority.as_ref(),
+            budget: raw.budget.as_ref(),
+            period: raw.period.as_ref(),
+        };
+        let scheduling = self.scheduling(entry, &context, &keys);
+        component.priority = scheduling.priority;
+        component.budget_us = scheduling.budget_us;
+        component.period_us = scheduling.period_us;
 
         // Memory.
         if let Some(stack) = &raw.stack {
@@ -635,10 +694,65 @@ impl Checker<'_> {
         component
     }
 
-    /// A budget or period: positive, whole microseconds, fits the spec.
-    fn scheduling_time(
+    /// Priority, budget and period from their keys (each optional),
+    /// defaults for the missing ones: the budget defaults to the period.
+    fn scheduling<T>(
         &mut self,
-        entry: &Entry<RawComponent>,
+        entry: &Entry<T>,
+        context: &str,
+        keys: &SchedulingKeys<'_>,
+    ) -> Scheduling {
+        let mut scheduling = Scheduling {
+            priority: DEFAULT_PRIORITY,
+            budget_us: (DEFAULT_PERIOD_NS / 1000) as u32,
+            period_us: (DEFAULT_PERIOD_NS / 1000) as u32,
+        };
+        if let Some(priority) = keys.priority {
+            match u8::try_from(priority.get_ref().0) {
+                Ok(value) => scheduling.priority = value,
+                Err(_) => {
+                    self.error(
+                        &entry.at(priority),
+                        format!(
+                            "{context}: priority {} is out of range (0 to 255, higher runs first)",
+                            priority.get_ref().0
+                        ),
+                    );
+                }
+            }
+        }
+        let period = keys
+            .period
+            .and_then(|period| self.scheduling_time(entry, context, "period", period));
+        if let Some(period) = period {
+            scheduling.period_us = period;
+        }
+        let budget = keys
+            .budget
+            .and_then(|budget| self.scheduling_time(entry, context, "budget", budget));
+        scheduling.budget_us = budget.unwrap_or(scheduling.period_us);
+        if let (Some(budget_spanned), Some(budget)) = (keys.budget, budget)
+            && !entry.was_dropped("period")
+            && (keys.period.is_none() || period.is_some())
+            && budget > scheduling.period_us
+        {
+            self.error(
+                &entry.at(budget_spanned),
+                format!(
+                    "{context}: budget {} is longer than its period {}",
+                    format_duration(u64::from(budget) * 1000),
+                    format_duration(u64::from(scheduling.period_us) * 1000)
+                ),
+            )
+            .help = Some("a budget is at most its period (equal means never throttled)".into());
+        }
+        scheduling
+    }
+
+    /// A budget or period: positive, whole microseconds, fits the spec.
+    fn scheduling_time<T>(
+        &mut self,
+        entry: &Entry<T>,
         context: &str,
         what: &str,
         value: &Spanned<Duration>,
@@ -818,6 +932,225 @@ impl Checker<'_> {
                 );
             }
         }
+    }
+
+    /// Virtual machines: names, switcher, image, memory, entry mode,
+    /// scheduling (applied to the switcher) and pokers. A VM with a bad
+    /// name or switcher is left out of later passes.
+    fn vms(
+        &mut self,
+        entries: &[&Entry<RawVm>],
+        component_entries: &[&Entry<RawComponent>],
+        names: &Names,
+        components: &mut [Component],
+    ) -> Vec<Vm> {
+        if let Some(extra) = entries.get(MAX_VMS) {
+            let count = entries.len();
+            self.error(
+                &extra.spot,
+                format!("the system has {count} VMs; the core supports at most {MAX_VMS}"),
+            );
+        }
+        let mut vms: Vec<Vm> = Vec::new();
+        // Per switcher: the VM it runs (by name), for "one VM per switcher".
+        let mut runs: BTreeMap<usize, String> = BTreeMap::new();
+        for &entry in entries {
+            let name = &entry.name;
+            let context = format!("VM '{name}'");
+            let mut good = true;
+            if let Some(component) = names.find(name) {
+                good = false;
+                let at = self
+                    .sources
+                    .error(&self.component_spots[component], "")
+                    .location();
+                self.error(
+                    &entry.spot,
+                    format!("VM '{name}' has the same name as component '{name}'"),
+                )
+                .help = Some(format!(
+                    "components and VMs share one name space; the component is defined at {at}"
+                ));
+            }
+            if name.len() > MAX_VM_NAME {
+                good = false;
+                self.error(
+                    &entry.spot,
+                    format!(
+                        "VM name '{name}' is longer than {MAX_VM_NAME} characters: its capabilities '{name}.vmcs' and '{name}.vcpu' must fit in 32"
+                    ),
+                );
+            }
+            let Some(raw) = &entry.value else { continue };
+
+            let switcher = self.end(entry, &context, "switcher", &raw.switcher, names);
+            good &= switcher.is_some();
+            if let Some(switcher) = switcher {
+                if let Some(first) = runs.get(&switcher) {
+                    good = false;
+                    let message = format!(
+                        "component '{}' already runs VM '{first}'; a world switcher runs one VM",
+                        components[switcher].name
+                    );
+                    self.error(&entry.at(&raw.switcher), message).help =
+                        Some("declare another component to switch this VM".into());
+                } else {
+                    runs.insert(switcher, name.clone());
+                }
+            }
+
+            let image = match &raw.image {
+                Some(image) => {
+                    let text = image.get_ref();
+                    if !is_valid_name(text) || text.len() > MAX_IMAGE_NAME {
+                        good = false;
+                        self.error(
+                            &entry.at(image),
+                            format!(
+                                "{context}: image name '{text}' is not 1 to {MAX_IMAGE_NAME} characters of a-z, 0-9, '_' and '-'"
+                            ),
+                        )
+                        .help = Some(format!(
+                            "the boot image holds it as '{GUEST_ENTRY_PREFIX}{text}', at most 32 characters"
+                        ));
+                    }
+                    text.clone()
+                }
+                None => name.clone(),
+            };
+
+            let mut memory_bytes = DEFAULT_VM_MEMORY;
+            if let Some(memory) = &raw.memory {
+                let bytes = memory.get_ref().0;
+                if bytes == 0 || !page_multiple(bytes) {
+                    good = false;
+                    self.error(
+                        &entry.at(memory),
+                        format!(
+                            "{context}: memory {} is not a positive multiple of the 4KiB page size",
+                            format_size(bytes)
+                        ),
+                    );
+                } else if bytes > MAX_GUEST_MEMORY {
+                    good = false;
+                    self.error(
+                        &entry.at(memory),
+                        format!(
+                            "{context}: memory {} is more than a VM may have ({})",
+                            format_size(bytes),
+                            format_size(MAX_GUEST_MEMORY)
+                        ),
+                    );
+                } else {
+                    memory_bytes = bytes;
+                }
+            }
+            let entry_mode = match raw.entry.as_ref().map(Spanned::get_ref) {
+                None | Some(VmEntry::Long) => EntryMode::Long,
+                Some(VmEntry::Real) => EntryMode::Real,
+            };
+
+            // Scheduling: the vCPU runs on its switcher's scheduling context.
+            let keys = SchedulingKeys {
+                priority: raw.priority.as_ref(),
+                budget: raw.budget.as_ref(),
+                period: raw.period.as_ref(),
+            };
+            let scheduling = self.scheduling(entry, &context, &keys);
+            let vm_sets = keys.first().is_some() || dropped_scheduling_key(entry).is_some();
+            if let Some(switcher) = switcher
+                && vm_sets
+            {
+                let switcher_entry = component_entries[switcher];
+                let switcher_sets = switcher_entry.value.as_ref().and_then(|raw| {
+                    SchedulingKeys {
+                        priority: raw.priority.as_ref(),
+                        budget: raw.budget.as_ref(),
+                        period: raw.period.as_ref(),
+                    }
+                    .first()
+                    .map(|(key, span)| {
+                        let spot = Spot {
+                            file: switcher_entry.spot.file,
+                            span,
+                        };
+                        let at = self.sources.error(&spot, "").location();
+                        format!("{key} at {at}")
+                    })
+                });
+                let switcher_sets = switcher_sets.or_else(|| {
+                    dropped_scheduling_key(switcher_entry).map(|key| {
+                        let at = self.sources.error(&switcher_entry.spot, "").location();
+                        format!("{key} in its table at {at}")
+                    })
+                });
+                let switcher_name = &components[switcher].name;
+                if let Some(where_) = switcher_sets {
+                    let spot = keys.first().map_or(entry.spot.clone(), |(_, span)| Spot {
+                        file: entry.spot.file,
+                        span,
+                    });
+                    let message = format!(
+                        "set the scheduling of VM '{name}' on the VM or on its switcher '{switcher_name}', not both"
+                    );
+                    self.error(&spot, message).help = Some(format!(
+                        "the VM's vCPU runs on the switcher's scheduling context; '{switcher_name}' sets {where_}"
+                    ));
+                } else if good {
+                    let component = &mut components[switcher];
+                    component.priority = scheduling.priority;
+                    component.budget_us = scheduling.budget_us;
+                    component.period_us = scheduling.period_us;
+                }
+            }
+
+            let mut poke: Vec<usize> = Vec::new();
+            for poker in raw.poke.iter().flatten() {
+                let Some(index) = names.find(poker.get_ref()) else {
+                    let help = names.help(poker.get_ref());
+                    self.error(
+                        &entry.at(poker),
+                        format!(
+                            "{context}: poke names unknown component '{}'",
+                            poker.get_ref()
+                        ),
+                    )
+                    .help = help;
+                    continue;
+                };
+                if Some(index) == switcher {
+                    self.error(
+                        &entry.at(poker),
+                        format!(
+                            "{context}: poke names its switcher '{}', which already holds '{name}.vcpu'",
+                            poker.get_ref()
+                        ),
+                    )
+                    .help = Some("poke lists the other components that may stop the vCPU".into());
+                    continue;
+                }
+                if poke.contains(&index) {
+                    self.error(
+                        &entry.at(poker),
+                        format!("{context}: poke names '{}' twice", poker.get_ref()),
+                    );
+                    continue;
+                }
+                poke.push(index);
+            }
+
+            if let (true, Some(switcher)) = (good, switcher) {
+                vms.push(Vm {
+                    name: name.clone(),
+                    switcher,
+                    image,
+                    memory_bytes,
+                    entry: entry_mode,
+                    poke,
+                });
+            }
+        }
+        vms
     }
 
     fn queues(
@@ -1099,19 +1432,29 @@ impl Checker<'_> {
         notifications
     }
 
-    /// All components' memory and all queues must fit the machine.
-    fn memory(&mut self, components: &[Component], queues: &[Queue], options: &Options) {
+    /// All components' memory, all queues and all VMs' guest memory must
+    /// fit the machine.
+    fn memory(
+        &mut self,
+        components: &[Component],
+        queues: &[Queue],
+        vms: &[Vm],
+        options: &Options,
+    ) {
         let queue_bytes: u64 = queues
             .iter()
             .map(|q| queue_pages(q.slot_size, q.slots) * PAGE_SIZE)
             .sum();
+        let vm_bytes: u64 = vms.iter().map(|vm| vm.memory_bytes).sum();
         let component_bytes: u64 = components.iter().map(|c| c.memory_bytes).sum();
-        let total = component_bytes.saturating_add(queue_bytes);
+        let total = component_bytes
+            .saturating_add(queue_bytes)
+            .saturating_add(vm_bytes);
         if total <= options.machine_memory {
             return;
         }
         // Report at the component whose memory first crosses the limit.
-        let mut running = queue_bytes;
+        let mut running = queue_bytes.saturating_add(vm_bytes);
         let mut at = components.len().saturating_sub(1);
         for (index, component) in components.iter().enumerate() {
             running = running.saturating_add(component.memory_bytes);
@@ -1128,10 +1471,15 @@ impl Checker<'_> {
             .take(3)
             .map(|c| format!("'{}' {}", c.name, format_size(c.memory_bytes)))
             .collect();
+        let vm_part = if vms.is_empty() {
+            String::new()
+        } else {
+            format!(", VMs {}", format_size_rounded(vm_bytes))
+        };
         self.error(
             &spot,
             format!(
-                "the system needs {} (components {}, queues {}) but the machine has {}",
+                "the system needs {} (components {}, queues {}{vm_part}) but the machine has {}",
                 format_size_rounded(total),
                 format_size_rounded(component_bytes),
                 format_size_rounded(queue_bytes),
@@ -1211,7 +1559,18 @@ impl Checker<'_> {
             let mut cursor = DEVICE_WINDOW;
             for region in &component.mmio {
                 layout.mmio_addresses[index].push(cursor);
-                cursor += region.size + PAGE_SIZE;
+                cursor = cursor.saturating_add(region.size + PAGE_SIZE);
+            }
+            if cursor > VM_MEMORY_ADDRESS {
+                let spot = self.component_spots[index].clone();
+                self.error(
+                    &spot,
+                    format!(
+                        "component '{}': its mmio regions need more than its device window of {} (with a guard page after each)",
+                        component.name,
+                        format_size(VM_MEMORY_ADDRESS - DEVICE_WINDOW)
+                    ),
+                );
             }
         }
         for (index, uses) in layout.bit_uses.iter().enumerate() {
@@ -1302,6 +1661,19 @@ impl Checker<'_> {
                 for &target in &component.observe {
                     layout.capabilities[index].push(context_capability(target));
                 }
+            }
+        }
+        for (index, vm) in system.vms.iter().enumerate() {
+            let vm_capability = |kind: CapabilityKind, suffix: &str| Capability {
+                name: format!("{}.{suffix}", vm.name),
+                kind,
+                target: Some(index),
+                badge: 0,
+            };
+            layout.capabilities[vm.switcher].push(vm_capability(CapabilityKind::Vmcs, "vmcs"));
+            layout.capabilities[vm.switcher].push(vm_capability(CapabilityKind::Vcpu, "vcpu"));
+            for &poker in &vm.poke {
+                layout.capabilities[poker].push(vm_capability(CapabilityKind::Vcpu, "vcpu"));
             }
         }
         let mut total = 0;

@@ -3,7 +3,8 @@
 //! A system is described in a strict TOML format (`docs/CAPDL.md`):
 //! components with their programs, scheduling, memory, start and restart
 //! policy, supervision and device grants; queues and notifications between
-//! them; optionally included base files. This crate reads such a
+//! them; virtual machines run by world-switcher components; optionally
+//! included base files. This crate reads such a
 //! description, checks it against every rule the core and the format impose
 //! (reporting all errors at once, each with file, line, column and a "did
 //! you mean" where a name is close), and lowers a valid one to the binary
@@ -31,13 +32,14 @@ pub mod units;
 
 pub use check::{
     DEFAULT_MAX_RESTARTS, DEFAULT_MEMORY, DEFAULT_PERIOD_NS, DEFAULT_PRIORITY, DEFAULT_STACK,
-    DEVICE_WINDOW, QUEUE_WINDOW, is_valid_name,
+    DEFAULT_VM_MEMORY, DEVICE_WINDOW, MAX_IMAGE_NAME, MAX_VM_NAME, QUEUE_WINDOW, VM_IMAGE_ADDRESS,
+    VM_MEMORY_ADDRESS, VM_STATE_ADDRESS, is_valid_name,
 };
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use lower::{Lowered, ProgramUse};
 pub use model::{
-    Capability, Component, Layout, MmioGrant, Notification, PortGrant, Queue, QueuePlacement,
-    Start, System,
+    Capability, Component, GUEST_ENTRY_PREFIX, Layout, MmioGrant, Notification, PortGrant, Queue,
+    QueuePlacement, Start, System, Vm, guest_entry_name,
 };
 pub use programs::ProgramSet;
 

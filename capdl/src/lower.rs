@@ -11,15 +11,16 @@ use std::fmt::Write;
 
 use microvisor_abi::spec::{
     CapabilityKind, CapabilitySpec, ComponentSpec, InterruptGrant, MemoryGrant, NONE, PortGrant,
-    QueueSpec, SpecBuilder, name_field,
+    QueueSpec, SpecBuilder, VmSpec, name_field,
 };
+use microvisor_abi::vcpu::EntryMode;
 
-use crate::check::port_pieces;
+use crate::check::{VM_IMAGE_ADDRESS, VM_MEMORY_ADDRESS, VM_STATE_ADDRESS, port_pieces};
 use crate::model::{Start, System};
 use crate::units::{format_duration, format_size};
 
-/// What the build tool packs: the spec, the listing, and which program each
-/// component runs.
+/// What the build tool packs: the spec, the listing, which program each
+/// component runs and which guest images the VMs start from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lowered {
     /// The binary boot spec (the image entry named `spec`).
@@ -28,6 +29,10 @@ pub struct Lowered {
     pub cdl: String,
     /// One per component, in spec order.
     pub programs: Vec<ProgramUse>,
+    /// The distinct guest images the VMs start from, sorted, by image name
+    /// (`hello` for `test-vms/hello`); the image must hold each as the entry
+    /// `vm-<image>` (kind `Guest`, see [`crate::guest_entry_name`]).
+    pub guests: Vec<String>,
 }
 
 /// A component's program and arguments.
@@ -60,6 +65,12 @@ impl System {
         Lowered {
             spec: self.spec(),
             cdl: self.cdl(),
+            guests: {
+                let mut guests: Vec<String> = self.vms.iter().map(|vm| vm.image.clone()).collect();
+                guests.sort_unstable();
+                guests.dedup();
+                guests
+            },
             programs: self
                 .components
                 .iter()
@@ -160,6 +171,18 @@ impl System {
                 sender_bit: placement.sender_bit,
             });
         }
+        for vm in &self.vms {
+            builder.vms.push(VmSpec {
+                name: name_field(&vm.name),
+                image: name_field(&vm.image_entry()),
+                switcher: vm.switcher as u32,
+                entry: vm.entry as u32,
+                memory_bytes: vm.memory_bytes,
+                memory_address: VM_MEMORY_ADDRESS,
+                image_address: VM_IMAGE_ADDRESS,
+                state_address: VM_STATE_ADDRESS,
+            });
+        }
         builder.finish()
     }
 
@@ -233,6 +256,24 @@ impl System {
                 placement.pages
             );
         }
+        for (index, vm) in self.vms.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {} = vm (index: {index}, switcher: {}, image: {}, memory: {}, entry: {})",
+                vm.name,
+                name(vm.switcher),
+                vm.image_entry(),
+                format_size(vm.memory_bytes),
+                entry_text(vm.entry)
+            );
+            let _ = writeln!(out, "  {}.vmcs = vmcs", vm.name);
+            let _ = writeln!(
+                out,
+                "  {}.vcpu = vcpu (runs on {}.sc)",
+                vm.name,
+                name(vm.switcher)
+            );
+        }
         if self.scheduling_controller.is_some() {
             let _ = writeln!(out, "  scheduling = sched_control");
         }
@@ -260,6 +301,18 @@ impl System {
                     }
                     (CapabilityKind::SchedulingContext, Some(target)) => {
                         format!("{}.sc (read consumed time)", name(target))
+                    }
+                    (CapabilityKind::Vmcs, Some(vm)) => {
+                        format!(
+                            "{}.vmcs (guest state, intercepts, reset)",
+                            self.vms[vm].name
+                        )
+                    }
+                    (CapabilityKind::Vcpu, Some(vm)) if self.vms[vm].switcher == index => {
+                        format!("{}.vcpu (run, poke)", self.vms[vm].name)
+                    }
+                    (CapabilityKind::Vcpu, Some(vm)) => {
+                        format!("{}.vcpu (poke)", self.vms[vm].name)
                     }
                     _ => "scheduling (configure any sched_context)".to_string(),
                 };
@@ -327,6 +380,29 @@ impl System {
                         region.physical,
                         format_size(region.size)
                     ),
+                ));
+            }
+            if let Some(vm) = self.vm_of(index) {
+                let vm = &self.vms[vm];
+                lines.push((
+                    VM_MEMORY_ADDRESS,
+                    format!(
+                        "guest memory of VM {} ({}, guest-physical 0)",
+                        vm.name,
+                        format_size(vm.memory_bytes)
+                    ),
+                ));
+                lines.push((
+                    VM_IMAGE_ADDRESS,
+                    format!(
+                        "image {} of VM {} (read-only, as large as the image)",
+                        vm.image_entry(),
+                        vm.name
+                    ),
+                ));
+                lines.push((
+                    VM_STATE_ADDRESS,
+                    format!("vCPU state of VM {} (1 page)", vm.name),
                 ));
             }
             if lines.is_empty() {
@@ -398,5 +474,12 @@ impl System {
             let _ = writeln!(out, "}}");
         }
         out
+    }
+}
+
+fn entry_text(entry: EntryMode) -> &'static str {
+    match entry {
+        EntryMode::Long => "long",
+        EntryMode::Real => "real",
     }
 }

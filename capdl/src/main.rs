@@ -63,8 +63,13 @@ fn run(arguments: &Arguments) -> Result<bool> {
     };
     let bytes = match arguments.emit {
         Emit::Check => {
+            let vms = match system.vms.len() {
+                0 => String::new(),
+                1 => ", 1 VM".to_string(),
+                count => format!(", {count} VMs"),
+            };
             eprintln!(
-                "{}: {} components, {} queues, {} notifications: ok",
+                "{}: {} components, {} queues, {} notifications{vms}: ok",
                 arguments.file.display(),
                 system.components.len(),
                 system.queues.len(),

@@ -11,6 +11,7 @@
 //! limit is reported like any other error.
 
 use microvisor_abi::spec::CapabilityKind;
+use microvisor_abi::vcpu::EntryMode;
 
 pub use crate::raw::Start;
 
@@ -23,6 +24,8 @@ pub struct System {
     pub components: Vec<Component>,
     pub queues: Vec<Queue>,
     pub notifications: Vec<Notification>,
+    /// Virtual machines; VM `i` is record `i` of the spec's VM table.
+    pub vms: Vec<Vm>,
     /// The component holding the scheduling-control capability.
     pub scheduling_controller: Option<usize>,
     pub layout: Layout,
@@ -89,13 +92,48 @@ pub struct Notification {
     pub to: usize,
 }
 
+/// A virtual machine: one vCPU run by the thread of its world switcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vm {
+    pub name: String,
+    /// The component that runs it (its scheduling context is the VM's).
+    pub switcher: usize,
+    /// The guest image's name (`hello` for `test-vms/hello`); the boot-image
+    /// entry is [`Vm::image_entry`].
+    pub image: String,
+    /// Guest-physical memory in bytes (whole pages, at most 1 GiB).
+    pub memory_bytes: u64,
+    pub entry: EntryMode,
+    /// Components holding a capability to poke the vCPU, in the order
+    /// written.
+    pub poke: Vec<usize>,
+}
+
+impl Vm {
+    /// The boot-image entry holding the guest image: `vm-<image>`.
+    pub fn image_entry(&self) -> String {
+        guest_entry_name(&self.image)
+    }
+}
+
+/// The boot-image entry name of guest image `image`: `vm-<image>`.
+pub fn guest_entry_name(image: &str) -> String {
+    format!("{GUEST_ENTRY_PREFIX}{image}")
+}
+
+/// Boot-image entries holding guest images start with this; component
+/// names and programs may not.
+pub const GUEST_ENTRY_PREFIX: &str = "vm-";
+
 /// A capability as the lowering emits it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Capability {
     /// The name its holder looks it up by.
     pub name: String,
     pub kind: CapabilityKind,
-    /// The component it refers to (`None` for scheduling control).
+    /// The object it refers to: a component index, a VM index for
+    /// [`CapabilityKind::Vmcs`] and [`CapabilityKind::Vcpu`], `None` for
+    /// scheduling control.
     pub target: Option<usize>,
     /// Notification bits, for [`CapabilityKind::Notification`].
     pub badge: u64,
@@ -140,6 +178,11 @@ impl System {
         self.components
             .iter()
             .position(|component| component.name == name)
+    }
+
+    /// The VM component `switcher` runs, if any.
+    pub fn vm_of(&self, switcher: usize) -> Option<usize> {
+        self.vms.iter().position(|vm| vm.switcher == switcher)
     }
 
     /// The components `supervisor` supervises, in index order.

@@ -4,7 +4,7 @@
 //! spanned tree, follows `include`s depth-first (includes before the
 //! including file's own declarations, each file once, cycles refused), and
 //! deserializes every `[components.NAME]`, `[queues.NAME]`,
-//! `[notifications.NAME]` and `[system]` table into the `Raw*` structs
+//! `[notifications.NAME]`, `[vms.NAME]` and `[system]` table into the `Raw*` structs
 //! below, which are the format's schema: `#[serde(deny_unknown_fields)]`,
 //! every value spanned. A table is deserialized repeatedly, dropping the
 //! offending key after each error, so one run reports every unknown field
@@ -25,8 +25,14 @@ use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, suggest};
 use crate::units::{Duration, Number, PortRange, Size};
 
 /// The keys a config file may have at its top level.
-pub const TOP_LEVEL_KEYS: [&str; 5] =
-    ["include", "system", "components", "queues", "notifications"];
+pub const TOP_LEVEL_KEYS: [&str; 6] = [
+    "include",
+    "system",
+    "components",
+    "queues",
+    "notifications",
+    "vms",
+];
 /// How deep includes may nest.
 pub const MAX_INCLUDE_DEPTH: usize = 16;
 
@@ -104,6 +110,32 @@ pub struct RawNotification {
     pub to: Spanned<String>,
 }
 
+/// How a VM's CPU starts (`microvisor_abi::vcpu::EntryMode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmEntry {
+    /// 64-bit long mode at the image's ELF entry.
+    Long,
+    /// 16-bit real mode, as a CPU leaves reset.
+    Real,
+}
+
+/// `[vms.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVm {
+    /// The component whose thread runs the vCPU.
+    pub switcher: Spanned<String>,
+    pub image: Option<Spanned<String>>,
+    pub memory: Option<Spanned<Size>>,
+    pub entry: Option<Spanned<VmEntry>>,
+    pub priority: Option<Spanned<Number>>,
+    pub budget: Option<Spanned<Duration>>,
+    pub period: Option<Spanned<Duration>>,
+    /// Components that may poke the vCPU.
+    pub poke: Option<Vec<Spanned<String>>>,
+}
+
 /// A named table from one file. `value` is `None` when the table could not
 /// be read at all (errors already reported); the name still exists, so
 /// references to it do not add spurious "unknown" errors. `dropped` names
@@ -151,12 +183,13 @@ pub struct Document {
     pub components: Vec<Entry<RawComponent>>,
     pub queues: Vec<Entry<RawQueue>>,
     pub notifications: Vec<Entry<RawNotification>>,
+    pub vms: Vec<Entry<RawVm>>,
     /// Whether a file had a TOML syntax error or an include failed: the
     /// document is incomplete, so checking stops after loading (references
     /// into the missing part would only add noise).
     pub incomplete: bool,
-    /// Whether a `components`, `queues` or `notifications` key was not a
-    /// table (already reported; "no components" would be noise).
+    /// Whether a `components`, `queues`, `notifications` or `vms` key was
+    /// not a table (already reported; "no components" would be noise).
     pub broken_sections: bool,
 }
 
@@ -275,6 +308,10 @@ impl Loader<'_> {
                 "notifications" => {
                     let entries = self.entries(file, value, &spot, "notifications", "notification");
                     self.document.notifications.extend(entries);
+                }
+                "vms" => {
+                    let entries = self.entries(file, value, &spot, "vms", "VM");
+                    self.document.vms.extend(entries);
                 }
                 other => {
                     let help = suggest(other, TOP_LEVEL_KEYS).unwrap_or_else(|| {

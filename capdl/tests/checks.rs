@@ -36,7 +36,7 @@ fn unknown_top_level_key() {
 fn unknown_top_level_key_far_from_any() {
     assert_eq!(
         error("[components.a]\n[devices]\n"),
-        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, components, queues, notifications)"
+        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, components, queues, notifications, vms)"
     );
 }
 
@@ -453,7 +453,7 @@ fn unknown_program() {
 fn unknown_default_program_lists_programs() {
     assert_eq!(
         error("[components.qos]\n"),
-        "main.toml:1:13: component 'qos': no program 'qos' in components/ (the program defaults to the component's name) (help: the programs are: a, b, blockstore, c, crasher, driver, hello, hostile, measure, peer, ping, pong, spinner, supervisor)"
+        "main.toml:1:13: component 'qos': no program 'qos' in components/ (the program defaults to the component's name) (help: the programs are: a, b, blockstore, c, crasher, driver, hello, hostile, measure, peer, ping, pong, spinner, supervisor, vmctl, world-switcher)"
     );
 }
 
@@ -1094,5 +1094,289 @@ fn too_many_capabilities_in_the_system() {
     assert_eq!(
         error(&text),
         "main.toml:125:13: the system has 544 capabilities; the core supports at most 512"
+    );
+}
+
+// ------------------------------------------------------------------- VMs
+
+const WS: &str = "[components.ws]\nprogram = \"world-switcher\"\n";
+
+/// One VM `g` run by `ws`, with `extra` lines in its table.
+fn vm(extra: &str) -> String {
+    format!("{WS}[vms.g]\nswitcher = \"ws\"\n{extra}")
+}
+
+#[test]
+fn vm_unknown_field() {
+    assert_eq!(
+        error(&vm("memroy = \"2MiB\"\n")),
+        "main.toml:5:1: VM 'g': unknown field 'memroy' (help: did you mean 'memory'?)"
+    );
+    assert_eq!(
+        error(&vm("colour = 1\n")),
+        "main.toml:5:1: VM 'g': unknown field 'colour' (help: the fields are: switcher, image, memory, entry, priority, budget, period, poke)"
+    );
+}
+
+#[test]
+fn vm_without_switcher() {
+    assert_eq!(
+        error(&format!("{WS}[vms.g]\nimage = \"hello\"\n")),
+        "main.toml:3:1: VM 'g' is missing 'switcher'"
+    );
+}
+
+#[test]
+fn vms_that_are_not_tables() {
+    assert_eq!(
+        error("vms = 3\n[components.a]\n"),
+        "main.toml:1:1: 'vms' must be a table of vms (help: write [vms.NAME])"
+    );
+    assert_eq!(
+        error("[components.a]\n[vms]\ng = 3\n"),
+        "main.toml:3:1: VM 'g' must be a table (help: write [vms.g] followed by its fields)"
+    );
+}
+
+#[test]
+fn invalid_vm_name() {
+    assert_eq!(
+        error(&format!("{WS}[vms.G]\nswitcher = \"ws\"\n")),
+        "main.toml:3:6: VM name 'G' is not 1 to 32 characters of a-z, 0-9, '_' and '-'"
+    );
+}
+
+#[test]
+fn vm_named_core() {
+    assert_eq!(
+        error(&format!("{WS}[vms.core]\nswitcher = \"ws\"\n")),
+        "main.toml:3:6: VM name 'core' is reserved for the microvisor core"
+    );
+}
+
+#[test]
+fn vm_named_like_a_component() {
+    assert_eq!(
+        error(&format!("{WS}[vms.ws]\nswitcher = \"ws\"\n")),
+        "main.toml:3:6: VM 'ws' has the same name as component 'ws' (help: components and VMs share one name space; the component is defined at main.toml:1:13)"
+    );
+}
+
+#[test]
+fn vm_defined_in_two_files() {
+    let table = "[vms.g]\nswitcher = \"ws\"\n";
+    assert_eq!(
+        errors_of(&[
+            ("main.toml", &format!("include = [\"base.toml\"]\n{table}")),
+            ("base.toml", &format!("{WS}{table}")),
+        ]),
+        [
+            "main.toml:2:6: VM 'g' is defined in both base.toml and main.toml (help: first defined at base.toml:3:6)"
+        ]
+    );
+}
+
+#[test]
+fn vm_name_too_long_for_its_capabilities() {
+    let long = "abcdefghijklmnopqrstuvwxyz01";
+    assert_eq!(
+        error(&format!("{WS}[vms.{long}]\nswitcher = \"ws\"\n")),
+        format!(
+            "main.toml:3:6: VM name '{long}' is longer than 27 characters: its capabilities '{long}.vmcs' and '{long}.vcpu' must fit in 32"
+        )
+    );
+}
+
+#[test]
+fn vm_unknown_switcher() {
+    assert_eq!(
+        error(&format!("{WS}[vms.g]\nswitcher = \"wss\"\n")),
+        "main.toml:4:12: VM 'g': unknown switcher 'wss' (help: did you mean 'ws'?)"
+    );
+}
+
+#[test]
+fn one_vm_per_switcher() {
+    assert_eq!(
+        error(&format!(
+            "{WS}[vms.a]\nswitcher = \"ws\"\n[vms.b]\nswitcher = \"ws\"\n"
+        )),
+        "main.toml:6:12: component 'ws' already runs VM 'a'; a world switcher runs one VM (help: declare another component to switch this VM)"
+    );
+}
+
+#[test]
+fn vm_image_name() {
+    assert_eq!(
+        error(&vm("image = \"Hello\"\n")),
+        "main.toml:5:9: VM 'g': image name 'Hello' is not 1 to 29 characters of a-z, 0-9, '_' and '-' (help: the boot image holds it as 'vm-Hello', at most 32 characters)"
+    );
+    let long = "abcdefghijklmnopqrstuvwxyz0123";
+    assert_eq!(
+        error(&vm(&format!("image = \"{long}\"\n"))),
+        format!(
+            "main.toml:5:9: VM 'g': image name '{long}' is not 1 to 29 characters of a-z, 0-9, '_' and '-' (help: the boot image holds it as 'vm-{long}', at most 32 characters)"
+        )
+    );
+}
+
+#[test]
+fn vm_memory_zero_or_not_whole_pages() {
+    assert_eq!(
+        error(&vm("memory = 0\n")),
+        "main.toml:5:10: VM 'g': memory 0B is not a positive multiple of the 4KiB page size"
+    );
+    assert_eq!(
+        error(&vm("memory = \"1001KiB\"\n")),
+        "main.toml:5:10: VM 'g': memory 1001KiB is not a positive multiple of the 4KiB page size"
+    );
+}
+
+#[test]
+fn vm_memory_too_large() {
+    assert_eq!(
+        error(&vm("memory = \"2GiB\"\n")),
+        "main.toml:5:10: VM 'g': memory 2GiB is more than a VM may have (1GiB)"
+    );
+}
+
+#[test]
+fn vm_memory_unit() {
+    assert_eq!(
+        error(&vm("memory = \"2M\"\n")),
+        "main.toml:5:10: VM 'g': invalid 'memory': \"2M\" has an unknown unit 'M' (use B, KiB, MiB or GiB; did you mean 'MiB'?)"
+    );
+}
+
+#[test]
+fn vm_entry_mode() {
+    assert_eq!(
+        error(&vm("entry = \"rael\"\n")),
+        "main.toml:5:9: VM 'g': 'entry' must be \"long\" or \"real\", not \"rael\" (help: did you mean 'real'?)"
+    );
+}
+
+#[test]
+fn vm_scheduling_is_checked_like_a_components() {
+    assert_eq!(
+        error(&vm("priority = 256\n")),
+        "main.toml:5:12: VM 'g': priority 256 is out of range (0 to 255, higher runs first)"
+    );
+    assert_eq!(
+        error(&vm("budget = \"20ms\"\n")),
+        "main.toml:5:10: VM 'g': budget 20ms is longer than its period 10ms (help: a budget is at most its period (equal means never throttled))"
+    );
+    assert_eq!(
+        error(&vm("period = \"0ms\"\n")),
+        "main.toml:5:10: VM 'g': period must be longer than zero"
+    );
+    assert_eq!(
+        error(&vm("budget = \"1500ns\"\n")),
+        "main.toml:5:10: VM 'g': budget 1500ns is not a whole number of microseconds"
+    );
+}
+
+#[test]
+fn vm_scheduling_on_both_the_vm_and_its_switcher() {
+    assert_eq!(
+        error(&format!(
+            "{WS}priority = 3\n[vms.g]\nswitcher = \"ws\"\nbudget = \"2ms\"\n"
+        )),
+        "main.toml:6:10: set the scheduling of VM 'g' on the VM or on its switcher 'ws', not both (help: the VM's vCPU runs on the switcher's scheduling context; 'ws' sets priority at main.toml:3:12)"
+    );
+    assert_eq!(
+        errors(&format!(
+            "{WS}period = 5\n[vms.g]\nswitcher = \"ws\"\npriority = 7\n"
+        )),
+        [
+            "main.toml:3:10: component 'ws': 'period' expects a duration such as \"10ms\", found integer `5`",
+            "main.toml:6:12: set the scheduling of VM 'g' on the VM or on its switcher 'ws', not both (help: the VM's vCPU runs on the switcher's scheduling context; 'ws' sets period in its table at main.toml:1:13)",
+        ]
+    );
+}
+
+#[test]
+fn vm_poke() {
+    assert_eq!(
+        errors(&format!(
+            "{WS}[components.vmctl]\n[vms.g]\nswitcher = \"ws\"\npoke = [\"vmctrl\", \"ws\", \"vmctl\", \"vmctl\"]\n"
+        )),
+        [
+            "main.toml:6:9: VM 'g': poke names unknown component 'vmctrl' (help: did you mean 'vmctl'?)",
+            "main.toml:6:19: VM 'g': poke names its switcher 'ws', which already holds 'g.vcpu' (help: poke lists the other components that may stop the vCPU)",
+            "main.toml:6:34: VM 'g': poke names 'vmctl' twice",
+        ]
+    );
+}
+
+#[test]
+fn component_names_starting_with_vm_are_reserved() {
+    assert_eq!(
+        error("[components.vm-hello]\nprogram = \"a\"\n"),
+        "main.toml:1:13: component name 'vm-hello' starts with 'vm-', which the boot image reserves for guest images (help: rename the component; a guest is declared as [vms.NAME])"
+    );
+    assert_eq!(
+        error("[components.a]\nprogram = \"vm-hello\"\n"),
+        "main.toml:2:11: component 'a': program name 'vm-hello' starts with 'vm-', which the boot image reserves for guest images"
+    );
+}
+
+#[test]
+fn too_many_vms() {
+    let mut text = String::new();
+    for i in 0..17 {
+        text.push_str(&format!(
+            "[components.ws{i}]\nprogram = \"world-switcher\"\nmemory = \"1MiB\"\n[vms.g{i}]\nswitcher = \"ws{i}\"\n"
+        ));
+    }
+    assert_eq!(
+        error(&text),
+        "main.toml:84:6: the system has 17 VMs; the core supports at most 16"
+    );
+}
+
+#[test]
+fn vm_capabilities_count_toward_the_limit() {
+    let mut text = format!("{WS}[components.b]\nprogram = \"a\"\n[vms.g]\nswitcher = \"ws\"\n");
+    for i in 0..31 {
+        text.push_str(&format!(
+            "[notifications.n{i}]\nfrom = \"ws\"\nto = \"b\"\n"
+        ));
+    }
+    assert_eq!(
+        error(&text),
+        "main.toml:1:13: component 'ws' would hold 33 capabilities; a component holds at most 32"
+    );
+}
+
+#[test]
+fn vm_memory_counts_toward_the_machine() {
+    assert_eq!(
+        error(&format!(
+            "{WS}memory = \"300MiB\"\n[vms.g]\nswitcher = \"ws\"\nmemory = \"1GiB\"\n"
+        )),
+        "main.toml:1:13: the system needs 1324MiB (components 300MiB, queues 0B, VMs 1GiB) but the machine has 448MiB (help: the largest components: 'ws' 300MiB)"
+    );
+}
+
+#[test]
+fn vm_scheduling_takes_part_in_call_paths() {
+    // The VM's priority is its switcher's: a server below its client.
+    assert_eq!(
+        error(
+            "[components.ws]\nprogram = \"world-switcher\"\n[components.client]\nprogram = \"a\"\npriority = 100\n\
+             [vms.g]\nswitcher = \"ws\"\npriority = 50\n\
+             [queues.requests]\nfrom = \"client\"\nto = \"ws\"\nslot_size = 8\nslots = 2\nreply = \"replies\"\n\
+             [queues.replies]\nfrom = \"ws\"\nto = \"client\"\nslot_size = 8\nslots = 2\n"
+        ),
+        "main.toml:9:9: priority inversion on call path 'requests' -> 'replies': server 'ws' (priority 50) runs below its client 'client' (priority 100) (help: a client waiting for its reply is delayed by everything between the two priorities; give 'ws' priority 100 or more)"
+    );
+}
+
+#[test]
+fn device_window_overflow() {
+    assert_eq!(
+        error("[components.a]\nmmio = [{ physical = 0, size = \"32768GiB\" }]\n"),
+        "main.toml:1:13: component 'a': its mmio regions need more than its device window of 16384GiB (with a guard page after each)"
     );
 }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use capdl::{DEVICE_WINDOW, ProgramSet, QUEUE_WINDOW};
 use common::{assert_round_trip, system};
 use microvisor_abi::PAGE_SIZE;
-use microvisor_abi::spec::{CapabilityKind, NONE, Spec, queue_pages};
+use microvisor_abi::spec::{CapabilityKind, NONE, Spec, name_of, queue_pages};
+use microvisor_abi::vcpu::EntryMode;
 
 fn examples() -> Vec<PathBuf> {
     let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
@@ -426,4 +427,217 @@ fn listing_shows_grants_and_empty_sections() {
         ),
         "{cdl}"
     );
+}
+
+const TWO_VMS: &str = "[components.ws-hello]\nprogram = \"world-switcher\"\n\
+     [components.vmctl]\n\
+     [components.ws-dos]\nprogram = \"world-switcher\"\npriority = 120\n\
+     [vms.hello]\nswitcher = \"ws-hello\"\nimage = \"hello\"\nmemory = \"4MiB\"\n\
+     priority = 150\nbudget = \"2ms\"\nperiod = \"10ms\"\npoke = [\"vmctl\", \"ws-dos\"]\n\
+     [vms.dos]\nswitcher = \"ws-dos\"\nimage = \"hello\"\nentry = \"real\"\npoke = [\"vmctl\"]\n";
+
+#[test]
+fn vms_are_lowered_in_declaration_order() {
+    let system = system(TWO_VMS);
+    assert_round_trip(&system);
+    let names: Vec<&str> = system.vms.iter().map(|vm| vm.name.as_str()).collect();
+    assert_eq!(names, ["hello", "dos"]);
+    let bytes = system.spec();
+    let spec = Spec::parse(&bytes).unwrap();
+    assert_eq!(spec.vms.len(), 2);
+    let hello = &spec.vms[0];
+    assert_eq!(name_of(&hello.name), Some("hello"));
+    assert_eq!(name_of(&hello.image), Some("vm-hello"));
+    assert_eq!(hello.switcher, 0);
+    assert_eq!(hello.entry, EntryMode::Long as u32);
+    assert_eq!(hello.memory_bytes, 4 << 20);
+    assert_eq!(
+        (
+            hello.memory_address,
+            hello.image_address,
+            hello.state_address
+        ),
+        (
+            0x0000_6000_0000_0000,
+            0x0000_6800_0000_0000,
+            0x0000_7000_0000_0000
+        )
+    );
+    let dos = &spec.vms[1];
+    assert_eq!((dos.switcher, dos.entry), (2, EntryMode::Real as u32));
+    assert_eq!(dos.memory_bytes, capdl::DEFAULT_VM_MEMORY);
+    assert_eq!(name_of(&dos.image), Some("vm-hello"));
+    // Every switcher sees its VM at the same addresses.
+    assert_eq!(
+        (dos.memory_address, dos.image_address, dos.state_address),
+        (
+            hello.memory_address,
+            hello.image_address,
+            hello.state_address
+        )
+    );
+    assert_eq!(spec.vm_of(2).map(|(index, _)| index), Some(1));
+    assert!(spec.vm_of(1).is_none());
+    assert_eq!(system.lower().guests, ["hello"]);
+}
+
+#[test]
+fn vm_capabilities_go_to_the_switcher_and_the_pokers() {
+    let system = system(TWO_VMS);
+    let caps = |index: usize| -> Vec<(String, CapabilityKind, Option<usize>)> {
+        system.layout.capabilities[index]
+            .iter()
+            .map(|c| (c.name.clone(), c.kind, c.target))
+            .collect()
+    };
+    let cap = |name: &str, kind, target| (name.to_string(), kind, Some(target));
+    assert_eq!(
+        caps(0),
+        [
+            cap("hello.vmcs", CapabilityKind::Vmcs, 0),
+            cap("hello.vcpu", CapabilityKind::Vcpu, 0),
+        ]
+    );
+    assert_eq!(
+        caps(1),
+        [
+            cap("hello.vcpu", CapabilityKind::Vcpu, 0),
+            cap("dos.vcpu", CapabilityKind::Vcpu, 1),
+        ]
+    );
+    assert_eq!(
+        caps(2),
+        [
+            cap("hello.vcpu", CapabilityKind::Vcpu, 0),
+            cap("dos.vmcs", CapabilityKind::Vmcs, 1),
+            cap("dos.vcpu", CapabilityKind::Vcpu, 1),
+        ]
+    );
+    let bytes = system.spec();
+    let spec = Spec::parse(&bytes).unwrap();
+    let record = &spec.capabilities_of(0)[0];
+    assert_eq!(
+        (record.kind, record.target),
+        (CapabilityKind::Vmcs as u32, 0)
+    );
+}
+
+#[test]
+fn vm_scheduling_is_its_switchers() {
+    let system = system(TWO_VMS);
+    let ws = &system.components[0];
+    assert_eq!(
+        (ws.priority, ws.budget_us, ws.period_us),
+        (150, 2_000, 10_000)
+    );
+    let ws_dos = &system.components[2];
+    assert_eq!(
+        (ws_dos.priority, ws_dos.budget_us, ws_dos.period_us),
+        (120, 10_000, 10_000),
+        "set on the switcher"
+    );
+    let only_period = system_of_one_vm("period = \"20ms\"\n");
+    assert_eq!(
+        (
+            only_period.components[0].budget_us,
+            only_period.components[0].period_us
+        ),
+        (20_000, 20_000),
+        "the budget defaults to the VM's period"
+    );
+}
+
+fn system_of_one_vm(extra: &str) -> capdl::System {
+    system(&format!(
+        "[components.ws]\nprogram = \"world-switcher\"\n[vms.g]\nswitcher = \"ws\"\n{extra}"
+    ))
+}
+
+#[test]
+fn vm_defaults() {
+    let system = system_of_one_vm("");
+    let vm = &system.vms[0];
+    assert_eq!(vm.image, "g", "the image defaults to the VM's name");
+    assert_eq!(vm.image_entry(), "vm-g");
+    assert_eq!(vm.memory_bytes, 2 << 20);
+    assert_eq!(vm.entry, EntryMode::Long);
+    assert!(vm.poke.is_empty());
+    let ws = &system.components[0];
+    assert_eq!(
+        (ws.priority, ws.budget_us, ws.period_us),
+        (100, 10_000, 10_000)
+    );
+    assert_eq!(system.lower().guests, ["g"]);
+    assert_round_trip(&system);
+}
+
+#[test]
+fn vm_windows_do_not_meet_queues_or_devices() {
+    let text = "[components.ws]\nprogram = \"world-switcher\"\n\
+         mmio = [{ physical = \"0xfebd0000\", size = \"64KiB\" }]\n[components.b]\nprogram = \"a\"\n\
+         [queues.q]\nfrom = \"ws\"\nto = \"b\"\nslot_size = 4096\nslots = 1024\n\
+         [vms.g]\nswitcher = \"ws\"\nmemory = \"1GiB\"\n";
+    let options = capdl::Options {
+        machine_memory: 2 << 30,
+    };
+    let system = common::load_files(&[("main.toml", text)], &options).unwrap();
+    assert_round_trip(&system);
+    let layout = &system.layout;
+    let queue_end = layout.queues[0].sender_address + layout.queues[0].pages * PAGE_SIZE;
+    assert!(queue_end <= DEVICE_WINDOW);
+    assert!(layout.mmio_addresses[0][0] + (64 << 10) <= capdl::VM_MEMORY_ADDRESS);
+    // The VM windows' own order and the stack are asserted at compile time
+    // in capdl's check module.
+}
+
+#[test]
+fn listing_of_a_vm() {
+    let mut system = system(
+        "[components.ws-hello]\nprogram = \"world-switcher\"\n\
+         [components.vmctl]\n\
+         [vms.hello]\nswitcher = \"ws-hello\"\npriority = 150\nbudget = \"2ms\"\npoke = [\"vmctl\"]\n",
+    );
+    system.root = "examples/vm-hello.toml".into();
+    let expected = r#"-- capDL-style listing of examples/vm-hello.toml, written by capdl.
+-- For people; the core reads the boot spec (capdl --emit spec).
+
+arch x86_64
+
+objects {
+  ws-hello = component (index: 0, program: world-switcher, start: boot)
+  ws-hello.sc = sched_context (priority: 150, budget: 2ms, period: 10ms)
+  ws-hello.vspace = address_space (memory: 16MiB, stack: 64KiB)
+  ws-hello.notification = notification (bits used: 0 of 64)
+  vmctl = component (index: 1, program: vmctl, start: boot)
+  vmctl.sc = sched_context (priority: 100, budget: 10ms, period: 10ms)
+  vmctl.vspace = address_space (memory: 16MiB, stack: 64KiB)
+  vmctl.notification = notification (bits used: 0 of 64)
+  hello = vm (index: 0, switcher: ws-hello, image: vm-hello, memory: 2MiB, entry: long)
+  hello.vmcs = vmcs
+  hello.vcpu = vcpu (runs on ws-hello.sc)
+}
+
+caps {
+  ws-hello {
+    0: hello.vmcs = hello.vmcs (guest state, intercepts, reset)  -- table entry 0
+    1: hello.vcpu = hello.vcpu (run, poke)  -- table entry 1
+  }
+  vmctl {
+    0: hello.vcpu = hello.vcpu (poke)  -- table entry 2
+  }
+}
+
+bits {
+  -- none
+}
+
+mappings {
+  ws-hello.vspace {
+    0x0000600000000000: guest memory of VM hello (2MiB, guest-physical 0)
+    0x0000680000000000: image vm-hello of VM hello (read-only, as large as the image)
+    0x0000700000000000: vCPU state of VM hello (1 page)
+  }
+}
+"#;
+    assert_eq!(system.cdl(), expected);
 }

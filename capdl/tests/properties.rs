@@ -35,6 +35,10 @@ struct SystemPlan {
     /// Turn the first queue into a call with a reply queue (priorities are
     /// raised so the server is never below the client).
     call: bool,
+    /// VMs: switcher, guest memory pages, real-mode entry, a poker (each
+    /// modulo the component count; VMs whose switcher already runs one are
+    /// left out).
+    vms: Vec<(usize, u64, bool, Option<usize>)>,
 }
 
 fn component_plan() -> impl Strategy<Value = ComponentPlan> {
@@ -82,14 +86,24 @@ fn system_plan() -> impl Strategy<Value = SystemPlan> {
             proptest::collection::vec((0..count, 0..count), 0..4),
             proptest::option::of(0..count),
             any::<bool>(),
+            proptest::collection::vec(
+                (
+                    0..count,
+                    1u64..=512,
+                    any::<bool>(),
+                    proptest::option::of(0..count),
+                ),
+                0..4,
+            ),
         )
             .prop_map(
-                |(components, queues, notifications, controller, call)| SystemPlan {
+                |(components, queues, notifications, controller, call, vms)| SystemPlan {
                     components,
                     queues,
                     notifications,
                     controller,
                     call,
+                    vms,
                 },
             )
     })
@@ -189,6 +203,22 @@ fn render(plan: &SystemPlan) -> String {
             ));
         }
     }
+    let mut switchers = Vec::new();
+    for (index, (switcher, pages, real, poker)) in plan.vms.iter().enumerate() {
+        if switchers.contains(switcher) {
+            continue;
+        }
+        switchers.push(*switcher);
+        text.push_str(&format!(
+            "[vms.v{index}]\nswitcher = \"c{switcher}\"\nimage = \"guest{}\"\nmemory = \"{}KiB\"\nentry = \"{}\"\n",
+            index % 2,
+            pages * 4,
+            if *real { "real" } else { "long" }
+        ));
+        if let Some(poker) = poker.filter(|poker| poker != switcher) {
+            text.push_str(&format!("poke = [\"c{poker}\"]\n"));
+        }
+    }
     text
 }
 
@@ -227,6 +257,15 @@ slots = 256
 [notifications.kick]
 from = "pong"
 to = "ping"
+[vms.guest]
+switcher = "hello"
+image = "hello"
+memory = "2MiB"
+entry = "real"
+priority = 5
+budget = "1ms"
+period = "5ms"
+poke = ["ping"]
 "#;
 
 const BASE: &str = "[components.hello]\nprogram = \"hello\"\n";
@@ -328,5 +367,10 @@ fn the_seed_is_valid() {
     )
     .unwrap();
     assert_eq!(system.components.len(), 3);
+    assert_eq!(system.vms.len(), 1);
+    assert_eq!(
+        system.components[0].priority, 5,
+        "the VM's scheduling is hello's"
+    );
     assert_round_trip(&system);
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use capdl::{Diagnostic, Options, ProgramSet, System};
 use microvisor_abi::PAGE_SIZE;
 use microvisor_abi::spec::{CapabilityKind, NONE, Spec, name_of};
+use microvisor_abi::vcpu::EntryMode;
 
 /// Programs the tests may name.
 pub fn programs() -> ProgramSet {
@@ -29,6 +30,8 @@ pub fn programs() -> ProgramSet {
             "c",
             "driver",
             "blockstore",
+            "world-switcher",
+            "vmctl",
         ],
     )
 }
@@ -196,4 +199,25 @@ pub fn assert_round_trip(system: &System) {
         .map(|g| (g.component, g.line, g.bit))
         .collect();
     assert_eq!(spec_lines, lines);
+    assert_eq!(spec.vms.len(), system.vms.len());
+    for (index, (record, vm)) in spec.vms.iter().zip(&system.vms).enumerate() {
+        assert_eq!(name_of(&record.name), Some(vm.name.as_str()));
+        assert_eq!(name_of(&record.image), Some(vm.image_entry().as_str()));
+        assert_eq!(record.switcher, vm.switcher as u32);
+        assert_eq!(EntryMode::from_u32(record.entry), Some(vm.entry));
+        assert_eq!(record.memory_bytes, vm.memory_bytes);
+        assert_eq!(
+            (
+                record.memory_address,
+                record.image_address,
+                record.state_address
+            ),
+            (
+                capdl::VM_MEMORY_ADDRESS,
+                capdl::VM_IMAGE_ADDRESS,
+                capdl::VM_STATE_ADDRESS
+            )
+        );
+        assert_eq!(spec.vm_of(vm.switcher).map(|(at, _)| at), Some(index));
+    }
 }

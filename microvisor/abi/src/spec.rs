@@ -946,6 +946,197 @@ mod tests {
         );
     }
 
+    /// `sample()` plus VM `guest` run by `ping`, which holds its VMCS and
+    /// vCPU capabilities, and `pong` poking it (the addresses capdl uses).
+    fn vm_sample() -> SpecBuilder {
+        let mut spec = sample();
+        spec.vms.push(VmSpec {
+            name: name_field("guest"),
+            image: name_field("vm-hello"),
+            switcher: 0,
+            entry: crate::vcpu::EntryMode::Long as u32,
+            memory_bytes: 2 << 20,
+            memory_address: 0x0000_6000_0000_0000,
+            image_address: 0x0000_6800_0000_0000,
+            state_address: 0x0000_7000_0000_0000,
+        });
+        let capability = |name: &str, holder: u32, kind: CapabilityKind| CapabilitySpec {
+            name: name_field(name),
+            holder,
+            kind: kind as u32,
+            target: 0,
+            reserved: 0,
+            badge: 0,
+        };
+        spec.capabilities
+            .insert(1, capability("guest.vmcs", 0, CapabilityKind::Vmcs));
+        spec.capabilities
+            .insert(2, capability("guest.vcpu", 0, CapabilityKind::Vcpu));
+        spec.capabilities
+            .push(capability("guest.vcpu", 1, CapabilityKind::Vcpu));
+        spec.components[0].capability_count = 3;
+        spec.components[1].capability_first = 3;
+        spec.components[1].capability_count = 2;
+        spec
+    }
+
+    #[test]
+    fn round_trip_with_a_vm() {
+        let bytes = vm_sample().finish();
+        let spec = Spec::parse(&bytes).unwrap();
+        assert_eq!(spec.vms.len(), 1);
+        assert_eq!(name_of(&spec.vms[0].name), Some("guest"));
+        assert_eq!(name_of(&spec.vms[0].image), Some("vm-hello"));
+        assert_eq!(spec.vm_of(0).map(|(index, _)| index), Some(0));
+        assert!(spec.vm_of(1).is_none());
+        let kinds: alloc::vec::Vec<_> = spec
+            .capabilities_of(0)
+            .iter()
+            .map(|c| CapabilityKind::from_u32(c.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                Some(CapabilityKind::Notification),
+                Some(CapabilityKind::Vmcs),
+                Some(CapabilityKind::Vcpu)
+            ]
+        );
+        assert_eq!(spec.capabilities_of(1)[1].target, 0);
+    }
+
+    #[test]
+    fn refuses_inconsistent_vms() {
+        let check = |mutate: &dyn Fn(&mut SpecBuilder), expected: SpecError| {
+            let mut spec = vm_sample();
+            mutate(&mut spec);
+            assert_eq!(Spec::parse(&spec.finish()).unwrap_err(), expected);
+        };
+        let bad = |index, field| SpecError::BadField {
+            table: "vm",
+            index,
+            field,
+        };
+        check(&|s| s.vms[0].entry = 2, bad(0, "entry"));
+        check(
+            &|s| {
+                let mut second = s.vms[0];
+                second.name = name_field("other");
+                s.vms.push(second);
+            },
+            bad(1, "switcher"),
+        );
+        check(
+            &|s| {
+                let mut second = s.vms[0];
+                second.name = name_field("guest");
+                second.switcher = 1;
+                s.vms.push(second);
+            },
+            SpecError::BadName {
+                table: "vm",
+                index: 1,
+            },
+        );
+        check(
+            &|s| s.vms[0].name = name_field("pong"),
+            SpecError::BadName {
+                table: "vm",
+                index: 0,
+            },
+        );
+        check(
+            &|s| s.vms[0].name = name_field("core"),
+            SpecError::BadName {
+                table: "vm",
+                index: 0,
+            },
+        );
+        check(
+            &|s| s.vms[0].image = [0; 32],
+            SpecError::BadName {
+                table: "vm image",
+                index: 0,
+            },
+        );
+        check(
+            &|s| s.vms[0].switcher = 2,
+            SpecError::BadComponentIndex {
+                table: "vm",
+                index: 0,
+            },
+        );
+        check(&|s| s.vms[0].memory_bytes = 0, bad(0, "memory_bytes"));
+        check(&|s| s.vms[0].memory_bytes = 4097, bad(0, "memory_bytes"));
+        check(
+            &|s| s.vms[0].memory_bytes = MAX_GUEST_MEMORY + 4096,
+            bad(0, "memory_bytes"),
+        );
+        check(
+            &|s| s.vms[0].memory_address += 0x800,
+            bad(0, "memory_address"),
+        );
+        check(
+            &|s| s.vms[0].memory_address = 0x1000,
+            bad(0, "memory_address"),
+        );
+        check(
+            &|s| s.vms[0].memory_address = crate::STACK_TOP - 4096,
+            bad(0, "memory_address"),
+        );
+        check(&|s| s.vms[0].image_address += 8, bad(0, "image_address"));
+        check(
+            &|s| s.vms[0].image_address = crate::STACK_TOP - (1 << 29),
+            bad(0, "image_address"),
+        );
+        check(&|s| s.vms[0].state_address += 1, bad(0, "state_address"));
+        check(
+            &|s| s.vms[0].state_address = crate::STACK_TOP,
+            bad(0, "state_address"),
+        );
+        check(
+            &|s| s.capabilities[1].target = 1,
+            SpecError::BadField {
+                table: "capability",
+                index: 1,
+                field: "vm",
+            },
+        );
+        check(
+            &|s| s.vms.clear(),
+            SpecError::BadField {
+                table: "capability",
+                index: 1,
+                field: "vm",
+            },
+        );
+        let mut many = vm_sample();
+        for index in 0..MAX_VMS {
+            let mut vm = many.vms[0];
+            vm.name = name_field(&alloc::format!("vm{index}"));
+            many.vms.push(vm);
+        }
+        assert_eq!(
+            Spec::parse(&many.finish()).unwrap_err(),
+            SpecError::BadTable("vm")
+        );
+    }
+
+    #[test]
+    fn never_panics_on_noise_in_a_spec_with_a_vm() {
+        let bytes = vm_sample().finish();
+        for len in 0..bytes.len() {
+            let _ = Spec::parse(&bytes[..len]);
+        }
+        for at in 0..bytes.len() {
+            for value in [0u8, 1, 0x80, 0xff] {
+                let mut bad = bytes.clone();
+                bad[at] = value;
+                let _ = Spec::parse(&bad);
+            }
+        }
+    }
+
     #[test]
     fn never_panics_on_noise() {
         let bytes = sample().finish();
