@@ -3,10 +3,14 @@
 //! window of `window_ms` (default 1000) and divides the other's consumed
 //! time by the window. `target` names the observed component (default
 //! `spinner`, through the capability `<target>.sc`), `expect` and
-//! `tolerance` the expected share in percent (default 20 ± 2).
+//! `tolerance` the expected share in percent (default 20 ± 2), or
+//! `at_least` a lower bound instead. `test` names the result line (default
+//! `budget`).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
+
+use core::fmt::Write;
 
 use runtime::{println, syscall};
 
@@ -20,6 +24,8 @@ fn main(start: &runtime::Start) -> i32 {
             .unwrap_or(default)
     };
     let target = start.arg("target").unwrap_or("spinner");
+    let test = start.arg("test").unwrap_or("budget");
+    let at_least = start.arg("at_least").and_then(|v| v.parse::<u64>().ok());
     let (window_ms, expect, tolerance) = (
         arg("window_ms", 1000),
         arg("expect", 20),
@@ -33,7 +39,7 @@ fn main(start: &runtime::Start) -> i32 {
         core::str::from_utf8(&capability[..n + 3]).unwrap_or("")
     };
     let Some(context) = start.capability(name) else {
-        println!("TEST budget FAIL: no capability '{name}'");
+        println!("TEST {test} FAIL: no capability '{name}'");
         return 1;
     };
     // Warm up: let the target run a few periods.
@@ -49,21 +55,25 @@ fn main(start: &runtime::Start) -> i32 {
         share_permille / 10,
         share_permille % 10
     );
-    let low = (expect - tolerance) * 10;
-    let high = (expect + tolerance) * 10;
-    if (low..=high).contains(&share_permille) {
-        println!(
-            "TEST budget PASS: {target} got {}.{}% (expected {expect}% +- {tolerance}%)",
-            share_permille / 10,
-            share_permille % 10
-        );
-        0
+    let (low, high) = match at_least {
+        Some(bound) => (bound * 10, 1000),
+        None => ((expect - tolerance) * 10, (expect + tolerance) * 10),
+    };
+    let verdict = if (low..=high).contains(&share_permille) {
+        "PASS"
     } else {
-        println!(
-            "TEST budget FAIL: {target} got {}.{}% (expected {expect}% +- {tolerance}%)",
-            share_permille / 10,
-            share_permille % 10
-        );
-        1
-    }
+        "FAIL"
+    };
+    let mut expected = runtime::LineWriter::new();
+    let _ = match at_least {
+        Some(bound) => write!(expected, "at least {bound}%"),
+        None => write!(expected, "{expect}% +- {tolerance}%"),
+    };
+    println!(
+        "TEST {test} {verdict}: {target} got {}.{}% (expected {})",
+        share_permille / 10,
+        share_permille % 10,
+        core::str::from_utf8(expected.as_bytes()).unwrap_or("")
+    );
+    i32::from(verdict != "PASS")
 }
