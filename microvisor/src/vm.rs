@@ -236,6 +236,8 @@ fn reset(kernel: &mut Kernel, index: usize) {
     vm.rewound = false;
     let state = vm.state_page();
     svm::read_out(vmcb, &vm.registers, state);
+    state.entries = 0;
+    state.last_writes = 0;
 }
 
 /// The VM component `switcher` runs, if it was created.
