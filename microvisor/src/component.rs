@@ -347,7 +347,15 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
     if vm.is_some_and(|vm| !vm.ready) {
         return Err(LoadError::VmUnavailable);
     }
-    let guest = vm.map(|vm| (vm.memory, vm.memory_bytes, vm.image, vm.image_bytes, vm.state));
+    let guest = vm.map(|vm| {
+        (
+            vm.memory,
+            vm.memory_bytes,
+            vm.image,
+            vm.image_bytes,
+            vm.state,
+        )
+    });
     let stack_pages = kernel.components[index].stack_pages;
     let needed = plan.memory_pages() + stack_pages;
     let limit = kernel.components[index].memory_pages;

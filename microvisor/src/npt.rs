@@ -43,9 +43,7 @@ impl NestedTables {
     /// An empty hierarchy: every guest access faults.
     pub fn new(memory: &mut impl TableMemory) -> Result<Self, NestedMapError> {
         Ok(Self {
-            root: memory
-                .allocate_table()
-                .ok_or(NestedMapError::OutOfMemory)?,
+            root: memory.allocate_table().ok_or(NestedMapError::OutOfMemory)?,
         })
     }
 
@@ -70,9 +68,7 @@ impl NestedTables {
             let slot = index(guest, level);
             let value = memory.read(table, slot);
             table = if value & entry::PRESENT == 0 {
-                let next = memory
-                    .allocate_table()
-                    .ok_or(NestedMapError::OutOfMemory)?;
+                let next = memory.allocate_table().ok_or(NestedMapError::OutOfMemory)?;
                 memory.write(table, slot, next.0 | TABLE_BITS);
                 next
             } else {

@@ -28,8 +28,8 @@ use microvisor_abi::spec::Spec;
 use microvisor_abi::syscall::Status;
 
 use crate::arch::entry::{self, Frame};
-use crate::arch::timer::{self, Clock};
 use crate::arch::svm::Svm;
+use crate::arch::timer::{self, Clock};
 use crate::component::{Component, ComponentState, MAX_COMPONENTS, MAX_QUEUES, Queue};
 use crate::vm::Vm;
 use microvisor_abi::spec::MAX_VMS;

@@ -16,7 +16,9 @@
 
 use core::mem::offset_of;
 
-use microvisor_abi::vcpu::{DescriptorTable, ExitReason, IoExit, Segment, VcpuState, dirty, gpr, npf};
+use microvisor_abi::vcpu::{
+    DescriptorTable, ExitReason, IoExit, Segment, VcpuState, dirty, gpr, npf,
+};
 
 /// A VMCB segment register.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -610,7 +612,12 @@ pub fn decode_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
         },
     };
     exit.reason = Some(match code {
-        exit::INTR | exit::NMI | exit::SMI | exit::INIT => return Exit { reason: None, ..exit },
+        exit::INTR | exit::NMI | exit::SMI | exit::INIT => {
+            return Exit {
+                reason: None,
+                ..exit
+            };
+        }
         exit::CPUID => ExitReason::Cpuid,
         exit::HLT => ExitReason::Hlt,
         exit::VMMCALL => ExitReason::Hypercall,
@@ -772,7 +779,10 @@ mod tests {
         let vmcb = vmcb();
         assert_eq!(vmcb.intercept_misc1 & MANDATORY_MISC1, MANDATORY_MISC1);
         assert!(vmcb.intercept_misc1 & misc1::INTR != 0);
-        assert!(vmcb.intercept_misc2 & misc2::VMRUN != 0, "VMRUN must be intercepted");
+        assert!(
+            vmcb.intercept_misc2 & misc2::VMRUN != 0,
+            "VMRUN must be intercepted"
+        );
         assert_eq!(vmcb.nested_ctl, NESTED_PAGING);
         assert_eq!(vmcb.nested_cr3, 0x8000);
         assert_eq!(vmcb.efer & EFER_SVME, EFER_SVME);
@@ -916,12 +926,20 @@ mod tests {
         };
         state.gdtr.limit = 23;
         state.gdtr.base = 0x1f_f000;
-        write_back(&mut vmcb, &mut registers, &state, dirty::ALL & !dirty::INJECT);
+        write_back(
+            &mut vmcb,
+            &mut registers,
+            &state,
+            dirty::ALL & !dirty::INJECT,
+        );
         let mut out = VcpuState::new_zeroed();
         read_out(&vmcb, &registers, &mut out);
         assert_eq!(out.gpr, state.gpr);
         assert_eq!((out.rip, out.rflags), (state.rip, state.rflags));
-        assert_eq!((out.cr0, out.cr3, out.cr4, out.efer), (state.cr0, state.cr3, state.cr4, state.efer));
+        assert_eq!(
+            (out.cr0, out.cr3, out.cr4, out.efer),
+            (state.cr0, state.cr3, state.cr4, state.efer)
+        );
         assert_eq!(out.cs, state.cs);
         assert_eq!(out.gdtr, state.gdtr);
     }
@@ -941,12 +959,22 @@ mod tests {
         let exit = exit_of(exit::IOIO, (0x3f8 << 16) | (1 << 4), 0x1001);
         assert_eq!(exit.reason, Some(ExitReason::Io));
         let io = IoExit::decode(exit.qualification);
-        assert_eq!((io.port, io.size, io.input, io.string, io.rep), (0x3f8, 1, false, false, false));
+        assert_eq!(
+            (io.port, io.size, io.input, io.string, io.rep),
+            (0x3f8, 1, false, false, false)
+        );
         assert_eq!(exit.instruction_length, 1);
         // REP INSW from 0x1f0, 2-byte instruction.
-        let exit = exit_of(exit::IOIO, (0x1f0 << 16) | (1 << 5) | (1 << 3) | (1 << 2) | 1, 0x1002);
+        let exit = exit_of(
+            exit::IOIO,
+            (0x1f0 << 16) | (1 << 5) | (1 << 3) | (1 << 2) | 1,
+            0x1002,
+        );
         let io = IoExit::decode(exit.qualification);
-        assert_eq!((io.port, io.size, io.input, io.string, io.rep), (0x1f0, 2, true, true, true));
+        assert_eq!(
+            (io.port, io.size, io.input, io.string, io.rep),
+            (0x1f0, 2, true, true, true)
+        );
         assert_eq!(exit.instruction_length, 2);
         // 32-bit IN: size 4.
         let exit = exit_of(exit::IOIO, (0xf4 << 16) | (1 << 6) | 1, 0x1002);
@@ -956,11 +984,24 @@ mod tests {
     #[test]
     fn decodes_other_exits() {
         assert_eq!(exit_of(exit::CPUID, 0, 0).reason, Some(ExitReason::Cpuid));
-        assert_eq!(exit_of(exit::CPUID, 0, 0).instruction_length, 0, "no NRIP save");
+        assert_eq!(
+            exit_of(exit::CPUID, 0, 0).instruction_length,
+            0,
+            "no NRIP save"
+        );
         assert_eq!(exit_of(exit::HLT, 0, 0).reason, Some(ExitReason::Hlt));
-        assert_eq!(exit_of(exit::VMMCALL, 0, 0).reason, Some(ExitReason::Hypercall));
-        assert_eq!(exit_of(exit::SHUTDOWN, 0, 0).reason, Some(ExitReason::Shutdown));
-        assert_eq!(exit_of(exit::INVALID, 0, 0).reason, Some(ExitReason::InvalidState));
+        assert_eq!(
+            exit_of(exit::VMMCALL, 0, 0).reason,
+            Some(ExitReason::Hypercall)
+        );
+        assert_eq!(
+            exit_of(exit::SHUTDOWN, 0, 0).reason,
+            Some(ExitReason::Shutdown)
+        );
+        assert_eq!(
+            exit_of(exit::INVALID, 0, 0).reason,
+            Some(ExitReason::InvalidState)
+        );
         assert_eq!(exit_of(exit::INTR, 0, 0).reason, None, "host interrupt");
         assert_eq!(exit_of(exit::NMI, 0, 0).reason, None);
         let msr = exit_of(exit::MSR, 1, 0);
@@ -970,9 +1011,15 @@ mod tests {
         assert_eq!(npf.guest_physical, 0x4000_0000);
         assert_eq!(npf.qualification, npf::WRITE | npf::EXECUTE);
         let mc = exit_of(exit::EXCEPTION_BASE + 18, 0, 0);
-        assert_eq!((mc.reason, mc.qualification), (Some(ExitReason::Exception), 18));
+        assert_eq!(
+            (mc.reason, mc.qualification),
+            (Some(ExitReason::Exception), 18)
+        );
         let other = exit_of(0x6e, 7, 8);
-        assert_eq!((other.reason, other.qualification), (Some(ExitReason::Other), 7));
+        assert_eq!(
+            (other.reason, other.qualification),
+            (Some(ExitReason::Other), 7)
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ use guest_api::{
 /// (`[eax, ebx, ecx, edx]`).
 pub fn emulate(leaf: u32, native: [u32; 4]) -> [u32; 4] {
     let [eax, ebx, ecx, edx] = native;
-    let word = |i: usize| u32::from_le_bytes(SIGNATURE[i * 4..i * 4 + 4].try_into().unwrap_or([0; 4]));
+    let word =
+        |i: usize| u32::from_le_bytes(SIGNATURE[i * 4..i * 4 + 4].try_into().unwrap_or([0; 4]));
     match leaf {
         // Hypervisor present; no VMX (bit 5) for the guest.
         1 => [eax, ebx, (ecx | CPUID_1_ECX_HYPERVISOR) & !(1 << 5), edx],
@@ -44,7 +45,10 @@ mod tests {
             signature.extend_from_slice(&word.to_le_bytes());
         }
         assert_eq!(signature, b"MicrovisorHV");
-        assert_eq!(emulate(CPUID_FEATURES, [9; 4]), [features::ALL, INTERFACE_VERSION, 0, 0]);
+        assert_eq!(
+            emulate(CPUID_FEATURES, [9; 4]),
+            [features::ALL, INTERFACE_VERSION, 0, 0]
+        );
         assert!(synthetic(CPUID_BASE) && !synthetic(1));
     }
 

@@ -27,7 +27,11 @@ pub enum ImageError {
     /// A header or segment lies outside the file.
     Truncated,
     /// Segment at `address`, `size` bytes, does not fit below `limit`.
-    OutsideMemory { address: u64, size: u64, limit: u64 },
+    OutsideMemory {
+        address: u64,
+        size: u64,
+        limit: u64,
+    },
     /// No loadable segment.
     Empty,
 }
@@ -71,7 +75,10 @@ pub fn load(image: &[u8], memory: &mut impl Memory, limit: u64) -> Result<Loaded
         return Err(ImageError::NotElf);
     }
     // ELFCLASS64, little-endian, version 1; ET_EXEC; EM_X86_64.
-    if image.get(4..7) != Some(&[2, 1, 1]) || u16_at(image, 16) != Some(2) || u16_at(image, 18) != Some(62) {
+    if image.get(4..7) != Some(&[2, 1, 1])
+        || u16_at(image, 16) != Some(2)
+        || u16_at(image, 18) != Some(62)
+    {
         return Err(ImageError::WrongKind);
     }
     let truncated = ImageError::Truncated;
@@ -175,7 +182,10 @@ mod tests {
 
     #[test]
     fn loads_segments_at_physical_addresses_and_zeroes_bss() {
-        let image = elf(0x10_0040, &[(0x10_0000, b"code", 4), (0x10_1000, b"da", 16)]);
+        let image = elf(
+            0x10_0040,
+            &[(0x10_0000, b"code", 4), (0x10_1000, b"da", 16)],
+        );
         let mut memory = VecMemory(vec![0xaa; 0x20_0000]);
         let loaded = load(&image, &mut memory, 0x1f_0000).unwrap();
         assert_eq!(
@@ -205,13 +215,25 @@ mod tests {
             })
         );
         let wrap = elf(0, &[(u64::MAX - 1, b"x", 4)]);
-        assert!(matches!(load(&wrap, &mut memory, 0x1f_0000), Err(ImageError::OutsideMemory { .. })));
-        assert_eq!(load(b"\x7fELF", &mut memory, 0x1000), Err(ImageError::WrongKind));
+        assert!(matches!(
+            load(&wrap, &mut memory, 0x1f_0000),
+            Err(ImageError::OutsideMemory { .. })
+        ));
+        assert_eq!(
+            load(b"\x7fELF", &mut memory, 0x1000),
+            Err(ImageError::WrongKind)
+        );
         assert_eq!(load(b"MZ", &mut memory, 0x1000), Err(ImageError::NotElf));
-        assert_eq!(load(&elf(0, &[]), &mut memory, 0x1000), Err(ImageError::Empty));
+        assert_eq!(
+            load(&elf(0, &[]), &mut memory, 0x1000),
+            Err(ImageError::Empty)
+        );
         let mut truncated = elf(0, &[(0x1000, b"abcd", 4)]);
         truncated.truncate(truncated.len() - 2);
-        assert_eq!(load(&truncated, &mut memory, 0x10_0000), Err(ImageError::Truncated));
+        assert_eq!(
+            load(&truncated, &mut memory, 0x10_0000),
+            Err(ImageError::Truncated)
+        );
         // Nothing was written by the refused loads.
         assert!(memory.0.iter().all(|&b| b == 0));
     }

@@ -119,8 +119,15 @@ mod tests {
         let mut msrs = Msrs::new();
         let mut state = VcpuState::new_zeroed();
         assert_eq!(msrs.read(0xc001_1234, &state, 0), Err(GeneralProtection));
-        assert_eq!(msrs.write(0xc001_1234, 0, &mut state), Err(GeneralProtection));
-        assert_eq!(msrs.read(0xc001_0117, &state, 0), Err(GeneralProtection), "host save area");
+        assert_eq!(
+            msrs.write(0xc001_1234, 0, &mut state),
+            Err(GeneralProtection)
+        );
+        assert_eq!(
+            msrs.read(0xc001_0117, &state, 0),
+            Err(GeneralProtection),
+            "host save area"
+        );
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn long_mode(
     entry: u64,
 ) -> Result<u64, SetupError> {
     let size = memory.size();
-    if size < 2 * SETUP_BYTES || size % 4096 != 0 {
+    if size < 2 * SETUP_BYTES || !size.is_multiple_of(4096) {
         return Err(SetupError::TooSmall);
     }
     let area = size - SETUP_BYTES;
@@ -122,10 +122,8 @@ pub fn long_mode(
     // Null, 64-bit code, data, then a 16-byte TSS descriptor.
     let tss_base = gdt + 0x100;
     let tss_limit = 0x67u64;
-    let tss_low = tss_limit
-        | (tss_base & 0xff_ffff) << 16
-        | 0x89 << 40
-        | ((tss_base >> 24) & 0xff) << 56;
+    let tss_low =
+        tss_limit | (tss_base & 0xff_ffff) << 16 | 0x89 << 40 | ((tss_base >> 24) & 0xff) << 56;
     let descriptors: [u64; 5] = [
         0,
         0x00af_9b00_0000_ffff,

@@ -172,7 +172,10 @@ impl Switcher {
         let loaded = match vmm::image::load(self.vm.image, &mut memory, limit) {
             Ok(loaded) => loaded,
             Err(error) => {
-                println!("VM '{}' not started: its image is refused: {error}", self.vm.name());
+                println!(
+                    "VM '{}' not started: its image is refused: {error}",
+                    self.vm.name()
+                );
                 return Err(());
             }
         };
@@ -209,7 +212,9 @@ impl Switcher {
     /// Runs the vCPU until the VM stops.
     fn run(&mut self, mut dirty: u64) -> Stop {
         loop {
-            let limit = self.time_left_us().map_or(POLL_US, |left| left.min(POLL_US));
+            let limit = self
+                .time_left_us()
+                .map_or(POLL_US, |left| left.min(POLL_US));
             let reason = self.vm.run(dirty, Some(limit));
             let Some(reason) = reason else {
                 self.report("stopped: the core answered an unknown exit reason");
@@ -223,9 +228,7 @@ impl Switcher {
                 ExitReason::Hypercall => self.hypercall(),
                 ExitReason::Poked | ExitReason::TimeLimit => self.poll().map(|()| 0),
                 ExitReason::NestedPageFault => Err(self.nested_page_fault()),
-                ExitReason::Shutdown => {
-                    Err(self.report("stopped: triple fault (shutdown)"))
-                }
+                ExitReason::Shutdown => Err(self.report("stopped: triple fault (shutdown)")),
                 ExitReason::InvalidState => {
                     Err(self.report("stopped: the CPU refused its state (invalid guest state)"))
                 }
@@ -273,7 +276,9 @@ impl Switcher {
     /// Gives the CPU away for at most `timeout_us` (or until a request),
     /// then skips the `length`-byte instruction that asked for it.
     fn sleep(&mut self, timeout_us: u64, length: u64) -> Result<(), Stop> {
-        let timeout = self.time_left_us().map_or(timeout_us, |left| left.min(timeout_us));
+        let timeout = self
+            .time_left_us()
+            .map_or(timeout_us, |left| left.min(timeout_us));
         if let Some(bits) = syscall::wait(Some(timeout))
             && bits & self.requests != 0
         {
@@ -310,7 +315,11 @@ impl Switcher {
         let length = u64::from(state.instruction_length);
         if io.string || length == 0 {
             let mut line = LineWriter::new();
-            let _ = write!(line, "stopped: string I/O on port {:#x} is not emulated", io.port);
+            let _ = write!(
+                line,
+                "stopped: string I/O on port {:#x} is not emulated",
+                io.port
+            );
             return Err(self.report_line(line));
         }
         let mask = match io.size {
@@ -338,7 +347,11 @@ impl Switcher {
                     println!(
                         "VM '{}': unassigned port {port:#x} ({}, {} byte(s)){}",
                         self.vm.name(),
-                        if io.input { "read, answered all-ones" } else { "write, ignored" },
+                        if io.input {
+                            "read, answered all-ones"
+                        } else {
+                            "write, ignored"
+                        },
                         io.size,
                         if self.unassigned_ports == REPORTED_PORTS {
                             "; further ones are counted only"

@@ -97,7 +97,8 @@ impl Svm {
         if asids.clone().take().is_none() {
             return Err(Unavailable::NoAsids);
         }
-        let iopm = zeroed_frames(frames, (IOPM_BYTES / 4096) as u64).ok_or(Unavailable::OutOfMemory)?;
+        let iopm =
+            zeroed_frames(frames, (IOPM_BYTES / 4096) as u64).ok_or(Unavailable::OutOfMemory)?;
         let msrpm =
             zeroed_frames(frames, (MSRPM_BYTES / 4096) as u64).ok_or(Unavailable::OutOfMemory)?;
         let host = zeroed_frames(frames, 1).ok_or(Unavailable::OutOfMemory)?;
