@@ -4,7 +4,8 @@
 //! Checks, all run even when one fails: `cargo fmt --all --check`; clippy
 //! `--all-targets` on the host crates (the same set the host tests use) and
 //! `--lib --tests` on the core; clippy for `x86_64-unknown-none` on the core,
-//! the runtime and every component program. Exits 1 if any check failed.
+//! the runtime, every component program, and everything under `test-vms/`
+//! (the guest runtime and the test VMs). Exits 1 if any check failed.
 
 use std::process::{ExitCode, Stdio};
 
@@ -48,6 +49,7 @@ pub fn checks(workspace: &Workspace) -> Vec<Vec<String>> {
         workspace
             .program_packages()
             .iter()
+            .chain(workspace.test_vm_packages().iter())
             .map(|package| package.name.clone()),
     );
     if !target.is_empty() {
@@ -110,6 +112,8 @@ mod tests {
                 package("runtime", "/w/components/runtime", &[]),
                 package("hello", "/w/components/hello", &["hello"]),
                 package("build", "/w/build", &["mvbuild"]),
+                package("guest", "/w/test-vms/guest", &[]),
+                package("vm-hello", "/w/test-vms/hello", &["vm-hello"]),
             ],
         };
         let lines: Vec<String> = checks(&workspace)
@@ -122,7 +126,7 @@ mod tests {
                 "fmt --all --check",
                 "clippy --all-targets -p microvisor-abi -p build -- -D warnings",
                 "clippy -p microvisor -p runtime --lib --tests -- -D warnings",
-                "clippy --target x86_64-unknown-none -p microvisor -p runtime -p hello -- -D warnings",
+                "clippy --target x86_64-unknown-none -p microvisor -p runtime -p hello -p guest -p vm-hello -- -D warnings",
             ]
         );
     }

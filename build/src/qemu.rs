@@ -8,14 +8,24 @@
 //! only counts as success together with the core's success halt line.
 //! stdin is /dev/null and the monitor is off, so runs need no terminal.
 //! Called through [`crate::emulator::boot`].
+//!
+//! [`run_guest`] boots a test VM's image (`test-vms/<name>`) directly,
+//! without the core: through its PVH note with `-kernel`, or through its
+//! real-mode entry from a boot sector ([`GuestEntry`]). The CPU is `max`
+//! without the CPUID hypervisor bit (TCG otherwise reports itself as a
+//! hypervisor, "TCGTCGTCGTCG"), so the guest sees bare hardware. The guest
+//! ends through the same isa-debug-exit port: status 1 (it wrote 0) is
+//! success once it printed a line, 3 or above is failure, 0 (a reset, as a
+//! triple fault makes with `-no-reboot`) is failure too.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use serde::Deserialize;
 
 use crate::console::{LineSplitter, Verdict};
 use crate::emulator::{
@@ -68,12 +78,30 @@ pub fn run(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome>
             request.core.display()
         );
     }
-    let mut child = command(&qemu, request)
+    let (watched, stderr) = watch(command(&qemu, request), request.timeout, sink)?;
+    let ending = ending(&watched, request.timeout, &stderr);
+    Ok(Outcome {
+        ending,
+        lines: watched.lines,
+        elapsed: watched.elapsed,
+    })
+}
+
+/// Starts QEMU with `command` (stdin closed, stdout and stderr piped) and
+/// watches its console until it ends; returns what was seen and its
+/// stderr.
+fn watch(
+    mut command: Command,
+    timeout: Option<Duration>,
+    sink: &mut dyn FnMut(&str),
+) -> Result<(Watched, String)> {
+    let program = PathBuf::from(command.get_program());
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("could not start {}", qemu.display()))?;
+        .with_context(|| format!("could not start {}", program.display()))?;
     let mut stdout = child.stdout.take().context("QEMU's stdout is not a pipe")?;
     let mut stderr = child.stderr.take().context("QEMU's stderr is not a pipe")?;
     let (sender, receiver) = mpsc::channel();
@@ -96,14 +124,9 @@ pub fn run(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome>
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let watched = supervise(&mut child, &receiver, request.timeout, &|| {}, sink)?;
+    let watched = supervise(&mut child, &receiver, timeout, &|| {}, sink)?;
     let stderr = errors.join().unwrap_or_default();
-    let ending = ending(&watched, request.timeout, &stderr);
-    Ok(Outcome {
-        ending,
-        lines: watched.lines,
-        elapsed: watched.elapsed,
-    })
+    Ok((watched, stderr))
 }
 
 /// Maps what was seen of a QEMU run to its ending.
@@ -149,6 +172,172 @@ pub fn ending(watched: &Watched, timeout: Option<Duration>, stderr: &str) -> End
         }),
         (Some(STATUS_FAILURE), None) => Ending::Halted(Verdict::Failure {
             reason: "the core exited with the failure code before its halt line".into(),
+        }),
+        _ => Ending::EmulatorError(format!(
+            "emulator exited unexpectedly ({}){said}",
+            describe_status(status)
+        )),
+    }
+}
+
+/// How a test VM is entered when it boots without the core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestEntry {
+    /// QEMU's `-kernel` finds the PVH note and enters 32-bit code.
+    #[default]
+    Pvh,
+    /// The firmware boots [`BOOT_SECTOR`], which copies the image's first
+    /// 4 KiB (the real-mode stub) to 0x10000 and jumps there in real mode
+    /// (CS base 0x10000 instead of the 0x100000 a VMM uses: the stub reads
+    /// its data through CS-relative offsets and jumps to absolute
+    /// addresses, so only CS's base matters). QEMU's generic loader places
+    /// the image at its own addresses.
+    Real,
+}
+
+impl std::fmt::Display for GuestEntry {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Self::Pvh => "pvh",
+            Self::Real => "real",
+        })
+    }
+}
+
+/// 16-bit code booted as the master boot record for [`GuestEntry::Real`]:
+///
+/// ```text
+/// fa                cli
+/// b8 ff ff          mov $0xffff, %ax
+/// 8e d8             mov %ax, %ds        ; 0xffff:0x10 = 0x100000 (A20 on)
+/// be 10 00          mov $0x10, %si
+/// b8 00 10          mov $0x1000, %ax
+/// 8e c0             mov %ax, %es        ; 0x1000:0 = 0x10000
+/// 31 ff             xor %di, %di
+/// b9 00 10          mov $0x1000, %cx    ; 4 KiB
+/// fc                cld
+/// f3 a4             rep movsb
+/// ea 00 00 00 10    ljmp $0x1000, $0    ; CS base 0x10000, IP 0
+/// ```
+pub const BOOT_SECTOR: [u8; 27] = [
+    0xfa, 0xb8, 0xff, 0xff, 0x8e, 0xd8, 0xbe, 0x10, 0x00, 0xb8, 0x00, 0x10, 0x8e, 0xc0, 0x31, 0xff,
+    0xb9, 0x00, 0x10, 0xfc, 0xf3, 0xa4, 0xea, 0x00, 0x00, 0x00, 0x10,
+];
+/// The size of the disk holding [`BOOT_SECTOR`] (SeaBIOS cannot read the
+/// boot sector of a disk much smaller than this: 64 KiB fails).
+const BOOT_DISK_SIZE: usize = 1024 * 1024;
+
+/// Everything needed to boot one test VM image without the core.
+#[derive(Clone, Debug)]
+pub struct GuestRequest {
+    /// The guest image's ELF file (`vm-<name>`).
+    pub image: PathBuf,
+    pub entry: GuestEntry,
+    /// Where the boot disk of a [`GuestEntry::Real`] boot is written.
+    pub work_directory: PathBuf,
+    /// None: wait forever.
+    pub timeout: Option<Duration>,
+    /// QEMU `-icount shift=0`.
+    pub icount: bool,
+}
+
+/// The boot disk of a [`GuestEntry::Real`] boot: [`BOOT_SECTOR`] with the
+/// boot signature, padded with zeros.
+pub fn boot_disk() -> Vec<u8> {
+    let mut disk = vec![0u8; BOOT_DISK_SIZE];
+    disk[..BOOT_SECTOR.len()].copy_from_slice(&BOOT_SECTOR);
+    disk[510] = 0x55;
+    disk[511] = 0xaa;
+    disk
+}
+
+/// The QEMU command line booting a test VM image; `disk` is the boot disk
+/// for [`GuestEntry::Real`].
+pub fn guest_command(qemu: &Path, request: &GuestRequest, disk: &Path) -> Command {
+    let mut command = Command::new(qemu);
+    command
+        .args([
+            "-machine",
+            "q35",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max,-hypervisor",
+        ])
+        .args(["-m", "128M", "-net", "none"])
+        .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+        .args([
+            "-no-reboot",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        ]);
+    match request.entry {
+        GuestEntry::Pvh => {
+            command.arg("-kernel").arg(&request.image);
+        }
+        GuestEntry::Real => {
+            let mut drive = std::ffi::OsString::from("format=raw,snapshot=on,file=");
+            drive.push(disk);
+            let mut loader = std::ffi::OsString::from("loader,file=");
+            loader.push(&request.image);
+            command.arg("-drive").arg(drive).arg("-device").arg(loader);
+        }
+    }
+    if request.icount {
+        command.args(["-icount", "shift=0"]);
+    }
+    command
+}
+
+/// Boots a test VM image in QEMU without the core.
+pub fn run_guest(request: &GuestRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome> {
+    let qemu = tools::require(tools::QEMU)?;
+    let disk = request.work_directory.join("boot-disk.img");
+    if request.entry == GuestEntry::Real {
+        std::fs::create_dir_all(&request.work_directory)
+            .with_context(|| format!("could not create {}", request.work_directory.display()))?;
+        std::fs::write(&disk, boot_disk())
+            .with_context(|| format!("could not write {}", disk.display()))?;
+    }
+    let (watched, stderr) = watch(guest_command(&qemu, request, &disk), request.timeout, sink)?;
+    let ending = guest_ending(&watched, request.timeout, &stderr);
+    Ok(Outcome {
+        ending,
+        lines: watched.lines,
+        elapsed: watched.elapsed,
+    })
+}
+
+/// Maps what was seen of a test VM's run to its ending (see the module
+/// documentation).
+pub fn guest_ending(watched: &Watched, timeout: Option<Duration>, stderr: &str) -> Ending {
+    let stderr = stderr.trim();
+    let said = if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; QEMU said: {}",
+            stderr.lines().collect::<Vec<_>>().join(" / ")
+        )
+    };
+    if watched.timed_out || watched.lingered {
+        return Ending::Timeout(timeout.unwrap_or_default());
+    }
+    let Some(status) = watched.status else {
+        return Ending::EmulatorError("QEMU was stopped without an exit status".into());
+    };
+    match status.code() {
+        Some(STATUS_SUCCESS) if watched.lines.is_empty() => Ending::EmulatorError(format!(
+            "QEMU exited with status 1 but the guest printed nothing (QEMU's own errors also \
+             exit with 1){said}"
+        )),
+        Some(STATUS_SUCCESS) => Ending::Halted(Verdict::Success),
+        Some(0) => Ending::Halted(Verdict::Failure {
+            reason: "the machine reset (a triple fault, with -no-reboot)".into(),
+        }),
+        Some(code) if code > STATUS_SUCCESS && code % 2 == 1 => Ending::Halted(Verdict::Failure {
+            reason: format!("the guest exited with status {}", (code - 1) / 2),
         }),
         _ => Ending::EmulatorError(format!(
             "emulator exited unexpectedly ({}){said}",
@@ -247,6 +436,81 @@ mod tests {
             ending(&killed, limit, ""),
             Ending::EmulatorError("emulator exited unexpectedly (signal 9)".into())
         );
+    }
+
+    #[test]
+    fn guest_statuses_map_to_verdicts() {
+        let end = |code: i32, lines: &[&str]| {
+            let mut run = watched(Some(code), None);
+            run.lines = lines.iter().map(|line| line.to_string()).collect();
+            guest_ending(&run, None, "")
+        };
+        assert_eq!(
+            end(1, &["TEST hello PASS"]),
+            Ending::Halted(Verdict::Success)
+        );
+        assert!(matches!(end(1, &[]), Ending::EmulatorError(_)));
+        assert_eq!(
+            end(3, &["TEST escape FAIL: x"]),
+            Ending::Halted(failure("the guest exited with status 1"))
+        );
+        assert_eq!(
+            end(0, &["crash: about to triple fault"]),
+            Ending::Halted(failure(
+                "the machine reset (a triple fault, with -no-reboot)"
+            ))
+        );
+        assert!(matches!(end(2, &["x"]), Ending::EmulatorError(_)));
+        let mut run = watched(None, None);
+        run.timed_out = true;
+        assert_eq!(
+            guest_ending(&run, Some(Duration::from_secs(3)), ""),
+            Ending::Timeout(Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn guest_command_lines() {
+        let request = GuestRequest {
+            image: PathBuf::from("/t/vm-hello"),
+            entry: GuestEntry::Pvh,
+            work_directory: PathBuf::from("/t/work"),
+            timeout: None,
+            icount: true,
+        };
+        let line = |request: &GuestRequest| {
+            guest_command(
+                Path::new("qemu-system-x86_64"),
+                request,
+                Path::new("/t/work/disk.img"),
+            )
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+        };
+        let pvh = line(&request);
+        assert!(pvh.starts_with("-machine q35 -accel tcg -cpu max,-hypervisor"));
+        assert!(pvh.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
+        assert!(
+            pvh.ends_with("-kernel /t/vm-hello -icount shift=0"),
+            "{pvh}"
+        );
+        let real = line(&GuestRequest {
+            entry: GuestEntry::Real,
+            icount: false,
+            ..request
+        });
+        assert!(
+            real.ends_with(
+                "-drive format=raw,snapshot=on,file=/t/work/disk.img -device loader,file=/t/vm-hello"
+            ),
+            "{real}"
+        );
+        let disk = boot_disk();
+        assert_eq!(disk.len(), BOOT_DISK_SIZE);
+        assert_eq!(&disk[..BOOT_SECTOR.len()], &BOOT_SECTOR);
+        assert_eq!(&disk[510..512], &[0x55, 0xaa]);
     }
 
     #[test]

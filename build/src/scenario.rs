@@ -15,6 +15,14 @@
 //! [[component]]            # as in system files (see crate::system)
 //! ```
 //!
+//! Instead of a system (`[[component]]` list or `system = "..."`), a QEMU
+//! scenario may boot one test VM image directly, without the core:
+//! `guest = "cpuid"` boots `test-vms/cpuid` (through its PVH note, or with
+//! `guest_entry = "real"` through its real-mode entry; see
+//! [`crate::qemu::run_guest`]). Its verdict is its exit status: "success"
+//! when it wrote 0 to the status port, "failure" for any other status or a
+//! reset (triple fault).
+//!
 //! [`judge`] decides pass or fail from an [`Outcome`]: it ended within the
 //! timeout, no forbidden text appeared, every expectation appeared in
 //! order, and the verdict matches. Called by the `test` and `bench`
@@ -29,7 +37,12 @@ use toml::Spanned;
 
 use crate::console::{VerdictKind, first_forbidden, first_unmet};
 use crate::emulator::{Emulator, Ending, Outcome};
-use crate::system::{Component, ComponentEntry, ConfigError, Source, check_components, file_stem};
+use crate::qemu::{GuestEntry, GuestRequest, run_guest};
+use crate::run::{BootOptions, boot_components};
+use crate::system::{
+    Component, ComponentEntry, ConfigError, Source, check_components, did_you_mean, file_stem,
+};
+use crate::workspace::{Artifacts, TEST_VMS, Workspace};
 
 /// The longest timeout a scenario may ask for.
 pub const TIMEOUT_MAX: u64 = 3600;
@@ -49,6 +62,10 @@ struct ScenarioFile {
     /// A capdl system description to boot, relative to this file (instead
     /// of a `[[component]]` list).
     system: Option<Spanned<String>>,
+    /// A test VM image to boot without the core (instead of a system).
+    guest: Option<Spanned<String>>,
+    /// How that image is entered.
+    guest_entry: Option<Spanned<GuestEntry>>,
     #[serde(default)]
     expect: Vec<String>,
     #[serde(default)]
@@ -78,7 +95,28 @@ pub struct Scenario {
     pub spec: Option<Vec<u8>>,
     pub expect: Vec<String>,
     pub forbid: Vec<String>,
+    /// Empty when the scenario boots a guest image.
     pub components: Vec<Component>,
+    /// The test VM image booted without the core, if that is what the
+    /// scenario does.
+    pub guest: Option<NativeGuest>,
+}
+
+/// A test VM image a scenario boots directly in QEMU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NativeGuest {
+    /// The image name: `cpuid` for `test-vms/cpuid`.
+    pub image: String,
+    pub entry: GuestEntry,
+}
+
+/// Whether `name` can name a test VM image: 1-29 characters of a-z, 0-9,
+/// '-' and '_' (its boot-image entry `vm-<name>` must fit 32).
+fn is_valid_guest_name(name: &str) -> bool {
+    (1..=29).contains(&name.len())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"-_".contains(&byte))
 }
 
 /// Reads and checks a scenario file.
@@ -103,6 +141,62 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
         && file.boot == Emulator::Bochs
     {
         return Err(source.error_at(span, "icount needs QEMU; a Bochs scenario cannot use it"));
+    }
+    if let (None, Some(entry)) = (&file.guest, &file.guest_entry) {
+        return Err(source.error_at(
+            entry.span(),
+            "guest_entry applies only to a scenario that boots a guest image (guest = \"...\")",
+        ));
+    }
+    if let Some(guest) = &file.guest {
+        let name = guest.get_ref();
+        let conflict = if file.system.is_some() {
+            Some("a system file")
+        } else if !file.component.is_empty() {
+            Some("a [[component]] list")
+        } else if !file.cmdline.is_empty() {
+            Some("a core command line (cmdline)")
+        } else if file.boot != Emulator::Qemu {
+            Some("Bochs (guest images boot in QEMU)")
+        } else {
+            None
+        };
+        if let Some(conflict) = conflict {
+            return Err(source.error_at(
+                guest.span(),
+                format!("a scenario that boots guest image '{name}' cannot also have {conflict}"),
+            ));
+        }
+        if !is_valid_guest_name(name) {
+            return Err(source.error_at(
+                guest.span(),
+                format!(
+                    "guest image name '{name}' is invalid: use 1-29 characters of a-z, 0-9, '-' \
+                     and '_' (the directory under {TEST_VMS}/)"
+                ),
+            ));
+        }
+        return Ok(Scenario {
+            name: file_stem(path),
+            path: path.to_path_buf(),
+            description: file.description,
+            emulator: file.boot,
+            timeout: Duration::from_secs(timeout),
+            exit: file.exit,
+            icount,
+            command_line: String::new(),
+            spec: None,
+            expect: file.expect,
+            forbid: file.forbid,
+            components: Vec::new(),
+            guest: Some(NativeGuest {
+                image: name.clone(),
+                entry: file
+                    .guest_entry
+                    .map(|entry| *entry.get_ref())
+                    .unwrap_or_default(),
+            }),
+        });
     }
     let (components, spec) = match &file.system {
         Some(system) if !file.component.is_empty() => {
@@ -135,7 +229,63 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
         expect: file.expect,
         forbid: file.forbid,
         components,
+        guest: None,
     })
+}
+
+/// Boots a scenario: packs and boots its system, or boots its guest image
+/// without the core. Emulator files go to `images/scenario-<name>.*`.
+pub fn boot(
+    workspace: &Workspace,
+    artifacts: &Artifacts,
+    scenario: &Scenario,
+    sink: &mut dyn FnMut(&str),
+) -> Result<Outcome> {
+    let stem = format!("scenario-{}", scenario.name);
+    let Some(guest) = &scenario.guest else {
+        let options = BootOptions {
+            emulator: scenario.emulator,
+            timeout: Some(scenario.timeout),
+            icount: scenario.icount,
+            gdb: false,
+            command_line: scenario.command_line.clone(),
+        };
+        return boot_components(
+            workspace,
+            artifacts,
+            &scenario.components,
+            scenario.spec.as_deref(),
+            &stem,
+            options,
+            sink,
+        );
+    };
+    let Some(image) = artifacts.guests.get(&guest.image) else {
+        anyhow::bail!("{}", unknown_guest(&guest.image, artifacts));
+    };
+    let request = GuestRequest {
+        image: image.clone(),
+        entry: guest.entry,
+        work_directory: workspace.images_directory().join(format!("{stem}.guest")),
+        timeout: Some(scenario.timeout),
+        icount: scenario.icount,
+    };
+    run_guest(&request, sink)
+}
+
+/// "no test VM 'x' was built", with a suggestion and the ones that were.
+fn unknown_guest(image: &str, artifacts: &Artifacts) -> String {
+    let built: Vec<String> = artifacts.guests.keys().cloned().collect();
+    let mut message = format!("unknown guest image '{image}': no {TEST_VMS}/{image}/ was built");
+    if let Some(close) = did_you_mean(image, &built) {
+        message.push_str(&format!("; did you mean '{close}'?"));
+    }
+    if built.is_empty() {
+        message.push_str(" (there are no test VMs)");
+    } else {
+        message.push_str(&format!(" (test VMs: {})", built.join(", ")));
+    }
+    message
 }
 
 /// The `*.toml` files of a directory, sorted by name.
@@ -290,6 +440,77 @@ name = "hello"
         assert!(
             message.contains(":14:11: unknown program 'hellp': did you mean 'hello'?"),
             "{message}"
+        );
+    }
+
+    const GUEST: &str = r#"
+description = "a guest image on bare QEMU"
+timeout = 20
+exit = "success"
+guest = "cpuid"
+expect = ["cpuid: running native", "TEST cpuid PASS"]
+"#;
+
+    #[test]
+    fn guest_scenarios() {
+        let scenario = parse_text(GUEST).unwrap();
+        assert_eq!(
+            scenario.guest,
+            Some(NativeGuest {
+                image: "cpuid".into(),
+                entry: GuestEntry::Pvh
+            })
+        );
+        assert!(scenario.components.is_empty());
+        let text = GUEST.replace(
+            "guest = \"cpuid\"",
+            "guest = \"hello\"\nguest_entry = \"real\"",
+        );
+        assert_eq!(
+            parse_text(&text).unwrap().guest.unwrap().entry,
+            GuestEntry::Real
+        );
+        let message = |text: &str| parse_text(text).unwrap_err().to_string();
+        let text = format!("{GUEST}\n[[component]]\nname = \"hello\"\n");
+        assert!(
+            message(&text).contains(":5:9: a scenario that boots guest image 'cpuid' cannot also have a [[component]] list"),
+            "{}",
+            message(&text)
+        );
+        let text = GUEST.replace("timeout = 20", "timeout = 20\nboot = \"bochs\"");
+        assert!(message(&text).contains("cannot also have Bochs"));
+        let text = GUEST.replace("timeout = 20", "timeout = 20\ncmdline = \"x\"");
+        assert!(message(&text).contains("cannot also have a core command line"));
+        let text = GUEST.replace("\"cpuid\"", "\"CPU id\"");
+        assert!(message(&text).contains("guest image name 'CPU id' is invalid"));
+        let text = SAMPLE.replace("timeout = 20", "timeout = 20\nguest_entry = \"real\"");
+        assert!(message(&text).contains("guest_entry applies only"));
+        let text = GUEST.replace(
+            "guest = \"cpuid\"",
+            "guest = \"cpuid\"\nguest_entry = \"long\"",
+        );
+        assert!(message(&text).contains("unknown variant `long`"));
+    }
+
+    #[test]
+    fn unknown_guests_are_explained() {
+        let artifacts = Artifacts {
+            core: PathBuf::from("/t/microvisor"),
+            programs: Default::default(),
+            guests: [("cpuid".to_string(), PathBuf::from("/t/vm-cpuid"))].into(),
+        };
+        assert_eq!(
+            unknown_guest("cpud", &artifacts),
+            "unknown guest image 'cpud': no test-vms/cpud/ was built; did you mean 'cpuid'? \
+             (test VMs: cpuid)"
+        );
+        let none = Artifacts {
+            guests: Default::default(),
+            ..artifacts
+        };
+        assert_eq!(
+            unknown_guest("x", &none),
+            "unknown guest image 'x': no test-vms/x/ was built (there are no test VMs)"
         );
     }
 

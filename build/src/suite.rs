@@ -20,7 +20,7 @@ use anyhow::Result;
 use crate::console::tail;
 use crate::emulator::{Emulator, Outcome};
 use crate::host_tests::{self, Tally};
-use crate::run::{BootOptions, boot_components, programs_of};
+use crate::run::programs_of;
 use crate::scenario::{self, Scenario, judge};
 use crate::workspace::{Artifacts, Workspace};
 
@@ -136,7 +136,14 @@ fn run_scenarios(workspace: &Workspace, filter: Option<&str>, jobs: usize) -> Ta
             .flat_map(|scenario| scenario.components.iter().cloned())
             .collect::<Vec<_>>(),
     );
-    println!("scenarios: building the core and {}", needed.join(", "));
+    if needed.is_empty() {
+        println!("scenarios: building the core and the test VMs");
+    } else {
+        println!(
+            "scenarios: building the core, the test VMs and {}",
+            needed.join(", ")
+        );
+    }
     let artifacts = match workspace.build_target(&needed) {
         Ok(artifacts) => artifacts,
         Err(error) => {
@@ -188,23 +195,7 @@ fn run_scenarios(workspace: &Workspace, filter: Option<&str>, jobs: usize) -> Ta
 
 /// Boots one scenario and prints its report; returns whether it passed.
 fn run_one(workspace: &Workspace, artifacts: &Artifacts, scenario: &Scenario) -> bool {
-    let options = BootOptions {
-        emulator: scenario.emulator,
-        timeout: Some(scenario.timeout),
-        icount: scenario.icount,
-        gdb: false,
-        command_line: scenario.command_line.clone(),
-    };
-    let stem = format!("scenario-{}", scenario.name);
-    let result: Result<Outcome> = boot_components(
-        workspace,
-        artifacts,
-        &scenario.components,
-        scenario.spec.as_deref(),
-        &stem,
-        options,
-        &mut |_| {},
-    );
+    let result: Result<Outcome> = scenario::boot(workspace, artifacts, scenario, &mut |_| {});
     let (verdict, seconds, lines) = match &result {
         Ok(outcome) => (
             judge(scenario, outcome),

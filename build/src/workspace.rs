@@ -8,8 +8,12 @@
 //! a *component program* is a directory `components/<name>/` holding
 //! `src/main.rs`, and it is the workspace member named `<name>` whose binary
 //! is also `<name>`. The core is the member `microvisor` with the binary
-//! `microvisor`. All target builds go through [`Workspace::build_target`] in
-//! one cargo invocation, so there is one lock and one dependency graph.
+//! `microvisor`. A *test VM* (guest image) is a directory `test-vms/<name>/`
+//! holding `src/main.rs`, and it is the member `vm-<name>` with the binary
+//! `vm-<name>`; `test-vms/guest/` is their runtime library. All target
+//! builds go through [`Workspace::build_target`] in one cargo invocation, so
+//! there is one lock and one dependency graph; it always builds every test
+//! VM.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +29,10 @@ pub const CORE: &str = "microvisor";
 /// The component runtime library: its library tests run on the host with
 /// the core's (`--lib`); it is not one of the plain host packages.
 pub const RUNTIME: &str = "runtime";
+/// The directory of the test VMs, relative to the workspace root.
+pub const TEST_VMS: &str = "test-vms";
+/// A test VM's package and binary name is this prefix and its image name.
+pub const GUEST_PACKAGE_PREFIX: &str = "vm-";
 
 /// One workspace member, as `cargo metadata` describes it.
 #[derive(Clone, Debug)]
@@ -169,6 +177,50 @@ impl Workspace {
         Ok(programs)
     }
 
+    /// The directory holding the test VMs and their runtime.
+    pub fn test_vms_directory(&self) -> PathBuf {
+        self.root.join(TEST_VMS)
+    }
+
+    /// The image names of all test VMs, sorted: every
+    /// `test-vms/<name>/src/main.rs` that is also a workspace member
+    /// `vm-<name>` with a binary `vm-<name>`. None without `test-vms/`.
+    pub fn guests(&self) -> Result<Vec<String>> {
+        let directory = self.test_vms_directory();
+        if !directory.is_dir() {
+            return Ok(Vec::new());
+        }
+        let entries = std::fs::read_dir(&directory)
+            .with_context(|| format!("could not list {}", directory.display()))?;
+        let mut guests = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("could not list {}", directory.display()))?;
+            if !entry.path().join("src/main.rs").is_file() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let package_name = guest_package(&name);
+            let member = self
+                .packages
+                .iter()
+                .find(|package| package.name == package_name);
+            match member {
+                Some(package) if package.binaries.contains(&package_name) => guests.push(name),
+                Some(_) => bail!(
+                    "{TEST_VMS}/{name} is the workspace member '{package_name}' but has no binary \
+                     named '{package_name}'; a test VM's binary must carry its package's name"
+                ),
+                None => bail!(
+                    "{TEST_VMS}/{name}/src/main.rs exists but no workspace member is named \
+                     '{package_name}'; name the package '{package_name}' and add \
+                     \"{TEST_VMS}/{name}\" to the members in Cargo.toml"
+                ),
+            }
+        }
+        guests.sort();
+        Ok(guests)
+    }
+
     /// Where cargo puts a release binary for the bare-metal target.
     pub fn target_binary(&self, name: &str) -> PathBuf {
         self.target_directory
@@ -177,10 +229,11 @@ impl Workspace {
             .join(name)
     }
 
-    /// Builds the core and the given component programs in one release
-    /// cargo invocation for [`TARGET`]; cargo's progress and errors go to
-    /// this process's stderr.
+    /// Builds the core, the given component programs and every test VM
+    /// ([`Workspace::guests`]) in one release cargo invocation for
+    /// [`TARGET`]; cargo's progress and errors go to this process's stderr.
     pub fn build_target(&self, programs: &[String]) -> Result<Artifacts> {
+        let guests = self.guests()?;
         let mut command = cargo();
         command
             .args(["build", "--release", "--target", TARGET, "-p", CORE])
@@ -188,11 +241,17 @@ impl Workspace {
         for program in programs {
             command.args(["-p", program]);
         }
+        for guest in &guests {
+            command.args(["-p", &guest_package(guest)]);
+        }
         let status = command
             .status()
-            .context("could not start cargo to build the core and components")?;
+            .context("could not start cargo to build the core, components and test VMs")?;
         if !status.success() {
-            bail!("building the core and components for {TARGET} failed (cargo output above)");
+            bail!(
+                "building the core, components and test VMs for {TARGET} failed (cargo output \
+                 above)"
+            );
         }
         let artifacts = Artifacts {
             core: self.target_binary(CORE),
@@ -200,9 +259,15 @@ impl Workspace {
                 .iter()
                 .map(|program| (program.clone(), self.target_binary(program)))
                 .collect(),
-            guests: BTreeMap::new(),
+            guests: guests
+                .iter()
+                .map(|guest| (guest.clone(), self.target_binary(&guest_package(guest))))
+                .collect(),
         };
-        for path in std::iter::once(&artifacts.core).chain(artifacts.programs.values()) {
+        for path in std::iter::once(&artifacts.core)
+            .chain(artifacts.programs.values())
+            .chain(artifacts.guests.values())
+        {
             if !path.is_file() {
                 bail!("cargo succeeded but {} does not exist", path.display());
             }
@@ -211,18 +276,30 @@ impl Workspace {
     }
 
     /// The packages `cargo test` runs on the host: every member except the
-    /// component programs and the runtime (they only build for the target).
-    /// The core is listed separately because only its library is host code.
+    /// component programs, the runtime and everything under `test-vms/`
+    /// (they only build for the target). The core is listed separately
+    /// because only its library is host code.
     pub fn host_packages(&self) -> Vec<&Package> {
         let components = self.components_directory();
+        let test_vms = self.test_vms_directory();
         self.packages
             .iter()
             .filter(|package| package.name != RUNTIME && package.name != CORE)
             .filter(|package| {
                 let is_program =
                     package.directory.starts_with(&components) && !package.binaries.is_empty();
-                !is_program
+                !is_program && !package.directory.starts_with(&test_vms)
             })
+            .collect()
+    }
+
+    /// The members under `test-vms/`: the guest runtime and the test VMs
+    /// (for lints; they build only for the target).
+    pub fn test_vm_packages(&self) -> Vec<&Package> {
+        let test_vms = self.test_vms_directory();
+        self.packages
+            .iter()
+            .filter(|package| package.directory.starts_with(&test_vms))
             .collect()
     }
 
@@ -241,6 +318,11 @@ impl Workspace {
     pub fn has_package(&self, name: &str) -> bool {
         self.packages.iter().any(|package| package.name == name)
     }
+}
+
+/// The package (and binary) name of test VM `guest`: `vm-<guest>`.
+pub fn guest_package(guest: &str) -> String {
+    format!("{GUEST_PACKAGE_PREFIX}{guest}")
 }
 
 #[cfg(test)]
@@ -264,7 +346,12 @@ mod tests {
                 {"name": "vmkfs", "manifest_path": "/w/components/vmkfs/Cargo.toml",
                  "targets": [{"name": "vmkfs", "kind": ["lib"]}]},
                 {"name": "build", "manifest_path": "/w/build/Cargo.toml",
-                 "targets": [{"name": "mvbuild", "kind": ["bin"]}]}
+                 "targets": [{"name": "mvbuild", "kind": ["bin"]}]},
+                {"name": "guest", "manifest_path": "/w/test-vms/guest/Cargo.toml",
+                 "targets": [{"name": "guest", "kind": ["lib"]}]},
+                {"name": "vm-hello", "manifest_path": "/w/test-vms/hello/Cargo.toml",
+                 "targets": [{"name": "vm-hello", "kind": ["bin"]},
+                             {"name": "build-script-build", "kind": ["custom-build"]}]}
             ],
             "extra": "ignored"
         }"#;
@@ -286,6 +373,76 @@ mod tests {
             .map(|package| package.name.as_str())
             .collect();
         assert_eq!(programs, ["hello"]);
+        let test_vms: Vec<_> = workspace
+            .test_vm_packages()
+            .iter()
+            .map(|package| package.name.as_str())
+            .collect();
+        assert_eq!(test_vms, ["guest", "vm-hello"]);
+    }
+
+    /// A workspace on disk with test VM directories, for [`Workspace::guests`].
+    fn guests_in(directories: &[&str], members: &[(&str, &str)]) -> Result<Vec<String>> {
+        let root = std::env::temp_dir().join(format!(
+            "mvbuild-guests-{}-{}",
+            std::process::id(),
+            directories.join("+")
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        for directory in directories {
+            let source = root.join(TEST_VMS).join(directory).join("src");
+            std::fs::create_dir_all(&source).unwrap();
+            let file = if *directory == "guest" {
+                "lib.rs"
+            } else {
+                "main.rs"
+            };
+            std::fs::write(source.join(file), "").unwrap();
+        }
+        let workspace = Workspace {
+            root: root.clone(),
+            target_directory: root.join("target"),
+            packages: members
+                .iter()
+                .map(|(name, binary)| Package {
+                    name: name.to_string(),
+                    directory: root.join(TEST_VMS).join(name.trim_start_matches("vm-")),
+                    binaries: if binary.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![binary.to_string()]
+                    },
+                })
+                .collect(),
+        };
+        let result = workspace.guests();
+        let _ = std::fs::remove_dir_all(&root);
+        result
+    }
+
+    #[test]
+    fn guests_follow_the_naming_convention() {
+        let found = guests_in(
+            &["guest", "spin", "cpuid"],
+            &[
+                ("guest", ""),
+                ("vm-spin", "vm-spin"),
+                ("vm-cpuid", "vm-cpuid"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(found, ["cpuid", "spin"]);
+        let error = guests_in(&["idle"], &[]).unwrap_err().to_string();
+        assert!(
+            error.contains("no workspace member is named 'vm-idle'"),
+            "{error}"
+        );
+        let error = guests_in(&["idle"], &[("vm-idle", "idle")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("has no binary named 'vm-idle'"), "{error}");
+        assert_eq!(guests_in(&[], &[]).unwrap(), Vec::<String>::new());
+        assert_eq!(guest_package("hello"), "vm-hello");
     }
 
     #[test]

@@ -1,0 +1,203 @@
+//! Finding out whether we run under a hypervisor, which one, and calling it.
+//!
+//! Detection ([`detect`]): CPUID leaf 1 `ecx` bit 31 says "some hypervisor";
+//! leaf [`CPUID_BASE`] then names it ([`SIGNATURE`] is ours) and gives the
+//! highest hypervisor leaf; ours answers [`CPUID_FEATURES`] with the
+//! feature bits and the interface version.
+//!
+//! Hypercalls ([`hypercall`]): `vmmcall` on AMD, `vmcall` on Intel (chosen
+//! by the CPU vendor string at start), number in `rax`, arguments in `rbx`,
+//! `rcx`, `rdx`, results in `rax`, `rbx`, `rcx` (and `rdx` for IDENTIFY). Both instructions are 3
+//! bytes long ([`HYPERCALL_LENGTH`]); an unknown number raises #UD.
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use guest_api::{
+    CPUID_1_ECX_HYPERVISOR, CPUID_BASE, CPUID_FEATURES, LOG_MAX, SIGNATURE, hypercall as number,
+};
+
+use crate::arch::cpuid;
+
+/// The length of the hypercall instruction, for [`crate::expect_fault`].
+pub const HYPERCALL_LENGTH: u8 = 3;
+
+/// Set at start on Intel CPUs: hypercalls use `vmcall`.
+static INTEL: AtomicBool = AtomicBool::new(false);
+
+/// Picks the hypercall instruction from the CPU vendor.
+pub(crate) fn init() {
+    let vendor = cpuid(0);
+    let intel = vendor.ebx == u32::from_le_bytes(*b"Genu")
+        && vendor.edx == u32::from_le_bytes(*b"ineI")
+        && vendor.ecx == u32::from_le_bytes(*b"ntel");
+    INTEL.store(intel, Ordering::Relaxed);
+}
+
+/// What runs beneath this guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hypervisor {
+    /// CPUID leaf 1 does not report a hypervisor.
+    Native,
+    /// This project's world switcher.
+    Microvisor {
+        /// The highest hypervisor leaf (eax of [`CPUID_BASE`]).
+        max_leaf: u32,
+        /// [`guest_api::features`] bits (eax of [`CPUID_FEATURES`]).
+        features: u32,
+        /// The interface version (ebx of [`CPUID_FEATURES`]).
+        version: u32,
+    },
+    /// Some other hypervisor.
+    Other {
+        max_leaf: u32,
+        /// The 12 bytes of ebx, ecx, edx of [`CPUID_BASE`].
+        signature: [u8; 12],
+    },
+}
+
+impl Hypervisor {
+    /// Whether this is our world switcher offering hypercalls.
+    pub fn has_hypercalls(&self) -> bool {
+        matches!(self, Self::Microvisor { features, .. }
+            if features & guest_api::features::HYPERCALLS != 0)
+    }
+
+    /// Whether this is our world switcher offering [`no_work`].
+    pub fn has_no_work(&self) -> bool {
+        matches!(self, Self::Microvisor { features, .. }
+            if features & guest_api::features::HYPERCALLS != 0
+                && features & guest_api::features::NO_WORK != 0)
+    }
+}
+
+/// Detects the hypervisor (see the module documentation).
+pub fn detect() -> Hypervisor {
+    if cpuid(1).ecx & CPUID_1_ECX_HYPERVISOR == 0 {
+        return Hypervisor::Native;
+    }
+    let base = cpuid(CPUID_BASE);
+    let mut signature = [0u8; 12];
+    signature[0..4].copy_from_slice(&base.ebx.to_le_bytes());
+    signature[4..8].copy_from_slice(&base.ecx.to_le_bytes());
+    signature[8..12].copy_from_slice(&base.edx.to_le_bytes());
+    if signature != SIGNATURE {
+        return Hypervisor::Other {
+            max_leaf: base.eax,
+            signature,
+        };
+    }
+    let (features, version) = if base.eax >= CPUID_FEATURES {
+        let leaf = cpuid(CPUID_FEATURES);
+        (leaf.eax, leaf.ebx)
+    } else {
+        (0, 0)
+    };
+    Hypervisor::Microvisor {
+        max_leaf: base.eax,
+        features,
+        version,
+    }
+}
+
+/// What a hypercall answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// [`guest_api::OK`] or [`guest_api::BAD_ARGUMENT`].
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    /// Only IDENTIFY answers in rdx; other calls may leave anything there.
+    pub rdx: u64,
+}
+
+/// Makes hypercall `number` with arguments `rbx`, `rcx`, `rdx`. Only under
+/// our hypervisor: elsewhere (or with an unknown number) the instruction
+/// raises #UD, fatal unless expected ([`crate::expect_fault`] with
+/// [`HYPERCALL_LENGTH`]; the answer is then meaningless).
+pub fn hypercall(number: u64, rbx: u64, rcx: u64, rdx: u64) -> Answer {
+    let (rax, rbx_out, rcx_out, rdx_out);
+    if INTEL.load(Ordering::Relaxed) {
+        // SAFETY: the hypervisor reads and writes guest memory only where
+        // the call's arguments say (LOG reads the line); rbx is exchanged
+        // with a scratch register around the call because LLVM reserves
+        // it. Not `nomem`: the hypervisor reads memory, and the call must
+        // stay between arming and disarming the fault handler.
+        unsafe {
+            asm!(
+                "xchg {b}, rbx",
+                "vmcall",
+                "xchg {b}, rbx",
+                b = inout(reg) rbx => rbx_out,
+                inout("rax") number => rax,
+                inout("rcx") rcx => rcx_out,
+                inout("rdx") rdx => rdx_out,
+                options(nostack),
+            );
+        }
+    } else {
+        // SAFETY: as above, with AMD's instruction.
+        unsafe {
+            asm!(
+                "xchg {b}, rbx",
+                "vmmcall",
+                "xchg {b}, rbx",
+                b = inout(reg) rbx => rbx_out,
+                inout("rax") number => rax,
+                inout("rcx") rcx => rcx_out,
+                inout("rdx") rdx => rdx_out,
+                options(nostack),
+            );
+        }
+    }
+    Answer {
+        rax,
+        rbx: rbx_out,
+        rcx: rcx_out,
+        rdx: rdx_out,
+    }
+}
+
+/// What [`identify`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// rax: [`guest_api::OK`] unless the call failed.
+    pub status: u64,
+    /// The interface version.
+    pub version: u64,
+    /// How many times this VM was restarted.
+    pub restarts: u64,
+    /// The VM's memory size in bytes.
+    pub memory: u64,
+}
+
+/// [`guest_api::hypercall::IDENTIFY`].
+pub fn identify() -> Identity {
+    let answer = hypercall(number::IDENTIFY, 0, 0, 0);
+    Identity {
+        status: answer.rax,
+        version: answer.rbx,
+        restarts: answer.rcx,
+        memory: answer.rdx,
+    }
+}
+
+/// [`guest_api::hypercall::LOG`]: prints `line` (at most [`LOG_MAX`] bytes;
+/// longer text is cut) through the hypervisor. Returns rax. The line's
+/// guest-physical address is its address: the image runs identity-mapped.
+pub fn log(line: &str) -> u64 {
+    let length = (line.len() as u64).min(LOG_MAX);
+    hypercall(number::LOG, line.as_ptr() as u64, length, 0).rax
+}
+
+/// [`guest_api::hypercall::YIELD`]. Returns rax.
+pub fn yield_now() -> u64 {
+    hypercall(number::YIELD, 0, 0, 0).rax
+}
+
+/// [`guest_api::hypercall::NO_WORK`]: sleeps up to `microseconds`. Returns
+/// rax and the microseconds actually slept.
+pub fn no_work(microseconds: u64) -> (u64, u64) {
+    let answer = hypercall(number::NO_WORK, microseconds, 0, 0);
+    (answer.rax, answer.rbx)
+}

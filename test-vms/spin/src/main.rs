@@ -1,0 +1,31 @@
+//! Computes forever without causing exits (no I/O but a line every 2^24
+//! iterations: `spin: iterations=<n>`). Never exits by itself; it is the
+//! guest a scheduler must preempt.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+use core::hint::black_box;
+
+use guest::println;
+
+guest::entry!("spin", main);
+
+/// Iterations between two lines.
+const REPORT_EVERY: u64 = 1 << 24;
+
+fn main() -> u32 {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut iterations: u64 = 0;
+    loop {
+        for _ in 0..REPORT_EVERY {
+            state = black_box(
+                state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407),
+            );
+        }
+        iterations += REPORT_EVERY;
+        println!("spin: iterations={iterations}");
+    }
+}
