@@ -19,7 +19,9 @@
 //! switcher (0 = no limit); `restarts=N` how many restart requests it
 //! honours (default 3). Any notification the system declares into this
 //! component is a restart request: the VM is reset and booted again from its
-//! image, running or stopped.
+//! image, running or stopped. A running guest is not interrupted to look
+//! for requests (that would cost every exit a time limit); the requester
+//! pokes the vCPU, as `vmctl` does, and the request is seen at once.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -40,8 +42,6 @@ runtime::component!(main);
 const HLT_TICK_US: u64 = 10_000;
 /// The longest no-work sleep.
 const NO_WORK_MAX_US: u64 = 1_000_000;
-/// How often a running guest is interrupted to look for requests.
-const POLL_US: u64 = 100_000;
 /// Unassigned-port accesses reported one by one; the rest are counted.
 const REPORTED_PORTS: u32 = 8;
 
@@ -212,10 +212,9 @@ impl Switcher {
     /// Runs the vCPU until the VM stops.
     fn run(&mut self, mut dirty: u64) -> Stop {
         loop {
-            let limit = self
-                .time_left_us()
-                .map_or(POLL_US, |left| left.min(POLL_US));
-            let reason = self.vm.run(dirty, Some(limit));
+            // No limit unless the VM has one: requests to a running guest
+            // come with a poke (see the module documentation).
+            let reason = self.vm.run(dirty, self.time_left_us());
             let Some(reason) = reason else {
                 self.report("stopped: the core answered an unknown exit reason");
                 return Stop::Stopped;

@@ -6,8 +6,8 @@
 //! `rdtsc; rdtsc` pair is subtracted. Both figures include the one
 //! instruction that loads the exiting instruction's operand.
 //!
-//! Prints `BENCH cpuid-exit ticks_min=<n> ticks_median=<n>`, the same for
-//! `io-exit`, and passes.
+//! Prints `BENCH cpuid-exit <min> ticks/round-trip (median <m>, ...)`, the
+//! same for `io-exit` (the build tool's `bench` format), and passes.
 #![no_std]
 #![no_main]
 
@@ -28,13 +28,13 @@ fn main() -> u32 {
     println!("exitbench: empty rdtsc pair ticks_min={empty} ticks_median={empty_median}");
     let (minimum, median) = measure(&mut samples, cpuid_exit);
     println!(
-        "BENCH cpuid-exit ticks_min={} ticks_median={}",
+        "BENCH cpuid-exit {} ticks/round-trip (median {}, {ROUNDS} rounds, empty rdtsc pair {empty} subtracted)",
         minimum.saturating_sub(empty),
         median.saturating_sub(empty)
     );
     let (minimum, median) = measure(&mut samples, io_exit);
     println!(
-        "BENCH io-exit ticks_min={} ticks_median={}",
+        "BENCH io-exit {} ticks/round-trip (median {}, {ROUNDS} rounds, empty rdtsc pair {empty} subtracted)",
         minimum.saturating_sub(empty),
         median.saturating_sub(empty)
     );
