@@ -129,17 +129,23 @@ fn watch(
     Ok((watched, stderr))
 }
 
-/// Maps what was seen of a QEMU run to its ending.
-pub fn ending(watched: &Watched, timeout: Option<Duration>, stderr: &str) -> Ending {
+/// What QEMU wrote to stderr, as a suffix for an error message (empty when
+/// it wrote nothing).
+fn qemu_said(stderr: &str) -> String {
     let stderr = stderr.trim();
-    let said = if stderr.is_empty() {
+    if stderr.is_empty() {
         String::new()
     } else {
         format!(
             "; QEMU said: {}",
             stderr.lines().collect::<Vec<_>>().join(" / ")
         )
-    };
+    }
+}
+
+/// Maps what was seen of a QEMU run to its ending.
+pub fn ending(watched: &Watched, timeout: Option<Duration>, stderr: &str) -> Ending {
+    let said = qemu_said(stderr);
     if watched.timed_out {
         return Ending::Timeout(timeout.unwrap_or_default());
     }
@@ -312,15 +318,7 @@ pub fn run_guest(request: &GuestRequest, sink: &mut dyn FnMut(&str)) -> Result<O
 /// Maps what was seen of a test VM's run to its ending (see the module
 /// documentation).
 pub fn guest_ending(watched: &Watched, timeout: Option<Duration>, stderr: &str) -> Ending {
-    let stderr = stderr.trim();
-    let said = if stderr.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; QEMU said: {}",
-            stderr.lines().collect::<Vec<_>>().join(" / ")
-        )
-    };
+    let said = qemu_said(stderr);
     if watched.timed_out || watched.lingered {
         return Ending::Timeout(timeout.unwrap_or_default());
     }

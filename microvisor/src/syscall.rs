@@ -258,7 +258,7 @@ fn handle(kernel: &mut Kernel, index: usize) -> Result<Next, Fault> {
         }
         Syscall::VmcsReset => {
             let vm = vm_capability(kernel, index, arg0, CapabilityKind::Vmcs)?;
-            crate::vm::reset_vmcs(kernel, vm);
+            crate::vm::reset(kernel, vm);
             answer(kernel, index, Status::Ok, 0)
         }
         Syscall::GuestLog => {

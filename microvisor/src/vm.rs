@@ -216,8 +216,9 @@ fn create(
     Ok(())
 }
 
-/// Puts VM `index` in its power-on state with a fresh ASID.
-fn reset(kernel: &mut Kernel, index: usize) {
+/// Puts VM `index` in its power-on state with a fresh ASID (also
+/// `VmcsReset`).
+pub fn reset(kernel: &mut Kernel, index: usize) {
     let Some(svm) = kernel.svm.as_mut() else {
         return;
     };
@@ -349,9 +350,4 @@ pub fn control(kernel: &mut Kernel, index: usize, mask: u64) -> bool {
     }
     kernel.vms[index].vmcb().set_optional_intercepts(mask);
     true
-}
-
-/// `VmcsReset`.
-pub fn reset_vmcs(kernel: &mut Kernel, index: usize) {
-    reset(kernel, index);
 }

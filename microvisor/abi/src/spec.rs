@@ -349,6 +349,17 @@ pub fn name_of(raw: &[u8; 32]) -> Option<&str> {
     }
 }
 
+/// Whether `bytes` at page-aligned `address` lie in the part of a
+/// component's address space the core maps shared memory into: at or above
+/// [`crate::USER_MIN`], below the stack ([`crate::STACK_TOP`]).
+fn in_user_range(address: u64, bytes: u64) -> bool {
+    address.is_multiple_of(4096)
+        && address >= crate::USER_MIN
+        && address
+            .checked_add(bytes)
+            .is_some_and(|end| end <= crate::STACK_TOP)
+}
+
 /// Fills a NUL-padded name field (truncating at 32 bytes).
 pub fn name_field(name: &str) -> [u8; 32] {
     let mut raw = [0; 32];
@@ -552,14 +563,9 @@ impl<'a> Spec<'a> {
                 return Err(bad("bit"));
             }
             let bytes = queue_pages(queue.slot_size, queue.slot_count) * 4096;
-            let inside = |address: u64| {
-                address.is_multiple_of(4096)
-                    && address >= crate::USER_MIN
-                    && address
-                        .checked_add(bytes)
-                        .is_some_and(|end| end <= crate::STACK_TOP)
-            };
-            if !inside(queue.sender_address) || !inside(queue.receiver_address) {
+            if !in_user_range(queue.sender_address, bytes)
+                || !in_user_range(queue.receiver_address, bytes)
+            {
                 return Err(bad("address"));
             }
         }
@@ -653,22 +659,15 @@ impl<'a> Spec<'a> {
             {
                 return Err(bad("memory_bytes"));
             }
-            let inside = |address: u64, bytes: u64| {
-                address.is_multiple_of(4096)
-                    && address >= crate::USER_MIN
-                    && address
-                        .checked_add(bytes)
-                        .is_some_and(|end| end <= crate::STACK_TOP)
-            };
-            if !inside(vm.memory_address, vm.memory_bytes) {
+            if !in_user_range(vm.memory_address, vm.memory_bytes) {
                 return Err(bad("memory_address"));
             }
-            if !inside(vm.state_address, 4096) {
+            if !in_user_range(vm.state_address, 4096) {
                 return Err(bad("state_address"));
             }
             // The image's size is known only at load; bound it by the largest
             // guest it could fill.
-            if !inside(vm.image_address, MAX_GUEST_MEMORY) {
+            if !in_user_range(vm.image_address, MAX_GUEST_MEMORY) {
                 return Err(bad("image_address"));
             }
         }
