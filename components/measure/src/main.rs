@@ -31,15 +31,8 @@ fn main(start: &runtime::Start) -> i32 {
         arg("expect", 20),
         arg("tolerance", 2),
     );
-    let mut capability = [0u8; 40];
-    let name = {
-        let n = target.len().min(32);
-        capability[..n].copy_from_slice(&target.as_bytes()[..n]);
-        capability[n..n + 3].copy_from_slice(b".sc");
-        core::str::from_utf8(&capability[..n + 3]).unwrap_or("")
-    };
-    let Some(context) = start.capability(name) else {
-        println!("TEST {test} FAIL: no capability '{name}'");
+    let Some(context) = start.capability_of(target, ".sc") else {
+        println!("TEST {test} FAIL: no capability '{target}.sc'");
         return 1;
     };
     // Warm up: let the target run a few periods.

@@ -81,6 +81,17 @@ impl Start {
         self.resource(name, ResourceKind::Capability)
             .map(|r| r.handle)
     }
+
+    /// The handle of the capability called `<object><suffix>` (e.g.
+    /// `spinner` + `.sc`), the naming capdl uses for per-object rights.
+    pub fn capability_of(&self, object: &str, suffix: &str) -> Option<u64> {
+        let mut buffer = [0u8; 32];
+        let length = object.len() + suffix.len();
+        let name = buffer.get_mut(..length)?;
+        name[..object.len()].copy_from_slice(object.as_bytes());
+        name[object.len()..].copy_from_slice(suffix.as_bytes());
+        self.capability(core::str::from_utf8(name).ok()?)
+    }
 }
 
 /// Defines the component's entry point around `fn main(&Start) -> i32`.

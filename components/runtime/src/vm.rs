@@ -123,9 +123,9 @@ impl Vm {
         let image = find(ResourceKind::GuestImage, "image")?;
         let state = find(ResourceKind::VcpuState, "state page")?;
         let capability = |suffix: &str, what| -> Result<u64, MissingVm> {
-            let mut buffer = [0u8; 40];
-            let full = concat(&mut buffer, name, suffix);
-            start.capability(full).ok_or(MissingVm::Missing(what))
+            start
+                .capability_of(name, suffix)
+                .ok_or(MissingVm::Missing(what))
         };
         let vmcs = capability(".vmcs", "VMCS capability")?;
         let vcpu = capability(".vcpu", "vCPU capability")?;
@@ -173,13 +173,6 @@ impl Vm {
     pub fn log(&self, bytes: &[u8]) {
         syscall::guest_log(self.vmcs, bytes);
     }
-}
-
-fn concat<'a>(buffer: &'a mut [u8; 40], a: &str, b: &str) -> &'a str {
-    let n = a.len().min(32);
-    buffer[..n].copy_from_slice(&a.as_bytes()[..n]);
-    buffer[n..n + b.len().min(8)].copy_from_slice(&b.as_bytes()[..b.len().min(8)]);
-    core::str::from_utf8(&buffer[..n + b.len().min(8)]).unwrap_or("")
 }
 
 #[cfg(test)]
