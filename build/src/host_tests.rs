@@ -312,9 +312,9 @@ fn run_cargo_test(
 mod tests {
     use super::*;
 
-    const OUTPUT: &str = r#"   Compiling vmkfs v0.1.0 (/w/components/vmkfs)
-{"reason":"compiler-artifact","package_id":"path+file:///w/components/vmkfs#0.1.0","manifest_path":"/w/components/vmkfs/Cargo.toml","target":{"name":"props"},"executable":"/w/target/debug/deps/props-1234","fresh":true}
-{"reason":"compiler-artifact","package_id":"path+file:///w/components/vmkfs#0.1.0","manifest_path":"/w/components/vmkfs/Cargo.toml","executable":null,"fresh":true}
+    const OUTPUT: &str = r#"   Compiling vmkfs v0.1.0 (/w/components/lib/vmkfs)
+{"reason":"compiler-artifact","package_id":"path+file:///w/components/lib/vmkfs#0.1.0","manifest_path":"/w/components/lib/vmkfs/Cargo.toml","target":{"name":"props"},"executable":"/w/target/debug/deps/props-1234","fresh":true}
+{"reason":"compiler-artifact","package_id":"path+file:///w/components/lib/vmkfs#0.1.0","manifest_path":"/w/components/lib/vmkfs/Cargo.toml","executable":null,"fresh":true}
 {"reason":"build-finished","success":true}
     Finished `test` profile [unoptimized + debuginfo] target(s) in 2.01s
      Running unittests src/lib.rs (target/debug/deps/microvisor_abi-0d1f2e3c4b5a6978)
@@ -355,8 +355,10 @@ test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fini
 
     #[test]
     fn parses_binaries_results_and_failures() {
-        let mut parser =
-            OutputParser::new(vec![(PathBuf::from("/w/components/vmkfs"), "vmkfs".into())]);
+        let mut parser = OutputParser::new(vec![(
+            PathBuf::from("/w/components/lib/vmkfs"),
+            "vmkfs".into(),
+        )]);
         let mut reports: Vec<BinaryReport> = OUTPUT
             .lines()
             .filter_map(|line| parser.line(line))

@@ -109,10 +109,10 @@ mod tests {
             packages: vec![
                 package("microvisor", "/w/microvisor", &["microvisor"]),
                 package("microvisor-abi", "/w/microvisor/abi", &[]),
-                package("runtime", "/w/components/runtime", &[]),
-                package("hello", "/w/components/hello", &["hello"]),
+                package("runtime", "/w/components/lib/runtime", &[]),
+                package("hello", "/w/components/test/hello", &["hello"]),
                 package("build", "/w/build", &["mvbuild"]),
-                package("guest", "/w/test-vms/guest", &[]),
+                package("guest-runtime", "/w/test-vms/guest-runtime", &[]),
                 package("vm-hello", "/w/test-vms/hello", &["vm-hello"]),
             ],
         };
@@ -126,7 +126,7 @@ mod tests {
                 "fmt --all --check",
                 "clippy --all-targets -p microvisor-abi -p build -- -D warnings",
                 "clippy -p microvisor -p runtime --lib --tests -- -D warnings",
-                "clippy --target x86_64-unknown-none -p microvisor -p runtime -p hello -p guest -p vm-hello -- -D warnings",
+                "clippy --target x86_64-unknown-none -p microvisor -p runtime -p hello -p guest-runtime -p vm-hello -- -D warnings",
             ]
         );
     }

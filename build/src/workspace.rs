@@ -5,12 +5,15 @@
 //! Everything that needs a path asks a [`Workspace`] (loaded once per command
 //! from `cargo metadata`, so `CARGO_TARGET_DIR` and `build.target-dir` are
 //! respected). Conventions it relies on, checked here with a clear error:
-//! a *component program* is a directory `components/<name>/` holding
-//! `src/main.rs`, and it is the workspace member named `<name>` whose binary
-//! is also `<name>`. The core is the member `microvisor` with the binary
+//! `components/` has three groups ([`PROGRAM_GROUPS`] and `lib/`): a
+//! *component program* is a directory `components/system/<name>/` (the
+//! system's components) or `components/test/<name>/` (test and demo
+//! programs) holding `src/main.rs`, and it is the workspace member named
+//! `<name>` whose binary is also `<name>`; `components/lib/` holds only
+//! libraries. The core is the member `microvisor` with the binary
 //! `microvisor`. A *test VM* (guest image) is a directory `test-vms/<name>/`
 //! holding `src/main.rs`, and it is the member `vm-<name>` with the binary
-//! `vm-<name>`; `test-vms/guest/` is their runtime library. All target
+//! `vm-<name>`; `test-vms/guest-runtime/` is their runtime library. All target
 //! builds go through [`Workspace::build_target`] in one cargo invocation, so
 //! there is one lock and one dependency graph; it always builds every test
 //! VM.
@@ -29,6 +32,10 @@ pub const CORE: &str = "microvisor";
 /// The component runtime library: its library tests run on the host with
 /// the core's (`--lib`); it is not one of the plain host packages.
 pub const RUNTIME: &str = "runtime";
+/// The folders under `components/` that hold component programs: the
+/// system's components and the test and demo programs. `components/lib/`
+/// holds the libraries they link.
+pub const PROGRAM_GROUPS: [&str; 2] = ["system", "test"];
 /// The directory of the test VMs, relative to the workspace root.
 pub const TEST_VMS: &str = "test-vms";
 /// A test VM's package and binary name is this prefix and its image name.
@@ -147,30 +154,45 @@ impl Workspace {
     }
 
     /// The names of all component programs, sorted: every
-    /// `components/<name>/src/main.rs` that is also a workspace member
-    /// `<name>` with a binary `<name>`.
+    /// `components/<group>/<name>/src/main.rs` (for each of
+    /// [`PROGRAM_GROUPS`]) that is also a workspace member `<name>` with a
+    /// binary `<name>`. Two programs of one name in different groups are
+    /// refused: the boot image names programs without their group.
     pub fn programs(&self) -> Result<Vec<String>> {
-        let directory = self.components_directory();
-        let entries = std::fs::read_dir(&directory)
-            .with_context(|| format!("could not list {}", directory.display()))?;
-        let mut programs = Vec::new();
-        for entry in entries {
-            let entry = entry.with_context(|| format!("could not list {}", directory.display()))?;
-            if !entry.path().join("src/main.rs").is_file() {
+        let mut programs: Vec<String> = Vec::new();
+        for group in PROGRAM_GROUPS {
+            let directory = self.components_directory().join(group);
+            if !directory.is_dir() {
                 continue;
             }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let member = self.packages.iter().find(|package| package.name == name);
-            match member {
-                Some(package) if package.binaries.contains(&name) => programs.push(name),
-                Some(_) => bail!(
-                    "components/{name} is a workspace member but has no binary named '{name}'; \
-                     a component program's binary must carry its directory's name"
-                ),
-                None => bail!(
-                    "components/{name}/src/main.rs exists but no workspace member is named \
-                     '{name}'; add \"components/{name}\" to the members in Cargo.toml"
-                ),
+            let entries = std::fs::read_dir(&directory)
+                .with_context(|| format!("could not list {}", directory.display()))?;
+            for entry in entries {
+                let entry =
+                    entry.with_context(|| format!("could not list {}", directory.display()))?;
+                if !entry.path().join("src/main.rs").is_file() {
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = format!("components/{group}/{name}");
+                if programs.contains(&name) {
+                    bail!(
+                        "{path} has the name of a program in another group of components/; \
+                         program names must be unique"
+                    );
+                }
+                let member = self.packages.iter().find(|package| package.name == name);
+                match member {
+                    Some(package) if package.binaries.contains(&name) => programs.push(name),
+                    Some(_) => bail!(
+                        "{path} is a workspace member but has no binary named '{name}'; \
+                         a component program's binary must carry its directory's name"
+                    ),
+                    None => bail!(
+                        "{path}/src/main.rs exists but no workspace member is named \
+                         '{name}'; add \"{path}\" to the members in Cargo.toml"
+                    ),
+                }
             }
         }
         programs.sort();
@@ -339,16 +361,16 @@ mod tests {
                              {"name": "microvisor", "kind": ["bin"]}]},
                 {"name": "microvisor-abi", "manifest_path": "/w/microvisor/abi/Cargo.toml",
                  "targets": [{"name": "microvisor_abi", "kind": ["lib"]}]},
-                {"name": "runtime", "manifest_path": "/w/components/runtime/Cargo.toml",
+                {"name": "runtime", "manifest_path": "/w/components/lib/runtime/Cargo.toml",
                  "targets": [{"name": "runtime", "kind": ["lib"]}]},
-                {"name": "hello", "manifest_path": "/w/components/hello/Cargo.toml",
+                {"name": "hello", "manifest_path": "/w/components/test/hello/Cargo.toml",
                  "targets": [{"name": "hello", "kind": ["bin"]}]},
-                {"name": "vmkfs", "manifest_path": "/w/components/vmkfs/Cargo.toml",
+                {"name": "vmkfs", "manifest_path": "/w/components/lib/vmkfs/Cargo.toml",
                  "targets": [{"name": "vmkfs", "kind": ["lib"]}]},
                 {"name": "build", "manifest_path": "/w/build/Cargo.toml",
                  "targets": [{"name": "mvbuild", "kind": ["bin"]}]},
-                {"name": "guest", "manifest_path": "/w/test-vms/guest/Cargo.toml",
-                 "targets": [{"name": "guest", "kind": ["lib"]}]},
+                {"name": "guest-runtime", "manifest_path": "/w/test-vms/guest-runtime/Cargo.toml",
+                 "targets": [{"name": "guest_runtime", "kind": ["lib"]}]},
                 {"name": "vm-hello", "manifest_path": "/w/test-vms/hello/Cargo.toml",
                  "targets": [{"name": "vm-hello", "kind": ["bin"]},
                              {"name": "build-script-build", "kind": ["custom-build"]}]}
@@ -378,7 +400,7 @@ mod tests {
             .iter()
             .map(|package| package.name.as_str())
             .collect();
-        assert_eq!(test_vms, ["guest", "vm-hello"]);
+        assert_eq!(test_vms, ["guest-runtime", "vm-hello"]);
     }
 
     /// A workspace on disk with test VM directories, for [`Workspace::guests`].
@@ -392,7 +414,7 @@ mod tests {
         for directory in directories {
             let source = root.join(TEST_VMS).join(directory).join("src");
             std::fs::create_dir_all(&source).unwrap();
-            let file = if *directory == "guest" {
+            let file = if *directory == "guest-runtime" {
                 "lib.rs"
             } else {
                 "main.rs"
@@ -423,9 +445,9 @@ mod tests {
     #[test]
     fn guests_follow_the_naming_convention() {
         let found = guests_in(
-            &["guest", "spin", "cpuid"],
+            &["guest-runtime", "spin", "cpuid"],
             &[
-                ("guest", ""),
+                ("guest-runtime", ""),
                 ("vm-spin", "vm-spin"),
                 ("vm-cpuid", "vm-cpuid"),
             ],

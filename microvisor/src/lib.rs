@@ -7,8 +7,8 @@
 //! the hardware: it hands these modules memory through small traits
 //! ([`paging::TableMemory`], [`boot_info::PhysicalMemory`]) and acts on their
 //! answers. The virtualization layer's data halves live here too: nested
-//! page tables ([`npt`]) and the SVM control block with exit decoding and
-//! the dirty-mask write-back ([`svm`]). Every function here treats its input as hostile and returns a
+//! page tables ([`npt`]) and the SVM control block ([`vmcb`]) with exit decoding and
+//! the dirty-mask write-back. Every function here treats its input as hostile and returns a
 //! typed error rather than panicking.
 #![cfg_attr(not(test), no_std)]
 
@@ -20,5 +20,5 @@ pub mod frame;
 pub mod npt;
 pub mod paging;
 pub mod sched;
-pub mod svm;
 pub mod user;
+pub mod vmcb;

@@ -21,7 +21,7 @@
 
 use microvisor::address::{PAGE_SIZE, PhysicalAddress};
 use microvisor::npt::NestedTables;
-use microvisor::svm::{self, GuestRegisters, Vmcb};
+use microvisor::vmcb::{self, GuestRegisters, Vmcb};
 use microvisor_abi::spec::{self, MAX_VMS, Spec};
 use microvisor_abi::syscall::{Syscall, WAIT_FOREVER};
 use microvisor_abi::vcpu::{ExitReason, VcpuState, dirty, intercept};
@@ -236,7 +236,7 @@ pub fn reset(kernel: &mut Kernel, index: usize) {
     vm.deadline = None;
     vm.rewound = false;
     let state = vm.state_page();
-    svm::read_out(vmcb, &vm.registers, state);
+    vmcb::read_out(vmcb, &vm.registers, state);
     state.entries = 0;
     state.last_writes = 0;
 }
@@ -293,7 +293,7 @@ pub fn run(
     };
     let vm = &mut kernel.vms[index];
     let vmcb = vm.vmcb();
-    let writes = svm::write_back(vmcb, &mut vm.registers, state, mask);
+    let writes = vmcb::write_back(vmcb, &mut vm.registers, state, mask);
     if mask & dirty::INJECT == 0 && vm.pending_event != 0 {
         vmcb.event_inject = core::mem::take(&mut vm.pending_event);
     }
@@ -306,10 +306,10 @@ pub fn run(
     // intercepts, nested tables over its memory, the shared maps) and the
     // core runs with interrupts disabled.
     unsafe { backend::enter(svm, vm.vmcb, &mut vm.registers) };
-    vmcb.clean = svm::clean::ALL;
+    vmcb.clean = vmcb::clean::ALL;
     vmcb.tlb_control = 0;
     vmcb.event_inject = 0;
-    let exit = svm::decode_exit(vmcb, svm.next_rip);
+    let exit = vmcb::decode_exit(vmcb, svm.next_rip);
     if vmcb.exit_int_info & (1 << 31) != 0 {
         vm.pending_event = vmcb.exit_int_info;
     }
@@ -319,7 +319,7 @@ pub fn run(
         return None;
     };
     vm.deadline = None;
-    svm::read_out(vmcb, &vm.registers, state);
+    vmcb::read_out(vmcb, &vm.registers, state);
     state.exit_reason = reason as u32;
     state.instruction_length = exit.instruction_length;
     state.raw_exit = vmcb.exit_code;

@@ -5,12 +5,12 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use guest::{Hypervisor, println};
+use guest_runtime::{Hypervisor, println};
 
-guest::entry!("cpuid", main);
+guest_runtime::entry!("cpuid", main);
 
 fn main() -> u32 {
-    match guest::detect() {
+    match guest_runtime::detect() {
         Hypervisor::Native => println!("cpuid: running native"),
         Hypervisor::Microvisor {
             max_leaf,
@@ -18,7 +18,7 @@ fn main() -> u32 {
             version,
         } => println!(
             "cpuid: hypervisor signature={} max_leaf={max_leaf:#x} features={features:#x} version={version}",
-            printable(&guest::api::SIGNATURE)
+            printable(&guest_runtime::api::SIGNATURE)
         ),
         Hypervisor::Other {
             max_leaf,

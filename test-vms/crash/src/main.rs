@@ -5,11 +5,11 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use guest::println;
+use guest_runtime::println;
 
-guest::entry!("crash", main);
+guest_runtime::entry!("crash", main);
 
 fn main() -> u32 {
     println!("crash: about to triple fault");
-    guest::arch::triple_fault()
+    guest_runtime::arch::triple_fault()
 }

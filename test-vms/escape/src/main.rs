@@ -5,10 +5,10 @@
 #![no_std]
 #![no_main]
 
-use guest::exceptions::GENERAL_PROTECTION;
-use guest::{arch, fail, println};
+use guest_runtime::exceptions::GENERAL_PROTECTION;
+use guest_runtime::{arch, fail, println};
 
-guest::entry!("escape", main);
+guest_runtime::entry!("escape", main);
 
 /// A port no device of a VM decodes (the PS/2 controller's on a PC).
 const UNASSIGNED_IN_PORT: u16 = 0x60;
@@ -32,9 +32,10 @@ fn main() -> u32 {
     println!("escape: port {UNASSIGNED_IN_PORT:#x} read {value:#04x}");
     println!("escape: port {UNASSIGNED_OUT_PORT:#x} written");
 
-    let (_, fault) = guest::catch_fault(MSR_INSTRUCTION_LENGTH, || arch::rdmsr(UNKNOWN_MSR));
+    let (_, fault) =
+        guest_runtime::catch_fault(MSR_INSTRUCTION_LENGTH, || arch::rdmsr(UNKNOWN_MSR));
     check_gp("rdmsr", fault);
-    let (_, fault) = guest::catch_fault(MSR_INSTRUCTION_LENGTH, || {
+    let (_, fault) = guest_runtime::catch_fault(MSR_INSTRUCTION_LENGTH, || {
         // SAFETY: the MSR does not exist; the write faults (#GP, caught)
         // and changes nothing.
         unsafe { arch::wrmsr(UNKNOWN_MSR, 0x1234_5678) }

@@ -13,14 +13,14 @@
 
 use core::arch::asm;
 
-use guest::println;
+use guest_runtime::println;
 
-guest::entry!("exitbench", main);
+guest_runtime::entry!("exitbench", main);
 
 const WARM_UP: usize = 100;
 const ROUNDS: usize = 1000;
 /// The UART's scratch register: an exit under a hypervisor, no effect.
-const SCRATCH_PORT: u16 = guest::api::UART_BASE + 7;
+const SCRATCH_PORT: u16 = guest_runtime::api::UART_BASE + 7;
 
 fn main() -> u32 {
     let mut samples = [0u64; ROUNDS];
@@ -96,7 +96,7 @@ fn cpuid_exit() -> u64 {
             "cpuid",
             "rdtsc",
             "xchg {save}, rbx",
-            leaf = const guest::api::CPUID_BASE,
+            leaf = const guest_runtime::api::CPUID_BASE,
             save = out(reg) _,
             low = out(reg) low,
             high = out(reg) high,

@@ -4,12 +4,12 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use guest::println;
+use guest_runtime::println;
 
-guest::entry!("hello", main);
+guest_runtime::entry!("hello", main);
 
 fn main() -> u32 {
-    println!("hello from a guest entry={}", guest::entry_mode());
+    println!("hello from a guest entry={}", guest_runtime::entry_mode());
     for line in 1..=3 {
         println!("hello: line {line}/3");
     }

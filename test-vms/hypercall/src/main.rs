@@ -5,19 +5,19 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use guest::api::OK;
-use guest::exceptions::INVALID_OPCODE;
-use guest::hypervisor::{self, HYPERCALL_LENGTH, hypercall};
-use guest::{fail, println};
+use guest_runtime::api::OK;
+use guest_runtime::exceptions::INVALID_OPCODE;
+use guest_runtime::hypervisor::{self, HYPERCALL_LENGTH, hypercall};
+use guest_runtime::{fail, println};
 
-guest::entry!("hypercall", main);
+guest_runtime::entry!("hypercall", main);
 
 /// A hypercall number the interface does not define.
 const UNKNOWN: u64 = 0x7777;
 
 fn main() -> u32 {
-    let found = guest::detect();
-    if !matches!(found, guest::Hypervisor::Microvisor { .. }) {
+    let found = guest_runtime::detect();
+    if !matches!(found, guest_runtime::Hypervisor::Microvisor { .. }) {
         println!("hypercall: running native, skipped");
         println!("TEST hypercall PASS");
         return 0;
@@ -34,11 +34,11 @@ fn main() -> u32 {
         "hypercall: identify version={} restarts={} memory={:#x}",
         identity.version, identity.restarts, identity.memory
     );
-    if identity.version != u64::from(guest::api::INTERFACE_VERSION) {
+    if identity.version != u64::from(guest_runtime::api::INTERFACE_VERSION) {
         fail(format_args!(
             "IDENTIFY reports version {}, expected {}",
             identity.version,
-            guest::api::INTERFACE_VERSION
+            guest_runtime::api::INTERFACE_VERSION
         ));
     }
 
@@ -60,7 +60,7 @@ fn main() -> u32 {
     }
     println!("hypercall: no_work(1000 us) slept {slept} us");
 
-    let (_, fault) = guest::catch_fault(HYPERCALL_LENGTH, || hypercall(UNKNOWN, 0, 0, 0));
+    let (_, fault) = guest_runtime::catch_fault(HYPERCALL_LENGTH, || hypercall(UNKNOWN, 0, 0, 0));
     match fault {
         Some(INVALID_OPCODE) => println!("hypercall: unknown number raised #UD"),
         Some(vector) => fail(format_args!(

@@ -6,9 +6,9 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use guest::println;
+use guest_runtime::println;
 
-guest::entry!("idle", main);
+guest_runtime::entry!("idle", main);
 
 /// How long one round waits.
 const ROUND_MICROSECONDS: u64 = 5000;
@@ -16,7 +16,7 @@ const ROUND_MICROSECONDS: u64 = 5000;
 const ROUND_TICKS: u64 = 5_000_000;
 
 fn main() -> u32 {
-    let no_work = guest::detect().has_no_work();
+    let no_work = guest_runtime::detect().has_no_work();
     println!(
         "idle: waiting with {}",
         if no_work { "NO_WORK" } else { "a busy loop" }
@@ -24,9 +24,9 @@ fn main() -> u32 {
     let mut rounds: u64 = 0;
     loop {
         if no_work {
-            guest::hypervisor::no_work(ROUND_MICROSECONDS);
+            guest_runtime::hypervisor::no_work(ROUND_MICROSECONDS);
         } else {
-            guest::spin_ticks(ROUND_TICKS);
+            guest_runtime::spin_ticks(ROUND_TICKS);
         }
         rounds += 1;
         if rounds.is_multiple_of(100) {

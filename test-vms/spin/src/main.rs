@@ -7,9 +7,9 @@
 
 use core::hint::black_box;
 
-use guest::println;
+use guest_runtime::println;
 
-guest::entry!("spin", main);
+guest_runtime::entry!("spin", main);
 
 /// Iterations between two lines.
 const REPORT_EVERY: u64 = 1 << 24;

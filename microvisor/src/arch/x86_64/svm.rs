@@ -4,9 +4,9 @@
 //! firmware), turns on EFER.SVME, gives the CPU its host save area, and
 //! builds the permission maps every VM shares: the I/O map intercepts every
 //! port, the MSR map everything but the MSRs VMLOAD/VMSAVE switch (see
-//! [`microvisor::svm::fill_msrpm`]). [`enter`] runs a guest until its next
+//! [`microvisor::vmcb::fill_msrpm`]). [`enter`] runs a guest until its next
 //! exit. The data side — the VMCB, exit decoding, state write-back — is in
-//! the host-tested [`microvisor::svm`]; this module has the instructions.
+//! the host-tested [`microvisor::vmcb`]; this module has the instructions.
 //!
 //! Entry sequence: with GIF clear (CLGI) the host's VMLOAD-class state is
 //! saved to the host VMCB (VMSAVE), the guest's loaded (VMLOAD), and RFLAGS.IF
@@ -21,7 +21,7 @@ use core::arch::global_asm;
 
 use microvisor::address::PhysicalAddress;
 use microvisor::frame::FrameAllocator;
-use microvisor::svm::{self, AsidAllocator, GuestRegisters, IOPM_BYTES, MSRPM_BYTES};
+use microvisor::vmcb::{self, AsidAllocator, GuestRegisters, IOPM_BYTES, MSRPM_BYTES};
 
 use super::cpu::{self, msr};
 use super::memory::direct;
@@ -107,12 +107,12 @@ impl Svm {
         // direct map, owned by the core for the life of the system.
         unsafe {
             core::ptr::write_bytes(direct(iopm), 0xff, IOPM_BYTES);
-            svm::fill_msrpm(&mut *direct(msrpm).cast::<[u8; MSRPM_BYTES]>());
+            vmcb::fill_msrpm(&mut *direct(msrpm).cast::<[u8; MSRPM_BYTES]>());
         }
         // SAFETY: SVME only enables the SVM instructions; the save area is
         // a page the core owns and never uses otherwise.
         unsafe {
-            cpu::write_msr(msr::EFER, cpu::read_msr(msr::EFER) | svm::EFER_SVME);
+            cpu::write_msr(msr::EFER, cpu::read_msr(msr::EFER) | vmcb::EFER_SVME);
             cpu::write_msr(VM_HSAVE_PA, save_area.0);
         }
         Ok(Self {
@@ -130,9 +130,9 @@ impl Svm {
     /// The TLB_CONTROL value that flushes a reused ASID.
     pub fn flush_value(&self) -> u8 {
         if self.flush_by_asid {
-            svm::TLB_FLUSH_GUEST
+            vmcb::TLB_FLUSH_GUEST
         } else {
-            svm::TLB_FLUSH_ALL
+            vmcb::TLB_FLUSH_ALL
         }
     }
 }
@@ -215,7 +215,7 @@ unsafe extern "C" {
 ///
 /// # Safety
 /// SVM must be enabled ([`Svm::enable`]); `vmcb` must be the physical
-/// address of a VMCB set up by [`microvisor::svm::Vmcb::init`] (mandatory
+/// address of a VMCB set up by [`microvisor::vmcb::Vmcb::init`] (mandatory
 /// intercepts, nested paging over guest memory only, permission maps of
 /// `svm`), not in use by anything else; interrupts must be disabled.
 pub unsafe fn enter(svm: &Svm, vmcb: PhysicalAddress, registers: &mut GuestRegisters) {

@@ -1,4 +1,4 @@
-//! AMD SVM: the VMCB layout and the pure halves of the vCPU run path.
+//! AMD SVM's control block (VMCB): its layout and the pure halves of the vCPU run path.
 //!
 //! The ring-0 backend (`arch::x86_64::svm`) owns the instructions (VMRUN,
 //! VMLOAD, VMSAVE, CLGI, STGI); everything that is only data lives here so

@@ -12,8 +12,8 @@
 //! ```ignore
 //! #![no_std]
 //! #![no_main]
-//! guest::entry!("hello", main);
-//! fn main() -> u32 { guest::println!("TEST hello PASS"); 0 }
+//! guest_runtime::entry!("hello", main);
+//! fn main() -> u32 { guest_runtime::println!("TEST hello PASS"); 0 }
 //! ```
 //!
 //! `main`'s return value is passed to [`exit`]: a 32-bit `out` to

@@ -4,11 +4,11 @@
 //! (16-bit real mode or 64-bit long mode, as the system declares), and then
 //! runs the vCPU, handling every exit the core hands up:
 //!
-//! - CPUID, with our hypervisor leaves ([`vmm::cpuid`]);
+//! - CPUID, with our hypervisor leaves ([`vm_platform::cpuid`]);
 //! - port I/O: the 16550 at 0x3f8 (lines go to the system log under the
 //!   VM's name), the test-status port 0xf4 (ends the VM with a status),
 //!   every other port reads all-ones and ignores writes, like an empty bus;
-//! - RDMSR/WRMSR through [`vmm::msr`], `#GP` for unknown MSRs;
+//! - RDMSR/WRMSR through [`vm_platform::msr`], `#GP` for unknown MSRs;
 //! - HLT and the no-work hypercall give the CPU away until an event or a
 //!   timeout; VMMCALL hypercalls identify, log, yield; unknown numbers `#UD`;
 //! - nested page faults, triple faults and invalid state stop the VM with a
@@ -33,8 +33,8 @@ use microvisor_abi::start::ResourceKind;
 use microvisor_abi::vcpu::{EntryMode, ExitReason, IoExit, VcpuState, dirty, event, gpr, npf};
 use runtime::vm::{GuestMemory, MissingVm, Vm};
 use runtime::{LineWriter, println, syscall};
-use vmm::msr::Msrs;
-use vmm::uart::Uart;
+use vm_platform::msr::Msrs;
+use vm_platform::uart::Uart;
 
 runtime::component!(main);
 
@@ -48,7 +48,7 @@ const REPORTED_PORTS: u32 = 8;
 /// Guest memory for the loader and set-up code.
 struct Loader(GuestMemory);
 
-impl vmm::Memory for Loader {
+impl vm_platform::Memory for Loader {
     fn size(&self) -> u64 {
         self.0.size()
     }
@@ -168,8 +168,8 @@ impl Switcher {
         let mut memory = Loader(self.vm.memory);
         let size = self.vm.memory.size();
         let _ = self.vm.memory.fill(0, size, 0);
-        let limit = size - vmm::setup::SETUP_BYTES.min(size);
-        let loaded = match vmm::image::load(self.vm.image, &mut memory, limit) {
+        let limit = size - vm_platform::setup::SETUP_BYTES.min(size);
+        let loaded = match vm_platform::image::load(self.vm.image, &mut memory, limit) {
             Ok(loaded) => loaded,
             Err(error) => {
                 println!(
@@ -181,8 +181,10 @@ impl Switcher {
         };
         let entry = self.vm.entry;
         let result = match entry {
-            EntryMode::Long => vmm::setup::long_mode(self.vm.state(), &mut memory, loaded.entry),
-            EntryMode::Real => vmm::setup::real_mode(self.vm.state(), loaded.lowest),
+            EntryMode::Long => {
+                vm_platform::setup::long_mode(self.vm.state(), &mut memory, loaded.entry)
+            }
+            EntryMode::Real => vm_platform::setup::real_mode(self.vm.state(), loaded.lowest),
         };
         match result {
             Ok(mask) => {
@@ -293,13 +295,13 @@ impl Switcher {
     fn cpuid(&mut self) -> u64 {
         let state = self.vm.state();
         let (leaf, subleaf) = (state.gpr[gpr::RAX] as u32, state.gpr[gpr::RCX] as u32);
-        let native = if vmm::cpuid::synthetic(leaf) {
+        let native = if vm_platform::cpuid::synthetic(leaf) {
             [0; 4]
         } else {
             let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
             [r.eax, r.ebx, r.ecx, r.edx]
         };
-        let [a, b, c, d] = vmm::cpuid::emulate(leaf, native);
+        let [a, b, c, d] = vm_platform::cpuid::emulate(leaf, native);
         state.gpr[gpr::RAX] = u64::from(a);
         state.gpr[gpr::RBX] = u64::from(b);
         state.gpr[gpr::RCX] = u64::from(c);
