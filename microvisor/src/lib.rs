@@ -20,5 +20,8 @@ pub mod frame;
 pub mod npt;
 pub mod paging;
 pub mod sched;
+pub mod start_page;
+pub mod time;
 pub mod user;
+pub mod verdict;
 pub mod vmcb;

@@ -5,21 +5,34 @@
 //! tables. It brings the machine up in a fixed order — console, CPU
 //! features, boot information, frame allocator, the core's own page tables
 //! (then the W^X self-check), descriptor tables and system-call entry — then
-//! loads every component in the boot image into its own address space and
-//! runs them. From then on the core only runs on entries from ring 3
-//! (`trap`, `syscall`) and halts with a verdict when no component is left.
+//! builds the system the boot image describes (`system`) and runs it. From
+//! then on the core only runs on entries from ring 3 (`entry`) and halts
+//! with a verdict when no component is left.
+//!
+//! The modules, bottom to top (each uses only those before it):
+//! `arch` (the CPU), `console` and `shutdown` (the log and the verdict),
+//! `object` (one module per kernel object), `kernel` (the table of objects
+//! and the scheduler), then the operations that combine objects: `loader`
+//! (a component's address space), `lifecycle` (faults, stops, restarts),
+//! `vcpu` (running a guest), `system` (building everything at boot),
+//! `syscall` and `trap` (the handlers), `entry` (what the arch stubs call).
+//! Pure logic lives in the host-tested library (`src/lib.rs`).
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arch;
-mod component;
 mod console;
+mod entry;
+mod kernel;
+mod lifecycle;
+mod loader;
+mod object;
 mod shutdown;
-mod state;
 mod syscall;
+mod system;
 mod trap;
-mod vm;
+mod vcpu;
 
 use core::cell::UnsafeCell;
 
@@ -28,13 +41,12 @@ use microvisor::boot_info::{BootInfo, PhysicalMemory};
 use microvisor::frame::FrameAllocator;
 use microvisor::paging;
 use microvisor_abi::image::{EntryKind, Image};
-use microvisor_abi::spec::{self, Spec};
+use microvisor_abi::spec::Spec;
 
 use arch::boot::{self, KERNEL_BASE};
 use arch::cpu::{self, Features, cr4};
 use arch::memory::{self, DIRECT_MAP_BASE};
-use component::ComponentState;
-use state::Kernel;
+use kernel::{Entry, with_kernel};
 
 /// The most physical memory the frame allocator tracks (16 GiB).
 const TRACKED_MEMORY: u64 = 16 << 30;
@@ -207,7 +219,10 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
         }
     );
 
-    let kernel = state::install(
+    // SAFETY: boot is the first entry into the core; no token exists.
+    let entry = unsafe { Entry::new() };
+    kernel::install(
+        &entry,
         frames,
         kernel_space.space,
         clock,
@@ -235,116 +250,22 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
             Spec::parse(entry.contents)
                 .unwrap_or_else(|error| fatal(format_args!("boot spec refused: {error}")))
         });
-    match spec {
-        Some(spec) => instantiate(kernel, &image, spec),
-        None => instantiate_programs(kernel, &image),
-    }
-    if let Some(test) = info.option("selftest") {
-        self_test(test);
-    }
-    log::info!("starting {} component(s)", kernel.component_count);
-    let frame = kernel.schedule();
+    let frame = with_kernel(entry, |kernel| {
+        match spec {
+            Some(spec) => system::instantiate(kernel, &image, spec)
+                .unwrap_or_else(|error| fatal(format_args!("{error}"))),
+            None => system::instantiate_programs(kernel, &image),
+        }
+        if let Some(test) = info.option("selftest") {
+            self_test(test);
+        }
+        log::info!("starting {} component(s)", kernel.component_count);
+        kernel.schedule()
+    });
     // SAFETY: `schedule` made the frame current and loaded its address
     // space (or chose the idle loop); frames of new threads hold user
     // segments and a user entry point checked by the ELF planner.
     unsafe { arch::entry::enter_user(frame) }
-}
-
-/// Creates the system the spec describes.
-fn instantiate(kernel: &mut Kernel, image: &Image<'static>, spec: Spec<'static>) {
-    kernel.spec = Some(spec);
-    log::info!(
-        "boot spec: {} components, {} queues, {} capabilities",
-        spec.components.len(),
-        spec.queues.len(),
-        spec.capabilities.len()
-    );
-    for declared in spec.components {
-        let name = spec::name_of(&declared.name).unwrap_or("?");
-        let program_name = spec::name_of(&declared.program).unwrap_or("?");
-        let program = image
-            .entries()
-            .find(|e| e.kind == EntryKind::Component && e.name == program_name)
-            .map_or(&[][..], |e| e.contents);
-        let declaration = component::Declaration {
-            name,
-            args: core::str::from_utf8(&declared.args[..declared.args_len as usize]).unwrap_or(""),
-            program,
-            priority: declared.priority,
-            budget_us: u64::from(declared.budget_us),
-            period_us: u64::from(declared.period_us),
-            stack_pages: u64::from(declared.stack_pages),
-            memory_pages: u64::from(declared.memory_pages),
-            start: declared.start == 1,
-            supervisor: (declared.supervisor != spec::NONE).then_some(declared.supervisor as usize),
-            fault_bit: declared.fault_bit,
-        };
-        // Spec::parse bounds the component count and checks the names, so
-        // declaring cannot fail here.
-        if let Err(error) = component::declare(kernel, &declaration) {
-            fatal(format_args!("component '{name}': {error}"));
-        }
-    }
-    if let Err(error) = component::create_queues(kernel, &spec) {
-        fatal(format_args!("cannot create the queues: {error}"));
-    }
-    vm::create_all(kernel, &spec, |name| {
-        image
-            .entries()
-            .find(|e| e.kind == EntryKind::Guest && e.name == name)
-            .map(|e| e.contents)
-    });
-    for index in 0..kernel.component_count {
-        component::install_capabilities(kernel, index, &spec);
-        build_component(kernel, index);
-    }
-}
-
-/// Without a spec: every program in the image is one component with
-/// default settings.
-fn instantiate_programs(kernel: &mut Kernel, image: &Image<'static>) {
-    for entry in image.entries().filter(|e| e.kind == EntryKind::Component) {
-        let declaration = component::Declaration {
-            name: entry.name,
-            args: entry.args,
-            program: entry.contents,
-            priority: 100,
-            budget_us: 10_000,
-            period_us: 10_000,
-            stack_pages: 16,
-            memory_pages: 4096,
-            start: true,
-            supervisor: None,
-            fault_bit: 0,
-        };
-        match component::declare(kernel, &declaration) {
-            Ok(index) => build_component(kernel, index),
-            Err(error) => {
-                kernel.refused += 1;
-                log::error!("refused component '{}': {error}", entry.name);
-            }
-        }
-    }
-}
-
-fn build_component(kernel: &mut Kernel, index: usize) {
-    let result = if kernel.components[index].program.is_empty() {
-        Err(component::LoadError::MissingProgram)
-    } else {
-        component::build(kernel, index)
-    };
-    let name = kernel.components[index].name();
-    match result {
-        Ok((entry, segments)) => {
-            log::info!("loaded component '{name}': {segments} segment(s), entry {entry:#x}")
-        }
-        Err(error) => {
-            log::error!("refused component '{name}': {error}");
-            kernel.refused += 1;
-            kernel.components[index].state = ComponentState::Faulted;
-            kernel.components[index].supervisor = None;
-        }
-    }
 }
 
 /// Faults on purpose inside the core (`selftest=` on the boot command

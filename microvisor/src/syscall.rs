@@ -1,7 +1,9 @@
-//! The system-call dispatcher.
+//! The system calls: one function per call, and the dispatcher.
 //!
-//! Decodes the number and arguments from the caller's saved frame, checks
-//! them, and either answers in the frame (`rax` status, `rdx` value) or
+//! The caller's saved registers are decoded into a typed
+//! `microvisor_abi::syscall::Call` (the same decoding the runtime's
+//! encoding is tested against), and each call has one function here. A
+//! call either answers in the caller's frame (`rax` status, `rdx` value) or
 //! ends the caller with a fault: an unknown number, a buffer that is not
 //! the caller's memory, a length or value out of range, a capability handle
 //! that is stale, forged or of the wrong kind. User memory is never
@@ -13,16 +15,17 @@ use microvisor::address::{PAGE_SIZE, PhysicalAddress, VirtualAddress};
 use microvisor::user::{BufferError, UserBuffer};
 use microvisor_abi::fault::FaultKind;
 use microvisor_abi::spec::{CapabilityKind, MAX_PRIORITY};
-use microvisor_abi::syscall::{LOG_WRITE_MAX, NO_SIGNAL, SELF, Status, Syscall, WAIT_FOREVER};
+use microvisor_abi::syscall::{Call, LOG_WRITE_MAX, MAX_PERIOD_US, Status, Syscall, UserBytes};
 use microvisor_abi::{USER_END, USER_MIN};
 use zerocopy::IntoBytes;
 
 use crate::arch::entry::Frame;
 use crate::arch::memory::{Tables, direct};
 use crate::arch::timer;
-use crate::component::{self, Capability, ComponentState};
-use crate::state::{self, Kernel};
-use crate::trap::{self, Fault};
+use crate::kernel::Kernel;
+use crate::lifecycle::{self, Fault};
+use crate::object::ComponentState;
+use crate::object::component::REPORTED_FAULTS;
 
 /// Answers the calls that need no kernel state directly in the caller's
 /// frame; returns `false` when [`dispatch`] must handle the call.
@@ -43,290 +46,343 @@ enum Next {
     Schedule,
 }
 
+/// A call's outcome: what next, or a fault that ends the caller.
+type Outcome = Result<Next, Fault>;
+
 /// Handles the system call of the running component and returns the frame
 /// to resume.
 #[inline(never)]
-pub fn dispatch() -> *const Frame {
-    // SAFETY: one call per entry from ring 3 (see `state`).
-    let kernel = unsafe { state::kernel() };
+pub fn dispatch(kernel: &mut Kernel) -> *const Frame {
     let index = kernel.current_index();
     match handle(kernel, index) {
-        Ok(Next::Resume) => &kernel.components[index].frame,
+        Ok(Next::Resume) => kernel.frame_of(index),
         Ok(Next::Schedule) => kernel.schedule(),
         Err(fault) => {
-            trap::fault_component(kernel, index, fault, &[]);
+            lifecycle::fault(kernel, index, fault, &[]);
             kernel.schedule()
         }
     }
 }
 
-fn fault(kind: FaultKind, address: u64, detail: u64) -> Fault {
-    Fault {
-        kind,
-        address,
-        detail,
+fn handle(kernel: &mut Kernel, caller: usize) -> Outcome {
+    let call = Call::decode(kernel.components[caller].call_registers())
+        .map_err(|number| Fault::new(FaultKind::BadSyscall, 0, number))?;
+    let k = kernel;
+    match call {
+        Call::Null => answer(k, caller, Status::Ok, 0),
+        Call::LogWrite { text } => log_write(k, caller, text),
+        Call::Yield => yield_now(k, caller),
+        Call::Exit { code } => exit(k, caller, code),
+        Call::Panic { message } => panic(k, caller, message),
+        Call::Signal { notification } => signal(k, caller, notification),
+        Call::Wait { timeout_us } => wait(k, caller, timeout_us),
+        Call::Time => time(k, caller),
+        Call::SchedulingRead { context } => scheduling_read(k, caller, context),
+        Call::SchedulingConfigure {
+            control,
+            context,
+            budget_us,
+            period_us,
+            priority,
+        } => scheduling_configure(
+            k,
+            caller,
+            control,
+            context,
+            (budget_us, period_us, priority),
+        ),
+        Call::ComponentFault { component, record } => component_fault(k, caller, component, record),
+        Call::ComponentRestart { component } => component_restart(k, caller, component),
+        Call::ComponentStop { component } => component_stop(k, caller, component),
+        Call::SignalWait {
+            notification,
+            timeout_us,
+        } => signal_wait(k, caller, notification, timeout_us),
+        Call::VcpuRun {
+            vcpu,
+            dirty,
+            limit_us,
+        } => vcpu_run(k, caller, vcpu, dirty, limit_us),
+        Call::VcpuPoke { vcpu } => vcpu_poke(k, caller, vcpu),
+        Call::VmcsControl { vmcs, intercepts } => vmcs_control(k, caller, vmcs, intercepts),
+        Call::VmcsReset { vmcs } => vmcs_reset(k, caller, vmcs),
+        Call::GuestLog { vmcs, text } => guest_log(k, caller, vmcs, text),
     }
 }
 
-fn answer(kernel: &mut Kernel, index: usize, status: Status, value: u64) -> Result<Next, Fault> {
-    let frame = &mut kernel.components[index].frame;
-    frame.rax = status as u64;
-    frame.rdx = value;
+fn answer(kernel: &mut Kernel, caller: usize, status: Status, value: u64) -> Outcome {
+    kernel.components[caller].answer(status, value);
     Ok(Next::Resume)
 }
 
-/// Looks up `handle` in component `index`'s table, requiring `kind`.
-fn capability(
-    kernel: &Kernel,
-    index: usize,
-    handle: u64,
-    kind: CapabilityKind,
-) -> Result<Capability, Fault> {
-    let component = &kernel.components[index];
-    microvisor::capability::decode(handle, component.generation, component.capability_count)
-        .and_then(|slot| component.capabilities[slot])
-        .filter(|capability| capability.kind == kind)
-        .ok_or(fault(FaultKind::BadCapability, 0, handle))
+/// Answers [`Status::Ok`] and lets the scheduler choose.
+fn ok_then_schedule(kernel: &mut Kernel, caller: usize) -> Outcome {
+    kernel.components[caller].answer_ok();
+    Ok(Next::Schedule)
 }
 
-fn handle(kernel: &mut Kernel, index: usize) -> Result<Next, Fault> {
-    let frame = &kernel.components[index].frame;
-    let (number, arg0, arg1, arg2, arg3, arg4) = (
-        frame.rax, frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8,
-    );
-    let call = Syscall::from_number(number).ok_or(fault(FaultKind::BadSyscall, 0, number))?;
-    match call {
-        Syscall::Null => answer(kernel, index, Status::Ok, 0),
-        Syscall::LogWrite => {
-            let mut buffer = [0u8; LOG_WRITE_MAX as usize];
-            let length = copy_from_user(kernel, index, arg0, arg1, &mut buffer)?;
-            crate::console::component_line(kernel.components[index].name(), &buffer[..length]);
-            answer(kernel, index, Status::Ok, 0)
-        }
-        Syscall::Yield => {
-            kernel.components[index].frame.rax = Status::Ok as u64;
-            Ok(Next::Schedule)
-        }
-        Syscall::Exit => {
-            let code = arg0 as u32 as i32;
-            let name = kernel.components[index].name();
-            if code == 0 {
-                log::info!("component '{name}' exited");
-            } else {
-                log::warn!("component '{name}' exited with code {code}");
-            }
-            component::stop(kernel, index, ComponentState::Exited(code));
-            kernel.notify_supervisor(index);
-            Ok(Next::Schedule)
-        }
-        Syscall::Panic => {
-            let mut buffer = [0u8; LOG_WRITE_MAX as usize];
-            let length = copy_from_user(kernel, index, arg0, arg1, &mut buffer)?;
-            trap::fault_component(
-                kernel,
-                index,
-                fault(FaultKind::Panic, 0, 0),
-                &buffer[..length],
-            );
-            Ok(Next::Schedule)
-        }
-        Syscall::Signal => {
-            let target = signal(kernel, index, arg0)?;
-            kernel.components[index].frame.rax = Status::Ok as u64;
-            let target = &kernel.components[target];
-            let preempt = target.state == ComponentState::Ready
-                && target.priority > kernel.components[index].priority;
-            Ok(if preempt {
-                Next::Schedule
-            } else {
-                Next::Resume
-            })
-        }
-        Syscall::Wait => wait(kernel, index, arg0),
-        Syscall::SignalWait => {
-            if arg0 != NO_SIGNAL {
-                signal(kernel, index, arg0)?;
-            }
-            wait(kernel, index, arg1)
-        }
-        Syscall::Time => {
-            let now = kernel.clock.since_boot_ns();
-            answer(kernel, index, Status::Ok, now)
-        }
-        Syscall::SchedulingRead => {
-            let target = if arg0 == SELF {
-                index
-            } else {
-                capability(kernel, index, arg0, CapabilityKind::SchedulingContext)?.target
-            };
-            kernel.account(timer::now());
-            let consumed = kernel
-                .clock
-                .ns_from_ticks(kernel.components[target].scheduling.consumed());
-            answer(kernel, index, Status::Ok, consumed)
-        }
-        Syscall::SchedulingConfigure => {
-            capability(kernel, index, arg0, CapabilityKind::SchedulingControl)?;
-            let target = capability(kernel, index, arg1, CapabilityKind::SchedulingContext)?.target;
-            let (budget, period, priority) = (arg2, arg3, arg4);
-            if period == 0 || budget == 0 || budget > period || period > 10_000_000 {
-                return Err(fault(FaultKind::BadArgument, 0, budget));
-            }
-            if priority > u64::from(MAX_PRIORITY) {
-                return Err(fault(FaultKind::BadArgument, 0, priority));
-            }
-            let now = timer::now();
-            kernel.account(now);
-            let clock = kernel.clock;
-            let component = &mut kernel.components[target];
-            component.scheduling.configure(
-                clock.ticks_from_us(budget),
-                clock.ticks_from_us(period),
-                now,
-            );
-            component.priority = priority as u32;
-            kernel.components[index].frame.rax = Status::Ok as u64;
-            Ok(Next::Schedule)
-        }
-        Syscall::ComponentFault => {
-            let target = capability(kernel, index, arg0, CapabilityKind::ComponentControl)?.target;
-            let Some(record) = kernel.components[target].fault else {
-                return answer(kernel, index, Status::NoFault, 0);
-            };
-            copy_to_user(kernel, index, arg1, record.as_bytes())?;
-            answer(kernel, index, Status::Ok, 0)
-        }
-        Syscall::ComponentRestart => {
-            let target = capability(kernel, index, arg0, CapabilityKind::ComponentControl)?.target;
-            if target == index {
-                return Err(fault(FaultKind::BadArgument, 0, arg0));
-            }
-            let result = component::restart(kernel, target);
-            let restarted = &kernel.components[target];
-            match result {
-                Ok(()) if restarted.fault_count > trap::REPORTED_FAULTS => {}
-                Ok(()) => log::info!(
-                    "component '{}' restarted (generation {})",
-                    restarted.name(),
-                    restarted.generation
-                ),
-                Err(error) => log::error!(
-                    "component '{}' could not be restarted: {error}",
-                    restarted.name()
-                ),
-            }
-            kernel.components[index].frame.rax = Status::Ok as u64;
-            Ok(Next::Schedule)
-        }
-        Syscall::ComponentStop => {
-            let target = capability(kernel, index, arg0, CapabilityKind::ComponentControl)?.target;
-            if target == index {
-                return Err(fault(FaultKind::BadArgument, 0, arg0));
-            }
-            if kernel.components[target].is_alive() {
-                log::info!(
-                    "component '{}' stopped by its supervisor",
-                    kernel.components[target].name()
-                );
-                component::stop(kernel, target, ComponentState::Stopped);
-            }
-            answer(kernel, index, Status::Ok, 0)
-        }
-        Syscall::VcpuRun => {
-            let vm = vm_capability(kernel, index, arg0, CapabilityKind::Vcpu)?;
-            if kernel.vms[vm].switcher != index {
-                return Err(fault(FaultKind::BadArgument, 0, arg0));
-            }
-            match crate::vm::run(kernel, index, vm, arg1, arg2) {
-                Some(reason) => answer(kernel, index, Status::Ok, reason as u64),
-                // Rewound: the interrupt is taken on the way out, and the
-                // thread re-enters the guest when it next runs.
-                None => Ok(Next::Resume),
-            }
-        }
-        Syscall::VcpuPoke => {
-            let vm = vm_capability(kernel, index, arg0, CapabilityKind::Vcpu)?;
-            crate::vm::poke(kernel, vm);
-            answer(kernel, index, Status::Ok, 0)
-        }
-        Syscall::VmcsControl => {
-            let vm = vm_capability(kernel, index, arg0, CapabilityKind::Vmcs)?;
-            if !crate::vm::control(kernel, vm, arg1) {
-                return Err(fault(FaultKind::BadArgument, 0, arg1));
-            }
-            answer(kernel, index, Status::Ok, 0)
-        }
-        Syscall::VmcsReset => {
-            let vm = vm_capability(kernel, index, arg0, CapabilityKind::Vmcs)?;
-            crate::vm::reset(kernel, vm);
-            answer(kernel, index, Status::Ok, 0)
-        }
-        Syscall::GuestLog => {
-            let vm = vm_capability(kernel, index, arg0, CapabilityKind::Vmcs)?;
-            let mut buffer = [0u8; LOG_WRITE_MAX as usize];
-            let length = copy_from_user(kernel, index, arg1, arg2, &mut buffer)?;
-            crate::console::component_line(kernel.vms[vm].name(), &buffer[..length]);
-            answer(kernel, index, Status::Ok, 0)
-        }
-    }
+fn bad_argument(value: u64) -> Fault {
+    Fault::new(FaultKind::BadArgument, 0, value)
 }
 
-/// Looks up a VMCS or vCPU capability of component `index` and returns its
-/// VM, which must have been created.
-fn vm_capability(
+/// The target of capability `handle` of `caller`, which must be of `kind`.
+fn target(
     kernel: &Kernel,
-    index: usize,
+    caller: usize,
     handle: u64,
     kind: CapabilityKind,
 ) -> Result<usize, Fault> {
-    let vm = capability(kernel, index, handle, kind)?.target;
+    capability(kernel, caller, handle, kind).map(|capability| capability.target)
+}
+
+fn capability(
+    kernel: &Kernel,
+    caller: usize,
+    handle: u64,
+    kind: CapabilityKind,
+) -> Result<crate::object::Capability, Fault> {
+    kernel.components[caller]
+        .capability(handle, kind)
+        .ok_or(Fault::new(FaultKind::BadCapability, 0, handle))
+}
+
+/// The VM a VMCS or vCPU capability of `caller` names, which must have
+/// been created.
+fn vm(kernel: &Kernel, caller: usize, handle: u64, kind: CapabilityKind) -> Result<usize, Fault> {
+    let vm = target(kernel, caller, handle, kind)?;
     match kernel.vms.get(vm) {
-        Some(created) if vm < kernel.vm_count && created.ready => Ok(vm),
-        _ => Err(fault(FaultKind::BadArgument, 0, handle)),
+        Some(created) if vm < kernel.vm_count && created.is_ready() => Ok(vm),
+        _ => Err(bad_argument(handle)),
     }
 }
 
-/// Signals the notification capability `handle` of component `index`;
-/// returns the target.
-fn signal(kernel: &mut Kernel, index: usize, handle: u64) -> Result<usize, Fault> {
-    let capability = capability(kernel, index, handle, CapabilityKind::Notification)?;
-    state::notify(
-        &mut kernel.components[..kernel.component_count],
-        capability.target,
-        capability.badge,
-    );
+/// A component-control target other than the caller itself.
+fn controlled(kernel: &Kernel, caller: usize, handle: u64) -> Result<usize, Fault> {
+    let target = target(kernel, caller, handle, CapabilityKind::ComponentControl)?;
+    if target == caller {
+        return Err(bad_argument(handle));
+    }
+    Ok(target)
+}
+
+fn log_write(kernel: &mut Kernel, caller: usize, text: UserBytes) -> Outcome {
+    let mut buffer = [0u8; LOG_WRITE_MAX as usize];
+    let length = copy_from_user(kernel, caller, text, &mut buffer)?;
+    crate::console::component_line(kernel.components[caller].name(), &buffer[..length]);
+    answer(kernel, caller, Status::Ok, 0)
+}
+
+fn yield_now(kernel: &mut Kernel, caller: usize) -> Outcome {
+    ok_then_schedule(kernel, caller)
+}
+
+fn exit(kernel: &mut Kernel, caller: usize, code: i32) -> Outcome {
+    let name = kernel.components[caller].name();
+    if code == 0 {
+        log::info!("component '{name}' exited");
+    } else {
+        log::warn!("component '{name}' exited with code {code}");
+    }
+    lifecycle::stop(kernel, caller, ComponentState::Exited(code));
+    kernel.notify_supervisor(caller);
+    Ok(Next::Schedule)
+}
+
+fn panic(kernel: &mut Kernel, caller: usize, message: UserBytes) -> Outcome {
+    let mut buffer = [0u8; LOG_WRITE_MAX as usize];
+    let length = copy_from_user(kernel, caller, message, &mut buffer)?;
+    let fault = Fault::new(FaultKind::Panic, 0, 0);
+    lifecycle::fault(kernel, caller, fault, &buffer[..length]);
+    Ok(Next::Schedule)
+}
+
+/// Signals the notification capability `handle` of `caller`; returns the
+/// target.
+fn notify(kernel: &mut Kernel, caller: usize, handle: u64) -> Result<usize, Fault> {
+    let capability = capability(kernel, caller, handle, CapabilityKind::Notification)?;
+    kernel.notify(capability.target, capability.badge);
     Ok(capability.target)
 }
 
-/// Component `index` waits on its notification word for at most
-/// `timeout_us` ([`WAIT_FOREVER`]; 0 polls).
-fn wait(kernel: &mut Kernel, index: usize, timeout_us: u64) -> Result<Next, Fault> {
-    let component = &mut kernel.components[index];
-    if component.notification != 0 {
-        let bits = core::mem::take(&mut component.notification);
-        return answer(kernel, index, Status::Ok, bits);
+fn signal(kernel: &mut Kernel, caller: usize, notification: u64) -> Outcome {
+    let target = notify(kernel, caller, notification)?;
+    kernel.components[caller].answer_ok();
+    let target = &kernel.components[target];
+    let preempt = target.state() == ComponentState::Ready
+        && target.priority() > kernel.components[caller].priority();
+    Ok(if preempt {
+        Next::Schedule
+    } else {
+        Next::Resume
+    })
+}
+
+/// `caller` waits on its notification word for at most `timeout_us`
+/// (`None`: forever; 0 polls).
+fn wait(kernel: &mut Kernel, caller: usize, timeout_us: Option<u64>) -> Outcome {
+    let clock = kernel.clock;
+    let blocked = kernel.components[caller].wait(timeout_us, |us| {
+        timer::now().saturating_add(clock.ticks_from_us(us))
+    });
+    Ok(if blocked {
+        Next::Schedule
+    } else {
+        Next::Resume
+    })
+}
+
+fn signal_wait(
+    kernel: &mut Kernel,
+    caller: usize,
+    notification: Option<u64>,
+    timeout_us: Option<u64>,
+) -> Outcome {
+    if let Some(handle) = notification {
+        notify(kernel, caller, handle)?;
     }
-    if timeout_us == 0 {
-        return answer(kernel, index, Status::TimedOut, 0);
+    wait(kernel, caller, timeout_us)
+}
+
+fn time(kernel: &mut Kernel, caller: usize) -> Outcome {
+    let now = kernel.clock.since_boot_ns(timer::now());
+    answer(kernel, caller, Status::Ok, now)
+}
+
+fn scheduling_read(kernel: &mut Kernel, caller: usize, context: Option<u64>) -> Outcome {
+    let target = match context {
+        None => caller,
+        Some(handle) => target(kernel, caller, handle, CapabilityKind::SchedulingContext)?,
+    };
+    kernel.account(timer::now());
+    let consumed = kernel.components[target].scheduling().consumed();
+    let consumed = kernel.clock.ns_from_ticks(consumed);
+    answer(kernel, caller, Status::Ok, consumed)
+}
+
+fn scheduling_configure(
+    kernel: &mut Kernel,
+    caller: usize,
+    control: u64,
+    context: u64,
+    (budget, period, priority): (u64, u64, u64),
+) -> Outcome {
+    target(kernel, caller, control, CapabilityKind::SchedulingControl)?;
+    let target = target(kernel, caller, context, CapabilityKind::SchedulingContext)?;
+    if period == 0 || budget == 0 || budget > period || period > MAX_PERIOD_US {
+        return Err(bad_argument(budget));
     }
-    component.state = ComponentState::Waiting;
-    component.wake_at = (timeout_us != WAIT_FOREVER)
-        .then(|| timer::now().saturating_add(kernel.clock.ticks_from_us(timeout_us)));
-    Ok(Next::Schedule)
+    if priority > u64::from(MAX_PRIORITY) {
+        return Err(bad_argument(priority));
+    }
+    let now = timer::now();
+    kernel.account(now);
+    let (budget, period) = (
+        kernel.clock.ticks_from_us(budget),
+        kernel.clock.ticks_from_us(period),
+    );
+    kernel.components[target].configure(budget, period, priority as u32, now);
+    ok_then_schedule(kernel, caller)
+}
+
+fn component_fault(kernel: &mut Kernel, caller: usize, component: u64, record: u64) -> Outcome {
+    let target = target(kernel, caller, component, CapabilityKind::ComponentControl)?;
+    let Some(fault) = kernel.components[target].fault() else {
+        return answer(kernel, caller, Status::NoFault, 0);
+    };
+    copy_to_user(kernel, caller, record, fault.as_bytes())?;
+    answer(kernel, caller, Status::Ok, 0)
+}
+
+fn component_restart(kernel: &mut Kernel, caller: usize, component: u64) -> Outcome {
+    let target = controlled(kernel, caller, component)?;
+    let result = lifecycle::restart(kernel, target);
+    let restarted = &kernel.components[target];
+    match result {
+        Ok(()) if restarted.fault_count() > REPORTED_FAULTS => {}
+        Ok(()) => log::info!(
+            "component '{}' restarted (generation {})",
+            restarted.name(),
+            restarted.generation()
+        ),
+        Err(error) => log::error!(
+            "component '{}' could not be restarted: {error}",
+            restarted.name()
+        ),
+    }
+    ok_then_schedule(kernel, caller)
+}
+
+fn component_stop(kernel: &mut Kernel, caller: usize, component: u64) -> Outcome {
+    let target = controlled(kernel, caller, component)?;
+    if kernel.components[target].is_alive() {
+        log::info!(
+            "component '{}' stopped by its supervisor",
+            kernel.components[target].name()
+        );
+        lifecycle::stop(kernel, target, ComponentState::Stopped);
+    }
+    answer(kernel, caller, Status::Ok, 0)
+}
+
+fn vcpu_run(
+    kernel: &mut Kernel,
+    caller: usize,
+    vcpu: u64,
+    dirty: u64,
+    limit_us: Option<u64>,
+) -> Outcome {
+    let vm = vm(kernel, caller, vcpu, CapabilityKind::Vcpu)?;
+    if kernel.vms[vm].switcher() != caller {
+        return Err(bad_argument(vcpu));
+    }
+    match crate::vcpu::run(kernel, caller, vm, dirty, limit_us) {
+        Some(reason) => answer(kernel, caller, Status::Ok, reason as u64),
+        // Rewound: the interrupt is taken on the way out, and the thread
+        // re-enters the guest when it next runs.
+        None => Ok(Next::Resume),
+    }
+}
+
+fn vcpu_poke(kernel: &mut Kernel, caller: usize, vcpu: u64) -> Outcome {
+    let vm = vm(kernel, caller, vcpu, CapabilityKind::Vcpu)?;
+    kernel.vms[vm].poke();
+    answer(kernel, caller, Status::Ok, 0)
+}
+
+fn vmcs_control(kernel: &mut Kernel, caller: usize, vmcs: u64, intercepts: u64) -> Outcome {
+    let vm = vm(kernel, caller, vmcs, CapabilityKind::Vmcs)?;
+    if !kernel.vms[vm].control(intercepts) {
+        return Err(bad_argument(intercepts));
+    }
+    answer(kernel, caller, Status::Ok, 0)
+}
+
+fn vmcs_reset(kernel: &mut Kernel, caller: usize, vmcs: u64) -> Outcome {
+    let vm = vm(kernel, caller, vmcs, CapabilityKind::Vmcs)?;
+    crate::vcpu::reset(kernel, vm);
+    answer(kernel, caller, Status::Ok, 0)
+}
+
+fn guest_log(kernel: &mut Kernel, caller: usize, vmcs: u64, text: UserBytes) -> Outcome {
+    let vm = vm(kernel, caller, vmcs, CapabilityKind::Vmcs)?;
+    let mut buffer = [0u8; LOG_WRITE_MAX as usize];
+    let length = copy_from_user(kernel, caller, text, &mut buffer)?;
+    crate::console::component_line(kernel.vms[vm].name(), &buffer[..length]);
+    answer(kernel, caller, Status::Ok, 0)
 }
 
 fn user_buffer(address: u64, length: u64, limit: u64) -> Result<UserBuffer, Fault> {
     UserBuffer::new(address, length, limit, USER_MIN, USER_END).map_err(|error| match error {
-        BufferError::TooLong { length, .. } => fault(FaultKind::BadArgument, address, length),
+        BufferError::TooLong { length, .. } => Fault::new(FaultKind::BadArgument, address, length),
         BufferError::OutsideUserSpace { address, length } => {
-            fault(FaultKind::BadPointer, address, length)
+            Fault::new(FaultKind::BadPointer, address, length)
         }
     })
 }
 
 /// Visits each page of a checked user buffer of component `index` with
-/// its direct-map address, the byte range within the buffer, and whether
-/// the page is writable.
+/// its direct-map address and the byte range within the buffer; with
+/// `write`, every page must be writable.
 fn for_each_page(
     kernel: &mut Kernel,
     index: usize,
@@ -337,20 +393,21 @@ fn for_each_page(
     let tables = Tables {
         frames: &mut kernel.frames,
     };
-    let space = kernel.components[index].space;
+    let space = kernel.components[index].space();
     let (address, length) = (user.address.0, user.length);
+    let bad_pointer = Fault::new(FaultKind::BadPointer, address, length);
     // Check every page before touching any.
     for page in user.pages(PAGE_SIZE) {
         space
             .translate(&tables, VirtualAddress(page.0))
             .filter(|t| t.user && (t.write || !write))
-            .ok_or(fault(FaultKind::BadPointer, address, length))?;
+            .ok_or(bad_pointer)?;
     }
     let mut done = 0usize;
     for page in user.pages(PAGE_SIZE) {
         let translation = space
             .translate(&tables, VirtualAddress(page.0))
-            .ok_or(fault(FaultKind::BadPointer, address, length))?;
+            .ok_or(bad_pointer)?;
         let start = address.max(page.0);
         let end = (address + length).min(page.0 + PAGE_SIZE);
         let count = (end - start) as usize;
@@ -364,16 +421,14 @@ fn for_each_page(
     Ok(())
 }
 
-/// Copies `length` bytes at user address `address` of component `index`
-/// into `buffer`.
+/// Copies the claimed bytes `from` of component `index` into `buffer`.
 fn copy_from_user(
     kernel: &mut Kernel,
     index: usize,
-    address: u64,
-    length: u64,
+    from: UserBytes,
     buffer: &mut [u8],
 ) -> Result<usize, Fault> {
-    let user = user_buffer(address, length, buffer.len() as u64)?;
+    let user = user_buffer(from.address, from.length, buffer.len() as u64)?;
     for_each_page(kernel, index, user, false, |from, range| {
         // SAFETY: `from` is the direct-map address of a frame mapped
         // user-readable in the component, with `range.len()` bytes left in
@@ -382,7 +437,7 @@ fn copy_from_user(
             core::ptr::copy_nonoverlapping(from, buffer[range.clone()].as_mut_ptr(), range.len())
         };
     })?;
-    Ok(length as usize)
+    Ok(from.length as usize)
 }
 
 /// Copies `bytes` to user address `address` of component `index`.

@@ -573,6 +573,77 @@ pub fn read_out(vmcb: &Vmcb, registers: &GuestRegisters, state: &mut VcpuState) 
     state.inject = 0;
 }
 
+/// Prepares a VMCB for entry: writes back the state-page fields `mask`
+/// names ([`write_back`]), re-injects an event whose delivery the last
+/// exit interrupted unless the world switcher injects one itself, counts
+/// the entry in the state page, and forgets every clean bit when the CPU
+/// has no VMCB clean-bits support.
+#[inline]
+pub fn prepare_entry(
+    vmcb: &mut Vmcb,
+    registers: &mut GuestRegisters,
+    state: &mut VcpuState,
+    mask: u64,
+    pending_event: &mut u64,
+    clean_bits: bool,
+) {
+    let writes = write_back(vmcb, registers, state, mask);
+    if mask & dirty::INJECT == 0 && *pending_event != 0 {
+        vmcb.event_inject = core::mem::take(pending_event);
+    }
+    state.last_writes = u64::from(writes);
+    state.entries += 1;
+    if !clean_bits {
+        vmcb.clean = 0;
+    }
+}
+
+/// Takes the VMCB back after an exit: everything it holds is cached again
+/// (all clean bits), no TLB flush or injection is left pending, and an event
+/// whose delivery the exit interrupted is kept in `pending_event` for the
+/// next entry. Returns the decoded exit.
+#[inline]
+pub fn finish_exit(vmcb: &mut Vmcb, next_rip_valid: bool, pending_event: &mut u64) -> Exit {
+    vmcb.clean = clean::ALL;
+    vmcb.tlb_control = 0;
+    vmcb.event_inject = 0;
+    let exit = decode_exit(vmcb, next_rip_valid);
+    if vmcb.exit_int_info & (1 << 31) != 0 {
+        *pending_event = vmcb.exit_int_info;
+    }
+    exit
+}
+
+/// Publishes an exit for the world switcher: the guest state
+/// ([`read_out`]) and the exit's fields, `reason` being the exit's.
+#[inline]
+pub fn publish_exit(
+    vmcb: &Vmcb,
+    registers: &GuestRegisters,
+    state: &mut VcpuState,
+    exit: &Exit,
+    reason: ExitReason,
+    pending_event: u64,
+) {
+    read_out(vmcb, registers, state);
+    state.exit_reason = reason as u32;
+    state.instruction_length = exit.instruction_length;
+    state.raw_exit = vmcb.exit_code;
+    state.qualification = exit.qualification;
+    state.qualification2 = exit.qualification2;
+    state.guest_physical = exit.guest_physical;
+    state.exit_event = pending_event;
+}
+
+/// Ends a run without entering the guest (a poke or a time limit): only
+/// the exit fields change.
+#[inline]
+pub fn publish_early_exit(state: &mut VcpuState, reason: ExitReason) {
+    state.exit_reason = reason as u32;
+    state.raw_exit = 0;
+    state.instruction_length = 0;
+}
+
 /// An exit, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Exit {
@@ -1049,6 +1120,60 @@ mod tests {
         assert_eq!(intercepted(0xc001_0117), 0b11, "the host save area MSR");
         assert_eq!(msrpm_position(0xc000_0080), Some((0x800 + 0x20, 0)));
         assert_eq!(msrpm_position(0x4000_0000), None);
+    }
+
+    #[test]
+    fn an_interrupted_event_is_kept_and_reinjected_once() {
+        let mut vmcb = vmcb();
+        let mut registers = [0; 16];
+        let mut state = VcpuState::new_zeroed();
+        let mut pending = 0;
+        // An exit in the middle of delivering vector 0x20.
+        vmcb.exit_code = exit::NPF;
+        vmcb.exit_int_info = (1 << 31) | 0x20;
+        vmcb.tlb_control = TLB_FLUSH_GUEST;
+        vmcb.event_inject = 5;
+        let decoded = finish_exit(&mut vmcb, false, &mut pending);
+        assert_eq!(pending, (1 << 31) | 0x20);
+        assert_eq!(vmcb.clean, clean::ALL);
+        assert_eq!((vmcb.tlb_control, vmcb.event_inject), (0, 0));
+        let reason = decoded.reason.unwrap();
+        publish_exit(&vmcb, &registers, &mut state, &decoded, reason, pending);
+        assert_eq!(state.exit_event, pending);
+        assert_eq!(state.raw_exit, exit::NPF);
+        assert_eq!(state.exit_reason, reason as u32);
+        // Re-injected at the next entry, then forgotten.
+        prepare_entry(&mut vmcb, &mut registers, &mut state, 0, &mut pending, true);
+        assert_eq!(vmcb.event_inject, (1 << 31) | 0x20);
+        assert_eq!(pending, 0);
+        assert_eq!(state.entries, 1);
+        // Unless the world switcher injects an event itself.
+        pending = (1 << 31) | 0x21;
+        state.inject = (1 << 31) | 0x30;
+        prepare_entry(
+            &mut vmcb,
+            &mut registers,
+            &mut state,
+            dirty::INJECT,
+            &mut pending,
+            false,
+        );
+        assert_eq!(pending, (1 << 31) | 0x21, "kept for later");
+        assert_eq!(vmcb.clean, 0, "no clean bits without the CPU's support");
+        assert_eq!(state.last_writes, 1);
+    }
+
+    #[test]
+    fn early_exits_change_only_the_exit_fields() {
+        let mut state = VcpuState::new_zeroed();
+        state.rip = 0x1234;
+        state.raw_exit = 9;
+        publish_early_exit(&mut state, ExitReason::Poked);
+        assert_eq!(state.exit_reason, ExitReason::Poked as u32);
+        assert_eq!(
+            (state.raw_exit, state.instruction_length, state.rip),
+            (0, 0, 0x1234)
+        );
     }
 
     #[test]

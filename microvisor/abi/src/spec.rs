@@ -706,6 +706,34 @@ pub struct SpecBuilder {
 }
 
 #[cfg(feature = "alloc")]
+impl ComponentSpec {
+    /// A started component running the program of its own name, with no
+    /// supervisor, small settings and capabilities
+    /// `capability_first..+capability_count`: for tests that build specs.
+    pub fn example(name: &str, capability_first: u32, capability_count: u32) -> Self {
+        Self {
+            name: name_field(name),
+            program: name_field(name),
+            args: [0; 64],
+            args_len: 0,
+            priority: 10,
+            budget_us: 10_000,
+            period_us: 10_000,
+            stack_pages: 16,
+            memory_pages: 1024,
+            supervisor: NONE,
+            start: 1,
+            max_restarts: 3,
+            restart_backoff_ms: 10,
+            fault_bit: 0,
+            capability_first,
+            capability_count,
+            reserved: 0,
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
 impl SpecBuilder {
     /// The spec's bytes.
     pub fn finish(&self) -> alloc::vec::Vec<u8> {
@@ -754,25 +782,7 @@ mod tests {
     use super::*;
 
     fn component(name: &str, capability_first: u32, capability_count: u32) -> ComponentSpec {
-        ComponentSpec {
-            name: name_field(name),
-            program: name_field(name),
-            args: [0; 64],
-            args_len: 0,
-            priority: 10,
-            budget_us: 10_000,
-            period_us: 10_000,
-            stack_pages: 16,
-            memory_pages: 1024,
-            supervisor: NONE,
-            start: 1,
-            max_restarts: 3,
-            restart_backoff_ms: 10,
-            fault_bit: 0,
-            capability_first,
-            capability_count,
-            reserved: 0,
-        }
+        ComponentSpec::example(name, capability_first, capability_count)
     }
 
     fn sample() -> SpecBuilder {

@@ -7,6 +7,8 @@
 //! and device grant, each as a named [`Resource`]. The core writes it at
 //! every (re)start; the component only reads it.
 
+#[cfg(test)]
+use zerocopy::FromZeros;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `b"MVSTART\0"` as a little-endian word.
@@ -14,7 +16,7 @@ pub const START_MAGIC: u64 = u64::from_le_bytes(*b"MVSTART\0");
 /// The most resources the page lists.
 pub const MAX_RESOURCES: usize = 48;
 
-/// What a [`Resource`] is.
+/// What a [`Resource`] is; [`ResourceView`] says what each kind holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ResourceKind {
@@ -71,17 +73,197 @@ impl ResourceKind {
     }
 }
 
-/// One named thing a component was given.
+/// One named thing a component was given, as the page stores it: a kind
+/// and four fields whose meaning depends on the kind. Nothing outside this
+/// module reads or writes the fields by position: [`Resource::new`] builds
+/// one from its typed [`ResourceView`], and [`Resource::view`] reads it
+/// back, so a field is never used for something its name does not say.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct Resource {
-    pub name: [u8; 32],
+    name: [u8; 32],
     /// A [`ResourceKind`].
-    pub kind: u32,
-    pub bit: u32,
-    pub handle: u64,
+    kind: u32,
+    bit: u32,
+    handle: u64,
+    address: u64,
+    size: u64,
+}
+
+/// One end of a queue: its memory, its geometry, the notification bit set
+/// in this component's word when the other end acts, and the handle that
+/// signals the other end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueEnd {
     pub address: u64,
-    pub size: u64,
+    pub slot_size: u32,
+    pub slot_count: u32,
+    pub bit: u32,
+    /// A notification capability handle naming the other end, or
+    /// `u64::MAX` when the component holds none.
+    pub signal: u64,
+}
+
+/// A component this one supervises, with the restart policy the system
+/// description gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Supervised {
+    /// Its component-control capability handle (`u64::MAX`: none).
+    pub control: u64,
+    /// The bit set in the supervisor's word when it faults or exits.
+    pub fault_bit: u32,
+    /// Most restarts before the supervisor holds it.
+    pub max_restarts: u32,
+    /// The first restart's back-off, in milliseconds (it doubles).
+    pub backoff_ms: u64,
+}
+
+/// What a [`Resource`] says, typed by its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceView {
+    /// A capability handle and its [`crate::spec::CapabilityKind`] number.
+    Capability { handle: u64, kind: u32 },
+    /// The sending end of a queue (its `bit` is set when space frees up).
+    QueueSend(QueueEnd),
+    /// The receiving end of a queue (its `bit` is set when messages arrive).
+    QueueReceive(QueueEnd),
+    /// Bits another component may set in this component's word, e.g. a
+    /// declared notification.
+    Incoming { mask: u64 },
+    /// A supervised component.
+    Supervised(Supervised),
+    /// An interrupt line delivered as `bit`.
+    Interrupt { line: u64, bit: u32 },
+    /// I/O ports `first .. first + count`.
+    Ports { first: u64, count: u64 },
+    /// Device memory.
+    Memory { address: u64, size: u64 },
+    /// The guest-physical memory of a VM (guest-physical 0 at `address`)
+    /// and its [`crate::vcpu::EntryMode`] number.
+    GuestMemory { address: u64, size: u64, entry: u32 },
+    /// A read-only copy of a VM's boot image (an ELF).
+    GuestImage { address: u64, size: u64 },
+    /// A VM's [`crate::vcpu::VcpuState`] page.
+    VcpuState { address: u64 },
+}
+
+impl ResourceView {
+    /// The kind this view is stored as.
+    pub const fn kind(&self) -> ResourceKind {
+        match self {
+            Self::Capability { .. } => ResourceKind::Capability,
+            Self::QueueSend(_) => ResourceKind::QueueSend,
+            Self::QueueReceive(_) => ResourceKind::QueueReceive,
+            Self::Incoming { .. } => ResourceKind::Incoming,
+            Self::Supervised(_) => ResourceKind::Supervised,
+            Self::Interrupt { .. } => ResourceKind::Interrupt,
+            Self::Ports { .. } => ResourceKind::Ports,
+            Self::Memory { .. } => ResourceKind::Memory,
+            Self::GuestMemory { .. } => ResourceKind::GuestMemory,
+            Self::GuestImage { .. } => ResourceKind::GuestImage,
+            Self::VcpuState { .. } => ResourceKind::VcpuState,
+        }
+    }
+}
+
+impl Resource {
+    /// An unused entry (kind 0, which no view has).
+    pub const EMPTY: Self = Self {
+        name: [0; 32],
+        kind: 0,
+        bit: 0,
+        handle: 0,
+        address: 0,
+        size: 0,
+    };
+
+    /// The entry for `view`, called `name` (cut to 32 bytes).
+    pub fn new(name: &str, view: ResourceView) -> Self {
+        let (bit, handle, address, size) = match view {
+            ResourceView::Capability { handle, kind } => (0, handle, 0, u64::from(kind)),
+            ResourceView::QueueSend(end) | ResourceView::QueueReceive(end) => (
+                end.bit,
+                end.signal,
+                end.address,
+                u64::from(end.slot_size) | (u64::from(end.slot_count) << 32),
+            ),
+            ResourceView::Incoming { mask } => (mask.trailing_zeros(), 0, 0, mask),
+            ResourceView::Supervised(child) => (
+                child.fault_bit,
+                child.control,
+                u64::from(child.max_restarts),
+                child.backoff_ms,
+            ),
+            ResourceView::Interrupt { line, bit } => (bit, 0, line, 0),
+            ResourceView::Ports { first, count } => (0, 0, first, count),
+            ResourceView::Memory { address, size } => (0, 0, address, size),
+            ResourceView::GuestMemory {
+                address,
+                size,
+                entry,
+            } => (entry, 0, address, size),
+            ResourceView::GuestImage { address, size } => (0, 0, address, size),
+            ResourceView::VcpuState { address } => (0, 0, address, crate::PAGE_SIZE),
+        };
+        Self {
+            name: crate::spec::name_field(name),
+            kind: view.kind() as u32,
+            bit,
+            handle,
+            address,
+            size,
+        }
+    }
+
+    /// The resource's name, or `None` if the field is not a valid name.
+    pub fn name(&self) -> Option<&str> {
+        crate::spec::name_of(&self.name)
+    }
+
+    /// The stored kind, or `None` for an unknown one.
+    pub fn kind(&self) -> Option<ResourceKind> {
+        ResourceKind::from_u32(self.kind)
+    }
+
+    /// What the entry says, or `None` for an unknown kind.
+    pub fn view(&self) -> Option<ResourceView> {
+        let (bit, handle, address, size) = (self.bit, self.handle, self.address, self.size);
+        let queue_end = || QueueEnd {
+            address,
+            slot_size: size as u32,
+            slot_count: (size >> 32) as u32,
+            bit,
+            signal: handle,
+        };
+        Some(match self.kind()? {
+            ResourceKind::Capability => ResourceView::Capability {
+                handle,
+                kind: size as u32,
+            },
+            ResourceKind::QueueSend => ResourceView::QueueSend(queue_end()),
+            ResourceKind::QueueReceive => ResourceView::QueueReceive(queue_end()),
+            ResourceKind::Incoming => ResourceView::Incoming { mask: size },
+            ResourceKind::Supervised => ResourceView::Supervised(Supervised {
+                control: handle,
+                fault_bit: bit,
+                max_restarts: address as u32,
+                backoff_ms: size,
+            }),
+            ResourceKind::Interrupt => ResourceView::Interrupt { line: address, bit },
+            ResourceKind::Ports => ResourceView::Ports {
+                first: address,
+                count: size,
+            },
+            ResourceKind::Memory => ResourceView::Memory { address, size },
+            ResourceKind::GuestMemory => ResourceView::GuestMemory {
+                address,
+                size,
+                entry: bit,
+            },
+            ResourceKind::GuestImage => ResourceView::GuestImage { address, size },
+            ResourceKind::VcpuState => ResourceView::VcpuState { address },
+        })
+    }
 }
 
 /// The layout of the start-information page.
@@ -131,7 +313,15 @@ impl StartInfo {
     pub fn resource(&self, name: &str, kind: ResourceKind) -> Option<&Resource> {
         self.resources()
             .iter()
-            .find(|r| r.kind == kind as u32 && crate::spec::name_of(&r.name) == Some(name))
+            .find(|r| r.kind == kind as u32 && r.name() == Some(name))
+    }
+
+    /// Every resource with its name, read through its kind (entries of an
+    /// unknown kind or with an invalid name are skipped).
+    pub fn views(&self) -> impl Iterator<Item = (&str, ResourceView)> {
+        self.resources()
+            .iter()
+            .filter_map(|r| Some((r.name()?, r.view()?)))
     }
 }
 
@@ -140,4 +330,89 @@ fn bounded_str(bytes: &[u8], len: u32) -> &str {
         .get(..len as usize)
         .and_then(|b| core::str::from_utf8(b).ok())
         .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_view() -> [ResourceView; 12] {
+        let end = QueueEnd {
+            address: 0x10_0000_0000,
+            slot_size: 64,
+            slot_count: 256,
+            bit: 5,
+            signal: 0x1_0000_0003,
+        };
+        [
+            ResourceView::Capability {
+                handle: 0x2_0000_0001,
+                kind: 4,
+            },
+            ResourceView::QueueSend(end),
+            ResourceView::QueueReceive(QueueEnd { bit: 9, ..end }),
+            ResourceView::Incoming { mask: 0b1100 },
+            ResourceView::Supervised(Supervised {
+                control: 0x1_0000_0002,
+                fault_bit: 7,
+                max_restarts: 3,
+                backoff_ms: 10,
+            }),
+            ResourceView::Interrupt { line: 11, bit: 12 },
+            ResourceView::Ports {
+                first: 0x3f8,
+                count: 8,
+            },
+            ResourceView::Memory {
+                address: 0xfe00_0000,
+                size: 0x1000,
+            },
+            ResourceView::GuestMemory {
+                address: 0x40_0000_0000,
+                size: 1 << 20,
+                entry: 1,
+            },
+            ResourceView::GuestImage {
+                address: 0x41_0000_0000,
+                size: 12_345,
+            },
+            ResourceView::VcpuState {
+                address: 0x42_0000_0000,
+            },
+            ResourceView::Supervised(Supervised {
+                control: u64::MAX,
+                fault_bit: 63,
+                max_restarts: u32::MAX,
+                backoff_ms: u64::from(u32::MAX),
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_view_round_trips() {
+        for view in every_view() {
+            let resource = Resource::new("queue-1", view);
+            assert_eq!(resource.view(), Some(view));
+            assert_eq!(resource.kind(), Some(view.kind()));
+            assert_eq!(resource.name(), Some("queue-1"));
+        }
+    }
+
+    #[test]
+    fn unknown_kinds_and_empty_entries_have_no_view() {
+        assert_eq!(Resource::EMPTY.view(), None);
+        assert_eq!(Resource::EMPTY.name(), None);
+        let mut info = StartInfo::new_zeroed();
+        info.resources[0] = Resource::new("a", every_view()[0]);
+        info.resources[1] = Resource::EMPTY;
+        info.resources[2] = Resource::new("b", every_view()[3]);
+        info.resource_count = 3;
+        let names: Vec<_> = info.views().map(|(name, _)| name).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(info.resource("b", ResourceKind::Incoming).is_some());
+        assert!(info.resource("b", ResourceKind::Capability).is_none());
+        // A count past the table is bounded, not trusted.
+        info.resource_count = u32::MAX;
+        assert_eq!(info.resources().len(), MAX_RESOURCES);
+    }
 }

@@ -126,6 +126,245 @@ impl Syscall {
     }
 }
 
+/// The longest scheduling-context period [`Syscall::SchedulingConfigure`]
+/// accepts, in microseconds (10 s); budgets are at most the period.
+pub const MAX_PERIOD_US: u64 = 10_000_000;
+
+/// The registers of one system call: the number in `rax` and the arguments
+/// in `rdi`, `rsi`, `rdx`, `r10`, `r8`, in that order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Registers {
+    pub number: u64,
+    pub arguments: [u64; 5],
+}
+
+/// Bytes in the caller's memory, as the caller claims them: an allegation
+/// until the core has checked every page is the caller's (see the core's
+/// `user` module).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserBytes {
+    pub address: u64,
+    pub length: u64,
+}
+
+/// A system call with its arguments named. [`Call::decode`] and
+/// [`Call::encode`] are the only translation between calls and registers,
+/// shared by the core and the runtime. `None` where a call takes an
+/// optional handle or time stands for the register value `u64::MAX`
+/// ([`NO_SIGNAL`], [`SELF`], [`WAIT_FOREVER`]); capability handles are
+/// checked by the core, not here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    Null,
+    LogWrite {
+        text: UserBytes,
+    },
+    Yield,
+    Exit {
+        code: i32,
+    },
+    Panic {
+        message: UserBytes,
+    },
+    Signal {
+        notification: u64,
+    },
+    /// `timeout_us`: `None` waits forever, `Some(0)` polls.
+    Wait {
+        timeout_us: Option<u64>,
+    },
+    Time,
+    /// `context`: `None` is the caller's own.
+    SchedulingRead {
+        context: Option<u64>,
+    },
+    SchedulingConfigure {
+        control: u64,
+        context: u64,
+        budget_us: u64,
+        period_us: u64,
+        priority: u64,
+    },
+    ComponentFault {
+        component: u64,
+        record: u64,
+    },
+    ComponentRestart {
+        component: u64,
+    },
+    ComponentStop {
+        component: u64,
+    },
+    SignalWait {
+        notification: Option<u64>,
+        timeout_us: Option<u64>,
+    },
+    VcpuRun {
+        vcpu: u64,
+        dirty: u64,
+        limit_us: Option<u64>,
+    },
+    VcpuPoke {
+        vcpu: u64,
+    },
+    VmcsControl {
+        vmcs: u64,
+        intercepts: u64,
+    },
+    VmcsReset {
+        vmcs: u64,
+    },
+    GuestLog {
+        vmcs: u64,
+        text: UserBytes,
+    },
+}
+
+/// Two argument registers as claimed bytes.
+#[inline(always)]
+const fn bytes(address: u64, length: u64) -> UserBytes {
+    UserBytes { address, length }
+}
+
+/// `u64::MAX` as `None`.
+#[inline(always)]
+const fn optional(value: u64) -> Option<u64> {
+    if value == u64::MAX { None } else { Some(value) }
+}
+
+/// `None` as `u64::MAX`.
+#[inline(always)]
+const fn or_max(value: Option<u64>) -> u64 {
+    match value {
+        Some(value) => value,
+        None => u64::MAX,
+    }
+}
+
+impl Call {
+    /// The call `registers` make, or `Err(number)` when the number names
+    /// no call. Argument registers a call does not use are ignored.
+    #[inline(always)]
+    pub const fn decode(registers: Registers) -> Result<Self, u64> {
+        let [a0, a1, a2, a3, a4] = registers.arguments;
+        let Some(call) = Syscall::from_number(registers.number) else {
+            return Err(registers.number);
+        };
+        Ok(match call {
+            Syscall::Null => Self::Null,
+            Syscall::LogWrite => Self::LogWrite {
+                text: bytes(a0, a1),
+            },
+            Syscall::Yield => Self::Yield,
+            Syscall::Exit => Self::Exit {
+                code: a0 as u32 as i32,
+            },
+            Syscall::Panic => Self::Panic {
+                message: bytes(a0, a1),
+            },
+            Syscall::Signal => Self::Signal { notification: a0 },
+            Syscall::Wait => Self::Wait {
+                timeout_us: optional(a0),
+            },
+            Syscall::Time => Self::Time,
+            Syscall::SchedulingRead => Self::SchedulingRead {
+                context: optional(a0),
+            },
+            Syscall::SchedulingConfigure => Self::SchedulingConfigure {
+                control: a0,
+                context: a1,
+                budget_us: a2,
+                period_us: a3,
+                priority: a4,
+            },
+            Syscall::ComponentFault => Self::ComponentFault {
+                component: a0,
+                record: a1,
+            },
+            Syscall::ComponentRestart => Self::ComponentRestart { component: a0 },
+            Syscall::ComponentStop => Self::ComponentStop { component: a0 },
+            Syscall::SignalWait => Self::SignalWait {
+                notification: optional(a0),
+                timeout_us: optional(a1),
+            },
+            Syscall::VcpuRun => Self::VcpuRun {
+                vcpu: a0,
+                dirty: a1,
+                limit_us: optional(a2),
+            },
+            Syscall::VcpuPoke => Self::VcpuPoke { vcpu: a0 },
+            Syscall::VmcsControl => Self::VmcsControl {
+                vmcs: a0,
+                intercepts: a1,
+            },
+            Syscall::VmcsReset => Self::VmcsReset { vmcs: a0 },
+            Syscall::GuestLog => Self::GuestLog {
+                vmcs: a0,
+                text: bytes(a1, a2),
+            },
+        })
+    }
+
+    /// The registers that make this call (unused arguments are 0).
+    #[inline(always)]
+    pub const fn encode(&self) -> Registers {
+        let (call, arguments) = match *self {
+            Self::Null => (Syscall::Null, [0; 5]),
+            Self::LogWrite { text } => (Syscall::LogWrite, [text.address, text.length, 0, 0, 0]),
+            Self::Yield => (Syscall::Yield, [0; 5]),
+            Self::Exit { code } => (Syscall::Exit, [code as u32 as u64, 0, 0, 0, 0]),
+            Self::Panic { message } => (Syscall::Panic, [message.address, message.length, 0, 0, 0]),
+            Self::Signal { notification } => (Syscall::Signal, [notification, 0, 0, 0, 0]),
+            Self::Wait { timeout_us } => (Syscall::Wait, [or_max(timeout_us), 0, 0, 0, 0]),
+            Self::Time => (Syscall::Time, [0; 5]),
+            Self::SchedulingRead { context } => {
+                (Syscall::SchedulingRead, [or_max(context), 0, 0, 0, 0])
+            }
+            Self::SchedulingConfigure {
+                control,
+                context,
+                budget_us,
+                period_us,
+                priority,
+            } => (
+                Syscall::SchedulingConfigure,
+                [control, context, budget_us, period_us, priority],
+            ),
+            Self::ComponentFault { component, record } => {
+                (Syscall::ComponentFault, [component, record, 0, 0, 0])
+            }
+            Self::ComponentRestart { component } => {
+                (Syscall::ComponentRestart, [component, 0, 0, 0, 0])
+            }
+            Self::ComponentStop { component } => (Syscall::ComponentStop, [component, 0, 0, 0, 0]),
+            Self::SignalWait {
+                notification,
+                timeout_us,
+            } => (
+                Syscall::SignalWait,
+                [or_max(notification), or_max(timeout_us), 0, 0, 0],
+            ),
+            Self::VcpuRun {
+                vcpu,
+                dirty,
+                limit_us,
+            } => (Syscall::VcpuRun, [vcpu, dirty, or_max(limit_us), 0, 0]),
+            Self::VcpuPoke { vcpu } => (Syscall::VcpuPoke, [vcpu, 0, 0, 0, 0]),
+            Self::VmcsControl { vmcs, intercepts } => {
+                (Syscall::VmcsControl, [vmcs, intercepts, 0, 0, 0])
+            }
+            Self::VmcsReset { vmcs } => (Syscall::VmcsReset, [vmcs, 0, 0, 0, 0]),
+            Self::GuestLog { vmcs, text } => {
+                (Syscall::GuestLog, [vmcs, text.address, text.length, 0, 0])
+            }
+        };
+        Registers {
+            number: call as u64,
+            arguments,
+        }
+    }
+}
+
 /// The longest message one [`Syscall::LogWrite`] or [`Syscall::Panic`] takes.
 pub const LOG_WRITE_MAX: u64 = 512;
 
@@ -172,5 +411,80 @@ mod tests {
         }
         assert_eq!(Syscall::from_number(19), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
+    }
+
+    fn registers(number: u64, arguments: [u64; 5]) -> Registers {
+        Registers { number, arguments }
+    }
+
+    #[test]
+    fn calls_decode_with_named_arguments() {
+        assert_eq!(
+            Call::decode(registers(14, [0x1_0000_0002, 0b101, 250, 9, 9])),
+            Ok(Call::VcpuRun {
+                vcpu: 0x1_0000_0002,
+                dirty: 0b101,
+                limit_us: Some(250),
+            })
+        );
+        assert_eq!(
+            Call::decode(registers(13, [NO_SIGNAL, WAIT_FOREVER, 0, 0, 0])),
+            Ok(Call::SignalWait {
+                notification: None,
+                timeout_us: None,
+            })
+        );
+        assert_eq!(
+            Call::decode(registers(3, [0xffff_ffff_ffff_fffe, 0, 0, 0, 0])),
+            Ok(Call::Exit { code: -2 })
+        );
+        assert_eq!(
+            Call::decode(registers(18, [7, 0x20_0000, 12, 0, 0])),
+            Ok(Call::GuestLog {
+                vmcs: 7,
+                text: UserBytes {
+                    address: 0x20_0000,
+                    length: 12,
+                },
+            })
+        );
+        assert_eq!(Call::decode(registers(19, [0; 5])), Err(19));
+        assert_eq!(Call::decode(registers(u64::MAX, [0; 5])), Err(u64::MAX));
+        assert_eq!(Call::Null.encode(), registers(0, [0; 5]));
+        assert_eq!(
+            Call::Wait {
+                timeout_us: Some(0)
+            }
+            .encode(),
+            registers(6, [0; 5])
+        );
+        assert_eq!(
+            Call::SchedulingRead { context: None }.encode(),
+            registers(8, [SELF, 0, 0, 0, 0])
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever registers a component passes, the call they decode to
+        /// encodes to registers that decode to the same call, and unknown
+        /// numbers are refused with the number.
+        #[test]
+        fn decode_and_encode_agree(number in 0u64..24, arguments in proptest::array::uniform5(proptest::prelude::any::<u64>())) {
+            match Call::decode(registers(number, arguments)) {
+                Ok(call) => {
+                    let encoded = call.encode();
+                    proptest::prop_assert_eq!(encoded.number, number);
+                    proptest::prop_assert_eq!(Call::decode(encoded), Ok(call));
+                    // Arguments the call uses are passed through unchanged.
+                    for (sent, kept) in arguments.iter().zip(encoded.arguments) {
+                        proptest::prop_assert!(kept == 0 || kept == *sent || (number == 3 && kept == *sent & 0xffff_ffff));
+                    }
+                }
+                Err(refused) => {
+                    proptest::prop_assert_eq!(refused, number);
+                    proptest::prop_assert!(Syscall::from_number(number).is_none());
+                }
+            }
+        }
     }
 }

@@ -23,7 +23,7 @@ use core::fmt::{self, Write};
 
 pub use microvisor_abi as abi;
 pub use microvisor_abi::start::StartInfo;
-use microvisor_abi::start::{Resource, ResourceKind, START_MAGIC};
+use microvisor_abi::start::{Resource, ResourceKind, ResourceView, START_MAGIC};
 use microvisor_abi::syscall::LOG_WRITE_MAX;
 
 pub mod fault;
@@ -76,10 +76,17 @@ impl Start {
         self.info.resource(name, kind)
     }
 
+    /// Every resource with its name, read through its kind.
+    pub fn views(&self) -> impl Iterator<Item = (&str, ResourceView)> {
+        self.info.views()
+    }
+
     /// The handle of the capability called `name`.
     pub fn capability(&self, name: &str) -> Option<u64> {
-        self.resource(name, ResourceKind::Capability)
-            .map(|r| r.handle)
+        match self.resource(name, ResourceKind::Capability)?.view()? {
+            ResourceView::Capability { handle, .. } => Some(handle),
+            _ => None,
+        }
     }
 
     /// The handle of the capability called `<object><suffix>` (e.g.

@@ -22,7 +22,7 @@ use microvisor_abi::queue::{
     GENERATION_OFFSET, HEAD_OFFSET, QUEUE_MAGIC, RECEIVER_WAITING_OFFSET, SENDER_WAITING_OFFSET,
     SLOTS_OFFSET, TAIL_OFFSET,
 };
-use microvisor_abi::start::{Resource, ResourceKind};
+use microvisor_abi::start::{Resource, ResourceKind, ResourceView};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::{notification, syscall};
@@ -60,9 +60,12 @@ struct Ring {
 
 impl Ring {
     fn open<T>(resource: Option<&Resource>) -> Result<Self, OpenError> {
-        let resource = resource.ok_or(OpenError::NotGiven)?;
-        let slot_size = (resource.size & 0xffff_ffff) as usize;
-        let slot_count = resource.size >> 32;
+        let end = match resource.and_then(Resource::view) {
+            Some(ResourceView::QueueSend(end) | ResourceView::QueueReceive(end)) => end,
+            _ => return Err(OpenError::NotGiven),
+        };
+        let slot_size = end.slot_size as usize;
+        let slot_count = u64::from(end.slot_count);
         if size_of::<T>() > slot_size {
             return Err(OpenError::MessageTooLarge {
                 message: size_of::<T>(),
@@ -70,11 +73,11 @@ impl Ring {
             });
         }
         let mut ring = Self {
-            base: resource.address as usize,
+            base: end.address as usize,
             slot_size,
             slot_count,
-            signal: resource.handle,
-            bit: resource.bit,
+            signal: end.signal,
+            bit: end.bit,
             generation: 0,
         };
         if ring.word32(0).load(Ordering::Acquire) != QUEUE_MAGIC {
@@ -371,7 +374,7 @@ mod tests {
 
     use super::*;
     use microvisor_abi::queue::{SLOT_COUNT_OFFSET, SLOT_SIZE_OFFSET};
-    use microvisor_abi::spec::name_field;
+    use microvisor_abi::start::QueueEnd;
     use std::sync::Arc;
 
     /// Queue memory on the heap (8-byte aligned, as the atomics need).
@@ -396,14 +399,16 @@ mod tests {
         }
 
         fn resource(&self, slot_size: u32, slot_count: u32) -> Resource {
-            Resource {
-                name: name_field("test"),
-                kind: ResourceKind::QueueSend as u32,
-                bit: 0,
-                handle: 0,
-                address: self.0.as_ptr() as u64,
-                size: u64::from(slot_size) | (u64::from(slot_count) << 32),
-            }
+            Resource::new(
+                "test",
+                ResourceView::QueueSend(QueueEnd {
+                    address: self.0.as_ptr() as u64,
+                    slot_size,
+                    slot_count,
+                    bit: 0,
+                    signal: 0,
+                }),
+            )
         }
 
         fn header_u32(&self, offset: usize) -> &AtomicU32 {

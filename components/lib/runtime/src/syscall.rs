@@ -1,16 +1,25 @@
 //! Typed wrappers around the `syscall` instruction.
 //!
-//! The register convention is [`microvisor_abi::syscall`]'s: number in
-//! `rax`, arguments in `rdi`, `rsi`, `rdx`, `r10`, `r8`; status in `rax`,
-//! value in `rdx`; every caller-saved register clobbered. Misuse is not
-//! reported here: the core stops a component that misuses a call.
+//! Every call is built as a [`Call`] and turned into registers by
+//! [`Call::encode`], the counterpart of the core's `Call::decode` (both in
+//! `microvisor_abi::syscall`, round-trip tested there): number in `rax`,
+//! arguments in `rdi`, `rsi`, `rdx`, `r10`, `r8`; status in `rax`, value in
+//! `rdx`; every caller-saved register clobbered. Misuse is not reported
+//! here: the core stops a component that misuses a call.
 
 use microvisor_abi::fault::FaultRecord;
-use microvisor_abi::syscall::{LOG_WRITE_MAX, NO_SIGNAL, SELF, Status, Syscall, WAIT_FOREVER};
+use microvisor_abi::syscall::{Call, LOG_WRITE_MAX, Status, Syscall, UserBytes};
+
+/// Issues `call` and returns `(rax, rdx)`.
+#[inline(always)]
+fn call(call: Call) -> (u64, u64) {
+    let registers = call.encode();
+    issue(registers.number, registers.arguments)
+}
 
 /// Issues call `number` with five arguments and returns `(rax, rdx)`.
 #[inline(always)]
-fn call(number: u64, args: [u64; 5]) -> (u64, u64) {
+fn issue(number: u64, args: [u64; 5]) -> (u64, u64) {
     let status: u64;
     let value: u64;
     // SAFETY: the core preserves callee-saved registers and the stack; all
@@ -51,90 +60,93 @@ pub fn null() -> u64 {
     status
 }
 
+/// The bytes of `bytes`, at most `limit` of them, as a call argument.
+#[inline(always)]
+fn user_bytes(bytes: &[u8], limit: u64) -> UserBytes {
+    UserBytes {
+        address: bytes.as_ptr() as u64,
+        length: (bytes.len() as u64).min(limit),
+    }
+}
+
 /// Writes one console line (at most [`LOG_WRITE_MAX`] bytes are sent).
+#[inline]
 pub fn log_write(bytes: &[u8]) {
-    let len = bytes.len().min(LOG_WRITE_MAX as usize);
-    call(
-        Syscall::LogWrite as u64,
-        [bytes.as_ptr() as u64, len as u64, 0, 0, 0],
-    );
+    let text = user_bytes(bytes, LOG_WRITE_MAX);
+    call(Call::LogWrite { text });
 }
 
 /// Gives the CPU to the next runnable thread (after sending any deferred
 /// signal).
+#[inline]
 pub fn yield_now() {
     crate::notification::flush();
-    call(Syscall::Yield as u64, [0; 5]);
+    call(Call::Yield);
 }
 
 /// Ends this component with `code` (0 = success), after sending any
 /// deferred signal.
+#[inline]
 pub fn exit(code: i32) -> ! {
     crate::notification::flush();
-    call(Syscall::Exit as u64, [code as u32 as u64, 0, 0, 0, 0]);
+    call(Call::Exit { code });
     unreachable_exit()
 }
 
 /// Reports a panic; the core stops this component.
+#[inline]
 pub fn panic(message: &[u8]) -> ! {
-    let len = message.len().min(LOG_WRITE_MAX as usize);
-    call(
-        Syscall::Panic as u64,
-        [message.as_ptr() as u64, len as u64, 0, 0, 0],
-    );
+    let message = user_bytes(message, LOG_WRITE_MAX);
+    call(Call::Panic { message });
     unreachable_exit()
 }
 
 /// Sets the badge bits of notification capability `handle` in its target.
+#[inline]
 pub fn signal(handle: u64) {
-    call(Syscall::Signal as u64, [handle, 0, 0, 0, 0]);
+    call(Call::Signal {
+        notification: handle,
+    });
 }
 
 /// Waits for bits in this component's notification word. `timeout_us`
 /// of `None` waits forever, `Some(0)` polls. Returns the bits, or `None`
 /// on timeout. Prefer [`crate::notification::wait_for`], which keeps bits
 /// other waiters of this component are interested in.
+#[inline]
 pub fn wait(timeout_us: Option<u64>) -> Option<u64> {
-    let (status, bits) = call(
-        Syscall::Wait as u64,
-        [timeout_us.unwrap_or(WAIT_FOREVER), 0, 0, 0, 0],
-    );
+    let (status, bits) = call(Call::Wait { timeout_us });
     (status == Status::Ok as u64).then_some(bits)
 }
 
 /// Signals `handle` (unless `None`), then waits like [`wait`]: one entry
 /// into the core.
+#[inline]
 pub fn signal_wait(handle: Option<u64>, timeout_us: Option<u64>) -> Option<u64> {
-    let (status, bits) = call(
-        Syscall::SignalWait as u64,
-        [
-            handle.unwrap_or(NO_SIGNAL),
-            timeout_us.unwrap_or(WAIT_FOREVER),
-            0,
-            0,
-            0,
-        ],
-    );
+    let (status, bits) = call(Call::SignalWait {
+        notification: handle,
+        timeout_us,
+    });
     (status == Status::Ok as u64).then_some(bits)
 }
 
 /// Nanoseconds since boot.
+#[inline]
 pub fn time_ns() -> u64 {
-    call(Syscall::Time as u64, [0; 5]).1
+    call(Call::Time).1
 }
 
 /// CPU time consumed by the scheduling context `handle` (or this
 /// component's own with `None`), in nanoseconds.
+#[inline]
 pub fn consumed_ns(handle: Option<u64>) -> u64 {
-    call(
-        Syscall::SchedulingRead as u64,
-        [handle.unwrap_or(SELF), 0, 0, 0, 0],
-    )
-    .1
+    call(Call::SchedulingRead { context: handle }).1
 }
 
 /// Reconfigures a scheduling context (needs the scheduling-control
-/// capability).
+/// capability). Budget and period are in microseconds; the period is at
+/// most [`microvisor_abi::syscall::MAX_PERIOD_US`].
+#[inline]
 pub fn configure_scheduling(
     control: u64,
     context: u64,
@@ -142,37 +154,43 @@ pub fn configure_scheduling(
     period_us: u64,
     priority: u32,
 ) {
-    call(
-        Syscall::SchedulingConfigure as u64,
-        [control, context, budget_us, period_us, u64::from(priority)],
-    );
+    call(Call::SchedulingConfigure {
+        control,
+        context,
+        budget_us,
+        period_us,
+        priority: u64::from(priority),
+    });
 }
 
 /// The last fault of a supervised component, if it has one.
+#[inline]
 pub fn component_fault(handle: u64) -> Option<FaultRecord> {
     let mut record = FaultRecord::default();
-    let (status, _) = call(
-        Syscall::ComponentFault as u64,
-        [handle, &raw mut record as u64, 0, 0, 0],
-    );
+    let (status, _) = call(Call::ComponentFault {
+        component: handle,
+        record: &raw mut record as u64,
+    });
     (status == Status::Ok as u64).then_some(record)
 }
 
 /// Restarts a supervised component from its image.
+#[inline]
 pub fn component_restart(handle: u64) {
-    call(Syscall::ComponentRestart as u64, [handle, 0, 0, 0, 0]);
+    call(Call::ComponentRestart { component: handle });
 }
 
 /// Stops a supervised component for good.
+#[inline]
 pub fn component_stop(handle: u64) {
-    call(Syscall::ComponentStop as u64, [handle, 0, 0, 0, 0]);
+    call(Call::ComponentStop { component: handle });
 }
 
 /// Raw access for components that misuse the interface on purpose (the
 /// hostile and fault-injection components): issues call `number` with the
 /// given arguments, exactly as given.
 pub fn raw(number: u64, args: [u64; 5]) -> (u64, u64) {
-    call(number, args)
+    issue(number, args)
 }
 
 fn unreachable_exit() -> ! {
@@ -184,35 +202,41 @@ fn unreachable_exit() -> ! {
 /// Enters the guest of vCPU `handle` after writing back the state-page
 /// fields in `dirty`; returns the raw exit reason at the next VM exit (or
 /// when `limit_us` microseconds passed). See [`crate::vm::Vm::run`].
+#[inline]
 pub fn vcpu_run(handle: u64, dirty: u64, limit_us: Option<u64>) -> u64 {
-    call(
-        Syscall::VcpuRun as u64,
-        [handle, dirty, limit_us.unwrap_or(WAIT_FOREVER), 0, 0],
-    )
+    call(Call::VcpuRun {
+        vcpu: handle,
+        dirty,
+        limit_us,
+    })
     .1
 }
 
 /// Makes vCPU `handle` leave the guest at its next run.
+#[inline]
 pub fn vcpu_poke(handle: u64) {
-    call(Syscall::VcpuPoke as u64, [handle, 0, 0, 0, 0]);
+    call(Call::VcpuPoke { vcpu: handle });
 }
 
 /// Sets the optional intercepts of VMCS `handle`.
+#[inline]
 pub fn vmcs_control(handle: u64, intercepts: u64) {
-    call(Syscall::VmcsControl as u64, [handle, intercepts, 0, 0, 0]);
+    call(Call::VmcsControl {
+        vmcs: handle,
+        intercepts,
+    });
 }
 
 /// Resets VMCS `handle` to power-on state.
+#[inline]
 pub fn vmcs_reset(handle: u64) {
-    call(Syscall::VmcsReset as u64, [handle, 0, 0, 0, 0]);
+    call(Call::VmcsReset { vmcs: handle });
 }
 
 /// Writes one console line prefixed with the name of the VM of VMCS
 /// `handle`.
+#[inline]
 pub fn guest_log(handle: u64, bytes: &[u8]) {
-    let len = bytes.len().min(LOG_WRITE_MAX as usize);
-    call(
-        Syscall::GuestLog as u64,
-        [handle, bytes.as_ptr() as u64, len as u64, 0, 0],
-    );
+    let text = user_bytes(bytes, LOG_WRITE_MAX);
+    call(Call::GuestLog { vmcs: handle, text });
 }

@@ -8,7 +8,7 @@
 //! memory is accessed with volatile copies (the guest writes it too), and
 //! every access is bounds-checked against the VM's memory size.
 
-use microvisor_abi::start::{Resource, ResourceKind};
+use microvisor_abi::start::{ResourceKind, ResourceView};
 use microvisor_abi::vcpu::{EntryMode, ExitReason, VcpuState};
 
 use crate::{Start, syscall};
@@ -111,17 +111,34 @@ impl Vm {
     /// Finds the VM in the start-information page.
     pub fn from_start(start: &Start) -> Result<Self, MissingVm> {
         let info: &'static crate::StartInfo = start.info;
-        let memory = info
-            .resources()
-            .iter()
-            .find(|r| r.kind == ResourceKind::GuestMemory as u32)
+        let (name, memory, size, entry) = info
+            .views()
+            .find_map(|(name, view)| match view {
+                ResourceView::GuestMemory {
+                    address,
+                    size,
+                    entry,
+                } => Some((name, address, size, entry)),
+                _ => None,
+            })
             .ok_or(MissingVm::NoVm)?;
-        let name = microvisor_abi::spec::name_of(&memory.name).ok_or(MissingVm::Missing("name"))?;
-        let find = |kind: ResourceKind, what| -> Result<&'static Resource, MissingVm> {
-            info.resource(name, kind).ok_or(MissingVm::Missing(what))
+        let find = |kind: ResourceKind, what| {
+            info.resource(name, kind)
+                .and_then(|r| r.view())
+                .ok_or(MissingVm::Missing(what))
         };
-        let image = find(ResourceKind::GuestImage, "image")?;
-        let state = find(ResourceKind::VcpuState, "state page")?;
+        let ResourceView::GuestImage {
+            address: image,
+            size: image_size,
+        } = find(ResourceKind::GuestImage, "image")?
+        else {
+            return Err(MissingVm::Missing("image"));
+        };
+        let ResourceView::VcpuState { address: state } =
+            find(ResourceKind::VcpuState, "state page")?
+        else {
+            return Err(MissingVm::Missing("state page"));
+        };
         let capability = |suffix: &str, what| -> Result<u64, MissingVm> {
             start
                 .capability_of(name, suffix)
@@ -129,7 +146,7 @@ impl Vm {
         };
         let vmcs = capability(".vmcs", "VMCS capability")?;
         let vcpu = capability(".vcpu", "vCPU capability")?;
-        let entry = EntryMode::from_u32(memory.bit).ok_or(MissingVm::Missing("entry mode"))?;
+        let entry = EntryMode::from_u32(entry).ok_or(MissingVm::Missing("entry mode"))?;
         // SAFETY: the core maps guest memory read-write, the image copy
         // read-only and the state page read-write at these addresses for
         // the life of this component (see `microvisor_abi::start`); this is
@@ -139,10 +156,10 @@ impl Vm {
                 name,
                 vmcs,
                 vcpu,
-                memory: GuestMemory::new(memory.address as *mut u8, memory.size),
-                image: core::slice::from_raw_parts(image.address as *const u8, image.size as usize),
+                memory: GuestMemory::new(memory as *mut u8, size),
+                image: core::slice::from_raw_parts(image as *const u8, image_size as usize),
                 entry,
-                state: &mut *(state.address as *mut VcpuState),
+                state: &mut *(state as *mut VcpuState),
             })
         }
     }
@@ -160,6 +177,7 @@ impl Vm {
     /// Enters the guest after writing back the fields in `dirty`; returns
     /// at the next exit, or after `limit_us` with
     /// [`ExitReason::TimeLimit`].
+    #[inline]
     pub fn run(&mut self, dirty: u64, limit_us: Option<u64>) -> Option<ExitReason> {
         ExitReason::from_u32(syscall::vcpu_run(self.vcpu, dirty, limit_us) as u32)
     }

@@ -13,8 +13,7 @@
 #![forbid(unsafe_code)]
 
 use runtime::abi::fault::FaultKind;
-use runtime::abi::spec::name_of;
-use runtime::abi::start::ResourceKind;
+use runtime::abi::start::ResourceView;
 use runtime::{notification, println, syscall};
 
 runtime::component!(main);
@@ -35,21 +34,20 @@ struct Child<'a> {
 fn main(start: &runtime::Start) -> i32 {
     let mut children = [None::<Child<'_>>; MAX_CHILDREN];
     let mut count = 0;
-    for resource in start
-        .resources()
-        .iter()
-        .filter(|r| r.kind == ResourceKind::Supervised as u32)
-    {
+    for (name, child) in start.views().filter_map(|(name, view)| match view {
+        ResourceView::Supervised(child) => Some((name, child)),
+        _ => None,
+    }) {
         if count == MAX_CHILDREN {
             println!("more than {MAX_CHILDREN} supervised components; ignoring the rest");
             break;
         }
         children[count] = Some(Child {
-            name: name_of(&resource.name).unwrap_or("?"),
-            handle: resource.handle,
-            bit: resource.bit,
-            limit: resource.address as u32,
-            backoff_ms: resource.size,
+            name,
+            handle: child.control,
+            bit: child.fault_bit,
+            limit: child.max_restarts,
+            backoff_ms: child.backoff_ms,
             restarts: 0,
             done: false,
         });

@@ -29,7 +29,7 @@
 use core::fmt::Write;
 
 use guest_api::{BAD_ARGUMENT, LOG_MAX, OK, STATUS_PORT, UART_BASE, hypercall};
-use microvisor_abi::start::ResourceKind;
+use microvisor_abi::start::ResourceView;
 use microvisor_abi::vcpu::{EntryMode, ExitReason, IoExit, VcpuState, dirty, event, gpr, npf};
 use runtime::vm::{GuestMemory, MissingVm, Vm};
 use runtime::{LineWriter, println, syscall};
@@ -104,11 +104,10 @@ fn main(start: &runtime::Start) -> i32 {
         .arg("restarts")
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(3);
-    let requests = start
-        .resources()
-        .iter()
-        .filter(|r| r.kind == ResourceKind::Incoming as u32)
-        .fold(0, |bits, r| bits | r.size);
+    let requests = start.views().fold(0, |bits, (_, view)| match view {
+        ResourceView::Incoming { mask } => bits | mask,
+        _ => bits,
+    });
     let mut switcher = Switcher {
         vm,
         uart: Uart::new(),

@@ -6,7 +6,7 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use runtime::abi::start::ResourceKind;
+use runtime::abi::start::{ResourceKind, ResourceView};
 use runtime::queue::{QueueError, Receiver};
 use runtime::{notification, println, syscall};
 
@@ -45,14 +45,16 @@ fn main(start: &runtime::Start) -> i32 {
         .arg("calls")
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let (Ok(mut progress), Some(hostile)) = (
-        Receiver::<u64>::open(start, "progress"),
-        start.resource("hostile", ResourceKind::Supervised),
-    ) else {
+    let hostile = start
+        .resource("hostile", ResourceKind::Supervised)
+        .and_then(|r| r.view());
+    let (Ok(mut progress), Some(ResourceView::Supervised(hostile))) =
+        (Receiver::<u64>::open(start, "progress"), hostile)
+    else {
         println!("TEST hostile FAIL: needs a 'progress' queue and to supervise 'hostile'");
         return 1;
     };
-    let (handle, fault_bit) = (hostile.handle, hostile.bit);
+    let (handle, fault_bit) = (hostile.control, hostile.fault_bit);
     let mut counter = Counter { calls: 0, last: 0 };
     let mut faults = 0u64;
     while counter.calls < target {

@@ -6,8 +6,9 @@
 //! points at the end of the running thread's frame, so the CPU pushes the
 //! return state there and the stub pushes the rest), `syscall` by building
 //! the same layout by hand. The stub then switches to the core's stack and
-//! calls a safe Rust function that returns the frame to resume — the same
-//! thread or another. [`return_to_frame`] restores it with `sysretq` when
+//! calls the core's handler (`core_trap_entry` or `core_syscall_entry`,
+//! defined above this layer and bound by symbol name), which returns the
+//! frame to resume — the same thread or another. [`return_to_frame`] restores it with `sysretq` when
 //! the thread last entered through `syscall` (fast) and `iretq` otherwise.
 //!
 //! The per-CPU block reached through `gs` holds the core's stack top, a
@@ -255,49 +256,22 @@ return_to_frame:
     iretq
     .popsection
 "#,
-    trap = sym trap_entry,
-    syscall = sym syscall_entry_rust,
+    trap = sym core_trap_entry,
+    syscall = sym core_syscall_entry,
     user_data = const USER_DATA as u64,
     user_code = const USER_CODE as u64,
     syscall_vector = const SYSCALL_VECTOR,
 );
 
 unsafe extern "C" {
+    /// The core's trap handler (defined above the architecture layer, in
+    /// `crate::entry`): takes the saved frame, returns the frame to resume.
+    fn core_trap_entry(frame: *mut Frame) -> *const Frame;
+    /// The core's system-call handler (`crate::entry`), likewise.
+    fn core_syscall_entry(frame: *mut Frame) -> *const Frame;
     static trap_stubs: u8;
     fn syscall_entry();
     fn return_to_frame(frame: *const Frame) -> !;
-}
-
-/// Called by `trap_common` with the saved frame; returns the frame to
-/// resume.
-///
-/// # Safety
-/// Only the stub calls this, with `frame` pointing at a complete frame:
-/// the running thread's record for traps from ring 3, the core's stack for
-/// traps in ring 0.
-unsafe extern "C" fn trap_entry(frame: *mut Frame) -> *const Frame {
-    // SAFETY: the stub passes a pointer to a complete, exclusive frame.
-    let saved = unsafe { &*frame };
-    if saved.is_from_user() {
-        crate::trap::user_trap(saved.vector, saved.error)
-    } else {
-        crate::trap::kernel_trap(saved)
-    }
-}
-
-/// Called by `syscall_entry` with the saved frame; returns the frame to
-/// resume.
-///
-/// # Safety
-/// Only the stub calls this; the frame is the running thread's record.
-unsafe extern "C" fn syscall_entry_rust(frame: *mut Frame) -> *const Frame {
-    // SAFETY: the stub passes the running thread's frame; nothing else
-    // references it during this entry, and the reference ends before the
-    // slow path takes the kernel state.
-    if crate::syscall::fast_path(unsafe { &mut *frame }) {
-        return frame;
-    }
-    crate::syscall::dispatch()
 }
 
 /// Programs `syscall`/`sysret`, the per-CPU block and the descriptor

@@ -13,6 +13,7 @@
 //! thread; the interrupt arrives on [`TIMER_VECTOR`].
 
 use super::cpu::{self, in8, out8};
+use microvisor::time::Clock;
 
 /// Vector of the local APIC timer interrupt.
 pub const TIMER_VECTOR: u64 = 0x40;
@@ -56,69 +57,20 @@ pub fn now() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// The calibrated clock. Conversions use 32.32 fixed-point factors worked
-/// out once at calibration, so converting never divides.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    /// TSC ticks per millisecond.
-    pub tsc_per_ms: u64,
-    /// APIC timer counts per millisecond (divide by 16).
-    pub apic_per_ms: u64,
-    /// TSC at boot.
-    pub boot_tsc: u64,
-    /// TSC ticks per microsecond, 32.32 fixed point.
-    ticks_per_us: u64,
-    /// Nanoseconds per TSC tick, 32.32 fixed point.
-    ns_per_tick: u64,
-    /// APIC counts per TSC tick, 32.32 fixed point.
-    counts_per_tick: u64,
-    /// The timer runs in TSC-deadline mode (deadlines are TSC values).
-    pub tsc_deadline: bool,
+/// The alarm: the local APIC timer, programmed from the calibrated
+/// [`Clock`] (whose arithmetic is host-tested in `microvisor::time`).
+pub trait Alarm {
+    /// Fires [`TIMER_VECTOR`] once, `delay` TSC ticks from now.
+    fn arm(&self, delay: u64);
+    /// Cancels the alarm.
+    fn disarm(&self);
 }
 
-fn scaled(value: u64, factor: u64) -> u64 {
-    ((u128::from(value) * u128::from(factor)) >> 32).min(u128::from(u64::MAX)) as u64
-}
-
-fn fixed(numerator: u64, denominator: u64) -> u64 {
-    ((u128::from(numerator) << 32) / u128::from(denominator.max(1))).min(u128::from(u64::MAX))
-        as u64
-}
-
-impl Clock {
-    /// A clock from calibrated rates.
-    pub fn new(tsc_per_ms: u64, apic_per_ms: u64, boot_tsc: u64, tsc_deadline: bool) -> Self {
-        let tsc_per_ms = tsc_per_ms.max(1);
-        Self {
-            tsc_per_ms,
-            apic_per_ms,
-            boot_tsc,
-            ticks_per_us: fixed(tsc_per_ms, 1000),
-            ns_per_tick: fixed(1_000_000, tsc_per_ms),
-            counts_per_tick: fixed(apic_per_ms, tsc_per_ms),
-            tsc_deadline,
-        }
-    }
-
-    /// TSC ticks in `us` microseconds.
-    pub fn ticks_from_us(&self, us: u64) -> u64 {
-        scaled(us, self.ticks_per_us)
-    }
-
-    /// Nanoseconds in `ticks` TSC ticks.
-    pub fn ns_from_ticks(&self, ticks: u64) -> u64 {
-        scaled(ticks, self.ns_per_tick)
-    }
-
-    /// Nanoseconds since boot.
-    pub fn since_boot_ns(&self) -> u64 {
-        self.ns_from_ticks(now().saturating_sub(self.boot_tsc))
-    }
-
-    /// Fires [`TIMER_VECTOR`] once, `delay` TSC ticks from now: in
-    /// TSC-deadline mode exactly then, otherwise after the equivalent APIC
-    /// count (at least one, at most the counter's range).
-    pub fn arm(&self, delay: u64) {
+impl Alarm for Clock {
+    /// In TSC-deadline mode exactly `delay` ticks from now, otherwise after
+    /// the equivalent APIC count (at least one, at most the counter's
+    /// range).
+    fn arm(&self, delay: u64) {
         if self.tsc_deadline {
             write(REGISTER_LVT_TIMER, TIMER_VECTOR as u32 | LVT_TSC_DEADLINE);
             // SAFETY: the MSR exists (CPUID said so); a deadline only
@@ -126,13 +78,12 @@ impl Clock {
             unsafe { cpu::write_msr(TSC_DEADLINE_MSR, now().saturating_add(delay.max(1))) };
             return;
         }
-        let counts = scaled(delay, self.counts_per_tick).clamp(1, u64::from(u32::MAX)) as u32;
+        let counts = self.apic_counts(delay);
         write(REGISTER_LVT_TIMER, TIMER_VECTOR as u32);
         write(REGISTER_INITIAL_COUNT, counts);
     }
 
-    /// Cancels the alarm.
-    pub fn disarm(&self) {
+    fn disarm(&self) {
         if self.tsc_deadline {
             // SAFETY: writing 0 disarms the deadline timer.
             unsafe { cpu::write_msr(TSC_DEADLINE_MSR, 0) };

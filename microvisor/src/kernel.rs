@@ -1,13 +1,15 @@
-//! The core's global state and scheduling decisions.
+//! The kernel table: every object the core holds, and the scheduler.
 //!
-//! There is exactly one [`Kernel`], created at boot. The core runs on one
-//! CPU with interrupts disabled whenever it executes (the idle loop is the
-//! only ring-0 code with interrupts on, and it holds no state), and every
-//! entry finishes — returns to a thread or to the idle loop, or halts —
-//! before the next begins. So each entry takes `&mut Kernel` once through
-//! [`kernel`] and passes it down; nothing else holds a reference across
-//! entries. Traps taken inside the core are fatal and read only the
-//! separately kept running-component index.
+//! There is exactly one [`Kernel`], installed at boot. The core runs on
+//! one CPU with interrupts disabled whenever it executes (the idle loop is
+//! the only ring-0 code with interrupts on, and it holds no state), and
+//! every entry finishes — returns to a thread or to the idle loop, or halts
+//! — before the next begins. The table is reached only through
+//! [`with_kernel`], which takes the entry's [`Entry`] token by value: the
+//! arch entry points make one token per entry (`crate::entry`), so a second
+//! `&mut Kernel` inside one entry cannot be made without writing `unsafe`,
+//! and no reference outlives the closure. Traps taken inside the core are
+//! fatal and read only the separately kept running-component index.
 //!
 //! Scheduling: [`Kernel::schedule`] charges the running thread's scheduling
 //! context, wakes threads whose timeouts passed, picks the highest-priority
@@ -23,16 +25,16 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use microvisor::frame::FrameAllocator;
 use microvisor::paging::AddressSpace;
-use microvisor::sched::{self, Candidate};
-use microvisor_abi::spec::Spec;
-use microvisor_abi::syscall::Status;
+use microvisor::sched;
+use microvisor::time::Clock;
+use microvisor::verdict::{Tally, Verdict};
+use microvisor_abi::spec::{MAX_COMPONENTS, MAX_QUEUES, MAX_VMS, Spec};
 
 use crate::arch::entry::{self, Frame};
 use crate::arch::svm::Svm;
-use crate::arch::timer::{self, Clock};
-use crate::component::{Component, ComponentState, MAX_COMPONENTS, MAX_QUEUES, Queue};
-use crate::vm::Vm;
-use microvisor_abi::spec::MAX_VMS;
+use crate::arch::timer::{self, Alarm};
+use crate::object::component::REPORTED_FAULTS;
+use crate::object::{Component, ComponentState, Queue, Vm};
 
 /// Threads of equal priority share the CPU in slices of this length.
 const TIME_SLICE_US: u64 = 10_000;
@@ -42,7 +44,7 @@ pub struct Kernel {
     pub frames: FrameAllocator<'static>,
     pub kernel_space: AddressSpace,
     /// The address space in CR3.
-    pub loaded_space: AddressSpace,
+    loaded_space: AddressSpace,
     pub components: [Component; MAX_COMPONENTS],
     pub component_count: usize,
     pub queues: [Queue; MAX_QUEUES],
@@ -51,26 +53,27 @@ pub struct Kernel {
     pub vm_count: usize,
     /// The SVM backend, once enabled (only when the spec declares VMs).
     pub svm: Option<Svm>,
-    /// The system description, when the image has one.
+    /// The system description.
     pub spec: Option<Spec<'static>>,
     /// The component running now (None while idle).
-    pub running: Option<usize>,
+    running: Option<usize>,
     /// The component that ran last (for round robin).
-    pub last: Option<usize>,
+    last: Option<usize>,
     /// When the running component was dispatched (TSC).
-    pub dispatched_at: u64,
+    dispatched_at: u64,
     /// Components refused at load.
     pub refused: usize,
     pub clock: Clock,
     /// The idle loop's frame.
-    pub idle: Frame,
+    idle: Frame,
     /// The deadline the APIC timer is armed for (TSC), if any.
-    pub armed: Option<u64>,
+    armed: Option<u64>,
 }
 
 struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
 
-// SAFETY: see the module documentation: one CPU, entries never overlap.
+// SAFETY: see the module documentation: one CPU, entries never overlap,
+// and the only access is through `with_kernel` (one per entry token).
 unsafe impl Sync for KernelCell {}
 
 static KERNEL: KernelCell = KernelCell(UnsafeCell::new(MaybeUninit::uninit()));
@@ -78,17 +81,37 @@ static KERNEL: KernelCell = KernelCell(UnsafeCell::new(MaybeUninit::uninit()));
 /// Index of the running component plus one (0 = none), for fatal reports.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 
-/// Installs the kernel state at boot, field by field in place (the state
+/// The right to use the kernel table once: one per entry into the core.
+/// Not `Clone` or `Copy`; [`with_kernel`] consumes it.
+pub struct Entry {
+    _private: (),
+}
+
+impl Entry {
+    /// The token of a new entry.
+    ///
+    /// # Safety
+    /// At most one token may exist at a time: make it only at the start of
+    /// an entry into the core (boot, a trap, a system call), after
+    /// [`install`] when it is used, and let it be consumed before the entry
+    /// ends.
+    pub unsafe fn new() -> Self {
+        Self { _private: () }
+    }
+}
+
+/// Installs the kernel table at boot, field by field in place (the table
 /// is far larger than is wise to build on the boot stack).
 pub fn install(
+    _entry: &Entry,
     frames: FrameAllocator<'static>,
     kernel_space: AddressSpace,
     clock: Clock,
     idle: Frame,
-) -> &'static mut Kernel {
+) {
     let kernel = KERNEL.0.get().cast::<Kernel>();
-    // SAFETY: called once, at boot, before any entry exists; every field is
-    // written before the reference is created.
+    // SAFETY: `_entry` proves no reference to the table exists (boot holds
+    // the only token); every field is written before any is read.
     unsafe {
         addr_of_mut!((*kernel).frames).write(frames);
         addr_of_mut!((*kernel).kernel_space).write(kernel_space);
@@ -117,18 +140,17 @@ pub fn install(
         addr_of_mut!((*kernel).clock).write(clock);
         addr_of_mut!((*kernel).idle).write(idle);
         addr_of_mut!((*kernel).armed).write(None);
-        &mut *kernel
     }
 }
 
-/// The kernel state, for one entry.
-///
-/// # Safety
-/// Call once per entry, after [`install`], and drop the reference before
-/// leaving the core (see the module documentation).
-pub unsafe fn kernel() -> &'static mut Kernel {
-    // SAFETY: installed at boot (caller's contract) and not aliased.
-    unsafe { (*KERNEL.0.get()).assume_init_mut() }
+/// Runs `work` with the kernel table; `entry` is the entry's token.
+#[inline(always)]
+pub fn with_kernel<R>(entry: Entry, work: impl FnOnce(&mut Kernel) -> R) -> R {
+    let _ = entry;
+    // SAFETY: installed at boot before any token is used (the contract of
+    // `Entry::new`), and the token was consumed, so this is the only
+    // reference; it ends with the closure.
+    work(unsafe { (*KERNEL.0.get()).assume_init_mut() })
 }
 
 /// The index of the running component, if any (for fatal reports).
@@ -147,35 +169,11 @@ pub fn with_running_name(report: impl FnOnce(Option<&str>)) {
         return report(None);
     };
     let kernel = KERNEL.0.get().cast::<Kernel>();
-    // SAFETY: RUNNING is only set after `install`, so the state is
+    // SAFETY: RUNNING is only set after `install`, so the table is
     // initialised; `index` < component_count when it was stored; the read
     // happens on the fatal path only (see above).
     let name = unsafe { (*kernel).components.get(index).map(|c| c.name()) };
     report(name);
-}
-
-/// What the scheduler needs to know of a component.
-fn candidate(component: &Component) -> Candidate {
-    Candidate {
-        ready: component.state == ComponentState::Ready && !component.scheduling.is_depleted(),
-        priority: component.priority,
-    }
-}
-
-/// Sets `bits` in component `target`'s notification word, waking it if it
-/// waits: its `Wait` then answers the word (and clears it).
-pub fn notify(components: &mut [Component], target: usize, bits: u64) {
-    let Some(component) = components.get_mut(target) else {
-        return;
-    };
-    component.notification |= bits;
-    if component.state == ComponentState::Waiting && component.notification != 0 {
-        component.frame.rax = Status::Ok as u64;
-        component.frame.rdx = component.notification;
-        component.notification = 0;
-        component.wake_at = None;
-        component.state = ComponentState::Ready;
-    }
 }
 
 impl Kernel {
@@ -183,6 +181,16 @@ impl Kernel {
     /// a component runs, so it is always set there.
     pub fn current_index(&self) -> usize {
         self.running.unwrap_or(0)
+    }
+
+    /// The frame of component `index`, to resume it.
+    pub fn frame_of(&self, index: usize) -> *const Frame {
+        self.components[index].frame()
+    }
+
+    /// The declared components.
+    pub fn components(&self) -> &[Component] {
+        &self.components[..self.component_count]
     }
 
     /// Loads `space` into CR3 if it is not loaded.
@@ -195,16 +203,24 @@ impl Kernel {
         }
     }
 
+    /// Whether `space` is the one in CR3.
+    pub fn is_loaded(&self, space: AddressSpace) -> bool {
+        self.loaded_space == space
+    }
+
+    /// Sets `bits` in component `target`'s notification word, waking it
+    /// if it waits.
+    pub fn notify(&mut self, target: usize, bits: u64) {
+        if let Some(component) = self.components[..self.component_count].get_mut(target) {
+            component.signal(bits);
+        }
+    }
+
     /// Sets component `index`'s bit in its supervisor's notification word
     /// (it faulted or exited) and returns the supervisor, if it has one.
     pub fn notify_supervisor(&mut self, index: usize) -> Option<usize> {
-        let component = &self.components[index];
-        let (supervisor, bit) = (component.supervisor?, component.fault_bit);
-        notify(
-            &mut self.components[..self.component_count],
-            supervisor,
-            1 << bit,
-        );
+        let (supervisor, bit) = self.components[index].supervisor_bit()?;
+        self.notify(supervisor, 1 << bit);
         Some(supervisor)
     }
 
@@ -212,22 +228,17 @@ impl Kernel {
     pub fn account(&mut self, now: u64) {
         if let Some(index) = self.running {
             let elapsed = now.saturating_sub(self.dispatched_at);
-            self.components[index].scheduling.charge(elapsed, now);
+            self.components[index].charge(elapsed, now);
             self.dispatched_at = now;
         }
     }
 
-    fn wake_expired(&mut self, now: u64) {
-        for component in &mut self.components[..self.component_count] {
-            component.scheduling.refill(now);
-            if component.state == ComponentState::Waiting
-                && component.wake_at.is_some_and(|at| at <= now)
-            {
-                component.frame.rax = Status::TimedOut as u64;
-                component.frame.rdx = 0;
-                component.wake_at = None;
-                component.state = ComponentState::Ready;
-            }
+    /// Makes sure the alarm fires by `deadline` (a vCPU run's time limit)
+    /// even if nothing else is due by then.
+    pub fn alarm_by(&mut self, deadline: u64, now: u64) {
+        if self.armed.is_none_or(|armed| armed > deadline) {
+            self.clock.arm(deadline - now);
+            self.armed = Some(deadline);
         }
     }
 
@@ -236,10 +247,12 @@ impl Kernel {
     pub fn schedule(&mut self) -> *const Frame {
         let now = timer::now();
         self.account(now);
-        self.wake_expired(now);
+        for component in &mut self.components[..self.component_count] {
+            component.catch_up(now);
+        }
         let components = &self.components[..self.component_count];
         let chosen = sched::choose_with(components.len(), self.last, |index| {
-            candidate(&components[index])
+            components[index].candidate()
         });
         let next_event = self.next_event(chosen, now);
         if next_event != self.armed {
@@ -264,31 +277,26 @@ impl Kernel {
     fn next_event(&self, chosen: Option<usize>, now: u64) -> Option<u64> {
         let mut earliest: Option<u64> = None;
         let mut consider = |at: u64| earliest = Some(earliest.map_or(at, |e: u64| e.min(at)));
+        let components = &self.components[..self.component_count];
         if let Some(index) = chosen {
-            let running = &self.components[index];
-            if !running.scheduling.is_unlimited() {
-                consider(now.saturating_add(running.scheduling.remaining()));
+            let running = &components[index];
+            if !running.scheduling().is_unlimited() {
+                consider(now.saturating_add(running.scheduling().remaining()));
             }
-            let shares = self.components[..self.component_count]
-                .iter()
-                .enumerate()
-                .any(|(other, c)| {
-                    let c = candidate(c);
-                    other != index && c.ready && c.priority == running.priority
-                });
+            let shares = components.iter().enumerate().any(|(other, c)| {
+                let c = c.candidate();
+                other != index && c.ready && c.priority == running.priority()
+            });
             if shares {
                 consider(now.saturating_add(self.clock.ticks_from_us(TIME_SLICE_US)));
             }
         }
-        for component in &self.components[..self.component_count] {
-            if let Some(at) = component
-                .wake_at
-                .filter(|_| component.state == ComponentState::Waiting)
-            {
+        for component in components {
+            if let Some(at) = component.timeout() {
                 consider(at);
             }
-            if component.state == ComponentState::Ready && component.scheduling.is_depleted() {
-                consider(component.scheduling.next_refill());
+            if let Some(at) = component.refill_at() {
+                consider(at);
             }
         }
         earliest
@@ -296,49 +304,68 @@ impl Kernel {
 
     /// Makes component `index` the running one and returns its frame.
     fn switch_to(&mut self, index: usize, now: u64) -> *const Frame {
-        self.load_space(self.components[index].space);
+        self.load_space(self.components[index].space());
         self.running = Some(index);
         self.last = Some(index);
         self.dispatched_at = now;
         RUNNING.store(index + 1, Ordering::Relaxed);
-        let frame: *const Frame = &self.components[index].frame;
+        let frame = self.frame_of(index);
         entry::set_current_frame(frame);
         frame
     }
 
-    /// No component can ever run again: report and halt.
+    /// No component can ever run again: report and halt. The verdict is a
+    /// failure when a component exited with an error, faulted without a
+    /// supervisor or was refused, or when a VM that was created never ran.
     fn finish(&mut self) -> ! {
         RUNNING.store(0, Ordering::Relaxed);
-        let (mut exited, mut failed, mut faulted, mut stopped, mut blocked) = (0, 0, 0, 0, 0);
-        for component in &self.components[..self.component_count] {
-            match component.state {
-                ComponentState::Exited(0) => exited += 1,
-                ComponentState::Exited(_) => failed += 1,
-                ComponentState::Faulted if component.supervisor.is_none() => faulted += 1,
-                ComponentState::Faulted | ComponentState::Stopped => stopped += 1,
-                ComponentState::Waiting | ComponentState::NotStarted => blocked += 1,
+        let mut tally = Tally {
+            refused: self.refused,
+            ..Tally::default()
+        };
+        for component in self.components() {
+            match component.state() {
+                ComponentState::Exited(0) => tally.exited += 1,
+                ComponentState::Exited(_) => tally.failed += 1,
+                ComponentState::Faulted if component.supervisor().is_none() => tally.faulted += 1,
+                ComponentState::Faulted | ComponentState::Stopped => tally.stopped += 1,
+                ComponentState::Waiting | ComponentState::NotStarted => tally.blocked += 1,
                 ComponentState::Ready => {}
             }
         }
         log::info!(
-            "all components finished: {exited} exited, {failed} exited with an error, {faulted} faulted, {stopped} stopped by a supervisor, {blocked} waiting forever, {} refused",
-            self.refused
+            "all components finished: {} exited, {} exited with an error, {} faulted, {} stopped by a supervisor, {} waiting forever, {} refused",
+            tally.exited,
+            tally.failed,
+            tally.faulted,
+            tally.stopped,
+            tally.blocked,
+            tally.refused
         );
-        for component in &self.components[..self.component_count] {
-            if component.fault_count > crate::trap::REPORTED_FAULTS {
+        for component in self.components() {
+            if component.fault_count() > REPORTED_FAULTS {
                 log::info!(
                     "component '{}' faulted {} times in all (generation {})",
                     component.name(),
-                    component.fault_count,
-                    component.generation
+                    component.fault_count(),
+                    component.generation()
+                );
+            }
+        }
+        for vm in &self.vms[..self.vm_count] {
+            if vm.is_ready() && !vm.ever_entered() {
+                tally.vms_never_run += 1;
+                let switcher = self.components[vm.switcher()].name();
+                log::error!(
+                    "VM '{}' never ran: its switcher '{switcher}' never entered it (does '{switcher}' run a world switcher?)",
+                    vm.name()
                 );
             }
         }
         self.load_space(self.kernel_space);
-        if failed + faulted + self.refused == 0 {
-            crate::shutdown::halt(true, "")
-        } else {
-            crate::shutdown::halt(false, "a component failed, faulted or was refused")
+        match tally.verdict() {
+            Verdict::Success => crate::shutdown::halt(true, ""),
+            Verdict::Failure(reason) => crate::shutdown::halt(false, reason),
         }
     }
 }

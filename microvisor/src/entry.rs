@@ -1,0 +1,58 @@
+//! The core's entry points from the architecture layer: one for traps,
+//! one for system calls.
+//!
+//! The arch stubs (`arch::entry`) save the thread's registers in its frame
+//! and call these two functions by their symbol names, `core_trap_entry`
+//! and `core_syscall_entry` (as the boot trampoline calls `kernel_main`),
+//! so the architecture layer imports nothing from above it. Each turns the
+//! raw frame pointer into a typed value at once, makes the entry's one
+//! [`Entry`] token, and hands the kernel table to a safe handler
+//! (`crate::trap`, `crate::syscall`). Each returns the frame to resume.
+
+use crate::arch::entry::Frame;
+use crate::kernel::{Entry, with_kernel};
+
+/// Called by the trap stub with the saved frame.
+///
+/// # Safety
+/// Only the stub calls this, with `frame` pointing at a complete frame:
+/// the running thread's record for traps from ring 3, the core's stack for
+/// traps in ring 0; no other entry is in progress.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn core_trap_entry(frame: *mut Frame) -> *const Frame {
+    // SAFETY: the stub passes a pointer to a complete, exclusive frame.
+    let saved = unsafe { &*frame };
+    if saved.is_from_user() {
+        let (vector, error) = (saved.vector, saved.error);
+        // SAFETY: the start of an entry from ring 3: no token exists.
+        let entry = unsafe { Entry::new() };
+        with_kernel(entry, |kernel| {
+            crate::trap::user_trap(kernel, vector, error)
+        })
+    } else if crate::trap::is_idle_timer(saved) {
+        // SAFETY: the idle loop holds no reference to the kernel table and
+        // no other entry is in progress: no token exists.
+        let entry = unsafe { Entry::new() };
+        with_kernel(entry, crate::trap::idle_timer)
+    } else {
+        crate::trap::kernel_trap(saved)
+    }
+}
+
+/// Called by the system-call stub with the saved frame.
+///
+/// # Safety
+/// Only the stub calls this; the frame is the running thread's record and
+/// no other entry is in progress.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn core_syscall_entry(frame: *mut Frame) -> *const Frame {
+    // SAFETY: the stub passes the running thread's frame; nothing else
+    // references it during this entry, and the reference ends before the
+    // slow path takes the kernel table.
+    if crate::syscall::fast_path(unsafe { &mut *frame }) {
+        return frame;
+    }
+    // SAFETY: the start of an entry from ring 3: no token exists.
+    let entry = unsafe { Entry::new() };
+    with_kernel(entry, crate::syscall::dispatch)
+}

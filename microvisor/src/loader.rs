@@ -1,0 +1,270 @@
+//! Building a component's address space from its program.
+//!
+//! A component's address space holds exactly its ELF segments (with the
+//! rights the program headers give, never writable and executable), a
+//! stack below [`STACK_TOP`] with an unmapped guard page beneath it, its
+//! read-only start-information page (`microvisor::start_page`), the memory
+//! of the queues it is an end of (shared with the other end, never
+//! released with it) and, for a world switcher, its VM's memory, image
+//! copy and state page (shared, they belong to the VM); the core's upper
+//! half is shared but supervisor-only. Every owned frame is fresh and
+//! zeroed. Building either completes or leaves nothing behind. The same
+//! build runs at boot and at every restart.
+
+use microvisor::address::{PAGE_SIZE, PhysicalAddress, VirtualAddress};
+use microvisor::elf::{self, ElfError};
+use microvisor::paging::{self, AddressSpace, MapError, Permissions, WxViolation};
+use microvisor::start_page::{self, Identity};
+use microvisor_abi::spec::{MAX_COMPONENTS, VmSpec};
+use microvisor_abi::{STACK_TOP, START_INFO_ADDRESS, USER_END, USER_MIN};
+use zerocopy::IntoBytes;
+
+use crate::arch::entry::Frame;
+use crate::arch::memory::{Tables, direct};
+use crate::kernel::Kernel;
+use crate::object::Queue;
+use crate::object::vm::GuestMapping;
+
+/// Why a component was not loaded.
+#[derive(Clone, Copy, Debug)]
+pub enum LoadError {
+    /// The ELF file is unusable.
+    Elf(ElfError),
+    /// Mapping failed.
+    Map(MapError),
+    /// Out of physical memory.
+    OutOfMemory,
+    /// The program needs more memory than the component may have.
+    OverLimit { pages: u64, limit: u64 },
+    /// The finished address space broke W^X (a core bug if ever seen).
+    Wx(WxViolation),
+    /// The system already has [`MAX_COMPONENTS`].
+    TooMany,
+    /// The name is reserved for the core.
+    ReservedName,
+    /// The spec names a program the boot image does not hold.
+    MissingProgram,
+    /// It runs a VM that could not be created (reported when it was not).
+    VmUnavailable,
+}
+
+impl core::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Elf(error) => write!(f, "{error}"),
+            Self::Map(error) => write!(f, "cannot map its memory: {error:?}"),
+            Self::OutOfMemory => write!(f, "out of physical memory"),
+            Self::OverLimit { pages, limit } => {
+                write!(f, "needs {pages} pages of memory, its limit is {limit}")
+            }
+            Self::Wx(violation) => write!(f, "its address space breaks W^X: {violation:?}"),
+            Self::TooMany => write!(f, "more than {MAX_COMPONENTS} components"),
+            Self::ReservedName => write!(f, "the name 'core' is reserved"),
+            Self::MissingProgram => write!(f, "its program is not in the boot image"),
+            Self::VmUnavailable => write!(f, "the VM it runs was not created"),
+        }
+    }
+}
+
+impl From<MapError> for LoadError {
+    fn from(error: MapError) -> Self {
+        match error {
+            MapError::OutOfMemory => Self::OutOfMemory,
+            other => Self::Map(other),
+        }
+    }
+}
+
+/// The VM component `switcher` runs, if it declares one.
+pub fn vm_of_switcher(kernel: &Kernel, switcher: usize) -> Option<usize> {
+    kernel.vms[..kernel.vm_count]
+        .iter()
+        .position(|vm| vm.switcher() == switcher)
+}
+
+/// Builds component `index`'s address space and initial thread state from
+/// its program; returns the entry point and the number of segments. On
+/// error nothing stays allocated.
+pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadError> {
+    let component = &kernel.components[index];
+    let program = component.program();
+    if program.is_empty() {
+        return Err(LoadError::MissingProgram);
+    }
+    let (stack_pages, limit) = (component.stack_pages(), component.memory_pages());
+    let plan = elf::plan(program, USER_MIN, USER_END, limit * PAGE_SIZE).map_err(LoadError::Elf)?;
+    let vm = vm_of_switcher(kernel, index).map(|vm| &kernel.vms[vm]);
+    if vm.is_some_and(|vm| !vm.is_ready()) {
+        return Err(LoadError::VmUnavailable);
+    }
+    let guest = vm.and_then(|vm| vm.mapping());
+    let needed = plan.memory_pages() + stack_pages;
+    if needed > limit {
+        return Err(LoadError::OverLimit {
+            pages: needed,
+            limit,
+        });
+    }
+    let who = Identity {
+        index,
+        name: component.name(),
+        args: component.args(),
+        generation: component.generation(),
+    };
+    let start_info = match kernel.spec {
+        Some(spec) => start_page::contents(&spec, who, guest.map(|g| g.image_bytes)),
+        None => start_page::identity_only(who),
+    };
+    let kernel_space = kernel.kernel_space;
+    let spec = kernel.spec;
+    let queues = &kernel.queues[..kernel.queue_count];
+    let mut tables = Tables {
+        frames: &mut kernel.frames,
+    };
+    let space = AddressSpace::new(&mut tables)?;
+    space.share_kernel_half(&mut tables, &kernel_space);
+    let result = (|| -> Result<(), LoadError> {
+        for segment in plan.segments() {
+            let rights = Permissions {
+                write: segment.write,
+                execute: segment.execute,
+                ..Permissions::READ
+            }
+            .for_user();
+            let (start, end) = segment.pages();
+            let mut page = start;
+            while page < end {
+                let frame = fresh_frame(&mut tables)?;
+                if let Some((into, from)) = segment.file_bytes_for_page(page) {
+                    // SAFETY: `frame` is a fresh frame in the direct map and
+                    // `into + from.len()` <= PAGE_SIZE (the plan's contract);
+                    // `from` lies inside the program (checked by the plan).
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(
+                            program[from.clone()].as_ptr(),
+                            direct(frame).add(into),
+                            from.len(),
+                        );
+                    }
+                }
+                map_owned(&space, &mut tables, page, frame, rights)?;
+                page += PAGE_SIZE;
+            }
+        }
+        for page in 1..=stack_pages {
+            let frame = fresh_frame(&mut tables)?;
+            let rights = Permissions::READ_WRITE.for_user();
+            map_owned(
+                &space,
+                &mut tables,
+                STACK_TOP - page * PAGE_SIZE,
+                frame,
+                rights,
+            )?;
+        }
+        let frame = fresh_frame(&mut tables)?;
+        let bytes = start_info.as_bytes();
+        // SAFETY: a fresh frame in the direct map; StartInfo fits in a page.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), direct(frame), bytes.len()) };
+        let rights = Permissions::READ.for_user();
+        map_owned(&space, &mut tables, START_INFO_ADDRESS, frame, rights)?;
+        map_queues(&space, &mut tables, index, queues)?;
+        if let (Some(guest), Some((_, declared))) = (guest, spec.and_then(|s| s.vm_of(index))) {
+            map_guest(&space, &mut tables, guest, declared)?;
+        }
+        paging::check_wx(&tables, &space).map_err(LoadError::Wx)?;
+        Ok(())
+    })();
+    if let Err(error) = result {
+        space.clear_user_half(&mut tables);
+        let _ = tables.frames.free(space.root);
+        return Err(error);
+    }
+    let frame = Frame::new_thread(plan.entry, STACK_TOP, START_INFO_ADDRESS);
+    kernel.components[index].install(space, frame);
+    Ok((plan.entry, plan.segments().len()))
+}
+
+/// Maps the memory of every queue component `index` is an end of, shared
+/// (the queue owns it, not the address space).
+fn map_queues(
+    space: &AddressSpace,
+    tables: &mut Tables<'_, '_>,
+    index: usize,
+    queues: &[Queue],
+) -> Result<(), LoadError> {
+    for queue in queues {
+        let Some(address) = queue.address_in(index) else {
+            continue;
+        };
+        for (page, frame) in (0..).zip(queue.pages()) {
+            space.map_page(
+                tables,
+                VirtualAddress(address + page * PAGE_SIZE),
+                frame,
+                Permissions::READ_WRITE.for_user().shared(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Maps a VM's guest memory (read-write), image copy (read-only) and state
+/// page (read-write) into its world switcher, shared: they belong to the
+/// VM and outlive the switcher's restarts.
+fn map_guest(
+    space: &AddressSpace,
+    tables: &mut Tables<'_, '_>,
+    guest: GuestMapping,
+    declared: &VmSpec,
+) -> Result<(), LoadError> {
+    let read_write = Permissions::READ_WRITE.for_user().shared();
+    let ranges = [
+        (
+            declared.memory_address,
+            guest.memory,
+            guest.memory_bytes,
+            read_write,
+        ),
+        (
+            declared.image_address,
+            guest.image,
+            guest.image_bytes.max(1),
+            Permissions::READ.for_user().shared(),
+        ),
+        (declared.state_address, guest.state, PAGE_SIZE, read_write),
+    ];
+    for (address, first, bytes, rights) in ranges {
+        for page in 0..bytes.div_ceil(PAGE_SIZE) {
+            space.map_page(
+                tables,
+                VirtualAddress(address + page * PAGE_SIZE),
+                PhysicalAddress(first.0 + page * PAGE_SIZE),
+                rights,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn fresh_frame(tables: &mut Tables<'_, '_>) -> Result<PhysicalAddress, LoadError> {
+    let frame = tables.frames.allocate().ok_or(LoadError::OutOfMemory)?;
+    // SAFETY: a frame just taken from the allocator, in the direct map.
+    unsafe { core::ptr::write_bytes(direct(frame), 0, PAGE_SIZE as usize) };
+    Ok(frame)
+}
+
+fn map_owned(
+    space: &AddressSpace,
+    tables: &mut Tables<'_, '_>,
+    page: u64,
+    frame: PhysicalAddress,
+    rights: Permissions,
+) -> Result<(), LoadError> {
+    space
+        .map_page(tables, VirtualAddress(page), frame, rights)
+        .map_err(|error| {
+            let _ = tables.frames.free(frame);
+            LoadError::from(error)
+        })
+}

@@ -1,0 +1,408 @@
+//! A component: one address space, one thread, a capability table, a
+//! notification word and a scheduling context.
+//!
+//! Components are declared at boot from the spec and never created at run
+//! time; a slot is reused only by restarting the same component. The
+//! thread's life is [`ComponentState`]; every change of state happens in a
+//! method here: declared (ready or waiting for its supervisor), blocked in
+//! `Wait` and woken (by a signal or its timeout), stopped (exited, faulted
+//! or stopped by its supervisor, its memory returned), and restarted with
+//! a new generation (old capability handles become stale). The address
+//! space itself is built by `crate::loader`.
+
+use microvisor::address::PhysicalAddress;
+use microvisor::paging::AddressSpace;
+use microvisor::sched::{Candidate, SchedulingContext};
+use microvisor::time::Clock;
+use microvisor_abi::fault::FaultRecord;
+use microvisor_abi::spec::CapabilitySpec;
+use microvisor_abi::syscall::{Registers, Status};
+
+use super::capability::{Capability, CapabilityTable};
+use super::notification::Notification;
+use crate::arch::entry::Frame;
+use crate::arch::memory::Tables;
+use microvisor_abi::spec::CapabilityKind;
+
+/// Faults of one component reported in full; later ones are only counted
+/// (a component restarted thousands of times must not flood the console).
+pub const REPORTED_FAULTS: u32 = 8;
+
+/// Where a component is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComponentState {
+    /// Can run (unless its scheduling context is depleted).
+    Ready,
+    /// Blocked in `Wait`.
+    Waiting,
+    /// Ended itself with this exit code.
+    Exited(i32),
+    /// Stopped by the core after a fault.
+    Faulted,
+    /// Stopped by its supervisor.
+    Stopped,
+    /// Declared to wait for its supervisor to start it.
+    NotStarted,
+}
+
+/// What a component is declared as, before it is built.
+pub struct Declaration<'a> {
+    pub name: &'a str,
+    pub args: &'a str,
+    /// Its ELF program, inside the boot image.
+    pub program: &'static [u8],
+    pub priority: u32,
+    pub budget_us: u64,
+    pub period_us: u64,
+    pub stack_pages: u64,
+    pub memory_pages: u64,
+    pub start: bool,
+    pub supervisor: Option<usize>,
+    pub fault_bit: u32,
+}
+
+/// One component and its single thread.
+pub struct Component {
+    name: [u8; 32],
+    name_len: usize,
+    args: [u8; 64],
+    args_len: usize,
+    program: &'static [u8],
+    state: ComponentState,
+    space: AddressSpace,
+    frame: Frame,
+    capabilities: CapabilityTable,
+    /// 1 at first start, +1 per restart; part of every capability handle.
+    generation: u32,
+    notification: Notification,
+    /// When a timed `Wait` ends (TSC).
+    wake_at: Option<u64>,
+    priority: u32,
+    scheduling: SchedulingContext,
+    supervisor: Option<usize>,
+    fault_bit: u32,
+    fault: Option<FaultRecord>,
+    fault_count: u32,
+    stack_pages: u64,
+    memory_pages: u64,
+}
+
+const NO_SPACE: AddressSpace = AddressSpace {
+    root: PhysicalAddress(0),
+};
+
+impl Component {
+    /// An unused slot.
+    pub const EMPTY: Self = Self {
+        name: [0; 32],
+        name_len: 0,
+        args: [0; 64],
+        args_len: 0,
+        program: &[],
+        state: ComponentState::Exited(0),
+        space: NO_SPACE,
+        frame: Frame::ZERO,
+        capabilities: CapabilityTable::EMPTY,
+        generation: 0,
+        notification: Notification::EMPTY,
+        wake_at: None,
+        priority: 0,
+        scheduling: SchedulingContext::UNLIMITED,
+        supervisor: None,
+        fault_bit: 0,
+        fault: None,
+        fault_count: 0,
+        stack_pages: 0,
+        memory_pages: 0,
+    };
+
+    /// A declared component in its first generation, not yet built. Names
+    /// and arguments longer than their fields are cut (the spec parser
+    /// bounds both).
+    pub fn declare(declaration: &Declaration<'_>, clock: &Clock, now: u64) -> Self {
+        let mut component = Self::EMPTY;
+        let name = &declaration.name.as_bytes()[..declaration.name.len().min(32)];
+        component.name[..name.len()].copy_from_slice(name);
+        component.name_len = name.len();
+        let args = &declaration.args.as_bytes()[..declaration.args.len().min(64)];
+        component.args[..args.len()].copy_from_slice(args);
+        component.args_len = args.len();
+        component.program = declaration.program;
+        component.priority = declaration.priority;
+        component.scheduling = SchedulingContext::new(
+            clock.ticks_from_us(declaration.budget_us),
+            clock.ticks_from_us(declaration.period_us),
+            now,
+        );
+        component.stack_pages = declaration.stack_pages;
+        component.memory_pages = declaration.memory_pages;
+        component.supervisor = declaration.supervisor;
+        component.fault_bit = declaration.fault_bit;
+        component.generation = 1;
+        component.state = if declaration.start {
+            ComponentState::Ready
+        } else {
+            ComponentState::NotStarted
+        };
+        component
+    }
+
+    /// The component's name.
+    pub fn name(&self) -> &str {
+        core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
+    }
+
+    /// Its argument string.
+    pub fn args(&self) -> &str {
+        core::str::from_utf8(&self.args[..self.args_len]).unwrap_or("")
+    }
+
+    /// Its ELF program, inside the boot image.
+    pub fn program(&self) -> &'static [u8] {
+        self.program
+    }
+
+    pub fn state(&self) -> ComponentState {
+        self.state
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    pub fn priority(&self) -> u32 {
+        self.priority
+    }
+
+    pub fn supervisor(&self) -> Option<usize> {
+        self.supervisor
+    }
+
+    /// The supervisor to tell when this component ends, with the bit to
+    /// set in its word.
+    pub fn supervisor_bit(&self) -> Option<(usize, u32)> {
+        Some((self.supervisor?, self.fault_bit))
+    }
+
+    /// Its last fault, kept until it restarts.
+    pub fn fault(&self) -> Option<FaultRecord> {
+        self.fault
+    }
+
+    /// Faults in all its lives.
+    pub fn fault_count(&self) -> u32 {
+        self.fault_count
+    }
+
+    pub fn stack_pages(&self) -> u64 {
+        self.stack_pages
+    }
+
+    pub fn memory_pages(&self) -> u64 {
+        self.memory_pages
+    }
+
+    pub fn space(&self) -> AddressSpace {
+        self.space
+    }
+
+    /// Whether an address space is built for it.
+    pub fn has_space(&self) -> bool {
+        self.space.root.0 != 0
+    }
+
+    pub fn scheduling(&self) -> &SchedulingContext {
+        &self.scheduling
+    }
+
+    /// The thread's saved registers.
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
+
+    /// The system call the thread made (its saved registers).
+    pub fn call_registers(&self) -> Registers {
+        let frame = &self.frame;
+        Registers {
+            number: frame.rax,
+            arguments: [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8],
+        }
+    }
+
+    /// Makes its system call return `status` and `value` when it resumes.
+    pub fn answer(&mut self, status: Status, value: u64) {
+        self.frame.rax = status as u64;
+        self.frame.rdx = value;
+    }
+
+    /// Makes its system call return [`Status::Ok`], leaving `rdx` as it is.
+    pub fn answer_ok(&mut self) {
+        self.frame.rax = Status::Ok as u64;
+    }
+
+    /// Makes the thread issue the system call it just made (a 2-byte
+    /// `syscall`) again when it resumes, as call `number` with `rsi`
+    /// replaced by `rsi`.
+    pub fn reissue(&mut self, number: u64, rsi: u64) {
+        self.frame.rip -= 2;
+        self.frame.rax = number;
+        self.frame.rsi = rsi;
+    }
+
+    /// Whether it may still run at some point.
+    pub fn is_alive(&self) -> bool {
+        matches!(self.state, ComponentState::Ready | ComponentState::Waiting)
+    }
+
+    /// What the scheduler needs to know of it.
+    pub fn candidate(&self) -> Candidate {
+        Candidate {
+            ready: self.state == ComponentState::Ready && !self.scheduling.is_depleted(),
+            priority: self.priority,
+        }
+    }
+
+    /// When it waits with a timeout: when that ends.
+    pub fn timeout(&self) -> Option<u64> {
+        self.wake_at
+            .filter(|_| self.state == ComponentState::Waiting)
+    }
+
+    /// When it is ready but out of budget: when its budget refills.
+    pub fn refill_at(&self) -> Option<u64> {
+        (self.state == ComponentState::Ready && self.scheduling.is_depleted())
+            .then(|| self.scheduling.next_refill())
+    }
+
+    /// The capability `handle` names in this generation, if of `kind`.
+    pub fn capability(&self, handle: u64, kind: CapabilityKind) -> Option<Capability> {
+        self.capabilities.lookup(handle, self.generation, kind)
+    }
+
+    /// Gives it its capability table.
+    pub fn install_capabilities(&mut self, declared: &[CapabilitySpec]) {
+        self.capabilities = CapabilityTable::from_spec(declared);
+    }
+
+    /// Sets `bits` in its notification word, waking it if it waits: its
+    /// `Wait` then answers the word (and clears it).
+    pub fn signal(&mut self, bits: u64) {
+        self.notification.set(bits);
+        if self.state == ComponentState::Waiting
+            && let Some(bits) = self.notification.take()
+        {
+            self.answer(Status::Ok, bits);
+            self.wake_at = None;
+            self.state = ComponentState::Ready;
+        }
+    }
+
+    /// Its `Wait` for at most `timeout_us` (`None`: no timeout; 0 polls):
+    /// answers at once with the pending bits, or with
+    /// [`Status::TimedOut`] when polling, and returns `false`; otherwise
+    /// blocks until the deadline `deadline` gives for the timeout and
+    /// returns `true`.
+    #[inline(always)]
+    pub fn wait(&mut self, timeout_us: Option<u64>, deadline: impl FnOnce(u64) -> u64) -> bool {
+        if let Some(bits) = self.notification.take() {
+            self.answer(Status::Ok, bits);
+            return false;
+        }
+        if timeout_us == Some(0) {
+            self.answer(Status::TimedOut, 0);
+            return false;
+        }
+        self.state = ComponentState::Waiting;
+        self.wake_at = timeout_us.map(deadline);
+        true
+    }
+
+    /// Refills its budget as of `now` and ends a `Wait` whose timeout
+    /// passed.
+    pub fn catch_up(&mut self, now: u64) {
+        self.scheduling.refill(now);
+        if self.state == ComponentState::Waiting && self.wake_at.is_some_and(|at| at <= now) {
+            self.answer(Status::TimedOut, 0);
+            self.wake_at = None;
+            self.state = ComponentState::Ready;
+        }
+    }
+
+    /// Charges `elapsed` time units of running, as of `now`.
+    pub fn charge(&mut self, elapsed: u64, now: u64) {
+        self.scheduling.charge(elapsed, now);
+    }
+
+    /// New budget, period (time units) and priority from `now`.
+    pub fn configure(&mut self, budget: u64, period: u64, priority: u32, now: u64) {
+        self.scheduling.configure(budget, period, now);
+        self.priority = priority;
+    }
+
+    /// Records a fault of this life and returns how many it has had in all.
+    pub fn record_fault(&mut self, kind: u32, address: u64, detail: u64) -> u32 {
+        self.fault_count += 1;
+        self.fault = Some(FaultRecord {
+            kind,
+            count: self.fault_count,
+            address,
+            detail,
+            rip: self.frame.rip,
+            generation: u64::from(self.generation),
+        });
+        self.fault_count
+    }
+
+    /// Stops it in `state` and returns its own memory (queue and guest
+    /// memory stay with their objects). The page-table root is kept until
+    /// [`Component::release_space`].
+    pub fn stop(&mut self, state: ComponentState, tables: &mut Tables<'_, '_>) {
+        self.state = state;
+        self.wake_at = None;
+        if self.has_space() {
+            self.space.clear_user_half(tables);
+        }
+    }
+
+    /// Forgets its (cleared) address space and returns the root, if any;
+    /// the caller frees it once it is not loaded.
+    pub fn release_space(&mut self) -> Option<PhysicalAddress> {
+        let root = self.space.root;
+        self.space = NO_SPACE;
+        (root.0 != 0).then_some(root)
+    }
+
+    /// Begins a new life: generation bumped (old handles become stale),
+    /// notification word cleared, the last fault forgotten (the supervisor
+    /// read it before restarting), no timeout.
+    pub fn begin_new_life(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.notification = Notification::EMPTY;
+        self.fault = None;
+        self.wake_at = None;
+    }
+
+    /// Installs a built address space and the thread's first frame.
+    pub fn install(&mut self, space: AddressSpace, frame: Frame) {
+        self.space = space;
+        self.frame = frame;
+    }
+
+    /// Makes a restarted component ready, its budget refilled as of `now`.
+    pub fn start(&mut self, now: u64) {
+        self.scheduling.refill(now);
+        self.state = ComponentState::Ready;
+    }
+
+    /// Marks a component the core refused to load: stopped for good, and
+    /// no supervisor may restart it.
+    pub fn refuse(&mut self) {
+        self.state = ComponentState::Faulted;
+        self.supervisor = None;
+    }
+
+    /// Marks a restart that failed: it stays faulted.
+    pub fn fail_restart(&mut self) {
+        self.state = ComponentState::Faulted;
+    }
+}

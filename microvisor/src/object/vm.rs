@@ -1,0 +1,316 @@
+//! A virtual machine and its single vCPU: the VMCS and vCPU objects.
+//!
+//! A VM is created at boot from its spec record, never at run time: its
+//! guest-physical memory (fresh, zeroed frames), nested page tables
+//! mapping exactly that memory, a read-only copy of its boot image, its
+//! state page and its control block. The memory, the image copy and the
+//! state page are also mapped into its world switcher (`crate::loader`),
+//! the only component that can run it.
+//!
+//! A run is two steps: [`Vm::begin_run`] settles what happens before the
+//! guest is entered (a pending poke or an expired time limit end the run at
+//! once; a run re-issued after a host interrupt keeps its deadline), and
+//! [`Vm::enter`] writes back the dirty state, enters the guest and
+//! publishes the exit. The pure halves (write-back, exit decoding, what is
+//! published) are the host-tested `microvisor::vmcb`. The backend is AMD
+//! SVM today; the interface — state page, dirty mask, neutral exit reasons
+//! — is the same for the VMX backend to come.
+//!
+//! The control block and the state page are reached only through
+//! [`Vm::parts`], which borrows the VM mutably, so no two references to
+//! either can exist in the core.
+
+use microvisor::address::{PAGE_SIZE, PhysicalAddress};
+use microvisor::npt::NestedTables;
+use microvisor::vmcb::{self, GuestRegisters, Vmcb};
+use microvisor_abi::spec::VmSpec;
+use microvisor_abi::vcpu::{ExitReason, VcpuState, intercept};
+
+use crate::arch::memory::{Tables, direct};
+use crate::arch::svm::{self as backend, Svm};
+
+/// One virtual machine with its single vCPU.
+pub struct Vm {
+    name: [u8; 32],
+    name_len: usize,
+    switcher: usize,
+    vmcb: PhysicalAddress,
+    state: PhysicalAddress,
+    memory: PhysicalAddress,
+    memory_bytes: u64,
+    image: PhysicalAddress,
+    image_bytes: u64,
+    nested: NestedTables,
+    registers: GuestRegisters,
+    /// An event whose delivery the last exit interrupted, to re-inject.
+    pending_event: u64,
+    /// A poke is pending: the next run returns at once.
+    poked: bool,
+    /// The current run's time limit (TSC), kept across rewinds.
+    deadline: Option<u64>,
+    /// The thread is re-issuing a rewound run.
+    rewound: bool,
+    /// Created and runnable (false when creation failed).
+    ready: bool,
+    /// Entered at least once since boot (resets do not clear it).
+    ever_entered: bool,
+}
+
+/// Where a VM's memory, image copy and state page are, for mapping them
+/// into its world switcher.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestMapping {
+    pub memory: PhysicalAddress,
+    pub memory_bytes: u64,
+    pub image: PhysicalAddress,
+    pub image_bytes: u64,
+    pub state: PhysicalAddress,
+}
+
+/// Why a VM was not created.
+#[derive(Clone, Copy, Debug)]
+pub enum CreateError {
+    MissingImage,
+    OutOfMemory,
+}
+
+impl core::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::MissingImage => write!(f, "its guest image is not in the boot image"),
+            Self::OutOfMemory => write!(f, "out of physical memory for its guest memory"),
+        }
+    }
+}
+
+/// What an entry uses of a VM, borrowed from it at once.
+struct Parts<'a> {
+    vmcb: &'a mut Vmcb,
+    state: &'a mut VcpuState,
+    registers: &'a mut GuestRegisters,
+    pending_event: &'a mut u64,
+}
+
+/// How a run ends before the guest is entered.
+pub enum Start {
+    /// Enter the guest; arm the alarm for this deadline, if any.
+    Enter(Option<u64>),
+    /// Do not enter: the run ends with this reason (already published).
+    Exit(ExitReason),
+}
+
+fn zeroed(frames: &mut Tables<'_, '_>, pages: u64) -> Result<PhysicalAddress, CreateError> {
+    let first = frames
+        .frames
+        .allocate_contiguous(pages)
+        .ok_or(CreateError::OutOfMemory)?;
+    // SAFETY: fresh frames from the allocator, in the direct map.
+    unsafe { core::ptr::write_bytes(direct(first), 0, (pages * PAGE_SIZE) as usize) };
+    Ok(first)
+}
+
+impl Vm {
+    /// An unused slot.
+    pub const EMPTY: Self = Self {
+        name: [0; 32],
+        name_len: 0,
+        switcher: usize::MAX,
+        vmcb: PhysicalAddress(0),
+        state: PhysicalAddress(0),
+        memory: PhysicalAddress(0),
+        memory_bytes: 0,
+        image: PhysicalAddress(0),
+        image_bytes: 0,
+        nested: NestedTables {
+            root: PhysicalAddress(0),
+        },
+        registers: [0; 16],
+        pending_event: 0,
+        poked: false,
+        deadline: None,
+        rewound: false,
+        ready: false,
+        ever_entered: false,
+    };
+
+    /// A declared VM run by component `switcher`, not yet created.
+    pub fn declare(name: &str, switcher: usize) -> Self {
+        let mut vm = Self::EMPTY;
+        let name = &name.as_bytes()[..name.len().min(32)];
+        vm.name[..name.len()].copy_from_slice(name);
+        vm.name_len = name.len();
+        vm.switcher = switcher;
+        vm
+    }
+
+    /// The VM's name.
+    pub fn name(&self) -> &str {
+        core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
+    }
+
+    /// The component that runs it.
+    pub fn switcher(&self) -> usize {
+        self.switcher
+    }
+
+    /// Whether it was created and can run.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Whether its guest was ever entered.
+    pub fn ever_entered(&self) -> bool {
+        self.ever_entered
+    }
+
+    /// Its memory, image copy and state page, once created.
+    pub fn mapping(&self) -> Option<GuestMapping> {
+        self.ready.then_some(GuestMapping {
+            memory: self.memory,
+            memory_bytes: self.memory_bytes,
+            image: self.image,
+            image_bytes: self.image_bytes,
+            state: self.state,
+        })
+    }
+
+    /// Allocates its memory, nested tables, image copy, state page and
+    /// control block, and puts it in its power-on state.
+    pub fn create(
+        &mut self,
+        tables: &mut Tables<'_, '_>,
+        svm: &mut Svm,
+        declared: &VmSpec,
+        image: Option<&'static [u8]>,
+    ) -> Result<(), CreateError> {
+        let image = image.ok_or(CreateError::MissingImage)?;
+        let pages = declared.memory_bytes / PAGE_SIZE;
+        let memory = zeroed(tables, pages)?;
+        let image_pages = (image.len() as u64).div_ceil(PAGE_SIZE).max(1);
+        let image_copy = zeroed(tables, image_pages)?;
+        // SAFETY: `image_copy` holds `image_pages` fresh pages, enough for
+        // the image; the image lives in the boot module, which nothing
+        // writes.
+        unsafe { core::ptr::copy_nonoverlapping(image.as_ptr(), direct(image_copy), image.len()) };
+        let state = zeroed(tables, 1)?;
+        let vmcb = zeroed(tables, 1)?;
+        let nested = NestedTables::new(tables).map_err(|_| CreateError::OutOfMemory)?;
+        nested
+            .map_range(tables, memory, pages)
+            .map_err(|_| CreateError::OutOfMemory)?;
+        self.memory = memory;
+        self.memory_bytes = declared.memory_bytes;
+        self.image = image_copy;
+        self.image_bytes = image.len() as u64;
+        self.state = state;
+        self.vmcb = vmcb;
+        self.nested = nested;
+        self.reset(svm);
+        self.ready = true;
+        Ok(())
+    }
+
+    /// The control block, the state page, the guest registers and the
+    /// pending event, borrowed together.
+    #[inline(always)]
+    fn parts(&mut self) -> Parts<'_> {
+        // SAFETY: the VMCB and the state page are pages owned by this VM,
+        // in the direct map, and set up by `create` before any call here;
+        // `&mut self` makes these the only references in the core. The
+        // world switcher writes the state page only while it runs in
+        // ring 3, never during an entry into the core (one CPU), and every
+        // bit pattern is a valid `VcpuState`.
+        unsafe {
+            Parts {
+                vmcb: &mut *direct(self.vmcb).cast::<Vmcb>(),
+                state: &mut *direct(self.state).cast::<VcpuState>(),
+                registers: &mut self.registers,
+                pending_event: &mut self.pending_event,
+            }
+        }
+    }
+
+    /// Puts it in its power-on state with a fresh ASID (also `VmcsReset`).
+    pub fn reset(&mut self, svm: &mut Svm) {
+        let (asid, reused) = svm.asids.take().unwrap_or((1, true));
+        let flush = svm.flush_value();
+        let (iopm, msrpm, nested) = (svm.iopm.0, svm.msrpm.0, self.nested.root.0);
+        self.registers = [0; 16];
+        self.pending_event = 0;
+        self.poked = false;
+        self.deadline = None;
+        self.rewound = false;
+        let parts = self.parts();
+        parts.vmcb.init(iopm, msrpm, nested, asid);
+        // A fresh ASID holds no translations; a reused one may.
+        parts.vmcb.tlb_control = if reused { flush } else { 0 };
+        vmcb::read_out(parts.vmcb, parts.registers, parts.state);
+        parts.state.entries = 0;
+        parts.state.last_writes = 0;
+    }
+
+    /// Makes the next run return at once with [`ExitReason::Poked`].
+    pub fn poke(&mut self) {
+        self.poked = true;
+    }
+
+    /// Sets its optional intercepts; `false` if `mask` has unknown bits.
+    pub fn control(&mut self, mask: u64) -> bool {
+        if mask & !intercept::ALL != 0 {
+            return false;
+        }
+        self.parts().vmcb.set_optional_intercepts(mask);
+        true
+    }
+
+    /// The first step of a run at `now`: a new run takes the deadline
+    /// `deadline` gives; a re-issued one keeps its own.
+    #[inline(always)]
+    pub fn begin_run(&mut self, now: u64, deadline: impl FnOnce() -> Option<u64>) -> Start {
+        if !core::mem::take(&mut self.rewound) {
+            self.deadline = deadline();
+        }
+        if core::mem::take(&mut self.poked) {
+            vmcb::publish_early_exit(self.parts().state, ExitReason::Poked);
+            return Start::Exit(ExitReason::Poked);
+        }
+        match self.deadline {
+            Some(deadline) if deadline <= now => {
+                self.deadline = None;
+                vmcb::publish_early_exit(self.parts().state, ExitReason::TimeLimit);
+                Start::Exit(ExitReason::TimeLimit)
+            }
+            deadline => Start::Enter(deadline),
+        }
+    }
+
+    /// Enters the guest after writing back the state-page fields in
+    /// `mask`, until the next exit, and publishes it. `None` when a host
+    /// interrupt ended guest mode: the run must be re-issued (with an
+    /// empty mask: the state page did not change) after it is handled.
+    #[inline(always)]
+    pub fn enter(&mut self, svm: &Svm, mask: u64) -> Option<ExitReason> {
+        self.ever_entered = true;
+        let vmcb_address = self.vmcb;
+        let parts = self.parts();
+        let (vmcb, state, registers) = (parts.vmcb, parts.state, parts.registers);
+        let pending = parts.pending_event;
+        vmcb::prepare_entry(vmcb, registers, state, mask, pending, svm.vmcb_clean);
+        // SAFETY: the VMCB was set up by `reset` for this VM (mandatory
+        // intercepts, nested tables over its memory, the shared maps) and
+        // the core runs with interrupts disabled.
+        unsafe { backend::enter(svm, vmcb_address, registers) };
+        let exit = vmcb::finish_exit(vmcb, svm.next_rip, pending);
+        match exit.reason {
+            Some(reason) => {
+                vmcb::publish_exit(vmcb, registers, state, &exit, reason, *pending);
+                self.deadline = None;
+                Some(reason)
+            }
+            None => {
+                self.rewound = true;
+                None
+            }
+        }
+    }
+}

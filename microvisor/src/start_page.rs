@@ -1,0 +1,383 @@
+//! The contents of a component's start-information page.
+//!
+//! At every (re)start the core writes one read-only page into the
+//! component (`microvisor_abi::start`): who it is (index, name, arguments,
+//! generation) and every resource the boot spec gives it — its capabilities
+//! with their handles in this generation, the ends of its queues, the
+//! components it supervises with their restart policy, the notification
+//! bits others may set in its word, its VM's memory, image and state page
+//! when it is a world switcher, and its interrupt lines. This module only
+//! computes the page from the spec; the core copies it into a fresh frame.
+//! Entries past [`MAX_RESOURCES`] are dropped (capdl refuses systems that
+//! would need more).
+
+use microvisor_abi::PAGE_SIZE;
+use microvisor_abi::spec::{self, CapabilityKind, Spec};
+use microvisor_abi::start::{
+    MAX_RESOURCES, QueueEnd, Resource, ResourceView, START_MAGIC, StartInfo, Supervised,
+};
+use zerocopy::FromZeros;
+
+/// Who the page is for.
+#[derive(Clone, Copy, Debug)]
+pub struct Identity<'a> {
+    /// The component's index in the spec.
+    pub index: usize,
+    pub name: &'a str,
+    pub args: &'a str,
+    /// 1 at first start, +1 per restart; part of every handle.
+    pub generation: u32,
+}
+
+/// The page of component `who` in the system `spec`. `guest_image_bytes`
+/// is the size of its VM's boot image when it is a world switcher whose VM
+/// was created.
+pub fn contents(spec: &Spec<'_>, who: Identity<'_>, guest_image_bytes: Option<u64>) -> StartInfo {
+    let mut info = identity_only(who);
+    let mut resources = Resources {
+        list: [Resource::EMPTY; MAX_RESOURCES],
+        count: 0,
+    };
+    let index = who.index;
+    let capabilities = spec.capabilities_of(index);
+    let handle = |slot: usize| crate::capability::encode(slot, who.generation);
+    let handle_of = |name: &str, kind: CapabilityKind| {
+        capabilities
+            .iter()
+            .position(|c| c.kind == kind as u32 && spec::name_of(&c.name) == Some(name))
+            .map_or(u64::MAX, handle)
+    };
+    for (slot, capability) in capabilities.iter().enumerate() {
+        resources.push(
+            spec::name_of(&capability.name).unwrap_or(""),
+            ResourceView::Capability {
+                handle: handle(slot),
+                kind: capability.kind,
+            },
+        );
+    }
+    for declared in spec.queues {
+        let name = spec::name_of(&declared.name).unwrap_or("");
+        let end = |address, bit| QueueEnd {
+            address,
+            slot_size: declared.slot_size,
+            slot_count: declared.slot_count,
+            bit,
+            signal: handle_of(name, CapabilityKind::Notification),
+        };
+        if declared.sender as usize == index {
+            let view = ResourceView::QueueSend(end(declared.sender_address, declared.sender_bit));
+            resources.push(name, view);
+        }
+        if declared.receiver as usize == index {
+            let view =
+                ResourceView::QueueReceive(end(declared.receiver_address, declared.receiver_bit));
+            resources.push(name, view);
+        }
+    }
+    for declared in spec
+        .components
+        .iter()
+        .filter(|c| c.supervisor as usize == index)
+    {
+        let name = spec::name_of(&declared.name).unwrap_or("");
+        let child = Supervised {
+            control: handle_of(name, CapabilityKind::ComponentControl),
+            fault_bit: declared.fault_bit,
+            max_restarts: declared.max_restarts,
+            backoff_ms: u64::from(declared.restart_backoff_ms),
+        };
+        resources.push(name, ResourceView::Supervised(child));
+    }
+    for declared in spec.capabilities.iter().filter(|c| {
+        c.kind == CapabilityKind::Notification as u32
+            && c.target as usize == index
+            && !spec.queues.iter().any(|q| q.name == c.name)
+    }) {
+        let name = spec::name_of(&declared.name).unwrap_or("");
+        resources.push(
+            name,
+            ResourceView::Incoming {
+                mask: declared.badge,
+            },
+        );
+    }
+    if let (Some((_, declared)), Some(image_bytes)) = (spec.vm_of(index), guest_image_bytes) {
+        let name = spec::name_of(&declared.name).unwrap_or("");
+        let memory = ResourceView::GuestMemory {
+            address: declared.memory_address,
+            size: declared.memory_bytes,
+            entry: declared.entry,
+        };
+        resources.push(name, memory);
+        let image = ResourceView::GuestImage {
+            address: declared.image_address,
+            size: image_bytes,
+        };
+        resources.push(name, image);
+        let state = ResourceView::VcpuState {
+            address: declared.state_address,
+        };
+        resources.push(name, state);
+    }
+    for grant in spec
+        .interrupt_grants
+        .iter()
+        .filter(|g| g.component as usize == index)
+    {
+        let view = ResourceView::Interrupt {
+            line: u64::from(grant.line),
+            bit: grant.bit,
+        };
+        resources.push("interrupt", view);
+    }
+    info.resource_count = resources.count as u32;
+    info.resources = resources.list;
+    info
+}
+
+/// The page with who the component is and no resources.
+pub fn identity_only(who: Identity<'_>) -> StartInfo {
+    let mut info = StartInfo::new_zeroed();
+    info.magic = START_MAGIC;
+    info.component_index = who.index as u32;
+    let name = &who.name.as_bytes()[..who.name.len().min(info.name.len())];
+    info.name_len = name.len() as u32;
+    info.name[..name.len()].copy_from_slice(name);
+    let args = &who.args.as_bytes()[..who.args.len().min(info.args.len())];
+    info.args_len = args.len() as u32;
+    info.args[..args.len()].copy_from_slice(args);
+    info.generation = who.generation;
+    info
+}
+
+struct Resources {
+    list: [Resource; MAX_RESOURCES],
+    count: usize,
+}
+
+impl Resources {
+    fn push(&mut self, name: &str, view: ResourceView) {
+        if let Some(slot) = self.list.get_mut(self.count) {
+            *slot = Resource::new(name, view);
+            self.count += 1;
+        }
+    }
+}
+
+const _: () = assert!(size_of::<StartInfo>() as u64 <= PAGE_SIZE);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use microvisor_abi::spec::{
+        CapabilitySpec, ComponentSpec, InterruptGrant, QueueSpec, SpecBuilder, VmSpec, name_field,
+    };
+    use microvisor_abi::start::ResourceKind;
+
+    fn component(name: &str, capability_first: u32, capability_count: u32) -> ComponentSpec {
+        ComponentSpec::example(name, capability_first, capability_count)
+    }
+
+    fn capability(
+        name: &str,
+        holder: u32,
+        kind: CapabilityKind,
+        target: u32,
+        badge: u64,
+    ) -> CapabilitySpec {
+        CapabilitySpec {
+            name: name_field(name),
+            holder,
+            kind: kind as u32,
+            target,
+            reserved: 0,
+            badge,
+        }
+    }
+
+    /// A supervisor (0) of a world switcher (1) whose VM is `vm`, and a
+    /// queue from the supervisor to the switcher.
+    fn system() -> Vec<u8> {
+        let mut spec = SpecBuilder::default();
+        spec.components.push(component("supervisor", 0, 3));
+        spec.components.push(component("switcher", 3, 3));
+        spec.components[1].supervisor = 0;
+        spec.components[1].fault_bit = 6;
+        spec.components[1].max_restarts = 5;
+        spec.components[1].restart_backoff_ms = 20;
+        spec.capabilities = vec![
+            capability("requests", 0, CapabilityKind::Notification, 1, 1 << 2),
+            capability("switcher", 0, CapabilityKind::ComponentControl, 1, 0),
+            capability("wake", 0, CapabilityKind::Notification, 1, 1 << 4),
+            capability("vm.vmcs", 1, CapabilityKind::Vmcs, 0, 0),
+            capability("vm.vcpu", 1, CapabilityKind::Vcpu, 0, 0),
+            capability("requests", 1, CapabilityKind::Notification, 0, 1 << 3),
+        ];
+        spec.queues.push(QueueSpec {
+            name: name_field("requests"),
+            sender: 0,
+            receiver: 1,
+            slot_size: 64,
+            slot_count: 16,
+            sender_address: 0x10_0000_0000,
+            receiver_address: 0x11_0000_0000,
+            receiver_bit: 2,
+            sender_bit: 3,
+        });
+        spec.vms.push(VmSpec {
+            name: name_field("vm"),
+            image: name_field("hello"),
+            switcher: 1,
+            entry: 1,
+            memory_bytes: 1 << 20,
+            memory_address: 0x40_0000_0000,
+            image_address: 0x41_0000_0000,
+            state_address: 0x42_0000_0000,
+        });
+        spec.interrupt_grants.push(InterruptGrant {
+            component: 1,
+            line: 4,
+            bit: 9,
+            reserved: 0,
+        });
+        spec.finish()
+    }
+
+    fn views(info: &StartInfo) -> Vec<(String, ResourceView)> {
+        info.views().map(|(n, v)| (n.to_string(), v)).collect()
+    }
+
+    #[test]
+    fn the_supervisor_sees_its_capabilities_queue_and_child() {
+        let bytes = system();
+        let spec = Spec::parse(&bytes).unwrap();
+        let who = Identity {
+            index: 0,
+            name: "supervisor",
+            args: "verbose=1",
+            generation: 2,
+        };
+        let info = contents(&spec, who, None);
+        assert_eq!(info.magic, START_MAGIC);
+        assert_eq!(info.name(), "supervisor");
+        assert_eq!(info.args(), "verbose=1");
+        assert_eq!(info.generation, 2);
+        let handle = |slot| crate::capability::encode(slot, 2);
+        assert_eq!(
+            views(&info),
+            [
+                (
+                    "requests".into(),
+                    ResourceView::Capability {
+                        handle: handle(0),
+                        kind: 1
+                    }
+                ),
+                (
+                    "switcher".into(),
+                    ResourceView::Capability {
+                        handle: handle(1),
+                        kind: 3
+                    }
+                ),
+                (
+                    "wake".into(),
+                    ResourceView::Capability {
+                        handle: handle(2),
+                        kind: 1
+                    }
+                ),
+                (
+                    "requests".into(),
+                    ResourceView::QueueSend(QueueEnd {
+                        address: 0x10_0000_0000,
+                        slot_size: 64,
+                        slot_count: 16,
+                        bit: 3,
+                        signal: handle(0),
+                    })
+                ),
+                (
+                    "switcher".into(),
+                    ResourceView::Supervised(Supervised {
+                        control: handle(1),
+                        fault_bit: 6,
+                        max_restarts: 5,
+                        backoff_ms: 20,
+                    })
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_switcher_sees_its_vm_incoming_bits_and_interrupts() {
+        let bytes = system();
+        let spec = Spec::parse(&bytes).unwrap();
+        let who = Identity {
+            index: 1,
+            name: "switcher",
+            args: "",
+            generation: 1,
+        };
+        let info = contents(&spec, who, Some(5000));
+        let found = views(&info);
+        let kinds: Vec<_> = found.iter().map(|(_, v)| v.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                ResourceKind::Capability,
+                ResourceKind::Capability,
+                ResourceKind::Capability,
+                ResourceKind::QueueReceive,
+                ResourceKind::Incoming,
+                ResourceKind::GuestMemory,
+                ResourceKind::GuestImage,
+                ResourceKind::VcpuState,
+                ResourceKind::Interrupt,
+            ]
+        );
+        // The queue's own notification is not an extra incoming resource.
+        assert_eq!(
+            found[4],
+            ("wake".into(), ResourceView::Incoming { mask: 1 << 4 })
+        );
+        assert_eq!(
+            found[6].1,
+            ResourceView::GuestImage {
+                address: 0x41_0000_0000,
+                size: 5000
+            }
+        );
+        assert_eq!(found[8].1, ResourceView::Interrupt { line: 4, bit: 9 });
+        // The switcher's VM was not created: no guest resources.
+        let info = contents(&spec, who, None);
+        assert!(
+            info.views()
+                .all(|(_, v)| v.kind() != ResourceKind::GuestMemory)
+        );
+    }
+
+    #[test]
+    fn identity_is_bounded_and_the_list_cannot_overflow() {
+        let long = "x".repeat(100);
+        let info = identity_only(Identity {
+            index: 3,
+            name: &long,
+            args: &long,
+            generation: 1,
+        });
+        assert_eq!(info.name_len, 32);
+        assert_eq!(info.args_len, 64);
+        assert_eq!(info.resource_count, 0);
+        let mut resources = Resources {
+            list: [Resource::EMPTY; MAX_RESOURCES],
+            count: 0,
+        };
+        for _ in 0..MAX_RESOURCES + 5 {
+            resources.push("a", ResourceView::Incoming { mask: 1 });
+        }
+        assert_eq!(resources.count, MAX_RESOURCES);
+    }
+}

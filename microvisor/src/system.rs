@@ -1,0 +1,186 @@
+//! Building the system at boot: every object the boot spec declares.
+//!
+//! In order: the components (declared, not yet built), the queues, the
+//! VMs (after enabling the virtualization backend, only when there are
+//! any), then each component's capability table and address space. What
+//! cannot be built is reported and refused — a component whose program is
+//! missing or unusable, a VM that cannot be created (and its world
+//! switcher) — and the rest of the system runs; the verdict then says
+//! failure. Running out of memory for queues stops the boot, since no
+//! component could use its queues.
+
+use microvisor_abi::image::{EntryKind, Image};
+use microvisor_abi::spec::{self, Spec};
+
+use crate::arch::memory::Tables;
+use crate::arch::svm::Svm;
+use crate::arch::timer;
+use crate::kernel::Kernel;
+use crate::loader::{self, LoadError};
+use crate::object::{Component, Declaration, Queue, Vm};
+
+/// Creates the system the spec describes. Fails only when the system
+/// cannot be built at all.
+pub fn instantiate(
+    kernel: &mut Kernel,
+    image: &Image<'static>,
+    spec: Spec<'static>,
+) -> Result<(), &'static str> {
+    kernel.spec = Some(spec);
+    log::info!(
+        "boot spec: {} components, {} queues, {} capabilities",
+        spec.components.len(),
+        spec.queues.len(),
+        spec.capabilities.len()
+    );
+    for declared in spec.components {
+        let name = spec::name_of(&declared.name).unwrap_or("?");
+        let program_name = spec::name_of(&declared.program).unwrap_or("?");
+        let program = image
+            .entries()
+            .find(|e| e.kind == EntryKind::Component && e.name == program_name)
+            .map_or(&[][..], |e| e.contents);
+        let declaration = Declaration {
+            name,
+            args: core::str::from_utf8(&declared.args[..declared.args_len as usize]).unwrap_or(""),
+            program,
+            priority: declared.priority,
+            budget_us: u64::from(declared.budget_us),
+            period_us: u64::from(declared.period_us),
+            stack_pages: u64::from(declared.stack_pages),
+            memory_pages: u64::from(declared.memory_pages),
+            start: declared.start == 1,
+            supervisor: (declared.supervisor != spec::NONE).then_some(declared.supervisor as usize),
+            fault_bit: declared.fault_bit,
+        };
+        // Spec::parse bounds the component count and checks the names, so
+        // declaring cannot fail here.
+        declare(kernel, &declaration).map_err(|_| "the spec's components cannot be declared")?;
+    }
+    for declared in spec.queues {
+        let queue = Queue::create(&mut kernel.frames, declared)
+            .map_err(|_| "out of physical memory for the queues")?;
+        kernel.queues[kernel.queue_count] = queue;
+        kernel.queue_count += 1;
+    }
+    create_vms(kernel, &spec, |name| {
+        image
+            .entries()
+            .find(|e| e.kind == EntryKind::Guest && e.name == name)
+            .map(|e| e.contents)
+    });
+    for index in 0..kernel.component_count {
+        kernel.components[index].install_capabilities(spec.capabilities_of(index));
+        build(kernel, index);
+    }
+    Ok(())
+}
+
+/// Without a spec: every program in the image is one component with
+/// default settings.
+pub fn instantiate_programs(kernel: &mut Kernel, image: &Image<'static>) {
+    for entry in image.entries().filter(|e| e.kind == EntryKind::Component) {
+        let declaration = Declaration {
+            name: entry.name,
+            args: entry.args,
+            program: entry.contents,
+            priority: 100,
+            budget_us: 10_000,
+            period_us: 10_000,
+            stack_pages: 16,
+            memory_pages: 4096,
+            start: true,
+            supervisor: None,
+            fault_bit: 0,
+        };
+        match declare(kernel, &declaration) {
+            Ok(index) => build(kernel, index),
+            Err(error) => {
+                kernel.refused += 1;
+                log::error!("refused component '{}': {error}", entry.name);
+            }
+        }
+    }
+}
+
+/// Adds a component slot (not yet built) and returns its index.
+fn declare(kernel: &mut Kernel, declaration: &Declaration<'_>) -> Result<usize, LoadError> {
+    if declaration.name == "core" {
+        return Err(LoadError::ReservedName);
+    }
+    let index = kernel.component_count;
+    if index == kernel.components.len() {
+        return Err(LoadError::TooMany);
+    }
+    kernel.components[index] = Component::declare(declaration, &kernel.clock, timer::now());
+    kernel.component_count += 1;
+    Ok(index)
+}
+
+/// Builds component `index`, or reports and refuses it.
+fn build(kernel: &mut Kernel, index: usize) {
+    let result = loader::build(kernel, index);
+    let name = kernel.components[index].name();
+    match result {
+        Ok((entry, segments)) => {
+            log::info!("loaded component '{name}': {segments} segment(s), entry {entry:#x}")
+        }
+        Err(error) => {
+            log::error!("refused component '{name}': {error}");
+            kernel.refused += 1;
+            kernel.components[index].refuse();
+        }
+    }
+}
+
+/// Creates every VM of the spec. `image_of` finds a guest image by entry
+/// name. A VM that cannot be created is reported and left not ready; its
+/// world switcher is then refused at load.
+fn create_vms(
+    kernel: &mut Kernel,
+    spec: &Spec<'static>,
+    image_of: impl Fn(&str) -> Option<&'static [u8]>,
+) {
+    if spec.vms.is_empty() {
+        return;
+    }
+    kernel.svm = match Svm::enable(&mut kernel.frames) {
+        Ok(svm) => {
+            log::info!(
+                "virtualization: AMD SVM with nested paging, {} ASIDs, next-RIP save {}, VMCB clean bits {}",
+                svm.asid_count,
+                if svm.next_rip { "yes" } else { "no" },
+                if svm.vmcb_clean { "yes" } else { "no" }
+            );
+            Some(svm)
+        }
+        Err(why) => {
+            log::error!("virtualization: {why}; no VM can start");
+            for declared in spec.vms {
+                let name = spec::name_of(&declared.name).unwrap_or("?");
+                log::error!("VM '{name}' not created: guests cannot run here: {why}");
+            }
+            None
+        }
+    };
+    for (index, declared) in spec.vms.iter().enumerate().take(kernel.vms.len()) {
+        let name = spec::name_of(&declared.name).unwrap_or("?");
+        kernel.vms[index] = Vm::declare(name, declared.switcher as usize);
+        kernel.vm_count = index + 1;
+        let Some(svm) = kernel.svm.as_mut() else {
+            continue;
+        };
+        let image = spec::name_of(&declared.image).and_then(&image_of);
+        let mut tables = Tables {
+            frames: &mut kernel.frames,
+        };
+        match kernel.vms[index].create(&mut tables, svm, declared, image) {
+            Ok(()) => log::info!(
+                "created VM '{name}': {} KiB of guest memory, run by '{}'",
+                declared.memory_bytes / 1024,
+                kernel.components[declared.switcher as usize].name()
+            ),
+            Err(error) => log::error!("VM '{name}' not created: {error}"),
+        }
+    }
+}
