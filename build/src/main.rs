@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bochs;
+mod command_line;
 mod console;
 mod corrupt;
 mod disk;

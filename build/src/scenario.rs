@@ -10,6 +10,8 @@
 //! timeout = 60             # seconds
 //! exit = "success"         # expected verdict: "success" or "failure"
 //! icount = false           # QEMU -icount shift=0
+//! cmdline = "selftest=..."  # the core's boot command line (checked by
+//!                           # crate::command_line::check)
 //! expect = ["...", "..."]  # substrings that must appear, in this order
 //! forbid = ["..."]         # substrings that must not appear anywhere
 //! [[component]]            # as in system files (see crate::system)
@@ -57,8 +59,7 @@ struct ScenarioFile {
     exit: VerdictKind,
     icount: Option<Spanned<bool>>,
     /// The core's boot command line.
-    #[serde(default)]
-    cmdline: String,
+    cmdline: Option<Spanned<String>>,
     /// A capdl system description to boot, relative to this file (instead
     /// of a `[[component]]` list).
     system: Option<Spanned<String>>,
@@ -154,7 +155,7 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
             Some("a system file")
         } else if !file.component.is_empty() {
             Some("a [[component]] list")
-        } else if !file.cmdline.is_empty() {
+        } else if file.cmdline.is_some() {
             Some("a core command line (cmdline)")
         } else if file.boot != Emulator::Qemu {
             Some("Bochs (guest images boot in QEMU)")
@@ -198,6 +199,14 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
             }),
         });
     }
+    let command_line = match file.cmdline {
+        Some(line) => {
+            crate::command_line::check(line.get_ref())
+                .map_err(|error| source.error_at(line.span(), format!("cmdline: {error}")))?;
+            line.into_inner()
+        }
+        None => String::new(),
+    };
     let (components, spec) = match &file.system {
         Some(system) if !file.component.is_empty() => {
             return Err(source.error_at(
@@ -224,7 +233,7 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
         timeout: Duration::from_secs(timeout),
         exit: file.exit,
         icount,
-        command_line: file.cmdline,
+        command_line,
         spec,
         expect: file.expect,
         forbid: file.forbid,
@@ -439,6 +448,39 @@ name = "hello"
         let message = parse_text(&text).unwrap_err().to_string();
         assert!(
             message.contains(":14:11: unknown program 'hellp': did you mean 'hello'?"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn command_lines_are_checked_where_they_stand() {
+        let text = SAMPLE.replace(
+            "timeout = 20",
+            "timeout = 20\ncmdline = \"selftest=core-fault\"",
+        );
+        assert_eq!(
+            parse_text(&text).unwrap().command_line,
+            "selftest=core-fault"
+        );
+        assert_eq!(parse_text(SAMPLE).unwrap().command_line, "");
+        let text = SAMPLE.replace("timeout = 20", "timeout = 20\ncmdline = \"x\\nboot\"");
+        let message = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            message.starts_with(
+                "build/scenarios/sample.toml:4:11: cmdline: the boot command line has a newline \
+                 at column 2"
+            ),
+            "{message}"
+        );
+        let long = format!("timeout = 20\ncmdline = \"{}\"", "x".repeat(300));
+        let message = parse_text(&SAMPLE.replace("timeout = 20", &long))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(
+                ":4:11: cmdline: the boot command line is 300 bytes long; the core \
+                 keeps at most 256"
+            ),
             "{message}"
         );
     }
