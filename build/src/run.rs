@@ -93,7 +93,7 @@ pub fn command(arguments: RunArguments) -> Result<ExitCode> {
         (false, Some(seconds)) => Some(Duration::from_secs(seconds)),
         (false, None) => Some(default_timeout(emulator)),
     };
-    crate::emulator::require_tools(emulator)?;
+    crate::setup::emulators(&[emulator])?;
     let needed = programs_of(&system.components);
     let artifacts = workspace.build_target(&needed)?;
     let stem = system.stem();
