@@ -155,7 +155,11 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
             Some("a system file")
         } else if !file.component.is_empty() {
             Some("a [[component]] list")
-        } else if file.cmdline.is_some() {
+        } else if file
+            .cmdline
+            .as_ref()
+            .is_some_and(|line| !line.get_ref().is_empty())
+        {
             Some("a core command line (cmdline)")
         } else if file.boot != Emulator::Qemu {
             Some("Bochs (guest images boot in QEMU)")
@@ -523,6 +527,8 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
         assert!(message(&text).contains("cannot also have Bochs"));
         let text = GUEST.replace("timeout = 20", "timeout = 20\ncmdline = \"x\"");
         assert!(message(&text).contains("cannot also have a core command line"));
+        let text = GUEST.replace("timeout = 20", "timeout = 20\ncmdline = \"\"");
+        assert!(parse_text(&text).is_ok());
         let text = GUEST.replace("\"cpuid\"", "\"CPU id\"");
         assert!(message(&text).contains("guest image name 'CPU id' is invalid"));
         let text = SAMPLE.replace("timeout = 20", "timeout = 20\nguest_entry = \"real\"");

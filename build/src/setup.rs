@@ -185,7 +185,7 @@ pub trait Actions {
     fn run(&mut self, argv: &[String]) -> Result<bool>;
 }
 
-/// Announces and runs one step; an error names the command that failed.
+/// Announces and runs one step; whether it succeeded.
 fn run_step(step: &Step, actions: &mut dyn Actions) -> Result<bool> {
     actions.say(&step.announcement());
     actions.run(&step.argv)
