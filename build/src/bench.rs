@@ -130,6 +130,7 @@ pub fn command() -> Result<ExitCode> {
             .flat_map(|benchmark| benchmark.components.iter().cloned())
             .collect::<Vec<_>>(),
     );
+    crate::setup::emulators(&[Emulator::Qemu])?;
     let artifacts = workspace.build_target(&needed)?;
     let mut measurements = Vec::new();
     let mut failed = false;

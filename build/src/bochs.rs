@@ -84,12 +84,7 @@ pub fn make_iso(request: &BootRequest) -> Result<PathBuf> {
     let grub_mkrescue = tools::require(tools::GRUB_MKRESCUE)?;
     tools::require(tools::XORRISO)?;
     tools::require(tools::MFORMAT)?;
-    if !Path::new(GRUB_PC).is_dir() {
-        bail!(
-            "{GRUB_PC} not found (GRUB's BIOS files): {}",
-            tools::install_hint("grub-pc-bin")
-        );
-    }
+    tools::require(tools::GRUB_PC)?;
     let staging = request.work_directory.join("iso");
     if staging.exists() {
         std::fs::remove_dir_all(&staging)
@@ -141,8 +136,8 @@ pub fn run(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome>
         );
     }
     let bochs = tools::require(tools::BOCHS)?;
-    tools::require_file(Path::new(BIOS), "bochsbios")?;
-    tools::require_file(Path::new(VGA_BIOS), "vgabios")?;
+    tools::require(tools::BOCHS_BIOS)?;
+    tools::require(tools::VGA_BIOS)?;
     let directory = &request.work_directory;
     std::fs::create_dir_all(directory)
         .with_context(|| format!("could not create {}", directory.display()))?;

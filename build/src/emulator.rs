@@ -78,20 +78,6 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// Checks that the emulator and the tools it needs are installed, so that a
-/// missing one is reported before a long build.
-pub fn require_tools(emulator: Emulator) -> Result<()> {
-    use crate::tools::{BOCHS, GRUB_MKRESCUE, MFORMAT, QEMU, XORRISO, require};
-    let needed: &[_] = match emulator {
-        Emulator::Qemu => &[QEMU],
-        Emulator::Bochs => &[BOCHS, GRUB_MKRESCUE, XORRISO, MFORMAT],
-    };
-    for tool in needed {
-        require(*tool)?;
-    }
-    Ok(())
-}
-
 /// Boots the request's system, passing each console line to `sink` as it
 /// arrives.
 pub fn boot(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome> {

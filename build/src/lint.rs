@@ -6,6 +6,8 @@
 //! `--lib --tests` on the core; clippy for `x86_64-unknown-none` on the core,
 //! the runtime, every component program, and everything under `test-vms/`
 //! (the guest runtime and the test VMs). Exits 1 if any check failed.
+//! Adds rustfmt, clippy and the target through rustup first if the
+//! toolchain lacks them ([`crate::setup::rust`]).
 
 use std::process::{ExitCode, Stdio};
 
@@ -64,6 +66,7 @@ pub fn checks(workspace: &Workspace) -> Vec<Vec<String>> {
 /// Runs `lint`.
 pub fn command() -> Result<ExitCode> {
     let workspace = Workspace::load()?;
+    crate::setup::rust(&workspace.root, true)?;
     let mut failed = Vec::new();
     for check in checks(&workspace) {
         let line = format!("cargo {}", check.join(" "));

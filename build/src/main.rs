@@ -6,7 +6,9 @@
 //! stdout; `test` runs the host unit tests and the scenario tests and ends
 //! with one `N passed, N failed` line; `bench` prints the benchmark
 //! systems' figures; `lint` runs rustfmt and clippy as CI does; `cdl`
-//! prints a system description's object and capability listing. Every
+//! prints a system description's object and capability listing. Commands
+//! set up what a fresh Debian/Ubuntu machine lacks before they need it (the
+//! Rust target and components, the emulator packages; see [`setup`]). Every
 //! command exits 2 with one `error: ...` line on a tool or configuration
 //! error; `run` adds 1 (system failure) and 124 (timeout), see
 //! [`run::exit_status`]. Nothing here needs a terminal or stdin.
@@ -17,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bochs;
+mod command_line;
 mod console;
 mod corrupt;
 mod disk;
@@ -27,6 +30,7 @@ mod pack;
 mod qemu;
 mod run;
 mod scenario;
+mod setup;
 mod suite;
 mod system;
 mod tools;

@@ -44,7 +44,9 @@ pub struct RunArguments {
     /// advances one tick per instruction.
     #[arg(long, conflicts_with = "bochs")]
     pub icount: bool,
-    /// The core's boot command line, e.g. `selftest=core-fault`.
+    /// The core's boot command line, e.g. `selftest=core-fault`: at most
+    /// 256 bytes of ASCII words (letters, digits, - _ . , : = / + @ %)
+    /// separated by single spaces.
     #[arg(long = "cmdline")]
     pub command_line: Option<String>,
 }
@@ -72,6 +74,9 @@ pub fn exit_status(ending: &Ending) -> u8 {
 
 /// Runs `run`.
 pub fn command(arguments: RunArguments) -> Result<ExitCode> {
+    if let Some(line) = &arguments.command_line {
+        crate::command_line::check(line).map_err(|error| anyhow::anyhow!("--cmdline: {error}"))?;
+    }
     let workspace = Workspace::load()?;
     let path = arguments
         .system
@@ -88,7 +93,7 @@ pub fn command(arguments: RunArguments) -> Result<ExitCode> {
         (false, Some(seconds)) => Some(Duration::from_secs(seconds)),
         (false, None) => Some(default_timeout(emulator)),
     };
-    crate::emulator::require_tools(emulator)?;
+    crate::setup::emulators(&[emulator])?;
     let needed = programs_of(&system.components);
     let artifacts = workspace.build_target(&needed)?;
     let stem = system.stem();

@@ -10,6 +10,8 @@
 //! timeout = 60             # seconds
 //! exit = "success"         # expected verdict: "success" or "failure"
 //! icount = false           # QEMU -icount shift=0
+//! cmdline = "selftest=..."  # the core's boot command line (checked by
+//!                           # crate::command_line::check)
 //! expect = ["...", "..."]  # substrings that must appear, in this order
 //! forbid = ["..."]         # substrings that must not appear anywhere
 //! [[component]]            # as in system files (see crate::system)
@@ -57,8 +59,7 @@ struct ScenarioFile {
     exit: VerdictKind,
     icount: Option<Spanned<bool>>,
     /// The core's boot command line.
-    #[serde(default)]
-    cmdline: String,
+    cmdline: Option<Spanned<String>>,
     /// A capdl system description to boot, relative to this file (instead
     /// of a `[[component]]` list).
     system: Option<Spanned<String>>,
@@ -154,7 +155,11 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
             Some("a system file")
         } else if !file.component.is_empty() {
             Some("a [[component]] list")
-        } else if !file.cmdline.is_empty() {
+        } else if file
+            .cmdline
+            .as_ref()
+            .is_some_and(|line| !line.get_ref().is_empty())
+        {
             Some("a core command line (cmdline)")
         } else if file.boot != Emulator::Qemu {
             Some("Bochs (guest images boot in QEMU)")
@@ -198,6 +203,14 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
             }),
         });
     }
+    let command_line = match file.cmdline {
+        Some(line) => {
+            crate::command_line::check(line.get_ref())
+                .map_err(|error| source.error_at(line.span(), format!("cmdline: {error}")))?;
+            line.into_inner()
+        }
+        None => String::new(),
+    };
     let (components, spec) = match &file.system {
         Some(system) if !file.component.is_empty() => {
             return Err(source.error_at(
@@ -224,7 +237,7 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
         timeout: Duration::from_secs(timeout),
         exit: file.exit,
         icount,
-        command_line: file.cmdline,
+        command_line,
         spec,
         expect: file.expect,
         forbid: file.forbid,
@@ -443,6 +456,39 @@ name = "hello"
         );
     }
 
+    #[test]
+    fn command_lines_are_checked_where_they_stand() {
+        let text = SAMPLE.replace(
+            "timeout = 20",
+            "timeout = 20\ncmdline = \"selftest=core-fault\"",
+        );
+        assert_eq!(
+            parse_text(&text).unwrap().command_line,
+            "selftest=core-fault"
+        );
+        assert_eq!(parse_text(SAMPLE).unwrap().command_line, "");
+        let text = SAMPLE.replace("timeout = 20", "timeout = 20\ncmdline = \"x\\nboot\"");
+        let message = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            message.starts_with(
+                "build/scenarios/sample.toml:4:11: cmdline: the boot command line has a newline \
+                 at column 2"
+            ),
+            "{message}"
+        );
+        let long = format!("timeout = 20\ncmdline = \"{}\"", "x".repeat(300));
+        let message = parse_text(&SAMPLE.replace("timeout = 20", &long))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(
+                ":4:11: cmdline: the boot command line is 300 bytes long; the core \
+                 keeps at most 256"
+            ),
+            "{message}"
+        );
+    }
+
     const GUEST: &str = r#"
 description = "a guest image on bare QEMU"
 timeout = 20
@@ -481,6 +527,8 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
         assert!(message(&text).contains("cannot also have Bochs"));
         let text = GUEST.replace("timeout = 20", "timeout = 20\ncmdline = \"x\"");
         assert!(message(&text).contains("cannot also have a core command line"));
+        let text = GUEST.replace("timeout = 20", "timeout = 20\ncmdline = \"\"");
+        assert!(parse_text(&text).is_ok());
         let text = GUEST.replace("\"cpuid\"", "\"CPU id\"");
         assert!(message(&text).contains("guest image name 'CPU id' is invalid"));
         let text = SAMPLE.replace("timeout = 20", "timeout = 20\nguest_entry = \"real\"");

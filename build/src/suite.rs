@@ -3,7 +3,9 @@
 //! as the last line of output (host tests and scenarios counted together).
 //!
 //! Scenarios are checked first (a malformed file fails that scenario only),
-//! then the core and every program they use are built in one cargo
+//! then what their emulators need is installed if missing
+//! ([`crate::setup::emulators`]; a scenario whose emulator stays missing
+//! fails), then the core and every program they use are built in one cargo
 //! invocation, then they boot `--jobs` at a time (default 2: QEMU's TCG
 //! keeps about one core busy). Each prints one line when it ends, followed
 //! by its last console lines if it failed. Nothing that goes wrong here is
@@ -128,6 +130,24 @@ fn run_scenarios(workspace: &Workspace, filter: Option<&str>, jobs: usize) -> Ta
     if scenarios.is_empty() {
         return tally;
     }
+    if let Err(error) = crate::setup::emulators(&emulators_of(&scenarios)) {
+        // Scenarios whose emulator is there still run.
+        println!("scenarios: {error:#}");
+        let (ready, unready): (Vec<Scenario>, Vec<Scenario>) = scenarios
+            .into_iter()
+            .partition(|scenario| crate::setup::is_ready(scenario.emulator));
+        for scenario in &unready {
+            println!(
+                "scenario {} ... FAIL: what {} runs need is missing (see above)",
+                scenario.name, scenario.emulator
+            );
+        }
+        tally.failed += unready.len();
+        scenarios = ready;
+        if scenarios.is_empty() {
+            return tally;
+        }
+    }
     // Start the slow Bochs boots first so that QEMU runs fill the other job.
     scenarios.sort_by_key(|scenario| scenario.emulator != Emulator::Bochs);
     let needed = programs_of(
@@ -193,6 +213,18 @@ fn run_scenarios(workspace: &Workspace, filter: Option<&str>, jobs: usize) -> Ta
     tally
 }
 
+/// The emulators the scenarios boot in, each once: what the set-up must
+/// install (guest-image scenarios boot in QEMU too).
+pub fn emulators_of(scenarios: &[Scenario]) -> Vec<Emulator> {
+    let mut emulators = Vec::new();
+    for scenario in scenarios {
+        if !emulators.contains(&scenario.emulator) {
+            emulators.push(scenario.emulator);
+        }
+    }
+    emulators
+}
+
 /// Boots one scenario and prints its report; returns whether it passed.
 fn run_one(workspace: &Workspace, artifacts: &Artifacts, scenario: &Scenario) -> bool {
     let result: Result<Outcome> = scenario::boot(workspace, artifacts, scenario, &mut |_| {});
@@ -226,4 +258,45 @@ fn run_one(workspace: &Workspace, artifacts: &Artifacts, scenario: &Scenario) ->
     };
     print!("{report}");
     verdict.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::console::VerdictKind;
+
+    fn scenario(name: &str, emulator: Emulator) -> Scenario {
+        Scenario {
+            name: name.into(),
+            path: PathBuf::from(format!("build/scenarios/{name}.toml")),
+            description: String::new(),
+            emulator,
+            timeout: Duration::from_secs(1),
+            exit: VerdictKind::Success,
+            icount: false,
+            command_line: String::new(),
+            spec: None,
+            expect: Vec::new(),
+            forbid: Vec::new(),
+            components: Vec::new(),
+            guest: None,
+        }
+    }
+
+    #[test]
+    fn the_selected_scenarios_decide_which_emulators_are_set_up() {
+        let qemu = scenario("hello-qemu", Emulator::Qemu);
+        let bochs = scenario("hello-bochs", Emulator::Bochs);
+        assert_eq!(emulators_of(&[]), []);
+        assert_eq!(
+            emulators_of(&[qemu.clone(), qemu.clone()]),
+            [Emulator::Qemu]
+        );
+        assert_eq!(
+            emulators_of(&[bochs.clone(), qemu, bochs]),
+            [Emulator::Bochs, Emulator::Qemu]
+        );
+    }
 }

@@ -253,8 +253,11 @@ impl Workspace {
 
     /// Builds the core, the given component programs and every test VM
     /// ([`Workspace::guests`]) in one release cargo invocation for
-    /// [`TARGET`]; cargo's progress and errors go to this process's stderr.
+    /// [`TARGET`], adding the target to the toolchain first if it lacks it
+    /// ([`crate::setup::rust`]); cargo's progress and errors go to this
+    /// process's stderr.
     pub fn build_target(&self, programs: &[String]) -> Result<Artifacts> {
+        crate::setup::rust(&self.root, false)?;
         let guests = self.guests()?;
         let mut command = cargo();
         command

@@ -10,6 +10,18 @@
 //! Both are read through [`PhysicalMemory`], bounds-checked, and condensed
 //! into a fixed-size [`BootInfo`]: the core keeps no pointer into loader
 //! memory after this. Malformed structures give a [`BootInfoError`].
+//!
+//! The command line keeps the longest valid UTF-8 prefix of at most
+//! [`COMMAND_LINE_MAX`] bytes; a longer or partly invalid line is kept that
+//! far and its full length recorded in
+//! [`BootInfo::command_line_truncated_from`], so the core can say so. A PVH
+//! line over 4 KiB cannot be read at all: QEMU's PVH loader copies it into a
+//! 4 KiB buffer without a bound, and the overflow overwrites the start info
+//! (magic and memory-map pointer) behind it. That case is recognised and
+//! reported as [`BootInfoError::CommandLineOverwroteStartInfo`] instead of
+//! an unknown protocol.
+
+use microvisor_abi::COMMAND_LINE_MAX;
 
 /// The multiboot2 magic the loader leaves in `eax`.
 pub const MULTIBOOT2_MAGIC: u32 = 0x36d7_6289;
@@ -70,12 +82,22 @@ pub struct BootInfo {
     module_count: usize,
     /// Regions or modules beyond the fixed capacity, ignored.
     pub dropped: usize,
-    command_line: [u8; MAX_COMMAND_LINE],
+    command_line: [u8; COMMAND_LINE_MAX],
     command_line_len: usize,
+    /// The loader's command line was longer than what is kept (over
+    /// [`COMMAND_LINE_MAX`] bytes, or not valid UTF-8 from some byte on): its
+    /// length in bytes, counted up to [`COMMAND_LINE_SCAN_MAX`].
+    pub command_line_truncated_from: Option<usize>,
 }
 
-/// The longest command line kept.
-pub const MAX_COMMAND_LINE: usize = 256;
+/// How far an unterminated command line is followed to count its length.
+pub const COMMAND_LINE_SCAN_MAX: u64 = 1 << 20;
+/// The size of QEMU's PVH loader's command-line buffer, NUL included.
+pub const QEMU_PVH_LINE_BUFFER: u64 = 4096;
+/// How far below the start info a PVH command line may begin to be taken
+/// for one that overran it (QEMU's loader places its buffer just below,
+/// with the 32-byte module entry between).
+const OVERRUN_DISTANCE_MAX: u64 = 1 << 16;
 
 /// Why the boot information could not be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +110,11 @@ pub enum BootInfoError {
     Malformed(&'static str),
     /// The loader gave no memory map.
     NoMemoryMap,
+    /// No PVH magic at `start_info`, but the start info's command-line
+    /// pointer leads, just below it, to [`QEMU_PVH_LINE_BUFFER`] bytes
+    /// without a NUL: a command line too long for QEMU's PVH loader filled
+    /// its buffer and overwrote the start info behind it.
+    CommandLineOverwroteStartInfo { start_info: u64, command_line: u64 },
 }
 
 impl core::fmt::Display for BootInfoError {
@@ -102,6 +129,15 @@ impl core::fmt::Display for BootInfoError {
             }
             Self::Malformed(what) => write!(f, "malformed boot information: {what}"),
             Self::NoMemoryMap => write!(f, "the boot loader supplied no memory map"),
+            Self::CommandLineOverwroteStartInfo {
+                start_info,
+                command_line,
+            } => write!(
+                f,
+                "the boot command line at {command_line:#x} is longer than QEMU's 4 KiB PVH \
+                 buffer and overwrote the start info at {start_info:#x} (its magic and memory \
+                 map are lost): pass at most {COMMAND_LINE_MAX} bytes (the core keeps no more)"
+            ),
         }
     }
 }
@@ -115,30 +151,43 @@ impl BootInfo {
             modules: [Module::default(); MAX_MODULES],
             module_count: 0,
             dropped: 0,
-            command_line: [0; MAX_COMMAND_LINE],
+            command_line: [0; COMMAND_LINE_MAX],
             command_line_len: 0,
+            command_line_truncated_from: None,
         }
     }
 
-    /// Reads a NUL-terminated command line at `address` (truncated at
-    /// [`MAX_COMMAND_LINE`] bytes; an unreadable one is left empty).
-    fn read_command_line(&mut self, memory: &impl PhysicalMemory, address: u64) {
+    /// Reads the NUL-terminated command line at `address`, looking at most
+    /// `limit` bytes far: keeps its longest valid UTF-8 prefix of at most
+    /// [`COMMAND_LINE_MAX`] bytes and records the full length when that is
+    /// not all of it. The line ends at its NUL, at `limit`, or where memory
+    /// stops being readable.
+    fn read_command_line(&mut self, memory: &impl PhysicalMemory, address: u64, limit: u64) {
         if address == 0 {
             return;
         }
-        for index in 0..MAX_COMMAND_LINE {
-            let mut byte = [0];
-            if !memory.read(address + index as u64, &mut byte) || byte[0] == 0 {
-                break;
+        let kept = &mut self.command_line;
+        let length = text_length(memory, address, limit, |index, byte| {
+            if let Some(slot) = kept.get_mut(index) {
+                *slot = byte;
             }
-            self.command_line[index] = byte[0];
-            self.command_line_len = index + 1;
+        });
+        let stored = &self.command_line[..length.min(COMMAND_LINE_MAX)];
+        self.command_line_len = match core::str::from_utf8(stored) {
+            Ok(text) => text.len(),
+            Err(error) => error.valid_up_to(),
+        };
+        if self.command_line_len < length {
+            self.command_line_truncated_from = Some(length);
         }
     }
 
-    /// The boot command line ("" if none or not UTF-8).
+    /// The boot command line ("" if none): what was kept of it, always
+    /// valid UTF-8 (see [`BootInfo::command_line_truncated_from`]).
     pub fn command_line(&self) -> &str {
-        core::str::from_utf8(&self.command_line[..self.command_line_len]).unwrap_or("")
+        let kept = &self.command_line[..self.command_line_len];
+        // read_command_line keeps only a valid prefix; "" is unreachable.
+        core::str::from_utf8(kept).unwrap_or("")
     }
 
     /// The value of `key=value` on the command line.
@@ -206,6 +255,12 @@ impl BootInfo {
         if magic == PVH_MAGIC {
             return Self::read_pvh(memory, u64::from(ebx));
         }
+        if let Some(command_line) = overrun_command_line(memory, u64::from(ebx)) {
+            return Err(BootInfoError::CommandLineOverwroteStartInfo {
+                start_info: u64::from(ebx),
+                command_line,
+            });
+        }
         Err(BootInfoError::UnknownProtocol { eax })
     }
 
@@ -214,7 +269,11 @@ impl BootInfo {
         let version = read_u32(memory, address + 4)?;
         let module_count = read_u32(memory, address + 12)?;
         let module_list = read_u64(memory, address + 16)?;
-        info.read_command_line(memory, read_u64(memory, address + 24)?);
+        info.read_command_line(
+            memory,
+            read_u64(memory, address + 24)?,
+            COMMAND_LINE_SCAN_MAX,
+        );
         for index in 0..u64::from(module_count).min(64) {
             let entry = module_list + index * 32;
             let start = read_u64(memory, entry)?;
@@ -260,7 +319,7 @@ impl BootInfo {
             }
             match kind {
                 0 => break,
-                1 => info.read_command_line(memory, tag + 8),
+                1 => info.read_command_line(memory, tag + 8, size - 8),
                 3 => {
                     if size < 16 {
                         return Err(BootInfoError::Malformed("multiboot2 module tag"));
@@ -297,6 +356,47 @@ impl BootInfo {
         }
         Ok(info)
     }
+}
+
+/// The length of the NUL-terminated text at `address`: the bytes before its
+/// NUL, at most `limit`, stopping early where memory is unreadable. Passes
+/// each byte and its index to `each`.
+fn text_length(
+    memory: &impl PhysicalMemory,
+    address: u64,
+    limit: u64,
+    mut each: impl FnMut(usize, u8),
+) -> usize {
+    let mut length = 0;
+    while length < limit {
+        let mut byte = [0];
+        let readable = address
+            .checked_add(length)
+            .is_some_and(|at| memory.read(at, &mut byte));
+        if !readable || byte[0] == 0 {
+            break;
+        }
+        // length < limit <= COMMAND_LINE_SCAN_MAX, far below usize::MAX.
+        each(length as usize, byte[0]);
+        length += 1;
+    }
+    length as usize
+}
+
+/// Where the command line of a PVH start info at `start_info` begins, if
+/// it lies just below the start info and fills QEMU's whole
+/// [`QEMU_PVH_LINE_BUFFER`] without a NUL. QEMU's PVH loader writes the
+/// magic before it copies the line and the line pointer (and module entry)
+/// after, so a line that overflowed its buffer leaves the pointer intact
+/// and the magic overwritten.
+fn overrun_command_line(memory: &impl PhysicalMemory, start_info: u64) -> Option<u64> {
+    let line = read_u64(memory, start_info.checked_add(24)?).ok()?;
+    let distance = start_info.checked_sub(line)?;
+    if line == 0 || !(QEMU_PVH_LINE_BUFFER..=OVERRUN_DISTANCE_MAX).contains(&distance) {
+        return None;
+    }
+    let length = text_length(memory, line, QEMU_PVH_LINE_BUFFER, |_, _| {});
+    (length as u64 == QEMU_PVH_LINE_BUFFER).then_some(line)
 }
 
 fn read_u32(memory: &impl PhysicalMemory, address: u64) -> Result<u32, BootInfoError> {
@@ -489,6 +589,155 @@ mod tests {
         let mut m = multiboot2();
         m.put32(0x4000, 0x7fff_ffff);
         assert!(BootInfo::read(&m, MULTIBOOT2_MAGIC, 0x4000).is_err());
+    }
+
+    /// The PVH sample with `line` (NUL-terminated) as its command line.
+    fn pvh_with_line(line: &[u8]) -> Fake {
+        let mut m = pvh();
+        m.put(0x3800, line);
+        m.put(0x3800 + line.len() as u64, &[0]);
+        m
+    }
+
+    #[test]
+    fn long_command_lines_are_truncated_and_reported() {
+        let exact = [b'a'; COMMAND_LINE_MAX];
+        let info = BootInfo::read(&pvh_with_line(&exact), 0, 0x1000).unwrap();
+        assert_eq!(info.command_line().len(), COMMAND_LINE_MAX);
+        assert_eq!(info.command_line_truncated_from, None);
+
+        let mut long = vec![b'x'; 300];
+        long[..12].copy_from_slice(b"selftest=one");
+        let info = BootInfo::read(&pvh_with_line(&long), 0, 0x1000).unwrap();
+        assert_eq!(info.command_line().len(), COMMAND_LINE_MAX);
+        assert!(info.command_line().starts_with("selftest=onexx"));
+        assert_eq!(info.command_line_truncated_from, Some(300));
+        assert_eq!(info.option("selftest"), Some(&info.command_line()[9..]));
+
+        let info = BootInfo::read(&pvh(), 0, 0x1000).unwrap();
+        assert_eq!(info.command_line_truncated_from, None);
+    }
+
+    #[test]
+    fn a_character_cut_at_the_limit_keeps_the_prefix() {
+        // 255 ASCII bytes, then 'é' (2 bytes) across the 256-byte limit.
+        let mut line = vec![b'a'; COMMAND_LINE_MAX - 1];
+        line.extend_from_slice("é quiet".as_bytes());
+        let info = BootInfo::read(&pvh_with_line(&line), 0, 0x1000).unwrap();
+        assert_eq!(info.command_line(), "a".repeat(COMMAND_LINE_MAX - 1));
+        assert_eq!(info.command_line_truncated_from, Some(line.len()));
+
+        // A line that fits but is not UTF-8 from byte 9 on keeps 9 bytes.
+        let info = BootInfo::read(&pvh_with_line(b"selftest=\xffx y=1"), 0, 0x1000).unwrap();
+        assert_eq!(info.command_line(), "selftest=");
+        assert_eq!(info.command_line_truncated_from, Some(15));
+        let info = BootInfo::read(&pvh_with_line("mode=ünï".as_bytes()), 0, 0x1000).unwrap();
+        assert_eq!(info.command_line(), "mode=ünï");
+        assert_eq!(info.command_line_truncated_from, None);
+    }
+
+    /// QEMU 7.2's PVH loader as it lays out memory (pc-bios/optionrom
+    /// pvh.bin, seen at 0x11c0 and 0x21e0): a 4 KiB command-line buffer, the
+    /// 32-byte module entry, then the start info. The magic is written
+    /// before the line is copied; the line pointer and module entry after.
+    fn qemu_pvh_with_line(length: usize) -> (Fake, u64) {
+        let buffer = 0x1000u64;
+        let module = buffer + QEMU_PVH_LINE_BUFFER;
+        let start_info = module + 32;
+        let mut m = pvh();
+        let relocated: Vec<u8> = m.0[0x1000..0x1038].to_vec();
+        m.put(start_info, &relocated);
+        let text: Vec<u8> = (0..length).map(|i| b'A' + (i % 26) as u8).collect();
+        m.put(buffer, &text);
+        m.put(buffer + length as u64, &[0]);
+        m.put64(start_info + 24, buffer);
+        m.put64(start_info + 16, module);
+        m.put64(module, 0x80_0000);
+        m.put64(module + 8, 0x1234);
+        m.put64(module + 16, 0);
+        (m, start_info)
+    }
+
+    #[test]
+    fn a_pvh_line_over_4_kib_is_named_not_an_unknown_protocol() {
+        let (m, start_info) = qemu_pvh_with_line(4095);
+        let info = BootInfo::read(&m, 0, start_info as u32).unwrap();
+        assert_eq!(info.command_line().len(), COMMAND_LINE_MAX);
+        assert_eq!(info.command_line_truncated_from, Some(4095));
+        assert_eq!(info.modules().len(), 1);
+
+        let (m, start_info) = qemu_pvh_with_line(5000);
+        let error = BootInfo::read(&m, 0, start_info as u32).unwrap_err();
+        assert_eq!(
+            error,
+            BootInfoError::CommandLineOverwroteStartInfo {
+                start_info,
+                command_line: 0x1000
+            }
+        );
+        let text = format!("{error}");
+        assert!(
+            text.contains(
+                "longer than QEMU's 4 KiB PVH buffer and overwrote the start info at 0x2020"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("pass at most 256 bytes"), "{text}");
+
+        // Garbage with no line running into it stays an unknown protocol.
+        let mut m = pvh();
+        m.put32(0x1000, 0x5857_5655);
+        assert_eq!(
+            BootInfo::read(&m, 0, 0x1000).unwrap_err(),
+            BootInfoError::UnknownProtocol { eax: 0 }
+        );
+        // Nor is a line pointer above the start info, or a line below it
+        // that ends within 4 KiB.
+        m.put64(0x1018, 0x1100);
+        m.put(0x1100, &[b'A'; 64]);
+        assert_eq!(
+            BootInfo::read(&m, 0, 0x1000).unwrap_err(),
+            BootInfoError::UnknownProtocol { eax: 0 }
+        );
+        let (mut m, start_info) = qemu_pvh_with_line(4095);
+        m.put32(start_info, 0x5857_5655);
+        assert_eq!(
+            BootInfo::read(&m, 0, start_info as u32).unwrap_err(),
+            BootInfoError::UnknownProtocol { eax: 0 }
+        );
+        let (mut m, start_info) = qemu_pvh_with_line(5000);
+        m.put64(start_info + 24, 0x10);
+        assert_eq!(
+            BootInfo::read(&m, 0, start_info as u32).unwrap_err(),
+            BootInfoError::UnknownProtocol { eax: 0 }
+        );
+    }
+
+    #[test]
+    fn multiboot2_command_lines_are_bounded_by_their_tag() {
+        let mut m = multiboot2();
+        let base = 0x4000u64;
+        let original = m.0[base as usize + 8..base as usize + 0x100].to_vec();
+        let line: Vec<u8> = (0..5000).map(|i| b'a' + (i % 26) as u8).collect();
+        let tag_size = 8 + line.len() as u64 + 1;
+        m.put32(base + 8, 1);
+        m.put32(base + 12, tag_size as u32);
+        m.put(base + 16, &line);
+        m.put(base + 16 + line.len() as u64, &[0]);
+        let rest = base + 8 + tag_size.div_ceil(8) * 8;
+        m.put(rest, &original);
+        let total = m.0[base as usize..base as usize + 4].to_vec();
+        let total = u32::from_le_bytes(total.try_into().unwrap()) + (rest - base - 8) as u32;
+        m.put32(base, total);
+        let info = BootInfo::read(&m, MULTIBOOT2_MAGIC, base as u32).unwrap();
+        assert_eq!(info.command_line().as_bytes(), &line[..COMMAND_LINE_MAX]);
+        assert_eq!(info.command_line_truncated_from, Some(5000));
+        assert_eq!(info.modules().len(), 1);
+
+        // Without a NUL the line ends with its tag.
+        m.put(base + 16 + line.len() as u64, b"z");
+        let info = BootInfo::read(&m, MULTIBOOT2_MAGIC, base as u32).unwrap();
+        assert_eq!(info.command_line_truncated_from, Some(5001));
     }
 
     #[test]

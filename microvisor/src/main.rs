@@ -130,6 +130,10 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
         info.regions().len(),
         info.modules().len()
     );
+    if let Some(length) = info.command_line_truncated_from {
+        let kept = info.command_line().len();
+        log::warn!("boot command line truncated to {kept} of {length} bytes");
+    }
 
     // SAFETY: the bitmap is handed out exactly once, here.
     let bitmap = unsafe { &mut *FRAME_BITMAP.0.get() };

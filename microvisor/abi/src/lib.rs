@@ -43,3 +43,8 @@ pub const EXIT_FAILURE: u8 = 1;
 /// The console line prefix of the core's final verdict. The build tool reads
 /// it where the emulator has no exit-status device (Bochs).
 pub const HALT_LINE: &str = "[core] system halted: ";
+/// The longest boot command line the core keeps, in bytes (without the
+/// terminating NUL). The core reads the longest valid UTF-8 prefix of at most
+/// this many bytes and reports a longer line as truncated; the build tool
+/// refuses a longer one before it boots anything.
+pub const COMMAND_LINE_MAX: usize = 256;
