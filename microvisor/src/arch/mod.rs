@@ -1,8 +1,17 @@
 //! The architecture layer: everything that touches the CPU directly.
 //!
-//! One module per architecture, each exporting the same names (`boot`,
-//! `cpu`, `serial`, `descriptors`, `entry`, `memory`); the rest of the core
-//! uses only those. Today there is one architecture.
+//! One module per architecture, each exporting the same names: `boot` (the
+//! entry from the boot loader and the image layout), `cpu` (control
+//! registers, MSRs, port I/O, halting), `descriptors` (GDT, TSS, IDT),
+//! `entry` (trap and system-call stubs, the saved `Frame`, the return to
+//! ring 3, the idle loop), `interrupts` (the legacy interrupt controllers),
+//! `memory` (the core's page tables and the direct map), `serial` (the
+//! console UART), `svm` (the virtualization backend: enabling it and
+//! entering a guest) and `timer` (the clock and the one-shot alarm). The
+//! rest of the core uses only those, and this layer imports nothing from
+//! above it: the stubs reach the core's handlers by symbol name
+//! (`kernel_main`, `core_trap_entry`, `core_syscall_entry`). Today there is
+//! one architecture.
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
