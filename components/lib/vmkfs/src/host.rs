@@ -163,10 +163,17 @@ pub fn format_image(
     })
 }
 
-/// Opens the image files (in file-system order) and mounts them.
+/// Opens the image files (in file-system order) and mounts them; without
+/// `writable` the files are opened read-only and the store never writes (a
+/// journal transaction not yet in place is replayed in RAM only).
 pub fn mount_image(paths: &[PathBuf], writable: bool) -> Result<Store<FileDevice>, HostError> {
     let devices = open_devices(paths, writable)?;
-    Store::mount(devices).map_err(|error| HostError::Mount {
+    let mounted = if writable {
+        Store::mount(devices)
+    } else {
+        Store::mount_read_only(devices)
+    };
+    mounted.map_err(|error| HostError::Mount {
         paths: paths.to_vec(),
         error,
     })
