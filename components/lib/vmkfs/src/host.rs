@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::device::{DeviceError, FileDevice, SECTOR_SIZE};
+use crate::device::{BlockDevice, DeviceError, FileDevice, SECTOR_SIZE};
 use crate::error::{FormatError, MountError, StoreError};
 use crate::format::FormatOptions;
 use crate::store::{OpenMode, Store};
@@ -197,8 +197,13 @@ const TRANSFER: usize = 1 << 20;
 /// Copies a host file into the image as a new virtual disk named `name`,
 /// `length` bytes long (default: the host file's size rounded up to sectors);
 /// bytes past the host file read as zero.
-pub fn import_file(
-    store: &mut Store<FileDevice>,
+///
+/// All or nothing: the disk is created in RAM only, filled, and committed in
+/// one journal transaction at the end, so a crash (or a kill) at any point
+/// leaves either no file or the whole file, and a failed copy (say, a read
+/// error in the source) leaves no file either.
+pub fn import_file<D: BlockDevice>(
+    store: &mut Store<D>,
     name: &str,
     source: &Path,
     length: Option<u64>,
@@ -216,21 +221,45 @@ pub fn import_file(
             source.display()
         )));
     }
-    store.create(name, length)?;
+    store.create_uncommitted(name, length)?;
+    if let Err(error) = copy_in(store, name, &mut file, source_length, source) {
+        store.forget_uncommitted(name);
+        return Err(error);
+    }
+    // The one transaction that makes the disk exist, after its data is durable.
+    store.flush()?;
+    Ok(length)
+}
+
+/// Writes `source_length` bytes of `file` at the start of the disk `name`.
+fn copy_in<D: BlockDevice>(
+    store: &mut Store<D>,
+    name: &str,
+    file: &mut File,
+    source_length: u64,
+    source: &Path,
+) -> Result<(), HostError> {
     let handle = store.open(name, OpenMode::ReadWrite)?;
     let mut buffer = alloc::vec![0u8; TRANSFER];
     let mut offset = 0u64;
-    while offset < source_length {
-        let want = (source_length - offset).min(TRANSFER as u64) as usize;
-        file.read_exact(&mut buffer[..want]).map_err(file_error)?;
-        let padded = (want.div_ceil(SECTOR_SIZE)) * SECTOR_SIZE;
-        buffer[want..padded].fill(0);
-        store.write(handle, offset, &buffer[..padded])?;
-        offset += want as u64;
-    }
+    let mut copy = || {
+        while offset < source_length {
+            let want = (source_length - offset).min(TRANSFER as u64) as usize;
+            file.read_exact(&mut buffer[..want])
+                .map_err(|error| HostError::File {
+                    path: source.to_path_buf(),
+                    error,
+                })?;
+            let padded = (want.div_ceil(SECTOR_SIZE)) * SECTOR_SIZE;
+            buffer[want..padded].fill(0);
+            store.write(handle, offset, &buffer[..padded])?;
+            offset += want as u64;
+        }
+        Ok(())
+    };
+    let copied = copy();
     store.close(handle)?;
-    store.flush()?;
-    Ok(length)
+    copied
 }
 
 /// Copies the virtual disk `name` (as seen through its redo logs, if it is one) to a host file.

@@ -867,6 +867,16 @@ impl<D: BlockDevice> Store<D> {
     /// Creates a virtual disk of `length` bytes (a multiple of 512), all its
     /// blocks allocated now and zeroed.
     pub fn create(&mut self, name: &str, length: u64) -> Result<(), StoreError> {
+        self.create_uncommitted(name, length)?;
+        self.commit_transaction()
+    }
+
+    /// [`Store::create`] without the commit: the new disk exists in RAM and
+    /// can be opened and written, and it reaches the device only with the
+    /// next transaction ([`Store::flush`] or any metadata operation). Until
+    /// then a crash leaves no trace of it, and [`Store::forget_uncommitted`]
+    /// takes it back: how an import is made all-or-nothing.
+    pub(crate) fn create_uncommitted(&mut self, name: &str, length: u64) -> Result<(), StoreError> {
         self.commit_pending()?;
         self.check_new_name(name)?;
         self.check_length(length)?;
@@ -906,7 +916,19 @@ impl<D: BlockDevice> Store<D> {
             self.failed = true;
             return Err(error);
         }
-        self.commit_transaction()
+        Ok(())
+    }
+
+    /// Takes back a disk made by [`Store::create_uncommitted`] that is not
+    /// committed yet (and is closed): its slot and blocks are free again in
+    /// RAM, as they still are on the device. Its blocks never held
+    /// acknowledged data, so they may be reused at once.
+    pub(crate) fn forget_uncommitted(&mut self, name: &str) {
+        if let Ok(slot) = self.find(name)
+            && !self.is_open(slot)
+        {
+            self.release_file(slot);
+        }
     }
 
     /// Deletes a file (a redo log too); it must be closed and have no redo log over it.

@@ -1,7 +1,8 @@
 //! Host tests of image files (the `std` feature): what the `disk` tool
 //! relies on after a crash. An image whose last journal transaction is not
 //! yet in place (a process killed right after the commit) must open
-//! read-only with the transaction replayed in RAM, and fsck must report it.
+//! read-only with the transaction replayed in RAM, and fsck must report it;
+//! an import interrupted anywhere must leave no file or the whole file.
 
 mod common;
 
@@ -9,7 +10,10 @@ use std::path::PathBuf;
 
 use common::{pattern, small_options};
 use vmkfs::host;
-use vmkfs::{BlockDevice, DeviceError, FileDevice, IoKind, OpenMode, Problem, Store, check};
+use vmkfs::{
+    BlockDevice, CrashPolicy, DeviceError, FaultDevice, FileDevice, IoKind, MemoryDevice, OpenMode,
+    Problem, Store, UnflushedFate, check,
+};
 
 /// A scratch directory, removed when dropped.
 struct Scratch(PathBuf);
@@ -158,4 +162,93 @@ fn a_read_write_mount_replays_the_journal_in_place() {
     let mut devices = host::open_devices(&images, false).unwrap();
     let report = check(&mut devices, false).unwrap();
     assert!(report.problems.is_empty(), "{report}");
+}
+
+/// The disk `name` must be absent, or hold exactly `contents` then zeros to
+/// its length.
+fn absent_or_complete(
+    store: &mut Store<MemoryDevice>,
+    name: &str,
+    contents: &[u8],
+) -> Result<bool, String> {
+    let Ok(info) = store.stat(name) else {
+        return Ok(false);
+    };
+    let handle = store.open(name, OpenMode::ReadOnly).unwrap();
+    let mut found = vec![0u8; info.length as usize];
+    store.read(handle, 0, &mut found).unwrap();
+    store.close(handle).unwrap();
+    if found.len() < contents.len() || found[..contents.len()] != *contents {
+        return Err(format!(
+            "'{name}' exists with contents other than the source"
+        ));
+    }
+    if found[contents.len()..].iter().any(|&byte| byte != 0) {
+        return Err(format!(
+            "'{name}' has bytes past the source that are not zero"
+        ));
+    }
+    Ok(true)
+}
+
+#[test]
+fn an_import_crashed_at_any_write_leaves_no_file_or_the_whole_file() {
+    let scratch = Scratch::new("import-crash");
+    let source = scratch.path("source.bin");
+    let contents = pattern(3, 0, 40 * 1024 + 100);
+    std::fs::write(&source, &contents).unwrap();
+    let mut store = Store::format(vec![MemoryDevice::new(2 << 20)], &small_options()).unwrap();
+    store.create("kept", 8192).unwrap();
+    let image = store.unmount().unwrap().pop().unwrap();
+    let import = |device: FaultDevice| {
+        let mut store = Store::mount(vec![device]).unwrap();
+        let result = host::import_file(&mut store, "imported", &source, None);
+        (result, store.into_devices().pop().unwrap())
+    };
+    let (result, device) = import(FaultDevice::new(image.clone()));
+    assert_eq!(result.unwrap(), 41_472);
+    let total = device.writes_issued();
+    assert!(total > 10, "the import issues {total} writes");
+    let mut complete = 0;
+    for crash_point in 0..total {
+        for fate in [UnflushedFate::KeepAll, UnflushedFate::DropAll] {
+            let mut device = FaultDevice::new(image.clone());
+            device.crash_at_write(crash_point, CrashPolicy::new(fate, crash_point));
+            let (result, device) = import(device);
+            assert!(result.is_err(), "write {crash_point} of {total} crashed");
+            let mut store = Store::mount(vec![device.into_durable()]).unwrap();
+            match absent_or_complete(&mut store, "imported", &contents) {
+                Ok(present) => complete += usize::from(present),
+                Err(message) => {
+                    panic!("crash at write {crash_point} of {total} ({fate:?}): {message}")
+                }
+            }
+            assert!(store.stat("kept").is_ok());
+            let mut devices = store.unmount().unwrap();
+            let report = check(&mut devices, false).unwrap();
+            assert!(report.problems.is_empty(), "{report}");
+        }
+    }
+    // Only a crash in the in-place writes after the final commit leaves the whole file.
+    assert!(complete > 0 && complete < 2 * total as usize);
+}
+
+#[test]
+fn a_failed_import_leaves_no_file() {
+    let scratch = Scratch::new("import-failed");
+    let mut store = Store::format(vec![MemoryDevice::new(2 << 20)], &small_options()).unwrap();
+    let free = store.space().free_data_blocks;
+    // A directory opens but cannot be read: the copy fails after the disk was made.
+    let error = host::import_file(&mut store, "imported", &scratch.0, Some(8192)).unwrap_err();
+    assert!(
+        error.to_string().contains(&scratch.0.display().to_string()),
+        "{error}"
+    );
+    assert!(store.stat("imported").is_err());
+    assert_eq!(store.space().free_data_blocks, free);
+    let mut devices = store.unmount().unwrap();
+    assert!(check(&mut devices, false).unwrap().problems.is_empty());
+    let store = Store::mount(devices).unwrap();
+    assert!(store.list().is_empty());
+    assert_eq!(store.space().free_data_blocks, free);
 }
