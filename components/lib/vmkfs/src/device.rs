@@ -293,7 +293,7 @@ mod host {
     use super::{BlockDevice, DeviceError, IoKind, SECTOR_SIZE, check_request};
     use alloc::string::ToString;
     use std::fs::{File, OpenOptions};
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::{FileExt, MetadataExt};
     use std::path::Path;
 
     /// A block device stored in a regular host file.
@@ -334,6 +334,14 @@ mod host {
                 .map_err(host_error)?;
             file.set_len(size).map_err(host_error)?;
             Ok(Self { file, size })
+        }
+
+        /// Whether `other` is this device's file (the same device and inode,
+        /// however it was reached: another path, a symbolic or a hard link).
+        pub fn is_same_file(&self, other: &File) -> Result<bool, DeviceError> {
+            let mine = self.file.metadata().map_err(host_error)?;
+            let theirs = other.metadata().map_err(host_error)?;
+            Ok(mine.dev() == theirs.dev() && mine.ino() == theirs.ino())
         }
     }
 

@@ -47,6 +47,11 @@ pub enum HostError {
     Exists {
         path: PathBuf,
     },
+    /// An export's target is one of the image's own files.
+    TargetIsImage {
+        path: PathBuf,
+        device: usize,
+    },
 }
 
 impl fmt::Display for HostError {
@@ -76,6 +81,11 @@ impl fmt::Display for HostError {
                     path.display()
                 )
             }
+            Self::TargetIsImage { path, device } => write!(
+                formatter,
+                "{} is the image's own file (device {device}); exporting onto it would destroy the image",
+                path.display()
+            ),
         }
     }
 }
@@ -262,7 +272,10 @@ fn copy_in<D: BlockDevice>(
     copied
 }
 
-/// Copies the virtual disk `name` (as seen through its redo logs, if it is one) to a host file.
+/// Copies the virtual disk `name` (as seen through its redo logs, if it is
+/// one) to a host file. Refuses a target that is one of the image's own
+/// files (by device and inode, so also through a symbolic or hard link),
+/// before changing it.
 pub fn export_file(
     store: &mut Store<FileDevice>,
     name: &str,
@@ -274,7 +287,26 @@ pub fn export_file(
     };
     let handle = store.open(name, OpenMode::ReadOnly)?;
     let length = store.length(handle)?;
-    let mut file = File::create(target).map_err(file_error)?;
+    // Opened without truncating, so it can be compared with the image first.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(target)
+        .map_err(file_error)?;
+    for (device, image) in store.devices().iter().enumerate() {
+        let same = image.is_same_file(&file).map_err(|error| HostError::Open {
+            path: target.to_path_buf(),
+            error,
+        })?;
+        if same {
+            return Err(HostError::TargetIsImage {
+                path: target.to_path_buf(),
+                device,
+            });
+        }
+    }
+    file.set_len(0).map_err(file_error)?;
     let mut buffer = alloc::vec![0u8; TRANSFER];
     let mut offset = 0u64;
     while offset < length {

@@ -252,3 +252,44 @@ fn a_failed_import_leaves_no_file() {
     assert!(store.list().is_empty());
     assert_eq!(store.space().free_data_blocks, free);
 }
+
+#[test]
+fn an_export_onto_the_image_itself_is_refused_and_changes_nothing() {
+    let scratch = Scratch::new("export-onto-image");
+    let images = vec![scratch.path("store.img")];
+    let mut store = host::format_image(&images, 2 << 20, &small_options(), false).unwrap();
+    store.create("disk", 8192).unwrap();
+    store.unmount().unwrap();
+    let before = std::fs::read(&images[0]).unwrap();
+    let symbolic = scratch.path("symbolic.img");
+    std::os::unix::fs::symlink(&images[0], &symbolic).unwrap();
+    let hard = scratch.path("hard.img");
+    std::fs::hard_link(&images[0], &hard).unwrap();
+    let other_spelling = scratch.0.join(".").join("store.img");
+    for target in [&images[0], &symbolic, &hard, &other_spelling] {
+        let mut store = host::mount_image(&images, false).unwrap();
+        let error = host::export_file(&mut store, "disk", target).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, host::HostError::TargetIsImage { device: 0, .. })
+                && message.contains(&target.display().to_string())
+                && message.contains("destroy the image"),
+            "{message}"
+        );
+        drop(store);
+        assert!(
+            std::fs::read(&images[0]).unwrap() == before,
+            "exporting onto {} changed the image",
+            target.display()
+        );
+    }
+    // A different file is written as before, replacing what it held.
+    let target = scratch.path("disk.bin");
+    std::fs::write(&target, vec![9u8; 20_000]).unwrap();
+    let mut store = host::mount_image(&images, false).unwrap();
+    assert_eq!(
+        host::export_file(&mut store, "disk", &target).unwrap(),
+        8192
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), vec![0u8; 8192]);
+}
