@@ -8,6 +8,8 @@ mod common;
 
 use std::path::PathBuf;
 
+use tempfile::TempDir;
+
 use common::{pattern, small_options};
 use vmkfs::host;
 use vmkfs::{
@@ -15,27 +17,12 @@ use vmkfs::{
     Problem, Store, UnflushedFate, check,
 };
 
-/// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("vmkfs-host-images-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("scratch directory");
-        Self(path)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory, removed when the guard is dropped.
+fn scratch() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("vmkfs-host-images-")
+        .tempdir()
+        .expect("scratch directory")
 }
 
 /// A device that, once armed, drops every in-place metadata write: the
@@ -69,8 +56,8 @@ impl BlockDevice for LoseInPlaceWrites {
 
 /// An image holding `kept` (known contents) whose journal holds the creation
 /// of `fresh`, not in place.
-fn image_with_pending_journal(scratch: &Scratch) -> Vec<PathBuf> {
-    let images = vec![scratch.path("store.img")];
+fn image_with_pending_journal(scratch: &TempDir) -> Vec<PathBuf> {
+    let images = vec![scratch.path().join("store.img")];
     let mut store = host::format_image(&images, 2 << 20, &small_options(), false).unwrap();
     store.create("kept", 16 * 1024).unwrap();
     let handle = store.open("kept", OpenMode::ReadWrite).unwrap();
@@ -91,7 +78,7 @@ fn image_with_pending_journal(scratch: &Scratch) -> Vec<PathBuf> {
 
 #[test]
 fn a_read_only_mount_replays_the_journal_in_ram_and_writes_nothing() {
-    let scratch = Scratch::new("read-only");
+    let scratch = scratch();
     let images = image_with_pending_journal(&scratch);
     let before = std::fs::read(&images[0]).unwrap();
     let mut store = host::mount_image(&images, false).expect("read-only mount after a crash");
@@ -127,7 +114,7 @@ fn a_read_only_mount_replays_the_journal_in_ram_and_writes_nothing() {
 
 #[test]
 fn fsck_reports_a_journal_not_in_place_and_repair_replays_it() {
-    let scratch = Scratch::new("fsck-journal");
+    let scratch = scratch();
     let images = image_with_pending_journal(&scratch);
     let mut devices = host::open_devices(&images, false).unwrap();
     let report = check(&mut devices, false).unwrap();
@@ -156,7 +143,7 @@ fn fsck_reports_a_journal_not_in_place_and_repair_replays_it() {
 
 #[test]
 fn a_read_write_mount_replays_the_journal_in_place() {
-    let scratch = Scratch::new("read-write");
+    let scratch = scratch();
     let images = image_with_pending_journal(&scratch);
     host::mount_image(&images, true).unwrap().unmount().unwrap();
     let mut devices = host::open_devices(&images, false).unwrap();
@@ -193,8 +180,8 @@ fn absent_or_complete(
 
 #[test]
 fn an_import_crashed_at_any_write_leaves_no_file_or_the_whole_file() {
-    let scratch = Scratch::new("import-crash");
-    let source = scratch.path("source.bin");
+    let scratch = scratch();
+    let source = scratch.path().join("source.bin");
     let contents = pattern(3, 0, 40 * 1024 + 100);
     std::fs::write(&source, &contents).unwrap();
     let mut store = Store::format(vec![MemoryDevice::new(2 << 20)], &small_options()).unwrap();
@@ -235,13 +222,15 @@ fn an_import_crashed_at_any_write_leaves_no_file_or_the_whole_file() {
 
 #[test]
 fn a_failed_import_leaves_no_file() {
-    let scratch = Scratch::new("import-failed");
+    let scratch = scratch();
     let mut store = Store::format(vec![MemoryDevice::new(2 << 20)], &small_options()).unwrap();
     let free = store.space().free_data_blocks;
     // A directory opens but cannot be read: the copy fails after the disk was made.
-    let error = host::import_file(&mut store, "imported", &scratch.0, Some(8192)).unwrap_err();
+    let error = host::import_file(&mut store, "imported", scratch.path(), Some(8192)).unwrap_err();
     assert!(
-        error.to_string().contains(&scratch.0.display().to_string()),
+        error
+            .to_string()
+            .contains(&scratch.path().display().to_string()),
         "{error}"
     );
     assert!(store.stat("imported").is_err());
@@ -255,17 +244,17 @@ fn a_failed_import_leaves_no_file() {
 
 #[test]
 fn an_export_onto_the_image_itself_is_refused_and_changes_nothing() {
-    let scratch = Scratch::new("export-onto-image");
-    let images = vec![scratch.path("store.img")];
+    let scratch = scratch();
+    let images = vec![scratch.path().join("store.img")];
     let mut store = host::format_image(&images, 2 << 20, &small_options(), false).unwrap();
     store.create("disk", 8192).unwrap();
     store.unmount().unwrap();
     let before = std::fs::read(&images[0]).unwrap();
-    let symbolic = scratch.path("symbolic.img");
+    let symbolic = scratch.path().join("symbolic.img");
     std::os::unix::fs::symlink(&images[0], &symbolic).unwrap();
-    let hard = scratch.path("hard.img");
+    let hard = scratch.path().join("hard.img");
     std::fs::hard_link(&images[0], &hard).unwrap();
-    let other_spelling = scratch.0.join(".").join("store.img");
+    let other_spelling = scratch.path().join(".").join("store.img");
     for target in [&images[0], &symbolic, &hard, &other_spelling] {
         let mut store = host::mount_image(&images, false).unwrap();
         let error = host::export_file(&mut store, "disk", target).unwrap_err();
@@ -284,7 +273,7 @@ fn an_export_onto_the_image_itself_is_refused_and_changes_nothing() {
         );
     }
     // A different file is written as before, replacing what it held.
-    let target = scratch.path("disk.bin");
+    let target = scratch.path().join("disk.bin");
     std::fs::write(&target, vec![9u8; 20_000]).unwrap();
     let mut store = host::mount_image(&images, false).unwrap();
     assert_eq!(
