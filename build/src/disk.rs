@@ -233,7 +233,7 @@ pub fn run(command: DiskCommand) -> Result<()> {
             );
         }
         DiskCommand::Create { image, name, size } => {
-            let length = host::round_up_to_sector(parse_size(&size)?);
+            let length = host::round_up_to_sector(parse_size(&size)?)?;
             change(
                 &image,
                 &format!("created '{name}' ({})", human(length)),
@@ -340,7 +340,7 @@ pub fn run(command: DiskCommand) -> Result<()> {
             })?;
         }
         DiskCommand::Resize { image, name, size } => {
-            let length = host::round_up_to_sector(parse_size(&size)?);
+            let length = host::round_up_to_sector(parse_size(&size)?)?;
             change(
                 &image,
                 &format!("resized '{name}' to {}", human(length)),

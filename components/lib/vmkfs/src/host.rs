@@ -125,9 +125,16 @@ pub fn parse_size(text: &str) -> Result<u64, HostError> {
         .ok_or_else(|| HostError::Size(alloc::format!("'{text}' is too large")))
 }
 
-/// Rounds a byte count up to whole sectors.
-pub fn round_up_to_sector(length: u64) -> u64 {
-    length.div_ceil(SECTOR_SIZE as u64) * SECTOR_SIZE as u64
+/// Rounds a byte count up to whole sectors; refuses a count so close to
+/// 2^64 that the rounded value does not fit.
+pub fn round_up_to_sector(length: u64) -> Result<u64, HostError> {
+    length
+        .checked_next_multiple_of(SECTOR_SIZE as u64)
+        .ok_or_else(|| {
+            HostError::Size(alloc::format!(
+                "a length of {length} bytes is too large: rounded up to whole {SECTOR_SIZE}-byte sectors it exceeds 2^64 - 1 bytes"
+            ))
+        })
 }
 
 /// A file-system identifier unlikely to repeat: time, process id and a counter.
@@ -224,7 +231,7 @@ pub fn import_file<D: BlockDevice>(
     };
     let mut file = File::open(source).map_err(file_error)?;
     let source_length = file.metadata().map_err(file_error)?.len();
-    let length = round_up_to_sector(length.unwrap_or(source_length));
+    let length = round_up_to_sector(length.unwrap_or(source_length))?;
     if source_length > length {
         return Err(HostError::Size(alloc::format!(
             "{} holds {source_length} bytes, more than the {length}-byte disk",
@@ -329,15 +336,16 @@ pub fn ensure_disk(
     length: u64,
     source: Option<&Path>,
 ) -> Result<(), HostError> {
+    let rounded = round_up_to_sector(length)?;
     let mut store = mount_image(paths, true)?;
     match store.stat(name) {
-        Ok(info) if info.length == round_up_to_sector(length) => {}
-        Ok(_) => store.resize(name, round_up_to_sector(length))?,
+        Ok(info) if info.length == rounded => {}
+        Ok(_) => store.resize(name, rounded)?,
         Err(StoreError::NotFound { .. }) => match source {
             Some(source) => {
                 import_file(&mut store, name, source, Some(length))?;
             }
-            None => store.create(name, round_up_to_sector(length))?,
+            None => store.create(name, rounded)?,
         },
         Err(error) => return Err(error.into()),
     }
@@ -359,6 +367,21 @@ mod tests {
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn lengths_round_up_to_sectors_without_overflow() {
+        assert_eq!(round_up_to_sector(0).unwrap(), 0);
+        assert_eq!(round_up_to_sector(1).unwrap(), 512);
+        assert_eq!(round_up_to_sector(1024).unwrap(), 1024);
+        assert_eq!(round_up_to_sector(u64::MAX - 511).unwrap(), u64::MAX - 511);
+        for length in [u64::MAX - 510, u64::MAX] {
+            let message = round_up_to_sector(length).unwrap_err().to_string();
+            assert!(
+                message.contains(&length.to_string()) && message.contains("too large"),
+                "{message}"
+            );
+        }
     }
 
     #[test]
