@@ -79,14 +79,21 @@ fn small_image(scratch: &TempDir) -> PathBuf {
     image
 }
 
-#[test]
-fn sizes_too_large_for_64_bits_are_refused_clearly() {
+/// A small image holding an 8 KiB disk named `disk`, and a 4-byte host
+/// file to import: (scratch directory, image, host file).
+fn image_with_a_disk() -> (TempDir, PathBuf, PathBuf) {
     let scratch = scratch();
     let image = small_image(&scratch);
-    let image = path(&image);
-    ok(&["create", "-i", image, "disk", "--size", "8K"]);
+    ok(&["create", "-i", path(&image), "disk", "--size", "8K"]);
     let source = scratch.path().join("source.bin");
     std::fs::write(&source, b"data").unwrap();
+    (scratch, image, source)
+}
+
+#[test]
+fn sizes_too_large_for_64_bits_are_refused_clearly() {
+    let (_scratch, image, source) = image_with_a_disk();
+    let image = path(&image);
     let huge = u64::MAX.to_string();
     for arguments in [
         vec!["create", "-i", image, "big", "--size", &huge],
@@ -101,4 +108,66 @@ fn sizes_too_large_for_64_bits_are_refused_clearly() {
     }
     let listing = ok(&["ls", "-i", image]);
     assert!(listing.contains("1 files"), "{listing}");
+}
+
+#[test]
+fn a_full_output_is_an_error_and_a_closed_pipe_ends_quietly() {
+    let (scratch, image, source) = image_with_a_disk();
+    let image = path(&image);
+    let target = scratch.path().join("target.bin");
+    let commands: [&[&str]; 7] = [
+        &["ls", "-i", image],
+        &["stat", "-i", image, "disk"],
+        &["fsck", "-i", image],
+        &["export", "-i", image, "disk", path(&target)],
+        &["create", "-i", image, "new", "--size", "4K"],
+        &["import", "-i", image, path(&source), "--name", "imported"],
+        &["rm", "-i", image, "new"],
+    ];
+    for arguments in commands {
+        let full = std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let output = disk(arguments).stdout(full).output().unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{arguments:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: cannot write to standard output: No space left on device")
+                && !stderr.contains("panicked"),
+            "{arguments:?}: {stderr}"
+        );
+    }
+    ok(&["rm", "-i", image, "imported"]);
+    for arguments in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = disk(arguments).stdout(writer).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(141),
+            "{arguments:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            output.stderr.is_empty(),
+            "{arguments:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    // The changes were made; only their reports were lost.
+    let listing = ok(&["ls", "-i", image]);
+    assert!(
+        listing.contains("imported") && !listing.contains("new "),
+        "{listing}"
+    );
+    // A command that fails reports its error even when its output is gone.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = disk(&["stat", "-i", image, "missing"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("no file named 'missing'"));
 }
