@@ -171,3 +171,44 @@ fn a_full_output_is_an_error_and_a_closed_pipe_ends_quietly() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("no file named 'missing'"));
 }
+
+#[test]
+fn a_failed_mkfs_leaves_no_file_it_made_and_touches_no_file_it_did_not() {
+    let scratch = scratch();
+    let image = scratch.path().join("new.img");
+    // Too small for the metadata: refused before any file is made, so the
+    // corrected command needs no --force.
+    let message = refused(&["mkfs", path(&image), "--size", "10K"]);
+    assert!(message.contains("too small"), "{message}");
+    assert!(!image.exists());
+    let message = refused(&["mkfs", path(&image), "--size", &u64::MAX.to_string()]);
+    assert!(message.contains("data blocks"), "{message}");
+    assert!(!image.exists());
+    ok(&["mkfs", path(&image), "--size", "8M"]);
+    // A file the user asked to overwrite is left as it was when the options are wrong.
+    let existing = scratch.path().join("existing.img");
+    std::fs::write(&existing, b"precious").unwrap();
+    let message = refused(&["mkfs", path(&existing), "--size", "10K", "--force"]);
+    assert!(message.contains("too small"), "{message}");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
+    // A failure after files were made removes the ones mkfs made, and only those.
+    let unreachable = scratch.path().join("no-such-directory").join("second.img");
+    let first = scratch.path().join("first.img");
+    let message = refused(&["mkfs", path(&first), path(&unreachable), "--size", "8M"]);
+    assert!(
+        message.contains(path(&unreachable)) && message.contains("No such file"),
+        "{message}"
+    );
+    assert!(!first.exists());
+    let message = refused(&[
+        "mkfs",
+        path(&existing),
+        path(&unreachable),
+        "--size",
+        "8M",
+        "--force",
+    ]);
+    assert!(message.contains(path(&unreachable)), "{message}");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
+    ok(&["mkfs", path(&first), "--size", "8M"]);
+}

@@ -324,7 +324,6 @@ mod host {
 
         /// Creates (or truncates) an image file of `size` bytes, sparse where the host allows.
         pub fn create(path: &Path, size: u64) -> Result<Self, DeviceError> {
-            let size = size - size % SECTOR_SIZE as u64;
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -332,6 +331,13 @@ mod host {
                 .truncate(true)
                 .open(path)
                 .map_err(host_error)?;
+            Self::from_empty_file(file, size)
+        }
+
+        /// Makes an empty file, open for reading and writing, an image of
+        /// `size` bytes (rounded down to whole sectors) that reads as zero.
+        pub fn from_empty_file(file: File, size: u64) -> Result<Self, DeviceError> {
+            let size = size - size % SECTOR_SIZE as u64;
             file.set_len(size).map_err(host_error)?;
             Ok(Self { file, size })
         }

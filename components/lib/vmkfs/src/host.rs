@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::device::{BlockDevice, DeviceError, FileDevice, SECTOR_SIZE};
 use crate::error::{FormatError, MountError, StoreError};
-use crate::format::FormatOptions;
+use crate::format::{FormatOptions, Layout};
 use crate::store::{OpenMode, Store};
 
 /// Why a host-side image operation failed.
@@ -46,6 +46,11 @@ pub enum HostError {
     Size(String),
     Exists {
         path: PathBuf,
+    },
+    /// mkfs failed after truncating files that existed before (`--force`).
+    Overwritten {
+        paths: Vec<PathBuf>,
+        error: alloc::boxed::Box<HostError>,
     },
     /// An export's target is one of the image's own files.
     TargetIsImage {
@@ -81,6 +86,11 @@ impl fmt::Display for HostError {
                     path.display()
                 )
             }
+            Self::Overwritten { paths, error } => write!(
+                formatter,
+                "{error}; {} existed before and now hold(s) no file system",
+                list(paths)
+            ),
             Self::TargetIsImage { path, device } => write!(
                 formatter,
                 "{} is the image's own file (device {device}); exporting onto it would destroy the image",
@@ -156,28 +166,96 @@ pub fn new_file_system_id() -> [u8; 16] {
 }
 
 /// Creates one image file per path, each `size` bytes, and formats them as one file system.
+///
+/// A failed mkfs leaves nothing half made that it made itself: the layout
+/// (size, block size, limits) is checked before any file is touched, every
+/// path is opened before any is truncated, and on a later failure the files
+/// this call created are removed. A file that existed before (allowed by
+/// `force`) is never removed — it is the user's (its permissions, its
+/// links, perhaps a path other tools hold), and they asked for it to be
+/// overwritten, not deleted — but once truncated it holds no file system,
+/// and the error says so ([`HostError::Overwritten`]).
 pub fn format_image(
     paths: &[PathBuf],
     size: u64,
     options: &FormatOptions,
     force: bool,
 ) -> Result<Store<FileDevice>, HostError> {
-    let mut devices = Vec::with_capacity(paths.len());
-    for path in paths {
-        if !force && path.exists() {
-            return Err(HostError::Exists { path: path.clone() });
-        }
-        devices.push(
-            FileDevice::create(path, size).map_err(|error| HostError::Open {
-                path: path.clone(),
-                error,
-            })?,
-        );
-    }
-    Store::format(devices, options).map_err(|error| HostError::Format {
+    let format_error = |error| HostError::Format {
         paths: paths.to_vec(),
         error,
+    };
+    let sizes = alloc::vec![size - size % SECTOR_SIZE as u64; paths.len()];
+    Layout::compute(&sizes, options).map_err(|error| format_error(FormatError::Layout(error)))?;
+    let mut files = Vec::with_capacity(paths.len());
+    let mut created = Vec::new();
+    let mut overwritten = Vec::new();
+    let result = open_for_format(paths, force, &mut files, &mut created).and_then(|()| {
+        let mut devices = Vec::with_capacity(files.len());
+        for (path, file) in paths.iter().zip(files) {
+            let file_error = |error| HostError::File {
+                path: path.clone(),
+                error,
+            };
+            if !created.contains(path) {
+                file.set_len(0).map_err(file_error)?;
+                overwritten.push(path.clone());
+            }
+            devices.push(FileDevice::from_empty_file(file, size).map_err(|error| {
+                HostError::Open {
+                    path: path.clone(),
+                    error,
+                }
+            })?);
+        }
+        Store::format(devices, options).map_err(format_error)
+    });
+    result.map_err(|error| {
+        for path in &created {
+            let _ = std::fs::remove_file(path);
+        }
+        if overwritten.is_empty() {
+            error
+        } else {
+            HostError::Overwritten {
+                paths: overwritten,
+                error: alloc::boxed::Box::new(error),
+            }
+        }
     })
+}
+
+/// Opens every path for mkfs without changing any existing file: new files
+/// are created (and listed in `created`), existing ones are refused unless
+/// `force`.
+fn open_for_format(
+    paths: &[PathBuf],
+    force: bool,
+    files: &mut Vec<File>,
+    created: &mut Vec<PathBuf>,
+) -> Result<(), HostError> {
+    for path in paths {
+        let file_error = |error| HostError::File {
+            path: path.clone(),
+            error,
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true);
+        match options.clone().create_new(true).open(path) {
+            Ok(file) => {
+                created.push(path.clone());
+                files.push(file);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                if !force {
+                    return Err(HostError::Exists { path: path.clone() });
+                }
+                files.push(options.open(path).map_err(file_error)?);
+            }
+            Err(error) => return Err(file_error(error)),
+        }
+    }
+    Ok(())
 }
 
 /// Opens the image files (in file-system order) and mounts them; without
@@ -382,6 +460,33 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn a_failed_mkfs_says_which_existing_files_it_overwrote() {
+        let directory = tempfile::tempdir().unwrap();
+        let existing = directory.path().join("existing.img");
+        std::fs::write(&existing, b"old contents").unwrap();
+        let options = FormatOptions {
+            block_size: 4096,
+            max_files: 8,
+            pointer_blocks_per_file: 4,
+            ..FormatOptions::default()
+        };
+        // /dev/full opens for writing but cannot be truncated: the failure
+        // comes after the existing file was.
+        let paths = [existing.clone(), PathBuf::from("/dev/full")];
+        let error = format_image(&paths, 2 << 20, &options, true).err().unwrap();
+        let message = error.to_string();
+        assert!(
+            matches!(&error, HostError::Overwritten { paths, .. } if *paths == [existing.clone()])
+                && message.contains("/dev/full")
+                && message.contains("now hold(s) no file system"),
+            "{message}"
+        );
+        // Not removed: it is the user's file, overwritten (with zeros) as they asked.
+        let contents = std::fs::read(&existing).unwrap();
+        assert!(!contents.is_empty() && contents.iter().all(|&byte| byte == 0));
     }
 
     #[test]
