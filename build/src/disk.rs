@@ -13,6 +13,8 @@
 //! (`64K`, `512M`, `1G`); errors name the image and the file involved.
 //! Output is written once, at the end: a full disk is an error (exit 2), a
 //! closed pipe ends the command quietly (exit [`EXIT_OUTPUT_CLOSED`]).
+//! `VMKFS_KILL_AT_WRITE=N` is a hook for the crash tests only: the tool
+//! kills itself just before its Nth device write ([`arm_kill_hook`]).
 //!
 //! Callers: `cargo run -p build -- disk <command> ...`. The system-config code
 //! that names an image and the files backing each VM's disk can call
@@ -22,6 +24,7 @@ use std::fmt::Write as _;
 use std::io::{ErrorKind, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -218,7 +221,7 @@ pub const EXIT_OUTPUT_CLOSED: u8 = 141;
 /// too.
 pub fn run(command: DiskCommand) -> Result<ExitCode> {
     let mut out = String::new();
-    let result = execute(command, &mut out);
+    let result = arm_kill_hook().and_then(|()| execute(command, &mut out));
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(out.as_bytes())
@@ -233,6 +236,46 @@ pub fn run(command: DiskCommand) -> Result<ExitCode> {
             Err(anyhow::Error::new(error).context("cannot write to standard output"))
         }
     }
+}
+
+/// The test hook's environment variable: see [`arm_kill_hook`].
+pub const KILL_AT_WRITE: &str = "VMKFS_KILL_AT_WRITE";
+
+/// For tests only: with `VMKFS_KILL_AT_WRITE=N` in the environment, the tool
+/// kills itself with SIGKILL just before its Nth device write (counting from
+/// 1, over every image file it writes), as a crash would stop it. The disk
+/// crash tests (`build/tests/disk_kill.rs`) run a command with N = 1, 2, ...
+/// until it completes, and check the image after each kill. Without the
+/// variable nothing is installed and writes cost nothing extra.
+fn arm_kill_hook() -> Result<()> {
+    let Some(value) = std::env::var_os(KILL_AT_WRITE) else {
+        return Ok(());
+    };
+    let target: u64 = value
+        .to_str()
+        .and_then(|text| text.parse().ok())
+        .filter(|&target| target >= 1)
+        .with_context(|| {
+            format!("{KILL_AT_WRITE} must be a write number from 1 up, not {value:?}")
+        })?;
+    let writes = AtomicU64::new(0);
+    vmkfs::device::set_write_hook(Box::new(move || {
+        if writes.fetch_add(1, Ordering::SeqCst) + 1 == target {
+            kill_self();
+        }
+    }));
+    Ok(())
+}
+
+/// Ends the process at once, as `kill -9` would: no destructor runs, no
+/// buffer is flushed, nothing more reaches the image.
+fn kill_self() -> ! {
+    // SAFETY: kill(2) takes two integers and touches none of this process's
+    // memory; SIGKILL cannot be caught, so it does not return here.
+    unsafe {
+        libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL);
+    }
+    std::process::abort()
 }
 
 fn execute(command: DiskCommand, out: &mut String) -> Result<()> {
