@@ -922,7 +922,9 @@ impl<D: BlockDevice> Store<D> {
     /// Takes back a disk made by [`Store::create_uncommitted`] that is not
     /// committed yet (and is closed): its slot and blocks are free again in
     /// RAM, as they still are on the device. Its blocks never held
-    /// acknowledged data, so they may be reused at once.
+    /// acknowledged data, so they may be reused at once. (Only the host
+    /// import uses it, hence the `std` feature.)
+    #[cfg(feature = "std")]
     pub(crate) fn forget_uncommitted(&mut self, name: &str) {
         if let Ok(slot) = self.find(name)
             && !self.is_open(slot)
