@@ -11,12 +11,20 @@
 //! Invariants: every command that changes an image unmounts it (flushing the
 //! journal and data) before reporting success; sizes accept binary units
 //! (`64K`, `512M`, `1G`); errors name the image and the file involved.
+//! Output is written once, at the end: a full disk is an error (exit 2), a
+//! closed pipe ends the command quietly (exit [`EXIT_OUTPUT_CLOSED`]).
+//! `VMKFS_KILL_AT_WRITE=N` is a hook for the crash tests only: the tool
+//! kills itself just before its Nth device write ([`arm_kill_hook`]).
 //!
 //! Callers: `cargo run -p build -- disk <command> ...`. The system-config code
 //! that names an image and the files backing each VM's disk can call
 //! `vmkfs::host::ensure_disk` directly.
 
+use std::fmt::Write as _;
+use std::io::{ErrorKind, Write as _};
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -187,8 +195,9 @@ fn human(bytes: u64) -> String {
     }
 }
 
-/// Mounts read-write, runs `change`, unmounts (flushing), and prints `done`.
+/// Mounts read-write, runs `change`, unmounts (flushing), and reports `done`.
 fn change(
+    out: &mut String,
     image: &ImageArguments,
     done: &str,
     change: impl FnOnce(&mut vmkfs::Store<vmkfs::FileDevice>) -> Result<()>,
@@ -196,11 +205,80 @@ fn change(
     let mut store = host::mount_image(&image.images, true)?;
     change(&mut store)?;
     store.unmount().map_err(host::HostError::from)?;
-    println!("{done}");
+    writeln!(out, "{done}")?;
     Ok(())
 }
 
-pub fn run(command: DiskCommand) -> Result<()> {
+/// Exit status when standard output was closed before everything was
+/// written (`disk ls | head -1`): 128 + SIGPIPE, what a shell reports for a
+/// program that SIGPIPE ended, and nothing on standard error.
+pub const EXIT_OUTPUT_CLOSED: u8 = 141;
+
+/// Runs a disk command. Its output is collected and written at the end in
+/// one go, so every write error is seen here: a closed pipe ends the command
+/// quietly with [`EXIT_OUTPUT_CLOSED`], any other (a full disk) is an error.
+/// What a failed command printed before failing (fsck's report) is written
+/// too.
+pub fn run(command: DiskCommand) -> Result<ExitCode> {
+    let mut out = String::new();
+    let result = arm_kill_hook().and_then(|()| execute(command, &mut out));
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => result.map(|()| ExitCode::SUCCESS),
+        Err(error) if error.kind() == ErrorKind::BrokenPipe => {
+            result.map(|()| ExitCode::from(EXIT_OUTPUT_CLOSED))
+        }
+        Err(error) => {
+            result?;
+            Err(anyhow::Error::new(error).context("cannot write to standard output"))
+        }
+    }
+}
+
+/// The test hook's environment variable: see [`arm_kill_hook`].
+pub const KILL_AT_WRITE: &str = "VMKFS_KILL_AT_WRITE";
+
+/// For tests only: with `VMKFS_KILL_AT_WRITE=N` in the environment, the tool
+/// kills itself with SIGKILL just before its Nth device write (counting from
+/// 1, over every image file it writes), as a crash would stop it. The disk
+/// crash tests (`build/tests/disk_kill.rs`) run a command with N = 1, 2, ...
+/// until it completes, and check the image after each kill. Without the
+/// variable nothing is installed and writes cost nothing extra.
+fn arm_kill_hook() -> Result<()> {
+    let Some(value) = std::env::var_os(KILL_AT_WRITE) else {
+        return Ok(());
+    };
+    let target: u64 = value
+        .to_str()
+        .and_then(|text| text.parse().ok())
+        .filter(|&target| target >= 1)
+        .with_context(|| {
+            format!("{KILL_AT_WRITE} must be a write number from 1 up, not {value:?}")
+        })?;
+    let writes = AtomicU64::new(0);
+    vmkfs::device::set_write_hook(Box::new(move || {
+        if writes.fetch_add(1, Ordering::SeqCst) + 1 == target {
+            kill_self();
+        }
+    }));
+    Ok(())
+}
+
+/// Ends the process at once, as `kill -9` would: no destructor runs, no
+/// buffer is flushed, nothing more reaches the image.
+fn kill_self() -> ! {
+    // SAFETY: kill(2) takes two integers and touches none of this process's
+    // memory; SIGKILL cannot be caught, so it does not return here.
+    unsafe {
+        libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL);
+    }
+    std::process::abort()
+}
+
+fn execute(command: DiskCommand, out: &mut String) -> Result<()> {
     match command {
         DiskCommand::Mkfs {
             images,
@@ -222,7 +300,8 @@ pub fn run(command: DiskCommand) -> Result<()> {
             let store = host::format_image(&images, size, &options, force)?;
             let space = store.space();
             store.unmount().map_err(host::HostError::from)?;
-            println!(
+            writeln!(
+                out,
                 "made a VMKFS file system on {} device(s): {} blocks of {} ({} of data), {} file slots, largest file {}",
                 images.len(),
                 space.data_blocks,
@@ -230,11 +309,12 @@ pub fn run(command: DiskCommand) -> Result<()> {
                 human(space.data_blocks * u64::from(space.block_size)),
                 space.max_files,
                 human(space.largest_file)
-            );
+            )?;
         }
         DiskCommand::Create { image, name, size } => {
-            let length = host::round_up_to_sector(parse_size(&size)?);
+            let length = host::round_up_to_sector(parse_size(&size)?)?;
             change(
+                out,
                 &image,
                 &format!("created '{name}' ({})", human(length)),
                 |store| store.create(&name, length).map_err(Into::into),
@@ -260,11 +340,12 @@ pub fn run(command: DiskCommand) -> Result<()> {
             let mut store = host::mount_image(&image.images, true)?;
             let length = host::import_file(&mut store, &name, &source, length)?;
             store.unmount().map_err(host::HostError::from)?;
-            println!(
+            writeln!(
+                out,
                 "imported {} as '{name}' ({})",
                 source.display(),
                 human(length)
-            );
+            )?;
         }
         DiskCommand::Export {
             image,
@@ -273,19 +354,21 @@ pub fn run(command: DiskCommand) -> Result<()> {
         } => {
             let mut store = host::mount_image(&image.images, false)?;
             let length = host::export_file(&mut store, &name, &target)?;
-            println!(
+            writeln!(
+                out,
                 "exported '{name}' to {} ({})",
                 target.display(),
                 human(length)
-            );
+            )?;
         }
         DiskCommand::Ls { image } => {
             let store = host::mount_image(&image.images, false)?;
             let files = store.list();
-            println!(
+            writeln!(
+                out,
                 "{:<32} {:<9} {:>14} {:>10}  chain",
                 "name", "kind", "length", "blocks"
-            );
+            )?;
             for file in &files {
                 let mut chain = String::new();
                 if let Some(parent) = &file.parent {
@@ -297,51 +380,57 @@ pub fn run(command: DiskCommand) -> Result<()> {
                     }
                     chain.push_str(&format!("frozen under '{log}'"));
                 }
-                println!(
+                writeln!(
+                    out,
                     "{:<32} {:<9} {:>14} {:>10}  {chain}",
                     file.name,
                     kind_name(file.kind),
                     file.length,
                     file.allocated_blocks
-                );
+                )?;
             }
             let space = store.space();
-            println!(
+            writeln!(
+                out,
                 "{} files; {} of {} blocks of {} free; {} devices",
                 files.len(),
                 space.free_data_blocks,
                 space.data_blocks,
                 human(u64::from(space.block_size)),
                 space.devices
-            );
+            )?;
         }
         DiskCommand::Stat { image, name } => {
             let store = host::mount_image(&image.images, false)?;
             let info = store.stat(&name).map_err(host::HostError::from)?;
-            println!("name:   {}", info.name);
-            println!("kind:   {}", kind_name(info.kind));
-            println!("length: {} ({})", info.length, human(info.length));
-            println!("blocks: {} owned", info.allocated_blocks);
+            writeln!(out, "name:   {}", info.name)?;
+            writeln!(out, "kind:   {}", kind_name(info.kind))?;
+            writeln!(out, "length: {} ({})", info.length, human(info.length))?;
+            writeln!(out, "blocks: {} owned", info.allocated_blocks)?;
             if let Some(parent) = info.parent {
-                println!("parent: {parent}");
+                writeln!(out, "parent: {parent}")?;
             }
             if let Some(log) = info.redo_log {
-                println!("redo log over it: {log}");
+                writeln!(out, "redo log over it: {log}")?;
             }
         }
         DiskCommand::Rm { image, name } => {
-            change(&image, &format!("deleted '{name}'"), |store| {
+            change(out, &image, &format!("deleted '{name}'"), |store| {
                 store.delete(&name).map_err(Into::into)
             })?;
         }
         DiskCommand::Rename { image, from, to } => {
-            change(&image, &format!("renamed '{from}' to '{to}'"), |store| {
-                store.rename(&from, &to).map_err(Into::into)
-            })?;
+            change(
+                out,
+                &image,
+                &format!("renamed '{from}' to '{to}'"),
+                |store| store.rename(&from, &to).map_err(Into::into),
+            )?;
         }
         DiskCommand::Resize { image, name, size } => {
-            let length = host::round_up_to_sector(parse_size(&size)?);
+            let length = host::round_up_to_sector(parse_size(&size)?)?;
             change(
+                out,
                 &image,
                 &format!("resized '{name}' to {}", human(length)),
                 |store| store.resize(&name, length).map_err(Into::into),
@@ -351,7 +440,7 @@ pub fn run(command: DiskCommand) -> Result<()> {
             let mut devices = host::open_devices(&image.images, repair)?;
             let report = vmkfs::check(&mut devices, repair)
                 .map_err(|error| anyhow::anyhow!("{}: {error}", image.images[0].display()))?;
-            print!("{report}");
+            write!(out, "{report}")?;
             if !report.is_clean() {
                 bail!(
                     "{} problem(s) remain{}",
@@ -366,6 +455,7 @@ pub fn run(command: DiskCommand) -> Result<()> {
             redo_log,
         } => {
             change(
+                out,
                 &image,
                 &format!("started redo log '{redo_log}' over '{base}'"),
                 |store| store.snapshot(&base, &redo_log).map_err(Into::into),
@@ -373,6 +463,7 @@ pub fn run(command: DiskCommand) -> Result<()> {
         }
         DiskCommand::Commit { image, redo_log } => {
             change(
+                out,
                 &image,
                 &format!("committed redo log '{redo_log}'"),
                 |store| store.commit_redo_log(&redo_log).map_err(Into::into),
@@ -380,6 +471,7 @@ pub fn run(command: DiskCommand) -> Result<()> {
         }
         DiskCommand::Discard { image, redo_log } => {
             change(
+                out,
                 &image,
                 &format!("discarded redo log '{redo_log}'"),
                 |store| store.discard_redo_log(&redo_log).map_err(Into::into),
@@ -401,7 +493,7 @@ pub fn run(command: DiskCommand) -> Result<()> {
                 seed: 1,
             };
             let report = vmkfs::bench::run(&options)?;
-            println!("{report}");
+            writeln!(out, "{report}")?;
             if report.metadata_ios_during_data_io != 0 {
                 bail!("the store did metadata I/O during data I/O on a preallocated disk");
             }

@@ -11,8 +11,11 @@
 //! Rust target and components, the emulator packages; see [`setup`]). Every
 //! command exits 2 with one `error: ...` line on a tool or configuration
 //! error; `run` adds 1 (system failure) and 124 (timeout), see
-//! [`run::exit_status`]. Nothing here needs a terminal or stdin.
+//! [`run::exit_status`]; `disk` adds 141, with nothing on stderr, when its
+//! standard output is closed early ([`disk::EXIT_OUTPUT_CLOSED`]). Nothing
+//! here needs a terminal or stdin.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -75,12 +78,14 @@ fn main() -> ExitCode {
         Command::Bench => bench::command(),
         Command::Lint => lint::command(),
         Command::Cdl { system } => system::print_listing(system),
-        Command::Disk { command } => disk::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Disk { command } => disk::run(command),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Standard error may be closed or full too; then there is nowhere
+            // left to say so, and the exit status tells.
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
             ExitCode::from(run::EXIT_ERROR)
         }
     }

@@ -344,7 +344,16 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, HostError> {
         ));
     }
     match &options.device {
-        BenchDevice::Memory => run_on(MemoryDevice::new(options.size), "memory".into(), options),
+        BenchDevice::Memory => {
+            // Larger than any allocation can be (the vector's size would overflow).
+            if options.size > isize::MAX as u64 {
+                return Err(HostError::Size(alloc::format!(
+                    "a memory device of {} bytes is larger than this machine can address",
+                    options.size
+                )));
+            }
+            run_on(MemoryDevice::new(options.size), "memory".into(), options)
+        }
         BenchDevice::File(path) => {
             let device =
                 FileDevice::create(path, options.size).map_err(|error| HostError::Open {
@@ -376,5 +385,15 @@ mod tests {
         assert_eq!(report.store_data_ios, 2 * 2 * 500);
         assert!(report.read.raw > 0.0 && report.write.store > 0.0);
         assert_eq!(report.read_ratios.len(), 2);
+    }
+
+    #[test]
+    fn a_memory_device_too_large_to_allocate_is_refused() {
+        let options = BenchOptions {
+            size: u64::MAX,
+            ..BenchOptions::default()
+        };
+        let message = run(&options).unwrap_err().to_string();
+        assert!(message.contains(&u64::MAX.to_string()), "{message}");
     }
 }

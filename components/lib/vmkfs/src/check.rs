@@ -5,7 +5,9 @@
 //! every invariant checked) but, instead of refusing, lists the
 //! [`Problem`]s. With repair it then fixes exactly these, because each has a
 //! single right answer:
-//! - a complete journal transaction is replayed into place;
+//! - a complete journal transaction not yet in place (the image was not
+//!   unmounted cleanly; reported as [`Problem::JournalNotInPlace`]) is
+//!   replayed into place;
 //! - a damaged or disagreeing superblock copy is rewritten from the good one;
 //! - allocation maps that disagree with what the files own (leaked blocks,
 //!   owned blocks marked free, damaged map pages) are rebuilt from the files,
@@ -29,7 +31,7 @@ use core::fmt;
 use crate::device::BlockDevice;
 use crate::error::MountError;
 use crate::format::{PageFault, Pointer};
-use crate::load::load;
+use crate::load::{Loaded, load};
 use crate::store::Store;
 
 /// Which allocation map.
@@ -51,6 +53,12 @@ impl fmt::Display for MapKind {
 /// One thing wrong with an image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
+    /// The journal's complete transaction is not yet written in place (the
+    /// image was not unmounted cleanly). Mounts see it replayed; a repair or
+    /// a read-write mount writes it.
+    JournalNotInPlace {
+        pages: usize,
+    },
     SuperblockCopy {
         device: u32,
         copy: u64,
@@ -151,6 +159,11 @@ impl Problem {
         )
     }
 
+    /// True for the problem every repair (and every read-write mount) fixes.
+    pub fn is_journal_problem(&self) -> bool {
+        matches!(self, Self::JournalNotInPlace { .. })
+    }
+
     pub fn is_superblock_problem(&self) -> bool {
         matches!(
             self,
@@ -162,6 +175,12 @@ impl Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::JournalNotInPlace { pages } => write!(
+                formatter,
+                "the journal holds a committed transaction whose {pages} pages are not in place \
+                 (the image was not unmounted cleanly: a crash or a killed process); \
+                 mounts see it replayed, a repair or any read-write mount writes it in place"
+            ),
             Self::SuperblockCopy {
                 device,
                 copy,
@@ -308,9 +327,6 @@ impl fmt::Display for Problem {
 pub struct CheckReport {
     /// Every problem found before any repair.
     pub problems: Vec<Problem>,
-    /// Pages of the journal's last transaction that were not yet in place
-    /// (the image was not unmounted cleanly); with repair they are written.
-    pub journal_pages_pending: usize,
     /// Problems repaired.
     pub repaired: Vec<Problem>,
     /// Problems left in the image after this run.
@@ -327,13 +343,6 @@ impl CheckReport {
 impl fmt::Display for CheckReport {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(formatter, "{} files", self.files)?;
-        if self.journal_pages_pending > 0 {
-            writeln!(
-                formatter,
-                "journal: {} pages of the last transaction were not in place (checked as replayed)",
-                self.journal_pages_pending
-            )?;
-        }
         for problem in &self.problems {
             let state = if self.repaired.contains(problem) {
                 "repaired"
@@ -363,8 +372,7 @@ impl fmt::Display for CheckReport {
 pub fn check<D: BlockDevice>(devices: &mut [D], repair: bool) -> Result<CheckReport, MountError> {
     let loaded = load(devices)?;
     let mut report = CheckReport {
-        problems: loaded.problems.clone(),
-        journal_pages_pending: loaded.journal_pages_pending,
+        problems: problems_of(&loaded),
         files: loaded
             .slots
             .iter()
@@ -378,18 +386,32 @@ pub fn check<D: BlockDevice>(devices: &mut [D], repair: bool) -> Result<CheckRep
     }
     let rebuild_maps =
         loaded.maps_rebuildable && loaded.problems.iter().any(Problem::is_map_problem);
-    let mut repaired: Vec<Problem> = loaded
+    let mut repaired: Vec<Problem> = report
         .problems
         .iter()
         .filter(|problem| {
-            problem.is_superblock_problem() || (rebuild_maps && problem.is_map_problem())
+            problem.is_journal_problem()
+                || problem.is_superblock_problem()
+                || (rebuild_maps && problem.is_map_problem())
         })
         .cloned()
         .collect();
     Store::repair(devices, loaded, rebuild_maps)?;
-    let after = load(devices)?;
-    report.remaining = after.problems;
+    report.remaining = problems_of(&load(devices)?);
     repaired.retain(|problem| !report.remaining.contains(problem));
     report.repaired = repaired;
     Ok(report)
+}
+
+/// The loader's problems, after a journal transaction not in place (which the
+/// loader overlays and mount accepts, so it is not among them).
+fn problems_of(loaded: &Loaded) -> Vec<Problem> {
+    let mut problems = Vec::with_capacity(loaded.problems.len() + 1);
+    if loaded.journal_pages_pending > 0 {
+        problems.push(Problem::JournalNotInPlace {
+            pages: loaded.journal_pages_pending,
+        });
+    }
+    problems.extend(loaded.problems.iter().cloned());
+    problems
 }

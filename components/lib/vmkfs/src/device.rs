@@ -3,8 +3,10 @@
 //! Purpose: one small trait, [`BlockDevice`], through which the store does all
 //! its I/O, and the devices that implement it: an in-memory device, a counting
 //! wrapper that tallies I/O by kind (how the "no metadata I/O during data I/O"
-//! claim is checked), and, with the `std` feature, a host file-backed device.
-//! The fault-injecting device lives in [`crate::fault`].
+//! claim is checked), and, with the `std` feature, a host file-backed device
+//! (with a process-wide hook before each write, [`set_write_hook`], for the
+//! tests that kill the real `disk` tool). The fault-injecting device lives
+//! in [`crate::fault`].
 //!
 //! Invariants: offsets and lengths are multiples of [`SECTOR_SIZE`]; an I/O
 //! never reaches past [`BlockDevice::size`]; a write is durable only once a
@@ -283,7 +285,7 @@ impl<D: BlockDevice + ?Sized> BlockDevice for &mut D {
 }
 
 #[cfg(feature = "std")]
-pub use host::FileDevice;
+pub use host::{FileDevice, set_write_hook};
 
 #[cfg(feature = "std")]
 mod host {
@@ -293,8 +295,23 @@ mod host {
     use super::{BlockDevice, DeviceError, IoKind, SECTOR_SIZE, check_request};
     use alloc::string::ToString;
     use std::fs::{File, OpenOptions};
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::{FileExt, MetadataExt};
     use std::path::Path;
+    use std::sync::OnceLock;
+
+    /// The function [`set_write_hook`] installed.
+    type WriteHook = alloc::boxed::Box<dyn Fn() + Send + Sync>;
+
+    static WRITE_HOOK: OnceLock<WriteHook> = OnceLock::new();
+
+    /// A fault hook for tests only: installs `hook`, which then runs just
+    /// before every write any [`FileDevice`] of this process issues. The
+    /// `disk` tool installs one when `VMKFS_KILL_AT_WRITE` is set, to kill
+    /// itself at a chosen write (its crash tests); nothing else should. Only
+    /// the first call installs; it returns whether this one did.
+    pub fn set_write_hook(hook: WriteHook) -> bool {
+        WRITE_HOOK.set(hook).is_ok()
+    }
 
     /// A block device stored in a regular host file.
     #[derive(Debug)]
@@ -324,7 +341,6 @@ mod host {
 
         /// Creates (or truncates) an image file of `size` bytes, sparse where the host allows.
         pub fn create(path: &Path, size: u64) -> Result<Self, DeviceError> {
-            let size = size - size % SECTOR_SIZE as u64;
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -332,8 +348,23 @@ mod host {
                 .truncate(true)
                 .open(path)
                 .map_err(host_error)?;
+            Self::from_empty_file(file, size)
+        }
+
+        /// Makes an empty file, open for reading and writing, an image of
+        /// `size` bytes (rounded down to whole sectors) that reads as zero.
+        pub fn from_empty_file(file: File, size: u64) -> Result<Self, DeviceError> {
+            let size = size - size % SECTOR_SIZE as u64;
             file.set_len(size).map_err(host_error)?;
             Ok(Self { file, size })
+        }
+
+        /// Whether `other` is this device's file (the same device and inode,
+        /// however it was reached: another path, a symbolic or a hard link).
+        pub fn is_same_file(&self, other: &File) -> Result<bool, DeviceError> {
+            let mine = self.file.metadata().map_err(host_error)?;
+            let theirs = other.metadata().map_err(host_error)?;
+            Ok(mine.dev() == theirs.dev() && mine.ino() == theirs.ino())
         }
     }
 
@@ -354,6 +385,9 @@ mod host {
 
         fn write(&mut self, offset: u64, data: &[u8], _kind: IoKind) -> Result<(), DeviceError> {
             check_request(offset, data.len(), self.size)?;
+            if let Some(hook) = WRITE_HOOK.get() {
+                hook();
+            }
             self.file.write_all_at(data, offset).map_err(host_error)
         }
 

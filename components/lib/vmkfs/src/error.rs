@@ -98,6 +98,8 @@ pub enum StoreError {
     },
     /// A metadata write failed earlier; the store refuses further work until remounted.
     Failed,
+    /// The store was mounted read-only ([`crate::Store::mount_read_only`]).
+    ReadOnly,
     /// More dirty metadata than the journal holds (a bug: transactions are bounded by design).
     TransactionTooLarge {
         pages: usize,
@@ -162,6 +164,10 @@ impl fmt::Display for StoreError {
             Self::Failed => write!(
                 formatter,
                 "a metadata update failed earlier; remount the file system"
+            ),
+            Self::ReadOnly => write!(
+                formatter,
+                "the file system is mounted read-only; changes need a read-write mount"
             ),
             Self::TransactionTooLarge { pages, capacity } => {
                 write!(

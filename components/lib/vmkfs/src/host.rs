@@ -18,9 +18,9 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::device::{DeviceError, FileDevice, SECTOR_SIZE};
+use crate::device::{BlockDevice, DeviceError, FileDevice, SECTOR_SIZE};
 use crate::error::{FormatError, MountError, StoreError};
-use crate::format::FormatOptions;
+use crate::format::{FormatOptions, Layout};
 use crate::store::{OpenMode, Store};
 
 /// Why a host-side image operation failed.
@@ -46,6 +46,16 @@ pub enum HostError {
     Size(String),
     Exists {
         path: PathBuf,
+    },
+    /// mkfs failed after truncating files that existed before (`--force`).
+    Overwritten {
+        paths: Vec<PathBuf>,
+        error: alloc::boxed::Box<HostError>,
+    },
+    /// An export's target is one of the image's own files.
+    TargetIsImage {
+        path: PathBuf,
+        device: usize,
     },
 }
 
@@ -76,6 +86,16 @@ impl fmt::Display for HostError {
                     path.display()
                 )
             }
+            Self::Overwritten { paths, error } => write!(
+                formatter,
+                "{error}; {} existed before and now hold(s) no file system",
+                list(paths)
+            ),
+            Self::TargetIsImage { path, device } => write!(
+                formatter,
+                "{} is the image's own file (device {device}); exporting onto it would destroy the image",
+                path.display()
+            ),
         }
     }
 }
@@ -115,9 +135,16 @@ pub fn parse_size(text: &str) -> Result<u64, HostError> {
         .ok_or_else(|| HostError::Size(alloc::format!("'{text}' is too large")))
 }
 
-/// Rounds a byte count up to whole sectors.
-pub fn round_up_to_sector(length: u64) -> u64 {
-    length.div_ceil(SECTOR_SIZE as u64) * SECTOR_SIZE as u64
+/// Rounds a byte count up to whole sectors; refuses a count so close to
+/// 2^64 that the rounded value does not fit.
+pub fn round_up_to_sector(length: u64) -> Result<u64, HostError> {
+    length
+        .checked_next_multiple_of(SECTOR_SIZE as u64)
+        .ok_or_else(|| {
+            HostError::Size(alloc::format!(
+                "a length of {length} bytes is too large: rounded up to whole {SECTOR_SIZE}-byte sectors it exceeds 2^64 - 1 bytes"
+            ))
+        })
 }
 
 /// A file-system identifier unlikely to repeat: time, process id and a counter.
@@ -139,34 +166,109 @@ pub fn new_file_system_id() -> [u8; 16] {
 }
 
 /// Creates one image file per path, each `size` bytes, and formats them as one file system.
+///
+/// A failed mkfs leaves nothing half made that it made itself: the layout
+/// (size, block size, limits) is checked before any file is touched, every
+/// path is opened before any is truncated, and on a later failure the files
+/// this call created are removed. A file that existed before (allowed by
+/// `force`) is never removed — it is the user's (its permissions, its
+/// links, perhaps a path other tools hold), and they asked for it to be
+/// overwritten, not deleted — but once truncated it holds no file system,
+/// and the error says so ([`HostError::Overwritten`]).
 pub fn format_image(
     paths: &[PathBuf],
     size: u64,
     options: &FormatOptions,
     force: bool,
 ) -> Result<Store<FileDevice>, HostError> {
-    let mut devices = Vec::with_capacity(paths.len());
-    for path in paths {
-        if !force && path.exists() {
-            return Err(HostError::Exists { path: path.clone() });
-        }
-        devices.push(
-            FileDevice::create(path, size).map_err(|error| HostError::Open {
-                path: path.clone(),
-                error,
-            })?,
-        );
-    }
-    Store::format(devices, options).map_err(|error| HostError::Format {
+    let format_error = |error| HostError::Format {
         paths: paths.to_vec(),
         error,
+    };
+    let sizes = alloc::vec![size - size % SECTOR_SIZE as u64; paths.len()];
+    Layout::compute(&sizes, options).map_err(|error| format_error(FormatError::Layout(error)))?;
+    let mut files = Vec::with_capacity(paths.len());
+    let mut created = Vec::new();
+    let mut overwritten = Vec::new();
+    let result = open_for_format(paths, force, &mut files, &mut created).and_then(|()| {
+        let mut devices = Vec::with_capacity(files.len());
+        for (path, file) in paths.iter().zip(files) {
+            let file_error = |error| HostError::File {
+                path: path.clone(),
+                error,
+            };
+            if !created.contains(path) {
+                file.set_len(0).map_err(file_error)?;
+                overwritten.push(path.clone());
+            }
+            devices.push(FileDevice::from_empty_file(file, size).map_err(|error| {
+                HostError::Open {
+                    path: path.clone(),
+                    error,
+                }
+            })?);
+        }
+        Store::format(devices, options).map_err(format_error)
+    });
+    result.map_err(|error| {
+        for path in &created {
+            let _ = std::fs::remove_file(path);
+        }
+        if overwritten.is_empty() {
+            error
+        } else {
+            HostError::Overwritten {
+                paths: overwritten,
+                error: alloc::boxed::Box::new(error),
+            }
+        }
     })
 }
 
-/// Opens the image files (in file-system order) and mounts them.
+/// Opens every path for mkfs without changing any existing file: new files
+/// are created (and listed in `created`), existing ones are refused unless
+/// `force`.
+fn open_for_format(
+    paths: &[PathBuf],
+    force: bool,
+    files: &mut Vec<File>,
+    created: &mut Vec<PathBuf>,
+) -> Result<(), HostError> {
+    for path in paths {
+        let file_error = |error| HostError::File {
+            path: path.clone(),
+            error,
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true);
+        match options.clone().create_new(true).open(path) {
+            Ok(file) => {
+                created.push(path.clone());
+                files.push(file);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                if !force {
+                    return Err(HostError::Exists { path: path.clone() });
+                }
+                files.push(options.open(path).map_err(file_error)?);
+            }
+            Err(error) => return Err(file_error(error)),
+        }
+    }
+    Ok(())
+}
+
+/// Opens the image files (in file-system order) and mounts them; without
+/// `writable` the files are opened read-only and the store never writes (a
+/// journal transaction not yet in place is replayed in RAM only).
 pub fn mount_image(paths: &[PathBuf], writable: bool) -> Result<Store<FileDevice>, HostError> {
     let devices = open_devices(paths, writable)?;
-    Store::mount(devices).map_err(|error| HostError::Mount {
+    let mounted = if writable {
+        Store::mount(devices)
+    } else {
+        Store::mount_read_only(devices)
+    };
+    mounted.map_err(|error| HostError::Mount {
         paths: paths.to_vec(),
         error,
     })
@@ -190,8 +292,13 @@ const TRANSFER: usize = 1 << 20;
 /// Copies a host file into the image as a new virtual disk named `name`,
 /// `length` bytes long (default: the host file's size rounded up to sectors);
 /// bytes past the host file read as zero.
-pub fn import_file(
-    store: &mut Store<FileDevice>,
+///
+/// All or nothing: the disk is created in RAM only, filled, and committed in
+/// one journal transaction at the end, so a crash (or a kill) at any point
+/// leaves either no file or the whole file, and a failed copy (say, a read
+/// error in the source) leaves no file either.
+pub fn import_file<D: BlockDevice>(
+    store: &mut Store<D>,
     name: &str,
     source: &Path,
     length: Option<u64>,
@@ -202,31 +309,58 @@ pub fn import_file(
     };
     let mut file = File::open(source).map_err(file_error)?;
     let source_length = file.metadata().map_err(file_error)?.len();
-    let length = round_up_to_sector(length.unwrap_or(source_length));
+    let length = round_up_to_sector(length.unwrap_or(source_length))?;
     if source_length > length {
         return Err(HostError::Size(alloc::format!(
             "{} holds {source_length} bytes, more than the {length}-byte disk",
             source.display()
         )));
     }
-    store.create(name, length)?;
-    let handle = store.open(name, OpenMode::ReadWrite)?;
-    let mut buffer = alloc::vec![0u8; TRANSFER];
-    let mut offset = 0u64;
-    while offset < source_length {
-        let want = (source_length - offset).min(TRANSFER as u64) as usize;
-        file.read_exact(&mut buffer[..want]).map_err(file_error)?;
-        let padded = (want.div_ceil(SECTOR_SIZE)) * SECTOR_SIZE;
-        buffer[want..padded].fill(0);
-        store.write(handle, offset, &buffer[..padded])?;
-        offset += want as u64;
+    store.create_uncommitted(name, length)?;
+    if let Err(error) = copy_in(store, name, &mut file, source_length, source) {
+        store.forget_uncommitted(name);
+        return Err(error);
     }
-    store.close(handle)?;
+    // The one transaction that makes the disk exist, after its data is durable.
     store.flush()?;
     Ok(length)
 }
 
-/// Copies the virtual disk `name` (as seen through its redo logs, if it is one) to a host file.
+/// Writes `source_length` bytes of `file` at the start of the disk `name`.
+fn copy_in<D: BlockDevice>(
+    store: &mut Store<D>,
+    name: &str,
+    file: &mut File,
+    source_length: u64,
+    source: &Path,
+) -> Result<(), HostError> {
+    let handle = store.open(name, OpenMode::ReadWrite)?;
+    let mut buffer = alloc::vec![0u8; TRANSFER];
+    let mut offset = 0u64;
+    let mut copy = || {
+        while offset < source_length {
+            let want = (source_length - offset).min(TRANSFER as u64) as usize;
+            file.read_exact(&mut buffer[..want])
+                .map_err(|error| HostError::File {
+                    path: source.to_path_buf(),
+                    error,
+                })?;
+            let padded = (want.div_ceil(SECTOR_SIZE)) * SECTOR_SIZE;
+            buffer[want..padded].fill(0);
+            store.write(handle, offset, &buffer[..padded])?;
+            offset += want as u64;
+        }
+        Ok(())
+    };
+    let copied = copy();
+    store.close(handle)?;
+    copied
+}
+
+/// Copies the virtual disk `name` (as seen through its redo logs, if it is
+/// one) to a host file. Refuses a target that is one of the image's own
+/// files (by device and inode, so also through a symbolic or hard link),
+/// before changing it.
 pub fn export_file(
     store: &mut Store<FileDevice>,
     name: &str,
@@ -238,7 +372,26 @@ pub fn export_file(
     };
     let handle = store.open(name, OpenMode::ReadOnly)?;
     let length = store.length(handle)?;
-    let mut file = File::create(target).map_err(file_error)?;
+    // Opened without truncating, so it can be compared with the image first.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(target)
+        .map_err(file_error)?;
+    for (device, image) in store.devices().iter().enumerate() {
+        let same = image.is_same_file(&file).map_err(|error| HostError::Open {
+            path: target.to_path_buf(),
+            error,
+        })?;
+        if same {
+            return Err(HostError::TargetIsImage {
+                path: target.to_path_buf(),
+                device,
+            });
+        }
+    }
+    file.set_len(0).map_err(file_error)?;
     let mut buffer = alloc::vec![0u8; TRANSFER];
     let mut offset = 0u64;
     while offset < length {
@@ -261,15 +414,16 @@ pub fn ensure_disk(
     length: u64,
     source: Option<&Path>,
 ) -> Result<(), HostError> {
+    let rounded = round_up_to_sector(length)?;
     let mut store = mount_image(paths, true)?;
     match store.stat(name) {
-        Ok(info) if info.length == round_up_to_sector(length) => {}
-        Ok(_) => store.resize(name, round_up_to_sector(length))?,
+        Ok(info) if info.length == rounded => {}
+        Ok(_) => store.resize(name, rounded)?,
         Err(StoreError::NotFound { .. }) => match source {
             Some(source) => {
                 import_file(&mut store, name, source, Some(length))?;
             }
-            None => store.create(name, round_up_to_sector(length))?,
+            None => store.create(name, rounded)?,
         },
         Err(error) => return Err(error.into()),
     }
@@ -291,6 +445,48 @@ mod tests {
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn lengths_round_up_to_sectors_without_overflow() {
+        assert_eq!(round_up_to_sector(0).unwrap(), 0);
+        assert_eq!(round_up_to_sector(1).unwrap(), 512);
+        assert_eq!(round_up_to_sector(1024).unwrap(), 1024);
+        assert_eq!(round_up_to_sector(u64::MAX - 511).unwrap(), u64::MAX - 511);
+        for length in [u64::MAX - 510, u64::MAX] {
+            let message = round_up_to_sector(length).unwrap_err().to_string();
+            assert!(
+                message.contains(&length.to_string()) && message.contains("too large"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_mkfs_says_which_existing_files_it_overwrote() {
+        let directory = tempfile::tempdir().unwrap();
+        let existing = directory.path().join("existing.img");
+        std::fs::write(&existing, b"old contents").unwrap();
+        let options = FormatOptions {
+            block_size: 4096,
+            max_files: 8,
+            pointer_blocks_per_file: 4,
+            ..FormatOptions::default()
+        };
+        // /dev/full opens for writing but cannot be truncated: the failure
+        // comes after the existing file was.
+        let paths = [existing.clone(), PathBuf::from("/dev/full")];
+        let error = format_image(&paths, 2 << 20, &options, true).err().unwrap();
+        let message = error.to_string();
+        assert!(
+            matches!(&error, HostError::Overwritten { paths, .. } if *paths == [existing.clone()])
+                && message.contains("/dev/full")
+                && message.contains("now hold(s) no file system"),
+            "{message}"
+        );
+        // Not removed: it is the user's file, overwritten (with zeros) as they asked.
+        let contents = std::fs::read(&existing).unwrap();
+        assert!(!contents.is_empty() && contents.iter().all(|&byte| byte == 0));
     }
 
     #[test]

@@ -25,6 +25,9 @@
 //!   most one redo log directly over it; a chain ends at a disk.
 //! - After any failed metadata write the store refuses further work
 //!   ([`StoreError::Failed`]); remounting recovers from the journal.
+//! - A store mounted with [`Store::mount_read_only`] never writes: it replays
+//!   a journal transaction not yet in place in RAM only, and refuses every
+//!   change ([`StoreError::ReadOnly`]).
 //!
 //! Callers: the block-store component, the host tooling (`disk` commands),
 //! the tests and benchmarks.
@@ -129,6 +132,8 @@ pub struct Store<D: BlockDevice> {
     readers: Vec<u32>,
     writers: Vec<bool>,
     failed: bool,
+    /// Mounted with [`Store::mount_read_only`]: nothing is ever written.
+    read_only: bool,
     data_cursors: Vec<u32>,
 }
 
@@ -241,15 +246,8 @@ impl<D: BlockDevice> Store<D> {
     /// Mounts the file system on `devices` (in file-system order): reads and
     /// checks all metadata, replays a complete journal transaction, and
     /// refuses any image with a problem.
-    pub fn mount(mut devices: Vec<D>) -> Result<Self, MountError> {
-        let loaded = load(&mut devices)?;
-        if !loaded.problems.is_empty() {
-            return Err(MountError::Inconsistent {
-                problems: loaded.problems,
-            });
-        }
-        let journal = loaded.journal.clone();
-        let mut store = Self::from_loaded(devices, loaded);
+    pub fn mount(devices: Vec<D>) -> Result<Self, MountError> {
+        let (mut store, journal) = Self::load_checked(devices, false)?;
         if let Some(transaction) = journal {
             // Replay only pages not already in place, so a clean image mounts without writing.
             let mut stale = Vec::new();
@@ -273,6 +271,33 @@ impl<D: BlockDevice> Store<D> {
         Ok(store)
     }
 
+    /// Mounts without ever writing (for devices opened read-only): like
+    /// [`Store::mount`], but a journal transaction not yet in place is
+    /// replayed in RAM only, so the store sees exactly what a read-write
+    /// mount would. Reads work; every change, and opening a file for
+    /// writing, is refused with [`StoreError::ReadOnly`].
+    pub fn mount_read_only(devices: Vec<D>) -> Result<Self, MountError> {
+        Self::load_checked(devices, true).map(|(store, _)| store)
+    }
+
+    /// Loads and checks the image (the journal overlaid in RAM) and returns
+    /// the store with the journal's complete transaction, if any.
+    fn load_checked(
+        mut devices: Vec<D>,
+        read_only: bool,
+    ) -> Result<(Self, Option<Transaction>), MountError> {
+        let loaded = load(&mut devices)?;
+        if !loaded.problems.is_empty() {
+            return Err(MountError::Inconsistent {
+                problems: loaded.problems,
+            });
+        }
+        let journal = loaded.journal.clone();
+        let mut store = Self::from_loaded(devices, loaded);
+        store.read_only = read_only;
+        Ok((store, journal))
+    }
+
     fn from_loaded(devices: Vec<D>, loaded: Loaded) -> Self {
         let slot_count = loaded.slots.len();
         Self {
@@ -289,6 +314,7 @@ impl<D: BlockDevice> Store<D> {
             readers: vec![0; slot_count],
             writers: vec![false; slot_count],
             failed: false,
+            read_only: false,
         }
     }
 
@@ -486,6 +512,21 @@ impl<D: BlockDevice> Store<D> {
         } else {
             Ok(())
         }
+    }
+
+    /// Usable, and not mounted read-only: the check before any change.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.check_usable()?;
+        if self.read_only {
+            Err(StoreError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// True when mounted with [`Store::mount_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     fn check_new_name(&self, name: &str) -> Result<(), StoreError> {
@@ -803,13 +844,17 @@ impl<D: BlockDevice> Store<D> {
     /// Commits metadata left dirty by redo-log writes before an operation adds
     /// its own, so one transaction never holds more than one operation's pages.
     fn commit_pending(&mut self) -> Result<(), StoreError> {
-        self.check_usable()?;
+        self.check_writable()?;
         self.commit_transaction()
     }
 
     /// Makes every write issued so far durable (the acknowledgement point).
+    /// On a read-only store there is nothing to flush.
     pub fn flush(&mut self) -> Result<(), StoreError> {
         self.check_usable()?;
+        if self.read_only {
+            return Ok(());
+        }
         if self.dirty.is_empty() {
             self.flush_devices()
         } else {
@@ -822,6 +867,16 @@ impl<D: BlockDevice> Store<D> {
     /// Creates a virtual disk of `length` bytes (a multiple of 512), all its
     /// blocks allocated now and zeroed.
     pub fn create(&mut self, name: &str, length: u64) -> Result<(), StoreError> {
+        self.create_uncommitted(name, length)?;
+        self.commit_transaction()
+    }
+
+    /// [`Store::create`] without the commit: the new disk exists in RAM and
+    /// can be opened and written, and it reaches the device only with the
+    /// next transaction ([`Store::flush`] or any metadata operation). Until
+    /// then a crash leaves no trace of it, and [`Store::forget_uncommitted`]
+    /// takes it back: how an import is made all-or-nothing.
+    pub(crate) fn create_uncommitted(&mut self, name: &str, length: u64) -> Result<(), StoreError> {
         self.commit_pending()?;
         self.check_new_name(name)?;
         self.check_length(length)?;
@@ -861,7 +916,21 @@ impl<D: BlockDevice> Store<D> {
             self.failed = true;
             return Err(error);
         }
-        self.commit_transaction()
+        Ok(())
+    }
+
+    /// Takes back a disk made by [`Store::create_uncommitted`] that is not
+    /// committed yet (and is closed): its slot and blocks are free again in
+    /// RAM, as they still are on the device. Its blocks never held
+    /// acknowledged data, so they may be reused at once. (Only the host
+    /// import uses it, hence the `std` feature.)
+    #[cfg(feature = "std")]
+    pub(crate) fn forget_uncommitted(&mut self, name: &str) {
+        if let Ok(slot) = self.find(name)
+            && !self.is_open(slot)
+        {
+            self.release_file(slot);
+        }
     }
 
     /// Deletes a file (a redo log too); it must be closed and have no redo log over it.
@@ -1090,6 +1159,7 @@ impl<D: BlockDevice> Store<D> {
         let slot = self.find(name)?;
         match mode {
             OpenMode::ReadWrite => {
+                self.check_writable()?;
                 if self.is_open(slot) {
                     return Err(StoreError::Busy {
                         name: name.to_string(),
@@ -1214,7 +1284,7 @@ impl<D: BlockDevice> Store<D> {
         offset: u64,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        self.check_usable()?;
+        self.check_writable()?;
         let entry = self.handle_entry(handle)?;
         let slot = entry.slot;
         if entry.mode != OpenMode::ReadWrite {

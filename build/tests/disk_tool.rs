@@ -1,0 +1,144 @@
+//! The `disk` subcommand as a user meets it: the real `mvbuild` binary run on
+//! small images, its exit status, its output and what it leaves on disk.
+//! Bad input must give one clear error line and exit status 2, never a panic.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{disk, ok, path, refused, scratch, small_image, text};
+use tempfile::TempDir;
+
+/// A small image holding an 8 KiB disk named `disk`, and a 4-byte host
+/// file to import: (scratch directory, image, host file).
+fn image_with_a_disk() -> (TempDir, PathBuf, PathBuf) {
+    let scratch = scratch();
+    let image = small_image(&scratch);
+    ok(&["create", "-i", path(&image), "disk", "--size", "8K"]);
+    let source = scratch.path().join("source.bin");
+    std::fs::write(&source, b"data").unwrap();
+    (scratch, image, source)
+}
+
+#[test]
+fn sizes_too_large_for_64_bits_are_refused_clearly() {
+    let (_scratch, image, source) = image_with_a_disk();
+    let image = path(&image);
+    let huge = u64::MAX.to_string();
+    for arguments in [
+        vec!["create", "-i", image, "big", "--size", &huge],
+        vec!["resize", "-i", image, "disk", "--size", &huge],
+        vec!["import", "-i", image, path(&source), "--size", &huge],
+    ] {
+        let message = refused(&arguments);
+        assert!(
+            message.contains(&huge) && message.contains("too large"),
+            "{arguments:?}: {message}"
+        );
+    }
+    let listing = ok(&["ls", "-i", image]);
+    assert!(listing.contains("1 files"), "{listing}");
+}
+
+#[test]
+fn a_full_output_is_an_error_and_a_closed_pipe_ends_quietly() {
+    let (scratch, image, source) = image_with_a_disk();
+    let image = path(&image);
+    let target = scratch.path().join("target.bin");
+    let commands: [&[&str]; 7] = [
+        &["ls", "-i", image],
+        &["stat", "-i", image, "disk"],
+        &["fsck", "-i", image],
+        &["export", "-i", image, "disk", path(&target)],
+        &["create", "-i", image, "new", "--size", "4K"],
+        &["import", "-i", image, path(&source), "--name", "imported"],
+        &["rm", "-i", image, "new"],
+    ];
+    for arguments in commands {
+        let full = std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let output = disk(arguments).stdout(full).output().unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{arguments:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: cannot write to standard output: No space left on device")
+                && !stderr.contains("panicked"),
+            "{arguments:?}: {stderr}"
+        );
+    }
+    ok(&["rm", "-i", image, "imported"]);
+    for arguments in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = disk(arguments).stdout(writer).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(141),
+            "{arguments:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            output.stderr.is_empty(),
+            "{arguments:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    // The changes were made; only their reports were lost.
+    let listing = ok(&["ls", "-i", image]);
+    assert!(
+        listing.contains("imported") && !listing.contains("new "),
+        "{listing}"
+    );
+    // A command that fails reports its error even when its output is gone.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = disk(&["stat", "-i", image, "missing"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("no file named 'missing'"));
+}
+
+#[test]
+fn a_failed_mkfs_leaves_no_file_it_made_and_touches_no_file_it_did_not() {
+    let scratch = scratch();
+    let image = scratch.path().join("new.img");
+    // Too small for the metadata: refused before any file is made, so the
+    // corrected command needs no --force.
+    let message = refused(&["mkfs", path(&image), "--size", "10K"]);
+    assert!(message.contains("too small"), "{message}");
+    assert!(!image.exists());
+    let message = refused(&["mkfs", path(&image), "--size", &u64::MAX.to_string()]);
+    assert!(message.contains("data blocks"), "{message}");
+    assert!(!image.exists());
+    ok(&["mkfs", path(&image), "--size", "8M"]);
+    // A file the user asked to overwrite is left as it was when the options are wrong.
+    let existing = scratch.path().join("existing.img");
+    std::fs::write(&existing, b"precious").unwrap();
+    let message = refused(&["mkfs", path(&existing), "--size", "10K", "--force"]);
+    assert!(message.contains("too small"), "{message}");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
+    // A failure after files were made removes the ones mkfs made, and only those.
+    let unreachable = scratch.path().join("no-such-directory").join("second.img");
+    let first = scratch.path().join("first.img");
+    let message = refused(&["mkfs", path(&first), path(&unreachable), "--size", "8M"]);
+    assert!(
+        message.contains(path(&unreachable)) && message.contains("No such file"),
+        "{message}"
+    );
+    assert!(!first.exists());
+    let message = refused(&[
+        "mkfs",
+        path(&existing),
+        path(&unreachable),
+        "--size",
+        "8M",
+        "--force",
+    ]);
+    assert!(message.contains(path(&unreachable)), "{message}");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
+    ok(&["mkfs", path(&first), "--size", "8M"]);
+}
