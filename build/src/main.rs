@@ -25,9 +25,11 @@ mod bochs;
 mod command_line;
 mod console;
 mod corrupt;
+mod debian;
 mod disk;
 mod emulator;
 mod host_tests;
+mod initramfs;
 mod lint;
 mod pack;
 mod qemu;
@@ -63,6 +65,20 @@ enum Command {
         /// The system file [default: examples/default.toml]
         system: Option<std::path::PathBuf>,
     },
+    /// Fetch the Debian cloud kernel and build a busybox initramfs for it
+    /// (cached under target/guests/debian-cloud/); with --bare, boot them
+    /// on bare QEMU (the baseline the hypervisor's Linux boot is measured
+    /// against).
+    Guest {
+        /// Boot the guest on bare QEMU (microvm with ACPI, LAPIC, IOAPIC,
+        /// RTC and COM1) and stream its console.
+        #[arg(long)]
+        bare: bool,
+        /// With --bare: run under -icount shift=0 (the TSC counts
+        /// instructions).
+        #[arg(long, requires = "bare")]
+        icount: bool,
+    },
     /// Create, inspect, check and change VMKFS disk images.
     Disk {
         #[command(subcommand)]
@@ -79,6 +95,7 @@ fn main() -> ExitCode {
         Command::Lint => lint::command(),
         Command::Cdl { system } => system::print_listing(system),
         Command::Disk { command } => disk::run(command),
+        Command::Guest { bare, icount } => debian::command(bare, icount),
     };
     match result {
         Ok(code) => code,

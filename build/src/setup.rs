@@ -412,6 +412,32 @@ pub fn emulators(emulators: &[Emulator]) -> Result<()> {
     Ok(())
 }
 
+/// Updates apt's package lists (as root, or with `sudo -n`), saying so
+/// first; an error says the one command to run when neither works.
+pub fn update_package_lists() -> Result<()> {
+    let machine = Machine::inspect();
+    if !machine.apt_get {
+        bail!("this is not a Debian/Ubuntu machine (no apt-get on PATH)");
+    }
+    if machine.privilege == Privilege::Neither {
+        bail!(
+            "updating apt's package lists needs root: this user is not root and sudo asks for a \
+             password. Run `sudo apt-get update` and try again"
+        );
+    }
+    let step = Step {
+        what: "updating the package lists".into(),
+        argv: apt_get(machine.privilege, &["update", "-q"]),
+    };
+    let mut host = Host {
+        directory: "/".into(),
+    };
+    if !run_step(&step, &mut host)? {
+        bail!("`{}` failed (its output is above)", step.argv.join(" "));
+    }
+    Ok(())
+}
+
 /// Whether everything booting in `emulator` needs is there.
 pub fn is_ready(emulator: Emulator) -> bool {
     missing_tools(&[emulator], |tool| tool.find().is_some()).is_empty()

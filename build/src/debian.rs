@@ -1,0 +1,244 @@
+//! The Debian guest: an unmodified Debian cloud kernel and a busybox
+//! initramfs, fetched with `apt-get download` and cached under
+//! `target/guests/debian-cloud/`.
+//!
+//! `linux-image-cloud-amd64` is a metapackage; the kernel is the versioned
+//! package it depends on (`linux-image-6.1.0-N-cloud-amd64`), found with
+//! `apt-cache depends`. Packages are unpacked with `dpkg-deb -x` (both are
+//! on every Debian/Ubuntu machine); the initramfs is written by
+//! [`crate::initramfs`] around `busybox-static`'s `/bin/busybox`, so it is
+//! byte-reproducible. A complete cache is reused: nothing is downloaded
+//! twice. Package lists are updated (as root, or with `sudo -n`) only when
+//! apt has none.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::initramfs;
+
+/// The metapackage whose dependency is the kernel.
+pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
+/// The static busybox.
+pub const BUSYBOX_PACKAGE: &str = "busybox-static";
+
+/// A fetched guest: the kernel (bzImage), the initramfs and the kernel
+/// release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guest {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub release: String,
+}
+
+/// The versioned kernel package `apt-cache depends` names for the
+/// metapackage (`  Depends: linux-image-6.1.0-57-cloud-amd64`).
+pub fn kernel_package(depends_output: &str) -> Option<&str> {
+    depends_output.lines().find_map(|line| {
+        let name = line.trim().strip_prefix("Depends:")?.trim();
+        let name = name.trim_start_matches('<').trim_end_matches('>');
+        (name.starts_with("linux-image-") && name != KERNEL_METAPACKAGE).then_some(name)
+    })
+}
+
+/// The kernel release of a versioned kernel package
+/// (`linux-image-6.1.0-57-cloud-amd64` → `6.1.0-57-cloud-amd64`).
+pub fn release_of(package: &str) -> Option<&str> {
+    package
+        .strip_prefix("linux-image-")
+        .filter(|release| !release.is_empty() && !release.contains('/'))
+}
+
+/// The cache directory for the Debian cloud guest.
+pub fn cache_directory(target_directory: &Path) -> PathBuf {
+    target_directory.join("guests").join("debian-cloud")
+}
+
+/// The guest in `cache`, fetching and building what is missing.
+pub fn fetch(cache: &Path) -> Result<Guest> {
+    std::fs::create_dir_all(cache)
+        .with_context(|| format!("could not create {}", cache.display()))?;
+    let depends = apt_cache_depends()?;
+    let Some(package) = kernel_package(&depends) else {
+        bail!(
+            "`apt-cache depends {KERNEL_METAPACKAGE}` names no kernel package; its output was:\n{depends}"
+        );
+    };
+    let release = release_of(package)
+        .with_context(|| format!("cannot tell the kernel release of package '{package}'"))?
+        .to_string();
+    let kernel = cache.join(format!("vmlinuz-{release}"));
+    let initramfs = cache.join("initramfs.cpio");
+    if !kernel.is_file() {
+        let unpacked = download_and_unpack(cache, package)?;
+        let from = unpacked.join("boot").join(format!("vmlinuz-{release}"));
+        std::fs::copy(&from, &kernel)
+            .with_context(|| format!("package {package} has no {}", from.display()))?;
+    }
+    if !initramfs.is_file() {
+        let unpacked = download_and_unpack(cache, BUSYBOX_PACKAGE)?;
+        let path = unpacked.join("bin").join("busybox");
+        let busybox = std::fs::read(&path)
+            .with_context(|| format!("package {BUSYBOX_PACKAGE} has no {}", path.display()))?;
+        let archive = initramfs::busybox(&busybox, initramfs::BUSYBOX_INIT)?;
+        let partial = initramfs.with_extension("cpio.partial");
+        std::fs::write(&partial, archive)
+            .with_context(|| format!("could not write {}", partial.display()))?;
+        std::fs::rename(&partial, &initramfs)
+            .with_context(|| format!("could not write {}", initramfs.display()))?;
+    }
+    Ok(Guest {
+        kernel,
+        initramfs,
+        release,
+    })
+}
+
+/// `apt-cache depends` of the metapackage, updating the package lists
+/// first when apt has none.
+fn apt_cache_depends() -> Result<String> {
+    let query = || {
+        Command::new("apt-cache")
+            .args(["depends", KERNEL_METAPACKAGE])
+            .stdin(Stdio::null())
+            .output()
+    };
+    let output = query().context("could not run apt-cache: is this a Debian/Ubuntu machine?")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() && kernel_package(&text).is_some() {
+        return Ok(text);
+    }
+    crate::setup::update_package_lists().with_context(|| {
+        format!(
+            "apt knows no package {KERNEL_METAPACKAGE}, and its package lists could not be updated"
+        )
+    })?;
+    let output = query().context("could not run apt-cache")?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Downloads `package` into `cache` and unpacks it into
+/// `cache/<package>/`; returns that directory.
+fn download_and_unpack(cache: &Path, package: &str) -> Result<PathBuf> {
+    eprintln!("guest: downloading {package} (apt-get download {package})");
+    let status = Command::new("apt-get")
+        .args(["download", "-q", package])
+        .current_dir(cache)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .context("could not run apt-get")?;
+    if !status.success() {
+        bail!("`apt-get download {package}` failed (its output is above)");
+    }
+    let deb = std::fs::read_dir(cache)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .find(|path| {
+            path.extension().is_some_and(|e| e == "deb")
+                && path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with(&format!("{package}_")))
+        })
+        .with_context(|| {
+            format!(
+                "apt-get download {package} left no .deb in {}",
+                cache.display()
+            )
+        })?;
+    let directory = cache.join(package);
+    let _ = std::fs::remove_dir_all(&directory);
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&directory)
+        .stdin(Stdio::null())
+        .status()
+        .context("could not run dpkg-deb")?;
+    if !status.success() {
+        bail!("`dpkg-deb -x {}` failed", deb.display());
+    }
+    Ok(directory)
+}
+
+/// The kernel command line the Debian guest boots with: the serial
+/// console, no reboot loop on panic, and no crypto self-tests (about
+/// 0.9 G instructions of boot; see the module documentation).
+pub const COMMAND_LINE: &str = "console=ttyS0 panic=-1 cryptomgr.notests";
+
+/// The bare-QEMU command booting `guest`: QEMU's microvm with ACPI, one
+/// LAPIC, one IOAPIC, the PIT (for TSC calibration), the CMOS RTC and
+/// COM1 — the platform the hypervisor's world switcher offers — so the
+/// two boots can be compared.
+pub fn bare_command(qemu: &Path, guest: &Guest, icount: bool) -> Command {
+    let mut command = Command::new(qemu);
+    command
+        .args([
+            "-machine",
+            "microvm,pit=on,pic=off,rtc=on,ioapic2=off,isa-serial=on",
+        ])
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "256M"])
+        .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+        .arg("-no-reboot")
+        .arg("-kernel")
+        .arg(&guest.kernel)
+        .arg("-initrd")
+        .arg(&guest.initramfs)
+        .args(["-append", COMMAND_LINE]);
+    if icount {
+        command.args(["-icount", "shift=0,sleep=off"]);
+    }
+    command
+}
+
+/// `guest`: fetches the guest and says where it is; with `bare`, boots
+/// it on bare QEMU with its console on this terminal.
+pub fn command(bare: bool, icount: bool) -> Result<std::process::ExitCode> {
+    let workspace = crate::workspace::Workspace::load()?;
+    let guest = fetch(&cache_directory(&workspace.target_directory))?;
+    println!("kernel    {} ({})", guest.kernel.display(), guest.release);
+    println!("initramfs {}", guest.initramfs.display());
+    if !bare {
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    crate::setup::emulators(&[crate::emulator::Emulator::Qemu])?;
+    let qemu = crate::tools::require(crate::tools::QEMU)?;
+    let status = bare_command(&qemu, &guest, icount)
+        .stdin(Stdio::null())
+        .status()
+        .context("could not start QEMU")?;
+    Ok(if status.success() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_package_is_the_metapackages_dependency() {
+        let output = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-57-cloud-amd64\n";
+        assert_eq!(
+            kernel_package(output),
+            Some("linux-image-6.1.0-57-cloud-amd64")
+        );
+        let virtual_dependency =
+            "linux-image-cloud-amd64\n  Depends: <linux-image-6.1.0-9-cloud-amd64>\n";
+        assert_eq!(
+            kernel_package(virtual_dependency),
+            Some("linux-image-6.1.0-9-cloud-amd64")
+        );
+        assert_eq!(kernel_package("linux-image-cloud-amd64\n"), None);
+        assert_eq!(kernel_package("  Depends: libc6\n"), None);
+        assert_eq!(
+            release_of("linux-image-6.1.0-57-cloud-amd64"),
+            Some("6.1.0-57-cloud-amd64")
+        );
+        assert_eq!(release_of("linux-image-"), None);
+        assert_eq!(release_of("busybox"), None);
+    }
+}
