@@ -141,6 +141,9 @@ pub mod misc1 {
     pub const NMI: u32 = 1 << 1;
     pub const SMI: u32 = 1 << 2;
     pub const INIT: u32 = 1 << 3;
+    /// A virtual interrupt (V_IRQ) became deliverable: the interrupt
+    /// window.
+    pub const VINTR: u32 = 1 << 4;
     pub const RDTSC: u32 = 1 << 14;
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
@@ -192,6 +195,7 @@ pub mod exit {
     pub const NMI: u64 = 0x61;
     pub const SMI: u64 = 0x62;
     pub const INIT: u64 = 0x63;
+    pub const VINTR: u64 = 0x64;
     pub const CPUID: u64 = 0x72;
     pub const HLT: u64 = 0x78;
     pub const IOIO: u64 = 0x7b;
@@ -209,6 +213,12 @@ pub const EFER_SVME: u64 = 1 << 12;
 /// `int_ctl`: physical interrupts are masked by the host's RFLAGS.IF, the
 /// guest's IF masks only virtual interrupts.
 pub const V_INTR_MASKING: u64 = 1 << 24;
+/// `int_ctl`: a virtual interrupt is pending. With the VINTR intercept the
+/// guest exits as soon as it could take it: the core uses it only to
+/// report the interrupt window, never to deliver a vector.
+pub const V_IRQ: u64 = 1 << 8;
+/// `int_ctl`: the pending virtual interrupt ignores the virtual TPR.
+pub const V_IGN_TPR: u64 = 1 << 20;
 /// `nested_ctl`: nested paging on.
 pub const NESTED_PAGING: u64 = 1 << 0;
 /// `tlb_control`: flush this guest's (ASID's) TLB entries at VMRUN.
@@ -389,6 +399,9 @@ impl Vmcb {
         if mask & intercept::PAUSE != 0 {
             misc1 |= misc1::PAUSE;
         }
+        // A pending interrupt-window request is the state page's, not an
+        // optional intercept: keep it.
+        misc1 |= self.intercept_misc1 & misc1::VINTR;
         self.intercept_misc1 = misc1;
         self.intercept_misc2 = misc2;
         self.clean &= !clean::INTERCEPTS;
@@ -543,7 +556,24 @@ pub fn write_back(
     if mask & dirty::INTERRUPT_SHADOW != 0 {
         vmcb.int_state = state.interrupt_shadow & 1;
     }
+    if mask & dirty::INTERRUPT_WINDOW != 0 {
+        request_interrupt_window(vmcb, state.interrupt_window != 0);
+    }
     mask.count_ones()
+}
+
+/// Asks for (or cancels) an exit as soon as the guest can take an
+/// external interrupt: a virtual interrupt that ignores the virtual TPR,
+/// and the VINTR intercept that turns its delivery into an exit.
+fn request_interrupt_window(vmcb: &mut Vmcb, request: bool) {
+    if request {
+        vmcb.int_ctl |= V_IRQ | V_IGN_TPR;
+        vmcb.intercept_misc1 |= misc1::VINTR;
+    } else {
+        vmcb.int_ctl &= !(V_IRQ | V_IGN_TPR);
+        vmcb.intercept_misc1 &= !misc1::VINTR;
+    }
+    vmcb.clean &= !(clean::TPR | clean::INTERCEPTS);
 }
 
 /// Copies the guest state out of the VMCB and the guest registers into the
@@ -571,6 +601,7 @@ pub fn read_out(vmcb: &Vmcb, registers: &GuestRegisters, state: &mut VcpuState) 
     state.idtr = table_from_vmcb(&vmcb.idtr);
     state.interrupt_shadow = vmcb.int_state & 1;
     state.inject = 0;
+    state.interrupt_window = u64::from(vmcb.intercept_misc1 & misc1::VINTR != 0);
 }
 
 /// Prepares a VMCB for entry: writes back the state-page fields `mask`
@@ -691,6 +722,7 @@ pub fn decode_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
         }
         exit::CPUID => ExitReason::Cpuid,
         exit::HLT => ExitReason::Hlt,
+        exit::VINTR => ExitReason::InterruptWindow,
         exit::VMMCALL => ExitReason::Hypercall,
         exit::SHUTDOWN => ExitReason::Shutdown,
         exit::INVALID => ExitReason::InvalidState,
@@ -1161,6 +1193,43 @@ mod tests {
         assert_eq!(pending, (1 << 31) | 0x21, "kept for later");
         assert_eq!(vmcb.clean, 0, "no clean bits without the CPU's support");
         assert_eq!(state.last_writes, 1);
+    }
+
+    #[test]
+    fn the_interrupt_window_is_requested_reported_and_cancelled() {
+        let mut vmcb = vmcb();
+        let mut registers = [0; 16];
+        let mut state = VcpuState::new_zeroed();
+        vmcb.clean = clean::ALL;
+        state.interrupt_window = 1;
+        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        assert_eq!(vmcb.int_ctl & (V_IRQ | V_IGN_TPR), V_IRQ | V_IGN_TPR);
+        assert!(vmcb.intercept_misc1 & misc1::VINTR != 0);
+        assert_eq!(vmcb.clean & (clean::TPR | clean::INTERCEPTS), 0);
+        assert!(
+            vmcb.int_ctl & V_INTR_MASKING != 0,
+            "host interrupts stay the host's"
+        );
+        // Optional intercepts keep the request.
+        vmcb.set_optional_intercepts(intercept::RDTSC);
+        assert!(vmcb.intercept_misc1 & misc1::VINTR != 0);
+        // The exit is decoded and the request shows as pending.
+        let exit = exit_of(exit::VINTR, 0, 0);
+        assert_eq!(exit.reason, Some(ExitReason::InterruptWindow));
+        read_out(&vmcb, &registers, &mut state);
+        assert_eq!(state.interrupt_window, 1);
+        // Cancelled.
+        state.interrupt_window = 0;
+        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        assert_eq!(vmcb.int_ctl & (V_IRQ | V_IGN_TPR), 0);
+        assert_eq!(vmcb.intercept_misc1 & misc1::VINTR, 0);
+        assert!(vmcb.int_ctl & V_INTR_MASKING != 0);
+        read_out(&vmcb, &registers, &mut state);
+        assert_eq!(state.interrupt_window, 0);
+        // Not written back without its dirty bit.
+        state.interrupt_window = 1;
+        write_back(&mut vmcb, &mut registers, &state, dirty::RIP);
+        assert_eq!(vmcb.intercept_misc1 & misc1::VINTR, 0);
     }
 
     #[test]

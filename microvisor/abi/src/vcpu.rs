@@ -91,10 +91,13 @@ pub mod dirty {
     pub const INJECT: u64 = 1 << 33;
     /// [`super::VcpuState::interrupt_shadow`].
     pub const INTERRUPT_SHADOW: u64 = 1 << 34;
+    /// [`super::VcpuState::interrupt_window`]: ask for (or cancel) an
+    /// [`super::ExitReason::InterruptWindow`] exit.
+    pub const INTERRUPT_WINDOW: u64 = 1 << 35;
     /// All segment registers.
     pub const SEGMENTS: u64 = CS | DS | ES | SS | FS | GS | TR | LDTR;
     /// Everything the state page holds.
-    pub const ALL: u64 = (1 << 35) - 1;
+    pub const ALL: u64 = (1 << 36) - 1;
 }
 
 /// Why the guest left, architecture-neutral.
@@ -129,6 +132,10 @@ pub enum ExitReason {
     Other = 11,
     /// The time limit given to [`crate::syscall::Syscall::VcpuRun`] passed.
     TimeLimit = 12,
+    /// The guest can take an external interrupt now (its RFLAGS.IF is set
+    /// and it is not in an interrupt shadow), and the world switcher asked
+    /// to know ([`VcpuState::interrupt_window`]): inject it now.
+    InterruptWindow = 13,
 }
 
 impl ExitReason {
@@ -147,6 +154,7 @@ impl ExitReason {
             10 => Self::Poked,
             11 => Self::Other,
             12 => Self::TimeLimit,
+            13 => Self::InterruptWindow,
             _ => return None,
         })
     }
@@ -318,6 +326,11 @@ pub struct VcpuState {
     pub entries: u64,
     /// Guest state fields the core wrote back at the last entry.
     pub last_writes: u64,
+    /// 1: leave the guest with [`ExitReason::InterruptWindow`] as soon as
+    /// it can take an external interrupt (written back with
+    /// [`dirty::INTERRUPT_WINDOW`]; 0 cancels). At every exit it says
+    /// whether the request is still pending.
+    pub interrupt_window: u64,
 }
 
 const _: () = assert!(offset_of!(VcpuState, exit_reason) == 0);
@@ -340,7 +353,8 @@ const _: () = assert!(offset_of!(VcpuState, inject) == 392);
 const _: () = assert!(offset_of!(VcpuState, interrupt_shadow) == 400);
 const _: () = assert!(offset_of!(VcpuState, entries) == 408);
 const _: () = assert!(offset_of!(VcpuState, last_writes) == 416);
-const _: () = assert!(size_of::<VcpuState>() == 424);
+const _: () = assert!(offset_of!(VcpuState, interrupt_window) == 424);
+const _: () = assert!(size_of::<VcpuState>() == 432);
 const _: () = assert!(size_of::<VcpuState>() <= 4096);
 
 #[cfg(test)]
@@ -374,11 +388,11 @@ mod tests {
 
     #[test]
     fn reasons_round_trip() {
-        for value in 1..=12 {
+        for value in 1..=13 {
             assert_eq!(ExitReason::from_u32(value).unwrap() as u32, value);
         }
         assert_eq!(ExitReason::from_u32(0), None);
-        assert_eq!(ExitReason::from_u32(13), None);
+        assert_eq!(ExitReason::from_u32(14), None);
     }
 
     #[test]
@@ -397,6 +411,7 @@ mod tests {
             dirty::IDTR,
             dirty::INJECT,
             dirty::INTERRUPT_SHADOW,
+            dirty::INTERRUPT_WINDOW,
         ];
         let mut seen = 0u64;
         for bit in bits {

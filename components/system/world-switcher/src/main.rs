@@ -227,6 +227,12 @@ impl Switcher {
                 ExitReason::Hlt => self.sleep(HLT_TICK_US, 1).map(|()| dirty::RIP),
                 ExitReason::Hypercall => self.hypercall(),
                 ExitReason::Poked | ExitReason::TimeLimit => self.poll().map(|()| 0),
+                // This switcher has no interrupt sources yet, so it never
+                // asks for the window; if one is pending, cancel it.
+                ExitReason::InterruptWindow => {
+                    self.vm.state().interrupt_window = 0;
+                    Ok(dirty::INTERRUPT_WINDOW)
+                }
                 ExitReason::NestedPageFault => Err(self.nested_page_fault()),
                 ExitReason::Shutdown => Err(self.report("stopped: triple fault (shutdown)")),
                 ExitReason::InvalidState => {
