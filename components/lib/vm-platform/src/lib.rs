@@ -1,6 +1,8 @@
 //! The world switcher's pure logic: everything about running a guest that
 //! does not need the core, so it is tested on the host.
 //!
+//! - [`bundle`]: guest bundles, a kernel, initrd and command line packed
+//!   as one boot-image entry.
 //! - [`image`]: reading a guest's ELF image and loading its segments into
 //!   guest memory at their physical addresses, refusing anything that does
 //!   not fit.
@@ -14,6 +16,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod cpuid;
 pub mod image;
 pub mod msr;
