@@ -16,7 +16,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use microvisor_abi::image::{EntryKind, ImageBuilder};
 use microvisor_abi::spec::{Spec, name_of};
 
-use crate::system::{Component, did_you_mean};
+use capdl::diagnostic::closest;
+
+use crate::system::Component;
 use crate::workspace::Artifacts;
 
 /// Boot-image entries holding guest images are named `vm-<image>`.
@@ -132,7 +134,7 @@ fn missing_guest(guest: &GuestUse, artifacts: &Artifacts) -> String {
         "VM '{}' starts from guest image '{}', but no test VM '{}' was built (test-vms/{}/)",
         guest.vm, guest.image, guest.image, guest.image
     );
-    match did_you_mean(&guest.image, &built) {
+    match closest(&guest.image, built.iter().map(String::as_str)) {
         Some(close) => message.push_str(&format!(": did you mean '{close}'?")),
         None => message.push('.'),
     }

@@ -32,6 +32,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use capdl::diagnostic::closest;
+use microvisor_abi::image::is_valid_name;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -39,9 +41,7 @@ use crate::console::{VerdictKind, first_forbidden, first_unmet};
 use crate::emulator::{Emulator, Ending, Outcome};
 use crate::qemu::{GuestEntry, GuestRequest, run_guest};
 use crate::run::{BootOptions, boot_components};
-use crate::system::{
-    Component, ComponentEntry, ConfigError, Source, check_components, did_you_mean, file_stem,
-};
+use crate::system::{Component, ComponentEntry, ConfigError, Source, check_components, file_stem};
 use crate::workspace::{Artifacts, TEST_VMS, Workspace};
 
 /// The longest timeout a scenario may ask for.
@@ -110,13 +110,10 @@ pub struct NativeGuest {
     pub entry: GuestEntry,
 }
 
-/// Whether `name` can name a test VM image: 1-29 characters of a-z, 0-9,
-/// '-' and '_' (its boot-image entry `vm-<name>` must fit 32).
+/// Whether `name` can name a test VM image: a boot-image name short enough
+/// that its entry `vm-<name>` is one too.
 fn is_valid_guest_name(name: &str) -> bool {
-    (1..=29).contains(&name.len())
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"-_".contains(&byte))
+    is_valid_name(name) && name.len() <= capdl::MAX_IMAGE_NAME
 }
 
 /// Reads and checks a scenario file.
@@ -277,7 +274,7 @@ pub fn boot(
 fn unknown_guest(image: &str, artifacts: &Artifacts) -> String {
     let built: Vec<String> = artifacts.guests.keys().cloned().collect();
     let mut message = format!("unknown guest image '{image}': no {TEST_VMS}/{image}/ was built");
-    if let Some(close) = did_you_mean(image, &built) {
+    if let Some(close) = closest(image, built.iter().map(String::as_str)) {
         message.push_str(&format!("; did you mean '{close}'?"));
     }
     if built.is_empty() {
@@ -503,6 +500,12 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
             unknown_guest("cpud", &artifacts),
             "unknown guest image 'cpud': no test-vms/cpud/ was built; did you mean 'cpuid'? \
              (test VMs: cpuid)"
+        );
+        // Swapped neighbours are one edit, as everywhere in capdl.
+        assert!(
+            unknown_guest("cpiud", &artifacts).contains("did you mean 'cpuid'?"),
+            "{}",
+            unknown_guest("cpiud", &artifacts)
         );
         let none = Artifacts {
             guests: Default::default(),

@@ -32,6 +32,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use capdl::diagnostic::closest;
 use microvisor_abi::image::{MAX_ENTRIES, is_valid_name};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -295,7 +296,7 @@ pub fn check_components(
         };
         if !programs.contains(&program) {
             let mut message = format!("unknown program '{program}'");
-            if let Some(suggestion) = did_you_mean(&program, programs) {
+            if let Some(suggestion) = closest(&program, programs.iter().map(String::as_str)) {
                 message.push_str(&format!(": did you mean '{suggestion}'?"));
             }
             if defaulted {
@@ -333,34 +334,6 @@ pub fn check_components(
         });
     }
     Ok(components)
-}
-
-/// The candidate closest to a mistyped word, if it is close enough to be
-/// what was meant (edit distance at most a third of the word, and at least 1
-/// allowed).
-pub fn did_you_mean<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
-    let allowed = (word.chars().count() / 3).max(1);
-    candidates
-        .iter()
-        .map(|candidate| (edit_distance(word, candidate), candidate))
-        .filter(|(distance, _)| *distance <= allowed)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| candidate.as_str())
-}
-
-/// Levenshtein distance over characters.
-pub fn edit_distance(from: &str, to: &str) -> usize {
-    let to: Vec<char> = to.chars().collect();
-    let mut previous: Vec<usize> = (0..=to.len()).collect();
-    for (i, from_char) in from.chars().enumerate() {
-        let mut current = vec![i + 1; to.len() + 1];
-        for (j, to_char) in to.iter().enumerate() {
-            let substitution = previous[j] + usize::from(from_char != *to_char);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[to.len()]
 }
 
 #[cfg(test)]
@@ -530,17 +503,6 @@ corrupt = "wx-segment"
         let (_, components) =
             parse(&source("[[component]]\nname = \"hello\"\n"), &programs()).unwrap();
         assert_eq!(components.len(), 1);
-    }
-
-    #[test]
-    fn edit_distances() {
-        assert_eq!(edit_distance("hello", "hello"), 0);
-        assert_eq!(edit_distance("helo", "hello"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        let candidates = programs();
-        assert_eq!(did_you_mean("hallo", &candidates), Some("hello"));
-        assert_eq!(did_you_mean("x", &candidates), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use microvisor_abi::PAGE_SIZE;
+use microvisor_abi::image::is_valid_name;
 use microvisor_abi::spec::{
     CapabilityKind, MAX_CAPABILITIES, MAX_CAPABILITIES_PER_COMPONENT, MAX_COMPONENTS, MAX_GRANTS,
     MAX_GUEST_MEMORY, MAX_QUEUES, MAX_VMS, queue_pages,
@@ -103,14 +104,6 @@ const _: () = assert!(
 pub const MAX_VM_NAME: usize = 32 - ".vmcs".len();
 /// The longest image name: its boot-image entry `vm-NAME` must fit in 32.
 pub const MAX_IMAGE_NAME: usize = 32 - GUEST_ENTRY_PREFIX.len();
-
-/// Whether `name` is 1 to 32 characters of `[a-z0-9_-]`.
-pub fn is_valid_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
 
 /// Runs every check. `programs` lists the programs that exist.
 pub fn check(

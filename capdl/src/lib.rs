@@ -33,7 +33,7 @@ pub mod units;
 pub use check::{
     DEFAULT_MAX_RESTARTS, DEFAULT_MEMORY, DEFAULT_PERIOD_NS, DEFAULT_PRIORITY, DEFAULT_STACK,
     DEFAULT_VM_MEMORY, DEVICE_WINDOW, MAX_IMAGE_NAME, MAX_VM_NAME, QUEUE_WINDOW, VM_IMAGE_ADDRESS,
-    VM_MEMORY_ADDRESS, VM_STATE_ADDRESS, is_valid_name,
+    VM_MEMORY_ADDRESS, VM_STATE_ADDRESS,
 };
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use lower::{Lowered, ProgramUse};

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::path::Path;
 
-use crate::check::is_valid_name;
+use microvisor_abi::image::is_valid_name;
 
 /// Program names and the directory they were found in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
