@@ -133,7 +133,8 @@ fn run_scenarios(workspace: &Workspace, filter: Option<&str>, jobs: usize) -> Ta
     let needed = programs_of(
         &scenarios
             .iter()
-            .flat_map(|scenario| scenario.components.iter().cloned())
+            .filter_map(|scenario| scenario.system())
+            .flat_map(|system| system.programs.iter().cloned())
             .collect::<Vec<_>>(),
     );
     if needed.is_empty() {

@@ -153,12 +153,12 @@ impl Workspace {
         self.root.join("components")
     }
 
-    /// The names of all component programs, sorted: every
+    /// The component programs, as capdl checks systems against them: every
     /// `components/<group>/<name>/src/main.rs` (for each of
     /// [`PROGRAM_GROUPS`]) that is also a workspace member `<name>` with a
     /// binary `<name>`. Two programs of one name in different groups are
     /// refused: the boot image names programs without their group.
-    pub fn programs(&self) -> Result<Vec<String>> {
+    pub fn programs(&self) -> Result<capdl::ProgramSet> {
         let mut programs: Vec<String> = Vec::new();
         for group in PROGRAM_GROUPS {
             let directory = self.components_directory().join(group);
@@ -195,8 +195,7 @@ impl Workspace {
                 }
             }
         }
-        programs.sort();
-        Ok(programs)
+        Ok(capdl::ProgramSet::new("components/", programs))
     }
 
     /// The directory holding the test VMs and their runtime.

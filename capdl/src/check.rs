@@ -26,7 +26,7 @@ use crate::Options;
 use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, suggest};
 use crate::model::{
     Capability, Component, GUEST_ENTRY_PREFIX, Layout, MmioGrant, Notification, PortGrant, Queue,
-    QueuePlacement, System, Vm,
+    QueuePlacement, SPEC_ENTRY, System, Vm,
 };
 use crate::programs::ProgramSet;
 use crate::raw::{Document, Entry, RawComponent, RawVm, Start, VmEntry};
@@ -286,8 +286,9 @@ impl Checker<'_> {
 
         if document.components.is_empty() && !document.broken_sections {
             self.errors.push(
-                file_error(root.clone(), "the system has no components")
-                    .with_help("add a component with [components.NAME]"),
+                file_error(root.clone(), "the system has no components").with_help(
+                    "add a component with [components.NAME], or [[component]] and name = \"NAME\"",
+                ),
             );
         }
         if let Some(extra) = components.get(MAX_COMPONENTS) {
@@ -309,8 +310,9 @@ impl Checker<'_> {
 
         let mut checked: Vec<Component> = components
             .iter()
-            .map(|entry| self.component(entry, &names, programs))
+            .map(|entry| self.component(entry, &names, programs, options))
             .collect();
+        self.image_entries(&checked);
         self.supervision(&components, &mut checked);
         self.grants(&checked);
         let vm_entries = self.unique(&document.vms, "VM");
@@ -363,6 +365,7 @@ impl Checker<'_> {
         entry: &Entry<RawComponent>,
         names: &Names,
         programs: &ProgramSet,
+        options: &Options,
     ) -> Component {
         let name = entry.name.clone();
         let mut component = Component {
@@ -382,6 +385,7 @@ impl Checker<'_> {
             ports: Vec::new(),
             mmio: Vec::new(),
             interrupts: Vec::new(),
+            corrupt: None,
         };
         let Some(raw) = &entry.value else {
             return component;
@@ -437,6 +441,9 @@ impl Checker<'_> {
                 );
             }
             component.args = args.get_ref().clone();
+        }
+        if let Some(corrupt) = &raw.corrupt {
+            component.corrupt = self.corruption(entry, &context, corrupt, options);
         }
 
         // Scheduling.
@@ -685,6 +692,79 @@ impl Checker<'_> {
             component.interrupts.push(value);
         }
         component
+    }
+
+    /// A `corrupt` value: one of the defects the caller can apply.
+    fn corruption(
+        &mut self,
+        entry: &Entry<RawComponent>,
+        context: &str,
+        corrupt: &Spanned<String>,
+        options: &Options,
+    ) -> Option<String> {
+        let value = corrupt.get_ref();
+        if options.corruptions.contains(value) {
+            return Some(value.clone());
+        }
+        let known = options.corruptions.iter().map(String::as_str);
+        let (message, help) = if options.corruptions.is_empty() {
+            (
+                format!(
+                    "{context}: corrupt = \"{value}\" asks to damage the program before packing, which only the build tool's tests can do"
+                ),
+                "remove corrupt, or boot this system with cargo run -p build".to_string(),
+            )
+        } else {
+            (
+                format!("{context}: unknown corruption '{value}'"),
+                suggest(value, known.clone()).unwrap_or_else(|| {
+                    format!(
+                        "the corruptions are: {}",
+                        known.collect::<Vec<_>>().join(", ")
+                    )
+                }),
+            )
+        };
+        self.error(&entry.at(corrupt), message).help = Some(help);
+        None
+    }
+
+    /// Every component's program is packed under a boot-image entry name
+    /// ([`Component::image_entry`]): a corrupted copy under its component's
+    /// name must not take the name of a program other components run, and
+    /// no program may take the spec's entry.
+    fn image_entries(&mut self, components: &[Component]) {
+        for (index, component) in components.iter().enumerate() {
+            let entry = component.image_entry();
+            let spot = self.component_spots[index].clone();
+            if entry == SPEC_ENTRY {
+                self.error(
+                    &spot,
+                    format!(
+                        "component '{}': its program would be packed as the boot-image entry '{SPEC_ENTRY}', which holds the boot spec",
+                        component.name
+                    ),
+                )
+                .help = Some(format!("rename the {}", if component.corrupt.is_some() { "component" } else { "program" }));
+                continue;
+            }
+            if component.corrupt.is_none() {
+                continue;
+            }
+            if let Some(other) = components
+                .iter()
+                .find(|other| other.corrupt.is_none() && other.program == entry)
+            {
+                self.error(
+                    &spot,
+                    format!(
+                        "component '{}': its corrupted program is packed as the boot-image entry '{entry}', which holds program '{entry}' for component '{}'",
+                        component.name, other.name
+                    ),
+                )
+                .help = Some("rename the corrupted component".into());
+            }
+        }
     }
 
     /// Priority, budget and period from their keys (each optional),

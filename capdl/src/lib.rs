@@ -4,7 +4,8 @@
 //! components with their programs, scheduling, memory, start and restart
 //! policy, supervision and device grants; queues and notifications between
 //! them; virtual machines run by world-switcher components; optionally
-//! included base files. This crate reads such a
+//! included base files. A `[[component]]` list, the short form for systems
+//! of independent programs, is read into the same model. This crate reads such a
 //! description, checks it against every rule the core and the format impose
 //! (reporting all errors at once, each with file, line, column and a "did
 //! you mean" where a name is close), and lowers a valid one to the binary
@@ -36,10 +37,10 @@ pub use check::{
     VM_MEMORY_ADDRESS, VM_STATE_ADDRESS,
 };
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use lower::{Lowered, ProgramUse};
+pub use lower::{ImageProgram, Lowered, ProgramUse};
 pub use model::{
     Capability, Component, GUEST_ENTRY_PREFIX, Layout, MmioGrant, Notification, PortGrant, Queue,
-    QueuePlacement, Start, System, Vm, guest_entry_name,
+    QueuePlacement, SPEC_ENTRY, Start, System, Vm, guest_entry_name,
 };
 pub use programs::ProgramSet;
 
@@ -51,12 +52,22 @@ pub const DEFAULT_MACHINE_MEMORY: u64 = 448 << 20;
 pub struct Options {
     /// Bytes of memory the components' memory and the queues must fit in.
     pub machine_memory: u64,
+    /// The values a `[[component]]` entry's `corrupt` may take: the ELF
+    /// defects the build tool can put into a program before packing (for
+    /// tests of the core's loader). Empty (the default) refuses `corrupt`.
+    pub corruptions: Vec<String>,
+    /// Top-level keys of the root file that belong to a format embedding
+    /// the system, such as a scenario's `timeout` and `expect`: skipped
+    /// rather than refused as unknown.
+    pub host_keys: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             machine_memory: DEFAULT_MACHINE_MEMORY,
+            corruptions: Vec::new(),
+            host_keys: Vec::new(),
         }
     }
 }
@@ -90,7 +101,7 @@ pub fn load_from(
     programs: &ProgramSet,
     options: &Options,
 ) -> Result<System, Diagnostics> {
-    let (document, mut errors) = raw::load_document(path, read);
+    let (document, mut errors) = raw::load_document(path, read, &options.host_keys);
     if document.incomplete || document.sources.files.is_empty() {
         return Err(Diagnostics(errors));
     }

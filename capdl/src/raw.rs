@@ -5,7 +5,8 @@
 //! including file's own declarations, each file once, cycles refused), and
 //! deserializes every `[components.NAME]`, `[queues.NAME]`,
 //! `[notifications.NAME]`, `[vms.NAME]` and `[system]` table into the `Raw*` structs
-//! below, which are the format's schema: `#[serde(deny_unknown_fields)]`,
+//! below, which are the format's schema (a `[[component]]` entry, the short
+//! form, becomes the `[components.NAME]` entry it stands for): `#[serde(deny_unknown_fields)]`,
 //! every value spanned. A table is deserialized repeatedly, dropping the
 //! offending key after each error, so one run reports every unknown field
 //! and every badly typed value, not just the first. The result is a
@@ -25,10 +26,11 @@ use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, suggest};
 use crate::units::{Duration, Number, PortRange, Size};
 
 /// The keys a config file may have at its top level.
-pub const TOP_LEVEL_KEYS: [&str; 6] = [
+pub const TOP_LEVEL_KEYS: [&str; 7] = [
     "include",
     "system",
     "components",
+    "component",
     "queues",
     "notifications",
     "vms",
@@ -70,8 +72,8 @@ pub struct RawMmio {
     pub size: Spanned<Size>,
 }
 
-/// `[components.NAME]`.
-#[derive(Debug, Deserialize)]
+/// `[components.NAME]`, or a `[[component]]` entry lowered to one.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawComponent {
     pub program: Option<Spanned<String>>,
@@ -88,6 +90,23 @@ pub struct RawComponent {
     pub ports: Option<Vec<Spanned<PortRange>>>,
     pub mmio: Option<Vec<Spanned<RawMmio>>>,
     pub interrupts: Option<Vec<Spanned<Number>>>,
+    /// Only from a `[[component]]` entry (tests): the defect the build tool
+    /// puts into the program's ELF before packing.
+    #[serde(skip)]
+    pub corrupt: Option<Spanned<String>>,
+}
+
+/// One `[[component]]` entry: the short form of `[components.NAME]` for
+/// systems of independent programs (tests), with every other setting at
+/// its default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListComponent {
+    pub name: Spanned<String>,
+    pub program: Option<Spanned<String>>,
+    pub args: Option<Spanned<String>>,
+    /// Tests only: a defect the build tool puts into the ELF before packing.
+    pub corrupt: Option<Spanned<String>>,
 }
 
 /// `[queues.NAME]`.
@@ -188,8 +207,9 @@ pub struct Document {
     /// document is incomplete, so checking stops after loading (references
     /// into the missing part would only add noise).
     pub incomplete: bool,
-    /// Whether a `components`, `queues`, `notifications` or `vms` key was
-    /// not a table (already reported; "no components" would be noise).
+    /// Whether a top-level key was unknown or not of its kind (a
+    /// `components` that is not a table, a `[[component]]` entry without a
+    /// name): already reported, and "no components" would be noise.
     pub broken_sections: bool,
 }
 
@@ -213,6 +233,9 @@ pub fn normalize(path: &Path) -> PathBuf {
 
 struct Loader<'r> {
     read: &'r dyn Fn(&Path) -> io::Result<String>,
+    /// Top-level keys of the root file that belong to a format embedding
+    /// the system (a scenario's `timeout`): skipped, not refused.
+    host_keys: &'r [String],
     document: Document,
     errors: Vec<Diagnostic>,
     /// Normalized paths of the files being loaded (innermost last).
@@ -221,13 +244,16 @@ struct Loader<'r> {
     loaded: Vec<PathBuf>,
 }
 
-/// Loads `root` and everything it includes, reading files with `read`.
+/// Loads `root` and everything it includes, reading files with `read`;
+/// `host_keys` are top-level keys of `root` that are not the system's.
 pub fn load_document(
     root: &Path,
     read: &dyn Fn(&Path) -> io::Result<String>,
+    host_keys: &[String],
 ) -> (Document, Vec<Diagnostic>) {
     let mut loader = Loader {
         read,
+        host_keys,
         document: Document::default(),
         errors: Vec::new(),
         stack: Vec::new(),
@@ -289,6 +315,8 @@ impl Loader<'_> {
         {
             self.includes(file, path, include);
         }
+        let first_component = self.document.components.len();
+        let is_root = self.stack.len() == 1;
         for (key, value) in keys_in_order(&table) {
             let spot = Spot {
                 file,
@@ -296,11 +324,13 @@ impl Loader<'_> {
             };
             match key.get_ref().as_ref() {
                 "include" => {}
+                host if is_root && self.host_keys.iter().any(|key| key == host) => {}
                 "system" => self.system(file, value),
                 "components" => {
                     let entries = self.entries(file, value, &spot, "components", "component");
                     self.document.components.extend(entries);
                 }
+                "component" => self.component_list(file, value, &spot),
                 "queues" => {
                     let entries = self.entries(file, value, &spot, "queues", "queue");
                     self.document.queues.extend(entries);
@@ -313,7 +343,14 @@ impl Loader<'_> {
                     let entries = self.entries(file, value, &spot, "vms", "VM");
                     self.document.vms.extend(entries);
                 }
+                "description" => {
+                    self.document.broken_sections = true;
+                    self.error(&spot, "unknown top-level key 'description'").help = Some(
+                        "a system's description is written in its [system] table: description = \"...\"".into(),
+                    );
+                }
                 other => {
+                    self.document.broken_sections = true;
                     let help = suggest(other, TOP_LEVEL_KEYS).unwrap_or_else(|| {
                         format!("a system file has only {}", TOP_LEVEL_KEYS.join(", "))
                     });
@@ -322,7 +359,56 @@ impl Loader<'_> {
                 }
             }
         }
+        // Components are numbered in the order written, whichever form
+        // declares them.
+        self.document.components[first_component..].sort_by_key(|entry| entry.spot.span.start);
         self.stack.pop();
+    }
+
+    /// `[[component]]` entries, each lowered to the `[components.NAME]`
+    /// entry that sets only its program and arguments.
+    fn component_list(&mut self, file: usize, value: &Spanned<DeValue<'_>>, spot: &Spot) {
+        let tables = value
+            .get_ref()
+            .as_array()
+            .filter(|array| array.iter().all(|element| element.get_ref().is_table()));
+        let Some(tables) = tables else {
+            self.document.broken_sections = true;
+            self.error(spot, "'component' must be a list of tables")
+                .help = Some("write [[component]] followed by name = \"NAME\"".into());
+            return;
+        };
+        for (index, table) in tables.iter().enumerate() {
+            let name = table
+                .get_ref()
+                .get("name")
+                .and_then(|name| name.get_ref().as_str());
+            let context = match name {
+                Some(name) => format!("component '{name}'"),
+                None => format!("[[component]] entry {}", index + 1),
+            };
+            let (raw, dropped) = self.deserialize::<RawListComponent>(file, table, &context);
+            let Some(raw) = raw else {
+                // No usable name (reported): nothing can refer to it, and
+                // "no components" would be noise.
+                self.document.broken_sections = true;
+                continue;
+            };
+            self.document.components.push(Entry {
+                name: raw.name.get_ref().clone(),
+                spot: Spot {
+                    file,
+                    span: raw.name.span(),
+                },
+                value: Some(RawComponent {
+                    program: raw.program,
+                    args: raw.args,
+                    corrupt: raw.corrupt,
+                    ..RawComponent::default()
+                }),
+                dropped,
+            });
+        }
     }
 
     fn includes(&mut self, file: usize, path: &Path, value: &Spanned<DeValue<'_>>) {

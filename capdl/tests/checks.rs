@@ -27,8 +27,8 @@ fn toml_duplicate_key() {
 #[test]
 fn unknown_top_level_key() {
     assert_eq!(
-        error("[components.a]\n[[component]]\nname = \"a\"\n"),
-        "main.toml:2:3: unknown top-level key 'component' (help: did you mean 'components'?)"
+        error("[components.a]\n[queue.q]\nfrom = \"a\"\n"),
+        "main.toml:2:2: unknown top-level key 'queue' (help: did you mean 'queues'?)"
     );
 }
 
@@ -36,7 +36,15 @@ fn unknown_top_level_key() {
 fn unknown_top_level_key_far_from_any() {
     assert_eq!(
         error("[components.a]\n[devices]\n"),
-        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, components, queues, notifications, vms)"
+        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, components, component, queues, notifications, vms)"
+    );
+}
+
+#[test]
+fn a_misspelt_section_is_not_also_an_empty_system() {
+    assert_eq!(
+        error("[componets.a]\n"),
+        "main.toml:1:2: unknown top-level key 'componets' (help: did you mean 'components'?)"
     );
 }
 
@@ -409,7 +417,7 @@ fn invalid_queue_name() {
 fn no_components() {
     assert_eq!(
         error("[system]\ndescription = \"empty\"\n"),
-        "main.toml: the system has no components (help: add a component with [components.NAME])"
+        "main.toml: the system has no components (help: add a component with [components.NAME], or [[component]] and name = \"NAME\")"
     );
 }
 
@@ -588,6 +596,7 @@ fn machine_size_is_configurable() {
     assert!(load_files(&[("main.toml", text)], &Options::default()).is_ok());
     let small = Options {
         machine_memory: 256 << 20,
+        ..Options::default()
     };
     assert_eq!(
         render(&load_files(&[("main.toml", text)], &small).unwrap_err()),
@@ -1378,5 +1387,168 @@ fn device_window_overflow() {
     assert_eq!(
         error("[components.a]\nmmio = [{ physical = 0, size = \"32768GiB\" }]\n"),
         "main.toml:1:13: component 'a': its mmio regions need more than its device window of 16384GiB (with a guard page after each)"
+    );
+}
+
+// -------------------------------------------------------- component list
+
+/// Options of the build tool: it can apply these corruptions.
+fn build_options() -> Options {
+    Options {
+        corruptions: vec!["bad-magic".into(), "truncated".into()],
+        ..Options::default()
+    }
+}
+
+fn list_errors(text: &str) -> Vec<String> {
+    match load_files(&[("main.toml", text)], &build_options()) {
+        Ok(_) => panic!("expected errors, but the system loaded"),
+        Err(diagnostics) => render(&diagnostics),
+    }
+}
+
+#[test]
+fn list_entry_without_a_name() {
+    assert_eq!(
+        list_errors("[[component]]\nprogram = \"hello\"\n"),
+        ["main.toml:1:1: [[component]] entry 1 is missing 'name'"]
+    );
+    assert_eq!(
+        list_errors("[[component]]\nname = \"hello\"\n[[component]]\nname = 5\n"),
+        ["main.toml:4:8: [[component]] entry 2: 'name' expects a string, found integer `5`"]
+    );
+}
+
+#[test]
+fn list_entry_fields_are_strict() {
+    assert_eq!(
+        list_errors("[[component]]\nname = \"hello\"\nprogam = \"hello\"\n"),
+        [
+            "main.toml:3:1: component 'hello': unknown field 'progam' (help: did you mean 'program'?)"
+        ]
+    );
+    assert_eq!(
+        list_errors("[[component]]\nname = \"x\"\nprogram = \"helo\"\nargs = 5\n"),
+        [
+            "main.toml:3:11: component 'x': no program 'helo' in components/ (help: did you mean 'hello'?)",
+            "main.toml:4:8: component 'x': 'args' expects a string, found integer `5`",
+        ]
+    );
+}
+
+#[test]
+fn list_entries_are_checked_like_components() {
+    assert_eq!(
+        list_errors("[[component]]\nname = \"Hello\"\n"),
+        [
+            "main.toml:2:8: component name 'Hello' is not 1 to 32 characters of a-z, 0-9, '_' and '-'"
+        ]
+    );
+    assert_eq!(
+        list_errors("[[component]]\nname = \"hello\"\n[[component]]\nname = \"hello\"\n"),
+        [
+            "main.toml:4:8: component 'hello' is defined twice in main.toml (help: first defined at main.toml:2:8)"
+        ]
+    );
+    assert_eq!(
+        list_errors("[[component]]\nname = \"helo\"\n"),
+        [
+            "main.toml:2:8: component 'helo': no program 'helo' in components/ (the program defaults to the component's name) (help: did you mean 'hello'?)"
+        ]
+    );
+    assert_eq!(
+        list_errors("[components.hello]\n[[component]]\nname = \"hello\"\n"),
+        [
+            "main.toml:3:8: component 'hello' is defined twice in main.toml (help: first defined at main.toml:1:13)"
+        ]
+    );
+}
+
+#[test]
+fn component_that_is_not_a_list_of_tables() {
+    for text in ["component = 3\n", "component = [1]\n"] {
+        assert_eq!(
+            list_errors(text),
+            [
+                "main.toml:1:1: 'component' must be a list of tables (help: write [[component]] followed by name = \"NAME\")"
+            ]
+        );
+    }
+}
+
+#[test]
+fn corruption_is_only_for_the_build_tools_tests() {
+    assert_eq!(
+        error("[[component]]\nname = \"hello\"\ncorrupt = \"bad-magic\"\n"),
+        "main.toml:3:11: component 'hello': corrupt = \"bad-magic\" asks to damage the program before packing, which only the build tool's tests can do (help: remove corrupt, or boot this system with cargo run -p build)"
+    );
+    assert_eq!(
+        list_errors("[[component]]\nname = \"hello\"\ncorrupt = \"bad-magik\"\n"),
+        [
+            "main.toml:3:11: component 'hello': unknown corruption 'bad-magik' (help: did you mean 'bad-magic'?)"
+        ]
+    );
+    assert_eq!(
+        list_errors("[[component]]\nname = \"hello\"\ncorrupt = \"zzzzzzzzzz\"\n"),
+        [
+            "main.toml:3:11: component 'hello': unknown corruption 'zzzzzzzzzz' (help: the corruptions are: bad-magic, truncated)"
+        ]
+    );
+    assert_eq!(
+        error("[components.hello]\ncorrupt = \"bad-magic\"\n"),
+        "main.toml:2:1: component 'hello': unknown field 'corrupt' (help: the fields are: program, args, priority, budget, period, stack, memory, start, supervisor, restart, observe, ports, mmio, interrupts)"
+    );
+}
+
+#[test]
+fn a_corrupted_copy_needs_an_entry_name_of_its_own() {
+    assert_eq!(
+        list_errors(
+            "[[component]]\nname = \"hello\"\ncorrupt = \"bad-magic\"\n[[component]]\nname = \"x\"\nprogram = \"hello\"\n"
+        ),
+        [
+            "main.toml:2:8: component 'hello': its corrupted program is packed as the boot-image entry 'hello', which holds program 'hello' for component 'x' (help: rename the corrupted component)"
+        ]
+    );
+    assert_eq!(
+        list_errors(
+            "[[component]]\nname = \"spec\"\nprogram = \"hello\"\ncorrupt = \"bad-magic\"\n"
+        ),
+        [
+            "main.toml:2:8: component 'spec': its program would be packed as the boot-image entry 'spec', which holds the boot spec (help: rename the component)"
+        ]
+    );
+}
+
+#[test]
+fn a_top_level_description_belongs_in_system() {
+    assert_eq!(
+        error("description = \"x\"\n[[component]]\nname = \"a\"\n"),
+        "main.toml:1:1: unknown top-level key 'description' (help: a system's description is written in its [system] table: description = \"...\")"
+    );
+}
+
+#[test]
+fn host_keys_of_the_root_file_are_skipped() {
+    let options = Options {
+        host_keys: vec!["timeout".into(), "expect".into()],
+        ..Options::default()
+    };
+    let text = "timeout = 20\nexpect = [\"x\"]\n[[component]]\nname = \"hello\"\n";
+    let system = load_files(&[("main.toml", text)], &options).unwrap();
+    assert_eq!(system.components.len(), 1);
+    // Only the root file's: an included file is a plain system file.
+    let files = [
+        (
+            "main.toml",
+            "include = [\"base.toml\"]\ntimeout = 1\n[[component]]\nname = \"hello\"\n",
+        ),
+        ("base.toml", "timeout = 2\n"),
+    ];
+    assert_eq!(
+        render(&load_files(&files, &options).unwrap_err()),
+        [
+            "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, components, component, queues, notifications, vms)"
+        ]
     );
 }

@@ -17,8 +17,6 @@ fn examples() -> Vec<PathBuf> {
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
-        // The build tool's interim format, until it moves to this one.
-        .filter(|path| !path.ends_with("default.toml"))
         .collect();
     paths.sort();
     paths
@@ -84,7 +82,12 @@ fn ping_pong_is_a_call_path_with_crossed_bits() {
         programs,
         [("ping", "ping", "rounds=100000"), ("pong", "pong", "")]
     );
-    assert_eq!(lowered.distinct_programs(), ["ping", "pong"]);
+    let entries: Vec<_> = lowered
+        .image_programs()
+        .into_iter()
+        .map(|program| program.entry)
+        .collect();
+    assert_eq!(entries, ["ping", "pong"]);
 }
 
 #[test]
@@ -109,6 +112,105 @@ fn defaults() {
     );
     assert_eq!(spec.components[0].supervisor, NONE);
     assert_eq!(spec.header.scheduling_controller, NONE);
+}
+
+/// A `[[component]]` entry means exactly what an image without a spec
+/// meant to the core before every image carried one (priority 100, budget
+/// and period 10ms, 16 stack pages, 4096 memory pages, started at boot,
+/// unsupervised), so the scenarios written as lists boot as before.
+#[test]
+fn a_component_list_lowers_to_the_settings_of_the_old_spec_less_boot() {
+    let system = system(
+        "[[component]]\nname = \"first\"\nprogram = \"hello\"\nargs = \"count=3\"\n\
+         [[component]]\nname = \"crasher\"\n",
+    );
+    assert_round_trip(&system);
+    let bytes = system.spec();
+    let spec = Spec::parse(&bytes).unwrap();
+    let records: Vec<_> = spec
+        .components
+        .iter()
+        .map(|record| {
+            (
+                name_of(&record.name).unwrap(),
+                name_of(&record.program).unwrap(),
+                &record.args[..record.args_len as usize],
+                (record.priority, record.budget_us, record.period_us),
+                (record.stack_pages, record.memory_pages),
+                (record.start, record.supervisor, record.capability_count),
+            )
+        })
+        .collect();
+    assert_eq!(
+        records,
+        [
+            (
+                "first",
+                "hello",
+                &b"count=3"[..],
+                (100, 10_000, 10_000),
+                (16, 4096),
+                (1, NONE, 0)
+            ),
+            (
+                "crasher",
+                "crasher",
+                &b""[..],
+                (100, 10_000, 10_000),
+                (16, 4096),
+                (1, NONE, 0)
+            ),
+        ]
+    );
+    assert!(spec.queues.is_empty() && spec.vms.is_empty());
+}
+
+#[test]
+fn both_forms_of_components_are_numbered_in_the_order_written() {
+    let system = system(
+        "[[component]]\nname = \"a\"\n[components.b]\n[[component]]\nname = \"c\"\n\
+         [queues.q]\nfrom = \"a\"\nto = \"c\"\nslot_size = 8\nslots = 2\n",
+    );
+    let names: Vec<_> = system.components.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!((system.queues[0].sender, system.queues[0].receiver), (0, 2));
+}
+
+#[test]
+fn a_corrupted_program_is_its_own_image_entry() {
+    let options = capdl::Options {
+        corruptions: vec!["bad-magic".into()],
+        ..capdl::Options::default()
+    };
+    let text = "[[component]]\nname = \"broken\"\nprogram = \"hello\"\ncorrupt = \"bad-magic\"\n\
+                [[component]]\nname = \"hello\"\n[[component]]\nname = \"again\"\nprogram = \"hello\"\n";
+    let system = common::load_files(&[("main.toml", text)], &options).unwrap();
+    let lowered = system.lower();
+    let spec = Spec::parse(&lowered.spec).unwrap();
+    let programs: Vec<_> = spec
+        .components
+        .iter()
+        .map(|record| name_of(&record.program).unwrap())
+        .collect();
+    assert_eq!(programs, ["broken", "hello", "hello"]);
+    assert_eq!(
+        lowered.image_programs(),
+        [
+            capdl::ImageProgram {
+                entry: "broken".into(),
+                program: "hello".into(),
+                corrupt: Some("bad-magic".into()),
+            },
+            capdl::ImageProgram {
+                entry: "hello".into(),
+                program: "hello".into(),
+                corrupt: None,
+            },
+        ]
+    );
+    assert!(lowered.cdl.contains(
+        "  broken = component (index: 0, program: hello, corrupt: bad-magic, entry: broken, start: boot)"
+    ));
 }
 
 #[test]
@@ -579,6 +681,7 @@ fn vm_windows_do_not_meet_queues_or_devices() {
          [vms.g]\nswitcher = \"ws\"\nmemory = \"1GiB\"\n";
     let options = capdl::Options {
         machine_memory: 2 << 30,
+        ..capdl::Options::default()
     };
     let system = common::load_files(&[("main.toml", text)], &options).unwrap();
     assert_round_trip(&system);

@@ -107,7 +107,7 @@ pub fn assert_round_trip(system: &System) {
     let mut lines = Vec::new();
     for (index, (record, component)) in spec.components.iter().zip(&system.components).enumerate() {
         assert_eq!(name_of(&record.name), Some(component.name.as_str()));
-        assert_eq!(name_of(&record.program), Some(component.program.as_str()));
+        assert_eq!(name_of(&record.program), Some(component.image_entry()));
         assert_eq!(
             &record.args[..record.args_len as usize],
             component.args.as_bytes()
