@@ -248,8 +248,12 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
                 .parent()
                 .unwrap_or(Path::new("."))
                 .join(system.get_ref());
-            crate::system::load(&described, programs)
-                .map_err(|error| source.error_at(system.span(), format!("{error:#}")))?
+            crate::system::load(&described, programs).map_err(|error| {
+                source.error_at(
+                    system.span(),
+                    format!("the system file it names has errors:\n{error:#}"),
+                )
+            })?
         }
         (None, Some(_)) => crate::system::load_embedded(source, path, &HOST_KEYS, programs)?,
         (None, None) => {
@@ -501,11 +505,10 @@ name = "hello"
         );
         let text = SAMPLE.replace("name = \"hello\"", "name = \"hello\"\nprogram = \"hellp\"");
         let message = parse_text(&text).unwrap_err().to_string();
-        assert!(
-            message.contains("no program 'hellp' in components/")
-                && message
-                    .contains("build/scenarios/sample.toml:14:11\n  = help: did you mean 'hello'?"),
-            "{message}"
+        assert_eq!(
+            message,
+            "build/scenarios/sample.toml:14:11: component 'hello': no program 'hellp' in \
+             components/\n  = help: did you mean 'hello'?"
         );
     }
 

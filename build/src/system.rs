@@ -65,13 +65,13 @@ pub struct Source {
 impl Source {
     /// Reads a file; its name in errors is the path relative to the current
     /// directory when it lies below it, else the path as given.
+    /// Read as capdl reads system files: a regular file of at most
+    /// [`capdl::MAX_FILE_BYTES`], UTF-8.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("could not read {}", path.display()))?;
-        Ok(Self {
-            file: shown(path),
-            text,
-        })
+        let file = shown(path);
+        let text =
+            capdl::read_text(path, &file).map_err(|error| anyhow::anyhow!("{}", error.brief()))?;
+        Ok(Self { file, text })
     }
 
     /// The 1-based line and column of a byte offset.
@@ -175,7 +175,7 @@ fn options(host_keys: &[&str]) -> capdl::Options {
 pub fn load(path: &Path, programs: &capdl::ProgramSet) -> Result<System> {
     let named = PathBuf::from(shown(path));
     let system = capdl::load_with(&named, programs, &options(&[]))
-        .map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))?;
+        .map_err(|diagnostics| anyhow::anyhow!("{}", diagnostics.brief()))?;
     lower(path, &system)
 }
 
@@ -190,13 +190,13 @@ pub fn load_embedded(
     let named = PathBuf::from(&source.file);
     let read = |file: &Path| {
         if file == named {
-            Ok(source.text.clone())
+            Ok(source.text.clone().into_bytes())
         } else {
-            std::fs::read_to_string(file)
+            capdl::read_file(file)
         }
     };
     let system = capdl::load_from(&named, &read, programs, &options(host_keys))
-        .map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))?;
+        .map_err(|diagnostics| anyhow::anyhow!("{}", diagnostics.brief()))?;
     lower(path, &system)
 }
 
@@ -294,23 +294,46 @@ mod tests {
         );
     }
 
+    /// capdl's errors read as this tool's own: `file:line:column: ...`,
+    /// after the one `error: ` the tool prints (not `error: error: ...`).
     #[test]
     fn errors_in_a_component_list_are_located() {
         let message = load_text(
             "errors",
             "[[component]]\nname = \"a\"\nprogram = \"helo\"\n\
-             [[component]]\nname = \"b\"\ncorrupt = \"bad-magik\"\n",
+             [[component]]\nname = \"b\"\nprogram = \"hello\"\ncorrupt = \"bad-magik\"\n",
         )
         .unwrap_err()
         .to_string();
-        assert!(
-            message.contains("system.toml:3:11\n  = help: did you mean 'hello'?"),
-            "{message}"
+        let file = std::env::temp_dir()
+            .join(format!("mvbuild-system-errors-{}", std::process::id()))
+            .join("system.toml");
+        let file = shown(&file);
+        assert_eq!(
+            message,
+            format!(
+                "{file}:3:11: component 'a': no program 'helo' in components/\n  = help: did you mean 'hello'?\n\
+                 {file}:7:11: component 'b': unknown corruption 'bad-magik'\n  = help: did you mean 'bad-magic'?"
+            )
         );
-        assert!(
-            message.contains("unknown corruption 'bad-magik'")
-                && message.contains("system.toml:6:11\n  = help: did you mean 'bad-magic'?"),
-            "{message}"
+    }
+
+    #[test]
+    fn files_that_are_not_system_text_are_refused_with_a_reason() {
+        let message = load(Path::new("/dev/zero"), &programs())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "/dev/zero: cannot read the system description: it is a character device, not a regular file"
+        );
+        let message = Source::read(Path::new("/dev/null"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            message,
+            "/dev/null: cannot read the file: it is a character device, not a regular file"
         );
     }
 

@@ -23,7 +23,7 @@ use microvisor_abi::vcpu::EntryMode;
 use toml::Spanned;
 
 use crate::Options;
-use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, suggest};
+use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, non_ascii, suggest};
 use crate::model::{
     Capability, Component, GUEST_ENTRY_PREFIX, Layout, MmioGrant, Notification, PortGrant, Queue,
     QueuePlacement, SPEC_ENTRY, System, Vm,
@@ -147,15 +147,39 @@ struct Checker<'d> {
 }
 
 /// Names to indices for one kind of object.
-struct Names(BTreeMap<String, usize>);
+struct Names {
+    indices: BTreeMap<String, usize>,
+    /// For component names: the VMs, by name, with their switchers as
+    /// written, so that a VM named where a component belongs is explained.
+    vms: BTreeMap<String, String>,
+}
 
 impl Names {
-    fn find(&self, name: &str) -> Option<usize> {
-        self.0.get(name).copied()
+    /// Names of entries in declaration order.
+    fn of<T>(entries: &[&Entry<T>]) -> Self {
+        Self {
+            indices: entries
+                .iter()
+                .enumerate()
+                .map(|(index, entry)| (entry.name.clone(), index))
+                .collect(),
+            vms: BTreeMap::new(),
+        }
     }
 
+    fn find(&self, name: &str) -> Option<usize> {
+        self.indices.get(name).copied()
+    }
+
+    /// Help for a name that is not found: it names a VM, or is close to a
+    /// name that exists.
     fn help(&self, name: &str) -> Option<String> {
-        suggest(name, self.0.keys().map(String::as_str))
+        if let Some(switcher) = self.vms.get(name) {
+            return Some(format!(
+                "'{name}' is a VM, not a component; the component that runs it is its switcher '{switcher}'"
+            ));
+        }
+        suggest(name, self.indices.keys().map(String::as_str))
     }
 }
 
@@ -221,7 +245,8 @@ impl Checker<'_> {
                         "{kind} name '{}' is not 1 to 32 characters of a-z, 0-9, '_' and '-'",
                         entry.name
                     ),
-                );
+                )
+                .help = non_ascii(&entry.name);
                 continue;
             }
             if (kind == "component" || kind == "VM") && entry.name == "core" {
@@ -275,13 +300,19 @@ impl Checker<'_> {
         let components = self.unique(&document.components, "component");
         let queues = self.unique(&document.queues, "queue");
         let notifications = self.unique(&document.notifications, "notification");
-        let names = Names(
-            components
+        let names = Names {
+            vms: document
+                .vms
                 .iter()
-                .enumerate()
-                .map(|(index, entry)| (entry.name.clone(), index))
+                .filter_map(|vm| {
+                    Some((
+                        vm.name.clone(),
+                        vm.value.as_ref()?.switcher.get_ref().clone(),
+                    ))
+                })
                 .collect(),
-        );
+            ..Names::of(&components)
+        };
         self.component_spots = components.iter().map(|entry| entry.spot.clone()).collect();
 
         if document.components.is_empty() && !document.broken_sections {
@@ -1232,13 +1263,7 @@ impl Checker<'_> {
         names: &Names,
         components: &[Component],
     ) -> Vec<Queue> {
-        let queue_names = Names(
-            entries
-                .iter()
-                .enumerate()
-                .map(|(index, entry)| (entry.name.clone(), index))
-                .collect(),
-        );
+        let queue_names = Names::of(entries);
         let mut queues = Vec::new();
         // Raw queue index -> checked queue index, for resolving replies.
         let mut kept: Vec<Option<usize>> = Vec::new();

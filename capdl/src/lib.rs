@@ -43,6 +43,18 @@ pub use model::{
     QueuePlacement, SPEC_ENTRY, Start, System, Vm, guest_entry_name,
 };
 pub use programs::ProgramSet;
+pub use raw::{MAX_FILE_BYTES, MAX_SYSTEM_BYTES, read_file};
+
+/// Reads a text file the way system files are read ([`read_file`]: only a
+/// regular file, at most [`MAX_FILE_BYTES`], UTF-8), for tools that read
+/// files of their own format holding a system (the build tool's scenario
+/// files). The error names the file as `name` and, for text that is not
+/// UTF-8, the line and column of the first bad byte.
+pub fn read_text(path: &Path, name: &str) -> Result<String, Diagnostic> {
+    let bytes = read_file(path)
+        .map_err(|error| diagnostic::file_error(name, format!("cannot read the file: {error}")))?;
+    raw::decode(name, bytes)
+}
 
 /// The machine memory a system must fit in unless told otherwise.
 pub const DEFAULT_MACHINE_MEMORY: u64 = 448 << 20;
@@ -84,20 +96,17 @@ pub fn load_with(
     programs: &ProgramSet,
     options: &Options,
 ) -> Result<System, Diagnostics> {
-    load_from(
-        path,
-        &|file| std::fs::read_to_string(file),
-        programs,
-        options,
-    )
+    load_from(path, &raw::read_file, programs, options)
 }
 
 /// [`load_with`] reading files through `read` (tests use an in-memory file
 /// system). Include paths are joined to the including file's directory and
-/// normalized lexically before `read` sees them.
+/// normalized lexically before `read` sees them. Whatever `read` returns is
+/// held to the limits of [`read_file`]: at most [`MAX_FILE_BYTES`] a file,
+/// [`MAX_SYSTEM_BYTES`] in all, UTF-8.
 pub fn load_from(
     path: &Path,
-    read: &dyn Fn(&Path) -> io::Result<String>,
+    read: &dyn Fn(&Path) -> io::Result<Vec<u8>>,
     programs: &ProgramSet,
     options: &Options,
 ) -> Result<System, Diagnostics> {

@@ -20,7 +20,7 @@ fn toml_syntax_error() {
 fn toml_duplicate_key() {
     assert_eq!(
         error("[components.a]\npriority = 1\npriority = 2\n"),
-        "main.toml:3:1: TOML syntax: duplicate key"
+        "main.toml:3:1: duplicate key 'priority' in [components.a] (help: first set at main.toml:2:1)"
     );
 }
 
@@ -255,10 +255,6 @@ fn includes_nested_too_deep() {
         })
         .collect();
     files[0].1.push_str("[components.a]\n");
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
     assert_eq!(
         errors_of(&files),
         ["f15.toml:1:12: includes nest more than 16 files deep"]
@@ -266,18 +262,24 @@ fn includes_nested_too_deep() {
 }
 
 #[test]
-fn include_file_missing_suggests_a_sibling() {
+fn missing_files_suggest_a_sibling() {
     let directory = std::env::temp_dir().join(format!("capdl-include-{}", std::process::id()));
     std::fs::create_dir_all(&directory).unwrap();
     std::fs::write(directory.join("base.toml"), "[components.hello]\n").unwrap();
     std::fs::write(directory.join("main.toml"), "include = [\"bsae.toml\"]\n").unwrap();
-    let main = directory.join("main.toml");
-    let errors = capdl::load(&main, &common::programs()).unwrap_err();
+    let errors = common::disk_errors(&directory.join("main.toml"));
     let dir = directory.display();
     assert_eq!(
-        render(&errors.0),
+        errors,
         [format!(
             "{dir}/main.toml:1:12: cannot read included file 'bsae.toml' ({dir}/bsae.toml): No such file or directory (os error 2) (help: did you mean 'base.toml'?)"
+        )]
+    );
+    // The system file itself, too.
+    assert_eq!(
+        common::disk_errors(&directory.join("mian.toml")),
+        [format!(
+            "{dir}/mian.toml: cannot read the system description: No such file or directory (os error 2) (help: did you mean '{dir}/main.toml'?)"
         )]
     );
     std::fs::remove_dir_all(&directory).unwrap();
@@ -1551,4 +1553,177 @@ fn host_keys_of_the_root_file_are_skipped() {
             "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, components, component, queues, notifications, vms)"
         ]
     );
+}
+
+// ---------------------------------------------------- messages (issue 10)
+
+#[test]
+fn duplicate_keys_are_named_with_their_first_place() {
+    assert_eq!(
+        error("[components.a]\npriority = 1\n[components.a]\nstack = 2\n"),
+        "main.toml:3:13: duplicate key 'a' in [components] (help: first set at main.toml:1:13)"
+    );
+    assert_eq!(
+        list_errors(
+            "[[component]]\nname = \"hello\"\n[[component]]\nname = \"crasher\"\nargs = \"\"\nargs = \"x\"\n"
+        ),
+        [
+            "main.toml:6:1: duplicate key 'args' in [[component]] entry 2 (help: first set at main.toml:5:1)"
+        ]
+    );
+    assert_eq!(
+        error("include = []\ninclude = []\n[components.a]\n"),
+        "main.toml:2:1: duplicate key 'include' at the top level (help: first set at main.toml:1:1)"
+    );
+    assert_eq!(
+        error("[components.a]\nrestart = { max = 1, max = 2 }\n"),
+        "main.toml:2:22: duplicate key 'max' in [components.a.restart] (help: first set at main.toml:2:13)"
+    );
+}
+
+#[test]
+fn every_bad_entry_of_a_list_is_reported() {
+    assert_eq!(
+        errors("[components.a]\nobserve = [1, \"b\", 2]\n[components.b]\n"),
+        [
+            "main.toml:2:12: component 'a': 'observe[0]' expects a string, found integer `1`",
+            "main.toml:2:20: component 'a': 'observe[2]' expects a string, found integer `2`",
+        ]
+    );
+    assert_eq!(
+        errors("[components.a]\nports = [\"0x3ff-0x3f8\", \"zz\"]\n"),
+        [
+            "main.toml:2:10: component 'a': invalid 'ports[0]': port range \"0x3ff-0x3f8\" ends before it starts",
+            "main.toml:2:25: component 'a': invalid 'ports[1]': \"zz\" is not a number (write decimal, or hex such as \"0x3f8\")",
+        ]
+    );
+    assert_eq!(
+        errors("[components.a]\nmmio = [{ physical = \"0x1000\" }, { physical = \"0x2000\" }]\n"),
+        [
+            "main.toml:2:9: component 'a' is missing 'mmio[0].size'",
+            "main.toml:2:34: component 'a' is missing 'mmio[1].size'",
+        ]
+    );
+}
+
+#[test]
+fn a_close_name_with_a_non_ascii_letter_says_so() {
+    assert_eq!(
+        error(
+            "[components.ping]\n[components.pong]\n[queues.q]\nfrom = \"ping\"\nto = \"p\u{43e}ng\"\nslot_size = 8\nslots = 2\n"
+        ),
+        "main.toml:5:6: queue 'q': unknown receiver 'p\u{43e}ng' (help: did you mean 'pong'? ('p\u{43e}ng' has the non-ASCII character '\u{43e}' (U+043E, drawn like 'o') at position 2))"
+    );
+    assert_eq!(
+        error("[components.\"p\u{43e}ng\"]\n"),
+        "main.toml:1:13: component name 'p\u{43e}ng' is not 1 to 32 characters of a-z, 0-9, '_' and '-' (help: 'p\u{43e}ng' has the non-ASCII character '\u{43e}' (U+043E, drawn like 'o') at position 2)"
+    );
+    assert_eq!(
+        error("[components.p\u{43e}ng]\n"),
+        "main.toml:1:14: TOML syntax: invalid unquoted key, expected letters, numbers, `-`, `_` (help: '\u{43e}' (U+043E, drawn like 'o') is not ASCII; names are a-z, 0-9, '_' and '-')"
+    );
+}
+
+#[test]
+fn microseconds_with_a_greek_mu_and_whole_fractions() {
+    let system = common::system("[components.a]\nperiod = \"500\u{3bc}s\"\nbudget = \"0.25ms\"\n");
+    assert_eq!(
+        (
+            system.components[0].period_us,
+            system.components[0].budget_us
+        ),
+        (500, 250)
+    );
+    assert_eq!(
+        error("[components.a]\nbudget = \"1.0005ms\"\n"),
+        "main.toml:2:10: component 'a': budget 1000500ns is not a whole number of microseconds"
+    );
+    assert_eq!(
+        error("[components.a]\nbudget = \"1.5ns\"\n"),
+        "main.toml:2:10: component 'a': invalid 'budget': \"1.5ns\" is not a whole number of nanoseconds"
+    );
+}
+
+#[test]
+fn a_vm_named_where_a_component_belongs_is_called_a_vm() {
+    assert_eq!(
+        error(
+            "[components.ws]\nprogram = \"world-switcher\"\n[components.a]\n[vms.hello]\nswitcher = \"ws\"\n\
+             [queues.q]\nfrom = \"a\"\nto = \"hello\"\nslot_size = 8\nslots = 2\n"
+        ),
+        "main.toml:8:6: queue 'q': unknown receiver 'hello' (help: 'hello' is a VM, not a component; the component that runs it is its switcher 'ws')"
+    );
+}
+
+#[test]
+fn text_that_is_not_utf8_is_located() {
+    let directory = std::env::temp_dir().join(format!("capdl-utf8-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let path = directory.join("main.toml");
+    std::fs::write(&path, b"[components.a]\nargs = \"\xffx\"\n").unwrap();
+    let errors = common::disk_errors(&path);
+    std::fs::remove_dir_all(&directory).unwrap();
+    assert_eq!(
+        errors,
+        [format!(
+            "{}:2:9: the file is not UTF-8 text: byte 0xff cannot start or continue a character here (help: save the file as UTF-8)",
+            path.display()
+        )]
+    );
+}
+
+#[test]
+fn files_too_large_are_refused() {
+    let big = format!("[components.a]\n#{}\n", "x".repeat(capdl::MAX_FILE_BYTES));
+    assert_eq!(
+        render(&load_files(&[("main.toml", &big)], &Options::default()).unwrap_err()),
+        ["main.toml: the file is larger than 1MiB, the most a system file may be"]
+    );
+    let included = format!("#{}\n", "x".repeat(capdl::MAX_FILE_BYTES));
+    assert_eq!(
+        errors_of(&[
+            ("main.toml", "include = [\"big.toml\"]\n"),
+            ("big.toml", &included)
+        ]),
+        [
+            "main.toml:1:12: cannot read included file 'big.toml' (big.toml): the file is larger than 1MiB, the most a system file may be"
+        ]
+    );
+    // Files under the limit each, over it together.
+    let part = format!("#{}\n", "x".repeat(capdl::MAX_FILE_BYTES - 16));
+    let names: Vec<String> = (0..5).map(|index| format!("\"p{index}.toml\"")).collect();
+    let main = format!("include = [{}]\n", names.join(", "));
+    let mut files = vec![("main.toml".to_string(), main)];
+    files.extend((0..5).map(|index| (format!("p{index}.toml"), part.clone())));
+    assert_eq!(
+        errors_of(&files),
+        [
+            "main.toml:1:45: cannot read included file 'p3.toml' (p3.toml): the system's files would hold more than 4MiB together"
+        ]
+    );
+}
+
+#[test]
+fn device_files_and_directories_are_not_read() {
+    let directory = std::env::temp_dir().join(format!("capdl-special-{}", std::process::id()));
+    std::fs::create_dir_all(directory.join("sub.toml")).unwrap();
+    std::fs::write(
+        directory.join("main.toml"),
+        "include = [\"/dev/zero\", \"sub.toml\"]\n[components.a]\n",
+    )
+    .unwrap();
+    let errors = common::disk_errors(&directory.join("main.toml"));
+    let dir = directory.display();
+    assert_eq!(
+        errors,
+        [
+            format!(
+                "{dir}/main.toml:1:12: cannot read included file '/dev/zero' (/dev/zero): it is a character device, not a regular file"
+            ),
+            format!(
+                "{dir}/main.toml:1:25: cannot read included file 'sub.toml' ({dir}/sub.toml): it is a directory, not a regular file"
+            ),
+        ]
+    );
+    std::fs::remove_dir_all(&directory).unwrap();
 }

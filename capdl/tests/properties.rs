@@ -342,7 +342,7 @@ proptest! {
     #[test]
     fn mutated_descriptions_never_panic_the_loader(mutations in proptest::collection::vec(mutation(), 1..4)) {
         let text = apply(SEED, &mutations);
-        match load_files(&[("main.toml", &text), ("base.toml", BASE)], &Options::default()) {
+        match load_files(&[("main.toml", text.as_str()), ("base.toml", BASE)], &Options::default()) {
             Ok(system) => {
                 let spec = system.spec();
                 prop_assert!(Spec::parse(&spec).is_ok(), "{text}");

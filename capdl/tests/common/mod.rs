@@ -37,17 +37,20 @@ pub fn programs() -> ProgramSet {
 }
 
 /// Loads `files[0]` from the given (name, text) files.
-pub fn load_files(files: &[(&str, &str)], options: &Options) -> Result<System, Vec<Diagnostic>> {
+pub fn load_files(
+    files: &[(impl AsRef<str>, impl AsRef<str>)],
+    options: &Options,
+) -> Result<System, Vec<Diagnostic>> {
     let map: BTreeMap<String, String> = files
         .iter()
-        .map(|(name, text)| ((*name).to_string(), (*text).to_string()))
+        .map(|(name, text)| (name.as_ref().to_string(), text.as_ref().to_string()))
         .collect();
-    let read = move |path: &Path| -> io::Result<String> {
+    let read = move |path: &Path| -> io::Result<Vec<u8>> {
         map.get(&path.display().to_string())
-            .cloned()
+            .map(|text| text.clone().into_bytes())
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "No such file or directory"))
     };
-    capdl::load_from(Path::new(files[0].0), &read, &programs(), options).map_err(|d| d.0)
+    capdl::load_from(Path::new(files[0].0.as_ref()), &read, &programs(), options).map_err(|d| d.0)
 }
 
 /// One line per diagnostic: `file:line:column: message (help: ...)`.
@@ -62,10 +65,18 @@ pub fn render(diagnostics: &[Diagnostic]) -> Vec<String> {
 }
 
 /// The rendered errors of a set of files (panics if they load).
-pub fn errors_of(files: &[(&str, &str)]) -> Vec<String> {
+pub fn errors_of(files: &[(impl AsRef<str>, impl AsRef<str>)]) -> Vec<String> {
     match load_files(files, &Options::default()) {
         Ok(_) => panic!("expected errors, but the system loaded"),
         Err(diagnostics) => render(&diagnostics),
+    }
+}
+
+/// The rendered errors of loading `path` from disk (panics if it loads).
+pub fn disk_errors(path: &Path) -> Vec<String> {
+    match capdl::load(path, &programs()) {
+        Ok(_) => panic!("expected errors, but {} loaded", path.display()),
+        Err(diagnostics) => render(&diagnostics.0),
     }
 }
 
