@@ -346,6 +346,9 @@ impl Checker<'_> {
         self.image_entries(&checked);
         self.supervision(&components, &mut checked);
         self.grants(&checked);
+        if !options.grants_applied {
+            self.unapplied_grants(&components);
+        }
         let vm_entries = self.unique(&document.vms, "VM");
         let vms = self.vms(&vm_entries, &components, &names, &mut checked);
         let queues = self.queues(&queues, &names, &checked);
@@ -1034,6 +1037,43 @@ impl Checker<'_> {
                         "the system grants {count} {what}; the core supports at most {MAX_GRANTS}"
                     ),
                 );
+            }
+        }
+    }
+
+    /// Device grants are checked (above) but refused while the core does
+    /// not apply them: a grant that is accepted and then does nothing would
+    /// let a driver fail far from its cause. One error per key written.
+    fn unapplied_grants(&mut self, entries: &[&Entry<RawComponent>]) {
+        for entry in entries {
+            let Some(raw) = &entry.value else { continue };
+            let firsts = [
+                (
+                    "ports",
+                    raw.ports.iter().flatten().next().map(Spanned::span),
+                ),
+                ("mmio", raw.mmio.iter().flatten().next().map(Spanned::span)),
+                (
+                    "interrupts",
+                    raw.interrupts.iter().flatten().next().map(Spanned::span),
+                ),
+            ];
+            for (key, span) in firsts {
+                let Some(span) = span else { continue };
+                let spot = Spot {
+                    file: entry.spot.file,
+                    span,
+                };
+                self.error(
+                    &spot,
+                    format!(
+                        "component '{}': device grants ('{key}') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines",
+                        entry.name
+                    ),
+                )
+                .help = Some(format!(
+                    "remove '{key}'; systems may grant devices once the core applies grants"
+                ));
             }
         }
     }

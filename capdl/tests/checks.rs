@@ -4,7 +4,7 @@
 mod common;
 
 use capdl::Options;
-use common::{error, errors, errors_of, load_files, render};
+use common::{error, errors, errors_of, grant_error, load_files, render};
 
 // ---------------------------------------------------------------- syntax
 
@@ -904,9 +904,35 @@ fn notification_to_itself() {
 // ---------------------------------------------------------------- grants
 
 #[test]
+fn grants_are_refused_until_the_core_applies_them() {
+    assert_eq!(
+        errors(
+            "[components.a]\nports = [\"0x3f8-0x3ff\"]\nmmio = [{ physical = \"0xfebd0000\", size = \"4KiB\" }]\n\
+             interrupts = [4]\n[components.b]\nports = []\n"
+        ),
+        [
+            "main.toml:2:10: component 'a': device grants ('ports') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'ports'; systems may grant devices once the core applies grants)",
+            "main.toml:3:9: component 'a': device grants ('mmio') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'mmio'; systems may grant devices once the core applies grants)",
+            "main.toml:4:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
+        ]
+    );
+    // The grant checks still run, so a mistake is not hidden behind the
+    // refusal.
+    assert_eq!(
+        errors("[components.a]\ninterrupts = [4, 4]\n"),
+        [
+            "main.toml:2:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
+            "main.toml:2:18: component 'a': interrupt line 4 is listed twice",
+        ]
+    );
+}
+
+#[test]
 fn overlapping_ports_between_components() {
     assert_eq!(
-        error("[components.a]\nports = [\"0x3f8-0x3ff\"]\n[components.b]\nports = [\"0x3fc\"]\n"),
+        grant_error(
+            "[components.a]\nports = [\"0x3f8-0x3ff\"]\n[components.b]\nports = [\"0x3fc\"]\n"
+        ),
         "main.toml:3:13: component 'b': ports 0x3fc overlap ports 0x3f8-0x3ff granted to 'a'"
     );
 }
@@ -914,7 +940,7 @@ fn overlapping_ports_between_components() {
 #[test]
 fn overlapping_ports_within_a_component() {
     assert_eq!(
-        error("[components.a]\nports = [\"0x60-0x64\", \"0x64\"]\n"),
+        grant_error("[components.a]\nports = [\"0x60-0x64\", \"0x64\"]\n"),
         "main.toml:1:13: component 'a': ports 0x64 overlap its own ports 0x60-0x64"
     );
 }
@@ -922,7 +948,7 @@ fn overlapping_ports_within_a_component() {
 #[test]
 fn mmio_not_page_aligned() {
     assert_eq!(
-        error("[components.a]\nmmio = [{ physical = \"0xfebd0010\", size = \"4KiB\" }]\n"),
+        grant_error("[components.a]\nmmio = [{ physical = \"0xfebd0010\", size = \"4KiB\" }]\n"),
         "main.toml:2:22: component 'a': mmio physical address 0xfebd0010 is not page-aligned (help: device memory is granted in whole 4KiB pages; 0xfebd0000 is the page start)"
     );
 }
@@ -930,7 +956,7 @@ fn mmio_not_page_aligned() {
 #[test]
 fn mmio_size_not_whole_pages() {
     assert_eq!(
-        error("[components.a]\nmmio = [{ physical = \"0xfebd0000\", size = 100 }]\n"),
+        grant_error("[components.a]\nmmio = [{ physical = \"0xfebd0000\", size = 100 }]\n"),
         "main.toml:2:43: component 'a': mmio size 100B is not a positive multiple of the 4KiB page size"
     );
 }
@@ -938,7 +964,7 @@ fn mmio_size_not_whole_pages() {
 #[test]
 fn mmio_beyond_physical_memory() {
     assert_eq!(
-        error(
+        grant_error(
             "[components.a]\nmmio = [{ physical = \"0xffff_ffff_ffff_0000\", size = \"64KiB\" }]\n"
         ),
         "main.toml:2:22: component 'a': mmio region 0xffffffffffff0000 + 64KiB ends beyond the 52-bit physical address space"
@@ -948,7 +974,7 @@ fn mmio_beyond_physical_memory() {
 #[test]
 fn overlapping_mmio_between_components() {
     assert_eq!(
-        error(
+        grant_error(
             "[components.a]\nmmio = [{ physical = \"0xfebd0000\", size = \"8KiB\" }]\n\
              [components.b]\nmmio = [{ physical = \"0xfebd1000\", size = \"4KiB\" }]\n"
         ),
@@ -959,7 +985,7 @@ fn overlapping_mmio_between_components() {
 #[test]
 fn interrupt_line_out_of_range() {
     assert_eq!(
-        error("[components.a]\ninterrupts = [4, 224]\n"),
+        grant_error("[components.a]\ninterrupts = [4, 224]\n"),
         "main.toml:2:18: component 'a': interrupt line 224 is out of range (0 to 223)"
     );
 }
@@ -967,7 +993,7 @@ fn interrupt_line_out_of_range() {
 #[test]
 fn interrupt_line_listed_twice() {
     assert_eq!(
-        error("[components.a]\ninterrupts = [4, 4]\n"),
+        grant_error("[components.a]\ninterrupts = [4, 4]\n"),
         "main.toml:2:18: component 'a': interrupt line 4 is listed twice"
     );
 }
@@ -975,7 +1001,7 @@ fn interrupt_line_listed_twice() {
 #[test]
 fn interrupt_line_granted_to_two_components() {
     assert_eq!(
-        error("[components.a]\ninterrupts = [4]\n[components.b]\ninterrupts = [4]\n"),
+        grant_error("[components.a]\ninterrupts = [4]\n[components.b]\ninterrupts = [4]\n"),
         "main.toml:3:13: component 'b': interrupt line 4 is already delivered to 'a' (help: an interrupt line goes to one component)"
     );
 }
@@ -984,7 +1010,7 @@ fn interrupt_line_granted_to_two_components() {
 fn too_many_port_grants() {
     let ports: Vec<String> = (0..65).map(|i| format!("\"{}\"", i * 2)).collect();
     assert_eq!(
-        error(&format!("[components.a]\nports = [{}]\n", ports.join(", "))),
+        grant_error(&format!("[components.a]\nports = [{}]\n", ports.join(", "))),
         "main.toml:1:13: the system grants 65 port ranges; the core supports at most 64"
     );
 }
@@ -1002,7 +1028,7 @@ fn too_many_notification_bits() {
         text.push_str(&format!("[notifications.n{i}]\nfrom = \"b\"\nto = \"a\"\n"));
     }
     assert_eq!(
-        error(&text),
+        grant_error(&text),
         "main.toml:1:13: component 'a' needs 65 notification bits (5 notification, 60 interrupt); a notification word has 64"
     );
 }
@@ -1387,7 +1413,7 @@ fn vm_scheduling_takes_part_in_call_paths() {
 #[test]
 fn device_window_overflow() {
     assert_eq!(
-        error("[components.a]\nmmio = [{ physical = 0, size = \"32768GiB\" }]\n"),
+        grant_error("[components.a]\nmmio = [{ physical = 0, size = \"32768GiB\" }]\n"),
         "main.toml:1:13: component 'a': its mmio regions need more than its device window of 16384GiB (with a guard page after each)"
     );
 }

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use capdl::{DEVICE_WINDOW, ProgramSet, QUEUE_WINDOW};
-use common::{assert_round_trip, system};
+use common::{assert_round_trip, grant_system, system};
 use microvisor_abi::PAGE_SIZE;
 use microvisor_abi::spec::{CapabilityKind, NONE, Spec, name_of, queue_pages};
 use microvisor_abi::vcpu::EntryMode;
@@ -227,7 +227,7 @@ fn budget_defaults_to_the_period() {
 
 #[test]
 fn notification_bits_are_allocated_faults_queues_notifications_interrupts() {
-    let system = system(
+    let system = grant_system(
         "[components.supervisor]\ninterrupts = [1]\n\
          [components.a]\nsupervisor = \"supervisor\"\n\
          [components.b]\nsupervisor = \"supervisor\"\ninterrupts = [4, 9]\n\
@@ -384,7 +384,7 @@ fn queues_are_placed_per_component_with_guard_pages() {
 
 #[test]
 fn device_grants_are_lowered() {
-    let system = system(
+    let system = grant_system(
         "[components.driver]\nports = [\"0x3f8-0x3ff\", 0x60]\n\
          mmio = [{ physical = \"0xfebd0000\", size = \"8KiB\" }, { physical = \"0xfec00000\", size = 4096 }]\n\
          interrupts = [4]\n",
@@ -411,7 +411,7 @@ fn device_grants_are_lowered() {
 
 #[test]
 fn a_grant_of_every_port_takes_two_records() {
-    let system = system("[components.driver]\nports = [\"0-0xffff\"]\n");
+    let system = grant_system("[components.driver]\nports = [\"0-0xffff\"]\n");
     let bytes = system.spec();
     let spec = Spec::parse(&bytes).unwrap();
     let ports: Vec<_> = spec
@@ -520,7 +520,7 @@ supervision {
 
 #[test]
 fn listing_shows_grants_and_empty_sections() {
-    let system = system("[components.driver]\nports = [\"0x3f8-0x3ff\"]\ninterrupts = [4]\n");
+    let system = grant_system("[components.driver]\nports = [\"0x3f8-0x3ff\"]\ninterrupts = [4]\n");
     let cdl = system.cdl();
     assert!(cdl.contains("caps {\n  -- none\n}"), "{cdl}");
     assert!(
@@ -681,7 +681,7 @@ fn vm_windows_do_not_meet_queues_or_devices() {
          [vms.g]\nswitcher = \"ws\"\nmemory = \"1GiB\"\n";
     let options = capdl::Options {
         machine_memory: 2 << 30,
-        ..capdl::Options::default()
+        ..common::grant_options()
     };
     let system = common::load_files(&[("main.toml", text)], &options).unwrap();
     assert_round_trip(&system);

@@ -4,8 +4,7 @@
 
 mod common;
 
-use capdl::Options;
-use common::{assert_round_trip, load_files};
+use common::{assert_round_trip, grant_options, load_files};
 use microvisor_abi::spec::Spec;
 use proptest::prelude::*;
 
@@ -330,7 +329,7 @@ proptest! {
     #[test]
     fn random_valid_systems_lower_to_accepted_specs(plan in system_plan()) {
         let text = render(&plan);
-        let system = match load_files(&[("main.toml", &text)], &Options::default()) {
+        let system = match load_files(&[("main.toml", &text)], &grant_options()) {
             Ok(system) => system,
             Err(errors) => panic!("{text}\n{:#?}", common::render(&errors)),
         };
@@ -342,7 +341,7 @@ proptest! {
     #[test]
     fn mutated_descriptions_never_panic_the_loader(mutations in proptest::collection::vec(mutation(), 1..4)) {
         let text = apply(SEED, &mutations);
-        match load_files(&[("main.toml", text.as_str()), ("base.toml", BASE)], &Options::default()) {
+        match load_files(&[("main.toml", text.as_str()), ("base.toml", BASE)], &grant_options()) {
             Ok(system) => {
                 let spec = system.spec();
                 prop_assert!(Spec::parse(&spec).is_ok(), "{text}");
@@ -363,7 +362,7 @@ proptest! {
 fn the_seed_is_valid() {
     let system = load_files(
         &[("main.toml", SEED), ("base.toml", BASE)],
-        &Options::default(),
+        &grant_options(),
     )
     .unwrap();
     assert_eq!(system.components.len(), 3);

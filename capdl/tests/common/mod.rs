@@ -85,6 +85,37 @@ pub fn errors(text: &str) -> Vec<String> {
     errors_of(&[("main.toml", text)])
 }
 
+/// Options under which grants pass (capdl refuses them otherwise, until
+/// the core applies them): for the tests of the grant checks and their
+/// lowering.
+pub fn grant_options() -> Options {
+    Options {
+        grants_applied: true,
+        ..Options::default()
+    }
+}
+
+/// The single error of one file named `main.toml` under
+/// [`grant_options`].
+pub fn grant_error(text: &str) -> String {
+    match load_files(&[("main.toml", text)], &grant_options()) {
+        Ok(_) => panic!("expected an error, but the system loaded"),
+        Err(diagnostics) => {
+            let mut all = render(&diagnostics);
+            assert_eq!(all.len(), 1, "expected one error, got {all:#?}");
+            all.remove(0)
+        }
+    }
+}
+
+/// Loads one valid file named `main.toml` under [`grant_options`].
+pub fn grant_system(text: &str) -> System {
+    match load_files(&[("main.toml", text)], &grant_options()) {
+        Ok(system) => system,
+        Err(diagnostics) => panic!("expected a valid system, got {:#?}", render(&diagnostics)),
+    }
+}
+
 /// The single error of one file named `main.toml`.
 pub fn error(text: &str) -> String {
     let mut all = errors(text);
