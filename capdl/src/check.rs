@@ -28,7 +28,7 @@ use crate::model::{
     Capability, Component, GUEST_ENTRY_PREFIX, Layout, MmioGrant, Notification, PortGrant, Queue,
     QueuePlacement, SPEC_ENTRY, System, Vm,
 };
-use crate::programs::ProgramSet;
+use crate::programs::{ProgramSet, WORLD_SWITCHER};
 use crate::raw::{Document, Entry, RawComponent, RawVm, Start, VmEntry};
 use crate::units::{Duration, Number, format_duration, format_size};
 
@@ -350,7 +350,7 @@ impl Checker<'_> {
             self.unapplied_grants(&components);
         }
         let vm_entries = self.unique(&document.vms, "VM");
-        let vms = self.vms(&vm_entries, &components, &names, &mut checked);
+        let vms = self.vms(&vm_entries, &components, &names, programs, &mut checked);
         let queues = self.queues(&queues, &names, &checked);
         self.calls(&queues, &checked);
         let notifications = self.notifications(&notifications, &names);
@@ -1086,6 +1086,7 @@ impl Checker<'_> {
         entries: &[&Entry<RawVm>],
         component_entries: &[&Entry<RawComponent>],
         names: &Names,
+        programs: &ProgramSet,
         components: &mut [Component],
     ) -> Vec<Vm> {
         if let Some(extra) = entries.get(MAX_VMS) {
@@ -1140,6 +1141,22 @@ impl Checker<'_> {
                         Some("declare another component to switch this VM".into());
                 } else {
                     runs.insert(switcher, name.clone());
+                }
+                let component = &components[switcher];
+                if programs.is_world_switcher(&component.program) == Some(false) {
+                    let switchers: Vec<&str> = programs.world_switchers().collect();
+                    let message = format!(
+                        "{context}: its switcher '{}' runs program '{}', which is not a world switcher",
+                        component.name, component.program
+                    );
+                    self.error(&entry.at(&raw.switcher), message).help = Some(format!(
+                        "a switcher runs a program whose Cargo.toml declares [package.metadata.microvisor] role = \"{WORLD_SWITCHER}\" ({})",
+                        if switchers.is_empty() {
+                            "there is none".to_string()
+                        } else {
+                            format!("here: {}", switchers.join(", "))
+                        }
+                    ));
                 }
             }
 

@@ -1233,6 +1233,20 @@ fn vm_unknown_switcher() {
 }
 
 #[test]
+fn a_switcher_must_run_a_world_switcher() {
+    let text = "[components.ws]\nprogram = \"hello\"\n[vms.g]\nswitcher = \"ws\"\n";
+    assert_eq!(
+        error(text),
+        "main.toml:4:12: VM 'g': its switcher 'ws' runs program 'hello', which is not a world switcher (help: a switcher runs a program whose Cargo.toml declares [package.metadata.microvisor] role = \"world-switcher\" (here: world-switcher))"
+    );
+    // Without roles (a set of names alone), capdl cannot tell.
+    let read = |_: &std::path::Path| Ok(text.as_bytes().to_vec());
+    let programs = capdl::ProgramSet::new("components/", ["hello"]);
+    let path = std::path::Path::new("main.toml");
+    assert!(capdl::load_from(path, &read, &programs, &Options::default()).is_ok());
+}
+
+#[test]
 fn one_vm_per_switcher() {
     assert_eq!(
         error(&format!(

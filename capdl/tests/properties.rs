@@ -129,8 +129,14 @@ fn render(plan: &SystemPlan) -> String {
     for (index, component) in plan.components.iter().enumerate() {
         let period_us = component.period_ms * 1000;
         let budget_us = (period_us * component.budget_percent / 100).max(1);
+        // A VM's switcher runs the world switcher.
+        let program = if plan.vms.iter().any(|(switcher, ..)| *switcher == index) {
+            "world-switcher"
+        } else {
+            "a"
+        };
         text.push_str(&format!(
-            "[components.c{index}]\nprogram = \"a\"\npriority = {}\nperiod = \"{}ms\"\nbudget = \"{budget_us}us\"\n\
+            "[components.c{index}]\nprogram = \"{program}\"\npriority = {}\nperiod = \"{}ms\"\nbudget = \"{budget_us}us\"\n\
              stack = {}\nmemory = \"{}KiB\"\n",
             priorities[index],
             component.period_ms,
@@ -267,7 +273,7 @@ period = "5ms"
 poke = ["ping"]
 "#;
 
-const BASE: &str = "[components.hello]\nprogram = \"hello\"\n";
+const BASE: &str = "[components.hello]\nprogram = \"world-switcher\"\n";
 
 #[derive(Clone, Debug)]
 enum Mutation {

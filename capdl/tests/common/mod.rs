@@ -34,6 +34,7 @@ pub fn programs() -> ProgramSet {
             "vmctl",
         ],
     )
+    .with_world_switchers(["world-switcher"])
 }
 
 /// Loads `files[0]` from the given (name, text) files.
