@@ -154,16 +154,11 @@ pub struct Entry<'a> {
 fn valid_name(raw: &[u8; 32]) -> Option<&str> {
     let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     let (name, padding) = raw.split_at(len);
-    if len == 0 || padding.iter().any(|&b| b != 0) {
+    if padding.iter().any(|&b| b != 0) {
         return None;
     }
-    if !name
-        .iter()
-        .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return None;
-    }
-    core::str::from_utf8(name).ok()
+    let name = core::str::from_utf8(name).ok()?;
+    is_valid_name(name).then_some(name)
 }
 
 /// Checks a name as the image format requires: 1–32 bytes of
