@@ -316,6 +316,15 @@ mod tests {
                  {file}:7:11: component 'b': unknown corruption 'bad-magik'\n  = help: did you mean 'bad-magic'?"
             )
         );
+        let message = load_text("syntax", "[components.a]\npriority = \n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.ends_with(
+                "system.toml:2:12: TOML syntax: string values must be quoted, expected literal string"
+            ) && !message.contains("error"),
+            "{message}"
+        );
     }
 
     #[test]
