@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use crate::emulator::Emulator;
-use crate::run::{BootOptions, boot_components, programs_of};
+use crate::run::{BootOptions, boot_system, programs_of};
 use crate::scenario::{self, judge};
 use crate::workspace::Workspace;
 
@@ -123,18 +123,29 @@ pub fn command() -> Result<ExitCode> {
                 benchmark.path.display()
             );
         }
+        if benchmark.system().is_none() {
+            bail!(
+                "{}: a benchmark boots a system (system = \"...\" or a [[component]] list), \
+                 not a guest image alone",
+                benchmark.path.display()
+            );
+        }
     }
     let needed = programs_of(
         &benchmarks
             .iter()
-            .flat_map(|benchmark| benchmark.components.iter().cloned())
+            .filter_map(|benchmark| benchmark.system())
+            .flat_map(|system| system.programs.iter().cloned())
             .collect::<Vec<_>>(),
     );
     crate::setup::emulators(&[Emulator::Qemu])?;
     let artifacts = workspace.build_target(&needed)?;
     let mut measurements = Vec::new();
     let mut failed = false;
-    for benchmark in &benchmarks {
+    for (benchmark, system) in benchmarks
+        .iter()
+        .filter_map(|benchmark| Some((benchmark, benchmark.system()?)))
+    {
         let options = BootOptions {
             emulator: Emulator::Qemu,
             timeout: Some(benchmark.timeout),
@@ -143,16 +154,8 @@ pub fn command() -> Result<ExitCode> {
             command_line: String::new(),
         };
         let stem = format!("bench-{}", benchmark.name);
-        let outcome = boot_components(
-            &workspace,
-            &artifacts,
-            &benchmark.components,
-            benchmark.spec.as_deref(),
-            &stem,
-            options,
-            &mut |_| {},
-        )
-        .with_context(|| format!("benchmark {} did not run", benchmark.name))?;
+        let outcome = boot_system(&workspace, &artifacts, system, &stem, options, &mut |_| {})
+            .with_context(|| format!("benchmark {} did not run", benchmark.name))?;
         let found: Vec<Measurement> = outcome
             .lines
             .iter()

@@ -1,5 +1,6 @@
 //! Deliberate ELF corruptions for the scenarios that check the core refuses
-//! malformed components (`corrupt = "..."` in a system or scenario file).
+//! malformed components (`corrupt = "..."` in a `[[component]]` entry of a
+//! system or scenario file; capdl checks the name against [`Corruption::names`]).
 //!
 //! Each [`Corruption`] edits a well-formed ELF64 little-endian executable in
 //! place, by hand on the documented header offsets, so the result is exactly
@@ -8,7 +9,6 @@
 //! Called by the image packer ([`crate::pack`]) only.
 
 use anyhow::{Result, bail, ensure};
-use serde::Deserialize;
 
 // ELF64 header fields.
 const E_ENTRY: usize = 0x18;
@@ -29,8 +29,7 @@ const PF_X: u32 = 1;
 const PF_W: u32 = 2;
 
 /// A defect to put into a component's ELF before packing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Corruption {
     /// Bytes 1..4 become `BAD`: not an ELF file at all.
     BadMagic,
@@ -55,7 +54,6 @@ pub enum Corruption {
 
 impl Corruption {
     /// Every corruption, in documentation order.
-    #[cfg(test)]
     pub const ALL: [Self; 8] = [
         Self::BadMagic,
         Self::Truncated,
@@ -79,6 +77,22 @@ impl Corruption {
             Self::OverlappingSegments => "overlapping-segments",
             Self::HugeSegment => "huge-segment",
         }
+    }
+
+    /// The corruption a configuration file names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|corruption| corruption.name() == name)
+    }
+
+    /// The names of all corruptions: what `corrupt` may say (capdl checks
+    /// it, [`capdl::Options::corruptions`]).
+    pub fn names() -> Vec<String> {
+        Self::ALL
+            .iter()
+            .map(|corruption| corruption.name().to_string())
+            .collect()
     }
 
     /// Applies the corruption to ELF bytes.
@@ -318,15 +332,11 @@ mod tests {
     }
 
     #[test]
-    fn names_round_trip_through_toml() {
-        #[derive(Deserialize)]
-        struct Holder {
-            corrupt: Corruption,
-        }
+    fn names_round_trip() {
         for corruption in Corruption::ALL {
-            let holder: Holder =
-                toml::from_str(&format!("corrupt = \"{}\"", corruption.name())).unwrap();
-            assert_eq!(holder.corrupt, corruption);
+            assert_eq!(Corruption::from_name(corruption.name()), Some(corruption));
         }
+        assert_eq!(Corruption::names().len(), Corruption::ALL.len());
+        assert_eq!(Corruption::from_name("bad_magic"), None);
     }
 }

@@ -105,6 +105,7 @@ mod tests {
             name: name.into(),
             directory: PathBuf::from(directory),
             binaries: binaries.iter().map(|b| b.to_string()).collect(),
+            role: None,
         };
         let workspace = Workspace {
             root: PathBuf::from("/w"),

@@ -1,14 +1,15 @@
-//! Packs checked components into a boot image file.
+//! Packs a lowered system into a boot image file.
 //!
-//! Reads each component's program ELF from the build artifacts, applies its
-//! test-only corruption if it has one, and writes the image with
-//! `microvisor_abi::image::ImageBuilder` in system-file order (the order the
-//! core loads and reports them). When the boot spec declares VMs, the guest
-//! image each starts from (`Artifacts::guests`, built from `test-vms/<image>`)
-//! follows as an entry `vm-<image>` of kind `Guest`, once per image, in the
-//! order of first use. Which guests to pack is read from the spec itself, so
-//! an image always holds what its spec names. Called by every command that
-//! boots a system after [`crate::workspace::Workspace::build_target`].
+//! The image starts with the boot spec (entry `spec`; every image has one),
+//! then holds each program entry the spec names: the program's ELF from the
+//! build artifacts, with its test-only corruption applied if it has one,
+//! written with `microvisor_abi::image::ImageBuilder`. When the spec
+//! declares VMs, the guest image each starts from (`Artifacts::guests`,
+//! built from `test-vms/<image>`) follows as an entry `vm-<image>` of kind
+//! `Guest`, once per image, in the order of first use. Which guests to pack
+//! is read from the spec itself, so an image always holds what its spec
+//! names. Called by every command that boots a system after
+//! [`crate::workspace::Workspace::build_target`].
 
 use std::path::Path;
 
@@ -16,7 +17,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use microvisor_abi::image::{EntryKind, ImageBuilder};
 use microvisor_abi::spec::{Spec, name_of};
 
-use crate::system::{Component, did_you_mean};
+use capdl::diagnostic::closest;
+
+use crate::system::ImageProgram;
 use crate::workspace::Artifacts;
 
 /// Boot-image entries holding guest images are named `vm-<image>`.
@@ -39,11 +42,8 @@ impl GuestUse {
 }
 
 /// The distinct guest images the VMs of `spec` start from, in order of
-/// first use (none without a spec).
-pub fn guest_images(spec: Option<&[u8]>) -> Result<Vec<GuestUse>> {
-    let Some(spec) = spec else {
-        return Ok(Vec::new());
-    };
+/// first use.
+pub fn guest_images(spec: &[u8]) -> Result<Vec<GuestUse>> {
     let spec = Spec::parse(spec).map_err(|error| anyhow!("the boot spec is invalid: {error}"))?;
     let mut guests: Vec<GuestUse> = Vec::new();
     for (index, vm) in spec.vms.iter().enumerate() {
@@ -65,39 +65,38 @@ pub fn guest_images(spec: Option<&[u8]>) -> Result<Vec<GuestUse>> {
     Ok(guests)
 }
 
-/// Writes the image for `components` (and the guests `spec` names) to
+/// Writes the image of `spec`, its `programs` and the guests it names to
 /// `output`, creating its directory.
 pub fn pack(
-    components: &[Component],
-    spec: Option<&[u8]>,
+    programs: &[ImageProgram],
+    spec: &[u8],
     artifacts: &Artifacts,
     output: &Path,
 ) -> Result<()> {
     let guests = guest_images(spec)?;
     let mut builder = ImageBuilder::new();
-    if let Some(spec) = spec {
-        builder
-            .add("spec", EntryKind::Spec, "", spec.to_vec())
-            .map_err(|message| anyhow!(message))?;
-    }
-    for component in components {
-        let program = artifacts
+    builder
+        .add(capdl::SPEC_ENTRY, EntryKind::Spec, "", spec.to_vec())
+        .map_err(|message| anyhow!(message))?;
+    for program in programs {
+        let path = artifacts
             .programs
-            .get(&component.program)
-            .with_context(|| format!("program '{}' was not built", component.program))?;
-        let mut elf = std::fs::read(program)
-            .with_context(|| format!("could not read {}", program.display()))?;
-        if let Some(corruption) = component.corruption {
+            .get(&program.program)
+            .with_context(|| format!("program '{}' was not built", program.program))?;
+        let mut elf =
+            std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
+        if let Some(corruption) = program.corruption {
             corruption.apply(&mut elf).with_context(|| {
                 format!(
-                    "could not apply corruption '{}' to component '{}'",
+                    "could not apply corruption '{}' to program '{}' (entry '{}')",
                     corruption.name(),
-                    component.name
+                    program.program,
+                    program.entry
                 )
             })?;
         }
         builder
-            .add(&component.name, EntryKind::Component, &component.args, elf)
+            .add(&program.entry, EntryKind::Component, "", elf)
             .map_err(|message| anyhow!(message))?;
     }
     for guest in &guests {
@@ -132,7 +131,7 @@ fn missing_guest(guest: &GuestUse, artifacts: &Artifacts) -> String {
         "VM '{}' starts from guest image '{}', but no test VM '{}' was built (test-vms/{}/)",
         guest.vm, guest.image, guest.image, guest.image
     );
-    match did_you_mean(&guest.image, &built) {
+    match closest(&guest.image, built.iter().map(String::as_str)) {
         Some(close) => message.push_str(&format!(": did you mean '{close}'?")),
         None => message.push('.'),
     }
@@ -147,61 +146,25 @@ fn missing_guest(guest: &GuestUse, artifacts: &Artifacts) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::path::PathBuf;
 
     use microvisor_abi::image::Image;
 
     use super::*;
-    use crate::corrupt::Corruption;
+    use crate::system::System;
 
-    #[test]
-    fn packs_in_order_with_corruption() {
-        let directory = std::env::temp_dir().join(format!("mvbuild-pack-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).unwrap();
-        let program = directory.join("hello");
-        std::fs::write(&program, b"\x7fELF-and-more").unwrap();
-        let artifacts = Artifacts {
-            core: directory.join("core"),
-            programs: BTreeMap::from([("hello".to_string(), program)]),
-            guests: BTreeMap::new(),
-        };
-        let component = |name: &str, corruption| Component {
-            name: name.into(),
-            program: "hello".into(),
-            args: format!("name={name}"),
-            corruption,
-        };
-        let components = [
-            component("first", None),
-            component("second", Some(Corruption::BadMagic)),
-        ];
-        let output = directory.join("images/test.img");
-        pack(&components, None, &artifacts, &output).unwrap();
-        let bytes = std::fs::read(&output).unwrap();
-        let image = Image::parse(&bytes).unwrap();
-        let entries: Vec<_> = image.entries().collect();
-        assert_eq!(entries.len(), 2);
-        assert_eq!((entries[0].name, entries[0].args), ("first", "name=first"));
-        assert_eq!(entries[0].contents, b"\x7fELF-and-more");
-        assert_eq!(entries[1].name, "second");
-        assert_eq!(&entries[1].contents[..4], b"\x7fBAD");
-
-        let missing = [Component {
-            program: "absent".into(),
-            ..component("third", None)
-        }];
-        let error = pack(&missing, None, &artifacts, &output).unwrap_err();
-        assert_eq!(error.to_string(), "program 'absent' was not built");
-        std::fs::remove_dir_all(&directory).unwrap();
-    }
-
-    /// A directory with a world-switcher program, test VMs `hello` and
-    /// `dos`, and a system file of VMs starting from `images`.
-    fn vm_system(tag: &str, images: &[&str]) -> (std::path::PathBuf, Artifacts, Vec<u8>) {
+    /// A directory with programs `hello` and `world-switcher`, test VMs
+    /// `hello` and `dos`, and the system `text` loaded from it.
+    fn fixture(tag: &str, text: &str) -> (PathBuf, Artifacts, System) {
         let directory =
             std::env::temp_dir().join(format!("mvbuild-pack-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&directory).unwrap();
-        let program = directory.join("world-switcher");
-        std::fs::write(&program, b"\x7fELF-switcher").unwrap();
+        let mut programs = BTreeMap::new();
+        for program in ["hello", "world-switcher"] {
+            let path = directory.join(program);
+            std::fs::write(&path, format!("\x7fELF-{program}")).unwrap();
+            programs.insert(program.to_string(), path);
+        }
         let mut guests = BTreeMap::new();
         for guest in ["hello", "dos"] {
             let path = directory.join(format!("guest-{guest}"));
@@ -210,9 +173,18 @@ mod tests {
         }
         let artifacts = Artifacts {
             core: directory.join("core"),
-            programs: BTreeMap::from([("world-switcher".to_string(), program)]),
+            programs,
             guests,
         };
+        let path = directory.join("system.toml");
+        std::fs::write(&path, text).unwrap();
+        let set = capdl::ProgramSet::new("components/", ["hello", "world-switcher"]);
+        let system = crate::system::load(&path, &set).unwrap();
+        (directory, artifacts, system)
+    }
+
+    /// A system of VMs starting from `images`.
+    fn vm_system(tag: &str, images: &[&str]) -> (PathBuf, Artifacts, System) {
         let mut text = String::new();
         for (index, image) in images.iter().enumerate() {
             text.push_str(&format!(
@@ -220,24 +192,60 @@ mod tests {
                  [vms.g{index}]\nswitcher = \"ws{index}\"\nimage = \"{image}\"\n"
             ));
         }
-        let path = directory.join("system.toml");
-        std::fs::write(&path, text).unwrap();
-        let system =
-            crate::system::load_description(&path, &["world-switcher".to_string()]).unwrap();
-        (directory, artifacts, system.spec.unwrap())
+        fixture(tag, &text)
+    }
+
+    fn entries(output: &Path) -> Vec<(String, EntryKind, Vec<u8>)> {
+        let bytes = std::fs::read(output).unwrap();
+        let image = Image::parse(&bytes).unwrap();
+        image
+            .entries()
+            .map(|entry| (entry.name.to_string(), entry.kind, entry.contents.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn packs_the_spec_and_each_program_entry_with_its_corruption() {
+        let (directory, artifacts, system) = fixture(
+            "list",
+            "[[component]]\nname = \"first\"\nprogram = \"hello\"\nargs = \"name=first\"\n\
+             [[component]]\nname = \"second\"\nprogram = \"hello\"\ncorrupt = \"bad-magic\"\n\
+             [[component]]\nname = \"third\"\nprogram = \"hello\"\n",
+        );
+        let output = directory.join("images/test.img");
+        pack(&system.programs, &system.spec, &artifacts, &output).unwrap();
+        assert_eq!(
+            entries(&output),
+            [
+                ("spec".to_string(), EntryKind::Spec, system.spec.clone()),
+                (
+                    "hello".to_string(),
+                    EntryKind::Component,
+                    b"\x7fELF-hello".to_vec()
+                ),
+                (
+                    "second".to_string(),
+                    EntryKind::Component,
+                    b"\x7fBAD-hello".to_vec()
+                ),
+            ]
+        );
+
+        let missing = [ImageProgram {
+            entry: "absent".into(),
+            program: "absent".into(),
+            corruption: None,
+        }];
+        let error = pack(&missing, &system.spec, &artifacts, &output).unwrap_err();
+        assert_eq!(error.to_string(), "program 'absent' was not built");
+        std::fs::remove_dir_all(&directory).unwrap();
     }
 
     #[test]
     fn packs_each_guest_the_spec_names_once() {
-        let (directory, artifacts, spec) = vm_system("guests", &["hello", "dos", "hello"]);
-        let components = [Component {
-            name: "world-switcher".into(),
-            program: "world-switcher".into(),
-            args: String::new(),
-            corruption: None,
-        }];
+        let (directory, artifacts, system) = vm_system("guests", &["hello", "dos", "hello"]);
         assert_eq!(
-            guest_images(Some(&spec)).unwrap(),
+            guest_images(&system.spec).unwrap(),
             [
                 GuestUse {
                     vm: "g0".into(),
@@ -250,46 +258,44 @@ mod tests {
             ]
         );
         let output = directory.join("images/vms.img");
-        pack(&components, Some(&spec), &artifacts, &output).unwrap();
-        let bytes = std::fs::read(&output).unwrap();
-        let image = Image::parse(&bytes).unwrap();
-        let entries: Vec<_> = image
-            .entries()
-            .map(|entry| (entry.name, entry.kind, entry.contents))
-            .collect();
+        pack(&system.programs, &system.spec, &artifacts, &output).unwrap();
         assert_eq!(
-            entries,
+            entries(&output),
             [
-                ("spec", EntryKind::Spec, spec.as_slice()),
+                ("spec".to_string(), EntryKind::Spec, system.spec.clone()),
                 (
-                    "world-switcher",
+                    "world-switcher".to_string(),
                     EntryKind::Component,
-                    b"\x7fELF-switcher".as_slice()
+                    b"\x7fELF-world-switcher".to_vec()
                 ),
                 (
-                    "vm-hello",
+                    "vm-hello".to_string(),
                     EntryKind::Guest,
-                    b"\x7fELF-guest-hello".as_slice()
+                    b"\x7fELF-guest-hello".to_vec()
                 ),
-                ("vm-dos", EntryKind::Guest, b"\x7fELF-guest-dos".as_slice()),
+                (
+                    "vm-dos".to_string(),
+                    EntryKind::Guest,
+                    b"\x7fELF-guest-dos".to_vec()
+                ),
             ]
         );
-        assert!(guest_images(None).unwrap().is_empty());
         std::fs::remove_dir_all(&directory).unwrap();
     }
 
     #[test]
     fn a_guest_that_was_not_built_is_named_with_the_test_vms() {
-        let (directory, mut artifacts, spec) = vm_system("missing", &["helo"]);
+        let (directory, mut artifacts, system) = vm_system("missing", &["helo"]);
         let output = directory.join("images/vms.img");
-        let error = pack(&[], Some(&spec), &artifacts, &output).unwrap_err();
+        let spec = &system.spec;
+        let error = pack(&[], spec, &artifacts, &output).unwrap_err();
         assert_eq!(
             error.to_string(),
             "VM 'g0' starts from guest image 'helo', but no test VM 'helo' was built \
              (test-vms/helo/): did you mean 'hello'? Test VMs built: dos, hello."
         );
         artifacts.guests.clear();
-        let error = pack(&[], Some(&spec), &artifacts, &output).unwrap_err();
+        let error = pack(&[], spec, &artifacts, &output).unwrap_err();
         assert_eq!(
             error.to_string(),
             "VM 'g0' starts from guest image 'helo', but no test VM 'helo' was built \
@@ -298,7 +304,7 @@ mod tests {
         artifacts
             .guests
             .insert("helo".into(), directory.join("not-there"));
-        let error = pack(&[], Some(&spec), &artifacts, &output).unwrap_err();
+        let error = pack(&[], spec, &artifacts, &output).unwrap_err();
         assert!(
             error
                 .to_string()

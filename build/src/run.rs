@@ -5,7 +5,7 @@
 //! emulator or this tool failed (including configuration errors), 124 the
 //! timeout passed first. The console goes to stdout unchanged; this tool's
 //! own messages go to stderr prefixed `mvbuild: `. Also home of the boot
-//! helper the `test` and `bench` commands share ([`boot_components`]).
+//! helper the `test` and `bench` commands share ([`boot_system`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,7 +16,7 @@ use anyhow::Result;
 use crate::console::Verdict;
 use crate::emulator::{BootRequest, Emulator, Ending, Outcome, boot};
 use crate::pack::pack;
-use crate::system::{self, Component};
+use crate::system::{self, ImageProgram, System};
 use crate::workspace::{Artifacts, Workspace};
 
 /// The system `run` boots when none is named.
@@ -94,28 +94,23 @@ pub fn command(arguments: RunArguments) -> Result<ExitCode> {
         (false, None) => Some(default_timeout(emulator)),
     };
     crate::setup::emulators(&[emulator])?;
-    let needed = programs_of(&system.components);
+    let needed = programs_of(&system.programs);
     let artifacts = workspace.build_target(&needed)?;
     let stem = system.stem();
     eprintln!(
         "mvbuild: booting {} ({} component{}) in {emulator}{}",
         system::shown(&path),
-        system.components.len(),
-        if system.components.len() == 1 {
-            ""
-        } else {
-            "s"
-        },
+        system.components,
+        if system.components == 1 { "" } else { "s" },
         system
             .description
             .as_ref()
             .map_or_else(String::new, |description| format!(": {description}"))
     );
-    let outcome = boot_components(
+    let outcome = boot_system(
         &workspace,
         &artifacts,
-        &system.components,
-        system.spec.as_deref(),
+        &system,
         &stem,
         BootOptions {
             emulator,
@@ -141,12 +136,9 @@ pub fn command(arguments: RunArguments) -> Result<ExitCode> {
     Ok(ExitCode::from(exit_status(&outcome.ending)))
 }
 
-/// The distinct programs a component list needs, sorted.
-pub fn programs_of(components: &[Component]) -> Vec<String> {
-    let mut programs: Vec<String> = components
-        .iter()
-        .map(|component| component.program.clone())
-        .collect();
+/// The distinct programs whose ELFs these image entries hold, sorted.
+pub fn programs_of(entries: &[ImageProgram]) -> Vec<String> {
+    let mut programs: Vec<String> = entries.iter().map(|entry| entry.program.clone()).collect();
     programs.sort();
     programs.dedup();
     programs
@@ -164,20 +156,19 @@ pub struct BootOptions {
     pub command_line: String,
 }
 
-/// Packs `components` as `images/<stem>.img` and boots it, with the
+/// Packs `system` as `images/<stem>.img` and boots it, with the
 /// emulator's files in `images/<stem>.<emulator>/`.
-pub fn boot_components(
+pub fn boot_system(
     workspace: &Workspace,
     artifacts: &Artifacts,
-    components: &[Component],
-    spec: Option<&[u8]>,
+    system: &System,
     stem: &str,
     options: BootOptions,
     sink: &mut dyn FnMut(&str),
 ) -> Result<Outcome> {
     let images = workspace.images_directory();
     let image = images.join(format!("{stem}.img"));
-    pack(components, spec, artifacts, &image)?;
+    pack(&system.programs, &system.spec, artifacts, &image)?;
     let request = BootRequest {
         emulator: options.emulator,
         core: artifacts.core.clone(),
@@ -218,18 +209,17 @@ mod tests {
 
     #[test]
     fn programs_are_deduplicated() {
-        let component = |name: &str, program: &str| Component {
-            name: name.into(),
+        let entry = |entry: &str, program: &str| ImageProgram {
+            entry: entry.into(),
             program: program.into(),
-            args: String::new(),
             corruption: None,
         };
-        let components = [
-            component("a", "hello"),
-            component("b", "crasher"),
-            component("c", "hello"),
+        let entries = [
+            entry("hello", "hello"),
+            entry("crasher", "crasher"),
+            entry("broken", "hello"),
         ];
-        assert_eq!(programs_of(&components), ["crasher", "hello"]);
+        assert_eq!(programs_of(&entries), ["crasher", "hello"]);
         assert_eq!(
             work_directory(Path::new("/t/images"), "default", Emulator::Bochs),
             Path::new("/t/images/default.bochs")

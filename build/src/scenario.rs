@@ -17,7 +17,9 @@
 //! [[component]]            # as in system files (see crate::system)
 //! ```
 //!
-//! Instead of a system (`[[component]]` list or `system = "..."`), a QEMU
+//! The system is a `[[component]]` list, which capdl reads from the
+//! scenario file itself (skipping the keys above, [`HOST_KEYS`]), or a
+//! system file named by `system = "..."`. Instead of a system, a QEMU
 //! scenario may boot one test VM image directly, without the core:
 //! `guest = "cpuid"` boots `test-vms/cpuid` (through its PVH note, or with
 //! `guest_entry = "real"` through its real-mode entry; see
@@ -34,20 +36,36 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use capdl::diagnostic::closest;
+use microvisor_abi::image::is_valid_name;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::console::{VerdictKind, first_forbidden, first_unmet};
 use crate::emulator::{Emulator, Ending, Outcome};
 use crate::qemu::{GuestEntry, GuestRequest, run_guest};
-use crate::run::{BootOptions, boot_components};
-use crate::system::{
-    Component, ComponentEntry, ConfigError, Source, check_components, did_you_mean, file_stem,
-};
+use crate::run::{BootOptions, boot_system};
+use crate::system::{Source, System, file_stem};
 use crate::workspace::{Artifacts, TEST_VMS, Workspace};
 
 /// The longest timeout a scenario may ask for.
 pub const TIMEOUT_MAX: u64 = 3600;
+
+/// The top-level keys of a scenario file that are not its system's: capdl
+/// skips them when it reads the file's `[[component]]` list.
+pub const HOST_KEYS: [&str; 11] = [
+    "description",
+    "boot",
+    "timeout",
+    "exit",
+    "icount",
+    "cmdline",
+    "system",
+    "guest",
+    "guest_entry",
+    "expect",
+    "forbid",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,8 +89,8 @@ struct ScenarioFile {
     expect: Vec<String>,
     #[serde(default)]
     forbid: Vec<String>,
-    #[serde(default)]
-    component: Vec<ComponentEntry>,
+    /// The `[[component]]` list, read and checked by capdl.
+    component: Option<Spanned<toml::Value>>,
 }
 
 fn default_boot() -> Emulator {
@@ -92,15 +110,28 @@ pub struct Scenario {
     pub icount: bool,
     /// The core's boot command line.
     pub command_line: String,
-    /// The boot spec, when the scenario boots a capdl description.
-    pub spec: Option<Vec<u8>>,
     pub expect: Vec<String>,
     pub forbid: Vec<String>,
-    /// Empty when the scenario boots a guest image.
-    pub components: Vec<Component>,
-    /// The test VM image booted without the core, if that is what the
-    /// scenario does.
-    pub guest: Option<NativeGuest>,
+    pub boots: Boots,
+}
+
+/// What a scenario boots.
+#[derive(Clone, Debug)]
+pub enum Boots {
+    /// A system, with the core.
+    System(System),
+    /// A test VM image, without the core.
+    Guest(NativeGuest),
+}
+
+impl Scenario {
+    /// The system it boots, if it boots one.
+    pub fn system(&self) -> Option<&System> {
+        match &self.boots {
+            Boots::System(system) => Some(system),
+            Boots::Guest(_) => None,
+        }
+    }
 }
 
 /// A test VM image a scenario boots directly in QEMU.
@@ -111,49 +142,52 @@ pub struct NativeGuest {
     pub entry: GuestEntry,
 }
 
-/// Whether `name` can name a test VM image: 1-29 characters of a-z, 0-9,
-/// '-' and '_' (its boot-image entry `vm-<name>` must fit 32).
+/// Whether `name` can name a test VM image: a boot-image name short enough
+/// that its entry `vm-<name>` is one too.
 fn is_valid_guest_name(name: &str) -> bool {
-    (1..=29).contains(&name.len())
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"-_".contains(&byte))
+    is_valid_name(name) && name.len() <= capdl::MAX_IMAGE_NAME
 }
 
 /// Reads and checks a scenario file.
-pub fn load(path: &Path, programs: &[String]) -> Result<Scenario> {
+pub fn load(path: &Path, programs: &capdl::ProgramSet) -> Result<Scenario> {
     let source = Source::read(path)?;
-    Ok(parse(&source, path, programs)?)
+    parse(&source, path, programs)
 }
 
 /// Parses and checks scenario text.
-pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenario, ConfigError> {
+pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Result<Scenario> {
     let file: ScenarioFile = source.parse()?;
     let timeout = *file.timeout.get_ref();
     if timeout == 0 || timeout > TIMEOUT_MAX {
-        return Err(source.error_at(
-            file.timeout.span(),
-            format!("timeout must be 1 to {TIMEOUT_MAX} seconds, not {timeout}"),
-        ));
+        return Err(source
+            .error_at(
+                file.timeout.span(),
+                format!("timeout must be 1 to {TIMEOUT_MAX} seconds, not {timeout}"),
+            )
+            .into());
     }
     let icount = file.icount.as_ref().is_some_and(|icount| *icount.get_ref());
     if let Some(span) = file.icount.as_ref().map(Spanned::span)
         && icount
         && file.boot == Emulator::Bochs
     {
-        return Err(source.error_at(span, "icount needs QEMU; a Bochs scenario cannot use it"));
+        return Err(source
+            .error_at(span, "icount needs QEMU; a Bochs scenario cannot use it")
+            .into());
     }
     if let (None, Some(entry)) = (&file.guest, &file.guest_entry) {
-        return Err(source.error_at(
-            entry.span(),
-            "guest_entry applies only to a scenario that boots a guest image (guest = \"...\")",
-        ));
+        return Err(source
+            .error_at(
+                entry.span(),
+                "guest_entry applies only to a scenario that boots a guest image (guest = \"...\")",
+            )
+            .into());
     }
     if let Some(guest) = &file.guest {
         let name = guest.get_ref();
         let conflict = if file.system.is_some() {
             Some("a system file")
-        } else if !file.component.is_empty() {
+        } else if file.component.is_some() {
             Some("a [[component]] list")
         } else if file
             .cmdline
@@ -167,10 +201,14 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
             None
         };
         if let Some(conflict) = conflict {
-            return Err(source.error_at(
-                guest.span(),
-                format!("a scenario that boots guest image '{name}' cannot also have {conflict}"),
-            ));
+            return Err(source
+                .error_at(
+                    guest.span(),
+                    format!(
+                        "a scenario that boots guest image '{name}' cannot also have {conflict}"
+                    ),
+                )
+                .into());
         }
         if !is_valid_guest_name(name) {
             return Err(source.error_at(
@@ -179,7 +217,7 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
                     "guest image name '{name}' is invalid: use 1-29 characters of a-z, 0-9, '-' \
                      and '_' (the directory under {TEST_VMS}/)"
                 ),
-            ));
+            ).into());
         }
         return Ok(Scenario {
             name: file_stem(path),
@@ -190,11 +228,9 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
             exit: file.exit,
             icount,
             command_line: String::new(),
-            spec: None,
             expect: file.expect,
             forbid: file.forbid,
-            components: Vec::new(),
-            guest: Some(NativeGuest {
+            boots: Boots::Guest(NativeGuest {
                 image: name.clone(),
                 entry: file
                     .guest_entry
@@ -211,23 +247,36 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
         }
         None => String::new(),
     };
-    let (components, spec) = match &file.system {
-        Some(system) if !file.component.is_empty() => {
-            return Err(source.error_at(
-                system.span(),
-                "a scenario names either a system file or a [[component]] list, not both",
-            ));
+    let system = match (&file.system, &file.component) {
+        (Some(system), Some(_)) => {
+            return Err(source
+                .error_at(
+                    system.span(),
+                    "a scenario names either a system file or a [[component]] list, not both",
+                )
+                .into());
         }
-        Some(system) => {
+        (Some(system), None) => {
             let described = path
                 .parent()
                 .unwrap_or(Path::new("."))
                 .join(system.get_ref());
-            let loaded = crate::system::load_description(&described, programs)
-                .map_err(|error| source.error_at(system.span(), format!("{error:#}")))?;
-            (loaded.components, loaded.spec)
+            crate::system::load(&described, programs).map_err(|error| {
+                source.error_at(
+                    system.span(),
+                    format!("the system file it names has errors:\n{error:#}"),
+                )
+            })?
         }
-        None => (check_components(source, file.component, programs)?, None),
+        (None, Some(_)) => crate::system::load_embedded(source, path, &HOST_KEYS, programs)?,
+        (None, None) => {
+            return Err(source
+                .error(
+                    "boots nothing: name a system file (system = \"...\"), list components \
+                     ([[component]]) or name a guest image (guest = \"...\")",
+                )
+                .into());
+        }
     };
     Ok(Scenario {
         name: file_stem(path),
@@ -238,11 +287,9 @@ pub fn parse(source: &Source, path: &Path, programs: &[String]) -> Result<Scenar
         exit: file.exit,
         icount,
         command_line,
-        spec,
         expect: file.expect,
         forbid: file.forbid,
-        components,
-        guest: None,
+        boots: Boots::System(system),
     })
 }
 
@@ -255,23 +302,18 @@ pub fn boot(
     sink: &mut dyn FnMut(&str),
 ) -> Result<Outcome> {
     let stem = format!("scenario-{}", scenario.name);
-    let Some(guest) = &scenario.guest else {
-        let options = BootOptions {
-            emulator: scenario.emulator,
-            timeout: Some(scenario.timeout),
-            icount: scenario.icount,
-            gdb: false,
-            command_line: scenario.command_line.clone(),
-        };
-        return boot_components(
-            workspace,
-            artifacts,
-            &scenario.components,
-            scenario.spec.as_deref(),
-            &stem,
-            options,
-            sink,
-        );
+    let guest = match &scenario.boots {
+        Boots::System(system) => {
+            let options = BootOptions {
+                emulator: scenario.emulator,
+                timeout: Some(scenario.timeout),
+                icount: scenario.icount,
+                gdb: false,
+                command_line: scenario.command_line.clone(),
+            };
+            return boot_system(workspace, artifacts, system, &stem, options, sink);
+        }
+        Boots::Guest(guest) => guest,
     };
     let Some(image) = artifacts.guests.get(&guest.image) else {
         anyhow::bail!("{}", unknown_guest(&guest.image, artifacts));
@@ -290,7 +332,7 @@ pub fn boot(
 fn unknown_guest(image: &str, artifacts: &Artifacts) -> String {
     let built: Vec<String> = artifacts.guests.keys().cloned().collect();
     let mut message = format!("unknown guest image '{image}': no {TEST_VMS}/{image}/ was built");
-    if let Some(close) = did_you_mean(image, &built) {
+    if let Some(close) = closest(image, built.iter().map(String::as_str)) {
         message.push_str(&format!("; did you mean '{close}'?"));
     }
     if built.is_empty() {
@@ -366,11 +408,11 @@ mod tests {
     use super::*;
     use crate::console::Verdict;
 
-    fn programs() -> Vec<String> {
-        vec!["crasher".into(), "hello".into()]
+    fn programs() -> capdl::ProgramSet {
+        capdl::ProgramSet::new("components/", ["crasher", "hello"])
     }
 
-    fn parse_text(text: &str) -> Result<Scenario, ConfigError> {
+    fn parse_text(text: &str) -> Result<Scenario> {
         let source = Source {
             file: "build/scenarios/sample.toml".into(),
             text: text.into(),
@@ -413,8 +455,34 @@ name = "hello"
         assert_eq!(scenario.timeout, Duration::from_secs(20));
         assert_eq!(scenario.exit, VerdictKind::Failure);
         assert!(!scenario.icount);
-        assert_eq!(scenario.components.len(), 2);
-        assert_eq!(scenario.components[0].args, "mode=panic");
+        let system = scenario.system().unwrap();
+        assert_eq!(system.components, 2);
+        assert!(
+            system
+                .cdl
+                .contains("crasher = component (index: 0, program: crasher, args: \"mode=panic\""),
+            "{}",
+            system.cdl
+        );
+    }
+
+    #[test]
+    fn every_scenario_key_but_the_list_is_skipped_by_capdl() {
+        let text = SAMPLE.replace(
+            "timeout = 20",
+            "timeout = 20\nboot = \"bochs\"\nicount = false\ncmdline = \"x\"",
+        );
+        assert_eq!(parse_text(&text).unwrap().system().unwrap().components, 2);
+    }
+
+    #[test]
+    fn a_scenario_boots_something() {
+        let text = SAMPLE[..SAMPLE.find("[[component]]").unwrap()].to_string();
+        assert_eq!(
+            parse_text(&text).unwrap_err().to_string(),
+            "build/scenarios/sample.toml: boots nothing: name a system file (system = \"...\"), \
+             list components ([[component]]) or name a guest image (guest = \"...\")"
+        );
     }
 
     #[test]
@@ -450,9 +518,10 @@ name = "hello"
         );
         let text = SAMPLE.replace("name = \"hello\"", "name = \"hello\"\nprogram = \"hellp\"");
         let message = parse_text(&text).unwrap_err().to_string();
-        assert!(
-            message.contains(":14:11: unknown program 'hellp': did you mean 'hello'?"),
-            "{message}"
+        assert_eq!(
+            message,
+            "build/scenarios/sample.toml:14:11: component 'hello': no program 'hellp' in \
+             components/\n  = help: did you mean 'hello'?"
         );
     }
 
@@ -499,23 +568,22 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
 
     #[test]
     fn guest_scenarios() {
-        let scenario = parse_text(GUEST).unwrap();
+        let guest = |text: &str| match parse_text(text).unwrap().boots {
+            Boots::Guest(guest) => guest,
+            Boots::System(_) => panic!("boots a system"),
+        };
         assert_eq!(
-            scenario.guest,
-            Some(NativeGuest {
+            guest(GUEST),
+            NativeGuest {
                 image: "cpuid".into(),
                 entry: GuestEntry::Pvh
-            })
+            }
         );
-        assert!(scenario.components.is_empty());
         let text = GUEST.replace(
             "guest = \"cpuid\"",
             "guest = \"hello\"\nguest_entry = \"real\"",
         );
-        assert_eq!(
-            parse_text(&text).unwrap().guest.unwrap().entry,
-            GuestEntry::Real
-        );
+        assert_eq!(guest(&text).entry, GuestEntry::Real);
         let message = |text: &str| parse_text(text).unwrap_err().to_string();
         let text = format!("{GUEST}\n[[component]]\nname = \"hello\"\n");
         assert!(
@@ -551,6 +619,12 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
             unknown_guest("cpud", &artifacts),
             "unknown guest image 'cpud': no test-vms/cpud/ was built; did you mean 'cpuid'? \
              (test VMs: cpuid)"
+        );
+        // Swapped neighbours are one edit, as everywhere in capdl.
+        assert!(
+            unknown_guest("cpiud", &artifacts).contains("did you mean 'cpuid'?"),
+            "{}",
+            unknown_guest("cpiud", &artifacts)
         );
         let none = Artifacts {
             guests: Default::default(),

@@ -153,7 +153,8 @@ fn run_scenarios(workspace: &Workspace, filter: Option<&str>, jobs: usize) -> Ta
     let needed = programs_of(
         &scenarios
             .iter()
-            .flat_map(|scenario| scenario.components.iter().cloned())
+            .filter_map(|scenario| scenario.system())
+            .flat_map(|system| system.programs.iter().cloned())
             .collect::<Vec<_>>(),
     );
     if needed.is_empty() {
@@ -277,11 +278,12 @@ mod tests {
             exit: VerdictKind::Success,
             icount: false,
             command_line: String::new(),
-            spec: None,
             expect: Vec::new(),
             forbid: Vec::new(),
-            components: Vec::new(),
-            guest: None,
+            boots: crate::scenario::Boots::Guest(crate::scenario::NativeGuest {
+                image: "hello".into(),
+                entry: crate::qemu::GuestEntry::Pvh,
+            }),
         }
     }
 

@@ -1,17 +1,11 @@
 //! System files: what a boot image holds.
 //!
-//! A system file is either a **capdl system description** (`docs/CAPDL.md`:
-//! `[components.NAME]`, `[queues.NAME]`, `[vms.NAME]`, ...), which the
-//! `capdl` crate checks and lowers to a boot spec — the image then holds the
-//! spec, each distinct program once and each guest image its VMs start from
-//! once (as `vm-<image>`; [`crate::pack::guest_images`] reads them from the
-//! spec) — or a **quick component
-//! list**, for tests
-//! that need no queues or supervision (every program then runs with default
-//! settings, as the core does for an image without a spec):
+//! Every system file is a capdl system description (`docs/CAPDL.md`),
+//! written in full (`[components.NAME]`, `[queues.NAME]`, `[vms.NAME]`, ...)
+//! or as a `[[component]]` list, the short form for tests of independent
+//! programs:
 //!
 //! ```toml
-//! description = "..."      # optional
 //! [[component]]
 //! name = "hello"           # 1-32 of [a-z0-9_-], unique
 //! program = "hello"        # crate under components/ (default: name)
@@ -19,28 +13,26 @@
 //! corrupt = "bad-magic"    # optional, tests only: damage the ELF before packing
 //! ```
 //!
-//! Every error is one sentence prefixed with `file:line:column` (from the
-//! TOML span) and, for a mistyped program, says "did you mean ...?" and lists
-//! the programs that exist. This module is the only place that reads system
-//! files; scenario files ([`crate::scenario`]) reuse its component table and
-//! error helpers. A file with a top-level `component` array is a quick
-//! list; anything else goes to `capdl`, whose diagnostics are shown as they
-//! are.
+//! capdl reads both into one model, checks it (every error with file, line
+//! and column, and "did you mean" where a name is close) and lowers it to a
+//! boot spec, so every image this tool makes carries a spec. The image
+//! holds the spec, each program entry the spec names once (a corrupted copy
+//! under its component's own name, [`crate::corrupt`]) and each guest image
+//! its VMs start from once (as `vm-<image>`; [`crate::pack::guest_images`]
+//! reads them from the spec). This module is the only place that asks capdl
+//! for a system: a scenario's `[[component]]` list is read by capdl from the
+//! scenario file itself ([`load_embedded`]), skipping the scenario's own
+//! keys. [`Source`] and [`ConfigError`] locate this tool's own config errors
+//! (the keys of scenario files).
 
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use microvisor_abi::image::{MAX_ENTRIES, is_valid_name};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use toml::Spanned;
 
 use crate::corrupt::Corruption;
-
-/// The longest argument string the boot image format carries.
-pub const ARGS_MAX: usize = 64;
 
 /// A configuration error located in a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,13 +65,13 @@ pub struct Source {
 impl Source {
     /// Reads a file; its name in errors is the path relative to the current
     /// directory when it lies below it, else the path as given.
+    /// Read as capdl reads system files: a regular file of at most
+    /// [`capdl::MAX_FILE_BYTES`], UTF-8.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("could not read {}", path.display()))?;
-        Ok(Self {
-            file: shown(path),
-            text,
-        })
+        let file = shown(path);
+        let text =
+            capdl::read_text(path, &file).map_err(|error| anyhow::anyhow!("{}", error.brief()))?;
+        Ok(Self { file, text })
     }
 
     /// The 1-based line and column of a byte offset.
@@ -118,44 +110,29 @@ impl Source {
     }
 }
 
-/// One `[[component]]` table as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ComponentEntry {
-    pub name: Spanned<String>,
-    pub program: Option<Spanned<String>>,
-    pub args: Option<Spanned<String>>,
-    pub corrupt: Option<Corruption>,
-}
-
-/// A checked component: a program to pack under a name, with arguments.
+/// A program entry of the boot image: the ELF of `program`, damaged by
+/// `corruption` if set, under the name `entry` (the name the spec's
+/// component records give as their program).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Component {
-    pub name: String,
+pub struct ImageProgram {
+    pub entry: String,
     pub program: String,
-    pub args: String,
     pub corruption: Option<Corruption>,
 }
 
-/// A checked system description.
+/// A checked, lowered system.
 #[derive(Clone, Debug)]
 pub struct System {
     pub path: PathBuf,
     pub description: Option<String>,
-    /// The image's program entries, in order.
-    pub components: Vec<Component>,
-    /// The boot spec, for a capdl description.
-    pub spec: Option<Vec<u8>>,
-    /// The capDL-style listing, for a capdl description.
-    pub cdl: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SystemFile {
-    description: Option<String>,
-    #[serde(default)]
-    component: Vec<ComponentEntry>,
+    /// How many components the spec declares.
+    pub components: usize,
+    /// The program entries the image holds, each once.
+    pub programs: Vec<ImageProgram>,
+    /// The boot spec.
+    pub spec: Vec<u8>,
+    /// The capDL-style listing.
+    pub cdl: String,
 }
 
 impl System {
@@ -183,369 +160,219 @@ pub fn file_stem(path: &Path) -> String {
     )
 }
 
-/// Reads and checks a system file against the available programs.
-pub fn load(path: &Path, programs: &[String]) -> Result<System> {
-    let source = Source::read(path)?;
-    if !is_component_list(&source.text) {
-        return load_description(path, programs);
+/// What this tool asks of capdl: the corruptions it can apply, and the
+/// keys of the file that embeds the system (none for a system file).
+fn options(host_keys: &[&str]) -> capdl::Options {
+    capdl::Options {
+        corruptions: Corruption::names(),
+        host_keys: host_keys.iter().map(|key| key.to_string()).collect(),
+        ..capdl::Options::default()
     }
-    let (description, components) = parse(&source, programs)?;
+}
+
+/// Reads, checks and lowers a system file (and its includes) against the
+/// programs that exist.
+pub fn load(path: &Path, programs: &capdl::ProgramSet) -> Result<System> {
+    let named = PathBuf::from(shown(path));
+    let system = capdl::load_with(&named, programs, &options(&[]))
+        .map_err(|diagnostics| anyhow::anyhow!("{}", diagnostics.brief()))?;
+    lower(path, &system)
+}
+
+/// Checks and lowers the `[[component]]` list of a file of another format
+/// (a scenario), whose own top-level keys are `host_keys`.
+pub fn load_embedded(
+    source: &Source,
+    path: &Path,
+    host_keys: &[&str],
+    programs: &capdl::ProgramSet,
+) -> Result<System> {
+    let named = PathBuf::from(&source.file);
+    let read = |file: &Path| {
+        if file == named {
+            Ok(source.text.clone().into_bytes())
+        } else {
+            capdl::read_file(file)
+        }
+    };
+    let system = capdl::load_from(&named, &read, programs, &options(host_keys))
+        .map_err(|diagnostics| anyhow::anyhow!("{}", diagnostics.brief()))?;
+    lower(path, &system)
+}
+
+fn lower(path: &Path, system: &capdl::System) -> Result<System> {
+    let lowered = system.lower();
+    let programs = lowered
+        .image_programs()
+        .into_iter()
+        .map(|program| {
+            let corruption = match &program.corrupt {
+                None => None,
+                Some(name) => Some(
+                    Corruption::from_name(name)
+                        .with_context(|| format!("capdl passed an unknown corruption '{name}'"))?,
+                ),
+            };
+            Ok(ImageProgram {
+                entry: program.entry,
+                program: program.program,
+                corruption,
+            })
+        })
+        .collect::<Result<_>>()?;
     Ok(System {
         path: path.to_path_buf(),
-        description,
-        components,
-        spec: None,
-        cdl: None,
+        description: (!system.description.is_empty()).then(|| system.description.clone()),
+        components: system.components.len(),
+        programs,
+        spec: lowered.spec,
+        cdl: lowered.cdl,
     })
 }
 
-/// Runs `cdl`: checks a capdl system description and prints its listing.
+/// Runs `cdl`: checks a system file and prints its listing.
 pub fn print_listing(path: Option<PathBuf>) -> Result<std::process::ExitCode> {
     let workspace = crate::workspace::Workspace::load()?;
     let path = path.unwrap_or_else(|| workspace.root.join(crate::run::DEFAULT_SYSTEM));
     let system = load(&path, &workspace.programs()?)?;
-    let Some(listing) = system.cdl else {
-        anyhow::bail!(
-            "{} is a quick component list, not a system description: it has no capabilities to list",
-            shown(&path)
-        );
-    };
-    print!("{listing}");
+    print!("{}", system.cdl);
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-/// Whether `text` is a quick component list (a top-level `component`
-/// array) rather than a capdl description.
-pub fn is_component_list(text: &str) -> bool {
-    toml::from_str::<toml::Table>(text).is_ok_and(|table| table.contains_key("component"))
-}
-
-/// Loads a capdl system description and lowers it.
-pub fn load_description(path: &Path, programs: &[String]) -> Result<System> {
-    let set = capdl::ProgramSet::new("components", programs.iter().cloned());
-    let system = capdl::load(path, &set).map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))?;
-    let lowered = system.lower();
-    let components = lowered
-        .distinct_programs()
-        .into_iter()
-        .map(|program| Component {
-            name: program.to_string(),
-            program: program.to_string(),
-            args: String::new(),
-            corruption: None,
-        })
-        .collect();
-    Ok(System {
-        path: path.to_path_buf(),
-        description: (!system.description.is_empty()).then(|| system.description.clone()),
-        components,
-        spec: Some(lowered.spec),
-        cdl: Some(lowered.cdl),
-    })
-}
-
-/// Parses and checks system text.
-pub fn parse(
-    source: &Source,
-    programs: &[String],
-) -> Result<(Option<String>, Vec<Component>), ConfigError> {
-    let file: SystemFile = source.parse()?;
-    let components = check_components(source, file.component, programs)?;
-    Ok((file.description, components))
-}
-
-/// Checks a component list: at least one, at most the image's capacity,
-/// well-formed unique names, existing programs, arguments that fit.
-pub fn check_components(
-    source: &Source,
-    entries: Vec<ComponentEntry>,
-    programs: &[String],
-) -> Result<Vec<Component>, ConfigError> {
-    if entries.is_empty() {
-        return Err(source.error("defines no components: add a [[component]] table"));
-    }
-    if entries.len() > MAX_ENTRIES {
-        return Err(source.error(format!(
-            "defines {} components; a boot image holds at most {MAX_ENTRIES}",
-            entries.len()
-        )));
-    }
-    let mut components: Vec<Component> = Vec::with_capacity(entries.len());
-    let mut name_spans: Vec<Range<usize>> = Vec::new();
-    for entry in entries {
-        let name = entry.name.get_ref();
-        if !is_valid_name(name) {
-            return Err(source.error_at(
-                entry.name.span(),
-                format!(
-                    "component name '{name}' is invalid: use 1-32 characters of a-z, 0-9, '-' and '_'"
-                ),
-            ));
-        }
-        if let Some(index) = components.iter().position(|other| &other.name == name) {
-            let (line, _) = source.position(name_spans[index].start);
-            return Err(source.error_at(
-                entry.name.span(),
-                format!("component name '{name}' is used twice (first on line {line})"),
-            ));
-        }
-        let (program, program_span, defaulted) = match &entry.program {
-            Some(program) => (program.get_ref().clone(), program.span(), false),
-            None => (name.clone(), entry.name.span(), true),
-        };
-        if !programs.contains(&program) {
-            let mut message = format!("unknown program '{program}'");
-            if let Some(suggestion) = did_you_mean(&program, programs) {
-                message.push_str(&format!(": did you mean '{suggestion}'?"));
-            }
-            if defaulted {
-                message.push_str(" (A component's program defaults to its name.)");
-            }
-            message.push_str(&format!(
-                " Available programs: {}.",
-                if programs.is_empty() {
-                    "none (no components/<name>/src/main.rs)".to_string()
-                } else {
-                    programs.join(", ")
-                }
-            ));
-            return Err(source.error_at(program_span, message));
-        }
-        let args = match &entry.args {
-            Some(args) if args.get_ref().len() > ARGS_MAX => {
-                return Err(source.error_at(
-                    args.span(),
-                    format!(
-                        "the args of component '{name}' are {} bytes; at most {ARGS_MAX} fit",
-                        args.get_ref().len()
-                    ),
-                ));
-            }
-            Some(args) => args.get_ref().clone(),
-            None => String::new(),
-        };
-        name_spans.push(entry.name.span());
-        components.push(Component {
-            name: name.clone(),
-            program,
-            args,
-            corruption: entry.corrupt,
-        });
-    }
-    Ok(components)
-}
-
-/// The candidate closest to a mistyped word, if it is close enough to be
-/// what was meant (edit distance at most a third of the word, and at least 1
-/// allowed).
-pub fn did_you_mean<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
-    let allowed = (word.chars().count() / 3).max(1);
-    candidates
-        .iter()
-        .map(|candidate| (edit_distance(word, candidate), candidate))
-        .filter(|(distance, _)| *distance <= allowed)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| candidate.as_str())
-}
-
-/// Levenshtein distance over characters.
-pub fn edit_distance(from: &str, to: &str) -> usize {
-    let to: Vec<char> = to.chars().collect();
-    let mut previous: Vec<usize> = (0..=to.len()).collect();
-    for (i, from_char) in from.chars().enumerate() {
-        let mut current = vec![i + 1; to.len() + 1];
-        for (j, to_char) in to.iter().enumerate() {
-            let substitution = previous[j] + usize::from(from_char != *to_char);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[to.len()]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn programs() -> Vec<String> {
-        vec!["crasher".into(), "hello".into()]
+    fn programs() -> capdl::ProgramSet {
+        capdl::ProgramSet::new("components/", ["crasher", "hello", "world-switcher"])
     }
 
-    fn source(text: &str) -> Source {
-        Source {
-            file: "examples/test.toml".into(),
-            text: text.into(),
-        }
-    }
-
-    fn parse_error(text: &str) -> String {
-        parse(&source(text), &programs()).unwrap_err().to_string()
+    /// Writes a system file into a fresh directory and loads it.
+    fn load_text(tag: &str, text: &str) -> Result<System> {
+        let directory =
+            std::env::temp_dir().join(format!("mvbuild-system-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("system.toml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = load(&path, &programs());
+        std::fs::remove_dir_all(&directory).unwrap();
+        loaded
     }
 
     #[test]
-    fn parses_a_system() {
-        let text = r#"
-description = "two"
-[[component]]
-name = "hello"
-args = "count=3"
-
-[[component]]
-name = "boom"
-program = "crasher"
-corrupt = "wx-segment"
-"#;
-        let (description, components) = parse(&source(text), &programs()).unwrap();
-        assert_eq!(description.as_deref(), Some("two"));
+    fn a_component_list_is_a_system_with_a_spec() {
+        let system = load_text(
+            "list",
+            "[system]\ndescription = \"two\"\n\
+             [[component]]\nname = \"hello\"\nargs = \"count=3\"\n\
+             [[component]]\nname = \"boom\"\nprogram = \"hello\"\ncorrupt = \"wx-segment\"\n",
+        )
+        .unwrap();
+        assert_eq!(system.description.as_deref(), Some("two"));
+        assert_eq!(system.components, 2);
         assert_eq!(
-            components,
+            system.programs,
             [
-                Component {
-                    name: "hello".into(),
+                ImageProgram {
+                    entry: "boom".into(),
                     program: "hello".into(),
-                    args: "count=3".into(),
-                    corruption: None,
-                },
-                Component {
-                    name: "boom".into(),
-                    program: "crasher".into(),
-                    args: String::new(),
                     corruption: Some(Corruption::WxSegment),
+                },
+                ImageProgram {
+                    entry: "hello".into(),
+                    program: "hello".into(),
+                    corruption: None,
                 },
             ]
         );
-    }
-
-    #[test]
-    fn misspelt_program_gets_line_and_suggestion() {
-        let message = parse_error("[[component]]\nname = \"a\"\nprogram = \"helo\"\n");
+        let spec = microvisor_abi::spec::Spec::parse(&system.spec).unwrap();
+        assert_eq!(spec.components.len(), 2);
         assert!(
-            message.starts_with(
-                "examples/test.toml:3:11: unknown program 'helo': did you mean 'hello'?"
-            ),
-            "{message}"
-        );
-        assert!(
-            message.ends_with("Available programs: crasher, hello."),
-            "{message}"
+            system
+                .cdl
+                .contains("hello = component (index: 0, program: hello")
         );
     }
 
+    /// capdl's errors read as this tool's own: `file:line:column: ...`,
+    /// after the one `error: ` the tool prints (not `error: error: ...`).
     #[test]
-    fn defaulted_program_is_explained() {
-        let message = parse_error("[[component]]\nname = \"crashr\"\n");
-        assert!(message.starts_with("examples/test.toml:2:8: unknown program 'crashr'"));
-        assert!(
-            message.contains("(A component's program defaults to its name.) Available"),
-            "{message}"
-        );
-        assert!(message.contains("did you mean 'crasher'?"));
-        let message = parse_error("[[component]]\nname = \"zzzzzz\"\n");
-        assert!(!message.contains("did you mean"), "{message}");
-    }
-
-    #[test]
-    fn unknown_keys_are_located() {
-        let message = parse_error("[[component]]\nname = \"hello\"\ncount = 3\n");
-        assert!(
-            message.starts_with("examples/test.toml:3:1: unknown field `count`"),
-            "{message}"
-        );
-        let message = parse_error("descripton = \"x\"\n[[component]]\nname = \"hello\"\n");
-        assert!(
-            message.starts_with("examples/test.toml:1:1: unknown field `descripton`"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn syntax_errors_are_located() {
-        let message = parse_error("[[component]]\nname = \"hello\n");
-        assert!(message.starts_with("examples/test.toml:2:"), "{message}");
-    }
-
-    #[test]
-    fn unknown_corruption_lists_valid_ones() {
-        let message = parse_error("[[component]]\nname = \"hello\"\ncorrupt = \"bad\"\n");
-        assert!(
-            message.starts_with("examples/test.toml:3:11: unknown variant `bad`"),
-            "{message}"
-        );
-        for corruption in Corruption::ALL {
-            assert!(message.contains(corruption.name()), "{message}");
-        }
-    }
-
-    #[test]
-    fn names_and_args_are_checked() {
-        let message = parse_error("[[component]]\nname = \"Hello\"\nprogram = \"hello\"\n");
-        assert!(message.starts_with("examples/test.toml:2:8: component name 'Hello' is invalid"));
-        let message =
-            parse_error("[[component]]\nname = \"hello\"\n\n[[component]]\nname = \"hello\"\n");
+    fn errors_in_a_component_list_are_located() {
+        let message = load_text(
+            "errors",
+            "[[component]]\nname = \"a\"\nprogram = \"helo\"\n\
+             [[component]]\nname = \"b\"\nprogram = \"hello\"\ncorrupt = \"bad-magik\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        let file = std::env::temp_dir()
+            .join(format!("mvbuild-system-errors-{}", std::process::id()))
+            .join("system.toml");
+        let file = shown(&file);
         assert_eq!(
             message,
-            "examples/test.toml:5:8: component name 'hello' is used twice (first on line 2)"
+            format!(
+                "{file}:3:11: component 'a': no program 'helo' in components/\n  = help: did you mean 'hello'?\n\
+                 {file}:7:11: component 'b': unknown corruption 'bad-magik'\n  = help: did you mean 'bad-magic'?"
+            )
         );
-        let long = "x".repeat(65);
-        let message = parse_error(&format!(
-            "[[component]]\nname = \"hello\"\nargs = \"{long}\"\n"
-        ));
+        let message = load_text("syntax", "[components.a]\npriority = \n")
+            .unwrap_err()
+            .to_string();
         assert!(
-            message.contains("are 65 bytes; at most 64 fit"),
+            message.ends_with(
+                "system.toml:2:12: TOML syntax: string values must be quoted, expected literal string"
+            ) && !message.contains("error"),
             "{message}"
         );
-        let message = parse_error("description = \"empty\"\n");
+    }
+
+    #[test]
+    fn files_that_are_not_system_text_are_refused_with_a_reason() {
+        let message = load(Path::new("/dev/zero"), &programs())
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             message,
-            "examples/test.toml: defines no components: add a [[component]] table"
+            "/dev/zero: cannot read the system description: it is a character device, not a regular file"
+        );
+        let message = Source::read(Path::new("/dev/null"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            message,
+            "/dev/null: cannot read the file: it is a character device, not a regular file"
         );
     }
 
     #[test]
     fn descriptions_name_their_guests() {
-        let directory =
-            std::env::temp_dir().join(format!("mvbuild-system-vms-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).unwrap();
-        let path = directory.join("vms.toml");
-        std::fs::write(
-            &path,
+        let system = load_text(
+            "vms",
             "[components.ws-a]\nprogram = \"world-switcher\"\n\
              [components.ws-b]\nprogram = \"world-switcher\"\n\
              [vms.a]\nswitcher = \"ws-a\"\nimage = \"hello\"\n\
              [vms.b]\nswitcher = \"ws-b\"\nimage = \"dos\"\nentry = \"real\"\n",
         )
         .unwrap();
-        let system = load(&path, &["world-switcher".to_string()]).unwrap();
-        let guests: Vec<String> = crate::pack::guest_images(system.spec.as_deref())
+        let guests: Vec<String> = crate::pack::guest_images(&system.spec)
             .unwrap()
             .into_iter()
             .map(|guest| guest.image)
             .collect();
         assert_eq!(guests, ["hello", "dos"]);
-        let packed: Vec<&str> = system.components.iter().map(|c| c.name.as_str()).collect();
+        let packed: Vec<&str> = system.programs.iter().map(|p| p.entry.as_str()).collect();
         assert_eq!(packed, ["world-switcher"]);
-        assert!(system.cdl.unwrap().contains("a = vm (index: 0"));
-        std::fs::remove_dir_all(&directory).unwrap();
-
-        let (_, components) =
-            parse(&source("[[component]]\nname = \"hello\"\n"), &programs()).unwrap();
-        assert_eq!(components.len(), 1);
-    }
-
-    #[test]
-    fn edit_distances() {
-        assert_eq!(edit_distance("hello", "hello"), 0);
-        assert_eq!(edit_distance("helo", "hello"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        let candidates = programs();
-        assert_eq!(did_you_mean("hallo", &candidates), Some("hello"));
-        assert_eq!(did_you_mean("x", &candidates), None);
+        assert!(system.cdl.contains("a = vm (index: 0"));
     }
 
     #[test]
     fn positions_count_lines_and_columns() {
-        let source = source("ab\ncd\n");
+        let source = Source {
+            file: "examples/test.toml".into(),
+            text: "ab\ncd\n".into(),
+        };
         assert_eq!(source.position(0), (1, 1));
         assert_eq!(source.position(4), (2, 2));
         assert_eq!(source.position(100), (3, 1));

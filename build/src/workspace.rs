@@ -49,6 +49,10 @@ pub struct Package {
     pub directory: PathBuf,
     /// The names of its binary targets.
     pub binaries: Vec<String>,
+    /// What the program is for, from `[package.metadata.microvisor] role`
+    /// (one of [`capdl::ROLES`]; `world-switcher` for the program a VM's
+    /// switcher runs).
+    pub role: Option<String>,
 }
 
 /// The workspace root, its build output directory and its members.
@@ -80,6 +84,9 @@ struct MetadataPackage {
     name: String,
     manifest_path: PathBuf,
     targets: Vec<MetadataTarget>,
+    /// `[package.metadata]`, `null` when there is none.
+    #[serde(default)]
+    metadata: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -121,21 +128,24 @@ impl Workspace {
         let packages = metadata
             .packages
             .into_iter()
-            .map(|package| Package {
-                directory: package
-                    .manifest_path
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default(),
-                binaries: package
-                    .targets
-                    .iter()
-                    .filter(|target| target.kind.iter().any(|kind| kind == "bin"))
-                    .map(|target| target.name.clone())
-                    .collect(),
-                name: package.name,
+            .map(|package| {
+                Ok(Package {
+                    role: role(&package)?,
+                    directory: package
+                        .manifest_path
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default(),
+                    binaries: package
+                        .targets
+                        .iter()
+                        .filter(|target| target.kind.iter().any(|kind| kind == "bin"))
+                        .map(|target| target.name.clone())
+                        .collect(),
+                    name: package.name,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Self {
             root: metadata.workspace_root,
             target_directory: metadata.target_directory,
@@ -153,13 +163,15 @@ impl Workspace {
         self.root.join("components")
     }
 
-    /// The names of all component programs, sorted: every
+    /// The component programs and which of them are world switchers, as
+    /// capdl checks systems against them: every
     /// `components/<group>/<name>/src/main.rs` (for each of
     /// [`PROGRAM_GROUPS`]) that is also a workspace member `<name>` with a
     /// binary `<name>`. Two programs of one name in different groups are
     /// refused: the boot image names programs without their group.
-    pub fn programs(&self) -> Result<Vec<String>> {
+    pub fn programs(&self) -> Result<capdl::ProgramSet> {
         let mut programs: Vec<String> = Vec::new();
+        let mut switchers: Vec<String> = Vec::new();
         for group in PROGRAM_GROUPS {
             let directory = self.components_directory().join(group);
             if !directory.is_dir() {
@@ -183,7 +195,12 @@ impl Workspace {
                 }
                 let member = self.packages.iter().find(|package| package.name == name);
                 match member {
-                    Some(package) if package.binaries.contains(&name) => programs.push(name),
+                    Some(package) if package.binaries.contains(&name) => {
+                        if package.role.as_deref() == Some(capdl::WORLD_SWITCHER) {
+                            switchers.push(name.clone());
+                        }
+                        programs.push(name);
+                    }
                     Some(_) => bail!(
                         "{path} is a workspace member but has no binary named '{name}'; \
                          a component program's binary must carry its directory's name"
@@ -195,8 +212,7 @@ impl Workspace {
                 }
             }
         }
-        programs.sort();
-        Ok(programs)
+        Ok(capdl::ProgramSet::new("components/", programs).with_world_switchers(switchers))
     }
 
     /// The directory holding the test VMs and their runtime.
@@ -345,6 +361,26 @@ impl Workspace {
     }
 }
 
+/// A package's `[package.metadata.microvisor] role`, checked.
+fn role(package: &MetadataPackage) -> Result<Option<String>> {
+    let Some(role) = package
+        .metadata
+        .get("microvisor")
+        .and_then(|table| table.get("role"))
+    else {
+        return Ok(None);
+    };
+    let place = format!(
+        "{}: [package.metadata.microvisor] role",
+        package.manifest_path.display()
+    );
+    let Some(role) = role.as_str() else {
+        bail!("{place} must be a string, not {role}");
+    };
+    capdl::check_role(role).map_err(|message| anyhow::anyhow!("{place}: {message}"))?;
+    Ok(Some(role.to_string()))
+}
+
 /// The package (and binary) name of test VM `guest`: `vm-<guest>`.
 pub fn guest_package(guest: &str) -> String {
     format!("{GUEST_PACKAGE_PREFIX}{guest}")
@@ -367,7 +403,11 @@ mod tests {
                 {"name": "runtime", "manifest_path": "/w/components/lib/runtime/Cargo.toml",
                  "targets": [{"name": "runtime", "kind": ["lib"]}]},
                 {"name": "hello", "manifest_path": "/w/components/test/hello/Cargo.toml",
-                 "targets": [{"name": "hello", "kind": ["bin"]}]},
+                 "targets": [{"name": "hello", "kind": ["bin"]}], "metadata": null},
+                {"name": "world-switcher",
+                 "manifest_path": "/w/components/system/world-switcher/Cargo.toml",
+                 "targets": [{"name": "world-switcher", "kind": ["bin"]}],
+                 "metadata": {"microvisor": {"role": "world-switcher"}}},
                 {"name": "vmkfs", "manifest_path": "/w/components/lib/vmkfs/Cargo.toml",
                  "targets": [{"name": "vmkfs", "kind": ["lib"]}]},
                 {"name": "build", "manifest_path": "/w/build/Cargo.toml",
@@ -397,7 +437,7 @@ mod tests {
             .iter()
             .map(|package| package.name.as_str())
             .collect();
-        assert_eq!(programs, ["hello"]);
+        assert_eq!(programs, ["hello", "world-switcher"]);
         let test_vms: Vec<_> = workspace
             .test_vm_packages()
             .iter()
@@ -437,6 +477,7 @@ mod tests {
                     } else {
                         vec![binary.to_string()]
                     },
+                    role: None,
                 })
                 .collect(),
         };
@@ -468,6 +509,40 @@ mod tests {
         assert!(error.contains("has no binary named 'vm-idle'"), "{error}");
         assert_eq!(guests_in(&[], &[]).unwrap(), Vec::<String>::new());
         assert_eq!(guest_package("hello"), "vm-hello");
+    }
+
+    #[test]
+    fn roles_come_from_package_metadata() {
+        let workspace = sample();
+        let roles: Vec<_> = workspace
+            .packages
+            .iter()
+            .filter_map(|package| Some((package.name.as_str(), package.role.as_deref()?)))
+            .collect();
+        assert_eq!(roles, [("world-switcher", "world-switcher")]);
+        let json = r#"{"workspace_root": "/w", "target_directory": "/w/target", "packages": [
+            {"name": "ws", "manifest_path": "/w/components/system/ws/Cargo.toml", "targets": [],
+             "metadata": {"microvisor": {"role": "world-swticher"}}}]}"#;
+        let error = Workspace::from_metadata(json.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "/w/components/system/ws/Cargo.toml: [package.metadata.microvisor] role: unknown role \
+             \"world-swticher\" (the roles are: world-switcher); did you mean 'world-switcher'?"
+        );
+    }
+
+    #[test]
+    fn the_world_switcher_declares_its_role() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../components/system/world-switcher/Cargo.toml");
+        let text = std::fs::read_to_string(manifest).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(
+            table["package"]["metadata"]["microvisor"]["role"].as_str(),
+            Some(capdl::WORLD_SWITCHER)
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use microvisor_abi::PAGE_SIZE;
+use microvisor_abi::image::is_valid_name;
 use microvisor_abi::spec::{
     CapabilityKind, MAX_CAPABILITIES, MAX_CAPABILITIES_PER_COMPONENT, MAX_COMPONENTS, MAX_GRANTS,
     MAX_GUEST_MEMORY, MAX_QUEUES, MAX_VMS, queue_pages,
@@ -22,12 +23,12 @@ use microvisor_abi::vcpu::EntryMode;
 use toml::Spanned;
 
 use crate::Options;
-use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, suggest};
+use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, non_ascii, suggest};
 use crate::model::{
     Capability, Component, GUEST_ENTRY_PREFIX, Layout, MmioGrant, Notification, PortGrant, Queue,
-    QueuePlacement, System, Vm,
+    QueuePlacement, SPEC_ENTRY, System, Vm,
 };
-use crate::programs::ProgramSet;
+use crate::programs::{ProgramSet, WORLD_SWITCHER};
 use crate::raw::{Document, Entry, RawComponent, RawVm, Start, VmEntry};
 use crate::units::{Duration, Number, format_duration, format_size};
 
@@ -104,14 +105,6 @@ pub const MAX_VM_NAME: usize = 32 - ".vmcs".len();
 /// The longest image name: its boot-image entry `vm-NAME` must fit in 32.
 pub const MAX_IMAGE_NAME: usize = 32 - GUEST_ENTRY_PREFIX.len();
 
-/// Whether `name` is 1 to 32 characters of `[a-z0-9_-]`.
-pub fn is_valid_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
 /// Runs every check. `programs` lists the programs that exist.
 pub fn check(
     document: Document,
@@ -154,15 +147,39 @@ struct Checker<'d> {
 }
 
 /// Names to indices for one kind of object.
-struct Names(BTreeMap<String, usize>);
+struct Names {
+    indices: BTreeMap<String, usize>,
+    /// For component names: the VMs, by name, with their switchers as
+    /// written, so that a VM named where a component belongs is explained.
+    vms: BTreeMap<String, String>,
+}
 
 impl Names {
-    fn find(&self, name: &str) -> Option<usize> {
-        self.0.get(name).copied()
+    /// Names of entries in declaration order.
+    fn of<T>(entries: &[&Entry<T>]) -> Self {
+        Self {
+            indices: entries
+                .iter()
+                .enumerate()
+                .map(|(index, entry)| (entry.name.clone(), index))
+                .collect(),
+            vms: BTreeMap::new(),
+        }
     }
 
+    fn find(&self, name: &str) -> Option<usize> {
+        self.indices.get(name).copied()
+    }
+
+    /// Help for a name that is not found: it names a VM, or is close to a
+    /// name that exists.
     fn help(&self, name: &str) -> Option<String> {
-        suggest(name, self.0.keys().map(String::as_str))
+        if let Some(switcher) = self.vms.get(name) {
+            return Some(format!(
+                "'{name}' is a VM, not a component; the component that runs it is its switcher '{switcher}'"
+            ));
+        }
+        suggest(name, self.indices.keys().map(String::as_str))
     }
 }
 
@@ -228,7 +245,8 @@ impl Checker<'_> {
                         "{kind} name '{}' is not 1 to 32 characters of a-z, 0-9, '_' and '-'",
                         entry.name
                     ),
-                );
+                )
+                .help = non_ascii(&entry.name);
                 continue;
             }
             if (kind == "component" || kind == "VM") && entry.name == "core" {
@@ -282,19 +300,26 @@ impl Checker<'_> {
         let components = self.unique(&document.components, "component");
         let queues = self.unique(&document.queues, "queue");
         let notifications = self.unique(&document.notifications, "notification");
-        let names = Names(
-            components
+        let names = Names {
+            vms: document
+                .vms
                 .iter()
-                .enumerate()
-                .map(|(index, entry)| (entry.name.clone(), index))
+                .filter_map(|vm| {
+                    Some((
+                        vm.name.clone(),
+                        vm.value.as_ref()?.switcher.get_ref().clone(),
+                    ))
+                })
                 .collect(),
-        );
+            ..Names::of(&components)
+        };
         self.component_spots = components.iter().map(|entry| entry.spot.clone()).collect();
 
         if document.components.is_empty() && !document.broken_sections {
             self.errors.push(
-                file_error(root.clone(), "the system has no components")
-                    .with_help("add a component with [components.NAME]"),
+                file_error(root.clone(), "the system has no components").with_help(
+                    "add a component with [components.NAME], or [[component]] and name = \"NAME\"",
+                ),
             );
         }
         if let Some(extra) = components.get(MAX_COMPONENTS) {
@@ -316,12 +341,16 @@ impl Checker<'_> {
 
         let mut checked: Vec<Component> = components
             .iter()
-            .map(|entry| self.component(entry, &names, programs))
+            .map(|entry| self.component(entry, &names, programs, options))
             .collect();
+        self.image_entries(&checked);
         self.supervision(&components, &mut checked);
         self.grants(&checked);
+        if !options.grants_applied {
+            self.unapplied_grants(&components);
+        }
         let vm_entries = self.unique(&document.vms, "VM");
-        let vms = self.vms(&vm_entries, &components, &names, &mut checked);
+        let vms = self.vms(&vm_entries, &components, &names, programs, &mut checked);
         let queues = self.queues(&queues, &names, &checked);
         self.calls(&queues, &checked);
         let notifications = self.notifications(&notifications, &names);
@@ -370,6 +399,7 @@ impl Checker<'_> {
         entry: &Entry<RawComponent>,
         names: &Names,
         programs: &ProgramSet,
+        options: &Options,
     ) -> Component {
         let name = entry.name.clone();
         let mut component = Component {
@@ -389,6 +419,7 @@ impl Checker<'_> {
             ports: Vec::new(),
             mmio: Vec::new(),
             interrupts: Vec::new(),
+            corrupt: None,
         };
         let Some(raw) = &entry.value else {
             return component;
@@ -444,6 +475,9 @@ impl Checker<'_> {
                 );
             }
             component.args = args.get_ref().clone();
+        }
+        if let Some(corrupt) = &raw.corrupt {
+            component.corrupt = self.corruption(entry, &context, corrupt, options);
         }
 
         // Scheduling.
@@ -694,6 +728,79 @@ impl Checker<'_> {
         component
     }
 
+    /// A `corrupt` value: one of the defects the caller can apply.
+    fn corruption(
+        &mut self,
+        entry: &Entry<RawComponent>,
+        context: &str,
+        corrupt: &Spanned<String>,
+        options: &Options,
+    ) -> Option<String> {
+        let value = corrupt.get_ref();
+        if options.corruptions.contains(value) {
+            return Some(value.clone());
+        }
+        let known = options.corruptions.iter().map(String::as_str);
+        let (message, help) = if options.corruptions.is_empty() {
+            (
+                format!(
+                    "{context}: corrupt = \"{value}\" asks to damage the program before packing, which only the build tool's tests can do"
+                ),
+                "remove corrupt, or boot this system with cargo run -p build".to_string(),
+            )
+        } else {
+            (
+                format!("{context}: unknown corruption '{value}'"),
+                suggest(value, known.clone()).unwrap_or_else(|| {
+                    format!(
+                        "the corruptions are: {}",
+                        known.collect::<Vec<_>>().join(", ")
+                    )
+                }),
+            )
+        };
+        self.error(&entry.at(corrupt), message).help = Some(help);
+        None
+    }
+
+    /// Every component's program is packed under a boot-image entry name
+    /// ([`Component::image_entry`]): a corrupted copy under its component's
+    /// name must not take the name of a program other components run, and
+    /// no program may take the spec's entry.
+    fn image_entries(&mut self, components: &[Component]) {
+        for (index, component) in components.iter().enumerate() {
+            let entry = component.image_entry();
+            let spot = self.component_spots[index].clone();
+            if entry == SPEC_ENTRY {
+                self.error(
+                    &spot,
+                    format!(
+                        "component '{}': its program would be packed as the boot-image entry '{SPEC_ENTRY}', which holds the boot spec",
+                        component.name
+                    ),
+                )
+                .help = Some(format!("rename the {}", if component.corrupt.is_some() { "component" } else { "program" }));
+                continue;
+            }
+            if component.corrupt.is_none() {
+                continue;
+            }
+            if let Some(other) = components
+                .iter()
+                .find(|other| other.corrupt.is_none() && other.program == entry)
+            {
+                self.error(
+                    &spot,
+                    format!(
+                        "component '{}': its corrupted program is packed as the boot-image entry '{entry}', which holds program '{entry}' for component '{}'",
+                        component.name, other.name
+                    ),
+                )
+                .help = Some("rename the corrupted component".into());
+            }
+        }
+    }
+
     /// Priority, budget and period from their keys (each optional),
     /// defaults for the missing ones: the budget defaults to the period.
     fn scheduling<T>(
@@ -934,6 +1041,43 @@ impl Checker<'_> {
         }
     }
 
+    /// Device grants are checked (above) but refused while the core does
+    /// not apply them: a grant that is accepted and then does nothing would
+    /// let a driver fail far from its cause. One error per key written.
+    fn unapplied_grants(&mut self, entries: &[&Entry<RawComponent>]) {
+        for entry in entries {
+            let Some(raw) = &entry.value else { continue };
+            let firsts = [
+                (
+                    "ports",
+                    raw.ports.iter().flatten().next().map(Spanned::span),
+                ),
+                ("mmio", raw.mmio.iter().flatten().next().map(Spanned::span)),
+                (
+                    "interrupts",
+                    raw.interrupts.iter().flatten().next().map(Spanned::span),
+                ),
+            ];
+            for (key, span) in firsts {
+                let Some(span) = span else { continue };
+                let spot = Spot {
+                    file: entry.spot.file,
+                    span,
+                };
+                self.error(
+                    &spot,
+                    format!(
+                        "component '{}': device grants ('{key}') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines",
+                        entry.name
+                    ),
+                )
+                .help = Some(format!(
+                    "remove '{key}'; systems may grant devices once the core applies grants"
+                ));
+            }
+        }
+    }
+
     /// Virtual machines: names, switcher, image, memory, entry mode,
     /// scheduling (applied to the switcher) and pokers. A VM with a bad
     /// name or switcher is left out of later passes.
@@ -942,6 +1086,7 @@ impl Checker<'_> {
         entries: &[&Entry<RawVm>],
         component_entries: &[&Entry<RawComponent>],
         names: &Names,
+        programs: &ProgramSet,
         components: &mut [Component],
     ) -> Vec<Vm> {
         if let Some(extra) = entries.get(MAX_VMS) {
@@ -996,6 +1141,22 @@ impl Checker<'_> {
                         Some("declare another component to switch this VM".into());
                 } else {
                     runs.insert(switcher, name.clone());
+                }
+                let component = &components[switcher];
+                if programs.is_world_switcher(&component.program) == Some(false) {
+                    let switchers: Vec<&str> = programs.world_switchers().collect();
+                    let message = format!(
+                        "{context}: its switcher '{}' runs program '{}', which is not a world switcher",
+                        component.name, component.program
+                    );
+                    self.error(&entry.at(&raw.switcher), message).help = Some(format!(
+                        "a switcher runs a program whose Cargo.toml declares [package.metadata.microvisor] role = \"{WORLD_SWITCHER}\" ({})",
+                        if switchers.is_empty() {
+                            "there is none".to_string()
+                        } else {
+                            format!("here: {}", switchers.join(", "))
+                        }
+                    ));
                 }
             }
 
@@ -1159,13 +1320,7 @@ impl Checker<'_> {
         names: &Names,
         components: &[Component],
     ) -> Vec<Queue> {
-        let queue_names = Names(
-            entries
-                .iter()
-                .enumerate()
-                .map(|(index, entry)| (entry.name.clone(), index))
-                .collect(),
-        );
+        let queue_names = Names::of(entries);
         let mut queues = Vec::new();
         // Raw queue index -> checked queue index, for resolving replies.
         let mut kept: Vec<Option<usize>> = Vec::new();

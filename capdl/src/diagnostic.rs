@@ -46,6 +46,16 @@ impl Diagnostic {
             format!("{}:{}:{}", self.file, self.line, self.column)
         }
     }
+
+    /// `file:line:column: message`, and the help on a line of its own: the
+    /// form for tools that print their own `error: ` before it (the build
+    /// tool), where [`fmt::Display`] is rustc's form with its own.
+    pub fn brief(&self) -> String {
+        match &self.help {
+            Some(help) => format!("{}: {}\n  = help: {help}", self.location(), self.message),
+            None => format!("{}: {}", self.location(), self.message),
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -81,6 +91,12 @@ impl Diagnostics {
     /// Whether there are none (a loaded system never returns an empty set).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Every error in its [`Diagnostic::brief`] form, one after another.
+    pub fn brief(&self) -> String {
+        let lines: Vec<String> = self.0.iter().map(Diagnostic::brief).collect();
+        lines.join("\n")
     }
 }
 
@@ -201,9 +217,12 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let length = word.chars().count();
     let limit = if length <= 3 { 1 } else { (length / 3).max(2) };
+    // A letter that only looks like an ASCII one counts as that letter, so
+    // that 'pоng' (Cyrillic о) means 'pong' rather than 'ping'.
+    let folded: String = word.chars().map(ascii_lookalike).collect();
     let mut best: Option<(usize, &str)> = None;
     for candidate in candidates {
-        let distance = edit_distance(word, candidate);
+        let distance = edit_distance(&folded, candidate).min(edit_distance(word, candidate));
         if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, candidate));
         }
@@ -211,9 +230,68 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     best.map(|(_, candidate)| candidate)
 }
 
-/// "did you mean 'X'?" for the closest candidate, if any.
+/// "did you mean 'X'?" for the closest candidate, if any; when `word` has a
+/// character that is not ASCII (a Cyrillic 'о' that looks like 'o'), the
+/// help says which.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    closest(word, candidates).map(|candidate| format!("did you mean '{candidate}'?"))
+    closest(word, candidates).map(|candidate| match non_ascii(word) {
+        Some(note) => format!("did you mean '{candidate}'? ({note})"),
+        None => format!("did you mean '{candidate}'?"),
+    })
+}
+
+/// "'pоng' has the non-ASCII character 'о' (U+043E, drawn like 'o') at
+/// position 2" for the
+/// first character of `word` that is not ASCII, if any.
+pub fn non_ascii(word: &str) -> Option<String> {
+    let (position, character) = word
+        .chars()
+        .enumerate()
+        .find(|(_, character)| !character.is_ascii())?;
+    Some(format!(
+        "'{word}' has the non-ASCII character {} at position {}",
+        describe_character(character),
+        position + 1
+    ))
+}
+
+/// `'о' (U+043E, drawn like 'o')`: a character named so that people can
+/// find it, with the ASCII letter it looks like if it looks like one.
+pub fn describe_character(character: char) -> String {
+    let code = u32::from(character);
+    match ascii_lookalike(character) {
+        ascii if ascii != character => {
+            format!("'{character}' (U+{code:04X}, drawn like '{ascii}')")
+        }
+        _ => format!("'{character}' (U+{code:04X})"),
+    }
+}
+
+/// The ASCII letter a Cyrillic or Greek lowercase letter is drawn like
+/// (`о` is `o`), or the character itself.
+fn ascii_lookalike(character: char) -> char {
+    const LOOKALIKES: [(char, char); 16] = [
+        ('\u{430}', 'a'), // Cyrillic а
+        ('\u{441}', 'c'), // Cyrillic с
+        ('\u{435}', 'e'), // Cyrillic е
+        ('\u{456}', 'i'), // Cyrillic і
+        ('\u{458}', 'j'), // Cyrillic ј
+        ('\u{43e}', 'o'), // Cyrillic о
+        ('\u{440}', 'p'), // Cyrillic р
+        ('\u{455}', 's'), // Cyrillic ѕ
+        ('\u{445}', 'x'), // Cyrillic х
+        ('\u{443}', 'y'), // Cyrillic у
+        ('\u{3b1}', 'a'), // Greek α
+        ('\u{3b9}', 'i'), // Greek ι
+        ('\u{3ba}', 'k'), // Greek κ
+        ('\u{3bf}', 'o'), // Greek ο
+        ('\u{3c1}', 'p'), // Greek ρ
+        ('\u{3bd}', 'v'), // Greek ν
+    ];
+    LOOKALIKES
+        .iter()
+        .find(|(lookalike, _)| *lookalike == character)
+        .map_or(character, |(_, ascii)| *ascii)
 }
 
 /// The 1-based line and column (in characters) of byte `offset` in
@@ -266,6 +344,18 @@ mod tests {
     }
 
     #[test]
+    fn a_close_name_with_a_lookalike_letter_says_so() {
+        assert_eq!(
+            suggest("p\u{43e}ng", ["ping", "pong"]),
+            Some(
+                "did you mean 'pong'? ('p\u{43e}ng' has the non-ASCII character '\u{43e}' (U+043E, drawn like 'o') at position 2)"
+                    .into()
+            )
+        );
+        assert_eq!(non_ascii("pong"), None);
+    }
+
+    #[test]
     fn positions_are_one_based_characters() {
         let mut map = SourceMap::default();
         let file = map.add("a.toml".into(), "ab\n\u{e9}x = 1\n".into());
@@ -293,7 +383,15 @@ mod tests {
             diagnostic.to_string(),
             "error: queue 'requests': unknown receiver 'pnog'\n  --> a.toml:3:7\n  = help: did you mean 'pong'?"
         );
+        assert_eq!(
+            diagnostic.brief(),
+            "a.toml:3:7: queue 'requests': unknown receiver 'pnog'\n  = help: did you mean 'pong'?"
+        );
         let whole = file_error("b.toml", "cannot read");
+        assert_eq!(
+            Diagnostics(vec![whole.clone(), diagnostic]).brief(),
+            "b.toml: cannot read\na.toml:3:7: queue 'requests': unknown receiver 'pnog'\n  = help: did you mean 'pong'?"
+        );
         assert_eq!(whole.to_string(), "error: cannot read\n  --> b.toml");
         assert_eq!(
             Diagnostics(vec![whole]).to_string(),

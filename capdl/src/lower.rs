@@ -39,21 +39,39 @@ pub struct Lowered {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgramUse {
     pub component: String,
-    /// The crate under `components/` whose ELF the image must hold under
-    /// this name.
+    /// The crate under `components/` whose ELF it runs.
     pub program: String,
     pub args: String,
+    /// The boot-image entry holding that ELF (see
+    /// [`crate::Component::image_entry`]).
+    pub entry: String,
+    /// Tests only: the defect the build tool puts into that entry's copy.
+    pub corrupt: Option<String>,
+}
+
+/// A program entry the boot image must hold: the ELF of `program`, damaged
+/// by `corrupt` if set, under the name `entry`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageProgram {
+    pub entry: String,
+    pub program: String,
+    pub corrupt: Option<String>,
 }
 
 impl Lowered {
-    /// The distinct programs the image must hold, sorted.
-    pub fn distinct_programs(&self) -> Vec<&str> {
-        let mut programs: Vec<&str> = self
+    /// The program entries the image must hold, each once, sorted by entry
+    /// name.
+    pub fn image_programs(&self) -> Vec<ImageProgram> {
+        let mut programs: Vec<ImageProgram> = self
             .programs
             .iter()
-            .map(|use_| use_.program.as_str())
+            .map(|use_| ImageProgram {
+                entry: use_.entry.clone(),
+                program: use_.program.clone(),
+                corrupt: use_.corrupt.clone(),
+            })
             .collect();
-        programs.sort_unstable();
+        programs.sort_by(|a, b| a.entry.cmp(&b.entry));
         programs.dedup();
         programs
     }
@@ -78,6 +96,8 @@ impl System {
                     component: component.name.clone(),
                     program: component.program.clone(),
                     args: component.args.clone(),
+                    entry: component.image_entry().to_string(),
+                    corrupt: component.corrupt.clone(),
                 })
                 .collect(),
         }
@@ -97,7 +117,7 @@ impl System {
             let capabilities = &layout.capabilities[index];
             builder.components.push(ComponentSpec {
                 name: name_field(&component.name),
-                program: name_field(&component.program),
+                program: name_field(component.image_entry()),
                 args,
                 args_len: component.args.len() as u32,
                 priority: u32::from(component.priority),
@@ -214,9 +234,12 @@ impl System {
                 Start::Boot => "boot",
                 Start::Supervisor => "supervisor",
             };
+            let corrupt = component.corrupt.as_ref().map_or(String::new(), |corrupt| {
+                format!(", corrupt: {corrupt}, entry: {}", component.image_entry())
+            });
             let _ = writeln!(
                 out,
-                "  {} = component (index: {index}, program: {}{args}, start: {start})",
+                "  {} = component (index: {index}, program: {}{corrupt}{args}, start: {start})",
                 component.name, component.program
             );
             let _ = writeln!(

@@ -53,6 +53,7 @@ fn run(arguments: &Arguments) -> Result<bool> {
     })?;
     let options = capdl::Options {
         machine_memory: arguments.machine_memory,
+        ..capdl::Options::default()
     };
     let system = match capdl::load_with(&arguments.file, &programs, &options) {
         Ok(system) => system,

@@ -56,6 +56,23 @@ pub struct Component {
     pub mmio: Vec<MmioGrant>,
     /// Interrupt lines delivered to this component.
     pub interrupts: Vec<u32>,
+    /// Tests only: the defect the build tool puts into this component's
+    /// ELF before packing (`corrupt` in a `[[component]]` entry). The
+    /// damaged copy is its own boot-image entry ([`Component::image_entry`]).
+    pub corrupt: Option<String>,
+}
+
+impl Component {
+    /// The boot-image entry holding this component's program (the spec's
+    /// `program` field): the program's name, or, for a corrupted program,
+    /// the component's own name, so that the damaged copy does not replace
+    /// the program other components run.
+    pub fn image_entry(&self) -> &str {
+        match self.corrupt {
+            Some(_) => &self.name,
+            None => &self.program,
+        }
+    }
 }
 
 /// An inclusive range of I/O ports.
@@ -124,6 +141,10 @@ pub fn guest_entry_name(image: &str) -> String {
 /// Boot-image entries holding guest images start with this; component
 /// names and programs may not.
 pub const GUEST_ENTRY_PREFIX: &str = "vm-";
+
+/// The boot-image entry holding the spec; no program entry may have this
+/// name.
+pub const SPEC_ENTRY: &str = "spec";
 
 /// A capability as the lowering emits it.
 #[derive(Clone, Debug, PartialEq, Eq)]

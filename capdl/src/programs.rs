@@ -1,26 +1,58 @@
-//! The set of programs a system may name: the component crates that exist.
+//! The set of programs a system may name: the component crates that exist,
+//! and which of them are world switchers.
 //!
-//! A component's `program` must be one of these. The build tool (and the
-//! `capdl` command) scans the `components/` directory, where a program is a
-//! sub-directory with a `src/main.rs`; tests build a set from a list of
-//! names instead. The directory's name appears in "no program" errors.
+//! A component's `program` must be one of these. The build tool makes the
+//! set from `cargo metadata` (the workspace's component programs); the
+//! `capdl` command scans a directory, where a program is a sub-directory
+//! (or a sub-directory of a group directory, as in `components/test/`) with
+//! a `src/main.rs`; tests build a set from a list of names instead. The
+//! directory's name appears in "no program" errors.
+//!
+//! A program's `Cargo.toml` may declare what it is for in
+//! `[package.metadata.microvisor] role = "..."`; the one role so far is
+//! [`WORLD_SWITCHER`], the program a VM's switcher must run. When the set
+//! knows the roles ([`ProgramSet::with_world_switchers`], or a scan), a VM
+//! whose switcher runs another program is refused; a set made from names
+//! alone knows no roles and refuses nothing for them.
 
 use std::collections::BTreeSet;
 use std::io;
 use std::path::Path;
 
-use crate::check::is_valid_name;
+use microvisor_abi::image::is_valid_name;
 
-/// Program names and the directory they were found in.
+/// The role of a program that runs a VM's vCPU (`components/system/world-switcher`).
+pub const WORLD_SWITCHER: &str = "world-switcher";
+/// Every role a program may declare.
+pub const ROLES: [&str; 1] = [WORLD_SWITCHER];
+
+/// Checks a role a program declares: an error names the roles, with a
+/// "did you mean" when one is close.
+pub fn check_role(role: &str) -> Result<(), String> {
+    if ROLES.contains(&role) {
+        return Ok(());
+    }
+    let close = crate::diagnostic::suggest(role, ROLES)
+        .map_or(String::new(), |suggestion| format!("; {suggestion}"));
+    Err(format!(
+        "unknown role \"{role}\" (the roles are: {}){close}",
+        ROLES.join(", ")
+    ))
+}
+
+/// Program names, the directory they were found in, and the world
+/// switchers among them when known.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProgramSet {
     directory: String,
     names: BTreeSet<String>,
+    /// `None` when the roles are not known.
+    world_switchers: Option<BTreeSet<String>>,
 }
 
 impl ProgramSet {
     /// A set from names (those that cannot be image entry names are left
-    /// out); `directory` names where they live in messages.
+    /// out), roles unknown; `directory` names where they live in messages.
     pub fn new<N: Into<String>>(
         directory: impl Into<String>,
         names: impl IntoIterator<Item = N>,
@@ -32,20 +64,45 @@ impl ProgramSet {
                 .map(Into::into)
                 .filter(|name| is_valid_name(name))
                 .collect(),
+            world_switchers: None,
         }
     }
 
-    /// The sub-directories of `directory` that hold a `src/main.rs` and
-    /// whose names can be boot-image entry names.
+    /// The same set, knowing that exactly `switchers` are world switchers.
+    pub fn with_world_switchers<N: Into<String>>(
+        mut self,
+        switchers: impl IntoIterator<Item = N>,
+    ) -> Self {
+        self.world_switchers = Some(switchers.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The programs below `directory`: each sub-directory holding a
+    /// `src/main.rs` whose name can be a boot-image entry name, also one
+    /// level further down (group directories such as `components/test/`).
+    /// Each program's role is read from its `Cargo.toml`; an unknown role is
+    /// an error.
     pub fn scan(directory: &Path) -> io::Result<Self> {
         let mut names = BTreeSet::new();
+        let mut switchers = BTreeSet::new();
+        let mut found = |path: &Path, name: String| -> io::Result<()> {
+            if role_of(path)?.as_deref() == Some(WORLD_SWITCHER) {
+                switchers.insert(name.clone());
+            }
+            names.insert(name);
+            Ok(())
+        };
         for entry in std::fs::read_dir(directory)? {
-            let entry = entry?;
-            if entry.path().join("src").join("main.rs").is_file()
-                && let Ok(name) = entry.file_name().into_string()
-                && is_valid_name(&name)
-            {
-                names.insert(name);
+            let path = entry?.path();
+            if let Some(name) = program_name(&path) {
+                found(&path, name)?;
+            } else if path.is_dir() {
+                for inner in std::fs::read_dir(&path)? {
+                    let inner = inner?.path();
+                    if let Some(name) = program_name(&inner) {
+                        found(&inner, name)?;
+                    }
+                }
             }
         }
         let mut label = directory.display().to_string();
@@ -55,12 +112,25 @@ impl ProgramSet {
         Ok(Self {
             directory: label,
             names,
+            world_switchers: Some(switchers),
         })
     }
 
     /// Whether `name` is a program.
     pub fn contains(&self, name: &str) -> bool {
         self.names.contains(name)
+    }
+
+    /// Whether program `name` is a world switcher: `None` when the set does
+    /// not know (roles unknown, or no such program).
+    pub fn is_world_switcher(&self, name: &str) -> Option<bool> {
+        let switchers = self.world_switchers.as_ref()?;
+        self.contains(name).then(|| switchers.contains(name))
+    }
+
+    /// The world switchers, sorted (none when the roles are not known).
+    pub fn world_switchers(&self) -> impl Iterator<Item = &str> {
+        self.world_switchers.iter().flatten().map(String::as_str)
     }
 
     /// The programs, sorted.
@@ -79,28 +149,111 @@ impl ProgramSet {
     }
 }
 
+/// The program a directory holds: its name, if it has a `src/main.rs` and
+/// its name can be a boot-image entry name.
+fn program_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    (path.join("src").join("main.rs").is_file() && is_valid_name(name)).then(|| name.to_string())
+}
+
+/// The role `[package.metadata.microvisor] role` in the `Cargo.toml` of a
+/// program directory, if it declares one.
+fn role_of(directory: &Path) -> io::Result<Option<String>> {
+    let manifest = directory.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Ok(None);
+    }
+    let invalid = |message: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {message}", manifest.display()),
+        )
+    };
+    let text = std::fs::read_to_string(&manifest)?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|error| invalid(error.message().to_string()))?;
+    let role = table
+        .get("package")
+        .and_then(|package| package.get("metadata"))
+        .and_then(|metadata| metadata.get("microvisor"))
+        .and_then(|microvisor| microvisor.get("role"));
+    let Some(role) = role else {
+        return Ok(None);
+    };
+    let Some(role) = role.as_str() else {
+        return Err(invalid(format!(
+            "[package.metadata.microvisor] role must be a string, not {role}"
+        )));
+    };
+    check_role(role)
+        .map_err(|message| invalid(format!("[package.metadata.microvisor] {message}")))?;
+    Ok(Some(role.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn scans_crates_with_a_main() {
+    fn scans_crates_with_a_main_and_their_roles() {
         let root = std::env::temp_dir().join(format!("capdl-programs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for (name, file) in [
             ("ping", "src/main.rs"),
             ("runtime", "src/lib.rs"),
             ("Bad.Name", "src/main.rs"),
+            ("test/hello", "src/main.rs"),
+            ("system/world-switcher", "src/main.rs"),
         ] {
             let path = root.join(name).join(file);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, "").unwrap();
         }
+        std::fs::write(
+            root.join("system/world-switcher/Cargo.toml"),
+            "[package]\nname = \"world-switcher\"\n\
+             [package.metadata.microvisor]\nrole = \"world-switcher\"\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("ping/Cargo.toml"), "[package]\nname = \"ping\"\n").unwrap();
         let set = ProgramSet::scan(&root).unwrap();
         assert!(set.contains("ping"));
         assert!(!set.contains("runtime"));
-        assert_eq!(set.names().collect::<Vec<_>>(), ["ping"]);
+        assert_eq!(
+            set.names().collect::<Vec<_>>(),
+            ["hello", "ping", "world-switcher"]
+        );
+        assert_eq!(
+            set.world_switchers().collect::<Vec<_>>(),
+            ["world-switcher"]
+        );
+        assert_eq!(set.is_world_switcher("ping"), Some(false));
+        assert_eq!(set.is_world_switcher("world-switcher"), Some(true));
+        assert_eq!(set.is_world_switcher("absent"), None);
         assert!(set.directory().ends_with('/'));
+
+        std::fs::write(
+            root.join("ping/Cargo.toml"),
+            "[package.metadata.microvisor]\nrole = \"world-swticher\"\n",
+        )
+        .unwrap();
+        let error = ProgramSet::scan(&root).unwrap_err().to_string();
+        assert!(
+            error.ends_with(
+                "ping/Cargo.toml: [package.metadata.microvisor] unknown role \"world-swticher\" \
+                 (the roles are: world-switcher); did you mean 'world-switcher'?"
+            ),
+            "{error}"
+        );
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_set_of_names_knows_no_roles() {
+        let set = ProgramSet::new("components/", ["hello", "world-switcher"]);
+        assert_eq!(set.is_world_switcher("hello"), None);
+        let set = set.with_world_switchers(["world-switcher"]);
+        assert_eq!(set.is_world_switcher("hello"), Some(false));
+        assert_eq!(check_role("world-switcher"), Ok(()));
     }
 }

@@ -5,7 +5,8 @@
 //! including file's own declarations, each file once, cycles refused), and
 //! deserializes every `[components.NAME]`, `[queues.NAME]`,
 //! `[notifications.NAME]`, `[vms.NAME]` and `[system]` table into the `Raw*` structs
-//! below, which are the format's schema: `#[serde(deny_unknown_fields)]`,
+//! below, which are the format's schema (a `[[component]]` entry, the short
+//! form, becomes the `[components.NAME]` entry it stands for): `#[serde(deny_unknown_fields)]`,
 //! every value spanned. A table is deserialized repeatedly, dropping the
 //! offending key after each error, so one run reports every unknown field
 //! and every badly typed value, not just the first. The result is a
@@ -21,20 +22,127 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, suggest};
+use crate::diagnostic::{
+    Diagnostic, SourceMap, Spot, describe_character, file_error, line_column, suggest,
+};
 use crate::units::{Duration, Number, PortRange, Size};
 
 /// The keys a config file may have at its top level.
-pub const TOP_LEVEL_KEYS: [&str; 6] = [
+pub const TOP_LEVEL_KEYS: [&str; 7] = [
     "include",
     "system",
     "components",
+    "component",
     "queues",
     "notifications",
     "vms",
 ];
 /// How deep includes may nest.
 pub const MAX_INCLUDE_DEPTH: usize = 16;
+/// The largest file a system may be made of.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// The most bytes a system file and everything it includes may hold.
+pub const MAX_SYSTEM_BYTES: usize = 4 << 20;
+
+/// Reads a system file from disk: only a regular file (a directory, device,
+/// FIFO or socket is refused before it is opened, so that `/dev/zero` or a
+/// pipe is never read), and at most one byte more than [`MAX_FILE_BYTES`]
+/// (the loader refuses that much, so a file that grows while it is read is
+/// not read without bound).
+pub fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let kind = std::fs::metadata(path)?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else {
+            file_kind(&kind)
+        };
+        return Err(io::Error::other(format!(
+            "it is {what}, not a regular file"
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// What a special file is, for messages.
+#[cfg(unix)]
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+/// What a special file is, for messages.
+#[cfg(not(unix))]
+fn file_kind(_: &std::fs::FileType) -> &'static str {
+    "a special file"
+}
+
+/// The text of a file read as `bytes`, named `name` in messages: at most
+/// [`MAX_FILE_BYTES`], and UTF-8 (an error points at the first byte that
+/// is not).
+pub fn decode(name: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(file_error(
+            name,
+            format!(
+                "the file is larger than {}, the most a system file may be",
+                crate::units::format_size(MAX_FILE_BYTES as u64)
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|error| {
+        let at = error.utf8_error().valid_up_to();
+        let bytes = error.as_bytes();
+        let text = String::from_utf8_lossy(bytes);
+        let (line, column) = line_column(&text, at);
+        Diagnostic {
+            file: name.to_string(),
+            line,
+            column,
+            message: format!(
+                "the file is not UTF-8 text: byte {:#04x} cannot start or continue a character here",
+                bytes[at]
+            ),
+            help: Some("save the file as UTF-8".into()),
+        }
+    })
+}
+
+/// "did you mean" over the `.toml` files next to a file that does not
+/// exist, as `written` would name them.
+fn file_suggestion(written: &str, path: &Path, error: &io::Error) -> Option<String> {
+    if error.kind() != io::ErrorKind::NotFound {
+        return None;
+    }
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let siblings: Vec<String> = std::fs::read_dir(directory)
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|entry| entry.ends_with(".toml"))
+        .collect();
+    let name = path.file_name()?.to_str()?;
+    let close = crate::diagnostic::closest(name, siblings.iter().map(String::as_str))?;
+    let shown = Path::new(written).with_file_name(close);
+    Some(format!("did you mean '{}'?", shown.display()))
+}
 
 /// `[system]`.
 #[derive(Debug, Deserialize)]
@@ -70,8 +178,8 @@ pub struct RawMmio {
     pub size: Spanned<Size>,
 }
 
-/// `[components.NAME]`.
-#[derive(Debug, Deserialize)]
+/// `[components.NAME]`, or a `[[component]]` entry lowered to one.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawComponent {
     pub program: Option<Spanned<String>>,
@@ -88,6 +196,23 @@ pub struct RawComponent {
     pub ports: Option<Vec<Spanned<PortRange>>>,
     pub mmio: Option<Vec<Spanned<RawMmio>>>,
     pub interrupts: Option<Vec<Spanned<Number>>>,
+    /// Only from a `[[component]]` entry (tests): the defect the build tool
+    /// puts into the program's ELF before packing.
+    #[serde(skip)]
+    pub corrupt: Option<Spanned<String>>,
+}
+
+/// One `[[component]]` entry: the short form of `[components.NAME]` for
+/// systems of independent programs (tests), with every other setting at
+/// its default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListComponent {
+    pub name: Spanned<String>,
+    pub program: Option<Spanned<String>>,
+    pub args: Option<Spanned<String>>,
+    /// Tests only: a defect the build tool puts into the ELF before packing.
+    pub corrupt: Option<Spanned<String>>,
 }
 
 /// `[queues.NAME]`.
@@ -188,8 +313,9 @@ pub struct Document {
     /// document is incomplete, so checking stops after loading (references
     /// into the missing part would only add noise).
     pub incomplete: bool,
-    /// Whether a `components`, `queues`, `notifications` or `vms` key was
-    /// not a table (already reported; "no components" would be noise).
+    /// Whether a top-level key was unknown or not of its kind (a
+    /// `components` that is not a table, a `[[component]]` entry without a
+    /// name): already reported, and "no components" would be noise.
     pub broken_sections: bool,
 }
 
@@ -212,33 +338,52 @@ pub fn normalize(path: &Path) -> PathBuf {
 }
 
 struct Loader<'r> {
-    read: &'r dyn Fn(&Path) -> io::Result<String>,
+    read: &'r dyn Fn(&Path) -> io::Result<Vec<u8>>,
+    /// Top-level keys of the root file that belong to a format embedding
+    /// the system (a scenario's `timeout`): skipped, not refused.
+    host_keys: &'r [String],
     document: Document,
     errors: Vec<Diagnostic>,
     /// Normalized paths of the files being loaded (innermost last).
     stack: Vec<PathBuf>,
     /// Normalized paths of every file loaded.
     loaded: Vec<PathBuf>,
+    /// Bytes of every file read so far.
+    bytes: usize,
 }
 
-/// Loads `root` and everything it includes, reading files with `read`.
+/// Loads `root` and everything it includes, reading files with `read`;
+/// `host_keys` are top-level keys of `root` that are not the system's.
 pub fn load_document(
     root: &Path,
-    read: &dyn Fn(&Path) -> io::Result<String>,
+    read: &dyn Fn(&Path) -> io::Result<Vec<u8>>,
+    host_keys: &[String],
 ) -> (Document, Vec<Diagnostic>) {
     let mut loader = Loader {
         read,
+        host_keys,
         document: Document::default(),
         errors: Vec::new(),
         stack: Vec::new(),
         loaded: Vec::new(),
+        bytes: 0,
     };
+    let name = root.display().to_string();
     match read(root) {
-        Ok(text) => loader.load(root, text),
-        Err(error) => loader.errors.push(file_error(
-            root.display().to_string(),
-            format!("cannot read the system description: {error}"),
-        )),
+        Ok(bytes) => match decode(&name, bytes) {
+            Ok(text) => {
+                loader.bytes = text.len();
+                loader.load(root, text);
+            }
+            Err(error) => loader.errors.push(error),
+        },
+        Err(error) => loader.errors.push(
+            file_error(
+                name.clone(),
+                format!("cannot read the system description: {error}"),
+            )
+            .with_optional_help(file_suggestion(&name, root, &error)),
+        ),
     }
     (loader.document, loader.errors)
 }
@@ -276,7 +421,32 @@ impl Loader<'_> {
                     span: error.span().unwrap_or(0..0),
                 };
                 let message = error.message().trim().replace('\n', " ");
-                self.error(&spot, format!("TOML syntax: {message}"));
+                let duplicate = (message == "duplicate key")
+                    .then(|| first_definition(&text, spot.span.clone()))
+                    .flatten();
+                match duplicate {
+                    Some((key, table, first)) => {
+                        let first = Spot { file, span: first };
+                        let at = self.document.sources.error(&first, "").location();
+                        self.error(&spot, format!("duplicate key '{key}' {table}"))
+                            .help = Some(format!("first set at {at}"));
+                    }
+                    None => {
+                        // A letter that is not ASCII, where TOML wants a
+                        // bare key, is worth naming: it may look like one.
+                        let help = text
+                            .get(spot.span.start..)
+                            .and_then(|rest| rest.chars().next())
+                            .filter(|character| !character.is_ascii())
+                            .map(|character| {
+                                format!(
+                                    "{} is not ASCII; names are a-z, 0-9, '_' and '-'",
+                                    describe_character(character)
+                                )
+                            });
+                        self.error(&spot, format!("TOML syntax: {message}")).help = help;
+                    }
+                }
             }
             self.stack.pop();
             return;
@@ -289,6 +459,8 @@ impl Loader<'_> {
         {
             self.includes(file, path, include);
         }
+        let first_component = self.document.components.len();
+        let is_root = self.stack.len() == 1;
         for (key, value) in keys_in_order(&table) {
             let spot = Spot {
                 file,
@@ -296,11 +468,13 @@ impl Loader<'_> {
             };
             match key.get_ref().as_ref() {
                 "include" => {}
+                host if is_root && self.host_keys.iter().any(|key| key == host) => {}
                 "system" => self.system(file, value),
                 "components" => {
                     let entries = self.entries(file, value, &spot, "components", "component");
                     self.document.components.extend(entries);
                 }
+                "component" => self.component_list(file, value, &spot),
                 "queues" => {
                     let entries = self.entries(file, value, &spot, "queues", "queue");
                     self.document.queues.extend(entries);
@@ -313,7 +487,14 @@ impl Loader<'_> {
                     let entries = self.entries(file, value, &spot, "vms", "VM");
                     self.document.vms.extend(entries);
                 }
+                "description" => {
+                    self.document.broken_sections = true;
+                    self.error(&spot, "unknown top-level key 'description'").help = Some(
+                        "a system's description is written in its [system] table: description = \"...\"".into(),
+                    );
+                }
                 other => {
+                    self.document.broken_sections = true;
                     let help = suggest(other, TOP_LEVEL_KEYS).unwrap_or_else(|| {
                         format!("a system file has only {}", TOP_LEVEL_KEYS.join(", "))
                     });
@@ -322,7 +503,56 @@ impl Loader<'_> {
                 }
             }
         }
+        // Components are numbered in the order written, whichever form
+        // declares them.
+        self.document.components[first_component..].sort_by_key(|entry| entry.spot.span.start);
         self.stack.pop();
+    }
+
+    /// `[[component]]` entries, each lowered to the `[components.NAME]`
+    /// entry that sets only its program and arguments.
+    fn component_list(&mut self, file: usize, value: &Spanned<DeValue<'_>>, spot: &Spot) {
+        let tables = value
+            .get_ref()
+            .as_array()
+            .filter(|array| array.iter().all(|element| element.get_ref().is_table()));
+        let Some(tables) = tables else {
+            self.document.broken_sections = true;
+            self.error(spot, "'component' must be a list of tables")
+                .help = Some("write [[component]] followed by name = \"NAME\"".into());
+            return;
+        };
+        for (index, table) in tables.iter().enumerate() {
+            let name = table
+                .get_ref()
+                .get("name")
+                .and_then(|name| name.get_ref().as_str());
+            let context = match name {
+                Some(name) => format!("component '{name}'"),
+                None => format!("[[component]] entry {}", index + 1),
+            };
+            let (raw, dropped) = self.deserialize::<RawListComponent>(file, table, &context);
+            let Some(raw) = raw else {
+                // No usable name (reported): nothing can refer to it, and
+                // "no components" would be noise.
+                self.document.broken_sections = true;
+                continue;
+            };
+            self.document.components.push(Entry {
+                name: raw.name.get_ref().clone(),
+                spot: Spot {
+                    file,
+                    span: raw.name.span(),
+                },
+                value: Some(RawComponent {
+                    program: raw.program,
+                    args: raw.args,
+                    corrupt: raw.corrupt,
+                    ..RawComponent::default()
+                }),
+                dropped,
+            });
+        }
     }
 
     fn includes(&mut self, file: usize, path: &Path, value: &Spanned<DeValue<'_>>) {
@@ -368,28 +598,48 @@ impl Loader<'_> {
                 );
                 continue;
             }
-            match (self.read)(&included) {
-                Ok(text) => self.load(&included, text),
+            if self.bytes > MAX_SYSTEM_BYTES {
+                // Reported at the include that crossed the limit.
+                continue;
+            }
+            let read = (self.read)(&included);
+            let cannot = |reason: String| {
+                format!(
+                    "cannot read included file '{}' ({}): {reason}",
+                    name.get_ref(),
+                    included.display()
+                )
+            };
+            let bytes = match read {
+                Ok(bytes) => bytes,
                 Err(error) => {
                     self.document.incomplete = true;
-                    let siblings = std::fs::read_dir(directory)
-                        .map(|entries| {
-                            entries
-                                .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-                                .filter(|entry| entry.ends_with(".toml"))
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default();
-                    let help = suggest(name.get_ref(), siblings.iter().map(String::as_str));
-                    self.error(
-                        &spot,
-                        format!(
-                            "cannot read included file '{}' ({}): {error}",
-                            name.get_ref(),
-                            included.display()
-                        ),
-                    )
-                    .help = help;
+                    self.error(&spot, cannot(error.to_string())).help =
+                        file_suggestion(name.get_ref(), &included, &error);
+                    continue;
+                }
+            };
+            self.bytes += bytes.len();
+            if self.bytes > MAX_SYSTEM_BYTES {
+                self.document.incomplete = true;
+                let limit = crate::units::format_size(MAX_SYSTEM_BYTES as u64);
+                self.error(
+                    &spot,
+                    cannot(format!(
+                        "the system's files would hold more than {limit} together"
+                    )),
+                );
+                continue;
+            }
+            match decode(&included.display().to_string(), bytes) {
+                Ok(text) => self.load(&included, text),
+                Err(error) if error.line == 0 => {
+                    self.document.incomplete = true;
+                    self.error(&spot, cannot(error.message));
+                }
+                Err(error) => {
+                    self.document.incomplete = true;
+                    self.errors.push(error);
                 }
             }
         }
@@ -484,6 +734,7 @@ impl Loader<'_> {
         value: &Spanned<DeValue<'_>>,
         context: &str,
     ) -> (Option<T>, Vec<String>) {
+        let original = value;
         let mut value = value.clone();
         let mut dropped: Vec<String> = Vec::new();
         loop {
@@ -493,24 +744,43 @@ impl Loader<'_> {
             };
             let message = error.message().trim().replace('\n', " ");
             let span = error.span().unwrap_or_else(|| value.span());
-            let path = key_path(&value, &span);
+            // Spans survive removals, so the path in the original value
+            // names list entries by the index people see.
+            let path = key_path(original, &span);
             if let Some(missing) = between(&message, "missing field `", "`") {
+                // A required key that was written wrong is reported already.
                 if !dropped.iter().any(|key| key == missing) {
                     let spot = Spot {
                         file,
-                        span: span_at(&value, &path),
+                        span: span_at(original, &path),
                     };
                     let what = missing_in(&path, missing);
                     self.error(&spot, format!("{context} is missing '{what}'"));
                 }
-                return (None, dropped);
+            } else {
+                let (text, help) = describe(context, &path, &message);
+                self.error(
+                    &Spot {
+                        file,
+                        span: span.clone(),
+                    },
+                    text,
+                )
+                .help = help;
             }
-            let (text, help) = describe(context, &path, &message);
-            let spot = Spot { file, span };
-            self.error(&spot, text).help = help;
-            // Drop the key the error is about and try again; an error that
-            // cannot be pinned to a key ends the table.
-            let Some(first) = path.first().cloned() else {
+            if let Some(first) = path.first()
+                && !dropped.contains(first)
+            {
+                dropped.push(first.clone());
+            }
+            // Drop what the error is about and try again: the list entry
+            // holding it (so that the other entries are still read), else
+            // the key; an error that cannot be pinned down ends the table.
+            if remove_entry(&mut value, &span) {
+                continue;
+            }
+            let missing_here = between(&message, "missing field `", "`").is_some();
+            let Some(first) = path.first().filter(|_| !missing_here) else {
                 return (None, dropped);
             };
             let DeValue::Table(table) = value.get_mut() else {
@@ -524,8 +794,111 @@ impl Loader<'_> {
                 return (None, dropped);
             };
             table.remove(&key);
-            dropped.push(first);
         }
+    }
+}
+
+/// Removes the entry of the outermost list under `value` whose span holds
+/// `span`; false when no list entry holds it.
+fn remove_entry(value: &mut Spanned<DeValue<'_>>, span: &std::ops::Range<usize>) -> bool {
+    let holds = |inner: &Spanned<DeValue<'_>>| {
+        inner.span().start <= span.start && span.end <= inner.span().end
+    };
+    match value.get_mut() {
+        DeValue::Table(table) => table
+            .iter_mut()
+            .find(|(_, inner)| holds(inner))
+            .is_some_and(|(_, inner)| remove_entry(inner, span)),
+        DeValue::Array(array) => {
+            let Some(index) = array.iter().position(holds) else {
+                return false;
+            };
+            *array = array
+                .iter()
+                .enumerate()
+                .filter(|(at, _)| *at != index)
+                .map(|(_, inner)| inner.clone())
+                .collect();
+            true
+        }
+        _ => false,
+    }
+}
+
+/// For a "duplicate key" error at `span` of `text`: the key, the table it
+/// is in (`in [components.a]`, `at the top level`) and where the key was first
+/// set. The parser reports only the second place, so the text is parsed
+/// again with the duplicate renamed; the renamed key sits in the same table
+/// as the first one.
+fn first_definition(
+    text: &str,
+    span: std::ops::Range<usize>,
+) -> Option<(String, String, std::ops::Range<usize>)> {
+    const PLACEHOLDER: &str = "capdl duplicate key";
+    let key = text
+        .get(span.clone())?
+        .trim_matches(['"', '\''])
+        .to_string();
+    let renamed = format!(
+        "{}\"{PLACEHOLDER}\"{}",
+        &text[..span.start],
+        &text[span.end..]
+    );
+    let (root, _) = DeTable::parse_recoverable(&renamed);
+    let root = Spanned::new(0..renamed.len(), DeValue::Table(root.into_inner()));
+    let mut path = Vec::new();
+    let table = table_holding(&root, PLACEHOLDER, &mut path)?;
+    let (first, _) = table
+        .iter()
+        .find(|(name, _)| name.get_ref().as_ref() == key)?;
+    let element = path
+        .last()
+        .and_then(|last| last.strip_prefix('['))
+        .and_then(|index| index.trim_end_matches(']').parse::<usize>().ok());
+    let place = match element {
+        _ if path.is_empty() => "at the top level".to_string(),
+        Some(index) => format!(
+            "in [[{}]] entry {}",
+            join_path(&path[..path.len() - 1]),
+            index + 1
+        ),
+        None => format!("in [{}]", join_path(&path)),
+    };
+    // Spans before the renamed key are the same in both texts.
+    (first.span().end <= span.start).then(|| (key, place, first.span()))
+}
+
+/// The table under `value` holding a key named `key`, with the path to it.
+fn table_holding<'a, 'i>(
+    value: &'a Spanned<DeValue<'i>>,
+    key: &str,
+    path: &mut Vec<String>,
+) -> Option<&'a DeTable<'i>> {
+    match value.get_ref() {
+        DeValue::Table(table) => {
+            if table.iter().any(|(name, _)| name.get_ref() == key) {
+                return Some(table);
+            }
+            for (name, inner) in table.iter() {
+                path.push(name.get_ref().to_string());
+                if let Some(found) = table_holding(inner, key, path) {
+                    return Some(found);
+                }
+                path.pop();
+            }
+            None
+        }
+        DeValue::Array(array) => {
+            for (index, inner) in array.iter().enumerate() {
+                path.push(format!("[{index}]"));
+                if let Some(found) = table_holding(inner, key, path) {
+                    return Some(found);
+                }
+                path.pop();
+            }
+            None
+        }
+        _ => None,
     }
 }
 

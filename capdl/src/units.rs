@@ -27,6 +27,65 @@ fn split_number(text: &str) -> Option<(u64, &str)> {
     Some((value, unit.trim()))
 }
 
+/// Why [`parse_scaled`] refused a text.
+enum Scaled {
+    /// It does not start with a number.
+    NotANumber,
+    /// The unit after the number is not one of the units (maybe empty).
+    UnknownUnit(String),
+    /// Anything else, as a message.
+    Invalid(String),
+}
+
+/// A number with a unit, in the smallest unit: "1.5ms", with `ms` scaling
+/// by 10^6, is 1_500_000. A fraction is allowed when the value comes out a
+/// whole number of the smallest unit, which `what` names ("nanoseconds").
+fn parse_scaled(text: &str, units: &[(&str, u64)], what: &str) -> Result<u64, Scaled> {
+    let (whole, rest) = split_number(text).ok_or(Scaled::NotANumber)?;
+    let (fraction, unit) = match rest.strip_prefix('.') {
+        Some(after) => {
+            let end = after
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after.len());
+            let (digits, unit) = after.split_at(end);
+            if digits.is_empty() {
+                return Err(Scaled::Invalid(format!(
+                    "\"{text}\" has no digits after its '.'"
+                )));
+            }
+            (digits, unit.trim())
+        }
+        None => ("", rest),
+    };
+    let scale = units
+        .iter()
+        .find(|(name, _)| *name == unit)
+        .map(|(_, scale)| *scale)
+        .ok_or_else(|| Scaled::UnknownUnit(unit.to_string()))?;
+    // whole * scale + fraction * scale / 10^digits, exactly.
+    let significant = fraction.trim_end_matches('0');
+    let part = match significant.len() {
+        0 => Some(0),
+        length => 10u128
+            .checked_pow(length as u32)
+            .zip(significant.parse::<u128>().ok())
+            .and_then(|(denominator, numerator)| {
+                let product = numerator * u128::from(scale);
+                (product % denominator == 0).then_some(product / denominator)
+            }),
+    };
+    let Some(part) = part else {
+        return Err(Scaled::Invalid(format!(
+            "\"{text}\" is not a whole number of {what}"
+        )));
+    };
+    u128::from(whole)
+        .checked_mul(u128::from(scale))
+        .and_then(|value| value.checked_add(part))
+        .and_then(|value| u64::try_from(value).ok())
+        .ok_or_else(|| Scaled::Invalid(format!("\"{text}\" is too large")))
+}
+
 /// A non-negative integer written in decimal, or in hex with `0x`.
 pub fn parse_number(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
@@ -47,37 +106,35 @@ pub fn parse_number(text: &str) -> Result<u64, String> {
     })
 }
 
-const DURATION_UNITS: [(&str, u64); 5] = [
+/// Microseconds may be written `us`, `µs` (U+00B5 MICRO SIGN) or `μs`
+/// (U+03BC GREEK SMALL LETTER MU): keyboards produce both.
+const DURATION_UNITS: [(&str, u64); 6] = [
     ("ns", 1),
     ("us", 1_000),
-    ("µs", 1_000),
+    ("\u{b5}s", 1_000),
+    ("\u{3bc}s", 1_000),
     ("ms", 1_000_000),
     ("s", 1_000_000_000),
 ];
 
-/// A duration in nanoseconds: `"10ms"`, `"250us"`, `"1s"`, `"500ns"`.
+/// A duration in nanoseconds: `"10ms"`, `"250us"`, `"1.5ms"`, `"500ns"`.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let (value, unit) = split_number(text).ok_or_else(|| {
-        format!("\"{text}\" is not a duration (write a number and a unit, such as \"10ms\")")
-    })?;
-    if unit.is_empty() {
-        return Err(format!(
-            "\"{text}\" has no unit (write ns, us, ms or s, such as \"{value}ms\")"
-        ));
-    }
-    let scale = DURATION_UNITS
-        .iter()
-        .find(|(name, _)| *name == unit)
-        .map(|(_, scale)| *scale)
-        .ok_or_else(|| {
+    parse_scaled(text, &DURATION_UNITS, "nanoseconds").map_err(|error| match error {
+        Scaled::NotANumber => {
+            format!("\"{text}\" is not a duration (write a number and a unit, such as \"10ms\")")
+        }
+        Scaled::UnknownUnit(unit) if unit.is_empty() => format!(
+            "\"{text}\" has no unit (write ns, us, ms or s, such as \"{}ms\")",
+            text.trim()
+        ),
+        Scaled::UnknownUnit(unit) => {
             let hint =
-                crate::diagnostic::closest(unit, DURATION_UNITS.iter().map(|(name, _)| *name))
+                crate::diagnostic::closest(&unit, DURATION_UNITS.iter().map(|(name, _)| *name))
                     .map_or(String::new(), |close| format!("; did you mean '{close}'?"));
             format!("\"{text}\" has an unknown unit '{unit}' (use ns, us, ms or s{hint})")
-        })?;
-    value
-        .checked_mul(scale)
-        .ok_or_else(|| format!("\"{text}\" is too long a duration"))
+        }
+        Scaled::Invalid(message) => message,
+    })
 }
 
 const SIZE_UNITS: [(&str, u64); 4] = [
@@ -87,19 +144,18 @@ const SIZE_UNITS: [(&str, u64); 4] = [
     ("GiB", 1 << 30),
 ];
 
-/// A size in bytes: `"64KiB"`, `"16MiB"`, `"4096"`, `"0x1000"`.
+/// A size in bytes: `"64KiB"`, `"1.5MiB"`, `"4096"`, `"0x1000"`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     if let Ok(bytes) = parse_number(text) {
         return Ok(bytes);
     }
-    let (value, unit) = split_number(text).ok_or_else(|| {
-        format!("\"{text}\" is not a size (write a number and a unit, such as \"64KiB\")")
-    })?;
-    let scale = SIZE_UNITS
-        .iter()
-        .find(|(name, _)| *name == unit)
-        .map(|(_, scale)| *scale)
-        .ok_or_else(|| {
+    // A plain "2.5" is bytes too (and must come out whole).
+    let units: Vec<(&str, u64)> = std::iter::once(("", 1)).chain(SIZE_UNITS).collect();
+    parse_scaled(text, &units, "bytes").map_err(|error| match error {
+        Scaled::NotANumber => {
+            format!("\"{text}\" is not a size (write a number and a unit, such as \"64KiB\")")
+        }
+        Scaled::UnknownUnit(unit) => {
             let binary = match unit.to_ascii_lowercase().as_str() {
                 "k" | "kb" | "kib" => Some("KiB"),
                 "m" | "mb" | "mib" => Some("MiB"),
@@ -109,10 +165,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             };
             let hint = binary.map_or(String::new(), |close| format!("; did you mean '{close}'?"));
             format!("\"{text}\" has an unknown unit '{unit}' (use B, KiB, MiB or GiB{hint})")
-        })?;
-    value
-        .checked_mul(scale)
-        .ok_or_else(|| format!("\"{text}\" is too large a size"))
+        }
+        Scaled::Invalid(message) => message,
+    })
 }
 
 /// An inclusive range of I/O ports: `"0x3f8-0x3ff"`, `"0x60"`.
@@ -287,7 +342,46 @@ mod tests {
         );
         assert_eq!(
             parse_duration("99999999999999s"),
-            Err("\"99999999999999s\" is too long a duration".into())
+            Err("\"99999999999999s\" is too large".into())
+        );
+    }
+
+    #[test]
+    fn microseconds_in_either_micro_character() {
+        assert_eq!(parse_duration("500\u{3bc}s"), Ok(500_000), "Greek mu");
+        assert_eq!(parse_duration("500\u{b5}s"), Ok(500_000), "micro sign");
+    }
+
+    #[test]
+    fn fractions_that_come_out_whole() {
+        assert_eq!(parse_duration("1.5ms"), Ok(1_500_000));
+        assert_eq!(parse_duration("0.25s"), Ok(250_000_000));
+        assert_eq!(parse_duration("2.000us"), Ok(2_000));
+        assert_eq!(
+            parse_duration("1.0005us"),
+            Err("\"1.0005us\" is not a whole number of nanoseconds".into())
+        );
+        assert_eq!(
+            parse_duration("1.ms"),
+            Err("\"1.ms\" has no digits after its '.'".into())
+        );
+        assert_eq!(
+            parse_duration("1.5"),
+            Err("\"1.5\" has no unit (write ns, us, ms or s, such as \"1.5ms\")".into())
+        );
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert_eq!(parse_size("0.5MiB"), Ok(512 << 10));
+        assert_eq!(
+            parse_size("1.1KiB"),
+            Err("\"1.1KiB\" is not a whole number of bytes".into())
+        );
+        assert_eq!(
+            parse_duration("18446744073.709551616s"),
+            Err("\"18446744073.709551616s\" is too large".into())
+        );
+        assert_eq!(
+            parse_duration("0.00000000000000000000000000000000000000001s"),
+            Err("\"0.00000000000000000000000000000000000000001s\" is not a whole number of nanoseconds".into())
         );
     }
 
@@ -312,7 +406,7 @@ mod tests {
         );
         assert_eq!(
             parse_size("99999999999GiB"),
-            Err("\"99999999999GiB\" is too large a size".into())
+            Err("\"99999999999GiB\" is too large".into())
         );
     }
 

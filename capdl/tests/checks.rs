@@ -4,7 +4,7 @@
 mod common;
 
 use capdl::Options;
-use common::{error, errors, errors_of, load_files, render};
+use common::{error, errors, errors_of, grant_error, load_files, render};
 
 // ---------------------------------------------------------------- syntax
 
@@ -20,15 +20,15 @@ fn toml_syntax_error() {
 fn toml_duplicate_key() {
     assert_eq!(
         error("[components.a]\npriority = 1\npriority = 2\n"),
-        "main.toml:3:1: TOML syntax: duplicate key"
+        "main.toml:3:1: duplicate key 'priority' in [components.a] (help: first set at main.toml:2:1)"
     );
 }
 
 #[test]
 fn unknown_top_level_key() {
     assert_eq!(
-        error("[components.a]\n[[component]]\nname = \"a\"\n"),
-        "main.toml:2:3: unknown top-level key 'component' (help: did you mean 'components'?)"
+        error("[components.a]\n[queue.q]\nfrom = \"a\"\n"),
+        "main.toml:2:2: unknown top-level key 'queue' (help: did you mean 'queues'?)"
     );
 }
 
@@ -36,7 +36,15 @@ fn unknown_top_level_key() {
 fn unknown_top_level_key_far_from_any() {
     assert_eq!(
         error("[components.a]\n[devices]\n"),
-        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, components, queues, notifications, vms)"
+        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, components, component, queues, notifications, vms)"
+    );
+}
+
+#[test]
+fn a_misspelt_section_is_not_also_an_empty_system() {
+    assert_eq!(
+        error("[componets.a]\n"),
+        "main.toml:1:2: unknown top-level key 'componets' (help: did you mean 'components'?)"
     );
 }
 
@@ -247,10 +255,6 @@ fn includes_nested_too_deep() {
         })
         .collect();
     files[0].1.push_str("[components.a]\n");
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
     assert_eq!(
         errors_of(&files),
         ["f15.toml:1:12: includes nest more than 16 files deep"]
@@ -258,18 +262,24 @@ fn includes_nested_too_deep() {
 }
 
 #[test]
-fn include_file_missing_suggests_a_sibling() {
+fn missing_files_suggest_a_sibling() {
     let directory = std::env::temp_dir().join(format!("capdl-include-{}", std::process::id()));
     std::fs::create_dir_all(&directory).unwrap();
     std::fs::write(directory.join("base.toml"), "[components.hello]\n").unwrap();
     std::fs::write(directory.join("main.toml"), "include = [\"bsae.toml\"]\n").unwrap();
-    let main = directory.join("main.toml");
-    let errors = capdl::load(&main, &common::programs()).unwrap_err();
+    let errors = common::disk_errors(&directory.join("main.toml"));
     let dir = directory.display();
     assert_eq!(
-        render(&errors.0),
+        errors,
         [format!(
             "{dir}/main.toml:1:12: cannot read included file 'bsae.toml' ({dir}/bsae.toml): No such file or directory (os error 2) (help: did you mean 'base.toml'?)"
+        )]
+    );
+    // The system file itself, too.
+    assert_eq!(
+        common::disk_errors(&directory.join("mian.toml")),
+        [format!(
+            "{dir}/mian.toml: cannot read the system description: No such file or directory (os error 2) (help: did you mean '{dir}/main.toml'?)"
         )]
     );
     std::fs::remove_dir_all(&directory).unwrap();
@@ -409,7 +419,7 @@ fn invalid_queue_name() {
 fn no_components() {
     assert_eq!(
         error("[system]\ndescription = \"empty\"\n"),
-        "main.toml: the system has no components (help: add a component with [components.NAME])"
+        "main.toml: the system has no components (help: add a component with [components.NAME], or [[component]] and name = \"NAME\")"
     );
 }
 
@@ -588,6 +598,7 @@ fn machine_size_is_configurable() {
     assert!(load_files(&[("main.toml", text)], &Options::default()).is_ok());
     let small = Options {
         machine_memory: 256 << 20,
+        ..Options::default()
     };
     assert_eq!(
         render(&load_files(&[("main.toml", text)], &small).unwrap_err()),
@@ -893,9 +904,35 @@ fn notification_to_itself() {
 // ---------------------------------------------------------------- grants
 
 #[test]
+fn grants_are_refused_until_the_core_applies_them() {
+    assert_eq!(
+        errors(
+            "[components.a]\nports = [\"0x3f8-0x3ff\"]\nmmio = [{ physical = \"0xfebd0000\", size = \"4KiB\" }]\n\
+             interrupts = [4]\n[components.b]\nports = []\n"
+        ),
+        [
+            "main.toml:2:10: component 'a': device grants ('ports') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'ports'; systems may grant devices once the core applies grants)",
+            "main.toml:3:9: component 'a': device grants ('mmio') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'mmio'; systems may grant devices once the core applies grants)",
+            "main.toml:4:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
+        ]
+    );
+    // The grant checks still run, so a mistake is not hidden behind the
+    // refusal.
+    assert_eq!(
+        errors("[components.a]\ninterrupts = [4, 4]\n"),
+        [
+            "main.toml:2:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
+            "main.toml:2:18: component 'a': interrupt line 4 is listed twice",
+        ]
+    );
+}
+
+#[test]
 fn overlapping_ports_between_components() {
     assert_eq!(
-        error("[components.a]\nports = [\"0x3f8-0x3ff\"]\n[components.b]\nports = [\"0x3fc\"]\n"),
+        grant_error(
+            "[components.a]\nports = [\"0x3f8-0x3ff\"]\n[components.b]\nports = [\"0x3fc\"]\n"
+        ),
         "main.toml:3:13: component 'b': ports 0x3fc overlap ports 0x3f8-0x3ff granted to 'a'"
     );
 }
@@ -903,7 +940,7 @@ fn overlapping_ports_between_components() {
 #[test]
 fn overlapping_ports_within_a_component() {
     assert_eq!(
-        error("[components.a]\nports = [\"0x60-0x64\", \"0x64\"]\n"),
+        grant_error("[components.a]\nports = [\"0x60-0x64\", \"0x64\"]\n"),
         "main.toml:1:13: component 'a': ports 0x64 overlap its own ports 0x60-0x64"
     );
 }
@@ -911,7 +948,7 @@ fn overlapping_ports_within_a_component() {
 #[test]
 fn mmio_not_page_aligned() {
     assert_eq!(
-        error("[components.a]\nmmio = [{ physical = \"0xfebd0010\", size = \"4KiB\" }]\n"),
+        grant_error("[components.a]\nmmio = [{ physical = \"0xfebd0010\", size = \"4KiB\" }]\n"),
         "main.toml:2:22: component 'a': mmio physical address 0xfebd0010 is not page-aligned (help: device memory is granted in whole 4KiB pages; 0xfebd0000 is the page start)"
     );
 }
@@ -919,7 +956,7 @@ fn mmio_not_page_aligned() {
 #[test]
 fn mmio_size_not_whole_pages() {
     assert_eq!(
-        error("[components.a]\nmmio = [{ physical = \"0xfebd0000\", size = 100 }]\n"),
+        grant_error("[components.a]\nmmio = [{ physical = \"0xfebd0000\", size = 100 }]\n"),
         "main.toml:2:43: component 'a': mmio size 100B is not a positive multiple of the 4KiB page size"
     );
 }
@@ -927,7 +964,7 @@ fn mmio_size_not_whole_pages() {
 #[test]
 fn mmio_beyond_physical_memory() {
     assert_eq!(
-        error(
+        grant_error(
             "[components.a]\nmmio = [{ physical = \"0xffff_ffff_ffff_0000\", size = \"64KiB\" }]\n"
         ),
         "main.toml:2:22: component 'a': mmio region 0xffffffffffff0000 + 64KiB ends beyond the 52-bit physical address space"
@@ -937,7 +974,7 @@ fn mmio_beyond_physical_memory() {
 #[test]
 fn overlapping_mmio_between_components() {
     assert_eq!(
-        error(
+        grant_error(
             "[components.a]\nmmio = [{ physical = \"0xfebd0000\", size = \"8KiB\" }]\n\
              [components.b]\nmmio = [{ physical = \"0xfebd1000\", size = \"4KiB\" }]\n"
         ),
@@ -948,7 +985,7 @@ fn overlapping_mmio_between_components() {
 #[test]
 fn interrupt_line_out_of_range() {
     assert_eq!(
-        error("[components.a]\ninterrupts = [4, 224]\n"),
+        grant_error("[components.a]\ninterrupts = [4, 224]\n"),
         "main.toml:2:18: component 'a': interrupt line 224 is out of range (0 to 223)"
     );
 }
@@ -956,7 +993,7 @@ fn interrupt_line_out_of_range() {
 #[test]
 fn interrupt_line_listed_twice() {
     assert_eq!(
-        error("[components.a]\ninterrupts = [4, 4]\n"),
+        grant_error("[components.a]\ninterrupts = [4, 4]\n"),
         "main.toml:2:18: component 'a': interrupt line 4 is listed twice"
     );
 }
@@ -964,7 +1001,7 @@ fn interrupt_line_listed_twice() {
 #[test]
 fn interrupt_line_granted_to_two_components() {
     assert_eq!(
-        error("[components.a]\ninterrupts = [4]\n[components.b]\ninterrupts = [4]\n"),
+        grant_error("[components.a]\ninterrupts = [4]\n[components.b]\ninterrupts = [4]\n"),
         "main.toml:3:13: component 'b': interrupt line 4 is already delivered to 'a' (help: an interrupt line goes to one component)"
     );
 }
@@ -973,7 +1010,7 @@ fn interrupt_line_granted_to_two_components() {
 fn too_many_port_grants() {
     let ports: Vec<String> = (0..65).map(|i| format!("\"{}\"", i * 2)).collect();
     assert_eq!(
-        error(&format!("[components.a]\nports = [{}]\n", ports.join(", "))),
+        grant_error(&format!("[components.a]\nports = [{}]\n", ports.join(", "))),
         "main.toml:1:13: the system grants 65 port ranges; the core supports at most 64"
     );
 }
@@ -991,7 +1028,7 @@ fn too_many_notification_bits() {
         text.push_str(&format!("[notifications.n{i}]\nfrom = \"b\"\nto = \"a\"\n"));
     }
     assert_eq!(
-        error(&text),
+        grant_error(&text),
         "main.toml:1:13: component 'a' needs 65 notification bits (5 notification, 60 interrupt); a notification word has 64"
     );
 }
@@ -1196,6 +1233,20 @@ fn vm_unknown_switcher() {
 }
 
 #[test]
+fn a_switcher_must_run_a_world_switcher() {
+    let text = "[components.ws]\nprogram = \"hello\"\n[vms.g]\nswitcher = \"ws\"\n";
+    assert_eq!(
+        error(text),
+        "main.toml:4:12: VM 'g': its switcher 'ws' runs program 'hello', which is not a world switcher (help: a switcher runs a program whose Cargo.toml declares [package.metadata.microvisor] role = \"world-switcher\" (here: world-switcher))"
+    );
+    // Without roles (a set of names alone), capdl cannot tell.
+    let read = |_: &std::path::Path| Ok(text.as_bytes().to_vec());
+    let programs = capdl::ProgramSet::new("components/", ["hello"]);
+    let path = std::path::Path::new("main.toml");
+    assert!(capdl::load_from(path, &read, &programs, &Options::default()).is_ok());
+}
+
+#[test]
 fn one_vm_per_switcher() {
     assert_eq!(
         error(&format!(
@@ -1376,7 +1427,343 @@ fn vm_scheduling_takes_part_in_call_paths() {
 #[test]
 fn device_window_overflow() {
     assert_eq!(
-        error("[components.a]\nmmio = [{ physical = 0, size = \"32768GiB\" }]\n"),
+        grant_error("[components.a]\nmmio = [{ physical = 0, size = \"32768GiB\" }]\n"),
         "main.toml:1:13: component 'a': its mmio regions need more than its device window of 16384GiB (with a guard page after each)"
     );
+}
+
+// -------------------------------------------------------- component list
+
+/// Options of the build tool: it can apply these corruptions.
+fn build_options() -> Options {
+    Options {
+        corruptions: vec!["bad-magic".into(), "truncated".into()],
+        ..Options::default()
+    }
+}
+
+fn list_errors(text: &str) -> Vec<String> {
+    match load_files(&[("main.toml", text)], &build_options()) {
+        Ok(_) => panic!("expected errors, but the system loaded"),
+        Err(diagnostics) => render(&diagnostics),
+    }
+}
+
+#[test]
+fn list_entry_without_a_name() {
+    assert_eq!(
+        list_errors("[[component]]\nprogram = \"hello\"\n"),
+        ["main.toml:1:1: [[component]] entry 1 is missing 'name'"]
+    );
+    assert_eq!(
+        list_errors("[[component]]\nname = \"hello\"\n[[component]]\nname = 5\n"),
+        ["main.toml:4:8: [[component]] entry 2: 'name' expects a string, found integer `5`"]
+    );
+}
+
+#[test]
+fn list_entry_fields_are_strict() {
+    assert_eq!(
+        list_errors("[[component]]\nname = \"hello\"\nprogam = \"hello\"\n"),
+        [
+            "main.toml:3:1: component 'hello': unknown field 'progam' (help: did you mean 'program'?)"
+        ]
+    );
+    assert_eq!(
+        list_errors("[[component]]\nname = \"x\"\nprogram = \"helo\"\nargs = 5\n"),
+        [
+            "main.toml:3:11: component 'x': no program 'helo' in components/ (help: did you mean 'hello'?)",
+            "main.toml:4:8: component 'x': 'args' expects a string, found integer `5`",
+        ]
+    );
+}
+
+#[test]
+fn list_entries_are_checked_like_components() {
+    assert_eq!(
+        list_errors("[[component]]\nname = \"Hello\"\n"),
+        [
+            "main.toml:2:8: component name 'Hello' is not 1 to 32 characters of a-z, 0-9, '_' and '-'"
+        ]
+    );
+    assert_eq!(
+        list_errors("[[component]]\nname = \"hello\"\n[[component]]\nname = \"hello\"\n"),
+        [
+            "main.toml:4:8: component 'hello' is defined twice in main.toml (help: first defined at main.toml:2:8)"
+        ]
+    );
+    assert_eq!(
+        list_errors("[[component]]\nname = \"helo\"\n"),
+        [
+            "main.toml:2:8: component 'helo': no program 'helo' in components/ (the program defaults to the component's name) (help: did you mean 'hello'?)"
+        ]
+    );
+    assert_eq!(
+        list_errors("[components.hello]\n[[component]]\nname = \"hello\"\n"),
+        [
+            "main.toml:3:8: component 'hello' is defined twice in main.toml (help: first defined at main.toml:1:13)"
+        ]
+    );
+}
+
+#[test]
+fn component_that_is_not_a_list_of_tables() {
+    for text in ["component = 3\n", "component = [1]\n"] {
+        assert_eq!(
+            list_errors(text),
+            [
+                "main.toml:1:1: 'component' must be a list of tables (help: write [[component]] followed by name = \"NAME\")"
+            ]
+        );
+    }
+}
+
+#[test]
+fn corruption_is_only_for_the_build_tools_tests() {
+    assert_eq!(
+        error("[[component]]\nname = \"hello\"\ncorrupt = \"bad-magic\"\n"),
+        "main.toml:3:11: component 'hello': corrupt = \"bad-magic\" asks to damage the program before packing, which only the build tool's tests can do (help: remove corrupt, or boot this system with cargo run -p build)"
+    );
+    assert_eq!(
+        list_errors("[[component]]\nname = \"hello\"\ncorrupt = \"bad-magik\"\n"),
+        [
+            "main.toml:3:11: component 'hello': unknown corruption 'bad-magik' (help: did you mean 'bad-magic'?)"
+        ]
+    );
+    assert_eq!(
+        list_errors("[[component]]\nname = \"hello\"\ncorrupt = \"zzzzzzzzzz\"\n"),
+        [
+            "main.toml:3:11: component 'hello': unknown corruption 'zzzzzzzzzz' (help: the corruptions are: bad-magic, truncated)"
+        ]
+    );
+    assert_eq!(
+        error("[components.hello]\ncorrupt = \"bad-magic\"\n"),
+        "main.toml:2:1: component 'hello': unknown field 'corrupt' (help: the fields are: program, args, priority, budget, period, stack, memory, start, supervisor, restart, observe, ports, mmio, interrupts)"
+    );
+}
+
+#[test]
+fn a_corrupted_copy_needs_an_entry_name_of_its_own() {
+    assert_eq!(
+        list_errors(
+            "[[component]]\nname = \"hello\"\ncorrupt = \"bad-magic\"\n[[component]]\nname = \"x\"\nprogram = \"hello\"\n"
+        ),
+        [
+            "main.toml:2:8: component 'hello': its corrupted program is packed as the boot-image entry 'hello', which holds program 'hello' for component 'x' (help: rename the corrupted component)"
+        ]
+    );
+    assert_eq!(
+        list_errors(
+            "[[component]]\nname = \"spec\"\nprogram = \"hello\"\ncorrupt = \"bad-magic\"\n"
+        ),
+        [
+            "main.toml:2:8: component 'spec': its program would be packed as the boot-image entry 'spec', which holds the boot spec (help: rename the component)"
+        ]
+    );
+}
+
+#[test]
+fn a_top_level_description_belongs_in_system() {
+    assert_eq!(
+        error("description = \"x\"\n[[component]]\nname = \"a\"\n"),
+        "main.toml:1:1: unknown top-level key 'description' (help: a system's description is written in its [system] table: description = \"...\")"
+    );
+}
+
+#[test]
+fn host_keys_of_the_root_file_are_skipped() {
+    let options = Options {
+        host_keys: vec!["timeout".into(), "expect".into()],
+        ..Options::default()
+    };
+    let text = "timeout = 20\nexpect = [\"x\"]\n[[component]]\nname = \"hello\"\n";
+    let system = load_files(&[("main.toml", text)], &options).unwrap();
+    assert_eq!(system.components.len(), 1);
+    // Only the root file's: an included file is a plain system file.
+    let files = [
+        (
+            "main.toml",
+            "include = [\"base.toml\"]\ntimeout = 1\n[[component]]\nname = \"hello\"\n",
+        ),
+        ("base.toml", "timeout = 2\n"),
+    ];
+    assert_eq!(
+        render(&load_files(&files, &options).unwrap_err()),
+        [
+            "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, components, component, queues, notifications, vms)"
+        ]
+    );
+}
+
+// ---------------------------------------------------- messages (issue 10)
+
+#[test]
+fn duplicate_keys_are_named_with_their_first_place() {
+    assert_eq!(
+        error("[components.a]\npriority = 1\n[components.a]\nstack = 2\n"),
+        "main.toml:3:13: duplicate key 'a' in [components] (help: first set at main.toml:1:13)"
+    );
+    assert_eq!(
+        list_errors(
+            "[[component]]\nname = \"hello\"\n[[component]]\nname = \"crasher\"\nargs = \"\"\nargs = \"x\"\n"
+        ),
+        [
+            "main.toml:6:1: duplicate key 'args' in [[component]] entry 2 (help: first set at main.toml:5:1)"
+        ]
+    );
+    assert_eq!(
+        error("include = []\ninclude = []\n[components.a]\n"),
+        "main.toml:2:1: duplicate key 'include' at the top level (help: first set at main.toml:1:1)"
+    );
+    assert_eq!(
+        error("[components.a]\nrestart = { max = 1, max = 2 }\n"),
+        "main.toml:2:22: duplicate key 'max' in [components.a.restart] (help: first set at main.toml:2:13)"
+    );
+}
+
+#[test]
+fn every_bad_entry_of_a_list_is_reported() {
+    assert_eq!(
+        errors("[components.a]\nobserve = [1, \"b\", 2]\n[components.b]\n"),
+        [
+            "main.toml:2:12: component 'a': 'observe[0]' expects a string, found integer `1`",
+            "main.toml:2:20: component 'a': 'observe[2]' expects a string, found integer `2`",
+        ]
+    );
+    assert_eq!(
+        errors("[components.a]\nports = [\"0x3ff-0x3f8\", \"zz\"]\n"),
+        [
+            "main.toml:2:10: component 'a': invalid 'ports[0]': port range \"0x3ff-0x3f8\" ends before it starts",
+            "main.toml:2:25: component 'a': invalid 'ports[1]': \"zz\" is not a number (write decimal, or hex such as \"0x3f8\")",
+        ]
+    );
+    assert_eq!(
+        errors("[components.a]\nmmio = [{ physical = \"0x1000\" }, { physical = \"0x2000\" }]\n"),
+        [
+            "main.toml:2:9: component 'a' is missing 'mmio[0].size'",
+            "main.toml:2:34: component 'a' is missing 'mmio[1].size'",
+        ]
+    );
+}
+
+#[test]
+fn a_close_name_with_a_non_ascii_letter_says_so() {
+    assert_eq!(
+        error(
+            "[components.ping]\n[components.pong]\n[queues.q]\nfrom = \"ping\"\nto = \"p\u{43e}ng\"\nslot_size = 8\nslots = 2\n"
+        ),
+        "main.toml:5:6: queue 'q': unknown receiver 'p\u{43e}ng' (help: did you mean 'pong'? ('p\u{43e}ng' has the non-ASCII character '\u{43e}' (U+043E, drawn like 'o') at position 2))"
+    );
+    assert_eq!(
+        error("[components.\"p\u{43e}ng\"]\n"),
+        "main.toml:1:13: component name 'p\u{43e}ng' is not 1 to 32 characters of a-z, 0-9, '_' and '-' (help: 'p\u{43e}ng' has the non-ASCII character '\u{43e}' (U+043E, drawn like 'o') at position 2)"
+    );
+    assert_eq!(
+        error("[components.p\u{43e}ng]\n"),
+        "main.toml:1:14: TOML syntax: invalid unquoted key, expected letters, numbers, `-`, `_` (help: '\u{43e}' (U+043E, drawn like 'o') is not ASCII; names are a-z, 0-9, '_' and '-')"
+    );
+}
+
+#[test]
+fn microseconds_with_a_greek_mu_and_whole_fractions() {
+    let system = common::system("[components.a]\nperiod = \"500\u{3bc}s\"\nbudget = \"0.25ms\"\n");
+    assert_eq!(
+        (
+            system.components[0].period_us,
+            system.components[0].budget_us
+        ),
+        (500, 250)
+    );
+    assert_eq!(
+        error("[components.a]\nbudget = \"1.0005ms\"\n"),
+        "main.toml:2:10: component 'a': budget 1000500ns is not a whole number of microseconds"
+    );
+    assert_eq!(
+        error("[components.a]\nbudget = \"1.5ns\"\n"),
+        "main.toml:2:10: component 'a': invalid 'budget': \"1.5ns\" is not a whole number of nanoseconds"
+    );
+}
+
+#[test]
+fn a_vm_named_where_a_component_belongs_is_called_a_vm() {
+    assert_eq!(
+        error(
+            "[components.ws]\nprogram = \"world-switcher\"\n[components.a]\n[vms.hello]\nswitcher = \"ws\"\n\
+             [queues.q]\nfrom = \"a\"\nto = \"hello\"\nslot_size = 8\nslots = 2\n"
+        ),
+        "main.toml:8:6: queue 'q': unknown receiver 'hello' (help: 'hello' is a VM, not a component; the component that runs it is its switcher 'ws')"
+    );
+}
+
+#[test]
+fn text_that_is_not_utf8_is_located() {
+    let directory = std::env::temp_dir().join(format!("capdl-utf8-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let path = directory.join("main.toml");
+    std::fs::write(&path, b"[components.a]\nargs = \"\xffx\"\n").unwrap();
+    let errors = common::disk_errors(&path);
+    std::fs::remove_dir_all(&directory).unwrap();
+    assert_eq!(
+        errors,
+        [format!(
+            "{}:2:9: the file is not UTF-8 text: byte 0xff cannot start or continue a character here (help: save the file as UTF-8)",
+            path.display()
+        )]
+    );
+}
+
+#[test]
+fn files_too_large_are_refused() {
+    let big = format!("[components.a]\n#{}\n", "x".repeat(capdl::MAX_FILE_BYTES));
+    assert_eq!(
+        render(&load_files(&[("main.toml", &big)], &Options::default()).unwrap_err()),
+        ["main.toml: the file is larger than 1MiB, the most a system file may be"]
+    );
+    let included = format!("#{}\n", "x".repeat(capdl::MAX_FILE_BYTES));
+    assert_eq!(
+        errors_of(&[
+            ("main.toml", "include = [\"big.toml\"]\n"),
+            ("big.toml", &included)
+        ]),
+        [
+            "main.toml:1:12: cannot read included file 'big.toml' (big.toml): the file is larger than 1MiB, the most a system file may be"
+        ]
+    );
+    // Files under the limit each, over it together.
+    let part = format!("#{}\n", "x".repeat(capdl::MAX_FILE_BYTES - 16));
+    let names: Vec<String> = (0..5).map(|index| format!("\"p{index}.toml\"")).collect();
+    let main = format!("include = [{}]\n", names.join(", "));
+    let mut files = vec![("main.toml".to_string(), main)];
+    files.extend((0..5).map(|index| (format!("p{index}.toml"), part.clone())));
+    assert_eq!(
+        errors_of(&files),
+        [
+            "main.toml:1:45: cannot read included file 'p3.toml' (p3.toml): the system's files would hold more than 4MiB together"
+        ]
+    );
+}
+
+#[test]
+fn device_files_and_directories_are_not_read() {
+    let directory = std::env::temp_dir().join(format!("capdl-special-{}", std::process::id()));
+    std::fs::create_dir_all(directory.join("sub.toml")).unwrap();
+    std::fs::write(
+        directory.join("main.toml"),
+        "include = [\"/dev/zero\", \"sub.toml\"]\n[components.a]\n",
+    )
+    .unwrap();
+    let errors = common::disk_errors(&directory.join("main.toml"));
+    let dir = directory.display();
+    assert_eq!(
+        errors,
+        [
+            format!(
+                "{dir}/main.toml:1:12: cannot read included file '/dev/zero' (/dev/zero): it is a character device, not a regular file"
+            ),
+            format!(
+                "{dir}/main.toml:1:25: cannot read included file 'sub.toml' ({dir}/sub.toml): it is a directory, not a regular file"
+            ),
+        ]
+    );
+    std::fs::remove_dir_all(&directory).unwrap();
 }

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use capdl::{DEVICE_WINDOW, ProgramSet, QUEUE_WINDOW};
-use common::{assert_round_trip, system};
+use common::{assert_round_trip, grant_system, system};
 use microvisor_abi::PAGE_SIZE;
 use microvisor_abi::spec::{CapabilityKind, NONE, Spec, name_of, queue_pages};
 use microvisor_abi::vcpu::EntryMode;
@@ -17,8 +17,6 @@ fn examples() -> Vec<PathBuf> {
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
-        // The build tool's interim format, until it moves to this one.
-        .filter(|path| !path.ends_with("default.toml"))
         .collect();
     paths.sort();
     paths
@@ -84,7 +82,12 @@ fn ping_pong_is_a_call_path_with_crossed_bits() {
         programs,
         [("ping", "ping", "rounds=100000"), ("pong", "pong", "")]
     );
-    assert_eq!(lowered.distinct_programs(), ["ping", "pong"]);
+    let entries: Vec<_> = lowered
+        .image_programs()
+        .into_iter()
+        .map(|program| program.entry)
+        .collect();
+    assert_eq!(entries, ["ping", "pong"]);
 }
 
 #[test]
@@ -111,6 +114,105 @@ fn defaults() {
     assert_eq!(spec.header.scheduling_controller, NONE);
 }
 
+/// A `[[component]]` entry means exactly what an image without a spec
+/// meant to the core before every image carried one (priority 100, budget
+/// and period 10ms, 16 stack pages, 4096 memory pages, started at boot,
+/// unsupervised), so the scenarios written as lists boot as before.
+#[test]
+fn a_component_list_lowers_to_the_settings_of_the_old_spec_less_boot() {
+    let system = system(
+        "[[component]]\nname = \"first\"\nprogram = \"hello\"\nargs = \"count=3\"\n\
+         [[component]]\nname = \"crasher\"\n",
+    );
+    assert_round_trip(&system);
+    let bytes = system.spec();
+    let spec = Spec::parse(&bytes).unwrap();
+    let records: Vec<_> = spec
+        .components
+        .iter()
+        .map(|record| {
+            (
+                name_of(&record.name).unwrap(),
+                name_of(&record.program).unwrap(),
+                &record.args[..record.args_len as usize],
+                (record.priority, record.budget_us, record.period_us),
+                (record.stack_pages, record.memory_pages),
+                (record.start, record.supervisor, record.capability_count),
+            )
+        })
+        .collect();
+    assert_eq!(
+        records,
+        [
+            (
+                "first",
+                "hello",
+                &b"count=3"[..],
+                (100, 10_000, 10_000),
+                (16, 4096),
+                (1, NONE, 0)
+            ),
+            (
+                "crasher",
+                "crasher",
+                &b""[..],
+                (100, 10_000, 10_000),
+                (16, 4096),
+                (1, NONE, 0)
+            ),
+        ]
+    );
+    assert!(spec.queues.is_empty() && spec.vms.is_empty());
+}
+
+#[test]
+fn both_forms_of_components_are_numbered_in_the_order_written() {
+    let system = system(
+        "[[component]]\nname = \"a\"\n[components.b]\n[[component]]\nname = \"c\"\n\
+         [queues.q]\nfrom = \"a\"\nto = \"c\"\nslot_size = 8\nslots = 2\n",
+    );
+    let names: Vec<_> = system.components.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!((system.queues[0].sender, system.queues[0].receiver), (0, 2));
+}
+
+#[test]
+fn a_corrupted_program_is_its_own_image_entry() {
+    let options = capdl::Options {
+        corruptions: vec!["bad-magic".into()],
+        ..capdl::Options::default()
+    };
+    let text = "[[component]]\nname = \"broken\"\nprogram = \"hello\"\ncorrupt = \"bad-magic\"\n\
+                [[component]]\nname = \"hello\"\n[[component]]\nname = \"again\"\nprogram = \"hello\"\n";
+    let system = common::load_files(&[("main.toml", text)], &options).unwrap();
+    let lowered = system.lower();
+    let spec = Spec::parse(&lowered.spec).unwrap();
+    let programs: Vec<_> = spec
+        .components
+        .iter()
+        .map(|record| name_of(&record.program).unwrap())
+        .collect();
+    assert_eq!(programs, ["broken", "hello", "hello"]);
+    assert_eq!(
+        lowered.image_programs(),
+        [
+            capdl::ImageProgram {
+                entry: "broken".into(),
+                program: "hello".into(),
+                corrupt: Some("bad-magic".into()),
+            },
+            capdl::ImageProgram {
+                entry: "hello".into(),
+                program: "hello".into(),
+                corrupt: None,
+            },
+        ]
+    );
+    assert!(lowered.cdl.contains(
+        "  broken = component (index: 0, program: hello, corrupt: bad-magic, entry: broken, start: boot)"
+    ));
+}
+
 #[test]
 fn budget_defaults_to_the_period() {
     let system = system("[components.hello]\nperiod = \"20ms\"\n");
@@ -125,7 +227,7 @@ fn budget_defaults_to_the_period() {
 
 #[test]
 fn notification_bits_are_allocated_faults_queues_notifications_interrupts() {
-    let system = system(
+    let system = grant_system(
         "[components.supervisor]\ninterrupts = [1]\n\
          [components.a]\nsupervisor = \"supervisor\"\n\
          [components.b]\nsupervisor = \"supervisor\"\ninterrupts = [4, 9]\n\
@@ -282,7 +384,7 @@ fn queues_are_placed_per_component_with_guard_pages() {
 
 #[test]
 fn device_grants_are_lowered() {
-    let system = system(
+    let system = grant_system(
         "[components.driver]\nports = [\"0x3f8-0x3ff\", 0x60]\n\
          mmio = [{ physical = \"0xfebd0000\", size = \"8KiB\" }, { physical = \"0xfec00000\", size = 4096 }]\n\
          interrupts = [4]\n",
@@ -309,7 +411,7 @@ fn device_grants_are_lowered() {
 
 #[test]
 fn a_grant_of_every_port_takes_two_records() {
-    let system = system("[components.driver]\nports = [\"0-0xffff\"]\n");
+    let system = grant_system("[components.driver]\nports = [\"0-0xffff\"]\n");
     let bytes = system.spec();
     let spec = Spec::parse(&bytes).unwrap();
     let ports: Vec<_> = spec
@@ -418,7 +520,7 @@ supervision {
 
 #[test]
 fn listing_shows_grants_and_empty_sections() {
-    let system = system("[components.driver]\nports = [\"0x3f8-0x3ff\"]\ninterrupts = [4]\n");
+    let system = grant_system("[components.driver]\nports = [\"0x3f8-0x3ff\"]\ninterrupts = [4]\n");
     let cdl = system.cdl();
     assert!(cdl.contains("caps {\n  -- none\n}"), "{cdl}");
     assert!(
@@ -579,6 +681,7 @@ fn vm_windows_do_not_meet_queues_or_devices() {
          [vms.g]\nswitcher = \"ws\"\nmemory = \"1GiB\"\n";
     let options = capdl::Options {
         machine_memory: 2 << 30,
+        ..common::grant_options()
     };
     let system = common::load_files(&[("main.toml", text)], &options).unwrap();
     assert_round_trip(&system);

@@ -4,8 +4,7 @@
 
 mod common;
 
-use capdl::Options;
-use common::{assert_round_trip, load_files};
+use common::{assert_round_trip, grant_options, load_files};
 use microvisor_abi::spec::Spec;
 use proptest::prelude::*;
 
@@ -130,8 +129,14 @@ fn render(plan: &SystemPlan) -> String {
     for (index, component) in plan.components.iter().enumerate() {
         let period_us = component.period_ms * 1000;
         let budget_us = (period_us * component.budget_percent / 100).max(1);
+        // A VM's switcher runs the world switcher.
+        let program = if plan.vms.iter().any(|(switcher, ..)| *switcher == index) {
+            "world-switcher"
+        } else {
+            "a"
+        };
         text.push_str(&format!(
-            "[components.c{index}]\nprogram = \"a\"\npriority = {}\nperiod = \"{}ms\"\nbudget = \"{budget_us}us\"\n\
+            "[components.c{index}]\nprogram = \"{program}\"\npriority = {}\nperiod = \"{}ms\"\nbudget = \"{budget_us}us\"\n\
              stack = {}\nmemory = \"{}KiB\"\n",
             priorities[index],
             component.period_ms,
@@ -268,7 +273,7 @@ period = "5ms"
 poke = ["ping"]
 "#;
 
-const BASE: &str = "[components.hello]\nprogram = \"hello\"\n";
+const BASE: &str = "[components.hello]\nprogram = \"world-switcher\"\n";
 
 #[derive(Clone, Debug)]
 enum Mutation {
@@ -330,7 +335,7 @@ proptest! {
     #[test]
     fn random_valid_systems_lower_to_accepted_specs(plan in system_plan()) {
         let text = render(&plan);
-        let system = match load_files(&[("main.toml", &text)], &Options::default()) {
+        let system = match load_files(&[("main.toml", &text)], &grant_options()) {
             Ok(system) => system,
             Err(errors) => panic!("{text}\n{:#?}", common::render(&errors)),
         };
@@ -342,7 +347,7 @@ proptest! {
     #[test]
     fn mutated_descriptions_never_panic_the_loader(mutations in proptest::collection::vec(mutation(), 1..4)) {
         let text = apply(SEED, &mutations);
-        match load_files(&[("main.toml", &text), ("base.toml", BASE)], &Options::default()) {
+        match load_files(&[("main.toml", text.as_str()), ("base.toml", BASE)], &grant_options()) {
             Ok(system) => {
                 let spec = system.spec();
                 prop_assert!(Spec::parse(&spec).is_ok(), "{text}");
@@ -363,7 +368,7 @@ proptest! {
 fn the_seed_is_valid() {
     let system = load_files(
         &[("main.toml", SEED), ("base.toml", BASE)],
-        &Options::default(),
+        &grant_options(),
     )
     .unwrap();
     assert_eq!(system.components.len(), 3);

@@ -34,20 +34,24 @@ pub fn programs() -> ProgramSet {
             "vmctl",
         ],
     )
+    .with_world_switchers(["world-switcher"])
 }
 
 /// Loads `files[0]` from the given (name, text) files.
-pub fn load_files(files: &[(&str, &str)], options: &Options) -> Result<System, Vec<Diagnostic>> {
+pub fn load_files(
+    files: &[(impl AsRef<str>, impl AsRef<str>)],
+    options: &Options,
+) -> Result<System, Vec<Diagnostic>> {
     let map: BTreeMap<String, String> = files
         .iter()
-        .map(|(name, text)| ((*name).to_string(), (*text).to_string()))
+        .map(|(name, text)| (name.as_ref().to_string(), text.as_ref().to_string()))
         .collect();
-    let read = move |path: &Path| -> io::Result<String> {
+    let read = move |path: &Path| -> io::Result<Vec<u8>> {
         map.get(&path.display().to_string())
-            .cloned()
+            .map(|text| text.clone().into_bytes())
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "No such file or directory"))
     };
-    capdl::load_from(Path::new(files[0].0), &read, &programs(), options).map_err(|d| d.0)
+    capdl::load_from(Path::new(files[0].0.as_ref()), &read, &programs(), options).map_err(|d| d.0)
 }
 
 /// One line per diagnostic: `file:line:column: message (help: ...)`.
@@ -62,16 +66,55 @@ pub fn render(diagnostics: &[Diagnostic]) -> Vec<String> {
 }
 
 /// The rendered errors of a set of files (panics if they load).
-pub fn errors_of(files: &[(&str, &str)]) -> Vec<String> {
+pub fn errors_of(files: &[(impl AsRef<str>, impl AsRef<str>)]) -> Vec<String> {
     match load_files(files, &Options::default()) {
         Ok(_) => panic!("expected errors, but the system loaded"),
         Err(diagnostics) => render(&diagnostics),
     }
 }
 
+/// The rendered errors of loading `path` from disk (panics if it loads).
+pub fn disk_errors(path: &Path) -> Vec<String> {
+    match capdl::load(path, &programs()) {
+        Ok(_) => panic!("expected errors, but {} loaded", path.display()),
+        Err(diagnostics) => render(&diagnostics.0),
+    }
+}
+
 /// The rendered errors of one file named `main.toml`.
 pub fn errors(text: &str) -> Vec<String> {
     errors_of(&[("main.toml", text)])
+}
+
+/// Options under which grants pass (capdl refuses them otherwise, until
+/// the core applies them): for the tests of the grant checks and their
+/// lowering.
+pub fn grant_options() -> Options {
+    Options {
+        grants_applied: true,
+        ..Options::default()
+    }
+}
+
+/// The single error of one file named `main.toml` under
+/// [`grant_options`].
+pub fn grant_error(text: &str) -> String {
+    match load_files(&[("main.toml", text)], &grant_options()) {
+        Ok(_) => panic!("expected an error, but the system loaded"),
+        Err(diagnostics) => {
+            let mut all = render(&diagnostics);
+            assert_eq!(all.len(), 1, "expected one error, got {all:#?}");
+            all.remove(0)
+        }
+    }
+}
+
+/// Loads one valid file named `main.toml` under [`grant_options`].
+pub fn grant_system(text: &str) -> System {
+    match load_files(&[("main.toml", text)], &grant_options()) {
+        Ok(system) => system,
+        Err(diagnostics) => panic!("expected a valid system, got {:#?}", render(&diagnostics)),
+    }
 }
 
 /// The single error of one file named `main.toml`.
@@ -107,7 +150,7 @@ pub fn assert_round_trip(system: &System) {
     let mut lines = Vec::new();
     for (index, (record, component)) in spec.components.iter().zip(&system.components).enumerate() {
         assert_eq!(name_of(&record.name), Some(component.name.as_str()));
-        assert_eq!(name_of(&record.program), Some(component.program.as_str()));
+        assert_eq!(name_of(&record.program), Some(component.image_entry()));
         assert_eq!(
             &record.args[..record.args_len as usize],
             component.args.as_bytes()

@@ -154,26 +154,21 @@ pub struct Entry<'a> {
 fn valid_name(raw: &[u8; 32]) -> Option<&str> {
     let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     let (name, padding) = raw.split_at(len);
-    if len == 0 || padding.iter().any(|&b| b != 0) {
+    if padding.iter().any(|&b| b != 0) {
         return None;
     }
-    if !name
-        .iter()
-        .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return None;
-    }
-    core::str::from_utf8(name).ok()
+    let name = core::str::from_utf8(name).ok()?;
+    is_valid_name(name).then_some(name)
 }
 
-/// Checks a component name as the image format requires: 1–32 bytes of
-/// `[a-z0-9_-]`.
+/// Checks a name as the image format requires: 1–32 bytes of
+/// `[a-z0-9_-]`. The one name check of the workspace: image entries, spec
+/// records and `capdl` all use it.
 pub fn is_valid_name(name: &str) -> bool {
-    let mut raw = [0u8; 32];
-    name.len() <= 32 && {
-        raw[..name.len()].copy_from_slice(name.as_bytes());
-        valid_name(&raw).is_some()
-    }
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl<'a> Image<'a> {
@@ -484,8 +479,11 @@ mod tests {
             b.add(&"x".repeat(33), EntryKind::Component, "", vec![])
                 .is_err()
         );
+        // A NUL would end the name in the table: "a\0" is not "a".
+        assert!(b.add("a\0", EntryKind::Component, "", vec![]).is_err());
         b.add("a", EntryKind::Component, "", vec![]).unwrap();
         assert!(b.add("a", EntryKind::Component, "", vec![]).is_err());
+        assert!(is_valid_name("vm-hello_2") && !is_valid_name("p\u{43e}ng"));
     }
 
     #[test]
