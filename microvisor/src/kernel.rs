@@ -54,7 +54,7 @@ pub struct Kernel {
     /// The SVM backend, once enabled (only when the spec declares VMs).
     pub svm: Option<Svm>,
     /// The system description.
-    pub spec: Option<Spec<'static>>,
+    pub spec: Spec<'static>,
     /// The component running now (None while idle).
     running: Option<usize>,
     /// The component that ran last (for round robin).
@@ -108,6 +108,7 @@ pub fn install(
     kernel_space: AddressSpace,
     clock: Clock,
     idle: Frame,
+    spec: Spec<'static>,
 ) {
     let kernel = KERNEL.0.get().cast::<Kernel>();
     // SAFETY: `_entry` proves no reference to the table exists (boot holds
@@ -132,7 +133,7 @@ pub fn install(
         }
         addr_of_mut!((*kernel).vm_count).write(0);
         addr_of_mut!((*kernel).svm).write(None);
-        addr_of_mut!((*kernel).spec).write(None);
+        addr_of_mut!((*kernel).spec).write(spec);
         addr_of_mut!((*kernel).running).write(None);
         addr_of_mut!((*kernel).last).write(None);
         addr_of_mut!((*kernel).dispatched_at).write(0);
@@ -355,10 +356,16 @@ impl Kernel {
         for vm in &self.vms[..self.vm_count] {
             if vm.is_ready() && !vm.ever_entered() {
                 tally.vms_never_run += 1;
-                let switcher = self.components[vm.switcher()].name();
+                let switcher = &self.components[vm.switcher()];
+                let why = if switcher.state() == ComponentState::NotStarted {
+                    "was never started"
+                } else {
+                    "never entered it"
+                };
                 log::error!(
-                    "VM '{}' never ran: its switcher '{switcher}' never entered it (does '{switcher}' run a world switcher?)",
-                    vm.name()
+                    "VM '{}' never ran: its switcher '{}' {why}",
+                    vm.name(),
+                    switcher.name()
                 );
             }
         }

@@ -111,10 +111,7 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
         args: component.args(),
         generation: component.generation(),
     };
-    let start_info = match kernel.spec {
-        Some(spec) => start_page::contents(&spec, who, guest.map(|g| g.image_bytes)),
-        None => start_page::identity_only(who),
-    };
+    let start_info = start_page::contents(&kernel.spec, who, guest.map(|g| g.image_bytes));
     let kernel_space = kernel.kernel_space;
     let spec = kernel.spec;
     let queues = &kernel.queues[..kernel.queue_count];
@@ -169,7 +166,7 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
         let rights = Permissions::READ.for_user();
         map_owned(&space, &mut tables, START_INFO_ADDRESS, frame, rights)?;
         map_queues(&space, &mut tables, index, queues)?;
-        if let (Some(guest), Some((_, declared))) = (guest, spec.and_then(|s| s.vm_of(index))) {
+        if let (Some(guest), Some((_, declared))) = (guest, spec.vm_of(index)) {
             map_guest(&space, &mut tables, guest, declared)?;
         }
         paging::check_wx(&tables, &space).map_err(LoadError::Wx)?;

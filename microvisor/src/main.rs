@@ -223,15 +223,6 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
         }
     );
 
-    // SAFETY: boot is the first entry into the core; no token exists.
-    let entry = unsafe { Entry::new() };
-    kernel::install(
-        &entry,
-        frames,
-        kernel_space.space,
-        clock,
-        arch::entry::Frame::idle(arch::entry::idle_entry(), layout.stack.end),
-    );
     let Some(module) = info.modules().first().copied() else {
         log::warn!("no boot image: nothing to run");
         shutdown::halt(false, "no boot image")
@@ -247,19 +238,25 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     let image = Image::parse(image_bytes)
         .unwrap_or_else(|error| fatal(format_args!("boot image refused: {error}")));
     log::info!("boot image: {} entries", image.len());
-    let spec = image
-        .entries()
-        .find(|entry| entry.kind == EntryKind::Spec)
-        .map(|entry| {
-            Spec::parse(entry.contents)
-                .unwrap_or_else(|error| fatal(format_args!("boot spec refused: {error}")))
-        });
+    let Some(spec) = image.entries().find(|entry| entry.kind == EntryKind::Spec) else {
+        fatal(format_args!(
+            "boot image refused: it has no boot spec (the build tool writes one for every system)"
+        ))
+    };
+    let spec = Spec::parse(spec.contents)
+        .unwrap_or_else(|error| fatal(format_args!("boot spec refused: {error}")));
+    // SAFETY: boot is the first entry into the core; no token exists.
+    let entry = unsafe { Entry::new() };
+    kernel::install(
+        &entry,
+        frames,
+        kernel_space.space,
+        clock,
+        arch::entry::Frame::idle(arch::entry::idle_entry(), layout.stack.end),
+        spec,
+    );
     let frame = with_kernel(entry, |kernel| {
-        match spec {
-            Some(spec) => system::instantiate(kernel, &image, spec)
-                .unwrap_or_else(|error| fatal(format_args!("{error}"))),
-            None => system::instantiate_programs(kernel, &image),
-        }
+        system::instantiate(kernel, &image).unwrap_or_else(|error| fatal(format_args!("{error}")));
         if let Some(test) = info.option("selftest") {
             self_test(test);
         }

@@ -137,7 +137,7 @@ pub fn contents(spec: &Spec<'_>, who: Identity<'_>, guest_image_bytes: Option<u6
 }
 
 /// The page with who the component is and no resources.
-pub fn identity_only(who: Identity<'_>) -> StartInfo {
+fn identity_only(who: Identity<'_>) -> StartInfo {
     let mut info = StartInfo::new_zeroed();
     info.magic = START_MAGIC;
     info.component_index = who.index as u32;

@@ -21,12 +21,8 @@ use crate::object::{Component, Declaration, Queue, Vm};
 
 /// Creates the system the spec describes. Fails only when the system
 /// cannot be built at all.
-pub fn instantiate(
-    kernel: &mut Kernel,
-    image: &Image<'static>,
-    spec: Spec<'static>,
-) -> Result<(), &'static str> {
-    kernel.spec = Some(spec);
+pub fn instantiate(kernel: &mut Kernel, image: &Image<'static>) -> Result<(), &'static str> {
+    let spec = kernel.spec;
     log::info!(
         "boot spec: {} components, {} queues, {} capabilities",
         spec.components.len(),
@@ -74,33 +70,6 @@ pub fn instantiate(
         build(kernel, index);
     }
     Ok(())
-}
-
-/// Without a spec: every program in the image is one component with
-/// default settings.
-pub fn instantiate_programs(kernel: &mut Kernel, image: &Image<'static>) {
-    for entry in image.entries().filter(|e| e.kind == EntryKind::Component) {
-        let declaration = Declaration {
-            name: entry.name,
-            args: entry.args,
-            program: entry.contents,
-            priority: 100,
-            budget_us: 10_000,
-            period_us: 10_000,
-            stack_pages: 16,
-            memory_pages: 4096,
-            start: true,
-            supervisor: None,
-            fault_bit: 0,
-        };
-        match declare(kernel, &declaration) {
-            Ok(index) => build(kernel, index),
-            Err(error) => {
-                kernel.refused += 1;
-                log::error!("refused component '{}': {error}", entry.name);
-            }
-        }
-    }
 }
 
 /// Adds a component slot (not yet built) and returns its index.

@@ -87,7 +87,9 @@ impl core::fmt::Display for BundleError {
                 f,
                 "the guest bundle has format version {version}; this world switcher reads version {VERSION}"
             ),
-            Self::UnknownKind(kind) => write!(f, "the guest bundle names an unknown kernel kind {kind}"),
+            Self::UnknownKind(kind) => {
+                write!(f, "the guest bundle names an unknown kernel kind {kind}")
+            }
             Self::OutOfBounds(part) => write!(f, "the guest bundle's {part} lies outside it"),
             Self::NoKernel => write!(f, "the guest bundle holds no kernel"),
             Self::BadCommandLine => write!(
@@ -129,7 +131,9 @@ impl<'a> Bundle<'a> {
         let kind = Kind::from_u32(kind).ok_or(BundleError::UnknownKind(kind))?;
         let part = |at: usize, name: &'static str| -> Result<&'a [u8], BundleError> {
             let (offset, length) = (u64_at(bytes, at), u64_at(bytes, at + 8));
-            let end = offset.checked_add(length).ok_or(BundleError::OutOfBounds(name))?;
+            let end = offset
+                .checked_add(length)
+                .ok_or(BundleError::OutOfBounds(name))?;
             if offset < HEADER_SIZE as u64 || end > bytes.len() as u64 {
                 return Err(BundleError::OutOfBounds(name));
             }
@@ -164,7 +168,7 @@ pub fn write(kind: Kind, kernel: &[u8], initrd: &[u8], command_line: &str) -> st
     out[8..12].copy_from_slice(&VERSION.to_le_bytes());
     out[12..16].copy_from_slice(&(kind as u32).to_le_bytes());
     for (index, part) in [kernel, initrd, command_line.as_bytes()].iter().enumerate() {
-        while out.len() % 8 != 0 {
+        while !out.len().is_multiple_of(8) {
             out.push(0);
         }
         let at = 16 + index * 16;
@@ -192,7 +196,10 @@ mod tests {
         assert_eq!(bundle.command_line, "console=ttyS0");
         let bytes = write(Kind::Multiboot, b"k", b"", "");
         let bundle = Bundle::parse(&bytes).unwrap();
-        assert_eq!((bundle.kind, bundle.initrd, bundle.command_line), (Kind::Multiboot, &b""[..], ""));
+        assert_eq!(
+            (bundle.kind, bundle.initrd, bundle.command_line),
+            (Kind::Multiboot, &b""[..], "")
+        );
         assert!(!is_bundle(b"\x7fELF"));
     }
 
@@ -200,7 +207,10 @@ mod tests {
     fn damaged_bundles_are_refused_with_the_reason() {
         let good = write(Kind::Linux, b"kernel", b"initrd", "x");
         for length in 0..good.len() {
-            assert!(Bundle::parse(&good[..length]).is_err(), "truncated to {length}");
+            assert!(
+                Bundle::parse(&good[..length]).is_err(),
+                "truncated to {length}"
+            );
         }
         let mut bad = good.clone();
         bad[8] = 2;
@@ -213,7 +223,11 @@ mod tests {
         assert_eq!(Bundle::parse(&bad), Err(BundleError::OutOfBounds("initrd")));
         let mut bad = good.clone();
         bad[16..24].copy_from_slice(&8u64.to_le_bytes());
-        assert_eq!(Bundle::parse(&bad), Err(BundleError::OutOfBounds("kernel")), "inside the header");
+        assert_eq!(
+            Bundle::parse(&bad),
+            Err(BundleError::OutOfBounds("kernel")),
+            "inside the header"
+        );
         let mut bad = good.clone();
         bad[24..32].copy_from_slice(&0u64.to_le_bytes());
         assert_eq!(Bundle::parse(&bad), Err(BundleError::NoKernel));
