@@ -5,7 +5,9 @@
 //! `--all-targets` on the host crates (the same set the host tests use) and
 //! `--lib --tests` on the core; clippy for `x86_64-unknown-none` on the core,
 //! the runtime, every component program, and everything under `test-vms/`
-//! (the guest runtime and the test VMs). Exits 1 if any check failed.
+//! (the guest runtime and the test VMs); and that the core's modules
+//! import each other in no circle ([`crate::layers`]). Exits 1 if any
+//! check failed.
 //! Adds rustfmt, clippy and the target through rustup first if the
 //! toolchain lacks them ([`crate::setup::rust`]).
 
@@ -80,6 +82,11 @@ pub fn command() -> Result<ExitCode> {
         if !status.success() {
             failed.push(line);
         }
+    }
+    eprintln!("mvbuild: the core's modules import each other in no circle");
+    if let Err(error) = crate::layers::check_core(&workspace.root.join("microvisor/src")) {
+        eprintln!("mvbuild: {error:#}");
+        failed.push("the core's layering".to_string());
     }
     if failed.is_empty() {
         eprintln!("mvbuild: lint passed");

@@ -30,6 +30,7 @@ mod disk;
 mod emulator;
 mod host_tests;
 mod initramfs;
+mod layers;
 mod lint;
 mod pack;
 mod qemu;
