@@ -21,7 +21,7 @@ pub type Graph = BTreeMap<String, BTreeSet<String>>;
 pub fn declared_modules(main: &str) -> Vec<String> {
     main.lines()
         .filter_map(|line| {
-            let line = line.trim();
+            let line = line.split("//").next().unwrap_or("").trim();
             let rest = line
                 .strip_prefix("pub mod ")
                 .or_else(|| line.strip_prefix("mod "))?;
