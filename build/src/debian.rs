@@ -23,6 +23,12 @@ pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 /// The static busybox.
 pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 
+/// The kernel's file name in the cache (the same for every release, so a
+/// system file can name it).
+pub const KERNEL_FILE: &str = "vmlinuz";
+/// The initramfs's file name in the cache.
+pub const INITRAMFS_FILE: &str = "initramfs.cpio";
+
 /// A fetched guest: the kernel (bzImage), the initramfs and the kernel
 /// release.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,13 +74,20 @@ pub fn fetch(cache: &Path) -> Result<Guest> {
     let release = release_of(package)
         .with_context(|| format!("cannot tell the kernel release of package '{package}'"))?
         .to_string();
-    let kernel = cache.join(format!("vmlinuz-{release}"));
-    let initramfs = cache.join("initramfs.cpio");
-    if !kernel.is_file() {
+    let kernel = cache.join(KERNEL_FILE);
+    let initramfs = cache.join(INITRAMFS_FILE);
+    let release_file = cache.join("release");
+    let cached = std::fs::read_to_string(&release_file).ok();
+    if !kernel.is_file() || cached.as_deref().map(str::trim) != Some(release.as_str()) {
         let unpacked = download_and_unpack(cache, package)?;
         let from = unpacked.join("boot").join(format!("vmlinuz-{release}"));
-        std::fs::copy(&from, &kernel)
+        let partial = kernel.with_extension("partial");
+        std::fs::copy(&from, &partial)
             .with_context(|| format!("package {package} has no {}", from.display()))?;
+        std::fs::rename(&partial, &kernel)
+            .with_context(|| format!("could not write {}", kernel.display()))?;
+        std::fs::write(&release_file, format!("{release}\n"))
+            .with_context(|| format!("could not write {}", release_file.display()))?;
     }
     if !initramfs.is_file() {
         let unpacked = download_and_unpack(cache, BUSYBOX_PACKAGE)?;
@@ -93,6 +106,56 @@ pub fn fetch(cache: &Path) -> Result<Guest> {
         initramfs,
         release,
     })
+}
+
+/// Fetches the Debian guest when a system names one of its files (under
+/// the cache directory) and the file is missing, so that `run` and `test`
+/// of such a system need no separate step; says so first.
+pub fn fetch_if_named(
+    workspace: &crate::workspace::Workspace,
+    kernels: &[(String, capdl::KernelGuest)],
+) -> Result<()> {
+    let cache = cache_directory(&workspace.target_directory);
+    let names_missing_cache_file = |path: &Path| {
+        let absolute = workspace.root.join(path);
+        !absolute.is_file() && names_cache_file(&cache, &absolute)
+    };
+    let needed = kernels.iter().any(|(_, kernel)| {
+        names_missing_cache_file(&kernel.kernel)
+            || kernel
+                .initrd
+                .as_deref()
+                .is_some_and(names_missing_cache_file)
+    });
+    if needed {
+        eprintln!(
+            "guest: the system names the Debian cloud guest in {}; fetching it",
+            cache.display()
+        );
+        fetch(&cache)?;
+    }
+    Ok(())
+}
+
+/// Whether `path` is one of the files the fetcher writes into `cache`.
+pub fn names_cache_file(cache: &Path, path: &Path) -> bool {
+    let lexical = |path: &Path| -> PathBuf {
+        let mut out = PathBuf::new();
+        for part in path.components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        out
+    };
+    let (cache, path) = (lexical(cache), lexical(path));
+    [KERNEL_FILE, INITRAMFS_FILE]
+        .iter()
+        .any(|file| path == cache.join(file))
 }
 
 /// `apt-cache depends` of the metapackage, updating the package lists
@@ -240,5 +303,23 @@ mod tests {
         );
         assert_eq!(release_of("linux-image-"), None);
         assert_eq!(release_of("busybox"), None);
+    }
+
+    #[test]
+    fn only_the_fetchers_own_files_trigger_a_fetch() {
+        let cache = Path::new("/w/target/guests/debian-cloud");
+        assert!(names_cache_file(
+            cache,
+            Path::new("/w/target/guests/debian-cloud/vmlinuz")
+        ));
+        assert!(names_cache_file(
+            cache,
+            Path::new("/w/examples/../target/guests/debian-cloud/./initramfs.cpio")
+        ));
+        assert!(!names_cache_file(
+            cache,
+            Path::new("/w/target/guests/debian-cloud/other")
+        ));
+        assert!(!names_cache_file(cache, Path::new("/home/me/vmlinuz")));
     }
 }

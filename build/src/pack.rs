@@ -70,6 +70,7 @@ pub fn guest_images(spec: &[u8]) -> Result<Vec<GuestUse>> {
 pub fn pack(
     programs: &[ImageProgram],
     spec: &[u8],
+    kernels: &[(String, capdl::KernelGuest)],
     artifacts: &Artifacts,
     output: &Path,
 ) -> Result<()> {
@@ -99,7 +100,16 @@ pub fn pack(
             .add(&program.entry, EntryKind::Component, "", elf)
             .map_err(|message| anyhow!(message))?;
     }
+    for (entry, kernel) in kernels {
+        let bundle = bundle_of(entry, kernel)?;
+        builder
+            .add(entry, EntryKind::Guest, "", bundle)
+            .map_err(|message| anyhow!(message))?;
+    }
     for guest in &guests {
+        if kernels.iter().any(|(entry, _)| *entry == guest.entry()) {
+            continue;
+        }
         let Some(path) = artifacts.guests.get(&guest.image) else {
             bail!("{}", missing_guest(guest, artifacts));
         };
@@ -121,6 +131,31 @@ pub fn pack(
     }
     std::fs::write(output, builder.finish())
         .with_context(|| format!("could not write the boot image {}", output.display()))
+}
+
+/// The guest bundle of an unmodified guest (`vm_platform::bundle`): its
+/// kernel, initrd and command line read from the files the system names.
+pub fn bundle_of(entry: &str, kernel: &capdl::KernelGuest) -> Result<Vec<u8>> {
+    let vm = entry.strip_prefix(GUEST_PREFIX).unwrap_or(entry);
+    let read = |what: &str, path: &Path| {
+        std::fs::read(path)
+            .with_context(|| format!("VM '{vm}': could not read its {what} {}", path.display()))
+    };
+    let image = read("kernel", &kernel.kernel)?;
+    let initrd = match &kernel.initrd {
+        Some(path) => read("initrd", path)?,
+        None => Vec::new(),
+    };
+    let kind = match kernel.kind {
+        capdl::GuestKind::Linux => vm_platform::bundle::Kind::Linux,
+        capdl::GuestKind::Multiboot => vm_platform::bundle::Kind::Multiboot,
+    };
+    Ok(vm_platform::bundle::write(
+        kind,
+        &image,
+        &initrd,
+        &kernel.command_line,
+    ))
 }
 
 /// "VM 'x' starts from guest image 'y', which was not built", with the
@@ -213,7 +248,7 @@ mod tests {
              [[component]]\nname = \"third\"\nprogram = \"hello\"\n",
         );
         let output = directory.join("images/test.img");
-        pack(&system.programs, &system.spec, &artifacts, &output).unwrap();
+        pack(&system.programs, &system.spec, &[], &artifacts, &output).unwrap();
         assert_eq!(
             entries(&output),
             [
@@ -236,8 +271,58 @@ mod tests {
             program: "absent".into(),
             corruption: None,
         }];
-        let error = pack(&missing, &system.spec, &artifacts, &output).unwrap_err();
+        let error = pack(&missing, &system.spec, &[], &artifacts, &output).unwrap_err();
         assert_eq!(error.to_string(), "program 'absent' was not built");
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn packs_an_unmodified_guest_as_a_bundle_of_its_files() {
+        let (directory, artifacts, system) = fixture(
+            "kernel",
+            "[components.ws]\nprogram = \"world-switcher\"\n\
+             [vms.linux]\nswitcher = \"ws\"\nkernel = \"bzImage\"\ninitrd = \"initrd.cpio\"\n\
+             cmdline = \"console=ttyS0\"\n\
+             [components.ws2]\nprogram = \"world-switcher\"\n\
+             [vms.test]\nswitcher = \"ws2\"\nimage = \"hello\"\n",
+        );
+        std::fs::write(directory.join("bzImage"), b"HdrS-kernel").unwrap();
+        std::fs::write(directory.join("initrd.cpio"), b"070701").unwrap();
+        let output = directory.join("images/linux.img");
+        pack(
+            &system.programs,
+            &system.spec,
+            &system.kernels,
+            &artifacts,
+            &output,
+        )
+        .unwrap();
+        let packed = entries(&output);
+        let (_, kind, bundle) = packed
+            .iter()
+            .find(|(name, _, _)| name == "vm-linux")
+            .unwrap();
+        assert_eq!(*kind, EntryKind::Guest);
+        let bundle = vm_platform::bundle::Bundle::parse(bundle).unwrap();
+        assert_eq!(bundle.kernel, b"HdrS-kernel");
+        assert_eq!(bundle.initrd, b"070701");
+        assert_eq!(bundle.command_line, "console=ttyS0");
+        assert!(packed.iter().any(|(name, _, contents)| name == "vm-hello" && contents == b"\x7fELF-guest-hello"));
+        // A kernel that is not there is named with its VM.
+        std::fs::remove_file(directory.join("bzImage")).unwrap();
+        let error = pack(
+            &system.programs,
+            &system.spec,
+            &system.kernels,
+            &artifacts,
+            &output,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("VM 'linux': could not read its kernel "),
+            "{error}"
+        );
         std::fs::remove_dir_all(&directory).unwrap();
     }
 
@@ -258,7 +343,7 @@ mod tests {
             ]
         );
         let output = directory.join("images/vms.img");
-        pack(&system.programs, &system.spec, &artifacts, &output).unwrap();
+        pack(&system.programs, &system.spec, &[], &artifacts, &output).unwrap();
         assert_eq!(
             entries(&output),
             [
@@ -288,14 +373,14 @@ mod tests {
         let (directory, mut artifacts, system) = vm_system("missing", &["helo"]);
         let output = directory.join("images/vms.img");
         let spec = &system.spec;
-        let error = pack(&[], spec, &artifacts, &output).unwrap_err();
+        let error = pack(&[], spec, &[], &artifacts, &output).unwrap_err();
         assert_eq!(
             error.to_string(),
             "VM 'g0' starts from guest image 'helo', but no test VM 'helo' was built \
              (test-vms/helo/): did you mean 'hello'? Test VMs built: dos, hello."
         );
         artifacts.guests.clear();
-        let error = pack(&[], spec, &artifacts, &output).unwrap_err();
+        let error = pack(&[], spec, &[], &artifacts, &output).unwrap_err();
         assert_eq!(
             error.to_string(),
             "VM 'g0' starts from guest image 'helo', but no test VM 'helo' was built \
@@ -304,7 +389,7 @@ mod tests {
         artifacts
             .guests
             .insert("helo".into(), directory.join("not-there"));
-        let error = pack(&[], spec, &artifacts, &output).unwrap_err();
+        let error = pack(&[], spec, &[], &artifacts, &output).unwrap_err();
         assert!(
             error
                 .to_string()

@@ -168,7 +168,14 @@ pub fn boot_system(
 ) -> Result<Outcome> {
     let images = workspace.images_directory();
     let image = images.join(format!("{stem}.img"));
-    pack(&system.programs, &system.spec, artifacts, &image)?;
+    crate::debian::fetch_if_named(workspace, &system.kernels)?;
+    pack(
+        &system.programs,
+        &system.spec,
+        &system.kernels,
+        artifacts,
+        &image,
+    )?;
     let request = BootRequest {
         emulator: options.emulator,
         core: artifacts.core.clone(),

@@ -131,6 +131,9 @@ pub struct System {
     pub programs: Vec<ImageProgram>,
     /// The boot spec.
     pub spec: Vec<u8>,
+    /// The unmodified guests' bundles to pack: entry name, files and
+    /// command line.
+    pub kernels: Vec<(String, capdl::KernelGuest)>,
     /// The capDL-style listing.
     pub cdl: String,
 }
@@ -226,6 +229,7 @@ fn lower(path: &Path, system: &capdl::System) -> Result<System> {
         components: system.components.len(),
         programs,
         spec: lowered.spec,
+        kernels: lowered.kernels,
         cdl: lowered.cdl,
     })
 }

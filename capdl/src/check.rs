@@ -25,11 +25,11 @@ use toml::Spanned;
 use crate::Options;
 use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, non_ascii, suggest};
 use crate::model::{
-    Capability, Component, GUEST_ENTRY_PREFIX, Layout, MmioGrant, Notification, PortGrant, Queue,
-    QueuePlacement, SPEC_ENTRY, System, Vm,
+    Capability, Component, GUEST_ENTRY_PREFIX, KernelGuest, Layout, MmioGrant, Notification,
+    PortGrant, Queue, QueuePlacement, SPEC_ENTRY, System, Vm,
 };
 use crate::programs::{ProgramSet, WORLD_SWITCHER};
-use crate::raw::{Document, Entry, RawComponent, RawVm, Start, VmEntry};
+use crate::raw::{Document, Entry, GuestKind, RawComponent, RawVm, Start, VmEntry};
 use crate::units::{Duration, Number, format_duration, format_size};
 
 /// The default priority.
@@ -102,6 +102,9 @@ const _: () = assert!(
 );
 /// The longest VM name: its capability `NAME.vmcs` must fit in 32 bytes.
 pub const MAX_VM_NAME: usize = 32 - ".vmcs".len();
+/// The longest command line of an unmodified guest (Linux's limit on x86:
+/// 2048 bytes with the NUL; `vm_platform::bundle::MAX_COMMAND_LINE`).
+pub const MAX_GUEST_COMMAND_LINE: usize = 2047;
 /// The longest image name: its boot-image entry `vm-NAME` must fit in 32.
 pub const MAX_IMAGE_NAME: usize = 32 - GUEST_ENTRY_PREFIX.len();
 
@@ -1160,6 +1163,25 @@ impl Checker<'_> {
                 }
             }
 
+            let kernel = self.kernel_guest(entry, &context, raw);
+            good &= kernel.is_ok();
+            let kernel = kernel.unwrap_or(None);
+            if let (Some(_), Some(image)) = (&kernel, &raw.image) {
+                good = false;
+                self.error(
+                    &entry.at(image),
+                    format!(
+                        "{context}: a VM starts from a test VM image or from a kernel, not both"
+                    ),
+                );
+            }
+            if let (Some(_), Some(entry_key)) = (&kernel, &raw.entry) {
+                good = false;
+                self.error(
+                    &entry.at(entry_key),
+                    format!("{context}: 'entry' applies to test VM images; a kernel's own format says how it starts"),
+                );
+            }
             let image = match &raw.image {
                 Some(image) => {
                     let text = image.get_ref();
@@ -1308,10 +1330,129 @@ impl Checker<'_> {
                     memory_bytes,
                     entry: entry_mode,
                     poke,
+                    kernel,
                 });
             }
         }
+        // A guest bundle is packed under its VM's name, as a test VM image
+        // of that name would be.
+        for (index, vm) in vms.iter().enumerate() {
+            if vm.kernel.is_none() {
+                continue;
+            }
+            if let Some(other) = vms
+                .iter()
+                .enumerate()
+                .find(|(other, used)| *other != index && used.image == vm.image)
+                .map(|(_, other)| other)
+            {
+                let spot = entries
+                    .iter()
+                    .find(|entry| entry.name == other.name)
+                    .map_or_else(|| entries[0].spot.clone(), |entry| entry.spot.clone());
+                self.error(
+                    &spot,
+                    format!(
+                        "VM '{}' starts from image '{}', the name under which VM '{}' packs its kernel",
+                        other.name, other.image, vm.name
+                    ),
+                )
+                .help = Some(format!("name VM '{}' or the image differently", vm.name));
+            }
+        }
         vms
+    }
+
+    /// The kernel, initrd and command line of an unmodified guest, if the
+    /// VM names a kernel; `Err` after reporting what is wrong.
+    fn kernel_guest(
+        &mut self,
+        entry: &Entry<RawVm>,
+        context: &str,
+        raw: &RawVm,
+    ) -> Result<Option<KernelGuest>, ()> {
+        let Some(kernel) = &raw.kernel else {
+            let stray = [
+                ("initrd", raw.initrd.as_ref().map(Spanned::span)),
+                ("cmdline", raw.cmdline.as_ref().map(Spanned::span)),
+            ]
+            .into_iter()
+            .chain(std::iter::once((
+                "kind",
+                raw.kind.as_ref().map(Spanned::span),
+            )))
+            .find_map(|(key, span)| Some((key, span?)));
+            if let Some((key, span)) = stray {
+                let spot = Spot {
+                    file: entry.spot.file,
+                    span,
+                };
+                self.error(&spot, format!("{context}: '{key}' needs a 'kernel'"))
+                    .help = Some("an unmodified guest is `kernel = \"path\"` with an optional `initrd`, `cmdline` and `kind`".into());
+                return Err(());
+            }
+            return Ok(None);
+        };
+        let directory = std::path::Path::new(&self.sources.files[entry.spot.file].name)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let mut good = true;
+        let mut path = |key: &str, value: &Spanned<String>, this: &mut Self| {
+            let text = value.get_ref();
+            if text.is_empty() || text.contains('\0') {
+                good = false;
+                this.error(
+                    &entry.at(value),
+                    format!("{context}: '{key}' is not a file path"),
+                );
+            }
+            directory.join(text)
+        };
+        let kernel_path = path("kernel", kernel, self);
+        let initrd = raw
+            .initrd
+            .as_ref()
+            .map(|initrd| path("initrd", initrd, self));
+        let command_line = match &raw.cmdline {
+            Some(line) => {
+                let text = line.get_ref();
+                if text.len() > MAX_GUEST_COMMAND_LINE {
+                    good = false;
+                    self.error(
+                        &entry.at(line),
+                        format!(
+                            "{context}: the command line is {} bytes; a guest takes at most {MAX_GUEST_COMMAND_LINE}",
+                            text.len()
+                        ),
+                    );
+                } else if let Some(bad) = text.chars().find(|c| c.is_control()) {
+                    good = false;
+                    self.error(
+                        &entry.at(line),
+                        format!(
+                            "{context}: the command line holds the control character {}",
+                            crate::diagnostic::describe_character(bad)
+                        ),
+                    );
+                }
+                text.clone()
+            }
+            None => String::new(),
+        };
+        let kind = raw
+            .kind
+            .as_ref()
+            .map_or(GuestKind::Linux, |kind| *kind.get_ref());
+        if !good {
+            return Err(());
+        }
+        Ok(Some(KernelGuest {
+            kind,
+            kernel: kernel_path,
+            initrd,
+            command_line,
+        }))
     }
 
     fn queues(

@@ -259,6 +259,11 @@ pub fn non_ascii(word: &str) -> Option<String> {
 /// find it, with the ASCII letter it looks like if it looks like one.
 pub fn describe_character(character: char) -> String {
     let code = u32::from(character);
+    if character.is_control() {
+        // Never the character itself: a newline or escape in a message
+        // would break the line it is on.
+        return format!("'{}' (U+{code:04X})", character.escape_default());
+    }
     match ascii_lookalike(character) {
         ascii if ascii != character => {
             format!("'{character}' (U+{code:04X}, drawn like '{ascii}')")

@@ -32,7 +32,11 @@ pub struct Lowered {
     /// The distinct guest images the VMs start from, sorted, by image name
     /// (`hello` for `test-vms/hello`); the image must hold each as the entry
     /// `vm-<image>` (kind `Guest`, see [`crate::guest_entry_name`]).
+    /// Images of unmodified guests are not listed: see [`Lowered::kernels`].
     pub guests: Vec<String>,
+    /// The unmodified guests: the boot-image entry each bundle goes in,
+    /// with its files and command line, in VM order.
+    pub kernels: Vec<(String, crate::KernelGuest)>,
 }
 
 /// A component's program and arguments.
@@ -83,8 +87,18 @@ impl System {
         Lowered {
             spec: self.spec(),
             cdl: self.cdl(),
+            kernels: self
+                .vms
+                .iter()
+                .filter_map(|vm| Some((vm.image_entry(), vm.kernel.clone()?)))
+                .collect(),
             guests: {
-                let mut guests: Vec<String> = self.vms.iter().map(|vm| vm.image.clone()).collect();
+                let mut guests: Vec<String> = self
+                    .vms
+                    .iter()
+                    .filter(|vm| vm.kernel.is_none())
+                    .map(|vm| vm.image.clone())
+                    .collect();
                 guests.sort_unstable();
                 guests.dedup();
                 guests
@@ -280,14 +294,27 @@ impl System {
             );
         }
         for (index, vm) in self.vms.iter().enumerate() {
+            let start = match &vm.kernel {
+                None => format!("entry: {}", entry_text(vm.entry)),
+                Some(kernel) => {
+                    let mut text =
+                        format!("{} kernel: {}", kernel.kind.name(), kernel.kernel.display());
+                    if let Some(initrd) = &kernel.initrd {
+                        let _ = write!(text, ", initrd: {}", initrd.display());
+                    }
+                    if !kernel.command_line.is_empty() {
+                        let _ = write!(text, ", cmdline: {:?}", kernel.command_line);
+                    }
+                    text
+                }
+            };
             let _ = writeln!(
                 out,
-                "  {} = vm (index: {index}, switcher: {}, image: {}, memory: {}, entry: {})",
+                "  {} = vm (index: {index}, switcher: {}, image: {}, memory: {}, {start})",
                 vm.name,
                 name(vm.switcher),
                 vm.image_entry(),
                 format_size(vm.memory_bytes),
-                entry_text(vm.entry)
             );
             let _ = writeln!(out, "  {}.vmcs = vmcs", vm.name);
             let _ = writeln!(

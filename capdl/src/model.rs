@@ -109,6 +109,8 @@ pub struct Notification {
     pub to: usize,
 }
 
+pub use crate::raw::GuestKind;
+
 /// A virtual machine: one vCPU run by the thread of its world switcher.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vm {
@@ -124,6 +126,22 @@ pub struct Vm {
     /// Components holding a capability to poke the vCPU, in the order
     /// written.
     pub poke: Vec<usize>,
+    /// For an unmodified guest (`kernel = ...`): its files and command
+    /// line, which the build tool packs as a guest bundle under
+    /// [`Vm::image_entry`] (then [`Vm::image`] is the VM's name).
+    pub kernel: Option<KernelGuest>,
+}
+
+/// An unmodified guest: a kernel, an optional initial RAM disk and a
+/// command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelGuest {
+    pub kind: GuestKind,
+    /// The kernel file, resolved against the directory of the system file
+    /// that names it.
+    pub kernel: std::path::PathBuf,
+    pub initrd: Option<std::path::PathBuf>,
+    pub command_line: String,
 }
 
 impl Vm {

@@ -245,6 +245,26 @@ pub enum VmEntry {
     Real,
 }
 
+/// What kind of kernel an unmodified guest is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestKind {
+    /// A Linux bzImage, or an ELF `vmlinux` with a PVH note.
+    Linux,
+    /// A Multiboot (v1) kernel.
+    Multiboot,
+}
+
+impl GuestKind {
+    /// The name the system file uses.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Linux => "linux",
+            Self::Multiboot => "multiboot",
+        }
+    }
+}
+
 /// `[vms.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -252,6 +272,14 @@ pub struct RawVm {
     /// The component whose thread runs the vCPU.
     pub switcher: Spanned<String>,
     pub image: Option<Spanned<String>>,
+    /// An unmodified guest's kernel file (relative to this file).
+    pub kernel: Option<Spanned<String>>,
+    /// Its initial RAM disk (relative to this file).
+    pub initrd: Option<Spanned<String>>,
+    /// Its command line.
+    pub cmdline: Option<Spanned<String>>,
+    /// What kind of kernel it is (default `linux`).
+    pub kind: Option<Spanned<GuestKind>>,
     pub memory: Option<Spanned<Size>>,
     pub entry: Option<Spanned<VmEntry>>,
     pub priority: Option<Spanned<Number>>,

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use capdl::Options;
 use common::{error, errors, errors_of, grant_error, load_files, render};
 
@@ -1151,7 +1153,81 @@ fn vm_unknown_field() {
     );
     assert_eq!(
         error(&vm("colour = 1\n")),
-        "main.toml:5:1: VM 'g': unknown field 'colour' (help: the fields are: switcher, image, memory, entry, priority, budget, period, poke)"
+        "main.toml:5:1: VM 'g': unknown field 'colour' (help: the fields are: switcher, image, kernel, initrd, cmdline, kind, memory, entry, priority, budget, period, poke)"
+    );
+}
+
+#[test]
+fn unmodified_guests_name_their_files_relative_to_the_system_file() {
+    let text = vm(
+        "kernel = \"guests/vmlinuz\"\ninitrd = \"guests/initrd.cpio\"\ncmdline = \"console=ttyS0 quiet\"\n",
+    );
+    let files = [("dir/main.toml", text.as_str())];
+    let system = common::load_files(&files, &capdl::Options::default()).unwrap();
+    let kernel = system.vms[0].kernel.as_ref().unwrap();
+    assert_eq!(kernel.kind, capdl::GuestKind::Linux);
+    assert_eq!(kernel.kernel, Path::new("dir/guests/vmlinuz"));
+    assert_eq!(
+        kernel.initrd.as_deref(),
+        Some(Path::new("dir/guests/initrd.cpio"))
+    );
+    assert_eq!(kernel.command_line, "console=ttyS0 quiet");
+    assert_eq!(system.vms[0].image, "g", "packed under the VM's name");
+    let text = vm("kernel = \"mb.elf\"\nkind = \"multiboot\"\n");
+    let system =
+        common::load_files(&[("main.toml", text.as_str())], &capdl::Options::default()).unwrap();
+    let kernel = system.vms[0].kernel.as_ref().unwrap();
+    assert_eq!(
+        (
+            kernel.kind,
+            kernel.initrd.clone(),
+            kernel.command_line.as_str()
+        ),
+        (capdl::GuestKind::Multiboot, None, "")
+    );
+}
+
+#[test]
+fn unmodified_guest_mistakes() {
+    assert_eq!(
+        error(&vm("kernel = \"k\"\nimage = \"hello\"\n")),
+        "main.toml:6:9: VM 'g': a VM starts from a test VM image or from a kernel, not both"
+    );
+    assert_eq!(
+        error(&vm("kernel = \"k\"\nentry = \"real\"\n")),
+        "main.toml:6:9: VM 'g': 'entry' applies to test VM images; a kernel's own format says how it starts"
+    );
+    assert_eq!(
+        error(&vm("initrd = \"i\"\n")),
+        "main.toml:5:10: VM 'g': 'initrd' needs a 'kernel' (help: an unmodified guest is `kernel = \"path\"` with an optional `initrd`, `cmdline` and `kind`)"
+    );
+    assert_eq!(
+        error(&vm("kind = \"linux\"\n")),
+        "main.toml:5:8: VM 'g': 'kind' needs a 'kernel' (help: an unmodified guest is `kernel = \"path\"` with an optional `initrd`, `cmdline` and `kind`)"
+    );
+    assert_eq!(
+        error(&vm("kernel = \"\"\n")),
+        "main.toml:5:10: VM 'g': 'kernel' is not a file path"
+    );
+    assert_eq!(
+        error(&vm("kernel = \"k\"\ncmdline = \"a\\nb\"\n")),
+        "main.toml:6:11: VM 'g': the command line holds the control character '\\n' (U+000A)"
+    );
+    let long = format!("kernel = \"k\"\ncmdline = \"{}\"\n", "x".repeat(2048));
+    assert_eq!(
+        error(&vm(&long)),
+        "main.toml:6:11: VM 'g': the command line is 2048 bytes; a guest takes at most 2047"
+    );
+    assert_eq!(
+        error(&vm("kernel = \"k\"\nkind = \"windows\"\n")),
+        "main.toml:6:8: VM 'g': 'kind' must be \"linux\" or \"multiboot\", not \"windows\""
+    );
+    let clash = format!(
+        "{WS}[components.ws2]\nprogram = \"world-switcher\"\n[vms.g]\nswitcher = \"ws\"\nkernel = \"k\"\n[vms.h]\nswitcher = \"ws2\"\nimage = \"g\"\n"
+    );
+    assert_eq!(
+        error(&clash),
+        "main.toml:8:6: VM 'h' starts from image 'g', the name under which VM 'g' packs its kernel (help: name VM 'g' or the image differently)"
     );
 }
 

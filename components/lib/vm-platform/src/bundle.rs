@@ -162,7 +162,6 @@ impl<'a> Bundle<'a> {
 /// Writes a bundle (the build tool's side).
 #[cfg(any(test, feature = "std"))]
 pub fn write(kind: Kind, kernel: &[u8], initrd: &[u8], command_line: &str) -> std::vec::Vec<u8> {
-    extern crate std;
     let mut out = std::vec![0u8; HEADER_SIZE];
     out[..8].copy_from_slice(&MAGIC);
     out[8..12].copy_from_slice(&VERSION.to_le_bytes());

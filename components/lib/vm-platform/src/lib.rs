@@ -13,7 +13,7 @@
 //! - [`msr`]: the MSRs a guest may read and write, `#GP` for the rest.
 //!
 //! The world-switcher component wires these to the vCPU exits.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod bundle;

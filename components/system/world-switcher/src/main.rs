@@ -168,6 +168,22 @@ impl Switcher {
         let size = self.vm.memory.size();
         let _ = self.vm.memory.fill(0, size, 0);
         let limit = size - vm_platform::setup::SETUP_BYTES.min(size);
+        if vm_platform::bundle::is_bundle(self.vm.image) {
+            // An unmodified guest: its platform (LAPIC, IOAPIC, ACPI) and
+            // loaders are being built (issue 11); say so rather than
+            // calling its bundle a bad ELF file.
+            match vm_platform::bundle::Bundle::parse(self.vm.image) {
+                Ok(bundle) => println!(
+                    "VM '{}' not started: it is an unmodified {} guest ({} KiB kernel, {} KiB initrd), and this world switcher does not boot those yet",
+                    self.vm.name(),
+                    bundle.kind.name(),
+                    bundle.kernel.len() / 1024,
+                    bundle.initrd.len() / 1024
+                ),
+                Err(error) => println!("VM '{}' not started: {error}", self.vm.name()),
+            }
+            return Err(());
+        }
         let loaded = match vm_platform::image::load(self.vm.image, &mut memory, limit) {
             Ok(loaded) => loaded,
             Err(error) => {
