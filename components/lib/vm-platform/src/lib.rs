@@ -13,6 +13,8 @@
 //!   their counters instead of ticking.
 //! - [`lapic`]: the local APIC (xAPIC page and x2APIC MSRs, the timer in
 //!   one-shot, periodic and TSC-deadline modes).
+//! - [`ioapic`]: the IOAPIC's 24 redirection entries, delivering to the
+//!   LAPIC.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(test), no_std)]
@@ -21,6 +23,7 @@
 pub mod clock;
 pub mod cpuid;
 pub mod image;
+pub mod ioapic;
 pub mod lapic;
 pub mod msr;
 pub mod setup;
