@@ -15,6 +15,8 @@
 //!   one-shot, periodic and TSC-deadline modes).
 //! - [`ioapic`]: the IOAPIC's 24 redirection entries, delivering to the
 //!   LAPIC.
+//! - [`pic`]: the 8259 pair, the LAPIC's ExtINT source in virtual-wire
+//!   mode.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(test), no_std)]
@@ -26,6 +28,7 @@ pub mod image;
 pub mod ioapic;
 pub mod lapic;
 pub mod msr;
+pub mod pic;
 pub mod setup;
 pub mod uart;
 
