@@ -17,6 +17,7 @@
 //!   LAPIC.
 //! - [`pic`]: the 8259 pair, the LAPIC's ExtINT source in virtual-wire
 //!   mode.
+//! - [`pit`]: the 8254 timer with port 0x61, for IRQ0 and TSC calibration.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(test), no_std)]
@@ -29,6 +30,7 @@ pub mod ioapic;
 pub mod lapic;
 pub mod msr;
 pub mod pic;
+pub mod pit;
 pub mod setup;
 pub mod uart;
 
