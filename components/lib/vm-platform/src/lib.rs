@@ -18,6 +18,8 @@
 //! - [`pic`]: the 8259 pair, the LAPIC's ExtINT source in virtual-wire
 //!   mode.
 //! - [`pit`]: the 8254 timer with port 0x61, for IRQ0 and TSC calibration.
+//! - [`interrupts`]: the arbiter that decides what to inject before each
+//!   entry, and the [`interrupts::Platform`] that wires the four together.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(test), no_std)]
@@ -26,6 +28,7 @@
 pub mod clock;
 pub mod cpuid;
 pub mod image;
+pub mod interrupts;
 pub mod ioapic;
 pub mod lapic;
 pub mod msr;
