@@ -11,17 +11,49 @@
 //! - [`cpuid`]: what the guest sees of CPUID, with the hypervisor leaves.
 //! - [`uart`]: the 16550 model whose lines go to the system log.
 //! - [`msr`]: the MSRs a guest may read and write, `#GP` for the rest.
+//! - [`clock`]: device clocks against the TSC, for timers that compute
+//!   their counters instead of ticking.
+//! - [`lapic`]: the local APIC (xAPIC page and x2APIC MSRs, the timer in
+//!   one-shot, periodic and TSC-deadline modes).
+//! - [`ioapic`]: the IOAPIC's 24 redirection entries, delivering to the
+//!   LAPIC.
+//! - [`pic`]: the 8259 pair, the LAPIC's ExtINT source in virtual-wire
+//!   mode.
+//! - [`pit`]: the 8254 timer with port 0x61, for IRQ0 and TSC calibration.
+//! - [`interrupts`]: the arbiter that decides what to inject before each
+//!   entry, and the [`interrupts::Platform`] that wires the four together.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod clock;
 pub mod cpuid;
 pub mod image;
+pub mod interrupts;
+pub mod ioapic;
+pub mod lapic;
 pub mod msr;
+pub mod pic;
+pub mod pit;
 pub mod setup;
 pub mod uart;
+
+/// Why a device model did not perform an MMIO access. The world switcher
+/// logs it, drops a write and answers a read with zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioIgnored {
+    /// Not an access size the registers allow.
+    Size(u8),
+    /// Not aligned to its size.
+    Misaligned(u64),
+    /// Outside the device's window.
+    OutOfRange(u64),
+    /// The device does not decode its window now (a LAPIC globally
+    /// disabled or in x2APIC mode).
+    NotDecoded,
+}
 
 /// Guest memory as the loader and set-up code see it.
 pub trait Memory {
