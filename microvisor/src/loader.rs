@@ -110,6 +110,7 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
         name: component.name(),
         args: component.args(),
         generation: component.generation(),
+        tsc_hz: kernel.clock.tsc_per_ms.saturating_mul(1000),
     };
     let start_info = start_page::contents(&kernel.spec, who, guest.map(|g| g.image_bytes));
     let kernel_space = kernel.kernel_space;

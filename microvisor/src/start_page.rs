@@ -27,6 +27,8 @@ pub struct Identity<'a> {
     pub args: &'a str,
     /// 1 at first start, +1 per restart; part of every handle.
     pub generation: u32,
+    /// The TSC's rate, ticks per second.
+    pub tsc_hz: u64,
 }
 
 /// The page of component `who` in the system `spec`. `guest_image_bytes`
@@ -148,6 +150,7 @@ fn identity_only(who: Identity<'_>) -> StartInfo {
     info.args_len = args.len() as u32;
     info.args[..args.len()].copy_from_slice(args);
     info.generation = who.generation;
+    info.tsc_hz = who.tsc_hz;
     info
 }
 
@@ -257,12 +260,14 @@ mod tests {
             name: "supervisor",
             args: "verbose=1",
             generation: 2,
+            tsc_hz: 2_600_000_000,
         };
         let info = contents(&spec, who, None);
         assert_eq!(info.magic, START_MAGIC);
         assert_eq!(info.name(), "supervisor");
         assert_eq!(info.args(), "verbose=1");
         assert_eq!(info.generation, 2);
+        assert_eq!(info.tsc_hz, 2_600_000_000);
         let handle = |slot| crate::capability::encode(slot, 2);
         assert_eq!(
             views(&info),
@@ -320,6 +325,7 @@ mod tests {
             name: "switcher",
             args: "",
             generation: 1,
+            tsc_hz: 1_000_000_000,
         };
         let info = contents(&spec, who, Some(5000));
         let found = views(&info);
@@ -367,6 +373,7 @@ mod tests {
             name: &long,
             args: &long,
             generation: 1,
+            tsc_hz: 1,
         });
         assert_eq!(info.name_len, 32);
         assert_eq!(info.args_len, 64);

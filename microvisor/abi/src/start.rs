@@ -288,6 +288,10 @@ pub struct StartInfo {
     pub resource_count: u32,
     pub reserved: u32,
     pub resources: [Resource; MAX_RESOURCES],
+    /// The time-stamp counter's rate in ticks per second, as the core
+    /// calibrated it at boot (a world switcher's timers count in TSC
+    /// ticks; under QEMU's `-icount shift=0` it is 10^9).
+    pub tsc_hz: u64,
 }
 
 const _: () = assert!(size_of::<Resource>() == 64);

@@ -66,6 +66,12 @@ impl Start {
         self.info.generation
     }
 
+    /// The time-stamp counter's rate, ticks per second (calibrated by the
+    /// core at boot).
+    pub fn tsc_hz(&self) -> u64 {
+        self.info.tsc_hz
+    }
+
     /// Everything the system description gave this component.
     pub fn resources(&self) -> &[Resource] {
         self.info.resources()
