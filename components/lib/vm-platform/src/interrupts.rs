@@ -96,16 +96,22 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// Writes an injection into `state`; the dirty bits to pass with the
-    /// next `VcpuRun` (0 when nothing is injected).
+    /// Writes the decision into `state`: an injection, or a request for an
+    /// interrupt-window exit (`VcpuState::interrupt_window`), cancelling a
+    /// request that is no longer needed. Returns the dirty bits to pass
+    /// with the next `VcpuRun` (0 when nothing changes).
     pub fn apply(self, state: &mut VcpuState) -> u64 {
-        match self {
-            Self::Inject(event) => {
-                state.inject = event.encode();
-                dirty::INJECT
-            }
-            Self::Nothing | Self::RequestWindow => 0,
+        let window = matches!(self, Self::RequestWindow);
+        let mut mask = 0;
+        if (state.interrupt_window != 0) != window {
+            state.interrupt_window = u64::from(window);
+            mask |= dirty::INTERRUPT_WINDOW;
         }
+        if let Self::Inject(event) = self {
+            state.inject = event.encode();
+            mask |= dirty::INJECT;
+        }
+        mask
     }
 }
 
@@ -410,7 +416,19 @@ mod tests {
             dirty::INJECT
         );
         assert_eq!(state.inject, 0x8000_0031);
-        assert_eq!(Decision::RequestWindow.apply(&mut state), 0);
+        // A window is requested once, and cancelled when no longer needed.
+        assert_eq!(
+            Decision::RequestWindow.apply(&mut state),
+            dirty::INTERRUPT_WINDOW
+        );
+        assert_eq!(state.interrupt_window, 1);
+        assert_eq!(Decision::RequestWindow.apply(&mut state), 0, "still pending");
+        assert_eq!(
+            Decision::Inject(Event::Nmi).apply(&mut state),
+            dirty::INJECT | dirty::INTERRUPT_WINDOW
+        );
+        assert_eq!(state.interrupt_window, 0);
+        assert_eq!(Decision::Nothing.apply(&mut state), 0);
     }
 
     #[test]

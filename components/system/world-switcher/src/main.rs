@@ -6,11 +6,20 @@
 //!
 //! - CPUID, with our hypervisor leaves ([`vm_platform::cpuid`]);
 //! - port I/O: the 16550 at 0x3f8 (lines go to the system log under the
-//!   VM's name), the test-status port 0xf4 (ends the VM with a status),
-//!   every other port reads all-ones and ignores writes, like an empty bus;
-//! - RDMSR/WRMSR through [`vm_platform::msr`], `#GP` for unknown MSRs;
-//! - HLT and the no-work hypercall give the CPU away until an event or a
-//!   timeout; VMMCALL hypercalls identify, log, yield; unknown numbers `#UD`;
+//!   VM's name), the test-status port 0xf4 (ends the VM with a status), the
+//!   8259 pair and the 8254 PIT with port 0x61
+//!   ([`vm_platform::interrupts::Platform`]); every other port reads
+//!   all-ones and ignores writes, like an empty bus;
+//! - RDMSR/WRMSR: the local APIC's (its base, TSC deadline and the x2APIC
+//!   range) go to the LAPIC model, the rest through [`vm_platform::msr`],
+//!   `#GP` for unknown MSRs;
+//! - interrupts: before every entry the timers are brought up to date and
+//!   the arbiter injects what the guest can take, or asks the core for an
+//!   interrupt-window exit; timers count in TSC ticks at the rate the core
+//!   measured (the start page's `tsc_hz`);
+//! - HLT gives the CPU away until the next timer deadline (at most 10 ms),
+//!   the no-work hypercall for the time asked; VMMCALL hypercalls identify,
+//!   log, yield; unknown numbers `#UD`;
 //! - nested page faults, triple faults and invalid state stop the VM with a
 //!   report of its state; the world switcher itself and everything else go
 //!   on.
@@ -33,13 +42,24 @@ use microvisor_abi::start::ResourceView;
 use microvisor_abi::vcpu::{EntryMode, ExitReason, IoExit, VcpuState, dirty, event, gpr, npf};
 use runtime::vm::{GuestMemory, MissingVm, Vm};
 use runtime::{LineWriter, println, syscall};
+use vm_platform::clock::Clock;
+use vm_platform::interrupts::Platform;
+use vm_platform::lapic::Lapic;
 use vm_platform::msr::Msrs;
+use vm_platform::pic::Pic;
+use vm_platform::pit::Pit;
 use vm_platform::uart::Uart;
 
 runtime::component!(main);
 
 /// How long HLT sleeps at most: a guest's timer tick would end it.
 const HLT_TICK_US: u64 = 10_000;
+/// The local APIC timer's input clock (before its divider).
+const APIC_BUS_HZ: u64 = 100_000_000;
+/// Guest-physical address bits the LAPIC's base may use.
+const PHYSICAL_ADDRESS_BITS: u8 = 39;
+/// RFLAGS.IF.
+const INTERRUPT_FLAG: u64 = 1 << 9;
 /// The longest no-work sleep.
 const NO_WORK_MAX_US: u64 = 1_000_000;
 /// Unassigned-port accesses reported one by one; the rest are counted.
@@ -76,6 +96,10 @@ struct Switcher {
     vm: Vm,
     uart: Uart,
     msrs: Msrs,
+    /// The interrupt controllers and timers.
+    platform: Platform,
+    /// TSC ticks per second.
+    tsc_hz: u64,
     restarts: u32,
     unassigned_ports: u32,
     /// Notification bits that are restart requests.
@@ -108,10 +132,17 @@ fn main(start: &runtime::Start) -> i32 {
         ResourceView::Incoming { mask } => bits | mask,
         _ => bits,
     });
+    let tsc_hz = start.tsc_hz();
+    let Some(platform) = new_platform(tsc_hz) else {
+        println!("the start page gives no usable TSC rate ({tsc_hz} Hz); no timer can run");
+        return 1;
+    };
     let mut switcher = Switcher {
         vm,
         uart: Uart::new(),
         msrs: Msrs::new(),
+        platform,
+        tsc_hz,
         restarts: 0,
         unassigned_ports: 0,
         requests,
@@ -157,6 +188,17 @@ fn main(start: &runtime::Start) -> i32 {
     }
 }
 
+/// The platform a VM starts with: a LAPIC at its default base, an IOAPIC,
+/// the 8259 pair and the PIT; `None` when the TSC rate is unusable.
+fn new_platform(tsc_hz: u64) -> Option<Platform> {
+    let bus = Clock::new(tsc_hz, APIC_BUS_HZ)?;
+    Some(Platform::new(
+        Lapic::new(bus, PHYSICAL_ADDRESS_BITS),
+        Some(Pic::new()),
+        Some(Pit::new(tsc_hz)?),
+    ))
+}
+
 impl Switcher {
     /// Resets the vCPU, clears guest memory, loads the image and sets up
     /// the entry state; returns the dirty mask for the first run.
@@ -164,6 +206,9 @@ impl Switcher {
         self.vm.reset();
         self.uart = Uart::new();
         self.msrs = Msrs::new();
+        if let Some(platform) = new_platform(self.tsc_hz) {
+            self.platform = platform;
+        }
         let mut memory = Loader(self.vm.memory);
         let size = self.vm.memory.size();
         let _ = self.vm.memory.fill(0, size, 0);
@@ -229,6 +274,7 @@ impl Switcher {
     /// Runs the vCPU until the VM stops.
     fn run(&mut self, mut dirty: u64) -> Stop {
         loop {
+            dirty |= self.deliver_interrupts();
             // No limit unless the VM has one: requests to a running guest
             // come with a poke (see the module documentation).
             let reason = self.vm.run(dirty, self.time_left_us());
@@ -240,15 +286,12 @@ impl Switcher {
                 ExitReason::Cpuid => Ok(self.cpuid()),
                 ExitReason::Io => self.io(),
                 ExitReason::Msr => Ok(self.msr()),
-                ExitReason::Hlt => self.sleep(HLT_TICK_US, 1).map(|()| dirty::RIP),
+                ExitReason::Hlt => self.halt(),
                 ExitReason::Hypercall => self.hypercall(),
                 ExitReason::Poked | ExitReason::TimeLimit => self.poll().map(|()| 0),
-                // This switcher has no interrupt sources yet, so it never
-                // asks for the window; if one is pending, cancel it.
-                ExitReason::InterruptWindow => {
-                    self.vm.state().interrupt_window = 0;
-                    Ok(dirty::INTERRUPT_WINDOW)
-                }
+                // The guest can take an interrupt now: the next entry's
+                // arbiter injects it (and cancels the window).
+                ExitReason::InterruptWindow => Ok(0),
                 ExitReason::NestedPageFault => Err(self.nested_page_fault()),
                 ExitReason::Shutdown => Err(self.report("stopped: triple fault (shutdown)")),
                 ExitReason::InvalidState => {
@@ -276,6 +319,42 @@ impl Switcher {
                 }
             }
         }
+    }
+
+    /// Brings the timers up to date and writes the arbiter's decision for
+    /// the next entry; returns its dirty bits.
+    fn deliver_interrupts(&mut self) -> u64 {
+        let now = runtime::rdtsc();
+        if self.platform.next_deadline().is_some_and(|due| due <= now) {
+            self.platform.tick(now);
+        }
+        let state = self.vm.state();
+        let decision = self.platform.decide(state);
+        decision.apply(state)
+    }
+
+    /// HLT: sleeps until the next timer deadline (at most [`HLT_TICK_US`],
+    /// or not at all when an interrupt is already waiting), then goes on
+    /// after the instruction; the next entry delivers what is due.
+    fn halt(&mut self) -> Result<u64, Stop> {
+        let now = runtime::rdtsc();
+        self.platform.tick(now);
+        let interruptible = self.vm.state().rflags & INTERRUPT_FLAG != 0;
+        let waiting = self.platform.lapic.pending_interrupt().is_some()
+            || self.platform.lapic.nmi_pending();
+        let timeout_us = match self.platform.next_deadline() {
+            _ if interruptible && waiting => 0,
+            Some(due) => {
+                let ticks = due.saturating_sub(now);
+                (u128::from(ticks) * 1_000_000 / u128::from(self.tsc_hz.max(1))) as u64
+            }
+            None => HLT_TICK_US,
+        };
+        if timeout_us == 0 {
+            self.vm.state().rip += 1;
+            return Ok(dirty::RIP);
+        }
+        self.sleep(timeout_us.min(HLT_TICK_US), 1).map(|()| dirty::RIP)
     }
 
     fn time_left_us(&self) -> Option<u64> {
@@ -350,7 +429,22 @@ impl Switcher {
             _ => 0xffff_ffff,
         };
         let value = state.gpr[gpr::RAX] & mask;
+        let now = runtime::rdtsc();
+        // The platform's devices (8259, PIT) take byte accesses; `Some`
+        // when one owned the port, with the byte read, if any.
+        let platform = match (io.size, io.input) {
+            (1, true) => self
+                .platform
+                .read_port(io.port, now)
+                .map(|byte| Some(u64::from(byte))),
+            (1, false) => self
+                .platform
+                .write_port(io.port, value as u8, now)
+                .then_some(None),
+            _ => None,
+        };
         let input = match io.port {
+            _ if platform.is_some() => platform.flatten(),
             port if (UART_BASE..UART_BASE + 8).contains(&port) => {
                 let offset = port - UART_BASE;
                 if io.input {
@@ -403,9 +497,16 @@ impl Switcher {
         let write = state.qualification == 1;
         let result = if write {
             let value = (state.gpr[gpr::RDX] << 32) | (state.gpr[gpr::RAX] & 0xffff_ffff);
-            self.msrs.write(msr, value, state)
+            match self.platform.write_msr(msr, value, tsc) {
+                Some(result) => result.map(|()| 0),
+                None => self.msrs.write(msr, value, state),
+            }
         } else {
-            self.msrs.read(msr, state, tsc).map(|value| {
+            let value = match self.platform.read_msr(msr, tsc) {
+                Some(result) => result,
+                None => self.msrs.read(msr, state, tsc),
+            };
+            value.map(|value| {
                 state.gpr[gpr::RAX] = value & 0xffff_ffff;
                 state.gpr[gpr::RDX] = value >> 32;
                 dirty::RAX | dirty::RDX
