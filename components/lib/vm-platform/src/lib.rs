@@ -9,12 +9,15 @@
 //! - [`cpuid`]: what the guest sees of CPUID, with the hypervisor leaves.
 //! - [`uart`]: the 16550 model whose lines go to the system log.
 //! - [`msr`]: the MSRs a guest may read and write, `#GP` for the rest.
+//! - [`guest_paging`]: the guest's own address translation (segments, every
+//!   paging mode), typed `#PF`s, and fetching the instruction at CS:RIP.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod cpuid;
+pub mod guest_paging;
 pub mod image;
 pub mod msr;
 pub mod setup;
@@ -29,6 +32,14 @@ pub trait Memory {
     /// Fills `length` bytes at `address` with `value`; `false` if out of
     /// range.
     fn fill(&mut self, address: u64, length: u64, value: u8) -> bool;
+}
+
+/// Read access to guest-physical memory: the guest's page tables and
+/// instructions, and the guest-RAM side of a string instruction.
+pub trait GuestRead {
+    /// Copies the bytes at `address` into `into`; `false` if any of them
+    /// lies outside guest RAM (then `into` holds nothing meaningful).
+    fn read(&self, address: guest_paging::GuestPhysical, into: &mut [u8]) -> bool;
 }
 
 #[cfg(test)]
@@ -59,6 +70,21 @@ pub(crate) mod testing {
             match self.0.get_mut(address as usize..end) {
                 Some(slot) => {
                     slot.fill(value);
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+
+    impl super::GuestRead for VecMemory {
+        fn read(&self, address: super::guest_paging::GuestPhysical, into: &mut [u8]) -> bool {
+            let Some(end) = (address.0 as usize).checked_add(into.len()) else {
+                return false;
+            };
+            match self.0.get(address.0 as usize..end) {
+                Some(bytes) => {
+                    into.copy_from_slice(bytes);
                     true
                 }
                 None => false,
