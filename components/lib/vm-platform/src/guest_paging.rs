@@ -1212,6 +1212,66 @@ mod tests {
         );
     }
 
+    fn any_paging() -> impl proptest::strategy::Strategy<Value = Paging> {
+        use proptest::prelude::*;
+        let mode = prop::sample::select(vec![
+            PagingMode::Off,
+            PagingMode::Bits32 { large_pages: false },
+            PagingMode::Bits32 { large_pages: true },
+            PagingMode::Pae,
+            PagingMode::Level4,
+            PagingMode::Level5,
+        ]);
+        (mode, any::<u64>(), any::<[bool; 5]>()).prop_map(|(mode, root, bits)| Paging {
+            mode,
+            // Mostly inside the random memory, sometimes anywhere.
+            root: if bits[0] { root } else { root % 0x4000 },
+            write_protect: bits[1],
+            no_execute: bits[2],
+            smep: bits[3],
+            smap: bits[4],
+            user: root & 1 != 0,
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn walks_over_random_tables_never_panic(
+            paging in any_paging(),
+            seed in proptest::arbitrary::any::<u64>(),
+            address in proptest::arbitrary::any::<u64>(),
+            access in proptest::sample::select(vec![AccessType::Read, AccessType::Write, AccessType::Fetch]),
+        ) {
+            // 16 KiB of xorshift noise shaped like entries: present, with
+            // random rights and size bits, pointing inside the 16 KiB
+            // (the upper half is zero or the NX bit, which reads as a
+            // not-present 32-bit entry).
+            let mut state = seed | 1;
+            let mut tables = Vec::with_capacity(0x4000);
+            while tables.len() < 0x4000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let entry = (state & 0x3fff) | ENTRY_PRESENT | (state & ENTRY_NO_EXECUTE);
+                tables.extend_from_slice(&entry.to_le_bytes());
+            }
+            let memory = VecMemory(tables);
+            match paging.translate(&memory, GuestVirtual(address), access) {
+                // The offset in the smallest page survives any mapping.
+                Ok(GuestPhysical(physical)) => {
+                    proptest::prop_assert_eq!(physical % PAGE_SIZE, address % PAGE_SIZE)
+                }
+                Err(TranslationError::PageFault(fault)) => {
+                    proptest::prop_assert!((1..=5).contains(&fault.level));
+                    proptest::prop_assert_eq!(fault.address, GuestVirtual(address));
+                }
+                Err(_) => {}
+            }
+            let mut bytes = [0; 15];
+            let _ = paging.read(&memory, GuestVirtual(address), access, &mut bytes);
+        }
+    }
+
     #[test]
     fn instruction_bytes_cut_at_fifteen() {
         let long = InstructionBytes::new(

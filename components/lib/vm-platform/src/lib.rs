@@ -11,6 +11,8 @@
 //! - [`msr`]: the MSRs a guest may read and write, `#GP` for the rest.
 //! - [`guest_paging`]: the guest's own address translation (segments, every
 //!   paging mode), typed `#PF`s, and fetching the instruction at CS:RIP.
+//! - [`mmio`]: decoding the instruction that faulted on a device page into a
+//!   typed access, and applying its effect to the registers and flags.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(test), no_std)]
@@ -19,6 +21,7 @@
 pub mod cpuid;
 pub mod guest_paging;
 pub mod image;
+pub mod mmio;
 pub mod msr;
 pub mod setup;
 pub mod uart;
