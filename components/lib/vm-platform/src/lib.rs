@@ -22,6 +22,10 @@
 //! - [`pit`]: the 8254 timer with port 0x61, for IRQ0 and TSC calibration.
 //! - [`interrupts`]: the arbiter that decides what to inject before each
 //!   entry, and the [`interrupts::Platform`] that wires the four together.
+//! - [`guest_paging`]: the guest's own address translation (segments, every
+//!   paging mode), typed `#PF`s, and fetching the instruction at CS:RIP.
+//! - [`mmio`]: decoding the instruction that faulted on a device page into a
+//!   typed access, and applying its effect to the registers and flags.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
@@ -30,10 +34,12 @@
 pub mod bundle;
 pub mod clock;
 pub mod cpuid;
+pub mod guest_paging;
 pub mod image;
 pub mod interrupts;
 pub mod ioapic;
 pub mod lapic;
+pub mod mmio;
 pub mod msr;
 pub mod pic;
 pub mod pit;
@@ -66,6 +72,14 @@ pub trait Memory {
     fn fill(&mut self, address: u64, length: u64, value: u8) -> bool;
 }
 
+/// Read access to guest-physical memory: the guest's page tables and
+/// instructions, and the guest-RAM side of a string instruction.
+pub trait GuestRead {
+    /// Copies the bytes at `address` into `into`; `false` if any of them
+    /// lies outside guest RAM (then `into` holds nothing meaningful).
+    fn read(&self, address: guest_paging::GuestPhysical, into: &mut [u8]) -> bool;
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     /// Guest memory in a vector.
@@ -94,6 +108,21 @@ pub(crate) mod testing {
             match self.0.get_mut(address as usize..end) {
                 Some(slot) => {
                     slot.fill(value);
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+
+    impl super::GuestRead for VecMemory {
+        fn read(&self, address: super::guest_paging::GuestPhysical, into: &mut [u8]) -> bool {
+            let Some(end) = (address.0 as usize).checked_add(into.len()) else {
+                return false;
+            };
+            match self.0.get(address.0 as usize..end) {
+                Some(bytes) => {
+                    into.copy_from_slice(bytes);
                     true
                 }
                 None => false,
