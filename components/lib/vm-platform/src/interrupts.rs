@@ -240,8 +240,17 @@ impl Platform {
         }
     }
 
+    /// Whether the next decision may be anything but
+    /// [`Decision::Nothing`]: a cheap test that needs no priority logic.
+    pub fn may_deliver(&self) -> bool {
+        self.lapic.has_requests() || self.pic.as_ref().is_some_and(Pic::has_requests)
+    }
+
     /// The decision for the next entry, from the state page.
     pub fn decide(&mut self, state: &VcpuState) -> Decision {
+        if !self.may_deliver() {
+            return Decision::Nothing;
+        }
         let guest = GuestInterruptState::of(state);
         self.arbiter
             .decide(guest, &mut self.lapic, self.pic.as_mut())
@@ -270,6 +279,12 @@ impl Platform {
             _ => return false,
         }
         true
+    }
+
+    /// Whether guest-physical `address` lies in a register page of this
+    /// platform (the LAPIC's, while it is in xAPIC mode, or the IOAPIC's).
+    pub fn owns_mmio(&self, address: u64) -> bool {
+        self.mmio_target(address).is_some()
     }
 
     /// Which model's page holds guest-physical `address`, and the offset.
@@ -422,7 +437,11 @@ mod tests {
             dirty::INTERRUPT_WINDOW
         );
         assert_eq!(state.interrupt_window, 1);
-        assert_eq!(Decision::RequestWindow.apply(&mut state), 0, "still pending");
+        assert_eq!(
+            Decision::RequestWindow.apply(&mut state),
+            0,
+            "still pending"
+        );
         assert_eq!(
             Decision::Inject(Event::Nmi).apply(&mut state),
             dirty::INJECT | dirty::INTERRUPT_WINDOW

@@ -673,6 +673,13 @@ impl Lapic {
         (u32::from(vector) & 0xf0 > self.processor_priority() & 0xf0).then_some(vector)
     }
 
+    /// Whether anything waits for delivery at all (a requested vector or an
+    /// NMI), whatever the priorities: a cheap test before
+    /// [`Lapic::pending_interrupt`].
+    pub fn has_requests(&self) -> bool {
+        self.nmi || self.requests.0.iter().any(|&word| word != 0)
+    }
+
     /// Takes [`Lapic::pending_interrupt`] for delivery: IRR to ISR.
     pub fn take_interrupt(&mut self) -> Option<u8> {
         let vector = self.pending_interrupt()?;

@@ -341,7 +341,13 @@ impl Pic {
 
     /// Whether the master's INT output is asserted.
     pub fn output(&self) -> bool {
-        self.master.pending().is_some()
+        self.has_requests() && self.master.pending().is_some()
+    }
+
+    /// Whether any unmasked input requests an interrupt, on either chip
+    /// (whatever is in service): a cheap test before [`Pic::output`].
+    pub fn has_requests(&self) -> bool {
+        self.master.request & !self.master.mask != 0 || self.slave.request & !self.slave.mask != 0
     }
 
     /// The CPU's interrupt acknowledge: the vector of the interrupt taken,

@@ -68,6 +68,12 @@ const REPORTED_PORTS: u32 = 8;
 /// Guest memory for the loader and set-up code.
 struct Loader(GuestMemory);
 
+impl vm_platform::GuestRead for Loader {
+    fn read(&self, address: vm_platform::guest_paging::GuestPhysical, into: &mut [u8]) -> bool {
+        self.0.read(address.0, into).is_ok()
+    }
+}
+
 impl vm_platform::Memory for Loader {
     fn size(&self) -> u64 {
         self.0.size()
@@ -98,6 +104,9 @@ struct Switcher {
     msrs: Msrs,
     /// The interrupt controllers and timers.
     platform: Platform,
+    /// When the platform's timers next need [`Platform::tick`] (TSC), kept
+    /// up to date after everything that can change it.
+    due: Option<u64>,
     /// TSC ticks per second.
     tsc_hz: u64,
     restarts: u32,
@@ -142,6 +151,7 @@ fn main(start: &runtime::Start) -> i32 {
         uart: Uart::new(),
         msrs: Msrs::new(),
         platform,
+        due: None,
         tsc_hz,
         restarts: 0,
         unassigned_ports: 0,
@@ -209,6 +219,7 @@ impl Switcher {
         if let Some(platform) = new_platform(self.tsc_hz) {
             self.platform = platform;
         }
+        self.due = self.platform.next_deadline();
         let mut memory = Loader(self.vm.memory);
         let size = self.vm.memory.size();
         let _ = self.vm.memory.fill(0, size, 0);
@@ -292,7 +303,7 @@ impl Switcher {
                 // The guest can take an interrupt now: the next entry's
                 // arbiter injects it (and cancels the window).
                 ExitReason::InterruptWindow => Ok(0),
-                ExitReason::NestedPageFault => Err(self.nested_page_fault()),
+                ExitReason::NestedPageFault => self.nested_page_fault(),
                 ExitReason::Shutdown => Err(self.report("stopped: triple fault (shutdown)")),
                 ExitReason::InvalidState => {
                     Err(self.report("stopped: the CPU refused its state (invalid guest state)"))
@@ -324,9 +335,11 @@ impl Switcher {
     /// Brings the timers up to date and writes the arbiter's decision for
     /// the next entry; returns its dirty bits.
     fn deliver_interrupts(&mut self) -> u64 {
-        let now = runtime::rdtsc();
-        if self.platform.next_deadline().is_some_and(|due| due <= now) {
-            self.platform.tick(now);
+        if let Some(due) = self.due
+            && due <= runtime::rdtsc()
+        {
+            self.platform.tick(runtime::rdtsc());
+            self.due = self.platform.next_deadline();
         }
         let state = self.vm.state();
         let decision = self.platform.decide(state);
@@ -339,9 +352,10 @@ impl Switcher {
     fn halt(&mut self) -> Result<u64, Stop> {
         let now = runtime::rdtsc();
         self.platform.tick(now);
+        self.due = self.platform.next_deadline();
         let interruptible = self.vm.state().rflags & INTERRUPT_FLAG != 0;
-        let waiting = self.platform.lapic.pending_interrupt().is_some()
-            || self.platform.lapic.nmi_pending();
+        let waiting =
+            self.platform.lapic.pending_interrupt().is_some() || self.platform.lapic.nmi_pending();
         let timeout_us = match self.platform.next_deadline() {
             _ if interruptible && waiting => 0,
             Some(due) => {
@@ -354,7 +368,8 @@ impl Switcher {
             self.vm.state().rip += 1;
             return Ok(dirty::RIP);
         }
-        self.sleep(timeout_us.min(HLT_TICK_US), 1).map(|()| dirty::RIP)
+        self.sleep(timeout_us.min(HLT_TICK_US), 1)
+            .map(|()| dirty::RIP)
     }
 
     fn time_left_us(&self) -> Option<u64> {
@@ -432,7 +447,9 @@ impl Switcher {
         let now = runtime::rdtsc();
         // The platform's devices (8259, PIT) take byte accesses; `Some`
         // when one owned the port, with the byte read, if any.
+        let uart = (UART_BASE..UART_BASE + 8).contains(&io.port);
         let platform = match (io.size, io.input) {
+            _ if uart || io.port == STATUS_PORT => None,
             (1, true) => self
                 .platform
                 .read_port(io.port, now)
@@ -443,6 +460,9 @@ impl Switcher {
                 .then_some(None),
             _ => None,
         };
+        if platform.is_some() {
+            self.due = self.platform.next_deadline();
+        }
         let input = match io.port {
             _ if platform.is_some() => platform.flatten(),
             port if (UART_BASE..UART_BASE + 8).contains(&port) => {
@@ -498,7 +518,10 @@ impl Switcher {
         let result = if write {
             let value = (state.gpr[gpr::RDX] << 32) | (state.gpr[gpr::RAX] & 0xffff_ffff);
             match self.platform.write_msr(msr, value, tsc) {
-                Some(result) => result.map(|()| 0),
+                Some(result) => {
+                    self.due = self.platform.next_deadline();
+                    result.map(|()| 0)
+                }
                 None => self.msrs.write(msr, value, state),
             }
         } else {
@@ -579,9 +602,17 @@ impl Switcher {
         Ok(mask)
     }
 
-    fn nested_page_fault(&mut self) -> Stop {
-        let state = self.vm.state();
-        let (address, access) = (state.guest_physical, state.qualification);
+    /// A guest-physical access outside guest memory: an access to a
+    /// device page of the platform is decoded and performed; anything else
+    /// stops the VM with a report.
+    fn nested_page_fault(&mut self) -> Result<u64, Stop> {
+        let (address, access) = {
+            let state = self.vm.state();
+            (state.guest_physical, state.qualification)
+        };
+        if access & npf::EXECUTE == 0 && self.platform.owns_mmio(address) {
+            return self.device_access(address);
+        }
         let kind = if access & npf::EXECUTE != 0 {
             "execute"
         } else if access & npf::WRITE != 0 {
@@ -596,7 +627,61 @@ impl Switcher {
             "stopped: nested page fault: {kind} at guest-physical {address:#x}, outside its {} KiB of memory",
             size / 1024
         );
-        self.report_line(line)
+        Err(self.report_line(line))
+    }
+
+    /// Emulates the instruction that touched the device page at
+    /// `address`: decoded from guest memory, performed on the platform's
+    /// model, its effect written back. A fault the instruction would take
+    /// on hardware is injected; an instruction the decoder does not know
+    /// stops the VM with its bytes.
+    fn device_access(&mut self, address: u64) -> Result<u64, Stop> {
+        let mut memory = Loader(self.vm.memory);
+        let decoded = vm_platform::mmio::decode_access(self.vm.state(), &memory);
+        let access = match decoded {
+            Ok(access) => access,
+            Err(error) => {
+                if let Some(exception) = error.guest_exception() {
+                    let state = self.vm.state();
+                    state.inject = exception.event;
+                    let mut mask = dirty::INJECT;
+                    if let Some(cr2) = exception.cr2 {
+                        state.cr2 = cr2;
+                        mask |= dirty::CR2;
+                    }
+                    return Ok(mask);
+                }
+                let mut line = LineWriter::new();
+                let _ = write!(line, "stopped: device access at {address:#x}: {error}");
+                return Err(self.report_line(line));
+            }
+        };
+        let now = runtime::rdtsc();
+        let size = access.width.bytes() as u8;
+        let read = match access.kind {
+            vm_platform::mmio::AccessKind::Write { value } => {
+                let _ = self.platform.write_mmio(address, size, value, now);
+                0
+            }
+            _ => match self.platform.read_mmio(address, size, now) {
+                Some(Ok(value)) => value,
+                // Ignored accesses (odd sizes, unaligned) read as zero.
+                _ => 0,
+            },
+        };
+        let effect = access.effect(self.vm.state(), read);
+        if let Some(value) = effect.device_write {
+            let _ = self.platform.write_mmio(address, size, value, now);
+        }
+        self.due = self.platform.next_deadline();
+        match effect.apply(self.vm.state(), &mut memory) {
+            Ok(mask) => Ok(mask),
+            Err(error) => {
+                let mut line = LineWriter::new();
+                let _ = write!(line, "stopped: device access at {address:#x}: {error}");
+                Err(self.report_line(line))
+            }
+        }
     }
 
     fn report(&mut self, what: &str) -> Stop {
