@@ -1,6 +1,8 @@
 //! The world switcher's pure logic: everything about running a guest that
 //! does not need the core, so it is tested on the host.
 //!
+//! - [`layout`]: the guest-physical memory map (RAM, reserved, ACPI) and
+//!   the placement of everything the loaders put into guest RAM.
 //! - [`image`]: reading a guest's ELF image and loading its segments into
 //!   guest memory at their physical addresses, refusing anything that does
 //!   not fit.
@@ -16,6 +18,7 @@
 
 pub mod cpuid;
 pub mod image;
+pub mod layout;
 pub mod msr;
 pub mod setup;
 pub mod uart;
