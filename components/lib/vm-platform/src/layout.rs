@@ -566,6 +566,31 @@ impl GuestLayout {
     }
 }
 
+/// Writes `bytes` at `address`, turning a refusal into a typed error.
+pub(crate) fn write(
+    memory: &mut impl Memory,
+    address: u64,
+    bytes: &[u8],
+) -> Result<(), LayoutError> {
+    if memory.write(address, bytes) {
+        Ok(())
+    } else {
+        Err(LayoutError::MemoryRefused {
+            address,
+            size: bytes.len() as u64,
+        })
+    }
+}
+
+/// Zeroes `size` bytes at `address`, turning a refusal into a typed error.
+pub(crate) fn zero(memory: &mut impl Memory, address: u64, size: u64) -> Result<(), LayoutError> {
+    if memory.fill(address, size, 0) {
+        Ok(())
+    } else {
+        Err(LayoutError::MemoryRefused { address, size })
+    }
+}
+
 /// What a loader hands back besides the vCPU state it set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Boot {

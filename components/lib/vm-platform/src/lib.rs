@@ -3,6 +3,8 @@
 //!
 //! - [`layout`]: the guest-physical memory map (RAM, reserved, ACPI) and
 //!   the placement of everything the loaders put into guest RAM.
+//! - [`elf`]: ELF32 and ELF64 x86 executables: checked loadable segments
+//!   by physical address, and notes.
 //! - [`image`]: reading a guest's ELF image and loading its segments into
 //!   guest memory at their physical addresses, refusing anything that does
 //!   not fit.
@@ -17,8 +19,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cpuid;
+pub mod elf;
 pub mod image;
 pub mod layout;
+mod le;
 pub mod msr;
 pub mod setup;
 pub mod uart;
