@@ -540,20 +540,21 @@ impl GuestLayout {
         self.take(item, size, found, above, below)
     }
 
-    /// Places `item` at the highest `align`-aligned free RAM address whose
-    /// end is at or below `below`; returns it.
+    /// Places `item` at the highest `align`-aligned free RAM address at or
+    /// above `above` whose end is at or below `below`; returns it.
     pub fn place_high(
         &mut self,
         item: Item,
         size: u64,
         align: u64,
+        above: u64,
         below: u64,
     ) -> Result<u64, LayoutError> {
         Self::check_request(item, size, align)?;
         let found = self.map.ram_runs().rev().find_map(|(run_start, run_end)| {
             let mut candidate = run_end.min(below).checked_sub(size)? & !(align - 1);
             loop {
-                if candidate < run_start {
+                if candidate < run_start.max(above) {
                     return None;
                 }
                 match self.overlapping(candidate, candidate + size) {
@@ -562,7 +563,7 @@ impl GuestLayout {
                 }
             }
         });
-        self.take(item, size, found, 0, below)
+        self.take(item, size, found, above, below)
     }
 }
 
@@ -798,15 +799,21 @@ mod tests {
     fn high_placement_takes_the_highest_free_aligned_room() {
         let mut layout = layout(16 * MIB);
         let top = layout
-            .place_high(Item::Module, 0x1800, PAGE, FOUR_GIB)
+            .place_high(Item::Module, 0x1800, PAGE, LOWEST_PLACEMENT, FOUR_GIB)
             .unwrap();
         assert_eq!(top, 16 * MIB - 0x2000);
         let below_it = layout
-            .place_high(Item::Module, 0x1000, PAGE, FOUR_GIB)
+            .place_high(Item::Module, 0x1000, PAGE, LOWEST_PLACEMENT, FOUR_GIB)
             .unwrap();
         assert_eq!(below_it, 16 * MIB - 0x3000);
         let capped = layout
-            .place_high(Item::Module, 0x1000, PAGE, 8 * MIB + 0x123)
+            .place_high(
+                Item::Module,
+                0x1000,
+                PAGE,
+                LOWEST_PLACEMENT,
+                8 * MIB + 0x123,
+            )
             .unwrap();
         assert_eq!(capped, 8 * MIB - 0x1000);
         // Falls back to low RAM when high RAM is full.
@@ -817,17 +824,31 @@ mod tests {
             .place_at(Item::Kernel, 8 * MIB, 8 * MIB - 0x3000)
             .unwrap();
         let low = layout
-            .place_high(Item::Module, 0x1000, PAGE, FOUR_GIB)
+            .place_high(Item::Module, 0x1000, PAGE, LOWEST_PLACEMENT, FOUR_GIB)
             .unwrap();
         assert_eq!(low, 0x9_e000);
         assert!(matches!(
-            layout.place_high(Item::Module, MIB, PAGE, FOUR_GIB),
+            layout.place_high(Item::Module, MIB, PAGE, LOWEST_PLACEMENT, FOUR_GIB),
             Err(LayoutError::NoRoom { .. })
         ));
         assert!(
             layout
-                .place_high(Item::Module, 0x1000, PAGE, 0xfff)
+                .place_high(Item::Module, 0x1000, PAGE, LOWEST_PLACEMENT, 0xfff)
                 .is_err()
+        );
+        // Page 0 is free RAM here, but below `above`.
+        assert_eq!(
+            layout.place_high(Item::Module, 0x1000, PAGE, LOWEST_PLACEMENT, 0x1000),
+            Err(LayoutError::NoRoom {
+                item: Item::Module,
+                size: 0x1000,
+                above: LOWEST_PLACEMENT,
+                below: 0x1000
+            })
+        );
+        assert_eq!(
+            layout.place_high(Item::Module, 0x1000, PAGE, LOWEST_PLACEMENT, 0x2000),
+            Ok(0x1000)
         );
     }
 

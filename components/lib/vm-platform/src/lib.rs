@@ -8,6 +8,8 @@
 //! - [`image`]: reading a guest's ELF image and loading its segments into
 //!   guest memory at their physical addresses, refusing anything that does
 //!   not fit.
+//! - [`linux`]: the Linux boot protocol for a bzImage: the setup header,
+//!   the zero page with its e820 map, and the 64-bit entry.
 //! - [`setup`]: the initial CPU state for 16-bit real-mode and 64-bit
 //!   long-mode entry, including the page tables and GDT long mode needs.
 //! - [`cpuid`]: what the guest sees of CPUID, with the hypervisor leaves.
@@ -23,6 +25,7 @@ pub mod elf;
 pub mod image;
 pub mod layout;
 mod le;
+pub mod linux;
 pub mod msr;
 pub mod setup;
 pub mod uart;
@@ -42,6 +45,37 @@ pub trait Memory {
 pub(crate) mod testing {
     /// Guest memory in a vector.
     pub struct VecMemory(pub Vec<u8>);
+
+    /// Guest memory that counts the writes and fills it is asked for (so a
+    /// test can check that a refused load wrote nothing).
+    pub struct Counting {
+        pub memory: VecMemory,
+        pub writes: usize,
+    }
+
+    impl Counting {
+        /// `size` zeroed bytes (allocated lazily by the host).
+        pub fn zeroed(size: usize) -> Self {
+            Self {
+                memory: VecMemory(vec![0; size]),
+                writes: 0,
+            }
+        }
+    }
+
+    impl super::Memory for Counting {
+        fn size(&self) -> u64 {
+            self.memory.size()
+        }
+        fn write(&mut self, address: u64, bytes: &[u8]) -> bool {
+            self.writes += 1;
+            self.memory.write(address, bytes)
+        }
+        fn fill(&mut self, address: u64, length: u64, value: u8) -> bool {
+            self.writes += 1;
+            self.memory.fill(address, length, value)
+        }
+    }
 
     impl super::Memory for VecMemory {
         fn size(&self) -> u64 {
