@@ -567,6 +567,39 @@ impl GuestLayout {
     }
 }
 
+impl GuestLayout {
+    /// The loaders' place for small boot structures (tables, boot
+    /// information, strings): the lowest free page-aligned RAM from
+    /// [`LOWEST_PLACEMENT`] up, below 4 GiB so 32-bit pointers and entries
+    /// reach it.
+    pub fn place_boot(&mut self, item: Item, size: u64) -> Result<u64, LayoutError> {
+        self.place_low(item, size, PAGE, LOWEST_PLACEMENT, FOUR_GIB)
+    }
+
+    /// The loaders' place for an initrd or module of `size` bytes: the
+    /// highest free page-aligned RAM whose end is at or below `below` (and
+    /// 4 GiB). `None` for an empty module, which is not placed.
+    pub fn place_module(&mut self, size: u64, below: u64) -> Result<Option<u64>, LayoutError> {
+        if size == 0 {
+            return Ok(None);
+        }
+        let below = below.min(FOUR_GIB);
+        self.place_high(Item::Module, size, PAGE, LOWEST_PLACEMENT, below)
+            .map(Some)
+    }
+}
+
+/// Writes `bytes` and a NUL at `address` (a C string [`GuestLayout`] gave
+/// `bytes.len() + 1` bytes for).
+pub(crate) fn write_string(
+    memory: &mut impl Memory,
+    address: u64,
+    bytes: &[u8],
+) -> Result<(), LayoutError> {
+    write(memory, address, bytes)?;
+    write(memory, address + bytes.len() as u64, &[0])
+}
+
 /// Writes `bytes` at `address`, turning a refusal into a typed error.
 pub(crate) fn write(
     memory: &mut impl Memory,
@@ -850,6 +883,31 @@ mod tests {
             layout.place_high(Item::Module, 0x1000, PAGE, LOWEST_PLACEMENT, 0x2000),
             Ok(0x1000)
         );
+    }
+
+    #[test]
+    fn boot_structures_go_low_and_modules_high_below_4_gib() {
+        let map = MemoryMap::new(
+            &[
+                Region::new(0, 0x9_fc00, RegionKind::Ram),
+                Region::new(MIB, FOUR_GIB + MIB, RegionKind::Ram),
+            ],
+            FOUR_GIB + 2 * MIB,
+        )
+        .unwrap();
+        let mut layout = GuestLayout::new(map);
+        assert_eq!(layout.place_boot(Item::BootInfo, 1), Ok(0x1000));
+        assert_eq!(layout.place_boot(Item::CommandLine, 0x1001), Ok(0x2000));
+        assert_eq!(layout.place_module(0, FOUR_GIB), Ok(None));
+        assert_eq!(
+            layout.place_module(0x1800, u64::MAX),
+            Ok(Some(FOUR_GIB - 0x2000))
+        );
+        assert_eq!(
+            layout.place_module(0x1000, 0x10_0000 + 0x1000),
+            Ok(Some(0x10_0000))
+        );
+        assert_eq!(layout.placed().len(), 4, "the empty module is not placed");
     }
 
     #[test]

@@ -31,11 +31,10 @@ use microvisor_abi::vcpu::{VcpuState, gpr};
 
 use crate::Memory;
 use crate::layout::{
-    self, Boot, FOUR_GIB, GuestLayout, Item, LOWEST_PLACEMENT, LayoutError, MAX_REGIONS, MemoryMap,
-    PAGE,
+    self, Boot, FOUR_GIB, GuestLayout, Item, LayoutError, MAX_REGIONS, MemoryMap, PAGE,
 };
 use crate::le::{put_u32, put_u64, u8_at, u16_at, u32_at, u64_at};
-use crate::setup::{self, LONG_MODE_TABLES_BYTES, SetupError};
+use crate::setup::{self, LONG_MODE_TABLES_BYTES};
 
 /// Where the setup header starts, in the file and in `boot_params`.
 pub const SETUP_HEADER: usize = 0x1f1;
@@ -134,19 +133,11 @@ pub enum LinuxError {
     CommandLineHasNul { at: usize },
     /// No room, or an overlap, in guest memory (the item says what).
     Layout(LayoutError),
-    /// The page tables or GDT could not be written.
-    Setup(SetupError),
 }
 
 impl From<LayoutError> for LinuxError {
     fn from(error: LayoutError) -> Self {
         Self::Layout(error)
-    }
-}
-
-impl From<SetupError> for LinuxError {
-    fn from(error: SetupError) -> Self {
-        Self::Setup(error)
     }
 }
 
@@ -193,7 +184,6 @@ impl core::fmt::Display for LinuxError {
                 write!(f, "the command line has a NUL byte at {at}")
             }
             Self::Layout(error) => write!(f, "{error}"),
-            Self::Setup(error) => write!(f, "{error}"),
         }
     }
 }
@@ -295,9 +285,9 @@ impl SetupHeader {
         (self.setup_sects as usize + 1) * 512
     }
 
-    /// One past the highest address the initrd may reach, below 4 GiB.
+    /// One past the highest address the initrd may reach.
     pub fn initrd_end(&self) -> u64 {
-        (u64::from(self.initrd_addr_max) + 1).min(FOUR_GIB)
+        u64::from(self.initrd_addr_max) + 1
     }
 
     /// Places the kernel's `max(init_size, file bytes)`; returns the load
@@ -411,25 +401,13 @@ pub fn load(
     let protected_mode = &boot.kernel[header.protected_mode_offset()..];
     let mut plan = *layout;
     let kernel = header.place_kernel(&mut plan, protected_mode.len() as u64)?;
-    let low = |plan: &mut GuestLayout, item, size| {
-        plan.place_low(item, size, PAGE, LOWEST_PLACEMENT, FOUR_GIB)
-    };
-    let tables = low(&mut plan, Item::BootTables, LONG_MODE_TABLES_BYTES)?;
-    let info = low(&mut plan, Item::BootInfo, ZERO_PAGE_BYTES)?;
-    let cmdline = low(&mut plan, Item::CommandLine, boot.cmdline.len() as u64 + 1)?;
-    let initrd = match boot.initrd.len() as u64 {
-        0 => None,
-        size => Some((
-            plan.place_high(
-                Item::Module,
-                size,
-                PAGE,
-                LOWEST_PLACEMENT,
-                header.initrd_end(),
-            )?,
-            size,
-        )),
-    };
+    let tables = plan.place_boot(Item::BootTables, LONG_MODE_TABLES_BYTES)?;
+    let info = plan.place_boot(Item::BootInfo, ZERO_PAGE_BYTES)?;
+    let cmdline = plan.place_boot(Item::CommandLine, boot.cmdline.len() as u64 + 1)?;
+    let initrd_size = boot.initrd.len() as u64;
+    let initrd = plan
+        .place_module(initrd_size, header.initrd_end())?
+        .map(|address| (address, initrd_size));
     let placed = Placed {
         kernel,
         cmdline,
@@ -440,8 +418,7 @@ pub fn load(
     layout::write(memory, kernel, protected_mode)?;
     let (cr3, gdt) = setup::write_long_mode_tables(memory, tables)?;
     layout::write(memory, info, &params)?;
-    layout::write(memory, cmdline, boot.cmdline)?;
-    layout::write(memory, cmdline + boot.cmdline.len() as u64, &[0])?;
+    layout::write_string(memory, cmdline, boot.cmdline)?;
     if let Some((address, _)) = initrd {
         layout::write(memory, address, boot.initrd)?;
     }

@@ -24,6 +24,7 @@
 use microvisor_abi::vcpu::{DescriptorTable, Segment, VcpuState, dirty, gpr};
 
 use crate::Memory;
+use crate::layout::{self, LayoutError};
 
 /// Bytes at the top of guest memory the long-mode set-up uses.
 pub const SETUP_BYTES: u64 = 64 * 1024;
@@ -78,8 +79,6 @@ pub enum SetupError {
     /// The real-mode entry is not reachable from real mode (above 1 MiB +
     /// 64 KiB) .
     EntryTooHigh(u64),
-    /// Guest memory refused the tables at `address` (`size` bytes).
-    OutsideMemory { address: u64, size: u64 },
 }
 
 impl core::fmt::Display for SetupError {
@@ -87,10 +86,6 @@ impl core::fmt::Display for SetupError {
         match self {
             Self::TooSmall => write!(f, "guest memory is too small for the long-mode set-up"),
             Self::EntryTooHigh(at) => write!(f, "real-mode entry {at:#x} lies above 1 MiB"),
-            Self::OutsideMemory { address, size } => write!(
-                f,
-                "the GDT or page tables at {address:#x} ({size:#x} bytes) lie outside guest memory"
-            ),
         }
     }
 }
@@ -113,20 +108,8 @@ fn segment(selector: u16, attributes: u16, base: u64, limit: u32) -> Segment {
     }
 }
 
-fn put(memory: &mut impl Memory, address: u64, value: u64) -> Result<(), SetupError> {
-    if memory.write(address, &value.to_le_bytes()) {
-        Ok(())
-    } else {
-        Err(SetupError::OutsideMemory { address, size: 8 })
-    }
-}
-
-fn clear(memory: &mut impl Memory, address: u64, size: u64) -> Result<(), SetupError> {
-    if memory.fill(address, size, 0) {
-        Ok(())
-    } else {
-        Err(SetupError::OutsideMemory { address, size })
-    }
+fn put(memory: &mut impl Memory, address: u64, value: u64) -> Result<(), LayoutError> {
+    layout::write(memory, address, &value.to_le_bytes())
 }
 
 /// Real-mode start at `base` (the image's lowest address). Returns the
@@ -160,8 +143,8 @@ pub fn real_mode(state: &mut VcpuState, base: u64) -> Result<u64, SetupError> {
 
 /// Writes the GDT page ([`GDT_BYTES`]) at `at`: the descriptors, then a
 /// zeroed TSS.
-pub fn write_gdt(memory: &mut impl Memory, at: u64) -> Result<Gdt, SetupError> {
-    clear(memory, at, GDT_BYTES)?;
+pub fn write_gdt(memory: &mut impl Memory, at: u64) -> Result<Gdt, LayoutError> {
+    layout::zero(memory, at, GDT_BYTES)?;
     let tss = at + TSS_OFFSET;
     let limit = u64::from(TSS_LIMIT);
     let tss_low = limit | (tss & 0xff_ffff) << 16 | 0x89 << 40 | ((tss >> 24) & 0xff) << 56;
@@ -185,10 +168,14 @@ pub fn write_gdt(memory: &mut impl Memory, at: u64) -> Result<Gdt, SetupError> {
 
 /// Writes identity page tables for the first [`IDENTITY_BYTES`] (2 MiB
 /// pages) and the GDT: [`LONG_MODE_TABLES_BYTES`] from `at`, which must be
-/// page-aligned. Returns CR3 and the GDT.
-pub fn write_long_mode_tables(memory: &mut impl Memory, at: u64) -> Result<(u64, Gdt), SetupError> {
+/// page-aligned. Returns CR3 and the GDT; a write guest memory refuses is
+/// an error.
+pub fn write_long_mode_tables(
+    memory: &mut impl Memory,
+    at: u64,
+) -> Result<(u64, Gdt), LayoutError> {
     let (pml4, pdpt, pds) = (at, at + 0x1000, at + 0x2000);
-    clear(memory, at, 0x6000)?;
+    layout::zero(memory, at, 0x6000)?;
     let table = 0x3; // present, writable
     put(memory, pml4, pdpt | table)?;
     for gib in 0..IDENTITY_BYTES >> 30 {
@@ -271,7 +258,7 @@ pub fn long_mode(
     }
     let area = size - SETUP_BYTES;
     let written =
-        clear(memory, area, SETUP_BYTES).and_then(|()| write_long_mode_tables(memory, area));
+        layout::zero(memory, area, SETUP_BYTES).and_then(|()| write_long_mode_tables(memory, area));
     let (cr3, gdt) = written.map_err(|_| SetupError::TooSmall)?;
     let mask = enter_long_mode(state, cr3, gdt, entry);
     state.gpr[gpr::RSP] = area;
@@ -423,7 +410,7 @@ pub(crate) mod tests {
         assert!(memory.0[0x2100..0x3000].iter().all(|&b| b == 0));
         assert_eq!(
             write_gdt(&mut memory, 0x3800),
-            Err(SetupError::OutsideMemory {
+            Err(LayoutError::MemoryRefused {
                 address: 0x3800,
                 size: GDT_BYTES
             })
@@ -448,7 +435,7 @@ pub(crate) mod tests {
         assert_eq!(state.gpr, [0; 16]);
         assert_eq!(
             write_long_mode_tables(&mut memory, (1 << 20) - 0x5000),
-            Err(SetupError::OutsideMemory {
+            Err(LayoutError::MemoryRefused {
                 address: (1 << 20) - 0x5000,
                 size: 0x6000
             })
