@@ -637,6 +637,31 @@ pub struct Boot {
     pub dirty: u64,
 }
 
+/// What the Linux and PVH loaders boot.
+#[derive(Clone, Copy, Debug)]
+pub struct BootFiles<'a> {
+    /// The kernel file (a bzImage for Linux, an ELF for PVH).
+    pub kernel: &'a [u8],
+    /// The command line, without a NUL.
+    pub cmdline: &'a [u8],
+    /// The initrd (empty is none).
+    pub initrd: &'a [u8],
+    /// The ACPI RSDP's address to pass, if the caller built ACPI tables.
+    pub rsdp: Option<u64>,
+}
+
+impl<'a> BootFiles<'a> {
+    /// A kernel with a command line and an initrd, no RSDP.
+    pub const fn new(kernel: &'a [u8], cmdline: &'a [u8], initrd: &'a [u8]) -> Self {
+        Self {
+            kernel,
+            cmdline,
+            initrd,
+            rsdp: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,8 @@
 //!   not fit.
 //! - [`linux`]: the Linux boot protocol for a bzImage: the setup header,
 //!   the zero page with its e820 map, and the 64-bit entry.
+//! - [`pvh`]: PVH entry for an ELF kernel with the Xen PHYS32_ENTRY note:
+//!   `hvm_start_info` with modules and memory map, the 32-bit entry.
 //! - [`setup`]: the initial CPU state for 16-bit real-mode and 64-bit
 //!   long-mode entry, including the page tables and GDT long mode needs.
 //! - [`cpuid`]: what the guest sees of CPUID, with the hypervisor leaves.
@@ -27,6 +29,7 @@ pub mod layout;
 mod le;
 pub mod linux;
 pub mod msr;
+pub mod pvh;
 pub mod setup;
 pub mod uart;
 
@@ -43,6 +46,11 @@ pub trait Memory {
 
 #[cfg(test)]
 pub(crate) mod testing {
+    use microvisor_abi::vcpu::VcpuState;
+    use zerocopy::FromZeros;
+
+    use crate::layout::{Boot, BootFiles, GuestLayout, MemoryMap};
+
     /// Guest memory in a vector.
     pub struct VecMemory(pub Vec<u8>);
 
@@ -61,6 +69,48 @@ pub(crate) mod testing {
                 writes: 0,
             }
         }
+    }
+
+    /// The guest memory the loader tests use: 64 MiB, the PC map.
+    pub const MEMORY: u64 = 64 << 20;
+
+    pub fn pc_layout() -> GuestLayout {
+        GuestLayout::new(MemoryMap::pc(MEMORY).unwrap())
+    }
+
+    /// Runs `load` on a fresh vCPU state, fresh zeroed memory of `size`
+    /// bytes and `layout`; checks that a refusal wrote nothing and placed
+    /// nothing. Returns the result, the memory and the state.
+    pub fn checked_load<T, E>(
+        layout: &mut GuestLayout,
+        size: u64,
+        load: impl FnOnce(&mut VcpuState, &mut Counting, &mut GuestLayout) -> Result<T, E>,
+    ) -> (Result<T, E>, Counting, VcpuState) {
+        let mut memory = Counting::zeroed(size as usize);
+        let mut state = VcpuState::new_zeroed();
+        let before = *layout;
+        let result = load(&mut state, &mut memory, layout);
+        if result.is_err() {
+            assert_eq!(memory.writes, 0, "a refused load writes nothing");
+            assert_eq!(*layout, before, "a refused load places nothing");
+        }
+        (result, memory, state)
+    }
+
+    /// [`checked_load`] of a Linux or PVH loader with [`MEMORY`] bytes.
+    pub fn load_files<E>(
+        layout: &mut GuestLayout,
+        files: &BootFiles,
+        loader: impl FnOnce(
+            &mut VcpuState,
+            &mut Counting,
+            &mut GuestLayout,
+            &BootFiles,
+        ) -> Result<Boot, E>,
+    ) -> (Result<Boot, E>, Counting, VcpuState) {
+        checked_load(layout, MEMORY, |state, memory, layout| {
+            loader(state, memory, layout, files)
+        })
     }
 
     impl super::Memory for Counting {

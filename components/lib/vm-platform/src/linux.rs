@@ -31,7 +31,7 @@ use microvisor_abi::vcpu::{VcpuState, gpr};
 
 use crate::Memory;
 use crate::layout::{
-    self, Boot, FOUR_GIB, GuestLayout, Item, LayoutError, MAX_REGIONS, MemoryMap, PAGE,
+    self, Boot, BootFiles, FOUR_GIB, GuestLayout, Item, LayoutError, MAX_REGIONS, MemoryMap, PAGE,
 };
 use crate::le::{put_u32, put_u64, u8_at, u16_at, u32_at, u64_at};
 use crate::setup::{self, LONG_MODE_TABLES_BYTES};
@@ -312,20 +312,6 @@ impl SetupHeader {
     }
 }
 
-/// What to boot.
-#[derive(Clone, Copy, Debug)]
-pub struct LinuxBoot<'a> {
-    /// The bzImage file.
-    pub kernel: &'a [u8],
-    /// The command line, without a NUL.
-    pub cmdline: &'a [u8],
-    /// The initrd, if any (empty is none).
-    pub initrd: &'a [u8],
-    /// The ACPI RSDP's address for `boot_params.acpi_rsdp_addr`, if the
-    /// caller built ACPI tables.
-    pub rsdp: Option<u64>,
-}
-
 /// Checks a command line for a kernel that takes `max` bytes.
 fn check_cmdline(cmdline: &[u8], max: u32) -> Result<(), LinuxError> {
     if let Some(at) = cmdline.iter().position(|&b| b == 0) {
@@ -393,7 +379,7 @@ pub fn load(
     state: &mut VcpuState,
     memory: &mut impl Memory,
     layout: &mut GuestLayout,
-    boot: &LinuxBoot,
+    boot: &BootFiles,
 ) -> Result<Boot, LinuxError> {
     let header = SetupHeader::parse(boot.kernel)?;
     check_cmdline(boot.cmdline, header.cmdline_size)?;
@@ -434,12 +420,8 @@ mod tests {
     use super::*;
     use crate::layout::{Placement, Region, RegionKind};
     use crate::setup::tests::{assert_segments_match_gdt, walk};
-    use crate::testing::Counting;
+    use crate::testing::{MEMORY, checked_load, load_files, pc_layout};
     use proptest::prelude::*;
-    use zerocopy::FromZeros;
-
-    const MIB: u64 = 1 << 20;
-    const MEMORY: u64 = 64 * MIB;
 
     /// The header fields a test bzImage gets.
     #[derive(Clone)]
@@ -513,41 +495,17 @@ mod tests {
         }
     }
 
-    fn pc_layout() -> GuestLayout {
-        GuestLayout::new(MemoryMap::pc(MEMORY).unwrap())
+    fn boot<'a>(kernel: &'a [u8], cmdline: &'a [u8], initrd: &'a [u8]) -> BootFiles<'a> {
+        BootFiles::new(kernel, cmdline, initrd)
     }
 
-    fn boot<'a>(kernel: &'a [u8], cmdline: &'a [u8], initrd: &'a [u8]) -> LinuxBoot<'a> {
-        LinuxBoot {
-            kernel,
-            cmdline,
-            initrd,
-            rsdp: None,
-        }
-    }
-
-    /// Loads `kernel` into `layout` (and fresh memory); a refusal must
-    /// leave both untouched.
     fn load_into(
         layout: &mut GuestLayout,
         kernel: &Kernel,
         cmdline: &[u8],
         initrd: &[u8],
     ) -> Result<Boot, LinuxError> {
-        let image = kernel.image();
-        let mut memory = Counting::zeroed(MEMORY as usize);
-        let before = *layout;
-        let result = load(
-            &mut VcpuState::new_zeroed(),
-            &mut memory,
-            layout,
-            &boot(&image, cmdline, initrd),
-        );
-        if result.is_err() {
-            assert_eq!(memory.writes, 0, "a refused load writes nothing");
-            assert_eq!(*layout, before, "a refused load places nothing");
-        }
-        result
+        load_files(layout, &boot(&kernel.image(), cmdline, initrd), load).0
     }
 
     fn try_load(kernel: &Kernel, cmdline: &[u8], initrd: &[u8]) -> Result<Boot, LinuxError> {
@@ -573,19 +531,16 @@ mod tests {
         let image = kernel.image();
         let initrd: Vec<u8> = (0..0x3001u32).map(|i| (i * 13) as u8).collect();
         let cmdline = b"console=ttyS0 panic=-1";
-        let mut memory = Counting::zeroed(MEMORY as usize);
         let mut layout = pc_layout();
-        let mut state = VcpuState::new_zeroed();
-        let booted = load(
-            &mut state,
-            &mut memory,
+        let (booted, memory, state) = load_files(
             &mut layout,
-            &LinuxBoot {
+            &BootFiles {
                 rsdp: Some(0xf_5a10),
                 ..boot(&image, cmdline, &initrd)
             },
-        )
-        .unwrap();
+            load,
+        );
+        let booted = booted.unwrap();
         let ram = &memory.memory.0;
 
         // The protected-mode part at pref_address, entered at +0x200.
@@ -722,14 +677,9 @@ mod tests {
         let header = SetupHeader::parse(&kernel.image()).unwrap();
         assert_eq!(header.setup_sects, 4);
         assert_eq!(header.protected_mode_offset(), 5 * 512);
-        let mut memory = Counting::zeroed(MEMORY as usize);
-        load(
-            &mut VcpuState::new_zeroed(),
-            &mut memory,
-            &mut pc_layout(),
-            &boot(&kernel.image(), b"", b""),
-        )
-        .unwrap();
+        let (result, memory, _) =
+            load_files(&mut pc_layout(), &boot(&kernel.image(), b"", b""), load);
+        result.unwrap();
         assert_eq!(
             &memory.memory.0[0x100_0000..0x100_0800],
             &kernel.payload[..]
@@ -825,12 +775,7 @@ mod tests {
         let mut image = Kernel::default().image();
         image[0x202] = b'h';
         assert_eq!(
-            load(
-                &mut VcpuState::new_zeroed(),
-                &mut Counting::zeroed(MEMORY as usize),
-                &mut pc_layout(),
-                &boot(&image, b"", b"")
-            ),
+            load_files(&mut pc_layout(), &boot(&image, b"", b""), load).0,
             Err(LinuxError::BadMagic { found: 0x5372_6468 })
         );
         let mut image = Kernel::default().image();
@@ -938,14 +883,11 @@ mod tests {
         ));
         // Guest memory smaller than the memory map.
         let image = Kernel::default().image();
-        let mut memory = Counting::zeroed((MEMORY / 2) as usize);
+        let halved = checked_load(&mut pc_layout(), MEMORY / 2, |state, memory, layout| {
+            load(state, memory, layout, &boot(&image, b"", b""))
+        });
         assert_eq!(
-            load(
-                &mut VcpuState::new_zeroed(),
-                &mut memory,
-                &mut pc_layout(),
-                &boot(&image, b"", b"")
-            ),
+            halved.0,
             Err(LinuxError::Layout(LayoutError::MemorySmaller {
                 memory: MEMORY / 2,
                 map: MEMORY
@@ -957,14 +899,13 @@ mod tests {
             MEMORY,
         )
         .unwrap();
-        let refused = load(
-            &mut VcpuState::new_zeroed(),
-            &mut Counting::zeroed(MEMORY as usize),
+        let refused = load_files(
             &mut GuestLayout::new(high_only),
             &boot(&image, b"", b""),
+            load,
         );
         assert!(matches!(
-            refused,
+            refused.0,
             Err(LinuxError::Layout(LayoutError::NoRoom {
                 item: Item::BootTables,
                 ..
@@ -976,21 +917,14 @@ mod tests {
     fn every_truncation_is_refused_as_truncated() {
         let kernel = Kernel::default();
         let image = kernel.image();
-        let mut memory = Counting::zeroed(MEMORY as usize);
         for length in 0..image.len() {
-            let mut layout = pc_layout();
-            let result = load(
-                &mut VcpuState::new_zeroed(),
-                &mut memory,
-                &mut layout,
-                &boot(&image[..length], b"", b""),
-            );
+            let (result, _, _) =
+                load_files(&mut pc_layout(), &boot(&image[..length], b"", b""), load);
             assert!(
                 matches!(result, Err(LinuxError::Truncated { needed, length: got }) if got == length as u64 && needed > got),
                 "length {length}: {result:?}"
             );
         }
-        assert_eq!(memory.writes, 0);
         // A syssize larger than the file.
         let mut image = image;
         image[0x1f4..0x1f8].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -1006,10 +940,8 @@ mod tests {
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..0x1200)) {
-            let mut memory = Counting::zeroed(MEMORY as usize);
-            let result = load(&mut VcpuState::new_zeroed(), &mut memory, &mut pc_layout(), &boot(&bytes, b"x", b"y"));
+            let (result, _, _) = load_files(&mut pc_layout(), &boot(&bytes, b"x", b"y"), load);
             prop_assert!(result.is_err());
-            prop_assert_eq!(memory.writes, 0);
         }
 
         /// A valid image with bytes of its header overwritten: refused with
@@ -1024,10 +956,9 @@ mod tests {
                 image[at] = value;
             }
             let initrd = vec![5u8; initrd];
-            let mut memory = Counting::zeroed(MEMORY as usize);
             let mut layout = pc_layout();
-            match load(&mut VcpuState::new_zeroed(), &mut memory, &mut layout, &boot(&image, b"quiet", &initrd)) {
-                Ok(booted) => {
+            // A refusal is checked by load_image.
+            if let (Ok(booted), _, _) = load_files(&mut layout, &boot(&image, b"quiet", &initrd), load) {
                     let kernel = layout.placed()[0];
                     prop_assert_eq!(kernel.item, Item::Kernel);
                     prop_assert_eq!(booted.entry, kernel.start + ENTRY_64);
@@ -1035,8 +966,6 @@ mod tests {
                         prop_assert!(layout.map().is_ram(placed.start, placed.end()));
                         prop_assert!(placed.end() <= FOUR_GIB);
                     }
-                }
-                Err(_) => prop_assert_eq!(memory.writes, 0),
             }
         }
     }
