@@ -318,66 +318,20 @@ impl<'a> Elf<'a> {
 
     /// The loadable segments, checked (see the module invariants).
     pub fn segments(&self) -> Result<Segments<'a>, ElfError> {
-        let mut segments = Segments {
-            image: self.image,
-            list: [Segment {
-                index: 0,
-                offset: 0,
-                virtual_address: 0,
-                physical_address: 0,
-                file_size: 0,
-                memory_size: 0,
-            }; MAX_SEGMENTS],
-            count: 0,
-        };
+        let mut segments = Segments::empty(self.image);
         for index in 0..self.program.count {
             let header = self.program_header(index)?;
             if header.kind != PT_LOAD || header.memory_size == 0 {
                 continue;
             }
-            let in_file = header
-                .offset
-                .checked_add(header.file_size)
-                .is_some_and(|end| end <= self.image.len() as u64);
-            if !in_file {
-                return Err(ElfError::SegmentOutsideFile { index });
-            }
-            if header.file_size > header.memory_size {
-                return Err(ElfError::FileLargerThanMemory { index });
-            }
-            if header
-                .physical_address
-                .checked_add(header.memory_size)
-                .is_none()
-            {
-                return Err(ElfError::SegmentWraps {
-                    index,
-                    address: header.physical_address,
-                    size: header.memory_size,
-                });
-            }
-            let segment = Segment {
+            segments.push(Segment {
                 index,
                 offset: header.offset,
                 virtual_address: header.virtual_address,
                 physical_address: header.physical_address,
                 file_size: header.file_size,
                 memory_size: header.memory_size,
-            };
-            if let Some(other) = segments.as_slice().iter().find(|other| {
-                segment.physical_address < other.end() && other.physical_address < segment.end()
-            }) {
-                return Err(ElfError::SegmentsOverlap {
-                    first: other.index,
-                    second: index,
-                });
-            }
-            let slot = segments
-                .list
-                .get_mut(segments.count)
-                .ok_or(ElfError::TooManySegments { max: MAX_SEGMENTS })?;
-            *slot = segment;
-            segments.count += 1;
+            })?;
         }
         if segments.count == 0 {
             return Err(ElfError::NoLoadableSegment);
@@ -482,6 +436,85 @@ impl<'a> Elf<'a> {
 }
 
 impl<'a> Segments<'a> {
+    const fn empty(image: &'a [u8]) -> Self {
+        let none = Segment {
+            index: 0,
+            offset: 0,
+            virtual_address: 0,
+            physical_address: 0,
+            file_size: 0,
+            memory_size: 0,
+        };
+        Self {
+            image,
+            list: [none; MAX_SEGMENTS],
+            count: 0,
+        }
+    }
+
+    /// Adds `segment` if it keeps the invariants (see the module).
+    fn push(&mut self, segment: Segment) -> Result<(), ElfError> {
+        let index = segment.index;
+        let in_file = segment
+            .offset
+            .checked_add(segment.file_size)
+            .is_some_and(|end| end <= self.image.len() as u64);
+        if !in_file {
+            return Err(ElfError::SegmentOutsideFile { index });
+        }
+        if segment.file_size > segment.memory_size {
+            return Err(ElfError::FileLargerThanMemory { index });
+        }
+        if segment
+            .physical_address
+            .checked_add(segment.memory_size)
+            .is_none()
+        {
+            return Err(ElfError::SegmentWraps {
+                index,
+                address: segment.physical_address,
+                size: segment.memory_size,
+            });
+        }
+        if let Some(other) = self.as_slice().iter().find(|other| {
+            segment.physical_address < other.end() && other.physical_address < segment.end()
+        }) {
+            return Err(ElfError::SegmentsOverlap {
+                first: other.index,
+                second: index,
+            });
+        }
+        let slot = self
+            .list
+            .get_mut(self.count)
+            .ok_or(ElfError::TooManySegments { max: MAX_SEGMENTS })?;
+        *slot = segment;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// A flat image's one segment: `file_size` bytes of `image` from
+    /// `offset`, at `physical`, zeroes up to `memory_size` (checked like an
+    /// ELF segment; its index is 0, its virtual address the physical one).
+    pub fn flat(
+        image: &'a [u8],
+        offset: u64,
+        physical: u64,
+        file_size: u64,
+        memory_size: u64,
+    ) -> Result<Self, ElfError> {
+        let mut segments = Self::empty(image);
+        segments.push(Segment {
+            index: 0,
+            offset,
+            virtual_address: physical,
+            physical_address: physical,
+            file_size,
+            memory_size,
+        })?;
+        Ok(segments)
+    }
+
     pub fn as_slice(&self) -> &[Segment] {
         &self.list[..self.count]
     }
@@ -834,6 +867,31 @@ pub(crate) mod tests {
         assert_eq!(
             elf.segments().map(|_| ()),
             Err(ElfError::ProgramHeaderOutsideFile { index: 0 })
+        );
+    }
+
+    #[test]
+    fn flat_images_are_one_checked_segment() {
+        let image = [7u8; 0x100];
+        let flat = Segments::flat(&image, 0x40, 0x10_0000, 0xc0, 0x1000).unwrap();
+        assert_eq!(flat.as_slice().len(), 1);
+        assert_eq!((flat.lowest(), flat.highest()), (0x10_0000, 0x10_1000));
+        assert!(flat.holds_code(0x10_00bf) && !flat.holds_code(0x10_00c0));
+        assert_eq!(
+            Segments::flat(&image, 0x40, 0x10_0000, 0xc1, 0x1000).err(),
+            Some(ElfError::SegmentOutsideFile { index: 0 })
+        );
+        assert_eq!(
+            Segments::flat(&image, 0, 0x10_0000, 0x10, 0x8).err(),
+            Some(ElfError::FileLargerThanMemory { index: 0 })
+        );
+        assert_eq!(
+            Segments::flat(&image, 0, u64::MAX, 0x10, 0x10).err(),
+            Some(ElfError::SegmentWraps {
+                index: 0,
+                address: u64::MAX,
+                size: 0x10
+            })
         );
     }
 

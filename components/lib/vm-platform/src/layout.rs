@@ -12,7 +12,10 @@
 //! ACPI tables or device windows first, or looks at [`GuestLayout::placed`]
 //! after a loader ran, never collides with what a loader wrote.
 
+use microvisor_abi::vcpu::{VcpuState, gpr};
+
 use crate::Memory;
+use crate::setup::{self, Gdt};
 
 /// Regions a [`MemoryMap`] holds at most.
 pub const MAX_REGIONS: usize = 32;
@@ -103,6 +106,10 @@ pub struct Placement {
 }
 
 impl Placement {
+    pub const fn new(item: Item, start: u64, size: u64) -> Self {
+        Self { item, start, size }
+    }
+
     pub const fn end(&self) -> u64 {
         self.start + self.size
     }
@@ -459,7 +466,7 @@ impl GuestLayout {
             .ok_or(LayoutError::TooManyPlacements {
                 max: MAX_PLACEMENTS,
             })?;
-        *slot = Placement { item, start, size };
+        *slot = Placement::new(item, start, size);
         self.count += 1;
         Ok(())
     }
@@ -625,6 +632,21 @@ pub(crate) fn zero(memory: &mut impl Memory, address: u64, size: u64) -> Result<
     }
 }
 
+/// `From` conversions so a loader's error can wrap the shared errors it
+/// names (`Layout(LayoutError)`, `Elf(ElfError)`) and `?` them.
+macro_rules! wrap_errors {
+    ($error:ty { $($variant:ident($inner:ty)),+ $(,)? }) => {
+        $(
+            impl From<$inner> for $error {
+                fn from(error: $inner) -> Self {
+                    Self::$variant(error)
+                }
+            }
+        )+
+    };
+}
+pub(crate) use wrap_errors;
+
 /// What a loader hands back besides the vCPU state it set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Boot {
@@ -635,6 +657,20 @@ pub struct Boot {
     pub info: u64,
     /// The dirty mask for the first `VcpuRun`.
     pub dirty: u64,
+}
+
+impl Boot {
+    /// Sets `state` for a 32-bit protected-mode entry at `entry` with `gdt`
+    /// and the boot information's address `info` in EBX (PVH, multiboot).
+    pub(crate) fn protected_mode(state: &mut VcpuState, gdt: Gdt, entry: u32, info: u64) -> Self {
+        let dirty = setup::enter_protected_mode(state, gdt, entry);
+        state.gpr[gpr::RBX] = info;
+        Self {
+            entry: u64::from(entry),
+            info,
+            dirty,
+        }
+    }
 }
 
 /// What the Linux and PVH loaders boot.

@@ -10,6 +10,8 @@
 //!   not fit.
 //! - [`linux`]: the Linux boot protocol for a bzImage: the setup header,
 //!   the zero page with its e820 map, and the 64-bit entry.
+//! - [`multiboot`]: multiboot v1 for ELF32/ELF64 kernels and kernels with
+//!   address fields: the information structure and the 32-bit entry.
 //! - [`pvh`]: PVH entry for an ELF kernel with the Xen PHYS32_ENTRY note:
 //!   `hvm_start_info` with modules and memory map, the 32-bit entry.
 //! - [`setup`]: the initial CPU state for 16-bit real-mode and 64-bit
@@ -29,6 +31,7 @@ pub mod layout;
 mod le;
 pub mod linux;
 pub mod msr;
+pub mod multiboot;
 pub mod pvh;
 pub mod setup;
 pub mod uart;

@@ -135,11 +135,7 @@ pub enum LinuxError {
     Layout(LayoutError),
 }
 
-impl From<LayoutError> for LinuxError {
-    fn from(error: LayoutError) -> Self {
-        Self::Layout(error)
-    }
-}
+layout::wrap_errors!(LinuxError { Layout(LayoutError) });
 
 impl core::fmt::Display for LinuxError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -559,31 +555,11 @@ mod tests {
         assert_eq!(
             placed,
             &[
-                Placement {
-                    item: Item::Kernel,
-                    start: 0x100_0000,
-                    size: 0x40_0000
-                },
-                Placement {
-                    item: Item::BootTables,
-                    start: 0x1000,
-                    size: 0x7000
-                },
-                Placement {
-                    item: Item::BootInfo,
-                    start: 0x8000,
-                    size: 0x1000
-                },
-                Placement {
-                    item: Item::CommandLine,
-                    start: 0x9000,
-                    size: 23
-                },
-                Placement {
-                    item: Item::Module,
-                    start: MEMORY - 0x4000,
-                    size: 0x3001
-                },
+                Placement::new(Item::Kernel, 0x100_0000, 0x40_0000),
+                Placement::new(Item::BootTables, 0x1000, 0x7000),
+                Placement::new(Item::BootInfo, 0x8000, 0x1000),
+                Placement::new(Item::CommandLine, 0x9000, 23),
+                Placement::new(Item::Module, MEMORY - 0x4000, 0x3001),
             ]
         );
         let info = booted.info as usize;

@@ -16,7 +16,7 @@
 //! The entry must lie in a segment's file bytes; the note's descriptor may
 //! be 4 or 8 bytes (Linux writes a pointer-sized one) but must fit 32 bits.
 
-use microvisor_abi::vcpu::{VcpuState, gpr};
+use microvisor_abi::vcpu::VcpuState;
 
 use crate::Memory;
 use crate::elf::{Elf, ElfError};
@@ -68,17 +68,7 @@ pub enum PvhError {
     Layout(LayoutError),
 }
 
-impl From<ElfError> for PvhError {
-    fn from(error: ElfError) -> Self {
-        Self::Elf(error)
-    }
-}
-
-impl From<LayoutError> for PvhError {
-    fn from(error: LayoutError) -> Self {
-        Self::Layout(error)
-    }
-}
+layout::wrap_errors!(PvhError { Elf(ElfError), Layout(LayoutError) });
 
 impl core::fmt::Display for PvhError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -195,14 +185,9 @@ pub fn load(
     if let Some((address, _)) = initrd {
         layout::write(memory, address, boot.initrd)?;
     }
-    let dirty = setup::enter_protected_mode(state, gdt, entry);
-    state.gpr[gpr::RBX] = info;
+    let booted = Boot::protected_mode(state, gdt, entry, info);
     *layout = plan;
-    Ok(Boot {
-        entry: u64::from(entry),
-        info,
-        dirty,
-    })
+    Ok(booted)
 }
 
 #[cfg(test)]
@@ -282,36 +267,12 @@ mod tests {
         assert_eq!(
             layout.placed(),
             &[
-                Placement {
-                    item: Item::Kernel,
-                    start: 0x100_0000,
-                    size: TEXT.len() as u64
-                },
-                Placement {
-                    item: Item::Kernel,
-                    start: 0x120_0000,
-                    size: 0x3000
-                },
-                Placement {
-                    item: Item::BootTables,
-                    start: 0x1000,
-                    size: 0x1000
-                },
-                Placement {
-                    item: Item::BootInfo,
-                    start: 0x2000,
-                    size: 56 + 32 + 4 * 24
-                },
-                Placement {
-                    item: Item::CommandLine,
-                    start: 0x3000,
-                    size: 14
-                },
-                Placement {
-                    item: Item::Module,
-                    start: MEMORY - 0x3000,
-                    size: 0x2345
-                },
+                Placement::new(Item::Kernel, 0x100_0000, TEXT.len() as u64),
+                Placement::new(Item::Kernel, 0x120_0000, 0x3000),
+                Placement::new(Item::BootTables, 0x1000, 0x1000),
+                Placement::new(Item::BootInfo, 0x2000, 56 + 32 + 4 * 24),
+                Placement::new(Item::CommandLine, 0x3000, 14),
+                Placement::new(Item::Module, MEMORY - 0x3000, 0x2345),
             ]
         );
         assert_eq!(
@@ -362,7 +323,7 @@ mod tests {
 
         // The PVH machine state.
         assert_eq!(state.rip, 0x100_0001);
-        assert_eq!(state.gpr[gpr::RBX], 0x2000);
+        assert_eq!(state.gpr[microvisor_abi::vcpu::gpr::RBX], 0x2000);
         assert_eq!(state.cr0 & (setup::CR0_PE | setup::CR0_PG), setup::CR0_PE);
         assert_eq!((state.cr4, state.efer), (0, 0));
         assert_eq!(state.rflags & (1 << 9 | 1 << 8 | 1 << 17), 0);
