@@ -14,8 +14,9 @@
 //!   address fields: the information structure and the 32-bit entry.
 //! - [`pvh`]: PVH entry for an ELF kernel with the Xen PHYS32_ENTRY note:
 //!   `hvm_start_info` with modules and memory map, the 32-bit entry.
-//! - [`setup`]: the initial CPU state for 16-bit real-mode and 64-bit
-//!   long-mode entry, including the page tables and GDT long mode needs.
+//! - [`setup`]: the initial CPU state for 16-bit real-mode, 32-bit
+//!   protected-mode and 64-bit long-mode entry, with the GDT every entry
+//!   shares and the page tables long mode needs.
 //! - [`cpuid`]: what the guest sees of CPUID, with the hypervisor leaves.
 //! - [`uart`]: the 16550 model whose lines go to the system log.
 //! - [`msr`]: the MSRs a guest may read and write, `#GP` for the rest.
