@@ -227,6 +227,7 @@ impl SetupHeader {
         if version < MIN_VERSION {
             return Err(LinuxError::ProtocolTooOld { version });
         }
+        // In the file: the magic after it was read.
         let jump = [image[field::JUMP], image[field::JUMP + 1]];
         let header_end = field::HEADER as isize + isize::from(jump[1] as i8);
         if jump[0] != 0xeb
@@ -268,9 +269,10 @@ impl SetupHeader {
                 alignment: parsed.kernel_alignment,
             });
         }
-        let needed = parsed.protected_mode_offset() as u64 + u64::from(parsed.syssize) * 16;
         // At least one byte of protected-mode code, and all it promises.
-        if length < needed.max(parsed.protected_mode_offset() as u64 + 1) {
+        let offset = parsed.protected_mode_offset() as u64;
+        let needed = (offset + u64::from(parsed.syssize) * 16).max(offset + 1);
+        if length < needed {
             return Err(LinuxError::Truncated { needed, length });
         }
         Ok(parsed)
@@ -901,6 +903,17 @@ mod tests {
                 "length {length}: {result:?}"
             );
         }
+        // No protected-mode byte at all, even with syssize 0.
+        let mut setup_only = Kernel::default().image();
+        setup_only.truncate(4 * 512);
+        setup_only[0x1f4..0x1f8].fill(0);
+        assert_eq!(
+            SetupHeader::parse(&setup_only),
+            Err(LinuxError::Truncated {
+                needed: 4 * 512 + 1,
+                length: 4 * 512
+            })
+        );
         // A syssize larger than the file.
         let mut image = image;
         image[0x1f4..0x1f8].copy_from_slice(&u32::MAX.to_le_bytes());
