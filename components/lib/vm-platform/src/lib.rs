@@ -3,11 +3,22 @@
 //!
 //! - [`bundle`]: guest bundles, a kernel, initrd and command line packed
 //!   as one boot-image entry.
+//! - [`layout`]: the guest-physical memory map (RAM, reserved, ACPI) and
+//!   the placement of everything the loaders put into guest RAM.
+//! - [`elf`]: ELF32 and ELF64 x86 executables: checked loadable segments
+//!   by physical address, and notes.
 //! - [`image`]: reading a guest's ELF image and loading its segments into
 //!   guest memory at their physical addresses, refusing anything that does
 //!   not fit.
-//! - [`setup`]: the initial CPU state for 16-bit real-mode and 64-bit
-//!   long-mode entry, including the page tables and GDT long mode needs.
+//! - [`linux`]: the Linux boot protocol for a bzImage: the setup header,
+//!   the zero page with its e820 map, and the 64-bit entry.
+//! - [`multiboot`]: multiboot v1 for ELF32/ELF64 kernels and kernels with
+//!   address fields: the information structure and the 32-bit entry.
+//! - [`pvh`]: PVH entry for an ELF kernel with the Xen PHYS32_ENTRY note:
+//!   `hvm_start_info` with modules and memory map, the 32-bit entry.
+//! - [`setup`]: the initial CPU state for 16-bit real-mode, 32-bit
+//!   protected-mode and 64-bit long-mode entry, with the GDT every entry
+//!   shares and the page tables long mode needs.
 //! - [`cpuid`]: what the guest sees of CPUID, with the hypervisor leaves.
 //! - [`uart`]: the 16550 model whose lines go to the system log.
 //! - [`msr`]: the MSRs a guest may read and write, `#GP` for the rest.
@@ -34,15 +45,21 @@
 pub mod bundle;
 pub mod clock;
 pub mod cpuid;
+pub mod elf;
 pub mod guest_paging;
 pub mod image;
 pub mod interrupts;
 pub mod ioapic;
 pub mod lapic;
+pub mod layout;
+mod le;
+pub mod linux;
 pub mod mmio;
 pub mod msr;
+pub mod multiboot;
 pub mod pic;
 pub mod pit;
+pub mod pvh;
 pub mod setup;
 pub mod uart;
 
@@ -82,8 +99,86 @@ pub trait GuestRead {
 
 #[cfg(test)]
 pub(crate) mod testing {
+    use microvisor_abi::vcpu::VcpuState;
+    use zerocopy::FromZeros;
+
+    use crate::layout::{Boot, BootFiles, GuestLayout, MemoryMap};
+
     /// Guest memory in a vector.
     pub struct VecMemory(pub Vec<u8>);
+
+    /// Guest memory that counts the writes and fills it is asked for (so a
+    /// test can check that a refused load wrote nothing).
+    pub struct Counting {
+        pub memory: VecMemory,
+        pub writes: usize,
+    }
+
+    impl Counting {
+        /// `size` zeroed bytes (allocated lazily by the host).
+        pub fn zeroed(size: usize) -> Self {
+            Self {
+                memory: VecMemory(vec![0; size]),
+                writes: 0,
+            }
+        }
+    }
+
+    /// The guest memory the loader tests use: 64 MiB, the PC map.
+    pub const MEMORY: u64 = 64 << 20;
+
+    pub fn pc_layout() -> GuestLayout {
+        GuestLayout::new(MemoryMap::pc(MEMORY).unwrap())
+    }
+
+    /// Runs `load` on a fresh vCPU state, fresh zeroed memory of `size`
+    /// bytes and `layout`; checks that a refusal wrote nothing and placed
+    /// nothing. Returns the result, the memory and the state.
+    pub fn checked_load<T, E>(
+        layout: &mut GuestLayout,
+        size: u64,
+        load: impl FnOnce(&mut VcpuState, &mut Counting, &mut GuestLayout) -> Result<T, E>,
+    ) -> (Result<T, E>, Counting, VcpuState) {
+        let mut memory = Counting::zeroed(size as usize);
+        let mut state = VcpuState::new_zeroed();
+        let before = *layout;
+        let result = load(&mut state, &mut memory, layout);
+        if result.is_err() {
+            assert_eq!(memory.writes, 0, "a refused load writes nothing");
+            assert_eq!(*layout, before, "a refused load places nothing");
+        }
+        (result, memory, state)
+    }
+
+    /// [`checked_load`] of a Linux or PVH loader with [`MEMORY`] bytes.
+    pub fn load_files<E>(
+        layout: &mut GuestLayout,
+        files: &BootFiles,
+        loader: impl FnOnce(
+            &mut VcpuState,
+            &mut Counting,
+            &mut GuestLayout,
+            &BootFiles,
+        ) -> Result<Boot, E>,
+    ) -> (Result<Boot, E>, Counting, VcpuState) {
+        checked_load(layout, MEMORY, |state, memory, layout| {
+            loader(state, memory, layout, files)
+        })
+    }
+
+    impl super::Memory for Counting {
+        fn size(&self) -> u64 {
+            self.memory.size()
+        }
+        fn write(&mut self, address: u64, bytes: &[u8]) -> bool {
+            self.writes += 1;
+            self.memory.write(address, bytes)
+        }
+        fn fill(&mut self, address: u64, length: u64, value: u8) -> bool {
+            self.writes += 1;
+            self.memory.fill(address, length, value)
+        }
+    }
 
     impl super::Memory for VecMemory {
         fn size(&self) -> u64 {
