@@ -225,20 +225,7 @@ impl Switcher {
         let _ = self.vm.memory.fill(0, size, 0);
         let limit = size - vm_platform::setup::SETUP_BYTES.min(size);
         if vm_platform::bundle::is_bundle(self.vm.image) {
-            // An unmodified guest: its platform (LAPIC, IOAPIC, ACPI) and
-            // loaders are being built (issue 11); say so rather than
-            // calling its bundle a bad ELF file.
-            match vm_platform::bundle::Bundle::parse(self.vm.image) {
-                Ok(bundle) => println!(
-                    "VM '{}' not started: it is an unmodified {} guest ({} KiB kernel, {} KiB initrd), and this world switcher does not boot those yet",
-                    self.vm.name(),
-                    bundle.kind.name(),
-                    bundle.kernel.len() / 1024,
-                    bundle.initrd.len() / 1024
-                ),
-                Err(error) => println!("VM '{}' not started: {error}", self.vm.name()),
-            }
-            return Err(());
+            return self.boot_bundle(&mut memory);
         }
         let loaded = match vm_platform::image::load(self.vm.image, &mut memory, limit) {
             Ok(loaded) => loaded,
@@ -277,6 +264,97 @@ impl Switcher {
             }
             Err(error) => {
                 println!("VM '{}' not started: {error}", self.vm.name());
+                Err(())
+            }
+        }
+    }
+
+    /// Boots an unmodified guest from its bundle: a Linux kernel through
+    /// PVH (an ELF `vmlinux` with the note) or the 64-bit boot protocol (a
+    /// bzImage), a multiboot kernel with its initrd as the one module; in
+    /// the PC memory map of the VM's memory.
+    fn boot_bundle(&mut self, memory: &mut Loader) -> Result<u64, ()> {
+        use vm_platform::bundle::{Bundle, Kind};
+        use vm_platform::layout::{BootFiles, GuestLayout, MemoryMap};
+        let name = self.vm.name();
+        let bundle = match Bundle::parse(self.vm.image) {
+            Ok(bundle) => bundle,
+            Err(error) => {
+                println!("VM '{name}' not started: {error}");
+                return Err(());
+            }
+        };
+        let size = self.vm.memory.size();
+        let mut layout = match MemoryMap::pc(size) {
+            Ok(map) => GuestLayout::new(map),
+            Err(error) => {
+                println!("VM '{name}' not started: its memory map: {error}");
+                return Err(());
+            }
+        };
+        let files = BootFiles {
+            kernel: bundle.kernel,
+            cmdline: bundle.command_line.as_bytes(),
+            initrd: bundle.initrd,
+            rsdp: None,
+        };
+        let state = self.vm.state();
+        let mut refusal = LineWriter::new();
+        let mut refused = |error: &dyn core::fmt::Display| {
+            let _ = write!(refusal, "{error}");
+        };
+        let (protocol, result) = match bundle.kind {
+            Kind::Linux if bundle.kernel.starts_with(b"\x7fELF") => (
+                "PVH",
+                vm_platform::pvh::load(state, memory, &mut layout, &files)
+                    .map_err(|error| refused(&error)),
+            ),
+            Kind::Linux => (
+                "the Linux boot protocol",
+                vm_platform::linux::load(state, memory, &mut layout, &files)
+                    .map_err(|error| refused(&error)),
+            ),
+            Kind::Multiboot => {
+                let module = [vm_platform::multiboot::Module {
+                    bytes: bundle.initrd,
+                    string: b"initrd",
+                }];
+                let modules = if bundle.initrd.is_empty() {
+                    &module[..0]
+                } else {
+                    &module[..]
+                };
+                let files = vm_platform::multiboot::MultibootFiles {
+                    kernel: bundle.kernel,
+                    name: name.as_bytes(),
+                    cmdline: bundle.command_line.as_bytes(),
+                    modules,
+                };
+                (
+                    "multiboot",
+                    vm_platform::multiboot::load(state, memory, &mut layout, &files)
+                        .map_err(|error| refused(&error)),
+                )
+            }
+        };
+        match result {
+            Ok(boot) => {
+                println!(
+                    "VM '{name}' booting a {} kernel through {protocol}: {} KiB kernel, {} KiB initrd, {} KiB of memory, entry at {:#x}",
+                    bundle.kind.name(),
+                    bundle.kernel.len() / 1024,
+                    bundle.initrd.len() / 1024,
+                    size / 1024,
+                    boot.entry
+                );
+                Ok(boot.dirty)
+            }
+            Err(()) => {
+                println!(
+                    "VM '{name}' not started: its {} kernel is refused: {}",
+                    bundle.kind.name(),
+                    core::str::from_utf8(refusal.as_bytes()).unwrap_or("?")
+                );
                 Err(())
             }
         }
