@@ -9,16 +9,23 @@
 //! - [`cpuid`]: what the guest sees of CPUID, with the hypervisor leaves.
 //! - [`uart`]: the 16550 model whose lines go to the system log.
 //! - [`msr`]: the MSRs a guest may read and write, `#GP` for the rest.
+//! - [`acpi`]: the VM's ACPI tables (RSDP, XSDT, FADT, MADT, DSDT), built
+//!   with [`aml`] into a buffer by way of [`writer`].
+//! - [`power`]: the power-off and reset ports the FADT names.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod acpi;
+pub mod aml;
 pub mod cpuid;
 pub mod image;
 pub mod msr;
+pub mod power;
 pub mod setup;
 pub mod uart;
+pub mod writer;
 
 /// Guest memory as the loader and set-up code see it.
 pub trait Memory {
