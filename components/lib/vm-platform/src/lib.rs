@@ -12,6 +12,7 @@
 //! - [`acpi`]: the VM's ACPI tables (RSDP, XSDT, FADT, MADT, DSDT), built
 //!   with [`aml`] into a buffer by way of [`writer`].
 //! - [`power`]: the power-off and reset ports the FADT names.
+//! - [`rtc`]: the CMOS real-time clock and CMOS memory at ports 0x70/0x71.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(test), no_std)]
@@ -23,9 +24,18 @@ pub mod cpuid;
 pub mod image;
 pub mod msr;
 pub mod power;
+pub mod rtc;
 pub mod setup;
 pub mod uart;
 pub mod writer;
+
+/// How much RAM the guest has below and above the 4 GiB line (what
+/// firmware reports in CMOS and fw_cfg).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestRam {
+    pub below_4g: u64,
+    pub above_4g: u64,
+}
 
 /// Guest memory as the loader and set-up code see it.
 pub trait Memory {
