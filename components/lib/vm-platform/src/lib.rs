@@ -13,6 +13,7 @@
 //!   with [`aml`] into a buffer by way of [`writer`].
 //! - [`power`]: the power-off and reset ports the FADT names.
 //! - [`rtc`]: the CMOS real-time clock and CMOS memory at ports 0x70/0x71.
+//! - [`fw_cfg`]: QEMU's firmware configuration device at ports 0x510/0x511.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(test), no_std)]
@@ -21,6 +22,7 @@
 pub mod acpi;
 pub mod aml;
 pub mod cpuid;
+pub mod fw_cfg;
 pub mod image;
 pub mod msr;
 pub mod power;
