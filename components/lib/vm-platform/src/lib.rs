@@ -14,6 +14,8 @@
 //! - [`power`]: the power-off and reset ports the FADT names.
 //! - [`rtc`]: the CMOS real-time clock and CMOS memory at ports 0x70/0x71.
 //! - [`fw_cfg`]: QEMU's firmware configuration device at ports 0x510/0x511.
+//! - [`pci`]: the PCI host bridge on configuration mechanism #1 and the
+//!   slots for future PCI functions.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(test), no_std)]
@@ -25,6 +27,7 @@ pub mod cpuid;
 pub mod fw_cfg;
 pub mod image;
 pub mod msr;
+pub mod pci;
 pub mod power;
 pub mod rtc;
 pub mod setup;
