@@ -7,7 +7,8 @@
 //! - [`setup`]: the initial CPU state for 16-bit real-mode and 64-bit
 //!   long-mode entry, including the page tables and GDT long mode needs.
 //! - [`cpuid`]: what the guest sees of CPUID, with the hypervisor leaves.
-//! - [`uart`]: the 16550 model whose lines go to the system log.
+//! - [`uart`]: the 16550A (COM1) whose lines go to the system log, with
+//!   its receive FIFO and interrupt line.
 //! - [`msr`]: the MSRs a guest may read and write, `#GP` for the rest.
 //! - [`acpi`]: the VM's ACPI tables (RSDP, XSDT, FADT, MADT, DSDT), built
 //!   with [`aml`] into a buffer by way of [`writer`].
