@@ -20,7 +20,8 @@
 //!   protected-mode and 64-bit long-mode entry, with the GDT every entry
 //!   shares and the page tables long mode needs.
 //! - [`cpuid`]: what the guest sees of CPUID, with the hypervisor leaves.
-//! - [`uart`]: the 16550 model whose lines go to the system log.
+//! - [`uart`]: the 16550A (COM1) whose lines go to the system log, with
+//!   its receive FIFO and interrupt line.
 //! - [`msr`]: the MSRs a guest may read and write, `#GP` for the rest.
 //! - [`clock`]: device clocks against the TSC, for timers that compute
 //!   their counters instead of ticking.
@@ -37,15 +38,25 @@
 //!   paging mode), typed `#PF`s, and fetching the instruction at CS:RIP.
 //! - [`mmio`]: decoding the instruction that faulted on a device page into a
 //!   typed access, and applying its effect to the registers and flags.
+//! - [`acpi`]: the VM's ACPI tables (RSDP, XSDT, FADT, MADT, DSDT), built
+//!   with [`aml`] into a buffer by way of [`writer`].
+//! - [`power`]: the power-off and reset ports the FADT names.
+//! - [`rtc`]: the CMOS real-time clock and CMOS memory at ports 0x70/0x71.
+//! - [`fw_cfg`]: QEMU's firmware configuration device at ports 0x510/0x511.
+//! - [`pci`]: the PCI host bridge on configuration mechanism #1 and the
+//!   slots for future PCI functions.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod acpi;
+pub mod aml;
 pub mod bundle;
 pub mod clock;
 pub mod cpuid;
 pub mod elf;
+pub mod fw_cfg;
 pub mod guest_paging;
 pub mod image;
 pub mod interrupts;
@@ -57,11 +68,23 @@ pub mod linux;
 pub mod mmio;
 pub mod msr;
 pub mod multiboot;
+pub mod pci;
 pub mod pic;
 pub mod pit;
+pub mod power;
 pub mod pvh;
+pub mod rtc;
 pub mod setup;
 pub mod uart;
+pub mod writer;
+
+/// How much RAM the guest has below and above the 4 GiB line (what
+/// firmware reports in CMOS and fw_cfg).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestRam {
+    pub below_4g: u64,
+    pub above_4g: u64,
+}
 
 /// Why a device model did not perform an MMIO access. The world switcher
 /// logs it, drops a write and answers a read with zeros.

@@ -1,0 +1,94 @@
+//! The guest's power-off and reset registers: three I/O ports that the
+//! FADT names as the hardware-reduced sleep control, sleep status and reset
+//! registers (ACPI 6.5, 4.8.3.7 and 4.8.3.6), in the layout of QEMU's
+//! generic event device but in I/O space, so no MMIO decoding is needed.
+//!
+//! Linux powers off by writing `SLP_TYP` (from `\_S5`, which the DSDT sets
+//! to [`S5_SLEEP_TYPE`]) with `SLP_EN` to the sleep control register, after
+//! clearing `WAK_STS` in the status register; it reboots by writing the
+//! FADT's reset value to the reset register. [`write`] turns those writes
+//! into a [`PowerEvent`]; every other value is ignored (the guest cannot
+//! sleep, so S1-S4 requests do nothing) and every read answers 0. Nothing
+//! here keeps state.
+
+/// The first of the three ports.
+pub const PORT_BASE: u16 = 0x600;
+/// Sleep control: bits 2-4 `SLP_TYP`, bit 5 `SLP_EN`.
+pub const SLEEP_CONTROL: u16 = PORT_BASE;
+/// Sleep status: bit 7 `WAK_STS` (never set: the guest never wakes).
+pub const SLEEP_STATUS: u16 = PORT_BASE + 1;
+/// Reset: writing [`RESET_VALUE`] resets the VM.
+pub const RESET: u16 = PORT_BASE + 2;
+/// How many ports the device decodes.
+pub const PORT_COUNT: u16 = 3;
+
+/// The value the FADT tells the guest to write to [`RESET`].
+pub const RESET_VALUE: u8 = 0x42;
+/// The sleep type the `\_S5` package announces for soft-off.
+pub const S5_SLEEP_TYPE: u8 = 5;
+
+const SLEEP_TYPE_SHIFT: u8 = 2;
+const SLEEP_TYPE_MASK: u8 = 0x7 << SLEEP_TYPE_SHIFT;
+const SLEEP_ENABLE: u8 = 1 << 5;
+
+/// What the guest asked the platform to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerEvent {
+    /// Soft-off (S5): stop the VM.
+    Off,
+    /// Reset the VM, as a warm reboot.
+    Reset,
+}
+
+/// Whether `port` is one of the power ports.
+pub fn decodes(port: u16) -> bool {
+    (PORT_BASE..PORT_BASE + PORT_COUNT).contains(&port)
+}
+
+/// A byte written to `port`: the event it asks for, if any.
+pub fn write(port: u16, value: u8) -> Option<PowerEvent> {
+    match port {
+        SLEEP_CONTROL
+            if value & SLEEP_ENABLE != 0
+                && (value & SLEEP_TYPE_MASK) >> SLEEP_TYPE_SHIFT == S5_SLEEP_TYPE =>
+        {
+            Some(PowerEvent::Off)
+        }
+        RESET if value == RESET_VALUE => Some(PowerEvent::Reset),
+        _ => None,
+    }
+}
+
+/// A byte read from `port`: the registers hold nothing worth reading.
+pub fn read(port: u16) -> u8 {
+    if decodes(port) { 0 } else { 0xff }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_s5_write_powers_off() {
+        // acpi_hw_extended_sleep: clear WAK_STS, then SLP_TYP | SLP_EN.
+        assert_eq!(write(SLEEP_STATUS, 0x80), None);
+        assert_eq!(write(SLEEP_CONTROL, 5 << 2 | 0x20), Some(PowerEvent::Off));
+    }
+
+    #[test]
+    fn other_sleep_writes_are_ignored() {
+        assert_eq!(write(SLEEP_CONTROL, 5 << 2), None, "SLP_EN clear");
+        assert_eq!(write(SLEEP_CONTROL, 3 << 2 | 0x20), None, "S3");
+        assert_eq!(write(SLEEP_CONTROL, 0xff), None, "type 7");
+    }
+
+    #[test]
+    fn only_the_reset_value_resets() {
+        assert_eq!(write(RESET, RESET_VALUE), Some(PowerEvent::Reset));
+        assert_eq!(write(RESET, 0x06), None);
+        assert_eq!(write(SLEEP_STATUS, RESET_VALUE), None);
+        assert_eq!(read(RESET), 0);
+        assert_eq!(read(PORT_BASE + PORT_COUNT), 0xff);
+        assert!(decodes(SLEEP_CONTROL) && !decodes(PORT_BASE - 1));
+    }
+}
