@@ -8,7 +8,8 @@
 //!   not fit.
 //! - [`setup`]: the initial CPU state for 16-bit real-mode and 64-bit
 //!   long-mode entry, including the page tables and GDT long mode needs.
-//! - [`cpuid`]: what the guest sees of CPUID, with the hypervisor leaves.
+//! - [`cpuid`]: the CPUID policy: what the guest really gets, leaf by
+//!   leaf, with the hypervisor leaves.
 //! - [`uart`]: the 16550 model whose lines go to the system log.
 //! - [`msr`]: the MSRs a guest may read and write, `#GP` for the rest.
 //!

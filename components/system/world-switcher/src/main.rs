@@ -4,7 +4,8 @@
 //! (16-bit real mode or 64-bit long mode, as the system declares), and then
 //! runs the vCPU, handling every exit the core hands up:
 //!
-//! - CPUID, with our hypervisor leaves ([`vm_platform::cpuid`]);
+//! - CPUID through the VM's policy ([`vm_platform::cpuid`]): what this
+//!   platform really gives, with our hypervisor leaves;
 //! - port I/O: the 16550 at 0x3f8 (lines go to the system log under the
 //!   VM's name), the test-status port 0xf4 (ends the VM with a status),
 //!   every other port reads all-ones and ignores writes, like an empty bus;
@@ -33,6 +34,7 @@ use microvisor_abi::start::ResourceView;
 use microvisor_abi::vcpu::{EntryMode, ExitReason, IoExit, VcpuState, dirty, event, gpr, npf};
 use runtime::vm::{GuestMemory, MissingVm, Vm};
 use runtime::{LineWriter, println, syscall};
+use vm_platform::cpuid::{PlatformFeatures, Policy};
 use vm_platform::msr::Msrs;
 use vm_platform::uart::Uart;
 
@@ -75,6 +77,7 @@ enum Stop {
 struct Switcher {
     vm: Vm,
     uart: Uart,
+    cpuid: Policy,
     msrs: Msrs,
     restarts: u32,
     unassigned_ports: u32,
@@ -108,9 +111,13 @@ fn main(start: &runtime::Start) -> i32 {
         ResourceView::Incoming { mask } => bits | mask,
         _ => bits,
     });
+    // No interrupt controller is modelled yet: no LAPIC, so no x2APIC or
+    // TSC-deadline timer either.
+    let cpuid = Policy::new(PlatformFeatures::default(), host_cpuid);
     let mut switcher = Switcher {
         vm,
         uart: Uart::new(),
+        cpuid,
         msrs: Msrs::new(),
         restarts: 0,
         unassigned_ports: 0,
@@ -155,6 +162,12 @@ fn main(start: &runtime::Start) -> i32 {
             switcher.restarts
         );
     }
+}
+
+/// The host's CPUID answer for `leaf` and `subleaf`.
+fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
 }
 
 impl Switcher {
@@ -316,13 +329,12 @@ impl Switcher {
     fn cpuid(&mut self) -> u64 {
         let state = self.vm.state();
         let (leaf, subleaf) = (state.gpr[gpr::RAX] as u32, state.gpr[gpr::RCX] as u32);
-        let native = if vm_platform::cpuid::synthetic(leaf) {
+        let native = if self.cpuid.synthetic(leaf) {
             [0; 4]
         } else {
-            let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-            [r.eax, r.ebx, r.ecx, r.edx]
+            host_cpuid(leaf, subleaf)
         };
-        let [a, b, c, d] = vm_platform::cpuid::emulate(leaf, native);
+        let [a, b, c, d] = self.cpuid.emulate(leaf, subleaf, native, state.cr4);
         state.gpr[gpr::RAX] = u64::from(a);
         state.gpr[gpr::RBX] = u64::from(b);
         state.gpr[gpr::RCX] = u64::from(c);
