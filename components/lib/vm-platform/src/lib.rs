@@ -11,7 +11,8 @@
 //! - [`cpuid`]: the CPUID policy: what the guest really gets, leaf by
 //!   leaf, with the hypervisor leaves.
 //! - [`uart`]: the 16550 model whose lines go to the system log.
-//! - [`msr`]: the MSRs a guest may read and write, `#GP` for the rest.
+//! - [`msr`]: the MSRs a guest may read and write, as CPUID says they
+//!   exist; the LAPIC's handed to its model, `#GP` for the rest.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
