@@ -19,10 +19,12 @@
 //! - [`setup`]: the initial CPU state for 16-bit real-mode, 32-bit
 //!   protected-mode and 64-bit long-mode entry, with the GDT every entry
 //!   shares and the page tables long mode needs.
-//! - [`cpuid`]: what the guest sees of CPUID, with the hypervisor leaves.
+//! - [`cpuid`]: the CPUID policy: what the guest really gets, leaf by
+//!   leaf, with the hypervisor leaves.
 //! - [`uart`]: the 16550A (COM1) whose lines go to the system log, with
 //!   its receive FIFO and interrupt line.
-//! - [`msr`]: the MSRs a guest may read and write, `#GP` for the rest.
+//! - [`msr`]: the MSRs a guest may read and write, as CPUID says they
+//!   exist; the LAPIC's handed to its model, `#GP` for the rest.
 //! - [`clock`]: device clocks against the TSC, for timers that compute
 //!   their counters instead of ticking.
 //! - [`lapic`]: the local APIC (xAPIC page and x2APIC MSRs, the timer in

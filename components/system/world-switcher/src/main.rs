@@ -4,7 +4,8 @@
 //! (16-bit real mode or 64-bit long mode, as the system declares), and then
 //! runs the vCPU, handling every exit the core hands up:
 //!
-//! - CPUID, with our hypervisor leaves ([`vm_platform::cpuid`]);
+//! - CPUID through the VM's policy ([`vm_platform::cpuid`]): what this
+//!   platform really gives, with our hypervisor leaves;
 //! - port I/O: the 16550 at 0x3f8 (lines go to the system log under the
 //!   VM's name), the test-status port 0xf4 (ends the VM with a status), the
 //!   8259 pair and the 8254 PIT with port 0x61
@@ -43,6 +44,7 @@ use microvisor_abi::vcpu::{EntryMode, ExitReason, IoExit, VcpuState, dirty, even
 use runtime::vm::{GuestMemory, MissingVm, Vm};
 use runtime::{LineWriter, println, syscall};
 use vm_platform::clock::Clock;
+use vm_platform::cpuid::{PlatformFeatures, Policy};
 use vm_platform::interrupts::Platform;
 use vm_platform::lapic::Lapic;
 use vm_platform::msr::Msrs;
@@ -60,6 +62,14 @@ const APIC_BUS_HZ: u64 = 100_000_000;
 const PHYSICAL_ADDRESS_BITS: u8 = 39;
 /// RFLAGS.IF.
 const INTERRUPT_FLAG: u64 = 1 << 9;
+/// What the platform models, for the CPUID policy: a local APIC with its
+/// x2APIC MSRs and the TSC-deadline timer mode (so Linux needs no LAPIC
+/// timer calibration).
+const PLATFORM_FEATURES: PlatformFeatures = PlatformFeatures {
+    apic: true,
+    x2apic: true,
+    tsc_deadline: true,
+};
 /// The longest no-work sleep.
 const NO_WORK_MAX_US: u64 = 1_000_000;
 /// Unassigned-port accesses reported one by one; the rest are counted.
@@ -101,6 +111,7 @@ enum Stop {
 struct Switcher {
     vm: Vm,
     uart: Uart,
+    cpuid: Policy,
     msrs: Msrs,
     /// The interrupt controllers and timers.
     platform: Platform,
@@ -146,10 +157,12 @@ fn main(start: &runtime::Start) -> i32 {
         println!("the start page gives no usable TSC rate ({tsc_hz} Hz); no timer can run");
         return 1;
     };
+    let cpuid = Policy::new(PLATFORM_FEATURES, host_cpuid);
     let mut switcher = Switcher {
         vm,
         uart: Uart::new(),
-        msrs: Msrs::new(),
+        cpuid,
+        msrs: Msrs::new(&cpuid),
         platform,
         due: None,
         tsc_hz,
@@ -209,13 +222,19 @@ fn new_platform(tsc_hz: u64) -> Option<Platform> {
     ))
 }
 
+/// The host's CPUID answer for `leaf` and `subleaf`.
+fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
 impl Switcher {
     /// Resets the vCPU, clears guest memory, loads the image and sets up
     /// the entry state; returns the dirty mask for the first run.
     fn boot(&mut self) -> Result<u64, ()> {
         self.vm.reset();
         self.uart = Uart::new();
-        self.msrs = Msrs::new();
+        self.msrs = Msrs::new(&self.cpuid);
         if let Some(platform) = new_platform(self.tsc_hz) {
             self.platform = platform;
         }
@@ -488,13 +507,12 @@ impl Switcher {
     fn cpuid(&mut self) -> u64 {
         let state = self.vm.state();
         let (leaf, subleaf) = (state.gpr[gpr::RAX] as u32, state.gpr[gpr::RCX] as u32);
-        let native = if vm_platform::cpuid::synthetic(leaf) {
+        let native = if self.cpuid.synthetic(leaf) {
             [0; 4]
         } else {
-            let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-            [r.eax, r.ebx, r.ecx, r.edx]
+            host_cpuid(leaf, subleaf)
         };
-        let [a, b, c, d] = vm_platform::cpuid::emulate(leaf, native);
+        let [a, b, c, d] = self.cpuid.emulate(leaf, subleaf, native, state.cr4);
         state.gpr[gpr::RAX] = u64::from(a);
         state.gpr[gpr::RBX] = u64::from(b);
         state.gpr[gpr::RCX] = u64::from(c);
@@ -588,24 +606,37 @@ impl Switcher {
         })
     }
 
+    /// RDMSR/WRMSR: the MSR table answers, and hands the LAPIC's MSRs
+    /// (its base, TSC deadline, the x2APIC range) to the LAPIC model;
+    /// `#GP` for anything neither has.
     fn msr(&mut self) -> u64 {
+        use vm_platform::msr::Unhandled;
         let tsc = runtime::rdtsc();
         let state = self.vm.state();
         let msr = state.gpr[gpr::RCX] as u32;
         let write = state.qualification == 1;
-        let result = if write {
+        let result: Result<u64, ()> = if write {
             let value = (state.gpr[gpr::RDX] << 32) | (state.gpr[gpr::RAX] & 0xffff_ffff);
-            match self.platform.write_msr(msr, value, tsc) {
-                Some(result) => {
+            match self.msrs.write(msr, value, state) {
+                Ok(mask) => Ok(mask),
+                Err(Unhandled::Lapic) => {
+                    let result = self.platform.write_msr(msr, value, tsc);
                     self.due = self.platform.next_deadline();
-                    result.map(|()| 0)
+                    match result {
+                        Some(Ok(())) => Ok(0),
+                        _ => Err(()),
+                    }
                 }
-                None => self.msrs.write(msr, value, state),
+                Err(Unhandled::GeneralProtection) => Err(()),
             }
         } else {
-            let value = match self.platform.read_msr(msr, tsc) {
-                Some(result) => result,
-                None => self.msrs.read(msr, state, tsc),
+            let value = match self.msrs.read(msr, state, tsc) {
+                Ok(value) => Ok(value),
+                Err(Unhandled::Lapic) => match self.platform.read_msr(msr, tsc) {
+                    Some(Ok(value)) => Ok(value),
+                    _ => Err(()),
+                },
+                Err(Unhandled::GeneralProtection) => Err(()),
             };
             value.map(|value| {
                 state.gpr[gpr::RAX] = value & 0xffff_ffff;
@@ -618,7 +649,7 @@ impl Switcher {
                 state.rip += 2;
                 mask | dirty::RIP
             }
-            Err(_) => {
+            Err(()) => {
                 state.inject = event::GP0;
                 dirty::INJECT
             }
