@@ -27,11 +27,14 @@
 //!   unavailable) accept a write of the value they hold, which is how
 //!   Intel asks for the microcode revision, and raise `#GP` for any other.
 //! - AMD's four legacy performance counters and their event selects
-//!   (`0xC0010000`–`0xC0010007`; CPUID hides the counter extensions) read
-//!   0 at reset and keep what is written (48-bit counters; reserved select
-//!   bits as on hardware), so Linux's probe finds a PMU. **They never
-//!   count**: a counter holds the value last written, and an enabled event
-//!   never overflows or interrupts.
+//!   (`0xC0010000`–`0xC0010007`; CPUID hides the counter extensions): the
+//!   selects keep what is written (reserved bits as on hardware); the
+//!   counters accept writes but always read 0. **Nothing counts**, and the
+//!   guest must know: Linux's `check_hw_exists` writes a counter and reads
+//!   it back, finds the value gone and reports "Broken PMU hardware
+//!   detected, using software events only" — which keeps it from using
+//!   RDPMC, an instruction the emulated CPU does not execute (a guest that
+//!   believed in the counters took `#UD` in `native_read_pmc`).
 //! - AMD's `HWCR` reads TscFreqSel (read-only; writes to it are ignored)
 //!   and keeps the bits that have no effect a guest can see (TLB cache
 //!   disable, flush-filter disable, IGNNE emulation); `NB_CFG` keeps
@@ -310,9 +313,8 @@ impl Msrs {
             Register::PerfSelect(i) if value & PERF_SELECT_RESERVED == 0 => {
                 self.perf_select[i] = value;
             }
-            Register::PerfCounter(i) if value >> PERF_COUNTER_BITS == 0 => {
-                self.perf_counter[i] = value;
-            }
+            // Accepted and dropped: see the module documentation.
+            Register::PerfCounter(_) if value >> PERF_COUNTER_BITS == 0 => {}
             Register::Hwcr if value & !(HWCR_WRITABLE | HWCR_TSC_FREQUENCY_SELECT) == 0 => {
                 self.hwcr = HWCR_TSC_FREQUENCY_SELECT | value & HWCR_WRITABLE;
             }
@@ -601,9 +603,10 @@ mod tests {
     }
 
     /// Linux's `check_hw_exists`: no select enabled, a counter's value
-    /// flipped and read back.
+    /// flipped and read back — and found gone, so Linux uses software
+    /// events only.
     #[test]
-    fn the_legacy_counters_keep_what_is_written_and_never_count() {
+    fn the_legacy_counters_are_seen_not_to_count() {
         let mut msrs = amd();
         let mut state = VcpuState::new_zeroed();
         for i in 0..4 {
@@ -612,7 +615,11 @@ mod tests {
         let counter = PERF_COUNTER + 3;
         let value = msrs.read(counter, &state, 0).unwrap() ^ 0xffff;
         assert_eq!(msrs.write(counter, value, &mut state), Ok(0));
-        assert_eq!(msrs.read(counter, &state, 999), Ok(0xffff));
+        assert_eq!(
+            msrs.read(counter, &state, 999),
+            Ok(0),
+            "the write is not kept"
+        );
         // The NMI watchdog's event: cycles, OS and user, interrupt, enable;
         // the counter at -period in 48 bits.
         let select = 0x76 | 1 << 16 | 1 << 17 | 1 << 20 | 1 << 22;
@@ -620,7 +627,7 @@ mod tests {
         let start = (1 << 48) - 1_000_000;
         assert_eq!(msrs.write(PERF_COUNTER, start, &mut state), Ok(0));
         assert_eq!(msrs.read(PERF_SELECT, &state, 0), Ok(select));
-        assert_eq!(msrs.read(PERF_COUNTER, &state, u64::MAX), Ok(start));
+        assert_eq!(msrs.read(PERF_COUNTER, &state, u64::MAX), Ok(0));
         // Reserved: select bits 19, 21, 36-63 (Host/GuestOnly 40/41);
         // counter bits 48-63.
         for bit in [19, 21, 36, 40, 41, 63] {

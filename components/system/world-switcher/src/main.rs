@@ -45,12 +45,16 @@ use runtime::vm::{GuestMemory, MissingVm, Vm};
 use runtime::{LineWriter, println, syscall};
 use vm_platform::clock::Clock;
 use vm_platform::cpuid::{PlatformFeatures, Policy};
+use vm_platform::fw_cfg::FwCfg;
 use vm_platform::interrupts::Platform;
 use vm_platform::lapic::Lapic;
 use vm_platform::msr::Msrs;
+use vm_platform::pci::PciHost;
 use vm_platform::pic::Pic;
 use vm_platform::pit::Pit;
+use vm_platform::rtc::Rtc;
 use vm_platform::uart::Uart;
+use vm_platform::{GuestRam, power};
 
 runtime::component!(main);
 
@@ -62,6 +66,13 @@ const APIC_BUS_HZ: u64 = 100_000_000;
 const PHYSICAL_ADDRESS_BITS: u8 = 39;
 /// RFLAGS.IF.
 const INTERRUPT_FLAG: u64 = 1 << 9;
+/// COM1's ISA interrupt.
+const UART_IRQ: u8 = 4;
+/// The RTC's ISA interrupt.
+const RTC_IRQ: u8 = 8;
+/// Where the guest's real-time clock starts (2026-01-01 00:00 UTC) unless
+/// the `epoch=` argument gives Unix seconds: the system has no wall clock.
+const DEFAULT_EPOCH: u64 = 1_767_225_600;
 /// What the platform models, for the CPUID policy: a local APIC with its
 /// x2APIC MSRs and the TSC-deadline timer mode (so Linux needs no LAPIC
 /// timer calibration).
@@ -100,6 +111,8 @@ impl vm_platform::Memory for Loader {
 enum Stop {
     /// The guest wrote its status to the test-status port.
     Finished(u32),
+    /// The guest powered itself off (ACPI S5).
+    PoweredOff,
     /// Stopped for cause (message already reported).
     Stopped,
     /// The time limit passed.
@@ -120,6 +133,14 @@ struct Switcher {
     due: Option<u64>,
     /// TSC ticks per second.
     tsc_hz: u64,
+    /// The CMOS real-time clock.
+    rtc: Rtc,
+    /// QEMU's firmware configuration device.
+    fw_cfg: FwCfg<'static>,
+    /// The PCI host bridge (no functions yet).
+    pci: PciHost,
+    /// Unix seconds at which the guest's clock starts.
+    epoch: u64,
     restarts: u32,
     unassigned_ports: u32,
     /// Notification bits that are restart requests.
@@ -158,7 +179,20 @@ fn main(start: &runtime::Start) -> i32 {
         return 1;
     };
     let cpuid = Policy::new(PLATFORM_FEATURES, host_cpuid);
+    let epoch = start
+        .arg("epoch")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_EPOCH);
+    let ram = guest_ram(vm.memory.size());
+    let Ok(fw_cfg) = FwCfg::new(1, ram, &[]) else {
+        println!("the firmware configuration device cannot describe this VM");
+        return 1;
+    };
     let mut switcher = Switcher {
+        rtc: Rtc::new(epoch, ram),
+        fw_cfg,
+        pci: PciHost::new(),
+        epoch,
         vm,
         uart: Uart::new(),
         cpuid,
@@ -181,6 +215,10 @@ fn main(start: &runtime::Start) -> i32 {
             Stop::TimeLimit => {
                 println!("VM '{}' stopped: its time limit passed", switcher.vm.name());
                 return 0;
+            }
+            Stop::PoweredOff => {
+                println!("VM '{}' powered off", switcher.vm.name());
+                switcher.wait_for_request()
             }
             Stop::Finished(status) => {
                 let verdict = if status == 0 { "passed" } else { "failed" };
@@ -222,6 +260,15 @@ fn new_platform(tsc_hz: u64) -> Option<Platform> {
     ))
 }
 
+/// The VM's RAM as firmware reports it (all below 4 GiB: a VM has at most
+/// 1 GiB).
+fn guest_ram(size: u64) -> GuestRam {
+    GuestRam {
+        below_4g: size,
+        above_4g: 0,
+    }
+}
+
 /// The host's CPUID answer for `leaf` and `subleaf`.
 fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
@@ -239,6 +286,12 @@ impl Switcher {
             self.platform = platform;
         }
         self.due = self.platform.next_deadline();
+        let ram = guest_ram(self.vm.memory.size());
+        self.rtc = Rtc::new(self.epoch, ram);
+        if let Ok(fw_cfg) = FwCfg::new(1, ram, &[]) {
+            self.fw_cfg = fw_cfg;
+        }
+        self.pci = PciHost::new();
         let mut memory = Loader(self.vm.memory);
         let size = self.vm.memory.size();
         let _ = self.vm.memory.fill(0, size, 0);
@@ -311,11 +364,25 @@ impl Switcher {
                 return Err(());
             }
         };
+        let acpi = vm_platform::acpi::Platform {
+            cpus: 1,
+            pit: true,
+            pic: true,
+            fw_cfg: true,
+            virtio_mmio: &[],
+        };
+        let tables = match vm_platform::acpi::install(&acpi, memory) {
+            Ok(tables) => tables,
+            Err(error) => {
+                println!("VM '{name}' not started: its ACPI tables: {error:?}");
+                return Err(());
+            }
+        };
         let files = BootFiles {
             kernel: bundle.kernel,
             cmdline: bundle.command_line.as_bytes(),
             initrd: bundle.initrd,
-            rsdp: None,
+            rsdp: Some(tables.rsdp),
         };
         let state = self.vm.state();
         let mut refusal = LineWriter::new();
@@ -469,6 +536,11 @@ impl Switcher {
             .map(|()| dirty::RIP)
     }
 
+    /// Nanoseconds of TSC value `tsc` (the devices' clock).
+    fn tsc_ns(&self, tsc: u64) -> u64 {
+        (u128::from(tsc) * 1_000_000_000 / u128::from(self.tsc_hz.max(1))) as u64
+    }
+
     fn time_left_us(&self) -> Option<u64> {
         self.deadline_ns
             .map(|end| end.saturating_sub(syscall::time_ns()) / 1000)
@@ -563,13 +635,56 @@ impl Switcher {
             _ if platform.is_some() => platform.flatten(),
             port if (UART_BASE..UART_BASE + 8).contains(&port) => {
                 let offset = port - UART_BASE;
-                if io.input {
+                let answer = if io.input {
                     Some(u64::from(self.uart.read(offset)))
                 } else {
                     let vmcs = self.vm.vmcs;
                     self.uart
                         .write(offset, value as u8, |line| syscall::guest_log(vmcs, line));
                     None
+                };
+                self.platform.set_isa_irq(UART_IRQ, self.uart.irq_line());
+                answer
+            }
+            port @ (vm_platform::rtc::INDEX_PORT | vm_platform::rtc::DATA_PORT) => {
+                let now_ns = self.tsc_ns(now);
+                let answer = if io.input {
+                    Some(u64::from(self.rtc.read(port, now_ns)))
+                } else {
+                    self.rtc.write(port, value as u8, now_ns);
+                    None
+                };
+                self.platform.set_isa_irq(RTC_IRQ, self.rtc.irq_line());
+                answer
+            }
+            port if FwCfg::decodes(port) => {
+                if io.input {
+                    Some(u64::from(self.fw_cfg.read(port, io.size)))
+                } else {
+                    self.fw_cfg.write(port, io.size, value as u32);
+                    None
+                }
+            }
+            port if PciHost::decodes(port) => {
+                if io.input {
+                    Some(u64::from(self.pci.read(port, io.size)))
+                } else {
+                    let _ = self.pci.write(port, io.size, value as u32);
+                    None
+                }
+            }
+            port if power::decodes(port) => {
+                if io.input {
+                    Some(u64::from(power::read(port)))
+                } else {
+                    match power::write(port, value as u8) {
+                        Some(power::PowerEvent::Off) => return Err(Stop::PoweredOff),
+                        Some(power::PowerEvent::Reset) => {
+                            println!("VM '{}' asked for a reset", self.vm.name());
+                            return Err(Stop::Restart);
+                        }
+                        None => None,
+                    }
                 }
             }
             STATUS_PORT if !io.input => return Err(Stop::Finished(value as u32)),
