@@ -133,20 +133,25 @@ impl Archive {
 
 /// The `/init` of the busybox initramfs: mounts the kernel's file
 /// systems, prints what the boot test checks, and powers off.
-pub const BUSYBOX_INIT: &str = "#!/bin/sh
+pub const BUSYBOX_INIT: &str = r#"#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-echo \"guest: userspace up, kernel $(uname -r)\"
+echo "guest: userspace up, kernel $(uname -r)"
+counts() { awk '/ttyS0/ { s = $2 } /LOC:/ { t = $2 } END { print s " " t }' /proc/interrupts; }
 cat /proc/interrupts
+before=$(counts)
 start=$(cut -d' ' -f1 /proc/uptime)
 sleep 1
 end=$(cut -d' ' -f1 /proc/uptime)
-echo \"guest: slept 1 s: uptime $start -> $end\"
+echo "guest: slept 1 s: uptime $start -> $end"
+after=$(counts)
 cat /proc/interrupts
-echo guest: powering off
+awk -v a="$start" -v b="$end" 'BEGIN { d = b - a; r = (d >= 0.95 && d <= 1.05) ? "PASS" : "FAIL"; print "guest: sleep 1 took " d " s: " r }'
+awk -v a="$before" -v b="$after" 'BEGIN { split(a, x, " "); split(b, y, " "); r = (y[1] > x[1] && y[2] > x[2]) ? "PASS" : "FAIL"; print "guest: interrupts rising (serial " x[1] " -> " y[1] ", timer " x[2] " -> " y[2] "): " r }'
+echo "guest: powering off"
 poweroff -f
-";
+"#;
 
 /// An initramfs with a static `busybox` as `/bin/busybox` (and `/bin/sh`
 /// pointing at it) and `init` as `/init`.

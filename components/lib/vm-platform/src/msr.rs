@@ -82,6 +82,9 @@ pub const SYSCFG: u32 = 0xc001_0010;
 pub const HWCR: u32 = 0xc001_0015;
 pub const NB_CONFIG: u32 = 0xc001_001f;
 pub const VM_CR: u32 = 0xc001_0114;
+/// AMD's interrupt-pending message register: Linux reads it on the
+/// families with the C1E erratum to see whether C1E is on (it is not).
+pub const INT_PENDING_MESSAGE: u32 = 0xc001_0055;
 
 /// Variable-range MTRR pairs, and how many legacy counters there are.
 const MTRR_VARIABLE_PAIRS: u32 = 8;
@@ -252,6 +255,7 @@ impl Msrs {
             HWCR if amd => Register::Hwcr,
             NB_CONFIG if amd => Register::NbConfig,
             VM_CR if amd => Register::Constant(VM_CR_VALUE),
+            INT_PENDING_MESSAGE if amd => Register::Constant(0),
             _ => return None,
         })
     }
@@ -498,7 +502,15 @@ mod tests {
         assert_eq!(msrs.read(MISC_ENABLE, &state, 0), Ok(0x1801));
         assert_eq!(msrs.write(MISC_ENABLE, 0x1801, &mut state), Ok(0));
         assert_eq!(msrs.write(MISC_ENABLE, 0x1800, &mut state), GP);
-        for msr in [PERF_SELECT, PERF_COUNTER, SYSCFG, HWCR, NB_CONFIG, VM_CR] {
+        for msr in [
+            PERF_SELECT,
+            PERF_COUNTER,
+            SYSCFG,
+            HWCR,
+            NB_CONFIG,
+            VM_CR,
+            INT_PENDING_MESSAGE,
+        ] {
             assert_eq!(msrs.read(msr, &state, 0), GP, "{msr:#x}");
         }
         // Linux asks Intel for the microcode revision by writing 0.
@@ -515,6 +527,8 @@ mod tests {
             (MTRR_CAPABILITIES, 0x508),
             (SYSCFG, 0),
             (VM_CR, 0x18),
+            // No C1E: Linux's erratum check reads it at boot.
+            (INT_PENDING_MESSAGE, 0),
         ];
         for &(msr, value) in table {
             assert_eq!(msrs.write(msr, value, &mut state), Ok(0), "{msr:#x}");
