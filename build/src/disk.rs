@@ -11,6 +11,10 @@
 //! Invariants: every command that changes an image unmounts it (flushing the
 //! journal and data) before reporting success; sizes accept binary units
 //! (`64K`, `512M`, `1G`); errors name the image and the file involved.
+//! Image files are locked while a command uses them (exclusively by the
+//! commands that change them, shared by those that only read): a command
+//! that finds its image in use stops at once with an error instead of
+//! waiting or racing the other (`vmkfs::host::lock`).
 //! Output is written once, at the end: a full disk is an error (exit 2), a
 //! closed pipe ends the command quietly (exit [`EXIT_OUTPUT_CLOSED`]).
 //! `VMKFS_KILL_AT_WRITE=N` is a hook for the crash tests only: the tool

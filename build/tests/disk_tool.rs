@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{disk, ok, path, refused, scratch, small_image, text};
+use common::{SMALL_LAYOUT, disk, ok, path, refused, scratch, small_image, text};
 use tempfile::TempDir;
 
 /// A small image holding an 8 KiB disk named `disk`, and a 4-byte host
@@ -141,4 +141,57 @@ fn a_failed_mkfs_leaves_no_file_it_made_and_touches_no_file_it_did_not() {
     assert!(message.contains(path(&unreachable)), "{message}");
     assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
     ok(&["mkfs", path(&first), "--size", "8M"]);
+}
+
+#[test]
+fn an_image_another_process_holds_is_refused_not_waited_for() {
+    let (scratch, image, source) = image_with_a_disk();
+    let image_path = path(&image);
+    let target = scratch.path().join("target.bin");
+    let in_use = format!("error: image {image_path} is in use by another disk command");
+    let reading: [&[&str]; 4] = [
+        &["ls", "-i", image_path],
+        &["stat", "-i", image_path, "disk"],
+        &["fsck", "-i", image_path],
+        &["export", "-i", image_path, "disk", path(&target)],
+    ];
+    let mut mkfs = vec!["mkfs", image_path, "--force"];
+    mkfs.extend(SMALL_LAYOUT);
+    let changing: [&[&str]; 9] = [
+        &["create", "-i", image_path, "new", "--size", "4K"],
+        &["import", "-i", image_path, path(&source), "--name", "new"],
+        &["rm", "-i", image_path, "disk"],
+        &["rename", "-i", image_path, "disk", "moved"],
+        &["resize", "-i", image_path, "disk", "--size", "16K"],
+        &["snapshot", "-i", image_path, "disk", "log"],
+        &["fsck", "-i", image_path, "--repair"],
+        &["commit", "-i", image_path, "disk"],
+        &mkfs,
+    ];
+    let before = std::fs::read(&image).unwrap();
+    // This test process holds the lock another disk command would.
+    let holder = std::fs::File::open(&image).unwrap();
+    holder.try_lock_shared().unwrap();
+    for arguments in reading {
+        ok(arguments);
+    }
+    for arguments in changing {
+        let message = refused(arguments);
+        assert!(
+            message.starts_with(&in_use) && message.contains("must be the only one"),
+            "{arguments:?}: {message}"
+        );
+    }
+    holder.unlock().unwrap();
+    holder.try_lock().unwrap();
+    for arguments in reading.iter().chain(&changing) {
+        let message = refused(arguments);
+        assert!(message.starts_with(&in_use), "{arguments:?}: {message}");
+    }
+    assert!(
+        std::fs::read(&image).unwrap() == before,
+        "a refused command changed the image"
+    );
+    drop(holder);
+    ok(&["create", "-i", image_path, "new", "--size", "4K"]);
 }

@@ -7,7 +7,12 @@
 //! several paths make a multi-device file system (order matters).
 //!
 //! Invariants: every function that changes an image unmounts (flushes) it
-//! before returning success; errors carry the path or name involved.
+//! before returning success; errors carry the path or name involved. Every
+//! image file is locked while it is open (advisory `flock` locks, taken
+//! without waiting): exclusively by whatever may change it, shared by what
+//! only reads it, so two commands never change one image at once and a
+//! reader never sees one half changed; a conflict is refused with
+//! [`HostError::InUse`].
 //!
 //! Callers: `build/src/disk.rs`, the benchmark driver, tests.
 
@@ -57,6 +62,13 @@ pub enum HostError {
         path: PathBuf,
         device: usize,
     },
+    /// Another process (another disk command) holds a lock on this image
+    /// file that conflicts with the one wanted: `exclusive` when this
+    /// command would change the image.
+    InUse {
+        path: PathBuf,
+        exclusive: bool,
+    },
 }
 
 impl fmt::Display for HostError {
@@ -95,6 +107,16 @@ impl fmt::Display for HostError {
                 formatter,
                 "{} is the image's own file (device {device}); exporting onto it would destroy the image",
                 path.display()
+            ),
+            Self::InUse { path, exclusive } => write!(
+                formatter,
+                "image {} is in use by another disk command{}; try again when it has finished",
+                path.display(),
+                if *exclusive {
+                    " (this command changes the image, so it must be the only one using it)"
+                } else {
+                    " that changes it"
+                }
             ),
         }
     }
@@ -227,7 +249,8 @@ pub fn format_image(
 
 /// Opens every path for mkfs without changing any existing file: new files
 /// are created (and listed in `created`), existing ones are refused unless
-/// `force`.
+/// `force`. Each is locked exclusively ([`lock`]) as it is opened, so an
+/// image another command is using is refused before any file is truncated.
 fn open_for_format(
     paths: &[PathBuf],
     force: bool,
@@ -241,26 +264,53 @@ fn open_for_format(
         };
         let mut options = std::fs::OpenOptions::new();
         options.read(true).write(true);
-        match options.clone().create_new(true).open(path) {
+        let file = match options.clone().create_new(true).open(path) {
             Ok(file) => {
                 created.push(path.clone());
-                files.push(file);
+                file
             }
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
                 if !force {
                     return Err(HostError::Exists { path: path.clone() });
                 }
-                files.push(options.open(path).map_err(file_error)?);
+                options.open(path).map_err(file_error)?
             }
             Err(error) => return Err(file_error(error)),
-        }
+        };
+        lock(&file, path, true)?;
+        files.push(file);
     }
     Ok(())
 }
 
+/// Locks an open image file without waiting: exclusively when the caller
+/// may change the image, shared when it only reads it. The lock is the
+/// open file's (`flock`), so it ends when the file is closed, also when the
+/// process is killed. A conflicting lock held elsewhere is
+/// [`HostError::InUse`].
+pub fn lock(file: &File, path: &Path, exclusive: bool) -> Result<(), HostError> {
+    let locked = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match locked {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(HostError::InUse {
+            path: path.to_path_buf(),
+            exclusive,
+        }),
+        Err(std::fs::TryLockError::Error(error)) => Err(HostError::File {
+            path: path.to_path_buf(),
+            error,
+        }),
+    }
+}
+
 /// Opens the image files (in file-system order) and mounts them; without
 /// `writable` the files are opened read-only and the store never writes (a
-/// journal transaction not yet in place is replayed in RAM only).
+/// journal transaction not yet in place is replayed in RAM only). The files
+/// stay locked ([`open_devices`]) until the store is dropped or unmounted.
 pub fn mount_image(paths: &[PathBuf], writable: bool) -> Result<Store<FileDevice>, HostError> {
     let devices = open_devices(paths, writable)?;
     let mounted = if writable {
@@ -274,15 +324,18 @@ pub fn mount_image(paths: &[PathBuf], writable: bool) -> Result<Store<FileDevice
     })
 }
 
-/// Opens the image files without mounting (for fsck).
+/// Opens the image files without mounting (for fsck), each locked
+/// ([`lock`]): exclusively when `writable`, shared otherwise.
 pub fn open_devices(paths: &[PathBuf], writable: bool) -> Result<Vec<FileDevice>, HostError> {
     paths
         .iter()
         .map(|path| {
-            FileDevice::open(path, writable).map_err(|error| HostError::Open {
+            let device = FileDevice::open(path, writable).map_err(|error| HostError::Open {
                 path: path.clone(),
                 error,
-            })
+            })?;
+            lock(device.file(), path, writable)?;
+            Ok(device)
         })
         .collect()
 }
