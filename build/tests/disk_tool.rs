@@ -195,3 +195,103 @@ fn an_image_another_process_holds_is_refused_not_waited_for() {
     drop(holder);
     ok(&["create", "-i", image_path, "new", "--size", "4K"]);
 }
+
+/// Runs `disk arguments` with `input` on a pipe as its standard input.
+fn with_piped_input(arguments: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = disk(arguments)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Less than a pipe's buffer: written whole even if the tool never reads.
+    let _ = child.stdin.take().unwrap().write_all(input);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_pipe_or_a_device_is_imported_as_far_as_asked_or_refused_never_reported_empty() {
+    let (scratch, image, _source) = image_with_a_disk();
+    let image = path(&image);
+    let contents: Vec<u8> = (0..10_000u32).map(|index| (index % 251) as u8).collect();
+    // Without --size a pipe's length is unknown: refused, nothing imported.
+    let output = with_piped_input(
+        &["import", "-i", image, "--name", "p", "/dev/stdin"],
+        &contents,
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: /dev/stdin is a pipe, not a regular file")
+            && stderr.contains("pass --size"),
+        "{stderr}"
+    );
+    assert!(ok(&["ls", "-i", image]).contains("1 files"));
+    // With --size: all of it, then zeros, and the report says how much came from it.
+    let output = with_piped_input(
+        &[
+            "import",
+            "-i",
+            image,
+            "--name",
+            "p",
+            "--size",
+            "16K",
+            "/dev/stdin",
+        ],
+        &contents,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "imported /dev/stdin as 'p' (16.0 KiB): 10000 bytes from /dev/stdin, the rest zero\n"
+    );
+    let target = scratch.path().join("p.bin");
+    ok(&["export", "-i", image, "p", path(&target)]);
+    let exported = std::fs::read(&target).unwrap();
+    assert_eq!(exported.len(), 16 * 1024);
+    assert_eq!(exported[..contents.len()], contents[..]);
+    assert!(exported[contents.len()..].iter().all(|&byte| byte == 0));
+    // A --size smaller than the pipe: the part asked for, and the report says the rest was left.
+    let output = with_piped_input(
+        &[
+            "import",
+            "-i",
+            image,
+            "--name",
+            "short",
+            "--size",
+            "4K",
+            "/dev/stdin",
+        ],
+        &contents,
+    );
+    assert_eq!(
+        text(&output.stdout),
+        "imported the first 4096 bytes of /dev/stdin as 'short' (4.0 KiB); the source has more: --size bounds the import\n"
+    );
+    // An endless device: refused without --size, bounded by it.
+    let message = refused(&["import", "-i", image, "--name", "z", "/dev/zero"]);
+    assert!(
+        message.contains("/dev/zero is a character device"),
+        "{message}"
+    );
+    let report = ok(&[
+        "import",
+        "-i",
+        image,
+        "--name",
+        "z",
+        "--size",
+        "8K",
+        "/dev/zero",
+    ]);
+    assert!(
+        report.starts_with("imported the first 8192 bytes of /dev/zero as 'z' (8.0 KiB)"),
+        "{report}"
+    );
+    let listing = ok(&["ls", "-i", image]);
+    assert!(listing.contains("4 files"), "{listing}");
+}

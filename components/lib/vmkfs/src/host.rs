@@ -62,6 +62,12 @@ pub enum HostError {
         path: PathBuf,
         device: usize,
     },
+    /// An import source whose length cannot be known before it is read (a
+    /// pipe, a FIFO, a character device), given without a length.
+    UnsizedSource {
+        path: PathBuf,
+        kind: &'static str,
+    },
     /// Another process (another disk command) holds a lock on this image
     /// file that conflicts with the one wanted: `exclusive` when this
     /// command would change the image.
@@ -106,6 +112,13 @@ impl fmt::Display for HostError {
             Self::TargetIsImage { path, device } => write!(
                 formatter,
                 "{} is the image's own file (device {device}); exporting onto it would destroy the image",
+                path.display()
+            ),
+            Self::UnsizedSource { path, kind } => write!(
+                formatter,
+                "{} is a {kind}, not a regular file: its length is not known until it is read; \
+                 pass --size with the disk's length (the import reads at most that many bytes \
+                 from it, and what it does not supply reads as zero)",
                 path.display()
             ),
             Self::InUse { path, exclusive } => write!(
@@ -342,68 +355,182 @@ pub fn open_devices(paths: &[PathBuf], writable: bool) -> Result<Vec<FileDevice>
 
 const TRANSFER: usize = 1 << 20;
 
+/// What [`import_file`] copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Imported {
+    /// The new disk's length in bytes.
+    pub length: u64,
+    /// Bytes read from the source and written at the start of the disk;
+    /// the rest of the disk reads as zero.
+    pub read: u64,
+    /// The source (a pipe or a device, never a regular file) had more than
+    /// the disk holds: the import stopped at the disk's length, as `--size`
+    /// asked (an endless source such as `/dev/zero` always does).
+    pub cut: bool,
+}
+
+/// A test of a file's type.
+type IsKind = fn(&std::fs::FileType) -> bool;
+
+/// What kind of file a source that is not a regular file is, for messages.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    use std::fs::FileType;
+    use std::os::unix::fs::FileTypeExt;
+    let kinds: [(IsKind, &str); 5] = [
+        (FileType::is_dir, "directory"),
+        (FileType::is_fifo, "pipe"),
+        (FileType::is_char_device, "character device"),
+        (FileType::is_block_device, "block device"),
+        (FileType::is_socket, "socket"),
+    ];
+    kinds
+        .iter()
+        .find(|(is, _)| is(&file_type))
+        .map_or("special file", |&(_, kind)| kind)
+}
+
 /// Copies a host file into the image as a new virtual disk named `name`,
 /// `length` bytes long (default: the host file's size rounded up to sectors);
 /// bytes past the host file read as zero.
 ///
+/// A regular file (or a block device) has a length before it is read; a
+/// larger one than `length` is refused. Any other source — a pipe (`<(cmd)`,
+/// `/dev/stdin` fed by one), a FIFO, a character device such as
+/// `/dev/zero` — says nothing of its length until it is read, so it needs
+/// `length` and is read up to that many bytes (rounded up to sectors) or
+/// to its end, whichever comes first; [`Imported`] says how much was read
+/// and whether the source had more. Without `length` it is refused before
+/// it is opened.
+///
 /// All or nothing: the disk is created in RAM only, filled, and committed in
 /// one journal transaction at the end, so a crash (or a kill) at any point
 /// leaves either no file or the whole file, and a failed copy (say, a read
-/// error in the source) leaves no file either.
+/// error in the source, or a regular file that shrank while it was read)
+/// leaves no file either.
 pub fn import_file<D: BlockDevice>(
     store: &mut Store<D>,
     name: &str,
     source: &Path,
     length: Option<u64>,
-) -> Result<u64, HostError> {
+) -> Result<Imported, HostError> {
     let file_error = |error| HostError::File {
         path: source.to_path_buf(),
         error,
     };
+    let file_type = std::fs::metadata(source).map_err(file_error)?.file_type();
+    let sized = file_type.is_file() || {
+        use std::os::unix::fs::FileTypeExt;
+        file_type.is_block_device()
+    };
+    if !sized && length.is_none() {
+        return Err(HostError::UnsizedSource {
+            path: source.to_path_buf(),
+            kind: kind_of(file_type),
+        });
+    }
     let mut file = File::open(source).map_err(file_error)?;
-    let source_length = file.metadata().map_err(file_error)?.len();
-    let length = round_up_to_sector(length.unwrap_or(source_length))?;
-    if source_length > length {
+    let source_length = if sized {
+        // A block device's metadata says 0 bytes; its end is its size.
+        let end = std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(file_error)?;
+        std::io::Seek::rewind(&mut file).map_err(file_error)?;
+        Some(end)
+    } else {
+        None
+    };
+    let length = match (length, source_length) {
+        (Some(length), _) | (None, Some(length)) => round_up_to_sector(length)?,
+        (None, None) => unreachable!("refused above"),
+    };
+    if let Some(source_length) = source_length
+        && source_length > length
+    {
         return Err(HostError::Size(alloc::format!(
             "{} holds {source_length} bytes, more than the {length}-byte disk",
             source.display()
         )));
     }
     store.create_uncommitted(name, length)?;
-    if let Err(error) = copy_in(store, name, &mut file, source_length, source) {
-        store.forget_uncommitted(name);
-        return Err(error);
-    }
+    let limit = source_length.unwrap_or(length);
+    let copied =
+        copy_in(store, name, &mut file, limit, source).and_then(|read| match source_length {
+            Some(expected) if read < expected => Err(HostError::Size(alloc::format!(
+                "{} ended after {read} of its {expected} bytes (it changed while it was read)",
+                source.display()
+            ))),
+            Some(_) => Ok((read, false)),
+            None => Ok((read, read == limit && has_more(&mut file, source)?)),
+        });
+    let (read, cut) = match copied {
+        Ok(copied) => copied,
+        Err(error) => {
+            store.forget_uncommitted(name);
+            return Err(error);
+        }
+    };
     // The one transaction that makes the disk exist, after its data is durable.
     store.flush()?;
-    Ok(length)
+    Ok(Imported { length, read, cut })
 }
 
-/// Writes `source_length` bytes of `file` at the start of the disk `name`.
+/// Reads into `buffer` until it is full or the source ends; returns the
+/// bytes read.
+fn fill(source: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match source.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(count) => filled += count,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+/// Whether a source read up to the disk's length has another byte.
+fn has_more(file: &mut File, source: &Path) -> Result<bool, HostError> {
+    fill(file, &mut [0u8]).map_or_else(
+        |error| {
+            Err(HostError::File {
+                path: source.to_path_buf(),
+                error,
+            })
+        },
+        |count| Ok(count == 1),
+    )
+}
+
+/// Writes at most `limit` bytes of `file` at the start of the disk `name`;
+/// returns how many it read (fewer when the source ended first).
 fn copy_in<D: BlockDevice>(
     store: &mut Store<D>,
     name: &str,
     file: &mut File,
-    source_length: u64,
+    limit: u64,
     source: &Path,
-) -> Result<(), HostError> {
+) -> Result<u64, HostError> {
     let handle = store.open(name, OpenMode::ReadWrite)?;
     let mut buffer = alloc::vec![0u8; TRANSFER];
     let mut offset = 0u64;
     let mut copy = || {
-        while offset < source_length {
-            let want = (source_length - offset).min(TRANSFER as u64) as usize;
-            file.read_exact(&mut buffer[..want])
-                .map_err(|error| HostError::File {
-                    path: source.to_path_buf(),
-                    error,
-                })?;
-            let padded = (want.div_ceil(SECTOR_SIZE)) * SECTOR_SIZE;
-            buffer[want..padded].fill(0);
+        while offset < limit {
+            let want = (limit - offset).min(TRANSFER as u64) as usize;
+            let got = fill(file, &mut buffer[..want]).map_err(|error| HostError::File {
+                path: source.to_path_buf(),
+                error,
+            })?;
+            if got == 0 {
+                break;
+            }
+            let padded = (got.div_ceil(SECTOR_SIZE)) * SECTOR_SIZE;
+            buffer[got..padded].fill(0);
             store.write(handle, offset, &buffer[..padded])?;
-            offset += want as u64;
+            offset += got as u64;
+            if got < want {
+                break;
+            }
         }
-        Ok(())
+        Ok(offset)
     };
     let copied = copy();
     store.close(handle)?;
@@ -569,7 +696,9 @@ mod tests {
         ));
         let mut store = mount_image(&images, true).unwrap();
         assert_eq!(
-            import_file(&mut store, "disk", &source, None).unwrap(),
+            import_file(&mut store, "disk", &source, None)
+                .unwrap()
+                .length,
             10_240
         );
         store.unmount().unwrap();
