@@ -128,6 +128,10 @@ fn main(start: &runtime::Start) -> i32 {
             println!("the VM's {what} is missing from the start page");
             return 1;
         }
+        Err(MissingVm::AlreadyTaken) => {
+            println!("the VM was taken twice (a world switcher bug)");
+            return 1;
+        }
     };
     let limit_ms = start
         .arg("limit_ms")
