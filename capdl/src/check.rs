@@ -19,6 +19,7 @@ use microvisor_abi::spec::{
     CapabilityKind, MAX_CAPABILITIES, MAX_CAPABILITIES_PER_COMPONENT, MAX_COMPONENTS, MAX_GRANTS,
     MAX_GUEST_MEMORY, MAX_QUEUES, MAX_VMS, queue_pages,
 };
+use microvisor_abi::syscall::MAX_PERIOD_US;
 use microvisor_abi::vcpu::EntryMode;
 use toml::Spanned;
 
@@ -859,7 +860,8 @@ impl Checker<'_> {
         scheduling
     }
 
-    /// A budget or period: positive, whole microseconds, fits the spec.
+    /// A budget or period: positive, whole microseconds, at most
+    /// [`MAX_PERIOD_US`] (what the core's `SchedulingConfigure` accepts).
     fn scheduling_time<T>(
         &mut self,
         entry: &Entry<T>,
@@ -883,20 +885,25 @@ impl Checker<'_> {
             );
             return None;
         }
-        match u32::try_from(nanoseconds / 1000) {
-            Ok(microseconds) => Some(microseconds),
-            Err(_) => {
-                self.error(
-                    &spot,
-                    format!(
-                        "{context}: {what} {} is longer than the longest the core keeps ({})",
-                        format_duration(nanoseconds),
-                        format_duration(u64::from(u32::MAX) * 1000)
-                    ),
-                );
-                None
-            }
+        let microseconds = nanoseconds / 1000;
+        if microseconds > MAX_PERIOD_US {
+            self.error(
+                &spot,
+                format!(
+                    "{context}: {what} {} is longer than the longest period the core accepts ({})",
+                    format_duration(nanoseconds),
+                    format_duration(MAX_PERIOD_US * 1000)
+                ),
+            )
+            .help = Some(
+                "budgets and periods are at most microvisor_abi::syscall::MAX_PERIOD_US, \
+                 the limit of SchedulingConfigure"
+                    .into(),
+            );
+            return None;
         }
+        // At most MAX_PERIOD_US, which fits the spec's 32 bits.
+        u32::try_from(microseconds).ok()
     }
 
     /// Self-supervision and supervisor cycles.

@@ -532,7 +532,31 @@ fn sub_microsecond_duration() {
 fn period_too_long() {
     assert_eq!(
         error("[components.a]\nperiod = \"5000s\"\n"),
-        "main.toml:2:10: component 'a': period 5000s is longer than the longest the core keeps (4294967295us)"
+        "main.toml:2:10: component 'a': period 5000s is longer than the longest period the core accepts (10s) (help: budgets and periods are at most microvisor_abi::syscall::MAX_PERIOD_US, the limit of SchedulingConfigure)"
+    );
+    // The core's limit, not the spec's 32 bits: an hour fits the spec but
+    // SchedulingConfigure would fault on it.
+    assert_eq!(
+        error("[components.a]\nperiod = \"3600s\"\n"),
+        "main.toml:2:10: component 'a': period 3600s is longer than the longest period the core accepts (10s) (help: budgets and periods are at most microvisor_abi::syscall::MAX_PERIOD_US, the limit of SchedulingConfigure)"
+    );
+    let too_long = |line: u32, what: &str| {
+        format!(
+            "main.toml:{line}:10: component 'a': {what} 10000001us is longer than the longest period the core accepts (10s) (help: budgets and periods are at most microvisor_abi::syscall::MAX_PERIOD_US, the limit of SchedulingConfigure)"
+        )
+    };
+    assert_eq!(
+        errors("[components.a]\nperiod = \"10000001us\"\nbudget = \"10000001us\"\n"),
+        [too_long(2, "period"), too_long(3, "budget")]
+    );
+    let system = common::system("[components.a]\nperiod = \"10s\"\nbudget = \"10s\"\n");
+    let limit = microvisor_abi::syscall::MAX_PERIOD_US;
+    assert_eq!(
+        (
+            u64::from(system.components[0].period_us),
+            u64::from(system.components[0].budget_us)
+        ),
+        (limit, limit)
     );
 }
 

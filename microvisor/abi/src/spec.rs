@@ -94,7 +94,8 @@ pub struct ComponentSpec {
     /// Scheduling-context budget per period, in microseconds. A budget equal
     /// to the period means the component is never throttled.
     pub budget_us: u32,
-    /// Scheduling-context period, in microseconds.
+    /// Scheduling-context period, in microseconds: at most
+    /// [`crate::syscall::MAX_PERIOD_US`], as for `SchedulingConfigure`.
     pub period_us: u32,
     /// Stack size in 4 KiB pages.
     pub stack_pages: u32,
@@ -467,6 +468,7 @@ impl<'a> Spec<'a> {
             if component.period_us == 0
                 || component.budget_us == 0
                 || component.budget_us > component.period_us
+                || u64::from(component.period_us) > crate::syscall::MAX_PERIOD_US
             {
                 return Err(bad("budget/period"));
             }
@@ -868,6 +870,15 @@ mod tests {
         );
         check(
             &|s| s.components[0].budget_us = 20_000,
+            SpecError::BadField {
+                table: "component",
+                index: 0,
+                field: "budget/period",
+            },
+        );
+        // Longer than SchedulingConfigure accepts: the same limit at boot.
+        check(
+            &|s| s.components[0].period_us = crate::syscall::MAX_PERIOD_US as u32 + 1,
             SpecError::BadField {
                 table: "component",
                 index: 0,
