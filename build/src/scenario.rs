@@ -521,7 +521,7 @@ name = "hello"
         assert_eq!(
             message,
             "build/scenarios/sample.toml:14:11: component 'hello': no program 'hellp' in \
-             components/\n  = help: did you mean 'hello'?"
+             components/system/ or components/test/\n  = help: did you mean 'hello'?"
         );
     }
 

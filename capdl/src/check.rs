@@ -450,7 +450,7 @@ impl Checker<'_> {
             };
             let help = suggest(&program, programs.names()).or_else(|| {
                 Some(if programs.is_empty() {
-                    format!("{} holds no programs", programs.directory())
+                    format!("{} hold no programs", programs.folders().join(" and "))
                 } else {
                     format!(
                         "the programs are: {}",
@@ -462,7 +462,7 @@ impl Checker<'_> {
                 &program_spot,
                 format!(
                     "{context}: no program '{program}' in {}{note}",
-                    programs.directory()
+                    programs.folders().join(" or ")
                 ),
             )
             .help = help;
