@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use microvisor_abi::PAGE_SIZE;
-use microvisor_abi::image::is_valid_name;
+use microvisor_abi::image::{NameKind, is_valid_name};
 use microvisor_abi::spec::{
     CapabilityKind, MAX_CAPABILITIES, MAX_CAPABILITIES_PER_COMPONENT, MAX_COMPONENTS, MAX_GRANTS,
     MAX_GUEST_MEMORY, MAX_QUEUES, MAX_VMS, queue_pages,
@@ -242,7 +242,7 @@ impl Checker<'_> {
     fn unique<'e, T>(&mut self, entries: &'e [Entry<T>], kind: &str) -> Vec<&'e Entry<T>> {
         let mut kept: Vec<&Entry<T>> = Vec::new();
         for entry in entries {
-            if !is_valid_name(&entry.name) {
+            if !is_valid_name(&entry.name, NameKind::Plain) {
                 self.error(
                     &entry.spot,
                     format!(
@@ -1192,7 +1192,7 @@ impl Checker<'_> {
             let image = match &raw.image {
                 Some(image) => {
                     let text = image.get_ref();
-                    if !is_valid_name(text) || text.len() > MAX_IMAGE_NAME {
+                    if !is_valid_name(text, NameKind::Plain) || text.len() > MAX_IMAGE_NAME {
                         good = false;
                         self.error(
                             &entry.at(image),

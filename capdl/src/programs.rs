@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::path::Path;
 
-use microvisor_abi::image::is_valid_name;
+use microvisor_abi::image::{NameKind, is_valid_name};
 
 /// The folders of `components/` that hold component programs, one of each
 /// name across them: the system's components and the test and demo
@@ -70,7 +70,7 @@ impl ProgramSet {
             names: names
                 .into_iter()
                 .map(Into::into)
-                .filter(|name| is_valid_name(name))
+                .filter(|name| is_valid_name(name, NameKind::Plain))
                 .collect(),
             world_switchers: None,
         }
@@ -184,7 +184,8 @@ impl ProgramSet {
 /// its name can be a boot-image entry name.
 fn program_name(path: &Path) -> Option<String> {
     let name = path.file_name()?.to_str()?;
-    (path.join("src").join("main.rs").is_file() && is_valid_name(name)).then(|| name.to_string())
+    (path.join("src").join("main.rs").is_file() && is_valid_name(name, NameKind::Plain))
+        .then(|| name.to_string())
 }
 
 /// The role `[package.metadata.microvisor] role` in the `Cargo.toml` of a
