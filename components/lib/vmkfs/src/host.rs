@@ -62,6 +62,13 @@ pub enum HostError {
         path: PathBuf,
         device: usize,
     },
+    /// One file named twice in an image's list (by the same path or
+    /// another): as device `first` and as device `second`.
+    ListedTwice {
+        path: PathBuf,
+        first: usize,
+        second: usize,
+    },
     /// An import source whose length cannot be known before it is read (a
     /// pipe, a FIFO, a character device), given without a length.
     UnsizedSource {
@@ -112,6 +119,16 @@ impl fmt::Display for HostError {
             Self::TargetIsImage { path, device } => write!(
                 formatter,
                 "{} is the image's own file (device {device}); exporting onto it would destroy the image",
+                path.display()
+            ),
+            Self::ListedTwice {
+                path,
+                first,
+                second,
+            } => write!(
+                formatter,
+                "{} is listed twice, as device {first} and as device {second}: \
+                 each device of a file system is its own file",
                 path.display()
             ),
             Self::UnsizedSource { path, kind } => write!(
@@ -284,14 +301,50 @@ fn open_for_format(
             }
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
                 if !force {
+                    // Perhaps it exists because this list made it already.
+                    if let Ok(existing) = File::open(path) {
+                        check_listed_once(files.iter(), &existing, path, files.len())?;
+                    }
                     return Err(HostError::Exists { path: path.clone() });
                 }
                 options.open(path).map_err(file_error)?
             }
             Err(error) => return Err(file_error(error)),
         };
+        check_listed_once(files.iter(), &file, path, files.len())?;
         lock(&file, path, true)?;
         files.push(file);
+    }
+    Ok(())
+}
+
+/// Refuses `file`, about to be device `index` at `path`, when it is one of
+/// the files `opened` already (the same device and inode, whatever the
+/// path): locking it again would conflict with this very command.
+fn check_listed_once<'a>(
+    opened: impl IntoIterator<Item = &'a File>,
+    file: &File,
+    path: &Path,
+    index: usize,
+) -> Result<(), HostError> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |file: &File| {
+        file.metadata()
+            .map(|metadata| (metadata.dev(), metadata.ino()))
+            .map_err(|error| HostError::File {
+                path: path.to_path_buf(),
+                error,
+            })
+    };
+    let mine = identity(file)?;
+    for (first, other) in opened.into_iter().enumerate() {
+        if identity(other)? == mine {
+            return Err(HostError::ListedTwice {
+                path: path.to_path_buf(),
+                first,
+                second: index,
+            });
+        }
     }
     Ok(())
 }
@@ -340,17 +393,22 @@ pub fn mount_image(paths: &[PathBuf], writable: bool) -> Result<Store<FileDevice
 /// Opens the image files without mounting (for fsck), each locked
 /// ([`lock`]): exclusively when `writable`, shared otherwise.
 pub fn open_devices(paths: &[PathBuf], writable: bool) -> Result<Vec<FileDevice>, HostError> {
-    paths
-        .iter()
-        .map(|path| {
-            let device = FileDevice::open(path, writable).map_err(|error| HostError::Open {
-                path: path.clone(),
-                error,
-            })?;
-            lock(device.file(), path, writable)?;
-            Ok(device)
-        })
-        .collect()
+    let mut devices: Vec<FileDevice> = Vec::with_capacity(paths.len());
+    for path in paths {
+        let device = FileDevice::open(path, writable).map_err(|error| HostError::Open {
+            path: path.clone(),
+            error,
+        })?;
+        check_listed_once(
+            devices.iter().map(FileDevice::file),
+            device.file(),
+            path,
+            devices.len(),
+        )?;
+        lock(device.file(), path, writable)?;
+        devices.push(device);
+    }
+    Ok(devices)
 }
 
 const TRANSFER: usize = 1 << 20;

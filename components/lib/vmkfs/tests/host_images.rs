@@ -330,3 +330,50 @@ fn an_image_in_use_is_refused_to_a_conflicting_user() {
     store.create("after", 4096).unwrap();
     store.unmount().unwrap();
 }
+
+#[test]
+fn one_file_listed_twice_is_named_not_taken_for_another_user() {
+    let scratch = scratch();
+    let image = scratch.path().join("store.img");
+    let other_spelling = scratch.path().join(".").join("store.img");
+    let twice = vec![image.clone(), other_spelling.clone()];
+    let listed_twice = |error: host::HostError| {
+        let message = error.to_string();
+        assert!(
+            matches!(
+                error,
+                host::HostError::ListedTwice {
+                    first: 0,
+                    second: 1,
+                    ..
+                }
+            ) && message.starts_with(&format!(
+                "{} is listed twice, as device 0 and as device 1",
+                other_spelling.display()
+            )),
+            "{message}"
+        );
+    };
+    // mkfs, with or without --force: the second path is the file it just made.
+    for force in [false, true] {
+        listed_twice(
+            host::format_image(&twice, 2 << 20, &small_options(), force)
+                .err()
+                .unwrap(),
+        );
+        assert!(!image.exists(), "the failed mkfs left its file behind");
+    }
+    host::format_image(
+        std::slice::from_ref(&image),
+        2 << 20,
+        &small_options(),
+        false,
+    )
+    .unwrap()
+    .unmount()
+    .unwrap();
+    for writable in [false, true] {
+        listed_twice(host::open_devices(&twice, writable).err().unwrap());
+        listed_twice(host::mount_image(&twice, writable).err().unwrap());
+    }
+}
