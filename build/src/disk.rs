@@ -11,6 +11,10 @@
 //! Invariants: every command that changes an image unmounts it (flushing the
 //! journal and data) before reporting success; sizes accept binary units
 //! (`64K`, `512M`, `1G`); errors name the image and the file involved.
+//! Image files are locked while a command uses them (exclusively by the
+//! commands that change them, shared by those that only read): a command
+//! that finds its image in use stops at once with an error instead of
+//! waiting or racing the other (`vmkfs::host::lock`).
 //! Output is written once, at the end: a full disk is an error (exit 2), a
 //! closed pipe ends the command quietly (exit [`EXIT_OUTPUT_CLOSED`]).
 //! `VMKFS_KILL_AT_WRITE=N` is a hook for the crash tests only: the tool
@@ -76,7 +80,8 @@ pub enum DiskCommand {
     Import {
         #[command(flatten)]
         image: ImageArguments,
-        /// Host file to copy in.
+        /// Host file to copy in. A pipe, FIFO or character device (`<(cmd)`,
+        /// `/dev/stdin`, `/dev/zero`) needs --size and is read up to it.
         source: PathBuf,
         /// Name in the image (default: the host file's name).
         #[arg(long)]
@@ -192,6 +197,26 @@ fn human(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The line `import` prints: the disk, and how much of it came from the
+/// source when that is not all of it, or when the source had more.
+fn import_report(source: &std::path::Path, name: &str, imported: host::Imported) -> String {
+    let host::Imported { length, read, cut } = imported;
+    let source = source.display();
+    if cut {
+        format!(
+            "imported the first {read} bytes of {source} as '{name}' ({}); the source has more: --size bounds the import",
+            human(length)
+        )
+    } else if read < length {
+        format!(
+            "imported {source} as '{name}' ({}): {read} bytes from {source}, the rest zero",
+            human(length)
+        )
+    } else {
+        format!("imported {source} as '{name}' ({})", human(length))
     }
 }
 
@@ -338,14 +363,9 @@ fn execute(command: DiskCommand, out: &mut String) -> Result<()> {
             };
             let length = size.as_deref().map(parse_size).transpose()?;
             let mut store = host::mount_image(&image.images, true)?;
-            let length = host::import_file(&mut store, &name, &source, length)?;
+            let imported = host::import_file(&mut store, &name, &source, length)?;
             store.unmount().map_err(host::HostError::from)?;
-            writeln!(
-                out,
-                "imported {} as '{name}' ({})",
-                source.display(),
-                human(length)
-            )?;
+            writeln!(out, "{}", import_report(&source, &name, imported))?;
         }
         DiskCommand::Export {
             image,

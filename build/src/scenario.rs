@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use capdl::diagnostic::closest;
-use microvisor_abi::image::is_valid_name;
+use microvisor_abi::image::{NameKind, is_valid_name};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -145,7 +145,7 @@ pub struct NativeGuest {
 /// Whether `name` can name a test VM image: a boot-image name short enough
 /// that its entry `vm-<name>` is one too.
 fn is_valid_guest_name(name: &str) -> bool {
-    is_valid_name(name) && name.len() <= capdl::MAX_IMAGE_NAME
+    is_valid_name(name, NameKind::Plain) && name.len() <= capdl::MAX_IMAGE_NAME
 }
 
 /// Reads and checks a scenario file.
@@ -521,7 +521,7 @@ name = "hello"
         assert_eq!(
             message,
             "build/scenarios/sample.toml:14:11: component 'hello': no program 'hellp' in \
-             components/\n  = help: did you mean 'hello'?"
+             components/system/ or components/test/\n  = help: did you mean 'hello'?"
         );
     }
 

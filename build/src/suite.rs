@@ -9,8 +9,10 @@
 //! invocation, then they boot `--jobs` at a time (default 2: QEMU's TCG
 //! keeps about one core busy). Each prints one line when it ends, followed
 //! by its last console lines if it failed. Nothing that goes wrong here is
-//! fatal before the summary: errors count as failures. The exit status is 0
-//! only when nothing failed.
+//! fatal before the summary: errors count as failures. A `--filter` that
+//! selects no test at all is one of them (with "did you mean" over the
+//! scenario names), so a typo cannot pass as "0 passed, 0 failed". The exit
+//! status is 0 only when nothing failed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,20 +60,34 @@ pub fn command(arguments: TestArguments) -> ExitCode {
             tally.failed += 1;
         }
         Ok(workspace) => {
+            // Tests a filter selected (a failure to run them counts as one).
+            let mut selected = 0;
             if !arguments.scenarios_only {
-                match host_tests::run(&workspace, filter) {
-                    Ok(host) => add(&mut tally, host),
-                    Err(error) => {
-                        println!("host tests ... FAIL: {error:#}");
-                        tally.failed += 1;
+                let host = host_tests::run(&workspace, filter).unwrap_or_else(|error| {
+                    println!("host tests ... FAIL: {error:#}");
+                    Tally {
+                        passed: 0,
+                        failed: 1,
                     }
-                }
+                });
+                selected += host.passed + host.failed;
+                add(&mut tally, host);
             }
             if !arguments.host_only {
-                add(
-                    &mut tally,
-                    run_scenarios(&workspace, filter, usize::from(arguments.jobs)),
-                );
+                let scenarios = run_scenarios(&workspace, filter, usize::from(arguments.jobs));
+                selected += scenarios.passed + scenarios.failed;
+                add(&mut tally, scenarios);
+            }
+            if let Some(filter) = filter
+                && selected == 0
+            {
+                let names = scenario::files_in(&workspace.root.join(SCENARIO_DIRECTORY))
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|path| crate::system::file_stem(path))
+                    .collect::<Vec<_>>();
+                println!("error: {}", unmatched_filter(filter, &arguments, &names));
+                tally.failed += 1;
             }
         }
     }
@@ -81,6 +97,31 @@ pub fn command(arguments: TestArguments) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Why a `--filter` that selected no test is an error: what it searched,
+/// and the closest scenario name when one is close (a typo such as
+/// `hello-qemy` would otherwise pass as "0 passed, 0 failed").
+fn unmatched_filter(filter: &str, arguments: &TestArguments, scenarios: &[String]) -> String {
+    let searched = if arguments.host_only {
+        "no host test"
+    } else if arguments.scenarios_only {
+        "no scenario"
+    } else {
+        "no host test and no scenario"
+    };
+    let mut message = format!("--filter '{filter}' matches {searched}");
+    let close = (!arguments.host_only)
+        .then(|| capdl::diagnostic::closest(filter, scenarios.iter().map(String::as_str)))
+        .flatten();
+    match close {
+        Some(name) => message.push_str(&format!("; did you mean '{name}'?")),
+        None if !arguments.host_only => message.push_str(&format!(
+            " (scenarios are the file names in {SCENARIO_DIRECTORY}/, host tests the names cargo test lists)"
+        )),
+        None => message.push_str(" (host tests are the names cargo test lists)"),
+    }
+    message
 }
 
 fn add(total: &mut Tally, part: Tally) {
@@ -285,6 +326,32 @@ mod tests {
                 entry: crate::qemu::GuestEntry::Pvh,
             }),
         }
+    }
+
+    #[test]
+    fn a_filter_that_selects_nothing_names_what_it_searched_and_the_closest_scenario() {
+        let names = ["hello-qemu".to_string(), "hello-bochs".to_string()];
+        let arguments = |host_only, scenarios_only| TestArguments {
+            filter: None,
+            host_only,
+            scenarios_only,
+            jobs: 2,
+        };
+        assert_eq!(
+            unmatched_filter("hello-qemy", &arguments(false, false), &names),
+            "--filter 'hello-qemy' matches no host test and no scenario; did you mean 'hello-qemu'?"
+        );
+        assert_eq!(
+            unmatched_filter("hello-qemy", &arguments(false, true), &names),
+            "--filter 'hello-qemy' matches no scenario; did you mean 'hello-qemu'?"
+        );
+        let far = unmatched_filter("zzz", &arguments(false, false), &names);
+        assert!(far.ends_with("(scenarios are the file names in build/scenarios/, host tests the names cargo test lists)"), "{far}");
+        let host = unmatched_filter("hello-qemy", &arguments(true, false), &names);
+        assert_eq!(
+            host,
+            "--filter 'hello-qemy' matches no host test (host tests are the names cargo test lists)"
+        );
     }
 
     #[test]

@@ -316,7 +316,7 @@ mod tests {
         assert_eq!(
             message,
             format!(
-                "{file}:3:11: component 'a': no program 'helo' in components/\n  = help: did you mean 'hello'?\n\
+                "{file}:3:11: component 'a': no program 'helo' in components/system/ or components/test/\n  = help: did you mean 'hello'?\n\
                  {file}:7:11: component 'b': unknown corruption 'bad-magik'\n  = help: did you mean 'bad-magic'?"
             )
         );

@@ -33,9 +33,9 @@ pub const CORE: &str = "microvisor";
 /// the core's (`--lib`); it is not one of the plain host packages.
 pub const RUNTIME: &str = "runtime";
 /// The folders under `components/` that hold component programs: the
-/// system's components and the test and demo programs. `components/lib/`
-/// holds the libraries they link.
-pub const PROGRAM_GROUPS: [&str; 2] = ["system", "test"];
+/// system's components and the test and demo programs (`components/lib/`
+/// holds the libraries they link). capdl's list, so the two agree.
+pub use capdl::PROGRAM_GROUPS;
 /// The directory of the test VMs, relative to the workspace root.
 pub const TEST_VMS: &str = "test-vms";
 /// A test VM's package and binary name is this prefix and its image name.

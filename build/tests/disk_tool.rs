@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{disk, ok, path, refused, scratch, small_image, text};
+use common::{SMALL_LAYOUT, disk, ok, path, refused, scratch, small_image, text};
 use tempfile::TempDir;
 
 /// A small image holding an 8 KiB disk named `disk`, and a 4-byte host
@@ -141,4 +141,157 @@ fn a_failed_mkfs_leaves_no_file_it_made_and_touches_no_file_it_did_not() {
     assert!(message.contains(path(&unreachable)), "{message}");
     assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
     ok(&["mkfs", path(&first), "--size", "8M"]);
+}
+
+#[test]
+fn an_image_another_process_holds_is_refused_not_waited_for() {
+    let (scratch, image, source) = image_with_a_disk();
+    let image_path = path(&image);
+    let target = scratch.path().join("target.bin");
+    let in_use = format!("error: image {image_path} is in use by another disk command");
+    let reading: [&[&str]; 4] = [
+        &["ls", "-i", image_path],
+        &["stat", "-i", image_path, "disk"],
+        &["fsck", "-i", image_path],
+        &["export", "-i", image_path, "disk", path(&target)],
+    ];
+    let mut mkfs = vec!["mkfs", image_path, "--force"];
+    mkfs.extend(SMALL_LAYOUT);
+    let changing: [&[&str]; 9] = [
+        &["create", "-i", image_path, "new", "--size", "4K"],
+        &["import", "-i", image_path, path(&source), "--name", "new"],
+        &["rm", "-i", image_path, "disk"],
+        &["rename", "-i", image_path, "disk", "moved"],
+        &["resize", "-i", image_path, "disk", "--size", "16K"],
+        &["snapshot", "-i", image_path, "disk", "log"],
+        &["fsck", "-i", image_path, "--repair"],
+        &["commit", "-i", image_path, "disk"],
+        &mkfs,
+    ];
+    let before = std::fs::read(&image).unwrap();
+    // This test process holds the lock another disk command would.
+    let holder = std::fs::File::open(&image).unwrap();
+    holder.try_lock_shared().unwrap();
+    for arguments in reading {
+        ok(arguments);
+    }
+    for arguments in changing {
+        let message = refused(arguments);
+        assert!(
+            message.starts_with(&in_use) && message.contains("must be the only one"),
+            "{arguments:?}: {message}"
+        );
+    }
+    holder.unlock().unwrap();
+    holder.try_lock().unwrap();
+    for arguments in reading.iter().chain(&changing) {
+        let message = refused(arguments);
+        assert!(message.starts_with(&in_use), "{arguments:?}: {message}");
+    }
+    assert!(
+        std::fs::read(&image).unwrap() == before,
+        "a refused command changed the image"
+    );
+    drop(holder);
+    ok(&["create", "-i", image_path, "new", "--size", "4K"]);
+}
+
+/// Runs `disk arguments` with `input` on a pipe as its standard input.
+fn with_piped_input(arguments: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = disk(arguments)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Less than a pipe's buffer: written whole even if the tool never reads.
+    let _ = child.stdin.take().unwrap().write_all(input);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_pipe_or_a_device_is_imported_as_far_as_asked_or_refused_never_reported_empty() {
+    let (scratch, image, _source) = image_with_a_disk();
+    let image = path(&image);
+    let contents: Vec<u8> = (0..10_000u32).map(|index| (index % 251) as u8).collect();
+    // Without --size a pipe's length is unknown: refused, nothing imported.
+    let output = with_piped_input(
+        &["import", "-i", image, "--name", "p", "/dev/stdin"],
+        &contents,
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: /dev/stdin is a pipe, not a regular file")
+            && stderr.contains("pass --size"),
+        "{stderr}"
+    );
+    assert!(ok(&["ls", "-i", image]).contains("1 files"));
+    // With --size: all of it, then zeros, and the report says how much came from it.
+    let output = with_piped_input(
+        &[
+            "import",
+            "-i",
+            image,
+            "--name",
+            "p",
+            "--size",
+            "16K",
+            "/dev/stdin",
+        ],
+        &contents,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "imported /dev/stdin as 'p' (16.0 KiB): 10000 bytes from /dev/stdin, the rest zero\n"
+    );
+    let target = scratch.path().join("p.bin");
+    ok(&["export", "-i", image, "p", path(&target)]);
+    let exported = std::fs::read(&target).unwrap();
+    assert_eq!(exported.len(), 16 * 1024);
+    assert_eq!(exported[..contents.len()], contents[..]);
+    assert!(exported[contents.len()..].iter().all(|&byte| byte == 0));
+    // A --size smaller than the pipe: the part asked for, and the report says the rest was left.
+    let output = with_piped_input(
+        &[
+            "import",
+            "-i",
+            image,
+            "--name",
+            "short",
+            "--size",
+            "4K",
+            "/dev/stdin",
+        ],
+        &contents,
+    );
+    assert_eq!(
+        text(&output.stdout),
+        "imported the first 4096 bytes of /dev/stdin as 'short' (4.0 KiB); the source has more: --size bounds the import\n"
+    );
+    // An endless device: refused without --size, bounded by it.
+    let message = refused(&["import", "-i", image, "--name", "z", "/dev/zero"]);
+    assert!(
+        message.contains("/dev/zero is a character device"),
+        "{message}"
+    );
+    let report = ok(&[
+        "import",
+        "-i",
+        image,
+        "--name",
+        "z",
+        "--size",
+        "8K",
+        "/dev/zero",
+    ]);
+    assert!(
+        report.starts_with("imported the first 8192 bytes of /dev/zero as 'z' (8.0 KiB)"),
+        "{report}"
+    );
+    let listing = ok(&["ls", "-i", image]);
+    assert!(listing.contains("4 files"), "{listing}");
 }

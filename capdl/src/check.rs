@@ -14,11 +14,12 @@
 use std::collections::BTreeMap;
 
 use microvisor_abi::PAGE_SIZE;
-use microvisor_abi::image::is_valid_name;
+use microvisor_abi::image::{NameKind, is_valid_name};
 use microvisor_abi::spec::{
     CapabilityKind, MAX_CAPABILITIES, MAX_CAPABILITIES_PER_COMPONENT, MAX_COMPONENTS, MAX_GRANTS,
     MAX_GUEST_MEMORY, MAX_QUEUES, MAX_VMS, queue_pages,
 };
+use microvisor_abi::syscall::MAX_PERIOD_US;
 use microvisor_abi::vcpu::EntryMode;
 use toml::Spanned;
 
@@ -241,7 +242,7 @@ impl Checker<'_> {
     fn unique<'e, T>(&mut self, entries: &'e [Entry<T>], kind: &str) -> Vec<&'e Entry<T>> {
         let mut kept: Vec<&Entry<T>> = Vec::new();
         for entry in entries {
-            if !is_valid_name(&entry.name) {
+            if !is_valid_name(&entry.name, NameKind::Plain) {
                 self.error(
                     &entry.spot,
                     format!(
@@ -449,7 +450,7 @@ impl Checker<'_> {
             };
             let help = suggest(&program, programs.names()).or_else(|| {
                 Some(if programs.is_empty() {
-                    format!("{} holds no programs", programs.directory())
+                    format!("{} hold no programs", programs.folders().join(" and "))
                 } else {
                     format!(
                         "the programs are: {}",
@@ -461,7 +462,7 @@ impl Checker<'_> {
                 &program_spot,
                 format!(
                     "{context}: no program '{program}' in {}{note}",
-                    programs.directory()
+                    programs.folders().join(" or ")
                 ),
             )
             .help = help;
@@ -859,7 +860,8 @@ impl Checker<'_> {
         scheduling
     }
 
-    /// A budget or period: positive, whole microseconds, fits the spec.
+    /// A budget or period: positive, whole microseconds, at most
+    /// [`MAX_PERIOD_US`] (what the core's `SchedulingConfigure` accepts).
     fn scheduling_time<T>(
         &mut self,
         entry: &Entry<T>,
@@ -883,20 +885,25 @@ impl Checker<'_> {
             );
             return None;
         }
-        match u32::try_from(nanoseconds / 1000) {
-            Ok(microseconds) => Some(microseconds),
-            Err(_) => {
-                self.error(
-                    &spot,
-                    format!(
-                        "{context}: {what} {} is longer than the longest the core keeps ({})",
-                        format_duration(nanoseconds),
-                        format_duration(u64::from(u32::MAX) * 1000)
-                    ),
-                );
-                None
-            }
+        let microseconds = nanoseconds / 1000;
+        if microseconds > MAX_PERIOD_US {
+            self.error(
+                &spot,
+                format!(
+                    "{context}: {what} {} is longer than the longest period the core accepts ({})",
+                    format_duration(nanoseconds),
+                    format_duration(MAX_PERIOD_US * 1000)
+                ),
+            )
+            .help = Some(
+                "budgets and periods are at most microvisor_abi::syscall::MAX_PERIOD_US, \
+                 the limit of SchedulingConfigure"
+                    .into(),
+            );
+            return None;
         }
+        // At most MAX_PERIOD_US, which fits the spec's 32 bits.
+        u32::try_from(microseconds).ok()
     }
 
     /// Self-supervision and supervisor cycles.
@@ -1185,7 +1192,7 @@ impl Checker<'_> {
             let image = match &raw.image {
                 Some(image) => {
                     let text = image.get_ref();
-                    if !is_valid_name(text) || text.len() > MAX_IMAGE_NAME {
+                    if !is_valid_name(text, NameKind::Plain) || text.len() > MAX_IMAGE_NAME {
                         good = false;
                         self.error(
                             &entry.at(image),

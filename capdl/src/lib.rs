@@ -44,7 +44,7 @@ pub use model::{
     Notification, PortGrant, Queue, QueuePlacement, SPEC_ENTRY, Start, System, Vm,
     guest_entry_name,
 };
-pub use programs::{ProgramSet, ROLES, WORLD_SWITCHER, check_role};
+pub use programs::{PROGRAM_GROUPS, ProgramSet, ROLES, WORLD_SWITCHER, check_role};
 pub use raw::{MAX_FILE_BYTES, MAX_SYSTEM_BYTES, read_file};
 
 /// Reads a text file the way system files are read ([`read_file`]: only a

@@ -36,7 +36,8 @@ struct Arguments {
     /// Where to write it (default: standard output; required for spec).
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// The directory of component crates programs must be found in.
+    /// The directory whose group folders (system/, test/) hold the
+    /// component programs systems may name.
     #[arg(long, default_value = "components")]
     programs: PathBuf,
     /// The machine memory the system must fit in, such as "448MiB".

@@ -1,12 +1,14 @@
 //! The set of programs a system may name: the component crates that exist,
 //! and which of them are world switchers.
 //!
-//! A component's `program` must be one of these. The build tool makes the
-//! set from `cargo metadata` (the workspace's component programs); the
-//! `capdl` command scans a directory, where a program is a sub-directory
-//! (or a sub-directory of a group directory, as in `components/test/`) with
-//! a `src/main.rs`; tests build a set from a list of names instead. The
-//! directory's name appears in "no program" errors.
+//! A component's `program` must be one of these. Programs live in the
+//! group folders [`PROGRAM_GROUPS`] of `components/` (`system/` for the
+//! system's components, `test/` for test and demo programs; `lib/` holds
+//! libraries). The build tool makes the set from `cargo metadata` (the
+//! workspace's component programs in those groups); the `capdl` command
+//! scans the same groups of a directory, where a program is a
+//! sub-directory with a `src/main.rs`; tests build a set from a list of
+//! names instead. "No program" errors name the group folders.
 //!
 //! A program's `Cargo.toml` may declare what it is for in
 //! `[package.metadata.microvisor] role = "..."`; the one role so far is
@@ -19,7 +21,13 @@ use std::collections::BTreeSet;
 use std::io;
 use std::path::Path;
 
-use microvisor_abi::image::is_valid_name;
+use microvisor_abi::image::{NameKind, is_valid_name};
+
+/// The folders of `components/` that hold component programs, one of each
+/// name across them: the system's components and the test and demo
+/// programs. The one list both the build tool and [`ProgramSet::scan`]
+/// look in.
+pub const PROGRAM_GROUPS: [&str; 2] = ["system", "test"];
 
 /// The role of a program that runs a VM's vCPU (`components/system/world-switcher`).
 pub const WORLD_SWITCHER: &str = "world-switcher";
@@ -62,7 +70,7 @@ impl ProgramSet {
             names: names
                 .into_iter()
                 .map(Into::into)
-                .filter(|name| is_valid_name(name))
+                .filter(|name| is_valid_name(name, NameKind::Plain))
                 .collect(),
             world_switchers: None,
         }
@@ -77,32 +85,46 @@ impl ProgramSet {
         self
     }
 
-    /// The programs below `directory`: each sub-directory holding a
-    /// `src/main.rs` whose name can be a boot-image entry name, also one
-    /// level further down (group directories such as `components/test/`).
-    /// Each program's role is read from its `Cargo.toml`; an unknown role is
-    /// an error.
+    /// The programs in the group folders ([`PROGRAM_GROUPS`]) of
+    /// `directory`: each sub-directory of a group holding a `src/main.rs`
+    /// whose name can be a boot-image entry name, as the build tool finds
+    /// them. Each program's role is read from its `Cargo.toml`; an unknown
+    /// role, or two programs of one name in different groups (the boot
+    /// image names programs without their group), is an error.
     pub fn scan(directory: &Path) -> io::Result<Self> {
+        if !std::fs::metadata(directory)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", directory.display()),
+            ));
+        }
         let mut names = BTreeSet::new();
         let mut switchers = BTreeSet::new();
-        let mut found = |path: &Path, name: String| -> io::Result<()> {
-            if role_of(path)?.as_deref() == Some(WORLD_SWITCHER) {
-                switchers.insert(name.clone());
+        for group in PROGRAM_GROUPS {
+            let folder = directory.join(group);
+            if !folder.is_dir() {
+                continue;
             }
-            names.insert(name);
-            Ok(())
-        };
-        for entry in std::fs::read_dir(directory)? {
-            let path = entry?.path();
-            if let Some(name) = program_name(&path) {
-                found(&path, name)?;
-            } else if path.is_dir() {
-                for inner in std::fs::read_dir(&path)? {
-                    let inner = inner?.path();
-                    if let Some(name) = program_name(&inner) {
-                        found(&inner, name)?;
-                    }
+            for entry in std::fs::read_dir(&folder)? {
+                let path = entry?.path();
+                let Some(name) = program_name(&path) else {
+                    continue;
+                };
+                if names.contains(&name) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} has the name of a program in another group of {}; \
+                             program names must be unique",
+                            path.display(),
+                            directory.display()
+                        ),
+                    ));
                 }
+                if role_of(&path)?.as_deref() == Some(WORLD_SWITCHER) {
+                    switchers.insert(name.clone());
+                }
+                names.insert(name);
             }
         }
         let mut label = directory.display().to_string();
@@ -143,9 +165,18 @@ impl ProgramSet {
         self.names.is_empty()
     }
 
-    /// Where the programs live, as messages name it.
+    /// Where the programs live, as messages name it (`components/`).
     pub fn directory(&self) -> &str {
         &self.directory
+    }
+
+    /// The group folders programs are found in, as messages name them:
+    /// `components/system/`, `components/test/`.
+    pub fn folders(&self) -> Vec<String> {
+        PROGRAM_GROUPS
+            .iter()
+            .map(|group| format!("{}{group}/", self.directory))
+            .collect()
     }
 }
 
@@ -153,7 +184,8 @@ impl ProgramSet {
 /// its name can be a boot-image entry name.
 fn program_name(path: &Path) -> Option<String> {
     let name = path.file_name()?.to_str()?;
-    (path.join("src").join("main.rs").is_file() && is_valid_name(name)).then(|| name.to_string())
+    (path.join("src").join("main.rs").is_file() && is_valid_name(name, NameKind::Plain))
+        .then(|| name.to_string())
 }
 
 /// The role `[package.metadata.microvisor] role` in the `Cargo.toml` of a
@@ -199,11 +231,14 @@ mod tests {
         let root = std::env::temp_dir().join(format!("capdl-programs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for (name, file) in [
-            ("ping", "src/main.rs"),
-            ("runtime", "src/lib.rs"),
-            ("Bad.Name", "src/main.rs"),
+            ("test/ping", "src/main.rs"),
+            ("lib/runtime", "src/lib.rs"),
+            ("test/Bad.Name", "src/main.rs"),
             ("test/hello", "src/main.rs"),
             ("system/world-switcher", "src/main.rs"),
+            // Outside the groups: not a program, as for the build tool.
+            ("stray", "src/main.rs"),
+            ("lib/helper", "src/main.rs"),
         ] {
             let path = root.join(name).join(file);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -215,10 +250,14 @@ mod tests {
              [package.metadata.microvisor]\nrole = \"world-switcher\"\n",
         )
         .unwrap();
-        std::fs::write(root.join("ping/Cargo.toml"), "[package]\nname = \"ping\"\n").unwrap();
+        std::fs::write(
+            root.join("test/ping/Cargo.toml"),
+            "[package]\nname = \"ping\"\n",
+        )
+        .unwrap();
         let set = ProgramSet::scan(&root).unwrap();
         assert!(set.contains("ping"));
-        assert!(!set.contains("runtime"));
+        assert!(!set.contains("runtime") && !set.contains("stray") && !set.contains("helper"));
         assert_eq!(
             set.names().collect::<Vec<_>>(),
             ["hello", "ping", "world-switcher"]
@@ -231,9 +270,28 @@ mod tests {
         assert_eq!(set.is_world_switcher("world-switcher"), Some(true));
         assert_eq!(set.is_world_switcher("absent"), None);
         assert!(set.directory().ends_with('/'));
+        let directory = set.directory();
+        assert_eq!(
+            set.folders(),
+            [format!("{directory}system/"), format!("{directory}test/")]
+        );
+
+        // One name in two groups: the boot image could not tell them apart.
+        std::fs::create_dir_all(root.join("system/hello/src")).unwrap();
+        std::fs::write(root.join("system/hello/src/main.rs"), "").unwrap();
+        let error = ProgramSet::scan(&root).unwrap_err().to_string();
+        assert!(
+            error.ends_with(&format!(
+                "test/hello has the name of a program in another group of {}; \
+                 program names must be unique",
+                root.display()
+            )),
+            "{error}"
+        );
+        std::fs::remove_dir_all(root.join("system/hello")).unwrap();
 
         std::fs::write(
-            root.join("ping/Cargo.toml"),
+            root.join("test/ping/Cargo.toml"),
             "[package.metadata.microvisor]\nrole = \"world-swticher\"\n",
         )
         .unwrap();

@@ -457,7 +457,21 @@ fn too_many_queues() {
 fn unknown_program() {
     assert_eq!(
         error("[components.a]\nprogram = \"pnog\"\n"),
-        "main.toml:2:11: component 'a': no program 'pnog' in components/ (help: did you mean 'pong'?)"
+        "main.toml:2:11: component 'a': no program 'pnog' in components/system/ or components/test/ (help: did you mean 'pong'?)"
+    );
+}
+
+#[test]
+fn no_programs_at_all_names_the_empty_group_folders() {
+    let read = |_: &std::path::Path| Ok(b"[components.a]\n".to_vec());
+    let programs = capdl::ProgramSet::new("components/", Vec::<String>::new());
+    let path = std::path::Path::new("main.toml");
+    let diagnostics = capdl::load_from(path, &read, &programs, &Options::default()).unwrap_err();
+    assert_eq!(
+        render(&diagnostics.0),
+        [
+            "main.toml:1:13: component 'a': no program 'a' in components/system/ or components/test/ (the program defaults to the component's name) (help: components/system/ and components/test/ hold no programs)"
+        ]
     );
 }
 
@@ -465,7 +479,7 @@ fn unknown_program() {
 fn unknown_default_program_lists_programs() {
     assert_eq!(
         error("[components.qos]\n"),
-        "main.toml:1:13: component 'qos': no program 'qos' in components/ (the program defaults to the component's name) (help: the programs are: a, b, blockstore, c, crasher, driver, hello, hostile, measure, peer, ping, pong, spinner, supervisor, vmctl, world-switcher)"
+        "main.toml:1:13: component 'qos': no program 'qos' in components/system/ or components/test/ (the program defaults to the component's name) (help: the programs are: a, b, blockstore, c, crasher, driver, hello, hostile, measure, peer, ping, pong, spinner, supervisor, vmctl, world-switcher)"
     );
 }
 
@@ -532,7 +546,31 @@ fn sub_microsecond_duration() {
 fn period_too_long() {
     assert_eq!(
         error("[components.a]\nperiod = \"5000s\"\n"),
-        "main.toml:2:10: component 'a': period 5000s is longer than the longest the core keeps (4294967295us)"
+        "main.toml:2:10: component 'a': period 5000s is longer than the longest period the core accepts (10s) (help: budgets and periods are at most microvisor_abi::syscall::MAX_PERIOD_US, the limit of SchedulingConfigure)"
+    );
+    // The core's limit, not the spec's 32 bits: an hour fits the spec but
+    // SchedulingConfigure would fault on it.
+    assert_eq!(
+        error("[components.a]\nperiod = \"3600s\"\n"),
+        "main.toml:2:10: component 'a': period 3600s is longer than the longest period the core accepts (10s) (help: budgets and periods are at most microvisor_abi::syscall::MAX_PERIOD_US, the limit of SchedulingConfigure)"
+    );
+    let too_long = |line: u32, what: &str| {
+        format!(
+            "main.toml:{line}:10: component 'a': {what} 10000001us is longer than the longest period the core accepts (10s) (help: budgets and periods are at most microvisor_abi::syscall::MAX_PERIOD_US, the limit of SchedulingConfigure)"
+        )
+    };
+    assert_eq!(
+        errors("[components.a]\nperiod = \"10000001us\"\nbudget = \"10000001us\"\n"),
+        [too_long(2, "period"), too_long(3, "budget")]
+    );
+    let system = common::system("[components.a]\nperiod = \"10s\"\nbudget = \"10s\"\n");
+    let limit = microvisor_abi::syscall::MAX_PERIOD_US;
+    assert_eq!(
+        (
+            u64::from(system.components[0].period_us),
+            u64::from(system.components[0].budget_us)
+        ),
+        (limit, limit)
     );
 }
 
@@ -1100,7 +1138,7 @@ fn rendering_matches_rustc() {
     .unwrap_err();
     assert_eq!(
         capdl::Diagnostics(diagnostics).to_string(),
-        "error: component 'a': no program 'pnog' in components/\n  --> main.toml:2:11\n  = help: did you mean 'pong'?\n\n\
+        "error: component 'a': no program 'pnog' in components/system/ or components/test/\n  --> main.toml:2:11\n  = help: did you mean 'pong'?\n\n\
          error: the system description has 1 error"
     );
 }
@@ -1548,7 +1586,7 @@ fn list_entry_fields_are_strict() {
     assert_eq!(
         list_errors("[[component]]\nname = \"x\"\nprogram = \"helo\"\nargs = 5\n"),
         [
-            "main.toml:3:11: component 'x': no program 'helo' in components/ (help: did you mean 'hello'?)",
+            "main.toml:3:11: component 'x': no program 'helo' in components/system/ or components/test/ (help: did you mean 'hello'?)",
             "main.toml:4:8: component 'x': 'args' expects a string, found integer `5`",
         ]
     );
@@ -1571,7 +1609,7 @@ fn list_entries_are_checked_like_components() {
     assert_eq!(
         list_errors("[[component]]\nname = \"helo\"\n"),
         [
-            "main.toml:2:8: component 'helo': no program 'helo' in components/ (the program defaults to the component's name) (help: did you mean 'hello'?)"
+            "main.toml:2:8: component 'helo': no program 'helo' in components/system/ or components/test/ (the program defaults to the component's name) (help: did you mean 'hello'?)"
         ]
     );
     assert_eq!(

@@ -8,7 +8,7 @@ use microvisor_abi::spec::Spec;
 fn programs_directory() -> PathBuf {
     let root = std::env::temp_dir().join(format!("capdl-cli-programs-{}", std::process::id()));
     for program in ["ping", "pong"] {
-        let main = root.join(program).join("src").join("main.rs");
+        let main = root.join("test").join(program).join("src").join("main.rs");
         std::fs::create_dir_all(main.parent().unwrap()).unwrap();
         std::fs::write(main, "fn main() {}\n").unwrap();
     }

@@ -14,7 +14,8 @@
 //! The command line keeps the longest valid UTF-8 prefix of at most
 //! [`COMMAND_LINE_MAX`] bytes; a longer or partly invalid line is kept that
 //! far and its full length recorded in
-//! [`BootInfo::command_line_truncated_from`], so the core can say so. A PVH
+//! [`BootInfo::command_line_truncated_from`], so the core can say so
+//! ([`BootInfo::command_line_cut`]: how much of how much, and why). A PVH
 //! line over 4 KiB cannot be read at all: QEMU's PVH loader copies it into a
 //! 4 KiB buffer without a bound, and the overflow overwrites the start info
 //! (magic and memory-map pointer) behind it. That case is recognised and
@@ -88,6 +89,49 @@ pub struct BootInfo {
     /// [`COMMAND_LINE_MAX`] bytes, or not valid UTF-8 from some byte on): its
     /// length in bytes, counted up to [`COMMAND_LINE_SCAN_MAX`].
     pub command_line_truncated_from: Option<usize>,
+    /// The loader's line is at least `command_line_truncated_from` bytes
+    /// long, maybe more: a PVH line that filled QEMU's
+    /// [`QEMU_PVH_LINE_BUFFER`] was cut where its buffer ends.
+    command_line_length_is_lower_bound: bool,
+}
+
+/// What the core reports when it kept less than the loader's command line:
+/// how much of how much, and why (the line was too long, or it has a byte
+/// that is not UTF-8 there). Its `Display` is the warning line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandLineCut {
+    /// Bytes kept.
+    pub kept: usize,
+    /// The loader's line in bytes; at least that many when `at_least`.
+    pub length: usize,
+    pub at_least: bool,
+    /// Where the kept part stopped at a byte that is not valid UTF-8: its
+    /// offset and value. `None` when it stopped at the length limit.
+    pub invalid_byte: Option<(usize, u8)>,
+}
+
+impl core::fmt::Display for CommandLineCut {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let at_least = if self.at_least { "at least " } else { "" };
+        write!(
+            f,
+            "boot command line truncated to {} of {at_least}{} bytes: ",
+            self.kept, self.length
+        )?;
+        match self.invalid_byte {
+            Some((offset, byte)) => write!(
+                f,
+                "it stopped at an invalid UTF-8 byte ({byte:#04x} at offset {offset}); \
+                 the core keeps only the valid text before it"
+            ),
+            None if self.kept < COMMAND_LINE_MAX => write!(
+                f,
+                "the core keeps at most {COMMAND_LINE_MAX} bytes, and a character crossed \
+                 that limit"
+            ),
+            None => write!(f, "the core keeps at most {COMMAND_LINE_MAX} bytes"),
+        }
+    }
 }
 
 /// How far an unterminated command line is followed to count its length.
@@ -154,6 +198,7 @@ impl BootInfo {
             command_line: [0; COMMAND_LINE_MAX],
             command_line_len: 0,
             command_line_truncated_from: None,
+            command_line_length_is_lower_bound: false,
         }
     }
 
@@ -180,6 +225,25 @@ impl BootInfo {
         if self.command_line_len < length {
             self.command_line_truncated_from = Some(length);
         }
+    }
+
+    /// What was cut off the command line and why, when something was.
+    pub fn command_line_cut(&self) -> Option<CommandLineCut> {
+        let length = self.command_line_truncated_from?;
+        let kept = self.command_line_len;
+        let stored = &self.command_line[..length.min(COMMAND_LINE_MAX)];
+        // An error with a length is a bad byte; without one, a character
+        // cut at the end of what is stored.
+        let invalid_byte = core::str::from_utf8(stored)
+            .err()
+            .and_then(|error| error.error_len())
+            .map(|_| (kept, stored[kept]));
+        Some(CommandLineCut {
+            kept,
+            length,
+            at_least: self.command_line_length_is_lower_bound,
+            invalid_byte,
+        })
     }
 
     /// The boot command line ("" if none): what was kept of it, always
@@ -274,6 +338,11 @@ impl BootInfo {
             read_u64(memory, address + 24)?,
             COMMAND_LINE_SCAN_MAX,
         );
+        // A line that reaches the end of QEMU's buffer overran it; what
+        // QEMU wrote after it (the module entry) ended it there.
+        info.command_line_length_is_lower_bound = info
+            .command_line_truncated_from
+            .is_some_and(|length| length as u64 >= QEMU_PVH_LINE_BUFFER);
         for index in 0..u64::from(module_count).min(64) {
             let entry = module_list + index * 32;
             let start = read_u64(memory, entry)?;
@@ -636,6 +705,45 @@ mod tests {
         assert_eq!(info.command_line_truncated_from, None);
     }
 
+    #[test]
+    fn a_cut_says_how_much_of_how_much_and_why() {
+        let cut = |line: &[u8]| BootInfo::read(&pvh_with_line(line), 0, 0x1000).unwrap();
+        assert_eq!(cut(b"selftest=core-fault").command_line_cut(), None);
+
+        let long = cut(&[b'x'; 300]).command_line_cut().unwrap();
+        assert_eq!(
+            long,
+            CommandLineCut {
+                kept: 256,
+                length: 300,
+                at_least: false,
+                invalid_byte: None
+            }
+        );
+        assert_eq!(
+            long.to_string(),
+            "boot command line truncated to 256 of 300 bytes: the core keeps at most 256 bytes"
+        );
+
+        // Not too long: stopped by a byte that is not UTF-8, in the middle.
+        let invalid = cut(b"ab\xffcdefghijklm").command_line_cut().unwrap();
+        assert_eq!(invalid.invalid_byte, Some((2, 0xff)));
+        assert_eq!(
+            invalid.to_string(),
+            "boot command line truncated to 2 of 14 bytes: it stopped at an invalid UTF-8 \
+             byte (0xff at offset 2); the core keeps only the valid text before it"
+        );
+
+        // A character cut by the limit is the limit's doing, not a bad byte.
+        let mut line = vec![b'a'; COMMAND_LINE_MAX - 1];
+        line.extend_from_slice("é quiet".as_bytes());
+        assert_eq!(
+            cut(&line).command_line_cut().unwrap().to_string(),
+            "boot command line truncated to 255 of 263 bytes: the core keeps at most 256 \
+             bytes, and a character crossed that limit"
+        );
+    }
+
     /// QEMU 7.2's PVH loader as it lays out memory (pc-bios/optionrom
     /// pvh.bin, seen at 0x11c0 and 0x21e0): a 4 KiB command-line buffer, the
     /// 32-byte module entry, then the start info. The magic is written
@@ -665,6 +773,25 @@ mod tests {
         assert_eq!(info.command_line().len(), COMMAND_LINE_MAX);
         assert_eq!(info.command_line_truncated_from, Some(4095));
         assert_eq!(info.modules().len(), 1);
+
+        assert!(
+            info.command_line_cut()
+                .unwrap()
+                .to_string()
+                .starts_with("boot command line truncated to 256 of 4095 bytes: ")
+        );
+
+        // Longer than the buffer but not enough to reach the magic: QEMU's
+        // module entry, written after the line, ends it at 4096 bytes, so
+        // the length is known only as a lower bound.
+        let (m, start_info) = qemu_pvh_with_line(4097);
+        let info = BootInfo::read(&m, 0, start_info as u32).unwrap();
+        let cut = info.command_line_cut().unwrap();
+        assert_eq!((cut.length, cut.at_least), (4096, true));
+        assert_eq!(
+            cut.to_string(),
+            "boot command line truncated to 256 of at least 4096 bytes: the core keeps at most 256 bytes"
+        );
 
         let (m, start_info) = qemu_pvh_with_line(5000);
         let error = BootInfo::read(&m, 0, start_info as u32).unwrap_err();

@@ -61,8 +61,6 @@ pub struct Kernel {
     last: Option<usize>,
     /// When the running component was dispatched (TSC).
     dispatched_at: u64,
-    /// Components refused at load.
-    pub refused: usize,
     pub clock: Clock,
     /// The idle loop's frame.
     idle: Frame,
@@ -137,7 +135,6 @@ pub fn install(
         addr_of_mut!((*kernel).running).write(None);
         addr_of_mut!((*kernel).last).write(None);
         addr_of_mut!((*kernel).dispatched_at).write(0);
-        addr_of_mut!((*kernel).refused).write(0);
         addr_of_mut!((*kernel).clock).write(clock);
         addr_of_mut!((*kernel).idle).write(idle);
         addr_of_mut!((*kernel).armed).write(None);
@@ -320,10 +317,7 @@ impl Kernel {
     /// supervisor or was refused, or when a VM that was created never ran.
     fn finish(&mut self) -> ! {
         RUNNING.store(0, Ordering::Relaxed);
-        let mut tally = Tally {
-            refused: self.refused,
-            ..Tally::default()
-        };
+        let mut tally = Tally::default();
         for component in self.components() {
             match component.state() {
                 ComponentState::Exited(0) => tally.exited += 1,
@@ -331,6 +325,7 @@ impl Kernel {
                 ComponentState::Faulted if component.supervisor().is_none() => tally.faulted += 1,
                 ComponentState::Faulted | ComponentState::Stopped => tally.stopped += 1,
                 ComponentState::Waiting | ComponentState::NotStarted => tally.blocked += 1,
+                ComponentState::Refused => tally.refused += 1,
                 ComponentState::Ready => {}
             }
         }

@@ -130,9 +130,8 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
         info.regions().len(),
         info.modules().len()
     );
-    if let Some(length) = info.command_line_truncated_from {
-        let kept = info.command_line().len();
-        log::warn!("boot command line truncated to {kept} of {length} bytes");
+    if let Some(cut) = info.command_line_cut() {
+        log::warn!("{cut}");
     }
 
     // SAFETY: the bitmap is handed out exactly once, here.
@@ -271,20 +270,20 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
 
 /// Faults on purpose inside the core (`selftest=` on the boot command
 /// line), so that tests can show every ring-0 exception is reported and
-/// ends the system with a failure verdict.
+/// ends the system with a failure verdict. An unknown name is reported and
+/// ignored (and nothing claims a fault is coming).
 fn self_test(test: &str) {
-    log::warn!("self-test '{test}': faulting inside the core on purpose");
-    match test {
+    let fault: fn() = match test {
         // A read from an unmapped core address: #PF in ring 0.
-        "core-fault" => {
+        "core-fault" => || {
             // SAFETY: deliberately invalid; the page-fault handler reports
             // it and halts the machine, so the read never returns.
             let _ = unsafe { core::ptr::read_volatile(0xffff_ffff_0000_0000 as *const u64) };
-        }
+        },
         // Unbounded recursion into the stack's guard page: the #PF cannot be
         // delivered on the exhausted stack, so the CPU raises #DF on its own
         // stack (IST 1).
-        "stack-overflow" => {
+        "stack-overflow" => || {
             #[allow(unconditional_recursion, reason = "the point is to overflow the stack")]
             fn recurse(depth: u64) -> u64 {
                 let frame = [depth; 64];
@@ -292,9 +291,14 @@ fn self_test(test: &str) {
                 recurse(depth + 1) + core::hint::black_box(frame[depth as usize % 64])
             }
             core::hint::black_box(recurse(0));
+        },
+        other => {
+            log::warn!("unknown self-test '{other}' (core-fault, stack-overflow); ignored");
+            return;
         }
-        other => log::warn!("unknown self-test '{other}' (core-fault, stack-overflow); ignored"),
-    }
+    };
+    log::warn!("self-test '{test}': faulting inside the core on purpose");
+    fault();
 }
 
 fn yes(value: bool) -> &'static str {

@@ -96,7 +96,6 @@ fn build(kernel: &mut Kernel, index: usize) {
         }
         Err(error) => {
             log::error!("refused component '{name}': {error}");
-            kernel.refused += 1;
             kernel.components[index].refuse();
         }
     }

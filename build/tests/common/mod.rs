@@ -61,20 +61,23 @@ pub fn path(path: &Path) -> &str {
     path.to_str().expect("UTF-8 scratch path")
 }
 
+/// The `mkfs` options of [`small_image`]: 2 MiB, 4 KiB blocks, few files.
+pub const SMALL_LAYOUT: [&str; 8] = [
+    "--size",
+    "2M",
+    "--block-size",
+    "4K",
+    "--max-files",
+    "8",
+    "--pointer-blocks-per-file",
+    "2",
+];
+
 /// A 2 MiB image with 4 KiB blocks.
 pub fn small_image(scratch: &TempDir) -> PathBuf {
     let image = scratch.path().join("store.img");
-    ok(&[
-        "mkfs",
-        path(&image),
-        "--size",
-        "2M",
-        "--block-size",
-        "4K",
-        "--max-files",
-        "8",
-        "--pointer-blocks-per-file",
-        "2",
-    ]);
+    let mut arguments = vec!["mkfs", path(&image)];
+    arguments.extend(SMALL_LAYOUT);
+    ok(&arguments);
     image
 }

@@ -151,24 +151,44 @@ pub struct Entry<'a> {
     pub contents: &'a [u8],
 }
 
-fn valid_name(raw: &[u8; 32]) -> Option<&str> {
+/// Which names a check is for: the characters allowed differ by one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameKind {
+    /// What a system names: boot-image entries, components, programs,
+    /// queues, notifications, VMs, guest images — `[a-z0-9_-]`.
+    Plain,
+    /// A name in a boot-spec or start-page record, which also names
+    /// capabilities made from two names (`pong.notify`, `hello.vmcs`,
+    /// `spinner.sc`) — `[a-z0-9_.-]`.
+    Record,
+}
+
+/// Checks a name: 1–32 bytes of `[a-z0-9_-]`, and `.` too for a
+/// [`NameKind::Record`]. The one name check of the workspace: image
+/// entries, `capdl` and the build tool use it with [`NameKind::Plain`],
+/// the boot spec and start pages ([`crate::spec::name_of`]) with
+/// [`NameKind::Record`].
+pub fn is_valid_name(name: &str, kind: NameKind) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || b == b'-'
+                || b == b'_'
+                || (b == b'.' && kind == NameKind::Record)
+        })
+}
+
+/// Reads a NUL-padded 32-byte name field: `Some` when it holds a valid name
+/// of `kind` ([`is_valid_name`]) followed only by NULs.
+pub fn name_in_field(raw: &[u8; 32], kind: NameKind) -> Option<&str> {
     let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     let (name, padding) = raw.split_at(len);
     if padding.iter().any(|&b| b != 0) {
         return None;
     }
     let name = core::str::from_utf8(name).ok()?;
-    is_valid_name(name).then_some(name)
-}
-
-/// Checks a name as the image format requires: 1–32 bytes of
-/// `[a-z0-9_-]`. The one name check of the workspace: image entries, spec
-/// records and `capdl` all use it.
-pub fn is_valid_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    is_valid_name(name, kind).then_some(name)
 }
 
 impl<'a> Image<'a> {
@@ -212,10 +232,11 @@ impl<'a> Image<'a> {
             });
         }
         for (index, entry) in table.iter().enumerate() {
-            let name = valid_name(&entry.name).ok_or(ImageError::BadName { index })?;
+            let name =
+                name_in_field(&entry.name, NameKind::Plain).ok_or(ImageError::BadName { index })?;
             if table[..index]
                 .iter()
-                .any(|other| valid_name(&other.name) == Some(name))
+                .any(|other| name_in_field(&other.name, NameKind::Plain) == Some(name))
             {
                 return Err(ImageError::DuplicateName { index });
             }
@@ -266,7 +287,7 @@ impl<'a> Image<'a> {
         let bytes = self.bytes;
         // Every field was validated by `parse`; the fallbacks are unreachable.
         self.table.iter().map(move |entry| Entry {
-            name: valid_name(&entry.name).unwrap_or(""),
+            name: name_in_field(&entry.name, NameKind::Plain).unwrap_or(""),
             kind: EntryKind::from_u32(entry.kind).unwrap_or(EntryKind::Component),
             args: core::str::from_utf8(&entry.args[..entry.args_len as usize]).unwrap_or(""),
             offset: entry.offset,
@@ -306,7 +327,7 @@ impl ImageBuilder {
         contents: alloc::vec::Vec<u8>,
     ) -> Result<(), alloc::string::String> {
         use alloc::string::ToString;
-        if !is_valid_name(name) {
+        if !is_valid_name(name, NameKind::Plain) {
             return Err(alloc::format!(
                 "'{name}' is not a valid component name (1-32 of a-z, 0-9, '-', '_')"
             ));
@@ -483,7 +504,20 @@ mod tests {
         assert!(b.add("a\0", EntryKind::Component, "", vec![]).is_err());
         b.add("a", EntryKind::Component, "", vec![]).unwrap();
         assert!(b.add("a", EntryKind::Component, "", vec![]).is_err());
-        assert!(is_valid_name("vm-hello_2") && !is_valid_name("p\u{43e}ng"));
+        assert!(is_valid_name("vm-hello_2", NameKind::Plain));
+        assert!(!is_valid_name("p\u{43e}ng", NameKind::Plain));
+        // Capability names join two names with a dot: records only.
+        assert!(!is_valid_name("pong.notify", NameKind::Plain));
+        assert!(is_valid_name("pong.notify", NameKind::Record));
+        for bad in ["", "Pong", "a/b", &"x".repeat(33)] {
+            assert!(!is_valid_name(bad, NameKind::Record), "{bad:?}");
+        }
+        let mut field = [0u8; 32];
+        field[..11].copy_from_slice(b"pong.notify");
+        assert_eq!(name_in_field(&field, NameKind::Record), Some("pong.notify"));
+        assert_eq!(name_in_field(&field, NameKind::Plain), None);
+        field[20] = b'x';
+        assert_eq!(name_in_field(&field, NameKind::Record), None);
     }
 
     #[test]

@@ -21,6 +21,8 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use crate::image::NameKind;
+
 /// `MVSPEC\0\0`.
 pub const SPEC_MAGIC: [u8; 8] = *b"MVSPEC\0\0";
 /// The format version this code reads and writes.
@@ -94,7 +96,8 @@ pub struct ComponentSpec {
     /// Scheduling-context budget per period, in microseconds. A budget equal
     /// to the period means the component is never throttled.
     pub budget_us: u32,
-    /// Scheduling-context period, in microseconds.
+    /// Scheduling-context period, in microseconds: at most
+    /// [`crate::syscall::MAX_PERIOD_US`], as for `SchedulingConfigure`.
     pub period_us: u32,
     /// Stack size in 4 KiB pages.
     pub stack_pages: u32,
@@ -332,21 +335,12 @@ pub struct Spec<'a> {
     pub vms: &'a [VmSpec],
 }
 
-/// Reads a NUL-padded name field: `Some` when it is 1..=32 bytes of
-/// `[a-z0-9_.-]` followed only by NULs.
+/// Reads a record's NUL-padded name field: `Some` when it is 1..=32 bytes
+/// of `[a-z0-9_.-]` followed only by NULs (the workspace's one name check,
+/// [`crate::image::is_valid_name`], for [`NameKind::Record`]: records also
+/// hold capability names such as `pong.notify`).
 pub fn name_of(raw: &[u8; 32]) -> Option<&str> {
-    let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    let (name, padding) = raw.split_at(len);
-    let valid = len > 0
-        && padding.iter().all(|&b| b == 0)
-        && name.iter().all(|&b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
-        });
-    if valid {
-        core::str::from_utf8(name).ok()
-    } else {
-        None
-    }
+    crate::image::name_in_field(raw, NameKind::Record)
 }
 
 /// Whether `bytes` at page-aligned `address` lie in the part of a
@@ -467,6 +461,7 @@ impl<'a> Spec<'a> {
             if component.period_us == 0
                 || component.budget_us == 0
                 || component.budget_us > component.period_us
+                || u64::from(component.period_us) > crate::syscall::MAX_PERIOD_US
             {
                 return Err(bad("budget/period"));
             }
@@ -868,6 +863,15 @@ mod tests {
         );
         check(
             &|s| s.components[0].budget_us = 20_000,
+            SpecError::BadField {
+                table: "component",
+                index: 0,
+                field: "budget/period",
+            },
+        );
+        // Longer than SchedulingConfigure accepts: the same limit at boot.
+        check(
+            &|s| s.components[0].period_us = crate::syscall::MAX_PERIOD_US as u32 + 1,
             SpecError::BadField {
                 table: "component",
                 index: 0,

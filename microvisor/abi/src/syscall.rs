@@ -127,7 +127,10 @@ impl Syscall {
 }
 
 /// The longest scheduling-context period [`Syscall::SchedulingConfigure`]
-/// accepts, in microseconds (10 s); budgets are at most the period.
+/// accepts, in microseconds (10 s); budgets are at most the period. The one
+/// limit for periods: `capdl` refuses longer budgets and periods in a
+/// system file, and the boot spec's check ([`crate::spec`]) longer ones in
+/// a spec.
 pub const MAX_PERIOD_US: u64 = 10_000_000;
 
 /// The registers of one system call: the number in `rax` and the arguments

@@ -4,11 +4,11 @@
 //! Components are declared at boot from the spec and never created at run
 //! time; a slot is reused only by restarting the same component. The
 //! thread's life is [`ComponentState`]; every change of state happens in a
-//! method here: declared (ready or waiting for its supervisor), blocked in
-//! `Wait` and woken (by a signal or its timeout), stopped (exited, faulted
-//! or stopped by its supervisor, its memory returned), and restarted with
-//! a new generation (old capability handles become stale). The address
-//! space itself is built by `crate::loader`.
+//! method here: declared (ready or waiting for its supervisor) or refused
+//! at load, blocked in `Wait` and woken (by a signal or its timeout),
+//! stopped (exited, faulted or stopped by its supervisor, its memory
+//! returned), and restarted with a new generation (old capability handles
+//! become stale). The address space itself is built by `crate::loader`.
 
 use microvisor::address::PhysicalAddress;
 use microvisor::paging::AddressSpace;
@@ -43,6 +43,8 @@ pub enum ComponentState {
     Stopped,
     /// Declared to wait for its supervisor to start it.
     NotStarted,
+    /// Refused at load (its program or its VM unusable): never ran.
+    Refused,
 }
 
 /// What a component is declared as, before it is built.
@@ -397,7 +399,7 @@ impl Component {
     /// Marks a component the core refused to load: stopped for good, and
     /// no supervisor may restart it.
     pub fn refuse(&mut self) {
-        self.state = ComponentState::Faulted;
+        self.state = ComponentState::Refused;
         self.supervisor = None;
     }
 

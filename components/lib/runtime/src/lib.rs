@@ -12,7 +12,8 @@
 //! ```
 //!
 //! and stays `#![forbid(unsafe_code)]`. The return value of `main` becomes
-//! the component's exit code.
+//! the component's exit code. Its arguments are read strictly through
+//! [`Start::arguments`] ([`arguments`]): a bad one ends it with exit code 2.
 //!
 //! The library also builds for the host (`cargo test -p runtime --lib`):
 //! the entry point and panic handler exist only on the target, and the
@@ -26,6 +27,7 @@ pub use microvisor_abi::start::StartInfo;
 use microvisor_abi::start::{Resource, ResourceKind, ResourceView, START_MAGIC};
 use microvisor_abi::syscall::LOG_WRITE_MAX;
 
+pub mod arguments;
 pub mod fault;
 pub mod notification;
 pub mod queue;
@@ -43,17 +45,21 @@ impl Start {
         self.info.name()
     }
 
-    /// The component's argument string.
+    /// The component's argument string, unchecked; components read it
+    /// through [`Start::arguments`].
     pub fn args(&self) -> &str {
         self.info.args()
     }
 
-    /// The value of `key=value` in a space-separated argument string.
-    pub fn arg(&self, key: &str) -> Option<&str> {
-        self.args().split(' ').find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k == key).then_some(v)
-        })
+    /// The argument string checked against the keys this component takes
+    /// (every word `key=value`, each key known and given once), as a view
+    /// that reads typed values; see [`arguments`]. A component ends on a
+    /// bad argument with `start.arguments(&[...]).or_exit()`.
+    pub fn arguments<'a>(
+        &'a self,
+        known: &'a [&'a str],
+    ) -> Result<arguments::Arguments<'a>, arguments::ArgumentError<'a>> {
+        arguments::Arguments::parse(self.args(), known)
     }
 
     /// This component's index in the system.

@@ -8,6 +8,8 @@
 //! memory is accessed with volatile copies (the guest writes it too), and
 //! every access is bounds-checked against the VM's memory size.
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use microvisor_abi::start::{ResourceKind, ResourceView};
 use microvisor_abi::vcpu::{EntryMode, ExitReason, VcpuState};
 
@@ -105,10 +107,18 @@ pub enum MissingVm {
     NoVm,
     /// The start page lacks the named part of the VM.
     Missing(&'static str),
+    /// An earlier call already took the VM: there is one [`Vm`] per
+    /// component, since it holds the only `&mut` to the vCPU state page.
+    AlreadyTaken,
 }
 
+/// Set by the one [`Vm::from_start`] call that wraps the VM's mappings.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
 impl Vm {
-    /// Finds the VM in the start-information page.
+    /// Finds the VM in the start-information page. Only the first call
+    /// that finds one returns it; later calls return
+    /// [`MissingVm::AlreadyTaken`] (the [`Vm`] owns the state page).
     pub fn from_start(start: &Start) -> Result<Self, MissingVm> {
         let info: &'static crate::StartInfo = start.info;
         let (name, memory, size, entry) = info
@@ -147,10 +157,15 @@ impl Vm {
         let vmcs = capability(".vmcs", "VMCS capability")?;
         let vcpu = capability(".vcpu", "vCPU capability")?;
         let entry = EntryMode::from_u32(entry).ok_or(MissingVm::Missing("entry mode"))?;
+        if TAKEN.swap(true, Ordering::AcqRel) {
+            return Err(MissingVm::AlreadyTaken);
+        }
         // SAFETY: the core maps guest memory read-write, the image copy
         // read-only and the state page read-write at these addresses for
-        // the life of this component (see `microvisor_abi::start`); this is
-        // the only place that wraps them, and `from_start` runs once.
+        // the life of this component (see `microvisor_abi::start`). This is
+        // the only place that wraps them, and `TAKEN` lets it do so once per
+        // component: no second `&'static mut VcpuState` or `GuestMemory`
+        // over the same pages can exist, however often safe code calls it.
         unsafe {
             Ok(Self {
                 name,
@@ -196,6 +211,69 @@ impl Vm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use microvisor_abi::start::{MAX_RESOURCES, Resource, START_MAGIC, StartInfo};
+    use zerocopy::FromZeros;
+
+    /// A start page describing a VM `guest` over host memory (leaked: the
+    /// `Vm` it makes lives as long as the program, as on the target).
+    fn start_with_a_vm() -> Start {
+        let leak = |size: usize| Box::leak(vec![0u8; size].into_boxed_slice()).as_mut_ptr() as u64;
+        let resources = [
+            Resource::new(
+                "guest",
+                ResourceView::GuestMemory {
+                    address: leak(8192),
+                    size: 8192,
+                    entry: EntryMode::Long as u32,
+                },
+            ),
+            Resource::new(
+                "guest",
+                ResourceView::GuestImage {
+                    address: leak(64),
+                    size: 64,
+                },
+            ),
+            Resource::new(
+                "guest",
+                ResourceView::VcpuState {
+                    address: Box::leak(Box::new(VcpuState::new_zeroed())) as *mut VcpuState as u64,
+                },
+            ),
+            Resource::new(
+                "guest.vmcs",
+                ResourceView::Capability { handle: 7, kind: 0 },
+            ),
+            Resource::new(
+                "guest.vcpu",
+                ResourceView::Capability { handle: 8, kind: 0 },
+            ),
+        ];
+        let mut info = StartInfo::new_zeroed();
+        info.magic = START_MAGIC;
+        info.resource_count = resources.len() as u32;
+        info.resources[..resources.len()].copy_from_slice(&resources);
+        assert!(resources.len() <= MAX_RESOURCES);
+        Start {
+            info: Box::leak(Box::new(info)),
+        }
+    }
+
+    #[test]
+    fn the_vm_is_taken_once() {
+        let start = start_with_a_vm();
+        let mut vm = Vm::from_start(&start).expect("the first call finds the VM");
+        assert_eq!((vm.name(), vm.vmcs, vm.vcpu), ("guest", 7, 8));
+        assert_eq!(vm.memory.size(), 8192);
+        vm.state().exit_reason = 3;
+        // A second Vm would be a second &mut over the same state page.
+        assert_eq!(Vm::from_start(&start).err(), Some(MissingVm::AlreadyTaken));
+        assert_eq!(
+            Vm::from_start(&start_with_a_vm()).err(),
+            Some(MissingVm::AlreadyTaken)
+        );
+        assert_eq!(vm.state().exit_reason, 3);
+    }
 
     #[test]
     fn guest_memory_is_bounds_checked() {

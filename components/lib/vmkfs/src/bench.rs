@@ -355,16 +355,35 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, HostError> {
             run_on(MemoryDevice::new(options.size), "memory".into(), options)
         }
         BenchDevice::File(path) => {
-            let device =
-                FileDevice::create(path, options.size).map_err(|error| HostError::Open {
-                    path: path.clone(),
-                    error,
-                })?;
+            let device = locked_scratch_file(path, options.size)?;
             let report = run_on(device, alloc::format!("file {}", path.display()), options);
             let _ = std::fs::remove_file(path);
             report
         }
     }
+}
+
+/// Creates (or empties) the benchmark's file, locked exclusively before it
+/// is emptied, so an image another disk command is using is refused, not
+/// destroyed.
+fn locked_scratch_file(path: &std::path::Path, size: u64) -> Result<FileDevice, HostError> {
+    let file_error = |error| HostError::File {
+        path: path.to_path_buf(),
+        error,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(file_error)?;
+    crate::host::lock(&file, path, true)?;
+    file.set_len(0).map_err(file_error)?;
+    FileDevice::from_empty_file(file, size).map_err(|error| HostError::Open {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 #[cfg(test)]

@@ -359,6 +359,11 @@ mod host {
             Ok(Self { file, size })
         }
 
+        /// The open image file (for the host helpers' locks).
+        pub fn file(&self) -> &File {
+            &self.file
+        }
+
         /// Whether `other` is this device's file (the same device and inode,
         /// however it was reached: another path, a symbolic or a hard link).
         pub fn is_same_file(&self, other: &File) -> Result<bool, DeviceError> {

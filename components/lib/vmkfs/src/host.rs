@@ -7,7 +7,12 @@
 //! several paths make a multi-device file system (order matters).
 //!
 //! Invariants: every function that changes an image unmounts (flushes) it
-//! before returning success; errors carry the path or name involved.
+//! before returning success; errors carry the path or name involved. Every
+//! image file is locked while it is open (advisory `flock` locks, taken
+//! without waiting): exclusively by whatever may change it, shared by what
+//! only reads it, so two commands never change one image at once and a
+//! reader never sees one half changed; a conflict is refused with
+//! [`HostError::InUse`].
 //!
 //! Callers: `build/src/disk.rs`, the benchmark driver, tests.
 
@@ -57,6 +62,26 @@ pub enum HostError {
         path: PathBuf,
         device: usize,
     },
+    /// One file named twice in an image's list (by the same path or
+    /// another): as device `first` and as device `second`.
+    ListedTwice {
+        path: PathBuf,
+        first: usize,
+        second: usize,
+    },
+    /// An import source whose length cannot be known before it is read (a
+    /// pipe, a FIFO, a character device), given without a length.
+    UnsizedSource {
+        path: PathBuf,
+        kind: &'static str,
+    },
+    /// Another process (another disk command) holds a lock on this image
+    /// file that conflicts with the one wanted: `exclusive` when this
+    /// command would change the image.
+    InUse {
+        path: PathBuf,
+        exclusive: bool,
+    },
 }
 
 impl fmt::Display for HostError {
@@ -95,6 +120,33 @@ impl fmt::Display for HostError {
                 formatter,
                 "{} is the image's own file (device {device}); exporting onto it would destroy the image",
                 path.display()
+            ),
+            Self::ListedTwice {
+                path,
+                first,
+                second,
+            } => write!(
+                formatter,
+                "{} is listed twice, as device {first} and as device {second}: \
+                 each device of a file system is its own file",
+                path.display()
+            ),
+            Self::UnsizedSource { path, kind } => write!(
+                formatter,
+                "{} is a {kind}, not a regular file: its length is not known until it is read; \
+                 pass --size with the disk's length (the import reads at most that many bytes \
+                 from it, and what it does not supply reads as zero)",
+                path.display()
+            ),
+            Self::InUse { path, exclusive } => write!(
+                formatter,
+                "image {} is in use by another disk command{}; try again when it has finished",
+                path.display(),
+                if *exclusive {
+                    " (this command changes the image, so it must be the only one using it)"
+                } else {
+                    " that changes it"
+                }
             ),
         }
     }
@@ -227,7 +279,8 @@ pub fn format_image(
 
 /// Opens every path for mkfs without changing any existing file: new files
 /// are created (and listed in `created`), existing ones are refused unless
-/// `force`.
+/// `force`. Each is locked exclusively ([`lock`]) as it is opened, so an
+/// image another command is using is refused before any file is truncated.
 fn open_for_format(
     paths: &[PathBuf],
     force: bool,
@@ -241,26 +294,89 @@ fn open_for_format(
         };
         let mut options = std::fs::OpenOptions::new();
         options.read(true).write(true);
-        match options.clone().create_new(true).open(path) {
+        let file = match options.clone().create_new(true).open(path) {
             Ok(file) => {
                 created.push(path.clone());
-                files.push(file);
+                file
             }
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
                 if !force {
+                    // Perhaps it exists because this list made it already.
+                    if let Ok(existing) = File::open(path) {
+                        check_listed_once(files.iter(), &existing, path, files.len())?;
+                    }
                     return Err(HostError::Exists { path: path.clone() });
                 }
-                files.push(options.open(path).map_err(file_error)?);
+                options.open(path).map_err(file_error)?
             }
             Err(error) => return Err(file_error(error)),
+        };
+        check_listed_once(files.iter(), &file, path, files.len())?;
+        lock(&file, path, true)?;
+        files.push(file);
+    }
+    Ok(())
+}
+
+/// Refuses `file`, about to be device `index` at `path`, when it is one of
+/// the files `opened` already (the same device and inode, whatever the
+/// path): locking it again would conflict with this very command.
+fn check_listed_once<'a>(
+    opened: impl IntoIterator<Item = &'a File>,
+    file: &File,
+    path: &Path,
+    index: usize,
+) -> Result<(), HostError> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |file: &File| {
+        file.metadata()
+            .map(|metadata| (metadata.dev(), metadata.ino()))
+            .map_err(|error| HostError::File {
+                path: path.to_path_buf(),
+                error,
+            })
+    };
+    let mine = identity(file)?;
+    for (first, other) in opened.into_iter().enumerate() {
+        if identity(other)? == mine {
+            return Err(HostError::ListedTwice {
+                path: path.to_path_buf(),
+                first,
+                second: index,
+            });
         }
     }
     Ok(())
 }
 
+/// Locks an open image file without waiting: exclusively when the caller
+/// may change the image, shared when it only reads it. The lock is the
+/// open file's (`flock`), so it ends when the file is closed, also when the
+/// process is killed. A conflicting lock held elsewhere is
+/// [`HostError::InUse`].
+pub fn lock(file: &File, path: &Path, exclusive: bool) -> Result<(), HostError> {
+    let locked = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match locked {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(HostError::InUse {
+            path: path.to_path_buf(),
+            exclusive,
+        }),
+        Err(std::fs::TryLockError::Error(error)) => Err(HostError::File {
+            path: path.to_path_buf(),
+            error,
+        }),
+    }
+}
+
 /// Opens the image files (in file-system order) and mounts them; without
 /// `writable` the files are opened read-only and the store never writes (a
-/// journal transaction not yet in place is replayed in RAM only).
+/// journal transaction not yet in place is replayed in RAM only). The files
+/// stay locked ([`open_devices`]) until the store is dropped or unmounted.
 pub fn mount_image(paths: &[PathBuf], writable: bool) -> Result<Store<FileDevice>, HostError> {
     let devices = open_devices(paths, writable)?;
     let mounted = if writable {
@@ -274,83 +390,205 @@ pub fn mount_image(paths: &[PathBuf], writable: bool) -> Result<Store<FileDevice
     })
 }
 
-/// Opens the image files without mounting (for fsck).
+/// Opens the image files without mounting (for fsck), each locked
+/// ([`lock`]): exclusively when `writable`, shared otherwise.
 pub fn open_devices(paths: &[PathBuf], writable: bool) -> Result<Vec<FileDevice>, HostError> {
-    paths
-        .iter()
-        .map(|path| {
-            FileDevice::open(path, writable).map_err(|error| HostError::Open {
-                path: path.clone(),
-                error,
-            })
-        })
-        .collect()
+    let mut devices: Vec<FileDevice> = Vec::with_capacity(paths.len());
+    for path in paths {
+        let device = FileDevice::open(path, writable).map_err(|error| HostError::Open {
+            path: path.clone(),
+            error,
+        })?;
+        check_listed_once(
+            devices.iter().map(FileDevice::file),
+            device.file(),
+            path,
+            devices.len(),
+        )?;
+        lock(device.file(), path, writable)?;
+        devices.push(device);
+    }
+    Ok(devices)
 }
 
 const TRANSFER: usize = 1 << 20;
+
+/// What [`import_file`] copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Imported {
+    /// The new disk's length in bytes.
+    pub length: u64,
+    /// Bytes read from the source and written at the start of the disk;
+    /// the rest of the disk reads as zero.
+    pub read: u64,
+    /// The source (a pipe or a device, never a regular file) had more than
+    /// the disk holds: the import stopped at the disk's length, as `--size`
+    /// asked (an endless source such as `/dev/zero` always does).
+    pub cut: bool,
+}
+
+/// A test of a file's type.
+type IsKind = fn(&std::fs::FileType) -> bool;
+
+/// What kind of file a source that is not a regular file is, for messages.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    use std::fs::FileType;
+    use std::os::unix::fs::FileTypeExt;
+    let kinds: [(IsKind, &str); 5] = [
+        (FileType::is_dir, "directory"),
+        (FileType::is_fifo, "pipe"),
+        (FileType::is_char_device, "character device"),
+        (FileType::is_block_device, "block device"),
+        (FileType::is_socket, "socket"),
+    ];
+    kinds
+        .iter()
+        .find(|(is, _)| is(&file_type))
+        .map_or("special file", |&(_, kind)| kind)
+}
 
 /// Copies a host file into the image as a new virtual disk named `name`,
 /// `length` bytes long (default: the host file's size rounded up to sectors);
 /// bytes past the host file read as zero.
 ///
+/// A regular file (or a block device) has a length before it is read; a
+/// larger one than `length` is refused. Any other source — a pipe (`<(cmd)`,
+/// `/dev/stdin` fed by one), a FIFO, a character device such as
+/// `/dev/zero` — says nothing of its length until it is read, so it needs
+/// `length` and is read up to that many bytes (rounded up to sectors) or
+/// to its end, whichever comes first; [`Imported`] says how much was read
+/// and whether the source had more. Without `length` it is refused before
+/// it is opened.
+///
 /// All or nothing: the disk is created in RAM only, filled, and committed in
 /// one journal transaction at the end, so a crash (or a kill) at any point
 /// leaves either no file or the whole file, and a failed copy (say, a read
-/// error in the source) leaves no file either.
+/// error in the source, or a regular file that shrank while it was read)
+/// leaves no file either.
 pub fn import_file<D: BlockDevice>(
     store: &mut Store<D>,
     name: &str,
     source: &Path,
     length: Option<u64>,
-) -> Result<u64, HostError> {
+) -> Result<Imported, HostError> {
     let file_error = |error| HostError::File {
         path: source.to_path_buf(),
         error,
     };
+    let file_type = std::fs::metadata(source).map_err(file_error)?.file_type();
+    let sized = file_type.is_file() || {
+        use std::os::unix::fs::FileTypeExt;
+        file_type.is_block_device()
+    };
+    if !sized && length.is_none() {
+        return Err(HostError::UnsizedSource {
+            path: source.to_path_buf(),
+            kind: kind_of(file_type),
+        });
+    }
     let mut file = File::open(source).map_err(file_error)?;
-    let source_length = file.metadata().map_err(file_error)?.len();
-    let length = round_up_to_sector(length.unwrap_or(source_length))?;
-    if source_length > length {
+    let source_length = if sized {
+        // A block device's metadata says 0 bytes; its end is its size.
+        let end = std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(file_error)?;
+        std::io::Seek::rewind(&mut file).map_err(file_error)?;
+        Some(end)
+    } else {
+        None
+    };
+    let length = match (length, source_length) {
+        (Some(length), _) | (None, Some(length)) => round_up_to_sector(length)?,
+        (None, None) => unreachable!("refused above"),
+    };
+    if let Some(source_length) = source_length
+        && source_length > length
+    {
         return Err(HostError::Size(alloc::format!(
             "{} holds {source_length} bytes, more than the {length}-byte disk",
             source.display()
         )));
     }
     store.create_uncommitted(name, length)?;
-    if let Err(error) = copy_in(store, name, &mut file, source_length, source) {
-        store.forget_uncommitted(name);
-        return Err(error);
-    }
+    let limit = source_length.unwrap_or(length);
+    let copied =
+        copy_in(store, name, &mut file, limit, source).and_then(|read| match source_length {
+            Some(expected) if read < expected => Err(HostError::Size(alloc::format!(
+                "{} ended after {read} of its {expected} bytes (it changed while it was read)",
+                source.display()
+            ))),
+            Some(_) => Ok((read, false)),
+            None => Ok((read, read == limit && has_more(&mut file, source)?)),
+        });
+    let (read, cut) = match copied {
+        Ok(copied) => copied,
+        Err(error) => {
+            store.forget_uncommitted(name);
+            return Err(error);
+        }
+    };
     // The one transaction that makes the disk exist, after its data is durable.
     store.flush()?;
-    Ok(length)
+    Ok(Imported { length, read, cut })
 }
 
-/// Writes `source_length` bytes of `file` at the start of the disk `name`.
+/// Reads into `buffer` until it is full or the source ends; returns the
+/// bytes read.
+fn fill(source: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match source.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(count) => filled += count,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+/// Whether a source read up to the disk's length has another byte.
+fn has_more(file: &mut File, source: &Path) -> Result<bool, HostError> {
+    fill(file, &mut [0u8]).map_or_else(
+        |error| {
+            Err(HostError::File {
+                path: source.to_path_buf(),
+                error,
+            })
+        },
+        |count| Ok(count == 1),
+    )
+}
+
+/// Writes at most `limit` bytes of `file` at the start of the disk `name`;
+/// returns how many it read (fewer when the source ended first).
 fn copy_in<D: BlockDevice>(
     store: &mut Store<D>,
     name: &str,
     file: &mut File,
-    source_length: u64,
+    limit: u64,
     source: &Path,
-) -> Result<(), HostError> {
+) -> Result<u64, HostError> {
     let handle = store.open(name, OpenMode::ReadWrite)?;
     let mut buffer = alloc::vec![0u8; TRANSFER];
     let mut offset = 0u64;
     let mut copy = || {
-        while offset < source_length {
-            let want = (source_length - offset).min(TRANSFER as u64) as usize;
-            file.read_exact(&mut buffer[..want])
-                .map_err(|error| HostError::File {
-                    path: source.to_path_buf(),
-                    error,
-                })?;
-            let padded = (want.div_ceil(SECTOR_SIZE)) * SECTOR_SIZE;
-            buffer[want..padded].fill(0);
+        while offset < limit {
+            let want = (limit - offset).min(TRANSFER as u64) as usize;
+            let got = fill(file, &mut buffer[..want]).map_err(|error| HostError::File {
+                path: source.to_path_buf(),
+                error,
+            })?;
+            if got == 0 {
+                break;
+            }
+            let padded = (got.div_ceil(SECTOR_SIZE)) * SECTOR_SIZE;
+            buffer[got..padded].fill(0);
             store.write(handle, offset, &buffer[..padded])?;
-            offset += want as u64;
+            offset += got as u64;
+            if got < want {
+                break;
+            }
         }
-        Ok(())
+        Ok(offset)
     };
     let copied = copy();
     store.close(handle)?;
@@ -516,7 +754,9 @@ mod tests {
         ));
         let mut store = mount_image(&images, true).unwrap();
         assert_eq!(
-            import_file(&mut store, "disk", &source, None).unwrap(),
+            import_file(&mut store, "disk", &source, None)
+                .unwrap()
+                .length,
             10_240
         );
         store.unmount().unwrap();

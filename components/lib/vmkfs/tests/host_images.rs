@@ -2,7 +2,8 @@
 //! relies on after a crash. An image whose last journal transaction is not
 //! yet in place (a process killed right after the commit) must open
 //! read-only with the transaction replayed in RAM, and fsck must report it;
-//! an import interrupted anywhere must leave no file or the whole file.
+//! an import interrupted anywhere must leave no file or the whole file;
+//! an image in use by one user is refused to another that would conflict.
 
 mod common;
 
@@ -131,12 +132,15 @@ fn fsck_reports_a_journal_not_in_place_and_repair_replays_it() {
         text.contains("not in place") && text.contains("repair"),
         "{text}"
     );
+    // Closed first: the repair needs the image to itself.
+    drop(devices);
     let mut devices = host::open_devices(&images, true).unwrap();
     let report = check(&mut devices, true).unwrap();
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.repaired.len(), 1, "{report}");
     let report = check(&mut devices, false).unwrap();
     assert!(report.problems.is_empty(), "{report}");
+    drop(devices);
     let store = host::mount_image(&images, false).unwrap();
     assert_eq!(store.list().len(), 2);
 }
@@ -193,7 +197,7 @@ fn an_import_crashed_at_any_write_leaves_no_file_or_the_whole_file() {
         (result, store.into_devices().pop().unwrap())
     };
     let (result, device) = import(FaultDevice::new(image.clone()));
-    assert_eq!(result.unwrap(), 41_472);
+    assert_eq!(result.unwrap().length, 41_472);
     let total = device.writes_issued();
     assert!(total > 10, "the import issues {total} writes");
     let mut complete = 0;
@@ -281,4 +285,95 @@ fn an_export_onto_the_image_itself_is_refused_and_changes_nothing() {
         8192
     );
     assert_eq!(std::fs::read(&target).unwrap(), vec![0u8; 8192]);
+}
+
+#[test]
+fn an_image_in_use_is_refused_to_a_conflicting_user() {
+    let scratch = scratch();
+    let images = vec![scratch.path().join("store.img")];
+    host::format_image(&images, 2 << 20, &small_options(), false)
+        .unwrap()
+        .unmount()
+        .unwrap();
+    let in_use = |error: host::HostError, exclusive: bool| {
+        let message = error.to_string();
+        assert!(
+            matches!(&error, host::HostError::InUse { path, exclusive: wanted }
+                if *path == images[0] && *wanted == exclusive)
+                && message.starts_with(&format!(
+                    "image {} is in use by another disk command",
+                    images[0].display()
+                )),
+            "{message}"
+        );
+    };
+    // A writer excludes every other user, readers included, and mkfs.
+    let writer = host::mount_image(&images, true).unwrap();
+    in_use(host::mount_image(&images, true).err().unwrap(), true);
+    in_use(host::mount_image(&images, false).err().unwrap(), false);
+    in_use(host::open_devices(&images, false).err().unwrap(), false);
+    in_use(
+        host::format_image(&images, 2 << 20, &small_options(), true)
+            .err()
+            .unwrap(),
+        true,
+    );
+    writer.unmount().unwrap();
+    // Readers share the image; a writer waits for none of them: it is refused.
+    let first = host::mount_image(&images, false).unwrap();
+    let second = host::mount_image(&images, false).unwrap();
+    in_use(host::mount_image(&images, true).err().unwrap(), true);
+    in_use(host::open_devices(&images, true).err().unwrap(), true);
+    drop((first, second));
+    // The refused mkfs truncated nothing: the file system is still there.
+    let mut store = host::mount_image(&images, true).unwrap();
+    store.create("after", 4096).unwrap();
+    store.unmount().unwrap();
+}
+
+#[test]
+fn one_file_listed_twice_is_named_not_taken_for_another_user() {
+    let scratch = scratch();
+    let image = scratch.path().join("store.img");
+    let other_spelling = scratch.path().join(".").join("store.img");
+    let twice = vec![image.clone(), other_spelling.clone()];
+    let listed_twice = |error: host::HostError| {
+        let message = error.to_string();
+        assert!(
+            matches!(
+                error,
+                host::HostError::ListedTwice {
+                    first: 0,
+                    second: 1,
+                    ..
+                }
+            ) && message.starts_with(&format!(
+                "{} is listed twice, as device 0 and as device 1",
+                other_spelling.display()
+            )),
+            "{message}"
+        );
+    };
+    // mkfs, with or without --force: the second path is the file it just made.
+    for force in [false, true] {
+        listed_twice(
+            host::format_image(&twice, 2 << 20, &small_options(), force)
+                .err()
+                .unwrap(),
+        );
+        assert!(!image.exists(), "the failed mkfs left its file behind");
+    }
+    host::format_image(
+        std::slice::from_ref(&image),
+        2 << 20,
+        &small_options(),
+        false,
+    )
+    .unwrap()
+    .unmount()
+    .unwrap();
+    for writable in [false, true] {
+        listed_twice(host::open_devices(&twice, writable).err().unwrap());
+        listed_twice(host::mount_image(&twice, writable).err().unwrap());
+    }
 }

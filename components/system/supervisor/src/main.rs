@@ -14,6 +14,7 @@
 
 use runtime::abi::fault::FaultKind;
 use runtime::abi::start::ResourceView;
+use runtime::arguments::OrExit;
 use runtime::{notification, println, syscall};
 
 runtime::component!(main);
@@ -32,6 +33,7 @@ struct Child<'a> {
 }
 
 fn main(start: &runtime::Start) -> i32 {
+    start.arguments(&[]).or_exit();
     let mut children = [None::<Child<'_>>; MAX_CHILDREN];
     let mut count = 0;
     for (name, child) in start.views().filter_map(|(name, view)| match view {

@@ -41,6 +41,7 @@ use core::fmt::Write;
 use guest_api::{BAD_ARGUMENT, LOG_MAX, OK, STATUS_PORT, UART_BASE, hypercall};
 use microvisor_abi::start::ResourceView;
 use microvisor_abi::vcpu::{EntryMode, ExitReason, IoExit, VcpuState, dirty, event, gpr, npf};
+use runtime::arguments::OrExit;
 use runtime::vm::{GuestMemory, MissingVm, Vm};
 use runtime::{LineWriter, println, syscall};
 use vm_platform::clock::Clock;
@@ -160,15 +161,14 @@ fn main(start: &runtime::Start) -> i32 {
             println!("the VM's {what} is missing from the start page");
             return 1;
         }
+        Err(MissingVm::AlreadyTaken) => {
+            println!("the VM was taken twice (a world switcher bug)");
+            return 1;
+        }
     };
-    let limit_ms = start
-        .arg("limit_ms")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    let allowed_restarts = start
-        .arg("restarts")
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(3);
+    let arguments = start.arguments(&["limit_ms", "restarts"]).or_exit();
+    let limit_ms: u64 = arguments.number("limit_ms", 0).or_exit();
+    let allowed_restarts: u32 = arguments.number("restarts", 3).or_exit();
     let requests = start.views().fold(0, |bits, (_, view)| match view {
         ResourceView::Incoming { mask } => bits | mask,
         _ => bits,

@@ -11,15 +11,17 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
+use runtime::arguments::OrExit;
 use runtime::{println, rdtsc, syscall};
 
 runtime::component!(main);
 
 fn main(start: &runtime::Start) -> i32 {
     let rounds: u64 = start
-        .arg("rounds")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(1000);
+        .arguments(&["rounds"])
+        .or_exit()
+        .number("rounds", 1000)
+        .or_exit();
     // Warm up: first touches of code and stack pages.
     for _ in 0..10 {
         syscall::null();

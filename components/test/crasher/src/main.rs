@@ -13,14 +13,32 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
+use runtime::arguments::OrExit;
 use runtime::{println, syscall};
 
 runtime::component!(main);
 
 static DATA: [u8; 16] = [0xc3; 16];
 
+/// The faults `mode=` selects.
+const MODES: &[&str] = &[
+    "unmapped-write",
+    "unmapped-read",
+    "kernel-read",
+    "write-text",
+    "exec-data",
+    "invalid-instruction",
+    "privileged",
+    "bad-pointer",
+    "kernel-pointer",
+    "bad-syscall",
+    "panic",
+];
+
 fn main(start: &runtime::Start) -> i32 {
-    let after: u32 = start.arg("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let arguments = start.arguments(&["after", "mode"]).or_exit();
+    let after: u32 = arguments.number("after", 0).or_exit();
+    let mode = arguments.choice("mode", MODES, "unmapped-write").or_exit();
     let mut work = runtime::queue::Sender::<u64>::open(start, "work").ok();
     for i in 1..=after {
         println!("working {i}/{after} (generation {})", start.generation());
@@ -29,7 +47,6 @@ fn main(start: &runtime::Start) -> i32 {
         }
         syscall::yield_now();
     }
-    let mode = start.arg("mode").unwrap_or("unmapped-write");
     println!("about to fault: {mode}");
     match mode {
         "unmapped-write" => runtime::fault::write_u64(0x1000_0000, 1),

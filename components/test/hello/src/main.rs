@@ -6,13 +6,19 @@
 
 runtime::component!(main);
 
+use runtime::arguments::OrExit;
+
 fn main(start: &runtime::Start) -> i32 {
+    let count: u32 = start
+        .arguments(&["count"])
+        .or_exit()
+        .number("count", 3)
+        .or_exit();
     runtime::println!(
         "Hello from ring 3, I am '{}' (component {})",
         start.name(),
         start.index()
     );
-    let count: u32 = start.arg("count").and_then(|c| c.parse().ok()).unwrap_or(3);
     for tick in 1..=count {
         runtime::println!("tick {tick}/{count}");
         runtime::syscall::yield_now();

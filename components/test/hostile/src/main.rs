@@ -8,6 +8,7 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
+use runtime::arguments::OrExit;
 use runtime::queue::Sender;
 use runtime::syscall;
 
@@ -30,6 +31,7 @@ impl Random {
 }
 
 fn main(start: &runtime::Start) -> i32 {
+    start.arguments(&[]).or_exit();
     let Ok(mut progress) = Sender::<u64>::open(start, "progress") else {
         runtime::println!("no 'progress' queue was given");
         return 1;

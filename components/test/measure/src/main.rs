@@ -12,24 +12,30 @@
 
 use core::fmt::Write;
 
+use runtime::arguments::OrExit;
 use runtime::{println, syscall};
 
 runtime::component!(main);
 
 fn main(start: &runtime::Start) -> i32 {
-    let arg = |key, default| {
-        start
-            .arg(key)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(default)
-    };
-    let target = start.arg("target").unwrap_or("spinner");
-    let test = start.arg("test").unwrap_or("budget");
-    let at_least = start.arg("at_least").and_then(|v| v.parse::<u64>().ok());
+    let arguments = start
+        .arguments(&[
+            "target",
+            "test",
+            "window_ms",
+            "expect",
+            "tolerance",
+            "at_least",
+        ])
+        .or_exit();
+    let number = |key, default| arguments.number::<u64>(key, default).or_exit();
+    let target = arguments.text("target").unwrap_or("spinner");
+    let test = arguments.text("test").unwrap_or("budget");
+    let at_least = arguments.optional_number::<u64>("at_least").or_exit();
     let (window_ms, expect, tolerance) = (
-        arg("window_ms", 1000),
-        arg("expect", 20),
-        arg("tolerance", 2),
+        number("window_ms", 1000),
+        number("expect", 20),
+        number("tolerance", 2),
     );
     let Some(context) = start.capability_of(target, ".sc") else {
         println!("TEST {test} FAIL: no capability '{target}.sc'");

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use runtime::abi::start::{ResourceKind, ResourceView};
+use runtime::arguments::OrExit;
 use runtime::queue::{QueueError, Receiver};
 use runtime::{notification, println, syscall};
 
@@ -42,9 +43,10 @@ impl Counter {
 
 fn main(start: &runtime::Start) -> i32 {
     let target: u64 = start
-        .arg("calls")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .arguments(&["calls"])
+        .or_exit()
+        .number("calls", 10_000)
+        .or_exit();
     let hostile = start
         .resource("hostile", ResourceKind::Supervised)
         .and_then(|r| r.view());

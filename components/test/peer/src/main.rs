@@ -6,6 +6,7 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
+use runtime::arguments::OrExit;
 use runtime::println;
 use runtime::queue::{QueueError, Receiver};
 
@@ -13,9 +14,10 @@ runtime::component!(main);
 
 fn main(start: &runtime::Start) -> i32 {
     let idle_ms: u64 = start
-        .arg("idle_ms")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+        .arguments(&["idle_ms"])
+        .or_exit()
+        .number("idle_ms", 500)
+        .or_exit();
     let Ok(mut work) = Receiver::<u64>::open(start, "work") else {
         println!("no 'work' queue was given");
         return 1;

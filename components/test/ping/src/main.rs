@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use echo_api::{Message, STOP};
+use runtime::arguments::OrExit;
 use runtime::queue::{Receiver, Sender};
 use runtime::{println, rdtsc};
 
@@ -17,11 +18,9 @@ runtime::component!(main);
 const WINDOW: u64 = 64;
 
 fn main(start: &runtime::Start) -> i32 {
-    let rounds: u64 = start
-        .arg("rounds")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(100_000);
-    let bench: u64 = start.arg("bench").and_then(|r| r.parse().ok()).unwrap_or(0);
+    let arguments = start.arguments(&["rounds", "bench"]).or_exit();
+    let rounds: u64 = arguments.number("rounds", 100_000).or_exit();
+    let bench: u64 = arguments.number("bench", 0).or_exit();
     let (Ok(mut requests), Ok(mut replies)) = (
         Sender::<Message>::open(start, "requests").map(Sender::deferring),
         Receiver::<Message>::open(start, "replies"),

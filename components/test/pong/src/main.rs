@@ -6,12 +6,14 @@
 #![forbid(unsafe_code)]
 
 use echo_api::{Message, STOP};
+use runtime::arguments::OrExit;
 use runtime::println;
 use runtime::queue::{Receiver, Sender};
 
 runtime::component!(main);
 
 fn main(start: &runtime::Start) -> i32 {
+    start.arguments(&[]).or_exit();
     let (Ok(mut requests), Ok(mut replies)) = (
         Receiver::<Message>::open(start, "requests"),
         Sender::<Message>::open(start, "replies").map(Sender::deferring),

@@ -6,11 +6,14 @@
 
 runtime::component!(main);
 
+use runtime::arguments::OrExit;
+
 fn main(start: &runtime::Start) -> i32 {
     let seconds: u64 = start
-        .arg("seconds")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+        .arguments(&["seconds"])
+        .or_exit()
+        .number("seconds", 3)
+        .or_exit();
     let end = runtime::syscall::time_ns() + seconds * 1_000_000_000;
     let mut spins = 0u64;
     while runtime::syscall::time_ns() < end {

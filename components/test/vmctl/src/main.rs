@@ -8,24 +8,32 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
+use runtime::arguments::OrExit;
 use runtime::{println, syscall};
 
 runtime::component!(main);
 
 fn main(start: &runtime::Start) -> i32 {
-    let number = |key, default| {
-        start
-            .arg(key)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(default)
-    };
+    let arguments = start
+        .arguments(&["interval_ms", "count", "notify", "vcpu"])
+        .or_exit();
+    let number = |key, default| arguments.number::<u64>(key, default).or_exit();
     let (interval_ms, count) = (number("interval_ms", 300), number("count", 2));
-    let notify = start.arg("notify").unwrap_or("restart");
+    let notify = arguments.text("notify").unwrap_or("restart");
     let Some(request) = start.capability(notify) else {
         println!("no notification '{notify}' was given");
         return 1;
     };
-    let vcpu = start.arg("vcpu").and_then(|name| start.capability(name));
+    let vcpu = match arguments.text("vcpu") {
+        Some(name) => match start.capability(name) {
+            Some(vcpu) => Some(vcpu),
+            None => {
+                println!("no vCPU capability '{name}' was given");
+                return 1;
+            }
+        },
+        None => None,
+    };
     for round in 1..=count {
         syscall::wait(Some(interval_ms * 1000));
         println!("restart request {round} of {count}");
