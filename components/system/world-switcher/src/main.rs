@@ -27,7 +27,9 @@
 //!
 //! Arguments: `limit_ms=N` stops the VM after N ms and ends the world
 //! switcher (0 = no limit); `restarts=N` how many restart requests it
-//! honours (default 3). Any notification the system declares into this
+//! honours (default 3); `epoch=N` the Unix time the guest's real-time
+//! clock starts at (default 2026-01-01: the system has no wall clock). A
+//! bad argument ends the switcher with code 2. Any notification the system declares into this
 //! component is a restart request: the VM is reset and booted again from its
 //! image, running or stopped. A running guest is not interrupted to look
 //! for requests (that would cost every exit a time limit); the requester
@@ -166,7 +168,9 @@ fn main(start: &runtime::Start) -> i32 {
             return 1;
         }
     };
-    let arguments = start.arguments(&["limit_ms", "restarts"]).or_exit();
+    let arguments = start
+        .arguments(&["limit_ms", "restarts", "epoch"])
+        .or_exit();
     let limit_ms: u64 = arguments.number("limit_ms", 0).or_exit();
     let allowed_restarts: u32 = arguments.number("restarts", 3).or_exit();
     let requests = start.views().fold(0, |bits, (_, view)| match view {
@@ -179,10 +183,7 @@ fn main(start: &runtime::Start) -> i32 {
         return 1;
     };
     let cpuid = Policy::new(PLATFORM_FEATURES, host_cpuid);
-    let epoch = start
-        .arg("epoch")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(DEFAULT_EPOCH);
+    let epoch: u64 = arguments.number("epoch", DEFAULT_EPOCH).or_exit();
     let ram = guest_ram(vm.memory.size());
     let Ok(fw_cfg) = FwCfg::new(1, ram, &[]) else {
         println!("the firmware configuration device cannot describe this VM");
