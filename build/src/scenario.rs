@@ -13,6 +13,7 @@
 //! cmdline = "selftest=..."  # the core's boot command line (checked by
 //!                           # crate::command_line::check)
 //! expect = ["...", "..."]  # substrings that must appear, in this order
+//! expect_anywhere = [...]   # substrings that must each appear, in any order
 //! forbid = ["..."]         # substrings that must not appear anywhere
 //! [[component]]            # as in system files (see crate::system)
 //! ```
@@ -53,7 +54,7 @@ pub const TIMEOUT_MAX: u64 = 3600;
 
 /// The top-level keys of a scenario file that are not its system's: capdl
 /// skips them when it reads the file's `[[component]]` list.
-pub const HOST_KEYS: [&str; 11] = [
+pub const HOST_KEYS: [&str; 12] = [
     "description",
     "boot",
     "timeout",
@@ -64,6 +65,7 @@ pub const HOST_KEYS: [&str; 11] = [
     "guest",
     "guest_entry",
     "expect",
+    "expect_anywhere",
     "forbid",
 ];
 
@@ -87,6 +89,10 @@ struct ScenarioFile {
     guest_entry: Option<Spanned<GuestEntry>>,
     #[serde(default)]
     expect: Vec<String>,
+    /// Texts that must each appear somewhere, in any order (lines of VMs
+    /// that run at once interleave as the scheduler has it).
+    #[serde(default)]
+    expect_anywhere: Vec<String>,
     #[serde(default)]
     forbid: Vec<String>,
     /// The `[[component]]` list, read and checked by capdl.
@@ -111,6 +117,8 @@ pub struct Scenario {
     /// The core's boot command line.
     pub command_line: String,
     pub expect: Vec<String>,
+    /// Texts that must each appear, in any order.
+    pub expect_anywhere: Vec<String>,
     pub forbid: Vec<String>,
     pub boots: Boots,
 }
@@ -229,6 +237,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
             icount,
             command_line: String::new(),
             expect: file.expect,
+            expect_anywhere: file.expect_anywhere,
             forbid: file.forbid,
             boots: Boots::Guest(NativeGuest {
                 image: name.clone(),
@@ -288,6 +297,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
         icount,
         command_line,
         expect: file.expect,
+        expect_anywhere: file.expect_anywhere,
         forbid: file.forbid,
         boots: Boots::System(system),
     })
@@ -374,6 +384,12 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Result<(), String> {
         ));
     }
     let unmet = first_unmet(&scenario.expect, &outcome.lines);
+    let missing = scenario.expect_anywhere.iter().find(|text| {
+        !outcome
+            .lines
+            .iter()
+            .any(|line| line.contains(text.as_str()))
+    });
     let verdict = match &outcome.ending {
         Ending::Timeout(limit) => {
             let mut message = format!("timed out after {} s", limit.as_secs());
@@ -393,6 +409,9 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Result<(), String> {
             "expected line not seen: \"{}\"",
             scenario.expect[index]
         ));
+    }
+    if let Some(text) = missing {
+        return Err(format!("expected line not seen anywhere: \"{text}\""));
     }
     if verdict.kind() != scenario.exit {
         return Err(format!(
@@ -633,6 +652,21 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
         assert_eq!(
             unknown_guest("x", &none),
             "unknown guest image 'x': no test-vms/x/ was built (there are no test VMs)"
+        );
+    }
+
+    #[test]
+    fn anywhere_expectations_need_no_order() {
+        let mut scenario = parse_text(SAMPLE).unwrap();
+        scenario.exit = VerdictKind::Success;
+        scenario.expect.clear();
+        scenario.expect_anywhere = vec!["[b] up".into(), "[a] up".into()];
+        let ok = outcome(Ending::Halted(Verdict::Success), &["[a] up", "[b] up"]);
+        assert_eq!(judge(&scenario, &ok), Ok(()));
+        let missing = outcome(Ending::Halted(Verdict::Success), &["[a] up"]);
+        assert_eq!(
+            judge(&scenario, &missing),
+            Err("expected line not seen anywhere: \"[b] up\"".into())
         );
     }
 

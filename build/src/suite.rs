@@ -320,6 +320,7 @@ mod tests {
             icount: false,
             command_line: String::new(),
             expect: Vec::new(),
+            expect_anywhere: Vec::new(),
             forbid: Vec::new(),
             boots: crate::scenario::Boots::Guest(crate::scenario::NativeGuest {
                 image: "hello".into(),

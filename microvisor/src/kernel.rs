@@ -66,6 +66,10 @@ pub struct Kernel {
     idle: Frame,
     /// The deadline the APIC timer is armed for (TSC), if any.
     armed: Option<u64>,
+    /// The VM whose x87/SSE registers are in the CPU, if any: nothing
+    /// else uses them (the core and components are soft-float), so they
+    /// are switched only when another VM runs.
+    pub fpu_owner: Option<usize>,
 }
 
 struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
@@ -138,6 +142,7 @@ pub fn install(
         addr_of_mut!((*kernel).clock).write(clock);
         addr_of_mut!((*kernel).idle).write(idle);
         addr_of_mut!((*kernel).armed).write(None);
+        addr_of_mut!((*kernel).fpu_owner).write(None);
     }
 }
 

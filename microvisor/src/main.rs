@@ -44,7 +44,7 @@ use microvisor_abi::image::{EntryKind, Image};
 use microvisor_abi::spec::Spec;
 
 use arch::boot::{self, KERNEL_BASE};
-use arch::cpu::{self, Features, cr4};
+use arch::cpu::{self, Features, cr0, cr4};
 use arch::memory::{self, DIRECT_MAP_BASE};
 use kernel::{Entry, with_kernel};
 
@@ -162,7 +162,7 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
                     "cannot build the core's page tables: {error:?}"
                 ))
             });
-    let mut extra = 0;
+    let mut extra = cr4::OSFXSR;
     if features.smep {
         extra |= cr4::SMEP;
     }
@@ -175,10 +175,13 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     // SAFETY: the new tables map the core's text, data and stacks at the
     // addresses it runs at now, and the direct map; SMEP/SMAP/PGE are only
     // set when CPUID reports them, and the core never touches user pages
-    // through user addresses.
+    // through user addresses. OSFXSR (every x86-64 CPU has FXSR) and
+    // clearing CR0.EM/TS only let FXSAVE/FXRSTOR move the guests' SSE
+    // state; the core and components are soft-float and use none.
     unsafe {
         cpu::write_cr3(kernel_space.space.root.0);
         cpu::write_cr4(cpu::read_cr4() | extra);
+        cpu::write_cr0(cpu::read_cr0() & !(cr0::EMULATION | cr0::TASK_SWITCHED));
     }
     let tables = memory::Tables {
         frames: &mut frames,

@@ -7,11 +7,16 @@
 //! thread re-issues it after the interrupt was handled (possibly after
 //! other threads ran), with an empty dirty mask because the state page did
 //! not change. The VM object (`crate::object::vm`) does the entry itself.
+//!
+//! The x87/SSE registers belong to the guests alone (the core and the
+//! components are soft-float): they are switched lazily, saved into the
+//! previous VM and loaded from this one only when another VM than the last
+//! one runs.
 
 use microvisor_abi::syscall::Syscall;
 use microvisor_abi::vcpu::ExitReason;
 
-use crate::arch::timer;
+use crate::arch::{cpu, timer};
 use crate::kernel::Kernel;
 use crate::object::vm::Start;
 
@@ -37,6 +42,13 @@ pub fn run(
     let Some(svm) = kernel.svm.as_ref() else {
         return Some(ExitReason::InvalidState);
     };
+    if kernel.fpu_owner != Some(vm) {
+        if let Some(previous) = kernel.fpu_owner {
+            cpu::fxsave(kernel.vms[previous].fpu());
+        }
+        cpu::fxrstor(kernel.vms[vm].fpu());
+        kernel.fpu_owner = Some(vm);
+    }
     let exit = kernel.vms[vm].enter(svm, mask);
     if exit.is_none() {
         kernel.components[caller].reissue(Syscall::VcpuRun as u64, 0);
@@ -44,9 +56,14 @@ pub fn run(
     exit
 }
 
-/// `VmcsReset`: VM `vm` back to its power-on state.
+/// `VmcsReset`: VM `vm` back to its power-on state (its x87/SSE state
+/// too: if its registers are in the CPU, they are reloaded from the reset
+/// state at the next run).
 pub fn reset(kernel: &mut Kernel, vm: usize) {
     if let Some(svm) = kernel.svm.as_mut() {
         kernel.vms[vm].reset(svm);
+    }
+    if kernel.fpu_owner == Some(vm) {
+        kernel.fpu_owner = None;
     }
 }

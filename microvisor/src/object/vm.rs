@@ -26,6 +26,7 @@ use microvisor::vmcb::{self, GuestRegisters, Vmcb};
 use microvisor_abi::spec::VmSpec;
 use microvisor_abi::vcpu::{ExitReason, VcpuState, intercept};
 
+use crate::arch::cpu::FpuState;
 use crate::arch::memory::{Tables, direct};
 use crate::arch::svm::{self as backend, Svm};
 
@@ -54,6 +55,9 @@ pub struct Vm {
     ready: bool,
     /// Entered at least once since boot (resets do not clear it).
     ever_entered: bool,
+    /// The guest's x87/SSE registers while another VM's are in the CPU
+    /// (see `crate::vcpu`).
+    fpu: FpuState,
 }
 
 /// Where a VM's memory, image copy and state page are, for mapping them
@@ -131,6 +135,7 @@ impl Vm {
         rewound: false,
         ready: false,
         ever_entered: false,
+        fpu: FpuState::RESET,
     };
 
     /// A declared VM run by component `switcher`, not yet created.
@@ -240,6 +245,7 @@ impl Vm {
         self.poked = false;
         self.deadline = None;
         self.rewound = false;
+        self.fpu = FpuState::RESET;
         let parts = self.parts();
         parts.vmcb.init(iopm, msrpm, nested, asid);
         // A fresh ASID holds no translations; a reused one may.
@@ -247,6 +253,12 @@ impl Vm {
         vmcb::read_out(parts.vmcb, parts.registers, parts.state);
         parts.state.entries = 0;
         parts.state.last_writes = 0;
+    }
+
+    /// Where the guest's x87/SSE registers are kept while it is not the
+    /// CPU's FPU owner.
+    pub fn fpu(&mut self) -> &mut FpuState {
+        &mut self.fpu
     }
 
     /// Makes the next run return at once with [`ExitReason::Poked`].

@@ -251,6 +251,12 @@ fn io_register(w: &mut Writer, port: u16) {
     w.u64(u64::from(port));
 }
 
+/// A 32-bit I/O register read with doubleword accesses (the PM timer).
+fn io_register_32(w: &mut Writer, port: u16) {
+    w.bytes(&[SYSTEM_IO, 32, 0, 3]); // 32 bits at bit 0, dword access
+    w.u64(u64::from(port));
+}
+
 fn null_register(w: &mut Writer) {
     w.zeros(12);
 }
@@ -263,8 +269,12 @@ fn fadt_body(w: &mut Writer, dsdt: u64) {
     w.u16(0); // 46: SCI_INT: none
     w.u32(0); // 48: SMI_CMD: none
     w.zeros(4); // 52: ACPI_ENABLE, ACPI_DISABLE, S4BIOS_REQ, PSTATE_CNT
-    w.zeros(8 * 4); // 56: PM1a/b event, PM1a/b control, PM2, PM timer, GPE0/1 blocks
-    w.zeros(8); // 88: their lengths, GPE1_BASE, CST_CNT
+    w.zeros(5 * 4); // 56: PM1a/b event, PM1a/b control, PM2 blocks: none
+    w.u32(u32::from(crate::pm_timer::PORT)); // 76: PM_TMR_BLK
+    w.zeros(2 * 4); // 80: GPE0/1 blocks: none
+    w.zeros(3); // 88: PM1_EVT_LEN, PM1_CNT_LEN, PM2_CNT_LEN
+    w.u8(4); // 91: PM_TMR_LEN
+    w.zeros(4); // 92: GPE0/1 lengths, GPE1_BASE, CST_CNT
     w.zeros(8); // 96: P_LVL2/3_LAT, FLUSH_SIZE/STRIDE
     w.zeros(4); // 104: DUTY_OFFSET, DUTY_WIDTH, DAY_ALRM, MON_ALRM
     w.u8(CENTURY_REGISTER); // 108
@@ -277,9 +287,12 @@ fn fadt_body(w: &mut Writer, dsdt: u64) {
     w.u8(5); // 131: FADT minor version (ACPI 6.5)
     w.u64(0); // 132: X_FIRMWARE_CTRL
     w.u64(dsdt); // 140: X_DSDT
-    for _ in 0..8 {
-        null_register(w); // 148..244: X_PM1a_EVT_BLK .. X_GPE1_BLK
+    for _ in 0..5 {
+        null_register(w); // 148..208: X_PM1a_EVT_BLK .. X_PM2_CNT_BLK
     }
+    io_register_32(w, crate::pm_timer::PORT); // 208: X_PM_TMR_BLK
+    null_register(w); // 220: X_GPE0_BLK
+    null_register(w); // 232: X_GPE1_BLK
     io_register(w, power::SLEEP_CONTROL); // 244
     io_register(w, power::SLEEP_STATUS); // 256
     w.bytes(b"MCRVSRHV"); // 268: hypervisor vendor identity
@@ -486,8 +499,21 @@ mod tests {
         assert_eq!(fadt[128], power::RESET_VALUE);
         assert_eq!(fadt[244..256], io_byte(power::SLEEP_CONTROL)[..]);
         assert_eq!(fadt[256..268], io_byte(power::SLEEP_STATUS)[..]);
-        assert!(fadt[148..244].iter().all(|&b| b == 0), "no PM1/GPE blocks");
-        assert!(fadt[56..88].iter().all(|&b| b == 0), "no legacy blocks");
+        assert!(fadt[148..208].iter().all(|&b| b == 0), "no PM1/PM2 blocks");
+        assert!(fadt[220..244].iter().all(|&b| b == 0), "no GPE blocks");
+        assert!(
+            fadt[56..76].iter().all(|&b| b == 0),
+            "no legacy PM1/PM2 blocks"
+        );
+        assert!(fadt[80..88].iter().all(|&b| b == 0), "no legacy GPE blocks");
+        // The PM timer, Linux's TSC calibration reference: 4 bytes at its
+        // port, and the same as a 32-bit GAS.
+        assert_eq!(u32_at(fadt, 76), u32::from(crate::pm_timer::PORT));
+        assert_eq!(fadt[91], 4, "PM_TMR_LEN");
+        let mut timer = vec![1u8, 32, 0, 3];
+        timer.extend_from_slice(&u64::from(crate::pm_timer::PORT).to_le_bytes());
+        assert_eq!(fadt[208..220], timer[..], "X_PM_TMR_BLK");
+        assert_eq!(flags & 1 << 8, 0, "TMR_VAL_EXT clear: 24 bits");
     }
 
     /// MADT entries as (type, bytes after the type and length).

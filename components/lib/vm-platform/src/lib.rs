@@ -43,6 +43,7 @@
 //! - [`acpi`]: the VM's ACPI tables (RSDP, XSDT, FADT, MADT, DSDT), built
 //!   with [`aml`] into a buffer by way of [`writer`].
 //! - [`power`]: the power-off and reset ports the FADT names.
+//! - [`pm_timer`]: the ACPI PM timer, Linux's TSC calibration reference.
 //! - [`rtc`]: the CMOS real-time clock and CMOS memory at ports 0x70/0x71.
 //! - [`fw_cfg`]: QEMU's firmware configuration device at ports 0x510/0x511.
 //! - [`pci`]: the PCI host bridge on configuration mechanism #1 and the
@@ -73,6 +74,7 @@ pub mod multiboot;
 pub mod pci;
 pub mod pic;
 pub mod pit;
+pub mod pm_timer;
 pub mod power;
 pub mod pvh;
 pub mod rtc;

@@ -55,6 +55,7 @@ use vm_platform::msr::Msrs;
 use vm_platform::pci::PciHost;
 use vm_platform::pic::Pic;
 use vm_platform::pit::Pit;
+use vm_platform::pm_timer::PmTimer;
 use vm_platform::rtc::Rtc;
 use vm_platform::uart::Uart;
 use vm_platform::{GuestRam, power};
@@ -136,12 +137,17 @@ struct Switcher {
     due: Option<u64>,
     /// TSC ticks per second.
     tsc_hz: u64,
+    /// The level each ISA interrupt line was last set to (bit n: IRQ n),
+    /// so that an unchanged device line costs no controller update.
+    lines: u16,
     /// The CMOS real-time clock.
     rtc: Rtc,
     /// QEMU's firmware configuration device.
     fw_cfg: FwCfg<'static>,
     /// The PCI host bridge (no functions yet).
     pci: PciHost,
+    /// The ACPI PM timer.
+    pm_timer: PmTimer,
     /// Unix seconds at which the guest's clock starts.
     epoch: u64,
     restarts: u32,
@@ -189,10 +195,15 @@ fn main(start: &runtime::Start) -> i32 {
         println!("the firmware configuration device cannot describe this VM");
         return 1;
     };
+    let Some(pm_timer) = PmTimer::new(tsc_hz) else {
+        println!("the start page gives no usable TSC rate ({tsc_hz} Hz); no timer can run");
+        return 1;
+    };
     let mut switcher = Switcher {
         rtc: Rtc::new(epoch, ram),
         fw_cfg,
         pci: PciHost::new(),
+        pm_timer,
         epoch,
         vm,
         uart: Uart::new(),
@@ -201,6 +212,7 @@ fn main(start: &runtime::Start) -> i32 {
         platform,
         due: None,
         tsc_hz,
+        lines: 0,
         restarts: 0,
         unassigned_ports: 0,
         requests,
@@ -286,6 +298,7 @@ impl Switcher {
         if let Some(platform) = new_platform(self.tsc_hz) {
             self.platform = platform;
         }
+        self.lines = 0;
         self.due = self.platform.next_deadline();
         let ram = guest_ram(self.vm.memory.size());
         self.rtc = Rtc::new(self.epoch, ram);
@@ -379,9 +392,20 @@ impl Switcher {
                 return Err(());
             }
         };
+        // Linux learns the TSC rate from `tsc_early_khz`, as the platform
+        // gives it, unless the system file already does: its own
+        // calibration loops time VM exits, which an emulated CPU makes too
+        // slow to pass its checks.
+        let mut line = [0u8; vm_platform::bundle::MAX_COMMAND_LINE + 32];
+        let cmdline = match bundle.kind {
+            Kind::Linux => {
+                vm_platform::linux::with_tsc_khz(&mut line, bundle.command_line, self.tsc_hz / 1000)
+            }
+            Kind::Multiboot => bundle.command_line.as_bytes(),
+        };
         let files = BootFiles {
             kernel: bundle.kernel,
-            cmdline: bundle.command_line.as_bytes(),
+            cmdline,
             initrd: bundle.initrd,
             rsdp: Some(tables.rsdp),
         };
@@ -537,6 +561,16 @@ impl Switcher {
             .map(|()| dirty::RIP)
     }
 
+    /// Drives ISA interrupt line `irq` to `high`, telling the interrupt
+    /// controllers only when the level changes.
+    fn set_line(&mut self, irq: u8, high: bool) {
+        let bit = 1u16 << irq;
+        if (self.lines & bit != 0) != high {
+            self.lines ^= bit;
+            self.platform.set_isa_irq(irq, high);
+        }
+    }
+
     /// Nanoseconds of TSC value `tsc` (the devices' clock).
     fn tsc_ns(&self, tsc: u64) -> u64 {
         (u128::from(tsc) * 1_000_000_000 / u128::from(self.tsc_hz.max(1))) as u64
@@ -644,7 +678,7 @@ impl Switcher {
                         .write(offset, value as u8, |line| syscall::guest_log(vmcs, line));
                     None
                 };
-                self.platform.set_isa_irq(UART_IRQ, self.uart.irq_line());
+                self.set_line(UART_IRQ, self.uart.irq_line());
                 answer
             }
             port @ (vm_platform::rtc::INDEX_PORT | vm_platform::rtc::DATA_PORT) => {
@@ -655,7 +689,7 @@ impl Switcher {
                     self.rtc.write(port, value as u8, now_ns);
                     None
                 };
-                self.platform.set_isa_irq(RTC_IRQ, self.rtc.irq_line());
+                self.set_line(RTC_IRQ, self.rtc.irq_line());
                 answer
             }
             port if FwCfg::decodes(port) => {
@@ -666,6 +700,9 @@ impl Switcher {
                     None
                 }
             }
+            port if PmTimer::decodes(port) => io
+                .input
+                .then(|| u64::from(self.pm_timer.read(port, io.size, now))),
             port if PciHost::decodes(port) => {
                 if io.input {
                     Some(u64::from(self.pci.read(port, io.size)))

@@ -69,6 +69,8 @@ pub mod efer {
 /// CR4 bits.
 pub mod cr4 {
     pub const GLOBAL_PAGES: u64 = 1 << 7;
+    /// FXSAVE/FXRSTOR include the SSE registers (the guests' state).
+    pub const OSFXSR: u64 = 1 << 9;
     pub const SMEP: u64 = 1 << 20;
     pub const SMAP: u64 = 1 << 21;
 }
@@ -169,6 +171,67 @@ pub fn read_cr4() -> u64 {
 pub unsafe fn write_cr4(value: u64) {
     // SAFETY: guaranteed by the caller.
     unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) }
+}
+
+/// CR0 bits.
+pub mod cr0 {
+    /// x87 instructions trap: must be clear for FXSAVE/FXRSTOR.
+    pub const EMULATION: u64 = 1 << 2;
+    /// The next x87/SSE instruction traps: the core switches FPU state
+    /// eagerly, so it is kept clear.
+    pub const TASK_SWITCHED: u64 = 1 << 3;
+}
+
+/// Reads CR0.
+pub fn read_cr0() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR0 has no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Loads CR0.
+///
+/// # Safety
+/// Must keep paging and protection on as the core set them up.
+pub unsafe fn write_cr0(value: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack, preserves_flags)) }
+}
+
+/// The x87 and SSE state FXSAVE stores: 512 bytes, 16-byte aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+pub struct FpuState(pub [u8; 512]);
+
+impl FpuState {
+    /// The state after reset (FNINIT, default MXCSR): control word 0x37f,
+    /// MXCSR 0x1f80, everything else zero.
+    pub const RESET: Self = {
+        let mut bytes = [0u8; 512];
+        bytes[0] = 0x7f;
+        bytes[1] = 0x03;
+        bytes[24] = 0x80;
+        bytes[25] = 0x1f;
+        Self(bytes)
+    };
+}
+
+/// Stores the CPU's x87/SSE registers into `state`.
+pub fn fxsave(state: &mut FpuState) {
+    // SAFETY: `state` is 512 writable, 16-byte aligned bytes; CR0.EM and
+    // CR0.TS are clear (boot), so FXSAVE cannot trap.
+    unsafe {
+        asm!("fxsave64 [{}]", in(reg) state.0.as_mut_ptr(), options(nostack, preserves_flags))
+    }
+}
+
+/// Loads the CPU's x87/SSE registers from `state`.
+pub fn fxrstor(state: &FpuState) {
+    // SAFETY: `state` is 512 readable, 16-byte aligned bytes written by
+    // FXSAVE or `FpuState::RESET` (its reserved MXCSR bits are clear, so
+    // FXRSTOR cannot raise #GP); CR0.EM and CR0.TS are clear.
+    unsafe { asm!("fxrstor64 [{}]", in(reg) state.0.as_ptr(), options(nostack, preserves_flags)) }
 }
 
 /// Stops the CPU for good (interrupts off).
