@@ -12,7 +12,9 @@
 //! so the test continues after the instruction; [`take_fault`] reports it.
 //! A fault inside the reporting itself prints `FAULT nested` and ends the
 //! VM.
-//! Vectors 32-255 lie beyond the IDT limit: an interrupt there raises #GP.
+//! Vectors 32-255 are interrupts: [`crate::interrupts`] counts them (and
+//! signals the local APIC's end of interrupt when asked to) and the
+//! interrupted code goes on.
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
@@ -54,8 +56,8 @@ pub const GENERAL_PROTECTION: u8 = 13;
 /// The page-fault exception (#PF).
 pub const PAGE_FAULT: u8 = 14;
 
-/// How many vectors the IDT holds: the exceptions.
-const VECTORS: usize = 32;
+/// How many vectors the IDT holds: the exceptions and the interrupts.
+const VECTORS: usize = 256;
 /// Bytes per handler stub (`.balign 16`; link.ld checks the total).
 const STUB_SIZE: u64 = 16;
 
@@ -107,6 +109,11 @@ guest_exception_stubs:
     guest_stub 29, 1
     guest_stub 30, 1
     guest_stub 31, 0
+    .set guest_vector, 32
+    .rept 224
+    guest_stub guest_vector, 0
+    .set guest_vector, guest_vector + 1
+    .endr
     .balign 16
     .global guest_exception_stubs_end
 guest_exception_stubs_end:
@@ -155,11 +162,11 @@ guest_exception_common:
 );
 
 unsafe extern "C" {
-    /// The first of the 32 handler stubs, [`STUB_SIZE`] bytes apart.
+    /// The first of the 256 handler stubs, [`STUB_SIZE`] bytes apart.
     static guest_exception_stubs: u8;
 }
 
-/// The IDT: 32 gate descriptors of two quadwords each.
+/// The IDT: 256 gate descriptors of two quadwords each.
 static IDT: [AtomicU64; 2 * VECTORS] = [const { AtomicU64::new(0) }; 2 * VECTORS];
 
 /// Armed by [`expect_fault`]: how many bytes to skip; 0 when not armed.
@@ -218,6 +225,10 @@ pub fn catch_fault<T>(skip_bytes: u8, probe: impl FnOnce() -> T) -> (T, Option<u
 /// Called by the common stub path with the saved state.
 #[unsafe(no_mangle)]
 extern "C" fn guest_exception(frame: &mut ExceptionFrame) {
+    if frame.vector >= 32 {
+        crate::interrupts::taken(frame.vector as u8);
+        return;
+    }
     if HANDLING.swap(true, Ordering::SeqCst) {
         // A fault while reporting one: say so without formatting and stop.
         crate::console::write_bytes(b"\nFAULT nested\n");

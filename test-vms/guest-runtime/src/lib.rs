@@ -30,6 +30,7 @@ pub mod arch;
 pub mod boot;
 pub mod exceptions;
 pub mod hypervisor;
+pub mod interrupts;
 
 pub use arch::{cpuid, rdtsc, rdtsc_ordered};
 pub use exceptions::{catch_fault, expect_fault, take_fault};

@@ -1,0 +1,94 @@
+//! External interrupts for test VMs: vectors 32-255 are counted, the time
+//! (TSC) of the last one kept, and — once [`use_lapic`] was called — the
+//! local APIC's end of interrupt signalled, so a test can program the
+//! platform's interrupt controllers and see what arrives. Also safe access
+//! to the local APIC's registers and to fw_cfg, the two devices the
+//! platform tests use.
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// The local APIC's registers (xAPIC page at its default base).
+pub const LAPIC_BASE: u64 = 0xfee0_0000;
+/// The end-of-interrupt register's offset.
+const LAPIC_EOI: u32 = 0xb0;
+
+static COUNTS: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
+static LAST_TSC: AtomicU64 = AtomicU64::new(0);
+static LAPIC_EOI_ON: AtomicBool = AtomicBool::new(false);
+
+/// Called by the interrupt stubs.
+pub(crate) fn taken(vector: u8) {
+    LAST_TSC.store(crate::arch::rdtsc(), Ordering::SeqCst);
+    COUNTS[usize::from(vector)].fetch_add(1, Ordering::SeqCst);
+    if LAPIC_EOI_ON.load(Ordering::SeqCst) {
+        lapic_write(LAPIC_EOI, 0);
+    }
+}
+
+/// Signal the local APIC's end of interrupt after each one.
+pub fn use_lapic() {
+    LAPIC_EOI_ON.store(true, Ordering::SeqCst);
+}
+
+/// How many interrupts arrived with `vector`.
+pub fn count(vector: u8) -> u32 {
+    COUNTS[usize::from(vector)].load(Ordering::SeqCst)
+}
+
+/// The TSC when the last interrupt arrived.
+pub fn last_tsc() -> u64 {
+    LAST_TSC.load(Ordering::SeqCst)
+}
+
+/// Takes interrupts (STI).
+pub fn enable() {
+    // SAFETY: the IDT handles every vector (see `exceptions`).
+    unsafe { asm!("sti", options(nomem, nostack)) }
+}
+
+/// Holds interrupts off (CLI).
+pub fn disable() {
+    // SAFETY: CLI only masks interrupts.
+    unsafe { asm!("cli", options(nomem, nostack)) }
+}
+
+/// Enables interrupts and halts until one arrives (STI; HLT: the STI
+/// shadow keeps an interrupt from slipping in between).
+pub fn wait() {
+    // SAFETY: the IDT handles every vector; HLT resumes after the handler.
+    unsafe { asm!("sti", "hlt", options(nomem, nostack)) }
+}
+
+/// Reads local APIC register `offset` (16-byte aligned, below 0x400).
+pub fn lapic_read(offset: u32) -> u32 {
+    let address = LAPIC_BASE + u64::from(offset & 0x3f0);
+    // SAFETY: the LAPIC page is device memory at a fixed guest-physical
+    // address, identity-mapped by the boot tables; a 32-bit aligned read of
+    // a register has no effect on the program's memory.
+    unsafe { (address as *const u32).read_volatile() }
+}
+
+/// Writes local APIC register `offset` (16-byte aligned, below 0x400).
+pub fn lapic_write(offset: u32, value: u32) {
+    let address = LAPIC_BASE + u64::from(offset & 0x3f0);
+    // SAFETY: as `lapic_read`; a register write changes the LAPIC, never
+    // the program's memory.
+    unsafe { (address as *mut u32).write_volatile(value) }
+}
+
+/// fw_cfg's selector and data ports.
+const FW_CFG_SELECTOR: u16 = 0x510;
+const FW_CFG_DATA: u16 = 0x511;
+
+/// Reads `into.len()` bytes of fw_cfg item `selector`.
+pub fn fw_cfg_read(selector: u16, into: &mut [u8]) {
+    // SAFETY: the selector write and data reads only move the fw_cfg
+    // device's read position.
+    unsafe {
+        asm!("out dx, ax", in("dx") FW_CFG_SELECTOR, in("ax") selector, options(nomem, nostack));
+        for byte in into.iter_mut() {
+            *byte = crate::arch::inb(FW_CFG_DATA);
+        }
+    }
+}
