@@ -41,6 +41,23 @@ const COUNT: u32 = 200_000;
 const ROUNDS: usize = 1000;
 
 fn main() -> u32 {
+    // The multiboot header is this image's; booted through it, the
+    // loader's information must say what the VM is.
+    if guest_multiboot::linked()
+        && let Some(info) = guest_runtime::multiboot::info()
+    {
+        println!(
+            "apic: multiboot: flags {:#x}, {} KiB above 1 MiB, command line '{}'",
+            info.flags,
+            info.memory_upper,
+            info.command_line()
+        );
+        if info.flags & 1 == 0 || info.memory_upper == 0 {
+            fail(format_args!(
+                "the multiboot information has no memory sizes"
+            ));
+        }
+    }
     let mut signature = [0u8; 4];
     irq::fw_cfg_read(0, &mut signature);
     if &signature != b"QEMU" {

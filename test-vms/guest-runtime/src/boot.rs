@@ -8,7 +8,10 @@
 //!    sets CR0.PE and far-jumps (`ljmpl`, operand-size prefix) to 32-bit code.
 //! 2. **PVH** (`guest_start_pvh`, named by the `XEN_ELFNOTE_PHYS32_ENTRY`
 //!    note; QEMU's `-kernel`): 32-bit protected mode, flat segments, paging
-//!    off.
+//!    off. **Multiboot** (`guest_start_multiboot`, named by the multiboot
+//!    v1 header the `guest-multiboot` crate adds to images that link it)
+//!    is the same 32-bit entry, with the loader's magic in EAX and its
+//!    information structure in EBX ([`crate::multiboot`]).
 //! 3. **Long mode** (`_start64`, the ELF entry): paging on with some identity
 //!    map, some 64-bit code segment, some stack. Nothing of it is kept: this
 //!    path sets its stack, builds the guest's own page tables (unless CR3
@@ -74,6 +77,16 @@ guest_gdt_pointer:
     .balign 4
     .popsection
 
+    .pushsection .data.guest_multiboot, "aw"
+    .balign 4
+    .global guest_multiboot_magic
+guest_multiboot_magic:
+    .long 0
+    .global guest_multiboot_info
+guest_multiboot_info:
+    .long 0
+    .popsection
+
     .pushsection .boot.bss, "aw", @nobits
     .balign 4096
 guest_pml4:
@@ -108,6 +121,17 @@ guest_start_pvh:
     cli
     cld
     movl $2, %esi
+    jmp guest_start32
+
+    /* Multiboot (v1): EAX holds the loader's magic, EBX its information
+       structure (below 4 GiB, identity-mapped later). */
+    .global guest_start_multiboot
+guest_start_multiboot:
+    cli
+    cld
+    movl %eax, guest_multiboot_magic
+    movl %ebx, guest_multiboot_info
+    movl $4, %esi
 
     /* From here on %esi holds the entry mode. */
 guest_start32:

@@ -31,6 +31,7 @@ pub mod boot;
 pub mod exceptions;
 pub mod hypervisor;
 pub mod interrupts;
+pub mod multiboot;
 
 pub use arch::{cpuid, rdtsc, rdtsc_ordered};
 pub use exceptions::{catch_fault, expect_fault, take_fault};
@@ -47,6 +48,8 @@ pub enum EntryMode {
     Pvh,
     /// The ELF entry, `_start64`, already in long mode.
     Long,
+    /// The multiboot header's 32-bit entry.
+    Multiboot,
     /// Not one of the values the boot code passes.
     Unknown,
 }
@@ -57,6 +60,7 @@ impl EntryMode {
             1 => Self::Real,
             2 => Self::Pvh,
             3 => Self::Long,
+            4 => Self::Multiboot,
             _ => Self::Unknown,
         }
     }
@@ -67,6 +71,7 @@ impl EntryMode {
             Self::Real => "real",
             Self::Pvh => "pvh",
             Self::Long => "long",
+            Self::Multiboot => "multiboot",
             Self::Unknown => "unknown",
         }
     }
