@@ -3,8 +3,11 @@
 //! guest enables interrupts, through an interrupt-window exit, since they
 //! are raised with interrupts off; three vectors, as requests of one
 //! vector coalesce); a one-shot and a periodic LAPIC timer
-//! whose interrupts wake HLT; and the cost of an MMIO write exit (the TPR,
-//! decoded and emulated by the world switcher), printed as a `BENCH` line.
+//! whose interrupts wake HLT; and, as `BENCH` lines, the cost of one timer
+//! tick in a busy loop (the guest never exits by itself: the world
+//! switcher's run limit must end it at the timer's deadline), the time from
+//! a TSC deadline to the handler of a halted guest, and an MMIO write exit
+//! (the TPR, decoded and emulated by the world switcher).
 //! Every LAPIC access is an MMIO exit under the hypervisor; on bare QEMU
 //! the same program talks to QEMU's LAPIC. Prints `TEST apic PASS`.
 #![no_std]
@@ -30,9 +33,12 @@ const TIMER: u8 = 0x40;
 /// The self-IPIs' vectors (one each: requests of one vector coalesce in
 /// the IRR, as on hardware).
 const IPIS: [u8; 3] = [0x41, 0x42, 0x43];
-/// LVT: masked; periodic mode.
+/// LVT: masked; periodic and TSC-deadline modes.
 const MASKED: u32 = 1 << 16;
 const PERIODIC: u32 = 1 << 17;
+const TSC_DEADLINE: u32 = 1 << 18;
+/// Iterations of the busy loop the timer-tick cost is measured on.
+const LOOP: u32 = 2_000_000;
 /// ICR: destination shorthand "self", fixed delivery.
 const TO_SELF: u32 = 1 << 18;
 /// Timer counts per period (divide by 1).
@@ -122,7 +128,45 @@ fn main() -> u32 {
     lapic_write(INITIAL_COUNT, 0);
     println!("apic: periodic timer: 10 ticks");
 
+    // One guest timer tick: the same busy loop without and with a periodic
+    // timer; the difference per tick (injection, handler, EOI exit).
+    let busy = || {
+        let start = guest_runtime::arch::rdtsc_ordered();
+        let mut i = 0u32;
+        while i < LOOP {
+            i = core::hint::black_box(i + 1);
+        }
+        guest_runtime::arch::rdtsc_ordered() - start
+    };
+    let quiet = busy();
+    lapic_write(LVT_TIMER, u32::from(TIMER) | PERIODIC);
+    lapic_write(INITIAL_COUNT, COUNT);
+    let before = irq::count(TIMER);
+    irq::enable();
+    let ticking = busy();
+    irq::disable();
+    let ticks = irq::count(TIMER) - before;
+    lapic_write(LVT_TIMER, MASKED);
+    lapic_write(INITIAL_COUNT, 0);
+    if ticks == 0 {
+        fail(format_args!("no timer tick during the busy loop"));
+    }
+    println!(
+        "BENCH timer-tick {} ticks/tick ({ticks} ticks in a busy loop of {LOOP} rounds, against the loop alone)",
+        ticking.saturating_sub(quiet) / u64::from(ticks)
+    );
+
+    // HLT woken by the timer: a TSC deadline, then HLT; from the deadline
+    // to the guest's handler. Only where CPUID shows the TSC-deadline mode
+    // (our platform does; QEMU's TCG does not).
+    if guest_runtime::cpuid(1).ecx & (1 << 24) == 0 {
+        println!("apic: no TSC-deadline timer here; HLT wake-up not measured");
+    } else {
+        hlt_wakeup();
+    }
+
     let mut samples = [0u64; ROUNDS];
+
     for sample in samples.iter_mut() {
         let start = guest_runtime::arch::rdtsc_ordered();
         lapic_write(TASK_PRIORITY, 0);
@@ -135,4 +179,27 @@ fn main() -> u32 {
     );
     println!("TEST apic PASS");
     0
+}
+
+/// A TSC-deadline timer wakes the halted guest, 9 times; prints the median
+/// time from the deadline to the handler.
+fn hlt_wakeup() {
+    lapic_write(LVT_TIMER, u32::from(TIMER) | TSC_DEADLINE);
+    let mut latencies = [0u64; 9];
+    for latency in latencies.iter_mut() {
+        let before = irq::count(TIMER);
+        let deadline = guest_runtime::arch::rdtsc() + 200_000;
+        irq::set_tsc_deadline(deadline);
+        while irq::count(TIMER) == before {
+            irq::wait();
+        }
+        irq::disable();
+        *latency = irq::last_tsc().saturating_sub(deadline);
+    }
+    lapic_write(LVT_TIMER, MASKED);
+    latencies.sort_unstable();
+    println!(
+        "BENCH hlt-timer-wakeup {} ticks (median of 9: from a TSC deadline to the guest's handler, the guest halted)",
+        latencies[4]
+    );
 }

@@ -77,6 +77,14 @@ pub fn lapic_write(offset: u32, value: u32) {
     unsafe { (address as *mut u32).write_volatile(value) }
 }
 
+/// Arms the local APIC timer's TSC deadline (IA32_TSC_DEADLINE; the LVT
+/// timer must be in TSC-deadline mode); 0 disarms it.
+pub fn set_tsc_deadline(tsc: u64) {
+    // SAFETY: the MSR only programs the local APIC timer; a CPU without
+    // it raises #GP, which the exception handler reports.
+    unsafe { crate::arch::wrmsr(0x6e0, tsc) }
+}
+
 /// fw_cfg's selector and data ports.
 const FW_CFG_SELECTOR: u16 = 0x510;
 const FW_CFG_DATA: u16 = 0x511;

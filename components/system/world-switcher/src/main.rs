@@ -475,9 +475,11 @@ impl Switcher {
     fn run(&mut self, mut dirty: u64) -> Stop {
         loop {
             dirty |= self.deliver_interrupts();
-            // No limit unless the VM has one: requests to a running guest
-            // come with a poke (see the module documentation).
-            let reason = self.vm.run(dirty, self.time_left_us());
+            // No limit unless the VM has one or a guest timer is armed:
+            // requests to a running guest come with a poke (see the module
+            // documentation), but a timer must interrupt a guest that
+            // never exits by itself.
+            let reason = self.vm.run(dirty, self.run_limit_us());
             let Some(reason) = reason else {
                 self.report("stopped: the core answered an unknown exit reason");
                 return Stop::Stopped;
@@ -574,6 +576,20 @@ impl Switcher {
     /// Nanoseconds of TSC value `tsc` (the devices' clock).
     fn tsc_ns(&self, tsc: u64) -> u64 {
         (u128::from(tsc) * 1_000_000_000 / u128::from(self.tsc_hz.max(1))) as u64
+    }
+
+    /// How long the next run may last: until the VM's time limit or the
+    /// platform's next timer deadline, whichever comes first (`None`: no
+    /// limit).
+    fn run_limit_us(&self) -> Option<u64> {
+        let timer = self.due.map(|due| {
+            let ticks = due.saturating_sub(runtime::rdtsc());
+            (u128::from(ticks) * 1_000_000 / u128::from(self.tsc_hz.max(1))) as u64
+        });
+        match (self.time_left_us(), timer) {
+            (Some(left), Some(timer)) => Some(left.min(timer)),
+            (left, timer) => left.or(timer),
+        }
     }
 
     fn time_left_us(&self) -> Option<u64> {
