@@ -79,6 +79,7 @@ fn main() -> u32 {
         fail(format_args!("fw_cfg says {cpus} CPUs, expected 1"));
     }
 
+    irq::mask_legacy_pic();
     irq::use_lapic();
     println!(
         "apic: LAPIC id {} version {:#x}",

@@ -26,6 +26,17 @@ pub(crate) fn taken(vector: u8) {
     }
 }
 
+/// Masks every line of the legacy 8259 pair, as an OS that uses the
+/// local APIC does: firmware may leave it programmed with the PIT running
+/// and its vectors over the exceptions' (IRQ 0 at vector 8 under SeaBIOS).
+pub fn mask_legacy_pic() {
+    // SAFETY: writing the two mask registers only masks the 8259's lines.
+    unsafe {
+        crate::arch::outb(0x21, 0xff);
+        crate::arch::outb(0xa1, 0xff);
+    }
+}
+
 /// Signal the local APIC's end of interrupt after each one.
 pub fn use_lapic() {
     LAPIC_EOI_ON.store(true, Ordering::SeqCst);
