@@ -71,3 +71,8 @@ pub const UART_BASE: u16 = 0x3f8;
 /// ends the VM; 0 means the guest's test passed. (QEMU's device exits with
 /// status `2v + 1`, so a native run that passes exits with 1.)
 pub const STATUS_PORT: u16 = 0xf4;
+/// The ACPI reset register the FADT names (an I/O port): writing
+/// [`ACPI_RESET_VALUE`] resets the VM, as a warm reboot.
+pub const ACPI_RESET_PORT: u16 = 0x602;
+/// The value that resets the VM through [`ACPI_RESET_PORT`].
+pub const ACPI_RESET_VALUE: u8 = 0x42;

@@ -17,13 +17,19 @@ pub const PORT_BASE: u16 = 0x600;
 pub const SLEEP_CONTROL: u16 = PORT_BASE;
 /// Sleep status: bit 7 `WAK_STS` (never set: the guest never wakes).
 pub const SLEEP_STATUS: u16 = PORT_BASE + 1;
-/// Reset: writing [`RESET_VALUE`] resets the VM.
-pub const RESET: u16 = PORT_BASE + 2;
+/// Reset: writing [`RESET_VALUE`] resets the VM (part of the guest-visible
+/// contract, `guest_api`).
+pub const RESET: u16 = guest_api::ACPI_RESET_PORT;
 /// How many ports the device decodes.
 pub const PORT_COUNT: u16 = 3;
 
+const _: () = assert!(
+    RESET == PORT_BASE + 2,
+    "the reset port follows the sleep registers"
+);
+
 /// The value the FADT tells the guest to write to [`RESET`].
-pub const RESET_VALUE: u8 = 0x42;
+pub const RESET_VALUE: u8 = guest_api::ACPI_RESET_VALUE;
 /// The sleep type the `\_S5` package announces for soft-off.
 pub const S5_SLEEP_TYPE: u8 = 5;
 
