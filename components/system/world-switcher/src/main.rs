@@ -132,6 +132,9 @@ struct Switcher {
     msrs: Msrs,
     /// The interrupt controllers and timers.
     platform: Platform,
+    /// TSC ticks to microseconds and to nanoseconds.
+    microseconds: Clock,
+    nanoseconds: Clock,
     /// When the platform's timers next need [`Platform::tick`] (TSC), kept
     /// up to date after everything that can change it.
     due: Option<u64>,
@@ -187,26 +190,29 @@ fn main(start: &runtime::Start) -> i32 {
         _ => bits,
     });
     let tsc_hz = start.tsc_hz();
-    let Some(platform) = new_platform(tsc_hz) else {
-        println!("the start page gives no usable TSC rate ({tsc_hz} Hz); no timer can run");
-        return 1;
-    };
     let cpuid = Policy::new(PLATFORM_FEATURES, host_cpuid);
     let epoch: u64 = arguments.number("epoch", DEFAULT_EPOCH).or_exit();
-    let ram = guest_ram(vm.memory.size());
-    let Ok(fw_cfg) = FwCfg::new(1, ram, &[]) else {
-        println!("the firmware configuration device cannot describe this VM");
-        return 1;
-    };
-    let Some(pm_timer) = PmTimer::new(tsc_hz) else {
+    let clocks = Clock::new(tsc_hz, 1_000_000).zip(Clock::new(tsc_hz, 1_000_000_000));
+    let (Some(devices), Some((microseconds, nanoseconds))) =
+        (Devices::new(tsc_hz, vm.memory.size(), epoch), clocks)
+    else {
         println!("the start page gives no usable TSC rate ({tsc_hz} Hz); no timer can run");
         return 1;
     };
-    let mut switcher = Switcher {
-        rtc: Rtc::new(epoch, ram),
+    let Devices {
+        platform,
+        rtc,
         fw_cfg,
-        pci: PciHost::new(),
+        pci,
         pm_timer,
+    } = devices;
+    let mut switcher = Switcher {
+        rtc,
+        fw_cfg,
+        pci,
+        pm_timer,
+        microseconds,
+        nanoseconds,
         epoch,
         fresh_memory: start.generation() == 1,
         vm,
@@ -266,15 +272,35 @@ fn main(start: &runtime::Start) -> i32 {
     }
 }
 
-/// The platform a VM starts with: a LAPIC at its default base, an IOAPIC,
-/// the 8259 pair and the PIT; `None` when the TSC rate is unusable.
-fn new_platform(tsc_hz: u64) -> Option<Platform> {
-    let bus = Clock::new(tsc_hz, APIC_BUS_HZ)?;
-    Some(Platform::new(
-        Lapic::new(bus, PHYSICAL_ADDRESS_BITS),
-        Some(Pic::new()),
-        Some(Pit::new(tsc_hz)?),
-    ))
+/// The devices a VM starts with, in their power-on state: the
+/// interrupt controllers and timers (a LAPIC at its default base, an
+/// IOAPIC, the 8259 pair, the PIT), the RTC, fw_cfg, the PCI host bridge
+/// and the ACPI PM timer. `None` when the TSC rate or the VM's memory size
+/// cannot describe them.
+struct Devices {
+    platform: Platform,
+    rtc: Rtc,
+    fw_cfg: FwCfg<'static>,
+    pci: PciHost,
+    pm_timer: PmTimer,
+}
+
+impl Devices {
+    fn new(tsc_hz: u64, memory_size: u64, epoch: u64) -> Option<Self> {
+        let ram = guest_ram(memory_size);
+        let bus = Clock::new(tsc_hz, APIC_BUS_HZ)?;
+        Some(Self {
+            platform: Platform::new(
+                Lapic::new(bus, PHYSICAL_ADDRESS_BITS),
+                Some(Pic::new()),
+                Some(Pit::new(tsc_hz)?),
+            ),
+            rtc: Rtc::new(epoch, ram),
+            fw_cfg: FwCfg::new(1, ram, &[]).ok()?,
+            pci: PciHost::new(),
+            pm_timer: PmTimer::new(tsc_hz)?,
+        })
+    }
 }
 
 /// The VM's RAM as firmware reports it (all below 4 GiB: a VM has at most
@@ -299,17 +325,16 @@ impl Switcher {
         self.vm.reset();
         self.uart = Uart::new();
         self.msrs = Msrs::new(&self.cpuid);
-        if let Some(platform) = new_platform(self.tsc_hz) {
-            self.platform = platform;
+        // The same rate and size built them at start: this cannot fail.
+        if let Some(devices) = Devices::new(self.tsc_hz, self.vm.memory.size(), self.epoch) {
+            self.platform = devices.platform;
+            self.rtc = devices.rtc;
+            self.fw_cfg = devices.fw_cfg;
+            self.pci = devices.pci;
+            self.pm_timer = devices.pm_timer;
         }
         self.lines = 0;
         self.due = self.platform.next_deadline();
-        let ram = guest_ram(self.vm.memory.size());
-        self.rtc = Rtc::new(self.epoch, ram);
-        if let Ok(fw_cfg) = FwCfg::new(1, ram, &[]) {
-            self.fw_cfg = fw_cfg;
-        }
-        self.pci = PciHost::new();
         let mut memory = Loader(self.vm.memory);
         let size = self.vm.memory.size();
         // The core hands over guest memory zeroed at boot; after a VM
@@ -559,10 +584,7 @@ impl Switcher {
             self.platform.lapic.pending_interrupt().is_some() || self.platform.lapic.nmi_pending();
         let timeout_us = match self.platform.next_deadline() {
             _ if interruptible && waiting => 0,
-            Some(due) => {
-                let ticks = due.saturating_sub(now);
-                (u128::from(ticks) * 1_000_000 / u128::from(self.tsc_hz.max(1))) as u64
-            }
+            Some(due) => self.microseconds.ticks_in(due.saturating_sub(now)),
             None => HLT_TICK_US,
         };
         if timeout_us == 0 {
@@ -585,7 +607,7 @@ impl Switcher {
 
     /// Nanoseconds of TSC value `tsc` (the devices' clock).
     fn tsc_ns(&self, tsc: u64) -> u64 {
-        (u128::from(tsc) * 1_000_000_000 / u128::from(self.tsc_hz.max(1))) as u64
+        self.nanoseconds.ticks_in(tsc)
     }
 
     /// How long the next run may last: until the VM's time limit or the
@@ -593,8 +615,8 @@ impl Switcher {
     /// limit).
     fn run_limit_us(&self) -> Option<u64> {
         let timer = self.due.map(|due| {
-            let ticks = due.saturating_sub(runtime::rdtsc());
-            (u128::from(ticks) * 1_000_000 / u128::from(self.tsc_hz.max(1))) as u64
+            self.microseconds
+                .ticks_in(due.saturating_sub(runtime::rdtsc()))
         });
         match (self.time_left_us(), timer) {
             (Some(left), Some(timer)) => Some(left.min(timer)),
