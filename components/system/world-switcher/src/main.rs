@@ -130,8 +130,8 @@ struct Switcher {
     uart: Uart,
     cpuid: Policy,
     msrs: Msrs,
-    /// The interrupt controllers and timers.
-    platform: Platform,
+    /// The interrupt controllers, timers and other platform devices.
+    devices: Devices,
     /// TSC ticks to microseconds and to nanoseconds.
     microseconds: Clock,
     nanoseconds: Clock,
@@ -143,14 +143,6 @@ struct Switcher {
     /// The level each ISA interrupt line was last set to (bit n: IRQ n),
     /// so that an unchanged device line costs no controller update.
     lines: u16,
-    /// The CMOS real-time clock.
-    rtc: Rtc,
-    /// QEMU's firmware configuration device.
-    fw_cfg: FwCfg<'static>,
-    /// The PCI host bridge (no functions yet).
-    pci: PciHost,
-    /// The ACPI PM timer.
-    pm_timer: PmTimer,
     /// Unix seconds at which the guest's clock starts.
     epoch: u64,
     /// Guest memory is still as the core created it (zeroed): true only in
@@ -199,18 +191,8 @@ fn main(start: &runtime::Start) -> i32 {
         println!("the start page gives no usable TSC rate ({tsc_hz} Hz); no timer can run");
         return 1;
     };
-    let Devices {
-        platform,
-        rtc,
-        fw_cfg,
-        pci,
-        pm_timer,
-    } = devices;
     let mut switcher = Switcher {
-        rtc,
-        fw_cfg,
-        pci,
-        pm_timer,
+        devices,
         microseconds,
         nanoseconds,
         epoch,
@@ -219,7 +201,6 @@ fn main(start: &runtime::Start) -> i32 {
         uart: Uart::new(),
         cpuid,
         msrs: Msrs::new(&cpuid),
-        platform,
         due: None,
         tsc_hz,
         lines: 0,
@@ -279,9 +260,13 @@ fn main(start: &runtime::Start) -> i32 {
 /// cannot describe them.
 struct Devices {
     platform: Platform,
+    /// The CMOS real-time clock.
     rtc: Rtc,
+    /// QEMU's firmware configuration device.
     fw_cfg: FwCfg<'static>,
+    /// The PCI host bridge (no functions yet).
     pci: PciHost,
+    /// The ACPI PM timer.
     pm_timer: PmTimer,
 }
 
@@ -327,14 +312,10 @@ impl Switcher {
         self.msrs = Msrs::new(&self.cpuid);
         // The same rate and size built them at start: this cannot fail.
         if let Some(devices) = Devices::new(self.tsc_hz, self.vm.memory.size(), self.epoch) {
-            self.platform = devices.platform;
-            self.rtc = devices.rtc;
-            self.fw_cfg = devices.fw_cfg;
-            self.pci = devices.pci;
-            self.pm_timer = devices.pm_timer;
+            self.devices = devices;
         }
         self.lines = 0;
-        self.due = self.platform.next_deadline();
+        self.due = self.devices.platform.next_deadline();
         let mut memory = Loader(self.vm.memory);
         let size = self.vm.memory.size();
         // The core hands over guest memory zeroed at boot; after a VM
@@ -561,14 +542,15 @@ impl Switcher {
     /// Brings the timers up to date and writes the arbiter's decision for
     /// the next entry; returns its dirty bits.
     fn deliver_interrupts(&mut self) -> u64 {
-        if let Some(due) = self.due
-            && due <= runtime::rdtsc()
-        {
-            self.platform.tick(runtime::rdtsc());
-            self.due = self.platform.next_deadline();
+        if let Some(due) = self.due {
+            let now = runtime::rdtsc();
+            if due <= now {
+                self.devices.platform.tick(now);
+                self.due = self.devices.platform.next_deadline();
+            }
         }
         let state = self.vm.state();
-        let decision = self.platform.decide(state);
+        let decision = self.devices.platform.decide(state);
         decision.apply(state)
     }
 
@@ -577,12 +559,12 @@ impl Switcher {
     /// after the instruction; the next entry delivers what is due.
     fn halt(&mut self) -> Result<u64, Stop> {
         let now = runtime::rdtsc();
-        self.platform.tick(now);
-        self.due = self.platform.next_deadline();
+        self.devices.platform.tick(now);
+        self.due = self.devices.platform.next_deadline();
         let interruptible = self.vm.state().rflags & INTERRUPT_FLAG != 0;
-        let waiting =
-            self.platform.lapic.pending_interrupt().is_some() || self.platform.lapic.nmi_pending();
-        let timeout_us = match self.platform.next_deadline() {
+        let waiting = self.devices.platform.lapic.pending_interrupt().is_some()
+            || self.devices.platform.lapic.nmi_pending();
+        let timeout_us = match self.due {
             _ if interruptible && waiting => 0,
             Some(due) => self.microseconds.ticks_in(due.saturating_sub(now)),
             None => HLT_TICK_US,
@@ -601,7 +583,7 @@ impl Switcher {
         let bit = 1u16 << irq;
         if (self.lines & bit != 0) != high {
             self.lines ^= bit;
-            self.platform.set_isa_irq(irq, high);
+            self.devices.platform.set_isa_irq(irq, high);
         }
     }
 
@@ -702,21 +684,23 @@ impl Switcher {
         let platform = match (io.size, io.input) {
             _ if uart || io.port == STATUS_PORT => None,
             (1, true) => self
+                .devices
                 .platform
                 .read_port(io.port, now)
                 .map(|byte| Some(u64::from(byte))),
             (1, false) => self
+                .devices
                 .platform
                 .write_port(io.port, value as u8, now)
                 .then_some(None),
             _ => None,
         };
         if platform.is_some() {
-            self.due = self.platform.next_deadline();
+            self.due = self.devices.platform.next_deadline();
         }
         let input = match io.port {
             _ if platform.is_some() => platform.flatten(),
-            port if (UART_BASE..UART_BASE + 8).contains(&port) => {
+            port if uart => {
                 let offset = port - UART_BASE;
                 let answer = if io.input {
                     Some(u64::from(self.uart.read(offset)))
@@ -732,30 +716,30 @@ impl Switcher {
             port @ (vm_platform::rtc::INDEX_PORT | vm_platform::rtc::DATA_PORT) => {
                 let now_ns = self.tsc_ns(now);
                 let answer = if io.input {
-                    Some(u64::from(self.rtc.read(port, now_ns)))
+                    Some(u64::from(self.devices.rtc.read(port, now_ns)))
                 } else {
-                    self.rtc.write(port, value as u8, now_ns);
+                    self.devices.rtc.write(port, value as u8, now_ns);
                     None
                 };
-                self.set_line(RTC_IRQ, self.rtc.irq_line());
+                self.set_line(RTC_IRQ, self.devices.rtc.irq_line());
                 answer
             }
             port if FwCfg::decodes(port) => {
                 if io.input {
-                    Some(u64::from(self.fw_cfg.read(port, io.size)))
+                    Some(u64::from(self.devices.fw_cfg.read(port, io.size)))
                 } else {
-                    self.fw_cfg.write(port, io.size, value as u32);
+                    self.devices.fw_cfg.write(port, io.size, value as u32);
                     None
                 }
             }
             port if PmTimer::decodes(port) => io
                 .input
-                .then(|| u64::from(self.pm_timer.read(port, io.size, now))),
+                .then(|| u64::from(self.devices.pm_timer.read(port, io.size, now))),
             port if PciHost::decodes(port) => {
                 if io.input {
-                    Some(u64::from(self.pci.read(port, io.size)))
+                    Some(u64::from(self.devices.pci.read(port, io.size)))
                 } else {
-                    let _ = self.pci.write(port, io.size, value as u32);
+                    let _ = self.devices.pci.write(port, io.size, value as u32);
                     None
                 }
             }
@@ -821,8 +805,8 @@ impl Switcher {
             match self.msrs.write(msr, value, state) {
                 Ok(mask) => Ok(mask),
                 Err(Unhandled::Lapic) => {
-                    let result = self.platform.write_msr(msr, value, tsc);
-                    self.due = self.platform.next_deadline();
+                    let result = self.devices.platform.write_msr(msr, value, tsc);
+                    self.due = self.devices.platform.next_deadline();
                     match result {
                         Some(Ok(())) => Ok(0),
                         _ => Err(()),
@@ -833,7 +817,7 @@ impl Switcher {
         } else {
             let value = match self.msrs.read(msr, state, tsc) {
                 Ok(value) => Ok(value),
-                Err(Unhandled::Lapic) => match self.platform.read_msr(msr, tsc) {
+                Err(Unhandled::Lapic) => match self.devices.platform.read_msr(msr, tsc) {
                     Some(Ok(value)) => Ok(value),
                     _ => Err(()),
                 },
@@ -920,7 +904,7 @@ impl Switcher {
             let state = self.vm.state();
             (state.guest_physical, state.qualification)
         };
-        if access & npf::EXECUTE == 0 && self.platform.owns_mmio(address) {
+        if access & npf::EXECUTE == 0 && self.devices.platform.owns_mmio(address) {
             return self.device_access(address);
         }
         let kind = if access & npf::EXECUTE != 0 {
@@ -970,10 +954,10 @@ impl Switcher {
         let size = access.width.bytes() as u8;
         let read = match access.kind {
             vm_platform::mmio::AccessKind::Write { value } => {
-                let _ = self.platform.write_mmio(address, size, value, now);
+                let _ = self.devices.platform.write_mmio(address, size, value, now);
                 0
             }
-            _ => match self.platform.read_mmio(address, size, now) {
+            _ => match self.devices.platform.read_mmio(address, size, now) {
                 Some(Ok(value)) => value,
                 // Ignored accesses (odd sizes, unaligned) read as zero.
                 _ => 0,
@@ -981,9 +965,9 @@ impl Switcher {
         };
         let effect = access.effect(self.vm.state(), read);
         if let Some(value) = effect.device_write {
-            let _ = self.platform.write_mmio(address, size, value, now);
+            let _ = self.devices.platform.write_mmio(address, size, value, now);
         }
-        self.due = self.platform.next_deadline();
+        self.due = self.devices.platform.next_deadline();
         match effect.apply(self.vm.state(), &mut memory) {
             Ok(mask) => Ok(mask),
             Err(error) => {
