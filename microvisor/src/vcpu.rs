@@ -34,7 +34,7 @@ pub fn run(
 ) -> Option<ExitReason> {
     let now = timer::now();
     let clock = kernel.clock;
-    match kernel.vms[vm].begin_run(now, || clock.deadline(now, limit_us)) {
+    match kernel.vms[vm].begin_run(now, mask, || clock.deadline(now, limit_us)) {
         Start::Exit(reason) => return Some(reason),
         Start::Enter(Some(deadline)) => kernel.alarm_by(deadline, now),
         Start::Enter(None) => {}

@@ -17,7 +17,7 @@
 use core::mem::offset_of;
 
 use microvisor_abi::vcpu::{
-    DescriptorTable, ExitReason, IoExit, Segment, VcpuState, dirty, gpr, npf,
+    DescriptorTable, ExitReason, IoExit, Segment, VcpuState, dirty, event, gpr, npf,
 };
 
 /// A VMCB segment register.
@@ -666,13 +666,36 @@ pub fn publish_exit(
     state.exit_event = pending_event;
 }
 
-/// Ends a run without entering the guest (a poke or a time limit): only
-/// the exit fields change.
-#[inline]
-pub fn publish_early_exit(state: &mut VcpuState, reason: ExitReason) {
-    state.exit_reason = reason as u32;
-    state.raw_exit = 0;
-    state.instruction_length = 0;
+/// Dirty bits of runs that ended before entering the guest (a poke or a
+/// time limit), kept for the next entry: the world switcher wrote those
+/// fields for an entry that did not happen, and an RIP advanced past an
+/// emulated instruction or an injected interrupt must not be lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unapplied(u64);
+
+impl Unapplied {
+    pub const NONE: Self = Self(0);
+
+    /// Ends a run without entering the guest: only the exit fields change,
+    /// and `mask` is kept. An injection the run carried is published as
+    /// the pending event ([`VcpuState::exit_event`]), which the core
+    /// delivers at the next entry unless another is injected, so the
+    /// world switcher neither decides a second one over it nor believes
+    /// it delivered.
+    pub fn end_early(&mut self, state: &mut VcpuState, reason: ExitReason, mask: u64) {
+        self.0 |= mask;
+        state.exit_reason = reason as u32;
+        state.raw_exit = 0;
+        state.instruction_length = 0;
+        if self.0 & dirty::INJECT != 0 && state.inject & event::VALID != 0 {
+            state.exit_event = state.inject;
+        }
+    }
+
+    /// The mask of the next entry: `mask` and everything kept.
+    pub fn with(&mut self, mask: u64) -> u64 {
+        mask | core::mem::take(&mut self.0)
+    }
 }
 
 /// An exit, decoded.
@@ -983,7 +1006,6 @@ mod tests {
 
     #[test]
     fn injection_accepts_only_valid_events() {
-        use microvisor_abi::vcpu::event;
         let mut vmcb = vmcb();
         let mut state = VcpuState::new_zeroed();
         state.inject = event::GP0;
@@ -1237,12 +1259,45 @@ mod tests {
         let mut state = VcpuState::new_zeroed();
         state.rip = 0x1234;
         state.raw_exit = 9;
-        publish_early_exit(&mut state, ExitReason::Poked);
+        let mut unapplied = Unapplied::NONE;
+        unapplied.end_early(&mut state, ExitReason::Poked, 0);
         assert_eq!(state.exit_reason, ExitReason::Poked as u32);
         assert_eq!(
             (state.raw_exit, state.instruction_length, state.rip),
             (0, 0, 0x1234)
         );
+        assert_eq!((state.exit_event, unapplied.with(0)), (0, 0));
+    }
+
+    #[test]
+    fn early_exits_keep_their_mask_for_the_next_entry() {
+        let mut state = VcpuState::new_zeroed();
+        let mut vmcb = vmcb();
+        let mut registers = [0; 16];
+        let mut pending = 0;
+        let mut unapplied = Unapplied::NONE;
+        // An emulated OUT (RIP advanced) and an interrupt injected, then
+        // a poke ends the run before it enters; a time limit the next.
+        state.rip = 0x1002;
+        state.inject = event::interrupt(0xec);
+        unapplied.end_early(&mut state, ExitReason::Poked, dirty::RIP | dirty::INJECT);
+        // The injection is reported pending, so the arbiter adds no other.
+        assert_eq!(state.exit_event, event::interrupt(0xec));
+        unapplied.end_early(&mut state, ExitReason::TimeLimit, dirty::RAX);
+        let mask = unapplied.with(0);
+        assert_eq!(mask, dirty::RIP | dirty::INJECT | dirty::RAX);
+        prepare_entry(
+            &mut vmcb,
+            &mut registers,
+            &mut state,
+            mask,
+            &mut pending,
+            true,
+        );
+        assert_eq!(vmcb.rip, 0x1002);
+        assert_eq!(vmcb.event_inject, event::interrupt(0xec));
+        // Taken once.
+        assert_eq!(unapplied.with(dirty::RIP), dirty::RIP);
     }
 
     #[test]

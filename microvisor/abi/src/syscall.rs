@@ -73,7 +73,10 @@ pub enum Syscall {
     /// [`crate::vcpu::ExitReason::TimeLimit`]. Returns at the next VM exit
     /// with the [`crate::vcpu::ExitReason`] in `rdx` and the exit and guest
     /// state in the VM's state page. Host interrupts that arrive meanwhile
-    /// are handled by the core without returning.
+    /// are handled by the core without returning. A run that returns
+    /// without entering (a poke, or a limit already passed) leaves the
+    /// state page as it was and keeps its mask: those fields are written
+    /// back at the next entry, with that run's own.
     VcpuRun = 14,
     /// Make the vCPU `rdi` leave the guest (or not enter it) with
     /// [`crate::vcpu::ExitReason::Poked`] at its next `VcpuRun`.

@@ -9,7 +9,8 @@
 //!
 //! A run is two steps: [`Vm::begin_run`] settles what happens before the
 //! guest is entered (a pending poke or an expired time limit end the run at
-//! once; a run re-issued after a host interrupt keeps its deadline), and
+//! once, keeping its dirty mask for the next entry; a run re-issued after a
+//! host interrupt keeps its deadline), and
 //! [`Vm::enter`] writes back the dirty state, enters the guest and
 //! publishes the exit. The pure halves (write-back, exit decoding, what is
 //! published) are the host-tested `microvisor::vmcb`. The backend is AMD
@@ -22,7 +23,7 @@
 
 use microvisor::address::{PAGE_SIZE, PhysicalAddress};
 use microvisor::npt::NestedTables;
-use microvisor::vmcb::{self, GuestRegisters, Vmcb};
+use microvisor::vmcb::{self, GuestRegisters, Unapplied, Vmcb};
 use microvisor_abi::spec::VmSpec;
 use microvisor_abi::vcpu::{ExitReason, VcpuState, intercept};
 
@@ -51,6 +52,8 @@ pub struct Vm {
     deadline: Option<u64>,
     /// The thread is re-issuing a rewound run.
     rewound: bool,
+    /// Dirty bits of runs that ended before entering the guest.
+    unapplied: Unapplied,
     /// Created and runnable (false when creation failed).
     ready: bool,
     /// Entered at least once since boot (resets do not clear it).
@@ -131,6 +134,7 @@ impl Vm {
         registers: [0; 16],
         pending_event: 0,
         poked: false,
+        unapplied: Unapplied::NONE,
         deadline: None,
         rewound: false,
         ready: false,
@@ -245,6 +249,7 @@ impl Vm {
         self.poked = false;
         self.deadline = None;
         self.rewound = false;
+        self.unapplied = Unapplied::NONE;
         self.fpu = FpuState::RESET;
         let parts = self.parts();
         parts.vmcb.init(iopm, msrpm, nested, asid);
@@ -275,25 +280,34 @@ impl Vm {
         true
     }
 
-    /// The first step of a run at `now`: a new run takes the deadline
-    /// `deadline` gives; a re-issued one keeps its own.
+    /// The first step of a run at `now` with dirty bits `mask`: a new run
+    /// takes the deadline `deadline` gives; a re-issued one keeps its own.
+    /// A run that ends here keeps `mask` for the next entry.
     #[inline(always)]
-    pub fn begin_run(&mut self, now: u64, deadline: impl FnOnce() -> Option<u64>) -> Start {
+    pub fn begin_run(
+        &mut self,
+        now: u64,
+        mask: u64,
+        deadline: impl FnOnce() -> Option<u64>,
+    ) -> Start {
         if !core::mem::take(&mut self.rewound) {
             self.deadline = deadline();
         }
-        if core::mem::take(&mut self.poked) {
-            vmcb::publish_early_exit(self.parts().state, ExitReason::Poked);
-            return Start::Exit(ExitReason::Poked);
-        }
-        match self.deadline {
-            Some(deadline) if deadline <= now => {
-                self.deadline = None;
-                vmcb::publish_early_exit(self.parts().state, ExitReason::TimeLimit);
-                Start::Exit(ExitReason::TimeLimit)
+        let reason = if core::mem::take(&mut self.poked) {
+            ExitReason::Poked
+        } else {
+            match self.deadline {
+                Some(deadline) if deadline <= now => {
+                    self.deadline = None;
+                    ExitReason::TimeLimit
+                }
+                deadline => return Start::Enter(deadline),
             }
-            deadline => Start::Enter(deadline),
-        }
+        };
+        let mut unapplied = self.unapplied;
+        unapplied.end_early(self.parts().state, reason, mask);
+        self.unapplied = unapplied;
+        Start::Exit(reason)
     }
 
     /// Enters the guest after writing back the state-page fields in
@@ -303,6 +317,7 @@ impl Vm {
     #[inline(always)]
     pub fn enter(&mut self, svm: &Svm, mask: u64) -> Option<ExitReason> {
         self.ever_entered = true;
+        let mask = self.unapplied.with(mask);
         let vmcb_address = self.vmcb;
         let parts = self.parts();
         let (vmcb, state, registers) = (parts.vmcb, parts.state, parts.registers);
