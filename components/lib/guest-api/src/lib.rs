@@ -39,6 +39,51 @@ pub mod features {
     pub const ALL: u32 = HYPERCALLS | NO_WORK | STATUS_PORT;
 }
 
+/// The paravirtual clock a Linux guest already knows: KVM's `kvmclock`
+/// ABI, offered at a second hypervisor leaf range so our own leaves stay
+/// at [`CPUID_BASE`] (Linux looks for the KVM signature at every
+/// `0x40000000 + n * 0x100`).
+///
+/// A guest that finds [`kvm::SIGNATURE`] at [`kvm::CPUID_BASE`] reads
+/// [`kvm::features`] at [`kvm::CPUID_FEATURES`] `eax`, and writes the
+/// guest-physical address of a `pvclock_vcpu_time_info` (32 bytes, bit 0
+/// set to enable) to [`kvm::MSR_SYSTEM_TIME`] and of a
+/// `pvclock_wall_clock` (12 bytes) to [`kvm::MSR_WALL_CLOCK`]; the world
+/// switcher fills them. The time information carries the TSC rate as a
+/// multiplier and shift, so the guest learns its TSC frequency without
+/// calibrating it and without a command-line option. The TSC runs
+/// unchanged and at a constant rate on the one vCPU, so the information
+/// is written once and marked stable. Nothing else of KVM's interface is
+/// offered: no other feature bit is set and its hypercalls are not ours.
+pub mod kvm {
+    /// `eax` = [`CPUID_FEATURES`]; `ebx`, `ecx`, `edx` = [`SIGNATURE`].
+    pub const CPUID_BASE: u32 = 0x4000_0100;
+    /// `eax` = [`features`] bits; `ebx`, `ecx`, `edx` = 0 (no hints).
+    pub const CPUID_FEATURES: u32 = 0x4000_0101;
+    /// KVM's signature.
+    pub const SIGNATURE: [u8; 12] = *b"KVMKVMKVM\0\0\0";
+    /// `MSR_KVM_WALL_CLOCK_NEW`: the address of the wall-clock structure,
+    /// written once with the Unix time at which the clock read 0.
+    pub const MSR_WALL_CLOCK: u32 = 0x4b56_4d00;
+    /// `MSR_KVM_SYSTEM_TIME_NEW`: the address of the time information,
+    /// bit 0 = enabled.
+    pub const MSR_SYSTEM_TIME: u32 = 0x4b56_4d01;
+
+    /// Feature bits in [`CPUID_FEATURES`] `eax`, KVM's numbering.
+    pub mod features {
+        /// Port 0x80 needs no delay writes (it does nothing here).
+        pub const NOP_IO_DELAY: u32 = 1 << 1;
+        /// The clock at [`super::MSR_SYSTEM_TIME`] and
+        /// [`super::MSR_WALL_CLOCK`].
+        pub const CLOCKSOURCE2: u32 = 1 << 3;
+        /// The time information's stable flag may be trusted: the clock
+        /// never goes backwards between vCPUs (there is one).
+        pub const CLOCKSOURCE_STABLE: u32 = 1 << 24;
+        /// Everything offered.
+        pub const ALL: u32 = NOP_IO_DELAY | CLOCKSOURCE2 | CLOCKSOURCE_STABLE;
+    }
+}
+
 /// Hypercall numbers (in `rax`).
 pub mod hypercall {
     /// Who am I: answers `rbx` = [`super::INTERFACE_VERSION`], `rcx` = how

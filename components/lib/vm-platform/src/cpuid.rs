@@ -32,7 +32,10 @@
 //! Shown or synthesized from the platform: the local APIC, x2APIC,
 //! TSC-deadline and ARAT only when the caller's [`PlatformFeatures`] say
 //! its LAPIC model does them; MTRRs always (the MSR table emulates them);
-//! the hypervisor bit and our leaves at [`guest_api::CPUID_BASE`].
+//! the hypervisor bit and our leaves at [`guest_api::CPUID_BASE`]; when
+//! the platform has the paravirtual clock, KVM's signature and clock
+//! features at [`guest_api::kvm::CPUID_BASE`], which is how Linux finds
+//! it (it scans the hypervisor range for the signature).
 //! OSXSAVE and OSPKE follow the guest's CR4, as on hardware: the core does
 //! not intercept CR4 writes, so a guest that sets CR4.OSXSAVE or CR4.PKE
 //! anyway really has them set. The topology is one package, one core, one
@@ -48,7 +51,7 @@
 
 use guest_api::{
     CPUID_1_ECX_HYPERVISOR, CPUID_BASE, CPUID_FEATURES, CPUID_MAX, INTERFACE_VERSION, SIGNATURE,
-    features,
+    features, kvm,
 };
 
 /// What the world switcher's platform models, which CPUID must agree with.
@@ -65,6 +68,9 @@ pub struct PlatformFeatures {
     /// skips calibrating the LAPIC timer), and `IA32_TSC_DEADLINE` is the
     /// LAPIC's MSR. Ignored without `apic`.
     pub tsc_deadline: bool,
+    /// The paravirtual clock ([`crate::pvclock`]): KVM's signature and
+    /// clock features at [`kvm::CPUID_BASE`], and its two MSRs.
+    pub pvclock: bool,
 }
 
 /// The CPU vendor, from leaf 0.
@@ -250,6 +256,20 @@ const EXTENDED21_EAX: u32 = bits(&[
 const LEVEL_THREAD: u32 = 1 << 8;
 const LEVEL_CORE: u32 = 2 << 8;
 
+/// A hypervisor range's first leaf: its highest leaf and `signature` in
+/// `ebx`, `ecx`, `edx`.
+fn signature_leaf(max: u32, signature: &[u8; 12]) -> [u32; 4] {
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            signature[i * 4],
+            signature[i * 4 + 1],
+            signature[i * 4 + 2],
+            signature[i * 4 + 3],
+        ])
+    };
+    [max, word(0), word(1), word(2)]
+}
+
 /// The CPUID policy of one VM: the host's ranges and the platform's
 /// features, fixed when the VM boots.
 #[derive(Clone, Copy, Debug)]
@@ -389,18 +409,12 @@ impl Policy {
                 1 => [0, 1, LEVEL_CORE | 1, 0],
                 _ => [0, 0, subleaf & 0xff, 0],
             },
-            CPUID_BASE => {
-                let word = |i: usize| {
-                    u32::from_le_bytes([
-                        SIGNATURE[i * 4],
-                        SIGNATURE[i * 4 + 1],
-                        SIGNATURE[i * 4 + 2],
-                        SIGNATURE[i * 4 + 3],
-                    ])
-                };
-                [CPUID_MAX, word(0), word(1), word(2)]
-            }
+            CPUID_BASE => signature_leaf(CPUID_MAX, &SIGNATURE),
             CPUID_FEATURES => [features::ALL, INTERFACE_VERSION, 0, 0],
+            kvm::CPUID_BASE if self.platform.pvclock => {
+                signature_leaf(kvm::CPUID_FEATURES, &kvm::SIGNATURE)
+            }
+            kvm::CPUID_FEATURES if self.platform.pvclock => [kvm::features::ALL, 0, 0, 0],
             // 0x8000001E (extended APIC ID 0, one thread per core, node 0
             // of one) is all zeros too, as is every leaf this table does
             // not name or that lies beyond the ranges.
@@ -531,11 +545,13 @@ mod tests {
         apic: false,
         x2apic: false,
         tsc_deadline: false,
+        pvclock: false,
     };
     const FULL: PlatformFeatures = PlatformFeatures {
         apic: true,
         x2apic: true,
         tsc_deadline: true,
+        pvclock: true,
     };
 
     /// The leaves QEMU 7.2 TCG `-cpu max` answers (read from a multiboot
@@ -654,6 +670,7 @@ mod tests {
             apic: true,
             x2apic: false,
             tsc_deadline: true,
+            pvclock: false,
         };
         assert_eq!(
             on_qemu_max(deadline_only, 1, 0, 0)[2] & (1 << 21 | 1 << 24),
@@ -766,7 +783,8 @@ mod tests {
             0x8000_0022,
             0x8000_0026,
             0xc000_0000,
-            0x4000_0100,
+            0x4000_0102,
+            0x4000_0200,
         ];
         for leaf in hidden {
             for subleaf in [0, 1] {
@@ -874,6 +892,36 @@ mod tests {
             [features::ALL, INTERFACE_VERSION, 0, 0]
         );
         assert!(policy.synthetic(CPUID_BASE) && !policy.synthetic(1));
+        // No paravirtual clock on this platform: KVM's range is empty.
+        assert_eq!(policy.emulate(kvm::CPUID_BASE, 0, ALL, 0), [0; 4]);
+        assert_eq!(policy.emulate(kvm::CPUID_FEATURES, 0, ALL, 0), [0; 4]);
+    }
+
+    #[test]
+    fn the_paravirtual_clock_is_found_as_linux_looks_for_it() {
+        let policy = everything(FULL);
+        // Linux's hypervisor_cpuid_base: every 0x100 from 0x40000000.
+        let found = (0x4000_0000u32..0x4001_0000).step_by(0x100).find(|&base| {
+            let [_, b, c, d] = policy.emulate(base, 0, ALL, 0);
+            let mut signature = [0u8; 12];
+            signature[..4].copy_from_slice(&b.to_le_bytes());
+            signature[4..8].copy_from_slice(&c.to_le_bytes());
+            signature[8..].copy_from_slice(&d.to_le_bytes());
+            &signature == b"KVMKVMKVM\0\0\0"
+        });
+        assert_eq!(found, Some(kvm::CPUID_BASE));
+        assert_eq!(
+            policy.emulate(kvm::CPUID_BASE, 0, ALL, 0)[0],
+            kvm::CPUID_FEATURES
+        );
+        // Clock (bit 3), stable (24), no port-0x80 delay (1); nothing else.
+        assert_eq!(
+            policy.emulate(kvm::CPUID_FEATURES, 0, ALL, 0),
+            [1 << 1 | 1 << 3 | 1 << 24, 0, 0, 0]
+        );
+        assert!(policy.synthetic(kvm::CPUID_BASE));
+        // Our own leaves are still first.
+        assert_eq!(policy.emulate(CPUID_BASE, 0, ALL, 0)[0], CPUID_FEATURES);
     }
 
     #[test]
@@ -885,13 +933,14 @@ mod tests {
     }
 
     fn any_platform() -> impl Strategy<Value = PlatformFeatures> {
-        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(apic, x2apic, tsc_deadline)| {
-            PlatformFeatures {
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(apic, x2apic, tsc_deadline, pvclock)| PlatformFeatures {
                 apic,
                 x2apic,
                 tsc_deadline,
-            }
-        })
+                pvclock,
+            },
+        )
     }
 
     proptest! {

@@ -44,6 +44,8 @@
 //!   with [`aml`] into a buffer by way of [`writer`].
 //! - [`power`]: the power-off and reset ports the FADT names.
 //! - [`pm_timer`]: the ACPI PM timer, Linux's TSC calibration reference.
+//! - [`pvclock`]: the paravirtual clock (KVM's `kvmclock` ABI) through
+//!   which a guest learns its TSC rate and the wall-clock time.
 //! - [`rtc`]: the CMOS real-time clock and CMOS memory at ports 0x70/0x71.
 //! - [`fw_cfg`]: QEMU's firmware configuration device at ports 0x510/0x511.
 //! - [`pci`]: the PCI host bridge on configuration mechanism #1 and the
@@ -76,6 +78,7 @@ pub mod pic;
 pub mod pit;
 pub mod pm_timer;
 pub mod power;
+pub mod pvclock;
 pub mod pvh;
 pub mod rtc;
 pub mod setup;

@@ -372,46 +372,6 @@ fn zero_page(image: &[u8], header: &SetupHeader, map: &MemoryMap, placed: &Place
 
 /// Loads a bzImage into `memory` as the module documentation says, records
 /// what it placed in `layout`, and sets `state` for the 64-bit entry. On an
-/// The command line Linux boots with: `cmdline` with
-/// `tsc_early_khz=<khz>` appended (written into `buffer`), so the kernel
-/// knows the TSC rate without calibrating it — its calibration loops time
-/// port reads, which are VM exits, too slow under emulation to pass its
-/// checks. `cmdline` itself when it already sets the rate, when the rate
-/// is unknown (0) or when the result would not fit `buffer`.
-pub fn with_tsc_khz<'a>(buffer: &'a mut [u8], cmdline: &'a str, khz: u64) -> &'a [u8] {
-    if khz == 0
-        || cmdline
-            .split(' ')
-            .any(|word| word.starts_with("tsc_early_khz="))
-    {
-        return cmdline.as_bytes();
-    }
-    let mut digits = [0u8; 20];
-    let mut count = 0;
-    let mut rest = khz;
-    while rest > 0 {
-        digits[count] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        count += 1;
-    }
-    let separator: &[u8] = if cmdline.is_empty() { b"" } else { b" " };
-    let parts: [&[u8]; 3] = [cmdline.as_bytes(), separator, b"tsc_early_khz="];
-    let length: usize = parts.iter().map(|part| part.len()).sum::<usize>() + count;
-    if length > buffer.len() {
-        return cmdline.as_bytes();
-    }
-    let mut at = 0;
-    for part in parts {
-        buffer[at..at + part.len()].copy_from_slice(part);
-        at += part.len();
-    }
-    for digit in digits[..count].iter().rev() {
-        buffer[at] = *digit;
-        at += 1;
-    }
-    &buffer[..at]
-}
-
 /// error nothing is written and `layout` is unchanged.
 pub fn load(
     state: &mut VcpuState,
@@ -997,37 +957,5 @@ mod tests {
                     }
             }
         }
-    }
-
-    #[test]
-    fn the_tsc_rate_is_appended_once() {
-        let mut buffer = [0u8; 64];
-        assert_eq!(
-            with_tsc_khz(&mut buffer, "console=ttyS0", 2_615_000),
-            b"console=ttyS0 tsc_early_khz=2615000"
-        );
-        let mut buffer = [0u8; 64];
-        assert_eq!(
-            with_tsc_khz(&mut buffer, "", 1_000_000),
-            b"tsc_early_khz=1000000"
-        );
-        let mut buffer = [0u8; 64];
-        assert_eq!(
-            with_tsc_khz(&mut buffer, "quiet tsc_early_khz=5", 7),
-            b"quiet tsc_early_khz=5",
-            "the system file's own rate wins"
-        );
-        let mut buffer = [0u8; 64];
-        assert_eq!(
-            with_tsc_khz(&mut buffer, "quiet", 0),
-            b"quiet",
-            "unknown rate"
-        );
-        let mut small = [0u8; 10];
-        assert_eq!(
-            with_tsc_khz(&mut small, "console=ttyS0", 9),
-            b"console=ttyS0",
-            "no room"
-        );
     }
 }

@@ -44,6 +44,9 @@
 //!   LAPIC model: when the platform has it ([`PlatformFeatures`]), an
 //!   access is answered [`Unhandled::Lapic`] for the caller to hand over;
 //!   without it they raise `#GP`.
+//! - The paravirtual clock's two MSRs ([`guest_api::kvm`]) likewise belong
+//!   to [`crate::pvclock`], which writes guest memory: answered
+//!   [`Unhandled::Clock`] when the platform has it.
 //!
 //! Not here, so `#GP`: `TSC_AUX` (CPUID hides RDTSCP and RDPID: the core
 //! does not switch the hardware register they read), `SPEC_CTRL` and
@@ -52,6 +55,7 @@
 //! uses at start-up without CPUID (`DE_CFG`, `CPUID_FN_1`, `0xC0011005`)
 //! with exception-safe accesses.
 
+use guest_api::kvm;
 use microvisor_abi::vcpu::{VcpuState, dirty};
 
 use crate::cpuid::{PlatformFeatures, Policy, Vendor};
@@ -132,6 +136,9 @@ pub enum Unhandled {
     /// The MSR is the local APIC's (`IA32_APIC_BASE`, `IA32_TSC_DEADLINE`,
     /// x2APIC): hand the access to the LAPIC model.
     Lapic,
+    /// The MSR is the paravirtual clock's: hand the access to
+    /// [`crate::pvclock::Pvclock`].
+    Clock,
 }
 
 impl From<GeneralProtection> for Unhandled {
@@ -157,6 +164,7 @@ enum Register {
     /// Reads this value; a write of it changes nothing.
     Constant(u64),
     Lapic,
+    Clock,
 }
 
 /// The emulated MSRs' values.
@@ -246,6 +254,7 @@ impl Msrs {
             APIC_BASE if platform.apic => Register::Lapic,
             TSC_DEADLINE if platform.tsc_deadline => Register::Lapic,
             X2APIC_FIRST..=X2APIC_LAST if platform.x2apic => Register::Lapic,
+            kvm::MSR_WALL_CLOCK | kvm::MSR_SYSTEM_TIME if platform.pvclock => Register::Clock,
             MISC_ENABLE if intel => Register::Constant(MISC_ENABLE_VALUE),
             PERF_SELECT..=0xc001_0003 if amd => Register::PerfSelect((msr - PERF_SELECT) as usize),
             PERF_COUNTER..=0xc001_0007 if amd => {
@@ -276,6 +285,7 @@ impl Msrs {
             Register::NbConfig => self.nb_config,
             Register::Constant(value) => value,
             Register::Lapic => return Err(Unhandled::Lapic),
+            Register::Clock => return Err(Unhandled::Clock),
         })
     }
 
@@ -325,6 +335,7 @@ impl Msrs {
             Register::NbConfig if value & !NB_CONFIG_WRITABLE == 0 => self.nb_config = value,
             Register::Constant(held) if value == held => {}
             Register::Lapic => return Err(Unhandled::Lapic),
+            Register::Clock => return Err(Unhandled::Clock),
             _ => return refuse,
         }
         Ok(0)
@@ -436,6 +447,7 @@ mod tests {
                 apic,
                 x2apic,
                 tsc_deadline,
+                pvclock: false,
             }))
         };
         let mut state = VcpuState::new_zeroed();
@@ -457,6 +469,28 @@ mod tests {
             Unhandled::from(GeneralProtection),
             Unhandled::GeneralProtection
         );
+    }
+
+    #[test]
+    fn the_clock_msrs_exist_with_the_clock() {
+        let mut state = VcpuState::new_zeroed();
+        let platform = |pvclock| PlatformFeatures {
+            apic: true,
+            x2apic: true,
+            tsc_deadline: true,
+            pvclock,
+        };
+        let mut with = Msrs::new(&amd_policy(platform(true)));
+        let mut without = Msrs::new(&amd_policy(platform(false)));
+        for msr in [kvm::MSR_WALL_CLOCK, kvm::MSR_SYSTEM_TIME] {
+            assert_eq!(with.read(msr, &state, 0), Err(Unhandled::Clock));
+            assert_eq!(with.write(msr, 1, &mut state), Err(Unhandled::Clock));
+            assert_eq!(without.read(msr, &state, 0), GP);
+            assert_eq!(without.write(msr, 1, &mut state), GP);
+        }
+        // KVM's older clock MSRs are not offered.
+        assert_eq!(with.read(0x11, &state, 0), GP);
+        assert_eq!(with.read(0x12, &state, 0), GP);
     }
 
     #[test]
@@ -708,9 +742,10 @@ mod tests {
             apic in any::<bool>(),
             x2apic in any::<bool>(),
             tsc_deadline in any::<bool>(),
+            pvclock in any::<bool>(),
             intel in any::<bool>(),
         ) {
-            let platform = PlatformFeatures { apic, x2apic, tsc_deadline };
+            let platform = PlatformFeatures { apic, x2apic, tsc_deadline, pvclock };
             let vendor = if intel { *b"GenuineIntel" } else { *b"AuthenticAMD" };
             let mut msrs = Msrs::new(&host_policy(platform, vendor, 1 << 20));
             let mut state = VcpuState::new_zeroed();

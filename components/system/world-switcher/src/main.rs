@@ -12,8 +12,9 @@
 //!   ([`vm_platform::interrupts::Platform`]); every other port reads
 //!   all-ones and ignores writes, like an empty bus;
 //! - RDMSR/WRMSR: the local APIC's (its base, TSC deadline and the x2APIC
-//!   range) go to the LAPIC model, the rest through [`vm_platform::msr`],
-//!   `#GP` for unknown MSRs;
+//!   range) go to the LAPIC model, the paravirtual clock's to
+//!   [`vm_platform::pvclock`] (which is how Linux learns the TSC rate), the
+//!   rest through [`vm_platform::msr`], `#GP` for unknown MSRs;
 //! - interrupts: before every entry the timers are brought up to date and
 //!   the arbiter injects what the guest can take, or asks the core for an
 //!   interrupt-window exit; timers count in TSC ticks at the rate the core
@@ -56,6 +57,7 @@ use vm_platform::pci::PciHost;
 use vm_platform::pic::Pic;
 use vm_platform::pit::Pit;
 use vm_platform::pm_timer::PmTimer;
+use vm_platform::pvclock::Pvclock;
 use vm_platform::rtc::Rtc;
 use vm_platform::uart::Uart;
 use vm_platform::{GuestRam, power};
@@ -79,11 +81,14 @@ const RTC_IRQ: u8 = 8;
 const DEFAULT_EPOCH: u64 = 1_767_225_600;
 /// What the platform models, for the CPUID policy: a local APIC with its
 /// x2APIC MSRs and the TSC-deadline timer mode (so Linux needs no LAPIC
-/// timer calibration).
+/// timer calibration), and the paravirtual clock (so it needs no TSC
+/// calibration either: its calibration loops time port reads, VM exits
+/// that an emulated CPU makes too slow to pass its checks).
 const PLATFORM_FEATURES: PlatformFeatures = PlatformFeatures {
     apic: true,
     x2apic: true,
     tsc_deadline: true,
+    pvclock: true,
 };
 /// The longest no-work sleep.
 const NO_WORK_MAX_US: u64 = 1_000_000;
@@ -256,7 +261,7 @@ fn main(start: &runtime::Start) -> i32 {
 /// The devices a VM starts with, in their power-on state: the
 /// interrupt controllers and timers (a LAPIC at its default base, an
 /// IOAPIC, the 8259 pair, the PIT), the RTC, fw_cfg, the PCI host bridge
-/// and the ACPI PM timer. `None` when the TSC rate or the VM's memory size
+/// the ACPI PM timer and the paravirtual clock. `None` when the TSC rate or the VM's memory size
 /// cannot describe them.
 struct Devices {
     platform: Platform,
@@ -268,6 +273,8 @@ struct Devices {
     pci: PciHost,
     /// The ACPI PM timer.
     pm_timer: PmTimer,
+    /// The paravirtual clock's MSRs.
+    pvclock: Pvclock,
 }
 
 impl Devices {
@@ -284,6 +291,7 @@ impl Devices {
             fw_cfg: FwCfg::new(1, ram, &[]).ok()?,
             pci: PciHost::new(),
             pm_timer: PmTimer::new(tsc_hz)?,
+            pvclock: Pvclock::new(tsc_hz, epoch)?,
         })
     }
 }
@@ -408,20 +416,9 @@ impl Switcher {
                 return Err(());
             }
         };
-        // Linux learns the TSC rate from `tsc_early_khz`, as the platform
-        // gives it, unless the system file already does: its own
-        // calibration loops time VM exits, which an emulated CPU makes too
-        // slow to pass its checks.
-        let mut line = [0u8; vm_platform::bundle::MAX_COMMAND_LINE + 32];
-        let cmdline = match bundle.kind {
-            Kind::Linux => {
-                vm_platform::linux::with_tsc_khz(&mut line, bundle.command_line, self.tsc_hz / 1000)
-            }
-            Kind::Multiboot => bundle.command_line.as_bytes(),
-        };
         let files = BootFiles {
             kernel: bundle.kernel,
-            cmdline,
+            cmdline: bundle.command_line.as_bytes(),
             initrd: bundle.initrd,
             rsdp: Some(tables.rsdp),
         };
@@ -797,6 +794,7 @@ impl Switcher {
     fn msr(&mut self) -> u64 {
         use vm_platform::msr::Unhandled;
         let tsc = runtime::rdtsc();
+        let mut memory = Loader(self.vm.memory);
         let state = self.vm.state();
         let msr = state.gpr[gpr::RCX] as u32;
         let write = state.qualification == 1;
@@ -812,6 +810,12 @@ impl Switcher {
                         _ => Err(()),
                     }
                 }
+                Err(Unhandled::Clock) => self
+                    .devices
+                    .pvclock
+                    .write_msr(msr, value, tsc, &mut memory)
+                    .map(|()| 0)
+                    .map_err(|_| ()),
                 Err(Unhandled::GeneralProtection) => Err(()),
             }
         } else {
@@ -821,6 +825,7 @@ impl Switcher {
                     Some(Ok(value)) => Ok(value),
                     _ => Err(()),
                 },
+                Err(Unhandled::Clock) => self.devices.pvclock.read_msr(msr).map_err(|_| ()),
                 Err(Unhandled::GeneralProtection) => Err(()),
             };
             value.map(|value| {
