@@ -17,7 +17,7 @@
 use core::mem::offset_of;
 
 use microvisor_abi::vcpu::{
-    DescriptorTable, ExitReason, IoExit, Segment, VcpuState, dirty, event, gpr, npf,
+    DescriptorTable, ExitReason, IoExit, Segment, VcpuState, dirty, event, gpr, npf, window,
 };
 
 /// A VMCB segment register.
@@ -145,6 +145,7 @@ pub mod misc1 {
     /// window.
     pub const VINTR: u32 = 1 << 4;
     pub const RDTSC: u32 = 1 << 14;
+    pub const IRET: u32 = 1 << 20;
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
     pub const PAUSE: u32 = 1 << 23;
@@ -197,6 +198,7 @@ pub mod exit {
     pub const INIT: u64 = 0x63;
     pub const VINTR: u64 = 0x64;
     pub const CPUID: u64 = 0x72;
+    pub const IRET: u64 = 0x74;
     pub const HLT: u64 = 0x78;
     pub const IOIO: u64 = 0x7b;
     pub const MSR: u64 = 0x7c;
@@ -399,9 +401,9 @@ impl Vmcb {
         if mask & intercept::PAUSE != 0 {
             misc1 |= misc1::PAUSE;
         }
-        // A pending interrupt-window request is the state page's, not an
-        // optional intercept: keep it.
-        misc1 |= self.intercept_misc1 & misc1::VINTR;
+        // Pending window requests are the state page's, not optional
+        // intercepts: keep them.
+        misc1 |= self.intercept_misc1 & (misc1::VINTR | misc1::IRET);
         self.intercept_misc1 = misc1;
         self.intercept_misc2 = misc2;
         self.clean &= !clean::INTERCEPTS;
@@ -557,7 +559,8 @@ pub fn write_back(
         vmcb.int_state = state.interrupt_shadow & 1;
     }
     if mask & dirty::INTERRUPT_WINDOW != 0 {
-        request_interrupt_window(vmcb, state.interrupt_window != 0);
+        request_interrupt_window(vmcb, state.interrupt_window & window::INTERRUPT != 0);
+        request_iret_exit(vmcb, state.interrupt_window & window::IRET != 0);
     }
     mask.count_ones()
 }
@@ -574,6 +577,16 @@ fn request_interrupt_window(vmcb: &mut Vmcb, request: bool) {
         vmcb.intercept_misc1 &= !misc1::VINTR;
     }
     vmcb.clean &= !(clean::TPR | clean::INTERCEPTS);
+}
+
+/// Asks for (or cancels) an exit before the guest's next IRET.
+fn request_iret_exit(vmcb: &mut Vmcb, request: bool) {
+    if request {
+        vmcb.intercept_misc1 |= misc1::IRET;
+    } else {
+        vmcb.intercept_misc1 &= !misc1::IRET;
+    }
+    vmcb.clean &= !clean::INTERCEPTS;
 }
 
 /// Copies the guest state out of the VMCB and the guest registers into the
@@ -601,7 +614,15 @@ pub fn read_out(vmcb: &Vmcb, registers: &GuestRegisters, state: &mut VcpuState) 
     state.idtr = table_from_vmcb(&vmcb.idtr);
     state.interrupt_shadow = vmcb.int_state & 1;
     state.inject = 0;
-    state.interrupt_window = u64::from(vmcb.intercept_misc1 & misc1::VINTR != 0);
+    let pending = |bit: u32, flag: u64| {
+        if vmcb.intercept_misc1 & bit != 0 {
+            flag
+        } else {
+            0
+        }
+    };
+    state.interrupt_window =
+        pending(misc1::VINTR, window::INTERRUPT) | pending(misc1::IRET, window::IRET);
 }
 
 /// Prepares a VMCB for entry: writes back the state-page fields `mask`
@@ -630,19 +651,38 @@ pub fn prepare_entry(
 }
 
 /// Takes the VMCB back after an exit: everything it holds is cached again
-/// (all clean bits), no TLB flush or injection is left pending, and an event
-/// whose delivery the exit interrupted is kept in `pending_event` for the
-/// next entry. Returns the decoded exit.
+/// (all clean bits), no TLB flush or injection is left pending, an IRET
+/// exit cancels its request (else the guest could never execute the
+/// instruction), and an event whose delivery the exit interrupted is kept
+/// in `pending_event` for the next entry. Returns the decoded exit.
 #[inline]
 pub fn finish_exit(vmcb: &mut Vmcb, next_rip_valid: bool, pending_event: &mut u64) -> Exit {
     vmcb.clean = clean::ALL;
     vmcb.tlb_control = 0;
     vmcb.event_inject = 0;
     let exit = decode_exit(vmcb, next_rip_valid);
+    if vmcb.exit_code == exit::IRET {
+        request_iret_exit(vmcb, false);
+    }
     if vmcb.exit_int_info & (1 << 31) != 0 {
         *pending_event = vmcb.exit_int_info;
     }
     exit
+}
+
+/// Publishes the guest's state without an exit of its own (a run that
+/// entered the guest, was interrupted by the host and ends before entering
+/// again): [`read_out`] and the event whose delivery was interrupted, if
+/// any ([`VcpuState::exit_event`]).
+#[inline]
+pub fn publish_guest(
+    vmcb: &Vmcb,
+    registers: &GuestRegisters,
+    state: &mut VcpuState,
+    pending_event: u64,
+) {
+    read_out(vmcb, registers, state);
+    state.exit_event = pending_event;
 }
 
 /// Publishes an exit for the world switcher: the guest state
@@ -746,6 +786,7 @@ pub fn decode_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
         exit::CPUID => ExitReason::Cpuid,
         exit::HLT => ExitReason::Hlt,
         exit::VINTR => ExitReason::InterruptWindow,
+        exit::IRET => ExitReason::Iret,
         exit::VMMCALL => ExitReason::Hypercall,
         exit::SHUTDOWN => ExitReason::Shutdown,
         exit::INVALID => ExitReason::InvalidState,
@@ -1252,6 +1293,61 @@ mod tests {
         state.interrupt_window = 1;
         write_back(&mut vmcb, &mut registers, &state, dirty::RIP);
         assert_eq!(vmcb.intercept_misc1 & misc1::VINTR, 0);
+    }
+
+    #[test]
+    fn the_iret_exit_is_requested_reported_and_cancelled_by_itself() {
+        let mut vmcb = vmcb();
+        let mut registers = [0; 16];
+        let mut state = VcpuState::new_zeroed();
+        state.interrupt_window = window::IRET | window::INTERRUPT;
+        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        assert!(vmcb.intercept_misc1 & misc1::IRET != 0);
+        assert!(vmcb.intercept_misc1 & misc1::VINTR != 0);
+        // Optional intercepts leave it alone.
+        vmcb.set_optional_intercepts(0);
+        assert!(vmcb.intercept_misc1 & misc1::IRET != 0);
+        read_out(&vmcb, &registers, &mut state);
+        assert_eq!(state.interrupt_window, window::IRET | window::INTERRUPT);
+        // The exit itself: reported, and the request gone.
+        vmcb.exit_code = exit::IRET;
+        vmcb.exit_int_info = 0;
+        vmcb.clean = 0;
+        let mut pending = 0;
+        let exit = finish_exit(&mut vmcb, false, &mut pending);
+        assert_eq!(exit.reason, Some(ExitReason::Iret));
+        assert_eq!(vmcb.intercept_misc1 & misc1::IRET, 0);
+        assert_eq!(
+            vmcb.clean & clean::INTERCEPTS,
+            0,
+            "the CPU must reload them"
+        );
+        read_out(&vmcb, &registers, &mut state);
+        assert_eq!(state.interrupt_window, window::INTERRUPT);
+        // Cancelled by the world switcher.
+        state.interrupt_window = window::IRET;
+        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        state.interrupt_window = 0;
+        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        assert_eq!(vmcb.intercept_misc1 & (misc1::IRET | misc1::VINTR), 0);
+    }
+
+    #[test]
+    fn an_interrupted_run_publishes_where_the_guest_is() {
+        let mut vmcb = vmcb();
+        let registers = [7; 16];
+        let mut state = VcpuState::new_zeroed();
+        state.rip = 0x1000; // the last exit's
+        vmcb.rip = 0x2000;
+        vmcb.rflags = 0x2; // interrupts now off
+        let pending = event::interrupt(0x30);
+        publish_guest(&vmcb, &registers, &mut state, pending);
+        let mut unapplied = Unapplied::NONE;
+        unapplied.end_early(&mut state, ExitReason::TimeLimit, 0);
+        assert_eq!((state.rip, state.rflags), (0x2000, 0x2));
+        assert_eq!(state.gpr[1], 7);
+        assert_eq!(state.exit_event, pending);
+        assert_eq!(state.exit_reason, ExitReason::TimeLimit as u32);
     }
 
     #[test]

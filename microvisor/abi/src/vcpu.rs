@@ -136,6 +136,11 @@ pub enum ExitReason {
     /// and it is not in an interrupt shadow), and the world switcher asked
     /// to know ([`VcpuState::interrupt_window`]): inject it now.
     InterruptWindow = 13,
+    /// The guest is about to execute IRET and the world switcher asked to
+    /// know ([`window::IRET`]): the end of the handler of an NMI it
+    /// injected. RIP is the IRET's; the request is cancelled (the
+    /// instruction runs at the next entry).
+    Iret = 14,
 }
 
 impl ExitReason {
@@ -155,6 +160,7 @@ impl ExitReason {
             11 => Self::Other,
             12 => Self::TimeLimit,
             13 => Self::InterruptWindow,
+            14 => Self::Iret,
             _ => return None,
         })
     }
@@ -278,6 +284,15 @@ pub mod intercept {
     pub const ALL: u64 = RDTSC | WBINVD | PAUSE;
 }
 
+/// [`VcpuState::interrupt_window`] bits.
+pub mod window {
+    /// Exit with [`super::ExitReason::InterruptWindow`] once the guest can
+    /// take an external interrupt.
+    pub const INTERRUPT: u64 = 1 << 0;
+    /// Exit with [`super::ExitReason::Iret`] before the guest's next IRET.
+    pub const IRET: u64 = 1 << 1;
+}
+
 /// The shared state page.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
@@ -326,10 +341,11 @@ pub struct VcpuState {
     pub entries: u64,
     /// Guest state fields the core wrote back at the last entry.
     pub last_writes: u64,
-    /// 1: leave the guest with [`ExitReason::InterruptWindow`] as soon as
-    /// it can take an external interrupt (written back with
-    /// [`dirty::INTERRUPT_WINDOW`]; 0 cancels). At every exit it says
-    /// whether the request is still pending.
+    /// Exits the world switcher asks for, [`window`] bits: leave the guest
+    /// with [`ExitReason::InterruptWindow`] as soon as it can take an
+    /// external interrupt, with [`ExitReason::Iret`] at its next IRET
+    /// (written back with [`dirty::INTERRUPT_WINDOW`]; 0 cancels both). At
+    /// every exit it says which requests are still pending.
     pub interrupt_window: u64,
 }
 
@@ -388,11 +404,11 @@ mod tests {
 
     #[test]
     fn reasons_round_trip() {
-        for value in 1..=13 {
+        for value in 1..=14 {
             assert_eq!(ExitReason::from_u32(value).unwrap() as u32, value);
         }
         assert_eq!(ExitReason::from_u32(0), None);
-        assert_eq!(ExitReason::from_u32(14), None);
+        assert_eq!(ExitReason::from_u32(15), None);
     }
 
     #[test]

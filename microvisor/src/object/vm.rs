@@ -282,7 +282,10 @@ impl Vm {
 
     /// The first step of a run at `now` with dirty bits `mask`: a new run
     /// takes the deadline `deadline` gives; a re-issued one keeps its own.
-    /// A run that ends here keeps `mask` for the next entry.
+    /// A run that ends here keeps `mask` for the next entry; a re-issued
+    /// one (the guest ran until a host interrupt) first publishes where
+    /// the guest is now, so the world switcher never decides on the state
+    /// of an earlier exit.
     #[inline(always)]
     pub fn begin_run(
         &mut self,
@@ -290,7 +293,8 @@ impl Vm {
         mask: u64,
         deadline: impl FnOnce() -> Option<u64>,
     ) -> Start {
-        if !core::mem::take(&mut self.rewound) {
+        let resumed = core::mem::take(&mut self.rewound);
+        if !resumed {
             self.deadline = deadline();
         }
         let reason = if core::mem::take(&mut self.poked) {
@@ -305,7 +309,16 @@ impl Vm {
             }
         };
         let mut unapplied = self.unapplied;
-        unapplied.end_early(self.parts().state, reason, mask);
+        let parts = self.parts();
+        if resumed {
+            vmcb::publish_guest(
+                parts.vmcb,
+                parts.registers,
+                parts.state,
+                *parts.pending_event,
+            );
+        }
+        unapplied.end_early(parts.state, reason, mask);
         self.unapplied = unapplied;
         Start::Exit(reason)
     }

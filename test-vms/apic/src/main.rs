@@ -2,7 +2,10 @@
 //! count; the local APIC's identity; three self-IPIs (delivered once the
 //! guest enables interrupts, through an interrupt-window exit, since they
 //! are raised with interrupts off; three vectors, as requests of one
-//! vector coalesce); a one-shot and a periodic LAPIC timer
+//! vector coalesce); three NMIs sent to itself, each raised inside the
+//! handler of the one before, which must arrive one after the other (an
+//! NMI waits for the previous handler's IRET, never nests, and is not
+//! lost); a one-shot and a periodic LAPIC timer
 //! whose interrupts wake HLT; and, as `BENCH` lines, the cost of one timer
 //! tick in a busy loop (the guest never exits by itself: the world
 //! switcher's run limit must end it at the timer's deadline), the time from
@@ -108,6 +111,20 @@ fn main() -> u32 {
         fail(format_args!("{} of 3 self-IPIs arrived", arrived()));
     }
     println!("apic: 3 self-IPIs delivered");
+
+    // NMIs ignore IF; each handler raises the next before it returns.
+    irq::raise_nmi_chain(2);
+    let mut spins = 0u32;
+    while irq::nmi_counts().0 < 3 && spins < 10_000_000 {
+        spins += 1;
+        core::hint::spin_loop();
+    }
+    match irq::nmi_counts() {
+        (3, 0) => println!("apic: 3 NMIs delivered one after the other, none nested"),
+        (taken, nested) => fail(format_args!(
+            "{taken} of 3 NMIs arrived, {nested} inside another's handler"
+        )),
+    }
 
     lapic_write(DIVIDE, 0xb);
     lapic_write(LVT_TIMER, u32::from(TIMER));

@@ -51,6 +51,8 @@ pub struct ExceptionFrame {
 
 /// The invalid-opcode exception (#UD).
 pub const INVALID_OPCODE: u8 = 6;
+/// The non-maskable interrupt: counted, like external interrupts.
+pub const NMI: u8 = 2;
 /// The general-protection exception (#GP).
 pub const GENERAL_PROTECTION: u8 = 13;
 /// The page-fault exception (#PF).
@@ -227,6 +229,10 @@ pub fn catch_fault<T>(skip_bytes: u8, probe: impl FnOnce() -> T) -> (T, Option<u
 extern "C" fn guest_exception(frame: &mut ExceptionFrame) {
     if frame.vector >= 32 {
         crate::interrupts::taken(frame.vector as u8);
+        return;
+    }
+    if frame.vector == u64::from(NMI) {
+        crate::interrupts::nmi_taken();
         return;
     }
     if HANDLING.swap(true, Ordering::SeqCst) {

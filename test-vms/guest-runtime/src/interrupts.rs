@@ -1,6 +1,8 @@
 //! External interrupts for test VMs: vectors 32-255 are counted, the time
 //! (TSC) of the last one kept, and — once [`use_lapic`] was called — the
-//! local APIC's end of interrupt signalled, so a test can program the
+//! local APIC's end of interrupt signalled; NMIs are counted too, with any
+//! that arrived while the handler of another still ran (which hardware
+//! never does: NMIs stay blocked until the handler's IRET). So a test can program the
 //! platform's interrupt controllers and see what arrives. Also safe access
 //! to the local APIC's registers and to fw_cfg, the two devices the
 //! platform tests use.
@@ -24,6 +26,54 @@ pub(crate) fn taken(vector: u8) {
     if LAPIC_EOI_ON.load(Ordering::SeqCst) {
         lapic_write(LAPIC_EOI, 0);
     }
+}
+
+static NMIS: AtomicU32 = AtomicU32::new(0);
+static NESTED_NMIS: AtomicU32 = AtomicU32::new(0);
+static IN_NMI: AtomicBool = AtomicBool::new(false);
+/// NMIs the NMI handler raises itself, from inside, before it returns.
+static NMIS_FROM_HANDLER: AtomicU32 = AtomicU32::new(0);
+
+/// Called by the exception path for vector 2.
+pub(crate) fn nmi_taken() {
+    if IN_NMI.swap(true, Ordering::SeqCst) {
+        NESTED_NMIS.fetch_add(1, Ordering::SeqCst);
+    }
+    NMIS.fetch_add(1, Ordering::SeqCst);
+    if NMIS_FROM_HANDLER
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        send_nmi_to_self();
+        // Long enough for a wrongly unblocked NMI to arrive in here.
+        for _ in 0..10_000 {
+            core::hint::spin_loop();
+        }
+    }
+    IN_NMI.store(false, Ordering::SeqCst);
+}
+
+/// Sends an NMI to this CPU through the local APIC's ICR (destination its
+/// APIC ID 0: the "self" shorthand allows only fixed delivery).
+pub fn send_nmi_to_self() {
+    lapic_write(0x310, 0);
+    lapic_write(0x300, 4 << 8);
+}
+
+/// Sends an NMI to self whose handler sends `again` more, one from inside
+/// each handler.
+pub fn raise_nmi_chain(again: u32) {
+    NMIS_FROM_HANDLER.store(again, Ordering::SeqCst);
+    send_nmi_to_self();
+}
+
+/// NMIs taken so far, and how many of them arrived inside another's
+/// handler.
+pub fn nmi_counts() -> (u32, u32) {
+    (
+        NMIS.load(Ordering::SeqCst),
+        NESTED_NMIS.load(Ordering::SeqCst),
+    )
 }
 
 /// Masks every line of the legacy 8259 pair, as an OS that uses the

@@ -16,10 +16,14 @@
 //!
 //! The LAPIC's vectors come first, then the 8259's (ExtINT is not subject
 //! to the TPR). An NMI goes before both and ignores IF; after one, NMIs are
-//! blocked until the guest's IRET, which the world switcher reports with
-//! [`Arbiter::nmi_returned`] (it needs an IRET intercept for that). An NMI
-//! that meets an interrupt shadow asks for a window, which opens only once
-//! IF is set: a rare, late NMI rather than a lost one.
+//! blocked until the guest has executed an IRET, as on hardware: while one
+//! is blocked the entry asks the core for an exit before the guest's next
+//! IRET ([`window::IRET`]), the world switcher reports that exit with
+//! [`Arbiter::iret_reached`], and the first later exit at another RIP
+//! ([`Arbiter::exit_seen`]) finds the IRET done and NMIs open again. An
+//! NMI raised meanwhile is delivered at that exit: late, never lost, never
+//! nested. An NMI that meets an interrupt shadow asks for a window, which
+//! opens only once IF is set: a rare, late NMI rather than a lost one.
 //!
 //! [`Platform`] owns one of each model and does the wiring the PC defines:
 //! ISA IRQs go to the 8259 and to the IOAPIC (IRQ0 on pin 2, the
@@ -29,7 +33,7 @@
 //! optional, to match the firmware tables the guest is given (the ACPI
 //! platform of Linux's reference has neither).
 
-use microvisor_abi::vcpu::{VcpuState, dirty, event};
+use microvisor_abi::vcpu::{VcpuState, dirty, event, window};
 
 use crate::MmioIgnored;
 use crate::ioapic::{self, IoApic};
@@ -97,14 +101,21 @@ pub enum Decision {
 
 impl Decision {
     /// Writes the decision into `state`: an injection, or a request for an
-    /// interrupt-window exit (`VcpuState::interrupt_window`), cancelling a
-    /// request that is no longer needed. Returns the dirty bits to pass
-    /// with the next `VcpuRun` (0 when nothing changes).
-    pub fn apply(self, state: &mut VcpuState) -> u64 {
-        let window = matches!(self, Self::RequestWindow);
+    /// interrupt-window exit, and an IRET exit when `iret_exit`
+    /// (`VcpuState::interrupt_window`), cancelling requests no longer
+    /// needed. Returns the dirty bits to pass with the next `VcpuRun` (0
+    /// when nothing changes).
+    pub fn apply(self, state: &mut VcpuState, iret_exit: bool) -> u64 {
+        let mut windows = 0;
+        if matches!(self, Self::RequestWindow) {
+            windows |= window::INTERRUPT;
+        }
+        if iret_exit {
+            windows |= window::IRET;
+        }
         let mut mask = 0;
-        if (state.interrupt_window != 0) != window {
-            state.interrupt_window = u64::from(window);
+        if state.interrupt_window != windows {
+            state.interrupt_window = windows;
             mask |= dirty::INTERRUPT_WINDOW;
         }
         if let Self::Inject(event) = self {
@@ -119,22 +130,52 @@ impl Decision {
 #[derive(Debug, Default)]
 pub struct Arbiter {
     nmi_blocked: bool,
+    /// The RIP of the IRET that ends the blocking, once the guest reached
+    /// it.
+    iret_at: Option<u64>,
 }
 
 impl Arbiter {
     pub const fn new() -> Self {
-        Self { nmi_blocked: false }
+        Self {
+            nmi_blocked: false,
+            iret_at: None,
+        }
     }
 
     /// Whether an injected NMI's handler has not returned yet (NMIs are
-    /// held until [`Arbiter::nmi_returned`]).
+    /// held until the guest has executed an IRET).
     pub fn nmi_blocked(&self) -> bool {
         self.nmi_blocked
     }
 
-    /// The guest executed IRET after an NMI: NMIs may be delivered again.
-    pub fn nmi_returned(&mut self) {
-        self.nmi_blocked = false;
+    /// Whether the next entry should exit before the guest's next IRET:
+    /// an NMI is blocked and its IRET not yet reached.
+    pub fn wants_iret_exit(&self) -> bool {
+        self.nmi_blocked && self.iret_at.is_none()
+    }
+
+    /// The guest is about to execute the IRET at `rip` (an
+    /// [`ExitReason::Iret`](microvisor_abi::vcpu::ExitReason::Iret) exit).
+    pub fn iret_reached(&mut self, rip: u64) {
+        if self.nmi_blocked {
+            self.iret_at = Some(rip);
+        }
+    }
+
+    /// Whether the guest reached the IRET that ends the blocking and has
+    /// not been seen past it: a pending NMI waits for the next exit.
+    pub fn awaiting_iret(&self) -> bool {
+        self.iret_at.is_some()
+    }
+
+    /// An exit with the guest at `rip`: once it is past the IRET it
+    /// reached, NMIs may be delivered again.
+    pub fn exit_seen(&mut self, rip: u64) {
+        if self.iret_at.is_some_and(|at| at != rip) {
+            self.nmi_blocked = false;
+            self.iret_at = None;
+        }
     }
 
     /// The decision for the next entry (see the module's documentation).
@@ -254,6 +295,14 @@ impl Platform {
         let guest = GuestInterruptState::of(state);
         self.arbiter
             .decide(guest, &mut self.lapic, self.pic.as_mut())
+    }
+
+    /// Decides for the next entry and writes the decision into `state`
+    /// (an injection; interrupt-window and IRET exit requests); returns
+    /// the dirty bits.
+    pub fn prepare_entry(&mut self, state: &mut VcpuState) -> u64 {
+        let decision = self.decide(state);
+        decision.apply(state, self.arbiter.wants_iret_exit())
     }
 
     fn end_of_interrupt(&mut self, eoi: Option<LevelEoi>) {
@@ -427,27 +476,37 @@ mod tests {
         );
         assert_eq!(Event::Nmi.encode(), 0x8000_0202);
         assert_eq!(
-            Decision::Inject(Event::Interrupt(0x31)).apply(&mut state),
+            Decision::Inject(Event::Interrupt(0x31)).apply(&mut state, false),
             dirty::INJECT
         );
         assert_eq!(state.inject, 0x8000_0031);
         // A window is requested once, and cancelled when no longer needed.
         assert_eq!(
-            Decision::RequestWindow.apply(&mut state),
+            Decision::RequestWindow.apply(&mut state, false),
             dirty::INTERRUPT_WINDOW
         );
-        assert_eq!(state.interrupt_window, 1);
+        assert_eq!(state.interrupt_window, window::INTERRUPT);
         assert_eq!(
-            Decision::RequestWindow.apply(&mut state),
+            Decision::RequestWindow.apply(&mut state, false),
             0,
             "still pending"
         );
         assert_eq!(
-            Decision::Inject(Event::Nmi).apply(&mut state),
+            Decision::Inject(Event::Nmi).apply(&mut state, true),
             dirty::INJECT | dirty::INTERRUPT_WINDOW
         );
+        assert_eq!(state.interrupt_window, window::IRET);
+        assert_eq!(Decision::Nothing.apply(&mut state, true), 0);
+        assert_eq!(
+            Decision::RequestWindow.apply(&mut state, true),
+            dirty::INTERRUPT_WINDOW
+        );
+        assert_eq!(state.interrupt_window, window::INTERRUPT | window::IRET);
+        assert_eq!(
+            Decision::Nothing.apply(&mut state, false),
+            dirty::INTERRUPT_WINDOW
+        );
         assert_eq!(state.interrupt_window, 0);
-        assert_eq!(Decision::Nothing.apply(&mut state), 0);
     }
 
     #[test]
@@ -514,7 +573,7 @@ mod tests {
             arbiter.decide(guest(false, false), lapic, None),
             Decision::Inject(Event::Nmi)
         );
-        assert!(arbiter.nmi_blocked());
+        assert!(arbiter.nmi_blocked() && arbiter.wants_iret_exit());
         lapic.accept_nmi();
         assert_eq!(
             arbiter.decide(guest(true, false), lapic, None),
@@ -525,11 +584,31 @@ mod tests {
             arbiter.decide(guest(true, false), lapic, None),
             Decision::Nothing
         );
-        arbiter.nmi_returned();
+        // The handler reaches its IRET: still blocked until it has run.
+        arbiter.exit_seen(0x1000);
+        arbiter.iret_reached(0x2000);
+        assert!(!arbiter.wants_iret_exit() && arbiter.awaiting_iret());
+        arbiter.exit_seen(0x2000);
+        assert_eq!(
+            arbiter.decide(guest(false, false), lapic, None),
+            Decision::Nothing,
+            "not past the IRET yet"
+        );
+        arbiter.exit_seen(0x1003);
+        assert!(!arbiter.nmi_blocked());
         assert_eq!(
             arbiter.decide(guest(false, false), lapic, None),
             Decision::Inject(Event::Nmi)
         );
+        assert!(
+            arbiter.wants_iret_exit(),
+            "and the next handler's IRET is watched"
+        );
+        // An IRET exit without a blocked NMI changes nothing.
+        let mut idle = Arbiter::new();
+        idle.iret_reached(0x2000);
+        idle.exit_seen(0x3000);
+        assert!(!idle.nmi_blocked() && !idle.wants_iret_exit());
     }
 
     #[test]
@@ -762,7 +841,10 @@ mod tests {
                     Action::Msr(msr, value) => { let _ = platform.write_msr(msr, value, now); }
                     Action::ReadMsr(msr) => { let _ = platform.read_msr(msr, now); }
                     Action::Irq(irq, high) => platform.set_isa_irq(irq, high),
-                    Action::Iret => platform.arbiter.nmi_returned(),
+                    Action::Iret => {
+                        platform.arbiter.iret_reached(now);
+                        platform.arbiter.exit_seen(now + 1);
+                    }
                     Action::Run(enabled, shadow, pending) => {
                         if let Some(due) = platform.next_deadline() {
                             now = now.max(due);
@@ -771,9 +853,14 @@ mod tests {
                         state.rflags = if enabled { 0x202 } else { 0x2 };
                         state.interrupt_shadow = u64::from(shadow);
                         state.exit_event = if pending { event::interrupt(0x80) } else { 0 };
-                        if let Decision::Inject(Event::Interrupt(vector)) = platform.decide(&state) {
+                        let blocked = platform.arbiter.nmi_blocked();
+                        let decision = platform.decide(&state);
+                        if let Decision::Inject(Event::Interrupt(vector)) = decision {
                             prop_assert!(legacy || vector >= 16, "vector {vector}");
                             prop_assert!(enabled && !shadow && !pending);
+                        }
+                        if decision == Decision::Inject(Event::Nmi) {
+                            prop_assert!(!blocked, "an NMI nested in its handler");
                         }
                     }
                 }

@@ -17,7 +17,8 @@
 //!   rest through [`vm_platform::msr`], `#GP` for unknown MSRs;
 //! - interrupts: before every entry the timers are brought up to date and
 //!   the arbiter injects what the guest can take, or asks the core for an
-//!   interrupt-window exit; timers count in TSC ticks at the rate the core
+//!   interrupt-window exit (and, while an NMI is being handled, for an exit
+//!   at the guest's IRET, after which NMIs open again); timers count in TSC ticks at the rate the core
 //!   measured (the start page's `tsc_hz`);
 //! - HLT gives the CPU away until the next timer deadline (at most 10 ms),
 //!   the no-work hypercall for the time asked; VMMCALL hypercalls identify,
@@ -90,6 +91,9 @@ const PLATFORM_FEATURES: PlatformFeatures = PlatformFeatures {
     tsc_deadline: true,
     pvclock: true,
 };
+/// How soon after an NMI handler's IRET the guest is interrupted when
+/// another NMI waits for it (long enough for the entry and the IRET).
+const NMI_AFTER_IRET_US: u64 = 20;
 /// The longest no-work sleep.
 const NO_WORK_MAX_US: u64 = 1_000_000;
 /// Unassigned-port accesses reported one by one; the rest are counted.
@@ -497,6 +501,7 @@ impl Switcher {
                 self.report("stopped: the core answered an unknown exit reason");
                 return Stop::Stopped;
             };
+            self.devices.platform.arbiter.exit_seen(self.vm.state().rip);
             let outcome = match reason {
                 ExitReason::Cpuid => Ok(self.cpuid()),
                 ExitReason::Io => self.io(),
@@ -507,6 +512,13 @@ impl Switcher {
                 // The guest can take an interrupt now: the next entry's
                 // arbiter injects it (and cancels the window).
                 ExitReason::InterruptWindow => Ok(0),
+                // The end of an NMI handler: NMIs open again once the
+                // guest is past this IRET.
+                ExitReason::Iret => {
+                    let rip = self.vm.state().rip;
+                    self.devices.platform.arbiter.iret_reached(rip);
+                    Ok(0)
+                }
                 ExitReason::NestedPageFault => self.nested_page_fault(),
                 ExitReason::Shutdown => Err(self.report("stopped: triple fault (shutdown)")),
                 ExitReason::InvalidState => {
@@ -526,7 +538,7 @@ impl Switcher {
                 }
             };
             match outcome {
-                Ok(mask) => dirty = mask,
+                Ok(mask) => dirty = mask | self.end_shadow(mask),
                 Err(stop) => {
                     let vmcs = self.vm.vmcs;
                     self.uart.flush(|line| syscall::guest_log(vmcs, line));
@@ -546,23 +558,24 @@ impl Switcher {
                 self.due = self.devices.platform.next_deadline();
             }
         }
-        let state = self.vm.state();
-        let decision = self.devices.platform.decide(state);
-        decision.apply(state)
+        self.devices.platform.prepare_entry(self.vm.state())
     }
 
     /// HLT: sleeps until the next timer deadline (at most [`HLT_TICK_US`],
-    /// or not at all when an interrupt is already waiting), then goes on
+    /// or not at all when an interrupt or NMI is already waiting), then goes on
     /// after the instruction; the next entry delivers what is due.
     fn halt(&mut self) -> Result<u64, Stop> {
         let now = runtime::rdtsc();
         self.devices.platform.tick(now);
         self.due = self.devices.platform.next_deadline();
+        // What ends HLT on hardware: an interrupt the guest takes, or an
+        // NMI (whatever IF says) unless one is still being handled.
         let interruptible = self.vm.state().rflags & INTERRUPT_FLAG != 0;
-        let waiting = self.devices.platform.lapic.pending_interrupt().is_some()
-            || self.devices.platform.lapic.nmi_pending();
+        let platform = &self.devices.platform;
+        let wakes = (interruptible && platform.lapic.pending_interrupt().is_some())
+            || (platform.lapic.nmi_pending() && !platform.arbiter.nmi_blocked());
         let timeout_us = match self.due {
-            _ if interruptible && waiting => 0,
+            _ if wakes => 0,
             Some(due) => self.microseconds.ticks_in(due.saturating_sub(now)),
             None => HLT_TICK_US,
         };
@@ -572,6 +585,22 @@ impl Switcher {
         }
         self.sleep(timeout_us.min(HLT_TICK_US), 1)
             .map(|()| dirty::RIP)
+    }
+
+    /// After an instruction was emulated (RIP moved past it, `mask` has
+    /// [`dirty::RIP`]): the interrupt shadow of STI or MOV SS, which
+    /// covers only the next instruction, is over, as when the CPU executes
+    /// one (a HLT right after STI, an MMIO access reported in a shadow).
+    /// Without this, an interrupt or NMI would wait for the next exit.
+    /// Returns the dirty bit, if the shadow was on.
+    fn end_shadow(&mut self, mask: u64) -> u64 {
+        let state = self.vm.state();
+        if mask & dirty::RIP != 0 && state.interrupt_shadow != 0 {
+            state.interrupt_shadow = 0;
+            dirty::INTERRUPT_SHADOW
+        } else {
+            0
+        }
     }
 
     /// Drives ISA interrupt line `irq` to `high`, telling the interrupt
@@ -593,10 +622,18 @@ impl Switcher {
     /// platform's next timer deadline, whichever comes first (`None`: no
     /// limit).
     fn run_limit_us(&self) -> Option<u64> {
+        let platform = &self.devices.platform;
         let timer = self.due.map(|due| {
             self.microseconds
                 .ticks_in(due.saturating_sub(runtime::rdtsc()))
         });
+        // An NMI waiting for its predecessor's IRET, which the guest is
+        // about to execute: the next exit, soon after it, delivers it.
+        let timer = if platform.arbiter.awaiting_iret() && platform.lapic.nmi_pending() {
+            Some(timer.map_or(NMI_AFTER_IRET_US, |us| us.min(NMI_AFTER_IRET_US)))
+        } else {
+            timer
+        };
         match (self.time_left_us(), timer) {
             (Some(left), Some(timer)) => Some(left.min(timer)),
             (left, timer) => left.or(timer),
