@@ -673,8 +673,9 @@ pub fn finish_exit(vmcb: &mut Vmcb, next_rip_valid: bool, pending_event: &mut u6
 /// Publishes the guest's state without an exit of its own (a run that
 /// entered the guest, was interrupted by the host and ends before entering
 /// again): [`read_out`] and the event whose delivery was interrupted, if
-/// any ([`VcpuState::exit_event`]).
-#[inline]
+/// any ([`VcpuState::exit_event`]). Rare, so kept out of the run path.
+#[cold]
+#[inline(never)]
 pub fn publish_guest(
     vmcb: &Vmcb,
     registers: &GuestRegisters,

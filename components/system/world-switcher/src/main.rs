@@ -501,7 +501,10 @@ impl Switcher {
                 self.report("stopped: the core answered an unknown exit reason");
                 return Stop::Stopped;
             };
-            self.devices.platform.arbiter.exit_seen(self.vm.state().rip);
+            if self.devices.platform.arbiter.awaiting_iret() {
+                let rip = self.vm.state().rip;
+                self.devices.platform.arbiter.exit_seen(rip);
+            }
             let outcome = match reason {
                 ExitReason::Cpuid => Ok(self.cpuid()),
                 ExitReason::Io => self.io(),
@@ -594,13 +597,15 @@ impl Switcher {
     /// Without this, an interrupt or NMI would wait for the next exit.
     /// Returns the dirty bit, if the shadow was on.
     fn end_shadow(&mut self, mask: u64) -> u64 {
-        let state = self.vm.state();
-        if mask & dirty::RIP != 0 && state.interrupt_shadow != 0 {
-            state.interrupt_shadow = 0;
-            dirty::INTERRUPT_SHADOW
-        } else {
-            0
+        if mask & dirty::RIP == 0 {
+            return 0;
         }
+        let state = self.vm.state();
+        if state.interrupt_shadow == 0 {
+            return 0;
+        }
+        state.interrupt_shadow = 0;
+        dirty::INTERRUPT_SHADOW
     }
 
     /// Drives ISA interrupt line `irq` to `high`, telling the interrupt
