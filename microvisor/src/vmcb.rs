@@ -17,7 +17,8 @@
 use core::mem::offset_of;
 
 use microvisor_abi::vcpu::{
-    DescriptorTable, ExitReason, IoExit, Segment, VcpuState, dirty, event, gpr, npf, window,
+    DescriptorTable, ExitReason, IoExit, Segment, VcpuState, XSETBV_IGNORED, dirty, event, gpr,
+    npf, window,
 };
 
 /// A VMCB segment register.
@@ -205,6 +206,8 @@ pub mod exit {
     pub const SHUTDOWN: u64 = 0x7f;
     pub const VMRUN: u64 = 0x80;
     pub const VMMCALL: u64 = 0x81;
+    pub const XSETBV: u64 = 0x8d;
+    pub const WRITE_CR8: u64 = 0x18;
     pub const NPF: u64 = 0x400;
     /// VMEXIT_INVALID: the guest state failed VMRUN's consistency checks.
     pub const INVALID: u64 = u64::MAX;
@@ -221,6 +224,11 @@ pub const V_INTR_MASKING: u64 = 1 << 24;
 pub const V_IRQ: u64 = 1 << 8;
 /// `int_ctl`: the pending virtual interrupt ignores the virtual TPR.
 pub const V_IGN_TPR: u64 = 1 << 20;
+/// `int_ctl`: the virtual TPR, which a guest's MOV to/from CR8 reads and
+/// writes without an exit (with [`V_INTR_MASKING`]).
+pub const V_TPR: u64 = 0xf;
+/// `intercept_cr`: MOV to CR8.
+pub const INTERCEPT_CR8_WRITE: u32 = 1 << (16 + 8);
 /// `nested_ctl`: nested paging on.
 pub const NESTED_PAGING: u64 = 1 << 0;
 /// `tlb_control`: flush this guest's (ASID's) TLB entries at VMRUN.
@@ -231,8 +239,9 @@ pub const TLB_FLUSH_ALL: u8 = 1;
 /// Intercepts the core always sets: host interrupts and signals exit to
 /// the core; port I/O and MSRs go through the permission maps; CPUID, HLT,
 /// hypercalls and shutdown go to the world switcher; the virtualization
-/// instructions themselves and cache invalidation without write-back are
-/// never the guest's.
+/// instructions themselves, cache invalidation without write-back and
+/// XSETBV (XCR0 is not switched between guests and the core) are never
+/// the guest's.
 pub const MANDATORY_MISC1: u32 = misc1::INTR
     | misc1::NMI
     | misc1::SMI
@@ -251,7 +260,8 @@ pub const MANDATORY_MISC2: u32 = misc2::VMRUN
     | misc2::VMSAVE
     | misc2::STGI
     | misc2::CLGI
-    | misc2::SKINIT;
+    | misc2::SKINIT
+    | misc2::XSETBV;
 /// Exceptions intercepted unconditionally: machine check (#MC) belongs
 /// to the host.
 pub const MANDATORY_EXCEPTIONS: u32 = 1 << 18;
@@ -559,8 +569,19 @@ pub fn write_back(
         vmcb.int_state = state.interrupt_shadow & 1;
     }
     if mask & dirty::INTERRUPT_WINDOW != 0 {
-        request_interrupt_window(vmcb, state.interrupt_window & window::INTERRUPT != 0);
-        request_iret_exit(vmcb, state.interrupt_window & window::IRET != 0);
+        let windows = state.interrupt_window;
+        request_interrupt_window(vmcb, windows & window::INTERRUPT != 0);
+        request_iret_exit(vmcb, windows & window::IRET != 0);
+        // Also during every interrupt window: see `window::CR8`.
+        vmcb.intercept_cr = if windows & (window::INTERRUPT | window::CR8) != 0 {
+            INTERCEPT_CR8_WRITE
+        } else {
+            0
+        };
+    }
+    if mask & dirty::CR8 != 0 {
+        vmcb.int_ctl = (vmcb.int_ctl & !V_TPR) | (state.cr8 & V_TPR);
+        vmcb.clean &= !clean::TPR;
     }
     mask.count_ones()
 }
@@ -621,8 +642,12 @@ pub fn read_out(vmcb: &Vmcb, registers: &GuestRegisters, state: &mut VcpuState) 
             0
         }
     };
-    state.interrupt_window =
-        pending(misc1::VINTR, window::INTERRUPT) | pending(misc1::IRET, window::IRET);
+    let cr8_alone =
+        vmcb.intercept_cr & INTERCEPT_CR8_WRITE != 0 && vmcb.intercept_misc1 & misc1::VINTR == 0;
+    state.interrupt_window = pending(misc1::VINTR, window::INTERRUPT)
+        | pending(misc1::IRET, window::IRET)
+        | if cr8_alone { window::CR8 } else { 0 };
+    state.cr8 = vmcb.int_ctl & V_TPR;
 }
 
 /// Prepares a VMCB for entry: writes back the state-page fields `mask`
@@ -752,6 +777,20 @@ pub struct Exit {
     pub instruction_length: u32,
 }
 
+impl Exit {
+    /// The exit reported instead of whatever ended guest mode when the
+    /// guest changed XCR0 to `found` behind an ignored XSETBV intercept.
+    pub fn xcr0_changed(found: u64) -> Self {
+        Self {
+            reason: Some(ExitReason::Xsetbv),
+            qualification: XSETBV_IGNORED,
+            qualification2: found,
+            guest_physical: 0,
+            instruction_length: 0,
+        }
+    }
+}
+
 /// Decodes the exit recorded in `vmcb`. `next_rip_valid` says whether the
 /// CPU writes `next_rip` (the NRIP-save feature); without it the length is
 /// known only for I/O exits, whose EXITINFO2 is always the next RIP.
@@ -789,6 +828,8 @@ pub fn decode_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
         exit::VINTR => ExitReason::InterruptWindow,
         exit::IRET => ExitReason::Iret,
         exit::VMMCALL => ExitReason::Hypercall,
+        exit::XSETBV => ExitReason::Xsetbv,
+        exit::WRITE_CR8 => ExitReason::Cr8Write,
         exit::SHUTDOWN => ExitReason::Shutdown,
         exit::INVALID => ExitReason::InvalidState,
         exit::MSR => {
@@ -950,6 +991,10 @@ mod tests {
         assert!(
             vmcb.intercept_misc2 & misc2::VMRUN != 0,
             "VMRUN must be intercepted"
+        );
+        assert!(
+            vmcb.intercept_misc2 & misc2::XSETBV != 0,
+            "XCR0 is shared: XSETBV must be intercepted"
         );
         assert_eq!(vmcb.nested_ctl, NESTED_PAGING);
         assert_eq!(vmcb.nested_cr3, 0x8000);
@@ -1169,6 +1214,7 @@ mod tests {
             exit_of(exit::INVALID, 0, 0).reason,
             Some(ExitReason::InvalidState)
         );
+        assert_eq!(exit_of(exit::XSETBV, 0, 0).reason, Some(ExitReason::Xsetbv));
         assert_eq!(exit_of(exit::INTR, 0, 0).reason, None, "host interrupt");
         assert_eq!(exit_of(exit::NMI, 0, 0).reason, None);
         let msr = exit_of(exit::MSR, 1, 0);
@@ -1257,6 +1303,48 @@ mod tests {
         assert_eq!(pending, (1 << 31) | 0x21, "kept for later");
         assert_eq!(vmcb.clean, 0, "no clean bits without the CPU's support");
         assert_eq!(state.last_writes, 1);
+    }
+
+    #[test]
+    fn cr8_is_published_and_written_back_and_windows_can_wait_for_it() {
+        let mut vmcb = vmcb();
+        let mut registers = [0; 16];
+        let mut state = VcpuState::new_zeroed();
+        // The guest's MOV to CR8 lands in V_TPR: published at the exit.
+        vmcb.int_ctl |= 7;
+        read_out(&vmcb, &registers, &mut state);
+        assert_eq!(state.cr8, 7);
+        // Written back only with its bit, and only the TPR's four bits.
+        vmcb.clean = clean::ALL;
+        state.cr8 = 0x12;
+        write_back(&mut vmcb, &mut registers, &state, dirty::RIP);
+        assert_eq!(vmcb.int_ctl & V_TPR, 7);
+        write_back(&mut vmcb, &mut registers, &state, dirty::CR8);
+        assert_eq!(vmcb.int_ctl & V_TPR, 2);
+        assert!(vmcb.int_ctl & V_INTR_MASKING != 0);
+        assert_eq!(vmcb.clean & clean::TPR, 0);
+        // CR8 writes exit when asked for, and during every interrupt
+        // window; the report shows CR8 only when asked alone.
+        state.interrupt_window = window::CR8;
+        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        assert_eq!(vmcb.intercept_cr, INTERCEPT_CR8_WRITE);
+        assert_eq!(vmcb.int_ctl & V_IRQ, 0, "no window");
+        read_out(&vmcb, &registers, &mut state);
+        assert_eq!(state.interrupt_window, window::CR8);
+        state.interrupt_window = window::INTERRUPT;
+        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        assert_eq!(vmcb.intercept_cr, INTERCEPT_CR8_WRITE);
+        read_out(&vmcb, &registers, &mut state);
+        assert_eq!(state.interrupt_window, window::INTERRUPT);
+        state.interrupt_window = 0;
+        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        assert_eq!(vmcb.intercept_cr, 0);
+        assert_eq!(vmcb.int_ctl & V_TPR, 2, "the TPR is not the window's");
+        // The exit.
+        assert_eq!(
+            exit_of(exit::WRITE_CR8, 0, 0).reason,
+            Some(ExitReason::Cr8Write)
+        );
     }
 
     #[test]

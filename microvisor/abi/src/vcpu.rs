@@ -94,10 +94,12 @@ pub mod dirty {
     /// [`super::VcpuState::interrupt_window`]: ask for (or cancel) an
     /// [`super::ExitReason::InterruptWindow`] exit.
     pub const INTERRUPT_WINDOW: u64 = 1 << 35;
+    /// [`super::VcpuState::cr8`].
+    pub const CR8: u64 = 1 << 36;
     /// All segment registers.
     pub const SEGMENTS: u64 = CS | DS | ES | SS | FS | GS | TR | LDTR;
     /// Everything the state page holds.
-    pub const ALL: u64 = (1 << 36) - 1;
+    pub const ALL: u64 = (1 << 37) - 1;
 }
 
 /// Why the guest left, architecture-neutral.
@@ -141,6 +143,21 @@ pub enum ExitReason {
     /// injected. RIP is the IRET's; the request is cancelled (the
     /// instruction runs at the next entry).
     Iret = 14,
+    /// XSETBV. XCR0 is the CPU's, shared by every guest and the core, so
+    /// the core never lets a guest write it. With `qualification` 0 the
+    /// instruction is at RIP, not executed: the register's index is in RCX,
+    /// the value in EDX:EAX, and the world switcher answers (skips it or
+    /// injects a fault). With [`XSETBV_IGNORED`] the CPU ignored the
+    /// intercept (QEMU's TCG does) and a guest XSETBV ran: the core found
+    /// XCR0 changed to `qualification2` at this exit, erased the extended
+    /// state it enabled and restored XCR0; RIP is wherever the guest was,
+    /// and what else the exit was is lost, so the VM cannot go on.
+    Xsetbv = 15,
+    /// MOV to CR8, not executed, while the world switcher asked for it
+    /// ([`window::CR8`]) or for an interrupt window: the instruction is at
+    /// RIP (its source register must be decoded: CPUs without decode
+    /// assists, QEMU's TCG among them, do not say which).
+    Cr8Write = 16,
 }
 
 impl ExitReason {
@@ -161,10 +178,16 @@ impl ExitReason {
             12 => Self::TimeLimit,
             13 => Self::InterruptWindow,
             14 => Self::Iret,
+            15 => Self::Xsetbv,
+            16 => Self::Cr8Write,
             _ => return None,
         })
     }
 }
+
+/// `qualification` of an [`ExitReason::Xsetbv`] exit found after the
+/// fact: the CPU did not intercept the guest's XSETBV.
+pub const XSETBV_IGNORED: u64 = 1;
 
 /// The qualification of an [`ExitReason::Io`] exit, packed in a `u64`:
 /// port in bits 0..16, access size in bytes in 16..24, bit 24 set for IN,
@@ -291,6 +314,13 @@ pub mod window {
     pub const INTERRUPT: u64 = 1 << 0;
     /// Exit with [`super::ExitReason::Iret`] before the guest's next IRET.
     pub const IRET: u64 = 1 << 1;
+    /// Exit with [`super::ExitReason::Cr8Write`] at the guest's next MOV to
+    /// CR8 (which otherwise does not exit): for an interrupt its task
+    /// priority holds back. The core sets the same intercept whenever
+    /// [`INTERRUPT`] is asked for: QEMU 7.2's TCG aborts the whole machine
+    /// when a guest writes CR8 while a virtual interrupt is pending, so no
+    /// guest may write CR8 during a window.
+    pub const CR8: u64 = 1 << 2;
 }
 
 /// The shared state page.
@@ -345,8 +375,14 @@ pub struct VcpuState {
     /// with [`ExitReason::InterruptWindow`] as soon as it can take an
     /// external interrupt, with [`ExitReason::Iret`] at its next IRET
     /// (written back with [`dirty::INTERRUPT_WINDOW`]; 0 cancels both). At
-    /// every exit it says which requests are still pending.
+    /// every exit it says which requests are still pending ([`window::CR8`]
+    /// only when asked for without [`window::INTERRUPT`]).
     pub interrupt_window: u64,
+    /// The guest's task priority: CR8, which is the local APIC's TPR bits
+    /// 7:4 (0–15). A 64-bit guest's MOV to or from CR8 does not exit (the
+    /// CPU keeps a virtual TPR), so the core publishes it at every exit;
+    /// written back with [`dirty::CR8`].
+    pub cr8: u64,
 }
 
 const _: () = assert!(offset_of!(VcpuState, exit_reason) == 0);
@@ -370,7 +406,8 @@ const _: () = assert!(offset_of!(VcpuState, interrupt_shadow) == 400);
 const _: () = assert!(offset_of!(VcpuState, entries) == 408);
 const _: () = assert!(offset_of!(VcpuState, last_writes) == 416);
 const _: () = assert!(offset_of!(VcpuState, interrupt_window) == 424);
-const _: () = assert!(size_of::<VcpuState>() == 432);
+const _: () = assert!(offset_of!(VcpuState, cr8) == 432);
+const _: () = assert!(size_of::<VcpuState>() == 440);
 const _: () = assert!(size_of::<VcpuState>() <= 4096);
 
 #[cfg(test)]
@@ -404,11 +441,11 @@ mod tests {
 
     #[test]
     fn reasons_round_trip() {
-        for value in 1..=14 {
+        for value in 1..=16 {
             assert_eq!(ExitReason::from_u32(value).unwrap() as u32, value);
         }
         assert_eq!(ExitReason::from_u32(0), None);
-        assert_eq!(ExitReason::from_u32(15), None);
+        assert_eq!(ExitReason::from_u32(17), None);
     }
 
     #[test]
@@ -428,6 +465,7 @@ mod tests {
             dirty::INJECT,
             dirty::INTERRUPT_SHADOW,
             dirty::INTERRUPT_WINDOW,
+            dirty::CR8,
         ];
         let mut seen = 0u64;
         for bit in bits {

@@ -340,7 +340,10 @@ impl Vm {
         // intercepts, nested tables over its memory, the shared maps) and
         // the core runs with interrupts disabled.
         unsafe { backend::enter(svm, vmcb_address, registers) };
-        let exit = vmcb::finish_exit(vmcb, svm.next_rip, pending);
+        let mut exit = vmcb::finish_exit(vmcb, svm.next_rip, pending);
+        if let Some(found) = svm.restore_xcr0() {
+            exit = vmcb::Exit::xcr0_changed(found);
+        }
         match exit.reason {
             Some(reason) => {
                 vmcb::publish_exit(vmcb, registers, state, &exit, reason, *pending);

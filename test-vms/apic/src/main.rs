@@ -2,7 +2,9 @@
 //! count; the local APIC's identity; three self-IPIs (delivered once the
 //! guest enables interrupts, through an interrupt-window exit, since they
 //! are raised with interrupts off; three vectors, as requests of one
-//! vector coalesce); three NMIs sent to itself, each raised inside the
+//! vector coalesce); the task priority through CR8 and the TPR (each seen
+//! in the other, a self-IPI held back by CR8 and let in by lowering it,
+//! which does not exit by itself); three NMIs sent to itself, each raised inside the
 //! handler of the one before, which must arrive one after the other (an
 //! NMI waits for the previous handler's IRET, never nests, and is not
 //! lost); a one-shot and a periodic LAPIC timer
@@ -36,6 +38,10 @@ const TIMER: u8 = 0x40;
 /// The self-IPIs' vectors (one each: requests of one vector coalesce in
 /// the IRR, as on hardware).
 const IPIS: [u8; 3] = [0x41, 0x42, 0x43];
+/// A self-IPI of class 4 that CR8 holds back.
+const HELD: u8 = 0x44;
+/// A self-IPI raised with interrupts off, CR8 written while it waits.
+const WAITING: u8 = 0x45;
 /// LVT: masked; periodic and TSC-deadline modes.
 const MASKED: u32 = 1 << 16;
 const PERIODIC: u32 = 1 << 17;
@@ -111,6 +117,7 @@ fn main() -> u32 {
         fail(format_args!("{} of 3 self-IPIs arrived", arrived()));
     }
     println!("apic: 3 self-IPIs delivered");
+    task_priority();
 
     // NMIs ignore IF; each handler raises the next before it returns.
     irq::raise_nmi_chain(2);
@@ -197,6 +204,64 @@ fn main() -> u32 {
     );
     println!("TEST apic PASS");
     0
+}
+
+/// CR8 and the TPR are one register; a self-IPI at or below the task
+/// priority waits, and lowering CR8 (no exit of its own) lets it in.
+fn task_priority() {
+    irq::set_cr8(6);
+    let tpr = lapic_read(TASK_PRIORITY);
+    lapic_write(TASK_PRIORITY, 0x35);
+    let cr8 = irq::cr8();
+    if tpr != 0x60 || cr8 != 3 {
+        fail(format_args!(
+            "CR8 6 read back as TPR {tpr:#x}; TPR 0x35 as CR8 {cr8}, expected 0x60 and 3"
+        ));
+    }
+    irq::set_cr8(5);
+    irq::enable();
+    lapic_write(COMMAND_LOW, TO_SELF | u32::from(HELD));
+    let mut spins = 0u32;
+    while spins < 100_000 {
+        spins += 1;
+        core::hint::spin_loop();
+    }
+    if irq::count(HELD) != 0 {
+        fail(format_args!("vector {HELD:#x} arrived through CR8 5"));
+    }
+    irq::set_cr8(2);
+    let mut spins = 0u32;
+    while irq::count(HELD) == 0 && spins < 1_000 {
+        spins += 1;
+        core::hint::spin_loop();
+    }
+    irq::disable();
+    irq::set_cr8(0);
+    if irq::count(HELD) != 1 {
+        fail(format_args!(
+            "vector {HELD:#x} did not arrive once CR8 dropped to 2"
+        ));
+    }
+    println!("apic: CR8 is the TPR's class; a self-IPI waited behind CR8 5 and came in at CR8 2");
+
+    // CR8 written while an interrupt waits for the guest to enable
+    // interrupts (QEMU 7.2 aborts if the hypervisor lets that through).
+    lapic_write(COMMAND_LOW, TO_SELF | u32::from(WAITING));
+    irq::set_cr8(1);
+    irq::set_cr8(0);
+    irq::enable();
+    let mut spins = 0u32;
+    while irq::count(WAITING) == 0 && spins < 1_000 {
+        spins += 1;
+        core::hint::spin_loop();
+    }
+    irq::disable();
+    if irq::count(WAITING) != 1 {
+        fail(format_args!(
+            "vector {WAITING:#x} did not arrive after CR8 writes with interrupts off"
+        ));
+    }
+    println!("apic: CR8 written while an interrupt waited for IF; it arrived once IF was set");
 }
 
 /// A TSC-deadline timer wakes the halted guest, 9 times; prints the median

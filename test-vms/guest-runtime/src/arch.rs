@@ -162,6 +162,70 @@ pub fn read_cr2() -> u64 {
     value
 }
 
+/// CR4.
+pub fn read_cr4() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR4 has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Bytes of [`write_cr4`]'s instruction (`mov cr4, rax`), for
+/// [`crate::catch_fault`].
+pub const WRITE_CR4_LENGTH: u8 = 3;
+
+/// Writes CR4 (`mov cr4, rax`, [`WRITE_CR4_LENGTH`] bytes); a bit the CPU
+/// does not have raises #GP.
+///
+/// # Safety
+/// The new value must not break the running program (paging modes,
+/// SMEP/SMAP, ...).
+#[inline(always)]
+pub unsafe fn write_cr4(value: u64) {
+    // SAFETY: the caller vouches for the value.
+    unsafe { asm!("mov cr4, rax", in("rax") value, options(nostack)) };
+}
+
+/// Bytes of `xgetbv` and `xsetbv`, for [`crate::catch_fault`].
+pub const XCR_INSTRUCTION_LENGTH: u8 = 3;
+
+/// Reads extended control register `index` (#UD unless CR4.OSXSAVE).
+#[inline(always)]
+pub fn xgetbv(index: u32) -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: reading an XCR has no effect on memory; a fault goes to the
+    // guest's own handler.
+    unsafe {
+        asm!(
+            "xgetbv",
+            in("ecx") index,
+            inout("eax") 0u32 => low,
+            inout("edx") 0u32 => high,
+            options(nostack),
+        );
+    }
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// Writes extended control register `index` (#UD unless CR4.OSXSAVE, #GP
+/// for a value the CPU refuses).
+///
+/// # Safety
+/// The new state-component set must not break the running program.
+#[inline(always)]
+pub unsafe fn xsetbv(index: u32, value: u64) {
+    // SAFETY: the caller vouches for the value.
+    unsafe {
+        asm!(
+            "xsetbv",
+            in("ecx") index,
+            in("eax") value as u32,
+            in("edx") (value >> 32) as u32,
+            options(nostack),
+        );
+    }
+}
+
 /// Loads the IDT register.
 pub(crate) fn load_idt(base: u64, limit: u16) {
     let mut pointer = [0u16; 5];

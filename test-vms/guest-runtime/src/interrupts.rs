@@ -108,6 +108,23 @@ pub fn enable() {
     unsafe { asm!("sti", options(nomem, nostack)) }
 }
 
+/// The task priority as CR8 (the LAPIC TPR's class, 0–15).
+pub fn cr8() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR8 has no side effects.
+    unsafe { asm!("mov {}, cr8", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Sets the task priority through CR8 (`class` 0–15): interrupts of that
+/// class and below wait. Not `nomem`: an interrupt it lets in changes the
+/// counters.
+pub fn set_cr8(class: u64) {
+    // SAFETY: CR8 only masks interrupt classes; values above 15 would
+    // raise #GP, so they are cut to four bits.
+    unsafe { asm!("mov cr8, {}", in(reg) class & 0xf, options(nostack, preserves_flags)) }
+}
+
 /// Holds interrupts off (CLI).
 pub fn disable() {
     // SAFETY: CLI only masks interrupts.

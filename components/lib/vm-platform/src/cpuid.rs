@@ -38,7 +38,8 @@
 //! it (it scans the hypervisor range for the signature).
 //! OSXSAVE and OSPKE follow the guest's CR4, as on hardware: the core does
 //! not intercept CR4 writes, so a guest that sets CR4.OSXSAVE or CR4.PKE
-//! anyway really has them set. The topology is one package, one core, one
+//! anyway really has them set. [`xsetbv`] answers that guest's XSETBV:
+//! its XCR0 stays x87 alone, the value the core keeps for every guest. The topology is one package, one core, one
 //! thread with APIC ID 0 (leaves 1, 4, `0xB`, `0x1F`, `0x80000008`,
 //! `0x8000001D`, `0x8000001E`). Family, model, stepping, vendor, brand and
 //! the cache and TLB descriptions are the host's.
@@ -48,6 +49,8 @@
 //! the hypervisor range, and every leaf this table does not name, is all
 //! zeros. [`Policy::synthetic`] names the leaves answered without the
 //! host's values, so the caller need not execute CPUID for them.
+
+use microvisor_abi::vcpu::event;
 
 use guest_api::{
     CPUID_1_ECX_HYPERVISOR, CPUID_BASE, CPUID_FEATURES, CPUID_MAX, INTERFACE_VERSION, SIGNATURE,
@@ -501,10 +504,44 @@ impl Policy {
     }
 }
 
+/// The only XCR0 a guest has: x87 state alone. XCR0 is the CPU's, shared
+/// by every guest and the core, which never enables extended state (it
+/// saves guests' state with FXSAVE), so no guest may change it.
+pub const GUEST_XCR0: u64 = 1;
+
+/// What a guest's XSETBV (XCR `index`, `value` from EDX:EAX, with `cr4`
+/// the guest's) does, as a CPU whose XCR0 supports only x87 state would
+/// answer it: `Ok` for a write of [`GUEST_XCR0`] to XCR0 (which changes
+/// nothing: the instruction is skipped), else the event to inject — `#UD`
+/// while CR4.OSXSAVE is clear, `#GP(0)` for any other register or value.
+pub fn xsetbv(cr4: u64, index: u32, value: u64) -> Result<(), u64> {
+    if cr4 & CR4_OSXSAVE == 0 {
+        Err(event::UD)
+    } else if index != 0 || value != GUEST_XCR0 {
+        Err(event::GP0)
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn xsetbv_keeps_xcr0_at_x87() {
+        assert_eq!(
+            xsetbv(0, 0, GUEST_XCR0),
+            Err(event::UD),
+            "CR4.OSXSAVE clear"
+        );
+        assert_eq!(xsetbv(CR4_OSXSAVE, 0, GUEST_XCR0), Ok(()));
+        for value in [0, 3, 7, 0xe7, 1 << 63] {
+            assert_eq!(xsetbv(CR4_OSXSAVE, 0, value), Err(event::GP0), "{value:#x}");
+        }
+        assert_eq!(xsetbv(CR4_OSXSAVE, 1, GUEST_XCR0), Err(event::GP0), "XCR1");
+    }
 
     const ALL: [u32; 4] = [!0; 4];
 

@@ -11,8 +11,15 @@
 //! [`Decision::RequestWindow`] (something is pending but RFLAGS.IF is
 //! clear, the guest is in an interrupt shadow, or the core is about to
 //! re-inject an interrupted event: the world switcher must have the next
-//! entry exit as soon as the guest can take an interrupt), or
-//! [`Decision::Nothing`].
+//! entry exit as soon as the guest can take an interrupt),
+//! [`Decision::AwaitPriority`] (a LAPIC vector the task priority alone
+//! holds back: a 64-bit guest lowers it with MOV to CR8, which does not
+//! exit by itself, so the next entry asks for an exit at the guest's next
+//! CR8 write, [`window::CR8`]), or [`Decision::Nothing`].
+//!
+//! CR8 is the TPR's class: [`Platform::guest_cr8`] takes the guest's value
+//! at every exit, [`Platform::prepare_entry`] gives it the LAPIC's when an
+//! MMIO or MSR write of the TPR changed it.
 //!
 //! The LAPIC's vectors come first, then the 8259's (ExtINT is not subject
 //! to the TPR). An NMI goes before both and ignores IF; after one, NMIs are
@@ -97,6 +104,9 @@ pub enum Decision {
     /// Something is pending that the guest cannot take yet: exit at the
     /// next interrupt window.
     RequestWindow,
+    /// A LAPIC vector of this priority class waits behind the guest's task
+    /// priority: exit at the guest's next write of CR8.
+    AwaitPriority(u8),
 }
 
 impl Decision {
@@ -106,10 +116,13 @@ impl Decision {
     /// needed. Returns the dirty bits to pass with the next `VcpuRun` (0
     /// when nothing changes).
     pub fn apply(self, state: &mut VcpuState, iret_exit: bool) -> u64 {
-        let mut windows = 0;
-        if matches!(self, Self::RequestWindow) {
-            windows |= window::INTERRUPT;
-        }
+        let mut windows = match self {
+            Self::RequestWindow => window::INTERRUPT,
+            // Any MOV to CR8 exits: the world switcher emulates it and
+            // decides again.
+            Self::AwaitPriority(_) => window::CR8,
+            _ => 0,
+        };
         if iret_exit {
             windows |= window::IRET;
         }
@@ -191,11 +204,17 @@ impl Arbiter {
             _ => None,
         };
         let maskable = lapic.pending_interrupt().is_some() || extint.is_some();
+        let held = if maskable {
+            None
+        } else {
+            lapic.held_by_task_priority()
+        };
+        let waiting = held.map_or(Decision::Nothing, Decision::AwaitPriority);
         if guest.event_pending {
             return if nmi || maskable {
                 Decision::RequestWindow
             } else {
-                Decision::Nothing
+                waiting
             };
         }
         if nmi {
@@ -207,7 +226,7 @@ impl Arbiter {
             return Decision::Inject(Event::Nmi);
         }
         if !maskable {
-            return Decision::Nothing;
+            return waiting;
         }
         if !guest.interrupts_enabled || guest.interrupt_shadow {
             return Decision::RequestWindow;
@@ -302,7 +321,22 @@ impl Platform {
     /// the dirty bits.
     pub fn prepare_entry(&mut self, state: &mut VcpuState) -> u64 {
         let decision = self.decide(state);
-        decision.apply(state, self.arbiter.wants_iret_exit())
+        let mut mask = decision.apply(state, self.arbiter.wants_iret_exit());
+        let cr8 = self.lapic.cr8();
+        if state.cr8 != cr8 {
+            state.cr8 = cr8;
+            mask |= dirty::CR8;
+        }
+        mask
+    }
+
+    /// At an exit, before anything reads the LAPIC: the guest's CR8 (its
+    /// MOV to CR8 does not exit) becomes the TPR's class. The TPR's low
+    /// bits survive while the class is unchanged.
+    pub fn guest_cr8(&mut self, cr8: u64) {
+        if cr8 != self.lapic.cr8() {
+            let _ = self.lapic.set_cr8(cr8 & 0xf);
+        }
     }
 
     fn end_of_interrupt(&mut self, eoi: Option<LevelEoi>) {
@@ -507,6 +541,46 @@ mod tests {
             dirty::INTERRUPT_WINDOW
         );
         assert_eq!(state.interrupt_window, 0);
+    }
+
+    #[test]
+    fn the_task_priority_holds_interrupts_back_until_cr8_drops() {
+        let mut platform = acpi_platform();
+        let mut state = VcpuState::new_zeroed();
+        state.rflags = 0x202;
+        // The guest raised CR8 to 5 without an exit; the next exit syncs it.
+        state.cr8 = 5;
+        platform.guest_cr8(state.cr8);
+        assert_eq!(platform.lapic.cr8(), 5);
+        assert!(platform.lapic.accept_interrupt(0x51, false));
+        assert_eq!(platform.decide(&state), Decision::AwaitPriority(5));
+        // The next CR8 write exits.
+        assert_eq!(platform.prepare_entry(&mut state), dirty::INTERRUPT_WINDOW);
+        assert_eq!(state.interrupt_window, window::CR8);
+        // A higher class is not held back.
+        assert!(platform.lapic.accept_interrupt(0x61, false));
+        assert_eq!(
+            platform.decide(&state),
+            Decision::Inject(Event::Interrupt(0x61))
+        );
+        // Behind the one in service, a lower class needs no window.
+        assert_eq!(platform.decide(&state), Decision::Nothing);
+        write_lapic(&mut platform, 0xb0, 0);
+        // CR8 dropped to 3 in the guest: the vector is delivered.
+        state.cr8 = 3;
+        platform.guest_cr8(state.cr8);
+        assert_eq!(
+            platform.decide(&state),
+            Decision::Inject(Event::Interrupt(0x51))
+        );
+        // An MMIO write of the TPR reaches the guest's CR8 at the entry.
+        write_lapic(&mut platform, 0x80, 0x72);
+        assert_eq!(platform.prepare_entry(&mut state) & dirty::CR8, dirty::CR8);
+        assert_eq!(state.cr8, 7);
+        assert_eq!(platform.prepare_entry(&mut state) & dirty::CR8, 0);
+        // An unchanged class keeps the TPR's low bits.
+        platform.guest_cr8(7);
+        assert_eq!(platform.lapic.processor_priority() & 0xff, 0x72);
     }
 
     #[test]

@@ -673,6 +673,20 @@ impl Lapic {
         (u32::from(vector) & 0xf0 > self.processor_priority() & 0xf0).then_some(vector)
     }
 
+    /// The priority class of the highest requested vector when the TPR
+    /// alone holds it back (its class is above what is in service but not
+    /// above the TPR's): lowering CR8 below it lets it in. `None` when no
+    /// vector waits, one is deliverable, or one in service blocks it.
+    pub fn held_by_task_priority(&self) -> Option<u8> {
+        if self.mode() == Mode::Disabled || !self.software_enabled() {
+            return None;
+        }
+        let class = self.requests.highest()? >> 4;
+        let in_service = self.in_service.highest().map_or(0, |vector| vector >> 4);
+        let task = (self.task_priority >> 4) as u8;
+        (class > in_service && class <= task).then_some(class)
+    }
+
     /// Whether anything waits for delivery at all (a requested vector or an
     /// NMI), whatever the priorities: a cheap test before
     /// [`Lapic::pending_interrupt`].

@@ -60,6 +60,7 @@ pub mod aml;
 pub mod bundle;
 pub mod clock;
 pub mod cpuid;
+pub mod cr8;
 pub mod elf;
 pub mod fw_cfg;
 pub mod guest_paging;

@@ -44,7 +44,9 @@ use core::fmt::Write;
 
 use guest_api::{BAD_ARGUMENT, LOG_MAX, OK, STATUS_PORT, UART_BASE, hypercall};
 use microvisor_abi::start::ResourceView;
-use microvisor_abi::vcpu::{EntryMode, ExitReason, IoExit, VcpuState, dirty, event, gpr, npf};
+use microvisor_abi::vcpu::{
+    EntryMode, ExitReason, IoExit, VcpuState, XSETBV_IGNORED, dirty, event, gpr, npf,
+};
 use runtime::arguments::OrExit;
 use runtime::vm::{GuestMemory, MissingVm, Vm};
 use runtime::{LineWriter, println, syscall};
@@ -501,6 +503,7 @@ impl Switcher {
                 self.report("stopped: the core answered an unknown exit reason");
                 return Stop::Stopped;
             };
+            self.devices.platform.guest_cr8(self.vm.state().cr8);
             if self.devices.platform.arbiter.awaiting_iret() {
                 let rip = self.vm.state().rip;
                 self.devices.platform.arbiter.exit_seen(rip);
@@ -511,6 +514,8 @@ impl Switcher {
                 ExitReason::Msr => Ok(self.msr()),
                 ExitReason::Hlt => self.halt(),
                 ExitReason::Hypercall => self.hypercall(),
+                ExitReason::Xsetbv => self.xsetbv(),
+                ExitReason::Cr8Write => self.cr8_write(),
                 ExitReason::Poked | ExitReason::TimeLimit => self.poll().map(|()| 0),
                 // The guest can take an interrupt now: the next entry's
                 // arbiter injects it (and cancels the window).
@@ -888,6 +893,56 @@ impl Switcher {
         }
     }
 
+    /// MOV to CR8 while the switcher waits for it or during an interrupt
+    /// window: the LAPIC's TPR takes the value (the next entry's arbiter
+    /// decides again and hands the guest its CR8).
+    fn cr8_write(&mut self) -> Result<u64, Stop> {
+        let memory = Loader(self.vm.memory);
+        let state = self.vm.state();
+        match vm_platform::cr8::emulate(state, &memory, &mut self.devices.platform.lapic) {
+            Ok(mask) => Ok(mask),
+            Err(error) => {
+                if let Some(exception) = error.guest_exception() {
+                    return Ok(self.inject_exception(exception));
+                }
+                let mut line = LineWriter::new();
+                let _ = write!(line, "stopped: write of CR8: {error}");
+                Err(self.report_line(line))
+            }
+        }
+    }
+
+    /// XSETBV: XCR0 stays x87 alone (see [`vm_platform::cpuid::xsetbv`]).
+    /// A write the CPU let through (it ignored the intercept; the core
+    /// restored XCR0) stops the VM: its state is not what it believes.
+    fn xsetbv(&mut self) -> Result<u64, Stop> {
+        /// Bytes of `xsetbv` (0F 01 D1).
+        const LENGTH: u64 = 3;
+        let state = self.vm.state();
+        if state.qualification == XSETBV_IGNORED {
+            let found = state.qualification2;
+            let mut line = LineWriter::new();
+            let _ = write!(
+                line,
+                "stopped: the guest set XCR0 to {found:#x} (this CPU ignores the XSETBV intercept; the core restored XCR0)"
+            );
+            return Err(self.report_line(line));
+        }
+        let value = (state.gpr[gpr::RDX] << 32) | (state.gpr[gpr::RAX] & 0xffff_ffff);
+        Ok(
+            match vm_platform::cpuid::xsetbv(state.cr4, state.gpr[gpr::RCX] as u32, value) {
+                Ok(()) => {
+                    state.rip += LENGTH;
+                    dirty::RIP
+                }
+                Err(fault) => {
+                    state.inject = fault;
+                    dirty::INJECT
+                }
+            },
+        )
+    }
+
     fn hypercall(&mut self) -> Result<u64, Stop> {
         const LENGTH: u64 = 3; // VMMCALL
         let (number, a, b) = {
@@ -983,14 +1038,7 @@ impl Switcher {
             Ok(access) => access,
             Err(error) => {
                 if let Some(exception) = error.guest_exception() {
-                    let state = self.vm.state();
-                    state.inject = exception.event;
-                    let mut mask = dirty::INJECT;
-                    if let Some(cr2) = exception.cr2 {
-                        state.cr2 = cr2;
-                        mask |= dirty::CR2;
-                    }
-                    return Ok(mask);
+                    return Ok(self.inject_exception(exception));
                 }
                 let mut line = LineWriter::new();
                 let _ = write!(line, "stopped: device access at {address:#x}: {error}");
@@ -1023,6 +1071,19 @@ impl Switcher {
                 Err(self.report_line(line))
             }
         }
+    }
+
+    /// Injects the fault an emulated instruction takes (a page fault
+    /// sets CR2); returns the dirty bits.
+    fn inject_exception(&mut self, exception: vm_platform::mmio::GuestException) -> u64 {
+        let state = self.vm.state();
+        state.inject = exception.event;
+        let mut mask = dirty::INJECT;
+        if let Some(cr2) = exception.cr2 {
+            state.cr2 = cr2;
+            mask |= dirty::CR2;
+        }
+        mask
     }
 
     fn report(&mut self, what: &str) -> Stop {

@@ -71,6 +71,9 @@ pub mod cr4 {
     pub const GLOBAL_PAGES: u64 = 1 << 7;
     /// FXSAVE/FXRSTOR include the SSE registers (the guests' state).
     pub const OSFXSR: u64 = 1 << 9;
+    /// XGETBV, XSETBV and XSAVE* are enabled (the core uses XGETBV to
+    /// check XCR0 after guests run).
+    pub const OSXSAVE: u64 = 1 << 18;
     pub const SMEP: u64 = 1 << 20;
     pub const SMAP: u64 = 1 << 21;
 }
@@ -232,6 +235,63 @@ pub fn fxrstor(state: &FpuState) {
     // FXSAVE or `FpuState::RESET` (its reserved MXCSR bits are clear, so
     // FXRSTOR cannot raise #GP); CR0.EM and CR0.TS are clear.
     unsafe { asm!("fxrstor64 [{}]", in(reg) state.0.as_ptr(), options(nostack, preserves_flags)) }
+}
+
+/// Reads extended control register `index`.
+///
+/// # Safety
+/// CR4.OSXSAVE must be set and `index` one the CPU has (0 always is).
+pub unsafe fn xgetbv(index: u32) -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: guaranteed by the caller; XGETBV only reads.
+    unsafe {
+        asm!("xgetbv", in("ecx") index, out("eax") low, out("edx") high,
+            options(nomem, nostack, preserves_flags));
+    }
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// Writes XCR0.
+///
+/// # Safety
+/// CR4.OSXSAVE must be set and `value` a set of state components the CPU
+/// supports with x87 included.
+pub unsafe fn xsetbv0(value: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32,
+            options(nomem, nostack, preserves_flags));
+    }
+}
+
+/// An XSAVE area's legacy region and header with every component in its
+/// initial state (XSTATE_BV 0) and the default MXCSR, which standard-form
+/// XRSTOR loads when SSE or AVX state is requested.
+#[repr(C, align(64))]
+struct InitialXsave([u8; 576]);
+
+static INITIAL_XSAVE: InitialXsave = {
+    let mut bytes = [0u8; 576];
+    bytes[24] = 0x80;
+    bytes[25] = 0x1f;
+    InitialXsave(bytes)
+};
+
+/// Puts the state components in `components` into their initial state
+/// (zeroed registers), erasing what a guest left in them.
+///
+/// # Safety
+/// CR4.OSXSAVE must be set and `components` a subset of XCR0.
+pub unsafe fn xrstor_initial(components: u64) {
+    // SAFETY: the area is 64-byte aligned, readable, in standard form with
+    // XSTATE_BV and XCOMP_BV zero and a valid MXCSR, so XRSTOR only
+    // initializes the requested components (a subset of XCR0, the
+    // caller's contract) and cannot fault.
+    unsafe {
+        asm!("xrstor64 [{}]", in(reg) INITIAL_XSAVE.0.as_ptr(),
+            in("eax") components as u32, in("edx") (components >> 32) as u32,
+            options(readonly, nostack, preserves_flags));
+    }
 }
 
 /// Stops the CPU for good (interrupts off).

@@ -46,6 +46,9 @@ pub struct Svm {
     pub vmcb_clean: bool,
     /// TLB_CONTROL may flush one ASID (else it flushes everything).
     pub flush_by_asid: bool,
+    /// XCR0 as the core keeps it, on a CPU with XSAVE (CR4.OSXSAVE is
+    /// then set so the core can read XCR0): see [`Svm::restore_xcr0`].
+    pub xcr0: Option<u64>,
 }
 
 /// Why guests cannot run on this machine.
@@ -115,6 +118,17 @@ impl Svm {
             cpu::write_msr(msr::EFER, cpu::read_msr(msr::EFER) | vmcb::EFER_SVME);
             cpu::write_msr(VM_HSAVE_PA, save_area.0);
         }
+        let xcr0 = if cpu::cpuid(1, 0)[2] & (1 << 26) != 0 {
+            // SAFETY: the CPU has XSAVE, so CR4.OSXSAVE exists; it only
+            // enables the XSAVE instructions (XSETBV stays ring 0, and
+            // XCR0 keeps its reset value, x87 alone).
+            unsafe {
+                cpu::write_cr4(cpu::read_cr4() | cpu::cr4::OSXSAVE);
+                Some(cpu::xgetbv(0))
+            }
+        } else {
+            None
+        };
         Ok(Self {
             iopm,
             msrpm,
@@ -124,7 +138,26 @@ impl Svm {
             next_rip: features & (1 << 3) != 0,
             vmcb_clean: features & (1 << 5) != 0,
             flush_by_asid: features & (1 << 6) != 0,
+            xcr0,
         })
+    }
+
+    /// After a guest ran: `None` when XCR0 is as the core keeps it, else
+    /// the value the guest gave it. XSETBV is always intercepted, but a CPU
+    /// that ignores the intercept (QEMU's TCG does) lets a guest write the
+    /// XCR0 every guest and the core share; the core then erases the
+    /// extended state the guest enabled (its registers may hold the
+    /// guest's data) and restores XCR0 before anything else runs.
+    #[inline(always)]
+    pub fn restore_xcr0(&self) -> Option<u64> {
+        let kept = self.xcr0?;
+        // SAFETY: `xcr0` is `Some` only when `enable` set CR4.OSXSAVE.
+        let found = unsafe { cpu::xgetbv(0) };
+        if found == kept {
+            return None;
+        }
+        restore_xcr0(kept, found);
+        Some(found)
     }
 
     /// The TLB_CONTROL value that flushes a reused ASID.
@@ -134,6 +167,18 @@ impl Svm {
         } else {
             vmcb::TLB_FLUSH_ALL
         }
+    }
+}
+
+#[cold]
+fn restore_xcr0(kept: u64, found: u64) {
+    // SAFETY: CR4.OSXSAVE is set (the caller found XCR0 readable); the
+    // components initialized are those of the XCR0 in force (`found`)
+    // beyond x87 and SSE, whose registers the core switches per VM; the
+    // value restored is the one the CPU had at boot.
+    unsafe {
+        cpu::xrstor_initial(found & !0b11);
+        cpu::xsetbv0(kept);
     }
 }
 
