@@ -189,6 +189,7 @@ pub fn run(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome>
     Ok(Outcome {
         ending,
         lines: watched.lines,
+        arrivals: watched.arrivals,
         elapsed: watched.elapsed,
     })
 }
@@ -310,6 +311,7 @@ mod tests {
             timed_out: false,
             lingered: true,
             lines: Vec::new(),
+            arrivals: Vec::new(),
             halt: Some(crate::console::Verdict::Success),
             elapsed: Duration::ZERO,
         };

@@ -89,7 +89,10 @@ pub fn fetch(cache: &Path) -> Result<Guest> {
         std::fs::write(&release_file, format!("{release}\n"))
             .with_context(|| format!("could not write {}", release_file.display()))?;
     }
-    if !initramfs.is_file() {
+    // The init script the cached archive holds: a changed script means a
+    // new archive.
+    let init_file = cache.join(INIT_FILE);
+    if !initramfs.is_file() || !init_current(cache) {
         let unpacked = download_and_unpack(cache, BUSYBOX_PACKAGE)?;
         let path = unpacked.join("bin").join("busybox");
         let busybox = std::fs::read(&path)
@@ -100,6 +103,8 @@ pub fn fetch(cache: &Path) -> Result<Guest> {
             .with_context(|| format!("could not write {}", partial.display()))?;
         std::fs::rename(&partial, &initramfs)
             .with_context(|| format!("could not write {}", initramfs.display()))?;
+        std::fs::write(&init_file, initramfs::BUSYBOX_INIT)
+            .with_context(|| format!("could not write {}", init_file.display()))?;
     }
     Ok(Guest {
         kernel,
@@ -111,6 +116,17 @@ pub fn fetch(cache: &Path) -> Result<Guest> {
 /// Fetches the Debian guest when a system names one of its files (under
 /// the cache directory) and the file is missing, so that `run` and `test`
 /// of such a system need no separate step; says so first.
+/// Where the cache keeps the init script its initramfs holds.
+const INIT_FILE: &str = "initramfs-init";
+
+/// Whether the cached initramfs holds today's init script.
+fn init_current(cache: &Path) -> bool {
+    std::fs::read_to_string(cache.join(INIT_FILE))
+        .ok()
+        .as_deref()
+        == Some(initramfs::BUSYBOX_INIT)
+}
+
 pub fn fetch_if_named(
     workspace: &crate::workspace::Workspace,
     kernels: &[(String, capdl::KernelGuest)],
@@ -127,7 +143,13 @@ pub fn fetch_if_named(
                 .as_deref()
                 .is_some_and(names_missing_cache_file)
     });
-    if needed {
+    let stale = kernels.iter().any(|(_, kernel)| {
+        kernel
+            .initrd
+            .as_deref()
+            .is_some_and(|path| names_cache_file(&cache, &workspace.root.join(path)))
+    }) && !init_current(&cache);
+    if needed || stale {
         eprintln!(
             "guest: the system names the Debian cloud guest in {}; fetching it",
             cache.display()

@@ -75,6 +75,8 @@ pub enum Ending {
 pub struct Outcome {
     pub ending: Ending,
     pub lines: Vec<String>,
+    /// When each line arrived, from the start of the run (host time).
+    pub arrivals: Vec<Duration>,
     pub elapsed: Duration,
 }
 
@@ -96,6 +98,8 @@ pub struct Watched {
     /// killed.
     pub lingered: bool,
     pub lines: Vec<String>,
+    /// When each line arrived, from the start (host time).
+    pub arrivals: Vec<Duration>,
     pub halt: Option<Verdict>,
     pub elapsed: Duration,
 }
@@ -124,6 +128,7 @@ pub fn supervise(
         timed_out: false,
         lingered: false,
         lines: Vec::new(),
+        arrivals: Vec::new(),
         halt: None,
         elapsed: Duration::ZERO,
     };
@@ -137,6 +142,7 @@ pub fn supervise(
         }
         sink(&line);
         watched.lines.push(line);
+        watched.arrivals.push(start.elapsed());
     };
     let mut output_open = true;
     let mut last_check = Instant::now();

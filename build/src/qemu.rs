@@ -83,6 +83,7 @@ pub fn run(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome>
     Ok(Outcome {
         ending,
         lines: watched.lines,
+        arrivals: watched.arrivals,
         elapsed: watched.elapsed,
     })
 }
@@ -311,6 +312,7 @@ pub fn run_guest(request: &GuestRequest, sink: &mut dyn FnMut(&str)) -> Result<O
     Ok(Outcome {
         ending,
         lines: watched.lines,
+        arrivals: watched.arrivals,
         elapsed: watched.elapsed,
     })
 }
@@ -359,6 +361,7 @@ mod tests {
             timed_out: false,
             lingered: false,
             lines: Vec::new(),
+            arrivals: Vec::new(),
             halt,
             elapsed: Duration::ZERO,
         }

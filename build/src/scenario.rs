@@ -15,6 +15,10 @@
 //! expect = ["...", "..."]  # substrings that must appear, in this order
 //! expect_anywhere = [...]   # substrings that must each appear, in any order
 //! forbid = ["..."]         # substrings that must not appear anywhere
+//! host_time = [{ from = "...", to = "...", seconds = 1.0, within = 0.05 }]
+//!                          # the host time between the first line with
+//!                          # `from` and the next with `to`: `seconds`,
+//!                          # give or take the fraction `within`
 //! [[component]]            # as in system files (see crate::system)
 //! ```
 //!
@@ -54,7 +58,7 @@ pub const TIMEOUT_MAX: u64 = 3600;
 
 /// The top-level keys of a scenario file that are not its system's: capdl
 /// skips them when it reads the file's `[[component]]` list.
-pub const HOST_KEYS: [&str; 12] = [
+pub const HOST_KEYS: [&str; 13] = [
     "description",
     "boot",
     "timeout",
@@ -67,6 +71,7 @@ pub const HOST_KEYS: [&str; 12] = [
     "expect",
     "expect_anywhere",
     "forbid",
+    "host_time",
 ];
 
 #[derive(Deserialize)]
@@ -95,8 +100,24 @@ struct ScenarioFile {
     expect_anywhere: Vec<String>,
     #[serde(default)]
     forbid: Vec<String>,
+    #[serde(default)]
+    host_time: Vec<HostTime>,
     /// The `[[component]]` list, read and checked by capdl.
     component: Option<Spanned<toml::Value>>,
+}
+
+/// A host-time interval between two console lines (`host_time`): what a
+/// guest's own clock cannot show, since it only measures itself.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostTime {
+    /// Text of the line that starts the interval (its first occurrence).
+    pub from: String,
+    /// Text of the first later line that ends it.
+    pub to: String,
+    pub seconds: f64,
+    /// The tolerance, a fraction of `seconds`.
+    pub within: f64,
 }
 
 fn default_boot() -> Emulator {
@@ -120,6 +141,7 @@ pub struct Scenario {
     /// Texts that must each appear, in any order.
     pub expect_anywhere: Vec<String>,
     pub forbid: Vec<String>,
+    pub host_time: Vec<HostTime>,
     pub boots: Boots,
 }
 
@@ -239,6 +261,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
             expect: file.expect,
             expect_anywhere: file.expect_anywhere,
             forbid: file.forbid,
+            host_time: file.host_time,
             boots: Boots::Guest(NativeGuest {
                 image: name.clone(),
                 entry: file
@@ -299,6 +322,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
         expect: file.expect,
         expect_anywhere: file.expect_anywhere,
         forbid: file.forbid,
+        host_time: file.host_time,
         boots: Boots::System(system),
     })
 }
@@ -373,6 +397,39 @@ pub fn files_in(directory: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Checks one `host_time` interval against the lines' arrival times.
+fn host_time_met(interval: &HostTime, outcome: &Outcome) -> Result<(), String> {
+    let find = |text: &str, after: usize| {
+        outcome.lines[after..]
+            .iter()
+            .position(|line| line.contains(text))
+            .map(|index| index + after)
+    };
+    let Some(from) = find(&interval.from, 0) else {
+        return Err(format!("host time: line \"{}\" not seen", interval.from));
+    };
+    let Some(to) = find(&interval.to, from + 1) else {
+        return Err(format!(
+            "host time: no line \"{}\" after \"{}\"",
+            interval.to, interval.from
+        ));
+    };
+    let (Some(start), Some(end)) = (outcome.arrivals.get(from), outcome.arrivals.get(to)) else {
+        return Err("host time: the run kept no arrival times".to_string());
+    };
+    let took = end.saturating_sub(*start).as_secs_f64();
+    if (took - interval.seconds).abs() > interval.seconds * interval.within {
+        return Err(format!(
+            "host time from \"{}\" to \"{}\": {took:.3} s, expected {} s within {}%",
+            interval.from,
+            interval.to,
+            interval.seconds,
+            interval.within * 100.0
+        ));
+    }
+    Ok(())
+}
+
 /// Judges a finished run: `Ok` if the scenario passed, else the reason in
 /// one line.
 pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Result<(), String> {
@@ -412,6 +469,9 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Result<(), String> {
     }
     if let Some(text) = missing {
         return Err(format!("expected line not seen anywhere: \"{text}\""));
+    }
+    for interval in &scenario.host_time {
+        host_time_met(interval, outcome)?;
     }
     if verdict.kind() != scenario.exit {
         return Err(format!(
@@ -462,6 +522,7 @@ name = "hello"
         Outcome {
             ending,
             lines: lines.iter().map(|line| line.to_string()).collect(),
+            arrivals: (0..lines.len() as u64).map(Duration::from_secs).collect(),
             elapsed: Duration::from_secs(1),
         }
     }
@@ -653,6 +714,36 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
             unknown_guest("x", &none),
             "unknown guest image 'x': no test-vms/x/ was built (there are no test VMs)"
         );
+    }
+
+    #[test]
+    fn host_time_between_two_lines() {
+        let text = SAMPLE.replace(
+            "forbid = [\"panic\"]",
+            "forbid = [\"panic\"]\nhost_time = [{ from = \"sleep\", to = \"slept\", seconds = 2.0, within = 0.05 }]",
+        );
+        let mut scenario = parse_text(&text).unwrap();
+        scenario.exit = VerdictKind::Success;
+        scenario.expect.clear();
+        let success = || Ending::Halted(Verdict::Success);
+        // The test outcome's lines arrive one second apart.
+        let ok = outcome(success(), &["sleep", "x", "slept"]);
+        assert_eq!(judge(&scenario, &ok), Ok(()));
+        let short = outcome(success(), &["sleep", "slept"]);
+        assert_eq!(
+            judge(&scenario, &short),
+            Err("host time from \"sleep\" to \"slept\": 1.000 s, expected 2 s within 5%".into())
+        );
+        let missing = outcome(success(), &["slept", "sleep"]);
+        assert_eq!(
+            judge(&scenario, &missing),
+            Err("host time: no line \"slept\" after \"sleep\"".into())
+        );
+        let bad = SAMPLE.replace(
+            "forbid = [\"panic\"]",
+            "forbid = [\"panic\"]\nhost_time = [{ from = \"a\", to = \"b\", seconds = 1.0 }]",
+        );
+        assert!(parse_text(&bad).is_err(), "`within` is required");
     }
 
     #[test]

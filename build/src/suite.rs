@@ -322,6 +322,7 @@ mod tests {
             expect: Vec::new(),
             expect_anywhere: Vec::new(),
             forbid: Vec::new(),
+            host_time: Vec::new(),
             boots: crate::scenario::Boots::Guest(crate::scenario::NativeGuest {
                 image: "hello".into(),
                 entry: crate::qemu::GuestEntry::Pvh,
