@@ -113,9 +113,6 @@ pub fn fetch(cache: &Path) -> Result<Guest> {
     })
 }
 
-/// Fetches the Debian guest when a system names one of its files (under
-/// the cache directory) and the file is missing, so that `run` and `test`
-/// of such a system need no separate step; says so first.
 /// Where the cache keeps the init script its initramfs holds.
 const INIT_FILE: &str = "initramfs-init";
 
@@ -127,29 +124,25 @@ fn init_current(cache: &Path) -> bool {
         == Some(initramfs::BUSYBOX_INIT)
 }
 
+/// Fetches the Debian guest when a system names one of its files (under
+/// the cache directory) and the file is missing, or names the initramfs
+/// and the cached one holds another init script, so that `run` and `test`
+/// of such a system need no separate step; says so first.
 pub fn fetch_if_named(
     workspace: &crate::workspace::Workspace,
     kernels: &[(String, capdl::KernelGuest)],
 ) -> Result<()> {
     let cache = cache_directory(&workspace.target_directory);
-    let names_missing_cache_file = |path: &Path| {
-        let absolute = workspace.root.join(path);
-        !absolute.is_file() && names_cache_file(&cache, &absolute)
-    };
+    let names = |path: &Path| names_cache_file(&cache, &workspace.root.join(path));
+    let missing = |path: &Path| names(path) && !workspace.root.join(path).is_file();
     let needed = kernels.iter().any(|(_, kernel)| {
-        names_missing_cache_file(&kernel.kernel)
+        missing(&kernel.kernel)
             || kernel
                 .initrd
                 .as_deref()
-                .is_some_and(names_missing_cache_file)
+                .is_some_and(|initrd| missing(initrd) || (names(initrd) && !init_current(&cache)))
     });
-    let stale = kernels.iter().any(|(_, kernel)| {
-        kernel
-            .initrd
-            .as_deref()
-            .is_some_and(|path| names_cache_file(&cache, &workspace.root.join(path)))
-    }) && !init_current(&cache);
-    if needed || stale {
+    if needed {
         eprintln!(
             "guest: the system names the Debian cloud guest in {}; fetching it",
             cache.display()

@@ -39,7 +39,8 @@
 //! OSXSAVE and OSPKE follow the guest's CR4, as on hardware: the core does
 //! not intercept CR4 writes, so a guest that sets CR4.OSXSAVE or CR4.PKE
 //! anyway really has them set. [`xsetbv`] answers that guest's XSETBV:
-//! its XCR0 stays x87 alone, the value the core keeps for every guest. The topology is one package, one core, one
+//! its XCR0 stays x87 alone, the value the core keeps for every guest.
+//! The topology is one package, one core, one
 //! thread with APIC ID 0 (leaves 1, 4, `0xB`, `0x1F`, `0x80000008`,
 //! `0x8000001D`, `0x8000001E`). Family, model, stepping, vendor, brand and
 //! the cache and TLB descriptions are the host's.

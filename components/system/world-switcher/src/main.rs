@@ -901,14 +901,7 @@ impl Switcher {
         let state = self.vm.state();
         match vm_platform::cr8::emulate(state, &memory, &mut self.devices.platform.lapic) {
             Ok(mask) => Ok(mask),
-            Err(error) => {
-                if let Some(exception) = error.guest_exception() {
-                    return Ok(self.inject_exception(exception));
-                }
-                let mut line = LineWriter::new();
-                let _ = write!(line, "stopped: write of CR8: {error}");
-                Err(self.report_line(line))
-            }
+            Err(error) => self.emulation_failed(format_args!("write of CR8"), &error),
         }
     }
 
@@ -1037,12 +1030,8 @@ impl Switcher {
         let access = match decoded {
             Ok(access) => access,
             Err(error) => {
-                if let Some(exception) = error.guest_exception() {
-                    return Ok(self.inject_exception(exception));
-                }
-                let mut line = LineWriter::new();
-                let _ = write!(line, "stopped: device access at {address:#x}: {error}");
-                return Err(self.report_line(line));
+                return self
+                    .emulation_failed(format_args!("device access at {address:#x}"), &error);
             }
         };
         let now = runtime::rdtsc();
@@ -1073,9 +1062,20 @@ impl Switcher {
         }
     }
 
-    /// Injects the fault an emulated instruction takes (a page fault
-    /// sets CR2); returns the dirty bits.
-    fn inject_exception(&mut self, exception: vm_platform::mmio::GuestException) -> u64 {
+    /// An instruction that could not be emulated (`what` says which): the
+    /// fault it takes on hardware is injected (a page fault sets CR2) and
+    /// the dirty bits returned, or, when there is none, the VM stops with
+    /// `error`.
+    fn emulation_failed(
+        &mut self,
+        what: core::fmt::Arguments<'_>,
+        error: &vm_platform::mmio::MmioError,
+    ) -> Result<u64, Stop> {
+        let Some(exception) = error.guest_exception() else {
+            let mut line = LineWriter::new();
+            let _ = write!(line, "stopped: {what}: {error}");
+            return Err(self.report_line(line));
+        };
         let state = self.vm.state();
         state.inject = exception.event;
         let mut mask = dirty::INJECT;
@@ -1083,7 +1083,7 @@ impl Switcher {
             state.cr2 = cr2;
             mask |= dirty::CR2;
         }
-        mask
+        Ok(mask)
     }
 
     fn report(&mut self, what: &str) -> Stop {

@@ -156,7 +156,7 @@ impl Svm {
         if found == kept {
             return None;
         }
-        restore_xcr0(kept, found);
+        reset_xcr0(kept, found);
         Some(found)
     }
 
@@ -170,8 +170,10 @@ impl Svm {
     }
 }
 
+/// Erases the extended state a guest enabled in `found` and puts XCR0
+/// back to `kept`.
 #[cold]
-fn restore_xcr0(kept: u64, found: u64) {
+fn reset_xcr0(kept: u64, found: u64) {
     // SAFETY: CR4.OSXSAVE is set (the caller found XCR0 readable); the
     // components initialized are those of the XCR0 in force (`found`)
     // beyond x87 and SSE, whose registers the core switches per VM; the
