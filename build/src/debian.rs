@@ -113,6 +113,9 @@ pub fn fetch(cache: &Path) -> Result<Guest> {
     })
 }
 
+/// The lock file fetches take turns on.
+const LOCK_FILE: &str = "fetch.lock";
+
 /// Where the cache keeps the init script its initramfs holds.
 const INIT_FILE: &str = "initramfs-init";
 
@@ -127,13 +130,28 @@ fn init_current(cache: &Path) -> bool {
 /// Fetches the Debian guest when a system names one of its files (under
 /// the cache directory) and the file is missing, or names the initramfs
 /// and the cached one holds another init script, so that `run` and `test`
-/// of such a system need no separate step; says so first.
+/// of such a system need no separate step; says so first. Boots that start
+/// at once (the test suite's threads, two `run` commands) take turns on a
+/// lock file in the cache: one fetches, the others then find its files.
 pub fn fetch_if_named(
     workspace: &crate::workspace::Workspace,
     kernels: &[(String, capdl::KernelGuest)],
 ) -> Result<()> {
     let cache = cache_directory(&workspace.target_directory);
     let names = |path: &Path| names_cache_file(&cache, &workspace.root.join(path));
+    let named = kernels
+        .iter()
+        .any(|(_, kernel)| names(&kernel.kernel) || kernel.initrd.as_deref().is_some_and(names));
+    if !named {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("could not create {}", cache.display()))?;
+    let lock_path = cache.join(LOCK_FILE);
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("could not create {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("could not lock {}", lock_path.display()))?;
     let missing = |path: &Path| names(path) && !workspace.root.join(path).is_file();
     let needed = kernels.iter().any(|(_, kernel)| {
         missing(&kernel.kernel)

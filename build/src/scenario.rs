@@ -18,7 +18,11 @@
 //! host_time = [{ from = "...", to = "...", seconds = 1.0, within = 0.05 }]
 //!                          # the host time between the first line with
 //!                          # `from` and the next with `to`: `seconds`,
-//!                          # give or take the fraction `within`
+//!                          # give or take the fraction `within`; without
+//!                          # `seconds`, the guest's own clock: each of the
+//!                          # two lines ends with the guest's time in
+//!                          # seconds, and the host's interval must match
+//!                          # the guest's (needs a run without -icount)
 //! [[component]]            # as in system files (see crate::system)
 //! ```
 //!
@@ -115,9 +119,17 @@ pub struct HostTime {
     pub from: String,
     /// Text of the first later line that ends it.
     pub to: String,
-    pub seconds: f64,
-    /// The tolerance, a fraction of `seconds`.
+    /// The expected interval; `None`: the difference of the guest times
+    /// the two lines end with.
+    pub seconds: Option<f64>,
+    /// The tolerance, a fraction of the expected interval.
     pub within: f64,
+}
+
+/// The time in seconds a console line ends with (its last word).
+fn ends_with_seconds(line: &str) -> Option<f64> {
+    let seconds: f64 = line.split_whitespace().last()?.parse().ok()?;
+    seconds.is_finite().then_some(seconds)
 }
 
 fn default_boot() -> Emulator {
@@ -203,6 +215,18 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
     {
         return Err(source
             .error_at(span, "icount needs QEMU; a Bochs scenario cannot use it")
+            .into());
+    }
+    if let Some(span) = file.icount.as_ref().map(Spanned::span)
+        && icount
+        && !file.host_time.is_empty()
+    {
+        return Err(source
+            .error_at(
+                span,
+                "host_time measures the host's clock, from which -icount detaches the guest's; \
+                 a scenario cannot have both",
+            )
             .into());
     }
     if let (None, Some(entry)) = (&file.guest, &file.guest_entry) {
@@ -418,12 +442,26 @@ fn host_time_met(interval: &HostTime, outcome: &Outcome) -> Result<(), String> {
         return Err("host time: the run kept no arrival times".to_string());
     };
     let took = end.saturating_sub(*start).as_secs_f64();
-    if (took - interval.seconds).abs() > interval.seconds * interval.within {
+    let (expected, source) = match interval.seconds {
+        Some(seconds) => (seconds, ""),
+        None => {
+            let guest = |index: usize| {
+                ends_with_seconds(&outcome.lines[index]).ok_or_else(|| {
+                    format!(
+                        "host time: line {} does not end with the guest's time in seconds: \"{}\"",
+                        index + 1,
+                        outcome.lines[index]
+                    )
+                })
+            };
+            (guest(to)? - guest(from)?, " (the guest's clock)")
+        }
+    };
+    if expected <= 0.0 || (took - expected).abs() > expected * interval.within {
         return Err(format!(
-            "host time from \"{}\" to \"{}\": {took:.3} s, expected {} s within {}%",
+            "host time from \"{}\" to \"{}\": {took:.3} s, expected {expected} s{source} within {}%",
             interval.from,
             interval.to,
-            interval.seconds,
             interval.within * 100.0
         ));
     }
@@ -744,6 +782,46 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
             "forbid = [\"panic\"]\nhost_time = [{ from = \"a\", to = \"b\", seconds = 1.0 }]",
         );
         assert!(parse_text(&bad).is_err(), "`within` is required");
+        let icount = text.replace("forbid = [", "icount = true\nforbid = [");
+        assert!(
+            parse_text(&icount)
+                .unwrap_err()
+                .to_string()
+                .contains("-icount detaches the guest's"),
+            "host_time with icount is refused"
+        );
+    }
+
+    #[test]
+    fn host_time_against_the_guest_clock() {
+        let text = SAMPLE.replace(
+            "forbid = [\"panic\"]",
+            "forbid = [\"panic\"]\nhost_time = [{ from = \"clock\", to = \"clock\", within = 0.05 }]",
+        );
+        let mut scenario = parse_text(&text).unwrap();
+        scenario.exit = VerdictKind::Success;
+        scenario.expect.clear();
+        let success = || Ending::Halted(Verdict::Success);
+        // Lines arrive one host second apart: the guest must count 2 s.
+        let ok = outcome(success(), &["clock 10.0", "x", "clock 12.02"]);
+        assert_eq!(judge(&scenario, &ok), Ok(()));
+        let slow = outcome(success(), &["clock 10.0", "x", "clock 11.5"]);
+        assert_eq!(
+            judge(&scenario, &slow),
+            Err("host time from \"clock\" to \"clock\": 2.000 s, expected 1.5 s (the guest's clock) within 5%".into())
+        );
+        let backwards = outcome(success(), &["clock 10.0", "clock 9.0"]);
+        assert!(judge(&scenario, &backwards).is_err());
+        let no_time = outcome(success(), &["clock 10.0", "clock soon"]);
+        assert_eq!(
+            judge(&scenario, &no_time),
+            Err(
+                "host time: line 2 does not end with the guest's time in seconds: \"clock soon\""
+                    .into()
+            )
+        );
+        let not_finite = outcome(success(), &["clock 10.0", "clock inf"]);
+        assert!(judge(&scenario, &not_finite).is_err());
     }
 
     #[test]
