@@ -27,6 +27,7 @@ mod console;
 mod corrupt;
 mod debian;
 mod disk;
+mod elf32;
 mod emulator;
 mod host_tests;
 mod initramfs;

@@ -210,6 +210,7 @@ mod tests {
             core: directory.join("core"),
             programs,
             guests,
+            multiboot: BTreeMap::new(),
         };
         let path = directory.join("system.toml");
         std::fs::write(&path, text).unwrap();

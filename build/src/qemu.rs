@@ -191,7 +191,9 @@ pub fn ending(watched: &Watched, timeout: Option<Duration>, stderr: &str) -> End
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GuestEntry {
-    /// QEMU's `-kernel` finds the PVH note and enters 32-bit code.
+    /// QEMU's `-kernel` finds the PVH note and enters 32-bit code, or,
+    /// given the ELF32 copy of a test VM with a multiboot header
+    /// ([`crate::elf32`]), boots it through its multiboot loader.
     #[default]
     Pvh,
     /// The firmware boots [`BOOT_SECTOR`], which copies the image's first

@@ -376,6 +376,11 @@ pub fn boot(
     let Some(image) = artifacts.guests.get(&guest.image) else {
         anyhow::bail!("{}", unknown_guest(&guest.image, artifacts));
     };
+    // QEMU's `-kernel` takes a multiboot kernel only as ELF32.
+    let image = match (guest.entry, artifacts.multiboot.get(&guest.image)) {
+        (GuestEntry::Pvh, Some(copy)) => copy,
+        _ => image,
+    };
     let request = GuestRequest {
         image: image.clone(),
         entry: guest.entry,
@@ -732,6 +737,7 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
             core: PathBuf::from("/t/microvisor"),
             programs: Default::default(),
             guests: [("cpuid".to_string(), PathBuf::from("/t/vm-cpuid"))].into(),
+            multiboot: Default::default(),
         };
         assert_eq!(
             unknown_guest("cpud", &artifacts),

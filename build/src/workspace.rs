@@ -70,6 +70,9 @@ pub struct Artifacts {
     pub programs: BTreeMap<String, PathBuf>,
     /// Guest images (test VMs) by image name (`hello` for `test-vms/hello`).
     pub guests: BTreeMap<String, PathBuf>,
+    /// ELF32 copies (`vm-<name>.elf32`) of the test VMs that carry a
+    /// multiboot header, for multiboot loaders (see [`crate::elf32`]).
+    pub multiboot: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -304,6 +307,7 @@ impl Workspace {
                 .iter()
                 .map(|guest| (guest.clone(), self.target_binary(&guest_package(guest))))
                 .collect(),
+            multiboot: BTreeMap::new(),
         };
         for path in std::iter::once(&artifacts.core)
             .chain(artifacts.programs.values())
@@ -313,7 +317,11 @@ impl Workspace {
                 bail!("cargo succeeded but {} does not exist", path.display());
             }
         }
-        Ok(artifacts)
+        let multiboot = crate::elf32::write_copies(&artifacts.guests)?;
+        Ok(Artifacts {
+            multiboot,
+            ..artifacts
+        })
     }
 
     /// The packages `cargo test` runs on the host: every member except the

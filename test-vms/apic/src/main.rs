@@ -61,17 +61,7 @@ fn main() -> u32 {
     if guest_multiboot::linked()
         && let Some(info) = guest_runtime::multiboot::info()
     {
-        println!(
-            "apic: multiboot: flags {:#x}, {} KiB above 1 MiB, command line '{}'",
-            info.flags,
-            info.memory_upper,
-            info.command_line()
-        );
-        if info.flags & 1 == 0 || info.memory_upper == 0 {
-            fail(format_args!(
-                "the multiboot information has no memory sizes"
-            ));
-        }
+        multiboot(&info);
     }
     let mut signature = [0u8; 4];
     irq::fw_cfg_read(0, &mut signature);
@@ -83,7 +73,13 @@ fn main() -> u32 {
     let mut cpus = [0u8; 2];
     irq::fw_cfg_read(5, &mut cpus);
     let cpus = u16::from_le_bytes(cpus);
-    println!("apic: fw_cfg signature QEMU, {cpus} CPU(s)");
+    let mut ram = [0u8; 8];
+    irq::fw_cfg_read(3, &mut ram);
+    let ram = u64::from_le_bytes(ram);
+    println!(
+        "apic: fw_cfg signature QEMU, {cpus} CPU(s), {} KiB of RAM",
+        ram / 1024
+    );
     if cpus != 1 {
         fail(format_args!("fw_cfg says {cpus} CPUs, expected 1"));
     }
@@ -204,6 +200,49 @@ fn main() -> u32 {
     );
     println!("TEST apic PASS");
     0
+}
+
+/// Checks the multiboot information ([`guest_runtime::multiboot::Info::verify`])
+/// and prints it; a module's first line and checksum are printed too, for
+/// the scenario to compare with the file the system gave.
+fn multiboot(info: &guest_runtime::multiboot::Info) {
+    info.verify();
+    println!(
+        "apic: multiboot: loader '{}', flags {:#x}, mem_lower {} KiB, mem_upper {} KiB, {} map entries with {} KiB available",
+        info.loader_name.as_str(),
+        info.flags,
+        info.memory_lower,
+        info.memory_upper,
+        info.region_count,
+        info.available_kib()
+    );
+    // The first word is the kernel's name (GRUB passes its path).
+    let line = info.command_line.as_str();
+    let (name, arguments) = line.split_once(' ').unwrap_or((line, ""));
+    if name.is_empty() {
+        fail(format_args!(
+            "the multiboot command line '{line}' has no kernel name"
+        ));
+    }
+    println!("apic: multiboot: kernel '{name}', arguments '{arguments}'");
+    for module in info.modules() {
+        let mut first = [0u8; 64];
+        let read = module.read(&mut first);
+        let end = first[..read]
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(read);
+        println!(
+            "apic: multiboot: module '{}', {} bytes, FNV-1a {:#010x}, first line '{}'",
+            module.string.as_str(),
+            module.end - module.start,
+            module.checksum(),
+            core::str::from_utf8(&first[..end]).unwrap_or("(not UTF-8)")
+        );
+    }
+    if info.module_count == 0 {
+        println!("apic: multiboot: no modules");
+    }
 }
 
 /// CR8 and the TPR are one register; a self-IPI at or below the task
