@@ -87,7 +87,8 @@ pub mod kvm {
 /// Hypercall numbers (in `rax`).
 pub mod hypercall {
     /// Who am I: answers `rbx` = [`super::INTERFACE_VERSION`], `rcx` = how
-    /// many times this VM was restarted, `rdx` = its memory size in bytes.
+    /// many times this VM was booted again (restart requests and its own
+    /// resets), `rdx` = its memory size in bytes.
     pub const IDENTIFY: u64 = 0;
     /// Log one line: `rbx` = guest-physical address, `rcx` = length (at
     /// most [`super::LOG_MAX`]). Printed prefixed with the VM's name.

@@ -10,6 +10,16 @@
 //! into a [`PowerEvent`]; every other value is ignored (the guest cannot
 //! sleep, so S1-S4 requests do nothing) and every read answers 0. Nothing
 //! here keeps state.
+//!
+//! Two older reset paths lead to the same event. The keyboard controller's
+//! "pulse reset" command ([`KEYBOARD_RESET`] written to [`KEYBOARD_COMMAND`]):
+//! [`keyboard_write`]. And the firmware's reset vector: a guest that jumps
+//! to `F000:FFF0` in real mode expects a BIOS to reset the machine. Linux
+//! does exactly that on a hardware-reduced ACPI platform, where it reboots
+//! through EFI and, without EFI, through the BIOS (`reboot_init`,
+//! `efi_reboot_required`), never trying the reset register first; the
+//! world switcher puts [`reset_vector_code`] at [`RESET_VECTOR`], which
+//! writes the reset register.
 
 /// The first of the three ports.
 pub const PORT_BASE: u16 = 0x600;
@@ -36,6 +46,44 @@ pub const S5_SLEEP_TYPE: u8 = 5;
 const SLEEP_TYPE_SHIFT: u8 = 2;
 const SLEEP_TYPE_MASK: u8 = 0x7 << SLEEP_TYPE_SHIFT;
 const SLEEP_ENABLE: u8 = 1 << 5;
+
+/// The 8042 keyboard controller's command port, and the command that
+/// pulses the CPU's reset line.
+pub const KEYBOARD_COMMAND: u16 = 0x64;
+pub const KEYBOARD_RESET: u8 = 0xfe;
+/// Where a real-mode jump to `F000:FFF0` lands.
+pub const RESET_VECTOR: u64 = 0xf_fff0;
+
+/// The 16 bytes of 16-bit code at [`RESET_VECTOR`]: `mov dx, RESET`,
+/// `mov al, RESET_VALUE`, `out dx, al`, then `cli; hlt` forever should the
+/// write not reset.
+pub const fn reset_vector_code() -> [u8; 16] {
+    let [port_low, port_high] = RESET.to_le_bytes();
+    [
+        0xba,
+        port_low,
+        port_high, // mov dx, RESET
+        0xb0,
+        RESET_VALUE, // mov al, RESET_VALUE
+        0xee,        // out dx, al
+        0xfa,        // cli
+        0xf4,        // hlt
+        0xeb,
+        0xfd, // jmp back to hlt
+        0xf4,
+        0xf4,
+        0xf4,
+        0xf4,
+        0xf4,
+        0xf4,
+    ]
+}
+
+/// A byte written to the keyboard controller's command port: only the
+/// reset pulse means anything (there is no keyboard controller).
+pub fn keyboard_write(value: u8) -> Option<PowerEvent> {
+    (value == KEYBOARD_RESET).then_some(PowerEvent::Reset)
+}
 
 /// What the guest asked the platform to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,5 +144,27 @@ mod tests {
         assert_eq!(read(RESET), 0);
         assert_eq!(read(PORT_BASE + PORT_COUNT), 0xff);
         assert!(decodes(SLEEP_CONTROL) && !decodes(PORT_BASE - 1));
+    }
+
+    #[test]
+    fn the_keyboard_controller_pulse_resets() {
+        assert_eq!(keyboard_write(KEYBOARD_RESET), Some(PowerEvent::Reset));
+        assert_eq!(keyboard_write(0xd1), None, "write output port");
+        assert_eq!(keyboard_write(0xff), None);
+    }
+
+    #[test]
+    fn the_reset_vector_writes_the_reset_register() {
+        let code = reset_vector_code();
+        // mov dx, imm16; mov al, imm8; out dx, al.
+        assert_eq!(code[0], 0xba);
+        assert_eq!(u16::from_le_bytes([code[1], code[2]]), RESET);
+        assert_eq!(&code[3..6], &[0xb0, RESET_VALUE, 0xee]);
+        assert_eq!(write(RESET, code[4]), Some(PowerEvent::Reset));
+        // cli; hlt; jmp -3 lands on the hlt.
+        assert_eq!(&code[6..10], &[0xfa, 0xf4, 0xeb, 0xfd]);
+        assert_eq!(10 + (code[9] as i8) as isize, 7);
+        // Ends within the first megabyte, as real mode addresses it.
+        assert_eq!(RESET_VECTOR + code.len() as u64, 0x10_0000);
     }
 }

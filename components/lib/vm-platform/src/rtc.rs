@@ -27,6 +27,8 @@
 //!   [`Rtc::next_deadline`] tells the caller when to look again.
 //! - The rest of the 128 bytes are CMOS memory; the memory sizes firmware
 //!   leaves there are filled in from [`GuestRam`] as QEMU does.
+//! - [`Rtc::reset`] is the machine's reset: the clock and memory outlive
+//!   it (the caller keeps the `Rtc` across a guest's reboot).
 
 use crate::GuestRam;
 
@@ -56,6 +58,7 @@ const B_SET: u8 = 0x80;
 const B_PIE: u8 = 0x40;
 const B_AIE: u8 = 0x20;
 const B_UIE: u8 = 0x10;
+const B_SQWE: u8 = 0x08;
 const B_BINARY: u8 = 0x04;
 const B_24_HOUR: u8 = 0x02;
 const C_IRQF: u8 = 0x80;
@@ -220,6 +223,18 @@ impl Rtc {
         self.memory[0x30..0x32].copy_from_slice(&extended);
         self.memory[0x34..0x36].copy_from_slice(&above_16m);
         self.memory[0x5b..0x5e].copy_from_slice(&above_4g[..3]);
+    }
+
+    /// The machine's reset, which reaches the chip on its RESET line: the
+    /// interrupt enables (`PIE`, `AIE`, `UIE`) and the square-wave enable
+    /// of register B and every flag of register C are cleared; the time,
+    /// the alarm, register A and the CMOS memory stay, as the battery
+    /// keeps them (MC146818 data sheet, "RESET").
+    pub fn reset(&mut self) {
+        self.register_b &= !(B_PIE | B_AIE | B_UIE | B_SQWE);
+        self.flags = 0;
+        self.index = 0;
+        self.nmi_masked = false;
     }
 
     /// Whether the guest has masked NMIs (bit 7 of the last index write).
@@ -704,6 +719,27 @@ mod tests {
         assert!(!rtc.irq_line());
         rtc.update(deadline);
         assert!(rtc.irq_line());
+    }
+
+    #[test]
+    fn a_reset_keeps_time_and_memory_and_clears_interrupts() {
+        let mut rtc = Rtc::new(LEAP_EVE, ram());
+        write(&mut rtc, REGISTER_B, B_UIE | B_PIE | B_SQWE | B_24_HOUR, 0);
+        write(&mut rtc, 0x70, 0x5a, 0);
+        rtc.update(2 * SECOND);
+        assert!(rtc.irq_line());
+        let before = registers(&mut rtc, 3 * SECOND);
+        rtc.reset();
+        assert!(!rtc.irq_line(), "interrupts cleared");
+        assert_eq!(read(&mut rtc, REGISTER_B, 3 * SECOND), B_24_HOUR);
+        assert_eq!(read(&mut rtc, REGISTER_C, 3 * SECOND), 0);
+        assert_eq!(registers(&mut rtc, 3 * SECOND), before, "the clock ran on");
+        assert_eq!(read(&mut rtc, 0x70, 3 * SECOND), 0x5a, "CMOS memory kept");
+        assert_eq!(
+            read(&mut rtc, 0x15, 3 * SECOND),
+            0x80,
+            "640 KiB of base memory"
+        );
     }
 
     #[test]

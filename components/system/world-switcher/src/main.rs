@@ -33,7 +33,11 @@
 //! clock starts at (default 2026-01-01: the system has no wall clock). A
 //! bad argument ends the switcher with code 2. Any notification the system declares into this
 //! component is a restart request: the VM is reset and booted again from its
-//! image, running or stopped. A running guest is not interrupted to look
+//! image, running or stopped. The guest's own reset (the ACPI reset
+//! register, the 8042's reset pulse, or a jump to the reset vector, where
+//! the switcher puts code that writes the register) reboots it the same
+//! way without counting against `restarts=`; the RTC keeps its time and
+//! CMOS memory across both. A running guest is not interrupted to look
 //! for requests (that would cost every exit a time limit); the requester
 //! pokes the vCPU, as `vmctl` does, and the request is seen at once.
 #![no_std]
@@ -134,6 +138,8 @@ enum Stop {
     TimeLimit,
     /// A restart was requested.
     Restart,
+    /// The guest reset itself (a warm reboot).
+    Reset,
 }
 
 struct Switcher {
@@ -159,7 +165,11 @@ struct Switcher {
     /// Guest memory is still as the core created it (zeroed): true only in
     /// the switcher's first life, until the first boot.
     fresh_memory: bool,
+    /// Boots before the current one: requested restarts and the guest's
+    /// own resets (what IDENTIFY answers).
     restarts: u32,
+    /// Restart requests honoured, against the `restarts=` limit.
+    requested: u32,
     unassigned_ports: u32,
     /// Notification bits that are restart requests.
     requests: u64,
@@ -216,6 +226,7 @@ fn main(start: &runtime::Start) -> i32 {
         tsc_hz,
         lines: 0,
         restarts: 0,
+        requested: 0,
         unassigned_ports: 0,
         requests,
         deadline_ns: (limit_ms > 0).then(|| syscall::time_ns() + limit_ms * 1_000_000),
@@ -227,6 +238,18 @@ fn main(start: &runtime::Start) -> i32 {
         };
         let restart = match stop {
             Stop::Restart => true,
+            Stop::Reset => {
+                // The guest's own reboot: not a restart request, so no
+                // limit (a guest rebooting in a loop only spends its own
+                // CPU time).
+                switcher.restarts = switcher.restarts.saturating_add(1);
+                println!(
+                    "VM '{}' rebooting (boot {})",
+                    switcher.vm.name(),
+                    switcher.restarts + 1
+                );
+                continue;
+            }
             Stop::TimeLimit => {
                 println!("VM '{}' stopped: its time limit passed", switcher.vm.name());
                 return 0;
@@ -248,18 +271,19 @@ fn main(start: &runtime::Start) -> i32 {
         if !restart {
             return 0;
         }
-        if switcher.restarts == allowed_restarts {
+        if switcher.requested == allowed_restarts {
             println!(
                 "VM '{}': restart refused, it was restarted {allowed_restarts} times already",
                 switcher.vm.name()
             );
             return 0;
         }
-        switcher.restarts += 1;
+        switcher.requested += 1;
+        switcher.restarts = switcher.restarts.saturating_add(1);
         println!(
             "VM '{}' restarting on request ({} of {allowed_restarts})",
             switcher.vm.name(),
-            switcher.restarts
+            switcher.requested
         );
     }
 }
@@ -325,8 +349,12 @@ impl Switcher {
         self.uart = Uart::new();
         self.msrs = Msrs::new(&self.cpuid);
         // The same rate and size built them at start: this cannot fail.
-        if let Some(devices) = Devices::new(self.tsc_hz, self.vm.memory.size(), self.epoch) {
+        if let Some(mut devices) = Devices::new(self.tsc_hz, self.vm.memory.size(), self.epoch) {
+            // The RTC is battery-backed: its time and CMOS memory outlive
+            // a reset; the chip's RESET line clears its interrupts.
+            core::mem::swap(&mut devices.rtc, &mut self.devices.rtc);
             self.devices = devices;
+            self.devices.rtc.reset();
         }
         self.lines = 0;
         self.due = self.devices.platform.next_deadline();
@@ -422,6 +450,12 @@ impl Switcher {
                 return Err(());
             }
         };
+        // The firmware's reset vector, which resets the VM (Linux reboots
+        // through it on our hardware-reduced ACPI platform).
+        if !vm_platform::Memory::write(memory, power::RESET_VECTOR, &power::reset_vector_code()) {
+            println!("VM '{name}' not started: its memory has no room for the reset vector");
+            return Err(());
+        }
         let files = BootFiles {
             kernel: bundle.kernel,
             cmdline: bundle.command_line.as_bytes(),
@@ -795,11 +829,21 @@ impl Switcher {
                         Some(power::PowerEvent::Off) => return Err(Stop::PoweredOff),
                         Some(power::PowerEvent::Reset) => {
                             println!("VM '{}' asked for a reset", self.vm.name());
-                            return Err(Stop::Restart);
+                            return Err(Stop::Reset);
                         }
                         None => None,
                     }
                 }
+            }
+            power::KEYBOARD_COMMAND if !io.input => {
+                if power::keyboard_write(value as u8).is_some() {
+                    println!(
+                        "VM '{}' asked for a reset (keyboard controller)",
+                        self.vm.name()
+                    );
+                    return Err(Stop::Reset);
+                }
+                None
             }
             STATUS_PORT if !io.input => return Err(Stop::Finished(value as u32)),
             port => {
