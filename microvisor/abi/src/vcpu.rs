@@ -96,10 +96,12 @@ pub mod dirty {
     pub const INTERRUPT_WINDOW: u64 = 1 << 35;
     /// [`super::VcpuState::cr8`].
     pub const CR8: u64 = 1 << 36;
+    /// [`super::VcpuState::tsc_aux`].
+    pub const TSC_AUX: u64 = 1 << 37;
     /// All segment registers.
     pub const SEGMENTS: u64 = CS | DS | ES | SS | FS | GS | TR | LDTR;
     /// Everything the state page holds.
-    pub const ALL: u64 = (1 << 37) - 1;
+    pub const ALL: u64 = (1 << 38) - 1;
 }
 
 /// Why the guest left, architecture-neutral.
@@ -383,6 +385,12 @@ pub struct VcpuState {
     /// CPU keeps a virtual TPR), so the core publishes it at every exit;
     /// written back with [`dirty::CR8`].
     pub cr8: u64,
+    /// The guest's `TSC_AUX` (what RDTSCP and RDPID read; 32 bits, the
+    /// rest ignored): the CPU does not switch it, so the core loads it
+    /// around each entry where the CPU has it (else it is ignored), and
+    /// keeps 0 there otherwise. Only the world switcher changes it (the
+    /// MSR always exits), with [`dirty::TSC_AUX`]; 0 after a reset.
+    pub tsc_aux: u64,
 }
 
 const _: () = assert!(offset_of!(VcpuState, exit_reason) == 0);
@@ -407,7 +415,8 @@ const _: () = assert!(offset_of!(VcpuState, entries) == 408);
 const _: () = assert!(offset_of!(VcpuState, last_writes) == 416);
 const _: () = assert!(offset_of!(VcpuState, interrupt_window) == 424);
 const _: () = assert!(offset_of!(VcpuState, cr8) == 432);
-const _: () = assert!(size_of::<VcpuState>() == 440);
+const _: () = assert!(offset_of!(VcpuState, tsc_aux) == 440);
+const _: () = assert!(size_of::<VcpuState>() == 448);
 const _: () = assert!(size_of::<VcpuState>() <= 4096);
 
 #[cfg(test)]
@@ -466,6 +475,7 @@ mod tests {
             dirty::INTERRUPT_SHADOW,
             dirty::INTERRUPT_WINDOW,
             dirty::CR8,
+            dirty::TSC_AUX,
         ];
         let mut seen = 0u64;
         for bit in bits {

@@ -25,7 +25,7 @@ use microvisor::address::{PAGE_SIZE, PhysicalAddress};
 use microvisor::npt::NestedTables;
 use microvisor::vmcb::{self, GuestRegisters, Unapplied, Vmcb};
 use microvisor_abi::spec::VmSpec;
-use microvisor_abi::vcpu::{ExitReason, VcpuState, intercept};
+use microvisor_abi::vcpu::{ExitReason, VcpuState, dirty, intercept};
 
 use crate::arch::cpu::FpuState;
 use crate::arch::memory::{Tables, direct};
@@ -61,6 +61,10 @@ pub struct Vm {
     /// The guest's x87/SSE registers while another VM's are in the CPU
     /// (see `crate::vcpu`).
     fpu: FpuState,
+    /// The guest's `TSC_AUX`, loaded around its entries (see
+    /// `Svm::load_tsc_aux`); taken from the state page with
+    /// `dirty::TSC_AUX`.
+    tsc_aux: u32,
 }
 
 /// Where a VM's memory, image copy and state page are, for mapping them
@@ -140,6 +144,7 @@ impl Vm {
         ready: false,
         ever_entered: false,
         fpu: FpuState::RESET,
+        tsc_aux: 0,
     };
 
     /// A declared VM run by component `switcher`, not yet created.
@@ -251,6 +256,7 @@ impl Vm {
         self.rewound = false;
         self.unapplied = Unapplied::NONE;
         self.fpu = FpuState::RESET;
+        self.tsc_aux = 0;
         let parts = self.parts();
         parts.vmcb.init(iopm, msrpm, nested, asid);
         // A fresh ASID holds no translations; a reused one may.
@@ -258,6 +264,7 @@ impl Vm {
         vmcb::read_out(parts.vmcb, parts.registers, parts.state);
         parts.state.entries = 0;
         parts.state.last_writes = 0;
+        parts.state.tsc_aux = 0;
     }
 
     /// Where the guest's x87/SSE registers are kept while it is not the
@@ -332,14 +339,23 @@ impl Vm {
         self.ever_entered = true;
         let mask = self.unapplied.with(mask);
         let vmcb_address = self.vmcb;
+        if mask & dirty::TSC_AUX != 0 {
+            // 32 bits: the world switcher refuses wider values.
+            self.tsc_aux = self.parts().state.tsc_aux as u32;
+        }
+        let tsc_aux = self.tsc_aux;
         let parts = self.parts();
         let (vmcb, state, registers) = (parts.vmcb, parts.state, parts.registers);
         let pending = parts.pending_event;
         vmcb::prepare_entry(vmcb, registers, state, mask, pending, svm.vmcb_clean);
+        let loaded = svm.load_tsc_aux(tsc_aux);
         // SAFETY: the VMCB was set up by `reset` for this VM (mandatory
         // intercepts, nested tables over its memory, the shared maps) and
         // the core runs with interrupts disabled.
         unsafe { backend::enter(svm, vmcb_address, registers) };
+        if loaded {
+            svm.clear_tsc_aux();
+        }
         let mut exit = vmcb::finish_exit(vmcb, svm.next_rip, pending);
         if let Some(found) = svm.restore_xcr0() {
             exit = vmcb::Exit::xcr0_changed(found);

@@ -1,14 +1,25 @@
 //! Reports what CPUID says about the hypervisor beneath: our signature with
 //! its feature leaf, another hypervisor's signature, or none. Under ours it
 //! also reports features whose visibility our CPUID policy fixes whatever
-//! the host (see `vm_platform::cpuid`). Passes in every case; the scenario
-//! decides which lines it expects.
+//! the host (see `vm_platform::cpuid`). Where CPUID shows RDTSCP it
+//! checks `TSC_AUX`, natively and under ours: 0 at start, a value written
+//! with WRMSR read back by RDTSCP and RDMSR, still there after giving the
+//! CPU to other VMs (under ours, the core loads each guest's own around its
+//! entries), and under ours a write of bit 32 refused with `#GP`
+//! (natively QEMU's TCG accepts it). Otherwise it passes
+//! in every case; the scenario decides which lines it expects.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
 
-use guest_runtime::arch::cpuid_count;
-use guest_runtime::{Hypervisor, cpuid, println};
+use guest_runtime::arch::{self, cpuid_count};
+use guest_runtime::{Hypervisor, cpuid, fail, println};
+
+const TSC_AUX: u32 = 0xc000_0103;
+/// Bytes of `wrmsr`.
+const MSR_INSTRUCTION_LENGTH: u8 = 2;
+/// Times the VM gives the CPU away between checks of its `TSC_AUX`.
+const YIELDS: u32 = 20;
 
 guest_runtime::entry!("cpuid", main);
 
@@ -32,8 +43,12 @@ fn main() -> u32 {
             printable(&signature)
         ),
     }
-    if matches!(hypervisor, Hypervisor::Microvisor { .. }) {
+    let ours = matches!(hypervisor, Hypervisor::Microvisor { .. });
+    if ours {
         report_policy();
+    }
+    if cpuid(0x8000_0001).edx & (1 << 27) != 0 {
+        tsc_aux(ours);
     }
     println!("TEST cpuid PASS");
     0
@@ -57,6 +72,55 @@ fn report_policy() {
         bit(extended1.edx, 27),
         bit(leaf7.ecx, 16),
         bit(leaf1.edx, 12),
+    );
+}
+
+/// `TSC_AUX` as RDTSCP and RDMSR see it (see the module documentation).
+/// Under ours the value is the VM's memory size in MiB with 0xa000, so
+/// that VMs of different sizes run with different values.
+fn tsc_aux(ours: bool) {
+    let (_, initial) = arch::rdtscp();
+    if initial != 0 {
+        fail(format_args!("TSC_AUX starts at {initial:#x}, not 0"));
+    }
+    let value = if ours {
+        0xa000 | (guest_runtime::hypervisor::identify().memory >> 20) as u32
+    } else {
+        0xa000
+    };
+    arch::write_tsc_aux(u64::from(value));
+    for round in 0..=YIELDS {
+        let (_, aux) = arch::rdtscp();
+        let read = arch::rdmsr(TSC_AUX);
+        if aux != value || read != u64::from(value) {
+            fail(format_args!(
+                "TSC_AUX {value:#x} read back as {aux:#x} (RDTSCP) and {read:#x} (RDMSR) after {round} yields"
+            ));
+        }
+        if ours {
+            guest_runtime::hypervisor::yield_now();
+        }
+    }
+    // The upper half is reserved (#GP on hardware and under KVM; QEMU's
+    // TCG takes the write and keeps the low half, so natively this is not
+    // asked).
+    let reserved = if ours {
+        let (_, fault) = guest_runtime::catch_fault(MSR_INSTRUCTION_LENGTH, || {
+            arch::write_tsc_aux(1 << 32);
+        });
+        if fault != Some(13) || arch::rdtscp().1 != value {
+            fail(format_args!(
+                "a write of TSC_AUX bit 32 gave {fault:?} and left {:#x}, expected #GP and {value:#x}",
+                arch::rdtscp().1
+            ));
+        }
+        "; bit 32 raises #GP"
+    } else {
+        ""
+    };
+    let yields = if ours { YIELDS } else { 0 };
+    println!(
+        "cpuid: TSC_AUX starts at 0; {value:#x} read back by RDTSCP and RDMSR across {yields} yields{reserved}"
     );
 }
 

@@ -69,6 +69,18 @@ pub fn rdtsc_ordered() -> u64 {
     (u64::from(high) << 32) | u64::from(low)
 }
 
+/// RDTSCP: the time-stamp counter and `TSC_AUX` (only where CPUID shows
+/// RDTSCP; elsewhere `#UD`).
+#[inline(always)]
+pub fn rdtscp() -> (u64, u32) {
+    let (low, high, aux): (u32, u32, u32);
+    // SAFETY: RDTSCP only reads the time-stamp counter and TSC_AUX.
+    unsafe {
+        asm!("rdtscp", out("eax") low, out("edx") high, out("ecx") aux, options(nomem, nostack));
+    }
+    ((u64::from(high) << 32) | u64::from(low), aux)
+}
+
 /// Reads a byte from an I/O port.
 ///
 /// # Safety
@@ -152,6 +164,14 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
             options(nostack),
         );
     }
+}
+
+/// Writes `TSC_AUX` (`0xC0000103`), which only RDTSCP and RDPID read, so
+/// any value is safe; `#GP` as for [`rdmsr`] (skip 2).
+#[inline(always)]
+pub fn write_tsc_aux(value: u64) {
+    // SAFETY: TSC_AUX feeds nothing but RDTSCP and RDPID.
+    unsafe { wrmsr(0xc000_0103, value) }
 }
 
 /// CR2: the address of the last page fault.

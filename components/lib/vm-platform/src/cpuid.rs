@@ -14,8 +14,6 @@
 //! - XSAVE and everything that needs XSAVE state (AVX, AVX2, FMA, F16C,
 //!   AVX-512, XOP, FMA4, VAES, AMX, MPX, leaf `0xD`): the core neither
 //!   switches XCR0 nor saves the extended state between guests.
-//! - RDTSCP and RDPID: they read `TSC_AUX` from the hardware, which the
-//!   core does not switch, so `TSC_AUX` is not an MSR of this guest either.
 //! - Features whose MSRs are not emulated: MCE/MCA, thermal and power
 //!   management (ACPI, TM, EIST, APERF/MPERF, HWP, CPPC, RAPL, P-states),
 //!   debug store, PDCM, TSC_ADJUST, speculation controls (IBRS, IBPB,
@@ -183,10 +181,12 @@ const LEAF7_ECX: u32 = bits(&[
     2,  // UMIP: the guest's CR4
     8,  // GFNI (its SSE forms)
     25, // CLDEMOTE
+    22, // RDPID: the core loads the guest's TSC_AUX around each entry
     27, // MOVDIRI
     28, // MOVDIR64B
 ]);
 const LEAF7_ECX_OSPKE: u32 = 1 << 4;
+const LEAF7_ECX_RDPID: u32 = 1 << 22;
 /// Leaf 7 subleaf 0 EDX, passed.
 const LEAF7_EDX: u32 = bits(&[
     4,  // FSRM
@@ -219,6 +219,7 @@ const EXTENDED1_EDX: u32 = bits(&[
     11, // SYSCALL: STAR/LSTAR/CSTAR/SFMASK are the guest's
     20, // NX
     26, // 1 GiB pages
+    27, // RDTSCP: the core loads the guest's TSC_AUX around each entry
     29, // long mode
 ]);
 /// Leaf `0x80000001` EDX bits only AMD defines: its mirror of leaf 1 (APIC
@@ -231,6 +232,7 @@ const EXTENDED1_EDX_AMD: u32 = EDX_COMMON
         31, // 3DNow!
     ]);
 const EXTENDED1_EDX_NX: u32 = 1 << 20;
+const EXTENDED1_EDX_RDTSCP: u32 = 1 << 27;
 const EXTENDED1_EDX_FFXSR: u32 = 1 << 25;
 
 /// Leaf `0x80000007` EDX bit 8: the TSC is invariant.
@@ -288,6 +290,8 @@ pub struct Policy {
     no_execute: bool,
     fast_fxsave: bool,
     topology_extensions: bool,
+    /// RDTSCP or RDPID is shown, and with them `TSC_AUX`.
+    tsc_aux: bool,
 }
 
 impl Policy {
@@ -311,10 +315,11 @@ impl Policy {
             _ => Vendor::Other,
         };
         let max_basic = max_basic.min(MAX_BASIC);
-        let max_leaf7 = if max_basic >= 7 {
-            host(7, 0)[0].min(1)
+        let (max_leaf7, rdpid) = if max_basic >= 7 {
+            let [eax, _, ecx, _] = host(7, 0);
+            (eax.min(1), ecx & LEAF7_ECX_RDPID != 0)
         } else {
-            0
+            (0, false)
         };
         let max_extended = host(EXTENDED_BASE, 0)[0].clamp(EXTENDED_BASE, MAX_EXTENDED);
         let [_, _, ecx, edx] = if max_extended >= 0x8000_0001 {
@@ -340,7 +345,13 @@ impl Policy {
             no_execute: edx & EXTENDED1_EDX_NX != 0,
             fast_fxsave: vendor == Vendor::Amd && edx & EXTENDED1_EDX_FFXSR != 0,
             topology_extensions: ecx & EXTENDED1_ECX_TOPOLOGY != 0,
+            tsc_aux: rdpid || edx & EXTENDED1_EDX_RDTSCP != 0,
         }
+    }
+
+    /// Whether `TSC_AUX` exists for the guest (RDTSCP or RDPID is shown).
+    pub fn tsc_aux(&self) -> bool {
+        self.tsc_aux
     }
 
     /// The platform features, x2APIC and TSC-deadline cleared without an
@@ -649,8 +660,8 @@ mod tests {
                 [0x8000_000a, 0x6874_7541, 0x444d_4163, 0x6974_6e65],
             ),
             // ECX drops SVM (2) and AltMovCr8 (4); EDX drops MCE, APIC,
-            // MCA, RDTSCP (27).
-            (0x8000_0001, 0, [0x0006_0fb1, 0, 0x61, 0xe5d3_b97d]),
+            // MCA; keeps RDTSCP (27).
+            (0x8000_0001, 0, [0x0006_0fb1, 0, 0x61, 0xedd3_b97d]),
             (
                 0x8000_0002,
                 0,
@@ -747,12 +758,12 @@ mod tests {
 
         // EBX: FSGSBASE 0, BMI1 3, FDP 6, SMEP 7, BMI2 8, ERMS 9, INVPCID
         // 10, FCS/FDS 13, RDSEED 18, ADX 19, SMAP 20, CLFLUSHOPT 23, CLWB
-        // 24, SHA 29. ECX: PREFETCHWT1 0, UMIP 2, GFNI 8, CLDEMOTE 25,
-        // MOVDIRI 27, MOVDIR64B 28. EDX: FSRM 4, MD_CLEAR 10, SERIALIZE
-        // 14.
+        // 24, SHA 29. ECX: PREFETCHWT1 0, UMIP 2, GFNI 8, RDPID 22,
+        // CLDEMOTE 25, MOVDIRI 27, MOVDIR64B 28. EDX: FSRM 4, MD_CLEAR 10,
+        // SERIALIZE 14.
         let ebx = 1 | 1 << 3 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 13;
         let ebx = ebx | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 23 | 1 << 24 | 1 << 29;
-        let ecx = 1 | 1 << 2 | 1 << 8 | 1 << 25 | 1 << 27 | 1 << 28;
+        let ecx = 1 | 1 << 2 | 1 << 8 | 1 << 22 | 1 << 25 | 1 << 27 | 1 << 28;
         let edx = 1 << 4 | 1 << 10 | 1 << 14;
         assert_eq!(policy.emulate(7, 0, ALL, 0), [1, ebx, ecx, edx]);
         assert_eq!(policy.emulate(7, 1, ALL, 0), [0x1c00, 0, 0, 0]);
@@ -762,10 +773,10 @@ mod tests {
         // TBM 21, TopoExt 22. EDX: FPU 0, VME 1, DE 2, PSE 3, TSC 4, MSR 5,
         // PAE 6, CX8 8, SYSCALL 11, MTRR 12, PGE 13, CMOV 15, PAT 16,
         // PSE36 17, NX 20, MmxExt 22, MMX 23, FXSR 24, FFXSR 25, 1G pages
-        // 26, LM 29, 3DNowExt 30, 3DNow 31 (no RDTSCP 27).
+        // 26, RDTSCP 27, LM 29, 3DNowExt 30, 3DNow 31.
         let ecx = 1 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 21 | 1 << 22;
         let edx = 0x7f | 1 << 8 | 1 << 11 | 1 << 12 | 1 << 13 | 1 << 15 | 1 << 16 | 1 << 17;
-        let edx = edx | 1 << 20 | 1 << 22 | 1 << 23 | 1 << 24 | 1 << 25 | 1 << 26;
+        let edx = edx | 1 << 20 | 1 << 22 | 1 << 23 | 1 << 24 | 1 << 25 | 1 << 26 | 1 << 27;
         let edx = edx | 1 << 29 | 1 << 30 | 1 << 31;
         assert_eq!(policy.emulate(0x8000_0001, 0, ALL, 0), [!0, !0, ecx, edx]);
         // TscInvariant only.
@@ -893,8 +904,8 @@ mod tests {
     fn vendor_specific_bits_follow_the_vendor() {
         let intel = policy_on(FULL, INTEL, 0x8000_0008, ALL);
         assert_eq!(intel.vendor(), Vendor::Intel);
-        // Intel's 0x80000001 EDX has SYSCALL, NX, 1G pages, LM only.
-        let edx = 1 << 11 | 1 << 20 | 1 << 26 | 1 << 29;
+        // Intel's 0x80000001 EDX has SYSCALL, NX, 1G pages, RDTSCP, LM only.
+        let edx = 1 << 11 | 1 << 20 | 1 << 26 | 1 << 27 | 1 << 29;
         assert_eq!(intel.emulate(0x8000_0001, 0, ALL, 0)[3], edx);
         assert_eq!(intel.emulate(0x8000_0008, 0, ALL, 0)[1] & 1 << 20, 0);
         assert!(!intel.fast_fxsave());
@@ -1020,16 +1031,15 @@ mod tests {
             let [_, ebx, ecx, edx] = policy.emulate(7, 0, native, cr4);
             // SGX 2, HLE 4, AVX2 5, RTM 11, MPX 14, AVX512F 16, PT 25.
             prop_assert_eq!(ebx & (1 << 2 | 1 << 4 | 1 << 5 | 1 << 11 | 1 << 14 | 1 << 16 | 1 << 25), 0);
-            // PKU 3, WAITPKG 5, LA57 16, RDPID 22, SGX_LC 30, PKS 31.
-            prop_assert_eq!(ecx & (1 << 3 | 1 << 5 | 1 << 16 | 1 << 22 | 1 << 30 | 1 << 31), 0);
+            // PKU 3, WAITPKG 5, LA57 16, SGX_LC 30, PKS 31.
+            prop_assert_eq!(ecx & (1 << 3 | 1 << 5 | 1 << 16 | 1 << 30 | 1 << 31), 0);
             // HYBRID 15, PCONFIG 18, IBRS/IBPB 26, STIBP 27, ARCH_CAP 29, SSBD 31.
             prop_assert_eq!(edx & (1 << 15 | 1 << 18 | 1 << 26 | 1 << 27 | 1 << 29 | 1 << 31), 0);
-            let [_, _, ecx, edx] = policy.emulate(0x8000_0001, 0, native, cr4);
+            let [_, _, ecx, _] = policy.emulate(0x8000_0001, 0, native, cr4);
             // SVM 2, OSVW 9, IBS 10, XOP 11, NodeId 19, PerfCtrExtCore 23,
-            // PerfCtrExtNB 24, PerfCtrExtLLC 28, MONITORX 29; RDTSCP 27.
+            // PerfCtrExtNB 24, PerfCtrExtLLC 28, MONITORX 29.
             prop_assert_eq!(ecx & (1 << 2 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 19), 0);
             prop_assert_eq!(ecx & (1 << 23 | 1 << 24 | 1 << 28 | 1 << 29), 0);
-            prop_assert_eq!(edx & 1 << 27, 0);
             // IBPB 12, IBRS 14, STIBP 15, AMD_SSBD 24, VIRT_SSBD 25.
             let [_, ebx, _, _] = policy.emulate(0x8000_0008, 0, native, cr4);
             prop_assert_eq!(ebx & (1 << 12 | 1 << 14 | 1 << 15 | 1 << 24 | 1 << 25), 0);

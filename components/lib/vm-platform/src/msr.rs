@@ -48,8 +48,12 @@
 //!   to [`crate::pvclock`], which writes guest memory: answered
 //!   [`Unhandled::Clock`] when the platform has it.
 //!
-//! Not here, so `#GP`: `TSC_AUX` (CPUID hides RDTSCP and RDPID: the core
-//! does not switch the hardware register they read), `SPEC_CTRL` and
+//! - `TSC_AUX` (where CPUID shows RDTSCP or RDPID) lives in the vCPU state:
+//!   the core loads it into the CPU around each entry, since RDTSCP and
+//!   RDPID read it there without an exit. It has 32 bits; a write that
+//!   sets any of the upper ones raises `#GP`.
+//!
+//! Not here, so `#GP`: `SPEC_CTRL` and
 //! `PRED_CMD` (hidden), `PKRS` (PKS hidden), machine-check, thermal,
 //! power, debug-store, OSVW and the SVM MSRs; Linux probes the AMD ones it
 //! uses at start-up without CPUID (`DE_CFG`, `CPUID_FN_1`, `0xC0011005`)
@@ -61,6 +65,7 @@ use microvisor_abi::vcpu::{VcpuState, dirty};
 use crate::cpuid::{PlatformFeatures, Policy, Vendor};
 
 pub const TSC: u32 = 0x10;
+pub const TSC_AUX: u32 = 0xc000_0103;
 pub const APIC_BASE: u32 = 0x1b;
 /// AMD `PATCH_LEVEL`, Intel `BIOS_SIGN_ID`.
 pub const PATCH_LEVEL: u32 = 0x8b;
@@ -152,6 +157,7 @@ impl From<GeneralProtection> for Unhandled {
 enum Register {
     Efer,
     Tsc,
+    TscAux,
     Pat,
     MtrrDefault,
     /// Index into the bases and masks, alternating.
@@ -171,6 +177,8 @@ enum Register {
 pub struct Msrs {
     vendor: Vendor,
     platform: PlatformFeatures,
+    /// `TSC_AUX` exists.
+    tsc_aux: bool,
     /// EFER bits the guest may set.
     efer_writable: u64,
     /// Physical-address bits 12 and up that exist.
@@ -219,6 +227,7 @@ impl Msrs {
         Self {
             vendor: policy.vendor(),
             platform: policy.platform(),
+            tsc_aux: policy.tsc_aux(),
             efer_writable,
             address_mask: ((1u64 << bits) - 1) & !0xfff,
             pat: 0x0007_0406_0007_0406,
@@ -241,6 +250,7 @@ impl Msrs {
         Some(match msr {
             EFER => Register::Efer,
             TSC => Register::Tsc,
+            TSC_AUX if self.tsc_aux => Register::TscAux,
             PAT => Register::Pat,
             MTRR_DEFAULT_TYPE => Register::MtrrDefault,
             MTRR_VARIABLE..=0x2ff if msr <= variable_last => {
@@ -275,6 +285,7 @@ impl Msrs {
         Ok(match register {
             Register::Efer => state.efer,
             Register::Tsc => tsc,
+            Register::TscAux => state.tsc_aux & 0xffff_ffff,
             Register::Pat => self.pat,
             Register::MtrrDefault => self.mtrr_default,
             Register::MtrrVariable(i) => self.mtrr_variable[i],
@@ -304,6 +315,10 @@ impl Msrs {
                 return Ok(dirty::EFER);
             }
             Register::Tsc => {}
+            Register::TscAux if value >> 32 == 0 => {
+                state.tsc_aux = value;
+                return Ok(dirty::TSC_AUX);
+            }
             Register::Pat if valid_pat(value) => self.pat = value,
             Register::MtrrDefault
                 if value & !MTRR_DEFAULT_WRITABLE == 0 && valid_mtrr_type(value & 0xff) =>
@@ -407,13 +422,35 @@ mod tests {
     }
 
     #[test]
+    fn tsc_aux_exists_with_rdtscp_and_holds_32_bits() {
+        let policy = host_policy(PlatformFeatures::default(), *b"AuthenticAMD", 1 << 27);
+        assert!(policy.tsc_aux());
+        let mut msrs = Msrs::new(&policy);
+        let mut state = VcpuState::new_zeroed();
+        assert_eq!(msrs.read(TSC_AUX, &state, 0), Ok(0));
+        assert_eq!(
+            msrs.write(TSC_AUX, 0xdead_beef, &mut state),
+            Ok(dirty::TSC_AUX)
+        );
+        assert_eq!(state.tsc_aux, 0xdead_beef);
+        assert_eq!(msrs.read(TSC_AUX, &state, 0), Ok(0xdead_beef));
+        assert_eq!(msrs.write(TSC_AUX, 1 << 32, &mut state), GP);
+        assert_eq!(
+            state.tsc_aux, 0xdead_beef,
+            "a refused write changes nothing"
+        );
+        // Without RDTSCP and RDPID the MSR does not exist.
+        assert_eq!(amd().read(TSC_AUX, &state, 0), GP);
+    }
+
+    #[test]
     fn absent_msrs_raise_gp() {
         let mut msrs = amd();
         let mut state = VcpuState::new_zeroed();
         let absent = [
             0xc001_1234, // nothing
             0xc001_0117, // VM_HSAVE_PA
-            0xc000_0103, // TSC_AUX: RDTSCP and RDPID hidden
+            0xc000_0103, // TSC_AUX: this host has neither RDTSCP nor RDPID
             0x48,        // SPEC_CTRL
             0x49,        // PRED_CMD
             0x6e1,       // PKRS: PKS hidden

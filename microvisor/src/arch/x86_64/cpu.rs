@@ -59,6 +59,7 @@ pub mod msr {
     pub const FMASK: u32 = 0xc000_0084;
     pub const GS_BASE: u32 = 0xc000_0101;
     pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+    pub const TSC_AUX: u32 = 0xc000_0103;
 }
 
 /// EFER bits.

@@ -49,6 +49,8 @@ pub struct Svm {
     /// XCR0 as the core keeps it, on a CPU with XSAVE (CR4.OSXSAVE is
     /// then set so the core can read XCR0): see [`Svm::restore_xcr0`].
     pub xcr0: Option<u64>,
+    /// The CPU has `TSC_AUX` (RDTSCP or RDPID): see [`Svm::load_tsc_aux`].
+    pub tsc_aux: bool,
 }
 
 /// Why guests cannot run on this machine.
@@ -129,6 +131,13 @@ impl Svm {
         } else {
             None
         };
+        let tsc_aux = cpu::cpuid(0x8000_0001, 0)[3] & (1 << 27) != 0
+            || (cpu::cpuid(0, 0)[0] >= 7 && cpu::cpuid(7, 0)[2] & (1 << 22) != 0);
+        if tsc_aux {
+            // SAFETY: the CPU has the MSR (RDTSCP or RDPID); the core
+            // never reads it, and 0 is the value it keeps there.
+            unsafe { cpu::write_msr(msr::TSC_AUX, 0) };
+        }
         Ok(Self {
             iopm,
             msrpm,
@@ -139,7 +148,31 @@ impl Svm {
             vmcb_clean: features & (1 << 5) != 0,
             flush_by_asid: features & (1 << 6) != 0,
             xcr0,
+            tsc_aux,
         })
+    }
+
+    /// Puts a guest's `TSC_AUX` in the CPU for its entry (VMRUN does not
+    /// switch it); `true` when [`Svm::clear_tsc_aux`] must follow the
+    /// exit. A value of 0, or a CPU without the MSR, costs nothing.
+    #[inline(always)]
+    pub fn load_tsc_aux(&self, value: u32) -> bool {
+        if !self.tsc_aux || value == 0 {
+            return false;
+        }
+        // SAFETY: the CPU has the MSR; nothing in the core reads it, and
+        // `clear_tsc_aux` puts 0 back before anything else runs.
+        unsafe { cpu::write_msr(msr::TSC_AUX, u64::from(value)) };
+        true
+    }
+
+    /// After an exit: `TSC_AUX` back to the core's 0, so no component or
+    /// other guest reads this guest's value.
+    #[inline(always)]
+    pub fn clear_tsc_aux(&self) {
+        // SAFETY: called only after `load_tsc_aux` wrote the MSR, which
+        // the CPU therefore has.
+        unsafe { cpu::write_msr(msr::TSC_AUX, 0) };
     }
 
     /// After a guest ran: `None` when XCR0 is as the core keeps it, else
