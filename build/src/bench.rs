@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
-use crate::emulator::Emulator;
+use crate::emulator::{ConsoleFeed, Emulator};
 use crate::run::{BootOptions, boot_system, programs_of};
 use crate::scenario::{self, judge};
 use crate::workspace::Workspace;
@@ -152,6 +152,7 @@ pub fn command() -> Result<ExitCode> {
             icount: true,
             gdb: false,
             command_line: String::new(),
+            input: ConsoleFeed::Nothing,
         };
         let stem = format!("bench-{}", benchmark.name);
         let outcome = boot_system(&workspace, &artifacts, system, &stem, options, &mut |_| {})

@@ -57,6 +57,32 @@ pub struct BootRequest {
     pub gdb: bool,
     /// The core's boot command line (e.g. `selftest=core-fault`).
     pub command_line: String,
+    /// What the system console receives (QEMU's serial input).
+    pub input: ConsoleFeed,
+}
+
+/// What goes to the system console's input (QEMU only: its stdin is the
+/// serial port's input).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ConsoleFeed {
+    /// Nothing: stdin is closed.
+    #[default]
+    Nothing,
+    /// This tool's own stdin (`run --interactive`).
+    Terminal,
+    /// Each text once a console line containing its `after` was seen,
+    /// in order (scenario key `input`).
+    Script(Vec<Send>),
+}
+
+/// One [`ConsoleFeed::Script`] step.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Send {
+    /// Text of the console line to wait for (after the previous step's).
+    pub after: String,
+    /// What to type then (`\n` ends a line).
+    pub send: String,
 }
 
 /// How a run ended.

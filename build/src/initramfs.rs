@@ -185,7 +185,10 @@ pub fn tsc_program() -> Vec<u8> {
 }
 
 /// The `/init` of the busybox initramfs: mounts the kernel's file
-/// systems, prints what the boot test checks, and powers off.
+/// systems, prints what the boot test checks, and powers off. Two kernel
+/// command-line words (which Linux hands to init as environment
+/// variables) add to that: `guest_reboot=once` sets the RTC and reboots
+/// once, `guest_shell=1` opens a shell on the console before powering off.
 pub const BUSYBOX_INIT: &str = r#"#!/bin/sh
 tsc=$(/bin/tsc)
 echo "guest: userspace reached at TSC $tsc"
@@ -217,6 +220,12 @@ after=$(counts)
 cat /proc/interrupts
 awk -v a="$start" -v b="$end" 'BEGIN { d = b - a; r = (d >= 3.98 && d <= 4.25) ? "PASS" : "FAIL"; print "guest: sleep 4 took " d " s: " r }'
 awk -v a="$before" -v b="$after" 'BEGIN { split(a, x, " "); split(b, y, " "); r = (y[1] > x[1] && y[2] > x[2]) ? "PASS" : "FAIL"; print "guest: interrupts rising (serial " x[1] " -> " y[1] ", timer " x[2] " -> " y[2] "): " r }'
+# guest_shell=1 on the kernel command line: a shell on the console (the
+# VM must read the system console: console_input = true); exit powers off.
+if [ "$guest_shell" = 1 ]; then
+    echo "guest: a shell on the console; type exit to power off"
+    sh
+fi
 echo "guest: powering off"
 poweroff -f
 "#;

@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 use crate::console::{LineSplitter, Verdict};
 use crate::emulator::{
-    BootRequest, Ending, HALT_GRACE, Outcome, Watched, describe_status, supervise,
+    BootRequest, ConsoleFeed, Ending, HALT_GRACE, Outcome, Watched, describe_status, supervise,
 };
 use crate::tools;
 
@@ -78,7 +78,12 @@ pub fn run(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome>
             request.core.display()
         );
     }
-    let (watched, stderr) = watch(command(&qemu, request), request.timeout, sink)?;
+    let (watched, stderr) = watch(
+        command(&qemu, request),
+        request.timeout,
+        &request.input,
+        sink,
+    )?;
     let ending = ending(&watched, request.timeout, &stderr);
     Ok(Outcome {
         ending,
@@ -88,17 +93,24 @@ pub fn run(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome>
     })
 }
 
-/// Starts QEMU with `command` (stdin closed, stdout and stderr piped) and
+/// Starts QEMU with `command` (stdin as `input` says: closed, this tool's,
+/// or a pipe the script is typed into; stdout and stderr piped) and
 /// watches its console until it ends; returns what was seen and its
 /// stderr.
 fn watch(
     mut command: Command,
     timeout: Option<Duration>,
+    input: &ConsoleFeed,
     sink: &mut dyn FnMut(&str),
 ) -> Result<(Watched, String)> {
     let program = PathBuf::from(command.get_program());
+    let stdin = match input {
+        ConsoleFeed::Nothing => Stdio::null(),
+        ConsoleFeed::Terminal => Stdio::inherit(),
+        ConsoleFeed::Script(_) => Stdio::piped(),
+    };
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -125,9 +137,49 @@ fn watch(
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let watched = supervise(&mut child, &receiver, timeout, &|| {}, sink)?;
+    let mut typist = Typist::new(input, child.stdin.take());
+    let watched = supervise(&mut child, &receiver, timeout, &|| {}, &mut |line| {
+        typist.saw(line);
+        sink(line);
+    })?;
     let stderr = errors.join().unwrap_or_default();
     Ok((watched, stderr))
+}
+
+/// Types a [`ConsoleFeed::Script`] into QEMU's stdin as its lines appear.
+struct Typist<'a> {
+    steps: &'a [crate::emulator::Send],
+    next: usize,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl<'a> Typist<'a> {
+    fn new(input: &'a ConsoleFeed, stdin: Option<std::process::ChildStdin>) -> Self {
+        let steps = match input {
+            ConsoleFeed::Script(steps) => &steps[..],
+            _ => &[],
+        };
+        Self {
+            steps,
+            next: 0,
+            stdin,
+        }
+    }
+
+    /// A console line arrived: sends the next step's text if the line is
+    /// what it waits for (a write error means QEMU is gone; the run's end
+    /// says why).
+    fn saw(&mut self, line: &str) {
+        use std::io::Write;
+        let (Some(step), Some(stdin)) = (self.steps.get(self.next), self.stdin.as_mut()) else {
+            return;
+        };
+        if line.contains(&step.after) {
+            let _ = stdin.write_all(step.send.as_bytes());
+            let _ = stdin.flush();
+            self.next += 1;
+        }
+    }
 }
 
 /// What QEMU wrote to stderr, as a suffix for an error message (empty when
@@ -309,7 +361,12 @@ pub fn run_guest(request: &GuestRequest, sink: &mut dyn FnMut(&str)) -> Result<O
         std::fs::write(&disk, boot_disk())
             .with_context(|| format!("could not write {}", disk.display()))?;
     }
-    let (watched, stderr) = watch(guest_command(&qemu, request, &disk), request.timeout, sink)?;
+    let (watched, stderr) = watch(
+        guest_command(&qemu, request, &disk),
+        request.timeout,
+        &ConsoleFeed::Nothing,
+        sink,
+    )?;
     let ending = guest_ending(&watched, request.timeout, &stderr);
     Ok(Outcome {
         ending,
@@ -350,6 +407,35 @@ pub fn guest_ending(watched: &Watched, timeout: Option<Duration>, stderr: &str) 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_typist_sends_each_step_after_its_line_in_order() {
+        use crate::emulator::Send;
+        let mut child = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let feed = ConsoleFeed::Script(vec![
+            Send {
+                after: "prompt".into(),
+                send: "one\n".into(),
+            },
+            Send {
+                after: "prompt".into(),
+                send: "two\n".into(),
+            },
+        ]);
+        let mut typist = Typist::new(&feed, child.stdin.take());
+        typist.saw("booting");
+        typist.saw("a prompt");
+        typist.saw("nothing");
+        typist.saw("prompt again");
+        typist.saw("prompt, but the script is done");
+        drop(typist);
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.stdout, b"one\ntwo\n");
+    }
+
     use std::os::unix::process::ExitStatusExt;
     use std::path::PathBuf;
     use std::process::ExitStatus;
@@ -527,6 +613,7 @@ mod tests {
             icount: true,
             gdb: true,
             command_line: "selftest=core-fault".to_string(),
+            input: ConsoleFeed::Nothing,
         };
         let command = command(Path::new("qemu-system-x86_64"), &request);
         let arguments: Vec<_> = command

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::console::Verdict;
-use crate::emulator::{BootRequest, Emulator, Ending, Outcome, boot};
+use crate::emulator::{BootRequest, ConsoleFeed, Emulator, Ending, Outcome, boot};
 use crate::pack::pack;
 use crate::system::{self, ImageProgram, System};
 use crate::workspace::{Artifacts, Workspace};
@@ -49,6 +49,11 @@ pub struct RunArguments {
     /// separated by single spaces.
     #[arg(long = "cmdline")]
     pub command_line: Option<String>,
+    /// Type into the system console: this terminal's input goes to the VM
+    /// that reads it (`console_input = true`), and there is no time limit
+    /// unless --timeout is given. QEMU only.
+    #[arg(long, conflicts_with_all = ["bochs", "gdb"])]
+    pub interactive: bool,
 }
 
 /// The time limit when none is given: far above the measured times (QEMU
@@ -88,10 +93,10 @@ pub fn command(arguments: RunArguments) -> Result<ExitCode> {
     } else {
         Emulator::Qemu
     };
-    let timeout = match (arguments.gdb, arguments.timeout) {
+    let timeout = match (arguments.gdb || arguments.interactive, arguments.timeout) {
+        (_, Some(seconds)) if !arguments.gdb => Some(Duration::from_secs(seconds)),
         (true, _) => None,
-        (false, Some(seconds)) => Some(Duration::from_secs(seconds)),
-        (false, None) => Some(default_timeout(emulator)),
+        (false, _) => Some(default_timeout(emulator)),
     };
     crate::setup::emulators(&[emulator])?;
     let needed = programs_of(&system.programs);
@@ -118,6 +123,11 @@ pub fn command(arguments: RunArguments) -> Result<ExitCode> {
             icount: arguments.icount,
             gdb: arguments.gdb,
             command_line: arguments.command_line.clone().unwrap_or_default(),
+            input: if arguments.interactive {
+                ConsoleFeed::Terminal
+            } else {
+                ConsoleFeed::Nothing
+            },
         },
         &mut |line| println!("{line}"),
     )?;
@@ -154,6 +164,8 @@ pub struct BootOptions {
     pub gdb: bool,
     /// The core's boot command line.
     pub command_line: String,
+    /// What the system console receives.
+    pub input: ConsoleFeed,
 }
 
 /// Packs `system` as `images/<stem>.img` and boots it, with the
@@ -185,6 +197,7 @@ pub fn boot_system(
         icount: options.icount,
         gdb: options.gdb,
         command_line: options.command_line,
+        input: options.input,
     };
     boot(&request, sink)
 }

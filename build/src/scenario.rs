@@ -23,6 +23,10 @@
 //!                          # two lines ends with the guest's time in
 //!                          # seconds, and the host's interval must match
 //!                          # the guest's (needs a run without -icount)
+//! input = [{ after = "...", send = "...\n" }]
+//!                          # typed into the system console (QEMU's serial
+//!                          # input) once a line with `after` is seen, in
+//!                          # order; a VM reads it with console_input = true
 //! [[component]]            # as in system files (see crate::system)
 //! ```
 //!
@@ -51,7 +55,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::console::{VerdictKind, first_forbidden, first_unmet};
-use crate::emulator::{Emulator, Ending, Outcome};
+use crate::emulator::{ConsoleFeed, Emulator, Ending, Outcome, Send};
 use crate::qemu::{GuestEntry, GuestRequest, run_guest};
 use crate::run::{BootOptions, boot_system};
 use crate::system::{Source, System, file_stem};
@@ -62,7 +66,7 @@ pub const TIMEOUT_MAX: u64 = 3600;
 
 /// The top-level keys of a scenario file that are not its system's: capdl
 /// skips them when it reads the file's `[[component]]` list.
-pub const HOST_KEYS: [&str; 13] = [
+pub const HOST_KEYS: [&str; 14] = [
     "description",
     "boot",
     "timeout",
@@ -76,6 +80,7 @@ pub const HOST_KEYS: [&str; 13] = [
     "expect_anywhere",
     "forbid",
     "host_time",
+    "input",
 ];
 
 #[derive(Deserialize)]
@@ -106,6 +111,8 @@ struct ScenarioFile {
     forbid: Vec<String>,
     #[serde(default)]
     host_time: Vec<HostTime>,
+    /// What is typed into the console, and when.
+    input: Option<Spanned<Vec<Send>>>,
     /// The `[[component]]` list, read and checked by capdl.
     component: Option<Spanned<toml::Value>>,
 }
@@ -154,6 +161,8 @@ pub struct Scenario {
     pub expect_anywhere: Vec<String>,
     pub forbid: Vec<String>,
     pub host_time: Vec<HostTime>,
+    /// What the console receives.
+    pub input: ConsoleFeed,
     pub boots: Boots,
 }
 
@@ -229,6 +238,23 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
             )
             .into());
     }
+    let input = match &file.input {
+        Some(steps) if file.guest.is_some() || file.boot != Emulator::Qemu => {
+            return Err(source
+                .error_at(
+                    steps.span(),
+                    "input goes to the core's console: it needs a system booted in QEMU",
+                )
+                .into());
+        }
+        Some(steps) if steps.get_ref().is_empty() => {
+            return Err(source
+                .error_at(steps.span(), "input lists no steps; leave it out instead")
+                .into());
+        }
+        Some(steps) => ConsoleFeed::Script(steps.get_ref().clone()),
+        None => ConsoleFeed::Nothing,
+    };
     if let (None, Some(entry)) = (&file.guest, &file.guest_entry) {
         return Err(source
             .error_at(
@@ -286,6 +312,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
             expect_anywhere: file.expect_anywhere,
             forbid: file.forbid,
             host_time: file.host_time,
+            input,
             boots: Boots::Guest(NativeGuest {
                 image: name.clone(),
                 entry: file
@@ -347,6 +374,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
         expect_anywhere: file.expect_anywhere,
         forbid: file.forbid,
         host_time: file.host_time,
+        input,
         boots: Boots::System(system),
     })
 }
@@ -368,6 +396,7 @@ pub fn boot(
                 icount: scenario.icount,
                 gdb: false,
                 command_line: scenario.command_line.clone(),
+                input: scenario.input.clone(),
             };
             return boot_system(workspace, artifacts, system, &stem, options, sink);
         }
@@ -796,6 +825,39 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
                 .contains("-icount detaches the guest's"),
             "host_time with icount is refused"
         );
+    }
+
+    #[test]
+    fn input_is_a_script_for_systems_in_qemu() {
+        let with = |input: &str| {
+            SAMPLE.replace(
+                "forbid = [\"panic\"]",
+                &format!("forbid = [\"panic\"]\ninput = {input}"),
+            )
+        };
+        let scenario = parse_text(&with("[{ after = \"login\", send = \"root\\n\" }]")).unwrap();
+        assert_eq!(
+            scenario.input,
+            ConsoleFeed::Script(vec![Send {
+                after: "login".into(),
+                send: "root\n".into()
+            }])
+        );
+        assert_eq!(parse_text(SAMPLE).unwrap().input, ConsoleFeed::Nothing);
+        let empty = parse_text(&with("[]")).unwrap_err().to_string();
+        assert!(empty.contains("input lists no steps"), "{empty}");
+        let bochs = parse_text(&format!(
+            "boot = \"bochs\"\n{}",
+            with("[{ after = \"a\", send = \"b\" }]")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bochs.contains("it needs a system booted in QEMU"),
+            "{bochs}"
+        );
+        let unknown = parse_text(&with("[{ after = \"a\", type = \"b\" }]"));
+        assert!(unknown.is_err(), "unknown step fields are refused");
     }
 
     #[test]

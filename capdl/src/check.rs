@@ -19,7 +19,7 @@ use microvisor_abi::spec::{
     CapabilityKind, MAX_CAPABILITIES, MAX_CAPABILITIES_PER_COMPONENT, MAX_COMPONENTS, MAX_GRANTS,
     MAX_GUEST_MEMORY, MAX_QUEUES, MAX_VMS, queue_pages,
 };
-use microvisor_abi::syscall::MAX_PERIOD_US;
+use microvisor_abi::syscall::{CONSOLE_LINE, MAX_PERIOD_US};
 use microvisor_abi::vcpu::EntryMode;
 use toml::Spanned;
 
@@ -720,6 +720,16 @@ impl Checker<'_> {
                 continue;
             }
             let value = value as u32;
+            if value == CONSOLE_LINE {
+                self.error(
+                    &entry.at(line),
+                    format!(
+                        "{context}: interrupt line {CONSOLE_LINE} is the system console's (COM1), which the core owns"
+                    ),
+                )
+                .help = Some("a VM reads the console with `console_input = true`".into());
+                continue;
+            }
             if component.interrupts.contains(&value) {
                 self.error(
                     &entry.at(line),
@@ -1329,7 +1339,41 @@ impl Checker<'_> {
                 poke.push(index);
             }
 
+            let console_input = raw
+                .console_input
+                .as_ref()
+                .is_some_and(|value| *value.get_ref());
+            if console_input {
+                if let Some(other) = vms.iter().find(|vm| vm.console_input) {
+                    good = false;
+                    let spot = entry.at(raw.console_input.as_ref().expect("set"));
+                    self.error(
+                        &spot,
+                        format!(
+                            "{context}: console_input: the console's input already goes to VM '{}'",
+                            other.name
+                        ),
+                    )
+                    .help = Some("one VM reads the system console".into());
+                } else if let Some(switcher) = switcher
+                    && components[switcher].interrupts.contains(&CONSOLE_LINE)
+                {
+                    good = false;
+                    let spot = entry.at(raw.console_input.as_ref().expect("set"));
+                    self.error(
+                        &spot,
+                        format!(
+                            "{context}: console_input: its switcher '{}' already lists interrupt line {CONSOLE_LINE}",
+                            components[switcher].name
+                        ),
+                    );
+                }
+            }
+
             if let (true, Some(switcher)) = (good, switcher) {
+                if console_input {
+                    components[switcher].interrupts.push(CONSOLE_LINE);
+                }
                 vms.push(Vm {
                     name: name.clone(),
                     switcher,
@@ -1338,6 +1382,7 @@ impl Checker<'_> {
                     entry: entry_mode,
                     poke,
                     kernel,
+                    console_input,
                 });
             }
         }

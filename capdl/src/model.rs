@@ -130,6 +130,10 @@ pub struct Vm {
     /// line, which the build tool packs as a guest bundle under
     /// [`Vm::image_entry`] (then [`Vm::image`] is the VM's name).
     pub kernel: Option<KernelGuest>,
+    /// The system console's input goes to this VM: its switcher is granted
+    /// the console's interrupt line
+    /// ([`microvisor_abi::syscall::CONSOLE_LINE`]). At most one VM.
+    pub console_input: bool,
 }
 
 /// An unmodified guest: a kernel, an optional initial RAM disk and a

@@ -287,6 +287,8 @@ pub struct RawVm {
     pub period: Option<Spanned<Duration>>,
     /// Components that may poke the vCPU.
     pub poke: Option<Vec<Spanned<String>>>,
+    /// The system console's input goes to this VM (its world switcher).
+    pub console_input: Option<Spanned<bool>>,
 }
 
 /// A named table from one file. `value` is `None` when the table could not

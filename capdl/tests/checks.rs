@@ -948,7 +948,7 @@ fn grants_are_refused_until_the_core_applies_them() {
     assert_eq!(
         errors(
             "[components.a]\nports = [\"0x3f8-0x3ff\"]\nmmio = [{ physical = \"0xfebd0000\", size = \"4KiB\" }]\n\
-             interrupts = [4]\n[components.b]\nports = []\n"
+             interrupts = [3]\n[components.b]\nports = []\n"
         ),
         [
             "main.toml:2:10: component 'a': device grants ('ports') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'ports'; systems may grant devices once the core applies grants)",
@@ -959,10 +959,10 @@ fn grants_are_refused_until_the_core_applies_them() {
     // The grant checks still run, so a mistake is not hidden behind the
     // refusal.
     assert_eq!(
-        errors("[components.a]\ninterrupts = [4, 4]\n"),
+        errors("[components.a]\ninterrupts = [3, 3]\n"),
         [
             "main.toml:2:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
-            "main.toml:2:18: component 'a': interrupt line 4 is listed twice",
+            "main.toml:2:18: component 'a': interrupt line 3 is listed twice",
         ]
     );
 }
@@ -1025,7 +1025,7 @@ fn overlapping_mmio_between_components() {
 #[test]
 fn interrupt_line_out_of_range() {
     assert_eq!(
-        grant_error("[components.a]\ninterrupts = [4, 224]\n"),
+        grant_error("[components.a]\ninterrupts = [3, 224]\n"),
         "main.toml:2:18: component 'a': interrupt line 224 is out of range (0 to 223)"
     );
 }
@@ -1033,16 +1033,38 @@ fn interrupt_line_out_of_range() {
 #[test]
 fn interrupt_line_listed_twice() {
     assert_eq!(
-        grant_error("[components.a]\ninterrupts = [4, 4]\n"),
-        "main.toml:2:18: component 'a': interrupt line 4 is listed twice"
+        grant_error("[components.a]\ninterrupts = [3, 3]\n"),
+        "main.toml:2:18: component 'a': interrupt line 3 is listed twice"
     );
 }
 
 #[test]
 fn interrupt_line_granted_to_two_components() {
     assert_eq!(
-        grant_error("[components.a]\ninterrupts = [4]\n[components.b]\ninterrupts = [4]\n"),
-        "main.toml:3:13: component 'b': interrupt line 4 is already delivered to 'a' (help: an interrupt line goes to one component)"
+        grant_error("[components.a]\ninterrupts = [3]\n[components.b]\ninterrupts = [3]\n"),
+        "main.toml:3:13: component 'b': interrupt line 3 is already delivered to 'a' (help: an interrupt line goes to one component)"
+    );
+}
+
+#[test]
+fn the_console_line_is_the_cores() {
+    assert_eq!(
+        grant_error("[components.a]\ninterrupts = [4]\n"),
+        "main.toml:2:15: component 'a': interrupt line 4 is the system console's (COM1), which the core owns (help: a VM reads the console with `console_input = true`)"
+    );
+}
+
+#[test]
+fn console_input_goes_to_one_vm() {
+    let text = "[components.ws-a]\nprogram = \"world-switcher\"\n\
+                [components.ws-b]\nprogram = \"world-switcher\"\n\
+                [vms.a]\nswitcher = \"ws-a\"\nimage = \"hello\"\nconsole_input = true\n\
+                [vms.b]\nswitcher = \"ws-b\"\nimage = \"hello\"\nconsole_input = true\n";
+    assert_eq!(
+        errors(text),
+        [
+            "main.toml:12:17: VM 'b': console_input: the console's input already goes to VM 'a' (help: one VM reads the system console)"
+        ]
     );
 }
 
@@ -1059,7 +1081,11 @@ fn too_many_port_grants() {
 
 #[test]
 fn too_many_notification_bits() {
-    let lines: Vec<String> = (0..60).map(|line| line.to_string()).collect();
+    // 60 lines, without the console's (4).
+    let lines: Vec<String> = (0..61)
+        .filter(|&line| line != 4)
+        .map(|line: u32| line.to_string())
+        .collect();
     let mut text = format!(
         "[components.a]\ninterrupts = [{}]\n[components.b]\n",
         lines.join(", ")
@@ -1191,7 +1217,7 @@ fn vm_unknown_field() {
     );
     assert_eq!(
         error(&vm("colour = 1\n")),
-        "main.toml:5:1: VM 'g': unknown field 'colour' (help: the fields are: switcher, image, kernel, initrd, cmdline, kind, memory, entry, priority, budget, period, poke)"
+        "main.toml:5:1: VM 'g': unknown field 'colour' (help: the fields are: switcher, image, kernel, initrd, cmdline, kind, memory, entry, priority, budget, period, poke, console_input)"
     );
 }
 

@@ -230,7 +230,7 @@ fn notification_bits_are_allocated_faults_queues_notifications_interrupts() {
     let system = grant_system(
         "[components.supervisor]\ninterrupts = [1]\n\
          [components.a]\nsupervisor = \"supervisor\"\n\
-         [components.b]\nsupervisor = \"supervisor\"\ninterrupts = [4, 9]\n\
+         [components.b]\nsupervisor = \"supervisor\"\ninterrupts = [3, 9]\n\
          [queues.q]\nfrom = \"a\"\nto = \"supervisor\"\nslot_size = 8\nslots = 2\n\
          [queues.r]\nfrom = \"b\"\nto = \"a\"\nslot_size = 8\nslots = 2\n\
          [notifications.kick]\nfrom = \"a\"\nto = \"b\"\n",
@@ -264,7 +264,7 @@ fn notification_bits_are_allocated_faults_queues_notifications_interrupts() {
             vec![
                 "queue 'r' has space",
                 "notification 'kick'",
-                "interrupt line 4",
+                "interrupt line 3",
                 "interrupt line 9"
             ],
         ]
@@ -387,7 +387,7 @@ fn device_grants_are_lowered() {
     let system = grant_system(
         "[components.driver]\nports = [\"0x3f8-0x3ff\", 0x60]\n\
          mmio = [{ physical = \"0xfebd0000\", size = \"8KiB\" }, { physical = \"0xfec00000\", size = 4096 }]\n\
-         interrupts = [4]\n",
+         interrupts = [3]\n",
     );
     assert_eq!(
         system.layout.mmio_addresses[0],
@@ -404,7 +404,7 @@ fn device_grants_are_lowered() {
     assert_eq!(spec.memory_grants[1].physical, 0xfec0_0000);
     assert_eq!(
         (spec.interrupt_grants[0].line, spec.interrupt_grants[0].bit),
-        (4, 0)
+        (3, 0)
     );
     assert_round_trip(&system);
 }
@@ -520,12 +520,12 @@ supervision {
 
 #[test]
 fn listing_shows_grants_and_empty_sections() {
-    let system = grant_system("[components.driver]\nports = [\"0x3f8-0x3ff\"]\ninterrupts = [4]\n");
+    let system = grant_system("[components.driver]\nports = [\"0x3f8-0x3ff\"]\ninterrupts = [3]\n");
     let cdl = system.cdl();
     assert!(cdl.contains("caps {\n  -- none\n}"), "{cdl}");
     assert!(
         cdl.contains(
-            "grants {\n  driver {\n    ports 0x3f8-0x3ff\n    interrupt 4 -> bit 0\n  }\n}"
+            "grants {\n  driver {\n    ports 0x3f8-0x3ff\n    interrupt 3 -> bit 0\n  }\n}"
         ),
         "{cdl}"
     );
@@ -671,6 +671,28 @@ fn vm_defaults() {
     );
     assert_eq!(system.lower().guests, ["g"]);
     assert_round_trip(&system);
+}
+
+#[test]
+fn console_input_is_the_console_line_granted_to_the_switcher() {
+    let system = system_of_one_vm("console_input = true\n");
+    assert!(system.vms[0].console_input);
+    let bytes = system.spec();
+    let spec = Spec::parse(&bytes).unwrap();
+    assert_eq!(spec.interrupt_grants.len(), 1);
+    let grant = spec.interrupt_grants[0];
+    assert_eq!(
+        (grant.component, grant.line),
+        (0, microvisor_abi::syscall::CONSOLE_LINE)
+    );
+    assert!(
+        system.cdl().contains("interrupt 4 -> bit"),
+        "{}",
+        system.cdl()
+    );
+    assert_round_trip(&system);
+    let without = system_of_one_vm("console_input = false\n").spec();
+    assert!(Spec::parse(&without).unwrap().interrupt_grants.is_empty());
 }
 
 #[test]

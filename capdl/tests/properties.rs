@@ -242,7 +242,7 @@ memory = "4MiB"
 observe = ["pong"]
 ports = ["0x3f8-0x3ff"]
 mmio = [{ physical = "0xfebd0000", size = "4KiB" }]
-interrupts = [4]
+interrupts = [3]
 [components.pong]
 priority = 20
 supervisor = "ping"

@@ -29,11 +29,12 @@ unsafe extern "C" fn core_trap_entry(frame: *mut Frame) -> *const Frame {
         with_kernel(entry, |kernel| {
             crate::trap::user_trap(kernel, vector, error)
         })
-    } else if crate::trap::is_idle_timer(saved) {
+    } else if crate::trap::is_idle_interrupt(saved) {
+        let vector = saved.vector;
         // SAFETY: the idle loop holds no reference to the kernel table and
         // no other entry is in progress: no token exists.
         let entry = unsafe { Entry::new() };
-        with_kernel(entry, crate::trap::idle_timer)
+        with_kernel(entry, |kernel| crate::trap::idle_interrupt(kernel, vector))
     } else {
         crate::trap::kernel_trap(saved)
     }

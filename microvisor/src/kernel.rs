@@ -23,6 +23,7 @@ use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use microvisor::console_input::ConsoleInput;
 use microvisor::frame::FrameAllocator;
 use microvisor::paging::AddressSpace;
 use microvisor::sched;
@@ -70,6 +71,8 @@ pub struct Kernel {
     /// else uses them (the core and components are soft-float), so they
     /// are switched only when another VM runs.
     pub fpu_owner: Option<usize>,
+    /// Input from the system console and the component it goes to.
+    pub console_input: ConsoleInput,
 }
 
 struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
@@ -143,6 +146,7 @@ pub fn install(
         addr_of_mut!((*kernel).idle).write(idle);
         addr_of_mut!((*kernel).armed).write(None);
         addr_of_mut!((*kernel).fpu_owner).write(None);
+        addr_of_mut!((*kernel).console_input).write(ConsoleInput::NONE);
     }
 }
 

@@ -14,7 +14,8 @@
 use microvisor_abi::PAGE_SIZE;
 use microvisor_abi::spec::{self, CapabilityKind, Spec};
 use microvisor_abi::start::{
-    MAX_RESOURCES, QueueEnd, Resource, ResourceView, START_MAGIC, StartInfo, Supervised,
+    CONSOLE_RESOURCE, MAX_RESOURCES, QueueEnd, Resource, ResourceView, START_MAGIC, StartInfo,
+    Supervised,
 };
 use zerocopy::FromZeros;
 
@@ -131,7 +132,12 @@ pub fn contents(spec: &Spec<'_>, who: Identity<'_>, guest_image_bytes: Option<u6
             line: u64::from(grant.line),
             bit: grant.bit,
         };
-        resources.push("interrupt", view);
+        let name = if grant.line == microvisor_abi::syscall::CONSOLE_LINE {
+            CONSOLE_RESOURCE
+        } else {
+            "interrupt"
+        };
+        resources.push(name, view);
     }
     info.resource_count = resources.count as u32;
     info.resources = resources.list;

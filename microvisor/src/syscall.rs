@@ -107,6 +107,7 @@ fn handle(kernel: &mut Kernel, caller: usize) -> Outcome {
         Call::VmcsControl { vmcs, intercepts } => vmcs_control(k, caller, vmcs, intercepts),
         Call::VmcsReset { vmcs } => vmcs_reset(k, caller, vmcs),
         Call::GuestLog { vmcs, text } => guest_log(k, caller, vmcs, text),
+        Call::ConsoleRead { buffer } => console_read(k, caller, buffer),
     }
 }
 
@@ -369,6 +370,27 @@ fn guest_log(kernel: &mut Kernel, caller: usize, vmcs: u64, text: UserBytes) -> 
     let length = copy_from_user(kernel, caller, text, &mut buffer)?;
     crate::console::component_line(kernel.vms[vm].name(), &buffer[..length]);
     answer(kernel, caller, Status::Ok, 0)
+}
+
+/// The most bytes one `ConsoleRead` hands over.
+const CONSOLE_READ_MAX: usize = 256;
+
+/// Hands the console input that waits to its holder (anyone else faults).
+fn console_read(kernel: &mut Kernel, caller: usize, buffer: UserBytes) -> Outcome {
+    if kernel.console_input.holder().map(|(holder, _)| holder) != Some(caller) {
+        return Err(Fault::new(
+            FaultKind::BadCapability,
+            0,
+            u64::from(microvisor_abi::syscall::CONSOLE_LINE),
+        ));
+    }
+    let mut bytes = [0u8; CONSOLE_READ_MAX];
+    let wanted = (buffer.length as usize).min(CONSOLE_READ_MAX);
+    // The buffer is checked before any byte leaves the ring.
+    user_buffer(buffer.address, wanted as u64, CONSOLE_READ_MAX as u64)?;
+    let count = kernel.console_input.take(&mut bytes[..wanted]);
+    copy_to_user(kernel, caller, buffer.address, &bytes[..count])?;
+    answer(kernel, caller, Status::Ok, count as u64)
 }
 
 fn user_buffer(address: u64, length: u64, limit: u64) -> Result<UserBuffer, Fault> {

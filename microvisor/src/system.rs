@@ -9,12 +9,14 @@
 //! failure. Running out of memory for queues stops the boot, since no
 //! component could use its queues.
 
+use microvisor::console_input::ConsoleInput;
 use microvisor_abi::image::{EntryKind, Image};
 use microvisor_abi::spec::{self, Spec};
+use microvisor_abi::syscall::CONSOLE_LINE;
 
 use crate::arch::memory::Tables;
 use crate::arch::svm::Svm;
-use crate::arch::timer;
+use crate::arch::{interrupts, serial, timer};
 use crate::kernel::Kernel;
 use crate::loader::{self, LoadError};
 use crate::object::{Component, Declaration, Queue, Vm};
@@ -69,7 +71,30 @@ pub fn instantiate(kernel: &mut Kernel, image: &Image<'static>) -> Result<(), &'
         kernel.components[index].install_capabilities(spec.capabilities_of(index));
         build(kernel, index);
     }
+    console_input(kernel, &spec);
     Ok(())
+}
+
+/// Turns the console's receive interrupt on when the spec grants the
+/// console's line to a component (at most one: the spec's check refuses a
+/// line granted twice).
+fn console_input(kernel: &mut Kernel, spec: &Spec<'static>) {
+    let Some(grant) = spec
+        .interrupt_grants
+        .iter()
+        .find(|grant| grant.line == CONSOLE_LINE)
+    else {
+        return;
+    };
+    let holder = grant.component as usize;
+    kernel.console_input = ConsoleInput::for_component(holder, grant.bit);
+    timer::accept_legacy_pic();
+    interrupts::route_console();
+    serial::enable_receive_interrupt();
+    log::info!(
+        "console input goes to '{}'",
+        kernel.components[holder].name()
+    );
 }
 
 /// Adds a component slot (not yet built) and returns its index.

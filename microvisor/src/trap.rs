@@ -2,17 +2,20 @@
 //!
 //! A trap from ring 3 that is an exception ends the component
 //! (`crate::lifecycle::fault`); the rest of the system goes on. The timer
-//! interrupt runs the scheduler. Other interrupts are not routed to
-//! components yet; a stray or spurious one is ignored. A trap inside the
+//! interrupt runs the scheduler. The console's interrupt (when the system
+//! delivers console input) moves the received bytes to the holder's ring
+//! and tells the holder. Other interrupts are not routed to components
+//! yet; a stray or spurious one is ignored. A trap inside the
 //! core itself is a core bug or a hardware failure: the report names the
 //! vector, error code, RIP, CR2 and the component that was running, and
 //! the machine stops with a failure verdict rather than hang.
 
 use microvisor_abi::fault::FaultKind;
 
-use crate::arch::cpu;
 use crate::arch::entry::Frame;
+use crate::arch::interrupts::CONSOLE_VECTOR;
 use crate::arch::timer::{self, TIMER_VECTOR};
+use crate::arch::{cpu, interrupts, serial};
 use crate::kernel::{self, Kernel};
 use crate::lifecycle::{self, EXCEPTION_NAMES, Fault};
 
@@ -29,6 +32,10 @@ pub fn user_trap(kernel: &mut Kernel, vector: u64, error: u64) -> *const Frame {
         timer::end_of_interrupt();
         return kernel.schedule();
     }
+    if vector == CONSOLE_VECTOR && kernel.console_input.holder().is_some() {
+        console_interrupt(kernel);
+        return kernel.schedule();
+    }
     if is_spurious(vector) {
         return kernel.frame_of(index);
     }
@@ -42,16 +49,49 @@ pub fn user_trap(kernel: &mut Kernel, vector: u64, error: u64) -> *const Frame {
     kernel.schedule()
 }
 
-/// Whether a trap taken in ring 0 is the one expected case: the timer
-/// interrupting the idle loop (which holds no state).
-pub fn is_idle_timer(frame: &Frame) -> bool {
-    frame.vector == TIMER_VECTOR && kernel::running_component().is_none()
+/// Whether a trap taken in ring 0 is an expected case: an interrupt of
+/// the idle loop (which holds no state) by the timer, the console or the
+/// legacy PIC's spurious lines.
+pub fn is_idle_interrupt(frame: &Frame) -> bool {
+    (frame.vector == TIMER_VECTOR || is_spurious(frame.vector))
+        && kernel::running_component().is_none()
 }
 
-/// Handles the timer interrupting the idle loop.
-pub fn idle_timer(kernel: &mut Kernel) -> *const Frame {
-    timer::end_of_interrupt();
+/// Handles an interrupt of the idle loop.
+pub fn idle_interrupt(kernel: &mut Kernel, vector: u64) -> *const Frame {
+    if vector == TIMER_VECTOR {
+        timer::end_of_interrupt();
+    } else if vector == CONSOLE_VECTOR && kernel.console_input.holder().is_some() {
+        console_interrupt(kernel);
+    }
     kernel.schedule()
+}
+
+/// The console received bytes: into the holder's ring (at most a FIFO's
+/// worth per interrupt, so a flood cannot hold the core), then the holder
+/// is told, and its VM, if it runs one, leaves the guest so it looks.
+fn console_interrupt(kernel: &mut Kernel) {
+    const PER_INTERRUPT: usize = 64;
+    let mut arrived = 0;
+    while arrived < PER_INTERRUPT
+        && let Some(byte) = serial::received()
+    {
+        kernel.console_input.push(byte);
+        arrived += 1;
+    }
+    interrupts::end_of_console_interrupt();
+    let Some((holder, bits)) = kernel.console_input.holder() else {
+        return;
+    };
+    if arrived > 0 {
+        kernel.notify(holder, bits);
+        if let Some(vm) = kernel.vms[..kernel.vm_count]
+            .iter_mut()
+            .find(|vm| vm.switcher() == holder)
+        {
+            vm.poke();
+        }
+    }
 }
 
 /// Handles any other trap taken in ring 0: the spurious vector is ignored,

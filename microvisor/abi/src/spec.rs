@@ -610,6 +610,17 @@ impl<'a> Spec<'a> {
                     field: "line/bit",
                 });
             }
+            // A line goes to one component.
+            if self.interrupt_grants[..index]
+                .iter()
+                .any(|earlier| earlier.line == grant.line)
+            {
+                return Err(SpecError::BadField {
+                    table: "interrupt grant",
+                    index,
+                    field: "line (granted twice)",
+                });
+            }
         }
         self.check_vms()
     }
@@ -852,6 +863,23 @@ mod tests {
             SpecError::BadComponentIndex {
                 table: "component supervisor",
                 index: 0,
+            },
+        );
+        check(
+            &|s| {
+                for component in [0, 1] {
+                    s.interrupt_grants.push(InterruptGrant {
+                        component,
+                        line: 4,
+                        bit: 9,
+                        reserved: 0,
+                    });
+                }
+            },
+            SpecError::BadField {
+                table: "interrupt grant",
+                index: 1,
+                field: "line (granted twice)",
             },
         );
         check(

@@ -118,6 +118,11 @@ pub struct Supervised {
     pub backoff_ms: u64,
 }
 
+/// The name of the [`ResourceView::Interrupt`] of the system console's
+/// line ([`crate::syscall::CONSOLE_LINE`]): the component that holds it
+/// takes console input with [`crate::syscall::Syscall::ConsoleRead`].
+pub const CONSOLE_RESOURCE: &str = "console";
+
 /// What a [`Resource`] says, typed by its kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResourceView {

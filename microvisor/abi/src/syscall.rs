@@ -91,7 +91,19 @@ pub enum Syscall {
     /// Like [`Syscall::LogWrite`], but the line is prefixed with the name of
     /// the VM whose VMCS handle is in `rdi` (`rsi`/`rdx` are the text).
     GuestLog = 18,
+    /// Take the bytes the system console received (`rdi` = address, `rsi`
+    /// = length): answers how many were copied in `rdx` (0 when none
+    /// waited). Only the component the console's input is delivered to
+    /// (the interrupt line [`CONSOLE_LINE`], granted by `console_input`)
+    /// may call it; any other faults.
+    ConsoleRead = 19,
 }
+
+/// The interrupt line of the system console (COM1's IRQ 4). The core owns
+/// the device; a component granted this line is told (by the grant's
+/// notification bit) when input arrived and takes it with
+/// [`Syscall::ConsoleRead`].
+pub const CONSOLE_LINE: u32 = 4;
 
 /// [`Syscall::SignalWait`]'s `rdi` when there is nothing to signal.
 pub const NO_SIGNAL: u64 = u64::MAX;
@@ -124,6 +136,7 @@ impl Syscall {
             16 => Self::VmcsControl,
             17 => Self::VmcsReset,
             18 => Self::GuestLog,
+            19 => Self::ConsoleRead,
             _ => return None,
         })
     }
@@ -224,6 +237,9 @@ pub enum Call {
         vmcs: u64,
         text: UserBytes,
     },
+    ConsoleRead {
+        buffer: UserBytes,
+    },
 }
 
 /// Two argument registers as claimed bytes.
@@ -308,6 +324,9 @@ impl Call {
                 vmcs: a0,
                 text: bytes(a1, a2),
             },
+            Syscall::ConsoleRead => Self::ConsoleRead {
+                buffer: bytes(a0, a1),
+            },
         })
     }
 
@@ -363,6 +382,10 @@ impl Call {
             Self::GuestLog { vmcs, text } => {
                 (Syscall::GuestLog, [vmcs, text.address, text.length, 0, 0])
             }
+            Self::ConsoleRead { buffer } => (
+                Syscall::ConsoleRead,
+                [buffer.address, buffer.length, 0, 0, 0],
+            ),
         };
         Registers {
             number: call as u64,
@@ -412,10 +435,11 @@ mod tests {
             Syscall::VmcsControl,
             Syscall::VmcsReset,
             Syscall::GuestLog,
+            Syscall::ConsoleRead,
         ] {
             assert_eq!(Syscall::from_number(call as u64), Some(call));
         }
-        assert_eq!(Syscall::from_number(19), None);
+        assert_eq!(Syscall::from_number(20), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }
 
@@ -454,7 +478,16 @@ mod tests {
                 },
             })
         );
-        assert_eq!(Call::decode(registers(19, [0; 5])), Err(19));
+        assert_eq!(
+            Call::decode(registers(19, [0x20_0000, 64, 0, 0, 0])),
+            Ok(Call::ConsoleRead {
+                buffer: UserBytes {
+                    address: 0x20_0000,
+                    length: 64,
+                },
+            })
+        );
+        assert_eq!(Call::decode(registers(20, [0; 5])), Err(20));
         assert_eq!(Call::decode(registers(u64::MAX, [0; 5])), Err(u64::MAX));
         assert_eq!(Call::Null.encode(), registers(0, [0; 5]));
         assert_eq!(

@@ -25,7 +25,8 @@ fn issue(number: u64, args: [u64; 5]) -> (u64, u64) {
     // SAFETY: the core preserves callee-saved registers and the stack; all
     // caller-saved registers are declared clobbered, as the ABI allows the
     // core to overwrite them. Memory passed by pointer is only read, except
-    // by ComponentFault, whose buffer callers pass as `&mut`.
+    // by ComponentFault and ConsoleRead, whose buffers callers pass as
+    // `&mut`.
     unsafe {
         core::arch::asm!(
             "syscall",
@@ -239,4 +240,23 @@ pub fn vmcs_reset(handle: u64) {
 pub fn guest_log(handle: u64, bytes: &[u8]) {
     let text = user_bytes(bytes, LOG_WRITE_MAX);
     call(Call::GuestLog { vmcs: handle, text });
+}
+
+/// Takes the console input that waits into `buffer` (at most 256 bytes per
+/// call); returns how many bytes were copied (0: none waited). Only the
+/// component the system delivers console input to may call it (any other
+/// faults).
+#[inline]
+pub fn console_read(buffer: &mut [u8]) -> usize {
+    let (status, count) = call(Call::ConsoleRead {
+        buffer: UserBytes {
+            address: buffer.as_mut_ptr() as u64,
+            length: buffer.len() as u64,
+        },
+    });
+    if status == Status::Ok as u64 {
+        (count as usize).min(buffer.len())
+    } else {
+        0
+    }
 }

@@ -191,6 +191,16 @@ impl Uart {
         self.push_received(byte)
     }
 
+    /// How many bytes [`Uart::receive`] takes now without an overrun (0 in
+    /// loopback mode, where host input is ignored): the caller keeps the
+    /// rest until the guest reads.
+    pub fn room(&self) -> usize {
+        if self.modem_control & MCR_LOOP != 0 {
+            return 0;
+        }
+        self.capacity().saturating_sub(self.receive_count)
+    }
+
     /// The interrupt output as the board wires it: pending and OUT2 set.
     pub fn irq_line(&self) -> bool {
         self.modem_control & (MCR_OUT2 | MCR_LOOP) == MCR_OUT2 && self.pending_interrupt().is_some()
@@ -334,6 +344,82 @@ impl Uart {
     }
 }
 
+/// Host input on its way to a [`Uart`]: bytes taken from the host (the
+/// system console) wait here until the guest's FIFO has room, so a burst
+/// longer than the FIFO is delivered as the guest reads rather than
+/// dropped as an overrun.
+pub struct HostInput {
+    bytes: [u8; HOST_INPUT_SIZE],
+    first: usize,
+    count: usize,
+    /// The last refill filled the buffer: the host may hold more.
+    more: bool,
+}
+
+/// Bytes [`HostInput`] holds.
+pub const HOST_INPUT_SIZE: usize = 256;
+
+impl HostInput {
+    pub const fn new() -> Self {
+        Self {
+            bytes: [0; HOST_INPUT_SIZE],
+            first: 0,
+            count: 0,
+            more: false,
+        }
+    }
+
+    /// Refills from the host: `take` copies up to the slice's length into
+    /// it and returns how many it gave. Called when the host says input
+    /// arrived, and by [`HostInput::feed`] when the buffer ran dry after a
+    /// full refill.
+    pub fn refill(&mut self, mut take: impl FnMut(&mut [u8]) -> usize) {
+        if self.count == 0 {
+            self.first = 0;
+        }
+        let end = self.first + self.count;
+        let room = HOST_INPUT_SIZE - end;
+        if room == 0 {
+            self.more = true;
+            return;
+        }
+        let taken = take(&mut self.bytes[end..]).min(room);
+        self.count += taken;
+        self.more = taken == room;
+    }
+
+    /// Moves what the UART has room for into its receive FIFO, refilling
+    /// from the host first if the buffer is empty and the host may hold
+    /// more; returns whether any byte moved.
+    pub fn feed(&mut self, uart: &mut Uart, take: impl FnMut(&mut [u8]) -> usize) -> bool {
+        if self.count == 0 && self.more {
+            self.refill(take);
+        }
+        let moving = uart.room().min(self.count);
+        for _ in 0..moving {
+            uart.receive(self.bytes[self.first]);
+            self.first += 1;
+            self.count -= 1;
+        }
+        moving > 0
+    }
+
+    /// Bytes waiting for the guest.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+impl Default for HostInput {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,6 +452,50 @@ mod tests {
         let mut rest = Vec::new();
         uart.flush(|line| rest.push(line.to_vec()));
         assert_eq!(rest, vec![b"partial".to_vec()]);
+    }
+
+    #[test]
+    fn room_says_what_receive_takes_without_an_overrun() {
+        let mut uart = Uart::new();
+        assert_eq!(uart.room(), 1, "FIFOs off: one byte");
+        set(&mut uart, FCR, 0x01);
+        assert_eq!(uart.room(), FIFO_SIZE);
+        for byte in 0..FIFO_SIZE as u8 {
+            assert!(uart.receive(byte));
+        }
+        assert_eq!(uart.room(), 0);
+        assert_eq!(uart.read(0), 0);
+        assert_eq!(uart.room(), 1, "a read frees a byte");
+        assert_eq!(uart.read(LSR) & LSR_OVERRUN, 0, "no byte was dropped");
+        set(&mut uart, MCR, MCR_LOOP);
+        assert_eq!(uart.room(), 0, "loopback ignores host input");
+    }
+
+    #[test]
+    fn host_input_waits_for_room_and_refills_after_a_full_take() {
+        let mut uart = Uart::new();
+        set(&mut uart, FCR, 0x01);
+        // The host holds 300 bytes: 256 come at once, the rest later.
+        let host: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let mut given = 0;
+        let mut take = |into: &mut [u8]| {
+            let count = into.len().min(host.len() - given);
+            into[..count].copy_from_slice(&host[given..given + count]);
+            given += count;
+            count
+        };
+        let mut input = HostInput::new();
+        input.refill(&mut take);
+        assert_eq!(input.len(), HOST_INPUT_SIZE);
+        let mut seen = Vec::new();
+        while input.feed(&mut uart, &mut take) {
+            while uart.read(LSR) & 1 != 0 {
+                seen.push(uart.read(0));
+            }
+        }
+        assert_eq!(seen, host, "every byte, in order, none dropped");
+        assert!(input.is_empty());
+        assert_eq!(uart.read(LSR) & LSR_OVERRUN, 0);
     }
 
     #[test]

@@ -37,7 +37,10 @@
 //! register, the 8042's reset pulse, or a jump to the reset vector, where
 //! the switcher puts code that writes the register) reboots it the same
 //! way without counting against `restarts=`; the RTC keeps its time and
-//! CMOS memory across both. A running guest is not interrupted to look
+//! CMOS memory across both. When the system gives this VM the console's
+//! input (the start-page resource `console`), a notification on its bit
+//! (the core also pokes the vCPU) makes the switcher take the bytes with
+//! `ConsoleRead` and feed them to the guest's UART as its FIFO has room. A running guest is not interrupted to look
 //! for requests (that would cost every exit a time limit); the requester
 //! pokes the vCPU, as `vmctl` does, and the request is seen at once.
 #![no_std]
@@ -48,6 +51,7 @@ use core::fmt::Write;
 
 use guest_api::{BAD_ARGUMENT, LOG_MAX, OK, STATUS_PORT, UART_BASE, hypercall};
 use microvisor_abi::start::ResourceView;
+use microvisor_abi::syscall::CONSOLE_LINE;
 use microvisor_abi::vcpu::{
     EntryMode, ExitReason, IoExit, VcpuState, XSETBV_IGNORED, dirty, event, gpr, npf,
 };
@@ -66,7 +70,7 @@ use vm_platform::pit::Pit;
 use vm_platform::pm_timer::PmTimer;
 use vm_platform::pvclock::Pvclock;
 use vm_platform::rtc::Rtc;
-use vm_platform::uart::Uart;
+use vm_platform::uart::{HostInput, Uart};
 use vm_platform::{GuestRam, power};
 
 runtime::component!(main);
@@ -173,6 +177,11 @@ struct Switcher {
     unassigned_ports: u32,
     /// Notification bits that are restart requests.
     requests: u64,
+    /// The notification bit that says console input arrived (0: this VM
+    /// does not read the system console).
+    console: u64,
+    /// Console input on its way to the guest's UART.
+    host_input: HostInput,
     /// Absolute end of the run (ns since boot), if limited.
     deadline_ns: Option<u64>,
 }
@@ -202,6 +211,12 @@ fn main(start: &runtime::Start) -> i32 {
         ResourceView::Incoming { mask } => bits | mask,
         _ => bits,
     });
+    let console = start.views().fold(0, |bits, (_, view)| match view {
+        ResourceView::Interrupt { line, bit } if line == u64::from(CONSOLE_LINE) => {
+            bits | 1 << (bit % 64)
+        }
+        _ => bits,
+    });
     let tsc_hz = start.tsc_hz();
     let cpuid = Policy::new(PLATFORM_FEATURES, host_cpuid);
     let epoch: u64 = arguments.number("epoch", DEFAULT_EPOCH).or_exit();
@@ -229,6 +244,8 @@ fn main(start: &runtime::Start) -> i32 {
         requested: 0,
         unassigned_ports: 0,
         requests,
+        console,
+        host_input: HostInput::new(),
         deadline_ns: (limit_ms > 0).then(|| syscall::time_ns() + limit_ms * 1_000_000),
     };
     loop {
@@ -695,10 +712,29 @@ impl Switcher {
         if self.time_left_us() == Some(0) {
             return Err(Stop::TimeLimit);
         }
-        if syscall::wait(Some(0)).is_some_and(|bits| bits & self.requests != 0) {
+        let bits = syscall::wait(Some(0)).unwrap_or(0);
+        self.console_input(bits);
+        if bits & self.requests != 0 {
             return Err(Stop::Restart);
         }
         Ok(())
+    }
+
+    /// Takes console input when `bits` say it arrived and hands the guest's
+    /// UART what it has room for (its receive interrupt follows).
+    fn console_input(&mut self, bits: u64) {
+        if bits & self.console == 0 {
+            return;
+        }
+        self.host_input.refill(syscall::console_read);
+        self.feed_uart();
+    }
+
+    /// Moves waiting console input into the UART as its FIFO frees up.
+    fn feed_uart(&mut self) {
+        if self.host_input.feed(&mut self.uart, syscall::console_read) {
+            self.set_line(UART_IRQ, self.uart.irq_line());
+        }
     }
 
     /// Gives the CPU away for at most `timeout_us` (or until a request),
@@ -707,10 +743,11 @@ impl Switcher {
         let timeout = self
             .time_left_us()
             .map_or(timeout_us, |left| left.min(timeout_us));
-        if let Some(bits) = syscall::wait(Some(timeout))
-            && bits & self.requests != 0
-        {
-            return Err(Stop::Restart);
+        if let Some(bits) = syscall::wait(Some(timeout)) {
+            self.console_input(bits);
+            if bits & self.requests != 0 {
+                return Err(Stop::Restart);
+            }
         }
         if self.time_left_us() == Some(0) {
             return Err(Stop::TimeLimit);
@@ -788,6 +825,11 @@ impl Switcher {
                         .write(offset, value as u8, |line| syscall::guest_log(vmcs, line));
                     None
                 };
+                // Waiting console input follows as the FIFO frees up (a
+                // read of the data, or a FIFO reset by the driver).
+                if self.console != 0 {
+                    self.feed_uart();
+                }
                 self.set_line(UART_IRQ, self.uart.irq_line());
                 answer
             }

@@ -2,7 +2,10 @@
 //!
 //! Initialised to 115200 8N1 with FIFOs; every byte waits for the
 //! transmit-holding register to empty, which Bochs needs to keep every
-//! character. Only the console module writes here.
+//! character. Only the console module writes here. When the system
+//! delivers console input to a component, the receive interrupt is turned
+//! on ([`enable_receive_interrupt`]) and the trap handler drains what
+//! arrived with [`received`].
 
 use super::cpu::{in8, out8};
 
@@ -14,6 +17,11 @@ const LINE_CONTROL: u16 = COM1 + 3;
 const MODEM_CONTROL: u16 = COM1 + 4;
 const LINE_STATUS: u16 = COM1 + 5;
 const TRANSMIT_EMPTY: u8 = 1 << 5;
+const DATA_READY: u8 = 1 << 0;
+/// IER: received data available.
+const RECEIVE_INTERRUPT: u8 = 1 << 0;
+/// MCR: OUT2, which gates the UART's interrupt line on a PC.
+const OUT2: u8 = 1 << 3;
 
 /// Programs the UART: no interrupts, 115200 baud, 8 data bits, no parity,
 /// one stop bit, FIFOs on.
@@ -25,6 +33,19 @@ pub fn init() {
     out8(LINE_CONTROL, 0x03); // 8N1, latch off
     out8(FIFO_CONTROL, 0xc7);
     out8(MODEM_CONTROL, 0x03);
+}
+
+/// Raises the UART's interrupt line (COM1's IRQ 4) whenever received data
+/// waits; only the receive interrupt, so writes stay polled.
+pub fn enable_receive_interrupt() {
+    out8(MODEM_CONTROL, 0x03 | OUT2);
+    out8(INTERRUPT_ENABLE, RECEIVE_INTERRUPT);
+}
+
+/// The next received byte, if one waits (reading it lowers the
+/// interrupt once the FIFO is empty).
+pub fn received() -> Option<u8> {
+    (in8(LINE_STATUS) & DATA_READY != 0).then(|| in8(DATA))
 }
 
 /// Waits (bounded) until the UART has sent every byte, so that nothing is

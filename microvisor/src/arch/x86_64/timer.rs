@@ -99,6 +99,17 @@ pub fn end_of_interrupt() {
     write(REGISTER_EOI, 0);
 }
 
+/// LVT LINT0: where a legacy PIC's output enters.
+const REGISTER_LVT_LINT0: u64 = 0x350;
+/// LVT delivery mode ExtINT (the PIC supplies the vector), unmasked.
+const LVT_EXTINT: u32 = 0x700;
+
+/// Lets the legacy PIC's interrupts in through LINT0 (virtual-wire mode),
+/// for the console's line ([`super::interrupts::route_console`]).
+pub fn accept_legacy_pic() {
+    write(REGISTER_LVT_LINT0, LVT_EXTINT);
+}
+
 /// Enables the local APIC (timer masked) and calibrates the TSC and the
 /// APIC timer against 10 ms of PIT channel 2. With `tsc_deadline` (CPUID
 /// says the APIC has the mode) the timer then runs in TSC-deadline mode.
