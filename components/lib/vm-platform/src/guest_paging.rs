@@ -13,6 +13,10 @@
 //! [`PageFault`] with the error code the CPU would push, so the caller can
 //! inject `#PF` as the guest expects.
 //!
+//! [`Paging::translate_noting`] also returns the [`Trail`] of entries a
+//! walk read, so a caller can keep a translation and re-check it with one
+//! read per level (the MMIO decoder does, `crate::mmio::AccessDecoder`).
+//!
 //! Everything the guest wrote is untrusted: a table outside guest memory,
 //! a non-canonical address, a walk of any shape ends in a typed error,
 //! never a panic. What is not modelled: accessed and dirty bits are not
@@ -297,6 +301,29 @@ impl Paging {
         address: GuestVirtual,
         access: AccessType,
     ) -> Result<GuestPhysical, TranslationError> {
+        self.walk(memory, address, access, &mut Trail::default())
+    }
+
+    /// [`Paging::translate`], also returning the entries the walk read.
+    pub fn translate_noting(
+        &self,
+        memory: &impl GuestRead,
+        address: GuestVirtual,
+        access: AccessType,
+    ) -> Result<(GuestPhysical, Trail), TranslationError> {
+        let mut trail = Trail::default();
+        let physical = self.walk(memory, address, access, &mut trail)?;
+        Ok((physical, trail))
+    }
+
+    /// [`Paging::translate`], noting in `trail` every entry it read.
+    fn walk(
+        &self,
+        memory: &impl GuestRead,
+        address: GuestVirtual,
+        access: AccessType,
+        trail: &mut Trail,
+    ) -> Result<GuestPhysical, TranslationError> {
         let linear = address.0;
         // Levels walked, the first level's table, the entry size and the
         // index bits of the top level.
@@ -343,6 +370,7 @@ impl Paging {
             let at = GuestPhysical(table + index * entry_bytes);
             let entry = read_entry(memory, at, entry_bytes)
                 .ok_or(TranslationError::TableOutsideMemory { level, address: at })?;
+            trail.note(at, entry, entry_bytes);
             if entry & ENTRY_PRESENT == 0 {
                 return Err(fault(level, FaultReason::NotPresent));
             }
@@ -490,11 +518,42 @@ impl Paging {
     }
 }
 
+/// The page-table entries one walk read (at most one per level, five
+/// levels), from [`Paging::translate_noting`]. A walk depends on nothing
+/// but the control state (its [`Paging`] and access type) and these
+/// entries, so while [`Trail::still_holds`] the walk would give the same
+/// answer: a caller may keep a translation and re-check it with one read
+/// per level instead of walking again, and a guest that edits its tables
+/// (without an exit) is never translated through a stale entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trail {
+    /// Address, value and size of each entry, in the order read.
+    entries: [(u64, u64, u64); 5],
+    count: usize,
+}
+
+impl Trail {
+    fn note(&mut self, at: GuestPhysical, entry: u64, bytes: u64) {
+        if let Some(slot) = self.entries.get_mut(self.count) {
+            *slot = (at.0, entry, bytes);
+            self.count += 1;
+        }
+    }
+
+    /// Whether every entry still holds what the walk read.
+    pub fn still_holds(&self, memory: &impl GuestRead) -> bool {
+        self.entries[..self.count]
+            .iter()
+            .all(|&(at, entry, bytes)| read_entry(memory, GuestPhysical(at), bytes) == Some(entry))
+    }
+}
+
 fn read_entry(memory: &impl GuestRead, at: GuestPhysical, bytes: u64) -> Option<u64> {
-    let mut entry = [0u8; 8];
-    memory
-        .read(at, &mut entry[..bytes as usize])
-        .then(|| u64::from_le_bytes(entry))
+    if bytes == 4 {
+        memory.read_u32(at).map(u64::from)
+    } else {
+        memory.read_u64(at)
+    }
 }
 
 /// Up to [`MAX_INSTRUCTION_LENGTH`] bytes fetched at CS:RIP.
@@ -530,11 +589,27 @@ impl InstructionBytes {
         &self.bytes[..usize::from(self.available)]
     }
 
+    /// All fifteen bytes, when all were fetched.
+    pub fn all(&self) -> Option<[u8; MAX_INSTRUCTION_LENGTH]> {
+        (usize::from(self.available) == MAX_INSTRUCTION_LENGTH).then_some(self.bytes)
+    }
+
     /// Why no more bytes could be fetched (`None` when all fifteen were,
     /// or when the caller gave fewer without a reason).
     pub fn stop(&self) -> Option<ReadError> {
         self.stop
     }
+}
+
+/// The mode the guest runs in and the linear address of CS:RIP (RIP cut
+/// to 32 bits outside 64-bit mode).
+pub fn instruction_start(state: &VcpuState) -> (ExecutionMode, GuestVirtual) {
+    let mode = ExecutionMode::of(state);
+    let rip = match mode {
+        ExecutionMode::Bits64 => state.rip,
+        ExecutionMode::Bits16 | ExecutionMode::Bits32 => state.rip & 0xffff_ffff,
+    };
+    (mode, linear_address(mode, &state.cs, false, rip))
 }
 
 /// Fetches the instruction at CS:RIP: fifteen bytes, or as many as lie
@@ -547,12 +622,7 @@ pub fn fetch_instruction(
     memory: &impl GuestRead,
     state: &VcpuState,
 ) -> Result<InstructionBytes, ReadError> {
-    let mode = ExecutionMode::of(state);
-    let rip = match mode {
-        ExecutionMode::Bits64 => state.rip,
-        ExecutionMode::Bits16 | ExecutionMode::Bits32 => state.rip & 0xffff_ffff,
-    };
-    let start = linear_address(mode, &state.cs, false, rip);
+    let (mode, start) = instruction_start(state);
     let paging = Paging::of(state);
     let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH];
     let first = (PAGE_SIZE - start.0 % PAGE_SIZE).min(MAX_INSTRUCTION_LENGTH as u64) as usize;
@@ -863,6 +933,34 @@ mod tests {
             );
             tables.set(table, index, entry, 8);
         }
+    }
+
+    #[test]
+    fn a_trail_names_the_entries_a_walk_read() {
+        let mut tables = Tables::new();
+        let root = tables.table();
+        let all = P | RW | US;
+        tables.map(root, 4, 0x40_0000, 1, 0x9000 | all, all);
+        let four = paging(PagingMode::Level4, root);
+        let (physical, trail) = four
+            .translate_noting(&tables.memory, GuestVirtual(0x40_0123), AccessType::Read)
+            .unwrap();
+        assert_eq!(physical, GuestPhysical(0x9123));
+        assert_eq!(trail.count, 4, "one entry per level");
+        assert!(trail.still_holds(&tables.memory));
+        // Any entry of the walk changed, even to an equivalent value, and
+        // the trail no longer holds.
+        let (at, entry, _) = trail.entries[2];
+        assert!(crate::Memory::write(
+            &mut tables.memory,
+            at,
+            &(entry | 1 << 9).to_le_bytes()
+        ));
+        assert!(!trail.still_holds(&tables.memory));
+        assert_eq!(
+            four.translate(&tables.memory, GuestVirtual(0x40_0123), AccessType::Read),
+            Ok(physical)
+        );
     }
 
     #[test]

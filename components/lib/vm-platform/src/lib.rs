@@ -126,6 +126,22 @@ pub trait GuestRead {
     /// Copies the bytes at `address` into `into`; `false` if any of them
     /// lies outside guest RAM (then `into` holds nothing meaningful).
     fn read(&self, address: guest_paging::GuestPhysical, into: &mut [u8]) -> bool;
+
+    /// The little-endian `u64` at `address` (a page-table entry), `None`
+    /// outside guest RAM. Implementations may read an aligned one in a
+    /// single access: the page walk reads one per level.
+    fn read_u64(&self, address: guest_paging::GuestPhysical) -> Option<u64> {
+        let mut bytes = [0u8; 8];
+        self.read(address, &mut bytes)
+            .then(|| u64::from_le_bytes(bytes))
+    }
+
+    /// The little-endian `u32` at `address` (a 32-bit paging entry).
+    fn read_u32(&self, address: guest_paging::GuestPhysical) -> Option<u32> {
+        let mut bytes = [0u8; 4];
+        self.read(address, &mut bytes)
+            .then(|| u32::from_le_bytes(bytes))
+    }
 }
 
 #[cfg(test)]

@@ -42,13 +42,19 @@
 //!   undefined outside 64-bit mode; zero is what CPUs do).
 //! - `lock` is accepted where the CPU accepts it (the device sees one read
 //!   and one write either way); elsewhere it is the CPU's `#UD`.
+//! - **A world switcher keeps an [`AccessDecoder`]** between exits, which
+//!   remembers the last few instructions with what their fetch and decode
+//!   depended on, and reuses one only when all of it still holds (the
+//!   page-table entries its walk read and its bytes are re-read, so a
+//!   guest's own edits are never missed). This saves the walk and the
+//!   decode of most MMIO exits (see `docs/BENCHMARKS.md`).
 
 use microvisor_abi::vcpu::{Segment, VcpuState, dirty, event, gpr, npf};
 
 use crate::guest_paging::{
     AccessType, ExecutionMode, GuestPhysical, GuestVirtual, InstructionBytes,
-    MAX_INSTRUCTION_LENGTH, PAGE_SIZE, Paging, ReadError, TranslationError, fetch_instruction,
-    linear_address,
+    MAX_INSTRUCTION_LENGTH, PAGE_SIZE, Paging, ReadError, Trail, TranslationError,
+    fetch_instruction, instruction_start, linear_address,
 };
 use crate::{GuestRead, Memory};
 
@@ -1249,12 +1255,122 @@ fn next_rip(rip: u64, length: u8, mode: ExecutionMode) -> u64 {
 /// Fetches and decodes the instruction behind a nested page fault on a
 /// device page and describes its access (see the module's decisions).
 pub fn decode_access(state: &VcpuState, memory: &impl GuestRead) -> Result<Access, MmioError> {
-    if state.qualification & npf::EXECUTE != 0 {
-        return Err(MmioError::Execute(GuestPhysical(state.guest_physical)));
+    AccessDecoder::new().decode_access(state, memory)
+}
+
+/// Instructions an [`AccessDecoder`] remembers.
+pub const DECODER_SLOTS: usize = 4;
+
+/// One remembered instruction: what its fetch and decode depended on.
+#[derive(Clone, Copy, Debug)]
+struct Remembered {
+    /// The linear address of CS:RIP, the mode and the translation state.
+    start: GuestVirtual,
+    mode: ExecutionMode,
+    paging: Paging,
+    /// The entries the walk of its page read.
+    trail: Trail,
+    /// The aligned words of guest memory that hold its bytes (which lie
+    /// in one page): their address and values. Comparing the words,
+    /// neighbours included, is three reads; a change next to the
+    /// instruction only costs a new decode.
+    words_at: GuestPhysical,
+    words: [u64; WORDS],
+    instruction: Instruction,
+}
+
+/// Aligned 8-byte words that cover fifteen bytes at any offset.
+const WORDS: usize = 3;
+
+/// [`decode_access`] for a world switcher that keeps state between exits:
+/// it remembers the last few instructions that touched a device, each
+/// with everything its fetch and decode depended on, and reuses one only
+/// when all of that still holds: the same linear CS:RIP, mode and
+/// translation state, every page-table entry the walk read unchanged
+/// ([`Trail::still_holds`]) and the same fifteen bytes in memory (decoding
+/// is a function of the bytes and the mode alone). A guest touches its
+/// devices from a few instructions, so after the first exit each costs a
+/// re-read of its page-table entries and of its bytes instead of a walk
+/// and a decode. Instructions whose fifteen bytes cross a page are not
+/// remembered.
+#[derive(Clone, Debug, Default)]
+pub struct AccessDecoder {
+    slots: [Option<Remembered>; DECODER_SLOTS],
+    next: usize,
+}
+
+impl AccessDecoder {
+    pub const fn new() -> Self {
+        Self {
+            slots: [None; DECODER_SLOTS],
+            next: 0,
+        }
     }
-    let bytes = fetch_instruction(memory, state).map_err(MmioError::Fetch)?;
-    let instruction = decode(&bytes, ExecutionMode::of(state)).map_err(MmioError::Decode)?;
-    Access::new(&instruction, state, memory)
+
+    /// [`decode_access`], through what is remembered.
+    pub fn decode_access(
+        &mut self,
+        state: &VcpuState,
+        memory: &impl GuestRead,
+    ) -> Result<Access, MmioError> {
+        if state.qualification & npf::EXECUTE != 0 {
+            return Err(MmioError::Execute(GuestPhysical(state.guest_physical)));
+        }
+        let (mode, start) = instruction_start(state);
+        let paging = Paging::of(state);
+        let known = self.slots.iter().flatten().find(|seen| {
+            seen.start == start
+                && seen.mode == mode
+                && seen.paging == paging
+                && seen.trail.still_holds(memory)
+                && words(memory, seen.words_at) == Some(seen.words)
+        });
+        if let Some(seen) = known {
+            return Access::new(&seen.instruction, state, memory);
+        }
+        let bytes = fetch_instruction(memory, state).map_err(MmioError::Fetch)?;
+        let instruction = decode(&bytes, mode).map_err(MmioError::Decode)?;
+        let in_one_page = start.0 % PAGE_SIZE <= PAGE_SIZE - MAX_INSTRUCTION_LENGTH as u64;
+        if in_one_page
+            && let Ok((physical, trail)) = paging.translate_noting(memory, start, AccessType::Fetch)
+            && let words_at = GuestPhysical(physical.0 & !7)
+            && let Some(held) = words(memory, words_at)
+            && held_bytes(&held, physical.0 % 8) == bytes.all()
+        {
+            self.slots[self.next] = Some(Remembered {
+                start,
+                mode,
+                paging,
+                trail,
+                words_at,
+                words: held,
+                instruction,
+            });
+            self.next = (self.next + 1) % DECODER_SLOTS;
+        }
+        Access::new(&instruction, state, memory)
+    }
+}
+
+/// The [`WORDS`] aligned words of guest memory from `at` (8-aligned).
+fn words(memory: &impl GuestRead, at: GuestPhysical) -> Option<[u64; WORDS]> {
+    Some([
+        memory.read_u64(at)?,
+        memory.read_u64(GuestPhysical(at.0 + 8))?,
+        memory.read_u64(GuestPhysical(at.0 + 16))?,
+    ])
+}
+
+/// The fifteen bytes at `offset` (0 to 7) in `words`.
+fn held_bytes(words: &[u64; WORDS], offset: u64) -> Option<[u8; MAX_INSTRUCTION_LENGTH]> {
+    let mut all = [0u8; WORDS * 8];
+    for (chunk, word) in all.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    let offset = offset as usize;
+    all.get(offset..offset + MAX_INSTRUCTION_LENGTH)?
+        .try_into()
+        .ok()
 }
 
 impl Access {
@@ -2438,6 +2554,121 @@ mod tests {
         let error = decode_access(&state, &memory).unwrap_err();
         assert_eq!(error.guest_exception(), None);
         assert!(error.to_string().contains("not guest RAM"), "{error}");
+    }
+
+    #[test]
+    fn the_decoder_reuses_only_what_still_holds() {
+        let write = |memory: &mut VecMemory, at: u64, bytes: &[u8]| {
+            assert!(crate::Memory::write(memory, at, bytes));
+        };
+        // Code in the page below 6 MiB, which the tables map to 0xb000.
+        let mut memory = ram();
+        let mut state = vcpu(Bits64);
+        state.rip = 0x5f_f100;
+        state.guest_physical = DEVICE | (RDX % PAGE_SIZE);
+        write(&mut memory, 0xb100, &[0x89, 0x0a]); // mov [rdx], ecx
+        let mut decoder = AccessDecoder::new();
+        let first = decoder.decode_access(&state, &memory).unwrap();
+        assert_eq!(first, decode_access(&state, &memory).unwrap());
+        assert_eq!(first.width, Dword);
+        assert!(decoder.slots[0].is_some(), "remembered");
+        assert_eq!(decoder.decode_access(&state, &memory), Ok(first));
+
+        // Rewritten in place: mov [rdx], cl.
+        write(&mut memory, 0xb100, &[0x88, 0x0a]);
+        assert_eq!(decoder.decode_access(&state, &memory).unwrap().width, Byte);
+        // A change next to the instruction only costs a new decode.
+        write(&mut memory, 0xb110, &[0xcc]);
+        assert_eq!(decoder.decode_access(&state, &memory).unwrap().width, Byte);
+
+        // The page table edited, without an exit: the page now maps to
+        // 0xc000, where the code is mov [rdx], cx.
+        write(&mut memory, 0xc100, &[0x66, 0x89, 0x0a]);
+        write(
+            &mut memory,
+            0xa000 + 511 * 8,
+            &(0xc000u64 | 3).to_le_bytes(),
+        );
+        let word = decoder.decode_access(&state, &memory).unwrap();
+        assert_eq!((word.width, word.instruction.length), (Word, 3));
+        // And made not present: the fetch fails as it would uncached.
+        write(&mut memory, 0xa000 + 511 * 8, &0u64.to_le_bytes());
+        assert_eq!(
+            decoder.decode_access(&state, &memory),
+            decode_access(&state, &memory)
+        );
+        assert!(decoder.decode_access(&state, &memory).is_err());
+
+        // Another mode at the same address is another instruction: in
+        // 32-bit mode (paging off) 0x5ff100 is physical.
+        let mut flat = vcpu(Bits32);
+        flat.rip = 0x5f_f100;
+        flat.guest_physical = state.guest_physical;
+        let mut big = VecMemory(vec![0; 0x60_0000]);
+        write(&mut big, 0x5f_f100, &[0x89, 0x0a]);
+        assert_eq!(
+            decoder.decode_access(&flat, &big),
+            decode_access(&flat, &big)
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the guest does to its code and its page tables between
+        /// exits, the remembering decoder answers as a fresh decode does.
+        #[test]
+        fn the_decoder_always_agrees_with_a_fresh_decode(
+            steps in proptest::collection::vec(
+                (0u8..4, 0u64..64, proptest::prelude::any::<[u8; 4]>(), 0usize..3),
+                1..40,
+            )
+        ) {
+            let mut memory = ram();
+            let code = [0x89u8, 0x0a, 0x88, 0x0a, 0x66, 0x89, 0x0a, 0x8b, 0x0a, 0xc7, 0x02, 1, 2, 3, 4];
+            for frame in [0xb000u64, 0xc000] {
+                for offset in (0..0x200).step_by(code.len()) {
+                    proptest::prop_assert!(crate::Memory::write(&mut memory, frame + 0xf0 + offset, &code));
+                }
+            }
+            let mut state = vcpu(Bits64);
+            state.guest_physical = DEVICE | (RDX % PAGE_SIZE);
+            let mut decoder = AccessDecoder::new();
+            for (kind, offset, bytes, choice) in steps {
+                match kind {
+                    // New code bytes in either frame.
+                    0 => {
+                        let frame = [0xb000u64, 0xc000][choice % 2];
+                        proptest::prop_assert!(crate::Memory::write(&mut memory, frame + 0xf0 + offset, &bytes));
+                    }
+                    // The page's entry: frame 0xb000, frame 0xc000, or absent.
+                    1 => {
+                        let entry = [0xb000u64 | 3, 0xc000 | 3, 0][choice];
+                        proptest::prop_assert!(crate::Memory::write(&mut memory, 0xa000 + 511 * 8, &entry.to_le_bytes()));
+                    }
+                    // Another instruction.
+                    2 => state.rip = 0x5f_f0f0 + offset,
+                    _ => {}
+                }
+                proptest::prop_assert_eq!(
+                    decoder.decode_access(&state, &memory),
+                    decode_access(&state, &memory)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn instructions_across_a_page_are_decoded_but_not_remembered() {
+        let mut memory = ram();
+        let mut state = vcpu(Bits64);
+        // Two bytes before a 4 KiB boundary: the fifteen bytes fetched
+        // span two pages.
+        state.rip = 0x8ffe;
+        state.guest_physical = DEVICE | (RDX % PAGE_SIZE);
+        assert!(crate::Memory::write(&mut memory, 0x8ffe, &[0x89, 0x0a]));
+        let mut decoder = AccessDecoder::new();
+        let access = decoder.decode_access(&state, &memory).unwrap();
+        assert_eq!(access, decode_access(&state, &memory).unwrap());
+        assert!(decoder.slots.iter().all(Option::is_none));
     }
 
     #[test]

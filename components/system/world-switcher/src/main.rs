@@ -63,6 +63,7 @@ use vm_platform::cpuid::{PlatformFeatures, Policy};
 use vm_platform::fw_cfg::FwCfg;
 use vm_platform::interrupts::Platform;
 use vm_platform::lapic::Lapic;
+use vm_platform::mmio::AccessDecoder;
 use vm_platform::msr::Msrs;
 use vm_platform::pci::PciHost;
 use vm_platform::pic::Pic;
@@ -115,6 +116,12 @@ struct Loader(GuestMemory);
 impl vm_platform::GuestRead for Loader {
     fn read(&self, address: vm_platform::guest_paging::GuestPhysical, into: &mut [u8]) -> bool {
         self.0.read(address.0, into).is_ok()
+    }
+    fn read_u64(&self, address: vm_platform::guest_paging::GuestPhysical) -> Option<u64> {
+        self.0.read_u64(address.0).ok()
+    }
+    fn read_u32(&self, address: vm_platform::guest_paging::GuestPhysical) -> Option<u32> {
+        self.0.read_u32(address.0).ok()
     }
 }
 
@@ -182,6 +189,9 @@ struct Switcher {
     console: u64,
     /// Console input on its way to the guest's UART.
     host_input: HostInput,
+    /// Decodes the instructions that touch device pages (remembering
+    /// walks and instructions between exits).
+    decoder: AccessDecoder,
     /// Absolute end of the run (ns since boot), if limited.
     deadline_ns: Option<u64>,
 }
@@ -246,6 +256,7 @@ fn main(start: &runtime::Start) -> i32 {
         requests,
         console,
         host_input: HostInput::new(),
+        decoder: AccessDecoder::new(),
         deadline_ns: (limit_ms > 0).then(|| syscall::time_ns() + limit_ms * 1_000_000),
     };
     loop {
@@ -1112,7 +1123,7 @@ impl Switcher {
     /// stops the VM with its bytes.
     fn device_access(&mut self, address: u64) -> Result<u64, Stop> {
         let mut memory = Loader(self.vm.memory);
-        let decoded = vm_platform::mmio::decode_access(self.vm.state(), &memory);
+        let decoded = self.decoder.decode_access(self.vm.state(), &memory);
         let access = match decoded {
             Ok(access) => access,
             Err(error) => {
