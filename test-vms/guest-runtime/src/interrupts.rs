@@ -178,3 +178,46 @@ pub fn fw_cfg_read(selector: u16, into: &mut [u8]) {
         }
     }
 }
+
+/// The IOAPIC's register window: index at +0, data at +0x10.
+const IOAPIC_BASE: u64 = 0xfec0_0000;
+
+fn ioapic_write(index: u32, value: u32) {
+    // SAFETY: the IOAPIC page is device memory at its fixed address,
+    // identity-mapped by the boot tables; writes change only the IOAPIC.
+    unsafe {
+        (IOAPIC_BASE as *mut u32).write_volatile(index);
+        ((IOAPIC_BASE + 0x10) as *mut u32).write_volatile(value);
+    }
+}
+
+/// Routes IOAPIC input `pin` to `vector` on the LAPIC with ID 0: fixed
+/// delivery, physical destination, edge-triggered, active high, unmasked.
+pub fn ioapic_route(pin: u8, vector: u8) {
+    ioapic_write(0x11 + 2 * u32::from(pin), 0);
+    ioapic_write(0x10 + 2 * u32::from(pin), u32::from(vector));
+}
+
+/// Masks IOAPIC input `pin`.
+pub fn ioapic_mask(pin: u8) {
+    ioapic_write(0x10 + 2 * u32::from(pin), 1 << 16);
+}
+
+/// Reads CMOS/RTC register `index` (NMIs stay enabled).
+pub fn cmos_read(index: u8) -> u8 {
+    // SAFETY: ports 0x70/0x71 select and read a CMOS register; reading
+    // register C clears the RTC's flags, which the caller asks for.
+    unsafe {
+        crate::arch::outb(0x70, index & 0x7f);
+        crate::arch::inb(0x71)
+    }
+}
+
+/// Writes CMOS/RTC register `index`.
+pub fn cmos_write(index: u8, value: u8) {
+    // SAFETY: as `cmos_read`; the write changes only the RTC/CMOS.
+    unsafe {
+        crate::arch::outb(0x70, index & 0x7f);
+        crate::arch::outb(0x71, value);
+    }
+}

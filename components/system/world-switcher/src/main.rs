@@ -20,7 +20,8 @@
 //!   interrupt-window exit (and, while an NMI is being handled, for an exit
 //!   at the guest's IRET, after which NMIs open again); timers count in TSC ticks at the rate the core
 //!   measured (the start page's `tsc_hz`);
-//! - HLT gives the CPU away until the next timer deadline (at most 10 ms),
+//! - HLT gives the CPU away until the next device deadline (the LAPIC, PIT
+//!   and RTC timers; with none, until a notification),
 //!   the no-work hypercall for the time asked; VMMCALL hypercalls identify,
 //!   log, yield; unknown numbers `#UD`;
 //! - nested page faults, triple faults and invalid state stop the VM with a
@@ -76,8 +77,6 @@ use vm_platform::{GuestRam, power};
 
 runtime::component!(main);
 
-/// How long HLT sleeps at most: a guest's timer tick would end it.
-const HLT_TICK_US: u64 = 10_000;
 /// The local APIC timer's input clock (before its divider).
 const APIC_BUS_HZ: u64 = 100_000_000;
 /// Guest-physical address bits the LAPIC's base may use.
@@ -325,6 +324,8 @@ struct Devices {
     platform: Platform,
     /// The CMOS real-time clock.
     rtc: Rtc,
+    /// When the RTC next needs an update (TSC), from [`Devices::plan_rtc`].
+    rtc_due: Option<u64>,
     /// QEMU's firmware configuration device.
     fw_cfg: FwCfg<'static>,
     /// The PCI host bridge (no functions yet).
@@ -336,6 +337,25 @@ struct Devices {
 }
 
 impl Devices {
+    /// See [`Switcher::next_due`].
+    fn next_due(&self) -> Option<u64> {
+        match (self.platform.next_deadline(), self.rtc_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Works out when the RTC next needs an update (after anything that can
+    /// change it: an access, an update); `nanoseconds` converts its clock
+    /// to the TSC.
+    fn plan_rtc(&mut self, nanoseconds: &Clock) {
+        let now_ns = nanoseconds.ticks_in(runtime::rdtsc());
+        self.rtc_due = self
+            .rtc
+            .next_deadline(now_ns)
+            .map(|ns| nanoseconds.tsc_for(ns));
+    }
+
     fn new(tsc_hz: u64, memory_size: u64, epoch: u64) -> Option<Self> {
         let ram = guest_ram(memory_size);
         let bus = Clock::new(tsc_hz, APIC_BUS_HZ)?;
@@ -346,6 +366,7 @@ impl Devices {
                 Some(Pit::new(tsc_hz)?),
             ),
             rtc: Rtc::new(epoch, ram),
+            rtc_due: None,
             fw_cfg: FwCfg::new(1, ram, &[]).ok()?,
             pci: PciHost::new(),
             pm_timer: PmTimer::new(tsc_hz)?,
@@ -385,7 +406,7 @@ impl Switcher {
             self.devices.rtc.reset();
         }
         self.lines = 0;
-        self.due = self.devices.platform.next_deadline();
+        self.due = self.next_due();
         let mut memory = Loader(self.vm.memory);
         let size = self.vm.memory.size();
         // The core hands over guest memory zeroed at boot; after a VM
@@ -624,20 +645,39 @@ impl Switcher {
         if let Some(due) = self.due {
             let now = runtime::rdtsc();
             if due <= now {
-                self.devices.platform.tick(now);
-                self.due = self.devices.platform.next_deadline();
+                self.tick_devices(now);
             }
         }
         self.devices.platform.prepare_entry(self.vm.state())
     }
 
-    /// HLT: sleeps until the next timer deadline (at most [`HLT_TICK_US`],
-    /// or not at all when an interrupt or NMI is already waiting), then goes on
-    /// after the instruction; the next entry delivers what is due.
+    /// Every device clock brought up to `now` (TSC): the interrupt
+    /// controllers' timers, and the RTC's update, alarm and periodic
+    /// flags with its line; then the next deadline.
+    fn tick_devices(&mut self, now: u64) {
+        self.devices.platform.tick(now);
+        if self.devices.rtc_due.is_some_and(|due| due <= now) {
+            self.devices.rtc.update(self.tsc_ns(now));
+            self.devices.plan_rtc(&self.nanoseconds);
+            self.set_line(RTC_IRQ, self.devices.rtc.irq_line());
+        }
+        self.due = self.next_due();
+    }
+
+    /// The earliest TSC at which a device needs [`Switcher::tick_devices`]:
+    /// the platform's timers and the RTC's next flag (`None`: nothing is
+    /// due, so an idle guest costs nothing until something happens).
+    fn next_due(&self) -> Option<u64> {
+        self.devices.next_due()
+    }
+
+    /// HLT: sleeps until the next device deadline (or not at all when an
+    /// interrupt or NMI is already waiting; with nothing due, until a
+    /// notification: console input, a restart request), then goes on after
+    /// the instruction; the next entry delivers what is due.
     fn halt(&mut self) -> Result<u64, Stop> {
         let now = runtime::rdtsc();
-        self.devices.platform.tick(now);
-        self.due = self.devices.platform.next_deadline();
+        self.tick_devices(now);
         // What ends HLT on hardware: an interrupt the guest takes, or an
         // NMI (whatever IF says) unless one is still being handled.
         let interruptible = self.vm.state().rflags & INTERRUPT_FLAG != 0;
@@ -645,16 +685,15 @@ impl Switcher {
         let wakes = (interruptible && platform.lapic.pending_interrupt().is_some())
             || (platform.lapic.nmi_pending() && !platform.arbiter.nmi_blocked());
         let timeout_us = match self.due {
-            _ if wakes => 0,
-            Some(due) => self.microseconds.ticks_in(due.saturating_sub(now)),
-            None => HLT_TICK_US,
+            _ if wakes => Some(0),
+            Some(due) => Some(self.microseconds.ticks_in(due.saturating_sub(now))),
+            None => None,
         };
-        if timeout_us == 0 {
+        if timeout_us == Some(0) {
             self.vm.state().rip += 1;
             return Ok(dirty::RIP);
         }
-        self.sleep(timeout_us.min(HLT_TICK_US), 1)
-            .map(|()| dirty::RIP)
+        self.sleep(timeout_us, 1).map(|()| dirty::RIP)
     }
 
     /// After an instruction was emulated (RIP moved past it, `mask` has
@@ -748,13 +787,15 @@ impl Switcher {
         }
     }
 
-    /// Gives the CPU away for at most `timeout_us` (or until a request),
-    /// then skips the `length`-byte instruction that asked for it.
-    fn sleep(&mut self, timeout_us: u64, length: u64) -> Result<(), Stop> {
-        let timeout = self
-            .time_left_us()
-            .map_or(timeout_us, |left| left.min(timeout_us));
-        if let Some(bits) = syscall::wait(Some(timeout)) {
+    /// Gives the CPU away for at most `timeout_us` (`None`: until a
+    /// notification) or until a request, then skips the `length`-byte
+    /// instruction that asked for it.
+    fn sleep(&mut self, timeout_us: Option<u64>, length: u64) -> Result<(), Stop> {
+        let timeout = match (self.time_left_us(), timeout_us) {
+            (Some(left), Some(timeout)) => Some(left.min(timeout)),
+            (left, timeout) => left.or(timeout),
+        };
+        if let Some(bits) = syscall::wait(timeout) {
             self.console_input(bits);
             if bits & self.requests != 0 {
                 return Err(Stop::Restart);
@@ -822,7 +863,7 @@ impl Switcher {
             _ => None,
         };
         if platform.is_some() {
-            self.due = self.devices.platform.next_deadline();
+            self.due = self.next_due();
         }
         let input = match io.port {
             _ if platform.is_some() => platform.flatten(),
@@ -852,6 +893,8 @@ impl Switcher {
                     self.devices.rtc.write(port, value as u8, now_ns);
                     None
                 };
+                self.devices.plan_rtc(&self.nanoseconds);
+                self.due = self.next_due();
                 self.set_line(RTC_IRQ, self.devices.rtc.irq_line());
                 answer
             }
@@ -948,7 +991,7 @@ impl Switcher {
                 Ok(mask) => Ok(mask),
                 Err(Unhandled::Lapic) => {
                     let result = self.devices.platform.write_msr(msr, value, tsc);
-                    self.due = self.devices.platform.next_deadline();
+                    self.due = self.devices.next_due();
                     match result {
                         Some(Ok(())) => Ok(0),
                         _ => Err(()),
@@ -1070,7 +1113,7 @@ impl Switcher {
             }
             hypercall::NO_WORK => {
                 let before = syscall::time_ns();
-                self.sleep(a.min(NO_WORK_MAX_US), 0)?;
+                self.sleep(Some(a.min(NO_WORK_MAX_US)), 0)?;
                 let slept = (syscall::time_ns() - before) / 1000;
                 self.vm.state().gpr[gpr::RBX] = slept;
                 mask |= dirty::RBX;
@@ -1148,7 +1191,7 @@ impl Switcher {
         if let Some(value) = effect.device_write {
             let _ = self.devices.platform.write_mmio(address, size, value, now);
         }
-        self.due = self.devices.platform.next_deadline();
+        self.due = self.next_due();
         match effect.apply(self.vm.state(), &mut memory) {
             Ok(mask) => Ok(mask),
             Err(error) => {
