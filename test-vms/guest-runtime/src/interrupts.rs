@@ -221,3 +221,16 @@ pub fn cmos_write(index: u8, value: u8) {
         crate::arch::outb(0x71, value);
     }
 }
+
+/// IA32_APIC_BASE: the local APIC's base address and its enable bits.
+pub fn apic_base() -> u64 {
+    crate::arch::rdmsr(0x1b)
+}
+
+/// Writes IA32_APIC_BASE (clearing bit 11 disables the local APIC; setting
+/// it again brings it back in its reset state).
+pub fn set_apic_base(value: u64) {
+    // SAFETY: the MSR moves or switches the local APIC only; the program's
+    // memory is not affected.
+    unsafe { crate::arch::wrmsr(0x1b, value) }
+}

@@ -365,16 +365,18 @@ impl Platform {
     }
 
     /// Whether guest-physical `address` lies in a register page of this
-    /// platform (the LAPIC's, while it is in xAPIC mode, or the IOAPIC's).
+    /// platform (the LAPIC's, in any mode, or the IOAPIC's).
     pub fn owns_mmio(&self, address: u64) -> bool {
         self.mmio_target(address).is_some()
     }
 
     /// Which model's page holds guest-physical `address`, and the offset.
     fn mmio_target(&self, address: u64) -> Option<(bool, u64)> {
-        if let Some(base) = self.lapic.mmio_base()
-            && (base..base + PAGE_SIZE).contains(&address)
-        {
+        // The LAPIC's page stays its own while it does not decode it
+        // (disabled, x2APIC): those accesses are answered as ignored, as
+        // the bus would, rather than ending the VM.
+        let base = self.lapic.page();
+        if (base..base + PAGE_SIZE).contains(&address) {
             return Some((true, address - base));
         }
         (ioapic::BASE..ioapic::BASE + PAGE_SIZE)
@@ -806,8 +808,20 @@ mod tests {
         assert_eq!(platform.read_msr(0x80b, 0), Some(Err(GeneralProtection)));
         assert_eq!(platform.read_msr(0x10, 0), None, "not the LAPIC's");
         assert_eq!(platform.write_msr(0x10, 0, 0), None);
-        assert_eq!(platform.read_mmio(DEFAULT_BASE, 4, 0), None, "x2APIC mode");
+        // In x2APIC mode the xAPIC page is still the LAPIC's, but not
+        // decoded: the caller answers as an empty bus, the VM goes on.
+        assert!(platform.owns_mmio(DEFAULT_BASE + 0x20));
+        assert_eq!(
+            platform.read_mmio(DEFAULT_BASE + 0x20, 4, 0),
+            Some(Err(MmioIgnored::NotDecoded)),
+            "x2APIC mode"
+        );
+        assert_eq!(
+            platform.write_mmio(DEFAULT_BASE + 0x80, 4, 0x10, 0),
+            Some(Err(MmioIgnored::NotDecoded))
+        );
         assert_eq!(platform.read_mmio(0x1000, 4, 0), None);
+        assert!(!platform.owns_mmio(0x1000));
     }
 
     #[test]

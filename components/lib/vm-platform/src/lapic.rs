@@ -314,7 +314,14 @@ impl Lapic {
 
     /// Where the register page is decoded: `Some` in xAPIC mode only.
     pub fn mmio_base(&self) -> Option<u64> {
-        (self.mode() == Mode::XApic).then_some(self.apic_base & self.address_mask)
+        (self.mode() == Mode::XApic).then_some(self.page())
+    }
+
+    /// The register page `IA32_APIC_BASE` names, whether or not the APIC
+    /// decodes it now (globally disabled or in x2APIC mode it does not,
+    /// and its accesses are answered [`MmioIgnored::NotDecoded`]).
+    pub fn page(&self) -> u64 {
+        self.apic_base & self.address_mask
     }
 
     fn software_enabled(&self) -> bool {

@@ -73,7 +73,7 @@ use vm_platform::pm_timer::PmTimer;
 use vm_platform::pvclock::Pvclock;
 use vm_platform::rtc::Rtc;
 use vm_platform::uart::{HostInput, Uart};
-use vm_platform::{GuestRam, power};
+use vm_platform::{GuestRam, MmioIgnored, power};
 
 runtime::component!(main);
 
@@ -178,6 +178,9 @@ struct Switcher {
     /// Boots before the current one: requested restarts and the guest's
     /// own resets (what IDENTIFY answers).
     restarts: u32,
+    /// An access to the LAPIC's page while it was not decoded was reported
+    /// this boot.
+    undecoded_reported: bool,
     /// Restart requests honoured, against the `restarts=` limit.
     requested: u32,
     unassigned_ports: u32,
@@ -250,6 +253,7 @@ fn main(start: &runtime::Start) -> i32 {
         tsc_hz,
         lines: 0,
         restarts: 0,
+        undecoded_reported: false,
         requested: 0,
         unassigned_ports: 0,
         requests,
@@ -406,6 +410,7 @@ impl Switcher {
             self.devices.rtc.reset();
         }
         self.lines = 0;
+        self.undecoded_reported = false;
         self.due = self.next_due();
         let mut memory = Loader(self.vm.memory);
         let size = self.vm.memory.size();
@@ -1178,11 +1183,20 @@ impl Switcher {
         let size = access.width.bytes() as u8;
         let read = match access.kind {
             vm_platform::mmio::AccessKind::Write { value } => {
-                let _ = self.devices.platform.write_mmio(address, size, value, now);
+                let result = self.devices.platform.write_mmio(address, size, value, now);
+                if let Some(Err(MmioIgnored::NotDecoded)) = result {
+                    self.undecoded_page(address);
+                }
                 0
             }
             _ => match self.devices.platform.read_mmio(address, size, now) {
                 Some(Ok(value)) => value,
+                // A page its device does not decode now reads as the
+                // empty bus does.
+                Some(Err(MmioIgnored::NotDecoded)) => {
+                    self.undecoded_page(address);
+                    u64::MAX
+                }
                 // Ignored accesses (odd sizes, unaligned) read as zero.
                 _ => 0,
             },
@@ -1199,6 +1213,18 @@ impl Switcher {
                 let _ = write!(line, "stopped: device access at {address:#x}: {error}");
                 Err(self.report_line(line))
             }
+        }
+    }
+
+    /// Reports, once per boot, an access to the LAPIC's page while the
+    /// LAPIC does not decode it (globally disabled or in x2APIC mode):
+    /// reads see all-ones, writes are dropped, as on a bus nothing claims.
+    fn undecoded_page(&mut self, address: u64) {
+        if !core::mem::replace(&mut self.undecoded_reported, true) {
+            println!(
+                "VM '{}': access at {address:#x}, the local APIC's page, while the APIC is disabled or in x2APIC mode (reads all-ones, writes ignored; further ones are not reported)",
+                self.vm.name()
+            );
         }
     }
 
