@@ -208,7 +208,9 @@ if [ "$guest_reboot" = once ]; then
         reboot -f
     fi
 fi
-counts() { awk '/ttyS0/ { s = $2 } /LOC:/ { t = $2 } END { print s " " t }' /proc/interrupts; }
+# Serial and timer interrupts: the LAPIC timer (LOC) or, without an APIC
+# (acpi=off), the PIT's IRQ 0 through the 8259.
+counts() { awk '/ttyS0/ { s = $2 } /LOC:/ || / timer$/ { t += $2 } END { print s " " t }' /proc/interrupts; }
 cat /proc/interrupts
 before=$(counts)
 start=$(cut -d' ' -f1 /proc/uptime)

@@ -300,6 +300,17 @@ impl Platform {
         }
     }
 
+    /// Whether a maskable interrupt waits for the guest to take it: one the
+    /// LAPIC would deliver, or the 8259's output through LINT0 (ExtINT). A
+    /// guest halted with interrupts on wakes for it.
+    pub fn interrupt_waiting(&self) -> bool {
+        self.lapic.pending_interrupt().is_some()
+            || self
+                .pic
+                .as_ref()
+                .is_some_and(|pic| self.lapic.passes_extint() && pic.output())
+    }
+
     /// Whether the next decision may be anything but
     /// [`Decision::Nothing`]: a cheap test that needs no priority logic.
     pub fn may_deliver(&self) -> bool {
@@ -362,6 +373,14 @@ impl Platform {
             _ => return false,
         }
         true
+    }
+
+    /// Whether anything outside the guest could send it an NMI (an
+    /// unmasked IOAPIC pin in NMI mode; the LAPIC's LINT pins carry only
+    /// the 8259's ExtINT): if not, a vCPU halted with interrupts off never
+    /// runs again.
+    pub fn nmi_possible(&self) -> bool {
+        self.ioapic.routes_nmi()
     }
 
     /// Whether guest-physical `address` lies in a register page of this
@@ -715,7 +734,12 @@ mod tests {
         let mut times = Vec::new();
         while times.len() < 5 {
             let due = platform.next_deadline().unwrap();
+            assert!(!platform.interrupt_waiting());
             platform.tick(due);
+            // A guest halted with IF set must wake for the 8259's output,
+            // which the LAPIC does not hold.
+            assert!(platform.interrupt_waiting());
+            assert!(platform.lapic.pending_interrupt().is_none());
             assert_eq!(
                 platform.decide(&state),
                 Decision::Inject(Event::Interrupt(0x30))
@@ -822,6 +846,12 @@ mod tests {
         );
         assert_eq!(platform.read_mmio(0x1000, 4, 0), None);
         assert!(!platform.owns_mmio(0x1000));
+        // NMIs: only an unmasked pin in NMI mode can send one.
+        assert!(!platform.nmi_possible());
+        program_ioapic(&mut platform, 5, 4 << 8 | 1 << 16);
+        assert!(!platform.nmi_possible(), "masked");
+        program_ioapic(&mut platform, 5, 4 << 8);
+        assert!(platform.nmi_possible());
     }
 
     #[test]

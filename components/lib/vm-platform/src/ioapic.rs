@@ -176,6 +176,14 @@ impl IoApic {
         self.service(pin, lapic);
     }
 
+    /// Whether some unmasked pin sends an NMI: a device line could then
+    /// wake a vCPU halted with interrupts off.
+    pub fn routes_nmi(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|&e| e & entry::MASKED == 0 && e & entry::DELIVERY_MODE == entry::NMI)
+    }
+
     /// The redirection entry of `pin` (for the world switcher's reports).
     pub fn entry(&self, pin: usize) -> Option<u64> {
         self.entries.get(pin).copied()

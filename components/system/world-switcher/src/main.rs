@@ -150,6 +150,9 @@ enum Stop {
     Restart,
     /// The guest reset itself (a warm reboot).
     Reset,
+    /// HLT with interrupts off and no NMI that could end it: the vCPU can
+    /// never run again (how a guest without a power-off path stops).
+    Halted,
 }
 
 struct Switcher {
@@ -293,6 +296,13 @@ fn main(start: &runtime::Start) -> i32 {
                 let verdict = if status == 0 { "passed" } else { "failed" };
                 println!(
                     "VM '{}' finished with status {status} ({verdict})",
+                    switcher.vm.name()
+                );
+                switcher.wait_for_request()
+            }
+            Stop::Halted => {
+                println!(
+                    "VM '{}' halted with interrupts off and no NMI to come: it can never run again",
                     switcher.vm.name()
                 );
                 switcher.wait_for_request()
@@ -687,8 +697,13 @@ impl Switcher {
         // NMI (whatever IF says) unless one is still being handled.
         let interruptible = self.vm.state().rflags & INTERRUPT_FLAG != 0;
         let platform = &self.devices.platform;
-        let wakes = (interruptible && platform.lapic.pending_interrupt().is_some())
+        let wakes = (interruptible && platform.interrupt_waiting())
             || (platform.lapic.nmi_pending() && !platform.arbiter.nmi_blocked());
+        // Only an NMI ends HLT with interrupts off, and unless a device
+        // line is routed as one, nothing but the guest raises one.
+        if !interruptible && !wakes && !platform.nmi_possible() {
+            return Err(Stop::Halted);
+        }
         let timeout_us = match self.due {
             _ if wakes => Some(0),
             Some(due) => Some(self.microseconds.ticks_in(due.saturating_sub(now))),
