@@ -383,6 +383,16 @@ impl Platform {
         self.ioapic.routes_nmi()
     }
 
+    /// Whether a write at guest-physical `address` can move a timer's
+    /// deadline ([`Lapic::write_moves_deadline`]; the IOAPIC has no timer),
+    /// so that the caller must look at [`Platform::next_deadline`] again.
+    pub fn mmio_write_moves_deadline(&self, address: u64) -> bool {
+        match self.mmio_target(address) {
+            Some((true, offset)) => Lapic::write_moves_deadline((offset & 0xff0) as u32),
+            _ => false,
+        }
+    }
+
     /// Whether guest-physical `address` lies in a register page of this
     /// platform (the LAPIC's, in any mode, or the IOAPIC's).
     pub fn owns_mmio(&self, address: u64) -> bool {
@@ -846,6 +856,12 @@ mod tests {
         );
         assert_eq!(platform.read_mmio(0x1000, 4, 0), None);
         assert!(!platform.owns_mmio(0x1000));
+        // Only the timer's registers move its deadline.
+        assert!(platform.mmio_write_moves_deadline(DEFAULT_BASE + 0x380));
+        assert!(platform.mmio_write_moves_deadline(DEFAULT_BASE + 0x320));
+        assert!(!platform.mmio_write_moves_deadline(DEFAULT_BASE + 0x80));
+        assert!(!platform.mmio_write_moves_deadline(DEFAULT_BASE + 0xb0));
+        assert!(!platform.mmio_write_moves_deadline(ioapic::BASE + 0x10));
         // NMIs: only an unmasked pin in NMI mode can send one.
         assert!(!platform.nmi_possible());
         program_ioapic(&mut platform, 5, 4 << 8 | 1 << 16);

@@ -317,6 +317,22 @@ impl Lapic {
         (self.mode() == Mode::XApic).then_some(self.page())
     }
 
+    /// Whether a write of register `offset` can move the timer's deadline
+    /// ([`Lapic::next_deadline`]) later or make one appear: the LVT timer
+    /// entry, the initial count, the divider, and the spurious-vector
+    /// register (whose software disable masks every LVT). Any other write
+    /// leaves it as it was, or only earlier-than-needed, which costs an
+    /// extra look at most.
+    pub fn write_moves_deadline(offset: u32) -> bool {
+        matches!(
+            offset,
+            register::LVT_TIMER
+                | register::TIMER_INITIAL_COUNT
+                | register::TIMER_DIVIDE
+                | register::SPURIOUS_VECTOR
+        )
+    }
+
     /// The register page `IA32_APIC_BASE` names, whether or not the APIC
     /// decodes it now (globally disabled or in x2APIC mode it does not,
     /// and its accesses are answered [`MmioIgnored::NotDecoded`]).

@@ -1220,7 +1220,14 @@ impl Switcher {
         if let Some(value) = effect.device_write {
             let _ = self.devices.platform.write_mmio(address, size, value, now);
         }
-        self.due = self.next_due();
+        // Only a write to a timer register can move a deadline later (a
+        // tick inside the model only ever leaves `due` early, which the
+        // next entry's check corrects).
+        let wrote = matches!(access.kind, vm_platform::mmio::AccessKind::Write { .. })
+            || effect.device_write.is_some();
+        if wrote && self.devices.platform.mmio_write_moves_deadline(address) {
+            self.due = self.next_due();
+        }
         match effect.apply(self.vm.state(), &mut memory) {
             Ok(mask) => Ok(mask),
             Err(error) => {
