@@ -1239,6 +1239,33 @@ mod tests {
         );
         assert!(!lapic.nmi_pending());
         assert_eq!(lapic.pending_interrupt(), None);
+        // The INIT-SIPI-SIPI a kernel sends to bring up an absent CPU
+        // (APIC ID 1, as Linux does to each CPU the MADT lists): nothing
+        // happens, no error is recorded, and this CPU's state is as it was.
+        let before = (
+            read(&lapic, ERROR_STATUS, 0),
+            read(&lapic, TASK_PRIORITY, 0),
+            read(&lapic, SPURIOUS_VECTOR, 0),
+        );
+        send(&mut lapic, 1, command::INIT | 1 << 14);
+        send(&mut lapic, 1, command::INIT | 1 << 15);
+        send(&mut lapic, 1, command::STARTUP | 0x9a);
+        send(&mut lapic, 1, command::STARTUP | 0x9a);
+        // And to an absent CPU by logical destination.
+        send(&mut lapic, 0x02, command::LOGICAL | command::INIT);
+        assert!(!lapic.nmi_pending());
+        assert_eq!(lapic.pending_interrupt(), None);
+        assert_eq!(
+            (
+                read(&lapic, ERROR_STATUS, 0),
+                read(&lapic, TASK_PRIORITY, 0),
+                read(&lapic, SPURIOUS_VECTOR, 0),
+            ),
+            before
+        );
+        // A fixed IPI to the absent CPU is not taken here either.
+        send(&mut lapic, 1, command::FIXED | 0x45);
+        assert_eq!(lapic.pending_interrupt(), None);
     }
 
     #[test]

@@ -38,8 +38,8 @@
 //! - AMD's `HWCR` reads TscFreqSel (read-only; writes to it are ignored)
 //!   and keeps the bits that have no effect a guest can see (TLB cache
 //!   disable, flush-filter disable, IGNNE emulation); `NB_CFG` keeps
-//!   EnableCf8ExtCfg, which Linux sets (there is no PCI host bridge it
-//!   could affect).
+//!   EnableCf8ExtCfg, which Linux sets (the PCI host bridge answers
+//!   configuration type 1 only, so the bit changes nothing there).
 //! - `IA32_APIC_BASE`, `IA32_TSC_DEADLINE` and the x2APIC MSRs belong to the
 //!   LAPIC model: when the platform has it ([`PlatformFeatures`]), an
 //!   access is answered [`Unhandled::Lapic`] for the caller to hand over;
