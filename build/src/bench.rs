@@ -190,6 +190,44 @@ pub fn command() -> Result<ExitCode> {
         }
         measurements.extend(found);
     }
+    if let Some(ours) = measurements
+        .iter()
+        .find(|m| m.name == LINUX_FIGURE)
+        .map(|m| m.value)
+    {
+        match bare_linux(&workspace) {
+            Ok(bare) => {
+                println!(
+                    "benchmark bare-qemu ... 1 figure (the Debian guest without the hypervisor)"
+                );
+                measurements.push(Measurement {
+                    system: "bare-qemu".into(),
+                    component: "-".into(),
+                    name: LINUX_FIGURE.into(),
+                    value: bare,
+                    value_text: format!("{bare}"),
+                    unit: "instructions".into(),
+                    notes:
+                        "(the same kernel, initramfs and command line on QEMU's microvm machine)"
+                            .into(),
+                });
+                let ratio = ours / bare;
+                measurements.push(Measurement {
+                    system: "linux-boot".into(),
+                    component: "-".into(),
+                    name: "linux-userspace-ratio".into(),
+                    value: ratio,
+                    value_text: format!("{ratio:.3}"),
+                    unit: "x".into(),
+                    notes: "(under the hypervisor against bare QEMU, this run)".into(),
+                });
+            }
+            Err(error) => {
+                failed = true;
+                println!("benchmark bare-qemu ... FAIL: {error:#}");
+            }
+        }
+    }
     println!();
     print!("{}", table(&measurements));
     Ok(if failed {
@@ -197,6 +235,56 @@ pub fn command() -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The benchmark line the Debian guest's initramfs prints.
+const LINUX_FIGURE: &str = "linux-userspace";
+/// How long the bare-QEMU baseline may take.
+const BARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(240);
+
+/// The same Debian guest on bare QEMU under `-icount`: the instructions to
+/// its first userspace instruction, from the `BENCH` line its initramfs
+/// prints (there is no component prefix without the hypervisor).
+fn bare_linux(workspace: &Workspace) -> Result<f64> {
+    use std::io::BufRead;
+    let guest = crate::debian::fetch(&crate::debian::cache_directory(&workspace.target_directory))?;
+    let qemu = crate::tools::require(crate::tools::QEMU)?;
+    let mut child = crate::debian::bare_command(&qemu, &guest, true)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("could not start QEMU for the bare baseline")?;
+    let stdout = child.stdout.take().context("QEMU's stdout is not a pipe")?;
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| bare_figure(&line))
+    });
+    let start = std::time::Instant::now();
+    while child.try_wait()?.is_none() {
+        if start.elapsed() > BARE_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("bare QEMU did not finish in {} s", BARE_TIMEOUT.as_secs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    reader
+        .join()
+        .ok()
+        .flatten()
+        .context("bare QEMU printed no BENCH linux-userspace line")
+}
+
+/// The figure of a bare guest's `BENCH linux-userspace N ...` line.
+fn bare_figure(line: &str) -> Option<f64> {
+    let rest = line.trim().strip_prefix("BENCH ")?;
+    let mut words = rest.split_whitespace();
+    (words.next()? == LINUX_FIGURE)
+        .then(|| words.next()?.parse().ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -220,6 +308,17 @@ mod tests {
         assert!(parse_line("s", "[bench] BENCH x 3").is_none());
         assert!(parse_line("s", "[bench] hello BENCH x 3 ms").is_none());
         assert!(parse_line("s", "BENCH x 3 ms").is_none());
+    }
+
+    #[test]
+    fn reads_the_bare_guests_figure() {
+        assert_eq!(
+            bare_figure("BENCH linux-userspace 634100000 instructions (from ...)"),
+            Some(634_100_000.0)
+        );
+        assert_eq!(bare_figure("BENCH other 5 x"), None);
+        assert_eq!(bare_figure("guest: userspace reached at TSC 5"), None);
+        assert_eq!(bare_figure("BENCH linux-userspace soon"), None);
     }
 
     #[test]

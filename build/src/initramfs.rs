@@ -192,6 +192,7 @@ pub fn tsc_program() -> Vec<u8> {
 pub const BUSYBOX_INIT: &str = r#"#!/bin/sh
 tsc=$(/bin/tsc)
 echo "guest: userspace reached at TSC $tsc"
+echo "BENCH linux-userspace $tsc instructions (from machine start to the first userspace instruction, under -icount)"
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
