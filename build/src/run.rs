@@ -54,6 +54,11 @@ pub struct RunArguments {
     /// unless --timeout is given. QEMU only.
     #[arg(long, conflicts_with_all = ["bochs", "gdb"])]
     pub interactive: bool,
+    /// Connect this terminal to VM NAME: the system console's input goes
+    /// to it (as `console_input = true` in its table would say), with
+    /// --interactive's terminal and time limit.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["bochs", "gdb"])]
+    pub console: Option<String>,
 }
 
 /// The time limit when none is given: far above the measured times (QEMU
@@ -87,13 +92,14 @@ pub fn command(arguments: RunArguments) -> Result<ExitCode> {
         .system
         .unwrap_or_else(|| workspace.root.join(DEFAULT_SYSTEM));
     let programs = workspace.programs()?;
-    let system = system::load(&path, &programs)?;
+    let system = system::load_with_console(&path, &programs, arguments.console.as_deref())?;
+    let interactive = arguments.interactive || arguments.console.is_some();
     let emulator = if arguments.bochs {
         Emulator::Bochs
     } else {
         Emulator::Qemu
     };
-    let timeout = match (arguments.gdb || arguments.interactive, arguments.timeout) {
+    let timeout = match (arguments.gdb || interactive, arguments.timeout) {
         (_, Some(seconds)) if !arguments.gdb => Some(Duration::from_secs(seconds)),
         (true, _) => None,
         (false, _) => Some(default_timeout(emulator)),
@@ -123,7 +129,7 @@ pub fn command(arguments: RunArguments) -> Result<ExitCode> {
             icount: arguments.icount,
             gdb: arguments.gdb,
             command_line: arguments.command_line.clone().unwrap_or_default(),
-            input: if arguments.interactive {
+            input: if interactive {
                 ConsoleFeed::Terminal
             } else {
                 ConsoleFeed::Nothing

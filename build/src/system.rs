@@ -176,8 +176,22 @@ fn options(host_keys: &[&str]) -> capdl::Options {
 /// Reads, checks and lowers a system file (and its includes) against the
 /// programs that exist.
 pub fn load(path: &Path, programs: &capdl::ProgramSet) -> Result<System> {
+    load_with_console(path, programs, None)
+}
+
+/// [`load`], giving the system console's input to VM `console` as if its
+/// table said `console_input = true`.
+pub fn load_with_console(
+    path: &Path,
+    programs: &capdl::ProgramSet,
+    console: Option<&str>,
+) -> Result<System> {
     let named = PathBuf::from(shown(path));
-    let system = capdl::load_with(&named, programs, &options(&[]))
+    let options = capdl::Options {
+        console: console.map(str::to_string),
+        ..options(&[])
+    };
+    let system = capdl::load_with(&named, programs, &options)
         .map_err(|diagnostics| anyhow::anyhow!("{}", diagnostics.brief()))?;
     lower(path, &system)
 }

@@ -354,7 +354,14 @@ impl Checker<'_> {
             self.unapplied_grants(&components);
         }
         let vm_entries = self.unique(&document.vms, "VM");
-        let vms = self.vms(&vm_entries, &components, &names, programs, &mut checked);
+        let vms = self.vms(
+            &vm_entries,
+            &components,
+            &names,
+            programs,
+            &mut checked,
+            options.console.as_deref(),
+        );
         let queues = self.queues(&queues, &names, &checked);
         self.calls(&queues, &checked);
         let notifications = self.notifications(&notifications, &names);
@@ -1108,6 +1115,7 @@ impl Checker<'_> {
         names: &Names,
         programs: &ProgramSet,
         components: &mut [Component],
+        console: Option<&str>,
     ) -> Vec<Vm> {
         if let Some(extra) = entries.get(MAX_VMS) {
             let count = entries.len();
@@ -1342,11 +1350,15 @@ impl Checker<'_> {
             let console_input = raw
                 .console_input
                 .as_ref()
-                .is_some_and(|value| *value.get_ref());
+                .is_some_and(|value| *value.get_ref())
+                || console == Some(name.as_str());
             if console_input {
                 if let Some(other) = vms.iter().find(|vm| vm.console_input) {
                     good = false;
-                    let spot = entry.at(raw.console_input.as_ref().expect("set"));
+                    let spot = raw
+                        .console_input
+                        .as_ref()
+                        .map_or(entry.spot.clone(), |value| entry.at(value));
                     self.error(
                         &spot,
                         format!(
@@ -1359,7 +1371,10 @@ impl Checker<'_> {
                     && components[switcher].interrupts.contains(&CONSOLE_LINE)
                 {
                     good = false;
-                    let spot = entry.at(raw.console_input.as_ref().expect("set"));
+                    let spot = raw
+                        .console_input
+                        .as_ref()
+                        .map_or(entry.spot.clone(), |value| entry.at(value));
                     self.error(
                         &spot,
                         format!(
@@ -1385,6 +1400,25 @@ impl Checker<'_> {
                     console_input,
                 });
             }
+        }
+        if let Some(wanted) = console
+            && !entries.iter().any(|entry| entry.name == wanted)
+        {
+            let spot = entries
+                .first()
+                .map(|entry| entry.spot.clone())
+                .unwrap_or_default();
+            let names: Vec<&str> = entries.iter().map(|entry| entry.name.as_str()).collect();
+            let help = match crate::diagnostic::closest(wanted, names.iter().copied()) {
+                Some(close) => format!("did you mean '{close}'?"),
+                None if names.is_empty() => "the system declares no VM".to_string(),
+                None => format!("the VMs are: {}", names.join(", ")),
+            };
+            self.error(
+                &spot,
+                format!("the console's input is asked for VM '{wanted}', which the system does not declare"),
+            )
+            .help = Some(help);
         }
         // A guest bundle is packed under its VM's name, as a test VM image
         // of that name would be.

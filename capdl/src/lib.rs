@@ -80,6 +80,9 @@ pub struct Options {
     /// and their lowering: a system that grants devices is refused rather
     /// than accepted and silently not given them.
     pub grants_applied: bool,
+    /// The VM the system console's input goes to, as if its table said
+    /// `console_input = true` (the build tool's `run --console NAME`).
+    pub console: Option<String>,
 }
 
 impl Default for Options {
@@ -89,6 +92,7 @@ impl Default for Options {
             corruptions: Vec::new(),
             host_keys: Vec::new(),
             grants_applied: false,
+            console: None,
         }
     }
 }

@@ -696,6 +696,30 @@ fn console_input_is_the_console_line_granted_to_the_switcher() {
 }
 
 #[test]
+fn the_console_can_be_given_to_a_vm_by_name() {
+    let text = "[components.ws]\nprogram = \"world-switcher\"\n[vms.g]\nswitcher = \"ws\"\n";
+    let options = |console: &str| capdl::Options {
+        console: Some(console.to_string()),
+        ..capdl::Options::default()
+    };
+    let given = common::load_files(&[("main.toml", text)], &options("g")).unwrap();
+    assert!(given.vms[0].console_input);
+    let spec_bytes = given.spec();
+    let spec = Spec::parse(&spec_bytes).unwrap();
+    assert_eq!(
+        spec.interrupt_grants[0].line,
+        microvisor_abi::syscall::CONSOLE_LINE
+    );
+    let unknown = common::load_files(&[("main.toml", text)], &options("h")).unwrap_err();
+    assert_eq!(
+        common::render(&unknown),
+        [
+            "main.toml:3:6: the console's input is asked for VM 'h', which the system does not declare (help: did you mean 'g'?)"
+        ]
+    );
+}
+
+#[test]
 fn vm_windows_do_not_meet_queues_or_devices() {
     let text = "[components.ws]\nprogram = \"world-switcher\"\n\
          mmio = [{ physical = \"0xfebd0000\", size = \"64KiB\" }]\n[components.b]\nprogram = \"a\"\n\
