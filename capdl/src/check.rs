@@ -663,6 +663,38 @@ impl Checker<'_> {
         // Device grants (overlaps between grants are checked in `grants`).
         for ports in raw.ports.iter().flatten() {
             let range = ports.get_ref();
+            let mut core_owned = None;
+            // Split in pieces of at most 0xffff ports, as the spec does.
+            let mut first = u32::from(range.first);
+            while first <= u32::from(range.last) && core_owned.is_none() {
+                let piece = (u32::from(range.last) - first + 1).min(0xffff);
+                core_owned = microvisor_abi::spec::core_port_overlap(first as u16, piece as u16);
+                first += piece;
+            }
+            if let Some(what) = core_owned {
+                let shown = if range.first == range.last {
+                    format!("port {:#x} is", range.first)
+                } else {
+                    format!("ports {:#x}-{:#x} include", range.first, range.last)
+                };
+                self.error(
+                    &entry.at(ports),
+                    format!("{context}: {shown} {what}, which the core keeps for itself"),
+                )
+                .help = Some(format!(
+                    "the core's own ports are {}",
+                    microvisor_abi::spec::CORE_PORTS
+                        .iter()
+                        .map(|(base, size, _)| if *size == 1 {
+                            format!("{base:#x}")
+                        } else {
+                            format!("{base:#x}-{:#x}", base + size - 1)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                continue;
+            }
             component.ports.push(PortGrant {
                 first: range.first,
                 last: range.last,
@@ -1075,10 +1107,6 @@ impl Checker<'_> {
         for entry in entries {
             let Some(raw) = &entry.value else { continue };
             let firsts = [
-                (
-                    "ports",
-                    raw.ports.iter().flatten().next().map(Spanned::span),
-                ),
                 ("mmio", raw.mmio.iter().flatten().next().map(Spanned::span)),
                 (
                     "interrupts",
@@ -1094,7 +1122,7 @@ impl Checker<'_> {
                 self.error(
                     &spot,
                     format!(
-                        "component '{}': device grants ('{key}') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines",
+                        "component '{}': device grants ('{key}') are not applied yet: the core gives components I/O ports, but no device memory or interrupt lines",
                         entry.name
                     ),
                 )

@@ -944,16 +944,32 @@ fn notification_to_itself() {
 // ---------------------------------------------------------------- grants
 
 #[test]
-fn grants_are_refused_until_the_core_applies_them() {
+fn memory_and_interrupt_grants_are_refused_until_the_core_applies_them() {
+    // Ports are applied; device memory and interrupt lines not yet.
     assert_eq!(
         errors(
-            "[components.a]\nports = [\"0x3f8-0x3ff\"]\nmmio = [{ physical = \"0xfebd0000\", size = \"4KiB\" }]\n\
+            "[components.a]\nports = [\"0x2f8-0x2ff\"]\nmmio = [{ physical = \"0xfebd0000\", size = \"4KiB\" }]\n\
              interrupts = [3]\n[components.b]\nports = []\n"
         ),
         [
-            "main.toml:2:10: component 'a': device grants ('ports') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'ports'; systems may grant devices once the core applies grants)",
-            "main.toml:3:9: component 'a': device grants ('mmio') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'mmio'; systems may grant devices once the core applies grants)",
-            "main.toml:4:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
+            "main.toml:3:9: component 'a': device grants ('mmio') are not applied yet: the core gives components I/O ports, but no device memory or interrupt lines (help: remove 'mmio'; systems may grant devices once the core applies grants)",
+            "main.toml:4:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components I/O ports, but no device memory or interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
+        ]
+    );
+    let loaded = common::load_files(
+        &[(
+            "main.toml",
+            "[components.a]\nports = [\"0x2f8-0x2ff\", 0x80]\n",
+        )],
+        &capdl::Options::default(),
+    );
+    assert!(loaded.is_ok(), "ports alone load");
+    // The core's own ports are refused with what they are.
+    assert_eq!(
+        errors("[components.a]\nports = [\"0x3f0-0x3f8\", 0x61]\n"),
+        [
+            "main.toml:2:10: component 'a': ports 0x3f0-0x3f8 include COM1, the core's console, which the core keeps for itself (help: the core's own ports are 0x20-0x21, 0x40-0x43, 0x61, 0xa0-0xa1, 0xf4, 0x3f8-0x3ff)",
+            "main.toml:2:25: component 'a': port 0x61 is the PIT's gate, which the core keeps for itself (help: the core's own ports are 0x20-0x21, 0x40-0x43, 0x61, 0xa0-0xa1, 0xf4, 0x3f8-0x3ff)",
         ]
     );
     // The grant checks still run, so a mistake is not hidden behind the
@@ -961,7 +977,7 @@ fn grants_are_refused_until_the_core_applies_them() {
     assert_eq!(
         errors("[components.a]\ninterrupts = [3, 3]\n"),
         [
-            "main.toml:2:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components no I/O ports, device memory or interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
+            "main.toml:2:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components I/O ports, but no device memory or interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
             "main.toml:2:18: component 'a': interrupt line 3 is listed twice",
         ]
     );
@@ -971,17 +987,17 @@ fn grants_are_refused_until_the_core_applies_them() {
 fn overlapping_ports_between_components() {
     assert_eq!(
         grant_error(
-            "[components.a]\nports = [\"0x3f8-0x3ff\"]\n[components.b]\nports = [\"0x3fc\"]\n"
+            "[components.a]\nports = [\"0x2f8-0x2ff\"]\n[components.b]\nports = [\"0x2fc\"]\n"
         ),
-        "main.toml:3:13: component 'b': ports 0x3fc overlap ports 0x3f8-0x3ff granted to 'a'"
+        "main.toml:3:13: component 'b': ports 0x2fc overlap ports 0x2f8-0x2ff granted to 'a'"
     );
 }
 
 #[test]
 fn overlapping_ports_within_a_component() {
     assert_eq!(
-        grant_error("[components.a]\nports = [\"0x60-0x64\", \"0x64\"]\n"),
-        "main.toml:1:13: component 'a': ports 0x64 overlap its own ports 0x60-0x64"
+        grant_error("[components.a]\nports = [\"0x70-0x74\", \"0x74\"]\n"),
+        "main.toml:1:13: component 'a': ports 0x74 overlap its own ports 0x70-0x74"
     );
 }
 
@@ -1070,7 +1086,8 @@ fn console_input_goes_to_one_vm() {
 
 #[test]
 fn too_many_port_grants() {
-    let ports: Vec<String> = (0..65).map(|i| format!("\"{}\"", i * 2)).collect();
+    // Even ports from 0x100, clear of the core's own.
+    let ports: Vec<String> = (0..65).map(|i| format!("\"{}\"", 0x100 + i * 2)).collect();
     assert_eq!(
         grant_error(&format!("[components.a]\nports = [{}]\n", ports.join(", "))),
         "main.toml:1:13: the system grants 65 port ranges; the core supports at most 64"

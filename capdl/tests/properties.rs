@@ -240,7 +240,7 @@ period = "10ms"
 stack = "64KiB"
 memory = "4MiB"
 observe = ["pong"]
-ports = ["0x3f8-0x3ff"]
+ports = ["0x2f8-0x2ff"]
 mmio = [{ physical = "0xfebd0000", size = "4KiB" }]
 interrupts = [3]
 [components.pong]

@@ -31,6 +31,7 @@ use microvisor::time::Clock;
 use microvisor::verdict::{Tally, Verdict};
 use microvisor_abi::spec::{MAX_COMPONENTS, MAX_QUEUES, MAX_VMS, Spec};
 
+use crate::arch::descriptors;
 use crate::arch::entry::{self, Frame};
 use crate::arch::svm::Svm;
 use crate::arch::timer::{self, Alarm};
@@ -73,6 +74,10 @@ pub struct Kernel {
     pub fpu_owner: Option<usize>,
     /// Input from the system console and the component it goes to.
     pub console_input: ConsoleInput,
+    /// Components with I/O port grants (bit n: component n).
+    pub port_holders: u32,
+    /// The component whose grants the I/O bitmap holds.
+    ports_loaded: Option<usize>,
 }
 
 struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
@@ -147,6 +152,8 @@ pub fn install(
         addr_of_mut!((*kernel).armed).write(None);
         addr_of_mut!((*kernel).fpu_owner).write(None);
         addr_of_mut!((*kernel).console_input).write(ConsoleInput::NONE);
+        addr_of_mut!((*kernel).port_holders).write(0);
+        addr_of_mut!((*kernel).ports_loaded).write(None);
     }
 }
 
@@ -312,6 +319,7 @@ impl Kernel {
     /// Makes component `index` the running one and returns its frame.
     fn switch_to(&mut self, index: usize, now: u64) -> *const Frame {
         self.load_space(self.components[index].space());
+        self.load_ports(index);
         self.running = Some(index);
         self.last = Some(index);
         self.dispatched_at = now;
@@ -319,6 +327,28 @@ impl Kernel {
         let frame = self.frame_of(index);
         entry::set_current_frame(frame);
         frame
+    }
+
+    /// Gives ring 3 the ports component `index` was granted and no others:
+    /// one store for a component without grants; the bitmap is rewritten
+    /// only when another holder than the last one runs.
+    fn load_ports(&mut self, index: usize) {
+        if self.port_holders & (1 << index) == 0 {
+            descriptors::deny_ports();
+            return;
+        }
+        if self.ports_loaded != Some(index) {
+            let grants = self.spec.port_grants;
+            let of = |holder: Option<usize>| {
+                grants
+                    .iter()
+                    .filter(move |grant| Some(grant.component as usize) == holder)
+                    .map(|grant| (grant.first, grant.count))
+            };
+            descriptors::load_ports(of(self.ports_loaded), of(Some(index)));
+            self.ports_loaded = Some(index);
+        }
+        descriptors::allow_ports();
     }
 
     /// No component can ever run again: report and halt. The verdict is a

@@ -72,6 +72,9 @@ pub fn instantiate(kernel: &mut Kernel, image: &Image<'static>) -> Result<(), &'
         build(kernel, index);
     }
     console_input(kernel, &spec);
+    for grant in spec.port_grants {
+        kernel.port_holders |= 1 << grant.component;
+    }
     Ok(())
 }
 

@@ -201,6 +201,29 @@ pub struct PortGrant {
     pub count: u16,
 }
 
+/// The I/O ports the core keeps for itself, with what they are: no
+/// component may be granted any of them (capdl refuses such a grant with
+/// its file and line, and [`Spec::parse`] again at boot).
+pub const CORE_PORTS: [(u16, u16, &str); 6] = [
+    (0x20, 2, "the primary 8259"),
+    (0x40, 4, "the PIT"),
+    (0x61, 1, "the PIT's gate"),
+    (0xa0, 2, "the secondary 8259"),
+    (0xf4, 1, "the exit device"),
+    (0x3f8, 8, "COM1, the core's console"),
+];
+
+/// What of the core's own ports `first .. first + count` overlaps, if any.
+pub fn core_port_overlap(first: u16, count: u16) -> Option<&'static str> {
+    let end = u32::from(first) + u32::from(count);
+    CORE_PORTS
+        .iter()
+        .find(|&&(base, size, _)| {
+            u32::from(first) < u32::from(base) + u32::from(size) && u32::from(base) < end
+        })
+        .map(|&(_, _, what)| what)
+}
+
 /// A device memory range mapped into a driver component.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
@@ -578,6 +601,13 @@ impl<'a> Spec<'a> {
                     field: "range",
                 });
             }
+            if core_port_overlap(grant.first, grant.count).is_some() {
+                return Err(SpecError::BadField {
+                    table: "port grant",
+                    index,
+                    field: "range (the core's own ports)",
+                });
+            }
         }
         for (index, grant) in self.memory_grants.iter().enumerate() {
             if !self.component_exists(grant.component) {
@@ -819,7 +849,7 @@ mod tests {
         });
         spec.port_grants.push(PortGrant {
             component: 1,
-            first: 0x3f8,
+            first: 0x2f8,
             count: 8,
         });
         spec
@@ -833,7 +863,7 @@ mod tests {
         assert_eq!(name_of(&spec.components[1].name), Some("pong"));
         assert_eq!(spec.capabilities_of(1)[0].target, 0);
         assert_eq!(spec.queues[0].slot_count, 256);
-        assert_eq!(spec.port_grants[0].first, 0x3f8);
+        assert_eq!(spec.port_grants[0].first, 0x2f8);
         assert_eq!(spec.header.scheduling_controller, NONE);
     }
 
@@ -970,6 +1000,21 @@ mod tests {
             &|s| s.queues[0].receiver_address = crate::STACK_TOP - 4096,
             bad_address,
         );
+        check(
+            &|s| s.port_grants[0].first = 0x3fc,
+            SpecError::BadField {
+                table: "port grant",
+                index: 0,
+                field: "range (the core's own ports)",
+            },
+        );
+        assert_eq!(core_port_overlap(0x60, 1), None);
+        assert_eq!(
+            core_port_overlap(0x3f0, 9),
+            Some("COM1, the core's console")
+        );
+        assert_eq!(core_port_overlap(0x3f0, 8), None);
+        assert_eq!(core_port_overlap(0x43, 0x1e), Some("the PIT"));
         check(
             &|s| s.port_grants[0].count = 0,
             SpecError::BadField {

@@ -30,6 +30,7 @@ use microvisor_abi::syscall::LOG_WRITE_MAX;
 pub mod arguments;
 pub mod fault;
 pub mod notification;
+pub mod ports;
 pub mod queue;
 pub mod syscall;
 pub mod vm;

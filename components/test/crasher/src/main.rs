@@ -5,7 +5,8 @@
 //! `exec-data` (jumps into its own data), `invalid-instruction`,
 //! `privileged` (executes `hlt`), `bad-pointer` (passes an unmapped buffer
 //! to the log call), `kernel-pointer` (passes a core address), `bad-syscall`
-//! (an unknown call number), `panic`. `after=N` first prints N lines,
+//! (an unknown call number), `port` (reads the CMOS index port 0x70, which
+//! it holds no grant for), `panic`. `after=N` first prints N lines,
 //! yielding between them, and sends one item per line on its `work` queue
 //! when the system gives it one. Every mode must end with the core stopping this
 //! component; if the fault does not happen, it says so and exits with 1.
@@ -32,6 +33,7 @@ const MODES: &[&str] = &[
     "bad-pointer",
     "kernel-pointer",
     "bad-syscall",
+    "port",
     "panic",
 ];
 
@@ -68,6 +70,9 @@ fn main(start: &runtime::Start) -> i32 {
         }
         "bad-syscall" => {
             let _ = syscall::raw(0xdead, [0; 5]);
+        }
+        "port" => {
+            let _ = runtime::ports::inb(0x70);
         }
         "panic" => panic!("deliberate panic"),
         other => {

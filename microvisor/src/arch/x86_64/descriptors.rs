@@ -6,9 +6,17 @@
 //! The TSS's `rsp0` always points at the top of the running thread's saved
 //! register frame, so a trap from ring 3 stores the thread's state straight
 //! into its thread record; IST 1 is a dedicated stack for double faults,
-//! NMIs and machine checks. The TSS has no I/O bitmap: ring 3 may touch no
-//! port. All three tables are written once at boot, except `rsp0`, which
-//! the entry module updates on every thread switch (interrupts off).
+//! NMIs and machine checks. All three tables are written once at boot,
+//! except `rsp0`, which the entry module updates on every thread switch
+//! (interrupts off), and the I/O permissions.
+//!
+//! **Ports.** An I/O permission bitmap (8 KiB, one bit per port, set =
+//! denied, and the terminating byte) follows the TSS. A component without
+//! port grants runs with the TSS's bitmap offset beyond its limit, so every
+//! `in`/`out` from ring 3 faults ([`deny_ports`], one store per switch);
+//! one with grants runs with the bitmap ([`allow_ports`]), which holds the
+//! grants of the last such component to run ([`load_ports`] rewrites only
+//! the bits of the ranges that change hands).
 
 use core::cell::UnsafeCell;
 use core::mem::size_of;
@@ -49,17 +57,34 @@ struct Gate {
     reserved: u32,
 }
 
+/// Bytes of the I/O permission bitmap: one bit per port.
+const IO_BITMAP_BYTES: usize = 0x1_0000 / 8;
+/// Where the bitmap starts, from the TSS's base (right after it).
+const IO_BITMAP_OFFSET: u16 = size_of::<TaskState>() as u16;
+/// A bitmap offset beyond the TSS's limit: no bitmap, every port denied.
+const NO_IO_BITMAP: u16 = 0xffff;
+
 #[repr(C, align(16))]
 struct Tables {
     gdt: [u64; 7],
     tss: TaskState,
+    /// The TSS's I/O permission bitmap and the byte of ones the CPU
+    /// requires after it; contiguous with `tss` (both are byte-packed).
+    io_bitmap: [u8; IO_BITMAP_BYTES + 1],
     idt: [Gate; 256],
 }
+
+const _: () = assert!(
+    core::mem::offset_of!(Tables, io_bitmap)
+        == core::mem::offset_of!(Tables, tss) + size_of::<TaskState>(),
+    "the I/O bitmap must follow the TSS"
+);
 
 struct TablesCell(UnsafeCell<Tables>);
 
 // SAFETY: the tables are written during single-threaded boot and afterwards
-// only `tss.rsp[0]` is written, by the one CPU, with interrupts disabled.
+// only `tss.rsp[0]`, the bitmap offset and the bitmap are written, by the
+// one CPU, with interrupts disabled.
 unsafe impl Sync for TablesCell {}
 
 static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
@@ -79,8 +104,9 @@ static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
         ist: [0; 7],
         reserved2: 0,
         reserved3: 0,
-        io_map_base: size_of::<TaskState>() as u16,
+        io_map_base: NO_IO_BITMAP,
     },
+    io_bitmap: [0xff; IO_BITMAP_BYTES + 1],
     idt: [Gate {
         offset_low: 0,
         selector: 0,
@@ -108,7 +134,8 @@ pub unsafe fn load(stubs: u64, fault_stack_top: u64) {
     let tables = unsafe { &mut *TABLES.0.get() };
     tables.tss.ist[0] = fault_stack_top;
     let tss = core::ptr::addr_of!(tables.tss) as u64;
-    let limit = (size_of::<TaskState>() - 1) as u64;
+    // The TSS with its bitmap and terminating byte.
+    let limit = (size_of::<TaskState>() + IO_BITMAP_BYTES) as u64;
     tables.gdt[5] = (limit & 0xffff)
         | ((tss & 0xff_ffff) << 16)
         | (0x89 << 40) // present, 64-bit TSS (available)
@@ -169,5 +196,51 @@ pub fn set_kernel_entry_stack(top: u64) {
     unsafe {
         let tss = core::ptr::addr_of_mut!((*TABLES.0.get()).tss.rsp);
         core::ptr::write_unaligned(tss.cast::<u64>(), top);
+    }
+}
+
+/// Every port denied to ring 3 (the running component has no grants).
+pub fn deny_ports() {
+    set_io_map_base(NO_IO_BITMAP);
+}
+
+/// Ring 3 may use the ports the bitmap allows ([`load_ports`]).
+pub fn allow_ports() {
+    set_io_map_base(IO_BITMAP_OFFSET);
+}
+
+fn set_io_map_base(offset: u16) {
+    // SAFETY: a store to a field only the port functions write after boot;
+    // the one CPU runs them with interrupts disabled.
+    unsafe {
+        let field = core::ptr::addr_of_mut!((*TABLES.0.get()).tss.io_map_base);
+        core::ptr::write_unaligned(field, offset);
+    }
+}
+
+/// Rewrites the bitmap: the ranges `revoke` (`(first, count)`) denied
+/// again, then the ranges `grant` allowed.
+pub fn load_ports(
+    revoke: impl Iterator<Item = (u16, u16)>,
+    grant: impl Iterator<Item = (u16, u16)>,
+) {
+    // SAFETY: as `set_io_map_base`; nothing else holds a reference to the
+    // bitmap, and the CPU reads it only while ring 3 runs.
+    let bitmap = unsafe { &mut (*TABLES.0.get()).io_bitmap };
+    let mut set = |first: u16, count: u16, denied: bool| {
+        for port in u32::from(first)..u32::from(first) + u32::from(count) {
+            let (byte, bit) = ((port / 8) as usize, port % 8);
+            if denied {
+                bitmap[byte] |= 1 << bit;
+            } else {
+                bitmap[byte] &= !(1 << bit);
+            }
+        }
+    };
+    for (first, count) in revoke {
+        set(first, count, true);
+    }
+    for (first, count) in grant {
+        set(first, count, false);
     }
 }
