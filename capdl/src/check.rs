@@ -742,6 +742,33 @@ impl Checker<'_> {
                     ),
                 );
             }
+            let end = physical.saturating_add(size);
+            // RAM: below the legacy video window, and from 1 MiB to the
+            // machine's memory (the core checks its real map again at boot).
+            let in_ram =
+                physical < 0xa_0000 || (physical < options.machine_memory && end > 0x10_0000);
+            if good && in_ram {
+                good = false;
+                self.error(
+                    &physical_spot,
+                    format!(
+                        "{context}: mmio {physical:#x} + {} lies in RAM (below 640KiB, or between 1MiB and the machine's {}), not device memory",
+                        format_size(size),
+                        format_size(options.machine_memory)
+                    ),
+                )
+                .help = Some("device memory lies above the machine's RAM (QEMU's PCI window starts at 0xe0000000) or in the legacy window 0xa0000-0xfffff".into());
+            }
+            if good && let Some(what) = microvisor_abi::spec::core_device_overlap(physical, size) {
+                good = false;
+                self.error(
+                    &physical_spot,
+                    format!(
+                        "{context}: mmio {physical:#x} + {} includes {what}, which the core keeps for itself",
+                        format_size(size)
+                    ),
+                );
+            }
             if good {
                 component.mmio.push(MmioGrant { physical, size });
             }
@@ -1106,13 +1133,10 @@ impl Checker<'_> {
     fn unapplied_grants(&mut self, entries: &[&Entry<RawComponent>]) {
         for entry in entries {
             let Some(raw) = &entry.value else { continue };
-            let firsts = [
-                ("mmio", raw.mmio.iter().flatten().next().map(Spanned::span)),
-                (
-                    "interrupts",
-                    raw.interrupts.iter().flatten().next().map(Spanned::span),
-                ),
-            ];
+            let firsts = [(
+                "interrupts",
+                raw.interrupts.iter().flatten().next().map(Spanned::span),
+            )];
             for (key, span) in firsts {
                 let Some(span) = span else { continue };
                 let spot = Spot {
@@ -1122,7 +1146,7 @@ impl Checker<'_> {
                 self.error(
                     &spot,
                     format!(
-                        "component '{}': device grants ('{key}') are not applied yet: the core gives components I/O ports, but no device memory or interrupt lines",
+                        "component '{}': device grants ('{key}') are not applied yet: the core gives components I/O ports and device memory, but no interrupt lines",
                         entry.name
                     ),
                 )

@@ -944,16 +944,15 @@ fn notification_to_itself() {
 // ---------------------------------------------------------------- grants
 
 #[test]
-fn memory_and_interrupt_grants_are_refused_until_the_core_applies_them() {
-    // Ports are applied; device memory and interrupt lines not yet.
+fn interrupt_grants_are_refused_until_the_core_applies_them() {
+    // Ports and device memory are applied; interrupt lines not yet.
     assert_eq!(
         errors(
             "[components.a]\nports = [\"0x2f8-0x2ff\"]\nmmio = [{ physical = \"0xfebd0000\", size = \"4KiB\" }]\n\
              interrupts = [3]\n[components.b]\nports = []\n"
         ),
         [
-            "main.toml:3:9: component 'a': device grants ('mmio') are not applied yet: the core gives components I/O ports, but no device memory or interrupt lines (help: remove 'mmio'; systems may grant devices once the core applies grants)",
-            "main.toml:4:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components I/O ports, but no device memory or interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
+            "main.toml:4:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components I/O ports and device memory, but no interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
         ]
     );
     let loaded = common::load_files(
@@ -977,7 +976,7 @@ fn memory_and_interrupt_grants_are_refused_until_the_core_applies_them() {
     assert_eq!(
         errors("[components.a]\ninterrupts = [3, 3]\n"),
         [
-            "main.toml:2:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components I/O ports, but no device memory or interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
+            "main.toml:2:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components I/O ports and device memory, but no interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
             "main.toml:2:18: component 'a': interrupt line 3 is listed twice",
         ]
     );
@@ -1582,9 +1581,27 @@ fn vm_scheduling_takes_part_in_call_paths() {
 }
 
 #[test]
+fn mmio_grants_over_ram_or_the_cores_devices_are_refused() {
+    assert_eq!(
+        grant_error("[components.a]\nmmio = [{ physical = \"0x200000\", size = \"4KiB\" }]\n"),
+        "main.toml:2:22: component 'a': mmio 0x200000 + 4KiB lies in RAM (below 640KiB, or between 1MiB and the machine's 448MiB), not device memory (help: device memory lies above the machine's RAM (QEMU's PCI window starts at 0xe0000000) or in the legacy window 0xa0000-0xfffff)"
+    );
+    assert_eq!(
+        grant_error("[components.a]\nmmio = [{ physical = \"0xfee00000\", size = \"4KiB\" }]\n"),
+        "main.toml:2:22: component 'a': mmio 0xfee00000 + 4KiB includes the local APIC's registers, which the core keeps for itself"
+    );
+    assert_eq!(
+        grant_error("[components.a]\nmmio = [{ physical = \"0xfebff000\", size = \"8KiB\" }]\n"),
+        "main.toml:2:22: component 'a': mmio 0xfebff000 + 8KiB includes the IOAPIC's registers, which the core keeps for itself"
+    );
+}
+
+#[test]
 fn device_window_overflow() {
     assert_eq!(
-        grant_error("[components.a]\nmmio = [{ physical = 0, size = \"32768GiB\" }]\n"),
+        grant_error(
+            "[components.a]\nmmio = [{ physical = \"0x100000000\", size = \"32768GiB\" }]\n"
+        ),
         "main.toml:1:13: component 'a': its mmio regions need more than its device window of 16384GiB (with a guard page after each)"
     );
 }

@@ -386,7 +386,7 @@ fn queues_are_placed_per_component_with_guard_pages() {
 fn device_grants_are_lowered() {
     let system = grant_system(
         "[components.driver]\nports = [\"0x2f8-0x2ff\", 0x60]\n\
-         mmio = [{ physical = \"0xfebd0000\", size = \"8KiB\" }, { physical = \"0xfec00000\", size = 4096 }]\n\
+         mmio = [{ physical = \"0xfebd0000\", size = \"8KiB\" }, { physical = \"0xfed00000\", size = 4096 }]\n\
          interrupts = [3]\n",
     );
     assert_eq!(
@@ -401,7 +401,7 @@ fn device_grants_are_lowered() {
         .map(|g| (g.first, g.count))
         .collect();
     assert_eq!(ports, [(0x2f8, 8), (0x60, 1)]);
-    assert_eq!(spec.memory_grants[1].physical, 0xfec0_0000);
+    assert_eq!(spec.memory_grants[1].physical, 0xfed0_0000);
     assert_eq!(
         (spec.interrupt_grants[0].line, spec.interrupt_grants[0].bit),
         (3, 0)

@@ -24,6 +24,7 @@ use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use microvisor::console_input::ConsoleInput;
+use microvisor::device_memory::NotDevices;
 use microvisor::frame::FrameAllocator;
 use microvisor::paging::AddressSpace;
 use microvisor::sched;
@@ -78,6 +79,8 @@ pub struct Kernel {
     pub port_holders: u32,
     /// The component whose grants the I/O bitmap holds.
     ports_loaded: Option<usize>,
+    /// Physical ranges no memory grant may map (RAM, the core, modules).
+    pub not_devices: NotDevices,
 }
 
 struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
@@ -119,6 +122,7 @@ pub fn install(
     clock: Clock,
     idle: Frame,
     spec: Spec<'static>,
+    not_devices: NotDevices,
 ) {
     let kernel = KERNEL.0.get().cast::<Kernel>();
     // SAFETY: `_entry` proves no reference to the table exists (boot holds
@@ -154,6 +158,7 @@ pub fn install(
         addr_of_mut!((*kernel).console_input).write(ConsoleInput::NONE);
         addr_of_mut!((*kernel).port_holders).write(0);
         addr_of_mut!((*kernel).ports_loaded).write(None);
+        addr_of_mut!((*kernel).not_devices).write(not_devices);
     }
 }
 

@@ -16,6 +16,7 @@ pub mod address;
 pub mod boot_info;
 pub mod capability;
 pub mod console_input;
+pub mod device_memory;
 pub mod elf;
 pub mod frame;
 pub mod npt;

@@ -5,8 +5,10 @@
 //! stack below [`STACK_TOP`] with an unmapped guard page beneath it, its
 //! read-only start-information page (`microvisor::start_page`), the memory
 //! of the queues it is an end of (shared with the other end, never
-//! released with it) and, for a world switcher, its VM's memory, image
-//! copy and state page (shared, they belong to the VM); the core's upper
+//! released with it), the device memory it was granted (uncached, shared;
+//! never over RAM, the core or the boot image, which refuses the
+//! component) and, for a world switcher, its VM's memory, image copy and
+//! state page (shared, they belong to the VM); the core's upper
 //! half is shared but supervisor-only. Every owned frame is fresh and
 //! zeroed. Building either completes or leaves nothing behind. The same
 //! build runs at boot and at every restart.
@@ -46,6 +48,8 @@ pub enum LoadError {
     MissingProgram,
     /// It runs a VM that could not be created (reported when it was not).
     VmUnavailable,
+    /// A memory grant lies over RAM, the core's image or a boot module.
+    NotDeviceMemory { physical: u64, size: u64 },
 }
 
 impl core::fmt::Display for LoadError {
@@ -62,6 +66,10 @@ impl core::fmt::Display for LoadError {
             Self::ReservedName => write!(f, "the name 'core' is reserved"),
             Self::MissingProgram => write!(f, "its program is not in the boot image"),
             Self::VmUnavailable => write!(f, "the VM it runs was not created"),
+            Self::NotDeviceMemory { physical, size } => write!(
+                f,
+                "its mmio grant {physical:#x} + {size:#x} lies over RAM, the core or the boot image, not device memory"
+            ),
         }
     }
 }
@@ -115,6 +123,19 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
     let start_info = start_page::contents(&kernel.spec, who, guest.map(|g| g.image_bytes));
     let kernel_space = kernel.kernel_space;
     let spec = kernel.spec;
+    let devices = spec
+        .memory_grants
+        .iter()
+        .filter(|grant| grant.component as usize == index);
+    if let Some(grant) = devices
+        .clone()
+        .find(|grant| kernel.not_devices.overlaps(grant.physical, grant.size))
+    {
+        return Err(LoadError::NotDeviceMemory {
+            physical: grant.physical,
+            size: grant.size,
+        });
+    }
     let queues = &kernel.queues[..kernel.queue_count];
     let mut tables = Tables {
         frames: &mut kernel.frames,
@@ -167,6 +188,19 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
         let rights = Permissions::READ.for_user();
         map_owned(&space, &mut tables, START_INFO_ADDRESS, frame, rights)?;
         map_queues(&space, &mut tables, index, queues)?;
+        for grant in devices {
+            // Device registers: uncached, never executable, shared (the
+            // frames are the device's, not the component's).
+            let rights = Permissions::READ_WRITE.uncached().for_user().shared();
+            for page in 0..grant.size / PAGE_SIZE {
+                space.map_page(
+                    &mut tables,
+                    VirtualAddress(grant.address + page * PAGE_SIZE),
+                    PhysicalAddress(grant.physical + page * PAGE_SIZE),
+                    rights,
+                )?;
+            }
+        }
         if let (Some(guest), Some((_, declared))) = (guest, spec.vm_of(index)) {
             map_guest(&space, &mut tables, guest, declared)?;
         }

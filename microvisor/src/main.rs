@@ -38,6 +38,7 @@ use core::cell::UnsafeCell;
 
 use microvisor::address::PAGE_SIZE;
 use microvisor::boot_info::{BootInfo, PhysicalMemory};
+use microvisor::device_memory::NotDevices;
 use microvisor::frame::FrameAllocator;
 use microvisor::paging;
 use microvisor_abi::image::{EntryKind, Image};
@@ -148,6 +149,14 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     for module in info.modules() {
         frames.reserve_range(module.start, module.end);
     }
+    let mut not_devices = NotDevices::new();
+    for region in info.regions().iter().filter(|r| r.usable) {
+        not_devices.add(region.start, region.start.saturating_add(region.length));
+    }
+    not_devices.add(layout.boot.start, layout.end - KERNEL_BASE);
+    for module in info.modules() {
+        not_devices.add(module.start, module.end);
+    }
     if info.top_of_ram() > frames.tracked_end() {
         log::warn!(
             "memory above {} GiB is not used",
@@ -256,6 +265,7 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
         clock,
         arch::entry::Frame::idle(arch::entry::idle_entry(), layout.stack.end),
         spec,
+        not_devices,
     );
     let frame = with_kernel(entry, |kernel| {
         system::instantiate(kernel, &image).unwrap_or_else(|error| fatal(format_args!("{error}")));

@@ -123,11 +123,16 @@ pub fn contents(spec: &Spec<'_>, who: Identity<'_>, guest_image_bytes: Option<u6
         };
         resources.push(name, state);
     }
-    for grant in spec
-        .interrupt_grants
-        .iter()
-        .filter(|g| g.component as usize == index)
-    {
+    let mine = |component: u32| component as usize == index;
+    for grant in spec.port_grants.iter().filter(|g| mine(g.component)) {
+        let (first, count) = (u64::from(grant.first), u64::from(grant.count));
+        resources.push("ports", ResourceView::Ports { first, count });
+    }
+    for grant in spec.memory_grants.iter().filter(|g| mine(g.component)) {
+        let (address, size) = (grant.address, grant.size);
+        resources.push("mmio", ResourceView::Memory { address, size });
+    }
+    for grant in spec.interrupt_grants.iter().filter(|g| mine(g.component)) {
         let view = ResourceView::Interrupt {
             line: u64::from(grant.line),
             bit: grant.bit,

@@ -224,6 +224,23 @@ pub fn core_port_overlap(first: u16, count: u16) -> Option<&'static str> {
         .map(|&(_, _, what)| what)
 }
 
+/// The device pages the core keeps for itself, with what they are: no
+/// memory grant may include them.
+pub const CORE_DEVICE_PAGES: [(u64, &str); 2] = [
+    (0xfec0_0000, "the IOAPIC's registers"),
+    (0xfee0_0000, "the local APIC's registers"),
+];
+
+/// What of the core's own device pages `physical .. physical + size`
+/// includes, if any.
+pub fn core_device_overlap(physical: u64, size: u64) -> Option<&'static str> {
+    let end = physical.saturating_add(size);
+    CORE_DEVICE_PAGES
+        .iter()
+        .find(|&&(page, _)| physical < page + crate::PAGE_SIZE && page < end)
+        .map(|&(_, what)| what)
+}
+
 /// A device memory range mapped into a driver component.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
@@ -623,6 +640,13 @@ impl<'a> Spec<'a> {
                     table: "memory grant",
                     index,
                     field: "range",
+                });
+            }
+            if core_device_overlap(grant.physical, grant.size).is_some() {
+                return Err(SpecError::BadField {
+                    table: "memory grant",
+                    index,
+                    field: "range (the core's own device pages)",
                 });
             }
         }
