@@ -377,7 +377,12 @@ impl Lapic {
         if !offset.is_multiple_of(16) {
             return Ok(None);
         }
-        self.tick(now);
+        // Only a timer register needs the timer brought up to `now` first
+        // (a timer that ran out meanwhile raises its interrupt at the
+        // caller's next tick, before the guest runs again).
+        if Self::write_moves_deadline(offset as u32) {
+            self.tick(now);
+        }
         Ok(self
             .write_register(offset as u32, value as u32, now, false)
             .unwrap_or(None))

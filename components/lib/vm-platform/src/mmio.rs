@@ -1264,10 +1264,8 @@ pub const DECODER_SLOTS: usize = 4;
 /// One remembered instruction: what its fetch and decode depended on.
 #[derive(Clone, Copy, Debug)]
 struct Remembered {
-    /// The linear address of CS:RIP, the mode and the translation state.
-    start: GuestVirtual,
-    mode: ExecutionMode,
-    paging: Paging,
+    /// The vCPU state the fetch and decode depended on.
+    key: FetchKey,
     /// The entries the walk of its page read.
     trail: Trail,
     /// The aligned words of guest memory that hold its bytes (which lie
@@ -1282,11 +1280,48 @@ struct Remembered {
 /// Aligned 8-byte words that cover fifteen bytes at any offset.
 const WORDS: usize = 3;
 
+/// RFLAGS bits a fetch depends on: AC (SMAP) and VM (the mode).
+const FETCH_RFLAGS: u64 = 1 << 18 | 1 << 17;
+
+/// Everything in the vCPU state that the linear address of CS:RIP, the
+/// execution mode and the translation ([`Paging::of`]) are computed from,
+/// compared raw: equal keys give equal results, without computing them
+/// (a change elsewhere in these registers only costs a new decode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FetchKey {
+    rip: u64,
+    cs_base: u64,
+    cs_attributes: u16,
+    ss_attributes: u16,
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+    rflags: u64,
+}
+
+impl FetchKey {
+    fn of(state: &VcpuState) -> Self {
+        Self {
+            rip: state.rip,
+            cs_base: state.cs.base,
+            cs_attributes: state.cs.attributes,
+            ss_attributes: state.ss.attributes,
+            cr0: state.cr0,
+            cr3: state.cr3,
+            cr4: state.cr4,
+            efer: state.efer,
+            rflags: state.rflags & FETCH_RFLAGS,
+        }
+    }
+}
+
 /// [`decode_access`] for a world switcher that keeps state between exits:
 /// it remembers the last few instructions that touched a device, each
 /// with everything its fetch and decode depended on, and reuses one only
-/// when all of that still holds: the same linear CS:RIP, mode and
-/// translation state, every page-table entry the walk read unchanged
+/// when all of that still holds: the same registers the linear CS:RIP,
+/// the mode and the translation are computed from ([`FetchKey`]), every
+/// page-table entry the walk read unchanged
 /// ([`Trail::still_holds`]) and the same fifteen bytes in memory (decoding
 /// is a function of the bytes and the mode alone). A guest touches its
 /// devices from a few instructions, so after the first exit each costs a
@@ -1316,18 +1351,17 @@ impl AccessDecoder {
         if state.qualification & npf::EXECUTE != 0 {
             return Err(MmioError::Execute(GuestPhysical(state.guest_physical)));
         }
-        let (mode, start) = instruction_start(state);
-        let paging = Paging::of(state);
+        let key = FetchKey::of(state);
         let known = self.slots.iter().flatten().find(|seen| {
-            seen.start == start
-                && seen.mode == mode
-                && seen.paging == paging
+            seen.key == key
                 && seen.trail.still_holds(memory)
                 && words(memory, seen.words_at) == Some(seen.words)
         });
         if let Some(seen) = known {
             return Access::new(&seen.instruction, state, memory);
         }
+        let (mode, start) = instruction_start(state);
+        let paging = Paging::of(state);
         let bytes = fetch_instruction(memory, state).map_err(MmioError::Fetch)?;
         let instruction = decode(&bytes, mode).map_err(MmioError::Decode)?;
         let in_one_page = start.0 % PAGE_SIZE <= PAGE_SIZE - MAX_INSTRUCTION_LENGTH as u64;
@@ -1338,9 +1372,7 @@ impl AccessDecoder {
             && held_bytes(&held, physical.0 % 8) == bytes.all()
         {
             self.slots[self.next] = Some(Remembered {
-                start,
-                mode,
-                paging,
+                key,
                 trail,
                 words_at,
                 words: held,
