@@ -15,10 +15,12 @@ use std::collections::BTreeMap;
 
 use microvisor_abi::PAGE_SIZE;
 use microvisor_abi::image::{NameKind, is_valid_name};
+use microvisor_abi::spec::Wiring;
 use microvisor_abi::spec::{
     CapabilityKind, MAX_CAPABILITIES, MAX_CAPABILITIES_PER_COMPONENT, MAX_COMPONENTS, MAX_GRANTS,
     MAX_GUEST_MEMORY, MAX_QUEUES, MAX_VMS, queue_pages,
 };
+use microvisor_abi::start::MAX_RESOURCES;
 use microvisor_abi::syscall::{CONSOLE_LINE, MAX_PERIOD_US};
 use microvisor_abi::vcpu::EntryMode;
 use toml::Spanned;
@@ -26,11 +28,11 @@ use toml::Spanned;
 use crate::Options;
 use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, non_ascii, suggest};
 use crate::model::{
-    Capability, Component, GUEST_ENTRY_PREFIX, KernelGuest, Layout, MmioGrant, Notification,
-    PortGrant, Queue, QueuePlacement, SPEC_ENTRY, System, Vm,
+    Capability, Component, ForwarderBits, GUEST_ENTRY_PREFIX, KernelGuest, Layout, LineGrant,
+    MmioGrant, Notification, PortGrant, Queue, QueuePlacement, SPEC_ENTRY, System, Vm,
 };
 use crate::programs::{ProgramSet, WORLD_SWITCHER};
-use crate::raw::{Document, Entry, GuestKind, RawComponent, RawVm, Start, VmEntry};
+use crate::raw::{Document, Entry, GuestKind, RawComponent, RawVm, Setting, Start, VmEntry};
 use crate::units::{Duration, Number, format_duration, format_size};
 
 /// The default priority.
@@ -55,8 +57,8 @@ pub const MAX_QUEUE_BYTES: u64 = 4 << 20;
 pub const MAX_SLOTS: u64 = 1 << 16;
 /// The longest argument string.
 pub const MAX_ARGS: usize = 64;
-/// Interrupt lines are 0..INTERRUPT_LINES (as `Spec::parse` requires).
-pub const INTERRUPT_LINES: u64 = 224;
+/// Interrupt lines are the IOAPIC's inputs 0..INTERRUPT_LINES.
+pub const INTERRUPT_LINES: u64 = 24;
 /// Device memory lies below 2^52 (the architectural physical-address limit).
 pub const PHYSICAL_LIMIT: u64 = 1 << 52;
 /// Bits in a notification word.
@@ -350,9 +352,6 @@ impl Checker<'_> {
         self.image_entries(&checked);
         self.supervision(&components, &mut checked);
         self.grants(&checked);
-        if !options.grants_applied {
-            self.unapplied_grants(&components);
-        }
         let vm_entries = self.unique(&document.vms, "VM");
         let vms = self.vms(
             &vm_entries,
@@ -366,21 +365,26 @@ impl Checker<'_> {
         self.calls(&queues, &checked);
         let notifications = self.notifications(&notifications, &names);
 
-        let scheduling_controller = document.scheduling_controller.as_ref().and_then(|setting| {
-            let found = names.find(&setting.value);
-            if found.is_none() {
-                let help = names.help(&setting.value);
-                self.error(
-                    &setting.spot,
-                    format!(
-                        "[system] scheduling_controller: unknown component '{}'",
-                        setting.value
-                    ),
-                )
-                .help = help;
-            }
-            found
-        });
+        let scheduling_controller = self.system_component(
+            document.scheduling_controller.as_ref(),
+            "scheduling_controller",
+            &names,
+        );
+        let interrupt_forwarder = self.system_component(
+            document.interrupt_forwarder.as_ref(),
+            "interrupt_forwarder",
+            &names,
+        );
+        let forwarder_spot = document
+            .interrupt_forwarder
+            .as_ref()
+            .map(|setting| setting.spot.clone());
+        self.forwarding(
+            &components,
+            &checked,
+            interrupt_forwarder,
+            forwarder_spot.as_ref(),
+        );
         self.memory(&checked, &queues, &vms, options);
 
         let mut system = System {
@@ -395,6 +399,7 @@ impl Checker<'_> {
             notifications,
             vms,
             scheduling_controller,
+            interrupt_forwarder,
             layout: Layout::default(),
         };
         if self.errors.is_empty() {
@@ -774,12 +779,12 @@ impl Checker<'_> {
             }
         }
         for line in raw.interrupts.iter().flatten() {
-            let value = line.get_ref().0;
+            let value = line.get_ref().line;
             if value >= INTERRUPT_LINES {
                 self.error(
                     &entry.at(line),
                     format!(
-                        "{context}: interrupt line {value} is out of range (0 to {})",
+                        "{context}: interrupt line {value} is out of range (the IOAPIC's inputs 0 to {})",
                         INTERRUPT_LINES - 1
                     ),
                 );
@@ -796,14 +801,17 @@ impl Checker<'_> {
                 .help = Some("a VM reads the console with `console_input = true`".into());
                 continue;
             }
-            if component.interrupts.contains(&value) {
+            if component.interrupts.iter().any(|grant| grant.line == value) {
                 self.error(
                     &entry.at(line),
                     format!("{context}: interrupt line {value} is listed twice"),
                 );
                 continue;
             }
-            component.interrupts.push(value);
+            component.interrupts.push(LineGrant {
+                line: value,
+                wiring: line.get_ref().wiring,
+            });
         }
         component
     }
@@ -1086,7 +1094,7 @@ impl Checker<'_> {
                 }
                 regions.push((index, *region));
             }
-            for &line in &component.interrupts {
+            for line in component.interrupts.iter().map(|grant| grant.line) {
                 if let Some((owner, _)) = lines
                     .iter()
                     .find(|(owner, other)| *other == line && *owner != index)
@@ -1127,32 +1135,61 @@ impl Checker<'_> {
         }
     }
 
-    /// Device grants are checked (above) but refused while the core does
-    /// not apply them: a grant that is accepted and then does nothing would
-    /// let a driver fail far from its cause. One error per key written.
-    fn unapplied_grants(&mut self, entries: &[&Entry<RawComponent>]) {
-        for entry in entries {
+    /// The component a `[system]` setting names, if it is set and exists.
+    fn system_component(
+        &mut self,
+        setting: Option<&Setting>,
+        key: &str,
+        names: &Names,
+    ) -> Option<usize> {
+        let setting = setting?;
+        let found = names.find(&setting.value);
+        if found.is_none() {
+            let help = names.help(&setting.value);
+            self.error(
+                &setting.spot,
+                format!("[system] {key}: unknown component '{}'", setting.value),
+            )
+            .help = help;
+        }
+        found
+    }
+
+    /// Interrupt lines go through the forwarder: a system whose drivers
+    /// list lines needs one, and the forwarder lists none itself.
+    fn forwarding(
+        &mut self,
+        entries: &[&Entry<RawComponent>],
+        components: &[Component],
+        forwarder: Option<usize>,
+        forwarder_spot: Option<&Spot>,
+    ) {
+        for (index, (entry, component)) in entries.iter().zip(components).enumerate() {
             let Some(raw) = &entry.value else { continue };
-            let firsts = [(
-                "interrupts",
-                raw.interrupts.iter().flatten().next().map(Spanned::span),
-            )];
-            for (key, span) in firsts {
-                let Some(span) = span else { continue };
-                let spot = Spot {
-                    file: entry.spot.file,
-                    span,
-                };
-                self.error(
-                    &spot,
-                    format!(
-                        "component '{}': device grants ('{key}') are not applied yet: the core gives components I/O ports and device memory, but no interrupt lines",
-                        entry.name
-                    ),
-                )
-                .help = Some(format!(
-                    "remove '{key}'; systems may grant devices once the core applies grants"
-                ));
+            let Some(first) = raw.interrupts.iter().flatten().next() else {
+                continue;
+            };
+            if component.interrupts.is_empty() {
+                continue;
+            }
+            let spot = entry.at(first);
+            if forwarder == Some(index) {
+                let message = format!(
+                    "component '{}' is the interrupt forwarder and cannot own interrupt lines itself",
+                    component.name
+                );
+                let help = forwarder_spot
+                    .map(|spot| self.sources.error(spot, "").location())
+                    .map(|at| format!("it is named the forwarder at {at}"));
+                self.error(&spot, message).help = help;
+            } else if forwarder.is_none() {
+                let message = format!(
+                    "component '{}' lists interrupt lines, but the system has no interrupt forwarder to deliver them",
+                    component.name
+                );
+                self.error(&spot, message).help = Some(
+                    "name one in `[system] interrupt_forwarder = \"...\"` (a component running the irq-forwarder program)".into(),
+                );
             }
         }
     }
@@ -1420,7 +1457,10 @@ impl Checker<'_> {
                     )
                     .help = Some("one VM reads the system console".into());
                 } else if let Some(switcher) = switcher
-                    && components[switcher].interrupts.contains(&CONSOLE_LINE)
+                    && components[switcher]
+                        .interrupts
+                        .iter()
+                        .any(|grant| grant.line == CONSOLE_LINE)
                 {
                     good = false;
                     let spot = raw
@@ -1439,7 +1479,10 @@ impl Checker<'_> {
 
             if let (true, Some(switcher)) = (good, switcher) {
                 if console_input {
-                    components[switcher].interrupts.push(CONSOLE_LINE);
+                    components[switcher].interrupts.push(LineGrant {
+                        line: CONSOLE_LINE,
+                        wiring: Wiring::Default,
+                    });
                 }
                 vms.push(Vm {
                     name: name.clone(),
@@ -1929,6 +1972,7 @@ impl Checker<'_> {
         let mut layout = Layout {
             fault_bits: vec![0; count],
             interrupt_bits: vec![Vec::new(); count],
+            forwarder_bits: vec![Vec::new(); count],
             mmio_addresses: vec![Vec::new(); count],
             capabilities: vec![Vec::new(); count],
             bit_uses: vec![Vec::new(); count],
@@ -1986,9 +2030,32 @@ impl Checker<'_> {
             layout.notification_bits.push(bit);
         }
         for (index, component) in system.components.iter().enumerate() {
-            for &line in &component.interrupts {
+            for grant in &component.interrupts {
+                let line = grant.line;
                 let bit = take(&mut layout, index, format!("interrupt line {line}"));
                 layout.interrupt_bits[index].push(bit);
+                let forwarder = system.interrupt_forwarder.filter(|_| line != CONSOLE_LINE);
+                let bits = forwarder.map(|forwarder| {
+                    let driver = &component.name;
+                    ForwarderBits {
+                        fired: take(
+                            &mut layout,
+                            forwarder,
+                            format!("interrupt line {line} fired (for '{driver}')"),
+                        ),
+                        acknowledged: take(
+                            &mut layout,
+                            forwarder,
+                            format!("interrupt line {line} acknowledged by '{driver}'"),
+                        ),
+                        ready: take(
+                            &mut layout,
+                            forwarder,
+                            format!("interrupt line {line}: '{driver}' (re)started"),
+                        ),
+                    }
+                });
+                layout.forwarder_bits[index].push(bits);
             }
             let mut cursor = DEVICE_WINDOW;
             for region in &component.mmio {
@@ -2063,6 +2130,36 @@ impl Checker<'_> {
                 target: Some(notification.to),
                 badge: notification_badge(bit),
             });
+        }
+        for (index, component) in system.components.iter().enumerate() {
+            for ((grant, &bit), bits) in component
+                .interrupts
+                .iter()
+                .zip(&layout.interrupt_bits[index])
+                .zip(&layout.forwarder_bits[index])
+            {
+                let (Some(bits), Some(forwarder)) = (bits, system.interrupt_forwarder) else {
+                    continue;
+                };
+                let name = format!("irq{}", grant.line);
+                let deliver = Capability {
+                    name: name.clone(),
+                    kind: CapabilityKind::Notification,
+                    target: Some(index),
+                    badge: notification_badge(bit),
+                };
+                let to_forwarder = |suffix: &str, bit: u32| Capability {
+                    name: format!("{name}.{suffix}"),
+                    kind: CapabilityKind::Notification,
+                    target: Some(forwarder),
+                    badge: notification_badge(bit),
+                };
+                let acknowledge = to_forwarder("ack", bits.acknowledged);
+                let ready = to_forwarder("ready", bits.ready);
+                layout.capabilities[forwarder].push(deliver);
+                layout.capabilities[index].push(acknowledge);
+                layout.capabilities[index].push(ready);
+            }
         }
         for (index, component) in system.components.iter().enumerate() {
             if let Some(supervisor) = component.supervisor {
@@ -2154,7 +2251,68 @@ impl Checker<'_> {
                 format!("the system has {total} capabilities; the core supports at most {MAX_CAPABILITIES}"),
             );
         }
+        self.start_pages(system, &layout);
         layout
+    }
+
+    /// Every resource a component is given is listed on its start page,
+    /// which holds [`MAX_RESOURCES`]: a system that would need more is
+    /// refused rather than started with some missing.
+    fn start_pages(&mut self, system: &System, layout: &Layout) {
+        for (index, component) in system.components.iter().enumerate() {
+            let incoming = layout
+                .capabilities
+                .iter()
+                .flatten()
+                .filter(|capability| {
+                    capability.kind == CapabilityKind::Notification
+                        && capability.target == Some(index)
+                        && !system
+                            .queues
+                            .iter()
+                            .any(|queue| queue.name == capability.name)
+                })
+                .count();
+            let queue_ends = system
+                .queues
+                .iter()
+                .map(|queue| {
+                    usize::from(queue.sender == index) + usize::from(queue.receiver == index)
+                })
+                .sum::<usize>();
+            let vm = if system.vm_of(index).is_some() { 3 } else { 0 };
+            let ports: usize = component
+                .ports
+                .iter()
+                .map(|grant| port_pieces(grant).len())
+                .sum();
+            let needed = layout.capabilities[index].len()
+                + queue_ends
+                + system.children(index).count()
+                + incoming
+                + vm
+                + ports
+                + component.mmio.len()
+                + layout.forwarder_bits[index]
+                    .iter()
+                    .filter(|bits| bits.is_none())
+                    .count()
+                + if system.interrupt_forwarder == Some(index) {
+                    layout.forwarder_bits.iter().flatten().flatten().count()
+                } else {
+                    0
+                };
+            if needed > MAX_RESOURCES {
+                let spot = self.component_spots[index].clone();
+                self.error(
+                    &spot,
+                    format!(
+                        "component '{}' would be given {needed} resources (capabilities, queue ends, notifications, grants); its start page lists at most {MAX_RESOURCES}",
+                        component.name
+                    ),
+                );
+            }
+        }
     }
 }
 

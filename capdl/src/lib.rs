@@ -40,9 +40,9 @@ pub use check::{
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use lower::{ImageProgram, Lowered, ProgramUse};
 pub use model::{
-    Capability, Component, GUEST_ENTRY_PREFIX, GuestKind, KernelGuest, Layout, MmioGrant,
-    Notification, PortGrant, Queue, QueuePlacement, SPEC_ENTRY, Start, System, Vm,
-    guest_entry_name,
+    Capability, Component, ForwarderBits, GUEST_ENTRY_PREFIX, GuestKind, KernelGuest, Layout,
+    LineGrant, MmioGrant, Notification, PortGrant, Queue, QueuePlacement, SPEC_ENTRY, Start,
+    System, Vm, guest_entry_name,
 };
 pub use programs::{PROGRAM_GROUPS, ProgramSet, ROLES, WORLD_SWITCHER, check_role};
 pub use raw::{MAX_FILE_BYTES, MAX_SYSTEM_BYTES, read_file};
@@ -74,12 +74,6 @@ pub struct Options {
     /// the system, such as a scenario's `timeout` and `expect`: skipped
     /// rather than refused as unknown.
     pub host_keys: Vec<String>,
-    /// Whether the core applies device grants (`ports`, `mmio`,
-    /// `interrupts`). It does not yet, so this is false by default and
-    /// everywhere in the workspace but capdl's own tests of the grant checks
-    /// and their lowering: a system that grants devices is refused rather
-    /// than accepted and silently not given them.
-    pub grants_applied: bool,
     /// The VM the system console's input goes to, as if its table said
     /// `console_input = true` (the build tool's `run --console NAME`).
     pub console: Option<String>,
@@ -91,7 +85,6 @@ impl Default for Options {
             machine_memory: DEFAULT_MACHINE_MEMORY,
             corruptions: Vec::new(),
             host_keys: Vec::new(),
-            grants_applied: false,
             console: None,
         }
     }

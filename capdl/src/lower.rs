@@ -122,6 +122,7 @@ impl System {
         let layout = &self.layout;
         let mut builder = SpecBuilder {
             scheduling_controller: self.scheduling_controller.map(|index| index as u32),
+            interrupt_forwarder: self.interrupt_forwarder.map(|index| index as u32),
             ..SpecBuilder::default()
         };
         let mut next_capability = 0u32;
@@ -179,15 +180,24 @@ impl System {
                     address,
                 });
             }
-            for (&line, &bit) in component
+            for ((grant, &bit), forwarder_bits) in component
                 .interrupts
                 .iter()
                 .zip(&layout.interrupt_bits[index])
+                .zip(&layout.forwarder_bits[index])
             {
+                // A driver's line goes to the forwarder, which passes it on;
+                // the console's straight to its reader.
+                let (component, bit, owner) = match (forwarder_bits, self.interrupt_forwarder) {
+                    (Some(bits), Some(forwarder)) => (forwarder as u32, bits.fired, index as u32),
+                    _ => (index as u32, bit, NONE),
+                };
                 builder.interrupt_grants.push(InterruptGrant {
-                    component: index as u32,
-                    line,
+                    component,
+                    line: grant.line,
                     bit,
+                    wiring: grant.wiring as u32,
+                    owner,
                     reserved: 0,
                 });
             }
@@ -326,6 +336,13 @@ impl System {
         }
         if self.scheduling_controller.is_some() {
             let _ = writeln!(out, "  scheduling = sched_control");
+        }
+        if let Some(forwarder) = self.interrupt_forwarder {
+            let _ = writeln!(
+                out,
+                "  interrupts = irq_control (device lines go to {})",
+                name(forwarder)
+            );
         }
         let _ = writeln!(out, "}}\n\ncaps {{");
         if layout.capabilities.iter().all(Vec::is_empty) {
@@ -493,12 +510,32 @@ impl System {
                         format_size(region.size)
                     );
                 }
-                for (line, bit) in component
+                for ((grant, bit), forwarder_bits) in component
                     .interrupts
                     .iter()
                     .zip(&layout.interrupt_bits[index])
+                    .zip(&layout.forwarder_bits[index])
                 {
-                    let _ = writeln!(out, "    interrupt {line} -> bit {bit}");
+                    let line = grant.line;
+                    let wiring = grant
+                        .wiring
+                        .name()
+                        .map_or(String::new(), |name| format!(" ({name})"));
+                    match (forwarder_bits, self.interrupt_forwarder) {
+                        (Some(bits), Some(forwarder)) => {
+                            let _ = writeln!(
+                                out,
+                                "    interrupt {line}{wiring} -> bit {bit} via {} (its bits: fired {}, ack {}, ready {})",
+                                name(forwarder),
+                                bits.fired,
+                                bits.acknowledged,
+                                bits.ready
+                            );
+                        }
+                        _ => {
+                            let _ = writeln!(out, "    interrupt {line}{wiring} -> bit {bit}");
+                        }
+                    }
                 }
                 let _ = writeln!(out, "  }}");
             }

@@ -28,6 +28,9 @@ pub struct System {
     pub vms: Vec<Vm>,
     /// The component holding the scheduling-control capability.
     pub scheduling_controller: Option<usize>,
+    /// The component every device interrupt line is delivered to, which
+    /// passes each on to the driver that lists it.
+    pub interrupt_forwarder: Option<usize>,
     pub layout: Layout,
 }
 
@@ -54,8 +57,9 @@ pub struct Component {
     pub observe: Vec<usize>,
     pub ports: Vec<PortGrant>,
     pub mmio: Vec<MmioGrant>,
-    /// Interrupt lines delivered to this component.
-    pub interrupts: Vec<u32>,
+    /// Interrupt lines delivered to this component (through the
+    /// interrupt forwarder, but the console's).
+    pub interrupts: Vec<LineGrant>,
     /// Tests only: the defect the build tool puts into this component's
     /// ELF before packing (`corrupt` in a `[[component]]` entry). The
     /// damaged copy is its own boot-image entry ([`Component::image_entry`]).
@@ -80,6 +84,13 @@ impl Component {
 pub struct PortGrant {
     pub first: u16,
     pub last: u16,
+}
+
+/// An interrupt line and how its device drives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineGrant {
+    pub line: u32,
+    pub wiring: microvisor_abi::spec::Wiring,
 }
 
 /// A device memory region.
@@ -195,6 +206,17 @@ pub struct QueuePlacement {
     pub pages: u64,
 }
 
+/// The interrupt forwarder's notification bits for one driver's line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwarderBits {
+    /// Set by the core when the line fires.
+    pub fired: u32,
+    /// Set by the driver when it has dealt with the interrupt.
+    pub acknowledged: u32,
+    /// Set by the driver when it (re)starts and can take interrupts.
+    pub ready: u32,
+}
+
 /// The lowering decisions: bits, capabilities, addresses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Layout {
@@ -205,8 +227,13 @@ pub struct Layout {
     pub queues: Vec<QueuePlacement>,
     /// Per notification: the bit in the receiver's word.
     pub notification_bits: Vec<u32>,
-    /// Per component, parallel to its `interrupts`.
+    /// Per component, parallel to its `interrupts`: the bit set in its
+    /// word when the line fires.
     pub interrupt_bits: Vec<Vec<u32>>,
+    /// Per component, parallel to its `interrupts`: the forwarder's bits
+    /// for the line (`None` for the console's line, which the core
+    /// delivers itself).
+    pub forwarder_bits: Vec<Vec<Option<ForwarderBits>>>,
     /// Per component, parallel to its `mmio`: where each region is mapped.
     pub mmio_addresses: Vec<Vec<u64>>,
     /// Per component, its capability table in order.

@@ -25,7 +25,7 @@ use toml::de::{DeTable, DeValue};
 use crate::diagnostic::{
     Diagnostic, SourceMap, Spot, describe_character, file_error, line_column, suggest,
 };
-use crate::units::{Duration, Number, PortRange, Size};
+use crate::units::{Duration, InterruptLine, Number, PortRange, Size};
 
 /// The keys a config file may have at its top level.
 pub const TOP_LEVEL_KEYS: [&str; 7] = [
@@ -150,6 +150,7 @@ fn file_suggestion(written: &str, path: &Path, error: &io::Error) -> Option<Stri
 pub struct RawSystem {
     pub description: Option<Spanned<String>>,
     pub scheduling_controller: Option<Spanned<String>>,
+    pub interrupt_forwarder: Option<Spanned<String>>,
 }
 
 /// When a component first runs.
@@ -195,7 +196,7 @@ pub struct RawComponent {
     pub observe: Option<Vec<Spanned<String>>>,
     pub ports: Option<Vec<Spanned<PortRange>>>,
     pub mmio: Option<Vec<Spanned<RawMmio>>>,
-    pub interrupts: Option<Vec<Spanned<Number>>>,
+    pub interrupts: Option<Vec<Spanned<InterruptLine>>>,
     /// Only from a `[[component]]` entry (tests): the defect the build tool
     /// puts into the program's ELF before packing.
     #[serde(skip)]
@@ -335,6 +336,7 @@ pub struct Document {
     pub sources: SourceMap,
     pub description: Option<Setting>,
     pub scheduling_controller: Option<Setting>,
+    pub interrupt_forwarder: Option<Setting>,
     pub components: Vec<Entry<RawComponent>>,
     pub queues: Vec<Entry<RawQueue>>,
     pub notifications: Vec<Entry<RawNotification>>,
@@ -682,6 +684,7 @@ impl Loader<'_> {
         let fields = [
             ("description", system.description, 0),
             ("scheduling_controller", system.scheduling_controller, 1),
+            ("interrupt_forwarder", system.interrupt_forwarder, 2),
         ];
         for (name, field, slot) in fields {
             let Some(field) = field else { continue };
@@ -693,10 +696,10 @@ impl Loader<'_> {
                 value: field.into_inner(),
                 spot,
             };
-            let existing = if slot == 0 {
-                &mut self.document.description
-            } else {
-                &mut self.document.scheduling_controller
+            let existing = match slot {
+                0 => &mut self.document.description,
+                1 => &mut self.document.scheduling_controller,
+                _ => &mut self.document.interrupt_forwarder,
             };
             match existing {
                 None => *existing = Some(setting),

@@ -1,5 +1,5 @@
 //! Quantities as people write them in a system config: durations, sizes,
-//! numbers (decimal or hex) and I/O-port ranges.
+//! numbers (decimal or hex), I/O-port ranges and interrupt lines.
 //!
 //! Each type parses from the text forms the format documents and
 //! deserializes from TOML with an `expected ...` description that ends up in
@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use microvisor_abi::spec::Wiring;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 
@@ -299,9 +300,102 @@ impl<'de> Deserialize<'de> for PortRange {
     }
 }
 
+/// An interrupt line and how its device drives it: `8`, `"8"` or
+/// `"9 level-high"` (`edge-high`, `edge-low`, `level-high`, `level-low`;
+/// without one, as firmware wires a PC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InterruptLine {
+    pub line: u64,
+    pub wiring: Wiring,
+}
+
+/// Reads `"9"` or `"9 level-high"`.
+pub fn parse_interrupt_line(text: &str) -> Result<InterruptLine, String> {
+    let text = text.trim();
+    let (line, wiring) = match text.split_once(char::is_whitespace) {
+        Some((line, wiring)) => (line, Some(wiring.trim())),
+        None => (text, None),
+    };
+    let line = parse_number(line)?;
+    let wiring = match wiring {
+        None => Wiring::Default,
+        Some(name) => [
+            Wiring::EdgeHigh,
+            Wiring::EdgeLow,
+            Wiring::LevelHigh,
+            Wiring::LevelLow,
+        ]
+        .into_iter()
+        .find(|wiring| wiring.name() == Some(name))
+        .ok_or_else(|| {
+            format!(
+                "interrupt line \"{text}\": unknown wiring '{name}' (edge-high, edge-low, level-high or level-low)"
+            )
+        })?,
+    };
+    Ok(InterruptLine { line, wiring })
+}
+
+impl<'de> Deserialize<'de> for InterruptLine {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LineVisitor;
+        impl Visitor<'_> for LineVisitor {
+            type Value = InterruptLine;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("an interrupt line such as 8 or \"9 level-high\"")
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<InterruptLine, E> {
+                Ok(InterruptLine {
+                    line: value,
+                    wiring: Wiring::Default,
+                })
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<InterruptLine, E> {
+                match u64::try_from(value) {
+                    Ok(value) => self.visit_u64(value),
+                    Err(_) => Err(E::invalid_value(Unexpected::Signed(value), &self)),
+                }
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<InterruptLine, E> {
+                parse_interrupt_line(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(LineVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interrupt_lines() {
+        assert_eq!(
+            parse_interrupt_line("8"),
+            Ok(InterruptLine {
+                line: 8,
+                wiring: Wiring::Default
+            })
+        );
+        assert_eq!(
+            parse_interrupt_line(" 9  level-high "),
+            Ok(InterruptLine {
+                line: 9,
+                wiring: Wiring::LevelHigh
+            })
+        );
+        assert_eq!(
+            parse_interrupt_line("0x10 edge-low").map(|l| (l.line, l.wiring)),
+            Ok((16, Wiring::EdgeLow))
+        );
+        assert!(
+            parse_interrupt_line("9 level")
+                .unwrap_err()
+                .contains("unknown wiring 'level'")
+        );
+        assert!(parse_interrupt_line("nine").is_err());
+        assert!(parse_interrupt_line("").is_err());
+    }
 
     #[test]
     fn numbers() {

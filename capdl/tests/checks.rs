@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use capdl::Options;
-use common::{error, errors, errors_of, grant_error, load_files, render};
+use common::{error, errors, errors_of, load_files, render};
 
 // ---------------------------------------------------------------- syntax
 
@@ -943,26 +943,19 @@ fn notification_to_itself() {
 
 // ---------------------------------------------------------------- grants
 
+/// A system head naming component `c` its interrupt forwarder.
+const FORWARDER: &str = "[system]\ninterrupt_forwarder = \"c\"\n[components.c]\n";
+
 #[test]
-fn interrupt_grants_are_refused_until_the_core_applies_them() {
-    // Ports and device memory are applied; interrupt lines not yet.
-    assert_eq!(
-        errors(
-            "[components.a]\nports = [\"0x2f8-0x2ff\"]\nmmio = [{ physical = \"0xfebd0000\", size = \"4KiB\" }]\n\
-             interrupts = [3]\n[components.b]\nports = []\n"
-        ),
-        [
-            "main.toml:4:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components I/O ports and device memory, but no interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
-        ]
-    );
+fn device_grants_load_and_the_cores_ports_are_refused() {
     let loaded = common::load_files(
         &[(
             "main.toml",
-            "[components.a]\nports = [\"0x2f8-0x2ff\", 0x80]\n",
+            "[components.a]\nports = [\"0x2f8-0x2ff\", 0x80]\nmmio = [{ physical = \"0xfebd0000\", size = \"4KiB\" }]\n",
         )],
         &capdl::Options::default(),
     );
-    assert!(loaded.is_ok(), "ports alone load");
+    assert!(loaded.is_ok(), "ports and device memory load");
     // The core's own ports are refused with what they are.
     assert_eq!(
         errors("[components.a]\nports = [\"0x3f0-0x3f8\", 0x61]\n"),
@@ -971,23 +964,49 @@ fn interrupt_grants_are_refused_until_the_core_applies_them() {
             "main.toml:2:25: component 'a': port 0x61 is the PIT's gate, which the core keeps for itself (help: the core's own ports are 0x20-0x21, 0x40-0x43, 0x61, 0xa0-0xa1, 0xf4, 0x3f8-0x3ff)",
         ]
     );
-    // The grant checks still run, so a mistake is not hidden behind the
-    // refusal.
+}
+
+#[test]
+fn interrupt_lines_need_a_forwarder() {
+    // Without one nothing would deliver them: refused, and the grant
+    // checks still run so a second mistake is not hidden.
     assert_eq!(
         errors("[components.a]\ninterrupts = [3, 3]\n"),
         [
-            "main.toml:2:15: component 'a': device grants ('interrupts') are not applied yet: the core gives components I/O ports and device memory, but no interrupt lines (help: remove 'interrupts'; systems may grant devices once the core applies grants)",
+            "main.toml:2:15: component 'a' lists interrupt lines, but the system has no interrupt forwarder to deliver them (help: name one in `[system] interrupt_forwarder = \"...\"` (a component running the irq-forwarder program))",
             "main.toml:2:18: component 'a': interrupt line 3 is listed twice",
         ]
+    );
+    assert_eq!(
+        error(&format!("{FORWARDER}interrupts = [8]\n")),
+        "main.toml:4:15: component 'c' is the interrupt forwarder and cannot own interrupt lines itself (help: it is named the forwarder at main.toml:2:23)"
+    );
+    assert_eq!(
+        error("[system]\ninterrupt_forwarder = \"irq\"\n[components.a]\n"),
+        "main.toml:2:23: [system] interrupt_forwarder: unknown component 'irq'"
+    );
+    assert!(
+        common::load_files(
+            &[(
+                "main.toml",
+                &format!("{FORWARDER}[components.a]\ninterrupts = [8, \"9 level-high\"]\n")
+            )],
+            &capdl::Options::default(),
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        error(&format!(
+            "{FORWARDER}[components.a]\ninterrupts = [\"9 level\"]\n"
+        )),
+        "main.toml:5:15: component 'a': invalid 'interrupts[0]': interrupt line \"9 level\": unknown wiring 'level' (edge-high, edge-low, level-high or level-low)"
     );
 }
 
 #[test]
 fn overlapping_ports_between_components() {
     assert_eq!(
-        grant_error(
-            "[components.a]\nports = [\"0x2f8-0x2ff\"]\n[components.b]\nports = [\"0x2fc\"]\n"
-        ),
+        error("[components.a]\nports = [\"0x2f8-0x2ff\"]\n[components.b]\nports = [\"0x2fc\"]\n"),
         "main.toml:3:13: component 'b': ports 0x2fc overlap ports 0x2f8-0x2ff granted to 'a'"
     );
 }
@@ -995,7 +1014,7 @@ fn overlapping_ports_between_components() {
 #[test]
 fn overlapping_ports_within_a_component() {
     assert_eq!(
-        grant_error("[components.a]\nports = [\"0x70-0x74\", \"0x74\"]\n"),
+        error("[components.a]\nports = [\"0x70-0x74\", \"0x74\"]\n"),
         "main.toml:1:13: component 'a': ports 0x74 overlap its own ports 0x70-0x74"
     );
 }
@@ -1003,7 +1022,7 @@ fn overlapping_ports_within_a_component() {
 #[test]
 fn mmio_not_page_aligned() {
     assert_eq!(
-        grant_error("[components.a]\nmmio = [{ physical = \"0xfebd0010\", size = \"4KiB\" }]\n"),
+        error("[components.a]\nmmio = [{ physical = \"0xfebd0010\", size = \"4KiB\" }]\n"),
         "main.toml:2:22: component 'a': mmio physical address 0xfebd0010 is not page-aligned (help: device memory is granted in whole 4KiB pages; 0xfebd0000 is the page start)"
     );
 }
@@ -1011,7 +1030,7 @@ fn mmio_not_page_aligned() {
 #[test]
 fn mmio_size_not_whole_pages() {
     assert_eq!(
-        grant_error("[components.a]\nmmio = [{ physical = \"0xfebd0000\", size = 100 }]\n"),
+        error("[components.a]\nmmio = [{ physical = \"0xfebd0000\", size = 100 }]\n"),
         "main.toml:2:43: component 'a': mmio size 100B is not a positive multiple of the 4KiB page size"
     );
 }
@@ -1019,7 +1038,7 @@ fn mmio_size_not_whole_pages() {
 #[test]
 fn mmio_beyond_physical_memory() {
     assert_eq!(
-        grant_error(
+        error(
             "[components.a]\nmmio = [{ physical = \"0xffff_ffff_ffff_0000\", size = \"64KiB\" }]\n"
         ),
         "main.toml:2:22: component 'a': mmio region 0xffffffffffff0000 + 64KiB ends beyond the 52-bit physical address space"
@@ -1029,7 +1048,7 @@ fn mmio_beyond_physical_memory() {
 #[test]
 fn overlapping_mmio_between_components() {
     assert_eq!(
-        grant_error(
+        error(
             "[components.a]\nmmio = [{ physical = \"0xfebd0000\", size = \"8KiB\" }]\n\
              [components.b]\nmmio = [{ physical = \"0xfebd1000\", size = \"4KiB\" }]\n"
         ),
@@ -1040,31 +1059,35 @@ fn overlapping_mmio_between_components() {
 #[test]
 fn interrupt_line_out_of_range() {
     assert_eq!(
-        grant_error("[components.a]\ninterrupts = [3, 224]\n"),
-        "main.toml:2:18: component 'a': interrupt line 224 is out of range (0 to 223)"
+        error(&format!(
+            "{FORWARDER}[components.a]\ninterrupts = [3, 24]\n"
+        )),
+        "main.toml:5:18: component 'a': interrupt line 24 is out of range (the IOAPIC's inputs 0 to 23)"
     );
 }
 
 #[test]
 fn interrupt_line_listed_twice() {
     assert_eq!(
-        grant_error("[components.a]\ninterrupts = [3, 3]\n"),
-        "main.toml:2:18: component 'a': interrupt line 3 is listed twice"
+        error(&format!("{FORWARDER}[components.a]\ninterrupts = [3, 3]\n")),
+        "main.toml:5:18: component 'a': interrupt line 3 is listed twice"
     );
 }
 
 #[test]
 fn interrupt_line_granted_to_two_components() {
     assert_eq!(
-        grant_error("[components.a]\ninterrupts = [3]\n[components.b]\ninterrupts = [3]\n"),
-        "main.toml:3:13: component 'b': interrupt line 3 is already delivered to 'a' (help: an interrupt line goes to one component)"
+        error(&format!(
+            "{FORWARDER}[components.a]\ninterrupts = [3]\n[components.b]\ninterrupts = [3]\n"
+        )),
+        "main.toml:6:13: component 'b': interrupt line 3 is already delivered to 'a' (help: an interrupt line goes to one component)"
     );
 }
 
 #[test]
 fn the_console_line_is_the_cores() {
     assert_eq!(
-        grant_error("[components.a]\ninterrupts = [4]\n"),
+        error("[components.a]\ninterrupts = [4]\n"),
         "main.toml:2:15: component 'a': interrupt line 4 is the system console's (COM1), which the core owns (help: a VM reads the console with `console_input = true`)"
     );
 }
@@ -1088,7 +1111,7 @@ fn too_many_port_grants() {
     // Even ports from 0x100, clear of the core's own.
     let ports: Vec<String> = (0..65).map(|i| format!("\"{}\"", 0x100 + i * 2)).collect();
     assert_eq!(
-        grant_error(&format!("[components.a]\nports = [{}]\n", ports.join(", "))),
+        error(&format!("[components.a]\nports = [{}]\n", ports.join(", "))),
         "main.toml:1:13: the system grants 65 port ranges; the core supports at most 64"
     );
 }
@@ -1097,21 +1120,27 @@ fn too_many_port_grants() {
 
 #[test]
 fn too_many_notification_bits() {
-    // 60 lines, without the console's (4).
-    let lines: Vec<String> = (0..61)
+    // Three bits per forwarded line (fired, acknowledged, restarted): 15
+    // lines and 20 notifications need 65 bits of the forwarder (and more
+    // start-page entries than it has: each line is also a capability and
+    // an interrupt entry).
+    let lines: Vec<String> = (0..16)
         .filter(|&line| line != 4)
         .map(|line: u32| line.to_string())
         .collect();
     let mut text = format!(
-        "[components.a]\ninterrupts = [{}]\n[components.b]\n",
+        "{FORWARDER}[components.a]\ninterrupts = [{}]\n[components.b]\n",
         lines.join(", ")
     );
-    for i in 0..5 {
-        text.push_str(&format!("[notifications.n{i}]\nfrom = \"b\"\nto = \"a\"\n"));
+    for i in 0..20 {
+        text.push_str(&format!("[notifications.n{i}]\nfrom = \"b\"\nto = \"c\"\n"));
     }
     assert_eq!(
-        grant_error(&text),
-        "main.toml:1:13: component 'a' needs 65 notification bits (5 notification, 60 interrupt); a notification word has 64"
+        errors(&text),
+        [
+            "main.toml:3:13: component 'c' needs 65 notification bits (20 notification, 45 interrupt); a notification word has 64",
+            "main.toml:3:13: component 'c' would be given 80 resources (capabilities, queue ends, notifications, grants); its start page lists at most 48",
+        ]
     );
 }
 
@@ -1583,15 +1612,15 @@ fn vm_scheduling_takes_part_in_call_paths() {
 #[test]
 fn mmio_grants_over_ram_or_the_cores_devices_are_refused() {
     assert_eq!(
-        grant_error("[components.a]\nmmio = [{ physical = \"0x200000\", size = \"4KiB\" }]\n"),
+        error("[components.a]\nmmio = [{ physical = \"0x200000\", size = \"4KiB\" }]\n"),
         "main.toml:2:22: component 'a': mmio 0x200000 + 4KiB lies in RAM (below 640KiB, or between 1MiB and the machine's 448MiB), not device memory (help: device memory lies above the machine's RAM (QEMU's PCI window starts at 0xe0000000) or in the legacy window 0xa0000-0xfffff)"
     );
     assert_eq!(
-        grant_error("[components.a]\nmmio = [{ physical = \"0xfee00000\", size = \"4KiB\" }]\n"),
+        error("[components.a]\nmmio = [{ physical = \"0xfee00000\", size = \"4KiB\" }]\n"),
         "main.toml:2:22: component 'a': mmio 0xfee00000 + 4KiB includes the local APIC's registers, which the core keeps for itself"
     );
     assert_eq!(
-        grant_error("[components.a]\nmmio = [{ physical = \"0xfebff000\", size = \"8KiB\" }]\n"),
+        error("[components.a]\nmmio = [{ physical = \"0xfebff000\", size = \"8KiB\" }]\n"),
         "main.toml:2:22: component 'a': mmio 0xfebff000 + 8KiB includes the IOAPIC's registers, which the core keeps for itself"
     );
 }
@@ -1599,9 +1628,7 @@ fn mmio_grants_over_ram_or_the_cores_devices_are_refused() {
 #[test]
 fn device_window_overflow() {
     assert_eq!(
-        grant_error(
-            "[components.a]\nmmio = [{ physical = \"0x100000000\", size = \"32768GiB\" }]\n"
-        ),
+        error("[components.a]\nmmio = [{ physical = \"0x100000000\", size = \"32768GiB\" }]\n"),
         "main.toml:1:13: component 'a': its mmio regions need more than its device window of 16384GiB (with a guard page after each)"
     );
 }

@@ -5,10 +5,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use capdl::Options;
 use capdl::{DEVICE_WINDOW, ProgramSet, QUEUE_WINDOW};
-use common::{assert_round_trip, grant_system, system};
+use common::{assert_round_trip, system};
 use microvisor_abi::PAGE_SIZE;
-use microvisor_abi::spec::{CapabilityKind, NONE, Spec, name_of, queue_pages};
+use microvisor_abi::spec::{CapabilityKind, NONE, Spec, Wiring, name_of, queue_pages};
 use microvisor_abi::vcpu::EntryMode;
 
 fn examples() -> Vec<PathBuf> {
@@ -227,10 +228,10 @@ fn budget_defaults_to_the_period() {
 
 #[test]
 fn notification_bits_are_allocated_faults_queues_notifications_interrupts() {
-    let system = grant_system(
-        "[components.supervisor]\ninterrupts = [1]\n\
+    let system = system(
+        "[system]\ninterrupt_forwarder = \"supervisor\"\n[components.supervisor]\n\
          [components.a]\nsupervisor = \"supervisor\"\n\
-         [components.b]\nsupervisor = \"supervisor\"\ninterrupts = [3, 9]\n\
+         [components.b]\nsupervisor = \"supervisor\"\ninterrupts = [3, \"9 level-high\"]\n\
          [queues.q]\nfrom = \"a\"\nto = \"supervisor\"\nslot_size = 8\nslots = 2\n\
          [queues.r]\nfrom = \"b\"\nto = \"a\"\nslot_size = 8\nslots = 2\n\
          [notifications.kick]\nfrom = \"a\"\nto = \"b\"\n",
@@ -250,7 +251,18 @@ fn notification_bits_are_allocated_faults_queues_notifications_interrupts() {
         (1, 0)
     );
     assert_eq!(layout.notification_bits, [1]);
-    assert_eq!(layout.interrupt_bits, [vec![3], vec![], vec![2, 3]]);
+    assert_eq!(layout.interrupt_bits, [vec![], vec![], vec![2, 3]]);
+    let bits = |fired, acknowledged, ready| {
+        Some(capdl::ForwarderBits {
+            fired,
+            acknowledged,
+            ready,
+        })
+    };
+    assert_eq!(
+        layout.forwarder_bits,
+        [vec![], vec![], vec![bits(3, 4, 5), bits(6, 7, 8)]]
+    );
     assert_eq!(
         layout.bit_uses,
         [
@@ -258,7 +270,12 @@ fn notification_bits_are_allocated_faults_queues_notifications_interrupts() {
                 "fault of 'a'",
                 "fault of 'b'",
                 "queue 'q' has messages",
-                "interrupt line 1"
+                "interrupt line 3 fired (for 'b')",
+                "interrupt line 3 acknowledged by 'b'",
+                "interrupt line 3: 'b' (re)started",
+                "interrupt line 9 fired (for 'b')",
+                "interrupt line 9 acknowledged by 'b'",
+                "interrupt line 9: 'b' (re)started",
             ],
             vec!["queue 'q' has space", "queue 'r' has messages"],
             vec![
@@ -267,6 +284,47 @@ fn notification_bits_are_allocated_faults_queues_notifications_interrupts() {
                 "interrupt line 3",
                 "interrupt line 9"
             ],
+        ]
+    );
+    // The forwarder delivers to the driver; the driver acknowledges and
+    // says it (re)started to the forwarder.
+    let notifications = |holder: usize| -> Vec<(String, Option<usize>, u64)> {
+        layout.capabilities[holder]
+            .iter()
+            .filter(|capability| capability.name.starts_with("irq"))
+            .map(|capability| (capability.name.clone(), capability.target, capability.badge))
+            .collect()
+    };
+    assert_eq!(
+        notifications(0),
+        [
+            ("irq3".into(), Some(2), 1 << 2),
+            ("irq9".into(), Some(2), 1 << 3)
+        ]
+    );
+    assert_eq!(
+        notifications(2),
+        [
+            ("irq3.ack".into(), Some(0), 1 << 4),
+            ("irq3.ready".into(), Some(0), 1 << 5),
+            ("irq9.ack".into(), Some(0), 1 << 7),
+            ("irq9.ready".into(), Some(0), 1 << 8),
+        ]
+    );
+    // The core delivers both lines to the forwarder, on its bits.
+    let bytes = system.spec();
+    let spec = Spec::parse(&bytes).unwrap();
+    assert_eq!(spec.header.interrupt_forwarder, 0);
+    let grants: Vec<_> = spec
+        .interrupt_grants
+        .iter()
+        .map(|g| (g.component, g.line, g.bit, g.wiring, g.owner))
+        .collect();
+    assert_eq!(
+        grants,
+        [
+            (0, 3, 3, Wiring::Default as u32, 2),
+            (0, 9, 6, Wiring::LevelHigh as u32, 2)
         ]
     );
     assert_round_trip(&system);
@@ -384,10 +442,11 @@ fn queues_are_placed_per_component_with_guard_pages() {
 
 #[test]
 fn device_grants_are_lowered() {
-    let system = grant_system(
-        "[components.driver]\nports = [\"0x2f8-0x2ff\", 0x60]\n\
+    let system = system(
+        "[system]\ninterrupt_forwarder = \"c\"\n\
+         [components.driver]\nports = [\"0x2f8-0x2ff\", 0x60]\n\
          mmio = [{ physical = \"0xfebd0000\", size = \"8KiB\" }, { physical = \"0xfed00000\", size = 4096 }]\n\
-         interrupts = [3]\n",
+         interrupts = [3]\n[components.c]\n",
     );
     assert_eq!(
         system.layout.mmio_addresses[0],
@@ -402,9 +461,12 @@ fn device_grants_are_lowered() {
         .collect();
     assert_eq!(ports, [(0x2f8, 8), (0x60, 1)]);
     assert_eq!(spec.memory_grants[1].physical, 0xfed0_0000);
+    // Line 3 reaches the forwarder (component 1) on its first bit, for
+    // the driver (component 0).
+    let grant = spec.interrupt_grants[0];
     assert_eq!(
-        (spec.interrupt_grants[0].line, spec.interrupt_grants[0].bit),
-        (3, 0)
+        (grant.component, grant.line, grant.bit, grant.owner),
+        (1, 3, 0, 0)
     );
     assert_round_trip(&system);
 }
@@ -413,7 +475,7 @@ fn device_grants_are_lowered() {
 fn the_widest_grant_is_every_port_above_the_cores() {
     // Every port would include the core's own (refused in checks.rs);
     // everything above them is one record.
-    let system = grant_system("[components.driver]\nports = [\"0x400-0xffff\"]\n");
+    let system = system("[components.driver]\nports = [\"0x400-0xffff\"]\n");
     let bytes = system.spec();
     let spec = Spec::parse(&bytes).unwrap();
     let ports: Vec<_> = spec
@@ -522,13 +584,29 @@ supervision {
 
 #[test]
 fn listing_shows_grants_and_empty_sections() {
-    let system = grant_system("[components.driver]\nports = [\"0x2f8-0x2ff\"]\ninterrupts = [3]\n");
+    let system = system("[components.driver]\nports = [\"0x2f8-0x2ff\"]\n");
     let cdl = system.cdl();
     assert!(cdl.contains("caps {\n  -- none\n}"), "{cdl}");
     assert!(
+        cdl.contains("grants {\n  driver {\n    ports 0x2f8-0x2ff\n  }\n}"),
+        "{cdl}"
+    );
+    let forwarded = common::system(
+        "[system]\ninterrupt_forwarder = \"c\"\n[components.driver]\ninterrupts = [\"3 level-low\"]\n[components.c]\n",
+    );
+    let cdl = forwarded.cdl();
+    assert!(
+        cdl.contains("  interrupts = irq_control (device lines go to c)\n"),
+        "{cdl}"
+    );
+    assert!(
         cdl.contains(
-            "grants {\n  driver {\n    ports 0x2f8-0x2ff\n    interrupt 3 -> bit 0\n  }\n}"
+            "grants {\n  driver {\n    interrupt 3 (level-low) -> bit 0 via c (its bits: fired 0, ack 1, ready 2)\n  }\n}"
         ),
+        "{cdl}"
+    );
+    assert!(
+        cdl.contains("    0: irq3 = driver.notification (signal, badge: 0x1)"),
         "{cdl}"
     );
 }
@@ -729,7 +807,7 @@ fn vm_windows_do_not_meet_queues_or_devices() {
          [vms.g]\nswitcher = \"ws\"\nmemory = \"1GiB\"\n";
     let options = capdl::Options {
         machine_memory: 2 << 30,
-        ..common::grant_options()
+        ..Options::default()
     };
     let system = common::load_files(&[("main.toml", text)], &options).unwrap();
     assert_round_trip(&system);

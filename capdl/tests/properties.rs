@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{assert_round_trip, grant_options, load_files};
+use capdl::Options;
+use common::{assert_round_trip, load_files};
 use microvisor_abi::spec::Spec;
 use proptest::prelude::*;
 
@@ -114,6 +115,12 @@ fn render(plan: &SystemPlan) -> String {
     if let Some(controller) = plan.controller {
         text.push_str(&format!("scheduling_controller = \"c{controller}\"\n"));
     }
+    // Interrupt lines need a forwarder: one more component (the plan refers
+    // to components by name, so it may come first).
+    let forwarder = plan.components.iter().any(|component| component.interrupt);
+    if forwarder {
+        text.push_str("interrupt_forwarder = \"irq\"\n[components.irq]\nprogram = \"a\"\n");
+    }
     let queues: Vec<(usize, usize, u32, u32)> = plan
         .queues
         .iter()
@@ -175,7 +182,9 @@ fn render(plan: &SystemPlan) -> String {
             ));
         }
         if component.interrupt {
-            text.push_str(&format!("interrupts = [{}]\n", 32 + index));
+            // IOAPIC inputs but the console's (4), one per component.
+            let line = if index < 4 { index } else { index + 1 };
+            text.push_str(&format!("interrupts = [{line}]\n"));
         }
         if let Some(pages) = component.mmio_pages {
             let physical = 0xfe00_0000u64 + index as u64 * 0x10_0000;
@@ -232,6 +241,7 @@ const SEED: &str = r#"include = ["base.toml"]
 [system]
 description = "seed"
 scheduling_controller = "ping"
+interrupt_forwarder = "pong"
 [components.ping]
 args = "rounds=10"
 priority = 10
@@ -335,7 +345,7 @@ proptest! {
     #[test]
     fn random_valid_systems_lower_to_accepted_specs(plan in system_plan()) {
         let text = render(&plan);
-        let system = match load_files(&[("main.toml", &text)], &grant_options()) {
+        let system = match load_files(&[("main.toml", &text)], &Options::default()) {
             Ok(system) => system,
             Err(errors) => panic!("{text}\n{:#?}", common::render(&errors)),
         };
@@ -347,7 +357,7 @@ proptest! {
     #[test]
     fn mutated_descriptions_never_panic_the_loader(mutations in proptest::collection::vec(mutation(), 1..4)) {
         let text = apply(SEED, &mutations);
-        match load_files(&[("main.toml", text.as_str()), ("base.toml", BASE)], &grant_options()) {
+        match load_files(&[("main.toml", text.as_str()), ("base.toml", BASE)], &Options::default()) {
             Ok(system) => {
                 let spec = system.spec();
                 prop_assert!(Spec::parse(&spec).is_ok(), "{text}");
@@ -368,7 +378,7 @@ proptest! {
 fn the_seed_is_valid() {
     let system = load_files(
         &[("main.toml", SEED), ("base.toml", BASE)],
-        &grant_options(),
+        &Options::default(),
     )
     .unwrap();
     assert_eq!(system.components.len(), 3);

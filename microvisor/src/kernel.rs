@@ -26,6 +26,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use microvisor::console_input::ConsoleInput;
 use microvisor::device_memory::NotDevices;
 use microvisor::frame::FrameAllocator;
+use microvisor::interrupt_lines::InterruptLines;
 use microvisor::paging::AddressSpace;
 use microvisor::sched;
 use microvisor::time::Clock;
@@ -81,6 +82,8 @@ pub struct Kernel {
     ports_loaded: Option<usize>,
     /// Physical ranges no memory grant may map (RAM, the core, modules).
     pub not_devices: NotDevices,
+    /// Device interrupt lines delivered to the interrupt forwarder.
+    pub lines: InterruptLines,
 }
 
 struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
@@ -159,6 +162,7 @@ pub fn install(
         addr_of_mut!((*kernel).port_holders).write(0);
         addr_of_mut!((*kernel).ports_loaded).write(None);
         addr_of_mut!((*kernel).not_devices).write(not_devices);
+        addr_of_mut!((*kernel).lines).write(InterruptLines::NONE);
     }
 }
 
@@ -261,6 +265,21 @@ impl Kernel {
         }
     }
 
+    /// Whether a device interrupt could still wake a component: the
+    /// forwarder lives and so does the driver of a line that is not
+    /// masked. Without a timer armed the core then idles rather than
+    /// ending the system under a driver waiting for its device.
+    fn device_may_wake(&self) -> bool {
+        let alive = |index: usize| {
+            index < self.component_count
+                && matches!(
+                    self.components[index].state(),
+                    ComponentState::Ready | ComponentState::Waiting
+                )
+        };
+        self.lines.forwarder().is_some_and(alive) && self.lines.armed_owners().any(alive)
+    }
+
     /// Decides what runs next and returns its frame (see the module
     /// documentation).
     pub fn schedule(&mut self) -> *const Frame {
@@ -283,7 +302,7 @@ impl Kernel {
         }
         match chosen {
             Some(index) => self.switch_to(index, now),
-            None if next_event.is_some() => {
+            None if next_event.is_some() || self.device_may_wake() => {
                 self.running = None;
                 RUNNING.store(0, Ordering::Relaxed);
                 &self.idle

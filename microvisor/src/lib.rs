@@ -19,6 +19,7 @@ pub mod console_input;
 pub mod device_memory;
 pub mod elf;
 pub mod frame;
+pub mod interrupt_lines;
 pub mod npt;
 pub mod paging;
 pub mod sched;

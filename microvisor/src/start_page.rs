@@ -6,7 +6,8 @@
 //! with their handles in this generation, the ends of its queues, the
 //! components it supervises with their restart policy, the notification
 //! bits others may set in its word, its VM's memory, image and state page
-//! when it is a world switcher, and its interrupt lines. This module only
+//! when it is a world switcher, and its interrupt lines (the forwarder's
+//! each named after the driver it goes to). This module only
 //! computes the page from the spec; the core copies it into a fresh frame.
 //! Entries past [`MAX_RESOURCES`] are dropped (capdl refuses systems that
 //! would need more).
@@ -137,8 +138,12 @@ pub fn contents(spec: &Spec<'_>, who: Identity<'_>, guest_image_bytes: Option<u6
             line: u64::from(grant.line),
             bit: grant.bit,
         };
+        // The forwarder finds each line under its driver's name.
+        let owner = spec.components.get(grant.owner as usize);
         let name = if grant.line == microvisor_abi::syscall::CONSOLE_LINE {
             CONSOLE_RESOURCE
+        } else if let Some(owner) = owner {
+            spec::name_of(&owner.name).unwrap_or("interrupt")
         } else {
             "interrupt"
         };
@@ -253,6 +258,17 @@ mod tests {
             component: 1,
             line: 4,
             bit: 9,
+            wiring: 0,
+            owner: spec::NONE,
+            reserved: 0,
+        });
+        // Line 8 reaches component 1 as the forwarder of component 0's.
+        spec.interrupt_grants.push(InterruptGrant {
+            component: 1,
+            line: 8,
+            bit: 10,
+            wiring: 0,
+            owner: 0,
             reserved: 0,
         });
         spec.finish()
@@ -353,6 +369,7 @@ mod tests {
                 ResourceKind::GuestImage,
                 ResourceKind::VcpuState,
                 ResourceKind::Interrupt,
+                ResourceKind::Interrupt,
             ]
         );
         // The queue's own notification is not an extra incoming resource.
@@ -367,7 +384,19 @@ mod tests {
                 size: 5000
             }
         );
-        assert_eq!(found[8].1, ResourceView::Interrupt { line: 4, bit: 9 });
+        assert_eq!(
+            found[8],
+            (
+                CONSOLE_RESOURCE.into(),
+                ResourceView::Interrupt { line: 4, bit: 9 }
+            )
+        );
+        // A forwarded line is named after the driver it goes to.
+        let owner = spec::name_of(&spec.components[0].name).unwrap().to_string();
+        assert_eq!(
+            found[9],
+            (owner, ResourceView::Interrupt { line: 8, bit: 10 })
+        );
         // The switcher's VM was not created: no guest resources.
         let info = contents(&spec, who, None);
         assert!(

@@ -108,6 +108,8 @@ fn handle(kernel: &mut Kernel, caller: usize) -> Outcome {
         Call::VmcsReset { vmcs } => vmcs_reset(k, caller, vmcs),
         Call::GuestLog { vmcs, text } => guest_log(k, caller, vmcs, text),
         Call::ConsoleRead { buffer } => console_read(k, caller, buffer),
+        Call::InterruptUnmask { line } => interrupt_unmask(k, caller, line),
+        Call::InterruptPending => interrupt_pending(k, caller),
     }
 }
 
@@ -370,6 +372,32 @@ fn guest_log(kernel: &mut Kernel, caller: usize, vmcs: u64, text: UserBytes) -> 
     let length = copy_from_user(kernel, caller, text, &mut buffer)?;
     crate::console::component_line(kernel.vms[vm].name(), &buffer[..length]);
     answer(kernel, caller, Status::Ok, 0)
+}
+
+/// Faults a caller that is not the interrupt forwarder.
+fn forwarder_only(kernel: &Kernel, caller: usize, line: u64) -> Result<(), Fault> {
+    if kernel.lines.forwarder() == Some(caller) {
+        Ok(())
+    } else {
+        Err(Fault::new(FaultKind::BadCapability, 0, line))
+    }
+}
+
+/// The forwarder lets `line` interrupt again.
+fn interrupt_unmask(kernel: &mut Kernel, caller: usize, line: u64) -> Outcome {
+    forwarder_only(kernel, caller, line)?;
+    if !kernel.lines.unmask(line) {
+        return Err(bad_argument(line));
+    }
+    crate::arch::ioapic::unmask(line);
+    answer(kernel, caller, Status::Ok, 0)
+}
+
+/// The lines that fired and are still masked, for the forwarder.
+fn interrupt_pending(kernel: &mut Kernel, caller: usize) -> Outcome {
+    forwarder_only(kernel, caller, 0)?;
+    let pending = u64::from(kernel.lines.pending());
+    answer(kernel, caller, Status::Ok, pending)
 }
 
 /// The most bytes one `ConsoleRead` hands over.

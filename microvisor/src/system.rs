@@ -10,13 +10,14 @@
 //! component could use its queues.
 
 use microvisor::console_input::ConsoleInput;
+use microvisor::interrupt_lines::InterruptLines;
 use microvisor_abi::image::{EntryKind, Image};
 use microvisor_abi::spec::{self, Spec};
 use microvisor_abi::syscall::CONSOLE_LINE;
 
 use crate::arch::memory::Tables;
 use crate::arch::svm::Svm;
-use crate::arch::{interrupts, serial, timer};
+use crate::arch::{interrupts, ioapic, serial, timer};
 use crate::kernel::Kernel;
 use crate::loader::{self, LoadError};
 use crate::object::{Component, Declaration, Queue, Vm};
@@ -72,10 +73,40 @@ pub fn instantiate(kernel: &mut Kernel, image: &Image<'static>) -> Result<(), &'
         build(kernel, index);
     }
     console_input(kernel, &spec);
+    interrupt_lines(kernel, &spec);
     for grant in spec.port_grants {
         kernel.port_holders |= 1 << grant.component;
     }
     Ok(())
+}
+
+/// Routes every line the spec grants the interrupt forwarder (but the
+/// console's) through the IOAPIC to this CPU; each then arrives on its own
+/// vector and is handed to the forwarder (see `crate::trap`).
+fn interrupt_lines(kernel: &mut Kernel, spec: &Spec<'static>) {
+    let forwarder = spec.header.interrupt_forwarder;
+    if forwarder == spec::NONE {
+        return;
+    }
+    kernel.lines = InterruptLines::for_forwarder(forwarder as usize);
+    let apic = timer::apic_id();
+    for grant in spec
+        .interrupt_grants
+        .iter()
+        .filter(|grant| grant.component == forwarder && grant.line != CONSOLE_LINE)
+    {
+        let wiring = spec::Wiring::from_u32(grant.wiring).unwrap_or(spec::Wiring::Default);
+        if u64::from(grant.line) < ioapic::LINES
+            && kernel.lines.add(grant.line, grant.bit, grant.owner)
+        {
+            ioapic::route(u64::from(grant.line), wiring, apic);
+        }
+    }
+    log::info!(
+        "interrupt lines {:#x} go to the forwarder '{}'",
+        kernel.lines.forwarded(),
+        kernel.components[forwarder as usize].name()
+    );
 }
 
 /// Turns the console's receive interrupt on when the spec grants the

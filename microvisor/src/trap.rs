@@ -15,7 +15,7 @@ use microvisor_abi::fault::FaultKind;
 use crate::arch::entry::Frame;
 use crate::arch::interrupts::CONSOLE_VECTOR;
 use crate::arch::timer::{self, TIMER_VECTOR};
-use crate::arch::{cpu, interrupts, serial};
+use crate::arch::{cpu, interrupts, ioapic, serial};
 use crate::kernel::{self, Kernel};
 use crate::lifecycle::{self, EXCEPTION_NAMES, Fault};
 
@@ -36,6 +36,10 @@ pub fn user_trap(kernel: &mut Kernel, vector: u64, error: u64) -> *const Frame {
         console_interrupt(kernel);
         return kernel.schedule();
     }
+    if let Some(line) = forwarded_line(vector) {
+        line_interrupt(kernel, line);
+        return kernel.schedule();
+    }
     if is_spurious(vector) {
         return kernel.frame_of(index);
     }
@@ -53,8 +57,27 @@ pub fn user_trap(kernel: &mut Kernel, vector: u64, error: u64) -> *const Frame {
 /// the idle loop (which holds no state) by the timer, the console or the
 /// legacy PIC's spurious lines.
 pub fn is_idle_interrupt(frame: &Frame) -> bool {
-    (frame.vector == TIMER_VECTOR || is_spurious(frame.vector))
+    (frame.vector == TIMER_VECTOR
+        || is_spurious(frame.vector)
+        || forwarded_line(frame.vector).is_some())
         && kernel::running_component().is_none()
+}
+
+/// The device line an interrupt vector stands for, if it is one.
+fn forwarded_line(vector: u64) -> Option<u64> {
+    let line = vector.checked_sub(ioapic::LINE_VECTOR_BASE)?;
+    (line < ioapic::LINES).then_some(line)
+}
+
+/// Device line `line` fired: masked until the forwarder unmasks it,
+/// marked pending, and the forwarder's bit for it set. Nothing else here
+/// decides who gets it.
+fn line_interrupt(kernel: &mut Kernel, line: u64) {
+    ioapic::mask(line);
+    timer::end_of_interrupt();
+    if let Some((forwarder, bits)) = kernel.lines.fired(line) {
+        kernel.notify(forwarder, bits);
+    }
 }
 
 /// Handles an interrupt of the idle loop.
@@ -63,6 +86,8 @@ pub fn idle_interrupt(kernel: &mut Kernel, vector: u64) -> *const Frame {
         timer::end_of_interrupt();
     } else if vector == CONSOLE_VECTOR && kernel.console_input.holder().is_some() {
         console_interrupt(kernel);
+    } else if let Some(line) = forwarded_line(vector) {
+        line_interrupt(kernel, line);
     }
     kernel.schedule()
 }

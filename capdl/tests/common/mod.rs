@@ -86,37 +86,6 @@ pub fn errors(text: &str) -> Vec<String> {
     errors_of(&[("main.toml", text)])
 }
 
-/// Options under which grants pass (capdl refuses them otherwise, until
-/// the core applies them): for the tests of the grant checks and their
-/// lowering.
-pub fn grant_options() -> Options {
-    Options {
-        grants_applied: true,
-        ..Options::default()
-    }
-}
-
-/// The single error of one file named `main.toml` under
-/// [`grant_options`].
-pub fn grant_error(text: &str) -> String {
-    match load_files(&[("main.toml", text)], &grant_options()) {
-        Ok(_) => panic!("expected an error, but the system loaded"),
-        Err(diagnostics) => {
-            let mut all = render(&diagnostics);
-            assert_eq!(all.len(), 1, "expected one error, got {all:#?}");
-            all.remove(0)
-        }
-    }
-}
-
-/// Loads one valid file named `main.toml` under [`grant_options`].
-pub fn grant_system(text: &str) -> System {
-    match load_files(&[("main.toml", text)], &grant_options()) {
-        Ok(system) => system,
-        Err(diagnostics) => panic!("expected a valid system, got {:#?}", render(&diagnostics)),
-    }
-}
-
 /// The single error of one file named `main.toml`.
 pub fn error(text: &str) -> String {
     let mut all = errors(text);
@@ -192,12 +161,18 @@ pub fn assert_round_trip(system: &System) {
         for (region, address) in component.mmio.iter().zip(&layout.mmio_addresses[index]) {
             regions.push((index as u32, region.physical, region.size, *address));
         }
-        for (line, bit) in component
+        for ((grant, bit), forwarder_bits) in component
             .interrupts
             .iter()
             .zip(&layout.interrupt_bits[index])
+            .zip(&layout.forwarder_bits[index])
         {
-            lines.push((index as u32, *line, *bit));
+            // A driver's line is granted to the forwarder, on its bit.
+            let (holder, bit, owner) = match (forwarder_bits, system.interrupt_forwarder) {
+                (Some(bits), Some(forwarder)) => (forwarder as u32, bits.fired, index as u32),
+                _ => (index as u32, *bit, NONE),
+            };
+            lines.push((holder, grant.line, bit, grant.wiring as u32, owner));
         }
     }
     assert_eq!(spec.queues.len(), system.queues.len());
@@ -239,9 +214,15 @@ pub fn assert_round_trip(system: &System) {
     let spec_lines: Vec<_> = spec
         .interrupt_grants
         .iter()
-        .map(|g| (g.component, g.line, g.bit))
+        .map(|g| (g.component, g.line, g.bit, g.wiring, g.owner))
         .collect();
     assert_eq!(spec_lines, lines);
+    assert_eq!(
+        spec.header.interrupt_forwarder,
+        system
+            .interrupt_forwarder
+            .map_or(NONE, |index| index as u32)
+    );
     assert_eq!(spec.vms.len(), system.vms.len());
     for (index, (record, vm)) in spec.vms.iter().zip(&system.vms).enumerate() {
         assert_eq!(name_of(&record.name), Some(vm.name.as_str()));

@@ -26,7 +26,7 @@ use crate::image::NameKind;
 /// `MVSPEC\0\0`.
 pub const SPEC_MAGIC: [u8; 8] = *b"MVSPEC\0\0";
 /// The format version this code reads and writes.
-pub const SPEC_VERSION: u32 = 2;
+pub const SPEC_VERSION: u32 = 3;
 /// "No component" in index fields.
 pub const NONE: u32 = u32::MAX;
 /// The most components, queues, capabilities and grants of each kind.
@@ -77,7 +77,10 @@ pub struct SpecHeader {
     pub vms: Table,
     /// Index of the component holding scheduling control, or [`NONE`].
     pub scheduling_controller: u32,
-    pub reserved: u32,
+    /// Index of the interrupt forwarder, or [`NONE`]: the component every
+    /// device interrupt line (but the console's) is delivered to, which
+    /// passes each on to its driver and unmasks it.
+    pub interrupt_forwarder: u32,
 }
 
 /// A component.
@@ -254,13 +257,79 @@ pub struct MemoryGrant {
 }
 
 /// An interrupt line delivered to a component as a notification bit.
+///
+/// The console's line goes to the component that reads the console. Every
+/// other line goes to the interrupt forwarder (`component` is the
+/// forwarder, `owner` the driver it passes the line on to) and is wired at
+/// the IOAPIC as `wiring` says.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct InterruptGrant {
     pub component: u32,
     pub line: u32,
     pub bit: u32,
+    /// A [`Wiring`] number.
+    pub wiring: u32,
+    /// The driver the forwarder passes the line on to, or [`NONE`].
+    pub owner: u32,
     pub reserved: u32,
+}
+
+/// How a device drives its interrupt line, as the IOAPIC must sample it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Wiring {
+    /// As a PC's firmware wires it: ISA lines (0-15) edge-triggered and
+    /// active high, PCI lines (16-23) level-triggered and active low.
+    Default = 0,
+    EdgeHigh = 1,
+    EdgeLow = 2,
+    LevelHigh = 3,
+    LevelLow = 4,
+}
+
+impl Wiring {
+    /// Decodes a wiring number, or `None`.
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        Some(match value {
+            0 => Self::Default,
+            1 => Self::EdgeHigh,
+            2 => Self::EdgeLow,
+            3 => Self::LevelHigh,
+            4 => Self::LevelLow,
+            _ => return None,
+        })
+    }
+
+    /// `Default` made explicit for `line`.
+    pub const fn resolve(self, line: u32) -> Self {
+        match self {
+            Self::Default if line >= 16 => Self::LevelLow,
+            Self::Default => Self::EdgeHigh,
+            other => other,
+        }
+    }
+
+    /// Whether the line is level-triggered.
+    pub const fn level(self) -> bool {
+        matches!(self, Self::LevelHigh | Self::LevelLow)
+    }
+
+    /// Whether the line is active low.
+    pub const fn active_low(self) -> bool {
+        matches!(self, Self::EdgeLow | Self::LevelLow)
+    }
+
+    /// The name the system file uses (`"level-high"`); `None` for `Default`.
+    pub const fn name(self) -> Option<&'static str> {
+        match self {
+            Self::Default => None,
+            Self::EdgeHigh => Some("edge-high"),
+            Self::EdgeLow => Some("edge-low"),
+            Self::LevelHigh => Some("level-high"),
+            Self::LevelLow => Some("level-low"),
+        }
+    }
 }
 
 /// A virtual machine: one vCPU run by the thread of its world switcher (on
@@ -294,7 +363,7 @@ const _: () = assert!(size_of::<QueueSpec>() == 72);
 const _: () = assert!(size_of::<CapabilitySpec>() == 56);
 const _: () = assert!(size_of::<PortGrant>() == 8);
 const _: () = assert!(size_of::<MemoryGrant>() == 32);
-const _: () = assert!(size_of::<InterruptGrant>() == 16);
+const _: () = assert!(size_of::<InterruptGrant>() == 24);
 
 /// Why a spec was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -461,6 +530,13 @@ impl<'a> Spec<'a> {
         if controller != NONE && controller >= count {
             return Err(SpecError::BadComponentIndex {
                 table: "scheduling controller",
+                index: 0,
+            });
+        }
+        let forwarder = self.header.interrupt_forwarder;
+        if forwarder != NONE && forwarder >= count {
+            return Err(SpecError::BadComponentIndex {
+                table: "interrupt forwarder",
                 index: 0,
             });
         }
@@ -664,6 +740,15 @@ impl<'a> Spec<'a> {
                     field: "line/bit",
                 });
             }
+            if Wiring::from_u32(grant.wiring).is_none()
+                || (grant.owner != NONE && !self.component_exists(grant.owner))
+            {
+                return Err(SpecError::BadField {
+                    table: "interrupt grant",
+                    index,
+                    field: "wiring/owner",
+                });
+            }
             // A line goes to one component.
             if self.interrupt_grants[..index]
                 .iter()
@@ -763,6 +848,7 @@ pub struct SpecBuilder {
     pub interrupt_grants: alloc::vec::Vec<InterruptGrant>,
     pub vms: alloc::vec::Vec<VmSpec>,
     pub scheduling_controller: Option<u32>,
+    pub interrupt_forwarder: Option<u32>,
 }
 
 #[cfg(feature = "alloc")]
@@ -830,7 +916,7 @@ impl SpecBuilder {
             interrupt_grants,
             vms,
             scheduling_controller: self.scheduling_controller.unwrap_or(NONE),
-            reserved: 0,
+            interrupt_forwarder: self.interrupt_forwarder.unwrap_or(NONE),
         };
         out[..size_of::<SpecHeader>()].copy_from_slice(header.as_bytes());
         out
@@ -880,6 +966,19 @@ mod tests {
     }
 
     #[test]
+    fn wiring_resolves_by_line() {
+        assert_eq!(Wiring::Default.resolve(8), Wiring::EdgeHigh);
+        assert_eq!(Wiring::Default.resolve(16), Wiring::LevelLow);
+        assert_eq!(Wiring::LevelHigh.resolve(8), Wiring::LevelHigh);
+        assert!(Wiring::LevelLow.level() && Wiring::LevelLow.active_low());
+        assert!(!Wiring::EdgeHigh.level() && !Wiring::EdgeHigh.active_low());
+        for value in 0..5 {
+            assert_eq!(Wiring::from_u32(value).map(|w| w as u32), Some(value));
+        }
+        assert_eq!(Wiring::from_u32(5), None);
+    }
+
+    #[test]
     fn round_trip() {
         let bytes = sample().finish();
         let spec = Spec::parse(&bytes).unwrap();
@@ -926,6 +1025,8 @@ mod tests {
                         component,
                         line: 4,
                         bit: 9,
+                        wiring: 0,
+                        owner: NONE,
                         reserved: 0,
                     });
                 }
@@ -934,6 +1035,30 @@ mod tests {
                 table: "interrupt grant",
                 index: 1,
                 field: "line (granted twice)",
+            },
+        );
+        check(
+            &|s| {
+                s.interrupt_grants.push(InterruptGrant {
+                    component: 0,
+                    line: 8,
+                    bit: 9,
+                    wiring: 5,
+                    owner: NONE,
+                    reserved: 0,
+                });
+            },
+            SpecError::BadField {
+                table: "interrupt grant",
+                index: 0,
+                field: "wiring/owner",
+            },
+        );
+        check(
+            &|s| s.interrupt_forwarder = Some(9),
+            SpecError::BadComponentIndex {
+                table: "interrupt forwarder",
+                index: 0,
             },
         );
         check(

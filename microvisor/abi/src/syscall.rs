@@ -97,6 +97,15 @@ pub enum Syscall {
     /// (the interrupt line [`CONSOLE_LINE`], granted by `console_input`)
     /// may call it; any other faults.
     ConsoleRead = 19,
+    /// The interrupt forwarder lets device line `rdi` interrupt again: the
+    /// core masks a line when it fires (and sets the forwarder's bit for
+    /// it) until this call. Only the forwarder may make it, for a line
+    /// granted to it; anything else faults.
+    InterruptUnmask = 20,
+    /// The interrupt forwarder asks which lines fired and are still masked
+    /// (bit n: line n), in `rdx`: after a restart it rebuilds its state
+    /// from this. Only the forwarder may make it.
+    InterruptPending = 21,
 }
 
 /// The interrupt line of the system console (COM1's IRQ 4). The core owns
@@ -137,6 +146,8 @@ impl Syscall {
             17 => Self::VmcsReset,
             18 => Self::GuestLog,
             19 => Self::ConsoleRead,
+            20 => Self::InterruptUnmask,
+            21 => Self::InterruptPending,
             _ => return None,
         })
     }
@@ -240,6 +251,10 @@ pub enum Call {
     ConsoleRead {
         buffer: UserBytes,
     },
+    InterruptUnmask {
+        line: u64,
+    },
+    InterruptPending,
 }
 
 /// Two argument registers as claimed bytes.
@@ -327,6 +342,8 @@ impl Call {
             Syscall::ConsoleRead => Self::ConsoleRead {
                 buffer: bytes(a0, a1),
             },
+            Syscall::InterruptUnmask => Self::InterruptUnmask { line: a0 },
+            Syscall::InterruptPending => Self::InterruptPending,
         })
     }
 
@@ -386,6 +403,8 @@ impl Call {
                 Syscall::ConsoleRead,
                 [buffer.address, buffer.length, 0, 0, 0],
             ),
+            Self::InterruptUnmask { line } => (Syscall::InterruptUnmask, [line, 0, 0, 0, 0]),
+            Self::InterruptPending => (Syscall::InterruptPending, [0; 5]),
         };
         Registers {
             number: call as u64,
@@ -436,10 +455,12 @@ mod tests {
             Syscall::VmcsReset,
             Syscall::GuestLog,
             Syscall::ConsoleRead,
+            Syscall::InterruptUnmask,
+            Syscall::InterruptPending,
         ] {
             assert_eq!(Syscall::from_number(call as u64), Some(call));
         }
-        assert_eq!(Syscall::from_number(20), None);
+        assert_eq!(Syscall::from_number(22), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }
 
@@ -487,7 +508,15 @@ mod tests {
                 },
             })
         );
-        assert_eq!(Call::decode(registers(20, [0; 5])), Err(20));
+        assert_eq!(
+            Call::decode(registers(20, [8, 0, 0, 0, 0])),
+            Ok(Call::InterruptUnmask { line: 8 })
+        );
+        assert_eq!(
+            Call::decode(registers(21, [0; 5])),
+            Ok(Call::InterruptPending)
+        );
+        assert_eq!(Call::decode(registers(22, [0; 5])), Err(22));
         assert_eq!(Call::decode(registers(u64::MAX, [0; 5])), Err(u64::MAX));
         assert_eq!(Call::Null.encode(), registers(0, [0; 5]));
         assert_eq!(

@@ -5,6 +5,7 @@
 //! registers, MSRs, port I/O, halting), `descriptors` (GDT, TSS, IDT),
 //! `entry` (trap and system-call stubs, the saved `Frame`, the return to
 //! ring 3, the idle loop), `interrupts` (the legacy interrupt controllers),
+//! `ioapic` (device interrupt lines for the interrupt forwarder),
 //! `memory` (the core's page tables and the direct map), `serial` (the
 //! console UART), `svm` (the virtualization backend: enabling it and
 //! entering a guest) and `timer` (the clock and the one-shot alarm). The

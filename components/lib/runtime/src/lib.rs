@@ -29,6 +29,7 @@ use microvisor_abi::syscall::LOG_WRITE_MAX;
 
 pub mod arguments;
 pub mod fault;
+pub mod irq;
 pub mod mmio;
 pub mod notification;
 pub mod ports;

@@ -260,3 +260,19 @@ pub fn console_read(buffer: &mut [u8]) -> usize {
         0
     }
 }
+
+/// The interrupt forwarder lets device line `line` interrupt again (the
+/// core masked it when it fired). `false` for a line not forwarded. Only
+/// the forwarder may call it (any other component faults).
+#[inline]
+pub fn interrupt_unmask(line: u64) -> bool {
+    call(Call::InterruptUnmask { line }).0 == Status::Ok as u64
+}
+
+/// The lines that fired and are still masked (bit n: line n), for the
+/// interrupt forwarder (any other component faults): after a restart it
+/// rebuilds its state from them.
+#[inline]
+pub fn interrupt_pending() -> u32 {
+    call(Call::InterruptPending).1 as u32
+}

@@ -196,6 +196,12 @@ pub fn build_kernel_space(
         PhysicalAddress(apic_physical),
         Permissions::READ_WRITE.uncached().global(),
     )?;
+    space.map_page(
+        &mut tables,
+        VirtualAddress(super::ioapic::IOAPIC_VIRTUAL),
+        PhysicalAddress(super::ioapic::IOAPIC_PHYSICAL),
+        Permissions::READ_WRITE.uncached().global(),
+    )?;
     Ok(KernelSpace {
         space,
         text_pages,

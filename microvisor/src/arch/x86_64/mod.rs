@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod descriptors;
 pub mod entry;
 pub mod interrupts;
+pub mod ioapic;
 pub mod memory;
 pub mod serial;
 pub mod svm;

@@ -51,6 +51,11 @@ fn write(register: u64, value: u32) {
     unsafe { ((APIC_VIRTUAL + register) as *mut u32).write_volatile(value) }
 }
 
+/// This CPU's local APIC ID (where device interrupts are sent).
+pub fn apic_id() -> u8 {
+    (read(0x20) >> 24) as u8
+}
+
 /// Reads the time-stamp counter.
 pub fn now() -> u64 {
     // SAFETY: rdtsc only reads the counter.
