@@ -221,7 +221,9 @@ end=$(cut -d' ' -f1 /proc/uptime)
 echo "guest: clock after sleep 4: $end"
 after=$(counts)
 cat /proc/interrupts
-awk -v a="$start" -v b="$end" 'BEGIN { d = b - a; r = (d >= 3.98 && d <= 4.25) ? "PASS" : "FAIL"; print "guest: sleep 4 took " d " s: " r }'
+# The interval holds starting sleep and cut too, which under a loaded
+# emulator (two VMs on one CPU beside another test) take a while.
+awk -v a="$start" -v b="$end" 'BEGIN { d = b - a; r = (d >= 3.98 && d <= 4.5) ? "PASS" : "FAIL"; print "guest: sleep 4 took " d " s: " r }'
 awk -v a="$before" -v b="$after" 'BEGIN { split(a, x, " "); split(b, y, " "); r = (y[1] > x[1] && y[2] > x[2]) ? "PASS" : "FAIL"; print "guest: interrupts rising (serial " x[1] " -> " y[1] ", timer " x[2] " -> " y[2] "): " r }'
 # guest_shell=1 on the kernel command line: a shell on the console (the
 # VM must read the system console: console_input = true); exit powers off.

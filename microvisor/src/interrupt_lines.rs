@@ -2,16 +2,46 @@
 //! forwarder.
 //!
 //! The core takes every device interrupt but decides nothing about who
-//! gets it: a line that fires is masked at the IOAPIC, marked pending
-//! here, and the forwarder's bit for it is set in the forwarder's
-//! notification word. The forwarder passes the interrupt on to the
-//! line's driver and, once the driver has dealt with the device, unmasks
-//! the line (`InterruptUnmask`). What is pending (fired, still masked)
-//! survives a restart of the forwarder, which asks for it
+//! gets it: a line that fires is marked pending here and the forwarder's
+//! bit for it is set in the forwarder's notification word. The forwarder
+//! passes the interrupt on to the line's driver and, once the driver has
+//! dealt with the device, releases the line (`InterruptUnmask`). What is
+//! pending survives a restart of the forwarder, which asks for it
 //! (`InterruptPending`) and so loses nothing.
+//!
+//! How a line is held while pending depends on its trigger mode. A
+//! level-triggered line is masked at the IOAPIC when it fires (it would
+//! fire again at once while its device holds it) and unmasked on release.
+//! An edge-triggered line is not masked when it fires: an IOAPIC drops
+//! edges on a masked input, so masking would lose an edge that comes
+//! between the driver clearing its device and the release. An edge that
+//! comes while the line is pending is remembered (one, however many come)
+//! and the line masked then, so a pulsing device cannot hold the CPU; on
+//! release the remembered edge makes the line pending again and signals
+//! the forwarder once more.
 
 /// IOAPIC inputs a line can name.
 pub const LINES: usize = 24;
+
+/// What the core does when a line fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fired {
+    /// Not a forwarded line: nothing.
+    NotForwarded,
+    /// Set `bits` in the forwarder's (`.0`) word; mask the line first when
+    /// `mask` (level-triggered).
+    Signal { signal: (usize, u64), mask: bool },
+    /// An edge while pending: remembered; mask the line.
+    Again,
+}
+
+/// What the core does when the forwarder releases a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Released {
+    /// Signal the forwarder again (an edge came while the line was
+    /// pending): set these bits in this component's word.
+    pub signal: Option<(usize, u64)>,
+}
 
 /// The forwarded lines, their bits in the forwarder's word, and which are
 /// pending.
@@ -20,8 +50,13 @@ pub struct InterruptLines {
     forwarder: Option<usize>,
     /// Bit n: line n is forwarded.
     forwarded: u32,
-    /// Bit n: line n fired and is masked until the forwarder unmasks it.
+    /// Bit n: line n fired and waits for the forwarder's release.
     pending: u32,
+    /// Bit n: line n is level-triggered.
+    level: u32,
+    /// Bit n: edge-triggered line n fired again while pending (and was
+    /// masked then).
+    again: u32,
     /// The forwarder's notification bit for each line.
     bits: [u8; LINES],
     /// The driver each line is passed on to.
@@ -34,6 +69,8 @@ impl InterruptLines {
         forwarder: None,
         forwarded: 0,
         pending: 0,
+        level: 0,
+        again: 0,
         bits: [0; LINES],
         owners: [0; LINES],
     };
@@ -51,21 +88,25 @@ impl InterruptLines {
         self.forwarder
     }
 
-    /// Forwards `line` with notification `bit`, for the driver `owner`;
-    /// `false` (and nothing changes) for a line past [`LINES`], a bit past
-    /// 63, an owner past 255, or without a forwarder.
-    pub fn add(&mut self, line: u32, bit: u32, owner: u32) -> bool {
+    /// Forwards `line` with notification `bit`, for the driver `owner`,
+    /// level- or edge-triggered; `false` (and nothing changes) for a line
+    /// past [`LINES`], a bit past 63, an owner past 255, or without a
+    /// forwarder.
+    pub fn add(&mut self, line: u32, bit: u32, owner: u32, level: bool) -> bool {
         if self.forwarder.is_none() || line as usize >= LINES || bit >= 64 || owner > 255 {
             return false;
         }
         self.forwarded |= 1 << line;
+        if level {
+            self.level |= 1 << line;
+        }
         self.bits[line as usize] = bit as u8;
         self.owners[line as usize] = owner as u8;
         true
     }
 
     /// The drivers of lines that can still interrupt (forwarded and not
-    /// masked): while one of them and the forwarder live, a device may
+    /// pending): while one of them and the forwarder live, a device may
     /// wake the system even if no timer is armed.
     pub fn armed_owners(&self) -> impl Iterator<Item = usize> + '_ {
         let armed = self.forwarded & !self.pending;
@@ -79,28 +120,46 @@ impl InterruptLines {
         line < LINES as u64 && self.forwarded & (1 << line) != 0
     }
 
-    /// Line `line` fired (the caller masked it): it is pending; returns
-    /// the forwarder and the bits to set in its word, `None` for a line
-    /// that is not forwarded.
-    pub fn fired(&mut self, line: u64) -> Option<(usize, u64)> {
-        if !self.forwards(line) {
-            return None;
+    /// Line `line` fired: what the caller must do (see [`Fired`]).
+    pub fn fired(&mut self, line: u64) -> Fired {
+        let Some(forwarder) = self.forwarder.filter(|_| self.forwards(line)) else {
+            return Fired::NotForwarded;
+        };
+        let bit = 1 << line;
+        let signal = (forwarder, 1 << self.bits[line as usize]);
+        if self.level & bit != 0 {
+            self.pending |= bit;
+            Fired::Signal { signal, mask: true }
+        } else if self.pending & bit == 0 {
+            self.pending |= bit;
+            Fired::Signal {
+                signal,
+                mask: false,
+            }
+        } else {
+            self.again |= bit;
+            Fired::Again
         }
-        self.pending |= 1 << line;
-        Some((self.forwarder?, 1 << self.bits[line as usize]))
     }
 
-    /// The forwarder unmasks `line`: `true` when it is forwarded (the
-    /// caller unmasks it at the IOAPIC); it is no longer pending.
-    pub fn unmask(&mut self, line: u64) -> bool {
-        if !self.forwards(line) {
-            return false;
+    /// The forwarder releases `line`; `None` when it is not forwarded.
+    /// The caller unmasks it at the IOAPIC, and signals the forwarder when
+    /// [`Released::signal`] says so (an edge came while it was pending).
+    pub fn unmask(&mut self, line: u64) -> Option<Released> {
+        let forwarder = self.forwarder.filter(|_| self.forwards(line))?;
+        let bit = 1 << line;
+        if self.again & bit != 0 {
+            self.again &= !bit;
+            return Some(Released {
+                signal: Some((forwarder, 1 << self.bits[line as usize])),
+            });
         }
-        self.pending &= !(1 << line);
-        true
+        self.pending &= !bit;
+        Some(Released { signal: None })
     }
 
-    /// Lines that fired and are still masked (bit n: line n).
+    /// Lines that fired and wait for the forwarder's release (bit n:
+    /// line n).
     pub fn pending(&self) -> u32 {
         self.pending
     }
@@ -116,27 +175,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_line_is_pending_from_firing_to_unmask() {
+    fn a_level_line_is_masked_from_firing_to_release() {
         let mut lines = InterruptLines::for_forwarder(3);
-        assert!(lines.add(8, 5, 1));
-        assert!(lines.add(11, 6, 2));
-        assert!(!lines.add(24, 7, 1), "no such input");
-        assert!(!lines.add(9, 64, 1), "no such bit");
-        assert_eq!(lines.armed_owners().collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(lines.forwarded(), 1 << 8 | 1 << 11);
-        assert_eq!(lines.fired(8), Some((3, 1 << 5)));
-        assert_eq!(lines.fired(11), Some((3, 1 << 6)));
-        assert_eq!(lines.fired(9), None, "not forwarded");
-        assert_eq!(lines.fired(u64::MAX), None);
-        assert_eq!(lines.pending(), 1 << 8 | 1 << 11);
-        assert_eq!(lines.armed_owners().count(), 0, "both masked");
-        assert!(lines.unmask(8));
+        assert!(lines.add(16, 5, 1, true));
+        assert!(!lines.add(24, 7, 1, true), "no such input");
+        assert!(!lines.add(9, 64, 1, true), "no such bit");
+        assert!(!lines.add(9, 6, 256, true), "no such owner");
+        assert_eq!(
+            lines.fired(16),
+            Fired::Signal {
+                signal: (3, 1 << 5),
+                mask: true
+            }
+        );
+        assert_eq!(lines.pending(), 1 << 16);
+        assert_eq!(lines.armed_owners().count(), 0);
+        assert_eq!(lines.unmask(16), Some(Released { signal: None }));
+        assert_eq!(lines.pending(), 0);
         assert_eq!(lines.armed_owners().collect::<Vec<_>>(), [1]);
-        assert!(!lines.unmask(9));
-        assert!(!lines.unmask(400));
-        assert_eq!(lines.pending(), 1 << 11);
+        assert_eq!(lines.fired(9), Fired::NotForwarded);
+        assert_eq!(lines.fired(u64::MAX), Fired::NotForwarded);
+        assert_eq!(lines.unmask(9), None);
+        assert_eq!(lines.unmask(400), None);
+    }
+
+    #[test]
+    fn an_edge_while_pending_is_kept_and_signalled_on_release() {
+        let mut lines = InterruptLines::for_forwarder(3);
+        assert!(lines.add(8, 5, 1, false));
+        // The first edge signals without masking (an IOAPIC drops edges
+        // on a masked input).
+        assert_eq!(
+            lines.fired(8),
+            Fired::Signal {
+                signal: (3, 1 << 5),
+                mask: false
+            }
+        );
+        // Two more before the release: remembered once, masked.
+        assert_eq!(lines.fired(8), Fired::Again);
+        assert_eq!(lines.fired(8), Fired::Again);
+        // The release signals again and the line stays pending.
+        assert_eq!(
+            lines.unmask(8),
+            Some(Released {
+                signal: Some((3, 1 << 5))
+            })
+        );
+        assert_eq!(lines.pending(), 1 << 8);
+        // The next release ends it.
+        assert_eq!(lines.unmask(8), Some(Released { signal: None }));
+        assert_eq!(lines.pending(), 0);
+        assert_eq!(lines.armed_owners().collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn nothing_without_a_forwarder() {
         let mut none = InterruptLines::NONE;
-        assert!(!none.add(8, 5, 1), "no forwarder, no lines");
+        assert!(!none.add(8, 5, 1, false));
         assert_eq!(none.forwarder(), None);
+        assert_eq!(none.fired(8), Fired::NotForwarded);
     }
 }

@@ -383,13 +383,17 @@ fn forwarder_only(kernel: &Kernel, caller: usize, line: u64) -> Result<(), Fault
     }
 }
 
-/// The forwarder lets `line` interrupt again.
+/// The forwarder releases `line`: unmasked, and pending again at once if
+/// an edge came while it was pending.
 fn interrupt_unmask(kernel: &mut Kernel, caller: usize, line: u64) -> Outcome {
     forwarder_only(kernel, caller, line)?;
-    if !kernel.lines.unmask(line) {
+    let Some(released) = kernel.lines.unmask(line) else {
         return Err(bad_argument(line));
-    }
+    };
     crate::arch::ioapic::unmask(line);
+    if let Some((forwarder, bits)) = released.signal {
+        kernel.notify(forwarder, bits);
+    }
     answer(kernel, caller, Status::Ok, 0)
 }
 

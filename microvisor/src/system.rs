@@ -95,9 +95,13 @@ fn interrupt_lines(kernel: &mut Kernel, spec: &Spec<'static>) {
         .iter()
         .filter(|grant| grant.component == forwarder && grant.line != CONSOLE_LINE)
     {
-        let wiring = spec::Wiring::from_u32(grant.wiring).unwrap_or(spec::Wiring::Default);
+        let wiring = spec::Wiring::from_u32(grant.wiring)
+            .unwrap_or(spec::Wiring::Default)
+            .resolve(grant.line);
         if u64::from(grant.line) < ioapic::LINES
-            && kernel.lines.add(grant.line, grant.bit, grant.owner)
+            && kernel
+                .lines
+                .add(grant.line, grant.bit, grant.owner, wiring.level())
         {
             ioapic::route(u64::from(grant.line), wiring, apic);
         }

@@ -12,6 +12,8 @@
 
 use microvisor_abi::fault::FaultKind;
 
+use microvisor::interrupt_lines::Fired;
+
 use crate::arch::entry::Frame;
 use crate::arch::interrupts::CONSOLE_VECTOR;
 use crate::arch::timer::{self, TIMER_VECTOR};
@@ -69,14 +71,27 @@ fn forwarded_line(vector: u64) -> Option<u64> {
     (line < ioapic::LINES).then_some(line)
 }
 
-/// Device line `line` fired: masked until the forwarder unmasks it,
-/// marked pending, and the forwarder's bit for it set. Nothing else here
-/// decides who gets it.
+/// Device line `line` fired: marked pending (a level-triggered line
+/// masked) and the forwarder's bit for it set; an edge while pending is
+/// remembered and the line masked (`microvisor::interrupt_lines`). Nothing
+/// else here decides who gets it.
 fn line_interrupt(kernel: &mut Kernel, line: u64) {
-    ioapic::mask(line);
-    timer::end_of_interrupt();
-    if let Some((forwarder, bits)) = kernel.lines.fired(line) {
-        kernel.notify(forwarder, bits);
+    match kernel.lines.fired(line) {
+        Fired::Signal {
+            signal: (forwarder, bits),
+            mask,
+        } => {
+            if mask {
+                ioapic::mask(line);
+            }
+            timer::end_of_interrupt();
+            kernel.notify(forwarder, bits);
+        }
+        Fired::Again => {
+            ioapic::mask(line);
+            timer::end_of_interrupt();
+        }
+        Fired::NotForwarded => timer::end_of_interrupt(),
     }
 }
 

@@ -22,8 +22,11 @@
 //!   the lines the core still holds masked and delivers each again.
 //!
 //! Every transition returns what the forwarder must do ([`Action`]); the
-//! forwarder only carries actions out.
+//! forwarder only carries actions out. [`LineReport`] is the message in
+//! which it publishes a line's counters to other components.
 #![cfg_attr(not(test), no_std)]
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// IOAPIC inputs.
 pub const LINES: usize = 24;
@@ -74,6 +77,41 @@ pub struct Counters {
     pub storms: u64,
     /// Deliveries repeated because the driver or the forwarder restarted.
     pub redelivered: u64,
+}
+
+/// One line's counters as the forwarder sends them on its `counters`
+/// queue (40 bytes; the queue's `slot_size` must be at least that).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct LineReport {
+    pub line: u32,
+    /// The line's state: 0 idle, 1 delivered, 2 held for storming.
+    pub state: u32,
+    pub delivered: u64,
+    pub coalesced: u64,
+    pub storms: u64,
+    pub redelivered: u64,
+}
+
+impl Router {
+    /// The report of `line` (`None` if not routed).
+    pub fn report(&self, line: usize) -> Option<LineReport> {
+        let route = self.route(line)?;
+        Some(LineReport {
+            line: line as u32,
+            state: match route.state {
+                State::Idle => 0,
+                State::Delivered => 1,
+                State::Held { .. } => 2,
+            },
+            delivered: route.counters.delivered,
+            coalesced: route.counters.coalesced,
+            storms: route.counters.storms,
+            redelivered: route.counters.redelivered,
+        })
+    }
 }
 
 /// What the forwarder must do after an event.
@@ -302,6 +340,19 @@ mod tests {
         assert_eq!(router.state(8), Some(State::Idle));
         let counters = router.counters(8).unwrap();
         assert_eq!((counters.delivered, counters.coalesced), (1, 1));
+        assert_eq!(
+            router.report(8),
+            Some(LineReport {
+                line: 8,
+                state: 0,
+                delivered: 1,
+                coalesced: 1,
+                storms: 0,
+                redelivered: 0
+            })
+        );
+        assert_eq!(router.report(9), None);
+        assert_eq!(size_of::<LineReport>(), 40);
         // Lines not routed are ignored.
         assert_eq!(router.fired(9, 0), Action::None);
         assert_eq!(router.acknowledged(9, 0), Action::None);

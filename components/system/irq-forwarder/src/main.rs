@@ -20,16 +20,19 @@
 //! line counts as storming (default 1000 per 100 ms), `backoff=MS` how
 //! long a storming line first stays masked (default 100, doubling to 16
 //! times that). The incoming notification `report`, if the system gives
-//! one, prints every line's counters. For fault-injection tests,
+//! one, prints every line's counters and, when the system gives it a queue
+//! `counters`, sends them there too (one `irq_routing::LineReport` per
+//! line), so other components can read them. For fault-injection tests,
 //! `crash_after=N` makes its first life panic when the N-th interrupt
 //! arrives, before passing it on.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
 
-use irq_routing::{Action, LINES, Router, StormPolicy};
+use irq_routing::{Action, LINES, LineReport, Router, StormPolicy};
 use runtime::abi::start::{ResourceKind, ResourceView};
 use runtime::arguments::OrExit;
+use runtime::queue::{OpenError, Sender};
 use runtime::{irq, notification, println, syscall};
 
 runtime::component!(main);
@@ -101,6 +104,14 @@ fn main(start: &runtime::Start) -> i32 {
         Some(ResourceView::Incoming { mask }) => mask,
         _ => 0,
     };
+    let mut counters = match Sender::<LineReport>::open(start, "counters") {
+        Ok(sender) => Some(sender),
+        Err(OpenError::NotGiven) => None,
+        Err(error) => {
+            println!("irq-forwarder: cannot open the queue 'counters': {error:?}");
+            return 2;
+        }
+    };
     let watched = drivers
         .iter()
         .flatten()
@@ -171,17 +182,24 @@ fn main(start: &runtime::Start) -> i32 {
         });
         if bits & report != 0 {
             for (line, driver) in drivers.iter().enumerate() {
-                let (Some(driver), Some(counters)) = (driver, router.counters(line)) else {
+                let (Some(driver), Some(report)) = (driver, router.report(line)) else {
                     continue;
                 };
                 println!(
                     "irq-forwarder: line {line} ('{}'): delivered {}, coalesced {}, redelivered {}, storms {}",
                     driver.name,
-                    counters.delivered,
-                    counters.coalesced,
-                    counters.redelivered,
-                    counters.storms
+                    report.delivered,
+                    report.coalesced,
+                    report.redelivered,
+                    report.storms
                 );
+                if let Some(queue) = counters.as_mut()
+                    && queue.try_send(&report).is_err()
+                {
+                    println!(
+                        "irq-forwarder: the queue 'counters' is full; line {line}'s report dropped"
+                    );
+                }
             }
         }
     }
