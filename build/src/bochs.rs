@@ -128,6 +128,9 @@ pub fn make_iso(request: &BootRequest) -> Result<PathBuf> {
 
 /// Boots the request in Bochs.
 pub fn run(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome> {
+    if !request.disks.is_empty() {
+        bail!("[machine] disks need QEMU (Bochs runs here attach none)");
+    }
     if request.gdb || request.icount {
         bail!(
             "--gdb and icount need QEMU; for Bochs, use its internal debugger by hand: \

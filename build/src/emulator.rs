@@ -59,6 +59,8 @@ pub struct BootRequest {
     pub command_line: String,
     /// What the system console receives (QEMU's serial input).
     pub input: ConsoleFeed,
+    /// Raw disk images to attach as virtio-blk PCI functions (QEMU only).
+    pub disks: Vec<PathBuf>,
 }
 
 /// What goes to the system console's input (QEMU only: its stdin is the

@@ -66,6 +66,17 @@ pub fn command(qemu: &Path, request: &BootRequest) -> Command {
     if request.gdb {
         command.args(["-s", "-S"]);
     }
+    // Disks: virtio-blk PCI functions (modern only: device ID 0x1042),
+    // in order, so the first takes the first free slot.
+    for (index, disk) in request.disks.iter().enumerate() {
+        let mut drive = std::ffi::OsString::from("if=none,format=raw,file=");
+        drive.push(disk);
+        drive.push(format!(",id=disk{index}"));
+        command.arg("-drive").arg(drive).args([
+            "-device".to_string(),
+            format!("virtio-blk-pci,drive=disk{index},disable-legacy=on"),
+        ]);
+    }
     command
 }
 
@@ -614,6 +625,7 @@ mod tests {
             gdb: true,
             command_line: "selftest=core-fault".to_string(),
             input: ConsoleFeed::Nothing,
+            disks: vec![PathBuf::from("/t/work/disk0.img")],
         };
         let command = command(Path::new("qemu-system-x86_64"), &request);
         let arguments: Vec<_> = command
@@ -628,6 +640,9 @@ mod tests {
         );
         assert!(line.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(line.contains("-kernel /t/microvisor -initrd /t/default.img"));
-        assert!(line.ends_with("-icount shift=0 -append selftest=core-fault -s -S"));
+        assert!(line.contains("-icount shift=0 -append selftest=core-fault -s -S"));
+        assert!(line.ends_with(
+            "-drive if=none,format=raw,file=/t/work/disk0.img,id=disk0 -device virtio-blk-pci,drive=disk0,disable-legacy=on"
+        ));
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::console::Verdict;
 use crate::emulator::{BootRequest, ConsoleFeed, Emulator, Ending, Outcome, boot};
@@ -194,11 +194,14 @@ pub fn boot_system(
         artifacts,
         &image,
     )?;
+    let work = work_directory(&images, stem, options.emulator);
+    let disks = prepare_disks(&system.disks, &work)?;
     let request = BootRequest {
         emulator: options.emulator,
         core: artifacts.core.clone(),
         image,
-        work_directory: work_directory(&images, stem, options.emulator),
+        disks,
+        work_directory: work,
         timeout: options.timeout,
         icount: options.icount,
         gdb: options.gdb,
@@ -206,6 +209,38 @@ pub fn boot_system(
         input: options.input,
     };
     boot(&request, sink)
+}
+
+/// Makes each `[machine]` disk's image in `work`, fresh for every boot:
+/// zeroed to its size, or a copy of the file it names (so a run never
+/// changes the original).
+fn prepare_disks(disks: &[capdl::MachineDisk], work: &Path) -> Result<Vec<PathBuf>> {
+    if disks.is_empty() {
+        return Ok(Vec::new());
+    }
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let mut paths = Vec::new();
+    for (index, disk) in disks.iter().enumerate() {
+        let path = work.join(format!("disk{index}.img"));
+        match (&disk.image, disk.size) {
+            (Some(image), _) => {
+                std::fs::copy(image, &path).with_context(|| {
+                    format!(
+                        "copying the disk image {} for disk {index}",
+                        image.display()
+                    )
+                })?;
+            }
+            (None, size) => {
+                let file = std::fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                file.set_len(size.unwrap_or(0))
+                    .with_context(|| format!("sizing {}", path.display()))?;
+            }
+        }
+        paths.push(path);
+    }
+    Ok(paths)
 }
 
 fn work_directory(images: &Path, stem: &str, emulator: Emulator) -> PathBuf {

@@ -136,6 +136,8 @@ pub struct System {
     pub kernels: Vec<(String, capdl::KernelGuest)>,
     /// The capDL-style listing.
     pub cdl: String,
+    /// Disks the emulator attaches (`[machine] disks`).
+    pub disks: Vec<capdl::MachineDisk>,
 }
 
 impl System {
@@ -245,6 +247,7 @@ fn lower(path: &Path, system: &capdl::System) -> Result<System> {
         spec: lowered.spec,
         kernels: lowered.kernels,
         cdl: lowered.cdl,
+        disks: system.disks.clone(),
     })
 }
 

@@ -15,10 +15,12 @@ use std::collections::BTreeMap;
 
 use microvisor_abi::PAGE_SIZE;
 use microvisor_abi::image::{NameKind, is_valid_name};
-use microvisor_abi::spec::Wiring;
 use microvisor_abi::spec::{
-    CapabilityKind, MAX_CAPABILITIES, MAX_CAPABILITIES_PER_COMPONENT, MAX_COMPONENTS, MAX_GRANTS,
-    MAX_GUEST_MEMORY, MAX_QUEUES, MAX_VMS, queue_pages,
+    CapabilityKind, MAX_CAPABILITIES, MAX_CAPABILITIES_PER_COMPONENT, MAX_COMPONENTS,
+    MAX_DMA_BYTES, MAX_GRANTS, MAX_GUEST_MEMORY, MAX_QUEUES, MAX_VMS, queue_pages,
+};
+use microvisor_abi::spec::{
+    FIRST_MSI_LINE, INTERRUPT_LINES as INTERRUPT_LINES_ALL, MAX_PCI, MAX_SLOT_SIZE, Wiring,
 };
 use microvisor_abi::start::MAX_RESOURCES;
 use microvisor_abi::syscall::{CONSOLE_LINE, MAX_PERIOD_US};
@@ -28,11 +30,14 @@ use toml::Spanned;
 use crate::Options;
 use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, non_ascii, suggest};
 use crate::model::{
-    Capability, Component, ForwarderBits, GUEST_ENTRY_PREFIX, KernelGuest, Layout, LineGrant,
-    MmioGrant, Notification, PortGrant, Queue, QueuePlacement, SPEC_ENTRY, System, Vm,
+    Capability, Component, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, KernelGuest, Layout,
+    LineGrant, MachineDisk, MmioGrant, Notification, PciGrant, PortGrant, Queue, QueuePlacement,
+    SPEC_ENTRY, System, Vm,
 };
 use crate::programs::{ProgramSet, WORLD_SWITCHER};
-use crate::raw::{Document, Entry, GuestKind, RawComponent, RawVm, Setting, Start, VmEntry};
+use crate::raw::{
+    Document, Entry, GuestKind, RawComponent, RawDisk, RawPci, RawVm, Setting, Start, VmEntry,
+};
 use crate::units::{Duration, Number, format_duration, format_size};
 
 /// The default priority.
@@ -58,7 +63,11 @@ pub const MAX_SLOTS: u64 = 1 << 16;
 /// The longest argument string.
 pub const MAX_ARGS: usize = 64;
 /// Interrupt lines are the IOAPIC's inputs 0..INTERRUPT_LINES.
-pub const INTERRUPT_LINES: u64 = 24;
+pub const INTERRUPT_LINES: u64 = FIRST_MSI_LINE as u64;
+/// What the device window gives one PCI function's BARs.
+pub const PCI_WINDOW: u64 = 64 << 30;
+/// The largest disk `[machine]` attaches.
+pub const MAX_DISK_BYTES: u64 = 4 << 30;
 /// Device memory lies below 2^52 (the architectural physical-address limit).
 pub const PHYSICAL_LIMIT: u64 = 1 << 52;
 /// Bits in a notification word.
@@ -351,6 +360,7 @@ impl Checker<'_> {
             .collect();
         self.image_entries(&checked);
         self.supervision(&components, &mut checked);
+        self.pci_functions(&mut checked);
         self.grants(&checked);
         let vm_entries = self.unique(&document.vms, "VM");
         let vms = self.vms(
@@ -386,6 +396,7 @@ impl Checker<'_> {
             forwarder_spot.as_ref(),
         );
         self.memory(&checked, &queues, &vms, options);
+        let disks = self.disks(&document.disks);
 
         let mut system = System {
             root,
@@ -400,6 +411,7 @@ impl Checker<'_> {
             vms,
             scheduling_controller,
             interrupt_forwarder,
+            disks,
             layout: Layout::default(),
         };
         if self.errors.is_empty() {
@@ -434,6 +446,8 @@ impl Checker<'_> {
             observe: Vec::new(),
             ports: Vec::new(),
             mmio: Vec::new(),
+            dma: Vec::new(),
+            pci: None,
             interrupts: Vec::new(),
             corrupt: None,
         };
@@ -778,6 +792,28 @@ impl Checker<'_> {
                 component.mmio.push(MmioGrant { physical, size });
             }
         }
+        for buffer in raw.dma.iter().flatten() {
+            let raw_buffer = buffer.get_ref();
+            let size = raw_buffer.size.get_ref().0;
+            if size == 0 || !size.is_multiple_of(PAGE_SIZE) || size > MAX_DMA_BYTES {
+                self.error(
+                    &entry.at(&raw_buffer.size),
+                    format!(
+                        "{context}: dma size {} is not a multiple of the 4KiB page size from 4KiB to {} (a buffer is physically contiguous)",
+                        format_size(size),
+                        format_size(MAX_DMA_BYTES)
+                    ),
+                );
+                continue;
+            }
+            component.dma.push(DmaGrant {
+                size,
+                below_4g: raw_buffer
+                    .below_4g
+                    .as_ref()
+                    .is_some_and(|value| *value.get_ref()),
+            });
+        }
         for line in raw.interrupts.iter().flatten() {
             let value = line.get_ref().line;
             if value >= INTERRUPT_LINES {
@@ -813,7 +849,147 @@ impl Checker<'_> {
                 wiring: line.get_ref().wiring,
             });
         }
+        if let Some(pci) = &raw.pci {
+            component.pci = self.pci(entry, &context, pci.get_ref());
+        }
         component
+    }
+
+    /// A component's `pci` table.
+    fn pci(
+        &mut self,
+        entry: &Entry<RawComponent>,
+        context: &str,
+        raw: &RawPci,
+    ) -> Option<PciGrant> {
+        let mut good = true;
+        let mut id = |this: &mut Self, value: &Spanned<Number>, what: &str| {
+            let number = value.get_ref().0;
+            if number > 0xffff {
+                good = false;
+                this.error(
+                    &entry.at(value),
+                    format!("{context}: pci {what} {number:#x} is not a 16-bit ID"),
+                );
+            }
+            number as u16
+        };
+        let vendor = id(self, &raw.vendor, "vendor");
+        let device = id(self, &raw.device, "device");
+        let address = match &raw.address {
+            None => None,
+            Some(text) => match parse_pci_address(text.get_ref()) {
+                Some(address) => Some(address),
+                None => {
+                    good = false;
+                    self.error(
+                        &entry.at(text),
+                        format!(
+                            "{context}: pci address \"{}\" is not bus:device.function (such as \"00:03.0\")",
+                            text.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let mut bars = 0u32;
+        for bar in raw.bars.iter().flatten() {
+            let number = bar.get_ref().0;
+            if number > 5 || bars & (1 << number) != 0 {
+                good = false;
+                let why = if number > 5 {
+                    "is not a BAR (0 to 5)"
+                } else {
+                    "is listed twice"
+                };
+                self.error(&entry.at(bar), format!("{context}: pci bar {number} {why}"));
+                continue;
+            }
+            bars |= 1 << number;
+        }
+        let msi = raw.msi.as_ref().map_or(0, |msi| msi.get_ref().0);
+        let most = u64::from(INTERRUPT_LINES_ALL - FIRST_MSI_LINE);
+        if msi > most {
+            good = false;
+            let spot = raw
+                .msi
+                .as_ref()
+                .map_or(entry.spot.clone(), |msi| entry.at(msi));
+            self.error(
+                &spot,
+                format!(
+                    "{context}: pci msi {msi} is more than the {most} MSI vectors the core has"
+                ),
+            );
+        }
+        good.then_some(PciGrant {
+            vendor,
+            device,
+            address,
+            bars,
+            msi: msi as u32,
+            msi_first_line: 0,
+        })
+    }
+
+    /// Gives each driver's MSI vectors their interrupt lines, from
+    /// [`FIRST_MSI_LINE`] in component order, and checks what the core
+    /// can give: [`MAX_PCI`] functions, each bus address once.
+    fn pci_functions(&mut self, components: &mut [Component]) {
+        let mut next = FIRST_MSI_LINE;
+        let mut given = 0;
+        let mut addresses: Vec<(u32, usize)> = Vec::new();
+        for index in 0..components.len() {
+            let spot = self.component_spots[index].clone();
+            let Some(pci) = components[index].pci.as_mut() else {
+                continue;
+            };
+            given += 1;
+            if given > MAX_PCI {
+                self.error(
+                    &spot,
+                    format!("the system gives {given} PCI functions; the core supports at most {MAX_PCI}"),
+                );
+            }
+            if let Some(address) = pci.address {
+                if let Some((_, other)) = addresses.iter().find(|(at, _)| *at == address) {
+                    let other = components[*other].name.clone();
+                    self.error(
+                        &spot,
+                        format!(
+                            "component '{}': pci address {} is already given to '{other}'",
+                            components[index].name,
+                            pci_address_text(address)
+                        ),
+                    );
+                }
+                addresses.push((address, index));
+            }
+            if pci.msi == 0 {
+                continue;
+            }
+            if next + pci.msi > INTERRUPT_LINES_ALL {
+                self.error(
+                    &spot,
+                    format!(
+                        "component '{}': the system asks for more than the {} MSI vectors the core has",
+                        components[index].name,
+                        INTERRUPT_LINES_ALL - FIRST_MSI_LINE
+                    ),
+                );
+                continue;
+            }
+            pci.msi_first_line = next;
+            let lines = next..next + pci.msi;
+            next += pci.msi;
+            components[index]
+                .interrupts
+                .extend(lines.map(|line| LineGrant {
+                    line,
+                    wiring: Wiring::Default,
+                }));
+        }
     }
 
     /// A `corrupt` value: one of the defects the caller can apply.
@@ -1115,11 +1291,15 @@ impl Checker<'_> {
                 port_owners.extend(port_pieces(grant).iter().map(|_| index));
             }
         }
-        let region_owners: Vec<usize> = regions.iter().map(|(owner, _)| *owner).collect();
+        // Device memory and DMA buffers share the spec's memory grants.
+        let mut region_owners: Vec<usize> = regions.iter().map(|(owner, _)| *owner).collect();
+        for (index, component) in components.iter().enumerate() {
+            region_owners.extend(component.dma.iter().map(|_| index));
+        }
         let line_owners: Vec<usize> = lines.iter().map(|(owner, _)| *owner).collect();
         for (owners, what) in [
             (port_owners, "port ranges"),
-            (region_owners, "mmio regions"),
+            (region_owners, "mmio regions and DMA buffers"),
             (line_owners, "interrupt lines"),
         ] {
             if let Some(&owner) = owners.get(MAX_GRANTS) {
@@ -1133,6 +1313,52 @@ impl Checker<'_> {
                 );
             }
         }
+    }
+
+    /// `[machine] disks`: each a size or an image (resolved against the
+    /// directory of the file that names it).
+    fn disks(&mut self, raw: &[(Spot, RawDisk)]) -> Vec<MachineDisk> {
+        let mut disks = Vec::new();
+        for (spot, disk) in raw {
+            match (&disk.size, &disk.image) {
+                (Some(size), None) => {
+                    let bytes = size.get_ref().0;
+                    if bytes == 0 || !bytes.is_multiple_of(PAGE_SIZE) || bytes > MAX_DISK_BYTES {
+                        let at = Spot {
+                            file: spot.file,
+                            span: size.span(),
+                        };
+                        self.error(
+                            &at,
+                            format!(
+                                "[machine] disk size {} is not a multiple of 4KiB from 4KiB to {}",
+                                format_size(bytes),
+                                format_size(MAX_DISK_BYTES)
+                            ),
+                        );
+                        continue;
+                    }
+                    disks.push(MachineDisk {
+                        size: Some(bytes),
+                        image: None,
+                    });
+                }
+                (None, Some(image)) if !image.get_ref().is_empty() => {
+                    let directory = std::path::Path::new(&self.sources.files[spot.file].name)
+                        .parent()
+                        .map(std::path::Path::to_path_buf)
+                        .unwrap_or_default();
+                    disks.push(MachineDisk {
+                        size: None,
+                        image: Some(directory.join(image.get_ref())),
+                    });
+                }
+                _ => {
+                    self.error(spot, "[machine] a disk is `{ size = \"8MiB\" }` (fresh, zeroed) or `{ image = \"path\" }` (a copy of a file), one of the two");
+                }
+            }
+        }
+        disks
     }
 
     /// The component a `[system]` setting names, if it is set and exists.
@@ -1166,13 +1392,15 @@ impl Checker<'_> {
     ) {
         for (index, (entry, component)) in entries.iter().zip(components).enumerate() {
             let Some(raw) = &entry.value else { continue };
-            let Some(first) = raw.interrupts.iter().flatten().next() else {
-                continue;
-            };
             if component.interrupts.is_empty() {
                 continue;
             }
-            let spot = entry.at(first);
+            // At the first line listed, else at its MSI vectors.
+            let spot = match (raw.interrupts.iter().flatten().next(), &raw.pci) {
+                (Some(first), _) => entry.at(first),
+                (None, Some(pci)) => entry.at(pci),
+                (None, None) => continue,
+            };
             if forwarder == Some(index) {
                 let message = format!(
                     "component '{}' is the interrupt forwarder and cannot own interrupt lines itself",
@@ -1184,7 +1412,7 @@ impl Checker<'_> {
                 self.error(&spot, message).help = help;
             } else if forwarder.is_none() {
                 let message = format!(
-                    "component '{}' lists interrupt lines, but the system has no interrupt forwarder to deliver them",
+                    "component '{}' lists interrupt lines (or MSI vectors), but the system has no interrupt forwarder to deliver them",
                     component.name
                 );
                 self.error(&spot, message).help = Some(
@@ -1786,10 +2014,13 @@ impl Checker<'_> {
             );
             return None;
         }
-        if size > PAGE_SIZE {
+        if size > u64::from(MAX_SLOT_SIZE) {
             self.error(
                 &entry.at(value),
-                format!("{context}: slot_size {size} is larger than a page (4096 bytes)"),
+                format!(
+                    "{context}: slot_size {size} is larger than {}",
+                    format_size(u64::from(MAX_SLOT_SIZE))
+                ),
             );
             return None;
         }
@@ -1923,7 +2154,10 @@ impl Checker<'_> {
             .map(|q| queue_pages(q.slot_size, q.slots) * PAGE_SIZE)
             .sum();
         let vm_bytes: u64 = vms.iter().map(|vm| vm.memory_bytes).sum();
-        let component_bytes: u64 = components.iter().map(|c| c.memory_bytes).sum();
+        let component_bytes: u64 = components
+            .iter()
+            .map(|c| c.memory_bytes + c.dma.iter().map(|b| b.size).sum::<u64>())
+            .sum();
         let total = component_bytes
             .saturating_add(queue_bytes)
             .saturating_add(vm_bytes);
@@ -1974,6 +2208,8 @@ impl Checker<'_> {
             interrupt_bits: vec![Vec::new(); count],
             forwarder_bits: vec![Vec::new(); count],
             mmio_addresses: vec![Vec::new(); count],
+            dma_addresses: vec![Vec::new(); count],
+            pci_windows: vec![None; count],
             capabilities: vec![Vec::new(); count],
             bit_uses: vec![Vec::new(); count],
             ..Layout::default()
@@ -2062,12 +2298,20 @@ impl Checker<'_> {
                 layout.mmio_addresses[index].push(cursor);
                 cursor = cursor.saturating_add(region.size + PAGE_SIZE);
             }
+            for buffer in &component.dma {
+                layout.dma_addresses[index].push(cursor);
+                cursor = cursor.saturating_add(buffer.size + PAGE_SIZE);
+            }
+            if component.pci.is_some() {
+                layout.pci_windows[index] = Some(cursor);
+                cursor = cursor.saturating_add(PCI_WINDOW);
+            }
             if cursor > VM_MEMORY_ADDRESS {
                 let spot = self.component_spots[index].clone();
                 self.error(
                     &spot,
                     format!(
-                        "component '{}': its mmio regions need more than its device window of {} (with a guard page after each)",
+                        "component '{}': its mmio regions and DMA buffers need more than its device window of {} (with a guard page after each)",
                         component.name,
                         format_size(VM_MEMORY_ADDRESS - DEVICE_WINDOW)
                     ),
@@ -2293,6 +2537,9 @@ impl Checker<'_> {
                 + vm
                 + ports
                 + component.mmio.len()
+                + component.dma.len()
+                // The function, and up to six BARs.
+                + if component.pci.is_some() { 7 } else { 0 }
                 + layout.forwarder_bits[index]
                     .iter()
                     .filter(|bits| bits.is_none())
@@ -2350,4 +2597,26 @@ fn format_size_rounded(bytes: u64) -> String {
     } else {
         format_size(bytes)
     }
+}
+
+/// `"bb:dd.f"` (hex bus and device, function 0-7) as a bus address.
+pub fn parse_pci_address(text: &str) -> Option<u32> {
+    let (bus, rest) = text.split_once(':')?;
+    let (device, function) = rest.split_once('.')?;
+    let bus = u32::from_str_radix(bus, 16)
+        .ok()
+        .filter(|b| *b < 256 && !bus.is_empty())?;
+    let device = u32::from_str_radix(device, 16).ok().filter(|d| *d < 32)?;
+    let function = function.parse::<u32>().ok().filter(|f| *f < 8)?;
+    Some(bus << 8 | device << 3 | function)
+}
+
+/// A bus address as `bb:dd.f`.
+pub fn pci_address_text(address: u32) -> String {
+    format!(
+        "{:02x}:{:02x}.{}",
+        address >> 8,
+        (address >> 3) & 0x1f,
+        address & 7
+    )
 }

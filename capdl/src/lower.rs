@@ -10,8 +10,8 @@
 use std::fmt::Write;
 
 use microvisor_abi::spec::{
-    CapabilityKind, CapabilitySpec, ComponentSpec, InterruptGrant, MemoryGrant, NONE, PortGrant,
-    QueueSpec, SpecBuilder, VmSpec, name_field,
+    CapabilityKind, CapabilitySpec, ComponentSpec, InterruptGrant, MemoryGrant, MemoryKind, NONE,
+    PciSpec, PortGrant, QueueSpec, SpecBuilder, VmSpec, name_field,
 };
 use microvisor_abi::vcpu::EntryMode;
 
@@ -174,9 +174,23 @@ impl System {
             for (region, &address) in component.mmio.iter().zip(&layout.mmio_addresses[index]) {
                 builder.memory_grants.push(MemoryGrant {
                     component: index as u32,
-                    reserved: 0,
+                    kind: MemoryKind::Device as u32,
                     physical: region.physical,
                     size: region.size,
+                    address,
+                });
+            }
+            for (buffer, &address) in component.dma.iter().zip(&layout.dma_addresses[index]) {
+                let kind = if buffer.below_4g {
+                    MemoryKind::Dma32
+                } else {
+                    MemoryKind::Dma
+                };
+                builder.memory_grants.push(MemoryGrant {
+                    component: index as u32,
+                    kind: kind as u32,
+                    physical: 0,
+                    size: buffer.size,
                     address,
                 });
             }
@@ -201,6 +215,21 @@ impl System {
                     reserved: 0,
                 });
             }
+        }
+        for (index, component) in self.components.iter().enumerate() {
+            let (Some(pci), Some(window)) = (component.pci, layout.pci_windows[index]) else {
+                continue;
+            };
+            builder.pci_devices.push(PciSpec {
+                component: index as u32,
+                vendor: pci.vendor,
+                device: pci.device,
+                address: pci.address.unwrap_or(NONE),
+                bars: pci.bars,
+                msi_vectors: pci.msi,
+                msi_first_line: pci.msi_first_line,
+                window,
+            });
         }
         for (queue, placement) in self.queues.iter().zip(&layout.queues) {
             builder.queues.push(QueueSpec {
@@ -449,6 +478,18 @@ impl System {
                     ),
                 ));
             }
+            for (buffer, address) in component.dma.iter().zip(&layout.dma_addresses[index]) {
+                lines.push((*address, format!("dma buffer ({})", dma_text(buffer))));
+            }
+            if let (Some(pci), Some(window)) = (component.pci, layout.pci_windows[index]) {
+                lines.push((
+                    window,
+                    format!(
+                        "BARs of PCI {} (placed at boot, uncached, a guard page after each)",
+                        pci_text(&pci)
+                    ),
+                ));
+            }
             if let Some(vm) = self.vm_of(index) {
                 let vm = &self.vms[vm];
                 lines.push((
@@ -492,6 +533,8 @@ impl System {
                 !component.ports.is_empty()
                     || !component.interrupts.is_empty()
                     || !component.mmio.is_empty()
+                    || !component.dma.is_empty()
+                    || component.pci.is_some()
             })
             .collect();
         if !grants.is_empty() {
@@ -509,6 +552,21 @@ impl System {
                         region.physical,
                         format_size(region.size)
                     );
+                }
+                for buffer in &component.dma {
+                    let _ = writeln!(out, "    dma {}", dma_text(buffer));
+                }
+                if let Some(pci) = &component.pci {
+                    let msi = if pci.msi == 0 {
+                        String::new()
+                    } else {
+                        format!(
+                            ", MSI vectors as lines {}..={}",
+                            pci.msi_first_line,
+                            pci.msi_first_line + pci.msi - 1
+                        )
+                    };
+                    let _ = writeln!(out, "    pci {}{msi}", pci_text(pci));
                 }
                 for ((grant, bit), forwarder_bits) in component
                     .interrupts
@@ -541,6 +599,18 @@ impl System {
             }
             let _ = writeln!(out, "}}");
         }
+        if !self.disks.is_empty() {
+            let _ = writeln!(out, "\nmachine {{");
+            for (index, disk) in self.disks.iter().enumerate() {
+                let what = match (&disk.size, &disk.image) {
+                    (Some(size), _) => format!("{} zeroed", format_size(*size)),
+                    (None, Some(image)) => format!("a copy of {}", image.display()),
+                    (None, None) => String::new(),
+                };
+                let _ = writeln!(out, "  disk {index}: virtio-blk-pci (1af4:1042), {what}");
+            }
+            let _ = writeln!(out, "}}");
+        }
         let supervised: Vec<usize> = (0..self.components.len())
             .filter(|&index| self.components[index].supervisor.is_some())
             .collect();
@@ -569,4 +639,31 @@ fn entry_text(entry: EntryMode) -> &'static str {
         EntryMode::Long => "long",
         EntryMode::Real => "real",
     }
+}
+
+/// "64KiB, physically contiguous, below 4GiB".
+fn dma_text(buffer: &crate::DmaGrant) -> String {
+    let below = if buffer.below_4g { ", below 4GiB" } else { "" };
+    format!(
+        "{}, physically contiguous, zeroed{below}",
+        format_size(buffer.size)
+    )
+}
+
+/// "1af4:1042 at 00:03.0, BARs 1, 4" (any bus address, every memory BAR
+/// when not given).
+fn pci_text(pci: &crate::PciGrant) -> String {
+    let at = pci.address.map_or("at any address".to_string(), |address| {
+        format!("at {}", crate::check::pci_address_text(address))
+    });
+    let bars = if pci.bars == 0 {
+        "every memory BAR".to_string()
+    } else {
+        let list: Vec<String> = (0..6)
+            .filter(|bar| pci.bars & (1 << bar) != 0)
+            .map(|bar: u32| bar.to_string())
+            .collect();
+        format!("BARs {}", list.join(", "))
+    };
+    format!("{:04x}:{:04x} {at}, {bars}", pci.vendor, pci.device)
 }

@@ -31,6 +31,8 @@ pub struct System {
     /// The component every device interrupt line is delivered to, which
     /// passes each on to the driver that lists it.
     pub interrupt_forwarder: Option<usize>,
+    /// Disks the emulator attaches.
+    pub disks: Vec<MachineDisk>,
     pub layout: Layout,
 }
 
@@ -57,6 +59,10 @@ pub struct Component {
     pub observe: Vec<usize>,
     pub ports: Vec<PortGrant>,
     pub mmio: Vec<MmioGrant>,
+    /// DMA buffers the core allocates.
+    pub dma: Vec<DmaGrant>,
+    /// The PCI function it drives.
+    pub pci: Option<PciGrant>,
     /// Interrupt lines delivered to this component (through the
     /// interrupt forwarder, but the console's).
     pub interrupts: Vec<LineGrant>,
@@ -84,6 +90,36 @@ impl Component {
 pub struct PortGrant {
     pub first: u16,
     pub last: u16,
+}
+
+/// A DMA buffer: physically contiguous zeroed memory the core chooses,
+/// below 4 GiB when `below_4g`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaGrant {
+    pub size: u64,
+    pub below_4g: bool,
+}
+
+/// A PCI function a driver names; its MSI vectors are interrupt lines
+/// `msi_first_line ..` (also in the component's `interrupts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciGrant {
+    pub vendor: u16,
+    pub device: u16,
+    /// `bus << 8 | device << 3 | function`, when it must be that one.
+    pub address: Option<u32>,
+    /// Bit n: map BAR n; 0: every memory BAR.
+    pub bars: u32,
+    pub msi: u32,
+    pub msi_first_line: u32,
+}
+
+/// A disk the emulator attaches (QEMU's virtio-blk-pci, modern): a fresh
+/// zeroed image of `size`, or a copy of `image`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineDisk {
+    pub size: Option<u64>,
+    pub image: Option<std::path::PathBuf>,
 }
 
 /// An interrupt line and how its device drives it.
@@ -236,6 +272,10 @@ pub struct Layout {
     pub forwarder_bits: Vec<Vec<Option<ForwarderBits>>>,
     /// Per component, parallel to its `mmio`: where each region is mapped.
     pub mmio_addresses: Vec<Vec<u64>>,
+    /// Per component, parallel to its `dma`: where each buffer is mapped.
+    pub dma_addresses: Vec<Vec<u64>>,
+    /// Per component: where its PCI function's BARs are mapped from.
+    pub pci_windows: Vec<Option<u64>>,
     /// Per component, its capability table in order.
     pub capabilities: Vec<Vec<Capability>>,
     /// Per component, what each used notification bit means (index = bit).

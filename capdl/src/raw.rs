@@ -28,9 +28,10 @@ use crate::diagnostic::{
 use crate::units::{Duration, InterruptLine, Number, PortRange, Size};
 
 /// The keys a config file may have at its top level.
-pub const TOP_LEVEL_KEYS: [&str; 7] = [
+pub const TOP_LEVEL_KEYS: [&str; 8] = [
     "include",
     "system",
+    "machine",
     "components",
     "component",
     "queues",
@@ -179,6 +180,42 @@ pub struct RawMmio {
     pub size: Spanned<Size>,
 }
 
+/// `[machine]`: what the emulator gives the system besides the core.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMachine {
+    pub disks: Option<Vec<Spanned<RawDisk>>>,
+}
+
+/// One entry of `disks = [{ size = "8MiB" }]` or `[{ image = "disk.img" }]`:
+/// a virtio-blk PCI disk, fresh and zeroed or a copy of a file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisk {
+    pub size: Option<Spanned<Size>>,
+    pub image: Option<Spanned<String>>,
+}
+
+/// `pci = { vendor = "0x1af4", device = "0x1042", address = "00:03.0",
+/// bars = [4], msi = 1 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPci {
+    pub vendor: Spanned<Number>,
+    pub device: Spanned<Number>,
+    pub address: Option<Spanned<String>>,
+    pub bars: Option<Vec<Spanned<Number>>>,
+    pub msi: Option<Spanned<Number>>,
+}
+
+/// One entry of `dma = [{ size = "64KiB", below_4g = true }]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDma {
+    pub size: Spanned<Size>,
+    pub below_4g: Option<Spanned<bool>>,
+}
+
 /// `[components.NAME]`, or a `[[component]]` entry lowered to one.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +233,8 @@ pub struct RawComponent {
     pub observe: Option<Vec<Spanned<String>>>,
     pub ports: Option<Vec<Spanned<PortRange>>>,
     pub mmio: Option<Vec<Spanned<RawMmio>>>,
+    pub dma: Option<Vec<Spanned<RawDma>>>,
+    pub pci: Option<Spanned<RawPci>>,
     pub interrupts: Option<Vec<Spanned<InterruptLine>>>,
     /// Only from a `[[component]]` entry (tests): the defect the build tool
     /// puts into the program's ELF before packing.
@@ -341,6 +380,8 @@ pub struct Document {
     pub queues: Vec<Entry<RawQueue>>,
     pub notifications: Vec<Entry<RawNotification>>,
     pub vms: Vec<Entry<RawVm>>,
+    /// `[machine] disks`, from whichever file wrote them.
+    pub disks: Vec<(Spot, RawDisk)>,
     /// Whether a file had a TOML syntax error or an include failed: the
     /// document is incomplete, so checking stops after loading (references
     /// into the missing part would only add noise).
@@ -502,6 +543,7 @@ impl Loader<'_> {
                 "include" => {}
                 host if is_root && self.host_keys.iter().any(|key| key == host) => {}
                 "system" => self.system(file, value),
+                "machine" => self.machine(file, value),
                 "components" => {
                     let entries = self.entries(file, value, &spot, "components", "component");
                     self.document.components.extend(entries);
@@ -674,6 +716,19 @@ impl Loader<'_> {
                     self.errors.push(error);
                 }
             }
+        }
+    }
+
+    fn machine(&mut self, file: usize, value: &Spanned<DeValue<'_>>) {
+        let (Some(machine), _) = self.deserialize::<RawMachine>(file, value, "[machine]") else {
+            return;
+        };
+        for disk in machine.disks.into_iter().flatten() {
+            let spot = Spot {
+                file,
+                span: disk.span(),
+            };
+            self.document.disks.push((spot, disk.into_inner()));
         }
     }
 

@@ -38,7 +38,7 @@ fn unknown_top_level_key() {
 fn unknown_top_level_key_far_from_any() {
     assert_eq!(
         error("[components.a]\n[devices]\n"),
-        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, components, component, queues, notifications, vms)"
+        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, machine, components, component, queues, notifications, vms)"
     );
 }
 
@@ -62,7 +62,7 @@ fn unknown_component_field() {
 fn unknown_field_lists_the_fields_when_nothing_is_close() {
     assert_eq!(
         error("[components.a]\ncolour = \"red\"\n"),
-        "main.toml:2:1: component 'a': unknown field 'colour' (help: the fields are: program, args, priority, budget, period, stack, memory, start, supervisor, restart, observe, ports, mmio, interrupts)"
+        "main.toml:2:1: component 'a': unknown field 'colour' (help: the fields are: program, args, priority, budget, period, stack, memory, start, supervisor, restart, observe, ports, mmio, dma, pci, interrupts)"
     );
 }
 
@@ -99,7 +99,7 @@ fn every_error_in_one_table_is_reported() {
         [
             "main.toml:2:12: component 'a': invalid 'priority': \"high\" is not a number (write decimal, or hex such as \"0x3f8\")",
             "main.toml:3:9: component 'a': 'stack' expects a size such as \"64KiB\", found boolean `true`",
-            "main.toml:4:1: component 'a': unknown field 'whatever' (help: the fields are: program, args, priority, budget, period, stack, memory, start, supervisor, restart, observe, ports, mmio, interrupts)",
+            "main.toml:4:1: component 'a': unknown field 'whatever' (help: the fields are: program, args, priority, budget, period, stack, memory, start, supervisor, restart, observe, ports, mmio, dma, pci, interrupts)",
         ]
     );
 }
@@ -797,12 +797,12 @@ fn slot_size_not_a_multiple_of_eight() {
 }
 
 #[test]
-fn slot_size_larger_than_a_page() {
+fn slot_size_larger_than_the_limit() {
     assert_eq!(
         error(&format!(
-            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8192\nslots = 2\n"
+            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 65544\nslots = 2\n"
         )),
-        "main.toml:6:13: queue 'q': slot_size 8192 is larger than a page (4096 bytes)"
+        "main.toml:6:13: queue 'q': slot_size 65544 is larger than 64KiB"
     );
 }
 
@@ -960,8 +960,69 @@ fn device_grants_load_and_the_cores_ports_are_refused() {
     assert_eq!(
         errors("[components.a]\nports = [\"0x3f0-0x3f8\", 0x61]\n"),
         [
-            "main.toml:2:10: component 'a': ports 0x3f0-0x3f8 include COM1, the core's console, which the core keeps for itself (help: the core's own ports are 0x20-0x21, 0x40-0x43, 0x61, 0xa0-0xa1, 0xf4, 0x3f8-0x3ff)",
-            "main.toml:2:25: component 'a': port 0x61 is the PIT's gate, which the core keeps for itself (help: the core's own ports are 0x20-0x21, 0x40-0x43, 0x61, 0xa0-0xa1, 0xf4, 0x3f8-0x3ff)",
+            "main.toml:2:10: component 'a': ports 0x3f0-0x3f8 include COM1, the core's console, which the core keeps for itself (help: the core's own ports are 0x20-0x21, 0x40-0x43, 0x61, 0xa0-0xa1, 0xf4, 0x3f8-0x3ff, 0xcf8-0xcff)",
+            "main.toml:2:25: component 'a': port 0x61 is the PIT's gate, which the core keeps for itself (help: the core's own ports are 0x20-0x21, 0x40-0x43, 0x61, 0xa0-0xa1, 0xf4, 0x3f8-0x3ff, 0xcf8-0xcff)",
+        ]
+    );
+}
+
+#[test]
+fn dma_buffers_are_whole_pages_up_to_the_limit() {
+    assert_eq!(
+        errors(
+            "[components.a]\ndma = [{ size = \"6KiB\" }, { size = \"8MiB\", below_4g = true }, { size = 4096, colour = 1 }]\n"
+        ),
+        [
+            "main.toml:2:17: component 'a': dma size 6KiB is not a multiple of the 4KiB page size from 4KiB to 4MiB (a buffer is physically contiguous)",
+            "main.toml:2:36: component 'a': dma size 8MiB is not a multiple of the 4KiB page size from 4KiB to 4MiB (a buffer is physically contiguous)",
+            "main.toml:2:78: component 'a': unknown field 'colour' in 'dma[2]' (help: the fields are: size, below_4g)",
+        ]
+    );
+}
+
+#[test]
+fn pci_functions_are_checked() {
+    assert_eq!(
+        errors(
+            "[components.a]\npci = { vendor = \"0x11af4\", device = \"0x1042\", address = \"0:3\", bars = [1, 6, 1], msi = 9 }\n"
+        ),
+        [
+            "main.toml:2:18: component 'a': pci vendor 0x11af4 is not a 16-bit ID",
+            "main.toml:2:58: component 'a': pci address \"0:3\" is not bus:device.function (such as \"00:03.0\")",
+            "main.toml:2:76: component 'a': pci bar 6 is not a BAR (0 to 5)",
+            "main.toml:2:79: component 'a': pci bar 1 is listed twice",
+            "main.toml:2:89: component 'a': pci msi 9 is more than the 8 MSI vectors the core has",
+        ]
+    );
+    // MSI vectors are interrupt lines: they need the forwarder.
+    assert_eq!(
+        error("[components.a]\npci = { vendor = 0x1af4, device = 0x1042, msi = 1 }\n"),
+        "main.toml:2:7: component 'a' lists interrupt lines (or MSI vectors), but the system has no interrupt forwarder to deliver them (help: name one in `[system] interrupt_forwarder = \"...\"` (a component running the irq-forwarder program))"
+    );
+    // One function per bus address; at most eight vectors in all.
+    assert_eq!(
+        errors(&format!(
+            "{FORWARDER}[components.a]\npci = {{ vendor = 1, device = 2, address = \"00:03.0\", msi = 5 }}\n\
+             [components.b]\npci = {{ vendor = 1, device = 2, address = \"00:03.0\", msi = 4 }}\n"
+        )),
+        [
+            "main.toml:6:13: component 'b': pci address 00:03.0 is already given to 'a'",
+            "main.toml:6:13: component 'b': the system asks for more than the 8 MSI vectors the core has",
+        ]
+    );
+}
+
+#[test]
+fn machine_disks_are_a_size_or_an_image() {
+    assert_eq!(
+        errors(
+            "[machine]\ndisks = [{ size = \"6KiB\" }, { size = \"8MiB\", image = \"a.img\" }, {}, { colour = 1 }]\n[components.a]\n"
+        ),
+        [
+            "main.toml:2:19: [machine] disk size 6KiB is not a multiple of 4KiB from 4KiB to 4GiB",
+            "main.toml:2:29: [machine] a disk is `{ size = \"8MiB\" }` (fresh, zeroed) or `{ image = \"path\" }` (a copy of a file), one of the two",
+            "main.toml:2:65: [machine] a disk is `{ size = \"8MiB\" }` (fresh, zeroed) or `{ image = \"path\" }` (a copy of a file), one of the two",
+            "main.toml:2:71: [machine]: unknown field 'colour' in 'disks[3]' (help: the fields are: size, image)",
         ]
     );
 }
@@ -973,7 +1034,7 @@ fn interrupt_lines_need_a_forwarder() {
     assert_eq!(
         errors("[components.a]\ninterrupts = [3, 3]\n"),
         [
-            "main.toml:2:15: component 'a' lists interrupt lines, but the system has no interrupt forwarder to deliver them (help: name one in `[system] interrupt_forwarder = \"...\"` (a component running the irq-forwarder program))",
+            "main.toml:2:15: component 'a' lists interrupt lines (or MSI vectors), but the system has no interrupt forwarder to deliver them (help: name one in `[system] interrupt_forwarder = \"...\"` (a component running the irq-forwarder program))",
             "main.toml:2:18: component 'a': interrupt line 3 is listed twice",
         ]
     );
@@ -1629,7 +1690,7 @@ fn mmio_grants_over_ram_or_the_cores_devices_are_refused() {
 fn device_window_overflow() {
     assert_eq!(
         error("[components.a]\nmmio = [{ physical = \"0x100000000\", size = \"32768GiB\" }]\n"),
-        "main.toml:1:13: component 'a': its mmio regions need more than its device window of 16384GiB (with a guard page after each)"
+        "main.toml:1:13: component 'a': its mmio regions and DMA buffers need more than its device window of 16384GiB (with a guard page after each)"
     );
 }
 
@@ -1739,7 +1800,7 @@ fn corruption_is_only_for_the_build_tools_tests() {
     );
     assert_eq!(
         error("[components.hello]\ncorrupt = \"bad-magic\"\n"),
-        "main.toml:2:1: component 'hello': unknown field 'corrupt' (help: the fields are: program, args, priority, budget, period, stack, memory, start, supervisor, restart, observe, ports, mmio, interrupts)"
+        "main.toml:2:1: component 'hello': unknown field 'corrupt' (help: the fields are: program, args, priority, budget, period, stack, memory, start, supervisor, restart, observe, ports, mmio, dma, pci, interrupts)"
     );
 }
 
@@ -1791,7 +1852,7 @@ fn host_keys_of_the_root_file_are_skipped() {
     assert_eq!(
         render(&load_files(&files, &options).unwrap_err()),
         [
-            "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, components, component, queues, notifications, vms)"
+            "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, machine, components, component, queues, notifications, vms)"
         ]
     );
 }

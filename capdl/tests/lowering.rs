@@ -9,7 +9,7 @@ use capdl::Options;
 use capdl::{DEVICE_WINDOW, ProgramSet, QUEUE_WINDOW};
 use common::{assert_round_trip, system};
 use microvisor_abi::PAGE_SIZE;
-use microvisor_abi::spec::{CapabilityKind, NONE, Spec, Wiring, name_of, queue_pages};
+use microvisor_abi::spec::{CapabilityKind, MemoryKind, NONE, Spec, Wiring, name_of, queue_pages};
 use microvisor_abi::vcpu::EntryMode;
 
 fn examples() -> Vec<PathBuf> {
@@ -472,10 +472,129 @@ fn device_grants_are_lowered() {
 }
 
 #[test]
+fn dma_buffers_follow_device_memory_in_the_device_window() {
+    let system = system(
+        "[components.driver]\nmmio = [{ physical = \"0xfebd0000\", size = \"8KiB\" }]\n\
+         dma = [{ size = \"64KiB\" }, { size = \"4KiB\", below_4g = true }]\n",
+    );
+    let layout = &system.layout;
+    assert_eq!(layout.mmio_addresses[0], [DEVICE_WINDOW]);
+    assert_eq!(
+        layout.dma_addresses[0],
+        [
+            DEVICE_WINDOW + 3 * PAGE_SIZE,
+            DEVICE_WINDOW + 3 * PAGE_SIZE + 17 * PAGE_SIZE
+        ]
+    );
+    let bytes = system.spec();
+    let spec = Spec::parse(&bytes).unwrap();
+    let kinds: Vec<_> = spec
+        .memory_grants
+        .iter()
+        .map(|g| (g.kind, g.physical, g.size))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (MemoryKind::Device as u32, 0xfebd_0000, 8192),
+            (MemoryKind::Dma as u32, 0, 65536),
+            (MemoryKind::Dma32 as u32, 0, 4096)
+        ]
+    );
+    let cdl = system.cdl();
+    assert!(
+        cdl.contains("    dma 4KiB, physically contiguous, zeroed, below 4GiB\n"),
+        "{cdl}"
+    );
+    assert!(
+        cdl.contains(": dma buffer (64KiB, physically contiguous, zeroed)\n"),
+        "{cdl}"
+    );
+    assert_round_trip(&system);
+}
+
+#[test]
+fn pci_functions_take_msi_lines_and_a_window() {
+    let system = system(
+        "[system]\ninterrupt_forwarder = \"c\"\n[components.c]\n\
+         [components.blk]\nprogram = \"a\"\npci = { vendor = \"0x1af4\", device = \"0x1042\", bars = [4], msi = 2 }\n\
+         dma = [{ size = \"64KiB\" }]\n\
+         [components.net]\nprogram = \"b\"\npci = { vendor = \"0x1af4\", device = \"0x1041\", address = \"00:05.0\", msi = 1 }\n\
+         [machine]\ndisks = [{ size = \"8MiB\" }]\n",
+    );
+    let layout = &system.layout;
+    assert_eq!(
+        layout.pci_windows,
+        [
+            None,
+            Some(DEVICE_WINDOW + 17 * PAGE_SIZE),
+            Some(DEVICE_WINDOW)
+        ]
+    );
+    let lines = |index: usize| -> Vec<u32> {
+        system.components[index]
+            .interrupts
+            .iter()
+            .map(|grant| grant.line)
+            .collect()
+    };
+    assert_eq!(lines(1), [24, 25]);
+    assert_eq!(lines(2), [26]);
+    let bytes = system.spec();
+    let spec = Spec::parse(&bytes).unwrap();
+    let pci: Vec<_> = spec
+        .pci_devices
+        .iter()
+        .map(|p| {
+            (
+                p.component,
+                p.vendor,
+                p.device,
+                p.address,
+                p.bars,
+                p.msi_vectors,
+                p.msi_first_line,
+            )
+        })
+        .collect();
+    assert_eq!(
+        pci,
+        [
+            (1, 0x1af4, 0x1042, NONE, 1 << 4, 2, 24),
+            (2, 0x1af4, 0x1041, 5 << 3, 0, 1, 26)
+        ]
+    );
+    // The MSI lines go to the forwarder like any other.
+    let grants: Vec<_> = spec
+        .interrupt_grants
+        .iter()
+        .map(|g| (g.component, g.line, g.owner))
+        .collect();
+    assert_eq!(grants, [(0, 24, 1), (0, 25, 1), (0, 26, 2)]);
+    let cdl = system.cdl();
+    assert!(
+        cdl.contains("    pci 1af4:1042 at any address, BARs 4, MSI vectors as lines 24..=25\n"),
+        "{cdl}"
+    );
+    assert!(
+        cdl.contains("machine {\n  disk 0: virtio-blk-pci (1af4:1042), 8MiB zeroed\n}"),
+        "{cdl}"
+    );
+    assert_eq!(
+        system.disks,
+        [capdl::MachineDisk {
+            size: Some(8 << 20),
+            image: None
+        }]
+    );
+    assert_round_trip(&system);
+}
+
+#[test]
 fn the_widest_grant_is_every_port_above_the_cores() {
     // Every port would include the core's own (refused in checks.rs);
     // everything above them is one record.
-    let system = system("[components.driver]\nports = [\"0x400-0xffff\"]\n");
+    let system = system("[components.driver]\nports = [\"0xd00-0xffff\"]\n");
     let bytes = system.spec();
     let spec = Spec::parse(&bytes).unwrap();
     let ports: Vec<_> = spec
@@ -483,7 +602,7 @@ fn the_widest_grant_is_every_port_above_the_cores() {
         .iter()
         .map(|g| (g.first, g.count))
         .collect();
-    assert_eq!(ports, [(0x400, 0xfc00)]);
+    assert_eq!(ports, [(0xd00, 0xf300)]);
 }
 
 #[test]

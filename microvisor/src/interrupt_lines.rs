@@ -20,8 +20,9 @@
 //! release the remembered edge makes the line pending again and signals
 //! the forwarder once more.
 
-/// IOAPIC inputs a line can name.
-pub const LINES: usize = 24;
+/// Lines: the IOAPIC's 24 inputs, then MSI vectors
+/// ([`microvisor_abi::spec::FIRST_MSI_LINE`]).
+pub const LINES: usize = microvisor_abi::spec::INTERRUPT_LINES as usize;
 
 /// What the core does when a line fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,9 +179,13 @@ mod tests {
     fn a_level_line_is_masked_from_firing_to_release() {
         let mut lines = InterruptLines::for_forwarder(3);
         assert!(lines.add(16, 5, 1, true));
-        assert!(!lines.add(24, 7, 1, true), "no such input");
+        assert!(!lines.add(32, 8, 1, true), "no such line");
         assert!(!lines.add(9, 64, 1, true), "no such bit");
         assert!(!lines.add(9, 6, 256, true), "no such owner");
+        // Lines from 24 up are MSI vectors: they exist too.
+        let mut msi = InterruptLines::for_forwarder(3);
+        assert!(msi.add(24, 7, 2, false));
+        assert!(msi.forwards(24));
         assert_eq!(
             lines.fired(16),
             Fired::Signal {

@@ -31,7 +31,9 @@ use microvisor::paging::AddressSpace;
 use microvisor::sched;
 use microvisor::time::Clock;
 use microvisor::verdict::{Tally, Verdict};
-use microvisor_abi::spec::{MAX_COMPONENTS, MAX_QUEUES, MAX_VMS, Spec};
+use microvisor_abi::spec::{
+    MAX_COMPONENTS, MAX_GRANTS, MAX_PCI, MAX_QUEUES, MAX_VMS, PciSpec, Spec,
+};
 
 use crate::arch::descriptors;
 use crate::arch::entry::{self, Frame};
@@ -84,6 +86,12 @@ pub struct Kernel {
     pub not_devices: NotDevices,
     /// Device interrupt lines delivered to the interrupt forwarder.
     pub lines: InterruptLines,
+    /// Per memory grant of the spec: the first frame of its DMA buffer,
+    /// once allocated (0 before, and for device memory). A buffer stays
+    /// its component's across restarts: the device may still write to it.
+    pub dma: [u64; MAX_GRANTS],
+    /// Per PCI device of the spec: the function found at boot.
+    pub pci: [Option<microvisor::pci::Function>; MAX_PCI],
 }
 
 struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
@@ -163,6 +171,8 @@ pub fn install(
         addr_of_mut!((*kernel).ports_loaded).write(None);
         addr_of_mut!((*kernel).not_devices).write(not_devices);
         addr_of_mut!((*kernel).lines).write(InterruptLines::NONE);
+        addr_of_mut!((*kernel).dma).write([0; MAX_GRANTS]);
+        addr_of_mut!((*kernel).pci).write([None; MAX_PCI]);
     }
 }
 
@@ -263,6 +273,17 @@ impl Kernel {
             self.clock.arm(deadline - now);
             self.armed = Some(deadline);
         }
+    }
+
+    /// The PCI function component `index` drives, with its spec entry.
+    pub fn pci_of(&self, index: usize) -> Option<(&PciSpec, &microvisor::pci::Function)> {
+        let (at, declared) = self
+            .spec
+            .pci_devices
+            .iter()
+            .enumerate()
+            .find(|(_, declared)| declared.component as usize == index)?;
+        Some((declared, self.pci[at].as_ref()?))
     }
 
     /// Whether a device interrupt could still wake a component: the

@@ -22,6 +22,7 @@ pub mod frame;
 pub mod interrupt_lines;
 pub mod npt;
 pub mod paging;
+pub mod pci;
 pub mod sched;
 pub mod start_page;
 pub mod time;

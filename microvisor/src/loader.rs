@@ -16,8 +16,8 @@
 use microvisor::address::{PAGE_SIZE, PhysicalAddress, VirtualAddress};
 use microvisor::elf::{self, ElfError};
 use microvisor::paging::{self, AddressSpace, MapError, Permissions, WxViolation};
-use microvisor::start_page::{self, Identity};
-use microvisor_abi::spec::{MAX_COMPONENTS, VmSpec};
+use microvisor::start_page::{self, Given, Identity, PciGiven};
+use microvisor_abi::spec::{MAX_COMPONENTS, MemoryKind, VmSpec};
 use microvisor_abi::{STACK_TOP, START_INFO_ADDRESS, USER_END, USER_MIN};
 use zerocopy::IntoBytes;
 
@@ -50,6 +50,10 @@ pub enum LoadError {
     VmUnavailable,
     /// A memory grant lies over RAM, the core's image or a boot module.
     NotDeviceMemory { physical: u64, size: u64 },
+    /// No run of free frames (below 4 GiB when asked) holds a DMA buffer.
+    NoDmaMemory { size: u64, below_4g: bool },
+    /// The PCI function it drives was not found at boot.
+    PciAbsent { vendor: u16, device: u16 },
 }
 
 impl core::fmt::Display for LoadError {
@@ -69,6 +73,14 @@ impl core::fmt::Display for LoadError {
             Self::NotDeviceMemory { physical, size } => write!(
                 f,
                 "its mmio grant {physical:#x} + {size:#x} lies over RAM, the core or the boot image, not device memory"
+            ),
+            Self::PciAbsent { vendor, device } => {
+                write!(f, "its PCI device {vendor:04x}:{device:04x} is not present")
+            }
+            Self::NoDmaMemory { size, below_4g } => write!(
+                f,
+                "no {size:#x} bytes of physically contiguous free memory{} for its DMA buffer",
+                if *below_4g { " below 4 GiB" } else { "" }
             ),
         }
     }
@@ -92,8 +104,10 @@ pub fn vm_of_switcher(kernel: &Kernel, switcher: usize) -> Option<usize> {
 
 /// Builds component `index`'s address space and initial thread state from
 /// its program; returns the entry point and the number of segments. On
-/// error nothing stays allocated.
+/// error nothing stays allocated but the component's DMA buffers, which
+/// are its for good.
 pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadError> {
+    dma_buffers(kernel, index)?;
     let component = &kernel.components[index];
     let program = component.program();
     if program.is_empty() {
@@ -120,13 +134,61 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
         generation: component.generation(),
         tsc_hz: kernel.clock.tsc_per_ms.saturating_mul(1000),
     };
-    let start_info = start_page::contents(&kernel.spec, who, guest.map(|g| g.image_bytes));
-    let kernel_space = kernel.kernel_space;
     let spec = kernel.spec;
-    let devices = spec
+    let declared_pci = spec
+        .pci_devices
+        .iter()
+        .find(|p| p.component as usize == index);
+    let pci = match declared_pci {
+        None => None,
+        Some(declared) => {
+            let Some((_, function)) = kernel.pci_of(index) else {
+                return Err(LoadError::PciAbsent {
+                    vendor: declared.vendor,
+                    device: declared.device,
+                });
+            };
+            Some((declared, *function))
+        }
+    };
+    let pci_given = pci.as_ref().map(|(declared, function)| PciGiven {
+        function,
+        msi_address: 0xfee0_0000 | u64::from(crate::arch::timer::apic_id()) << 12,
+        msi_data: (crate::arch::ioapic::LINE_VECTOR_BASE + u64::from(declared.msi_first_line))
+            as u32,
+    });
+    let given = Given {
+        guest_image_bytes: guest.map(|g| g.image_bytes),
+        dma: &kernel.dma,
+        pci: pci_given,
+    };
+    let start_info = start_page::contents(&spec, who, &given);
+    let bars = pci.map(|(declared, function)| {
+        microvisor::pci::place_bars(&function, declared.bars, declared.window)
+    });
+    if let Some(bar) = bars.iter().flatten().flatten().find(|bar| {
+        kernel
+            .not_devices
+            .overlaps(bar.physical_page, bar.pages * PAGE_SIZE)
+    }) {
+        return Err(LoadError::NotDeviceMemory {
+            physical: bar.physical_page,
+            size: bar.pages * PAGE_SIZE,
+        });
+    }
+    let kernel_space = kernel.kernel_space;
+    let grants = spec
         .memory_grants
         .iter()
-        .filter(|grant| grant.component as usize == index);
+        .enumerate()
+        .filter(|(_, grant)| grant.component as usize == index);
+    let devices = grants
+        .clone()
+        .map(|(_, grant)| grant)
+        .filter(|grant| grant.kind == MemoryKind::Device as u32);
+    let dma = grants
+        .filter(|(_, grant)| grant.kind != MemoryKind::Device as u32)
+        .map(|(at, grant)| (grant, kernel.dma[at]));
     if let Some(grant) = devices
         .clone()
         .find(|grant| kernel.not_devices.overlaps(grant.physical, grant.size))
@@ -188,18 +250,32 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
         let rights = Permissions::READ.for_user();
         map_owned(&space, &mut tables, START_INFO_ADDRESS, frame, rights)?;
         map_queues(&space, &mut tables, index, queues)?;
+        // Device registers (granted memory and a PCI function's BARs):
+        // uncached, never executable, shared (the frames are the device's,
+        // not the component's).
+        let registers = Permissions::READ_WRITE.uncached().for_user().shared();
         for grant in devices {
-            // Device registers: uncached, never executable, shared (the
-            // frames are the device's, not the component's).
-            let rights = Permissions::READ_WRITE.uncached().for_user().shared();
-            for page in 0..grant.size / PAGE_SIZE {
-                space.map_page(
-                    &mut tables,
-                    VirtualAddress(grant.address + page * PAGE_SIZE),
-                    PhysicalAddress(grant.physical + page * PAGE_SIZE),
-                    rights,
-                )?;
-            }
+            let pages = grant.size / PAGE_SIZE;
+            map_range(
+                &space,
+                &mut tables,
+                grant.address,
+                grant.physical,
+                pages,
+                registers,
+            )?;
+        }
+        for bar in bars.iter().flatten().flatten() {
+            let (at, physical) = (bar.mapped_page, bar.physical_page);
+            map_range(&space, &mut tables, at, physical, bar.pages, registers)?;
+        }
+        // DMA buffers: ordinary cacheable memory (the CPU and the device
+        // see it coherently), never executable, shared (the frames stay
+        // the component's across restarts).
+        let buffers = Permissions::READ_WRITE.for_user().shared();
+        for (grant, physical) in dma.clone() {
+            let pages = grant.size / PAGE_SIZE;
+            map_range(&space, &mut tables, grant.address, physical, pages, buffers)?;
         }
         if let (Some(guest), Some((_, declared))) = (guest, spec.vm_of(index)) {
             map_guest(&space, &mut tables, guest, declared)?;
@@ -299,4 +375,73 @@ fn map_owned(
             let _ = tables.frames.free(frame);
             LoadError::from(error)
         })
+}
+
+/// Component `index`'s DMA buffers: taken at its first start as
+/// physically contiguous frames (below 4 GiB when the grant asks) and kept
+/// for good, then zeroed at every start.
+fn dma_buffers(kernel: &mut Kernel, index: usize) -> Result<(), LoadError> {
+    let spec = kernel.spec;
+    for (at, grant) in spec.memory_grants.iter().enumerate() {
+        let below_4g = match MemoryKind::from_u32(grant.kind) {
+            Some(MemoryKind::Dma) => false,
+            Some(MemoryKind::Dma32) => true,
+            _ => continue,
+        };
+        if grant.component as usize != index {
+            continue;
+        }
+        let pages = grant.size / PAGE_SIZE;
+        if kernel.dma[at] == 0 {
+            let unavailable = LoadError::NoDmaMemory {
+                size: grant.size,
+                below_4g,
+            };
+            let first = kernel
+                .frames
+                .allocate_contiguous(pages)
+                .ok_or(unavailable)?;
+            if below_4g && first.0 + grant.size > 1 << 32 {
+                for page in 0..pages {
+                    let _ = kernel
+                        .frames
+                        .free(PhysicalAddress(first.0 + page * PAGE_SIZE));
+                }
+                return Err(unavailable);
+            }
+            kernel.dma[at] = first.0;
+        }
+        for page in 0..pages {
+            // SAFETY: the buffer's frames were taken for this component
+            // alone and are in the direct map; a page is written whole.
+            unsafe {
+                core::ptr::write_bytes(
+                    direct(PhysicalAddress(kernel.dma[at] + page * PAGE_SIZE)),
+                    0,
+                    PAGE_SIZE as usize,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Maps `pages` pages of physical memory from `physical` at `virtual_`.
+fn map_range(
+    space: &AddressSpace,
+    tables: &mut Tables<'_, '_>,
+    virtual_: u64,
+    physical: u64,
+    pages: u64,
+    rights: Permissions,
+) -> Result<(), LoadError> {
+    for page in 0..pages {
+        space.map_page(
+            tables,
+            VirtualAddress(virtual_ + page * PAGE_SIZE),
+            PhysicalAddress(physical + page * PAGE_SIZE),
+            rights,
+        )?;
+    }
+    Ok(())
 }

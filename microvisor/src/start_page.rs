@@ -6,14 +6,18 @@
 //! with their handles in this generation, the ends of its queues, the
 //! components it supervises with their restart policy, the notification
 //! bits others may set in its word, its VM's memory, image and state page
-//! when it is a world switcher, and its interrupt lines (the forwarder's
+//! when it is a world switcher, its device memory and DMA buffers (with
+//! their physical addresses), its PCI function (its bus address, IDs, MSI
+//! message and mapped BARs), and its interrupt lines (the forwarder's
 //! each named after the driver it goes to). This module only
 //! computes the page from the spec; the core copies it into a fresh frame.
 //! Entries past [`MAX_RESOURCES`] are dropped (capdl refuses systems that
 //! would need more).
 
 use microvisor_abi::PAGE_SIZE;
-use microvisor_abi::spec::{self, CapabilityKind, Spec};
+use microvisor_abi::spec::{self, CapabilityKind, MemoryKind, Spec};
+
+use crate::pci;
 use microvisor_abi::start::{
     CONSOLE_RESOURCE, MAX_RESOURCES, QueueEnd, Resource, ResourceView, START_MAGIC, StartInfo,
     Supervised,
@@ -33,10 +37,33 @@ pub struct Identity<'a> {
     pub tsc_hz: u64,
 }
 
-/// The page of component `who` in the system `spec`. `guest_image_bytes`
-/// is the size of its VM's boot image when it is a world switcher whose VM
-/// was created.
-pub fn contents(spec: &Spec<'_>, who: Identity<'_>, guest_image_bytes: Option<u64>) -> StartInfo {
+/// What the core decided at boot that the page reports besides the spec.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Given<'a> {
+    /// The size of the VM's boot image, for a world switcher whose VM was
+    /// created.
+    pub guest_image_bytes: Option<u64>,
+    /// Per memory grant of the spec: the physical address of its DMA
+    /// buffer (0 for device memory).
+    pub dma: &'a [u64],
+    /// The PCI function the component drives, if it was found.
+    pub pci: Option<PciGiven<'a>>,
+}
+
+/// A found PCI function and where its MSI messages go.
+#[derive(Clone, Copy, Debug)]
+pub struct PciGiven<'a> {
+    pub function: &'a pci::Function,
+    /// The message address of this CPU's local APIC.
+    pub msi_address: u64,
+    /// The message data (vector) of the first MSI vector.
+    pub msi_data: u32,
+}
+
+/// The page of component `who` in the system `spec`.
+pub fn contents(spec: &Spec<'_>, who: Identity<'_>, given: &Given<'_>) -> StartInfo {
+    let guest_image_bytes = given.guest_image_bytes;
+    let dma = given.dma;
     let mut info = identity_only(who);
     let mut resources = Resources {
         list: [Resource::EMPTY; MAX_RESOURCES],
@@ -129,9 +156,51 @@ pub fn contents(spec: &Spec<'_>, who: Identity<'_>, guest_image_bytes: Option<u6
         let (first, count) = (u64::from(grant.first), u64::from(grant.count));
         resources.push("ports", ResourceView::Ports { first, count });
     }
-    for grant in spec.memory_grants.iter().filter(|g| mine(g.component)) {
+    for (index, grant) in spec.memory_grants.iter().enumerate() {
+        if !mine(grant.component) {
+            continue;
+        }
         let (address, size) = (grant.address, grant.size);
-        resources.push("mmio", ResourceView::Memory { address, size });
+        if grant.kind == MemoryKind::Device as u32 {
+            resources.push("mmio", ResourceView::Memory { address, size });
+        } else {
+            let physical = dma.get(index).copied().unwrap_or(0);
+            let view = ResourceView::Dma {
+                address,
+                size,
+                physical,
+            };
+            resources.push("dma", view);
+        }
+    }
+    if let (Some(declared), Some(found)) = (
+        spec.pci_devices.iter().find(|p| mine(p.component)),
+        given.pci,
+    ) {
+        let function = found.function;
+        resources.push(
+            "pci",
+            ResourceView::Pci {
+                function: function.address,
+                vendor: function.vendor,
+                device: function.device,
+                msi_vectors: declared.msi_vectors,
+                msi_first_line: declared.msi_first_line,
+                msi_address: found.msi_address,
+                msi_data: found.msi_data,
+            },
+        );
+        let names = ["bar0", "bar1", "bar2", "bar3", "bar4", "bar5"];
+        let placed = pci::place_bars(function, declared.bars, declared.window);
+        for (name, bar) in names.iter().zip(placed) {
+            if let Some(bar) = bar {
+                let view = ResourceView::Memory {
+                    address: bar.address,
+                    size: bar.size,
+                };
+                resources.push(name, view);
+            }
+        }
     }
     for grant in spec.interrupt_grants.iter().filter(|g| mine(g.component)) {
         let view = ResourceView::Interrupt {
@@ -190,7 +259,8 @@ const _: () = assert!(size_of::<StartInfo>() as u64 <= PAGE_SIZE);
 mod tests {
     use super::*;
     use microvisor_abi::spec::{
-        CapabilitySpec, ComponentSpec, InterruptGrant, QueueSpec, SpecBuilder, VmSpec, name_field,
+        CapabilitySpec, ComponentSpec, InterruptGrant, MemoryGrant, QueueSpec, SpecBuilder, VmSpec,
+        name_field,
     };
     use microvisor_abi::start::ResourceKind;
 
@@ -289,7 +359,7 @@ mod tests {
             generation: 2,
             tsc_hz: 2_600_000_000,
         };
-        let info = contents(&spec, who, None);
+        let info = contents(&spec, who, &Given::default());
         assert_eq!(info.magic, START_MAGIC);
         assert_eq!(info.name(), "supervisor");
         assert_eq!(info.args(), "verbose=1");
@@ -344,6 +414,137 @@ mod tests {
     }
 
     #[test]
+    fn a_pci_function_is_listed_with_its_msi_message_and_bars() {
+        let mut builder = SpecBuilder::default();
+        builder.components.push(component("driver", 0, 0));
+        builder.pci_devices.push(microvisor_abi::spec::PciSpec {
+            component: 0,
+            vendor: 0x1af4,
+            device: 0x1042,
+            address: spec::NONE,
+            bars: 1 << 4,
+            msi_vectors: 1,
+            msi_first_line: 24,
+            window: 0x1000_0000_0000,
+        });
+        let bytes = builder.finish();
+        let spec = Spec::parse(&bytes).unwrap();
+        let mut bars = [pci::Bar::default(); 6];
+        bars[1] = pci::Bar {
+            physical: 0xfebd_1000,
+            size: 4096,
+            memory: true,
+        };
+        bars[4] = pci::Bar {
+            physical: 0xfe00_4000,
+            size: 0x4000,
+            memory: true,
+        };
+        let function = pci::Function {
+            address: 0x18,
+            vendor: 0x1af4,
+            device: 0x1042,
+            bars,
+        };
+        let who = Identity {
+            index: 0,
+            name: "driver",
+            args: "",
+            generation: 1,
+            tsc_hz: 1,
+        };
+        let given = Given {
+            pci: Some(PciGiven {
+                function: &function,
+                msi_address: 0xfee0_0000,
+                msi_data: 0x68,
+            }),
+            ..Given::default()
+        };
+        let info = contents(&spec, who, &given);
+        assert_eq!(
+            views(&info),
+            [
+                (
+                    "pci".into(),
+                    ResourceView::Pci {
+                        function: 0x18,
+                        vendor: 0x1af4,
+                        device: 0x1042,
+                        msi_vectors: 1,
+                        msi_first_line: 24,
+                        msi_address: 0xfee0_0000,
+                        msi_data: 0x68
+                    }
+                ),
+                // Only BAR 4 was asked for.
+                (
+                    "bar4".into(),
+                    ResourceView::Memory {
+                        address: 0x1000_0000_0000,
+                        size: 0x4000
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn device_memory_and_dma_buffers_are_listed_with_their_addresses() {
+        let mut builder = SpecBuilder::default();
+        builder.components.push(component("driver", 0, 0));
+        for (kind, physical, address) in [
+            (MemoryKind::Device, 0xfed0_0000, 0x1000_0000_0000),
+            (MemoryKind::Dma32, 0, 0x1000_0000_2000),
+        ] {
+            builder.memory_grants.push(MemoryGrant {
+                component: 0,
+                kind: kind as u32,
+                physical,
+                size: 4096,
+                address,
+            });
+        }
+        let bytes = builder.finish();
+        let spec = Spec::parse(&bytes).unwrap();
+        let who = Identity {
+            index: 0,
+            name: "driver",
+            args: "",
+            generation: 1,
+            tsc_hz: 1,
+        };
+        let info = contents(
+            &spec,
+            who,
+            &Given {
+                dma: &[0, 0x7f0_0000],
+                ..Given::default()
+            },
+        );
+        assert_eq!(
+            views(&info),
+            [
+                (
+                    "mmio".into(),
+                    ResourceView::Memory {
+                        address: 0x1000_0000_0000,
+                        size: 4096
+                    }
+                ),
+                (
+                    "dma".into(),
+                    ResourceView::Dma {
+                        address: 0x1000_0000_2000,
+                        size: 4096,
+                        physical: 0x7f0_0000
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn the_switcher_sees_its_vm_incoming_bits_and_interrupts() {
         let bytes = system();
         let spec = Spec::parse(&bytes).unwrap();
@@ -354,7 +555,14 @@ mod tests {
             generation: 1,
             tsc_hz: 1_000_000_000,
         };
-        let info = contents(&spec, who, Some(5000));
+        let info = contents(
+            &spec,
+            who,
+            &Given {
+                guest_image_bytes: Some(5000),
+                ..Given::default()
+            },
+        );
         let found = views(&info);
         let kinds: Vec<_> = found.iter().map(|(_, v)| v.kind()).collect();
         assert_eq!(
@@ -398,7 +606,7 @@ mod tests {
             (owner, ResourceView::Interrupt { line: 8, bit: 10 })
         );
         // The switcher's VM was not created: no guest resources.
-        let info = contents(&spec, who, None);
+        let info = contents(&spec, who, &Given::default());
         assert!(
             info.views()
                 .all(|(_, v)| v.kind() != ResourceKind::GuestMemory)

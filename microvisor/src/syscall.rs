@@ -110,6 +110,12 @@ fn handle(kernel: &mut Kernel, caller: usize) -> Outcome {
         Call::ConsoleRead { buffer } => console_read(k, caller, buffer),
         Call::InterruptUnmask { line } => interrupt_unmask(k, caller, line),
         Call::InterruptPending => interrupt_pending(k, caller),
+        Call::PciConfig {
+            offset,
+            width,
+            write,
+            value,
+        } => pci_config(k, caller, offset, width, write, value),
     }
 }
 
@@ -402,6 +408,33 @@ fn interrupt_pending(kernel: &mut Kernel, caller: usize) -> Outcome {
     forwarder_only(kernel, caller, 0)?;
     let pending = u64::from(kernel.lines.pending());
     answer(kernel, caller, Status::Ok, pending)
+}
+
+/// Reads or writes the configuration space of the caller's PCI function;
+/// a caller without one faults, an access `microvisor::pci::config_access`
+/// refuses is a bad argument.
+fn pci_config(
+    kernel: &mut Kernel,
+    caller: usize,
+    offset: u64,
+    width: u64,
+    write: bool,
+    value: u64,
+) -> Outcome {
+    let Some((_, function)) = kernel.pci_of(caller) else {
+        return Err(Fault::new(FaultKind::BadCapability, 0, offset));
+    };
+    if !microvisor::pci::config_access(offset, width, write) {
+        return Err(bad_argument(offset));
+    }
+    let address = function.address;
+    let read = if write {
+        crate::arch::pci::write(address, offset as u8, width as u8, value as u32);
+        0
+    } else {
+        crate::arch::pci::read(address, offset as u8, width as u8)
+    };
+    answer(kernel, caller, Status::Ok, u64::from(read))
 }
 
 /// The most bytes one `ConsoleRead` hands over.

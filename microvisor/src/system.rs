@@ -11,11 +11,13 @@
 
 use microvisor::console_input::ConsoleInput;
 use microvisor::interrupt_lines::InterruptLines;
+use microvisor::pci;
 use microvisor_abi::image::{EntryKind, Image};
 use microvisor_abi::spec::{self, Spec};
 use microvisor_abi::syscall::CONSOLE_LINE;
 
 use crate::arch::memory::Tables;
+use crate::arch::pci as arch_pci;
 use crate::arch::svm::Svm;
 use crate::arch::{interrupts, ioapic, serial, timer};
 use crate::kernel::Kernel;
@@ -68,6 +70,7 @@ pub fn instantiate(kernel: &mut Kernel, image: &Image<'static>) -> Result<(), &'
             .find(|e| e.kind == EntryKind::Guest && e.name == name)
             .map(|e| e.contents)
     });
+    pci_functions(kernel, &spec);
     for index in 0..kernel.component_count {
         kernel.components[index].install_capabilities(spec.capabilities_of(index));
         build(kernel, index);
@@ -78,6 +81,41 @@ pub fn instantiate(kernel: &mut Kernel, image: &Image<'static>) -> Result<(), &'
         kernel.port_holders |= 1 << grant.component;
     }
     Ok(())
+}
+
+/// Finds the PCI function of every driver that names one: the first
+/// match not already given to another (at its bus address, when the spec
+/// gives one). A function not present is reported by its driver's name;
+/// the loader then refuses that driver.
+fn pci_functions(kernel: &mut Kernel, spec: &Spec<'static>) {
+    for (at, declared) in spec.pci_devices.iter().enumerate() {
+        let address = (declared.address != spec::NONE).then_some(declared.address);
+        let taken = kernel.pci;
+        let found = pci::find(
+            &mut arch_pci::Ports,
+            declared.vendor,
+            declared.device,
+            address,
+            |candidate| taken.iter().flatten().any(|f| f.address == candidate),
+        );
+        let name = kernel.components[declared.component as usize].name();
+        match &found {
+            Some(function) => {
+                let (bus, slot, number) = pci::format_address(function.address);
+                log::info!(
+                    "PCI {bus:02x}:{slot:02x}.{number} {:04x}:{:04x} goes to '{name}'",
+                    declared.vendor,
+                    declared.device
+                );
+            }
+            None => log::error!(
+                "component '{name}': its PCI device {:04x}:{:04x} is not present",
+                declared.vendor,
+                declared.device
+            ),
+        }
+        kernel.pci[at] = found;
+    }
 }
 
 /// Routes every line the spec grants the interrupt forwarder (but the
@@ -98,11 +136,11 @@ fn interrupt_lines(kernel: &mut Kernel, spec: &Spec<'static>) {
         let wiring = spec::Wiring::from_u32(grant.wiring)
             .unwrap_or(spec::Wiring::Default)
             .resolve(grant.line);
-        if u64::from(grant.line) < ioapic::LINES
-            && kernel
-                .lines
-                .add(grant.line, grant.bit, grant.owner, wiring.level())
-        {
+        // Lines from FIRST_MSI_LINE up are MSI vectors: no IOAPIC input,
+        // edge-triggered.
+        let msi = grant.line >= spec::FIRST_MSI_LINE;
+        let level = wiring.level() && !msi;
+        if kernel.lines.add(grant.line, grant.bit, grant.owner, level) && !msi {
             ioapic::route(u64::from(grant.line), wiring, apic);
         }
     }

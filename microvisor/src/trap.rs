@@ -65,10 +65,11 @@ pub fn is_idle_interrupt(frame: &Frame) -> bool {
         && kernel::running_component().is_none()
 }
 
-/// The device line an interrupt vector stands for, if it is one.
+/// The device line (IOAPIC input or MSI vector) an interrupt vector
+/// stands for, if it is one.
 fn forwarded_line(vector: u64) -> Option<u64> {
     let line = vector.checked_sub(ioapic::LINE_VECTOR_BASE)?;
-    (line < ioapic::LINES).then_some(line)
+    (line < microvisor::interrupt_lines::LINES as u64).then_some(line)
 }
 
 /// Device line `line` fired: marked pending (a level-triggered line

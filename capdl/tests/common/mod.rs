@@ -159,7 +159,11 @@ pub fn assert_round_trip(system: &System) {
             ));
         }
         for (region, address) in component.mmio.iter().zip(&layout.mmio_addresses[index]) {
-            regions.push((index as u32, region.physical, region.size, *address));
+            regions.push((index as u32, 0, region.physical, region.size, *address));
+        }
+        for (buffer, address) in component.dma.iter().zip(&layout.dma_addresses[index]) {
+            let kind = 1 + u32::from(buffer.below_4g);
+            regions.push((index as u32, kind, 0, buffer.size, *address));
         }
         for ((grant, bit), forwarder_bits) in component
             .interrupts
@@ -208,7 +212,7 @@ pub fn assert_round_trip(system: &System) {
     let spec_regions: Vec<_> = spec
         .memory_grants
         .iter()
-        .map(|g| (g.component, g.physical, g.size, g.address))
+        .map(|g| (g.component, g.kind, g.physical, g.size, g.address))
         .collect();
     assert_eq!(spec_regions, regions);
     let spec_lines: Vec<_> = spec

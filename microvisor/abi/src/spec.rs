@@ -26,7 +26,10 @@ use crate::image::NameKind;
 /// `MVSPEC\0\0`.
 pub const SPEC_MAGIC: [u8; 8] = *b"MVSPEC\0\0";
 /// The format version this code reads and writes.
-pub const SPEC_VERSION: u32 = 3;
+pub const SPEC_VERSION: u32 = 4;
+/// The largest queue slot: a message of a 4 KiB block with its header
+/// fits, several pages a slot.
+pub const MAX_SLOT_SIZE: u32 = 64 << 10;
 /// "No component" in index fields.
 pub const NONE: u32 = u32::MAX;
 /// The most components, queues, capabilities and grants of each kind.
@@ -75,6 +78,7 @@ pub struct SpecHeader {
     pub memory_grants: Table,
     pub interrupt_grants: Table,
     pub vms: Table,
+    pub pci_devices: Table,
     /// Index of the component holding scheduling control, or [`NONE`].
     pub scheduling_controller: u32,
     /// Index of the interrupt forwarder, or [`NONE`]: the component every
@@ -207,13 +211,14 @@ pub struct PortGrant {
 /// The I/O ports the core keeps for itself, with what they are: no
 /// component may be granted any of them (capdl refuses such a grant with
 /// its file and line, and [`Spec::parse`] again at boot).
-pub const CORE_PORTS: [(u16, u16, &str); 6] = [
+pub const CORE_PORTS: [(u16, u16, &str); 7] = [
     (0x20, 2, "the primary 8259"),
     (0x40, 4, "the PIT"),
     (0x61, 1, "the PIT's gate"),
     (0xa0, 2, "the secondary 8259"),
     (0xf4, 1, "the exit device"),
     (0x3f8, 8, "COM1, the core's console"),
+    (0xcf8, 8, "the PCI configuration ports"),
 ];
 
 /// What of the core's own ports `first .. first + count` overlaps, if any.
@@ -244,17 +249,48 @@ pub fn core_device_overlap(physical: u64, size: u64) -> Option<&'static str> {
         .map(|&(_, what)| what)
 }
 
-/// A device memory range mapped into a driver component.
+/// Memory mapped into a driver component: a device's registers at
+/// `physical`, or a DMA buffer whose frames the core chooses.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct MemoryGrant {
     pub component: u32,
-    pub reserved: u32,
+    /// A [`MemoryKind`] number.
+    pub kind: u32,
+    /// The device memory's address; 0 for a DMA buffer.
     pub physical: u64,
     pub size: u64,
     /// Where it appears in the component.
     pub address: u64,
 }
+
+/// What a [`MemoryGrant`] maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MemoryKind {
+    /// Device registers at the grant's physical address (uncached).
+    Device = 0,
+    /// A DMA buffer: physically contiguous zeroed frames anywhere in RAM.
+    Dma = 1,
+    /// A DMA buffer below 4 GiB, for devices that address only 32 bits.
+    Dma32 = 2,
+}
+
+impl MemoryKind {
+    /// Decodes a kind number, or `None`.
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        Some(match value {
+            0 => Self::Device,
+            1 => Self::Dma,
+            2 => Self::Dma32,
+            _ => return None,
+        })
+    }
+}
+
+/// The largest DMA buffer (physically contiguous, so it must be found in
+/// one run of free frames).
+pub const MAX_DMA_BYTES: u64 = 4 << 20;
 
 /// An interrupt line delivered to a component as a notification bit.
 ///
@@ -274,6 +310,37 @@ pub struct InterruptGrant {
     pub owner: u32,
     pub reserved: u32,
 }
+
+/// A PCI function a driver component is given: found by the core at boot
+/// by its IDs (and bus address, when given); the memory BARs in `bars`
+/// are mapped from `window` in the component, and its configuration
+/// space is reached through `PciConfig`. MSI vectors are interrupt lines
+/// `msi_first_line ..` (see [`FIRST_MSI_LINE`]).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct PciSpec {
+    pub component: u32,
+    pub vendor: u16,
+    pub device: u16,
+    /// `bus << 8 | device << 3 | function`, or [`NONE`]: the first match.
+    pub address: u32,
+    /// Bit n: map BAR n (memory BARs only).
+    pub bars: u32,
+    pub msi_vectors: u32,
+    /// The interrupt line of the first MSI vector (the others follow).
+    pub msi_first_line: u32,
+    /// Where the BARs are mapped in the component, one after the other
+    /// with a guard page after each.
+    pub window: u64,
+}
+
+/// Interrupt lines from this one up are MSI vectors (the IOAPIC's inputs
+/// are 0..24).
+pub const FIRST_MSI_LINE: u32 = 24;
+/// Interrupt lines, IOAPIC inputs and MSI vectors together.
+pub const INTERRUPT_LINES: u32 = 32;
+/// The most PCI functions a system is given.
+pub const MAX_PCI: usize = 8;
 
 /// How a device drives its interrupt line, as the IOAPIC must sample it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,7 +423,8 @@ pub struct VmSpec {
     pub state_address: u64,
 }
 
-const _: () = assert!(size_of::<SpecHeader>() == 80);
+const _: () = assert!(size_of::<SpecHeader>() == 88);
+const _: () = assert!(size_of::<PciSpec>() == 32);
 const _: () = assert!(size_of::<VmSpec>() == 104);
 const _: () = assert!(size_of::<ComponentSpec>() == 184);
 const _: () = assert!(size_of::<QueueSpec>() == 72);
@@ -442,6 +510,7 @@ pub struct Spec<'a> {
     pub memory_grants: &'a [MemoryGrant],
     pub interrupt_grants: &'a [InterruptGrant],
     pub vms: &'a [VmSpec],
+    pub pci_devices: &'a [PciSpec],
 }
 
 /// Reads a record's NUL-padded name field: `Some` when it is 1..=32 bytes
@@ -515,6 +584,7 @@ impl<'a> Spec<'a> {
                 "interrupt grant",
             )?,
             vms: table(bytes, header.vms, MAX_VMS, "vm")?,
+            pci_devices: table(bytes, header.pci_devices, MAX_PCI, "pci device")?,
         };
         spec.check()?;
         Ok(spec)
@@ -663,7 +733,9 @@ impl<'a> Spec<'a> {
             if queue.sender == queue.receiver {
                 return Err(bad("ends"));
             }
-            if queue.slot_size == 0 || !queue.slot_size.is_multiple_of(8) || queue.slot_size > 4096
+            if queue.slot_size == 0
+                || !queue.slot_size.is_multiple_of(8)
+                || queue.slot_size > MAX_SLOT_SIZE
             {
                 return Err(bad("slot_size"));
             }
@@ -718,6 +790,21 @@ impl<'a> Spec<'a> {
                     field: "range",
                 });
             }
+            let bad_dma = |field| SpecError::BadField {
+                table: "memory grant",
+                index,
+                field,
+            };
+            match MemoryKind::from_u32(grant.kind) {
+                None => return Err(bad_dma("kind")),
+                Some(MemoryKind::Device) => {}
+                Some(MemoryKind::Dma | MemoryKind::Dma32) => {
+                    if grant.physical != 0 || grant.size > MAX_DMA_BYTES {
+                        return Err(bad_dma("DMA buffer (physical address or size)"));
+                    }
+                    continue;
+                }
+            }
             if core_device_overlap(grant.physical, grant.size).is_some() {
                 return Err(SpecError::BadField {
                     table: "memory grant",
@@ -733,7 +820,7 @@ impl<'a> Spec<'a> {
                     index,
                 });
             }
-            if grant.line >= 224 || grant.bit >= 64 {
+            if grant.line >= INTERRUPT_LINES || grant.bit >= 64 {
                 return Err(SpecError::BadField {
                     table: "interrupt grant",
                     index,
@@ -761,7 +848,41 @@ impl<'a> Spec<'a> {
                 });
             }
         }
+        self.check_pci()?;
         self.check_vms()
+    }
+
+    fn check_pci(&self) -> Result<(), SpecError> {
+        for (index, pci) in self.pci_devices.iter().enumerate() {
+            let bad = |field| SpecError::BadField {
+                table: "pci device",
+                index,
+                field,
+            };
+            if !self.component_exists(pci.component) {
+                return Err(SpecError::BadComponentIndex {
+                    table: "pci device",
+                    index,
+                });
+            }
+            if self.pci_devices[..index]
+                .iter()
+                .any(|earlier| earlier.component == pci.component)
+            {
+                return Err(bad("component (given two functions)"));
+            }
+            if pci.bars >= 1 << 6 || pci.window % 4096 != 0 {
+                return Err(bad("bars/window"));
+            }
+            let msi_end = pci.msi_first_line.checked_add(pci.msi_vectors);
+            if pci.msi_vectors > 0
+                && (pci.msi_first_line < FIRST_MSI_LINE
+                    || msi_end.is_none_or(|end| end > INTERRUPT_LINES))
+            {
+                return Err(bad("msi lines"));
+            }
+        }
+        Ok(())
     }
 
     fn check_vms(&self) -> Result<(), SpecError> {
@@ -847,6 +968,7 @@ pub struct SpecBuilder {
     pub memory_grants: alloc::vec::Vec<MemoryGrant>,
     pub interrupt_grants: alloc::vec::Vec<InterruptGrant>,
     pub vms: alloc::vec::Vec<VmSpec>,
+    pub pci_devices: alloc::vec::Vec<PciSpec>,
     pub scheduling_controller: Option<u32>,
     pub interrupt_forwarder: Option<u32>,
 }
@@ -904,6 +1026,7 @@ impl SpecBuilder {
         let memory_grants = put(&mut out, &self.memory_grants);
         let interrupt_grants = put(&mut out, &self.interrupt_grants);
         let vms = put(&mut out, &self.vms);
+        let pci_devices = put(&mut out, &self.pci_devices);
         let header = SpecHeader {
             magic: SPEC_MAGIC,
             version: SPEC_VERSION,
@@ -915,6 +1038,7 @@ impl SpecBuilder {
             memory_grants,
             interrupt_grants,
             vms,
+            pci_devices,
             scheduling_controller: self.scheduling_controller.unwrap_or(NONE),
             interrupt_forwarder: self.interrupt_forwarder.unwrap_or(NONE),
         };
@@ -1052,6 +1176,35 @@ mod tests {
                 table: "interrupt grant",
                 index: 0,
                 field: "wiring/owner",
+            },
+        );
+        let dma = |kind: u32, physical: u64, size: u64| {
+            move |s: &mut SpecBuilder| {
+                s.memory_grants.push(MemoryGrant {
+                    component: 0,
+                    kind,
+                    physical,
+                    size,
+                    address: 0x1000_0000_0000,
+                })
+            }
+        };
+        let bad_dma = SpecError::BadField {
+            table: "memory grant",
+            index: 0,
+            field: "DMA buffer (physical address or size)",
+        };
+        check(&dma(MemoryKind::Dma as u32, 0x1000, 4096), bad_dma);
+        check(
+            &dma(MemoryKind::Dma32 as u32, 0, MAX_DMA_BYTES + 4096),
+            bad_dma,
+        );
+        check(
+            &dma(3, 0, 4096),
+            SpecError::BadField {
+                table: "memory grant",
+                index: 0,
+                field: "kind",
             },
         );
         check(

@@ -51,6 +51,13 @@ pub enum ResourceKind {
     GuestImage = 10,
     /// The VM's [`crate::vcpu::VcpuState`] page at `address`.
     VcpuState = 11,
+    /// A DMA buffer at `address`, `size` bytes, physically contiguous from
+    /// `handle` (the address a device is given).
+    Dma = 12,
+    /// The PCI function the component drives: `bit` its bus address,
+    /// `size` its IDs and MSI vector count, `address` and `handle` where
+    /// its MSI messages go (see [`ResourceView::Pci`]).
+    Pci = 13,
 }
 
 impl ResourceKind {
@@ -68,6 +75,8 @@ impl ResourceKind {
             9 => Self::GuestMemory,
             10 => Self::GuestImage,
             11 => Self::VcpuState,
+            12 => Self::Dma,
+            13 => Self::Pci,
             _ => return None,
         })
     }
@@ -150,6 +159,26 @@ pub enum ResourceView {
     GuestImage { address: u64, size: u64 },
     /// A VM's [`crate::vcpu::VcpuState`] page.
     VcpuState { address: u64 },
+    /// A DMA buffer: mapped at `address`, `size` bytes, physically
+    /// contiguous from `physical`.
+    Dma {
+        address: u64,
+        size: u64,
+        physical: u64,
+    },
+    /// The PCI function the component drives (`function` is `bus << 8 |
+    /// device << 3 | function`). Its MSI vector k is programmed with
+    /// address `msi_address` and data `msi_data + k`, and arrives as
+    /// interrupt line `msi_first_line + k` (`irqN` on the start page).
+    Pci {
+        function: u32,
+        vendor: u16,
+        device: u16,
+        msi_vectors: u32,
+        msi_first_line: u32,
+        msi_address: u64,
+        msi_data: u32,
+    },
 }
 
 impl ResourceView {
@@ -167,6 +196,8 @@ impl ResourceView {
             Self::GuestMemory { .. } => ResourceKind::GuestMemory,
             Self::GuestImage { .. } => ResourceKind::GuestImage,
             Self::VcpuState { .. } => ResourceKind::VcpuState,
+            Self::Dma { .. } => ResourceKind::Dma,
+            Self::Pci { .. } => ResourceKind::Pci,
         }
     }
 }
@@ -209,6 +240,25 @@ impl Resource {
             } => (entry, 0, address, size),
             ResourceView::GuestImage { address, size } => (0, 0, address, size),
             ResourceView::VcpuState { address } => (0, 0, address, crate::PAGE_SIZE),
+            ResourceView::Dma {
+                address,
+                size,
+                physical,
+            } => (0, physical, address, size),
+            ResourceView::Pci {
+                function,
+                vendor,
+                device,
+                msi_vectors,
+                msi_first_line,
+                msi_address,
+                msi_data,
+            } => (
+                function,
+                u64::from(msi_data) | u64::from(msi_first_line) << 32,
+                msi_address,
+                u64::from(vendor) | u64::from(device) << 16 | u64::from(msi_vectors) << 32,
+            ),
         };
         Self {
             name: crate::spec::name_field(name),
@@ -267,6 +317,20 @@ impl Resource {
             },
             ResourceKind::GuestImage => ResourceView::GuestImage { address, size },
             ResourceKind::VcpuState => ResourceView::VcpuState { address },
+            ResourceKind::Dma => ResourceView::Dma {
+                address,
+                size,
+                physical: handle,
+            },
+            ResourceKind::Pci => ResourceView::Pci {
+                function: bit,
+                vendor: size as u16,
+                device: (size >> 16) as u16,
+                msi_vectors: (size >> 32) as u32,
+                msi_first_line: (handle >> 32) as u32,
+                msi_address: address,
+                msi_data: handle as u32,
+            },
         })
     }
 }
@@ -345,7 +409,7 @@ fn bounded_str(bytes: &[u8], len: u32) -> &str {
 mod tests {
     use super::*;
 
-    fn every_view() -> [ResourceView; 12] {
+    fn every_view() -> [ResourceView; 14] {
         let end = QueueEnd {
             address: 0x10_0000_0000,
             slot_size: 64,
@@ -387,6 +451,20 @@ mod tests {
             },
             ResourceView::VcpuState {
                 address: 0x42_0000_0000,
+            },
+            ResourceView::Dma {
+                address: 0x1000_0000_0000,
+                size: 64 << 10,
+                physical: 0x7f0_0000,
+            },
+            ResourceView::Pci {
+                function: 0x0018,
+                vendor: 0x1af4,
+                device: 0x1042,
+                msi_vectors: 2,
+                msi_first_line: 24,
+                msi_address: 0xfee0_0000,
+                msi_data: 0x68,
             },
             ResourceView::Supervised(Supervised {
                 control: u64::MAX,

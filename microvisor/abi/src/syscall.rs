@@ -106,6 +106,13 @@ pub enum Syscall {
     /// (bit n: line n), in `rdx`: after a restart it rebuilds its state
     /// from this. Only the forwarder may make it.
     InterruptPending = 21,
+    /// Reads (`rdx` = 0) or writes (`rdx` = 1, value `r10`) `rsi` bytes
+    /// (1, 2 or 4, aligned) at offset `rdi` of the configuration space of
+    /// the PCI function the caller drives; the value read is returned. The
+    /// BARs and the expansion-ROM address may not be written (a driver
+    /// could move its device over memory it does not own). A caller
+    /// without a PCI function faults.
+    PciConfig = 22,
 }
 
 /// The interrupt line of the system console (COM1's IRQ 4). The core owns
@@ -148,6 +155,7 @@ impl Syscall {
             19 => Self::ConsoleRead,
             20 => Self::InterruptUnmask,
             21 => Self::InterruptPending,
+            22 => Self::PciConfig,
             _ => return None,
         })
     }
@@ -255,6 +263,12 @@ pub enum Call {
         line: u64,
     },
     InterruptPending,
+    PciConfig {
+        offset: u64,
+        width: u64,
+        write: bool,
+        value: u64,
+    },
 }
 
 /// Two argument registers as claimed bytes.
@@ -344,6 +358,12 @@ impl Call {
             },
             Syscall::InterruptUnmask => Self::InterruptUnmask { line: a0 },
             Syscall::InterruptPending => Self::InterruptPending,
+            Syscall::PciConfig => Self::PciConfig {
+                offset: a0,
+                width: a1,
+                write: a2 != 0,
+                value: a3,
+            },
         })
     }
 
@@ -405,6 +425,12 @@ impl Call {
             ),
             Self::InterruptUnmask { line } => (Syscall::InterruptUnmask, [line, 0, 0, 0, 0]),
             Self::InterruptPending => (Syscall::InterruptPending, [0; 5]),
+            Self::PciConfig {
+                offset,
+                width,
+                write,
+                value,
+            } => (Syscall::PciConfig, [offset, width, write as u64, value, 0]),
         };
         Registers {
             number: call as u64,
@@ -457,10 +483,11 @@ mod tests {
             Syscall::ConsoleRead,
             Syscall::InterruptUnmask,
             Syscall::InterruptPending,
+            Syscall::PciConfig,
         ] {
             assert_eq!(Syscall::from_number(call as u64), Some(call));
         }
-        assert_eq!(Syscall::from_number(22), None);
+        assert_eq!(Syscall::from_number(23), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }
 
@@ -516,7 +543,16 @@ mod tests {
             Call::decode(registers(21, [0; 5])),
             Ok(Call::InterruptPending)
         );
-        assert_eq!(Call::decode(registers(22, [0; 5])), Err(22));
+        assert_eq!(
+            Call::decode(registers(22, [0x3c, 1, 1, 0xff, 0])),
+            Ok(Call::PciConfig {
+                offset: 0x3c,
+                width: 1,
+                write: true,
+                value: 0xff
+            })
+        );
+        assert_eq!(Call::decode(registers(23, [0; 5])), Err(23));
         assert_eq!(Call::decode(registers(u64::MAX, [0; 5])), Err(u64::MAX));
         assert_eq!(Call::Null.encode(), registers(0, [0; 5]));
         assert_eq!(
@@ -545,7 +581,9 @@ mod tests {
                     proptest::prop_assert_eq!(Call::decode(encoded), Ok(call));
                     // Arguments the call uses are passed through unchanged.
                     for (sent, kept) in arguments.iter().zip(encoded.arguments) {
-                        proptest::prop_assert!(kept == 0 || kept == *sent || (number == 3 && kept == *sent & 0xffff_ffff));
+                        // (A 32-bit field; PciConfig's write flag, any
+                        // nonzero value, is 1.)
+                        proptest::prop_assert!(kept == 0 || kept == *sent || (number == 3 && kept == *sent & 0xffff_ffff) || (number == 22 && kept == 1));
                     }
                 }
                 Err(refused) => {

@@ -28,10 +28,12 @@ use microvisor_abi::start::{Resource, ResourceKind, ResourceView, START_MAGIC};
 use microvisor_abi::syscall::LOG_WRITE_MAX;
 
 pub mod arguments;
+pub mod dma;
 pub mod fault;
 pub mod irq;
 pub mod mmio;
 pub mod notification;
+pub mod pci;
 pub mod ports;
 pub mod queue;
 pub mod syscall;

@@ -13,10 +13,11 @@ macro_rules! register_access {
         #[doc = concat!("The `", stringify!($type), "` register at `offset`.")]
         pub fn $read(&self, offset: u64) -> Option<$type> {
             let address = self.at(offset, size_of::<$type>() as u64)?;
-            // SAFETY: the core mapped the whole region uncached for this
-            // component (the start page says where); the address is inside
-            // it and aligned; a device read touches no memory of the
-            // program.
+            // SAFETY: the core mapped the whole region for this component
+            // (the start page says where: device memory uncached, a DMA
+            // buffer as its own memory); the address is inside it and
+            // aligned; the region is no Rust object of the program, so a
+            // volatile access aliases nothing.
             Some(unsafe { (address as *const $type).read_volatile() })
         }
 
@@ -25,12 +26,14 @@ macro_rules! register_access {
             let Some(address) = self.at(offset, size_of::<$type>() as u64) else {
                 return false;
             };
-            // SAFETY: as the read; the write reaches the device only.
+            // SAFETY: as the read; the write reaches the region only.
             unsafe { (address as *mut $type).write_volatile(value) };
             true
         }
     };
 }
+
+pub(crate) use register_access;
 
 /// One granted device-memory region, as mapped.
 #[derive(Clone, Copy, Debug)]
@@ -45,14 +48,29 @@ impl Region {
     pub fn granted(start: &crate::Start, index: usize) -> Option<Self> {
         start
             .views()
-            .filter_map(|(_, view)| match view {
-                ResourceView::Memory { address, size } => Some(Self {
+            .filter_map(|(name, view)| match view {
+                ResourceView::Memory { address, size } if name == "mmio" => Some(Self {
                     base: address,
                     size,
                 }),
                 _ => None,
             })
             .nth(index)
+    }
+
+    /// The device-memory resource called `name` (a PCI function's `bar4`,
+    /// say).
+    pub fn named(start: &crate::Start, name: &str) -> Option<Self> {
+        match start
+            .resource(name, microvisor_abi::start::ResourceKind::Memory)?
+            .view()?
+        {
+            ResourceView::Memory { address, size } => Some(Self {
+                base: address,
+                size,
+            }),
+            _ => None,
+        }
     }
 
     /// Bytes in the region.
@@ -73,6 +91,8 @@ impl Region {
         (end <= self.size && offset.is_multiple_of(bytes)).then_some(self.base + offset)
     }
 
+    register_access!(read8, write8, u8);
+    register_access!(read16, write16, u16);
     register_access!(read32, write32, u32);
     register_access!(read64, write64, u64);
 }

@@ -343,6 +343,28 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
         }
     }
 
+    /// For a component that waits for this queue together with other
+    /// bits (a driver waiting for its requests and its interrupt): asks
+    /// the sender to signal [`Self::bit`] for the next message, and says
+    /// whether the ring is empty, so that waiting is safe (`true`) or a
+    /// message already came (`false`: take it first). The request stays
+    /// until [`Self::disarm`].
+    pub fn arm(&self) -> bool {
+        let ring = &self.ring;
+        ring.word32(RECEIVER_WAITING_OFFSET)
+            .store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let head = ring.word64(HEAD_OFFSET).load(Ordering::Relaxed);
+        ring.word64(TAIL_OFFSET).load(Ordering::Acquire) == head
+    }
+
+    /// Withdraws [`Self::arm`]'s request: the sender need not signal.
+    pub fn disarm(&self) {
+        self.ring
+            .word32(RECEIVER_WAITING_OFFSET)
+            .store(0, Ordering::Relaxed);
+    }
+
     fn sleep_until_message(&mut self, timeout_us: Option<u64>) -> Result<(), QueueError> {
         let ring = &self.ring;
         ring.word32(RECEIVER_WAITING_OFFSET)

@@ -276,3 +276,19 @@ pub fn interrupt_unmask(line: u64) -> bool {
 pub fn interrupt_pending() -> u32 {
     call(Call::InterruptPending).1 as u32
 }
+
+/// Reads (`write` false) or writes `width` bytes (1, 2 or 4, aligned) at
+/// `offset` of the configuration space of the PCI function this component
+/// drives; the value read, or `None` when the core refused the access
+/// (BARs and the expansion-ROM address are not writable). A component
+/// without a PCI function faults.
+#[inline]
+pub fn pci_config(offset: u64, width: u64, write: bool, value: u64) -> Option<u32> {
+    let (status, read) = call(Call::PciConfig {
+        offset,
+        width,
+        write,
+        value,
+    });
+    (status == Status::Ok as u64).then_some(read as u32)
+}

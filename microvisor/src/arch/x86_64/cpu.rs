@@ -27,6 +27,43 @@ pub fn in8(port: u16) -> u8 {
     value
 }
 
+/// Writes a 16-bit word to an I/O port.
+pub fn out16(port: u16, value: u16) {
+    // SAFETY: as `out32`.
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    }
+}
+
+/// Reads a 16-bit word from an I/O port.
+pub fn in16(port: u16) -> u16 {
+    let value: u16;
+    // SAFETY: port input does not touch memory.
+    unsafe {
+        asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// Writes a 32-bit word to an I/O port.
+pub fn out32(port: u16, value: u32) {
+    // SAFETY: port output does not touch memory; the core only writes ports
+    // of devices it owns (here the PCI configuration ports).
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    }
+}
+
+/// Reads a 32-bit word from an I/O port.
+pub fn in32(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: port input does not touch memory.
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
 /// Reads a model-specific register.
 pub fn read_msr(msr: u32) -> u64 {
     let (low, high): (u32, u32);

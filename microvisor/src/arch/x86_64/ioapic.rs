@@ -56,15 +56,22 @@ pub fn route(line: u64, wiring: Wiring, apic_id: u8) {
     write(index, low);
 }
 
-/// Masks routed `line` (it fired; the forwarder unmasks it).
+/// Masks routed `line` (it fired; the forwarder unmasks it). Lines past
+/// the IOAPIC's inputs (MSI vectors) have nothing to mask.
 pub fn mask(line: u64) {
-    let low = ENTRIES[line as usize].load(Ordering::Relaxed);
+    let Some(entry) = ENTRIES.get(line as usize) else {
+        return;
+    };
+    let low = entry.load(Ordering::Relaxed);
     write(0x10 + 2 * line as u32, low | MASKED);
 }
 
 /// Unmasks routed `line`: a level-triggered line still asserted
 /// interrupts again at once.
 pub fn unmask(line: u64) {
-    let low = ENTRIES[line as usize].load(Ordering::Relaxed);
+    let Some(entry) = ENTRIES.get(line as usize) else {
+        return;
+    };
+    let low = entry.load(Ordering::Relaxed);
     write(0x10 + 2 * line as u32, low);
 }

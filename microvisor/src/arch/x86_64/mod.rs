@@ -8,6 +8,7 @@ pub mod entry;
 pub mod interrupts;
 pub mod ioapic;
 pub mod memory;
+pub mod pci;
 pub mod serial;
 pub mod svm;
 pub mod timer;

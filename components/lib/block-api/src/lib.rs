@@ -1,0 +1,144 @@
+//! The block interface a block driver serves to one client over a queue
+//! pair: [`Request`]s on the client's queue to the driver, [`Completion`]s
+//! back. Each request carries the client's id, which its completion
+//! repeats; several may be in flight and they may complete in any order.
+//! A request moves at most [`BLOCK`] bytes (eight 512-byte sectors): data
+//! travels inside the messages, so the queues' `slot_size` must hold
+//! them ([`REQUEST_BYTES`], [`COMPLETION_BYTES`]).
+//!
+//! When the driver restarts, the core resets both queues and the client's
+//! next queue operation reports it; the client sends again every request
+//! it has no completion for. Reads are idempotent and so are writes of the
+//! same data to the same sectors, so resending is always safe.
+#![no_std]
+#![forbid(unsafe_code)]
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Bytes of one sector.
+pub const SECTOR: u64 = 512;
+/// The most bytes one request moves.
+pub const BLOCK: usize = 4096;
+
+/// What a request asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Operation {
+    /// Read `sectors` sectors from `sector` into the completion's data.
+    Read = 0,
+    /// Write the request's first `sectors * 512` bytes of data at `sector`.
+    Write = 1,
+    /// Make every completed write durable.
+    Flush = 2,
+    /// The disk's size: the completion's `value` is its sector count.
+    Size = 3,
+    /// The driver's counters: the completion's `value` holds the
+    /// interrupts it took, `sectors` the requests it completed.
+    Counters = 4,
+    /// The client is done: the driver completes what is in flight,
+    /// answers, resets the device and exits.
+    Detach = 5,
+}
+
+impl Operation {
+    /// Decodes an operation number, or `None`.
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        Some(match value {
+            0 => Self::Read,
+            1 => Self::Write,
+            2 => Self::Flush,
+            3 => Self::Size,
+            4 => Self::Counters,
+            5 => Self::Detach,
+            _ => return None,
+        })
+    }
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Status {
+    Ok = 0,
+    /// The device reported an I/O error.
+    IoError = 1,
+    /// The request was malformed: unknown operation, zero or too many
+    /// sectors, or past the end of the disk.
+    Invalid = 2,
+    /// The device does not support it (e.g. flush without the feature).
+    Unsupported = 3,
+}
+
+/// A request from the client.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct Request {
+    pub id: u64,
+    /// An [`Operation`] number.
+    pub operation: u32,
+    pub sectors: u32,
+    pub sector: u64,
+    pub reserved: u64,
+    pub data: [u8; BLOCK],
+}
+
+/// The driver's answer to one request.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct Completion {
+    pub id: u64,
+    /// A [`Status`] number.
+    pub status: u32,
+    pub sectors: u32,
+    /// The size for [`Operation::Size`], the interrupt count for
+    /// [`Operation::Counters`].
+    pub value: u64,
+    pub reserved: u64,
+    pub data: [u8; BLOCK],
+}
+
+/// The slot size a request queue needs.
+pub const REQUEST_BYTES: usize = size_of::<Request>();
+/// The slot size a completion queue needs.
+pub const COMPLETION_BYTES: usize = size_of::<Completion>();
+
+const _: () = assert!(REQUEST_BYTES == 4128 && COMPLETION_BYTES == 4128);
+
+impl Request {
+    /// A request without data.
+    pub const fn new(id: u64, operation: Operation, sector: u64, sectors: u32) -> Self {
+        Self {
+            id,
+            operation: operation as u32,
+            sectors,
+            sector,
+            reserved: 0,
+            data: [0; BLOCK],
+        }
+    }
+
+    /// The bytes it moves, if its operation and sector count are valid.
+    pub fn bytes(&self) -> Option<usize> {
+        match Operation::from_u32(self.operation)? {
+            Operation::Read | Operation::Write => {
+                let bytes = self.sectors as usize * SECTOR as usize;
+                (self.sectors > 0 && bytes <= BLOCK).then_some(bytes)
+            }
+            Operation::Flush | Operation::Size | Operation::Counters | Operation::Detach => Some(0),
+        }
+    }
+}
+
+impl Completion {
+    /// The completion of request `id` with `status` and no data.
+    pub const fn new(id: u64, status: Status) -> Self {
+        Self {
+            id,
+            status: status as u32,
+            sectors: 0,
+            value: 0,
+            reserved: 0,
+            data: [0; BLOCK],
+        }
+    }
+}

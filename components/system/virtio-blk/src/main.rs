@@ -1,0 +1,524 @@
+//! The virtio-blk driver: a ring-3 component that drives one virtio 1.x
+//! block device on PCI (QEMU's `virtio-blk-pci`) and serves it to one
+//! client over a queue pair (`block_api`).
+//!
+//! It is given its PCI function (`pci = { vendor = "0x1af4", device =
+//! "0x1042", msi = 1 }`), one DMA buffer (`dma = [{ size = "128KiB" }]`)
+//! and the queues `requests` (from the client) and `completions` (to it).
+//! At start it resets the device (its last life may have left it running
+//! over this same buffer), negotiates features (virtio 1.x, flush), sets
+//! up request queue 0 in the DMA buffer, programs MSI-X vector 0 with the
+//! message the core gave it and says ready to the interrupt forwarder.
+//! Then it only waits: a request from the client is put on the device's
+//! queue at once (up to [`IN_FLIGHT`] at a time, each in its own slot of
+//! the buffer, data copied in for a write), the device is notified once
+//! per batch, and each interrupt completes every request the device
+//! finished (data copied out for a read) before the line is acknowledged.
+//! No polling: without its MSI vector the driver refuses to start (INTx is
+//! not supported).
+//!
+//! The device is trusted no further than the queue logic allows: a used
+//! entry naming a chain not in flight, or claiming more bytes than its
+//! buffers hold, stops the driver with a report (`virtio::queue`), and its
+//! supervisor restarts it; the client sends again what was in flight.
+//!
+//! For fault-injection tests, `crash_after=N` makes its first life panic
+//! at the first completion from the N-th on that leaves requests in
+//! flight.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+use block_api::{Completion, Operation, Request, Status as BlockStatus};
+use runtime::arguments::OrExit;
+use runtime::dma::Buffer;
+use runtime::irq::Line;
+use runtime::mmio::Region;
+use runtime::pci::Function;
+use runtime::queue::{QueueError, Receiver, Sender};
+use runtime::{notification, println};
+use virtio::blk::{self, RequestHeader};
+use virtio::pci::{self as vpci, CapRegion, common};
+use virtio::queue::{Segment, SplitQueue};
+use virtio::{DmaMemory, status};
+
+runtime::component!(main);
+
+/// Requests on the device at once, each with its own slot in the buffer.
+const IN_FLIGHT: usize = 16;
+/// The device queue's size (descriptors): three per request.
+const QUEUE_SIZE: u16 = 64;
+/// Where things are in the DMA buffer: the queue, the request headers
+/// (16 bytes each), the status bytes, the data (4 KiB each).
+const QUEUE_AT: u64 = 0;
+const HEADERS_AT: u64 = 0x4000;
+const STATUS_AT: u64 = 0x4800;
+const DATA_AT: u64 = 0x8000;
+/// The DMA buffer this layout needs.
+const DMA_BYTES: u64 = DATA_AT + IN_FLIGHT as u64 * block_api::BLOCK as u64;
+
+/// The DMA buffer as the virtio crate sees it.
+struct Dma(Buffer);
+
+impl DmaMemory for Dma {
+    fn read8(&self, offset: u64) -> u8 {
+        self.0.read8(offset).unwrap_or(0)
+    }
+    fn read16(&self, offset: u64) -> u16 {
+        self.0.read16(offset).unwrap_or(0)
+    }
+    fn read32(&self, offset: u64) -> u32 {
+        self.0.read32(offset).unwrap_or(0)
+    }
+    fn read64(&self, offset: u64) -> u64 {
+        self.0.read64(offset).unwrap_or(0)
+    }
+    fn write8(&self, offset: u64, value: u8) {
+        self.0.write8(offset, value);
+    }
+    fn write16(&self, offset: u64, value: u16) {
+        self.0.write16(offset, value);
+    }
+    fn write32(&self, offset: u64, value: u32) {
+        self.0.write32(offset, value);
+    }
+    fn write64(&self, offset: u64, value: u64) {
+        self.0.write64(offset, value);
+    }
+    fn physical(&self, offset: u64) -> u64 {
+        self.0.physical(offset).unwrap_or(0)
+    }
+}
+
+/// A register region of the device: a window into one of its BARs.
+struct Registers {
+    bar: Region,
+    base: u64,
+}
+
+impl Registers {
+    fn new(start: &runtime::Start, region: CapRegion) -> Option<Self> {
+        let bar = Function::bar(start, usize::from(region.bar))?;
+        region.within(bar.size()).then_some(Self {
+            bar,
+            base: u64::from(region.offset),
+        })
+    }
+    fn read8(&self, offset: u32) -> u8 {
+        self.bar
+            .read8(self.base + u64::from(offset))
+            .unwrap_or(0xff)
+    }
+    fn read16(&self, offset: u32) -> u16 {
+        self.bar
+            .read16(self.base + u64::from(offset))
+            .unwrap_or(0xffff)
+    }
+    fn read32(&self, offset: u32) -> u32 {
+        self.bar
+            .read32(self.base + u64::from(offset))
+            .unwrap_or(u32::MAX)
+    }
+    fn write8(&self, offset: u32, value: u8) {
+        self.bar.write8(self.base + u64::from(offset), value);
+    }
+    fn write16(&self, offset: u32, value: u16) {
+        self.bar.write16(self.base + u64::from(offset), value);
+    }
+    fn write32(&self, offset: u32, value: u32) {
+        self.bar.write32(self.base + u64::from(offset), value);
+    }
+    fn write64(&self, offset: u32, value: u64) {
+        self.write32(offset, value as u32);
+        self.write32(offset + 4, (value >> 32) as u32);
+    }
+}
+
+/// A request on the device.
+#[derive(Clone, Copy)]
+struct Slot {
+    id: u64,
+    operation: Operation,
+    sectors: u32,
+    head: u16,
+}
+
+/// The device, set up.
+struct Device {
+    common: Registers,
+    notify: Registers,
+    notify_at: u32,
+    queue: SplitQueue,
+    capacity: u64,
+    flush: bool,
+}
+
+fn main(start: &runtime::Start) -> i32 {
+    let arguments = start
+        .arguments(&["requests", "completions", "crash_after"])
+        .or_exit();
+    let requests_name = arguments.text("requests").unwrap_or("requests");
+    let completions_name = arguments.text("completions").unwrap_or("completions");
+    let crash_after: Option<u64> = arguments
+        .optional_number("crash_after")
+        .or_exit()
+        .filter(|_| start.generation() == 1);
+    let Some(function) = Function::given(start) else {
+        println!("virtio-blk: no PCI function was given (pci = {{ vendor = ..., device = ... }})");
+        return 2;
+    };
+    let Some(buffer) = Buffer::granted(start, 0).filter(|b| b.size() >= DMA_BYTES) else {
+        println!(
+            "virtio-blk: needs a DMA buffer of at least {DMA_BYTES} bytes (dma = [{{ size = \"128KiB\" }}])"
+        );
+        return 2;
+    };
+    let dma = Dma(buffer);
+    let Some(msi) = function.msi(0) else {
+        println!(
+            "virtio-blk: needs an MSI vector (pci = {{ ..., msi = 1 }}); INTx is not supported"
+        );
+        return 2;
+    };
+    let line = match Line::find(start, msi.line) {
+        Ok(line) => line,
+        Err(error) => {
+            println!("virtio-blk: {error}");
+            return 2;
+        }
+    };
+    let mut requests = match Receiver::<Request>::open(start, requests_name) {
+        Ok(queue) => queue,
+        Err(error) => {
+            println!("virtio-blk: cannot open the queue '{requests_name}': {error:?}");
+            return 2;
+        }
+    };
+    let mut completions = match Sender::<Completion>::open(start, completions_name) {
+        Ok(queue) => queue,
+        Err(error) => {
+            println!("virtio-blk: cannot open the queue '{completions_name}': {error:?}");
+            return 2;
+        }
+    };
+    let mut device = match set_up(start, &function, &dma, msi) {
+        Ok(device) => device,
+        Err(why) => {
+            println!("virtio-blk: {why}");
+            return 1;
+        }
+    };
+    let (bus, slot, number) = function.location();
+    println!(
+        "virtio-blk: {bus:02x}:{slot:02x}.{number} {:04x}:{:04x}, {} sectors ({} KiB){}, queue of {}, MSI-X vector 0 as line {} (generation {})",
+        function.vendor,
+        function.device,
+        device.capacity,
+        device.capacity / 2,
+        if device.flush { ", flush" } else { "" },
+        device.queue.size(),
+        msi.line,
+        start.generation()
+    );
+    line.ready();
+
+    let mut slots: [Option<Slot>; IN_FLIGHT] = [None; IN_FLIGHT];
+    let mut interrupts = 0u64;
+    let mut completed = 0u64;
+    let watched = line.bits | 1 << requests.bit();
+    let mut request = Request::new(0, Operation::Read, 0, 0);
+    let mut completion = Completion::new(0, BlockStatus::Ok);
+    let mut detaching: Option<u64> = None;
+    loop {
+        if let Some(id) = detaching.filter(|_| slots.iter().all(Option::is_none)) {
+            device.common.write8(common::DEVICE_STATUS, 0);
+            completion.id = id;
+            completion.status = BlockStatus::Ok as u32;
+            completion.value = interrupts;
+            send(&mut completions, &completion);
+            println!(
+                "virtio-blk: the client detached after {completed} requests and {interrupts} interrupts; device reset"
+            );
+            return 0;
+        }
+        // Take requests while a slot is free; answer what needs no device.
+        let mut added = false;
+        while let Some(free) = slots
+            .iter()
+            .position(Option::is_none)
+            .filter(|_| detaching.is_none())
+        {
+            match requests.try_receive_into(&mut request) {
+                Ok(()) => {}
+                Err(QueueError::WouldBlock) => break,
+                // A restarted client resends what it misses.
+                Err(QueueError::PeerRestarted(_)) => continue,
+            }
+            match submit(&mut device, &dma, free, &request) {
+                Ok(Some(submitted)) => {
+                    slots[free] = Some(submitted);
+                    added = true;
+                }
+                Ok(None) if request.operation == Operation::Detach as u32 => {
+                    detaching = Some(request.id);
+                }
+                Ok(None) => {
+                    completion.id = request.id;
+                    completion.status = BlockStatus::Ok as u32;
+                    completion.sectors = completed.min(u64::from(u32::MAX)) as u32;
+                    completion.value = match Operation::from_u32(request.operation) {
+                        Some(Operation::Size) => device.capacity,
+                        _ => interrupts,
+                    };
+                    send(&mut completions, &completion);
+                }
+                Err(status) => {
+                    completion.id = request.id;
+                    completion.status = status as u32;
+                    completion.sectors = 0;
+                    completion.value = 0;
+                    send(&mut completions, &completion);
+                }
+            }
+        }
+        if added && device.queue.device_wants_notification(&dma) {
+            device.notify.write16(device.notify_at, 0);
+        }
+        // Sleep only while no request waits (and with a free slot, ask to
+        // be woken for the next one).
+        let idle = slots.iter().all(Option::is_none);
+        if detaching.is_some() && idle {
+            continue;
+        }
+        let full = slots.iter().all(Option::is_some) || detaching.is_some();
+        if !full && !requests.arm() {
+            continue;
+        }
+        let bits = notification::wait_for(watched, None).unwrap_or(0);
+        requests.disarm();
+        if bits & line.bits == 0 {
+            continue;
+        }
+        interrupts += 1;
+        loop {
+            let used = match device.queue.pop_used(&dma) {
+                Ok(Some(used)) => used,
+                Ok(None) => break,
+                Err(error) => {
+                    println!(
+                        "virtio-blk: the device broke the queue protocol: {error:?}; stopping"
+                    );
+                    device.common.write8(common::DEVICE_STATUS, status::FAILED);
+                    return 1;
+                }
+            };
+            let Some(index) = slots
+                .iter()
+                .position(|slot| slot.is_some_and(|slot| slot.head == used.head))
+            else {
+                println!(
+                    "virtio-blk: chain {} completed but no request holds it",
+                    used.head
+                );
+                return 1;
+            };
+            let Some(done) = slots[index].take() else {
+                continue;
+            };
+            complete(&dma, index, &done, &mut completion);
+            send(&mut completions, &completion);
+            completed += 1;
+            if crash_after.is_some_and(|after| completed >= after)
+                && slots.iter().any(Option::is_some)
+            {
+                println!(
+                    "virtio-blk: crashing after {completed} completions with requests in flight (crash_after)"
+                );
+                panic!("crash requested (crash_after)");
+            }
+        }
+        line.acknowledge();
+    }
+}
+
+/// Resets and sets up the device: features, queue 0, MSI-X vector 0.
+fn set_up(
+    start: &runtime::Start,
+    function: &Function,
+    dma: &Dma,
+    msi: runtime::pci::MsiVector,
+) -> Result<Device, &'static str> {
+    let config = vpci::snapshot(|offset| function.read8(offset));
+    let caps =
+        vpci::virtio_caps(&config).map_err(|_| "the function has no usable virtio capabilities")?;
+    let msix = vpci::msix(&config)
+        .ok()
+        .flatten()
+        .ok_or("the function has no MSI-X capability")?;
+    let common =
+        Registers::new(start, caps.common).ok_or("the common configuration's BAR is not mapped")?;
+    let notify =
+        Registers::new(start, caps.notify).ok_or("the notification area's BAR is not mapped")?;
+    let device_config = caps
+        .device
+        .and_then(|region| Registers::new(start, region))
+        .ok_or("the device configuration's BAR is not mapped")?;
+    let table = Function::bar(start, usize::from(msix.table_bar))
+        .ok_or("the MSI-X table's BAR is not mapped")?;
+
+    // Reset: the last life may have left the device running on this
+    // buffer. Bus mastering on for the device's DMA.
+    common.write8(common::DEVICE_STATUS, 0);
+    if common.read8(common::DEVICE_STATUS) != 0 {
+        return Err("the device did not reset");
+    }
+    let command = function.read16(0x04);
+    function.write16(0x04, command | 0b110);
+    common.write8(common::DEVICE_STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    let mut offered = 0u64;
+    for half in 0..2u32 {
+        common.write32(common::DEVICE_FEATURE_SELECT, half);
+        offered |= u64::from(common.read32(common::DEVICE_FEATURE)) << (32 * half);
+    }
+    let version = 1u64 << virtio::VIRTIO_F_VERSION_1;
+    let flush_bit = 1u64 << blk::VIRTIO_BLK_F_FLUSH;
+    let accepted = virtio::negotiate(offered, flush_bit, version)
+        .map_err(|_| "the device is not virtio 1.x")?;
+    for half in 0..2u32 {
+        common.write32(common::DRIVER_FEATURE_SELECT, half);
+        common.write32(common::DRIVER_FEATURE, (accepted >> (32 * half)) as u32);
+    }
+    common.write8(
+        common::DEVICE_STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
+    if common.read8(common::DEVICE_STATUS) & status::FEATURES_OK == 0 {
+        return Err("the device refused the features");
+    }
+
+    // MSI-X: entry 0 sends the core's message; the function's MSI-X on.
+    let entry = u64::from(msix.table_offset);
+    table.write32(entry, msi.address as u32);
+    table.write32(entry + 4, (msi.address >> 32) as u32);
+    table.write32(entry + 8, msi.data);
+    table.write32(entry + u64::from(vpci::MSIX_ENTRY_VECTOR_CONTROL), 0);
+    let control_at = msix.position + vpci::MSIX_CONTROL;
+    let control = function.read16(control_at);
+    function.write16(
+        control_at,
+        (control | vpci::MSIX_ENABLE) & !vpci::MSIX_FUNCTION_MASK,
+    );
+    common.write16(common::MSIX_CONFIG, vpci::NO_VECTOR);
+
+    // Queue 0.
+    common.write16(common::QUEUE_SELECT, 0);
+    let size = virtio::queue::choose_size(common.read16(common::QUEUE_SIZE).min(QUEUE_SIZE))
+        .ok_or("the device has no request queue")?;
+    let queue =
+        SplitQueue::new(dma, QUEUE_AT, size).map_err(|_| "the request queue does not fit")?;
+    common.write16(common::QUEUE_SIZE, size);
+    common.write64(common::QUEUE_DESC, queue.desc_physical());
+    common.write64(common::QUEUE_DRIVER, queue.avail_physical());
+    common.write64(common::QUEUE_DEVICE, queue.used_physical());
+    common.write16(common::QUEUE_MSIX_VECTOR, 0);
+    if common.read16(common::QUEUE_MSIX_VECTOR) != 0 {
+        return Err("the device refused MSI-X vector 0 for its queue");
+    }
+    let notify_off = common.read16(common::QUEUE_NOTIFY_OFF);
+    let notify_at =
+        caps.notify_offset(notify_off)
+            .and_then(|at| at.checked_sub(u64::from(caps.notify.offset)))
+            .ok_or("the queue's notification address lies outside its area")? as u32;
+    common.write16(common::QUEUE_ENABLE, 1);
+    common.write8(
+        common::DEVICE_STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+    );
+    let capacity = u64::from(device_config.read32(blk::CONFIG_CAPACITY))
+        | u64::from(device_config.read32(blk::CONFIG_CAPACITY + 4)) << 32;
+    Ok(Device {
+        common,
+        notify,
+        notify_at,
+        queue,
+        capacity,
+        flush: accepted & flush_bit != 0,
+    })
+}
+
+/// Puts `request` on the device in slot `slot`; `Ok(None)` for one that
+/// needs no device (size, counters), `Err` for one refused.
+fn submit(
+    device: &mut Device,
+    dma: &Dma,
+    slot: usize,
+    request: &Request,
+) -> Result<Option<Slot>, BlockStatus> {
+    let operation = Operation::from_u32(request.operation).ok_or(BlockStatus::Invalid)?;
+    let bytes = request.bytes().ok_or(BlockStatus::Invalid)?;
+    let header_at = HEADERS_AT + slot as u64 * 16;
+    let status_at = STATUS_AT + slot as u64;
+    let data_at = DATA_AT + slot as u64 * block_api::BLOCK as u64;
+    let header = match operation {
+        Operation::Size | Operation::Counters | Operation::Detach => return Ok(None),
+        Operation::Flush if !device.flush => return Err(BlockStatus::Unsupported),
+        Operation::Flush => RequestHeader::flush(),
+        Operation::Read | Operation::Write => {
+            blk::check_range(device.capacity, request.sector, bytes as u32)
+                .map_err(|_| BlockStatus::Invalid)?;
+            if operation == Operation::Read {
+                RequestHeader::read(request.sector)
+            } else {
+                dma.0.write(data_at, &request.data[..bytes]);
+                RequestHeader::write(request.sector)
+            }
+        }
+    };
+    header.write_to(dma, header_at);
+    blk::prepare_status(dma, status_at);
+    let data = (bytes > 0).then_some(Segment {
+        physical: dma.physical(data_at),
+        length: bytes as u32,
+        device_writes: operation == Operation::Read,
+    });
+    let (segments, count) =
+        blk::request_segments(dma.physical(header_at), data, dma.physical(status_at));
+    let head = device
+        .queue
+        .add(dma, &segments[..count])
+        .map_err(|_| BlockStatus::IoError)?;
+    Ok(Some(Slot {
+        id: request.id,
+        operation,
+        sectors: request.sectors,
+        head,
+    }))
+}
+
+/// The completion of the request in slot `slot`.
+fn complete(dma: &Dma, slot: usize, done: &Slot, completion: &mut Completion) {
+    completion.id = done.id;
+    completion.sectors = done.sectors;
+    completion.value = 0;
+    completion.status = match blk::read_status(dma, STATUS_AT + slot as u64) {
+        blk::Status::Ok => BlockStatus::Ok,
+        blk::Status::Unsupported => BlockStatus::Unsupported,
+        _ => BlockStatus::IoError,
+    } as u32;
+    if done.operation == Operation::Read && completion.status == BlockStatus::Ok as u32 {
+        let bytes = done.sectors as usize * block_api::SECTOR as usize;
+        let data_at = DATA_AT + slot as u64 * block_api::BLOCK as u64;
+        dma.0.read(data_at, &mut completion.data[..bytes]);
+    }
+}
+
+/// Sends a completion, waiting for space; a restarted client is simply
+/// sent to anew (it resends what it misses).
+fn send(completions: &mut Sender<Completion>, completion: &Completion) {
+    loop {
+        match completions.send(completion) {
+            Err(QueueError::PeerRestarted(_)) => {}
+            _ => return,
+        }
+    }
+}
