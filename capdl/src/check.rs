@@ -908,6 +908,20 @@ impl Checker<'_> {
             }
             bars |= 1 << number;
         }
+        if raw.bars.as_ref().is_some_and(Vec::is_empty) {
+            good = false;
+            let spot = entry.at(raw
+                .bars
+                .as_ref()
+                .and(Some(&raw.vendor))
+                .unwrap_or(&raw.vendor));
+            self.error(
+                &spot,
+                format!(
+                    "{context}: pci bars = [] maps no BAR; leave it out to map every memory BAR"
+                ),
+            );
+        }
         let msi = raw.msi.as_ref().map_or(0, |msi| msi.get_ref().0);
         let most = u64::from(INTERRUPT_LINES_ALL - FIRST_MSI_LINE);
         if msi > most {

@@ -994,6 +994,10 @@ fn pci_functions_are_checked() {
             "main.toml:2:89: component 'a': pci msi 9 is more than the 8 MSI vectors the core has",
         ]
     );
+    assert_eq!(
+        error("[components.a]\npci = { vendor = 1, device = 2, bars = [] }\n"),
+        "main.toml:2:18: component 'a': pci bars = [] maps no BAR; leave it out to map every memory BAR"
+    );
     // MSI vectors are interrupt lines: they need the forwarder.
     assert_eq!(
         error("[components.a]\npci = { vendor = 0x1af4, device = 0x1042, msi = 1 }\n"),

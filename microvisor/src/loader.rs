@@ -54,6 +54,12 @@ pub enum LoadError {
     NoDmaMemory { size: u64, below_4g: bool },
     /// The PCI function it drives was not found at boot.
     PciAbsent { vendor: u16, device: u16 },
+    /// Its PCI function has no memory BAR `bar`, which the system asks
+    /// to map.
+    PciNoBar { bar: usize },
+    /// A BAR of its PCI function lies over RAM, the core, the core's
+    /// device pages or another driver's device.
+    BarNotMappable { physical: u64, size: u64 },
 }
 
 impl core::fmt::Display for LoadError {
@@ -77,6 +83,14 @@ impl core::fmt::Display for LoadError {
             Self::PciAbsent { vendor, device } => {
                 write!(f, "its PCI device {vendor:04x}:{device:04x} is not present")
             }
+            Self::PciNoBar { bar } => write!(
+                f,
+                "its PCI function has no memory BAR {bar}, which the system asks to map"
+            ),
+            Self::BarNotMappable { physical, size } => write!(
+                f,
+                "its PCI function's BAR at {physical:#x} + {size:#x} lies over RAM, the core, the core's device pages or another driver's device"
+            ),
             Self::NoDmaMemory { size, below_4g } => write!(
                 f,
                 "no {size:#x} bytes of physically contiguous free memory{} for its DMA buffer",
@@ -107,6 +121,7 @@ pub fn vm_of_switcher(kernel: &Kernel, switcher: usize) -> Option<usize> {
 /// error nothing stays allocated but the component's DMA buffers, which
 /// are its for good.
 pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadError> {
+    pci_present(kernel, index)?;
     dma_buffers(kernel, index)?;
     let component = &kernel.components[index];
     let program = component.program();
@@ -135,22 +150,9 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
         tsc_hz: kernel.clock.tsc_per_ms.saturating_mul(1000),
     };
     let spec = kernel.spec;
-    let declared_pci = spec
-        .pci_devices
-        .iter()
-        .find(|p| p.component as usize == index);
-    let pci = match declared_pci {
-        None => None,
-        Some(declared) => {
-            let Some((_, function)) = kernel.pci_of(index) else {
-                return Err(LoadError::PciAbsent {
-                    vendor: declared.vendor,
-                    device: declared.device,
-                });
-            };
-            Some((declared, *function))
-        }
-    };
+    let pci = kernel
+        .pci_of(index)
+        .map(|(declared, function)| (declared, *function));
     let pci_given = pci.as_ref().map(|(declared, function)| PciGiven {
         function,
         msi_address: 0xfee0_0000 | u64::from(crate::arch::timer::apic_id()) << 12,
@@ -166,15 +168,27 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
     let bars = pci.map(|(declared, function)| {
         microvisor::pci::place_bars(&function, declared.bars, declared.window)
     });
-    if let Some(bar) = bars.iter().flatten().flatten().find(|bar| {
-        kernel
-            .not_devices
-            .overlaps(bar.physical_page, bar.pages * PAGE_SIZE)
-    }) {
-        return Err(LoadError::NotDeviceMemory {
-            physical: bar.physical_page,
-            size: bar.pages * PAGE_SIZE,
+    for bar in bars.iter().flatten().flatten() {
+        let (physical, size) = (bar.physical_page, bar.pages * PAGE_SIZE);
+        // Not over RAM or the core, not over the core's device pages, and
+        // no page shared with another driver's function (a BAR smaller
+        // than a page is mapped whole).
+        let mine = pci.map(|(_, function)| function.address);
+        let shared = kernel.pci.iter().flatten().any(|other| {
+            Some(other.address) != mine
+                && other.bars.iter().any(|b| {
+                    b.memory
+                        && b.size > 0
+                        && b.physical & !0xfff < physical + size
+                        && physical < (b.physical + b.size).next_multiple_of(PAGE_SIZE)
+                })
         });
+        if kernel.not_devices.overlaps(physical, size)
+            || microvisor_abi::spec::core_device_overlap(physical, size).is_some()
+            || shared
+        {
+            return Err(LoadError::BarNotMappable { physical, size });
+        }
     }
     let kernel_space = kernel.kernel_space;
     let grants = spec
@@ -444,4 +458,27 @@ fn map_range(
         )?;
     }
     Ok(())
+}
+
+/// Refuses a driver whose PCI function was not found, or lacks a memory
+/// BAR the system asks to map.
+fn pci_present(kernel: &Kernel, index: usize) -> Result<(), LoadError> {
+    let Some(declared) = kernel
+        .spec
+        .pci_devices
+        .iter()
+        .find(|declared| declared.component as usize == index)
+    else {
+        return Ok(());
+    };
+    let Some((_, function)) = kernel.pci_of(index) else {
+        return Err(LoadError::PciAbsent {
+            vendor: declared.vendor,
+            device: declared.device,
+        });
+    };
+    match microvisor::pci::missing_bar(function, declared.bars) {
+        Some(bar) => Err(LoadError::PciNoBar { bar }),
+        None => Ok(()),
+    }
 }

@@ -56,8 +56,8 @@ pub fn format_address(address: Address) -> (u32, u32, u32) {
     (address >> 8, (address >> 3) & 0x1f, address & 7)
 }
 
-/// The first function on the bus with `vendor:device` (at `at`, when
-/// given) that `taken` does not already claim; its BARs sized.
+/// The first endpoint function on the bus with `vendor:device` (at `at`,
+/// when given) that `taken` does not already claim; its BARs sized.
 pub fn find(
     config: &mut impl ConfigSpace,
     vendor: u16,
@@ -79,7 +79,10 @@ pub fn find(
                 let address = first | function;
                 let ids = config.read32(address, 0);
                 let matches = ids & 0xffff == u32::from(vendor) && ids >> 16 == u32::from(device);
-                if !matches || at.is_some_and(|at| at != address) || taken(address) {
+                // Only endpoints (header type 0): a bridge's writable
+                // windows would let its driver move memory around.
+                let endpoint = config.read32(address, 0x0c) >> 16 & 0x7f == 0;
+                if !matches || !endpoint || at.is_some_and(|at| at != address) || taken(address) {
                     continue;
                 }
                 return Some(Function {
@@ -175,6 +178,15 @@ pub fn place_bars(function: &Function, mask: u32, window: u64) -> [Option<Placed
         cursor += (pages + 1) * 4096;
     }
     placed
+}
+
+/// The first BAR `mask` names that is not an implemented memory BAR
+/// (nothing can be mapped for it).
+pub fn missing_bar(function: &Function, mask: u32) -> Option<usize> {
+    (0..6).find(|&index| {
+        let bar = function.bars[index];
+        mask & (1 << index) != 0 && (!bar.memory || bar.size == 0)
+    })
 }
 
 /// Whether a driver may make this access to its function's configuration
@@ -296,6 +308,10 @@ mod tests {
         assert_eq!(second.address, 0x2a);
         assert!(find(&mut bus, 0x1af4, 0x1042, Some(0x20), |_| false).is_none());
         assert!(find(&mut bus, 0x1af4, 0x1000, None, |_| false).is_none());
+        // BAR 0 is I/O and BAR 2 unimplemented: neither can be mapped.
+        assert_eq!(missing_bar(&found, 1 << 1 | 1 << 4), None);
+        assert_eq!(missing_bar(&found, 1 << 0), Some(0));
+        assert_eq!(missing_bar(&found, 1 << 2 | 1 << 4), Some(2));
         assert_eq!(format_address(0x2a), (0, 5, 2));
     }
 

@@ -108,11 +108,18 @@ fn pci_functions(kernel: &mut Kernel, spec: &Spec<'static>) {
                     declared.device
                 );
             }
-            None => log::error!(
-                "component '{name}': its PCI device {:04x}:{:04x} is not present",
-                declared.vendor,
-                declared.device
-            ),
+            None => match address.map(pci::format_address) {
+                Some((bus, slot, number)) => log::error!(
+                    "component '{name}': its PCI device {:04x}:{:04x} is not present at {bus:02x}:{slot:02x}.{number}",
+                    declared.vendor,
+                    declared.device
+                ),
+                None => log::error!(
+                    "component '{name}': its PCI device {:04x}:{:04x} is not present (or each one is another driver's)",
+                    declared.vendor,
+                    declared.device
+                ),
+            },
         }
         kernel.pci[at] = found;
     }

@@ -25,6 +25,7 @@
 //! forwarder only carries actions out. [`LineReport`] is the message in
 //! which it publishes a line's counters to other components.
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 

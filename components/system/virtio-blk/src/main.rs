@@ -343,7 +343,7 @@ fn main(start: &runtime::Start) -> i32 {
             let Some(done) = slots[index].take() else {
                 continue;
             };
-            complete(&dma, index, &done, &mut completion);
+            complete(&dma, index, &done, used.length, &mut completion);
             send(&mut completions, &completion);
             completed += 1;
             if crash_after.is_some_and(|after| completed >= after)
@@ -514,12 +514,20 @@ fn submit(
     }))
 }
 
-/// The completion of the request in slot `slot`.
-fn complete(dma: &Dma, slot: usize, done: &Slot, completion: &mut Completion) {
+/// The completion of the request in slot `slot`, of whose buffers the
+/// device says it wrote `written` bytes: a read that wrote less than its
+/// data and status byte is an I/O error, not stale data.
+fn complete(dma: &Dma, slot: usize, done: &Slot, written: u32, completion: &mut Completion) {
     completion.id = done.id;
     completion.sectors = done.sectors;
     completion.value = 0;
+    let data = if done.operation == Operation::Read {
+        done.sectors * block_api::SECTOR as u32
+    } else {
+        0
+    };
     completion.status = match blk::read_status(dma, STATUS_AT + slot as u64) {
+        _ if written < data + 1 => BlockStatus::IoError,
         blk::Status::Ok => BlockStatus::Ok,
         blk::Status::Unsupported => BlockStatus::Unsupported,
         _ => BlockStatus::IoError,
