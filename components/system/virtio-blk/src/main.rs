@@ -14,8 +14,11 @@
 //! the buffer, data copied in for a write), the device is notified once
 //! per batch, and each interrupt completes every request the device
 //! finished (data copied out for a read) before the line is acknowledged.
-//! No polling: without its MSI vector the driver refuses to start (INTx is
-//! not supported).
+//! No polling. Without an MSI vector it falls back to INTx: `intx=N` names
+//! the IOAPIC line the function's interrupt pin is wired to (granted with
+//! `interrupts = [N]`; on QEMU's q35 the chipset wires pin A of slot s to
+//! line 20 + s mod 4), and each interrupt reads the ISR status register,
+//! which deasserts the level-triggered line.
 //!
 //! The device is trusted no further than the queue logic allows: a used
 //! entry naming a chain not in flight, or claiming more bytes than its
@@ -146,9 +149,20 @@ struct Slot {
     head: u16,
 }
 
+/// How the device interrupts.
+#[derive(Clone, Copy)]
+enum Signal {
+    Msi(runtime::pci::MsiVector),
+    /// The IOAPIC line its INTx pin is wired to.
+    Intx(u32),
+}
+
 /// The device, set up.
 struct Device {
     common: Registers,
+    /// The ISR status register, read on each INTx interrupt (unused with
+    /// MSI-X).
+    isr: Option<Registers>,
     notify: Registers,
     notify_at: u32,
     queue: SplitQueue,
@@ -158,7 +172,7 @@ struct Device {
 
 fn main(start: &runtime::Start) -> i32 {
     let arguments = start
-        .arguments(&["requests", "completions", "crash_after", "bench"])
+        .arguments(&["requests", "completions", "crash_after", "bench", "intx"])
         .or_exit();
     let bench = arguments.number::<u32>("bench", 0).or_exit() != 0;
     let requests_name = arguments.text("requests").unwrap_or("requests");
@@ -178,13 +192,25 @@ fn main(start: &runtime::Start) -> i32 {
         return 2;
     };
     let dma = Dma(buffer);
-    let Some(msi) = function.msi(0) else {
-        println!(
-            "virtio-blk: needs an MSI vector (pci = {{ ..., msi = 1 }}); INTx is not supported"
-        );
-        return 2;
+    // MSI-X when the system gives a vector, else INTx on the line the
+    // system file says the function's pin is wired to (`intx=N` with
+    // `interrupts = [N]`).
+    let intx: Option<u32> = arguments.optional_number("intx").or_exit();
+    let signal = match (function.msi(0), intx) {
+        (Some(msi), _) => Signal::Msi(msi),
+        (None, Some(line)) => Signal::Intx(line),
+        (None, None) => {
+            println!(
+                "virtio-blk: needs an MSI vector (pci = {{ ..., msi = 1 }}) or an INTx line (intx=N with interrupts = [N])"
+            );
+            return 2;
+        }
     };
-    let line = match Line::find(start, msi.line) {
+    let line_number = match signal {
+        Signal::Msi(msi) => msi.line,
+        Signal::Intx(line) => line,
+    };
+    let line = match Line::find(start, line_number) {
         Ok(line) => line,
         Err(error) => {
             println!("virtio-blk: {error}");
@@ -205,7 +231,7 @@ fn main(start: &runtime::Start) -> i32 {
             return 2;
         }
     };
-    let mut device = match set_up(start, &function, &dma, msi) {
+    let mut device = match set_up(start, &function, &dma, signal) {
         Ok(device) => device,
         Err(why) => {
             println!("virtio-blk: {why}");
@@ -214,14 +240,17 @@ fn main(start: &runtime::Start) -> i32 {
     };
     let (bus, slot, number) = function.location();
     println!(
-        "virtio-blk: {bus:02x}:{slot:02x}.{number} {:04x}:{:04x}, {} sectors ({} KiB){}, queue of {}, MSI-X vector 0 as line {} (generation {})",
+        "virtio-blk: {bus:02x}:{slot:02x}.{number} {:04x}:{:04x}, {} sectors ({} KiB){}, queue of {}, {} as line {line_number} (generation {})",
         function.vendor,
         function.device,
         device.capacity,
         device.capacity / 2,
         if device.flush { ", flush" } else { "" },
         device.queue.size(),
-        msi.line,
+        match signal {
+            Signal::Msi(_) => "MSI-X vector 0",
+            Signal::Intx(_) => "INTx",
+        },
         start.generation()
     );
     line.ready();
@@ -318,6 +347,15 @@ fn main(start: &runtime::Start) -> i32 {
         }
         let woken = rdtsc();
         interrupts += 1;
+        // On INTx, reading the ISR status deasserts the line; a read with
+        // the queue bit clear is another device's interrupt on a shared
+        // line.
+        if let Some(isr) = &device.isr
+            && isr.read8(0) & vpci::ISR_QUEUE == 0
+        {
+            line.acknowledge();
+            continue;
+        }
         loop {
             let used = match device.queue.pop_used(&dma) {
                 Ok(Some(used)) => used,
@@ -365,7 +403,7 @@ fn set_up(
     start: &runtime::Start,
     function: &Function,
     dma: &Dma,
-    msi: runtime::pci::MsiVector,
+    signal: Signal,
 ) -> Result<Device, &'static str> {
     let config = vpci::snapshot(|offset| function.read8(offset));
     let caps =
@@ -382,8 +420,6 @@ fn set_up(
         .device
         .and_then(|region| Registers::new(start, region))
         .ok_or("the device configuration's BAR is not mapped")?;
-    let table = Function::bar(start, usize::from(msix.table_bar))
-        .ok_or("the MSI-X table's BAR is not mapped")?;
 
     // Reset: the last life may have left the device running on this
     // buffer. Bus mastering on for the device's DMA.
@@ -415,18 +451,33 @@ fn set_up(
         return Err("the device refused the features");
     }
 
-    // MSI-X: entry 0 sends the core's message; the function's MSI-X on.
-    let entry = u64::from(msix.table_offset);
-    table.write32(entry, msi.address as u32);
-    table.write32(entry + 4, (msi.address >> 32) as u32);
-    table.write32(entry + 8, msi.data);
-    table.write32(entry + u64::from(vpci::MSIX_ENTRY_VECTOR_CONTROL), 0);
+    // MSI-X: entry 0 sends the core's message and the function's MSI-X
+    // is on; or MSI-X off and INTx on (the command register's interrupt
+    // disable bit clear).
     let control_at = msix.position + vpci::MSIX_CONTROL;
     let control = function.read16(control_at);
-    function.write16(
-        control_at,
-        (control | vpci::MSIX_ENABLE) & !vpci::MSIX_FUNCTION_MASK,
-    );
+    let vector = match signal {
+        Signal::Msi(msi) => {
+            let table = Function::bar(start, usize::from(msix.table_bar))
+                .ok_or("the MSI-X table's BAR is not mapped")?;
+            let entry = u64::from(msix.table_offset);
+            table.write32(entry, msi.address as u32);
+            table.write32(entry + 4, (msi.address >> 32) as u32);
+            table.write32(entry + 8, msi.data);
+            table.write32(entry + u64::from(vpci::MSIX_ENTRY_VECTOR_CONTROL), 0);
+            function.write16(
+                control_at,
+                (control | vpci::MSIX_ENABLE) & !vpci::MSIX_FUNCTION_MASK,
+            );
+            0
+        }
+        Signal::Intx(_) => {
+            function.write16(control_at, control & !vpci::MSIX_ENABLE);
+            let command = function.read16(0x04);
+            function.write16(0x04, command & !(1 << 10));
+            vpci::NO_VECTOR
+        }
+    };
     common.write16(common::MSIX_CONFIG, vpci::NO_VECTOR);
 
     // Queue 0.
@@ -439,9 +490,9 @@ fn set_up(
     common.write64(common::QUEUE_DESC, queue.desc_physical());
     common.write64(common::QUEUE_DRIVER, queue.avail_physical());
     common.write64(common::QUEUE_DEVICE, queue.used_physical());
-    common.write16(common::QUEUE_MSIX_VECTOR, 0);
-    if common.read16(common::QUEUE_MSIX_VECTOR) != 0 {
-        return Err("the device refused MSI-X vector 0 for its queue");
+    common.write16(common::QUEUE_MSIX_VECTOR, vector);
+    if common.read16(common::QUEUE_MSIX_VECTOR) != vector {
+        return Err("the device refused the queue's MSI-X vector");
     }
     let notify_off = common.read16(common::QUEUE_NOTIFY_OFF);
     let notify_at =
@@ -455,8 +506,15 @@ fn set_up(
     );
     let capacity = u64::from(device_config.read32(blk::CONFIG_CAPACITY))
         | u64::from(device_config.read32(blk::CONFIG_CAPACITY + 4)) << 32;
+    let isr = match signal {
+        Signal::Msi(_) => None,
+        Signal::Intx(_) => Some(
+            Registers::new(start, caps.isr).ok_or("the ISR status register's BAR is not mapped")?,
+        ),
+    };
     Ok(Device {
         common,
+        isr,
         notify,
         notify_at,
         queue,
