@@ -30,6 +30,8 @@ use microvisor_abi::syscall::LOG_WRITE_MAX;
 pub mod arguments;
 pub mod dma;
 pub mod fault;
+#[cfg(feature = "heap")]
+pub mod heap;
 pub mod irq;
 pub mod mmio;
 pub mod notification;
@@ -145,6 +147,8 @@ pub fn enter(info: u64, main: fn(&Start) -> i32) -> ! {
     if info.magic != START_MAGIC {
         panic!("start-information page has a bad magic");
     }
+    #[cfg(feature = "heap")]
+    heap::init();
     let code = main(&Start { info });
     syscall::exit(code)
 }

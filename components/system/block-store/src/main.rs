@@ -1,0 +1,301 @@
+//! The block store: a ring-3 component that owns a VMKFS file system on a
+//! disk served by a block driver and serves one of its virtual disks to a
+//! client. Both sides speak `block_api` over queue pairs: `dev-requests` /
+//! `dev-completions` to the driver, `requests` / `completions` from the
+//! client.
+//!
+//! At start it mounts the file system (replaying its journal, so a crash
+//! at any point leaves every acknowledged write); with `format=1` a blank
+//! disk (its first sector all zeros) is formatted first, never one that
+//! holds anything. It opens the virtual disk `file=` exclusively, creating
+//! it with `size=` bytes when it does not exist, and then serves reads,
+//! writes, flushes and the size. A flush is acknowledged only once the
+//! engine made every earlier write durable on the disk under it.
+//!
+//! Restart: the core resets the client's queues and the client sends again
+//! what it has no completion for; the driver's queues are reset too, and
+//! requests this store sent in its last life complete with ids its new life
+//! ignores (each life numbers its requests from its generation).
+//!
+//! For fault-injection tests, `crash_after=N` makes its first life panic
+//! after N served requests.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::vec;
+
+use block_api::{BLOCK, Completion, Operation, Request, SECTOR, Status};
+use runtime::arguments::OrExit;
+use runtime::println;
+use runtime::queue::{QueueError, Receiver, Sender};
+use vmkfs::{BlockDevice, DeviceError, FileHandle, FormatOptions, IoKind, OpenMode, Store};
+
+runtime::component!(main);
+
+/// The disk under the store: a block driver's client, one request at a
+/// time.
+struct DriverDisk {
+    requests: Sender<Request>,
+    completions: Receiver<Completion>,
+    size: u64,
+    next_id: u64,
+    request: Box<Request>,
+    completion: Box<Completion>,
+}
+
+impl DriverDisk {
+    fn open(start: &runtime::Start) -> Option<Self> {
+        let mut disk = Self {
+            requests: Sender::open(start, "dev-requests").ok()?,
+            completions: Receiver::open(start, "dev-completions").ok()?,
+            size: 0,
+            next_id: u64::from(start.generation()) << 48,
+            request: Box::new(Request::new(0, Operation::Size, 0, 0)),
+            completion: Box::new(Completion::new(0, Status::Ok)),
+        };
+        disk.size = disk.call(Operation::Size, 0, 0).ok()? * SECTOR;
+        Some(disk)
+    }
+
+    /// One request to the driver, resent while the driver restarts; the
+    /// completion's value.
+    fn call(
+        &mut self,
+        operation: Operation,
+        sector: u64,
+        sectors: u32,
+    ) -> Result<u64, DeviceError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.request.id = id;
+        self.request.operation = operation as u32;
+        self.request.sector = sector;
+        self.request.sectors = sectors;
+        'send: loop {
+            if self.requests.send(&self.request).is_err() {
+                continue;
+            }
+            loop {
+                match self.completions.receive_into(&mut self.completion) {
+                    Ok(()) if self.completion.id == id => break 'send,
+                    Ok(()) => {}
+                    Err(QueueError::PeerRestarted(_)) | Err(QueueError::WouldBlock) => {
+                        continue 'send;
+                    }
+                }
+            }
+        }
+        if self.completion.status != Status::Ok as u32 {
+            return Err(DeviceError::Media {
+                offset: sector * SECTOR,
+            });
+        }
+        Ok(self.completion.value)
+    }
+}
+
+impl BlockDevice for DriverDisk {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read(&mut self, offset: u64, buffer: &mut [u8], _kind: IoKind) -> Result<(), DeviceError> {
+        vmkfs::device::check_request(offset, buffer.len(), self.size)?;
+        for (index, chunk) in buffer.chunks_mut(BLOCK).enumerate() {
+            let at = offset + (index * BLOCK) as u64;
+            self.call(
+                Operation::Read,
+                at / SECTOR,
+                (chunk.len() as u64 / SECTOR) as u32,
+            )?;
+            chunk.copy_from_slice(&self.completion.data[..chunk.len()]);
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8], _kind: IoKind) -> Result<(), DeviceError> {
+        vmkfs::device::check_request(offset, data.len(), self.size)?;
+        for (index, chunk) in data.chunks(BLOCK).enumerate() {
+            let at = offset + (index * BLOCK) as u64;
+            self.request.data[..chunk.len()].copy_from_slice(chunk);
+            self.call(
+                Operation::Write,
+                at / SECTOR,
+                (chunk.len() as u64 / SECTOR) as u32,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        self.call(Operation::Flush, 0, 0).map(|_| ())
+    }
+}
+
+fn main(start: &runtime::Start) -> i32 {
+    let arguments = start
+        .arguments(&["file", "size", "format", "crash_after"])
+        .or_exit();
+    let name = arguments.text("file").unwrap_or("disk0");
+    let size: u64 = arguments.number("size", 4 << 20).or_exit();
+    let format = arguments.number::<u32>("format", 0).or_exit() != 0;
+    let crash_after: Option<u64> = arguments
+        .optional_number("crash_after")
+        .or_exit()
+        .filter(|_| start.generation() == 1);
+    let Some(disk) = DriverDisk::open(start) else {
+        println!(
+            "block-store: needs the queues 'dev-requests' and 'dev-completions' to a block driver"
+        );
+        return 2;
+    };
+    let disk_bytes = disk.size;
+    let mut store = match Store::mount(vec![disk]) {
+        Ok(store) => store,
+        Err(error) => {
+            let Some(mut blank) = DriverDisk::open(start) else {
+                return 1;
+            };
+            let mut first = [0u8; 512];
+            let is_blank = blank.read(0, &mut first, IoKind::Data).is_ok()
+                && first.iter().all(|byte| *byte == 0);
+            if !(format && is_blank) {
+                println!("block-store: the disk does not mount: {error:?}");
+                return 1;
+            }
+            let options = FormatOptions {
+                block_size: 64 << 10,
+                ..FormatOptions::default()
+            };
+            match Store::format(vec![blank], &options) {
+                Ok(store) => {
+                    println!(
+                        "block-store: formatted the blank disk ({} KiB)",
+                        disk_bytes >> 10
+                    );
+                    store
+                }
+                Err(error) => {
+                    println!("block-store: formatting the blank disk failed: {error:?}");
+                    return 1;
+                }
+            }
+        }
+    };
+    if store.stat(name).is_err()
+        && let Err(error) = store.create(name, size).and_then(|()| store.flush())
+    {
+        println!("block-store: creating '{name}' failed: {error:?}");
+        return 1;
+    }
+    let handle = match store.open(name, OpenMode::ReadWrite) {
+        Ok(handle) => handle,
+        Err(error) => {
+            println!("block-store: opening '{name}' failed: {error:?}");
+            return 1;
+        }
+    };
+    let length = store.length(handle).unwrap_or(0);
+    println!(
+        "block-store: mounted ({} KiB disk); serving '{name}' ({} KiB) (generation {})",
+        disk_bytes >> 10,
+        length >> 10,
+        start.generation()
+    );
+    let (Ok(mut requests), Ok(mut completions)) = (
+        Receiver::<Request>::open(start, "requests"),
+        Sender::<Completion>::open(start, "completions"),
+    ) else {
+        println!("block-store: needs the queues 'requests' and 'completions' from its client");
+        return 2;
+    };
+    let mut request = Box::new(Request::new(0, Operation::Read, 0, 0));
+    let mut completion = Box::new(Completion::new(0, Status::Ok));
+    let mut served = 0u64;
+    loop {
+        match requests.receive_into(&mut request) {
+            Ok(()) => {}
+            // A restarted client resends what it misses.
+            Err(_) => continue,
+        }
+        serve(&mut store, handle, length, &request, &mut completion);
+        if request.operation == Operation::Detach as u32 {
+            // Durable first, then the driver lets the device go too.
+            let flushed = store.flush();
+            let disk = &mut store.devices_mut()[0];
+            let _ = disk.call(Operation::Detach, 0, 0);
+            let _ = completions.send(&completion);
+            println!(
+                "block-store: the client detached after {served} requests{}",
+                if flushed.is_ok() {
+                    ""
+                } else {
+                    "; the last flush failed"
+                }
+            );
+            return i32::from(flushed.is_err());
+        }
+        while let Err(QueueError::PeerRestarted(_)) = completions.send(&completion) {}
+        served += 1;
+        if crash_after.is_some_and(|after| served >= after) {
+            println!("block-store: crashing after {served} requests (crash_after)");
+            panic!("crash requested (crash_after)");
+        }
+    }
+}
+
+/// Serves one request from the virtual disk `handle` of `length` bytes.
+fn serve(
+    store: &mut Store<DriverDisk>,
+    handle: FileHandle,
+    length: u64,
+    request: &Request,
+    completion: &mut Completion,
+) {
+    completion.id = request.id;
+    completion.sectors = request.sectors;
+    completion.value = 0;
+    let status = match (Operation::from_u32(request.operation), request.bytes()) {
+        (Some(Operation::Read), Some(bytes)) => {
+            let offset = request.sector.saturating_mul(SECTOR);
+            match store.read(handle, offset, &mut completion.data[..bytes]) {
+                Ok(()) => Status::Ok,
+                Err(_) if offset.saturating_add(bytes as u64) > length => Status::Invalid,
+                Err(_) => Status::IoError,
+            }
+        }
+        (Some(Operation::Write), Some(bytes)) => {
+            let offset = request.sector.saturating_mul(SECTOR);
+            match store.write(handle, offset, &request.data[..bytes]) {
+                Ok(()) => Status::Ok,
+                Err(_) if offset.saturating_add(bytes as u64) > length => Status::Invalid,
+                Err(_) => Status::IoError,
+            }
+        }
+        (Some(Operation::Flush), _) => match store.flush() {
+            Ok(()) => Status::Ok,
+            Err(_) => Status::IoError,
+        },
+        (Some(Operation::Size), _) => {
+            completion.value = length / SECTOR;
+            Status::Ok
+        }
+        // The driver's counters: the interrupts under this disk.
+        (Some(Operation::Counters), _) => {
+            match store.devices_mut()[0].call(Operation::Counters, 0, 0) {
+                Ok(interrupts) => {
+                    completion.value = interrupts;
+                    Status::Ok
+                }
+                Err(_) => Status::IoError,
+            }
+        }
+        (Some(Operation::Detach), _) => Status::Ok,
+        _ => Status::Invalid,
+    };
+    completion.status = status as u32;
+}
