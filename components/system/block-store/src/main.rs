@@ -1,15 +1,15 @@
 //! The block store: a ring-3 component that owns a VMKFS file system on a
-//! disk served by a block driver and serves one of its virtual disks to a
-//! client. Both sides speak `block_api` over queue pairs: `dev-requests` /
-//! `dev-completions` to the driver, `requests` / `completions` from the
-//! client.
+//! disk served by a block driver and serves its virtual disks to clients. Both sides speak `block_api` over queue pairs: `dev-requests` /
+//! `dev-completions` to the driver, one pair from each client.
 //!
 //! At start it mounts the file system (replaying its journal, so a crash
 //! at any point leaves every acknowledged write); with `format=1` a blank
 //! disk (its first sector all zeros) is formatted first, never one that
-//! holds anything. It opens the virtual disk `file=` exclusively, creating
-//! it with `size=` bytes when it does not exist, and then serves reads,
-//! writes, flushes and the size. A flush is acknowledged only once the
+//! holds anything. Each client is a queue pair `<disk>-requests` /
+//! `<disk>-completions` (or `requests` / `completions` for the disk
+//! `file=`); the store opens each client's virtual disk exclusively,
+//! creating it with `size=` bytes when it does not exist, and then serves
+//! reads, writes, flushes and the size, client after client. A flush is acknowledged only once the
 //! engine made every earlier write durable on the disk under it.
 //!
 //! Restart: the core resets the client's queues and the client sends again
@@ -26,12 +26,16 @@
 extern crate alloc;
 
 use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
 use alloc::vec;
+use alloc::vec::Vec;
 
 use block_api::{BLOCK, Completion, Operation, Request, SECTOR, Status};
+use runtime::abi::start::ResourceView;
 use runtime::arguments::OrExit;
-use runtime::println;
 use runtime::queue::{QueueError, Receiver, Sender};
+use runtime::{notification, println};
 use vmkfs::{BlockDevice, DeviceError, FileHandle, FormatOptions, IoKind, OpenMode, Store};
 
 runtime::component!(main);
@@ -186,51 +190,105 @@ fn main(start: &runtime::Start) -> i32 {
             }
         }
     };
-    if store.stat(name).is_err()
-        && let Err(error) = store.create(name, size).and_then(|()| store.flush())
-    {
-        println!("block-store: creating '{name}' failed: {error:?}");
-        return 1;
-    }
-    let handle = match store.open(name, OpenMode::ReadWrite) {
-        Ok(handle) => handle,
-        Err(error) => {
-            println!("block-store: opening '{name}' failed: {error:?}");
+    // The clients: each queue pair `<disk>-requests` / `<disk>-completions`
+    // serves the virtual disk `<disk>` (the pair `requests` / `completions`
+    // serves `file=`).
+    let mut clients: Vec<Client> = Vec::new();
+    for (queue, view) in start.views() {
+        let ResourceView::QueueReceive(_) = view else {
+            continue;
+        };
+        let (disk, answers) = match queue.strip_suffix("-requests") {
+            Some(disk) => (disk, format!("{disk}-completions")),
+            None if queue == "requests" => (name, String::from("completions")),
+            None => continue,
+        };
+        let (Ok(requests), Ok(completions)) = (
+            Receiver::<Request>::open(start, queue),
+            Sender::<Completion>::open(start, &answers),
+        ) else {
+            println!("block-store: the queue '{queue}' comes without '{answers}'");
+            return 2;
+        };
+        if store.stat(disk).is_err()
+            && let Err(error) = store.create(disk, size).and_then(|()| store.flush())
+        {
+            println!("block-store: creating '{disk}' failed: {error:?}");
             return 1;
         }
-    };
-    let length = store.length(handle).unwrap_or(0);
+        // Exclusive: the only handle of the disk.
+        let handle = match store.open(disk, OpenMode::ReadWrite) {
+            Ok(handle) => handle,
+            Err(error) => {
+                println!("block-store: opening '{disk}' failed: {error:?}");
+                return 1;
+            }
+        };
+        clients.push(Client {
+            disk: String::from(disk),
+            length: store.length(handle).unwrap_or(0),
+            handle,
+            requests,
+            completions,
+            detached: false,
+        });
+    }
+    if clients.is_empty() {
+        println!("block-store: no client queues ('<disk>-requests' and '<disk>-completions')");
+        return 2;
+    }
+    let mut listed = String::new();
+    for client in &clients {
+        let separator = if listed.is_empty() { "" } else { ", " };
+        listed.push_str(&format!(
+            "{separator}'{}' ({} KiB)",
+            client.disk,
+            client.length >> 10
+        ));
+    }
     println!(
-        "block-store: mounted ({} KiB disk); serving '{name}' ({} KiB) (generation {})",
+        "block-store: mounted ({} KiB disk); serving {listed} (generation {})",
         disk_bytes >> 10,
-        length >> 10,
         start.generation()
     );
-    let (Ok(mut requests), Ok(mut completions)) = (
-        Receiver::<Request>::open(start, "requests"),
-        Sender::<Completion>::open(start, "completions"),
-    ) else {
-        println!("block-store: needs the queues 'requests' and 'completions' from its client");
-        return 2;
-    };
     let mut request = Box::new(Request::new(0, Operation::Read, 0, 0));
     let mut completion = Box::new(Completion::new(0, Status::Ok));
     let mut served = 0u64;
     loop {
-        match requests.receive_into(&mut request) {
-            Ok(()) => {}
-            // A restarted client resends what it misses.
-            Err(_) => continue,
+        // Every request that waits, client by client.
+        let mut busy = false;
+        for client in clients.iter_mut().filter(|client| !client.detached) {
+            while client.requests.try_receive_into(&mut request).is_ok() {
+                busy = true;
+                serve(&mut store, client, &request, &mut completion);
+                if request.operation == Operation::Detach as u32 {
+                    client.detached = true;
+                    let flushed = store.flush();
+                    completion.status = if flushed.is_ok() {
+                        Status::Ok
+                    } else {
+                        Status::IoError
+                    } as u32;
+                    let _ = client.completions.send(&completion);
+                    println!("block-store: '{}' detached", client.disk);
+                    break;
+                }
+                while let Err(QueueError::PeerRestarted(_)) = client.completions.send(&completion) {
+                }
+                served += 1;
+                if crash_after.is_some_and(|after| served >= after) {
+                    println!("block-store: crashing after {served} requests (crash_after)");
+                    panic!("crash requested (crash_after)");
+                }
+            }
         }
-        serve(&mut store, handle, length, &request, &mut completion);
-        if request.operation == Operation::Detach as u32 {
-            // Durable first, then the driver lets the device go too.
+        if clients.iter().all(|client| client.detached) {
+            // Every client is done: durable, then the driver lets the
+            // device go too.
             let flushed = store.flush();
-            let disk = &mut store.devices_mut()[0];
-            let _ = disk.call(Operation::Detach, 0, 0);
-            let _ = completions.send(&completion);
+            let _ = store.devices_mut()[0].call(Operation::Detach, 0, 0);
             println!(
-                "block-store: the client detached after {served} requests{}",
+                "block-store: every client detached after {served} requests{}",
                 if flushed.is_ok() {
                     ""
                 } else {
@@ -239,23 +297,43 @@ fn main(start: &runtime::Start) -> i32 {
             );
             return i32::from(flushed.is_err());
         }
-        while let Err(QueueError::PeerRestarted(_)) = completions.send(&completion) {}
-        served += 1;
-        if crash_after.is_some_and(|after| served >= after) {
-            println!("block-store: crashing after {served} requests (crash_after)");
-            panic!("crash requested (crash_after)");
+        if busy {
+            continue;
+        }
+        // Sleep until a client sends (asking each to signal).
+        let mut bits = 0u64;
+        let mut waiting = true;
+        for client in clients.iter().filter(|client| !client.detached) {
+            waiting &= client.requests.arm();
+            bits |= 1 << client.requests.bit();
+        }
+        if waiting {
+            notification::wait_for(bits, None);
+        }
+        for client in &clients {
+            client.requests.disarm();
         }
     }
 }
 
-/// Serves one request from the virtual disk `handle` of `length` bytes.
-fn serve(
-    store: &mut Store<DriverDisk>,
+/// One client and the virtual disk it is served.
+struct Client {
+    disk: String,
     handle: FileHandle,
     length: u64,
+    requests: Receiver<Request>,
+    completions: Sender<Completion>,
+    detached: bool,
+}
+
+/// Serves one request from `client`'s virtual disk.
+fn serve(
+    store: &mut Store<DriverDisk>,
+    client: &Client,
     request: &Request,
     completion: &mut Completion,
 ) {
+    let (handle, length) = (client.handle, client.length);
     completion.id = request.id;
     completion.sectors = request.sectors;
     completion.value = 0;

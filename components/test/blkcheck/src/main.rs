@@ -1,7 +1,9 @@
-//! A block server's test client (a block driver's, or the block store's): writes `blocks=` 4 KiB blocks (default
-//! 64) of a pattern that names each block, flushes, reads them all back
+//! A block server's test client (a block driver's, or the block store's):
+//! writes `blocks=` 4 KiB blocks (default 64) of a pattern that names each
+//! block (and `seed=`), flushes, reads them all back
 //! and checks every byte, keeping `depth=` requests in flight (default 8)
-//! over the queues `requests` and `completions` (`block_api`). It then
+//! over the queues `<disk>-requests` and `<disk>-completions` for `disk=`
+//! (else `requests` and `completions`; `block_api`). It then
 //! asks the driver for its counters and prints how many interrupts the
 //! I/O took. When the server (the driver, or the block store in front of
 //! it) restarts, the queues report it and the client sends again every
@@ -43,6 +45,7 @@ struct Client {
     request: Request,
     completion: Completion,
     resends: u64,
+    seed: u64,
 }
 
 impl Client {
@@ -50,12 +53,13 @@ impl Client {
     /// operation); `false` when the driver restarted meanwhile.
     fn send(&mut self, id: u64, operation: Operation) -> bool {
         self.request.id = id;
+        let id_pattern = id ^ self.seed;
         self.request.operation = operation as u32;
         self.request.sector = id * u64::from(SECTORS);
         self.request.sectors = SECTORS;
         if operation == Operation::Write {
             for (offset, byte) in self.request.data.iter_mut().enumerate() {
-                *byte = pattern(id, offset);
+                *byte = pattern(id_pattern, offset);
             }
         }
         self.requests.send(&self.request).is_ok()
@@ -153,7 +157,24 @@ impl Client {
 }
 
 fn main(start: &runtime::Start) -> i32 {
-    let arguments = start.arguments(&["blocks", "depth", "bench"]).or_exit();
+    let arguments = start
+        .arguments(&["blocks", "depth", "bench", "disk", "seed"])
+        .or_exit();
+    let mut names = [runtime::LineWriter::new(), runtime::LineWriter::new()];
+    let (requests_name, completions_name) = match arguments.text("disk") {
+        None => ("requests", "completions"),
+        Some(disk) => {
+            use core::fmt::Write;
+            let _ = write!(names[0], "{disk}-requests");
+            let _ = write!(names[1], "{disk}-completions");
+            let [requests, completions] = &names;
+            (
+                core::str::from_utf8(requests.as_bytes()).unwrap_or(""),
+                core::str::from_utf8(completions.as_bytes()).unwrap_or(""),
+            )
+        }
+    };
+    let seed: u64 = arguments.number("seed", 0).or_exit();
     let blocks: u64 = arguments.number("blocks", 64).or_exit();
     let depth: u64 = arguments.number("depth", 8).or_exit();
     let bench: u64 = arguments.number("bench", 0).or_exit();
@@ -162,10 +183,12 @@ fn main(start: &runtime::Start) -> i32 {
         return 2;
     }
     let (Ok(requests), Ok(completions)) = (
-        Sender::<Request>::open(start, "requests"),
-        Receiver::<Completion>::open(start, "completions"),
+        Sender::<Request>::open(start, requests_name),
+        Receiver::<Completion>::open(start, completions_name),
     ) else {
-        println!("blkcheck: needs the queues 'requests' (to the driver) and 'completions'");
+        println!(
+            "blkcheck: needs the queues '{requests_name}' (to the server) and '{completions_name}'"
+        );
         return 2;
     };
     let mut client = Client {
@@ -174,6 +197,7 @@ fn main(start: &runtime::Start) -> i32 {
         request: Request::new(0, Operation::Read, 0, 0),
         completion: Completion::new(0, Status::Ok),
         resends: 0,
+        seed,
     };
     // Ids above the blocks' for requests that move none.
     let size = client
@@ -205,7 +229,7 @@ fn main(start: &runtime::Start) -> i32 {
                 .data
                 .iter()
                 .enumerate()
-                .all(|(offset, byte)| *byte == pattern(id, offset));
+                .all(|(offset, byte)| *byte == pattern(id ^ seed, offset));
         if !right {
             println!(
                 "blkcheck: block {id} read back wrong (status {})",
