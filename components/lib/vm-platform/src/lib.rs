@@ -49,7 +49,9 @@
 //! - [`rtc`]: the CMOS real-time clock and CMOS memory at ports 0x70/0x71.
 //! - [`fw_cfg`]: QEMU's firmware configuration device at ports 0x510/0x511.
 //! - [`pci`]: the PCI host bridge on configuration mechanism #1 and the
-//!   slots for future PCI functions.
+//!   slots for PCI functions.
+//! - [`virtio_blk`]: a virtio-blk PCI function (one queue, MSI-X and
+//!   INTx) whose requests the world switcher carries to the block store.
 //!
 //! The world-switcher component wires these to the vCPU exits.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
@@ -84,6 +86,7 @@ pub mod pvh;
 pub mod rtc;
 pub mod setup;
 pub mod uart;
+pub mod virtio_blk;
 pub mod writer;
 
 /// How much RAM the guest has below and above the 4 GiB line (what
