@@ -126,8 +126,26 @@ pub fn make_iso(request: &BootRequest) -> Result<PathBuf> {
     Ok(iso)
 }
 
-/// Boots the request in Bochs.
+/// What Bochs says when its headless display found no free port: the
+/// run never started, so it is made once more.
+const RFB_NO_PORT: &str = "RFB could not bind any port";
+
+/// Boots the request in Bochs (once more if Bochs could not start its
+/// display for want of a port, which happens rarely on a busy machine).
 pub fn run(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome> {
+    let outcome = run_once(request, sink)?;
+    let no_port =
+        matches!(&outcome.ending, Ending::EmulatorError(why) if why.contains(RFB_NO_PORT));
+    if no_port && outcome.lines.is_empty() {
+        eprintln!("mvbuild: Bochs found no free display port; starting it again");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        return run_once(request, sink);
+    }
+    Ok(outcome)
+}
+
+/// One Bochs run of the request.
+fn run_once(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome> {
     if !request.disks.is_empty() {
         bail!("[machine] disks need QEMU (Bochs runs here attach none)");
     }
