@@ -1684,12 +1684,12 @@ impl Checker<'_> {
                 .is_some_and(|value| *value.get_ref())
                 || console == Some(name.as_str());
             if console_input {
+                let spot = raw
+                    .console_input
+                    .as_ref()
+                    .map_or(entry.spot.clone(), |value| entry.at(value));
                 if let Some(other) = vms.iter().find(|vm| vm.console_input) {
                     good = false;
-                    let spot = raw
-                        .console_input
-                        .as_ref()
-                        .map_or(entry.spot.clone(), |value| entry.at(value));
                     self.error(
                         &spot,
                         format!(
@@ -1705,10 +1705,6 @@ impl Checker<'_> {
                         .any(|grant| grant.line == CONSOLE_LINE)
                 {
                     good = false;
-                    let spot = raw
-                        .console_input
-                        .as_ref()
-                        .map_or(entry.spot.clone(), |value| entry.at(value));
                     self.error(
                         &spot,
                         format!(

@@ -77,22 +77,19 @@ fn forwarded_line(vector: u64) -> Option<u64> {
 /// remembered and the line masked (`microvisor::interrupt_lines`). Nothing
 /// else here decides who gets it.
 fn line_interrupt(kernel: &mut Kernel, line: u64) {
-    match kernel.lines.fired(line) {
-        Fired::Signal {
-            signal: (forwarder, bits),
-            mask,
-        } => {
-            if mask {
-                ioapic::mask(line);
-            }
-            timer::end_of_interrupt();
-            kernel.notify(forwarder, bits);
-        }
-        Fired::Again => {
-            ioapic::mask(line);
-            timer::end_of_interrupt();
-        }
-        Fired::NotForwarded => timer::end_of_interrupt(),
+    let fired = kernel.lines.fired(line);
+    // Masked before the EOI, so a level line still asserted does not
+    // interrupt again at once.
+    if matches!(fired, Fired::Signal { mask: true, .. } | Fired::Again) {
+        ioapic::mask(line);
+    }
+    timer::end_of_interrupt();
+    if let Fired::Signal {
+        signal: (forwarder, bits),
+        ..
+    } = fired
+    {
+        kernel.notify(forwarder, bits);
     }
 }
 

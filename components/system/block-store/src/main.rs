@@ -338,17 +338,14 @@ fn serve(
     completion.sectors = request.sectors;
     completion.value = 0;
     let status = match (Operation::from_u32(request.operation), request.bytes()) {
-        (Some(Operation::Read), Some(bytes)) => {
+        (Some(operation @ (Operation::Read | Operation::Write)), Some(bytes)) => {
             let offset = request.sector.saturating_mul(SECTOR);
-            match store.read(handle, offset, &mut completion.data[..bytes]) {
-                Ok(()) => Status::Ok,
-                Err(_) if offset.saturating_add(bytes as u64) > length => Status::Invalid,
-                Err(_) => Status::IoError,
-            }
-        }
-        (Some(Operation::Write), Some(bytes)) => {
-            let offset = request.sector.saturating_mul(SECTOR);
-            match store.write(handle, offset, &request.data[..bytes]) {
+            let done = if operation == Operation::Read {
+                store.read(handle, offset, &mut completion.data[..bytes])
+            } else {
+                store.write(handle, offset, &request.data[..bytes])
+            };
+            match done {
                 Ok(()) => Status::Ok,
                 Err(_) if offset.saturating_add(bytes as u64) > length => Status::Invalid,
                 Err(_) => Status::IoError,
