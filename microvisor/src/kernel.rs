@@ -242,10 +242,23 @@ impl Kernel {
     }
 
     /// Sets `bits` in component `target`'s notification word, waking it
-    /// if it waits.
+    /// if it waits. A world switcher that does not wait may be inside
+    /// `VcpuRun` (its guest running, or preempted there): its VM is poked,
+    /// so the run ends before or at its next entry and the switcher sees
+    /// the bits (a block store's completions, console input, a restart
+    /// request) without waiting for the guest's next exit.
     pub fn notify(&mut self, target: usize, bits: u64) {
-        if let Some(component) = self.components[..self.component_count].get_mut(target) {
-            component.signal(bits);
+        let Some(component) = self.components[..self.component_count].get_mut(target) else {
+            return;
+        };
+        let waiting = component.state() == ComponentState::Waiting;
+        component.signal(bits);
+        if !waiting {
+            for vm in self.vms[..self.vm_count].iter_mut() {
+                if vm.switcher() == target {
+                    vm.poke();
+                }
+            }
         }
     }
 

@@ -123,12 +123,6 @@ fn console_interrupt(kernel: &mut Kernel) {
     };
     if arrived > 0 {
         kernel.notify(holder, bits);
-        if let Some(vm) = kernel.vms[..kernel.vm_count]
-            .iter_mut()
-            .find(|vm| vm.switcher() == holder)
-        {
-            vm.poke();
-        }
     }
 }
 

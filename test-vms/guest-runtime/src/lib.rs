@@ -28,6 +28,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 pub mod arch;
 pub mod boot;
+pub mod devices;
 pub mod exceptions;
 pub mod hypervisor;
 pub mod interrupts;

@@ -182,16 +182,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
             };
         }
         if count > 0 {
-            ring.word64(TAIL_OFFSET)
-                .store(tail + count as u64, Ordering::Release);
-            fence(Ordering::SeqCst);
-            if ring.word32(RECEIVER_WAITING_OFFSET).load(Ordering::Relaxed) != 0 {
-                if self.defer {
-                    notification::defer_signal(ring.signal);
-                } else {
-                    syscall::signal(ring.signal);
-                }
-            }
+            self.publish(tail + count as u64);
         }
         Ok(count)
     }
@@ -219,6 +210,53 @@ impl<T: IntoBytes + Immutable> Sender<T> {
             }
         }
         Ok(())
+    }
+
+    /// Sends one message written in place, in the slot itself: `fill`
+    /// gets the slot (zeroed where it does not write) and says whether to
+    /// send it. This is how bulk data (a guest's disk write) reaches the
+    /// receiver with one copy. [`QueueError::WouldBlock`] when the ring is
+    /// full; the receiver is signalled as by [`Self::try_send_batch`].
+    pub fn try_send_in_place(
+        &mut self,
+        fill: impl FnOnce(&mut SlotWriter<'_>) -> bool,
+    ) -> Result<(), QueueError> {
+        self.ring.check_generation()?;
+        let ring = &self.ring;
+        let tail = ring.word64(TAIL_OFFSET).load(Ordering::Relaxed);
+        let head = ring.word64(HEAD_OFFSET).load(Ordering::Acquire);
+        if tail.wrapping_sub(head) >= ring.slot_count {
+            return Err(QueueError::WouldBlock);
+        }
+        let mut writer = SlotWriter {
+            slot: ring.slot(tail),
+            length: size_of::<T>(),
+            _slot: PhantomData,
+        };
+        // SAFETY: the slot lies inside the queue memory and holds at least
+        // size_of::<T>() bytes; the receiver does not read it before `tail`
+        // moves past it.
+        unsafe { core::ptr::write_bytes(writer.slot, 0, writer.length) };
+        if !fill(&mut writer) {
+            return Err(QueueError::WouldBlock);
+        }
+        self.publish(tail + 1);
+        Ok(())
+    }
+
+    /// Publishes the slots up to `tail` and signals the receiver if it
+    /// sleeps.
+    fn publish(&self, tail: u64) {
+        let ring = &self.ring;
+        ring.word64(TAIL_OFFSET).store(tail, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if ring.word32(RECEIVER_WAITING_OFFSET).load(Ordering::Relaxed) != 0 {
+            if self.defer {
+                notification::defer_signal(ring.signal);
+            } else {
+                syscall::signal(ring.signal);
+            }
+        }
     }
 
     fn sleep_until_room(&mut self) -> Result<(), QueueError> {
@@ -280,14 +318,19 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
             };
         }
         if count > 0 {
-            ring.word64(HEAD_OFFSET)
-                .store(head + count as u64, Ordering::Release);
-            fence(Ordering::SeqCst);
-            if ring.word32(SENDER_WAITING_OFFSET).load(Ordering::Relaxed) != 0 {
-                syscall::signal(ring.signal);
-            }
+            self.release(head + count as u64);
         }
         Ok(count)
+    }
+
+    /// Frees the slots up to `head` and signals the sender if it sleeps.
+    fn release(&self, head: u64) {
+        let ring = &self.ring;
+        ring.word64(HEAD_OFFSET).store(head, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if ring.word32(SENDER_WAITING_OFFSET).load(Ordering::Relaxed) != 0 {
+            syscall::signal(ring.signal);
+        }
     }
 
     /// Takes one message without waiting.
@@ -343,6 +386,32 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
         }
     }
 
+    /// Takes one message without waiting, read in place: `read` gets the
+    /// slot, copies out what it needs (each byte once: the sender may
+    /// change the slot under it) and its answer is returned. With
+    /// [`SlotReader::to_guest`], bulk data (a disk read for a guest) leaves
+    /// the queue with one copy.
+    pub fn try_receive_in_place<R>(
+        &mut self,
+        read: impl FnOnce(&SlotReader<'_>) -> R,
+    ) -> Result<R, QueueError> {
+        self.ring.check_generation()?;
+        let ring = &self.ring;
+        let head = ring.word64(HEAD_OFFSET).load(Ordering::Relaxed);
+        let tail = ring.word64(TAIL_OFFSET).load(Ordering::Acquire);
+        if tail == head {
+            return Err(QueueError::WouldBlock);
+        }
+        let reader = SlotReader {
+            slot: ring.slot(head),
+            length: size_of::<T>(),
+            _slot: PhantomData,
+        };
+        let answer = read(&reader);
+        self.release(head + 1);
+        Ok(answer)
+    }
+
     /// For a component that waits for this queue together with other
     /// bits (a driver waiting for its requests and its interrupt): asks
     /// the sender to signal [`Self::bit`] for the next message, and says
@@ -384,6 +453,104 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
         } else {
             Ok(())
         }
+    }
+}
+
+/// A slot being written by [`Sender::try_send_in_place`]: bounds-checked
+/// copies into shared memory.
+pub struct SlotWriter<'a> {
+    slot: *mut u8,
+    length: usize,
+    _slot: PhantomData<&'a mut [u8]>,
+}
+
+impl SlotWriter<'_> {
+    /// Copies `bytes` to `offset`; `false` (nothing written) past the
+    /// message's end.
+    pub fn put(&mut self, offset: usize, bytes: &[u8]) -> bool {
+        if offset
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > self.length)
+        {
+            return false;
+        }
+        // SAFETY: inside the slot (checked); shared memory that no Rust
+        // reference covers.
+        unsafe {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.slot.add(offset), bytes.len())
+        };
+        true
+    }
+
+    /// Copies `length` bytes of guest memory at `address` to `offset`;
+    /// `false` past the message's end or outside guest memory.
+    pub fn put_guest(
+        &mut self,
+        offset: usize,
+        memory: &crate::vm::GuestMemory,
+        address: u64,
+        length: usize,
+    ) -> bool {
+        if offset
+            .checked_add(length)
+            .is_none_or(|end| end > self.length)
+        {
+            return false;
+        }
+        // SAFETY: the destination is inside the slot (checked), which no
+        // Rust reference covers.
+        unsafe { memory.copy_out(address, self.slot.add(offset), length) }.is_ok()
+    }
+}
+
+/// A slot being read by [`Receiver::try_receive_in_place`].
+pub struct SlotReader<'a> {
+    slot: *const u8,
+    length: usize,
+    _slot: PhantomData<&'a [u8]>,
+}
+
+impl SlotReader<'_> {
+    /// Copies the bytes at `offset` into `into`; `false` past the
+    /// message's end.
+    pub fn get(&self, offset: usize, into: &mut [u8]) -> bool {
+        if offset
+            .checked_add(into.len())
+            .is_none_or(|end| end > self.length)
+        {
+            return false;
+        }
+        // SAFETY: inside the slot (checked).
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.slot.add(offset), into.as_mut_ptr(), into.len())
+        };
+        true
+    }
+
+    /// The message's first `size_of::<H>()` bytes as an `H` (a header
+    /// whose fields the caller then validates).
+    pub fn header<H: FromBytes + IntoBytes>(&self) -> Option<H> {
+        let mut header = H::new_zeroed();
+        self.get(0, header.as_mut_bytes()).then_some(header)
+    }
+
+    /// Copies `length` bytes at `offset` into guest memory at `address`;
+    /// `false` past the message's end or outside guest memory.
+    pub fn to_guest(
+        &self,
+        offset: usize,
+        length: usize,
+        memory: &crate::vm::GuestMemory,
+        address: u64,
+    ) -> bool {
+        if offset
+            .checked_add(length)
+            .is_none_or(|end| end > self.length)
+        {
+            return false;
+        }
+        // SAFETY: the source is inside the slot (checked).
+        unsafe { memory.copy_in(address, self.slot.add(offset), length) }.is_ok()
     }
 }
 
@@ -593,5 +760,48 @@ mod tests {
             Sender::<u64>::from_resource(Some(&resource)),
             Err(OpenError::BadHeader)
         ));
+    }
+
+    #[test]
+    fn messages_written_and_read_in_place() {
+        let memory = Memory::new(64, 2);
+        let resource = memory.resource(64, 2);
+        let mut sender = Sender::<Message>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<Message>::from_resource(Some(&resource)).unwrap();
+        // Written in two pieces; what is not written reads as zero.
+        sender
+            .try_send_in_place(|slot| {
+                slot.put(0, &7u64.to_le_bytes())
+                    && slot.put(56, &9u64.to_le_bytes())
+                    && !slot.put(60, &[0; 8])
+                    && !slot.put(usize::MAX, &[1])
+            })
+            .unwrap();
+        // A fill that says no sends nothing.
+        assert_eq!(
+            sender.try_send_in_place(|slot| !slot.put(0, &[1])),
+            Err(QueueError::WouldBlock)
+        );
+        sender.try_send(&Message::new(3)).unwrap();
+        assert_eq!(
+            sender.try_send_in_place(|_| true),
+            Err(QueueError::WouldBlock),
+            "full"
+        );
+        let first = receiver
+            .try_receive_in_place(|slot| {
+                let mut tail = [0u8; 8];
+                assert!(slot.get(56, &mut tail));
+                assert!(!slot.get(60, &mut tail));
+                (slot.header::<u64>(), u64::from_le_bytes(tail))
+            })
+            .unwrap();
+        assert_eq!(first, (Some(7), 9));
+        let second = receiver.try_receive_in_place(|slot| slot.header::<Message>());
+        assert_eq!(second, Ok(Some(Message::new(3))));
+        assert_eq!(
+            receiver.try_receive_in_place(|_| ()),
+            Err(QueueError::WouldBlock)
+        );
     }
 }

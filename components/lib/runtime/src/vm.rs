@@ -117,6 +117,41 @@ impl GuestMemory {
     pub fn write_u64(&self, address: u64, value: u64) -> Result<(), OutOfRange> {
         self.write(address, &value.to_le_bytes())
     }
+
+    /// Copies `length` bytes of guest memory at `address` to `to`.
+    ///
+    /// # Safety
+    /// `to..to + length` must be writable memory that no Rust reference
+    /// covers (a queue slot).
+    pub(crate) unsafe fn copy_out(
+        &self,
+        address: u64,
+        to: *mut u8,
+        length: usize,
+    ) -> Result<(), OutOfRange> {
+        let offset = self.check(address, length as u64)?;
+        // SAFETY: the source is inside the mapping (checked); the
+        // destination is the caller's; guest memory and queue slots never
+        // overlap (the core maps them from different frames).
+        unsafe { core::ptr::copy_nonoverlapping(self.base.add(offset), to, length) };
+        Ok(())
+    }
+
+    /// Copies `length` bytes from `from` into guest memory at `address`.
+    ///
+    /// # Safety
+    /// `from..from + length` must be readable memory (a queue slot).
+    pub(crate) unsafe fn copy_in(
+        &self,
+        address: u64,
+        from: *const u8,
+        length: usize,
+    ) -> Result<(), OutOfRange> {
+        let offset = self.check(address, length as u64)?;
+        // SAFETY: as in `copy_out`, the other way.
+        unsafe { core::ptr::copy_nonoverlapping(from, self.base.add(offset), length) };
+        Ok(())
+    }
 }
 
 /// Bytes of the words [`volatile_read`] and [`volatile_write`] move.

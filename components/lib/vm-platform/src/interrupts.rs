@@ -280,6 +280,38 @@ impl Platform {
         self.ioapic.set_line(isa_pin(irq), high, &mut self.lapic);
     }
 
+    /// A device drives IOAPIC pin `gsi` (a PCI function's INTx, GSIs 16
+    /// and up; ISA lines go through [`Platform::set_isa_irq`]).
+    pub fn set_gsi(&mut self, gsi: u8, high: bool) {
+        self.ioapic
+            .set_line(usize::from(gsi), high, &mut self.lapic);
+    }
+
+    /// A device's MSI write of `data` to `address` (the LAPIC's message
+    /// window, 0xfee0_0000-0xfeef_ffff): a fixed or lowest-priority
+    /// interrupt, or an NMI, to the destination in address bits 19:12
+    /// (logical when bit 2 is set). Returns whether the LAPIC took a
+    /// fixed interrupt; messages outside the window, for another
+    /// destination or in other delivery modes are dropped, as the bus
+    /// drops them.
+    pub fn deliver_msi(&mut self, address: u64, data: u32) -> bool {
+        if address >> 20 != 0xfee {
+            return false;
+        }
+        let destination = (address >> 12) as u8;
+        if !self.lapic.accepts(destination, address & 0b100 != 0) {
+            return false;
+        }
+        match (data >> 8) & 0b111 {
+            0 | 1 => self.lapic.accept_interrupt(data as u8, false),
+            4 => {
+                self.lapic.accept_nmi();
+                false
+            }
+            _ => false,
+        }
+    }
+
     /// Makes the timers' due interrupts pending.
     pub fn tick(&mut self, now: u64) {
         self.lapic.tick(now);
@@ -519,6 +551,33 @@ mod tests {
             interrupt_shadow,
             event_pending: false,
         }
+    }
+
+    #[test]
+    fn msi_messages_reach_the_lapic_they_name() {
+        let mut platform = acpi_platform();
+        // Fixed, vector 0x41, physical destination 0 (this LAPIC's id).
+        assert!(platform.deliver_msi(0xfee0_0000, 0x41));
+        assert_eq!(platform.lapic.pending_interrupt(), Some(0x41));
+        // Another destination, outside the window, or a reserved mode:
+        // dropped.
+        assert!(!platform.deliver_msi(0xfee0_1000, 0x42));
+        assert!(!platform.deliver_msi(0xfed0_0000, 0x43));
+        assert!(!platform.deliver_msi(0xfee0_0000, 0x0300 | 0x44));
+        // Broadcast reaches it; NMI is taken as an NMI.
+        assert!(platform.deliver_msi(0xfeef_f000, 0x45));
+        assert!(!platform.deliver_msi(0xfee0_0000, 0x0400));
+        assert!(platform.lapic.nmi_pending());
+    }
+
+    #[test]
+    fn a_pci_line_drives_its_ioapic_pin() {
+        let mut platform = acpi_platform();
+        // Pin 20: vector 0x50, level, active high, unmasked.
+        program_ioapic(&mut platform, 20, 0x50 | 1 << 15);
+        platform.set_gsi(20, true);
+        assert_eq!(platform.lapic.pending_interrupt(), Some(0x50));
+        platform.set_gsi(99, true);
     }
 
     #[test]

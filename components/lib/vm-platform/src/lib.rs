@@ -63,6 +63,7 @@ pub mod bundle;
 pub mod clock;
 pub mod cpuid;
 pub mod cr8;
+pub mod disk_requests;
 pub mod elf;
 pub mod fw_cfg;
 pub mod guest_paging;

@@ -18,7 +18,9 @@
 //! ignores (each life numbers its requests from its generation).
 //!
 //! For fault-injection tests, `crash_after=N` makes its first life panic
-//! after N served requests.
+//! after N served requests; `crash_every=N crashes=K` makes each of its
+//! first K lives panic after a pseudo-random number of served requests
+//! from 1 to N (a different one each life, from its generation).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -142,15 +144,33 @@ impl BlockDevice for DriverDisk {
 
 fn main(start: &runtime::Start) -> i32 {
     let arguments = start
-        .arguments(&["file", "size", "format", "crash_after"])
+        .arguments(&[
+            "file",
+            "size",
+            "format",
+            "crash_after",
+            "crash_every",
+            "crashes",
+        ])
         .or_exit();
     let name = arguments.text("file").unwrap_or("disk0");
     let size: u64 = arguments.number("size", 4 << 20).or_exit();
     let format = arguments.number::<u32>("format", 0).or_exit() != 0;
-    let crash_after: Option<u64> = arguments
-        .optional_number("crash_after")
-        .or_exit()
-        .filter(|_| start.generation() == 1);
+    let crash_every: Option<u64> = arguments.optional_number("crash_every").or_exit();
+    let crashes: u32 = arguments.number("crashes", 0).or_exit();
+    let crash_after: Option<u64> = match crash_every {
+        Some(every) if every > 0 && start.generation() <= crashes => {
+            // splitmix64 of the generation: a different point each life.
+            let mut x = u64::from(start.generation()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            Some((x ^ (x >> 31)) % every + 1)
+        }
+        _ => arguments
+            .optional_number("crash_after")
+            .or_exit()
+            .filter(|_| start.generation() == 1),
+    };
     let Some(disk) = DriverDisk::open(start) else {
         println!(
             "block-store: needs the queues 'dev-requests' and 'dev-completions' to a block driver"

@@ -30,20 +30,28 @@
 //!
 //! Arguments: `limit_ms=N` stops the VM after N ms and ends the world
 //! switcher (0 = no limit); `restarts=N` how many restart requests it
-//! honours (default 3); `epoch=N` the Unix time the guest's real-time
-//! clock starts at (default 2026-01-01: the system has no wall clock). A
-//! bad argument ends the switcher with code 2. Any notification the system declares into this
-//! component is a restart request: the VM is reset and booted again from its
-//! image, running or stopped. The guest's own reset (the ACPI reset
+//! honours (default 3; with 0 the switcher ends when its VM stops);
+//! `epoch=N` the Unix time the guest's real-time clock starts at (default
+//! 2026-01-01: the system has no wall clock). A bad argument ends the
+//! switcher with code 2. Any notification the system declares into this
+//! component is a restart request: the VM is reset and booted again from
+//! its image, running or stopped. The guest's own reset (the ACPI reset
 //! register, the 8042's reset pulse, or a jump to the reset vector, where
 //! the switcher puts code that writes the register) reboots it the same
 //! way without counting against `restarts=`; the RTC keeps its time and
 //! CMOS memory across both. When the system gives this VM the console's
 //! input (the start-page resource `console`), a notification on its bit
-//! (the core also pokes the vCPU) makes the switcher take the bytes with
-//! `ConsoleRead` and feed them to the guest's UART as its FIFO has room. A running guest is not interrupted to look
-//! for requests (that would cost every exit a time limit); the requester
-//! pokes the vCPU, as `vmctl` does, and the request is seen at once.
+//! makes the switcher take the bytes with `ConsoleRead` and feed them to
+//! the guest's UART as its FIFO has room.
+//!
+//! A notification to a switcher that is not waiting pokes its vCPU (the
+//! core does it), so console input, the block store's answers and restart
+//! requests end a running guest's run at once, without costing every exit
+//! a time limit.
+//!
+//! Disks: each queue pair `<disk>-requests` / `<disk>-completions` to the
+//! block store is a virtio-blk PCI function of the guest ([`disk`]); when
+//! the switcher ends, each disk is detached (the store flushes it).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -76,6 +84,10 @@ use vm_platform::uart::{HostInput, Uart};
 use vm_platform::{GuestRam, MmioIgnored, power};
 
 runtime::component!(main);
+
+mod disk;
+
+use disk::{Disk, MAX_DISKS};
 
 /// The local APIC timer's input clock (before its divider).
 const APIC_BUS_HZ: u64 = 100_000_000;
@@ -199,6 +211,11 @@ struct Switcher {
     decoder: AccessDecoder,
     /// Absolute end of the run (ns since boot), if limited.
     deadline_ns: Option<u64>,
+    /// The VM's disks (virtio-blk functions served by the block store).
+    disks: [Option<Disk>; MAX_DISKS],
+    /// The RIP at which an interrupt was last injected, until a HLT
+    /// exit looks at it (see [`Switcher::halt`]).
+    injected_at: Option<u64>,
 }
 
 fn main(start: &runtime::Start) -> i32 {
@@ -264,12 +281,19 @@ fn main(start: &runtime::Start) -> i32 {
         host_input: HostInput::new(),
         decoder: AccessDecoder::new(),
         deadline_ns: (limit_ms > 0).then(|| syscall::time_ns() + limit_ms * 1_000_000),
+        disks: [None, None, None, None],
+        injected_at: None,
     };
+    disk::open_all(start, switcher.vm.name(), &mut switcher.disks);
     loop {
         let stop = match switcher.boot() {
             Ok(dirty) => switcher.run(dirty),
             Err(()) => Stop::Stopped,
         };
+        // A switcher that honours no restart request (`restarts=0`) ends
+        // with its VM.
+        let wait_for_request =
+            |switcher: &mut Switcher| allowed_restarts > 0 && switcher.wait_for_request();
         let restart = match stop {
             Stop::Restart => true,
             Stop::Reset => {
@@ -286,11 +310,12 @@ fn main(start: &runtime::Start) -> i32 {
             }
             Stop::TimeLimit => {
                 println!("VM '{}' stopped: its time limit passed", switcher.vm.name());
+                switcher.detach_disks();
                 return 0;
             }
             Stop::PoweredOff => {
                 println!("VM '{}' powered off", switcher.vm.name());
-                switcher.wait_for_request()
+                wait_for_request(&mut switcher)
             }
             Stop::Finished(status) => {
                 let verdict = if status == 0 { "passed" } else { "failed" };
@@ -298,18 +323,19 @@ fn main(start: &runtime::Start) -> i32 {
                     "VM '{}' finished with status {status} ({verdict})",
                     switcher.vm.name()
                 );
-                switcher.wait_for_request()
+                wait_for_request(&mut switcher)
             }
             Stop::Halted => {
                 println!(
                     "VM '{}' halted with interrupts off and no NMI to come: it can never run again",
                     switcher.vm.name()
                 );
-                switcher.wait_for_request()
+                wait_for_request(&mut switcher)
             }
-            Stop::Stopped => switcher.wait_for_request(),
+            Stop::Stopped => wait_for_request(&mut switcher),
         };
         if !restart {
+            switcher.detach_disks();
             return 0;
         }
         if switcher.requested == allowed_restarts {
@@ -317,6 +343,7 @@ fn main(start: &runtime::Start) -> i32 {
                 "VM '{}': restart refused, it was restarted {allowed_restarts} times already",
                 switcher.vm.name()
             );
+            switcher.detach_disks();
             return 0;
         }
         switcher.requested += 1;
@@ -421,6 +448,15 @@ impl Switcher {
         }
         self.lines = 0;
         self.undecoded_reported = false;
+        for disk in self.disks.iter_mut().flatten() {
+            if !disk.attach(&mut self.devices.pci) {
+                println!(
+                    "VM '{}': disk at PCI slot {} not attached: the slot is taken",
+                    self.vm.name(),
+                    disk.slot()
+                );
+            }
+        }
         self.due = self.next_due();
         let mut memory = Loader(self.vm.memory);
         let size = self.vm.memory.size();
@@ -663,7 +699,11 @@ impl Switcher {
                 self.tick_devices(now);
             }
         }
-        self.devices.platform.prepare_entry(self.vm.state())
+        let mask = self.devices.platform.prepare_entry(self.vm.state());
+        if mask & dirty::INJECT != 0 {
+            self.injected_at = Some(self.vm.state().rip);
+        }
+        mask
     }
 
     /// Every device clock brought up to `now` (TSC): the interrupt
@@ -696,8 +736,17 @@ impl Switcher {
         // What ends HLT on hardware: an interrupt the guest takes, or an
         // NMI (whatever IF says) unless one is still being handled.
         let interruptible = self.vm.state().rflags & INTERRUPT_FLAG != 0;
+        // An interrupt injected with the guest at this very HLT was taken
+        // just before it, where on hardware the STI shadow of the
+        // guest's `sti; hlt` would have made it wake the HLT instead:
+        // under emulation the shadow can be lost across a host
+        // interrupt's exit, and the guest would sleep past the interrupt
+        // it waited for. Such a HLT ends at once (at worst one early
+        // wake-up, which idle loops allow for).
+        let taken_here = self.injected_at.take() == Some(self.vm.state().rip);
         let platform = &self.devices.platform;
-        let wakes = (interruptible && platform.interrupt_waiting())
+        let wakes = taken_here
+            || (interruptible && platform.interrupt_waiting())
             || (platform.lapic.nmi_pending() && !platform.arbiter.nmi_blocked());
         // Only an NMI ends HLT with interrupts off, and unless a device
         // line is routed as one, nothing but the guest raises one.
@@ -784,6 +833,7 @@ impl Switcher {
         }
         let bits = syscall::wait(Some(0)).unwrap_or(0);
         self.console_input(bits);
+        self.service_disks();
         if bits & self.requests != 0 {
             return Err(Stop::Restart);
         }
@@ -812,10 +862,13 @@ impl Switcher {
     /// instruction that asked for it.
     fn sleep(&mut self, timeout_us: Option<u64>, length: u64) -> Result<(), Stop> {
         let timeout = match (self.time_left_us(), timeout_us) {
+            _ if self.disk_answers_wait() => Some(0),
             (Some(left), Some(timeout)) => Some(left.min(timeout)),
             (left, timeout) => left.or(timeout),
         };
-        if let Some(bits) = syscall::wait(timeout) {
+        let woken = syscall::wait(timeout);
+        self.service_disks();
+        if let Some(bits) = woken {
             self.console_input(bits);
             if bits & self.requests != 0 {
                 return Err(Stop::Restart);
@@ -933,7 +986,11 @@ impl Switcher {
                 if io.input {
                     Some(u64::from(self.devices.pci.read(port, io.size)))
                 } else {
-                    let _ = self.devices.pci.write(port, io.size, value as u32);
+                    if let Some(written) = self.devices.pci.write(port, io.size, value as u32) {
+                        for disk in self.disks.iter_mut().flatten() {
+                            disk.config_written(&self.devices.pci, written.location);
+                        }
+                    }
                     None
                 }
             }
@@ -1159,7 +1216,9 @@ impl Switcher {
             let state = self.vm.state();
             (state.guest_physical, state.qualification)
         };
-        if access & npf::EXECUTE == 0 && self.devices.platform.owns_mmio(address) {
+        if access & npf::EXECUTE == 0
+            && (self.devices.platform.owns_mmio(address) || self.disk_at(address).is_some())
+        {
             return self.device_access(address);
         }
         let kind = if access & npf::EXECUTE != 0 {
@@ -1197,6 +1256,9 @@ impl Switcher {
         };
         let now = runtime::rdtsc();
         let size = access.width.bytes() as u8;
+        if let Some((index, offset)) = self.disk_at(address) {
+            return self.disk_access(index, offset, address, access);
+        }
         let read = match access.kind {
             vm_platform::mmio::AccessKind::Write { value } => {
                 let result = self.devices.platform.write_mmio(address, size, value, now);
@@ -1237,6 +1299,87 @@ impl Switcher {
                 Err(self.report_line(line))
             }
         }
+    }
+
+    /// The disk whose BAR holds guest-physical `address`, and the offset.
+    fn disk_at(&self, address: u64) -> Option<(usize, u64)> {
+        self.disks.iter().enumerate().find_map(|(index, disk)| {
+            let offset = disk.as_ref()?.bar_offset(&self.devices.pci, address)?;
+            Some((index, offset))
+        })
+    }
+
+    /// An access to a disk's registers (`access` decoded at `address`).
+    fn disk_access(
+        &mut self,
+        index: usize,
+        offset: u64,
+        address: u64,
+        access: &vm_platform::mmio::Access,
+    ) -> Result<u64, Stop> {
+        let memory = self.vm.memory;
+        let size = access.width.bytes() as u8;
+        let Some(disk) = self.disks[index].as_mut() else {
+            return Ok(0);
+        };
+        let (read, mut service) = match access.kind {
+            vm_platform::mmio::AccessKind::Write { value } => {
+                (0, disk.write(offset, size, value, memory))
+            }
+            _ => disk.read(offset, size),
+        };
+        let effect = access.effect(self.vm.state(), read);
+        if let Some(value) = effect.device_write {
+            let more = disk.write(offset, size, value, memory);
+            service.msi = service.msi.or(more.msi);
+            service.intx = more.intx.or(service.intx);
+        }
+        self.apply_disk_service(service);
+        match effect.apply(self.vm.state(), &mut Loader(memory)) {
+            Ok(mask) => Ok(mask),
+            Err(error) => {
+                let mut line = LineWriter::new();
+                let _ = write!(line, "stopped: device access at {address:#x}: {error}");
+                Err(self.report_line(line))
+            }
+        }
+    }
+
+    /// Delivers what servicing a disk asked for: its MSI, its INTx level.
+    fn apply_disk_service(&mut self, service: disk::Service) {
+        if let Some((address, data)) = service.msi {
+            self.devices.platform.deliver_msi(address, data);
+        }
+        if let Some((gsi, high)) = service.intx {
+            self.devices.platform.set_gsi(gsi, high);
+        }
+    }
+
+    /// The switcher ends: each disk is flushed by the store and let go.
+    fn detach_disks(&mut self) {
+        let name = self.vm.name();
+        for disk in self.disks.iter_mut().flatten() {
+            if !disk.detach() {
+                println!("VM '{name}': the store could not flush a disk as it was let go");
+            }
+        }
+    }
+
+    /// Takes the block store's answers for every disk that has some.
+    fn service_disks(&mut self) {
+        let memory = self.vm.memory;
+        for index in 0..MAX_DISKS {
+            let Some(disk) = self.disks[index].as_mut() else {
+                continue;
+            };
+            let service = disk.service(memory);
+            self.apply_disk_service(service);
+        }
+    }
+
+    /// Whether a disk's answers wait (so the vCPU must not sleep).
+    fn disk_answers_wait(&self) -> bool {
+        self.disks.iter().flatten().any(Disk::has_answers)
     }
 
     /// Reports, once per boot, an access to the LAPIC's page while the

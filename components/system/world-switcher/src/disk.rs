@@ -1,0 +1,474 @@
+//! The VM's disks: for each queue pair `<disk>-requests` (to the block
+//! store) and `<disk>-completions` (back) the system gives this world
+//! switcher, the guest sees a virtio-blk PCI function
+//! ([`vm_platform::virtio_blk`]) at bus 0, device [`FIRST_SLOT`] + n, its
+//! registers in a 32 KiB BAR from [`BAR_BASE`], interrupting through
+//! MSI-X or INTx on IOAPIC pin [`FIRST_GSI`] + n (the function's interrupt
+//! line register says which).
+//!
+//! A guest's notify is one exit: the switcher takes every request the
+//! guest queued, cuts each into parts of at most 4 KiB
+//! ([`vm_platform::disk_requests`]) and sends as many as the request queue
+//! holds, the write data copied once, from guest memory straight into the
+//! queue slot. Answers come back the same way (read data copied once, from
+//! the slot into the guest's buffers); when all parts of a request have
+//! answered it is completed in the used ring, and one interrupt covers
+//! every request completed in one pass. The table of requests in flight
+//! is the only record of them: when the store restarts (its queues reset),
+//! every part without an answer is sent again, so the guest sees a delay
+//! and never an error.
+//!
+//! The store answers only when it runs; its completions notify this
+//! component, and the core pokes the vCPU of a switcher that is not
+//! waiting, so they are taken at once rather than at the guest's next
+//! exit.
+
+use core::mem::offset_of;
+
+use block_api::{Completion, Operation, Request, SECTOR, Status};
+use microvisor_abi::start::ResourceView;
+use runtime::queue::{QueueError, Receiver, Sender};
+use runtime::vm::GuestMemory;
+use vm_platform::disk_requests::{PartKind, Requests};
+use vm_platform::pci::{ConfigSpace, Location, PciHost};
+use vm_platform::virtio_blk::{
+    self, BAR_SIZE, GuestRequest, Interrupt, Kind, STATUS_IOERR, STATUS_OK, VirtioBlk, Written,
+};
+
+use crate::Loader;
+
+/// The most disks one VM has.
+pub const MAX_DISKS: usize = 4;
+/// The PCI device number of the first disk.
+pub const FIRST_SLOT: u8 = 3;
+/// Where the first disk's BAR starts (below the IOAPIC; the next disk's
+/// follows it).
+pub const BAR_BASE: u64 = 0xfe00_0000;
+/// The IOAPIC pin of the first disk's INTx.
+pub const FIRST_GSI: u8 = 16;
+/// Guest requests in flight per disk (the rest wait in the guest's ring).
+const IN_FLIGHT: usize = 16;
+/// The device id a guest reads (`GET_ID`): the disk's name, cut.
+const ID_BYTES: usize = 20;
+
+const REQUEST_DATA: usize = offset_of!(Request, data);
+const COMPLETION_DATA: usize = offset_of!(Completion, data);
+
+/// One disk: the guest-side device and the store-side queues.
+pub struct Disk {
+    name: [u8; ID_BYTES],
+    index: u8,
+    /// Sectors, as the store reported at start.
+    capacity: u64,
+    device: VirtioBlk,
+    requests: Sender<Request>,
+    completions: Receiver<Completion>,
+    table: Requests<IN_FLIGHT>,
+    /// INTx is asserted on the IOAPIC.
+    intx: bool,
+    /// Parts sent since start and store restarts seen (for the report).
+    pub parts_sent: u64,
+    pub store_restarts: u32,
+}
+
+/// What servicing a disk asks of the platform.
+#[derive(Default)]
+pub struct Service {
+    /// An MSI to deliver.
+    pub msi: Option<(u64, u32)>,
+    /// INTx's new level, if it changed (with the pin).
+    pub intx: Option<(u8, bool)>,
+}
+
+/// Fills `disks` with the disks the start page gives, each asked for its
+/// size (which waits for the store); stops at [`MAX_DISKS`]. A pair without its other half,
+/// or a store that answers the size with an error, is reported and
+/// skipped.
+pub fn open_all(start: &runtime::Start, vm: &str, disks: &mut [Option<Disk>; MAX_DISKS]) {
+    let mut count = 0;
+    for (queue, view) in start.views() {
+        let (ResourceView::QueueSend(_), Some(name)) = (view, queue.strip_suffix("-requests"))
+        else {
+            continue;
+        };
+        if count == MAX_DISKS {
+            runtime::println!("VM '{vm}': disk '{name}' not attached: at most {MAX_DISKS} disks");
+            continue;
+        }
+        let mut answers = runtime::LineWriter::new();
+        let _ = core::fmt::Write::write_fmt(&mut answers, format_args!("{name}-completions"));
+        let answers = core::str::from_utf8(answers.as_bytes()).unwrap_or("");
+        let (Ok(requests), Ok(completions)) = (
+            Sender::<Request>::open(start, queue),
+            Receiver::<Completion>::open(start, answers),
+        ) else {
+            runtime::println!(
+                "VM '{vm}': disk '{name}' not attached: the queue '{queue}' comes without '{answers}'"
+            );
+            continue;
+        };
+        let mut id = [0u8; ID_BYTES];
+        let cut = name.len().min(ID_BYTES);
+        id[..cut].copy_from_slice(&name.as_bytes()[..cut]);
+        let mut disk = Disk {
+            name: id,
+            index: count as u8,
+            capacity: 0,
+            device: VirtioBlk::new(0),
+            requests,
+            completions,
+            table: Requests::new(),
+            intx: false,
+            parts_sent: 0,
+            store_restarts: 0,
+        };
+        match disk.ask_size() {
+            Some(sectors) => {
+                disk.capacity = sectors;
+                disk.device = VirtioBlk::new(sectors);
+                runtime::println!(
+                    "VM '{vm}': disk '{name}' ({} KiB) at PCI 00:{:02x}.0",
+                    sectors * SECTOR / 1024,
+                    disk.slot()
+                );
+                disks[count] = Some(disk);
+                count += 1;
+            }
+            None => runtime::println!(
+                "VM '{vm}': disk '{name}' not attached: the store did not give its size"
+            ),
+        }
+    }
+}
+
+impl Disk {
+    /// Its PCI device number.
+    pub fn slot(&self) -> u8 {
+        FIRST_SLOT + self.index
+    }
+
+    fn location(&self) -> Location {
+        Location {
+            device: self.slot(),
+            function: 0,
+        }
+    }
+
+    /// Its IOAPIC pin.
+    pub fn gsi(&self) -> u8 {
+        FIRST_GSI + self.index
+    }
+
+    /// Where its BAR starts until the guest moves it.
+    fn default_bar(&self) -> u64 {
+        BAR_BASE + u64::from(self.index) * BAR_SIZE
+    }
+
+    /// Asks the store for the disk's size in sectors, waiting for the
+    /// answer.
+    fn ask_size(&mut self) -> Option<u64> {
+        self.call(Operation::Size)
+    }
+
+    /// The guest is gone and this switcher ends: the store flushes the
+    /// disk and lets it go. Whether it said the flush succeeded.
+    pub fn detach(&mut self) -> bool {
+        self.table.clear();
+        self.call(Operation::Detach).is_some()
+    }
+
+    /// One request without data to the store, waiting for its answer
+    /// (resending while the store restarts); the answer's value if it
+    /// succeeded. Only outside the guest's requests: answers to those
+    /// that arrive meanwhile are dropped.
+    fn call(&mut self, operation: Operation) -> Option<u64> {
+        let id = u64::MAX - operation as u64;
+        loop {
+            let header = |slot: &mut runtime::queue::SlotWriter<'_>| {
+                slot.put(offset_of!(Request, id), &id.to_le_bytes())
+                    && slot.put(
+                        offset_of!(Request, operation),
+                        &(operation as u32).to_le_bytes(),
+                    )
+            };
+            match self.requests.try_send_in_place(header) {
+                Ok(()) => {}
+                Err(_) => {
+                    runtime::syscall::wait(Some(1000));
+                    continue;
+                }
+            }
+            loop {
+                let answer = self.completions.try_receive_in_place(|slot| {
+                    let mut header = [0u8; COMPLETION_DATA];
+                    slot.get(0, &mut header).then(|| {
+                        let field = |at: usize| {
+                            let mut bytes = [0u8; 8];
+                            bytes.copy_from_slice(&header[at..at + 8]);
+                            u64::from_le_bytes(bytes)
+                        };
+                        (
+                            field(offset_of!(Completion, id)),
+                            field(offset_of!(Completion, status)) as u32,
+                            field(offset_of!(Completion, value)),
+                        )
+                    })
+                });
+                match answer {
+                    Ok(Some((answer_id, status, value))) if answer_id == id => {
+                        return (status == Status::Ok as u32).then_some(value);
+                    }
+                    Ok(_) => {}
+                    Err(QueueError::WouldBlock) => {
+                        if self.completions.arm() {
+                            runtime::notification::wait_for(1 << self.completions.bit(), None);
+                        }
+                        self.completions.disarm();
+                    }
+                    Err(QueueError::PeerRestarted(_)) => break,
+                }
+            }
+        }
+    }
+
+    /// A new boot: the device reset, requests forgotten, the function
+    /// placed on `pci`.
+    pub fn attach(&mut self, pci: &mut PciHost) -> bool {
+        self.device = VirtioBlk::new(self.capacity);
+        self.table.clear();
+        self.intx = false;
+        let mut config: ConfigSpace = virtio_blk::config_space(self.default_bar());
+        config.set(0x3c, &[self.gsi()]);
+        pci.add(self.location(), config).is_ok()
+    }
+
+    /// The guest wrote the function's configuration space.
+    pub fn config_written(&mut self, pci: &PciHost, location: Location) {
+        if location == self.location()
+            && let Some(config) = pci.function(location)
+        {
+            self.device.config_written(config);
+        }
+    }
+
+    /// The offset in its BAR of guest-physical `address`, if the BAR is
+    /// decoded there.
+    pub fn bar_offset(&self, pci: &PciHost, address: u64) -> Option<u64> {
+        let bar = virtio_blk::bar_address(pci.function(self.location())?)?;
+        (bar..bar + BAR_SIZE)
+            .contains(&address)
+            .then(|| address - bar)
+    }
+
+    /// A guest read of its registers.
+    pub fn read(&mut self, offset: u64, size: u8) -> (u64, Service) {
+        let value = self.device.read(offset, size).unwrap_or(0);
+        (value, self.intx_service())
+    }
+
+    /// A guest write of its registers: a notify takes the guest's
+    /// requests and sends them; a reset forgets them.
+    pub fn write(&mut self, offset: u64, size: u8, value: u64, memory: GuestMemory) -> Service {
+        match self.device.write(offset, size, value) {
+            Ok(Written::Notify) => self.take_requests(memory),
+            Ok(Written::Reset) => {
+                self.table.clear();
+                self.intx_service()
+            }
+            _ => self.intx_service(),
+        }
+    }
+
+    /// INTx's level when it changed.
+    fn intx_service(&mut self) -> Service {
+        let asserted = self.device.intx_asserted();
+        let mut service = Service::default();
+        if asserted != self.intx {
+            self.intx = asserted;
+            service.intx = Some((self.gsi(), asserted));
+        }
+        service
+    }
+
+    /// Takes the requests the guest queued (while the table has room),
+    /// answers those the switcher answers itself (the id, refused chains)
+    /// and sends parts of the rest.
+    fn take_requests(&mut self, memory: GuestMemory) -> Service {
+        let mut loader = Loader(memory);
+        let mut completed = false;
+        while self.table.has_room() {
+            let Some(taken) = self.device.next_request(&loader) else {
+                break;
+            };
+            match taken {
+                Ok(request) if request.kind == Kind::GetId => {
+                    let written = self.write_id(&request, memory);
+                    let status = if written > 0 { STATUS_OK } else { STATUS_IOERR };
+                    completed |= self.device.complete(
+                        &mut loader,
+                        request.head,
+                        Some(request.status),
+                        status,
+                        written + 1,
+                    );
+                }
+                Ok(request) => {
+                    let _ = self.table.admit(request);
+                }
+                Err(refused) => {
+                    completed |= self.device.complete(
+                        &mut loader,
+                        refused.head,
+                        refused.status,
+                        STATUS_IOERR,
+                        u32::from(refused.status.is_some()),
+                    );
+                }
+            }
+        }
+        self.send_parts(memory);
+        if completed {
+            self.interrupt(memory)
+        } else {
+            Service::default()
+        }
+    }
+
+    /// The disk's name into a `GET_ID` buffer; bytes written.
+    fn write_id(&self, request: &GuestRequest, memory: GuestMemory) -> u32 {
+        let Some(segment) = request.segments[..request.count].first() else {
+            return 0;
+        };
+        let length = (segment.length as usize).min(ID_BYTES);
+        match memory.write(segment.address, &self.name[..length]) {
+            Ok(()) => length as u32,
+            Err(_) => 0,
+        }
+    }
+
+    /// Sends parts while the request queue has room.
+    fn send_parts(&mut self, memory: GuestMemory) {
+        while let Some(part) = self.table.next_part() {
+            let pieces = self
+                .table
+                .pieces(part.slot, part.offset, part.sectors * SECTOR as u32);
+            let operation = match part.kind {
+                PartKind::Read => Operation::Read,
+                PartKind::Write => Operation::Write,
+                PartKind::Flush => Operation::Flush,
+            };
+            let fill = |slot: &mut runtime::queue::SlotWriter<'_>| {
+                let mut ok = slot.put(offset_of!(Request, id), &part.id.to_le_bytes())
+                    && slot.put(
+                        offset_of!(Request, operation),
+                        &(operation as u32).to_le_bytes(),
+                    )
+                    && slot.put(offset_of!(Request, sectors), &part.sectors.to_le_bytes())
+                    && slot.put(offset_of!(Request, sector), &part.sector.to_le_bytes());
+                if part.kind == PartKind::Write {
+                    let mut at = REQUEST_DATA;
+                    for piece in pieces.as_slice() {
+                        ok &= slot.put_guest(at, &memory, piece.address, piece.length as usize);
+                        at += piece.length as usize;
+                    }
+                }
+                ok
+            };
+            match self.requests.try_send_in_place(fill) {
+                Ok(()) => {
+                    self.table.sent(&part);
+                    self.parts_sent += 1;
+                }
+                Err(QueueError::PeerRestarted(_)) => self.store_restarted(),
+                Err(QueueError::WouldBlock) => break,
+            }
+        }
+        // Answers are wanted now: the store signals when one comes.
+        if !self.table.is_empty() {
+            self.completions.arm();
+        } else {
+            self.completions.disarm();
+        }
+    }
+
+    /// The store restarted: whatever it had not answered goes again.
+    fn store_restarted(&mut self) {
+        self.store_restarts += 1;
+        self.table.resend_all();
+    }
+
+    /// Whether answers wait in the completion queue (or the store
+    /// restarted): then [`Disk::service`] has work.
+    pub fn has_answers(&self) -> bool {
+        !self.table.is_empty() && !self.completions.arm()
+    }
+
+    /// Takes every answer the store sent, completes the guest requests
+    /// whose parts have all answered, sends more parts, and returns the
+    /// interrupt for the batch.
+    pub fn service(&mut self, memory: GuestMemory) -> Service {
+        let mut loader = Loader(memory);
+        let mut completed = false;
+        loop {
+            let table = &mut self.table;
+            let taken = self.completions.try_receive_in_place(|slot| {
+                let mut header = [0u8; COMPLETION_DATA];
+                if !slot.get(0, &mut header) {
+                    return None;
+                }
+                let field = |at: usize, bytes: usize| {
+                    header[at..at + bytes]
+                        .iter()
+                        .rev()
+                        .fold(0u64, |value, &byte| value << 8 | u64::from(byte))
+                };
+                let id = field(offset_of!(Completion, id), 8);
+                let ok = field(offset_of!(Completion, status), 4) == Status::Ok as u64;
+                let part = table.part(id)?;
+                let mut copied = true;
+                if ok && part.kind == PartKind::Read {
+                    let pieces = table.pieces(part.slot, part.offset, part.sectors * SECTOR as u32);
+                    let mut at = COMPLETION_DATA;
+                    for piece in pieces.as_slice() {
+                        copied &= slot.to_guest(at, piece.length as usize, &memory, piece.address);
+                        at += piece.length as usize;
+                    }
+                }
+                table.answered(id, ok && copied)
+            });
+            match taken {
+                Ok(Some(finished)) => {
+                    completed |= self.device.complete(
+                        &mut loader,
+                        finished.head,
+                        Some(finished.status_address),
+                        finished.status,
+                        finished.written,
+                    );
+                }
+                Ok(None) => {}
+                Err(QueueError::PeerRestarted(_)) => self.store_restarted(),
+                Err(QueueError::WouldBlock) => break,
+            }
+        }
+        // Room in the table and the queue: more of the guest's requests.
+        let mut service = self.take_requests(memory);
+        if completed && service.msi.is_none() {
+            let batch = self.interrupt(memory);
+            service.msi = batch.msi;
+            service.intx = service.intx.or(batch.intx);
+        }
+        service
+    }
+
+    /// The interrupt for completions just written.
+    fn interrupt(&mut self, memory: GuestMemory) -> Service {
+        match self.device.interrupt(&Loader(memory)) {
+            Some(Interrupt::Msi { address, data }) => Service {
+                msi: Some((address, data)),
+                intx: None,
+            },
+            Some(Interrupt::Intx) | None => self.intx_service(),
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! A test VM with a small virtio-blk driver of its own (the queue logic is
+//! the `virtio` crate's, the same the ring-3 driver uses): it finds the
+//! first virtio-blk PCI function on bus 0, sets it up with MSI-X (the
+//! queue's vector to the local APIC, vector [`VECTOR`]) and runs a
+//! write-flush-verify workload: each round writes [`WRITES`] 4 KiB blocks
+//! at pseudo-random places of the first MiB with a pattern that names the
+//! block and the round ([`DEPTH`] requests in flight), flushes, and reads
+//! back every block written that round and [`OLDER`] blocks of earlier
+//! rounds, each of which must hold the last pattern flushed to it. It
+//! also reads the device id. Any status but OK, or one wrong byte, fails
+//! the test (`TEST diskcheck FAIL: ...`); after [`ROUNDS`] rounds it
+//! prints the requests and interrupts counted and passes.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+use guest_runtime::devices::{self, dma_area};
+use guest_runtime::{interrupts, println};
+use virtio::DmaMemory;
+use virtio::blk::{self, RequestHeader};
+use virtio::pci::{self as vpci, common};
+use virtio::queue::{Segment, SplitQueue};
+
+guest_runtime::entry!("diskcheck", main);
+
+/// The interrupt vector of the queue's MSI-X message.
+const VECTOR: u8 = 0x60;
+const ROUNDS: u32 = 40;
+const WRITES: usize = 16;
+const OLDER: usize = 8;
+const DEPTH: usize = 8;
+/// Blocks of 4 KiB the workload uses (the first MiB).
+const BLOCKS: usize = 256;
+const BLOCK: u32 = 4096;
+
+/// The DMA area's layout: the queue, request headers, status bytes, data.
+const QUEUE_AT: u64 = 0;
+const HEADERS_AT: u64 = 0x2000;
+const STATUS_AT: u64 = 0x2400;
+const DATA_AT: u64 = 0x4000;
+const QUEUE_SIZE: u16 = 64;
+
+/// The DMA area, reached by offsets.
+struct Dma(u64);
+
+impl DmaMemory for Dma {
+    fn read8(&self, offset: u64) -> u8 {
+        devices::read8(self.0 + offset)
+    }
+    fn read16(&self, offset: u64) -> u16 {
+        devices::read16(self.0 + offset)
+    }
+    fn read32(&self, offset: u64) -> u32 {
+        devices::read32(self.0 + offset)
+    }
+    fn read64(&self, offset: u64) -> u64 {
+        devices::read64(self.0 + offset)
+    }
+    fn write8(&self, offset: u64, value: u8) {
+        devices::write8(self.0 + offset, value)
+    }
+    fn write16(&self, offset: u64, value: u16) {
+        devices::write16(self.0 + offset, value)
+    }
+    fn write32(&self, offset: u64, value: u32) {
+        devices::write32(self.0 + offset, value)
+    }
+    fn write64(&self, offset: u64, value: u64) {
+        devices::write64(self.0 + offset, value)
+    }
+    fn physical(&self, offset: u64) -> u64 {
+        self.0 + offset
+    }
+}
+
+struct Disk {
+    dma: Dma,
+    queue: SplitQueue,
+    notify: u64,
+    capacity: u64,
+    /// The chain head of the request in each slot.
+    heads: [Option<u16>; DEPTH],
+    requests: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Read,
+    Write,
+    Flush,
+    Id,
+}
+
+fn main() -> u32 {
+    let Some(device) = (0..32).find(|&device| {
+        let ids = devices::pci_read32(device, 0, 0);
+        ids == u32::from(vpci::VENDOR_ID) | u32::from(vpci::DEVICE_ID_BLK) << 16
+    }) else {
+        println!("TEST diskcheck FAIL: no virtio-blk function on bus 0");
+        return 1;
+    };
+    let mut disk = match set_up(device) {
+        Ok(disk) => disk,
+        Err(why) => {
+            println!("TEST diskcheck FAIL: {why}");
+            return 1;
+        }
+    };
+    println!(
+        "diskcheck: virtio-blk at 00:{device:02x}.0, {} sectors ({} KiB)",
+        disk.capacity,
+        disk.capacity / 2
+    );
+    if disk.capacity < (BLOCKS as u64 * u64::from(BLOCK)) / 512 {
+        println!("TEST diskcheck FAIL: the disk is smaller than 1 MiB");
+        return 1;
+    }
+    let mut id = [0u8; 20];
+    if let Err(why) = disk.run(&[(Op::Id, 0)]) {
+        println!("TEST diskcheck FAIL: get id: {why}");
+        return 1;
+    }
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = disk.dma.read8(DATA_AT + i as u64);
+    }
+    let length = id.iter().position(|&b| b == 0).unwrap_or(id.len());
+    println!(
+        "diskcheck: device id '{}'",
+        core::str::from_utf8(&id[..length]).unwrap_or("?")
+    );
+    // The round each block was last written in (0: never, so it is not
+    // checked).
+    let mut written = [0u32; BLOCKS];
+    let mut random = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 1..=ROUNDS {
+        let mut blocks = [0usize; WRITES];
+        for block in blocks.iter_mut() {
+            *block = (next(&mut random) % BLOCKS as u64) as usize;
+        }
+        // Write in batches of DEPTH.
+        for batch in blocks.chunks(DEPTH) {
+            let mut ops = [(Op::Write, 0u64); DEPTH];
+            for (slot, &block) in batch.iter().enumerate() {
+                fill(&disk.dma, slot, block, round);
+                ops[slot] = (Op::Write, block as u64);
+            }
+            if let Err(why) = disk.run(&ops[..batch.len()]) {
+                println!("TEST diskcheck FAIL: round {round}: write: {why}");
+                return 1;
+            }
+        }
+        if let Err(why) = disk.run(&[(Op::Flush, 0)]) {
+            println!("TEST diskcheck FAIL: round {round}: flush: {why}");
+            return 1;
+        }
+        for &block in &blocks {
+            written[block] = round;
+        }
+        // Read back this round's blocks and some older ones.
+        let mut checks = [0usize; WRITES + OLDER];
+        checks[..WRITES].copy_from_slice(&blocks);
+        for check in checks[WRITES..].iter_mut() {
+            *check = (next(&mut random) % BLOCKS as u64) as usize;
+        }
+        for batch in checks.chunks(DEPTH) {
+            let mut ops = [(Op::Read, 0u64); DEPTH];
+            for (slot, &block) in batch.iter().enumerate() {
+                ops[slot] = (Op::Read, block as u64);
+            }
+            if let Err(why) = disk.run(&ops[..batch.len()]) {
+                println!("TEST diskcheck FAIL: round {round}: read: {why}");
+                return 1;
+            }
+            for (slot, &block) in batch.iter().enumerate() {
+                if let Some(at) = mismatch(&disk.dma, slot, block, written[block]) {
+                    println!(
+                        "TEST diskcheck FAIL: round {round}: block {block} (written in round {}) read back wrong at byte {at}",
+                        written[block]
+                    );
+                    return 1;
+                }
+            }
+        }
+        if round % 10 == 0 {
+            println!(
+                "diskcheck: round {round}/{ROUNDS}: every flushed block read back right ({} requests, {} interrupts)",
+                disk.requests,
+                interrupts::count(VECTOR)
+            );
+        }
+    }
+    println!(
+        "diskcheck: {ROUNDS} rounds, {} requests, {} interrupts, no error",
+        disk.requests,
+        interrupts::count(VECTOR)
+    );
+    println!("TEST diskcheck PASS");
+    0
+}
+
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// The pattern of `block` as written in `round` (round 0: zeros, a disk
+/// never written).
+fn pattern(block: usize, round: u32, word: u64) -> u64 {
+    if round == 0 {
+        return 0;
+    }
+    let mut x = (block as u64) << 32 | u64::from(round);
+    x ^= word.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 29;
+    x.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+}
+
+fn fill(dma: &Dma, slot: usize, block: usize, round: u32) {
+    let at = DATA_AT + slot as u64 * u64::from(BLOCK);
+    for word in 0..u64::from(BLOCK / 8) {
+        dma.write64(at + word * 8, pattern(block, round, word));
+    }
+}
+
+fn mismatch(dma: &Dma, slot: usize, block: usize, round: u32) -> Option<u64> {
+    let at = DATA_AT + slot as u64 * u64::from(BLOCK);
+    (0..u64::from(BLOCK / 8))
+        .find(|&word| dma.read64(at + word * 8) != pattern(block, round, word))
+        .map(|word| word * 8)
+}
+
+fn set_up(device: u8) -> Result<Disk, &'static str> {
+    let config = vpci::snapshot(|offset| devices::pci_read8(device, 0, offset));
+    let caps = vpci::virtio_caps(&config).map_err(|_| "no usable virtio capabilities")?;
+    let msix = vpci::msix(&config)
+        .ok()
+        .flatten()
+        .ok_or("no MSI-X capability")?;
+    let bar_of = |index: u8| -> Option<u64> {
+        let offset = 0x10 + 4 * index;
+        let low = devices::pci_read32(device, 0, offset);
+        if low & 1 != 0 {
+            return None;
+        }
+        let high = if low & 0b110 == 0b100 {
+            devices::pci_read32(device, 0, offset + 4)
+        } else {
+            0
+        };
+        Some(u64::from(low & !0xf) | u64::from(high) << 32)
+    };
+    let common_at = bar_of(caps.common.bar).ok_or("the common configuration's BAR")?
+        + u64::from(caps.common.offset);
+    let notify_base = bar_of(caps.notify.bar).ok_or("the notification BAR")?;
+    let device_at = caps
+        .device
+        .and_then(|region| Some(bar_of(region.bar)? + u64::from(region.offset)))
+        .ok_or("the device configuration's BAR")?;
+    let table =
+        bar_of(msix.table_bar).ok_or("the MSI-X table's BAR")? + u64::from(msix.table_offset);
+    // Memory decoding and bus mastering.
+    let command = devices::pci_read32(device, 0, 0x04);
+    devices::pci_write32(device, 0, 0x04, command | 0b110);
+
+    devices::write8(common_at + u64::from(common::DEVICE_STATUS), 0);
+    devices::write8(
+        common_at + u64::from(common::DEVICE_STATUS),
+        virtio::status::ACKNOWLEDGE | virtio::status::DRIVER,
+    );
+    let mut offered = 0u64;
+    for half in 0..2u32 {
+        devices::write32(common_at + u64::from(common::DEVICE_FEATURE_SELECT), half);
+        offered |= u64::from(devices::read32(
+            common_at + u64::from(common::DEVICE_FEATURE),
+        )) << (32 * half);
+    }
+    let flush = 1u64 << blk::VIRTIO_BLK_F_FLUSH;
+    let accepted = virtio::negotiate(offered, 0, flush | 1 << virtio::VIRTIO_F_VERSION_1)
+        .map_err(|_| "the device lacks VERSION_1 or FLUSH")?;
+    for half in 0..2u32 {
+        devices::write32(common_at + u64::from(common::DRIVER_FEATURE_SELECT), half);
+        devices::write32(
+            common_at + u64::from(common::DRIVER_FEATURE),
+            (accepted >> (32 * half)) as u32,
+        );
+    }
+    let status = virtio::status::ACKNOWLEDGE | virtio::status::DRIVER | virtio::status::FEATURES_OK;
+    devices::write8(common_at + u64::from(common::DEVICE_STATUS), status);
+    if devices::read8(common_at + u64::from(common::DEVICE_STATUS)) & virtio::status::FEATURES_OK
+        == 0
+    {
+        return Err("the device refused the features");
+    }
+    // MSI-X: vector 1 for the queue, to this CPU's local APIC.
+    interrupts::lapic_write(0xf0, 0x1ff);
+    interrupts::use_lapic();
+    devices::write32(table + 16, 0xfee0_0000);
+    devices::write32(table + 20, 0);
+    devices::write32(table + 24, u32::from(VECTOR));
+    devices::write32(table + 28, 0);
+    let cap = devices::pci_read32(device, 0, msix.position);
+    let control = ((cap >> 16) as u16 | vpci::MSIX_ENABLE) & !vpci::MSIX_FUNCTION_MASK;
+    devices::pci_write32(
+        device,
+        0,
+        msix.position,
+        (cap & 0xffff) | u32::from(control) << 16,
+    );
+    devices::write16(common_at + u64::from(common::MSIX_CONFIG), vpci::NO_VECTOR);
+
+    let dma = Dma(dma_area());
+    devices::write16(common_at + u64::from(common::QUEUE_SELECT), 0);
+    let size = devices::read16(common_at + u64::from(common::QUEUE_SIZE)).min(QUEUE_SIZE);
+    let size = virtio::queue::choose_size(size).ok_or("the device has no queue")?;
+    let queue = SplitQueue::new(&dma, QUEUE_AT, size).map_err(|_| "the queue does not fit")?;
+    devices::write16(common_at + u64::from(common::QUEUE_SIZE), size);
+    devices::write64(
+        common_at + u64::from(common::QUEUE_DESC),
+        queue.desc_physical(),
+    );
+    devices::write64(
+        common_at + u64::from(common::QUEUE_DRIVER),
+        queue.avail_physical(),
+    );
+    devices::write64(
+        common_at + u64::from(common::QUEUE_DEVICE),
+        queue.used_physical(),
+    );
+    devices::write16(common_at + u64::from(common::QUEUE_MSIX_VECTOR), 1);
+    if devices::read16(common_at + u64::from(common::QUEUE_MSIX_VECTOR)) != 1 {
+        return Err("the device refused the queue's MSI-X vector");
+    }
+    let notify_off = devices::read16(common_at + u64::from(common::QUEUE_NOTIFY_OFF));
+    let notify = notify_base
+        + caps
+            .notify_offset(notify_off)
+            .ok_or("the notification address is outside its area")?;
+    devices::write16(common_at + u64::from(common::QUEUE_ENABLE), 1);
+    devices::write8(
+        common_at + u64::from(common::DEVICE_STATUS),
+        status | virtio::status::DRIVER_OK,
+    );
+    let capacity = u64::from(devices::read32(device_at + u64::from(blk::CONFIG_CAPACITY)))
+        | u64::from(devices::read32(
+            device_at + u64::from(blk::CONFIG_CAPACITY) + 4,
+        )) << 32;
+    Ok(Disk {
+        dma,
+        queue,
+        notify,
+        capacity,
+        heads: [None; DEPTH],
+        requests: 0,
+    })
+}
+
+impl Disk {
+    /// Submits `ops` (one per slot: slot i's data buffer for block
+    /// `ops[i].1`), notifies once, and waits for all of them, halting
+    /// until the interrupt; every status must be OK.
+    fn run(&mut self, ops: &[(Op, u64)]) -> Result<(), &'static str> {
+        for (slot, &(op, block)) in ops.iter().enumerate() {
+            let header_at = HEADERS_AT + slot as u64 * 16;
+            let status_at = STATUS_AT + slot as u64;
+            let data_at = DATA_AT + slot as u64 * u64::from(BLOCK);
+            let sector = block * u64::from(BLOCK) / 512;
+            let (header, data) = match op {
+                Op::Read => (RequestHeader::read(sector), Some((BLOCK, true))),
+                Op::Write => (RequestHeader::write(sector), Some((BLOCK, false))),
+                Op::Flush => (RequestHeader::flush(), None),
+                Op::Id => (RequestHeader::get_id(), Some((blk::ID_SIZE, true))),
+            };
+            header.write_to(&self.dma, header_at);
+            blk::prepare_status(&self.dma, status_at);
+            let data = data.map(|(length, device_writes)| Segment {
+                physical: self.dma.physical(data_at),
+                length,
+                device_writes,
+            });
+            let (segments, count) = blk::request_segments(
+                self.dma.physical(header_at),
+                data,
+                self.dma.physical(status_at),
+            );
+            let head = self
+                .queue
+                .add(&self.dma, &segments[..count])
+                .map_err(|_| "the queue is full")?;
+            self.heads[slot] = Some(head);
+        }
+        if self.queue.device_wants_notification(&self.dma) {
+            devices::write16(self.notify, 0);
+        }
+        self.requests += ops.len() as u64;
+        let mut left = ops.len();
+        while left > 0 {
+            interrupts::disable();
+            match self.queue.pop_used(&self.dma) {
+                Ok(Some(used)) => {
+                    interrupts::enable();
+                    let slot = self
+                        .heads
+                        .iter()
+                        .position(|head| *head == Some(used.head))
+                        .ok_or("the device completed a chain not in flight")?;
+                    self.heads[slot] = None;
+                    if blk::read_status(&self.dma, STATUS_AT + slot as u64) != blk::Status::Ok {
+                        return Err("a request failed (status not OK)");
+                    }
+                    left -= 1;
+                }
+                // Halt until the completion interrupt (STI; HLT).
+                Ok(None) => interrupts::wait(),
+                Err(_) => return Err("the device broke the queue protocol"),
+            }
+        }
+        Ok(())
+    }
+}
