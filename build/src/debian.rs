@@ -97,13 +97,14 @@ pub fn fetch(cache: &Path) -> Result<Guest> {
         let path = unpacked.join("bin").join("busybox");
         let busybox = std::fs::read(&path)
             .with_context(|| format!("package {BUSYBOX_PACKAGE} has no {}", path.display()))?;
-        let archive = initramfs::busybox(&busybox, initramfs::BUSYBOX_INIT)?;
+        let modules = kernel_modules(cache, package, &release)?;
+        let archive = initramfs::busybox(&busybox, initramfs::BUSYBOX_INIT, &modules)?;
         let partial = initramfs.with_extension("cpio.partial");
         std::fs::write(&partial, archive)
             .with_context(|| format!("could not write {}", partial.display()))?;
         std::fs::rename(&partial, &initramfs)
             .with_context(|| format!("could not write {}", initramfs.display()))?;
-        std::fs::write(&init_file, initramfs::BUSYBOX_INIT)
+        std::fs::write(&init_file, archive_key())
             .with_context(|| format!("could not write {}", init_file.display()))?;
     }
     Ok(Guest {
@@ -113,18 +114,50 @@ pub fn fetch(cache: &Path) -> Result<Guest> {
     })
 }
 
+/// The modules the initramfs carries ([`initramfs::MODULES`]), from the
+/// kernel package unpacked in `cache` (unpacked again if it is not).
+fn kernel_modules(cache: &Path, package: &str, release: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let tree = |root: PathBuf| {
+        root.join("lib")
+            .join("modules")
+            .join(release)
+            .join("kernel")
+    };
+    let mut root = tree(cache.join(package));
+    if !root.join(initramfs::MODULES[0]).is_file() {
+        root = tree(download_and_unpack(cache, package)?);
+    }
+    initramfs::MODULES
+        .iter()
+        .map(|path| {
+            let file = root.join(path);
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("package {package} has no {}", file.display()))?;
+            let name = path.rsplit('/').next().unwrap_or(path).to_string();
+            Ok((name, bytes))
+        })
+        .collect()
+}
+
 /// The lock file fetches take turns on.
 const LOCK_FILE: &str = "fetch.lock";
 
 /// Where the cache keeps the init script its initramfs holds.
 const INIT_FILE: &str = "initramfs-init";
 
-/// Whether the cached initramfs holds today's init script.
+/// What the cached initramfs is built from: today's init script and
+/// module list.
+fn archive_key() -> String {
+    format!(
+        "{}\n# modules: {}\n",
+        initramfs::BUSYBOX_INIT,
+        initramfs::MODULES.join(" ")
+    )
+}
+
+/// Whether the cached initramfs holds today's init script and modules.
 fn init_current(cache: &Path) -> bool {
-    std::fs::read_to_string(cache.join(INIT_FILE))
-        .ok()
-        .as_deref()
-        == Some(initramfs::BUSYBOX_INIT)
+    std::fs::read_to_string(cache.join(INIT_FILE)).ok() == Some(archive_key())
 }
 
 /// Fetches the Debian guest when a system names one of its files (under

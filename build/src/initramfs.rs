@@ -197,6 +197,37 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "guest: userspace up, kernel $(uname -r)"
+# guest_disk=1: the virtio-blk disk. Its first boot finds no file system
+# on it, makes one (mke2fs, mounted by the kernel's ext4 driver), writes
+# /mnt/data with a known checksum and reboots; booted again, it reads the
+# file back, prints its checksum and powers off.
+if [ "$guest_disk" = 1 ]; then
+    for module in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
+        insmod /lib/modules/$module.ko || echo "guest: disk: insmod $module failed"
+    done
+    tries=0
+    while [ ! -b /dev/vda ] && [ $tries -lt 100 ]; do sleep 0.1; tries=$((tries + 1)); done
+    if [ ! -b /dev/vda ]; then
+        echo "guest: disk: no /dev/vda"
+        poweroff -f
+    fi
+    echo "guest: disk: /dev/vda of $(cat /sys/block/vda/size) sectors"
+    if mount -t ext4 /dev/vda /mnt 2>/dev/null; then
+        echo "guest: disk: mounted; /mnt/data sha256 $(sha256sum /mnt/data | cut -d' ' -f1)"
+        umount /mnt
+        echo "guest: disk: powering off"
+        poweroff -f
+    fi
+    echo "guest: disk: no file system; making one"
+    mke2fs -F -L vmkfs /dev/vda >/dev/null
+    mount -t ext4 /dev/vda /mnt || { echo "guest: disk: the new file system does not mount"; poweroff -f; }
+    seq 1 100000 > /mnt/data
+    echo "guest: disk: wrote /mnt/data, sha256 $(sha256sum /mnt/data | cut -d' ' -f1)"
+    umount /mnt
+    sync
+    echo "guest: disk: rebooting to read it back"
+    reboot -f
+fi
 # guest_reboot=once on the kernel command line (init's environment): set
 # the RTC to 2030 and reboot; booted again, the RTC must still say 2030.
 if [ "$guest_reboot" = once ]; then
@@ -235,12 +266,37 @@ echo "guest: powering off"
 poweroff -f
 "#;
 
+/// The kernel modules the initramfs carries, in the order `/init` loads
+/// them (each after what it depends on), as paths under the kernel
+/// package's `lib/modules/<release>/kernel/`: the virtio core, the PCI
+/// transport and the block driver (the Debian cloud kernel builds them as
+/// modules; ext4 is built in).
+pub const MODULES: [&str; 6] = [
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "drivers/block/virtio_blk.ko",
+];
+
 /// An initramfs with a static `busybox` as `/bin/busybox` (and `/bin/sh`
-/// pointing at it) and `init` as `/init`.
-pub fn busybox(busybox: &[u8], init: &str) -> Result<Vec<u8>> {
+/// pointing at it), `init` as `/init` and `modules` (file name, bytes)
+/// in `/lib/modules`.
+pub fn busybox(busybox: &[u8], init: &str, modules: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
     let mut archive = Archive::new();
     for directory in [
-        "bin", "dev", "proc", "sys", "sbin", "usr", "usr/bin", "usr/sbin",
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "lib",
+        "lib/modules",
+        "mnt",
     ] {
         archive.directory(directory)?;
     }
@@ -248,10 +304,29 @@ pub fn busybox(busybox: &[u8], init: &str) -> Result<Vec<u8>> {
     archive.file("bin/busybox", 0o755, busybox)?;
     archive.file("bin/tsc", 0o755, &tsc_program())?;
     for applet in [
-        "sh", "mount", "echo", "cat", "cut", "sleep", "uname", "poweroff", "reboot", "date",
+        "sh",
+        "mount",
+        "echo",
+        "cat",
+        "cut",
+        "sleep",
+        "uname",
+        "poweroff",
+        "reboot",
+        "date",
         "hwclock",
+        "insmod",
+        "mke2fs",
+        "umount",
+        "sync",
+        "seq",
+        "sha256sum",
+        "ls",
     ] {
         archive.symlink(&format!("bin/{applet}"), "busybox")?;
+    }
+    for (name, bytes) in modules {
+        archive.file(&format!("lib/modules/{name}"), 0o644, bytes)?;
     }
     archive.file("init", 0o755, init.as_bytes())?;
     Ok(archive.finish())
@@ -315,7 +390,14 @@ mod tests {
 
     #[test]
     fn the_same_entries_give_the_same_bytes() {
-        let make = || busybox(b"\x7fELF...", BUSYBOX_INIT).unwrap();
+        let make = || {
+            busybox(
+                b"\x7fELF...",
+                BUSYBOX_INIT,
+                &[("m.ko".into(), b"ko".to_vec())],
+            )
+            .unwrap()
+        };
         assert_eq!(make(), make());
         let read = entries(&make());
         assert!(

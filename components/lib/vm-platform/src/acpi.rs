@@ -21,6 +21,7 @@
 //!   (PNP0B00, ports 0x70-0x71, IRQ 8), optionally `\_SB.FWCF` (QEMU0002,
 //!   the fw_cfg ports), one `\_SB.VRnn` (LNRO0005) per virtio-mmio window
 //!   with its level-triggered GSI (Linux has no other way to find them),
+//!   optionally `\_SB.PCI0` (PNP0A03, the PCI root bridge of bus 0),
 //!   and `\_S5` = {5, 0, 0, 0} so Linux offers power-off. No GED device:
 //!   a guest-initiated power-off needs only the FADT registers and `\_S5`;
 //!   a GED would only deliver host-initiated power-button events.
@@ -109,6 +110,10 @@ pub struct Platform<'a> {
     pub fw_cfg: bool,
     /// Virtio-mmio devices, in DSDT order.
     pub virtio_mmio: &'a [VirtioMmio],
+    /// A PCI host bridge (`\_SB.PCI0`, PNP0A03, bus 0) is in the DSDT:
+    /// without it Linux under ACPI does not scan the bus for the
+    /// platform's PCI functions (its disks).
+    pub pci_root: bool,
 }
 
 /// Why the tables could not be built.
@@ -353,6 +358,15 @@ fn dsdt_body(w: &mut Writer, platform: &Platform) {
                 });
             });
         }
+        if platform.pci_root {
+            // No _CRS: Linux then gives the root bus the whole I/O and
+            // memory space, so it keeps the BARs the functions come with.
+            aml::device(w, "PCI0", |w| {
+                aml::name(w, "_HID", |w| aml::eisa_id(w, "PNP0A03"));
+                aml::name(w, "_UID", |w| aml::integer(w, 0));
+                aml::name(w, "_BBN", |w| aml::integer(w, 0));
+            });
+        }
         for (index, device) in platform.virtio_mmio.iter().enumerate() {
             virtio_mmio_device(w, index, device);
         }
@@ -411,6 +425,7 @@ mod tests {
             pic: false,
             fw_cfg: false,
             virtio_mmio: &[],
+            pci_root: false,
         }
     }
 
@@ -780,6 +795,17 @@ mod tests {
         assert!(text.contains("Device(VR01)"));
         assert!(text.contains("Interrupt(0x1,17)"));
         assert!(text.ends_with("} Name(_S5,Package{5,0,0,0})"));
+    }
+
+    #[test]
+    fn dsdt_describes_the_pci_root_bridge_when_asked() {
+        let mut platform = platform();
+        assert!(!decode_dsdt(&platform).contains("PCI0"));
+        platform.pci_root = true;
+        assert!(
+            decode_dsdt(&platform)
+                .contains("Device(PCI0){Name(_HID,0x30ad041) Name(_UID,0x0) Name(_BBN,0x0)}")
+        );
     }
 
     #[test]

@@ -542,6 +542,7 @@ impl Switcher {
             pic: true,
             fw_cfg: true,
             virtio_mmio: &[],
+            pci_root: self.disks.iter().any(Option::is_some),
         };
         let tables = match vm_platform::acpi::install(&acpi, memory) {
             Ok(tables) => tables,
