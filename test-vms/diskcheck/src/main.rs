@@ -23,8 +23,12 @@ use virtio::queue::{Segment, SplitQueue};
 
 guest_runtime::entry!("diskcheck", main);
 
-/// The interrupt vector of the queue's MSI-X message.
+/// The interrupt vector of the first disk's queue (the next disks take
+/// the next vectors).
 const VECTOR: u8 = 0x60;
+/// The most disks checked (each takes [`DMA_PER_DISK`] of the DMA area).
+const MAX_DISKS: usize = 4;
+const DMA_PER_DISK: u64 = 0x20000;
 const ROUNDS: u32 = 40;
 const WRITES: usize = 16;
 const OLDER: usize = 8;
@@ -75,6 +79,7 @@ impl DmaMemory for Dma {
 
 struct Disk {
     dma: Dma,
+    vector: u8,
     queue: SplitQueue,
     notify: u64,
     capacity: u64,
@@ -92,19 +97,40 @@ enum Op {
 }
 
 fn main() -> u32 {
-    let Some(device) = (0..32).find(|&device| {
+    let found = (0..32u8).filter(|&device| {
         let ids = devices::pci_read32(device, 0, 0);
         ids == u32::from(vpci::VENDOR_ID) | u32::from(vpci::DEVICE_ID_BLK) << 16
-    }) else {
-        println!("TEST diskcheck FAIL: no virtio-blk function on bus 0");
-        return 1;
-    };
-    let mut disk = match set_up(device) {
-        Ok(disk) => disk,
-        Err(why) => {
-            println!("TEST diskcheck FAIL: {why}");
+    });
+    let mut checked = 0;
+    for (index, device) in found.take(MAX_DISKS).enumerate() {
+        if check(device, index).is_err() {
             return 1;
         }
+        checked += 1;
+    }
+    if checked == 0 {
+        println!("TEST diskcheck FAIL: no virtio-blk function on bus 0");
+        return 1;
+    }
+    println!("TEST diskcheck PASS");
+    0
+}
+
+/// Prints the test's failure for the disk at `device` and fails.
+macro_rules! fail {
+    ($device:expr, $($why:tt)*) => {{
+        println!("TEST diskcheck FAIL: 00:{:02x}.0: {}", $device, format_args!($($why)*));
+        return Err(());
+    }};
+}
+
+/// Sets up the function at bus 0 `device` as disk `index` (its own part
+/// of the DMA area and its own interrupt vector) and runs the workload on
+/// it; a failure is printed.
+fn check(device: u8, index: usize) -> Result<(), ()> {
+    let mut disk = match set_up(device, index) {
+        Ok(disk) => disk,
+        Err(why) => fail!(device, "{why}"),
     };
     println!(
         "diskcheck: virtio-blk at 00:{device:02x}.0, {} sectors ({} KiB)",
@@ -112,13 +138,11 @@ fn main() -> u32 {
         disk.capacity / 2
     );
     if disk.capacity < (BLOCKS as u64 * u64::from(BLOCK)) / 512 {
-        println!("TEST diskcheck FAIL: the disk is smaller than 1 MiB");
-        return 1;
+        fail!(device, "the disk is smaller than 1 MiB");
     }
     let mut id = [0u8; 20];
     if let Err(why) = disk.run(&[(Op::Id, 0)]) {
-        println!("TEST diskcheck FAIL: get id: {why}");
-        return 1;
+        fail!(device, "get id: {why}");
     }
     for (i, byte) in id.iter_mut().enumerate() {
         *byte = disk.dma.read8(DATA_AT + i as u64);
@@ -145,13 +169,11 @@ fn main() -> u32 {
                 ops[slot] = (Op::Write, block as u64);
             }
             if let Err(why) = disk.run(&ops[..batch.len()]) {
-                println!("TEST diskcheck FAIL: round {round}: write: {why}");
-                return 1;
+                fail!(device, "round {round}: write: {why}");
             }
         }
         if let Err(why) = disk.run(&[(Op::Flush, 0)]) {
-            println!("TEST diskcheck FAIL: round {round}: flush: {why}");
-            return 1;
+            fail!(device, "round {round}: flush: {why}");
         }
         for &block in &blocks {
             written[block] = round;
@@ -168,16 +190,15 @@ fn main() -> u32 {
                 ops[slot] = (Op::Read, block as u64);
             }
             if let Err(why) = disk.run(&ops[..batch.len()]) {
-                println!("TEST diskcheck FAIL: round {round}: read: {why}");
-                return 1;
+                fail!(device, "round {round}: read: {why}");
             }
             for (slot, &block) in batch.iter().enumerate() {
                 if let Some(at) = mismatch(&disk.dma, slot, block, written[block]) {
-                    println!(
-                        "TEST diskcheck FAIL: round {round}: block {block} (written in round {}) read back wrong at byte {at}",
+                    fail!(
+                        device,
+                        "round {round}: block {block} (written in round {}) read back wrong at byte {at}",
                         written[block]
                     );
-                    return 1;
                 }
             }
         }
@@ -185,17 +206,16 @@ fn main() -> u32 {
             println!(
                 "diskcheck: round {round}/{ROUNDS}: every flushed block read back right ({} requests, {} interrupts)",
                 disk.requests,
-                interrupts::count(VECTOR)
+                interrupts::count(disk.vector)
             );
         }
     }
     println!(
-        "diskcheck: {ROUNDS} rounds, {} requests, {} interrupts, no error",
+        "diskcheck: 00:{device:02x}.0: {ROUNDS} rounds, {} requests, {} interrupts, no error",
         disk.requests,
-        interrupts::count(VECTOR)
+        interrupts::count(disk.vector)
     );
-    println!("TEST diskcheck PASS");
-    0
+    Ok(())
 }
 
 fn next(state: &mut u64) -> u64 {
@@ -231,7 +251,8 @@ fn mismatch(dma: &Dma, slot: usize, block: usize, round: u32) -> Option<u64> {
         .map(|word| word * 8)
 }
 
-fn set_up(device: u8) -> Result<Disk, &'static str> {
+fn set_up(device: u8, index: usize) -> Result<Disk, &'static str> {
+    let vector = VECTOR + index as u8;
     let config = vpci::snapshot(|offset| devices::pci_read8(device, 0, offset));
     let caps = vpci::virtio_caps(&config).map_err(|_| "no usable virtio capabilities")?;
     let msix = vpci::msix(&config)
@@ -298,7 +319,7 @@ fn set_up(device: u8) -> Result<Disk, &'static str> {
     interrupts::use_lapic();
     devices::write32(table + 16, 0xfee0_0000);
     devices::write32(table + 20, 0);
-    devices::write32(table + 24, u32::from(VECTOR));
+    devices::write32(table + 24, u32::from(vector));
     devices::write32(table + 28, 0);
     let cap = devices::pci_read32(device, 0, msix.position);
     let control = ((cap >> 16) as u16 | vpci::MSIX_ENABLE) & !vpci::MSIX_FUNCTION_MASK;
@@ -310,7 +331,7 @@ fn set_up(device: u8) -> Result<Disk, &'static str> {
     );
     devices::write16(common_at + u64::from(common::MSIX_CONFIG), vpci::NO_VECTOR);
 
-    let dma = Dma(dma_area());
+    let dma = Dma(dma_area() + index as u64 * DMA_PER_DISK);
     devices::write16(common_at + u64::from(common::QUEUE_SELECT), 0);
     let size = devices::read16(common_at + u64::from(common::QUEUE_SIZE)).min(QUEUE_SIZE);
     let size = virtio::queue::choose_size(size).ok_or("the device has no queue")?;
@@ -348,6 +369,7 @@ fn set_up(device: u8) -> Result<Disk, &'static str> {
         )) << 32;
     Ok(Disk {
         dma,
+        vector,
         queue,
         notify,
         capacity,

@@ -7,7 +7,7 @@
 use core::cell::UnsafeCell;
 
 /// Bytes of the DMA area.
-pub const DMA_BYTES: usize = 128 * 1024;
+pub const DMA_BYTES: usize = 512 * 1024;
 
 #[repr(C, align(4096))]
 struct DmaArea(UnsafeCell<[u8; DMA_BYTES]>);
