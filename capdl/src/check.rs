@@ -56,6 +56,13 @@ pub const DEFAULT_BACKOFF_NS: u64 = 10_000_000;
 pub const MAX_STACK: u64 = 256 * PAGE_SIZE;
 /// The longest restart back-off.
 pub const MAX_BACKOFF_NS: u64 = 3_600_000_000_000;
+/// The block store's program, which a `[disks.NAME]` table's store runs.
+pub const BLOCK_STORE: &str = "block-store";
+/// A disk queue's slot: one block-interface message (`block_api`'s
+/// `REQUEST_BYTES`).
+pub const DISK_SLOT_BYTES: u32 = 4128;
+/// A disk queue's default depth.
+pub const DISK_SLOTS: u32 = 16;
 /// The most slot memory one queue may have.
 pub const MAX_QUEUE_BYTES: u64 = 4 << 20;
 /// The most slots one queue may have.
@@ -371,7 +378,9 @@ impl Checker<'_> {
             &mut checked,
             options.console.as_deref(),
         );
-        let queues = self.queues(&queues, &names, &checked);
+        let mut queues = self.queues(&queues, &names, &checked);
+        let disk_entries = self.unique(&document.virtual_disks, "disk");
+        self.virtual_disks(&disk_entries, &names, &vms, &mut checked, &mut queues);
         self.calls(&queues, &checked);
         let notifications = self.notifications(&notifications, &names);
 
@@ -418,6 +427,140 @@ impl Checker<'_> {
             system.layout = self.layout(&system);
         }
         system
+    }
+
+    /// `[disks.NAME]`: each virtual disk becomes the queue pair
+    /// `NAME-requests` (from the VM's world switcher to the store) and
+    /// `NAME-completions` (back), of block-interface messages, and the
+    /// store's arguments gain `disks=NAME:BYTES,...` (the size it creates
+    /// the disk with).
+    fn virtual_disks(
+        &mut self,
+        entries: &[&Entry<crate::raw::RawVirtualDisk>],
+        names: &Names,
+        vms: &[Vm],
+        components: &mut [Component],
+        queues: &mut Vec<Queue>,
+    ) {
+        let mut sizes: Vec<(usize, String)> = Vec::new();
+        for entry in entries {
+            let Some(raw) = &entry.value else {
+                continue;
+            };
+            let context = format!("disk '{}'", entry.name);
+            let store = self.end(entry, &context, "store component", &raw.store, names);
+            if let Some(store) = store
+                && components[store].program != BLOCK_STORE
+            {
+                self.error(
+                    &entry.at(&raw.store),
+                    format!(
+                        "{context}: its store '{}' runs program '{}', not the block store",
+                        raw.store.get_ref(),
+                        components[store].program
+                    ),
+                )
+                .help = Some(format!("a disk's store runs program = \"{BLOCK_STORE}\""));
+            }
+            let vm = vms.iter().find(|vm| vm.name == *raw.vm.get_ref());
+            if vm.is_none() {
+                let known: Vec<&str> = vms.iter().map(|vm| vm.name.as_str()).collect();
+                let help = suggest(raw.vm.get_ref(), known.iter().copied()).unwrap_or_else(|| {
+                    if known.is_empty() {
+                        "the system declares no VMs ([vms.NAME])".to_string()
+                    } else {
+                        format!("the VMs are {}", known.join(", "))
+                    }
+                });
+                self.error(
+                    &entry.at(&raw.vm),
+                    format!("{context}: unknown VM '{}'", raw.vm.get_ref()),
+                )
+                .help = Some(help);
+            }
+            let bytes = raw.size.get_ref().0;
+            if bytes == 0 || bytes % 512 != 0 {
+                self.error(
+                    &entry.at(&raw.size),
+                    format!(
+                        "{context}: size {} is not a positive multiple of 512 bytes",
+                        format_size(bytes)
+                    ),
+                );
+            }
+            let slots = match &raw.slots {
+                Some(value) => self.slots(entry, &context, value),
+                None => Some(DISK_SLOTS),
+            };
+            let (Some(store), Some(vm), Some(slots)) = (store, vm, slots) else {
+                continue;
+            };
+            for (suffix, sender, receiver) in [
+                ("requests", vm.switcher, store),
+                ("completions", store, vm.switcher),
+            ] {
+                let name = format!("{}-{suffix}", entry.name);
+                if queues.iter().any(|queue| queue.name == name) {
+                    self.error(
+                        &entry.spot,
+                        format!(
+                            "{context} needs the queue '{name}', which the system declares itself"
+                        ),
+                    )
+                    .help = Some(format!(
+                        "a disk's queues are made for it: remove [queues.{name}] or rename the disk"
+                    ));
+                    continue;
+                }
+                self.queue_spots.push(entry.spot.clone());
+                queues.push(Queue {
+                    name,
+                    sender,
+                    receiver,
+                    slot_size: DISK_SLOT_BYTES,
+                    slots,
+                    reply: None,
+                });
+            }
+            sizes.push((store, format!("{}:{bytes}", entry.name)));
+        }
+        if queues.len() > MAX_QUEUES
+            && let Some(entry) = entries.last()
+        {
+            self.error(
+                &entry.spot,
+                format!(
+                    "the system has {} queues with those of its disks; the core supports at most {MAX_QUEUES}",
+                    queues.len()
+                ),
+            );
+        }
+        for (index, component) in components.iter_mut().enumerate() {
+            let listed: Vec<&str> = sizes
+                .iter()
+                .filter(|(store, _)| *store == index)
+                .map(|(_, disk)| disk.as_str())
+                .collect();
+            if listed.is_empty() {
+                continue;
+            }
+            if component
+                .args
+                .split_whitespace()
+                .any(|word| word.starts_with("disks="))
+            {
+                self.error(
+                    &self.component_spots[index].clone(),
+                    format!(
+                        "component '{}': its args say disks=, which its [disks.NAME] tables write",
+                        component.name
+                    ),
+                );
+                continue;
+            }
+            let separator = if component.args.is_empty() { "" } else { " " };
+            component.args = format!("{}{separator}disks={}", component.args, listed.join(","));
+        }
     }
 
     /// One component's own fields; references to others are resolved here
@@ -2039,7 +2182,7 @@ impl Checker<'_> {
 
     fn slots(
         &mut self,
-        entry: &Entry<crate::raw::RawQueue>,
+        entry: &Entry<impl Sized>,
         context: &str,
         value: &Spanned<Number>,
     ) -> Option<u32> {

@@ -28,7 +28,7 @@ use crate::diagnostic::{
 use crate::units::{Duration, InterruptLine, Number, PortRange, Size};
 
 /// The keys a config file may have at its top level.
-pub const TOP_LEVEL_KEYS: [&str; 8] = [
+pub const TOP_LEVEL_KEYS: [&str; 9] = [
     "include",
     "system",
     "machine",
@@ -37,6 +37,7 @@ pub const TOP_LEVEL_KEYS: [&str; 8] = [
     "queues",
     "notifications",
     "vms",
+    "disks",
 ];
 /// How deep includes may nest.
 pub const MAX_INCLUDE_DEPTH: usize = 16;
@@ -267,6 +268,21 @@ pub struct RawQueue {
     pub reply: Option<Spanned<String>>,
 }
 
+/// `[disks.NAME]`: a virtual disk the block store `store` serves to VM
+/// `vm` (the pair of queues between them is generated).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVirtualDisk {
+    /// The block-store component that keeps it.
+    pub store: Spanned<String>,
+    /// The VM that sees it (its world switcher gets the queues).
+    pub vm: Spanned<String>,
+    /// Its size when the store creates it (a multiple of 512 bytes).
+    pub size: Spanned<Size>,
+    /// Requests in flight between the switcher and the store (default 16).
+    pub slots: Option<Spanned<Number>>,
+}
+
 /// `[notifications.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -380,6 +396,8 @@ pub struct Document {
     pub queues: Vec<Entry<RawQueue>>,
     pub notifications: Vec<Entry<RawNotification>>,
     pub vms: Vec<Entry<RawVm>>,
+    /// `[disks.NAME]`: virtual disks of a block store.
+    pub virtual_disks: Vec<Entry<RawVirtualDisk>>,
     /// `[machine] disks`, from whichever file wrote them.
     pub disks: Vec<(Spot, RawDisk)>,
     /// Whether a file had a TOML syntax error or an include failed: the
@@ -560,6 +578,10 @@ impl Loader<'_> {
                 "vms" => {
                     let entries = self.entries(file, value, &spot, "vms", "VM");
                     self.document.vms.extend(entries);
+                }
+                "disks" => {
+                    let entries = self.entries(file, value, &spot, "disks", "disk");
+                    self.document.virtual_disks.extend(entries);
                 }
                 "description" => {
                     self.document.broken_sections = true;

@@ -38,7 +38,7 @@ fn unknown_top_level_key() {
 fn unknown_top_level_key_far_from_any() {
     assert_eq!(
         error("[components.a]\n[devices]\n"),
-        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, machine, components, component, queues, notifications, vms)"
+        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, machine, components, component, queues, notifications, vms, disks)"
     );
 }
 
@@ -479,7 +479,7 @@ fn no_programs_at_all_names_the_empty_group_folders() {
 fn unknown_default_program_lists_programs() {
     assert_eq!(
         error("[components.qos]\n"),
-        "main.toml:1:13: component 'qos': no program 'qos' in components/system/ or components/test/ (the program defaults to the component's name) (help: the programs are: a, b, blockstore, c, crasher, driver, hello, hostile, measure, peer, ping, pong, spinner, supervisor, vmctl, world-switcher)"
+        "main.toml:1:13: component 'qos': no program 'qos' in components/system/ or components/test/ (the program defaults to the component's name) (help: the programs are: a, b, block-store, blockstore, c, crasher, driver, hello, hostile, measure, peer, ping, pong, spinner, supervisor, vmctl, world-switcher)"
     );
 }
 
@@ -1856,7 +1856,7 @@ fn host_keys_of_the_root_file_are_skipped() {
     assert_eq!(
         render(&load_files(&files, &options).unwrap_err()),
         [
-            "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, machine, components, component, queues, notifications, vms)"
+            "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, machine, components, component, queues, notifications, vms, disks)"
         ]
     );
 }
@@ -2032,4 +2032,70 @@ fn device_files_and_directories_are_not_read() {
         ]
     );
     std::fs::remove_dir_all(&directory).unwrap();
+}
+
+// ---------------------------------------------------------------- disks
+
+/// A store, a switcher and a VM, for `[disks.NAME]` tests.
+const DISK_BASE: &str = "[components.store]\nprogram = \"block-store\"\n[components.ws]\nprogram = \"world-switcher\"\n[vms.guest]\nswitcher = \"ws\"\nimage = \"hello\"\n";
+
+#[test]
+fn a_disk_becomes_a_queue_pair_and_the_stores_size_argument() {
+    let system = common::system(&format!(
+        "{DISK_BASE}[disks.data]\nstore = \"store\"\nvm = \"guest\"\nsize = \"4MiB\"\nslots = 8\n"
+    ));
+    let names: Vec<(&str, usize, usize, u32, u32)> = system
+        .queues
+        .iter()
+        .map(|q| (q.name.as_str(), q.sender, q.receiver, q.slot_size, q.slots))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("data-requests", 1, 0, 4128, 8),
+            ("data-completions", 0, 1, 4128, 8)
+        ]
+    );
+    assert_eq!(system.components[0].args, "disks=data:4194304");
+}
+
+#[test]
+fn a_disks_store_and_vm_must_exist_and_the_store_be_the_block_store() {
+    assert_eq!(
+        errors(&format!(
+            "{DISK_BASE}[disks.d]\nstore = \"stor\"\nvm = \"gust\"\nsize = \"1MiB\"\n"
+        )),
+        [
+            "main.toml:9:9: disk 'd': unknown store component 'stor' (help: did you mean 'store'?)",
+            "main.toml:10:6: disk 'd': unknown VM 'gust' (help: did you mean 'guest'?)",
+        ]
+    );
+    assert_eq!(
+        error(&format!(
+            "{DISK_BASE}[disks.d]\nstore = \"ws\"\nvm = \"guest\"\nsize = \"1MiB\"\n"
+        )),
+        "main.toml:9:9: disk 'd': its store 'ws' runs program 'world-switcher', not the block store (help: a disk's store runs program = \"block-store\")"
+    );
+}
+
+#[test]
+fn a_disks_size_and_queues_are_checked() {
+    assert_eq!(
+        error(&format!(
+            "{DISK_BASE}[disks.d]\nstore = \"store\"\nvm = \"guest\"\nsize = 1000\n"
+        )),
+        "main.toml:11:8: disk 'd': size 1000B is not a positive multiple of 512 bytes"
+    );
+    assert_eq!(
+        error(&format!(
+            "{DISK_BASE}[disks.d]\nstore = \"store\"\nvm = \"guest\"\nsize = \"1MiB\"\n[queues.d-requests]\nfrom = \"ws\"\nto = \"store\"\nslot_size = 64\nslots = 4\n"
+        )),
+        "main.toml:8:8: disk 'd' needs the queue 'd-requests', which the system declares itself (help: a disk's queues are made for it: remove [queues.d-requests] or rename the disk)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{DISK_BASE}[disks.d]\nstore = \"store\"\nvm = \"guest\"\nsize = \"1MiB\"\nslots = 3\n"
+        )),
+        "main.toml:12:9: disk 'd': slots 3 is not a power of two (help: use 2 or 4)"
+    );
 }

@@ -30,6 +30,7 @@ pub fn programs() -> ProgramSet {
             "c",
             "driver",
             "blockstore",
+            "block-store",
             "world-switcher",
             "vmctl",
         ],

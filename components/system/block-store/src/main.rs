@@ -7,7 +7,8 @@
 //! disk (its first sector all zeros) is formatted first, never one that
 //! holds anything. Each client is a queue pair `<disk>-requests` /
 //! `<disk>-completions` (or `requests` / `completions` for the disk
-//! `file=`); the store opens each client's virtual disk exclusively,
+//! `file=`; the system file's `[disks.NAME]` tables make these pairs and
+//! pass each disk's size as `disks=NAME:BYTES,...`); the store opens each client's virtual disk exclusively,
 //! creating it with `size=` bytes when it does not exist, and then serves
 //! reads, writes, flushes and the size, client after client. A flush is acknowledged only once the
 //! engine made every earlier write durable on the disk under it.
@@ -151,8 +152,31 @@ fn main(start: &runtime::Start) -> i32 {
             "crash_after",
             "crash_every",
             "crashes",
+            "disks",
         ])
         .or_exit();
+    // `disks=NAME:BYTES,...` (what the system's [disks.NAME] tables say):
+    // the size each disk is created with.
+    let mut sizes: Vec<(&str, u64)> = Vec::new();
+    for item in arguments
+        .text("disks")
+        .unwrap_or("")
+        .split(',')
+        .filter(|item| !item.is_empty())
+    {
+        match item
+            .split_once(':')
+            .map(|(name, bytes)| (name, bytes.parse::<u64>()))
+        {
+            Some((name, Ok(bytes))) if bytes > 0 && bytes % SECTOR == 0 => {
+                sizes.push((name, bytes))
+            }
+            _ => {
+                println!("block-store: bad disks= item '{item}' (NAME:BYTES, a multiple of 512)");
+                return 2;
+            }
+        }
+    }
     let name = arguments.text("file").unwrap_or("disk0");
     let size: u64 = arguments.number("size", 4 << 20).or_exit();
     let format = arguments.number::<u32>("format", 0).or_exit() != 0;
@@ -230,6 +254,10 @@ fn main(start: &runtime::Start) -> i32 {
             println!("block-store: the queue '{queue}' comes without '{answers}'");
             return 2;
         };
+        let size = sizes
+            .iter()
+            .find(|(name, _)| *name == disk)
+            .map_or(size, |(_, bytes)| *bytes);
         if store.stat(disk).is_err()
             && let Err(error) = store.create(disk, size).and_then(|()| store.flush())
         {
