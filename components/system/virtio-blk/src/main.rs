@@ -4,7 +4,9 @@
 //!
 //! It is given its PCI function (`pci = { vendor = "0x1af4", device =
 //! "0x1042", msi = 1 }`), one DMA buffer (`dma = [{ size = "128KiB" }]`)
-//! and the queues `requests` (from the client) and `completions` (to it).
+//! and the queues `requests` (from the client) and `completions` (to it):
+//! by default `dev-requests` / `dev-completions`, the block store's, when
+//! the system gives those, else `requests` / `completions`.
 //! At start it resets the device (its last life may have left it running
 //! over this same buffer), negotiates features (virtio 1.x, flush), sets
 //! up request queue 0 in the DMA buffer, programs MSI-X vector 0 with the
@@ -175,8 +177,22 @@ fn main(start: &runtime::Start) -> i32 {
         .arguments(&["requests", "completions", "crash_after", "bench", "intx"])
         .or_exit();
     let bench = arguments.number::<u32>("bench", 0).or_exit() != 0;
-    let requests_name = arguments.text("requests").unwrap_or("requests");
-    let completions_name = arguments.text("completions").unwrap_or("completions");
+    // Unless named, the pair the block store uses (`dev-requests` /
+    // `dev-completions`) if the system gives it, else `requests` /
+    // `completions`.
+    let store_pair = start
+        .resource(
+            "dev-requests",
+            runtime::abi::start::ResourceKind::QueueReceive,
+        )
+        .is_some();
+    let (default_requests, default_completions) = if store_pair {
+        ("dev-requests", "dev-completions")
+    } else {
+        ("requests", "completions")
+    };
+    let requests_name = arguments.text("requests").unwrap_or(default_requests);
+    let completions_name = arguments.text("completions").unwrap_or(default_completions);
     let crash_after: Option<u64> = arguments
         .optional_number("crash_after")
         .or_exit()
@@ -301,6 +317,16 @@ fn main(start: &runtime::Start) -> i32 {
                 Ok(Some(submitted)) => {
                     slots[free] = Some(submitted);
                     added = true;
+                    // A client that keeps one request in flight (the
+                    // block store) has none left at its completion: crash
+                    // with this one on the device instead.
+                    if crash_after.is_some_and(|after| completed >= after) {
+                        device.notify.write16(device.notify_at, 0);
+                        println!(
+                            "virtio-blk: crashing after {completed} completions with requests in flight (crash_after)"
+                        );
+                        panic!("crash requested (crash_after)");
+                    }
                 }
                 Ok(None) if request.operation == Operation::Detach as u32 => {
                     detaching = Some(request.id);
