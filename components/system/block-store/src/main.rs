@@ -52,6 +52,10 @@ struct DriverDisk {
     next_id: u64,
     request: Box<Request>,
     completion: Box<Completion>,
+    /// Device requests made for file data and for metadata (including
+    /// the journal), for the report.
+    data_ios: u64,
+    metadata_ios: u64,
 }
 
 impl DriverDisk {
@@ -63,6 +67,8 @@ impl DriverDisk {
             next_id: u64::from(start.generation()) << 48,
             request: Box::new(Request::new(0, Operation::Size, 0, 0)),
             completion: Box::new(Completion::new(0, Status::Ok)),
+            data_ios: 0,
+            metadata_ios: 0,
         };
         disk.size = disk.call(Operation::Size, 0, 0).ok()? * SECTOR;
         Some(disk)
@@ -105,13 +111,25 @@ impl DriverDisk {
     }
 }
 
+impl DriverDisk {
+    /// Counts the device requests an engine I/O of `bytes` takes.
+    fn count(&mut self, kind: IoKind, bytes: usize) {
+        let requests = bytes.div_ceil(BLOCK) as u64;
+        match kind {
+            IoKind::Data => self.data_ios += requests,
+            IoKind::Metadata | IoKind::Journal => self.metadata_ios += requests,
+        }
+    }
+}
+
 impl BlockDevice for DriverDisk {
     fn size(&self) -> u64 {
         self.size
     }
 
-    fn read(&mut self, offset: u64, buffer: &mut [u8], _kind: IoKind) -> Result<(), DeviceError> {
+    fn read(&mut self, offset: u64, buffer: &mut [u8], kind: IoKind) -> Result<(), DeviceError> {
         vmkfs::device::check_request(offset, buffer.len(), self.size)?;
+        self.count(kind, buffer.len());
         for (index, chunk) in buffer.chunks_mut(BLOCK).enumerate() {
             let at = offset + (index * BLOCK) as u64;
             self.call(
@@ -124,8 +142,9 @@ impl BlockDevice for DriverDisk {
         Ok(())
     }
 
-    fn write(&mut self, offset: u64, data: &[u8], _kind: IoKind) -> Result<(), DeviceError> {
+    fn write(&mut self, offset: u64, data: &[u8], kind: IoKind) -> Result<(), DeviceError> {
         vmkfs::device::check_request(offset, data.len(), self.size)?;
+        self.count(kind, data.len());
         for (index, chunk) in data.chunks(BLOCK).enumerate() {
             let at = offset + (index * BLOCK) as u64;
             self.request.data[..chunk.len()].copy_from_slice(chunk);
@@ -302,6 +321,12 @@ fn main(start: &runtime::Start) -> i32 {
     let mut request = Box::new(Request::new(0, Operation::Read, 0, 0));
     let mut completion = Box::new(Completion::new(0, Status::Ok));
     let mut served = 0u64;
+    // Device I/O from here on is the clients' (metadata I/O while serving
+    // data should be none: the disks' blocks are all allocated).
+    let (data_start, metadata_start) = {
+        let device = &store.devices()[0];
+        (device.data_ios, device.metadata_ios)
+    };
     loop {
         // Every request that waits, client by client.
         let mut busy = false;
@@ -335,8 +360,11 @@ fn main(start: &runtime::Start) -> i32 {
             // device go too.
             let flushed = store.flush();
             let _ = store.devices_mut()[0].call(Operation::Detach, 0, 0);
+            let device = &store.devices()[0];
             println!(
-                "block-store: every client detached after {served} requests{}",
+                "block-store: every client detached after {served} requests ({} data and {} metadata device requests while serving){}",
+                device.data_ios - data_start,
+                device.metadata_ios - metadata_start,
                 if flushed.is_ok() {
                     ""
                 } else {
