@@ -236,11 +236,53 @@ fn prepare_disks(disks: &[capdl::MachineDisk], work: &Path) -> Result<Vec<PathBu
                     .with_context(|| format!("creating {}", path.display()))?;
                 file.set_len(size.unwrap_or(0))
                     .with_context(|| format!("sizing {}", path.display()))?;
+                drop(file);
+                if !disk.imports.is_empty() {
+                    make_store_image(&path, size.unwrap_or(0), &disk.imports).with_context(
+                        || format!("making the block store's image for disk {index}"),
+                    )?;
+                }
             }
         }
         paths.push(path);
     }
     Ok(paths)
+}
+
+/// A VMKFS file system on `path` (`size` bytes, laid out as the block
+/// store formats a blank disk: 64 KiB blocks) holding each of `imports`
+/// as a virtual disk of its declared size, its first bytes from its file.
+fn make_store_image(path: &Path, size: u64, imports: &[capdl::DiskImport]) -> Result<()> {
+    let options = vmkfs::FormatOptions {
+        block_size: 64 << 10,
+        file_system: vmkfs::host::new_file_system_id(),
+        ..vmkfs::FormatOptions::default()
+    };
+    let paths = [path.to_path_buf()];
+    let store = vmkfs::host::format_image(&paths, size, &options, true)?;
+    store.unmount().map_err(vmkfs::host::HostError::from)?;
+    let mut store = vmkfs::host::mount_image(&paths, true)?;
+    for import in imports {
+        let length = std::fs::metadata(&import.from)
+            .with_context(|| format!("disk '{}': reading {}", import.name, import.from.display()))?
+            .len();
+        if length > import.size {
+            anyhow::bail!(
+                "disk '{}': {} holds {length} bytes, more than the disk's {}",
+                import.name,
+                import.from.display(),
+                import.size
+            );
+        }
+        vmkfs::host::import_file(&mut store, &import.name, &import.from, None)?;
+        if length < import.size {
+            store
+                .resize(&import.name, import.size)
+                .map_err(vmkfs::host::HostError::from)?;
+        }
+    }
+    store.unmount().map_err(vmkfs::host::HostError::from)?;
+    Ok(())
 }
 
 fn work_directory(images: &Path, stem: &str, emulator: Emulator) -> PathBuf {
@@ -254,6 +296,47 @@ fn work_directory(images: &Path, stem: &str, emulator: Emulator) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_image_holds_each_import_at_its_declared_size() {
+        let directory = tempfile::tempdir().unwrap();
+        let source = directory.path().join("source.img");
+        let bytes: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&source, &bytes).unwrap();
+        let disks = [capdl::MachineDisk {
+            size: Some(8 << 20),
+            image: None,
+            imports: vec![capdl::DiskImport {
+                name: "disk0".into(),
+                size: 1 << 20,
+                from: source.clone(),
+            }],
+        }];
+        let work = directory.path().join("work");
+        let paths = prepare_disks(&disks, &work).unwrap();
+        let mut store = vmkfs::host::mount_image(&paths, false).unwrap();
+        let handle = store.open("disk0", vmkfs::OpenMode::ReadOnly).unwrap();
+        assert_eq!(store.length(handle).unwrap(), 1 << 20);
+        let mut read = vec![0u8; 40_960];
+        store.read(handle, 0, &mut read).unwrap();
+        assert_eq!(&read[..bytes.len()], &bytes[..]);
+        assert!(read[bytes.len()..].iter().all(|&byte| byte == 0));
+        drop(store);
+        // A file larger than its disk is refused, naming both.
+        let too_big = [capdl::MachineDisk {
+            imports: vec![capdl::DiskImport {
+                name: "small".into(),
+                size: 4096,
+                from: source,
+            }],
+            ..disks[0].clone()
+        }];
+        let error = format!("{:#}", prepare_disks(&too_big, &work).unwrap_err());
+        assert!(
+            error.contains("disk 'small'") && error.contains("more than the disk's 4096"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn exit_statuses() {

@@ -30,9 +30,9 @@ use toml::Spanned;
 use crate::Options;
 use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, non_ascii, suggest};
 use crate::model::{
-    Capability, Component, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, KernelGuest, Layout,
-    LineGrant, MachineDisk, MmioGrant, Notification, PciGrant, PortGrant, Queue, QueuePlacement,
-    SPEC_ENTRY, System, Vm,
+    Capability, Component, DiskImport, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, KernelGuest,
+    Layout, LineGrant, MachineDisk, MmioGrant, Notification, PciGrant, PortGrant, Queue,
+    QueuePlacement, SPEC_ENTRY, System, Vm,
 };
 use crate::programs::{ProgramSet, WORLD_SWITCHER};
 use crate::raw::{
@@ -405,7 +405,8 @@ impl Checker<'_> {
             forwarder_spot.as_ref(),
         );
         self.memory(&checked, &queues, &vms, options);
-        let disks = self.disks(&document.disks);
+        let mut disks = self.disks(&document.disks);
+        self.disk_imports(&disk_entries, &mut disks);
 
         let mut system = System {
             root,
@@ -560,6 +561,52 @@ impl Checker<'_> {
             }
             let separator = if component.args.is_empty() { "" } else { " " };
             component.args = format!("{}{separator}disks={}", component.args, listed.join(","));
+        }
+    }
+
+    /// `[disks.NAME] from = "file"`: the build tool makes the store's
+    /// device (the system's one fresh `[machine]` disk) a VMKFS file system
+    /// with the disk imported from the file (relative to the system file).
+    fn disk_imports(
+        &mut self,
+        entries: &[&Entry<crate::raw::RawVirtualDisk>],
+        disks: &mut [MachineDisk],
+    ) {
+        for entry in entries {
+            let Some(raw) = &entry.value else {
+                continue;
+            };
+            let Some(from) = &raw.from else {
+                continue;
+            };
+            let context = format!("disk '{}'", entry.name);
+            let fresh: Vec<usize> = (0..disks.len())
+                .filter(|&index| disks[index].size.is_some())
+                .collect();
+            let [target] = fresh[..] else {
+                self.error(
+                    &entry.at(from),
+                    format!(
+                        "{context}: `from` needs exactly one fresh [machine] disk for the store's file system (the system has {})",
+                        fresh.len()
+                    ),
+                )
+                .help = Some("[machine] disks = [{ size = \"32MiB\" }]".into());
+                continue;
+            };
+            if from.get_ref().is_empty() {
+                self.error(&entry.at(from), format!("{context}: `from` names no file"));
+                continue;
+            }
+            let directory = std::path::Path::new(&self.sources.files[entry.spot.file].name)
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            disks[target].imports.push(DiskImport {
+                name: entry.name.clone(),
+                size: raw.size.get_ref().0,
+                from: directory.join(from.get_ref()),
+            });
         }
     }
 
@@ -1498,6 +1545,7 @@ impl Checker<'_> {
                     disks.push(MachineDisk {
                         size: Some(bytes),
                         image: None,
+                        imports: Vec::new(),
                     });
                 }
                 (None, Some(image)) if !image.get_ref().is_empty() => {
@@ -1508,6 +1556,7 @@ impl Checker<'_> {
                     disks.push(MachineDisk {
                         size: None,
                         image: Some(directory.join(image.get_ref())),
+                        imports: Vec::new(),
                     });
                 }
                 _ => {

@@ -608,6 +608,15 @@ impl System {
                     (None, None) => String::new(),
                 };
                 let _ = writeln!(out, "  disk {index}: virtio-blk-pci (1af4:1042), {what}");
+                for import in &disk.imports {
+                    let _ = writeln!(
+                        out,
+                        "    VMKFS disk '{}' ({}) from {}",
+                        import.name,
+                        format_size(import.size),
+                        import.from.display()
+                    );
+                }
             }
             let _ = writeln!(out, "}}");
         }

@@ -115,11 +115,23 @@ pub struct PciGrant {
 }
 
 /// A disk the emulator attaches (QEMU's virtio-blk-pci, modern): a fresh
-/// zeroed image of `size`, or a copy of `image`.
+/// zeroed image of `size`, or a copy of `image`. With `imports`, the fresh
+/// image holds a VMKFS file system the build tool makes, with those
+/// virtual disks imported (`[disks.NAME] from = ...`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MachineDisk {
     pub size: Option<u64>,
     pub image: Option<std::path::PathBuf>,
+    pub imports: Vec<DiskImport>,
+}
+
+/// A virtual disk the build tool imports into a machine disk's file
+/// system: `name`, `size` bytes, its first bytes from the file `from`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskImport {
+    pub name: String,
+    pub size: u64,
+    pub from: std::path::PathBuf,
 }
 
 /// An interrupt line and how its device drives it.

@@ -281,6 +281,9 @@ pub struct RawVirtualDisk {
     pub size: Spanned<Size>,
     /// Requests in flight between the switcher and the store (default 16).
     pub slots: Option<Spanned<Number>>,
+    /// A file (raw disk bytes, such as an ext4 image) the build tool
+    /// imports as the disk's contents, relative to this file.
+    pub from: Option<Spanned<String>>,
 }
 
 /// `[notifications.NAME]`.

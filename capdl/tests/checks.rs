@@ -2099,3 +2099,24 @@ fn a_disks_size_and_queues_are_checked() {
         "main.toml:12:9: disk 'd': slots 3 is not a power of two (help: use 2 or 4)"
     );
 }
+
+#[test]
+fn a_disk_from_a_file_goes_into_the_one_fresh_machine_disk() {
+    assert_eq!(
+        error(&format!(
+            "{DISK_BASE}[disks.d]\nstore = \"store\"\nvm = \"guest\"\nsize = \"1MiB\"\nfrom = \"d.img\"\n"
+        )),
+        "main.toml:12:8: disk 'd': `from` needs exactly one fresh [machine] disk for the store's file system (the system has 0) (help: [machine] disks = [{ size = \"32MiB\" }])"
+    );
+    let system = common::system(&format!(
+        "[machine]\ndisks = [{{ size = \"8MiB\" }}]\n{DISK_BASE}[disks.d]\nstore = \"store\"\nvm = \"guest\"\nsize = \"1MiB\"\nfrom = \"d.img\"\n"
+    ));
+    assert_eq!(
+        system.disks[0].imports,
+        [capdl::DiskImport {
+            name: "d".into(),
+            size: 1 << 20,
+            from: "d.img".into(),
+        }]
+    );
+}

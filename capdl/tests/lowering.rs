@@ -584,7 +584,8 @@ fn pci_functions_take_msi_lines_and_a_window() {
         system.disks,
         [capdl::MachineDisk {
             size: Some(8 << 20),
-            image: None
+            image: None,
+            imports: Vec::new(),
         }]
     );
     assert_round_trip(&system);
