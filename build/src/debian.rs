@@ -28,6 +28,12 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 pub const KERNEL_FILE: &str = "vmlinuz";
 /// The initramfs's file name in the cache.
 pub const INITRAMFS_FILE: &str = "initramfs.cpio";
+/// An empty journaled ext4 file system of [`EXT4_BYTES`] in the cache, made
+/// with the host's `mkfs.ext4`, for systems that give a Linux guest a
+/// virtual disk imported from it (`[disks.NAME] from = ...`).
+pub const EXT4_FILE: &str = "ext4.img";
+/// Its size.
+pub const EXT4_BYTES: u64 = 16 << 20;
 
 /// A fetched guest: the kernel (bzImage), the initramfs and the kernel
 /// release.
@@ -169,9 +175,20 @@ fn init_current(cache: &Path) -> bool {
 pub fn fetch_if_named(
     workspace: &crate::workspace::Workspace,
     kernels: &[(String, capdl::KernelGuest)],
+    disks: &[capdl::MachineDisk],
 ) -> Result<()> {
     let cache = cache_directory(&workspace.target_directory);
     let names = |path: &Path| names_cache_file(&cache, &workspace.root.join(path));
+    let ext4 = cache.join(EXT4_FILE);
+    let ext4_named = disks
+        .iter()
+        .flat_map(|disk| &disk.imports)
+        .any(|import| names(&import.from));
+    if ext4_named && !ext4.is_file() {
+        std::fs::create_dir_all(&cache)
+            .with_context(|| format!("could not create {}", cache.display()))?;
+        make_ext4(&ext4)?;
+    }
     let named = kernels
         .iter()
         .any(|(_, kernel)| names(&kernel.kernel) || kernel.initrd.as_deref().is_some_and(names));
@@ -203,6 +220,29 @@ pub fn fetch_if_named(
     Ok(())
 }
 
+/// Makes [`EXT4_FILE`] at `path`: an empty ext4 file system with its
+/// journal, its inode tables written out (so the guest's kernel has no
+/// lazy initialisation to do), through a partial file renamed at the end.
+fn make_ext4(path: &Path) -> Result<()> {
+    let mkfs = crate::tools::require(crate::tools::MKFS_EXT4)?;
+    let partial = path.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    eprintln!("guest: making {} with {}", path.display(), mkfs.display());
+    let status = Command::new(&mkfs)
+        .args(["-q", "-F", "-t", "ext4", "-L", "guest-disk", "-E"])
+        .arg("lazy_itable_init=0,lazy_journal_init=0")
+        .arg(&partial)
+        .arg(format!("{}k", EXT4_BYTES / 1024))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("could not run {}", mkfs.display()))?;
+    if !status.success() {
+        bail!("{} failed making {}", mkfs.display(), partial.display());
+    }
+    std::fs::rename(&partial, path).with_context(|| format!("could not write {}", path.display()))
+}
+
 /// Whether `path` is one of the files the fetcher writes into `cache`.
 pub fn names_cache_file(cache: &Path, path: &Path) -> bool {
     let lexical = |path: &Path| -> PathBuf {
@@ -219,7 +259,7 @@ pub fn names_cache_file(cache: &Path, path: &Path) -> bool {
         out
     };
     let (cache, path) = (lexical(cache), lexical(path));
-    [KERNEL_FILE, INITRAMFS_FILE]
+    [KERNEL_FILE, INITRAMFS_FILE, EXT4_FILE]
         .iter()
         .any(|file| path == cache.join(file))
 }

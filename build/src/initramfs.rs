@@ -197,10 +197,11 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "guest: userspace up, kernel $(uname -r)"
-# guest_disk=1: the virtio-blk disk. Its first boot finds no file system
-# on it, makes one (mke2fs, mounted by the kernel's ext4 driver), writes
-# /mnt/data with a known checksum and reboots; booted again, it reads the
-# file back, prints its checksum and powers off.
+# guest_disk=1: the virtio-blk disk. Its first boot mounts the file
+# system on it (or, on a blank disk, makes one with mke2fs, which the
+# kernel's ext4 driver mounts), writes /mnt/data with a known checksum
+# and reboots; booted again, it reads the file back, prints its checksum
+# and powers off.
 if [ "$guest_disk" = 1 ]; then
     for module in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
         insmod /lib/modules/$module.ko || echo "guest: disk: insmod $module failed"
@@ -213,14 +214,18 @@ if [ "$guest_disk" = 1 ]; then
     fi
     echo "guest: disk: /dev/vda of $(cat /sys/block/vda/size) sectors"
     if mount -t ext4 /dev/vda /mnt 2>/dev/null; then
-        echo "guest: disk: mounted; /mnt/data sha256 $(sha256sum /mnt/data | cut -d' ' -f1)"
-        umount /mnt
-        echo "guest: disk: powering off"
-        poweroff -f
+        if [ -f /mnt/data ]; then
+            echo "guest: disk: mounted; /mnt/data sha256 $(sha256sum /mnt/data | cut -d' ' -f1)"
+            umount /mnt
+            echo "guest: disk: powering off"
+            poweroff -f
+        fi
+        echo "guest: disk: mounted a file system without /mnt/data"
+    else
+        echo "guest: disk: no file system; making one"
+        mke2fs -F -L vmkfs /dev/vda >/dev/null
+        mount -t ext4 /dev/vda /mnt || { echo "guest: disk: the new file system does not mount"; poweroff -f; }
     fi
-    echo "guest: disk: no file system; making one"
-    mke2fs -F -L vmkfs /dev/vda >/dev/null
-    mount -t ext4 /dev/vda /mnt || { echo "guest: disk: the new file system does not mount"; poweroff -f; }
     seq 1 100000 > /mnt/data
     echo "guest: disk: wrote /mnt/data, sha256 $(sha256sum /mnt/data | cut -d' ' -f1)"
     umount /mnt

@@ -186,7 +186,7 @@ pub fn boot_system(
 ) -> Result<Outcome> {
     let images = workspace.images_directory();
     let image = images.join(format!("{stem}.img"));
-    crate::debian::fetch_if_named(workspace, &system.kernels)?;
+    crate::debian::fetch_if_named(workspace, &system.kernels, &system.disks)?;
     pack(
         &system.programs,
         &system.spec,

@@ -484,7 +484,7 @@ pub fn rust(root: &Path, lint: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tools::{BOCHS, BOCHS_BIOS, GRUB_PC, MFORMAT, QEMU, VGA_BIOS, XORRISO};
+    use crate::tools::{BOCHS, BOCHS_BIOS, GRUB_PC, MFORMAT, MKFS_EXT4, QEMU, VGA_BIOS, XORRISO};
 
     const ROOT: Machine = Machine {
         privilege: Privilege::Root,
@@ -495,7 +495,7 @@ mod tests {
     #[test]
     fn only_what_the_emulators_need_is_missing() {
         let nothing = |_: &Tool| false;
-        assert_eq!(missing_tools(&[Emulator::Qemu], nothing), [QEMU]);
+        assert_eq!(missing_tools(&[Emulator::Qemu], nothing), [QEMU, MKFS_EXT4]);
         assert_eq!(missing_tools(&[], nothing), []);
         let all = |_: &Tool| true;
         assert_eq!(missing_tools(&[Emulator::Qemu, Emulator::Bochs], all), []);
@@ -506,7 +506,7 @@ mod tests {
         let fresh = missing_tools(&[Emulator::Bochs, Emulator::Qemu], nothing);
         assert_eq!(
             packages_of(&fresh).join(" "),
-            "bochs bochsbios vgabios grub-common grub-pc-bin xorriso mtools qemu-system-x86"
+            "bochs bochsbios vgabios grub-common grub-pc-bin xorriso mtools qemu-system-x86 e2fsprogs"
         );
     }
 

@@ -45,11 +45,15 @@ pub const GRUB_PC: Tool = Tool::path(crate::bochs::GRUB_PC, "grub-pc-bin");
 pub const XORRISO: Tool = Tool::program("xorriso", "xorriso");
 /// `grub-mkrescue` runs it for the ISO's EFI image.
 pub const MFORMAT: Tool = Tool::program("mformat", "mtools");
+/// Makes the ext4 image the Linux disk test imports (`crate::debian`);
+/// looked for where Debian keeps it, since `/usr/sbin` is not on every
+/// user's `PATH`.
+pub const MKFS_EXT4: Tool = Tool::path("/usr/sbin/mkfs.ext4", "e2fsprogs");
 
 /// Everything booting in `emulator` needs.
 pub fn needed_by(emulator: Emulator) -> &'static [Tool] {
     match emulator {
-        Emulator::Qemu => &[QEMU],
+        Emulator::Qemu => &[QEMU, MKFS_EXT4],
         Emulator::Bochs => &[
             BOCHS,
             BOCHS_BIOS,
@@ -143,14 +147,14 @@ mod tests {
     }
 
     #[test]
-    fn qemu_needs_only_qemu_and_bochs_needs_its_iso_tools() {
+    fn qemu_needs_qemu_and_mkfs_and_bochs_needs_its_iso_tools() {
         let packages = |emulator| {
             needed_by(emulator)
                 .iter()
                 .map(|tool| tool.package)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(packages(Emulator::Qemu), ["qemu-system-x86"]);
+        assert_eq!(packages(Emulator::Qemu), ["qemu-system-x86", "e2fsprogs"]);
         assert_eq!(
             packages(Emulator::Bochs),
             [
