@@ -8,6 +8,11 @@
 //! verdict, timeout) or when it prints no benchmark line; the command then
 //! exits with status 1. Figures are only printed, never judged: recording
 //! them belongs in docs/BENCHMARKS.md with the command that produced them.
+//!
+//! A benchmark may also boot a test VM on bare QEMU (`guest = "..."`, its
+//! lines counted as the component `guest`): named `<name>-native`, it is
+//! the baseline of benchmark `<name>`, and every figure they share gets a
+//! `<figure>-ratio` line from the same run.
 
 use std::process::ExitCode;
 
@@ -123,10 +128,9 @@ pub fn command() -> Result<ExitCode> {
                 benchmark.path.display()
             );
         }
-        if benchmark.system().is_none() {
+        if !benchmark.icount {
             bail!(
-                "{}: a benchmark boots a system (system = \"...\" or a [[component]] list), \
-                 not a guest image alone",
+                "{}: a benchmark runs under icount: add `icount = true`",
                 benchmark.path.display()
             );
         }
@@ -142,25 +146,33 @@ pub fn command() -> Result<ExitCode> {
     let artifacts = workspace.build_target(&needed)?;
     let mut measurements = Vec::new();
     let mut failed = false;
-    for (benchmark, system) in benchmarks
-        .iter()
-        .filter_map(|benchmark| Some((benchmark, benchmark.system()?)))
-    {
-        let options = BootOptions {
-            emulator: Emulator::Qemu,
-            timeout: Some(benchmark.timeout),
-            icount: true,
-            gdb: false,
-            command_line: String::new(),
-            input: ConsoleFeed::Nothing,
-        };
-        let stem = format!("bench-{}", benchmark.name);
-        let outcome = boot_system(&workspace, &artifacts, system, &stem, options, &mut |_| {})
-            .with_context(|| format!("benchmark {} did not run", benchmark.name))?;
+    for benchmark in &benchmarks {
+        let outcome = match benchmark.system() {
+            Some(system) => {
+                let options = BootOptions {
+                    emulator: Emulator::Qemu,
+                    timeout: Some(benchmark.timeout),
+                    icount: true,
+                    gdb: false,
+                    command_line: String::new(),
+                    input: ConsoleFeed::Nothing,
+                };
+                let stem = format!("bench-{}", benchmark.name);
+                boot_system(&workspace, &artifacts, system, &stem, options, &mut |_| {})
+            }
+            // A test VM on bare QEMU: a baseline.
+            None => scenario::boot(&workspace, &artifacts, benchmark, &mut |_| {}),
+        }
+        .with_context(|| format!("benchmark {} did not run", benchmark.name))?;
+        // A test VM on bare QEMU prints its lines without a component.
+        let native = benchmark.system().is_none();
         let found: Vec<Measurement> = outcome
             .lines
             .iter()
-            .filter_map(|line| parse_line(&benchmark.name, line))
+            .filter_map(|line| match native {
+                true => parse_line(&benchmark.name, &format!("[guest] {line}")),
+                false => parse_line(&benchmark.name, line),
+            })
             .collect();
         let seconds = outcome.elapsed.as_secs_f64();
         match judge(benchmark, &outcome) {
@@ -190,6 +202,7 @@ pub fn command() -> Result<ExitCode> {
         }
         measurements.extend(found);
     }
+    measurements.extend(native_ratios(&measurements));
     if let Some(ours) = measurements
         .iter()
         .find(|m| m.name == LINUX_FIGURE)
@@ -235,6 +248,38 @@ pub fn command() -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// For each figure of a benchmark `NAME-native` (a test VM on bare QEMU),
+/// the same figure of benchmark `NAME` against it: `<figure>-ratio`,
+/// measured in this run.
+fn native_ratios(measurements: &[Measurement]) -> Vec<Measurement> {
+    let mut ratios = Vec::new();
+    for native in measurements {
+        let Some(ours_system) = native.system.strip_suffix("-native") else {
+            continue;
+        };
+        let Some(ours) = measurements
+            .iter()
+            .find(|m| m.system == ours_system && m.name == native.name)
+        else {
+            continue;
+        };
+        if native.value <= 0.0 {
+            continue;
+        }
+        let ratio = ours.value / native.value;
+        ratios.push(Measurement {
+            system: ours_system.into(),
+            component: "-".into(),
+            name: format!("{}-ratio", native.name),
+            value: ratio,
+            value_text: format!("{ratio:.2}"),
+            unit: "x".into(),
+            notes: format!("(against {}, this run)", native.system),
+        });
+    }
+    ratios
 }
 
 /// The benchmark line the Debian guest's initramfs prints.
@@ -290,6 +335,36 @@ fn bare_figure(line: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_native_baseline_gives_each_shared_figure_a_ratio() {
+        let figure = |system: &str, name: &str, value: f64| Measurement {
+            system: system.into(),
+            component: "c".into(),
+            name: name.into(),
+            value,
+            value_text: format!("{value}"),
+            unit: "instructions/request".into(),
+            notes: String::new(),
+        };
+        let measurements = [
+            figure("guest-disk", "read", 25_000.0),
+            figure("guest-disk", "write", 30_000.0),
+            figure("guest-disk-native", "read", 10_000.0),
+            figure("guest-disk-native", "other", 1.0),
+            figure("lonely-native", "read", 5.0),
+        ];
+        let ratios = native_ratios(&measurements);
+        assert_eq!(ratios.len(), 1);
+        assert_eq!(
+            (
+                ratios[0].system.as_str(),
+                ratios[0].name.as_str(),
+                ratios[0].value_text.as_str()
+            ),
+            ("guest-disk", "read-ratio", "2.50")
+        );
+    }
 
     #[test]
     fn parses_benchmark_lines() {

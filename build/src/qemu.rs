@@ -66,9 +66,14 @@ pub fn command(qemu: &Path, request: &BootRequest) -> Command {
     if request.gdb {
         command.args(["-s", "-S"]);
     }
-    // Disks: virtio-blk PCI functions (modern only: device ID 0x1042),
-    // in order, so the first takes the first free slot.
-    for (index, disk) in request.disks.iter().enumerate() {
+    attach_disks(&mut command, &request.disks);
+    command
+}
+
+/// Disks as virtio-blk PCI functions (modern only: device ID 0x1042), in
+/// order, so the first takes the first free slot.
+fn attach_disks(command: &mut Command, disks: &[PathBuf]) {
+    for (index, disk) in disks.iter().enumerate() {
         let mut drive = std::ffi::OsString::from("if=none,format=raw,file=");
         drive.push(disk);
         drive.push(format!(",id=disk{index}"));
@@ -77,7 +82,6 @@ pub fn command(qemu: &Path, request: &BootRequest) -> Command {
             format!("virtio-blk-pci,drive=disk{index},disable-legacy=on"),
         ]);
     }
-    command
 }
 
 /// Boots the request in QEMU.
@@ -312,7 +316,12 @@ pub struct GuestRequest {
     pub timeout: Option<Duration>,
     /// QEMU `-icount shift=0`.
     pub icount: bool,
+    /// A fresh zeroed disk of this size, QEMU's virtio-blk PCI function.
+    pub disk_bytes: Option<u64>,
 }
+
+/// Where [`run_guest`] writes a [`GuestRequest::disk_bytes`] disk.
+const GUEST_DISK: &str = "guest-disk.img";
 
 /// The boot disk of a [`GuestEntry::Real`] boot: [`BOOT_SECTOR`] with the
 /// boot signature, padded with zeros.
@@ -359,6 +368,9 @@ pub fn guest_command(qemu: &Path, request: &GuestRequest, disk: &Path) -> Comman
     if request.icount {
         command.args(["-icount", "shift=0"]);
     }
+    if request.disk_bytes.is_some() {
+        attach_disks(&mut command, &[request.work_directory.join(GUEST_DISK)]);
+    }
     command
 }
 
@@ -366,6 +378,15 @@ pub fn guest_command(qemu: &Path, request: &GuestRequest, disk: &Path) -> Comman
 pub fn run_guest(request: &GuestRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome> {
     let qemu = tools::require(tools::QEMU)?;
     let disk = request.work_directory.join("boot-disk.img");
+    if let Some(bytes) = request.disk_bytes {
+        std::fs::create_dir_all(&request.work_directory)
+            .with_context(|| format!("could not create {}", request.work_directory.display()))?;
+        let path = request.work_directory.join(GUEST_DISK);
+        let file = std::fs::File::create(&path)
+            .with_context(|| format!("could not create {}", path.display()))?;
+        file.set_len(bytes)
+            .with_context(|| format!("could not size {}", path.display()))?;
+    }
     if request.entry == GuestEntry::Real {
         std::fs::create_dir_all(&request.work_directory)
             .with_context(|| format!("could not create {}", request.work_directory.display()))?;
@@ -577,6 +598,7 @@ mod tests {
             work_directory: PathBuf::from("/t/work"),
             timeout: None,
             icount: true,
+            disk_bytes: None,
         };
         let line = |request: &GuestRequest| {
             guest_command(
@@ -595,6 +617,16 @@ mod tests {
         assert!(
             pvh.ends_with("-kernel /t/vm-hello -icount shift=0"),
             "{pvh}"
+        );
+        let with_disk = line(&GuestRequest {
+            disk_bytes: Some(4 << 20),
+            ..request.clone()
+        });
+        assert!(
+            with_disk.ends_with(
+                "-icount shift=0 -drive if=none,format=raw,file=/t/work/guest-disk.img,id=disk0 -device virtio-blk-pci,drive=disk0,disable-legacy=on"
+            ),
+            "{with_disk}"
         );
         let real = line(&GuestRequest {
             entry: GuestEntry::Real,

@@ -35,8 +35,9 @@
 //! system file named by `system = "..."`. Instead of a system, a QEMU
 //! scenario may boot one test VM image directly, without the core:
 //! `guest = "cpuid"` boots `test-vms/cpuid` (through its PVH note, or with
-//! `guest_entry = "real"` through its real-mode entry; see
-//! [`crate::qemu::run_guest`]). Its verdict is its exit status: "success"
+//! `guest_entry = "real"` through its real-mode entry; with
+//! `guest_disk_mib = N` QEMU gives it a fresh N MiB virtio-blk-pci disk;
+//! see [`crate::qemu::run_guest`]). Its verdict is its exit status: "success"
 //! when it wrote 0 to the status port, "failure" for any other status or a
 //! reset (triple fault).
 //!
@@ -66,7 +67,7 @@ pub const TIMEOUT_MAX: u64 = 3600;
 
 /// The top-level keys of a scenario file that are not its system's: capdl
 /// skips them when it reads the file's `[[component]]` list.
-pub const HOST_KEYS: [&str; 14] = [
+pub const HOST_KEYS: [&str; 15] = [
     "description",
     "boot",
     "timeout",
@@ -76,6 +77,7 @@ pub const HOST_KEYS: [&str; 14] = [
     "system",
     "guest",
     "guest_entry",
+    "guest_disk_mib",
     "expect",
     "expect_anywhere",
     "forbid",
@@ -101,6 +103,9 @@ struct ScenarioFile {
     guest: Option<Spanned<String>>,
     /// How that image is entered.
     guest_entry: Option<Spanned<GuestEntry>>,
+    /// A fresh zeroed disk of this many MiB given to that image as QEMU's
+    /// own virtio-blk PCI function.
+    guest_disk_mib: Option<Spanned<u64>>,
     #[serde(default)]
     expect: Vec<String>,
     /// Texts that must each appear somewhere, in any order (lines of VMs
@@ -191,6 +196,8 @@ pub struct NativeGuest {
     /// The image name: `cpuid` for `test-vms/cpuid`.
     pub image: String,
     pub entry: GuestEntry,
+    /// Bytes of a fresh disk QEMU gives it (virtio-blk-pci), if any.
+    pub disk_bytes: Option<u64>,
 }
 
 /// Whether `name` can name a test VM image: a boot-image name short enough
@@ -255,6 +262,21 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
         Some(steps) => ConsoleFeed::Script(steps.get_ref().clone()),
         None => ConsoleFeed::Nothing,
     };
+    if let (None, Some(disk)) = (&file.guest, &file.guest_disk_mib) {
+        return Err(source
+            .error_at(
+                disk.span(),
+                "guest_disk_mib applies only to a scenario that boots a guest image (guest = \"...\")",
+            )
+            .into());
+    }
+    if let Some(disk) = &file.guest_disk_mib
+        && !(1..=1024).contains(disk.get_ref())
+    {
+        return Err(source
+            .error_at(disk.span(), "guest_disk_mib is from 1 to 1024")
+            .into());
+    }
     if let (None, Some(entry)) = (&file.guest, &file.guest_entry) {
         return Err(source
             .error_at(
@@ -319,6 +341,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
                     .guest_entry
                     .map(|entry| *entry.get_ref())
                     .unwrap_or_default(),
+                disk_bytes: file.guest_disk_mib.map(|mib| *mib.get_ref() << 20),
             }),
         });
     }
@@ -416,6 +439,7 @@ pub fn boot(
         work_directory: workspace.images_directory().join(format!("{stem}.guest")),
         timeout: Some(scenario.timeout),
         icount: scenario.icount,
+        disk_bytes: guest.disk_bytes,
     };
     run_guest(&request, sink)
 }
@@ -728,8 +752,14 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
             guest(GUEST),
             NativeGuest {
                 image: "cpuid".into(),
-                entry: GuestEntry::Pvh
+                entry: GuestEntry::Pvh,
+                disk_bytes: None,
             }
+        );
+        assert_eq!(
+            guest(&GUEST.replace("guest = \"cpuid\"", "guest = \"cpuid\"\nguest_disk_mib = 4"))
+                .disk_bytes,
+            Some(4 << 20)
         );
         let text = GUEST.replace(
             "guest = \"cpuid\"",

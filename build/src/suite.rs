@@ -327,6 +327,7 @@ mod tests {
             boots: crate::scenario::Boots::Guest(crate::scenario::NativeGuest {
                 image: "hello".into(),
                 entry: crate::qemu::GuestEntry::Pvh,
+                disk_bytes: None,
             }),
         }
     }

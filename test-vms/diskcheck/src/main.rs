@@ -99,6 +99,8 @@ enum Op {
 }
 
 fn main() -> u32 {
+    // Firmware may leave the 8259 routing the PIT to vector 8.
+    interrupts::mask_legacy_pic();
     let found = (0..32u8).filter(|&device| {
         let ids = devices::pci_read32(device, 0, 0);
         ids == u32::from(vpci::VENDOR_ID) | u32::from(vpci::DEVICE_ID_BLK) << 16
