@@ -258,10 +258,7 @@ fn make_store_image(path: &Path, size: u64, imports: &[capdl::DiskImport]) -> Re
         file_system: vmkfs::host::new_file_system_id(),
         ..vmkfs::FormatOptions::default()
     };
-    let paths = [path.to_path_buf()];
-    let store = vmkfs::host::format_image(&paths, size, &options, true)?;
-    store.unmount().map_err(vmkfs::host::HostError::from)?;
-    let mut store = vmkfs::host::mount_image(&paths, true)?;
+    let mut store = vmkfs::host::format_image(&[path.to_path_buf()], size, &options, true)?;
     for import in imports {
         let length = std::fs::metadata(&import.from)
             .with_context(|| format!("disk '{}': reading {}", import.name, import.from.display()))?

@@ -97,6 +97,42 @@ pub struct Completion {
     pub data: [u8; BLOCK],
 }
 
+/// A request's fields before its data: what a client that writes the
+/// data in place (straight into the queue slot) writes first.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct RequestHeader {
+    pub id: u64,
+    pub operation: u32,
+    pub sectors: u32,
+    pub sector: u64,
+    pub reserved: u64,
+}
+
+/// A completion's fields before its data.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct CompletionHeader {
+    pub id: u64,
+    pub status: u32,
+    pub sectors: u32,
+    pub value: u64,
+    pub reserved: u64,
+}
+
+/// Where the data starts in a request and in a completion: right after
+/// its header.
+pub const DATA_OFFSET: usize = size_of::<RequestHeader>();
+
+const _: () = assert!(
+    core::mem::offset_of!(Request, data) == DATA_OFFSET
+        && core::mem::offset_of!(Completion, data) == DATA_OFFSET
+        && size_of::<CompletionHeader>() == DATA_OFFSET
+        && core::mem::offset_of!(Request, sector) == core::mem::offset_of!(RequestHeader, sector)
+        && core::mem::offset_of!(Completion, value)
+            == core::mem::offset_of!(CompletionHeader, value)
+);
+
 /// The slot size a request queue needs.
 pub const REQUEST_BYTES: usize = size_of::<Request>();
 /// The slot size a completion queue needs.
@@ -125,6 +161,19 @@ impl Request {
                 (self.sectors > 0 && bytes <= BLOCK).then_some(bytes)
             }
             Operation::Flush | Operation::Size | Operation::Counters | Operation::Detach => Some(0),
+        }
+    }
+}
+
+impl RequestHeader {
+    /// The header of a request without data (its data bytes are zero).
+    pub const fn new(id: u64, operation: Operation, sector: u64, sectors: u32) -> Self {
+        Self {
+            id,
+            operation: operation as u32,
+            sectors,
+            sector,
+            reserved: 0,
         }
     }
 }

@@ -199,16 +199,9 @@ impl<const N: usize> Requests<N> {
         })
     }
 
-    /// Drops finished requests from the front of the arrival order (a
-    /// finished one further back is skipped by `next_part` until then).
+    /// Drops finished requests from the arrival order, keeping the order
+    /// of the rest, so that `count` is the requests in flight.
     fn forget_finished(&mut self) {
-        while self.count > 0 && self.entries[usize::from(self.order[self.first])].is_none() {
-            self.first = (self.first + 1) % N;
-            self.count -= 1;
-        }
-        // Finished requests behind a live one stay in `order` until they
-        // reach the front; compact so `count` means live requests plus
-        // those.
         let mut kept = 0;
         for i in 0..self.count {
             let slot = self.order[(self.first + i) % N];

@@ -23,9 +23,9 @@
 //! waiting, so they are taken at once rather than at the guest's next
 //! exit.
 
-use core::mem::offset_of;
-
-use block_api::{Completion, Operation, Request, SECTOR, Status};
+use block_api::{
+    Completion, CompletionHeader, DATA_OFFSET, Operation, Request, RequestHeader, SECTOR, Status,
+};
 use microvisor_abi::start::ResourceView;
 use runtime::queue::{QueueError, Receiver, Sender};
 use runtime::vm::GuestMemory;
@@ -34,6 +34,7 @@ use vm_platform::pci::{ConfigSpace, Location, PciHost};
 use vm_platform::virtio_blk::{
     self, BAR_SIZE, GuestRequest, Interrupt, Kind, STATUS_IOERR, STATUS_OK, VirtioBlk, Written,
 };
+use zerocopy::IntoBytes;
 
 use crate::Loader;
 
@@ -50,9 +51,6 @@ pub const FIRST_GSI: u8 = 16;
 const IN_FLIGHT: usize = 16;
 /// The device id a guest reads (`GET_ID`): the disk's name, cut.
 const ID_BYTES: usize = 20;
-
-const REQUEST_DATA: usize = offset_of!(Request, data);
-const COMPLETION_DATA: usize = offset_of!(Completion, data);
 
 /// One disk: the guest-side device and the store-side queues.
 pub struct Disk {
@@ -184,13 +182,8 @@ impl Disk {
     fn call(&mut self, operation: Operation) -> Option<u64> {
         let id = u64::MAX - operation as u64;
         loop {
-            let header = |slot: &mut runtime::queue::SlotWriter<'_>| {
-                slot.put(offset_of!(Request, id), &id.to_le_bytes())
-                    && slot.put(
-                        offset_of!(Request, operation),
-                        &(operation as u32).to_le_bytes(),
-                    )
-            };
+            let header = RequestHeader::new(id, operation, 0, 0);
+            let header = |slot: &mut runtime::queue::SlotWriter<'_>| slot.put(0, header.as_bytes());
             match self.requests.try_send_in_place(header) {
                 Ok(()) => {}
                 Err(_) => {
@@ -199,24 +192,12 @@ impl Disk {
                 }
             }
             loop {
-                let answer = self.completions.try_receive_in_place(|slot| {
-                    let mut header = [0u8; COMPLETION_DATA];
-                    slot.get(0, &mut header).then(|| {
-                        let field = |at: usize| {
-                            let mut bytes = [0u8; 8];
-                            bytes.copy_from_slice(&header[at..at + 8]);
-                            u64::from_le_bytes(bytes)
-                        };
-                        (
-                            field(offset_of!(Completion, id)),
-                            field(offset_of!(Completion, status)) as u32,
-                            field(offset_of!(Completion, value)),
-                        )
-                    })
-                });
+                let answer = self
+                    .completions
+                    .try_receive_in_place(|slot| slot.header::<CompletionHeader>());
                 match answer {
-                    Ok(Some((answer_id, status, value))) if answer_id == id => {
-                        return (status == Status::Ok as u32).then_some(value);
+                    Ok(Some(answer)) if answer.id == id => {
+                        return (answer.status == Status::Ok as u32).then_some(answer.value);
                     }
                     Ok(_) => {}
                     Err(QueueError::WouldBlock) => {
@@ -358,15 +339,10 @@ impl Disk {
                 PartKind::Flush => Operation::Flush,
             };
             let fill = |slot: &mut runtime::queue::SlotWriter<'_>| {
-                let mut ok = slot.put(offset_of!(Request, id), &part.id.to_le_bytes())
-                    && slot.put(
-                        offset_of!(Request, operation),
-                        &(operation as u32).to_le_bytes(),
-                    )
-                    && slot.put(offset_of!(Request, sectors), &part.sectors.to_le_bytes())
-                    && slot.put(offset_of!(Request, sector), &part.sector.to_le_bytes());
+                let header = RequestHeader::new(part.id, operation, part.sector, part.sectors);
+                let mut ok = slot.put(0, header.as_bytes());
                 if part.kind == PartKind::Write {
-                    let mut at = REQUEST_DATA;
+                    let mut at = DATA_OFFSET;
                     for piece in pieces.as_slice() {
                         ok &= slot.put_guest(at, &memory, piece.address, piece.length as usize);
                         at += piece.length as usize;
@@ -412,23 +388,13 @@ impl Disk {
         loop {
             let table = &mut self.table;
             let taken = self.completions.try_receive_in_place(|slot| {
-                let mut header = [0u8; COMPLETION_DATA];
-                if !slot.get(0, &mut header) {
-                    return None;
-                }
-                let field = |at: usize, bytes: usize| {
-                    header[at..at + bytes]
-                        .iter()
-                        .rev()
-                        .fold(0u64, |value, &byte| value << 8 | u64::from(byte))
-                };
-                let id = field(offset_of!(Completion, id), 8);
-                let ok = field(offset_of!(Completion, status), 4) == Status::Ok as u64;
+                let header = slot.header::<CompletionHeader>()?;
+                let (id, ok) = (header.id, header.status == Status::Ok as u32);
                 let part = table.part(id)?;
                 let mut copied = true;
                 if ok && part.kind == PartKind::Read {
                     let pieces = table.pieces(part.slot, part.offset, part.sectors * SECTOR as u32);
-                    let mut at = COMPLETION_DATA;
+                    let mut at = DATA_OFFSET;
                     for piece in pieces.as_slice() {
                         copied &= slot.to_guest(at, piece.length as usize, &memory, piece.address);
                         at += piece.length as usize;
