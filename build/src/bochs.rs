@@ -212,6 +212,7 @@ fn run_once(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome
         lines: watched.lines,
         arrivals: watched.arrivals,
         elapsed: watched.elapsed,
+        disks: request.disks.clone(),
     })
 }
 

@@ -106,6 +106,9 @@ pub struct Outcome {
     /// When each line arrived, from the start of the run (host time).
     pub arrivals: Vec<Duration>,
     pub elapsed: Duration,
+    /// The `[machine]` disk images as the run left them (for checks made
+    /// after it, such as a scenario's `export`).
+    pub disks: Vec<PathBuf>,
 }
 
 /// Boots the request's system, passing each console line to `sink` as it

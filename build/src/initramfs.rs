@@ -201,7 +201,7 @@ echo "guest: userspace up, kernel $(uname -r)"
 # system on it (or, on a blank disk, makes one with mke2fs, which the
 # kernel's ext4 driver mounts), writes /mnt/data with a known checksum
 # and reboots; booted again, it reads the file back, prints its checksum
-# and powers off.
+# and the whole disk's, and powers off.
 if [ "$guest_disk" = 1 ]; then
     for module in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
         insmod /lib/modules/$module.ko || echo "guest: disk: insmod $module failed"
@@ -217,6 +217,8 @@ if [ "$guest_disk" = 1 ]; then
         if [ -f /mnt/data ]; then
             echo "guest: disk: mounted; /mnt/data sha256 $(sha256sum /mnt/data | cut -d' ' -f1)"
             umount /mnt
+            # The whole disk as the guest reads it, for the host's export.
+            echo "guest: disk: /dev/vda sha256 $(sha256sum /dev/vda | cut -d' ' -f1)"
             echo "guest: disk: powering off"
             poweroff -f
         fi

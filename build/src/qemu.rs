@@ -105,6 +105,7 @@ pub fn run(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome>
         lines: watched.lines,
         arrivals: watched.arrivals,
         elapsed: watched.elapsed,
+        disks: request.disks.clone(),
     })
 }
 
@@ -405,6 +406,7 @@ pub fn run_guest(request: &GuestRequest, sink: &mut dyn FnMut(&str)) -> Result<O
         lines: watched.lines,
         arrivals: watched.arrivals,
         elapsed: watched.elapsed,
+        disks: Vec::new(),
     })
 }
 

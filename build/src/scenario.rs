@@ -23,6 +23,13 @@
 //!                          # two lines ends with the guest's time in
 //!                          # seconds, and the host's interval must match
 //!                          # the guest's (needs a run without -icount)
+//! export = [{ disk = "disk0", sha256_after = "..." }]
+//!                          # after the run, the virtual disk `disk` is
+//!                          # exported from the block store's image (the
+//!                          # `[machine]` disk holding it) as `disk export`
+//!                          # does, and its SHA-256 must be the 64 hex
+//!                          # digits that follow `sha256_after` in the
+//!                          # last console line with that text
 //! input = [{ after = "...", send = "...\n" }]
 //!                          # typed into the system console (QEMU's serial
 //!                          # input) once a line with `after` is seen, in
@@ -67,7 +74,7 @@ pub const TIMEOUT_MAX: u64 = 3600;
 
 /// The top-level keys of a scenario file that are not its system's: capdl
 /// skips them when it reads the file's `[[component]]` list.
-pub const HOST_KEYS: [&str; 15] = [
+pub const HOST_KEYS: [&str; 16] = [
     "description",
     "boot",
     "timeout",
@@ -82,6 +89,7 @@ pub const HOST_KEYS: [&str; 15] = [
     "expect_anywhere",
     "forbid",
     "host_time",
+    "export",
     "input",
 ];
 
@@ -116,6 +124,8 @@ struct ScenarioFile {
     forbid: Vec<String>,
     #[serde(default)]
     host_time: Vec<HostTime>,
+    /// Virtual disks checked against the guest's own reading of them.
+    export: Option<Spanned<Vec<Export>>>,
     /// What is typed into the console, and when.
     input: Option<Spanned<Vec<Send>>>,
     /// The `[[component]]` list, read and checked by capdl.
@@ -136,6 +146,18 @@ pub struct HostTime {
     pub seconds: Option<f64>,
     /// The tolerance, a fraction of the expected interval.
     pub within: f64,
+}
+
+/// A virtual disk exported after the run (`export`) and compared with
+/// what the guest read of it.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Export {
+    /// The virtual disk's name in the block store's image.
+    pub disk: String,
+    /// The text in a console line that the guest's SHA-256 of the whole
+    /// disk follows.
+    pub sha256_after: String,
 }
 
 /// The time in seconds a console line ends with (its last word).
@@ -166,6 +188,7 @@ pub struct Scenario {
     pub expect_anywhere: Vec<String>,
     pub forbid: Vec<String>,
     pub host_time: Vec<HostTime>,
+    pub export: Vec<Export>,
     /// What the console receives.
     pub input: ConsoleFeed,
     pub boots: Boots,
@@ -277,6 +300,30 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
             .error_at(disk.span(), "guest_disk_mib is from 1 to 1024")
             .into());
     }
+    if let (Some(_), Some(export)) = (&file.guest, &file.export) {
+        return Err(source
+            .error_at(
+                export.span(),
+                "export reads the block store's image: it needs a system, not a guest image",
+            )
+            .into());
+    }
+    if let Some(export) = &file.export
+        && let Some(empty) = export
+            .get_ref()
+            .iter()
+            .find(|export| export.disk.is_empty() || export.sha256_after.is_empty())
+    {
+        return Err(source
+            .error_at(
+                export.span(),
+                format!(
+                    "export of '{}': both disk and sha256_after must be non-empty",
+                    empty.disk
+                ),
+            )
+            .into());
+    }
     if let (None, Some(entry)) = (&file.guest, &file.guest_entry) {
         return Err(source
             .error_at(
@@ -334,6 +381,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
             expect_anywhere: file.expect_anywhere,
             forbid: file.forbid,
             host_time: file.host_time,
+            export: Vec::new(),
             input,
             boots: Boots::Guest(NativeGuest {
                 image: name.clone(),
@@ -397,6 +445,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
         expect_anywhere: file.expect_anywhere,
         forbid: file.forbid,
         host_time: file.host_time,
+        export: file.export.map(Spanned::into_inner).unwrap_or_default(),
         input,
         boots: Boots::System(system),
     })
@@ -575,7 +624,82 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Result<(), String> {
             scenario.exit
         ));
     }
+    for export in &scenario.export {
+        export_met(export, outcome)?;
+    }
     Ok(())
+}
+
+/// Exports `export.disk` from the `[machine]` disk image that holds it
+/// (through the same engine calls as `disk export`, to a file next to the
+/// image) and compares its SHA-256 with the guest's.
+fn export_met(export: &Export, outcome: &Outcome) -> Result<(), String> {
+    let guest = outcome
+        .lines
+        .iter()
+        .rev()
+        .find_map(|line| {
+            let (_, after) = line.split_once(export.sha256_after.as_str())?;
+            let digest = after.get(..64)?;
+            digest
+                .bytes()
+                .all(|byte| byte.is_ascii_hexdigit())
+                .then(|| digest.to_ascii_lowercase())
+        })
+        .ok_or_else(|| {
+            format!(
+                "export of '{}': no console line with \"{}\" followed by a SHA-256",
+                export.disk, export.sha256_after
+            )
+        })?;
+    let mut searched = Vec::new();
+    for image in &outcome.disks {
+        let Ok(mut store) = vmkfs::host::mount_image(std::slice::from_ref(image), false) else {
+            searched.push(format!("{} (not a VMKFS image)", image.display()));
+            continue;
+        };
+        if store.stat(&export.disk).is_err() {
+            searched.push(format!("{} (no such disk)", image.display()));
+            continue;
+        }
+        let target = image.with_extension(format!("{}.export", export.disk));
+        vmkfs::host::export_file(&mut store, &export.disk, &target).map_err(|error| {
+            format!(
+                "export of '{}' from {}: {error}",
+                export.disk,
+                image.display()
+            )
+        })?;
+        let bytes = std::fs::read(&target)
+            .map_err(|error| format!("reading {}: {error}", target.display()))?;
+        let host = sha256_hex(&bytes);
+        if host != guest {
+            return Err(format!(
+                "export of '{}' ({} bytes) has SHA-256 {host}; the guest read {guest}",
+                export.disk,
+                bytes.len()
+            ));
+        }
+        return Ok(());
+    }
+    Err(format!(
+        "export of '{}': no machine disk holds it (searched: {})",
+        export.disk,
+        if searched.is_empty() {
+            "none; the system has no [machine] disks".to_string()
+        } else {
+            searched.join(", ")
+        }
+    ))
+}
+
+/// The SHA-256 of `bytes` in lower-case hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -620,6 +744,7 @@ name = "hello"
             lines: lines.iter().map(|line| line.to_string()).collect(),
             arrivals: (0..lines.len() as u64).map(Duration::from_secs).collect(),
             elapsed: Duration::from_secs(1),
+            disks: Vec::new(),
         }
     }
 
@@ -985,6 +1110,83 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
                 &outcome(Ending::EmulatorError("boom".into()), &good)
             ),
             Err("boom".into())
+        );
+    }
+
+    #[test]
+    fn an_export_is_compared_with_the_guest_reading_of_the_disk() {
+        let directory = tempfile::tempdir().unwrap();
+        let image = directory.path().join("disk0.img");
+        let source = directory.path().join("source.img");
+        let data: Vec<u8> = (0..200_000u32).map(|index| (index % 251) as u8).collect();
+        std::fs::write(&source, &data).unwrap();
+        let options = vmkfs::FormatOptions {
+            block_size: 64 << 10,
+            ..vmkfs::FormatOptions::default()
+        };
+        let mut store =
+            vmkfs::host::format_image(std::slice::from_ref(&image), 4 << 20, &options, true)
+                .unwrap();
+        vmkfs::host::import_file(&mut store, "disk0", &source, None).unwrap();
+        store.unmount().unwrap();
+        // Imports are whole sectors: the guest sees the data, zero-padded.
+        let mut padded = data.clone();
+        padded.resize(data.len().div_ceil(512) * 512, 0);
+        let digest = sha256_hex(&padded);
+
+        let scenario = parse_text(&SAMPLE.replace(
+            "forbid = [\"panic\"]\n",
+            "forbid = [\"panic\"]\nexport = [{ disk = \"disk0\", sha256_after = \"vda sha256 \" }]\n",
+        ))
+        .unwrap();
+        let export = &scenario.export[0];
+        let run = |lines: &[&str]| {
+            let mut outcome = outcome(Ending::Halted(Verdict::Success), lines);
+            outcome.disks = vec![image.clone()];
+            export_met(export, &outcome)
+        };
+        let line = format!("[linux] guest: disk: vda sha256 {digest}");
+        assert_eq!(run(&[&line]), Ok(()));
+        let exported = std::fs::read(directory.path().join("disk0.disk0.export")).unwrap();
+        assert_eq!(exported, padded);
+
+        let wrong = format!("vda sha256 {}", "0".repeat(64));
+        let error = run(&[&wrong]).unwrap_err();
+        assert!(
+            error.contains(&format!("has SHA-256 {digest}; the guest read")),
+            "{error}"
+        );
+        let error = run(&["vda sha256 12ab"]).unwrap_err();
+        assert!(
+            error.contains("no console line with \"vda sha256 \""),
+            "{error}"
+        );
+
+        let other = Export {
+            disk: "disk9".into(),
+            sha256_after: "vda sha256 ".into(),
+        };
+        let mut outcome = outcome(Ending::Halted(Verdict::Success), &[&line]);
+        outcome.disks = vec![image.clone(), source.clone()];
+        let error = export_met(&other, &outcome).unwrap_err();
+        assert!(
+            error.contains("no machine disk holds it")
+                && error.contains("disk0.img (no such disk)")
+                && error.contains("source.img (not a VMKFS image)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn export_needs_a_system() {
+        let error = parse_text(
+            "description = \"d\"\ntimeout = 5\nexit = \"success\"\nguest = \"cpuid\"\n\
+             export = [{ disk = \"d\", sha256_after = \"x\" }]\n",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("export reads the block store's image"),
+            "{error:#}"
         );
     }
 }

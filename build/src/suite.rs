@@ -323,6 +323,7 @@ mod tests {
             expect_anywhere: Vec::new(),
             forbid: Vec::new(),
             host_time: Vec::new(),
+            export: Vec::new(),
             input: crate::emulator::ConsoleFeed::Nothing,
             boots: crate::scenario::Boots::Guest(crate::scenario::NativeGuest {
                 image: "hello".into(),
