@@ -136,14 +136,14 @@ pub enum DiskCommand {
         #[arg(long)]
         repair: bool,
     },
-    /// Start a copy-on-write redo log over a file; the file is frozen until commit or discard.
+    /// Start a copy-on-write redo log over a file (it may have several); the file is frozen while it has any.
     Snapshot {
         #[command(flatten)]
         image: ImageArguments,
         base: String,
         redo_log: String,
     },
-    /// Merge a redo log into the file under it.
+    /// Merge a redo log into the file under it; it must be that file's only redo log.
     Commit {
         #[command(flatten)]
         image: ImageArguments,
@@ -394,11 +394,16 @@ fn execute(command: DiskCommand, out: &mut String) -> Result<()> {
                 if let Some(parent) = &file.parent {
                     chain.push_str(&format!("over '{parent}'"));
                 }
-                if let Some(log) = &file.redo_log {
+                if !file.redo_logs.is_empty() {
                     if !chain.is_empty() {
                         chain.push_str(", ");
                     }
-                    chain.push_str(&format!("frozen under '{log}'"));
+                    let logs: Vec<String> = file
+                        .redo_logs
+                        .iter()
+                        .map(|log| format!("'{log}'"))
+                        .collect();
+                    chain.push_str(&format!("frozen under {}", logs.join(", ")));
                 }
                 writeln!(
                     out,
@@ -430,7 +435,7 @@ fn execute(command: DiskCommand, out: &mut String) -> Result<()> {
             if let Some(parent) = info.parent {
                 writeln!(out, "parent: {parent}")?;
             }
-            if let Some(log) = info.redo_log {
+            for log in &info.redo_logs {
                 writeln!(out, "redo log over it: {log}")?;
             }
         }

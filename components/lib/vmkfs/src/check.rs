@@ -122,11 +122,6 @@ pub enum Problem {
         name: String,
         reason: String,
     },
-    TwoRedoLogs {
-        parent: String,
-        first: String,
-        second: String,
-    },
     OwnedTwice {
         map: MapKind,
         pointer: Pointer,
@@ -279,16 +274,6 @@ impl fmt::Display for Problem {
                 )
             }
             Self::Parent { name, reason } => write!(formatter, "the redo log '{name}' {reason}"),
-            Self::TwoRedoLogs {
-                parent,
-                first,
-                second,
-            } => {
-                write!(
-                    formatter,
-                    "'{parent}' has two redo logs, '{first}' and '{second}'"
-                )
-            }
             Self::OwnedTwice {
                 map,
                 pointer,

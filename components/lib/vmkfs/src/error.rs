@@ -68,10 +68,20 @@ pub enum StoreError {
     NotRedoLog {
         name: String,
     },
-    /// The file is the base of a redo log and is frozen until the log is committed or discarded.
+    /// The file is the base of one or more redo logs and is frozen until
+    /// every one of them is committed or discarded. `redo_log` names the
+    /// first of them by name.
     HasRedoLog {
         name: String,
         redo_log: String,
+    },
+    /// The redo log `redo_log` cannot be committed: its parent `base` has
+    /// other redo logs over it (`other` is the first of them by name), and
+    /// merging would change what they read.
+    SharedBase {
+        redo_log: String,
+        base: String,
+        other: String,
     },
     /// A disk cannot be resized through a redo log, nor a redo log on its own.
     RedoLogLength {
@@ -135,7 +145,17 @@ impl fmt::Display for StoreError {
             Self::NotRedoLog { name } => write!(formatter, "'{name}' is not a redo log"),
             Self::HasRedoLog { name, redo_log } => write!(
                 formatter,
-                "'{name}' has the redo log '{redo_log}' over it; commit or discard the log first"
+                "'{name}' has the redo log '{redo_log}' over it; commit or discard its redo logs first"
+            ),
+            Self::SharedBase {
+                redo_log,
+                base,
+                other,
+            } => write!(
+                formatter,
+                "cannot commit '{redo_log}' into '{base}': '{base}' has other redo logs over it \
+                 (first: '{other}') and merging would change what they read; discard the other \
+                 logs first, so that '{redo_log}' is the only log over '{base}'"
             ),
             Self::RedoLogLength { name } => {
                 write!(

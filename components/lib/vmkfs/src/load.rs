@@ -484,7 +484,6 @@ fn load_maps<D: BlockDevice>(
 
 fn check_chains(slots: &[Slot], problems: &mut Vec<Problem>) {
     let mut names: BTreeMap<&str, u32> = BTreeMap::new();
-    let mut children: BTreeMap<u32, u32> = BTreeMap::new();
     for (index, slot) in slots.iter().enumerate() {
         let Slot::File(file) = slot else { continue };
         if let Some(&first) = names.get(file.name.as_str()) {
@@ -523,37 +522,27 @@ fn check_chains(slots: &[Slot], problems: &mut Vec<Problem>) {
             });
             continue;
         }
-        if let Some(&other) = children.get(&parent) {
-            let parent_name = slots[parent as usize]
-                .file()
-                .map(|file| file.name.clone())
-                .unwrap_or_default();
-            let other_name = slots[other as usize]
-                .file()
-                .map(|file| file.name.clone())
-                .unwrap_or_default();
-            problems.push(Problem::TwoRedoLogs {
-                parent: parent_name,
-                first: other_name,
-                second: file.name.clone(),
-            });
-        } else {
-            children.insert(parent, index as u32);
-        }
-        // Every chain must end at a disk within as many steps as there are slots.
+        // Several redo logs may share a parent (the logs form a tree over a
+        // disk), but every chain must end at a disk within as many steps as
+        // there are slots.
         let mut current = parent;
         let mut steps = 0;
         while let Some(Slot::File(ancestor)) = slots.get(current as usize) {
             let Some(next) = ancestor.parent else { break };
-            current = next;
-            steps += 1;
-            if steps > slots.len() {
-                problems.push(Problem::Parent {
-                    name: file.name.clone(),
-                    reason: "is part of a parent cycle".to_string(),
-                });
-                break;
-            }
+            let reason = if next as usize == index {
+                "is part of a parent cycle"
+            } else if steps >= slots.len() {
+                "is over a parent cycle (its chain never reaches a disk)"
+            } else {
+                current = next;
+                steps += 1;
+                continue;
+            };
+            problems.push(Problem::Parent {
+                name: file.name.clone(),
+                reason: reason.to_string(),
+            });
+            break;
         }
     }
 }

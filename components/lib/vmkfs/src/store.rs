@@ -21,8 +21,16 @@
 //!   the new bytes) before the pointer to it is journaled, and every device is
 //!   flushed before a transaction is written, so a committed pointer never
 //!   names unwritten data.
-//! - A file with a redo log over it is frozen (read-only); each file has at
-//!   most one redo log directly over it; a chain ends at a disk.
+//! - Redo logs form a tree over a disk: a file may have several redo logs
+//!   directly over it (a shared read-only base with one copy-on-write log per
+//!   VM), each log has exactly one parent, and every chain ends at a disk.
+//! - A file with any redo log over it is frozen: it opens read-only and
+//!   cannot be deleted or resized until all its logs are committed or
+//!   discarded. A log's blocks are its own (its copy-ups, and blocks merged
+//!   from its own child), never shared with a sibling, so discarding one log
+//!   leaves the others intact.
+//! - A log is committed only when it is its parent's only log: merging it
+//!   would change what its siblings read.
 //! - After any failed metadata write the store refuses further work
 //!   ([`StoreError::Failed`]); remounting recovers from the journal.
 //! - A store mounted with [`Store::mount_read_only`] never writes: it replays
@@ -83,8 +91,9 @@ pub struct FileInfo {
     pub length: u64,
     /// The file this redo log is over.
     pub parent: Option<String>,
-    /// The redo log over this file.
-    pub redo_log: Option<String>,
+    /// The redo logs directly over this file, sorted by name (empty when
+    /// none; the file is frozen while there is any).
+    pub redo_logs: Vec<String>,
     /// Data blocks the file itself owns.
     pub allocated_blocks: u64,
     pub readers: u32,
@@ -467,11 +476,37 @@ impl<D: BlockDevice> Store<D> {
         }
     }
 
-    fn child_of(&self, slot: u32) -> Option<u32> {
-        self.slots
-            .iter()
-            .position(|other| other.file().is_some_and(|file| file.parent == Some(slot)))
-            .map(|index| index as u32)
+    /// The redo logs directly over `slot`, in table order.
+    fn redo_logs_over(&self, slot: u32) -> impl Iterator<Item = u32> + '_ {
+        (0..self.slots.len() as u32).filter(move |&index| {
+            self.slots[index as usize]
+                .file()
+                .is_some_and(|file| file.parent == Some(slot))
+        })
+    }
+
+    /// Of `slots`, the file with the smallest name (names are unique, so
+    /// this is deterministic whatever the table order).
+    fn first_by_name(&self, slots: impl Iterator<Item = u32>) -> Option<u32> {
+        slots.min_by(|&left, &right| self.file(left).name.cmp(&self.file(right).name))
+    }
+
+    /// The redo log directly over `slot` with the smallest name, if any: the
+    /// one a refusal names.
+    fn first_redo_log(&self, slot: u32) -> Option<u32> {
+        self.first_by_name(self.redo_logs_over(slot))
+    }
+
+    /// Refuses with [`StoreError::HasRedoLog`] (naming the first log by name)
+    /// if any redo log is over `slot`.
+    fn check_no_redo_log(&self, slot: u32) -> Result<(), StoreError> {
+        match self.first_redo_log(slot) {
+            Some(child) => Err(StoreError::HasRedoLog {
+                name: self.file(slot).name.clone(),
+                redo_log: self.file(child).name.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn is_open(&self, slot: u32) -> bool {
@@ -485,9 +520,14 @@ impl<D: BlockDevice> Store<D> {
             kind: file.kind,
             length: file.length,
             parent: file.parent.map(|parent| self.file(parent).name.clone()),
-            redo_log: self
-                .child_of(slot)
-                .map(|child| self.file(child).name.clone()),
+            redo_logs: {
+                let mut names: Vec<String> = self
+                    .redo_logs_over(slot)
+                    .map(|child| self.file(child).name.clone())
+                    .collect();
+                names.sort();
+                names
+            },
             allocated_blocks: file.allocated_blocks(),
             readers: self.readers[slot as usize],
             writer: self.writers[slot as usize],
@@ -933,7 +973,7 @@ impl<D: BlockDevice> Store<D> {
         }
     }
 
-    /// Deletes a file (a redo log too); it must be closed and have no redo log over it.
+    /// Deletes a file (a redo log too); it must be closed and have no redo logs over it.
     pub fn delete(&mut self, name: &str) -> Result<(), StoreError> {
         self.commit_pending()?;
         let slot = self.find(name)?;
@@ -947,13 +987,7 @@ impl<D: BlockDevice> Store<D> {
         if self.is_open(slot) {
             return Err(StoreError::Busy { name: name.clone() });
         }
-        if let Some(child) = self.child_of(slot) {
-            return Err(StoreError::HasRedoLog {
-                name: name.clone(),
-                redo_log: self.file(child).name.clone(),
-            });
-        }
-        Ok(())
+        self.check_no_redo_log(slot)
     }
 
     pub fn rename(&mut self, from: &str, to: &str) -> Result<(), StoreError> {
@@ -968,7 +1002,7 @@ impl<D: BlockDevice> Store<D> {
         self.commit_transaction()
     }
 
-    /// Grows (new bytes read as zero) or shrinks a closed virtual disk that has no redo log.
+    /// Grows (new bytes read as zero) or shrinks a closed virtual disk that has no redo logs.
     pub fn resize(&mut self, name: &str, length: u64) -> Result<(), StoreError> {
         self.commit_pending()?;
         let slot = self.find(name)?;
@@ -1043,17 +1077,14 @@ impl<D: BlockDevice> Store<D> {
     }
 
     /// Starts a copy-on-write redo log named `redo_log` over `base`: from now
-    /// on `base` is frozen and writes go to the log. Logs stack: `base` may be
-    /// a redo log itself.
+    /// on `base` is frozen and writes go to the log. Logs stack (`base` may be
+    /// a redo log itself) and branch: `base` may already have redo logs over
+    /// it (it is frozen already), and each log sees its own writes over the
+    /// shared base. Refused when `base` is open for writing, `redo_log` is
+    /// taken or invalid, or the file table is full.
     pub fn snapshot(&mut self, base: &str, redo_log: &str) -> Result<(), StoreError> {
         self.commit_pending()?;
         let parent = self.find(base)?;
-        if let Some(child) = self.child_of(parent) {
-            return Err(StoreError::HasRedoLog {
-                name: base.to_string(),
-                redo_log: self.file(child).name.clone(),
-            });
-        }
         if self.writers[parent as usize] {
             return Err(StoreError::Busy {
                 name: base.to_string(),
@@ -1088,13 +1119,32 @@ impl<D: BlockDevice> Store<D> {
 
     /// Merges a redo log into the file under it, in one transaction: the
     /// parent takes over the log's blocks (its replaced blocks are freed) and
-    /// the log disappears. The parent must be closed.
+    /// the log disappears.
+    ///
+    /// Checks, in this order: the log exists ([`StoreError::NotFound`]), is a
+    /// redo log ([`StoreError::NotRedoLog`]), is closed
+    /// ([`StoreError::Busy`] naming the log) and has no redo log over it
+    /// ([`StoreError::HasRedoLog`]); then it is its parent's only redo log
+    /// ([`StoreError::SharedBase`], naming the first other log by name:
+    /// merging would change what the siblings read); then the parent is
+    /// closed ([`StoreError::Busy`] naming the parent); then space for any
+    /// pointer blocks the parent lacks.
     pub fn commit_redo_log(&mut self, name: &str) -> Result<(), StoreError> {
         self.commit_pending()?;
         let slot = self.redo_log_slot(name)?;
         let Some(parent) = self.file(slot).parent else {
             unreachable!("a redo log has a parent")
         };
+        let siblings = self
+            .redo_logs_over(parent)
+            .filter(|&sibling| sibling != slot);
+        if let Some(other) = self.first_by_name(siblings) {
+            return Err(StoreError::SharedBase {
+                redo_log: name.to_string(),
+                base: self.file(parent).name.clone(),
+                other: self.file(other).name.clone(),
+            });
+        }
         if self.is_open(parent) {
             return Err(StoreError::Busy {
                 name: self.file(parent).name.clone(),
@@ -1142,7 +1192,11 @@ impl<D: BlockDevice> Store<D> {
         self.commit_transaction()
     }
 
-    /// Drops a redo log and every block it holds; the file under it is as before the snapshot.
+    /// Drops a redo log and every block it holds; the file under it is as
+    /// before the snapshot. Sibling logs over the same file are untouched:
+    /// every block a log holds is its own (a copy-up or a block merged from
+    /// its own child), never shared. Refused when the log is open or has a
+    /// redo log over it.
     pub fn discard_redo_log(&mut self, name: &str) -> Result<(), StoreError> {
         self.commit_pending()?;
         let slot = self.redo_log_slot(name)?;
@@ -1153,7 +1207,7 @@ impl<D: BlockDevice> Store<D> {
     // ----- Open files -----
 
     /// Opens a file: [`OpenMode::ReadWrite`] is exclusive and refused for a
-    /// file with a redo log over it; [`OpenMode::ReadOnly`] is shared.
+    /// file with any redo log over it; [`OpenMode::ReadOnly`] is shared.
     pub fn open(&mut self, name: &str, mode: OpenMode) -> Result<FileHandle, StoreError> {
         self.check_usable()?;
         let slot = self.find(name)?;
@@ -1165,12 +1219,7 @@ impl<D: BlockDevice> Store<D> {
                         name: name.to_string(),
                     });
                 }
-                if let Some(child) = self.child_of(slot) {
-                    return Err(StoreError::HasRedoLog {
-                        name: name.to_string(),
-                        redo_log: self.file(child).name.clone(),
-                    });
-                }
+                self.check_no_redo_log(slot)?;
                 self.writers[slot as usize] = true;
             }
             OpenMode::ReadOnly => {

@@ -400,6 +400,48 @@ fn a_hostile_redo_log_chain_is_refused() {
 }
 
 #[test]
+fn redo_logs_sharing_a_parent_are_clean_but_a_parent_cycle_is_refused() {
+    // Slots 0-2: three files of one length; "log-a" and "log-b" both over "base".
+    let mut store = Store::format(vec![MemoryDevice::new(1 << 20)], &small_options()).unwrap();
+    store.create("base", 8 * 1024).unwrap();
+    store.snapshot("base", "log-a").unwrap();
+    store.snapshot("base", "log-b").unwrap();
+    // The journal's last transaction touches slot 3 only, so replaying it
+    // does not undo the damage below.
+    store.create("spare", 512).unwrap();
+    let layout = store.layout().clone();
+    let mut devices = store.unmount().unwrap();
+    assert!(check(&mut devices, false).unwrap().problems.is_empty());
+    let mut image = Image {
+        bytes: devices.pop().unwrap().into_bytes(),
+        layout,
+    };
+    // Make "base" a redo log over "log-a": base and log-a form a cycle, and
+    // log-b sits over it.
+    let page = image.descriptor_page(0);
+    image.page(page)[49] = 2;
+    image.page(page)[52..56].copy_from_slice(&1u32.to_le_bytes());
+    image.reseal();
+    let problems = image.problems();
+    for (name, reason) in [
+        ("base", "is part of a parent cycle"),
+        ("log-a", "is part of a parent cycle"),
+        (
+            "log-b",
+            "is over a parent cycle (its chain never reaches a disk)",
+        ),
+    ] {
+        assert!(
+            problems.contains(&Problem::Parent {
+                name: name.into(),
+                reason: reason.into()
+            }),
+            "{name}: {problems:?}"
+        );
+    }
+}
+
+#[test]
 fn a_journal_naming_a_data_block_is_refused() {
     let mut image = image();
     let journal = image.layout.shared.journal_start;

@@ -1,7 +1,8 @@
 //! Property test: the store against a plain in-memory model under random
 //! sequences of every operation, including remounts. The model predicts the
 //! outcome (success or which refusal) of every operation and the exact
-//! contents of every file.
+//! contents of every file. Redo logs form a tree: a file may have several
+//! logs over it, and a log commits only when it is its parent's only log.
 
 mod common;
 
@@ -67,8 +68,8 @@ fn operation() -> impl Strategy<Value = Operation> {
         6 => (name.clone(), sectors.clone(), 1u64..40, any::<u64>())
             .prop_map(|(name, sector, count, seed)| Operation::Write { name, sector, count, seed }),
         3 => (name.clone(), sectors, 1u64..40).prop_map(|(name, sector, count)| Operation::Read { name, sector, count }),
-        2 => (name.clone(), name.clone()).prop_map(|(base, log)| Operation::Snapshot { base, log }),
-        1 => name.clone().prop_map(|log| Operation::Commit { log }),
+        4 => (name.clone(), name.clone()).prop_map(|(base, log)| Operation::Snapshot { base, log }),
+        2 => name.clone().prop_map(|log| Operation::Commit { log }),
         1 => name.prop_map(|log| Operation::Discard { log }),
         1 => Just(Operation::Flush),
         1 => Just(Operation::Remount),
@@ -88,11 +89,18 @@ struct Model {
 }
 
 impl Model {
-    fn child_of(&self, name: &str) -> Option<String> {
+    /// The redo logs directly over `name`, in name order (the map's order).
+    fn redo_logs(&self, name: &str) -> Vec<String> {
         self.files
             .iter()
-            .find(|(_, file)| file.parent.as_deref() == Some(name))
+            .filter(|(_, file)| file.parent.as_deref() == Some(name))
             .map(|(child, _)| child.clone())
+            .collect()
+    }
+
+    /// The redo log over `name` that a refusal names: the first by name.
+    fn first_redo_log(&self, name: &str) -> Option<String> {
+        self.redo_logs(name).into_iter().next()
     }
 
     fn not_found(&self, name: &str) -> Option<StoreError> {
@@ -100,10 +108,11 @@ impl Model {
     }
 
     fn has_log(&self, name: &str) -> Option<StoreError> {
-        self.child_of(name).map(|redo_log| StoreError::HasRedoLog {
-            name: name.into(),
-            redo_log,
-        })
+        self.first_redo_log(name)
+            .map(|redo_log| StoreError::HasRedoLog {
+                name: name.into(),
+                redo_log,
+            })
     }
 
     fn full(&self) -> Option<StoreError> {
@@ -117,6 +126,20 @@ impl Model {
                     .then(|| StoreError::NotRedoLog { name: log.into() })
             })
             .or_else(|| self.has_log(log))
+    }
+
+    /// Commit's refusal when the log's parent has other logs over it (checked
+    /// after [`Model::redo_log_checks`]; the model never leaves a parent open).
+    fn shared_base(&self, log: &str) -> Option<StoreError> {
+        let base = self.files[log].parent.clone().expect("a log has a parent");
+        self.redo_logs(&base)
+            .into_iter()
+            .find(|other| other != log)
+            .map(|other| StoreError::SharedBase {
+                redo_log: log.into(),
+                base,
+                other,
+            })
     }
 }
 
@@ -284,9 +307,9 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
             }
             Operation::Snapshot { base, log } => {
                 let (base, log) = (NAMES[base], NAMES[log]);
+                // A base that already has logs takes another one.
                 let expected = model
                     .not_found(base)
-                    .or_else(|| model.has_log(base))
                     .or_else(|| {
                         model
                             .files
@@ -303,7 +326,9 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
             }
             Operation::Commit { log } => {
                 let log = NAMES[log];
-                let expected = model.redo_log_checks(log);
+                let expected = model
+                    .redo_log_checks(log)
+                    .or_else(|| model.shared_base(log));
                 if expect(store.commit_redo_log(log), expected, operation)? {
                     let file = model.files.remove(log).expect("exists");
                     model
@@ -331,7 +356,12 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
     let listing: BTreeMap<_, _> = store
         .list()
         .into_iter()
-        .map(|info| (info.name, (info.kind, info.length, info.parent)))
+        .map(|info| {
+            (
+                info.name,
+                (info.kind, info.length, info.parent, info.redo_logs),
+            )
+        })
         .collect();
     let expected: BTreeMap<_, _> = model
         .files
@@ -339,7 +369,12 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
         .map(|(name, file)| {
             (
                 name.clone(),
-                (file.kind, file.contents.len() as u64, file.parent.clone()),
+                (
+                    file.kind,
+                    file.contents.len() as u64,
+                    file.parent.clone(),
+                    model.redo_logs(name),
+                ),
             )
         })
         .collect();
@@ -361,7 +396,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, max_shrink_iters: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn store_matches_model(operations in proptest::collection::vec(operation(), 1..60)) {
+    fn store_matches_model(operations in proptest::collection::vec(operation(), 1..80)) {
         run(operations)?;
     }
 }

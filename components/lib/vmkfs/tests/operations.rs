@@ -378,7 +378,8 @@ fn redo_log_copy_on_write_commit_and_discard() {
     store.close(handle).unwrap();
     store.snapshot("base", "log").unwrap();
     assert_eq!(store.stat("log").unwrap().parent.as_deref(), Some("base"));
-    assert_eq!(store.stat("base").unwrap().redo_log.as_deref(), Some("log"));
+    assert_eq!(store.stat("base").unwrap().redo_logs, ["log"]);
+    assert!(store.stat("log").unwrap().redo_logs.is_empty());
     assert_eq!(store.stat("log").unwrap().allocated_blocks, 0);
     // The base is frozen.
     assert_eq!(
@@ -396,10 +397,24 @@ fn redo_log_copy_on_write_commit_and_discard() {
         store.resize("base", 4096),
         Err(StoreError::HasRedoLog { .. })
     ));
-    assert!(matches!(
-        store.snapshot("base", "second"),
-        Err(StoreError::HasRedoLog { .. })
-    ));
+    // A frozen base takes a second log beside the first; while both exist
+    // neither commits, and the base stays frozen until both are gone.
+    store.snapshot("base", "second").unwrap();
+    assert_eq!(store.stat("base").unwrap().redo_logs, ["log", "second"]);
+    assert_eq!(
+        store.commit_redo_log("log"),
+        Err(StoreError::SharedBase {
+            redo_log: "log".into(),
+            base: "base".into(),
+            other: "second".into()
+        })
+    );
+    store.discard_redo_log("second").unwrap();
+    assert_eq!(store.stat("base").unwrap().redo_logs, ["log"]);
+    assert_eq!(
+        store.snapshot("base", "log"),
+        Err(StoreError::AlreadyExists { name: "log".into() })
+    );
     assert_eq!(
         store.resize("log", 4096),
         Err(StoreError::RedoLogLength { name: "log".into() })
@@ -470,6 +485,140 @@ fn redo_log_copy_on_write_commit_and_discard() {
     store.close(base).unwrap();
     let mut devices = remount(store).unmount().unwrap();
     assert!(check(&mut devices, false).unwrap().problems.is_empty());
+}
+
+/// Reads all of `name` through a read-only handle.
+fn read_all<D: BlockDevice>(store: &mut Store<D>, name: &str) -> Vec<u8> {
+    let handle = store.open(name, OpenMode::ReadOnly).unwrap();
+    let mut buffer = vec![0u8; store.length(handle).unwrap() as usize];
+    store.read(handle, 0, &mut buffer).unwrap();
+    store.close(handle).unwrap();
+    buffer
+}
+
+fn write_at<D: BlockDevice>(store: &mut Store<D>, name: &str, offset: u64, data: &[u8]) {
+    let handle = store.open(name, OpenMode::ReadWrite).unwrap();
+    store.write(handle, offset, data).unwrap();
+    store.close(handle).unwrap();
+}
+
+#[test]
+fn several_redo_logs_over_one_shared_base() {
+    let mut store = new_store(4 * MIB);
+    store.create("base", 32 * 1024).unwrap();
+    let original = pattern(1, 0, 32 * 1024);
+    write_at(&mut store, "base", 0, &original);
+    // "vm-b" takes the lower table slot, so name order differs from table order.
+    store.snapshot("base", "vm-b").unwrap();
+    store.snapshot("base", "vm-a").unwrap();
+    let info = store.stat("base").unwrap();
+    assert_eq!(info.redo_logs, ["vm-a", "vm-b"], "sorted by name");
+    for log in ["vm-a", "vm-b"] {
+        assert_eq!(store.stat(log).unwrap().parent.as_deref(), Some("base"));
+    }
+    // The base is frozen; refusals name its first log by name.
+    let frozen = StoreError::HasRedoLog {
+        name: "base".into(),
+        redo_log: "vm-a".into(),
+    };
+    assert_eq!(store.open("base", OpenMode::ReadWrite), Err(frozen.clone()));
+    assert_eq!(store.delete("base"), Err(frozen.clone()));
+    assert_eq!(store.resize("base", 4096), Err(frozen.clone()));
+    // Each log is written differently, overlapping in block 1.
+    let update_a = pattern(2, 4096, 6144);
+    let update_b = pattern(3, 6144, 4096);
+    write_at(&mut store, "vm-a", 4096, &update_a);
+    write_at(&mut store, "vm-b", 6144, &update_b);
+    store.flush().unwrap();
+    let mut expected_a = original.clone();
+    expected_a[4096..10240].copy_from_slice(&update_a);
+    let mut expected_b = original.clone();
+    expected_b[6144..10240].copy_from_slice(&update_b);
+    assert_eq!(read_all(&mut store, "vm-a"), expected_a);
+    assert_eq!(read_all(&mut store, "vm-b"), expected_b);
+    assert_eq!(
+        read_all(&mut store, "base"),
+        original,
+        "the base is unchanged"
+    );
+    // Neither log commits while the other exists.
+    assert_eq!(
+        store.commit_redo_log("vm-a"),
+        Err(StoreError::SharedBase {
+            redo_log: "vm-a".into(),
+            base: "base".into(),
+            other: "vm-b".into()
+        })
+    );
+    let refusal = store.commit_redo_log("vm-b").unwrap_err();
+    assert_eq!(
+        refusal,
+        StoreError::SharedBase {
+            redo_log: "vm-b".into(),
+            base: "base".into(),
+            other: "vm-a".into()
+        }
+    );
+    assert!(
+        refusal.to_string().contains("discard the other logs first"),
+        "{refusal}"
+    );
+    // A third log over one of them: its own check comes before the sibling check.
+    store.snapshot("vm-b", "vm-b-child").unwrap();
+    assert_eq!(
+        store.commit_redo_log("vm-b"),
+        Err(StoreError::HasRedoLog {
+            name: "vm-b".into(),
+            redo_log: "vm-b-child".into()
+        })
+    );
+    // ...and the sibling check comes before the parent's open check.
+    let reader = store.open("base", OpenMode::ReadOnly).unwrap();
+    assert!(matches!(
+        store.commit_redo_log("vm-a"),
+        Err(StoreError::SharedBase { .. })
+    ));
+    store.close(reader).unwrap();
+    store.discard_redo_log("vm-b-child").unwrap();
+    // Everything survives a remount, and the image is clean with two logs over one base.
+    let mut store = remount(store);
+    assert_eq!(store.stat("base").unwrap().redo_logs, ["vm-a", "vm-b"]);
+    assert_eq!(read_all(&mut store, "vm-a"), expected_a);
+    assert_eq!(read_all(&mut store, "vm-b"), expected_b);
+    assert_eq!(read_all(&mut store, "base"), original);
+    let mut devices = store.unmount().unwrap();
+    let report = check(&mut devices, false).unwrap();
+    assert!(report.problems.is_empty(), "{report}");
+    let mut store = Store::mount(devices).unwrap();
+    // Discarding one frees exactly its blocks and leaves its sibling intact.
+    let free = store.space().free_data_blocks;
+    let owned_a = store.stat("vm-a").unwrap().allocated_blocks;
+    assert_eq!(owned_a, 2);
+    store.discard_redo_log("vm-a").unwrap();
+    assert_eq!(store.space().free_data_blocks, free + owned_a);
+    assert_eq!(store.stat("base").unwrap().redo_logs, ["vm-b"]);
+    assert_eq!(read_all(&mut store, "vm-b"), expected_b);
+    assert_eq!(read_all(&mut store, "base"), original);
+    assert_eq!(
+        store.open("base", OpenMode::ReadWrite),
+        Err(StoreError::HasRedoLog {
+            name: "base".into(),
+            redo_log: "vm-b".into()
+        })
+    );
+    // Now the only log, "vm-b" commits; the base has its bytes and is writable again.
+    let mut store = remount(store);
+    store.commit_redo_log("vm-b").unwrap();
+    assert_eq!(store.list().len(), 1);
+    assert!(store.stat("base").unwrap().redo_logs.is_empty());
+    assert_eq!(read_all(&mut store, "base"), expected_b);
+    let handle = store.open("base", OpenMode::ReadWrite).unwrap();
+    store.close(handle).unwrap();
+    let mut store = remount(store);
+    assert_eq!(read_all(&mut store, "base"), expected_b);
+    let mut devices = store.unmount().unwrap();
+    let report = check(&mut devices, false).unwrap();
+    assert!(report.problems.is_empty(), "{report}");
 }
 
 #[test]
