@@ -182,8 +182,13 @@ pub fn fetch_if_named(
     let ext4 = cache.join(EXT4_FILE);
     let ext4_named = disks
         .iter()
-        .flat_map(|disk| &disk.imports)
-        .any(|import| names(&import.from));
+        .flat_map(|disk| &disk.files)
+        .any(|file| match &file.kind {
+            capdl::StoreFileKind::Disk {
+                from: Some(from), ..
+            } => names(from),
+            _ => false,
+        });
     if ext4_named && !ext4.is_file() {
         std::fs::create_dir_all(&cache)
             .with_context(|| format!("could not create {}", cache.display()))?;

@@ -219,6 +219,10 @@ if [ "$guest_disk" = 1 ]; then
             umount /mnt
             # The whole disk as the guest reads it, for the host's export.
             echo "guest: disk: /dev/vda sha256 $(sha256sum /dev/vda | cut -d' ' -f1)"
+            # A second disk, if any: whether it is read-only, and its bytes.
+            if [ -b /dev/vdb ]; then
+                echo "guest: disk: /dev/vdb read-only $(cat /sys/block/vdb/ro), sha256 $(sha256sum /dev/vdb | cut -d' ' -f1)"
+            fi
             echo "guest: disk: powering off"
             poweroff -f
         fi
@@ -229,6 +233,9 @@ if [ "$guest_disk" = 1 ]; then
         mount -t ext4 /dev/vda /mnt || { echo "guest: disk: the new file system does not mount"; poweroff -f; }
     fi
     seq 1 100000 > /mnt/data
+    # guest_disk_tag=T: a last line of the VM's own, so VMs over one base
+    # write different files.
+    if [ -n "$guest_disk_tag" ]; then echo "$guest_disk_tag" >> /mnt/data; fi
     echo "guest: disk: wrote /mnt/data, sha256 $(sha256sum /mnt/data | cut -d' ' -f1)"
     umount /mnt
     sync

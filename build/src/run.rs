@@ -237,10 +237,10 @@ fn prepare_disks(disks: &[capdl::MachineDisk], work: &Path) -> Result<Vec<PathBu
                 file.set_len(size.unwrap_or(0))
                     .with_context(|| format!("sizing {}", path.display()))?;
                 drop(file);
-                if !disk.imports.is_empty() {
-                    make_store_image(&path, size.unwrap_or(0), &disk.imports).with_context(
-                        || format!("making the block store's image for disk {index}"),
-                    )?;
+                if !disk.files.is_empty() {
+                    make_store_image(&path, size.unwrap_or(0), &disk.files).with_context(|| {
+                        format!("making the block store's image for disk {index}")
+                    })?;
                 }
             }
         }
@@ -250,32 +250,47 @@ fn prepare_disks(disks: &[capdl::MachineDisk], work: &Path) -> Result<Vec<PathBu
 }
 
 /// A VMKFS file system on `path` (`size` bytes, laid out as the block
-/// store formats a blank disk: 64 KiB blocks) holding each of `imports`
-/// as a virtual disk of its declared size, its first bytes from its file.
-fn make_store_image(path: &Path, size: u64, imports: &[capdl::DiskImport]) -> Result<()> {
+/// store formats a blank disk: 64 KiB blocks) holding `files` in order:
+/// each disk at its declared size (zeroed, or its first bytes from its
+/// file), each redo log started over its base.
+fn make_store_image(path: &Path, size: u64, files: &[capdl::StoreFile]) -> Result<()> {
     let options = vmkfs::FormatOptions {
         block_size: 64 << 10,
         file_system: vmkfs::host::new_file_system_id(),
         ..vmkfs::FormatOptions::default()
     };
     let mut store = vmkfs::host::format_image(&[path.to_path_buf()], size, &options, true)?;
-    for import in imports {
-        let length = std::fs::metadata(&import.from)
-            .with_context(|| format!("disk '{}': reading {}", import.name, import.from.display()))?
-            .len();
-        if length > import.size {
-            anyhow::bail!(
-                "disk '{}': {} holds {length} bytes, more than the disk's {}",
-                import.name,
-                import.from.display(),
-                import.size
-            );
-        }
-        vmkfs::host::import_file(&mut store, &import.name, &import.from, None)?;
-        if length < import.size {
-            store
-                .resize(&import.name, import.size)
-                .map_err(vmkfs::host::HostError::from)?;
+    for file in files {
+        let name = &file.name;
+        match &file.kind {
+            capdl::StoreFileKind::Disk {
+                size,
+                from: Some(from),
+            } => {
+                let length = std::fs::metadata(from)
+                    .with_context(|| format!("disk '{name}': reading {}", from.display()))?
+                    .len();
+                if length > *size {
+                    anyhow::bail!(
+                        "disk '{name}': {} holds {length} bytes, more than the disk's {size}",
+                        from.display(),
+                    );
+                }
+                vmkfs::host::import_file(&mut store, name, from, None)?;
+                if length < *size {
+                    store
+                        .resize(name, *size)
+                        .map_err(vmkfs::host::HostError::from)?;
+                }
+            }
+            capdl::StoreFileKind::Disk { size, from: None } => store
+                .create(name, *size)
+                .map_err(vmkfs::host::HostError::from)
+                .with_context(|| format!("disk '{name}'"))?,
+            capdl::StoreFileKind::RedoLog { base } => store
+                .snapshot(base, name)
+                .map_err(vmkfs::host::HostError::from)
+                .with_context(|| format!("redo log '{name}' over '{base}'"))?,
         }
     }
     store.unmount().map_err(vmkfs::host::HostError::from)?;
@@ -295,37 +310,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_store_image_holds_each_import_at_its_declared_size() {
+    fn a_store_image_holds_each_disk_at_its_declared_size_and_the_logs_over_them() {
         let directory = tempfile::tempdir().unwrap();
         let source = directory.path().join("source.img");
         let bytes: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&source, &bytes).unwrap();
+        let disk = |name: &str, size: u64, from: Option<&Path>| capdl::StoreFile {
+            name: name.into(),
+            kind: capdl::StoreFileKind::Disk {
+                size,
+                from: from.map(Path::to_path_buf),
+            },
+        };
+        let log = |name: &str, base: &str| capdl::StoreFile {
+            name: name.into(),
+            kind: capdl::StoreFileKind::RedoLog { base: base.into() },
+        };
         let disks = [capdl::MachineDisk {
             size: Some(8 << 20),
             image: None,
-            imports: vec![capdl::DiskImport {
-                name: "disk0".into(),
-                size: 1 << 20,
-                from: source.clone(),
-            }],
+            files: vec![
+                disk("disk0", 1 << 20, Some(&source)),
+                disk("blank", 64 << 10, None),
+                log("a", "disk0"),
+                log("b", "disk0"),
+            ],
         }];
         let work = directory.path().join("work");
         let paths = prepare_disks(&disks, &work).unwrap();
         let mut store = vmkfs::host::mount_image(&paths, false).unwrap();
-        let handle = store.open("disk0", vmkfs::OpenMode::ReadOnly).unwrap();
-        assert_eq!(store.length(handle).unwrap(), 1 << 20);
-        let mut read = vec![0u8; 40_960];
-        store.read(handle, 0, &mut read).unwrap();
-        assert_eq!(&read[..bytes.len()], &bytes[..]);
-        assert!(read[bytes.len()..].iter().all(|&byte| byte == 0));
+        for name in ["disk0", "a", "b"] {
+            let handle = store.open(name, vmkfs::OpenMode::ReadOnly).unwrap();
+            assert_eq!(store.length(handle).unwrap(), 1 << 20);
+            let mut read = vec![0u8; 40_960];
+            store.read(handle, 0, &mut read).unwrap();
+            assert_eq!(&read[..bytes.len()], &bytes[..], "{name}");
+            assert!(read[bytes.len()..].iter().all(|&byte| byte == 0));
+            store.close(handle).unwrap();
+        }
+        assert_eq!(store.stat("a").unwrap().parent.as_deref(), Some("disk0"));
+        assert_eq!(store.stat("disk0").unwrap().redo_logs, ["a", "b"]);
+        assert_eq!(store.stat("blank").unwrap().length, 64 << 10);
         drop(store);
         // A file larger than its disk is refused, naming both.
         let too_big = [capdl::MachineDisk {
-            imports: vec![capdl::DiskImport {
-                name: "small".into(),
-                size: 4096,
-                from: source,
-            }],
+            files: vec![disk("small", 4096, Some(&source))],
             ..disks[0].clone()
         }];
         let error = format!("{:#}", prepare_disks(&too_big, &work).unwrap_err());
@@ -333,6 +362,13 @@ mod tests {
             error.contains("disk 'small'") && error.contains("more than the disk's 4096"),
             "{error}"
         );
+        // A log over a disk that is not there is refused, naming both.
+        let orphan = [capdl::MachineDisk {
+            files: vec![log("a", "nothing")],
+            ..disks[0].clone()
+        }];
+        let error = format!("{:#}", prepare_disks(&orphan, &work).unwrap_err());
+        assert!(error.contains("redo log 'a' over 'nothing'"), "{error}");
     }
 
     #[test]

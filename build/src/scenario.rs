@@ -29,7 +29,9 @@
 //!                          # `[machine]` disk holding it) as `disk export`
 //!                          # does, and its SHA-256 must be the 64 hex
 //!                          # digits that follow `sha256_after` in the
-//!                          # last console line with that text
+//!                          # last console line with that text; or, with
+//!                          # `same_as = "file"` instead, it must equal
+//!                          # that host file (relative to the scenario)
 //! input = [{ after = "...", send = "...\n" }]
 //!                          # typed into the system console (QEMU's serial
 //!                          # input) once a line with `after` is seen, in
@@ -149,7 +151,7 @@ pub struct HostTime {
 }
 
 /// A virtual disk exported after the run (`export`) and compared with
-/// what the guest read of it.
+/// what the guest read of it, or with a host file.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Export {
@@ -157,7 +159,10 @@ pub struct Export {
     pub disk: String,
     /// The text in a console line that the guest's SHA-256 of the whole
     /// disk follows.
-    pub sha256_after: String,
+    pub sha256_after: Option<String>,
+    /// A host file the export must equal byte for byte (relative to the
+    /// scenario file; resolved when the scenario is read).
+    pub same_as: Option<PathBuf>,
 }
 
 /// The time in seconds a console line ends with (its last word).
@@ -309,17 +314,18 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
             .into());
     }
     if let Some(export) = &file.export
-        && let Some(empty) = export
-            .get_ref()
-            .iter()
-            .find(|export| export.disk.is_empty() || export.sha256_after.is_empty())
+        && let Some(wrong) = export.get_ref().iter().find(|export| {
+            export.disk.is_empty()
+                || export.sha256_after.as_deref() == Some("")
+                || export.sha256_after.is_some() == export.same_as.is_some()
+        })
     {
         return Err(source
             .error_at(
                 export.span(),
                 format!(
-                    "export of '{}': both disk and sha256_after must be non-empty",
-                    empty.disk
+                    "export of '{}': name the disk, and one of sha256_after (non-empty) or same_as",
+                    wrong.disk
                 ),
             )
             .into());
@@ -445,7 +451,18 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
         expect_anywhere: file.expect_anywhere,
         forbid: file.forbid,
         host_time: file.host_time,
-        export: file.export.map(Spanned::into_inner).unwrap_or_default(),
+        export: file
+            .export
+            .map(Spanned::into_inner)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|export| Export {
+                same_as: export
+                    .same_as
+                    .map(|file| path.parent().unwrap_or(Path::new(".")).join(file)),
+                ..export
+            })
+            .collect(),
         input,
         boots: Boots::System(system),
     })
@@ -634,24 +651,25 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Result<(), String> {
 /// (through the same engine calls as `disk export`, to a file next to the
 /// image) and compares its SHA-256 with the guest's.
 fn export_met(export: &Export, outcome: &Outcome) -> Result<(), String> {
-    let guest = outcome
-        .lines
-        .iter()
-        .rev()
-        .find_map(|line| {
-            let (_, after) = line.split_once(export.sha256_after.as_str())?;
-            let digest = after.get(..64)?;
-            digest
-                .bytes()
-                .all(|byte| byte.is_ascii_hexdigit())
-                .then(|| digest.to_ascii_lowercase())
-        })
-        .ok_or_else(|| {
-            format!(
-                "export of '{}': no console line with \"{}\" followed by a SHA-256",
-                export.disk, export.sha256_after
-            )
-        })?;
+    let (expected, whose) = match (&export.sha256_after, &export.same_as) {
+        (Some(after), _) => (guest_sha256(export, after, outcome)?, "the guest read"),
+        (None, Some(file)) => {
+            let bytes = std::fs::read(file).map_err(|error| {
+                format!(
+                    "export of '{}': reading {}: {error}",
+                    export.disk,
+                    file.display()
+                )
+            })?;
+            (sha256_hex(&bytes), "the file it must equal has")
+        }
+        (None, None) => {
+            return Err(format!(
+                "export of '{}': nothing to compare with",
+                export.disk
+            ));
+        }
+    };
     let mut searched = Vec::new();
     for image in &outcome.disks {
         let Ok(mut store) = vmkfs::host::mount_image(std::slice::from_ref(image), false) else {
@@ -673,9 +691,9 @@ fn export_met(export: &Export, outcome: &Outcome) -> Result<(), String> {
         let bytes = std::fs::read(&target)
             .map_err(|error| format!("reading {}: {error}", target.display()))?;
         let host = sha256_hex(&bytes);
-        if host != guest {
+        if host != expected {
             return Err(format!(
-                "export of '{}' ({} bytes) has SHA-256 {host}; the guest read {guest}",
+                "export of '{}' ({} bytes) has SHA-256 {host}; {whose} {expected}",
                 export.disk,
                 bytes.len()
             ));
@@ -691,6 +709,29 @@ fn export_met(export: &Export, outcome: &Outcome) -> Result<(), String> {
             searched.join(", ")
         }
     ))
+}
+
+/// The SHA-256 (64 hex digits) that follows `after` in the last console
+/// line with it.
+fn guest_sha256(export: &Export, after: &str, outcome: &Outcome) -> Result<String, String> {
+    outcome
+        .lines
+        .iter()
+        .rev()
+        .find_map(|line| {
+            let (_, rest) = line.split_once(after)?;
+            let digest = rest.get(..64)?;
+            digest
+                .bytes()
+                .all(|byte| byte.is_ascii_hexdigit())
+                .then(|| digest.to_ascii_lowercase())
+        })
+        .ok_or_else(|| {
+            format!(
+                "export of '{}': no console line with \"{after}\" followed by a SHA-256",
+                export.disk
+            )
+        })
 }
 
 /// The SHA-256 of `bytes` in lower-case hex.
@@ -1162,9 +1203,24 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
             "{error}"
         );
 
+        // Or the export equals a host file.
+        let same = Export {
+            disk: "disk0".into(),
+            sha256_after: None,
+            same_as: Some(directory.path().join("padded.img")),
+        };
+        std::fs::write(directory.path().join("padded.img"), &padded).unwrap();
+        let mut finished = outcome(Ending::Halted(Verdict::Success), &[]);
+        finished.disks = vec![image.clone()];
+        assert_eq!(export_met(&same, &finished), Ok(()));
+        std::fs::write(directory.path().join("padded.img"), &data).unwrap();
+        let error = export_met(&same, &finished).unwrap_err();
+        assert!(error.contains("the file it must equal has"), "{error}");
+
         let other = Export {
             disk: "disk9".into(),
-            sha256_after: "vda sha256 ".into(),
+            sha256_after: Some("vda sha256 ".into()),
+            same_as: None,
         };
         let mut outcome = outcome(Ending::Halted(Verdict::Success), &[&line]);
         outcome.disks = vec![image.clone(), source.clone()];

@@ -30,9 +30,9 @@ use toml::Spanned;
 use crate::Options;
 use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, non_ascii, suggest};
 use crate::model::{
-    Capability, Component, DiskImport, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, KernelGuest,
-    Layout, LineGrant, MachineDisk, MmioGrant, Notification, PciGrant, PortGrant, Queue,
-    QueuePlacement, SPEC_ENTRY, System, Vm,
+    Capability, Component, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, KernelGuest, Layout,
+    LineGrant, MachineDisk, MmioGrant, Notification, PciGrant, PortGrant, Queue, QueuePlacement,
+    SPEC_ENTRY, StoreFile, StoreFileKind, System, Vm,
 };
 use crate::programs::{ProgramSet, WORLD_SWITCHER};
 use crate::raw::{
@@ -406,7 +406,7 @@ impl Checker<'_> {
         );
         self.memory(&checked, &queues, &vms, options);
         let mut disks = self.disks(&document.disks);
-        self.disk_imports(&disk_entries, &mut disks);
+        self.store_image(&disk_entries, &mut disks);
 
         let mut system = System {
             root,
@@ -430,11 +430,13 @@ impl Checker<'_> {
         system
     }
 
-    /// `[disks.NAME]`: each virtual disk becomes the queue pair
+    /// `[disks.NAME]`: each virtual disk a VM sees becomes the queue pair
     /// `NAME-requests` (from the VM's world switcher to the store) and
     /// `NAME-completions` (back), of block-interface messages, and the
-    /// store's arguments gain `disks=NAME:BYTES,...` (the size it creates
-    /// the disk with).
+    /// store's arguments gain `disks=ITEM,...`: `NAME:BYTES` (a disk its VM
+    /// opens exclusively, created with that size if the image lacks it),
+    /// `NAME:ro` (opened read-only, shared) or `NAME:log` (a redo log over
+    /// its `base`, opened exclusively).
     fn virtual_disks(
         &mut self,
         entries: &[&Entry<crate::raw::RawVirtualDisk>],
@@ -443,7 +445,14 @@ impl Checker<'_> {
         components: &mut [Component],
         queues: &mut Vec<Queue>,
     ) {
-        let mut sizes: Vec<(usize, String)> = Vec::new();
+        let mut items: Vec<(usize, String)> = Vec::new();
+        let disk_names: Vec<&str> = entries.iter().map(|entry| entry.name.as_str()).collect();
+        let raw_of = |name: &str| {
+            entries
+                .iter()
+                .find(|entry| entry.name == name)
+                .and_then(|entry| entry.value.as_ref())
+        };
         for entry in entries {
             let Some(raw) = &entry.value else {
                 continue;
@@ -463,31 +472,99 @@ impl Checker<'_> {
                 )
                 .help = Some(format!("a disk's store runs program = \"{BLOCK_STORE}\""));
             }
-            let vm = vms.iter().find(|vm| vm.name == *raw.vm.get_ref());
-            if vm.is_none() {
-                let known: Vec<&str> = vms.iter().map(|vm| vm.name.as_str()).collect();
-                let help = suggest(raw.vm.get_ref(), known.iter().copied()).unwrap_or_else(|| {
-                    if known.is_empty() {
-                        "the system declares no VMs ([vms.NAME])".to_string()
-                    } else {
-                        format!("the VMs are {}", known.join(", "))
+            let vm = match &raw.vm {
+                None => None,
+                Some(name) => {
+                    let vm = vms.iter().find(|vm| vm.name == *name.get_ref());
+                    if vm.is_none() {
+                        let known: Vec<&str> = vms.iter().map(|vm| vm.name.as_str()).collect();
+                        let help =
+                            suggest(name.get_ref(), known.iter().copied()).unwrap_or_else(|| {
+                                if known.is_empty() {
+                                    "the system declares no VMs ([vms.NAME])".to_string()
+                                } else {
+                                    format!("the VMs are {}", known.join(", "))
+                                }
+                            });
+                        self.error(
+                            &entry.at(name),
+                            format!("{context}: unknown VM '{}'", name.get_ref()),
+                        )
+                        .help = Some(help);
+                        continue;
                     }
-                });
-                self.error(
-                    &entry.at(&raw.vm),
-                    format!("{context}: unknown VM '{}'", raw.vm.get_ref()),
-                )
-                .help = Some(help);
-            }
-            let bytes = raw.size.get_ref().0;
-            if bytes == 0 || bytes % 512 != 0 {
-                self.error(
-                    &entry.at(&raw.size),
-                    format!(
-                        "{context}: size {} is not a positive multiple of 512 bytes",
-                        format_size(bytes)
-                    ),
-                );
+                    vm
+                }
+            };
+            let read_only = raw.read_only.as_ref().is_some_and(|flag| *flag.get_ref());
+            let logs_over: Vec<&str> = entries
+                .iter()
+                .filter(|other| {
+                    other
+                        .value
+                        .as_ref()
+                        .and_then(|raw| raw.base.as_ref())
+                        .is_some_and(|base| *base.get_ref() == entry.name)
+                })
+                .map(|other| other.name.as_str())
+                .collect();
+            let size = match (&raw.base, &raw.size) {
+                (Some(base), _) => {
+                    self.redo_log_base(
+                        entry,
+                        raw,
+                        base,
+                        &context,
+                        &disk_names,
+                        raw_of(base.get_ref()),
+                    );
+                    None
+                }
+                (None, None) => {
+                    self.error(
+                        &entry.spot,
+                        format!("{context} has no size"),
+                    )
+                    .help = Some(
+                        "give it size = \"...\", or base = \"DISK\" to make it a redo log over another disk"
+                            .into(),
+                    );
+                    continue;
+                }
+                (None, Some(size)) => {
+                    let bytes = size.get_ref().0;
+                    if bytes == 0 || bytes % 512 != 0 {
+                        self.error(
+                            &entry.at(size),
+                            format!(
+                                "{context}: size {} is not a positive multiple of 512 bytes",
+                                format_size(bytes)
+                            ),
+                        );
+                    }
+                    Some(bytes)
+                }
+            };
+            match (&raw.vm, logs_over.first()) {
+                (None, None) => {
+                    self.error(
+                        &entry.spot,
+                        format!("{context}: no VM sees it and no redo log is over it"),
+                    )
+                    .help = Some("give it vm = \"...\", or name it as another disk's base".into());
+                }
+                // (A log over a log is refused where that log names its base.)
+                (Some(name), Some(log)) if !read_only && raw.base.is_none() => {
+                    self.error(
+                        &entry.at(name),
+                        format!(
+                            "{context}: the redo log '{log}' over it freezes it, so VM '{}' can only see it read-only",
+                            name.get_ref()
+                        ),
+                    )
+                    .help = Some("read_only = true".into());
+                }
+                _ => {}
             }
             let slots = match &raw.slots {
                 Some(value) => self.slots(entry, &context, value),
@@ -523,7 +600,12 @@ impl Checker<'_> {
                     reply: None,
                 });
             }
-            sizes.push((store, format!("{}:{bytes}", entry.name)));
+            let item = match (read_only, raw.base.is_some(), size) {
+                (true, _, _) => format!("{}:ro", entry.name),
+                (false, true, _) => format!("{}:log", entry.name),
+                (false, false, bytes) => format!("{}:{}", entry.name, bytes.unwrap_or(0)),
+            };
+            items.push((store, item));
         }
         if queues.len() > MAX_QUEUES
             && let Some(entry) = entries.last()
@@ -537,10 +619,10 @@ impl Checker<'_> {
             );
         }
         for (index, component) in components.iter_mut().enumerate() {
-            let listed: Vec<&str> = sizes
+            let listed: Vec<&str> = items
                 .iter()
                 .filter(|(store, _)| *store == index)
-                .map(|(_, disk)| disk.as_str())
+                .map(|(_, item)| item.as_str())
                 .collect();
             if listed.is_empty() {
                 continue;
@@ -561,53 +643,189 @@ impl Checker<'_> {
             }
             let separator = if component.args.is_empty() { "" } else { " " };
             component.args = format!("{}{separator}disks={}", component.args, listed.join(","));
+            if component.args.len() > MAX_ARGS {
+                self.error(
+                    &self.component_spots[index].clone(),
+                    format!(
+                        "component '{}': its args with the disks= its [disks.NAME] tables add are {} bytes (\"{}\"); at most {MAX_ARGS} fit",
+                        component.name,
+                        component.args.len(),
+                        component.args
+                    ),
+                )
+                .help = Some("shorten the disks' names, or serve some from another store".into());
+            }
         }
     }
 
-    /// `[disks.NAME] from = "file"`: the build tool makes the store's
-    /// device (the system's one fresh `[machine]` disk) a VMKFS file system
-    /// with the disk imported from the file (relative to the system file).
-    fn disk_imports(
+    /// Checks a redo log's `base`: another disk of the same store, itself
+    /// a disk (not a log); the log has neither size nor `from` of its own.
+    fn redo_log_base(
+        &mut self,
+        entry: &Entry<crate::raw::RawVirtualDisk>,
+        raw: &crate::raw::RawVirtualDisk,
+        base: &Spanned<String>,
+        context: &str,
+        disk_names: &[&str],
+        target: Option<&crate::raw::RawVirtualDisk>,
+    ) {
+        if let Some(size) = &raw.size {
+            self.error(
+                &entry.at(size),
+                format!(
+                    "{context}: a redo log has the size of its base '{}'",
+                    base.get_ref()
+                ),
+            )
+            .help = Some("remove size".into());
+        }
+        if let Some(from) = &raw.from {
+            self.error(
+                &entry.at(from),
+                format!(
+                    "{context}: a redo log starts empty over its base; `from` belongs to the base '{}'",
+                    base.get_ref()
+                ),
+            );
+        }
+        match target {
+            None => {
+                let others = disk_names
+                    .iter()
+                    .copied()
+                    .filter(|name| *name != entry.name);
+                self.error(
+                    &entry.at(base),
+                    format!("{context}: unknown base disk '{}'", base.get_ref()),
+                )
+                .help = suggest(base.get_ref(), others);
+            }
+            Some(_) if *base.get_ref() == entry.name => {
+                self.error(&entry.at(base), format!("{context} cannot be its own base"));
+            }
+            Some(target) if target.base.is_some() => {
+                self.error(
+                    &entry.at(base),
+                    format!(
+                        "{context}: its base '{}' is a redo log itself; a redo log's base is a disk",
+                        base.get_ref()
+                    ),
+                );
+            }
+            Some(target) if target.store.get_ref() != raw.store.get_ref() => {
+                self.error(
+                    &entry.at(base),
+                    format!(
+                        "{context}: its base '{}' is kept by store '{}', not '{}'",
+                        base.get_ref(),
+                        target.store.get_ref(),
+                        raw.store.get_ref()
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The store image the build tool makes: when a `[disks.NAME]` table
+    /// needs it (`from`, `base`, `read_only` or no `vm`: contents or files
+    /// the store would not make itself), the system's one fresh `[machine]`
+    /// disk holds a VMKFS file system with every disk of that store (files
+    /// relative to the system file) and then the redo logs over them.
+    fn store_image(
         &mut self,
         entries: &[&Entry<crate::raw::RawVirtualDisk>],
         disks: &mut [MachineDisk],
     ) {
+        let needs = |raw: &crate::raw::RawVirtualDisk| {
+            raw.from.is_some()
+                || raw.base.is_some()
+                || raw.read_only.as_ref().is_some_and(|flag| *flag.get_ref())
+                || raw.vm.is_none()
+        };
+        let Some((first, raw)) = entries
+            .iter()
+            .find_map(|entry| Some((*entry, entry.value.as_ref().filter(|raw| needs(raw))?)))
+        else {
+            return;
+        };
+        let context = format!("disk '{}'", first.name);
+        let why = if let Some(from) = &raw.from {
+            (first.at(from), "`from`")
+        } else if let Some(base) = &raw.base {
+            (first.at(base), "a redo log")
+        } else if let Some(flag) = &raw.read_only {
+            (first.at(flag), "a read-only disk")
+        } else {
+            (first.spot.clone(), "a disk only redo logs see")
+        };
+        let fresh: Vec<usize> = (0..disks.len())
+            .filter(|&index| disks[index].size.is_some())
+            .collect();
+        let [target] = fresh[..] else {
+            self.error(
+                &why.0,
+                format!(
+                    "{context}: {} needs exactly one fresh [machine] disk for the store's file system, which the build tool makes (the system has {})",
+                    why.1,
+                    fresh.len()
+                ),
+            )
+            .help = Some("[machine] disks = [{ size = \"32MiB\" }]".into());
+            return;
+        };
+        let store = raw.store.get_ref();
+        let mut logs = Vec::new();
         for entry in entries {
             let Some(raw) = &entry.value else {
                 continue;
             };
-            let Some(from) = &raw.from else {
-                continue;
-            };
-            let context = format!("disk '{}'", entry.name);
-            let fresh: Vec<usize> = (0..disks.len())
-                .filter(|&index| disks[index].size.is_some())
-                .collect();
-            let [target] = fresh[..] else {
-                self.error(
-                    &entry.at(from),
-                    format!(
-                        "{context}: `from` needs exactly one fresh [machine] disk for the store's file system (the system has {})",
-                        fresh.len()
-                    ),
-                )
-                .help = Some("[machine] disks = [{ size = \"32MiB\" }]".into());
-                continue;
-            };
-            if from.get_ref().is_empty() {
-                self.error(&entry.at(from), format!("{context}: `from` names no file"));
+            if raw.store.get_ref() != store {
+                if needs(raw) {
+                    self.error(
+                        &entry.at(&raw.store),
+                        format!(
+                            "disk '{}': its store '{}' would need an image made too; the build tool makes one, for '{store}' (disk '{}')",
+                            entry.name,
+                            raw.store.get_ref(),
+                            first.name
+                        ),
+                    );
+                }
                 continue;
             }
-            let directory = std::path::Path::new(&self.sources.files[entry.spot.file].name)
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default();
-            disks[target].imports.push(DiskImport {
-                name: entry.name.clone(),
-                size: raw.size.get_ref().0,
-                from: directory.join(from.get_ref()),
-            });
+            if let Some(from) = &raw.from
+                && from.get_ref().is_empty()
+            {
+                self.error(
+                    &entry.at(from),
+                    format!("disk '{}': `from` names no file", entry.name),
+                );
+                continue;
+            }
+            match (&raw.base, &raw.size) {
+                (Some(base), _) => logs.push(StoreFile {
+                    name: entry.name.clone(),
+                    kind: StoreFileKind::RedoLog {
+                        base: base.get_ref().clone(),
+                    },
+                }),
+                (None, Some(size)) => disks[target].files.push(StoreFile {
+                    name: entry.name.clone(),
+                    kind: StoreFileKind::Disk {
+                        size: size.get_ref().0,
+                        from: raw.from.as_ref().map(|from| {
+                            std::path::Path::new(&self.sources.files[entry.spot.file].name)
+                                .parent()
+                                .unwrap_or(std::path::Path::new(""))
+                                .join(from.get_ref())
+                        }),
+                    },
+                }),
+                (None, None) => {}
+            }
         }
+        disks[target].files.extend(logs);
     }
 
     /// One component's own fields; references to others are resolved here
@@ -1545,7 +1763,7 @@ impl Checker<'_> {
                     disks.push(MachineDisk {
                         size: Some(bytes),
                         image: None,
-                        imports: Vec::new(),
+                        files: Vec::new(),
                     });
                 }
                 (None, Some(image)) if !image.get_ref().is_empty() => {
@@ -1556,7 +1774,7 @@ impl Checker<'_> {
                     disks.push(MachineDisk {
                         size: None,
                         image: Some(directory.join(image.get_ref())),
-                        imports: Vec::new(),
+                        files: Vec::new(),
                     });
                 }
                 _ => {

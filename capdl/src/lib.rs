@@ -40,9 +40,9 @@ pub use check::{
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use lower::{ImageProgram, Lowered, ProgramUse};
 pub use model::{
-    Capability, Component, DiskImport, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, GuestKind,
-    KernelGuest, Layout, LineGrant, MachineDisk, MmioGrant, Notification, PciGrant, PortGrant,
-    Queue, QueuePlacement, SPEC_ENTRY, Start, System, Vm, guest_entry_name,
+    Capability, Component, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, GuestKind, KernelGuest,
+    Layout, LineGrant, MachineDisk, MmioGrant, Notification, PciGrant, PortGrant, Queue,
+    QueuePlacement, SPEC_ENTRY, Start, StoreFile, StoreFileKind, System, Vm, guest_entry_name,
 };
 pub use programs::{PROGRAM_GROUPS, ProgramSet, ROLES, WORLD_SWITCHER, check_role};
 pub use raw::{MAX_FILE_BYTES, MAX_SYSTEM_BYTES, read_file};

@@ -608,14 +608,22 @@ impl System {
                     (None, None) => String::new(),
                 };
                 let _ = writeln!(out, "  disk {index}: virtio-blk-pci (1af4:1042), {what}");
-                for import in &disk.imports {
-                    let _ = writeln!(
-                        out,
-                        "    VMKFS disk '{}' ({}) from {}",
-                        import.name,
-                        format_size(import.size),
-                        import.from.display()
-                    );
+                for file in &disk.files {
+                    let what = match &file.kind {
+                        crate::StoreFileKind::Disk {
+                            size,
+                            from: Some(from),
+                        } => {
+                            format!("({}) from {}", format_size(*size), from.display())
+                        }
+                        crate::StoreFileKind::Disk { size, from: None } => {
+                            format!("({}) zeroed", format_size(*size))
+                        }
+                        crate::StoreFileKind::RedoLog { base } => {
+                            format!("a redo log over '{base}'")
+                        }
+                    };
+                    let _ = writeln!(out, "    VMKFS disk '{}' {what}", file.name);
                 }
             }
             let _ = writeln!(out, "}}");

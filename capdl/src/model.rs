@@ -115,23 +115,36 @@ pub struct PciGrant {
 }
 
 /// A disk the emulator attaches (QEMU's virtio-blk-pci, modern): a fresh
-/// zeroed image of `size`, or a copy of `image`. With `imports`, the fresh
-/// image holds a VMKFS file system the build tool makes, with those
-/// virtual disks imported (`[disks.NAME] from = ...`).
+/// zeroed image of `size`, or a copy of `image`. With `files`, the fresh
+/// image holds a VMKFS file system the build tool makes, with those virtual
+/// disks and redo logs in it (`[disks.NAME]` tables whose store needs its
+/// image made: `from`, `base`, `read_only` or no `vm`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MachineDisk {
     pub size: Option<u64>,
     pub image: Option<std::path::PathBuf>,
-    pub imports: Vec<DiskImport>,
+    /// Disks first, then the redo logs over them.
+    pub files: Vec<StoreFile>,
 }
 
-/// A virtual disk the build tool imports into a machine disk's file
-/// system: `name`, `size` bytes, its first bytes from the file `from`.
+/// A file the build tool makes in a machine disk's VMKFS file system.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskImport {
+pub struct StoreFile {
     pub name: String,
-    pub size: u64,
-    pub from: std::path::PathBuf,
+    pub kind: StoreFileKind,
+}
+
+/// What a [`StoreFile`] is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreFileKind {
+    /// A preallocated virtual disk of `size` bytes: zeroed, or its first
+    /// bytes from the file `from`.
+    Disk {
+        size: u64,
+        from: Option<std::path::PathBuf>,
+    },
+    /// A copy-on-write redo log over the disk `base`.
+    RedoLog { base: String },
 }
 
 /// An interrupt line and how its device drives it.

@@ -269,21 +269,29 @@ pub struct RawQueue {
 }
 
 /// `[disks.NAME]`: a virtual disk the block store `store` serves to VM
-/// `vm` (the pair of queues between them is generated).
+/// `vm` (the pair of queues between them is generated), or a redo log over
+/// another such disk (`base`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawVirtualDisk {
     /// The block-store component that keeps it.
     pub store: Spanned<String>,
-    /// The VM that sees it (its world switcher gets the queues).
-    pub vm: Spanned<String>,
-    /// Its size when the store creates it (a multiple of 512 bytes).
-    pub size: Spanned<Size>,
+    /// The VM that sees it (its world switcher gets the queues); none for
+    /// a disk that is only the base of redo logs.
+    pub vm: Option<Spanned<String>>,
+    /// Its size when the store creates it (a multiple of 512 bytes); a
+    /// redo log has its base's.
+    pub size: Option<Spanned<Size>>,
     /// Requests in flight between the switcher and the store (default 16).
     pub slots: Option<Spanned<Number>>,
     /// A file (raw disk bytes, such as an ext4 image) the build tool
     /// imports as the disk's contents, relative to this file.
     pub from: Option<Spanned<String>>,
+    /// The VM sees it read-only (the store opens it shared).
+    pub read_only: Option<Spanned<bool>>,
+    /// This disk is a redo log over the disk `base`: its VM's writes land
+    /// in the log and `base` stays as it was.
+    pub base: Option<Spanned<String>>,
 }
 
 /// `[notifications.NAME]`.

@@ -2106,17 +2106,127 @@ fn a_disk_from_a_file_goes_into_the_one_fresh_machine_disk() {
         error(&format!(
             "{DISK_BASE}[disks.d]\nstore = \"store\"\nvm = \"guest\"\nsize = \"1MiB\"\nfrom = \"d.img\"\n"
         )),
-        "main.toml:12:8: disk 'd': `from` needs exactly one fresh [machine] disk for the store's file system (the system has 0) (help: [machine] disks = [{ size = \"32MiB\" }])"
+        "main.toml:12:8: disk 'd': `from` needs exactly one fresh [machine] disk for the store's file system, which the build tool makes (the system has 0) (help: [machine] disks = [{ size = \"32MiB\" }])"
     );
     let system = common::system(&format!(
-        "[machine]\ndisks = [{{ size = \"8MiB\" }}]\n{DISK_BASE}[disks.d]\nstore = \"store\"\nvm = \"guest\"\nsize = \"1MiB\"\nfrom = \"d.img\"\n"
+        "[machine]\ndisks = [{{ size = \"8MiB\" }}]\n{DISK_BASE}[disks.d]\nstore = \"store\"\nvm = \"guest\"\nsize = \"1MiB\"\nfrom = \"d.img\"\n[disks.e]\nstore = \"store\"\nvm = \"guest\"\nsize = \"2MiB\"\n"
     ));
     assert_eq!(
-        system.disks[0].imports,
-        [capdl::DiskImport {
-            name: "d".into(),
-            size: 1 << 20,
-            from: "d.img".into(),
-        }]
+        system.disks[0].files,
+        [
+            capdl::StoreFile {
+                name: "d".into(),
+                kind: capdl::StoreFileKind::Disk {
+                    size: 1 << 20,
+                    from: Some("d.img".into()),
+                },
+            },
+            capdl::StoreFile {
+                name: "e".into(),
+                kind: capdl::StoreFileKind::Disk {
+                    size: 2 << 20,
+                    from: None,
+                },
+            },
+        ]
+    );
+}
+
+/// Two VMs, each with its switcher, and a fresh machine disk.
+const SHARED_BASE: &str = "[machine]\ndisks = [{ size = \"32MiB\" }]\n[components.store]\nprogram = \"block-store\"\n[components.ws-a]\nprogram = \"world-switcher\"\n[components.ws-b]\nprogram = \"world-switcher\"\n[vms.a]\nswitcher = \"ws-a\"\nimage = \"hello\"\n[vms.b]\nswitcher = \"ws-b\"\nimage = \"hello\"\n";
+
+#[test]
+fn a_shared_base_with_a_redo_log_per_vm() {
+    let system = common::system(&format!(
+        "{SHARED_BASE}[disks.base]\nstore = \"store\"\nsize = \"4MiB\"\nfrom = \"base.img\"\n[disks.a-log]\nstore = \"store\"\nvm = \"a\"\nbase = \"base\"\n[disks.b-log]\nstore = \"store\"\nvm = \"b\"\nbase = \"base\"\n"
+    ));
+    // The base has no VM, so no queues; each log has its pair.
+    let names: Vec<&str> = system.queues.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "a-log-requests",
+            "a-log-completions",
+            "b-log-requests",
+            "b-log-completions"
+        ]
+    );
+    assert_eq!(system.components[0].args, "disks=a-log:log,b-log:log");
+    let log = |name: &str| capdl::StoreFile {
+        name: name.into(),
+        kind: capdl::StoreFileKind::RedoLog {
+            base: "base".into(),
+        },
+    };
+    assert_eq!(
+        system.disks[0].files,
+        [
+            capdl::StoreFile {
+                name: "base".into(),
+                kind: capdl::StoreFileKind::Disk {
+                    size: 4 << 20,
+                    from: Some("base.img".into()),
+                },
+            },
+            log("a-log"),
+            log("b-log"),
+        ]
+    );
+    // A VM may see the base itself, read-only.
+    let system = common::system(&format!(
+        "{SHARED_BASE}[disks.base]\nstore = \"store\"\nvm = \"a\"\nread_only = true\nsize = \"4MiB\"\n[disks.b-log]\nstore = \"store\"\nvm = \"b\"\nbase = \"base\"\n"
+    ));
+    assert_eq!(system.components[0].args, "disks=base:ro,b-log:log");
+}
+
+#[test]
+fn redo_logs_and_read_only_disks_are_checked() {
+    let disk = |rest: &str| {
+        format!("{SHARED_BASE}[disks.base]\nstore = \"store\"\nsize = \"4MiB\"\n{rest}")
+    };
+    assert_eq!(
+        errors(&disk(
+            "[disks.a-log]\nstore = \"store\"\nvm = \"a\"\nbase = \"bsae\"\nsize = \"1MiB\"\nfrom = \"x.img\"\n"
+        )),
+        [
+            "main.toml:15:8: disk 'base': no VM sees it and no redo log is over it (help: give it vm = \"...\", or name it as another disk's base)",
+            "main.toml:21:8: disk 'a-log': unknown base disk 'bsae' (help: did you mean 'base'?)",
+            "main.toml:22:8: disk 'a-log': a redo log has the size of its base 'bsae' (help: remove size)",
+            "main.toml:23:8: disk 'a-log': a redo log starts empty over its base; `from` belongs to the base 'bsae'",
+        ]
+    );
+    assert_eq!(
+        errors(&disk(
+            "vm = \"b\"\n[disks.a-log]\nstore = \"store\"\nvm = \"a\"\nbase = \"base\"\n[disks.c]\nstore = \"store\"\nvm = \"a\"\nbase = \"a-log\"\n"
+        )),
+        [
+            "main.toml:18:6: disk 'base': the redo log 'a-log' over it freezes it, so VM 'b' can only see it read-only (help: read_only = true)",
+            "main.toml:26:8: disk 'c': its base 'a-log' is a redo log itself; a redo log's base is a disk",
+        ]
+    );
+    assert_eq!(
+        error(&format!(
+            "{DISK_BASE}[disks.d]\nstore = \"store\"\nvm = \"guest\"\nread_only = true\nsize = \"1MiB\"\n"
+        )),
+        "main.toml:11:13: disk 'd': a read-only disk needs exactly one fresh [machine] disk for the store's file system, which the build tool makes (the system has 0) (help: [machine] disks = [{ size = \"32MiB\" }])"
+    );
+    assert_eq!(
+        error(&format!(
+            "{DISK_BASE}[disks.d]\nstore = \"store\"\nvm = \"guest\"\n"
+        )),
+        "main.toml:8:8: disk 'd' has no size (help: give it size = \"...\", or base = \"DISK\" to make it a redo log over another disk)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{}[disks.a-long-disk-name]\nstore = \"store\"\nvm = \"guest\"\nsize = \"1MiB\"\n",
+            DISK_BASE.replace(
+                "program = \"block-store\"\n",
+                "program = \"block-store\"\nargs = \"crash_every=1000 crashes=20 size=123456789\"\n"
+            )
+        ))
+        .split(" (help")
+        .next()
+        .unwrap(),
+        "main.toml:1:13: component 'store': its args with the disks= its [disks.NAME] tables add are 73 bytes (\"crash_every=1000 crashes=20 size=123456789 disks=a-long-disk-name:1048576\"); at most 64 fit"
     );
 }

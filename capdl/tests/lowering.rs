@@ -585,7 +585,7 @@ fn pci_functions_take_msi_lines_and_a_window() {
         [capdl::MachineDisk {
             size: Some(8 << 20),
             image: None,
-            imports: Vec::new(),
+            files: Vec::new(),
         }]
     );
     assert_round_trip(&system);

@@ -20,6 +20,10 @@ pub const SECTOR: u64 = 512;
 /// The most bytes one request moves.
 pub const BLOCK: usize = 4096;
 
+/// In a [`Operation::Size`] completion's `sectors`: the disk is read-only
+/// (its writes are refused with [`Status::ReadOnly`]).
+pub const SIZE_READ_ONLY: u32 = 1;
+
 /// What a request asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -30,7 +34,8 @@ pub enum Operation {
     Write = 1,
     /// Make every completed write durable.
     Flush = 2,
-    /// The disk's size: the completion's `value` is its sector count.
+    /// The disk's size: the completion's `value` is its sector count and
+    /// its `sectors` field holds flags ([`SIZE_READ_ONLY`]).
     Size = 3,
     /// The driver's counters: the completion's `value` holds the
     /// interrupts it took, `sectors` the requests it completed.
@@ -67,6 +72,8 @@ pub enum Status {
     Invalid = 2,
     /// The device does not support it (e.g. flush without the feature).
     Unsupported = 3,
+    /// A write to a read-only disk.
+    ReadOnly = 4,
 }
 
 /// A request from the client.

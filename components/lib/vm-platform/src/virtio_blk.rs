@@ -56,6 +56,7 @@ pub const NO_VECTOR: u16 = 0xffff;
 
 const SECTOR: u64 = 512;
 const FEATURE_SEG_MAX: u64 = 1 << 2;
+const FEATURE_RO: u64 = 1 << 5;
 const FEATURE_FLUSH: u64 = 1 << 9;
 const FEATURE_VERSION_1: u64 = 1 << 32;
 const FEATURES: u64 = FEATURE_SEG_MAX | FEATURE_FLUSH | FEATURE_VERSION_1;
@@ -219,6 +220,8 @@ impl MsixEntry {
 #[derive(Clone, Debug)]
 pub struct VirtioBlk {
     capacity: u64,
+    /// Offers VIRTIO_BLK_F_RO and refuses writes.
+    read_only: bool,
     device_feature_select: u32,
     driver_feature_select: u32,
     driver_features: u64,
@@ -244,6 +247,7 @@ impl VirtioBlk {
     pub fn new(capacity: u64) -> Self {
         Self {
             capacity,
+            read_only: false,
             device_feature_select: 0,
             driver_feature_select: 0,
             driver_features: 0,
@@ -279,9 +283,30 @@ impl VirtioBlk {
         self.msix_control & MSIX_ENABLE == 0 && self.isr & 1 != 0
     }
 
+    /// A read-only device of `capacity` sectors: it offers
+    /// VIRTIO_BLK_F_RO and refuses writes with an I/O error.
+    pub fn new_read_only(capacity: u64) -> Self {
+        Self {
+            read_only: true,
+            ..Self::new(capacity)
+        }
+    }
+
+    /// The features it offers.
+    fn features(&self) -> u64 {
+        if self.read_only {
+            FEATURES | FEATURE_RO
+        } else {
+            FEATURES
+        }
+    }
+
     fn reset(&mut self) {
         let (capacity, msix, control) = (self.capacity, self.msix, self.msix_control);
-        *self = Self::new(capacity);
+        *self = Self {
+            read_only: self.read_only,
+            ..Self::new(capacity)
+        };
         self.msix = msix;
         self.msix_control = control;
     }
@@ -351,7 +376,7 @@ impl VirtioBlk {
     }
 
     fn common_read(&self, offset: u64, size: u8) -> u64 {
-        let features = FEATURES >> (32 * u64::from(self.device_feature_select.min(2)));
+        let features = self.features() >> (32 * u64::from(self.device_feature_select.min(2)));
         let mut raw = [0u8; 0x38];
         raw[0..4].copy_from_slice(&self.device_feature_select.to_le_bytes());
         raw[4..8].copy_from_slice(&(features as u32).to_le_bytes());
@@ -406,12 +431,13 @@ impl VirtioBlk {
                     return Written::Reset;
                 }
                 // FEATURES_OK only for features the device offers.
-                self.status =
-                    if status & STATUS_FEATURES_OK != 0 && self.driver_features & !FEATURES != 0 {
-                        status & !STATUS_FEATURES_OK
-                    } else {
-                        status
-                    };
+                self.status = if status & STATUS_FEATURES_OK != 0
+                    && self.driver_features & !self.features() != 0
+                {
+                    status & !STATUS_FEATURES_OK
+                } else {
+                    status
+                };
             }
             0x16 => self.queue_select = value as u16,
             // Queue registers of a queue that does not exist.
@@ -522,6 +548,9 @@ impl VirtioBlk {
         };
         let kind = match kind {
             0 => Kind::Read,
+            1 if self.read_only => {
+                return Err(refuse(Some(status), "a write to a read-only disk"));
+            }
             1 => Kind::Write,
             4 => Kind::Flush,
             8 => Kind::GetId,
@@ -670,8 +699,15 @@ mod tests {
     /// A device set up as a driver would: features, queue of 8, MSI-X
     /// vector 1 for the queue when `msix`.
     fn running(memory: &mut VecMemory, msix: bool) -> (VirtioBlk, ConfigSpace) {
+        set_up(memory, msix, VirtioBlk::new(2048))
+    }
+
+    fn set_up(
+        memory: &mut VecMemory,
+        msix: bool,
+        mut device: VirtioBlk,
+    ) -> (VirtioBlk, ConfigSpace) {
         let mut config = config_space(0xfe00_0000);
-        let mut device = VirtioBlk::new(2048);
         device.write(0x14, 1, 1 | 2).unwrap();
         device.write(0x08, 4, 1).unwrap();
         device.write(0x0c, 4, 1).unwrap(); // VERSION_1 (bit 32)
@@ -810,6 +846,55 @@ mod tests {
             })
         );
         assert!(!device.intx_asserted(), "MSI-X on");
+    }
+
+    #[test]
+    fn a_read_only_device_offers_ro_and_refuses_writes() {
+        let mut memory = VecMemory(vec![0; 1 << 20]);
+        let mut device = VirtioBlk::new_read_only(2048);
+        assert_eq!(
+            device.read(0x04, 4).unwrap() & (1 << 5),
+            1 << 5,
+            "RO offered"
+        );
+        device.write(0x14, 1, 0).unwrap();
+        assert_eq!(
+            device.read(0x04, 4).unwrap() & (1 << 5),
+            1 << 5,
+            "kept by a reset"
+        );
+        assert_eq!(VirtioBlk::new(8).read(0x04, 4).unwrap() & (1 << 5), 0);
+        // A driver that accepts RO (bit 5) gets FEATURES_OK.
+        device.write(0x14, 1, 1 | 2).unwrap();
+        device.write(0x08, 4, 0).unwrap();
+        device.write(0x0c, 4, 1 << 5).unwrap();
+        let (mut device, _) = set_up(&mut memory, true, device);
+        assert_eq!(device.read(0x14, 1).unwrap() & 8, 8);
+        header(&mut memory, 0x2000, 1, 8);
+        descriptor(&mut memory, 0, 0x2000, 16, DESCRIPTOR_NEXT, 1);
+        descriptor(&mut memory, 1, 0x3000, 512, DESCRIPTOR_NEXT, 2);
+        descriptor(&mut memory, 2, 0x5000, 1, DESCRIPTOR_WRITE, 0);
+        offer(&mut memory, 0, 0);
+        assert_eq!(
+            device.next_request(&memory),
+            Some(Err(Refused {
+                head: 0,
+                status: Some(0x5000),
+                why: "a write to a read-only disk"
+            }))
+        );
+        header(&mut memory, 0x2000, 0, 8);
+        descriptor(
+            &mut memory,
+            1,
+            0x3000,
+            512,
+            DESCRIPTOR_NEXT | DESCRIPTOR_WRITE,
+            2,
+        );
+        offer(&mut memory, 1, 0);
+        let read = device.next_request(&memory).unwrap().unwrap();
+        assert_eq!((read.kind, read.bytes), (Kind::Read, 512));
     }
 
     #[test]

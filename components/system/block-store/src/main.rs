@@ -8,10 +8,14 @@
 //! holds anything. Each client is a queue pair `<disk>-requests` /
 //! `<disk>-completions` (or `requests` / `completions` for the disk
 //! `file=`; the system file's `[disks.NAME]` tables make these pairs and
-//! pass each disk's size as `disks=NAME:BYTES,...`); the store opens each client's virtual disk exclusively,
-//! creating it with `size=` bytes when it does not exist, and then serves
-//! reads, writes, flushes and the size, client after client. A flush is acknowledged only once the
-//! engine made every earlier write durable on the disk under it.
+//! say how each disk is opened in `disks=ITEM,...`: `NAME:BYTES`
+//! exclusively, created with that size when it does not exist (without an
+//! item: `size=` bytes); `NAME:ro` read-only and shared (its writes are
+//! refused, and its size answer says so); `NAME:log` exclusively, a redo
+//! log over its base that the build tool made (so the VM's writes land in
+//! the log and the base stays as it was). It then serves reads, writes,
+//! flushes and the size, client after client. A flush is acknowledged only
+//! once the engine made every earlier write durable on the disk under it.
 //!
 //! Restart: the core resets the client's queues and the client sends again
 //! what it has no completion for; the driver's queues are reset too, and
@@ -174,9 +178,9 @@ fn main(start: &runtime::Start) -> i32 {
             "disks",
         ])
         .or_exit();
-    // `disks=NAME:BYTES,...` (what the system's [disks.NAME] tables say):
-    // the size each disk is created with.
-    let mut sizes: Vec<(&str, u64)> = Vec::new();
+    // `disks=ITEM,...` (what the system's [disks.NAME] tables say): how
+    // each client's disk is opened.
+    let mut declared: Vec<(&str, Declared)> = Vec::new();
     for item in arguments
         .text("disks")
         .unwrap_or("")
@@ -185,13 +189,13 @@ fn main(start: &runtime::Start) -> i32 {
     {
         match item
             .split_once(':')
-            .map(|(name, bytes)| (name, bytes.parse::<u64>()))
+            .and_then(|(name, what)| Some((name, Declared::parse(what)?)))
         {
-            Some((name, Ok(bytes))) if bytes > 0 && bytes % SECTOR == 0 => {
-                sizes.push((name, bytes))
-            }
+            Some((name, what)) if !name.is_empty() => declared.push((name, what)),
             _ => {
-                println!("block-store: bad disks= item '{item}' (NAME:BYTES, a multiple of 512)");
+                println!(
+                    "block-store: bad disks= item '{item}' (NAME:BYTES, a multiple of 512; NAME:ro; NAME:log)"
+                );
                 return 2;
             }
         }
@@ -273,27 +277,21 @@ fn main(start: &runtime::Start) -> i32 {
             println!("block-store: the queue '{queue}' comes without '{answers}'");
             return 2;
         };
-        let size = sizes
+        let what = declared
             .iter()
             .find(|(name, _)| *name == disk)
-            .map_or(size, |(_, bytes)| *bytes);
-        if store.stat(disk).is_err()
-            && let Err(error) = store.create(disk, size).and_then(|()| store.flush())
-        {
-            println!("block-store: creating '{disk}' failed: {error:?}");
-            return 1;
-        }
-        // Exclusive: the only handle of the disk.
-        let handle = match store.open(disk, OpenMode::ReadWrite) {
+            .map_or(Declared::Disk(size), |(_, what)| *what);
+        let handle = match open_client_disk(&mut store, disk, what) {
             Ok(handle) => handle,
-            Err(error) => {
-                println!("block-store: opening '{disk}' failed: {error:?}");
+            Err(why) => {
+                println!("block-store: '{disk}': {why}");
                 return 1;
             }
         };
         clients.push(Client {
             disk: String::from(disk),
             length: store.length(handle).unwrap_or(0),
+            read_only: what == Declared::ReadOnly,
             handle,
             requests,
             completions,
@@ -307,10 +305,16 @@ fn main(start: &runtime::Start) -> i32 {
     let mut listed = String::new();
     for client in &clients {
         let separator = if listed.is_empty() { "" } else { ", " };
+        let parent = store.stat(&client.disk).ok().and_then(|info| info.parent);
         listed.push_str(&format!(
-            "{separator}'{}' ({} KiB)",
+            "{separator}'{}' ({} KiB{}{})",
             client.disk,
-            client.length >> 10
+            client.length >> 10,
+            if client.read_only { ", read-only" } else { "" },
+            match &parent {
+                Some(base) => format!(", a redo log over '{base}'"),
+                None => String::new(),
+            }
         ));
     }
     println!(
@@ -392,11 +396,65 @@ fn main(start: &runtime::Start) -> i32 {
     }
 }
 
+/// How the system file says a client's disk is opened (`disks=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Declared {
+    /// `NAME:BYTES`: exclusively, created with this size if missing.
+    Disk(u64),
+    /// `NAME:ro`: read-only, shared; it must exist.
+    ReadOnly,
+    /// `NAME:log`: a redo log over its base, exclusively; it must exist.
+    RedoLog,
+}
+
+impl Declared {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "ro" => Some(Self::ReadOnly),
+            "log" => Some(Self::RedoLog),
+            bytes => match bytes.parse::<u64>() {
+                Ok(bytes) if bytes > 0 && bytes % SECTOR == 0 => Some(Self::Disk(bytes)),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Opens a client's disk as the system file declares it, creating a
+/// plain disk that is missing; what is wrong otherwise.
+fn open_client_disk(
+    store: &mut Store<DriverDisk>,
+    disk: &str,
+    what: Declared,
+) -> Result<FileHandle, String> {
+    let found = store.stat(disk);
+    match (what, &found) {
+        (Declared::Disk(size), Err(_)) => store
+            .create(disk, size)
+            .and_then(|()| store.flush())
+            .map_err(|error| format!("creating it failed: {error}"))?,
+        (_, Err(_)) => return Err(String::from("not in the file system")),
+        (Declared::RedoLog, Ok(info)) if info.parent.is_none() => {
+            return Err(String::from("declared a redo log, but it is a disk"));
+        }
+        _ => {}
+    }
+    let mode = match what {
+        Declared::ReadOnly => OpenMode::ReadOnly,
+        Declared::Disk(_) | Declared::RedoLog => OpenMode::ReadWrite,
+    };
+    store
+        .open(disk, mode)
+        .map_err(|error| format!("opening it failed: {error}"))
+}
+
 /// One client and the virtual disk it is served.
 struct Client {
     disk: String,
     handle: FileHandle,
     length: u64,
+    /// Opened shared, read-only: writes are refused.
+    read_only: bool,
     requests: Receiver<Request>,
     completions: Sender<Completion>,
     detached: bool,
@@ -418,6 +476,9 @@ fn serve(
             let offset = request.sector.saturating_mul(SECTOR);
             let done = if operation == Operation::Read {
                 store.read(handle, offset, &mut completion.data[..bytes])
+            } else if client.read_only {
+                completion.status = Status::ReadOnly as u32;
+                return;
             } else {
                 store.write(handle, offset, &request.data[..bytes])
             };
@@ -427,12 +488,18 @@ fn serve(
                 Err(_) => Status::IoError,
             }
         }
+        (Some(Operation::Flush), _) if client.read_only => Status::Ok,
         (Some(Operation::Flush), _) => match store.flush() {
             Ok(()) => Status::Ok,
             Err(_) => Status::IoError,
         },
         (Some(Operation::Size), _) => {
             completion.value = length / SECTOR;
+            completion.sectors = if client.read_only {
+                block_api::SIZE_READ_ONLY
+            } else {
+                0
+            };
             Status::Ok
         }
         // The driver's counters: the interrupts under this disk.

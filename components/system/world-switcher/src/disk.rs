@@ -24,7 +24,8 @@
 //! exit.
 
 use block_api::{
-    Completion, CompletionHeader, DATA_OFFSET, Operation, Request, RequestHeader, SECTOR, Status,
+    Completion, CompletionHeader, DATA_OFFSET, Operation, Request, RequestHeader, SECTOR,
+    SIZE_READ_ONLY, Status,
 };
 use microvisor_abi::start::ResourceView;
 use runtime::queue::{QueueError, Receiver, Sender};
@@ -58,6 +59,8 @@ pub struct Disk {
     index: u8,
     /// Sectors, as the store reported at start.
     capacity: u64,
+    /// The store serves it read-only: the guest sees VIRTIO_BLK_F_RO.
+    read_only: bool,
     device: VirtioBlk,
     requests: Sender<Request>,
     completions: Receiver<Completion>,
@@ -112,6 +115,7 @@ pub fn open_all(start: &runtime::Start, vm: &str, disks: &mut [Option<Disk>; MAX
             name: id,
             index: count as u8,
             capacity: 0,
+            read_only: false,
             device: VirtioBlk::new(0),
             requests,
             completions,
@@ -121,12 +125,14 @@ pub fn open_all(start: &runtime::Start, vm: &str, disks: &mut [Option<Disk>; MAX
             store_restarts: 0,
         };
         match disk.ask_size() {
-            Some(sectors) => {
+            Some((sectors, read_only)) => {
                 disk.capacity = sectors;
-                disk.device = VirtioBlk::new(sectors);
+                disk.read_only = read_only;
+                disk.device = disk.new_device();
                 runtime::println!(
-                    "VM '{vm}': disk '{name}' ({} KiB) at PCI 00:{:02x}.0",
+                    "VM '{vm}': disk '{name}' ({} KiB{}) at PCI 00:{:02x}.0",
                     sectors * SECTOR / 1024,
+                    if read_only { ", read-only" } else { "" },
                     disk.slot()
                 );
                 disks[count] = Some(disk);
@@ -162,10 +168,20 @@ impl Disk {
         BAR_BASE + u64::from(self.index) * BAR_SIZE
     }
 
-    /// Asks the store for the disk's size in sectors, waiting for the
-    /// answer.
-    fn ask_size(&mut self) -> Option<u64> {
+    /// Asks the store for the disk's size in sectors and whether it is
+    /// read-only, waiting for the answer.
+    fn ask_size(&mut self) -> Option<(u64, bool)> {
         self.call(Operation::Size)
+            .map(|answer| (answer.value, answer.sectors & SIZE_READ_ONLY != 0))
+    }
+
+    /// The guest-side device, reset.
+    fn new_device(&self) -> VirtioBlk {
+        if self.read_only {
+            VirtioBlk::new_read_only(self.capacity)
+        } else {
+            VirtioBlk::new(self.capacity)
+        }
     }
 
     /// The guest is gone and this switcher ends: the store flushes the
@@ -176,10 +192,10 @@ impl Disk {
     }
 
     /// One request without data to the store, waiting for its answer
-    /// (resending while the store restarts); the answer's value if it
-    /// succeeded. Only outside the guest's requests: answers to those
-    /// that arrive meanwhile are dropped.
-    fn call(&mut self, operation: Operation) -> Option<u64> {
+    /// (resending while the store restarts); the answer if it succeeded.
+    /// Only outside the guest's requests: answers to those that arrive
+    /// meanwhile are dropped.
+    fn call(&mut self, operation: Operation) -> Option<CompletionHeader> {
         let id = u64::MAX - operation as u64;
         loop {
             let header = RequestHeader::new(id, operation, 0, 0);
@@ -197,7 +213,7 @@ impl Disk {
                     .try_receive_in_place(|slot| slot.header::<CompletionHeader>());
                 match answer {
                     Ok(Some(answer)) if answer.id == id => {
-                        return (answer.status == Status::Ok as u32).then_some(answer.value);
+                        return (answer.status == Status::Ok as u32).then_some(answer);
                     }
                     Ok(_) => {}
                     Err(QueueError::WouldBlock) => {
@@ -215,7 +231,7 @@ impl Disk {
     /// A new boot: the device reset, requests forgotten, the function
     /// placed on `pci`.
     pub fn attach(&mut self, pci: &mut PciHost) -> bool {
-        self.device = VirtioBlk::new(self.capacity);
+        self.device = self.new_device();
         self.table.clear();
         self.intx = false;
         let mut config: ConfigSpace = virtio_blk::config_space(self.default_bar());
