@@ -13,6 +13,13 @@
 //! lines counted as the component `guest`): named `<name>-native`, it is
 //! the baseline of benchmark `<name>`, and every figure they share gets a
 //! `<figure>-ratio` line from the same run.
+//!
+//! A benchmark with `icount = false` measures host time instead: its
+//! figures come from pairs of lines `[<component>] TIMED-START <name>` and
+//! `[<component>] TIMED-END <name> <bytes> bytes`, whose arrival times
+//! give `<name>-throughput` in MiB/s ([`timed_figures`]); its BENCH lines
+//! (TSC ticks that are not instructions without icount) are ignored, as
+//! are TIMED lines under icount.
 
 use std::process::ExitCode;
 
@@ -128,12 +135,6 @@ pub fn command() -> Result<ExitCode> {
                 benchmark.path.display()
             );
         }
-        if !benchmark.icount {
-            bail!(
-                "{}: a benchmark runs under icount: add `icount = true`",
-                benchmark.path.display()
-            );
-        }
     }
     let needed = programs_of(
         &benchmarks
@@ -152,7 +153,7 @@ pub fn command() -> Result<ExitCode> {
                 let options = BootOptions {
                     emulator: Emulator::Qemu,
                     timeout: Some(benchmark.timeout),
-                    icount: true,
+                    icount: benchmark.icount,
                     gdb: false,
                     command_line: String::new(),
                     input: ConsoleFeed::Nothing,
@@ -166,14 +167,22 @@ pub fn command() -> Result<ExitCode> {
         .with_context(|| format!("benchmark {} did not run", benchmark.name))?;
         // A test VM on bare QEMU prints its lines without a component.
         let native = benchmark.system().is_none();
-        let found: Vec<Measurement> = outcome
-            .lines
-            .iter()
-            .filter_map(|line| match native {
-                true => parse_line(&benchmark.name, &format!("[guest] {line}")),
-                false => parse_line(&benchmark.name, line),
-            })
-            .collect();
+        let lines: Vec<String> = match native {
+            true => outcome
+                .lines
+                .iter()
+                .map(|line| format!("[guest] {line}"))
+                .collect(),
+            false => outcome.lines.clone(),
+        };
+        let found: Vec<Measurement> = if benchmark.icount {
+            lines
+                .iter()
+                .filter_map(|line| parse_line(&benchmark.name, line))
+                .collect()
+        } else {
+            timed_figures(&benchmark.name, &lines, &outcome.arrivals)
+        };
         let seconds = outcome.elapsed.as_secs_f64();
         match judge(benchmark, &outcome) {
             Err(reason) => {
@@ -248,6 +257,61 @@ pub fn command() -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The throughput figures of a run without icount: for each
+/// `[<component>] TIMED-END <name> <bytes> bytes` line, the bytes over the
+/// host time since the last `[<component>] TIMED-START <name>` line before
+/// it (`arrivals[i]` is when line `i` arrived), as `<name>-throughput` in
+/// MiB/s. An end without its start, or lines that arrived at the same
+/// instant, give no figure.
+pub fn timed_figures(
+    system: &str,
+    lines: &[String],
+    arrivals: &[std::time::Duration],
+) -> Vec<Measurement> {
+    let mut figures = Vec::new();
+    for (end, line) in lines.iter().enumerate() {
+        let Some((component, rest)) = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once("] TIMED-END "))
+        else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let (Some(name), Some(bytes), Some("bytes")) = (words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        let Ok(bytes) = bytes.parse::<u64>() else {
+            continue;
+        };
+        let start_line = format!("[{component}] TIMED-START {name}");
+        let Some(start) = lines[..end]
+            .iter()
+            .rposition(|line| line.trim_end() == start_line)
+        else {
+            continue;
+        };
+        let (Some(from), Some(to)) = (arrivals.get(start), arrivals.get(end)) else {
+            continue;
+        };
+        let seconds = to.saturating_sub(*from).as_secs_f64();
+        if seconds <= 0.0 {
+            continue;
+        }
+        let value = bytes as f64 / seconds / f64::from(1u32 << 20);
+        figures.push(Measurement {
+            system: system.to_string(),
+            component: component.to_string(),
+            name: format!("{name}-throughput"),
+            value,
+            value_text: format!("{value:.2}"),
+            unit: "MiB/s".into(),
+            notes: format!("({bytes} bytes in {seconds:.3} s of host time, no icount)"),
+        });
+    }
+    figures
 }
 
 /// For each figure of a benchmark `NAME-native` (a test VM on bare QEMU),
@@ -363,6 +427,47 @@ mod tests {
                 ratios[0].value_text.as_str()
             ),
             ("guest-disk", "read-ratio", "2.50")
+        );
+    }
+
+    #[test]
+    fn timed_lines_give_throughput_from_their_arrival_times() {
+        let lines: Vec<String> = [
+            "[guest] TIMED-START read",
+            "[other] TIMED-END read 1048576 bytes",
+            "[guest] noise",
+            "[guest] TIMED-END read 1048576 bytes",
+            "[guest] TIMED-END lonely 10 bytes",
+            "[guest] TIMED-START same",
+            "[guest] TIMED-END same 10 bytes",
+        ]
+        .map(String::from)
+        .to_vec();
+        let at = |ms: u64| std::time::Duration::from_millis(ms);
+        let arrivals = [
+            at(1000),
+            at(1100),
+            at(1200),
+            at(1500),
+            at(1600),
+            at(1700),
+            at(1700),
+        ];
+        let figures = timed_figures("disk", &lines, &arrivals);
+        assert_eq!(figures.len(), 1, "{figures:?}");
+        assert_eq!(
+            (
+                figures[0].component.as_str(),
+                figures[0].name.as_str(),
+                figures[0].value_text.as_str(),
+                figures[0].unit.as_str()
+            ),
+            ("guest", "read-throughput", "2.00", "MiB/s")
+        );
+        assert!(
+            figures[0].notes.contains("in 0.500 s"),
+            "{}",
+            figures[0].notes
         );
     }
 

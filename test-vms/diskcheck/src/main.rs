@@ -7,9 +7,15 @@
 //! block and the round ([`DEPTH`] requests in flight), flushes, and reads
 //! back every block written that round and [`OLDER`] blocks of earlier
 //! rounds, each of which must hold the last pattern flushed to it. It
-//! also reads the device id. Any status but OK, or one wrong byte, fails
-//! the test (`TEST diskcheck FAIL: ...`); after [`ROUNDS`] rounds it
-//! prints the requests and interrupts counted and passes.
+//! also reads the device id, and when the device offers them zeroes a
+//! block with a write-zeroes request (it must read back as zeros) and
+//! discards another. Any status but OK, or one wrong byte, fails the test
+//! (`TEST diskcheck FAIL: ...`); after [`ROUNDS`] rounds it prints the
+//! requests and interrupts counted and passes. On the first
+//! disk it then measures the path: `BENCH` lines (TSC ticks per request,
+//! instructions under icount, at depths 1, 8 and 32) and two host-timed
+//! runs between `TIMED-START` / `TIMED-END` lines (throughput, which the
+//! build tool's `bench` takes from the lines' arrival times).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -42,7 +48,13 @@ const QUEUE_AT: u64 = 0;
 const HEADERS_AT: u64 = 0x2000;
 const STATUS_AT: u64 = 0x2400;
 const DATA_AT: u64 = 0x4000;
-const QUEUE_SIZE: u16 = 64;
+const QUEUE_SIZE: u16 = 128;
+/// The most requests the benchmark keeps in flight.
+const MAX_IN_FLIGHT: usize = 32;
+/// Data buffers of a disk: the workload's [`DEPTH`] requests each have
+/// their own; the benchmark's deeper batches share them (its data is
+/// never checked).
+const DATA_SLOTS: u64 = (DMA_PER_DISK - DATA_AT) / BLOCK as u64;
 
 /// The DMA area, reached by offsets.
 struct Dma(u64);
@@ -84,10 +96,12 @@ struct Disk {
     notify: u64,
     capacity: u64,
     /// The chain head of the request in each slot.
-    heads: [Option<u16>; DEPTH],
+    heads: [Option<u16>; MAX_IN_FLIGHT],
     requests: u64,
     /// Notifies written (each one exit).
     notifies: u64,
+    /// The device takes discard and write-zeroes requests.
+    zeroing: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -96,6 +110,10 @@ enum Op {
     Write,
     Flush,
     Id,
+    /// Write zeros over the block (no data: a range).
+    WriteZeroes,
+    /// Discard the block.
+    Discard,
 }
 
 fn main() -> u32 {
@@ -214,6 +232,30 @@ fn check(device: u8, index: usize) -> Result<(), ()> {
             );
         }
     }
+    if disk.zeroing {
+        // A written block zeroed reads back as zeros; a discard succeeds
+        // (what a discarded block then reads is the device's choice).
+        let block = (next(&mut random) % BLOCKS as u64) as usize;
+        if let Err(why) = disk.run(&[(Op::WriteZeroes, block as u64)]) {
+            fail!(device, "write-zeroes: {why}");
+        }
+        if let Err(why) = disk.run(&[(Op::Read, block as u64)]) {
+            fail!(device, "read after write-zeroes: {why}");
+        }
+        if let Some(at) = mismatch(&disk.dma, 0, block, 0) {
+            fail!(
+                device,
+                "block {block} is not zero at byte {at} after write-zeroes"
+            );
+        }
+        let other = (block + 1) % BLOCKS;
+        if let Err(why) = disk.run(&[(Op::Discard, other as u64)]) {
+            fail!(device, "discard: {why}");
+        }
+        println!(
+            "diskcheck: block {block} zeroed (write-zeroes reads back zeros), block {other} discarded"
+        );
+    }
     println!(
         "diskcheck: 00:{device:02x}.0: {ROUNDS} rounds, {} requests, {} interrupts, no error",
         disk.requests,
@@ -221,18 +263,21 @@ fn check(device: u8, index: usize) -> Result<(), ()> {
     );
     if index == 0 {
         bench(&mut disk, &mut random);
+        timed(&mut disk, &mut random);
     }
     Ok(())
 }
 
 /// Requests per benchmark figure.
 const BENCH_REQUESTS: usize = 64;
+/// The batches the benchmark keeps in flight besides one at a time.
+const BENCH_DEPTHS: [usize; 2] = [DEPTH, MAX_IN_FLIGHT];
 
 /// The cost of the whole path (guest driver, exit, world switcher,
 /// store, driver, device, interrupt back) as the guest sees it: TSC ticks
 /// per 4 KiB request at random places of the first MiB, which under
 /// `-icount shift=0` are instructions; one request at a time (median) and
-/// [`DEPTH`] at a time (mean), with the interrupts and notifies (exits)
+/// [`BENCH_DEPTHS`] at a time (mean), with the interrupts and notifies (exits)
 /// per request. Blocks written here hold patterns no check looks at again.
 fn bench(disk: &mut Disk, random: &mut u64) {
     for (op, name) in [(Op::Read, "read"), (Op::Write, "write")] {
@@ -256,25 +301,56 @@ fn bench(disk: &mut Disk, random: &mut u64) {
             f64::from(interrupts) / BENCH_REQUESTS as f64,
             notifies as f64 / BENCH_REQUESTS as f64
         );
-        let (interrupts_before, notifies_before) = (interrupts::count(disk.vector), disk.notifies);
-        let start = guest_runtime::rdtsc_ordered();
-        for _ in 0..BENCH_REQUESTS / DEPTH {
-            let mut ops = [(op, 0u64); DEPTH];
+        for depth in BENCH_DEPTHS {
+            let (interrupts_before, notifies_before) =
+                (interrupts::count(disk.vector), disk.notifies);
+            let start = guest_runtime::rdtsc_ordered();
+            for _ in 0..BENCH_REQUESTS / depth {
+                let mut ops = [(op, 0u64); MAX_IN_FLIGHT];
+                for item in ops[..depth].iter_mut() {
+                    item.1 = next(random) % BLOCKS as u64;
+                }
+                if disk.run(&ops[..depth]).is_err() {
+                    println!("diskcheck: benchmark {name} failed");
+                    return;
+                }
+            }
+            let per_request = (guest_runtime::rdtsc_ordered() - start) / BENCH_REQUESTS as u64;
+            let interrupts = interrupts::count(disk.vector) - interrupts_before;
+            let notifies = disk.notifies - notifies_before;
+            println!(
+                "BENCH guest-disk-{name}-4k-depth{depth} {per_request} instructions/request ({depth} in flight, mean of {BENCH_REQUESTS}; {:.2} interrupts and {:.2} notify exits per request)",
+                f64::from(interrupts) / BENCH_REQUESTS as f64,
+                notifies as f64 / BENCH_REQUESTS as f64
+            );
+        }
+    }
+}
+
+/// Requests of each host-timed run.
+const TIMED_REQUESTS: usize = 4096;
+
+/// Throughput as the host's clock sees it: [`TIMED_REQUESTS`] random 4 KiB
+/// reads, then writes, [`MAX_IN_FLIGHT`] at a time, between a
+/// `TIMED-START` and a `TIMED-END` line whose arrival times the build
+/// tool's `bench` takes (in a run without icount, where they are the
+/// host's time; see `build/src/bench.rs`).
+fn timed(disk: &mut Disk, random: &mut u64) {
+    for (op, name) in [(Op::Read, "read"), (Op::Write, "write")] {
+        println!("TIMED-START guest-disk-{name}-4k-depth{MAX_IN_FLIGHT}");
+        for _ in 0..TIMED_REQUESTS / MAX_IN_FLIGHT {
+            let mut ops = [(op, 0u64); MAX_IN_FLIGHT];
             for item in ops.iter_mut() {
                 item.1 = next(random) % BLOCKS as u64;
             }
             if disk.run(&ops).is_err() {
-                println!("diskcheck: benchmark {name} failed");
+                println!("diskcheck: timed {name} failed");
                 return;
             }
         }
-        let per_request = (guest_runtime::rdtsc_ordered() - start) / BENCH_REQUESTS as u64;
-        let interrupts = interrupts::count(disk.vector) - interrupts_before;
-        let notifies = disk.notifies - notifies_before;
         println!(
-            "BENCH guest-disk-{name}-4k-depth{DEPTH} {per_request} instructions/request ({DEPTH} in flight, mean of {BENCH_REQUESTS}; {:.2} interrupts and {:.2} notify exits per request)",
-            f64::from(interrupts) / BENCH_REQUESTS as f64,
-            notifies as f64 / BENCH_REQUESTS as f64
+            "TIMED-END guest-disk-{name}-4k-depth{MAX_IN_FLIGHT} {} bytes",
+            TIMED_REQUESTS * BLOCK as usize
         );
     }
 }
@@ -359,7 +435,8 @@ fn set_up(device: u8, index: usize) -> Result<Disk, &'static str> {
         )) << (32 * half);
     }
     let flush = 1u64 << blk::VIRTIO_BLK_F_FLUSH;
-    let accepted = virtio::negotiate(offered, 0, flush | 1 << virtio::VIRTIO_F_VERSION_1)
+    let zeroing = 1u64 << blk::VIRTIO_BLK_F_DISCARD | 1 << blk::VIRTIO_BLK_F_WRITE_ZEROES;
+    let accepted = virtio::negotiate(offered, zeroing, flush | 1 << virtio::VIRTIO_F_VERSION_1)
         .map_err(|_| "the device lacks VERSION_1 or FLUSH")?;
     for half in 0..2u32 {
         devices::write32(common_at + u64::from(common::DRIVER_FEATURE_SELECT), half);
@@ -434,7 +511,8 @@ fn set_up(device: u8, index: usize) -> Result<Disk, &'static str> {
         queue,
         notify,
         capacity,
-        heads: [None; DEPTH],
+        zeroing: accepted & zeroing == zeroing,
+        heads: [None; MAX_IN_FLIGHT],
         requests: 0,
         notifies: 0,
     })
@@ -448,13 +526,22 @@ impl Disk {
         for (slot, &(op, block)) in ops.iter().enumerate() {
             let header_at = HEADERS_AT + slot as u64 * 16;
             let status_at = STATUS_AT + slot as u64;
-            let data_at = DATA_AT + slot as u64 * u64::from(BLOCK);
+            let data_at = DATA_AT + (slot as u64 % DATA_SLOTS) * u64::from(BLOCK);
             let sector = block * u64::from(BLOCK) / 512;
             let (header, data) = match op {
                 Op::Read => (RequestHeader::read(sector), Some((BLOCK, true))),
                 Op::Write => (RequestHeader::write(sector), Some((BLOCK, false))),
                 Op::Flush => (RequestHeader::flush(), None),
                 Op::Id => (RequestHeader::get_id(), Some((blk::ID_SIZE, true))),
+                Op::WriteZeroes | Op::Discard => {
+                    // The range, where the block's data would be.
+                    blk::write_range(&self.dma, data_at, sector, BLOCK / 512);
+                    let header = match op {
+                        Op::Discard => RequestHeader::discard(),
+                        _ => RequestHeader::write_zeroes(),
+                    };
+                    (header, Some((blk::RANGE_SIZE, false)))
+                }
             };
             header.write_to(&self.dma, header_at);
             blk::prepare_status(&self.dma, status_at);

@@ -43,7 +43,15 @@ pub enum Operation {
     /// The client is done: the driver completes what is in flight,
     /// answers, resets the device and exits.
     Detach = 5,
+    /// Make `sectors` sectors from `sector` read as zeros, with no data in
+    /// the request (up to [`MAX_ZERO_SECTORS`]): a guest's discard or
+    /// write-zeroes. The block store serves it; a block driver answers
+    /// [`Status::Unsupported`].
+    Zero = 6,
 }
+
+/// The most sectors one [`Operation::Zero`] covers (1 MiB).
+pub const MAX_ZERO_SECTORS: u32 = 2048;
 
 impl Operation {
     /// Decodes an operation number, or `None`.
@@ -55,6 +63,7 @@ impl Operation {
             3 => Self::Size,
             4 => Self::Counters,
             5 => Self::Detach,
+            6 => Self::Zero,
             _ => return None,
         })
     }
@@ -160,13 +169,15 @@ impl Request {
         }
     }
 
-    /// The bytes it moves, if its operation and sector count are valid.
+    /// The bytes of data it carries or asks for, if its operation and
+    /// sector count are valid (none for a zeroing, whatever its sectors).
     pub fn bytes(&self) -> Option<usize> {
         match Operation::from_u32(self.operation)? {
             Operation::Read | Operation::Write => {
                 let bytes = self.sectors as usize * SECTOR as usize;
                 (self.sectors > 0 && bytes <= BLOCK).then_some(bytes)
             }
+            Operation::Zero => (self.sectors > 0 && self.sectors <= MAX_ZERO_SECTORS).then_some(0),
             Operation::Flush | Operation::Size | Operation::Counters | Operation::Detach => Some(0),
         }
     }
@@ -196,5 +207,26 @@ impl Completion {
             reserved: 0,
             data: [0; BLOCK],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_carries_data_only_for_reads_and_writes_of_a_block_at_most() {
+        let bytes = |operation, sectors| Request::new(1, operation, 0, sectors).bytes();
+        assert_eq!(bytes(Operation::Read, 8), Some(4096));
+        assert_eq!(bytes(Operation::Write, 1), Some(512));
+        assert_eq!(bytes(Operation::Write, 9), None);
+        assert_eq!(bytes(Operation::Read, 0), None);
+        assert_eq!(bytes(Operation::Flush, 0), Some(0));
+        assert_eq!(bytes(Operation::Zero, MAX_ZERO_SECTORS), Some(0));
+        assert_eq!(bytes(Operation::Zero, MAX_ZERO_SECTORS + 1), None);
+        assert_eq!(bytes(Operation::Zero, 0), None);
+        let mut unknown = Request::new(1, Operation::Read, 0, 8);
+        unknown.operation = 7;
+        assert_eq!(unknown.bytes(), None);
     }
 }

@@ -31,6 +31,13 @@ pub const VIRTIO_BLK_F_RO: u32 = 5;
 pub const VIRTIO_BLK_F_BLK_SIZE: u32 = 6;
 /// Feature bit: the device has a write cache and takes flush requests.
 pub const VIRTIO_BLK_F_FLUSH: u32 = 9;
+/// Feature bit: the device takes discard requests ([`RequestType::Discard`]).
+pub const VIRTIO_BLK_F_DISCARD: u32 = 13;
+/// Feature bit: the device takes write-zeroes requests
+/// ([`RequestType::WriteZeroes`]).
+pub const VIRTIO_BLK_F_WRITE_ZEROES: u32 = 14;
+/// Bytes of one discard / write-zeroes range ([`write_range`]).
+pub const RANGE_SIZE: u32 = 16;
 
 /// Device configuration offset of `capacity: u64`, in sectors. The driver
 /// reads it as two 32-bit halves, retrying while `config_generation`
@@ -62,6 +69,12 @@ pub enum RequestType {
     Flush = 4,
     /// Read the device id (`VIRTIO_BLK_T_GET_ID`).
     GetId = 8,
+    /// The sectors of the range that follows are no longer needed
+    /// (`VIRTIO_BLK_T_DISCARD`).
+    Discard = 11,
+    /// The sectors of the range that follows read as zeros from now on
+    /// (`VIRTIO_BLK_T_WRITE_ZEROES`).
+    WriteZeroes = 13,
 }
 
 /// A request header.
@@ -106,12 +119,37 @@ impl RequestHeader {
         }
     }
 
+    /// Discard the range that follows the header.
+    pub fn discard() -> Self {
+        Self {
+            kind: RequestType::Discard,
+            sector: 0,
+        }
+    }
+
+    /// Zero the range that follows the header.
+    pub fn write_zeroes() -> Self {
+        Self {
+            kind: RequestType::WriteZeroes,
+            sector: 0,
+        }
+    }
+
     /// Writes the header's 16 bytes at `offset`, which is 8-aligned.
     pub fn write_to<M: DmaMemory + ?Sized>(&self, memory: &M, offset: u64) {
         memory.write32(offset, self.kind as u32);
         memory.write32(offset + 4, 0);
         memory.write64(offset + 8, self.sector);
     }
+}
+
+/// Writes the [`RANGE_SIZE`] bytes of a discard / write-zeroes range at
+/// `offset` (8-aligned): `sectors` sectors from `sector`, no flags (a
+/// write-zeroes may not unmap).
+pub fn write_range<M: DmaMemory + ?Sized>(memory: &M, offset: u64, sector: u64, sectors: u32) {
+    memory.write64(offset, sector);
+    memory.write32(offset + 8, sectors);
+    memory.write32(offset + 12, 0);
 }
 
 /// The status the device reported.
@@ -241,11 +279,19 @@ mod tests {
             (RequestHeader::write(7), 1),
             (RequestHeader::flush(), 4),
             (RequestHeader::get_id(), 8),
+            (RequestHeader::discard(), 11),
+            (RequestHeader::write_zeroes(), 13),
         ] {
             header.write_to(&memory, 0);
             assert_eq!(memory.read32(0), kind);
             assert_eq!(memory.read64(8), header.sector);
         }
+        memory.write_bytes(0, &[0xaa; 32]);
+        write_range(&memory, 8, 0x0102_0304_0506_0708, 2048);
+        assert_eq!(
+            memory.read_bytes(8, 16),
+            [8, 7, 6, 5, 4, 3, 2, 1, 0, 8, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum PartKind {
     Read,
     Write,
     Flush,
+    /// Make `sectors` sectors read as zeros (a discard or write-zeroes:
+    /// one part however many sectors, no data).
+    Zero,
 }
 
 /// One message's worth of a guest request.
@@ -117,7 +120,7 @@ impl<const N: usize> Requests<N> {
     pub fn admit(&mut self, request: GuestRequest) -> bool {
         let parts = match request.kind {
             Kind::Read | Kind::Write => request.bytes.div_ceil(PART_BYTES),
-            Kind::Flush => 1,
+            Kind::Flush | Kind::Zero => 1,
             Kind::GetId => return false,
         };
         if !self.has_room() || parts == 0 || parts as usize > MAX_PARTS {
@@ -302,6 +305,7 @@ fn part_of(entry: &Entry, slot: usize, index: u16) -> Part {
             (request.bytes - offset).min(PART_BYTES) / SECTOR as u32,
         ),
         Kind::Flush => (PartKind::Flush, 0),
+        Kind::Zero => (PartKind::Zero, request.bytes / SECTOR as u32),
     };
     Part {
         id,
@@ -334,6 +338,26 @@ mod tests {
             bytes: lengths.iter().sum(),
             status: 0x9000 + u64::from(head),
         }
+    }
+
+    #[test]
+    fn a_zero_request_is_one_part_of_all_its_sectors() {
+        let mut table = Requests::<4>::new();
+        let mut zero = request(5, Kind::Zero, 64, &[]);
+        zero.bytes = 2048 * 512;
+        assert!(table.admit(zero));
+        let part = table.next_part().unwrap();
+        table.sent(&part);
+        assert_eq!(
+            (part.kind, part.sector, part.sectors, part.offset),
+            (PartKind::Zero, 64, 2048, 0)
+        );
+        assert!(table.next_part().is_none(), "one part");
+        let finished = table.answered(part.id, true).unwrap();
+        assert_eq!(
+            (finished.head, finished.status, finished.written),
+            (5, STATUS_OK, 1)
+        );
     }
 
     #[test]

@@ -58,7 +58,18 @@ const SECTOR: u64 = 512;
 const FEATURE_SEG_MAX: u64 = 1 << 2;
 const FEATURE_RO: u64 = 1 << 5;
 const FEATURE_FLUSH: u64 = 1 << 9;
+const FEATURE_DISCARD: u64 = 1 << 13;
+const FEATURE_WRITE_ZEROES: u64 = 1 << 14;
 const FEATURE_VERSION_1: u64 = 1 << 32;
+/// The most sectors one discard or write-zeroes range covers (one range
+/// per request).
+pub const MAX_ZERO_SECTORS: u32 = MAX_REQUEST_BYTES / SECTOR as u32;
+/// The device configuration's length: through `write_zeroes_may_unmap`.
+const DEVICE_CONFIG_BYTES: usize = 0x3c;
+/// A discard / write-zeroes range: sector, sectors, flags.
+const RANGE_BYTES: u32 = 16;
+/// The write-zeroes range flag "the device may unmap".
+const RANGE_UNMAP: u32 = 1;
 const FEATURES: u64 = FEATURE_SEG_MAX | FEATURE_FLUSH | FEATURE_VERSION_1;
 
 const STATUS_DRIVER_OK: u8 = 4;
@@ -117,7 +128,15 @@ pub fn config_space(bar: u64) -> ConfigSpace {
     // Notify multiplier 0: every queue notifies at the same address.
     config.set(CAP_NOTIFY + 16, &0u32.to_le_bytes());
     vendor(&mut config, CAP_ISR, CAP_DEVICE, 16, 3, ISR, 1);
-    vendor(&mut config, CAP_DEVICE, 0, 16, 4, DEVICE_CONFIG, 0x10);
+    vendor(
+        &mut config,
+        CAP_DEVICE,
+        0,
+        16,
+        4,
+        DEVICE_CONFIG,
+        DEVICE_CONFIG_BYTES as u32,
+    );
     config
 }
 
@@ -141,6 +160,10 @@ pub enum Kind {
     Flush,
     /// Write the device id (20 bytes) into the data buffer.
     GetId,
+    /// Make `bytes / 512` sectors from `sector` read as zeros: a discard
+    /// (whose contents the guest may not rely on; this device zeroes) or
+    /// a write-zeroes, its one range already read from guest memory.
+    Zero,
 }
 
 /// One guest buffer, guest-physical.
@@ -220,7 +243,8 @@ impl MsixEntry {
 #[derive(Clone, Debug)]
 pub struct VirtioBlk {
     capacity: u64,
-    /// Offers VIRTIO_BLK_F_RO and refuses writes.
+    /// Offers VIRTIO_BLK_F_RO and refuses writes (discard and
+    /// write-zeroes too, which it does not offer).
     read_only: bool,
     device_feature_select: u32,
     driver_feature_select: u32,
@@ -297,7 +321,7 @@ impl VirtioBlk {
         if self.read_only {
             FEATURES | FEATURE_RO
         } else {
-            FEATURES
+            FEATURES | FEATURE_DISCARD | FEATURE_WRITE_ZEROES
         }
     }
 
@@ -327,11 +351,22 @@ impl VirtioBlk {
                 self.isr = 0;
                 u64::from(isr)
             }
-            DEVICE_CONFIG..0x2010 => {
-                let mut config = [0u8; 16];
+            DEVICE_CONFIG..0x203c => {
+                // capacity, size_max, seg_max, (geometry, blk_size and
+                // topology, not offered: 0), writeback, num_queues, then
+                // the discard and write-zeroes limits: one range of at
+                // most MAX_ZERO_SECTORS, any sector alignment.
+                let mut config = [0u8; DEVICE_CONFIG_BYTES];
                 config[..8].copy_from_slice(&self.capacity.to_le_bytes());
                 config[8..12].copy_from_slice(&MAX_REQUEST_BYTES.to_le_bytes());
                 config[12..16].copy_from_slice(&(MAX_SEGMENTS as u32).to_le_bytes());
+                config[34..36].copy_from_slice(&1u16.to_le_bytes());
+                config[36..40].copy_from_slice(&MAX_ZERO_SECTORS.to_le_bytes());
+                config[40..44].copy_from_slice(&1u32.to_le_bytes());
+                config[44..48].copy_from_slice(&1u32.to_le_bytes());
+                config[48..52].copy_from_slice(&MAX_ZERO_SECTORS.to_le_bytes());
+                config[52..56].copy_from_slice(&1u32.to_le_bytes());
+                config[56] = 1;
                 bytes(&config, (offset - DEVICE_CONFIG) as usize, size)
             }
             MSIX_TABLE..0x4020 => {
@@ -546,19 +581,24 @@ impl VirtioBlk {
         ) else {
             return Err(refuse(Some(status), "header outside guest memory"));
         };
-        let kind = match kind {
+        let number = kind;
+        let kind = match number {
             0 => Kind::Read,
-            1 if self.read_only => {
+            1 | 11 | 13 if self.read_only => {
                 return Err(refuse(Some(status), "a write to a read-only disk"));
             }
             1 => Kind::Write,
             4 => Kind::Flush,
             8 => Kind::GetId,
+            11 | 13 => Kind::Zero,
             _ => return Err(refuse(Some(status), "unsupported request type")),
         };
         let data = &chain[1..length - 1];
         if data.len() > MAX_SEGMENTS {
             return Err(refuse(Some(status), "too many data buffers"));
+        }
+        if kind == Kind::Zero {
+            return self.zero_request(memory, head, status, number, &chain[1..length - 1]);
         }
         let device_writes = matches!(kind, Kind::Read | Kind::GetId);
         let mut request = GuestRequest {
@@ -606,10 +646,66 @@ impl VirtioBlk {
             Kind::GetId if total < 20 => {
                 return Err(refuse(Some(status), "id buffer under 20 bytes"));
             }
-            Kind::Flush | Kind::GetId => {}
+            Kind::Flush | Kind::GetId | Kind::Zero => {}
         }
         request.bytes = total as u32;
         Ok(request)
+    }
+
+    /// A discard (`kind` 11) or write-zeroes (13) chain: one readable
+    /// 16-byte range (sector, sectors, flags), checked against the disk
+    /// and the limits the configuration gives. The header's own sector
+    /// field means nothing for these types.
+    fn zero_request(
+        &self,
+        memory: &impl GuestRead,
+        head: u16,
+        status: u64,
+        kind: u32,
+        data: &[(u64, u32, u16)],
+    ) -> Result<GuestRequest, Refused> {
+        let refuse = |why| Refused {
+            head,
+            status: Some(status),
+            why,
+        };
+        let [(address, bytes, flags)] = data else {
+            return Err(refuse(
+                "a discard or write-zeroes request needs one range buffer",
+            ));
+        };
+        if flags & DESCRIPTOR_WRITE != 0 || *bytes != RANGE_BYTES {
+            return Err(refuse("a range buffer not of 16 readable bytes"));
+        }
+        let (Some(first), Some(sectors), Some(range_flags)) = (
+            memory.read_u64(GuestPhysical(*address)),
+            memory.read_u32(GuestPhysical(address + 8)),
+            memory.read_u32(GuestPhysical(address + 12)),
+        ) else {
+            return Err(refuse("a range outside guest memory"));
+        };
+        let allowed = if kind == 13 { RANGE_UNMAP } else { 0 };
+        if range_flags & !allowed != 0 {
+            return Err(refuse("range flags this request type does not have"));
+        }
+        if sectors == 0 || sectors > MAX_ZERO_SECTORS {
+            return Err(refuse("a range of no sectors or more than the limit"));
+        }
+        if first
+            .checked_add(u64::from(sectors))
+            .is_none_or(|end| end > self.capacity)
+        {
+            return Err(refuse("past the end of the disk"));
+        }
+        Ok(GuestRequest {
+            head,
+            kind: Kind::Zero,
+            sector: first,
+            segments: [Segment::default(); MAX_SEGMENTS],
+            count: 0,
+            bytes: sectors * SECTOR as u32,
+            status,
+        })
     }
 
     /// Ends the request with chain head `head`: `status` into its status
@@ -895,6 +991,92 @@ mod tests {
         offer(&mut memory, 1, 0);
         let read = device.next_request(&memory).unwrap().unwrap();
         assert_eq!((read.kind, read.bytes), (Kind::Read, 512));
+    }
+
+    #[test]
+    fn discard_and_write_zeroes_carry_one_checked_range() {
+        let mut memory = VecMemory(vec![0; 1 << 20]);
+        assert_eq!(
+            VirtioBlk::new(8).read(0x04, 4).unwrap() & (3 << 13),
+            3 << 13,
+            "DISCARD and WRITE_ZEROES offered"
+        );
+        assert_eq!(
+            VirtioBlk::new_read_only(8).read(0x04, 4).unwrap() & (3 << 13),
+            0
+        );
+        let (mut device, _) = running(&mut memory, true);
+        // The limits in the device configuration.
+        assert_eq!(
+            device.read(DEVICE_CONFIG + 36, 4),
+            Ok(u64::from(MAX_ZERO_SECTORS))
+        );
+        assert_eq!(device.read(DEVICE_CONFIG + 40, 4), Ok(1));
+        assert_eq!(
+            device.read(DEVICE_CONFIG + 48, 4),
+            Ok(u64::from(MAX_ZERO_SECTORS))
+        );
+        assert_eq!(device.read(DEVICE_CONFIG + 56, 1), Ok(1));
+        let range = |memory: &mut VecMemory, sector: u64, sectors: u32, flags: u32| {
+            let mut raw = [0u8; 16];
+            raw[..8].copy_from_slice(&sector.to_le_bytes());
+            raw[8..12].copy_from_slice(&sectors.to_le_bytes());
+            raw[12..].copy_from_slice(&flags.to_le_bytes());
+            put(memory, 0x3000, &raw);
+        };
+        let mut number = 0u16;
+        let mut submit = |memory: &mut VecMemory, device: &mut VirtioBlk, kind: u32, bytes: u32| {
+            header(memory, 0x2000, kind, 0);
+            descriptor(memory, 0, 0x2000, 16, DESCRIPTOR_NEXT, 1);
+            descriptor(memory, 1, 0x3000, bytes, DESCRIPTOR_NEXT, 2);
+            descriptor(memory, 2, 0x5000, 1, DESCRIPTOR_WRITE, 0);
+            offer(memory, number, 0);
+            number += 1;
+            device.next_request(memory).unwrap()
+        };
+        range(&mut memory, 0, 2048, 0);
+        let discard = submit(&mut memory, &mut device, 11, 16).unwrap();
+        assert_eq!(
+            (discard.kind, discard.sector, discard.bytes, discard.count),
+            (Kind::Zero, 0, 2048 * 512, 0)
+        );
+        range(&mut memory, 0, 8, RANGE_UNMAP);
+        let zeroes = submit(&mut memory, &mut device, 13, 16).unwrap();
+        assert_eq!(
+            (zeroes.kind, zeroes.sector, zeroes.bytes),
+            (Kind::Zero, 0, 4096)
+        );
+        // Refused: unmap on a discard, too many sectors, none, past the
+        // end, a range buffer of the wrong size.
+        let why = |result: Result<GuestRequest, Refused>| result.unwrap_err().why;
+        assert_eq!(
+            why(submit(&mut memory, &mut device, 11, 16)),
+            "range flags this request type does not have"
+        );
+        range(&mut memory, 0, 2049, 0);
+        assert_eq!(
+            why(submit(&mut memory, &mut device, 13, 16)),
+            "a range of no sectors or more than the limit"
+        );
+        range(&mut memory, 0, 0, 0);
+        assert_eq!(
+            why(submit(&mut memory, &mut device, 13, 16)),
+            "a range of no sectors or more than the limit"
+        );
+        range(&mut memory, 2047, 2, 0);
+        assert_eq!(
+            why(submit(&mut memory, &mut device, 13, 16)),
+            "past the end of the disk"
+        );
+        range(&mut memory, u64::MAX, 2, 0);
+        assert_eq!(
+            why(submit(&mut memory, &mut device, 13, 16)),
+            "past the end of the disk"
+        );
+        assert_eq!(
+            why(submit(&mut memory, &mut device, 11, 32)),
+            "a range buffer not of 16 readable bytes"
+        );
     }
 
     #[test]

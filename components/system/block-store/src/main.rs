@@ -14,7 +14,9 @@
 //! refused, and its size answer says so); `NAME:log` exclusively, a redo
 //! log over its base that the build tool made (so the VM's writes land in
 //! the log and the base stays as it was). It then serves reads, writes,
-//! flushes and the size, client after client. A flush is acknowledged only
+//! zeroing (a guest's discard or write-zeroes: the range is written with
+//! zeros, so it reads back as zeros), flushes and the size, client after
+//! client. A flush is acknowledged only
 //! once the engine made every earlier write durable on the disk under it.
 //!
 //! Restart: the core resets the client's queues and the client sends again
@@ -460,6 +462,26 @@ struct Client {
     detached: bool,
 }
 
+/// Writes zeros over `bytes` bytes at `offset` of an open disk (a guest's
+/// discard or write-zeroes), a block of [`BLOCK`] bytes at a time: on a
+/// disk the bytes go straight to the device; on a redo log, blocks not yet
+/// in the log are allocated as by any write.
+fn zero(
+    store: &mut Store<DriverDisk>,
+    handle: FileHandle,
+    offset: u64,
+    bytes: u64,
+) -> Result<(), vmkfs::StoreError> {
+    const ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let mut at = 0;
+    while at < bytes {
+        let step = (bytes - at).min(BLOCK as u64) as usize;
+        store.write(handle, offset + at, &ZEROS[..step])?;
+        at += step as u64;
+    }
+    Ok(())
+}
+
 /// Serves one request from `client`'s virtual disk.
 fn serve(
     store: &mut Store<DriverDisk>,
@@ -486,6 +508,22 @@ fn serve(
                 Ok(()) => Status::Ok,
                 Err(_) if offset.saturating_add(bytes as u64) > length => Status::Invalid,
                 Err(_) => Status::IoError,
+            }
+        }
+        (Some(Operation::Zero), _) if client.read_only => Status::ReadOnly,
+        (Some(Operation::Zero), _) => {
+            let offset = request.sector.saturating_mul(SECTOR);
+            let bytes = u64::from(request.sectors) * SECTOR;
+            if request.sectors == 0
+                || request.sectors > block_api::MAX_ZERO_SECTORS
+                || offset.saturating_add(bytes) > length
+            {
+                Status::Invalid
+            } else {
+                match zero(store, handle, offset, bytes) {
+                    Ok(()) => Status::Ok,
+                    Err(_) => Status::IoError,
+                }
             }
         }
         (Some(Operation::Flush), _) if client.read_only => Status::Ok,

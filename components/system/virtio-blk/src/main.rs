@@ -564,6 +564,8 @@ fn submit(
     let data_at = DATA_AT + slot as u64 * block_api::BLOCK as u64;
     let header = match operation {
         Operation::Size | Operation::Counters | Operation::Detach => return Ok(None),
+        // The block store zeroes with writes; the device is not asked.
+        Operation::Zero => return Err(BlockStatus::Unsupported),
         Operation::Flush if !device.flush => return Err(BlockStatus::Unsupported),
         Operation::Flush => RequestHeader::flush(),
         Operation::Read | Operation::Write => {

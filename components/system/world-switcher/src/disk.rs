@@ -353,6 +353,7 @@ impl Disk {
                 PartKind::Read => Operation::Read,
                 PartKind::Write => Operation::Write,
                 PartKind::Flush => Operation::Flush,
+                PartKind::Zero => Operation::Zero,
             };
             let fill = |slot: &mut runtime::queue::SlotWriter<'_>| {
                 let header = RequestHeader::new(part.id, operation, part.sector, part.sectors);
