@@ -296,8 +296,9 @@ fn bench(disk: &mut Disk, random: &mut u64) {
         let interrupts = interrupts::count(disk.vector) - interrupts_before;
         let notifies = disk.notifies - notifies_before;
         println!(
-            "BENCH guest-disk-{name}-4k {} instructions/request (one in flight, median of {BENCH_REQUESTS}; {:.2} interrupts and {:.2} notify exits per request)",
+            "BENCH guest-disk-{name}-4k {} instructions/request (one in flight, median of {BENCH_REQUESTS}, slowest {}; {:.2} interrupts and {:.2} notify exits per request)",
             ticks[BENCH_REQUESTS / 2],
+            ticks[BENCH_REQUESTS - 1],
             f64::from(interrupts) / BENCH_REQUESTS as f64,
             notifies as f64 / BENCH_REQUESTS as f64
         );
