@@ -25,7 +25,8 @@
 //! ignores (each life numbers its requests from its generation).
 //!
 //! For fault-injection tests, `crash_after=N` makes its first life panic
-//! after N served requests; `crash_every=N crashes=K` makes each of its
+//! once it has served N requests (in odd lives before the last one's
+//! answer is sent, in even ones after); `crash_every=N crashes=K` makes each of its
 //! first K lives panic after a pseudo-random number of served requests
 //! from 1 to N (a different one each life, from its generation).
 #![no_std]
@@ -352,10 +353,20 @@ fn main(start: &runtime::Start) -> i32 {
                     println!("block-store: '{}' detached", client.disk);
                     break;
                 }
+                served += 1;
+                // A crash point: after serving the request; in odd lives
+                // before its answer is sent (the client must resend it),
+                // in even ones after.
+                let crash = crash_after.is_some_and(|after| served >= after);
+                if crash && start.generation() % 2 == 1 {
+                    println!(
+                        "block-store: crashing after serving {served} requests, the last unanswered (crash_after)"
+                    );
+                    panic!("crash requested (crash_after)");
+                }
                 while let Err(QueueError::PeerRestarted(_)) = client.completions.send(&completion) {
                 }
-                served += 1;
-                if crash_after.is_some_and(|after| served >= after) {
+                if crash {
                     println!("block-store: crashing after {served} requests (crash_after)");
                     panic!("crash requested (crash_after)");
                 }
@@ -462,6 +473,19 @@ struct Client {
     detached: bool,
 }
 
+/// Makes a write's metadata durable before it is acknowledged: a write
+/// into a redo log that allocated a block changed the log's pointers only
+/// in RAM, and the client forgets a write once it is answered, so a crash
+/// before the next flush would lose it. (A disk's writes change no
+/// metadata: this does nothing for them.)
+fn durable(store: &mut Store<DriverDisk>) -> Result<(), vmkfs::StoreError> {
+    if store.has_unflushed_metadata() {
+        store.flush()
+    } else {
+        Ok(())
+    }
+}
+
 /// Writes zeros over `bytes` bytes at `offset` of an open disk (a guest's
 /// discard or write-zeroes), a block of [`BLOCK`] bytes at a time: on a
 /// disk the bytes go straight to the device; on a redo log, blocks not yet
@@ -502,7 +526,9 @@ fn serve(
                 completion.status = Status::ReadOnly as u32;
                 return;
             } else {
-                store.write(handle, offset, &request.data[..bytes])
+                store
+                    .write(handle, offset, &request.data[..bytes])
+                    .and_then(|()| durable(store))
             };
             match done {
                 Ok(()) => Status::Ok,
@@ -520,7 +546,7 @@ fn serve(
             {
                 Status::Invalid
             } else {
-                match zero(store, handle, offset, bytes) {
+                match zero(store, handle, offset, bytes).and_then(|()| durable(store)) {
                     Ok(()) => Status::Ok,
                     Err(_) => Status::IoError,
                 }
