@@ -280,9 +280,14 @@ const BENCH_DEPTHS: [usize; 2] = [DEPTH, MAX_IN_FLIGHT];
 /// [`BENCH_DEPTHS`] at a time (mean), with the interrupts and notifies (exits)
 /// per request. Blocks written here hold patterns no check looks at again.
 fn bench(disk: &mut Disk, random: &mut u64) {
+    let counted = matches!(
+        guest_runtime::detect(),
+        guest_runtime::Hypervisor::Microvisor { .. }
+    );
     for (op, name) in [(Op::Read, "read"), (Op::Write, "write")] {
         let mut ticks = [0u64; BENCH_REQUESTS];
         let (interrupts_before, notifies_before) = (interrupts::count(disk.vector), disk.notifies);
+        let costs = Costs::now(counted);
         for tick in ticks.iter_mut() {
             let block = next(random) % BLOCKS as u64;
             let start = guest_runtime::rdtsc_ordered();
@@ -292,11 +297,12 @@ fn bench(disk: &mut Disk, random: &mut u64) {
             }
             *tick = guest_runtime::rdtsc_ordered() - start;
         }
+        let spent = costs.since(BENCH_REQUESTS);
         ticks.sort_unstable();
         let interrupts = interrupts::count(disk.vector) - interrupts_before;
         let notifies = disk.notifies - notifies_before;
         println!(
-            "BENCH guest-disk-{name}-4k {} instructions/request (one in flight, median of {BENCH_REQUESTS}, slowest {}; {:.2} interrupts and {:.2} notify exits per request)",
+            "BENCH guest-disk-{name}-4k {} instructions/request (one in flight, median of {BENCH_REQUESTS}, slowest {}; {:.2} interrupts and {:.2} notify exits per request{spent})",
             ticks[BENCH_REQUESTS / 2],
             ticks[BENCH_REQUESTS - 1],
             f64::from(interrupts) / BENCH_REQUESTS as f64,
@@ -305,6 +311,7 @@ fn bench(disk: &mut Disk, random: &mut u64) {
         for depth in BENCH_DEPTHS {
             let (interrupts_before, notifies_before) =
                 (interrupts::count(disk.vector), disk.notifies);
+            let costs = Costs::now(counted);
             let start = guest_runtime::rdtsc_ordered();
             for _ in 0..BENCH_REQUESTS / depth {
                 let mut ops = [(op, 0u64); MAX_IN_FLIGHT];
@@ -317,13 +324,69 @@ fn bench(disk: &mut Disk, random: &mut u64) {
                 }
             }
             let per_request = (guest_runtime::rdtsc_ordered() - start) / BENCH_REQUESTS as u64;
+            let spent = costs.since(BENCH_REQUESTS);
             let interrupts = interrupts::count(disk.vector) - interrupts_before;
             let notifies = disk.notifies - notifies_before;
             println!(
-                "BENCH guest-disk-{name}-4k-depth{depth} {per_request} instructions/request ({depth} in flight, mean of {BENCH_REQUESTS}; {:.2} interrupts and {:.2} notify exits per request)",
+                "BENCH guest-disk-{name}-4k-depth{depth} {per_request} instructions/request ({depth} in flight, mean of {BENCH_REQUESTS}; {:.2} interrupts and {:.2} notify exits per request{spent})",
                 f64::from(interrupts) / BENCH_REQUESTS as f64,
                 notifies as f64 / BENCH_REQUESTS as f64
             );
+        }
+    }
+}
+
+/// Every VM exit and injected interrupt, as our hypervisor counts them
+/// (the STATISTICS hypercall), from one point on; nothing natively.
+struct Costs {
+    counted: bool,
+    exits: u64,
+    injections: u64,
+}
+
+impl Costs {
+    fn now(counted: bool) -> Self {
+        let (_, exits, injections) = if counted {
+            guest_runtime::hypervisor::statistics()
+        } else {
+            (0, 0, 0)
+        };
+        Self {
+            counted,
+            exits,
+            injections,
+        }
+    }
+
+    /// Per request of `requests` since [`Costs::now`] (less the one exit
+    /// the second STATISTICS call is).
+    fn since(&self, requests: usize) -> Spent {
+        let now = Self::now(self.counted);
+        Spent {
+            counted: self.counted,
+            exits: (now.exits - self.exits).saturating_sub(1) as f64 / requests as f64,
+            injections: (now.injections - self.injections) as f64 / requests as f64,
+        }
+    }
+}
+
+/// What [`Costs::since`] measured, as a note for a BENCH line.
+struct Spent {
+    counted: bool,
+    exits: f64,
+    injections: f64,
+}
+
+impl core::fmt::Display for Spent {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.counted {
+            write!(
+                formatter,
+                "; {:.2} VM exits and {:.2} virtual interrupts per request, every kind",
+                self.exits, self.injections
+            )
+        } else {
+            Ok(())
         }
     }
 }

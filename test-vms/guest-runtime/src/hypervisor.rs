@@ -202,6 +202,13 @@ pub fn no_work(microseconds: u64) -> (u64, u64) {
     (answer.rax, answer.rbx)
 }
 
+/// [`guest_api::hypercall::STATISTICS`]: (status, VM exits, virtual
+/// interrupts injected) so far.
+pub fn statistics() -> (u64, u64, u64) {
+    let answer = hypercall(number::STATISTICS, 0, 0, 0);
+    (answer.rax, answer.rbx, answer.rcx)
+}
+
 /// Resets the VM through the platform's ACPI reset register (a warm
 /// reboot: the world switcher boots the VM again from its image). Returns
 /// only if nothing reset the machine.

@@ -1,5 +1,7 @@
 //! Exercises every hypercall under our hypervisor: IDENTIFY, LOG, YIELD,
-//! NO_WORK, and an unknown number, which must raise #UD. Without our
+//! NO_WORK, STATISTICS (the exits between two calls must be the CPUIDs
+//! made between them plus the second call), and an unknown number, which
+//! must raise #UD. Without our
 //! hypervisor it says so and passes.
 #![no_std]
 #![no_main]
@@ -59,6 +61,26 @@ fn main() -> u32 {
         fail(format_args!("NO_WORK answered {status:#x}"));
     }
     println!("hypercall: no_work(1000 us) slept {slept} us");
+
+    // Every CPUID exits: 10 of them between two calls are 11 exits.
+    let (status, exits_before, _) = hypervisor::statistics();
+    if status != OK {
+        fail(format_args!("STATISTICS answered {status:#x}"));
+    }
+    for leaf in 0..10 {
+        core::hint::black_box(guest_runtime::arch::cpuid(leaf));
+    }
+    let (_, exits_after, injected) = hypervisor::statistics();
+    println!(
+        "hypercall: statistics: {} exits across 10 CPUIDs and the call; {injected} interrupts injected so far",
+        exits_after - exits_before
+    );
+    if exits_after - exits_before != 11 {
+        fail(format_args!(
+            "STATISTICS counted {} exits across 10 CPUIDs and itself, expected 11",
+            exits_after - exits_before
+        ));
+    }
 
     let (_, fault) = guest_runtime::catch_fault(HYPERCALL_LENGTH, || hypercall(UNKNOWN, 0, 0, 0));
     match fault {

@@ -25,7 +25,7 @@ pub const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
 /// The 12-byte signature in `ebx`, `ecx`, `edx` of [`CPUID_BASE`].
 pub const SIGNATURE: [u8; 12] = *b"MicrovisorHV";
 /// The hypercall interface version in [`CPUID_FEATURES`] `ebx`.
-pub const INTERFACE_VERSION: u32 = 1;
+pub const INTERFACE_VERSION: u32 = 2;
 
 /// Feature bits in [`CPUID_FEATURES`] `eax`.
 pub mod features {
@@ -99,6 +99,13 @@ pub mod hypercall {
     /// sleeps until an event for it arrives or the time has passed; answers
     /// `rbx` = microseconds actually slept.
     pub const NO_WORK: u64 = 3;
+    /// What the VM has cost so far, since its world switcher started
+    /// (interface version 2):
+    /// answers `rbx` = VM exits (every kind, this call's own included),
+    /// `rcx` = virtual interrupts injected. A guest measures a piece of
+    /// work by the difference of two calls (less the one exit the second
+    /// call is).
+    pub const STATISTICS: u64 = 4;
 }
 
 /// Hypercall result: done.

@@ -213,6 +213,10 @@ struct Switcher {
     deadline_ns: Option<u64>,
     /// The VM's disks (virtio-blk functions served by the block store).
     disks: [Option<Disk>; MAX_DISKS],
+    /// VM exits and virtual interrupts injected since the switcher started
+    /// (the STATISTICS hypercall answers them).
+    exits: u64,
+    injections: u64,
     /// The RIP at which an interrupt was last injected, until a HLT
     /// exit looks at it (see [`Switcher::halt`]).
     injected_at: Option<u64>,
@@ -283,6 +287,8 @@ fn main(start: &runtime::Start) -> i32 {
         deadline_ns: (limit_ms > 0).then(|| syscall::time_ns() + limit_ms * 1_000_000),
         disks: [None, None, None, None],
         injected_at: None,
+        exits: 0,
+        injections: 0,
     };
     disk::open_all(start, switcher.vm.name(), &mut switcher.disks);
     loop {
@@ -634,6 +640,7 @@ impl Switcher {
             // documentation), but a timer must interrupt a guest that
             // never exits by itself.
             let reason = self.vm.run(dirty, self.run_limit_us());
+            self.exits += 1;
             let Some(reason) = reason else {
                 self.report("stopped: the core answered an unknown exit reason");
                 return Stop::Stopped;
@@ -703,6 +710,7 @@ impl Switcher {
         let mask = self.devices.platform.prepare_entry(self.vm.state());
         if mask & dirty::INJECT != 0 {
             self.injected_at = Some(self.vm.state().rip);
+            self.injections += 1;
         }
         mask
     }
@@ -1195,6 +1203,14 @@ impl Switcher {
                 let slept = (syscall::time_ns() - before) / 1000;
                 self.vm.state().gpr[gpr::RBX] = slept;
                 mask |= dirty::RBX;
+                OK
+            }
+            hypercall::STATISTICS => {
+                let (exits, injections) = (self.exits, self.injections);
+                let state = self.vm.state();
+                state.gpr[gpr::RBX] = exits;
+                state.gpr[gpr::RCX] = injections;
+                mask |= dirty::RBX | dirty::RCX;
                 OK
             }
             _ => {
