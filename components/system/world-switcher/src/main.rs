@@ -23,7 +23,8 @@
 //! - HLT gives the CPU away until the next device deadline (the LAPIC, PIT
 //!   and RTC timers; with none, until a notification),
 //!   the no-work hypercall for the time asked; VMMCALL hypercalls identify,
-//!   log, yield; unknown numbers `#UD`;
+//!   log, yield, statistics (exits and injections counted); unknown
+//!   numbers `#UD`;
 //! - nested page faults, triple faults and invalid state stop the VM with a
 //!   report of its state; the world switcher itself and everything else go
 //!   on.
