@@ -295,3 +295,30 @@ fn a_pipe_or_a_device_is_imported_as_far_as_asked_or_refused_never_reported_empt
     let listing = ok(&["ls", "-i", image]);
     assert!(listing.contains("4 files"), "{listing}");
 }
+
+#[test]
+fn logs_over_a_shared_base_are_listed_discarded_and_then_committed() {
+    let (scratch, image, _source) = image_with_a_disk();
+    let image = path(&image);
+    ok(&["snapshot", "-i", image, "disk", "vm-a"]);
+    ok(&["snapshot", "-i", image, "disk", "vm-b"]);
+    let listing = ok(&["ls", "-i", image]);
+    assert!(listing.contains("frozen under 'vm-a', 'vm-b'"), "{listing}");
+    // The base is frozen; one log cannot be merged while the other reads it.
+    let message = refused(&["commit", "-i", image, "vm-a"]);
+    assert!(
+        message.contains("'disk' has other redo logs over it (first: 'vm-b')"),
+        "{message}"
+    );
+    let message = refused(&["rm", "-i", image, "disk"]);
+    assert!(message.contains("'disk'"), "{message}");
+    // Drop vm-b; then vm-a is the base's only log and merges.
+    ok(&["discard", "-i", image, "vm-b"]);
+    ok(&["commit", "-i", image, "vm-a"]);
+    let listing = ok(&["ls", "-i", image]);
+    assert!(!listing.contains("vm-"), "{listing}");
+    ok(&["fsck", "-i", image]);
+    let target = scratch.path().join("disk.bin");
+    ok(&["export", "-i", image, "disk", path(&target)]);
+    assert_eq!(std::fs::read(&target).unwrap().len(), 8192);
+}
