@@ -88,6 +88,8 @@ pub mod rtc;
 pub mod setup;
 pub mod uart;
 pub mod virtio_blk;
+pub mod virtio_net;
+pub mod virtio_pci;
 pub mod writer;
 
 /// How much RAM the guest has below and above the 4 GiB line (what
@@ -157,6 +159,26 @@ pub(crate) mod testing {
 
     /// Guest memory in a vector.
     pub struct VecMemory(pub Vec<u8>);
+
+    /// Writes virtqueue descriptor `index` of the table at `table`: a
+    /// buffer of `length` bytes at `address`, its flags and next index.
+    pub fn descriptor(
+        memory: &mut VecMemory,
+        table: u64,
+        index: u16,
+        address: u64,
+        length: u32,
+        flags: u16,
+        next: u16,
+    ) {
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&address.to_le_bytes());
+        raw[8..12].copy_from_slice(&length.to_le_bytes());
+        raw[12..14].copy_from_slice(&flags.to_le_bytes());
+        raw[14..16].copy_from_slice(&next.to_le_bytes());
+        let at = table + 16 * u64::from(index);
+        memory.0[at as usize..at as usize + 16].copy_from_slice(&raw);
+    }
 
     /// Guest memory that counts the writes and fills it is asked for (so a
     /// test can check that a refused load wrote nothing).

@@ -1,15 +1,10 @@
-//! A virtio-blk device for guests: a modern (virtio 1.x) PCI function whose
-//! registers live in one 64-bit memory BAR, with one request queue, MSI-X
-//! (two vectors) and INTx.
+//! A virtio-blk device for guests: a modern (virtio 1.x) PCI function on
+//! the shared transport ([`crate::virtio_pci`]: registers in one 64-bit
+//! memory BAR, MSI-X or INTx) with one request queue and two vectors.
 //!
-//! The function's configuration space ([`config_space`]) carries the
-//! virtio vendor capabilities (common configuration at [`COMMON`], ISR
-//! status at [`ISR`], device configuration at [`DEVICE_CONFIG`],
-//! notification at [`NOTIFY`]) and the MSI-X capability (table at
-//! [`MSIX_TABLE`], pending bits at [`MSIX_PBA`]), all in BAR 0 of
-//! [`BAR_SIZE`] bytes. [`VirtioBlk`] is the rest of the device: the
-//! register file the guest reads and writes through the BAR, and the
-//! queue. A guest's notify ([`Written::Notify`]) is one exit for however
+//! [`config_space`] is the function's configuration space; [`VirtioBlk`]
+//! is the rest of the device: the transport's register file and queue, and
+//! the block device's configuration and request rules. A guest's notify ([`Written::Notify`]) is one exit for however
 //! many requests it queued; the world switcher then takes them one by one
 //! with [`VirtioBlk::next_request`], which walks each descriptor chain in
 //! guest memory and refuses what is malformed (a loop, a chain longer than
@@ -28,31 +23,30 @@
 
 use crate::guest_paging::GuestPhysical;
 use crate::pci::ConfigSpace;
+use crate::virtio_pci::{self, Chain, Identity, Transport};
+#[cfg(test)]
+use crate::virtio_pci::{
+    AVAIL_NO_INTERRUPT, CAP_MSIX, DESCRIPTOR_INDIRECT, DESCRIPTOR_NEXT, DESCRIPTOR_WRITE,
+    MSIX_ENABLE,
+};
+pub use crate::virtio_pci::{
+    BAR_SIZE, COMMON, DEVICE_CONFIG, ISR, Interrupt, MSIX_PBA, MSIX_TABLE, NO_VECTOR, NOTIFY,
+    VENDOR, bar_address,
+};
 use crate::{GuestRead, Memory, MmioIgnored};
 
-pub const VENDOR: u16 = 0x1af4;
 /// 0x1040 + 2, a modern-only block device.
 pub const DEVICE: u16 = 0x1042;
 /// Mass storage, "other".
 pub const CLASS: u32 = 0x01_80_00;
-/// BAR 0's size and the register regions in it.
-pub const BAR_SIZE: u64 = 0x8000;
-pub const COMMON: u64 = 0x0000;
-pub const ISR: u64 = 0x1000;
-pub const DEVICE_CONFIG: u64 = 0x2000;
-pub const NOTIFY: u64 = 0x3000;
-pub const MSIX_TABLE: u64 = 0x4000;
-pub const MSIX_PBA: u64 = 0x5000;
 /// The queue's largest size.
 pub const QUEUE_MAX: u16 = 128;
 /// The most data buffers in one request.
-pub const MAX_SEGMENTS: usize = 16;
+pub const MAX_SEGMENTS: usize = virtio_pci::MAX_CHAIN - 2;
 /// The most bytes one request moves.
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// MSI-X vectors: configuration changes and the queue.
 pub const MSIX_VECTORS: usize = 2;
-/// The value of a vector register that names no vector.
-pub const NO_VECTOR: u16 = 0xffff;
 
 const SECTOR: u64 = 512;
 const FEATURE_SEG_MAX: u64 = 1 << 2;
@@ -60,7 +54,7 @@ const FEATURE_RO: u64 = 1 << 5;
 const FEATURE_FLUSH: u64 = 1 << 9;
 const FEATURE_DISCARD: u64 = 1 << 13;
 const FEATURE_WRITE_ZEROES: u64 = 1 << 14;
-const FEATURE_VERSION_1: u64 = 1 << 32;
+const FEATURES: u64 = FEATURE_SEG_MAX | FEATURE_FLUSH | virtio_pci::FEATURE_VERSION_1;
 /// The most sectors one discard or write-zeroes range covers (one range
 /// per request).
 pub const MAX_ZERO_SECTORS: u32 = MAX_REQUEST_BYTES / SECTOR as u32;
@@ -70,85 +64,22 @@ const DEVICE_CONFIG_BYTES: usize = 0x3c;
 const RANGE_BYTES: u32 = 16;
 /// The write-zeroes range flag "the device may unmap".
 const RANGE_UNMAP: u32 = 1;
-const FEATURES: u64 = FEATURE_SEG_MAX | FEATURE_FLUSH | FEATURE_VERSION_1;
+/// The request queue.
+const QUEUE: u16 = 0;
 
-const STATUS_DRIVER_OK: u8 = 4;
-const STATUS_FEATURES_OK: u8 = 8;
-const DESCRIPTOR_NEXT: u16 = 1;
-const DESCRIPTOR_WRITE: u16 = 2;
-const DESCRIPTOR_INDIRECT: u16 = 4;
-const AVAIL_NO_INTERRUPT: u16 = 1;
-
-/// Where the capabilities sit in configuration space.
-const CAP_MSIX: u8 = 0x40;
-const CAP_COMMON: u8 = 0x4c;
-const CAP_NOTIFY: u8 = 0x5c;
-const CAP_ISR: u8 = 0x70;
-const CAP_DEVICE: u8 = 0x80;
-const MSIX_ENABLE: u16 = 1 << 15;
-const MSIX_FUNCTION_MASK: u16 = 1 << 14;
-
-/// The function's configuration space: ids, BAR 0 (64-bit memory of
-/// [`BAR_SIZE`] at `bar`, its address bits writable so the guest can size
-/// and move it), interrupt pin A, and the capability list.
+/// The function's configuration space: ids, BAR 0 at `bar`, interrupt pin
+/// A, and the virtio and MSI-X capabilities.
 pub fn config_space(bar: u64) -> ConfigSpace {
-    let mut config = ConfigSpace::new(VENDOR, DEVICE, CLASS, 1);
-    // Status: a capability list.
-    config.set(0x06, &[0x10, 0x00]);
-    config.set(0x2c, &VENDOR.to_le_bytes());
-    config.set(0x2e, &0x1100u16.to_le_bytes());
-    config.set(0x10, &((bar as u32) | 0b100).to_le_bytes());
-    config.set(0x14, &((bar >> 32) as u32).to_le_bytes());
-    config.set_writable(0x10, &(!(BAR_SIZE as u32 - 1) & !0xf).to_le_bytes());
-    config.set_writable(0x14, &[0xff; 4]);
-    config.set(0x34, &[CAP_MSIX]);
-    config.set(0x3d, &[1]);
-    // MSI-X: table size - 1, table and PBA in BAR 0.
-    config.set(CAP_MSIX, &[0x11, CAP_COMMON]);
-    config.set(CAP_MSIX + 2, &(MSIX_VECTORS as u16 - 1).to_le_bytes());
-    config.set(CAP_MSIX + 4, &(MSIX_TABLE as u32).to_le_bytes());
-    config.set(CAP_MSIX + 8, &(MSIX_PBA as u32).to_le_bytes());
-    config.set_writable(
-        CAP_MSIX + 2,
-        &(MSIX_ENABLE | MSIX_FUNCTION_MASK).to_le_bytes(),
-    );
-    let vendor = |config: &mut ConfigSpace,
-                  at: u8,
-                  next: u8,
-                  length: u8,
-                  kind: u8,
-                  offset: u64,
-                  size: u32| {
-        config.set(at, &[0x09, next, length, kind, 0]);
-        config.set(at + 8, &(offset as u32).to_le_bytes());
-        config.set(at + 12, &size.to_le_bytes());
-    };
-    vendor(&mut config, CAP_COMMON, CAP_NOTIFY, 16, 1, COMMON, 0x38);
-    vendor(&mut config, CAP_NOTIFY, CAP_ISR, 20, 2, NOTIFY, 4);
-    // Notify multiplier 0: every queue notifies at the same address.
-    config.set(CAP_NOTIFY + 16, &0u32.to_le_bytes());
-    vendor(&mut config, CAP_ISR, CAP_DEVICE, 16, 3, ISR, 1);
-    vendor(
-        &mut config,
-        CAP_DEVICE,
-        0,
-        16,
-        4,
-        DEVICE_CONFIG,
-        DEVICE_CONFIG_BYTES as u32,
-    );
-    config
+    virtio_pci::config_space(bar, &IDENTITY)
 }
 
-/// BAR 0's address as the guest has programmed it (memory decoding
-/// enabled), if any.
-pub fn bar_address(config: &ConfigSpace) -> Option<u64> {
-    let command = config.read(0x04, 2);
-    let low = u64::from(config.read(0x10, 4) & !0xf);
-    let high = u64::from(config.read(0x14, 4));
-    let address = low | high << 32;
-    (command & 0b10 != 0 && address != 0).then_some(address)
-}
+const IDENTITY: Identity = Identity {
+    device: DEVICE,
+    class: CLASS,
+    subsystem: 0x1100,
+    vectors: MSIX_VECTORS as u16,
+    device_config_bytes: DEVICE_CONFIG_BYTES as u32,
+};
 
 /// What a request asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,289 +143,86 @@ pub enum Written {
     Reset,
 }
 
-/// How to interrupt the guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Interrupt {
-    /// Write this MSI message (to the local APIC).
-    Msi { address: u64, data: u32 },
-    /// Assert INTx (level, until the guest reads the ISR status).
-    Intx,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct MsixEntry {
-    address: u64,
-    data: u32,
-    masked: bool,
-}
-
-impl MsixEntry {
-    /// The 16 bytes of the table entry: address, data, vector control.
-    fn bytes(&self) -> [u8; 16] {
-        let mut raw = [0u8; 16];
-        raw[..8].copy_from_slice(&self.address.to_le_bytes());
-        raw[8..12].copy_from_slice(&self.data.to_le_bytes());
-        raw[12..16].copy_from_slice(&u32::from(self.masked).to_le_bytes());
-        raw
-    }
-}
-
-/// The device's registers and queue state.
+/// The device: the transport and the disk it shows.
 #[derive(Clone, Debug)]
 pub struct VirtioBlk {
+    transport: Transport,
     capacity: u64,
     /// Offers VIRTIO_BLK_F_RO and refuses writes (discard and
     /// write-zeroes too, which it does not offer).
     read_only: bool,
-    device_feature_select: u32,
-    driver_feature_select: u32,
-    driver_features: u64,
-    status: u8,
-    config_vector: u16,
-    /// The queue the queue registers show: only queue 0 exists.
-    queue_select: u16,
-    queue_size: u16,
-    queue_vector: u16,
-    queue_enabled: bool,
-    desc: u64,
-    avail: u64,
-    used: u64,
-    last_avail: u16,
-    used_index: u16,
-    isr: u8,
-    msix: [MsixEntry; MSIX_VECTORS],
-    msix_control: u16,
 }
 
 impl VirtioBlk {
     /// A device of `capacity` sectors, reset.
     pub fn new(capacity: u64) -> Self {
+        Self::with(capacity, false)
+    }
+
+    /// A read-only device of `capacity` sectors: it offers
+    /// VIRTIO_BLK_F_RO and refuses writes with an I/O error.
+    pub fn new_read_only(capacity: u64) -> Self {
+        Self::with(capacity, true)
+    }
+
+    fn with(capacity: u64, read_only: bool) -> Self {
+        let features = if read_only {
+            FEATURES | FEATURE_RO
+        } else {
+            FEATURES | FEATURE_DISCARD | FEATURE_WRITE_ZEROES
+        };
         Self {
+            transport: Transport::new(features, 1, QUEUE_MAX, MSIX_VECTORS as u16),
             capacity,
-            read_only: false,
-            device_feature_select: 0,
-            driver_feature_select: 0,
-            driver_features: 0,
-            status: 0,
-            config_vector: NO_VECTOR,
-            queue_select: 0,
-            queue_size: QUEUE_MAX,
-            queue_vector: NO_VECTOR,
-            queue_enabled: false,
-            desc: 0,
-            avail: 0,
-            used: 0,
-            last_avail: 0,
-            used_index: 0,
-            isr: 0,
-            msix: [MsixEntry {
-                masked: true,
-                ..MsixEntry::default()
-            }; MSIX_VECTORS],
-            msix_control: 0,
+            read_only,
         }
     }
 
     /// Follows the MSI-X capability's control word after the guest wrote
     /// configuration space.
     pub fn config_written(&mut self, config: &ConfigSpace) {
-        self.msix_control = config.read(CAP_MSIX + 2, 2) as u16;
+        self.transport.config_written(config);
     }
 
     /// Whether INTx is asserted (MSI-X off and the queue bit set in the
     /// ISR status).
     pub fn intx_asserted(&self) -> bool {
-        self.msix_control & MSIX_ENABLE == 0 && self.isr & 1 != 0
+        self.transport.intx_asserted()
     }
 
-    /// A read-only device of `capacity` sectors: it offers
-    /// VIRTIO_BLK_F_RO and refuses writes with an I/O error.
-    pub fn new_read_only(capacity: u64) -> Self {
-        Self {
-            read_only: true,
-            ..Self::new(capacity)
-        }
-    }
-
-    /// The features it offers.
-    fn features(&self) -> u64 {
-        if self.read_only {
-            FEATURES | FEATURE_RO
-        } else {
-            FEATURES | FEATURE_DISCARD | FEATURE_WRITE_ZEROES
-        }
-    }
-
-    fn reset(&mut self) {
-        let (capacity, msix, control) = (self.capacity, self.msix, self.msix_control);
-        *self = Self {
-            read_only: self.read_only,
-            ..Self::new(capacity)
-        };
-        self.msix = msix;
-        self.msix_control = control;
+    /// The device configuration: capacity, size_max, seg_max, (geometry,
+    /// blk_size and topology, not offered: 0), writeback, num_queues, then
+    /// the discard and write-zeroes limits: one range of at most
+    /// [`MAX_ZERO_SECTORS`], any sector alignment.
+    fn device_config(&self) -> [u8; DEVICE_CONFIG_BYTES] {
+        let mut config = [0u8; DEVICE_CONFIG_BYTES];
+        config[..8].copy_from_slice(&self.capacity.to_le_bytes());
+        config[8..12].copy_from_slice(&MAX_REQUEST_BYTES.to_le_bytes());
+        config[12..16].copy_from_slice(&(MAX_SEGMENTS as u32).to_le_bytes());
+        config[34..36].copy_from_slice(&1u16.to_le_bytes());
+        config[36..40].copy_from_slice(&MAX_ZERO_SECTORS.to_le_bytes());
+        config[40..44].copy_from_slice(&1u32.to_le_bytes());
+        config[44..48].copy_from_slice(&1u32.to_le_bytes());
+        config[48..52].copy_from_slice(&MAX_ZERO_SECTORS.to_le_bytes());
+        config[52..56].copy_from_slice(&1u32.to_le_bytes());
+        config[56] = 1;
+        config
     }
 
     /// A guest read of `size` bytes at `offset` in BAR 0. Reading the ISR
     /// status clears it (and deasserts INTx).
     pub fn read(&mut self, offset: u64, size: u8) -> Result<u64, MmioIgnored> {
-        if !matches!(size, 1 | 2 | 4 | 8) {
-            return Err(MmioIgnored::Size(size));
-        }
-        if !offset.is_multiple_of(u64::from(size)) {
-            return Err(MmioIgnored::Misaligned(offset));
-        }
-        let value = match offset {
-            COMMON..0x38 => self.common_read(offset - COMMON, size),
-            ISR => {
-                let isr = self.isr;
-                self.isr = 0;
-                u64::from(isr)
-            }
-            DEVICE_CONFIG..0x203c => {
-                // capacity, size_max, seg_max, (geometry, blk_size and
-                // topology, not offered: 0), writeback, num_queues, then
-                // the discard and write-zeroes limits: one range of at
-                // most MAX_ZERO_SECTORS, any sector alignment.
-                let mut config = [0u8; DEVICE_CONFIG_BYTES];
-                config[..8].copy_from_slice(&self.capacity.to_le_bytes());
-                config[8..12].copy_from_slice(&MAX_REQUEST_BYTES.to_le_bytes());
-                config[12..16].copy_from_slice(&(MAX_SEGMENTS as u32).to_le_bytes());
-                config[34..36].copy_from_slice(&1u16.to_le_bytes());
-                config[36..40].copy_from_slice(&MAX_ZERO_SECTORS.to_le_bytes());
-                config[40..44].copy_from_slice(&1u32.to_le_bytes());
-                config[44..48].copy_from_slice(&1u32.to_le_bytes());
-                config[48..52].copy_from_slice(&MAX_ZERO_SECTORS.to_le_bytes());
-                config[52..56].copy_from_slice(&1u32.to_le_bytes());
-                config[56] = 1;
-                bytes(&config, (offset - DEVICE_CONFIG) as usize, size)
-            }
-            MSIX_TABLE..0x4020 => {
-                let raw = self.msix[((offset - MSIX_TABLE) / 16) as usize].bytes();
-                bytes(&raw, ((offset - MSIX_TABLE) % 16) as usize, size)
-            }
-            // No vector is ever left pending: a masked one is dropped.
-            MSIX_PBA..0x5008 => 0,
-            _ if offset < BAR_SIZE => 0,
-            _ => return Err(MmioIgnored::OutOfRange(offset)),
-        };
-        Ok(value)
+        let config = self.device_config();
+        self.transport.read(offset, size, &config)
     }
 
     /// A guest write of `size` bytes of `value` at `offset` in BAR 0.
     pub fn write(&mut self, offset: u64, size: u8, value: u64) -> Result<Written, MmioIgnored> {
-        if !matches!(size, 1 | 2 | 4 | 8) {
-            return Err(MmioIgnored::Size(size));
-        }
-        if !offset.is_multiple_of(u64::from(size)) {
-            return Err(MmioIgnored::Misaligned(offset));
-        }
-        match offset {
-            COMMON..0x38 => return Ok(self.common_write(offset - COMMON, size, value)),
-            NOTIFY..0x3004 => return Ok(Written::Notify),
-            MSIX_TABLE..0x4020 => {
-                let index = ((offset - MSIX_TABLE) / 16) as usize;
-                let mut raw = self.msix[index].bytes();
-                let at = ((offset - MSIX_TABLE) % 16) as usize;
-                raw[at..at + usize::from(size)]
-                    .copy_from_slice(&value.to_le_bytes()[..usize::from(size)]);
-                self.msix[index] = MsixEntry {
-                    address: u64::from_le_bytes(raw[..8].try_into().unwrap_or_default()),
-                    data: u32::from_le_bytes(raw[8..12].try_into().unwrap_or_default()),
-                    masked: raw[12] & 1 != 0,
-                };
-            }
-            _ if offset < BAR_SIZE => {}
-            _ => return Err(MmioIgnored::OutOfRange(offset)),
-        }
-        Ok(Written::Nothing)
-    }
-
-    fn common_read(&self, offset: u64, size: u8) -> u64 {
-        let features = self.features() >> (32 * u64::from(self.device_feature_select.min(2)));
-        let mut raw = [0u8; 0x38];
-        raw[0..4].copy_from_slice(&self.device_feature_select.to_le_bytes());
-        raw[4..8].copy_from_slice(&(features as u32).to_le_bytes());
-        raw[8..12].copy_from_slice(&self.driver_feature_select.to_le_bytes());
-        let driver = self.driver_features >> (32 * u64::from(self.driver_feature_select.min(2)));
-        raw[12..16].copy_from_slice(&(driver as u32).to_le_bytes());
-        raw[16..18].copy_from_slice(&self.config_vector.to_le_bytes());
-        raw[18..20].copy_from_slice(&1u16.to_le_bytes());
-        raw[20] = self.status;
-        raw[21] = 0;
-        raw[22..24].copy_from_slice(&self.queue_select.to_le_bytes());
-        if self.queue_select != 0 {
-            // No such queue: size 0, the rest 0.
-            return bytes(&raw[..24], offset as usize, size);
-        }
-        raw[24..26].copy_from_slice(&self.queue_size.to_le_bytes());
-        raw[26..28].copy_from_slice(&self.queue_vector.to_le_bytes());
-        raw[28..30].copy_from_slice(&u16::from(self.queue_enabled).to_le_bytes());
-        raw[30..32].copy_from_slice(&0u16.to_le_bytes());
-        raw[32..40].copy_from_slice(&self.desc.to_le_bytes());
-        raw[40..48].copy_from_slice(&self.avail.to_le_bytes());
-        raw[48..56].copy_from_slice(&self.used.to_le_bytes());
-        bytes(&raw, offset as usize, size)
-    }
-
-    fn common_write(&mut self, offset: u64, size: u8, value: u64) -> Written {
-        let set64 = |field: &mut u64, at: u64| {
-            let shift = 8 * (offset - at);
-            let mask = if size == 8 {
-                u64::MAX
-            } else {
-                (1u64 << (8 * u64::from(size))) - 1
-            };
-            *field = (*field & !(mask << shift)) | ((value & mask) << shift);
-        };
-        match offset {
-            0x00 => self.device_feature_select = value as u32,
-            0x08 => self.driver_feature_select = value as u32,
-            0x0c => {
-                let shift = 32 * u64::from(self.driver_feature_select.min(2));
-                if shift < 64 {
-                    let mask = 0xffff_ffffu64 << shift;
-                    self.driver_features =
-                        (self.driver_features & !mask) | ((value << shift) & mask);
-                }
-            }
-            0x10 => self.config_vector = vector(value as u16),
-            0x14 => {
-                let status = value as u8;
-                if status == 0 {
-                    self.reset();
-                    return Written::Reset;
-                }
-                // FEATURES_OK only for features the device offers.
-                self.status = if status & STATUS_FEATURES_OK != 0
-                    && self.driver_features & !self.features() != 0
-                {
-                    status & !STATUS_FEATURES_OK
-                } else {
-                    status
-                };
-            }
-            0x16 => self.queue_select = value as u16,
-            // Queue registers of a queue that does not exist.
-            0x18..0x38 if self.queue_select != 0 => {}
-            0x18 => {
-                let size = value as u16;
-                if size.is_power_of_two() && size <= QUEUE_MAX && !self.queue_enabled {
-                    self.queue_size = size;
-                }
-            }
-            0x1a => self.queue_vector = vector(value as u16),
-            0x1c => self.queue_enabled = value & 1 != 0 && self.queue_size != 0,
-            0x20..0x28 if !self.queue_enabled => set64(&mut self.desc, 0x20),
-            0x28..0x30 if !self.queue_enabled => set64(&mut self.avail, 0x28),
-            0x30..0x38 if !self.queue_enabled => set64(&mut self.used, 0x30),
-            _ => {}
-        }
-        Written::Nothing
-    }
-
-    fn running(&self) -> bool {
-        self.status & STATUS_DRIVER_OK != 0 && self.queue_enabled && self.queue_size != 0
+        Ok(match self.transport.write(offset, size, value)? {
+            virtio_pci::Written::Notify(QUEUE) => Written::Notify,
+            virtio_pci::Written::Reset => Written::Reset,
+            virtio_pci::Written::Notify(_) | virtio_pci::Written::Nothing => Written::Nothing,
+        })
     }
 
     /// The next request the guest queued, if any: its chain walked and
@@ -503,85 +231,45 @@ impl VirtioBlk {
         &mut self,
         memory: &impl GuestRead,
     ) -> Option<Result<GuestRequest, Refused>> {
-        if !self.running() {
-            return None;
-        }
-        let size = self.queue_size;
-        let avail_index = read_u16(memory, self.avail + 2)?;
-        if avail_index == self.last_avail {
-            return None;
-        }
-        let slot = u64::from(self.last_avail % size);
-        let head = read_u16(memory, self.avail + 4 + 2 * slot)?;
-        self.last_avail = self.last_avail.wrapping_add(1);
-        Some(self.walk(memory, head))
+        let chain = self.transport.next_chain(QUEUE, memory)?;
+        Some(match chain {
+            Ok(chain) => self.request(memory, &chain),
+            Err(bad) => Err(Refused {
+                head: bad.head,
+                status: None,
+                why: bad.why,
+            }),
+        })
     }
 
-    fn walk(&self, memory: &impl GuestRead, head: u16) -> Result<GuestRequest, Refused> {
+    /// The request a walked chain makes: a 16-byte readable header, data
+    /// buffers in the direction the type says, a writable status byte.
+    fn request(&self, memory: &impl GuestRead, chain: &Chain) -> Result<GuestRequest, Refused> {
+        let head = chain.head;
         let refuse = |status, why| Refused { head, status, why };
-        let size = self.queue_size;
-        if head >= size {
-            return Err(refuse(None, "head out of range"));
-        }
-        // The chain's descriptors, in order.
-        let mut chain = [(0u64, 0u32, 0u16); MAX_SEGMENTS + 2];
-        let mut length = 0;
-        let mut index = head;
-        loop {
-            if length == chain.len() || length >= usize::from(size) {
-                return Err(refuse(None, "chain too long (or a loop)"));
-            }
-            let at = self.desc + 16 * u64::from(index);
-            let (Some(address), Some(bytes), Some(flags), Some(next)) = (
-                memory.read_u64(GuestPhysical(at)),
-                memory.read_u32(GuestPhysical(at + 8)),
-                read_u16(memory, at + 12),
-                read_u16(memory, at + 14),
-            ) else {
-                return Err(refuse(None, "descriptor table outside guest memory"));
-            };
-            if flags & DESCRIPTOR_INDIRECT != 0 {
-                return Err(refuse(None, "indirect descriptor (not offered)"));
-            }
-            chain[length] = (address, bytes, flags);
-            length += 1;
-            if flags & DESCRIPTOR_NEXT == 0 {
-                break;
-            }
-            if next >= size {
-                return Err(refuse(None, "next descriptor out of range"));
-            }
-            index = next;
-        }
-        let inside = |address: u64, bytes: u32| {
-            let mut byte = [0u8];
-            bytes > 0
-                && memory.read(GuestPhysical(address), &mut byte)
-                && address
-                    .checked_add(u64::from(bytes) - 1)
-                    .is_some_and(|last| memory.read(GuestPhysical(last), &mut byte))
+        let descriptors = chain.as_slice();
+        let inside = |address: u64, bytes: u32| virtio_pci::inside(memory, address, bytes);
+        let Some(last) = descriptors.last() else {
+            return Err(refuse(None, "no writable status byte"));
         };
-        let (status_address, status_bytes, status_flags) = chain[length - 1];
-        let status = (status_flags & DESCRIPTOR_WRITE != 0 && inside(status_address, status_bytes))
-            .then_some(status_address);
+        let status = (last.writable && inside(last.address, last.length)).then_some(last.address);
         let Some(status) = status else {
             return Err(refuse(None, "no writable status byte"));
         };
-        let (header_address, header_bytes, header_flags) = chain[0];
-        if length < 2
-            || header_flags & DESCRIPTOR_WRITE != 0
-            || header_bytes < 16
-            || !inside(header_address, 16)
+        let header = descriptors[0];
+        if descriptors.len() < 2
+            || header.writable
+            || header.length < 16
+            || !inside(header.address, 16)
         {
             return Err(refuse(Some(status), "no readable 16-byte header"));
         }
-        let (Some(kind), Some(sector)) = (
-            memory.read_u32(GuestPhysical(header_address)),
-            memory.read_u64(GuestPhysical(header_address + 8)),
+        let (Some(number), Some(sector)) = (
+            memory.read_u32(GuestPhysical(header.address)),
+            memory.read_u64(GuestPhysical(header.address + 8)),
         ) else {
             return Err(refuse(Some(status), "header outside guest memory"));
         };
-        let number = kind;
         let kind = match number {
             0 => Kind::Read,
             1 | 11 | 13 if self.read_only => {
@@ -593,12 +281,12 @@ impl VirtioBlk {
             11 | 13 => Kind::Zero,
             _ => return Err(refuse(Some(status), "unsupported request type")),
         };
-        let data = &chain[1..length - 1];
+        let data = &descriptors[1..descriptors.len() - 1];
+        if kind == Kind::Zero {
+            return self.zero_request(memory, head, status, number, data);
+        }
         if data.len() > MAX_SEGMENTS {
             return Err(refuse(Some(status), "too many data buffers"));
-        }
-        if kind == Kind::Zero {
-            return self.zero_request(memory, head, status, number, &chain[1..length - 1]);
         }
         let device_writes = matches!(kind, Kind::Read | Kind::GetId);
         let mut request = GuestRequest {
@@ -611,18 +299,18 @@ impl VirtioBlk {
             status,
         };
         let mut total = 0u64;
-        for (slot, &(address, bytes, flags)) in request.segments.iter_mut().zip(data) {
-            if (flags & DESCRIPTOR_WRITE != 0) != device_writes || !inside(address, bytes) {
+        for (slot, buffer) in request.segments.iter_mut().zip(data) {
+            if buffer.writable != device_writes || !inside(buffer.address, buffer.length) {
                 return Err(refuse(
                     Some(status),
                     "a data buffer in the wrong direction or outside guest memory",
                 ));
             }
             *slot = Segment {
-                address,
-                length: bytes,
+                address: buffer.address,
+                length: buffer.length,
             };
-            total += u64::from(bytes);
+            total += u64::from(buffer.length);
         }
         match kind {
             Kind::Read | Kind::Write => {
@@ -662,23 +350,24 @@ impl VirtioBlk {
         head: u16,
         status: u64,
         kind: u32,
-        data: &[(u64, u32, u16)],
+        data: &[virtio_pci::Descriptor],
     ) -> Result<GuestRequest, Refused> {
         let refuse = |why| Refused {
             head,
             status: Some(status),
             why,
         };
-        let [(address, bytes, flags)] = data else {
+        let [range] = data else {
             return Err(refuse(
                 "a discard or write-zeroes request needs one range buffer",
             ));
         };
-        if flags & DESCRIPTOR_WRITE != 0 || *bytes != RANGE_BYTES {
+        if range.writable || range.length != RANGE_BYTES {
             return Err(refuse("a range buffer not of 16 readable bytes"));
         }
+        let address = range.address;
         let (Some(first), Some(sectors), Some(range_flags)) = (
-            memory.read_u64(GuestPhysical(*address)),
+            memory.read_u64(GuestPhysical(address)),
             memory.read_u32(GuestPhysical(address + 8)),
             memory.read_u32(GuestPhysical(address + 12)),
         ) else {
@@ -720,62 +409,21 @@ impl VirtioBlk {
         status: u8,
         written: u32,
     ) -> bool {
-        if !self.running() {
+        if !self.transport.running(QUEUE) {
             return false;
         }
         if let Some(address) = status_address {
             memory.write(address, &[status]);
         }
-        let slot = u64::from(self.used_index % self.queue_size);
-        let mut element = [0u8; 8];
-        element[..4].copy_from_slice(&u32::from(head).to_le_bytes());
-        element[4..].copy_from_slice(&written.to_le_bytes());
-        let placed = memory.write(self.used + 4 + 8 * slot, &element);
-        self.used_index = self.used_index.wrapping_add(1);
-        // The index after the element: a guest reading the index sees it.
-        placed && memory.write(self.used + 2, &self.used_index.to_le_bytes())
+        self.transport.complete(QUEUE, memory, head, written)
     }
 
     /// The interrupt for completions just written, if the guest wants one:
     /// the queue's MSI-X message when MSI-X is on (none if its vector is
     /// unset or masked), else INTx.
     pub fn interrupt(&mut self, memory: &impl GuestRead) -> Option<Interrupt> {
-        if read_u16(memory, self.avail).is_some_and(|flags| flags & AVAIL_NO_INTERRUPT != 0) {
-            return None;
-        }
-        self.isr |= 1;
-        if self.msix_control & MSIX_ENABLE == 0 {
-            return Some(Interrupt::Intx);
-        }
-        let entry = self.msix.get(usize::from(self.queue_vector))?;
-        (self.msix_control & MSIX_FUNCTION_MASK == 0 && !entry.masked).then_some(Interrupt::Msi {
-            address: entry.address,
-            data: entry.data,
-        })
+        self.transport.interrupt(QUEUE, memory)
     }
-}
-
-/// A vector register's value: a vector this device has, else none.
-fn vector(value: u16) -> u16 {
-    if usize::from(value) < MSIX_VECTORS {
-        value
-    } else {
-        NO_VECTOR
-    }
-}
-
-/// `size` bytes of `raw` from `at`, little-endian; zeros past its end.
-fn bytes(raw: &[u8], at: usize, size: u8) -> u64 {
-    (0..usize::from(size)).fold(0, |value, i| {
-        value | u64::from(raw.get(at + i).copied().unwrap_or(0)) << (8 * i)
-    })
-}
-
-fn read_u16(memory: &impl GuestRead, address: u64) -> Option<u16> {
-    let mut bytes = [0u8; 2];
-    memory
-        .read(GuestPhysical(address), &mut bytes)
-        .then(|| u16::from_le_bytes(bytes))
 }
 
 #[cfg(test)]
@@ -841,12 +489,7 @@ mod tests {
         flags: u16,
         next: u16,
     ) {
-        let mut raw = [0u8; 16];
-        raw[..8].copy_from_slice(&address.to_le_bytes());
-        raw[8..12].copy_from_slice(&length.to_le_bytes());
-        raw[12..14].copy_from_slice(&flags.to_le_bytes());
-        raw[14..16].copy_from_slice(&next.to_le_bytes());
-        put(memory, DESC + 16 * u64::from(index), &raw);
+        crate::testing::descriptor(memory, DESC, index, address, length, flags, next);
     }
 
     /// Queues chain `head` as the guest's `number`-th request.
