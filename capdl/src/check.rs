@@ -4,8 +4,8 @@
 //! Input is the merged [`Document`] from `crate::raw`; output is a
 //! [`System`] or every error found. Checks run in passes (names, then each
 //! component, then relations between components, then VMs, whose
-//! scheduling becomes their switchers', then queues and notifications, then
-//! the layout), and a broken part is left out of later passes instead of
+//! scheduling becomes their switchers', then queues, the queues of virtual
+//! disks and networks, and notifications, then the layout), and a broken part is left out of later passes instead of
 //! stopping them, so a typo in one queue does not hide a memory error in a
 //! component. An unresolved name is reported once where it is written,
 //! with a "did you mean" over the names that exist. The rules themselves
@@ -31,12 +31,13 @@ use crate::Options;
 use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, non_ascii, suggest};
 use crate::model::{
     Capability, Component, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, KernelGuest, Layout,
-    LineGrant, MachineDisk, MmioGrant, Notification, PciGrant, PortGrant, Queue, QueuePlacement,
-    SPEC_ENTRY, StoreFile, StoreFileKind, System, Vm,
+    LineGrant, MachineDisk, MmioGrant, Network, Nic, Notification, PciGrant, PortGrant, Queue,
+    QueuePlacement, SPEC_ENTRY, StoreFile, StoreFileKind, System, Vm,
 };
 use crate::programs::{ProgramSet, WORLD_SWITCHER};
 use crate::raw::{
-    Document, Entry, GuestKind, RawComponent, RawDisk, RawPci, RawVm, Setting, Start, VmEntry,
+    Document, Entry, GuestKind, RawComponent, RawDisk, RawNetwork, RawPci, RawVm, Setting, Start,
+    VmEntry,
 };
 use crate::units::{Duration, Number, format_duration, format_size};
 
@@ -63,6 +64,16 @@ pub const BLOCK_STORE: &str = "block-store";
 pub const DISK_SLOT_BYTES: u32 = 4128;
 /// A disk queue's default depth.
 pub const DISK_SLOTS: u32 = 16;
+/// The network bridge's program, which a `[networks.NAME]` table's bridge
+/// runs.
+pub const NET_BRIDGE: &str = "netbridge";
+/// A NIC queue's slot: one Ethernet frame message (`net_api::FRAME_BYTES`).
+pub const NET_SLOT_BYTES: u32 = net_api::FRAME_BYTES as u32;
+/// A NIC queue's default depth.
+pub const NET_SLOTS: u32 = 64;
+/// The most NICs a VM has: its world switcher shows at most four
+/// virtio-net functions.
+pub const MAX_NICS: usize = 4;
 /// The most slot memory one queue may have.
 pub const MAX_QUEUE_BYTES: u64 = 4 << 20;
 /// The most slots one queue may have.
@@ -100,6 +111,11 @@ pub const VM_STATE_ADDRESS: u64 = 0x0000_7000_0000_0000;
 /// The default guest-physical memory of a VM.
 pub const DEFAULT_VM_MEMORY: u64 = 2 << 20;
 
+const _: () = assert!(
+    NET_SLOT_BYTES.is_multiple_of(8)
+        && NET_SLOT_BYTES <= MAX_SLOT_SIZE
+        && NET_SLOTS as u64 * NET_SLOT_BYTES as u64 <= MAX_QUEUE_BYTES
+);
 const _: () = assert!(microvisor_abi::USER_MIN < QUEUE_WINDOW && QUEUE_WINDOW < DEVICE_WINDOW);
 const _: () = assert!(DEVICE_WINDOW < microvisor_abi::STACK_TOP - (1 << 40));
 // The queue window cannot reach the device window: at most MAX_QUEUES
@@ -381,6 +397,23 @@ impl Checker<'_> {
         let mut queues = self.queues(&queues, &names, &checked);
         let disk_entries = self.unique(&document.virtual_disks, "disk");
         self.virtual_disks(&disk_entries, &names, &vms, &mut checked, &mut queues);
+        let network_entries = self.unique(&document.networks, "network");
+        // Every VM declared: one left out of `vms` as broken still exists
+        // (its errors are reported where it is declared).
+        let mut vm_names: Vec<&str> = Vec::new();
+        for entry in &document.vms {
+            if !vm_names.contains(&entry.name.as_str()) {
+                vm_names.push(&entry.name);
+            }
+        }
+        let networks = self.networks(
+            &network_entries,
+            &names,
+            &vm_names,
+            &vms,
+            &mut checked,
+            &mut queues,
+        );
         self.calls(&queues, &checked);
         let notifications = self.notifications(&notifications, &names);
 
@@ -422,6 +455,7 @@ impl Checker<'_> {
             scheduling_controller,
             interrupt_forwarder,
             disks,
+            networks,
             layout: Layout::default(),
         };
         if self.errors.is_empty() {
@@ -656,6 +690,333 @@ impl Checker<'_> {
                 .help = Some("shorten the disks' names, or serve some from another store".into());
             }
         }
+    }
+
+    /// `[networks.NAME]`: each member VM `V` of network `N` gets a NIC
+    /// named `N-V`, the queue pair `N-V-tx` (from the VM's world switcher
+    /// to the bridge) and `N-V-rx` (back) of frame messages, with the MAC
+    /// address `net_api::mac_of("N-V")`; the bridge's arguments gain
+    /// `networks=N,...`, the networks it serves in declaration order.
+    fn networks(
+        &mut self,
+        entries: &[&Entry<RawNetwork>],
+        names: &Names,
+        vm_names: &[&str],
+        vms: &[Vm],
+        components: &mut [Component],
+        queues: &mut Vec<Queue>,
+    ) -> Vec<Network> {
+        let queues_before = queues.len();
+        let mut networks = Vec::new();
+        // Per network kept: where each NIC's VM is listed.
+        let mut member_spots: Vec<Vec<Spot>> = Vec::new();
+        // Per VM index: the networks it has a NIC on so far.
+        let mut nics_of: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        // Every NIC so far: its name, MAC, network and VM.
+        let mut seen: Vec<(String, [u8; 6], String, String)> = Vec::new();
+        for entry in entries {
+            let Some(raw) = &entry.value else {
+                continue;
+            };
+            let context = format!("network '{}'", entry.name);
+            let bridge = self.end(entry, &context, "bridge component", &raw.bridge, names);
+            if let Some(bridge) = bridge
+                && components[bridge].program != NET_BRIDGE
+            {
+                self.error(
+                    &entry.at(&raw.bridge),
+                    format!(
+                        "{context}: its bridge '{}' runs program '{}', not the network bridge",
+                        raw.bridge.get_ref(),
+                        components[bridge].program
+                    ),
+                )
+                .help = Some(format!(
+                    "a network's bridge runs program = \"{NET_BRIDGE}\""
+                ));
+            }
+            let slots = match &raw.slots {
+                Some(value) => self
+                    .slots(entry, &context, value)
+                    .filter(|&slots| self.net_queue_fits(entry, &context, value, slots)),
+                None => Some(NET_SLOTS),
+            };
+            if raw.members.get_ref().is_empty() {
+                self.error(&entry.at(&raw.members), format!("{context} has no members"))
+                    .help = Some("list the VMs with a NIC on it: members = [\"VM\", ...]".into());
+            }
+            let mut nics = Vec::new();
+            let mut spots = Vec::new();
+            for (position, member) in raw.members.get_ref().iter().enumerate() {
+                let vm_name = member.get_ref();
+                let spot = entry.at(member);
+                if raw.members.get_ref()[..position]
+                    .iter()
+                    .any(|earlier| earlier.get_ref() == vm_name)
+                {
+                    self.error(
+                        &spot,
+                        format!("{context}: VM '{vm_name}' is listed twice in members"),
+                    )
+                    .help = Some("a VM has one NIC on a network".into());
+                    continue;
+                }
+                if !vm_names.contains(&vm_name.as_str()) {
+                    let help = suggest(vm_name, vm_names.iter().copied()).unwrap_or_else(|| {
+                        if names.find(vm_name).is_some() {
+                            format!(
+                                "'{vm_name}' is a component; a network's members are VMs ([vms.NAME])"
+                            )
+                        } else if vm_names.is_empty() {
+                            "the system declares no VMs ([vms.NAME])".to_string()
+                        } else {
+                            format!("the VMs are {}", vm_names.join(", "))
+                        }
+                    });
+                    self.error(&spot, format!("{context}: unknown VM '{vm_name}'"))
+                        .help = Some(help);
+                    continue;
+                }
+                // A VM declared but broken is reported where it is declared.
+                let Some(vm) = vms.iter().position(|vm| vm.name == *vm_name) else {
+                    continue;
+                };
+                let nic = format!("{}-{vm_name}", entry.name);
+                let (tx, rx) = (format!("{nic}-tx"), format!("{nic}-rx"));
+                if !is_valid_name(&tx, NameKind::Plain) || !is_valid_name(&rx, NameKind::Plain) {
+                    self.error(
+                        &spot,
+                        format!(
+                            "{context}: the queues of VM '{vm_name}''s NIC, '{tx}' and '{rx}', are longer than 32 characters"
+                        ),
+                    )
+                    .help = Some(
+                        "a NIC's queues are named NETWORK-VM-tx and NETWORK-VM-rx: shorten the network's or the VM's name"
+                            .into(),
+                    );
+                    continue;
+                }
+                let on = nics_of.get(&vm).map_or(&[][..], Vec::as_slice);
+                if on.len() >= MAX_NICS {
+                    let count = on.len() + 1;
+                    let listed = on.join("', '");
+                    self.error(
+                        &spot,
+                        format!(
+                            "{context}: VM '{vm_name}' would have {count} NICs; a VM has at most {MAX_NICS}"
+                        ),
+                    )
+                    .help = Some(format!(
+                        "its world switcher shows at most {MAX_NICS} virtio-net functions; it is on '{listed}' already"
+                    ));
+                    continue;
+                }
+                if let Some((_, _, network, vm)) = seen.iter().find(|(name, ..)| *name == nic) {
+                    self.error(
+                        &spot,
+                        format!(
+                            "{context}: VM '{vm_name}''s NIC would be named '{nic}', as is network '{network}''s NIC for VM '{vm}'"
+                        ),
+                    )
+                    .help = Some(
+                        "a NIC is named NETWORK-VM, and so are its queues: rename a network or a VM"
+                            .into(),
+                    );
+                    continue;
+                }
+                // A queue of that name is one the system declares: disks'
+                // queues end in -requests and -completions, and an earlier
+                // NIC of the same name is refused above.
+                let mut clash = false;
+                for name in [&tx, &rx] {
+                    if queues.iter().any(|queue| queue.name == *name) {
+                        clash = true;
+                        self.error(
+                            &spot,
+                            format!(
+                                "{context} needs the queue '{name}' for VM '{vm_name}''s NIC, which the system declares itself"
+                            ),
+                        )
+                        .help = Some(format!(
+                            "a NIC's queues are made for it: remove [queues.{name}] or rename the network"
+                        ));
+                    }
+                }
+                if clash {
+                    continue;
+                }
+                let mac = net_api::mac_of(&nic);
+                if let Some((other, _, _, _)) = mac_collision(&seen, &mac) {
+                    self.error(
+                        &spot,
+                        format!(
+                            "{context}: VM '{vm_name}''s NIC '{nic}' would have the MAC address {} of NIC '{other}'",
+                            net_api::MacText(mac)
+                        ),
+                    )
+                    .help = Some(
+                        "a NIC's MAC address is derived from its name, NETWORK-VM: rename the network or the VM"
+                            .into(),
+                    );
+                    continue;
+                }
+                nics_of.entry(vm).or_default().push(entry.name.clone());
+                seen.push((nic.clone(), mac, entry.name.clone(), vm_name.clone()));
+                nics.push(Nic { name: nic, vm, mac });
+                spots.push(spot);
+            }
+            let (Some(bridge), Some(slots)) = (bridge, slots) else {
+                continue;
+            };
+            for nic in &nics {
+                let switcher = vms[nic.vm].switcher;
+                for (suffix, sender, receiver) in
+                    [("tx", switcher, bridge), ("rx", bridge, switcher)]
+                {
+                    self.queue_spots.push(entry.spot.clone());
+                    queues.push(Queue {
+                        name: format!("{}-{suffix}", nic.name),
+                        sender,
+                        receiver,
+                        slot_size: NET_SLOT_BYTES,
+                        slots,
+                        reply: None,
+                    });
+                }
+            }
+            networks.push(Network {
+                name: entry.name.clone(),
+                bridge,
+                slots,
+                nics,
+            });
+            member_spots.push(spots);
+        }
+        self.nic_networks(&networks, &member_spots, components);
+        if queues.len() > MAX_QUEUES
+            && queues_before <= MAX_QUEUES
+            && let Some(entry) = entries.last()
+        {
+            self.error(
+                &entry.spot,
+                format!(
+                    "the system has {} queues with those of its networks; the core supports at most {MAX_QUEUES}",
+                    queues.len()
+                ),
+            )
+            .help = Some(format!(
+                "each NIC takes two queues ({} for the networks' NICs)",
+                queues.len() - queues_before
+            ));
+        }
+        for (index, component) in components.iter_mut().enumerate() {
+            let served: Vec<&str> = networks
+                .iter()
+                .filter(|network| network.bridge == index)
+                .map(|network| network.name.as_str())
+                .collect();
+            if served.is_empty() {
+                continue;
+            }
+            if component
+                .args
+                .split_whitespace()
+                .any(|word| word.starts_with("networks="))
+            {
+                self.error(
+                    &self.component_spots[index].clone(),
+                    format!(
+                        "component '{}': its args say networks=, which its [networks.NAME] tables write",
+                        component.name
+                    ),
+                );
+                continue;
+            }
+            let separator = if component.args.is_empty() { "" } else { " " };
+            component.args = format!("{}{separator}networks={}", component.args, served.join(","));
+            if component.args.len() > MAX_ARGS {
+                self.error(
+                    &self.component_spots[index].clone(),
+                    format!(
+                        "component '{}': its args with the networks= its [networks.NAME] tables add are {} bytes (\"{}\"); at most {MAX_ARGS} fit",
+                        component.name,
+                        component.args.len(),
+                        component.args
+                    ),
+                )
+                .help =
+                    Some("shorten the networks' names, or serve some from another bridge".into());
+            }
+        }
+        networks
+    }
+
+    /// A bridge puts a NIC on the longest of its networks that, followed
+    /// by '-', starts the NIC's name: a NIC `N-V` whose name starts with
+    /// `M-` for a longer network `M` of the same bridge (network `lan`,
+    /// VM `a-x`, and network `lan-a`) would be put on `M`.
+    fn nic_networks(
+        &mut self,
+        networks: &[Network],
+        member_spots: &[Vec<Spot>],
+        components: &[Component],
+    ) {
+        for (network, spots) in networks.iter().zip(member_spots) {
+            for (nic, spot) in network.nics.iter().zip(spots) {
+                let taken_by = networks.iter().find(|other| {
+                    other.bridge == network.bridge
+                        && other.name.len() > network.name.len()
+                        && nic
+                            .name
+                            .strip_prefix(other.name.as_str())
+                            .is_some_and(|rest| rest.starts_with('-'))
+                });
+                let Some(other) = taken_by else {
+                    continue;
+                };
+                self.error(
+                    spot,
+                    format!(
+                        "network '{}': VM '{}''s NIC '{}' would be put on network '{}' by their bridge '{}', which puts a NIC on the longest of its networks its name starts with",
+                        network.name,
+                        &nic.name[network.name.len() + 1..],
+                        nic.name,
+                        other.name,
+                        components[network.bridge].name
+                    ),
+                )
+                .help = Some(format!(
+                    "rename network '{}' or the VM, or serve one of the networks from another bridge",
+                    other.name
+                ));
+            }
+        }
+    }
+
+    /// Whether a NIC queue of `slots` frames fits in [`MAX_QUEUE_BYTES`];
+    /// reports it if not.
+    fn net_queue_fits(
+        &mut self,
+        entry: &Entry<RawNetwork>,
+        context: &str,
+        value: &Spanned<Number>,
+        slots: u32,
+    ) -> bool {
+        let bytes = u64::from(slots) * u64::from(NET_SLOT_BYTES);
+        if bytes <= MAX_QUEUE_BYTES {
+            return true;
+        }
+        let most = 1u64 << (MAX_QUEUE_BYTES / u64::from(NET_SLOT_BYTES)).ilog2();
+        self.error(
+            &entry.at(value),
+            format!(
+                "{context}: slots {slots} make each NIC queue {} of slots ({slots} x {NET_SLOT_BYTES} bytes); a queue holds at most {}",
+                format_size_rounded(bytes),
+                format_size(MAX_QUEUE_BYTES)
+            ),
+        )
+        .help = Some(format!("use {most} or fewer"));
+        false
     }
 
     /// Checks a redo log's `base`: another disk of the same store, itself
@@ -3008,6 +3369,16 @@ fn mmio_text(grant: &MmioGrant) -> String {
         grant.physical,
         grant.physical + grant.size - 1
     )
+}
+
+/// The NIC among `seen` (name, MAC, network, VM) whose MAC address is
+/// `mac`, if any. MAC addresses are hashes of NIC names, so two names may
+/// (very rarely) share one.
+fn mac_collision<'s>(
+    seen: &'s [(String, [u8; 6], String, String)],
+    mac: &[u8; 6],
+) -> Option<&'s (String, [u8; 6], String, String)> {
+    seen.iter().find(|(_, other, ..)| other == mac)
 }
 
 /// A size rounded to whole KiB or MiB for summaries.

@@ -4,8 +4,9 @@
 //! components with their programs, scheduling, memory, start and restart
 //! policy, supervision and device grants (checked, but refused while the
 //! core does not apply them); queues and notifications between
-//! them; virtual machines run by world-switcher components; optionally
-//! included base files. A `[[component]]` list, the short form for systems
+//! them; virtual machines run by world-switcher components, with virtual
+//! disks of a block store and NICs on virtual networks of a network
+//! bridge; optionally included base files. A `[[component]]` list, the short form for systems
 //! of independent programs, is read into the same model. This crate reads such a
 //! description, checks it against every rule the core and the format impose
 //! (reporting all errors at once, each with file, line, column and a "did
@@ -41,8 +42,9 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use lower::{ImageProgram, Lowered, ProgramUse};
 pub use model::{
     Capability, Component, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, GuestKind, KernelGuest,
-    Layout, LineGrant, MachineDisk, MmioGrant, Notification, PciGrant, PortGrant, Queue,
-    QueuePlacement, SPEC_ENTRY, Start, StoreFile, StoreFileKind, System, Vm, guest_entry_name,
+    Layout, LineGrant, MachineDisk, MmioGrant, Network, Nic, Notification, PciGrant, PortGrant,
+    Queue, QueuePlacement, SPEC_ENTRY, Start, StoreFile, StoreFileKind, System, Vm,
+    guest_entry_name,
 };
 pub use programs::{PROGRAM_GROUPS, ProgramSet, ROLES, WORLD_SWITCHER, check_role};
 pub use raw::{MAX_FILE_BYTES, MAX_SYSTEM_BYTES, read_file};

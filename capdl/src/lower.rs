@@ -628,6 +628,28 @@ impl System {
             }
             let _ = writeln!(out, "}}");
         }
+        if !self.networks.is_empty() {
+            let _ = writeln!(out, "\nnetworks {{");
+            for network in &self.networks {
+                let _ = writeln!(
+                    out,
+                    "  {}: bridge {}, {} frames in flight each way per NIC",
+                    network.name,
+                    name(network.bridge),
+                    network.slots
+                );
+                for nic in &network.nics {
+                    let _ = writeln!(
+                        out,
+                        "    {}: VM '{}', MAC {}",
+                        nic.name,
+                        self.vms[nic.vm].name,
+                        net_api::MacText(nic.mac)
+                    );
+                }
+            }
+            let _ = writeln!(out, "}}");
+        }
         let supervised: Vec<usize> = (0..self.components.len())
             .filter(|&index| self.components[index].supervisor.is_some())
             .collect();

@@ -33,6 +33,8 @@ pub struct System {
     pub interrupt_forwarder: Option<usize>,
     /// Disks the emulator attaches.
     pub disks: Vec<MachineDisk>,
+    /// Virtual networks (`[networks.NAME]`), in declaration order.
+    pub networks: Vec<Network>,
     pub layout: Layout,
 }
 
@@ -145,6 +147,33 @@ pub enum StoreFileKind {
     },
     /// A copy-on-write redo log over the disk `base`.
     RedoLog { base: String },
+}
+
+/// A virtual network: a network bridge switching Ethernet frames between
+/// the NICs of its member VMs. Each NIC is the queue pair `NIC-tx` (from
+/// the VM's world switcher to the bridge) and `NIC-rx` (back), declared in
+/// [`System::queues`] like any other queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    /// The component running the bridge.
+    pub bridge: usize,
+    /// Slots of each of its queues: frames in flight each way per NIC.
+    pub slots: u32,
+    /// One per member VM, in the order `members` lists them.
+    pub nics: Vec<Nic>,
+}
+
+/// A VM's NIC on a virtual network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nic {
+    /// `NETWORK-VM`, the stem of its queues' names.
+    pub name: String,
+    /// The VM it belongs to (its index in [`System::vms`]).
+    pub vm: usize,
+    /// Its MAC address, derived from its name (`net_api::mac_of`: locally
+    /// administered, unicast).
+    pub mac: [u8; 6],
 }
 
 /// An interrupt line and how its device drives it.

@@ -4,7 +4,8 @@
 //! spanned tree, follows `include`s depth-first (includes before the
 //! including file's own declarations, each file once, cycles refused), and
 //! deserializes every `[components.NAME]`, `[queues.NAME]`,
-//! `[notifications.NAME]`, `[vms.NAME]` and `[system]` table into the `Raw*` structs
+//! `[notifications.NAME]`, `[vms.NAME]`, `[disks.NAME]`,
+//! `[networks.NAME]` and `[system]` table into the `Raw*` structs
 //! below, which are the format's schema (a `[[component]]` entry, the short
 //! form, becomes the `[components.NAME]` entry it stands for): `#[serde(deny_unknown_fields)]`,
 //! every value spanned. A table is deserialized repeatedly, dropping the
@@ -28,7 +29,7 @@ use crate::diagnostic::{
 use crate::units::{Duration, InterruptLine, Number, PortRange, Size};
 
 /// The keys a config file may have at its top level.
-pub const TOP_LEVEL_KEYS: [&str; 9] = [
+pub const TOP_LEVEL_KEYS: [&str; 10] = [
     "include",
     "system",
     "machine",
@@ -38,6 +39,7 @@ pub const TOP_LEVEL_KEYS: [&str; 9] = [
     "notifications",
     "vms",
     "disks",
+    "networks",
 ];
 /// How deep includes may nest.
 pub const MAX_INCLUDE_DEPTH: usize = 16;
@@ -294,6 +296,21 @@ pub struct RawVirtualDisk {
     pub base: Option<Spanned<String>>,
 }
 
+/// `[networks.NAME]`: a virtual network the bridge `bridge` switches
+/// between its `members`, VMs with one NIC each on it (the pair of queues
+/// between each member's world switcher and the bridge is generated).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    /// The component running the network bridge.
+    pub bridge: Spanned<String>,
+    /// The VMs on the network, one NIC each, in the order their queues are
+    /// made.
+    pub members: Spanned<Vec<Spanned<String>>>,
+    /// Frames in flight each way per NIC (default 64).
+    pub slots: Option<Spanned<Number>>,
+}
+
 /// `[notifications.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -409,6 +426,8 @@ pub struct Document {
     pub vms: Vec<Entry<RawVm>>,
     /// `[disks.NAME]`: virtual disks of a block store.
     pub virtual_disks: Vec<Entry<RawVirtualDisk>>,
+    /// `[networks.NAME]`: virtual networks of a network bridge.
+    pub networks: Vec<Entry<RawNetwork>>,
     /// `[machine] disks`, from whichever file wrote them.
     pub disks: Vec<(Spot, RawDisk)>,
     /// Whether a file had a TOML syntax error or an include failed: the
@@ -593,6 +612,10 @@ impl Loader<'_> {
                 "disks" => {
                     let entries = self.entries(file, value, &spot, "disks", "disk");
                     self.document.virtual_disks.extend(entries);
+                }
+                "networks" => {
+                    let entries = self.entries(file, value, &spot, "networks", "network");
+                    self.document.networks.extend(entries);
                 }
                 "description" => {
                     self.document.broken_sections = true;

@@ -38,7 +38,7 @@ fn unknown_top_level_key() {
 fn unknown_top_level_key_far_from_any() {
     assert_eq!(
         error("[components.a]\n[devices]\n"),
-        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, machine, components, component, queues, notifications, vms, disks)"
+        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, machine, components, component, queues, notifications, vms, disks, networks)"
     );
 }
 
@@ -479,7 +479,7 @@ fn no_programs_at_all_names_the_empty_group_folders() {
 fn unknown_default_program_lists_programs() {
     assert_eq!(
         error("[components.qos]\n"),
-        "main.toml:1:13: component 'qos': no program 'qos' in components/system/ or components/test/ (the program defaults to the component's name) (help: the programs are: a, b, block-store, blockstore, c, crasher, driver, hello, hostile, measure, peer, ping, pong, spinner, supervisor, vmctl, world-switcher)"
+        "main.toml:1:13: component 'qos': no program 'qos' in components/system/ or components/test/ (the program defaults to the component's name) (help: the programs are: a, b, block-store, blockstore, c, crasher, driver, hello, hostile, measure, netbridge, peer, ping, pong, spinner, supervisor, vmctl, world-switcher)"
     );
 }
 
@@ -1856,7 +1856,7 @@ fn host_keys_of_the_root_file_are_skipped() {
     assert_eq!(
         render(&load_files(&files, &options).unwrap_err()),
         [
-            "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, machine, components, component, queues, notifications, vms, disks)"
+            "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, machine, components, component, queues, notifications, vms, disks, networks)"
         ]
     );
 }
@@ -2228,5 +2228,263 @@ fn redo_logs_and_read_only_disks_are_checked() {
         .next()
         .unwrap(),
         "main.toml:1:13: component 'store': its args with the disks= its [disks.NAME] tables add are 73 bytes (\"crash_every=1000 crashes=20 size=123456789 disks=a-long-disk-name:1048576\"); at most 64 fit"
+    );
+}
+
+// ---------------------------------------------------------------- networks
+
+/// A bridge and two VMs, each with its switcher, for `[networks.NAME]`
+/// tests (the network's table starts on line 13).
+const NET_BASE: &str = "[components.bridge]\nprogram = \"netbridge\"\n[components.ws-a]\nprogram = \"world-switcher\"\n[components.ws-b]\nprogram = \"world-switcher\"\n[vms.a]\nswitcher = \"ws-a\"\nimage = \"hello\"\n[vms.b]\nswitcher = \"ws-b\"\nimage = \"hello\"\n";
+
+/// `NET_BASE` with VM `name` and its switcher `ws-NAME` added.
+fn with_vm(base: &str, name: &str) -> String {
+    format!(
+        "{base}[components.ws-{name}]\nprogram = \"world-switcher\"\n[vms.{name}]\nswitcher = \"ws-{name}\"\nimage = \"hello\"\n"
+    )
+}
+
+#[test]
+fn a_network_becomes_a_queue_pair_per_member_and_the_bridges_networks_argument() {
+    let system = common::system(&format!(
+        "{}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\", \"b\"]\nslots = 16\n[networks.dmz]\nbridge = \"bridge\"\nmembers = [\"b\"]\n",
+        NET_BASE.replace(
+            "program = \"netbridge\"\n",
+            "program = \"netbridge\"\nargs = \"crash_every=100\"\n"
+        )
+    ));
+    let queues: Vec<(&str, usize, usize, u32, u32)> = system
+        .queues
+        .iter()
+        .map(|q| (q.name.as_str(), q.sender, q.receiver, q.slot_size, q.slots))
+        .collect();
+    assert_eq!(
+        queues,
+        [
+            ("lan-a-tx", 1, 0, 1528, 16),
+            ("lan-a-rx", 0, 1, 1528, 16),
+            ("lan-b-tx", 2, 0, 1528, 16),
+            ("lan-b-rx", 0, 2, 1528, 16),
+            ("dmz-b-tx", 2, 0, 1528, 64),
+            ("dmz-b-rx", 0, 2, 1528, 64),
+        ]
+    );
+    assert_eq!(
+        system.components[0].args,
+        "crash_every=100 networks=lan,dmz"
+    );
+    let nic = |name: &str, vm: usize| capdl::Nic {
+        name: name.into(),
+        vm,
+        mac: net_api::mac_of(name),
+    };
+    assert_eq!(
+        system.networks,
+        [
+            capdl::Network {
+                name: "lan".into(),
+                bridge: 0,
+                slots: 16,
+                nics: vec![nic("lan-a", 0), nic("lan-b", 1)],
+            },
+            capdl::Network {
+                name: "dmz".into(),
+                bridge: 0,
+                slots: 64,
+                nics: vec![nic("dmz-b", 1)],
+            },
+        ]
+    );
+    common::assert_round_trip(&system);
+}
+
+#[test]
+fn a_networks_bridge_must_exist_and_run_the_network_bridge() {
+    assert_eq!(
+        error(&format!(
+            "{NET_BASE}[networks.lan]\nbridge = \"brigde\"\nmembers = [\"a\"]\n"
+        )),
+        "main.toml:14:10: network 'lan': unknown bridge component 'brigde' (help: did you mean 'bridge'?)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{NET_BASE}[networks.lan]\nbridge = \"ws-b\"\nmembers = [\"a\"]\n"
+        )),
+        "main.toml:14:10: network 'lan': its bridge 'ws-b' runs program 'world-switcher', not the network bridge (help: a network's bridge runs program = \"netbridge\")"
+    );
+}
+
+#[test]
+fn a_networks_members_are_declared_vms_each_once() {
+    assert_eq!(
+        errors(&format!(
+            "{NET_BASE}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\", \"bb\", \"ws-a\", \"zzz\", \"a\"]\n"
+        )),
+        [
+            "main.toml:15:17: network 'lan': unknown VM 'bb' (help: did you mean 'b'?)",
+            "main.toml:15:23: network 'lan': unknown VM 'ws-a' (help: 'ws-a' is a component; a network's members are VMs ([vms.NAME]))",
+            "main.toml:15:31: network 'lan': unknown VM 'zzz' (help: the VMs are a, b)",
+            "main.toml:15:38: network 'lan': VM 'a' is listed twice in members (help: a VM has one NIC on a network)",
+        ]
+    );
+    assert_eq!(
+        error(
+            "[components.bridge]\nprogram = \"netbridge\"\n[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\n"
+        ),
+        "main.toml:5:12: network 'lan': unknown VM 'a' (help: the system declares no VMs ([vms.NAME]))"
+    );
+    assert_eq!(
+        error(&format!(
+            "{NET_BASE}[networks.lan]\nbridge = \"bridge\"\nmembers = []\n"
+        )),
+        "main.toml:15:11: network 'lan' has no members (help: list the VMs with a NIC on it: members = [\"VM\", ...])"
+    );
+    // A VM that is declared but broken is reported where it is declared.
+    assert_eq!(
+        error(&format!(
+            "{NET_BASE}[vms.c]\nimage = \"hello\"\n[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\", \"c\"]\n"
+        )),
+        "main.toml:13:1: VM 'c' is missing 'switcher'"
+    );
+    assert_eq!(
+        error(&format!("{NET_BASE}[networks.lan]\nbridge = \"bridge\"\n")),
+        "main.toml:13:1: network 'lan' is missing 'members'"
+    );
+    assert_eq!(
+        error(&format!(
+            "{NET_BASE}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nvlan = 3\n"
+        )),
+        "main.toml:16:1: network 'lan': unknown field 'vlan' (help: the fields are: bridge, members, slots)"
+    );
+}
+
+#[test]
+fn a_networks_slots_are_a_power_of_two_that_fits_a_queue() {
+    assert_eq!(
+        error(&format!(
+            "{NET_BASE}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nslots = 48\n"
+        )),
+        "main.toml:16:9: network 'lan': slots 48 is not a power of two (help: use 32 or 64)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{NET_BASE}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nslots = 4096\n"
+        )),
+        "main.toml:16:9: network 'lan': slots 4096 make each NIC queue 6.0MiB of slots (4096 x 1528 bytes); a queue holds at most 4MiB (help: use 2048 or fewer)"
+    );
+}
+
+#[test]
+fn a_nics_queues_are_named_within_32_characters_and_not_declared() {
+    assert_eq!(
+        error(&format!(
+            "{}[networks.office-network]\nbridge = \"bridge\"\nmembers = [\"a-rather-long-vm\"]\n",
+            with_vm(NET_BASE, "a-rather-long-vm")
+        )),
+        "main.toml:20:12: network 'office-network': the queues of VM 'a-rather-long-vm''s NIC, 'office-network-a-rather-long-vm-tx' and 'office-network-a-rather-long-vm-rx', are longer than 32 characters (help: a NIC's queues are named NETWORK-VM-tx and NETWORK-VM-rx: shorten the network's or the VM's name)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{NET_BASE}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\", \"b\"]\n[queues.lan-b-rx]\nfrom = \"bridge\"\nto = \"ws-b\"\nslot_size = 64\nslots = 4\n"
+        )),
+        "main.toml:15:17: network 'lan' needs the queue 'lan-b-rx' for VM 'b''s NIC, which the system declares itself (help: a NIC's queues are made for it: remove [queues.lan-b-rx] or rename the network)"
+    );
+}
+
+#[test]
+fn two_nics_may_share_neither_a_name_nor_a_mac_address() {
+    // `lan` + `a-b` and `lan-a` + `b` are both NIC `lan-a-b` (which their
+    // bridge would also put on `lan-a`, the longer network).
+    let base = with_vm(&with_vm(NET_BASE, "a-b"), "c");
+    assert_eq!(
+        errors(&format!(
+            "{base}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a-b\"]\n[networks.lan-a]\nbridge = \"bridge\"\nmembers = [\"c\", \"b\"]\n"
+        )),
+        [
+            "main.toml:25:12: network 'lan': VM 'a-b''s NIC 'lan-a-b' would be put on network 'lan-a' by their bridge 'bridge', which puts a NIC on the longest of its networks its name starts with (help: rename network 'lan-a' or the VM, or serve one of the networks from another bridge)",
+            "main.toml:28:17: network 'lan-a': VM 'b''s NIC would be named 'lan-a-b', as is network 'lan''s NIC for VM 'a-b' (help: a NIC is named NETWORK-VM, and so are its queues: rename a network or a VM)",
+        ]
+    );
+    // MAC addresses are 46 bits of a hash of the NIC's name: these two
+    // names were found by a birthday search.
+    assert_eq!(
+        net_api::mac_of("n-vb2cjase5c9"),
+        net_api::mac_of("n-vwpchiz6zdd")
+    );
+    let base = with_vm(&with_vm(NET_BASE, "vb2cjase5c9"), "vwpchiz6zdd");
+    assert_eq!(
+        error(&format!(
+            "{base}[networks.n]\nbridge = \"bridge\"\nmembers = [\"a\", \"vb2cjase5c9\", \"vwpchiz6zdd\"]\n"
+        )),
+        "main.toml:25:32: network 'n': VM 'vwpchiz6zdd''s NIC 'n-vwpchiz6zdd' would have the MAC address 9e:5e:0f:85:02:03 of NIC 'n-vb2cjase5c9' (help: a NIC's MAC address is derived from its name, NETWORK-VM: rename the network or the VM)"
+    );
+}
+
+#[test]
+fn a_nic_is_on_the_longest_network_its_name_starts_with() {
+    // The bridge would take `lan-a-x` (network `lan`, VM `a-x`) for a NIC
+    // of network `lan-a`.
+    let base = with_vm(NET_BASE, "a-x");
+    let networks = "[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a-x\", \"b\"]\n[networks.lan-a]\nbridge = \"other\"\nmembers = [\"b\"]\n";
+    assert_eq!(
+        error(&format!("{base}{networks}").replace("\"other\"", "\"bridge\"")),
+        "main.toml:20:12: network 'lan': VM 'a-x''s NIC 'lan-a-x' would be put on network 'lan-a' by their bridge 'bridge', which puts a NIC on the longest of its networks its name starts with (help: rename network 'lan-a' or the VM, or serve one of the networks from another bridge)"
+    );
+    // Another bridge does not see `lan-a-x`.
+    let system = common::system(&format!(
+        "{base}[components.other]\nprogram = \"netbridge\"\n{networks}"
+    ));
+    assert_eq!(system.components[0].args, "networks=lan");
+    assert_eq!(system.components[4].args, "networks=lan-a");
+}
+
+#[test]
+fn a_vm_has_at_most_four_nics() {
+    let networks: String = (1..=5)
+        .map(|n| format!("[networks.n{n}]\nbridge = \"bridge\"\nmembers = [\"a\"]\n"))
+        .collect();
+    assert_eq!(
+        error(&format!("{NET_BASE}{networks}")),
+        "main.toml:27:12: network 'n5': VM 'a' would have 5 NICs; a VM has at most 4 (help: its world switcher shows at most 4 virtio-net functions; it is on 'n1', 'n2', 'n3', 'n4' already)"
+    );
+}
+
+#[test]
+fn the_bridges_args_and_the_queue_count_are_checked() {
+    let network = "[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\n";
+    assert_eq!(
+        error(&format!(
+            "{}{network}",
+            NET_BASE.replace(
+                "program = \"netbridge\"\n",
+                "program = \"netbridge\"\nargs = \"networks=lan\"\n"
+            )
+        )),
+        "main.toml:1:13: component 'bridge': its args say networks=, which its [networks.NAME] tables write"
+    );
+    assert_eq!(
+        error(&format!(
+            "{}[networks.a-long-network-name]\nbridge = \"bridge\"\nmembers = [\"a\"]\n",
+            NET_BASE.replace(
+                "program = \"netbridge\"\n",
+                "program = \"netbridge\"\nargs = \"crash_every=1000 crashes=20 seed=12345\"\n"
+            )
+        )),
+        "main.toml:1:13: component 'bridge': its args with the networks= its [networks.NAME] tables add are 67 bytes (\"crash_every=1000 crashes=20 seed=12345 networks=a-long-network-name\"); at most 64 fit (help: shorten the networks' names, or serve some from another bridge)"
+    );
+    // 62 queues of its own and two NICs' four.
+    let queues: String = (0..62)
+        .map(|n| {
+            format!("[queues.q{n}]\nfrom = \"ws-a\"\nto = \"ws-b\"\nslot_size = 8\nslots = 1\n")
+        })
+        .collect();
+    let all = errors(&format!(
+        "{NET_BASE}{queues}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\", \"b\"]\n"
+    ));
+    assert_eq!(
+        all,
+        [
+            "main.toml:323:11: the system has 66 queues with those of its networks; the core supports at most 64 (help: each NIC takes two queues (4 for the networks' NICs))"
+        ]
     );
 }

@@ -990,3 +990,54 @@ mappings {
 "#;
     assert_eq!(system.cdl(), expected);
 }
+
+#[test]
+fn listing_of_networks() {
+    let system = system(
+        "[components.bridge]\nprogram = \"netbridge\"\n\
+         [components.ws-a]\nprogram = \"world-switcher\"\n\
+         [components.ws-b]\nprogram = \"world-switcher\"\n\
+         [vms.a]\nswitcher = \"ws-a\"\nimage = \"hello\"\n\
+         [vms.b]\nswitcher = \"ws-b\"\nimage = \"hello\"\n\
+         [networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\", \"b\"]\n\
+         [networks.dmz]\nbridge = \"bridge\"\nmembers = [\"b\"]\nslots = 32\n",
+    );
+    assert_round_trip(&system);
+    let cdl = system.cdl();
+    // The MACs are net_api::mac_of of the NIC names, as the switchers show
+    // them.
+    assert_eq!(
+        net_api::mac_of("lan-a"),
+        [0x32, 0xb5, 0x18, 0x55, 0xec, 0x0b]
+    );
+    assert!(
+        cdl.ends_with(
+            "\nnetworks {\n\
+             \x20 lan: bridge bridge, 64 frames in flight each way per NIC\n\
+             \x20   lan-a: VM 'a', MAC 32:b5:18:55:ec:0b\n\
+             \x20   lan-b: VM 'b', MAC 7e:b3:18:55:ec:0a\n\
+             \x20 dmz: bridge bridge, 32 frames in flight each way per NIC\n\
+             \x20   dmz-b: VM 'b', MAC 2e:da:f5:e3:b7:f7\n\
+             }\n"
+        ),
+        "{cdl}"
+    );
+    assert!(
+        cdl.contains(
+            "  bridge = component (index: 0, program: netbridge, args: \"networks=lan,dmz\", start: boot)\n"
+        ),
+        "{cdl}"
+    );
+    assert!(
+        cdl.contains(
+            "  dmz-b-rx = queue (bridge -> ws-b, slot_size: 1528, slots: 32, pages: 13)\n"
+        ),
+        "{cdl}"
+    );
+    // No network, no block.
+    assert!(
+        !common::system("[components.a]\n")
+            .cdl()
+            .contains("networks {")
+    );
+}

@@ -31,6 +31,7 @@ pub fn programs() -> ProgramSet {
             "driver",
             "blockstore",
             "block-store",
+            "netbridge",
             "world-switcher",
             "vmctl",
         ],

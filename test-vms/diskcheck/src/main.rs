@@ -20,11 +20,12 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use guest_runtime::devices::{self, dma_area};
+use guest_runtime::devices;
+use guest_runtime::virtio_pci::{self, Dma, Function};
 use guest_runtime::{interrupts, println};
 use virtio::DmaMemory;
 use virtio::blk::{self, RequestHeader};
-use virtio::pci::{self as vpci, common};
+use virtio::pci as vpci;
 use virtio::queue::{Segment, SplitQueue};
 
 guest_runtime::entry!("diskcheck", main);
@@ -56,39 +57,6 @@ const MAX_IN_FLIGHT: usize = 32;
 /// never checked).
 const DATA_SLOTS: u64 = (DMA_PER_DISK - DATA_AT) / BLOCK as u64;
 
-/// The DMA area, reached by offsets.
-struct Dma(u64);
-
-impl DmaMemory for Dma {
-    fn read8(&self, offset: u64) -> u8 {
-        devices::read8(self.0 + offset)
-    }
-    fn read16(&self, offset: u64) -> u16 {
-        devices::read16(self.0 + offset)
-    }
-    fn read32(&self, offset: u64) -> u32 {
-        devices::read32(self.0 + offset)
-    }
-    fn read64(&self, offset: u64) -> u64 {
-        devices::read64(self.0 + offset)
-    }
-    fn write8(&self, offset: u64, value: u8) {
-        devices::write8(self.0 + offset, value)
-    }
-    fn write16(&self, offset: u64, value: u16) {
-        devices::write16(self.0 + offset, value)
-    }
-    fn write32(&self, offset: u64, value: u32) {
-        devices::write32(self.0 + offset, value)
-    }
-    fn write64(&self, offset: u64, value: u64) {
-        devices::write64(self.0 + offset, value)
-    }
-    fn physical(&self, offset: u64) -> u64 {
-        self.0 + offset
-    }
-}
-
 struct Disk {
     dma: Dma,
     vector: u8,
@@ -119,12 +87,11 @@ enum Op {
 fn main() -> u32 {
     // Firmware may leave the 8259 routing the PIT to vector 8.
     interrupts::mask_legacy_pic();
-    let found = (0..32u8).filter(|&device| {
-        let ids = devices::pci_read32(device, 0, 0);
-        ids == u32::from(vpci::VENDOR_ID) | u32::from(vpci::DEVICE_ID_BLK) << 16
-    });
     let mut checked = 0;
-    for (index, device) in found.take(MAX_DISKS).enumerate() {
+    for (index, device) in virtio_pci::functions(&[vpci::DEVICE_ID_BLK])
+        .take(MAX_DISKS)
+        .enumerate()
+    {
         if check(device, index).is_err() {
             return 1;
         }
@@ -454,117 +421,22 @@ fn mismatch(dma: &Dma, slot: usize, block: usize, round: u32) -> Option<u64> {
 
 fn set_up(device: u8, index: usize) -> Result<Disk, &'static str> {
     let vector = VECTOR + index as u8;
-    let config = vpci::snapshot(|offset| devices::pci_read8(device, 0, offset));
-    let caps = vpci::virtio_caps(&config).map_err(|_| "no usable virtio capabilities")?;
-    let msix = vpci::msix(&config)
-        .ok()
-        .flatten()
-        .ok_or("no MSI-X capability")?;
-    let bar_of = |index: u8| -> Option<u64> {
-        let offset = 0x10 + 4 * index;
-        let low = devices::pci_read32(device, 0, offset);
-        if low & 1 != 0 {
-            return None;
-        }
-        let high = if low & 0b110 == 0b100 {
-            devices::pci_read32(device, 0, offset + 4)
-        } else {
-            0
-        };
-        Some(u64::from(low & !0xf) | u64::from(high) << 32)
-    };
-    let common_at = bar_of(caps.common.bar).ok_or("the common configuration's BAR")?
-        + u64::from(caps.common.offset);
-    let notify_base = bar_of(caps.notify.bar).ok_or("the notification BAR")?;
-    let device_at = caps
-        .device
-        .and_then(|region| Some(bar_of(region.bar)? + u64::from(region.offset)))
-        .ok_or("the device configuration's BAR")?;
-    let table =
-        bar_of(msix.table_bar).ok_or("the MSI-X table's BAR")? + u64::from(msix.table_offset);
-    // Memory decoding and bus mastering.
-    let command = devices::pci_read32(device, 0, 0x04);
-    devices::pci_write32(device, 0, 0x04, command | 0b110);
-
-    devices::write8(common_at + u64::from(common::DEVICE_STATUS), 0);
-    devices::write8(
-        common_at + u64::from(common::DEVICE_STATUS),
-        virtio::status::ACKNOWLEDGE | virtio::status::DRIVER,
-    );
-    let mut offered = 0u64;
-    for half in 0..2u32 {
-        devices::write32(common_at + u64::from(common::DEVICE_FEATURE_SELECT), half);
-        offered |= u64::from(devices::read32(
-            common_at + u64::from(common::DEVICE_FEATURE),
-        )) << (32 * half);
-    }
+    let function = Function::locate(device)?;
     let flush = 1u64 << blk::VIRTIO_BLK_F_FLUSH;
     let zeroing = 1u64 << blk::VIRTIO_BLK_F_DISCARD | 1 << blk::VIRTIO_BLK_F_WRITE_ZEROES;
-    let accepted = virtio::negotiate(offered, zeroing, flush | 1 << virtio::VIRTIO_F_VERSION_1)
-        .map_err(|_| "the device lacks VERSION_1 or FLUSH")?;
-    for half in 0..2u32 {
-        devices::write32(common_at + u64::from(common::DRIVER_FEATURE_SELECT), half);
-        devices::write32(
-            common_at + u64::from(common::DRIVER_FEATURE),
-            (accepted >> (32 * half)) as u32,
-        );
-    }
-    let status = virtio::status::ACKNOWLEDGE | virtio::status::DRIVER | virtio::status::FEATURES_OK;
-    devices::write8(common_at + u64::from(common::DEVICE_STATUS), status);
-    if devices::read8(common_at + u64::from(common::DEVICE_STATUS)) & virtio::status::FEATURES_OK
-        == 0
-    {
-        return Err("the device refused the features");
-    }
-    // MSI-X: vector 1 for the queue, to this CPU's local APIC.
-    interrupts::lapic_write(0xf0, 0x1ff);
-    interrupts::use_lapic();
-    devices::write32(table + 16, 0xfee0_0000);
-    devices::write32(table + 20, 0);
-    devices::write32(table + 24, u32::from(vector));
-    devices::write32(table + 28, 0);
-    let cap = devices::pci_read32(device, 0, msix.position);
-    let control = ((cap >> 16) as u16 | vpci::MSIX_ENABLE) & !vpci::MSIX_FUNCTION_MASK;
-    devices::pci_write32(
-        device,
-        0,
-        msix.position,
-        (cap & 0xffff) | u32::from(control) << 16,
-    );
-    devices::write16(common_at + u64::from(common::MSIX_CONFIG), vpci::NO_VECTOR);
-
-    let dma = Dma(dma_area() + index as u64 * DMA_PER_DISK);
-    devices::write16(common_at + u64::from(common::QUEUE_SELECT), 0);
-    let size = devices::read16(common_at + u64::from(common::QUEUE_SIZE)).min(QUEUE_SIZE);
-    let size = virtio::queue::choose_size(size).ok_or("the device has no queue")?;
-    let queue = SplitQueue::new(&dma, QUEUE_AT, size).map_err(|_| "the queue does not fit")?;
-    devices::write16(common_at + u64::from(common::QUEUE_SIZE), size);
-    devices::write64(
-        common_at + u64::from(common::QUEUE_DESC),
-        queue.desc_physical(),
-    );
-    devices::write64(
-        common_at + u64::from(common::QUEUE_DRIVER),
-        queue.avail_physical(),
-    );
-    devices::write64(
-        common_at + u64::from(common::QUEUE_DEVICE),
-        queue.used_physical(),
-    );
-    devices::write16(common_at + u64::from(common::QUEUE_MSIX_VECTOR), 1);
-    if devices::read16(common_at + u64::from(common::QUEUE_MSIX_VECTOR)) != 1 {
-        return Err("the device refused the queue's MSI-X vector");
-    }
-    let notify_off = devices::read16(common_at + u64::from(common::QUEUE_NOTIFY_OFF));
-    let notify = notify_base
-        + caps
-            .notify_offset(notify_off)
-            .ok_or("the notification address is outside its area")?;
-    devices::write16(common_at + u64::from(common::QUEUE_ENABLE), 1);
-    devices::write8(
-        common_at + u64::from(common::DEVICE_STATUS),
-        status | virtio::status::DRIVER_OK,
-    );
+    let accepted = function.negotiate(
+        zeroing,
+        flush | 1 << virtio::VIRTIO_F_VERSION_1,
+        "the device lacks VERSION_1 or FLUSH",
+    )?;
+    // MSI-X: entry 1 for the queue, to this CPU's local APIC.
+    function.route_msix(&[(1, vector)], None);
+    let dma = Dma::from_offset(index as u64 * DMA_PER_DISK);
+    let (queue, notify) = function
+        .set_up_queue(&dma, 0, QUEUE_AT, QUEUE_SIZE, 1)
+        .map_err(|error| error.why(true))?;
+    function.driver_ok();
+    let device_at = function.device_config;
     let capacity = u64::from(devices::read32(device_at + u64::from(blk::CONFIG_CAPACITY)))
         | u64::from(devices::read32(
             device_at + u64::from(blk::CONFIG_CAPACITY) + 4,

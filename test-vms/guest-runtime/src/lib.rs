@@ -21,6 +21,11 @@
 //! forever. A panic prints `PANIC: ...` and `TEST <name> FAIL: panic`, and
 //! exits with 1. The VMM prefixes each console line with the VM's name, so
 //! lines carry no prefix of their own.
+//!
+//! A test VM that drives a device itself finds it through [`devices`] (PCI
+//! configuration space, register and DMA memory) and, for a virtio PCI
+//! device, sets it up through [`virtio_pci`] (the `virtio` crate's logic on
+//! that hardware); [`interrupts`] counts what the device raises.
 #![no_std]
 
 use core::fmt::{self, Write};
@@ -33,6 +38,7 @@ pub mod exceptions;
 pub mod hypervisor;
 pub mod interrupts;
 pub mod multiboot;
+pub mod virtio_pci;
 
 pub use arch::{cpuid, rdtsc, rdtsc_ordered};
 pub use exceptions::{catch_fault, expect_fault, take_fault};

@@ -32,8 +32,15 @@ pub const BROADCAST: [u8; 6] = [0xff; 6];
 pub struct FrameHeader {
     /// Bytes of frame in `data`.
     pub length: u32,
-    pub reserved: u32,
+    /// [`KIND_FRAME`], or [`KIND_DETACH`]: the NIC's switcher ends and
+    /// sends nothing more (no data).
+    pub kind: u32,
 }
+
+/// A message carrying a frame.
+pub const KIND_FRAME: u32 = 0;
+/// The last message of a NIC whose switcher ends.
+pub const KIND_DETACH: u32 = 1;
 
 /// One frame as a queue message.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -58,14 +65,22 @@ impl FrameHeader {
     pub const fn new(length: usize) -> Self {
         Self {
             length: length as u32,
-            reserved: 0,
+            kind: KIND_FRAME,
         }
     }
 
-    /// The frame's length if it is one a NIC may carry.
+    /// The message a NIC's switcher sends last.
+    pub const fn detach() -> Self {
+        Self {
+            length: 0,
+            kind: KIND_DETACH,
+        }
+    }
+
+    /// The frame's length if this carries a frame a NIC may carry.
     pub fn valid_length(&self) -> Option<usize> {
         let length = self.length as usize;
-        (MIN_FRAME..=MAX_FRAME).contains(&length).then_some(length)
+        (self.kind == KIND_FRAME && (MIN_FRAME..=MAX_FRAME).contains(&length)).then_some(length)
     }
 }
 
@@ -136,6 +151,10 @@ mod tests {
         assert_eq!(FrameHeader::new(1514).valid_length(), Some(1514));
         assert_eq!(FrameHeader::new(13).valid_length(), None);
         assert_eq!(FrameHeader::new(1515).valid_length(), None);
+        assert_eq!(FrameHeader::detach().valid_length(), None);
+        let mut odd = FrameHeader::new(60);
+        odd.kind = 7;
+        assert_eq!(odd.valid_length(), None);
         let frame = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x08, 0x00];
         assert_eq!(destination(&frame), Some([1, 2, 3, 4, 5, 6]));
         assert_eq!(source(&frame), Some([7, 8, 9, 10, 11, 12]));

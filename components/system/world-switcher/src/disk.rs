@@ -27,17 +27,17 @@ use block_api::{
     Completion, CompletionHeader, DATA_OFFSET, Operation, Request, RequestHeader, SECTOR,
     SIZE_READ_ONLY, Status,
 };
-use microvisor_abi::start::ResourceView;
 use runtime::queue::{QueueError, Receiver, Sender};
 use runtime::vm::GuestMemory;
 use vm_platform::disk_requests::{PartKind, Requests};
 use vm_platform::pci::{ConfigSpace, Location, PciHost};
 use vm_platform::virtio_blk::{
-    self, BAR_SIZE, GuestRequest, Interrupt, Kind, STATUS_IOERR, STATUS_OK, VirtioBlk, Written,
+    self, GuestRequest, Kind, STATUS_IOERR, STATUS_OK, VirtioBlk, Written,
 };
 use zerocopy::IntoBytes;
 
 use crate::Loader;
+use crate::function::{Intx, Placement, Registers, Service, open_pairs};
 
 /// The most disks one VM has.
 pub const MAX_DISKS: usize = 4;
@@ -56,7 +56,7 @@ const ID_BYTES: usize = 20;
 /// One disk: the guest-side device and the store-side queues.
 pub struct Disk {
     name: [u8; ID_BYTES],
-    index: u8,
+    placement: Placement,
     /// Sectors, as the store reported at start.
     capacity: u64,
     /// The store serves it read-only: the guest sees VIRTIO_BLK_F_RO.
@@ -65,20 +65,10 @@ pub struct Disk {
     requests: Sender<Request>,
     completions: Receiver<Completion>,
     table: Requests<IN_FLIGHT>,
-    /// INTx is asserted on the IOAPIC.
-    intx: bool,
+    intx: Intx,
     /// Parts sent since start and store restarts seen (for the report).
     pub parts_sent: u64,
     pub store_restarts: u32,
-}
-
-/// What servicing a disk asks of the platform.
-#[derive(Default)]
-pub struct Service {
-    /// An MSI to deliver.
-    pub msi: Option<(u64, u32)>,
-    /// INTx's new level, if it changed (with the pin).
-    pub intx: Option<(u8, bool)>,
 }
 
 /// Fills `disks` with the disks the start page gives, each asked for its
@@ -86,86 +76,55 @@ pub struct Service {
 /// or a store that answers the size with an error, is reported and
 /// skipped.
 pub fn open_all(start: &runtime::Start, vm: &str, disks: &mut [Option<Disk>; MAX_DISKS]) {
-    let mut count = 0;
-    for (queue, view) in start.views() {
-        let (ResourceView::QueueSend(_), Some(name)) = (view, queue.strip_suffix("-requests"))
-        else {
-            continue;
-        };
-        if count == MAX_DISKS {
-            runtime::println!("VM '{vm}': disk '{name}' not attached: at most {MAX_DISKS} disks");
-            continue;
-        }
-        let mut answers = runtime::LineWriter::new();
-        let _ = core::fmt::Write::write_fmt(&mut answers, format_args!("{name}-completions"));
-        let answers = core::str::from_utf8(answers.as_bytes()).unwrap_or("");
-        let (Ok(requests), Ok(completions)) = (
-            Sender::<Request>::open(start, queue),
-            Receiver::<Completion>::open(start, answers),
-        ) else {
-            runtime::println!(
-                "VM '{vm}': disk '{name}' not attached: the queue '{queue}' comes without '{answers}'"
-            );
-            continue;
-        };
-        let mut id = [0u8; ID_BYTES];
-        let cut = name.len().min(ID_BYTES);
-        id[..cut].copy_from_slice(&name.as_bytes()[..cut]);
-        let mut disk = Disk {
-            name: id,
-            index: count as u8,
-            capacity: 0,
-            read_only: false,
-            device: VirtioBlk::new(0),
-            requests,
-            completions,
-            table: Requests::new(),
-            intx: false,
-            parts_sent: 0,
-            store_restarts: 0,
-        };
-        match disk.ask_size() {
-            Some((sectors, read_only)) => {
-                disk.capacity = sectors;
-                disk.read_only = read_only;
-                disk.device = disk.new_device();
+    let suffixes = ("-requests", "-completions");
+    open_pairs(
+        start,
+        vm,
+        "disk",
+        suffixes,
+        MAX_DISKS,
+        |count, name, requests, completions| {
+            let mut id = [0u8; ID_BYTES];
+            let cut = name.len().min(ID_BYTES);
+            id[..cut].copy_from_slice(&name.as_bytes()[..cut]);
+            let mut disk = Disk {
+                name: id,
+                placement: Placement::nth(count as u8, FIRST_SLOT, FIRST_GSI, BAR_BASE),
+                capacity: 0,
+                read_only: false,
+                device: VirtioBlk::new(0),
+                requests,
+                completions,
+                table: Requests::new(),
+                intx: Intx::new(FIRST_GSI + count as u8),
+                parts_sent: 0,
+                store_restarts: 0,
+            };
+            let Some((sectors, read_only)) = disk.ask_size() else {
                 runtime::println!(
-                    "VM '{vm}': disk '{name}' ({} KiB{}) at PCI 00:{:02x}.0",
-                    sectors * SECTOR / 1024,
-                    if read_only { ", read-only" } else { "" },
-                    disk.slot()
+                    "VM '{vm}': disk '{name}' not attached: the store did not give its size"
                 );
-                disks[count] = Some(disk);
-                count += 1;
-            }
-            None => runtime::println!(
-                "VM '{vm}': disk '{name}' not attached: the store did not give its size"
-            ),
-        }
-    }
+                return false;
+            };
+            disk.capacity = sectors;
+            disk.read_only = read_only;
+            disk.device = disk.new_device();
+            runtime::println!(
+                "VM '{vm}': disk '{name}' ({} KiB{}) at PCI 00:{:02x}.0",
+                sectors * SECTOR / 1024,
+                if read_only { ", read-only" } else { "" },
+                disk.slot()
+            );
+            disks[count] = Some(disk);
+            true
+        },
+    );
 }
 
 impl Disk {
     /// Its PCI device number.
     pub fn slot(&self) -> u8 {
-        FIRST_SLOT + self.index
-    }
-
-    fn location(&self) -> Location {
-        Location {
-            device: self.slot(),
-            function: 0,
-        }
-    }
-
-    /// Its IOAPIC pin.
-    pub fn gsi(&self) -> u8 {
-        FIRST_GSI + self.index
-    }
-
-    /// Where its BAR starts until the guest moves it.
-    fn default_bar(&self) -> u64 {
-        BAR_BASE + u64::from(self.index) * BAR_SIZE
+        self.placement.slot
     }
 
     /// Asks the store for the disk's size in sectors and whether it is
@@ -233,17 +192,14 @@ impl Disk {
     pub fn attach(&mut self, pci: &mut PciHost) -> bool {
         self.device = self.new_device();
         self.table.clear();
-        self.intx = false;
-        let mut config: ConfigSpace = virtio_blk::config_space(self.default_bar());
-        config.set(0x3c, &[self.gsi()]);
-        pci.add(self.location(), config).is_ok()
+        self.intx = Intx::new(self.placement.gsi);
+        let config: ConfigSpace = virtio_blk::config_space(self.placement.bar);
+        self.placement.add(pci, config)
     }
 
-    /// The guest wrote the function's configuration space.
+    /// The guest wrote configuration space at `location`.
     pub fn config_written(&mut self, pci: &PciHost, location: Location) {
-        if location == self.location()
-            && let Some(config) = pci.function(location)
-        {
+        if let Some(config) = self.placement.written(pci, location) {
             self.device.config_written(config);
         }
     }
@@ -251,40 +207,12 @@ impl Disk {
     /// The offset in its BAR of guest-physical `address`, if the BAR is
     /// decoded there.
     pub fn bar_offset(&self, pci: &PciHost, address: u64) -> Option<u64> {
-        let bar = virtio_blk::bar_address(pci.function(self.location())?)?;
-        (bar..bar + BAR_SIZE)
-            .contains(&address)
-            .then(|| address - bar)
-    }
-
-    /// A guest read of its registers.
-    pub fn read(&mut self, offset: u64, size: u8) -> (u64, Service) {
-        let value = self.device.read(offset, size).unwrap_or(0);
-        (value, self.intx_service())
-    }
-
-    /// A guest write of its registers: a notify takes the guest's
-    /// requests and sends them; a reset forgets them.
-    pub fn write(&mut self, offset: u64, size: u8, value: u64, memory: GuestMemory) -> Service {
-        match self.device.write(offset, size, value) {
-            Ok(Written::Notify) => self.take_requests(memory),
-            Ok(Written::Reset) => {
-                self.table.clear();
-                self.intx_service()
-            }
-            _ => self.intx_service(),
-        }
+        self.placement.bar_offset(pci, address)
     }
 
     /// INTx's level when it changed.
     fn intx_service(&mut self) -> Service {
-        let asserted = self.device.intx_asserted();
-        let mut service = Service::default();
-        if asserted != self.intx {
-            self.intx = asserted;
-            service.intx = Some((self.gsi(), asserted));
-        }
-        service
+        self.intx.level(self.device.intx_asserted())
     }
 
     /// Takes the requests the guest queued (while the table has room),
@@ -446,12 +374,27 @@ impl Disk {
 
     /// The interrupt for completions just written.
     fn interrupt(&mut self, memory: GuestMemory) -> Service {
-        match self.device.interrupt(&Loader(memory)) {
-            Some(Interrupt::Msi { address, data }) => Service {
-                msi: Some((address, data)),
-                intx: None,
-            },
-            Some(Interrupt::Intx) | None => self.intx_service(),
+        let interrupt = self.device.interrupt(&Loader(memory));
+        self.intx.interrupt(interrupt, self.device.intx_asserted())
+    }
+}
+
+impl Registers for Disk {
+    fn read(&mut self, offset: u64, size: u8) -> (u64, Service) {
+        let value = self.device.read(offset, size).unwrap_or(0);
+        (value, self.intx_service())
+    }
+
+    /// A notify takes the guest's requests and sends them; a reset
+    /// forgets them.
+    fn write(&mut self, offset: u64, size: u8, value: u64, memory: GuestMemory) -> Service {
+        match self.device.write(offset, size, value) {
+            Ok(Written::Notify) => self.take_requests(memory),
+            Ok(Written::Reset) => {
+                self.table.clear();
+                self.intx_service()
+            }
+            _ => self.intx_service(),
         }
     }
 }

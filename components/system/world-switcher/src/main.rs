@@ -52,7 +52,10 @@
 //!
 //! Disks: each queue pair `<disk>-requests` / `<disk>-completions` to the
 //! block store is a virtio-blk PCI function of the guest ([`disk`]); when
-//! the switcher ends, each disk is detached (the store flushes it).
+//! the switcher ends, each disk is detached (the store flushes it). NICs:
+//! each queue pair `<nic>-tx` / `<nic>-rx` to the network bridge is a
+//! virtio-net PCI function ([`net`]); when the switcher ends, each NIC
+//! tells the bridge it is gone.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -87,8 +90,12 @@ use vm_platform::{GuestRam, MmioIgnored, power};
 runtime::component!(main);
 
 mod disk;
+mod function;
+mod net;
 
 use disk::{Disk, MAX_DISKS};
+use function::{Registers, Service};
+use net::{MAX_NICS, Nic};
 
 /// The local APIC timer's input clock (before its divider).
 const APIC_BUS_HZ: u64 = 100_000_000;
@@ -214,6 +221,8 @@ struct Switcher {
     deadline_ns: Option<u64>,
     /// The VM's disks (virtio-blk functions served by the block store).
     disks: [Option<Disk>; MAX_DISKS],
+    /// The VM's NICs (virtio-net functions on the network bridge).
+    nics: [Option<Nic>; MAX_NICS],
     /// VM exits and virtual interrupts injected since the switcher started
     /// (the STATISTICS hypercall answers them).
     exits: u64,
@@ -287,11 +296,13 @@ fn main(start: &runtime::Start) -> i32 {
         decoder: AccessDecoder::new(),
         deadline_ns: (limit_ms > 0).then(|| syscall::time_ns() + limit_ms * 1_000_000),
         disks: [None, None, None, None],
+        nics: [None, None, None, None],
         injected_at: None,
         exits: 0,
         injections: 0,
     };
     disk::open_all(start, switcher.vm.name(), &mut switcher.disks);
+    net::open_all(start, switcher.vm.name(), &mut switcher.nics);
     loop {
         let stop = match switcher.boot() {
             Ok(dirty) => switcher.run(dirty),
@@ -317,7 +328,7 @@ fn main(start: &runtime::Start) -> i32 {
             }
             Stop::TimeLimit => {
                 println!("VM '{}' stopped: its time limit passed", switcher.vm.name());
-                switcher.detach_disks();
+                switcher.detach_devices();
                 return 0;
             }
             Stop::PoweredOff => {
@@ -342,7 +353,7 @@ fn main(start: &runtime::Start) -> i32 {
             Stop::Stopped => wait_for_request(&mut switcher),
         };
         if !restart {
-            switcher.detach_disks();
+            switcher.detach_devices();
             return 0;
         }
         if switcher.requested == allowed_restarts {
@@ -350,7 +361,7 @@ fn main(start: &runtime::Start) -> i32 {
                 "VM '{}': restart refused, it was restarted {allowed_restarts} times already",
                 switcher.vm.name()
             );
-            switcher.detach_disks();
+            switcher.detach_devices();
             return 0;
         }
         switcher.requested += 1;
@@ -464,6 +475,15 @@ impl Switcher {
                 );
             }
         }
+        for nic in self.nics.iter_mut().flatten() {
+            if !nic.attach(&mut self.devices.pci) {
+                println!(
+                    "VM '{}': NIC at PCI slot {} not attached: the slot is taken",
+                    self.vm.name(),
+                    nic.slot()
+                );
+            }
+        }
         self.due = self.next_due();
         let mut memory = Loader(self.vm.memory);
         let size = self.vm.memory.size();
@@ -549,7 +569,8 @@ impl Switcher {
             pic: true,
             fw_cfg: true,
             virtio_mmio: &[],
-            pci_root: self.disks.iter().any(Option::is_some),
+            pci_root: self.disks.iter().any(Option::is_some)
+                || self.nics.iter().any(Option::is_some),
         };
         let tables = match vm_platform::acpi::install(&acpi, memory) {
             Ok(tables) => tables,
@@ -843,7 +864,7 @@ impl Switcher {
         }
         let bits = syscall::wait(Some(0)).unwrap_or(0);
         self.console_input(bits);
-        self.service_disks();
+        self.service_devices();
         if bits & self.requests != 0 {
             return Err(Stop::Restart);
         }
@@ -872,12 +893,12 @@ impl Switcher {
     /// instruction that asked for it.
     fn sleep(&mut self, timeout_us: Option<u64>, length: u64) -> Result<(), Stop> {
         let timeout = match (self.time_left_us(), timeout_us) {
-            _ if self.disk_answers_wait() => Some(0),
+            _ if self.device_work_waits() => Some(0),
             (Some(left), Some(timeout)) => Some(left.min(timeout)),
             (left, timeout) => left.or(timeout),
         };
         let woken = syscall::wait(timeout);
-        self.service_disks();
+        self.service_devices();
         if let Some(bits) = woken {
             self.console_input(bits);
             if bits & self.requests != 0 {
@@ -999,6 +1020,9 @@ impl Switcher {
                     if let Some(written) = self.devices.pci.write(port, io.size, value as u32) {
                         for disk in self.disks.iter_mut().flatten() {
                             disk.config_written(&self.devices.pci, written.location);
+                        }
+                        for nic in self.nics.iter_mut().flatten() {
+                            nic.config_written(&self.devices.pci, written.location);
                         }
                     }
                     None
@@ -1235,7 +1259,7 @@ impl Switcher {
             (state.guest_physical, state.qualification)
         };
         if access & npf::EXECUTE == 0
-            && (self.devices.platform.owns_mmio(address) || self.disk_at(address).is_some())
+            && (self.devices.platform.owns_mmio(address) || self.function_at(address).is_some())
         {
             return self.device_access(address);
         }
@@ -1274,8 +1298,8 @@ impl Switcher {
         };
         let now = runtime::rdtsc();
         let size = access.width.bytes() as u8;
-        if let Some((index, offset)) = self.disk_at(address) {
-            return self.disk_access(index, offset, address, access);
+        if let Some((function, offset)) = self.function_at(address) {
+            return self.function_access(function, offset, address, access);
         }
         let read = match access.kind {
             vm_platform::mmio::AccessKind::Write { value } => {
@@ -1319,40 +1343,56 @@ impl Switcher {
         }
     }
 
-    /// The disk whose BAR holds guest-physical `address`, and the offset.
-    fn disk_at(&self, address: u64) -> Option<(usize, u64)> {
-        self.disks.iter().enumerate().find_map(|(index, disk)| {
-            let offset = disk.as_ref()?.bar_offset(&self.devices.pci, address)?;
-            Some((index, offset))
+    /// The disk or NIC whose BAR holds guest-physical `address`, and the
+    /// offset.
+    fn function_at(&self, address: u64) -> Option<(Function, u64)> {
+        let pci = &self.devices.pci;
+        let disk = self.disks.iter().enumerate().find_map(|(index, disk)| {
+            let offset = disk.as_ref()?.bar_offset(pci, address)?;
+            Some((Function::Disk(index), offset))
+        });
+        disk.or_else(|| {
+            self.nics.iter().enumerate().find_map(|(index, nic)| {
+                let offset = nic.as_ref()?.bar_offset(pci, address)?;
+                Some((Function::Nic(index), offset))
+            })
         })
     }
 
-    /// An access to a disk's registers (`access` decoded at `address`).
-    fn disk_access(
+    /// An access to a disk's or NIC's registers (`access` decoded at
+    /// `address`).
+    fn function_access(
         &mut self,
-        index: usize,
+        function: Function,
         offset: u64,
         address: u64,
         access: &vm_platform::mmio::Access,
     ) -> Result<u64, Stop> {
         let memory = self.vm.memory;
         let size = access.width.bytes() as u8;
-        let Some(disk) = self.disks[index].as_mut() else {
-            return Ok(0);
+        let registers: &mut dyn Registers = match function {
+            Function::Disk(index) => match self.disks[index].as_mut() {
+                Some(disk) => disk,
+                None => return Ok(0),
+            },
+            Function::Nic(index) => match self.nics[index].as_mut() {
+                Some(nic) => nic,
+                None => return Ok(0),
+            },
         };
         let (read, mut service) = match access.kind {
             vm_platform::mmio::AccessKind::Write { value } => {
-                (0, disk.write(offset, size, value, memory))
+                (0, registers.write(offset, size, value, memory))
             }
-            _ => disk.read(offset, size),
+            _ => registers.read(offset, size),
         };
         let effect = access.effect(self.vm.state(), read);
         if let Some(value) = effect.device_write {
-            let more = disk.write(offset, size, value, memory);
+            let more = registers.write(offset, size, value, memory);
             service.msi = service.msi.or(more.msi);
             service.intx = more.intx.or(service.intx);
         }
-        self.apply_disk_service(service);
+        self.apply_service(service);
         match effect.apply(self.vm.state(), &mut Loader(memory)) {
             Ok(mask) => Ok(mask),
             Err(error) => {
@@ -1363,8 +1403,9 @@ impl Switcher {
         }
     }
 
-    /// Delivers what servicing a disk asked for: its MSI, its INTx level.
-    fn apply_disk_service(&mut self, service: disk::Service) {
+    /// Delivers what servicing a disk or NIC asked for: its MSI, its INTx
+    /// level.
+    fn apply_service(&mut self, service: Service) {
         if let Some((address, data)) = service.msi {
             self.devices.platform.deliver_msi(address, data);
         }
@@ -1373,31 +1414,53 @@ impl Switcher {
         }
     }
 
-    /// The switcher ends: each disk is flushed by the store and let go.
-    fn detach_disks(&mut self) {
+    /// The switcher ends: each disk is flushed by the store and let go,
+    /// each NIC leaves its network.
+    fn detach_devices(&mut self) {
         let name = self.vm.name();
         for disk in self.disks.iter_mut().flatten() {
             if !disk.detach() {
                 println!("VM '{name}': the store could not flush a disk as it was let go");
             }
         }
+        for nic in self.nics.iter_mut().flatten() {
+            nic.detach();
+            println!(
+                "VM '{name}': NIC '{}': {} frames sent, {} delivered, {} dropped",
+                nic.name(),
+                nic.sent,
+                nic.delivered,
+                nic.dropped
+            );
+        }
     }
 
-    /// Takes the block store's answers for every disk that has some.
-    fn service_disks(&mut self) {
+    /// Takes the block store's answers for every disk that has some, and
+    /// delivers the frames waiting for every NIC.
+    fn service_devices(&mut self) {
         let memory = self.vm.memory;
         for index in 0..MAX_DISKS {
             let Some(disk) = self.disks[index].as_mut() else {
                 continue;
             };
             let service = disk.service(memory);
-            self.apply_disk_service(service);
+            self.apply_service(service);
+        }
+        for index in 0..MAX_NICS {
+            let Some(nic) = self.nics[index].as_mut() else {
+                continue;
+            };
+            let service = nic.deliver(memory);
+            self.apply_service(service);
         }
     }
 
-    /// Whether a disk's answers wait (so the vCPU must not sleep).
-    fn disk_answers_wait(&self) -> bool {
+    /// Whether a disk's answers or a NIC's frames wait (so the vCPU must
+    /// not sleep).
+    fn device_work_waits(&self) -> bool {
+        let memory = self.vm.memory;
         self.disks.iter().flatten().any(Disk::has_answers)
+            || self.nics.iter().flatten().any(|nic| nic.has_frames(memory))
     }
 
     /// Reports, once per boot, an access to the LAPIC's page while the
@@ -1492,4 +1555,11 @@ impl Switcher {
             }
         }
     }
+}
+
+/// A PCI function of the guest's: which disk or NIC.
+#[derive(Clone, Copy)]
+enum Function {
+    Disk(usize),
+    Nic(usize),
 }

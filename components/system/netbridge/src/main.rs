@@ -1,0 +1,243 @@
+//! The network bridge: a ring-3 component that switches Ethernet frames
+//! between VMs' NICs on virtual networks.
+//!
+//! Each NIC is a queue pair `<nic>-tx` (frames from the NIC's world
+//! switcher) / `<nic>-rx` (frames to it), of `net_api` frames; the system
+//! file's `[networks.NAME]` tables make them, named `<network>-<vm>`, and
+//! pass the networks this bridge serves as `networks=NAME,...`, so that a
+//! NIC belongs to the network its name starts with (the longest such
+//! name). The switching is `net_api::switch`: learning per network,
+//! flooding of broadcast, multicast and unknown destinations, ageing, and
+//! never a frame to a NIC of another network. A frame that is malformed
+//! (a length outside 14..=1514) or that finds its destination's queue full
+//! is dropped and counted — Ethernet semantics; the guest's protocols
+//! resend.
+//!
+//! The bridge sleeps until a NIC sends, then takes every frame waiting,
+//! NIC after NIC, in batches of at most [`BATCH`] per NIC so that one
+//! flooding guest cannot hold the others off. Each frame is copied twice:
+//! out of its NIC's slot into the bridge's own memory (so a guest changing
+//! it meanwhile cannot make the bridge deliver what it did not check), and
+//! into each destination's slot.
+//!
+//! Restart: the core resets the NICs' queues, the switchers carry on with
+//! the new bridge, and the table is learnt again from the next frames;
+//! frames in flight are lost. A switcher that ends sends a detach message
+//! last; when every NIC has detached, the bridge prints each NIC's
+//! counters and ends.
+//!
+//! For fault-injection tests, `crash_every=N crashes=K` makes each of its
+//! first K lives panic after a pseudo-random 1..=N frames switched.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use net_api::switch::Switch;
+use net_api::{Frame, FrameHeader, MacText, mac_of};
+use runtime::abi::start::ResourceView;
+use runtime::arguments::OrExit;
+use runtime::queue::{QueueError, Receiver, Sender};
+use runtime::{notification, println, syscall};
+
+runtime::component!(main);
+
+/// Learnt addresses.
+const ENTRIES: usize = 256;
+/// How long a learnt address lives unless seen again.
+const AGEING_NS: u64 = 300_000_000_000;
+/// Frames taken from one NIC before the next NIC's turn.
+const BATCH: usize = 32;
+
+/// One NIC: a port of the switch.
+struct Nic {
+    name: String,
+    from: Receiver<Frame>,
+    to: Sender<Frame>,
+    /// Its switcher ended (it sent its detach message).
+    gone: bool,
+}
+
+fn main(start: &runtime::Start) -> i32 {
+    let arguments = start
+        .arguments(&["networks", "crash_every", "crashes"])
+        .or_exit();
+    let networks: Vec<&str> = arguments
+        .text("networks")
+        .unwrap_or("")
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .collect();
+    if networks.is_empty() {
+        println!("netbridge: no networks to serve (networks=NAME,...)");
+        return 2;
+    }
+    let crash_every: Option<u64> = arguments.optional_number("crash_every").or_exit();
+    let crashes: u32 = arguments.number("crashes", 0).or_exit();
+    let crash_after = crash_every
+        .filter(|&every| every > 0 && start.generation() <= crashes)
+        .map(|every| pseudo_random(start.generation()) % every + 1);
+
+    let mut switch: Box<Switch<ENTRIES>> = Box::new(Switch::new(AGEING_NS));
+    let mut nics: Vec<Nic> = Vec::new();
+    for (queue, view) in start.views() {
+        let (ResourceView::QueueReceive(_), Some(name)) = (view, queue.strip_suffix("-tx")) else {
+            continue;
+        };
+        let answers = alloc::format!("{name}-rx");
+        let (Ok(from), Ok(to)) = (
+            Receiver::<Frame>::open(start, queue),
+            Sender::<Frame>::open(start, &answers),
+        ) else {
+            println!("netbridge: the queue '{queue}' comes without '{answers}'");
+            return 2;
+        };
+        let Some(network) = network_of(name, &networks) else {
+            println!(
+                "netbridge: NIC '{name}' is on none of the networks it serves ({})",
+                arguments.text("networks").unwrap_or("")
+            );
+            return 2;
+        };
+        let port = nics.len();
+        if !switch.attach(port, network as u8) {
+            println!(
+                "netbridge: NIC '{name}' not attached: at most {} NICs",
+                net_api::switch::MAX_PORTS
+            );
+            continue;
+        }
+        nics.push(Nic {
+            name: String::from(name),
+            from,
+            to,
+            gone: false,
+        });
+    }
+    if nics.is_empty() {
+        println!("netbridge: no NIC queues ('<nic>-tx' and '<nic>-rx')");
+        return 2;
+    }
+    for (index, network) in networks.iter().enumerate() {
+        let mut members = String::new();
+        for (port, nic) in nics.iter().enumerate() {
+            if switch.network(port) == Some(index as u8) {
+                let separator = if members.is_empty() { "" } else { ", " };
+                members.push_str(&alloc::format!(
+                    "{separator}'{}' {}",
+                    nic.name,
+                    MacText(mac_of(&nic.name))
+                ));
+            }
+        }
+        println!(
+            "netbridge: network '{network}': {members} (generation {})",
+            start.generation()
+        );
+    }
+
+    let mut frame: Box<Frame> = Box::new(Frame {
+        header: FrameHeader::default(),
+        data: [0; net_api::DATA_BYTES],
+    });
+    let mut switched = 0u64;
+    loop {
+        let mut busy = false;
+        for port in 0..nics.len() {
+            for _ in 0..BATCH {
+                match nics[port].from.try_receive_into(&mut frame) {
+                    Ok(()) => {}
+                    Err(QueueError::WouldBlock) => break,
+                    // The switcher restarted: its queue was reset; go on.
+                    Err(QueueError::PeerRestarted(_)) => continue,
+                }
+                busy = true;
+                if frame.header.kind == net_api::KIND_DETACH {
+                    nics[port].gone = true;
+                    println!("netbridge: '{}' detached", nics[port].name);
+                    switch.detach(port);
+                    break;
+                }
+                let Some(length) = frame.header.valid_length() else {
+                    switch.dropped(port);
+                    continue;
+                };
+                let now = syscall::time_ns();
+                let out = switch.forward(port, &frame.data[..length], now);
+                for destination in out.iter() {
+                    let nic = &mut nics[destination];
+                    let sent = match nic.to.try_send(&frame) {
+                        Err(QueueError::PeerRestarted(_)) => nic.to.try_send(&frame),
+                        other => other,
+                    };
+                    if sent.is_err() {
+                        switch.dropped(destination);
+                    }
+                }
+                switched += 1;
+                if crash_after.is_some_and(|after| switched >= after) {
+                    println!("netbridge: crashing after {switched} frames (crash_every)");
+                    panic!("crash requested (crash_every)");
+                }
+            }
+        }
+        if busy {
+            continue;
+        }
+        if nics.iter().all(|nic| nic.gone) {
+            report(&nics, &switch);
+            return 0;
+        }
+        // Sleep until a NIC sends.
+        let mut bits = 0u64;
+        let mut waiting = true;
+        for nic in nics.iter().filter(|nic| !nic.gone) {
+            waiting &= nic.from.arm();
+            bits |= 1 << nic.from.bit();
+        }
+        if waiting {
+            notification::wait_for(bits, None);
+        }
+        for nic in &nics {
+            nic.from.disarm();
+        }
+    }
+}
+
+/// The index of the network NIC `name` is on: the longest of `networks`
+/// that, followed by '-', starts the name.
+fn network_of(name: &str, networks: &[&str]) -> Option<usize> {
+    networks
+        .iter()
+        .enumerate()
+        .filter(|(_, network)| {
+            name.strip_prefix(**network)
+                .is_some_and(|rest| rest.starts_with('-') && rest.len() > 1)
+        })
+        .max_by_key(|(_, network)| network.len())
+        .map(|(index, _)| index)
+}
+
+/// Each NIC's counters.
+fn report(nics: &[Nic], switch: &Switch<ENTRIES>) {
+    for (port, nic) in nics.iter().enumerate() {
+        let counters = switch.counters(port);
+        println!(
+            "netbridge: '{}': {} frames in, {} out ({} flooded), {} dropped",
+            nic.name, counters.received, counters.delivered, counters.flooded, counters.dropped
+        );
+    }
+}
+
+/// splitmix64 of `seed`.
+fn pseudo_random(seed: u32) -> u64 {
+    let mut x = u64::from(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}

@@ -1,0 +1,1062 @@
+//! A test VM with a small virtio-net driver of its own (the queue logic is
+//! the `virtio` crate's, as in `diskcheck`) that exchanges checksummed
+//! frames with a peer VM on the same network.
+//!
+//! The driver finds the first virtio-net PCI function on bus 0 (modern
+//! 1af4:1041, or transitional 1af4:1000 through its modern interface),
+//! accepts VERSION_1 (required) and MAC (wanted) and nothing else, sets up
+//! the receive queue (0) and the transmit queue (1), at most
+//! [`QUEUE_MAX`] descriptors each, with MSI-X to the local APIC
+//! (configuration, receive and transmit on vectors [`CONFIG_VECTOR`],
+//! [`RX_VECTOR`], [`TX_VECTOR`]), and keeps [`BUFFERS`] receive buffers of
+//! [`BUFFER`] bytes posted at all times (each re-posted once its frame is
+//! copied out). Every frame sits behind a 12-byte `virtio_net_hdr`, all
+//! zero on transmit. A frame that finds every transmit buffer busy is
+//! dropped, as Ethernet may.
+//!
+//! Timeouts: the TSC, calibrated at start against the RTC's periodic
+//! interrupt (1024 Hz through IOAPIC pin 8), together with the local APIC
+//! timer's rate; while waiting for a frame the guest halts (STI; HLT) with
+//! the LAPIC timer armed one-shot for the deadline, so a receive interrupt
+//! or the timer wakes it.
+//!
+//! The protocol (ethertype [`ETHERTYPE`], a local experimental one; see
+//! [`Message`] for the frame layout):
+//!
+//! 1. Discovery: each VM broadcasts a HELLO asking for an answer every
+//!    [`HELLO_EVERY_MS`] until it sees a frame of ours from another MAC,
+//!    the peer; in every phase a HELLO that asks is answered with a
+//!    unicast HELLO, so a late starter learns us. The lower MAC is the
+//!    pinger, the other the echoer.
+//! 2. The pinger sends PINGs numbered 1..=[`FRAMES`], one at a time, with
+//!    Ethernet payloads of 46..=1500 bytes (each length once in every 1455
+//!    frames, in a scrambled order: see
+//!    [`payload_length`]), data derived from the sequence number
+//!    ([`pattern`]) and an FNV-1a checksum; the echoer checks each and
+//!    sends it back unchanged but for the addresses and the type (ECHO);
+//!    the pinger checks the echo byte for byte against what it sent, and
+//!    resends the same PING when no echo came within [`ECHO_TIMEOUT_MS`].
+//!    An echo of an older number is a duplicate and ignored (counted).
+//!    A wrong checksum or byte fails the test.
+//! 3. After the last echo the pinger sends DONE until a DONE-ACK comes (at
+//!    most [`DONE_TRIES`] times); the echoer answers each DONE and leaves
+//!    once none came for [`LINGER_MS`].
+//!
+//! Lines: `netcheck: TSC at N MHz, LAPIC timer at M MHz (against the RTC)`,
+//! `netcheck: virtio-net at 00:NN.0, MAC xx:xx:xx:xx:xx:xx`, `netcheck:
+//! peer xx:xx:xx:xx:xx:xx, we ping (the lower MAC)` (or `we echo (the
+//! higher MAC)`), `netcheck: 500/2000 frames` every 500 frames, then
+//! `netcheck: pinger: 2000 frames echoed intact (R resent, D duplicates
+//! ignored)` or `netcheck: echoer: echoed 2000 frames` (and, if PINGs came
+//! again, `netcheck: echoer: N PINGs came again and were echoed again`), a
+//! line of counters (`netcheck: N frames sent, ...`) and `TEST netcheck
+//! PASS`. A failure prints `TEST netcheck FAIL: <why>` and exits with 1.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+use core::fmt;
+
+use guest_runtime::devices::{self, DMA_BYTES};
+use guest_runtime::interrupts::{self, lapic_read, lapic_write};
+use guest_runtime::virtio_pci::{self, Dma, Function};
+use guest_runtime::{fail, println, rdtsc_ordered};
+use virtio::DmaMemory;
+use virtio::pci::common;
+use virtio::queue::{Segment, SplitQueue};
+
+guest_runtime::entry!("netcheck", main);
+
+/// PINGs the pinger sends.
+const FRAMES: u32 = 2000;
+/// A progress line every this many frames.
+const PROGRESS: u32 = 500;
+/// IEEE 802 local experimental ethertype 1.
+const ETHERTYPE: u16 = 0x88b5;
+const BROADCAST: [u8; 6] = [0xff; 6];
+
+/// PCI device ids of virtio-net: modern, and transitional (which also has
+/// the modern interface).
+const DEVICE_ID_NET: u16 = 0x1041;
+const DEVICE_ID_NET_TRANSITIONAL: u16 = 0x1000;
+/// The device's feature bit: its MAC address is in its configuration.
+const VIRTIO_NET_F_MAC: u32 = 5;
+
+/// Interrupt vectors.
+const RX_VECTOR: u8 = 0x60;
+const TX_VECTOR: u8 = 0x61;
+const CONFIG_VECTOR: u8 = 0x62;
+const TIMER_VECTOR: u8 = 0x63;
+const RTC_VECTOR: u8 = 0x64;
+
+/// Timing, in milliseconds.
+const HELLO_EVERY_MS: u64 = 2;
+/// How long discovery may take (the other VM may boot much later).
+const DISCOVERY_MS: u64 = 60_000;
+const ECHO_TIMEOUT_MS: u64 = 20;
+/// The longest one PING may stay unanswered (resent every
+/// [`ECHO_TIMEOUT_MS`]) before the pinger gives up.
+const PING_GIVE_UP_MS: u64 = 20_000;
+/// The longest the echoer waits without a frame from the peer.
+const SILENCE_MS: u64 = 30_000;
+/// DONEs the pinger sends at most (one per [`ECHO_TIMEOUT_MS`]).
+const DONE_TRIES: u32 = 50;
+/// The echoer leaves once no DONE came for this long.
+const LINGER_MS: u64 = 500;
+
+/// The DMA area's layout: both queues, then the receive buffers, then the
+/// transmit buffers.
+const RX_QUEUE_AT: u64 = 0;
+const TX_QUEUE_AT: u64 = 0x1000;
+const RX_BUFFERS_AT: u64 = 0x2000;
+const TX_BUFFERS_AT: u64 = RX_BUFFERS_AT + BUFFERS as u64 * BUFFER;
+/// Bytes per buffer (at least 12 + 1514, what a receive buffer needs
+/// without mergeable buffers).
+const BUFFER: u64 = 2048;
+/// Buffers per direction (at most the queue's size are used).
+const BUFFERS: usize = 32;
+/// The largest queue set up.
+const QUEUE_MAX: u16 = 64;
+/// Reposted receive buffers after which the device is notified.
+const RX_KICK_BATCH: u32 = 8;
+const _: () = assert!(TX_BUFFERS_AT + BUFFERS as u64 * BUFFER <= DMA_BYTES as u64);
+const _: () = assert!(SplitQueue::layout(QUEUE_MAX).bytes <= TX_QUEUE_AT - RX_QUEUE_AT);
+const _: () = assert!(SplitQueue::layout(QUEUE_MAX).bytes <= RX_BUFFERS_AT - TX_QUEUE_AT);
+const _: () = assert!(BUFFERS <= 64 && BUFFERS <= QUEUE_MAX as usize);
+
+/// `virtio_net_hdr` with `num_buffers` (VERSION_1).
+const NET_HEADER: usize = 12;
+/// The Ethernet header.
+const ETH: usize = 14;
+/// Our header after it (see [`Message`]).
+const OURS: usize = 12;
+const MIN_PAYLOAD: usize = 46;
+const MAX_PAYLOAD: usize = 1500;
+const _: () = assert!(NET_HEADER + ETH + MAX_PAYLOAD <= BUFFER as usize);
+
+/// Message kinds.
+const HELLO: u8 = 1;
+const PING: u8 = 2;
+const ECHO: u8 = 3;
+const DONE: u8 = 4;
+const DONE_ACK: u8 = 5;
+/// HELLO flag: answer with a unicast HELLO.
+const ASK: u8 = 1;
+
+/// Offsets in a frame (without the virtio header).
+const AT_KIND: usize = 14;
+const AT_FLAGS: usize = 15;
+const AT_LENGTH: usize = 16;
+const AT_SEQUENCE: usize = 18;
+const AT_CHECKSUM: usize = 22;
+const AT_DATA: usize = ETH + OURS;
+
+/// LAPIC registers.
+const SPURIOUS: u32 = 0xf0;
+const LVT_TIMER: u32 = 0x320;
+const INITIAL_COUNT: u32 = 0x380;
+const CURRENT_COUNT: u32 = 0x390;
+const DIVIDE: u32 = 0x3e0;
+
+fn main() -> u32 {
+    // Firmware may leave the 8259 routing the PIT to vector 8.
+    interrupts::mask_legacy_pic();
+    // First, while no device interrupts: the calibration takes the time
+    // of each RTC interrupt as the last interrupt's.
+    let clock = Clock::calibrate();
+    println!(
+        "netcheck: TSC at {} MHz, LAPIC timer at {} MHz (against the RTC)",
+        clock.tsc_hz / 1_000_000,
+        (u128::from(clock.tsc_hz) * u128::from(clock.lapic_counts) / u128::from(clock.lapic_ticks))
+            / 1_000_000
+    );
+    let Some(device) = virtio_pci::functions(&[DEVICE_ID_NET, DEVICE_ID_NET_TRANSITIONAL]).next()
+    else {
+        fail(format_args!("no virtio-net function on bus 0"));
+    };
+    let mut nic = match Nic::set_up(device) {
+        Ok(nic) => nic,
+        Err(why) => fail(format_args!("00:{device:02x}.0: {why}")),
+    };
+    println!(
+        "netcheck: virtio-net at 00:{device:02x}.0, MAC {}{}",
+        Mac(nic.mac),
+        if nic.mac_generated {
+            " (generated: the device offers none)"
+        } else {
+            ""
+        }
+    );
+    let mut frame = [0u8; BUFFER as usize];
+    let (peer, pending) = discover(&mut nic, &clock, &mut frame);
+    let pinger = nic.mac < peer;
+    println!(
+        "netcheck: peer {}, {}",
+        Mac(peer),
+        if pinger {
+            "we ping (the lower MAC)"
+        } else {
+            "we echo (the higher MAC)"
+        }
+    );
+    if pinger {
+        ping(&mut nic, &clock, peer, &mut frame);
+    } else {
+        echo(&mut nic, &clock, peer, &mut frame, pending);
+    }
+    println!(
+        "netcheck: {} frames sent, {} received ({} not for this test), {} dropped for a full transmit queue, {} receive interrupts, {} notifies",
+        nic.sent,
+        nic.received,
+        nic.ignored,
+        nic.dropped,
+        interrupts::count(RX_VECTOR),
+        nic.notifies
+    );
+    println!("TEST netcheck PASS");
+    0
+}
+
+/// Broadcasts asking HELLOs until a frame of ours comes from another MAC;
+/// answers an asking HELLO. Returns the peer and, when the frame that
+/// taught us is something else (a PING), its length in `frame`.
+fn discover(
+    nic: &mut Nic,
+    clock: &Clock,
+    frame: &mut [u8; BUFFER as usize],
+) -> ([u8; 6], Option<usize>) {
+    let start = rdtsc_ordered();
+    let give_up = start + clock.ms(DISCOVERY_MS);
+    let mut next_hello = start;
+    let mut hellos = 0u32;
+    loop {
+        let now = rdtsc_ordered();
+        if now >= give_up {
+            fail(format_args!(
+                "no peer after {} s ({hellos} HELLOs broadcast)",
+                DISCOVERY_MS / 1000
+            ));
+        }
+        if now >= next_hello {
+            let length = hello(frame, BROADCAST, nic.mac, ASK);
+            nic.send(&frame[..NET_HEADER + length]);
+            hellos += 1;
+            next_hello = now + clock.ms(HELLO_EVERY_MS);
+        }
+        let Some(length) = nic.receive(clock, next_hello.min(give_up), frame) else {
+            continue;
+        };
+        let Some(message) = Message::parse(&frame[NET_HEADER..NET_HEADER + length]) else {
+            nic.ignored += 1;
+            continue;
+        };
+        if message.src == nic.mac || message.src[0] & 1 != 0 {
+            nic.ignored += 1;
+            continue;
+        }
+        let peer = message.src;
+        if message.kind == HELLO {
+            if message.flags & ASK != 0 {
+                let length = hello(frame, peer, nic.mac, 0);
+                nic.send(&frame[..NET_HEADER + length]);
+            }
+            return (peer, None);
+        }
+        return (peer, Some(length));
+    }
+}
+
+/// What every phase after discovery does with a received frame of
+/// `length` bytes: answers an asking HELLO (from anyone), and ignores
+/// frames not of ours, not from `peer` or not to us. Returns a message
+/// for the phase.
+fn common(
+    nic: &mut Nic,
+    peer: [u8; 6],
+    frame: &mut [u8; BUFFER as usize],
+    length: usize,
+) -> Option<Message> {
+    let Some(message) = Message::parse(&frame[NET_HEADER..NET_HEADER + length]) else {
+        nic.ignored += 1;
+        return None;
+    };
+    if message.src == nic.mac || message.src[0] & 1 != 0 {
+        nic.ignored += 1;
+        return None;
+    }
+    if message.kind == HELLO {
+        if message.flags & ASK != 0 {
+            let length = hello(frame, message.src, nic.mac, 0);
+            nic.send(&frame[..NET_HEADER + length]);
+        }
+        return None;
+    }
+    if message.src != peer || message.dst != nic.mac {
+        nic.ignored += 1;
+        return None;
+    }
+    Some(message)
+}
+
+/// The pinger's side: every PING echoed intact, then DONE.
+fn ping(nic: &mut Nic, clock: &Clock, peer: [u8; 6], received: &mut [u8; BUFFER as usize]) {
+    let mut sent = [0u8; BUFFER as usize];
+    let (mut resent, mut duplicates) = (0u32, 0u32);
+    for sequence in 1..=FRAMES {
+        let length = build(&mut sent, peer, nic.mac, PING, sequence);
+        let first = rdtsc_ordered();
+        let mut tries = 0u32;
+        'resend: loop {
+            if tries > 0 {
+                resent += 1;
+                if rdtsc_ordered() - first >= clock.ms(PING_GIVE_UP_MS) {
+                    fail(format_args!(
+                        "no echo of frame {sequence} in {} s ({tries} tries)",
+                        PING_GIVE_UP_MS / 1000
+                    ));
+                }
+            }
+            nic.send(&sent[..NET_HEADER + length]);
+            tries += 1;
+            let deadline = rdtsc_ordered() + clock.ms(ECHO_TIMEOUT_MS);
+            loop {
+                let Some(got) = nic.receive(clock, deadline, received) else {
+                    continue 'resend;
+                };
+                let Some(message) = common(nic, peer, received, got) else {
+                    continue;
+                };
+                match message.kind {
+                    ECHO if message.sequence < sequence => {
+                        check_checksum("a duplicate ECHO", &received[NET_HEADER..NET_HEADER + got]);
+                        duplicates += 1;
+                    }
+                    ECHO if message.sequence == sequence => {
+                        check_echo(
+                            &sent[NET_HEADER..NET_HEADER + length],
+                            &received[NET_HEADER..NET_HEADER + got],
+                        );
+                        break 'resend;
+                    }
+                    ECHO => fail(format_args!(
+                        "an ECHO of frame {} while frame {sequence} is the latest sent",
+                        message.sequence
+                    )),
+                    PING | DONE => fail(format_args!(
+                        "the peer sent a {} as if it pinged too",
+                        kind_name(message.kind)
+                    )),
+                    _ => nic.ignored += 1,
+                }
+            }
+        }
+        if sequence.is_multiple_of(PROGRESS) {
+            println!("netcheck: {sequence}/{FRAMES} frames");
+        }
+    }
+    let length = control(&mut sent, peer, nic.mac, DONE, FRAMES);
+    let mut tries = 0u32;
+    'done: loop {
+        if tries == DONE_TRIES {
+            fail(format_args!("no DONE-ACK after {DONE_TRIES} DONEs"));
+        }
+        nic.send(&sent[..NET_HEADER + length]);
+        tries += 1;
+        let deadline = rdtsc_ordered() + clock.ms(ECHO_TIMEOUT_MS);
+        while let Some(got) = nic.receive(clock, deadline, received) {
+            let Some(message) = common(nic, peer, received, got) else {
+                continue;
+            };
+            match message.kind {
+                DONE_ACK if message.sequence == FRAMES => break 'done,
+                DONE_ACK => fail(format_args!(
+                    "the echoer acknowledged DONE having echoed {} frames, not {FRAMES}",
+                    message.sequence
+                )),
+                ECHO => duplicates += 1,
+                _ => nic.ignored += 1,
+            }
+        }
+    }
+    println!(
+        "netcheck: pinger: {FRAMES} frames echoed intact ({resent} resent, {duplicates} duplicates ignored)"
+    );
+}
+
+/// Checks that an echo is the PING `sent` with the addresses swapped and
+/// the kind ECHO, its checksum first; fails the test otherwise.
+fn check_echo(sent: &[u8], echo: &[u8]) {
+    check_checksum("an ECHO", echo);
+    let sequence = be32(&sent[AT_SEQUENCE..]);
+    if echo.len() != sent.len() {
+        fail(format_args!(
+            "the echo of frame {sequence} is {} bytes long, the PING was {}",
+            echo.len(),
+            sent.len()
+        ));
+    }
+    let mut expected = [0u8; ETH + MAX_PAYLOAD];
+    let expected = &mut expected[..sent.len()];
+    expected.copy_from_slice(sent);
+    expected[..6].copy_from_slice(&sent[6..12]);
+    expected[6..12].copy_from_slice(&sent[..6]);
+    expected[AT_KIND] = ECHO;
+    if let Some(at) = (0..sent.len()).find(|&at| echo[at] != expected[at]) {
+        fail(format_args!(
+            "the echo of frame {sequence} ({} bytes) differs at byte {at}: {:#04x}, expected {:#04x}",
+            echo.len(),
+            echo[at],
+            expected[at]
+        ));
+    }
+}
+
+/// The echoer's side: checks and echoes every PING until DONE.
+fn echo(
+    nic: &mut Nic,
+    clock: &Clock,
+    peer: [u8; 6],
+    frame: &mut [u8; BUFFER as usize],
+    mut pending: Option<usize>,
+) {
+    // The highest sequence number echoed, and PINGs echoed again.
+    let mut last = 0u32;
+    let mut repeats = 0u32;
+    let mut heard = rdtsc_ordered();
+    // Once DONE came: until when to stay for another.
+    let mut linger: Option<u64> = None;
+    loop {
+        let deadline = match linger {
+            Some(until) => until,
+            None => heard + clock.ms(SILENCE_MS),
+        };
+        let got = match pending.take() {
+            Some(length) => Some(length),
+            None => nic.receive(clock, deadline, frame),
+        };
+        let Some(length) = got else {
+            if linger.is_some() {
+                break;
+            }
+            fail(format_args!(
+                "nothing from the peer for {} s after {last} frames",
+                SILENCE_MS / 1000
+            ));
+        };
+        let Some(message) = common(nic, peer, frame, length) else {
+            continue;
+        };
+        heard = rdtsc_ordered();
+        match message.kind {
+            PING => {
+                let received = &frame[NET_HEADER..NET_HEADER + length];
+                check_ping(received, message.sequence);
+                if message.sequence > last + 1 {
+                    fail(format_args!(
+                        "PING {} after PING {last}: the pinger skipped one",
+                        message.sequence
+                    ));
+                }
+                if message.sequence <= last {
+                    repeats += 1;
+                } else {
+                    last = message.sequence;
+                    if last.is_multiple_of(PROGRESS) {
+                        println!("netcheck: {last}/{FRAMES} frames");
+                    }
+                }
+                let frame_bytes = &mut frame[NET_HEADER..NET_HEADER + length];
+                frame_bytes[..6].copy_from_slice(&peer);
+                frame_bytes[6..12].copy_from_slice(&nic.mac);
+                frame_bytes[AT_KIND] = ECHO;
+                nic.send(&frame[..NET_HEADER + length]);
+            }
+            DONE => {
+                if message.sequence != FRAMES || last != FRAMES {
+                    fail(format_args!(
+                        "DONE for {} frames after {last} echoed, expected {FRAMES}",
+                        message.sequence
+                    ));
+                }
+                let length = control(frame, peer, nic.mac, DONE_ACK, last);
+                nic.send(&frame[..NET_HEADER + length]);
+                linger = Some(rdtsc_ordered() + clock.ms(LINGER_MS));
+            }
+            ECHO => fail(format_args!("the peer sent an ECHO as if we pinged")),
+            _ => nic.ignored += 1,
+        }
+    }
+    println!("netcheck: echoer: echoed {last} frames");
+    if repeats > 0 {
+        println!("netcheck: echoer: {repeats} PINGs came again and were echoed again");
+    }
+}
+
+/// Checks a received PING against what its sequence number says it
+/// holds; fails the test otherwise.
+fn check_ping(frame: &[u8], sequence: u32) {
+    check_checksum("a PING", frame);
+    let expected = ETH + payload_length(sequence);
+    if frame.len() != expected {
+        fail(format_args!(
+            "PING {sequence} is {} bytes long, expected {expected}",
+            frame.len()
+        ));
+    }
+    if let Some(at) =
+        (AT_DATA..frame.len()).find(|&at| frame[at] != pattern(sequence, at - AT_DATA))
+    {
+        fail(format_args!(
+            "PING {sequence} ({} bytes) is wrong at byte {at}: {:#04x}, expected {:#04x}",
+            frame.len(),
+            frame[at],
+            pattern(sequence, at - AT_DATA)
+        ));
+    }
+}
+
+/// Fails the test unless `frame` (`what`) holds the checksum of its
+/// length, sequence number and data, and as many bytes as it says.
+fn check_checksum(what: &str, frame: &[u8]) {
+    let sequence = be32(&frame[AT_SEQUENCE..]);
+    let payload = usize::from(be16(&frame[AT_LENGTH..]));
+    if ETH + payload != frame.len() {
+        fail(format_args!(
+            "{what} numbered {sequence} is {} bytes long, its header says {}",
+            frame.len(),
+            ETH + payload
+        ));
+    }
+    let (stored, computed) = (be32(&frame[AT_CHECKSUM..]), checksum(frame));
+    if stored != computed {
+        fail(format_args!(
+            "{what} numbered {sequence} ({} bytes) has checksum {computed:#010x}, its header says {stored:#010x}",
+            frame.len()
+        ));
+    }
+}
+
+/// A frame of ours, as parsed: Ethernet header (destination, source,
+/// [`ETHERTYPE`]), then kind (u8), flags (u8), the Ethernet payload's
+/// length (u16, big-endian, our 12 bytes included, 46..=1500), the
+/// sequence number (u32), the FNV-1a checksum (u32) of the length,
+/// sequence and data bytes, then the data.
+#[derive(Clone, Copy, Debug)]
+struct Message {
+    dst: [u8; 6],
+    src: [u8; 6],
+    kind: u8,
+    flags: u8,
+    sequence: u32,
+}
+
+impl Message {
+    /// `None` for a frame not of ours, or (but for a PING or an ECHO,
+    /// whose length and checksum their checks look at, so that a damaged
+    /// one fails the test) too short for the length it gives.
+    fn parse(frame: &[u8]) -> Option<Self> {
+        if frame.len() < AT_DATA || be16(&frame[12..]) != ETHERTYPE {
+            return None;
+        }
+        let payload = usize::from(be16(&frame[AT_LENGTH..]));
+        let kind = frame[AT_KIND];
+        if !matches!(kind, PING | ECHO) && (payload < OURS || ETH + payload > frame.len()) {
+            return None;
+        }
+        let mut dst = [0u8; 6];
+        let mut src = [0u8; 6];
+        dst.copy_from_slice(&frame[..6]);
+        src.copy_from_slice(&frame[6..12]);
+        Some(Self {
+            dst,
+            src,
+            kind,
+            flags: frame[AT_FLAGS],
+            sequence: be32(&frame[AT_SEQUENCE..]),
+        })
+    }
+}
+
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        HELLO => "HELLO",
+        PING => "PING",
+        ECHO => "ECHO",
+        DONE => "DONE",
+        DONE_ACK => "DONE-ACK",
+        _ => "frame of an unknown kind",
+    }
+}
+
+/// The Ethernet payload length of PING `sequence`: 46, then every length
+/// up to 1500 in a scrambled order, every 1455 frames.
+fn payload_length(sequence: u32) -> usize {
+    let span = (MAX_PAYLOAD - MIN_PAYLOAD + 1) as u64;
+    MIN_PAYLOAD + (u64::from(sequence.wrapping_sub(1)) * 797 % span) as usize
+}
+
+/// Data byte `index` of PING `sequence`.
+fn pattern(sequence: u32, index: usize) -> u8 {
+    let mut x = (u64::from(sequence) << 16 | index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 29;
+    (x >> 24) as u8
+}
+
+/// FNV-1a over a frame's length, sequence and data.
+fn checksum(frame: &[u8]) -> u32 {
+    let payload = usize::from(be16(&frame[AT_LENGTH..]));
+    let end = (ETH + payload).min(frame.len());
+    frame[AT_LENGTH..AT_CHECKSUM]
+        .iter()
+        .chain(&frame[AT_DATA.min(end)..end])
+        .fold(0x811c_9dc5u32, |hash, &byte| {
+            (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+        })
+}
+
+fn be16(bytes: &[u8]) -> u16 {
+    u16::from_be_bytes([bytes[0], bytes[1]])
+}
+
+fn be32(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+/// Writes a zero virtio header and a frame of ours into `buffer`, with
+/// `payload` bytes of Ethernet payload whose data `data` gives; returns
+/// the frame's length (without the virtio header).
+fn write_frame(
+    buffer: &mut [u8; BUFFER as usize],
+    (dst, src): ([u8; 6], [u8; 6]),
+    (kind, flags, sequence): (u8, u8, u32),
+    payload: usize,
+    data: impl Fn(usize) -> u8,
+) -> usize {
+    buffer[..NET_HEADER].fill(0);
+    let frame = &mut buffer[NET_HEADER..NET_HEADER + ETH + payload];
+    frame[..6].copy_from_slice(&dst);
+    frame[6..12].copy_from_slice(&src);
+    frame[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+    frame[AT_KIND] = kind;
+    frame[AT_FLAGS] = flags;
+    frame[AT_LENGTH..AT_SEQUENCE].copy_from_slice(&(payload as u16).to_be_bytes());
+    frame[AT_SEQUENCE..AT_CHECKSUM].copy_from_slice(&sequence.to_be_bytes());
+    for (index, byte) in frame[AT_DATA..].iter_mut().enumerate() {
+        *byte = data(index);
+    }
+    let sum = checksum(frame);
+    frame[AT_CHECKSUM..AT_DATA].copy_from_slice(&sum.to_be_bytes());
+    ETH + payload
+}
+
+/// PING `sequence`.
+fn build(
+    buffer: &mut [u8; BUFFER as usize],
+    dst: [u8; 6],
+    src: [u8; 6],
+    kind: u8,
+    sequence: u32,
+) -> usize {
+    write_frame(
+        buffer,
+        (dst, src),
+        (kind, 0, sequence),
+        payload_length(sequence),
+        |index| pattern(sequence, index),
+    )
+}
+
+/// A HELLO (minimum size, zero data).
+fn hello(buffer: &mut [u8; BUFFER as usize], dst: [u8; 6], src: [u8; 6], flags: u8) -> usize {
+    write_frame(buffer, (dst, src), (HELLO, flags, 0), MIN_PAYLOAD, |_| 0)
+}
+
+/// A DONE or DONE-ACK carrying a frame count.
+fn control(
+    buffer: &mut [u8; BUFFER as usize],
+    dst: [u8; 6],
+    src: [u8; 6],
+    kind: u8,
+    count: u32,
+) -> usize {
+    write_frame(buffer, (dst, src), (kind, 0, count), MIN_PAYLOAD, |_| 0)
+}
+
+/// A MAC address, printed `xx:xx:xx:xx:xx:xx`.
+struct Mac([u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, f] = self.0;
+        write!(formatter, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+    }
+}
+
+/// The TSC's rate, and the local APIC timer's against the TSC.
+struct Clock {
+    tsc_hz: u64,
+    /// LAPIC timer counts (divide by 1) in `lapic_ticks` TSC ticks.
+    lapic_counts: u64,
+    lapic_ticks: u64,
+}
+
+impl Clock {
+    /// RTC periodic interrupts the calibration spans (at 1024 Hz).
+    const RTC_TICKS: u32 = 32;
+
+    /// Measures the TSC and the LAPIC timer over [`Self::RTC_TICKS`]
+    /// periods of the RTC's 1024 Hz interrupt (through IOAPIC pin 8);
+    /// leaves the LAPIC timer one-shot on [`TIMER_VECTOR`], stopped. The
+    /// timer, started at its largest count, also ends the calibration if
+    /// the RTC stays silent.
+    fn calibrate() -> Self {
+        const RTC_PIN: u8 = 8;
+        const REGISTER_A: u8 = 0x0a;
+        const REGISTER_B: u8 = 0x0b;
+        const REGISTER_C: u8 = 0x0c;
+        const PERIODIC_ENABLE: u8 = 1 << 6;
+        interrupts::disable();
+        lapic_write(SPURIOUS, 0x1ff);
+        interrupts::use_lapic();
+        lapic_write(DIVIDE, 0xb);
+        lapic_write(LVT_TIMER, u32::from(TIMER_VECTOR));
+        interrupts::ioapic_route(RTC_PIN, RTC_VECTOR);
+        interrupts::cmos_write(REGISTER_A, 0x26); // 32.768 kHz base, 1024 Hz
+        let _ = interrupts::cmos_read(REGISTER_C);
+        let b = interrupts::cmos_read(REGISTER_B);
+        interrupts::cmos_write(REGISTER_B, b | PERIODIC_ENABLE);
+        lapic_write(INITIAL_COUNT, u32::MAX);
+        let timer = interrupts::count(TIMER_VECTOR);
+        // (TSC at the first RTC interrupt; TSC and LAPIC count read then.)
+        let mut first: Option<(u64, u64, u32)> = None;
+        let mut seen = 0u32;
+        let result = loop {
+            let before = interrupts::count(RTC_VECTOR);
+            interrupts::wait();
+            interrupts::disable();
+            if interrupts::count(TIMER_VECTOR) != timer {
+                break None;
+            }
+            if interrupts::count(RTC_VECTOR) == before {
+                continue;
+            }
+            let at = interrupts::last_tsc();
+            let now = rdtsc_ordered();
+            let count = lapic_read(CURRENT_COUNT);
+            let _ = interrupts::cmos_read(REGISTER_C);
+            match first {
+                None => first = Some((at, now, count)),
+                Some((first_at, first_now, first_count)) => {
+                    seen += 1;
+                    if seen == Self::RTC_TICKS {
+                        break Some((
+                            at - first_at,
+                            now - first_now,
+                            u64::from(first_count.saturating_sub(count)),
+                        ));
+                    }
+                }
+            }
+        };
+        interrupts::cmos_write(REGISTER_B, b & !PERIODIC_ENABLE);
+        let _ = interrupts::cmos_read(REGISTER_C);
+        interrupts::ioapic_mask(RTC_PIN);
+        lapic_write(INITIAL_COUNT, 0);
+        interrupts::enable();
+        let Some((rtc_ticks, lapic_ticks, lapic_counts)) = result else {
+            fail(format_args!(
+                "the RTC's periodic interrupt did not come {} times before the LAPIC timer ran out (TSC calibration)",
+                Self::RTC_TICKS + 1
+            ));
+        };
+        let tsc_hz = rtc_ticks * 1024 / u64::from(Self::RTC_TICKS);
+        if !(1_000_000..=100_000_000_000).contains(&tsc_hz) || lapic_counts == 0 || lapic_ticks == 0
+        {
+            fail(format_args!(
+                "implausible clocks: the TSC at {tsc_hz} Hz, {lapic_counts} LAPIC timer counts in {lapic_ticks} TSC ticks"
+            ));
+        }
+        Self {
+            tsc_hz,
+            lapic_counts,
+            lapic_ticks,
+        }
+    }
+
+    /// TSC ticks in `ms` milliseconds.
+    fn ms(&self, ms: u64) -> u64 {
+        self.tsc_hz / 1000 * ms
+    }
+
+    /// Arms the LAPIC timer (one-shot) to fire in about `ticks` TSC ticks
+    /// (at most its largest count; the caller checks the TSC when woken).
+    fn arm(&self, ticks: u64) {
+        let counts =
+            u128::from(ticks) * u128::from(self.lapic_counts) / u128::from(self.lapic_ticks);
+        lapic_write(INITIAL_COUNT, counts.clamp(1, u128::from(u32::MAX)) as u32);
+    }
+}
+
+/// The receive and transmit queue indices.
+const RECEIVE: usize = 0;
+const TRANSMIT: usize = 1;
+
+struct Nic {
+    dma: Dma,
+    /// Receive, transmit.
+    queues: [SplitQueue; 2],
+    notify: [u64; 2],
+    mac: [u8; 6],
+    mac_generated: bool,
+    /// The buffer slot of each chain in flight, by head.
+    rx_slot: [u8; QUEUE_MAX as usize],
+    tx_slot: [u8; QUEUE_MAX as usize],
+    /// Free transmit slots, a bit each.
+    tx_free: u64,
+    /// Receive buffers posted since the last notify.
+    rx_unkicked: u32,
+    sent: u64,
+    received: u64,
+    ignored: u64,
+    dropped: u64,
+    /// Notifies written (each one exit).
+    notifies: u64,
+}
+
+impl Nic {
+    fn set_up(device: u8) -> Result<Self, &'static str> {
+        let function = Function::locate(device)?;
+        let mac_feature = 1u64 << VIRTIO_NET_F_MAC;
+        let accepted = function.negotiate(
+            mac_feature,
+            1 << virtio::VIRTIO_F_VERSION_1,
+            "the device lacks VERSION_1",
+        )?;
+        if devices::read16(function.register(common::NUM_QUEUES)) < 2 {
+            return Err("the device has fewer than two queues");
+        }
+
+        // MSI-X to this CPU's local APIC: entries 0, 1, 2 for the
+        // configuration, receive and transmit (with fewer entries, both
+        // queues share entry 0 and configuration changes go unsignalled).
+        let (config_entry, entries) = if function.msix.table_size >= 3 {
+            (Some(0u16), [1u16, 2])
+        } else {
+            (None, [0, 0])
+        };
+        match config_entry {
+            Some(entry) => function.route_msix(
+                &[
+                    (entry, CONFIG_VECTOR),
+                    (entries[RECEIVE], RX_VECTOR),
+                    (entries[TRANSMIT], TX_VECTOR),
+                ],
+                config_entry,
+            ),
+            None => function.route_msix(&[(entries[RECEIVE], RX_VECTOR)], None),
+        }
+
+        let dma = Dma::from_offset(0);
+        let mut queues: [Option<SplitQueue>; 2] = [None, None];
+        let mut notify = [0u64; 2];
+        for (index, at) in [(RECEIVE, RX_QUEUE_AT), (TRANSMIT, TX_QUEUE_AT)] {
+            let (queue, address) = function
+                .set_up_queue(&dma, index as u16, at, QUEUE_MAX, entries[index])
+                .map_err(|error| error.why(false))?;
+            notify[index] = address;
+            queues[index] = Some(queue);
+        }
+        let [Some(rx), Some(tx)] = queues else {
+            return Err("a queue was not set up");
+        };
+        function.driver_ok();
+        let status = devices::read8(function.register(common::DEVICE_STATUS));
+        if status & (virtio::status::NEEDS_RESET | virtio::status::FAILED) != 0 {
+            return Err("the device needs a reset right after DRIVER_OK");
+        }
+
+        let mac_generated = accepted & mac_feature == 0;
+        let mac = if mac_generated {
+            // Locally administered, unicast, from the TSC and the slot.
+            let seed = guest_runtime::rdtsc() ^ u64::from(device) << 40;
+            let bytes = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes();
+            [0x02, bytes[2], bytes[3], bytes[4], bytes[5], device]
+        } else {
+            read_mac(
+                function.register(common::CONFIG_GENERATION),
+                function.device_config,
+            )
+            .ok_or("the device configuration kept changing")?
+        };
+
+        let mut nic = Self {
+            dma,
+            queues: [rx, tx],
+            notify,
+            mac,
+            mac_generated,
+            rx_slot: [0; QUEUE_MAX as usize],
+            tx_slot: [0; QUEUE_MAX as usize],
+            tx_free: 0,
+            rx_unkicked: 0,
+            sent: 0,
+            received: 0,
+            ignored: 0,
+            dropped: 0,
+            notifies: 0,
+        };
+        let rx_buffers = BUFFERS.min(usize::from(nic.queues[RECEIVE].size()));
+        let tx_buffers = BUFFERS.min(usize::from(nic.queues[TRANSMIT].size()));
+        nic.tx_free = if tx_buffers == 64 {
+            u64::MAX
+        } else {
+            (1u64 << tx_buffers) - 1
+        };
+        for slot in 0..rx_buffers {
+            nic.post(slot as u8)?;
+        }
+        nic.kick(RECEIVE);
+        Ok(nic)
+    }
+
+    /// Offers receive buffer `slot` to the device (not notified).
+    fn post(&mut self, slot: u8) -> Result<(), &'static str> {
+        let segment = Segment {
+            physical: self.dma.physical(RX_BUFFERS_AT + u64::from(slot) * BUFFER),
+            length: BUFFER as u32,
+            device_writes: true,
+        };
+        let head = self.queues[RECEIVE]
+            .add(&self.dma, &[segment])
+            .map_err(|_| "the receive queue is full")?;
+        self.rx_slot[usize::from(head)] = slot;
+        self.rx_unkicked += 1;
+        Ok(())
+    }
+
+    /// Notifies `queue` if the device wants it.
+    fn kick(&mut self, queue: usize) {
+        if queue == RECEIVE {
+            self.rx_unkicked = 0;
+        }
+        if self.queues[queue].device_wants_notification(&self.dma) {
+            devices::write16(self.notify[queue], queue as u16);
+            self.notifies += 1;
+        }
+    }
+
+    /// Takes back the transmit buffers the device is done with.
+    fn reclaim(&mut self) {
+        loop {
+            match self.queues[TRANSMIT].pop_used(&self.dma) {
+                Ok(Some(used)) => self.tx_free |= 1 << self.tx_slot[usize::from(used.head)],
+                Ok(None) => return,
+                Err(_) => fail(format_args!(
+                    "the device broke the transmit queue's protocol"
+                )),
+            }
+        }
+    }
+
+    /// Sends `buffer` (a virtio header and a frame) and notifies; drops it
+    /// (counted) when every transmit buffer is busy.
+    fn send(&mut self, buffer: &[u8]) {
+        self.reclaim();
+        if self.tx_free == 0 {
+            self.dropped += 1;
+            return;
+        }
+        let slot = self.tx_free.trailing_zeros() as u8;
+        let at = TX_BUFFERS_AT + u64::from(slot) * BUFFER;
+        for (index, chunk) in buffer.chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.dma
+                .write64(at + 8 * index as u64, u64::from_le_bytes(word));
+        }
+        let segment = Segment {
+            physical: self.dma.physical(at),
+            length: buffer.len() as u32,
+            device_writes: false,
+        };
+        match self.queues[TRANSMIT].add(&self.dma, &[segment]) {
+            Ok(head) => {
+                self.tx_free &= !(1 << slot);
+                self.tx_slot[usize::from(head)] = slot;
+                self.sent += 1;
+                self.kick(TRANSMIT);
+            }
+            Err(_) => self.dropped += 1,
+        }
+    }
+
+    /// The next received frame, copied with its virtio header into
+    /// `buffer` (its buffer posted again), or `None` once the TSC reaches
+    /// `deadline`; halts until an interrupt while there is none. Returns
+    /// the frame's length (without the header).
+    fn receive(
+        &mut self,
+        clock: &Clock,
+        deadline: u64,
+        buffer: &mut [u8; BUFFER as usize],
+    ) -> Option<usize> {
+        loop {
+            self.reclaim();
+            interrupts::disable();
+            let now = rdtsc_ordered();
+            if now >= deadline {
+                interrupts::enable();
+                return None;
+            }
+            let used = match self.queues[RECEIVE].pop_used(&self.dma) {
+                Ok(Some(used)) => used,
+                Ok(None) => {
+                    clock.arm(deadline - now);
+                    // Halt until a completion or the timer (STI; HLT).
+                    interrupts::wait();
+                    continue;
+                }
+                Err(_) => fail(format_args!(
+                    "the device broke the receive queue's protocol"
+                )),
+            };
+            interrupts::enable();
+            let slot = self.rx_slot[usize::from(used.head)];
+            let at = RX_BUFFERS_AT + u64::from(slot) * BUFFER;
+            // At most BUFFER: the queue checks it against the chain.
+            let length = used.length as usize;
+            for (index, chunk) in buffer[..length].chunks_mut(8).enumerate() {
+                let word = self.dma.read64(at + 8 * index as u64).to_le_bytes();
+                chunk.copy_from_slice(&word[..chunk.len()]);
+            }
+            if let Err(why) = self.post(slot) {
+                fail(format_args!("{why}"));
+            }
+            if self.rx_unkicked >= RX_KICK_BATCH {
+                self.kick(RECEIVE);
+            }
+            self.received += 1;
+            if length < NET_HEADER + ETH {
+                self.ignored += 1;
+                continue;
+            }
+            return Some(length - NET_HEADER);
+        }
+    }
+}
+
+/// Reads the MAC address from the device configuration, consistently
+/// (the configuration generation unchanged across the read).
+fn read_mac(generation_at: u64, device_at: u64) -> Option<[u8; 6]> {
+    for _ in 0..16 {
+        let before = devices::read8(generation_at);
+        let mut mac = [0u8; 6];
+        for (index, byte) in mac.iter_mut().enumerate() {
+            *byte = devices::read8(device_at + index as u64);
+        }
+        if devices::read8(generation_at) == before {
+            return Some(mac);
+        }
+    }
+    None
+}
