@@ -242,6 +242,38 @@ if [ "$guest_disk" = 1 ]; then
     echo "guest: disk: rebooting to read it back"
     reboot -f
 fi
+# guest_ip=A guest_peer=B: the virtio-net NIC as eth0 with address A/24;
+# once B answers one ping, 20 more, and the loss is printed; then power
+# off.
+if [ -n "$guest_ip" ]; then
+    for module in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net; do
+        insmod /lib/modules/$module.ko || echo "guest: net: insmod $module failed"
+    done
+    tries=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $tries -lt 100 ]; do sleep 0.1; tries=$((tries + 1)); done
+    if [ ! -e /sys/class/net/eth0 ]; then
+        echo "guest: net: no eth0"
+        poweroff -f
+    fi
+    ip link set lo up
+    ip link set eth0 up
+    ip addr add "$guest_ip/24" dev eth0
+    echo "guest: net: eth0 $(cat /sys/class/net/eth0/address) is $guest_ip/24"
+    tries=0
+    until ping -c 1 -W 1 "$guest_peer" >/dev/null 2>&1; do
+        tries=$((tries + 1))
+        if [ $tries -ge 60 ]; then
+            echo "guest: net: $guest_peer does not answer"
+            poweroff -f
+        fi
+    done
+    echo "guest: net: $guest_peer answers; pinging it 20 times"
+    ping -c 20 -i 0.2 "$guest_peer" | tail -2 | head -1 | sed 's/^/guest: net: /'
+    # Stay a little so the peer's last pings are answered too.
+    sleep 3
+    echo "guest: net: powering off"
+    poweroff -f
+fi
 # guest_reboot=once on the kernel command line (init's environment): set
 # the RTC to 2030 and reboot; booted again, the RTC must still say 2030.
 if [ "$guest_reboot" = once ]; then
@@ -283,15 +315,19 @@ poweroff -f
 /// The kernel modules the initramfs carries, in the order `/init` loads
 /// them (each after what it depends on), as paths under the kernel
 /// package's `lib/modules/<release>/kernel/`: the virtio core, the PCI
-/// transport and the block driver (the Debian cloud kernel builds them as
-/// modules; ext4 is built in).
-pub const MODULES: [&str; 6] = [
+/// transport, the block driver, and the network driver with the failover
+/// modules it needs (the Debian cloud kernel builds them as modules; ext4
+/// is built in).
+pub const MODULES: [&str; 9] = [
     "drivers/virtio/virtio_ring.ko",
     "drivers/virtio/virtio.ko",
     "drivers/virtio/virtio_pci_legacy_dev.ko",
     "drivers/virtio/virtio_pci_modern_dev.ko",
     "drivers/virtio/virtio_pci.ko",
     "drivers/block/virtio_blk.ko",
+    "net/core/failover.ko",
+    "drivers/net/net_failover.ko",
+    "drivers/net/virtio_net.ko",
 ];
 
 /// An initramfs with a static `busybox` as `/bin/busybox` (and `/bin/sh`
