@@ -15,7 +15,9 @@
 //!
 //! The bridge sleeps until a NIC sends, then takes every frame waiting,
 //! NIC after NIC, in batches of at most [`BATCH`] per NIC so that one
-//! flooding guest cannot hold the others off. Each frame is copied twice:
+//! flooding guest cannot hold the others off; a destination is woken once
+//! per batch (its queue's signal deferred to the end of the batch), as the
+//! switchers wake the bridge once per transmitted batch. Each frame is copied twice:
 //! out of its NIC's slot into the bridge's own memory (so a guest changing
 //! it meanwhile cannot make the bridge deliver what it did not check), and
 //! into each destination's slot.
@@ -51,8 +53,11 @@ runtime::component!(main);
 const ENTRIES: usize = 256;
 /// How long a learnt address lives unless seen again.
 const AGEING_NS: u64 = 300_000_000_000;
-/// Frames taken from one NIC before the next NIC's turn.
+/// Frames taken from one NIC before the next NIC's turn: a flooding guest
+/// cannot hold the others off.
 const BATCH: usize = 32;
+/// Drops toward a NIC are reported the first time and then every this many.
+const REPORT_EVERY: u64 = 10_000;
 
 /// One NIC: a port of the switch.
 struct Nic {
@@ -92,7 +97,8 @@ fn main(start: &runtime::Start) -> i32 {
         let answers = alloc::format!("{name}-rx");
         let (Ok(from), Ok(to)) = (
             Receiver::<Frame>::open(start, queue),
-            Sender::<Frame>::open(start, &answers),
+            // Deferred: a NIC is woken once per batch delivered to it.
+            Sender::<Frame>::open(start, &answers).map(Sender::deferring),
         ) else {
             println!("netbridge: the queue '{queue}' comes without '{answers}'");
             return 2;
@@ -177,6 +183,14 @@ fn main(start: &runtime::Start) -> i32 {
                     };
                     if sent.is_err() {
                         switch.dropped(destination);
+                        // Reported the first time and every REPORT_EVERY.
+                        let drops = switch.counters(destination).dropped;
+                        if drops % REPORT_EVERY == 1 {
+                            println!(
+                                "netbridge: '{}' takes frames more slowly than they come: its queue is full, {drops} dropped so far",
+                                nic.name
+                            );
+                        }
                     }
                 }
                 switched += 1;
@@ -185,6 +199,8 @@ fn main(start: &runtime::Start) -> i32 {
                     panic!("crash requested (crash_every)");
                 }
             }
+            // The destinations of this NIC's batch are woken now, once.
+            notification::flush();
         }
         if busy {
             continue;

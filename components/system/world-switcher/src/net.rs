@@ -54,7 +54,12 @@ pub struct Nic {
     pub sent: u64,
     pub delivered: u64,
     pub dropped: u64,
+    /// Chains refused.
+    refused: u64,
 }
+
+/// A refused chain is reported the first time and then every this many.
+const REPORT_EVERY: u64 = 1000;
 
 /// Fills `nics` with the NICs the start page gives; stops at
 /// [`MAX_NICS`]. A pair without its other half is reported and skipped.
@@ -66,7 +71,10 @@ pub fn open_all(start: &runtime::Start, vm: &str, nics: &mut [Option<Nic>; MAX_N
         "NIC",
         suffixes,
         MAX_NICS,
-        |count, name, to_bridge, from_bridge| {
+        |count, name, to_bridge: Sender<Frame>, from_bridge| {
+            // One wake-up of the bridge per transmitted batch: the signal
+            // is deferred and sent when the batch is in (`transmit`).
+            let to_bridge = to_bridge.deferring();
             let mut stored = [0u8; NAME_BYTES];
             let name_length = name.len().min(NAME_BYTES);
             stored[..name_length].copy_from_slice(&name.as_bytes()[..name_length]);
@@ -81,6 +89,7 @@ pub fn open_all(start: &runtime::Start, vm: &str, nics: &mut [Option<Nic>; MAX_N
                 sent: 0,
                 delivered: 0,
                 dropped: 0,
+                refused: 0,
             };
             runtime::println!(
                 "VM '{vm}': NIC '{name}' (MAC {}) at PCI 00:{:02x}.0",
@@ -131,18 +140,24 @@ impl Nic {
         self.intx.level(self.device.intx_asserted())
     }
 
-    /// Reports a refused chain and completes it with nothing written.
+    /// Completes a refused chain with nothing written, and reports it: the
+    /// first, then every [`REPORT_EVERY`]th, so that a guest posting bad
+    /// chains in a loop cannot flood the log.
     fn refuse(&mut self, loader: &mut Loader, refused: Refused) {
-        runtime::println!(
-            "NIC '{}': a {} chain refused: {}",
-            self.name(),
-            if refused.queue == TRANSMIT {
-                "transmit"
-            } else {
-                "receive"
-            },
-            refused.why
-        );
+        self.refused += 1;
+        if self.refused % REPORT_EVERY == 1 {
+            runtime::println!(
+                "NIC '{}': a {} chain refused: {} ({} refused so far)",
+                self.name(),
+                if refused.queue == TRANSMIT {
+                    "transmit"
+                } else {
+                    "receive"
+                },
+                refused.why,
+                self.refused
+            );
+        }
         self.dropped += 1;
         self.device.complete(refused.queue, loader, refused.head, 0);
     }
@@ -185,6 +200,8 @@ impl Nic {
                 .device
                 .complete(TRANSMIT, &mut loader, frame.buffers.head, 0);
         }
+        // The bridge is woken once, for the whole batch.
+        runtime::notification::flush();
         if completed {
             self.interrupt(TRANSMIT, memory)
         } else {
@@ -272,7 +289,10 @@ impl Nic {
                 .to_bridge
                 .try_send_in_place(|slot| slot.put(0, header.as_bytes()))
             {
-                Ok(()) => return,
+                Ok(()) => {
+                    runtime::notification::flush();
+                    return;
+                }
                 Err(_) => runtime::syscall::wait(Some(1000)),
             };
         }
