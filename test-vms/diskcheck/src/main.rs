@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 use guest_runtime::devices;
+use guest_runtime::hypervisor::Costs;
 use guest_runtime::virtio_pci::{self, Dma, Function};
 use guest_runtime::{interrupts, println};
 use virtio::DmaMemory;
@@ -264,7 +265,7 @@ fn bench(disk: &mut Disk, random: &mut u64) {
             }
             *tick = guest_runtime::rdtsc_ordered() - start;
         }
-        let spent = costs.since(BENCH_REQUESTS);
+        let spent = costs.since(BENCH_REQUESTS, Some("request"));
         ticks.sort_unstable();
         let interrupts = interrupts::count(disk.vector) - interrupts_before;
         let notifies = disk.notifies - notifies_before;
@@ -291,7 +292,7 @@ fn bench(disk: &mut Disk, random: &mut u64) {
                 }
             }
             let per_request = (guest_runtime::rdtsc_ordered() - start) / BENCH_REQUESTS as u64;
-            let spent = costs.since(BENCH_REQUESTS);
+            let spent = costs.since(BENCH_REQUESTS, Some("request"));
             let interrupts = interrupts::count(disk.vector) - interrupts_before;
             let notifies = disk.notifies - notifies_before;
             println!(
@@ -299,61 +300,6 @@ fn bench(disk: &mut Disk, random: &mut u64) {
                 f64::from(interrupts) / BENCH_REQUESTS as f64,
                 notifies as f64 / BENCH_REQUESTS as f64
             );
-        }
-    }
-}
-
-/// Every VM exit and injected interrupt, as our hypervisor counts them
-/// (the STATISTICS hypercall), from one point on; nothing natively.
-struct Costs {
-    counted: bool,
-    exits: u64,
-    injections: u64,
-}
-
-impl Costs {
-    fn now(counted: bool) -> Self {
-        let (_, exits, injections) = if counted {
-            guest_runtime::hypervisor::statistics()
-        } else {
-            (0, 0, 0)
-        };
-        Self {
-            counted,
-            exits,
-            injections,
-        }
-    }
-
-    /// Per request of `requests` since [`Costs::now`] (less the one exit
-    /// the second STATISTICS call is).
-    fn since(&self, requests: usize) -> Spent {
-        let now = Self::now(self.counted);
-        Spent {
-            counted: self.counted,
-            exits: (now.exits - self.exits).saturating_sub(1) as f64 / requests as f64,
-            injections: (now.injections - self.injections) as f64 / requests as f64,
-        }
-    }
-}
-
-/// What [`Costs::since`] measured, as a note for a BENCH line.
-struct Spent {
-    counted: bool,
-    exits: f64,
-    injections: f64,
-}
-
-impl core::fmt::Display for Spent {
-    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if self.counted {
-            write!(
-                formatter,
-                "; {:.2} VM exits and {:.2} virtual interrupts per request, every kind",
-                self.exits, self.injections
-            )
-        } else {
-            Ok(())
         }
     }
 }

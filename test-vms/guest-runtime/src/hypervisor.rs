@@ -9,6 +9,9 @@
 //! by the CPU vendor string at start), number in `rax`, arguments in `rbx`,
 //! `rcx`, `rdx`, results in `rax`, `rbx`, `rcx` (and `rdx` for IDENTIFY). Both instructions are 3
 //! bytes long ([`HYPERCALL_LENGTH`]); an unknown number raises #UD.
+//!
+//! Costs ([`Costs`]): what a benchmark spent in VM exits and injected
+//! interrupts, from two STATISTICS hypercalls around its work.
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -207,6 +210,71 @@ pub fn no_work(microseconds: u64) -> (u64, u64) {
 pub fn statistics() -> (u64, u64, u64) {
     let answer = hypercall(number::STATISTICS, 0, 0, 0);
     (answer.rax, answer.rbx, answer.rcx)
+}
+
+/// Every VM exit and injected interrupt, as our hypervisor counts them
+/// ([`statistics`], the STATISTICS hypercall), from one point on; nothing
+/// when not `counted` (natively, or under another hypervisor). A
+/// benchmark takes one before its work and asks [`Costs::since`] after
+/// it for a note to its `BENCH` line.
+#[derive(Clone, Copy, Debug)]
+pub struct Costs {
+    counted: bool,
+    exits: u64,
+    injections: u64,
+}
+
+impl Costs {
+    /// The counters now (all zero when not `counted`: no hypercall).
+    pub fn now(counted: bool) -> Self {
+        let (_, exits, injections) = if counted { statistics() } else { (0, 0, 0) };
+        Self {
+            counted,
+            exits,
+            injections,
+        }
+    }
+
+    /// Per one of `units` (named `unit` in the note, if at all) since
+    /// [`Costs::now`], less the one exit the second STATISTICS call is.
+    pub fn since(&self, units: usize, unit: Option<&'static str>) -> Spent {
+        let now = Self::now(self.counted);
+        Spent {
+            counted: self.counted,
+            exits: (now.exits - self.exits).saturating_sub(1) as f64 / units as f64,
+            injections: (now.injections - self.injections) as f64 / units as f64,
+            unit,
+        }
+    }
+}
+
+/// What [`Costs::since`] measured, as a note for a BENCH line: nothing
+/// when not counted; `; E VM exits and I virtual interrupts per <unit>,
+/// every kind` with a unit; `, E VM exits and I virtual interrupts, every
+/// kind` without one.
+#[derive(Clone, Copy, Debug)]
+pub struct Spent {
+    counted: bool,
+    exits: f64,
+    injections: f64,
+    unit: Option<&'static str>,
+}
+
+impl core::fmt::Display for Spent {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (exits, injections) = (self.exits, self.injections);
+        match (self.counted, self.unit) {
+            (false, _) => Ok(()),
+            (true, Some(unit)) => write!(
+                formatter,
+                "; {exits:.2} VM exits and {injections:.2} virtual interrupts per {unit}, every kind"
+            ),
+            (true, None) => write!(
+                formatter,
+                ", {exits:.2} VM exits and {injections:.2} virtual interrupts, every kind"
+            ),
+        }
+    }
 }
 
 /// Resets the VM through the platform's ACPI reset register (a warm

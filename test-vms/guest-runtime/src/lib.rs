@@ -25,7 +25,8 @@
 //! A test VM that drives a device itself finds it through [`devices`] (PCI
 //! configuration space, register and DMA memory) and, for a virtio PCI
 //! device, sets it up through [`virtio_pci`] (the `virtio` crate's logic on
-//! that hardware); [`interrupts`] counts what the device raises.
+//! that hardware; a virtio-net NIC through [`virtio_net`]); [`interrupts`]
+//! counts what the device raises.
 #![no_std]
 
 use core::fmt::{self, Write};
@@ -38,6 +39,7 @@ pub mod exceptions;
 pub mod hypervisor;
 pub mod interrupts;
 pub mod multiboot;
+pub mod virtio_net;
 pub mod virtio_pci;
 
 pub use arch::{cpuid, rdtsc, rdtsc_ordered};

@@ -68,14 +68,13 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use core::fmt;
-
 use guest_runtime::devices::{self, DMA_BYTES};
+use guest_runtime::hypervisor::Costs;
 use guest_runtime::interrupts::{self, lapic_read, lapic_write};
-use guest_runtime::virtio_pci::{self, Dma, Function};
+use guest_runtime::virtio_net::{self, BROADCAST, Mac, RECEIVE, TRANSMIT};
+use guest_runtime::virtio_pci::Dma;
 use guest_runtime::{fail, println, rdtsc_ordered};
 use virtio::DmaMemory;
-use virtio::pci::common;
 use virtio::queue::{Segment, SplitQueue};
 
 guest_runtime::entry!("netcheck", main);
@@ -86,14 +85,6 @@ const FRAMES: u32 = 2000;
 const PROGRESS: u32 = 500;
 /// IEEE 802 local experimental ethertype 1.
 const ETHERTYPE: u16 = 0x88b5;
-const BROADCAST: [u8; 6] = [0xff; 6];
-
-/// PCI device ids of virtio-net: modern, and transitional (which also has
-/// the modern interface).
-const DEVICE_ID_NET: u16 = 0x1041;
-const DEVICE_ID_NET_TRANSITIONAL: u16 = 0x1000;
-/// The device's feature bit: its MAC address is in its configuration.
-const VIRTIO_NET_F_MAC: u32 = 5;
 
 /// Interrupt vectors.
 const RX_VECTOR: u8 = 0x60;
@@ -142,6 +133,22 @@ const QUEUE_MAX: u16 = 128;
 /// out. Half the buffers keeps that wait short and the notifies (each an
 /// exit) rare.
 const RX_KICK_BATCH: u32 = RX_BUFFERS as u32 / 2;
+/// The NIC's set-up: MSI-X to this CPU's local APIC, the MAC address
+/// wanted (made up when the device offers none). The driver takes
+/// transmit buffers back when it next sends or receives, never waiting
+/// for them: no interrupt for their completions (an injection and an EOI
+/// exit per batch saved).
+const NET: virtio_net::Setup = virtio_net::Setup {
+    queues_at: [RX_QUEUE_AT, TX_QUEUE_AT],
+    queue_max: QUEUE_MAX,
+    mac_required: false,
+    vectors: Some(virtio_net::Vectors {
+        config: CONFIG_VECTOR,
+        receive: RX_VECTOR,
+        transmit: TX_VECTOR,
+    }),
+    no_interrupt: [false, true],
+};
 const _: () = assert!(TX_BUFFERS_AT + TX_BUFFERS as u64 * BUFFER <= DMA_BYTES as u64);
 const _: () = assert!(SplitQueue::layout(QUEUE_MAX).bytes <= TX_QUEUE_AT - RX_QUEUE_AT);
 const _: () = assert!(SplitQueue::layout(QUEUE_MAX).bytes <= RX_BUFFERS_AT - TX_QUEUE_AT);
@@ -228,11 +235,9 @@ fn main() -> u32 {
         (u128::from(clock.tsc_hz) * u128::from(clock.lapic_counts) / u128::from(clock.lapic_ticks))
             / 1_000_000
     );
-    let Some(device) = virtio_pci::functions(&[DEVICE_ID_NET, DEVICE_ID_NET_TRANSITIONAL]).next()
-    else {
-        fail(format_args!("no virtio-net function on bus 0"));
-    };
-    let mut nic = match Nic::set_up(device) {
+    let net = virtio_net::open(&NET);
+    let device = net.device;
+    let mut nic = match Nic::new(net) {
         Ok(nic) => nic,
         Err(why) => fail(format_args!("00:{device:02x}.0: {why}")),
     };
@@ -601,66 +606,6 @@ fn set_sequence(buffer: &mut [u8; BUFFER as usize], sequence: u32) {
         .copy_from_slice(&sequence.to_be_bytes());
 }
 
-/// Every VM exit and injected interrupt, as our hypervisor counts them
-/// (the STATISTICS hypercall), from one point on; nothing natively.
-struct Costs {
-    counted: bool,
-    exits: u64,
-    injections: u64,
-}
-
-impl Costs {
-    fn now(counted: bool) -> Self {
-        let (_, exits, injections) = if counted {
-            guest_runtime::hypervisor::statistics()
-        } else {
-            (0, 0, 0)
-        };
-        Self {
-            counted,
-            exits,
-            injections,
-        }
-    }
-
-    /// Per one of `units` (named `unit` in the note, if at all) since
-    /// [`Costs::now`], less the one exit the second STATISTICS call is.
-    fn since(&self, units: usize, unit: Option<&'static str>) -> Spent {
-        let now = Self::now(self.counted);
-        Spent {
-            counted: self.counted,
-            exits: (now.exits - self.exits).saturating_sub(1) as f64 / units as f64,
-            injections: (now.injections - self.injections) as f64 / units as f64,
-            unit,
-        }
-    }
-}
-
-/// What [`Costs::since`] measured, as a note for a BENCH line.
-struct Spent {
-    counted: bool,
-    exits: f64,
-    injections: f64,
-    unit: Option<&'static str>,
-}
-
-impl fmt::Display for Spent {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (exits, injections) = (self.exits, self.injections);
-        match (self.counted, self.unit) {
-            (false, _) => Ok(()),
-            (true, Some(unit)) => write!(
-                formatter,
-                "; {exits:.2} VM exits and {injections:.2} virtual interrupts per {unit}, every kind"
-            ),
-            (true, None) => write!(
-                formatter,
-                ", {exits:.2} VM exits and {injections:.2} virtual interrupts, every kind"
-            ),
-        }
-    }
-}
-
 /// Checks that an echo is the PING `sent` with the addresses swapped and
 /// the kind ECHO, its checksum first; fails the test otherwise.
 fn check_echo(sent: &[u8], echo: &[u8]) {
@@ -1016,16 +961,6 @@ fn control(
     write_frame(buffer, (dst, src), (kind, 0, count), MIN_PAYLOAD, |_| 0)
 }
 
-/// A MAC address, printed `xx:xx:xx:xx:xx:xx`.
-struct Mac([u8; 6]);
-
-impl fmt::Display for Mac {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, f] = self.0;
-        write!(formatter, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
-    }
-}
-
 /// The TSC's rate, and the local APIC timer's against the TSC.
 struct Clock {
     tsc_hz: u64,
@@ -1151,13 +1086,6 @@ impl Clock {
     }
 }
 
-/// The receive and transmit queue indices.
-const RECEIVE: usize = 0;
-const TRANSMIT: usize = 1;
-/// The available ring's flag `VIRTQ_AVAIL_F_NO_INTERRUPT`: the driver
-/// wants no interrupt for the queue's completions.
-const AVAIL_F_NO_INTERRUPT: u16 = 1;
-
 struct Nic {
     dma: Dma,
     /// Receive, transmit.
@@ -1192,84 +1120,15 @@ struct Nic {
 }
 
 impl Nic {
-    fn set_up(device: u8) -> Result<Self, &'static str> {
-        let function = Function::locate(device)?;
-        let mac_feature = 1u64 << VIRTIO_NET_F_MAC;
-        let accepted = function.negotiate(
-            mac_feature,
-            1 << virtio::VIRTIO_F_VERSION_1,
-            "the device lacks VERSION_1",
-        )?;
-        if devices::read16(function.register(common::NUM_QUEUES)) < 2 {
-            return Err("the device has fewer than two queues");
-        }
-
-        // MSI-X to this CPU's local APIC: entries 0, 1, 2 for the
-        // configuration, receive and transmit (with fewer entries, both
-        // queues share entry 0 and configuration changes go unsignalled).
-        let (config_entry, entries) = if function.msix.table_size >= 3 {
-            (Some(0u16), [1u16, 2])
-        } else {
-            (None, [0, 0])
-        };
-        match config_entry {
-            Some(entry) => function.route_msix(
-                &[
-                    (entry, CONFIG_VECTOR),
-                    (entries[RECEIVE], RX_VECTOR),
-                    (entries[TRANSMIT], TX_VECTOR),
-                ],
-                config_entry,
-            ),
-            None => function.route_msix(&[(entries[RECEIVE], RX_VECTOR)], None),
-        }
-
-        let dma = Dma::from_offset(0);
-        let mut queues: [Option<SplitQueue>; 2] = [None, None];
-        let mut notify = [0u64; 2];
-        for (index, at) in [(RECEIVE, RX_QUEUE_AT), (TRANSMIT, TX_QUEUE_AT)] {
-            let (queue, address) = function
-                .set_up_queue(&dma, index as u16, at, QUEUE_MAX, entries[index])
-                .map_err(|error| error.why(false))?;
-            notify[index] = address;
-            queues[index] = Some(queue);
-        }
-        let [Some(rx), Some(tx)] = queues else {
-            return Err("a queue was not set up");
-        };
-        // The driver takes transmit buffers back when it next sends or
-        // receives, never waiting for them: no interrupt for their
-        // completions (an injection and an EOI exit per batch saved).
-        dma.write16(
-            TX_QUEUE_AT + SplitQueue::layout(tx.size()).avail,
-            AVAIL_F_NO_INTERRUPT,
-        );
-        function.driver_ok();
-        let status = devices::read8(function.register(common::DEVICE_STATUS));
-        if status & (virtio::status::NEEDS_RESET | virtio::status::FAILED) != 0 {
-            return Err("the device needs a reset right after DRIVER_OK");
-        }
-
-        let mac_generated = accepted & mac_feature == 0;
-        let mac = if mac_generated {
-            // Locally administered, unicast, from the TSC and the slot.
-            let seed = guest_runtime::rdtsc() ^ u64::from(device) << 40;
-            let bytes = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes();
-            [0x02, bytes[2], bytes[3], bytes[4], bytes[5], device]
-        } else {
-            read_mac(
-                function.register(common::CONFIG_GENERATION),
-                function.device_config,
-            )
-            .ok_or("the device configuration kept changing")?
-        };
-
+    /// The driver of `net`, set up ([`NET`]): posts the receive
+    /// buffers.
+    fn new(net: virtio_net::Net) -> Result<Self, &'static str> {
         let mut nic = Self {
-            dma,
-            queues: [rx, tx],
-            notify,
-            mac,
-            mac_generated,
+            dma: net.dma,
+            queues: net.queues,
+            notify: net.notify,
+            mac: net.mac,
+            mac_generated: net.mac_generated,
             rx_slot: [0; QUEUE_MAX as usize],
             tx_slot: [0; QUEUE_MAX as usize],
             tx_buffers: 0,
@@ -1473,20 +1332,4 @@ impl Nic {
             return Some(length - NET_HEADER);
         }
     }
-}
-
-/// Reads the MAC address from the device configuration, consistently
-/// (the configuration generation unchanged across the read).
-fn read_mac(generation_at: u64, device_at: u64) -> Option<[u8; 6]> {
-    for _ in 0..16 {
-        let before = devices::read8(generation_at);
-        let mut mac = [0u8; 6];
-        for (index, byte) in mac.iter_mut().enumerate() {
-            *byte = devices::read8(device_at + index as u64);
-        }
-        if devices::read8(generation_at) == before {
-            return Some(mac);
-        }
-    }
-    None
 }

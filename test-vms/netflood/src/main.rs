@@ -61,13 +61,11 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use core::fmt;
-
 use guest_runtime::devices::{self, DMA_BYTES};
-use guest_runtime::virtio_pci::{self, Dma, Function};
+use guest_runtime::virtio_net::{self, BROADCAST, Mac, RECEIVE, TRANSMIT};
+use guest_runtime::virtio_pci::Dma;
 use guest_runtime::{fail, println, rdtsc};
 use virtio::DmaMemory;
-use virtio::pci::{NO_VECTOR, common};
 use virtio::queue::{Segment, SplitQueue};
 
 guest_runtime::entry!("netflood", main);
@@ -80,13 +78,6 @@ const BATCH: usize = 32;
 const ROUNDS: u32 = 1000;
 /// IEEE 802 local experimental ethertype 2 (netcheck uses 1).
 const ETHERTYPE: u16 = 0x88b6;
-const BROADCAST: [u8; 6] = [0xff; 6];
-
-/// PCI device ids of virtio-net: modern, and transitional.
-const DEVICE_ID_NET: u16 = 0x1041;
-const DEVICE_ID_NET_TRANSITIONAL: u16 = 0x1000;
-/// The device's feature bit: its MAC address is in its configuration.
-const VIRTIO_NET_F_MAC: u32 = 5;
 
 /// How long the device may take to complete a notified chain, in TSC
 /// ticks (seconds at any plausible rate; it completes them at once).
@@ -113,6 +104,15 @@ const TX_BUFFERS_AT: u64 = 0x20000;
 const TX_BUFFER: u64 = 2048;
 /// The largest queue set up.
 const QUEUE_MAX: u16 = 64;
+/// The NIC's set-up: without interrupts (the driver polls), MSI-X off
+/// and both available rings NO_INTERRUPT; the MAC address required.
+const NET: virtio_net::Setup = virtio_net::Setup {
+    queues_at: [RX_QUEUE_AT, TX_QUEUE_AT],
+    queue_max: QUEUE_MAX,
+    mac_required: true,
+    vectors: None,
+    no_interrupt: [true, true],
+};
 const _: () = assert!(SplitQueue::layout(QUEUE_MAX).bytes <= TX_QUEUE_AT - RX_QUEUE_AT);
 const _: () = assert!(SplitQueue::layout(QUEUE_MAX).bytes <= RX_BUFFERS_AT - TX_QUEUE_AT);
 const _: () = assert!(RX_BUFFERS_AT + SMALL_RX.len() as u64 * RX_PAGE <= HOSTILE_AT);
@@ -131,8 +131,6 @@ const _: () = assert!(NET_HEADER + MAX_FRAME <= TX_BUFFER);
 /// Descriptor flags (the `virtio` crate keeps its own private).
 const DESC_F_NEXT: u16 = 1;
 const DESC_F_INDIRECT: u16 = 4;
-/// Available ring flag: no interrupt for used buffers.
-const AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// The default memory of a VM, whose end one hostile buffer crosses.
 const VM_MEMORY: u64 = 2 << 20;
@@ -154,18 +152,14 @@ const HOSTILE: [&str; 11] = [
     "an indirect descriptor, not offered",
 ];
 
-/// The receive and transmit queue indices.
-const RECEIVE: usize = 0;
-const TRANSMIT: usize = 1;
-
 fn main() -> u32 {
-    let Some(device) = virtio_pci::functions(&[DEVICE_ID_NET, DEVICE_ID_NET_TRANSITIONAL]).next()
-    else {
-        fail(format_args!("no virtio-net function on bus 0"));
-    };
-    let mut nic = match Nic::set_up(device) {
-        Ok(nic) => nic,
-        Err(why) => fail(format_args!("00:{device:02x}.0: {why}")),
+    let net = virtio_net::open(&NET);
+    let device = net.device;
+    let mut nic = Nic {
+        dma: net.dma,
+        queues: net.queues,
+        notify: net.notify,
+        mac: net.mac,
     };
     println!(
         "netflood: virtio-net at 00:{device:02x}.0, MAC {}",
@@ -245,56 +239,6 @@ struct Nic {
 }
 
 impl Nic {
-    fn set_up(device: u8) -> Result<Self, &'static str> {
-        let function = Function::locate(device)?;
-        let mac_feature = 1u64 << VIRTIO_NET_F_MAC;
-        let accepted = function.negotiate(
-            mac_feature,
-            1 << virtio::VIRTIO_F_VERSION_1,
-            "the device lacks VERSION_1",
-        )?;
-        if accepted & mac_feature == 0 {
-            return Err("the device offers no MAC address");
-        }
-        if devices::read16(function.register(common::NUM_QUEUES)) < 2 {
-            return Err("the device has fewer than two queues");
-        }
-        let dma = Dma::from_offset(0);
-        let mut queues: [Option<SplitQueue>; 2] = [None, None];
-        let mut notify = [0u64; 2];
-        for (index, at) in [(RECEIVE, RX_QUEUE_AT), (TRANSMIT, TX_QUEUE_AT)] {
-            let (queue, address) = function
-                .set_up_queue(&dma, index as u16, at, QUEUE_MAX, NO_VECTOR)
-                .map_err(|error| error.why(false))?;
-            // No interrupts: the driver polls.
-            dma.write16(
-                at + SplitQueue::layout(queue.size()).avail,
-                AVAIL_F_NO_INTERRUPT,
-            );
-            notify[index] = address;
-            queues[index] = Some(queue);
-        }
-        let [Some(rx), Some(tx)] = queues else {
-            return Err("a queue was not set up");
-        };
-        function.driver_ok();
-        let status = devices::read8(function.register(common::DEVICE_STATUS));
-        if status & (virtio::status::NEEDS_RESET | virtio::status::FAILED) != 0 {
-            return Err("the device needs a reset right after DRIVER_OK");
-        }
-        let mac = read_mac(
-            function.register(common::CONFIG_GENERATION),
-            function.device_config,
-        )
-        .ok_or("the device configuration kept changing")?;
-        Ok(Self {
-            dma,
-            queues: [rx, tx],
-            notify,
-            mac,
-        })
-    }
-
     /// Notifies `queue`, whatever the device says it wants.
     fn notify(&self, queue: usize) {
         devices::write16(self.notify[queue], queue as u16);
@@ -580,31 +524,5 @@ impl Nic {
             self.wait_used(TRANSMIT, "a broadcast frame");
         }
         notifies
-    }
-}
-
-/// Reads the MAC address from the device configuration, consistently
-/// (the configuration generation unchanged across the read).
-fn read_mac(generation_at: u64, device_at: u64) -> Option<[u8; 6]> {
-    for _ in 0..16 {
-        let before = devices::read8(generation_at);
-        let mut mac = [0u8; 6];
-        for (index, byte) in mac.iter_mut().enumerate() {
-            *byte = devices::read8(device_at + index as u64);
-        }
-        if devices::read8(generation_at) == before {
-            return Some(mac);
-        }
-    }
-    None
-}
-
-/// A MAC address, printed `xx:xx:xx:xx:xx:xx`.
-struct Mac([u8; 6]);
-
-impl fmt::Display for Mac {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, f] = self.0;
-        write!(formatter, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
     }
 }
