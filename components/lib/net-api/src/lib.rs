@@ -8,10 +8,12 @@
 //! A NIC's MAC address is derived from its name ([`mac_of`]: locally
 //! administered, unicast), so the switcher that shows it and the tools that
 //! list it agree without being told. [`switch`] is the bridge's learning
-//! switch, kept here so that it is host-tested.
+//! switch and [`rate`] its per-NIC rate limit, kept here so that they are
+//! host-tested.
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod rate;
 pub mod switch;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};

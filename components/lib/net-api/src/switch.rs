@@ -55,6 +55,8 @@ pub struct Counters {
     /// Frames that could not be delivered to the port (its queue full,
     /// its peer away) or that it sent malformed.
     pub dropped: u64,
+    /// Frames the port sent over its rate limit, not switched.
+    pub throttled: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +89,7 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
                 delivered: 0,
                 flooded: 0,
                 dropped: 0,
+                throttled: 0,
             }; MAX_PORTS],
         }
     }
@@ -127,6 +130,13 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
     pub fn dropped(&mut self, port: usize) {
         if let Some(counters) = self.counters.get_mut(port) {
             counters.dropped += 1;
+        }
+    }
+
+    /// Counts a frame `port` sent over its rate limit (not switched).
+    pub fn throttled(&mut self, port: usize) {
+        if let Some(counters) = self.counters.get_mut(port) {
+            counters.throttled += 1;
         }
     }
 

@@ -28,6 +28,12 @@
 //! last; when every NIC has detached, the bridge prints each NIC's
 //! counters and ends.
 //!
+//! Each NIC may send `rate=N` frames a second on average (default
+//! [`DEFAULT_RATE`]; 0: no limit) in bursts of a tenth of that
+//! (`net_api::rate`): what a flooding guest sends beyond is dropped,
+//! counted as throttled and reported, so that it takes no more than its
+//! share of the bridge and of its peers' queues.
+//!
 //! For fault-injection tests, `crash_every=N crashes=K` makes each of its
 //! first K lives panic after a pseudo-random 1..=N frames switched.
 #![no_std]
@@ -40,6 +46,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use net_api::rate::RateLimit;
 use net_api::switch::Switch;
 use net_api::{Frame, FrameHeader, MacText, mac_of};
 use runtime::abi::start::ResourceView;
@@ -56,12 +63,19 @@ const AGEING_NS: u64 = 300_000_000_000;
 /// Frames taken from one NIC before the next NIC's turn: a flooding guest
 /// cannot hold the others off.
 const BATCH: usize = 32;
-/// Drops toward a NIC are reported the first time and then every this many.
+/// Drops toward a NIC, and frames a NIC sends over its rate limit, are
+/// reported the first time and then every this many.
 const REPORT_EVERY: u64 = 10_000;
+/// Frames a second a NIC may send unless `rate=` says otherwise: far
+/// above what a guest here sends in earnest (about 20,000 under icount),
+/// well below a guest flooding as fast as it can.
+const DEFAULT_RATE: u64 = 100_000;
 
 /// One NIC: a port of the switch.
 struct Nic {
     name: String,
+    /// What it may send.
+    limit: RateLimit,
     from: Receiver<Frame>,
     to: Sender<Frame>,
     /// Its switcher ended (it sent its detach message).
@@ -70,7 +84,7 @@ struct Nic {
 
 fn main(start: &runtime::Start) -> i32 {
     let arguments = start
-        .arguments(&["networks", "crash_every", "crashes"])
+        .arguments(&["networks", "rate", "crash_every", "crashes"])
         .or_exit();
     let networks: Vec<&str> = arguments
         .text("networks")
@@ -82,6 +96,7 @@ fn main(start: &runtime::Start) -> i32 {
         println!("netbridge: no networks to serve (networks=NAME,...)");
         return 2;
     }
+    let rate: u64 = arguments.number("rate", DEFAULT_RATE).or_exit();
     let crash_every: Option<u64> = arguments.optional_number("crash_every").or_exit();
     let crashes: u32 = arguments.number("crashes", 0).or_exit();
     let crash_after = crash_every
@@ -120,6 +135,7 @@ fn main(start: &runtime::Start) -> i32 {
         }
         nics.push(Nic {
             name: String::from(name),
+            limit: RateLimit::new(rate),
             from,
             to,
             gone: false,
@@ -174,6 +190,17 @@ fn main(start: &runtime::Start) -> i32 {
                     continue;
                 };
                 let now = syscall::time_ns();
+                if !nics[port].limit.allow(now) {
+                    switch.throttled(port);
+                    let throttled = switch.counters(port).throttled;
+                    if throttled % REPORT_EVERY == 1 {
+                        println!(
+                            "netbridge: '{}' sends more than {rate} frames a second: throttled, {throttled} dropped so far",
+                            nics[port].name
+                        );
+                    }
+                    continue;
+                }
                 let out = switch.forward(port, &frame.data[..length], now);
                 for destination in out.iter() {
                     let nic = &mut nics[destination];
@@ -244,8 +271,13 @@ fn report(nics: &[Nic], switch: &Switch<ENTRIES>) {
     for (port, nic) in nics.iter().enumerate() {
         let counters = switch.counters(port);
         println!(
-            "netbridge: '{}': {} frames in, {} out ({} flooded), {} dropped",
-            nic.name, counters.received, counters.delivered, counters.flooded, counters.dropped
+            "netbridge: '{}': {} frames in, {} out ({} flooded), {} dropped, {} throttled",
+            nic.name,
+            counters.received,
+            counters.delivered,
+            counters.flooded,
+            counters.dropped,
+            counters.throttled
         );
     }
 }
