@@ -30,7 +30,7 @@ use block_api::{
 use runtime::queue::{QueueError, Receiver, Sender};
 use runtime::vm::GuestMemory;
 use vm_platform::disk_requests::{PartKind, Requests};
-use vm_platform::pci::{ConfigSpace, Location, PciHost};
+use vm_platform::pci::{ConfigSpace, PciHost};
 use vm_platform::virtio_blk::{
     self, GuestRequest, Kind, STATUS_IOERR, STATUS_OK, VirtioBlk, Written,
 };
@@ -195,19 +195,6 @@ impl Disk {
         self.intx = Intx::new(self.placement.gsi);
         let config: ConfigSpace = virtio_blk::config_space(self.placement.bar);
         self.placement.add(pci, config)
-    }
-
-    /// The guest wrote configuration space at `location`.
-    pub fn config_written(&mut self, pci: &PciHost, location: Location) {
-        if let Some(config) = self.placement.written(pci, location) {
-            self.device.config_written(config);
-        }
-    }
-
-    /// The offset in its BAR of guest-physical `address`, if the BAR is
-    /// decoded there.
-    pub fn bar_offset(&self, pci: &PciHost, address: u64) -> Option<u64> {
-        self.placement.bar_offset(pci, address)
     }
 
     /// INTx's level when it changed.
@@ -380,6 +367,14 @@ impl Disk {
 }
 
 impl Registers for Disk {
+    fn placement(&self) -> Placement {
+        self.placement
+    }
+
+    fn follow_config(&mut self, config: &ConfigSpace) {
+        self.device.config_written(config);
+    }
+
     fn read(&mut self, offset: u64, size: u8) -> (u64, Service) {
         let value = self.device.read(offset, size).unwrap_or(0);
         (value, self.intx_service())

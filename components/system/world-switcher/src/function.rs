@@ -162,4 +162,22 @@ pub trait Registers {
     fn read(&mut self, offset: u64, size: u8) -> (u64, Service);
     /// A guest write of `size` bytes of `value` at `offset`.
     fn write(&mut self, offset: u64, size: u8, value: u64, memory: GuestMemory) -> Service;
+    /// Where the function sits.
+    fn placement(&self) -> Placement;
+    /// The guest wrote the function's configuration space, now `config`.
+    fn follow_config(&mut self, config: &ConfigSpace);
+
+    /// The guest wrote configuration space at `location`: the function
+    /// follows it if it is its own.
+    fn config_written(&mut self, pci: &PciHost, location: Location) {
+        if let Some(config) = self.placement().written(pci, location) {
+            self.follow_config(config);
+        }
+    }
+
+    /// The offset in its BAR of guest-physical `address`, if the BAR is
+    /// decoded there.
+    fn bar_offset(&self, pci: &PciHost, address: u64) -> Option<u64> {
+        self.placement().bar_offset(pci, address)
+    }
 }
