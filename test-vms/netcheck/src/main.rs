@@ -19,6 +19,16 @@
 //! arrived is taken and the driver would wait. A frame that finds every
 //! transmit buffer busy is dropped, as Ethernet may.
 //!
+//! The run: [`DEFAULT_FRAMES`] PINGs and the benchmark, unless the VM was
+//! booted as a multiboot kernel (it links `guest-multiboot`; the build
+//! tool writes its ELF32 copy, `vm-netcheck.elf32`, which a `kind =
+//! "multiboot"` VM or QEMU's `-kernel` boots). Then its command line, whose
+//! first word is the kernel's name, may say `frames=N` (1..=[`MAX_FRAMES`]
+//! PINGs) and `bench=0|1` (whether the benchmark runs; default 1); any
+//! other word, or a value out of range, fails the test naming it (see
+//! [`Settings`]). Both VMs must be given the same frame count: the echoer
+//! refuses a PING beyond its own and a DONE for another count.
+//!
 //! Timeouts: the TSC, calibrated at start against the RTC's periodic
 //! interrupt (1024 Hz through IOAPIC pin 8), together with the local APIC
 //! timer's rate; while waiting for a frame the guest halts (STI; HLT) with
@@ -33,36 +43,39 @@
 //!    the peer; in every phase a HELLO that asks is answered with a
 //!    unicast HELLO, so a late starter learns us. The lower MAC is the
 //!    pinger, the other the echoer.
-//! 2. The pinger sends PINGs numbered 1..=[`FRAMES`], one at a time, with
-//!    Ethernet payloads of 46..=1500 bytes (each length once in every 1455
-//!    frames, in a scrambled order: see
-//!    [`payload_length`]), data derived from the sequence number
-//!    ([`pattern`]) and an FNV-1a checksum; the echoer checks each and
+//! 2. The pinger sends PINGs numbered 1..=N ([`Settings::frames`]), one at
+//!    a time, with Ethernet payloads of 46..=1500 bytes (each length once
+//!    in every 1455 frames, in a scrambled order: see [`payload_length`]),
+//!    data derived from the sequence number ([`pattern`]) and an FNV-1a
+//!    checksum; the echoer checks each and
 //!    sends it back unchanged but for the addresses and the type (ECHO);
 //!    the pinger checks the echo byte for byte against what it sent, and
 //!    resends the same PING when no echo came within [`ECHO_TIMEOUT_MS`].
 //!    An echo of an older number is a duplicate and ignored (counted).
 //!    A wrong checksum or byte fails the test.
-//! 3. The benchmark ([`bench`]): the pinger sends BENCH-PINGs of 1514
-//!    bytes, one at a time and in batches, which the echoer sends back as
-//!    BENCH-ECHOs unchecked; the pinger prints `BENCH` lines, the echoer
+//! 3. The benchmark ([`bench`]; skipped with `bench=0`): the pinger sends
+//!    BENCH-PINGs of 1514 bytes, one at a time and in batches, which the
+//!    echoer sends back as BENCH-ECHOs unchecked; the pinger prints `BENCH` lines, the echoer
 //!    what it counted per phase. A frame lost here gives up a figure, not
 //!    the test.
 //! 4. After the last echo the pinger sends DONE until a DONE-ACK comes (at
 //!    most [`DONE_TRIES`] times); the echoer answers each DONE and leaves
 //!    once none came for [`LINGER_MS`].
 //!
-//! Lines: `netcheck: TSC at N MHz, LAPIC timer at M MHz (against the RTC)`,
-//! `netcheck: virtio-net at 00:NN.0, MAC xx:xx:xx:xx:xx:xx`, `netcheck:
-//! peer xx:xx:xx:xx:xx:xx, we ping (the lower MAC)` (or `we echo (the
-//! higher MAC)`), `netcheck: 500/2000 frames` every 500 frames, the
-//! pinger's `BENCH net-frame-round-trip ...` and `BENCH net-batch{1,8,64}
-//! ...` (or `netcheck: benchmark <name> lost a frame`), then `netcheck:
-//! pinger: 2000 frames echoed intact (R resent, D duplicates ignored)` or
-//! `netcheck: echoer: echoed 2000 frames` (and, if PINGs came again,
-//! `netcheck: echoer: N PINGs came again and were echoed again`, and a
-//! `netcheck: echoer: benchmark <name>: ...` line per phase), a line of
-//! counters (`netcheck: N frames sent, ...`) and `TEST netcheck PASS`. A
+//! Lines: booted through multiboot, first `netcheck: multiboot command
+//! line '<line>': N frames, benchmark on|off`; then `netcheck: TSC at N
+//! MHz, LAPIC timer at M MHz (against the RTC)`, `netcheck: virtio-net at
+//! 00:NN.0, MAC xx:xx:xx:xx:xx:xx`, `netcheck: peer xx:xx:xx:xx:xx:xx, we
+//! ping (the lower MAC)` (or `we echo (the higher MAC)`), `netcheck:
+//! 500/2000 frames` every 500 frames (in runs of more than [`SHORT_RUN`]
+//! frames, `netcheck: 10000/N frames` every 10,000), the pinger's `BENCH
+//! net-frame-round-trip ...` and `BENCH net-batch{1,8,64} ...` (or
+//! `netcheck: benchmark <name> lost a frame`; with `bench=0`, `netcheck:
+//! benchmark skipped (bench=0)`), then `netcheck: pinger: 2000 frames
+//! echoed intact (R resent, D duplicates ignored)` or `netcheck: echoer:
+//! echoed 2000 frames` (and, if PINGs came again, `netcheck: echoer: N
+//! PINGs came again and were echoed again`, and a `netcheck: echoer:
+//! benchmark <name>: ...` line per phase), a line of counters (`netcheck: N frames sent, ...`) and `TEST netcheck PASS`. A
 //! failure prints `TEST netcheck FAIL: <why>` and exits with 1.
 #![no_std]
 #![no_main]
@@ -79,10 +92,16 @@ use virtio::queue::{Segment, SplitQueue};
 
 guest_runtime::entry!("netcheck", main);
 
-/// PINGs the pinger sends.
-const FRAMES: u32 = 2000;
-/// A progress line every this many frames.
-const PROGRESS: u32 = 500;
+/// PINGs the pinger sends (and the echoer expects) unless the multiboot
+/// command line says otherwise ([`Settings`]).
+const DEFAULT_FRAMES: u32 = 2000;
+/// The most PINGs `frames=` may ask for.
+const MAX_FRAMES: u32 = 1_000_000;
+/// A progress line every [`PROGRESS_SHORT`] frames in a run of at most
+/// [`SHORT_RUN`] frames, every [`PROGRESS_LONG`] in a longer one.
+const PROGRESS_SHORT: u32 = 500;
+const SHORT_RUN: u32 = 2000;
+const PROGRESS_LONG: u32 = 10_000;
 /// IEEE 802 local experimental ethertype 1.
 const ETHERTYPE: u16 = 0x88b5;
 
@@ -224,6 +243,7 @@ const CURRENT_COUNT: u32 = 0x390;
 const DIVIDE: u32 = 0x3e0;
 
 fn main() -> u32 {
+    let settings = Settings::read();
     // Firmware may leave the 8259 routing the PIT to vector 8.
     interrupts::mask_legacy_pic();
     // First, while no device interrupts: the calibration takes the time
@@ -263,9 +283,9 @@ fn main() -> u32 {
         }
     );
     if pinger {
-        ping(&mut nic, &clock, peer, &mut frame);
+        ping(&mut nic, &clock, peer, &mut frame, &settings);
     } else {
-        echo(&mut nic, &clock, peer, &mut frame, pending);
+        echo(&mut nic, &clock, peer, &mut frame, pending, &settings);
     }
     println!(
         "netcheck: {} frames sent, {} received ({} not for this test), {} dropped for a full transmit queue, {} receive interrupts, {} notifies",
@@ -278,6 +298,110 @@ fn main() -> u32 {
     );
     println!("TEST netcheck PASS");
     0
+}
+
+/// What a run does. Booted as a multiboot kernel (the build tool's ELF32
+/// copy, `vm-netcheck.elf32`), netcheck reads it from its command line,
+/// whose first word is the kernel's name (the VM's name under our world
+/// switcher, the file's path under GRUB and QEMU) and the rest
+/// `frames=N` (1..=[`MAX_FRAMES`]) and `bench=0|1`, in any order;
+/// anything else fails the test, naming the word. Booted any other way,
+/// or without arguments, it runs [`Settings::DEFAULT`].
+#[derive(Clone, Copy)]
+struct Settings {
+    /// PINGs the pinger sends and the echoer expects.
+    frames: u32,
+    /// Whether the pinger runs its benchmark ([`bench`]).
+    bench: bool,
+}
+
+impl Settings {
+    const DEFAULT: Self = Self {
+        frames: DEFAULT_FRAMES,
+        bench: true,
+    };
+
+    /// The settings of this boot (see [`Settings`]); when booted through
+    /// multiboot, prints them with the command line.
+    fn read() -> Self {
+        // Links the multiboot header (see `guest_multiboot::linked`).
+        if !guest_multiboot::linked() {
+            return Self::DEFAULT;
+        }
+        let Some(info) = guest_runtime::multiboot::info() else {
+            return Self::DEFAULT;
+        };
+        if info.flags & guest_runtime::multiboot::COMMAND_LINE == 0 {
+            println!("netcheck: booted through multiboot without a command line");
+            return Self::DEFAULT;
+        }
+        let line = info.command_line.as_str();
+        // What was read and the whole string's length differ when it is
+        // longer than what is kept, or not UTF-8 (then "").
+        if line.len() as u64 + 1 != info.command_line.span {
+            fail(format_args!(
+                "the multiboot command line ({} bytes) is not UTF-8 or is longer than the {} bytes read",
+                info.command_line.span - 1,
+                line.len()
+            ));
+        }
+        let settings = Self::parse(line);
+        println!(
+            "netcheck: multiboot command line '{line}': {} frames, benchmark {}",
+            settings.frames,
+            if settings.bench { "on" } else { "off" }
+        );
+        settings
+    }
+
+    /// Parses a command line (the kernel's name, then the arguments);
+    /// fails the test on a word it does not take.
+    fn parse(line: &str) -> Self {
+        let mut settings = Self::DEFAULT;
+        let mut words = line.split_ascii_whitespace();
+        if words.next().is_none() {
+            fail(format_args!(
+                "the multiboot command line is empty: its first word must be the kernel's name"
+            ));
+        }
+        for word in words {
+            if let Some(value) = word.strip_prefix("frames=") {
+                // Digits only: `parse` would take a sign.
+                let number = if value.bytes().all(|byte| byte.is_ascii_digit()) {
+                    value.parse::<u32>().ok()
+                } else {
+                    None
+                };
+                settings.frames = number
+                    .filter(|frames| (1..=MAX_FRAMES).contains(frames))
+                    .unwrap_or_else(|| {
+                        fail(format_args!(
+                            "bad argument '{word}': frames=N takes 1..={MAX_FRAMES} frames"
+                        ))
+                    });
+            } else if let Some(value) = word.strip_prefix("bench=") {
+                settings.bench = match value {
+                    "0" => false,
+                    "1" => true,
+                    _ => fail(format_args!("bad argument '{word}': bench= takes 0 or 1")),
+                };
+            } else {
+                fail(format_args!(
+                    "unknown argument '{word}' (netcheck takes frames=N and bench=0|1)"
+                ));
+            }
+        }
+        settings
+    }
+
+    /// Frames between progress lines.
+    fn progress(&self) -> u32 {
+        if self.frames <= SHORT_RUN {
+            PROGRESS_SHORT
+        } else {
+            PROGRESS_LONG
+        }
+    }
 }
 
 /// Broadcasts asking HELLOs until a frame of ours comes from another MAC;
@@ -361,11 +485,19 @@ fn common(
     Some(message)
 }
 
-/// The pinger's side: every PING echoed intact, then DONE.
-fn ping(nic: &mut Nic, clock: &Clock, peer: [u8; 6], received: &mut [u8; BUFFER as usize]) {
+/// The pinger's side: every PING echoed intact, the benchmark (if
+/// [`Settings::bench`]), then DONE.
+fn ping(
+    nic: &mut Nic,
+    clock: &Clock,
+    peer: [u8; 6],
+    received: &mut [u8; BUFFER as usize],
+    settings: &Settings,
+) {
+    let frames = settings.frames;
     let mut sent = [0u8; BUFFER as usize];
     let (mut resent, mut duplicates) = (0u32, 0u32);
-    for sequence in 1..=FRAMES {
+    for sequence in 1..=frames {
         let length = build(&mut sent, peer, nic.mac, PING, sequence);
         let first = rdtsc_ordered();
         let mut tries = 0u32;
@@ -413,12 +545,16 @@ fn ping(nic: &mut Nic, clock: &Clock, peer: [u8; 6], received: &mut [u8; BUFFER 
                 }
             }
         }
-        if sequence.is_multiple_of(PROGRESS) {
-            println!("netcheck: {sequence}/{FRAMES} frames");
+        if sequence.is_multiple_of(settings.progress()) {
+            println!("netcheck: {sequence}/{frames} frames");
         }
     }
-    bench(nic, clock, peer, &mut sent, received);
-    let length = control(&mut sent, peer, nic.mac, DONE, FRAMES);
+    if settings.bench {
+        bench(nic, clock, peer, &mut sent, received);
+    } else {
+        println!("netcheck: benchmark skipped (bench=0)");
+    }
+    let length = control(&mut sent, peer, nic.mac, DONE, frames);
     let mut tries = 0u32;
     'done: loop {
         if tries == DONE_TRIES {
@@ -432,9 +568,9 @@ fn ping(nic: &mut Nic, clock: &Clock, peer: [u8; 6], received: &mut [u8; BUFFER 
                 continue;
             };
             match message.kind {
-                DONE_ACK if message.sequence == FRAMES => break 'done,
+                DONE_ACK if message.sequence == frames => break 'done,
                 DONE_ACK => fail(format_args!(
-                    "the echoer acknowledged DONE having echoed {} frames, not {FRAMES}",
+                    "the echoer acknowledged DONE having echoed {} frames, not {frames}",
                     message.sequence
                 )),
                 ECHO => duplicates += 1,
@@ -445,7 +581,7 @@ fn ping(nic: &mut Nic, clock: &Clock, peer: [u8; 6], received: &mut [u8; BUFFER 
         }
     }
     println!(
-        "netcheck: pinger: {FRAMES} frames echoed intact ({resent} resent, {duplicates} duplicates ignored)"
+        "netcheck: pinger: {frames} frames echoed intact ({resent} resent, {duplicates} duplicates ignored)"
     );
 }
 
@@ -641,7 +777,9 @@ fn echo(
     peer: [u8; 6],
     frame: &mut [u8; BUFFER as usize],
     mut pending: Option<usize>,
+    settings: &Settings,
 ) {
+    let frames = settings.frames;
     // The highest sequence number echoed, and PINGs echoed again.
     let mut last = 0u32;
     let mut repeats = 0u32;
@@ -687,6 +825,12 @@ fn echo(
             PING => {
                 let received = &frame[NET_HEADER..NET_HEADER + length];
                 check_ping(received, message.sequence);
+                if message.sequence > frames {
+                    fail(format_args!(
+                        "PING {} when we expect {frames} frames (do both VMs have the same command line?)",
+                        message.sequence
+                    ));
+                }
                 if message.sequence > last + 1 {
                     fail(format_args!(
                         "PING {} after PING {last}: the pinger skipped one",
@@ -697,8 +841,8 @@ fn echo(
                     repeats += 1;
                 } else {
                     last = message.sequence;
-                    if last.is_multiple_of(PROGRESS) {
-                        println!("netcheck: {last}/{FRAMES} frames");
+                    if last.is_multiple_of(settings.progress()) {
+                        println!("netcheck: {last}/{frames} frames");
                     }
                 }
                 let frame_bytes = &mut frame[NET_HEADER..NET_HEADER + length];
@@ -725,9 +869,9 @@ fn echo(
                 nic.queue(&frame[..NET_HEADER + length]);
             }
             DONE => {
-                if message.sequence != FRAMES || last != FRAMES {
+                if message.sequence != frames || last != frames {
                     fail(format_args!(
-                        "DONE for {} frames after {last} echoed, expected {FRAMES}",
+                        "DONE for {} frames after {last} echoed, expected {frames}",
                         message.sequence
                     ));
                 }
