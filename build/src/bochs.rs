@@ -149,6 +149,9 @@ fn run_once(request: &BootRequest, sink: &mut dyn FnMut(&str)) -> Result<Outcome
     if !request.disks.is_empty() {
         bail!("[machine] disks need QEMU (Bochs runs here attach none)");
     }
+    if !request.nics.is_empty() {
+        bail!("[machine] nics need QEMU (Bochs runs here attach none)");
+    }
     if request.gdb || request.icount {
         bail!(
             "--gdb and icount need QEMU; for Bochs, use its internal debugger by hand: \
@@ -285,6 +288,32 @@ fn last_complaint(log: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_nics_are_refused() {
+        let request = BootRequest {
+            emulator: crate::emulator::Emulator::Bochs,
+            core: PathBuf::from("/t/microvisor"),
+            image: PathBuf::from("/t/default.img"),
+            work_directory: PathBuf::from("/t/work"),
+            timeout: None,
+            icount: false,
+            gdb: false,
+            command_line: String::new(),
+            input: crate::emulator::ConsoleFeed::Nothing,
+            disks: Vec::new(),
+            nics: vec![capdl::MachineNic {
+                backend: capdl::NicBackend::User,
+                mac: capdl::DEFAULT_NIC_MAC,
+            }],
+        };
+        // Refused before Bochs is looked for or anything is written.
+        let error = run(&request, &mut |_| {}).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "[machine] nics need QEMU (Bochs runs here attach none)"
+        );
+    }
 
     #[test]
     fn grub_menu_boots_core_with_image() {

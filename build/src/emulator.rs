@@ -61,6 +61,9 @@ pub struct BootRequest {
     pub input: ConsoleFeed,
     /// Raw disk images to attach as virtio-blk PCI functions (QEMU only).
     pub disks: Vec<PathBuf>,
+    /// NICs to attach as virtio-net PCI functions after the disks
+    /// (`[machine] nics`, QEMU only).
+    pub nics: Vec<capdl::MachineNic>,
 }
 
 /// What goes to the system console's input (QEMU only: its stdin is the

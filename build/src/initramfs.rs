@@ -242,9 +242,9 @@ if [ "$guest_disk" = 1 ]; then
     echo "guest: disk: rebooting to read it back"
     reboot -f
 fi
-# guest_ip=A guest_peer=B: the virtio-net NIC as eth0 with address A/24;
-# once B answers one ping, 20 more, and the loss is printed; then power
-# off.
+# guest_ip=A guest_peer=B[,C...]: the virtio-net NIC as eth0 with address
+# A/24; for each peer in turn, once it answers one ping, 20 more, and the
+# loss is printed; then power off.
 if [ -n "$guest_ip" ]; then
     for module in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net; do
         insmod /lib/modules/$module.ko || echo "guest: net: insmod $module failed"
@@ -259,16 +259,18 @@ if [ -n "$guest_ip" ]; then
     ip link set eth0 up
     ip addr add "$guest_ip/24" dev eth0
     echo "guest: net: eth0 $(cat /sys/class/net/eth0/address) is $guest_ip/24"
-    tries=0
-    until ping -c 1 -W 1 "$guest_peer" >/dev/null 2>&1; do
-        tries=$((tries + 1))
-        if [ $tries -ge 60 ]; then
-            echo "guest: net: $guest_peer does not answer"
-            poweroff -f
-        fi
+    for peer in $(echo "$guest_peer" | tr ',' ' '); do
+        tries=0
+        until ping -c 1 -W 1 "$peer" >/dev/null 2>&1; do
+            tries=$((tries + 1))
+            if [ $tries -ge 60 ]; then
+                echo "guest: net: $peer does not answer"
+                poweroff -f
+            fi
+        done
+        echo "guest: net: $peer answers; pinging it 20 times"
+        ping -c 20 -i 0.2 "$peer" | tail -2 | head -1 | sed "s/^/guest: net: $peer: /"
     done
-    echo "guest: net: $guest_peer answers; pinging it 20 times"
-    ping -c 20 -i 0.2 "$guest_peer" | tail -2 | head -1 | sed 's/^/guest: net: /'
     # Stay a little so the peer's last pings are answered too.
     sleep 3
     echo "guest: net: powering off"

@@ -113,6 +113,7 @@ mod tests {
             directory: PathBuf::from(directory),
             binaries: binaries.iter().map(|b| b.to_string()).collect(),
             role: None,
+            links_runtime: false,
         };
         let workspace = Workspace {
             root: PathBuf::from("/w"),

@@ -67,7 +67,29 @@ pub fn command(qemu: &Path, request: &BootRequest) -> Command {
         command.args(["-s", "-S"]);
     }
     attach_disks(&mut command, &request.disks);
+    attach_nics(&mut command, &request.nics);
     command
+}
+
+/// NICs as virtio-net PCI functions (modern only: device ID 0x1041), in
+/// order after the disks, each on its own backend (`user`: QEMU's
+/// user-mode network, 10.0.2.0/24 with the gateway 10.0.2.2) with its MAC
+/// address.
+fn attach_nics(command: &mut Command, nics: &[capdl::MachineNic]) {
+    for (index, nic) in nics.iter().enumerate() {
+        let backend = match nic.backend {
+            capdl::NicBackend::User => "user",
+        };
+        command.args([
+            "-netdev".to_string(),
+            format!("{backend},id=nic{index}"),
+            "-device".to_string(),
+            format!(
+                "virtio-net-pci,netdev=nic{index},disable-legacy=on,mac={}",
+                nic.mac_text()
+            ),
+        ]);
+    }
 }
 
 /// Disks as virtio-blk PCI functions (modern only: device ID 0x1042), in
@@ -660,6 +682,7 @@ mod tests {
             command_line: "selftest=core-fault".to_string(),
             input: ConsoleFeed::Nothing,
             disks: vec![PathBuf::from("/t/work/disk0.img")],
+            nics: Vec::new(),
         };
         let command = command(Path::new("qemu-system-x86_64"), &request);
         let arguments: Vec<_> = command
@@ -678,5 +701,50 @@ mod tests {
         assert!(line.ends_with(
             "-drive if=none,format=raw,file=/t/work/disk0.img,id=disk0 -device virtio-blk-pci,drive=disk0,disable-legacy=on"
         ));
+    }
+
+    #[test]
+    fn machine_nics_follow_the_disks() {
+        let request = BootRequest {
+            emulator: Emulator::Qemu,
+            core: PathBuf::from("/t/microvisor"),
+            image: PathBuf::from("/t/default.img"),
+            work_directory: PathBuf::from("/t/work"),
+            timeout: None,
+            icount: false,
+            gdb: false,
+            command_line: String::new(),
+            input: ConsoleFeed::Nothing,
+            disks: vec![PathBuf::from("/t/work/disk0.img")],
+            nics: vec![capdl::MachineNic {
+                backend: capdl::NicBackend::User,
+                mac: [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef],
+            }],
+        };
+        let line = command(Path::new("qemu-system-x86_64"), &request)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            line.ends_with(
+                "-device virtio-blk-pci,drive=disk0,disable-legacy=on \
+                 -netdev user,id=nic0 -device virtio-net-pci,netdev=nic0,disable-legacy=on,mac=52:54:00:ab:cd:ef"
+            ),
+            "{line}"
+        );
+        // Without NICs there is no -netdev.
+        let without = command(
+            Path::new("qemu-system-x86_64"),
+            &BootRequest {
+                nics: Vec::new(),
+                ..request
+            },
+        )
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+        assert!(!without.contains("-netdev"), "{without}");
     }
 }

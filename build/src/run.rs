@@ -201,6 +201,7 @@ pub fn boot_system(
         core: artifacts.core.clone(),
         image,
         disks,
+        nics: system.nics.clone(),
         work_directory: work,
         timeout: options.timeout,
         icount: options.icount,

@@ -138,6 +138,8 @@ pub struct System {
     pub cdl: String,
     /// Disks the emulator attaches (`[machine] disks`).
     pub disks: Vec<capdl::MachineDisk>,
+    /// NICs the emulator attaches after the disks (`[machine] nics`).
+    pub nics: Vec<capdl::MachineNic>,
 }
 
 impl System {
@@ -248,6 +250,7 @@ fn lower(path: &Path, system: &capdl::System) -> Result<System> {
         kernels: lowered.kernels,
         cdl: lowered.cdl,
         disks: system.disks.clone(),
+        nics: system.nics.clone(),
     })
 }
 

@@ -53,6 +53,9 @@ pub struct Package {
     /// (one of [`capdl::ROLES`]; `world-switcher` for the program a VM's
     /// switcher runs).
     pub role: Option<String>,
+    /// It depends on the runtime, so it builds for the target only (a
+    /// library that drivers share, such as `virtio-driver`).
+    pub links_runtime: bool,
 }
 
 /// The workspace root, its build output directory and its members.
@@ -90,6 +93,13 @@ struct MetadataPackage {
     /// `[package.metadata]`, `null` when there is none.
     #[serde(default)]
     metadata: serde_json::Value,
+    #[serde(default)]
+    dependencies: Vec<MetadataDependency>,
+}
+
+#[derive(Deserialize)]
+struct MetadataDependency {
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +155,10 @@ impl Workspace {
                         .filter(|target| target.kind.iter().any(|kind| kind == "bin"))
                         .map(|target| target.name.clone())
                         .collect(),
+                    links_runtime: package
+                        .dependencies
+                        .iter()
+                        .any(|dependency| dependency.name == RUNTIME),
                     name: package.name,
                 })
             })
@@ -334,6 +348,7 @@ impl Workspace {
         self.packages
             .iter()
             .filter(|package| package.name != RUNTIME && package.name != CORE)
+            .filter(|package| !package.links_runtime)
             .filter(|package| {
                 let is_program =
                     package.directory.starts_with(&components) && !package.binaries.is_empty();
@@ -352,13 +367,16 @@ impl Workspace {
             .collect()
     }
 
-    /// The component programs that are workspace members (for lints).
+    /// The component programs that are workspace members, and the
+    /// libraries under `components/` that link the runtime (for lints).
     pub fn program_packages(&self) -> Vec<&Package> {
         let components = self.components_directory();
         self.packages
             .iter()
+            .filter(|package| package.name != RUNTIME)
             .filter(|package| {
-                package.directory.starts_with(&components) && !package.binaries.is_empty()
+                package.directory.starts_with(&components)
+                    && (!package.binaries.is_empty() || package.links_runtime)
             })
             .collect()
     }
@@ -418,6 +436,9 @@ mod tests {
                  "metadata": {"microvisor": {"role": "world-switcher"}}},
                 {"name": "vmkfs", "manifest_path": "/w/components/lib/vmkfs/Cargo.toml",
                  "targets": [{"name": "vmkfs", "kind": ["lib"]}]},
+                {"name": "virtio-driver", "manifest_path": "/w/components/lib/virtio-driver/Cargo.toml",
+                 "targets": [{"name": "virtio_driver", "kind": ["lib"]}],
+                 "dependencies": [{"name": "runtime"}, {"name": "virtio"}]},
                 {"name": "build", "manifest_path": "/w/build/Cargo.toml",
                  "targets": [{"name": "mvbuild", "kind": ["bin"]}]},
                 {"name": "guest-runtime", "manifest_path": "/w/test-vms/guest-runtime/Cargo.toml",
@@ -445,7 +466,8 @@ mod tests {
             .iter()
             .map(|package| package.name.as_str())
             .collect();
-        assert_eq!(programs, ["hello", "world-switcher"]);
+        // A library that links the runtime builds for the target only.
+        assert_eq!(programs, ["hello", "world-switcher", "virtio-driver"]);
         let test_vms: Vec<_> = workspace
             .test_vm_packages()
             .iter()
@@ -486,6 +508,7 @@ mod tests {
                         vec![binary.to_string()]
                     },
                     role: None,
+                    links_runtime: false,
                 })
                 .collect(),
         };

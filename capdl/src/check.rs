@@ -30,14 +30,15 @@ use toml::Spanned;
 use crate::Options;
 use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, non_ascii, suggest};
 use crate::model::{
-    Capability, Component, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, KernelGuest, Layout,
-    LineGrant, MachineDisk, MmioGrant, Network, Nic, Notification, PciGrant, PortGrant, Queue,
-    QueuePlacement, SPEC_ENTRY, StoreFile, StoreFileKind, System, Vm,
+    Capability, Component, DEFAULT_NIC_MAC, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX,
+    KernelGuest, Layout, LineGrant, MachineDisk, MachineNic, MmioGrant, Network, Nic, NicBackend,
+    Notification, PciGrant, PortGrant, Queue, QueuePlacement, SPEC_ENTRY, StoreFile, StoreFileKind,
+    System, Uplink, UplinkMode, Vm,
 };
 use crate::programs::{ProgramSet, WORLD_SWITCHER};
 use crate::raw::{
-    Document, Entry, GuestKind, RawComponent, RawDisk, RawNetwork, RawPci, RawVm, Setting, Start,
-    VmEntry,
+    Document, Entry, GuestKind, RawComponent, RawDisk, RawNetwork, RawNic, RawPci, RawVm, Setting,
+    Start, VmEntry,
 };
 use crate::units::{Duration, Number, format_duration, format_size};
 
@@ -74,6 +75,13 @@ pub const NET_SLOTS: u32 = 64;
 /// The most NICs a VM has: its world switcher shows at most four
 /// virtio-net functions.
 pub const MAX_NICS: usize = 4;
+/// The program of a network's uplink: the ring-3 driver of the
+/// machine's NIC.
+pub const VIRTIO_NET: &str = "virtio-net";
+/// The PCI IDs of the machine's NIC, QEMU's modern-only `virtio-net-pci`.
+pub const VIRTIO_NET_PCI: (u16, u16) = (0x1af4, 0x1041);
+/// The most NICs `[machine]` attaches: one uplink drives it.
+pub const MAX_MACHINE_NICS: usize = 1;
 /// The most slot memory one queue may have.
 pub const MAX_QUEUE_BYTES: u64 = 4 << 20;
 /// The most slots one queue may have.
@@ -242,6 +250,34 @@ impl SchedulingKeys<'_> {
     }
 }
 
+/// A `[machine] nics` entry: the NIC and where its `mac` is written (if
+/// given, and a good one).
+struct WrittenNic {
+    nic: MachineNic,
+    mac: Option<Spot>,
+}
+
+/// The machine's NICs and the uplinks named so far (their network and
+/// component), while `[networks.NAME]` tables are checked.
+struct Uplinks<'m> {
+    machine_nics: &'m mut [WrittenNic],
+    named: Vec<(String, usize)>,
+}
+
+/// What `[networks.NAME]` tables are checked against.
+struct NetworkContext<'a> {
+    /// Component names.
+    names: &'a Names,
+    /// Every VM declared, also one left out as broken.
+    vm_names: &'a [&'a str],
+    /// The VMs kept.
+    vms: &'a [Vm],
+    /// The components as written, by index.
+    component_entries: &'a [&'a Entry<RawComponent>],
+    /// A `[machine] nics` entry was wrong and left out.
+    broken_nics: bool,
+}
+
 /// Checked scheduling values, defaults applied.
 struct Scheduling {
     priority: u8,
@@ -406,13 +442,19 @@ impl Checker<'_> {
                 vm_names.push(&entry.name);
             }
         }
+        let mut machine_nics = self.machine_nics(&document.nics);
         let networks = self.networks(
             &network_entries,
-            &names,
-            &vm_names,
-            &vms,
+            &NetworkContext {
+                names: &names,
+                vm_names: &vm_names,
+                vms: &vms,
+                component_entries: &components,
+                broken_nics: document.broken_nics,
+            },
             &mut checked,
             &mut queues,
+            &mut machine_nics,
         );
         self.calls(&queues, &checked);
         let notifications = self.notifications(&notifications, &names);
@@ -455,6 +497,10 @@ impl Checker<'_> {
             scheduling_controller,
             interrupt_forwarder,
             disks,
+            nics: machine_nics
+                .into_iter()
+                .map(|written| written.nic)
+                .collect(),
             networks,
             layout: Layout::default(),
         };
@@ -696,20 +742,28 @@ impl Checker<'_> {
     /// named `N-V`, the queue pair `N-V-tx` (from the VM's world switcher
     /// to the bridge) and `N-V-rx` (back) of frame messages, with the MAC
     /// address `net_api::mac_of("N-V")`; the bridge's arguments gain
-    /// `networks=N,...`, the networks it serves in declaration order.
+    /// `networks=N,...`, the networks it serves in declaration order. An
+    /// `uplink` `C` (see [`Self::uplink`]) adds the pair `N-C-in` (from
+    /// `C` to the bridge) and `N-C-out` (back) after the NICs'.
     fn networks(
         &mut self,
         entries: &[&Entry<RawNetwork>],
-        names: &Names,
-        vm_names: &[&str],
-        vms: &[Vm],
+        against: &NetworkContext<'_>,
         components: &mut [Component],
         queues: &mut Vec<Queue>,
+        machine_nics: &mut [WrittenNic],
     ) -> Vec<Network> {
+        let (names, vm_names, vms) = (against.names, against.vm_names, against.vms);
         let queues_before = queues.len();
         let mut networks = Vec::new();
         // Per network kept: where each NIC's VM is listed.
         let mut member_spots: Vec<Vec<Spot>> = Vec::new();
+        // Per network kept: where its uplink is named.
+        let mut uplink_spots: Vec<Option<Spot>> = Vec::new();
+        let mut uplinks = Uplinks {
+            machine_nics,
+            named: Vec::new(),
+        };
         // Per VM index: the networks it has a NIC on so far.
         let mut nics_of: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         // Every NIC so far: its name, MAC, network and VM.
@@ -865,6 +919,22 @@ impl Checker<'_> {
                 nics.push(Nic { name: nic, vm, mac });
                 spots.push(spot);
             }
+            let uplink = match (&raw.uplink, &raw.uplink_mode) {
+                (Some(_), _) => {
+                    self.uplink(entry, against, components, queues, &nics, &mut uplinks)
+                }
+                (None, Some(mode)) => {
+                    self.error(
+                        &entry.at(mode),
+                        format!("{context}: uplink_mode needs an uplink"),
+                    )
+                    .help = Some(format!(
+                        "name the driver of the machine's NIC: uplink = \"COMPONENT\" (a component running program \"{VIRTIO_NET}\")"
+                    ));
+                    None
+                }
+                (None, None) => None,
+            };
             let (Some(bridge), Some(slots)) = (bridge, slots) else {
                 continue;
             };
@@ -884,15 +954,44 @@ impl Checker<'_> {
                     });
                 }
             }
+            if let Some(uplink) = &uplink {
+                let driver = uplink.component;
+                for (suffix, sender, receiver) in [("in", driver, bridge), ("out", bridge, driver)]
+                {
+                    self.queue_spots.push(entry.spot.clone());
+                    queues.push(Queue {
+                        name: format!("{}-{suffix}", uplink.name),
+                        sender,
+                        receiver,
+                        slot_size: NET_SLOT_BYTES,
+                        slots,
+                        reply: None,
+                    });
+                }
+            }
+            uplink_spots.push(
+                raw.uplink
+                    .as_ref()
+                    .filter(|_| uplink.is_some())
+                    .map(|written| entry.at(written)),
+            );
             networks.push(Network {
                 name: entry.name.clone(),
                 bridge,
                 slots,
                 nics,
+                uplink,
             });
             member_spots.push(spots);
         }
         self.nic_networks(&networks, &member_spots, components);
+        self.uplinks_apart(
+            &networks,
+            &uplink_spots,
+            components,
+            &seen,
+            uplinks.machine_nics,
+        );
         if queues.len() > MAX_QUEUES
             && queues_before <= MAX_QUEUES
             && let Some(entry) = entries.last()
@@ -904,10 +1003,19 @@ impl Checker<'_> {
                     queues.len()
                 ),
             )
-            .help = Some(format!(
-                "each NIC takes two queues ({} for the networks' NICs)",
-                queues.len() - queues_before
-            ));
+            .help = Some(
+                if networks.iter().any(|network| network.uplink.is_some()) {
+                    format!(
+                        "each NIC and each uplink takes two queues ({} for the networks' NICs and uplink)",
+                        queues.len() - queues_before
+                    )
+                } else {
+                    format!(
+                        "each NIC takes two queues ({} for the networks' NICs)",
+                        queues.len() - queues_before
+                    )
+                },
+            );
         }
         for (index, component) in components.iter_mut().enumerate() {
             let served: Vec<&str> = networks
@@ -991,6 +1099,373 @@ impl Checker<'_> {
                 ));
             }
         }
+    }
+
+    /// A network's `uplink`: the driver of the machine's NIC (a component
+    /// running [`VIRTIO_NET`] with a `pci` grant for the card), of one
+    /// network, the system's only one, with a `[machine]` NIC to drive, and
+    /// its queues `N-C-in` and `N-C-out` named within 32 characters and
+    /// not declared. In exclusive mode the network's one VM owns the card,
+    /// which takes that VM's NIC's MAC (set on the machine's NIC here).
+    /// `None` (after reporting) when it is not one.
+    fn uplink(
+        &mut self,
+        entry: &Entry<RawNetwork>,
+        context: &NetworkContext<'_>,
+        components: &[Component],
+        queues: &[Queue],
+        nics: &[Nic],
+        uplinks: &mut Uplinks<'_>,
+    ) -> Option<Uplink> {
+        let raw = entry.value.as_ref()?;
+        let written = raw.uplink.as_ref()?;
+        let network = format!("network '{}'", entry.name);
+        let spot = entry.at(written);
+        let component = self.end(entry, &network, "uplink component", written, context.names)?;
+        let driver = &components[component];
+        let mut good = true;
+        if driver.program != VIRTIO_NET {
+            good = false;
+            self.error(
+                &spot,
+                format!(
+                    "{network}: its uplink '{}' runs program '{}', not the virtio-net driver",
+                    driver.name, driver.program
+                ),
+            )
+            .help = Some(format!(
+                "an uplink runs program = \"{VIRTIO_NET}\", the driver of the machine's NIC"
+            ));
+        }
+        let (vendor, device) = VIRTIO_NET_PCI;
+        let pci_written = context.component_entries[component]
+            .value
+            .as_ref()
+            .is_some_and(|raw| raw.pci.is_some())
+            || context.component_entries[component].was_dropped("pci");
+        match driver.pci {
+            Some(pci) if (pci.vendor, pci.device) == VIRTIO_NET_PCI => {}
+            Some(pci) => {
+                good = false;
+                self.error(
+                    &spot,
+                    format!(
+                        "{network}: its uplink '{}' drives PCI {:04x}:{:04x}, not the machine's NIC ({vendor:04x}:{device:04x}, virtio-net-pci)",
+                        driver.name, pci.vendor, pci.device
+                    ),
+                )
+                .help = Some(format!(
+                    "give it pci = {{ vendor = \"{vendor:#06x}\", device = \"{device:#06x}\" }}"
+                ));
+            }
+            // A pci table written wrong is reported where it is written.
+            None if pci_written => good = false,
+            None => {
+                good = false;
+                self.error(
+                    &spot,
+                    format!(
+                        "{network}: its uplink '{}' has no pci grant for the machine's NIC ({vendor:04x}:{device:04x}, virtio-net-pci)",
+                        driver.name
+                    ),
+                )
+                .help = Some(format!(
+                    "give it pci = {{ vendor = \"{vendor:#06x}\", device = \"{device:#06x}\" }}"
+                ));
+            }
+        }
+        if let Some((other, _)) = uplinks.named.iter().find(|(_, c)| *c == component) {
+            good = false;
+            self.error(
+                &spot,
+                format!(
+                    "{network}: component '{}' is already the uplink of network '{other}'",
+                    driver.name
+                ),
+            )
+            .help = Some("a driver connects one network to the outside".into());
+        } else if let Some((other, _)) = uplinks.named.first() {
+            good = false;
+            self.error(
+                &spot,
+                format!(
+                    "{network}: network '{other}' has the uplink already; the machine has at most {MAX_MACHINE_NICS} NIC, so the system has at most one uplink"
+                ),
+            )
+            .help = Some("connect one network to the outside".into());
+        }
+        uplinks.named.push((entry.name.clone(), component));
+        if uplinks.machine_nics.is_empty() && !context.broken_nics {
+            good = false;
+            self.error(
+                &spot,
+                format!(
+                    "{network}: its uplink '{}' drives the machine's NIC, but the system has no [machine] nics",
+                    driver.name
+                ),
+            )
+            .help = Some("[machine] nics = [{ backend = \"user\" }]".into());
+        }
+        let name = format!("{}-{}", entry.name, driver.name);
+        let (incoming, outgoing) = (format!("{name}-in"), format!("{name}-out"));
+        if !is_valid_name(&incoming, NameKind::Plain) || !is_valid_name(&outgoing, NameKind::Plain)
+        {
+            self.error(
+                &spot,
+                format!(
+                    "{network}: the queues of its uplink '{}', '{incoming}' and '{outgoing}', are longer than 32 characters",
+                    driver.name
+                ),
+            )
+            .help = Some(
+                "an uplink's queues are named NETWORK-COMPONENT-in and NETWORK-COMPONENT-out: shorten the network's or the component's name"
+                    .into(),
+            );
+            return None;
+        }
+        for queue in [&incoming, &outgoing] {
+            if queues.iter().any(|declared| declared.name == *queue) {
+                good = false;
+                self.error(
+                    &spot,
+                    format!(
+                        "{network} needs the queue '{queue}' for its uplink '{}', which the system declares itself",
+                        driver.name
+                    ),
+                )
+                .help = Some(format!(
+                    "an uplink's queues are made for it: remove [queues.{queue}] or rename the network"
+                ));
+            }
+        }
+        // A mode written wrong is reported where it is written.
+        if entry.was_dropped("uplink_mode") {
+            return None;
+        }
+        let mode = raw
+            .uplink_mode
+            .as_ref()
+            .map_or(UplinkMode::Shared, |mode| *mode.get_ref());
+        let card = uplinks.machine_nics.first_mut();
+        let mac = match mode {
+            UplinkMode::Shared => card.map_or(DEFAULT_NIC_MAC, |card| card.nic.mac),
+            UplinkMode::Exclusive => {
+                let mode_spot = raw
+                    .uplink_mode
+                    .as_ref()
+                    .map_or(spot.clone(), |mode| entry.at(mode));
+                let members = raw.members.get_ref();
+                if members.len() > 1 {
+                    self.error(
+                        &mode_spot,
+                        format!(
+                            "{network}: in exclusive mode one VM owns the machine's NIC, but the network has {} members",
+                            members.len()
+                        ),
+                    )
+                    .help = Some(
+                        "list the one VM that owns the card (the outside sees it as the card), or use uplink_mode = \"shared\""
+                            .into(),
+                    );
+                    return None;
+                }
+                // No member is reported already, and so is a member that
+                // has no NIC.
+                let [nic] = nics else {
+                    return None;
+                };
+                let vm = &context.vms[nic.vm].name;
+                if let Some(card) = card {
+                    if let Some(mac_spot) = card.mac.clone() {
+                        self.error(
+                            &mac_spot,
+                            format!(
+                                "[machine] nic mac {}: network '{}' is exclusive, and in exclusive mode the card takes VM '{vm}''s NIC's MAC ({})",
+                                card.nic.mac_text(),
+                                entry.name,
+                                net_api::MacText(nic.mac)
+                            ),
+                        )
+                        .help = Some(
+                            "remove the card's mac, or use uplink_mode = \"shared\"".into(),
+                        );
+                        return None;
+                    }
+                    card.nic.mac = nic.mac;
+                }
+                nic.mac
+            }
+        };
+        good.then_some(Uplink {
+            component,
+            name,
+            mode,
+            mac,
+        })
+    }
+
+    /// Uplinks against every NIC, once all networks are read: an uplink
+    /// `N-C` is named as no NIC is, is not put on a longer network of the
+    /// same bridge (as [`Self::nic_networks`] says for NICs), and in shared
+    /// mode its card's MAC is no NIC's.
+    fn uplinks_apart(
+        &mut self,
+        networks: &[Network],
+        uplink_spots: &[Option<Spot>],
+        components: &[Component],
+        seen: &[(String, [u8; 6], String, String)],
+        machine_nics: &[WrittenNic],
+    ) {
+        for (network, spot) in networks.iter().zip(uplink_spots) {
+            let (Some(uplink), Some(spot)) = (&network.uplink, spot) else {
+                continue;
+            };
+            let context = format!("network '{}'", network.name);
+            let driver = &components[uplink.component].name;
+            if let Some((_, _, other, vm)) = seen.iter().find(|(name, ..)| *name == uplink.name) {
+                self.error(
+                    spot,
+                    format!(
+                        "{context}: its uplink '{driver}' would be named '{}', as is network '{other}''s NIC for VM '{vm}'",
+                        uplink.name
+                    ),
+                )
+                .help = Some(
+                    "an uplink is named NETWORK-COMPONENT and a NIC NETWORK-VM: rename a network, the component or the VM"
+                        .into(),
+                );
+            }
+            let taken_by = networks.iter().find(|other| {
+                other.bridge == network.bridge
+                    && other.name.len() > network.name.len()
+                    && uplink
+                        .name
+                        .strip_prefix(other.name.as_str())
+                        .is_some_and(|rest| rest.starts_with('-'))
+            });
+            if let Some(other) = taken_by {
+                self.error(
+                    spot,
+                    format!(
+                        "{context}: its uplink '{driver}' ('{}') would be put on network '{}' by their bridge '{}', which puts a port on the longest of its networks its name starts with",
+                        uplink.name,
+                        other.name,
+                        components[network.bridge].name
+                    ),
+                )
+                .help = Some(format!(
+                    "rename network '{}' or the component, or serve one of the networks from another bridge",
+                    other.name
+                ));
+            }
+            if uplink.mode != UplinkMode::Shared {
+                continue;
+            }
+            if let Some((nic, ..)) = mac_collision(seen, &uplink.mac) {
+                let at = machine_nics
+                    .first()
+                    .and_then(|card| card.mac.clone())
+                    .unwrap_or_else(|| spot.clone());
+                self.error(
+                    &at,
+                    format!(
+                        "{context}: the card of its uplink '{driver}' would have the MAC address {} of NIC '{nic}'",
+                        net_api::MacText(uplink.mac)
+                    ),
+                )
+                .help = Some(format!(
+                    "in shared mode the card keeps its own MAC ([machine] nics' mac, default {}), which no NIC may have: give the card another",
+                    net_api::MacText(DEFAULT_NIC_MAC)
+                ));
+            }
+        }
+    }
+
+    /// `[machine] nics`: at most [`MAX_MACHINE_NICS`], each on the `user`
+    /// backend, with a unicast MAC that is not all zeros (QEMU's
+    /// [`DEFAULT_NIC_MAC`] when none is given). An entry with a wrong
+    /// value is kept (its error reported) so that an uplink does not also
+    /// miss it.
+    fn machine_nics(&mut self, raw: &[(Spot, RawNic)]) -> Vec<WrittenNic> {
+        let mut nics = Vec::new();
+        for (index, (spot, nic)) in raw.iter().enumerate() {
+            let at = |value: &Spanned<String>| Spot {
+                file: spot.file,
+                span: value.span(),
+            };
+            if index == MAX_MACHINE_NICS {
+                self.error(
+                    spot,
+                    format!(
+                        "[machine] the system has {} NICs; the machine has at most {MAX_MACHINE_NICS}",
+                        raw.len()
+                    ),
+                )
+                .help = Some("one network's uplink drives the machine's one NIC".into());
+            }
+            let backend = nic.backend.get_ref();
+            if backend != NicBackend::User.name() {
+                self.error(
+                    &at(&nic.backend),
+                    format!(
+                        "[machine] nic backend \"{backend}\" is not supported; the only backend is \"user\" (QEMU's user-mode network)"
+                    ),
+                )
+                .help = suggest(backend, [NicBackend::User.name()]);
+            }
+            let mut mac = DEFAULT_NIC_MAC;
+            let mut given_at = None;
+            if let Some(text) = &nic.mac {
+                match parse_mac(text.get_ref()) {
+                    None => {
+                        self.error(
+                            &at(text),
+                            format!(
+                                "[machine] nic mac \"{}\" is not six hex bytes separated by ':' (such as \"{}\")",
+                                text.get_ref(),
+                                net_api::MacText(DEFAULT_NIC_MAC)
+                            ),
+                        );
+                    }
+                    Some(given) if given == [0; 6] => {
+                        self.error(
+                            &at(text),
+                            format!(
+                                "[machine] nic mac {} is all zeros, which is no NIC's address",
+                                net_api::MacText(given)
+                            ),
+                        );
+                    }
+                    Some(given) if net_api::is_group(&given) => {
+                        let mut unicast = given;
+                        unicast[0] &= !1;
+                        self.error(
+                            &at(text),
+                            format!(
+                                "[machine] nic mac {} is a group (multicast) address: the low bit of its first byte is set",
+                                net_api::MacText(given)
+                            ),
+                        )
+                        .help = Some(format!(
+                            "a NIC's own address is unicast, such as {}",
+                            net_api::MacText(unicast)
+                        ));
+                    }
+                    Some(given) => {
+                        mac = given;
+                        given_at = Some(at(text));
+                    }
+                }
+            }
+            nics.push(WrittenNic {
+                nic: MachineNic {
+                    backend: NicBackend::User,
+                    mac,
+                },
+                mac: given_at,
+            });
+        }
+        nics
     }
 
     /// Whether a NIC queue of `slots` frames fits in [`MAX_QUEUE_BYTES`];
@@ -3379,6 +3854,20 @@ fn mac_collision<'s>(
     mac: &[u8; 6],
 ) -> Option<&'s (String, [u8; 6], String, String)> {
     seen.iter().find(|(_, other, ..)| other == mac)
+}
+
+/// `"xx:xx:xx:xx:xx:xx"` (hex, either case) as a MAC address.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
 
 /// A size rounded to whole KiB or MiB for summaries.

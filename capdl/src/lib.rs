@@ -41,10 +41,10 @@ pub use check::{
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use lower::{ImageProgram, Lowered, ProgramUse};
 pub use model::{
-    Capability, Component, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, GuestKind, KernelGuest,
-    Layout, LineGrant, MachineDisk, MmioGrant, Network, Nic, Notification, PciGrant, PortGrant,
-    Queue, QueuePlacement, SPEC_ENTRY, Start, StoreFile, StoreFileKind, System, Vm,
-    guest_entry_name,
+    Capability, Component, DEFAULT_NIC_MAC, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, GuestKind,
+    KernelGuest, Layout, LineGrant, MachineDisk, MachineNic, MmioGrant, Network, Nic, NicBackend,
+    Notification, PciGrant, PortGrant, Queue, QueuePlacement, SPEC_ENTRY, Start, StoreFile,
+    StoreFileKind, System, Uplink, UplinkMode, Vm, guest_entry_name,
 };
 pub use programs::{PROGRAM_GROUPS, ProgramSet, ROLES, WORLD_SWITCHER, check_role};
 pub use raw::{MAX_FILE_BYTES, MAX_SYSTEM_BYTES, read_file};

@@ -599,7 +599,7 @@ impl System {
             }
             let _ = writeln!(out, "}}");
         }
-        if !self.disks.is_empty() {
+        if !self.disks.is_empty() || !self.nics.is_empty() {
             let _ = writeln!(out, "\nmachine {{");
             for (index, disk) in self.disks.iter().enumerate() {
                 let what = match (&disk.size, &disk.image) {
@@ -626,6 +626,16 @@ impl System {
                     let _ = writeln!(out, "    VMKFS disk '{}' {what}", file.name);
                 }
             }
+            for (index, nic) in self.nics.iter().enumerate() {
+                let backend = match nic.backend {
+                    crate::NicBackend::User => "user-mode network (gateway 10.0.2.2)",
+                };
+                let _ = writeln!(
+                    out,
+                    "  nic {index}: virtio-net-pci (1af4:1041), {backend}, MAC {}",
+                    nic.mac_text()
+                );
+            }
             let _ = writeln!(out, "}}");
         }
         if !self.networks.is_empty() {
@@ -645,6 +655,21 @@ impl System {
                         nic.name,
                         self.vms[nic.vm].name,
                         net_api::MacText(nic.mac)
+                    );
+                }
+                if let Some(uplink) = &network.uplink {
+                    let mode = match (uplink.mode, network.nics.first()) {
+                        (crate::UplinkMode::Exclusive, Some(nic)) => {
+                            format!("exclusive: VM '{}' owns the card", self.vms[nic.vm].name)
+                        }
+                        (mode, _) => mode.name().to_string(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    {}: uplink '{}' ({mode}), card MAC {}",
+                        uplink.name,
+                        name(uplink.component),
+                        net_api::MacText(uplink.mac)
                     );
                 }
             }

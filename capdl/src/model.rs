@@ -33,6 +33,8 @@ pub struct System {
     pub interrupt_forwarder: Option<usize>,
     /// Disks the emulator attaches.
     pub disks: Vec<MachineDisk>,
+    /// NICs the emulator attaches (at most one), after the disks.
+    pub nics: Vec<MachineNic>,
     /// Virtual networks (`[networks.NAME]`), in declaration order.
     pub networks: Vec<Network>,
     pub layout: Layout,
@@ -129,6 +131,45 @@ pub struct MachineDisk {
     pub files: Vec<StoreFile>,
 }
 
+/// A NIC the emulator attaches: QEMU's `virtio-net-pci` (1af4:1041,
+/// modern only) on the network `backend` gives, with the MAC address
+/// `mac`. The ring-3 driver of the card (program `virtio-net`) is a
+/// network's uplink ([`Uplink`]); in exclusive mode `mac` is the one VM
+/// NIC's MAC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineNic {
+    pub backend: NicBackend,
+    pub mac: [u8; 6],
+}
+
+impl MachineNic {
+    /// Its MAC address as `xx:xx:xx:xx:xx:xx`.
+    pub fn mac_text(&self) -> String {
+        net_api::MacText(self.mac).to_string()
+    }
+}
+
+/// What a [`MachineNic`] is connected to on the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicBackend {
+    /// QEMU's user-mode network (slirp): the guest side is 10.0.2.0/24,
+    /// the gateway 10.0.2.2 answers ping.
+    User,
+}
+
+impl NicBackend {
+    /// The name the system file uses.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::User => "user",
+        }
+    }
+}
+
+/// The MAC address of a [`MachineNic`] whose `[machine]` entry gives none
+/// (QEMU's own default).
+pub const DEFAULT_NIC_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
 /// A file the build tool makes in a machine disk's VMKFS file system.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreFile {
@@ -152,7 +193,8 @@ pub enum StoreFileKind {
 /// A virtual network: a network bridge switching Ethernet frames between
 /// the NICs of its member VMs. Each NIC is the queue pair `NIC-tx` (from
 /// the VM's world switcher to the bridge) and `NIC-rx` (back), declared in
-/// [`System::queues`] like any other queue.
+/// [`System::queues`] like any other queue; an uplink is the pair `N-C-in`
+/// (from its driver `C` to the bridge) and `N-C-out` (back).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Network {
     pub name: String,
@@ -162,7 +204,25 @@ pub struct Network {
     pub slots: u32,
     /// One per member VM, in the order `members` lists them.
     pub nics: Vec<Nic>,
+    /// The machine NIC's driver, which connects the network to the
+    /// outside.
+    pub uplink: Option<Uplink>,
 }
+
+/// A network's uplink: the driver of the machine's NIC, a port of the
+/// bridge like a VM's NIC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uplink {
+    /// The component running the driver (program `virtio-net`).
+    pub component: usize,
+    /// `NETWORK-COMPONENT`, the stem of its queues' names.
+    pub name: String,
+    pub mode: UplinkMode,
+    /// The card's MAC address (in exclusive mode the member NIC's).
+    pub mac: [u8; 6],
+}
+
+pub use crate::raw::UplinkMode;
 
 /// A VM's NIC on a virtual network.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -188,6 +188,19 @@ pub struct RawMmio {
 #[serde(deny_unknown_fields)]
 pub struct RawMachine {
     pub disks: Option<Vec<Spanned<RawDisk>>>,
+    pub nics: Option<Vec<Spanned<RawNic>>>,
+}
+
+/// One entry of `nics = [{ backend = "user", mac = "52:54:00:12:34:56" }]`:
+/// a virtio-net PCI card on a network of the emulator's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNic {
+    /// What the card is connected to (only `user`, checked with a message
+    /// of its own).
+    pub backend: Spanned<String>,
+    /// Its MAC address, `xx:xx:xx:xx:xx:xx` (default QEMU's).
+    pub mac: Option<Spanned<String>>,
 }
 
 /// One entry of `disks = [{ size = "8MiB" }]` or `[{ image = "disk.img" }]`:
@@ -309,6 +322,33 @@ pub struct RawNetwork {
     pub members: Spanned<Vec<Spanned<String>>>,
     /// Frames in flight each way per NIC (default 64).
     pub slots: Option<Spanned<Number>>,
+    /// The component driving the machine's NIC (program `virtio-net`),
+    /// which connects the network to the outside.
+    pub uplink: Option<Spanned<String>>,
+    /// How the network shares the machine's NIC (default `shared`).
+    pub uplink_mode: Option<Spanned<UplinkMode>>,
+}
+
+/// How a network shares the machine's NIC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UplinkMode {
+    /// The card keeps its own MAC; the bridge forwards by MAC among the
+    /// members and the outside.
+    Shared,
+    /// The network's one VM owns the card, whose MAC is that VM's NIC's:
+    /// the outside sees the VM as the card.
+    Exclusive,
+}
+
+impl UplinkMode {
+    /// The name the system file uses.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::Exclusive => "exclusive",
+        }
+    }
 }
 
 /// `[notifications.NAME]`.
@@ -430,6 +470,8 @@ pub struct Document {
     pub networks: Vec<Entry<RawNetwork>>,
     /// `[machine] disks`, from whichever file wrote them.
     pub disks: Vec<(Spot, RawDisk)>,
+    /// `[machine] nics`, from whichever file wrote them.
+    pub nics: Vec<(Spot, RawNic)>,
     /// Whether a file had a TOML syntax error or an include failed: the
     /// document is incomplete, so checking stops after loading (references
     /// into the missing part would only add noise).
@@ -438,6 +480,9 @@ pub struct Document {
     /// `components` that is not a table, a `[[component]]` entry without a
     /// name): already reported, and "no components" would be noise.
     pub broken_sections: bool,
+    /// Whether a `[machine] nics` entry (or the list) was wrong and is
+    /// left out (already reported): an uplink then does not also miss it.
+    pub broken_nics: bool,
 }
 
 /// Removes `.` and resolves `..` without touching the file system, so that
@@ -776,7 +821,11 @@ impl Loader<'_> {
     }
 
     fn machine(&mut self, file: usize, value: &Spanned<DeValue<'_>>) {
-        let (Some(machine), _) = self.deserialize::<RawMachine>(file, value, "[machine]") else {
+        let (machine, dropped) = self.deserialize::<RawMachine>(file, value, "[machine]");
+        if dropped.iter().any(|key| key == "nics") {
+            self.document.broken_nics = true;
+        }
+        let Some(machine) = machine else {
             return;
         };
         for disk in machine.disks.into_iter().flatten() {
@@ -785,6 +834,13 @@ impl Loader<'_> {
                 span: disk.span(),
             };
             self.document.disks.push((spot, disk.into_inner()));
+        }
+        for nic in machine.nics.into_iter().flatten() {
+            let spot = Spot {
+                file,
+                span: nic.span(),
+            };
+            self.document.nics.push((spot, nic.into_inner()));
         }
     }
 

@@ -479,7 +479,7 @@ fn no_programs_at_all_names_the_empty_group_folders() {
 fn unknown_default_program_lists_programs() {
     assert_eq!(
         error("[components.qos]\n"),
-        "main.toml:1:13: component 'qos': no program 'qos' in components/system/ or components/test/ (the program defaults to the component's name) (help: the programs are: a, b, block-store, blockstore, c, crasher, driver, hello, hostile, measure, netbridge, peer, ping, pong, spinner, supervisor, vmctl, world-switcher)"
+        "main.toml:1:13: component 'qos': no program 'qos' in components/system/ or components/test/ (the program defaults to the component's name) (help: the programs are: a, b, block-store, blockstore, c, crasher, driver, hello, hostile, measure, netbridge, peer, ping, pong, spinner, supervisor, virtio-net, vmctl, world-switcher)"
     );
 }
 
@@ -2286,12 +2286,14 @@ fn a_network_becomes_a_queue_pair_per_member_and_the_bridges_networks_argument()
                 bridge: 0,
                 slots: 16,
                 nics: vec![nic("lan-a", 0), nic("lan-b", 1)],
+                uplink: None,
             },
             capdl::Network {
                 name: "dmz".into(),
                 bridge: 0,
                 slots: 64,
                 nics: vec![nic("dmz-b", 1)],
+                uplink: None,
             },
         ]
     );
@@ -2354,7 +2356,7 @@ fn a_networks_members_are_declared_vms_each_once() {
         error(&format!(
             "{NET_BASE}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nvlan = 3\n"
         )),
-        "main.toml:16:1: network 'lan': unknown field 'vlan' (help: the fields are: bridge, members, slots)"
+        "main.toml:16:1: network 'lan': unknown field 'vlan' (help: the fields are: bridge, members, slots, uplink, uplink_mode)"
     );
 }
 
@@ -2485,6 +2487,366 @@ fn the_bridges_args_and_the_queue_count_are_checked() {
         all,
         [
             "main.toml:323:11: the system has 66 queues with those of its networks; the core supports at most 64 (help: each NIC takes two queues (4 for the networks' NICs))"
+        ]
+    );
+}
+
+/// `NET_BASE` with the driver `nic` of the machine's NIC and that NIC (the
+/// network's table starts on line 18).
+const UPLINK_BASE: &str = "[components.bridge]\nprogram = \"netbridge\"\n[components.ws-a]\nprogram = \"world-switcher\"\n[components.ws-b]\nprogram = \"world-switcher\"\n[vms.a]\nswitcher = \"ws-a\"\nimage = \"hello\"\n[vms.b]\nswitcher = \"ws-b\"\nimage = \"hello\"\n[components.nic]\nprogram = \"virtio-net\"\npci = { vendor = \"0x1af4\", device = \"0x1041\" }\n[machine]\nnics = [{ backend = \"user\" }]\n";
+
+#[test]
+fn uplink_base_extends_net_base() {
+    assert!(UPLINK_BASE.starts_with(NET_BASE));
+    assert_eq!(UPLINK_BASE.lines().count(), 17);
+}
+
+#[test]
+fn machine_nics_are_user_mode_with_a_unicast_mac() {
+    let system = common::system("[components.a]\n[machine]\nnics = [{ backend = \"user\" }]\n");
+    assert_eq!(
+        system.nics,
+        [capdl::MachineNic {
+            backend: capdl::NicBackend::User,
+            mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+        }]
+    );
+    let system = common::system(
+        "[components.a]\n[machine]\nnics = [{ backend = \"user\", mac = \"02:00:5E:10:00:01\" }]\n",
+    );
+    assert_eq!(system.nics[0].mac, [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01]);
+    assert!(common::system("[components.a]\n").nics.is_empty());
+    assert_eq!(
+        errors(
+            "[components.a]\n[machine]\nnics = [{ backend = \"tap\" }, { backend = \"usr\" }]\n"
+        ),
+        [
+            "main.toml:3:21: [machine] nic backend \"tap\" is not supported; the only backend is \"user\" (QEMU's user-mode network)",
+            "main.toml:3:30: [machine] the system has 2 NICs; the machine has at most 1 (help: one network's uplink drives the machine's one NIC)",
+            "main.toml:3:42: [machine] nic backend \"usr\" is not supported; the only backend is \"user\" (QEMU's user-mode network) (help: did you mean 'user'?)",
+        ]
+    );
+    let mac = |mac: &str| {
+        error(&format!(
+            "[components.a]\n[machine]\nnics = [{{ backend = \"user\", mac = \"{mac}\" }}]\n"
+        ))
+    };
+    assert_eq!(
+        mac("52:54:00:12:34"),
+        "main.toml:3:35: [machine] nic mac \"52:54:00:12:34\" is not six hex bytes separated by ':' (such as \"52:54:00:12:34:56\")"
+    );
+    assert_eq!(
+        mac("52-54-00-12-34-56"),
+        "main.toml:3:35: [machine] nic mac \"52-54-00-12-34-56\" is not six hex bytes separated by ':' (such as \"52:54:00:12:34:56\")"
+    );
+    assert_eq!(
+        mac("00:00:00:00:00:00"),
+        "main.toml:3:35: [machine] nic mac 00:00:00:00:00:00 is all zeros, which is no NIC's address"
+    );
+    assert_eq!(
+        mac("53:54:00:12:34:56"),
+        "main.toml:3:35: [machine] nic mac 53:54:00:12:34:56 is a group (multicast) address: the low bit of its first byte is set (help: a NIC's own address is unicast, such as 52:54:00:12:34:56)"
+    );
+    assert_eq!(
+        mac("ff:ff:ff:ff:ff:ff"),
+        "main.toml:3:35: [machine] nic mac ff:ff:ff:ff:ff:ff is a group (multicast) address: the low bit of its first byte is set (help: a NIC's own address is unicast, such as fe:ff:ff:ff:ff:ff)"
+    );
+    assert_eq!(
+        errors(
+            "[components.a]\n[machine]\nnics = [{ mac = \"52:54:00:12:34:56\" }, { backend = \"user\", model = \"e1000\" }]\n"
+        ),
+        [
+            "main.toml:3:9: [machine] is missing 'nics[0].backend'",
+            "main.toml:3:60: [machine]: unknown field 'model' in 'nics[1]' (help: the fields are: backend, mac)",
+        ]
+    );
+}
+
+#[test]
+fn an_uplink_is_a_queue_pair_of_its_own_and_adds_no_args() {
+    let system = common::system(&format!(
+        "{UPLINK_BASE}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\", \"b\"]\nuplink = \"nic\"\nslots = 16\n"
+    ));
+    let queues: Vec<(&str, usize, usize, u32, u32)> = system
+        .queues
+        .iter()
+        .map(|q| (q.name.as_str(), q.sender, q.receiver, q.slot_size, q.slots))
+        .collect();
+    assert_eq!(
+        queues,
+        [
+            ("lan-a-tx", 1, 0, 1528, 16),
+            ("lan-a-rx", 0, 1, 1528, 16),
+            ("lan-b-tx", 2, 0, 1528, 16),
+            ("lan-b-rx", 0, 2, 1528, 16),
+            ("lan-nic-in", 3, 0, 1528, 16),
+            ("lan-nic-out", 0, 3, 1528, 16),
+        ]
+    );
+    assert_eq!(system.components[0].args, "networks=lan");
+    assert_eq!(system.components[3].args, "");
+    assert_eq!(
+        system.networks[0].uplink,
+        Some(capdl::Uplink {
+            component: 3,
+            name: "lan-nic".into(),
+            mode: capdl::UplinkMode::Shared,
+            mac: capdl::DEFAULT_NIC_MAC,
+        })
+    );
+    assert_eq!(system.nics[0].mac, capdl::DEFAULT_NIC_MAC);
+    common::assert_round_trip(&system);
+    // A card's own MAC is the uplink's in shared mode.
+    let system = common::system(&format!(
+        "{}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nuplink = \"nic\"\nuplink_mode = \"shared\"\n",
+        UPLINK_BASE.replace(
+            "backend = \"user\" }",
+            "backend = \"user\", mac = \"02:11:22:33:44:55\" }"
+        )
+    ));
+    let uplink = system.networks[0].uplink.as_ref().unwrap();
+    assert_eq!(uplink.mac, [0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
+    assert_eq!(system.nics[0].mac, uplink.mac);
+}
+
+#[test]
+fn an_exclusive_uplink_gives_the_card_its_vms_mac() {
+    let system = common::system(&format!(
+        "{UPLINK_BASE}[networks.out]\nbridge = \"bridge\"\nmembers = [\"b\"]\nuplink = \"nic\"\nuplink_mode = \"exclusive\"\n"
+    ));
+    let mac = net_api::mac_of("out-b");
+    assert_eq!(
+        system.networks[0].uplink,
+        Some(capdl::Uplink {
+            component: 3,
+            name: "out-nic".into(),
+            mode: capdl::UplinkMode::Exclusive,
+            mac,
+        })
+    );
+    assert_eq!(
+        system.nics,
+        [capdl::MachineNic {
+            backend: capdl::NicBackend::User,
+            mac,
+        }]
+    );
+    common::assert_round_trip(&system);
+}
+
+#[test]
+fn an_uplink_runs_the_virtio_net_driver_of_the_machines_nic() {
+    let network = |uplink: &str| {
+        format!("[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nuplink = \"{uplink}\"\n")
+    };
+    assert_eq!(
+        error(&format!("{UPLINK_BASE}{}", network("nci"))),
+        "main.toml:21:10: network 'lan': unknown uplink component 'nci' (help: did you mean 'nic'?)"
+    );
+    assert_eq!(
+        error(&format!("{UPLINK_BASE}{}", network("a"))),
+        "main.toml:21:10: network 'lan': unknown uplink component 'a' (help: 'a' is a VM, not a component; the component that runs it is its switcher 'ws-a')"
+    );
+    assert_eq!(
+        error(&format!(
+            "{}{}",
+            UPLINK_BASE.replace("\"virtio-net\"", "\"driver\""),
+            network("nic")
+        )),
+        "main.toml:21:10: network 'lan': its uplink 'nic' runs program 'driver', not the virtio-net driver (help: an uplink runs program = \"virtio-net\", the driver of the machine's NIC)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{}{}",
+            UPLINK_BASE.replace("pci = { vendor = \"0x1af4\", device = \"0x1041\" }\n", ""),
+            network("nic")
+        )),
+        "main.toml:20:10: network 'lan': its uplink 'nic' has no pci grant for the machine's NIC (1af4:1041, virtio-net-pci) (help: give it pci = { vendor = \"0x1af4\", device = \"0x1041\" })"
+    );
+    assert_eq!(
+        error(&format!(
+            "{}{}",
+            UPLINK_BASE.replace("\"0x1041\"", "\"0x1000\""),
+            network("nic")
+        )),
+        "main.toml:21:10: network 'lan': its uplink 'nic' drives PCI 1af4:1000, not the machine's NIC (1af4:1041, virtio-net-pci) (help: give it pci = { vendor = \"0x1af4\", device = \"0x1041\" })"
+    );
+    // A pci table written wrong is reported where it is written.
+    assert_eq!(
+        error(&format!(
+            "{}{}",
+            UPLINK_BASE.replace("\"0x1041\"", "\"0x11041\""),
+            network("nic")
+        )),
+        "main.toml:15:37: component 'nic': pci device 0x11041 is not a 16-bit ID"
+    );
+    assert_eq!(
+        error(&format!(
+            "{}{}",
+            UPLINK_BASE.replace("[machine]\nnics = [{ backend = \"user\" }]\n", ""),
+            network("nic")
+        )),
+        "main.toml:19:10: network 'lan': its uplink 'nic' drives the machine's NIC, but the system has no [machine] nics (help: [machine] nics = [{ backend = \"user\" }])"
+    );
+    // A machine NIC written wrong is reported where it is written.
+    assert_eq!(
+        error(&format!(
+            "{}{}",
+            UPLINK_BASE.replace(
+                "backend = \"user\"",
+                "backend = \"user\", model = \"e1000\""
+            ),
+            network("nic")
+        )),
+        "main.toml:17:29: [machine]: unknown field 'model' in 'nics[0]' (help: the fields are: backend, mac)"
+    );
+}
+
+#[test]
+fn the_system_has_one_uplink() {
+    let base = format!(
+        "{UPLINK_BASE}[components.nic2]\nprogram = \"virtio-net\"\npci = {{ vendor = \"0x1af4\", device = \"0x1041\", address = \"00:05.0\" }}\n"
+    );
+    assert_eq!(
+        error(&format!(
+            "{base}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nuplink = \"nic\"\n[networks.dmz]\nbridge = \"bridge\"\nmembers = [\"b\"]\nuplink = \"nic\"\n"
+        )),
+        "main.toml:28:10: network 'dmz': component 'nic' is already the uplink of network 'lan' (help: a driver connects one network to the outside)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{base}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nuplink = \"nic\"\n[networks.dmz]\nbridge = \"bridge\"\nmembers = [\"b\"]\nuplink = \"nic2\"\n"
+        )),
+        "main.toml:28:10: network 'dmz': network 'lan' has the uplink already; the machine has at most 1 NIC, so the system has at most one uplink (help: connect one network to the outside)"
+    );
+}
+
+#[test]
+fn an_uplinks_queues_and_name_are_its_own() {
+    let long = UPLINK_BASE.replace("[components.nic]", "[components.the-uplink-driver]");
+    assert_eq!(
+        error(&format!(
+            "{long}[networks.office-network]\nbridge = \"bridge\"\nmembers = [\"a\"]\nuplink = \"the-uplink-driver\"\n"
+        )),
+        "main.toml:21:10: network 'office-network': the queues of its uplink 'the-uplink-driver', 'office-network-the-uplink-driver-in' and 'office-network-the-uplink-driver-out', are longer than 32 characters (help: an uplink's queues are named NETWORK-COMPONENT-in and NETWORK-COMPONENT-out: shorten the network's or the component's name)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{UPLINK_BASE}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nuplink = \"nic\"\n[queues.lan-nic-out]\nfrom = \"bridge\"\nto = \"nic\"\nslot_size = 64\nslots = 4\n"
+        )),
+        "main.toml:21:10: network 'lan' needs the queue 'lan-nic-out' for its uplink 'nic', which the system declares itself (help: an uplink's queues are made for it: remove [queues.lan-nic-out] or rename the network)"
+    );
+    // `lan` + component `x-a` and `lan-x` + VM `a` are both `lan-x-a`,
+    // which the bridge would also put on `lan-x`.
+    let clash = UPLINK_BASE.replace("[components.nic]", "[components.x-a]");
+    assert_eq!(
+        errors(&format!(
+            "{clash}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"b\"]\nuplink = \"x-a\"\n[networks.lan-x]\nbridge = \"bridge\"\nmembers = [\"a\"]\n"
+        )),
+        [
+            "main.toml:21:10: network 'lan': its uplink 'x-a' would be named 'lan-x-a', as is network 'lan-x''s NIC for VM 'a' (help: an uplink is named NETWORK-COMPONENT and a NIC NETWORK-VM: rename a network, the component or the VM)",
+            "main.toml:21:10: network 'lan': its uplink 'x-a' ('lan-x-a') would be put on network 'lan-x' by their bridge 'bridge', which puts a port on the longest of its networks its name starts with (help: rename network 'lan-x' or the component, or serve one of the networks from another bridge)"
+        ]
+    );
+    // Another bridge does not see `lan-x-a` as a port of `lan-x`, but
+    // the names still clash.
+    assert_eq!(
+        errors(&format!(
+            "{clash}[components.other]\nprogram = \"netbridge\"\n[networks.lan]\nbridge = \"bridge\"\nmembers = [\"b\"]\nuplink = \"x-a\"\n[networks.lan-x]\nbridge = \"other\"\nmembers = [\"a\"]\n"
+        )),
+        [
+            "main.toml:23:10: network 'lan': its uplink 'x-a' would be named 'lan-x-a', as is network 'lan-x''s NIC for VM 'a' (help: an uplink is named NETWORK-COMPONENT and a NIC NETWORK-VM: rename a network, the component or the VM)"
+        ]
+    );
+    // The uplink alone on the longer prefix.
+    assert_eq!(
+        errors(&format!(
+            "{clash}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"b\"]\nuplink = \"x-a\"\n[networks.lan-x]\nbridge = \"bridge\"\nmembers = [\"b\"]\n"
+        )),
+        [
+            "main.toml:21:10: network 'lan': its uplink 'x-a' ('lan-x-a') would be put on network 'lan-x' by their bridge 'bridge', which puts a port on the longest of its networks its name starts with (help: rename network 'lan-x' or the component, or serve one of the networks from another bridge)"
+        ]
+    );
+}
+
+#[test]
+fn uplink_modes_are_shared_or_exclusive() {
+    let network =
+        "[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\", \"b\"]\nuplink = \"nic\"\n";
+    assert_eq!(
+        error(&format!(
+            "{UPLINK_BASE}{network}uplink_mode = \"exclusiv\"\n"
+        )),
+        "main.toml:22:15: network 'lan': 'uplink_mode' must be \"shared\" or \"exclusive\", not \"exclusiv\" (help: did you mean 'exclusive'?)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{UPLINK_BASE}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nuplink_mode = \"shared\"\n"
+        )),
+        "main.toml:21:15: network 'lan': uplink_mode needs an uplink (help: name the driver of the machine's NIC: uplink = \"COMPONENT\" (a component running program \"virtio-net\"))"
+    );
+    assert_eq!(
+        error(&format!(
+            "{UPLINK_BASE}{network}uplink_mode = \"exclusive\"\n"
+        )),
+        "main.toml:22:15: network 'lan': in exclusive mode one VM owns the machine's NIC, but the network has 2 members (help: list the one VM that owns the card (the outside sees it as the card), or use uplink_mode = \"shared\")"
+    );
+    assert_eq!(
+        error(&format!(
+            "{}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nuplink = \"nic\"\nuplink_mode = \"exclusive\"\n",
+            UPLINK_BASE.replace(
+                "backend = \"user\" }",
+                "backend = \"user\", mac = \"52:54:00:12:34:57\" }"
+            )
+        )),
+        "main.toml:17:35: [machine] nic mac 52:54:00:12:34:57: network 'lan' is exclusive, and in exclusive mode the card takes VM 'a''s NIC's MAC (32:b5:18:55:ec:0b) (help: remove the card's mac, or use uplink_mode = \"shared\")"
+    );
+    // Shared: the card's MAC is no NIC's.
+    let taken = net_api::MacText(net_api::mac_of("lan-b")).to_string();
+    assert_eq!(
+        error(&format!(
+            "{}{network}",
+            UPLINK_BASE.replace(
+                "backend = \"user\" }",
+                &format!("backend = \"user\", mac = \"{taken}\" }}")
+            )
+        )),
+        "main.toml:17:35: network 'lan': the card of its uplink 'nic' would have the MAC address 7e:b3:18:55:ec:0a of NIC 'lan-b' (help: in shared mode the card keeps its own MAC ([machine] nics' mac, default 52:54:00:12:34:56), which no NIC may have: give the card another)"
+    );
+}
+
+#[test]
+fn an_uplinks_queues_count_like_any_others() {
+    // Three VMs on four networks are twelve NICs, 48 resources of the
+    // bridge's start page: the uplink's two queues are two capabilities
+    // and two queue ends more.
+    let base = with_vm(UPLINK_BASE, "c");
+    let networks: String = (1..=4)
+        .map(|n| {
+            let uplink = if n == 1 { "uplink = \"nic\"\n" } else { "" };
+            format!(
+                "[networks.n{n}]\nbridge = \"bridge\"\nmembers = [\"a\", \"b\", \"c\"]\n{uplink}"
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors(&format!("{base}{networks}")),
+        [
+            "main.toml:1:13: component 'bridge' would be given 52 resources (capabilities, queue ends, notifications, grants); its start page lists at most 48"
+        ]
+    );
+    // 61 queues of its own, one NIC's two and the uplink's two.
+    let queues: String = (0..61)
+        .map(|n| {
+            format!("[queues.q{n}]\nfrom = \"ws-a\"\nto = \"ws-b\"\nslot_size = 8\nslots = 1\n")
+        })
+        .collect();
+    assert_eq!(
+        errors(&format!(
+            "{UPLINK_BASE}{queues}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nuplink = \"nic\"\n"
+        )),
+        [
+            "main.toml:323:11: the system has 65 queues with those of its networks; the core supports at most 64 (help: each NIC and each uplink takes two queues (4 for the networks' NICs and uplink))"
         ]
     );
 }

@@ -1041,3 +1041,144 @@ fn listing_of_networks() {
             .contains("networks {")
     );
 }
+
+/// A bridge, two VMs and the driver `nic` of the machine's NIC.
+const UPLINK_SYSTEM: &str = "[components.bridge]\nprogram = \"netbridge\"\n\
+     [components.ws-a]\nprogram = \"world-switcher\"\n\
+     [components.ws-b]\nprogram = \"world-switcher\"\n\
+     [components.nic]\nprogram = \"virtio-net\"\npci = { vendor = \"0x1af4\", device = \"0x1041\" }\n\
+     [vms.a]\nswitcher = \"ws-a\"\nimage = \"hello\"\n\
+     [vms.b]\nswitcher = \"ws-b\"\nimage = \"hello\"\n\
+     [machine]\ndisks = [{ size = \"8MiB\" }]\nnics = [{ backend = \"user\" }]\n";
+
+#[test]
+fn listing_of_a_shared_uplink() {
+    let system = system(&format!(
+        "{UPLINK_SYSTEM}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\", \"b\"]\nuplink = \"nic\"\n"
+    ));
+    assert_round_trip(&system);
+    let cdl = system.cdl();
+    assert!(
+        cdl.contains(
+            "\nmachine {\n\
+             \x20 disk 0: virtio-blk-pci (1af4:1042), 8MiB zeroed\n\
+             \x20 nic 0: virtio-net-pci (1af4:1041), user-mode network (gateway 10.0.2.2), MAC 52:54:00:12:34:56\n\
+             }\n"
+        ),
+        "{cdl}"
+    );
+    assert!(
+        cdl.ends_with(
+            "\nnetworks {\n\
+             \x20 lan: bridge bridge, 64 frames in flight each way per NIC\n\
+             \x20   lan-a: VM 'a', MAC 32:b5:18:55:ec:0b\n\
+             \x20   lan-b: VM 'b', MAC 7e:b3:18:55:ec:0a\n\
+             \x20   lan-nic: uplink 'nic' (shared), card MAC 52:54:00:12:34:56\n\
+             }\n"
+        ),
+        "{cdl}"
+    );
+    // The uplink's queues follow the NICs', of the same size; the bridge
+    // and the driver hold them like any others.
+    assert!(
+        cdl.contains(
+            "  lan-b-rx = queue (bridge -> ws-b, slot_size: 1528, slots: 64, pages: 25)\n\
+             \x20 lan-nic-in = queue (nic -> bridge, slot_size: 1528, slots: 64, pages: 25)\n\
+             \x20 lan-nic-out = queue (bridge -> nic, slot_size: 1528, slots: 64, pages: 25)\n"
+        ),
+        "{cdl}"
+    );
+    assert!(
+        cdl.contains("  bridge = component (index: 0, program: netbridge, args: \"networks=lan\", start: boot)\n"),
+        "{cdl}"
+    );
+    assert!(
+        cdl.contains("  nic = component (index: 3, program: virtio-net, start: boot)\n"),
+        "{cdl}"
+    );
+    let names = |index: usize| -> Vec<&str> {
+        system.layout.capabilities[index]
+            .iter()
+            .map(|capability| capability.name.as_str())
+            .collect()
+    };
+    assert_eq!(
+        names(0),
+        [
+            "lan-a-tx",
+            "lan-a-rx",
+            "lan-b-tx",
+            "lan-b-rx",
+            "lan-nic-in",
+            "lan-nic-out"
+        ]
+    );
+    assert_eq!(names(3), ["lan-nic-in", "lan-nic-out"]);
+    let spec_bytes = system.spec();
+    let spec = Spec::parse(&spec_bytes).unwrap();
+    let queues: Vec<_> = spec
+        .queues
+        .iter()
+        .map(|q| {
+            (
+                name_of(&q.name).unwrap(),
+                q.sender,
+                q.receiver,
+                q.slot_size,
+                q.slot_count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        &queues[4..],
+        [
+            ("lan-nic-in", 3, 0, 1528, 64),
+            ("lan-nic-out", 0, 3, 1528, 64)
+        ]
+    );
+}
+
+#[test]
+fn listing_of_an_exclusive_uplink() {
+    let system = system(&format!(
+        "{UPLINK_SYSTEM}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\", \"b\"]\n\
+         [networks.out]\nbridge = \"bridge\"\nmembers = [\"b\"]\nuplink = \"nic\"\nuplink_mode = \"exclusive\"\nslots = 16\n"
+    ));
+    assert_round_trip(&system);
+    let cdl = system.cdl();
+    let mac = net_api::MacText(net_api::mac_of("out-b")).to_string();
+    assert!(
+        cdl.contains(&format!(
+            "  nic 0: virtio-net-pci (1af4:1041), user-mode network (gateway 10.0.2.2), MAC {mac}\n"
+        )),
+        "{cdl}"
+    );
+    assert!(
+        cdl.ends_with(&format!(
+            "\x20 out: bridge bridge, 16 frames in flight each way per NIC\n\
+             \x20   out-b: VM 'b', MAC {mac}\n\
+             \x20   out-nic: uplink 'nic' (exclusive: VM 'b' owns the card), card MAC {mac}\n\
+             }}\n"
+        )),
+        "{cdl}"
+    );
+    assert!(
+        cdl.contains(
+            "  out-nic-in = queue (nic -> bridge, slot_size: 1528, slots: 16, pages: 7)\n"
+        ),
+        "{cdl}"
+    );
+    // A machine NIC without disks has a machine block of its own.
+    let system = common::system(
+        "[components.a]\n[machine]\nnics = [{ backend = \"user\", mac = \"02:00:00:00:00:01\" }]\n",
+    );
+    assert!(
+        system.cdl().ends_with(
+            "\nmachine {\n\
+             \x20 nic 0: virtio-net-pci (1af4:1041), user-mode network (gateway 10.0.2.2), MAC 02:00:00:00:00:01\n\
+             }\n"
+        ),
+        "{}",
+        system.cdl()
+    );
+}

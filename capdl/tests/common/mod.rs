@@ -32,6 +32,7 @@ pub fn programs() -> ProgramSet {
             "blockstore",
             "block-store",
             "netbridge",
+            "virtio-net",
             "world-switcher",
             "vmctl",
         ],

@@ -12,6 +12,15 @@
 //! addresses can only churn the table, never block forwarding. Per-port
 //! [`Counters`] say what went in and out.
 //!
+//! A VM NIC's own address can be pinned to its port ([`Switch::pin`]):
+//! it never ages, is never replaced, and a frame from another port with
+//! it as its source does not move it, so no guest can take another's
+//! traffic. An uplink port ([`Switch::attach_uplink`]) is the outside
+//! world: frames to a unicast address no port of the network has are
+//! flooded when they come from a VM NIC (the address may be outside),
+//! but not when they come from the uplink (it is someone else's, seen by
+//! a card listening to the whole wire): they are counted as filtered.
+//!
 //! Invariants (property-tested): no frame goes back to its ingress port,
 //! none leaves its network, and a learnt unicast address is delivered to
 //! exactly the port it was learnt on.
@@ -57,6 +66,9 @@ pub struct Counters {
     pub dropped: u64,
     /// Frames the port sent over its rate limit, not switched.
     pub throttled: u64,
+    /// Frames an uplink port sent to an address no port of its network
+    /// has (not flooded).
+    pub filtered: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +77,8 @@ struct Entry {
     network: u8,
     port: u8,
     seen_ns: u64,
+    /// A NIC's own address: never ages, never replaced, never moved.
+    pinned: bool,
 }
 
 /// The switch, with a table of `ENTRIES` learnt addresses.
@@ -72,6 +86,8 @@ struct Entry {
 pub struct Switch<const ENTRIES: usize> {
     /// Each port's network, if attached.
     networks: [Option<u8>; MAX_PORTS],
+    /// Uplink ports.
+    uplinks: Ports,
     table: [Option<Entry>; ENTRIES],
     ageing_ns: u64,
     counters: [Counters; MAX_PORTS],
@@ -82,6 +98,7 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
     pub const fn new(ageing_ns: u64) -> Self {
         Self {
             networks: [None; MAX_PORTS],
+            uplinks: Ports::NONE,
             table: [None; ENTRIES],
             ageing_ns,
             counters: [Counters {
@@ -90,6 +107,7 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
                 flooded: 0,
                 dropped: 0,
                 throttled: 0,
+                filtered: 0,
             }; MAX_PORTS],
         }
     }
@@ -103,10 +121,76 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
         true
     }
 
-    /// Detaches `port` and forgets the addresses learnt on it.
+    /// Attaches `port` to `network` as its uplink; `false` if there is no
+    /// such port.
+    pub fn attach_uplink(&mut self, port: usize, network: u8) -> bool {
+        if !self.attach(port, network) {
+            return false;
+        }
+        self.uplinks.0 |= 1 << port;
+        true
+    }
+
+    /// Whether `port` is an uplink.
+    pub fn is_uplink(&self, port: usize) -> bool {
+        self.uplinks.contains(port)
+    }
+
+    /// Pins unicast `mac` to attached `port`, its NIC's own address;
+    /// `false` if the port is not attached, the address is a group one,
+    /// another port has it pinned on the network, or the table has no
+    /// room beside its pinned entries for one more.
+    pub fn pin(&mut self, port: usize, mac: [u8; 6]) -> bool {
+        let Some(network) = self.network(port) else {
+            return false;
+        };
+        if is_group(&mac) {
+            return false;
+        }
+        let existing = self
+            .table
+            .iter()
+            .position(|entry| entry.is_some_and(|e| e.mac == mac && e.network == network));
+        if let Some(slot) = existing {
+            let entry = self.table[slot].as_mut().expect("found above");
+            if entry.pinned && usize::from(entry.port) != port {
+                return false;
+            }
+            entry.port = port as u8;
+            entry.pinned = true;
+            return true;
+        }
+        let pinned = self.table.iter().flatten().filter(|e| e.pinned).count();
+        if pinned + 1 >= ENTRIES {
+            return false;
+        }
+        let slot = self
+            .table
+            .iter()
+            .position(Option::is_none)
+            .or_else(|| {
+                (0..ENTRIES)
+                    .filter(|&slot| self.table[slot].is_some_and(|e| !e.pinned))
+                    .min_by_key(|&slot| self.table[slot].map_or(0, |e| e.seen_ns))
+            })
+            .expect("room counted above");
+        self.table[slot] = Some(Entry {
+            mac,
+            network,
+            port: port as u8,
+            seen_ns: 0,
+            pinned: true,
+        });
+        true
+    }
+
+    /// Detaches `port` and forgets the addresses learnt or pinned on it.
     pub fn detach(&mut self, port: usize) {
         if let Some(slot) = self.networks.get_mut(port) {
             *slot = None;
+        }
+        if port < MAX_PORTS {
+            self.uplinks.0 &= !(1 << port);
         }
         for entry in self.table.iter_mut() {
             if entry.is_some_and(|entry| usize::from(entry.port) == port) {
@@ -167,6 +251,12 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
         let (ports, flooded) = match known {
             Some(out) if out == port => (Ports::NONE, false),
             Some(out) => (Ports(1 << out), false),
+            // From the uplink, an unknown unicast address is someone
+            // else's on the outside wire.
+            None if !is_group(&to) && self.is_uplink(port) => {
+                self.counters[port].filtered += 1;
+                (Ports::NONE, false)
+            }
             None => (self.members(network, port), true),
         };
         for out in ports.iter() {
@@ -190,7 +280,7 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
     }
 
     fn alive(&self, entry: &Entry, now_ns: u64) -> bool {
-        now_ns.saturating_sub(entry.seen_ns) < self.ageing_ns
+        entry.pinned || now_ns.saturating_sub(entry.seen_ns) < self.ageing_ns
     }
 
     fn find(&self, mac: [u8; 6], network: u8, now_ns: u64) -> Option<usize> {
@@ -201,25 +291,33 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
     }
 
     /// Records that `mac` lives behind `port` on `network`: its entry is
-    /// updated, or takes a free or aged-out slot, or replaces the oldest.
+    /// updated (unless pinned), or takes a free or aged-out slot, or
+    /// replaces the oldest unpinned one.
     fn learn(&mut self, mac: [u8; 6], network: u8, port: u8, now_ns: u64) {
         let learnt = Entry {
             mac,
             network,
             port,
             seen_ns: now_ns,
+            pinned: false,
         };
         let existing = self
             .table
             .iter()
             .position(|entry| entry.is_some_and(|e| e.mac == mac && e.network == network));
+        if existing.is_some_and(|slot| self.table[slot].is_some_and(|e| e.pinned)) {
+            return;
+        }
         let free = || {
             self.table
                 .iter()
                 .position(|entry| entry.is_none_or(|e| !self.alive(&e, now_ns)))
         };
-        let oldest =
-            || (0..ENTRIES).min_by_key(|&slot| self.table[slot].map_or(0, |entry| entry.seen_ns));
+        let oldest = || {
+            (0..ENTRIES)
+                .filter(|&slot| self.table[slot].is_none_or(|entry| !entry.pinned))
+                .min_by_key(|&slot| self.table[slot].map_or(0, |entry| entry.seen_ns))
+        };
         if let Some(slot) = existing.or_else(free).or_else(oldest) {
             self.table[slot] = Some(learnt);
         }
@@ -309,6 +407,70 @@ mod tests {
         assert_eq!(switch.forward(0, &frame(mac(2), mac(9)), 5), Ports(0b010));
         // ... until mac 9 took the oldest slot (mac 2's, seen at 2).
         assert_eq!(switch.forward(0, &frame(mac(2), mac(9)), 6), Ports(0b110));
+    }
+
+    #[test]
+    fn a_pinned_address_stays_with_its_nic() {
+        let mut switch = Switch::<4>::new(10);
+        for port in 0..3 {
+            switch.attach(port, 0);
+        }
+        assert!(switch.pin(0, mac(1)));
+        assert!(!switch.pin(1, mac(1)), "another port's pinned address");
+        assert!(!switch.pin(1, crate::BROADCAST), "a group address");
+        assert!(!switch.pin(7, mac(7)), "a port not attached");
+        // Known before port 0 ever sent, and long after the ageing time.
+        assert_eq!(
+            switch.forward(1, &frame(mac(1), mac(2)), 1_000),
+            Ports(0b001)
+        );
+        // Port 2 sending as mac 1 does not take its traffic.
+        assert_eq!(
+            switch.forward(2, &frame(mac(2), mac(1)), 1_001),
+            Ports(0b010)
+        );
+        assert_eq!(
+            switch.forward(1, &frame(mac(1), mac(2)), 1_002),
+            Ports(0b001)
+        );
+        // A full table replaces learnt entries, never the pinned one.
+        for n in 10..20 {
+            switch.forward(2, &frame(crate::BROADCAST, mac(n)), 1_003 + u64::from(n));
+        }
+        assert_eq!(
+            switch.forward(1, &frame(mac(1), mac(2)), 1_100),
+            Ports(0b001)
+        );
+        // Detaching the port forgets it.
+        switch.detach(0);
+        assert_eq!(
+            switch.forward(1, &frame(mac(1), mac(2)), 1_101),
+            Ports(0b100)
+        );
+    }
+
+    #[test]
+    fn the_uplink_floods_only_group_and_known_addresses() {
+        let mut switch = Switch::<8>::new(300 * SECOND);
+        switch.attach(0, 0);
+        switch.attach(1, 0);
+        assert!(switch.attach_uplink(2, 0));
+        switch.attach(3, 1);
+        assert!(switch.pin(0, mac(1)));
+        assert!(switch.pin(1, mac(2)));
+        // From the outside: to a member, to everyone, to someone else.
+        assert_eq!(switch.forward(2, &frame(mac(1), mac(9)), 1), Ports(0b001));
+        assert_eq!(
+            switch.forward(2, &frame(crate::BROADCAST, mac(9)), 2),
+            Ports(0b011)
+        );
+        assert_eq!(switch.forward(2, &frame(mac(8), mac(9)), 3), Ports::NONE);
+        assert_eq!(switch.counters(2).filtered, 1);
+        // From a member: an unknown address may be outside; a known
+        // outside address goes out only.
+        assert_eq!(switch.forward(0, &frame(mac(7), mac(1)), 4), Ports(0b110));
+        assert_eq!(switch.forward(0, &frame(mac(9), mac(1)), 5), Ports(0b100));
+        assert!(switch.is_uplink(2) && !switch.is_uplink(0));
     }
 
     proptest! {

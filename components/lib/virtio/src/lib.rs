@@ -8,9 +8,13 @@
 //!   with every value the device writes checked before it is believed.
 //! - [`blk`]: virtio-blk requests (spec 5.2): the request header, the
 //!   three-part descriptor chain, the status byte and range checks.
+//! - [`net`]: virtio-net (spec 5.1): ids, features, configuration and
+//!   the header before each frame.
 //! - [`pci`]: the virtio PCI transport (spec 4.1): finding the
 //!   configuration structures and MSI-X in configuration space, and the
 //!   common configuration's register map.
+//! - [`setup`]: a driver's set-up of a device over its common
+//!   configuration: reset, features, queues, ready.
 //!
 //! This module holds what is common to every device and transport: the
 //! [`DmaMemory`] the device shares with the driver, the device status bits
@@ -24,8 +28,10 @@
 #![forbid(unsafe_code)]
 
 pub mod blk;
+pub mod net;
 pub mod pci;
 pub mod queue;
+pub mod setup;
 
 #[cfg(test)]
 mod sim;

@@ -22,11 +22,22 @@
 //! it meanwhile cannot make the bridge deliver what it did not check), and
 //! into each destination's slot.
 //!
+//! Each VM NIC's own address (`net_api::mac_of` of its name) is pinned to
+//! its port, so it is known before the guest sends and no other guest can
+//! take it over.
+//!
+//! An uplink — a network card's driver component, `<network>-<driver>-in`
+//! (frames from the outside) / `<network>-<driver>-out` (frames to send
+//! out) — is a port of its network like a NIC, but frames from it to a
+//! unicast address no port of the network has are filtered, not flooded
+//! (`net_api::switch`): they are other machines' traffic on the wire.
+//!
 //! Restart: the core resets the NICs' queues, the switchers carry on with
 //! the new bridge, and the table is learnt again from the next frames;
 //! frames in flight are lost. A switcher that ends sends a detach message
-//! last; when every NIC has detached, the bridge prints each NIC's
-//! counters and ends.
+//! last; when every VM NIC has detached, the bridge sends each uplink a
+//! detach message (its driver resets the card and answers with one), and
+//! once they have answered it prints each port's counters and ends.
 //!
 //! Each NIC may send `rate=N` frames a second on average (default
 //! [`DEFAULT_RATE`]; 0: no limit) in bursts of a tenth of that
@@ -78,8 +89,13 @@ struct Nic {
     limit: RateLimit,
     from: Receiver<Frame>,
     to: Sender<Frame>,
-    /// Its switcher ended (it sent its detach message).
+    /// An uplink (a card's driver), not a VM's NIC.
+    uplink: bool,
+    /// Its switcher ended (it sent its detach message), or for an uplink,
+    /// its driver answered the bridge's.
     gone: bool,
+    /// An uplink was sent the detach message.
+    told: bool,
 }
 
 fn main(start: &runtime::Start) -> i32 {
@@ -106,10 +122,17 @@ fn main(start: &runtime::Start) -> i32 {
     let mut switch: Box<Switch<ENTRIES>> = Box::new(Switch::new(AGEING_NS));
     let mut nics: Vec<Nic> = Vec::new();
     for (queue, view) in start.views() {
-        let (ResourceView::QueueReceive(_), Some(name)) = (view, queue.strip_suffix("-tx")) else {
+        let ResourceView::QueueReceive(_) = view else {
             continue;
         };
-        let answers = alloc::format!("{name}-rx");
+        // `<nic>-tx` / `<nic>-rx`, or an uplink's `<uplink>-in` / `-out`.
+        let (name, answers, uplink) = if let Some(name) = queue.strip_suffix("-tx") {
+            (name, alloc::format!("{name}-rx"), false)
+        } else if let Some(name) = queue.strip_suffix("-in") {
+            (name, alloc::format!("{name}-out"), true)
+        } else {
+            continue;
+        };
         let (Ok(from), Ok(to)) = (
             Receiver::<Frame>::open(start, queue),
             // Deferred: a NIC is woken once per batch delivered to it.
@@ -120,15 +143,21 @@ fn main(start: &runtime::Start) -> i32 {
         };
         let Some(network) = network_of(name, &networks) else {
             println!(
-                "netbridge: NIC '{name}' is on none of the networks it serves ({})",
+                "netbridge: {} '{name}' is on none of the networks it serves ({})",
+                if uplink { "uplink" } else { "NIC" },
                 arguments.text("networks").unwrap_or("")
             );
             return 2;
         };
         let port = nics.len();
-        if !switch.attach(port, network as u8) {
+        let attached = if uplink {
+            switch.attach_uplink(port, network as u8)
+        } else {
+            switch.attach(port, network as u8) && switch.pin(port, mac_of(name))
+        };
+        if !attached {
             println!(
-                "netbridge: NIC '{name}' not attached: at most {} NICs",
+                "netbridge: '{name}' not attached: at most {} ports, each NIC with an address of its own",
                 net_api::switch::MAX_PORTS
             );
             continue;
@@ -138,7 +167,9 @@ fn main(start: &runtime::Start) -> i32 {
             limit: RateLimit::new(rate),
             from,
             to,
+            uplink,
             gone: false,
+            told: false,
         });
     }
     if nics.is_empty() {
@@ -150,11 +181,15 @@ fn main(start: &runtime::Start) -> i32 {
         for (port, nic) in nics.iter().enumerate() {
             if switch.network(port) == Some(index as u8) {
                 let separator = if members.is_empty() { "" } else { ", " };
-                members.push_str(&alloc::format!(
-                    "{separator}'{}' {}",
-                    nic.name,
-                    MacText(mac_of(&nic.name))
-                ));
+                if nic.uplink {
+                    members.push_str(&alloc::format!("{separator}uplink '{}'", nic.name));
+                } else {
+                    members.push_str(&alloc::format!(
+                        "{separator}'{}' {}",
+                        nic.name,
+                        MacText(mac_of(&nic.name))
+                    ));
+                }
             }
         }
         println!(
@@ -178,8 +213,13 @@ fn main(start: &runtime::Start) -> i32 {
                 match nics[port].from.try_receive_into(&mut frame) {
                     Ok(()) => {}
                     Err(QueueError::WouldBlock) => break,
-                    // The switcher restarted: its queue was reset; go on.
-                    Err(QueueError::PeerRestarted(_)) => continue,
+                    // The switcher (or driver) restarted: its queue was
+                    // reset; go on. A driver told to detach before its
+                    // restart is told again.
+                    Err(QueueError::PeerRestarted(_)) => {
+                        nics[port].told = false;
+                        continue;
+                    }
                 }
                 busy = true;
                 if frame.header.kind == net_api::KIND_DETACH {
@@ -187,6 +227,10 @@ fn main(start: &runtime::Start) -> i32 {
                     println!("netbridge: '{}' detached", nics[port].name);
                     switch.detach(port);
                     break;
+                }
+                if nics[port].gone {
+                    // An uplink told to detach: nobody is left to take it.
+                    continue;
                 }
                 let Some(length) = frame.header.valid_length() else {
                     switch.dropped(port);
@@ -232,6 +276,30 @@ fn main(start: &runtime::Start) -> i32 {
             // The destinations of this NIC's batch are woken now, once.
             notification::flush();
         }
+        // Once every VM NIC has detached, each uplink's driver is told
+        // to detach too (and again after a restart of it).
+        if nics.iter().all(|nic| nic.uplink || nic.gone) {
+            for nic in nics
+                .iter_mut()
+                .filter(|nic| nic.uplink && !nic.gone && !nic.told)
+            {
+                frame.header = FrameHeader::detach();
+                let sent = match nic.to.try_send(&frame) {
+                    Err(QueueError::PeerRestarted(_)) => nic.to.try_send(&frame),
+                    other => other,
+                };
+                if sent.is_ok() {
+                    nic.told = true;
+                    println!(
+                        "netbridge: every VM NIC detached; detaching uplink '{}'",
+                        nic.name
+                    );
+                } else {
+                    busy = true;
+                }
+            }
+            notification::flush();
+        }
         if busy {
             continue;
         }
@@ -273,8 +341,16 @@ fn network_of(name: &str, networks: &[&str]) -> Option<usize> {
 fn report(nics: &[Nic], switch: &Switch<ENTRIES>) {
     for (port, nic) in nics.iter().enumerate() {
         let counters = switch.counters(port);
+        let filtered = if nic.uplink {
+            alloc::format!(
+                ", {} to no address of the network filtered",
+                counters.filtered
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "netbridge: '{}': {} frames in, {} out ({} flooded), {} dropped, {} throttled",
+            "netbridge: '{}': {} frames in, {} out ({} flooded), {} dropped, {} throttled{filtered}",
             nic.name,
             counters.received,
             counters.delivered,

@@ -41,14 +41,13 @@ use block_api::{Completion, Operation, Request, Status as BlockStatus};
 use runtime::arguments::OrExit;
 use runtime::dma::Buffer;
 use runtime::irq::Line;
-use runtime::mmio::Region;
 use runtime::pci::Function;
 use runtime::queue::{QueueError, Receiver, Sender};
 use runtime::{notification, println, rdtsc};
+use virtio::DmaMemory;
 use virtio::blk::{self, RequestHeader};
-use virtio::pci::{self as vpci, CapRegion, common};
-use virtio::queue::{Segment, SplitQueue};
-use virtio::{DmaMemory, status};
+use virtio::queue::Segment;
+use virtio_driver::{Device, Dma, OpenError, Queue, Signal};
 
 runtime::component!(main);
 
@@ -65,83 +64,6 @@ const DATA_AT: u64 = 0x8000;
 /// The DMA buffer this layout needs.
 const DMA_BYTES: u64 = DATA_AT + IN_FLIGHT as u64 * block_api::BLOCK as u64;
 
-/// The DMA buffer as the virtio crate sees it.
-struct Dma(Buffer);
-
-impl DmaMemory for Dma {
-    fn read8(&self, offset: u64) -> u8 {
-        self.0.read8(offset).unwrap_or(0)
-    }
-    fn read16(&self, offset: u64) -> u16 {
-        self.0.read16(offset).unwrap_or(0)
-    }
-    fn read32(&self, offset: u64) -> u32 {
-        self.0.read32(offset).unwrap_or(0)
-    }
-    fn read64(&self, offset: u64) -> u64 {
-        self.0.read64(offset).unwrap_or(0)
-    }
-    fn write8(&self, offset: u64, value: u8) {
-        self.0.write8(offset, value);
-    }
-    fn write16(&self, offset: u64, value: u16) {
-        self.0.write16(offset, value);
-    }
-    fn write32(&self, offset: u64, value: u32) {
-        self.0.write32(offset, value);
-    }
-    fn write64(&self, offset: u64, value: u64) {
-        self.0.write64(offset, value);
-    }
-    fn physical(&self, offset: u64) -> u64 {
-        self.0.physical(offset).unwrap_or(0)
-    }
-}
-
-/// A register region of the device: a window into one of its BARs.
-struct Registers {
-    bar: Region,
-    base: u64,
-}
-
-impl Registers {
-    fn new(start: &runtime::Start, region: CapRegion) -> Option<Self> {
-        let bar = Function::bar(start, usize::from(region.bar))?;
-        region.within(bar.size()).then_some(Self {
-            bar,
-            base: u64::from(region.offset),
-        })
-    }
-    fn read8(&self, offset: u32) -> u8 {
-        self.bar
-            .read8(self.base + u64::from(offset))
-            .unwrap_or(0xff)
-    }
-    fn read16(&self, offset: u32) -> u16 {
-        self.bar
-            .read16(self.base + u64::from(offset))
-            .unwrap_or(0xffff)
-    }
-    fn read32(&self, offset: u32) -> u32 {
-        self.bar
-            .read32(self.base + u64::from(offset))
-            .unwrap_or(u32::MAX)
-    }
-    fn write8(&self, offset: u32, value: u8) {
-        self.bar.write8(self.base + u64::from(offset), value);
-    }
-    fn write16(&self, offset: u32, value: u16) {
-        self.bar.write16(self.base + u64::from(offset), value);
-    }
-    fn write32(&self, offset: u32, value: u32) {
-        self.bar.write32(self.base + u64::from(offset), value);
-    }
-    fn write64(&self, offset: u32, value: u64) {
-        self.write32(offset, value as u32);
-        self.write32(offset + 4, (value >> 32) as u32);
-    }
-}
-
 /// A request on the device.
 #[derive(Clone, Copy)]
 struct Slot {
@@ -151,23 +73,10 @@ struct Slot {
     head: u16,
 }
 
-/// How the device interrupts.
-#[derive(Clone, Copy)]
-enum Signal {
-    Msi(runtime::pci::MsiVector),
-    /// The IOAPIC line its INTx pin is wired to.
-    Intx(u32),
-}
-
 /// The device, set up.
-struct Device {
-    common: Registers,
-    /// The ISR status register, read on each INTx interrupt (unused with
-    /// MSI-X).
-    isr: Option<Registers>,
-    notify: Registers,
-    notify_at: u32,
-    queue: SplitQueue,
+struct Blk {
+    device: Device,
+    queue: Queue,
     capacity: u64,
     flush: bool,
 }
@@ -212,20 +121,13 @@ fn main(start: &runtime::Start) -> i32 {
     // system file says the function's pin is wired to (`intx=N` with
     // `interrupts = [N]`).
     let intx: Option<u32> = arguments.optional_number("intx").or_exit();
-    let signal = match (function.msi(0), intx) {
-        (Some(msi), _) => Signal::Msi(msi),
-        (None, Some(line)) => Signal::Intx(line),
-        (None, None) => {
-            println!(
-                "virtio-blk: needs an MSI vector (pci = {{ ..., msi = 1 }}) or an INTx line (intx=N with interrupts = [N])"
-            );
-            return 2;
-        }
+    let Some(signal) = Signal::choose(&function, intx) else {
+        println!(
+            "virtio-blk: needs an MSI vector (pci = {{ ..., msi = 1 }}) or an INTx line (intx=N with interrupts = [N])"
+        );
+        return 2;
     };
-    let line_number = match signal {
-        Signal::Msi(msi) => msi.line,
-        Signal::Intx(line) => line,
-    };
+    let line_number = signal.line();
     let line = match Line::find(start, line_number) {
         Ok(line) => line,
         Err(error) => {
@@ -262,11 +164,8 @@ fn main(start: &runtime::Start) -> i32 {
         device.capacity,
         device.capacity / 2,
         if device.flush { ", flush" } else { "" },
-        device.queue.size(),
-        match signal {
-            Signal::Msi(_) => "MSI-X vector 0",
-            Signal::Intx(_) => "INTx",
-        },
+        device.queue.queue.size(),
+        signal.describe(),
         start.generation()
     );
     line.ready();
@@ -283,7 +182,7 @@ fn main(start: &runtime::Start) -> i32 {
     let mut own_ticks = 0u64;
     loop {
         if let Some(id) = detaching.filter(|_| slots.iter().all(Option::is_none)) {
-            device.common.write8(common::DEVICE_STATUS, 0);
+            device.device.reset();
             completion.id = id;
             completion.status = BlockStatus::Ok as u32;
             completion.value = interrupts;
@@ -321,7 +220,7 @@ fn main(start: &runtime::Start) -> i32 {
                     // block store) has none left at its completion: crash
                     // with this one on the device instead.
                     if crash_after.is_some_and(|after| completed >= after) {
-                        device.notify.write16(device.notify_at, 0);
+                        device.device.notify(&device.queue);
                         println!(
                             "virtio-blk: crashing after {completed} completions with requests in flight (crash_after)"
                         );
@@ -350,8 +249,8 @@ fn main(start: &runtime::Start) -> i32 {
                 }
             }
         }
-        if added && device.queue.device_wants_notification(&dma) {
-            device.notify.write16(device.notify_at, 0);
+        if added && device.queue.queue.device_wants_notification(&dma) {
+            device.device.notify(&device.queue);
         }
         if added {
             own_ticks += rdtsc() - taking;
@@ -376,21 +275,19 @@ fn main(start: &runtime::Start) -> i32 {
         // On INTx, reading the ISR status deasserts the line; a read with
         // the queue bit clear is another device's interrupt on a shared
         // line.
-        if let Some(isr) = &device.isr
-            && isr.read8(0) & vpci::ISR_QUEUE == 0
-        {
+        if !device.device.interrupt_is_ours() {
             line.acknowledge();
             continue;
         }
         loop {
-            let used = match device.queue.pop_used(&dma) {
+            let used = match device.queue.queue.pop_used(&dma) {
                 Ok(Some(used)) => used,
                 Ok(None) => break,
                 Err(error) => {
                     println!(
                         "virtio-blk: the device broke the queue protocol: {error:?}; stopping"
                     );
-                    device.common.write8(common::DEVICE_STATUS, status::FAILED);
+                    device.device.fail();
                     return 1;
                 }
             };
@@ -424,135 +321,35 @@ fn main(start: &runtime::Start) -> i32 {
     }
 }
 
-/// Resets and sets up the device: features, queue 0, MSI-X vector 0.
+/// Sets up the device: features, queue 0, its interrupt.
 fn set_up(
     start: &runtime::Start,
     function: &Function,
     dma: &Dma,
     signal: Signal,
-) -> Result<Device, &'static str> {
-    let config = vpci::snapshot(|offset| function.read8(offset));
-    let caps =
-        vpci::virtio_caps(&config).map_err(|_| "the function has no usable virtio capabilities")?;
-    let msix = vpci::msix(&config)
-        .ok()
-        .flatten()
-        .ok_or("the function has no MSI-X capability")?;
-    let common =
-        Registers::new(start, caps.common).ok_or("the common configuration's BAR is not mapped")?;
-    let notify =
-        Registers::new(start, caps.notify).ok_or("the notification area's BAR is not mapped")?;
-    let device_config = caps
-        .device
-        .and_then(|region| Registers::new(start, region))
-        .ok_or("the device configuration's BAR is not mapped")?;
-
-    // Reset: the last life may have left the device running on this
-    // buffer. Bus mastering on for the device's DMA.
-    common.write8(common::DEVICE_STATUS, 0);
-    if common.read8(common::DEVICE_STATUS) != 0 {
-        return Err("the device did not reset");
-    }
-    let command = function.read16(0x04);
-    function.write16(0x04, command | 0b110);
-    common.write8(common::DEVICE_STATUS, status::ACKNOWLEDGE | status::DRIVER);
-    let mut offered = 0u64;
-    for half in 0..2u32 {
-        common.write32(common::DEVICE_FEATURE_SELECT, half);
-        offered |= u64::from(common.read32(common::DEVICE_FEATURE)) << (32 * half);
-    }
+) -> Result<Blk, OpenError> {
     let version = 1u64 << virtio::VIRTIO_F_VERSION_1;
     let flush_bit = 1u64 << blk::VIRTIO_BLK_F_FLUSH;
-    let accepted = virtio::negotiate(offered, flush_bit, version)
-        .map_err(|_| "the device is not virtio 1.x")?;
-    for half in 0..2u32 {
-        common.write32(common::DRIVER_FEATURE_SELECT, half);
-        common.write32(common::DRIVER_FEATURE, (accepted >> (32 * half)) as u32);
-    }
-    common.write8(
-        common::DEVICE_STATUS,
-        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
-    );
-    if common.read8(common::DEVICE_STATUS) & status::FEATURES_OK == 0 {
-        return Err("the device refused the features");
-    }
-
-    // MSI-X: entry 0 sends the core's message and the function's MSI-X
-    // is on; or MSI-X off and INTx on (the command register's interrupt
-    // disable bit clear).
-    let control_at = msix.position + vpci::MSIX_CONTROL;
-    let control = function.read16(control_at);
-    let vector = match signal {
-        Signal::Msi(msi) => {
-            let table = Function::bar(start, usize::from(msix.table_bar))
-                .ok_or("the MSI-X table's BAR is not mapped")?;
-            let entry = u64::from(msix.table_offset);
-            table.write32(entry, msi.address as u32);
-            table.write32(entry + 4, (msi.address >> 32) as u32);
-            table.write32(entry + 8, msi.data);
-            table.write32(entry + u64::from(vpci::MSIX_ENTRY_VECTOR_CONTROL), 0);
-            function.write16(
-                control_at,
-                (control | vpci::MSIX_ENABLE) & !vpci::MSIX_FUNCTION_MASK,
-            );
-            0
-        }
-        Signal::Intx(_) => {
-            function.write16(control_at, control & !vpci::MSIX_ENABLE);
-            let command = function.read16(0x04);
-            function.write16(0x04, command & !(1 << 10));
-            vpci::NO_VECTOR
-        }
-    };
-    common.write16(common::MSIX_CONFIG, vpci::NO_VECTOR);
-
-    // Queue 0.
-    common.write16(common::QUEUE_SELECT, 0);
-    let size = virtio::queue::choose_size(common.read16(common::QUEUE_SIZE).min(QUEUE_SIZE))
-        .ok_or("the device has no request queue")?;
-    let queue =
-        SplitQueue::new(dma, QUEUE_AT, size).map_err(|_| "the request queue does not fit")?;
-    common.write16(common::QUEUE_SIZE, size);
-    common.write64(common::QUEUE_DESC, queue.desc_physical());
-    common.write64(common::QUEUE_DRIVER, queue.avail_physical());
-    common.write64(common::QUEUE_DEVICE, queue.used_physical());
-    common.write16(common::QUEUE_MSIX_VECTOR, vector);
-    if common.read16(common::QUEUE_MSIX_VECTOR) != vector {
-        return Err("the device refused the queue's MSI-X vector");
-    }
-    let notify_off = common.read16(common::QUEUE_NOTIFY_OFF);
-    let notify_at =
-        caps.notify_offset(notify_off)
-            .and_then(|at| at.checked_sub(u64::from(caps.notify.offset)))
-            .ok_or("the queue's notification address lies outside its area")? as u32;
-    common.write16(common::QUEUE_ENABLE, 1);
-    common.write8(
-        common::DEVICE_STATUS,
-        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
-    );
-    let capacity = u64::from(device_config.read32(blk::CONFIG_CAPACITY))
-        | u64::from(device_config.read32(blk::CONFIG_CAPACITY + 4)) << 32;
-    let isr = match signal {
-        Signal::Msi(_) => None,
-        Signal::Intx(_) => Some(
-            Registers::new(start, caps.isr).ok_or("the ISR status register's BAR is not mapped")?,
-        ),
-    };
-    Ok(Device {
-        common,
-        isr,
-        notify,
-        notify_at,
+    let device = Device::open(start, function, signal, flush_bit, version)?;
+    let config = device.config.as_ref().ok_or(OpenError::Function(
+        "the device configuration's BAR is not mapped",
+    ))?;
+    let capacity = u64::from(config.read32(blk::CONFIG_CAPACITY))
+        | u64::from(config.read32(blk::CONFIG_CAPACITY + 4)) << 32;
+    let queue = device.queue(dma, 0, QUEUE_AT, QUEUE_SIZE)?;
+    device.ready();
+    Ok(Blk {
+        flush: device.features & flush_bit != 0,
+        device,
         queue,
         capacity,
-        flush: accepted & flush_bit != 0,
     })
 }
 
 /// Puts `request` on the device in slot `slot`; `Ok(None)` for one that
 /// needs no device (size, counters), `Err` for one refused.
 fn submit(
-    device: &mut Device,
+    device: &mut Blk,
     dma: &Dma,
     slot: usize,
     request: &Request,
@@ -589,6 +386,7 @@ fn submit(
     let (segments, count) =
         blk::request_segments(dma.physical(header_at), data, dma.physical(status_at));
     let head = device
+        .queue
         .queue
         .add(dma, &segments[..count])
         .map_err(|_| BlockStatus::IoError)?;
