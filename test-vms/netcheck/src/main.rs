@@ -90,6 +90,8 @@ use guest_runtime::{fail, println, rdtsc_ordered};
 use virtio::DmaMemory;
 use virtio::queue::{Segment, SplitQueue};
 
+mod gateway;
+
 guest_runtime::entry!("netcheck", main);
 
 /// PINGs the pinger sends (and the echoer expects) unless the multiboot
@@ -271,6 +273,12 @@ fn main() -> u32 {
         }
     );
     let mut frame = [0u8; BUFFER as usize];
+    if let Some(addresses) = settings.gateway {
+        gateway::run(&mut nic, &clock, &mut frame, addresses, &settings);
+        counters(&nic);
+        println!("TEST netcheck PASS");
+        return 0;
+    }
     let (peer, pending) = discover(&mut nic, &clock, &mut frame);
     let pinger = nic.mac < peer;
     println!(
@@ -287,6 +295,13 @@ fn main() -> u32 {
     } else {
         echo(&mut nic, &clock, peer, &mut frame, pending, &settings);
     }
+    counters(&nic);
+    println!("TEST netcheck PASS");
+    0
+}
+
+/// The NIC's counters line.
+fn counters(nic: &Nic) {
     println!(
         "netcheck: {} frames sent, {} received ({} not for this test), {} dropped for a full transmit queue, {} receive interrupts, {} notifies",
         nic.sent,
@@ -296,8 +311,6 @@ fn main() -> u32 {
         interrupts::count(RX_VECTOR),
         nic.notifies()
     );
-    println!("TEST netcheck PASS");
-    0
 }
 
 /// What a run does. Booted as a multiboot kernel (the build tool's ELF32
@@ -313,12 +326,15 @@ struct Settings {
     frames: u32,
     /// Whether the pinger runs its benchmark ([`bench`]).
     bench: bool,
+    /// The gateway mode ([`gateway`]): our address and the gateway's.
+    gateway: Option<(gateway::Ip, gateway::Ip)>,
 }
 
 impl Settings {
     const DEFAULT: Self = Self {
         frames: DEFAULT_FRAMES,
         bench: true,
+        gateway: None,
     };
 
     /// The settings of this boot (see [`Settings`]); when booted through
@@ -346,11 +362,19 @@ impl Settings {
             ));
         }
         let settings = Self::parse(line);
-        println!(
-            "netcheck: multiboot command line '{line}': {} frames, benchmark {}",
-            settings.frames,
-            if settings.bench { "on" } else { "off" }
-        );
+        match settings.gateway {
+            Some((ip, gateway)) => println!(
+                "netcheck: multiboot command line '{line}': {} echo requests from {} to the gateway {}",
+                settings.frames,
+                gateway::IpText(ip),
+                gateway::IpText(gateway)
+            ),
+            None => println!(
+                "netcheck: multiboot command line '{line}': {} frames, benchmark {}",
+                settings.frames,
+                if settings.bench { "on" } else { "off" }
+            ),
+        }
         settings
     }
 
@@ -358,6 +382,7 @@ impl Settings {
     /// fails the test on a word it does not take.
     fn parse(line: &str) -> Self {
         let mut settings = Self::DEFAULT;
+        let (mut ip, mut gateway) = (None, None);
         let mut words = line.split_ascii_whitespace();
         if words.next().is_none() {
             fail(format_args!(
@@ -385,12 +410,29 @@ impl Settings {
                     "1" => true,
                     _ => fail(format_args!("bad argument '{word}': bench= takes 0 or 1")),
                 };
+            } else if let Some(value) = word.strip_prefix("ip=") {
+                ip = Some(gateway::parse_ip(value).unwrap_or_else(|| {
+                    fail(format_args!("bad argument '{word}': ip= takes A.B.C.D"))
+                }));
+            } else if let Some(value) = word.strip_prefix("gateway=") {
+                gateway = Some(gateway::parse_ip(value).unwrap_or_else(|| {
+                    fail(format_args!(
+                        "bad argument '{word}': gateway= takes A.B.C.D"
+                    ))
+                }));
             } else {
                 fail(format_args!(
-                    "unknown argument '{word}' (netcheck takes frames=N and bench=0|1)"
+                    "unknown argument '{word}' (netcheck takes frames=N, bench=0|1, ip=A.B.C.D and gateway=A.B.C.D)"
                 ));
             }
         }
+        settings.gateway = match (ip, gateway) {
+            (Some(ip), Some(gateway)) => Some((ip, gateway)),
+            (None, None) => None,
+            _ => fail(format_args!(
+                "ip= and gateway= go together (the gateway mode needs both)"
+            )),
+        };
         settings
     }
 
