@@ -29,6 +29,9 @@
 //!    other and exchange frames: [`FLOOD`] broadcast frames of 1514 bytes
 //!    (ethertype [`ETHERTYPE`], not netcheck's), in batches of at most
 //!    [`BATCH`] per notify, reusing the transmit buffers as they come back.
+//!    Then [`SPOOFED`] broadcast frames from source addresses not its own
+//!    (locally administered unicast ones it makes up), which the bridge
+//!    must refuse: a NIC sends from its own address only.
 //! 3. [`ROUNDS`] - 1 more rounds of the hostile chains, one notify per
 //!    round: [`ROUNDS`] × 11 refusals in all, a multiple of the switcher's
 //!    report interval (it reports the first refusal and every 1000th, and
@@ -49,7 +52,8 @@
 //! Lines: `netflood: virtio-net at 00:NN.0, MAC xx:xx:xx:xx:xx:xx`,
 //! `netflood: hostile chain (<what>) completed by the device, nothing
 //! sent` for each hostile chain, `netflood: flooded 20000 broadcast frames
-//! (N notifies)`, `netflood: 999 more rounds of the 11 hostile chains
+//! (N notifies)`, `netflood: sent 1000 frames from addresses not its
+//! own`, `netflood: 999 more rounds of the 11 hostile chains
 //! completed (11000 in all)`, `netflood: 3 receive chains under 1526 bytes
 //! posted (...)`, `netflood: N of 3 small receive chains came back
 //! refused, nothing written` (or `netflood: none of the 3 ... came back:
@@ -72,6 +76,8 @@ guest_runtime::entry!("netflood", main);
 
 /// Broadcast frames the flood sends.
 const FLOOD: u32 = 20_000;
+/// Frames sent from addresses not the NIC's own.
+const SPOOFED: u32 = 1000;
 /// Frames per notify during the flood, at most.
 const BATCH: usize = 32;
 /// Rounds of the hostile chains (the first checked chain by chain).
@@ -182,8 +188,10 @@ fn main() -> u32 {
     }
 
     // 2. The flood, while the other VMs on the network are at work.
-    let notifies = nic.flood();
+    let notifies = nic.flood(FLOOD, false);
     println!("netflood: flooded {FLOOD} broadcast frames ({notifies} notifies)");
+    nic.flood(SPOOFED, true);
+    println!("netflood: sent {SPOOFED} frames from addresses not its own");
 
     // 3. The hostile chains again, in rounds.
     for round in 1..ROUNDS {
@@ -256,13 +264,19 @@ impl Nic {
     }
 
     /// Writes a zero virtio header and a broadcast frame of ours of
-    /// `length` bytes (its payload numbered `sequence`) at `at`.
-    fn write_frame(&self, at: u64, length: u64, sequence: u32) {
+    /// `length` bytes (its payload numbered `sequence`) at `at`; with
+    /// `spoofed`, from a made-up address instead of the NIC's.
+    fn write_frame(&self, at: u64, length: u64, sequence: u32, spoofed: bool) {
         let mut buffer = [0u8; (NET_HEADER + MAX_FRAME) as usize];
         let total = (NET_HEADER + length) as usize;
         let frame = &mut buffer[NET_HEADER as usize..total];
         frame[..6].copy_from_slice(&BROADCAST);
-        frame[6..12].copy_from_slice(&self.mac);
+        if spoofed {
+            let [a, b, c, d] = sequence.to_be_bytes();
+            frame[6..12].copy_from_slice(&[0x02, 0x5f, a, b, c, d]);
+        } else {
+            frame[6..12].copy_from_slice(&self.mac);
+        }
         frame[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
         frame[14..18].copy_from_slice(&sequence.to_be_bytes());
         for (index, byte) in frame[18..].iter_mut().enumerate() {
@@ -294,7 +308,7 @@ impl Nic {
     /// [`MAX_FRAME`] too (the 2000-byte one): past it, a fixed pattern.
     fn write_large_frame(&self, at: u64, length: u64) {
         let first = length.min(MAX_FRAME);
-        self.write_frame(at, first, 0);
+        self.write_frame(at, first, 0, false);
         // The rest (past 1514 bytes): more pattern, 8 bytes at a time
         // from the next 8-aligned offset.
         let mut offset = (NET_HEADER + first).next_multiple_of(8);
@@ -460,10 +474,11 @@ impl Nic {
         back
     }
 
-    /// Sends [`FLOOD`] broadcast frames of [`MAX_FRAME`] bytes, up to
-    /// [`BATCH`] per notify, each transmit buffer reused once the device
-    /// completed its chain. Returns the notifies written.
-    fn flood(&mut self) -> u32 {
+    /// Sends `count` broadcast frames of [`MAX_FRAME`] bytes (from made-up
+    /// addresses with `spoofed`), up to [`BATCH`] per notify, each
+    /// transmit buffer reused once the device completed its chain.
+    /// Returns the notifies written.
+    fn flood(&mut self, count: u32, spoofed: bool) -> u32 {
         let size = self.queues[TRANSMIT].size();
         // The buffer of each chain in flight, by head, and the free ones.
         let mut slot_of = [0u8; QUEUE_MAX as usize];
@@ -474,12 +489,12 @@ impl Nic {
         };
         let mut sent = 0u32;
         let mut notifies = 0u32;
-        while sent < FLOOD {
+        while sent < count {
             let mut batch = 0;
-            while batch < BATCH && sent < FLOOD && free != 0 {
+            while batch < BATCH && sent < count && free != 0 {
                 let slot = free.trailing_zeros() as u8;
                 let at = TX_BUFFERS_AT + u64::from(slot) * TX_BUFFER;
-                self.write_frame(at, MAX_FRAME, sent);
+                self.write_frame(at, MAX_FRAME, sent, spoofed);
                 let segment = Segment {
                     physical: self.dma.physical(at),
                     length: (NET_HEADER + MAX_FRAME) as u32,

@@ -13,9 +13,10 @@
 //! [`Counters`] say what went in and out.
 //!
 //! A VM NIC's own address can be pinned to its port ([`Switch::pin`]):
-//! it never ages, is never replaced, and a frame from another port with
-//! it as its source does not move it, so no guest can take another's
-//! traffic. An uplink port ([`Switch::attach_uplink`]) is the outside
+//! it never ages and is never replaced, and the port may then send with no
+//! other source address (a frame that does is dropped and counted as
+//! spoofed), so no guest can take another's traffic, nor an outside
+//! address's. An uplink port ([`Switch::attach_uplink`]) is the outside
 //! world: frames to a unicast address no port of the network has are
 //! flooded when they come from a VM NIC (the address may be outside),
 //! but not when they come from the uplink (it is someone else's, seen by
@@ -69,6 +70,9 @@ pub struct Counters {
     /// Frames an uplink port sent to an address no port of its network
     /// has (not flooded).
     pub filtered: u64,
+    /// Frames a port with a pinned address sent from another address
+    /// (not switched).
+    pub spoofed: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +92,8 @@ pub struct Switch<const ENTRIES: usize> {
     networks: [Option<u8>; MAX_PORTS],
     /// Uplink ports.
     uplinks: Ports,
+    /// Each port's pinned address: the only source it may send from.
+    own: [Option<[u8; 6]>; MAX_PORTS],
     table: [Option<Entry>; ENTRIES],
     ageing_ns: u64,
     counters: [Counters; MAX_PORTS],
@@ -99,6 +105,7 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
         Self {
             networks: [None; MAX_PORTS],
             uplinks: Ports::NONE,
+            own: [None; MAX_PORTS],
             table: [None; ENTRIES],
             ageing_ns,
             counters: [Counters {
@@ -108,6 +115,7 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
                 dropped: 0,
                 throttled: 0,
                 filtered: 0,
+                spoofed: 0,
             }; MAX_PORTS],
         }
     }
@@ -136,15 +144,17 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
         self.uplinks.contains(port)
     }
 
-    /// Pins unicast `mac` to attached `port`, its NIC's own address;
-    /// `false` if the port is not attached, the address is a group one,
-    /// another port has it pinned on the network, or the table has no
-    /// room beside its pinned entries for one more.
+    /// Pins unicast `mac` to attached `port`, its NIC's own address and
+    /// from then on the only source address it may send from; `false` if
+    /// the port is not attached or is an uplink, already has an address,
+    /// the address is a group one, another port has it pinned on the
+    /// network, or the table has no room beside its pinned entries for
+    /// one more.
     pub fn pin(&mut self, port: usize, mac: [u8; 6]) -> bool {
         let Some(network) = self.network(port) else {
             return false;
         };
-        if is_group(&mac) {
+        if is_group(&mac) || self.is_uplink(port) || self.own[port].is_some() {
             return false;
         }
         let existing = self
@@ -158,6 +168,7 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
             }
             entry.port = port as u8;
             entry.pinned = true;
+            self.own[port] = Some(mac);
             return true;
         }
         let pinned = self.table.iter().flatten().filter(|e| e.pinned).count();
@@ -181,6 +192,7 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
             seen_ns: 0,
             pinned: true,
         });
+        self.own[port] = Some(mac);
         true
     }
 
@@ -191,6 +203,7 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
         }
         if port < MAX_PORTS {
             self.uplinks.0 &= !(1 << port);
+            self.own[port] = None;
         }
         for entry in self.table.iter_mut() {
             if entry.is_some_and(|entry| usize::from(entry.port) == port) {
@@ -237,6 +250,10 @@ impl<const ENTRIES: usize> Switch<ENTRIES> {
         };
         if frame.len() < crate::MIN_FRAME {
             self.dropped(port);
+            return Ports::NONE;
+        }
+        if self.own[port].is_some_and(|own| own != from) {
+            self.counters[port].spoofed += 1;
             return Ports::NONE;
         }
         self.counters[port].received += 1;
@@ -435,7 +452,7 @@ mod tests {
         );
         // A full table replaces learnt entries, never the pinned one.
         for n in 10..20 {
-            switch.forward(2, &frame(crate::BROADCAST, mac(n)), 1_003 + u64::from(n));
+            switch.forward(2, &frame(crate::BROADCAST, mac(n)), 1_004 + u64::from(n));
         }
         assert_eq!(
             switch.forward(1, &frame(mac(1), mac(2)), 1_100),
@@ -471,6 +488,17 @@ mod tests {
         assert_eq!(switch.forward(0, &frame(mac(7), mac(1)), 4), Ports(0b110));
         assert_eq!(switch.forward(0, &frame(mac(9), mac(1)), 5), Ports(0b100));
         assert!(switch.is_uplink(2) && !switch.is_uplink(0));
+        // No member can take an outside address over.
+        assert_eq!(
+            switch.forward(1, &frame(crate::BROADCAST, mac(9)), 6),
+            Ports::NONE
+        );
+        assert_eq!(switch.counters(1).spoofed, 1);
+        assert_eq!(switch.forward(0, &frame(mac(9), mac(1)), 7), Ports(0b100));
+        assert!(
+            !switch.pin(2, mac(3)),
+            "an uplink has no address of its own"
+        );
     }
 
     proptest! {

@@ -126,33 +126,27 @@ pub struct Refused {
     pub why: &'static str,
 }
 
-/// The device: the transport, the MAC address it shows, and its link.
+/// The device: the transport and the MAC address it shows. Its link is
+/// always up: a restart of the bridge loses the frames in flight, as a
+/// short link flap would, without the guest being told.
 #[derive(Clone, Debug)]
 pub struct VirtioNet {
     transport: Transport,
     mac: [u8; 6],
-    link_up: bool,
 }
 
 impl VirtioNet {
-    /// A device with address `mac`, its link up, reset.
+    /// A device with address `mac`, reset.
     pub fn new(mac: [u8; 6]) -> Self {
         Self {
             transport: Transport::new(FEATURES, 2, QUEUE_MAX, MSIX_VECTORS),
             mac,
-            link_up: true,
         }
     }
 
     /// Its MAC address.
     pub fn mac(&self) -> [u8; 6] {
         self.mac
-    }
-
-    /// Sets the link status the guest reads (`false`: down, e.g. while
-    /// the bridge is away).
-    pub fn set_link(&mut self, up: bool) {
-        self.link_up = up;
     }
 
     /// Follows the MSI-X capability's control word after the guest wrote
@@ -169,8 +163,7 @@ impl VirtioNet {
     fn device_config(&self) -> [u8; DEVICE_CONFIG_BYTES] {
         let mut config = [0u8; DEVICE_CONFIG_BYTES];
         config[..6].copy_from_slice(&self.mac);
-        let status = if self.link_up { STATUS_LINK_UP } else { 0 };
-        config[6..8].copy_from_slice(&status.to_le_bytes());
+        config[6..8].copy_from_slice(&STATUS_LINK_UP.to_le_bytes());
         config[8..10].copy_from_slice(&1u16.to_le_bytes());
         config
     }
@@ -401,8 +394,6 @@ mod tests {
             Ok(1),
             "link up"
         );
-        device.set_link(false);
-        assert_eq!(device.read(virtio_pci::DEVICE_CONFIG + 6, 2), Ok(0));
         let config = config_space(0xfe00_0000);
         assert_eq!(config.read(0x00, 4), 0x1041_1af4);
         assert_eq!(config.read(0x08, 4) >> 8, CLASS);

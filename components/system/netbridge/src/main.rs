@@ -23,8 +23,10 @@
 //! into each destination's slot.
 //!
 //! Each VM NIC's own address (`net_api::mac_of` of its name) is pinned to
-//! its port, so it is known before the guest sends and no other guest can
-//! take it over.
+//! its port, so it is known before the guest sends, and it is the only
+//! source address the NIC may send from: a frame from another is dropped,
+//! counted and reported (the first and every [`REPORT_EVERY`]th), so no
+//! guest can take over another's address or an outside one.
 //!
 //! An uplink — a network card's driver component, `<network>-<driver>-in`
 //! (frames from the outside) / `<network>-<driver>-out` (frames to send
@@ -248,7 +250,18 @@ fn main(start: &runtime::Start) -> i32 {
                     }
                     continue;
                 }
+                let spoofed = switch.counters(port).spoofed;
                 let out = switch.forward(port, &frame.data[..length], now);
+                let spoofs = switch.counters(port).spoofed;
+                if spoofs != spoofed && spoofs % REPORT_EVERY == 1 {
+                    let mut source = [0u8; 6];
+                    source.copy_from_slice(&frame.data[6..12]);
+                    println!(
+                        "netbridge: '{}' sent a frame from {}, not its own address: dropped, {spoofs} so far",
+                        nics[port].name,
+                        MacText(source)
+                    );
+                }
                 for destination in out.iter() {
                     let nic = &mut nics[destination];
                     let sent = match nic.to.try_send(&frame) {
@@ -347,7 +360,7 @@ fn report(nics: &[Nic], switch: &Switch<ENTRIES>) {
                 counters.filtered
             )
         } else {
-            String::new()
+            alloc::format!(", {} from another address refused", counters.spoofed)
         };
         println!(
             "netbridge: '{}': {} frames in, {} out ({} flooded), {} dropped, {} throttled{filtered}",
