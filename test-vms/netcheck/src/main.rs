@@ -300,8 +300,22 @@ fn main() -> u32 {
     0
 }
 
-/// The NIC's counters line.
+/// The NIC's counters line, and which other MACs frames of ours came
+/// from.
 fn counters(nic: &Nic) {
+    match nic.senders_seen {
+        0 => {}
+        1 => println!(
+            "netcheck: frames of ours came from 1 other MAC, {}",
+            Mac(nic.senders[0])
+        ),
+        seen => {
+            println!("netcheck: frames of ours came from {seen} other MACs:");
+            for mac in &nic.senders[..seen.min(SENDERS)] {
+                println!("netcheck:   {}", Mac(*mac));
+            }
+        }
+    }
     println!(
         "netcheck: {} frames sent, {} received ({} not for this test), {} dropped for a full transmit queue, {} receive interrupts, {} notifies",
         nic.sent,
@@ -513,6 +527,7 @@ fn common(
         nic.ignored += 1;
         return None;
     }
+    nic.saw(message.src);
     if message.kind == HELLO {
         if message.flags & ASK != 0 {
             let length = hello(frame, message.src, nic.mac, 0);
@@ -1303,9 +1318,32 @@ struct Nic {
     /// buffers).
     tx_notifies: u64,
     rx_notifies: u64,
+    /// The other MACs frames of ours came from (at most [`SENDERS`] kept;
+    /// `senders_seen` counts them all): one, the peer, on a network of
+    /// two that keeps to itself.
+    senders: [[u8; 6]; SENDERS],
+    senders_seen: usize,
 }
 
+/// Distinct senders [`Nic::senders`] keeps.
+const SENDERS: usize = 8;
+
 impl Nic {
+    /// Notes that a frame of ours came from `mac`.
+    fn saw(&mut self, mac: [u8; 6]) {
+        let kept = self.senders_seen.min(SENDERS);
+        if self.senders[..kept].contains(&mac) {
+            return;
+        }
+        if kept < SENDERS {
+            self.senders[kept] = mac;
+            self.senders_seen += 1;
+        } else if self.senders_seen < usize::MAX {
+            // Beyond what is kept, each frame from one not kept counts.
+            self.senders_seen += 1;
+        }
+    }
+
     /// The driver of `net`, set up ([`NET`]): posts the receive
     /// buffers.
     fn new(net: virtio_net::Net) -> Result<Self, &'static str> {
@@ -1329,6 +1367,8 @@ impl Nic {
             dropped: 0,
             tx_notifies: 0,
             rx_notifies: 0,
+            senders: [[0; 6]; SENDERS],
+            senders_seen: 0,
         };
         let rx_buffers = RX_BUFFERS.min(usize::from(nic.queues[RECEIVE].size()));
         let tx_buffers = TX_BUFFERS.min(usize::from(nic.queues[TRANSMIT].size()));
