@@ -23,6 +23,11 @@
 //!                          # two lines ends with the guest's time in
 //!                          # seconds, and the host's interval must match
 //!                          # the guest's (needs a run without -icount)
+//! alone = true             # runs alone, after the others, as host_time
+//!                          # scenarios do: its figures (CPU shares over a
+//!                          # second) hold only when the emulator has the
+//!                          # host to itself (a stalled emulator is time
+//!                          # charged to whatever ran)
 //! export = [{ disk = "disk0", sha256_after = "..." }]
 //!                          # after the run, the virtual disk `disk` is
 //!                          # exported from the block store's image (the
@@ -76,7 +81,7 @@ pub const TIMEOUT_MAX: u64 = 3600;
 
 /// The top-level keys of a scenario file that are not its system's: capdl
 /// skips them when it reads the file's `[[component]]` list.
-pub const HOST_KEYS: [&str; 16] = [
+pub const HOST_KEYS: [&str; 17] = [
     "description",
     "boot",
     "timeout",
@@ -91,6 +96,7 @@ pub const HOST_KEYS: [&str; 16] = [
     "expect_anywhere",
     "forbid",
     "host_time",
+    "alone",
     "export",
     "input",
 ];
@@ -126,6 +132,9 @@ struct ScenarioFile {
     forbid: Vec<String>,
     #[serde(default)]
     host_time: Vec<HostTime>,
+    /// Runs alone, after the others.
+    #[serde(default)]
+    alone: bool,
     /// Virtual disks checked against the guest's own reading of them.
     export: Option<Spanned<Vec<Export>>>,
     /// What is typed into the console, and when.
@@ -193,6 +202,8 @@ pub struct Scenario {
     pub expect_anywhere: Vec<String>,
     pub forbid: Vec<String>,
     pub host_time: Vec<HostTime>,
+    /// Runs alone, after the others (as do scenarios with `host_time`).
+    pub alone: bool,
     pub export: Vec<Export>,
     /// What the console receives.
     pub input: ConsoleFeed,
@@ -387,6 +398,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
             expect_anywhere: file.expect_anywhere,
             forbid: file.forbid,
             host_time: file.host_time,
+            alone: file.alone,
             export: Vec::new(),
             input,
             boots: Boots::Guest(NativeGuest {
@@ -451,6 +463,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
         expect_anywhere: file.expect_anywhere,
         forbid: file.forbid,
         host_time: file.host_time,
+        alone: file.alone,
         export: file
             .export
             .map(Spanned::into_inner)

@@ -222,14 +222,15 @@ fn run_scenarios(workspace: &Workspace, filter: Option<&str>, jobs: usize) -> Ta
             return tally;
         }
     };
-    // Scenarios that time the host's clock (host_time) run alone, after
-    // the others: a second emulator on a two-core machine can delay one's
-    // console lines by more than their tolerance.
+    // Scenarios that time the host's clock (host_time), or ask to, run
+    // alone, after the others: a second emulator on a two-core machine can
+    // delay one's console lines by more than their tolerance, or stall it
+    // for time its guests are charged.
     let (alone, shared): (Vec<&Scenario>, Vec<&Scenario>) = scenarios
         .iter()
-        .partition(|scenario| !scenario.host_time.is_empty());
+        .partition(|scenario| !scenario.host_time.is_empty() || scenario.alone);
     println!(
-        "scenarios: running {} ({} at a time), then {} that time the host's clock, alone",
+        "scenarios: running {} ({} at a time), then {} that need the host to themselves, alone",
         shared.len(),
         jobs.min(shared.len()).max(1),
         alone.len()
@@ -339,6 +340,7 @@ mod tests {
             expect_anywhere: Vec::new(),
             forbid: Vec::new(),
             host_time: Vec::new(),
+            alone: false,
             export: Vec::new(),
             input: crate::emulator::ConsoleFeed::Nothing,
             boots: crate::scenario::Boots::Guest(crate::scenario::NativeGuest {

@@ -352,12 +352,17 @@ impl Kernel {
         let components = &self.components[..self.component_count];
         if let Some(index) = chosen {
             let running = &components[index];
-            if !running.scheduling().is_unlimited() {
+            // On slack it runs until its refill or until something with
+            // budget becomes ready (a refill, below, or a wake-up, which
+            // schedules anyway).
+            let on_slack = running.scheduling().on_slack();
+            if !running.scheduling().is_unlimited() && !on_slack {
                 consider(now.saturating_add(running.scheduling().remaining()));
             }
             let shares = components.iter().enumerate().any(|(other, c)| {
                 let c = c.candidate();
-                other != index && c.ready && c.priority == running.priority()
+                let peer = if on_slack { c.slack } else { c.ready };
+                other != index && peer && c.priority == running.priority()
             });
             if shares {
                 consider(now.saturating_add(self.clock.ticks_from_us(TIME_SLICE_US)));

@@ -13,10 +13,19 @@
 //! window a context gets its configured share exactly, however late the
 //! timer.
 //!
+//! A context may also run on **slack** ([`SchedulingContext::set_slack`]):
+//! when its budget is spent it stays a candidate, of the second rank —
+//! it runs only when no thread with budget left is ready. Time on slack
+//! is counted as consumed but is no overrun (no debt), so a context with
+//! slack gets at least its share under contention and whatever others
+//! leave when they idle: work conservation, with the shares themselves
+//! set by the QoS controller.
+//!
 //! [`choose`] picks the highest-priority ready thread; among equals it
-//! rotates, starting after the one that ran last (round robin). Time units
-//! are whatever the caller uses (the core uses TSC ticks); everything here
-//! is pure and tested over simulated time.
+//! rotates, starting after the one that ran last (round robin); only
+//! when none is ready, the same among threads on slack. Time units are
+//! whatever the caller uses (the core uses TSC ticks); everything here is
+//! pure and tested over simulated time.
 
 /// Budget and period, in time units, and what has been used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +37,8 @@ pub struct SchedulingContext {
     consumed: u64,
     /// Time run beyond the budget, still to be paid from future periods.
     debt: u64,
+    /// It may run on slack once its budget is spent.
+    slack: bool,
 }
 
 impl SchedulingContext {
@@ -39,6 +50,7 @@ impl SchedulingContext {
         period_start: 0,
         consumed: 0,
         debt: 0,
+        slack: false,
     };
 
     /// A context granting `budget` every `period` from time `now`
@@ -53,14 +65,39 @@ impl SchedulingContext {
             period_start: now,
             consumed: 0,
             debt: 0,
+            slack: false,
         }
     }
 
-    /// Changes budget and period; the new budget applies from `now`.
+    /// Changes budget and period; the new budget applies from `now`
+    /// (whether it may use slack stays as it was). The same budget and
+    /// period again change nothing: the period, what is left of it and
+    /// any debt stay, so a controller that repeats its settings (after a
+    /// restart, say) gives nobody a fresh budget or a forgiven overrun.
     pub fn configure(&mut self, budget: u64, period: u64, now: u64) {
-        let consumed = self.consumed;
-        *self = Self::new(budget, period, now);
+        let fresh = Self::new(budget, period, now);
+        if (fresh.budget, fresh.period) == (self.budget, self.period) {
+            return;
+        }
+        let (consumed, slack) = (self.consumed, self.slack);
+        *self = fresh;
         self.consumed = consumed;
+        self.slack = slack;
+    }
+
+    /// Whether, its budget spent, it may run on slack.
+    pub fn set_slack(&mut self, slack: bool) {
+        self.slack = slack;
+    }
+
+    /// Whether it may run on slack once its budget is spent.
+    pub fn has_slack(&self) -> bool {
+        self.slack
+    }
+
+    /// Whether it is spent and may run on slack now.
+    pub fn on_slack(&self) -> bool {
+        self.slack && self.is_depleted()
     }
 
     /// Whether the context is never throttled.
@@ -102,10 +139,12 @@ impl SchedulingContext {
         self.debt
     }
 
-    /// Charges `elapsed` units of running, ending at `now`.
+    /// Charges `elapsed` units of running, ending at `now`. Run on slack
+    /// (dispatched with its budget spent), it is consumed time but no
+    /// overrun.
     pub fn charge(&mut self, elapsed: u64, now: u64) {
         self.consumed = self.consumed.saturating_add(elapsed);
-        if !self.is_unlimited() {
+        if !self.is_unlimited() && !self.on_slack() {
             if elapsed > self.remaining {
                 self.debt = self.debt.saturating_add(elapsed - self.remaining);
             }
@@ -129,14 +168,18 @@ impl SchedulingContext {
 }
 
 /// What [`choose`] needs to know of a thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Candidate {
+    /// Runnable with budget left.
     pub ready: bool,
+    /// Runnable, its budget spent, and allowed to run on slack.
+    pub slack: bool,
     pub priority: u32,
 }
 
 /// The next thread to run: the highest priority among ready ones, rotating
-/// among equals starting after `last`.
+/// among equals starting after `last`; if none is ready, the same among
+/// those on slack.
 pub fn choose(candidates: &[Candidate], last: Option<usize>) -> Option<usize> {
     choose_with(candidates.len(), last, |index| candidates[index])
 }
@@ -151,19 +194,24 @@ pub fn choose_with(
     if count == 0 {
         return None;
     }
-    let mut index = last.map_or(0, |l| if l + 1 >= count { 0 } else { l + 1 });
+    let start = last.map_or(0, |l| if l + 1 >= count { 0 } else { l + 1 });
+    // The best ready thread, and the best on slack should none be ready.
     let mut best: Option<(usize, u32)> = None;
+    let mut spare: Option<(usize, u32)> = None;
+    let mut index = start;
     for _ in 0..count {
         let this = candidate(index);
         if this.ready && best.is_none_or(|(_, priority)| this.priority > priority) {
             best = Some((index, this.priority));
+        } else if this.slack && spare.is_none_or(|(_, priority)| this.priority > priority) {
+            spare = Some((index, this.priority));
         }
         index += 1;
         if index == count {
             index = 0;
         }
     }
-    best.map(|(index, _)| index)
+    best.or(spare).map(|(index, _)| index)
 }
 
 #[cfg(test)]
@@ -213,8 +261,23 @@ mod tests {
     }
 
     #[test]
+    fn the_same_settings_again_change_nothing() {
+        let mut sc = SchedulingContext::new(2, 10, 0);
+        sc.charge(5, 5);
+        assert_eq!(sc.debt(), 3);
+        sc.configure(2, 10, 6);
+        assert_eq!((sc.debt(), sc.remaining(), sc.next_refill()), (3, 0, 10));
+        sc.configure(3, 10, 6);
+        assert_eq!((sc.debt(), sc.remaining(), sc.next_refill()), (0, 3, 16));
+    }
+
+    #[test]
     fn priority_then_round_robin() {
-        let c = |ready, priority| Candidate { ready, priority };
+        let c = |ready, priority| Candidate {
+            ready,
+            slack: false,
+            priority,
+        };
         let threads = [c(true, 1), c(true, 5), c(false, 9), c(true, 5)];
         assert_eq!(choose(&threads, None), Some(1));
         assert_eq!(choose(&threads, Some(1)), Some(3));
@@ -294,5 +357,79 @@ mod tests {
         }
         assert_eq!(spinner.consumed(), 200);
         assert_eq!(background, 800);
+    }
+
+    #[test]
+    fn slack_is_second_rank_and_owes_nothing() {
+        let c = |ready, slack, priority| Candidate {
+            ready,
+            slack,
+            priority,
+        };
+        // Any thread with budget beats any on slack, whatever the priority.
+        let threads = [c(false, true, 9), c(true, false, 1), c(false, true, 9)];
+        assert_eq!(choose(&threads, None), Some(1));
+        // Among those on slack: priority, then round robin.
+        let spare = [
+            c(false, true, 3),
+            c(false, true, 5),
+            c(false, false, 9),
+            c(false, true, 5),
+        ];
+        assert_eq!(choose(&spare, None), Some(1));
+        assert_eq!(choose(&spare, Some(1)), Some(3));
+
+        let mut sc = SchedulingContext::new(2, 10, 0);
+        sc.set_slack(true);
+        sc.charge(2, 2);
+        assert!(sc.on_slack());
+        // Run on slack: consumed, no debt; the next period is whole.
+        sc.charge(5, 7);
+        assert_eq!(sc.debt(), 0);
+        assert_eq!(sc.consumed(), 7);
+        sc.refill(10);
+        assert_eq!(sc.remaining(), 2);
+        // Reconfiguring keeps the slack setting.
+        sc.configure(3, 10, 10);
+        assert!(sc.has_slack());
+    }
+
+    /// Two spinning threads of one priority with budgets 2 and 1 of every
+    /// 3 (shares 2:1) and slack: under contention exactly 2:1; while the
+    /// first idles the second takes the whole processor; never a debt.
+    #[test]
+    fn budgets_with_slack_give_exact_shares_and_conserve_work() {
+        let mut contexts = [
+            SchedulingContext::new(20, 30, 0),
+            SchedulingContext::new(10, 30, 0),
+        ];
+        for context in &mut contexts {
+            context.set_slack(true);
+        }
+        let mut last = None;
+        let mut run =
+            |contexts: &mut [SchedulingContext; 2], from: u64, to: u64, awake: [bool; 2]| {
+                let mut used = [0u64; 2];
+                for now in from..to {
+                    for context in contexts.iter_mut() {
+                        context.refill(now);
+                    }
+                    let candidates = [0, 1].map(|index| Candidate {
+                        ready: awake[index] && !contexts[index].is_depleted(),
+                        slack: awake[index] && contexts[index].on_slack(),
+                        priority: 1,
+                    });
+                    if let Some(index) = choose(&candidates, last) {
+                        contexts[index].charge(1, now + 1);
+                        used[index] += 1;
+                        last = Some(index);
+                    }
+                }
+                used
+            };
+        assert_eq!(run(&mut contexts, 0, 3000, [true, true]), [2000, 1000]);
+        assert_eq!(run(&mut contexts, 3000, 6000, [false, true]), [0, 3000]);
+        assert_eq!(run(&mut contexts, 6000, 9000, [true, true]), [2000, 1000]);
+        assert!(contexts.iter().all(|context| context.debt() == 0));
     }
 }

@@ -15,7 +15,9 @@ use microvisor::address::{PAGE_SIZE, PhysicalAddress, VirtualAddress};
 use microvisor::user::{BufferError, UserBuffer};
 use microvisor_abi::fault::FaultKind;
 use microvisor_abi::spec::{CapabilityKind, MAX_PRIORITY};
-use microvisor_abi::syscall::{Call, LOG_WRITE_MAX, MAX_PERIOD_US, Status, Syscall, UserBytes};
+use microvisor_abi::syscall::{
+    Call, LOG_WRITE_MAX, MAX_PERIOD_US, SCHEDULING_SLACK, Status, Syscall, UserBytes,
+};
 use microvisor_abi::{USER_END, USER_MIN};
 use zerocopy::IntoBytes;
 
@@ -263,9 +265,16 @@ fn scheduling_read(kernel: &mut Kernel, caller: usize, context: Option<u64>) -> 
         Some(handle) => target(kernel, caller, handle, CapabilityKind::SchedulingContext)?,
     };
     kernel.account(timer::now());
-    let consumed = kernel.components[target].scheduling().consumed();
-    let consumed = kernel.clock.ns_from_ticks(consumed);
-    answer(kernel, caller, Status::Ok, consumed)
+    let component = &kernel.components[target];
+    let status = if component.is_alive() || component.state() == ComponentState::NotStarted {
+        Status::Ok
+    } else {
+        Status::Ended
+    };
+    let consumed = kernel
+        .clock
+        .ns_from_ticks(component.scheduling().consumed());
+    answer(kernel, caller, status, consumed)
 }
 
 fn scheduling_configure(
@@ -280,6 +289,8 @@ fn scheduling_configure(
     if period == 0 || budget == 0 || budget > period || period > MAX_PERIOD_US {
         return Err(bad_argument(budget));
     }
+    let slack = priority & SCHEDULING_SLACK != 0;
+    let priority = priority & !SCHEDULING_SLACK;
     if priority > u64::from(MAX_PRIORITY) {
         return Err(bad_argument(priority));
     }
@@ -289,7 +300,7 @@ fn scheduling_configure(
         kernel.clock.ticks_from_us(budget),
         kernel.clock.ticks_from_us(period),
     );
-    kernel.components[target].configure(budget, period, priority as u32, now);
+    kernel.components[target].configure(budget, period, priority as u32, slack, now);
     ok_then_schedule(kernel, caller)
 }
 

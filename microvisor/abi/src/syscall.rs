@@ -50,7 +50,9 @@ pub enum Syscall {
     SchedulingRead = 8,
     /// Reconfigure a scheduling context: `rdi` the scheduling-control
     /// handle, `rsi` a scheduling-context handle, `rdx` budget (µs), `r10`
-    /// period (µs), `r8` priority.
+    /// period (µs), `r8` priority in its low 32 bits, with
+    /// [`SCHEDULING_SLACK`] set if the context may run on slack once its
+    /// budget is spent (when nothing with budget left is ready).
     SchedulingConfigure = 9,
     /// Read the last fault of a supervised component: `rdi` a
     /// component-control handle, `rsi` the address of a
@@ -160,6 +162,11 @@ impl Syscall {
         })
     }
 }
+
+/// In [`Syscall::SchedulingConfigure`]'s `r8`, above the priority: the
+/// context may run on slack once its budget is spent. No other bit above
+/// the priority may be set.
+pub const SCHEDULING_SLACK: u64 = 1 << 32;
 
 /// The longest scheduling-context period [`Syscall::SchedulingConfigure`]
 /// accepts, in microseconds (10 s); budgets are at most the period. The one
@@ -452,6 +459,10 @@ pub enum Status {
     TimedOut = 1,
     /// [`Syscall::ComponentFault`]: the component has not faulted.
     NoFault = 2,
+    /// [`Syscall::SchedulingRead`]: the context's component has ended
+    /// (exited, faulted, stopped or refused); its consumed time is still
+    /// answered.
+    Ended = 3,
 }
 
 #[cfg(test)]

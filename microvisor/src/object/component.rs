@@ -260,6 +260,7 @@ impl Component {
     pub fn candidate(&self) -> Candidate {
         Candidate {
             ready: self.state == ComponentState::Ready && !self.scheduling.is_depleted(),
+            slack: self.state == ComponentState::Ready && self.scheduling.on_slack(),
             priority: self.priority,
         }
     }
@@ -335,9 +336,11 @@ impl Component {
         self.scheduling.charge(elapsed, now);
     }
 
-    /// New budget, period (time units) and priority from `now`.
-    pub fn configure(&mut self, budget: u64, period: u64, priority: u32, now: u64) {
+    /// New budget, period (time units), priority and whether it may run
+    /// on slack, from `now`.
+    pub fn configure(&mut self, budget: u64, period: u64, priority: u32, slack: bool, now: u64) {
         self.scheduling.configure(budget, period, now);
+        self.scheduling.set_slack(slack);
         self.priority = priority;
     }
 

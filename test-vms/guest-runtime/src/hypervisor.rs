@@ -205,6 +205,25 @@ pub fn no_work(microseconds: u64) -> (u64, u64) {
     (answer.rax, answer.rbx)
 }
 
+/// Idles forever in rounds of 5 ms: the NO_WORK hypercall when `no_work`
+/// (our hypervisor offers it), else a busy wait of 5,000,000 TSC ticks
+/// (nothing would wake a HLT with interrupts off). `report` is called
+/// with the rounds so far every 100 rounds.
+pub fn idle_forever(no_work: bool, report: impl Fn(u64)) -> ! {
+    let mut rounds: u64 = 0;
+    loop {
+        if no_work {
+            self::no_work(5000);
+        } else {
+            crate::spin_ticks(5_000_000);
+        }
+        rounds += 1;
+        if rounds.is_multiple_of(100) {
+            report(rounds);
+        }
+    }
+}
+
 /// [`guest_api::hypercall::STATISTICS`]: (status, VM exits, virtual
 /// interrupts injected) so far.
 pub fn statistics() -> (u64, u64, u64) {

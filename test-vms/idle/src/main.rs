@@ -10,27 +10,11 @@ use guest_runtime::println;
 
 guest_runtime::entry!("idle", main);
 
-/// How long one round waits.
-const ROUND_MICROSECONDS: u64 = 5000;
-/// How long one round waits without our hypervisor, in TSC ticks.
-const ROUND_TICKS: u64 = 5_000_000;
-
 fn main() -> u32 {
     let no_work = guest_runtime::detect().has_no_work();
     println!(
         "idle: waiting with {}",
         if no_work { "NO_WORK" } else { "a busy loop" }
     );
-    let mut rounds: u64 = 0;
-    loop {
-        if no_work {
-            guest_runtime::hypervisor::no_work(ROUND_MICROSECONDS);
-        } else {
-            guest_runtime::spin_ticks(ROUND_TICKS);
-        }
-        rounds += 1;
-        if rounds.is_multiple_of(100) {
-            println!("idle: rounds={rounds}");
-        }
-    }
+    guest_runtime::hypervisor::idle_forever(no_work, |rounds| println!("idle: rounds={rounds}"))
 }

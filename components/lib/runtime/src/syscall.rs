@@ -144,23 +144,40 @@ pub fn consumed_ns(handle: Option<u64>) -> u64 {
     call(Call::SchedulingRead { context: handle }).1
 }
 
+/// [`consumed_ns`] of the context `handle`, and whether its component has
+/// ended (exited, faulted, stopped or refused).
+#[inline]
+pub fn scheduling_read(handle: u64) -> (u64, bool) {
+    let (status, consumed) = call(Call::SchedulingRead {
+        context: Some(handle),
+    });
+    (consumed, status == Status::Ended as u64)
+}
+
 /// Reconfigures a scheduling context (needs the scheduling-control
 /// capability). Budget and period are in microseconds; the period is at
-/// most [`microvisor_abi::syscall::MAX_PERIOD_US`].
+/// most [`microvisor_abi::syscall::MAX_PERIOD_US`]. With `slack`, the
+/// context may run on slack once its budget is spent (when nothing with
+/// budget left is ready).
 #[inline]
 pub fn configure_scheduling(
     control: u64,
     context: u64,
-    budget_us: u64,
-    period_us: u64,
+    (budget_us, period_us): (u64, u64),
     priority: u32,
+    slack: bool,
 ) {
+    let flags = if slack {
+        microvisor_abi::syscall::SCHEDULING_SLACK
+    } else {
+        0
+    };
     call(Call::SchedulingConfigure {
         control,
         context,
         budget_us,
         period_us,
-        priority: u64::from(priority),
+        priority: u64::from(priority) | flags,
     });
 }
 
