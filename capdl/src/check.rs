@@ -60,6 +60,9 @@ pub const MAX_STACK: u64 = 256 * PAGE_SIZE;
 pub const MAX_BACKOFF_NS: u64 = 3_600_000_000_000;
 /// The block store's program, which a `[disks.NAME]` table's store runs.
 pub const BLOCK_STORE: &str = "block-store";
+/// The program of the QoS controller: as the scheduling controller, it is
+/// sent each VM's statistics.
+pub const QOS: &str = "qos";
 /// A disk queue's slot: one block-interface message (`block_api`'s
 /// `REQUEST_BYTES`).
 pub const DISK_SLOT_BYTES: u32 = 4128;
@@ -464,6 +467,12 @@ impl Checker<'_> {
             "scheduling_controller",
             &names,
         );
+        if let (Some(controller), Some(setting)) = (
+            scheduling_controller,
+            document.scheduling_controller.as_ref(),
+        ) {
+            self.statistics_queues(controller, &setting.spot, &checked, &vms, &mut queues);
+        }
         let interrupt_forwarder = self.system_component(
             document.interrupt_forwarder.as_ref(),
             "interrupt_forwarder",
@@ -508,6 +517,58 @@ impl Checker<'_> {
             system.layout = self.layout(&system);
         }
         system
+    }
+
+    /// A QoS controller as the scheduling controller: each VM's world
+    /// switcher gets a queue `<switcher>-stats` to it, of
+    /// `qos_api::VmStatistics` messages, on which it reports its VM's
+    /// exits, interrupts and halted time.
+    fn statistics_queues(
+        &mut self,
+        controller: usize,
+        spot: &Spot,
+        components: &[Component],
+        vms: &[Vm],
+        queues: &mut Vec<Queue>,
+    ) {
+        if components[controller].program != QOS {
+            return;
+        }
+        for vm in vms {
+            let switcher = &components[vm.switcher].name;
+            let name = format!("{switcher}{}", qos_api::QUEUE_SUFFIX);
+            if name.len() > 32 {
+                self.error(
+                    spot,
+                    format!(
+                        "[system] scheduling_controller: VM '{}''s world switcher '{switcher}' would report to the QoS controller on '{name}', longer than 32 characters",
+                        vm.name
+                    ),
+                )
+                .help = Some("a switcher's statistics queue is SWITCHER-stats: shorten the switcher's name".into());
+                continue;
+            }
+            if queues.iter().any(|queue| queue.name == name) {
+                self.error(
+                    spot,
+                    format!(
+                        "[system] scheduling_controller: the QoS controller needs the queue '{name}' for VM '{}''s statistics, which the system declares itself",
+                        vm.name
+                    ),
+                )
+                .help = Some(format!("a switcher's statistics queue is made for it: remove [queues.{name}]"));
+                continue;
+            }
+            self.queue_spots.push(spot.clone());
+            queues.push(Queue {
+                name,
+                sender: vm.switcher,
+                receiver: controller,
+                slot_size: qos_api::SLOT_BYTES,
+                slots: qos_api::SLOTS,
+                reply: None,
+            });
+        }
     }
 
     /// `[disks.NAME]`: each virtual disk a VM sees becomes the queue pair

@@ -478,8 +478,30 @@ fn no_programs_at_all_names_the_empty_group_folders() {
 #[test]
 fn unknown_default_program_lists_programs() {
     assert_eq!(
-        error("[components.qos]\n"),
-        "main.toml:1:13: component 'qos': no program 'qos' in components/system/ or components/test/ (the program defaults to the component's name) (help: the programs are: a, b, block-store, blockstore, c, crasher, driver, hello, hostile, measure, netbridge, peer, ping, pong, spinner, supervisor, virtio-net, vmctl, world-switcher)"
+        error("[components.xyzzy]\n"),
+        "main.toml:1:13: component 'xyzzy': no program 'xyzzy' in components/system/ or components/test/ (the program defaults to the component's name) (help: the programs are: a, b, block-store, blockstore, c, crasher, driver, hello, hostile, measure, netbridge, peer, ping, pong, qos, spinner, supervisor, virtio-net, vmctl, world-switcher)"
+    );
+}
+
+/// A QoS controller as the scheduling controller is sent each VM's
+/// statistics on a queue `<switcher>-stats` capdl makes; the name must fit
+/// and be free.
+#[test]
+fn statistics_queues_fit_and_are_free() {
+    let switcher = "w".repeat(27);
+    assert_eq!(
+        error(&format!(
+            "[system]\nscheduling_controller = \"qos\"\n[components.qos]\n[components.{switcher}]\nprogram = \"world-switcher\"\n[vms.a]\nswitcher = \"{switcher}\"\n"
+        )),
+        format!(
+            "main.toml:2:25: [system] scheduling_controller: VM 'a''s world switcher '{switcher}' would report to the QoS controller on '{switcher}-stats', longer than 32 characters (help: a switcher's statistics queue is SWITCHER-stats: shorten the switcher's name)"
+        )
+    );
+    assert_eq!(
+        error(
+            "[system]\nscheduling_controller = \"qos\"\n[components.qos]\n[components.ws]\nprogram = \"world-switcher\"\n[vms.a]\nswitcher = \"ws\"\n[queues.ws-stats]\nfrom = \"ws\"\nto = \"qos\"\nslot_size = 64\nslots = 4\n"
+        ),
+        "main.toml:2:25: [system] scheduling_controller: the QoS controller needs the queue 'ws-stats' for VM 'a''s statistics, which the system declares itself (help: a switcher's statistics queue is made for it: remove [queues.ws-stats])"
     );
 }
 

@@ -1182,3 +1182,62 @@ fn listing_of_an_exclusive_uplink() {
         system.cdl()
     );
 }
+
+/// With the QoS controller as the scheduling controller, each VM's world
+/// switcher reports to it on `<switcher>-stats`; with another controller,
+/// nothing is added.
+#[test]
+fn a_qos_controller_gets_each_vms_statistics_queue() {
+    let text = |controller: &str| {
+        format!(
+            "[system]\nscheduling_controller = \"{controller}\"\n[components.qos]\n[components.supervisor]\n[components.ws-a]\nprogram = \"world-switcher\"\n[components.ws-b]\nprogram = \"world-switcher\"\n[vms.a]\nswitcher = \"ws-a\"\n[vms.b]\nswitcher = \"ws-b\"\n"
+        )
+    };
+    let with_qos = system(&text("qos"));
+    let qos = with_qos
+        .components
+        .iter()
+        .position(|c| c.name == "qos")
+        .unwrap();
+    let stats: Vec<_> = with_qos
+        .queues
+        .iter()
+        .filter(|queue| queue.name.ends_with("-stats"))
+        .map(|queue| {
+            (
+                queue.name.as_str(),
+                with_qos.components[queue.sender].name.as_str(),
+                queue.receiver,
+                queue.slot_size,
+                queue.slots,
+            )
+        })
+        .collect();
+    assert_eq!(
+        stats,
+        [
+            (
+                "ws-a-stats",
+                "ws-a",
+                qos,
+                qos_api::SLOT_BYTES,
+                qos_api::SLOTS
+            ),
+            (
+                "ws-b-stats",
+                "ws-b",
+                qos,
+                qos_api::SLOT_BYTES,
+                qos_api::SLOTS
+            ),
+        ]
+    );
+    assert_round_trip(&with_qos);
+    let other = system(&text("supervisor"));
+    assert!(
+        other
+            .queues
+            .iter()
+            .all(|queue| !queue.name.ends_with("-stats"))
+    );
+}

@@ -33,6 +33,7 @@ pub fn programs() -> ProgramSet {
             "block-store",
             "netbridge",
             "virtio-net",
+            "qos",
             "world-switcher",
             "vmctl",
         ],

@@ -22,7 +22,8 @@
 //! slack: when nothing with budget left is ready, a spent context runs
 //! anyway, so the processor is not left idle while a managed VM could
 //! use it. A report line per `report_ms` says what each got:
-//! `qos: 1000 ms: ws-a 66.6% (2 shares, budget 6666 us), ws-b ...`.
+//! `qos: 1000 ms: ws-a 66.6% (2 shares, budget 6666 us), ws-b ...; the
+//! controller itself 312 us` (its own CPU time over the report's span).
 //!
 //! It ends when every managed component has ended (the core says so when
 //! it reads their contexts).
@@ -37,14 +38,15 @@
 
 use core::fmt::Write;
 
+use qos_api::VmStatistics;
 use qos_policy::{Demand, Entity, MAX_ENTITIES, WHOLE, allot, budget_us, lookup, names};
 use runtime::arguments::OrExit;
+use runtime::queue::{QueueError, Receiver};
 use runtime::{println, syscall};
 
 runtime::component!(main);
 
 /// One managed component.
-#[derive(Clone, Copy)]
 struct Managed<'a> {
     name: &'a str,
     context: u64,
@@ -55,6 +57,13 @@ struct Managed<'a> {
     /// Consumed time at the last window, and at the last report.
     used_at_window: u64,
     used_at_report: u64,
+    /// A VM's world switcher's reports (`<name>-stats`), the latest, and
+    /// the one the last report line started from.
+    statistics: Option<Receiver<VmStatistics>>,
+    latest: VmStatistics,
+    at_report: VmStatistics,
+    /// Whether it was idle at the last window.
+    idle: bool,
 }
 
 fn main(start: &runtime::Start) -> i32 {
@@ -103,7 +112,7 @@ fn main(start: &runtime::Start) -> i32 {
         }
     }
 
-    let mut managed: [Option<Managed<'_>>; MAX_ENTITIES] = [None; MAX_ENTITIES];
+    let mut managed: [Option<Managed<'_>>; MAX_ENTITIES] = Default::default();
     let mut count = 0;
     for name in names(shares) {
         let (Ok(Some(weight)), Ok(reserved), Ok(limited)) = (
@@ -150,6 +159,10 @@ fn main(start: &runtime::Start) -> i32 {
             budget_us: 0,
             used_at_window: 0,
             used_at_report: 0,
+            statistics: statistics_queue(start, name),
+            latest: VmStatistics::default(),
+            at_report: VmStatistics::default(),
+            idle: false,
         });
         count += 1;
     }
@@ -204,6 +217,7 @@ fn main(start: &runtime::Start) -> i32 {
 
     let mut window_at = started;
     let mut report_at = started;
+    let mut own_at_report = syscall::consumed_ns(None);
     loop {
         syscall::wait(Some(window_ms * 1000));
         let now = syscall::time_ns();
@@ -216,6 +230,21 @@ fn main(start: &runtime::Start) -> i32 {
             demands[index] = Demand::observe(m.fraction, use_ppm);
             m.used_at_window = used;
             ended += usize::from(gone);
+            m.take_statistics();
+            let idle = matches!(demands[index], Demand::Idle(_));
+            if idle != m.idle && !gone {
+                println!(
+                    "qos: '{}' {} (used {}.{}% of its {}.{}% in the last {} ms)",
+                    m.name,
+                    if idle { "went idle" } else { "is busy again" },
+                    use_ppm / 10_000,
+                    use_ppm / 1000 % 10,
+                    m.fraction / 10_000,
+                    m.fraction / 1000 % 10,
+                    window_ns / 1_000_000
+                );
+            }
+            m.idle = idle;
         }
         if ended == count {
             println!("qos: every managed component has ended; done");
@@ -245,7 +274,7 @@ fn main(start: &runtime::Start) -> i32 {
                 let permille = (m.used_at_window - m.used_at_report) * 1000 / span.max(1);
                 let _ = write!(
                     line,
-                    "{}{} {}.{}% ({} shares, budget {} us)",
+                    "{}{} {}.{}% ({} shares, budget {} us",
                     if index == 0 { "" } else { ", " },
                     m.name,
                     permille / 10,
@@ -253,13 +282,21 @@ fn main(start: &runtime::Start) -> i32 {
                     m.entity.shares,
                     m.budget_us
                 );
+                if m.statistics.is_some() {
+                    let _ = write_statistics(&mut line, &m.latest, &m.at_report);
+                    m.at_report = m.latest;
+                }
+                let _ = write!(line, ")");
                 m.used_at_report = m.used_at_window;
             }
+            let own = syscall::consumed_ns(None);
             println!(
-                "qos: {} ms: {}",
+                "qos: {} ms: {}; the controller itself {} us",
                 span / 1_000_000,
-                core::str::from_utf8(line.as_bytes()).unwrap_or("")
+                core::str::from_utf8(line.as_bytes()).unwrap_or(""),
+                (own - own_at_report) / 1000
             );
+            own_at_report = own;
             report_at = now;
         }
         if crash_after_ms.is_some_and(|after| now - started >= after * 1_000_000) {
@@ -267,4 +304,56 @@ fn main(start: &runtime::Start) -> i32 {
             panic!("crash requested (crash_after_ms)");
         }
     }
+}
+
+impl Managed<'_> {
+    /// Takes every report waiting from its world switcher, keeping the
+    /// latest (each carries running totals).
+    fn take_statistics(&mut self) {
+        let Some(queue) = self.statistics.as_mut() else {
+            return;
+        };
+        loop {
+            match queue.try_receive_into(&mut self.latest) {
+                Ok(()) => {}
+                // A restarted switcher counts from zero again.
+                Err(QueueError::PeerRestarted(_)) => self.at_report = VmStatistics::default(),
+                Err(QueueError::WouldBlock) => break,
+            }
+        }
+    }
+}
+
+/// The statistics queue of managed component `name`, if the system gives
+/// one (`<name>-stats`: capdl makes one for each VM's world switcher).
+fn statistics_queue(start: &runtime::Start, name: &str) -> Option<Receiver<VmStatistics>> {
+    let mut buffer = [0u8; 32];
+    let suffix = qos_api::QUEUE_SUFFIX.as_bytes();
+    let queue = buffer.get_mut(..name.len() + suffix.len())?;
+    queue[..name.len()].copy_from_slice(name.as_bytes());
+    queue[name.len()..].copy_from_slice(suffix);
+    Receiver::open(start, core::str::from_utf8(queue).ok()?).ok()
+}
+
+/// `, N exits/s (most: KIND), H% halted` between two reports of a VM.
+fn write_statistics(
+    line: &mut runtime::LineWriter,
+    now: &VmStatistics,
+    then: &VmStatistics,
+) -> core::fmt::Result {
+    let span = now.time_ns.saturating_sub(then.time_ns);
+    if span == 0 {
+        return write!(line, ", no report yet");
+    }
+    let exits = now.exits.saturating_sub(then.exits);
+    let halted = now.halted_ns.saturating_sub(then.halted_ns) * 1000 / span;
+    write!(
+        line,
+        ", {} exits/s",
+        u128::from(exits) * 1_000_000_000 / u128::from(span)
+    )?;
+    if let Some((kind, _)) = now.busiest_kind_since(then) {
+        write!(line, " (most: {})", qos_api::kind_name(kind))?;
+    }
+    write!(line, ", {}.{}% halted", halted / 10, halted % 10)
 }

@@ -92,6 +92,7 @@ runtime::component!(main);
 mod disk;
 mod function;
 mod net;
+mod stats;
 
 use disk::{Disk, MAX_DISKS};
 use function::{Registers, Service};
@@ -223,10 +224,10 @@ struct Switcher {
     disks: [Option<Disk>; MAX_DISKS],
     /// The VM's NICs (virtio-net functions on the network bridge).
     nics: [Option<Nic>; MAX_NICS],
-    /// VM exits and virtual interrupts injected since the switcher started
-    /// (the STATISTICS hypercall answers them).
-    exits: u64,
-    injections: u64,
+    /// VM exits by kind, virtual interrupts injected and time halted since
+    /// the switcher started (the STATISTICS hypercall answers them; a QoS
+    /// controller is sent them).
+    statistics: stats::Statistics,
     /// The RIP at which an interrupt was last injected, until a HLT
     /// exit looks at it (see [`Switcher::halt`]).
     injected_at: Option<u64>,
@@ -298,8 +299,7 @@ fn main(start: &runtime::Start) -> i32 {
         disks: [None, None, None, None],
         nics: [None, None, None, None],
         injected_at: None,
-        exits: 0,
-        injections: 0,
+        statistics: stats::Statistics::new(start, nanoseconds),
     };
     disk::open_all(start, switcher.vm.name(), &mut switcher.disks);
     net::open_all(start, switcher.vm.name(), &mut switcher.nics);
@@ -662,7 +662,8 @@ impl Switcher {
             // documentation), but a timer must interrupt a guest that
             // never exits by itself.
             let reason = self.vm.run(dirty, self.run_limit_us());
-            self.exits += 1;
+            self.statistics
+                .exit(reason.map_or(0, |reason| reason as u32));
             let Some(reason) = reason else {
                 self.report("stopped: the core answered an unknown exit reason");
                 return Stop::Stopped;
@@ -732,7 +733,7 @@ impl Switcher {
         let mask = self.devices.platform.prepare_entry(self.vm.state());
         if mask & dirty::INJECT != 0 {
             self.injected_at = Some(self.vm.state().rip);
-            self.injections += 1;
+            self.statistics.injected();
         }
         mask
     }
@@ -897,7 +898,9 @@ impl Switcher {
             (Some(left), Some(timeout)) => Some(left.min(timeout)),
             (left, timeout) => left.or(timeout),
         };
+        let before = runtime::rdtsc();
         let woken = syscall::wait(timeout);
+        self.statistics.halted(runtime::rdtsc() - before);
         self.service_devices();
         if let Some(bits) = woken {
             self.console_input(bits);
@@ -1231,7 +1234,8 @@ impl Switcher {
                 OK
             }
             hypercall::STATISTICS => {
-                let (exits, injections) = (self.exits, self.injections);
+                let totals = &self.statistics.totals;
+                let (exits, injections) = (totals.exits, totals.injections);
                 let state = self.vm.state();
                 state.gpr[gpr::RBX] = exits;
                 state.gpr[gpr::RCX] = injections;
