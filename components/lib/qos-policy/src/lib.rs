@@ -301,6 +301,60 @@ mod tests {
         assert_eq!(names("ws-a:2,ws-b:1").collect::<Vec<_>>(), ["ws-a", "ws-b"]);
     }
 
+    /// The controller's loop over simulated windows: two entities with 2:1
+    /// shares on a processor that gives each its allotment and splits the
+    /// rest (slack) evenly among those that want more. The first spins,
+    /// idles at a steady 1% (its timer ticks), then spins again; the second
+    /// always spins.
+    #[test]
+    fn the_loop_settles_and_recovers_over_simulated_windows() {
+        let entities = [Entity::shares(2), Entity::shares(1)];
+        let mut fractions = allot(&entities, &busy(2)).unwrap();
+        let mut trace = Vec::new();
+        for window in 0..30 {
+            let wants = |index: usize| match (index, window) {
+                (0, 10..20) => PERCENT,
+                _ => WHOLE,
+            };
+            // Each uses what it wants of its allotment; the rest of the
+            // processor goes evenly to those that want more.
+            let mut used = [0u32; 2];
+            for i in 0..2 {
+                used[i] = wants(i).min(fractions[i]);
+            }
+            let spare = WHOLE - used.iter().sum::<u32>();
+            let hungry: Vec<usize> = (0..2).filter(|&i| wants(i) > used[i]).collect();
+            for &i in &hungry {
+                used[i] += (spare / hungry.len() as u32).min(wants(i) - used[i]);
+            }
+            trace.push(used);
+            let demands = [0, 1].map(|i| Demand::observe(fractions[i], used[i]));
+            fractions = allot(&entities, &demands).unwrap();
+        }
+        // Both busy: 2:1 exactly (within rounding).
+        assert!(
+            trace[..10]
+                .iter()
+                .all(|u| u[0] == 666_666 && u[1] == 333_333)
+        );
+        // The first idles: from the first idle window on the second gets
+        // everything the first leaves, and the first's allotment settles
+        // (no flipping between idle and busy at a steady load).
+        assert!(
+            trace[10..20]
+                .iter()
+                .all(|u| u[0] == PERCENT && u[1] == WHOLE - PERCENT)
+        );
+        // Busy again: for one window it has only its idle allotment (the
+        // other's budget leaves no slack), then its share back.
+        assert_eq!(trace[20], [2 * PERCENT, WHOLE - 2 * PERCENT]);
+        assert!(
+            trace[21..]
+                .iter()
+                .all(|u| u[0] == 666_666 && u[1] == 333_333)
+        );
+    }
+
     proptest! {
         /// Whatever the entities and demands: the fractions fit the
         /// processor, each lies between its reservation and its limit, an
