@@ -1,6 +1,6 @@
 //! The virtio PCI transport as the test VMs' own drivers use it (the
-//! `virtio` crate decides, this module reaches the hardware through
-//! [`crate::devices`]): finding virtio functions on bus 0, locating a
+//! `virtio` crate decides, its set-up sequence `virtio::setup` included;
+//! this module reaches the hardware through [`crate::devices`]): finding virtio functions on bus 0, locating a
 //! function's configuration structures and MSI-X table in its memory BARs,
 //! feature negotiation, routing MSI-X entries to this CPU's local APIC,
 //! and setting up split virtqueues in the DMA area ([`Dma`]). What a
@@ -15,6 +15,7 @@
 use virtio::DmaMemory;
 use virtio::pci::{self as vpci, MsixCap, VirtioCaps, common};
 use virtio::queue::SplitQueue;
+use virtio::setup::{self, CommonRegisters, SetUpError};
 
 use crate::devices::{self, dma_area};
 use crate::interrupts;
@@ -84,10 +85,6 @@ const LAPIC_ENABLED: u32 = 0x1ff;
 /// mode, no redirection hint).
 const MSI_ADDRESS: u32 = 0xfee0_0000;
 
-/// The device status a driver reaches by accepting features.
-const FEATURES_OK: u8 =
-    virtio::status::ACKNOWLEDGE | virtio::status::DRIVER | virtio::status::FEATURES_OK;
-
 /// A virtio function on bus 0, its registers located.
 pub struct Function {
     /// Its device number on bus 0 (function 0).
@@ -156,30 +153,12 @@ impl Function {
         required: u64,
         lacking: &'static str,
     ) -> Result<u64, &'static str> {
-        devices::write8(self.register(common::DEVICE_STATUS), 0);
-        devices::write8(
-            self.register(common::DEVICE_STATUS),
-            virtio::status::ACKNOWLEDGE | virtio::status::DRIVER,
-        );
-        let mut offered = 0u64;
-        for half in 0..2u32 {
-            devices::write32(self.register(common::DEVICE_FEATURE_SELECT), half);
-            offered |=
-                u64::from(devices::read32(self.register(common::DEVICE_FEATURE))) << (32 * half);
-        }
-        let accepted = virtio::negotiate(offered, wanted, required).map_err(|_| lacking)?;
-        for half in 0..2u32 {
-            devices::write32(self.register(common::DRIVER_FEATURE_SELECT), half);
-            devices::write32(
-                self.register(common::DRIVER_FEATURE),
-                (accepted >> (32 * half)) as u32,
-            );
-        }
-        devices::write8(self.register(common::DEVICE_STATUS), FEATURES_OK);
-        if devices::read8(self.register(common::DEVICE_STATUS)) & virtio::status::FEATURES_OK == 0 {
-            return Err("the device refused the features");
-        }
-        Ok(accepted)
+        let registers = self.registers();
+        setup::reset(&registers).map_err(|_| "the device did not reset")?;
+        setup::negotiate_features(&registers, wanted, required).map_err(|error| match error {
+            SetUpError::Lacks(_) => lacking,
+            _ => "the device refused the features",
+        })
     }
 
     /// Software-enables this CPU's local APIC (spurious vector 0xff) with
@@ -221,34 +200,24 @@ impl Function {
         max: u16,
         entry: u16,
     ) -> Result<(SplitQueue, u64), QueueError> {
-        devices::write16(self.register(common::QUEUE_SELECT), index);
-        let size = devices::read16(self.register(common::QUEUE_SIZE)).min(max);
-        let size = virtio::queue::choose_size(size).ok_or(QueueError::Missing)?;
-        let queue = SplitQueue::new(dma, at, size).map_err(|_| QueueError::DoesNotFit)?;
-        devices::write16(self.register(common::QUEUE_SIZE), size);
-        devices::write64(self.register(common::QUEUE_DESC), queue.desc_physical());
-        devices::write64(self.register(common::QUEUE_DRIVER), queue.avail_physical());
-        devices::write64(self.register(common::QUEUE_DEVICE), queue.used_physical());
-        devices::write16(self.register(common::QUEUE_MSIX_VECTOR), entry);
-        if devices::read16(self.register(common::QUEUE_MSIX_VECTOR)) != entry {
-            return Err(QueueError::VectorRefused);
-        }
-        let notify_off = devices::read16(self.register(common::QUEUE_NOTIFY_OFF));
-        let notify = self.notify_base
-            + self
-                .caps
-                .notify_offset(notify_off)
-                .ok_or(QueueError::NotifyOutside)?;
-        devices::write16(self.register(common::QUEUE_ENABLE), 1);
-        Ok((queue, notify))
+        let queue = setup::set_up_queue(&self.registers(), &self.caps, dma, index, at, max, entry)
+            .map_err(|error| match error {
+                SetUpError::QueueDoesNotFit(_) => QueueError::DoesNotFit,
+                SetUpError::VectorRefused(_) => QueueError::VectorRefused,
+                SetUpError::NotifyOutside(_) => QueueError::NotifyOutside,
+                _ => QueueError::Missing,
+            })?;
+        Ok((queue.queue, self.notify_base + queue.notify_at))
     }
 
     /// Sets DRIVER_OK: the device is live.
     pub fn driver_ok(&self) {
-        devices::write8(
-            self.register(common::DEVICE_STATUS),
-            FEATURES_OK | virtio::status::DRIVER_OK,
-        );
+        setup::driver_ok(&self.registers());
+    }
+
+    /// The common configuration as `virtio::setup` reaches it.
+    fn registers(&self) -> CommonConfig {
+        CommonConfig(self.common)
     }
 }
 
@@ -295,5 +264,29 @@ impl QueueError {
             (Self::NotifyOutside, true) => "the notification address is outside its area",
             (Self::NotifyOutside, false) => "a notification address is outside its area",
         }
+    }
+}
+
+/// The common configuration structure at an address in a memory BAR.
+struct CommonConfig(u64);
+
+impl CommonRegisters for CommonConfig {
+    fn read8(&self, offset: u32) -> u8 {
+        devices::read8(self.0 + u64::from(offset))
+    }
+    fn read16(&self, offset: u32) -> u16 {
+        devices::read16(self.0 + u64::from(offset))
+    }
+    fn read32(&self, offset: u32) -> u32 {
+        devices::read32(self.0 + u64::from(offset))
+    }
+    fn write8(&self, offset: u32, value: u8) {
+        devices::write8(self.0 + u64::from(offset), value);
+    }
+    fn write16(&self, offset: u32, value: u16) {
+        devices::write16(self.0 + u64::from(offset), value);
+    }
+    fn write32(&self, offset: u32, value: u32) {
+        devices::write32(self.0 + u64::from(offset), value);
     }
 }
