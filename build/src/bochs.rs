@@ -292,20 +292,11 @@ mod tests {
     #[test]
     fn machine_nics_are_refused() {
         let request = BootRequest {
-            emulator: crate::emulator::Emulator::Bochs,
-            core: PathBuf::from("/t/microvisor"),
-            image: PathBuf::from("/t/default.img"),
-            work_directory: PathBuf::from("/t/work"),
-            timeout: None,
-            icount: false,
-            gdb: false,
-            command_line: String::new(),
-            input: crate::emulator::ConsoleFeed::Nothing,
-            disks: Vec::new(),
             nics: vec![capdl::MachineNic {
                 backend: capdl::NicBackend::User,
                 mac: capdl::DEFAULT_NIC_MAC,
             }],
+            ..BootRequest::for_tests(crate::emulator::Emulator::Bochs)
         };
         // Refused before Bochs is looked for or anything is written.
         let error = run(&request, &mut |_| {}).unwrap_err();

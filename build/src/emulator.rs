@@ -66,6 +66,27 @@ pub struct BootRequest {
     pub nics: Vec<capdl::MachineNic>,
 }
 
+#[cfg(test)]
+impl BootRequest {
+    /// A request for tests: the core `/t/microvisor` with the image
+    /// `/t/default.img`, work in `/t/work`, nothing else asked.
+    pub fn for_tests(emulator: Emulator) -> Self {
+        Self {
+            emulator,
+            core: PathBuf::from("/t/microvisor"),
+            image: PathBuf::from("/t/default.img"),
+            work_directory: PathBuf::from("/t/work"),
+            timeout: None,
+            icount: false,
+            gdb: false,
+            command_line: String::new(),
+            input: ConsoleFeed::Nothing,
+            disks: Vec::new(),
+            nics: Vec::new(),
+        }
+    }
+}
+
 /// What goes to the system console's input (QEMU only: its stdin is the
 /// serial port's input).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

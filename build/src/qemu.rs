@@ -672,24 +672,13 @@ mod tests {
     #[test]
     fn command_line() {
         let request = BootRequest {
-            emulator: Emulator::Qemu,
-            core: PathBuf::from("/t/microvisor"),
-            image: PathBuf::from("/t/default.img"),
-            work_directory: PathBuf::from("/t/work"),
-            timeout: None,
             icount: true,
             gdb: true,
             command_line: "selftest=core-fault".to_string(),
-            input: ConsoleFeed::Nothing,
             disks: vec![PathBuf::from("/t/work/disk0.img")],
-            nics: Vec::new(),
+            ..BootRequest::for_tests(Emulator::Qemu)
         };
-        let command = command(Path::new("qemu-system-x86_64"), &request);
-        let arguments: Vec<_> = command
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let line = arguments.join(" ");
+        let line = command_line_of(&request);
         assert!(
             line.starts_with(
                 "-machine q35 -accel tcg -cpu max -m 512M -display none -serial stdio"
@@ -706,26 +695,14 @@ mod tests {
     #[test]
     fn machine_nics_follow_the_disks() {
         let request = BootRequest {
-            emulator: Emulator::Qemu,
-            core: PathBuf::from("/t/microvisor"),
-            image: PathBuf::from("/t/default.img"),
-            work_directory: PathBuf::from("/t/work"),
-            timeout: None,
-            icount: false,
-            gdb: false,
-            command_line: String::new(),
-            input: ConsoleFeed::Nothing,
             disks: vec![PathBuf::from("/t/work/disk0.img")],
             nics: vec![capdl::MachineNic {
                 backend: capdl::NicBackend::User,
                 mac: [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef],
             }],
+            ..BootRequest::for_tests(Emulator::Qemu)
         };
-        let line = command(Path::new("qemu-system-x86_64"), &request)
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let line = command_line_of(&request);
         assert!(
             line.ends_with(
                 "-device virtio-blk-pci,drive=disk0,disable-legacy=on \
@@ -734,17 +711,19 @@ mod tests {
             "{line}"
         );
         // Without NICs there is no -netdev.
-        let without = command(
-            Path::new("qemu-system-x86_64"),
-            &BootRequest {
-                nics: Vec::new(),
-                ..request
-            },
-        )
-        .get_args()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
+        let without = command_line_of(&BootRequest {
+            nics: Vec::new(),
+            ..request
+        });
         assert!(!without.contains("-netdev"), "{without}");
+    }
+
+    /// QEMU's arguments for `request`, joined by spaces.
+    fn command_line_of(request: &BootRequest) -> String {
+        command(Path::new("qemu-system-x86_64"), request)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
