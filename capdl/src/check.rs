@@ -522,7 +522,10 @@ impl Checker<'_> {
     /// A QoS controller as the scheduling controller: each VM's world
     /// switcher gets a queue `<switcher>-stats` to it, of
     /// `qos_api::VmStatistics` messages, on which it reports its VM's
-    /// exits, interrupts and halted time.
+    /// exits, interrupts, halted time, processes and periods, and a queue
+    /// `<switcher>-control` from it, of `qos_api::Control` messages, on
+    /// which the controller asks for what costs the VM something to
+    /// observe.
     fn statistics_queues(
         &mut self,
         controller: usize,
@@ -534,40 +537,66 @@ impl Checker<'_> {
         if components[controller].program != QOS {
             return;
         }
+        let longest = qos_api::QUEUE_SUFFIX
+            .len()
+            .max(qos_api::CONTROL_SUFFIX.len());
         for vm in vms {
             let switcher = &components[vm.switcher].name;
-            let name = format!("{switcher}{}", qos_api::QUEUE_SUFFIX);
-            if name.len() > 32 {
+            if switcher.len() + longest > 32 {
                 self.error(
                     spot,
                     format!(
-                        "[system] scheduling_controller: VM '{}''s world switcher '{switcher}' would report to the QoS controller on '{name}', longer than 32 characters",
-                        vm.name
+                        "[system] scheduling_controller: VM '{}''s world switcher '{switcher}' would talk to the QoS controller on '{switcher}{}' and '{switcher}{}', longer than 32 characters",
+                        vm.name,
+                        qos_api::QUEUE_SUFFIX,
+                        qos_api::CONTROL_SUFFIX
                     ),
                 )
-                .help = Some("a switcher's statistics queue is SWITCHER-stats: shorten the switcher's name".into());
+                .help = Some(format!(
+                    "a switcher's queues to the QoS controller are SWITCHER{} and SWITCHER{}: shorten the switcher's name to {} characters",
+                    qos_api::QUEUE_SUFFIX,
+                    qos_api::CONTROL_SUFFIX,
+                    32 - longest
+                ));
                 continue;
             }
-            if queues.iter().any(|queue| queue.name == name) {
-                self.error(
-                    spot,
-                    format!(
-                        "[system] scheduling_controller: the QoS controller needs the queue '{name}' for VM '{}''s statistics, which the system declares itself",
-                        vm.name
-                    ),
-                )
-                .help = Some(format!("a switcher's statistics queue is made for it: remove [queues.{name}]"));
-                continue;
+            let pair = [
+                (
+                    qos_api::QUEUE_SUFFIX,
+                    "statistics",
+                    (vm.switcher, controller),
+                    (qos_api::SLOT_BYTES, qos_api::SLOTS),
+                ),
+                (
+                    qos_api::CONTROL_SUFFIX,
+                    "control",
+                    (controller, vm.switcher),
+                    (qos_api::CONTROL_BYTES, qos_api::CONTROL_SLOTS),
+                ),
+            ];
+            for (suffix, kind, (sender, receiver), (slot_size, slots)) in pair {
+                let name = format!("{switcher}{suffix}");
+                if queues.iter().any(|queue| queue.name == name) {
+                    self.error(
+                        spot,
+                        format!(
+                            "[system] scheduling_controller: the QoS controller needs the queue '{name}' for VM '{}''s {kind}, which the system declares itself",
+                            vm.name
+                        ),
+                    )
+                    .help = Some(format!("a switcher's {kind} queue is made for it: remove [queues.{name}]"));
+                    continue;
+                }
+                self.queue_spots.push(spot.clone());
+                queues.push(Queue {
+                    name,
+                    sender,
+                    receiver,
+                    slot_size,
+                    slots,
+                    reply: None,
+                });
             }
-            self.queue_spots.push(spot.clone());
-            queues.push(Queue {
-                name,
-                sender: vm.switcher,
-                receiver: controller,
-                slot_size: qos_api::SLOT_BYTES,
-                slots: qos_api::SLOTS,
-                reply: None,
-            });
         }
     }
 

@@ -488,13 +488,13 @@ fn unknown_default_program_lists_programs() {
 /// and be free.
 #[test]
 fn statistics_queues_fit_and_are_free() {
-    let switcher = "w".repeat(27);
+    let switcher = "w".repeat(25);
     assert_eq!(
         error(&format!(
             "[system]\nscheduling_controller = \"qos\"\n[components.qos]\n[components.{switcher}]\nprogram = \"world-switcher\"\n[vms.a]\nswitcher = \"{switcher}\"\n"
         )),
         format!(
-            "main.toml:2:25: [system] scheduling_controller: VM 'a''s world switcher '{switcher}' would report to the QoS controller on '{switcher}-stats', longer than 32 characters (help: a switcher's statistics queue is SWITCHER-stats: shorten the switcher's name)"
+            "main.toml:2:25: [system] scheduling_controller: VM 'a''s world switcher '{switcher}' would talk to the QoS controller on '{switcher}-stats' and '{switcher}-control', longer than 32 characters (help: a switcher's queues to the QoS controller are SWITCHER-stats and SWITCHER-control: shorten the switcher's name to 24 characters)"
         )
     );
     assert_eq!(
@@ -502,6 +502,12 @@ fn statistics_queues_fit_and_are_free() {
             "[system]\nscheduling_controller = \"qos\"\n[components.qos]\n[components.ws]\nprogram = \"world-switcher\"\n[vms.a]\nswitcher = \"ws\"\n[queues.ws-stats]\nfrom = \"ws\"\nto = \"qos\"\nslot_size = 64\nslots = 4\n"
         ),
         "main.toml:2:25: [system] scheduling_controller: the QoS controller needs the queue 'ws-stats' for VM 'a''s statistics, which the system declares itself (help: a switcher's statistics queue is made for it: remove [queues.ws-stats])"
+    );
+    assert_eq!(
+        error(
+            "[system]\nscheduling_controller = \"qos\"\n[components.qos]\n[components.ws]\nprogram = \"world-switcher\"\n[vms.a]\nswitcher = \"ws\"\n[queues.ws-control]\nfrom = \"qos\"\nto = \"ws\"\nslot_size = 8\nslots = 2\n"
+        ),
+        "main.toml:2:25: [system] scheduling_controller: the QoS controller needs the queue 'ws-control' for VM 'a''s control, which the system declares itself (help: a switcher's control queue is made for it: remove [queues.ws-control])"
     );
 }
 

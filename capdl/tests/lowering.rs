@@ -1184,8 +1184,8 @@ fn listing_of_an_exclusive_uplink() {
 }
 
 /// With the QoS controller as the scheduling controller, each VM's world
-/// switcher reports to it on `<switcher>-stats`; with another controller,
-/// nothing is added.
+/// switcher reports to it on `<switcher>-stats` and hears its requests on
+/// `<switcher>-control`; with another controller, nothing is added.
 #[test]
 fn a_qos_controller_gets_each_vms_statistics_queue() {
     let text = |controller: &str| {
@@ -1232,12 +1232,32 @@ fn a_qos_controller_gets_each_vms_statistics_queue() {
             ),
         ]
     );
+    let control: Vec<_> = with_qos
+        .queues
+        .iter()
+        .filter(|queue| queue.name.ends_with("-control"))
+        .map(|queue| {
+            (
+                queue.name.as_str(),
+                queue.sender,
+                with_qos.components[queue.receiver].name.as_str(),
+                queue.slot_size,
+            )
+        })
+        .collect();
+    assert_eq!(
+        control,
+        [
+            ("ws-a-control", qos, "ws-a", qos_api::CONTROL_BYTES),
+            ("ws-b-control", qos, "ws-b", qos_api::CONTROL_BYTES),
+        ]
+    );
     assert_round_trip(&with_qos);
     let other = system(&text("supervisor"));
     assert!(
         other
             .queues
             .iter()
-            .all(|queue| !queue.name.ends_with("-stats"))
+            .all(|queue| !queue.name.ends_with("-stats") && !queue.name.ends_with("-control"))
     );
 }

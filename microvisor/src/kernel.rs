@@ -67,6 +67,9 @@ pub struct Kernel {
     last: Option<usize>,
     /// When the running component was dispatched (TSC).
     dispatched_at: u64,
+    /// When the running component's quantum ends (TSC), while it holds
+    /// one (`sched::choose_holding`).
+    quantum_until: Option<u64>,
     pub clock: Clock,
     /// The idle loop's frame.
     idle: Frame,
@@ -162,6 +165,7 @@ pub fn install(
         addr_of_mut!((*kernel).running).write(None);
         addr_of_mut!((*kernel).last).write(None);
         addr_of_mut!((*kernel).dispatched_at).write(0);
+        addr_of_mut!((*kernel).quantum_until).write(None);
         addr_of_mut!((*kernel).clock).write(clock);
         addr_of_mut!((*kernel).idle).write(idle);
         addr_of_mut!((*kernel).armed).write(None);
@@ -270,6 +274,12 @@ impl Kernel {
         Some(supervisor)
     }
 
+    /// Ends the running component's quantum (it yields): the next
+    /// decision rotates to its equals.
+    pub fn end_quantum(&mut self) {
+        self.quantum_until = None;
+    }
+
     /// Charges the running component for the time since its dispatch.
     pub fn account(&mut self, now: u64) {
         if let Some(index) = self.running {
@@ -323,9 +333,18 @@ impl Kernel {
             component.catch_up(now);
         }
         let components = &self.components[..self.component_count];
-        let chosen = sched::choose_with(components.len(), self.last, |index| {
+        let holder = self
+            .running
+            .filter(|_| self.quantum_until.is_some_and(|until| now < until));
+        let chosen = sched::choose_holding(components.len(), self.last, holder, |index| {
             components[index].candidate()
         });
+        if chosen.is_none() || chosen != holder {
+            self.quantum_until = chosen.and_then(|index| {
+                let quantum = components[index].scheduling().quantum();
+                (quantum > 0).then(|| now.saturating_add(quantum))
+            });
+        }
         let next_event = self.next_event(chosen, now);
         if next_event != self.armed {
             match next_event {
@@ -365,7 +384,10 @@ impl Kernel {
                 other != index && peer && c.priority == running.priority()
             });
             if shares {
-                consider(now.saturating_add(self.clock.ticks_from_us(TIME_SLICE_US)));
+                consider(
+                    self.quantum_until
+                        .unwrap_or(now.saturating_add(self.clock.ticks_from_us(TIME_SLICE_US))),
+                );
             }
         }
         for component in components {

@@ -39,6 +39,8 @@ pub struct SchedulingContext {
     debt: u64,
     /// It may run on slack once its budget is spent.
     slack: bool,
+    /// Its quantum (0: none, the core's round robin).
+    quantum: u64,
 }
 
 impl SchedulingContext {
@@ -51,6 +53,7 @@ impl SchedulingContext {
         consumed: 0,
         debt: 0,
         slack: false,
+        quantum: 0,
     };
 
     /// A context granting `budget` every `period` from time `now`
@@ -66,6 +69,7 @@ impl SchedulingContext {
             consumed: 0,
             debt: 0,
             slack: false,
+            quantum: 0,
         }
     }
 
@@ -79,10 +83,21 @@ impl SchedulingContext {
         if (fresh.budget, fresh.period) == (self.budget, self.period) {
             return;
         }
-        let (consumed, slack) = (self.consumed, self.slack);
+        let (consumed, slack, quantum) = (self.consumed, self.slack, self.quantum);
         *self = fresh;
         self.consumed = consumed;
         self.slack = slack;
+        self.quantum = quantum;
+    }
+
+    /// Sets its quantum (0: none): see [`choose_holding`].
+    pub fn set_quantum(&mut self, quantum: u64) {
+        self.quantum = quantum;
+    }
+
+    /// Its quantum (0: none).
+    pub fn quantum(&self) -> u64 {
+        self.quantum
     }
 
     /// Whether, its budget spent, it may run on slack.
@@ -212,6 +227,28 @@ pub fn choose_with(
         }
     }
     best.or(spare).map(|(index, _)| index)
+}
+
+/// [`choose_with`], except that `holder` — the running thread while its
+/// quantum lasts — keeps the processor when it is still of the best rank
+/// (ready, or on slack when nothing is ready) and priority: a quantum
+/// lets a thread keep its cache and TLB warm against equals, never
+/// against a better thread.
+pub fn choose_holding(
+    count: usize,
+    last: Option<usize>,
+    holder: Option<usize>,
+    candidate: impl Fn(usize) -> Candidate,
+) -> Option<usize> {
+    let chosen = choose_with(count, last, &candidate)?;
+    if let Some(holder) = holder.filter(|&holder| holder < count) {
+        let (held, best) = (candidate(holder), candidate(chosen));
+        let same_rank = if best.ready { held.ready } else { held.slack };
+        if same_rank && held.priority == best.priority {
+            return Some(holder);
+        }
+    }
+    Some(chosen)
 }
 
 #[cfg(test)]
@@ -392,6 +429,65 @@ mod tests {
         // Reconfiguring keeps the slack setting.
         sc.configure(3, 10, 10);
         assert!(sc.has_slack());
+    }
+
+    /// Two always-ready threads of one priority, scheduled at every time
+    /// unit (other threads' wake-ups, say): with quanta of 20 and 2 units
+    /// the first runs 20 units at a time, the second 2; without, they
+    /// alternate every unit. A better thread always takes over at once.
+    #[test]
+    fn a_quantum_holds_the_processor_against_equals_only() {
+        let c = |ready, priority| Candidate {
+            ready,
+            slack: false,
+            priority,
+        };
+        let runs = |quanta: [u64; 2]| {
+            let mut runs = [Vec::new(), Vec::new()];
+            let (mut last, mut until) = (None, 0);
+            let mut current: Option<(usize, u64)> = None;
+            for now in 0..200u64 {
+                let holder = last.filter(|_| now < until);
+                let chosen = choose_holding(2, last, holder, |_| c(true, 1)).unwrap();
+                if holder != Some(chosen) {
+                    until = now + quanta[chosen].max(1);
+                }
+                match current {
+                    Some((index, length)) if index == chosen => {
+                        current = Some((index, length + 1));
+                    }
+                    _ => {
+                        if let Some((index, length)) = current {
+                            runs[index].push(length);
+                        }
+                        current = Some((chosen, 1));
+                    }
+                }
+                last = Some(chosen);
+            }
+            runs
+        };
+        let held = runs([20, 2]);
+        assert!(held[0].iter().all(|&length| length == 20), "{held:?}");
+        assert!(held[1].iter().all(|&length| length == 2), "{held:?}");
+        let alternating = runs([0, 0]);
+        assert!(alternating.iter().flatten().all(|&length| length == 1));
+        // Better priority, or budget against slack, wins over a holder.
+        let better = [c(true, 1), c(true, 2)];
+        assert_eq!(choose_holding(2, Some(0), Some(0), |i| better[i]), Some(1));
+        let on_slack = |i: usize| Candidate {
+            ready: i == 1,
+            slack: i == 0,
+            priority: 1,
+        };
+        assert_eq!(choose_holding(2, Some(0), Some(0), on_slack), Some(1));
+        // A holder that is no candidate any more (it waits) does not run.
+        let waiting = [c(false, 1), c(true, 1)];
+        assert_eq!(choose_holding(2, Some(0), Some(0), |i| waiting[i]), Some(1));
+        let mut sc = SchedulingContext::new(2, 10, 0);
+        sc.set_quantum(7);
+        sc.configure(3, 10, 1);
+        assert_eq!(sc.quantum(), 7, "reconfiguring keeps the quantum");
     }
 
     /// Two spinning threads of one priority with budgets 2 and 1 of every

@@ -16,7 +16,8 @@ use microvisor::user::{BufferError, UserBuffer};
 use microvisor_abi::fault::FaultKind;
 use microvisor_abi::spec::{CapabilityKind, MAX_PRIORITY};
 use microvisor_abi::syscall::{
-    Call, LOG_WRITE_MAX, MAX_PERIOD_US, SCHEDULING_SLACK, Status, Syscall, UserBytes,
+    Call, LOG_WRITE_MAX, MAX_PERIOD_US, MAX_QUANTUM_US, SCHEDULING_QUANTUM_SHIFT, SCHEDULING_SLACK,
+    Status, Syscall, UserBytes,
 };
 use microvisor_abi::{USER_END, USER_MIN};
 use zerocopy::IntoBytes;
@@ -184,6 +185,7 @@ fn log_write(kernel: &mut Kernel, caller: usize, text: UserBytes) -> Outcome {
 }
 
 fn yield_now(kernel: &mut Kernel, caller: usize) -> Outcome {
+    kernel.end_quantum();
     ok_then_schedule(kernel, caller)
 }
 
@@ -290,7 +292,13 @@ fn scheduling_configure(
         return Err(bad_argument(budget));
     }
     let slack = priority & SCHEDULING_SLACK != 0;
-    let priority = priority & !SCHEDULING_SLACK;
+    let quantum_us = priority >> SCHEDULING_QUANTUM_SHIFT;
+    // Bits between the slack flag and the quantum.
+    let reserved = (priority >> 33) & ((1 << (SCHEDULING_QUANTUM_SHIFT - 33)) - 1);
+    let priority = priority & 0xffff_ffff;
+    if reserved != 0 || quantum_us > MAX_QUANTUM_US {
+        return Err(bad_argument(quantum_us));
+    }
     if priority > u64::from(MAX_PRIORITY) {
         return Err(bad_argument(priority));
     }
@@ -300,7 +308,8 @@ fn scheduling_configure(
         kernel.clock.ticks_from_us(budget),
         kernel.clock.ticks_from_us(period),
     );
-    kernel.components[target].configure(budget, period, priority as u32, slack, now);
+    let quantum = kernel.clock.ticks_from_us(quantum_us);
+    kernel.components[target].configure((budget, period), priority as u32, (slack, quantum), now);
     ok_then_schedule(kernel, caller)
 }
 

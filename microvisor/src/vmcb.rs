@@ -17,8 +17,8 @@
 use core::mem::offset_of;
 
 use microvisor_abi::vcpu::{
-    DescriptorTable, ExitReason, IoExit, Segment, VcpuState, XSETBV_IGNORED, dirty, event, gpr,
-    npf, window,
+    CR3_DECODED, DescriptorTable, ExitReason, IoExit, Segment, VcpuState, XSETBV_IGNORED, dirty,
+    event, gpr, npf, window,
 };
 
 /// A VMCB segment register.
@@ -207,7 +207,10 @@ pub mod exit {
     pub const VMRUN: u64 = 0x80;
     pub const VMMCALL: u64 = 0x81;
     pub const XSETBV: u64 = 0x8d;
+    pub const WRITE_CR3: u64 = 0x13;
     pub const WRITE_CR8: u64 = 0x18;
+    pub const INVD: u64 = 0x76;
+    pub const WBINVD: u64 = 0x89;
     pub const NPF: u64 = 0x400;
     /// VMEXIT_INVALID: the guest state failed VMRUN's consistency checks.
     pub const INVALID: u64 = u64::MAX;
@@ -229,6 +232,11 @@ pub const V_IGN_TPR: u64 = 1 << 20;
 pub const V_TPR: u64 = 0xf;
 /// `intercept_cr`: MOV to CR8.
 pub const INTERCEPT_CR8_WRITE: u32 = 1 << (16 + 8);
+/// `intercept_cr`: MOV to CR3 (an optional intercept).
+pub const INTERCEPT_CR3_WRITE: u32 = 1 << (16 + 3);
+/// EXITINFO1 of a CR access with decode assists: a MOV, the register in
+/// bits 0..4.
+const CR_ACCESS_MOV: u64 = 1 << 63;
 /// `nested_ctl`: nested paging on.
 pub const NESTED_PAGING: u64 = 1 << 0;
 /// `tlb_control`: flush this guest's (ASID's) TLB entries at VMRUN.
@@ -411,6 +419,11 @@ impl Vmcb {
         if mask & intercept::PAUSE != 0 {
             misc1 |= misc1::PAUSE;
         }
+        if mask & intercept::CR3_WRITE != 0 {
+            self.intercept_cr |= INTERCEPT_CR3_WRITE;
+        } else {
+            self.intercept_cr &= !INTERCEPT_CR3_WRITE;
+        }
         // Pending window requests are the state page's, not optional
         // intercepts: keep them.
         misc1 |= self.intercept_misc1 & (misc1::VINTR | misc1::IRET);
@@ -507,6 +520,10 @@ pub fn write_back(
             vmcb.efer = state.efer | EFER_SVME;
         }
         vmcb.clean &= !clean::CONTROL_REGISTERS;
+        // As the guest's own MOV to a control register would: its
+        // translations under the old paging state go (all of them: the
+        // core does not keep PCID-tagged ones apart).
+        vmcb.tlb_control = TLB_FLUSH_GUEST;
     }
     if mask & dirty::CR2 != 0 {
         vmcb.cr2 = state.cr2;
@@ -572,12 +589,14 @@ pub fn write_back(
         let windows = state.interrupt_window;
         request_interrupt_window(vmcb, windows & window::INTERRUPT != 0);
         request_iret_exit(vmcb, windows & window::IRET != 0);
-        // Also during every interrupt window: see `window::CR8`.
-        vmcb.intercept_cr = if windows & (window::INTERRUPT | window::CR8) != 0 {
+        // Also during every interrupt window: see `window::CR8`. The
+        // optional CR3 intercept is kept.
+        let cr8 = if windows & (window::INTERRUPT | window::CR8) != 0 {
             INTERCEPT_CR8_WRITE
         } else {
             0
         };
+        vmcb.intercept_cr = (vmcb.intercept_cr & INTERCEPT_CR3_WRITE) | cr8;
     }
     if mask & dirty::CR8 != 0 {
         vmcb.int_ctl = (vmcb.int_ctl & !V_TPR) | (state.cr8 & V_TPR);
@@ -830,6 +849,17 @@ pub fn decode_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
         exit::VMMCALL => ExitReason::Hypercall,
         exit::XSETBV => ExitReason::Xsetbv,
         exit::WRITE_CR8 => ExitReason::Cr8Write,
+        exit::WRITE_CR3 => {
+            if info1 & CR_ACCESS_MOV != 0 {
+                exit.qualification = CR3_DECODED | (info1 & 0xf);
+            }
+            ExitReason::Cr3Write
+        }
+        exit::WBINVD => ExitReason::Wbinvd,
+        exit::INVD => {
+            exit.qualification = 1;
+            ExitReason::Wbinvd
+        }
         exit::SHUTDOWN => ExitReason::Shutdown,
         exit::INVALID => ExitReason::InvalidState,
         exit::MSR => {
@@ -1262,6 +1292,55 @@ mod tests {
         assert_eq!(intercepted(0xc001_0117), 0b11, "the host save area MSR");
         assert_eq!(msrpm_position(0xc000_0080), Some((0x800 + 0x20, 0)));
         assert_eq!(msrpm_position(0x4000_0000), None);
+    }
+
+    #[test]
+    fn cr3_writes_are_intercepted_on_request_and_decoded() {
+        let mut vmcb = vmcb();
+        vmcb.set_optional_intercepts(intercept::CR3_WRITE);
+        assert_eq!(vmcb.intercept_cr, INTERCEPT_CR3_WRITE);
+        // An interrupt window's CR8 intercept comes and goes; CR3's stays.
+        let mut registers = [0; 16];
+        let mut state = VcpuState::new_zeroed();
+        let mut pending = 0;
+        state.interrupt_window = window::INTERRUPT;
+        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        assert_eq!(vmcb.intercept_cr, INTERCEPT_CR3_WRITE | INTERCEPT_CR8_WRITE);
+        state.interrupt_window = 0;
+        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        assert_eq!(vmcb.intercept_cr, INTERCEPT_CR3_WRITE);
+        // Without decode assists (QEMU's TCG) the switcher decodes.
+        vmcb.exit_code = exit::WRITE_CR3;
+        vmcb.exit_info1 = 0;
+        let decoded = finish_exit(&mut vmcb, false, &mut pending);
+        assert_eq!(decoded.reason, Some(ExitReason::Cr3Write));
+        assert_eq!(decoded.qualification, 0);
+        vmcb.exit_code = exit::WRITE_CR3;
+        vmcb.exit_info1 = CR_ACCESS_MOV | 11;
+        let decoded = finish_exit(&mut vmcb, false, &mut pending);
+        assert_eq!(decoded.qualification, CR3_DECODED | 11);
+        // The switcher's new CR3 flushes the guest's TLB, once.
+        state.cr3 = 0x5000;
+        write_back(&mut vmcb, &mut registers, &state, dirty::CR3 | dirty::RIP);
+        assert_eq!((vmcb.cr3, vmcb.tlb_control), (0x5000, TLB_FLUSH_GUEST));
+        finish_exit(&mut vmcb, false, &mut pending);
+        assert_eq!(vmcb.tlb_control, 0);
+        vmcb.set_optional_intercepts(0);
+        assert_eq!(vmcb.intercept_cr, 0);
+    }
+
+    #[test]
+    fn wbinvd_and_invd_are_one_neutral_exit() {
+        let mut vmcb = vmcb();
+        let mut pending = 0;
+        vmcb.set_optional_intercepts(intercept::WBINVD);
+        assert!(vmcb.intercept_misc2 & misc2::WBINVD != 0);
+        for (code, qualification) in [(exit::WBINVD, 0), (exit::INVD, 1)] {
+            vmcb.exit_code = code;
+            let decoded = finish_exit(&mut vmcb, false, &mut pending);
+            assert_eq!(decoded.reason, Some(ExitReason::Wbinvd));
+            assert_eq!(decoded.qualification, qualification);
+        }
     }
 
     #[test]

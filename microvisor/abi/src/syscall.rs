@@ -52,7 +52,8 @@ pub enum Syscall {
     /// handle, `rsi` a scheduling-context handle, `rdx` budget (µs), `r10`
     /// period (µs), `r8` priority in its low 32 bits, with
     /// [`SCHEDULING_SLACK`] set if the context may run on slack once its
-    /// budget is spent (when nothing with budget left is ready).
+    /// budget is spent (when nothing with budget left is ready), and a
+    /// quantum in microseconds from bit [`SCHEDULING_QUANTUM_SHIFT`] up.
     SchedulingConfigure = 9,
     /// Read the last fault of a supervised component: `rdi` a
     /// component-control handle, `rsi` the address of a
@@ -164,9 +165,21 @@ impl Syscall {
 }
 
 /// In [`Syscall::SchedulingConfigure`]'s `r8`, above the priority: the
-/// context may run on slack once its budget is spent. No other bit above
-/// the priority may be set.
+/// context may run on slack once its budget is spent. Bits 33..40 must be
+/// clear.
 pub const SCHEDULING_SLACK: u64 = 1 << 32;
+
+/// In [`Syscall::SchedulingConfigure`]'s `r8`, from this bit up: the
+/// context's quantum in microseconds (at most [`MAX_QUANTUM_US`]). With a
+/// quantum, a thread once dispatched keeps the processor against ready
+/// threads of its own priority and rank until the quantum has passed (or
+/// it waits or yields); 0 is the core's round robin, which gives the
+/// processor to the next equal at every scheduling decision and at least
+/// every 10 ms.
+pub const SCHEDULING_QUANTUM_SHIFT: u32 = 40;
+
+/// The longest quantum, in microseconds (1 s).
+pub const MAX_QUANTUM_US: u64 = 1_000_000;
 
 /// The longest scheduling-context period [`Syscall::SchedulingConfigure`]
 /// accepts, in microseconds (10 s); budgets are at most the period. The one

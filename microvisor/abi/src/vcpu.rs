@@ -160,7 +160,24 @@ pub enum ExitReason {
     /// RIP (its source register must be decoded: CPUs without decode
     /// assists, QEMU's TCG among them, do not say which).
     Cr8Write = 16,
+    /// MOV to CR3, not executed, while the world switcher asked for it
+    /// ([`intercept::CR3_WRITE`]): the instruction is at RIP. Where the
+    /// CPU decoded it, `qualification` is [`CR3_DECODED`] plus the source
+    /// register's [`gpr`] index; else 0, and the world switcher decodes it
+    /// (QEMU's TCG does not decode). The world switcher sets
+    /// [`VcpuState::cr3`] (with [`dirty::CR3`], which makes the core flush
+    /// the guest's TLB as the instruction would) and moves RIP on.
+    Cr3Write = 17,
+    /// WBINVD (`qualification` 0), while the world switcher asked for it
+    /// ([`intercept::WBINVD`]), or INVD (`qualification` 1, always
+    /// intercepted: it would discard the host's dirty cache lines); not
+    /// executed, 2 bytes at RIP.
+    Wbinvd = 18,
 }
+
+/// [`ExitReason::Cr3Write`]'s `qualification` bit when the CPU named the
+/// source register.
+pub const CR3_DECODED: u64 = 1 << 63;
 
 impl ExitReason {
     /// Decodes a reason, or `None`.
@@ -182,6 +199,8 @@ impl ExitReason {
             14 => Self::Iret,
             15 => Self::Xsetbv,
             16 => Self::Cr8Write,
+            17 => Self::Cr3Write,
+            18 => Self::Wbinvd,
             _ => return None,
         })
     }
@@ -301,12 +320,15 @@ impl EntryMode {
 pub mod intercept {
     /// RDTSC and RDTSCP.
     pub const RDTSC: u64 = 1 << 0;
-    /// WBINVD and INVD.
+    /// WBINVD ([`super::ExitReason::Wbinvd`]; INVD always exits).
     pub const WBINVD: u64 = 1 << 1;
     /// PAUSE.
     pub const PAUSE: u64 = 1 << 2;
+    /// MOV to CR3 ([`super::ExitReason::Cr3Write`]): a guest's address
+    /// space switches, for accounting per guest process.
+    pub const CR3_WRITE: u64 = 1 << 3;
     /// Every intercept bit this core knows.
-    pub const ALL: u64 = RDTSC | WBINVD | PAUSE;
+    pub const ALL: u64 = RDTSC | WBINVD | PAUSE | CR3_WRITE;
 }
 
 /// [`VcpuState::interrupt_window`] bits.

@@ -338,9 +338,16 @@ impl Component {
 
     /// New budget, period (time units), priority and whether it may run
     /// on slack, from `now`.
-    pub fn configure(&mut self, budget: u64, period: u64, priority: u32, slack: bool, now: u64) {
+    pub fn configure(
+        &mut self,
+        (budget, period): (u64, u64),
+        priority: u32,
+        (slack, quantum): (bool, u64),
+        now: u64,
+    ) {
         self.scheduling.configure(budget, period, now);
         self.scheduling.set_slack(slack);
+        self.scheduling.set_quantum(quantum);
         self.priority = priority;
     }
 

@@ -1,8 +1,11 @@
 //! Single x86-64 instructions as functions: CPUID, RDTSC, port I/O, MSRs,
-//! descriptor tables, HLT.
+//! control registers, descriptor tables, WBINVD, HLT.
 //!
-//! Port I/O and `wrmsr` are `unsafe`: a port or MSR can reprogram the
-//! machine under the program (a DMA controller, EFER). Instructions that
+//! Port I/O, `wrmsr` and writes of CR3 and CR4 are `unsafe`: a port, MSR
+//! or control register can reprogram the machine under the program (a DMA
+//! controller, EFER, the page tables). Safe wrappers for the uses test VMs
+//! make sit with the device they drive ([`crate::interrupts`],
+//! [`crate::clock`], [`crate::paging`]). Instructions that
 //! may fault on purpose (`rdmsr`, `wrmsr`) are written without `nomem`, so
 //! the compiler keeps them between [`crate::expect_fault`] and
 //! [`crate::take_fault`].
@@ -180,6 +183,39 @@ pub fn read_cr2() -> u64 {
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) value, options(nomem, nostack, preserves_flags)) };
     value
+}
+
+/// CR3: the page-table root (see [`crate::paging`]).
+pub fn read_cr3() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Writes CR3: switches to the page tables rooted at `value` and flushes
+/// the TLB's non-global entries. Not `nomem`: the memory the program sees
+/// is the new tables' (the compiler must not move accesses across it).
+///
+/// # Safety
+/// The new tables must map the running program (its code, data, stack)
+/// where the current ones do; [`crate::paging`] only loads roots that
+/// map exactly what the boot tables map.
+#[inline(always)]
+pub unsafe fn write_cr3(value: u64) {
+    // SAFETY: the caller vouches for the tables.
+    unsafe { asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// WBINVD: writes every modified cache line back to memory and invalidates
+/// the caches. Memory keeps its contents, so the program sees no change,
+/// only the time it takes (under a hypervisor it may also be an exit).
+#[inline(always)]
+pub fn wbinvd() {
+    // SAFETY: WBINVD only writes caches back and empties them: memory
+    // (and so every Rust object) holds the same values afterwards. Not
+    // `nomem`, so the compiler keeps it where the program put it.
+    unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
 }
 
 /// CR4.

@@ -26,7 +26,8 @@
 //!
 //! The page tables identity-map the first 4 GiB with 2 MiB pages (PML4,
 //! one PDPT, four page directories: 24 KiB in `.boot.bss`, page-aligned),
-//! present, writable, supervisor, cacheable. The stack is 64 KiB, also in
+//! present, writable, supervisor, cacheable; the PML4 (`guest_pml4`) is the
+//! boot root [`crate::paging`] names. The stack is 64 KiB, also in
 //! `.boot.bss`. GDT selectors: 0x08 32-bit code, 0x10 flat data, 0x18
 //! 64-bit code (descriptors are pre-marked accessed, so the CPU never writes
 //! them).
@@ -89,6 +90,7 @@ guest_multiboot_info:
 
     .pushsection .boot.bss, "aw", @nobits
     .balign 4096
+    .global guest_pml4
 guest_pml4:
     .skip 4096
 guest_pdpt:

@@ -7,11 +7,13 @@
 //!
 //! Hypercalls ([`hypercall`]): `vmmcall` on AMD, `vmcall` on Intel (chosen
 //! by the CPU vendor string at start), number in `rax`, arguments in `rbx`,
-//! `rcx`, `rdx`, results in `rax`, `rbx`, `rcx` (and `rdx` for IDENTIFY). Both instructions are 3
-//! bytes long ([`HYPERCALL_LENGTH`]); an unknown number raises #UD.
+//! `rcx`, `rdx`, results in `rax`, `rbx`, `rcx` (and `rdx` for IDENTIFY and
+//! PROCESS, `rsi` for PROCESS). Both instructions are 3 bytes long
+//! ([`HYPERCALL_LENGTH`]); an unknown number raises #UD.
 //!
 //! Costs ([`Costs`]): what a benchmark spent in VM exits and injected
-//! interrupts, from two STATISTICS hypercalls around its work.
+//! interrupts, from two STATISTICS hypercalls around its work. What one
+//! guest process (one CR3) was charged: [`process`].
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +68,13 @@ impl Hypervisor {
             if features & guest_api::features::HYPERCALLS != 0)
     }
 
+    /// Whether this is our world switcher offering [`process`] (the
+    /// PROCESS hypercall: interface version 3 and later).
+    pub fn has_process(&self) -> bool {
+        matches!(self, Self::Microvisor { features, version, .. }
+            if features & guest_api::features::HYPERCALLS != 0 && *version >= 3)
+    }
+
     /// Whether this is our world switcher offering [`no_work`].
     pub fn has_no_work(&self) -> bool {
         matches!(self, Self::Microvisor { features, .. }
@@ -110,16 +119,20 @@ pub struct Answer {
     pub rax: u64,
     pub rbx: u64,
     pub rcx: u64,
-    /// Only IDENTIFY answers in rdx; other calls may leave anything there.
+    /// Only IDENTIFY and PROCESS answer in rdx; other calls may leave
+    /// anything there.
     pub rdx: u64,
+    /// Only PROCESS answers in rsi (0 is passed in).
+    pub rsi: u64,
 }
 
-/// Makes hypercall `number` with arguments `rbx`, `rcx`, `rdx`. Only under
-/// our hypervisor: elsewhere (or with an unknown number) the instruction
-/// raises #UD, fatal unless expected ([`crate::expect_fault`] with
-/// [`HYPERCALL_LENGTH`]; the answer is then meaningless).
+/// Makes hypercall `number` with arguments `rbx`, `rcx`, `rdx` (and 0 in
+/// `rsi`). Only under our hypervisor: elsewhere (or with an unknown
+/// number) the instruction raises #UD, fatal unless expected
+/// ([`crate::expect_fault`] with [`HYPERCALL_LENGTH`]; the answer is then
+/// meaningless).
 pub fn hypercall(number: u64, rbx: u64, rcx: u64, rdx: u64) -> Answer {
-    let (rax, rbx_out, rcx_out, rdx_out);
+    let (rax, rbx_out, rcx_out, rdx_out, rsi_out);
     if INTEL.load(Ordering::Relaxed) {
         // SAFETY: the hypervisor reads and writes guest memory only where
         // the call's arguments say (LOG reads the line); rbx is exchanged
@@ -135,6 +148,7 @@ pub fn hypercall(number: u64, rbx: u64, rcx: u64, rdx: u64) -> Answer {
                 inout("rax") number => rax,
                 inout("rcx") rcx => rcx_out,
                 inout("rdx") rdx => rdx_out,
+                inout("rsi") 0u64 => rsi_out,
                 options(nostack),
             );
         }
@@ -149,6 +163,7 @@ pub fn hypercall(number: u64, rbx: u64, rcx: u64, rdx: u64) -> Answer {
                 inout("rax") number => rax,
                 inout("rcx") rcx => rcx_out,
                 inout("rdx") rdx => rdx_out,
+                inout("rsi") 0u64 => rsi_out,
                 options(nostack),
             );
         }
@@ -158,6 +173,7 @@ pub fn hypercall(number: u64, rbx: u64, rcx: u64, rdx: u64) -> Answer {
         rbx: rbx_out,
         rcx: rcx_out,
         rdx: rdx_out,
+        rsi: rsi_out,
     }
 }
 
@@ -229,6 +245,36 @@ pub fn idle_forever(no_work: bool, report: impl Fn(u64)) -> ! {
 pub fn statistics() -> (u64, u64, u64) {
     let answer = hypercall(number::STATISTICS, 0, 0, 0);
     (answer.rax, answer.rbx, answer.rcx)
+}
+
+/// What [`process`] answers about one guest process (one CR3 value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessCost {
+    /// rax: [`guest_api::OK`] unless the call failed.
+    pub status: u64,
+    /// rbx: CPU time charged to the process, in nanoseconds.
+    pub charged_ns: u64,
+    /// rcx: times the guest switched to it from another process.
+    pub switches_in: u64,
+    /// rdx: processes the world switcher tracks (0 while it does not track
+    /// them; then `charged_ns` and `switches_in` are 0 too).
+    pub tracked: u64,
+    /// rsi: CR3 writes the world switcher saw, in all.
+    pub cr3_writes: u64,
+}
+
+/// [`guest_api::hypercall::PROCESS`] for the process whose page-table root
+/// is `cr3` (its PCID bits and bit 63 are ignored). Interface version 3
+/// and later; earlier ones raise #UD.
+pub fn process(cr3: u64) -> ProcessCost {
+    let answer = hypercall(number::PROCESS, cr3, 0, 0);
+    ProcessCost {
+        status: answer.rax,
+        charged_ns: answer.rbx,
+        switches_in: answer.rcx,
+        tracked: answer.rdx,
+        cr3_writes: answer.rsi,
+    }
 }
 
 /// Every VM exit and injected interrupt, as our hypervisor counts them

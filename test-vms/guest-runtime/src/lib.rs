@@ -26,7 +26,10 @@
 //! configuration space, register and DMA memory) and, for a virtio PCI
 //! device, sets it up through [`virtio_pci`] (the `virtio` crate's logic on
 //! that hardware; a virtio-net NIC through [`virtio_net`]); [`interrupts`]
-//! counts what the device raises.
+//! counts what the device raises. [`clock`] gives the TSC's rate and drives
+//! the PIT as a periodic interrupt; [`paging`] switches between page-table
+//! roots that map the same memory (guest "processes" for a hypervisor
+//! that tells them apart by CR3).
 #![no_std]
 
 use core::fmt::{self, Write};
@@ -34,11 +37,13 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 pub mod arch;
 pub mod boot;
+pub mod clock;
 pub mod devices;
 pub mod exceptions;
 pub mod hypervisor;
 pub mod interrupts;
 pub mod multiboot;
+pub mod paging;
 pub mod virtio_net;
 pub mod virtio_pci;
 

@@ -25,7 +25,7 @@ pub const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
 /// The 12-byte signature in `ebx`, `ecx`, `edx` of [`CPUID_BASE`].
 pub const SIGNATURE: [u8; 12] = *b"MicrovisorHV";
 /// The hypercall interface version in [`CPUID_FEATURES`] `ebx`.
-pub const INTERFACE_VERSION: u32 = 2;
+pub const INTERFACE_VERSION: u32 = 3;
 
 /// Feature bits in [`CPUID_FEATURES`] `eax`.
 pub mod features {
@@ -106,6 +106,17 @@ pub mod hypercall {
     /// work by the difference of two calls (less the one exit the second
     /// call is).
     pub const STATISTICS: u64 = 4;
+    /// What one guest process has cost, as the world switcher accounts it
+    /// while the QoS controller asks it to track the guest's processes
+    /// (it then intercepts MOV to CR3; interface version 3): `rbx` = a
+    /// CR3 value (its PCID bits 0..12 and bit 63 are ignored, so the user
+    /// and kernel roots of a KPTI pair are one process). Answers `rbx` =
+    /// CPU time charged to that process in nanoseconds, `rcx` = times it
+    /// was switched to from another process, `rdx` = processes tracked
+    /// (0 while the switcher does not track them: then `rbx` = `rcx` =
+    /// 0), `rsi` = CR3 writes seen in all. A process not seen yet is
+    /// charged 0.
+    pub const PROCESS: u64 = 5;
 }
 
 /// Hypercall result: done.

@@ -9,13 +9,32 @@
 //! call per exit, and a report dropped on a full queue loses nothing (the
 //! next carries the totals). The controller takes the latest at each of
 //! its windows, without being woken for them.
+//!
+//! The other way, capdl gives the controller a queue
+//! `<switcher>-control` to each switcher, on which it asks for what costs
+//! the VM something to observe ([`Control`]): the guest's processes
+//! (the switcher intercepts MOV to CR3 and charges CPU time per page-table
+//! root, [`processes`]), its periodic timer's periods (CPU time from each
+//! wake-up to the next HLT, and deadlines missed), and a yield at every
+//! cache flush (WBINVD).
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod periods;
+pub mod processes;
+
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+pub use periods::PeriodTracker;
+pub use processes::{MAX_PROCESSES, ProcessCharge, ProcessTable};
 
 /// The suffix of a switcher's statistics queue's name.
 pub const QUEUE_SUFFIX: &str = "-stats";
+/// The suffix of the queue on which the controller asks a switcher for
+/// observations ([`Control`]).
+pub const CONTROL_SUFFIX: &str = "-control";
+/// Slots of a control queue.
+pub const CONTROL_SLOTS: u32 = 2;
 /// Slots of a statistics queue.
 pub const SLOTS: u32 = 4;
 /// Kinds of exit counted: the core's exit reason numbers
@@ -42,7 +61,57 @@ pub struct VmStatistics {
     pub halted_ns: u64,
     /// Exits by the core's exit reason number (index 0: any other).
     pub by_kind: [u64; KINDS],
+    /// The [`control`] bits the switcher follows now.
+    pub following: u64,
+    /// With [`control::TRACK_PERIODS`]: the guest's periods (a wake-up
+    /// from HLT by a timer to its next HLT) completed so far.
+    pub periods: u64,
+    /// Periods whose work was not done when the next timer interrupt
+    /// came (the guest found an interrupt waiting at its HLT): deadlines
+    /// missed.
+    pub overruns: u64,
+    /// The guest's timer period: the median of its last wake-up intervals
+    /// (ns; 0 before there are any).
+    pub period_ns: u64,
+    /// CPU time of all completed periods (ns), and of the longest one
+    /// completed since the previous report.
+    pub busy_ns: u64,
+    pub busy_max_ns: u64,
+    /// With [`control::YIELD_ON_FLUSH`]: times the switcher gave the CPU
+    /// away at a WBINVD.
+    pub flush_yields: u64,
+    /// With [`control::TRACK_PROCESSES`]: processes seen (at most
+    /// [`MAX_PROCESSES`]; the last entry then takes all others).
+    pub process_count: u64,
+    pub processes: [ProcessCharge; MAX_PROCESSES],
 }
+
+/// What the controller asks a switcher to observe or do ([`Control::flags`]).
+pub mod control {
+    /// Intercept MOV to CR3 and charge CPU time per guest process.
+    pub const TRACK_PROCESSES: u64 = 1 << 0;
+    /// Measure the periods of the guest's timer: CPU time from a wake-up
+    /// to the next HLT, and overruns.
+    pub const TRACK_PERIODS: u64 = 1 << 1;
+    /// Intercept WBINVD and give the CPU away at each: the guest's cache
+    /// state is gone anyway, so switching now costs the least.
+    pub const YIELD_ON_FLUSH: u64 = 1 << 2;
+    /// Every bit.
+    pub const ALL: u64 = TRACK_PROCESSES | TRACK_PERIODS | YIELD_ON_FLUSH;
+}
+
+/// A request from the controller: the [`control`] bits to follow from now
+/// on (each message replaces the last).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct Control {
+    pub flags: u64,
+}
+
+/// Bytes of a control message.
+pub const CONTROL_BYTES: u32 = core::mem::size_of::<Control>() as u32;
 
 /// Bytes of a statistics message (a queue slot).
 pub const SLOT_BYTES: u32 = core::mem::size_of::<VmStatistics>() as u32;
@@ -94,6 +163,8 @@ pub fn kind_name(reason: usize) -> &'static str {
         14 => "iret",
         15 => "xsetbv",
         16 => "cr8",
+        17 => "cr3",
+        18 => "wbinvd",
         _ => "unknown",
     }
 }
@@ -116,6 +187,9 @@ mod tests {
         assert_eq!(now.busiest_kind_since(&earlier), Some((2, 2)));
         assert_eq!(earlier.busiest_kind_since(&earlier), None);
         assert_eq!(kind_name(2), "io");
-        assert_eq!(SLOT_BYTES, 40 + 8 * KINDS as u32);
+        assert_eq!(
+            SLOT_BYTES,
+            40 + 8 * KINDS as u32 + 8 * 8 + 24 * MAX_PROCESSES as u32
+        );
     }
 }

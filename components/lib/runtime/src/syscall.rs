@@ -158,20 +158,19 @@ pub fn scheduling_read(handle: u64) -> (u64, bool) {
 /// capability). Budget and period are in microseconds; the period is at
 /// most [`microvisor_abi::syscall::MAX_PERIOD_US`]. With `slack`, the
 /// context may run on slack once its budget is spent (when nothing with
-/// budget left is ready).
+/// budget left is ready); with a quantum (µs, at most
+/// [`microvisor_abi::syscall::MAX_QUANTUM_US`]; 0 for none), once
+/// dispatched it keeps the processor against its equals that long.
 #[inline]
 pub fn configure_scheduling(
     control: u64,
     context: u64,
     (budget_us, period_us): (u64, u64),
     priority: u32,
-    slack: bool,
+    (slack, quantum_us): (bool, u64),
 ) {
-    let flags = if slack {
-        microvisor_abi::syscall::SCHEDULING_SLACK
-    } else {
-        0
-    };
+    use microvisor_abi::syscall::{SCHEDULING_QUANTUM_SHIFT, SCHEDULING_SLACK};
+    let flags = if slack { SCHEDULING_SLACK } else { 0 } | quantum_us << SCHEDULING_QUANTUM_SHIFT;
     call(Call::SchedulingConfigure {
         control,
         context,

@@ -31,8 +31,25 @@ pub struct Cr8Write {
     pub length: u8,
 }
 
-/// Decodes `bytes` as a MOV to CR8 in `mode`.
-pub fn decode(bytes: &[u8], mode: ExecutionMode) -> Result<Cr8Write, DecodeFailure> {
+/// A decoded MOV to a control register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlWrite {
+    /// The control register's number (0-15).
+    pub register: u8,
+    /// The source register's number (`VcpuState::gpr` index).
+    pub source: usize,
+    /// Bytes, prefixes included.
+    pub length: u8,
+}
+
+/// Decodes `bytes` as a MOV to a control register in `mode`: optional
+/// legacy prefixes, a REX prefix (R extends the control register, B the
+/// source), `0F 22 /r` with the register form implied, and AMD's
+/// `LOCK MOV CR0` for CR8.
+pub fn decode_control_write(
+    bytes: &[u8],
+    mode: ExecutionMode,
+) -> Result<ControlWrite, DecodeFailure> {
     let mut position = 0;
     let mut next = || {
         if position >= MAX_INSTRUCTION_LENGTH {
@@ -66,14 +83,24 @@ pub fn decode(bytes: &[u8], mode: ExecutionMode) -> Result<Cr8Write, DecodeFailu
     if lock && register == 0 {
         register = 8;
     }
-    if register != 8 {
+    Ok(ControlWrite {
+        register,
+        source: usize::from((modrm & 7) | ((rex & 1) << 3)),
+        length: position as u8,
+    })
+}
+
+/// Decodes `bytes` as a MOV to CR8 in `mode`.
+pub fn decode(bytes: &[u8], mode: ExecutionMode) -> Result<Cr8Write, DecodeFailure> {
+    let write = decode_control_write(bytes, mode)?;
+    if write.register != 8 {
         return Err(DecodeFailure::Unsupported {
             mnemonic: "mov to a control register other than cr8",
         });
     }
     Ok(Cr8Write {
-        source: usize::from((modrm & 7) | ((rex & 1) << 3)),
-        length: position as u8,
+        source: write.source,
+        length: write.length,
     })
 }
 
@@ -106,7 +133,7 @@ pub fn emulate(
     Ok(dirty::RIP)
 }
 
-fn decode_error(failure: DecodeFailure, bytes: InstructionBytes) -> MmioError {
+pub(crate) fn decode_error(failure: DecodeFailure, bytes: InstructionBytes) -> MmioError {
     MmioError::Decode(DecodeError { failure, bytes })
 }
 

@@ -62,6 +62,7 @@ pub mod aml;
 pub mod bundle;
 pub mod clock;
 pub mod cpuid;
+pub mod cr3;
 pub mod cr8;
 pub mod disk_requests;
 pub mod elf;

@@ -10,8 +10,11 @@
 //! the processor), `period_ms=N` (the budgets' period, default 10),
 //! `window_ms=N` (how often it observes and adjusts, default 100),
 //! `report_ms=N` (how often it prints what each got, default 1000; 0:
-//! never) and `priority=N` (the managed contexts' priority, default 100,
-//! the system file's default: the core's configure call sets it too).
+//! never), `priority=N` (the managed contexts' priority, default 100,
+//! the system file's default: the core's configure call sets it too) and
+//! `processes=NAME,...` (VMs whose world switchers are asked to account
+//! CPU time per guest process: each report then has a line per such VM
+//! with each process's share of the VM's time and its switches).
 //!
 //! At start, and every window after, it reads each managed context's
 //! consumed time, finds which left part of its allotment unused (idle:
@@ -38,10 +41,10 @@
 
 use core::fmt::Write;
 
-use qos_api::VmStatistics;
+use qos_api::{Control, VmStatistics, control};
 use qos_policy::{Demand, Entity, MAX_ENTITIES, WHOLE, allot, budget_us, lookup, names};
 use runtime::arguments::OrExit;
-use runtime::queue::{QueueError, Receiver};
+use runtime::queue::{QueueError, Receiver, Sender};
 use runtime::{println, syscall};
 
 runtime::component!(main);
@@ -64,6 +67,12 @@ struct Managed<'a> {
     at_report: VmStatistics,
     /// Whether it was idle at the last window.
     idle: bool,
+    /// Where to ask its world switcher for observations
+    /// (`<name>-control`), and what to ask for ([`control`] bits).
+    requests: Option<Sender<Control>>,
+    wanted: u64,
+    /// Its quantum (µs; 0: the core's round robin).
+    quantum_us: u64,
 }
 
 fn main(start: &runtime::Start) -> i32 {
@@ -77,6 +86,7 @@ fn main(start: &runtime::Start) -> i32 {
             "report_ms",
             "priority",
             "crash_after_ms",
+            "processes",
         ])
         .or_exit();
     let Some(control) = start.capability("scheduling") else {
@@ -90,6 +100,7 @@ fn main(start: &runtime::Start) -> i32 {
         return 2;
     };
     let reserve = arguments.text("reserve").unwrap_or("");
+    let processes = arguments.text("processes").unwrap_or("");
     let limit = arguments.text("limit").unwrap_or("");
     let period_us = arguments.number::<u64>("period_ms", 10).or_exit() * 1000;
     let window_ms = arguments.number::<u64>("window_ms", 100).or_exit();
@@ -109,6 +120,26 @@ fn main(start: &runtime::Start) -> i32 {
                 println!("qos: {what}= names '{name}', which shares= does not");
                 return 2;
             }
+        }
+    }
+    for name in processes.split(',').filter(|name| !name.is_empty()) {
+        if !names(shares).any(|managed| managed == name) {
+            println!("qos: processes= names '{name}', which shares= does not");
+            return 2;
+        }
+        if queue_of(
+            start,
+            name,
+            qos_api::CONTROL_SUFFIX,
+            Sender::<Control>::open,
+        )
+        .is_none()
+        {
+            println!(
+                "qos: processes= names '{name}', which is no VM's world switcher (no '{name}{}' queue)",
+                qos_api::CONTROL_SUFFIX
+            );
+            return 2;
         }
     }
 
@@ -159,10 +190,17 @@ fn main(start: &runtime::Start) -> i32 {
             budget_us: 0,
             used_at_window: 0,
             used_at_report: 0,
-            statistics: statistics_queue(start, name),
+            statistics: queue_of(start, name, qos_api::QUEUE_SUFFIX, Receiver::open),
             latest: VmStatistics::default(),
             at_report: VmStatistics::default(),
             idle: false,
+            requests: queue_of(start, name, qos_api::CONTROL_SUFFIX, Sender::open),
+            wanted: if processes.split(',').any(|listed| listed == name) {
+                control::TRACK_PROCESSES
+            } else {
+                0
+            },
+            quantum_us: 0,
         });
         count += 1;
     }
@@ -188,10 +226,11 @@ fn main(start: &runtime::Start) -> i32 {
             m.context,
             (m.budget_us, period_us),
             priority,
-            m.entity.slack(),
+            (m.entity.slack(), m.quantum_us),
         );
         m.used_at_window = syscall::consumed_ns(Some(m.context));
         m.used_at_report = m.used_at_window;
+        m.ask();
         let _ = write!(
             line,
             "{}{} {} shares{}{} ({} us of every {} us{})",
@@ -231,6 +270,10 @@ fn main(start: &runtime::Start) -> i32 {
             m.used_at_window = used;
             ended += usize::from(gone);
             m.take_statistics();
+            // A restarted switcher follows nothing: ask again.
+            if m.latest.sequence > 0 && m.latest.following != m.wanted && !gone {
+                m.ask();
+            }
             let idle = matches!(demands[index], Demand::Idle(_));
             if idle != m.idle && !gone {
                 println!(
@@ -262,7 +305,7 @@ fn main(start: &runtime::Start) -> i32 {
                         m.context,
                         (budget, period_us),
                         priority,
-                        m.entity.slack(),
+                        (m.entity.slack(), m.quantum_us),
                     );
                 }
             }
@@ -296,6 +339,17 @@ fn main(start: &runtime::Start) -> i32 {
                 core::str::from_utf8(line.as_bytes()).unwrap_or(""),
                 (own - own_at_report) / 1000
             );
+            for m in managed.iter().flatten() {
+                if m.wanted & control::TRACK_PROCESSES != 0 {
+                    let mut line = runtime::LineWriter::new();
+                    let _ = write_processes(&mut line, &m.latest);
+                    println!(
+                        "qos: {} processes: {}",
+                        m.name,
+                        core::str::from_utf8(line.as_bytes()).unwrap_or("")
+                    );
+                }
+            }
             own_at_report = own;
             report_at = now;
         }
@@ -307,6 +361,14 @@ fn main(start: &runtime::Start) -> i32 {
 }
 
 impl Managed<'_> {
+    /// Asks its world switcher for what the arguments want observed (a
+    /// full queue: the next window asks again, seeing it not followed).
+    fn ask(&mut self) {
+        if let Some(requests) = self.requests.as_mut() {
+            let _ = requests.try_send(&Control { flags: self.wanted });
+        }
+    }
+
     /// Takes every report waiting from its world switcher, keeping the
     /// latest (each carries running totals).
     fn take_statistics(&mut self) {
@@ -324,15 +386,54 @@ impl Managed<'_> {
     }
 }
 
-/// The statistics queue of managed component `name`, if the system gives
-/// one (`<name>-stats`: capdl makes one for each VM's world switcher).
-fn statistics_queue(start: &runtime::Start, name: &str) -> Option<Receiver<VmStatistics>> {
+/// The queue `<name><suffix>` of managed component `name`, opened with
+/// `open`, if the system gives one (capdl makes `-stats` and `-control`
+/// for each VM's world switcher).
+fn queue_of<Q, E>(
+    start: &runtime::Start,
+    name: &str,
+    suffix: &str,
+    open: impl FnOnce(&runtime::Start, &str) -> Result<Q, E>,
+) -> Option<Q> {
     let mut buffer = [0u8; 32];
-    let suffix = qos_api::QUEUE_SUFFIX.as_bytes();
+    let suffix = suffix.as_bytes();
     let queue = buffer.get_mut(..name.len() + suffix.len())?;
     queue[..name.len()].copy_from_slice(name.as_bytes());
     queue[name.len()..].copy_from_slice(suffix);
-    Receiver::open(start, core::str::from_utf8(queue).ok()?).ok()
+    open(start, core::str::from_utf8(queue).ok()?).ok()
+}
+
+/// `N seen, W CR3 writes: KEY P% (S switches), ...`: each process's share
+/// of the time charged to all, from a VM's latest report.
+fn write_processes(line: &mut runtime::LineWriter, latest: &VmStatistics) -> core::fmt::Result {
+    if latest.following & control::TRACK_PROCESSES == 0 {
+        return write!(line, "not tracked yet");
+    }
+    let seen = &latest.processes[..(latest.process_count as usize).min(qos_api::MAX_PROCESSES)];
+    let total: u64 = seen.iter().map(|process| process.ns).sum();
+    write!(
+        line,
+        "{} seen, {} CR3 writes",
+        seen.len(),
+        latest.by_kind[runtime::abi::vcpu::ExitReason::Cr3Write as usize]
+    )?;
+    for process in seen {
+        let permille = process.ns * 1000 / total.max(1);
+        if process.key == qos_api::processes::OTHERS {
+            write!(line, ", others")?;
+        } else {
+            write!(line, ", {:#x}", process.key)?;
+        }
+        write!(
+            line,
+            " {}.{}% ({} ms, {} switches)",
+            permille / 10,
+            permille % 10,
+            process.ns / 1_000_000,
+            process.switches
+        )?;
+    }
+    Ok(())
 }
 
 /// `, N exits/s (most: KIND), H% halted` between two reports of a VM.

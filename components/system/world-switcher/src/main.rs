@@ -66,8 +66,9 @@ use guest_api::{BAD_ARGUMENT, LOG_MAX, OK, STATUS_PORT, UART_BASE, hypercall};
 use microvisor_abi::start::ResourceView;
 use microvisor_abi::syscall::CONSOLE_LINE;
 use microvisor_abi::vcpu::{
-    EntryMode, ExitReason, IoExit, VcpuState, XSETBV_IGNORED, dirty, event, gpr, npf,
+    EntryMode, ExitReason, IoExit, VcpuState, XSETBV_IGNORED, dirty, event, gpr, intercept, npf,
 };
+use qos_api::control;
 use runtime::arguments::OrExit;
 use runtime::vm::{GuestMemory, MissingVm, Vm};
 use runtime::{LineWriter, println, syscall};
@@ -454,6 +455,9 @@ impl Switcher {
     /// the entry state; returns the dirty mask for the first run.
     fn boot(&mut self) -> Result<u64, ()> {
         self.vm.reset();
+        if self.statistics.following != 0 {
+            self.apply_intercepts();
+        }
         self.uart = Uart::new();
         self.msrs = Msrs::new(&self.cpuid);
         // The same rate and size built them at start: this cannot fail.
@@ -655,6 +659,13 @@ impl Switcher {
 
     /// Runs the vCPU until the VM stops.
     fn run(&mut self, mut dirty: u64) -> Stop {
+        if self.statistics.processes.is_tracking() {
+            // A new boot: its first process is the one loaded now.
+            let consumed = syscall::consumed_ns(None);
+            let cr3 = self.vm.state().cr3;
+            self.statistics.processes.stop(consumed);
+            self.statistics.processes.start(cr3, consumed);
+        }
         loop {
             dirty |= self.deliver_interrupts();
             // No limit unless the VM has one or a guest timer is armed:
@@ -662,8 +673,12 @@ impl Switcher {
             // documentation), but a timer must interrupt a guest that
             // never exits by itself.
             let reason = self.vm.run(dirty, self.run_limit_us());
-            self.statistics
-                .exit(reason.map_or(0, |reason| reason as u32));
+            if self
+                .statistics
+                .exit(reason.map_or(0, |reason| reason as u32))
+            {
+                self.follow_control();
+            }
             let Some(reason) = reason else {
                 self.report("stopped: the core answered an unknown exit reason");
                 return Stop::Stopped;
@@ -681,6 +696,8 @@ impl Switcher {
                 ExitReason::Hypercall => self.hypercall(),
                 ExitReason::Xsetbv => self.xsetbv(),
                 ExitReason::Cr8Write => self.cr8_write(),
+                ExitReason::Cr3Write => self.cr3_write(),
+                ExitReason::Wbinvd => Ok(self.wbinvd()),
                 ExitReason::Poked | ExitReason::TimeLimit => self.poll().map(|()| 0),
                 // The guest can take an interrupt now: the next entry's
                 // arbiter injects it (and cancels the window).
@@ -785,6 +802,14 @@ impl Switcher {
         if !interruptible && !wakes && !platform.nmi_possible() {
             return Err(Stop::Halted);
         }
+        // The end of a period of the guest's work: late when the next
+        // interrupt is already here.
+        let periods = self.statistics.follows(control::TRACK_PERIODS);
+        if periods {
+            self.statistics
+                .periods
+                .halted(syscall::consumed_ns(None), wakes);
+        }
         let timeout_us = match self.due {
             _ if wakes => Some(0),
             Some(due) => Some(self.microseconds.ticks_in(due.saturating_sub(now))),
@@ -792,9 +817,55 @@ impl Switcher {
         };
         if timeout_us == Some(0) {
             self.vm.state().rip += 1;
-            return Ok(dirty::RIP);
+        } else {
+            self.sleep(timeout_us, 1)?;
         }
-        self.sleep(timeout_us, 1).map(|()| dirty::RIP)
+        if periods {
+            let now = self.tsc_ns(runtime::rdtsc());
+            self.statistics
+                .periods
+                .woke(now, syscall::consumed_ns(None));
+        }
+        Ok(dirty::RIP)
+    }
+
+    /// Follows the QoS controller's latest request, if it changed: the
+    /// intercepts it needs, and process tracking from the CR3 loaded now.
+    fn follow_control(&mut self) {
+        let Some(flags) = self.statistics.requested() else {
+            return;
+        };
+        self.statistics.following = flags;
+        self.apply_intercepts();
+        let consumed = syscall::consumed_ns(None);
+        let processes = &mut self.statistics.processes;
+        if flags & control::TRACK_PROCESSES == 0 {
+            processes.stop(consumed);
+        } else if !processes.is_tracking() {
+            let cr3 = self.vm.state().cr3;
+            self.statistics.processes.start(cr3, consumed);
+        }
+        let on = |bit: u64| if flags & bit != 0 { "on" } else { "off" };
+        println!(
+            "VM '{}': the QoS controller asks for: processes {}, periods {}, yield at cache flushes {}",
+            self.vm.name(),
+            on(control::TRACK_PROCESSES),
+            on(control::TRACK_PERIODS),
+            on(control::YIELD_ON_FLUSH)
+        );
+    }
+
+    /// Sets the optional intercepts what the controller asks for needs
+    /// (again after a reset, which clears them).
+    fn apply_intercepts(&mut self) {
+        let mut mask = 0;
+        if self.statistics.follows(control::TRACK_PROCESSES) {
+            mask |= intercept::CR3_WRITE;
+        }
+        if self.statistics.follows(control::YIELD_ON_FLUSH) {
+            mask |= intercept::WBINVD;
+        }
+        syscall::vmcs_control(self.vm.vmcs, mask);
     }
 
     /// After an instruction was emulated (RIP moved past it, `mask` has
@@ -866,6 +937,7 @@ impl Switcher {
         let bits = syscall::wait(Some(0)).unwrap_or(0);
         self.console_input(bits);
         self.service_devices();
+        self.follow_control();
         if bits & self.requests != 0 {
             return Err(Stop::Restart);
         }
@@ -1159,6 +1231,45 @@ impl Switcher {
         }
     }
 
+    /// MOV to CR3 while processes are tracked: emulated, and the time
+    /// since the last switch charged to the process that ran.
+    fn cr3_write(&mut self) -> Result<u64, Stop> {
+        use vm_platform::cr3::Cr3Outcome;
+        let memory = Loader(self.vm.memory);
+        let state = self.vm.state();
+        match vm_platform::cr3::emulate(state, &memory) {
+            Ok(Cr3Outcome::Loaded { value, dirty }) => {
+                if self.statistics.processes.is_tracking() {
+                    let consumed = syscall::consumed_ns(None);
+                    self.statistics.processes.write(value, consumed);
+                }
+                Ok(dirty)
+            }
+            Ok(Cr3Outcome::Faulted { dirty }) => Ok(dirty),
+            Err(error) => self.emulation_failed(format_args!("write of CR3"), &error),
+        }
+    }
+
+    /// WBINVD (asked for by the controller) or INVD: the cache holds
+    /// nothing of the guest's that memory does not (guests see coherent
+    /// memory; INVD is never let through, it would drop the host's dirty
+    /// lines), so both are skipped; after a WBINVD the switcher gives the
+    /// CPU away when the controller asks: the guest's cache state is gone
+    /// anyway, so this is the cheapest moment to switch.
+    fn wbinvd(&mut self) -> u64 {
+        let state = self.vm.state();
+        let flush = state.qualification == 0;
+        state.rip += match state.instruction_length {
+            0 => 2, // 0F 09 / 0F 08
+            known => u64::from(known),
+        };
+        if flush && self.statistics.follows(control::YIELD_ON_FLUSH) {
+            self.statistics.totals.flush_yields += 1;
+            syscall::yield_now();
+        }
+        dirty::RIP
+    }
+
     /// XSETBV: XCR0 stays x87 alone (see [`vm_platform::cpuid::xsetbv`]).
     /// A write the CPU let through (it ignored the intercept; the core
     /// restored XCR0) stops the VM: its state is not what it believes.
@@ -1231,6 +1342,27 @@ impl Switcher {
                 let slept = (syscall::time_ns() - before) / 1000;
                 self.vm.state().gpr[gpr::RBX] = slept;
                 mask |= dirty::RBX;
+                OK
+            }
+            hypercall::PROCESS => {
+                let processes = &mut self.statistics.processes;
+                let tracking = processes.is_tracking();
+                if tracking {
+                    processes.charge(syscall::consumed_ns(None));
+                }
+                let entry = processes.lookup(a).copied().unwrap_or_default();
+                let count = if tracking {
+                    processes.entries().len() as u64
+                } else {
+                    0
+                };
+                let writes = processes.writes();
+                let state = self.vm.state();
+                state.gpr[gpr::RBX] = entry.ns;
+                state.gpr[gpr::RCX] = entry.switches;
+                state.gpr[gpr::RDX] = count;
+                state.gpr[gpr::RSI] = writes;
+                mask |= dirty::RBX | dirty::RCX | dirty::RDX | dirty::gpr(gpr::RSI);
                 OK
             }
             hypercall::STATISTICS => {

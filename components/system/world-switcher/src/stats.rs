@@ -7,10 +7,17 @@
 //! every exit and every wake-up: no system call but the send itself, which
 //! signals nobody unless the controller waits for it, and a report that
 //! finds the queue full is dropped (the next one carries the totals).
+//!
+//! On the queue `<switcher>-control` the controller asks for observations
+//! that cost something ([`qos_api::control`]): the switcher follows the
+//! latest request it finds when it reports and at every poke (the
+//! controller's message pokes the vCPU). Processes and periods are
+//! charged the switcher's own consumed CPU time, read from the core
+//! (one system call per CR3 write, wake-up and HLT while asked for).
 
-use qos_api::{REPORT_EVERY_NS, VmStatistics};
+use qos_api::{Control, PeriodTracker, ProcessTable, REPORT_EVERY_NS, VmStatistics, control};
 use runtime::abi::start::ResourceView;
-use runtime::queue::Sender;
+use runtime::queue::{Receiver, Sender};
 use runtime::syscall;
 use vm_platform::clock::Clock;
 
@@ -18,6 +25,13 @@ use vm_platform::clock::Clock;
 pub struct Statistics {
     pub totals: VmStatistics,
     queue: Option<Sender<VmStatistics>>,
+    /// The controller's requests, and the [`control`] bits followed now.
+    control: Option<Receiver<Control>>,
+    pub following: u64,
+    /// CPU time per guest process (with [`control::TRACK_PROCESSES`]).
+    pub processes: ProcessTable,
+    /// The guest timer's periods (with [`control::TRACK_PERIODS`]).
+    pub periods: PeriodTracker,
     /// TSC ticks spent halted, and the TSC at the last report.
     halted_ticks: u64,
     sent_at: u64,
@@ -36,9 +50,19 @@ impl Statistics {
                 .filter(|name| name.ends_with(qos_api::QUEUE_SUFFIX))
                 .and_then(|name| Sender::open(start, name).ok())
         });
+        let control = start.views().find_map(|(name, view)| {
+            matches!(view, ResourceView::QueueReceive(_))
+                .then_some(name)
+                .filter(|name| name.ends_with(qos_api::CONTROL_SUFFIX))
+                .and_then(|name| Receiver::open(start, name).ok())
+        });
         Self {
             totals: VmStatistics::default(),
             queue,
+            control,
+            following: 0,
+            processes: ProcessTable::new(),
+            periods: PeriodTracker::new(),
             halted_ticks: 0,
             sent_at: runtime::rdtsc(),
             every: nanoseconds.tsc_for(REPORT_EVERY_NS),
@@ -46,10 +70,27 @@ impl Statistics {
         }
     }
 
-    /// An exit of reason number `reason`.
-    pub fn exit(&mut self, reason: u32) {
+    /// An exit of reason number `reason`; `true` when a report went out
+    /// (the time to look for the controller's requests).
+    pub fn exit(&mut self, reason: u32) -> bool {
         self.totals.count_exit(reason);
-        self.report_if_due();
+        self.report_if_due()
+    }
+
+    /// The controller's latest request, if it asks for something other
+    /// than what is followed now (unknown bits dropped).
+    pub fn requested(&mut self) -> Option<u64> {
+        let queue = self.control.as_mut()?;
+        let mut latest = None;
+        while let Ok(message) = queue.try_receive() {
+            latest = Some(message.flags & control::ALL);
+        }
+        latest.filter(|&flags| flags != self.following)
+    }
+
+    /// Whether the controller asks for `bit`.
+    pub fn follows(&self, bit: u64) -> bool {
+        self.following & bit != 0
     }
 
     /// A virtual interrupt injected.
@@ -58,26 +99,40 @@ impl Statistics {
     }
 
     /// The vCPU was halted for `ticks` TSC ticks.
-    pub fn halted(&mut self, ticks: u64) {
+    pub fn halted(&mut self, ticks: u64) -> bool {
         self.halted_ticks += ticks;
-        self.report_if_due();
+        self.report_if_due()
     }
 
-    /// Sends the totals if a report is due.
-    fn report_if_due(&mut self) {
+    /// Sends the totals if a report is due; `true` when it went out.
+    fn report_if_due(&mut self) -> bool {
         let Some(queue) = self.queue.as_mut() else {
-            return;
+            return false;
         };
         let now = runtime::rdtsc();
         if now.wrapping_sub(self.sent_at) < self.every {
-            return;
+            return false;
         }
         self.sent_at = now;
-        self.totals.sequence += 1;
-        self.totals.time_ns = syscall::time_ns();
-        self.totals.halted_ns = self.nanoseconds.ticks_in(self.halted_ticks);
+        let totals = &mut self.totals;
+        totals.sequence += 1;
+        totals.time_ns = syscall::time_ns();
+        totals.halted_ns = self.nanoseconds.ticks_in(self.halted_ticks);
+        totals.following = self.following;
+        if self.processes.is_tracking() {
+            self.processes.charge(syscall::consumed_ns(None));
+        }
+        totals.process_count = self.processes.entries().len() as u64;
+        totals.processes = self.processes.table();
+        let periods = &mut self.periods;
+        totals.periods = periods.periods;
+        totals.overruns = periods.overruns;
+        totals.period_ns = periods.period();
+        totals.busy_ns = periods.busy;
+        totals.busy_max_ns = periods.take_max();
         // Full (the controller is behind) or its controller restarted:
         // the next report carries the totals.
-        let _ = queue.try_send(&self.totals);
+        let _ = queue.try_send(totals);
+        true
     }
 }
