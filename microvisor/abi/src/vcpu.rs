@@ -472,11 +472,11 @@ mod tests {
 
     #[test]
     fn reasons_round_trip() {
-        for value in 1..=16 {
+        for value in 1..=18 {
             assert_eq!(ExitReason::from_u32(value).unwrap() as u32, value);
         }
         assert_eq!(ExitReason::from_u32(0), None);
-        assert_eq!(ExitReason::from_u32(17), None);
+        assert_eq!(ExitReason::from_u32(19), None);
     }
 
     #[test]
