@@ -15,6 +15,10 @@
 //! expect = ["...", "..."]  # substrings that must appear, in this order
 //! expect_anywhere = [...]   # substrings that must each appear, in any order
 //! forbid = ["..."]         # substrings that must not appear anywhere
+//! bounds = [{ after = "...", at_most = 2000 }]
+//!                          # the number right after `after` in the first
+//!                          # line with it must be at most `at_most` and
+//!                          # at least `at_least` (either or both)
 //! host_time = [{ from = "...", to = "...", seconds = 1.0, within = 0.05 }]
 //!                          # the host time between the first line with
 //!                          # `from` and the next with `to`: `seconds`,
@@ -81,7 +85,7 @@ pub const TIMEOUT_MAX: u64 = 3600;
 
 /// The top-level keys of a scenario file that are not its system's: capdl
 /// skips them when it reads the file's `[[component]]` list.
-pub const HOST_KEYS: [&str; 17] = [
+pub const HOST_KEYS: [&str; 18] = [
     "description",
     "boot",
     "timeout",
@@ -95,6 +99,7 @@ pub const HOST_KEYS: [&str; 17] = [
     "expect",
     "expect_anywhere",
     "forbid",
+    "bounds",
     "host_time",
     "alone",
     "export",
@@ -131,6 +136,8 @@ struct ScenarioFile {
     #[serde(default)]
     forbid: Vec<String>,
     #[serde(default)]
+    bounds: Vec<Bound>,
+    #[serde(default)]
     host_time: Vec<HostTime>,
     /// Runs alone, after the others.
     #[serde(default)]
@@ -141,6 +148,18 @@ struct ScenarioFile {
     input: Option<Spanned<Vec<Send>>>,
     /// The `[[component]]` list, read and checked by capdl.
     component: Option<Spanned<toml::Value>>,
+}
+
+/// A number a console line must show within bounds (`bounds`): a figure
+/// the system measures and prints, judged by the test rather than by the
+/// system itself.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Bound {
+    /// The text the number follows, in the first line that has it.
+    pub after: String,
+    pub at_least: Option<f64>,
+    pub at_most: Option<f64>,
 }
 
 /// A host-time interval between two console lines (`host_time`): what a
@@ -201,6 +220,7 @@ pub struct Scenario {
     /// Texts that must each appear, in any order.
     pub expect_anywhere: Vec<String>,
     pub forbid: Vec<String>,
+    pub bounds: Vec<Bound>,
     pub host_time: Vec<HostTime>,
     /// Runs alone, after the others (as do scenarios with `host_time`).
     pub alone: bool,
@@ -397,6 +417,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
             expect: file.expect,
             expect_anywhere: file.expect_anywhere,
             forbid: file.forbid,
+            bounds: file.bounds,
             host_time: file.host_time,
             alone: file.alone,
             export: Vec::new(),
@@ -462,6 +483,7 @@ pub fn parse(source: &Source, path: &Path, programs: &capdl::ProgramSet) -> Resu
         expect: file.expect,
         expect_anywhere: file.expect_anywhere,
         forbid: file.forbid,
+        bounds: file.bounds,
         host_time: file.host_time,
         alone: file.alone,
         export: file
@@ -558,6 +580,41 @@ pub fn files_in(directory: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Checks one `bounds` entry: the number right after `bound.after` in the
+/// first line that has it (digits, with a decimal point, or a sign,
+/// allowed).
+fn bound_met(bound: &Bound, lines: &[String]) -> Result<(), String> {
+    let Some((line, rest)) = lines.iter().find_map(|line| {
+        line.find(bound.after.as_str())
+            .map(|at| (line, &line[at + bound.after.len()..]))
+    }) else {
+        return Err(format!("bounds: no line with \"{}\"", bound.after));
+    };
+    let number: String = rest
+        .chars()
+        .enumerate()
+        .take_while(|&(at, c)| c.is_ascii_digit() || c == '.' || (at == 0 && c == '-'))
+        .map(|(_, c)| c)
+        .collect();
+    let Ok(value) = number.trim_end_matches('.').parse::<f64>() else {
+        return Err(format!(
+            "bounds: no number after \"{}\" in \"{line}\"",
+            bound.after
+        ));
+    };
+    if bound.at_least.is_some_and(|least| value < least)
+        || bound.at_most.is_some_and(|most| value > most)
+    {
+        return Err(format!(
+            "bounds: {value} after \"{}\" is outside {}..={}",
+            bound.after,
+            bound.at_least.map_or("".into(), |least| least.to_string()),
+            bound.at_most.map_or("".into(), |most| most.to_string())
+        ));
+    }
+    Ok(())
+}
+
 /// Checks one `host_time` interval against the lines' arrival times.
 fn host_time_met(interval: &HostTime, outcome: &Outcome) -> Result<(), String> {
     let find = |text: &str, after: usize| {
@@ -644,6 +701,9 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Result<(), String> {
     }
     if let Some(text) = missing {
         return Err(format!("expected line not seen anywhere: \"{text}\""));
+    }
+    for bound in &scenario.bounds {
+        bound_met(bound, &outcome.lines)?;
     }
     for interval in &scenario.host_time {
         host_time_met(interval, outcome)?;
@@ -1113,6 +1173,49 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
         assert_eq!(
             judge(&scenario, &missing),
             Err("expected line not seen anywhere: \"[b] up\"".into())
+        );
+    }
+
+    #[test]
+    fn bounds_judge_the_number_after_their_text() {
+        let mut scenario = parse_text(SAMPLE).unwrap();
+        scenario.exit = VerdictKind::Success;
+        scenario.expect.clear();
+        let bound = |after: &str, at_least, at_most| Bound {
+            after: after.into(),
+            at_least,
+            at_most,
+        };
+        let lines = [
+            "[q] learned in 1300 ms",
+            "[q] above by -2.5% now",
+            "[q] none x",
+        ];
+        let ok = outcome(Ending::Halted(Verdict::Success), &lines);
+        scenario.bounds = vec![
+            bound("learned in ", None, Some(2000.0)),
+            bound("above by ", Some(-3.0), Some(10.0)),
+        ];
+        assert_eq!(judge(&scenario, &ok), Ok(()));
+        scenario.bounds = vec![bound("learned in ", Some(1500.0), None)];
+        assert_eq!(
+            judge(&scenario, &ok),
+            Err("bounds: 1300 after \"learned in \" is outside 1500..=".into())
+        );
+        scenario.bounds = vec![bound("none ", None, Some(1.0))];
+        assert_eq!(
+            judge(&scenario, &ok),
+            Err("bounds: no number after \"none \" in \"[q] none x\"".into())
+        );
+        scenario.bounds = vec![bound("absent", None, Some(1.0))];
+        assert_eq!(
+            judge(&scenario, &ok),
+            Err("bounds: no line with \"absent\"".into())
+        );
+        let text = format!("bounds = [{{ after = \"x \", at_most = 2 }}]\n{SAMPLE}");
+        assert_eq!(
+            parse_text(&text).unwrap().bounds,
+            [bound("x ", None, Some(2.0))]
         );
     }
 

@@ -339,6 +339,7 @@ mod tests {
             expect: Vec::new(),
             expect_anywhere: Vec::new(),
             forbid: Vec::new(),
+            bounds: Vec::new(),
             host_time: Vec::new(),
             alone: false,
             export: Vec::new(),

@@ -96,8 +96,11 @@ pub mod control {
     /// Intercept WBINVD and give the CPU away at each: the guest's cache
     /// state is gone anyway, so switching now costs the least.
     pub const YIELD_ON_FLUSH: u64 = 1 << 2;
+    /// Intercept WBINVD to count it (exit kind 18), without a yield: what
+    /// tells the controller a VM flushes its caches.
+    pub const COUNT_FLUSHES: u64 = 1 << 3;
     /// Every bit.
-    pub const ALL: u64 = TRACK_PROCESSES | TRACK_PERIODS | YIELD_ON_FLUSH;
+    pub const ALL: u64 = TRACK_PROCESSES | TRACK_PERIODS | YIELD_ON_FLUSH | COUNT_FLUSHES;
 }
 
 /// A request from the controller: the [`control`] bits to follow from now

@@ -8,9 +8,13 @@
 //! work of that period. When the guest reaches its HLT with an interrupt
 //! already waiting, the next tick came before the work was done: an
 //! overrun, a deadline missed (its CPU time is not a period's need, so
-//! it is not counted as one). The period itself is the median of the last
-//! [`INTERVALS`] intervals between wake-ups (a late wake-up moves one
-//! interval, not the median).
+//! it is not counted as one). The period itself is the guest's periodic
+//! timer's, as programmed, when the switcher knows it
+//! ([`PeriodTracker::programmed`]: the LAPIC timer in periodic mode or the
+//! PIT as a rate generator), which lets the controller set a context
+//! period that keeps in step with the guest's ticks; else the median of
+//! the last [`INTERVALS`] intervals between wake-ups (a late wake-up
+//! moves one interval, not the median).
 
 /// Wake-up intervals the period's median is taken over.
 pub const INTERVALS: usize = 8;
@@ -25,6 +29,8 @@ pub struct PeriodTracker {
     intervals: [u64; INTERVALS],
     filled: usize,
     next: usize,
+    /// The period of the guest's timer as programmed (0: not known).
+    programmed: u64,
     /// Periods completed, overruns, CPU time of completed periods, and the
     /// longest completed since [`PeriodTracker::take_max`].
     pub periods: u64,
@@ -42,6 +48,7 @@ impl PeriodTracker {
             intervals: [0; INTERVALS],
             filled: 0,
             next: 0,
+            programmed: 0,
             periods: 0,
             overruns: 0,
             busy: 0,
@@ -78,8 +85,18 @@ impl PeriodTracker {
         self.max = self.max.max(work);
     }
 
-    /// The median interval between wake-ups (0 before two wake-ups).
+    /// The period of the guest's periodic timer as programmed (`None`:
+    /// it has none, or it is not known).
+    pub fn programmed(&mut self, period: Option<u64>) {
+        self.programmed = period.unwrap_or(0);
+    }
+
+    /// The programmed period if known, else the median interval between
+    /// wake-ups (0 before two wake-ups).
     pub fn period(&self) -> u64 {
+        if self.programmed > 0 {
+            return self.programmed;
+        }
         if self.filled == 0 {
             return 0;
         }
@@ -129,5 +146,10 @@ mod tests {
         assert_eq!((tracker.periods, tracker.overruns), (5, 1));
         assert_eq!(tracker.period(), 10_000);
         assert_eq!(PeriodTracker::new().period(), 0);
+        // The timer as programmed wins over the wake-ups.
+        tracker.programmed(Some(10_001));
+        assert_eq!(tracker.period(), 10_001);
+        tracker.programmed(None);
+        assert_eq!(tracker.period(), 10_000);
     }
 }

@@ -15,8 +15,52 @@
 //! ([`budget_us`]); an entity without a limit may run on slack (the core
 //! gives a spent context the processor when nothing with budget is
 //! ready), so the processor is never left idle while someone could use it.
+//!
+//! Beside these, three policies of their own, each with its state:
+//!
+//! - [`realtime`]: a VM's real-time need, "X µs every Y µs", learned by a
+//!   feedback loop from its guest's timer periods as its world switcher
+//!   measures them, as a budget and period for its scheduling context.
+//! - [`ledger`]: what busy entities received against what they were
+//!   entitled to, written down each window and paid back by bounded
+//!   moves of the next allotments, so long-run shares stay exact.
+//! - [`quanta`]: a time slice (quantum) per VM from its profile — tight
+//!   loop, exit-heavy, flushing its caches — kept with history, and
+//!   whether its switcher gives the processor away at each cache flush.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+pub mod ledger;
+pub mod quanta;
+pub mod realtime;
+
+/// What the modules' simulations share.
+#[cfg(test)]
+mod testing {
+    /// A small seeded generator (SplitMix64) for simulated jitter and
+    /// losses.
+    pub struct Prng(pub u64);
+
+    impl Prng {
+        pub fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        /// Uniform in `low..=high`.
+        pub fn range(&mut self, low: u64, high: u64) -> u64 {
+            low + self.next() % (high - low + 1)
+        }
+
+        /// Uniform in `-range..=range`.
+        pub fn signed(&mut self, range: u64) -> i64 {
+            (self.next() % (2 * range + 1)) as i64 - range as i64
+        }
+    }
+}
 
 /// The whole processor, in parts per million.
 pub const WHOLE: u32 = 1_000_000;

@@ -256,6 +256,15 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// The guest's periodic timer's period in TSC ticks, as programmed:
+    /// the LAPIC timer's in periodic mode, else the PIT's channel 0 as a
+    /// rate generator; `None` without either.
+    pub fn periodic_timer_tsc(&self) -> Option<u64> {
+        self.lapic
+            .periodic_tsc()
+            .or_else(|| self.pit.as_ref().and_then(Pit::periodic_tsc))
+    }
+
     /// A platform around `lapic`, with a reset IOAPIC and the legacy
     /// devices given.
     pub fn new(lapic: Lapic, pic: Option<Pic>, pit: Option<Pit>) -> Self {

@@ -812,6 +812,18 @@ impl Lapic {
         if code == 7 { 1 } else { 2 << code }
     }
 
+    /// The timer's period in TSC ticks while it runs unmasked in periodic
+    /// mode: the guest's periodic timer, exactly as programmed.
+    pub fn periodic_tsc(&self) -> Option<u64> {
+        let running = self.timer.expiry.is_some()
+            && self.timer_mode() == TimerMode::Periodic
+            && self.lvt[TIMER] & lvt::MASKED == 0;
+        running.then(|| {
+            self.clock
+                .tsc_for(self.period().saturating_mul(self.divisor()))
+        })
+    }
+
     /// The periodic reload in counts, at least the minimum period.
     fn period(&self) -> u64 {
         let minimum = self.clock.minimum_period().div_ceil(self.divisor());
@@ -980,6 +992,29 @@ mod tests {
             lapic.tick(due * 3);
             assert_eq!(lapic.pending_interrupt(), None, "one shot only");
         }
+    }
+
+    #[test]
+    fn a_periodic_timer_says_its_period_unless_masked_or_one_shot() {
+        let hz = 100_000_000;
+        let mut lapic = Lapic::new(bus(hz), 48);
+        write(&mut lapic, SPURIOUS_VECTOR, 0x1ff, 0);
+        write(&mut lapic, TIMER_DIVIDE, 0x3, 0); // divide by 16
+        write(&mut lapic, LVT_TIMER, 0x31 | lvt::TIMER_PERIODIC, 0);
+        assert_eq!(lapic.periodic_tsc(), None, "not started");
+        write(&mut lapic, TIMER_INITIAL_COUNT, 62_500, 0);
+        // 62,500 x 16 bus ticks at 100 MHz: 10 ms.
+        assert_eq!(lapic.periodic_tsc(), Some(tsc_after(1_000_000, hz)));
+        write(
+            &mut lapic,
+            LVT_TIMER,
+            0x31 | lvt::TIMER_PERIODIC | lvt::MASKED,
+            0,
+        );
+        assert_eq!(lapic.periodic_tsc(), None, "masked");
+        write(&mut lapic, LVT_TIMER, 0x31, 0);
+        write(&mut lapic, TIMER_INITIAL_COUNT, 62_500, 0);
+        assert_eq!(lapic.periodic_tsc(), None, "one-shot");
     }
 
     #[test]

@@ -397,6 +397,16 @@ impl Pit {
         }
     }
 
+    /// Channel 0's period in TSC ticks while it counts as a rate or
+    /// square-wave generator (modes 2 and 3): the guest's periodic timer,
+    /// exactly as programmed. `None` otherwise.
+    pub fn periodic_tsc(&self) -> Option<u64> {
+        let channel = &self.channels[0];
+        let running = matches!(channel.counting, Counting::Running { .. });
+        (running && matches!(channel.mode, 2 | 3))
+            .then(|| self.clock.tsc_for(channel.period(&self.clock)))
+    }
+
     /// The TSC at which channel 0's output next rises (perhaps already
     /// past), when [`Pit::tick`] must run; `None` if it will not.
     pub fn next_deadline(&self) -> Option<u64> {
@@ -453,6 +463,21 @@ mod tests {
                 assert_eq!(*time, start + tsc_after((k as u64 + 1) * 4773));
             }
         }
+    }
+
+    #[test]
+    fn a_periodic_channel_0_says_its_period() {
+        for mode in [2, 3] {
+            let pit = linux_tick(mode, 0);
+            assert_eq!(pit.periodic_tsc(), Some(tsc_after(4773)), "mode {mode}");
+        }
+        // One-shot (mode 0) and an unprogrammed channel: no period.
+        let mut pit = Pit::new(TSC_HZ).unwrap();
+        assert_eq!(pit.periodic_tsc(), None);
+        pit.write(CONTROL, 0x30, 0);
+        pit.write(CHANNEL0, 0xa5, 0);
+        pit.write(CHANNEL0, 0x12, 0);
+        assert_eq!(pit.periodic_tsc(), None);
     }
 
     #[test]

@@ -14,7 +14,30 @@
 //! the system file's default: the core's configure call sets it too) and
 //! `processes=NAME,...` (VMs whose world switchers are asked to account
 //! CPU time per guest process: each report then has a line per such VM
-//! with each process's share of the VM's time and its switches).
+//! with each process's share of the VM's time and its switches),
+//! `realtime=NAME,...` (VMs whose real-time need is learned: see below)
+//! and `quanta=1` (processor-state quanta and the debt ledger: below).
+//!
+//! Real time: the switcher of a VM in `realtime=` measures its guest's
+//! timer periods (the CPU time from each wake-up to the next HLT, and
+//! the periods whose next tick came first); each window a
+//! `qos_policy::realtime::Learner` turns them into "X µs every Y µs",
+//! which the controller sets on the VM's context at a priority above the
+//! managed ones, without slack (a budget that is too small shows as
+//! missed deadlines, which the learner answers by growing it), and the
+//! rest of the processor goes to the others by their shares. A line says
+//! when the need is learned, how long it took and how far above the
+//! measured need the budget is.
+//!
+//! Quanta: with `quanta=1` every managed VM's switcher counts its WBINVD
+//! exits, and each window a `qos_policy::quanta::History` profiles the VM
+//! from its exits, flushes and halted time: a tight loop gets a long
+//! quantum on its context (it keeps its caches warm against equals), an
+//! exit-heavy VM a short one, and a VM that flushes its caches a short
+//! one and a yield at every WBINVD (asked of its switcher). A
+//! `qos_policy::ledger::Ledger` pays back, over the next windows, what a
+//! busy VM received short of its allotment while another was ahead, so
+//! the long-run split stays at the shares.
 //!
 //! At start, and every window after, it reads each managed context's
 //! consumed time, finds which left part of its allotment unused (idle:
@@ -42,6 +65,9 @@
 use core::fmt::Write;
 
 use qos_api::{Control, VmStatistics, control};
+use qos_policy::ledger::{Ledger, entitlement};
+use qos_policy::quanta::{History, Profile, Sample};
+use qos_policy::realtime::{Learner, Observation, Reservation};
 use qos_policy::{Demand, Entity, MAX_ENTITIES, WHOLE, allot, budget_us, lookup, names};
 use runtime::arguments::OrExit;
 use runtime::queue::{QueueError, Receiver, Sender};
@@ -73,6 +99,21 @@ struct Managed<'a> {
     wanted: u64,
     /// Its quantum (µs; 0: the core's round robin).
     quantum_us: u64,
+    /// What is set on its context now: (budget, period) µs, priority,
+    /// slack, quantum µs.
+    set: Option<((u64, u64), u32, bool, u64)>,
+    /// The statistics at the last window, and the longest completed
+    /// period among the reports read since.
+    at_window: VmStatistics,
+    window_busy_max: u64,
+    /// With `realtime=`: its learner, what it answered last, when it
+    /// first knew a period, and whether its convergence was reported.
+    learner: Option<Learner>,
+    reservation: Option<Reservation>,
+    learning_since: Option<u64>,
+    converged_reported: bool,
+    /// With `quanta=1`: its profile's history.
+    history: Option<History>,
 }
 
 fn main(start: &runtime::Start) -> i32 {
@@ -87,6 +128,8 @@ fn main(start: &runtime::Start) -> i32 {
             "priority",
             "crash_after_ms",
             "processes",
+            "realtime",
+            "quanta",
         ])
         .or_exit();
     let Some(control) = start.capability("scheduling") else {
@@ -101,6 +144,8 @@ fn main(start: &runtime::Start) -> i32 {
     };
     let reserve = arguments.text("reserve").unwrap_or("");
     let processes = arguments.text("processes").unwrap_or("");
+    let realtime = arguments.text("realtime").unwrap_or("");
+    let quanta = arguments.number::<u32>("quanta", 0).or_exit() != 0;
     let limit = arguments.text("limit").unwrap_or("");
     let period_us = arguments.number::<u64>("period_ms", 10).or_exit() * 1000;
     let window_ms = arguments.number::<u64>("window_ms", 100).or_exit();
@@ -122,24 +167,26 @@ fn main(start: &runtime::Start) -> i32 {
             }
         }
     }
-    for name in processes.split(',').filter(|name| !name.is_empty()) {
-        if !names(shares).any(|managed| managed == name) {
-            println!("qos: processes= names '{name}', which shares= does not");
-            return 2;
-        }
-        if queue_of(
-            start,
-            name,
-            qos_api::CONTROL_SUFFIX,
-            Sender::<Control>::open,
-        )
-        .is_none()
-        {
-            println!(
-                "qos: processes= names '{name}', which is no VM's world switcher (no '{name}{}' queue)",
-                qos_api::CONTROL_SUFFIX
-            );
-            return 2;
+    for (list, what) in [(processes, "processes"), (realtime, "realtime")] {
+        for name in list.split(',').filter(|name| !name.is_empty()) {
+            if !names(shares).any(|managed| managed == name) {
+                println!("qos: {what}= names '{name}', which shares= does not");
+                return 2;
+            }
+            if queue_of(
+                start,
+                name,
+                qos_api::CONTROL_SUFFIX,
+                Sender::<Control>::open,
+            )
+            .is_none()
+            {
+                println!(
+                    "qos: {what}= names '{name}', which is no VM's world switcher (no '{name}{}' queue)",
+                    qos_api::CONTROL_SUFFIX
+                );
+                return 2;
+            }
         }
     }
 
@@ -195,13 +242,28 @@ fn main(start: &runtime::Start) -> i32 {
             at_report: VmStatistics::default(),
             idle: false,
             requests: queue_of(start, name, qos_api::CONTROL_SUFFIX, Sender::open),
-            wanted: if processes.split(',').any(|listed| listed == name) {
-                control::TRACK_PROCESSES
-            } else {
-                0
-            },
+            wanted: listed(processes, name, control::TRACK_PROCESSES)
+                | listed(realtime, name, control::TRACK_PERIODS),
             quantum_us: 0,
+            set: None,
+            at_window: VmStatistics::default(),
+            window_busy_max: 0,
+            learner: realtime
+                .split(',')
+                .any(|listed| listed == name)
+                .then(Learner::default),
+            reservation: None,
+            learning_since: None,
+            converged_reported: false,
+            history: None,
         });
+        if let Some(m) = managed[count].as_mut()
+            && quanta
+            && m.requests.is_some()
+        {
+            m.wanted |= control::COUNT_FLUSHES;
+            m.history = Some(History::new());
+        }
         count += 1;
     }
     let mut entities = [Entity::shares(0); MAX_ENTITIES];
@@ -221,12 +283,11 @@ fn main(start: &runtime::Start) -> i32 {
     for (index, m) in managed.iter_mut().flatten().enumerate() {
         m.fraction = fractions[index];
         m.budget_us = budget_us(m.fraction, period_us);
-        syscall::configure_scheduling(
+        m.apply(
             control,
-            m.context,
             (m.budget_us, period_us),
             priority,
-            (m.entity.slack(), m.quantum_us),
+            m.entity.slack(),
         );
         m.used_at_window = syscall::consumed_ns(Some(m.context));
         m.used_at_report = m.used_at_window;
@@ -249,11 +310,27 @@ fn main(start: &runtime::Start) -> i32 {
         );
     }
     println!(
-        "qos: managing {} (generation {})",
+        "qos: managing {} (generation {}){}{}",
         core::str::from_utf8(line.as_bytes()).unwrap_or(""),
-        start.generation()
+        start.generation(),
+        if realtime.is_empty() {
+            ""
+        } else {
+            "; learning real-time needs"
+        },
+        if quanta {
+            "; processor-state quanta and the debt ledger"
+        } else {
+            ""
+        }
     );
 
+    // A real-time VM runs above the others (at most at the highest
+    // priority there is).
+    let realtime_priority = (priority + 1).min(u32::from(u8::MAX));
+    let mut ledger = Ledger::<MAX_ENTITIES>::new();
+    // The allotments of the window under way, before the ledger's moves.
+    let mut allotted = fractions;
     let mut window_at = started;
     let mut report_at = started;
     let mut own_at_report = syscall::consumed_ns(None);
@@ -262,20 +339,29 @@ fn main(start: &runtime::Start) -> i32 {
         let now = syscall::time_ns();
         let window_ns = now.saturating_sub(window_at).max(1);
         let mut ended = 0;
+        let mut entitled = [0u64; MAX_ENTITIES];
+        let mut received = [0u64; MAX_ENTITIES];
+        let mut settled_idle = [false; MAX_ENTITIES];
         for (index, m) in managed.iter_mut().flatten().enumerate() {
             let (used, gone) = syscall::scheduling_read(m.context);
-            let use_ppm = ((used - m.used_at_window) * u64::from(WHOLE) / window_ns)
-                .min(u64::from(WHOLE)) as u32;
+            let used_now = used.saturating_sub(m.used_at_window);
+            let use_ppm = (used_now * u64::from(WHOLE) / window_ns).min(u64::from(WHOLE)) as u32;
             demands[index] = Demand::observe(m.fraction, use_ppm);
+            entitled[index] = entitlement(allotted[index], window_ns);
+            received[index] = used_now;
             m.used_at_window = used;
             ended += usize::from(gone);
             m.take_statistics();
-            // A restarted switcher follows nothing: ask again.
-            if m.latest.sequence > 0 && m.latest.following != m.wanted && !gone {
+            // A restarted switcher follows nothing: ask again. With quanta,
+            // a VM that has not reported for two windows (it makes no
+            // exits) is asked again too: the message pokes its vCPU and
+            // the switcher reports.
+            let stale = quanta && now.saturating_sub(m.latest.time_ns) > 2 * window_ms * 1_000_000;
+            if (m.latest.sequence > 0 && m.latest.following != m.wanted || stale) && !gone {
                 m.ask();
             }
             let idle = matches!(demands[index], Demand::Idle(_));
-            if idle != m.idle && !gone {
+            if idle != m.idle && !gone && m.reservation.is_none() {
                 println!(
                     "qos: '{}' {} (used {}.{}% of its {}.{}% in the last {} ms)",
                     m.name,
@@ -288,25 +374,57 @@ fn main(start: &runtime::Start) -> i32 {
                 );
             }
             m.idle = idle;
+            // A reservation is no share: the ledger leaves it out.
+            settled_idle[index] = idle || m.reservation.is_some();
+            m.observe_window(now, started);
         }
         if ended == count {
             println!("qos: every managed component has ended; done");
             return 0;
         }
         window_at = now;
-        if let Ok(fractions) = allot(&entities[..count], &demands[..count]) {
+        if quanta {
+            ledger.settle(
+                window_ns,
+                &entitled[..count],
+                &received[..count],
+                &settled_idle[..count],
+            );
+        }
+        // Learned real-time needs are fixed fractions; the others share
+        // the rest.
+        let mut this_window = entities;
+        for (index, m) in managed.iter().flatten().enumerate() {
+            if let Some(reservation) = m.reservation {
+                let ppm = (reservation.budget_us * u64::from(WHOLE) / reservation.period_us)
+                    .min(u64::from(WHOLE)) as u32;
+                this_window[index].reserve = ppm;
+                this_window[index].limit = ppm;
+                demands[index] = Demand::Busy;
+            }
+        }
+        if let Ok(mut fractions) = allot(&this_window[..count], &demands[..count]) {
+            allotted = fractions;
+            if quanta {
+                ledger.adjust(&mut fractions[..count]);
+            }
             for (index, m) in managed.iter_mut().flatten().enumerate() {
-                let budget = budget_us(fractions[index], period_us);
                 m.fraction = fractions[index];
-                if budget != m.budget_us {
-                    m.budget_us = budget;
-                    syscall::configure_scheduling(
-                        control,
-                        m.context,
-                        (budget, period_us),
-                        priority,
-                        (m.entity.slack(), m.quantum_us),
-                    );
+                match m.reservation {
+                    Some(reservation) => {
+                        m.budget_us = reservation.budget_us;
+                        m.apply(
+                            control,
+                            (reservation.budget_us, reservation.period_us),
+                            realtime_priority,
+                            false,
+                        );
+                    }
+                    None => {
+                        m.budget_us = budget_us(m.fraction, period_us);
+                        let slack = this_window[index].slack();
+                        m.apply(control, (m.budget_us, period_us), priority, slack);
+                    }
                 }
             }
         }
@@ -325,6 +443,21 @@ fn main(start: &runtime::Start) -> i32 {
                     m.entity.shares,
                     m.budget_us
                 );
+                if let Some(reservation) = m.reservation {
+                    let _ = write!(
+                        line,
+                        " of every {} us, real time{}",
+                        reservation.period_us,
+                        if reservation.converged {
+                            ""
+                        } else {
+                            ", learning"
+                        }
+                    );
+                }
+                if m.quantum_us > 0 {
+                    let _ = write!(line, ", quantum {} us", m.quantum_us);
+                }
                 if m.statistics.is_some() {
                     let _ = write_statistics(&mut line, &m.latest, &m.at_report);
                     m.at_report = m.latest;
@@ -360,7 +493,146 @@ fn main(start: &runtime::Start) -> i32 {
     }
 }
 
+/// `bit` if `name` is in the comma-separated `list`, else 0.
+fn listed(list: &str, name: &str, bit: u64) -> u64 {
+    if list.split(',').any(|listed| listed == name) {
+        bit
+    } else {
+        0
+    }
+}
+
+/// A profile's name for a report.
+fn profile_name(profile: Profile) -> &'static str {
+    match profile {
+        Profile::Flushing => "flushing its caches",
+        Profile::ExitHeavy => "exit-heavy",
+        Profile::TightLoop => "a tight loop",
+        Profile::Balanced => "balanced",
+    }
+}
+
 impl Managed<'_> {
+    /// Sets its context to `(budget, period)` µs at `priority`, with or
+    /// without slack, and its quantum, unless that is what is set.
+    fn apply(
+        &mut self,
+        control: u64,
+        (budget_us, period_us): (u64, u64),
+        priority: u32,
+        slack: bool,
+    ) {
+        let wanted = ((budget_us, period_us), priority, slack, self.quantum_us);
+        if self.set != Some(wanted) {
+            syscall::configure_scheduling(
+                control,
+                self.context,
+                (budget_us, period_us),
+                priority,
+                (slack, self.quantum_us),
+            );
+            self.set = Some(wanted);
+        }
+    }
+
+    /// What its switcher reported over the window now ending, for its
+    /// real-time learner and its profile.
+    fn observe_window(&mut self, now: u64, started: u64) {
+        let (latest, earlier) = (&self.latest, &self.at_window);
+        let delta = |of: fn(&VmStatistics) -> u64| of(latest).saturating_sub(of(earlier));
+        let periods = delta(|s| s.periods);
+        let overruns = delta(|s| s.overruns);
+        let span = delta(|s| s.time_ns);
+        let exits = delta(|s| s.exits);
+        let flushes = delta(|s| s.by_kind[runtime::abi::vcpu::ExitReason::Wbinvd as usize]);
+        let halted = delta(|s| s.halted_ns);
+        let timer_period_ns = latest.period_ns;
+        self.at_window = self.latest;
+        if let Some(learner) = self.learner.as_mut() {
+            let observation = Observation {
+                timer_period_ns,
+                periods: periods.min(u64::from(u32::MAX)) as u32,
+                max_period_ns: core::mem::take(&mut self.window_busy_max),
+                overruns: overruns.min(u64::from(u32::MAX)) as u32,
+            };
+            if timer_period_ns > 0 && self.learning_since.is_none() {
+                self.learning_since = Some(now);
+            }
+            self.reservation = learner.update(&observation);
+            if let Some(reservation) = self.reservation
+                && reservation.converged
+                && !self.converged_reported
+            {
+                self.converged_reported = true;
+                // The need per context period (the guest's may differ).
+                let need_us = (u128::from(learner.need_ns()) * u128::from(reservation.period_us)
+                    / u128::from(timer_period_ns.max(1))) as u64;
+                let above =
+                    (reservation.budget_us as i64 - need_us as i64) * 1000 / need_us.max(1) as i64;
+                println!(
+                    "qos: '{}' real-time need learned {} ms after the controller started ({} ms after its first period): {} us every {} us, {}{}.{}% {} the {} us a period takes ({})",
+                    self.name,
+                    (now - started) / 1_000_000,
+                    (now - self.learning_since.unwrap_or(now)) / 1_000_000,
+                    reservation.budget_us,
+                    reservation.period_us,
+                    if above < 0 { "-" } else { "" },
+                    above.abs() / 10,
+                    above.abs() % 10,
+                    if above < 0 { "below" } else { "above" },
+                    need_us,
+                    if (0..=100).contains(&above) {
+                        "within 10% above it"
+                    } else {
+                        "not within 10% above it"
+                    }
+                );
+            }
+            if self.reservation.is_none() {
+                self.converged_reported = false;
+            }
+        }
+        if let Some(history) = self.history.as_mut()
+            && let Some(sample) = Sample::from_counts(exits, flushes, halted, span)
+        {
+            let before = history.profile();
+            let quantum = history.observe(&sample);
+            self.quantum_us = u64::from(quantum.slice_us);
+            let wanted = if quantum.yield_on_flush {
+                self.wanted | control::YIELD_ON_FLUSH
+            } else {
+                self.wanted & !control::YIELD_ON_FLUSH
+            };
+            let changed = wanted != self.wanted;
+            if quantum.profile != before {
+                println!(
+                    "qos: '{}' is {} ({} exits/s, {} WBINVD/s, {}.{}% halted): quantum {} us{}{}",
+                    self.name,
+                    profile_name(quantum.profile),
+                    history.exits_per_s(),
+                    history.wbinvd_per_s(),
+                    history.halted() / 10_000,
+                    history.halted() / 1000 % 10,
+                    self.quantum_us,
+                    if self.quantum_us == 0 {
+                        " (none: round robin)"
+                    } else {
+                        ""
+                    },
+                    if quantum.yield_on_flush {
+                        ", and a yield at every WBINVD"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            if changed {
+                self.wanted = wanted;
+                self.ask();
+            }
+        }
+    }
+
     /// Asks its world switcher for what the arguments want observed (a
     /// full queue: the next window asks again, seeing it not followed).
     fn ask(&mut self) {
@@ -377,9 +649,12 @@ impl Managed<'_> {
         };
         loop {
             match queue.try_receive_into(&mut self.latest) {
-                Ok(()) => {}
+                Ok(()) => self.window_busy_max = self.window_busy_max.max(self.latest.busy_max_ns),
                 // A restarted switcher counts from zero again.
-                Err(QueueError::PeerRestarted(_)) => self.at_report = VmStatistics::default(),
+                Err(QueueError::PeerRestarted(_)) => {
+                    self.at_report = VmStatistics::default();
+                    self.at_window = VmStatistics::default();
+                }
                 Err(QueueError::WouldBlock) => break,
             }
         }

@@ -806,9 +806,10 @@ impl Switcher {
         // interrupt is already here.
         let periods = self.statistics.follows(control::TRACK_PERIODS);
         if periods {
-            self.statistics
-                .periods
-                .halted(syscall::consumed_ns(None), wakes);
+            let programmed = platform.periodic_timer_tsc().map(|tsc| self.tsc_ns(tsc));
+            let tracker = &mut self.statistics.periods;
+            tracker.programmed(programmed);
+            tracker.halted(syscall::consumed_ns(None), wakes);
         }
         let timeout_us = match self.due {
             _ if wakes => Some(0),
@@ -847,11 +848,16 @@ impl Switcher {
         }
         let on = |bit: u64| if flags & bit != 0 { "on" } else { "off" };
         println!(
-            "VM '{}': the QoS controller asks for: processes {}, periods {}, yield at cache flushes {}",
+            "VM '{}': the QoS controller asks for: processes {}, periods {}, yield at cache flushes {}{}",
             self.vm.name(),
             on(control::TRACK_PROCESSES),
             on(control::TRACK_PERIODS),
-            on(control::YIELD_ON_FLUSH)
+            on(control::YIELD_ON_FLUSH),
+            if flags & control::COUNT_FLUSHES != 0 && flags & control::YIELD_ON_FLUSH == 0 {
+                " (counted)"
+            } else {
+                ""
+            }
         );
     }
 
@@ -862,7 +868,10 @@ impl Switcher {
         if self.statistics.follows(control::TRACK_PROCESSES) {
             mask |= intercept::CR3_WRITE;
         }
-        if self.statistics.follows(control::YIELD_ON_FLUSH) {
+        if self
+            .statistics
+            .follows(control::YIELD_ON_FLUSH | control::COUNT_FLUSHES)
+        {
             mask |= intercept::WBINVD;
         }
         syscall::vmcs_control(self.vm.vmcs, mask);
@@ -974,6 +983,7 @@ impl Switcher {
         let woken = syscall::wait(timeout);
         self.statistics.halted(runtime::rdtsc() - before);
         self.service_devices();
+        self.follow_control();
         if let Some(bits) = woken {
             self.console_input(bits);
             if bits & self.requests != 0 {

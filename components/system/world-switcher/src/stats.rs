@@ -56,6 +56,9 @@ impl Statistics {
                 .filter(|name| name.ends_with(qos_api::CONTROL_SUFFIX))
                 .and_then(|name| Receiver::open(start, name).ok())
         });
+        if let Some(queue) = &control {
+            queue.arm();
+        }
         Self {
             totals: VmStatistics::default(),
             queue,
@@ -85,10 +88,15 @@ impl Statistics {
         while let Ok(message) = queue.try_receive() {
             latest = Some(message.flags & control::ALL);
         }
+        // Every message signals the switcher (which pokes a running
+        // vCPU), so a request reaches even a guest that never exits, and
+        // every message is a chance to report. Armed again each time: a
+        // restarted controller's queue forgets it.
+        queue.arm();
         latest.filter(|&flags| flags != self.following)
     }
 
-    /// Whether the controller asks for `bit`.
+    /// Whether the controller asks for any of `bit`.
     pub fn follows(&self, bit: u64) -> bool {
         self.following & bit != 0
     }
