@@ -352,6 +352,12 @@ fn main(start: &runtime::Start) -> i32 {
             m.used_at_window = used;
             ended += usize::from(gone);
             m.take_statistics();
+            // A VM that used less than its allotment without halting was
+            // not idle: it was held back (it yielded at cache flushes, or
+            // others ran in its time), and the ledger owes it.
+            if matches!(demands[index], Demand::Idle(_)) && m.ran_throughout() {
+                demands[index] = Demand::Busy;
+            }
             // A restarted switcher follows nothing: ask again. With quanta,
             // a VM that has not reported for two windows (it makes no
             // exits) is asked again too: the message pokes its vCPU and
@@ -376,7 +382,7 @@ fn main(start: &runtime::Start) -> i32 {
             m.idle = idle;
             // A reservation is no share: the ledger leaves it out.
             settled_idle[index] = idle || m.reservation.is_some();
-            m.observe_window(now, started);
+            m.observe_window(now, started, used_now);
         }
         if ended == count {
             println!("qos: every managed component has ended; done");
@@ -536,8 +542,9 @@ impl Managed<'_> {
     }
 
     /// What its switcher reported over the window now ending, for its
-    /// real-time learner and its profile.
-    fn observe_window(&mut self, now: u64, started: u64) {
+    /// real-time learner and its profile (`running`: its CPU time in the
+    /// window).
+    fn observe_window(&mut self, now: u64, started: u64, running: u64) {
         let (latest, earlier) = (&self.latest, &self.at_window);
         let delta = |of: fn(&VmStatistics) -> u64| of(latest).saturating_sub(of(earlier));
         let periods = delta(|s| s.periods);
@@ -593,7 +600,7 @@ impl Managed<'_> {
             }
         }
         if let Some(history) = self.history.as_mut()
-            && let Some(sample) = Sample::from_counts(exits, flushes, halted, span)
+            && let Some(sample) = Sample::from_counts(exits, flushes, halted, (span, running))
         {
             let before = history.profile();
             let quantum = history.observe(&sample);
@@ -631,6 +638,18 @@ impl Managed<'_> {
                 self.ask();
             }
         }
+    }
+
+    /// Whether its switcher's reports since the last window say its vCPU
+    /// hardly halted (under a twentieth of the time): then it wanted the
+    /// processor all along. `false` without reports.
+    fn ran_throughout(&self) -> bool {
+        let span = self.latest.time_ns.saturating_sub(self.at_window.time_ns);
+        let halted = self
+            .latest
+            .halted_ns
+            .saturating_sub(self.at_window.halted_ns);
+        span > 0 && halted * 20 < span
     }
 
     /// Asks its world switcher for what the arguments want observed (a
@@ -730,6 +749,10 @@ fn write_statistics(
     )?;
     if let Some((kind, _)) = now.busiest_kind_since(then) {
         write!(line, " (most: {})", qos_api::kind_name(kind))?;
+    }
+    let yields = now.flush_yields.saturating_sub(then.flush_yields);
+    if yields > 0 {
+        write!(line, ", {yields} yields at WBINVD")?;
     }
     write!(line, ", {}.{}% halted", halted / 10, halted % 10)
 }
