@@ -3556,6 +3556,7 @@ impl Checker<'_> {
             mmio_addresses: vec![Vec::new(); count],
             dma_addresses: vec![Vec::new(); count],
             pci_windows: vec![None; count],
+            hints_addresses: vec![Vec::new(); count],
             capabilities: vec![Vec::new(); count],
             bit_uses: vec![Vec::new(); count],
             ..Layout::default()
@@ -3651,6 +3652,13 @@ impl Checker<'_> {
             if component.pci.is_some() {
                 layout.pci_windows[index] = Some(cursor);
                 cursor = cursor.saturating_add(PCI_WINDOW);
+            }
+            // A QoS controller reads every VM's guest-hints page.
+            if system.scheduling_controller == Some(index) && component.program == QOS {
+                for vm in 0..system.vms.len() {
+                    layout.hints_addresses[index].push((vm, cursor));
+                    cursor = cursor.saturating_add(2 * PAGE_SIZE);
+                }
             }
             if cursor > VM_MEMORY_ADDRESS {
                 let spot = self.component_spots[index].clone();

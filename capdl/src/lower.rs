@@ -194,6 +194,15 @@ impl System {
                     address,
                 });
             }
+            for &(vm, address) in &layout.hints_addresses[index] {
+                builder.memory_grants.push(MemoryGrant {
+                    component: index as u32,
+                    kind: MemoryKind::GuestHints as u32,
+                    physical: vm as u64,
+                    size: microvisor_abi::PAGE_SIZE,
+                    address,
+                });
+            }
             for ((grant, &bit), forwarder_bits) in component
                 .interrupts
                 .iter()
@@ -480,6 +489,15 @@ impl System {
             }
             for (buffer, address) in component.dma.iter().zip(&layout.dma_addresses[index]) {
                 lines.push((*address, format!("dma buffer ({})", dma_text(buffer))));
+            }
+            for &(vm, address) in &layout.hints_addresses[index] {
+                lines.push((
+                    address,
+                    format!(
+                        "guest-hints page of VM {} (read-only, written by its guest)",
+                        self.vms[vm].name
+                    ),
+                ));
             }
             if let (Some(pci), Some(window)) = (component.pci, layout.pci_windows[index]) {
                 lines.push((

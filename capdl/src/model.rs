@@ -390,6 +390,9 @@ pub struct Layout {
     pub dma_addresses: Vec<Vec<u64>>,
     /// Per component: where its PCI function's BARs are mapped from.
     pub pci_windows: Vec<Option<u64>>,
+    /// Per component: the VMs whose guest-hints pages it reads (a QoS
+    /// scheduling controller reads every VM's), and where each is mapped.
+    pub hints_addresses: Vec<Vec<(usize, u64)>>,
     /// Per component, its capability table in order.
     pub capabilities: Vec<Vec<Capability>>,
     /// Per component, what each used notification bit means (index = bit).

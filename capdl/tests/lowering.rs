@@ -1252,8 +1252,15 @@ fn a_qos_controller_gets_each_vms_statistics_queue() {
             ("ws-b-control", qos, "ws-b", qos_api::CONTROL_BYTES),
         ]
     );
+    // And it reads each VM's guest-hints page.
+    let hints: Vec<usize> = with_qos.layout.hints_addresses[qos]
+        .iter()
+        .map(|&(vm, _)| vm)
+        .collect();
+    assert_eq!(hints, [0, 1]);
     assert_round_trip(&with_qos);
     let other = system(&text("supervisor"));
+    assert!(other.layout.hints_addresses.iter().all(Vec::is_empty));
     assert!(
         other
             .queues

@@ -17,7 +17,7 @@ use microvisor::address::{PAGE_SIZE, PhysicalAddress, VirtualAddress};
 use microvisor::elf::{self, ElfError};
 use microvisor::paging::{self, AddressSpace, MapError, Permissions, WxViolation};
 use microvisor::start_page::{self, Given, Identity, PciGiven};
-use microvisor_abi::spec::{MAX_COMPONENTS, MemoryKind, VmSpec};
+use microvisor_abi::spec::{MAX_COMPONENTS, MAX_VMS, MemoryKind, VmSpec};
 use microvisor_abi::{STACK_TOP, START_INFO_ADDRESS, USER_END, USER_MIN};
 use zerocopy::IntoBytes;
 
@@ -201,8 +201,27 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
         .map(|(_, grant)| grant)
         .filter(|grant| grant.kind == MemoryKind::Device as u32);
     let dma = grants
-        .filter(|(_, grant)| grant.kind != MemoryKind::Device as u32)
+        .clone()
+        .filter(|(_, grant)| {
+            matches!(
+                MemoryKind::from_u32(grant.kind),
+                Some(MemoryKind::Dma | MemoryKind::Dma32)
+            )
+        })
         .map(|(at, grant)| (grant, kernel.dma[at]));
+    // Guest-hints pages: the VM's frame, once the VM exists (a VM that
+    // could not be created has none, and the grant maps nothing).
+    let vms = &kernel.vms[..kernel.vm_count];
+    let hints = grants
+        .filter(|(_, grant)| grant.kind == MemoryKind::GuestHints as u32)
+        .filter_map(|(_, grant)| {
+            let vm = vms.get(usize::try_from(grant.physical).ok()?)?;
+            Some((grant.address, vm.hints()?))
+        });
+    let mut hint_pages = [(0u64, PhysicalAddress(0)); MAX_VMS];
+    for (slot, page) in hint_pages.iter_mut().zip(hints) {
+        *slot = page;
+    }
     if let Some(grant) = devices
         .clone()
         .find(|grant| kernel.not_devices.overlaps(grant.physical, grant.size))
@@ -290,6 +309,12 @@ pub fn build(kernel: &mut Kernel, index: usize) -> Result<(u64, usize), LoadErro
         for (grant, physical) in dma.clone() {
             let pages = grant.size / PAGE_SIZE;
             map_range(&space, &mut tables, grant.address, physical, pages, buffers)?;
+        }
+        // Guest-hints pages: read-only, never executable, shared (the
+        // VM's frame, not the address space's).
+        let read_only = Permissions::READ.for_user().shared();
+        for &(address, frame) in hint_pages.iter().filter(|(address, _)| *address != 0) {
+            map_range(&space, &mut tables, address, frame.0, 1, read_only)?;
         }
         if let (Some(guest), Some((_, declared))) = (guest, spec.vm_of(index)) {
             map_guest(&space, &mut tables, guest, declared)?;

@@ -163,6 +163,15 @@ pub fn contents(spec: &Spec<'_>, who: Identity<'_>, given: &Given<'_>) -> StartI
         let (address, size) = (grant.address, grant.size);
         if grant.kind == MemoryKind::Device as u32 {
             resources.push("mmio", ResourceView::Memory { address, size });
+        } else if grant.kind == MemoryKind::GuestHints as u32 {
+            // Named after the VM's world switcher.
+            let switcher = usize::try_from(grant.physical)
+                .ok()
+                .and_then(|vm| spec.vms.get(vm))
+                .and_then(|vm| spec.components.get(vm.switcher as usize))
+                .and_then(|switcher| spec::name_of(&switcher.name))
+                .unwrap_or("");
+            resources.push(switcher, ResourceView::GuestHints { address });
         } else {
             let physical = dma.get(index).copied().unwrap_or(0);
             let view = ResourceView::Dma {

@@ -169,6 +169,9 @@ pub fn assert_round_trip(system: &System) {
             let kind = 1 + u32::from(buffer.below_4g);
             regions.push((index as u32, kind, 0, buffer.size, *address));
         }
+        for &(vm, address) in &layout.hints_addresses[index] {
+            regions.push((index as u32, 3, vm as u64, PAGE_SIZE, address));
+        }
         for ((grant, bit), forwarder_bits) in component
             .interrupts
             .iter()

@@ -274,6 +274,11 @@ pub enum MemoryKind {
     Dma = 1,
     /// A DMA buffer below 4 GiB, for devices that address only 32 bits.
     Dma32 = 2,
+    /// A VM's guest-hints page (`physical` is the VM's index in the spec,
+    /// `size` one page), mapped read-only: what the guest writes there
+    /// the component reads without an exit. The core gives every VM one,
+    /// at guest-physical [`crate::vcpu::HINTS_GUEST_PHYSICAL`].
+    GuestHints = 3,
 }
 
 impl MemoryKind {
@@ -283,6 +288,7 @@ impl MemoryKind {
             0 => Self::Device,
             1 => Self::Dma,
             2 => Self::Dma32,
+            3 => Self::GuestHints,
             _ => return None,
         })
     }
@@ -781,6 +787,20 @@ impl<'a> Spec<'a> {
                     index,
                 });
             }
+            if grant.kind == MemoryKind::GuestHints as u32 {
+                // `physical` is a VM's index.
+                if grant.physical >= self.vms.len() as u64
+                    || grant.size != 4096
+                    || grant.address % 4096 != 0
+                {
+                    return Err(SpecError::BadField {
+                        table: "memory grant",
+                        index,
+                        field: "guest-hints page (VM index, size or address)",
+                    });
+                }
+                continue;
+            }
             let aligned =
                 grant.physical % 4096 == 0 && grant.size % 4096 == 0 && grant.address % 4096 == 0;
             if !aligned || grant.size == 0 || grant.physical.checked_add(grant.size).is_none() {
@@ -804,6 +824,7 @@ impl<'a> Spec<'a> {
                     }
                     continue;
                 }
+                Some(MemoryKind::GuestHints) => continue,
             }
             if core_device_overlap(grant.physical, grant.size).is_some() {
                 return Err(SpecError::BadField {
@@ -1200,13 +1221,21 @@ mod tests {
             bad_dma,
         );
         check(
-            &dma(3, 0, 4096),
+            &dma(4, 0, 4096),
             SpecError::BadField {
                 table: "memory grant",
                 index: 0,
                 field: "kind",
             },
         );
+        // A guest-hints page names a VM of the spec (it has none) and is
+        // one page.
+        let bad_hints = SpecError::BadField {
+            table: "memory grant",
+            index: 0,
+            field: "guest-hints page (VM index, size or address)",
+        };
+        check(&dma(MemoryKind::GuestHints as u32, 0, 4096), bad_hints);
         check(
             &|s| s.interrupt_forwarder = Some(9),
             SpecError::BadComponentIndex {

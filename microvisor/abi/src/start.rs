@@ -58,6 +58,9 @@ pub enum ResourceKind {
     /// `size` its IDs and MSI vector count, `address` and `handle` where
     /// its MSI messages go (see [`ResourceView::Pci`]).
     Pci = 13,
+    /// The guest-hints page of the VM whose world switcher is `name`,
+    /// mapped read-only at `address` (one page).
+    GuestHints = 14,
 }
 
 impl ResourceKind {
@@ -77,6 +80,7 @@ impl ResourceKind {
             11 => Self::VcpuState,
             12 => Self::Dma,
             13 => Self::Pci,
+            14 => Self::GuestHints,
             _ => return None,
         })
     }
@@ -159,6 +163,9 @@ pub enum ResourceView {
     GuestImage { address: u64, size: u64 },
     /// A VM's [`crate::vcpu::VcpuState`] page.
     VcpuState { address: u64 },
+    /// A VM's guest-hints page, read-only (named after its world
+    /// switcher).
+    GuestHints { address: u64 },
     /// A DMA buffer: mapped at `address`, `size` bytes, physically
     /// contiguous from `physical`.
     Dma {
@@ -196,6 +203,7 @@ impl ResourceView {
             Self::GuestMemory { .. } => ResourceKind::GuestMemory,
             Self::GuestImage { .. } => ResourceKind::GuestImage,
             Self::VcpuState { .. } => ResourceKind::VcpuState,
+            Self::GuestHints { .. } => ResourceKind::GuestHints,
             Self::Dma { .. } => ResourceKind::Dma,
             Self::Pci { .. } => ResourceKind::Pci,
         }
@@ -239,7 +247,9 @@ impl Resource {
                 entry,
             } => (entry, 0, address, size),
             ResourceView::GuestImage { address, size } => (0, 0, address, size),
-            ResourceView::VcpuState { address } => (0, 0, address, crate::PAGE_SIZE),
+            ResourceView::VcpuState { address } | ResourceView::GuestHints { address } => {
+                (0, 0, address, crate::PAGE_SIZE)
+            }
             ResourceView::Dma {
                 address,
                 size,
@@ -317,6 +327,7 @@ impl Resource {
             },
             ResourceKind::GuestImage => ResourceView::GuestImage { address, size },
             ResourceKind::VcpuState => ResourceView::VcpuState { address },
+            ResourceKind::GuestHints => ResourceView::GuestHints { address },
             ResourceKind::Dma => ResourceView::Dma {
                 address,
                 size,
@@ -409,7 +420,7 @@ fn bounded_str(bytes: &[u8], len: u32) -> &str {
 mod tests {
     use super::*;
 
-    fn every_view() -> [ResourceView; 14] {
+    fn every_view() -> [ResourceView; 15] {
         let end = QueueEnd {
             address: 0x10_0000_0000,
             slot_size: 64,
@@ -451,6 +462,9 @@ mod tests {
             },
             ResourceView::VcpuState {
                 address: 0x42_0000_0000,
+            },
+            ResourceView::GuestHints {
+                address: 0x43_0000_0000,
             },
             ResourceView::Dma {
                 address: 0x1000_0000_0000,

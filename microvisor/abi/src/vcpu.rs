@@ -175,6 +175,13 @@ pub enum ExitReason {
     Wbinvd = 18,
 }
 
+/// Where every VM's guest-hints page appears in its physical address
+/// space (outside RAM, below the IOAPIC and LAPIC pages): one page the
+/// guest may read and write, which components granted it
+/// ([`crate::spec::MemoryKind::GuestHints`]) see read-only. Its layout is
+/// the guests' interface (`guest_api::hints`), not the core's.
+pub const HINTS_GUEST_PHYSICAL: u64 = 0xfeb0_0000;
+
 /// [`ExitReason::Cr3Write`]'s `qualification` bit when the CPU named the
 /// source register.
 pub const CR3_DECODED: u64 = 1 << 63;

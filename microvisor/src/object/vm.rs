@@ -25,7 +25,7 @@ use microvisor::address::{PAGE_SIZE, PhysicalAddress};
 use microvisor::npt::NestedTables;
 use microvisor::vmcb::{self, GuestRegisters, Unapplied, Vmcb};
 use microvisor_abi::spec::VmSpec;
-use microvisor_abi::vcpu::{ExitReason, VcpuState, dirty, intercept};
+use microvisor_abi::vcpu::{ExitReason, HINTS_GUEST_PHYSICAL, VcpuState, dirty, intercept};
 
 use crate::arch::cpu::FpuState;
 use crate::arch::memory::{Tables, direct};
@@ -42,6 +42,8 @@ pub struct Vm {
     memory_bytes: u64,
     image: PhysicalAddress,
     image_bytes: u64,
+    /// The guest-hints page, at [`HINTS_GUEST_PHYSICAL`] in the guest.
+    hints: PhysicalAddress,
     nested: NestedTables,
     registers: GuestRegisters,
     /// An event whose delivery the last exit interrupted, to re-inject.
@@ -132,6 +134,7 @@ impl Vm {
         memory_bytes: 0,
         image: PhysicalAddress(0),
         image_bytes: 0,
+        hints: PhysicalAddress(0),
         nested: NestedTables {
             root: PhysicalAddress(0),
         },
@@ -212,6 +215,11 @@ impl Vm {
         nested
             .map_range(tables, memory, pages)
             .map_err(|_| CreateError::OutOfMemory)?;
+        let hints = zeroed(tables, 1)?;
+        nested
+            .map(tables, HINTS_GUEST_PHYSICAL, hints)
+            .map_err(|_| CreateError::OutOfMemory)?;
+        self.hints = hints;
         self.memory = memory;
         self.memory_bytes = declared.memory_bytes;
         self.image = image_copy;
@@ -244,8 +252,21 @@ impl Vm {
         }
     }
 
-    /// Puts it in its power-on state with a fresh ASID (also `VmcsReset`).
+    /// Its guest-hints page, once created.
+    pub fn hints(&self) -> Option<PhysicalAddress> {
+        self.ready.then_some(self.hints)
+    }
+
+    /// Puts it in its power-on state with a fresh ASID (also `VmcsReset`);
+    /// its guest-hints page is cleared.
     pub fn reset(&mut self, svm: &mut Svm) {
+        if self.hints.0 != 0 {
+            // SAFETY: the hints page is a frame this VM owns, in the
+            // direct map; nothing in the core holds a reference to it
+            // (the guest and its readers reach it through their own
+            // mappings, and neither runs during an entry into the core).
+            unsafe { core::ptr::write_bytes(direct(self.hints), 0, PAGE_SIZE as usize) };
+        }
         let (asid, reused) = svm.asids.take().unwrap_or((1, true));
         let flush = svm.flush_value();
         let (iopm, msrpm, nested) = (svm.iopm.0, svm.msrpm.0, self.nested.root.0);

@@ -81,6 +81,13 @@ impl Hypervisor {
             if features & guest_api::features::HYPERCALLS != 0
                 && features & guest_api::features::NO_WORK != 0)
     }
+
+    /// Whether this is our world switcher offering the guest-hints page
+    /// ([`crate::hints::Hints`]).
+    pub fn has_hints(&self) -> bool {
+        matches!(self, Self::Microvisor { features, .. }
+            if features & guest_api::features::HINTS != 0)
+    }
 }
 
 /// Detects the hypervisor (see the module documentation).

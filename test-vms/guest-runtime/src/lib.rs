@@ -29,7 +29,8 @@
 //! counts what the device raises. [`clock`] gives the TSC's rate and drives
 //! the PIT as a periodic interrupt; [`paging`] switches between page-table
 //! roots that map the same memory (guest "processes" for a hypervisor
-//! that tells them apart by CR3).
+//! that tells them apart by CR3); [`hints`] writes the guest-hints page
+//! (no work, priority) where our hypervisor offers it.
 #![no_std]
 
 use core::fmt::{self, Write};
@@ -40,6 +41,7 @@ pub mod boot;
 pub mod clock;
 pub mod devices;
 pub mod exceptions;
+pub mod hints;
 pub mod hypervisor;
 pub mod interrupts;
 pub mod multiboot;

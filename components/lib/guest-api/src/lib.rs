@@ -25,7 +25,7 @@ pub const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
 /// The 12-byte signature in `ebx`, `ecx`, `edx` of [`CPUID_BASE`].
 pub const SIGNATURE: [u8; 12] = *b"MicrovisorHV";
 /// The hypercall interface version in [`CPUID_FEATURES`] `ebx`.
-pub const INTERFACE_VERSION: u32 = 3;
+pub const INTERFACE_VERSION: u32 = 4;
 
 /// Feature bits in [`CPUID_FEATURES`] `eax`.
 pub mod features {
@@ -35,8 +35,38 @@ pub mod features {
     pub const NO_WORK: u32 = 1 << 1;
     /// [`super::STATUS_PORT`] ends the VM with a status.
     pub const STATUS_PORT: u32 = 1 << 2;
+    /// The guest-hints page is at [`super::hints::ADDRESS`] (interface
+    /// version 4).
+    pub const HINTS: u32 = 1 << 3;
     /// Everything this world switcher offers.
-    pub const ALL: u32 = HYPERCALLS | NO_WORK | STATUS_PORT;
+    pub const ALL: u32 = HYPERCALLS | NO_WORK | STATUS_PORT | HINTS;
+}
+
+/// The guest-hints page: one page of the VM's physical address space,
+/// outside its RAM, that an enlightened guest writes and the QoS
+/// controller reads (mapped read-only into it by the core) without an
+/// exit either way: the guest says it has no work, and the priority of
+/// the most urgent thread it would run. The core clears it when the VM is
+/// reset. Little-endian `u32` fields at these offsets; the rest of the
+/// page is reserved (zero).
+pub mod hints {
+    /// The page's guest-physical address (below the IOAPIC and LAPIC
+    /// pages; never RAM in our memory map).
+    pub const ADDRESS: u64 = 0xfeb0_0000;
+    /// Nonzero: the guest has no work until it writes 0 here. It may
+    /// spin meanwhile (reading its own state, no exit); the controller
+    /// gives it almost no CPU time (so the spin costs almost nothing) and
+    /// gives it its share again within a window of seeing 0.
+    pub const NO_WORK: usize = 0;
+    /// The priority of the most urgent thread the guest would run now
+    /// (0-255, 0 the least); at [`URGENT`] or above the controller runs
+    /// the VM above its peers (its share stays what it is).
+    pub const PRIORITY: usize = 4;
+    /// Incremented by the guest at each update (lets a reader see it
+    /// moving); optional.
+    pub const SEQUENCE: usize = 8;
+    /// [`PRIORITY`] from which a thread is urgent.
+    pub const URGENT: u32 = 200;
 }
 
 /// The paravirtual clock a Linux guest already knows: KVM's `kvmclock`

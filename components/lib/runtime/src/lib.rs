@@ -32,6 +32,7 @@ pub mod dma;
 pub mod fault;
 #[cfg(feature = "heap")]
 pub mod heap;
+pub mod hints;
 pub mod irq;
 pub mod mmio;
 pub mod notification;

@@ -93,6 +93,10 @@ pub mod virtio_net;
 pub mod virtio_pci;
 pub mod writer;
 
+// The guests' interface names the hints page's address; the core maps it
+// there.
+const _: () = assert!(guest_api::hints::ADDRESS == microvisor_abi::vcpu::HINTS_GUEST_PHYSICAL);
+
 /// How much RAM the guest has below and above the 4 GiB line (what
 /// firmware reports in CMOS and fw_cfg).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

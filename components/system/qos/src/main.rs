@@ -70,6 +70,7 @@ use qos_policy::quanta::{History, Profile, Sample};
 use qos_policy::realtime::{Learner, Observation, Reservation};
 use qos_policy::{Demand, Entity, MAX_ENTITIES, WHOLE, allot, budget_us, lookup, names};
 use runtime::arguments::OrExit;
+use runtime::hints::GuestHints;
 use runtime::queue::{QueueError, Receiver, Sender};
 use runtime::{println, syscall};
 
@@ -114,6 +115,11 @@ struct Managed<'a> {
     converged_reported: bool,
     /// With `quanta=1`: its profile's history.
     history: Option<History>,
+    /// Its VM's guest-hints page (every VM's is granted to a QoS
+    /// scheduling controller), and what it said at the last window.
+    hints: Option<GuestHints>,
+    no_work: bool,
+    urgent: bool,
 }
 
 fn main(start: &runtime::Start) -> i32 {
@@ -256,6 +262,9 @@ fn main(start: &runtime::Start) -> i32 {
             learning_since: None,
             converged_reported: false,
             history: None,
+            hints: GuestHints::open(start, name),
+            no_work: false,
+            urgent: false,
         });
         if let Some(m) = managed[count].as_mut()
             && quanta
@@ -352,6 +361,7 @@ fn main(start: &runtime::Start) -> i32 {
             m.used_at_window = used;
             ended += usize::from(gone);
             m.take_statistics();
+            m.read_hints();
             // A VM that used less than its allotment without halting was
             // not idle: it was held back (it yielded at cache flushes, or
             // others ran in its time), and the ledger owes it.
@@ -362,12 +372,14 @@ fn main(start: &runtime::Start) -> i32 {
             // a VM that has not reported for two windows (it makes no
             // exits) is asked again too: the message pokes its vCPU and
             // the switcher reports.
-            let stale = quanta && now.saturating_sub(m.latest.time_ns) > 2 * window_ms * 1_000_000;
+            let stale = quanta
+                && !m.no_work
+                && now.saturating_sub(m.latest.time_ns) > 2 * window_ms * 1_000_000;
             if (m.latest.sequence > 0 && m.latest.following != m.wanted || stale) && !gone {
                 m.ask();
             }
             let idle = matches!(demands[index], Demand::Idle(_));
-            if idle != m.idle && !gone && m.reservation.is_none() {
+            if idle != m.idle && !gone && m.reservation.is_none() && !m.no_work {
                 println!(
                     "qos: '{}' {} (used {}.{}% of its {}.{}% in the last {} ms)",
                     m.name,
@@ -385,6 +397,12 @@ fn main(start: &runtime::Start) -> i32 {
             m.observe_window(now, started, used_now);
         }
         if ended == count {
+            let own = syscall::consumed_ns(None);
+            let run_ms = (now - started) / 1_000_000;
+            println!(
+                "BENCH qos-controller-cpu {} us/s (its own CPU time over {run_ms} ms, {count} managed, a window every {window_ms} ms)",
+                own / run_ms.max(1)
+            );
             println!("qos: every managed component has ended; done");
             return 0;
         }
@@ -401,6 +419,13 @@ fn main(start: &runtime::Start) -> i32 {
         // the rest.
         let mut this_window = entities;
         for (index, m) in managed.iter().flatten().enumerate() {
+            // A guest that says it has no work gets next to nothing, and
+            // no slack, until it says it has.
+            if m.no_work && m.reservation.is_none() {
+                this_window[index].reserve = 0;
+                this_window[index].limit = NO_WORK_PPM;
+                demands[index] = Demand::Busy;
+            }
             if let Some(reservation) = m.reservation {
                 let ppm = (reservation.budget_us * u64::from(WHOLE) / reservation.period_us)
                     .min(u64::from(WHOLE)) as u32;
@@ -429,6 +454,13 @@ fn main(start: &runtime::Start) -> i32 {
                     None => {
                         m.budget_us = budget_us(m.fraction, period_us);
                         let slack = this_window[index].slack();
+                        // An urgent thread runs above its peers; its share
+                        // stays the same.
+                        let priority = if m.urgent {
+                            realtime_priority
+                        } else {
+                            priority
+                        };
                         m.apply(control, (m.budget_us, period_us), priority, slack);
                     }
                 }
@@ -518,7 +550,50 @@ fn profile_name(profile: Profile) -> &'static str {
     }
 }
 
+/// What a VM whose guest says it has no work is given: 0.5% of the
+/// processor (50 us of every 10 ms), enough to notice its own work coming
+/// back and say so in its hints page.
+const NO_WORK_PPM: u32 = WHOLE / 200;
+
 impl Managed<'_> {
+    /// Reads its guest-hints page: no work, and whether the guest runs an
+    /// urgent thread; says when either changes.
+    fn read_hints(&mut self) {
+        let Some(hints) = self.hints else {
+            return;
+        };
+        let no_work = hints.read_u32(guest_api::hints::NO_WORK).unwrap_or(0) != 0;
+        let priority = hints.read_u32(guest_api::hints::PRIORITY).unwrap_or(0);
+        let urgent = priority >= guest_api::hints::URGENT;
+        if no_work != self.no_work {
+            if no_work {
+                println!(
+                    "qos: '{}' says in its hints page it has no work: {}.{}% of the CPU, no slack, until it has",
+                    self.name,
+                    NO_WORK_PPM / 10_000,
+                    NO_WORK_PPM / 1000 % 10
+                );
+            } else {
+                println!(
+                    "qos: '{}' says in its hints page it has work again",
+                    self.name
+                );
+            }
+        }
+        if urgent != self.urgent {
+            if urgent {
+                println!(
+                    "qos: '{}' runs an urgent thread (priority {priority} in its hints page): above its peers, same share",
+                    self.name
+                );
+            } else {
+                println!("qos: '{}' runs no urgent thread any more", self.name);
+            }
+        }
+        self.no_work = no_work;
+        self.urgent = urgent;
+    }
+
     /// Sets its context to `(budget, period)` µs at `priority`, with or
     /// without slack, and its quantum, unless that is what is set.
     fn apply(

@@ -4,7 +4,8 @@
 //! and divides the other's consumed time by the window. `target` names the
 //! observed component (default `spinner`, through the capability
 //! `<target>.sc`), `expect` and `tolerance` the expected share in percent
-//! (default 20 ± 2), or `at_least` a lower bound instead. `test` names the
+//! (default 20 ± 2), or `at_least` a lower bound or `at_most` an upper
+//! bound instead. `test` names the
 //! result line (default `budget`).
 //!
 //! With `other=NAME` it measures two scheduling contexts, `<target>.sc`
@@ -12,7 +13,9 @@
 //! consumed times, target over other, against `ratio` in hundredths
 //! (`ratio=200` is 2.00) within `tolerance` percent of it (default 2).
 //! `other` and `ratio` go together, and neither goes with `expect` or
-//! `at_least`; a contradiction ends the component with exit code 2.
+//! `at_least`; a contradiction ends the component with exit code 2. The
+//! ratio's error is also printed as `BENCH <test>-error <e> %` for the
+//! benchmark table.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -35,6 +38,7 @@ fn main(start: &runtime::Start) -> i32 {
             "expect",
             "tolerance",
             "at_least",
+            "at_most",
             "ratio",
         ])
         .or_exit();
@@ -43,6 +47,13 @@ fn main(start: &runtime::Start) -> i32 {
     let other = arguments.text("other");
     let test = arguments.text("test").unwrap_or("budget");
     let at_least = arguments.optional_number::<u64>("at_least").or_exit();
+    let at_most = arguments.optional_number::<u64>("at_most").or_exit();
+    if let (Some(least), Some(most)) = (at_least, at_most) {
+        println!(
+            "arguments 'at_least={least}' and 'at_most={most}': one bound at a time (expect=P tolerance=T for both)"
+        );
+        return EXIT_BAD_ARGUMENT;
+    }
     let ratio = arguments.optional_number::<u64>("ratio").or_exit();
     let (delay_ms, window_ms, expect, tolerance) = (
         number("delay_ms", 100),
@@ -51,7 +62,7 @@ fn main(start: &runtime::Start) -> i32 {
         number("tolerance", 2),
     );
     let ratio_word = arguments.text("ratio").unwrap_or("");
-    let share_key = ["expect", "at_least"]
+    let share_key = ["expect", "at_least", "at_most"]
         .into_iter()
         .find(|key| arguments.text(key).is_some());
     match (other, ratio, share_key) {
@@ -121,9 +132,13 @@ fn main(start: &runtime::Start) -> i32 {
         share_permille / 10,
         share_permille % 10
     );
-    let (low, high) = match at_least {
-        Some(bound) => (bound * 10, 1000),
-        None => ((expect - tolerance) * 10, (expect + tolerance) * 10),
+    let (low, high) = match (at_least, at_most) {
+        (Some(bound), _) => (bound * 10, 1000),
+        (_, Some(bound)) => (0, bound * 10),
+        _ => (
+            expect.saturating_sub(tolerance) * 10,
+            (expect + tolerance) * 10,
+        ),
     };
     let verdict = if (low..=high).contains(&share_permille) {
         "PASS"
@@ -131,9 +146,10 @@ fn main(start: &runtime::Start) -> i32 {
         "FAIL"
     };
     let mut expected = runtime::LineWriter::new();
-    let _ = match at_least {
-        Some(bound) => write!(expected, "at least {bound}%"),
-        None => write!(expected, "{expect}% +- {tolerance}%"),
+    let _ = match (at_least, at_most) {
+        (Some(bound), _) => write!(expected, "at least {bound}%"),
+        (_, Some(bound)) => write!(expected, "at most {bound}%"),
+        _ => write!(expected, "{expect}% +- {tolerance}%"),
     };
     println!(
         "TEST {test} {verdict}: {target} got {}.{}% (expected {})",
@@ -179,6 +195,22 @@ fn check_ratio(
     let (p, t) = (u128::from(ratio), u128::from(tolerance));
     let pass = y != 0 && (x * 10_000).abs_diff(p * 100 * y) <= p * t * y;
     let verdict = if pass { "PASS" } else { "FAIL" };
+    if y != 0 && p != 0 {
+        // The error in thousandths of a percent, and the ratio in
+        // thousandths, for the benchmark table.
+        let error = (x * 10_000).abs_diff(p * 100 * y) * 100_000 / (p * 100 * y);
+        let thousandths = x * 1000 / y;
+        println!(
+            "BENCH {test}-error {}.{:03} % (ratio {}.{:03} against {}.{:02}, over {} ms)",
+            error / 1000,
+            error % 1000,
+            thousandths / 1000,
+            thousandths % 1000,
+            ratio / 100,
+            ratio % 100,
+            measured.elapsed / 1_000_000
+        );
+    }
     println!(
         "TEST {test} {verdict}: {target}/{other} got {shown} (expected {}.{:02} +- {tolerance}%)",
         ratio / 100,
