@@ -17,8 +17,9 @@
 //! forbid = ["..."]         # substrings that must not appear anywhere
 //! bounds = [{ after = "...", at_most = 2000 }]
 //!                          # the number right after `after` in the first
-//!                          # line with it must be at most `at_most` and
-//!                          # at least `at_least` (either or both)
+//!                          # line with it (the last with `last = true`)
+//!                          # must be at most `at_most` and at least
+//!                          # `at_least` (either or both)
 //! host_time = [{ from = "...", to = "...", seconds = 1.0, within = 0.05 }]
 //!                          # the host time between the first line with
 //!                          # `from` and the next with `to`: `seconds`,
@@ -156,10 +157,13 @@ struct ScenarioFile {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Bound {
-    /// The text the number follows, in the first line that has it.
+    /// The text the number follows, in the first line that has it (the
+    /// last with `last = true`).
     pub after: String,
     pub at_least: Option<f64>,
     pub at_most: Option<f64>,
+    #[serde(default)]
+    pub last: bool,
 }
 
 /// A host-time interval between two console lines (`host_time`): what a
@@ -584,10 +588,16 @@ pub fn files_in(directory: &Path) -> Result<Vec<PathBuf>> {
 /// first line that has it (digits, with a decimal point, or a sign,
 /// allowed).
 fn bound_met(bound: &Bound, lines: &[String]) -> Result<(), String> {
-    let Some((line, rest)) = lines.iter().find_map(|line| {
+    let found = |line: &'_ String| {
         line.find(bound.after.as_str())
-            .map(|at| (line, &line[at + bound.after.len()..]))
-    }) else {
+            .map(|at| (line.clone(), line[at + bound.after.len()..].to_string()))
+    };
+    let hit = if bound.last {
+        lines.iter().rev().find_map(found)
+    } else {
+        lines.iter().find_map(found)
+    };
+    let Some((line, rest)) = hit else {
         return Err(format!("bounds: no line with \"{}\"", bound.after));
     };
     let number: String = rest
@@ -1185,6 +1195,7 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
             after: after.into(),
             at_least,
             at_most,
+            last: false,
         };
         let lines = [
             "[q] learned in 1300 ms",
@@ -1207,6 +1218,15 @@ expect = ["cpuid: running native", "TEST cpuid PASS"]
             judge(&scenario, &ok),
             Err("bounds: no number after \"none \" in \"[q] none x\"".into())
         );
+        let lines = ["[q] share 10", "[q] share 90"];
+        let two = outcome(Ending::Halted(Verdict::Success), &lines);
+        scenario.bounds = vec![Bound {
+            last: true,
+            ..bound("share ", Some(80.0), None)
+        }];
+        assert_eq!(judge(&scenario, &two), Ok(()));
+        scenario.bounds[0].last = false;
+        assert!(judge(&scenario, &two).is_err(), "the first is 10");
         scenario.bounds = vec![bound("absent", None, Some(1.0))];
         assert_eq!(
             judge(&scenario, &ok),
