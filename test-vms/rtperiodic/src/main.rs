@@ -213,7 +213,12 @@ impl fmt::Write for Line {
     }
 }
 
-/// The period's work: `iterations` steps of arithmetic.
+/// The period's work: `iterations` steps of arithmetic. Never inlined:
+/// calibration and the periods must run the same instructions (inlined
+/// into the main loop it took 7 instructions an iteration where the
+/// calibration's copy took 6, and the work was a sixth longer than
+/// calibrated).
+#[inline(never)]
 fn work(iterations: u64, state: &mut u64) {
     for _ in 0..iterations {
         *state = black_box(
