@@ -61,6 +61,10 @@ pub struct VmStatistics {
     pub halted_ns: u64,
     /// Exits by the core's exit reason number (index 0: any other).
     pub by_kind: [u64; KINDS],
+    /// Guest entries so far (the core's count): the VM's CPU time over
+    /// the entries between two reports is what it runs per slice (from
+    /// one entry to the next exit, the exit's handling included).
+    pub entries: u64,
     /// The [`control`] bits the switcher follows now.
     pub following: u64,
     /// With [`control::TRACK_PERIODS`]: the guest's periods (a wake-up
@@ -192,7 +196,7 @@ mod tests {
         assert_eq!(kind_name(2), "io");
         assert_eq!(
             SLOT_BYTES,
-            40 + 8 * KINDS as u32 + 8 * 8 + 24 * MAX_PROCESSES as u32
+            40 + 8 * KINDS as u32 + 9 * 8 + 24 * MAX_PROCESSES as u32
         );
     }
 }

@@ -497,7 +497,8 @@ fn main(start: &runtime::Start) -> i32 {
                     let _ = write!(line, ", quantum {} us", m.quantum_us);
                 }
                 if m.statistics.is_some() {
-                    let _ = write_statistics(&mut line, &m.latest, &m.at_report);
+                    let used = m.used_at_window - m.used_at_report;
+                    let _ = write_statistics(&mut line, &m.latest, &m.at_report, used);
                     m.at_report = m.latest;
                 }
                 let _ = write!(line, ")");
@@ -805,11 +806,13 @@ fn write_processes(line: &mut runtime::LineWriter, latest: &VmStatistics) -> cor
     Ok(())
 }
 
-/// `, N exits/s (most: KIND), H% halted` between two reports of a VM.
+/// `, N exits/s (most: KIND), S us a slice, H% halted` between two
+/// reports of a VM (`used_ns`: its CPU time between them).
 fn write_statistics(
     line: &mut runtime::LineWriter,
     now: &VmStatistics,
     then: &VmStatistics,
+    used_ns: u64,
 ) -> core::fmt::Result {
     let span = now.time_ns.saturating_sub(then.time_ns);
     if span == 0 {
@@ -828,6 +831,12 @@ fn write_statistics(
     let yields = now.flush_yields.saturating_sub(then.flush_yields);
     if yields > 0 {
         write!(line, ", {yields} yields at WBINVD")?;
+    }
+    // CPU time per slice: from one guest entry to the next exit, the
+    // exit's handling included.
+    let entries = now.entries.saturating_sub(then.entries);
+    if entries > 0 {
+        write!(line, ", {} us a slice", used_ns / entries / 1000)?;
     }
     write!(line, ", {}.{}% halted", halted / 10, halted % 10)
 }

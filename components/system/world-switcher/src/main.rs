@@ -673,9 +673,10 @@ impl Switcher {
             // documentation), but a timer must interrupt a guest that
             // never exits by itself.
             let reason = self.vm.run(dirty, self.run_limit_us());
+            let entries = self.vm.state().entries;
             if self
                 .statistics
-                .exit(reason.map_or(0, |reason| reason as u32))
+                .exit(reason.map_or(0, |reason| reason as u32), entries)
             {
                 self.follow_control();
             }

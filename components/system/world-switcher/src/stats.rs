@@ -73,10 +73,12 @@ impl Statistics {
         }
     }
 
-    /// An exit of reason number `reason`; `true` when a report went out
+    /// An exit of reason number `reason`, after `entries` guest entries
+    /// in all (the core counts them); `true` when a report went out
     /// (the time to look for the controller's requests).
-    pub fn exit(&mut self, reason: u32) -> bool {
+    pub fn exit(&mut self, reason: u32, entries: u64) -> bool {
         self.totals.count_exit(reason);
+        self.totals.entries = entries;
         self.report_if_due()
     }
 
