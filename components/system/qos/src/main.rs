@@ -835,8 +835,8 @@ fn write_statistics(
     // CPU time per slice: from one guest entry to the next exit, the
     // exit's handling included.
     let entries = now.entries.saturating_sub(then.entries);
-    if entries > 0 {
-        write!(line, ", {} us a slice", used_ns / entries / 1000)?;
+    if let Some(slice_ns) = used_ns.checked_div(entries) {
+        write!(line, ", {} us a slice", slice_ns / 1000)?;
     }
     write!(line, ", {}.{}% halted", halted / 10, halted % 10)
 }
