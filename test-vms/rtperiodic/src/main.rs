@@ -23,16 +23,16 @@
 //! 10000 us`, `rtperiodic: second N: 100 periods, M missed` after each 100
 //! periods (N = 1..8; second 1 is periods 0-99), `rtperiodic: 800 periods
 //! took <ms> ms by the TSC` and `rtperiodic: M deadlines missed in seconds
-//! 3 to 8` (the time from 3 s to 8 s: periods 300-799, the lines of
-//! seconds 4 to 8). The seconds' lines come after the last period, not
+//! 2 to 8` (the time from 2 s to 8 s: periods 200-799, the lines of
+//! seconds 3 to 8). The seconds' lines come after the last period, not
 //! as they pass: a line printed between a period's work and its HLT
 //! would be part of that period's CPU time as a hypervisor measures it
 //! (the console is slow), and make the guest's need look larger than
 //! its work (under our hypervisor they go through the LOG hypercall,
-//! one exit rather than two a byte). The first 3 s are while a controller
+//! one exit rather than two a byte). The first 2 s are while a controller
 //! learns what the guest needs: misses there are only reported. Last line
-//! `TEST rtperiodic PASS` when none was missed from 3 s on, else `TEST
-//! rtperiodic FAIL: M deadlines missed after second 3` (exit status 1).
+//! `TEST rtperiodic PASS` when none was missed from 2 s on, else `TEST
+//! rtperiodic FAIL: M deadlines missed after second 2` (exit status 1).
 //! The same natively.
 #![no_std]
 #![no_main]
@@ -59,7 +59,7 @@ const PERIODS: usize = 800;
 const PER_SECOND: usize = 100;
 const SECONDS: usize = PERIODS / PER_SECOND;
 /// Periods while a controller learns (misses only reported).
-const LEARNING_PERIODS: usize = 300;
+const LEARNING_PERIODS: usize = 200;
 /// Iterations of the first timing runs, and how many runs of each size.
 const PROBE_ITERATIONS: u64 = 10_000;
 const PROBE_RUNS: u32 = 4;

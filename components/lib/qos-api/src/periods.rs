@@ -106,6 +106,12 @@ impl PeriodTracker {
         sorted[self.filled / 2]
     }
 
+    /// The longest completed period's CPU time since the last
+    /// [`PeriodTracker::take_max`].
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
     /// The longest completed period's CPU time since the last call, and
     /// starts over.
     pub fn take_max(&mut self) -> u64 {

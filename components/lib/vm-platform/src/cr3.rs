@@ -8,7 +8,9 @@
 //! value is what the CPU would load: 32 bits outside long mode, bit 63
 //! (with CR4.PCIDE: "do not flush this PCID") cleared — the core flushes
 //! the guest's whole TLB at every CR3 it writes back, which keeps what
-//! the bit asks for and more. Bits 52..63 otherwise set raise `#GP(0)`.
+//! the bit asks for and more. Bits from the guest's physical-address
+//! width up, and bit 63 without CR4.PCIDE, raise `#GP(0)` (written back,
+//! the CPU would refuse the state at entry and stop the VM instead).
 
 use microvisor_abi::vcpu::{CR3_DECODED, VcpuState, dirty, event};
 
@@ -19,9 +21,8 @@ use crate::mmio::{DecodeFailure, MmioError};
 
 /// CR3's bit 63 under CR4.PCIDE: keep the PCID's translations.
 pub const NO_FLUSH: u64 = 1 << 63;
-/// Bits no CR3 value may have (above the 52-bit physical address width,
-/// besides [`NO_FLUSH`]).
-pub const RESERVED: u64 = 0x7ff0_0000_0000_0000;
+/// CR4.PCIDE.
+const CR4_PCIDE: u64 = 1 << 17;
 
 /// What the instruction did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,18 +33,36 @@ pub enum Cr3Outcome {
     Faulted { dirty: u64 },
 }
 
-/// What CR3 holds after a MOV of `source` (64-bit code when `bits64`),
+/// What CR3 holds after a MOV of `source` (64-bit code when `bits64`,
+/// with CR4.PCIDE when `pcide`, physical addresses of `physical_bits`),
 /// or `None` for `#GP(0)`.
-pub const fn value_loaded(source: u64, bits64: bool) -> Option<u64> {
+pub const fn value_loaded(
+    source: u64,
+    bits64: bool,
+    pcide: bool,
+    physical_bits: u32,
+) -> Option<u64> {
     let value = if bits64 { source } else { source & 0xffff_ffff };
-    if value & RESERVED != 0 {
+    let no_flush = if pcide { NO_FLUSH } else { 0 };
+    let bits = if physical_bits > 52 {
+        52
+    } else {
+        physical_bits
+    };
+    let reserved = !((1u64 << bits) - 1) & !no_flush;
+    if value & reserved != 0 {
         return None;
     }
     Some(value & !NO_FLUSH)
 }
 
-/// Emulates the MOV to CR3 at the guest's RIP.
-pub fn emulate(state: &mut VcpuState, memory: &impl GuestRead) -> Result<Cr3Outcome, MmioError> {
+/// Emulates the MOV to CR3 at the guest's RIP, for a guest whose
+/// physical addresses have `physical_bits` bits.
+pub fn emulate(
+    state: &mut VcpuState,
+    memory: &impl GuestRead,
+    physical_bits: u32,
+) -> Result<Cr3Outcome, MmioError> {
     let mode = ExecutionMode::of(state);
     let bytes = fetch_instruction(memory, state).map_err(MmioError::Fetch)?;
     let write = decode_control_write(bytes.bytes(), mode)
@@ -61,7 +80,14 @@ pub fn emulate(state: &mut VcpuState, memory: &impl GuestRead) -> Result<Cr3Outc
     } else {
         write.source
     };
-    let Some(value) = value_loaded(state.gpr[source], mode == ExecutionMode::Bits64) else {
+    let pcide = state.cr4 & CR4_PCIDE != 0;
+    let loaded = value_loaded(
+        state.gpr[source],
+        mode == ExecutionMode::Bits64,
+        pcide,
+        physical_bits,
+    );
+    let Some(value) = loaded else {
         state.inject = event::GP0;
         return Ok(Cr3Outcome::Faulted {
             dirty: dirty::INJECT,
@@ -115,7 +141,7 @@ mod tests {
         state.rip = 0x1000;
         state.gpr[gpr::RBX] = 0xdead_0000_0012_3018;
         assert_eq!(
-            emulate(&mut state, &memory),
+            emulate(&mut state, &memory, 48),
             Ok(Cr3Outcome::Loaded {
                 value: 0x0012_3018,
                 dirty: dirty::CR3 | dirty::RIP
@@ -125,7 +151,7 @@ mod tests {
         for rip in [0x2000, 0x3000] {
             state.rip = rip;
             assert!(matches!(
-                emulate(&mut state, &memory),
+                emulate(&mut state, &memory, 48),
                 Err(MmioError::Decode(_))
             ));
         }
@@ -134,17 +160,34 @@ mod tests {
         state.rip = 0x1000;
         state.qualification = CR3_DECODED | gpr::RCX as u64;
         state.gpr[gpr::RCX] = 0x5000;
-        assert!(emulate(&mut state, &memory).is_ok());
+        assert!(emulate(&mut state, &memory, 48).is_ok());
         assert_eq!(state.cr3, 0x5000);
     }
 
     #[test]
     fn no_flush_bit_is_dropped_and_reserved_bits_fault() {
-        assert_eq!(value_loaded(NO_FLUSH | 0x7000 | 5, true), Some(0x7005));
-        assert_eq!(value_loaded(1 << 52 | 0x7000, true), None);
-        assert_eq!(value_loaded(1 << 51 | 0x7000, true), Some(1 << 51 | 0x7000));
+        assert_eq!(
+            value_loaded(NO_FLUSH | 0x7000 | 5, true, true, 48),
+            Some(0x7005)
+        );
+        // Without PCIDE bit 63 is reserved.
+        assert_eq!(value_loaded(NO_FLUSH | 0x7000, true, false, 48), None);
+        // Bits from the physical-address width up are reserved.
+        assert_eq!(value_loaded(1 << 48 | 0x7000, true, true, 48), None);
+        assert_eq!(
+            value_loaded(1 << 47 | 0x7000, true, true, 48),
+            Some(1 << 47 | 0x7000)
+        );
+        assert_eq!(value_loaded(1 << 52 | 0x7000, true, true, 52), None);
+        assert_eq!(
+            value_loaded(1 << 51 | 0x7000, true, true, 52),
+            Some(1 << 51 | 0x7000)
+        );
         // 32-bit code: the upper half is not the instruction's.
-        assert_eq!(value_loaded(1 << 52 | 0x7000, false), Some(0x7000));
+        assert_eq!(
+            value_loaded(1 << 52 | 0x7000, false, false, 48),
+            Some(0x7000)
+        );
         let mut memory = VecMemory(vec![0; 0x10000]);
         assert!(crate::Memory::write(
             &mut memory,
@@ -154,7 +197,7 @@ mod tests {
         let mut state = protected_32();
         state.rip = 0x1000;
         state.gpr[gpr::RAX] = 0x7005;
-        assert!(emulate(&mut state, &memory).is_ok());
+        assert!(emulate(&mut state, &memory, 48).is_ok());
         assert_eq!((state.cr3, state.rip), (0x7005, 0x1003));
     }
 }

@@ -98,8 +98,10 @@ struct Managed<'a> {
     /// (`<name>-control`), and what to ask for ([`control`] bits).
     requests: Option<Sender<Control>>,
     wanted: u64,
-    /// Its quantum (µs; 0: the core's round robin).
+    /// Its quantum (µs; 0: the core's round robin), and the period its
+    /// budget is set for (longer than `period_ms` for a long quantum).
     quantum_us: u64,
+    period_us: u64,
     /// What is set on its context now: (budget, period) µs, priority,
     /// slack, quantum µs.
     set: Option<((u64, u64), u32, bool, u64)>,
@@ -120,6 +122,14 @@ struct Managed<'a> {
     hints: Option<GuestHints>,
     no_work: bool,
     urgent: bool,
+    /// When the current second of hint lines began, the lines said in it
+    /// and the changes not said (a guest toggling its hints must not
+    /// flood the console).
+    hint_said_at: u64,
+    hint_lines: u32,
+    hint_changes: u32,
+    /// Its learned real-time need was held to its cap.
+    capped: bool,
 }
 
 fn main(start: &runtime::Start) -> i32 {
@@ -163,6 +173,11 @@ fn main(start: &runtime::Start) -> i32 {
         .filter(|_| start.generation() == 1);
     if period_us == 0 || period_us > runtime::abi::syscall::MAX_PERIOD_US || window_ms == 0 {
         println!("qos: period_ms must be 1..=10000 and window_ms at least 1");
+        return 2;
+    }
+    // Urgent and real-time VMs run one and two priorities above.
+    if priority > u32::from(u8::MAX) - 2 {
+        println!("qos: priority must be 0..=253 (urgent and real-time VMs run above it)");
         return 2;
     }
     for (list, what) in [(reserve, "reserve"), (limit, "limit")] {
@@ -251,6 +266,7 @@ fn main(start: &runtime::Start) -> i32 {
             wanted: listed(processes, name, control::TRACK_PROCESSES)
                 | listed(realtime, name, control::TRACK_PERIODS),
             quantum_us: 0,
+            period_us,
             set: None,
             at_window: VmStatistics::default(),
             window_busy_max: 0,
@@ -265,6 +281,10 @@ fn main(start: &runtime::Start) -> i32 {
             hints: GuestHints::open(start, name),
             no_work: false,
             urgent: false,
+            hint_said_at: 0,
+            hint_lines: 0,
+            hint_changes: 0,
+            capped: false,
         });
         if let Some(m) = managed[count].as_mut()
             && quanta
@@ -334,10 +354,13 @@ fn main(start: &runtime::Start) -> i32 {
         }
     );
 
-    // A real-time VM runs above the others (at most at the highest
-    // priority there is).
-    let realtime_priority = (priority + 1).min(u32::from(u8::MAX));
+    // A VM running an urgent thread (its hints page says so) runs one
+    // priority above its peers, a real-time VM two: a guest's hint never
+    // reaches a reservation's level.
+    let urgent_priority = priority + 1;
+    let realtime_priority = priority + 2;
     let mut ledger = Ledger::<MAX_ENTITIES>::new();
+    let mut allot_refused = false;
     // The allotments of the window under way, before the ledger's moves.
     let mut allotted = fractions;
     let mut window_at = started;
@@ -361,7 +384,7 @@ fn main(start: &runtime::Start) -> i32 {
             m.used_at_window = used;
             ended += usize::from(gone);
             m.take_statistics();
-            m.read_hints();
+            m.read_hints(now);
             // A VM that used less than its allotment without halting was
             // not idle: it was held back (it yielded at cache flushes, or
             // others ran in its time), and the ledger owes it.
@@ -418,7 +441,7 @@ fn main(start: &runtime::Start) -> i32 {
         // Learned real-time needs are fixed fractions; the others share
         // the rest.
         let mut this_window = entities;
-        for (index, m) in managed.iter().flatten().enumerate() {
+        for (index, m) in managed.iter_mut().flatten().enumerate() {
             // A guest that says it has no work gets next to nothing, and
             // no slack, until it says it has.
             if m.no_work && m.reservation.is_none() {
@@ -426,15 +449,42 @@ fn main(start: &runtime::Start) -> i32 {
                 this_window[index].limit = NO_WORK_PPM;
                 demands[index] = Demand::Busy;
             }
-            if let Some(reservation) = m.reservation {
+            if let Some(reservation) = m.reservation.as_mut() {
+                // A learned need is held to the VM's limit, or to
+                // REALTIME_MAX_PPM without one: a guest that overruns on
+                // purpose cannot take the processor.
+                let cap = entities[index].limit.min(REALTIME_MAX_PPM);
+                let cap_us = u64::from(cap) * reservation.period_us / u64::from(WHOLE);
+                if reservation.budget_us > cap_us {
+                    reservation.budget_us = cap_us.max(1);
+                    if !m.capped {
+                        println!(
+                            "qos: '{}' needs more than its real-time cap of {}%: held to {} us every {} us",
+                            m.name,
+                            cap / 10_000,
+                            reservation.budget_us,
+                            reservation.period_us
+                        );
+                    }
+                    m.capped = true;
+                }
                 let ppm = (reservation.budget_us * u64::from(WHOLE) / reservation.period_us)
-                    .min(u64::from(WHOLE)) as u32;
+                    .min(u64::from(cap)) as u32;
                 this_window[index].reserve = ppm;
                 this_window[index].limit = ppm;
                 demands[index] = Demand::Busy;
             }
         }
-        if let Ok(mut fractions) = allot(&this_window[..count], &demands[..count]) {
+        let allotment = allot(&this_window[..count], &demands[..count]);
+        if let Err(error) = allotment
+            && !allot_refused
+        {
+            println!(
+                "qos: the processor cannot be allotted this window ({error:?}): the last settings stay"
+            );
+        }
+        allot_refused = allotment.is_err();
+        if let Ok(mut fractions) = allotment {
             allotted = fractions;
             if quanta {
                 ledger.adjust(&mut fractions[..count]);
@@ -452,16 +502,15 @@ fn main(start: &runtime::Start) -> i32 {
                         );
                     }
                     None => {
-                        m.budget_us = budget_us(m.fraction, period_us);
+                        // A quantum longer than the budget of a period
+                        // ends with the budget (docs/QOS.md, "Limits").
+                        m.period_us = period_us;
+                        m.budget_us = budget_us(m.fraction, m.period_us);
                         let slack = this_window[index].slack();
                         // An urgent thread runs above its peers; its share
                         // stays the same.
-                        let priority = if m.urgent {
-                            realtime_priority
-                        } else {
-                            priority
-                        };
-                        m.apply(control, (m.budget_us, period_us), priority, slack);
+                        let priority = if m.urgent { urgent_priority } else { priority };
+                        m.apply(control, (m.budget_us, m.period_us), priority, slack);
                     }
                 }
             }
@@ -495,6 +544,9 @@ fn main(start: &runtime::Start) -> i32 {
                 }
                 if m.quantum_us > 0 {
                     let _ = write!(line, ", quantum {} us", m.quantum_us);
+                    if m.period_us != period_us && m.reservation.is_none() {
+                        let _ = write!(line, " in a period of {} us", m.period_us);
+                    }
                 }
                 if m.statistics.is_some() {
                     let used = m.used_at_window - m.used_at_report;
@@ -551,6 +603,13 @@ fn profile_name(profile: Profile) -> &'static str {
     }
 }
 
+/// Lines a second a VM's hint changes may print.
+const HINT_LINES: u32 = 4;
+
+/// The most of the processor a learned real-time need is given without a
+/// `limit=` for the VM: half.
+const REALTIME_MAX_PPM: u32 = WHOLE / 2;
+
 /// What a VM whose guest says it has no work is given: 0.5% of the
 /// processor (50 us of every 10 ms), enough to notice its own work coming
 /// back and say so in its hints page.
@@ -559,40 +618,58 @@ const NO_WORK_PPM: u32 = WHOLE / 200;
 impl Managed<'_> {
     /// Reads its guest-hints page: no work, and whether the guest runs an
     /// urgent thread; says when either changes.
-    fn read_hints(&mut self) {
+    fn read_hints(&mut self, now: u64) {
         let Some(hints) = self.hints else {
             return;
         };
         let no_work = hints.read_u32(guest_api::hints::NO_WORK).unwrap_or(0) != 0;
         let priority = hints.read_u32(guest_api::hints::PRIORITY).unwrap_or(0);
         let urgent = priority >= guest_api::hints::URGENT;
-        if no_work != self.no_work {
-            if no_work {
-                println!(
-                    "qos: '{}' says in its hints page it has no work: {}.{}% of the CPU, no slack, until it has",
-                    self.name,
-                    NO_WORK_PPM / 10_000,
-                    NO_WORK_PPM / 1000 % 10
-                );
-            } else {
-                println!(
-                    "qos: '{}' says in its hints page it has work again",
-                    self.name
-                );
-            }
-        }
-        if urgent != self.urgent {
-            if urgent {
-                println!(
-                    "qos: '{}' runs an urgent thread (priority {priority} in its hints page): above its peers, same share",
-                    self.name
-                );
-            } else {
-                println!("qos: '{}' runs no urgent thread any more", self.name);
-            }
-        }
+        let changed = (no_work != self.no_work) || (urgent != self.urgent);
         self.no_work = no_work;
         self.urgent = urgent;
+        if !changed {
+            return;
+        }
+        // At most HINT_LINES lines a second; the changes beyond are
+        // counted and said with the next line.
+        if now.saturating_sub(self.hint_said_at) >= 1_000_000_000 {
+            self.hint_said_at = now;
+            self.hint_lines = 0;
+        }
+        if self.hint_lines == HINT_LINES {
+            self.hint_changes += 1;
+            return;
+        }
+        self.hint_lines += 1;
+        let skipped = core::mem::take(&mut self.hint_changes);
+        let mut line = runtime::LineWriter::new();
+        let _ = if no_work {
+            write!(
+                line,
+                "it has no work: {}.{}% of the CPU, no slack, until it has",
+                NO_WORK_PPM / 10_000,
+                NO_WORK_PPM / 1000 % 10
+            )
+        } else if urgent {
+            write!(
+                line,
+                "it runs an urgent thread (priority {priority}): above its peers, same share"
+            )
+        } else {
+            write!(line, "it has work, nothing urgent")
+        };
+        println!(
+            "qos: '{}' says in its hints page {}",
+            self.name,
+            core::str::from_utf8(line.as_bytes()).unwrap_or("")
+        );
+        if skipped > 0 {
+            println!(
+                "qos: '{}' had changed its hints {skipped} times more before (not each said)",
+                self.name
+            );
+        }
     }
 
     /// Sets its context to `(budget, period)` µs at `priority`, with or
@@ -747,8 +824,10 @@ impl Managed<'_> {
                 Ok(()) => self.window_busy_max = self.window_busy_max.max(self.latest.busy_max_ns),
                 // A restarted switcher counts from zero again.
                 Err(QueueError::PeerRestarted(_)) => {
+                    self.latest = VmStatistics::default();
                     self.at_report = VmStatistics::default();
                     self.at_window = VmStatistics::default();
+                    self.window_busy_max = 0;
                 }
                 Err(QueueError::WouldBlock) => break,
             }

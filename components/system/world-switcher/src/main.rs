@@ -1248,7 +1248,7 @@ impl Switcher {
         use vm_platform::cr3::Cr3Outcome;
         let memory = Loader(self.vm.memory);
         let state = self.vm.state();
-        match vm_platform::cr3::emulate(state, &memory) {
+        match vm_platform::cr3::emulate(state, &memory, u32::from(PHYSICAL_ADDRESS_BITS)) {
             Ok(Cr3Outcome::Loaded { value, dirty }) => {
                 if self.statistics.processes.is_tracking() {
                     let consumed = syscall::consumed_ns(None);

@@ -139,10 +139,13 @@ impl Statistics {
         totals.overruns = periods.overruns;
         totals.period_ns = periods.period();
         totals.busy_ns = periods.busy;
-        totals.busy_max_ns = periods.take_max();
+        totals.busy_max_ns = periods.max();
         // Full (the controller is behind) or its controller restarted:
-        // the next report carries the totals.
-        let _ = queue.try_send(totals);
+        // the next report carries the totals, and the heaviest period
+        // since the last report that went out.
+        if queue.try_send(totals).is_ok() {
+            periods.take_max();
+        }
         true
     }
 }
