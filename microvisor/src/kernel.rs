@@ -289,6 +289,17 @@ impl Kernel {
         }
     }
 
+    /// The alarm fired: nothing is armed any more. Without this, an alarm
+    /// that fires a little before its deadline (the APIC's count is the
+    /// TSC delay scaled and truncated) found the next decision's event
+    /// equal to what was armed, armed nothing, and the event — another
+    /// thread's timeout, say — waited for whatever called the scheduler
+    /// next (seen under `-icount`: a controller's 100 ms wait outlived a
+    /// 3 s guest run).
+    pub fn alarm_fired(&mut self) {
+        self.armed = None;
+    }
+
     /// Makes sure the alarm fires by `deadline` (a vCPU run's time limit)
     /// even if nothing else is due by then.
     pub fn alarm_by(&mut self, deadline: u64, now: u64) {

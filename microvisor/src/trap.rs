@@ -32,6 +32,7 @@ pub fn user_trap(kernel: &mut Kernel, vector: u64, error: u64) -> *const Frame {
     let index = kernel.current_index();
     if vector == TIMER_VECTOR {
         timer::end_of_interrupt();
+        kernel.alarm_fired();
         return kernel.schedule();
     }
     if vector == CONSOLE_VECTOR && kernel.console_input.holder().is_some() {
@@ -97,6 +98,7 @@ fn line_interrupt(kernel: &mut Kernel, line: u64) {
 pub fn idle_interrupt(kernel: &mut Kernel, vector: u64) -> *const Frame {
     if vector == TIMER_VECTOR {
         timer::end_of_interrupt();
+        kernel.alarm_fired();
     } else if vector == CONSOLE_VECTOR && kernel.console_input.holder().is_some() {
         console_interrupt(kernel);
     } else if let Some(line) = forwarded_line(vector) {
