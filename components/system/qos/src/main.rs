@@ -98,10 +98,8 @@ struct Managed<'a> {
     /// (`<name>-control`), and what to ask for ([`control`] bits).
     requests: Option<Sender<Control>>,
     wanted: u64,
-    /// Its quantum (µs; 0: the core's round robin), and the period its
-    /// budget is set for (longer than `period_ms` for a long quantum).
+    /// Its quantum (µs; 0: the core's round robin).
     quantum_us: u64,
-    period_us: u64,
     /// What is set on its context now: (budget, period) µs, priority,
     /// slack, quantum µs.
     set: Option<((u64, u64), u32, bool, u64)>,
@@ -266,14 +264,10 @@ fn main(start: &runtime::Start) -> i32 {
             wanted: listed(processes, name, control::TRACK_PROCESSES)
                 | listed(realtime, name, control::TRACK_PERIODS),
             quantum_us: 0,
-            period_us,
             set: None,
             at_window: VmStatistics::default(),
             window_busy_max: 0,
-            learner: realtime
-                .split(',')
-                .any(|listed| listed == name)
-                .then(Learner::default),
+            learner: named(realtime, name).then(Learner::default),
             reservation: None,
             learning_since: None,
             converged_reported: false,
@@ -506,13 +500,12 @@ fn main(start: &runtime::Start) -> i32 {
                     None => {
                         // A quantum longer than the budget of a period
                         // ends with the budget (docs/QOS.md, "Limits").
-                        m.period_us = period_us;
-                        m.budget_us = budget_us(m.fraction, m.period_us);
+                        m.budget_us = budget_us(m.fraction, period_us);
                         let slack = this_window[index].slack();
                         // An urgent thread runs above its peers; its share
                         // stays the same.
                         let priority = if m.urgent { urgent_priority } else { priority };
-                        m.apply(control, (m.budget_us, m.period_us), priority, slack);
+                        m.apply(control, (m.budget_us, period_us), priority, slack);
                     }
                 }
             }
@@ -546,9 +539,6 @@ fn main(start: &runtime::Start) -> i32 {
                 }
                 if m.quantum_us > 0 {
                     let _ = write!(line, ", quantum {} us", m.quantum_us);
-                    if m.period_us != period_us && m.reservation.is_none() {
-                        let _ = write!(line, " in a period of {} us", m.period_us);
-                    }
                 }
                 if m.statistics.is_some() {
                     let used = m.used_at_window - m.used_at_report;
@@ -586,13 +576,14 @@ fn main(start: &runtime::Start) -> i32 {
     }
 }
 
+/// Whether `name` is in the comma-separated `list`.
+fn named(list: &str, name: &str) -> bool {
+    list.split(',').any(|listed| listed == name)
+}
+
 /// `bit` if `name` is in the comma-separated `list`, else 0.
 fn listed(list: &str, name: &str, bit: u64) -> u64 {
-    if list.split(',').any(|listed| listed == name) {
-        bit
-    } else {
-        0
-    }
+    if named(list, name) { bit } else { 0 }
 }
 
 /// A profile's name for a report.
