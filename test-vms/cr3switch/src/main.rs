@@ -214,11 +214,7 @@ fn spin(process: usize, ticks: u64, pause: u64, state: &mut u64, measured: &mut 
     let mut last = start;
     loop {
         for _ in 0..16 {
-            *state = black_box(
-                state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407),
-            );
+            *state = guest_runtime::compute_step(*state);
         }
         let now = rdtsc();
         let gap = now.wrapping_sub(last);

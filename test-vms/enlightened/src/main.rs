@@ -122,11 +122,7 @@ fn compute(rate: &TscRate, microseconds: u64) {
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
     while rdtsc() < end {
         for _ in 0..16 {
-            state = black_box(
-                state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407),
-            );
+            state = guest_runtime::compute_step(state);
         }
     }
     black_box(state);

@@ -9,8 +9,6 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use core::hint::black_box;
-
 use guest_runtime::{cpuid, println};
 
 guest_runtime::entry!("exitloop", main);
@@ -27,11 +25,7 @@ fn main() -> u32 {
     let mut until_cpuid = CPUID_EVERY;
     loop {
         for _ in 0..REPORT_EVERY {
-            state = black_box(
-                state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407),
-            );
+            state = guest_runtime::compute_step(state);
             until_cpuid -= 1;
             if until_cpuid == 0 {
                 until_cpuid = CPUID_EVERY;

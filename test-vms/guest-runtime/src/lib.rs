@@ -231,6 +231,18 @@ pub fn fail(why: fmt::Arguments<'_>) -> ! {
     exit(1)
 }
 
+/// One step of the arithmetic the computing test VMs run (a 64-bit
+/// linear congruential generator), kept from being optimised away: the
+/// same instructions in every VM, so their loops are comparable work.
+#[inline(always)]
+pub fn compute_step(state: u64) -> u64 {
+    core::hint::black_box(
+        state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407),
+    )
+}
+
 /// Busy-waits about `ticks` time-stamp-counter ticks.
 pub fn spin_ticks(ticks: u64) {
     let start = rdtsc();

@@ -221,11 +221,7 @@ impl fmt::Write for Line {
 #[inline(never)]
 fn work(iterations: u64, state: &mut u64) {
     for _ in 0..iterations {
-        *state = black_box(
-            state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407),
-        );
+        *state = guest_runtime::compute_step(*state);
     }
 }
 

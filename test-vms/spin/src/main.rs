@@ -5,8 +5,6 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use core::hint::black_box;
-
 use guest_runtime::println;
 
 guest_runtime::entry!("spin", main);
@@ -19,11 +17,7 @@ fn main() -> u32 {
     let mut iterations: u64 = 0;
     loop {
         for _ in 0..REPORT_EVERY {
-            state = black_box(
-                state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407),
-            );
+            state = guest_runtime::compute_step(state);
         }
         iterations += REPORT_EVERY;
         println!("spin: iterations={iterations}");

@@ -11,8 +11,6 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use core::hint::black_box;
-
 use guest_runtime::interrupts::cmos_read;
 use guest_runtime::println;
 
@@ -60,11 +58,7 @@ fn main() -> u32 {
     let mut ticks = 0;
     while ticks < TICKS {
         for _ in 0..CHECK_EVERY {
-            state = black_box(
-                state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407),
-            );
+            state = guest_runtime::compute_step(state);
         }
         iterations += CHECK_EVERY;
         let now = rtc_seconds();

@@ -8,8 +8,6 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use core::hint::black_box;
-
 use guest_runtime::arch::wbinvd;
 use guest_runtime::println;
 
@@ -27,11 +25,7 @@ fn main() -> u32 {
     loop {
         for _ in 0..REPORT_EVERY / FLUSH_EVERY {
             for _ in 0..FLUSH_EVERY {
-                state = black_box(
-                    state
-                        .wrapping_mul(6_364_136_223_846_793_005)
-                        .wrapping_add(1_442_695_040_888_963_407),
-                );
+                state = guest_runtime::compute_step(state);
             }
             wbinvd();
             flushes += 1;
