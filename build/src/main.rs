@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bochs;
+mod campaign;
 mod command_line;
 mod console;
 mod corrupt;
@@ -59,6 +60,9 @@ enum Command {
     Test(suite::TestArguments),
     /// Boot the build/benchmarks systems with -icount and print their figures.
     Bench,
+    /// Inject faults into a running system's components one after
+    /// another and tally what survives (see docs/RELIABILITY.md).
+    Campaign(campaign::CampaignArguments),
     /// Check formatting and run clippy with -D warnings (host and target).
     Lint,
     /// Check a system description and print its capDL-style listing of
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Command::Run(arguments) => run::command(arguments),
         Command::Test(arguments) => Ok(suite::command(arguments)),
         Command::Bench => bench::command(),
+        Command::Campaign(arguments) => campaign::command(arguments),
         Command::Lint => lint::command(),
         Command::Cdl { system } => system::print_listing(system),
         Command::Disk { command } => disk::run(command),

@@ -184,6 +184,20 @@ pub fn boot_system(
     options: BootOptions,
     sink: &mut dyn FnMut(&str),
 ) -> Result<Outcome> {
+    let request = prepare(workspace, artifacts, system, stem, options)?;
+    boot(&request, sink)
+}
+
+/// Packs `system` as `images/<stem>.img`, makes its disks afresh and
+/// returns the request that boots it (the `campaign` command boots it
+/// itself, to type into its console as it runs).
+pub fn prepare(
+    workspace: &Workspace,
+    artifacts: &Artifacts,
+    system: &System,
+    stem: &str,
+    options: BootOptions,
+) -> Result<BootRequest> {
     let images = workspace.images_directory();
     let image = images.join(format!("{stem}.img"));
     crate::debian::fetch_if_named(workspace, &system.kernels, &system.disks)?;
@@ -196,7 +210,7 @@ pub fn boot_system(
     )?;
     let work = work_directory(&images, stem, options.emulator);
     let disks = prepare_disks(&system.disks, &work)?;
-    let request = BootRequest {
+    Ok(BootRequest {
         emulator: options.emulator,
         core: artifacts.core.clone(),
         image,
@@ -208,8 +222,7 @@ pub fn boot_system(
         gdb: options.gdb,
         command_line: options.command_line,
         input: options.input,
-    };
-    boot(&request, sink)
+    })
 }
 
 /// Makes each `[machine]` disk's image in `work`, fresh for every boot:

@@ -30,15 +30,15 @@ use toml::Spanned;
 use crate::Options;
 use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, non_ascii, suggest};
 use crate::model::{
-    Capability, Component, DEFAULT_NIC_MAC, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX,
-    KernelGuest, Layout, LineGrant, MachineDisk, MachineNic, MmioGrant, Network, Nic, NicBackend,
-    Notification, PciGrant, PortGrant, Queue, QueuePlacement, SPEC_ENTRY, StoreFile, StoreFileKind,
-    System, Uplink, UplinkMode, Vm,
+    Capability, Component, DEFAULT_NIC_MAC, DmaGrant, FaultInjection, ForwarderBits,
+    GUEST_ENTRY_PREFIX, KernelGuest, Layout, LineGrant, MachineDisk, MachineNic, MmioGrant,
+    Network, Nic, NicBackend, Notification, PciGrant, PortGrant, Queue, QueuePlacement, SPEC_ENTRY,
+    StoreFile, StoreFileKind, System, Uplink, UplinkMode, Vm,
 };
 use crate::programs::{ProgramSet, WORLD_SWITCHER};
 use crate::raw::{
     Document, Entry, GuestKind, RawComponent, RawDisk, RawNetwork, RawNic, RawPci, RawVm, Setting,
-    Start, VmEntry,
+    Start, TestTable, VmEntry,
 };
 use crate::units::{Duration, Number, format_duration, format_size};
 
@@ -58,6 +58,11 @@ pub const DEFAULT_BACKOFF_NS: u64 = 10_000_000;
 pub const MAX_STACK: u64 = 256 * PAGE_SIZE;
 /// The longest restart back-off.
 pub const MAX_BACKOFF_NS: u64 = 3_600_000_000_000;
+/// The shortest watchdog: the supervisor polls it, and a component is
+/// preempted and throttled for milliseconds without being stuck.
+pub const MIN_WATCHDOG_NS: u64 = 10_000_000;
+/// The longest watchdog.
+pub const MAX_WATCHDOG_NS: u64 = 60_000_000_000;
 /// The block store's program, which a `[disks.NAME]` table's store runs.
 pub const BLOCK_STORE: &str = "block-store";
 /// The program of the QoS controller: as the scheduling controller, it is
@@ -87,8 +92,9 @@ pub const VIRTIO_NET_PCI: (u16, u16) = (0x1af4, 0x1041);
 pub const MAX_MACHINE_NICS: usize = 1;
 /// The most slot memory one queue may have.
 pub const MAX_QUEUE_BYTES: u64 = 4 << 20;
-/// The most slots one queue may have.
-pub const MAX_SLOTS: u64 = 1 << 16;
+/// The most slots one queue may have: its header page holds a stamp for
+/// each (`microvisor_abi::queue::MAX_SLOTS`).
+pub const MAX_SLOTS: u64 = microvisor_abi::queue::MAX_SLOTS as u64;
 /// The longest argument string.
 pub const MAX_ARGS: usize = 64;
 /// Interrupt lines are the IOAPIC's inputs 0..INTERRUPT_LINES.
@@ -165,6 +171,7 @@ pub fn check(
         errors: Vec::new(),
         component_spots: Vec::new(),
         queue_spots: Vec::new(),
+        test_spots: None,
     };
     let root = document
         .sources
@@ -193,6 +200,15 @@ struct Checker<'d> {
     component_spots: Vec<Spot>,
     /// Where each checked queue's name is written, by index.
     queue_spots: Vec<Spot>,
+    /// Where a checked `[test]` table's targets are written.
+    test_spots: Option<TestSpots>,
+}
+
+/// Where a `[test]` table's `targets` are written: the list, and each
+/// target kept (parallel to [`FaultInjection::targets`]).
+struct TestSpots {
+    list: Spot,
+    targets: Vec<Spot>,
 }
 
 /// Names to indices for one kind of object.
@@ -488,6 +504,23 @@ impl Checker<'_> {
             interrupt_forwarder,
             forwarder_spot.as_ref(),
         );
+        let test = self.test(document.test.as_ref(), &names);
+        // The injector reads its plan from the system console (the build
+        // tool's `campaign` types it) unless a VM takes the console's
+        // input; then it plans from its arguments.
+        if let Some(injection) = &test
+            && !vms.iter().any(|vm| vm.console_input)
+            && let Some(injector) = checked.get_mut(injection.injector)
+            && !injector
+                .interrupts
+                .iter()
+                .any(|grant| grant.line == CONSOLE_LINE)
+        {
+            injector.interrupts.push(LineGrant {
+                line: CONSOLE_LINE,
+                wiring: Wiring::Default,
+            });
+        }
         self.memory(&checked, &queues, &vms, options);
         let mut disks = self.disks(&document.disks);
         self.store_image(&disk_entries, &mut disks);
@@ -511,6 +544,7 @@ impl Checker<'_> {
                 .map(|written| written.nic)
                 .collect(),
             networks,
+            test,
             layout: Layout::default(),
         };
         if self.errors.is_empty() {
@@ -1777,6 +1811,7 @@ impl Checker<'_> {
             supervisor: None,
             max_restarts: DEFAULT_MAX_RESTARTS,
             restart_backoff_ms: (DEFAULT_BACKOFF_NS / 1_000_000) as u32,
+            watchdog_ms: 0,
             observe: Vec::new(),
             ports: Vec::new(),
             mmio: Vec::new(),
@@ -1941,14 +1976,26 @@ impl Checker<'_> {
             .help = Some("add supervisor = \"NAME\", or start at boot".into());
         }
         if let Some(restart) = &raw.restart {
-            if raw.supervisor.is_none() && !entry.was_dropped("supervisor") {
-                self.error(
-                    &entry.at(restart),
-                    format!("{context}: a restart policy needs a supervisor to apply it"),
-                )
-                .help = Some("add supervisor = \"NAME\", or remove restart".into());
-            }
             let policy = restart.get_ref();
+            if raw.supervisor.is_none() && !entry.was_dropped("supervisor") {
+                if let Some(watchdog) = &policy.watchdog {
+                    self.error(
+                        &entry.at(watchdog),
+                        format!(
+                            "{context}: a watchdog needs a supervisor to restart the component"
+                        ),
+                    )
+                    .help = Some(format!(
+                        "name a supervisor: supervisor = \"NAME\" (it polls the watchdog and restarts '{name}')"
+                    ));
+                } else {
+                    self.error(
+                        &entry.at(restart),
+                        format!("{context}: a restart policy needs a supervisor to apply it"),
+                    )
+                    .help = Some("add supervisor = \"NAME\", or remove restart".into());
+                }
+            }
             if let Some(max) = &policy.max {
                 match u32::try_from(max.get_ref().0) {
                     Ok(max) => component.max_restarts = max,
@@ -1985,6 +2032,44 @@ impl Checker<'_> {
                     );
                 } else {
                     component.restart_backoff_ms = (nanoseconds / 1_000_000) as u32;
+                }
+            }
+            if let Some(watchdog) = &policy.watchdog {
+                let nanoseconds = watchdog.get_ref().0;
+                let spot = entry.at(watchdog);
+                let shown = format_duration(nanoseconds);
+                if nanoseconds % 1_000_000 != 0 {
+                    self.error(
+                        &spot,
+                        format!(
+                            "{context}: restart watchdog {shown} is not a whole number of milliseconds"
+                        ),
+                    );
+                } else if nanoseconds < MIN_WATCHDOG_NS {
+                    let help = if nanoseconds == 0 {
+                        "leave watchdog out for no watchdog".to_string()
+                    } else {
+                        "a component may be preempted or throttled that long without being stuck"
+                            .to_string()
+                    };
+                    self.error(
+                        &spot,
+                        format!(
+                            "{context}: restart watchdog {shown} is shorter than {}",
+                            format_duration(MIN_WATCHDOG_NS)
+                        ),
+                    )
+                    .help = Some(help);
+                } else if nanoseconds > MAX_WATCHDOG_NS {
+                    self.error(
+                        &spot,
+                        format!(
+                            "{context}: restart watchdog {shown} is longer than {}",
+                            format_duration(MAX_WATCHDOG_NS)
+                        ),
+                    );
+                } else {
+                    component.watchdog_ms = (nanoseconds / 1_000_000) as u32;
                 }
             }
         }
@@ -2709,6 +2794,94 @@ impl Checker<'_> {
             }
         }
         disks
+    }
+
+    /// `[test]`: the injector and its targets are distinct declared
+    /// components, each target listed once.
+    fn test(&mut self, table: Option<&TestTable>, names: &Names) -> Option<FaultInjection> {
+        let table = table?;
+        let raw = table.value.as_ref()?;
+        let injector_name = raw.injector.get_ref();
+        let injector = names.find(injector_name);
+        if injector.is_none() {
+            let spot = table.at(&raw.injector);
+            match names.vms.get(injector_name) {
+                Some(switcher) => {
+                    self.error(
+                        &spot,
+                        format!("[test] injector: '{injector_name}' is a VM, not a component"),
+                    )
+                    .help = Some(format!(
+                        "a component injects faults; the component that runs '{injector_name}' is its world switcher '{switcher}'"
+                    ));
+                }
+                None => {
+                    let help = names.help(injector_name);
+                    self.error(
+                        &spot,
+                        format!("[test] injector: unknown component '{injector_name}'"),
+                    )
+                    .help = help;
+                }
+            }
+        }
+        let list = table.at(&raw.targets);
+        if raw.targets.get_ref().is_empty() {
+            self.error(&list, "[test] targets is empty").help = Some(format!(
+                "list the components '{injector_name}' may inject faults into: targets = [\"NAME\", ...]"
+            ));
+        }
+        let mut targets: Vec<usize> = Vec::new();
+        let mut spots: Vec<Spot> = Vec::new();
+        for target in raw.targets.get_ref() {
+            let name = target.get_ref();
+            let spot = table.at(target);
+            let Some(index) = names.find(name) else {
+                match names.vms.get(name) {
+                    Some(switcher) => {
+                        self.error(
+                            &spot,
+                            format!("[test] targets: '{name}' is a VM, not a component"),
+                        )
+                        .help = Some(format!(
+                            "inject into its world switcher: targets = [\"{switcher}\"]"
+                        ));
+                    }
+                    None => {
+                        let help = names.help(name);
+                        self.error(&spot, format!("[test] targets: unknown component '{name}'"))
+                            .help = help;
+                    }
+                }
+                continue;
+            };
+            if let Some(at) = targets.iter().position(|&earlier| earlier == index) {
+                let first = self.sources.error(&spots[at], "").location();
+                self.error(&spot, format!("[test] targets: '{name}' is listed twice"))
+                    .help = Some(format!("first listed at {first}"));
+                continue;
+            }
+            if injector == Some(index) {
+                self.error(
+                    &spot,
+                    format!(
+                        "[test] targets: the injector '{name}' cannot inject faults into itself"
+                    ),
+                )
+                .help = Some(format!("remove '{name}' from targets"));
+                continue;
+            }
+            targets.push(index);
+            spots.push(spot);
+        }
+        self.test_spots = Some(TestSpots {
+            list,
+            targets: spots,
+        });
+        Some(FaultInjection {
+            injector: injector?,
+            targets,
+        })
     }
 
     /// The component a `[system]` setting names, if it is set and exists.
@@ -3805,12 +3978,40 @@ impl Checker<'_> {
                 layout.capabilities[poker].push(vm_capability(CapabilityKind::Vcpu, "vcpu"));
             }
         }
+        if let Some(test) = &system.test {
+            for &target in &test.targets {
+                layout.capabilities[test.injector].push(Capability {
+                    name: system.components[target].name.clone(),
+                    kind: CapabilityKind::Injection,
+                    target: Some(target),
+                    badge: 0,
+                });
+            }
+        }
         let mut total = 0;
         for (index, capabilities) in layout.capabilities.iter().enumerate() {
             let spot = self.component_spots[index].clone();
             let name = &system.components[index].name;
             total += capabilities.len();
-            if capabilities.len() > MAX_CAPABILITIES_PER_COMPONENT {
+            let injections = injection_count(system, index);
+            if capabilities.len() > MAX_CAPABILITIES_PER_COMPONENT
+                && capabilities.len() - injections <= MAX_CAPABILITIES_PER_COMPONENT
+            {
+                // The targets are what makes it too many.
+                let own = capabilities.len() - injections;
+                let room = MAX_CAPABILITIES_PER_COMPONENT - own;
+                let spot = self.test_list_spot();
+                self.error(
+                    &spot,
+                    format!(
+                        "[test] targets: the injector '{name}' would hold {} capabilities, {injections} of them to inject faults; a component holds at most {MAX_CAPABILITIES_PER_COMPONENT}",
+                        capabilities.len()
+                    ),
+                )
+                .help = Some(format!(
+                    "'{name}' holds {own} capabilities besides them, so it may inject into at most {room} components: list fewer targets, or inject from a component that holds fewer capabilities"
+                ));
+            } else if capabilities.len() > MAX_CAPABILITIES_PER_COMPONENT {
                 self.error(
                     &spot,
                     format!(
@@ -3830,10 +4031,30 @@ impl Checker<'_> {
                     )
                     .help = Some("shorten the component name to 29 characters or fewer".into());
                 }
-                if capabilities[..position]
+                let earlier = capabilities[..position]
                     .iter()
-                    .any(|earlier| earlier.name == capability.name)
+                    .find(|earlier| earlier.name == capability.name);
+                if let Some(earlier) = earlier
+                    && capability.kind == CapabilityKind::Injection
                 {
+                    // Injection capabilities come last: the earlier one is
+                    // the injector's own.
+                    let target_at = position + injections - capabilities.len();
+                    let spot = self.test_target_spot(target_at);
+                    self.error(
+                        &spot,
+                        format!(
+                            "[test] targets: the injector '{name}' already holds a capability named '{}' ({}); its capability to inject faults into '{}' would have the same name",
+                            capability.name,
+                            kind_text(earlier.kind),
+                            capability.name
+                        ),
+                    )
+                    .help = Some(format!(
+                        "a component finds its capabilities by name: inject from a component that holds no other capability named '{}'",
+                        capability.name
+                    ));
+                } else if earlier.is_some() {
                     self.error(
                         &spot,
                         format!("component '{name}' would hold two capabilities named '{}'", capability.name),
@@ -3903,7 +4124,24 @@ impl Checker<'_> {
                 } else {
                     0
                 };
-            if needed > MAX_RESOURCES {
+            let injections = injection_count(system, index);
+            if needed > MAX_RESOURCES && needed - injections <= MAX_RESOURCES {
+                // The targets are what makes it too many.
+                let own = needed - injections;
+                let room = MAX_RESOURCES - own;
+                let spot = self.test_list_spot();
+                self.error(
+                    &spot,
+                    format!(
+                        "[test] targets: the injector '{}' would be given {needed} resources, {injections} of them capabilities to inject faults; its start page lists at most {MAX_RESOURCES}",
+                        component.name
+                    ),
+                )
+                .help = Some(format!(
+                    "'{}' is given {own} resources besides them, so it may inject into at most {room} components: list fewer targets, or inject from a component that is given fewer resources",
+                    component.name
+                ));
+            } else if needed > MAX_RESOURCES {
                 let spot = self.component_spots[index].clone();
                 self.error(
                     &spot,
@@ -3914,6 +4152,48 @@ impl Checker<'_> {
                 );
             }
         }
+    }
+}
+
+impl Checker<'_> {
+    /// Where `[test] targets` is written.
+    fn test_list_spot(&self) -> Spot {
+        self.test_spots
+            .as_ref()
+            .map(|spots| spots.list.clone())
+            .unwrap_or_default()
+    }
+
+    /// Where the `index`-th kept target of `[test]` is written.
+    fn test_target_spot(&self, index: usize) -> Spot {
+        self.test_spots
+            .as_ref()
+            .and_then(|spots| spots.targets.get(index).cloned())
+            .unwrap_or_else(|| self.test_list_spot())
+    }
+}
+
+/// How many capabilities to inject faults component `index` holds.
+fn injection_count(system: &System, index: usize) -> usize {
+    system
+        .test
+        .as_ref()
+        .filter(|test| test.injector == index)
+        .map_or(0, |test| test.targets.len())
+}
+
+/// What a capability of `kind` is, for messages.
+fn kind_text(kind: CapabilityKind) -> &'static str {
+    match kind {
+        CapabilityKind::Notification => {
+            "a notification capability, for a queue, a notification or an interrupt line"
+        }
+        CapabilityKind::ComponentControl => "the control capability of a component it supervises",
+        CapabilityKind::SchedulingControl => "the scheduling-control capability",
+        CapabilityKind::SchedulingContext => "a scheduling-context capability",
+        CapabilityKind::Vmcs => "a VMCS capability",
+        CapabilityKind::Vcpu => "a vCPU capability",
+        CapabilityKind::Injection => "a capability to inject faults",
     }
 }
 

@@ -6,7 +6,7 @@
 //! core does not apply them); queues and notifications between
 //! them; virtual machines run by world-switcher components, with virtual
 //! disks of a block store and NICs on virtual networks of a network
-//! bridge; optionally included base files. A `[[component]]` list, the short form for systems
+//! bridge; for tests, fault injection (`[test]`); optionally included base files. A `[[component]]` list, the short form for systems
 //! of independent programs, is read into the same model. This crate reads such a
 //! description, checks it against every rule the core and the format impose
 //! (reporting all errors at once, each with file, line, column and a "did
@@ -41,10 +41,10 @@ pub use check::{
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use lower::{ImageProgram, Lowered, ProgramUse};
 pub use model::{
-    Capability, Component, DEFAULT_NIC_MAC, DmaGrant, ForwarderBits, GUEST_ENTRY_PREFIX, GuestKind,
-    KernelGuest, Layout, LineGrant, MachineDisk, MachineNic, MmioGrant, Network, Nic, NicBackend,
-    Notification, PciGrant, PortGrant, Queue, QueuePlacement, SPEC_ENTRY, Start, StoreFile,
-    StoreFileKind, System, Uplink, UplinkMode, Vm, guest_entry_name,
+    Capability, Component, DEFAULT_NIC_MAC, DmaGrant, FaultInjection, ForwarderBits,
+    GUEST_ENTRY_PREFIX, GuestKind, KernelGuest, Layout, LineGrant, MachineDisk, MachineNic,
+    MmioGrant, Network, Nic, NicBackend, Notification, PciGrant, PortGrant, Queue, QueuePlacement,
+    SPEC_ENTRY, Start, StoreFile, StoreFileKind, System, Uplink, UplinkMode, Vm, guest_entry_name,
 };
 pub use programs::{PROGRAM_GROUPS, ProgramSet, ROLES, WORLD_SWITCHER, check_role};
 pub use raw::{MAX_FILE_BYTES, MAX_SYSTEM_BYTES, read_file};

@@ -149,7 +149,7 @@ impl System {
                 fault_bit: layout.fault_bits[index],
                 capability_first: next_capability,
                 capability_count: capabilities.len() as u32,
-                reserved: 0,
+                watchdog_ms: component.watchdog_ms,
             });
             next_capability += capabilities.len() as u32;
             for capability in capabilities {
@@ -285,6 +285,14 @@ impl System {
         if !self.description.is_empty() {
             let _ = writeln!(out, "-- {}", self.description);
         }
+        if let Some(test) = &self.test {
+            let _ = writeln!(
+                out,
+                "-- Test only: '{}' may inject faults into {} components (see test below).",
+                name(test.injector),
+                test.targets.len()
+            );
+        }
         let _ = writeln!(out, "\narch x86_64\n\nobjects {{");
         for (index, component) in self.components.iter().enumerate() {
             let args = if component.args.is_empty() {
@@ -418,6 +426,12 @@ impl System {
                     }
                     (CapabilityKind::Vcpu, Some(vm)) => {
                         format!("{}.vcpu (poke)", self.vms[vm].name)
+                    }
+                    (CapabilityKind::Injection, Some(target)) => {
+                        format!(
+                            "{} (inject faults: crash, hang, corrupt, flood; test only)",
+                            name(target)
+                        )
                     }
                     _ => "scheduling (configure any sched_context)".to_string(),
                 };
@@ -701,13 +715,33 @@ impl System {
             for index in supervised {
                 let component = &self.components[index];
                 let supervisor = component.supervisor.map_or("", name);
+                let watchdog = match component.watchdog_ms {
+                    0 => String::new(),
+                    ms => format!(", watchdog: {}", format_duration(u64::from(ms) * 1_000_000)),
+                };
                 let _ = writeln!(
                     out,
-                    "  {supervisor} supervises {} (fault bit: {}, max_restarts: {}, backoff: {})",
+                    "  {supervisor} supervises {} (fault bit: {}, max_restarts: {}, backoff: {}{watchdog})",
                     component.name,
                     layout.fault_bits[index],
                     component.max_restarts,
                     format_duration(u64::from(component.restart_backoff_ms) * 1_000_000)
+                );
+            }
+            let _ = writeln!(out, "}}");
+        }
+        if let Some(test) = &self.test {
+            let _ = writeln!(out, "\ntest {{");
+            let _ = writeln!(
+                out,
+                "  -- fault injection, granted only by [test]: never in a production system"
+            );
+            for &target in &test.targets {
+                let _ = writeln!(
+                    out,
+                    "  {} injects faults into {} (test only)",
+                    name(test.injector),
+                    name(target)
                 );
             }
             let _ = writeln!(out, "}}");

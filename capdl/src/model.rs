@@ -37,7 +37,20 @@ pub struct System {
     pub nics: Vec<MachineNic>,
     /// Virtual networks (`[networks.NAME]`), in declaration order.
     pub networks: Vec<Network>,
+    /// `[test]`: who may inject faults into whom (tests only).
+    pub test: Option<FaultInjection>,
     pub layout: Layout,
+}
+
+/// A system's `[test]` table: the one component that may inject faults,
+/// and the components it may inject into. Each target is one
+/// [`CapabilityKind::Injection`] capability of the injector, named after
+/// the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultInjection {
+    pub injector: usize,
+    /// Component indices, in the order `targets` lists them.
+    pub targets: Vec<usize>,
 }
 
 /// A component: one program in its own address space.
@@ -59,6 +72,8 @@ pub struct Component {
     pub supervisor: Option<usize>,
     pub max_restarts: u32,
     pub restart_backoff_ms: u32,
+    /// The supervisor's watchdog in milliseconds (0: none).
+    pub watchdog_ms: u32,
     /// Components whose consumed time this one may read.
     pub observe: Vec<usize>,
     pub ports: Vec<PortGrant>,
@@ -335,7 +350,8 @@ pub struct Capability {
     /// The name its holder looks it up by.
     pub name: String,
     pub kind: CapabilityKind,
-    /// The object it refers to: a component index, a VM index for
+    /// The object it refers to: a component index (for
+    /// [`CapabilityKind::Injection`] the target), a VM index for
     /// [`CapabilityKind::Vmcs`] and [`CapabilityKind::Vcpu`], `None` for
     /// scheduling control.
     pub target: Option<usize>,

@@ -5,7 +5,7 @@
 //! including file's own declarations, each file once, cycles refused), and
 //! deserializes every `[components.NAME]`, `[queues.NAME]`,
 //! `[notifications.NAME]`, `[vms.NAME]`, `[disks.NAME]`,
-//! `[networks.NAME]` and `[system]` table into the `Raw*` structs
+//! `[networks.NAME]`, `[system]` and `[test]` table into the `Raw*` structs
 //! below, which are the format's schema (a `[[component]]` entry, the short
 //! form, becomes the `[components.NAME]` entry it stands for): `#[serde(deny_unknown_fields)]`,
 //! every value spanned. A table is deserialized repeatedly, dropping the
@@ -29,9 +29,10 @@ use crate::diagnostic::{
 use crate::units::{Duration, InterruptLine, Number, PortRange, Size};
 
 /// The keys a config file may have at its top level.
-pub const TOP_LEVEL_KEYS: [&str; 10] = [
+pub const TOP_LEVEL_KEYS: [&str; 11] = [
     "include",
     "system",
+    "test",
     "machine",
     "components",
     "component",
@@ -167,12 +168,44 @@ pub enum Start {
     Supervisor,
 }
 
-/// `restart = { max = 3, backoff = "10ms" }`.
+/// `restart = { max = 3, backoff = "10ms", watchdog = "1s" }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRestart {
     pub max: Option<Spanned<Number>>,
     pub backoff: Option<Spanned<Duration>>,
+    /// Restart the component when it has been runnable this long without
+    /// coming back to `Wait` (default: no watchdog).
+    pub watchdog: Option<Spanned<Duration>>,
+}
+
+/// `[test]`: the only place fault injection is granted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTest {
+    /// The component that may inject faults.
+    pub injector: Spanned<String>,
+    /// The components it may inject faults into.
+    pub targets: Spanned<Vec<Spanned<String>>>,
+}
+
+/// The `[test]` table and where it was written.
+#[derive(Debug)]
+pub struct TestTable {
+    /// Where its name (`test` in `[test]`) is written.
+    pub spot: Spot,
+    /// `None` when it could not be read (errors already reported).
+    pub value: Option<RawTest>,
+}
+
+impl TestTable {
+    /// The spot of a value inside the table.
+    pub fn at<V>(&self, value: &Spanned<V>) -> Spot {
+        Spot {
+            file: self.spot.file,
+            span: value.span(),
+        }
+    }
 }
 
 /// One entry of `mmio = [{ physical = "0xfebd0000", size = "4KiB" }]`.
@@ -460,6 +493,9 @@ pub struct Document {
     pub description: Option<Setting>,
     pub scheduling_controller: Option<Setting>,
     pub interrupt_forwarder: Option<Setting>,
+    /// `[test]`: fault injection, from whichever file wrote it (at most
+    /// one).
+    pub test: Option<TestTable>,
     pub components: Vec<Entry<RawComponent>>,
     pub queues: Vec<Entry<RawQueue>>,
     pub notifications: Vec<Entry<RawNotification>>,
@@ -636,6 +672,7 @@ impl Loader<'_> {
                 "include" => {}
                 host if is_root && self.host_keys.iter().any(|key| key == host) => {}
                 "system" => self.system(file, value),
+                "test" => self.test(file, value, &spot),
                 "machine" => self.machine(file, value),
                 "components" => {
                     let entries = self.entries(file, value, &spot, "components", "component");
@@ -844,6 +881,34 @@ impl Loader<'_> {
         }
     }
 
+    /// `[test]`: one table in the whole system.
+    fn test(&mut self, file: usize, value: &Spanned<DeValue<'_>>, spot: &Spot) {
+        if let Some(first) = &self.document.test {
+            let first_spot = first.spot.clone();
+            let first_at = self.document.sources.error(&first_spot, "").location();
+            let first_file = self.document.sources.files[first_spot.file].name.clone();
+            let this_file = self.document.sources.files[file].name.clone();
+            self.error(
+                spot,
+                format!("[test] is written in both {first_file} and {this_file}"),
+            )
+            .help = Some(format!(
+                "a system has one [test] table; the first is at {first_at}"
+            ));
+            return;
+        }
+        let value = if value.get_ref().is_table() {
+            self.deserialize::<RawTest>(file, value, "[test]").0
+        } else {
+            self.error(spot, "'test' must be a table").help = Some(TEST_FORM_HELP.into());
+            None
+        };
+        self.document.test = Some(TestTable {
+            spot: spot.clone(),
+            value,
+        });
+    }
+
     fn system(&mut self, file: usize, value: &Spanned<DeValue<'_>>) {
         let (Some(system), _) = self.deserialize::<RawSystem>(file, value, "[system]") else {
             return;
@@ -958,7 +1023,8 @@ impl Loader<'_> {
                     self.error(&spot, format!("{context} is missing '{what}'"));
                 }
             } else {
-                let (text, help) = describe(context, &path, &message);
+                let (text, help) = injection_key(context, original, &path, &message)
+                    .unwrap_or_else(|| describe(context, &path, &message));
                 self.error(
                     &Spot {
                         file,
@@ -1100,6 +1166,87 @@ fn table_holding<'a, 'i>(
         }
         _ => None,
     }
+}
+
+/// How `[test]` is written, for help texts.
+pub const TEST_FORM_HELP: &str =
+    "write [test] with injector = \"NAME\" and targets = [\"NAME\", ...]";
+
+/// For an unknown key about fault injection (`inject`, `injector`,
+/// `inject_into`, ...) anywhere but in `[test]`: a message saying where
+/// injection is granted, and help with the `[test]` table this key
+/// meant, filled in from the component and the value where they tell.
+fn injection_key(
+    context: &str,
+    original: &Spanned<DeValue<'_>>,
+    path: &[String],
+    message: &str,
+) -> Option<(String, Option<String>)> {
+    let unknown = between(message, "unknown field `", "`")?;
+    if context == "[test]" || !unknown.starts_with("inject") {
+        return None;
+    }
+    let place = if path.len() > 1 {
+        format!(" in '{}'", join_path(&path[..path.len() - 1]))
+    } else {
+        String::new()
+    };
+    let text = format!(
+        "{context}: unknown field '{unknown}'{place}: fault injection is granted only by a system's [test] table"
+    );
+    let component = between(context, "component '", "'").filter(|_| path.len() == 1);
+    let Some(component) = component else {
+        return Some((text, Some(TEST_FORM_HELP.into())));
+    };
+    let value = value_at(original, path).map(Spanned::get_ref);
+    let names: Vec<String> = match value {
+        Some(DeValue::String(name)) => vec![name.to_string()],
+        Some(DeValue::Array(list)) => list
+            .iter()
+            .filter_map(|item| item.get_ref().as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let quoted = |names: &[String]| -> String {
+        let list: Vec<String> = names.iter().map(|name| format!("\"{name}\"")).collect();
+        list.join(", ")
+    };
+    // `injector = "x"` (or `injected_by`) names who injects into this one;
+    // any other key names what this one injects into.
+    let (injector, targets) = if unknown == "injector" || unknown.starts_with("injected") {
+        let injector = names.first().cloned().unwrap_or_else(|| "NAME".into());
+        (injector, format!("\"{component}\""))
+    } else if names.is_empty() {
+        (component.to_string(), "\"NAME\", ...".to_string())
+    } else {
+        (component.to_string(), quoted(&names))
+    };
+    let help = format!("write [test] with injector = \"{injector}\" and targets = [{targets}]");
+    Some((text, Some(help)))
+}
+
+/// The value at `path` inside `value`, if it is there.
+fn value_at<'v, 'i>(
+    value: &'v Spanned<DeValue<'i>>,
+    path: &[String],
+) -> Option<&'v Spanned<DeValue<'i>>> {
+    let mut current = value;
+    for part in path {
+        current = match current.get_ref() {
+            DeValue::Table(table) => table
+                .iter()
+                .find(|(key, _)| key.get_ref() == part)
+                .map(|(_, inner)| inner)?,
+            DeValue::Array(array) => part
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<usize>()
+                .ok()
+                .and_then(|index| array.get(index))?,
+            _ => return None,
+        };
+    }
+    Some(current)
 }
 
 /// The span of the value at `path` inside `value`.

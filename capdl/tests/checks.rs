@@ -38,7 +38,7 @@ fn unknown_top_level_key() {
 fn unknown_top_level_key_far_from_any() {
     assert_eq!(
         error("[components.a]\n[devices]\n"),
-        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, machine, components, component, queues, notifications, vms, disks, networks)"
+        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, test, machine, components, component, queues, notifications, vms, disks, networks)"
     );
 }
 
@@ -750,6 +750,84 @@ fn backoff_too_long() {
     );
 }
 
+#[test]
+fn restart_max_takes_a_campaigns_restarts() {
+    // Fault-injection campaigns restart one component thousands of times.
+    let system = common::system(
+        "[components.s]\nprogram = \"a\"\n[components.a]\nsupervisor = \"s\"\nrestart = { max = 100000 }\n",
+    );
+    assert_eq!(system.components[1].max_restarts, 100_000);
+    let system = common::system(
+        "[components.s]\nprogram = \"a\"\n[components.a]\nsupervisor = \"s\"\nrestart = { max = 4294967295 }\n",
+    );
+    assert_eq!(system.components[1].max_restarts, u32::MAX);
+}
+
+#[test]
+fn watchdog_without_supervisor() {
+    assert_eq!(
+        error("[components.a]\nrestart = { watchdog = \"1s\" }\n"),
+        "main.toml:2:24: component 'a': a watchdog needs a supervisor to restart the component (help: name a supervisor: supervisor = \"NAME\" (it polls the watchdog and restarts 'a'))"
+    );
+}
+
+#[test]
+fn watchdog_not_whole_milliseconds() {
+    assert_eq!(
+        error(
+            "[components.s]\nprogram = \"a\"\n[components.a]\nsupervisor = \"s\"\nrestart = { watchdog = \"10500us\" }\n"
+        ),
+        "main.toml:5:24: component 'a': restart watchdog 10500us is not a whole number of milliseconds"
+    );
+}
+
+#[test]
+fn watchdog_too_short() {
+    assert_eq!(
+        error(
+            "[components.s]\nprogram = \"a\"\n[components.a]\nsupervisor = \"s\"\nrestart = { watchdog = \"9ms\" }\n"
+        ),
+        "main.toml:5:24: component 'a': restart watchdog 9ms is shorter than 10ms (help: a component may be preempted or throttled that long without being stuck)"
+    );
+    assert_eq!(
+        error(
+            "[components.s]\nprogram = \"a\"\n[components.a]\nsupervisor = \"s\"\nrestart = { watchdog = \"0ms\" }\n"
+        ),
+        "main.toml:5:24: component 'a': restart watchdog 0ns is shorter than 10ms (help: leave watchdog out for no watchdog)"
+    );
+}
+
+#[test]
+fn watchdog_too_long() {
+    assert_eq!(
+        error(
+            "[components.s]\nprogram = \"a\"\n[components.a]\nsupervisor = \"s\"\nrestart = { watchdog = \"61s\" }\n"
+        ),
+        "main.toml:5:24: component 'a': restart watchdog 61s is longer than 60s"
+    );
+}
+
+#[test]
+fn watchdog_limits_are_inclusive() {
+    for (written, ms) in [("10ms", 10), ("60s", 60_000), ("1.5s", 1500)] {
+        let system = common::system(&format!(
+            "[components.s]\nprogram = \"a\"\n[components.a]\nsupervisor = \"s\"\nrestart = {{ watchdog = \"{written}\" }}\n"
+        ));
+        assert_eq!(system.components[1].watchdog_ms, ms);
+        assert_eq!(system.components[0].watchdog_ms, 0);
+    }
+}
+
+#[test]
+fn watchdog_misspelt() {
+    assert_eq!(
+        error(
+            "[components.s]\nprogram = \"a\"\n[components.a]\nsupervisor = \"s\"\nrestart = { watchdgo = \"1s\" }\n"
+        ),
+        "main.toml:5:13: component 'a': unknown field 'watchdgo' in 'restart' (help: did you mean 'watchdog'?)"
+    );
+}
+
 // ------------------------------------------------------------ observation
 
 #[test]
@@ -848,9 +926,9 @@ fn slots_not_a_power_of_two() {
 fn too_many_slots() {
     assert_eq!(
         error(&format!(
-            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8\nslots = 131072\n"
+            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8\nslots = 1024\n"
         )),
-        "main.toml:7:9: queue 'q': slots 131072 is more than 65536"
+        "main.toml:7:9: queue 'q': slots 1024 is more than 512"
     );
 }
 
@@ -858,9 +936,9 @@ fn too_many_slots() {
 fn queue_too_large() {
     assert_eq!(
         error(&format!(
-            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 4096\nslots = 2048\n"
+            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 16384\nslots = 512\n"
         )),
-        "main.toml:3:9: queue 'q' has 8MiB of slots (2048 x 4096 bytes); a queue holds at most 4MiB"
+        "main.toml:3:9: queue 'q' has 8MiB of slots (512 x 16384 bytes); a queue holds at most 4MiB"
     );
 }
 
@@ -1884,7 +1962,7 @@ fn host_keys_of_the_root_file_are_skipped() {
     assert_eq!(
         render(&load_files(&files, &options).unwrap_err()),
         [
-            "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, machine, components, component, queues, notifications, vms, disks, networks)"
+            "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, test, machine, components, component, queues, notifications, vms, disks, networks)"
         ]
     );
 }
@@ -2400,7 +2478,7 @@ fn a_networks_slots_are_a_power_of_two_that_fits_a_queue() {
         error(&format!(
             "{NET_BASE}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nslots = 4096\n"
         )),
-        "main.toml:16:9: network 'lan': slots 4096 make each NIC queue 6.0MiB of slots (4096 x 1528 bytes); a queue holds at most 4MiB (help: use 2048 or fewer)"
+        "main.toml:16:9: network 'lan': slots 4096 is more than 512"
     );
 }
 
@@ -2876,5 +2954,251 @@ fn an_uplinks_queues_count_like_any_others() {
         [
             "main.toml:323:11: the system has 65 queues with those of its networks; the core supports at most 64 (help: each NIC and each uplink takes two queues (4 for the networks' NICs and uplink))"
         ]
+    );
+}
+
+// ------------------------------------------------------- fault injection
+
+/// An injector, three components it may inject into, and a VM `g`.
+const INJECTION: &str = "[components.injector]\nprogram = \"a\"\n\
+     [components.store]\nprogram = \"b\"\n\
+     [components.bridge]\nprogram = \"c\"\n\
+     [components.irq]\nprogram = \"c\"\n\
+     [components.ws]\nprogram = \"world-switcher\"\n[vms.g]\nswitcher = \"ws\"\n";
+
+#[test]
+fn the_test_table_is_strict() {
+    assert_eq!(
+        errors(&format!(
+            "[test]\ninjector = \"injector\"\ntarget = [\"store\"]\n{INJECTION}"
+        )),
+        [
+            "main.toml:1:1: [test] is missing 'targets'",
+            "main.toml:3:1: [test]: unknown field 'target' (help: did you mean 'targets'?)",
+        ]
+    );
+    assert_eq!(
+        error(&format!(
+            "[test]\ninjector = \"injector\"\ntargets = \"store\"\n{INJECTION}"
+        )),
+        "main.toml:3:11: [test]: 'targets' expects a list, found string \"store\""
+    );
+    assert_eq!(
+        error(&format!("test = \"injector\"\n{INJECTION}")),
+        "main.toml:1:1: 'test' must be a table (help: write [test] with injector = \"NAME\" and targets = [\"NAME\", ...])"
+    );
+}
+
+#[test]
+fn the_test_table_is_given_once() {
+    assert_eq!(
+        errors_of(&[
+            (
+                "main.toml",
+                format!(
+                    "include = [\"base.toml\"]\n[test]\ninjector = \"injector\"\ntargets = [\"bridge\"]\n{INJECTION}"
+                )
+                .as_str()
+            ),
+            (
+                "base.toml",
+                "[test]\ninjector = \"injector\"\ntargets = [\"store\"]\n"
+            ),
+        ]),
+        [
+            "main.toml:2:2: [test] is written in both base.toml and main.toml (help: a system has one [test] table; the first is at base.toml:1:2)"
+        ]
+    );
+}
+
+#[test]
+fn the_injector_is_a_declared_component() {
+    assert_eq!(
+        error(&format!(
+            "[test]\ninjector = \"injecter\"\ntargets = [\"store\"]\n{INJECTION}"
+        )),
+        "main.toml:2:12: [test] injector: unknown component 'injecter' (help: did you mean 'injector'?)"
+    );
+    assert_eq!(
+        error(&format!(
+            "[test]\ninjector = \"g\"\ntargets = [\"store\"]\n{INJECTION}"
+        )),
+        "main.toml:2:12: [test] injector: 'g' is a VM, not a component (help: a component injects faults; the component that runs 'g' is its world switcher 'ws')"
+    );
+}
+
+#[test]
+fn the_targets_are_not_empty() {
+    assert_eq!(
+        error(&format!(
+            "[test]\ninjector = \"injector\"\ntargets = []\n{INJECTION}"
+        )),
+        "main.toml:3:11: [test] targets is empty (help: list the components 'injector' may inject faults into: targets = [\"NAME\", ...])"
+    );
+}
+
+#[test]
+fn a_target_is_a_declared_component() {
+    assert_eq!(
+        error(&format!(
+            "[test]\ninjector = \"injector\"\ntargets = [\"store\", \"brigde\"]\n{INJECTION}"
+        )),
+        "main.toml:3:21: [test] targets: unknown component 'brigde' (help: did you mean 'bridge'?)"
+    );
+}
+
+#[test]
+fn a_target_is_listed_once() {
+    assert_eq!(
+        error(&format!(
+            "[test]\ninjector = \"injector\"\ntargets = [\"store\", \"irq\", \"store\"]\n{INJECTION}"
+        )),
+        "main.toml:3:28: [test] targets: 'store' is listed twice (help: first listed at main.toml:3:12)"
+    );
+}
+
+#[test]
+fn the_injector_does_not_inject_into_itself() {
+    assert_eq!(
+        error(&format!(
+            "[test]\ninjector = \"injector\"\ntargets = [\"store\", \"injector\"]\n{INJECTION}"
+        )),
+        "main.toml:3:21: [test] targets: the injector 'injector' cannot inject faults into itself (help: remove 'injector' from targets)"
+    );
+}
+
+#[test]
+fn a_vm_is_injected_into_through_its_world_switcher() {
+    assert_eq!(
+        error(&format!(
+            "[test]\ninjector = \"injector\"\ntargets = [\"g\"]\n{INJECTION}"
+        )),
+        "main.toml:3:12: [test] targets: 'g' is a VM, not a component (help: inject into its world switcher: targets = [\"ws\"])"
+    );
+}
+
+#[test]
+fn every_test_table_mistake_is_reported() {
+    assert_eq!(
+        errors(&format!(
+            "[test]\ninjector = \"injector\"\ntargets = [\"sotre\", \"g\", \"irq\", \"irq\", \"injector\"]\n{INJECTION}"
+        )),
+        [
+            "main.toml:3:12: [test] targets: unknown component 'sotre' (help: did you mean 'store'?)",
+            "main.toml:3:21: [test] targets: 'g' is a VM, not a component (help: inject into its world switcher: targets = [\"ws\"])",
+            "main.toml:3:33: [test] targets: 'irq' is listed twice (help: first listed at main.toml:3:26)",
+            "main.toml:3:40: [test] targets: the injector 'injector' cannot inject faults into itself (help: remove 'injector' from targets)",
+        ]
+    );
+}
+
+#[test]
+fn fault_injection_is_granted_only_by_the_test_table() {
+    assert_eq!(
+        error(&format!(
+            "{INJECTION}[components.campaign]\nprogram = \"a\"\ninject = [\"store\", \"irq\"]\n"
+        )),
+        "main.toml:15:1: component 'campaign': unknown field 'inject': fault injection is granted only by a system's [test] table (help: write [test] with injector = \"campaign\" and targets = [\"store\", \"irq\"])"
+    );
+    assert_eq!(
+        error(&format!(
+            "{INJECTION}[components.x]\nprogram = \"a\"\ninject_into = \"store\"\n"
+        )),
+        "main.toml:15:1: component 'x': unknown field 'inject_into': fault injection is granted only by a system's [test] table (help: write [test] with injector = \"x\" and targets = [\"store\"])"
+    );
+    // `injector` in a component names who injects into it.
+    assert_eq!(
+        error(&format!(
+            "{INJECTION}[components.x]\nprogram = \"a\"\ninjector = \"injector\"\n"
+        )),
+        "main.toml:15:1: component 'x': unknown field 'injector': fault injection is granted only by a system's [test] table (help: write [test] with injector = \"injector\" and targets = [\"x\"])"
+    );
+    assert_eq!(
+        error(&format!(
+            "{INJECTION}[components.x]\nprogram = \"a\"\ninjection = true\n"
+        )),
+        "main.toml:15:1: component 'x': unknown field 'injection': fault injection is granted only by a system's [test] table (help: write [test] with injector = \"x\" and targets = [\"NAME\", ...])"
+    );
+    // The short form, and other tables.
+    assert_eq!(
+        error("[[component]]\nname = \"hello\"\ninject = [\"hello\"]\n"),
+        "main.toml:3:1: component 'hello': unknown field 'inject': fault injection is granted only by a system's [test] table (help: write [test] with injector = \"hello\" and targets = [\"hello\"])"
+    );
+    assert_eq!(
+        error(&format!("[system]\ninjector = \"injector\"\n{INJECTION}")),
+        "main.toml:2:1: [system]: unknown field 'injector': fault injection is granted only by a system's [test] table (help: write [test] with injector = \"NAME\" and targets = [\"NAME\", ...])"
+    );
+    assert_eq!(
+        error(&format!("{INJECTION}inject = [\"irq\"]\n")),
+        "main.toml:13:1: VM 'g': unknown field 'inject': fault injection is granted only by a system's [test] table (help: write [test] with injector = \"NAME\" and targets = [\"NAME\", ...])"
+    );
+}
+
+#[test]
+fn the_targets_must_fit_the_injectors_capabilities() {
+    // 30 capabilities of its own (notifications to 'store') and three targets.
+    let mut text = format!(
+        "[test]\ninjector = \"injector\"\ntargets = [\"store\", \"bridge\", \"irq\"]\n{INJECTION}"
+    );
+    for i in 0..30 {
+        text.push_str(&format!(
+            "[notifications.n{i}]\nfrom = \"injector\"\nto = \"store\"\n"
+        ));
+    }
+    assert_eq!(
+        error(&text),
+        "main.toml:3:11: [test] targets: the injector 'injector' would hold 33 capabilities, 3 of them to inject faults; a component holds at most 32 (help: 'injector' holds 30 capabilities besides them, so it may inject into at most 2 components: list fewer targets, or inject from a component that holds fewer capabilities)"
+    );
+    // Two targets fit.
+    let system = common::system(&text.replace(", \"irq\"]", "]"));
+    assert_eq!(system.layout.capabilities[0].len(), 32);
+}
+
+#[test]
+fn the_targets_must_fit_the_injectors_start_page() {
+    // 16 queues (a capability and a queue end each), 13 incoming
+    // notifications and the console it reads its plan from are 46
+    // resources of the injector's start page; three targets make 49.
+    let mut text = format!(
+        "[test]\ninjector = \"injector\"\ntargets = [\"store\", \"bridge\", \"irq\"]\n{INJECTION}"
+    );
+    for i in 0..16 {
+        text.push_str(&format!(
+            "[queues.q{i}]\nfrom = \"injector\"\nto = \"store\"\nslot_size = 8\nslots = 2\n"
+        ));
+    }
+    for i in 0..13 {
+        text.push_str(&format!(
+            "[notifications.n{i}]\nfrom = \"bridge\"\nto = \"injector\"\n"
+        ));
+    }
+    assert_eq!(
+        error(&text),
+        "main.toml:3:11: [test] targets: the injector 'injector' would be given 49 resources, 3 of them capabilities to inject faults; its start page lists at most 48 (help: 'injector' is given 46 resources besides them, so it may inject into at most 2 components: list fewer targets, or inject from a component that is given fewer resources)"
+    );
+    common::system(&text.replace(", \"irq\"]", "]"));
+}
+
+#[test]
+fn an_injection_capability_needs_a_name_of_its_own() {
+    // A supervisor holds its children's control capabilities under their
+    // names, which are also the names of injection capabilities.
+    let supervised = INJECTION.replace(
+        "program = \"b\"\n",
+        "program = \"b\"\nsupervisor = \"injector\"\n",
+    );
+    assert_eq!(
+        error(&format!(
+            "[test]\ninjector = \"injector\"\ntargets = [\"bridge\", \"store\"]\n{supervised}"
+        )),
+        "main.toml:3:22: [test] targets: the injector 'injector' already holds a capability named 'store' (the control capability of a component it supervises); its capability to inject faults into 'store' would have the same name (help: a component finds its capabilities by name: inject from a component that holds no other capability named 'store')"
+    );
+    // So does a queue's end.
+    assert_eq!(
+        error(&format!(
+            "[test]\ninjector = \"injector\"\ntargets = [\"store\"]\n{INJECTION}\
+             [queues.store]\nfrom = \"injector\"\nto = \"bridge\"\nslot_size = 8\nslots = 2\n"
+        )),
+        "main.toml:3:12: [test] targets: the injector 'injector' already holds a capability named 'store' (a notification capability, for a queue, a notification or an interrupt line); its capability to inject faults into 'store' would have the same name (help: a component finds its capabilities by name: inject from a component that holds no other capability named 'store')"
     );
 }

@@ -628,6 +628,185 @@ fn supervised_start_is_lowered() {
 }
 
 #[test]
+fn a_watchdog_is_lowered_with_the_restart_policy() {
+    let system = system(
+        "[components.supervisor]\n[components.hello]\nsupervisor = \"supervisor\"\n\
+         restart = { max = 100000, backoff = \"10ms\", watchdog = \"1.5s\" }\n\
+         [components.peer]\nsupervisor = \"supervisor\"\n",
+    );
+    assert_round_trip(&system);
+    let bytes = system.spec();
+    let spec = Spec::parse(&bytes).unwrap();
+    let policies: Vec<_> = spec
+        .components
+        .iter()
+        .map(|c| (c.max_restarts, c.restart_backoff_ms, c.watchdog_ms))
+        .collect();
+    // Without a watchdog, 0.
+    assert_eq!(policies, [(3, 10, 0), (100_000, 10, 1500), (3, 10, 0)]);
+    assert!(
+        system.cdl().contains(
+            "  supervisor supervises hello (fault bit: 0, max_restarts: 100000, backoff: 10ms, watchdog: 1500ms)\n  supervisor supervises peer (fault bit: 1, max_restarts: 3, backoff: 10ms)\n"
+        ),
+        "{}",
+        system.cdl()
+    );
+}
+
+#[test]
+fn injection_capabilities_go_to_the_injector_last() {
+    let system = system(
+        "[test]\ninjector = \"injector\"\ntargets = [\"store\", \"ws\", \"supervisor\"]\n\
+         [components.supervisor]\n\
+         [components.store]\nprogram = \"block-store\"\nsupervisor = \"supervisor\"\n\
+         [components.injector]\nprogram = \"a\"\nobserve = [\"store\"]\n\
+         [components.ws]\nprogram = \"world-switcher\"\n\
+         [vms.g]\nswitcher = \"ws\"\npoke = [\"injector\"]\n\
+         [notifications.kick]\nfrom = \"injector\"\nto = \"store\"\n",
+    );
+    assert_round_trip(&system);
+    let test = system.test.as_ref().unwrap();
+    assert_eq!((test.injector, test.targets.clone()), (2, vec![1, 3, 0]));
+    let table: Vec<(String, CapabilityKind, Option<usize>, u64)> = system.layout.capabilities[2]
+        .iter()
+        .map(|c| (c.name.clone(), c.kind, c.target, c.badge))
+        .collect();
+    use CapabilityKind::*;
+    let kick = 1 << system.layout.notification_bits[0];
+    assert_eq!(
+        table,
+        [
+            ("kick".into(), Notification, Some(1), kick),
+            ("store.sc".into(), SchedulingContext, Some(1), 0),
+            ("g.vcpu".into(), Vcpu, Some(0), 0),
+            // In the order [test] lists them, named after their targets.
+            ("store".into(), Injection, Some(1), 0),
+            ("ws".into(), Injection, Some(3), 0),
+            ("supervisor".into(), Injection, Some(0), 0),
+        ]
+    );
+    // Nobody else holds one.
+    let others = system
+        .layout
+        .capabilities
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != 2)
+        .flat_map(|(_, table)| table);
+    assert!(others.into_iter().all(|c| c.kind != Injection));
+    let bytes = system.spec();
+    let spec = Spec::parse(&bytes).unwrap();
+    let records: Vec<_> = spec
+        .capabilities_of(2)
+        .iter()
+        .map(|c| (name_of(&c.name).unwrap().to_string(), c.kind, c.target))
+        .collect();
+    assert_eq!(
+        records[3..],
+        [
+            ("store".to_string(), 7, 1),
+            ("ws".to_string(), 7, 3),
+            ("supervisor".to_string(), 7, 0),
+        ]
+    );
+    assert_eq!(Injection as u32, 7);
+}
+
+#[test]
+fn a_system_without_test_grants_no_injection() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fault-restart.toml");
+    let system = capdl::load(&path, &example_programs()).unwrap();
+    assert!(system.test.is_none());
+    let bytes = system.spec();
+    let spec = Spec::parse(&bytes).unwrap();
+    assert!(
+        spec.capabilities
+            .iter()
+            .all(|c| c.kind != CapabilityKind::Injection as u32)
+    );
+    assert!(!system.cdl().contains("inject"));
+}
+
+#[test]
+fn listing_of_a_test_system() {
+    let mut system = system(
+        "[system]\ndescription = \"campaign: an injector crashes and hangs a supervised worker\"\n\
+         [test]\ninjector = \"injector\"\ntargets = [\"crasher\", \"peer\"]\n\
+         [components.supervisor]\n\
+         [components.injector]\nprogram = \"hello\"\n\
+         [components.crasher]\nsupervisor = \"supervisor\"\nrestart = { max = 100000, watchdog = \"1s\" }\n\
+         [components.peer]\n",
+    );
+    system.root = "examples/campaign.toml".into();
+    let expected = r#"-- capDL-style listing of examples/campaign.toml, written by capdl.
+-- For people; the core reads the boot spec (capdl --emit spec).
+-- campaign: an injector crashes and hangs a supervised worker
+-- Test only: 'injector' may inject faults into 2 components (see test below).
+
+arch x86_64
+
+objects {
+  supervisor = component (index: 0, program: supervisor, start: boot)
+  supervisor.sc = sched_context (priority: 100, budget: 10ms, period: 10ms)
+  supervisor.vspace = address_space (memory: 16MiB, stack: 64KiB)
+  supervisor.notification = notification (bits used: 1 of 64)
+  injector = component (index: 1, program: hello, start: boot)
+  injector.sc = sched_context (priority: 100, budget: 10ms, period: 10ms)
+  injector.vspace = address_space (memory: 16MiB, stack: 64KiB)
+  injector.notification = notification (bits used: 1 of 64)
+  crasher = component (index: 2, program: crasher, start: boot)
+  crasher.sc = sched_context (priority: 100, budget: 10ms, period: 10ms)
+  crasher.vspace = address_space (memory: 16MiB, stack: 64KiB)
+  crasher.notification = notification (bits used: 0 of 64)
+  peer = component (index: 3, program: peer, start: boot)
+  peer.sc = sched_context (priority: 100, budget: 10ms, period: 10ms)
+  peer.vspace = address_space (memory: 16MiB, stack: 64KiB)
+  peer.notification = notification (bits used: 0 of 64)
+}
+
+caps {
+  supervisor {
+    0: crasher = crasher (control: fault, restart, stop)  -- table entry 0
+  }
+  injector {
+    0: crasher = crasher (inject faults: crash, hang, corrupt, flood; test only)  -- table entry 1
+    1: peer = peer (inject faults: crash, hang, corrupt, flood; test only)  -- table entry 2
+  }
+}
+
+bits {
+  supervisor.notification {
+    0: fault of 'crasher'
+  }
+  injector.notification {
+    0: interrupt line 4
+  }
+}
+
+mappings {
+  -- none
+}
+
+grants {
+  injector {
+    interrupt 4 -> bit 0
+  }
+}
+
+supervision {
+  supervisor supervises crasher (fault bit: 0, max_restarts: 100000, backoff: 10ms, watchdog: 1s)
+}
+
+test {
+  -- fault injection, granted only by [test]: never in a production system
+  injector injects faults into crasher (test only)
+  injector injects faults into peer (test only)
+}
+"#;
+    assert_eq!(system.cdl(), expected);
+}
+
+#[test]
 fn listing_of_a_supervised_pair() {
     let mut system = system(
         "[system]\ndescription = \"fault-restart: a faulting component is restarted by its supervisor, then held\"\n\
@@ -923,7 +1102,7 @@ fn the_console_can_be_given_to_a_vm_by_name() {
 fn vm_windows_do_not_meet_queues_or_devices() {
     let text = "[components.ws]\nprogram = \"world-switcher\"\n\
          mmio = [{ physical = \"0xfebd0000\", size = \"64KiB\" }]\n[components.b]\nprogram = \"a\"\n\
-         [queues.q]\nfrom = \"ws\"\nto = \"b\"\nslot_size = 4096\nslots = 1024\n\
+         [queues.q]\nfrom = \"ws\"\nto = \"b\"\nslot_size = 8192\nslots = 512\n\
          [vms.g]\nswitcher = \"ws\"\nmemory = \"1GiB\"\n";
     let options = capdl::Options {
         machine_memory: 2 << 30,

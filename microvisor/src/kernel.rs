@@ -408,6 +408,9 @@ impl Kernel {
             if let Some(at) = component.refill_at() {
                 consider(at);
             }
+            if let Some(at) = component.hung_until() {
+                consider(at);
+            }
         }
         earliest
     }

@@ -199,11 +199,18 @@ pub fn restart(kernel: &mut Kernel, index: usize) -> Result<(), LoadError> {
 /// generation, and wakes the other ends so they notice.
 fn reset_queues(kernel: &mut Kernel, index: usize) {
     for queue_index in 0..kernel.queue_count {
-        let queue = &mut kernel.queues[queue_index];
-        let Some((peer, bit)) = queue.peer_of(index) else {
-            continue;
-        };
-        queue.reset();
+        if kernel.queues[queue_index].peer_of(index).is_some() {
+            reset_queue(kernel, queue_index, index);
+        }
+    }
+}
+
+/// Resets queue `queue_index` on behalf of its end `index` (restarted, or
+/// finding the ring impossible) and wakes the other end so it notices.
+pub fn reset_queue(kernel: &mut Kernel, queue_index: usize, index: usize) {
+    let queue = &mut kernel.queues[queue_index];
+    queue.reset();
+    if let Some((peer, bit)) = queue.peer_of(index) {
         kernel.notify(peer, 1 << bit);
     }
 }

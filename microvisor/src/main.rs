@@ -24,6 +24,7 @@
 mod arch;
 mod console;
 mod entry;
+mod inject;
 mod kernel;
 mod lifecycle;
 mod loader;

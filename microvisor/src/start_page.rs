@@ -117,6 +117,7 @@ pub fn contents(spec: &Spec<'_>, who: Identity<'_>, given: &Given<'_>) -> StartI
             fault_bit: declared.fault_bit,
             max_restarts: declared.max_restarts,
             backoff_ms: u64::from(declared.restart_backoff_ms),
+            watchdog_ms: declared.watchdog_ms,
         };
         resources.push(name, ResourceView::Supervised(child));
     }
@@ -416,6 +417,7 @@ mod tests {
                         fault_bit: 6,
                         max_restarts: 5,
                         backoff_ms: 20,
+                        watchdog_ms: 0,
                     })
                 ),
             ]

@@ -14,6 +14,7 @@
 use microvisor::address::{PAGE_SIZE, PhysicalAddress, VirtualAddress};
 use microvisor::user::{BufferError, UserBuffer};
 use microvisor_abi::fault::FaultKind;
+use microvisor_abi::inject::{Kind, MAX_BYTES, MAX_FLOOD, MAX_HANG_US};
 use microvisor_abi::spec::{CapabilityKind, MAX_PRIORITY};
 use microvisor_abi::syscall::{
     Call, LOG_WRITE_MAX, MAX_PERIOD_US, MAX_QUANTUM_US, SCHEDULING_QUANTUM_SHIFT, SCHEDULING_SLACK,
@@ -119,6 +120,14 @@ fn handle(kernel: &mut Kernel, caller: usize) -> Outcome {
             write,
             value,
         } => pci_config(k, caller, offset, width, write, value),
+        Call::Inject {
+            injection,
+            kind,
+            argument,
+            count,
+        } => inject(k, caller, injection, kind, (argument, count)),
+        Call::ComponentStatus { component } => component_status(k, caller, component),
+        Call::QueueReset { address } => queue_reset(k, caller, address),
     }
 }
 
@@ -234,8 +243,9 @@ fn signal(kernel: &mut Kernel, caller: usize, notification: u64) -> Outcome {
 /// (`None`: forever; 0 polls).
 fn wait(kernel: &mut Kernel, caller: usize, timeout_us: Option<u64>) -> Outcome {
     let clock = kernel.clock;
-    let blocked = kernel.components[caller].wait(timeout_us, |us| {
-        timer::now().saturating_add(clock.ticks_from_us(us))
+    let now = timer::now();
+    let blocked = kernel.components[caller].wait(timeout_us, now, |us| {
+        now.saturating_add(clock.ticks_from_us(us))
     });
     Ok(if blocked {
         Next::Schedule
@@ -350,6 +360,74 @@ fn component_stop(kernel: &mut Kernel, caller: usize, component: u64) -> Outcome
         );
         lifecycle::stop(kernel, target, ComponentState::Stopped);
     }
+    answer(kernel, caller, Status::Ok, 0)
+}
+
+/// Injects a fault of `kind` into the target of `caller`'s injection
+/// capability `handle` (see `microvisor_abi::inject`).
+fn inject(
+    kernel: &mut Kernel,
+    caller: usize,
+    handle: u64,
+    kind: u64,
+    (argument, count): (u64, u64),
+) -> Outcome {
+    let target = target(kernel, caller, handle, CapabilityKind::Injection)?;
+    let kind = Kind::from_u64(kind).ok_or(bad_argument(kind))?;
+    let bounded = |limit: u64| {
+        if (1..=limit).contains(&count) {
+            Ok(count)
+        } else {
+            Err(bad_argument(count))
+        }
+    };
+    match kind {
+        Kind::Hang if argument > MAX_HANG_US => return Err(bad_argument(argument)),
+        Kind::CorruptMemory | Kind::CorruptQueue => _ = bounded(MAX_BYTES)?,
+        Kind::FloodQueue => _ = bounded(MAX_FLOOD)?,
+        _ => {}
+    }
+    if target == caller {
+        return Err(bad_argument(handle));
+    }
+    if !kernel.components[target].is_alive() {
+        return answer(kernel, caller, Status::Ended, 0);
+    }
+    let value = match kind {
+        Kind::Crash => {
+            crate::inject::crash(kernel, target, argument);
+            0
+        }
+        Kind::Hang => {
+            let until = timer::now().saturating_add(kernel.clock.ticks_from_us(argument));
+            kernel.components[target].hang(until);
+            0
+        }
+        Kind::CorruptMemory => crate::inject::corrupt_memory(kernel, target, argument, count),
+        Kind::CorruptQueue => crate::inject::corrupt_queue(kernel, target, argument, count),
+        Kind::FloodQueue => crate::inject::flood_queue(kernel, target, argument, count),
+    };
+    kernel.components[caller].answer(Status::Ok, value);
+    Ok(Next::Schedule)
+}
+
+/// How long a supervised component has been busy without waiting.
+fn component_status(kernel: &mut Kernel, caller: usize, component: u64) -> Outcome {
+    let target = controlled(kernel, caller, component)?;
+    let child = &kernel.components[target];
+    if !child.is_alive() {
+        return answer(kernel, caller, Status::Ended, 0);
+    }
+    let busy = kernel.clock.ns_from_ticks(child.busy_for(timer::now())) / 1000;
+    answer(kernel, caller, Status::Ok, busy)
+}
+
+/// Resets the queue mapped at `address` in `caller`.
+fn queue_reset(kernel: &mut Kernel, caller: usize, address: u64) -> Outcome {
+    let queue = (0..kernel.queue_count)
+        .find(|&at| kernel.queues[at].address_in(caller) == Some(address))
+        .ok_or(Fault::new(FaultKind::BadArgument, address, address))?;
+    crate::lifecycle::reset_queue(kernel, queue, caller);
     answer(kernel, caller, Status::Ok, 0)
 }
 

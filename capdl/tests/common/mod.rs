@@ -146,6 +146,7 @@ pub fn assert_round_trip(system: &System) {
         assert_eq!(record.start == 1, component.start == capdl::Start::Boot);
         assert_eq!(record.max_restarts, component.max_restarts);
         assert_eq!(record.restart_backoff_ms, component.restart_backoff_ms);
+        assert_eq!(record.watchdog_ms, component.watchdog_ms);
         assert_eq!(record.fault_bit, layout.fault_bits[index]);
         let capabilities = spec.capabilities_of(index);
         assert_eq!(capabilities.len(), layout.capabilities[index].len());

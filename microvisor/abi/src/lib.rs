@@ -15,6 +15,7 @@ extern crate alloc;
 
 pub mod fault;
 pub mod image;
+pub mod inject;
 pub mod queue;
 pub mod spec;
 pub mod start;

@@ -30,3 +30,27 @@ pub const RECEIVER_WAITING_OFFSET: usize = 192;
 pub const SENDER_WAITING_OFFSET: usize = 256;
 /// Offset of the first slot from the start of the queue memory.
 pub const SLOTS_OFFSET: usize = 4096;
+/// Offset of the stamps: one `u32` per slot, `i + 1` for message `i`.
+pub const STAMPS_OFFSET: usize = 512;
+/// The most slots a queue has: the header page holds a stamp for each.
+pub const MAX_SLOTS: u32 = 512;
+/// The header's fields as (offset, length): where a corrupted header
+/// can differ.
+pub const HEADER_FIELDS: [(usize, usize); 8] = [
+    (MAGIC_OFFSET, 4),
+    (GENERATION_OFFSET, 4),
+    (SLOT_SIZE_OFFSET, 4),
+    (SLOT_COUNT_OFFSET, 4),
+    (HEAD_OFFSET, 8),
+    (TAIL_OFFSET, 8),
+    (RECEIVER_WAITING_OFFSET, 4),
+    (SENDER_WAITING_OFFSET, 4),
+];
+
+/// The stamp of message `index`.
+pub const fn stamp(index: u64) -> u32 {
+    index.wrapping_add(1) as u32
+}
+
+const _: () = assert!(STAMPS_OFFSET + 4 * MAX_SLOTS as usize <= SLOTS_OFFSET);
+const _: () = assert!(SENDER_WAITING_OFFSET + 4 <= STAMPS_OFFSET);

@@ -124,7 +124,9 @@ pub struct ComponentSpec {
     pub capability_first: u32,
     /// Number of capabilities (consecutive from `capability_first`).
     pub capability_count: u32,
-    pub reserved: u32,
+    /// Restart policy: the supervisor's watchdog, in milliseconds (0:
+    /// none; see [`crate::start::Supervised::watchdog_ms`]).
+    pub watchdog_ms: u32,
 }
 
 /// A queue: a shared ring from `sender` to `receiver`.
@@ -165,6 +167,10 @@ pub enum CapabilityKind {
     Vmcs = 5,
     /// The vCPU of VM `target`: run it (its world switcher only) or poke it.
     Vcpu = 6,
+    /// Inject faults into component `target` (crash, hang, corrupt its
+    /// memory or queues, flood its queues): granted only by a system's
+    /// `[test]` table, for fault-injection campaigns.
+    Injection = 7,
 }
 
 impl CapabilityKind {
@@ -177,6 +183,7 @@ impl CapabilityKind {
             4 => Self::SchedulingContext,
             5 => Self::Vmcs,
             6 => Self::Vcpu,
+            7 => Self::Injection,
             _ => return None,
         })
     }
@@ -745,7 +752,7 @@ impl<'a> Spec<'a> {
             {
                 return Err(bad("slot_size"));
             }
-            if !queue.slot_count.is_power_of_two() || queue.slot_count > 1 << 16 {
+            if !queue.slot_count.is_power_of_two() || queue.slot_count > crate::queue::MAX_SLOTS {
                 return Err(bad("slot_count"));
             }
             if queue.sender_bit >= 64 || queue.receiver_bit >= 64 {
@@ -1017,7 +1024,7 @@ impl ComponentSpec {
             fault_bit: 0,
             capability_first,
             capability_count,
-            reserved: 0,
+            watchdog_ms: 0,
         }
     }
 }

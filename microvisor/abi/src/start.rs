@@ -129,6 +129,9 @@ pub struct Supervised {
     pub max_restarts: u32,
     /// The first restart's back-off, in milliseconds (it doubles).
     pub backoff_ms: u64,
+    /// The watchdog: restart it when it has been busy without coming back
+    /// to `Wait` this long, in milliseconds (0: no watchdog).
+    pub watchdog_ms: u32,
 }
 
 /// The name of the [`ResourceView::Interrupt`] of the system console's
@@ -235,7 +238,7 @@ impl Resource {
             ResourceView::Supervised(child) => (
                 child.fault_bit,
                 child.control,
-                u64::from(child.max_restarts),
+                u64::from(child.max_restarts) | u64::from(child.watchdog_ms) << 32,
                 child.backoff_ms,
             ),
             ResourceView::Interrupt { line, bit } => (bit, 0, line, 0),
@@ -313,6 +316,7 @@ impl Resource {
                 fault_bit: bit,
                 max_restarts: address as u32,
                 backoff_ms: size,
+                watchdog_ms: (address >> 32) as u32,
             }),
             ResourceKind::Interrupt => ResourceView::Interrupt { line: address, bit },
             ResourceKind::Ports => ResourceView::Ports {
@@ -441,6 +445,7 @@ mod tests {
                 fault_bit: 7,
                 max_restarts: 3,
                 backoff_ms: 10,
+                watchdog_ms: 250,
             }),
             ResourceView::Interrupt { line: 11, bit: 12 },
             ResourceView::Ports {
@@ -485,6 +490,7 @@ mod tests {
                 fault_bit: 63,
                 max_restarts: u32::MAX,
                 backoff_ms: u64::from(u32::MAX),
+                watchdog_ms: u32::MAX,
             }),
         ]
     }

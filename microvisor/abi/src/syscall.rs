@@ -116,6 +116,27 @@ pub enum Syscall {
     /// could move its device over memory it does not own). A caller
     /// without a PCI function faults.
     PciConfig = 22,
+    /// Injects a fault into a component (test systems only): `rdi` an
+    /// [`crate::spec::CapabilityKind::Injection`] handle, `rsi` the
+    /// [`crate::inject::Kind`], `rdx` its argument (a duration in
+    /// microseconds, a seed or an address), `r10` a count (bytes or
+    /// messages). Answers [`Status::Ended`] when the target is not
+    /// running (exited, faulted, stopped, not started), else what was done
+    /// in `rdx` (see [`crate::inject`]).
+    Inject = 23,
+    /// How long a supervised component has been unresponsive: `rdi` a
+    /// component-control handle; answers in `rdx` the microseconds since
+    /// it became runnable without having come back to `Wait` (0 while it
+    /// waits), the figure a supervisor's watchdog compares with its
+    /// limit; [`Status::Ended`] when it is not running.
+    ComponentStatus = 24,
+    /// Resets a queue the caller is an end of, as a restart of either end
+    /// would (indices cleared, generation bumped, the other end woken):
+    /// `rdi` the address of the queue in the caller. An end that finds the
+    /// indices impossible (the ring holding more than its slots, a stamp
+    /// that names another message) recovers with this instead of reading
+    /// stale slots. An address that is no queue of the caller faults.
+    QueueReset = 25,
 }
 
 /// The interrupt line of the system console (COM1's IRQ 4). The core owns
@@ -159,6 +180,9 @@ impl Syscall {
             20 => Self::InterruptUnmask,
             21 => Self::InterruptPending,
             22 => Self::PciConfig,
+            23 => Self::Inject,
+            24 => Self::ComponentStatus,
+            25 => Self::QueueReset,
             _ => return None,
         })
     }
@@ -289,6 +313,18 @@ pub enum Call {
         write: bool,
         value: u64,
     },
+    Inject {
+        injection: u64,
+        kind: u64,
+        argument: u64,
+        count: u64,
+    },
+    ComponentStatus {
+        component: u64,
+    },
+    QueueReset {
+        address: u64,
+    },
 }
 
 /// Two argument registers as claimed bytes.
@@ -384,6 +420,14 @@ impl Call {
                 write: a2 != 0,
                 value: a3,
             },
+            Syscall::Inject => Self::Inject {
+                injection: a0,
+                kind: a1,
+                argument: a2,
+                count: a3,
+            },
+            Syscall::ComponentStatus => Self::ComponentStatus { component: a0 },
+            Syscall::QueueReset => Self::QueueReset { address: a0 },
         })
     }
 
@@ -451,6 +495,16 @@ impl Call {
                 write,
                 value,
             } => (Syscall::PciConfig, [offset, width, write as u64, value, 0]),
+            Self::Inject {
+                injection,
+                kind,
+                argument,
+                count,
+            } => (Syscall::Inject, [injection, kind, argument, count, 0]),
+            Self::ComponentStatus { component } => {
+                (Syscall::ComponentStatus, [component, 0, 0, 0, 0])
+            }
+            Self::QueueReset { address } => (Syscall::QueueReset, [address, 0, 0, 0, 0]),
         };
         Registers {
             number: call as u64,
@@ -508,10 +562,13 @@ mod tests {
             Syscall::InterruptUnmask,
             Syscall::InterruptPending,
             Syscall::PciConfig,
+            Syscall::Inject,
+            Syscall::ComponentStatus,
+            Syscall::QueueReset,
         ] {
             assert_eq!(Syscall::from_number(call as u64), Some(call));
         }
-        assert_eq!(Syscall::from_number(23), None);
+        assert_eq!(Syscall::from_number(26), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }
 
@@ -576,7 +633,28 @@ mod tests {
                 value: 0xff
             })
         );
-        assert_eq!(Call::decode(registers(23, [0; 5])), Err(23));
+        assert_eq!(
+            Call::decode(registers(23, [0x1_0000_0004, 3, 99, 16, 7])),
+            Ok(Call::Inject {
+                injection: 0x1_0000_0004,
+                kind: 3,
+                argument: 99,
+                count: 16,
+            })
+        );
+        assert_eq!(
+            Call::decode(registers(24, [0x1_0000_0001, 0, 0, 0, 0])),
+            Ok(Call::ComponentStatus {
+                component: 0x1_0000_0001
+            })
+        );
+        assert_eq!(
+            Call::decode(registers(25, [0x4000_0000, 0, 0, 0, 0])),
+            Ok(Call::QueueReset {
+                address: 0x4000_0000
+            })
+        );
+        assert_eq!(Call::decode(registers(26, [0; 5])), Err(26));
         assert_eq!(Call::decode(registers(u64::MAX, [0; 5])), Err(u64::MAX));
         assert_eq!(Call::Null.encode(), registers(0, [0; 5]));
         assert_eq!(

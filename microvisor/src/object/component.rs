@@ -87,6 +87,12 @@ pub struct Component {
     fault_count: u32,
     stack_pages: u64,
     memory_pages: u64,
+    /// Not scheduled until then (TSC): an injected hang.
+    hung_until: Option<u64>,
+    /// Since when it has been runnable without coming back to `Wait`
+    /// (TSC): set when it is woken or started, restarted by a polling
+    /// `Wait`, cleared while it waits. What a supervisor's watchdog reads.
+    busy_since: Option<u64>,
 }
 
 const NO_SPACE: AddressSpace = AddressSpace {
@@ -116,6 +122,8 @@ impl Component {
         fault_count: 0,
         stack_pages: 0,
         memory_pages: 0,
+        hung_until: None,
+        busy_since: None,
     };
 
     /// A declared component in its first generation, not yet built. Names
@@ -146,6 +154,7 @@ impl Component {
         } else {
             ComponentState::NotStarted
         };
+        component.busy_since = Some(now);
         component
     }
 
@@ -258,10 +267,31 @@ impl Component {
 
     /// What the scheduler needs to know of it.
     pub fn candidate(&self) -> Candidate {
+        let runnable = self.state == ComponentState::Ready && self.hung_until.is_none();
         Candidate {
-            ready: self.state == ComponentState::Ready && !self.scheduling.is_depleted(),
-            slack: self.state == ComponentState::Ready && self.scheduling.on_slack(),
+            ready: runnable && !self.scheduling.is_depleted(),
+            slack: runnable && self.scheduling.on_slack(),
             priority: self.priority,
+        }
+    }
+
+    /// When an injected hang ends, while it lasts.
+    pub fn hung_until(&self) -> Option<u64> {
+        self.hung_until.filter(|_| self.is_alive())
+    }
+
+    /// Stops scheduling it until `until` (TSC): an injected hang. Nothing
+    /// else changes: signals and timeouts still reach it.
+    pub fn hang(&mut self, until: u64) {
+        self.hung_until = Some(until);
+    }
+
+    /// Time units it has been runnable without coming back to `Wait`, as
+    /// of `now` (0 while it waits or once it has ended).
+    pub fn busy_for(&self, now: u64) -> u64 {
+        match (self.state, self.busy_since) {
+            (ComponentState::Ready, Some(since)) => now.saturating_sub(since),
+            _ => 0,
         }
     }
 
@@ -297,6 +327,7 @@ impl Component {
             self.answer(Status::Ok, bits);
             self.wake_at = None;
             self.state = ComponentState::Ready;
+            self.busy_since = Some(crate::arch::timer::now());
         }
     }
 
@@ -306,7 +337,14 @@ impl Component {
     /// blocks until the deadline `deadline` gives for the timeout and
     /// returns `true`.
     #[inline(always)]
-    pub fn wait(&mut self, timeout_us: Option<u64>, deadline: impl FnOnce(u64) -> u64) -> bool {
+    pub fn wait(
+        &mut self,
+        timeout_us: Option<u64>,
+        now: u64,
+        deadline: impl FnOnce(u64) -> u64,
+    ) -> bool {
+        // Coming back to `Wait` is the sign of life a watchdog looks for.
+        self.busy_since = Some(now);
         if let Some(bits) = self.notification.take() {
             self.answer(Status::Ok, bits);
             return false;
@@ -317,6 +355,7 @@ impl Component {
         }
         self.state = ComponentState::Waiting;
         self.wake_at = timeout_us.map(deadline);
+        self.busy_since = None;
         true
     }
 
@@ -328,6 +367,10 @@ impl Component {
             self.answer(Status::TimedOut, 0);
             self.wake_at = None;
             self.state = ComponentState::Ready;
+            self.busy_since = Some(now);
+        }
+        if self.hung_until.is_some_and(|until| until <= now) {
+            self.hung_until = None;
         }
     }
 
@@ -392,6 +435,7 @@ impl Component {
         self.notification = Notification::EMPTY;
         self.fault = None;
         self.wake_at = None;
+        self.hung_until = None;
     }
 
     /// Installs a built address space and the thread's first frame.
@@ -404,6 +448,7 @@ impl Component {
     pub fn start(&mut self, now: u64) {
         self.scheduling.refill(now);
         self.state = ComponentState::Ready;
+        self.busy_since = Some(now);
     }
 
     /// Marks a component the core refused to load: stopped for good, and

@@ -7,7 +7,9 @@
 //! end, so it outlives their restarts. When an end restarts, the queue is
 //! reset: indices cleared and the generation bumped, so the other end
 //! notices it talks to a new life. The ring protocol itself is the
-//! components' (`runtime::queue`); the core never reads the slots.
+//! components' (`runtime::queue`); the core never reads the slots, and
+//! writes them only when a test system injects a fault into an end
+//! (`crate::inject`: random bytes, or a flood of stamped messages).
 
 use microvisor::address::{PAGE_SIZE, PhysicalAddress};
 use microvisor::frame::FrameAllocator;
@@ -109,6 +111,26 @@ impl Queue {
         }
     }
 
+    /// The sender and receiver components.
+    pub fn ends(&self) -> (usize, usize) {
+        (self.sender, self.receiver)
+    }
+
+    /// Slot size and count.
+    pub fn geometry(&self) -> (u32, u32) {
+        (self.slot_size, self.slot_count)
+    }
+
+    /// The receiver and the bit that tells it messages arrived.
+    pub fn receiver_bit(&self) -> (usize, u32) {
+        (self.receiver, self.receiver_bit)
+    }
+
+    /// The first byte of its memory, in the direct map.
+    pub fn memory(&self) -> PhysicalAddress {
+        self.memory
+    }
+
     /// Empties the ring and bumps its generation.
     pub fn reset(&mut self) {
         self.generation = self.generation.wrapping_add(1);
@@ -126,6 +148,9 @@ impl Queue {
             // SAFETY: as above, 8-byte aligned.
             unsafe { header.add(offset).cast::<u64>().write_volatile(value) }
         };
+        for slot in 0..self.slot_count.min(queue::MAX_SLOTS) as usize {
+            put32(queue::STAMPS_OFFSET + 4 * slot, 0);
+        }
         put64(queue::HEAD_OFFSET, 0);
         put64(queue::TAIL_OFFSET, 0);
         put32(queue::RECEIVER_WAITING_OFFSET, 0);

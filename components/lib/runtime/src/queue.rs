@@ -14,13 +14,24 @@
 //! resynchronises. Every message read is copied out of shared memory before
 //! the caller sees it, and the caller must validate its fields: the other
 //! end may be hostile.
+//!
+//! Each end keeps its own index privately and only publishes it, so a
+//! stray write to the header cannot move it. The other end's index is
+//! believed only while it is possible (the ring never holds more than its
+//! slots), and a message only when its slot's stamp names it: a corrupted
+//! or replayed index would otherwise make the receiver take stale slots —
+//! old requests, executed twice. An end that finds either impossible
+//! asks the core to reset the queue (`QueueReset`) and reports
+//! [`QueueError::PeerRestarted`], so both ends take the path they take
+//! when the other restarts (in-flight messages resent or forgotten)
+//! rather than trusting a broken ring.
 
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use microvisor_abi::queue::{
-    GENERATION_OFFSET, HEAD_OFFSET, QUEUE_MAGIC, RECEIVER_WAITING_OFFSET, SENDER_WAITING_OFFSET,
-    SLOTS_OFFSET, TAIL_OFFSET,
+    GENERATION_OFFSET, HEAD_OFFSET, MAX_SLOTS, QUEUE_MAGIC, RECEIVER_WAITING_OFFSET,
+    SENDER_WAITING_OFFSET, SLOTS_OFFSET, STAMPS_OFFSET, TAIL_OFFSET, stamp,
 };
 use microvisor_abi::start::{Resource, ResourceKind, ResourceView};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -56,10 +67,15 @@ struct Ring {
     signal: u64,
     bit: u32,
     generation: u32,
+    /// This end's own index (the sender's tail, the receiver's head),
+    /// kept here and only published to the header.
+    own: u64,
+    /// Where this end publishes `own`: [`TAIL_OFFSET`] or [`HEAD_OFFSET`].
+    own_offset: usize,
 }
 
 impl Ring {
-    fn open<T>(resource: Option<&Resource>) -> Result<Self, OpenError> {
+    fn open<T>(resource: Option<&Resource>, sending: bool) -> Result<Self, OpenError> {
         let end = match resource.and_then(Resource::view) {
             Some(ResourceView::QueueSend(end) | ResourceView::QueueReceive(end)) => end,
             _ => return Err(OpenError::NotGiven),
@@ -79,12 +95,74 @@ impl Ring {
             signal: end.signal,
             bit: end.bit,
             generation: 0,
+            own: 0,
+            own_offset: if sending { TAIL_OFFSET } else { HEAD_OFFSET },
         };
-        if ring.word32(0).load(Ordering::Acquire) != QUEUE_MAGIC {
+        if ring.word32(0).load(Ordering::Acquire) != QUEUE_MAGIC
+            || slot_count > u64::from(MAX_SLOTS)
+        {
             return Err(OpenError::BadHeader);
         }
         ring.generation = ring.word32(GENERATION_OFFSET).load(Ordering::Acquire);
+        ring.own = ring.word64(ring.own_offset).load(Ordering::Relaxed);
         Ok(ring)
+    }
+
+    /// The other end's index (acquire: what it published before is
+    /// visible).
+    fn other(&self) -> u64 {
+        let offset = if self.own_offset == TAIL_OFFSET {
+            HEAD_OFFSET
+        } else {
+            TAIL_OFFSET
+        };
+        self.word64(offset).load(Ordering::Acquire)
+    }
+
+    /// Messages in the ring by the two indices, or `None` when that is
+    /// impossible (more than the ring holds: a corrupted index).
+    fn used(&self, tail: u64, head: u64) -> Option<u64> {
+        Some(tail.wrapping_sub(head)).filter(|&used| used <= self.slot_count)
+    }
+
+    fn stamp_word(&self, index: u64) -> &AtomicU32 {
+        self.word32(STAMPS_OFFSET + 4 * (index % self.slot_count) as usize)
+    }
+
+    /// Publishes this end's index.
+    fn publish_own(&mut self, value: u64) {
+        self.own = value;
+        self.word64(self.own_offset).store(value, Ordering::Release);
+    }
+
+    /// The ring is impossible (a corrupted index or stamp): has the core
+    /// reset it, as a restart of either end would, and reports it the
+    /// same way.
+    #[cold]
+    fn recover(&mut self) -> QueueError {
+        self.reset_by_core();
+        let generation = self.word32(GENERATION_OFFSET).load(Ordering::Acquire);
+        self.generation = generation;
+        self.own = self.word64(self.own_offset).load(Ordering::Relaxed);
+        QueueError::PeerRestarted(generation)
+    }
+
+    #[cfg(not(test))]
+    fn reset_by_core(&self) {
+        syscall::queue_reset(self.base as u64);
+    }
+
+    /// The host tests' stand-in for the core's reset.
+    #[cfg(test)]
+    fn reset_by_core(&self) {
+        for slot in 0..self.slot_count {
+            self.stamp_word(slot).store(0, Ordering::Relaxed);
+        }
+        self.word64(HEAD_OFFSET).store(0, Ordering::Relaxed);
+        self.word64(TAIL_OFFSET).store(0, Ordering::Relaxed);
+        let generation = self.word32(GENERATION_OFFSET).load(Ordering::Relaxed);
+        self.word32(GENERATION_OFFSET)
+            .store(generation.wrapping_add(1), Ordering::Release);
     }
 
     fn word64(&self, offset: usize) -> &AtomicU64 {
@@ -107,7 +185,16 @@ impl Ring {
     fn check_generation(&mut self) -> Result<(), QueueError> {
         let generation = self.word32(GENERATION_OFFSET).load(Ordering::Acquire);
         if generation != self.generation {
+            // The core's reset zeroes this end's published index, which
+            // only this end writes otherwise. Any other value means a
+            // stray write changed the generation: the ring cannot be
+            // trusted (this end's index in the header may be stray too,
+            // and stale slots keep their stamps), so it is reset for real.
+            if self.word64(self.own_offset).load(Ordering::Relaxed) != 0 {
+                return Err(self.recover());
+            }
             self.generation = generation;
+            self.own = 0;
             return Err(QueueError::PeerRestarted(generation));
         }
         Ok(())
@@ -137,7 +224,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
     /// Opens the sending end a start-page resource describes.
     fn from_resource(resource: Option<&Resource>) -> Result<Self, OpenError> {
         Ok(Self {
-            ring: Ring::open::<T>(resource)?,
+            ring: Ring::open::<T>(resource, true)?,
             defer: false,
             _message: PhantomData,
         })
@@ -164,9 +251,11 @@ impl<T: IntoBytes + Immutable> Sender<T> {
     pub fn try_send_batch(&mut self, messages: &[T]) -> Result<usize, QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
-        let tail = ring.word64(TAIL_OFFSET).load(Ordering::Relaxed);
-        let head = ring.word64(HEAD_OFFSET).load(Ordering::Acquire);
-        let room = ring.slot_count.saturating_sub(tail.wrapping_sub(head)) as usize;
+        let tail = ring.own;
+        let Some(used) = ring.used(tail, ring.other()) else {
+            return Err(self.ring.recover());
+        };
+        let room = (ring.slot_count - used) as usize;
         let count = room.min(messages.len());
         for (offset, message) in messages[..count].iter().enumerate() {
             let bytes = message.as_bytes();
@@ -180,6 +269,9 @@ impl<T: IntoBytes + Immutable> Sender<T> {
                     bytes.len(),
                 )
             };
+            let index = tail + offset as u64;
+            ring.stamp_word(index)
+                .store(stamp(index), Ordering::Relaxed);
         }
         if count > 0 {
             self.publish(tail + count as u64);
@@ -223,11 +315,13 @@ impl<T: IntoBytes + Immutable> Sender<T> {
     ) -> Result<(), QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
-        let tail = ring.word64(TAIL_OFFSET).load(Ordering::Relaxed);
-        let head = ring.word64(HEAD_OFFSET).load(Ordering::Acquire);
-        if tail.wrapping_sub(head) >= ring.slot_count {
-            return Err(QueueError::WouldBlock);
+        let tail = ring.own;
+        match ring.used(tail, ring.other()) {
+            None => return Err(self.ring.recover()),
+            Some(used) if used == ring.slot_count => return Err(QueueError::WouldBlock),
+            Some(_) => {}
         }
+        let ring = &self.ring;
         let mut writer = SlotWriter {
             slot: ring.slot(tail),
             length: size_of::<T>(),
@@ -240,15 +334,16 @@ impl<T: IntoBytes + Immutable> Sender<T> {
         if !fill(&mut writer) {
             return Err(QueueError::WouldBlock);
         }
+        ring.stamp_word(tail).store(stamp(tail), Ordering::Relaxed);
         self.publish(tail + 1);
         Ok(())
     }
 
     /// Publishes the slots up to `tail` and signals the receiver if it
     /// sleeps.
-    fn publish(&self, tail: u64) {
+    fn publish(&mut self, tail: u64) {
+        self.ring.publish_own(tail);
         let ring = &self.ring;
-        ring.word64(TAIL_OFFSET).store(tail, Ordering::Release);
         fence(Ordering::SeqCst);
         if ring.word32(RECEIVER_WAITING_OFFSET).load(Ordering::Relaxed) != 0 {
             if self.defer {
@@ -264,9 +359,9 @@ impl<T: IntoBytes + Immutable> Sender<T> {
         ring.word32(SENDER_WAITING_OFFSET)
             .store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        let tail = ring.word64(TAIL_OFFSET).load(Ordering::Relaxed);
-        let head = ring.word64(HEAD_OFFSET).load(Ordering::Acquire);
-        if tail.wrapping_sub(head) >= ring.slot_count {
+        // A full ring sleeps; an impossible one is left to the next send,
+        // which resets it.
+        if ring.used(ring.own, ring.other()) == Some(ring.slot_count) {
             notification::wait_for(1 << ring.bit, None);
         }
         ring.word32(SENDER_WAITING_OFFSET)
@@ -284,7 +379,7 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
     /// Opens the receiving end a start-page resource describes.
     fn from_resource(resource: Option<&Resource>) -> Result<Self, OpenError> {
         Ok(Self {
-            ring: Ring::open::<T>(resource)?,
+            ring: Ring::open::<T>(resource, false)?,
             _message: PhantomData,
         })
     }
@@ -299,12 +394,19 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
     pub fn try_receive_batch(&mut self, out: &mut [T]) -> Result<usize, QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
-        let head = ring.word64(HEAD_OFFSET).load(Ordering::Relaxed);
-        let tail = ring.word64(TAIL_OFFSET).load(Ordering::Acquire);
-        // A hostile sender may publish any tail: never read more than a
-        // ring's worth.
-        let available = tail.wrapping_sub(head).min(ring.slot_count) as usize;
-        let count = available.min(out.len());
+        let head = ring.own;
+        // A hostile or corrupted tail may say anything: never read more
+        // than a ring's worth, nor a slot whose stamp names another
+        // message.
+        let Some(available) = ring.used(ring.other(), head) else {
+            return Err(self.ring.recover());
+        };
+        let count = (available as usize).min(out.len());
+        if (head..head + count as u64)
+            .any(|index| ring.stamp_word(index).load(Ordering::Relaxed) != stamp(index))
+        {
+            return Err(self.ring.recover());
+        }
         for (offset, message) in out[..count].iter_mut().enumerate() {
             let bytes = message.as_mut_bytes();
             // SAFETY: the slot lies inside the queue memory and holds at
@@ -324,9 +426,9 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
     }
 
     /// Frees the slots up to `head` and signals the sender if it sleeps.
-    fn release(&self, head: u64) {
+    fn release(&mut self, head: u64) {
+        self.ring.publish_own(head);
         let ring = &self.ring;
-        ring.word64(HEAD_OFFSET).store(head, Ordering::Release);
         fence(Ordering::SeqCst);
         if ring.word32(SENDER_WAITING_OFFSET).load(Ordering::Relaxed) != 0 {
             syscall::signal(ring.signal);
@@ -397,11 +499,16 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
     ) -> Result<R, QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
-        let head = ring.word64(HEAD_OFFSET).load(Ordering::Relaxed);
-        let tail = ring.word64(TAIL_OFFSET).load(Ordering::Acquire);
-        if tail == head {
-            return Err(QueueError::WouldBlock);
+        let head = ring.own;
+        match ring.used(ring.other(), head) {
+            None => return Err(self.ring.recover()),
+            Some(0) => return Err(QueueError::WouldBlock),
+            Some(_) if ring.stamp_word(head).load(Ordering::Relaxed) != stamp(head) => {
+                return Err(self.ring.recover());
+            }
+            Some(_) => {}
         }
+        let ring = &self.ring;
         let reader = SlotReader {
             slot: ring.slot(head),
             length: size_of::<T>(),
@@ -423,8 +530,7 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
         ring.word32(RECEIVER_WAITING_OFFSET)
             .store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        let head = ring.word64(HEAD_OFFSET).load(Ordering::Relaxed);
-        ring.word64(TAIL_OFFSET).load(Ordering::Acquire) == head
+        ring.other() == ring.own
     }
 
     /// Withdraws [`Self::arm`]'s request: the sender need not signal.
@@ -439,10 +545,8 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
         ring.word32(RECEIVER_WAITING_OFFSET)
             .store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        let head = ring.word64(HEAD_OFFSET).load(Ordering::Relaxed);
-        let tail = ring.word64(TAIL_OFFSET).load(Ordering::Acquire);
         let mut timed_out = false;
-        if tail == head {
+        if ring.other() == ring.own {
             timed_out = notification::wait_for(1 << ring.bit, timeout_us).is_none();
         }
         ring.word32(RECEIVER_WAITING_OFFSET)
@@ -609,17 +713,31 @@ mod tests {
             // SAFETY: as above.
             unsafe { &*(self.0.as_ptr().cast::<u8>().add(offset).cast::<AtomicU64>()) }
         }
+
+        /// The `index`-th 8-byte word of the queue memory.
+        fn word(&self, index: usize) -> &AtomicU64 {
+            self.header_u64(index * 8)
+        }
+
+        fn byte(&self, offset: usize) -> &core::sync::atomic::AtomicU8 {
+            // SAFETY: inside the buffer, only accessed atomically.
+            unsafe { &*(self.0.as_ptr().cast::<u8>().add(offset).cast()) }
+        }
     }
 
     /// A small deterministic random stream for batch sizes.
     struct Random(u64);
 
     impl Random {
-        fn below(&mut self, limit: u64) -> u64 {
+        fn next(&mut self) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
-            self.0 % limit
+            self.0
+        }
+
+        fn below(&mut self, limit: u64) -> u64 {
+            self.next() % limit
         }
     }
 
@@ -729,15 +847,155 @@ mod tests {
     }
 
     #[test]
-    fn a_hostile_tail_never_reads_past_the_ring() {
+    fn an_impossible_tail_resets_the_queue_for_both_ends() {
         let memory = Memory::new(8, 4);
         let resource = memory.resource(8, 4);
+        let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
         let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        sender.try_send(&1).unwrap();
         memory
             .header_u64(TAIL_OFFSET)
             .store(u64::MAX - 3, Ordering::Release);
         let mut out = [0u64; 64];
+        assert_eq!(
+            receiver.try_receive_batch(&mut out),
+            Err(QueueError::PeerRestarted(2)),
+            "never a ring's worth of stale slots"
+        );
+        assert_eq!(sender.try_send(&2), Err(QueueError::PeerRestarted(2)));
+        sender.try_send(&3).unwrap();
+        assert_eq!(receiver.try_receive_batch(&mut out), Ok(1));
+        assert_eq!(out[0], 3);
+    }
+
+    #[test]
+    fn a_tail_moved_over_stale_slots_is_caught_by_the_stamps() {
+        let memory = Memory::new(8, 4);
+        let resource = memory.resource(8, 4);
+        let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        // Messages 0..3 sent and taken: their slots hold stale messages.
+        sender.try_send_batch(&[10, 11, 12]).unwrap();
+        let mut out = [0u64; 4];
+        assert_eq!(receiver.try_receive_batch(&mut out), Ok(3));
+        sender.try_send(&13).unwrap();
+        // A stray write moves the tail two past the real one: slots 4 and
+        // 5 hold messages 0 and 1 of the previous lap.
+        memory.header_u64(TAIL_OFFSET).store(6, Ordering::Release);
+        assert_eq!(
+            receiver.try_receive_batch(&mut out),
+            Err(QueueError::PeerRestarted(2))
+        );
+        assert_eq!(
+            receiver.try_receive_in_place(|_| ()),
+            Err(QueueError::WouldBlock)
+        );
+    }
+
+    #[test]
+    fn each_end_keeps_its_own_index() {
+        let memory = Memory::new(8, 4);
+        let resource = memory.resource(8, 4);
+        let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        sender.try_send_batch(&[1, 2]).unwrap();
+        // A stray write to the receiver's published head does not move
+        // the receiver: it takes both messages and publishes its own.
+        memory.header_u64(HEAD_OFFSET).store(1, Ordering::Release);
+        let mut out = [0u64; 4];
+        assert_eq!(receiver.try_receive_batch(&mut out), Ok(2));
+        assert_eq!(out[..2], [1, 2]);
+        assert_eq!(memory.header_u64(HEAD_OFFSET).load(Ordering::Relaxed), 2);
+        sender.try_send(&3).unwrap();
+        assert_eq!(receiver.try_receive(), Ok(3));
+    }
+
+    #[test]
+    fn a_flood_past_the_tail_is_read_then_the_sender_resets() {
+        let memory = Memory::new(8, 4);
+        let resource = memory.resource(8, 4);
+        let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        sender.try_send(&1).unwrap();
+        assert_eq!(receiver.try_receive(), Ok(1));
+        // What the core's flood does: stamped garbage past the tail.
+        for index in 1..5u64 {
+            let slot = SLOTS_OFFSET / 8 + (index % 4) as usize;
+            let stamp_at = STAMPS_OFFSET + 4 * (index % 4) as usize;
+            memory.word(slot).store(0xbad0 + index, Ordering::Relaxed);
+            memory
+                .header_u32(stamp_at)
+                .store(stamp(index), Ordering::Relaxed);
+        }
+        memory.header_u64(TAIL_OFFSET).store(5, Ordering::Release);
+        let mut out = [0u64; 8];
         assert_eq!(receiver.try_receive_batch(&mut out), Ok(4));
+        assert_eq!(out[..4], [0xbad1, 0xbad2, 0xbad3, 0xbad4]);
+        // The real sender's tail is behind the head now: impossible.
+        assert_eq!(sender.try_send(&2), Err(QueueError::PeerRestarted(2)));
+        assert_eq!(receiver.try_receive(), Err(QueueError::PeerRestarted(2)));
+        sender.try_send(&3).unwrap();
+        assert_eq!(receiver.try_receive(), Ok(3));
+    }
+
+    /// Random bytes written anywhere in the header and stamps while two
+    /// ends exchange numbered messages: between resets the receiver sees
+    /// only messages that were sent, in order, each once.
+    #[test]
+    fn header_corruption_never_replays_a_message() {
+        let mut random = Random(0x5eed);
+        for round in 0..300 {
+            let memory = Memory::new(8, 8);
+            let resource = memory.resource(8, 8);
+            let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
+            let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+            let (mut next, mut last) = (1u64, 0u64);
+            for step in 0..400 {
+                match random.below(4) {
+                    0 => match sender.try_send(&next) {
+                        Ok(()) => next += 1,
+                        Err(QueueError::PeerRestarted(_)) => {}
+                        Err(QueueError::WouldBlock) => {}
+                    },
+                    1 | 2 => match receiver.try_receive() {
+                        Ok(value) => {
+                            assert!(
+                                value > last && value < next,
+                                "round {round} step {step}: got {value} after {last}, sent up to {}",
+                                next - 1
+                            );
+                            last = value;
+                        }
+                        Err(QueueError::PeerRestarted(_)) => {}
+                        Err(QueueError::WouldBlock) => {}
+                    },
+                    _ => {
+                        // One random byte in a header field or stamp (not
+                        // the magic or the sizes, which only opening reads).
+                        let fields = [
+                            (GENERATION_OFFSET, 4),
+                            (HEAD_OFFSET, 8),
+                            (TAIL_OFFSET, 8),
+                            (RECEIVER_WAITING_OFFSET, 4),
+                            (SENDER_WAITING_OFFSET, 4),
+                            (STAMPS_OFFSET, 32),
+                        ];
+                        let (offset, length) = fields[random.below(fields.len() as u64) as usize];
+                        let at = offset + random.below(length) as usize;
+                        memory
+                            .byte(at)
+                            .store(random.next() as u8, Ordering::Relaxed);
+                        // The waiting flags are only hints here: no one sleeps.
+                        memory
+                            .header_u32(RECEIVER_WAITING_OFFSET)
+                            .store(0, Ordering::Relaxed);
+                        memory
+                            .header_u32(SENDER_WAITING_OFFSET)
+                            .store(0, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -203,6 +203,42 @@ pub fn component_stop(handle: u64) {
     call(Call::ComponentStop { component: handle });
 }
 
+/// How long a supervised component has been busy without coming back
+/// to `Wait`, in microseconds (0 while it waits); `None` once it has
+/// ended. A supervisor's watchdog compares it with its limit.
+#[inline]
+pub fn component_status(handle: u64) -> Option<u64> {
+    let (status, busy_us) = call(Call::ComponentStatus { component: handle });
+    (status == Status::Ok as u64).then_some(busy_us)
+}
+
+/// Injects a fault of `kind` into the target of injection capability
+/// `handle` (test systems only; see `microvisor_abi::inject`): answers
+/// what the core did (an address, a queue index), or `None` when the
+/// target is not running.
+#[inline]
+pub fn inject(
+    handle: u64,
+    kind: microvisor_abi::inject::Kind,
+    argument: u64,
+    count: u64,
+) -> Option<u64> {
+    let (status, value) = call(Call::Inject {
+        injection: handle,
+        kind: kind as u64,
+        argument,
+        count,
+    });
+    (status == Status::Ok as u64).then_some(value)
+}
+
+/// Resets the queue mapped at `address` in this component, as a restart
+/// of either end would (see `runtime::queue`).
+#[inline]
+pub fn queue_reset(address: u64) {
+    call(Call::QueueReset { address });
+}
+
 /// Raw access for components that misuse the interface on purpose (the
 /// hostile and fault-injection components): issues call `number` with the
 /// given arguments, exactly as given.

@@ -5,9 +5,14 @@
 //! component's bit when that component faults or exits.
 //!
 //! Each supervised component comes from the start page (its control
-//! capability, its bit, its limit and initial back-off, all from the
-//! system description). The supervisor exits when every supervised
-//! component has exited or is held.
+//! capability, its bit, its limit, initial back-off and watchdog, all from
+//! the system description). The back-off doubles with each restart in a
+//! row and starts over once the component has run for a second without
+//! faulting. A component with a watchdog is also checked every quarter of
+//! its watchdog time: when the core says it has been runnable that long
+//! without coming back to `Wait` (hung, looping, or not scheduled at all),
+//! it is restarted like a faulted one. The supervisor exits when every
+//! supervised component has exited or is held.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -28,9 +33,17 @@ struct Child<'a> {
     bit: u32,
     limit: u32,
     backoff_ms: u64,
+    watchdog_ms: u64,
     restarts: u32,
+    /// Restarts in a row (for the back-off), and when the last was.
+    streak: u32,
+    restarted_at_ns: u64,
     done: bool,
 }
+
+/// A component that ran this long since its last restart without
+/// faulting starts its back-off over.
+const STABLE_NS: u64 = 1_000_000_000;
 
 fn main(start: &runtime::Start) -> i32 {
     start.arguments(&[]).or_exit();
@@ -50,7 +63,10 @@ fn main(start: &runtime::Start) -> i32 {
             bit: child.fault_bit,
             limit: child.max_restarts,
             backoff_ms: child.backoff_ms,
+            watchdog_ms: u64::from(child.watchdog_ms),
             restarts: 0,
+            streak: 0,
+            restarted_at_ns: 0,
             done: false,
         });
         count += 1;
@@ -67,21 +83,49 @@ fn main(start: &runtime::Start) -> i32 {
             println!("every supervised component has exited or is held; supervisor done");
             return 0;
         }
-        let Some(bits) = notification::wait_for(mask, None) else {
-            continue;
-        };
-        for child in children
-            .iter_mut()
+        // The watchdogs are checked every quarter of the shortest.
+        let check_us = children
+            .iter()
             .flatten()
-            .filter(|c| !c.done && bits & (1 << c.bit) != 0)
-        {
-            handle_event(child);
+            .filter(|c| !c.done && c.watchdog_ms > 0)
+            .map(|c| (c.watchdog_ms * 1000 / 4).max(1000))
+            .min();
+        let bits = notification::wait_for(mask, check_us).unwrap_or(0);
+        for child in children.iter_mut().flatten().filter(|c| !c.done) {
+            if bits & (1 << child.bit) != 0 {
+                handle_event(child);
+            } else if child.watchdog_ms > 0 {
+                watch(child);
+            }
         }
     }
 }
 
+/// Restarts `child` if it has been busy without waiting for longer than
+/// its watchdog allows.
+fn watch(child: &mut Child<'_>) {
+    let Some(busy_us) = syscall::component_status(child.handle) else {
+        return;
+    };
+    if busy_us < child.watchdog_ms * 1000 {
+        return;
+    }
+    println!(
+        "'{}' unresponsive for {} ms (watchdog {} ms)",
+        child.name,
+        busy_us / 1000,
+        child.watchdog_ms
+    );
+    restart(child);
+}
+
 fn handle_event(child: &mut Child<'_>) {
     let Some(fault) = syscall::component_fault(child.handle) else {
+        // A bit from a life the watchdog already ended: that life's fault
+        // went with it, and the new life runs.
+        if syscall::component_status(child.handle).is_some() {
+            return;
+        }
         println!("'{}' exited", child.name);
         child.done = true;
         return;
@@ -91,6 +135,12 @@ fn handle_event(child: &mut Child<'_>) {
         "'{}' faulted: {kind} (address {:#x}, rip {:#x}), fault {} of its life",
         child.name, fault.address, fault.rip, fault.count
     );
+    restart(child);
+}
+
+/// Restarts `child` after its back-off, or holds it stopped past its
+/// limit.
+fn restart(child: &mut Child<'_>) {
     if child.restarts >= child.limit {
         println!(
             "'{}' reached its restart limit ({}); holding it stopped",
@@ -100,11 +150,16 @@ fn handle_event(child: &mut Child<'_>) {
         child.done = true;
         return;
     }
-    let delay_ms = child.backoff_ms << child.restarts.min(16);
+    if syscall::time_ns().saturating_sub(child.restarted_at_ns) >= STABLE_NS {
+        child.streak = 0;
+    }
+    let delay_ms = child.backoff_ms << child.streak.min(16);
     if delay_ms > 0 {
         notification::wait_for(0, Some(delay_ms * 1000));
     }
     child.restarts += 1;
+    child.streak += 1;
+    child.restarted_at_ns = syscall::time_ns();
     println!(
         "restarting '{}' after {delay_ms} ms (restart {} of {})",
         child.name, child.restarts, child.limit
