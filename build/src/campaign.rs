@@ -79,6 +79,11 @@ pub struct CampaignArguments {
     /// target/campaigns/<system>-seed<seed>.json].
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// How many workloads the system runs (the first boot waits for
+    /// them) [default: those that show progress before none is new for
+    /// 10 s].
+    #[arg(long)]
+    pub workloads: Option<usize>,
     /// Print every console line (otherwise only progress lines).
     #[arg(long)]
     pub verbose: bool,
@@ -519,10 +524,15 @@ struct Boot {
     child: Child,
     stdin: std::process::ChildStdin,
     lines: mpsc::Receiver<(Instant, String)>,
+    /// Every console line, with its time since the boot began.
+    log: std::io::BufWriter<std::fs::File>,
+    started: Instant,
 }
 
 impl Boot {
-    fn start(command: &mut Command) -> Result<Self> {
+    fn start(command: &mut Command, log: &Path) -> Result<Self> {
+        let log =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -547,16 +557,23 @@ impl Boot {
             child,
             stdin,
             lines,
+            log: std::io::BufWriter::new(log),
+            started: Instant::now(),
         })
     }
 
     /// The next line, or `None` when `deadline` passes or QEMU is gone.
-    fn next(&self, deadline: Instant) -> Option<(Instant, String)> {
+    fn next(&mut self, deadline: Instant) -> Option<(Instant, String)> {
         let wait = deadline.saturating_duration_since(Instant::now());
-        self.lines.recv_timeout(wait).ok()
+        let (at, line) = self.lines.recv_timeout(wait).ok()?;
+        let seconds = at.duration_since(self.started).as_secs_f64();
+        let _ = writeln!(self.log, "{seconds:10.3} {line}");
+        Some((at, line))
     }
 
     fn send(&mut self, text: &str) -> Result<()> {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let _ = write!(self.log, "{seconds:10.3} >>> {text}");
         self.stdin
             .write_all(text.as_bytes())
             .and_then(|()| self.stdin.flush())
@@ -588,14 +605,19 @@ pub struct Settings {
     pub replay: Option<Fault>,
     pub recover_timeout: Duration,
     pub per_boot: u64,
+    pub workloads: Option<usize>,
     pub verbose: bool,
+    /// Where each boot's console goes.
+    pub logs: PathBuf,
 }
 
 /// How long a boot may take to reach the first fault (the injector ready
 /// and every workload making progress).
 const WARM_UP: Duration = Duration::from_secs(90);
-/// How long after the first workload's progress others may still appear.
-const SETTLE: Duration = Duration::from_secs(3);
+/// How long after the last new workload's first progress another may
+/// still appear (a netcheck pair finds its peer and calibrates its clock
+/// first), unless `--workloads` says how many to wait for.
+const SETTLE: Duration = Duration::from_secs(10);
 
 /// Runs a campaign; `say` gets its progress lines.
 pub fn campaign(
@@ -625,19 +647,30 @@ pub fn campaign(
                 input: ConsoleFeed::Nothing,
             },
         )?;
-        let mut boot = Boot::start(&mut crate::qemu::command(&qemu, &request))?;
-        say(&format!("campaign: boot {} ...", tally.boots));
+        let log = settings.logs.join(format!(
+            "{}-seed{}-boot{}.log",
+            setup.system.stem(),
+            settings.seed,
+            tally.boots
+        ));
+        let mut boot = Boot::start(&mut crate::qemu::command(&qemu, &request), &log)?;
+        say(&format!(
+            "campaign: boot {} (console in {}) ...",
+            tally.boots,
+            system::shown(&log)
+        ));
         // Warm up: the injector's targets and the workloads.
         let deadline = Instant::now() + WARM_UP;
         let mut offered: Option<Vec<String>> = None;
         let mut seen = BTreeSet::new();
-        let mut first_progress: Option<Instant> = None;
+        let mut last_new: Option<Instant> = None;
         let mut fuzz = 0;
         loop {
             let ready = offered.is_some()
-                && match &workloads {
-                    Some(expected) => expected.is_subset(&seen),
-                    None => first_progress.is_some_and(|at| at.elapsed() >= SETTLE),
+                && match (&workloads, settings.workloads) {
+                    (Some(expected), _) => expected.is_subset(&seen),
+                    (None, Some(count)) => seen.len() >= count,
+                    (None, None) => last_new.is_some_and(|at| at.elapsed() >= SETTLE),
                 };
             if ready {
                 break;
@@ -663,9 +696,9 @@ pub fn campaign(
             }
             match classify(&line) {
                 Event::Ready(targets) => offered = Some(targets),
-                Event::Progress { workload, .. } => {
-                    first_progress.get_or_insert(at);
+                Event::Progress { workload, .. } if !seen.contains(&workload) => {
                     seen.insert(workload);
+                    last_new = Some(at);
                 }
                 Event::CoreFault(what) => bail!("boot {}: the core failed: {what}", tally.boots),
                 Event::Halted(verdict) => {
@@ -969,8 +1002,12 @@ pub fn command(arguments: CampaignArguments) -> Result<ExitCode> {
         replay: arguments.replay.as_deref().map(parse_replay).transpose()?,
         recover_timeout: Duration::from_secs(arguments.recover_timeout),
         per_boot: arguments.per_boot,
+        workloads: arguments.workloads,
         verbose: arguments.verbose,
+        logs: workspace.target_directory.join("campaigns"),
     };
+    std::fs::create_dir_all(&settings.logs)
+        .with_context(|| format!("creating {}", settings.logs.display()))?;
     let (system, artifacts) = load(&workspace, &arguments.system)?;
     let setup = Setup {
         workspace: &workspace,
@@ -1237,7 +1274,9 @@ mod tests {
             replay: None,
             recover_timeout: Duration::from_secs(1),
             per_boot: 0,
+            workloads: None,
             verbose: false,
+            logs: PathBuf::new(),
         };
         let text = report(&tally, &settings);
         assert!(
@@ -1251,5 +1290,107 @@ mod tests {
         assert_eq!(value["total"]["recover_ms_median"], 20);
         assert_eq!(value["breaches"][0]["replay"], "store crash 5");
         assert_eq!(value["invariants_hold"], false);
+    }
+}
+
+/// Where the test suite's campaigns live, relative to the workspace root.
+pub const TEST_DIRECTORY: &str = "build/campaigns";
+
+/// A campaign the test suite runs (`build/campaigns/*.toml`): a short
+/// campaign whose invariants must hold, or one against a deliberately
+/// broken system that must find the breach and name its seed.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignTest {
+    pub description: String,
+    /// The system file, relative to the test's file.
+    pub system: PathBuf,
+    pub faults: u64,
+    pub seed: u64,
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// How many workloads the system runs.
+    pub workloads: usize,
+    /// Seconds one fault may take to recover from.
+    #[serde(default = "default_recover")]
+    pub recover_timeout: u64,
+    /// What it must find: `"invariants"` (every invariant held) or a text
+    /// some breach must contain (then the campaign must name its seed).
+    pub expect: String,
+}
+
+fn default_recover() -> u64 {
+    30
+}
+
+/// Runs one campaign test; `Ok` with its summary, or why it failed.
+pub fn run_test(workspace: &Workspace, path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("reading it: {error}"))?;
+    let test: CampaignTest = toml::from_str(&text).map_err(|error| format!("{error}"))?;
+    run_checked(workspace, path, &test)
+        .map_err(|why| format!("{why}\n    what it checks: {}", test.description))
+}
+
+fn run_checked(workspace: &Workspace, path: &Path, test: &CampaignTest) -> Result<String, String> {
+    let system_path = path.parent().unwrap_or(Path::new(".")).join(&test.system);
+    let (system, artifacts) =
+        load(workspace, &system_path).map_err(|error| format!("{error:#}"))?;
+    let settings = Settings {
+        faults: test.faults,
+        seed: test.seed,
+        targets: test.targets.clone(),
+        kinds: kinds_of(&test.kinds).map_err(|error| format!("{error:#}"))?,
+        replay: None,
+        recover_timeout: Duration::from_secs(test.recover_timeout),
+        per_boot: 0,
+        workloads: Some(test.workloads),
+        verbose: false,
+        logs: workspace.target_directory.join("campaigns"),
+    };
+    std::fs::create_dir_all(&settings.logs).map_err(|error| format!("{error}"))?;
+    let setup = Setup {
+        workspace,
+        artifacts: &artifacts,
+        system: &system,
+    };
+    let tally = campaign(&setup, &settings, &mut |_| {}).map_err(|error| format!("{error:#}"))?;
+    let text = report(&tally, &settings);
+    let total = tally.total();
+    let summary = format!(
+        "{} faults, {} restarts, {}/{} workloads continued, {} boots",
+        total.injected,
+        total.restarts + total.watchdog_restarts,
+        total.continued,
+        total.workloads,
+        tally.boots
+    );
+    if test.expect == "invariants" {
+        if tally.invariants_hold() && total.injected == test.faults {
+            Ok(summary)
+        } else {
+            Err(format!("an invariant broke ({summary}):\n{text}"))
+        }
+    } else {
+        let found = tally
+            .breaches
+            .iter()
+            .find(|breach| breach.what.contains(&test.expect));
+        match found {
+            Some(breach) if text.contains(&format!("\"{}\"", breach.fault.name())) => Ok(format!(
+                "{summary}; found \"{}\" at fault {} (replay: --replay \"{}\")",
+                test.expect,
+                breach.fault.number,
+                breach.fault.name()
+            )),
+            Some(_) => Err(format!(
+                "the report does not name the breach's seed:\n{text}"
+            )),
+            None => Err(format!(
+                "no breach says \"{}\" ({summary}):\n{text}",
+                test.expect
+            )),
+        }
     }
 }

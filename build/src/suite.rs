@@ -79,6 +79,9 @@ pub fn command(arguments: TestArguments) -> ExitCode {
                 let scenarios = run_scenarios(&workspace, filter, usize::from(arguments.jobs));
                 selected += scenarios.passed + scenarios.failed;
                 add(&mut tally, scenarios);
+                let campaigns = run_campaigns(&workspace, filter);
+                selected += campaigns.passed + campaigns.failed;
+                add(&mut tally, campaigns);
             }
             if let Some(filter) = filter
                 && selected == 0
@@ -282,6 +285,42 @@ pub fn emulators_of(scenarios: &[Scenario]) -> Vec<Emulator> {
         }
     }
     emulators
+}
+
+/// Runs the fault-injection campaigns of `build/campaigns/` one by one,
+/// after the scenarios (each keeps the host busy): one line each,
+/// `campaign NAME ... PASS (...)` or `FAIL: <why>` with its report.
+fn run_campaigns(workspace: &Workspace, filter: Option<&str>) -> Tally {
+    let mut tally = Tally::default();
+    let directory = workspace.root.join(crate::campaign::TEST_DIRECTORY);
+    let files = match scenario::files_in(&directory) {
+        Ok(files) => files,
+        Err(error) => {
+            println!("campaigns ... FAIL: {error:#}");
+            tally.failed += 1;
+            return tally;
+        }
+    };
+    for path in files
+        .iter()
+        .filter(|path| filter.is_none_or(|text| crate::system::file_stem(path).contains(text)))
+    {
+        let name = crate::system::file_stem(path);
+        let started = std::time::Instant::now();
+        let result = crate::campaign::run_test(workspace, path);
+        let seconds = started.elapsed().as_secs_f64();
+        match result {
+            Ok(summary) => {
+                println!("campaign {name} ... PASS ({summary}; {seconds:.1} s)");
+                tally.passed += 1;
+            }
+            Err(why) => {
+                println!("campaign {name} ... FAIL: {why} ({seconds:.1} s)");
+                tally.failed += 1;
+            }
+        }
+    }
+    tally
 }
 
 /// Boots one scenario and prints its report; returns whether it passed.

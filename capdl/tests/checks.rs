@@ -926,9 +926,9 @@ fn slots_not_a_power_of_two() {
 fn too_many_slots() {
     assert_eq!(
         error(&format!(
-            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8\nslots = 1024\n"
+            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8\nslots = 512\n"
         )),
-        "main.toml:7:9: queue 'q': slots 1024 is more than 512"
+        "main.toml:7:9: queue 'q': slots 512 is more than 256"
     );
 }
 
@@ -936,9 +936,9 @@ fn too_many_slots() {
 fn queue_too_large() {
     assert_eq!(
         error(&format!(
-            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 16384\nslots = 512\n"
+            "{TWO}[queues.q]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 32768\nslots = 256\n"
         )),
-        "main.toml:3:9: queue 'q' has 8MiB of slots (512 x 16384 bytes); a queue holds at most 4MiB"
+        "main.toml:3:9: queue 'q' has 8MiB of slots (256 x 32768 bytes); a queue holds at most 4MiB"
     );
 }
 
@@ -2478,7 +2478,7 @@ fn a_networks_slots_are_a_power_of_two_that_fits_a_queue() {
         error(&format!(
             "{NET_BASE}[networks.lan]\nbridge = \"bridge\"\nmembers = [\"a\"]\nslots = 4096\n"
         )),
-        "main.toml:16:9: network 'lan': slots 4096 is more than 512"
+        "main.toml:16:9: network 'lan': slots 4096 is more than 256"
     );
 }
 

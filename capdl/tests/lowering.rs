@@ -1102,7 +1102,7 @@ fn the_console_can_be_given_to_a_vm_by_name() {
 fn vm_windows_do_not_meet_queues_or_devices() {
     let text = "[components.ws]\nprogram = \"world-switcher\"\n\
          mmio = [{ physical = \"0xfebd0000\", size = \"64KiB\" }]\n[components.b]\nprogram = \"a\"\n\
-         [queues.q]\nfrom = \"ws\"\nto = \"b\"\nslot_size = 8192\nslots = 512\n\
+         [queues.q]\nfrom = \"ws\"\nto = \"b\"\nslot_size = 16384\nslots = 256\n\
          [vms.g]\nswitcher = \"ws\"\nmemory = \"1GiB\"\n";
     let options = capdl::Options {
         machine_memory: 2 << 30,

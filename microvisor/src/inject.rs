@@ -9,7 +9,8 @@
 //! writable segments and its stack, as the loader maps them; never queue,
 //! DMA or guest memory, which other components or guests share), queue
 //! corruption among one queue's header fields, stamps and slots, and a
-//! flood writes whole stamped slots the way a babbling sender would. The
+//! flood writes whole stamped slots (stamp and checksum right) the way a
+//! babbling sender would. The
 //! places and bytes come from the caller's seed only.
 
 use microvisor::address::{PAGE_SIZE, PhysicalAddress, VirtualAddress};
@@ -129,7 +130,8 @@ pub fn corrupt_queue(kernel: &mut Kernel, target: usize, seed: u64, count: u64) 
         *range = (offset as u64, (offset + length) as u64);
     }
     let stamps = queue::STAMPS_OFFSET as u64;
-    header[queue::HEADER_FIELDS.len()] = (stamps, stamps + 4 * u64::from(slot_count));
+    let stamp_bytes = queue::STAMP_BYTES as u64 * u64::from(slot_count);
+    header[queue::HEADER_FIELDS.len()] = (stamps, stamps + stamp_bytes);
     let slots = queue::SLOTS_OFFSET as u64;
     let slot_bytes = u64::from(slot_size) * u64::from(slot_count);
     for _ in 0..count {
@@ -177,22 +179,29 @@ pub fn flood_queue(kernel: &mut Kernel, target: usize, seed: u64, count: u64) ->
     for message in tail..tail.wrapping_add(messages) {
         let slot = message % u64::from(slot_count);
         let start = queue::SLOTS_OFFSET as u64 + slot * u64::from(slot_size);
+        let mut sum = queue::Checksum::new(slot_size as usize);
         for offset in (start..start + u64::from(slot_size)).step_by(8) {
-            let word = stream.next_u64().to_le_bytes();
-            for (byte, value) in word.iter().enumerate() {
+            let word = stream.next_u64();
+            sum.word(word);
+            for (byte, value) in word.to_le_bytes().iter().enumerate() {
                 // SAFETY: inside slot `slot` of the queue's slot pages
                 // (slot sizes are multiples of 8).
                 unsafe { poke(memory, offset + byte as u64, *value) };
             }
         }
+        let stamp_at = queue::STAMPS_OFFSET + queue::STAMP_BYTES * slot as usize;
         // SAFETY: stamp `slot` lies in the header page (slot_count is at
-        // most queue::MAX_SLOTS, checked at boot).
+        // most queue::MAX_SLOTS, checked at boot); 4-byte aligned.
         unsafe {
             header
-                .add(queue::STAMPS_OFFSET + 4 * slot as usize)
+                .add(stamp_at + 4)
                 .cast::<u32>()
-                .write_volatile(queue::stamp(message))
-        };
+                .write_volatile(sum.finish());
+            header
+                .add(stamp_at)
+                .cast::<u32>()
+                .write_volatile(queue::stamp(message));
+        }
     }
     // SAFETY: as above.
     unsafe {

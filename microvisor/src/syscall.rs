@@ -422,12 +422,23 @@ fn component_status(kernel: &mut Kernel, caller: usize, component: u64) -> Outco
     answer(kernel, caller, Status::Ok, busy)
 }
 
-/// Resets the queue mapped at `address` in `caller`.
+/// Resets the queue mapped at `address` in `caller`, and every other
+/// queue between the same two components: the ends' requests and answers
+/// travel on a pair of queues, and a restart would reset both, so each
+/// end notices on the queue it is waiting on and resynchronises as after
+/// a restart (a sender whose requests were in the reset queue may be
+/// waiting for answers on the other).
 fn queue_reset(kernel: &mut Kernel, caller: usize, address: u64) -> Outcome {
     let queue = (0..kernel.queue_count)
         .find(|&at| kernel.queues[at].address_in(caller) == Some(address))
         .ok_or(Fault::new(FaultKind::BadArgument, address, address))?;
-    crate::lifecycle::reset_queue(kernel, queue, caller);
+    let (sender, receiver) = kernel.queues[queue].ends();
+    for at in 0..kernel.queue_count {
+        let (from, to) = kernel.queues[at].ends();
+        if (from, to) == (sender, receiver) || (from, to) == (receiver, sender) {
+            crate::lifecycle::reset_queue(kernel, at, caller);
+        }
+    }
     answer(kernel, caller, Status::Ok, 0)
 }
 

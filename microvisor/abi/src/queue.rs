@@ -30,10 +30,13 @@ pub const RECEIVER_WAITING_OFFSET: usize = 192;
 pub const SENDER_WAITING_OFFSET: usize = 256;
 /// Offset of the first slot from the start of the queue memory.
 pub const SLOTS_OFFSET: usize = 4096;
-/// Offset of the stamps: one `u32` per slot, `i + 1` for message `i`.
+/// Offset of the stamps: per slot, a `u32` `i + 1` for message `i` and
+/// the `u32` [`checksum`] of its slot.
 pub const STAMPS_OFFSET: usize = 512;
+/// Bytes of one slot's stamp.
+pub const STAMP_BYTES: usize = 8;
 /// The most slots a queue has: the header page holds a stamp for each.
-pub const MAX_SLOTS: u32 = 512;
+pub const MAX_SLOTS: u32 = 256;
 /// The header's fields as (offset, length): where a corrupted header
 /// can differ.
 pub const HEADER_FIELDS: [(usize, usize); 8] = [
@@ -52,5 +55,75 @@ pub const fn stamp(index: u64) -> u32 {
     index.wrapping_add(1) as u32
 }
 
-const _: () = assert!(STAMPS_OFFSET + 4 * MAX_SLOTS as usize <= SLOTS_OFFSET);
+/// The checksum of a slot (a multiply-xor hash over its 8-byte words,
+/// folded to 32 bits): cheap enough for every message, and any change of
+/// a few bytes changes it. Fed word by word, so that shared memory is
+/// read with volatile loads, never through a reference.
+#[derive(Clone, Copy, Debug)]
+pub struct Checksum(u64);
+
+impl Checksum {
+    /// A checksum of a slot of `bytes` bytes.
+    pub const fn new(bytes: usize) -> Self {
+        Self(0xcbf2_9ce4_8422_2325 ^ bytes as u64)
+    }
+
+    /// Adds the next 8-byte word (little-endian).
+    #[inline(always)]
+    pub fn word(&mut self, word: u64) {
+        self.0 = (self.0 ^ word)
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(23);
+    }
+
+    pub fn finish(self) -> u32 {
+        (self.0 ^ self.0 >> 32) as u32
+    }
+}
+
+/// The [`Checksum`] of `slot` (a multiple of 8 bytes; a shorter tail is
+/// padded with zeros).
+pub fn checksum(slot: &[u8]) -> u32 {
+    let mut sum = Checksum::new(slot.len());
+    for word in slot.chunks(8) {
+        let mut bytes = [0u8; 8];
+        bytes[..word.len()].copy_from_slice(word);
+        sum.word(u64::from_le_bytes(bytes));
+    }
+    sum.finish()
+}
+
+const _: () = assert!(STAMPS_OFFSET + STAMP_BYTES * MAX_SLOTS as usize <= SLOTS_OFFSET);
 const _: () = assert!(SENDER_WAITING_OFFSET + 4 <= STAMPS_OFFSET);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checksum_sees_every_byte_and_bit() {
+        let slot = [0x5au8; 64];
+        let base = checksum(&slot);
+        for byte in 0..slot.len() {
+            for bit in 0..8 {
+                let mut changed = slot;
+                changed[byte] ^= 1 << bit;
+                assert_ne!(checksum(&changed), base, "byte {byte} bit {bit}");
+            }
+        }
+        assert_ne!(checksum(&[0; 8]), checksum(&[0; 16]), "the length counts");
+        assert_ne!(checksum(&[1, 2, 3]), checksum(&[1, 2, 4]));
+        let mut sum = Checksum::new(16);
+        sum.word(u64::from_le_bytes([1; 8]));
+        sum.word(u64::from_le_bytes([2; 8]));
+        let mut bytes = [1u8; 16];
+        bytes[8..].fill(2);
+        assert_eq!(sum.finish(), checksum(&bytes));
+    }
+
+    #[test]
+    fn stamps_start_at_one() {
+        assert_eq!(stamp(0), 1);
+        assert_eq!(stamp(u64::from(u32::MAX)), 0);
+    }
+}

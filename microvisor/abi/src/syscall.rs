@@ -130,9 +130,10 @@ pub enum Syscall {
     /// waits), the figure a supervisor's watchdog compares with its
     /// limit; [`Status::Ended`] when it is not running.
     ComponentStatus = 24,
-    /// Resets a queue the caller is an end of, as a restart of either end
-    /// would (indices cleared, generation bumped, the other end woken):
-    /// `rdi` the address of the queue in the caller. An end that finds the
+    /// Resets a queue the caller is an end of, and every other queue
+    /// between the same two components, as a restart of either end would
+    /// (indices and stamps cleared, generations bumped, the other end
+    /// woken on each): `rdi` the address of the queue in the caller. An end that finds the
     /// indices impossible (the ring holding more than its slots, a stamp
     /// that names another message) recovers with this instead of reading
     /// stale slots. An address that is no queue of the caller faults.

@@ -16,6 +16,13 @@
 //! instructions under icount, at depths 1, 8 and 32) and two host-timed
 //! runs between `TIMED-START` / `TIMED-END` lines (throughput, which the
 //! build tool's `bench` takes from the lines' arrival times).
+//!
+//! Booted as a multiboot kernel (it links `guest-multiboot`; the build
+//! tool writes its ELF32 copy, `vm-diskcheck.elf32`) with `campaign=1` on
+//! its command line, it runs its campaign mode instead ([`campaign`]):
+//! rounds without end (or `rounds=N`), `CHECK disk ok|LOST|BROKEN ...`
+//! lines, no failure and no benchmark. Without that argument it runs as
+//! above, however it was booted.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -28,6 +35,8 @@ use virtio::DmaMemory;
 use virtio::blk::{self, RequestHeader};
 use virtio::pci as vpci;
 use virtio::queue::{Segment, SplitQueue};
+
+mod campaign;
 
 guest_runtime::entry!("diskcheck", main);
 
@@ -86,8 +95,12 @@ enum Op {
 }
 
 fn main() -> u32 {
+    let settings = campaign::Settings::read();
     // Firmware may leave the 8259 routing the PIT to vector 8.
     interrupts::mask_legacy_pic();
+    if let Some(settings) = settings {
+        return campaign::run(settings);
+    }
     let mut checked = 0;
     for (index, device) in virtio_pci::functions(&[vpci::DEVICE_ID_BLK])
         .take(MAX_DISKS)
@@ -340,15 +353,9 @@ fn next(state: &mut u64) -> u64 {
 }
 
 /// The pattern of `block` as written in `round` (round 0: zeros, a disk
-/// never written).
+/// never written): `workload_check::disk::pattern` without a salt.
 fn pattern(block: usize, round: u32, word: u64) -> u64 {
-    if round == 0 {
-        return 0;
-    }
-    let mut x = (block as u64) << 32 | u64::from(round);
-    x ^= word.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^= x >> 29;
-    x.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+    workload_check::disk::pattern(block as u64, round, 0, word)
 }
 
 fn fill(dma: &Dma, slot: usize, block: usize, round: u32) {
@@ -405,6 +412,40 @@ impl Disk {
     /// `ops[i].1`), notifies once, and waits for all of them, halting
     /// until the interrupt; every status must be OK.
     fn run(&mut self, ops: &[(Op, u64)]) -> Result<(), &'static str> {
+        self.submit(ops)?;
+        let mut left = ops.len();
+        while left > 0 {
+            interrupts::disable();
+            match self.queue.pop_used(&self.dma) {
+                Ok(Some(used)) => {
+                    interrupts::enable();
+                    let slot = self
+                        .heads
+                        .iter()
+                        .position(|head| *head == Some(used.head))
+                        .ok_or("the device completed a chain not in flight")?;
+                    self.heads[slot] = None;
+                    if self.status(slot) != blk::Status::Ok {
+                        return Err("a request failed (status not OK)");
+                    }
+                    left -= 1;
+                }
+                // Halt until the completion interrupt (STI; HLT).
+                Ok(None) => interrupts::wait(),
+                Err(_) => return Err("the device broke the queue protocol"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The status the device wrote for the request in `slot`.
+    fn status(&self, slot: usize) -> blk::Status {
+        blk::read_status(&self.dma, STATUS_AT + slot as u64)
+    }
+
+    /// Puts `ops` (one per slot: slot i's data buffer for block
+    /// `ops[i].1`) on the queue and notifies the device once.
+    fn submit(&mut self, ops: &[(Op, u64)]) -> Result<(), &'static str> {
         for (slot, &(op, block)) in ops.iter().enumerate() {
             let header_at = HEADERS_AT + slot as u64 * 16;
             let status_at = STATUS_AT + slot as u64;
@@ -448,28 +489,6 @@ impl Disk {
             self.notifies += 1;
         }
         self.requests += ops.len() as u64;
-        let mut left = ops.len();
-        while left > 0 {
-            interrupts::disable();
-            match self.queue.pop_used(&self.dma) {
-                Ok(Some(used)) => {
-                    interrupts::enable();
-                    let slot = self
-                        .heads
-                        .iter()
-                        .position(|head| *head == Some(used.head))
-                        .ok_or("the device completed a chain not in flight")?;
-                    self.heads[slot] = None;
-                    if blk::read_status(&self.dma, STATUS_AT + slot as u64) != blk::Status::Ok {
-                        return Err("a request failed (status not OK)");
-                    }
-                    left -= 1;
-                }
-                // Halt until the completion interrupt (STI; HLT).
-                Ok(None) => interrupts::wait(),
-                Err(_) => return Err("the device broke the queue protocol"),
-            }
-        }
         Ok(())
     }
 }

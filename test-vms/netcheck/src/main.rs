@@ -27,7 +27,10 @@
 //! PINGs) and `bench=0|1` (whether the benchmark runs; default 1); any
 //! other word, or a value out of range, fails the test naming it (see
 //! [`Settings`]). Both VMs must be given the same frame count: the echoer
-//! refuses a PING beyond its own and a DONE for another count.
+//! refuses a PING beyond its own and a DONE for another count. With
+//! `campaign=1` both run the campaign mode instead ([`campaign`]: frames
+//! without end unless `frames=N`, `CHECK net ok|BROKEN ...` lines, no
+//! failure, no benchmark).
 //!
 //! Timeouts: the TSC, calibrated at start against the RTC's periodic
 //! interrupt (1024 Hz through IOAPIC pin 8), together with the local APIC
@@ -90,6 +93,7 @@ use guest_runtime::{fail, println, rdtsc_ordered};
 use virtio::DmaMemory;
 use virtio::queue::{Segment, SplitQueue};
 
+mod campaign;
 mod gateway;
 
 guest_runtime::entry!("netcheck", main);
@@ -279,7 +283,7 @@ fn main() -> u32 {
         println!("TEST netcheck PASS");
         return 0;
     }
-    let (peer, pending) = discover(&mut nic, &clock, &mut frame);
+    let (peer, pending) = discover(&mut nic, &clock, &mut frame, settings.campaign);
     let pinger = nic.mac < peer;
     println!(
         "netcheck: peer {}, {}",
@@ -290,6 +294,17 @@ fn main() -> u32 {
             "we echo (the higher MAC)"
         }
     );
+    if settings.campaign {
+        // No failure and no TEST line: a campaign judges by the CHECK
+        // lines.
+        if pinger {
+            campaign::ping(&mut nic, &clock, peer, &mut frame, &settings);
+        } else {
+            campaign::echo(&mut nic, &clock, peer, &mut frame, pending);
+        }
+        counters(&nic);
+        return 0;
+    }
     if pinger {
         ping(&mut nic, &clock, peer, &mut frame, &settings);
     } else {
@@ -331,8 +346,9 @@ fn counters(nic: &Nic) {
 /// copy, `vm-netcheck.elf32`), netcheck reads it from its command line,
 /// whose first word is the kernel's name (the VM's name under our world
 /// switcher, the file's path under GRUB and QEMU) and the rest
-/// `frames=N` (1..=[`MAX_FRAMES`]) and `bench=0|1`, in any order;
-/// anything else fails the test, naming the word. Booted any other way,
+/// `frames=N` (1..=[`MAX_FRAMES`]), `bench=0|1`, `campaign=0|1` and
+/// the gateway mode's `ip=` and `gateway=`, in any order; anything else
+/// fails the test, naming the word. Booted any other way,
 /// or without arguments, it runs [`Settings::DEFAULT`].
 #[derive(Clone, Copy)]
 struct Settings {
@@ -342,6 +358,11 @@ struct Settings {
     bench: bool,
     /// The gateway mode ([`gateway`]): our address and the gateway's.
     gateway: Option<(gateway::Ip, gateway::Ip)>,
+    /// The campaign mode ([`campaign`], `campaign=1`).
+    campaign: bool,
+    /// Whether `frames=` was given (in the campaign mode, the pinger runs
+    /// without end without it).
+    frames_given: bool,
 }
 
 impl Settings {
@@ -349,6 +370,8 @@ impl Settings {
         frames: DEFAULT_FRAMES,
         bench: true,
         gateway: None,
+        campaign: false,
+        frames_given: false,
     };
 
     /// The settings of this boot (see [`Settings`]); when booted through
@@ -382,6 +405,13 @@ impl Settings {
                 settings.frames,
                 gateway::IpText(ip),
                 gateway::IpText(gateway)
+            ),
+            None if settings.campaign && settings.frames_given => println!(
+                "netcheck: multiboot command line '{line}': campaign mode, {} frames",
+                settings.frames
+            ),
+            None if settings.campaign => println!(
+                "netcheck: multiboot command line '{line}': campaign mode, frames without end"
             ),
             None => println!(
                 "netcheck: multiboot command line '{line}': {} frames, benchmark {}",
@@ -418,11 +448,20 @@ impl Settings {
                             "bad argument '{word}': frames=N takes 1..={MAX_FRAMES} frames"
                         ))
                     });
+                settings.frames_given = true;
             } else if let Some(value) = word.strip_prefix("bench=") {
                 settings.bench = match value {
                     "0" => false,
                     "1" => true,
                     _ => fail(format_args!("bad argument '{word}': bench= takes 0 or 1")),
+                };
+            } else if let Some(value) = word.strip_prefix("campaign=") {
+                settings.campaign = match value {
+                    "0" => false,
+                    "1" => true,
+                    _ => fail(format_args!(
+                        "bad argument '{word}': campaign= takes 0 or 1"
+                    )),
                 };
             } else if let Some(value) = word.strip_prefix("ip=") {
                 ip = Some(gateway::parse_ip(value).unwrap_or_else(|| {
@@ -436,7 +475,7 @@ impl Settings {
                 }));
             } else {
                 fail(format_args!(
-                    "unknown argument '{word}' (netcheck takes frames=N, bench=0|1, ip=A.B.C.D and gateway=A.B.C.D)"
+                    "unknown argument '{word}' (netcheck takes frames=N, bench=0|1, campaign=0|1, ip=A.B.C.D and gateway=A.B.C.D)"
                 ));
             }
         }
@@ -447,6 +486,15 @@ impl Settings {
                 "ip= and gateway= go together (the gateway mode needs both)"
             )),
         };
+        if settings.campaign {
+            if settings.gateway.is_some() {
+                fail(format_args!(
+                    "campaign=1 and the gateway mode (ip=, gateway=) do not go together"
+                ));
+            }
+            // The campaign mode never runs the benchmark.
+            settings.bench = false;
+        }
         settings
     }
 
@@ -467,14 +515,28 @@ fn discover(
     nic: &mut Nic,
     clock: &Clock,
     frame: &mut [u8; BUFFER as usize],
+    campaign: bool,
 ) -> ([u8; 6], Option<usize>) {
     let start = rdtsc_ordered();
-    let give_up = start + clock.ms(DISCOVERY_MS);
+    let mut give_up = start + clock.ms(DISCOVERY_MS);
     let mut next_hello = start;
     let mut hellos = 0u32;
     loop {
         let now = rdtsc_ordered();
-        if now >= give_up {
+        if now >= give_up && campaign {
+            // The campaign mode goes on looking.
+            println!(
+                "{}",
+                workload_check::line::broken(
+                    workload_check::line::NET,
+                    format_args!(
+                        "no peer after {} s ({hellos} HELLOs broadcast); still looking",
+                        (now - start) / clock.ms(1000)
+                    )
+                )
+            );
+            give_up = now + clock.ms(DISCOVERY_MS);
+        } else if now >= give_up {
             fail(format_args!(
                 "no peer after {} s ({hellos} HELLOs broadcast)",
                 DISCOVERY_MS / 1000
@@ -802,14 +864,21 @@ fn set_sequence(buffer: &mut [u8; BUFFER as usize], sequence: u32) {
 /// Checks that an echo is the PING `sent` with the addresses swapped and
 /// the kind ECHO, its checksum first; fails the test otherwise.
 fn check_echo(sent: &[u8], echo: &[u8]) {
-    check_checksum("an ECHO", echo);
+    if let Err(problem) = verify_echo(sent, echo) {
+        fail(format_args!("{problem}"));
+    }
+}
+
+/// [`check_echo`]'s check: what is wrong, if anything.
+fn verify_echo(sent: &[u8], echo: &[u8]) -> Result<(), Problem> {
+    verify_checksum("an ECHO", echo)?;
     let sequence = be32(&sent[AT_SEQUENCE..]);
     if echo.len() != sent.len() {
-        fail(format_args!(
-            "the echo of frame {sequence} is {} bytes long, the PING was {}",
-            echo.len(),
-            sent.len()
-        ));
+        return Err(Problem::EchoLength {
+            sequence,
+            length: echo.len(),
+            sent: sent.len(),
+        });
     }
     let mut expected = [0u8; ETH + MAX_PAYLOAD];
     let expected = &mut expected[..sent.len()];
@@ -818,12 +887,121 @@ fn check_echo(sent: &[u8], echo: &[u8]) {
     expected[6..12].copy_from_slice(&sent[..6]);
     expected[AT_KIND] = ECHO;
     if let Some(at) = (0..sent.len()).find(|&at| echo[at] != expected[at]) {
-        fail(format_args!(
-            "the echo of frame {sequence} ({} bytes) differs at byte {at}: {:#04x}, expected {:#04x}",
-            echo.len(),
-            echo[at],
-            expected[at]
-        ));
+        return Err(Problem::EchoByte {
+            sequence,
+            length: echo.len(),
+            at,
+            got: echo[at],
+            expected: expected[at],
+        });
+    }
+    Ok(())
+}
+
+/// What is wrong with a frame of ours (see [`verify_checksum`],
+/// [`verify_echo`] and [`verify_ping`]); its [`core::fmt::Display`] says
+/// it as a failure of the test (or, in the campaign mode, a BROKEN line).
+#[derive(Clone, Copy, Debug)]
+enum Problem {
+    /// The frame's length differs from what its header says.
+    Length {
+        what: &'static str,
+        sequence: u32,
+        length: usize,
+        says: usize,
+    },
+    Checksum {
+        what: &'static str,
+        sequence: u32,
+        length: usize,
+        computed: u32,
+        stored: u32,
+    },
+    EchoLength {
+        sequence: u32,
+        length: usize,
+        sent: usize,
+    },
+    EchoByte {
+        sequence: u32,
+        length: usize,
+        at: usize,
+        got: u8,
+        expected: u8,
+    },
+    PingLength {
+        sequence: u32,
+        length: usize,
+        expected: usize,
+    },
+    PingByte {
+        sequence: u32,
+        length: usize,
+        at: usize,
+        got: u8,
+        expected: u8,
+    },
+}
+
+impl core::fmt::Display for Problem {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Length {
+                what,
+                sequence,
+                length,
+                says,
+            } => write!(
+                formatter,
+                "{what} numbered {sequence} is {length} bytes long, its header says {says}"
+            ),
+            Self::Checksum {
+                what,
+                sequence,
+                length,
+                computed,
+                stored,
+            } => write!(
+                formatter,
+                "{what} numbered {sequence} ({length} bytes) has checksum {computed:#010x}, its header says {stored:#010x}"
+            ),
+            Self::EchoLength {
+                sequence,
+                length,
+                sent,
+            } => write!(
+                formatter,
+                "the echo of frame {sequence} is {length} bytes long, the PING was {sent}"
+            ),
+            Self::EchoByte {
+                sequence,
+                length,
+                at,
+                got,
+                expected,
+            } => write!(
+                formatter,
+                "the echo of frame {sequence} ({length} bytes) differs at byte {at}: {got:#04x}, expected {expected:#04x}"
+            ),
+            Self::PingLength {
+                sequence,
+                length,
+                expected,
+            } => write!(
+                formatter,
+                "PING {sequence} is {length} bytes long, expected {expected}"
+            ),
+            Self::PingByte {
+                sequence,
+                length,
+                at,
+                got,
+                expected,
+            } => write!(
+                formatter,
+                "PING {sequence} ({length} bytes) is wrong at byte {at}: {got:#04x}, expected {expected:#04x}"
+            ),
+        }
     }
 }
 
@@ -973,45 +1151,67 @@ struct EchoCounts {
 /// Checks a received PING against what its sequence number says it
 /// holds; fails the test otherwise.
 fn check_ping(frame: &[u8], sequence: u32) {
-    check_checksum("a PING", frame);
+    if let Err(problem) = verify_ping(frame, sequence) {
+        fail(format_args!("{problem}"));
+    }
+}
+
+/// [`check_ping`]'s check: what is wrong, if anything.
+fn verify_ping(frame: &[u8], sequence: u32) -> Result<(), Problem> {
+    verify_checksum("a PING", frame)?;
     let expected = ETH + payload_length(sequence);
     if frame.len() != expected {
-        fail(format_args!(
-            "PING {sequence} is {} bytes long, expected {expected}",
-            frame.len()
-        ));
+        return Err(Problem::PingLength {
+            sequence,
+            length: frame.len(),
+            expected,
+        });
     }
     if let Some(at) =
         (AT_DATA..frame.len()).find(|&at| frame[at] != pattern(sequence, at - AT_DATA))
     {
-        fail(format_args!(
-            "PING {sequence} ({} bytes) is wrong at byte {at}: {:#04x}, expected {:#04x}",
-            frame.len(),
-            frame[at],
-            pattern(sequence, at - AT_DATA)
-        ));
+        return Err(Problem::PingByte {
+            sequence,
+            length: frame.len(),
+            at,
+            got: frame[at],
+            expected: pattern(sequence, at - AT_DATA),
+        });
     }
+    Ok(())
 }
 
 /// Fails the test unless `frame` (`what`) holds the checksum of its
 /// length, sequence number and data, and as many bytes as it says.
-fn check_checksum(what: &str, frame: &[u8]) {
+fn check_checksum(what: &'static str, frame: &[u8]) {
+    if let Err(problem) = verify_checksum(what, frame) {
+        fail(format_args!("{problem}"));
+    }
+}
+
+/// [`check_checksum`]'s check: what is wrong, if anything.
+fn verify_checksum(what: &'static str, frame: &[u8]) -> Result<(), Problem> {
     let sequence = be32(&frame[AT_SEQUENCE..]);
     let payload = usize::from(be16(&frame[AT_LENGTH..]));
     if ETH + payload != frame.len() {
-        fail(format_args!(
-            "{what} numbered {sequence} is {} bytes long, its header says {}",
-            frame.len(),
-            ETH + payload
-        ));
+        return Err(Problem::Length {
+            what,
+            sequence,
+            length: frame.len(),
+            says: ETH + payload,
+        });
     }
     let (stored, computed) = (be32(&frame[AT_CHECKSUM..]), checksum(frame));
     if stored != computed {
-        fail(format_args!(
-            "{what} numbered {sequence} ({} bytes) has checksum {computed:#010x}, its header says {stored:#010x}",
-            frame.len()
-        ));
+        return Err(Problem::Checksum {
+            what,
+            sequence,
+            length: frame.len(),
+            computed,
+            stored,
+        });
     }
+    Ok(())
 }
 
 /// A frame of ours, as parsed: Ethernet header (destination, source,
@@ -1082,16 +1282,15 @@ fn pattern(sequence: u32, index: usize) -> u8 {
     (x >> 24) as u8
 }
 
-/// FNV-1a over a frame's length, sequence and data.
+/// FNV-1a over a frame's length, sequence and data
+/// (`workload_check::fnv1a32`).
 fn checksum(frame: &[u8]) -> u32 {
     let payload = usize::from(be16(&frame[AT_LENGTH..]));
     let end = (ETH + payload).min(frame.len());
-    frame[AT_LENGTH..AT_CHECKSUM]
-        .iter()
-        .chain(&frame[AT_DATA.min(end)..end])
-        .fold(0x811c_9dc5u32, |hash, &byte| {
-            (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-        })
+    workload_check::fnv1a32_more(
+        workload_check::fnv1a32(&frame[AT_LENGTH..AT_CHECKSUM]),
+        &frame[AT_DATA.min(end)..end],
+    )
 }
 
 fn be16(bytes: &[u8]) -> u16 {

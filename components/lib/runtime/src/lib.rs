@@ -148,6 +148,7 @@ pub fn enter(info: u64, main: fn(&Start) -> i32) -> ! {
     if info.magic != START_MAGIC {
         panic!("start-information page has a bad magic");
     }
+    queue::watch_for_lost_wakeups(info);
     #[cfg(feature = "heap")]
     heap::init();
     let code = main(&Start { info });

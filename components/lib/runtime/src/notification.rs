@@ -43,7 +43,14 @@ pub fn flush() {
 /// Waits until any bit in `mask` is set, for at most `timeout_us` (`None`
 /// = forever). Returns the bits of `mask` that were set (and clears them),
 /// or `None` on timeout. A timeout starts over when unrelated bits arrive.
+///
+/// A component with queues never sleeps longer than
+/// [`crate::queue::RECHECK_US`] at a time: then it looks for queue ends
+/// with work whose signal was lost (a stray write to a `*_waiting` flag)
+/// and counts them as signalled.
 pub fn wait_for(mask: u64, timeout_us: Option<u64>) -> Option<u64> {
+    let watching = crate::queue::watching();
+    let mut left = timeout_us;
     loop {
         let pending = PENDING.load(Ordering::Relaxed);
         if pending & mask != 0 {
@@ -51,8 +58,25 @@ pub fn wait_for(mask: u64, timeout_us: Option<u64>) -> Option<u64> {
             return Some(pending & mask);
         }
         let deferred = DEFERRED.swap(NONE, Ordering::Relaxed);
-        let bits = syscall::signal_wait((deferred != NONE).then_some(deferred), timeout_us)?;
-        PENDING.fetch_or(bits, Ordering::Relaxed);
+        let step = match left {
+            Some(us) if watching => Some(us.min(crate::queue::RECHECK_US)),
+            None if watching => Some(crate::queue::RECHECK_US),
+            other => other,
+        };
+        match syscall::signal_wait((deferred != NONE).then_some(deferred), step) {
+            Some(bits) => {
+                PENDING.fetch_or(bits, Ordering::Relaxed);
+            }
+            None => {
+                if let Some(us) = left.as_mut() {
+                    *us -= step.unwrap_or(*us);
+                    if *us == 0 {
+                        return None;
+                    }
+                }
+                PENDING.fetch_or(crate::queue::due_bits(), Ordering::Relaxed);
+            }
+        }
     }
 }
 

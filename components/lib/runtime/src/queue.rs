@@ -25,18 +25,97 @@
 //! [`QueueError::PeerRestarted`], so both ends take the path they take
 //! when the other restarts (in-flight messages resent or forgotten)
 //! rather than trusting a broken ring.
+//!
+//! The `*_waiting` flags only save signals; a stray write that clears one
+//! would leave the sleeper asleep with work in its ring. So no wait of a
+//! component with queues sleeps longer than [`RECHECK_US`] at a time
+//! without looking ([`due_bits`]): a receive end whose ring holds
+//! messages, or a send end whose ring has room while it waits, counts as
+//! signalled.
 
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use microvisor_abi::queue::{
-    GENERATION_OFFSET, HEAD_OFFSET, MAX_SLOTS, QUEUE_MAGIC, RECEIVER_WAITING_OFFSET,
-    SENDER_WAITING_OFFSET, SLOTS_OFFSET, STAMPS_OFFSET, TAIL_OFFSET, stamp,
+    Checksum, GENERATION_OFFSET, HEAD_OFFSET, MAX_SLOTS, QUEUE_MAGIC, RECEIVER_WAITING_OFFSET,
+    SENDER_WAITING_OFFSET, SLOTS_OFFSET, STAMP_BYTES, STAMPS_OFFSET, TAIL_OFFSET, stamp,
 };
 use microvisor_abi::start::{Resource, ResourceKind, ResourceView};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::{notification, syscall};
+
+/// The longest a component with queues sleeps without looking at them
+/// for a lost wake-up.
+pub const RECHECK_US: u64 = 250_000;
+
+/// This component's start page, once [`watch_for_lost_wakeups`] has it.
+static START: core::sync::atomic::AtomicPtr<microvisor_abi::start::StartInfo> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// Lets waits look at this component's queues (`runtime::enter` calls it).
+pub(crate) fn watch_for_lost_wakeups(info: &'static microvisor_abi::start::StartInfo) {
+    let has_queues = info.views().any(|(_, view)| {
+        matches!(
+            view,
+            ResourceView::QueueSend(_) | ResourceView::QueueReceive(_)
+        )
+    });
+    if has_queues {
+        START.store(core::ptr::from_ref(info).cast_mut(), Ordering::Relaxed);
+    }
+}
+
+/// Whether waits must look at the queues every [`RECHECK_US`].
+pub fn watching() -> bool {
+    !START.load(Ordering::Relaxed).is_null()
+}
+
+/// The notification bits of queue ends that have work although nobody
+/// signalled: messages in a receive end's ring, or room in a send end's
+/// ring while it waits for room. Read from the headers (both indices as
+/// published), so it needs no end's state.
+pub fn due_bits() -> u64 {
+    let info = START.load(Ordering::Relaxed);
+    if info.is_null() {
+        return 0;
+    }
+    // SAFETY: set from the `&'static StartInfo` the entry checked; the
+    // page stays mapped read-only for the component's life.
+    let info = unsafe { &*info };
+    let mut bits = 0;
+    for (_, view) in info.views() {
+        let (end, receiving) = match view {
+            ResourceView::QueueReceive(end) => (end, true),
+            ResourceView::QueueSend(end) => (end, false),
+            _ => continue,
+        };
+        if end.slot_count == 0 || end.slot_count > MAX_SLOTS || end.bit >= 64 {
+            continue;
+        }
+        let word64 = |offset: usize| {
+            // SAFETY: the core maps each queue's header page read-write at
+            // its address for the component's life; fixed aligned offsets.
+            unsafe { &*((end.address as usize + offset) as *const AtomicU64) }
+                .load(Ordering::Acquire)
+        };
+        let word32 = |offset: usize| {
+            // SAFETY: as above.
+            unsafe { &*((end.address as usize + offset) as *const AtomicU32) }
+                .load(Ordering::Relaxed)
+        };
+        let used = word64(TAIL_OFFSET).wrapping_sub(word64(HEAD_OFFSET));
+        let due = if receiving {
+            used != 0
+        } else {
+            word32(SENDER_WAITING_OFFSET) != 0 && used < u64::from(end.slot_count)
+        };
+        if due {
+            bits |= 1 << end.bit;
+        }
+    }
+    bits
+}
 
 /// Why a queue operation did not complete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,8 +205,60 @@ impl Ring {
     }
 
     fn stamp_word(&self, index: u64) -> &AtomicU32 {
-        self.word32(STAMPS_OFFSET + 4 * (index % self.slot_count) as usize)
+        self.word32(STAMPS_OFFSET + STAMP_BYTES * (index % self.slot_count) as usize)
     }
+
+    fn checksum_word(&self, index: u64) -> &AtomicU32 {
+        self.word32(STAMPS_OFFSET + STAMP_BYTES * (index % self.slot_count) as usize + 4)
+    }
+
+    /// The checksum of the slot of message `index`, read word by word.
+    fn slot_checksum(&self, index: u64) -> u32 {
+        let slot = self.slot(index).cast::<u64>();
+        let mut sum = Checksum::new(self.slot_size);
+        for word in 0..self.slot_size / 8 {
+            // SAFETY: inside the slot (slot sizes are multiples of 8 and
+            // slots 8-aligned); a volatile read of shared memory the other
+            // end may be writing (then the sum simply differs).
+            sum.word(u64::from_le(unsafe { slot.add(word).read_volatile() }));
+        }
+        sum.finish()
+    }
+
+    /// Stamps the slot of message `index` once it is written.
+    fn stamp(&self, index: u64) {
+        self.checksum_word(index)
+            .store(self.slot_checksum(index), Ordering::Relaxed);
+        self.stamp_word(index)
+            .store(stamp(index), Ordering::Relaxed);
+    }
+
+    /// Whether the slot of message `index` holds that message, intact.
+    fn stamped(&self, index: u64) -> bool {
+        self.stamp_word(index).load(Ordering::Relaxed) == stamp(index)
+            && self.checksum_word(index).load(Ordering::Relaxed) == self.slot_checksum(index)
+    }
+
+    /// Publishes this end's index again if a stray write changed it in
+    /// the header, and wakes the other end, which may wait on the wrong
+    /// value (a sender for room the receiver made long ago).
+    #[inline(always)]
+    fn republish(&self) {
+        let published = self.word64(self.own_offset);
+        if published.load(Ordering::Relaxed) != self.own {
+            published.store(self.own, Ordering::Release);
+            fence(Ordering::SeqCst);
+            self.wake_other();
+        }
+    }
+
+    #[cfg(not(test))]
+    fn wake_other(&self) {
+        syscall::signal(self.signal);
+    }
+
+    #[cfg(test)]
+    fn wake_other(&self) {}
 
     /// Publishes this end's index.
     fn publish_own(&mut self, value: u64) {
@@ -157,6 +288,7 @@ impl Ring {
     fn reset_by_core(&self) {
         for slot in 0..self.slot_count {
             self.stamp_word(slot).store(0, Ordering::Relaxed);
+            self.checksum_word(slot).store(0, Ordering::Relaxed);
         }
         self.word64(HEAD_OFFSET).store(0, Ordering::Relaxed);
         self.word64(TAIL_OFFSET).store(0, Ordering::Relaxed);
@@ -251,6 +383,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
     pub fn try_send_batch(&mut self, messages: &[T]) -> Result<usize, QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
+        ring.republish();
         let tail = ring.own;
         let Some(used) = ring.used(tail, ring.other()) else {
             return Err(self.ring.recover());
@@ -269,9 +402,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
                     bytes.len(),
                 )
             };
-            let index = tail + offset as u64;
-            ring.stamp_word(index)
-                .store(stamp(index), Ordering::Relaxed);
+            ring.stamp(tail + offset as u64);
         }
         if count > 0 {
             self.publish(tail + count as u64);
@@ -315,6 +446,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
     ) -> Result<(), QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
+        ring.republish();
         let tail = ring.own;
         match ring.used(tail, ring.other()) {
             None => return Err(self.ring.recover()),
@@ -334,7 +466,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
         if !fill(&mut writer) {
             return Err(QueueError::WouldBlock);
         }
-        ring.stamp_word(tail).store(stamp(tail), Ordering::Relaxed);
+        ring.stamp(tail);
         self.publish(tail + 1);
         Ok(())
     }
@@ -394,6 +526,7 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
     pub fn try_receive_batch(&mut self, out: &mut [T]) -> Result<usize, QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
+        ring.republish();
         let head = ring.own;
         // A hostile or corrupted tail may say anything: never read more
         // than a ring's worth, nor a slot whose stamp names another
@@ -402,9 +535,7 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
             return Err(self.ring.recover());
         };
         let count = (available as usize).min(out.len());
-        if (head..head + count as u64)
-            .any(|index| ring.stamp_word(index).load(Ordering::Relaxed) != stamp(index))
-        {
+        if (head..head + count as u64).any(|index| !ring.stamped(index)) {
             return Err(self.ring.recover());
         }
         for (offset, message) in out[..count].iter_mut().enumerate() {
@@ -499,11 +630,12 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
     ) -> Result<R, QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
+        ring.republish();
         let head = ring.own;
         match ring.used(ring.other(), head) {
             None => return Err(self.ring.recover()),
             Some(0) => return Err(QueueError::WouldBlock),
-            Some(_) if ring.stamp_word(head).load(Ordering::Relaxed) != stamp(head) => {
+            Some(_) if !ring.stamped(head) => {
                 return Err(self.ring.recover());
             }
             Some(_) => {}
@@ -893,6 +1025,47 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_message_is_never_read() {
+        let memory = Memory::new(16, 4);
+        let resource = memory.resource(16, 4);
+        let mut sender = Sender::<[u64; 2]>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<[u64; 2]>::from_resource(Some(&resource)).unwrap();
+        sender.try_send(&[1, 2]).unwrap();
+        assert_eq!(receiver.try_receive(), Ok([1, 2]));
+        sender.try_send(&[3, 4]).unwrap();
+        // One byte of the second word of slot 1 changes in flight.
+        let word = memory.word(SLOTS_OFFSET / 8 + 2 + 1);
+        word.store(word.load(Ordering::Relaxed) ^ 0x100, Ordering::Relaxed);
+        assert_eq!(
+            receiver.try_receive_in_place(|_| ()),
+            Err(QueueError::PeerRestarted(2))
+        );
+        assert_eq!(sender.try_send(&[5, 6]), Err(QueueError::PeerRestarted(2)));
+        sender.try_send(&[5, 6]).unwrap();
+        assert_eq!(receiver.try_receive(), Ok([5, 6]));
+    }
+
+    #[test]
+    fn a_stray_head_that_makes_the_ring_look_full_is_put_back() {
+        let memory = Memory::new(8, 4);
+        let resource = memory.resource(8, 4);
+        let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        sender.try_send_batch(&[1, 2, 3, 4]).unwrap();
+        let mut out = [0u64; 4];
+        assert_eq!(receiver.try_receive_batch(&mut out), Ok(4));
+        // A stray write puts the receiver's published head back to 0: the
+        // sender sees a full ring, the receiver an empty one.
+        memory.header_u64(HEAD_OFFSET).store(0, Ordering::Release);
+        assert_eq!(sender.try_send(&5), Err(QueueError::WouldBlock));
+        // The receiver's next look (a lost wake-up check wakes it) puts
+        // its index back, and the sender goes on.
+        assert_eq!(receiver.try_receive(), Err(QueueError::WouldBlock));
+        sender.try_send(&5).unwrap();
+        assert_eq!(receiver.try_receive(), Ok(5));
+    }
+
+    #[test]
     fn each_end_keeps_its_own_index() {
         let memory = Memory::new(8, 4);
         let resource = memory.resource(8, 4);
@@ -921,11 +1094,16 @@ mod tests {
         // What the core's flood does: stamped garbage past the tail.
         for index in 1..5u64 {
             let slot = SLOTS_OFFSET / 8 + (index % 4) as usize;
-            let stamp_at = STAMPS_OFFSET + 4 * (index % 4) as usize;
-            memory.word(slot).store(0xbad0 + index, Ordering::Relaxed);
+            let stamp_at = STAMPS_OFFSET + STAMP_BYTES * (index % 4) as usize;
+            let message = 0xbad0 + index;
+            memory.word(slot).store(message, Ordering::Relaxed);
             memory
                 .header_u32(stamp_at)
                 .store(stamp(index), Ordering::Relaxed);
+            memory.header_u32(stamp_at + 4).store(
+                microvisor_abi::queue::checksum(&message.to_le_bytes()),
+                Ordering::Relaxed,
+            );
         }
         memory.header_u64(TAIL_OFFSET).store(5, Ordering::Release);
         let mut out = [0u64; 8];
@@ -938,9 +1116,10 @@ mod tests {
         assert_eq!(receiver.try_receive(), Ok(3));
     }
 
-    /// Random bytes written anywhere in the header and stamps while two
-    /// ends exchange numbered messages: between resets the receiver sees
-    /// only messages that were sent, in order, each once.
+    /// Random bytes written anywhere in the header, stamps and slots
+    /// while two ends exchange numbered messages: between resets the
+    /// receiver sees only messages that were sent, intact, in order, each
+    /// once.
     #[test]
     fn header_corruption_never_replays_a_message() {
         let mut random = Random(0x5eed);
@@ -978,7 +1157,8 @@ mod tests {
                             (TAIL_OFFSET, 8),
                             (RECEIVER_WAITING_OFFSET, 4),
                             (SENDER_WAITING_OFFSET, 4),
-                            (STAMPS_OFFSET, 32),
+                            (STAMPS_OFFSET, 64),
+                            (SLOTS_OFFSET, 64),
                         ];
                         let (offset, length) = fields[random.below(fields.len() as u64) as usize];
                         let at = offset + random.below(length) as usize;
@@ -995,6 +1175,36 @@ mod tests {
                     }
                 }
             }
+            // Liveness: once the stray writes stop, a message gets
+            // through within a few tries of each end (no deadlock on a
+            // stray index either end believed).
+            let mut delivered = false;
+            for _ in 0..8 {
+                if sender.try_send(&next) == Ok(()) {
+                    next += 1;
+                }
+                for _ in 0..20 {
+                    match receiver.try_receive() {
+                        Ok(value) => {
+                            assert!(
+                                value > last && value < next,
+                                "round {round}: got {value} after {last}"
+                            );
+                            last = value;
+                            delivered |= value == next - 1;
+                        }
+                        Err(QueueError::WouldBlock) => break,
+                        Err(QueueError::PeerRestarted(_)) => {}
+                    }
+                }
+                if delivered {
+                    break;
+                }
+            }
+            assert!(
+                delivered,
+                "round {round}: the queue stays stuck after the stray writes"
+            );
         }
     }
 

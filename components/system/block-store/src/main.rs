@@ -29,6 +29,19 @@
 //! answer is sent, in even ones after); `crash_every=N crashes=K` makes each of its
 //! first K lives panic after a pseudo-random number of served requests
 //! from 1 to N (a different one each life, from its generation).
+//!
+//! **A deliberately broken store, for tests only**: `fixture=hold-write`
+//! makes the store acknowledge each write as soon as it arrives but keep
+//! the client's latest written block only in memory
+//! (`workload_check::held::HeldWrite`), writing it to the disk when that
+//! client's next write (or zeroing, or its detach) arrives; reads of it
+//! are answered from memory and a flush is acknowledged without writing
+//! it out. So it behaves correctly until it restarts: a crash (say, from
+//! `crash_every=`) between a write's acknowledgement and the next write
+//! loses an acknowledged, flushed write, which a campaign's disk workload
+//! must report (`diskcheck` in campaign mode prints `CHECK disk LOST
+//! ...`). It is a fixture to test such checks against (scenario
+//! `guest-disk-hold-write-lost`); without the argument nothing of it runs.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -47,6 +60,7 @@ use runtime::arguments::OrExit;
 use runtime::queue::{QueueError, Receiver, Sender};
 use runtime::{notification, println};
 use vmkfs::{BlockDevice, DeviceError, FileHandle, FormatOptions, IoKind, OpenMode, Store};
+use workload_check::held::HeldWrite;
 
 runtime::component!(main);
 
@@ -179,6 +193,7 @@ fn main(start: &runtime::Start) -> i32 {
             "crash_every",
             "crashes",
             "disks",
+            "fixture",
         ])
         .or_exit();
     // `disks=ITEM,...` (what the system's [disks.NAME] tables say): how
@@ -208,6 +223,17 @@ fn main(start: &runtime::Start) -> i32 {
     let format = arguments.number::<u32>("format", 0).or_exit() != 0;
     let crash_every: Option<u64> = arguments.optional_number("crash_every").or_exit();
     let crashes: u32 = arguments.number("crashes", 0).or_exit();
+    // The deliberately broken store (see the module's documentation).
+    let hold_writes = match arguments.text("fixture") {
+        None => false,
+        Some("hold-write") => true,
+        Some(other) => {
+            println!(
+                "block-store: unknown fixture '{other}' (fixture=hold-write, a broken store for tests)"
+            );
+            return 2;
+        }
+    };
     let crash_after: Option<u64> = match crash_every {
         Some(every) if every > 0 && start.generation() <= crashes => {
             // splitmix64 of the generation: a different point each life.
@@ -299,6 +325,7 @@ fn main(start: &runtime::Start) -> i32 {
             requests,
             completions,
             detached: false,
+            held: hold_writes.then(|| Box::new(HeldWrite::new())),
         });
     }
     if clients.is_empty() {
@@ -325,6 +352,11 @@ fn main(start: &runtime::Start) -> i32 {
         disk_bytes >> 10,
         start.generation()
     );
+    if hold_writes {
+        println!(
+            "block-store: fixture=hold-write: deliberately broken for tests, each client's last write held in memory until its next"
+        );
+    }
     let mut request = Box::new(Request::new(0, Operation::Read, 0, 0));
     let mut completion = Box::new(Completion::new(0, Status::Ok));
     let mut served = 0u64;
@@ -471,6 +503,24 @@ struct Client {
     requests: Receiver<Request>,
     completions: Sender<Completion>,
     detached: bool,
+    /// `fixture=hold-write` only: the client's last write, acknowledged
+    /// but not yet on the disk.
+    held: Option<Box<HeldWrite>>,
+}
+
+/// `fixture=hold-write`: writes the client's held write (if any) to the
+/// disk.
+fn write_held(
+    store: &mut Store<DriverDisk>,
+    handle: FileHandle,
+    held: &mut Option<Box<HeldWrite>>,
+) -> Result<(), vmkfs::StoreError> {
+    match held.as_mut().and_then(|held| held.take()) {
+        Some((offset, data)) => store
+            .write(handle, offset, data)
+            .and_then(|()| durable(store)),
+        None => Ok(()),
+    }
 }
 
 /// Makes a write's metadata durable before it is acknowledged: a write
@@ -509,7 +559,7 @@ fn zero(
 /// Serves one request from `client`'s virtual disk.
 fn serve(
     store: &mut Store<DriverDisk>,
-    client: &Client,
+    client: &mut Client,
     request: &Request,
     completion: &mut Completion,
 ) {
@@ -521,10 +571,27 @@ fn serve(
         (Some(operation @ (Operation::Read | Operation::Write)), Some(bytes)) => {
             let offset = request.sector.saturating_mul(SECTOR);
             let done = if operation == Operation::Read {
-                store.read(handle, offset, &mut completion.data[..bytes])
+                let done = store.read(handle, offset, &mut completion.data[..bytes]);
+                if let (Ok(()), Some(held)) = (&done, &client.held) {
+                    held.overlay(offset, &mut completion.data[..bytes]);
+                }
+                done
             } else if client.read_only {
                 completion.status = Status::ReadOnly as u32;
                 return;
+            } else if client.held.is_some() {
+                // The fixture: the last write goes to the disk now, this
+                // one is only held (and acknowledged).
+                write_held(store, handle, &mut client.held).and_then(|()| {
+                    match client.held.as_mut() {
+                        Some(held) if offset.saturating_add(bytes as u64) <= length => {
+                            held.hold(offset, &request.data[..bytes]);
+                            Ok(())
+                        }
+                        // Beyond the disk: the engine refuses it as ever.
+                        _ => store.write(handle, offset, &request.data[..bytes]),
+                    }
+                })
             } else {
                 store
                     .write(handle, offset, &request.data[..bytes])
@@ -546,7 +613,10 @@ fn serve(
             {
                 Status::Invalid
             } else {
-                match zero(store, handle, offset, bytes).and_then(|()| durable(store)) {
+                match write_held(store, handle, &mut client.held)
+                    .and_then(|()| zero(store, handle, offset, bytes))
+                    .and_then(|()| durable(store))
+                {
                     Ok(()) => Status::Ok,
                     Err(_) => Status::IoError,
                 }
@@ -576,7 +646,12 @@ fn serve(
                 Err(_) => Status::IoError,
             }
         }
-        (Some(Operation::Detach), _) => Status::Ok,
+        // The fixture's held write goes to the disk before the store's
+        // flush at detach.
+        (Some(Operation::Detach), _) => match write_held(store, handle, &mut client.held) {
+            Ok(()) => Status::Ok,
+            Err(_) => Status::IoError,
+        },
         _ => Status::Invalid,
     };
     completion.status = status as u32;

@@ -981,7 +981,7 @@ impl Switcher {
             (left, timeout) => left.or(timeout),
         };
         let before = runtime::rdtsc();
-        let woken = syscall::wait(timeout);
+        let woken = sleep_looking(timeout);
         self.statistics.halted(runtime::rdtsc() - before);
         self.service_devices();
         self.follow_control();
@@ -1700,6 +1700,35 @@ impl Switcher {
                 Some(_) => {}
                 None => return false,
             }
+        }
+    }
+}
+
+/// Waits for a notification for at most `timeout_us` (`None`: without
+/// limit), looking at the queues every `runtime::queue::RECHECK_US`: a
+/// queue end with work whose signal was lost (a stray write to its
+/// `*_waiting` flag) ends the wait as a signal would, so the devices are
+/// served (`None` then, as for a timeout).
+fn sleep_looking(timeout_us: Option<u64>) -> Option<u64> {
+    if !runtime::queue::watching() {
+        return syscall::wait(timeout_us);
+    }
+    let mut left = timeout_us;
+    loop {
+        let step = left.map_or(runtime::queue::RECHECK_US, |us| {
+            us.min(runtime::queue::RECHECK_US)
+        });
+        if let Some(bits) = syscall::wait(Some(step)) {
+            return Some(bits);
+        }
+        if let Some(us) = left.as_mut() {
+            *us -= step;
+            if *us == 0 {
+                return None;
+            }
+        }
+        if runtime::queue::due_bits() != 0 {
+            return None;
         }
     }
 }
