@@ -114,19 +114,18 @@ impl Fault {
     }
 }
 
-/// xorshift64*, the plan's random stream.
-struct Random(u64);
+/// The plan's random stream: the core's injection stream (xorshift64*).
+struct Random(microvisor_abi::inject::Stream);
 
 impl Random {
     fn new(seed: u64) -> Self {
-        Self(seed ^ 0x9e37_79b9_7f4a_7c15 | 1)
+        Self(microvisor_abi::inject::Stream::new(
+            seed ^ 0x9e37_79b9_7f4a_7c15 | 1,
+        ))
     }
 
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0.next_u64()
     }
 
     fn below(&mut self, bound: usize) -> usize {
@@ -204,8 +203,11 @@ pub enum Event {
     Halted(String),
     /// The system-call fuzzer's running total.
     FuzzTotal(u64),
-    /// A hostile VM was stopped or reset by its world switcher.
+    /// A hostile VM was stopped or reset by its world switcher (its
+    /// name).
     HostileStopped(String),
+    /// Another VM stopped, rebooted or was refused (its name).
+    VmStopped(String),
     Other,
 }
 
@@ -298,8 +300,30 @@ pub fn classify(line: &str) -> Event {
     {
         return Event::FuzzTotal(number);
     }
-    if text.starts_with("HOSTILE stopped") {
-        return Event::HostileStopped(source.to_string());
+    if let Some(name) = quoted_after(text, "VM '") {
+        let rest = &text[name.len() + 5..];
+        let stopped = [
+            " rebooting",
+            " stopped",
+            " powered off",
+            " finished",
+            " halted",
+            ": restart refused",
+            " not started",
+        ]
+        .iter()
+        .any(|what| rest.starts_with(what));
+        if stopped {
+            return if is_hostile(name) {
+                if rest.starts_with(" rebooting") {
+                    Event::HostileStopped(name.to_string())
+                } else {
+                    Event::Other
+                }
+            } else {
+                Event::VmStopped(name.to_string())
+            };
+        }
     }
     Event::Other
 }
@@ -468,6 +492,10 @@ impl Watch {
             Event::Faulted(name) if *name != self.fault.target && !is_hostile(name) => {
                 self.cell.collateral += 1;
                 self.breaches.push(format!("'{name}' faulted too"));
+            }
+            Event::VmStopped(name) => {
+                self.cell.collateral += 1;
+                self.breaches.push(format!("VM '{name}' stopped"));
             }
             Event::CoreFault(what) => {
                 self.cell.core_faults += 1;
@@ -1134,6 +1162,18 @@ mod tests {
         assert_eq!(
             classify("[monitor] FUZZ total 120000 calls, 3 faults, 3 restarts"),
             Event::FuzzTotal(120_000)
+        );
+        assert_eq!(
+            classify("[ws-hostile] VM 'hostile' rebooting (boot 7)"),
+            Event::HostileStopped("hostile".into())
+        );
+        assert_eq!(
+            classify("[ws-a] VM 'a' stopped: triple fault"),
+            Event::VmStopped("a".into())
+        );
+        assert_eq!(
+            classify("[ws-a] VM 'a' booting: 3 segment(s)"),
+            Event::Other
         );
         assert_eq!(classify("[core] component 'x' restarted"), Event::Other);
         assert_eq!(classify("no brackets"), Event::Other);

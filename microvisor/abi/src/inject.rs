@@ -98,7 +98,9 @@ pub const NO_QUEUE: u64 = u64::MAX;
 /// The pseudo-random stream of an injection (xorshift64*): the same seed
 /// gives the same places and bytes, in the core and in host tests. A zero
 /// seed is replaced by a fixed odd constant (xorshift's one fixed point).
-#[derive(Clone, Copy, Debug)]
+/// The fuzzer (`fuzz_edges::random`) and the build tool's campaign plans
+/// draw from it too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stream(u64);
 
 impl Stream {

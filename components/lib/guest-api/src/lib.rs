@@ -114,7 +114,8 @@ pub mod kvm {
     }
 }
 
-/// Hypercall numbers (in `rax`).
+/// Hypercall numbers (in `rax`). Only the guest's kernel may call: from
+/// CPL 3 the instruction raises #UD.
 pub mod hypercall {
     /// Who am I: answers `rbx` = [`super::INTERFACE_VERSION`], `rcx` = how
     /// many times this VM was booted again (restart requests and its own

@@ -24,7 +24,8 @@
 //!   and RTC timers; with none, until a notification),
 //!   the no-work hypercall for the time asked; VMMCALL hypercalls identify,
 //!   log, yield, statistics (exits and injections counted); unknown
-//!   numbers `#UD`;
+//!   numbers `#UD`, and so is any hypercall from outside ring 0 (guest
+//!   user code does not reach the hypervisor);
 //! - nested page faults, triple faults and invalid state stop the VM with a
 //!   report of its state; the world switcher itself and everything else go
 //!   on.
@@ -33,10 +34,19 @@
 //! switcher (0 = no limit); `restarts=N` how many restart requests it
 //! honours (default 3; with 0 the switcher ends when its VM stops);
 //! `epoch=N` the Unix time the guest's real-time clock starts at (default
-//! 2026-01-01: the system has no wall clock). A bad argument ends the
-//! switcher with code 2. Any notification the system declares into this
-//! component is a restart request: the VM is reset and booted again from
-//! its image, running or stopped. The guest's own reset (the ACPI reset
+//! 2026-01-01: the system has no wall clock); `on_stop=reboot` reboots
+//! the VM whenever it stops (a triple fault, a nested page fault outside
+//! its memory, invalid state, an instruction not emulated, a halt it can
+//! never leave, an ACPI power-off, a status on the test port), as a PC
+//! resets on a triple fault, instead of waiting for a restart request
+//! (`on_stop=wait`, the default): each stop is reported as before, then
+//! `VM 'NAME' rebooting (boot N)`, and like the guest's own resets these
+//! reboots do not count against `restarts=` (a VM that stops at once on
+//! every boot only spends its own switcher's time; one whose image is
+//! refused is not rebooted). A bad argument ends the switcher with code
+//! 2. Any notification the system declares into this component is a
+//! restart request: the VM is reset and booted again from its image,
+//! running or stopped. The guest's own reset (the ACPI reset
 //! register, the 8042's reset pulse, or a jump to the reset vector, where
 //! the switcher puts code that writes the register) reboots it the same
 //! way without counting against `restarts=`; the RTC keeps its time and
@@ -251,10 +261,14 @@ fn main(start: &runtime::Start) -> i32 {
         }
     };
     let arguments = start
-        .arguments(&["limit_ms", "restarts", "epoch"])
+        .arguments(&["limit_ms", "restarts", "epoch", "on_stop"])
         .or_exit();
     let limit_ms: u64 = arguments.number("limit_ms", 0).or_exit();
     let allowed_restarts: u32 = arguments.number("restarts", 3).or_exit();
+    let reboot_on_stop = arguments
+        .choice("on_stop", &["wait", "reboot"], "wait")
+        .or_exit()
+        == "reboot";
     let requests = start.views().fold(0, |bits, (_, view)| match view {
         ResourceView::Incoming { mask } => bits | mask,
         _ => bits,
@@ -305,28 +319,52 @@ fn main(start: &runtime::Start) -> i32 {
     disk::open_all(start, switcher.vm.name(), &mut switcher.disks);
     net::open_all(start, switcher.vm.name(), &mut switcher.nics);
     loop {
-        let stop = match switcher.boot() {
-            Ok(dirty) => switcher.run(dirty),
-            Err(()) => Stop::Stopped,
+        let (booted, stop) = match switcher.boot() {
+            Ok(dirty) => (true, switcher.run(dirty)),
+            Err(()) => (false, Stop::Stopped),
         };
         // A switcher that honours no restart request (`restarts=0`) ends
         // with its VM.
         let wait_for_request =
             |switcher: &mut Switcher| allowed_restarts > 0 && switcher.wait_for_request();
+        // With `on_stop=reboot`, a VM that stopped (after booting) boots
+        // again as after its own reset; what stopped it was reported.
+        let reboot = match stop {
+            Stop::Reset => true,
+            Stop::Restart | Stop::TimeLimit => false,
+            Stop::PoweredOff | Stop::Finished(_) | Stop::Halted | Stop::Stopped => {
+                reboot_on_stop && booted
+            }
+        };
+        if reboot {
+            match stop {
+                Stop::PoweredOff => println!("VM '{}' powered off", switcher.vm.name()),
+                Stop::Finished(status) => println!(
+                    "VM '{}' finished with status {status} ({})",
+                    switcher.vm.name(),
+                    if status == 0 { "passed" } else { "failed" }
+                ),
+                Stop::Halted => println!(
+                    "VM '{}' halted with interrupts off and no NMI to come",
+                    switcher.vm.name()
+                ),
+                _ => {}
+            }
+            // The guest's own reboot, or a stop it caused: not a restart
+            // request, so no limit (a guest rebooting in a loop only
+            // spends its own CPU time).
+            switcher.restarts = switcher.restarts.saturating_add(1);
+            println!(
+                "VM '{}' rebooting (boot {})",
+                switcher.vm.name(),
+                switcher.restarts + 1
+            );
+            continue;
+        }
         let restart = match stop {
             Stop::Restart => true,
-            Stop::Reset => {
-                // The guest's own reboot: not a restart request, so no
-                // limit (a guest rebooting in a loop only spends its own
-                // CPU time).
-                switcher.restarts = switcher.restarts.saturating_add(1);
-                println!(
-                    "VM '{}' rebooting (boot {})",
-                    switcher.vm.name(),
-                    switcher.restarts + 1
-                );
-                continue;
-            }
+            // Rebooted above.
+            Stop::Reset => continue,
             Stop::TimeLimit => {
                 println!("VM '{}' stopped: its time limit passed", switcher.vm.name());
                 switcher.detach_devices();
@@ -1314,6 +1352,15 @@ impl Switcher {
 
     fn hypercall(&mut self) -> Result<u64, Stop> {
         const LENGTH: u64 = 3; // VMMCALL
+        // Only the guest's kernel may call: outside ring 0 (user code,
+        // virtual-8086 mode) the instruction raises #UD, as on a machine
+        // without this hypervisor, so that guest user code cannot log,
+        // sleep the VM or read its accounting (SVM intercepts VMMCALL at
+        // any CPL).
+        if vm_platform::guest_paging::privilege_level(self.vm.state()) != 0 {
+            self.vm.state().inject = event::UD;
+            return Ok(dirty::INJECT);
+        }
         let (number, a, b) = {
             let state = self.vm.state();
             (
