@@ -42,40 +42,59 @@ pub fn flush() {
 
 /// Waits until any bit in `mask` is set, for at most `timeout_us` (`None`
 /// = forever). Returns the bits of `mask` that were set (and clears them),
-/// or `None` on timeout. A timeout starts over when unrelated bits arrive.
+/// or `None` on timeout. Unrelated bits that arrive meanwhile are kept
+/// for their waiters; the timeout counts from the call.
 ///
-/// A component with queues never sleeps longer than
-/// [`crate::queue::RECHECK_US`] at a time: then it looks for queue ends
-/// with work whose signal was lost (a stray write to a `*_waiting` flag)
-/// and counts them as signalled.
+/// A component with queues also never goes longer than
+/// [`crate::queue::RECHECK_US`] without looking for queue ends with work
+/// whose signal was lost (a stray write to a `*_waiting` flag), and
+/// counts them as signalled ([`crate::queue::due_bits`]).
 pub fn wait_for(mask: u64, timeout_us: Option<u64>) -> Option<u64> {
     let watching = crate::queue::watching();
-    let mut left = timeout_us;
+    let now_us = || syscall::time_ns() / 1000;
+    let start = if watching || timeout_us.is_some() {
+        now_us()
+    } else {
+        0
+    };
+    let deadline = timeout_us.map(|us| start.saturating_add(us));
+    let mut looked = start;
+    // The core is asked at least once, so that a poll (`Some(0)`) takes
+    // the bits already set and sends a deferred signal.
+    let mut asked = false;
     loop {
         let pending = PENDING.load(Ordering::Relaxed);
         if pending & mask != 0 {
             PENDING.fetch_and(!(pending & mask), Ordering::Relaxed);
             return Some(pending & mask);
         }
-        let deferred = DEFERRED.swap(NONE, Ordering::Relaxed);
-        let step = match left {
-            Some(us) if watching => Some(us.min(crate::queue::RECHECK_US)),
-            None if watching => Some(crate::queue::RECHECK_US),
-            other => other,
+        let now = if watching || deadline.is_some() {
+            now_us()
+        } else {
+            0
         };
-        match syscall::signal_wait((deferred != NONE).then_some(deferred), step) {
-            Some(bits) => {
-                PENDING.fetch_or(bits, Ordering::Relaxed);
+        if watching && now.saturating_sub(looked) >= crate::queue::RECHECK_US {
+            looked = now;
+            let due = crate::queue::due_bits();
+            if due & mask != 0 {
+                PENDING.fetch_or(due, Ordering::Relaxed);
+                continue;
             }
-            None => {
-                if let Some(us) = left.as_mut() {
-                    *us -= step.unwrap_or(*us);
-                    if *us == 0 {
-                        return None;
-                    }
-                }
-                PENDING.fetch_or(crate::queue::due_bits(), Ordering::Relaxed);
-            }
+        }
+        let left = deadline.map(|deadline| deadline.saturating_sub(now));
+        if left == Some(0) && asked {
+            return None;
+        }
+        asked = true;
+        let step = if watching {
+            let until_look = crate::queue::RECHECK_US - now.saturating_sub(looked);
+            Some(left.map_or(until_look, |left| left.min(until_look)))
+        } else {
+            left
+        };
+        let deferred = DEFERRED.swap(NONE, Ordering::Relaxed);
+        if let Some(bits) = syscall::signal_wait((deferred != NONE).then_some(deferred), step) {
+            PENDING.fetch_or(bits, Ordering::Relaxed);
         }
     }
 }
