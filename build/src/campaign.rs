@@ -425,6 +425,9 @@ pub struct Tally {
     pub boots: u64,
     pub fuzz_calls: u64,
     pub hostile_stops: u64,
+    /// Boots QEMU itself aborted (its own assertion); the fault in flight
+    /// was injected again in a fresh boot.
+    pub emulator_aborts: u64,
     pub seconds: f64,
 }
 
@@ -663,16 +666,21 @@ struct Boot {
     /// Every console line, with its time since the boot began.
     log: std::io::BufWriter<std::fs::File>,
     started: Instant,
+    /// Where QEMU's stderr goes.
+    stderr: PathBuf,
 }
 
 impl Boot {
     fn start(command: &mut Command, log: &Path) -> Result<Self> {
+        let stderr_path = log.with_extension("stderr");
+        let stderr = std::fs::File::create(&stderr_path)
+            .with_context(|| format!("creating {}", stderr_path.display()))?;
         let log =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .context("could not start QEMU")?;
         let mut stdout = child.stdout.take().context("QEMU's stdout is not a pipe")?;
@@ -695,6 +703,32 @@ impl Boot {
             lines,
             log: std::io::BufWriter::new(log),
             started: Instant::now(),
+            stderr: stderr_path,
+        })
+    }
+
+    /// When QEMU died of its own assertion (SIGABRT: "tcg fatal error",
+    /// which some random instruction bytes of the hostile guest hit in its
+    /// translator), what it said: the emulator's failure, not the
+    /// system's. `None` while it runs or when it ended otherwise.
+    fn emulator_abort(&mut self) -> Option<String> {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => return None,
+            }
+        };
+        (status.signal() == Some(6)).then(|| {
+            let said = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+            format!(
+                "QEMU aborted (signal 6): {}",
+                said.trim().replace('\n', " / ")
+            )
         })
     }
 
@@ -750,6 +784,9 @@ pub struct Settings {
 /// How long a boot may take to reach the first fault (the injector ready
 /// and every workload making progress).
 const WARM_UP: Duration = Duration::from_secs(90);
+/// QEMU's own aborts a campaign rides out before it stops.
+const MAX_EMULATOR_ABORTS: u64 = 10;
+
 /// Boots in a row that may fail to come up before a campaign gives up.
 const MAX_FAILED_BOOTS: u32 = 3;
 /// How long a fault's window stays open after the system recovered, for
@@ -878,6 +915,16 @@ pub fn campaign(
                 });
             }
         }
+        if failed.is_some()
+            && let Some(why) = boot.emulator_abort()
+        {
+            say(&format!("campaign: boot {} again: {why}", tally.boots));
+            tally.emulator_aborts += 1;
+            if tally.emulator_aborts > MAX_EMULATOR_ABORTS {
+                bail!("QEMU aborted {} times: {why}", tally.emulator_aborts);
+            }
+            continue;
+        }
         if let Some(why) = failed {
             let Some(fault) = previous else {
                 bail!("boot {}: {why}", tally.boots);
@@ -961,6 +1008,17 @@ pub fn campaign(
                     window_end =
                         Some(Instant::now() + if last { FINAL_TAIL } else { AFTER_RECOVERY });
                 }
+            }
+            if watch.recovered_at.is_none()
+                && let Some(why) = boot.emulator_abort()
+            {
+                say(&format!(
+                    "campaign: fault {} is injected again in a fresh boot: {why}",
+                    watch.fault.number
+                ));
+                tally.emulator_aborts += 1;
+                next -= 1;
+                break;
             }
             let go_on = watch.finish(&expected);
             let recovered = match (watch.injected_at, watch.recovered_at) {
@@ -1103,8 +1161,8 @@ pub fn report(tally: &Tally, settings: &Settings) -> String {
         ));
     }
     text.push_str(&format!(
-        "boots {}, {:.0} s; system calls fuzzed {}; hostile VM stops {}\n",
-        tally.boots, tally.seconds, tally.fuzz_calls, tally.hostile_stops
+        "boots {}, {:.0} s; system calls fuzzed {}; hostile VM stops {}; QEMU's own aborts {}\n",
+        tally.boots, tally.seconds, tally.fuzz_calls, tally.hostile_stops, tally.emulator_aborts
     ));
     if tally.breaches.is_empty() {
         text.push_str(&format!(
@@ -1158,6 +1216,7 @@ pub fn json(tally: &Tally, settings: &Settings, system: &str) -> serde_json::Val
         "seconds": tally.seconds,
         "fuzzed_system_calls": tally.fuzz_calls,
         "hostile_vm_stops": tally.hostile_stops,
+        "emulator_aborts": tally.emulator_aborts,
         "invariants_hold": tally.invariants_hold(),
         "total": cell(&tally.total()),
         "cells": tally.cells.iter().map(|((target, kind), c)| {

@@ -366,13 +366,27 @@ impl Kernel {
         }
         match chosen {
             Some(index) => self.switch_to(index, now),
-            None if next_event.is_some() || self.device_may_wake() => {
+            None if self.may_still_wake() || self.device_may_wake() => {
                 self.running = None;
                 RUNNING.store(0, Ordering::Relaxed);
                 &self.idle
             }
             None => self.finish(),
         }
+    }
+
+    /// Whether anything but a lazy timeout is still to come: a timeout,
+    /// a refill, a hang's end. When only lazy timeouts are left (the
+    /// runtime's rechecks of queues nobody will send on), every component
+    /// waits for good and the system is finished.
+    fn may_still_wake(&self) -> bool {
+        self.components[..self.component_count]
+            .iter()
+            .any(|component| {
+                component.essential_timeout().is_some()
+                    || component.refill_at().is_some()
+                    || component.hung_until().is_some()
+            })
     }
 
     /// The earliest time at which the scheduling decision may change.

@@ -101,7 +101,8 @@ fn handle(kernel: &mut Kernel, caller: usize) -> Outcome {
         Call::SignalWait {
             notification,
             timeout_us,
-        } => signal_wait(k, caller, notification, timeout_us),
+            lazy,
+        } => signal_wait(k, caller, notification, (timeout_us, lazy)),
         Call::VcpuRun {
             vcpu,
             dirty,
@@ -258,12 +259,14 @@ fn signal_wait(
     kernel: &mut Kernel,
     caller: usize,
     notification: Option<u64>,
-    timeout_us: Option<u64>,
+    (timeout_us, lazy): (Option<u64>, bool),
 ) -> Outcome {
     if let Some(handle) = notification {
         notify(kernel, caller, handle)?;
     }
-    wait(kernel, caller, timeout_us)
+    let next = wait(kernel, caller, timeout_us);
+    kernel.components[caller].set_lazy(lazy);
+    next
 }
 
 fn time(kernel: &mut Kernel, caller: usize) -> Outcome {

@@ -67,7 +67,10 @@ pub enum Syscall {
     ComponentStop = 12,
     /// [`Syscall::Signal`] with `rdi` (unless it is [`NO_SIGNAL`]), then
     /// [`Syscall::Wait`] with the timeout in `rsi`: one entry for "wake the
-    /// peer, then sleep until it answers".
+    /// peer, then sleep until it answers". With `rdx` = [`LAZY_TIMEOUT`]
+    /// the timeout only looks for work a lost signal left (the runtime's
+    /// recheck of its queues): it does not keep a system whose components
+    /// all wait with nothing else to come from ending.
     SignalWait = 13,
     /// Enter the guest: `rdi` a [`crate::spec::CapabilityKind::Vcpu`]
     /// handle, `rsi` a mask of [`crate::vcpu::dirty`] bits naming the
@@ -148,6 +151,9 @@ pub const CONSOLE_LINE: u32 = 4;
 
 /// [`Syscall::SignalWait`]'s `rdi` when there is nothing to signal.
 pub const NO_SIGNAL: u64 = u64::MAX;
+
+/// [`Syscall::SignalWait`]'s `rdx`: the timeout is lazy (see there).
+pub const LAZY_TIMEOUT: u64 = 1;
 
 /// [`Syscall::Wait`] timeout meaning "no timeout".
 pub const WAIT_FOREVER: u64 = u64::MAX;
@@ -281,6 +287,8 @@ pub enum Call {
     SignalWait {
         notification: Option<u64>,
         timeout_us: Option<u64>,
+        /// The timeout does not keep a finished system alive.
+        lazy: bool,
     },
     VcpuRun {
         vcpu: u64,
@@ -394,6 +402,7 @@ impl Call {
             Syscall::SignalWait => Self::SignalWait {
                 notification: optional(a0),
                 timeout_us: optional(a1),
+                lazy: a2 == LAZY_TIMEOUT,
             },
             Syscall::VcpuRun => Self::VcpuRun {
                 vcpu: a0,
@@ -467,9 +476,16 @@ impl Call {
             Self::SignalWait {
                 notification,
                 timeout_us,
+                lazy,
             } => (
                 Syscall::SignalWait,
-                [or_max(notification), or_max(timeout_us), 0, 0, 0],
+                [
+                    or_max(notification),
+                    or_max(timeout_us),
+                    if lazy { LAZY_TIMEOUT } else { 0 },
+                    0,
+                    0,
+                ],
             ),
             Self::VcpuRun {
                 vcpu,
@@ -592,6 +608,7 @@ mod tests {
             Ok(Call::SignalWait {
                 notification: None,
                 timeout_us: None,
+                lazy: false,
             })
         );
         assert_eq!(

@@ -79,6 +79,8 @@ pub struct Component {
     notification: Notification,
     /// When a timed `Wait` ends (TSC).
     wake_at: Option<u64>,
+    /// That timeout is lazy: it does not keep a finished system alive.
+    lazy: bool,
     priority: u32,
     scheduling: SchedulingContext,
     supervisor: Option<usize>,
@@ -114,6 +116,7 @@ impl Component {
         generation: 0,
         notification: Notification::EMPTY,
         wake_at: None,
+        lazy: false,
         priority: 0,
         scheduling: SchedulingContext::UNLIMITED,
         supervisor: None,
@@ -301,6 +304,16 @@ impl Component {
             .filter(|_| self.state == ComponentState::Waiting)
     }
 
+    /// Its timeout, unless lazy: what may still wake it with work to do.
+    pub fn essential_timeout(&self) -> Option<u64> {
+        self.timeout().filter(|_| !self.lazy)
+    }
+
+    /// Marks the timeout of the `Wait` it just made lazy or not.
+    pub fn set_lazy(&mut self, lazy: bool) {
+        self.lazy = lazy;
+    }
+
     /// When it is ready but out of budget: when its budget refills.
     pub fn refill_at(&self) -> Option<u64> {
         (self.state == ComponentState::Ready && self.scheduling.is_depleted())
@@ -355,6 +368,7 @@ impl Component {
         }
         self.state = ComponentState::Waiting;
         self.wake_at = timeout_us.map(deadline);
+        self.lazy = false;
         self.busy_since = None;
         true
     }

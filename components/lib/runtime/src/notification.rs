@@ -86,14 +86,21 @@ pub fn wait_for(mask: u64, timeout_us: Option<u64>) -> Option<u64> {
             return None;
         }
         asked = true;
-        let step = if watching {
+        // Only the look of a wait without a deadline is lazy: one with a
+        // deadline keeps the system alive until then anyway.
+        let (step, lazy) = if watching {
             let until_look = crate::queue::RECHECK_US - now.saturating_sub(looked);
-            Some(left.map_or(until_look, |left| left.min(until_look)))
+            match left {
+                Some(left) => (Some(left.min(until_look)), false),
+                None => (Some(until_look), true),
+            }
         } else {
-            left
+            (left, false)
         };
         let deferred = DEFERRED.swap(NONE, Ordering::Relaxed);
-        if let Some(bits) = syscall::signal_wait((deferred != NONE).then_some(deferred), step) {
+        if let Some(bits) =
+            syscall::signal_wait_lazily((deferred != NONE).then_some(deferred), step, lazy)
+        {
             PENDING.fetch_or(bits, Ordering::Relaxed);
         }
     }

@@ -124,9 +124,18 @@ pub fn wait(timeout_us: Option<u64>) -> Option<u64> {
 /// into the core.
 #[inline]
 pub fn signal_wait(handle: Option<u64>, timeout_us: Option<u64>) -> Option<u64> {
+    signal_wait_lazily(handle, timeout_us, false)
+}
+
+/// [`signal_wait`] whose timeout, when `lazy`, only looks for work a lost
+/// signal left: it does not keep a finished system from ending (see
+/// `microvisor_abi::syscall::Syscall::SignalWait`).
+#[inline]
+pub fn signal_wait_lazily(handle: Option<u64>, timeout_us: Option<u64>, lazy: bool) -> Option<u64> {
     let (status, bits) = call(Call::SignalWait {
         notification: handle,
         timeout_us,
+        lazy,
     });
     (status == Status::Ok as u64).then_some(bits)
 }

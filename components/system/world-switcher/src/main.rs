@@ -1765,7 +1765,9 @@ fn sleep_looking(timeout_us: Option<u64>) -> Option<u64> {
         let step = left.map_or(runtime::queue::RECHECK_US, |us| {
             us.min(runtime::queue::RECHECK_US)
         });
-        if let Some(bits) = syscall::wait(Some(step)) {
+        // Without a deadline the look is lazy (see `runtime::notification`).
+        let lazy = left.is_none();
+        if let Some(bits) = syscall::signal_wait_lazily(None, Some(step), lazy) {
             return Some(bits);
         }
         if let Some(us) = left.as_mut() {
