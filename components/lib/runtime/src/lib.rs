@@ -149,6 +149,7 @@ pub fn enter(info: u64, main: fn(&Start) -> i32) -> ! {
         panic!("start-information page has a bad magic");
     }
     queue::watch_for_lost_wakeups(info);
+    notification::set_tsc_hz(info.tsc_hz);
     #[cfg(feature = "heap")]
     heap::init();
     let code = main(&Start { info });

@@ -16,6 +16,25 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::syscall;
 
+/// The TSC's rate (from the start page), for [`wait_for`]'s clock.
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+
+/// Tells [`wait_for`] the TSC's rate (`runtime::enter` calls it).
+pub(crate) fn set_tsc_hz(hz: u64) {
+    TSC_HZ.store(hz, Ordering::Relaxed);
+}
+
+/// Microseconds on the TSC — no system call, so that a wait costs no
+/// more than it did before it kept time — or from the core's clock when
+/// the rate is unknown.
+fn now_us() -> u64 {
+    let hz = TSC_HZ.load(Ordering::Relaxed);
+    if hz == 0 {
+        return syscall::time_ns() / 1000;
+    }
+    (u128::from(crate::rdtsc()) * 1_000_000 / u128::from(hz)) as u64
+}
+
 /// Bits received from the core but not yet taken by a waiter.
 static PENDING: AtomicU64 = AtomicU64::new(0);
 
@@ -51,7 +70,6 @@ pub fn flush() {
 /// counts them as signalled ([`crate::queue::due_bits`]).
 pub fn wait_for(mask: u64, timeout_us: Option<u64>) -> Option<u64> {
     let watching = crate::queue::watching();
-    let now_us = || syscall::time_ns() / 1000;
     let start = if watching || timeout_us.is_some() {
         now_us()
     } else {
