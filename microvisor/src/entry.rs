@@ -10,6 +10,8 @@
 //! (`crate::trap`, `crate::syscall`). Each returns the frame to resume.
 
 use crate::arch::entry::Frame;
+use microvisor_abi::syscall::Syscall;
+
 use crate::kernel::{Entry, with_kernel};
 
 /// Called by the trap stub with the saved frame.
@@ -50,10 +52,16 @@ unsafe extern "C" fn core_syscall_entry(frame: *mut Frame) -> *const Frame {
     // SAFETY: the stub passes the running thread's frame; nothing else
     // references it during this entry, and the reference ends before the
     // slow path takes the kernel table.
-    if crate::syscall::fast_path(unsafe { &mut *frame }) {
+    let saved = unsafe { &mut *frame };
+    if crate::syscall::fast_path(saved) {
         return frame;
     }
+    let signal_wait = saved.rax == Syscall::SignalWait as u64;
     // SAFETY: the start of an entry from ring 3: no token exists.
     let entry = unsafe { Entry::new() };
-    with_kernel(entry, crate::syscall::dispatch)
+    if signal_wait {
+        with_kernel(entry, crate::syscall::signal_wait_entry)
+    } else {
+        with_kernel(entry, crate::syscall::dispatch)
+    }
 }

@@ -231,6 +231,7 @@ impl Kernel {
     }
 
     /// Loads `space` into CR3 if it is not loaded.
+    #[inline(always)]
     pub fn load_space(&mut self, space: AddressSpace) {
         if self.loaded_space != space {
             // SAFETY: every address space shares the core's upper half, so
@@ -375,6 +376,83 @@ impl Kernel {
         }
     }
 
+    /// The IPC fast path (seL4's fastpath idea): the running component
+    /// `caller` signals `target` with `bits` and blocks, with its new
+    /// timeout at `deadline`, and `target` runs next — without the general
+    /// pass over every component, when that pass could not decide
+    /// otherwise. Returns `None`, having changed nothing, unless all of
+    /// this holds:
+    /// - `target` is another component, waiting and not hung (the signal
+    ///   makes it ready), and `caller` has no bits pending (it blocks);
+    /// - no other component is ready with `target`'s priority or more
+    ///   (the general pass would pick it, or rotate to it);
+    /// - neither side adds an event before the armed alarm: `caller`'s
+    ///   timeout and the end of `target`'s budget (when it has one) are no
+    ///   earlier than the deadline the APIC timer is armed for, so no
+    ///   re-arming is needed; everything else that could change the
+    ///   decision (other timeouts, refills, hangs' ends) was already
+    ///   covered by that alarm, which comes back through the general
+    ///   pass when it fires.
+    ///
+    /// Otherwise the general path (`crate::syscall::dispatch`) handles the
+    /// call from the start.
+    #[inline(always)]
+    pub fn direct_switch(
+        &mut self,
+        (caller, target, bits): (usize, usize, u64),
+        (deadline, lazy): (Option<u64>, bool),
+        now: u64,
+    ) -> Option<*const Frame> {
+        let count = self.component_count;
+        if target == caller || target >= count || bits == 0 {
+            return None;
+        }
+        let armed = self.armed?;
+        if deadline.is_some_and(|at| at < armed) {
+            return None;
+        }
+        let woken = &self.components[target];
+        if !woken.wakes_on_signal() {
+            return None;
+        }
+        let (unlimited, priority) = (woken.scheduling().is_unlimited(), woken.priority());
+        if !unlimited && !self.budget_lasts(target, armed, now) {
+            return None;
+        }
+        for (index, other) in self.components[..count].iter().enumerate() {
+            // Conservative: a ready rival that is hung or out of budget
+            // only sends the call to the general path.
+            if other.state() == ComponentState::Ready
+                && other.priority() >= priority
+                && index != caller
+            {
+                return None;
+            }
+        }
+        if self.components[caller].has_pending_bits() {
+            return None;
+        }
+        let elapsed = now.saturating_sub(self.dispatched_at);
+        self.components[caller].charge(elapsed, now);
+        self.components[caller].block(deadline, lazy);
+        self.components[target].wake(bits, now);
+        let quantum = self.components[target].scheduling().quantum();
+        self.quantum_until = (quantum > 0).then(|| now.saturating_add(quantum));
+        Some(self.switch_to(target, now))
+    }
+
+    /// Whether budget-limited `target`, once woken, has budget left that
+    /// lasts at least until the `armed` alarm (brought up to date first,
+    /// as the general pass would).
+    #[inline(never)]
+    fn budget_lasts(&mut self, target: usize, armed: u64, now: u64) -> bool {
+        let context = self.components[target].scheduling_mut();
+        context.refill(now);
+        !context.is_depleted()
+            && !context.on_slack()
+            && now.saturating_add(context.remaining()) >= armed
+    }
+
     /// Whether anything but a lazy timeout is still to come: a timeout,
     /// a refill, a hang's end. When only lazy timeouts are left (the
     /// runtime's rechecks of queues nobody will send on), every component
@@ -430,6 +508,7 @@ impl Kernel {
     }
 
     /// Makes component `index` the running one and returns its frame.
+    #[inline(always)]
     fn switch_to(&mut self, index: usize, now: u64) -> *const Frame {
         self.load_space(self.components[index].space());
         self.load_ports(index);
@@ -445,11 +524,18 @@ impl Kernel {
     /// Gives ring 3 the ports component `index` was granted and no others:
     /// one store for a component without grants; the bitmap is rewritten
     /// only when another holder than the last one runs.
+    #[inline(always)]
     fn load_ports(&mut self, index: usize) {
         if self.port_holders & (1 << index) == 0 {
             descriptors::deny_ports();
             return;
         }
+        self.load_granted_ports(index);
+    }
+
+    /// [`Self::load_ports`] for a component with grants.
+    #[inline(never)]
+    fn load_granted_ports(&mut self, index: usize) {
         if self.ports_loaded != Some(index) {
             let grants = self.spec.port_grants;
             let of = |holder: Option<usize>| {

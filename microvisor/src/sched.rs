@@ -96,6 +96,7 @@ impl SchedulingContext {
     }
 
     /// Its quantum (0: none).
+    #[inline]
     pub fn quantum(&self) -> u64 {
         self.quantum
     }
@@ -111,11 +112,13 @@ impl SchedulingContext {
     }
 
     /// Whether it is spent and may run on slack now.
+    #[inline]
     pub fn on_slack(&self) -> bool {
         self.slack && self.is_depleted()
     }
 
     /// Whether the context is never throttled.
+    #[inline]
     pub fn is_unlimited(&self) -> bool {
         self.budget >= self.period
     }
@@ -126,6 +129,7 @@ impl SchedulingContext {
     }
 
     /// Budget left in the current period.
+    #[inline]
     pub fn remaining(&self) -> u64 {
         if self.is_unlimited() {
             u64::MAX
@@ -157,9 +161,20 @@ impl SchedulingContext {
     /// Charges `elapsed` units of running, ending at `now`. Run on slack
     /// (dispatched with its budget spent), it is consumed time but no
     /// overrun.
+    /// An unlimited context only counts the time (its periods do not
+    /// matter: it is never throttled, and a new configuration starts its
+    /// period afresh).
+    #[inline]
     pub fn charge(&mut self, elapsed: u64, now: u64) {
         self.consumed = self.consumed.saturating_add(elapsed);
-        if !self.is_unlimited() && !self.on_slack() {
+        if !self.is_unlimited() {
+            self.charge_budget(elapsed, now);
+        }
+    }
+
+    /// [`Self::charge`]'s part for a limited context.
+    fn charge_budget(&mut self, elapsed: u64, now: u64) {
+        if !self.on_slack() {
             if elapsed > self.remaining {
                 self.debt = self.debt.saturating_add(elapsed - self.remaining);
             }
@@ -172,6 +187,7 @@ impl SchedulingContext {
     }
 
     /// Whether the budget is spent (the thread must wait for a refill).
+    #[inline]
     pub fn is_depleted(&self) -> bool {
         !self.is_unlimited() && self.remaining == 0
     }

@@ -17,8 +17,8 @@ use microvisor_abi::fault::FaultKind;
 use microvisor_abi::inject::{Kind, MAX_BYTES, MAX_FLOOD, MAX_HANG_US};
 use microvisor_abi::spec::{CapabilityKind, MAX_PRIORITY};
 use microvisor_abi::syscall::{
-    Call, LOG_WRITE_MAX, MAX_PERIOD_US, MAX_QUANTUM_US, SCHEDULING_QUANTUM_SHIFT, SCHEDULING_SLACK,
-    Status, Syscall, UserBytes,
+    Call, LAZY_TIMEOUT, LOG_WRITE_MAX, MAX_PERIOD_US, MAX_QUANTUM_US, SCHEDULING_QUANTUM_SHIFT,
+    SCHEDULING_SLACK, Status, Syscall, UserBytes, WAIT_FOREVER,
 };
 use microvisor_abi::{USER_END, USER_MIN};
 use zerocopy::IntoBytes;
@@ -40,6 +40,36 @@ pub fn fast_path(frame: &mut Frame) -> bool {
         return true;
     }
     false
+}
+
+/// `SignalWait`, the call IPC rides on: its fast path when
+/// [`Kernel::direct_switch`] finds that the general pass could decide
+/// nothing else (signal the named notification, block, and run the woken
+/// component), or else [`dispatch`] from the start — no signal to send, a
+/// bad or foreign handle (which faults the caller there), a poll, or any
+/// case the general pass must decide. The fast path changes nothing
+/// before it is sure it applies.
+#[inline(never)]
+pub fn signal_wait_entry(kernel: &mut Kernel) -> *const Frame {
+    let caller = kernel.current_index();
+    let component = &kernel.components[caller];
+    let frame = component.frame();
+    let (handle, timeout_us, lazy) = (frame.rdi, frame.rsi, frame.rdx == LAZY_TIMEOUT);
+    if timeout_us != 0
+        && let Some(capability) = component.capability(handle, CapabilityKind::Notification)
+    {
+        let now = timer::now();
+        let deadline = (timeout_us != WAIT_FOREVER)
+            .then(|| now.saturating_add(kernel.clock.ticks_from_us(timeout_us)));
+        if let Some(next) = kernel.direct_switch(
+            (caller, capability.target, capability.badge),
+            (deadline, lazy),
+            now,
+        ) {
+            return next;
+        }
+    }
+    dispatch(kernel)
 }
 
 /// What a handled call asks for next.

@@ -279,6 +279,49 @@ impl Component {
     }
 
     /// When an injected hang ends, while it lasts.
+    /// Whether a signal would make this component ready at once: it
+    /// waits and is not held by an injected hang (the IPC fast path's
+    /// test of the woken side).
+    #[inline(always)]
+    pub fn wakes_on_signal(&self) -> bool {
+        self.state == ComponentState::Waiting && self.hung_until.is_none()
+    }
+
+    /// Whether bits are set that its next `Wait` would take at once.
+    #[inline(always)]
+    pub fn has_pending_bits(&self) -> bool {
+        self.notification != Notification::EMPTY
+    }
+
+    /// Wakes it from `Wait` with `bits` (the IPC fast path, which has
+    /// checked that it waits): as [`Self::signal`] then does.
+    #[inline(always)]
+    pub fn wake(&mut self, bits: u64, now: u64) {
+        self.notification.set(bits);
+        let bits = self.notification.take().unwrap_or(0);
+        self.answer(Status::Ok, bits);
+        self.wake_at = None;
+        self.state = ComponentState::Ready;
+        self.busy_since = Some(now);
+    }
+
+    /// Blocks it in `Wait` until a signal or `deadline` (TSC), as
+    /// [`Self::wait`] does when nothing is pending; for the IPC fast
+    /// path, which has checked that nothing is.
+    #[inline(always)]
+    pub fn block(&mut self, deadline: Option<u64>, lazy: bool) {
+        self.state = ComponentState::Waiting;
+        self.wake_at = deadline;
+        self.lazy = lazy;
+        self.busy_since = None;
+    }
+
+    /// Its scheduling context, to bring up to date (the IPC fast path
+    /// refills the woken side's before reading its budget).
+    pub fn scheduling_mut(&mut self) -> &mut SchedulingContext {
+        &mut self.scheduling
+    }
+
     pub fn hung_until(&self) -> Option<u64> {
         self.hung_until.filter(|_| self.is_alive())
     }
@@ -389,6 +432,7 @@ impl Component {
     }
 
     /// Charges `elapsed` time units of running, as of `now`.
+    #[inline(always)]
     pub fn charge(&mut self, elapsed: u64, now: u64) {
         self.scheduling.charge(elapsed, now);
     }

@@ -1,7 +1,7 @@
 //! The message ping sends and pong echoes: a sequence number and a payload
 //! derived from it, so either end can check that every message arrived
 //! once, in order, with its content. A sequence of [`STOP`] ends the
-//! exchange. Checks compare word by word against the expected values, so
+//! exchange; one of [`SILENT`] is taken and not answered. Checks compare word by word against the expected values, so
 //! no whole message is built or compared on the hot path.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -10,6 +10,10 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The sequence number that ends the exchange.
 pub const STOP: u64 = u64::MAX;
+
+/// The sequence number of a request pong takes and does not answer (to
+/// show that a timed receive times out on time).
+pub const SILENT: u64 = u64::MAX - 1;
 
 /// One 64-byte message.
 #[derive(

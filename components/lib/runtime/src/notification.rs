@@ -16,23 +16,29 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::syscall;
 
-/// The TSC's rate (from the start page), for [`wait_for`]'s clock.
-static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+/// Microseconds per TSC tick in 32.32 fixed point (from the start page's
+/// TSC rate), for [`wait_for`]'s clock; 0 while the rate is unknown.
+static US_PER_TICK: AtomicU64 = AtomicU64::new(0);
 
 /// Tells [`wait_for`] the TSC's rate (`runtime::enter` calls it).
 pub(crate) fn set_tsc_hz(hz: u64) {
-    TSC_HZ.store(hz, Ordering::Relaxed);
+    let scale = if hz == 0 {
+        0
+    } else {
+        ((1_000_000u128 << 32) / u128::from(hz)).min(u128::from(u64::MAX)) as u64
+    };
+    US_PER_TICK.store(scale, Ordering::Relaxed);
 }
 
-/// Microseconds on the TSC — no system call, so that a wait costs no
-/// more than it did before it kept time — or from the core's clock when
-/// the rate is unknown.
+/// Microseconds on the TSC — no system call and no division, so that a
+/// wait costs no more than it did before it kept time — or from the
+/// core's clock when the rate is unknown.
 fn now_us() -> u64 {
-    let hz = TSC_HZ.load(Ordering::Relaxed);
-    if hz == 0 {
+    let scale = US_PER_TICK.load(Ordering::Relaxed);
+    if scale == 0 {
         return syscall::time_ns() / 1000;
     }
-    (u128::from(crate::rdtsc()) * 1_000_000 / u128::from(hz)) as u64
+    ((u128::from(crate::rdtsc()) * u128::from(scale)) >> 32) as u64
 }
 
 /// Bits received from the core but not yet taken by a waiter.
@@ -69,28 +75,73 @@ pub fn flush() {
 /// whose signal was lost (a stray write to a `*_waiting` flag), and
 /// counts them as signalled ([`crate::queue::due_bits`]).
 pub fn wait_for(mask: u64, timeout_us: Option<u64>) -> Option<u64> {
+    match timeout_us {
+        None => Some(wait_forever(mask)),
+        Some(timeout_us) => wait_until(mask, timeout_us),
+    }
+}
+
+/// Takes the bits of `mask` already received, if any.
+#[inline(always)]
+fn take_pending(mask: u64) -> Option<u64> {
+    let pending = PENDING.load(Ordering::Relaxed) & mask;
+    if pending == 0 {
+        return None;
+    }
+    PENDING.fetch_and(!pending, Ordering::Relaxed);
+    Some(pending)
+}
+
+/// [`wait_for`] without a timeout: the common case of a server or a
+/// client awaiting its answer, kept short — the clock is read once at
+/// the start and again only when a wait ends without the bits of `mask`.
+fn wait_forever(mask: u64) -> u64 {
     let watching = crate::queue::watching();
-    let start = if watching || timeout_us.is_some() {
-        now_us()
-    } else {
-        0
-    };
-    let deadline = timeout_us.map(|us| start.saturating_add(us));
+    let mut looked = if watching { now_us() } else { 0 };
+    let mut step = watching.then_some(crate::queue::RECHECK_US);
+    loop {
+        if let Some(bits) = take_pending(mask) {
+            return bits;
+        }
+        let deferred = DEFERRED.swap(NONE, Ordering::Relaxed);
+        let woken =
+            syscall::signal_wait_lazily((deferred != NONE).then_some(deferred), step, watching);
+        if let Some(bits) = woken {
+            PENDING.fetch_or(bits, Ordering::Relaxed);
+            if bits & mask != 0 || !watching {
+                continue;
+            }
+        }
+        // A lazy step ran out, or other bits came: is a look due?
+        let now = now_us();
+        let passed = now.saturating_sub(looked);
+        if woken.is_none() || passed >= crate::queue::RECHECK_US {
+            looked = now;
+            step = Some(crate::queue::RECHECK_US);
+            let due = crate::queue::due_bits();
+            if due & mask != 0 {
+                PENDING.fetch_or(due, Ordering::Relaxed);
+            }
+        } else {
+            step = Some(crate::queue::RECHECK_US - passed);
+        }
+    }
+}
+
+/// [`wait_for`] with a timeout.
+fn wait_until(mask: u64, timeout_us: u64) -> Option<u64> {
+    let watching = crate::queue::watching();
+    let start = now_us();
+    let deadline = start.saturating_add(timeout_us);
     let mut looked = start;
-    // The core is asked at least once, so that a poll (`Some(0)`) takes
-    // the bits already set and sends a deferred signal.
+    // The core is asked at least once, so that a poll (a zero timeout)
+    // takes the bits already set and sends a deferred signal.
     let mut asked = false;
     loop {
-        let pending = PENDING.load(Ordering::Relaxed);
-        if pending & mask != 0 {
-            PENDING.fetch_and(!(pending & mask), Ordering::Relaxed);
-            return Some(pending & mask);
+        if let Some(bits) = take_pending(mask) {
+            return Some(bits);
         }
-        let now = if watching || deadline.is_some() {
-            now_us()
-        } else {
-            0
-        };
+        let now = now_us();
         if watching && now.saturating_sub(looked) >= crate::queue::RECHECK_US {
             looked = now;
             let due = crate::queue::due_bits();
@@ -99,25 +150,21 @@ pub fn wait_for(mask: u64, timeout_us: Option<u64>) -> Option<u64> {
                 continue;
             }
         }
-        let left = deadline.map(|deadline| deadline.saturating_sub(now));
-        if left == Some(0) && asked {
+        let left = deadline.saturating_sub(now);
+        if left == 0 && asked {
             return None;
         }
         asked = true;
-        // Only the look of a wait without a deadline is lazy: one with a
-        // deadline keeps the system alive until then anyway.
-        let (step, lazy) = if watching {
-            let until_look = crate::queue::RECHECK_US - now.saturating_sub(looked);
-            match left {
-                Some(left) => (Some(left.min(until_look)), false),
-                None => (Some(until_look), true),
-            }
+        // A wait with a deadline keeps the system alive until then
+        // anyway: its looks are never lazy.
+        let step = if watching {
+            left.min(crate::queue::RECHECK_US - now.saturating_sub(looked))
         } else {
-            (left, false)
+            left
         };
         let deferred = DEFERRED.swap(NONE, Ordering::Relaxed);
         if let Some(bits) =
-            syscall::signal_wait_lazily((deferred != NONE).then_some(deferred), step, lazy)
+            syscall::signal_wait_lazily((deferred != NONE).then_some(deferred), Some(step), false)
         {
             PENDING.fetch_or(bits, Ordering::Relaxed);
         }

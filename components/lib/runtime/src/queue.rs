@@ -179,6 +179,7 @@ impl Ring {
         };
         if ring.word32(0).load(Ordering::Acquire) != QUEUE_MAGIC
             || slot_count > u64::from(MAX_SLOTS)
+            || !slot_size.is_multiple_of(8)
         {
             return Err(OpenError::BadHeader);
         }
@@ -189,6 +190,7 @@ impl Ring {
 
     /// The other end's index (acquire: what it published before is
     /// visible).
+    #[inline(always)]
     fn other(&self) -> u64 {
         let offset = if self.own_offset == TAIL_OFFSET {
             HEAD_OFFSET
@@ -200,14 +202,17 @@ impl Ring {
 
     /// Messages in the ring by the two indices, or `None` when that is
     /// impossible (more than the ring holds: a corrupted index).
+    #[inline(always)]
     fn used(&self, tail: u64, head: u64) -> Option<u64> {
         Some(tail.wrapping_sub(head)).filter(|&used| used <= self.slot_count)
     }
 
+    #[inline(always)]
     fn stamp_word(&self, index: u64) -> &AtomicU32 {
         self.word32(STAMPS_OFFSET + STAMP_BYTES * (index % self.slot_count) as usize)
     }
 
+    #[inline(always)]
     fn checksum_word(&self, index: u64) -> &AtomicU32 {
         self.word32(STAMPS_OFFSET + STAMP_BYTES * (index % self.slot_count) as usize + 4)
     }
@@ -231,6 +236,87 @@ impl Ring {
             .store(self.slot_checksum(index), Ordering::Relaxed);
         self.stamp_word(index)
             .store(stamp(index), Ordering::Relaxed);
+    }
+
+    /// Writes `message` into the slot of message `index` and stamps it,
+    /// taking the checksum of the words as they are written (one pass, no
+    /// reading back). A message whose size is not a multiple of 8 has its
+    /// last word padded with zeros; slot words past the message are summed
+    /// as they are.
+    #[inline(always)]
+    fn write_stamped<T: IntoBytes + Immutable>(&self, index: u64, message: &T) {
+        let slot = self.slot(index).cast::<u64>();
+        let mut sum = Checksum::new(self.slot_size);
+        let mut words = message.as_bytes().chunks_exact(8);
+        let mut written = 0;
+        for chunk in &mut words {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(chunk);
+            let word = u64::from_le_bytes(bytes);
+            // SAFETY: inside the slot (`size_of::<T>() <= slot_size`, a
+            // multiple of 8, checked at open; slots are 8-aligned); shared
+            // memory no Rust reference covers, which the receiver does
+            // not read before `tail` moves past it.
+            unsafe { slot.add(written).write_volatile(word.to_le()) };
+            sum.word(word);
+            written += 1;
+        }
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let mut bytes = [0u8; 8];
+            bytes[..tail.len()].copy_from_slice(tail);
+            let word = u64::from_le_bytes(bytes);
+            // SAFETY: as above: the padded word is still inside the slot.
+            unsafe { slot.add(written).write_volatile(word.to_le()) };
+            sum.word(word);
+            written += 1;
+        }
+        for rest in written..self.slot_size / 8 {
+            // SAFETY: as above.
+            sum.word(u64::from_le(unsafe { slot.add(rest).read_volatile() }));
+        }
+        self.checksum_word(index)
+            .store(sum.finish(), Ordering::Relaxed);
+        self.stamp_word(index)
+            .store(stamp(index), Ordering::Relaxed);
+    }
+
+    /// Copies the slot of message `index` into `message` and says whether
+    /// it held that message, intact: its stamp names it and the checksum
+    /// matches the words as they were copied (each read once, so a sender
+    /// changing the slot meanwhile is caught, not half-believed). On
+    /// `false`, `message` holds whatever was read.
+    #[inline(always)]
+    fn read_stamped<T: FromBytes + IntoBytes>(&self, index: u64, message: &mut T) -> bool {
+        if self.stamp_word(index).load(Ordering::Relaxed) != stamp(index) {
+            return false;
+        }
+        let slot = self.slot(index).cast::<u64>();
+        let mut sum = Checksum::new(self.slot_size);
+        let mut words = message.as_mut_bytes().chunks_exact_mut(8);
+        let mut read = 0;
+        for chunk in &mut words {
+            // SAFETY: inside the slot (see `write_stamped`); a volatile
+            // read of shared memory the other end may be writing.
+            let word = u64::from_le(unsafe { slot.add(read).read_volatile() });
+            sum.word(word);
+            chunk.copy_from_slice(&word.to_le_bytes());
+            read += 1;
+        }
+        let tail = words.into_remainder();
+        if !tail.is_empty() {
+            // SAFETY: as above.
+            let word = u64::from_le(unsafe { slot.add(read).read_volatile() });
+            sum.word(word);
+            let length = tail.len();
+            tail.copy_from_slice(&word.to_le_bytes()[..length]);
+            read += 1;
+        }
+        for rest in read..self.slot_size / 8 {
+            // SAFETY: as above.
+            sum.word(u64::from_le(unsafe { slot.add(rest).read_volatile() }));
+        }
+        self.checksum_word(index).load(Ordering::Relaxed) == sum.finish()
     }
 
     /// Whether the slot of message `index` holds that message, intact.
@@ -261,6 +347,7 @@ impl Ring {
     fn wake_other(&self) {}
 
     /// Publishes this end's index.
+    #[inline(always)]
     fn publish_own(&mut self, value: u64) {
         self.own = value;
         self.word64(self.own_offset).store(value, Ordering::Release);
@@ -297,6 +384,7 @@ impl Ring {
             .store(generation.wrapping_add(1), Ordering::Release);
     }
 
+    #[inline(always)]
     fn word64(&self, offset: usize) -> &AtomicU64 {
         // SAFETY: the core maps the queue's header page read-write at
         // `base` for the life of this component (checked by the magic in
@@ -304,32 +392,42 @@ impl Ring {
         unsafe { &*((self.base + offset) as *const AtomicU64) }
     }
 
+    #[inline(always)]
     fn word32(&self, offset: usize) -> &AtomicU32 {
         // SAFETY: as for `word64`, 4-byte aligned.
         unsafe { &*((self.base + offset) as *const AtomicU32) }
     }
 
+    #[inline(always)]
     fn slot(&self, index: u64) -> *mut u8 {
         (self.base + SLOTS_OFFSET + (index % self.slot_count) as usize * self.slot_size) as *mut u8
     }
 
     /// Reports a reset by the core (the other end restarted).
+    #[inline(always)]
     fn check_generation(&mut self) -> Result<(), QueueError> {
         let generation = self.word32(GENERATION_OFFSET).load(Ordering::Acquire);
         if generation != self.generation {
-            // The core's reset zeroes this end's published index, which
-            // only this end writes otherwise. Any other value means a
-            // stray write changed the generation: the ring cannot be
-            // trusted (this end's index in the header may be stray too,
-            // and stale slots keep their stamps), so it is reset for real.
-            if self.word64(self.own_offset).load(Ordering::Relaxed) != 0 {
-                return Err(self.recover());
-            }
-            self.generation = generation;
-            self.own = 0;
-            return Err(QueueError::PeerRestarted(generation));
+            return self.generation_changed(generation);
         }
         Ok(())
+    }
+
+    /// [`Self::check_generation`] when the generation changed.
+    #[cold]
+    #[inline(never)]
+    fn generation_changed(&mut self, generation: u32) -> Result<(), QueueError> {
+        // The core's reset zeroes this end's published index, which only
+        // this end writes otherwise. Any other value means a stray write
+        // changed the generation: the ring cannot be trusted (this end's
+        // index in the header may be stray too, and stale slots keep
+        // their stamps), so it is reset for real.
+        if self.word64(self.own_offset).load(Ordering::Relaxed) != 0 {
+            return Err(self.recover());
+        }
+        self.generation = generation;
+        self.own = 0;
+        Err(QueueError::PeerRestarted(generation))
     }
 }
 
@@ -391,18 +489,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
         let room = (ring.slot_count - used) as usize;
         let count = room.min(messages.len());
         for (offset, message) in messages[..count].iter().enumerate() {
-            let bytes = message.as_bytes();
-            // SAFETY: the slot lies inside the queue memory (index modulo
-            // slot_count) and holds slot_size >= size_of::<T>() bytes; the
-            // receiver does not read it until `tail` is published below.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    bytes.as_ptr(),
-                    ring.slot(tail + offset as u64),
-                    bytes.len(),
-                )
-            };
-            ring.stamp(tail + offset as u64);
+            ring.write_stamped(tail + offset as u64, message);
         }
         if count > 0 {
             self.publish(tail + count as u64);
@@ -535,20 +622,10 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
             return Err(self.ring.recover());
         };
         let count = (available as usize).min(out.len());
-        if (head..head + count as u64).any(|index| !ring.stamped(index)) {
-            return Err(self.ring.recover());
-        }
         for (offset, message) in out[..count].iter_mut().enumerate() {
-            let bytes = message.as_mut_bytes();
-            // SAFETY: the slot lies inside the queue memory and holds at
-            // least size_of::<T>() bytes; T is valid for any bytes.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    ring.slot(head + offset as u64),
-                    bytes.as_mut_ptr(),
-                    bytes.len(),
-                )
-            };
+            if !ring.read_stamped(head + offset as u64, message) {
+                return Err(self.ring.recover());
+            }
         }
         if count > 0 {
             self.release(head + count as u64);
@@ -590,11 +667,25 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
     /// Takes one message into `message`, sleeping while the ring is empty.
     pub fn receive_into(&mut self, message: &mut T) -> Result<(), QueueError> {
         loop {
+            if self.looks_empty() {
+                self.sleep_until_message(None)?;
+            }
             match self.try_receive_into(message) {
-                Err(QueueError::WouldBlock) => self.sleep_until_message(None)?,
+                Err(QueueError::WouldBlock) => {}
                 other => return other,
             }
         }
+    }
+
+    /// Whether a receive would find nothing and no reset to report: the
+    /// other end's published index is this end's own (a cheap test
+    /// before sleeping, which tests again after asking for a signal; a
+    /// ring it cannot judge is left to the receive, which resets it).
+    #[inline(always)]
+    fn looks_empty(&self) -> bool {
+        let ring = &self.ring;
+        ring.other() == ring.own
+            && ring.word32(GENERATION_OFFSET).load(Ordering::Relaxed) == ring.generation
     }
 
     /// Takes one message, sleeping at most `timeout_us` while the ring is
@@ -612,8 +703,11 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
     /// the ring is empty.
     pub fn receive_batch(&mut self, out: &mut [T]) -> Result<usize, QueueError> {
         loop {
+            if self.looks_empty() {
+                self.sleep_until_message(None)?;
+            }
             match self.try_receive_batch(out)? {
-                0 => self.sleep_until_message(None)?,
+                0 => {}
                 count => return Ok(count),
             }
         }
