@@ -486,6 +486,10 @@ fn vcpu_run(
     if kernel.vms[vm].switcher() != caller {
         return Err(bad_argument(vcpu));
     }
+    if dirty & microvisor_abi::vcpu::dirty::FETCH != 0 {
+        let reason = kernel.vms[vm].fetch(dirty);
+        return answer(kernel, caller, Status::Ok, u64::from(reason));
+    }
     match crate::vcpu::run(kernel, caller, vm, dirty, limit_us) {
         Some(reason) => answer(kernel, caller, Status::Ok, reason as u64),
         // Rewound: the interrupt is taken on the way out, and the thread

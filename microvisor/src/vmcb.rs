@@ -10,15 +10,17 @@
 //! I/O permission maps, and ASID assignment ([`AsidAllocator`]).
 //!
 //! Guest general-purpose registers other than RAX and RSP are not part of
-//! the VMCB: the backend keeps them in a [`GuestRegisters`] array that its
-//! entry code loads and saves, and the write-back treats that array like
-//! VMCB state (written only where the mask says).
+//! the VMCB: the backend's entry code loads them from the state page's
+//! [`VcpuState::gpr`] and saves them there, so neither the write-back nor
+//! the copy-out touches them. The segment and descriptor-table registers
+//! are copied out only at the exits that need them
+//! ([`publishes_segments`]; [`microvisor_abi::vcpu::published`]).
 
 use core::mem::offset_of;
 
 use microvisor_abi::vcpu::{
     CR3_DECODED, DescriptorTable, ExitReason, IoExit, Segment, VcpuState, XSETBV_IGNORED, dirty,
-    event, gpr, npf, window,
+    event, gpr, npf, published, window,
 };
 
 /// A VMCB segment register.
@@ -274,10 +276,6 @@ pub const MANDATORY_MISC2: u32 = misc2::VMRUN
 /// to the host.
 pub const MANDATORY_EXCEPTIONS: u32 = 1 << 18;
 
-/// The guest registers the VMCB does not hold, in [`gpr`] order (the RAX
-/// and RSP slots are unused: those live in the VMCB).
-pub type GuestRegisters = [u64; 16];
-
 impl Vmcb {
     /// An all-zero VMCB.
     pub const ZERO: Self = Self {
@@ -475,33 +473,38 @@ fn table_from_vmcb(table: &VmcbSegment) -> DescriptorTable {
     }
 }
 
-/// Writes the fields of `state` named by `mask` into the VMCB and the
-/// guest registers, clearing exactly the clean bits of the groups it
-/// touched; returns how many fields it wrote. Bits outside
-/// [`dirty::ALL`] are ignored.
-pub fn write_back(
-    vmcb: &mut Vmcb,
-    registers: &mut GuestRegisters,
-    state: &VcpuState,
-    mask: u64,
-) -> u32 {
+/// Writes the fields of `state` named by `mask` into the VMCB, clearing
+/// exactly the clean bits of the groups it touched; returns how many
+/// fields the mask names. Bits outside [`dirty::ALL`] are ignored, and so
+/// are the bits of the general-purpose registers other than RAX and RSP:
+/// those are the state page's own ([`VcpuState::gpr`]), loaded at every
+/// entry. RAX, RSP and RIP, which most exits' handling writes, are
+/// written here, everything else by `write_back_rare`.
+#[inline]
+pub fn write_back(vmcb: &mut Vmcb, state: &VcpuState, mask: u64) -> u32 {
     let mask = mask & dirty::ALL;
-    if mask == 0 {
-        return 0;
+    if mask & dirty::RAX != 0 {
+        vmcb.rax = state.gpr[gpr::RAX];
     }
-    let mut gprs = mask & dirty::GPRS;
-    while gprs != 0 {
-        let n = gprs.trailing_zeros() as usize;
-        gprs &= gprs - 1;
-        match n {
-            gpr::RAX => vmcb.rax = state.gpr[n],
-            gpr::RSP => vmcb.rsp = state.gpr[n],
-            _ => registers[n] = state.gpr[n],
-        }
+    if mask & dirty::RSP != 0 {
+        vmcb.rsp = state.gpr[gpr::RSP];
     }
     if mask & dirty::RIP != 0 {
         vmcb.rip = state.rip;
     }
+    if mask & RARE != 0 {
+        write_back_rare(vmcb, state, mask);
+    }
+    mask.count_ones()
+}
+
+/// The dirty bits [`write_back`] hands to [`write_back_rare`].
+const RARE: u64 = dirty::ALL & !(dirty::GPRS | dirty::RIP);
+
+/// The rest of [`write_back`]: everything but the general-purpose
+/// registers and RIP.
+#[inline(never)]
+fn write_back_rare(vmcb: &mut Vmcb, state: &VcpuState, mask: u64) {
     if mask & dirty::RFLAGS != 0 {
         // Bit 1 is fixed to 1; reserved bits stay clear.
         vmcb.rflags = (state.rflags & 0x003f_7fd5) | 0x2;
@@ -602,7 +605,6 @@ pub fn write_back(
         vmcb.int_ctl = (vmcb.int_ctl & !V_TPR) | (state.cr8 & V_TPR);
         vmcb.clean &= !clean::TPR;
     }
-    mask.count_ones()
 }
 
 /// Asks for (or cancels) an exit as soon as the guest can take an
@@ -629,10 +631,21 @@ fn request_iret_exit(vmcb: &mut Vmcb, request: bool) {
     vmcb.clean &= !clean::INTERCEPTS;
 }
 
-/// Copies the guest state out of the VMCB and the guest registers into the
-/// state page after an exit (the exit fields are [`decode_exit`]'s).
-pub fn read_out(vmcb: &Vmcb, registers: &GuestRegisters, state: &mut VcpuState) {
-    state.gpr = *registers;
+/// Copies the guest state out of the VMCB into the state page after an
+/// exit (the exit fields are [`decode_exit`]'s): everything, the lazily
+/// published registers too ([`read_out_segments`]).
+pub fn read_out(vmcb: &Vmcb, state: &mut VcpuState) {
+    read_out_common(vmcb, state);
+    read_out_segments(vmcb, state);
+}
+
+/// What every exit publishes: RAX and RSP (the other general-purpose
+/// registers are saved into the page by the entry code itself), RIP,
+/// RFLAGS, the control registers and EFER, the interrupt state, the
+/// pending window requests and the virtual TPR. Marks the lazily published
+/// registers stale.
+#[inline]
+pub fn read_out_common(vmcb: &Vmcb, state: &mut VcpuState) {
     state.gpr[gpr::RAX] = vmcb.rax;
     state.gpr[gpr::RSP] = vmcb.rsp;
     state.rip = vmcb.rip;
@@ -642,16 +655,6 @@ pub fn read_out(vmcb: &Vmcb, registers: &GuestRegisters, state: &mut VcpuState) 
     state.cr3 = vmcb.cr3;
     state.cr4 = vmcb.cr4;
     state.efer = vmcb.efer & !EFER_SVME;
-    state.cs = from_vmcb(&vmcb.cs);
-    state.ds = from_vmcb(&vmcb.ds);
-    state.es = from_vmcb(&vmcb.es);
-    state.ss = from_vmcb(&vmcb.ss);
-    state.fs = from_vmcb(&vmcb.fs);
-    state.gs = from_vmcb(&vmcb.gs);
-    state.tr = from_vmcb(&vmcb.tr);
-    state.ldtr = from_vmcb(&vmcb.ldtr);
-    state.gdtr = table_from_vmcb(&vmcb.gdtr);
-    state.idtr = table_from_vmcb(&vmcb.idtr);
     state.interrupt_shadow = vmcb.int_state & 1;
     state.inject = 0;
     let pending = |bit: u32, flag: u64| {
@@ -667,6 +670,60 @@ pub fn read_out(vmcb: &Vmcb, registers: &GuestRegisters, state: &mut VcpuState) 
         | pending(misc1::IRET, window::IRET)
         | if cr8_alone { window::CR8 } else { 0 };
     state.cr8 = vmcb.int_ctl & V_TPR;
+    state.published = 0;
+}
+
+/// Publishes the segment and descriptor-table registers
+/// ([`published::SEGMENTS`]).
+#[inline(never)]
+pub fn read_out_segments(vmcb: &Vmcb, state: &mut VcpuState) {
+    read_out_segments_except(vmcb, state, 0);
+}
+
+/// Publishes the segment and descriptor-table registers but those `keep`
+/// names ([`dirty`] bits: the world switcher's edits not yet written
+/// back), and marks them current ([`published::SEGMENTS`]).
+pub fn read_out_segments_except(vmcb: &Vmcb, state: &mut VcpuState, keep: u64) {
+    let pairs = [
+        (dirty::CS, &vmcb.cs, &mut state.cs),
+        (dirty::DS, &vmcb.ds, &mut state.ds),
+        (dirty::ES, &vmcb.es, &mut state.es),
+        (dirty::SS, &vmcb.ss, &mut state.ss),
+        (dirty::FS, &vmcb.fs, &mut state.fs),
+        (dirty::GS, &vmcb.gs, &mut state.gs),
+        (dirty::TR, &vmcb.tr, &mut state.tr),
+        (dirty::LDTR, &vmcb.ldtr, &mut state.ldtr),
+    ];
+    for (bit, from, to) in pairs {
+        if keep & bit == 0 {
+            *to = from_vmcb(from);
+        }
+    }
+    if keep & dirty::GDTR == 0 {
+        state.gdtr = table_from_vmcb(&vmcb.gdtr);
+    }
+    if keep & dirty::IDTR == 0 {
+        state.idtr = table_from_vmcb(&vmcb.idtr);
+    }
+    state.published |= published::SEGMENTS;
+}
+
+/// Whether the world switcher's handling of an exit of `reason` (with
+/// qualification `qualification`) may need the segment and
+/// descriptor-table registers: every exit but the common ones that never
+/// look at them (see [`published`]).
+#[inline]
+pub fn publishes_segments(reason: ExitReason, qualification: u64) -> bool {
+    match reason {
+        ExitReason::Cpuid
+        | ExitReason::Msr
+        | ExitReason::Hlt
+        | ExitReason::Wbinvd
+        | ExitReason::InterruptWindow
+        | ExitReason::Iret => false,
+        ExitReason::Io => IoExit::decode(qualification).string,
+        _ => true,
+    }
 }
 
 /// Prepares a VMCB for entry: writes back the state-page fields `mask`
@@ -677,13 +734,12 @@ pub fn read_out(vmcb: &Vmcb, registers: &GuestRegisters, state: &mut VcpuState) 
 #[inline]
 pub fn prepare_entry(
     vmcb: &mut Vmcb,
-    registers: &mut GuestRegisters,
     state: &mut VcpuState,
     mask: u64,
     pending_event: &mut u64,
     clean_bits: bool,
 ) {
-    let writes = write_back(vmcb, registers, state, mask);
+    let writes = write_back(vmcb, state, mask);
     if mask & dirty::INJECT == 0 && *pending_event != 0 {
         vmcb.event_inject = core::mem::take(pending_event);
     }
@@ -720,28 +776,27 @@ pub fn finish_exit(vmcb: &mut Vmcb, next_rip_valid: bool, pending_event: &mut u6
 /// any ([`VcpuState::exit_event`]). Rare, so kept out of the run path.
 #[cold]
 #[inline(never)]
-pub fn publish_guest(
-    vmcb: &Vmcb,
-    registers: &GuestRegisters,
-    state: &mut VcpuState,
-    pending_event: u64,
-) {
-    read_out(vmcb, registers, state);
+pub fn publish_guest(vmcb: &Vmcb, state: &mut VcpuState, pending_event: u64) {
+    read_out(vmcb, state);
     state.exit_event = pending_event;
 }
 
 /// Publishes an exit for the world switcher: the guest state
-/// ([`read_out`]) and the exit's fields, `reason` being the exit's.
+/// ([`read_out_common`], and [`read_out_segments`] where
+/// [`publishes_segments`] says the exit needs them) and the exit's
+/// fields, `reason` being the exit's.
 #[inline]
 pub fn publish_exit(
     vmcb: &Vmcb,
-    registers: &GuestRegisters,
     state: &mut VcpuState,
     exit: &Exit,
     reason: ExitReason,
     pending_event: u64,
 ) {
-    read_out(vmcb, registers, state);
+    read_out_common(vmcb, state);
+    if publishes_segments(reason, exit.qualification) {
+        read_out_segments(vmcb, state);
+    }
     state.exit_reason = reason as u32;
     state.instruction_length = exit.instruction_length;
     state.raw_exit = vmcb.exit_code;
@@ -775,6 +830,11 @@ impl Unapplied {
         if self.0 & dirty::INJECT != 0 && state.inject & event::VALID != 0 {
             state.exit_event = state.inject;
         }
+    }
+
+    /// The dirty bits kept for the next entry.
+    pub fn pending(&self) -> u64 {
+        self.0
     }
 
     /// The mask of the next entry: `mask` and everything kept.
@@ -812,8 +872,30 @@ impl Exit {
 
 /// Decodes the exit recorded in `vmcb`. `next_rip_valid` says whether the
 /// CPU writes `next_rip` (the NRIP-save feature); without it the length is
-/// known only for I/O exits, whose EXITINFO2 is always the next RIP.
+/// known only for I/O exits, whose EXITINFO2 is always the next RIP. A
+/// CPUID exit, the commonest, is decoded inline.
+#[inline(always)]
 pub fn decode_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
+    if vmcb.exit_code == exit::CPUID {
+        let length = vmcb.next_rip.wrapping_sub(vmcb.rip);
+        return Exit {
+            reason: Some(ExitReason::Cpuid),
+            qualification: 0,
+            qualification2: 0,
+            guest_physical: 0,
+            instruction_length: if next_rip_valid && (1..=15).contains(&length) {
+                length as u32
+            } else {
+                0
+            },
+        };
+    }
+    decode_other_exit(vmcb, next_rip_valid)
+}
+
+/// [`decode_exit`] for every exit but CPUID.
+#[inline(never)]
+fn decode_other_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
     let code = vmcb.exit_code;
     let (info1, info2) = (vmcb.exit_info1, vmcb.exit_info2);
     let length_from = |next: u64| {
@@ -1054,24 +1136,20 @@ mod tests {
         let mut vmcb = vmcb();
         vmcb.clean = clean::ALL;
         vmcb.cr0 = 0x8000_0011;
-        let mut registers = [0u64; 16];
         let mut state = VcpuState::new_zeroed();
-        read_out(&vmcb, &registers, &mut state);
+        read_out(&vmcb, &mut state);
         state.gpr[gpr::RAX] = 1;
         state.gpr[gpr::RBX] = 2;
         state.gpr[gpr::RCX] = 3;
         state.gpr[gpr::RDX] = 4;
-        state.gpr[gpr::RSI] = 99; // changed but not marked: must not land
+        state.gpr[gpr::RSP] = 99; // changed but not marked: must not land
         state.rip = 0x1234;
         state.cr0 = 0; // likewise
         let mask = dirty::RAX | dirty::RBX | dirty::RCX | dirty::RDX | dirty::RIP;
-        let writes = write_back(&mut vmcb, &mut registers, &state, mask);
+        let writes = write_back(&mut vmcb, &state, mask);
         assert_eq!(writes, 5);
         assert_eq!(vmcb.rax, 1);
-        assert_eq!(registers[gpr::RBX], 2);
-        assert_eq!(registers[gpr::RCX], 3);
-        assert_eq!(registers[gpr::RDX], 4);
-        assert_eq!(registers[gpr::RSI], 0);
+        assert_eq!(vmcb.rsp, 0);
         assert_eq!(vmcb.rip, 0x1234);
         assert_eq!(vmcb.cr0, 0x8000_0011);
         assert_eq!(vmcb.clean, clean::ALL, "no cached group was touched");
@@ -1092,7 +1170,7 @@ mod tests {
             let mut vmcb = vmcb();
             vmcb.clean = clean::ALL;
             let state = VcpuState::new_zeroed();
-            write_back(&mut vmcb, &mut [0; 16], &state, mask);
+            write_back(&mut vmcb, &state, mask);
             assert_eq!(vmcb.clean, clean::ALL & !cleared, "mask {mask:#x}");
         }
     }
@@ -1102,10 +1180,10 @@ mod tests {
         let mut vmcb = vmcb();
         let mut state = VcpuState::new_zeroed();
         state.efer = 0x500; // LME | LMA
-        write_back(&mut vmcb, &mut [0; 16], &state, dirty::EFER);
+        write_back(&mut vmcb, &state, dirty::EFER);
         assert_eq!(vmcb.efer, 0x500 | EFER_SVME);
         let mut out = VcpuState::new_zeroed();
-        read_out(&vmcb, &[0; 16], &mut out);
+        read_out(&vmcb, &mut out);
         assert_eq!(out.efer, 0x500);
     }
 
@@ -1114,10 +1192,10 @@ mod tests {
         let mut vmcb = vmcb();
         let mut state = VcpuState::new_zeroed();
         state.ss.attributes = 0x93 | (3 << 5);
-        write_back(&mut vmcb, &mut [0; 16], &state, dirty::SS);
+        write_back(&mut vmcb, &state, dirty::SS);
         assert_eq!(vmcb.cpl, 0, "real mode runs at CPL 0");
         vmcb.cr0 = 1;
-        write_back(&mut vmcb, &mut [0; 16], &state, dirty::SS);
+        write_back(&mut vmcb, &state, dirty::SS);
         assert_eq!(vmcb.cpl, 3);
     }
 
@@ -1126,13 +1204,13 @@ mod tests {
         let mut vmcb = vmcb();
         let mut state = VcpuState::new_zeroed();
         state.inject = event::GP0;
-        write_back(&mut vmcb, &mut [0; 16], &state, dirty::INJECT);
+        write_back(&mut vmcb, &state, dirty::INJECT);
         assert_eq!(vmcb.event_inject, event::GP0);
         state.inject = (1 << 31) | (1 << 8) | 3; // reserved type 1
-        write_back(&mut vmcb, &mut [0; 16], &state, dirty::INJECT);
+        write_back(&mut vmcb, &state, dirty::INJECT);
         assert_eq!(vmcb.event_inject, 0);
         state.inject = event::UD | 0x7000; // reserved bits dropped
-        write_back(&mut vmcb, &mut [0; 16], &state, dirty::INJECT);
+        write_back(&mut vmcb, &state, dirty::INJECT);
         assert_eq!(vmcb.event_inject, event::UD);
     }
 
@@ -1141,7 +1219,7 @@ mod tests {
         let mut vmcb = vmcb();
         let mut state = VcpuState::new_zeroed();
         state.rflags = u64::MAX;
-        write_back(&mut vmcb, &mut [0; 16], &state, dirty::RFLAGS);
+        write_back(&mut vmcb, &state, dirty::RFLAGS);
         assert_eq!(vmcb.rflags & 0x2, 0x2);
         assert_eq!(vmcb.rflags & (1 << 3 | 1 << 5 | 1 << 15 | 1 << 22), 0);
     }
@@ -1149,7 +1227,6 @@ mod tests {
     #[test]
     fn read_out_round_trips_through_write_back() {
         let mut vmcb = vmcb();
-        let mut registers = [0u64; 16];
         let mut state = VcpuState::new_zeroed();
         for (n, value) in state.gpr.iter_mut().enumerate() {
             *value = 0x100 + n as u64;
@@ -1168,15 +1245,11 @@ mod tests {
         };
         state.gdtr.limit = 23;
         state.gdtr.base = 0x1f_f000;
-        write_back(
-            &mut vmcb,
-            &mut registers,
-            &state,
-            dirty::ALL & !dirty::INJECT,
-        );
-        let mut out = VcpuState::new_zeroed();
-        read_out(&vmcb, &registers, &mut out);
+        write_back(&mut vmcb, &state, dirty::ALL & !dirty::INJECT);
+        let mut out = state;
+        read_out(&vmcb, &mut out);
         assert_eq!(out.gpr, state.gpr);
+        assert_eq!(out.published, published::SEGMENTS);
         assert_eq!((out.rip, out.rflags), (state.rip, state.rflags));
         assert_eq!(
             (out.cr0, out.cr3, out.cr4, out.efer),
@@ -1184,6 +1257,38 @@ mod tests {
         );
         assert_eq!(out.cs, state.cs);
         assert_eq!(out.gdtr, state.gdtr);
+    }
+
+    #[test]
+    fn segments_are_published_only_where_an_exit_needs_them() {
+        let mut vmcb = vmcb();
+        vmcb.ds.base = 0x1234_0000;
+        vmcb.gdtr.base = 0x9000;
+        let publish = |vmcb: &mut Vmcb, code: u64, info1: u64| {
+            vmcb.exit_code = code;
+            vmcb.exit_info1 = info1;
+            let mut state = VcpuState::new_zeroed();
+            let exit = decode_exit(vmcb, false);
+            publish_exit(vmcb, &mut state, &exit, exit.reason.unwrap(), 0);
+            state
+        };
+        for (code, info1) in [(exit::CPUID, 0), (exit::IOIO, 0x3f8 << 16 | 1 << 4)] {
+            let state = publish(&mut vmcb, code, info1);
+            assert_eq!(state.published, 0, "exit {code:#x}");
+            assert_eq!((state.ds.base, state.gdtr.base), (0, 0));
+        }
+        let string_io = 0x3f8 << 16 | 1 << 4 | 1 << 2;
+        for (code, info1) in [(exit::NPF, 2), (exit::IOIO, string_io), (exit::VMMCALL, 0)] {
+            let state = publish(&mut vmcb, code, info1);
+            assert_eq!(state.published, published::SEGMENTS, "exit {code:#x}");
+            assert_eq!((state.ds.base, state.gdtr.base), (0x1234_0000, 0x9000));
+        }
+        // A fetch keeps the world switcher's unwritten edits.
+        let mut state = VcpuState::new_zeroed();
+        state.ds.base = 0x77;
+        read_out_segments_except(&vmcb, &mut state, dirty::DS);
+        assert_eq!((state.ds.base, state.gdtr.base), (0x77, 0x9000));
+        assert_eq!(state.published, published::SEGMENTS);
     }
 
     fn exit_of(code: u64, info1: u64, info2: u64) -> Exit {
@@ -1300,14 +1405,13 @@ mod tests {
         vmcb.set_optional_intercepts(intercept::CR3_WRITE);
         assert_eq!(vmcb.intercept_cr, INTERCEPT_CR3_WRITE);
         // An interrupt window's CR8 intercept comes and goes; CR3's stays.
-        let mut registers = [0; 16];
         let mut state = VcpuState::new_zeroed();
         let mut pending = 0;
         state.interrupt_window = window::INTERRUPT;
-        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        write_back(&mut vmcb, &state, dirty::INTERRUPT_WINDOW);
         assert_eq!(vmcb.intercept_cr, INTERCEPT_CR3_WRITE | INTERCEPT_CR8_WRITE);
         state.interrupt_window = 0;
-        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        write_back(&mut vmcb, &state, dirty::INTERRUPT_WINDOW);
         assert_eq!(vmcb.intercept_cr, INTERCEPT_CR3_WRITE);
         // Without decode assists (QEMU's TCG) the switcher decodes.
         vmcb.exit_code = exit::WRITE_CR3;
@@ -1321,7 +1425,7 @@ mod tests {
         assert_eq!(decoded.qualification, CR3_DECODED | 11);
         // The switcher's new CR3 flushes the guest's TLB, once.
         state.cr3 = 0x5000;
-        write_back(&mut vmcb, &mut registers, &state, dirty::CR3 | dirty::RIP);
+        write_back(&mut vmcb, &state, dirty::CR3 | dirty::RIP);
         assert_eq!((vmcb.cr3, vmcb.tlb_control), (0x5000, TLB_FLUSH_GUEST));
         finish_exit(&mut vmcb, false, &mut pending);
         assert_eq!(vmcb.tlb_control, 0);
@@ -1346,7 +1450,6 @@ mod tests {
     #[test]
     fn an_interrupted_event_is_kept_and_reinjected_once() {
         let mut vmcb = vmcb();
-        let mut registers = [0; 16];
         let mut state = VcpuState::new_zeroed();
         let mut pending = 0;
         // An exit in the middle of delivering vector 0x20.
@@ -1359,26 +1462,19 @@ mod tests {
         assert_eq!(vmcb.clean, clean::ALL);
         assert_eq!((vmcb.tlb_control, vmcb.event_inject), (0, 0));
         let reason = decoded.reason.unwrap();
-        publish_exit(&vmcb, &registers, &mut state, &decoded, reason, pending);
+        publish_exit(&vmcb, &mut state, &decoded, reason, pending);
         assert_eq!(state.exit_event, pending);
         assert_eq!(state.raw_exit, exit::NPF);
         assert_eq!(state.exit_reason, reason as u32);
         // Re-injected at the next entry, then forgotten.
-        prepare_entry(&mut vmcb, &mut registers, &mut state, 0, &mut pending, true);
+        prepare_entry(&mut vmcb, &mut state, 0, &mut pending, true);
         assert_eq!(vmcb.event_inject, (1 << 31) | 0x20);
         assert_eq!(pending, 0);
         assert_eq!(state.entries, 1);
         // Unless the world switcher injects an event itself.
         pending = (1 << 31) | 0x21;
         state.inject = (1 << 31) | 0x30;
-        prepare_entry(
-            &mut vmcb,
-            &mut registers,
-            &mut state,
-            dirty::INJECT,
-            &mut pending,
-            false,
-        );
+        prepare_entry(&mut vmcb, &mut state, dirty::INJECT, &mut pending, false);
         assert_eq!(pending, (1 << 31) | 0x21, "kept for later");
         assert_eq!(vmcb.clean, 0, "no clean bits without the CPU's support");
         assert_eq!(state.last_writes, 1);
@@ -1387,36 +1483,35 @@ mod tests {
     #[test]
     fn cr8_is_published_and_written_back_and_windows_can_wait_for_it() {
         let mut vmcb = vmcb();
-        let mut registers = [0; 16];
         let mut state = VcpuState::new_zeroed();
         // The guest's MOV to CR8 lands in V_TPR: published at the exit.
         vmcb.int_ctl |= 7;
-        read_out(&vmcb, &registers, &mut state);
+        read_out(&vmcb, &mut state);
         assert_eq!(state.cr8, 7);
         // Written back only with its bit, and only the TPR's four bits.
         vmcb.clean = clean::ALL;
         state.cr8 = 0x12;
-        write_back(&mut vmcb, &mut registers, &state, dirty::RIP);
+        write_back(&mut vmcb, &state, dirty::RIP);
         assert_eq!(vmcb.int_ctl & V_TPR, 7);
-        write_back(&mut vmcb, &mut registers, &state, dirty::CR8);
+        write_back(&mut vmcb, &state, dirty::CR8);
         assert_eq!(vmcb.int_ctl & V_TPR, 2);
         assert!(vmcb.int_ctl & V_INTR_MASKING != 0);
         assert_eq!(vmcb.clean & clean::TPR, 0);
         // CR8 writes exit when asked for, and during every interrupt
         // window; the report shows CR8 only when asked alone.
         state.interrupt_window = window::CR8;
-        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        write_back(&mut vmcb, &state, dirty::INTERRUPT_WINDOW);
         assert_eq!(vmcb.intercept_cr, INTERCEPT_CR8_WRITE);
         assert_eq!(vmcb.int_ctl & V_IRQ, 0, "no window");
-        read_out(&vmcb, &registers, &mut state);
+        read_out(&vmcb, &mut state);
         assert_eq!(state.interrupt_window, window::CR8);
         state.interrupt_window = window::INTERRUPT;
-        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        write_back(&mut vmcb, &state, dirty::INTERRUPT_WINDOW);
         assert_eq!(vmcb.intercept_cr, INTERCEPT_CR8_WRITE);
-        read_out(&vmcb, &registers, &mut state);
+        read_out(&vmcb, &mut state);
         assert_eq!(state.interrupt_window, window::INTERRUPT);
         state.interrupt_window = 0;
-        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        write_back(&mut vmcb, &state, dirty::INTERRUPT_WINDOW);
         assert_eq!(vmcb.intercept_cr, 0);
         assert_eq!(vmcb.int_ctl & V_TPR, 2, "the TPR is not the window's");
         // The exit.
@@ -1429,11 +1524,10 @@ mod tests {
     #[test]
     fn the_interrupt_window_is_requested_reported_and_cancelled() {
         let mut vmcb = vmcb();
-        let mut registers = [0; 16];
         let mut state = VcpuState::new_zeroed();
         vmcb.clean = clean::ALL;
         state.interrupt_window = 1;
-        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        write_back(&mut vmcb, &state, dirty::INTERRUPT_WINDOW);
         assert_eq!(vmcb.int_ctl & (V_IRQ | V_IGN_TPR), V_IRQ | V_IGN_TPR);
         assert!(vmcb.intercept_misc1 & misc1::VINTR != 0);
         assert_eq!(vmcb.clean & (clean::TPR | clean::INTERCEPTS), 0);
@@ -1447,35 +1541,34 @@ mod tests {
         // The exit is decoded and the request shows as pending.
         let exit = exit_of(exit::VINTR, 0, 0);
         assert_eq!(exit.reason, Some(ExitReason::InterruptWindow));
-        read_out(&vmcb, &registers, &mut state);
+        read_out(&vmcb, &mut state);
         assert_eq!(state.interrupt_window, 1);
         // Cancelled.
         state.interrupt_window = 0;
-        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        write_back(&mut vmcb, &state, dirty::INTERRUPT_WINDOW);
         assert_eq!(vmcb.int_ctl & (V_IRQ | V_IGN_TPR), 0);
         assert_eq!(vmcb.intercept_misc1 & misc1::VINTR, 0);
         assert!(vmcb.int_ctl & V_INTR_MASKING != 0);
-        read_out(&vmcb, &registers, &mut state);
+        read_out(&vmcb, &mut state);
         assert_eq!(state.interrupt_window, 0);
         // Not written back without its dirty bit.
         state.interrupt_window = 1;
-        write_back(&mut vmcb, &mut registers, &state, dirty::RIP);
+        write_back(&mut vmcb, &state, dirty::RIP);
         assert_eq!(vmcb.intercept_misc1 & misc1::VINTR, 0);
     }
 
     #[test]
     fn the_iret_exit_is_requested_reported_and_cancelled_by_itself() {
         let mut vmcb = vmcb();
-        let mut registers = [0; 16];
         let mut state = VcpuState::new_zeroed();
         state.interrupt_window = window::IRET | window::INTERRUPT;
-        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        write_back(&mut vmcb, &state, dirty::INTERRUPT_WINDOW);
         assert!(vmcb.intercept_misc1 & misc1::IRET != 0);
         assert!(vmcb.intercept_misc1 & misc1::VINTR != 0);
         // Optional intercepts leave it alone.
         vmcb.set_optional_intercepts(0);
         assert!(vmcb.intercept_misc1 & misc1::IRET != 0);
-        read_out(&vmcb, &registers, &mut state);
+        read_out(&vmcb, &mut state);
         assert_eq!(state.interrupt_window, window::IRET | window::INTERRUPT);
         // The exit itself: reported, and the request gone.
         vmcb.exit_code = exit::IRET;
@@ -1490,30 +1583,31 @@ mod tests {
             0,
             "the CPU must reload them"
         );
-        read_out(&vmcb, &registers, &mut state);
+        read_out(&vmcb, &mut state);
         assert_eq!(state.interrupt_window, window::INTERRUPT);
         // Cancelled by the world switcher.
         state.interrupt_window = window::IRET;
-        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        write_back(&mut vmcb, &state, dirty::INTERRUPT_WINDOW);
         state.interrupt_window = 0;
-        write_back(&mut vmcb, &mut registers, &state, dirty::INTERRUPT_WINDOW);
+        write_back(&mut vmcb, &state, dirty::INTERRUPT_WINDOW);
         assert_eq!(vmcb.intercept_misc1 & (misc1::IRET | misc1::VINTR), 0);
     }
 
     #[test]
     fn an_interrupted_run_publishes_where_the_guest_is() {
         let mut vmcb = vmcb();
-        let registers = [7; 16];
         let mut state = VcpuState::new_zeroed();
         state.rip = 0x1000; // the last exit's
+        state.gpr[1] = 7; // saved into the page by the entry code
         vmcb.rip = 0x2000;
         vmcb.rflags = 0x2; // interrupts now off
         let pending = event::interrupt(0x30);
-        publish_guest(&vmcb, &registers, &mut state, pending);
+        publish_guest(&vmcb, &mut state, pending);
         let mut unapplied = Unapplied::NONE;
         unapplied.end_early(&mut state, ExitReason::TimeLimit, 0);
         assert_eq!((state.rip, state.rflags), (0x2000, 0x2));
         assert_eq!(state.gpr[1], 7);
+        assert_eq!(state.published, published::SEGMENTS);
         assert_eq!(state.exit_event, pending);
         assert_eq!(state.exit_reason, ExitReason::TimeLimit as u32);
     }
@@ -1537,7 +1631,6 @@ mod tests {
     fn early_exits_keep_their_mask_for_the_next_entry() {
         let mut state = VcpuState::new_zeroed();
         let mut vmcb = vmcb();
-        let mut registers = [0; 16];
         let mut pending = 0;
         let mut unapplied = Unapplied::NONE;
         // An emulated OUT (RIP advanced) and an interrupt injected, then
@@ -1550,14 +1643,7 @@ mod tests {
         unapplied.end_early(&mut state, ExitReason::TimeLimit, dirty::RAX);
         let mask = unapplied.with(0);
         assert_eq!(mask, dirty::RIP | dirty::INJECT | dirty::RAX);
-        prepare_entry(
-            &mut vmcb,
-            &mut registers,
-            &mut state,
-            mask,
-            &mut pending,
-            true,
-        );
+        prepare_entry(&mut vmcb, &mut state, mask, &mut pending, true);
         assert_eq!(vmcb.rip, 0x1002);
         assert_eq!(vmcb.event_inject, event::interrupt(0xec));
         // Taken once.

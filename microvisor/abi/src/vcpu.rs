@@ -9,6 +9,15 @@
 //! the next `VcpuRun`: the core writes back exactly those fields and nothing
 //! else, so a CPUID exit costs RIP and RAX..RDX, not the whole state.
 //!
+//! Two exceptions keep the common exits short. The general-purpose
+//! registers other than RAX and RSP (which the CPU's control block holds)
+//! live in the page itself: the core loads them from [`VcpuState::gpr`] at
+//! every entry and saves them there at every exit, so what the page holds
+//! is what the guest gets (their dirty bits are accepted and change
+//! nothing). And the segment and descriptor-table registers are published
+//! lazily: only at the exits whose handling needs them (see
+//! [`published`]), or when the world switcher asks with [`dirty::FETCH`].
+//!
 //! The layout is the same for AMD SVM and Intel VMX; the backends translate.
 //! Offsets are part of the ABI and asserted below.
 
@@ -102,6 +111,30 @@ pub mod dirty {
     pub const SEGMENTS: u64 = CS | DS | ES | SS | FS | GS | TR | LDTR;
     /// Everything the state page holds.
     pub const ALL: u64 = (1 << 38) - 1;
+    /// Not a field: a `VcpuRun` with this bit does not enter the guest.
+    /// It publishes the guest's segment and descriptor-table registers
+    /// ([`super::published::SEGMENTS`]) as they are now, except the fields
+    /// the other bits of the mask name (the world switcher's own edits,
+    /// not yet written back, which it passes here so they are kept),
+    /// writes nothing back and returns the last exit's reason again.
+    pub const FETCH: u64 = 1 << 63;
+}
+
+/// [`VcpuState::published`] bits: which lazily published parts of the
+/// page are the guest's current state.
+///
+/// The core publishes the segment registers (CS, DS, ES, SS, FS, GS, TR,
+/// LDTR) and the descriptor-table registers (GDTR, IDTR) only at the
+/// exits whose handling may need them: every exit but CPUID, port I/O
+/// other than string I/O, RDMSR/WRMSR, HLT, WBINVD/INVD, the interrupt
+/// window and IRET (and a run that ends before entering leaves them as
+/// they were). After those exits the fields hold whatever was last
+/// published or written, and [`SEGMENTS`] is clear; a `VcpuRun` with
+/// [`super::dirty::FETCH`] publishes them. Everything else in the page
+/// is published at every exit.
+pub mod published {
+    /// The segment and descriptor-table registers are current.
+    pub const SEGMENTS: u64 = 1 << 0;
 }
 
 /// Why the guest left, architecture-neutral.
@@ -374,7 +407,10 @@ pub struct VcpuState {
     /// An event whose delivery the exit interrupted ([`event`] layout). The
     /// core re-injects it at the next entry unless `inject` is written.
     pub exit_event: u64,
-    /// General-purpose registers, in [`gpr`] order.
+    /// General-purpose registers, in [`gpr`] order. All but RAX and RSP
+    /// are the guest's registers themselves (loaded from here at every
+    /// entry, saved here at every exit: no dirty bit needed); RAX and RSP
+    /// are published at every exit and written back with their bits.
     pub gpr: [u64; 16],
     pub rip: u64,
     pub rflags: u64,
@@ -420,6 +456,10 @@ pub struct VcpuState {
     /// keeps 0 there otherwise. Only the world switcher changes it (the
     /// MSR always exits), with [`dirty::TSC_AUX`]; 0 after a reset.
     pub tsc_aux: u64,
+    /// Which lazily published parts of the page are current: [`published`]
+    /// bits, set by the core at every exit (the world switcher's writes
+    /// are ignored).
+    pub published: u64,
 }
 
 const _: () = assert!(offset_of!(VcpuState, exit_reason) == 0);
@@ -445,7 +485,8 @@ const _: () = assert!(offset_of!(VcpuState, last_writes) == 416);
 const _: () = assert!(offset_of!(VcpuState, interrupt_window) == 424);
 const _: () = assert!(offset_of!(VcpuState, cr8) == 432);
 const _: () = assert!(offset_of!(VcpuState, tsc_aux) == 440);
-const _: () = assert!(size_of::<VcpuState>() == 448);
+const _: () = assert!(offset_of!(VcpuState, published) == 448);
+const _: () = assert!(size_of::<VcpuState>() == 456);
 const _: () = assert!(size_of::<VcpuState>() <= 4096);
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 
 use microvisor::address::{PAGE_SIZE, PhysicalAddress};
 use microvisor::npt::NestedTables;
-use microvisor::vmcb::{self, GuestRegisters, Unapplied, Vmcb};
+use microvisor::vmcb::{self, Unapplied, Vmcb};
 use microvisor_abi::spec::VmSpec;
 use microvisor_abi::vcpu::{ExitReason, HINTS_GUEST_PHYSICAL, VcpuState, dirty, intercept};
 
@@ -45,7 +45,6 @@ pub struct Vm {
     /// The guest-hints page, at [`HINTS_GUEST_PHYSICAL`] in the guest.
     hints: PhysicalAddress,
     nested: NestedTables,
-    registers: GuestRegisters,
     /// An event whose delivery the last exit interrupted, to re-inject.
     pending_event: u64,
     /// A poke is pending: the next run returns at once.
@@ -100,7 +99,6 @@ impl core::fmt::Display for CreateError {
 struct Parts<'a> {
     vmcb: &'a mut Vmcb,
     state: &'a mut VcpuState,
-    registers: &'a mut GuestRegisters,
     pending_event: &'a mut u64,
 }
 
@@ -138,7 +136,6 @@ impl Vm {
         nested: NestedTables {
             root: PhysicalAddress(0),
         },
-        registers: [0; 16],
         pending_event: 0,
         poked: false,
         unapplied: Unapplied::NONE,
@@ -232,8 +229,8 @@ impl Vm {
         Ok(())
     }
 
-    /// The control block, the state page, the guest registers and the
-    /// pending event, borrowed together.
+    /// The control block, the state page and the pending event, borrowed
+    /// together.
     #[inline(always)]
     fn parts(&mut self) -> Parts<'_> {
         // SAFETY: the VMCB and the state page are pages owned by this VM,
@@ -246,7 +243,6 @@ impl Vm {
             Parts {
                 vmcb: &mut *direct(self.vmcb).cast::<Vmcb>(),
                 state: &mut *direct(self.state).cast::<VcpuState>(),
-                registers: &mut self.registers,
                 pending_event: &mut self.pending_event,
             }
         }
@@ -270,7 +266,6 @@ impl Vm {
         let (asid, reused) = svm.asids.take().unwrap_or((1, true));
         let flush = svm.flush_value();
         let (iopm, msrpm, nested) = (svm.iopm.0, svm.msrpm.0, self.nested.root.0);
-        self.registers = [0; 16];
         self.pending_event = 0;
         self.poked = false;
         self.deadline = None;
@@ -282,7 +277,8 @@ impl Vm {
         parts.vmcb.init(iopm, msrpm, nested, asid);
         // A fresh ASID holds no translations; a reused one may.
         parts.vmcb.tlb_control = if reused { flush } else { 0 };
-        vmcb::read_out(parts.vmcb, parts.registers, parts.state);
+        parts.state.gpr = [0; 16];
+        vmcb::read_out(parts.vmcb, parts.state);
         parts.state.entries = 0;
         parts.state.last_writes = 0;
         parts.state.tsc_aux = 0;
@@ -339,16 +335,23 @@ impl Vm {
         let mut unapplied = self.unapplied;
         let parts = self.parts();
         if resumed {
-            vmcb::publish_guest(
-                parts.vmcb,
-                parts.registers,
-                parts.state,
-                *parts.pending_event,
-            );
+            vmcb::publish_guest(parts.vmcb, parts.state, *parts.pending_event);
         }
         unapplied.end_early(parts.state, reason, mask);
         self.unapplied = unapplied;
         Start::Exit(reason)
+    }
+
+    /// `VcpuRun` with [`dirty::FETCH`]: publishes the segment and
+    /// descriptor-table registers as the guest has them now, except the
+    /// fields `keep` names and those of runs that ended before entering
+    /// (the world switcher's edits, not yet written back); returns the
+    /// last exit's reason, which stays in the page.
+    pub fn fetch(&mut self, keep: u64) -> u32 {
+        let keep = keep | self.unapplied.pending();
+        let parts = self.parts();
+        vmcb::read_out_segments_except(parts.vmcb, parts.state, keep);
+        parts.state.exit_reason
     }
 
     /// Enters the guest after writing back the state-page fields in
@@ -366,14 +369,15 @@ impl Vm {
         }
         let tsc_aux = self.tsc_aux;
         let parts = self.parts();
-        let (vmcb, state, registers) = (parts.vmcb, parts.state, parts.registers);
+        let (vmcb, state) = (parts.vmcb, parts.state);
         let pending = parts.pending_event;
-        vmcb::prepare_entry(vmcb, registers, state, mask, pending, svm.vmcb_clean);
+        vmcb::prepare_entry(vmcb, state, mask, pending, svm.vmcb_clean);
         let loaded = svm.load_tsc_aux(tsc_aux);
         // SAFETY: the VMCB was set up by `reset` for this VM (mandatory
         // intercepts, nested tables over its memory, the shared maps) and
-        // the core runs with interrupts disabled.
-        unsafe { backend::enter(svm, vmcb_address, registers) };
+        // the core runs with interrupts disabled; the registers are the
+        // state page's, which no one else touches while the core runs.
+        unsafe { backend::enter(svm, vmcb_address, &mut state.gpr) };
         if loaded {
             svm.clear_tsc_aux();
         }
@@ -383,7 +387,7 @@ impl Vm {
         }
         match exit.reason {
             Some(reason) => {
-                vmcb::publish_exit(vmcb, registers, state, &exit, reason, *pending);
+                vmcb::publish_exit(vmcb, state, &exit, reason, *pending);
                 self.deadline = None;
                 Some(reason)
             }

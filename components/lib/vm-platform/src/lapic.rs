@@ -719,7 +719,8 @@ impl Lapic {
     /// NMI), whatever the priorities: a cheap test before
     /// [`Lapic::pending_interrupt`].
     pub fn has_requests(&self) -> bool {
-        self.nmi || self.requests.0.iter().any(|&word| word != 0)
+        // One test of all eight words: this runs before every entry.
+        self.nmi || self.requests.0.iter().fold(0, |any, &word| any | word) != 0
     }
 
     /// Takes [`Lapic::pending_interrupt`] for delivery: IRR to ISR.

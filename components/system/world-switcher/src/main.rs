@@ -1273,7 +1273,7 @@ impl Switcher {
     /// decides again and hands the guest its CR8).
     fn cr8_write(&mut self) -> Result<u64, Stop> {
         let memory = Loader(self.vm.memory);
-        let state = self.vm.state();
+        let state = self.vm.full_state(0);
         match vm_platform::cr8::emulate(state, &memory, &mut self.devices.platform.lapic) {
             Ok(mask) => Ok(mask),
             Err(error) => self.emulation_failed(format_args!("write of CR8"), &error),
@@ -1285,7 +1285,7 @@ impl Switcher {
     fn cr3_write(&mut self) -> Result<u64, Stop> {
         use vm_platform::cr3::Cr3Outcome;
         let memory = Loader(self.vm.memory);
-        let state = self.vm.state();
+        let state = self.vm.full_state(0);
         match vm_platform::cr3::emulate(state, &memory, u32::from(PHYSICAL_ADDRESS_BITS)) {
             Ok(Cr3Outcome::Loaded { value, dirty }) => {
                 if self.statistics.processes.is_tracking() {
@@ -1357,7 +1357,7 @@ impl Switcher {
         // without this hypervisor, so that guest user code cannot log,
         // sleep the VM or read its accounting (SVM intercepts VMMCALL at
         // any CPL).
-        if vm_platform::guest_paging::privilege_level(self.vm.state()) != 0 {
+        if vm_platform::guest_paging::privilege_level(self.vm.full_state(0)) != 0 {
             self.vm.state().inject = event::UD;
             return Ok(dirty::INJECT);
         }
@@ -1481,7 +1481,7 @@ impl Switcher {
     /// stops the VM with its bytes.
     fn device_access(&mut self, address: u64) -> Result<u64, Stop> {
         let mut memory = Loader(self.vm.memory);
-        let decoded = self.decoder.decode_access(self.vm.state(), &memory);
+        let decoded = self.decoder.decode_access(self.vm.full_state(0), &memory);
         // Borrowed, not moved: the access is 88 bytes, and on this target
         // every byte of a copy is an instruction.
         let access = match &decoded {
@@ -1706,7 +1706,7 @@ impl Switcher {
             "VM '{name}' {}",
             core::str::from_utf8(what.as_bytes()).unwrap_or("stopped")
         );
-        let state: &VcpuState = self.vm.state();
+        let state: &VcpuState = self.vm.full_state(0);
         println!(
             "VM '{name}' state: rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x}/{:#x} exit={:#x} entries={}",
             state.rip,

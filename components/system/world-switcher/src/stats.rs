@@ -114,8 +114,17 @@ impl Statistics {
         self.report_if_due()
     }
 
-    /// Sends the totals if a report is due; `true` when it went out.
+    /// Sends the totals if a report is due; `true` when it went out. The
+    /// test for a statistics queue is inlined into every exit; the rest is
+    /// not.
+    #[inline(always)]
     fn report_if_due(&mut self) -> bool {
+        self.queue.is_some() && self.report_if_late()
+    }
+
+    /// [`Statistics::report_if_due`] with a queue to report to.
+    #[inline(never)]
+    fn report_if_late(&mut self) -> bool {
         let Some(queue) = self.queue.as_mut() else {
             return false;
         };

@@ -21,7 +21,7 @@ use core::arch::global_asm;
 
 use microvisor::address::PhysicalAddress;
 use microvisor::frame::FrameAllocator;
-use microvisor::vmcb::{self, AsidAllocator, GuestRegisters, IOPM_BYTES, MSRPM_BYTES};
+use microvisor::vmcb::{self, AsidAllocator, IOPM_BYTES, MSRPM_BYTES};
 
 use super::cpu::{self, msr};
 use super::memory::direct;
@@ -222,7 +222,9 @@ global_asm!(
     .pushsection .text.svm, "ax"
     .balign 16
     .global svm_enter
-// svm_enter(vmcb: rdi, registers: rsi, host: rdx)
+// svm_enter(vmcb: rdi, registers: rsi, host: rdx); `registers` is the
+// state page's `gpr` array (the RAX and RSP slots are the VMCB's, not
+// touched here)
 svm_enter:
     push rbx
     push rbp
@@ -288,17 +290,19 @@ svm_enter:
 );
 
 unsafe extern "C" {
-    fn svm_enter(vmcb: u64, registers: *mut GuestRegisters, host: u64);
+    fn svm_enter(vmcb: u64, registers: *mut [u64; 16], host: u64);
 }
 
-/// Runs the guest of `vmcb` until its next exit.
+/// Runs the guest of `vmcb` until its next exit, with its
+/// general-purpose registers but RAX and RSP (which are the VMCB's) loaded
+/// from `registers` and saved there.
 ///
 /// # Safety
 /// SVM must be enabled ([`Svm::enable`]); `vmcb` must be the physical
 /// address of a VMCB set up by [`microvisor::vmcb::Vmcb::init`] (mandatory
 /// intercepts, nested paging over guest memory only, permission maps of
 /// `svm`), not in use by anything else; interrupts must be disabled.
-pub unsafe fn enter(svm: &Svm, vmcb: PhysicalAddress, registers: &mut GuestRegisters) {
+pub unsafe fn enter(svm: &Svm, vmcb: PhysicalAddress, registers: &mut [u64; 16]) {
     // SAFETY: the caller's contract: the VMCB confines the guest, so the
     // only effects are on the guest's state, the VMCB and `registers`; the
     // host state is saved and restored around the run.
