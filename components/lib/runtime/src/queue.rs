@@ -478,6 +478,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
 
     /// Sends as many of `messages` as fit without waiting, signalling the
     /// receiver once if it sleeps. Returns how many were sent.
+    #[inline]
     pub fn try_send_batch(&mut self, messages: &[T]) -> Result<usize, QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
@@ -507,7 +508,10 @@ impl<T: IntoBytes + Immutable> Sender<T> {
 
     /// Sends one message, sleeping while the ring is full.
     pub fn send(&mut self, message: &T) -> Result<(), QueueError> {
-        self.send_batch(core::slice::from_ref(message))
+        while self.try_send_batch(core::slice::from_ref(message))? == 0 {
+            self.sleep_until_room()?;
+        }
+        Ok(())
     }
 
     /// Sends all of `messages`, in order, sleeping while the ring is full.
@@ -610,6 +614,7 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
 
     /// Takes up to `out.len()` messages without waiting, signalling the
     /// sender once if it sleeps. Returns how many were taken.
+    #[inline]
     pub fn try_receive_batch(&mut self, out: &mut [T]) -> Result<usize, QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
