@@ -56,11 +56,14 @@ unsafe extern "C" fn core_syscall_entry(frame: *mut Frame) -> *const Frame {
     if crate::syscall::fast_path(saved) {
         return frame;
     }
-    let signal_wait = saved.rax == Syscall::SignalWait as u64;
+    let number = saved.rax;
     // SAFETY: the start of an entry from ring 3: no token exists.
     let entry = unsafe { Entry::new() };
-    if signal_wait {
+    // The two calls of every IPC and every VM exit have their own entries.
+    if number == Syscall::SignalWait as u64 {
         with_kernel(entry, crate::syscall::signal_wait_entry)
+    } else if number == Syscall::VcpuRun as u64 {
+        with_kernel(entry, crate::syscall::vcpu_run_entry)
     } else {
         with_kernel(entry, crate::syscall::dispatch)
     }

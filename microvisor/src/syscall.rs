@@ -72,6 +72,26 @@ pub fn signal_wait_entry(kernel: &mut Kernel) -> *const Frame {
     dispatch(kernel)
 }
 
+/// `VcpuRun`, the world switcher's call at every exit, decoded from the
+/// caller's registers as `Call::decode` does but without the general
+/// dispatcher's decoding and matching of every call; the checks are
+/// [`vcpu_run`]'s own.
+#[inline(never)]
+pub fn vcpu_run_entry(kernel: &mut Kernel) -> *const Frame {
+    let caller = kernel.current_index();
+    let frame = kernel.components[caller].frame();
+    let (vcpu, dirty, limit) = (frame.rdi, frame.rsi, frame.rdx);
+    let limit_us = (limit != WAIT_FOREVER).then_some(limit);
+    match vcpu_run(kernel, caller, vcpu, dirty, limit_us) {
+        Ok(Next::Resume) => kernel.frame_of(caller),
+        Ok(Next::Schedule) => kernel.schedule(),
+        Err(fault) => {
+            lifecycle::fault(kernel, caller, fault, &[]);
+            kernel.schedule()
+        }
+    }
+}
+
 /// What a handled call asks for next.
 enum Next {
     /// Resume the caller with `rax`/`rdx` as set.
@@ -475,6 +495,7 @@ fn queue_reset(kernel: &mut Kernel, caller: usize, address: u64) -> Outcome {
     answer(kernel, caller, Status::Ok, 0)
 }
 
+#[inline(always)]
 fn vcpu_run(
     kernel: &mut Kernel,
     caller: usize,

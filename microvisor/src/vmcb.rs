@@ -474,14 +474,14 @@ fn table_from_vmcb(table: &VmcbSegment) -> DescriptorTable {
 }
 
 /// Writes the fields of `state` named by `mask` into the VMCB, clearing
-/// exactly the clean bits of the groups it touched; returns how many
-/// fields the mask names. Bits outside [`dirty::ALL`] are ignored, and so
+/// exactly the clean bits of the groups it touched; returns the mask
+/// (within [`dirty::ALL`]). Bits outside [`dirty::ALL`] are ignored, and so
 /// are the bits of the general-purpose registers other than RAX and RSP:
 /// those are the state page's own ([`VcpuState::gpr`]), loaded at every
 /// entry. RAX, RSP and RIP, which most exits' handling writes, are
 /// written here, everything else by `write_back_rare`.
 #[inline]
-pub fn write_back(vmcb: &mut Vmcb, state: &VcpuState, mask: u64) -> u32 {
+pub fn write_back(vmcb: &mut Vmcb, state: &VcpuState, mask: u64) -> u64 {
     let mask = mask & dirty::ALL;
     if mask & dirty::RAX != 0 {
         vmcb.rax = state.gpr[gpr::RAX];
@@ -495,7 +495,7 @@ pub fn write_back(vmcb: &mut Vmcb, state: &VcpuState, mask: u64) -> u32 {
     if mask & RARE != 0 {
         write_back_rare(vmcb, state, mask);
     }
-    mask.count_ones()
+    mask
 }
 
 /// The dirty bits [`write_back`] hands to [`write_back_rare`].
@@ -743,7 +743,7 @@ pub fn prepare_entry(
     if mask & dirty::INJECT == 0 && *pending_event != 0 {
         vmcb.event_inject = core::mem::take(pending_event);
     }
-    state.last_writes = u64::from(writes);
+    state.last_writes = writes;
     state.entries += 1;
     if !clean_bits {
         vmcb.clean = 0;
@@ -1147,7 +1147,7 @@ mod tests {
         state.cr0 = 0; // likewise
         let mask = dirty::RAX | dirty::RBX | dirty::RCX | dirty::RDX | dirty::RIP;
         let writes = write_back(&mut vmcb, &state, mask);
-        assert_eq!(writes, 5);
+        assert_eq!(writes, mask);
         assert_eq!(vmcb.rax, 1);
         assert_eq!(vmcb.rsp, 0);
         assert_eq!(vmcb.rip, 0x1234);
@@ -1477,7 +1477,7 @@ mod tests {
         prepare_entry(&mut vmcb, &mut state, dirty::INJECT, &mut pending, false);
         assert_eq!(pending, (1 << 31) | 0x21, "kept for later");
         assert_eq!(vmcb.clean, 0, "no clean bits without the CPU's support");
-        assert_eq!(state.last_writes, 1);
+        assert_eq!(state.last_writes, dirty::INJECT);
     }
 
     #[test]

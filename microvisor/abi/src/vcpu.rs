@@ -436,7 +436,8 @@ pub struct VcpuState {
     pub interrupt_shadow: u64,
     /// Guest entries so far.
     pub entries: u64,
-    /// Guest state fields the core wrote back at the last entry.
+    /// The [`dirty`] bits of the fields the core wrote back at the last
+    /// entry (its mask within [`dirty::ALL`]).
     pub last_writes: u64,
     /// Exits the world switcher asks for, [`window`] bits: leave the guest
     /// with [`ExitReason::InterruptWindow`] as soon as it can take an
