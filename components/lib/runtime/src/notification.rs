@@ -74,6 +74,7 @@ pub fn flush() {
 /// [`crate::queue::RECHECK_US`] without looking for queue ends with work
 /// whose signal was lost (a stray write to a `*_waiting` flag), and
 /// counts them as signalled ([`crate::queue::due_bits`]).
+#[inline]
 pub fn wait_for(mask: u64, timeout_us: Option<u64>) -> Option<u64> {
     match timeout_us {
         None => Some(wait_forever(mask)),
@@ -95,7 +96,8 @@ fn take_pending(mask: u64) -> Option<u64> {
 /// [`wait_for`] without a timeout: the common case of a server or a
 /// client awaiting its answer, kept short — the clock is read once at
 /// the start and again only when a wait ends without the bits of `mask`.
-fn wait_forever(mask: u64) -> u64 {
+#[inline(always)]
+pub(crate) fn wait_forever(mask: u64) -> u64 {
     let watching = crate::queue::watching();
     let mut looked = if watching { now_us() } else { 0 };
     let mut step = watching.then_some(crate::queue::RECHECK_US);

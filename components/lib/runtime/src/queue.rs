@@ -271,9 +271,8 @@ impl Ring {
             sum.word(word);
             written += 1;
         }
-        for rest in written..self.slot_size / 8 {
-            // SAFETY: as above.
-            sum.word(u64::from_le(unsafe { slot.add(rest).read_volatile() }));
+        if written < self.slot_size / 8 {
+            sum = self.sum_rest(slot, written, sum);
         }
         self.checksum_word(index)
             .store(sum.finish(), Ordering::Relaxed);
@@ -312,11 +311,23 @@ impl Ring {
             tail.copy_from_slice(&word.to_le_bytes()[..length]);
             read += 1;
         }
-        for rest in read..self.slot_size / 8 {
-            // SAFETY: as above.
-            sum.word(u64::from_le(unsafe { slot.add(rest).read_volatile() }));
+        if read < self.slot_size / 8 {
+            sum = self.sum_rest(slot, read, sum);
         }
         self.checksum_word(index).load(Ordering::Relaxed) == sum.finish()
+    }
+
+    /// Adds the words of `slot` from `from` to the slot's end to `sum`:
+    /// the part of a slot past a message smaller than it (out of line,
+    /// so that a message that fills its slot pays nothing for it).
+    #[inline(never)]
+    fn sum_rest(&self, slot: *const u64, from: usize, mut sum: Checksum) -> Checksum {
+        for rest in from..self.slot_size / 8 {
+            // SAFETY: inside the slot (`slot_size` bytes, 8-aligned); a
+            // volatile read of shared memory the other end may write.
+            sum.word(u64::from_le(unsafe { slot.add(rest).read_volatile() }));
+        }
+        sum
     }
 
     /// Whether the slot of message `index` holds that message, intact.
@@ -478,7 +489,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
 
     /// Sends as many of `messages` as fit without waiting, signalling the
     /// receiver once if it sleeps. Returns how many were sent.
-    #[inline]
+    #[inline(always)]
     pub fn try_send_batch(&mut self, messages: &[T]) -> Result<usize, QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
@@ -507,6 +518,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
     }
 
     /// Sends one message, sleeping while the ring is full.
+    #[inline(always)]
     pub fn send(&mut self, message: &T) -> Result<(), QueueError> {
         while self.try_send_batch(core::slice::from_ref(message))? == 0 {
             self.sleep_until_room()?;
@@ -515,6 +527,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
     }
 
     /// Sends all of `messages`, in order, sleeping while the ring is full.
+    #[inline(always)]
     pub fn send_batch(&mut self, mut messages: &[T]) -> Result<(), QueueError> {
         while !messages.is_empty() {
             let sent = self.try_send_batch(messages)?;
@@ -614,7 +627,7 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
 
     /// Takes up to `out.len()` messages without waiting, signalling the
     /// sender once if it sleeps. Returns how many were taken.
-    #[inline]
+    #[inline(always)]
     pub fn try_receive_batch(&mut self, out: &mut [T]) -> Result<usize, QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
@@ -657,6 +670,7 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
 
     /// Takes one message into `message` without waiting (the message is not
     /// copied again through return values).
+    #[inline(always)]
     pub fn try_receive_into(&mut self, message: &mut T) -> Result<(), QueueError> {
         match self.try_receive_batch(core::slice::from_mut(message))? {
             1 => Ok(()),
@@ -670,6 +684,7 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
     }
 
     /// Takes one message into `message`, sleeping while the ring is empty.
+    #[inline(always)]
     pub fn receive_into(&mut self, message: &mut T) -> Result<(), QueueError> {
         loop {
             if self.looks_empty() {
@@ -706,6 +721,7 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
 
     /// Takes at least one and up to `out.len()` messages, sleeping while
     /// the ring is empty.
+    #[inline(always)]
     pub fn receive_batch(&mut self, out: &mut [T]) -> Result<usize, QueueError> {
         loop {
             if self.looks_empty() {
@@ -771,6 +787,7 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
             .store(0, Ordering::Relaxed);
     }
 
+    #[inline(always)]
     fn sleep_until_message(&mut self, timeout_us: Option<u64>) -> Result<(), QueueError> {
         let ring = &self.ring;
         ring.word32(RECEIVER_WAITING_OFFSET)
@@ -778,7 +795,15 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
         fence(Ordering::SeqCst);
         let mut timed_out = false;
         if ring.other() == ring.own {
-            timed_out = notification::wait_for(1 << ring.bit, timeout_us).is_none();
+            // Without a timeout (a server between requests, a client
+            // awaiting its answer) the short wait, inlined.
+            timed_out = match timeout_us {
+                None => {
+                    notification::wait_forever(1 << ring.bit);
+                    false
+                }
+                Some(_) => notification::wait_for(1 << ring.bit, timeout_us).is_none(),
+            };
         }
         ring.word32(RECEIVER_WAITING_OFFSET)
             .store(0, Ordering::Relaxed);
