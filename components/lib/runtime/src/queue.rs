@@ -238,41 +238,36 @@ impl Ring {
             .store(stamp(index), Ordering::Relaxed);
     }
 
-    /// Writes `message` into the slot of message `index` and stamps it,
-    /// taking the checksum of the words as they are written (one pass, no
-    /// reading back). A message whose size is not a multiple of 8 has its
-    /// last word padded with zeros; slot words past the message are summed
-    /// as they are.
+    /// Writes `message` into the slot of message `index` and stamps it.
+    /// The checksum is taken of the message in this end's own memory, not
+    /// read back from the slot; a message whose size is not a multiple
+    /// of 8 has its last word padded with zeros in the slot, and slot
+    /// words past the message are summed as they are.
     #[inline(always)]
     fn write_stamped<T: IntoBytes + Immutable>(&self, index: u64, message: &T) {
-        let slot = self.slot(index).cast::<u64>();
+        let slot = self.slot(index);
+        let bytes = message.as_bytes();
+        // SAFETY: the slot lies inside the queue memory and holds
+        // slot_size >= size_of::<T>() bytes (checked at open); shared
+        // memory no Rust reference covers, which the receiver does not
+        // read before `tail` moves past it.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), slot, bytes.len()) };
         let mut sum = Checksum::new(self.slot_size);
-        let mut words = message.as_bytes().chunks_exact(8);
-        let mut written = 0;
-        for chunk in &mut words {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(chunk);
-            let word = u64::from_le_bytes(bytes);
-            // SAFETY: inside the slot (`size_of::<T>() <= slot_size`, a
-            // multiple of 8, checked at open; slots are 8-aligned); shared
-            // memory no Rust reference covers, which the receiver does
-            // not read before `tail` moves past it.
-            unsafe { slot.add(written).write_volatile(word.to_le()) };
-            sum.word(word);
-            written += 1;
-        }
-        let tail = words.remainder();
+        let whole = sum_words(&mut sum, bytes);
+        let tail = &bytes[whole * 8..];
+        let mut words = whole;
         if !tail.is_empty() {
-            let mut bytes = [0u8; 8];
-            bytes[..tail.len()].copy_from_slice(tail);
-            let word = u64::from_le_bytes(bytes);
-            // SAFETY: as above: the padded word is still inside the slot.
-            unsafe { slot.add(written).write_volatile(word.to_le()) };
+            let mut padded = [0u8; 8];
+            padded[..tail.len()].copy_from_slice(tail);
+            let word = u64::from_le_bytes(padded);
+            // SAFETY: the padded word is inside the slot (slot sizes are
+            // multiples of 8; slots are 8-aligned).
+            unsafe { slot.cast::<u64>().add(whole).write_volatile(word.to_le()) };
             sum.word(word);
-            written += 1;
+            words += 1;
         }
-        if written < self.slot_size / 8 {
-            sum = self.sum_rest(slot, written, sum);
+        if words < self.slot_size / 8 {
+            sum = self.sum_rest(slot.cast(), words, sum);
         }
         self.checksum_word(index)
             .store(sum.finish(), Ordering::Relaxed);
@@ -282,7 +277,7 @@ impl Ring {
 
     /// Copies the slot of message `index` into `message` and says whether
     /// it held that message, intact: its stamp names it and the checksum
-    /// matches the words as they were copied (each read once, so a sender
+    /// matches the copy (taken of this end's own memory, so a sender
     /// changing the slot meanwhile is caught, not half-believed). On
     /// `false`, `message` holds whatever was read.
     #[inline(always)]
@@ -290,29 +285,26 @@ impl Ring {
         if self.stamp_word(index).load(Ordering::Relaxed) != stamp(index) {
             return false;
         }
-        let slot = self.slot(index).cast::<u64>();
+        let slot = self.slot(index);
+        let bytes = message.as_mut_bytes();
+        // SAFETY: the slot lies inside the queue memory and holds at least
+        // size_of::<T>() bytes; T is valid for any bytes.
+        unsafe { core::ptr::copy_nonoverlapping(slot, bytes.as_mut_ptr(), bytes.len()) };
         let mut sum = Checksum::new(self.slot_size);
-        let mut words = message.as_mut_bytes().chunks_exact_mut(8);
-        let mut read = 0;
-        for chunk in &mut words {
-            // SAFETY: inside the slot (see `write_stamped`); a volatile
-            // read of shared memory the other end may be writing.
-            let word = u64::from_le(unsafe { slot.add(read).read_volatile() });
+        let whole = sum_words(&mut sum, bytes);
+        let mut words = whole;
+        let length = bytes.len() - whole * 8;
+        if length != 0 {
+            // The last, partial word as the slot holds it (its padding
+            // included), and the copy's tail taken from that very read.
+            // SAFETY: inside the slot, as in `write_stamped`.
+            let word = u64::from_le(unsafe { slot.cast::<u64>().add(whole).read_volatile() });
             sum.word(word);
-            chunk.copy_from_slice(&word.to_le_bytes());
-            read += 1;
+            bytes[whole * 8..].copy_from_slice(&word.to_le_bytes()[..length]);
+            words += 1;
         }
-        let tail = words.into_remainder();
-        if !tail.is_empty() {
-            // SAFETY: as above.
-            let word = u64::from_le(unsafe { slot.add(read).read_volatile() });
-            sum.word(word);
-            let length = tail.len();
-            tail.copy_from_slice(&word.to_le_bytes()[..length]);
-            read += 1;
-        }
-        if read < self.slot_size / 8 {
-            sum = self.sum_rest(slot, read, sum);
+        if words < self.slot_size / 8 {
+            sum = self.sum_rest(slot.cast(), words, sum);
         }
         self.checksum_word(index).load(Ordering::Relaxed) == sum.finish()
     }
@@ -440,6 +432,20 @@ impl Ring {
         self.own = 0;
         Err(QueueError::PeerRestarted(generation))
     }
+}
+
+/// Adds the whole 8-byte words of `bytes` (this end's own memory) to
+/// `sum`; returns how many there were.
+#[inline(always)]
+fn sum_words(sum: &mut Checksum, bytes: &[u8]) -> usize {
+    let words = bytes.chunks_exact(8);
+    let count = words.len();
+    for word in words {
+        let mut value = [0u8; 8];
+        value.copy_from_slice(word);
+        sum.word(u64::from_le_bytes(value));
+    }
+    count
 }
 
 /// The sending end of a queue of `T`.
