@@ -32,12 +32,15 @@ pub fn run(
     mask: u64,
     limit_us: Option<u64>,
 ) -> Option<ExitReason> {
-    let now = timer::now();
-    let clock = kernel.clock;
-    match kernel.vms[vm].begin_run(now, mask, || clock.deadline(now, limit_us)) {
-        Start::Exit(reason) => return Some(reason),
-        Start::Enter(Some(deadline)) => kernel.alarm_by(deadline, now),
-        Start::Enter(None) => {}
+    // The common run (no limit, nothing pending) needs no clock.
+    if limit_us.is_some() || !kernel.vms[vm].begin_unlimited_run() {
+        let now = timer::now();
+        let clock = kernel.clock;
+        match kernel.vms[vm].begin_run(now, mask, || clock.deadline(now, limit_us)) {
+            Start::Exit(reason) => return Some(reason),
+            Start::Enter(Some(deadline)) => kernel.alarm_by(deadline, now),
+            Start::Enter(None) => {}
+        }
     }
     let Some(svm) = kernel.svm.as_ref() else {
         return Some(ExitReason::InvalidState);

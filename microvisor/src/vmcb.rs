@@ -646,6 +646,13 @@ pub fn read_out(vmcb: &Vmcb, state: &mut VcpuState) {
 /// registers stale.
 #[inline]
 pub fn read_out_common(vmcb: &Vmcb, state: &mut VcpuState) {
+    read_out_common_with(vmcb, state, windows(vmcb));
+}
+
+/// [`read_out_common`] with the window requests `windows` already known
+/// ([`windows`] of `vmcb`, which a caller may keep: see there).
+#[inline]
+pub fn read_out_common_with(vmcb: &Vmcb, state: &mut VcpuState, windows: u64) {
     state.gpr[gpr::RAX] = vmcb.rax;
     state.gpr[gpr::RSP] = vmcb.rsp;
     state.rip = vmcb.rip;
@@ -657,6 +664,19 @@ pub fn read_out_common(vmcb: &Vmcb, state: &mut VcpuState) {
     state.efer = vmcb.efer & !EFER_SVME;
     state.interrupt_shadow = vmcb.int_state & 1;
     state.inject = 0;
+    state.interrupt_window = windows;
+    state.cr8 = vmcb.int_ctl & V_TPR;
+    state.published = 0;
+}
+
+/// The window requests `vmcb`'s intercepts hold, as
+/// [`VcpuState::interrupt_window`] publishes them. The CPU never changes
+/// intercepts; the core changes the ones this reads only in
+/// [`Vmcb::init`], in [`write_back`] with [`dirty::INTERRUPT_WINDOW`] and
+/// in [`finish_exit`] at an IRET exit ([`Vmcb::set_optional_intercepts`]
+/// keeps them), so a caller may keep the value between those.
+#[inline]
+pub fn windows(vmcb: &Vmcb) -> u64 {
     let pending = |bit: u32, flag: u64| {
         if vmcb.intercept_misc1 & bit != 0 {
             flag
@@ -666,11 +686,9 @@ pub fn read_out_common(vmcb: &Vmcb, state: &mut VcpuState) {
     };
     let cr8_alone =
         vmcb.intercept_cr & INTERCEPT_CR8_WRITE != 0 && vmcb.intercept_misc1 & misc1::VINTR == 0;
-    state.interrupt_window = pending(misc1::VINTR, window::INTERRUPT)
+    pending(misc1::VINTR, window::INTERRUPT)
         | pending(misc1::IRET, window::IRET)
-        | if cr8_alone { window::CR8 } else { 0 };
-    state.cr8 = vmcb.int_ctl & V_TPR;
-    state.published = 0;
+        | if cr8_alone { window::CR8 } else { 0 }
 }
 
 /// Publishes the segment and descriptor-table registers
@@ -782,18 +800,19 @@ pub fn publish_guest(vmcb: &Vmcb, state: &mut VcpuState, pending_event: u64) {
 }
 
 /// Publishes an exit for the world switcher: the guest state
-/// ([`read_out_common`], and [`read_out_segments`] where
-/// [`publishes_segments`] says the exit needs them) and the exit's
-/// fields, `reason` being the exit's.
+/// ([`read_out_common`], with `windows` the [`windows`] of `vmcb`, and
+/// [`read_out_segments`] where [`publishes_segments`] says the exit needs
+/// them) and the exit's fields, `reason` being the exit's.
 #[inline]
 pub fn publish_exit(
     vmcb: &Vmcb,
     state: &mut VcpuState,
     exit: &Exit,
     reason: ExitReason,
+    windows: u64,
     pending_event: u64,
 ) {
-    read_out_common(vmcb, state);
+    read_out_common_with(vmcb, state, windows);
     if publishes_segments(reason, exit.qualification) {
         read_out_segments(vmcb, state);
     }
@@ -872,47 +891,80 @@ impl Exit {
 
 /// Decodes the exit recorded in `vmcb`. `next_rip_valid` says whether the
 /// CPU writes `next_rip` (the NRIP-save feature); without it the length is
-/// known only for I/O exits, whose EXITINFO2 is always the next RIP. A
-/// CPUID exit, the commonest, is decoded inline.
+/// known only for I/O exits, whose EXITINFO2 is always the next RIP. CPUID
+/// and port-I/O exits, the commonest, are decoded inline.
 #[inline(always)]
 pub fn decode_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
-    if vmcb.exit_code == exit::CPUID {
-        let length = vmcb.next_rip.wrapping_sub(vmcb.rip);
-        return Exit {
+    match vmcb.exit_code {
+        exit::CPUID => Exit {
             reason: Some(ExitReason::Cpuid),
             qualification: 0,
             qualification2: 0,
             guest_physical: 0,
-            instruction_length: if next_rip_valid && (1..=15).contains(&length) {
-                length as u32
+            instruction_length: if next_rip_valid {
+                length_to(vmcb, vmcb.next_rip)
             } else {
                 0
             },
-        };
+        },
+        exit::IOIO => decode_io_exit(vmcb),
+        _ => decode_other_exit(vmcb, next_rip_valid),
     }
-    decode_other_exit(vmcb, next_rip_valid)
 }
 
-/// [`decode_exit`] for every exit but CPUID.
+/// The length of the instruction at the guest's RIP when `next` is the
+/// RIP after it: 1 to 15, else 0 (unknown).
+#[inline(always)]
+fn length_to(vmcb: &Vmcb, next: u64) -> u32 {
+    let length = next.wrapping_sub(vmcb.rip);
+    if (1..=15).contains(&length) {
+        length as u32
+    } else {
+        0
+    }
+}
+
+/// [`decode_exit`] for a port-I/O exit: the port, size, direction, string
+/// and REP bits of EXITINFO1, and the length from EXITINFO2 (the next
+/// RIP, which the CPU always saves for these exits).
+#[inline(always)]
+fn decode_io_exit(vmcb: &Vmcb) -> Exit {
+    let info1 = vmcb.exit_info1;
+    let size = if info1 & (1 << 4) != 0 {
+        1
+    } else if info1 & (1 << 5) != 0 {
+        2
+    } else {
+        4
+    };
+    Exit {
+        reason: Some(ExitReason::Io),
+        qualification: IoExit {
+            port: (info1 >> 16) as u16,
+            size,
+            input: info1 & 1 != 0,
+            string: info1 & (1 << 2) != 0,
+            rep: info1 & (1 << 3) != 0,
+        }
+        .encode(),
+        qualification2: 0,
+        guest_physical: 0,
+        instruction_length: length_to(vmcb, vmcb.exit_info2),
+    }
+}
+
+/// [`decode_exit`] for every exit but CPUID and port I/O.
 #[inline(never)]
 fn decode_other_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
     let code = vmcb.exit_code;
     let (info1, info2) = (vmcb.exit_info1, vmcb.exit_info2);
-    let length_from = |next: u64| {
-        let length = next.wrapping_sub(vmcb.rip);
-        if (1..=15).contains(&length) {
-            length as u32
-        } else {
-            0
-        }
-    };
     let mut exit = Exit {
         reason: None,
         qualification: 0,
         qualification2: 0,
         guest_physical: 0,
         instruction_length: if next_rip_valid {
-            length_from(vmcb.next_rip)
+            length_to(vmcb, vmcb.next_rip)
         } else {
             0
         },
@@ -948,25 +1000,7 @@ fn decode_other_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
             exit.qualification = info1 & 1;
             ExitReason::Msr
         }
-        exit::IOIO => {
-            let size = if info1 & (1 << 4) != 0 {
-                1
-            } else if info1 & (1 << 5) != 0 {
-                2
-            } else {
-                4
-            };
-            exit.qualification = IoExit {
-                port: (info1 >> 16) as u16,
-                size,
-                input: info1 & 1 != 0,
-                string: info1 & (1 << 2) != 0,
-                rep: info1 & (1 << 3) != 0,
-            }
-            .encode();
-            exit.instruction_length = length_from(info2);
-            ExitReason::Io
-        }
+        exit::IOIO => return decode_io_exit(vmcb),
         exit::NPF => {
             // EXITINFO1 is a page-fault error code: P, W, U, RSV, I/D.
             let mut access = 0;
@@ -1269,7 +1303,8 @@ mod tests {
             vmcb.exit_info1 = info1;
             let mut state = VcpuState::new_zeroed();
             let exit = decode_exit(vmcb, false);
-            publish_exit(vmcb, &mut state, &exit, exit.reason.unwrap(), 0);
+            let reason = exit.reason.unwrap();
+            publish_exit(vmcb, &mut state, &exit, reason, windows(vmcb), 0);
             state
         };
         for (code, info1) in [(exit::CPUID, 0), (exit::IOIO, 0x3f8 << 16 | 1 << 4)] {
@@ -1462,7 +1497,7 @@ mod tests {
         assert_eq!(vmcb.clean, clean::ALL);
         assert_eq!((vmcb.tlb_control, vmcb.event_inject), (0, 0));
         let reason = decoded.reason.unwrap();
-        publish_exit(&vmcb, &mut state, &decoded, reason, pending);
+        publish_exit(&vmcb, &mut state, &decoded, reason, windows(&vmcb), pending);
         assert_eq!(state.exit_event, pending);
         assert_eq!(state.raw_exit, exit::NPF);
         assert_eq!(state.exit_reason, reason as u32);
@@ -1648,6 +1683,51 @@ mod tests {
         assert_eq!(vmcb.event_inject, event::interrupt(0xec));
         // Taken once.
         assert_eq!(unapplied.with(dirty::RIP), dirty::RIP);
+    }
+
+    /// A kept [`windows`] value, updated only where its documentation
+    /// says the core changes the intercepts, always equals the VMCB's,
+    /// whatever the world switcher asks for and however the guest exits.
+    #[test]
+    fn kept_windows_follow_the_intercepts() {
+        use proptest::prelude::*;
+        let operations = prop::collection::vec((0u8..4, any::<u64>(), 0u8..8), 1..200);
+        proptest!(|(operations in operations)| {
+            let mut vmcb = vmcb();
+            let mut state = VcpuState::new_zeroed();
+            let mut pending = 0;
+            let mut kept = windows(&vmcb);
+            for (kind, bits, requests) in operations {
+                match kind {
+                    0 => {
+                        state.interrupt_window = u64::from(requests);
+                        let mask = bits & dirty::ALL;
+                        prepare_entry(&mut vmcb, &mut state, mask, &mut pending, bits & 1 != 0);
+                        if mask & dirty::INTERRUPT_WINDOW != 0 {
+                            kept = windows(&vmcb);
+                        }
+                    }
+                    1 => vmcb.set_optional_intercepts(bits & intercept::ALL),
+                    2 => {
+                        let codes = [exit::IRET, exit::VINTR, exit::CPUID, exit::IOIO, exit::WRITE_CR8, exit::INTR];
+                        vmcb.exit_code = codes[bits as usize % codes.len()];
+                        finish_exit(&mut vmcb, false, &mut pending);
+                        if vmcb.exit_code == exit::IRET {
+                            kept = windows(&vmcb);
+                        }
+                    }
+                    _ => {
+                        vmcb.init(0x1000, 0x2000, 0x3000, 1);
+                        kept = windows(&vmcb);
+                    }
+                }
+                prop_assert_eq!(kept, windows(&vmcb));
+                read_out_common_with(&vmcb, &mut state, kept);
+                let published = state.interrupt_window;
+                read_out_common(&vmcb, &mut state);
+                prop_assert_eq!(published, state.interrupt_window);
+            }
+        });
     }
 
     #[test]

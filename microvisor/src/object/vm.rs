@@ -10,7 +10,8 @@
 //! A run is two steps: [`Vm::begin_run`] settles what happens before the
 //! guest is entered (a pending poke or an expired time limit end the run at
 //! once, keeping its dirty mask for the next entry; a run re-issued after a
-//! host interrupt keeps its deadline), and
+//! host interrupt keeps its deadline; [`Vm::begin_unlimited_run`] is its
+//! shortcut for a run without a limit when none of this applies), and
 //! [`Vm::enter`] writes back the dirty state, enters the guest and
 //! publishes the exit. The pure halves (write-back, exit decoding, what is
 //! published) are the host-tested `microvisor::vmcb`. The backend is AMD
@@ -47,6 +48,11 @@ pub struct Vm {
     nested: NestedTables,
     /// An event whose delivery the last exit interrupted, to re-inject.
     pending_event: u64,
+    /// The window requests the VMCB's intercepts hold
+    /// ([`vmcb::windows`]), kept where the core changes them (reset, a
+    /// write-back of [`dirty::INTERRUPT_WINDOW`], an IRET exit) so an
+    /// exit publishes them without working them out.
+    windows: u64,
     /// A poke is pending: the next run returns at once.
     poked: bool,
     /// The current run's time limit (TSC), kept across rewinds.
@@ -100,6 +106,7 @@ struct Parts<'a> {
     vmcb: &'a mut Vmcb,
     state: &'a mut VcpuState,
     pending_event: &'a mut u64,
+    windows: &'a mut u64,
 }
 
 /// How a run ends before the guest is entered.
@@ -137,6 +144,7 @@ impl Vm {
             root: PhysicalAddress(0),
         },
         pending_event: 0,
+        windows: 0,
         poked: false,
         unapplied: Unapplied::NONE,
         deadline: None,
@@ -244,6 +252,7 @@ impl Vm {
                 vmcb: &mut *direct(self.vmcb).cast::<Vmcb>(),
                 state: &mut *direct(self.state).cast::<VcpuState>(),
                 pending_event: &mut self.pending_event,
+                windows: &mut self.windows,
             }
         }
     }
@@ -277,6 +286,7 @@ impl Vm {
         parts.vmcb.init(iopm, msrpm, nested, asid);
         // A fresh ASID holds no translations; a reused one may.
         parts.vmcb.tlb_control = if reused { flush } else { 0 };
+        *parts.windows = vmcb::windows(parts.vmcb);
         parts.state.gpr = [0; 16];
         vmcb::read_out(parts.vmcb, parts.state);
         parts.state.entries = 0;
@@ -342,6 +352,20 @@ impl Vm {
         Start::Exit(reason)
     }
 
+    /// The first step of a run without a time limit when neither a poke
+    /// nor a rewound run's deadline is pending: it enters the guest with no
+    /// deadline, which is what [`Vm::begin_run`] decides then, without
+    /// reading the clock. `false` (nothing changed): use
+    /// [`Vm::begin_run`].
+    #[inline(always)]
+    pub fn begin_unlimited_run(&mut self) -> bool {
+        if self.rewound || self.poked {
+            return false;
+        }
+        self.deadline = None;
+        true
+    }
+
     /// `VcpuRun` with [`dirty::FETCH`]: publishes the segment and
     /// descriptor-table registers as the guest has them now, except the
     /// fields `keep` names and those of runs that ended before entering
@@ -370,8 +394,11 @@ impl Vm {
         let tsc_aux = self.tsc_aux;
         let parts = self.parts();
         let (vmcb, state) = (parts.vmcb, parts.state);
-        let pending = parts.pending_event;
+        let (pending, windows) = (parts.pending_event, parts.windows);
         vmcb::prepare_entry(vmcb, state, mask, pending, svm.vmcb_clean);
+        if mask & dirty::INTERRUPT_WINDOW != 0 {
+            *windows = vmcb::windows(vmcb);
+        }
         let loaded = svm.load_tsc_aux(tsc_aux);
         // SAFETY: the VMCB was set up by `reset` for this VM (mandatory
         // intercepts, nested tables over its memory, the shared maps) and
@@ -382,12 +409,16 @@ impl Vm {
             svm.clear_tsc_aux();
         }
         let mut exit = vmcb::finish_exit(vmcb, svm.next_rip, pending);
+        if vmcb.exit_code == vmcb::exit::IRET {
+            // `finish_exit` cancelled the IRET request.
+            *windows = vmcb::windows(vmcb);
+        }
         if let Some(found) = svm.restore_xcr0() {
             exit = vmcb::Exit::xcr0_changed(found);
         }
         match exit.reason {
             Some(reason) => {
-                vmcb::publish_exit(vmcb, state, &exit, reason, *pending);
+                vmcb::publish_exit(vmcb, state, &exit, reason, *windows, *pending);
                 self.deadline = None;
                 Some(reason)
             }

@@ -47,7 +47,10 @@
 //! extended leaf at most `0x80000021`; every leaf outside those ranges and
 //! the hypervisor range, and every leaf this table does not name, is all
 //! zeros. [`Policy::synthetic`] names the leaves answered without the
-//! host's values, so the caller need not execute CPUID for them.
+//! host's values, so the caller need not execute CPUID for them, and
+//! [`Answers`] holds, computed once, the answers to the leaves that depend
+//! on neither the subleaf nor the guest's CR4 (most of them), so that the
+//! commonest CPUID exits cost a table lookup.
 
 use microvisor_abi::vcpu::event;
 
@@ -513,6 +516,77 @@ impl Policy {
             // reads_host names no other leaf.
             _ => [0; 4],
         }
+    }
+}
+
+/// Leaves whose answer depends on the subleaf (ECX) or on the guest's CR4:
+/// [`Answers`] leaves them to [`Policy::emulate`].
+const fn varies(leaf: u32) -> bool {
+    matches!(leaf, 1 | 4 | 7 | 0xb | 0x1f | 0x8000_001d)
+}
+
+/// The slots of [`Answers`]: the basic range, the two hypervisor ranges'
+/// first two leaves, and the extended range.
+const ANSWER_SLOTS: usize = 32 + 2 + 2 + 34;
+
+/// The guest's answers to the leaves that depend on neither the subleaf
+/// nor the guest's state, computed once from a [`Policy`] and the host
+/// (whose answers to them do not change while the system runs), so that
+/// the commonest CPUID exits cost a lookup: every leaf of the basic range
+/// (`0..=0x1f`), the extended range (`0x80000000..=0x80000021`) and the
+/// first two leaves of each hypervisor range but those whose answer varies
+/// (leaves 1 and 7 with CR4, 4, 7, `0xB`, `0x1F` and `0x8000001D` with the
+/// subleaf). [`Answers::get`] gives exactly what [`Policy::emulate`] would.
+#[derive(Clone, Debug)]
+pub struct Answers {
+    slots: [Option<[u32; 4]>; ANSWER_SLOTS],
+}
+
+impl Answers {
+    /// Fills the table from `policy`, executing the host's CPUID through
+    /// `host` (leaf, subleaf) for the leaves that read it.
+    pub fn new(policy: &Policy, mut host: impl FnMut(u32, u32) -> [u32; 4]) -> Self {
+        let mut slots = [None; ANSWER_SLOTS];
+        let leaves = (0..=MAX_BASIC)
+            .chain([CPUID_BASE, CPUID_FEATURES])
+            .chain([kvm::CPUID_BASE, kvm::CPUID_FEATURES])
+            .chain(EXTENDED_BASE..=MAX_EXTENDED);
+        for leaf in leaves {
+            if varies(leaf) {
+                continue;
+            }
+            let native = if policy.synthetic(leaf) {
+                [0; 4]
+            } else {
+                host(leaf, 0)
+            };
+            if let Some(slot) = Self::slot(leaf) {
+                // Neither the subleaf nor CR4 matters for these leaves.
+                slots[slot] = Some(policy.emulate(leaf, 0, native, 0));
+            }
+        }
+        Self { slots }
+    }
+
+    /// Where `leaf`'s answer is kept, if it has a slot.
+    #[inline]
+    fn slot(leaf: u32) -> Option<usize> {
+        const _: () = assert!(CPUID_FEATURES == CPUID_BASE + 1);
+        const _: () = assert!(kvm::CPUID_FEATURES == kvm::CPUID_BASE + 1);
+        match leaf {
+            0..=MAX_BASIC => Some(leaf as usize),
+            CPUID_BASE | CPUID_FEATURES => Some(32 + (leaf - CPUID_BASE) as usize),
+            kvm::CPUID_BASE | kvm::CPUID_FEATURES => Some(34 + (leaf - kvm::CPUID_BASE) as usize),
+            EXTENDED_BASE..=MAX_EXTENDED => Some(36 + (leaf - EXTENDED_BASE) as usize),
+            _ => None,
+        }
+    }
+
+    /// The guest's answer to `leaf`, whatever the subleaf and the guest's
+    /// state, if the table holds it; `None`: ask [`Policy::emulate`].
+    #[inline]
+    pub fn get(&self, leaf: u32) -> Option<[u32; 4]> {
+        self.slots[Self::slot(leaf)?]
     }
 }
 
@@ -1011,6 +1085,62 @@ mod tests {
                     policy.emulate(leaf, subleaf, first, cr4),
                     policy.emulate(leaf, subleaf, second, cr4)
                 );
+            }
+        }
+
+        /// The table answers exactly as the policy does, whatever the
+        /// subleaf and CR4, on a host whose answers vary with the leaf, and
+        /// with the subleaf for every leaf the manuals index by subleaf;
+        /// and it holds the leaves it must.
+        #[test]
+        fn answers_agree_with_the_policy(
+            platform in any_platform(),
+            seed in any::<u64>(),
+            max_basic in 0u32..0x30,
+            max_extended in 0x8000_0000u32..0x8000_0030,
+        ) {
+            let host = |leaf: u32, subleaf: u32| {
+                // Intel's SDM and AMD's APM: the leaves with subleaves.
+                let indexed = matches!(
+                    leaf,
+                    4 | 7 | 0xb | 0xd | 0xf | 0x10 | 0x12 | 0x14 | 0x17 | 0x18 | 0x1b | 0x1d
+                        | 0x1f | 0x20 | 0x23 | 0x24 | 0x8000_001d | 0x8000_0020 | 0x8000_0026
+                );
+                let subleaf = if indexed { subleaf } else { 0 };
+                let mix = |i: u64| {
+                    let x = (u64::from(leaf) << 32 | u64::from(subleaf)) ^ seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    (x.wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 29) as u32
+                };
+                match leaf {
+                    0 => [max_basic, AMD[1], AMD[2], AMD[3]],
+                    EXTENDED_BASE => [max_extended, mix(1), mix(2), mix(3)],
+                    _ => [mix(0), mix(1), mix(2), mix(3)],
+                }
+            };
+            let policy = Policy::new(platform, host);
+            let answers = Answers::new(&policy, host);
+            let leaves = (0..0x40)
+                .chain(0x4000_0000..0x4000_0110)
+                .chain(0x8000_0000..0x8000_0030)
+                .chain([0x2000_0000, 0xc000_0000, u32::MAX]);
+            for leaf in leaves {
+                let Some(answer) = answers.get(leaf) else {
+                    continue;
+                };
+                for subleaf in [0, 1, 2, 3, 0x20, u32::MAX] {
+                    for cr4 in [0, CR4_OSXSAVE, CR4_PKE, CR4_OSXSAVE | CR4_PKE, u64::MAX] {
+                        let native = if policy.synthetic(leaf) { [0; 4] } else { host(leaf, subleaf) };
+                        prop_assert_eq!(
+                            answer,
+                            policy.emulate(leaf, subleaf, native, cr4),
+                            "leaf {:#x} subleaf {:#x} cr4 {:#x}", leaf, subleaf, cr4
+                        );
+                    }
+                }
+            }
+            // The commonest leaves are in the table.
+            for leaf in [0, CPUID_BASE, CPUID_FEATURES, kvm::CPUID_BASE, EXTENDED_BASE] {
+                prop_assert!(answers.get(leaf).is_some(), "leaf {:#x}", leaf);
             }
         }
 

@@ -354,6 +354,7 @@ impl Platform {
 
     /// Whether the next decision may be anything but
     /// [`Decision::Nothing`]: a cheap test that needs no priority logic.
+    #[inline]
     pub fn may_deliver(&self) -> bool {
         self.lapic.has_requests() || self.pic.as_ref().is_some_and(Pic::has_requests)
     }
@@ -371,7 +372,28 @@ impl Platform {
     /// Decides for the next entry and writes the decision into `state`
     /// (an injection; interrupt-window and IRET exit requests); returns
     /// the dirty bits.
+    ///
+    /// The common entry is answered inline with a few tests: nothing is
+    /// requested (no LAPIC vector or NMI, no unmasked 8259 input), no
+    /// NMI's handler is running (so no IRET exit is wanted), no window
+    /// request is left in `state`, and the guest's CR8 is the LAPIC's.
+    /// The general path would then decide [`Decision::Nothing`] and
+    /// change nothing either; anything else takes it.
+    #[inline]
     pub fn prepare_entry(&mut self, state: &mut VcpuState) -> u64 {
+        if !self.may_deliver()
+            && !self.arbiter.nmi_blocked
+            && state.interrupt_window == 0
+            && state.cr8 == self.lapic.cr8()
+        {
+            return 0;
+        }
+        self.prepare_entry_general(state)
+    }
+
+    /// [`Platform::prepare_entry`] when its quick tests do not settle it.
+    #[inline(never)]
+    fn prepare_entry_general(&mut self, state: &mut VcpuState) -> u64 {
         let decision = self.decide(state);
         let mut mask = decision.apply(state, self.arbiter.wants_iret_exit());
         let cr8 = self.lapic.cr8();
@@ -521,7 +543,7 @@ mod tests {
     use crate::pic;
     use crate::pit;
     use proptest::prelude::*;
-    use zerocopy::FromZeros;
+    use zerocopy::{FromZeros, IntoBytes};
 
     const TSC_HZ: u64 = 2_600_000_000;
 
@@ -988,6 +1010,8 @@ mod tests {
         ReadMsr(u32),
         Irq(u8, bool),
         Run(bool, bool, bool),
+        /// An entry's preparation, with the guest's CR8 as given.
+        Enter(u8),
         Iret,
     }
 
@@ -1015,6 +1039,7 @@ mod tests {
             (0u8..17, any::<bool>()).prop_map(|(irq, high)| Action::Irq(irq, high)),
             (any::<bool>(), any::<bool>(), any::<bool>())
                 .prop_map(|(enabled, shadow, pending)| Action::Run(enabled, shadow, pending)),
+            (0u8..16).prop_map(Action::Enter),
             Just(Action::Iret),
         ]
     }
@@ -1043,6 +1068,33 @@ mod tests {
                     Action::Msr(msr, value) => { let _ = platform.write_msr(msr, value, now); }
                     Action::ReadMsr(msr) => { let _ = platform.read_msr(msr, now); }
                     Action::Irq(irq, high) => platform.set_isa_irq(irq, high),
+                    Action::Enter(cr8) => {
+                        state.cr8 = u64::from(cr8);
+                        platform.guest_cr8(state.cr8);
+                        // Sometimes the LAPIC's TPR moves behind the
+                        // guest's back, as an MMIO write would.
+                        if cr8 & 1 != 0 {
+                            let _ = platform.lapic.set_cr8(u64::from(cr8 >> 1));
+                        }
+                        let quick = !platform.may_deliver()
+                            && !platform.arbiter.nmi_blocked()
+                            && state.interrupt_window == 0
+                            && state.cr8 == platform.lapic.cr8();
+                        let before = state.as_bytes().to_vec();
+                        let mask = if quick {
+                            // What the general path does then: nothing.
+                            platform.prepare_entry_general(&mut state)
+                        } else {
+                            platform.prepare_entry(&mut state)
+                        };
+                        if quick {
+                            prop_assert_eq!(mask, 0);
+                            prop_assert_eq!(&before[..], state.as_bytes());
+                        }
+                        if mask & dirty::INJECT != 0 {
+                            state.exit_event = 0;
+                        }
+                    }
                     Action::Iret => {
                         platform.arbiter.iret_reached(now);
                         platform.arbiter.exit_seen(now + 1);

@@ -182,25 +182,43 @@ pub struct LevelEoi {
     pub vector: u8,
 }
 
-/// 256 bits, one a vector, as the ISR, TMR and IRR hold them.
+/// 256 bits, one a vector, as the ISR, TMR and IRR hold them, with a
+/// summary of which of the eight words are not zero (bit `w` set exactly
+/// when word `w` has a bit set: only [`Vectors::set`] and
+/// [`Vectors::clear`] change the words, and both keep it), so that
+/// "anything at all?" is one test.
 #[derive(Clone, Copy, Default)]
-struct Vectors([u32; 8]);
+struct Vectors {
+    words: [u32; 8],
+    nonzero: u8,
+}
 
 impl Vectors {
     fn set(&mut self, vector: u8) {
-        self.0[usize::from(vector >> 5)] |= 1 << (vector & 31);
+        let word = usize::from(vector >> 5);
+        self.words[word] |= 1 << (vector & 31);
+        self.nonzero |= 1 << word;
     }
     fn clear(&mut self, vector: u8) {
-        self.0[usize::from(vector >> 5)] &= !(1 << (vector & 31));
+        let word = usize::from(vector >> 5);
+        self.words[word] &= !(1 << (vector & 31));
+        if self.words[word] == 0 {
+            self.nonzero &= !(1 << word);
+        }
     }
     fn contains(&self, vector: u8) -> bool {
-        self.0[usize::from(vector >> 5)] & 1 << (vector & 31) != 0
+        self.words[usize::from(vector >> 5)] & 1 << (vector & 31) != 0
+    }
+    fn is_empty(&self) -> bool {
+        self.nonzero == 0
     }
     fn highest(&self) -> Option<u8> {
-        (0..8u8).rev().find_map(|word| {
-            let bits = self.0[usize::from(word)];
-            (bits != 0).then(|| word * 32 + (31 - bits.leading_zeros()) as u8)
-        })
+        if self.nonzero == 0 {
+            return None;
+        }
+        let word = 7 - self.nonzero.leading_zeros() as u8;
+        let bits = self.words[usize::from(word)];
+        Some(word * 32 + (31 - bits.leading_zeros()) as u8)
     }
 }
 
@@ -476,7 +494,7 @@ impl Lapic {
             IN_SERVICE..=INTERRUPT_REQUEST_LAST if offset.is_multiple_of(16) => {
                 let word = ((offset - IN_SERVICE) / 16) as usize;
                 let vectors = [&self.in_service, &self.trigger_mode, &self.requests][word / 8];
-                vectors.0[word % 8]
+                vectors.words[word % 8]
             }
             ERROR_STATUS => self.error_status,
             INTERRUPT_COMMAND => self.command as u32,
@@ -612,6 +630,7 @@ impl Lapic {
     }
 
     /// CR8 as the guest sees it: TPR bits 7:4.
+    #[inline]
     pub fn cr8(&self) -> u64 {
         u64::from(self.task_priority >> 4)
     }
@@ -718,9 +737,10 @@ impl Lapic {
     /// Whether anything waits for delivery at all (a requested vector or an
     /// NMI), whatever the priorities: a cheap test before
     /// [`Lapic::pending_interrupt`].
+    #[inline]
     pub fn has_requests(&self) -> bool {
-        // One test of all eight words: this runs before every entry.
-        self.nmi || self.requests.0.iter().fold(0, |any, &word| any | word) != 0
+        // The words' summary: this runs before every entry.
+        self.nmi || !self.requests.is_empty()
     }
 
     /// Takes [`Lapic::pending_interrupt`] for delivery: IRR to ISR.
@@ -1608,7 +1628,39 @@ mod tests {
                         }
                     }
                 }
+                for vectors in [&lapic.requests, &lapic.in_service, &lapic.trigger_mode] {
+                    proptest::prop_assert!(summary_holds(vectors));
+                }
             }
         }
+
+        /// The word summary follows every set and clear, and `highest`
+        /// agrees with a search of all 256 bits.
+        #[test]
+        fn the_vector_summary_follows_the_words(
+            operations in proptest::collection::vec((proptest::prelude::any::<bool>(), proptest::prelude::any::<u8>()), 0..200),
+        ) {
+            let mut vectors = Vectors::default();
+            let mut naive = [false; 256];
+            for (set, vector) in operations {
+                if set {
+                    vectors.set(vector);
+                } else {
+                    vectors.clear(vector);
+                }
+                naive[usize::from(vector)] = set;
+                proptest::prop_assert!(summary_holds(&vectors));
+                proptest::prop_assert_eq!(vectors.is_empty(), !naive.contains(&true));
+                let highest = (0..=255u8).rev().find(|&v| naive[usize::from(v)]);
+                proptest::prop_assert_eq!(vectors.highest(), highest);
+                proptest::prop_assert!((0..=255u8).all(|v| vectors.contains(v) == naive[usize::from(v)]));
+            }
+        }
+    }
+
+    /// Whether a set's summary bit `w` is set exactly when word `w` is not
+    /// zero.
+    fn summary_holds(vectors: &Vectors) -> bool {
+        (0..8).all(|word| (vectors.nonzero >> word & 1 != 0) == (vectors.words[word] != 0))
     }
 }

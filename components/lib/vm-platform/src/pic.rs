@@ -346,6 +346,7 @@ impl Pic {
 
     /// Whether any unmasked input requests an interrupt, on either chip
     /// (whatever is in service): a cheap test before [`Pic::output`].
+    #[inline]
     pub fn has_requests(&self) -> bool {
         self.master.request & !self.master.mask != 0 || self.slave.request & !self.slave.mask != 0
     }

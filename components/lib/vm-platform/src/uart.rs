@@ -142,6 +142,20 @@ impl Uart {
         }
     }
 
+    /// Whether a write of register `offset`, as [`Uart::write`] would take
+    /// it now, leaves [`Uart::irq_line`] and [`Uart::room`] as they are:
+    /// the scratch register, LCR, and the divisor latch while DLAB is set
+    /// touch nothing the interrupt or the receive FIFO depend on. The
+    /// caller may then skip re-evaluating the line.
+    #[inline]
+    pub fn write_keeps_line(&self, offset: u16) -> bool {
+        match offset {
+            3 | 7 => true,
+            0 | 1 => self.line_control & LCR_DLAB != 0,
+            _ => false,
+        }
+    }
+
     /// A read of register `offset`; reading RBR, IIR, LSR and MSR has the
     /// side effects the chip's have.
     pub fn read(&mut self, offset: u16) -> u8 {
@@ -647,6 +661,31 @@ mod tests {
                     _ => { uart.receive(value); }
                 }
                 prop_assert!(!uart.irq_line() || uart.read(4) & MCR_OUT2 != 0);
+            }
+        }
+
+        /// A write [`Uart::write_keeps_line`] names changes neither the
+        /// interrupt line nor the room in the receive FIFO, from any state.
+        #[test]
+        fn quiet_writes_keep_the_line(
+            accesses in proptest::collection::vec(
+                (0u8..3, 0u16..10, any::<u8>()), 0..200),
+            offset in 0u16..10,
+            value in any::<u8>(),
+        ) {
+            let mut uart = Uart::new();
+            for (kind, offset, value) in accesses {
+                match kind {
+                    0 => uart.write(offset, value, |_| {}),
+                    1 => { uart.read(offset); }
+                    _ => { uart.receive(value); }
+                }
+            }
+            if uart.write_keeps_line(offset) {
+                let (line, room) = (uart.irq_line(), uart.room());
+                uart.write(offset, value, |_| {});
+                prop_assert_eq!(uart.irq_line(), line);
+                prop_assert_eq!(uart.room(), room);
             }
         }
     }

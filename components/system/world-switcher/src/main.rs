@@ -5,7 +5,9 @@
 //! runs the vCPU, handling every exit the core hands up:
 //!
 //! - CPUID through the VM's policy ([`vm_platform::cpuid`]): what this
-//!   platform really gives, with our hypervisor leaves;
+//!   platform really gives, with our hypervisor leaves; the leaves whose
+//!   answer depends on neither the subleaf nor the guest's state come from
+//!   a table filled once at start ([`vm_platform::cpuid::Answers`]);
 //! - port I/O: the 16550 at 0x3f8 (lines go to the system log under the
 //!   VM's name), the test-status port 0xf4 (ends the VM with a status), the
 //!   8259 pair and the 8254 PIT with port 0x61
@@ -83,7 +85,7 @@ use runtime::arguments::OrExit;
 use runtime::vm::{GuestMemory, MissingVm, Vm};
 use runtime::{LineWriter, println, syscall};
 use vm_platform::clock::Clock;
-use vm_platform::cpuid::{PlatformFeatures, Policy};
+use vm_platform::cpuid::{Answers, PlatformFeatures, Policy};
 use vm_platform::fw_cfg::FwCfg;
 use vm_platform::interrupts::Platform;
 use vm_platform::lapic::Lapic;
@@ -191,6 +193,8 @@ struct Switcher {
     vm: Vm,
     uart: Uart,
     cpuid: Policy,
+    /// The policy's answers to the leaves that do not vary.
+    cpuid_answers: Answers,
     msrs: Msrs,
     /// The interrupt controllers, timers and other platform devices.
     devices: Devices,
@@ -298,6 +302,7 @@ fn main(start: &runtime::Start) -> i32 {
         vm,
         uart: Uart::new(),
         cpuid,
+        cpuid_answers: Answers::new(&cpuid, host_cpuid),
         msrs: Msrs::new(&cpuid),
         due: None,
         tsc_hz,
@@ -1038,13 +1043,19 @@ impl Switcher {
 
     fn cpuid(&mut self) -> u64 {
         let state = self.vm.state();
-        let (leaf, subleaf) = (state.gpr[gpr::RAX] as u32, state.gpr[gpr::RCX] as u32);
-        let native = if self.cpuid.synthetic(leaf) {
-            [0; 4]
-        } else {
-            host_cpuid(leaf, subleaf)
+        let leaf = state.gpr[gpr::RAX] as u32;
+        let [a, b, c, d] = match self.cpuid_answers.get(leaf) {
+            Some(answer) => answer,
+            None => {
+                let subleaf = state.gpr[gpr::RCX] as u32;
+                let native = if self.cpuid.synthetic(leaf) {
+                    [0; 4]
+                } else {
+                    host_cpuid(leaf, subleaf)
+                };
+                self.cpuid.emulate(leaf, subleaf, native, state.cr4)
+            }
         };
-        let [a, b, c, d] = self.cpuid.emulate(leaf, subleaf, native, state.cr4);
         state.gpr[gpr::RAX] = u64::from(a);
         state.gpr[gpr::RBX] = u64::from(b);
         state.gpr[gpr::RCX] = u64::from(c);
@@ -1097,9 +1108,14 @@ impl Switcher {
             _ if platform.is_some() => platform.flatten(),
             port if uart => {
                 let offset = port - UART_BASE;
+                // The line follows the UART after every access but those
+                // that cannot move it (the scratch register, LCR, the
+                // divisor): `lines` already has its level then.
+                let mut line_moves = true;
                 let answer = if io.input {
                     Some(u64::from(self.uart.read(offset)))
                 } else {
+                    line_moves = !self.uart.write_keeps_line(offset);
                     let vmcs = self.vm.vmcs;
                     self.uart
                         .write(offset, value as u8, |line| syscall::guest_log(vmcs, line));
@@ -1110,7 +1126,9 @@ impl Switcher {
                 if self.console != 0 {
                     self.feed_uart();
                 }
-                self.set_line(UART_IRQ, self.uart.irq_line());
+                if line_moves {
+                    self.set_line(UART_IRQ, self.uart.irq_line());
+                }
                 answer
             }
             port @ (vm_platform::rtc::INDEX_PORT | vm_platform::rtc::DATA_PORT) => {
