@@ -495,6 +495,18 @@ fn queue_reset(kernel: &mut Kernel, caller: usize, address: u64) -> Outcome {
     answer(kernel, caller, Status::Ok, 0)
 }
 
+/// The VM the vCPU handle `vcpu` of `caller` names, which `caller` must
+/// run; remembered for its next `VcpuRun` (`Component::checked_vcpu`).
+#[inline(never)]
+fn checked_vcpu(kernel: &mut Kernel, caller: usize, vcpu: u64) -> Result<usize, Fault> {
+    let vm = vm(kernel, caller, vcpu, CapabilityKind::Vcpu)?;
+    if kernel.vms[vm].switcher() != caller {
+        return Err(bad_argument(vcpu));
+    }
+    kernel.components[caller].remember_vcpu(vcpu, vm);
+    Ok(vm)
+}
+
 #[inline(always)]
 fn vcpu_run(
     kernel: &mut Kernel,
@@ -503,10 +515,10 @@ fn vcpu_run(
     dirty: u64,
     limit_us: Option<u64>,
 ) -> Outcome {
-    let vm = vm(kernel, caller, vcpu, CapabilityKind::Vcpu)?;
-    if kernel.vms[vm].switcher() != caller {
-        return Err(bad_argument(vcpu));
-    }
+    let vm = match kernel.components[caller].checked_vcpu(vcpu) {
+        Some(vm) => vm,
+        None => checked_vcpu(kernel, caller, vcpu)?,
+    };
     if dirty & microvisor_abi::vcpu::dirty::FETCH != 0 {
         let reason = kernel.vms[vm].fetch(dirty);
         return answer(kernel, caller, Status::Ok, u64::from(reason));

@@ -95,6 +95,13 @@ pub struct Component {
     /// (TSC): set when it is woken or started, restarted by a polling
     /// `Wait`, cleared while it waits. What a supervisor's watchdog reads.
     busy_since: Option<u64>,
+    /// The vCPU handle its last `VcpuRun` named and the VM it names, once
+    /// checked: the capability table never changes after boot, a VM once
+    /// created stays created and keeps its switcher, and the handle
+    /// carries this life's generation — so until the next life (which
+    /// forgets it) the same handle names the same VM, and the world
+    /// switcher's run loop is not checked again at every exit.
+    checked_vcpu: Option<(u64, usize)>,
 }
 
 const NO_SPACE: AddressSpace = AddressSpace {
@@ -127,6 +134,7 @@ impl Component {
         memory_pages: 0,
         hung_until: None,
         busy_since: None,
+        checked_vcpu: None,
     };
 
     /// A declared component in its first generation, not yet built. Names
@@ -494,6 +502,21 @@ impl Component {
         self.fault = None;
         self.wake_at = None;
         self.hung_until = None;
+        self.checked_vcpu = None;
+    }
+
+    /// The VM `handle` names, if it is the vCPU handle last checked in
+    /// this life ([`Self::remember_vcpu`]).
+    #[inline(always)]
+    pub fn checked_vcpu(&self, handle: u64) -> Option<usize> {
+        self.checked_vcpu
+            .and_then(|(checked, vm)| (checked == handle).then_some(vm))
+    }
+
+    /// Remembers that `handle`, a vCPU capability of this life, names
+    /// VM `vm`, which this component runs.
+    pub fn remember_vcpu(&mut self, handle: u64, vm: usize) {
+        self.checked_vcpu = Some((handle, vm));
     }
 
     /// Installs a built address space and the thread's first frame.
