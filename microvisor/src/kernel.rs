@@ -378,7 +378,9 @@ impl Kernel {
 
     /// The IPC fast path (seL4's fastpath idea): the running component
     /// `caller` signals `target` with `bits` and blocks, with its new
-    /// timeout at `deadline`, and `target` runs next — without the general
+    /// timeout at the deadline `deadline` gives for the time now (the
+    /// clock is read only once the cheap tests passed), and `target` runs
+    /// next — without the general
     /// pass over every component, when that pass could not decide
     /// otherwise. Returns `None`, having changed nothing, unless all of
     /// this holds:
@@ -400,21 +402,25 @@ impl Kernel {
     pub fn direct_switch(
         &mut self,
         (caller, target, bits): (usize, usize, u64),
-        (deadline, lazy): (Option<u64>, bool),
-        now: u64,
+        (deadline, lazy): (impl FnOnce(u64) -> Option<u64>, bool),
     ) -> Option<*const Frame> {
+        // The cheap tests first: a call the fast path does not take pays
+        // little for having been looked at.
         let count = self.component_count;
         if target == caller || target >= count || bits == 0 {
             return None;
         }
         let armed = self.armed?;
+        let woken = &self.components[target];
+        if !woken.wakes_on_signal() || self.components[caller].has_pending_bits() {
+            return None;
+        }
+        let now = timer::now();
+        let deadline = deadline(now);
         if deadline.is_some_and(|at| at < armed) {
             return None;
         }
         let woken = &self.components[target];
-        if !woken.wakes_on_signal() {
-            return None;
-        }
         let (unlimited, priority) = (woken.scheduling().is_unlimited(), woken.priority());
         if !unlimited && !self.budget_lasts(target, armed, now) {
             return None;
@@ -428,9 +434,6 @@ impl Kernel {
             {
                 return None;
             }
-        }
-        if self.components[caller].has_pending_bits() {
-            return None;
         }
         let elapsed = now.saturating_sub(self.dispatched_at);
         self.components[caller].charge(elapsed, now);

@@ -58,13 +58,14 @@ pub fn signal_wait_entry(kernel: &mut Kernel) -> *const Frame {
     if timeout_us != 0
         && let Some(capability) = component.capability(handle, CapabilityKind::Notification)
     {
-        let now = timer::now();
-        let deadline = (timeout_us != WAIT_FOREVER)
-            .then(|| now.saturating_add(kernel.clock.ticks_from_us(timeout_us)));
+        let clock = kernel.clock;
+        let deadline = |now: u64| {
+            (timeout_us != WAIT_FOREVER)
+                .then(|| now.saturating_add(clock.ticks_from_us(timeout_us)))
+        };
         if let Some(next) = kernel.direct_switch(
             (caller, capability.target, capability.badge),
             (deadline, lazy),
-            now,
         ) {
             return next;
         }
