@@ -382,8 +382,7 @@ impl Kernel {
     /// clock is read only once the cheap tests passed), and `target` runs
     /// next — without the general
     /// pass over every component, when that pass could not decide
-    /// otherwise. Returns `None`, having changed nothing, unless all of
-    /// this holds:
+    /// otherwise. Returns `None` unless all of this holds:
     /// - `target` is another component, waiting and not hung (the signal
     ///   makes it ready), and `caller` has no bits pending (it blocks);
     /// - no other component is ready with `target`'s priority or more
@@ -396,8 +395,13 @@ impl Kernel {
     ///   covered by that alarm, which comes back through the general
     ///   pass when it fires.
     ///
+    /// - a non-zero badge (a signal of no bits wakes nobody), and an alarm
+    ///   armed and not yet due (a due one may have left a timeout or a
+    ///   refill for the general pass to catch up with).
+    ///
     /// Otherwise the general path (`crate::syscall::dispatch`) handles the
-    /// call from the start.
+    /// call from the start (a budget-limited target's context may have been
+    /// brought up to date on the way, which the general pass does too).
     #[inline(always)]
     pub fn direct_switch(
         &mut self,
@@ -416,6 +420,11 @@ impl Kernel {
             return None;
         }
         let now = timer::now();
+        // An alarm already due may have left a timeout or a refill the
+        // general pass would catch up with now: it decides then.
+        if now >= armed {
+            return None;
+        }
         let deadline = deadline(now);
         if deadline.is_some_and(|at| at < armed) {
             return None;

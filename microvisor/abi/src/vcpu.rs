@@ -127,8 +127,9 @@ pub mod dirty {
 /// LDTR) and the descriptor-table registers (GDTR, IDTR) only at the
 /// exits whose handling may need them: every exit but CPUID, port I/O
 /// other than string I/O, RDMSR/WRMSR, HLT, WBINVD/INVD, the interrupt
-/// window and IRET (and a run that ends before entering leaves them as
-/// they were). After those exits the fields hold whatever was last
+/// window and IRET (a run that ends before entering leaves them as they
+/// were, unless it was re-issued after a host interrupt: that one
+/// publishes everything). After those exits the fields hold whatever was last
 /// published or written, and [`SEGMENTS`] is clear; a `VcpuRun` with
 /// [`super::dirty::FETCH`] publishes them. Everything else in the page
 /// is published at every exit.

@@ -286,7 +286,6 @@ impl Component {
         }
     }
 
-    /// When an injected hang ends, while it lasts.
     /// Whether a signal would make this component ready at once: it
     /// waits and is not held by an injected hang (the IPC fast path's
     /// test of the woken side).
@@ -330,6 +329,7 @@ impl Component {
         &mut self.scheduling
     }
 
+    /// When an injected hang ends, while it lasts.
     pub fn hung_until(&self) -> Option<u64> {
         self.hung_until.filter(|_| self.is_alive())
     }

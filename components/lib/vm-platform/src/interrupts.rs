@@ -381,14 +381,21 @@ impl Platform {
     /// change nothing either; anything else takes it.
     #[inline]
     pub fn prepare_entry(&mut self, state: &mut VcpuState) -> u64 {
-        if !self.may_deliver()
-            && !self.arbiter.nmi_blocked
-            && state.interrupt_window == 0
-            && state.cr8 == self.lapic.cr8()
-        {
+        if self.settles_nothing(state) {
             return 0;
         }
         self.prepare_entry_general(state)
+    }
+
+    /// [`Platform::prepare_entry`]'s quick tests: whether the entry is
+    /// settled with nothing to do (shared with the property test that
+    /// holds it to the general path).
+    #[inline(always)]
+    fn settles_nothing(&self, state: &VcpuState) -> bool {
+        !self.may_deliver()
+            && !self.arbiter.nmi_blocked
+            && state.interrupt_window == 0
+            && state.cr8 == self.lapic.cr8()
     }
 
     /// [`Platform::prepare_entry`] when its quick tests do not settle it.
@@ -1076,10 +1083,7 @@ mod tests {
                         if cr8 & 1 != 0 {
                             let _ = platform.lapic.set_cr8(u64::from(cr8 >> 1));
                         }
-                        let quick = !platform.may_deliver()
-                            && !platform.arbiter.nmi_blocked()
-                            && state.interrupt_window == 0
-                            && state.cr8 == platform.lapic.cr8();
+                        let quick = platform.settles_nothing(&state);
                         let before = state.as_bytes().to_vec();
                         let mask = if quick {
                             // What the general path does then: nothing.
