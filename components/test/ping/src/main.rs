@@ -6,8 +6,10 @@
 //! `restarts=1` lets pong restart meanwhile: the queues then report it,
 //! the requests not yet answered are sent again, and the restarts are
 //! counted. `timeout_check=1` then sends a request pong does not answer
-//! ([`echo_api::SILENT`]; pong computes for 50 ms instead) and checks
-//! that a 5 ms timed receive times out within 30 ms. Then, if `bench=N` is given, measures N strict round
+//! ([`echo_api::SILENT`]; pong computes for 100 ms instead) and checks
+//! that a 5 ms timed receive times out within 30 ms. `spin_check=1` sends
+//! such a request and then one pong answers, and waits for the answer
+//! without a timeout. Then, if `bench=N` is given, measures N strict round
 //! trips (one message each way) in instructions under `-icount`. Ends by
 //! sending the stop message.
 #![no_std]
@@ -30,13 +32,21 @@ const TIMEOUT_LATE_MS: u64 = 30;
 
 fn main(start: &runtime::Start) -> i32 {
     let arguments = start
-        .arguments(&["rounds", "bench", "for_ms", "restarts", "timeout_check"])
+        .arguments(&[
+            "rounds",
+            "bench",
+            "for_ms",
+            "restarts",
+            "timeout_check",
+            "spin_check",
+        ])
         .or_exit();
     let rounds: u64 = arguments.number("rounds", 100_000).or_exit();
     let bench: u64 = arguments.number("bench", 0).or_exit();
     let for_ms: u64 = arguments.number("for_ms", 0).or_exit();
     let restarts_allowed = arguments.number("restarts", 0u64).or_exit() != 0;
     let timeout_check = arguments.number("timeout_check", 0u64).or_exit() != 0;
+    let spin_check = arguments.number("spin_check", 0u64).or_exit() != 0;
     let (Ok(mut requests), Ok(mut replies)) = (
         Sender::<Message>::open(start, "requests").map(Sender::deferring),
         Receiver::<Message>::open(start, "replies"),
@@ -104,6 +114,24 @@ fn main(start: &runtime::Start) -> i32 {
     }
     if timeout_check && !times_out_on_time(&mut requests, &mut replies) {
         return 1;
+    }
+    if spin_check {
+        // A request pong computes on for 100 ms, then one it answers,
+        // awaited without a timeout (so the wake-up may take the fast path).
+        let silent = Message {
+            sequence: SILENT,
+            payload: [0; 7],
+        };
+        let mut reply = Message::default();
+        let answered = requests
+            .send(&silent)
+            .and_then(|()| requests.send(&Message::request(received)))
+            .and_then(|()| replies.receive_into(&mut reply));
+        if answered.is_err() || !reply.is_reply(received) {
+            println!("TEST ping-pong FAIL: no answer after pong's long request");
+            return 1;
+        }
+        println!("TEST ipc-spin PASS: pong answered after computing for 100 ms");
     }
     if bench > 0 {
         let (mut request, mut reply) = (Message::default(), Message::default());

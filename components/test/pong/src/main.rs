@@ -18,7 +18,7 @@ use runtime::queue::{Receiver, Sender};
 runtime::component!(main);
 
 /// How long pong computes after a [`SILENT`] request.
-const SILENT_SPIN_MS: u64 = 50;
+const SILENT_SPIN_MS: u64 = 100;
 
 fn main(start: &runtime::Start) -> i32 {
     start.arguments(&[]).or_exit();
