@@ -896,19 +896,26 @@ impl Exit {
 #[inline(always)]
 pub fn decode_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
     match vmcb.exit_code {
-        exit::CPUID => Exit {
-            reason: Some(ExitReason::Cpuid),
-            qualification: 0,
-            qualification2: 0,
-            guest_physical: 0,
-            instruction_length: if next_rip_valid {
-                length_to(vmcb, vmcb.next_rip)
-            } else {
-                0
-            },
-        },
+        exit::CPUID => saved_length_exit(vmcb, next_rip_valid, Some(ExitReason::Cpuid)),
         exit::IOIO => decode_io_exit(vmcb),
         _ => decode_other_exit(vmcb, next_rip_valid),
+    }
+}
+
+/// An exit of `reason` with no qualifications, its instruction's length
+/// from the saved next RIP when the CPU saves it.
+#[inline(always)]
+fn saved_length_exit(vmcb: &Vmcb, next_rip_valid: bool, reason: Option<ExitReason>) -> Exit {
+    Exit {
+        reason,
+        qualification: 0,
+        qualification2: 0,
+        guest_physical: 0,
+        instruction_length: if next_rip_valid {
+            length_to(vmcb, vmcb.next_rip)
+        } else {
+            0
+        },
     }
 }
 
@@ -958,17 +965,7 @@ fn decode_io_exit(vmcb: &Vmcb) -> Exit {
 fn decode_other_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
     let code = vmcb.exit_code;
     let (info1, info2) = (vmcb.exit_info1, vmcb.exit_info2);
-    let mut exit = Exit {
-        reason: None,
-        qualification: 0,
-        qualification2: 0,
-        guest_physical: 0,
-        instruction_length: if next_rip_valid {
-            length_to(vmcb, vmcb.next_rip)
-        } else {
-            0
-        },
-    };
+    let mut exit = saved_length_exit(vmcb, next_rip_valid, None);
     exit.reason = Some(match code {
         exit::INTR | exit::NMI | exit::SMI | exit::INIT => {
             return Exit {
