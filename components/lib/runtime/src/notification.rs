@@ -105,14 +105,11 @@ pub(crate) fn wait_forever(mask: u64) -> u64 {
         if let Some(bits) = take_pending(mask) {
             return bits;
         }
-        let deferred = DEFERRED.swap(NONE, Ordering::Relaxed);
-        let woken =
-            syscall::signal_wait_lazily((deferred != NONE).then_some(deferred), step, watching);
-        if let Some(bits) = woken {
-            PENDING.fetch_or(bits, Ordering::Relaxed);
-            if bits & mask != 0 || !watching {
-                continue;
-            }
+        let woken = signal_and_wait(step, watching);
+        if let Some(bits) = woken
+            && (bits & mask != 0 || !watching)
+        {
+            continue;
         }
         // A lazy step ran out, or other bits came: is a look due?
         let now = now_us();
@@ -120,10 +117,7 @@ pub(crate) fn wait_forever(mask: u64) -> u64 {
         if woken.is_none() || passed >= crate::queue::RECHECK_US {
             looked = now;
             step = Some(crate::queue::RECHECK_US);
-            let due = crate::queue::due_bits();
-            if due & mask != 0 {
-                PENDING.fetch_or(due, Ordering::Relaxed);
-            }
+            look(mask);
         } else {
             step = Some(crate::queue::RECHECK_US - passed);
         }
@@ -146,9 +140,7 @@ fn wait_until(mask: u64, timeout_us: u64) -> Option<u64> {
         let now = now_us();
         if watching && now.saturating_sub(looked) >= crate::queue::RECHECK_US {
             looked = now;
-            let due = crate::queue::due_bits();
-            if due & mask != 0 {
-                PENDING.fetch_or(due, Ordering::Relaxed);
+            if look(mask) {
                 continue;
             }
         }
@@ -164,13 +156,32 @@ fn wait_until(mask: u64, timeout_us: u64) -> Option<u64> {
         } else {
             left
         };
-        let deferred = DEFERRED.swap(NONE, Ordering::Relaxed);
-        if let Some(bits) =
-            syscall::signal_wait_lazily((deferred != NONE).then_some(deferred), Some(step), false)
-        {
-            PENDING.fetch_or(bits, Ordering::Relaxed);
-        }
+        signal_and_wait(Some(step), false);
     }
+}
+
+/// Sends the deferred signal, if any, and waits for at most `step` µs
+/// (`lazy`: see `SignalWait`); the bits received are kept in [`PENDING`]
+/// and returned, `None` when the step ran out.
+#[inline(always)]
+fn signal_and_wait(step: Option<u64>, lazy: bool) -> Option<u64> {
+    let deferred = DEFERRED.swap(NONE, Ordering::Relaxed);
+    let bits = syscall::signal_wait_lazily((deferred != NONE).then_some(deferred), step, lazy)?;
+    PENDING.fetch_or(bits, Ordering::Relaxed);
+    Some(bits)
+}
+
+/// Looks at this component's queues for work whose signal was lost
+/// ([`crate::queue::due_bits`]); when some of it is for `mask`, counts
+/// all of it as signalled and says so.
+#[inline(always)]
+fn look(mask: u64) -> bool {
+    let due = crate::queue::due_bits();
+    if due & mask == 0 {
+        return false;
+    }
+    PENDING.fetch_or(due, Ordering::Relaxed);
+    true
 }
 
 /// Takes the bits of `mask` that are already set, without waiting.
