@@ -300,8 +300,9 @@ impl Component {
         self.notification != Notification::EMPTY
     }
 
-    /// Wakes it from `Wait` with `bits` (the IPC fast path, which has
-    /// checked that it waits): as [`Self::signal`] then does.
+    /// Wakes it from `Wait` with `bits` and whatever was pending (it
+    /// waits, and the two are not both empty): [`Self::signal`]'s wake-up,
+    /// and the IPC fast path's, which has checked both.
     #[inline(always)]
     pub fn wake(&mut self, bits: u64, now: u64) {
         self.notification.set(bits);
@@ -312,8 +313,8 @@ impl Component {
         self.busy_since = Some(now);
     }
 
-    /// Blocks it in `Wait` until a signal or `deadline` (TSC), as
-    /// [`Self::wait`] does when nothing is pending; for the IPC fast
+    /// Blocks it in `Wait` until a signal or `deadline` (TSC): what
+    /// [`Self::wait`] does when nothing is pending, and the IPC fast
     /// path, which has checked that nothing is.
     #[inline(always)]
     pub fn block(&mut self, deadline: Option<u64>, lazy: bool) {
@@ -384,14 +385,10 @@ impl Component {
     /// Sets `bits` in its notification word, waking it if it waits: its
     /// `Wait` then answers the word (and clears it).
     pub fn signal(&mut self, bits: u64) {
-        self.notification.set(bits);
-        if self.state == ComponentState::Waiting
-            && let Some(bits) = self.notification.take()
-        {
-            self.answer(Status::Ok, bits);
-            self.wake_at = None;
-            self.state = ComponentState::Ready;
-            self.busy_since = Some(crate::arch::timer::now());
+        if self.state == ComponentState::Waiting && (bits != 0 || self.has_pending_bits()) {
+            self.wake(bits, crate::arch::timer::now());
+        } else {
+            self.notification.set(bits);
         }
     }
 
@@ -417,10 +414,7 @@ impl Component {
             self.answer(Status::TimedOut, 0);
             return false;
         }
-        self.state = ComponentState::Waiting;
-        self.wake_at = timeout_us.map(deadline);
-        self.lazy = false;
-        self.busy_since = None;
+        self.block(timeout_us.map(deadline), false);
         true
     }
 
