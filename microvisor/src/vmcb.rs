@@ -633,17 +633,17 @@ fn request_iret_exit(vmcb: &mut Vmcb, request: bool) {
 
 /// Copies the guest state out of the VMCB into the state page after an
 /// exit (the exit fields are [`decode_exit`]'s): everything, the lazily
-/// published registers too ([`read_out_segments`]).
+/// published registers too ([`read_out_control`], [`read_out_segments`]).
 pub fn read_out(vmcb: &Vmcb, state: &mut VcpuState) {
     read_out_common(vmcb, state);
+    read_out_control_except(vmcb, state, 0);
     read_out_segments(vmcb, state);
 }
 
 /// What every exit publishes: RAX and RSP (the other general-purpose
 /// registers are saved into the page by the entry code itself), RIP,
-/// RFLAGS, the control registers and EFER, the interrupt state, the
-/// pending window requests and the virtual TPR. Marks the lazily published
-/// registers stale.
+/// RFLAGS, the interrupt state, the pending window requests and the
+/// virtual TPR. Marks the lazily published registers stale.
 #[inline]
 pub fn read_out_common(vmcb: &Vmcb, state: &mut VcpuState) {
     read_out_common_with(vmcb, state, windows(vmcb));
@@ -657,16 +657,37 @@ pub fn read_out_common_with(vmcb: &Vmcb, state: &mut VcpuState, windows: u64) {
     state.gpr[gpr::RSP] = vmcb.rsp;
     state.rip = vmcb.rip;
     state.rflags = vmcb.rflags;
-    state.cr0 = vmcb.cr0;
-    state.cr2 = vmcb.cr2;
-    state.cr3 = vmcb.cr3;
-    state.cr4 = vmcb.cr4;
-    state.efer = vmcb.efer & !EFER_SVME;
     state.interrupt_shadow = vmcb.int_state & 1;
     state.inject = 0;
     state.interrupt_window = windows;
     state.cr8 = vmcb.int_ctl & V_TPR;
     state.published = 0;
+}
+
+/// Publishes CR0, CR2, CR3, CR4 and EFER ([`published::CONTROL`]).
+#[inline]
+pub fn read_out_control(vmcb: &Vmcb, state: &mut VcpuState) {
+    read_out_control_except(vmcb, state, 0);
+}
+
+/// Publishes CR0, CR2, CR3, CR4 and EFER but those `keep` names
+/// ([`dirty`] bits: the world switcher's edits not yet written back), and
+/// marks them current ([`published::CONTROL`]).
+#[inline]
+pub fn read_out_control_except(vmcb: &Vmcb, state: &mut VcpuState, keep: u64) {
+    let pairs = [
+        (dirty::CR0, vmcb.cr0, &mut state.cr0),
+        (dirty::CR2, vmcb.cr2, &mut state.cr2),
+        (dirty::CR3, vmcb.cr3, &mut state.cr3),
+        (dirty::CR4, vmcb.cr4, &mut state.cr4),
+        (dirty::EFER, vmcb.efer & !EFER_SVME, &mut state.efer),
+    ];
+    for (bit, from, to) in pairs {
+        if keep & bit == 0 {
+            *to = from;
+        }
+    }
+    state.published |= published::CONTROL;
 }
 
 /// The window requests `vmcb`'s intercepts hold, as
@@ -744,6 +765,19 @@ pub fn publishes_segments(reason: ExitReason, qualification: u64) -> bool {
     }
 }
 
+/// Whether the world switcher's handling of an exit of `reason` (with
+/// qualification `qualification`) may need the control registers and
+/// EFER: every exit but CPUID and port I/O other than string I/O (see
+/// [`published`]). Every exit [`publishes_segments`] names is one.
+#[inline]
+pub fn publishes_control(reason: ExitReason, qualification: u64) -> bool {
+    match reason {
+        ExitReason::Cpuid => false,
+        ExitReason::Io => IoExit::decode(qualification).string,
+        _ => true,
+    }
+}
+
 /// Prepares a VMCB for entry: writes back the state-page fields `mask`
 /// names ([`write_back`]), re-injects an event whose delivery the last
 /// exit interrupted unless the world switcher injects one itself, counts
@@ -775,10 +809,24 @@ pub fn prepare_entry(
 /// in `pending_event` for the next entry. Returns the decoded exit.
 #[inline]
 pub fn finish_exit(vmcb: &mut Vmcb, next_rip_valid: bool, pending_event: &mut u64) -> Exit {
+    finish_exit_with(vmcb, pending_event, |vmcb| {
+        decode_exit(vmcb, next_rip_valid)
+    })
+}
+
+/// [`finish_exit`] with the exit decoded by `decode` (one of
+/// [`decode_exit`]'s arms, when the caller already matched the exit code:
+/// each arm then publishes its own constants without a merged record).
+#[inline(always)]
+pub fn finish_exit_with(
+    vmcb: &mut Vmcb,
+    pending_event: &mut u64,
+    decode: impl FnOnce(&Vmcb) -> Exit,
+) -> Exit {
     vmcb.clean = clean::ALL;
     vmcb.tlb_control = 0;
     vmcb.event_inject = 0;
-    let exit = decode_exit(vmcb, next_rip_valid);
+    let exit = decode(vmcb);
     if vmcb.exit_code == exit::IRET {
         request_iret_exit(vmcb, false);
     }
@@ -800,8 +848,9 @@ pub fn publish_guest(vmcb: &Vmcb, state: &mut VcpuState, pending_event: u64) {
 }
 
 /// Publishes an exit for the world switcher: the guest state
-/// ([`read_out_common`], with `windows` the [`windows`] of `vmcb`, and
-/// [`read_out_segments`] where [`publishes_segments`] says the exit needs
+/// ([`read_out_common`], with `windows` the [`windows`] of `vmcb`;
+/// [`read_out_control`] and [`read_out_segments`] where
+/// [`publishes_control`] and [`publishes_segments`] say the exit needs
 /// them) and the exit's fields, `reason` being the exit's.
 #[inline]
 pub fn publish_exit(
@@ -813,8 +862,11 @@ pub fn publish_exit(
     pending_event: u64,
 ) {
     read_out_common_with(vmcb, state, windows);
-    if publishes_segments(reason, exit.qualification) {
-        read_out_segments(vmcb, state);
+    if publishes_control(reason, exit.qualification) {
+        read_out_control(vmcb, state);
+        if publishes_segments(reason, exit.qualification) {
+            read_out_segments(vmcb, state);
+        }
     }
     state.exit_reason = reason as u32;
     state.instruction_length = exit.instruction_length;
@@ -905,7 +957,7 @@ pub fn decode_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
 /// An exit of `reason` with no qualifications, its instruction's length
 /// from the saved next RIP when the CPU saves it.
 #[inline(always)]
-fn saved_length_exit(vmcb: &Vmcb, next_rip_valid: bool, reason: Option<ExitReason>) -> Exit {
+pub fn saved_length_exit(vmcb: &Vmcb, next_rip_valid: bool, reason: Option<ExitReason>) -> Exit {
     Exit {
         reason,
         qualification: 0,
@@ -931,29 +983,14 @@ fn length_to(vmcb: &Vmcb, next: u64) -> u32 {
     }
 }
 
-/// [`decode_exit`] for a port-I/O exit: the port, size, direction, string
-/// and REP bits of EXITINFO1, and the length from EXITINFO2 (the next
-/// RIP, which the CPU always saves for these exits).
+/// [`decode_exit`] for a port-I/O exit: EXITINFO1 is the qualification
+/// ([`IoExit`] follows its layout), and the length comes from EXITINFO2
+/// (the next RIP, which the CPU always saves for these exits).
 #[inline(always)]
-fn decode_io_exit(vmcb: &Vmcb) -> Exit {
-    let info1 = vmcb.exit_info1;
-    let size = if info1 & (1 << 4) != 0 {
-        1
-    } else if info1 & (1 << 5) != 0 {
-        2
-    } else {
-        4
-    };
+pub fn decode_io_exit(vmcb: &Vmcb) -> Exit {
     Exit {
         reason: Some(ExitReason::Io),
-        qualification: IoExit {
-            port: (info1 >> 16) as u16,
-            size,
-            input: info1 & 1 != 0,
-            string: info1 & (1 << 2) != 0,
-            rep: info1 & (1 << 3) != 0,
-        }
-        .encode(),
+        qualification: vmcb.exit_info1 & IoExit::FIELDS,
         qualification2: 0,
         guest_physical: 0,
         instruction_length: length_to(vmcb, vmcb.exit_info2),
@@ -962,7 +999,7 @@ fn decode_io_exit(vmcb: &Vmcb) -> Exit {
 
 /// [`decode_exit`] for every exit but CPUID and port I/O.
 #[inline(never)]
-fn decode_other_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
+pub fn decode_other_exit(vmcb: &Vmcb, next_rip_valid: bool) -> Exit {
     let code = vmcb.exit_code;
     let (info1, info2) = (vmcb.exit_info1, vmcb.exit_info2);
     let mut exit = saved_length_exit(vmcb, next_rip_valid, None);
@@ -1280,7 +1317,7 @@ mod tests {
         let mut out = state;
         read_out(&vmcb, &mut out);
         assert_eq!(out.gpr, state.gpr);
-        assert_eq!(out.published, published::SEGMENTS);
+        assert_eq!(out.published, published::ALL);
         assert_eq!((out.rip, out.rflags), (state.rip, state.rflags));
         assert_eq!(
             (out.cr0, out.cr3, out.cr4, out.efer),
@@ -1295,6 +1332,8 @@ mod tests {
         let mut vmcb = vmcb();
         vmcb.ds.base = 0x1234_0000;
         vmcb.gdtr.base = 0x9000;
+        vmcb.cr3 = 0x5000;
+        vmcb.efer = 0x500 | EFER_SVME;
         let publish = |vmcb: &mut Vmcb, code: u64, info1: u64| {
             vmcb.exit_code = code;
             vmcb.exit_info1 = info1;
@@ -1304,23 +1343,43 @@ mod tests {
             publish_exit(vmcb, &mut state, &exit, reason, windows(vmcb), 0);
             state
         };
+        // Neither group.
         for (code, info1) in [(exit::CPUID, 0), (exit::IOIO, 0x3f8 << 16 | 1 << 4)] {
             let state = publish(&mut vmcb, code, info1);
             assert_eq!(state.published, 0, "exit {code:#x}");
             assert_eq!((state.ds.base, state.gdtr.base), (0, 0));
+            assert_eq!((state.cr3, state.efer), (0, 0));
         }
+        // The control registers only.
+        for (code, info1) in [
+            (exit::MSR, 1),
+            (exit::HLT, 0),
+            (exit::WBINVD, 0),
+            (exit::VINTR, 0),
+            (exit::IRET, 0),
+        ] {
+            let state = publish(&mut vmcb, code, info1);
+            assert_eq!(state.published, published::CONTROL, "exit {code:#x}");
+            assert_eq!((state.ds.base, state.gdtr.base), (0, 0));
+            assert_eq!((state.cr3, state.efer), (0x5000, 0x500));
+        }
+        // Both.
         let string_io = 0x3f8 << 16 | 1 << 4 | 1 << 2;
         for (code, info1) in [(exit::NPF, 2), (exit::IOIO, string_io), (exit::VMMCALL, 0)] {
             let state = publish(&mut vmcb, code, info1);
-            assert_eq!(state.published, published::SEGMENTS, "exit {code:#x}");
+            assert_eq!(state.published, published::ALL, "exit {code:#x}");
             assert_eq!((state.ds.base, state.gdtr.base), (0x1234_0000, 0x9000));
+            assert_eq!((state.cr3, state.efer), (0x5000, 0x500));
         }
         // A fetch keeps the world switcher's unwritten edits.
         let mut state = VcpuState::new_zeroed();
         state.ds.base = 0x77;
-        read_out_segments_except(&vmcb, &mut state, dirty::DS);
+        state.cr3 = 0x88;
+        read_out_segments_except(&vmcb, &mut state, dirty::DS | dirty::CR3);
+        read_out_control_except(&vmcb, &mut state, dirty::DS | dirty::CR3);
         assert_eq!((state.ds.base, state.gdtr.base), (0x77, 0x9000));
-        assert_eq!(state.published, published::SEGMENTS);
+        assert_eq!((state.cr3, state.efer), (0x88, 0x500));
+        assert_eq!(state.published, published::ALL);
     }
 
     fn exit_of(code: u64, info1: u64, info2: u64) -> Exit {
@@ -1639,7 +1698,7 @@ mod tests {
         unapplied.end_early(&mut state, ExitReason::TimeLimit, 0);
         assert_eq!((state.rip, state.rflags), (0x2000, 0x2));
         assert_eq!(state.gpr[1], 7);
-        assert_eq!(state.published, published::SEGMENTS);
+        assert_eq!(state.published, published::ALL);
         assert_eq!(state.exit_event, pending);
         assert_eq!(state.exit_reason, ExitReason::TimeLimit as u32);
     }

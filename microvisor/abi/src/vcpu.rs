@@ -112,11 +112,12 @@ pub mod dirty {
     /// Everything the state page holds.
     pub const ALL: u64 = (1 << 38) - 1;
     /// Not a field: a `VcpuRun` with this bit does not enter the guest.
-    /// It publishes the guest's segment and descriptor-table registers
-    /// ([`super::published::SEGMENTS`]) as they are now, except the fields
-    /// the other bits of the mask name (the world switcher's own edits,
-    /// not yet written back, which it passes here so they are kept),
-    /// writes nothing back and returns the last exit's reason again.
+    /// It publishes the guest's lazily published registers (the segment
+    /// and descriptor-table registers and the control registers and EFER:
+    /// [`super::published`]) as they are now, except the fields the other
+    /// bits of the mask name (the world switcher's own edits, not yet
+    /// written back, which it passes here so they are kept), writes
+    /// nothing back and returns the last exit's reason again.
     pub const FETCH: u64 = 1 << 63;
 }
 
@@ -127,15 +128,21 @@ pub mod dirty {
 /// LDTR) and the descriptor-table registers (GDTR, IDTR) only at the
 /// exits whose handling may need them: every exit but CPUID, port I/O
 /// other than string I/O, RDMSR/WRMSR, HLT, WBINVD/INVD, the interrupt
-/// window and IRET (a run that ends before entering leaves them as they
-/// were, unless it was re-issued after a host interrupt: that one
-/// publishes everything). After those exits the fields hold whatever was last
-/// published or written, and [`SEGMENTS`] is clear; a `VcpuRun` with
-/// [`super::dirty::FETCH`] publishes them. Everything else in the page
-/// is published at every exit.
+/// window and IRET. It publishes CR0, CR2, CR3, CR4 and EFER at every exit
+/// but CPUID and port I/O other than string I/O (the two commonest exits,
+/// whose handling never reads them). A run that ends before entering
+/// leaves both groups as they were, unless it was re-issued after a host
+/// interrupt: that one publishes everything. After the other exits a
+/// group's fields hold whatever was last published or written, and its
+/// bit is clear; a `VcpuRun` with [`super::dirty::FETCH`] publishes both.
+/// Everything else in the page is published at every exit.
 pub mod published {
     /// The segment and descriptor-table registers are current.
     pub const SEGMENTS: u64 = 1 << 0;
+    /// CR0, CR2, CR3, CR4 and EFER are current.
+    pub const CONTROL: u64 = 1 << 1;
+    /// Both groups: the whole page is current.
+    pub const ALL: u64 = SEGMENTS | CONTROL;
 }
 
 /// Why the guest left, architecture-neutral.
@@ -251,9 +258,11 @@ impl ExitReason {
 /// fact: the CPU did not intercept the guest's XSETBV.
 pub const XSETBV_IGNORED: u64 = 1;
 
-/// The qualification of an [`ExitReason::Io`] exit, packed in a `u64`:
-/// port in bits 0..16, access size in bytes in 16..24, bit 24 set for IN,
-/// bit 25 for a string instruction (INS/OUTS), bit 26 for a REP prefix.
+/// The qualification of an [`ExitReason::Io`] exit, packed in a `u64` as
+/// the SVM EXITINFO1 word has it (so the core publishes that word as it
+/// is, masked to these fields): bit 0 set for IN, bit 2 for a string
+/// instruction (INS/OUTS), bit 3 for a REP prefix, bits 4, 5 and 6 for an
+/// access of 1, 2 or 4 bytes (one of them set), port in bits 16..32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoExit {
     pub port: u16,
@@ -265,23 +274,32 @@ pub struct IoExit {
 }
 
 impl IoExit {
-    /// Packs the qualification.
+    /// The bits of a qualification that carry fields.
+    pub const FIELDS: u64 = 0xffff_007d;
+
+    /// Packs the qualification (a size other than 1 or 2 packs as 4).
     pub const fn encode(self) -> u64 {
-        self.port as u64
-            | (self.size as u64) << 16
-            | (self.input as u64) << 24
-            | (self.string as u64) << 25
-            | (self.rep as u64) << 26
+        let size = match self.size {
+            1 => 1 << 4,
+            2 => 1 << 5,
+            _ => 1 << 6,
+        };
+        (self.port as u64) << 16
+            | size
+            | self.input as u64
+            | (self.string as u64) << 2
+            | (self.rep as u64) << 3
     }
 
-    /// Unpacks a qualification.
+    /// Unpacks a qualification. The size is bits 4..7 read as a number,
+    /// which is 1, 2 or 4 for the one bit the CPU sets.
     pub const fn decode(value: u64) -> Self {
         Self {
-            port: value as u16,
-            size: (value >> 16) as u8,
-            input: value & 1 << 24 != 0,
-            string: value & 1 << 25 != 0,
-            rep: value & 1 << 26 != 0,
+            port: (value >> 16) as u16,
+            size: ((value >> 4) & 7) as u8,
+            input: value & 1 != 0,
+            string: value & 1 << 2 != 0,
+            rep: value & 1 << 3 != 0,
         }
     }
 }
@@ -505,7 +523,31 @@ mod tests {
             rep: true,
         };
         assert_eq!(IoExit::decode(exit.encode()), exit);
-        assert_eq!(exit.encode() & 0xffff, 0x3f8);
+        for size in [1, 2, 4] {
+            for input in [false, true] {
+                let exit = IoExit {
+                    size,
+                    input,
+                    ..exit
+                };
+                assert_eq!(IoExit::decode(exit.encode()), exit);
+                assert_eq!(exit.encode() & !IoExit::FIELDS, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn io_qualification_is_the_svm_exitinfo1_layout() {
+        // REP OUTSW to 0x1f0: type 0, STR, REP, SZ16, port in 16..32.
+        let io = IoExit::decode((0x1f0 << 16) | (1 << 5) | (1 << 3) | (1 << 2));
+        assert_eq!(
+            (io.port, io.size, io.input, io.string, io.rep),
+            (0x1f0, 2, false, true, true)
+        );
+        // IN al, 0x60: type 1, SZ8.
+        let io = IoExit::decode((0x60 << 16) | (1 << 4) | 1);
+        assert_eq!((io.port, io.size, io.input), (0x60, 1, true));
+        assert_eq!(IoExit::decode((0xcfc << 16) | (1 << 6)).size, 4);
     }
 
     #[test]

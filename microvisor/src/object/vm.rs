@@ -366,7 +366,7 @@ impl Vm {
         true
     }
 
-    /// `VcpuRun` with [`dirty::FETCH`]: publishes the segment and
+    /// `VcpuRun` with [`dirty::FETCH`]: publishes the control, segment and
     /// descriptor-table registers as the guest has them now, except the
     /// fields `keep` names and those of runs that ended before entering
     /// (the world switcher's edits, not yet written back); returns the
@@ -374,6 +374,7 @@ impl Vm {
     pub fn fetch(&mut self, keep: u64) -> u32 {
         let keep = keep | self.unapplied.pending();
         let parts = self.parts();
+        vmcb::read_out_control_except(parts.vmcb, parts.state, keep);
         vmcb::read_out_segments_except(parts.vmcb, parts.state, keep);
         parts.state.exit_reason
     }
@@ -408,24 +409,48 @@ impl Vm {
         if loaded {
             svm.clear_tsc_aux();
         }
-        let mut exit = vmcb::finish_exit(vmcb, svm.next_rip, pending);
-        if vmcb.exit_code == vmcb::exit::IRET {
-            // `finish_exit` cancelled the IRET request.
-            *windows = vmcb::windows(vmcb);
+        // The commonest exits get their own copy of the rest, so their
+        // constant fields are published as constants.
+        let next_rip = svm.next_rip;
+        let published = match vmcb.exit_code {
+            vmcb::exit::CPUID => conclude(svm, vmcb, state, windows, pending, |vmcb| {
+                vmcb::saved_length_exit(vmcb, next_rip, Some(ExitReason::Cpuid))
+            }),
+            vmcb::exit::IOIO => conclude(svm, vmcb, state, windows, pending, vmcb::decode_io_exit),
+            _ => conclude(svm, vmcb, state, windows, pending, |vmcb| {
+                vmcb::decode_other_exit(vmcb, next_rip)
+            }),
+        };
+        match published {
+            Some(_) => self.deadline = None,
+            None => self.rewound = true,
         }
-        if let Some(found) = svm.restore_xcr0() {
-            exit = vmcb::Exit::xcr0_changed(found);
-        }
-        match exit.reason {
-            Some(reason) => {
-                vmcb::publish_exit(vmcb, state, &exit, reason, *windows, *pending);
-                self.deadline = None;
-                Some(reason)
-            }
-            None => {
-                self.rewound = true;
-                None
-            }
-        }
+        published
     }
+}
+
+/// The rest of an exit after guest mode: the VMCB taken back
+/// ([`vmcb::finish_exit_with`] with `decode`), the window requests kept
+/// current, XCR0 checked, and the exit published; `None` for a host
+/// interrupt (nothing published: the run is re-issued).
+#[inline(always)]
+fn conclude(
+    svm: &Svm,
+    vmcb: &mut Vmcb,
+    state: &mut VcpuState,
+    windows: &mut u64,
+    pending: &mut u64,
+    decode: impl FnOnce(&Vmcb) -> vmcb::Exit,
+) -> Option<ExitReason> {
+    let mut exit = vmcb::finish_exit_with(vmcb, pending, decode);
+    if vmcb.exit_code == vmcb::exit::IRET {
+        // `finish_exit_with` cancelled the IRET request.
+        *windows = vmcb::windows(vmcb);
+    }
+    if let Some(found) = svm.restore_xcr0() {
+        exit = vmcb::Exit::xcr0_changed(found);
+    }
+    let reason = exit.reason?;
+    vmcb::publish_exit(vmcb, state, &exit, reason, *windows, *pending);
+    Some(reason)
 }

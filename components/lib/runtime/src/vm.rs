@@ -314,21 +314,22 @@ impl Vm {
     }
 
     /// The shared state page: the last exit and the guest's registers.
-    /// Its segment and descriptor-table registers are current only after
-    /// the exits that publish them ([`published`]); code that reads them
-    /// uses [`Vm::full_state`].
+    /// Its control, segment and descriptor-table registers are current
+    /// only after the exits that publish them ([`published`]); code that
+    /// reads them uses [`Vm::full_state`].
     #[inline]
     pub fn state(&mut self) -> &mut VcpuState {
         self.state
     }
 
-    /// The state page with its segment and descriptor-table registers
-    /// current: when the last exit did not publish them, the core is asked
-    /// for them ([`dirty::FETCH`]), keeping the fields `pending` names (the
-    /// caller's edits for the next entry, not yet written back).
+    /// The state page with its control, segment and descriptor-table
+    /// registers current: when the last exit did not publish them all,
+    /// the core is asked for them ([`dirty::FETCH`]), keeping the fields
+    /// `pending` names (the caller's edits for the next entry, not yet
+    /// written back).
     #[inline]
     pub fn full_state(&mut self, pending: u64) -> &mut VcpuState {
-        if self.state.published & published::SEGMENTS == 0 {
+        if self.state.published & published::ALL != published::ALL {
             syscall::vcpu_run(self.vcpu, dirty::FETCH | (pending & dirty::ALL), None);
         }
         self.state

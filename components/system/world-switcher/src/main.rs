@@ -887,7 +887,8 @@ impl Switcher {
         if flags & control::TRACK_PROCESSES == 0 {
             processes.stop(consumed);
         } else if !processes.is_tracking() {
-            let cr3 = self.vm.state().cr3;
+            // After any exit: CR3 may not be published.
+            let cr3 = self.vm.full_state(0).cr3;
             self.statistics.processes.start(cr3, consumed);
         }
         let on = |bit: u64| if flags & bit != 0 { "on" } else { "off" };
@@ -1042,11 +1043,13 @@ impl Switcher {
     }
 
     fn cpuid(&mut self) -> u64 {
-        let state = self.vm.state();
-        let leaf = state.gpr[gpr::RAX] as u32;
+        let leaf = self.vm.state().gpr[gpr::RAX] as u32;
         let [a, b, c, d] = match self.cpuid_answers.get(leaf) {
             Some(answer) => answer,
             None => {
+                // A CPUID exit does not publish CR4: asked for here, where
+                // an answer depends on it (table misses only).
+                let state = self.vm.full_state(0);
                 let subleaf = state.gpr[gpr::RCX] as u32;
                 let native = if self.cpuid.synthetic(leaf) {
                     [0; 4]
@@ -1056,6 +1059,7 @@ impl Switcher {
                 self.cpuid.emulate(leaf, subleaf, native, state.cr4)
             }
         };
+        let state = self.vm.state();
         state.gpr[gpr::RAX] = u64::from(a);
         state.gpr[gpr::RBX] = u64::from(b);
         state.gpr[gpr::RCX] = u64::from(c);
