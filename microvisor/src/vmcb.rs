@@ -851,20 +851,22 @@ pub fn publish_guest(vmcb: &Vmcb, state: &mut VcpuState, pending_event: u64) {
 /// ([`read_out_common`], with `windows` the [`windows`] of `vmcb`;
 /// [`read_out_control`] and [`read_out_segments`] where
 /// [`publishes_control`] and [`publishes_segments`] say the exit needs
-/// them) and the exit's fields, `reason` being the exit's.
+/// them, or `at_least` names them: publishing more than an exit needs is
+/// always correct, and a caller that knows its exits need a group spares
+/// the test) and the exit's fields, `reason` being the exit's.
 #[inline]
 pub fn publish_exit(
     vmcb: &Vmcb,
     state: &mut VcpuState,
     exit: &Exit,
     reason: ExitReason,
-    windows: u64,
-    pending_event: u64,
+    (windows, pending_event): (u64, u64),
+    at_least: u64,
 ) {
     read_out_common_with(vmcb, state, windows);
-    if publishes_control(reason, exit.qualification) {
+    if at_least & published::CONTROL != 0 || publishes_control(reason, exit.qualification) {
         read_out_control(vmcb, state);
-        if publishes_segments(reason, exit.qualification) {
+        if at_least & published::SEGMENTS != 0 || publishes_segments(reason, exit.qualification) {
             read_out_segments(vmcb, state);
         }
     }
@@ -1340,7 +1342,7 @@ mod tests {
             let mut state = VcpuState::new_zeroed();
             let exit = decode_exit(vmcb, false);
             let reason = exit.reason.unwrap();
-            publish_exit(vmcb, &mut state, &exit, reason, windows(vmcb), 0);
+            publish_exit(vmcb, &mut state, &exit, reason, (windows(vmcb), 0), 0);
             state
         };
         // Neither group.
@@ -1553,7 +1555,14 @@ mod tests {
         assert_eq!(vmcb.clean, clean::ALL);
         assert_eq!((vmcb.tlb_control, vmcb.event_inject), (0, 0));
         let reason = decoded.reason.unwrap();
-        publish_exit(&vmcb, &mut state, &decoded, reason, windows(&vmcb), pending);
+        publish_exit(
+            &vmcb,
+            &mut state,
+            &decoded,
+            reason,
+            (windows(&vmcb), pending),
+            0,
+        );
         assert_eq!(state.exit_event, pending);
         assert_eq!(state.raw_exit, exit::NPF);
         assert_eq!(state.exit_reason, reason as u32);

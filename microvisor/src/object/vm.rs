@@ -26,7 +26,9 @@ use microvisor::address::{PAGE_SIZE, PhysicalAddress};
 use microvisor::npt::NestedTables;
 use microvisor::vmcb::{self, Unapplied, Vmcb};
 use microvisor_abi::spec::VmSpec;
-use microvisor_abi::vcpu::{ExitReason, HINTS_GUEST_PHYSICAL, VcpuState, dirty, intercept};
+use microvisor_abi::vcpu::{
+    ExitReason, HINTS_GUEST_PHYSICAL, VcpuState, dirty, intercept, published,
+};
 
 use crate::arch::cpu::FpuState;
 use crate::arch::memory::{Tables, direct};
@@ -410,16 +412,28 @@ impl Vm {
             svm.clear_tsc_aux();
         }
         // The commonest exits get their own copy of the rest, so their
-        // constant fields are published as constants.
+        // constant fields are published as constants; every other exit
+        // publishes the control registers (all but CPUID and port I/O
+        // need them) without testing its reason for them.
         let next_rip = svm.next_rip;
         let published = match vmcb.exit_code {
-            vmcb::exit::CPUID => conclude(svm, vmcb, state, windows, pending, |vmcb| {
+            vmcb::exit::CPUID => conclude(svm, (vmcb, state), (windows, pending), 0, |vmcb| {
                 vmcb::saved_length_exit(vmcb, next_rip, Some(ExitReason::Cpuid))
             }),
-            vmcb::exit::IOIO => conclude(svm, vmcb, state, windows, pending, vmcb::decode_io_exit),
-            _ => conclude(svm, vmcb, state, windows, pending, |vmcb| {
-                vmcb::decode_other_exit(vmcb, next_rip)
-            }),
+            vmcb::exit::IOIO => conclude(
+                svm,
+                (vmcb, state),
+                (windows, pending),
+                0,
+                vmcb::decode_io_exit,
+            ),
+            _ => conclude(
+                svm,
+                (vmcb, state),
+                (windows, pending),
+                published::CONTROL,
+                |vmcb| vmcb::decode_other_exit(vmcb, next_rip),
+            ),
         };
         match published {
             Some(_) => self.deadline = None,
@@ -431,15 +445,15 @@ impl Vm {
 
 /// The rest of an exit after guest mode: the VMCB taken back
 /// ([`vmcb::finish_exit_with`] with `decode`), the window requests kept
-/// current, XCR0 checked, and the exit published; `None` for a host
+/// current, XCR0 checked, and the exit published (with at least the
+/// groups `at_least` names: [`vmcb::publish_exit`]); `None` for a host
 /// interrupt (nothing published: the run is re-issued).
 #[inline(always)]
 fn conclude(
     svm: &Svm,
-    vmcb: &mut Vmcb,
-    state: &mut VcpuState,
-    windows: &mut u64,
-    pending: &mut u64,
+    (vmcb, state): (&mut Vmcb, &mut VcpuState),
+    (windows, pending): (&mut u64, &mut u64),
+    at_least: u64,
     decode: impl FnOnce(&Vmcb) -> vmcb::Exit,
 ) -> Option<ExitReason> {
     let mut exit = vmcb::finish_exit_with(vmcb, pending, decode);
@@ -451,6 +465,6 @@ fn conclude(
         exit = vmcb::Exit::xcr0_changed(found);
     }
     let reason = exit.reason?;
-    vmcb::publish_exit(vmcb, state, &exit, reason, *windows, *pending);
+    vmcb::publish_exit(vmcb, state, &exit, reason, (*windows, *pending), at_least);
     Some(reason)
 }
