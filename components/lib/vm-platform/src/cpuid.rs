@@ -585,8 +585,8 @@ impl Answers {
     /// The guest's answer to `leaf`, whatever the subleaf and the guest's
     /// state, if the table holds it; `None`: ask [`Policy::emulate`].
     #[inline]
-    pub fn get(&self, leaf: u32) -> Option<[u32; 4]> {
-        self.slots[Self::slot(leaf)?]
+    pub fn get(&self, leaf: u32) -> Option<&[u32; 4]> {
+        self.slots[Self::slot(leaf)?].as_ref()
     }
 }
 
@@ -1124,7 +1124,7 @@ mod tests {
                 .chain(0x8000_0000..0x8000_0030)
                 .chain([0x2000_0000, 0xc000_0000, u32::MAX]);
             for leaf in leaves {
-                let Some(answer) = answers.get(leaf) else {
+                let Some(&answer) = answers.get(leaf) else {
                     continue;
                 };
                 for subleaf in [0, 1, 2, 3, 0x20, u32::MAX] {

@@ -177,7 +177,8 @@ impl Arbiter {
     }
 
     /// Whether the guest reached the IRET that ends the blocking and has
-    /// not been seen past it: a pending NMI waits for the next exit.
+    /// not been seen past it: a pending NMI waits for the next exit. Only
+    /// while an NMI is blocked.
     pub fn awaiting_iret(&self) -> bool {
         self.iret_at.is_some()
     }
@@ -381,21 +382,61 @@ impl Platform {
     /// change nothing either; anything else takes it.
     #[inline]
     pub fn prepare_entry(&mut self, state: &mut VcpuState) -> u64 {
-        if self.settles_nothing(state) {
-            return 0;
+        self.prepare_entry_tracked(state, false).0
+    }
+
+    /// [`Platform::prepare_entry`] for a caller that follows whether the
+    /// platform is idle ([`Platform::idle`]) from one entry to the next:
+    /// `known_idle` says it was at the last entry and nothing has changed
+    /// the models since but [`Platform::guest_cr8`] and the arbiter's
+    /// [`Arbiter::exit_seen`] and [`Arbiter::iret_reached`] (none of which
+    /// can end idleness), so that only the state page's part of the quick
+    /// tests is made again; `false` when not known (then the models are
+    /// looked at). Returns the dirty bits, and whether the platform is idle
+    /// at this entry (`false` when not known) for the next call.
+    #[inline]
+    pub fn prepare_entry_tracked(
+        &mut self,
+        state: &mut VcpuState,
+        known_idle: bool,
+    ) -> (u64, bool) {
+        debug_assert!(!known_idle || self.idle(), "the platform is not idle");
+        let idle = known_idle || self.idle();
+        if idle && self.entry_settled(state) {
+            return (0, true);
         }
-        self.prepare_entry_general(state)
+        // An idle platform stays idle through the general path: it
+        // decides nothing, so it takes nothing from the models.
+        (self.prepare_entry_general(state), idle)
+    }
+
+    /// Whether nothing is requested (no LAPIC vector or NMI, no unmasked
+    /// 8259 input) and no NMI's handler is running (so no IRET exit is
+    /// wanted, and none is awaited: [`Arbiter::awaiting_iret`] implies a
+    /// blocked NMI): the arbiter then decides [`Decision::Nothing`]
+    /// whatever the guest's state. Only the models' own changes end it (an
+    /// interrupt raised, an NMI injected); the TPR plays no part.
+    #[inline(always)]
+    pub fn idle(&self) -> bool {
+        !self.may_deliver() && !self.arbiter.nmi_blocked
+    }
+
+    /// The state page's part of [`Platform::prepare_entry`]'s quick
+    /// tests: no window request is left in `state` and the guest's CR8 is
+    /// the LAPIC's. On an idle platform ([`Platform::idle`]) this is
+    /// everything `prepare_entry` looks at: it then returns 0 and changes
+    /// nothing.
+    #[inline(always)]
+    pub fn entry_settled(&self, state: &VcpuState) -> bool {
+        state.interrupt_window == 0 && state.cr8 == self.lapic.cr8()
     }
 
     /// [`Platform::prepare_entry`]'s quick tests: whether the entry is
     /// settled with nothing to do (shared with the property test that
     /// holds it to the general path).
-    #[inline(always)]
+    #[cfg(test)]
     fn settles_nothing(&self, state: &VcpuState) -> bool {
-        !self.may_deliver()
-            && !self.arbiter.nmi_blocked
-            && state.interrupt_window == 0
-            && state.cr8 == self.lapic.cr8()
+        self.idle() && self.entry_settled(state)
     }
 
     /// [`Platform::prepare_entry`] when its quick tests do not settle it.
@@ -1063,8 +1104,14 @@ mod tests {
             let mut platform = if legacy { legacy_platform() } else { acpi_platform() };
             let mut state = VcpuState::new_zeroed();
             let mut now = 1u64 << 36;
+            // Whether the platform was idle at the last entry, as a world
+            // switcher follows it: only entries and IRETs keep it.
+            let mut idle = false;
             for (action, step) in actions {
                 now += step;
+                if !matches!(action, Action::Enter(_) | Action::Iret) {
+                    idle = false;
+                }
                 match action {
                     Action::Port(port, value) => { platform.write_port(port, value, now); }
                     Action::ReadPort(port) => { platform.read_port(port, now); }
@@ -1085,16 +1132,28 @@ mod tests {
                         }
                         let quick = platform.settles_nothing(&state);
                         let before = state.as_bytes().to_vec();
+                        let was_idle = platform.idle();
+                        prop_assert!(!idle || was_idle, "idleness ended unseen");
                         let mask = if quick {
                             // What the general path does then: nothing.
                             platform.prepare_entry_general(&mut state)
                         } else {
-                            platform.prepare_entry(&mut state)
+                            let (mask, now_idle) =
+                                platform.prepare_entry_tracked(&mut state, idle);
+                            idle = now_idle;
+                            mask
                         };
                         if quick {
                             prop_assert_eq!(mask, 0);
                             prop_assert_eq!(&before[..], state.as_bytes());
+                            idle = true;
                         }
+                        // What is reported idle is, and stays so through
+                        // the entry.
+                        prop_assert!(!idle || (was_idle && platform.idle()));
+                        // An idle platform awaits no IRET (a world
+                        // switcher's `calm` relies on it).
+                        prop_assert!(!platform.idle() || !platform.arbiter.awaiting_iret());
                         if mask & dirty::INJECT != 0 {
                             state.exit_event = 0;
                         }

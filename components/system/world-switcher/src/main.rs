@@ -487,6 +487,29 @@ fn guest_ram(size: u64) -> GuestRam {
     }
 }
 
+/// The bits of RAX a port access of `size` bytes moves (the low byte,
+/// word or doubleword).
+#[inline(always)]
+fn io_mask(size: u8) -> u64 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => 0xffff_ffff,
+    }
+}
+
+/// Gives the guest CPUID's `answer` (EAX, EBX, ECX, EDX) and moves it past
+/// the instruction; returns the dirty bits.
+#[inline(always)]
+fn cpuid_answer(state: &mut VcpuState, &[a, b, c, d]: &[u32; 4]) -> u64 {
+    state.gpr[gpr::RAX] = u64::from(a);
+    state.gpr[gpr::RBX] = u64::from(b);
+    state.gpr[gpr::RCX] = u64::from(c);
+    state.gpr[gpr::RDX] = u64::from(d);
+    state.rip += 2;
+    dirty::RAX | dirty::RBX | dirty::RCX | dirty::RDX | dirty::RIP
+}
+
 /// The host's CPUID answer for `leaf` and `subleaf`.
 fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
@@ -700,7 +723,9 @@ impl Switcher {
         }
     }
 
-    /// Runs the vCPU until the VM stops.
+    /// Runs the vCPU until the VM stops. Not inlined into `main`: the
+    /// loop's code then keeps its values in registers.
+    #[inline(never)]
     fn run(&mut self, mut dirty: u64) -> Stop {
         if self.statistics.processes.is_tracking() {
             // A new boot: its first process is the one loaded now.
@@ -709,17 +734,46 @@ impl Switcher {
             self.statistics.processes.stop(consumed);
             self.statistics.processes.start(cr3, consumed);
         }
+        // What the last entry found that a quiet exit cannot change, so
+        // that the next entry need not look at it again. A quiet exit is
+        // one whose handler touches none of the platform's models and
+        // timers (the interrupt controllers, `due`): a CPUID, a UART
+        // access that leaves its interrupt line as it was. The rest of
+        // the loop (`guest_cr8`, `exit_seen`) changes neither, see below.
+        //
+        // `idle`: the platform was idle ([`Platform::idle`]: nothing
+        // requested, no NMI's handler running); then only a timer that fell
+        // due can have changed the models, which `deliver_interrupts`
+        // checks first.
+        //
+        // `calm`: idle, and the run had no limit, so no timer was armed
+        // (`due` was `None`), the VM has no time limit, and no NMI awaited
+        // an IRET (idle: none was being handled). Nothing can then fall
+        // due, and the next run has no limit either: the next entry only
+        // has to see that the state page asks for nothing
+        // ([`Platform::entry_settled`]), which is all `prepare_entry`
+        // looks at on an idle platform.
+        let (mut idle, mut calm) = (false, false);
         loop {
-            dirty |= self.deliver_interrupts();
             // No limit unless the VM has one or a guest timer is armed:
             // requests to a running guest come with a poke (see the module
             // documentation), but a timer must interrupt a guest that
             // never exits by itself.
-            let reason = self.vm.run(dirty, self.run_limit_us());
-            let entries = self.vm.state().entries;
+            let mut limit = None;
+            if !(calm && self.devices.platform.entry_settled(self.vm.state())) {
+                let (mask, idle_at_entry) = self.deliver_interrupts(idle);
+                dirty |= mask;
+                limit = self.run_limit_us();
+                idle = idle_at_entry;
+                calm = idle && limit.is_none();
+            }
+            let reason = self.vm.run(dirty, limit);
+            let vm = &mut self.vm;
             if self
                 .statistics
-                .exit(reason.map_or(0, |reason| reason as u32), entries)
+                .exit(reason.map_or(0, |reason| reason as u32), || {
+                    vm.state().entries
+                })
             {
                 self.follow_control();
             }
@@ -732,43 +786,26 @@ impl Switcher {
                 let rip = self.vm.state().rip;
                 self.devices.platform.arbiter.exit_seen(rip);
             }
+            // An exit that is not quiet (see above) forgets what the last
+            // entry found.
             let outcome = match reason {
                 ExitReason::Cpuid => Ok(self.cpuid()),
-                ExitReason::Io => self.io(),
-                ExitReason::Msr => Ok(self.msr()),
-                ExitReason::Hlt => self.halt(),
-                ExitReason::Hypercall => self.hypercall(),
-                ExitReason::Xsetbv => self.xsetbv(),
-                ExitReason::Cr8Write => self.cr8_write(),
-                ExitReason::Cr3Write => self.cr3_write(),
-                ExitReason::Wbinvd => Ok(self.wbinvd()),
-                ExitReason::Poked | ExitReason::TimeLimit => self.poll().map(|()| 0),
-                // The guest can take an interrupt now: the next entry's
-                // arbiter injects it (and cancels the window).
-                ExitReason::InterruptWindow => Ok(0),
-                // The end of an NMI handler: NMIs open again once the
-                // guest is past this IRET.
-                ExitReason::Iret => {
-                    let rip = self.vm.state().rip;
-                    self.devices.platform.arbiter.iret_reached(rip);
-                    Ok(0)
+                ExitReason::Io => self.io().map(|(mask, quiet)| {
+                    if !quiet {
+                        (idle, calm) = (false, false);
+                    }
+                    mask
+                }),
+                // Device pages (the LAPIC, the IOAPIC, virtio): their own
+                // call, without the dispatch of the rest.
+                ExitReason::NestedPageFault => {
+                    (idle, calm) = (false, false);
+                    self.nested_page_fault()
                 }
-                ExitReason::NestedPageFault => self.nested_page_fault(),
-                ExitReason::Shutdown => Err(self.report("stopped: triple fault (shutdown)")),
-                ExitReason::InvalidState => {
-                    Err(self.report("stopped: the CPU refused its state (invalid guest state)"))
-                }
-                ExitReason::Exception => {
-                    let vector = self.vm.state().qualification;
-                    let mut line = LineWriter::new();
-                    let _ = write!(line, "stopped: machine-level exception {vector}");
-                    Err(self.report_line(line))
-                }
-                ExitReason::Other => {
-                    let raw = self.vm.state().raw_exit;
-                    let mut line = LineWriter::new();
-                    let _ = write!(line, "stopped: unexpected exit {raw:#x}");
-                    Err(self.report_line(line))
+                // The rest, out of line: the loop's own code stays small.
+                _ => {
+                    (idle, calm) = (false, false);
+                    self.other_exit(reason)
                 }
             };
             match outcome {
@@ -782,21 +819,75 @@ impl Switcher {
         }
     }
 
+    /// The exits but CPUID and port I/O (which [`Switcher::run`] handles
+    /// inline): returns the dirty bits for the next entry.
+    #[inline(never)]
+    fn other_exit(&mut self, reason: ExitReason) -> Result<u64, Stop> {
+        match reason {
+            // Handled in `run`; not reached.
+            ExitReason::Cpuid => Ok(self.cpuid()),
+            ExitReason::Io => self.io().map(|(mask, _)| mask),
+            ExitReason::Msr => Ok(self.msr()),
+            ExitReason::Hlt => self.halt(),
+            ExitReason::Hypercall => self.hypercall(),
+            ExitReason::Xsetbv => self.xsetbv(),
+            ExitReason::Cr8Write => self.cr8_write(),
+            ExitReason::Cr3Write => self.cr3_write(),
+            ExitReason::Wbinvd => Ok(self.wbinvd()),
+            ExitReason::Poked | ExitReason::TimeLimit => self.poll().map(|()| 0),
+            // The guest can take an interrupt now: the next entry's
+            // arbiter injects it (and cancels the window).
+            ExitReason::InterruptWindow => Ok(0),
+            // The end of an NMI handler: NMIs open again once the
+            // guest is past this IRET.
+            ExitReason::Iret => {
+                let rip = self.vm.state().rip;
+                self.devices.platform.arbiter.iret_reached(rip);
+                Ok(0)
+            }
+            ExitReason::NestedPageFault => self.nested_page_fault(),
+            ExitReason::Shutdown => Err(self.report("stopped: triple fault (shutdown)")),
+            ExitReason::InvalidState => {
+                Err(self.report("stopped: the CPU refused its state (invalid guest state)"))
+            }
+            ExitReason::Exception => {
+                let vector = self.vm.state().qualification;
+                let mut line = LineWriter::new();
+                let _ = write!(line, "stopped: machine-level exception {vector}");
+                Err(self.report_line(line))
+            }
+            ExitReason::Other => {
+                let raw = self.vm.state().raw_exit;
+                let mut line = LineWriter::new();
+                let _ = write!(line, "stopped: unexpected exit {raw:#x}");
+                Err(self.report_line(line))
+            }
+        }
+    }
+
     /// Brings the timers up to date and writes the arbiter's decision for
-    /// the next entry; returns its dirty bits.
-    fn deliver_interrupts(&mut self) -> u64 {
+    /// the next entry; returns its dirty bits, and whether the platform is
+    /// idle at this entry (`false` when not known). `idle`: it was at the
+    /// last entry and nothing has touched its models since (see
+    /// [`Switcher::run`]); a timer's tick ends that knowledge.
+    fn deliver_interrupts(&mut self, idle: bool) -> (u64, bool) {
+        let mut idle = idle;
         if let Some(due) = self.due {
             let now = runtime::rdtsc();
             if due <= now {
                 self.tick_devices(now);
+                idle = false;
             }
         }
-        let mask = self.devices.platform.prepare_entry(self.vm.state());
+        let (mask, idle) = self
+            .devices
+            .platform
+            .prepare_entry_tracked(self.vm.state(), idle);
         if mask & dirty::INJECT != 0 {
             self.injected_at = Some(self.vm.state().rip);
             self.statistics.injected();
         }
-        mask
+        (mask, idle)
     }
 
     /// Every device clock brought up to `now` (TSC): the interrupt
@@ -941,13 +1032,15 @@ impl Switcher {
     }
 
     /// Drives ISA interrupt line `irq` to `high`, telling the interrupt
-    /// controllers only when the level changes.
-    fn set_line(&mut self, irq: u8, high: bool) {
+    /// controllers only when the level changes; returns whether it did.
+    fn set_line(&mut self, irq: u8, high: bool) -> bool {
         let bit = 1u16 << irq;
-        if (self.lines & bit != 0) != high {
-            self.lines ^= bit;
-            self.devices.platform.set_isa_irq(irq, high);
+        if (self.lines & bit != 0) == high {
+            return false;
         }
+        self.lines ^= bit;
+        self.devices.platform.set_isa_irq(irq, high);
+        true
     }
 
     /// Nanoseconds of TSC value `tsc` (the devices' clock).
@@ -958,8 +1051,14 @@ impl Switcher {
     /// How long the next run may last: until the VM's time limit or the
     /// platform's next timer deadline, whichever comes first (`None`: no
     /// limit).
+    #[inline(always)]
     fn run_limit_us(&self) -> Option<u64> {
         let platform = &self.devices.platform;
+        // The common case first, without reading a clock: no timer, no
+        // time limit and no NMI waiting for an IRET give no limit below.
+        if self.due.is_none() && self.deadline_ns.is_none() && !platform.arbiter.awaiting_iret() {
+            return None;
+        }
         let timer = self.due.map(|due| {
             self.microseconds
                 .ticks_in(due.saturating_sub(runtime::rdtsc()))
@@ -1008,11 +1107,11 @@ impl Switcher {
         self.feed_uart();
     }
 
-    /// Moves waiting console input into the UART as its FIFO frees up.
-    fn feed_uart(&mut self) {
-        if self.host_input.feed(&mut self.uart, syscall::console_read) {
-            self.set_line(UART_IRQ, self.uart.irq_line());
-        }
+    /// Moves waiting console input into the UART as its FIFO frees up;
+    /// returns whether that drove its interrupt line to a new level.
+    fn feed_uart(&mut self) -> bool {
+        self.host_input.feed(&mut self.uart, syscall::console_read)
+            && self.set_line(UART_IRQ, self.uart.irq_line())
     }
 
     /// Gives the CPU away for at most `timeout_us` (`None`: until a
@@ -1026,7 +1125,9 @@ impl Switcher {
         };
         let before = runtime::rdtsc();
         let woken = sleep_looking(timeout);
-        self.statistics.halted(runtime::rdtsc() - before);
+        let vm = &mut self.vm;
+        self.statistics
+            .halted(runtime::rdtsc() - before, || vm.state().entries);
         self.service_devices();
         self.follow_control();
         if let Some(bits) = woken {
@@ -1042,57 +1143,86 @@ impl Switcher {
         Ok(())
     }
 
+    /// CPUID: the table's answer where it has one (inline: the commonest
+    /// exit), else the policy's.
+    #[inline(always)]
     fn cpuid(&mut self) -> u64 {
-        let leaf = self.vm.state().gpr[gpr::RAX] as u32;
-        let [a, b, c, d] = match self.cpuid_answers.get(leaf) {
-            Some(answer) => answer,
-            None => {
-                // A CPUID exit does not publish CR4: asked for here, where
-                // an answer depends on it (table misses only).
-                let state = self.vm.full_state(0);
-                let subleaf = state.gpr[gpr::RCX] as u32;
-                let native = if self.cpuid.synthetic(leaf) {
-                    [0; 4]
-                } else {
-                    host_cpuid(leaf, subleaf)
-                };
-                self.cpuid.emulate(leaf, subleaf, native, state.cr4)
-            }
-        };
         let state = self.vm.state();
-        state.gpr[gpr::RAX] = u64::from(a);
-        state.gpr[gpr::RBX] = u64::from(b);
-        state.gpr[gpr::RCX] = u64::from(c);
-        state.gpr[gpr::RDX] = u64::from(d);
-        state.rip += 2;
-        dirty::RAX | dirty::RBX | dirty::RCX | dirty::RDX | dirty::RIP
+        let leaf = state.gpr[gpr::RAX] as u32;
+        match self.cpuid_answers.get(leaf) {
+            // Read from the table where it is (not copied out first).
+            Some(answer) => cpuid_answer(state, answer),
+            None => self.cpuid_emulated(leaf),
+        }
     }
 
-    fn io(&mut self) -> Result<u64, Stop> {
+    /// CPUID of a `leaf` the table does not hold: the policy's answer for
+    /// the subleaf and the guest's CR4.
+    #[inline(never)]
+    fn cpuid_emulated(&mut self, leaf: u32) -> u64 {
+        // A CPUID exit does not publish CR4: asked for here, where an
+        // answer depends on it (table misses only).
+        let state = self.vm.full_state(0);
+        let subleaf = state.gpr[gpr::RCX] as u32;
+        let native = if self.cpuid.synthetic(leaf) {
+            [0; 4]
+        } else {
+            host_cpuid(leaf, subleaf)
+        };
+        let answer = self.cpuid.emulate(leaf, subleaf, native, state.cr4);
+        cpuid_answer(state, &answer)
+    }
+
+    /// Port I/O. Returns the dirty bits, and whether the platform's
+    /// models were left alone (a UART access that leaves its interrupt
+    /// line as it was: see [`Switcher::run`]).
+    #[inline(always)]
+    fn io(&mut self) -> Result<(u64, bool), Stop> {
         let state = self.vm.state();
         let io = IoExit::decode(state.qualification);
         let length = u64::from(state.instruction_length);
         if io.string || length == 0 {
-            let mut line = LineWriter::new();
-            let _ = write!(
-                line,
-                "stopped: string I/O on port {:#x} is not emulated",
-                io.port
-            );
-            return Err(self.report_line(line));
+            return Err(self.string_io(io.port));
         }
-        let mask = match io.size {
-            1 => 0xff,
-            2 => 0xffff,
-            _ => 0xffff_ffff,
-        };
-        let value = state.gpr[gpr::RAX] & mask;
+        let rax = state.gpr[gpr::RAX];
+        // The UART first, the commonest port (the guest's console): no
+        // other device and no clock play a part in its accesses, and only
+        // a change of its interrupt line reaches the platform's models.
+        // (One compare: ports below the UART's wrap to large offsets.)
+        let offset = io.port.wrapping_sub(UART_BASE);
+        if offset < 8 {
+            // Its registers are bytes: an OUT writes AL, whatever the size.
+            let (input, quiet) = self.uart_access(offset, io.input, rax as u8);
+            return Ok((self.io_done(length, io.size, input), quiet));
+        }
+        self.device_io(io, length, rax & io_mask(io.size))
+            .map(|mask| (mask, false))
+    }
+
+    /// Stops the VM at a string instruction on `port` (INS/OUTS are not
+    /// emulated).
+    #[cold]
+    #[inline(never)]
+    fn string_io(&mut self, port: u16) -> Stop {
+        let mut line = LineWriter::new();
+        let _ = write!(
+            line,
+            "stopped: string I/O on port {port:#x} is not emulated"
+        );
+        self.report_line(line)
+    }
+
+    /// Port I/O to a port other than the UART's (`io` with the
+    /// instruction's `length` and the `value` an OUT writes); returns the
+    /// dirty bits.
+    #[inline(never)]
+    fn device_io(&mut self, io: IoExit, length: u64, value: u64) -> Result<u64, Stop> {
+        let mask = io_mask(io.size);
         let now = runtime::rdtsc();
         // The platform's devices (8259, PIT) take byte accesses; `Some`
         // when one owned the port, with the byte read, if any.
-        let uart = (UART_BASE..UART_BASE + 8).contains(&io.port);
         let platform = match (io.size, io.input) {
-            _ if uart || io.port == STATUS_PORT => None,
+            _ if io.port == STATUS_PORT => None,
             (1, true) => self
                 .devices
                 .platform
@@ -1110,31 +1240,6 @@ impl Switcher {
         }
         let input = match io.port {
             _ if platform.is_some() => platform.flatten(),
-            port if uart => {
-                let offset = port - UART_BASE;
-                // The line follows the UART after every access but those
-                // that cannot move it (the scratch register, LCR, the
-                // divisor): `lines` already has its level then.
-                let mut line_moves = true;
-                let answer = if io.input {
-                    Some(u64::from(self.uart.read(offset)))
-                } else {
-                    line_moves = !self.uart.write_keeps_line(offset);
-                    let vmcs = self.vm.vmcs;
-                    self.uart
-                        .write(offset, value as u8, |line| syscall::guest_log(vmcs, line));
-                    None
-                };
-                // Waiting console input follows as the FIFO frees up (a
-                // read of the data, or a FIFO reset by the driver).
-                if self.console != 0 {
-                    self.feed_uart();
-                }
-                if line_moves {
-                    self.set_line(UART_IRQ, self.uart.irq_line());
-                }
-                answer
-            }
             port @ (vm_platform::rtc::INDEX_PORT | vm_platform::rtc::DATA_PORT) => {
                 let now_ns = self.tsc_ns(now);
                 let answer = if io.input {
@@ -1221,15 +1326,54 @@ impl Switcher {
                 io.input.then_some(mask)
             }
         };
+        Ok(self.io_done(length, io.size, input))
+    }
+
+    /// The end of a port access: RIP past the `length`-byte instruction,
+    /// and for an IN the access's bits of RAX (`size` bytes) replaced by
+    /// `input`'s; returns the dirty bits.
+    #[inline(always)]
+    fn io_done(&mut self, length: u64, size: u8, input: Option<u64>) -> u64 {
         let state = self.vm.state();
         state.rip += length;
-        Ok(match input {
+        match input {
             Some(answer) => {
+                let mask = io_mask(size);
                 state.gpr[gpr::RAX] = (state.gpr[gpr::RAX] & !mask) | (answer & mask);
                 dirty::RAX | dirty::RIP
             }
             None => dirty::RIP,
-        })
+        }
+    }
+
+    /// An IN (`input`) from or an OUT of `value` to the UART's register
+    /// `offset`; returns the byte read, and whether the platform's models
+    /// were left alone (its interrupt line was not driven to a new level).
+    #[inline(always)]
+    fn uart_access(&mut self, offset: u16, input: bool, value: u8) -> (Option<u64>, bool) {
+        // The line follows the UART after every access but those that
+        // cannot move it (the scratch register, LCR, the divisor):
+        // `lines` already has its level then.
+        let mut line_moves = true;
+        let answer = if input {
+            Some(u64::from(self.uart.read(offset)))
+        } else {
+            let vmcs = self.vm.vmcs;
+            line_moves = self
+                .uart
+                .write(offset, value, |line| syscall::guest_log(vmcs, line));
+            None
+        };
+        // Waiting console input follows as the FIFO frees up (a read of
+        // the data, or a FIFO reset by the driver).
+        let mut quiet = true;
+        if self.console != 0 && self.feed_uart() {
+            quiet = false;
+        }
+        if line_moves && self.set_line(UART_IRQ, self.uart.irq_line()) {
+            quiet = false;
+        }
+        (answer, quiet)
     }
 
     /// RDMSR/WRMSR: the MSR table answers, and hands the LAPIC's MSRs
@@ -1469,6 +1613,7 @@ impl Switcher {
     /// A guest-physical access outside guest memory: an access to a
     /// device page of the platform is decoded and performed; anything else
     /// stops the VM with a report.
+    #[inline(never)]
     fn nested_page_fault(&mut self) -> Result<u64, Stop> {
         let (address, access) = {
             let state = self.vm.state();

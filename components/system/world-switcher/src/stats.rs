@@ -73,13 +73,14 @@ impl Statistics {
         }
     }
 
-    /// An exit of reason number `reason`, after `entries` guest entries
-    /// in all (the core counts them); `true` when a report went out
-    /// (the time to look for the controller's requests).
-    pub fn exit(&mut self, reason: u32, entries: u64) -> bool {
+    /// An exit of reason number `reason`; `entries` reads the guest
+    /// entries in all (the core counts them in the state page), wanted only
+    /// for a report. `true` when a report went out (the time to look for
+    /// the controller's requests).
+    #[inline(always)]
+    pub fn exit(&mut self, reason: u32, entries: impl FnOnce() -> u64) -> bool {
         self.totals.count_exit(reason);
-        self.totals.entries = entries;
-        self.report_if_due()
+        self.report_if_due(entries)
     }
 
     /// The controller's latest request, if it asks for something other
@@ -108,23 +109,26 @@ impl Statistics {
         self.totals.injections += 1;
     }
 
-    /// The vCPU was halted for `ticks` TSC ticks.
-    pub fn halted(&mut self, ticks: u64) -> bool {
+    /// The vCPU was halted for `ticks` TSC ticks (`entries` as for
+    /// [`Statistics::exit`]).
+    pub fn halted(&mut self, ticks: u64, entries: impl FnOnce() -> u64) -> bool {
         self.halted_ticks += ticks;
-        self.report_if_due()
+        self.report_if_due(entries)
     }
 
     /// Sends the totals if a report is due; `true` when it went out. The
     /// test for a statistics queue is inlined into every exit; the rest is
     /// not.
     #[inline(always)]
-    fn report_if_due(&mut self) -> bool {
-        self.queue.is_some() && self.report_if_late()
+    fn report_if_due(&mut self, entries: impl FnOnce() -> u64) -> bool {
+        self.queue.is_some() && self.report_if_late(entries())
     }
 
-    /// [`Statistics::report_if_due`] with a queue to report to.
+    /// [`Statistics::report_if_due`] with a queue to report to, the core
+    /// having counted `entries` guest entries (no entry happens between an
+    /// exit and its handling, so this is the count at the last exit).
     #[inline(never)]
-    fn report_if_late(&mut self) -> bool {
+    fn report_if_late(&mut self, entries: u64) -> bool {
         let Some(queue) = self.queue.as_mut() else {
             return false;
         };
@@ -135,6 +139,7 @@ impl Statistics {
         self.sent_at = now;
         let totals = &mut self.totals;
         totals.sequence += 1;
+        totals.entries = entries;
         totals.time_ns = syscall::time_ns();
         totals.halted_ns = self.nanoseconds.ticks_in(self.halted_ticks);
         totals.following = self.following;
