@@ -747,6 +747,20 @@ pub fn read_out_segments_except(vmcb: &Vmcb, state: &mut VcpuState, keep: u64) {
     state.published |= published::SEGMENTS;
 }
 
+/// A fetch ([`dirty::FETCH`]): publishes each lazily published group
+/// whose [`VcpuState::published`] bit is clear, but the fields `keep`
+/// names (the world switcher's edits not yet written back). A group the
+/// last exit published is left alone: the page holds it, with whatever
+/// the switcher has edited since.
+pub fn fetch_stale(vmcb: &Vmcb, state: &mut VcpuState, keep: u64) {
+    if state.published & published::CONTROL == 0 {
+        read_out_control_except(vmcb, state, keep);
+    }
+    if state.published & published::SEGMENTS == 0 {
+        read_out_segments_except(vmcb, state, keep);
+    }
+}
+
 /// Whether the world switcher's handling of an exit of `reason` (with
 /// qualification `qualification`) may need the segment and
 /// descriptor-table registers: every exit but the common ones that never
@@ -1373,6 +1387,21 @@ mod tests {
             assert_eq!((state.ds.base, state.gdtr.base), (0x1234_0000, 0x9000));
             assert_eq!((state.cr3, state.efer), (0x5000, 0x500));
         }
+        // A fetch publishes only the stale groups: after an exit that
+        // published the control registers, an edit of CR3 not named in
+        // `keep` survives, and the segments are read.
+        let mut state = publish(&mut vmcb, exit::MSR, 1);
+        state.cr3 = 0x66;
+        fetch_stale(&vmcb, &mut state, 0);
+        assert_eq!((state.cr3, state.ds.base), (0x66, 0x1234_0000));
+        assert_eq!(state.published, published::ALL);
+        // After a CPUID exit both groups are read, but the edits named.
+        let mut state = publish(&mut vmcb, exit::CPUID, 0);
+        state.cr3 = 0x66;
+        state.efer = 0x77;
+        fetch_stale(&vmcb, &mut state, dirty::EFER);
+        assert_eq!((state.cr3, state.efer), (0x5000, 0x77));
+        assert_eq!(state.published, published::ALL);
         // A fetch keeps the world switcher's unwritten edits.
         let mut state = VcpuState::new_zeroed();
         state.ds.base = 0x77;
@@ -1419,6 +1448,14 @@ mod tests {
         // 32-bit IN: size 4.
         let exit = exit_of(exit::IOIO, (0xf4 << 16) | (1 << 6) | 1, 0x1002);
         assert_eq!(IoExit::decode(exit.qualification).size, 4);
+        // The address-size (7..10) and segment (10..13) bits the CPU also
+        // sets are not published.
+        let exit = exit_of(
+            exit::IOIO,
+            (0x3f8 << 16) | (1 << 4) | (1 << 8) | (3 << 10),
+            0x1001,
+        );
+        assert_eq!(exit.qualification, (0x3f8 << 16) | (1 << 4));
     }
 
     #[test]

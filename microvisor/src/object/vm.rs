@@ -368,16 +368,15 @@ impl Vm {
         true
     }
 
-    /// `VcpuRun` with [`dirty::FETCH`]: publishes the control, segment and
-    /// descriptor-table registers as the guest has them now, except the
-    /// fields `keep` names and those of runs that ended before entering
-    /// (the world switcher's edits, not yet written back); returns the
-    /// last exit's reason, which stays in the page.
+    /// `VcpuRun` with [`dirty::FETCH`]: publishes the lazily published
+    /// groups the last exit left stale ([`vmcb::fetch_stale`]) as the guest
+    /// has them now, except the fields `keep` names and those of runs that
+    /// ended before entering (the world switcher's edits, not yet written
+    /// back); returns the last exit's reason, which stays in the page.
     pub fn fetch(&mut self, keep: u64) -> u32 {
         let keep = keep | self.unapplied.pending();
         let parts = self.parts();
-        vmcb::read_out_control_except(parts.vmcb, parts.state, keep);
-        vmcb::read_out_segments_except(parts.vmcb, parts.state, keep);
+        vmcb::fetch_stale(parts.vmcb, parts.state, keep);
         parts.state.exit_reason
     }
 

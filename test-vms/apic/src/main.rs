@@ -155,6 +155,7 @@ fn main() -> u32 {
     lapic_write(INITIAL_COUNT, 0);
     println!("apic: periodic timer: 10 ticks");
     rtc_periodic();
+    timer_after_quiet_exit();
 
     // One guest timer tick: the same busy loop without and with a periodic
     // timer; the difference per tick (injection, handler, EOI exit).
@@ -395,6 +396,31 @@ fn task_priority() {
 
 /// A TSC-deadline timer wakes the halted guest, 9 times; prints the median
 /// time from the deadline to the handler.
+/// A one-shot timer armed, then an exit the world switcher handles
+/// without touching its timers (CPUID), then a loop that makes no exit:
+/// the tick must still end the loop. The switcher's shortcut after such
+/// exits may skip the timers only when no run limit was needed, so this
+/// fails if it ever runs the guest without the timer's limit.
+fn timer_after_quiet_exit() {
+    lapic_write(LVT_TIMER, u32::from(TIMER));
+    let before = irq::count(TIMER);
+    irq::enable();
+    lapic_write(INITIAL_COUNT, COUNT);
+    let _ = guest_runtime::cpuid(0);
+    // No PAUSE, no I/O: nothing in the loop exits.
+    let mut spins = 0u32;
+    while irq::count(TIMER) == before && spins < 100_000_000 {
+        spins = core::hint::black_box(spins + 1);
+    }
+    irq::disable();
+    if irq::count(TIMER) == before {
+        fail(format_args!(
+            "a one-shot timer armed before a CPUID exit never ended a loop without exits"
+        ));
+    }
+    println!("apic: a timer armed before a quiet exit ends a loop without exits");
+}
+
 fn hlt_wakeup() {
     lapic_write(LVT_TIMER, u32::from(TIMER) | TSC_DEADLINE);
     let mut latencies = [0u64; 9];
