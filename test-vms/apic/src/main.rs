@@ -39,6 +39,8 @@ const DIVIDE: u32 = 0x3e0;
 const TIMER: u8 = 0x40;
 /// The RTC's vector (through the IOAPIC).
 const RTC: u8 = 0x50;
+/// The UART's vector (through the IOAPIC).
+const UART: u8 = 0x52;
 /// The self-IPIs' vectors (one each: requests of one vector coalesce in
 /// the IRR, as on hardware).
 const IPIS: [u8; 3] = [0x41, 0x42, 0x43];
@@ -156,6 +158,7 @@ fn main() -> u32 {
     println!("apic: periodic timer: 10 ticks");
     rtc_periodic();
     timer_after_quiet_exit();
+    uart_interrupt_without_exits();
 
     // One guest timer tick: the same busy loop without and with a periodic
     // timer; the difference per tick (injection, handler, EOI exit).
@@ -407,18 +410,59 @@ fn timer_after_quiet_exit() {
     irq::enable();
     lapic_write(INITIAL_COUNT, COUNT);
     let _ = guest_runtime::cpuid(0);
-    // No PAUSE, no I/O: nothing in the loop exits.
-    let mut spins = 0u32;
-    while irq::count(TIMER) == before && spins < 100_000_000 {
-        spins = core::hint::black_box(spins + 1);
-    }
+    let arrived = arrives_without_exits(TIMER, before);
     irq::disable();
-    if irq::count(TIMER) == before {
+    if !arrived {
         fail(format_args!(
             "a one-shot timer armed before a CPUID exit never ended a loop without exits"
         ));
     }
     println!("apic: a timer armed before a quiet exit ends a loop without exits");
+}
+
+/// The UART's transmitter-empty interrupt, enabled by an IER write (an
+/// exit that raises the UART's line at once), then a loop that makes no
+/// exit: the interrupt must end the loop. The world switcher takes a UART
+/// access for one that leaves the interrupt controllers alone only when
+/// its line stayed where it was; this fails if a write that raises it
+/// were taken for one (the next entry would not look for the request).
+fn uart_interrupt_without_exits() {
+    const PIN: u8 = 4;
+    const IER: u16 = 1;
+    const IIR: u16 = 2;
+    const MCR: u16 = 4;
+    const TRANSMIT_EMPTY: u8 = 1 << 1;
+    const OUT2: u8 = 1 << 3;
+    irq::ioapic_route(PIN, UART);
+    let mcr = irq::uart_read(MCR);
+    irq::uart_write(MCR, mcr | OUT2);
+    let before = irq::count(UART);
+    irq::enable();
+    irq::uart_write(IER, TRANSMIT_EMPTY);
+    let arrived = arrives_without_exits(UART, before);
+    irq::disable();
+    // Reading IIR ends the transmitter-empty interrupt.
+    irq::uart_write(IER, 0);
+    let _ = irq::uart_read(IIR);
+    irq::uart_write(MCR, mcr);
+    irq::ioapic_mask(PIN);
+    if !arrived {
+        fail(format_args!(
+            "the UART's interrupt, raised by an IER write, never ended a loop without exits"
+        ));
+    }
+    println!("apic: a UART interrupt raised by an IER write ends a loop without exits");
+}
+
+/// Spins until an interrupt of `vector` arrives (its count passes
+/// `before`) or 100 million rounds pass, making no exit (no PAUSE, no
+/// I/O); whether it arrived.
+fn arrives_without_exits(vector: u8, before: u32) -> bool {
+    let mut spins = 0u32;
+    while irq::count(vector) == before && spins < 100_000_000 {
+        spins = core::hint::black_box(spins + 1);
+    }
+    irq::count(vector) != before
 }
 
 fn hlt_wakeup() {

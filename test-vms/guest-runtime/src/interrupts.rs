@@ -222,6 +222,23 @@ pub fn cmos_write(index: u8, value: u8) {
     }
 }
 
+/// Reads register `offset` (0 to 7) of the console's 16550 UART.
+pub fn uart_read(offset: u16) -> u8 {
+    assert!(offset < 8, "the UART has 8 registers");
+    // SAFETY: a register of the console UART; reads change at most its
+    // interrupt and receive state, which only this program uses.
+    unsafe { crate::arch::inb(guest_api::UART_BASE + offset) }
+}
+
+/// Writes register `offset` (0 to 7) of the console's 16550 UART (the
+/// caller keeps the console usable: the line settings are its own).
+pub fn uart_write(offset: u16, value: u8) {
+    assert!(offset < 8, "the UART has 8 registers");
+    // SAFETY: a register of the console UART; the write changes only the
+    // UART, which no memory depends on.
+    unsafe { crate::arch::outb(guest_api::UART_BASE + offset, value) }
+}
+
 /// IA32_APIC_BASE: the local APIC's base address and its enable bits.
 pub fn apic_base() -> u64 {
     crate::arch::rdmsr(0x1b)
