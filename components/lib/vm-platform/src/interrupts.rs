@@ -1146,6 +1146,12 @@ mod tests {
                         if quick {
                             prop_assert_eq!(mask, 0);
                             prop_assert_eq!(&before[..], state.as_bytes());
+                            // The tracked entry's own quick answer, on
+                            // what the general path left unchanged: the
+                            // same nothing, and idle.
+                            let tracked = platform.prepare_entry_tracked(&mut state, idle);
+                            prop_assert_eq!(tracked, (0, true));
+                            prop_assert_eq!(&before[..], state.as_bytes());
                             idle = true;
                         }
                         // What is reported idle is, and stays so through
