@@ -636,7 +636,7 @@ fn request_iret_exit(vmcb: &mut Vmcb, request: bool) {
 /// published registers too ([`read_out_control`], [`read_out_segments`]).
 pub fn read_out(vmcb: &Vmcb, state: &mut VcpuState) {
     read_out_common(vmcb, state);
-    read_out_control_except(vmcb, state, 0);
+    read_out_control(vmcb, state);
     read_out_segments(vmcb, state);
 }
 

@@ -130,9 +130,12 @@ impl Uart {
         false
     }
 
-    /// [`Uart::write`] of the other registers.
+    /// [`Uart::write`] of the registers it does not write inline (LCR
+    /// and the scratch register are its own).
     #[inline(never)]
     fn write_register(&mut self, offset: u16, value: u8, emit: impl FnMut(&[u8])) -> bool {
+        // Decided before the write, as `write_keeps_line` is documented.
+        let moves = !self.write_keeps_line(offset);
         let dlab = self.line_control & LCR_DLAB != 0;
         match offset {
             0 if dlab => self.divisor = (self.divisor & 0xff00) | u16::from(value),
@@ -150,17 +153,14 @@ impl Uart {
                 }
             }
             2 => self.write_fifo_control(value),
-            3 => self.line_control = value,
             4 => {
                 let before = self.modem_lines();
                 self.modem_control = value & 0x1f;
                 self.note_modem_change(before);
             }
-            7 => self.scratch = value,
             _ => {}
         }
-        // The divisor latch keeps the line; see `write_keeps_line`.
-        !(matches!(offset, 3 | 7) || (offset <= 1 && dlab))
+        moves
     }
 
     /// Whether a write of register `offset`, as [`Uart::write`] would take

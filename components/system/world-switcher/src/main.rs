@@ -819,14 +819,16 @@ impl Switcher {
         }
     }
 
-    /// The exits but CPUID and port I/O (which [`Switcher::run`] handles
-    /// inline): returns the dirty bits for the next entry.
+    /// The exits but CPUID, port I/O and nested page faults (which
+    /// [`Switcher::run`] dispatches itself): returns the dirty bits for
+    /// the next entry.
     #[inline(never)]
     fn other_exit(&mut self, reason: ExitReason) -> Result<u64, Stop> {
         match reason {
             // Handled in `run`; not reached.
             ExitReason::Cpuid => Ok(self.cpuid()),
             ExitReason::Io => self.io().map(|(mask, _)| mask),
+            ExitReason::NestedPageFault => self.nested_page_fault(),
             ExitReason::Msr => Ok(self.msr()),
             ExitReason::Hlt => self.halt(),
             ExitReason::Hypercall => self.hypercall(),
@@ -845,7 +847,6 @@ impl Switcher {
                 self.devices.platform.arbiter.iret_reached(rip);
                 Ok(0)
             }
-            ExitReason::NestedPageFault => self.nested_page_fault(),
             ExitReason::Shutdown => Err(self.report("stopped: triple fault (shutdown)")),
             ExitReason::InvalidState => {
                 Err(self.report("stopped: the CPU refused its state (invalid guest state)"))
