@@ -82,7 +82,7 @@ pub fn fetch(cache: &Path) -> Result<Guest> {
         .to_string();
     let kernel = cache.join(KERNEL_FILE);
     let initramfs = cache.join(INITRAMFS_FILE);
-    let release_file = cache.join("release");
+    let release_file = cache.join(RELEASE_FILE);
     let cached = std::fs::read_to_string(&release_file).ok();
     if !kernel.is_file() || cached.as_deref().map(str::trim) != Some(release.as_str()) {
         let unpacked = download_and_unpack(cache, package)?;
@@ -110,7 +110,7 @@ pub fn fetch(cache: &Path) -> Result<Guest> {
             .with_context(|| format!("could not write {}", partial.display()))?;
         std::fs::rename(&partial, &initramfs)
             .with_context(|| format!("could not write {}", initramfs.display()))?;
-        std::fs::write(&init_file, archive_key())
+        std::fs::write(&init_file, archive_key(&release))
             .with_context(|| format!("could not write {}", init_file.display()))?;
     }
     Ok(Guest {
@@ -151,19 +151,27 @@ const LOCK_FILE: &str = "fetch.lock";
 /// Where the cache keeps the init script its initramfs holds.
 const INIT_FILE: &str = "initramfs-init";
 
+/// Where the cache keeps the release of its kernel.
+const RELEASE_FILE: &str = "release";
+
 /// What the cached initramfs is built from: today's init script and
-/// module list.
-fn archive_key() -> String {
+/// module list, and the kernel release its modules come from (a kernel
+/// of another release refuses them).
+fn archive_key(release: &str) -> String {
     format!(
-        "{}\n# modules: {}\n",
+        "{}\n# modules: {}\n# release: {release}\n",
         initramfs::BUSYBOX_INIT,
         initramfs::MODULES.join(" ")
     )
 }
 
-/// Whether the cached initramfs holds today's init script and modules.
+/// Whether the cached initramfs holds today's init script and modules,
+/// those of the cached kernel's release.
 fn init_current(cache: &Path) -> bool {
-    std::fs::read_to_string(cache.join(INIT_FILE)).ok() == Some(archive_key())
+    let Ok(release) = std::fs::read_to_string(cache.join(RELEASE_FILE)) else {
+        return false;
+    };
+    std::fs::read_to_string(cache.join(INIT_FILE)).ok() == Some(archive_key(release.trim()))
 }
 
 /// Fetches the Debian guest when a system names one of its files (under
@@ -414,6 +422,20 @@ mod tests {
         );
         assert_eq!(release_of("linux-image-"), None);
         assert_eq!(release_of("busybox"), None);
+    }
+
+    #[test]
+    fn an_initramfs_of_another_kernel_release_is_stale() {
+        let cache = tempfile::tempdir().unwrap();
+        let write = |file: &str, text: &str| std::fs::write(cache.path().join(file), text).unwrap();
+        write(RELEASE_FILE, "6.1.0-48-cloud-amd64\n");
+        write(INIT_FILE, &archive_key("6.1.0-48-cloud-amd64"));
+        assert!(init_current(cache.path()));
+        // The archive moved on: the kernel was replaced, the modules not.
+        write(RELEASE_FILE, "6.1.0-57-cloud-amd64\n");
+        assert!(!init_current(cache.path()));
+        std::fs::remove_file(cache.path().join(RELEASE_FILE)).unwrap();
+        assert!(!init_current(cache.path()));
     }
 
     #[test]
