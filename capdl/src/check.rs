@@ -5,7 +5,8 @@
 //! [`System`] or every error found. Checks run in passes (names, then each
 //! component, then relations between components, then VMs, whose
 //! scheduling becomes their switchers', then queues, the queues of virtual
-//! disks and networks, and notifications, then the layout), and a broken part is left out of later passes instead of
+//! disks and networks, calls (`[calls.NAME]`, synchronous calls through
+//! endpoints) and notifications, then the layout), and a broken part is left out of later passes instead of
 //! stopping them, so a typo in one queue does not hide a memory error in a
 //! component. An unresolved name is reported once where it is written,
 //! with a "did you mean" over the names that exist. The rules themselves
@@ -30,15 +31,15 @@ use toml::Spanned;
 use crate::Options;
 use crate::diagnostic::{Diagnostic, SourceMap, Spot, file_error, non_ascii, suggest};
 use crate::model::{
-    Capability, Component, DEFAULT_NIC_MAC, DmaGrant, FaultInjection, ForwarderBits,
+    Call, Capability, Component, DEFAULT_NIC_MAC, DmaGrant, FaultInjection, ForwarderBits,
     GUEST_ENTRY_PREFIX, KernelGuest, Layout, LineGrant, MachineDisk, MachineNic, MmioGrant,
     Network, Nic, NicBackend, Notification, PciGrant, PortGrant, Queue, QueuePlacement, SPEC_ENTRY,
     StoreFile, StoreFileKind, System, Uplink, UplinkMode, Vm,
 };
 use crate::programs::{ProgramSet, WORLD_SWITCHER};
 use crate::raw::{
-    Document, Entry, GuestKind, RawComponent, RawDisk, RawNetwork, RawNic, RawPci, RawVm, Setting,
-    Start, TestTable, VmEntry,
+    Document, Entry, GuestKind, RawCall, RawComponent, RawDisk, RawNetwork, RawNic, RawPci, RawVm,
+    Setting, Start, TestTable, VmEntry,
 };
 use crate::units::{Duration, Number, format_duration, format_size};
 
@@ -171,6 +172,7 @@ pub fn check(
         errors: Vec::new(),
         component_spots: Vec::new(),
         queue_spots: Vec::new(),
+        call_spots: Vec::new(),
         test_spots: None,
     };
     let root = document
@@ -200,6 +202,8 @@ struct Checker<'d> {
     component_spots: Vec<Spot>,
     /// Where each checked queue's name is written, by index.
     queue_spots: Vec<Spot>,
+    /// Where each checked call's name is written, by index.
+    call_spots: Vec<Spot>,
     /// Where a checked `[test]` table's targets are written.
     test_spots: Option<TestSpots>,
 }
@@ -393,6 +397,7 @@ impl Checker<'_> {
         let components = self.unique(&document.components, "component");
         let queues = self.unique(&document.queues, "queue");
         let notifications = self.unique(&document.notifications, "notification");
+        let call_entries = self.unique(&document.calls, "call");
         let names = Names {
             vms: document
                 .vms
@@ -475,7 +480,8 @@ impl Checker<'_> {
             &mut queues,
             &mut machine_nics,
         );
-        self.calls(&queues, &checked);
+        let calls = self.endpoint_calls(&call_entries, &names);
+        self.calls(&queues, &calls, &checked);
         let notifications = self.notifications(&notifications, &names);
 
         let scheduling_controller = self.system_component(
@@ -535,6 +541,7 @@ impl Checker<'_> {
             components: checked,
             queues,
             notifications,
+            calls,
             vms,
             scheduling_controller,
             interrupt_forwarder,
@@ -3573,15 +3580,16 @@ impl Checker<'_> {
     }
 
     /// Call paths: a queue with a `reply` is a call from its sender (the
-    /// client, which waits for the reply) to its receiver (the server).
-    /// A server must not run below its client, and calls must not form a
-    /// cycle.
-    fn calls(&mut self, queues: &[Queue], components: &[Component]) {
-        let mut calls: Vec<(usize, usize, usize)> = Vec::new();
+    /// client, which waits for the reply) to its receiver (the server), and
+    /// so is a `[calls.NAME]` table (through an endpoint). A server must not
+    /// run below its client, and calls of both kinds together must not form
+    /// a cycle.
+    fn calls(&mut self, queues: &[Queue], endpoint_calls: &[Call], components: &[Component]) {
+        let mut calls: Vec<(usize, usize)> = Vec::new();
         for (index, queue) in queues.iter().enumerate() {
             let Some(reply) = queue.reply else { continue };
             let (client, server) = (&components[queue.sender], &components[queue.receiver]);
-            calls.push((queue.sender, queue.receiver, index));
+            calls.push((queue.sender, queue.receiver));
             if server.priority < client.priority {
                 let spot = self.queue_spots[index].clone();
                 self.error(
@@ -3597,13 +3605,31 @@ impl Checker<'_> {
                 ));
             }
         }
+        for (index, call) in endpoint_calls.iter().enumerate() {
+            let (client, server) = (&components[call.client], &components[call.server]);
+            calls.push((call.client, call.server));
+            if server.priority < client.priority {
+                let spot = self.call_spots[index].clone();
+                self.error(
+                    &spot,
+                    format!(
+                        "priority inversion on call '{}': server '{}' (priority {}) runs below its client '{}' (priority {})",
+                        call.name, server.name, server.priority, client.name, client.priority
+                    ),
+                )
+                .help = Some(format!(
+                    "a client waiting for its reply is delayed by everything between the two priorities; give '{}' priority {} or more",
+                    server.name, client.priority
+                ));
+            }
+        }
         // A cycle in the client -> server graph, reported once at its lowest member.
         let mut reported = vec![false; components.len()];
         for start in 0..components.len() {
             let mut stack = vec![(start, vec![start])];
             let mut seen = vec![false; components.len()];
             while let Some((current, path)) = stack.pop() {
-                for &(client, server, _) in &calls {
+                for &(client, server) in &calls {
                     if client != current {
                         continue;
                     }
@@ -3628,6 +3654,58 @@ impl Checker<'_> {
                 }
             }
         }
+    }
+
+    /// `[calls.NAME]`: a client calls a different server, through one
+    /// call per (client, server) pair, since the server knows each client
+    /// by one badge.
+    fn endpoint_calls(&mut self, entries: &[&Entry<RawCall>], names: &Names) -> Vec<Call> {
+        let mut calls: Vec<Call> = Vec::new();
+        for entry in entries {
+            let Some(raw) = &entry.value else { continue };
+            let context = format!("call '{}'", entry.name);
+            let client = self.end(entry, &context, "client", &raw.from, names);
+            let server = self.end(entry, &context, "server", &raw.to, names);
+            let (Some(client), Some(server)) = (client, server) else {
+                continue;
+            };
+            if client == server {
+                self.error(
+                    &entry.at(&raw.to),
+                    format!("{context} connects '{}' to itself", raw.from.get_ref()),
+                )
+                .help =
+                    Some("a component cannot call itself: it would wait for its own reply".into());
+                continue;
+            }
+            let twice = calls
+                .iter()
+                .position(|call| call.client == client && call.server == server);
+            if let Some(first) = twice {
+                let first_at = self.sources.error(&self.call_spots[first], "").location();
+                let first_name = calls[first].name.clone();
+                self.error(
+                    &entry.spot,
+                    format!(
+                        "calls '{first_name}' and '{}' both let '{}' call '{}'",
+                        entry.name,
+                        raw.from.get_ref(),
+                        raw.to.get_ref()
+                    ),
+                )
+                .help = Some(format!(
+                    "a server knows each client by one badge: declare one call per client and server ('{first_name}' is at {first_at})"
+                ));
+                continue;
+            }
+            self.call_spots.push(entry.spot.clone());
+            calls.push(Call {
+                name: entry.name.clone(),
+                client,
+                server,
+            });
+        }
+        calls
     }
 
     fn notifications(
@@ -3785,6 +3863,13 @@ impl Checker<'_> {
             );
             layout.notification_bits.push(bit);
         }
+        // Badges: each server numbers its callers 1, 2, 3, ... in
+        // declaration order.
+        let mut callers = vec![0u64; count];
+        for call in &system.calls {
+            callers[call.server] += 1;
+            layout.call_badges.push(callers[call.server]);
+        }
         for (index, component) in system.components.iter().enumerate() {
             for grant in &component.interrupts {
                 let line = grant.line;
@@ -3900,6 +3985,14 @@ impl Checker<'_> {
                 kind: CapabilityKind::Notification,
                 target: Some(notification.to),
                 badge: notification_badge(bit),
+            });
+        }
+        for (call, &badge) in system.calls.iter().zip(&layout.call_badges) {
+            layout.capabilities[call.client].push(Capability {
+                name: call.name.clone(),
+                kind: CapabilityKind::Endpoint,
+                target: Some(call.server),
+                badge,
             });
         }
         for (index, component) in system.components.iter().enumerate() {
@@ -4059,7 +4152,7 @@ impl Checker<'_> {
                         &spot,
                         format!("component '{name}' would hold two capabilities named '{}'", capability.name),
                     )
-                    .help = Some("queues, notifications and supervised components it holds need distinct names".into());
+                    .help = Some("queues, notifications, calls and supervised components it holds need distinct names".into());
                 }
             }
         }
@@ -4099,6 +4192,12 @@ impl Checker<'_> {
                     usize::from(queue.sender == index) + usize::from(queue.receiver == index)
                 })
                 .sum::<usize>();
+            // A server finds each client under the client's name.
+            let callers = system
+                .calls
+                .iter()
+                .filter(|call| call.server == index)
+                .count();
             let vm = if system.vm_of(index).is_some() { 3 } else { 0 };
             let ports: usize = component
                 .ports
@@ -4109,6 +4208,7 @@ impl Checker<'_> {
                 + queue_ends
                 + system.children(index).count()
                 + incoming
+                + callers
                 + vm
                 + ports
                 + component.mmio.len()
@@ -4194,6 +4294,7 @@ fn kind_text(kind: CapabilityKind) -> &'static str {
         CapabilityKind::Vmcs => "a VMCS capability",
         CapabilityKind::Vcpu => "a vCPU capability",
         CapabilityKind::Injection => "a capability to inject faults",
+        CapabilityKind::Endpoint => "an endpoint capability, for a call",
     }
 }
 

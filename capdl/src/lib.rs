@@ -4,7 +4,8 @@
 //! components with their programs, scheduling, memory, start and restart
 //! policy, supervision and device grants (checked, but refused while the
 //! core does not apply them); queues and notifications between
-//! them; virtual machines run by world-switcher components, with virtual
+//! them, and synchronous calls (`[calls.NAME]`) through endpoints;
+//! virtual machines run by world-switcher components, with virtual
 //! disks of a block store and NICs on virtual networks of a network
 //! bridge; for tests, fault injection (`[test]`); optionally included base files. A `[[component]]` list, the short form for systems
 //! of independent programs, is read into the same model. This crate reads such a
@@ -41,7 +42,7 @@ pub use check::{
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use lower::{ImageProgram, Lowered, ProgramUse};
 pub use model::{
-    Capability, Component, DEFAULT_NIC_MAC, DmaGrant, FaultInjection, ForwarderBits,
+    Call, Capability, Component, DEFAULT_NIC_MAC, DmaGrant, FaultInjection, ForwarderBits,
     GUEST_ENTRY_PREFIX, GuestKind, KernelGuest, Layout, LineGrant, MachineDisk, MachineNic,
     MmioGrant, Network, Nic, NicBackend, Notification, PciGrant, PortGrant, Queue, QueuePlacement,
     SPEC_ENTRY, Start, StoreFile, StoreFileKind, System, Uplink, UplinkMode, Vm, guest_entry_name,

@@ -333,6 +333,22 @@ impl System {
                 component.name,
                 layout.bit_uses[index].len()
             );
+            // A server's endpoint, with the badge each client calls with.
+            let callers: Vec<String> = self
+                .calls
+                .iter()
+                .zip(&layout.call_badges)
+                .filter(|(call, _)| call.server == index)
+                .map(|(call, badge)| format!("{} (badge {badge})", name(call.client)))
+                .collect();
+            if !callers.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  {}.endpoint = endpoint (callers: {})",
+                    component.name,
+                    callers.join(", ")
+                );
+            }
         }
         for (queue, placement) in self.queues.iter().zip(&layout.queues) {
             let reply = queue.reply.map_or(String::new(), |reply| {
@@ -405,6 +421,13 @@ impl System {
                     (CapabilityKind::Notification, Some(target)) => {
                         format!(
                             "{}.notification (signal, badge: {:#x})",
+                            name(target),
+                            capability.badge
+                        )
+                    }
+                    (CapabilityKind::Endpoint, Some(target)) => {
+                        format!(
+                            "{}.endpoint (call, badge: {})",
                             name(target),
                             capability.badge
                         )

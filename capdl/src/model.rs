@@ -24,6 +24,8 @@ pub struct System {
     pub components: Vec<Component>,
     pub queues: Vec<Queue>,
     pub notifications: Vec<Notification>,
+    /// Synchronous calls (`[calls.NAME]`), in declaration order.
+    pub calls: Vec<Call>,
     /// Virtual machines; VM `i` is record `i` of the spec's VM table.
     pub vms: Vec<Vm>,
     /// The component holding the scheduling-control capability.
@@ -285,6 +287,18 @@ pub struct Notification {
     pub to: usize,
 }
 
+/// A synchronous call: `client` holds an endpoint capability, named after
+/// the call, with which it calls `server` (`Syscall::Call`); the server
+/// answers with `Syscall::ReplyWait` and tells its clients apart by the
+/// badge ([`Layout::call_badges`]). At most one call per (client, server)
+/// pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub name: String,
+    pub client: usize,
+    pub server: usize,
+}
+
 pub use crate::raw::GuestKind;
 
 /// A virtual machine: one vCPU run by the thread of its world switcher.
@@ -355,7 +369,8 @@ pub struct Capability {
     /// [`CapabilityKind::Vmcs`] and [`CapabilityKind::Vcpu`], `None` for
     /// scheduling control.
     pub target: Option<usize>,
-    /// Notification bits, for [`CapabilityKind::Notification`].
+    /// Notification bits, for [`CapabilityKind::Notification`]; the
+    /// client's badge at its server, for [`CapabilityKind::Endpoint`].
     pub badge: u64,
 }
 
@@ -393,6 +408,10 @@ pub struct Layout {
     pub queues: Vec<QueuePlacement>,
     /// Per notification: the bit in the receiver's word.
     pub notification_bits: Vec<u32>,
+    /// Per call: the badge its server knows the client by, the call's
+    /// 1-based position among the calls to that server in declaration
+    /// order (so each server's callers are 1, 2, 3, ...).
+    pub call_badges: Vec<u64>,
     /// Per component, parallel to its `interrupts`: the bit set in its
     /// word when the line fires.
     pub interrupt_bits: Vec<Vec<u32>>,

@@ -4,7 +4,7 @@
 //! spanned tree, follows `include`s depth-first (includes before the
 //! including file's own declarations, each file once, cycles refused), and
 //! deserializes every `[components.NAME]`, `[queues.NAME]`,
-//! `[notifications.NAME]`, `[vms.NAME]`, `[disks.NAME]`,
+//! `[notifications.NAME]`, `[calls.NAME]`, `[vms.NAME]`, `[disks.NAME]`,
 //! `[networks.NAME]`, `[system]` and `[test]` table into the `Raw*` structs
 //! below, which are the format's schema (a `[[component]]` entry, the short
 //! form, becomes the `[components.NAME]` entry it stands for): `#[serde(deny_unknown_fields)]`,
@@ -29,7 +29,7 @@ use crate::diagnostic::{
 use crate::units::{Duration, InterruptLine, Number, PortRange, Size};
 
 /// The keys a config file may have at its top level.
-pub const TOP_LEVEL_KEYS: [&str; 11] = [
+pub const TOP_LEVEL_KEYS: [&str; 12] = [
     "include",
     "system",
     "test",
@@ -38,6 +38,7 @@ pub const TOP_LEVEL_KEYS: [&str; 11] = [
     "component",
     "queues",
     "notifications",
+    "calls",
     "vms",
     "disks",
     "networks",
@@ -392,6 +393,15 @@ pub struct RawNotification {
     pub to: Spanned<String>,
 }
 
+/// `[calls.NAME]`: `from` (the client) may call `to` (the server)
+/// synchronously, through an endpoint capability named NAME.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCall {
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
+}
+
 /// How a VM's CPU starts (`microvisor_abi::vcpu::EntryMode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -499,6 +509,8 @@ pub struct Document {
     pub components: Vec<Entry<RawComponent>>,
     pub queues: Vec<Entry<RawQueue>>,
     pub notifications: Vec<Entry<RawNotification>>,
+    /// `[calls.NAME]`: synchronous calls through endpoints.
+    pub calls: Vec<Entry<RawCall>>,
     pub vms: Vec<Entry<RawVm>>,
     /// `[disks.NAME]`: virtual disks of a block store.
     pub virtual_disks: Vec<Entry<RawVirtualDisk>>,
@@ -686,6 +698,10 @@ impl Loader<'_> {
                 "notifications" => {
                     let entries = self.entries(file, value, &spot, "notifications", "notification");
                     self.document.notifications.extend(entries);
+                }
+                "calls" => {
+                    let entries = self.entries(file, value, &spot, "calls", "call");
+                    self.document.calls.extend(entries);
                 }
                 "vms" => {
                     let entries = self.entries(file, value, &spot, "vms", "VM");

@@ -38,7 +38,7 @@ fn unknown_top_level_key() {
 fn unknown_top_level_key_far_from_any() {
     assert_eq!(
         error("[components.a]\n[devices]\n"),
-        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, test, machine, components, component, queues, notifications, vms, disks, networks)"
+        "main.toml:2:2: unknown top-level key 'devices' (help: a system file has only include, system, test, machine, components, component, queues, notifications, calls, vms, disks, networks)"
     );
 }
 
@@ -1047,6 +1047,160 @@ fn notification_to_itself() {
     );
 }
 
+// ----------------------------------------------------------------- calls
+
+#[test]
+fn call_unknown_ends() {
+    assert_eq!(
+        errors(&format!("{TWO}[calls.echo]\nfrom = \"pnig\"\nto = \"x\"\n")),
+        [
+            "main.toml:4:8: call 'echo': unknown client 'pnig' (help: did you mean 'ping'?)",
+            "main.toml:5:6: call 'echo': unknown server 'x'",
+        ]
+    );
+}
+
+#[test]
+fn call_to_itself() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[calls.echo]\nfrom = \"pong\"\nto = \"pong\"\n"
+        )),
+        "main.toml:5:6: call 'echo' connects 'pong' to itself (help: a component cannot call itself: it would wait for its own reply)"
+    );
+}
+
+#[test]
+fn a_client_calls_a_server_through_one_call() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[calls.echo]\nfrom = \"ping\"\nto = \"pong\"\n\
+             [calls.again]\nfrom = \"ping\"\nto = \"pong\"\n"
+        )),
+        "main.toml:6:8: calls 'echo' and 'again' both let 'ping' call 'pong' (help: a server knows each client by one badge: declare one call per client and server ('echo' is at main.toml:3:8))"
+    );
+}
+
+#[test]
+fn unknown_call_fields() {
+    assert_eq!(
+        errors(&format!(
+            "{TWO}[calls.echo]\nfrom = \"ping\"\nto = \"pong\"\nbadge = 1\n\
+             [calls.other]\nfrom = \"pong\"\ntoo = \"ping\"\n"
+        )),
+        [
+            "main.toml:6:1: call 'echo': unknown field 'badge' (help: the fields are: from, to)",
+            "main.toml:7:1: call 'other' is missing 'to'",
+            "main.toml:9:1: call 'other': unknown field 'too' (help: did you mean 'to'?)",
+        ]
+    );
+}
+
+#[test]
+fn invalid_call_name() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[calls.Echo]\nfrom = \"ping\"\nto = \"pong\"\n"
+        )),
+        "main.toml:3:8: call name 'Echo' is not 1 to 32 characters of a-z, 0-9, '_' and '-'"
+    );
+}
+
+#[test]
+fn calls_that_is_not_a_table() {
+    assert_eq!(
+        error(&format!("calls = 3\n{TWO}")),
+        "main.toml:1:1: 'calls' must be a table of calls (help: write [calls.NAME])"
+    );
+}
+
+#[test]
+fn priority_inversion_on_a_call() {
+    assert_eq!(
+        error(
+            "[components.ping]\npriority = 100\n[components.pong]\npriority = 50\n\
+             [calls.echo]\nfrom = \"ping\"\nto = \"pong\"\n"
+        ),
+        "main.toml:5:8: priority inversion on call 'echo': server 'pong' (priority 50) runs below its client 'ping' (priority 100) (help: a client waiting for its reply is delayed by everything between the two priorities; give 'pong' priority 100 or more)"
+    );
+    // A server above its client is fine.
+    common::system(
+        "[components.ping]\npriority = 50\n[components.pong]\npriority = 100\n\
+         [calls.echo]\nfrom = \"ping\"\nto = \"pong\"\n",
+    );
+}
+
+#[test]
+fn a_call_cycle_through_endpoints_and_queues() {
+    // ping calls pong through an endpoint, pong calls ping on a queue pair.
+    assert_eq!(
+        error(&format!(
+            "{TWO}[calls.echo]\nfrom = \"ping\"\nto = \"pong\"\n\
+             [queues.back]\nfrom = \"pong\"\nto = \"ping\"\nslot_size = 8\nslots = 2\nreply = \"answers\"\n\
+             [queues.answers]\nfrom = \"ping\"\nto = \"pong\"\nslot_size = 8\nslots = 2\n"
+        )),
+        "main.toml:1:13: call cycle: ping calls pong calls ping (help: components that wait for each other's replies can deadlock)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{TWO}[calls.echo]\nfrom = \"ping\"\nto = \"pong\"\n\
+             [calls.back]\nfrom = \"pong\"\nto = \"ping\"\n"
+        )),
+        "main.toml:1:13: call cycle: ping calls pong calls ping (help: components that wait for each other's replies can deadlock)"
+    );
+}
+
+#[test]
+fn a_call_needs_a_capability_name_of_its_own() {
+    assert_eq!(
+        error(&format!(
+            "{TWO}[notifications.echo]\nfrom = \"ping\"\nto = \"pong\"\n\
+             [calls.echo]\nfrom = \"ping\"\nto = \"pong\"\n"
+        )),
+        "main.toml:1:13: component 'ping' would hold two capabilities named 'echo' (help: queues, notifications, calls and supervised components it holds need distinct names)"
+    );
+}
+
+#[test]
+fn calls_count_toward_the_clients_capabilities() {
+    // 30 notifications and three calls: 33 capabilities.
+    let mut text = String::from(
+        "[components.a]\n[components.b]\n[components.c]\n[components.ping]\n[components.pong]\n",
+    );
+    for i in 0..30 {
+        text.push_str(&format!("[notifications.n{i}]\nfrom = \"a\"\nto = \"b\"\n"));
+    }
+    for server in ["c", "ping", "pong"] {
+        text.push_str(&format!(
+            "[calls.{server}]\nfrom = \"a\"\nto = \"{server}\"\n"
+        ));
+    }
+    assert_eq!(
+        error(&text),
+        "main.toml:1:13: component 'a' would hold 33 capabilities; a component holds at most 32"
+    );
+}
+
+#[test]
+fn callers_count_toward_the_servers_start_page() {
+    // 30 callers and 19 notifications from one of them: 49 resources.
+    let mut text = String::from("[components.s]\nprogram = \"a\"\nmemory = \"1MiB\"\n");
+    for i in 0..30 {
+        text.push_str(&format!(
+            "[components.c{i}]\nprogram = \"a\"\nmemory = \"1MiB\"\n[calls.c{i}]\nfrom = \"c{i}\"\nto = \"s\"\n"
+        ));
+    }
+    for i in 0..19 {
+        text.push_str(&format!(
+            "[notifications.n{i}]\nfrom = \"c0\"\nto = \"s\"\n"
+        ));
+    }
+    assert_eq!(
+        error(&text),
+        "main.toml:1:13: component 's' would be given 49 resources (capabilities, queue ends, notifications, grants); its start page lists at most 48"
+    );
+}
+
 // ---------------------------------------------------------------- grants
 
 /// A system head naming component `c` its interrupt forwarder.
@@ -1334,7 +1488,7 @@ fn two_capabilities_with_one_name() {
             "[components.a]\n[components.b]\nsupervisor = \"a\"\n\
              [notifications.b]\nfrom = \"a\"\nto = \"b\"\n"
         ),
-        "main.toml:1:13: component 'a' would hold two capabilities named 'b' (help: queues, notifications and supervised components it holds need distinct names)"
+        "main.toml:1:13: component 'a' would hold two capabilities named 'b' (help: queues, notifications, calls and supervised components it holds need distinct names)"
     );
 }
 
@@ -1962,7 +2116,7 @@ fn host_keys_of_the_root_file_are_skipped() {
     assert_eq!(
         render(&load_files(&files, &options).unwrap_err()),
         [
-            "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, test, machine, components, component, queues, notifications, vms, disks, networks)"
+            "base.toml:1:1: unknown top-level key 'timeout' (help: a system file has only include, system, test, machine, components, component, queues, notifications, calls, vms, disks, networks)"
         ]
     );
 }

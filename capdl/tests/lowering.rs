@@ -882,6 +882,109 @@ supervision {
 }
 
 #[test]
+fn calls_are_endpoint_capabilities_badged_per_server() {
+    let system = system(
+        "[components.pong]\npriority = 120\n[components.ping]\n[components.peer]\n[components.b]\n\
+         [notifications.kick]\nfrom = \"ping\"\nto = \"pong\"\n\
+         [calls.echo]\nfrom = \"ping\"\nto = \"pong\"\n\
+         [calls.log]\nfrom = \"ping\"\nto = \"b\"\n\
+         [calls.other]\nfrom = \"peer\"\nto = \"pong\"\n",
+    );
+    assert_round_trip(&system);
+    let names: Vec<_> = system
+        .calls
+        .iter()
+        .map(|c| (c.name.as_str(), c.client, c.server))
+        .collect();
+    assert_eq!(names, [("echo", 1, 0), ("log", 1, 3), ("other", 2, 0)]);
+    // pong's callers are 1 and 2 in declaration order; b's first is 1.
+    assert_eq!(system.layout.call_badges, [1, 1, 2]);
+    let table = |index: usize| -> Vec<(String, CapabilityKind, Option<usize>, u64)> {
+        system.layout.capabilities[index]
+            .iter()
+            .map(|c| (c.name.clone(), c.kind, c.target, c.badge))
+            .collect()
+    };
+    use CapabilityKind::*;
+    let kick = 1 << system.layout.notification_bits[0];
+    // After the notifications it sends.
+    assert_eq!(
+        table(1),
+        [
+            ("kick".into(), Notification, Some(0), kick),
+            ("echo".into(), Endpoint, Some(0), 1),
+            ("log".into(), Endpoint, Some(3), 1),
+        ]
+    );
+    assert_eq!(table(2), [("other".into(), Endpoint, Some(0), 2)]);
+    // The servers hold nothing for being called, and no bits are taken.
+    assert!(table(0).is_empty() && table(3).is_empty());
+    assert_eq!(system.layout.bit_uses[0], ["notification 'kick'"]);
+    let bytes = system.spec();
+    let spec = Spec::parse(&bytes).unwrap();
+    let records: Vec<_> = spec
+        .capabilities
+        .iter()
+        .filter(|c| c.kind == Endpoint as u32)
+        .map(|c| (name_of(&c.name).unwrap(), c.holder, c.target, c.badge))
+        .collect();
+    assert_eq!(
+        records,
+        [("echo", 1, 0, 1), ("log", 1, 3, 1), ("other", 2, 0, 2)]
+    );
+    assert_eq!(Endpoint as u32, 8);
+}
+
+#[test]
+fn listing_of_calls() {
+    let mut system = system(
+        "[components.pong]\n[components.ping]\n[components.peer]\n\
+         [calls.echo]\nfrom = \"ping\"\nto = \"pong\"\n\
+         [calls.other]\nfrom = \"peer\"\nto = \"pong\"\n",
+    );
+    system.root = "examples/calls.toml".into();
+    let expected = r#"-- capDL-style listing of examples/calls.toml, written by capdl.
+-- For people; the core reads the boot spec (capdl --emit spec).
+
+arch x86_64
+
+objects {
+  pong = component (index: 0, program: pong, start: boot)
+  pong.sc = sched_context (priority: 100, budget: 10ms, period: 10ms)
+  pong.vspace = address_space (memory: 16MiB, stack: 64KiB)
+  pong.notification = notification (bits used: 0 of 64)
+  pong.endpoint = endpoint (callers: ping (badge 1), peer (badge 2))
+  ping = component (index: 1, program: ping, start: boot)
+  ping.sc = sched_context (priority: 100, budget: 10ms, period: 10ms)
+  ping.vspace = address_space (memory: 16MiB, stack: 64KiB)
+  ping.notification = notification (bits used: 0 of 64)
+  peer = component (index: 2, program: peer, start: boot)
+  peer.sc = sched_context (priority: 100, budget: 10ms, period: 10ms)
+  peer.vspace = address_space (memory: 16MiB, stack: 64KiB)
+  peer.notification = notification (bits used: 0 of 64)
+}
+
+caps {
+  ping {
+    0: echo = pong.endpoint (call, badge: 1)  -- table entry 0
+  }
+  peer {
+    0: other = pong.endpoint (call, badge: 2)  -- table entry 1
+  }
+}
+
+bits {
+  -- none
+}
+
+mappings {
+  -- none
+}
+"#;
+    assert_eq!(system.cdl(), expected);
+}
+
+#[test]
 fn listing_shows_grants_and_empty_sections() {
     let system = system("[components.driver]\nports = [\"0x2f8-0x2ff\"]\n");
     let cdl = system.cdl();

@@ -62,11 +62,15 @@ unsafe extern "C" fn core_syscall_entry(frame: *mut Frame) -> *const Frame {
     let number = unsafe { core::ptr::addr_of!((*frame).rax).read_volatile() };
     // SAFETY: the start of an entry from ring 3: no token exists.
     let entry = unsafe { Entry::new() };
-    // The two calls of every IPC and every VM exit have their own entries.
+    // The calls of every IPC and every VM exit have their own entries.
     if number == Syscall::SignalWait as u64 {
         with_kernel(entry, crate::syscall::signal_wait_entry)
     } else if number == Syscall::VcpuRun as u64 {
         with_kernel(entry, crate::syscall::vcpu_run_entry)
+    } else if number == Syscall::Call as u64 {
+        with_kernel(entry, crate::syscall::call_entry)
+    } else if number == Syscall::ReplyWait as u64 {
+        with_kernel(entry, crate::syscall::reply_wait_entry)
     } else {
         with_kernel(entry, crate::syscall::dispatch)
     }

@@ -41,6 +41,7 @@ use crate::arch::svm::Svm;
 use crate::arch::timer::{self, Alarm};
 use crate::object::component::REPORTED_FAULTS;
 use crate::object::{Component, ComponentState, Queue, Vm};
+use microvisor_abi::syscall::Status;
 
 /// Threads of equal priority share the CPU in slices of this length.
 const TIME_SLICE_US: u64 = 10_000;
@@ -256,7 +257,7 @@ impl Kernel {
         let Some(component) = self.components[..self.component_count].get_mut(target) else {
             return;
         };
-        let waiting = component.state() == ComponentState::Waiting;
+        let waiting = component.is_blocked();
         component.signal(bits);
         if !waiting {
             for vm in self.vms[..self.vm_count].iter_mut() {
@@ -326,13 +327,8 @@ impl Kernel {
     /// masked. Without a timer armed the core then idles rather than
     /// ending the system under a driver waiting for its device.
     fn device_may_wake(&self) -> bool {
-        let alive = |index: usize| {
-            index < self.component_count
-                && matches!(
-                    self.components[index].state(),
-                    ComponentState::Ready | ComponentState::Waiting
-                )
-        };
+        let alive =
+            |index: usize| index < self.component_count && self.components[index].is_alive();
         self.lines.forwarder().is_some_and(alive) && self.lines.armed_owners().any(alive)
     }
 
@@ -393,11 +389,12 @@ impl Kernel {
     ///   re-arming is needed; everything else that could change the
     ///   decision (other timeouts, refills, hangs' ends) was already
     ///   covered by that alarm, which comes back through the general
-    ///   pass when it fires.
-    ///
-    /// - a non-zero badge (a signal of no bits wakes nobody), and an alarm
-    ///   armed and not yet due (a due one may have left a timeout or a
-    ///   refill for the general pass to catch up with).
+    ///   pass when it fires. With no alarm armed (the last general pass
+    ///   found nothing to come), neither side may add an event at all:
+    ///   no timeout, and a target without a budget;
+    /// - a non-zero badge (a signal of no bits wakes nobody), and no
+    ///   alarm already due (a due one may have left a timeout or a refill
+    ///   for the general pass to catch up with).
     ///
     /// Otherwise the general path (`crate::syscall::dispatch`) handles the
     /// call from the start (a budget-limited target's context may have been
@@ -414,17 +411,134 @@ impl Kernel {
         if target == caller || target >= count || bits == 0 {
             return None;
         }
-        let armed = self.armed?;
         let woken = &self.components[target];
         if !woken.wakes_on_signal() || self.components[caller].has_pending_bits() {
             return None;
         }
-        let now = timer::now();
-        // An alarm already due may have left a timeout or a refill the
-        // general pass would catch up with now: it decides then.
-        if now >= armed {
+        let (now, deadline) = self.may_switch((caller, target), deadline, |_| false)?;
+        self.components[caller].block(deadline, lazy);
+        self.components[target].wake(bits, now);
+        Some(self.finish_switch(caller, target, now))
+    }
+
+    /// The fast path of `Call` (see [`Self::direct_switch`] for the
+    /// reasoning): the running component `caller` calls `server`, which
+    /// serves (blocked in `ReplyWait`, not hung), with the request in its
+    /// message registers, known to the server by `badge`; it blocks until
+    /// the reply or the deadline `deadline` gives, and the server runs
+    /// next with the request. `None` (nothing changed) unless
+    /// [`Self::may_switch`] allows it.
+    #[inline(always)]
+    pub fn call_switch(
+        &mut self,
+        (caller, server, badge): (usize, usize, u64),
+        deadline: impl FnOnce(u64) -> Option<u64>,
+    ) -> Option<*const Frame> {
+        if server == caller || server >= self.component_count || !self.components[server].serves() {
             return None;
         }
+        let (now, deadline) = self.may_switch((caller, server), deadline, |_| false)?;
+        let request = self.components[caller].message();
+        self.components[caller].block_calling(server, deadline);
+        self.components[server].take_request(caller, badge, &request, now);
+        Some(self.finish_switch(caller, server, now))
+    }
+
+    /// The fast path of `ReplyWait` with a reply: the running component
+    /// `server` answers the caller it owes a reply (which waits for it and
+    /// is not hung) with the reply in its message registers, and blocks
+    /// serving until the next request, a signal or the deadline `deadline`
+    /// gives; the caller runs next. `None` (nothing changed) when the
+    /// server has bits pending or another caller's request waits (its
+    /// `ReplyWait` answers at once), or unless [`Self::may_switch`]
+    /// allows it.
+    #[inline(always)]
+    pub fn reply_switch(
+        &mut self,
+        server: usize,
+        deadline: impl FnOnce(u64) -> Option<u64>,
+    ) -> Option<*const Frame> {
+        let caller = self.components[server].reply_to()?;
+        if !self.components[caller].awaits_reply_of(server)
+            || self.components[server].has_pending_bits()
+        {
+            return None;
+        }
+        let (now, deadline) = self.may_switch((server, caller), deadline, |other| {
+            matches!(other.state(), ComponentState::Sending { server: to, .. } if to == server)
+        })?;
+        let reply = self.components[server].message();
+        self.components[server].take_reply_to();
+        self.components[server].block_serving(deadline);
+        self.components[caller].end_call(Status::Ok, Some(&reply), now);
+        Some(self.finish_switch(server, caller, now))
+    }
+
+    /// The caller whose request to `server` waits (not yet taken), of
+    /// the highest priority and the lowest index among equals, with its
+    /// badge.
+    pub fn waiting_request(&self, server: usize) -> Option<(usize, u64)> {
+        let mut best: Option<(usize, u64, u32)> = None;
+        for (index, component) in self.components().iter().enumerate() {
+            if let ComponentState::Sending { server: to, badge } = component.state()
+                && to == server
+                && best.is_none_or(|(_, _, priority)| component.priority() > priority)
+            {
+                best = Some((index, badge, component.priority()));
+            }
+        }
+        best.map(|(index, badge, _)| (index, badge))
+    }
+
+    /// Ends the calls that wait on component `index`, which just ended:
+    /// requests it had taken are answered [`Status::Unanswered`], and so
+    /// are those it had not when it cannot come back (no supervisor);
+    /// otherwise those wait for its next life. Its own debt of a reply is
+    /// forgotten.
+    pub fn end_calls_to(&mut self, index: usize) {
+        let now = timer::now();
+        let for_good = !self.components[index].may_serve_again();
+        self.components[index].take_reply_to();
+        for component in &mut self.components[..self.component_count] {
+            let ends = match component.state() {
+                ComponentState::Calling { server } => server == index,
+                ComponentState::Sending { server, .. } => server == index && for_good,
+                _ => false,
+            };
+            if ends {
+                component.end_call(Status::Unanswered, None, now);
+            }
+        }
+    }
+
+    /// The checks every IPC fast path makes once its own cheap ones
+    /// passed, with the clock read once: running `caller` blocks with the
+    /// deadline `deadline` gives and `target` becomes ready and runs next.
+    /// Allowed (answers the time now and the caller's deadline) when no
+    /// alarm is due yet, the caller's deadline is no earlier than the
+    /// armed alarm, a budget-limited `target` has budget lasting until it
+    /// (with no alarm armed: no deadline and no budget at all), and no other component is ready with `target`'s priority or
+    /// more, nor `rival` (what else would make the general pass decide
+    /// otherwise).
+    #[inline(always)]
+    fn may_switch(
+        &mut self,
+        (caller, target): (usize, usize),
+        deadline: impl FnOnce(u64) -> Option<u64>,
+        rival: impl Fn(&Component) -> bool,
+    ) -> Option<(u64, Option<u64>)> {
+        let count = self.component_count;
+        let now = timer::now();
+        // An alarm already due may have left a timeout or a refill the
+        // general pass would catch up with now: it decides then. With no
+        // alarm armed, the last general pass found no event to come (and
+        // every change since went through one), so the switch may add
+        // none: no deadline, no budget to run out.
+        let armed = match self.armed {
+            Some(armed) if now >= armed => return None,
+            Some(armed) => armed,
+            None => u64::MAX,
+        };
         let deadline = deadline(now);
         if deadline.is_some_and(|at| at < armed) {
             return None;
@@ -437,20 +551,26 @@ impl Kernel {
         for (index, other) in self.components[..count].iter().enumerate() {
             // Conservative: a ready rival that is hung or out of budget
             // only sends the call to the general path.
-            if other.state() == ComponentState::Ready
+            if (other.state() == ComponentState::Ready
                 && other.priority() >= priority
-                && index != caller
+                && index != caller)
+                || rival(other)
             {
                 return None;
             }
         }
+        Some((now, deadline))
+    }
+
+    /// Ends an IPC fast path: charges `caller` (which blocked) for its
+    /// run, starts `target`'s quantum and switches to it.
+    #[inline(always)]
+    fn finish_switch(&mut self, caller: usize, target: usize, now: u64) -> *const Frame {
         let elapsed = now.saturating_sub(self.dispatched_at);
         self.components[caller].charge(elapsed, now);
-        self.components[caller].block(deadline, lazy);
-        self.components[target].wake(bits, now);
         let quantum = self.components[target].scheduling().quantum();
         self.quantum_until = (quantum > 0).then(|| now.saturating_add(quantum));
-        Some(self.switch_to(target, now))
+        self.switch_to(target, now)
     }
 
     /// Whether budget-limited `target`, once woken, has budget left that
@@ -574,7 +694,11 @@ impl Kernel {
                 ComponentState::Exited(_) => tally.failed += 1,
                 ComponentState::Faulted if component.supervisor().is_none() => tally.faulted += 1,
                 ComponentState::Faulted | ComponentState::Stopped => tally.stopped += 1,
-                ComponentState::Waiting | ComponentState::NotStarted => tally.blocked += 1,
+                ComponentState::Waiting
+                | ComponentState::Serving
+                | ComponentState::Sending { .. }
+                | ComponentState::Calling { .. }
+                | ComponentState::NotStarted => tally.blocked += 1,
                 ComponentState::Refused => tally.refused += 1,
                 ComponentState::Ready => {}
             }

@@ -161,12 +161,14 @@ fn report(kernel: &Kernel, index: usize, fault: Fault, message: &[u8]) {
 }
 
 /// Stops component `index` in `state` and returns its own memory (queue
-/// and guest memory stay with their objects).
+/// and guest memory stay with their objects); the calls waiting on it
+/// end as [`Kernel::end_calls_to`] says.
 pub fn stop(kernel: &mut Kernel, index: usize, state: ComponentState) {
     let mut tables = crate::arch::memory::Tables {
         frames: &mut kernel.frames,
     };
     kernel.components[index].stop(state, &mut tables);
+    kernel.end_calls_to(index);
 }
 
 /// Restarts component `index` from its program: everything of the old

@@ -5,7 +5,9 @@
 //! generation) and every resource the boot spec gives it — its capabilities
 //! with their handles in this generation, the ends of its queues, the
 //! components it supervises with their restart policy, the notification
-//! bits others may set in its word, its VM's memory, image and state page
+//! bits others may set in its word, the components that may call it (each
+//! named after the caller, with the badge its calls arrive with), its VM's
+//! memory, image and state page
 //! when it is a world switcher, its device memory and DMA buffers (with
 //! their physical addresses), its PCI function (its bus address, IDs, MSI
 //! message and mapped BARs), and its interrupt lines (the forwarder's
@@ -131,6 +133,25 @@ pub fn contents(spec: &Spec<'_>, who: Identity<'_>, given: &Given<'_>) -> StartI
             name,
             ResourceView::Incoming {
                 mask: declared.badge,
+            },
+        );
+    }
+    // A server learns each caller's badge under the caller's name (capdl
+    // gives a client at most one endpoint to a server).
+    for declared in spec
+        .capabilities
+        .iter()
+        .filter(|c| c.kind == CapabilityKind::Endpoint as u32 && c.target as usize == index)
+    {
+        let caller = spec
+            .components
+            .get(declared.holder as usize)
+            .and_then(|caller| spec::name_of(&caller.name))
+            .unwrap_or("");
+        resources.push(
+            caller,
+            ResourceView::Caller {
+                badge: declared.badge,
             },
         );
     }
@@ -621,6 +642,60 @@ mod tests {
         assert!(
             info.views()
                 .all(|(_, v)| v.kind() != ResourceKind::GuestMemory)
+        );
+    }
+
+    #[test]
+    fn a_server_sees_each_caller_by_name_with_its_badge() {
+        // pong (0) serves ping (1) and peer (2); ping also signals pong.
+        let mut builder = SpecBuilder::default();
+        builder.components.push(component("pong", 0, 0));
+        builder.components.push(component("ping", 0, 2));
+        builder.components.push(component("peer", 2, 1));
+        builder.capabilities = vec![
+            capability("kick", 1, CapabilityKind::Notification, 0, 1 << 5),
+            capability("echo", 1, CapabilityKind::Endpoint, 0, 1),
+            capability("other", 2, CapabilityKind::Endpoint, 0, 2),
+        ];
+        let bytes = builder.finish();
+        let spec = Spec::parse(&bytes).unwrap();
+        let who = |index, name| Identity {
+            index,
+            name,
+            args: "",
+            generation: 1,
+            tsc_hz: 1,
+        };
+        let server = contents(&spec, who(0, "pong"), &Given::default());
+        assert_eq!(
+            views(&server),
+            [
+                ("kick".into(), ResourceView::Incoming { mask: 1 << 5 }),
+                ("ping".into(), ResourceView::Caller { badge: 1 }),
+                ("peer".into(), ResourceView::Caller { badge: 2 }),
+            ]
+        );
+        assert!(server.resource("peer", ResourceKind::Caller).is_some());
+        // A client holds the endpoint as a capability and has no callers.
+        let client = contents(&spec, who(1, "ping"), &Given::default());
+        assert_eq!(
+            views(&client),
+            [
+                (
+                    "kick".into(),
+                    ResourceView::Capability {
+                        handle: crate::capability::encode(0, 1),
+                        kind: 1
+                    }
+                ),
+                (
+                    "echo".into(),
+                    ResourceView::Capability {
+                        handle: crate::capability::encode(1, 1),
+                        kind: CapabilityKind::Endpoint as u32
+                    }
+                ),
+            ]
         );
     }
 

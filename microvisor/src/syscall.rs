@@ -17,8 +17,8 @@ use microvisor_abi::fault::FaultKind;
 use microvisor_abi::inject::{Kind, MAX_BYTES, MAX_FLOOD, MAX_HANG_US};
 use microvisor_abi::spec::{CapabilityKind, MAX_PRIORITY};
 use microvisor_abi::syscall::{
-    Call, LAZY_TIMEOUT, LOG_WRITE_MAX, MAX_PERIOD_US, MAX_QUANTUM_US, SCHEDULING_QUANTUM_SHIFT,
-    SCHEDULING_SLACK, Status, Syscall, UserBytes, WAIT_FOREVER,
+    Call, LAZY_TIMEOUT, LOG_WRITE_MAX, MAX_PERIOD_US, MAX_QUANTUM_US, REPLY,
+    SCHEDULING_QUANTUM_SHIFT, SCHEDULING_SLACK, Status, Syscall, UserBytes, WAIT_FOREVER,
 };
 use microvisor_abi::{USER_END, USER_MIN};
 use zerocopy::IntoBytes;
@@ -58,15 +58,60 @@ pub fn signal_wait_entry(kernel: &mut Kernel) -> *const Frame {
     if timeout_us != 0
         && let Some(capability) = component.capability(handle, CapabilityKind::Notification)
     {
-        let clock = kernel.clock;
-        let deadline = |now: u64| {
-            (timeout_us != WAIT_FOREVER)
-                .then(|| now.saturating_add(clock.ticks_from_us(timeout_us)))
-        };
+        let deadline = deadline_after(kernel.clock, timeout_us);
         if let Some(next) = kernel.direct_switch(
             (caller, capability.target, capability.badge),
             (deadline, lazy),
         ) {
+            return next;
+        }
+    }
+    dispatch(kernel)
+}
+
+/// The deadline (TSC) a timeout of `timeout_us` (or [`WAIT_FOREVER`])
+/// sets when the clock reads `now`.
+#[inline(always)]
+fn deadline_after(
+    clock: microvisor::time::Clock,
+    timeout_us: u64,
+) -> impl FnOnce(u64) -> Option<u64> {
+    move |now: u64| {
+        (timeout_us != WAIT_FOREVER).then(|| now.saturating_add(clock.ticks_from_us(timeout_us)))
+    }
+}
+
+/// `Call`: its fast path when [`Kernel::call_switch`] finds the server
+/// serving and the general pass could decide nothing else (the request
+/// goes to the server, which runs next), or else [`dispatch`] from the
+/// start (which faults a bad handle).
+#[inline(never)]
+pub fn call_entry(kernel: &mut Kernel) -> *const Frame {
+    let caller = kernel.current_index();
+    let component = &kernel.components[caller];
+    let (handle, timeout_us) = (component.frame().rdi, component.frame().rsi);
+    if let Some(capability) = component.capability(handle, CapabilityKind::Endpoint) {
+        let deadline = deadline_after(kernel.clock, timeout_us);
+        if let Some(next) =
+            kernel.call_switch((caller, capability.target, capability.badge), deadline)
+        {
+            return next;
+        }
+    }
+    dispatch(kernel)
+}
+
+/// `ReplyWait`: its fast path when it replies and
+/// [`Kernel::reply_switch`] finds the caller waiting and the general pass
+/// could decide nothing else (the caller runs next with the reply), or
+/// else [`dispatch`] from the start.
+#[inline(never)]
+pub fn reply_wait_entry(kernel: &mut Kernel) -> *const Frame {
+    let server = kernel.current_index();
+    let frame = kernel.components[server].frame();
+    if frame.rdi == REPLY {
+        let deadline = deadline_after(kernel.clock, frame.rsi);
+        if let Some(next) = kernel.reply_switch(server, deadline) {
             return next;
         }
     }
@@ -180,6 +225,11 @@ fn handle(kernel: &mut Kernel, caller: usize) -> Outcome {
         } => inject(k, caller, injection, kind, (argument, count)),
         Call::ComponentStatus { component } => component_status(k, caller, component),
         Call::QueueReset { address } => queue_reset(k, caller, address),
+        Call::Call {
+            endpoint,
+            timeout_us,
+        } => call_server(k, caller, endpoint, timeout_us),
+        Call::ReplyWait { reply, timeout_us } => reply_wait(k, caller, reply, timeout_us),
     }
 }
 
@@ -318,6 +368,75 @@ fn signal_wait(
     let next = wait(kernel, caller, timeout_us);
     kernel.components[caller].set_lazy(lazy);
     next
+}
+
+/// `caller` calls the server its endpoint capability `handle` names:
+/// the request goes to the server at once when it serves, waits for it
+/// otherwise (across its restart), and is answered
+/// [`Status::Unanswered`] at once when the server has ended for good.
+fn call_server(
+    kernel: &mut Kernel,
+    caller: usize,
+    handle: u64,
+    timeout_us: Option<u64>,
+) -> Outcome {
+    let endpoint = capability(kernel, caller, handle, CapabilityKind::Endpoint)?;
+    let (server, badge) = (endpoint.target, endpoint.badge);
+    let now = timer::now();
+    let deadline = deadline_after(kernel.clock, timeout_us.unwrap_or(WAIT_FOREVER))(now);
+    if kernel.components[server].state() == ComponentState::Serving {
+        let request = kernel.components[caller].message();
+        kernel.components[caller].send_call(server, badge, deadline);
+        kernel.components[caller].request_taken(server);
+        kernel.components[server].take_request(caller, badge, &request, now);
+    } else if kernel.components[server].may_serve_again() {
+        kernel.components[caller].send_call(server, badge, deadline);
+    } else {
+        return answer(kernel, caller, Status::Unanswered, 0);
+    }
+    Ok(Next::Schedule)
+}
+
+/// `server` answers the caller it owes a reply (with its message when
+/// `reply`, else [`Status::Unanswered`]; nothing when that caller has
+/// since timed out or ended), then takes pending bits, or the waiting
+/// request of the highest priority, or blocks serving for at most
+/// `timeout_us` (0 polls).
+fn reply_wait(kernel: &mut Kernel, server: usize, reply: bool, timeout_us: Option<u64>) -> Outcome {
+    let now = timer::now();
+    let mut woke = false;
+    if let Some(caller) = kernel.components[server].take_reply_to()
+        && kernel.components[caller].state() == (ComponentState::Calling { server })
+    {
+        let message = kernel.components[server].message();
+        let (status, message) = if reply {
+            (Status::Ok, Some(&message))
+        } else {
+            (Status::Unanswered, None)
+        };
+        kernel.components[caller].end_call(status, message, now);
+        woke = true;
+    }
+    let answered_at_once = if kernel.components[server].serve_signal(now) {
+        true
+    } else if let Some((caller, badge)) = kernel.waiting_request(server) {
+        let request = kernel.components[caller].message();
+        kernel.components[caller].request_taken(server);
+        kernel.components[server].take_request(caller, badge, &request, now);
+        true
+    } else if timeout_us == Some(0) {
+        kernel.components[server].answer(Status::TimedOut, 0);
+        true
+    } else {
+        let deadline = deadline_after(kernel.clock, timeout_us.unwrap_or(WAIT_FOREVER))(now);
+        kernel.components[server].block_serving(deadline);
+        false
+    };
+    Ok(if answered_at_once && !woke {
+        Next::Resume
+    } else {
+        Next::Schedule
+    })
 }
 
 fn time(kernel: &mut Kernel, caller: usize) -> Outcome {

@@ -171,6 +171,10 @@ pub enum CapabilityKind {
     /// memory or queues, flood its queues): granted only by a system's
     /// `[test]` table, for fault-injection campaigns.
     Injection = 7,
+    /// Call component `target` ([`crate::syscall::Syscall::Call`]), which
+    /// serves with [`crate::syscall::Syscall::ReplyWait`] and learns the
+    /// caller by `badge` (nonzero).
+    Endpoint = 8,
 }
 
 impl CapabilityKind {
@@ -184,6 +188,7 @@ impl CapabilityKind {
             5 => Self::Vmcs,
             6 => Self::Vcpu,
             7 => Self::Injection,
+            8 => Self::Endpoint,
             _ => return None,
         })
     }
@@ -202,7 +207,8 @@ pub struct CapabilitySpec {
     /// and [`CapabilityKind::Vcpu`], or [`NONE`] for scheduling control.
     pub target: u32,
     pub reserved: u32,
-    /// Notification bits, for [`CapabilityKind::Notification`].
+    /// Notification bits, for [`CapabilityKind::Notification`]; the
+    /// caller's name for its server, for [`CapabilityKind::Endpoint`].
     pub badge: u64,
 }
 
@@ -724,6 +730,17 @@ impl<'a> Spec<'a> {
                 return Err(SpecError::BadComponentIndex {
                     table: "capability",
                     index,
+                });
+            }
+            // A server learns its callers by badge (0 is a signal), and a
+            // component cannot call itself (it would wait for itself).
+            if kind == CapabilityKind::Endpoint
+                && (capability.badge == 0 || capability.target == capability.holder)
+            {
+                return Err(SpecError::BadField {
+                    table: "capability",
+                    index,
+                    field: "endpoint",
                 });
             }
         }
@@ -1286,6 +1303,21 @@ mod tests {
             &|s| s.capabilities[0].kind = 99,
             SpecError::BadCapabilityKind { index: 0 },
         );
+        let endpoint = |badge: u64, target: u32| {
+            move |s: &mut SpecBuilder| {
+                s.capabilities[0].kind = CapabilityKind::Endpoint as u32;
+                s.capabilities[0].badge = badge;
+                s.capabilities[0].target = target;
+            }
+        };
+        let bad_endpoint = SpecError::BadField {
+            table: "capability",
+            index: 0,
+            field: "endpoint",
+        };
+        // A caller with no name, and a component calling itself.
+        check(&endpoint(0, 1), bad_endpoint);
+        check(&endpoint(1, 0), bad_endpoint);
         check(
             &|s| s.capabilities[0].target = 5,
             SpecError::BadComponentIndex {

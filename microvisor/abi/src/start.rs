@@ -3,9 +3,10 @@
 //! At entry a component finds, at [`crate::START_INFO_ADDRESS`] (also passed
 //! in `rdi`), one read-only page that tells it who it is — its name,
 //! argument string and generation — and what it was given: every
-//! capability handle, queue end, incoming notification bit, interrupt line
-//! and device grant, each as a named [`Resource`]. The core writes it at
-//! every (re)start; the component only reads it.
+//! capability handle, queue end, incoming notification bit, caller (a
+//! component that may call it, with the badge it is known by), interrupt
+//! line and device grant, each as a named [`Resource`]. The core writes it
+//! at every (re)start; the component only reads it.
 
 #[cfg(test)]
 use zerocopy::FromZeros;
@@ -61,6 +62,11 @@ pub enum ResourceKind {
     /// The guest-hints page of the VM whose world switcher is `name`,
     /// mapped read-only at `address` (one page).
     GuestHints = 14,
+    /// A component that may call this one
+    /// ([`crate::spec::CapabilityKind::Endpoint`]), named after it: `size`
+    /// is the badge [`crate::syscall::Syscall::ReplyWait`] answers for its
+    /// calls (never 0).
+    Caller = 15,
 }
 
 impl ResourceKind {
@@ -81,6 +87,7 @@ impl ResourceKind {
             12 => Self::Dma,
             13 => Self::Pci,
             14 => Self::GuestHints,
+            15 => Self::Caller,
             _ => return None,
         })
     }
@@ -169,6 +176,10 @@ pub enum ResourceView {
     /// A VM's guest-hints page, read-only (named after its world
     /// switcher).
     GuestHints { address: u64 },
+    /// A component that may call this one (named after it): `badge` is
+    /// what [`crate::syscall::Syscall::ReplyWait`] answers in `rdi` for
+    /// its calls, nonzero and distinct among this component's callers.
+    Caller { badge: u64 },
     /// A DMA buffer: mapped at `address`, `size` bytes, physically
     /// contiguous from `physical`.
     Dma {
@@ -207,6 +218,7 @@ impl ResourceView {
             Self::GuestImage { .. } => ResourceKind::GuestImage,
             Self::VcpuState { .. } => ResourceKind::VcpuState,
             Self::GuestHints { .. } => ResourceKind::GuestHints,
+            Self::Caller { .. } => ResourceKind::Caller,
             Self::Dma { .. } => ResourceKind::Dma,
             Self::Pci { .. } => ResourceKind::Pci,
         }
@@ -253,6 +265,7 @@ impl Resource {
             ResourceView::VcpuState { address } | ResourceView::GuestHints { address } => {
                 (0, 0, address, crate::PAGE_SIZE)
             }
+            ResourceView::Caller { badge } => (0, 0, 0, badge),
             ResourceView::Dma {
                 address,
                 size,
@@ -332,6 +345,7 @@ impl Resource {
             ResourceKind::GuestImage => ResourceView::GuestImage { address, size },
             ResourceKind::VcpuState => ResourceView::VcpuState { address },
             ResourceKind::GuestHints => ResourceView::GuestHints { address },
+            ResourceKind::Caller => ResourceView::Caller { badge: size },
             ResourceKind::Dma => ResourceView::Dma {
                 address,
                 size,
@@ -424,7 +438,7 @@ fn bounded_str(bytes: &[u8], len: u32) -> &str {
 mod tests {
     use super::*;
 
-    fn every_view() -> [ResourceView; 15] {
+    fn every_view() -> [ResourceView; 16] {
         let end = QueueEnd {
             address: 0x10_0000_0000,
             slot_size: 64,
@@ -492,6 +506,7 @@ mod tests {
                 backoff_ms: u64::from(u32::MAX),
                 watchdog_ms: u32::MAX,
             }),
+            ResourceView::Caller { badge: 2 },
         ]
     }
 
@@ -503,6 +518,28 @@ mod tests {
             assert_eq!(resource.kind(), Some(view.kind()));
             assert_eq!(resource.name(), Some("queue-1"));
         }
+    }
+
+    #[test]
+    fn every_kind_number_decodes_and_a_caller_keeps_its_badge_in_size() {
+        for view in every_view() {
+            let kind = view.kind();
+            assert_eq!(ResourceKind::from_u32(kind as u32), Some(kind));
+        }
+        assert_eq!(ResourceKind::from_u32(0), None);
+        assert_eq!(ResourceKind::from_u32(16), None);
+        // The stored layout is ABI: kind 15, the badge in `size`.
+        let caller = Resource::new("ping", ResourceView::Caller { badge: 3 });
+        assert_eq!((caller.kind, caller.size), (15, 3));
+        assert_eq!((caller.bit, caller.handle, caller.address), (0, 0, 0));
+        let mut info = StartInfo::new_zeroed();
+        info.resources[0] = Resource::new("ping", ResourceView::Incoming { mask: 1 });
+        info.resources[1] = caller;
+        info.resource_count = 2;
+        let found = info
+            .resource("ping", ResourceKind::Caller)
+            .map(Resource::view);
+        assert_eq!(found, Some(Some(ResourceView::Caller { badge: 3 })));
     }
 
     #[test]

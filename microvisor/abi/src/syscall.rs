@@ -5,7 +5,9 @@
 //! The core answers in `rax` (a [`Status`]) and `rdx` (a value). `rcx` and
 //! `r11` are clobbered by the instruction itself; every other caller-saved
 //! register may be clobbered too (the call behaves like a function call),
-//! callee-saved registers are preserved.
+//! callee-saved registers are preserved — except by [`Syscall::Call`] and
+//! [`Syscall::ReplyWait`], whose messages travel in
+//! [`MESSAGE_REGISTERS`], four of them callee-saved (`r12`..`r15`).
 //!
 //! Misuse — an unknown number, a pointer that is not readable user memory, a
 //! length out of range — is not an error code: the core stops the caller and
@@ -141,7 +143,50 @@ pub enum Syscall {
     /// that names another message) recovers with this instead of reading
     /// stale slots. An address that is no queue of the caller faults.
     QueueReset = 25,
+    /// Call a server and wait for its answer: `rdi` a
+    /// [`crate::spec::CapabilityKind::Endpoint`] handle, `rsi` a timeout
+    /// in microseconds ([`WAIT_FOREVER`] for none; 0 is not a poll: the
+    /// call times out unless the server takes it at once), the request in
+    /// the [`MESSAGE_REGISTERS`]. Answers the server's reply in the same
+    /// registers with [`Status::Ok`]; [`Status::TimedOut`] when the
+    /// timeout passed first (the request may have been taken, and its
+    /// reply is dropped); [`Status::Unanswered`] when the server took the
+    /// request and then ended (faulted, exited, stopped or restarted) or
+    /// declined it, or has ended and cannot come back (no supervisor). A
+    /// request the server has not taken waits across its restart for its
+    /// next life (or until the timeout).
+    /// The message registers include callee-saved `r12`..`r15`: the
+    /// runtime's wrapper names them all as clobbered.
+    Call = 26,
+    /// A server answers its last caller and waits for the next call:
+    /// `rdi` is [`REPLY`] to send the reply in the [`MESSAGE_REGISTERS`]
+    /// to the caller whose request it took last (dropped when that caller
+    /// has since ended or timed out), or [`NO_REPLY`] to only wait (a
+    /// request taken and not answered ends with [`Status::Unanswered`]);
+    /// `rsi`
+    /// a timeout as [`Syscall::Wait`]'s. Answers [`Status::Ok`] with the
+    /// caller's badge (never 0) in `rdi` and its request in the message
+    /// registers (of the waiting callers, the highest priority first);
+    /// or, when notification bits were pending or arrive first, [`Status::Ok`] with 0 in `rdi` and the bits in `rsi` (the
+    /// server's notification word is bound to its endpoint, so one thread
+    /// serves calls and signals); or [`Status::TimedOut`].
+    ReplyWait = 27,
 }
+
+/// The registers a [`Syscall::Call`] request or reply travels in, in
+/// message-word order: 8 words, 64 bytes.
+pub const MESSAGE_REGISTERS: [&str; MESSAGE_WORDS] =
+    ["rdx", "r10", "r8", "r9", "r12", "r13", "r14", "r15"];
+
+/// Words in one call's request or reply.
+pub const MESSAGE_WORDS: usize = 8;
+
+/// [`Syscall::ReplyWait`]'s `rdi`: send the reply.
+pub const REPLY: u64 = 1;
+
+/// [`Syscall::ReplyWait`]'s `rdi`: no reply to send (the first wait, or
+/// after a call the server will not answer).
+pub const NO_REPLY: u64 = 0;
 
 /// The interrupt line of the system console (COM1's IRQ 4). The core owns
 /// the device; a component granted this line is told (by the grant's
@@ -190,6 +235,8 @@ impl Syscall {
             23 => Self::Inject,
             24 => Self::ComponentStatus,
             25 => Self::QueueReset,
+            26 => Self::Call,
+            27 => Self::ReplyWait,
             _ => return None,
         })
     }
@@ -334,6 +381,17 @@ pub enum Call {
     QueueReset {
         address: u64,
     },
+    /// The message travels in [`MESSAGE_REGISTERS`], outside
+    /// [`Registers`].
+    Call {
+        endpoint: u64,
+        timeout_us: Option<u64>,
+    },
+    /// `reply`: `rdi` was [`REPLY`] (anything else is [`NO_REPLY`]).
+    ReplyWait {
+        reply: bool,
+        timeout_us: Option<u64>,
+    },
 }
 
 /// Two argument registers as claimed bytes.
@@ -438,6 +496,14 @@ impl Call {
             },
             Syscall::ComponentStatus => Self::ComponentStatus { component: a0 },
             Syscall::QueueReset => Self::QueueReset { address: a0 },
+            Syscall::Call => Self::Call {
+                endpoint: a0,
+                timeout_us: optional(a1),
+            },
+            Syscall::ReplyWait => Self::ReplyWait {
+                reply: a0 == REPLY,
+                timeout_us: optional(a1),
+            },
         })
     }
 
@@ -522,6 +588,20 @@ impl Call {
                 (Syscall::ComponentStatus, [component, 0, 0, 0, 0])
             }
             Self::QueueReset { address } => (Syscall::QueueReset, [address, 0, 0, 0, 0]),
+            Self::Call {
+                endpoint,
+                timeout_us,
+            } => (Syscall::Call, [endpoint, or_max(timeout_us), 0, 0, 0]),
+            Self::ReplyWait { reply, timeout_us } => (
+                Syscall::ReplyWait,
+                [
+                    if reply { REPLY } else { NO_REPLY },
+                    or_max(timeout_us),
+                    0,
+                    0,
+                    0,
+                ],
+            ),
         };
         Registers {
             number: call as u64,
@@ -547,6 +627,11 @@ pub enum Status {
     /// (exited, faulted, stopped or refused); its consumed time is still
     /// answered.
     Ended = 3,
+    /// [`Syscall::Call`]: the server took the request and will not
+    /// answer it — it ended (faulted, exited, stopped, restarted) or
+    /// declined ([`Syscall::ReplyWait`] with [`NO_REPLY`]); it may or may
+    /// not have carried the request out — or it has ended for good.
+    Unanswered = 4,
 }
 
 #[cfg(test)]
@@ -582,10 +667,12 @@ mod tests {
             Syscall::Inject,
             Syscall::ComponentStatus,
             Syscall::QueueReset,
+            Syscall::Call,
+            Syscall::ReplyWait,
         ] {
             assert_eq!(Syscall::from_number(call as u64), Some(call));
         }
-        assert_eq!(Syscall::from_number(26), None);
+        assert_eq!(Syscall::from_number(28), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }
 
@@ -672,7 +759,29 @@ mod tests {
                 address: 0x4000_0000
             })
         );
-        assert_eq!(Call::decode(registers(26, [0; 5])), Err(26));
+        assert_eq!(
+            Call::decode(registers(26, [0x1_0000_0003, WAIT_FOREVER, 7, 7, 7])),
+            Ok(Call::Call {
+                endpoint: 0x1_0000_0003,
+                timeout_us: None,
+            })
+        );
+        assert_eq!(
+            Call::decode(registers(27, [REPLY, 500, 7, 7, 7])),
+            Ok(Call::ReplyWait {
+                reply: true,
+                timeout_us: Some(500),
+            })
+        );
+        // Anything but REPLY only waits.
+        assert_eq!(
+            Call::decode(registers(27, [2, WAIT_FOREVER, 0, 0, 0])),
+            Ok(Call::ReplyWait {
+                reply: false,
+                timeout_us: None,
+            })
+        );
+        assert_eq!(Call::decode(registers(28, [0; 5])), Err(28));
         assert_eq!(Call::decode(registers(u64::MAX, [0; 5])), Err(u64::MAX));
         assert_eq!(Call::Null.encode(), registers(0, [0; 5]));
         assert_eq!(
@@ -693,7 +802,7 @@ mod tests {
         /// encodes to registers that decode to the same call, and unknown
         /// numbers are refused with the number.
         #[test]
-        fn decode_and_encode_agree(number in 0u64..24, arguments in proptest::array::uniform5(proptest::prelude::any::<u64>())) {
+        fn decode_and_encode_agree(number in 0u64..30, arguments in proptest::array::uniform5(proptest::prelude::any::<u64>())) {
             match Call::decode(registers(number, arguments)) {
                 Ok(call) => {
                     let encoded = call.encode();
@@ -703,7 +812,7 @@ mod tests {
                     for (sent, kept) in arguments.iter().zip(encoded.arguments) {
                         // (A 32-bit field; PciConfig's write flag, any
                         // nonzero value, is 1.)
-                        proptest::prop_assert!(kept == 0 || kept == *sent || (number == 3 && kept == *sent & 0xffff_ffff) || (number == 22 && kept == 1));
+                        proptest::prop_assert!(kept == 0 || kept == *sent || (number == 3 && kept == *sent & 0xffff_ffff) || (number == 22 && kept == 1) || (number == 27 && kept == REPLY));
                     }
                 }
                 Err(refused) => {

@@ -1,11 +1,14 @@
 //! A component: one address space, one thread, a capability table, a
-//! notification word and a scheduling context.
+//! notification word, a scheduling context and its side of synchronous
+//! calls.
 //!
 //! Components are declared at boot from the spec and never created at run
 //! time; a slot is reused only by restarting the same component. The
 //! thread's life is [`ComponentState`]; every change of state happens in a
 //! method here: declared (ready or waiting for its supervisor) or refused
 //! at load, blocked in `Wait` and woken (by a signal or its timeout),
+//! blocked in `Call` (its request not yet taken, then waiting for the
+//! reply) or in `ReplyWait` (serving: waiting for a request or a signal),
 //! stopped (exited, faulted or stopped by its supervisor, its memory
 //! returned), and restarted with a new generation (old capability handles
 //! become stale). The address space itself is built by `crate::loader`.
@@ -16,7 +19,7 @@ use microvisor::sched::{Candidate, SchedulingContext};
 use microvisor::time::Clock;
 use microvisor_abi::fault::FaultRecord;
 use microvisor_abi::spec::CapabilitySpec;
-use microvisor_abi::syscall::{Registers, Status};
+use microvisor_abi::syscall::{MESSAGE_WORDS, Registers, Status};
 
 use super::capability::{Capability, CapabilityTable};
 use super::notification::Notification;
@@ -35,6 +38,13 @@ pub enum ComponentState {
     Ready,
     /// Blocked in `Wait`.
     Waiting,
+    /// Blocked in `ReplyWait`: waits for a call, a signal or its timeout.
+    Serving,
+    /// Blocked in `Call` to component `server`, which has not taken the
+    /// request yet; `badge` is what the server will learn it by.
+    Sending { server: usize, badge: u64 },
+    /// Blocked in `Call`: `server` took the request and owes the reply.
+    Calling { server: usize },
     /// Ended itself with this exit code.
     Exited(i32),
     /// Stopped by the core after a fault.
@@ -102,7 +112,13 @@ pub struct Component {
     /// forgets it) the same handle names the same VM, and the world
     /// switcher's run loop is not checked again at every exit.
     checked_vcpu: Option<(u64, usize)>,
+    /// The caller whose request it took last and has not answered.
+    reply_to: Option<usize>,
 }
+
+/// One call's request or reply: the message registers
+/// (`microvisor_abi::syscall::MESSAGE_REGISTERS`).
+pub type Message = [u64; MESSAGE_WORDS];
 
 const NO_SPACE: AddressSpace = AddressSpace {
     root: PhysicalAddress(0),
@@ -135,6 +151,7 @@ impl Component {
         hung_until: None,
         busy_since: None,
         checked_vcpu: None,
+        reply_to: None,
     };
 
     /// A declared component in its first generation, not yet built. Names
@@ -273,7 +290,19 @@ impl Component {
 
     /// Whether it may still run at some point.
     pub fn is_alive(&self) -> bool {
-        matches!(self.state, ComponentState::Ready | ComponentState::Waiting)
+        self.state == ComponentState::Ready || self.is_blocked()
+    }
+
+    /// Whether it is blocked in a system call (`Wait`, `Call` or
+    /// `ReplyWait`) until something wakes it.
+    pub fn is_blocked(&self) -> bool {
+        matches!(
+            self.state,
+            ComponentState::Waiting
+                | ComponentState::Serving
+                | ComponentState::Sending { .. }
+                | ComponentState::Calling { .. }
+        )
     }
 
     /// What the scheduler needs to know of it.
@@ -324,6 +353,132 @@ impl Component {
         self.busy_since = None;
     }
 
+    /// The message in its registers: the request of a `Call`, the reply
+    /// of a `ReplyWait`.
+    #[inline(always)]
+    pub fn message(&self) -> Message {
+        let f = &self.frame;
+        [f.rdx, f.r10, f.r8, f.r9, f.r12, f.r13, f.r14, f.r15]
+    }
+
+    /// Puts `message` in its message registers.
+    #[inline(always)]
+    fn set_message(&mut self, message: &Message) {
+        let f = &mut self.frame;
+        [f.rdx, f.r10, f.r8, f.r9, f.r12, f.r13, f.r14, f.r15] = *message;
+    }
+
+    /// The caller whose request it took last and has not answered yet.
+    #[inline(always)]
+    pub fn reply_to(&self) -> Option<usize> {
+        self.reply_to
+    }
+
+    /// Forgets the caller it owes a reply to, returning it.
+    #[inline(always)]
+    pub fn take_reply_to(&mut self) -> Option<usize> {
+        self.reply_to.take()
+    }
+
+    /// Whether it waits for the reply of `server` (which took its
+    /// request) and is not held by an injected hang.
+    #[inline(always)]
+    pub fn awaits_reply_of(&self, server: usize) -> bool {
+        self.state == (ComponentState::Calling { server }) && self.hung_until.is_none()
+    }
+
+    /// Whether it waits in `ReplyWait` and is not held by an injected
+    /// hang: a request makes it ready at once.
+    #[inline(always)]
+    pub fn serves(&self) -> bool {
+        self.state == ComponentState::Serving && self.hung_until.is_none()
+    }
+
+    /// Blocks it in `Call` to `server`, which has not taken the request,
+    /// until `deadline` (TSC).
+    pub fn send_call(&mut self, server: usize, badge: u64, deadline: Option<u64>) {
+        self.state = ComponentState::Sending { server, badge };
+        self.wake_at = deadline;
+        self.lazy = false;
+        self.busy_since = None;
+    }
+
+    /// Its request was taken by `server`: it waits for the reply (the
+    /// deadline of its `Call` still holds).
+    #[inline(always)]
+    pub fn request_taken(&mut self, server: usize) {
+        self.state = ComponentState::Calling { server };
+    }
+
+    /// Blocks it in `Call`, its request taken at once by `server`, until
+    /// `deadline` (TSC): the fast path's block.
+    #[inline(always)]
+    pub fn block_calling(&mut self, server: usize, deadline: Option<u64>) {
+        self.state = ComponentState::Calling { server };
+        self.wake_at = deadline;
+        self.lazy = false;
+        self.busy_since = None;
+    }
+
+    /// Blocks it in `ReplyWait` until a request, a signal or `deadline`
+    /// (TSC).
+    #[inline(always)]
+    pub fn block_serving(&mut self, deadline: Option<u64>) {
+        self.state = ComponentState::Serving;
+        self.wake_at = deadline;
+        self.lazy = false;
+        self.busy_since = None;
+    }
+
+    /// Gives it (serving, or about to return from `ReplyWait`) the
+    /// request `message` of the caller `caller` known by `badge`, which
+    /// it now owes a reply; it becomes ready.
+    #[inline(always)]
+    pub fn take_request(&mut self, caller: usize, badge: u64, message: &Message, now: u64) {
+        self.set_message(message);
+        self.frame.rax = Status::Ok as u64;
+        self.frame.rdi = badge;
+        self.reply_to = Some(caller);
+        self.wake_at = None;
+        self.state = ComponentState::Ready;
+        self.busy_since = Some(now);
+    }
+
+    /// Ends its `Call` with `status` and, when `Ok`, the reply `message`;
+    /// it becomes ready.
+    #[inline(always)]
+    pub fn end_call(&mut self, status: Status, message: Option<&Message>, now: u64) {
+        if let Some(message) = message {
+            self.set_message(message);
+        }
+        self.frame.rax = status as u64;
+        self.wake_at = None;
+        self.state = ComponentState::Ready;
+        self.busy_since = Some(now);
+    }
+
+    /// Answers its `ReplyWait` with the pending notification bits (a
+    /// signal, not a request: badge 0), if any, making it ready; returns
+    /// whether it did.
+    pub fn serve_signal(&mut self, now: u64) -> bool {
+        let Some(bits) = self.notification.take() else {
+            return false;
+        };
+        self.frame.rax = Status::Ok as u64;
+        self.frame.rdi = 0;
+        self.frame.rsi = bits;
+        self.wake_at = None;
+        self.state = ComponentState::Ready;
+        self.busy_since = Some(now);
+        true
+    }
+
+    /// Whether it may still take requests: it lives, or it has ended but
+    /// its supervisor may start it again.
+    pub fn may_serve_again(&self) -> bool {
+        self.is_alive() || (self.supervisor.is_some() && self.state != ComponentState::Refused)
+    }
+
     /// Its scheduling context, to bring up to date (the IPC fast path
     /// refills the woken side's before reading its budget).
     pub fn scheduling_mut(&mut self) -> &mut SchedulingContext {
@@ -352,8 +507,7 @@ impl Component {
 
     /// When it waits with a timeout: when that ends.
     pub fn timeout(&self) -> Option<u64> {
-        self.wake_at
-            .filter(|_| self.state == ComponentState::Waiting)
+        self.wake_at.filter(|_| self.is_blocked())
     }
 
     /// Its timeout, unless lazy: what may still wake it with work to do.
@@ -385,10 +539,14 @@ impl Component {
     /// Sets `bits` in its notification word, waking it if it waits: its
     /// `Wait` then answers the word (and clears it).
     pub fn signal(&mut self, bits: u64) {
-        if self.state == ComponentState::Waiting && (bits != 0 || self.has_pending_bits()) {
-            self.wake(bits, crate::arch::timer::now());
-        } else {
-            self.notification.set(bits);
+        let pending = bits != 0 || self.has_pending_bits();
+        match self.state {
+            ComponentState::Waiting if pending => self.wake(bits, crate::arch::timer::now()),
+            ComponentState::Serving if pending => {
+                self.notification.set(bits);
+                self.serve_signal(crate::arch::timer::now());
+            }
+            _ => self.notification.set(bits),
         }
     }
 
@@ -418,11 +576,11 @@ impl Component {
         true
     }
 
-    /// Refills its budget as of `now` and ends a `Wait` whose timeout
-    /// passed.
+    /// Refills its budget as of `now` and ends a blocking call (`Wait`,
+    /// `Call`, `ReplyWait`) whose timeout passed.
     pub fn catch_up(&mut self, now: u64) {
         self.scheduling.refill(now);
-        if self.state == ComponentState::Waiting && self.wake_at.is_some_and(|at| at <= now) {
+        if self.is_blocked() && self.wake_at.is_some_and(|at| at <= now) {
             self.answer(Status::TimedOut, 0);
             self.wake_at = None;
             self.state = ComponentState::Ready;
@@ -497,6 +655,7 @@ impl Component {
         self.wake_at = None;
         self.hung_until = None;
         self.checked_vcpu = None;
+        self.reply_to = None;
     }
 
     /// The VM `handle` names, if it is the vCPU handle last checked in

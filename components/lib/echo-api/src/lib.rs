@@ -78,9 +78,67 @@ impl Message {
     }
 }
 
+/// Request `sequence` of the call version of ping-pong: the sequence,
+/// then seven words that depend on it; the reply is every word inverted.
+/// Cheap to make and check, so that a call's benchmark measures the call.
+#[inline(always)]
+pub fn call_request(sequence: u64) -> [u64; 8] {
+    let mut message = [sequence; 8];
+    for (index, word) in message.iter_mut().enumerate().skip(1) {
+        *word ^= ((index as u64) << 56) | index as u64;
+    }
+    message
+}
+
+/// Whether `reply` answers call request `sequence`.
+#[inline(always)]
+pub fn is_call_reply(reply: &[u64; 8], sequence: u64) -> bool {
+    differs(reply, &call_request(sequence).map(|word| !word)) == 0
+}
+
+/// Whether `message` is call request `sequence`.
+#[inline(always)]
+pub fn is_call_request(message: &[u64; 8], sequence: u64) -> bool {
+    differs(message, &call_request(sequence)) == 0
+}
+
+/// Whether `message` is `[word; 8]`: [`STOP`] and [`SILENT`] as calls.
+#[inline(always)]
+pub fn is_all(message: &[u64; 8], word: u64) -> bool {
+    differs(message, &[word; 8]) == 0
+}
+
+/// Nonzero when `a` and `b` differ: the words' differences OR-ed, with
+/// no early exit and no `memcmp` call (which a slice compare becomes).
+#[inline(always)]
+fn differs(a: &[u64; 8], b: &[u64; 8]) -> u64 {
+    a.iter().zip(b).fold(0, |differ, (a, b)| differ | (a ^ b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_requests_differ_in_every_word_and_replies_check_all() {
+        let (one, two) = (call_request(1), call_request(2));
+        assert!(one.iter().zip(&two).all(|(a, b)| a != b));
+        // Words of one request differ from each other.
+        assert!((1..8).all(|i| one[i] != one[0]));
+        let reply = one.map(|word| !word);
+        assert!(is_call_reply(&reply, 1));
+        assert!(!is_call_reply(&reply, 2));
+        assert!(is_call_request(&one, 1) && !is_call_request(&one, 2));
+        assert!(is_all(&[STOP; 8], STOP) && !is_all(&one, STOP));
+        let mut almost = [SILENT; 8];
+        almost[7] = 0;
+        assert!(!is_all(&almost, SILENT));
+        for index in 0..8 {
+            let mut damaged = reply;
+            damaged[index] ^= 1 << 40;
+            assert!(!is_call_reply(&damaged, 1));
+        }
+    }
 
     #[test]
     fn requests_and_replies_check_each_other() {

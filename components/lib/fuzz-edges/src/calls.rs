@@ -6,7 +6,8 @@
 //! plans are **mutated** calls: one the component may make ([`Base`]: the
 //! null call, `Time`, `Wait` with timeout 0, `SchedulingRead(SELF)`,
 //! `Signal` of its own notification capability, `SignalWait` with nothing
-//! to signal, now and then `Yield`, very rarely a `LogWrite` of a short
+//! to signal, `ReplyWait` polling for a request nobody sends, now and
+//! then `Yield`, very rarely a `LogWrite` of a short
 //! text) with one argument register changed to an edge value of its kind.
 //! Once in `wild_one_in` plans (the `hostile` component's `wild=`
 //! argument) the plan is one predicted to fault instead: a mutation whose
@@ -47,7 +48,7 @@
 
 use microvisor_abi::spec::{CapabilityKind, MAX_PRIORITY};
 use microvisor_abi::syscall::{
-    LOG_WRITE_MAX, MAX_PERIOD_US, MAX_QUANTUM_US, NO_SIGNAL, SCHEDULING_QUANTUM_SHIFT,
+    LOG_WRITE_MAX, MAX_PERIOD_US, MAX_QUANTUM_US, NO_SIGNAL, REPLY, SCHEDULING_QUANTUM_SHIFT,
     SCHEDULING_SLACK, SELF, Syscall,
 };
 use microvisor_abi::{PAGE_SIZE, STACK_TOP, USER_END, USER_MIN};
@@ -76,6 +77,7 @@ const COMPONENT_CONTROL: u32 = CapabilityKind::ComponentControl as u32;
 const SCHEDULING_CONTEXT: u32 = CapabilityKind::SchedulingContext as u32;
 const VMCS: u32 = CapabilityKind::Vmcs as u32;
 const VCPU: u32 = CapabilityKind::Vcpu as u32;
+const ENDPOINT: u32 = CapabilityKind::Endpoint as u32;
 
 /// Lengths at the edges of the core's limits (the wrapping length depends
 /// on the pointer: see [`Fuzzer::edge`]).
@@ -327,6 +329,8 @@ fn signature(number: u64) -> [Arg; 5] {
         Syscall::GuestLog => [Handle, Pointer, Length, Any, Any],
         Syscall::InterruptUnmask => [Line, Any, Any, Any, Any],
         Syscall::PciConfig => [PciOffset, PciWidth, Any, Any, Any],
+        Syscall::Call => [Handle, Timeout, Any, Any, Any],
+        Syscall::ReplyWait => [Any, Timeout, Any, Any, Any],
         _ => [Any; 5],
     }
 }
@@ -395,6 +399,11 @@ pub fn expect(number: u64, args: [u64; 5], component: &Component) -> Expect {
         | Syscall::InterruptUnmask
         | Syscall::InterruptPending
         | Syscall::PciConfig => only_with(component.devices),
+        // With nobody calling it, a `ReplyWait` returns at its timeout
+        // (or at once with bits pending); a `Call` through an endpoint
+        // it holds would wait for a server.
+        Syscall::ReplyWait => Returns,
+        Syscall::Call => only_with(holds(a0, ENDPOINT)),
         #[allow(unreachable_patterns)]
         _ => Unknown,
     }
@@ -413,7 +422,7 @@ pub fn is_safe(number: u64, args: [u64; 5], component: &Component) -> bool {
     match call {
         Syscall::Exit => false,
         Syscall::Wait => a0 <= LONGEST_WAIT_US,
-        Syscall::SignalWait => a1 <= LONGEST_WAIT_US,
+        Syscall::SignalWait | Syscall::ReplyWait => a1 <= LONGEST_WAIT_US,
         Syscall::Null
         | Syscall::Yield
         | Syscall::Time
@@ -435,7 +444,8 @@ pub fn is_safe(number: u64, args: [u64; 5], component: &Component) -> bool {
         | Syscall::ConsoleRead
         | Syscall::InterruptUnmask
         | Syscall::InterruptPending
-        | Syscall::PciConfig => expect(number, args, component) == Expect::Faults,
+        | Syscall::PciConfig
+        | Syscall::Call => expect(number, args, component) == Expect::Faults,
         // A call this model does not know: never through a capability or
         // a grant the component holds.
         #[allow(unreachable_patterns)]
@@ -455,13 +465,14 @@ enum Base {
     Signal,
     SignalWaitNothing,
     SignalWait,
+    ReplyWait,
 }
 
 /// How often each base is drawn.
 const BASES: [Base; 16] = [
     Base::Null,
     Base::Null,
-    Base::Null,
+    Base::ReplyWait,
     Base::Time,
     Base::Time,
     Base::Wait,
@@ -581,6 +592,8 @@ impl Fuzzer {
                 None => (Syscall::Null, [0; 5]),
             },
             Base::SignalWaitNothing => (Syscall::SignalWait, [NO_SIGNAL, 0, 0, 0, 0]),
+            // Nobody calls the fuzzing component: a poll for a request.
+            Base::ReplyWait => (Syscall::ReplyWait, [REPLY, 0, 0, 0, 0]),
             Base::SignalWait => (
                 Syscall::SignalWait,
                 [notification.unwrap_or(NO_SIGNAL), 0, 0, 0, 0],

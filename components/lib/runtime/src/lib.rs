@@ -29,6 +29,7 @@ use microvisor_abi::syscall::LOG_WRITE_MAX;
 
 pub mod arguments;
 pub mod dma;
+pub mod endpoint;
 pub mod fault;
 #[cfg(feature = "heap")]
 pub mod heap;

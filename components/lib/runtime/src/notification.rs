@@ -58,6 +58,7 @@ pub fn defer_signal(handle: u64) {
 }
 
 /// Sends a deferred signal now, if there is one.
+#[inline]
 pub fn flush() {
     let deferred = DEFERRED.swap(NONE, Ordering::Relaxed);
     if deferred != NONE {
@@ -182,6 +183,30 @@ fn look(mask: u64) -> bool {
     }
     PENDING.fetch_or(due, Ordering::Relaxed);
     true
+}
+
+/// Bits received and not yet taken by a waiter.
+#[inline]
+pub fn pending() -> u64 {
+    PENDING.load(Ordering::Relaxed)
+}
+
+/// Takes the bits of `mask` already received (no system call): what a
+/// server's `ReplyWait` ended with [`crate::endpoint::Served::Signalled`]
+/// for.
+pub fn take(mask: u64) -> u64 {
+    take_pending(mask).unwrap_or(0)
+}
+
+/// Keeps `bits` received outside a wait here (a server's `ReplyWait`).
+pub(crate) fn keep(bits: u64) {
+    PENDING.fetch_or(bits, Ordering::Relaxed);
+}
+
+/// [`look`] for every queue end: whether any has work whose signal was
+/// lost (its bits are then kept).
+pub(crate) fn look_all() -> bool {
+    look(u64::MAX)
 }
 
 /// Takes the bits of `mask` that are already set, without waiting.

@@ -67,6 +67,7 @@ pub(crate) fn watch_for_lost_wakeups(info: &'static microvisor_abi::start::Start
 }
 
 /// Whether waits must look at the queues every [`RECHECK_US`].
+#[inline]
 pub fn watching() -> bool {
     !START.load(Ordering::Relaxed).is_null()
 }

@@ -131,7 +131,7 @@ fn learn(start: &runtime::Start, component: &mut Component) {
             ResourceView::Supervised(child) => {
                 (child.control, CapabilityKind::ComponentControl as u32)
             }
-            ResourceView::Incoming { .. } => continue,
+            ResourceView::Incoming { .. } | ResourceView::Caller { .. } => continue,
             _ => {
                 component.devices = true;
                 continue;

@@ -11,15 +11,20 @@
 //! such a request and then one pong answers, and waits for the answer
 //! without a timeout. Then, if `bench=N` is given, measures N strict round
 //! trips (one message each way) in instructions under `-icount`. Ends by
-//! sending the stop message.
+//! sending the stop message. Given the endpoint capability `echo` (a
+//! `[calls.echo]` to pong) it does all of this over calls instead
+//! (`calls`).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
 
 use echo_api::{Message, SILENT, STOP};
 use runtime::arguments::OrExit;
+use runtime::endpoint::Client;
 use runtime::queue::{QueueError, Receiver, Sender};
 use runtime::{println, rdtsc, syscall};
+
+mod calls;
 
 runtime::component!(main);
 
@@ -47,6 +52,17 @@ fn main(start: &runtime::Start) -> i32 {
     let restarts_allowed = arguments.number("restarts", 0u64).or_exit() != 0;
     let timeout_check = arguments.number("timeout_check", 0u64).or_exit() != 0;
     let spin_check = arguments.number("spin_check", 0u64).or_exit() != 0;
+    if let Some(client) = Client::open(start, "echo") {
+        let plan = calls::Plan {
+            rounds,
+            for_ms,
+            restarts_allowed,
+            timeout_check,
+            spin_check,
+            bench,
+        };
+        return calls::run(&client, &plan);
+    }
     let (Ok(mut requests), Ok(mut replies)) = (
         Sender::<Message>::open(start, "requests").map(Sender::deferring),
         Receiver::<Message>::open(start, "replies"),
@@ -142,13 +158,13 @@ fn main(start: &runtime::Start) -> i32 {
                 .send(&request)
                 .and_then(|()| replies.receive_into(&mut reply));
             if answered.is_err() || !reply.is_reply(sequence) {
-                println!("BENCH ipc-round-trip failed at {sequence}");
+                println!("BENCH queue-round-trip failed at {sequence}");
                 return 1;
             }
         }
         let per = (rdtsc() - begin) / bench;
         println!(
-            "BENCH ipc-round-trip {per} instructions/round-trip ({bench} round trips, 64-byte messages, two address spaces)"
+            "BENCH queue-round-trip {per} instructions/round-trip ({bench} round trips, 64-byte messages through a queue pair, two address spaces)"
         );
     }
     let stop = Message {

@@ -5,13 +5,15 @@
 //! the CPU for [`SILENT_SPIN_MS`] without a system call, so that only the
 //! core's alarm can end ping's timed wait for the answer meanwhile. The first request of
 //! each life sets the sequence it expects (after a restart, ping sends
-//! again from the first request it has no answer to).
+//! again from the first request it has no answer to). With `calls=1` it
+//! serves the same exchange as calls instead (`serve_calls`).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
 
-use echo_api::{Message, SILENT, STOP};
+use echo_api::{Message, SILENT, STOP, is_all, is_call_request};
 use runtime::arguments::OrExit;
+use runtime::endpoint::{Served, Server};
 use runtime::println;
 use runtime::queue::{Receiver, Sender};
 
@@ -21,7 +23,11 @@ runtime::component!(main);
 const SILENT_SPIN_MS: u64 = 100;
 
 fn main(start: &runtime::Start) -> i32 {
-    start.arguments(&[]).or_exit();
+    let arguments = start.arguments(&["calls", "serve_timeout_ms"]).or_exit();
+    if arguments.number("calls", 0u64).or_exit() != 0 {
+        let timeout_ms: u64 = arguments.number("serve_timeout_ms", 0).or_exit();
+        return serve_calls(start, (timeout_ms > 0).then_some(timeout_ms * 1000));
+    }
     let (Ok(mut requests), Ok(mut replies)) = (
         Receiver::<Message>::open(start, "requests"),
         Sender::<Message>::open(start, "replies").map(Sender::deferring),
@@ -72,6 +78,51 @@ fn main(start: &runtime::Start) -> i32 {
             println!("send failed: {error:?}");
             return 1;
         }
+    }
+}
+
+/// Serves ping's calls (`calls=1`, a `[calls.echo]` from ping): every
+/// request answered with its words inverted after checking it is the
+/// next in order ([`echo_api::call_request`]); a [`SILENT`] request is
+/// answered only after computing for [`SILENT_SPIN_MS`]; [`STOP`] is
+/// answered and ends pong. With `serve_timeout_ms=N` each wait for a
+/// call ends after N ms (and pong waits again): an alarm always armed.
+fn serve_calls(start: &runtime::Start, timeout_us: Option<u64>) -> i32 {
+    let mut server = Server::new();
+    let mut reply = None;
+    let mut expected = 0u64;
+    let mut first = true;
+    let mut served = 0u64;
+    loop {
+        let message = match server.reply_wait(reply.as_ref(), timeout_us) {
+            Served::Request { message, .. } => message,
+            Served::Signalled | Served::TimedOut => {
+                reply = None;
+                continue;
+            }
+        };
+        let sequence = message[0];
+        if sequence == STOP && is_all(&message, STOP) {
+            let _ = server.reply_wait(Some(&[!STOP; 8]), Some(0));
+            println!("served {served} calls, all in order and intact");
+            return 0;
+        }
+        if sequence == SILENT && is_all(&message, SILENT) {
+            spin(start.tsc_hz() / 1000 * SILENT_SPIN_MS);
+        } else {
+            // The bench phase restarts its sequence at 0.
+            if first || (sequence == 0 && expected != 0) {
+                expected = sequence;
+                first = false;
+            }
+            if !is_call_request(&message, expected) {
+                println!("call {expected} wrong or out of order (got sequence {sequence:#x})");
+                return 1;
+            }
+            expected += 1;
+            served += 1;
+        }
+        reply = Some(message.map(|word| !word));
     }
 }
 

@@ -1,0 +1,246 @@
+//! Synchronous calls: a client's [`Client::call`] and a server's
+//! [`Server::reply_wait`] (`Syscall::Call` and `Syscall::ReplyWait`).
+//!
+//! A call carries one [`Message`] of eight words each way in registers,
+//! copied by the core from one thread's saved registers to the other's:
+//! nothing is shared, so nothing needs a checksum, a stamp or a
+//! generation, and a round trip is two system calls with no memory
+//! traffic of its own. The server learns each caller by the badge capdl
+//! gave its capability (listed by caller name on the server's start
+//! page); a server that ends after taking a request leaves its caller with
+//! [`CallError::Unanswered`], and requests it had not taken wait for its
+//! next life. Queues stay the way to move bulk data; calls are for small
+//! requests that want an answer at once.
+//!
+//! The server's notification word is bound to its `ReplyWait`: a signal
+//! ends the wait with [`Served::Signalled`], its bits kept for the
+//! component's waiters as [`crate::notification`] keeps them (take them
+//! with [`crate::notification::take`]). A server with queues also wakes at
+//! least every [`crate::queue::RECHECK_US`] to look for queue work whose
+//! signal was lost, as every wait of such a component does.
+
+use microvisor_abi::spec::CapabilityKind;
+use microvisor_abi::start::ResourceView;
+use microvisor_abi::syscall::{MESSAGE_WORDS, NO_REPLY, REPLY, Status, Syscall, WAIT_FOREVER};
+
+use crate::{Start, notification, queue};
+
+/// One request or reply: eight words.
+pub type Message = [u64; MESSAGE_WORDS];
+
+/// Why a call returned no reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallError {
+    /// The timeout passed first (a request taken meanwhile is answered
+    /// into the void).
+    TimedOut,
+    /// The server took the request and ended (or declined it), or it has
+    /// ended for good: the request may or may not have been carried out.
+    Unanswered,
+}
+
+/// The calling side of an endpoint capability.
+#[derive(Clone, Copy, Debug)]
+pub struct Client {
+    handle: u64,
+}
+
+impl Client {
+    /// The endpoint capability called `name`, if this component holds
+    /// one.
+    pub fn open(start: &Start, name: &str) -> Option<Self> {
+        start.views().find_map(|(found, view)| match view {
+            ResourceView::Capability { handle, kind }
+                if found == name && kind == CapabilityKind::Endpoint as u32 =>
+            {
+                Some(Self { handle })
+            }
+            _ => None,
+        })
+    }
+
+    /// Sends `request` and waits for the reply, for at most `timeout_us`
+    /// (`None`: as long as it takes). A deferred signal is sent first.
+    #[inline]
+    pub fn call(&self, request: &Message, timeout_us: Option<u64>) -> Result<Message, CallError> {
+        notification::flush();
+        let (status, reply) = issue(
+            Syscall::Call,
+            self.handle,
+            timeout_us.unwrap_or(WAIT_FOREVER),
+            *request,
+        );
+        match status {
+            s if s == Status::Ok as u64 => Ok(reply.message),
+            s if s == Status::TimedOut as u64 => Err(CallError::TimedOut),
+            _ => Err(CallError::Unanswered),
+        }
+    }
+}
+
+/// What [`Server::reply_wait`] brought.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// A request from the caller known by `badge`, owed a reply.
+    Request { badge: u64, message: Message },
+    /// Notification bits (kept for [`crate::notification::take`]), or
+    /// queue work whose signal was lost.
+    Signalled,
+    /// The timeout passed.
+    TimedOut,
+}
+
+/// The serving side: this component's `ReplyWait`.
+#[derive(Debug, Default)]
+pub struct Server {
+    /// A request was taken and not yet answered.
+    owes: bool,
+}
+
+impl Server {
+    pub const fn new() -> Self {
+        Self { owes: false }
+    }
+
+    /// Answers the request taken last with `reply` (when one is owed; a
+    /// `None` reply declines it: its caller gets
+    /// [`CallError::Unanswered`]) and waits for the next request or
+    /// signal, for at most `timeout_us` (`None`: as long as it takes).
+    /// A deferred signal is sent first; bits already received return at
+    /// once.
+    #[inline]
+    pub fn reply_wait(&mut self, reply: Option<&Message>, timeout_us: Option<u64>) -> Served {
+        notification::flush();
+        if queue::watching() || notification::pending() != 0 {
+            return self.reply_wait_looking(reply, timeout_us);
+        }
+        // The common case: one system call.
+        let (flag, message) = match reply {
+            Some(message) if self.owes => (REPLY, *message),
+            _ => (NO_REPLY, [0; MESSAGE_WORDS]),
+        };
+        let (status, answer) = issue(
+            Syscall::ReplyWait,
+            flag,
+            timeout_us.unwrap_or(WAIT_FOREVER),
+            message,
+        );
+        self.answered(status, answer).unwrap_or(Served::TimedOut)
+    }
+
+    /// What a `ReplyWait` answered, `None` when it timed out; a request
+    /// taken is owed a reply, and signalled bits are kept for the
+    /// component's waiters.
+    #[inline(always)]
+    fn answered(&mut self, status: u64, answer: Answer) -> Option<Served> {
+        self.owes = status == Status::Ok as u64 && answer.badge != 0;
+        if status != Status::Ok as u64 {
+            return None;
+        }
+        if self.owes {
+            return Some(Served::Request {
+                badge: answer.badge,
+                message: answer.message,
+            });
+        }
+        notification::keep(answer.bits);
+        Some(Served::Signalled)
+    }
+
+    /// [`Self::reply_wait`] of a component with queues or with bits
+    /// already received: it must come back at once with bits pending, and
+    /// look at its queues at least every [`queue::RECHECK_US`].
+    #[inline(never)]
+    fn reply_wait_looking(&mut self, reply: Option<&Message>, timeout_us: Option<u64>) -> Served {
+        let watching = queue::watching();
+        let mut reply = reply.filter(|_| self.owes).copied();
+        let mut left = timeout_us;
+        loop {
+            // Bits already received for the component's waiters: answer
+            // (if owed) and come back at once.
+            let pending = notification::pending() != 0;
+            let step = if pending {
+                Some(0)
+            } else if watching {
+                Some(left.map_or(queue::RECHECK_US, |left| left.min(queue::RECHECK_US)))
+            } else {
+                left
+            };
+            let (flag, message) = match reply.take() {
+                Some(message) => (REPLY, message),
+                None => (NO_REPLY, [0; MESSAGE_WORDS]),
+            };
+            let (status, answer) = issue(
+                Syscall::ReplyWait,
+                flag,
+                step.unwrap_or(WAIT_FOREVER),
+                message,
+            );
+            if let Some(served) = self.answered(status, answer) {
+                return served;
+            }
+            // The step ran out: bits were pending, a look finds queue
+            // work whose signal was lost, or time is up.
+            if pending || (watching && notification::look_all()) {
+                return Served::Signalled;
+            }
+            match (left, step) {
+                (Some(left_us), Some(step_us)) if left_us <= step_us => return Served::TimedOut,
+                (Some(left_us), Some(step_us)) => left = Some(left_us - step_us),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// What one `Call` or `ReplyWait` answered besides its status.
+struct Answer {
+    /// `ReplyWait`: the caller's badge, 0 for a signal.
+    badge: u64,
+    /// `ReplyWait`: the signalled bits.
+    bits: u64,
+    message: Message,
+}
+
+/// Issues `Call` or `ReplyWait` with `rdi`, `rsi` and `message` in the
+/// message registers; returns the status and what came back.
+#[inline(always)]
+fn issue(call: Syscall, rdi: u64, rsi: u64, message: Message) -> (u64, Answer) {
+    let status: u64;
+    let (badge, bits): (u64, u64);
+    let [
+        mut m0,
+        mut m1,
+        mut m2,
+        mut m3,
+        mut m4,
+        mut m5,
+        mut m6,
+        mut m7,
+    ] = message;
+    // SAFETY: the core preserves the stack and every register this does
+    // not name; the message registers (`MESSAGE_REGISTERS`, including
+    // callee-saved r12..r15) are declared as inputs and outputs, rcx and
+    // r11 (clobbered by `syscall`) as clobbered. No memory is passed.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") call as u64 => status,
+            inlateout("rdi") rdi => badge,
+            inlateout("rsi") rsi => bits,
+            inlateout("rdx") m0, inlateout("r10") m1, inlateout("r8") m2, inlateout("r9") m3,
+            inlateout("r12") m4, inlateout("r13") m5, inlateout("r14") m6, inlateout("r15") m7,
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        );
+    }
+    let message = [m0, m1, m2, m3, m4, m5, m6, m7];
+    (
+        status,
+        Answer {
+            badge,
+            bits,
+            message,
+        },
+    )
+}

@@ -1,0 +1,130 @@
+//! Ping over a synchronous call (`[calls.echo]`) instead of the queues:
+//! the same checks and the same benchmark, one request in flight.
+//!
+//! Each request is `sequence` followed by seven words made from it
+//! ([`echo_api::call_request`]); pong answers every word inverted, and
+//! ping checks all eight. With `restarts=1` a call pong took and could not answer (it
+//! crashed) is sent again and counted; pong's next life takes the
+//! sequence from the first request it sees. `timeout_check=1` calls with
+//! a request pong computes on for 100 ms before answering and a 5 ms
+//! timeout, which must end the call within 30 ms; `spin_check=1` makes
+//! the same call without a timeout and waits for the answer.
+//! `bench=N` times N calls.
+
+use echo_api::{SILENT, STOP, call_request as request, is_call_reply as is_reply};
+use runtime::endpoint::{CallError, Client};
+use runtime::{println, rdtsc, syscall};
+
+/// The timed call of `timeout_check`, and the most it may take.
+const TIMEOUT_US: u64 = 5_000;
+const TIMEOUT_LATE_MS: u64 = 30;
+
+/// What ping runs, from its arguments.
+pub struct Plan {
+    pub rounds: u64,
+    pub for_ms: u64,
+    pub restarts_allowed: bool,
+    pub timeout_check: bool,
+    pub spin_check: bool,
+    pub bench: u64,
+}
+
+/// Runs `plan` against pong through `client`.
+pub fn run(client: &Client, plan: &Plan) -> i32 {
+    let begin_ns = syscall::time_ns();
+    let running_ms = || (syscall::time_ns() - begin_ns) / 1_000_000;
+    let mut sequence = 0u64;
+    let mut restarts = 0u64;
+    // (The clock is read every 64 calls once the rounds are done.)
+    while sequence < plan.rounds
+        || (plan.for_ms > 0 && (!sequence.is_multiple_of(64) || running_ms() < plan.for_ms))
+    {
+        match client.call(&request(sequence), None) {
+            Ok(reply) if is_reply(&reply, sequence) => sequence += 1,
+            Ok(reply) => {
+                println!(
+                    "TEST ping-pong FAIL: reply {sequence} wrong (got sequence {:#x})",
+                    reply[0]
+                );
+                return 1;
+            }
+            // Pong took the request and crashed: send it again.
+            Err(CallError::Unanswered) if plan.restarts_allowed => restarts += 1,
+            Err(error) => {
+                println!("TEST ping-pong FAIL: call {sequence} failed: {error:?}");
+                return 1;
+            }
+        }
+    }
+    if plan.restarts_allowed {
+        println!(
+            "TEST ping-pong PASS: {sequence} calls answered, every one once, in order, intact; {restarts} calls made again after pong ended unanswered"
+        );
+    } else {
+        println!(
+            "TEST ping-pong PASS: {sequence} calls answered, every one once, in order, intact"
+        );
+    }
+    if plan.timeout_check && !times_out_on_time(client) {
+        return 1;
+    }
+    if plan.spin_check {
+        // A request pong computes on for 100 ms before answering, awaited
+        // without a timeout (so the reply may take the fast path).
+        match client.call(&[SILENT; 8], None) {
+            Ok(reply) if echo_api::is_all(&reply, !SILENT) => {
+                println!("TEST ipc-spin PASS: pong answered after computing for 100 ms");
+            }
+            other => {
+                println!("TEST ipc-spin FAIL: the long call ended with {other:?}");
+                return 1;
+            }
+        }
+    }
+    if plan.bench > 0 {
+        let begin = rdtsc();
+        for sequence in 0..plan.bench {
+            let answered = client.call(&request(sequence), None);
+            if !answered.is_ok_and(|reply| is_reply(&reply, sequence)) {
+                println!("BENCH ipc-round-trip failed at call {sequence}");
+                return 1;
+            }
+        }
+        let per = (rdtsc() - begin) / plan.bench;
+        println!(
+            "BENCH ipc-round-trip {per} instructions/round-trip ({} calls, 64-byte request and reply in registers, two address spaces)",
+            plan.bench
+        );
+    }
+    if !client
+        .call(&[STOP; 8], None)
+        .is_ok_and(|reply| echo_api::is_all(&reply, !STOP))
+    {
+        println!("TEST ping-pong FAIL: pong did not acknowledge the stop");
+        return 1;
+    }
+    0
+}
+
+/// Calls with a request pong computes on for 100 ms, with a 5 ms timeout:
+/// the call must time out, and by [`TIMEOUT_LATE_MS`] (the fast path
+/// must not take it without arming the timeout).
+fn times_out_on_time(client: &Client) -> bool {
+    let begin_ns = syscall::time_ns();
+    let outcome = client.call(&[SILENT; 8], Some(TIMEOUT_US));
+    let waited_us = (syscall::time_ns() - begin_ns) / 1000;
+    match outcome {
+        Err(CallError::TimedOut) if waited_us < TIMEOUT_LATE_MS * 1000 => {
+            println!("TEST ipc-timeout PASS: a 5 ms call timed out after {waited_us} us");
+            true
+        }
+        Err(CallError::TimedOut) => {
+            println!("TEST ipc-timeout FAIL: a 5 ms call timed out only after {waited_us} us");
+            false
+        }
+        other => {
+            println!("TEST ipc-timeout FAIL: the call ended with {other:?}");
+            false
+        }
+    }
+}
