@@ -81,20 +81,20 @@ fn deadline_after(
     }
 }
 
-/// `Call`: its fast path when [`Kernel::call_switch`] finds the server
-/// serving and the general pass could decide nothing else (the request
-/// goes to the server, which runs next), or else [`dispatch`] from the
-/// start (which faults a bad handle).
+/// `Call`: its fast path when the handle is the one the caller's last
+/// `Call` named (checked then, `Component::checked_endpoint`) and
+/// [`Kernel::call_switch`] finds the server serving and the general pass
+/// could decide nothing else (the request goes to the server, which runs
+/// next), or else [`dispatch`] from the start (which checks the handle,
+/// faulting a bad one, and remembers a good one).
 #[inline(never)]
 pub fn call_entry(kernel: &mut Kernel) -> *const Frame {
     let caller = kernel.current_index();
     let component = &kernel.components[caller];
     let (handle, timeout_us) = (component.frame().rdi, component.frame().rsi);
-    if let Some(capability) = component.capability(handle, CapabilityKind::Endpoint) {
+    if let Some((server, badge)) = component.checked_endpoint(handle) {
         let deadline = deadline_after(kernel.clock, timeout_us);
-        if let Some(next) =
-            kernel.call_switch((caller, capability.target, capability.badge), deadline)
-        {
+        if let Some(next) = kernel.call_switch((caller, server, badge), deadline) {
             return next;
         }
     }
@@ -382,6 +382,7 @@ fn call_server(
 ) -> Outcome {
     let endpoint = capability(kernel, caller, handle, CapabilityKind::Endpoint)?;
     let (server, badge) = (endpoint.target, endpoint.badge);
+    kernel.components[caller].remember_endpoint(handle, server, badge);
     let now = timer::now();
     let deadline = deadline_after(kernel.clock, timeout_us.unwrap_or(WAIT_FOREVER))(now);
     if kernel.components[server].state() == ComponentState::Serving {

@@ -114,6 +114,10 @@ pub struct Component {
     checked_vcpu: Option<(u64, usize)>,
     /// The caller whose request it took last and has not answered.
     reply_to: Option<usize>,
+    /// The endpoint handle its last `Call` named, with the server and
+    /// badge it names, once checked: as for `checked_vcpu`, the same
+    /// handle names the same server until the next life.
+    checked_endpoint: Option<(u64, usize, u64)>,
 }
 
 /// One call's request or reply: the message registers
@@ -152,6 +156,7 @@ impl Component {
         busy_since: None,
         checked_vcpu: None,
         reply_to: None,
+        checked_endpoint: None,
     };
 
     /// A declared component in its first generation, not yet built. Names
@@ -656,6 +661,7 @@ impl Component {
         self.hung_until = None;
         self.checked_vcpu = None;
         self.reply_to = None;
+        self.checked_endpoint = None;
     }
 
     /// The VM `handle` names, if it is the vCPU handle last checked in
@@ -664,6 +670,22 @@ impl Component {
     pub fn checked_vcpu(&self, handle: u64) -> Option<usize> {
         self.checked_vcpu
             .and_then(|(checked, vm)| (checked == handle).then_some(vm))
+    }
+
+    /// The server and badge `handle` names, if it is the endpoint handle
+    /// last checked in this life ([`Self::remember_endpoint`]).
+    #[inline(always)]
+    pub fn checked_endpoint(&self, handle: u64) -> Option<(usize, u64)> {
+        match self.checked_endpoint {
+            Some((checked, server, badge)) if checked == handle => Some((server, badge)),
+            _ => None,
+        }
+    }
+
+    /// Remembers that `handle`, an endpoint capability of this life,
+    /// names `server` with `badge`.
+    pub fn remember_endpoint(&mut self, handle: u64, server: usize, badge: u64) {
+        self.checked_endpoint = Some((handle, server, badge));
     }
 
     /// Remembers that `handle`, a vCPU capability of this life, names

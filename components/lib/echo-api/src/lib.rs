@@ -79,24 +79,27 @@ impl Message {
 }
 
 /// Request `sequence` of the call version of ping-pong: the sequence,
-/// then seven words that depend on it; the reply is every word inverted.
-/// Cheap to make and check, so that a call's benchmark measures the call.
+/// then seven words that depend on it (each differs from the others and
+/// from every other request's); the reply is every word inverted. Cheap
+/// to make and check (one instruction a word), so that a call's
+/// benchmark measures the call: pong checks each request's sequence (the
+/// order), ping every word of each reply, which covers both directions.
 #[inline(always)]
 pub fn call_request(sequence: u64) -> [u64; 8] {
     let mut message = [sequence; 8];
-    for (index, word) in message.iter_mut().enumerate().skip(1) {
-        *word ^= ((index as u64) << 56) | index as u64;
+    for (index, word) in message.iter_mut().enumerate() {
+        *word ^= index as u64 * 0x0101_0101;
     }
     message
 }
 
-/// Whether `reply` answers call request `sequence`.
+/// Whether `reply` answers call request `sequence`, every word.
 #[inline(always)]
 pub fn is_call_reply(reply: &[u64; 8], sequence: u64) -> bool {
     differs(reply, &call_request(sequence).map(|word| !word)) == 0
 }
 
-/// Whether `message` is call request `sequence`.
+/// Whether `message` is call request `sequence`, every word.
 #[inline(always)]
 pub fn is_call_request(message: &[u64; 8], sequence: u64) -> bool {
     differs(message, &call_request(sequence)) == 0
@@ -123,8 +126,12 @@ mod tests {
     fn call_requests_differ_in_every_word_and_replies_check_all() {
         let (one, two) = (call_request(1), call_request(2));
         assert!(one.iter().zip(&two).all(|(a, b)| a != b));
-        // Words of one request differ from each other.
-        assert!((1..8).all(|i| one[i] != one[0]));
+        // Words of one request differ from each other, and from those
+        // of other requests.
+        for (i, a) in one.iter().enumerate() {
+            assert!(one[i + 1..].iter().all(|b| a != b));
+            assert!(!two.contains(a) && !call_request(0).contains(a));
+        }
         let reply = one.map(|word| !word);
         assert!(is_call_reply(&reply, 1));
         assert!(!is_call_reply(&reply, 2));

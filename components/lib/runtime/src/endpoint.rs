@@ -59,19 +59,22 @@ impl Client {
         })
     }
 
-    /// Sends `request` and waits for the reply, for at most `timeout_us`
-    /// (`None`: as long as it takes). A deferred signal is sent first.
+    /// Sends the request in `message` and waits for the reply, which
+    /// replaces it, for at most `timeout_us` (`None`: as long as it
+    /// takes). After an error `message` holds nothing of use. A deferred
+    /// signal is sent first. (In place, so that a caller's message can
+    /// stay in registers around the system call.)
     #[inline]
-    pub fn call(&self, request: &Message, timeout_us: Option<u64>) -> Result<Message, CallError> {
+    pub fn call(&self, message: &mut Message, timeout_us: Option<u64>) -> Result<(), CallError> {
         notification::flush();
-        let (status, reply) = issue(
+        let (status, _) = issue(
             Syscall::Call,
             self.handle,
             timeout_us.unwrap_or(WAIT_FOREVER),
-            *request,
+            message,
         );
         match status {
-            s if s == Status::Ok as u64 => Ok(reply.message),
+            s if s == Status::Ok as u64 => Ok(()),
             s if s == Status::TimedOut as u64 => Err(CallError::TimedOut),
             _ => Err(CallError::Unanswered),
         }
@@ -81,8 +84,9 @@ impl Client {
 /// What [`Server::reply_wait`] brought.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Served {
-    /// A request from the caller known by `badge`, owed a reply.
-    Request { badge: u64, message: Message },
+    /// A request (in the message) from the caller known by `badge`, owed
+    /// a reply.
+    Request { badge: u64 },
     /// Notification bits (kept for [`crate::notification::take`]), or
     /// queue work whose signal was lost.
     Signalled,
@@ -102,23 +106,30 @@ impl Server {
         Self { owes: false }
     }
 
-    /// Answers the request taken last with `reply` (when one is owed; a
-    /// `None` reply declines it: its caller gets
-    /// [`CallError::Unanswered`]) and waits for the next request or
-    /// signal, for at most `timeout_us` (`None`: as long as it takes).
-    /// A deferred signal is sent first; bits already received return at
-    /// once.
+    /// Answers the request taken last with the reply in `message` when
+    /// `reply` (and one is owed; without `reply` the request is declined:
+    /// its caller gets [`CallError::Unanswered`]), and waits for the next
+    /// request, which replaces `message`, or a signal, for at most
+    /// `timeout_us` (`None`: as long as it takes). Unless a request came,
+    /// `message` holds nothing of use. A deferred signal is sent first;
+    /// bits already received return at once.
     #[inline]
-    pub fn reply_wait(&mut self, reply: Option<&Message>, timeout_us: Option<u64>) -> Served {
+    pub fn reply_wait(
+        &mut self,
+        message: &mut Message,
+        reply: bool,
+        timeout_us: Option<u64>,
+    ) -> Served {
         notification::flush();
         if queue::watching() || notification::pending() != 0 {
-            return self.reply_wait_looking(reply, timeout_us);
+            // By value, so that `message` does not live in memory on the
+            // common path for the sake of this one.
+            let served;
+            (served, *message) = self.reply_wait_looking(*message, reply, timeout_us);
+            return served;
         }
         // The common case: one system call.
-        let (flag, message) = match reply {
-            Some(message) if self.owes => (REPLY, *message),
-            _ => (NO_REPLY, [0; MESSAGE_WORDS]),
-        };
+        let flag = if reply && self.owes { REPLY } else { NO_REPLY };
         let (status, answer) = issue(
             Syscall::ReplyWait,
             flag,
@@ -140,7 +151,6 @@ impl Server {
         if self.owes {
             return Some(Served::Request {
                 badge: answer.badge,
-                message: answer.message,
             });
         }
         notification::keep(answer.bits);
@@ -151,9 +161,14 @@ impl Server {
     /// already received: it must come back at once with bits pending, and
     /// look at its queues at least every [`queue::RECHECK_US`].
     #[inline(never)]
-    fn reply_wait_looking(&mut self, reply: Option<&Message>, timeout_us: Option<u64>) -> Served {
+    fn reply_wait_looking(
+        &mut self,
+        mut message: Message,
+        reply: bool,
+        timeout_us: Option<u64>,
+    ) -> (Served, Message) {
         let watching = queue::watching();
-        let mut reply = reply.filter(|_| self.owes).copied();
+        let mut reply = reply && self.owes;
         let mut left = timeout_us;
         loop {
             // Bits already received for the component's waiters: answer
@@ -166,26 +181,29 @@ impl Server {
             } else {
                 left
             };
-            let (flag, message) = match reply.take() {
-                Some(message) => (REPLY, message),
-                None => (NO_REPLY, [0; MESSAGE_WORDS]),
+            let flag = if core::mem::take(&mut reply) {
+                REPLY
+            } else {
+                NO_REPLY
             };
             let (status, answer) = issue(
                 Syscall::ReplyWait,
                 flag,
                 step.unwrap_or(WAIT_FOREVER),
-                message,
+                &mut message,
             );
             if let Some(served) = self.answered(status, answer) {
-                return served;
+                return (served, message);
             }
             // The step ran out: bits were pending, a look finds queue
             // work whose signal was lost, or time is up.
             if pending || (watching && notification::look_all()) {
-                return Served::Signalled;
+                return (Served::Signalled, message);
             }
             match (left, step) {
-                (Some(left_us), Some(step_us)) if left_us <= step_us => return Served::TimedOut,
+                (Some(left_us), Some(step_us)) if left_us <= step_us => {
+                    return (Served::TimedOut, message);
+                }
                 (Some(left_us), Some(step_us)) => left = Some(left_us - step_us),
                 _ => {}
             }
@@ -193,31 +211,23 @@ impl Server {
     }
 }
 
-/// What one `Call` or `ReplyWait` answered besides its status.
+/// What one `Call` or `ReplyWait` answered besides its status and the
+/// message.
 struct Answer {
     /// `ReplyWait`: the caller's badge, 0 for a signal.
     badge: u64,
     /// `ReplyWait`: the signalled bits.
     bits: u64,
-    message: Message,
 }
 
 /// Issues `Call` or `ReplyWait` with `rdi`, `rsi` and `message` in the
-/// message registers; returns the status and what came back.
+/// message registers, which come back into `message`; returns the status
+/// and what else came back.
 #[inline(always)]
-fn issue(call: Syscall, rdi: u64, rsi: u64, message: Message) -> (u64, Answer) {
+fn issue(call: Syscall, rdi: u64, rsi: u64, message: &mut Message) -> (u64, Answer) {
     let status: u64;
     let (badge, bits): (u64, u64);
-    let [
-        mut m0,
-        mut m1,
-        mut m2,
-        mut m3,
-        mut m4,
-        mut m5,
-        mut m6,
-        mut m7,
-    ] = message;
+    let [m0, m1, m2, m3, m4, m5, m6, m7] = message;
     // SAFETY: the core preserves the stack and every register this does
     // not name; the message registers (`MESSAGE_REGISTERS`, including
     // callee-saved r12..r15) are declared as inputs and outputs, rcx and
@@ -228,19 +238,11 @@ fn issue(call: Syscall, rdi: u64, rsi: u64, message: Message) -> (u64, Answer) {
             inlateout("rax") call as u64 => status,
             inlateout("rdi") rdi => badge,
             inlateout("rsi") rsi => bits,
-            inlateout("rdx") m0, inlateout("r10") m1, inlateout("r8") m2, inlateout("r9") m3,
-            inlateout("r12") m4, inlateout("r13") m5, inlateout("r14") m6, inlateout("r15") m7,
+            inout("rdx") *m0, inout("r10") *m1, inout("r8") *m2, inout("r9") *m3,
+            inout("r12") *m4, inout("r13") *m5, inout("r14") *m6, inout("r15") *m7,
             lateout("rcx") _, lateout("r11") _,
             options(nostack),
         );
     }
-    let message = [m0, m1, m2, m3, m4, m5, m6, m7];
-    (
-        status,
-        Answer {
-            badge,
-            bits,
-            message,
-        },
-    )
+    (status, Answer { badge, bits })
 }

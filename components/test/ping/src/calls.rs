@@ -39,12 +39,13 @@ pub fn run(client: &Client, plan: &Plan) -> i32 {
     while sequence < plan.rounds
         || (plan.for_ms > 0 && (!sequence.is_multiple_of(64) || running_ms() < plan.for_ms))
     {
-        match client.call(&request(sequence), None) {
-            Ok(reply) if is_reply(&reply, sequence) => sequence += 1,
-            Ok(reply) => {
+        let mut message = request(sequence);
+        match client.call(&mut message, None) {
+            Ok(()) if is_reply(&message, sequence) => sequence += 1,
+            Ok(()) => {
                 println!(
                     "TEST ping-pong FAIL: reply {sequence} wrong (got sequence {:#x})",
-                    reply[0]
+                    message[0]
                 );
                 return 1;
             }
@@ -71,8 +72,9 @@ pub fn run(client: &Client, plan: &Plan) -> i32 {
     if plan.spin_check {
         // A request pong computes on for 100 ms before answering, awaited
         // without a timeout (so the reply may take the fast path).
-        match client.call(&[SILENT; 8], None) {
-            Ok(reply) if echo_api::is_all(&reply, !SILENT) => {
+        let mut message = [SILENT; 8];
+        match client.call(&mut message, None) {
+            Ok(()) if echo_api::is_all(&message, !SILENT) => {
                 println!("TEST ipc-spin PASS: pong answered after computing for 100 ms");
             }
             other => {
@@ -84,8 +86,9 @@ pub fn run(client: &Client, plan: &Plan) -> i32 {
     if plan.bench > 0 {
         let begin = rdtsc();
         for sequence in 0..plan.bench {
-            let answered = client.call(&request(sequence), None);
-            if !answered.is_ok_and(|reply| is_reply(&reply, sequence)) {
+            let mut message = request(sequence);
+            let answered = client.call(&mut message, None);
+            if answered.is_err() || !is_reply(&message, sequence) {
                 println!("BENCH ipc-round-trip failed at call {sequence}");
                 return 1;
             }
@@ -96,10 +99,8 @@ pub fn run(client: &Client, plan: &Plan) -> i32 {
             plan.bench
         );
     }
-    if !client
-        .call(&[STOP; 8], None)
-        .is_ok_and(|reply| echo_api::is_all(&reply, !STOP))
-    {
+    let mut message = [STOP; 8];
+    if client.call(&mut message, None).is_err() || !echo_api::is_all(&message, !STOP) {
         println!("TEST ping-pong FAIL: pong did not acknowledge the stop");
         return 1;
     }
@@ -111,7 +112,7 @@ pub fn run(client: &Client, plan: &Plan) -> i32 {
 /// must not take it without arming the timeout).
 fn times_out_on_time(client: &Client) -> bool {
     let begin_ns = syscall::time_ns();
-    let outcome = client.call(&[SILENT; 8], Some(TIMEOUT_US));
+    let outcome = client.call(&mut [SILENT; 8], Some(TIMEOUT_US));
     let waited_us = (syscall::time_ns() - begin_ns) / 1000;
     match outcome {
         Err(CallError::TimedOut) if waited_us < TIMEOUT_LATE_MS * 1000 => {

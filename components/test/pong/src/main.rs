@@ -11,7 +11,7 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use echo_api::{Message, SILENT, STOP, is_all, is_call_request};
+use echo_api::{Message, SILENT, STOP, is_all};
 use runtime::arguments::OrExit;
 use runtime::endpoint::{Served, Server};
 use runtime::println;
@@ -83,28 +83,29 @@ fn main(start: &runtime::Start) -> i32 {
 
 /// Serves ping's calls (`calls=1`, a `[calls.echo]` from ping): every
 /// request answered with its words inverted after checking it is the
-/// next in order ([`echo_api::call_request`]); a [`SILENT`] request is
+/// next in order (ping checks every word of the reply:
+/// [`echo_api::call_request`]); a [`SILENT`] request is
 /// answered only after computing for [`SILENT_SPIN_MS`]; [`STOP`] is
 /// answered and ends pong. With `serve_timeout_ms=N` each wait for a
 /// call ends after N ms (and pong waits again): an alarm always armed.
 fn serve_calls(start: &runtime::Start, timeout_us: Option<u64>) -> i32 {
     let mut server = Server::new();
-    let mut reply = None;
+    let mut message = [0u64; 8];
+    let mut reply = false;
     let mut expected = 0u64;
     let mut first = true;
     let mut served = 0u64;
     loop {
-        let message = match server.reply_wait(reply.as_ref(), timeout_us) {
-            Served::Request { message, .. } => message,
-            Served::Signalled | Served::TimedOut => {
-                reply = None;
-                continue;
-            }
-        };
+        let request = server.reply_wait(&mut message, reply, timeout_us);
+        reply = matches!(request, Served::Request { .. });
+        if !reply {
+            continue;
+        }
         let sequence = message[0];
         if sequence == STOP && is_all(&message, STOP) {
-            let _ = server.reply_wait(Some(&[!STOP; 8]), Some(0));
-            println!("served {served} calls, all in order and intact");
+            message = [!STOP; 8];
+            let _ = server.reply_wait(&mut message, true, Some(0));
+            println!("served {served} calls, all in order");
             return 0;
         }
         if sequence == SILENT && is_all(&message, SILENT) {
@@ -115,14 +116,18 @@ fn serve_calls(start: &runtime::Start, timeout_us: Option<u64>) -> i32 {
                 expected = sequence;
                 first = false;
             }
-            if !is_call_request(&message, expected) {
-                println!("call {expected} wrong or out of order (got sequence {sequence:#x})");
+            // The order here; ping checks every word of the reply, which
+            // is this request inverted.
+            if sequence != expected {
+                println!("call {expected} out of order (got sequence {sequence:#x})");
                 return 1;
             }
             expected += 1;
             served += 1;
         }
-        reply = Some(message.map(|word| !word));
+        for word in &mut message {
+            *word = !*word;
+        }
     }
 }
 
