@@ -1,16 +1,18 @@
 //! The core's entry points from the architecture layer: one for traps,
-//! one for system calls.
+//! one for system calls, and one each for the calls of every VM exit and
+//! every IPC (`VcpuRun`, `Call`, `ReplyWait`, `SignalWait`), which the
+//! system-call stub picks by number so that they skip the dispatcher.
 //!
 //! The arch stubs (`arch::entry`) save the thread's registers in its frame
-//! and call these two functions by their symbol names, `core_trap_entry`
-//! and `core_syscall_entry` (as the boot trampoline calls `kernel_main`),
+//! and call these functions by their symbol names (`core_trap_entry`,
+//! `core_syscall_entry`, `core_call_entry`, ...; as the boot trampoline
+//! calls `kernel_main`),
 //! so the architecture layer imports nothing from above it. Each turns the
 //! raw frame pointer into a typed value at once, makes the entry's one
 //! [`Entry`] token, and hands the kernel table to a safe handler
 //! (`crate::trap`, `crate::syscall`). Each returns the frame to resume.
 
 use crate::arch::entry::Frame;
-use microvisor_abi::syscall::Syscall;
 
 use crate::kernel::{Entry, with_kernel};
 
@@ -42,36 +44,62 @@ unsafe extern "C" fn core_trap_entry(frame: *mut Frame) -> *const Frame {
     }
 }
 
-/// Called by the system-call stub with the saved frame.
+/// Called by the system-call stub with the saved frame, for every call
+/// but the null call (which the stub answers: its status is its number)
+/// and the four that have entries of their own below.
 ///
 /// # Safety
 /// Only the stub calls this; the frame is the running thread's record and
 /// no other entry is in progress.
 #[unsafe(no_mangle)]
-unsafe extern "C" fn core_syscall_entry(frame: *mut Frame) -> *const Frame {
-    // SAFETY: the stub passes the running thread's frame; nothing else
-    // references it during this entry, and the reference ends before the
-    // slow path takes the kernel table.
-    let saved = unsafe { &mut *frame };
-    if crate::syscall::fast_path(saved) {
-        return frame;
-    }
-    // Read again (not kept from the test above), so that the null
-    // call's test stays one compare with memory.
-    // SAFETY: the same frame; the reference above is no longer used.
-    let number = unsafe { core::ptr::addr_of!((*frame).rax).read_volatile() };
+unsafe extern "C" fn core_syscall_entry(_frame: *mut Frame) -> *const Frame {
     // SAFETY: the start of an entry from ring 3: no token exists.
     let entry = unsafe { Entry::new() };
-    // The calls of every IPC and every VM exit have their own entries.
-    if number == Syscall::SignalWait as u64 {
-        with_kernel(entry, crate::syscall::signal_wait_entry)
-    } else if number == Syscall::VcpuRun as u64 {
-        with_kernel(entry, crate::syscall::vcpu_run_entry)
-    } else if number == Syscall::Call as u64 {
-        with_kernel(entry, crate::syscall::call_entry)
-    } else if number == Syscall::ReplyWait as u64 {
-        with_kernel(entry, crate::syscall::reply_wait_entry)
-    } else {
-        with_kernel(entry, crate::syscall::dispatch)
-    }
+    with_kernel(entry, crate::syscall::dispatch)
+}
+
+/// `VcpuRun`, the world switcher's call at every VM exit: the stub calls
+/// this directly (no dispatch on the number).
+///
+/// # Safety
+/// Only the stub calls this, after saving the running thread's frame; no
+/// other entry is in progress.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn core_vcpu_run_entry() -> *const Frame {
+    // SAFETY: the start of an entry from ring 3: no token exists.
+    let entry = unsafe { Entry::new() };
+    with_kernel(entry, crate::syscall::vcpu_run_entry)
+}
+
+/// `Call`, from the stub directly.
+///
+/// # Safety
+/// As [`core_vcpu_run_entry`].
+#[unsafe(no_mangle)]
+unsafe extern "C" fn core_call_entry() -> *const Frame {
+    // SAFETY: the start of an entry from ring 3: no token exists.
+    let entry = unsafe { Entry::new() };
+    with_kernel(entry, crate::syscall::call_entry)
+}
+
+/// `ReplyWait`, from the stub directly.
+///
+/// # Safety
+/// As [`core_vcpu_run_entry`].
+#[unsafe(no_mangle)]
+unsafe extern "C" fn core_reply_wait_entry() -> *const Frame {
+    // SAFETY: the start of an entry from ring 3: no token exists.
+    let entry = unsafe { Entry::new() };
+    with_kernel(entry, crate::syscall::reply_wait_entry)
+}
+
+/// `SignalWait`, from the stub directly.
+///
+/// # Safety
+/// As [`core_vcpu_run_entry`].
+#[unsafe(no_mangle)]
+unsafe extern "C" fn core_signal_wait_entry() -> *const Frame {
+    // SAFETY: the start of an entry from ring 3: no token exists.
+    let entry = unsafe { Entry::new() };
+    with_kernel(entry, crate::syscall::signal_wait_entry)
 }

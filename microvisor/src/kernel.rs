@@ -490,19 +490,51 @@ impl Kernel {
         best.map(|(index, badge, _)| (index, badge))
     }
 
-    /// Ends the calls that wait on component `index`, which just ended:
-    /// requests it had taken are answered [`Status::Unanswered`], and so
-    /// are those it had not when it cannot come back (no supervisor);
-    /// otherwise those wait for its next life. Its own debt of a reply is
-    /// forgotten.
-    pub fn end_calls_to(&mut self, index: usize) {
-        let now = timer::now();
-        let for_good = !self.components[index].may_serve_again();
+    /// Whether component `index` may still take requests: it lives, or
+    /// its supervisor (alive) may yet start it — it waits to be started,
+    /// or it faulted or exited and the supervisor has not decided; one
+    /// stopped by its supervisor (held) or refused never serves again.
+    pub fn may_serve_again(&self, index: usize) -> bool {
+        let component = &self.components[index];
+        let supervised = || {
+            component
+                .supervisor()
+                .is_some_and(|supervisor| self.components[supervisor].is_alive())
+        };
+        match component.state() {
+            ComponentState::NotStarted | ComponentState::Faulted | ComponentState::Exited(_) => {
+                supervised()
+            }
+            ComponentState::Stopped | ComponentState::Refused => false,
+            _ => true,
+        }
+    }
+
+    /// Ends the calls that wait on component `index`, which just ended
+    /// (or is being restarted, `restarting`): requests it had taken are
+    /// answered [`Status::Unanswered`], and so are those it had not when
+    /// it cannot serve again ([`Self::may_serve_again`]; a restart keeps
+    /// them for its next life). Its own debt of a reply is forgotten. A
+    /// supervisor's end may leave its ended components unable to come
+    /// back: the calls waiting on those end too.
+    pub fn end_calls_to(&mut self, index: usize, restarting: bool) {
         self.components[index].take_reply_to();
+        self.end_calls_waiting_on(index, !restarting && !self.may_serve_again(index));
+        for child in 0..self.component_count {
+            if self.components[child].supervisor() == Some(index) && !self.may_serve_again(child) {
+                self.end_calls_waiting_on(child, true);
+            }
+        }
+    }
+
+    /// Answers [`Status::Unanswered`] to the calls `server` had taken,
+    /// and to those waiting for it when `waiting_too`.
+    fn end_calls_waiting_on(&mut self, server: usize, waiting_too: bool) {
+        let now = timer::now();
         for component in &mut self.components[..self.component_count] {
             let ends = match component.state() {
-                ComponentState::Calling { server } => server == index,
-                ComponentState::Sending { server, .. } => server == index && for_good,
+                ComponentState::Calling { server: to } => to == server,
+                ComponentState::Sending { server: to, .. } => to == server && waiting_too,
                 _ => false,
             };
             if ends {

@@ -168,13 +168,18 @@ pub fn stop(kernel: &mut Kernel, index: usize, state: ComponentState) {
         frames: &mut kernel.frames,
     };
     kernel.components[index].stop(state, &mut tables);
-    kernel.end_calls_to(index);
+    kernel.end_calls_to(index, false);
 }
 
 /// Restarts component `index` from its program: everything of the old
 /// life is discarded. On failure it stays faulted.
 pub fn restart(kernel: &mut Kernel, index: usize) -> Result<(), LoadError> {
-    stop(kernel, index, ComponentState::Stopped);
+    // Requests it had not taken wait for the new life.
+    let mut tables = crate::arch::memory::Tables {
+        frames: &mut kernel.frames,
+    };
+    kernel.components[index].stop(ComponentState::Stopped, &mut tables);
+    kernel.end_calls_to(index, true);
     let space = kernel.components[index].space();
     if let Some(root) = kernel.components[index].release_space() {
         // Switching away first: the core never runs on tables it frees.

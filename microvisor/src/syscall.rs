@@ -18,7 +18,7 @@ use microvisor_abi::inject::{Kind, MAX_BYTES, MAX_FLOOD, MAX_HANG_US};
 use microvisor_abi::spec::{CapabilityKind, MAX_PRIORITY};
 use microvisor_abi::syscall::{
     Call, LAZY_TIMEOUT, LOG_WRITE_MAX, MAX_PERIOD_US, MAX_QUANTUM_US, REPLY,
-    SCHEDULING_QUANTUM_SHIFT, SCHEDULING_SLACK, Status, Syscall, UserBytes, WAIT_FOREVER,
+    SCHEDULING_QUANTUM_SHIFT, SCHEDULING_SLACK, Status, UserBytes, WAIT_FOREVER,
 };
 use microvisor_abi::{USER_END, USER_MIN};
 use zerocopy::IntoBytes;
@@ -31,17 +31,6 @@ use crate::lifecycle::{self, Fault};
 use crate::object::ComponentState;
 use crate::object::component::REPORTED_FAULTS;
 
-/// Answers the calls that need no kernel state directly in the caller's
-/// frame; returns `false` when [`dispatch`] must handle the call.
-#[inline(always)]
-pub fn fast_path(frame: &mut Frame) -> bool {
-    if frame.rax == Syscall::Null as u64 {
-        frame.rax = Status::Ok as u64;
-        return true;
-    }
-    false
-}
-
 /// `SignalWait`, the call IPC rides on: its fast path when
 /// [`Kernel::direct_switch`] finds that the general pass could decide
 /// nothing else (signal the named notification, block, and run the woken
@@ -49,7 +38,7 @@ pub fn fast_path(frame: &mut Frame) -> bool {
 /// bad or foreign handle (which faults the caller there), a poll, or any
 /// case the general pass must decide. The fast path changes nothing
 /// before it is sure it applies.
-#[inline(never)]
+#[inline(always)]
 pub fn signal_wait_entry(kernel: &mut Kernel) -> *const Frame {
     let caller = kernel.current_index();
     let component = &kernel.components[caller];
@@ -87,7 +76,7 @@ fn deadline_after(
 /// could decide nothing else (the request goes to the server, which runs
 /// next), or else [`dispatch`] from the start (which checks the handle,
 /// faulting a bad one, and remembers a good one).
-#[inline(never)]
+#[inline(always)]
 pub fn call_entry(kernel: &mut Kernel) -> *const Frame {
     let caller = kernel.current_index();
     let component = &kernel.components[caller];
@@ -105,7 +94,7 @@ pub fn call_entry(kernel: &mut Kernel) -> *const Frame {
 /// [`Kernel::reply_switch`] finds the caller waiting and the general pass
 /// could decide nothing else (the caller runs next with the reply), or
 /// else [`dispatch`] from the start.
-#[inline(never)]
+#[inline(always)]
 pub fn reply_wait_entry(kernel: &mut Kernel) -> *const Frame {
     let server = kernel.current_index();
     let frame = kernel.components[server].frame();
@@ -122,7 +111,7 @@ pub fn reply_wait_entry(kernel: &mut Kernel) -> *const Frame {
 /// caller's registers as `Call::decode` does but without the general
 /// dispatcher's decoding and matching of every call; the checks are
 /// [`vcpu_run`]'s own.
-#[inline(never)]
+#[inline(always)]
 pub fn vcpu_run_entry(kernel: &mut Kernel) -> *const Frame {
     let caller = kernel.current_index();
     let frame = kernel.components[caller].frame();
@@ -373,7 +362,9 @@ fn signal_wait(
 /// `caller` calls the server its endpoint capability `handle` names:
 /// the request goes to the server at once when it serves, waits for it
 /// otherwise (across its restart), and is answered
-/// [`Status::Unanswered`] at once when the server has ended for good.
+/// [`Status::Unanswered`] at once when the server cannot serve again
+/// ([`Kernel::may_serve_again`]). A timeout of 0 faults the caller: the
+/// call could only time out.
 fn call_server(
     kernel: &mut Kernel,
     caller: usize,
@@ -381,6 +372,10 @@ fn call_server(
     timeout_us: Option<u64>,
 ) -> Outcome {
     let endpoint = capability(kernel, caller, handle, CapabilityKind::Endpoint)?;
+    if timeout_us == Some(0) {
+        // A call cannot be over at once: it would always time out.
+        return Err(bad_argument(0));
+    }
     let (server, badge) = (endpoint.target, endpoint.badge);
     kernel.components[caller].remember_endpoint(handle, server, badge);
     let now = timer::now();
@@ -390,7 +385,7 @@ fn call_server(
         kernel.components[caller].send_call(server, badge, deadline);
         kernel.components[caller].request_taken(server);
         kernel.components[server].take_request(caller, badge, &request, now);
-    } else if kernel.components[server].may_serve_again() {
+    } else if kernel.may_serve_again(server) {
         kernel.components[caller].send_call(server, badge, deadline);
     } else {
         return answer(kernel, caller, Status::Unanswered, 0);

@@ -145,16 +145,18 @@ pub enum Syscall {
     QueueReset = 25,
     /// Call a server and wait for its answer: `rdi` a
     /// [`crate::spec::CapabilityKind::Endpoint`] handle, `rsi` a timeout
-    /// in microseconds ([`WAIT_FOREVER`] for none; 0 is not a poll: the
-    /// call times out unless the server takes it at once), the request in
-    /// the [`MESSAGE_REGISTERS`]. Answers the server's reply in the same
-    /// registers with [`Status::Ok`]; [`Status::TimedOut`] when the
-    /// timeout passed first (the request may have been taken, and its
-    /// reply is dropped); [`Status::Unanswered`] when the server took the
-    /// request and then ended (faulted, exited, stopped or restarted) or
-    /// declined it, or has ended and cannot come back (no supervisor). A
-    /// request the server has not taken waits across its restart for its
-    /// next life (or until the timeout).
+    /// in microseconds for the whole call ([`WAIT_FOREVER`] for none; 0,
+    /// a call that could only time out, faults the caller), the request
+    /// in the [`MESSAGE_REGISTERS`]. Answers the server's reply in the
+    /// same registers with [`Status::Ok`]; [`Status::TimedOut`] when the
+    /// timeout ended the call first (the request may have been taken,
+    /// and its reply is dropped; a timeout is noticed at the core's next
+    /// scheduling decision, so a reply may still win shortly after it);
+    /// [`Status::Unanswered`] when the server took the request and then
+    /// ended (faulted, exited, stopped or restarted) or declined it, or
+    /// cannot serve again (ended with no live supervisor to start it, or
+    /// held by its supervisor). A request the server has not taken waits
+    /// across its restart for its next life (or until the timeout).
     /// The message registers include callee-saved `r12`..`r15`: the
     /// runtime's wrapper names them all as clobbered.
     Call = 26,

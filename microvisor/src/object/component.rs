@@ -478,12 +478,6 @@ impl Component {
         true
     }
 
-    /// Whether it may still take requests: it lives, or it has ended but
-    /// its supervisor may start it again.
-    pub fn may_serve_again(&self) -> bool {
-        self.is_alive() || (self.supervisor.is_some() && self.state != ComponentState::Refused)
-    }
-
     /// Its scheduling context, to bring up to date (the IPC fast path
     /// refills the woken side's before reading its budget).
     pub fn scheduling_mut(&mut self) -> &mut SchedulingContext {

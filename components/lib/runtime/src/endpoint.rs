@@ -61,7 +61,8 @@ impl Client {
 
     /// Sends the request in `message` and waits for the reply, which
     /// replaces it, for at most `timeout_us` (`None`: as long as it
-    /// takes). After an error `message` holds nothing of use. A deferred
+    /// takes; `Some(0)`, a call that could only time out, is a misuse the
+    /// core faults). After an error `message` holds nothing of use. A deferred
     /// signal is sent first. (In place, so that a caller's message can
     /// stay in registers around the system call.)
     #[inline]

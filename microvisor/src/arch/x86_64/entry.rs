@@ -20,6 +20,8 @@
 use core::cell::UnsafeCell;
 use core::mem::offset_of;
 
+use microvisor_abi::syscall::Syscall;
+
 use super::cpu::{self, efer, msr};
 use super::descriptors::{self, KERNEL_CODE, USER_CODE, USER_DATA};
 
@@ -218,8 +220,34 @@ syscall_entry:
     push {syscall_vector}
     save_registers
     mov rdi, rsp
+    // The null call needs nothing but the way back: its status (Ok, 0)
+    // is the number itself, already in the frame's rax.
+    test rax, rax
+    jz return_to_frame
     mov rsp, gs:[0]
+    // The calls of every VM exit and every IPC have their own handlers.
+    cmp rax, {vcpu_run_number}
+    je 6f
+    cmp rax, {call_number}
+    je 7f
+    cmp rax, {reply_wait_number}
+    je 8f
+    cmp rax, {signal_wait_number}
+    je 9f
     call {syscall}
+    jmp 10f
+6:
+    call {vcpu_run}
+    jmp 10f
+7:
+    call {call}
+    jmp 10f
+8:
+    call {reply_wait}
+    jmp 10f
+9:
+    call {signal_wait}
+10:
     mov rdi, rax
 
     .global return_to_frame
@@ -258,6 +286,14 @@ return_to_frame:
 "#,
     trap = sym core_trap_entry,
     syscall = sym core_syscall_entry,
+    vcpu_run = sym core_vcpu_run_entry,
+    call = sym core_call_entry,
+    reply_wait = sym core_reply_wait_entry,
+    signal_wait = sym core_signal_wait_entry,
+    vcpu_run_number = const Syscall::VcpuRun as u64,
+    call_number = const Syscall::Call as u64,
+    reply_wait_number = const Syscall::ReplyWait as u64,
+    signal_wait_number = const Syscall::SignalWait as u64,
     user_data = const USER_DATA as u64,
     user_code = const USER_CODE as u64,
     syscall_vector = const SYSCALL_VECTOR,
@@ -267,8 +303,15 @@ unsafe extern "C" {
     /// The core's trap handler (defined above the architecture layer, in
     /// `crate::entry`): takes the saved frame, returns the frame to resume.
     fn core_trap_entry(frame: *mut Frame) -> *const Frame;
-    /// The core's system-call handler (`crate::entry`), likewise.
+    /// The core's system-call handler (`crate::entry`), likewise, for
+    /// every call but the null call (answered here) and the four below.
     fn core_syscall_entry(frame: *mut Frame) -> *const Frame;
+    /// The handlers of `VcpuRun`, `Call`, `ReplyWait` and `SignalWait`
+    /// (`crate::entry`): they find the frame through the kernel.
+    fn core_vcpu_run_entry() -> *const Frame;
+    fn core_call_entry() -> *const Frame;
+    fn core_reply_wait_entry() -> *const Frame;
+    fn core_signal_wait_entry() -> *const Frame;
     static trap_stubs: u8;
     fn syscall_entry();
     fn return_to_frame(frame: *const Frame) -> !;
