@@ -12,7 +12,7 @@
 //! [`Entry`] token, and hands the kernel table to a safe handler
 //! (`crate::trap`, `crate::syscall`). Each returns the frame to resume.
 
-use crate::arch::entry::Frame;
+use crate::arch::entry::{Frame, Resume};
 
 use crate::kernel::{Entry, with_kernel};
 
@@ -76,7 +76,7 @@ unsafe extern "C" fn core_vcpu_run_entry() -> *const Frame {
 /// # Safety
 /// As [`core_vcpu_run_entry`].
 #[unsafe(no_mangle)]
-unsafe extern "C" fn core_call_entry() -> *const Frame {
+unsafe extern "C" fn core_call_entry() -> Resume {
     // SAFETY: the start of an entry from ring 3: no token exists.
     let entry = unsafe { Entry::new() };
     with_kernel(entry, crate::syscall::call_entry)
@@ -87,7 +87,7 @@ unsafe extern "C" fn core_call_entry() -> *const Frame {
 /// # Safety
 /// As [`core_vcpu_run_entry`].
 #[unsafe(no_mangle)]
-unsafe extern "C" fn core_reply_wait_entry() -> *const Frame {
+unsafe extern "C" fn core_reply_wait_entry() -> Resume {
     // SAFETY: the start of an entry from ring 3: no token exists.
     let entry = unsafe { Entry::new() };
     with_kernel(entry, crate::syscall::reply_wait_entry)

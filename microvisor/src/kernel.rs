@@ -64,7 +64,8 @@ pub struct Kernel {
     pub spec: Spec<'static>,
     /// The component running now (None while idle).
     running: Option<usize>,
-    /// The component that ran last (for round robin).
+    /// The component that ran last (for round robin), as of the last
+    /// scheduling decision (`running` is the one since).
     last: Option<usize>,
     /// When the running component was dispatched (TSC).
     dispatched_at: u64,
@@ -218,7 +219,10 @@ impl Kernel {
     /// The running component's index. Entries from ring 3 only happen while
     /// a component runs, so it is always set there.
     pub fn current_index(&self) -> usize {
-        self.running.unwrap_or(0)
+        // `RUNNING` is the running index + 1, and an entry from ring 3
+        // comes from a running component; a stray 0 (idle) would give an
+        // index past the table, which faults the core, not a component.
+        RUNNING.load(Ordering::Relaxed).wrapping_sub(1)
     }
 
     /// The frame of component `index`, to resume it.
@@ -340,6 +344,9 @@ impl Kernel {
         for component in &mut self.components[..self.component_count] {
             component.catch_up(now);
         }
+        // The one that ran last, for round robin (kept here rather than
+        // at every switch: it is the running one, or while idle the last).
+        self.last = self.running.or(self.last);
         let components = &self.components[..self.component_count];
         let holder = self
             .running
@@ -426,7 +433,8 @@ impl Kernel {
     /// serves (blocked in `ReplyWait`, not hung), with the request in its
     /// message registers, known to the server by `badge`; it blocks until
     /// the reply or the deadline `deadline` gives, and the server runs
-    /// next with the request. `None` (nothing changed) unless
+    /// next with the request — which the caller of this function must
+    /// hand over from the caller's frame (`Resume::message`). `None` (nothing changed) unless
     /// [`Self::may_switch`] allows it.
     #[inline(always)]
     pub fn call_switch(
@@ -438,9 +446,9 @@ impl Kernel {
             return None;
         }
         let (now, deadline) = self.may_switch((caller, server), deadline, |_| false)?;
-        let request = self.components[caller].message();
         self.components[caller].block_calling(server, deadline);
-        self.components[server].take_request(caller, badge, &request, now);
+        // The request stays in the caller's frame: the stub loads it.
+        self.components[server].take_request(caller, badge, None, now);
         Some(self.finish_switch(caller, server, now))
     }
 
@@ -448,7 +456,9 @@ impl Kernel {
     /// `server` answers the caller it owes a reply (which waits for it and
     /// is not hung) with the reply in its message registers, and blocks
     /// serving until the next request, a signal or the deadline `deadline`
-    /// gives; the caller runs next. `None` (nothing changed) when the
+    /// gives; the caller runs next, with the reply handed over from the
+    /// server's frame by the caller of this function
+    /// (`Resume::message`). `None` (nothing changed) when the
     /// server has bits pending or another caller's request waits (its
     /// `ReplyWait` answers at once), or unless [`Self::may_switch`]
     /// allows it.
@@ -467,10 +477,10 @@ impl Kernel {
         let (now, deadline) = self.may_switch((server, caller), deadline, |other| {
             matches!(other.state(), ComponentState::Sending { server: to, .. } if to == server)
         })?;
-        let reply = self.components[server].message();
         self.components[server].take_reply_to();
         self.components[server].block_serving(deadline);
-        self.components[caller].end_call(Status::Ok, Some(&reply), now);
+        // The reply stays in the server's frame: the stub loads it.
+        self.components[caller].end_call(Status::Ok, None, now);
         Some(self.finish_switch(server, caller, now))
     }
 
@@ -601,7 +611,10 @@ impl Kernel {
         let elapsed = now.saturating_sub(self.dispatched_at);
         self.components[caller].charge(elapsed, now);
         let quantum = self.components[target].scheduling().quantum();
-        self.quantum_until = (quantum > 0).then(|| now.saturating_add(quantum));
+        // (Written only when it changes: most contexts have no quantum.)
+        if quantum > 0 || self.quantum_until.is_some() {
+            self.quantum_until = (quantum > 0).then(|| now.saturating_add(quantum));
+        }
         self.switch_to(target, now)
     }
 
@@ -677,7 +690,6 @@ impl Kernel {
         self.load_space(self.components[index].space());
         self.load_ports(index);
         self.running = Some(index);
-        self.last = Some(index);
         self.dispatched_at = now;
         RUNNING.store(index + 1, Ordering::Relaxed);
         let frame = self.frame_of(index);

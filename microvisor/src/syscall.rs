@@ -23,7 +23,7 @@ use microvisor_abi::syscall::{
 use microvisor_abi::{USER_END, USER_MIN};
 use zerocopy::IntoBytes;
 
-use crate::arch::entry::Frame;
+use crate::arch::entry::{Frame, Resume};
 use crate::arch::memory::{Tables, direct};
 use crate::arch::timer;
 use crate::kernel::Kernel;
@@ -73,38 +73,46 @@ fn deadline_after(
 /// `Call`: its fast path when the handle is the one the caller's last
 /// `Call` named (checked then, `Component::checked_endpoint`) and
 /// [`Kernel::call_switch`] finds the server serving and the general pass
-/// could decide nothing else (the request goes to the server, which runs
-/// next), or else [`dispatch`] from the start (which checks the handle,
-/// faulting a bad one, and remembers a good one).
+/// could decide nothing else (the server runs next, with the request in
+/// the caller's frame: the stub loads it from there), or else
+/// [`dispatch`] from the start (which checks the handle, faulting a bad
+/// one, and remembers a good one).
 #[inline(always)]
-pub fn call_entry(kernel: &mut Kernel) -> *const Frame {
+pub fn call_entry(kernel: &mut Kernel) -> Resume {
     let caller = kernel.current_index();
     let component = &kernel.components[caller];
     let (handle, timeout_us) = (component.frame().rdi, component.frame().rsi);
     if let Some((server, badge)) = component.checked_endpoint(handle) {
         let deadline = deadline_after(kernel.clock, timeout_us);
         if let Some(next) = kernel.call_switch((caller, server, badge), deadline) {
-            return next;
+            return Resume {
+                frame: next,
+                message: kernel.frame_of(caller),
+            };
         }
     }
-    dispatch(kernel)
+    Resume::frame(dispatch(kernel))
 }
 
 /// `ReplyWait`: its fast path when it replies and
 /// [`Kernel::reply_switch`] finds the caller waiting and the general pass
-/// could decide nothing else (the caller runs next with the reply), or
-/// else [`dispatch`] from the start.
+/// could decide nothing else (the caller runs next, with the reply in
+/// the server's frame: the stub loads it from there), or else
+/// [`dispatch`] from the start.
 #[inline(always)]
-pub fn reply_wait_entry(kernel: &mut Kernel) -> *const Frame {
+pub fn reply_wait_entry(kernel: &mut Kernel) -> Resume {
     let server = kernel.current_index();
     let frame = kernel.components[server].frame();
     if frame.rdi == REPLY {
         let deadline = deadline_after(kernel.clock, frame.rsi);
         if let Some(next) = kernel.reply_switch(server, deadline) {
-            return next;
+            return Resume {
+                frame: next,
+                message: kernel.frame_of(server),
+            };
         }
     }
-    dispatch(kernel)
+    Resume::frame(dispatch(kernel))
 }
 
 /// `VcpuRun`, the world switcher's call at every exit, decoded from the
@@ -384,7 +392,7 @@ fn call_server(
         let request = kernel.components[caller].message();
         kernel.components[caller].send_call(server, badge, deadline);
         kernel.components[caller].request_taken(server);
-        kernel.components[server].take_request(caller, badge, &request, now);
+        kernel.components[server].take_request(caller, badge, Some(&request), now);
     } else if kernel.may_serve_again(server) {
         kernel.components[caller].send_call(server, badge, deadline);
     } else {
@@ -418,7 +426,7 @@ fn reply_wait(kernel: &mut Kernel, server: usize, reply: bool, timeout_us: Optio
     } else if let Some((caller, badge)) = kernel.waiting_request(server) {
         let request = kernel.components[caller].message();
         kernel.components[caller].request_taken(server);
-        kernel.components[server].take_request(caller, badge, &request, now);
+        kernel.components[server].take_request(caller, badge, Some(&request), now);
         true
     } else if timeout_us == Some(0) {
         kernel.components[server].answer(Status::TimedOut, 0);

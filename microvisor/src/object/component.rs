@@ -436,11 +436,15 @@ impl Component {
     }
 
     /// Gives it (serving, or about to return from `ReplyWait`) the
-    /// request `message` of the caller `caller` known by `badge`, which
-    /// it now owes a reply; it becomes ready.
+    /// request of the caller `caller` known by `badge`, which it now owes
+    /// a reply; it becomes ready. The request is `message`, or (`None`)
+    /// left in the caller's frame for the return to ring 3 to load (an
+    /// IPC fast path's hand-over, `crate::arch::entry::Resume`).
     #[inline(always)]
-    pub fn take_request(&mut self, caller: usize, badge: u64, message: &Message, now: u64) {
-        self.set_message(message);
+    pub fn take_request(&mut self, caller: usize, badge: u64, message: Option<&Message>, now: u64) {
+        if let Some(message) = message {
+            self.set_message(message);
+        }
         self.frame.rax = Status::Ok as u64;
         self.frame.rdi = badge;
         self.reply_to = Some(caller);
@@ -449,8 +453,9 @@ impl Component {
         self.busy_since = Some(now);
     }
 
-    /// Ends its `Call` with `status` and, when `Ok`, the reply `message`;
-    /// it becomes ready.
+    /// Ends its `Call` with `status` and the reply `message` (none when
+    /// not `Ok`, or left in the server's frame for the return to ring 3
+    /// to load: an IPC fast path's hand-over); it becomes ready.
     #[inline(always)]
     pub fn end_call(&mut self, status: Status, message: Option<&Message>, now: u64) {
         if let Some(message) = message {

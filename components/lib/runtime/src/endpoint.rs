@@ -95,21 +95,19 @@ pub enum Served {
     TimedOut,
 }
 
-/// The serving side: this component's `ReplyWait`.
+/// The serving side: this component's `ReplyWait`. Whom a reply is owed
+/// is the core's to know: a reply when none is owed is dropped.
 #[derive(Debug, Default)]
-pub struct Server {
-    /// A request was taken and not yet answered.
-    owes: bool,
-}
+pub struct Server {}
 
 impl Server {
     pub const fn new() -> Self {
-        Self { owes: false }
+        Self {}
     }
 
     /// Answers the request taken last with the reply in `message` when
-    /// `reply` (and one is owed; without `reply` the request is declined:
-    /// its caller gets [`CallError::Unanswered`]), and waits for the next
+    /// `reply` (dropped when none is owed; without `reply` a request owed
+    /// is declined: its caller gets [`CallError::Unanswered`]), and waits for the next
     /// request, which replaces `message`, or a signal, for at most
     /// `timeout_us` (`None`: as long as it takes). Unless a request came,
     /// `message` holds nothing of use. A deferred signal is sent first;
@@ -130,7 +128,7 @@ impl Server {
             return served;
         }
         // The common case: one system call.
-        let flag = if reply && self.owes { REPLY } else { NO_REPLY };
+        let flag = if reply { REPLY } else { NO_REPLY };
         let (status, answer) = issue(
             Syscall::ReplyWait,
             flag,
@@ -140,16 +138,14 @@ impl Server {
         self.answered(status, answer).unwrap_or(Served::TimedOut)
     }
 
-    /// What a `ReplyWait` answered, `None` when it timed out; a request
-    /// taken is owed a reply, and signalled bits are kept for the
-    /// component's waiters.
+    /// What a `ReplyWait` answered, `None` when it timed out; signalled
+    /// bits are kept for the component's waiters.
     #[inline(always)]
     fn answered(&mut self, status: u64, answer: Answer) -> Option<Served> {
-        self.owes = status == Status::Ok as u64 && answer.badge != 0;
         if status != Status::Ok as u64 {
             return None;
         }
-        if self.owes {
+        if answer.badge != 0 {
             return Some(Served::Request {
                 badge: answer.badge,
             });
@@ -169,7 +165,7 @@ impl Server {
         timeout_us: Option<u64>,
     ) -> (Served, Message) {
         let watching = queue::watching();
-        let mut reply = reply && self.owes;
+        let mut reply = reply;
         let mut left = timeout_us;
         loop {
             // Bits already received for the component's waiters: answer

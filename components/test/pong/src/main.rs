@@ -92,8 +92,8 @@ fn serve_calls(start: &runtime::Start, timeout_us: Option<u64>) -> i32 {
     let mut server = Server::new();
     let mut message = [0u64; 8];
     let mut reply = false;
-    let mut expected = 0u64;
-    let mut first = true;
+    // The sequence expected next; none before the first request of a life.
+    let mut expected = None;
     let mut served = 0u64;
     loop {
         let request = server.reply_wait(&mut message, reply, timeout_us);
@@ -102,29 +102,32 @@ fn serve_calls(start: &runtime::Start, timeout_us: Option<u64>) -> i32 {
             continue;
         }
         let sequence = message[0];
-        if sequence == STOP && is_all(&message, STOP) {
-            message = [!STOP; 8];
-            let _ = server.reply_wait(&mut message, true, Some(0));
-            println!("served {served} calls, all in order");
-            return 0;
-        }
-        if sequence == SILENT && is_all(&message, SILENT) {
-            spin(start.tsc_hz() / 1000 * SILENT_SPIN_MS);
-        } else {
-            // The bench phase restarts its sequence at 0.
-            if first || (sequence == 0 && expected != 0) {
-                expected = sequence;
-                first = false;
+        // The common case first: the next request in order.
+        if Some(sequence) != expected {
+            if sequence == STOP && is_all(&message, STOP) {
+                message = [!STOP; 8];
+                let _ = server.reply_wait(&mut message, true, Some(0));
+                println!("served {served} calls, all in order");
+                return 0;
             }
-            // The order here; ping checks every word of the reply, which
-            // is this request inverted.
-            if sequence != expected {
-                println!("call {expected} out of order (got sequence {sequence:#x})");
+            if sequence == SILENT && is_all(&message, SILENT) {
+                spin(start.tsc_hz() / 1000 * SILENT_SPIN_MS);
+                message = [!SILENT; 8];
+                continue;
+            }
+            // The first request of a life sets the order; the bench
+            // phase restarts it at 0. The order here; ping checks every
+            // word of the reply, which is this request inverted.
+            if expected.is_some() && sequence != 0 {
+                println!(
+                    "call {} out of order (got sequence {sequence:#x})",
+                    expected.unwrap_or(0)
+                );
                 return 1;
             }
-            expected += 1;
-            served += 1;
         }
+        expected = Some(sequence.wrapping_add(1));
+        served += 1;
         for word in &mut message {
             *word = !*word;
         }

@@ -62,6 +62,28 @@ const _: () = assert!(offset_of!(Frame, rip) == 17 * 8);
 const _: () = assert!(offset_of!(Frame, cs) == 18 * 8);
 const _: () = assert!(offset_of!(Frame, ss) == 21 * 8);
 
+/// What `Call` and `ReplyWait` return to the stub: the frame to resume,
+/// and the frame whose message registers
+/// (`microvisor_abi::syscall::MESSAGE_REGISTERS`) it resumes with
+/// instead of its own — the other side's, when a fast path hands a
+/// message over without copying it into the resumed frame — or null.
+/// Returned in `rax:rdx`.
+#[repr(C)]
+pub struct Resume {
+    pub frame: *const Frame,
+    pub message: *const Frame,
+}
+
+impl Resume {
+    /// Resume `frame` as it is.
+    pub fn frame(frame: *const Frame) -> Self {
+        Self {
+            frame,
+            message: core::ptr::null(),
+        }
+    }
+}
+
 /// The `vector` of a frame saved by `syscall`.
 pub const SYSCALL_VECTOR: u64 = 0x100;
 /// RFLAGS of a thread at its first instruction: interrupts enabled.
@@ -241,10 +263,43 @@ syscall_entry:
     jmp 10f
 7:
     call {call}
-    jmp 10f
+    jmp 11f
 8:
     call {reply_wait}
-    jmp 10f
+11:
+    // A `Resume` in rax:rdx: the frame to resume, and the frame whose
+    // message registers it resumes with instead of its own (0: none).
+    mov rdi, rax
+    test rdx, rdx
+    jz return_to_frame
+    mov r15, [rdx + {r15}]
+    mov r14, [rdx + {r14}]
+    mov r13, [rdx + {r13}]
+    mov r12, [rdx + {r12}]
+    mov r10, [rdx + {r10}]
+    mov r9, [rdx + {r9}]
+    mov r8, [rdx + {r8}]
+    mov rdx, [rdx + {rdx}]
+    mov rsp, rdi
+    mov rbp, [rsp + {rbp}]
+    mov rdi, [rsp + {rdi}]
+    mov rsi, [rsp + {rsi}]
+    mov rbx, [rsp + {rbx}]
+    mov rax, [rsp + {rax}]
+    // The way back of a frame saved by `syscall`, as below (its rcx and
+    // r11 are the return address and flags); any other goes by iretq.
+    cmp qword ptr [rsp + {vector}], {syscall_vector}
+    jne 13f
+    mov rcx, [rsp + {rip}]
+    mov r11, [rsp + {rflags}]
+    mov rsp, [rsp + {rsp}]
+    swapgs
+    .byte 0x48, 0x0f, 0x07
+13:
+    mov r11, [rsp + {r11}]
+    mov rcx, [rsp + {rcx}]
+    add rsp, {vector}
+    jmp 4f
 9:
     call {signal_wait}
 10:
@@ -294,6 +349,25 @@ return_to_frame:
     call_number = const Syscall::Call as u64,
     reply_wait_number = const Syscall::ReplyWait as u64,
     signal_wait_number = const Syscall::SignalWait as u64,
+    r15 = const offset_of!(Frame, r15),
+    r14 = const offset_of!(Frame, r14),
+    r13 = const offset_of!(Frame, r13),
+    r12 = const offset_of!(Frame, r12),
+    r11 = const offset_of!(Frame, r11),
+    r10 = const offset_of!(Frame, r10),
+    r9 = const offset_of!(Frame, r9),
+    r8 = const offset_of!(Frame, r8),
+    rbp = const offset_of!(Frame, rbp),
+    rdi = const offset_of!(Frame, rdi),
+    rsi = const offset_of!(Frame, rsi),
+    rdx = const offset_of!(Frame, rdx),
+    rcx = const offset_of!(Frame, rcx),
+    rbx = const offset_of!(Frame, rbx),
+    rax = const offset_of!(Frame, rax),
+    vector = const offset_of!(Frame, vector),
+    rip = const offset_of!(Frame, rip),
+    rflags = const offset_of!(Frame, rflags),
+    rsp = const offset_of!(Frame, rsp),
     user_data = const USER_DATA as u64,
     user_code = const USER_CODE as u64,
     syscall_vector = const SYSCALL_VECTOR,
@@ -309,8 +383,8 @@ unsafe extern "C" {
     /// The handlers of `VcpuRun`, `Call`, `ReplyWait` and `SignalWait`
     /// (`crate::entry`): they find the frame through the kernel.
     fn core_vcpu_run_entry() -> *const Frame;
-    fn core_call_entry() -> *const Frame;
-    fn core_reply_wait_entry() -> *const Frame;
+    fn core_call_entry() -> Resume;
+    fn core_reply_wait_entry() -> Resume;
     fn core_signal_wait_entry() -> *const Frame;
     static trap_stubs: u8;
     fn syscall_entry();
