@@ -12,8 +12,8 @@
 //! without a timeout. Then, if `bench=N` is given, measures N strict round
 //! trips (one message each way) in instructions under `-icount`. Ends by
 //! sending the stop message. Given the endpoint capability `echo` (a
-//! `[calls.echo]` to pong) it does all of this over calls instead
-//! (`calls`).
+//! `[calls.echo]` to pong; `endpoint=NAME` names another) it does all of
+//! this over calls instead (`calls`).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -44,6 +44,7 @@ fn main(start: &runtime::Start) -> i32 {
             "restarts",
             "timeout_check",
             "spin_check",
+            "endpoint",
         ])
         .or_exit();
     let rounds: u64 = arguments.number("rounds", 100_000).or_exit();
@@ -52,7 +53,8 @@ fn main(start: &runtime::Start) -> i32 {
     let restarts_allowed = arguments.number("restarts", 0u64).or_exit() != 0;
     let timeout_check = arguments.number("timeout_check", 0u64).or_exit() != 0;
     let spin_check = arguments.number("spin_check", 0u64).or_exit() != 0;
-    if let Some(client) = Client::open(start, "echo") {
+    let endpoint = arguments.text("endpoint").unwrap_or("echo");
+    if let Some(client) = Client::open(start, endpoint) {
         let plan = calls::Plan {
             rounds,
             for_ms,

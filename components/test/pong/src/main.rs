@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 use echo_api::{Message, SILENT, STOP, is_all};
+use runtime::abi::start::ResourceView;
 use runtime::arguments::OrExit;
 use runtime::endpoint::{Served, Server};
 use runtime::println;
@@ -23,7 +24,12 @@ runtime::component!(main);
 const SILENT_SPIN_MS: u64 = 100;
 
 fn main(start: &runtime::Start) -> i32 {
-    let arguments = start.arguments(&["calls", "serve_timeout_ms"]).or_exit();
+    let arguments = start
+        .arguments(&["calls", "serve_timeout_ms", "yielding"])
+        .or_exit();
+    if arguments.number("yielding", 0u64).or_exit() != 0 {
+        return serve_yielding(start);
+    }
     if arguments.number("calls", 0u64).or_exit() != 0 {
         let timeout_ms: u64 = arguments.number("serve_timeout_ms", 0).or_exit();
         return serve_calls(start, (timeout_ms > 0).then_some(timeout_ms * 1000));
@@ -128,6 +134,60 @@ fn serve_calls(start: &runtime::Start, timeout_us: Option<u64>) -> i32 {
         }
         expected = Some(sequence.wrapping_add(1));
         served += 1;
+        for word in &mut message {
+            *word = !*word;
+        }
+    }
+}
+
+/// `yielding=1`: serves every caller on its start page at once, each
+/// one's requests checked in order by badge, and gives up the processor
+/// before each reply, so that another caller's request arrives while one
+/// is being answered. The reply must then not take the fast path, which
+/// would switch to its caller and leave that request waiting on a server
+/// that waits for requests (scenario `ipc-call-waiting`: the other caller
+/// would hang). Ends after a stop from every caller.
+fn serve_yielding(start: &runtime::Start) -> i32 {
+    let callers = start
+        .views()
+        .filter(|(_, view)| matches!(view, ResourceView::Caller { .. }))
+        .count();
+    let mut server = Server::new();
+    let mut message = [0u64; 8];
+    let mut reply = false;
+    // The next sequence of each caller, by badge.
+    let mut expected = [0u64; 8];
+    let (mut stops, mut served) = (0, 0u64);
+    loop {
+        let Served::Request { badge } = server.reply_wait(&mut message, reply, None) else {
+            reply = false;
+            continue;
+        };
+        reply = true;
+        let Some(next) = expected.get_mut(badge as usize) else {
+            println!("a caller with badge {badge}: more than this test serves");
+            return 1;
+        };
+        if is_all(&message, STOP) {
+            stops += 1;
+            message = [!STOP; 8];
+            if stops == callers {
+                let _ = server.reply_wait(&mut message, true, Some(0));
+                println!("served {served} calls from {callers} callers, each in order");
+                return 0;
+            }
+            continue;
+        }
+        if message[0] != *next {
+            println!(
+                "call {} of badge {badge} out of order (got sequence {:#x})",
+                *next, message[0]
+            );
+            return 1;
+        }
+        *next += 1;
+        served += 1;
+        runtime::syscall::yield_now();
         for word in &mut message {
             *word = !*word;
         }
