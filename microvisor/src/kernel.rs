@@ -502,8 +502,10 @@ impl Kernel {
 
     /// Whether component `index` may still take requests: it lives, or
     /// its supervisor (alive) may yet start it — it waits to be started,
-    /// or it faulted or exited and the supervisor has not decided; one
-    /// stopped by its supervisor (held) or refused never serves again.
+    /// or it faulted and the supervisor has not decided (holding it
+    /// stops it); one that exited (its work is done: supervisors restart
+    /// faults, not exits), was stopped or held by its supervisor, or was
+    /// refused never serves again.
     pub fn may_serve_again(&self, index: usize) -> bool {
         let component = &self.components[index];
         let supervised = || {
@@ -512,10 +514,8 @@ impl Kernel {
                 .is_some_and(|supervisor| self.components[supervisor].is_alive())
         };
         match component.state() {
-            ComponentState::NotStarted | ComponentState::Faulted | ComponentState::Exited(_) => {
-                supervised()
-            }
-            ComponentState::Stopped | ComponentState::Refused => false,
+            ComponentState::NotStarted | ComponentState::Faulted => supervised(),
+            ComponentState::Exited(_) | ComponentState::Stopped | ComponentState::Refused => false,
             _ => true,
         }
     }
@@ -530,6 +530,10 @@ impl Kernel {
     pub fn end_calls_to(&mut self, index: usize, restarting: bool) {
         self.components[index].take_reply_to();
         self.end_calls_waiting_on(index, !restarting && !self.may_serve_again(index));
+        if restarting {
+            // A supervisor's new life may still restart its children.
+            return;
+        }
         for child in 0..self.component_count {
             if self.components[child].supervisor() == Some(index) && !self.may_serve_again(child) {
                 self.end_calls_waiting_on(child, true);
@@ -573,9 +577,9 @@ impl Kernel {
         let now = timer::now();
         // An alarm already due may have left a timeout or a refill the
         // general pass would catch up with now: it decides then. With no
-        // alarm armed, the last general pass found no event to come (and
-        // every change since went through one), so the switch may add
-        // none: no deadline, no budget to run out.
+        // alarm armed, the last general pass found no event to come (no
+        // fast path adds one), so the switch may add none: no deadline,
+        // no budget to run out.
         let armed = match self.armed {
             Some(armed) if now >= armed => return None,
             Some(armed) => armed,

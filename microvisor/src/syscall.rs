@@ -536,6 +536,14 @@ fn component_stop(kernel: &mut Kernel, caller: usize, component: u64) -> Outcome
             kernel.components[target].name()
         );
         lifecycle::stop(kernel, target, ComponentState::Stopped);
+    } else if matches!(
+        kernel.components[target].state(),
+        ComponentState::Faulted | ComponentState::NotStarted
+    ) {
+        // Held where it ended (or before it started): it will not serve
+        // again, so the calls that wait for its next life end now.
+        kernel.components[target].hold();
+        kernel.end_calls_to(target, false);
     }
     answer(kernel, caller, Status::Ok, 0)
 }

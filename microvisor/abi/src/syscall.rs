@@ -66,6 +66,9 @@ pub enum Syscall {
     /// reset and their generation bumped so peers notice.
     ComponentRestart = 11,
     /// Stop a supervised component (it stays stopped): `rdi` a handle.
+    /// A component that has faulted (or not yet started) is held where it
+    /// is: it stays stopped, and the calls waiting for its next life end
+    /// with [`Status::Unanswered`].
     ComponentStop = 12,
     /// [`Syscall::Signal`] with `rdi` (unless it is [`NO_SIGNAL`]), then
     /// [`Syscall::Wait`] with the timeout in `rsi`: one entry for "wake the
@@ -154,9 +157,10 @@ pub enum Syscall {
     /// scheduling decision, so a reply may still win shortly after it);
     /// [`Status::Unanswered`] when the server took the request and then
     /// ended (faulted, exited, stopped or restarted) or declined it, or
-    /// cannot serve again (ended with no live supervisor to start it, or
-    /// held by its supervisor). A request the server has not taken waits
-    /// across its restart for its next life (or until the timeout).
+    /// cannot serve again (it exited, was stopped or held by its
+    /// supervisor, or faulted with no live supervisor to start it). A
+    /// request the server has not taken waits across its restart for its
+    /// next life (or until the timeout).
     /// The message registers include callee-saved `r12`..`r15`: the
     /// runtime's wrapper names them all as clobbered.
     Call = 26,

@@ -11,7 +11,8 @@
 //! entering a guest) and `timer` (the clock and the one-shot alarm). The
 //! rest of the core uses only those, and this layer imports nothing from
 //! above it: the stubs reach the core's handlers by symbol name
-//! (`kernel_main`, `core_trap_entry`, `core_syscall_entry`). Today there is
+//! (`kernel_main`, `core_trap_entry`, `core_syscall_entry` and the
+//! handlers of the calls the syscall stub picks by number). Today there is
 //! one architecture.
 
 #[cfg(target_arch = "x86_64")]

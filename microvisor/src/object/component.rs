@@ -713,6 +713,13 @@ impl Component {
         self.supervisor = None;
     }
 
+    /// Its supervisor holds it where it ended (faulted) or before it
+    /// started: stopped, its memory already returned or never given.
+    pub fn hold(&mut self) {
+        self.state = ComponentState::Stopped;
+        self.wake_at = None;
+    }
+
     /// Marks a restart that failed: it stays faulted.
     pub fn fail_restart(&mut self) {
         self.state = ComponentState::Faulted;

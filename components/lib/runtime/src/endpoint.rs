@@ -2,8 +2,8 @@
 //! [`Server::reply_wait`] (`Syscall::Call` and `Syscall::ReplyWait`).
 //!
 //! A call carries one [`Message`] of eight words each way in registers,
-//! copied by the core from one thread's saved registers to the other's:
-//! nothing is shared, so nothing needs a checksum, a stamp or a
+//! which the core moves from one thread's saved registers to the
+//! other's: nothing is shared, so nothing needs a checksum, a stamp or a
 //! generation, and a round trip is two system calls with no memory
 //! traffic of its own. The server learns each caller by the badge capdl
 //! gave its capability (listed by caller name on the server's start
@@ -111,7 +111,8 @@ impl Server {
     /// request, which replaces `message`, or a signal, for at most
     /// `timeout_us` (`None`: as long as it takes). Unless a request came,
     /// `message` holds nothing of use. A deferred signal is sent first;
-    /// bits already received return at once.
+    /// with bits already received it does not wait (it polls: a request
+    /// waiting comes first, the bits with the next call).
     #[inline]
     pub fn reply_wait(
         &mut self,

@@ -9,11 +9,16 @@
 //! a request pong computes on for 100 ms before answering and a 5 ms
 //! timeout, which must end the call within 30 ms; `spin_check=1` makes
 //! the same call without a timeout and waits for the answer.
-//! `bench=N` times N calls.
+//! `bench=N` times N calls. `held_check=1` expects pong to end and be
+//! held by its supervisor: a call ends `Unanswered`, and the next one at
+//! once (a call to a server that will not serve again must not wait).
 
 use echo_api::{SILENT, STOP, call_request as request, is_call_reply as is_reply};
 use runtime::endpoint::{CallError, Client};
 use runtime::{println, rdtsc, syscall};
+
+/// The most a call to a held server may take (`held_check`).
+const HELD_LATE_MS: u64 = 500;
 
 /// The timed call of `timeout_check`, and the most it may take.
 const TIMEOUT_US: u64 = 5_000;
@@ -27,6 +32,7 @@ pub struct Plan {
     pub timeout_check: bool,
     pub spin_check: bool,
     pub bench: u64,
+    pub held_check: bool,
 }
 
 /// Runs `plan` against pong through `client`.
@@ -35,13 +41,21 @@ pub fn run(client: &Client, plan: &Plan) -> i32 {
     let running_ms = || (syscall::time_ns() - begin_ns) / 1_000_000;
     let mut sequence = 0u64;
     let mut restarts = 0u64;
+    let mut unanswered_in_a_row = 0u32;
+    let mut answered_ns = 0;
     // (The clock is read every 64 calls once the rounds are done.)
     while sequence < plan.rounds
         || (plan.for_ms > 0 && (!sequence.is_multiple_of(64) || running_ms() < plan.for_ms))
     {
         let mut message = request(sequence);
         match client.call(&mut message, None) {
-            Ok(()) if is_reply(&message, sequence) => sequence += 1,
+            Ok(()) if is_reply(&message, sequence) => {
+                sequence += 1;
+                unanswered_in_a_row = 0;
+                if plan.held_check {
+                    answered_ns = syscall::time_ns();
+                }
+            }
             Ok(()) => {
                 println!(
                     "TEST ping-pong FAIL: reply {sequence} wrong (got sequence {:#x})",
@@ -49,6 +63,25 @@ pub fn run(client: &Client, plan: &Plan) -> i32 {
                 );
                 return 1;
             }
+            // Held by its supervisor (`held_check`): one call ends
+            // Unanswered when pong crashes, and the next at once.
+            Err(CallError::Unanswered) if plan.held_check && unanswered_in_a_row > 0 => {
+                // Pong crashed while ping called it flat out, and its
+                // supervisor holds it at once: both calls are over soon
+                // after the last answer.
+                let waited_us = (syscall::time_ns() - answered_ns) / 1000;
+                if waited_us > HELD_LATE_MS * 1000 {
+                    println!(
+                        "TEST call-held FAIL: the calls to the held pong ended Unanswered only {waited_us} us after its last answer"
+                    );
+                    return 1;
+                }
+                println!(
+                    "TEST call-held PASS: after {sequence} calls pong ended and was held; two calls ended Unanswered within {waited_us} us of its last answer"
+                );
+                return 0;
+            }
+            Err(CallError::Unanswered) if plan.held_check => unanswered_in_a_row += 1,
             // Pong took the request and crashed: send it again.
             Err(CallError::Unanswered) if plan.restarts_allowed => restarts += 1,
             Err(error) => {
@@ -56,6 +89,10 @@ pub fn run(client: &Client, plan: &Plan) -> i32 {
                 return 1;
             }
         }
+    }
+    if plan.held_check {
+        println!("TEST call-held FAIL: pong was never held");
+        return 1;
     }
     if plan.restarts_allowed {
         println!(

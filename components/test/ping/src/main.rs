@@ -45,6 +45,7 @@ fn main(start: &runtime::Start) -> i32 {
             "timeout_check",
             "spin_check",
             "endpoint",
+            "held_check",
         ])
         .or_exit();
     let rounds: u64 = arguments.number("rounds", 100_000).or_exit();
@@ -53,6 +54,7 @@ fn main(start: &runtime::Start) -> i32 {
     let restarts_allowed = arguments.number("restarts", 0u64).or_exit() != 0;
     let timeout_check = arguments.number("timeout_check", 0u64).or_exit() != 0;
     let spin_check = arguments.number("spin_check", 0u64).or_exit() != 0;
+    let held_check = arguments.number("held_check", 0u64).or_exit() != 0;
     let endpoint = arguments.text("endpoint").unwrap_or("echo");
     if let Some(client) = Client::open(start, endpoint) {
         let plan = calls::Plan {
@@ -62,6 +64,7 @@ fn main(start: &runtime::Start) -> i32 {
             timeout_check,
             spin_check,
             bench,
+            held_check,
         };
         return calls::run(&client, &plan);
     }

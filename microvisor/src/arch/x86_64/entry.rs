@@ -6,10 +6,15 @@
 //! points at the end of the running thread's frame, so the CPU pushes the
 //! return state there and the stub pushes the rest), `syscall` by building
 //! the same layout by hand. The stub then switches to the core's stack and
-//! calls the core's handler (`core_trap_entry` or `core_syscall_entry`,
-//! defined above this layer and bound by symbol name), which returns the
-//! frame to resume — the same thread or another. [`return_to_frame`] restores it with `sysretq` when
-//! the thread last entered through `syscall` (fast) and `iretq` otherwise.
+//! calls the core's handler (`core_trap_entry`; for a system call one
+//! picked by its number: the null call is answered in the stub, `VcpuRun`,
+//! `Call`, `ReplyWait` and `SignalWait` have handlers of their own, the
+//! rest go to `core_syscall_entry`; all defined above this layer and bound
+//! by symbol name), which returns the frame to resume — the same thread or
+//! another; `Call` and `ReplyWait` return a [`Resume`], whose message frame,
+//! when set, supplies the resumed thread's message registers.
+//! [`return_to_frame`] restores a frame with `sysretq` when the thread last
+//! entered through `syscall` (fast) and `iretq` otherwise.
 //!
 //! The per-CPU block reached through `gs` holds the core's stack top, a
 //! scratch slot for the user stack pointer, and the current frame's top.
