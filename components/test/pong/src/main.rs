@@ -15,6 +15,7 @@ use echo_api::{Message, SILENT, STOP, is_all};
 use runtime::abi::start::ResourceView;
 use runtime::arguments::OrExit;
 use runtime::endpoint::{Served, Server};
+use runtime::notification;
 use runtime::println;
 use runtime::queue::{Receiver, Sender};
 
@@ -25,8 +26,12 @@ const SILENT_SPIN_MS: u64 = 100;
 
 fn main(start: &runtime::Start) -> i32 {
     let arguments = start
-        .arguments(&["calls", "serve_timeout_ms", "yielding"])
+        .arguments(&["calls", "serve_timeout_ms", "yielding", "kicks"])
         .or_exit();
+    let kicks: u64 = arguments.number("kicks", 0).or_exit();
+    if kicks > 0 {
+        return kick(start, kicks);
+    }
     if arguments.number("yielding", 0u64).or_exit() != 0 {
         return serve_yielding(start);
     }
@@ -146,12 +151,14 @@ fn serve_calls(start: &runtime::Start, timeout_us: Option<u64>) -> i32 {
 /// is being answered. The reply must then not take the fast path, which
 /// would switch to its caller and leave that request waiting on a server
 /// that waits for requests (scenario `ipc-call-waiting`: the other caller
-/// would hang). Ends after a stop from every caller.
+/// would hang). Ends after a stop from every caller. Given the capability
+/// `ack`, it acknowledges every signal (a `kicks=` pong's kick) at once.
 fn serve_yielding(start: &runtime::Start) -> i32 {
     let callers = start
         .views()
         .filter(|(_, view)| matches!(view, ResourceView::Caller { .. }))
         .count();
+    let ack = start.capability("ack");
     let mut server = Server::new();
     let mut message = [0u64; 8];
     let mut reply = false;
@@ -160,6 +167,12 @@ fn serve_yielding(start: &runtime::Start) -> i32 {
     let (mut stops, mut served) = (0, 0u64);
     loop {
         let Served::Request { badge } = server.reply_wait(&mut message, reply, None) else {
+            // A kick (`kicks=`): acknowledged at once.
+            if let Some(ack) = ack
+                && notification::take(!0) != 0
+            {
+                runtime::syscall::signal(ack);
+            }
             reply = false;
             continue;
         };
@@ -192,6 +205,42 @@ fn serve_yielding(start: &runtime::Start) -> i32 {
             *word = !*word;
         }
     }
+}
+
+/// `kicks=N`: signals the serving pong (capability `kick`) N times, each
+/// time waiting at most [`KICK_LATE_MS`] for its acknowledgement (bit
+/// `ack`). A kick lands while pong yields between a request and its
+/// reply, so the reply's `ReplyWait` finds the bit pending: it must end
+/// with the bit at once, not take the fast path to the caller and leave
+/// the bit for after the next request (scenario `ipc-call-kicked`:
+/// without that test, pong sees the kick only once its callers stop).
+fn kick(start: &runtime::Start, kicks: u64) -> i32 {
+    let (Some(kick), Some(ack)) = (start.capability("kick"), incoming(start, "ack")) else {
+        println!("TEST call-kicked FAIL: the 'kick' and 'ack' notifications were not given");
+        return 1;
+    };
+    for count in 0..kicks {
+        runtime::syscall::signal(kick);
+        if notification::wait_for(ack, Some(KICK_LATE_MS * 1000)).is_none() {
+            println!(
+                "TEST call-kicked FAIL: kick {count} not acknowledged within {KICK_LATE_MS} ms"
+            );
+            return 1;
+        }
+    }
+    println!("TEST call-kicked PASS: {kicks} kicks of a serving pong acknowledged");
+    0
+}
+
+/// How long a kick may wait for its acknowledgement.
+const KICK_LATE_MS: u64 = 500;
+
+/// The bits of the incoming notification `name`.
+fn incoming(start: &runtime::Start, name: &str) -> Option<u64> {
+    start.views().find_map(|(found, view)| match view {
+        ResourceView::Incoming { mask } if found == name => Some(mask),
+        _ => None,
+    })
 }
 
 /// Runs for `ticks` TSC ticks without a system call.
