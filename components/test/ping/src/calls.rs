@@ -12,6 +12,8 @@
 //! `bench=N` times N calls. `held_check=1` expects pong to end and be
 //! held by its supervisor: a call ends `Unanswered`, and the next one at
 //! once (a call to a server that will not serve again must not wait).
+//! `hang_check=1` pauses while pong is hung and checks that the next call
+//! waits for the hang's end.
 
 use echo_api::{SILENT, STOP, call_request as request, is_call_reply as is_reply};
 use runtime::endpoint::{CallError, Client};
@@ -33,6 +35,7 @@ pub struct Plan {
     pub spin_check: bool,
     pub bench: u64,
     pub held_check: bool,
+    pub hang_check: bool,
 }
 
 /// Runs `plan` against pong through `client`.
@@ -103,6 +106,9 @@ pub fn run(client: &Client, plan: &Plan) -> i32 {
             "TEST ping-pong PASS: {sequence} calls answered, every one once, in order, intact"
         );
     }
+    if plan.hang_check && !waits_while_pong_hangs(client, sequence) {
+        return 1;
+    }
     if plan.timeout_check && !times_out_on_time(client) {
         return 1;
     }
@@ -143,6 +149,42 @@ pub fn run(client: &Client, plan: &Plan) -> i32 {
     }
     0
 }
+
+/// `hang_check`: pauses [`HANG_PAUSE_MS`] with pong waiting for requests
+/// (the scenario has it hung for 500 ms meanwhile, on the line this
+/// prints), then calls: a hung server is not scheduled, so the call must
+/// wait for the hang's end — the fast path must not switch to it. The
+/// next call, pong's order kept, is request `sequence`.
+#[inline(never)]
+fn waits_while_pong_hangs(client: &Client, sequence: u64) -> bool {
+    println!("HANG pong may be hung now");
+    let _ = runtime::notification::wait_for(0, Some(HANG_PAUSE_MS * 1000));
+    let begin_ns = syscall::time_ns();
+    let mut message = request(sequence);
+    let answered = client.call(&mut message, None);
+    let waited_us = (syscall::time_ns() - begin_ns) / 1000;
+    match answered {
+        Ok(()) if is_reply(&message, sequence) && waited_us >= HANG_WAIT_MS * 1000 => {
+            println!("TEST call-hang PASS: a call to the hung pong waited {waited_us} us");
+            true
+        }
+        Ok(()) if is_reply(&message, sequence) => {
+            println!(
+                "TEST call-hang FAIL: a call to the hung pong was answered after {waited_us} us"
+            );
+            false
+        }
+        other => {
+            println!("TEST call-hang FAIL: the call ended with {other:?}");
+            false
+        }
+    }
+}
+
+/// `hang_check`'s pause, and the least its call must wait (the hang is
+/// 500 ms from the pause's start, give or take the console's delay).
+const HANG_PAUSE_MS: u64 = 200;
+const HANG_WAIT_MS: u64 = 100;
 
 /// Calls with a request pong computes on for 100 ms, with a 5 ms timeout:
 /// the call must time out, and by [`TIMEOUT_LATE_MS`] (the fast path

@@ -46,6 +46,7 @@ fn main(start: &runtime::Start) -> i32 {
             "spin_check",
             "endpoint",
             "held_check",
+            "hang_check",
         ])
         .or_exit();
     let rounds: u64 = arguments.number("rounds", 100_000).or_exit();
@@ -55,6 +56,7 @@ fn main(start: &runtime::Start) -> i32 {
     let timeout_check = arguments.number("timeout_check", 0u64).or_exit() != 0;
     let spin_check = arguments.number("spin_check", 0u64).or_exit() != 0;
     let held_check = arguments.number("held_check", 0u64).or_exit() != 0;
+    let hang_check = arguments.number("hang_check", 0u64).or_exit() != 0;
     let endpoint = arguments.text("endpoint").unwrap_or("echo");
     if let Some(client) = Client::open(start, endpoint) {
         let plan = calls::Plan {
@@ -65,6 +67,7 @@ fn main(start: &runtime::Start) -> i32 {
             spin_check,
             bench,
             held_check,
+            hang_check,
         };
         return calls::run(&client, &plan);
     }
