@@ -151,7 +151,7 @@ pub fn run(client: &Client, plan: &Plan) -> i32 {
 }
 
 /// `hang_check`: pauses [`HANG_PAUSE_MS`] with pong waiting for requests
-/// (the scenario has it hung for 500 ms meanwhile, on the line this
+/// (the scenario has it hung for 1 s meanwhile, on the line this
 /// prints), then calls: a hung server is not scheduled, so the call must
 /// wait for the hang's end — the fast path must not switch to it. The
 /// next call, pong's order kept, is request `sequence`.
@@ -182,8 +182,9 @@ fn waits_while_pong_hangs(client: &Client, sequence: u64) -> bool {
 }
 
 /// `hang_check`'s pause, and the least its call must wait (the hang is
-/// 500 ms from the pause's start, give or take the console's delay).
-const HANG_PAUSE_MS: u64 = 200;
+/// 1 s from about the pause's start: the console's delay may take up to
+/// the pause's length and leave the call still waiting 600 ms).
+const HANG_PAUSE_MS: u64 = 400;
 const HANG_WAIT_MS: u64 = 100;
 
 /// Calls with a request pong computes on for 100 ms, with a 5 ms timeout:
