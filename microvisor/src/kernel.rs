@@ -434,8 +434,8 @@ impl Kernel {
     /// message registers, known to the server by `badge`; it blocks until
     /// the reply or the deadline `deadline` gives, and the server runs
     /// next with the request — which the caller of this function must
-    /// hand over from the caller's frame (`Resume::message`). `None` (nothing changed) unless
-    /// [`Self::may_switch`] allows it.
+    /// hand over from the caller's frame (`Resume::message`). `None`
+    /// (nothing changed) unless [`Self::may_switch`] allows it.
     #[inline(always)]
     pub fn call_switch(
         &mut self,
@@ -563,9 +563,9 @@ impl Kernel {
     /// Allowed (answers the time now and the caller's deadline) when no
     /// alarm is due yet, the caller's deadline is no earlier than the
     /// armed alarm, a budget-limited `target` has budget lasting until it
-    /// (with no alarm armed: no deadline and no budget at all), and no other component is ready with `target`'s priority or
-    /// more, nor `rival` (what else would make the general pass decide
-    /// otherwise).
+    /// (with no alarm armed: no deadline and no budget at all), and no
+    /// other component is ready with `target`'s priority or more, nor
+    /// `rival` (what else would make the general pass decide otherwise).
     #[inline(always)]
     fn may_switch(
         &mut self,

@@ -164,22 +164,23 @@ fn report(kernel: &Kernel, index: usize, fault: Fault, message: &[u8]) {
 /// and guest memory stay with their objects); the calls waiting on it
 /// end as [`Kernel::end_calls_to`] says.
 pub fn stop(kernel: &mut Kernel, index: usize, state: ComponentState) {
+    stop_ending_calls(kernel, index, state, false);
+}
+
+/// [`stop`], the calls ended as for a restart when `restarting`.
+fn stop_ending_calls(kernel: &mut Kernel, index: usize, state: ComponentState, restarting: bool) {
     let mut tables = crate::arch::memory::Tables {
         frames: &mut kernel.frames,
     };
     kernel.components[index].stop(state, &mut tables);
-    kernel.end_calls_to(index, false);
+    kernel.end_calls_to(index, restarting);
 }
 
 /// Restarts component `index` from its program: everything of the old
 /// life is discarded. On failure it stays faulted.
 pub fn restart(kernel: &mut Kernel, index: usize) -> Result<(), LoadError> {
     // Requests it had not taken wait for the new life.
-    let mut tables = crate::arch::memory::Tables {
-        frames: &mut kernel.frames,
-    };
-    kernel.components[index].stop(ComponentState::Stopped, &mut tables);
-    kernel.end_calls_to(index, true);
+    stop_ending_calls(kernel, index, ComponentState::Stopped, true);
     let space = kernel.components[index].space();
     if let Some(root) = kernel.components[index].release_space() {
         // Switching away first: the core never runs on tables it frees.

@@ -390,8 +390,7 @@ fn call_server(
     let deadline = deadline_after(kernel.clock, timeout_us.unwrap_or(WAIT_FOREVER))(now);
     if kernel.components[server].state() == ComponentState::Serving {
         let request = kernel.components[caller].message();
-        kernel.components[caller].send_call(server, badge, deadline);
-        kernel.components[caller].request_taken(server);
+        kernel.components[caller].block_calling(server, deadline);
         kernel.components[server].take_request(caller, badge, Some(&request), now);
     } else if kernel.may_serve_again(server) {
         kernel.components[caller].send_call(server, badge, deadline);

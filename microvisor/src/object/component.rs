@@ -342,9 +342,26 @@ impl Component {
         self.notification.set(bits);
         let bits = self.notification.take().unwrap_or(0);
         self.answer(Status::Ok, bits);
+        self.make_ready(now);
+    }
+
+    /// Ends whatever it was blocked in (its answer already in its frame):
+    /// ready, no timeout, runnable since `now` (what a watchdog reads).
+    #[inline(always)]
+    fn make_ready(&mut self, now: u64) {
         self.wake_at = None;
         self.state = ComponentState::Ready;
         self.busy_since = Some(now);
+    }
+
+    /// Blocks it in `state` until what that state waits for or `deadline`
+    /// (TSC), the timeout `lazy` or not.
+    #[inline(always)]
+    fn block_in(&mut self, state: ComponentState, deadline: Option<u64>, lazy: bool) {
+        self.state = state;
+        self.wake_at = deadline;
+        self.lazy = lazy;
+        self.busy_since = None;
     }
 
     /// Blocks it in `Wait` until a signal or `deadline` (TSC): what
@@ -352,10 +369,7 @@ impl Component {
     /// path, which has checked that nothing is.
     #[inline(always)]
     pub fn block(&mut self, deadline: Option<u64>, lazy: bool) {
-        self.state = ComponentState::Waiting;
-        self.wake_at = deadline;
-        self.lazy = lazy;
-        self.busy_since = None;
+        self.block_in(ComponentState::Waiting, deadline, lazy);
     }
 
     /// The message in its registers: the request of a `Call`, the reply
@@ -402,10 +416,7 @@ impl Component {
     /// Blocks it in `Call` to `server`, which has not taken the request,
     /// until `deadline` (TSC).
     pub fn send_call(&mut self, server: usize, badge: u64, deadline: Option<u64>) {
-        self.state = ComponentState::Sending { server, badge };
-        self.wake_at = deadline;
-        self.lazy = false;
-        self.busy_since = None;
+        self.block_in(ComponentState::Sending { server, badge }, deadline, false);
     }
 
     /// Its request was taken by `server`: it waits for the reply (the
@@ -419,20 +430,14 @@ impl Component {
     /// `deadline` (TSC): the fast path's block.
     #[inline(always)]
     pub fn block_calling(&mut self, server: usize, deadline: Option<u64>) {
-        self.state = ComponentState::Calling { server };
-        self.wake_at = deadline;
-        self.lazy = false;
-        self.busy_since = None;
+        self.block_in(ComponentState::Calling { server }, deadline, false);
     }
 
     /// Blocks it in `ReplyWait` until a request, a signal or `deadline`
     /// (TSC).
     #[inline(always)]
     pub fn block_serving(&mut self, deadline: Option<u64>) {
-        self.state = ComponentState::Serving;
-        self.wake_at = deadline;
-        self.lazy = false;
-        self.busy_since = None;
+        self.block_in(ComponentState::Serving, deadline, false);
     }
 
     /// Gives it (serving, or about to return from `ReplyWait`) the
@@ -448,9 +453,7 @@ impl Component {
         self.frame.rax = Status::Ok as u64;
         self.frame.rdi = badge;
         self.reply_to = Some(caller);
-        self.wake_at = None;
-        self.state = ComponentState::Ready;
-        self.busy_since = Some(now);
+        self.make_ready(now);
     }
 
     /// Ends its `Call` with `status` and the reply `message` (none when
@@ -462,9 +465,7 @@ impl Component {
             self.set_message(message);
         }
         self.frame.rax = status as u64;
-        self.wake_at = None;
-        self.state = ComponentState::Ready;
-        self.busy_since = Some(now);
+        self.make_ready(now);
     }
 
     /// Answers its `ReplyWait` with the pending notification bits (a
@@ -477,9 +478,7 @@ impl Component {
         self.frame.rax = Status::Ok as u64;
         self.frame.rdi = 0;
         self.frame.rsi = bits;
-        self.wake_at = None;
-        self.state = ComponentState::Ready;
-        self.busy_since = Some(now);
+        self.make_ready(now);
         true
     }
 
@@ -586,9 +585,7 @@ impl Component {
         self.scheduling.refill(now);
         if self.is_blocked() && self.wake_at.is_some_and(|at| at <= now) {
             self.answer(Status::TimedOut, 0);
-            self.wake_at = None;
-            self.state = ComponentState::Ready;
-            self.busy_since = Some(now);
+            self.make_ready(now);
         }
         if self.hung_until.is_some_and(|until| until <= now) {
             self.hung_until = None;

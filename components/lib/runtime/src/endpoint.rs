@@ -107,9 +107,9 @@ impl Server {
 
     /// Answers the request taken last with the reply in `message` when
     /// `reply` (dropped when none is owed; without `reply` a request owed
-    /// is declined: its caller gets [`CallError::Unanswered`]), and waits for the next
-    /// request, which replaces `message`, or a signal, for at most
-    /// `timeout_us` (`None`: as long as it takes). Unless a request came,
+    /// is declined: its caller gets [`CallError::Unanswered`]), and waits
+    /// for the next request, which replaces `message`, or a signal, for at
+    /// most `timeout_us` (`None`: as long as it takes). Unless a request came,
     /// `message` holds nothing of use. A deferred signal is sent first;
     /// with bits already received it does not wait (it polls: a request
     /// waiting comes first, the bits with the next call).
