@@ -16,7 +16,10 @@
 //! end may be hostile.
 //!
 //! Each end keeps its own index privately and only publishes it, so a
-//! stray write to the header cannot move it. The other end's index is
+//! stray write to the header cannot move it; the sender publishes its
+//! tail only over the tail it wrote behind (a compare-and-swap), so a
+//! message another writer slipped into the slot it was filling (a
+//! flood) is never taken for its own. The other end's index is
 //! believed only while it is possible (the ring never holds more than its
 //! slots), and a message only when its slot's stamp names it: a corrupted
 //! or replayed index would otherwise make the receiver take stale slots —
@@ -511,7 +514,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
             ring.write_stamped(tail + offset as u64, message);
         }
         if count > 0 {
-            self.publish(tail + count as u64);
+            self.publish(tail + count as u64)?;
         }
         Ok(count)
     }
@@ -578,14 +581,32 @@ impl<T: IntoBytes + Immutable> Sender<T> {
             return Err(QueueError::WouldBlock);
         }
         ring.stamp(tail);
-        self.publish(tail + 1);
-        Ok(())
+        self.publish(tail + 1)
     }
 
     /// Publishes the slots up to `tail` and signals the receiver if it
-    /// sleeps.
-    fn publish(&mut self, tail: u64) {
-        self.ring.publish_own(tail);
+    /// sleeps — if the header still holds the tail this end wrote behind.
+    /// Anything else moved it while the slots were being written: a flood
+    /// (another writer, which may have put its own stamped message in the
+    /// very slot this end was filling, for the receiver to take instead),
+    /// a stray write, or the core's reset. Publishing over it would let
+    /// the message go unread while this end counts it sent (a guest's disk
+    /// request the store never saw), so the queue is reset, or the core's
+    /// reset reported, and the caller sends again what it has no answer
+    /// for. One compare-and-swap: no moment between the test and the
+    /// publishing for another writer to slip into.
+    #[inline(always)]
+    fn publish(&mut self, tail: u64) -> Result<(), QueueError> {
+        let written_behind = self.ring.own;
+        if self
+            .ring
+            .word64(TAIL_OFFSET)
+            .compare_exchange(written_behind, tail, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(self.tail_moved());
+        }
+        self.ring.own = tail;
         let ring = &self.ring;
         fence(Ordering::SeqCst);
         if ring.word32(RECEIVER_WAITING_OFFSET).load(Ordering::Relaxed) != 0 {
@@ -594,6 +615,18 @@ impl<T: IntoBytes + Immutable> Sender<T> {
             } else {
                 syscall::signal(ring.signal);
             }
+        }
+        Ok(())
+    }
+
+    /// [`Self::publish`] found the tail moved: the core's reset is
+    /// reported as it is; anything else resets the queue.
+    #[cold]
+    #[inline(never)]
+    fn tail_moved(&mut self) -> QueueError {
+        match self.ring.check_generation() {
+            Err(reset) => reset,
+            Ok(()) => self.ring.recover(),
         }
     }
 
@@ -1214,18 +1247,13 @@ mod tests {
         assert_eq!(receiver.try_receive(), Ok(3));
     }
 
-    #[test]
-    fn a_flood_past_the_tail_is_read_then_the_sender_resets() {
-        let memory = Memory::new(8, 4);
-        let resource = memory.resource(8, 4);
-        let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
-        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
-        sender.try_send(&1).unwrap();
-        assert_eq!(receiver.try_receive(), Ok(1));
-        // What the core's flood does: stamped garbage past the tail.
-        for index in 1..5u64 {
-            let slot = SLOTS_OFFSET / 8 + (index % 4) as usize;
-            let stamp_at = STAMPS_OFFSET + STAMP_BYTES * (index % 4) as usize;
+    /// What the core's flood does to a ring of `slots` 8-byte slots:
+    /// stamped garbage (`0xbad0 + index`) for the messages `indices`, and
+    /// the tail moved past them.
+    fn flood(memory: &Memory, slots: u64, indices: core::ops::Range<u64>) {
+        for index in indices.clone() {
+            let slot = SLOTS_OFFSET / 8 + (index % slots) as usize;
+            let stamp_at = STAMPS_OFFSET + STAMP_BYTES * (index % slots) as usize;
             let message = 0xbad0 + index;
             memory.word(slot).store(message, Ordering::Relaxed);
             memory
@@ -1236,7 +1264,20 @@ mod tests {
                 Ordering::Relaxed,
             );
         }
-        memory.header_u64(TAIL_OFFSET).store(5, Ordering::Release);
+        memory
+            .header_u64(TAIL_OFFSET)
+            .store(indices.end, Ordering::Release);
+    }
+
+    #[test]
+    fn a_flood_past_the_tail_is_read_then_the_sender_resets() {
+        let memory = Memory::new(8, 4);
+        let resource = memory.resource(8, 4);
+        let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        sender.try_send(&1).unwrap();
+        assert_eq!(receiver.try_receive(), Ok(1));
+        flood(&memory, 4, 1..5);
         let mut out = [0u64; 8];
         assert_eq!(receiver.try_receive_batch(&mut out), Ok(4));
         assert_eq!(out[..4], [0xbad1, 0xbad2, 0xbad3, 0xbad4]);
@@ -1245,6 +1286,65 @@ mod tests {
         assert_eq!(receiver.try_receive(), Err(QueueError::PeerRestarted(2)));
         sender.try_send(&3).unwrap();
         assert_eq!(receiver.try_receive(), Ok(3));
+    }
+
+    /// A flood while the sender fills the slot at its tail (its component
+    /// preempted mid-copy, the injector running): the flood's stamped
+    /// message lands in that very slot and the receiver takes it. The
+    /// sender must not then publish the same tail and count its own
+    /// message sent — the receiver never saw it (a guest's disk request
+    /// lost, the guest waiting for it for ever). It resets the queue and
+    /// says so, and its message goes again.
+    #[test]
+    fn a_flood_into_the_slot_being_filled_is_not_taken_for_the_message() {
+        let memory = Memory::new(8, 4);
+        let resource = memory.resource(8, 4);
+        let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        assert_eq!(sender.try_send_batch(&[1, 2, 3]), Ok(3));
+        let mut out = [0u64; 4];
+        assert_eq!(receiver.try_receive_batch(&mut out), Ok(3));
+        let sent = sender.try_send_in_place(|slot| {
+            // Preempted here: one message's room, flooded and taken.
+            flood(&memory, 4, 3..4);
+            assert_eq!(receiver.try_receive(), Ok(0xbad3));
+            slot.put(0, &4u64.to_le_bytes())
+        });
+        assert_eq!(sent, Err(QueueError::PeerRestarted(2)));
+        assert_eq!(receiver.try_receive(), Err(QueueError::PeerRestarted(2)));
+        sender.try_send(&4).unwrap();
+        assert_eq!(receiver.try_receive(), Ok(4));
+    }
+
+    /// The core resets the queue (the receiver found it impossible, or
+    /// restarted) while the sender fills a slot: the sender reports the
+    /// reset as any operation would, without a second reset, rather than
+    /// publish a tail into the empty ring.
+    #[test]
+    fn a_reset_while_the_sender_fills_its_slot_is_reported() {
+        let memory = Memory::new(8, 4);
+        let resource = memory.resource(8, 4);
+        let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        assert_eq!(sender.try_send(&1), Ok(()));
+        assert_eq!(receiver.try_receive(), Ok(1));
+        let sent = sender.try_send_in_place(|slot| {
+            memory.header_u64(HEAD_OFFSET).store(0, Ordering::Relaxed);
+            memory.header_u64(TAIL_OFFSET).store(0, Ordering::Relaxed);
+            memory
+                .header_u32(GENERATION_OFFSET)
+                .store(2, Ordering::Release);
+            slot.put(0, &2u64.to_le_bytes())
+        });
+        assert_eq!(sent, Err(QueueError::PeerRestarted(2)));
+        assert_eq!(
+            memory.header_u32(GENERATION_OFFSET).load(Ordering::Relaxed),
+            2,
+            "no second reset"
+        );
+        assert_eq!(receiver.try_receive(), Err(QueueError::PeerRestarted(2)));
+        sender.try_send(&2).unwrap();
+        assert_eq!(receiver.try_receive(), Ok(2));
     }
 
     /// Random bytes written anywhere in the header, stamps and slots
