@@ -1130,12 +1130,7 @@ mod tests {
         let mut sender = Sender::<u64>::from_resource(Some(&resource)).unwrap();
         let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
         sender.try_send(&1).unwrap();
-        // What the core does when one end restarts.
-        memory.header_u64(HEAD_OFFSET).store(0, Ordering::Relaxed);
-        memory.header_u64(TAIL_OFFSET).store(0, Ordering::Relaxed);
-        memory
-            .header_u32(GENERATION_OFFSET)
-            .store(2, Ordering::Release);
+        core_reset(&memory, 2);
         assert_eq!(sender.try_send(&2), Err(QueueError::PeerRestarted(2)));
         assert_eq!(receiver.try_receive(), Err(QueueError::PeerRestarted(2)));
         sender.try_send(&3).unwrap();
@@ -1247,6 +1242,16 @@ mod tests {
         assert_eq!(receiver.try_receive(), Ok(3));
     }
 
+    /// What the core does when one end restarts: both indices zeroed and
+    /// the generation moved to `generation`.
+    fn core_reset(memory: &Memory, generation: u32) {
+        memory.header_u64(HEAD_OFFSET).store(0, Ordering::Relaxed);
+        memory.header_u64(TAIL_OFFSET).store(0, Ordering::Relaxed);
+        memory
+            .header_u32(GENERATION_OFFSET)
+            .store(generation, Ordering::Release);
+    }
+
     /// What the core's flood does to a ring of `slots` 8-byte slots:
     /// stamped garbage (`0xbad0 + index`) for the messages `indices`, and
     /// the tail moved past them.
@@ -1329,11 +1334,7 @@ mod tests {
         assert_eq!(sender.try_send(&1), Ok(()));
         assert_eq!(receiver.try_receive(), Ok(1));
         let sent = sender.try_send_in_place(|slot| {
-            memory.header_u64(HEAD_OFFSET).store(0, Ordering::Relaxed);
-            memory.header_u64(TAIL_OFFSET).store(0, Ordering::Relaxed);
-            memory
-                .header_u32(GENERATION_OFFSET)
-                .store(2, Ordering::Release);
+            core_reset(&memory, 2);
             slot.put(0, &2u64.to_le_bytes())
         });
         assert_eq!(sent, Err(QueueError::PeerRestarted(2)));
