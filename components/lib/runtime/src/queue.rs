@@ -13,7 +13,10 @@
 //! operation on the surviving end reports [`QueueError::PeerRestarted`] and
 //! resynchronises. Every message read is copied out of shared memory before
 //! the caller sees it, and the caller must validate its fields: the other
-//! end may be hostile.
+//! end may be hostile. A message copied out is checked against its
+//! slot's checksum on the copy; one read in place (bulk data straight
+//! into a guest's buffer) after the read, which therefore commits
+//! nothing until it is known whole ([`InPlace`]).
 //!
 //! Each end keeps its own index privately and only publishes it, so a
 //! stray write to the header cannot move it; the sender publishes its
@@ -324,12 +327,6 @@ impl Ring {
             sum.word(u64::from_le(unsafe { slot.add(rest).read_volatile() }));
         }
         sum
-    }
-
-    /// Whether the slot of message `index` holds that message, intact.
-    fn stamped(&self, index: u64) -> bool {
-        self.stamp_word(index).load(Ordering::Relaxed) == stamp(index)
-            && self.checksum_word(index).load(Ordering::Relaxed) == self.slot_checksum(index)
     }
 
     /// Publishes this end's index again if a stray write changed it in
@@ -775,14 +772,21 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
     }
 
     /// Takes one message without waiting, read in place: `read` gets the
-    /// slot, copies out what it needs (each byte once: the sender may
-    /// change the slot under it) and its answer is returned. With
-    /// [`SlotReader::to_guest`], bulk data (a disk read for a guest) leaves
-    /// the queue with one copy.
+    /// slot, copies out what it needs (with [`SlotReader::to_guest`], bulk
+    /// data such as a disk read for a guest leaves the queue with one
+    /// copy) and answers what it found. The slot is checked *after* the
+    /// read, against the checksum stamped with it: a message damaged in
+    /// the slot, or changed while `read` copied it (this end preempted
+    /// mid-copy while something wrote the slot), comes back
+    /// [`InPlace::Torn`] and the queue is reset, as for a damaged message
+    /// read by copy. So `read` must commit nothing — no request marked
+    /// answered, no buffer handed back to a guest: the caller does that
+    /// with the answer of an [`InPlace::Whole`] read, and undoes what a
+    /// torn one took.
     pub fn try_receive_in_place<R>(
         &mut self,
         read: impl FnOnce(&SlotReader<'_>) -> R,
-    ) -> Result<R, QueueError> {
+    ) -> Result<InPlace<R>, QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
         ring.republish();
@@ -790,20 +794,39 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
         match ring.used(ring.other(), head) {
             None => return Err(self.ring.recover()),
             Some(0) => return Err(QueueError::WouldBlock),
-            Some(_) if !ring.stamped(head) => {
+            Some(_) if ring.stamp_word(head).load(Ordering::Relaxed) != stamp(head) => {
                 return Err(self.ring.recover());
             }
             Some(_) => {}
         }
         let ring = &self.ring;
+        let stamped = ring.checksum_word(head).load(Ordering::Relaxed);
         let reader = SlotReader {
             slot: ring.slot(head),
             length: size_of::<T>(),
             _slot: PhantomData,
         };
         let answer = read(&reader);
-        self.release(head + 1);
-        Ok(answer)
+        // Every read of the slot above before the sum below: the slot
+        // summed to what was stamped before the read, after it, held
+        // the message all through (another whole message stamped over
+        // it sums to its own checksum, not this one).
+        fence(Ordering::Acquire);
+        if ring.slot_checksum(head) == stamped {
+            self.release(head + 1);
+            Ok(InPlace::Whole(answer))
+        } else {
+            self.torn();
+            Ok(InPlace::Torn(answer))
+        }
+    }
+
+    /// An in-place read found its slot damaged or changed: the queue is
+    /// reset (the sender then sends again what it has no answer for).
+    #[cold]
+    #[inline(never)]
+    fn torn(&mut self) {
+        let _ = self.ring.recover();
     }
 
     /// For a component that waits for this queue together with other
@@ -901,6 +924,20 @@ impl SlotWriter<'_> {
         // Rust reference covers.
         unsafe { memory.copy_out(address, self.slot.add(offset), length) }.is_ok()
     }
+}
+
+/// What [`Receiver::try_receive_in_place`] read.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub enum InPlace<R> {
+    /// The slot held the sender's message, unchanged, all through the
+    /// read: act on the answer.
+    Whole(R),
+    /// The slot was damaged, or changed while it was read: what was
+    /// copied out may be torn. The queue was reset as for
+    /// [`QueueError::PeerRestarted`]: undo what the answer took (a guest
+    /// buffer goes back empty) and send again what awaits an answer.
+    Torn(R),
 }
 
 /// A slot being read by [`Receiver::try_receive_in_place`].
@@ -1195,13 +1232,93 @@ mod tests {
         // One byte of the second word of slot 1 changes in flight.
         let word = memory.word(SLOTS_OFFSET / 8 + 2 + 1);
         word.store(word.load(Ordering::Relaxed) ^ 0x100, Ordering::Relaxed);
-        assert_eq!(
-            receiver.try_receive_in_place(|_| ()),
-            Err(QueueError::PeerRestarted(2))
-        );
+        assert_eq!(receiver.try_receive(), Err(QueueError::PeerRestarted(2)));
         assert_eq!(sender.try_send(&[5, 6]), Err(QueueError::PeerRestarted(2)));
         sender.try_send(&[5, 6]).unwrap();
         assert_eq!(receiver.try_receive(), Ok([5, 6]));
+    }
+
+    #[test]
+    fn a_damaged_message_read_in_place_is_torn() {
+        let memory = Memory::new(16, 4);
+        let resource = memory.resource(16, 4);
+        let mut sender = Sender::<[u64; 2]>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<[u64; 2]>::from_resource(Some(&resource)).unwrap();
+        sender.try_send(&[3, 4]).unwrap();
+        let word = memory.word(SLOTS_OFFSET / 8 + 1);
+        word.store(word.load(Ordering::Relaxed) ^ 0x100, Ordering::Relaxed);
+        // The read sees what the slot holds, but is told it is torn.
+        assert_eq!(
+            receiver.try_receive_in_place(|slot| slot.header::<[u64; 2]>()),
+            Ok(InPlace::Torn(Some([3, 0x104])))
+        );
+        assert_eq!(sender.try_send(&[5, 6]), Err(QueueError::PeerRestarted(2)));
+        sender.try_send(&[5, 6]).unwrap();
+        assert_eq!(
+            receiver.try_receive_in_place(|slot| slot.header::<[u64; 2]>()),
+            Ok(InPlace::Whole(Some([5, 6])))
+        );
+    }
+
+    /// Reads message `[1, 2]` in place in two halves, with `between` done
+    /// to the queue memory after the first: what the read copied, and
+    /// what it was told.
+    fn read_in_halves(between: impl FnOnce(&Memory)) -> InPlace<[u64; 2]> {
+        let memory = Memory::new(16, 4);
+        let resource = memory.resource(16, 4);
+        let mut sender = Sender::<[u64; 2]>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<[u64; 2]>::from_resource(Some(&resource)).unwrap();
+        sender.try_send(&[1, 2]).unwrap();
+        let read = receiver
+            .try_receive_in_place(|slot| {
+                let mut halves = [[0u8; 8]; 2];
+                assert!(slot.get(0, &mut halves[0]));
+                between(&memory);
+                assert!(slot.get(8, &mut halves[1]));
+                halves.map(u64::from_le_bytes)
+            })
+            .unwrap();
+        // Torn or not, the queue goes on with a message sent after.
+        while sender.try_send(&[7, 8]).is_err() {}
+        let next = receiver.try_receive_in_place(|slot| slot.header::<[u64; 2]>());
+        assert_eq!(next, Ok(InPlace::Whole(Some([7, 8]))));
+        read
+    }
+
+    #[test]
+    fn a_slot_written_while_it_is_read_in_place_is_torn() {
+        assert_eq!(read_in_halves(|_| {}), InPlace::Whole([1, 2]));
+        // A stray write into the half not yet copied: the copy holds it.
+        let stray = |memory: &Memory| {
+            memory
+                .word(SLOTS_OFFSET / 8 + 1)
+                .store(9, Ordering::Relaxed)
+        };
+        assert_eq!(read_in_halves(stray), InPlace::Torn([1, 9]));
+        // One into the half already copied: the copy is whole, but the
+        // slot no longer holds what was sent, which is all the check can
+        // know; torn too.
+        let stray = |memory: &Memory| memory.word(SLOTS_OFFSET / 8).store(9, Ordering::Relaxed);
+        assert_eq!(read_in_halves(stray), InPlace::Torn([1, 2]));
+    }
+
+    #[test]
+    fn a_message_stamped_over_the_slot_being_read_in_place_is_torn() {
+        // Another writer (a flood past a stray head, a second sender)
+        // puts a whole stamped message of the same index in the slot
+        // while it is read: the slot checks out by itself, and the copy is
+        // half of each message.
+        let restamp = |memory: &Memory| {
+            memory.word(SLOTS_OFFSET / 8).store(5, Ordering::Relaxed);
+            memory
+                .word(SLOTS_OFFSET / 8 + 1)
+                .store(6, Ordering::Relaxed);
+            let sum = microvisor_abi::queue::checksum([5u64, 6].as_bytes());
+            memory
+                .header_u32(STAMPS_OFFSET + 4)
+                .store(sum, Ordering::Relaxed);
+        };
+        assert_eq!(read_in_halves(restamp), InPlace::Torn([1, 6]));
     }
 
     #[test]
@@ -1496,9 +1613,9 @@ mod tests {
                 (slot.header::<u64>(), u64::from_le_bytes(tail))
             })
             .unwrap();
-        assert_eq!(first, (Some(7), 9));
+        assert_eq!(first, InPlace::Whole((Some(7), 9)));
         let second = receiver.try_receive_in_place(|slot| slot.header::<Message>());
-        assert_eq!(second, Ok(Some(Message::new(3))));
+        assert_eq!(second, Ok(InPlace::Whole(Some(Message::new(3)))));
         assert_eq!(
             receiver.try_receive_in_place(|_| ()),
             Err(QueueError::WouldBlock)

@@ -27,7 +27,7 @@ use block_api::{
     Completion, CompletionHeader, DATA_OFFSET, Operation, Request, RequestHeader, SECTOR,
     SIZE_READ_ONLY, Status,
 };
-use runtime::queue::{QueueError, Receiver, Sender};
+use runtime::queue::{InPlace, QueueError, Receiver, Sender};
 use runtime::vm::GuestMemory;
 use vm_platform::disk_requests::{PartKind, Requests};
 use vm_platform::pci::{ConfigSpace, PciHost};
@@ -171,17 +171,17 @@ impl Disk {
                     .completions
                     .try_receive_in_place(|slot| slot.header::<CompletionHeader>());
                 match answer {
-                    Ok(Some(answer)) if answer.id == id => {
+                    Ok(InPlace::Whole(Some(answer))) if answer.id == id => {
                         return (answer.status == Status::Ok as u32).then_some(answer);
                     }
-                    Ok(_) => {}
+                    Ok(InPlace::Whole(_)) => {}
                     Err(QueueError::WouldBlock) => {
                         if self.completions.arm() {
                             runtime::notification::wait_for(1 << self.completions.bit(), None);
                         }
                         self.completions.disarm();
                     }
-                    Err(QueueError::PeerRestarted(_)) => break,
+                    Ok(InPlace::Torn(_)) | Err(QueueError::PeerRestarted(_)) => break,
                 }
             }
         }
@@ -318,7 +318,9 @@ impl Disk {
         let mut loader = Loader(memory);
         let mut completed = false;
         loop {
-            let table = &mut self.table;
+            // The read copies a read's data to the guest; the part is
+            // marked answered only once the message proved whole.
+            let table = &self.table;
             let taken = self.completions.try_receive_in_place(|slot| {
                 let header = slot.header::<CompletionHeader>()?;
                 let (id, ok) = (header.id, header.status == Status::Ok as u32);
@@ -332,20 +334,25 @@ impl Disk {
                         at += piece.length as usize;
                     }
                 }
-                table.answered(id, ok && copied)
+                Some((id, ok && copied))
             });
             match taken {
-                Ok(Some(finished)) => {
-                    completed |= self.device.complete(
-                        &mut loader,
-                        finished.head,
-                        Some(finished.status_address),
-                        finished.status,
-                        finished.written,
-                    );
+                Ok(InPlace::Whole(Some((id, ok)))) => {
+                    if let Some(finished) = self.table.answered(id, ok) {
+                        completed |= self.device.complete(
+                            &mut loader,
+                            finished.head,
+                            Some(finished.status_address),
+                            finished.status,
+                            finished.written,
+                        );
+                    }
                 }
-                Ok(None) => {}
-                Err(QueueError::PeerRestarted(_)) => self.store_restarted(),
+                Ok(InPlace::Whole(None)) => {}
+                // A torn answer may have left part of a read's data in the
+                // guest's buffer, which the request resent overwrites
+                // before the guest is told of it.
+                Ok(InPlace::Torn(_)) | Err(QueueError::PeerRestarted(_)) => self.store_restarted(),
                 Err(QueueError::WouldBlock) => break,
             }
         }

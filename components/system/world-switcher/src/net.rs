@@ -18,7 +18,7 @@
 //! queues reset and traffic resumes with the next frame.
 
 use net_api::{DATA_OFFSET, Frame, FrameHeader, MacText, mac_of};
-use runtime::queue::{QueueError, Receiver, Sender};
+use runtime::queue::{InPlace, QueueError, Receiver, Sender};
 use runtime::vm::GuestMemory;
 use vm_platform::pci::{ConfigSpace, PciHost};
 use vm_platform::virtio_net::{
@@ -215,18 +215,16 @@ impl Nic {
                 self.from_bridge.disarm();
                 break;
             }
+            // The read takes a guest buffer and copies the frame into it;
+            // the buffer is handed back after, filled only if the frame
+            // proved whole.
             let device = &mut self.device;
-            let mut refused = None;
             let taken = self.from_bridge.try_receive_in_place(|slot| {
                 let header = slot.header::<FrameHeader>()?;
                 let length = header.valid_length()?;
-                // A buffer for it (a refused one is reported after).
                 let buffers = match device.next_receive(&loader)? {
                     Ok(buffers) => buffers,
-                    Err(bad) => {
-                        refused = Some(bad);
-                        return None;
-                    }
+                    Err(bad) => return Some(Err(bad)),
                 };
                 let mut ok = VirtioNet::write_receive_header(&mut loader, &buffers);
                 let mut at = DATA_OFFSET;
@@ -235,30 +233,39 @@ impl Nic {
                     at += bytes as usize;
                 }
                 let written = if ok { HEADER_BYTES + length as u32 } else { 0 };
-                Some(device.complete(RECEIVE, &mut loader, buffers.head, written))
+                Some(Ok((buffers.head, written)))
             });
-            match taken {
-                Ok(Some(done)) => {
-                    completed |= done;
-                    self.delivered += 1;
-                }
-                // Malformed from the bridge, or the guest's buffer refused:
-                // the frame is dropped.
-                Ok(None) => {
-                    self.dropped += 1;
-                    if let Some(bad) = refused {
-                        self.refuse(&mut loader, bad);
-                        completed = true;
-                    }
-                }
-                Err(QueueError::PeerRestarted(_)) => {}
+            let frame = match taken {
+                Ok(InPlace::Whole(frame)) => frame,
+                // What a torn frame filled goes back empty: the frame is
+                // lost, as frames may be.
+                Ok(InPlace::Torn(frame)) => frame.map(|frame| frame.map(|(head, _)| (head, 0))),
+                Err(QueueError::PeerRestarted(_)) => continue,
                 Err(QueueError::WouldBlock) => {
                     // Nothing waits: ask the bridge to signal the next
                     // frame (and look again if one came meanwhile).
                     if self.from_bridge.arm() {
                         break;
                     }
+                    continue;
                 }
+            };
+            match frame {
+                Some(Ok((head, written))) => {
+                    completed |= self.device.complete(RECEIVE, &mut loader, head, written);
+                    if written == 0 {
+                        self.dropped += 1;
+                    } else {
+                        self.delivered += 1;
+                    }
+                }
+                // The guest's buffer refused (counted dropped there).
+                Some(Err(bad)) => {
+                    self.refuse(&mut loader, bad);
+                    completed = true;
+                }
+                // Malformed from the bridge: the frame is dropped.
+                None => self.dropped += 1,
             }
         }
         if completed {
