@@ -12,8 +12,6 @@
 //! so a driver never sees a second interrupt for a cause it has not
 //! cleared.
 
-use microvisor_abi::start::{ResourceKind, ResourceView};
-
 use crate::Start;
 
 /// One interrupt line as its driver sees it.
@@ -46,13 +44,9 @@ impl Line {
     pub fn find(start: &Start, line: u32) -> Result<Self, NotGranted> {
         let missing = NotGranted(line);
         let mut buffer = [0u8; 32];
-        let bits = match name(&mut buffer, u64::from(line), "")
-            .and_then(|base| start.resource(base, ResourceKind::Incoming))
-            .and_then(|resource| resource.view())
-        {
-            Some(ResourceView::Incoming { mask }) => mask,
-            _ => return Err(missing),
-        };
+        let bits = name(&mut buffer, u64::from(line), "")
+            .and_then(|base| start.incoming(base))
+            .ok_or(missing)?;
         let capability = |suffix| {
             let mut buffer = [0u8; 32];
             name(&mut buffer, u64::from(line), suffix)

@@ -110,6 +110,14 @@ impl Start {
         }
     }
 
+    /// The bits of the incoming notification called `name`.
+    pub fn incoming(&self, name: &str) -> Option<u64> {
+        match self.resource(name, ResourceKind::Incoming)?.view()? {
+            ResourceView::Incoming { mask } => Some(mask),
+            _ => None,
+        }
+    }
+
     /// The handle of the capability called `<object><suffix>` (e.g.
     /// `spinner` + `.sc`), the naming capdl uses for per-object rights.
     pub fn capability_of(&self, object: &str, suffix: &str) -> Option<u64> {

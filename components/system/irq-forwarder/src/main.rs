@@ -30,7 +30,7 @@
 #![forbid(unsafe_code)]
 
 use irq_routing::{Action, LINES, LineReport, Router, StormPolicy};
-use runtime::abi::start::{ResourceKind, ResourceView};
+use runtime::abi::start::ResourceView;
 use runtime::arguments::OrExit;
 use runtime::queue::{OpenError, Sender};
 use runtime::{irq, notification, println, syscall};
@@ -97,13 +97,7 @@ fn main(start: &runtime::Start) -> i32 {
             }
         }
     }
-    let report = match start
-        .resource("report", ResourceKind::Incoming)
-        .and_then(|r| r.view())
-    {
-        Some(ResourceView::Incoming { mask }) => mask,
-        _ => 0,
-    };
+    let report = start.incoming("report").unwrap_or(0);
     let mut counters = match Sender::<LineReport>::open(start, "counters") {
         Ok(sender) => Some(sender),
         Err(OpenError::NotGiven) => None,
@@ -209,11 +203,7 @@ fn main(start: &runtime::Start) -> i32 {
 fn driver<'a>(start: &'a runtime::Start, name: &'a str, line: u64, bit: u32) -> Option<Driver<'a>> {
     let incoming = |suffix| {
         let mut buffer = [0u8; 32];
-        let name = irq::name(&mut buffer, line, suffix)?;
-        match start.resource(name, ResourceKind::Incoming)?.view()? {
-            ResourceView::Incoming { mask } => Some(mask),
-            _ => None,
-        }
+        start.incoming(irq::name(&mut buffer, line, suffix)?)
     };
     let mut buffer = [0u8; 32];
     Some(Driver {

@@ -6,7 +6,10 @@
 //! core's alarm can end ping's timed wait for the answer meanwhile. The first request of
 //! each life sets the sequence it expects (after a restart, ping sends
 //! again from the first request it has no answer to). With `calls=1` it
-//! serves the same exchange as calls instead (`serve_calls`).
+//! serves the same exchange as calls instead (`serve_calls`). With
+//! `go_at=N` it signals the notification `go` once, while it serves the
+//! Nth request: what that wakes becomes ready between a request and its
+//! answer (scenarios `ipc-fast-woken-rival`, `ipc-call-woken-rival`).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -26,7 +29,7 @@ const SILENT_SPIN_MS: u64 = 100;
 
 fn main(start: &runtime::Start) -> i32 {
     let arguments = start
-        .arguments(&["calls", "serve_timeout_ms", "yielding", "kicks"])
+        .arguments(&["calls", "serve_timeout_ms", "yielding", "kicks", "go_at"])
         .or_exit();
     let kicks: u64 = arguments.number("kicks", 0).or_exit();
     if kicks > 0 {
@@ -35,10 +38,32 @@ fn main(start: &runtime::Start) -> i32 {
     if arguments.number("yielding", 0u64).or_exit() != 0 {
         return serve_yielding(start);
     }
+    let go = match arguments.optional_number::<u64>("go_at").or_exit() {
+        None => None,
+        Some(at) => match start.capability("go") {
+            Some(go) => Some((at, go)),
+            None => {
+                println!("'go_at={at}' without the notification 'go' to signal");
+                return 1;
+            }
+        },
+    };
     if arguments.number("calls", 0u64).or_exit() != 0 {
         let timeout_ms: u64 = arguments.number("serve_timeout_ms", 0).or_exit();
-        return serve_calls(start, (timeout_ms > 0).then_some(timeout_ms * 1000));
+        return serve_calls(start, (timeout_ms > 0).then_some(timeout_ms * 1000), go);
     }
+    // The check for `go` costs nothing where there is none (the
+    // benchmark's loop): the loop is made once for each case.
+    match go {
+        None => serve_queues(start, None),
+        Some(go) => serve_queues(start, Some(go)),
+    }
+}
+
+/// Answers every request on `requests` with its reply on `replies`
+/// until the stop message (see the module's description).
+#[inline(always)]
+fn serve_queues(start: &runtime::Start, go: Option<(u64, u64)>) -> i32 {
     let (Ok(mut requests), Ok(mut replies)) = (
         Receiver::<Message>::open(start, "requests"),
         Sender::<Message>::open(start, "replies").map(Sender::deferring),
@@ -48,6 +73,7 @@ fn main(start: &runtime::Start) -> i32 {
     };
     let mut expected = 0u64;
     let mut first = true;
+    let mut served = 0u64;
     let mut batch = [Message::default(); 64];
     let mut answers = [Message::default(); 64];
     loop {
@@ -84,6 +110,12 @@ fn main(start: &runtime::Start) -> i32 {
             answers[replied] = request.reply();
             replied += 1;
             expected += 1;
+            served += 1;
+            if let Some((at, go)) = go
+                && served == at
+            {
+                runtime::syscall::signal(go);
+            }
         }
         if let Err(error) = replies.send_batch(&answers[..replied]) {
             println!("send failed: {error:?}");
@@ -99,7 +131,7 @@ fn main(start: &runtime::Start) -> i32 {
 /// answered only after computing for [`SILENT_SPIN_MS`]; [`STOP`] is
 /// answered and ends pong. With `serve_timeout_ms=N` each wait for a
 /// call ends after N ms (and pong waits again): an alarm always armed.
-fn serve_calls(start: &runtime::Start, timeout_us: Option<u64>) -> i32 {
+fn serve_calls(start: &runtime::Start, timeout_us: Option<u64>, go: Option<(u64, u64)>) -> i32 {
     let mut server = Server::new();
     let mut message = [0u64; 8];
     let mut reply = false;
@@ -139,6 +171,11 @@ fn serve_calls(start: &runtime::Start, timeout_us: Option<u64>) -> i32 {
         }
         expected = Some(sequence.wrapping_add(1));
         served += 1;
+        if let Some((at, go)) = go
+            && served == at
+        {
+            runtime::syscall::signal(go);
+        }
         for word in &mut message {
             *word = !*word;
         }
@@ -215,7 +252,7 @@ fn serve_yielding(start: &runtime::Start) -> i32 {
 /// the bit for after the next request (scenario `ipc-call-kicked`:
 /// without that test, pong sees the kick only once its callers stop).
 fn kick(start: &runtime::Start, kicks: u64) -> i32 {
-    let (Some(kick), Some(ack)) = (start.capability("kick"), incoming(start, "ack")) else {
+    let (Some(kick), Some(ack)) = (start.capability("kick"), start.incoming("ack")) else {
         println!("TEST call-kicked FAIL: the 'kick' and 'ack' notifications were not given");
         return 1;
     };
@@ -234,14 +271,6 @@ fn kick(start: &runtime::Start, kicks: u64) -> i32 {
 
 /// How long a kick may wait for its acknowledgement.
 const KICK_LATE_MS: u64 = 500;
-
-/// The bits of the incoming notification `name`.
-fn incoming(start: &runtime::Start, name: &str) -> Option<u64> {
-    start.views().find_map(|(found, view)| match view {
-        ResourceView::Incoming { mask } if found == name => Some(mask),
-        _ => None,
-    })
-}
 
 /// Runs for `ticks` TSC ticks without a system call.
 fn spin(ticks: u64) {

@@ -5,7 +5,10 @@
 //! keeps the longest time between two of its looks at the clock — the
 //! longest it was kept off the CPU — and fails (`TEST spinner-gap FAIL`)
 //! when that exceeds N ms: below a budget-limited component, it shows
-//! that the component was stopped when its budget ran out.
+//! that the component was stopped when its budget ran out. With
+//! `after=NAME` it waits for the incoming notification NAME first, so
+//! that it becomes ready when another component says (a rival woken in
+//! the middle of a call).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -15,7 +18,17 @@ runtime::component!(main);
 use runtime::arguments::OrExit;
 
 fn main(start: &runtime::Start) -> i32 {
-    let arguments = start.arguments(&["seconds", "ms", "max_gap_ms"]).or_exit();
+    let arguments = start
+        .arguments(&["seconds", "ms", "max_gap_ms", "after"])
+        .or_exit();
+    if let Some(name) = arguments.text("after") {
+        let Some(bits) = start.incoming(name) else {
+            runtime::println!("'after={name}': no incoming notification '{name}'");
+            return 1;
+        };
+        runtime::notification::wait_for(bits, None);
+        runtime::println!("woken by '{name}'");
+    }
     let seconds: u64 = arguments.number("seconds", 3).or_exit();
     let milliseconds = arguments
         .optional_number::<u64>("ms")
