@@ -29,8 +29,20 @@ const SILENT_SPIN_MS: u64 = 100;
 
 fn main(start: &runtime::Start) -> i32 {
     let arguments = start
-        .arguments(&["calls", "serve_timeout_ms", "yielding", "kicks", "go_at"])
+        .arguments(&[
+            "calls",
+            "serve_timeout_ms",
+            "yielding",
+            "kicks",
+            "go_at",
+            "hold_at",
+            "hold_ms",
+            "poke",
+        ])
         .or_exit();
+    if arguments.number("poke", 0u64).or_exit() != 0 {
+        return poke(start);
+    }
     let kicks: u64 = arguments.number("kicks", 0).or_exit();
     if kicks > 0 {
         return kick(start, kicks);
@@ -50,7 +62,12 @@ fn main(start: &runtime::Start) -> i32 {
     };
     if arguments.number("calls", 0u64).or_exit() != 0 {
         let timeout_ms: u64 = arguments.number("serve_timeout_ms", 0).or_exit();
-        return serve_calls(start, (timeout_ms > 0).then_some(timeout_ms * 1000), go);
+        let timeout_us = (timeout_ms > 0).then_some(timeout_ms * 1000);
+        let hold = arguments
+            .optional_number::<u64>("hold_at")
+            .or_exit()
+            .map(|at| (at, arguments.number("hold_ms", 20u64).or_exit() * 1000));
+        return serve_calls(start, timeout_us, go, hold);
     }
     // The check for `go` costs nothing where there is none (the
     // benchmark's loop): the loop is made once for each case.
@@ -131,7 +148,27 @@ fn serve_queues(start: &runtime::Start, go: Option<(u64, u64)>) -> i32 {
 /// answered only after computing for [`SILENT_SPIN_MS`]; [`STOP`] is
 /// answered and ends pong. With `serve_timeout_ms=N` each wait for a
 /// call ends after N ms (and pong waits again): an alarm always armed.
-fn serve_calls(start: &runtime::Start, timeout_us: Option<u64>, go: Option<(u64, u64)>) -> i32 {
+///
+/// With `hold_at=N` it waits `hold_ms` (default 20) before replying to
+/// the Nth call, its caller blocked in `Call` meanwhile (scenario
+/// `ipc-fast-calling-target`).
+fn serve_calls(
+    start: &runtime::Start,
+    timeout_us: Option<u64>,
+    go: Option<(u64, u64)>,
+    hold: Option<(u64, u64)>,
+) -> i32 {
+    // One compare per call for both (the benchmark's loop has neither).
+    let next = |served: u64| {
+        [go, hold]
+            .into_iter()
+            .flatten()
+            .map(|(at, _)| at)
+            .filter(|&at| at > served)
+            .min()
+            .unwrap_or(u64::MAX)
+    };
+    let mut due = next(0);
     let mut server = Server::new();
     let mut message = [0u64; 8];
     let mut reply = false;
@@ -171,16 +208,53 @@ fn serve_calls(start: &runtime::Start, timeout_us: Option<u64>, go: Option<(u64,
         }
         expected = Some(sequence.wrapping_add(1));
         served += 1;
-        if let Some((at, go)) = go
-            && served == at
-        {
-            runtime::syscall::signal(go);
+        if served == due {
+            at_event(served, go, hold);
+            due = next(served);
         }
         for word in &mut message {
             *word = !*word;
         }
     }
 }
+
+/// What `go_at=` and `hold_at=` ask at the `served`-th call.
+#[cold]
+#[inline(never)]
+fn at_event(served: u64, go: Option<(u64, u64)>, hold: Option<(u64, u64)>) {
+    if let Some((at, go)) = go
+        && served == at
+    {
+        runtime::syscall::signal(go);
+    }
+    if let Some((at, hold_us)) = hold
+        && served == at
+    {
+        runtime::syscall::wait(Some(hold_us));
+    }
+}
+
+/// `poke=1`: signals the notification `poke` once with `SignalWait`,
+/// waiting [`POKE_WAIT_MS`] for nothing after it, and ends. At the
+/// lowest priority it runs only when every other component is blocked:
+/// with a `hold_at=` pong, while pong holds its caller's reply — so the
+/// signal goes to a component blocked in `Call`, which must stay blocked
+/// with the bit pending, not be woken as if from `Wait` with its request
+/// taken for the reply (scenario `ipc-fast-calling-target`).
+fn poke(start: &runtime::Start) -> i32 {
+    let Some(poke) = start.capability("poke") else {
+        println!("'poke=1' without the notification 'poke' to signal");
+        return 1;
+    };
+    println!("poking");
+    runtime::syscall::signal_wait(Some(poke), Some(POKE_WAIT_MS * 1000));
+    println!("poked");
+    0
+}
+
+/// How long `poke=1` waits after its signal: past a `hold_ms` alarm, so
+/// that the signal could take the fast path.
+const POKE_WAIT_MS: u64 = 200;
 
 /// `yielding=1`: serves every caller on its start page at once, each
 /// one's requests checked in order by badge, and gives up the processor
