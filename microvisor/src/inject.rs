@@ -9,9 +9,9 @@
 //! writable segments and its stack, as the loader maps them; never queue,
 //! DMA or guest memory, which other components or guests share), queue
 //! corruption among one queue's header fields, stamps and slots, and a
-//! flood writes whole stamped slots (stamp and checksum right) the way a
-//! babbling sender would. The
-//! places and bytes come from the caller's seed only.
+//! flood writes whole stamped slots (stamp, length and checksum right,
+//! the whole slot filled) the way a babbling sender would. The places
+//! and bytes come from the caller's seed only.
 
 use microvisor::address::{PAGE_SIZE, PhysicalAddress, VirtualAddress};
 use microvisor::elf;
@@ -194,7 +194,11 @@ pub fn flood_queue(kernel: &mut Kernel, target: usize, seed: u64, count: u64) ->
         // most queue::MAX_SLOTS, checked at boot); 4-byte aligned.
         unsafe {
             header
-                .add(stamp_at + 4)
+                .add(stamp_at + queue::STAMP_LENGTH)
+                .cast::<u32>()
+                .write_volatile(slot_size);
+            header
+                .add(stamp_at + queue::STAMP_CHECKSUM)
                 .cast::<u32>()
                 .write_volatile(sum.finish());
             header

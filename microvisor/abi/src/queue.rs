@@ -30,11 +30,18 @@ pub const RECEIVER_WAITING_OFFSET: usize = 192;
 pub const SENDER_WAITING_OFFSET: usize = 256;
 /// Offset of the first slot from the start of the queue memory.
 pub const SLOTS_OFFSET: usize = 4096;
-/// Offset of the stamps: per slot, a `u32` `i + 1` for message `i` and
-/// the `u32` [`checksum`] of its slot.
+/// Offset of the stamps: per slot, a `u32` `i + 1` for message `i`, the
+/// `u32` [`checksum`] of the slot's first `length` bytes and that
+/// `u32` `length` (a multiple of 8, at most the slot size: the bytes the
+/// message fills; the rest of the slot is not part of it and reads as
+/// zero).
 pub const STAMPS_OFFSET: usize = 512;
 /// Bytes of one slot's stamp.
-pub const STAMP_BYTES: usize = 8;
+pub const STAMP_BYTES: usize = 12;
+/// Offset of the checksum within a stamp.
+pub const STAMP_CHECKSUM: usize = 4;
+/// Offset of the length within a stamp.
+pub const STAMP_LENGTH: usize = 8;
 /// The most slots a queue has: the header page holds a stamp for each.
 pub const MAX_SLOTS: u32 = 256;
 /// The header's fields as (offset, length): where a corrupted header
@@ -63,7 +70,7 @@ pub const fn stamp(index: u64) -> u32 {
 pub struct Checksum(u64);
 
 impl Checksum {
-    /// A checksum of a slot of `bytes` bytes.
+    /// A checksum of `bytes` bytes of a slot (the length is part of it).
     pub const fn new(bytes: usize) -> Self {
         Self(0xcbf2_9ce4_8422_2325 ^ bytes as u64)
     }

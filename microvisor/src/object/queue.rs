@@ -149,7 +149,10 @@ impl Queue {
             unsafe { header.add(offset).cast::<u64>().write_volatile(value) }
         };
         for slot in 0..self.slot_count.min(queue::MAX_SLOTS) as usize {
-            put64(queue::STAMPS_OFFSET + queue::STAMP_BYTES * slot, 0);
+            let stamp = queue::STAMPS_OFFSET + queue::STAMP_BYTES * slot;
+            put32(stamp, 0);
+            put32(stamp + queue::STAMP_CHECKSUM, 0);
+            put32(stamp + queue::STAMP_LENGTH, 0);
         }
         put64(queue::HEAD_OFFSET, 0);
         put64(queue::TAIL_OFFSET, 0);

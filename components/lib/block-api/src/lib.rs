@@ -181,6 +181,17 @@ impl Request {
             Operation::Flush | Operation::Size | Operation::Counters | Operation::Detach => Some(0),
         }
     }
+
+    /// How much of it a queue must carry (`queue::Sender::send_prefix`):
+    /// the header, and the data of a write (the rest reads as zero at
+    /// the other end, and costs nothing).
+    pub fn sent_bytes(&self) -> usize {
+        let data = match Operation::from_u32(self.operation) {
+            Some(Operation::Write) => self.sectors as usize * SECTOR as usize,
+            _ => 0,
+        };
+        DATA_OFFSET + data.min(BLOCK)
+    }
 }
 
 impl RequestHeader {
@@ -208,6 +219,17 @@ impl Completion {
             data: [0; BLOCK],
         }
     }
+
+    /// How much of it, the answer to `operation`, a queue must carry:
+    /// the header, and the data of a read that succeeded.
+    pub fn sent_bytes(&self, operation: u32) -> usize {
+        let data = if operation == Operation::Read as u32 && self.status == Status::Ok as u32 {
+            self.sectors as usize * SECTOR as usize
+        } else {
+            0
+        };
+        DATA_OFFSET + data.min(BLOCK)
+    }
 }
 
 #[cfg(test)]
@@ -228,5 +250,22 @@ mod tests {
         let mut unknown = Request::new(1, Operation::Read, 0, 8);
         unknown.operation = 7;
         assert_eq!(unknown.bytes(), None);
+    }
+
+    #[test]
+    fn only_a_write_and_a_good_read_send_their_data() {
+        let request = |operation, sectors| Request::new(1, operation, 0, sectors).sent_bytes();
+        assert_eq!(request(Operation::Write, 8), DATA_OFFSET + 4096);
+        assert_eq!(request(Operation::Write, 1), DATA_OFFSET + 512);
+        assert_eq!(request(Operation::Write, 1000), DATA_OFFSET + BLOCK);
+        assert_eq!(request(Operation::Read, 8), DATA_OFFSET);
+        assert_eq!(request(Operation::Zero, 8), DATA_OFFSET);
+        let mut completion = Completion::new(1, Status::Ok);
+        completion.sectors = 8;
+        let read = Operation::Read as u32;
+        assert_eq!(completion.sent_bytes(read), DATA_OFFSET + 4096);
+        assert_eq!(completion.sent_bytes(Operation::Write as u32), DATA_OFFSET);
+        completion.status = Status::IoError as u32;
+        assert_eq!(completion.sent_bytes(read), DATA_OFFSET);
     }
 }

@@ -86,6 +86,15 @@ impl FrameHeader {
     }
 }
 
+impl Frame {
+    /// How much of it a queue must carry (`queue::Sender::try_send_prefix`):
+    /// the header and the frame's bytes (a frame's length is at most
+    /// [`MAX_FRAME`]; the rest reads as zero at the other end).
+    pub fn sent_bytes(&self) -> usize {
+        DATA_OFFSET + (self.header.length as usize).min(DATA_BYTES)
+    }
+}
+
 /// A frame's destination address (its first six bytes).
 pub fn destination(frame: &[u8]) -> Option<[u8; 6]> {
     frame.get(..6)?.try_into().ok()
@@ -131,6 +140,20 @@ mod tests {
     extern crate std;
 
     use super::*;
+
+    #[test]
+    fn a_frame_sends_its_header_and_its_bytes() {
+        let mut frame = <Frame as zerocopy::FromZeros>::new_zeroed();
+        frame.header = FrameHeader::new(60);
+        assert_eq!(frame.sent_bytes(), DATA_OFFSET + 60);
+        frame.header = FrameHeader::new(MAX_FRAME);
+        assert_eq!(frame.sent_bytes(), DATA_OFFSET + MAX_FRAME);
+        frame.header = FrameHeader::detach();
+        assert_eq!(frame.sent_bytes(), DATA_OFFSET);
+        // A length no frame has sends no more than the message.
+        frame.header.length = u32::MAX;
+        assert_eq!(frame.sent_bytes(), FRAME_BYTES);
+    }
 
     #[test]
     fn macs_are_local_unicast_and_differ_by_name() {

@@ -24,7 +24,10 @@
 //! message another writer slipped into the slot it was filling (a
 //! flood) is never taken for its own. The other end's index is
 //! believed only while it is possible (the ring never holds more than its
-//! slots), and a message only when its slot's stamp names it: a corrupted
+//! slots), and a message only when its slot's stamp names it and the
+//! checksum of the bytes the stamp says it fills matches (a message
+//! shorter than its type — a block request without data — fills and
+//! costs only its length; the rest reads as zero): a corrupted
 //! or replayed index would otherwise make the receiver take stale slots —
 //! old requests, executed twice. An end that finds either impossible
 //! asks the core to reset the queue (`QueueReset`) and reports
@@ -44,7 +47,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use microvisor_abi::queue::{
     Checksum, GENERATION_OFFSET, HEAD_OFFSET, MAX_SLOTS, QUEUE_MAGIC, RECEIVER_WAITING_OFFSET,
-    SENDER_WAITING_OFFSET, SLOTS_OFFSET, STAMP_BYTES, STAMPS_OFFSET, TAIL_OFFSET, stamp,
+    SENDER_WAITING_OFFSET, SLOTS_OFFSET, STAMP_BYTES, STAMP_CHECKSUM, STAMP_LENGTH, STAMPS_OFFSET,
+    TAIL_OFFSET, stamp,
 };
 use microvisor_abi::start::{Resource, ResourceKind, ResourceView};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -214,55 +218,75 @@ impl Ring {
         Some(tail.wrapping_sub(head)).filter(|&used| used <= self.slot_count)
     }
 
+    /// Where the stamp of message `index` starts in the header.
+    #[inline(always)]
+    fn stamp_at(&self, index: u64) -> usize {
+        STAMPS_OFFSET + STAMP_BYTES * (index % self.slot_count) as usize
+    }
+
     #[inline(always)]
     fn stamp_word(&self, index: u64) -> &AtomicU32 {
-        self.word32(STAMPS_OFFSET + STAMP_BYTES * (index % self.slot_count) as usize)
+        self.word32(self.stamp_at(index))
     }
 
     #[inline(always)]
     fn checksum_word(&self, index: u64) -> &AtomicU32 {
-        self.word32(STAMPS_OFFSET + STAMP_BYTES * (index % self.slot_count) as usize + 4)
+        self.word32(self.stamp_at(index) + STAMP_CHECKSUM)
     }
 
-    /// The checksum of the slot of message `index`, read word by word.
-    fn slot_checksum(&self, index: u64) -> u32 {
-        let slot = self.slot(index).cast::<u64>();
-        let mut sum = Checksum::new(self.slot_size);
-        for word in 0..self.slot_size / 8 {
-            // SAFETY: inside the slot (slot sizes are multiples of 8 and
-            // slots 8-aligned); a volatile read of shared memory the other
-            // end may be writing (then the sum simply differs).
-            sum.word(u64::from_le(unsafe { slot.add(word).read_volatile() }));
-        }
-        sum.finish()
+    #[inline(always)]
+    fn length_word(&self, index: u64) -> &AtomicU32 {
+        self.word32(self.stamp_at(index) + STAMP_LENGTH)
     }
 
-    /// Stamps the slot of message `index` once it is written.
-    fn stamp(&self, index: u64) {
+    /// The length stamped for message `index` if it is possible: a
+    /// multiple of 8 no larger than the slot.
+    #[inline(always)]
+    fn stamped_length(&self, index: u64) -> Option<usize> {
+        let length = self.length_word(index).load(Ordering::Relaxed) as usize;
+        (length <= self.slot_size && length.is_multiple_of(8)).then_some(length)
+    }
+
+    /// The checksum of the first `length` bytes (a multiple of 8) of the
+    /// slot of message `index`, read word by word.
+    fn slot_checksum(&self, index: u64, length: usize) -> u32 {
+        self.sum_rest(
+            self.slot(index).cast(),
+            0,
+            length / 8,
+            Checksum::new(length),
+        )
+        .finish()
+    }
+
+    /// Stamps the slot of message `index` once its first `length` bytes
+    /// (a multiple of 8) are written.
+    fn stamp(&self, index: u64, length: usize) {
         self.checksum_word(index)
-            .store(self.slot_checksum(index), Ordering::Relaxed);
+            .store(self.slot_checksum(index, length), Ordering::Relaxed);
+        self.length_word(index)
+            .store(length as u32, Ordering::Relaxed);
         self.stamp_word(index)
             .store(stamp(index), Ordering::Relaxed);
     }
 
-    /// Writes `message` into the slot of message `index` and stamps it.
-    /// The checksum is taken of the message in this end's own memory, not
-    /// read back from the slot; a message whose size is not a multiple
-    /// of 8 has its last word padded with zeros in the slot, and slot
-    /// words past the message are summed as they are.
+    /// Writes `bytes` (a message, or the part of it that matters: the
+    /// rest reads as zero) into the slot of message `index` and stamps
+    /// it. The checksum is taken of the bytes in this end's own memory,
+    /// not read back from the slot; a length that is not a multiple of 8
+    /// has its last word padded with zeros in the slot.
     #[inline(always)]
-    fn write_stamped<T: IntoBytes + Immutable>(&self, index: u64, message: &T) {
+    fn write_stamped(&self, index: u64, bytes: &[u8]) {
         let slot = self.slot(index);
-        let bytes = message.as_bytes();
         // SAFETY: the slot lies inside the queue memory and holds
-        // slot_size >= size_of::<T>() bytes (checked at open); shared
-        // memory no Rust reference covers, which the receiver does not
-        // read before `tail` moves past it.
+        // slot_size >= bytes.len() bytes (checked at open and by the
+        // callers); shared memory no Rust reference covers, which the
+        // receiver does not read before `tail` moves past it.
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), slot, bytes.len()) };
-        let mut sum = Checksum::new(self.slot_size);
+        let length = bytes.len().next_multiple_of(8);
+        let mut sum = Checksum::new(length);
         let whole = sum_words(&mut sum, bytes);
         let tail = &bytes[whole * 8..];
-        let mut words = whole;
         if !tail.is_empty() {
             let mut padded = [0u8; 8];
             padded[..tail.len()].copy_from_slice(tail);
@@ -271,60 +295,65 @@ impl Ring {
             // multiples of 8; slots are 8-aligned).
             unsafe { slot.cast::<u64>().add(whole).write_volatile(word.to_le()) };
             sum.word(word);
-            words += 1;
-        }
-        if words < self.slot_size / 8 {
-            sum = self.sum_rest(slot.cast(), words, sum);
         }
         self.checksum_word(index)
             .store(sum.finish(), Ordering::Relaxed);
+        self.length_word(index)
+            .store(length as u32, Ordering::Relaxed);
         self.stamp_word(index)
             .store(stamp(index), Ordering::Relaxed);
     }
 
     /// Copies the slot of message `index` into `message` and says whether
-    /// it held that message, intact: its stamp names it and the checksum
-    /// matches the copy (taken of this end's own memory, so a sender
-    /// changing the slot meanwhile is caught, not half-believed). On
-    /// `false`, `message` holds whatever was read.
+    /// it held that message, intact: its stamp names it, its length is
+    /// possible and the checksum matches the copy (taken of this end's
+    /// own memory, so a sender changing the slot meanwhile is caught, not
+    /// half-believed). Bytes of `message` past the stamped length are
+    /// zero; slot bytes inside the length but past `message` are summed,
+    /// not copied. On `false`, `message` holds whatever was read.
     #[inline(always)]
     fn read_stamped<T: FromBytes + IntoBytes>(&self, index: u64, message: &mut T) -> bool {
         if self.stamp_word(index).load(Ordering::Relaxed) != stamp(index) {
             return false;
         }
+        let Some(length) = self.stamped_length(index) else {
+            return false;
+        };
         let slot = self.slot(index);
         let bytes = message.as_mut_bytes();
+        let take = length.min(bytes.len());
+        let whole = take / 8;
         // SAFETY: the slot lies inside the queue memory and holds at least
-        // size_of::<T>() bytes; T is valid for any bytes.
-        unsafe { core::ptr::copy_nonoverlapping(slot, bytes.as_mut_ptr(), bytes.len()) };
-        let mut sum = Checksum::new(self.slot_size);
-        let whole = sum_words(&mut sum, bytes);
+        // `take` <= size_of::<T>() bytes; T is valid for any bytes.
+        unsafe { core::ptr::copy_nonoverlapping(slot, bytes.as_mut_ptr(), whole * 8) };
+        let mut sum = Checksum::new(length);
+        sum_words(&mut sum, &bytes[..whole * 8]);
         let mut words = whole;
-        let length = bytes.len() - whole * 8;
-        if length != 0 {
+        let partial = take - whole * 8;
+        if partial != 0 {
             // The last, partial word as the slot holds it (its padding
             // included), and the copy's tail taken from that very read.
             // SAFETY: inside the slot, as in `write_stamped`.
             let word = u64::from_le(unsafe { slot.cast::<u64>().add(whole).read_volatile() });
             sum.word(word);
-            bytes[whole * 8..].copy_from_slice(&word.to_le_bytes()[..length]);
+            bytes[whole * 8..take].copy_from_slice(&word.to_le_bytes()[..partial]);
             words += 1;
         }
-        if words < self.slot_size / 8 {
-            sum = self.sum_rest(slot.cast(), words, sum);
+        bytes[take..].fill(0);
+        if words < length / 8 {
+            sum = self.sum_rest(slot.cast(), words, length / 8, sum);
         }
         self.checksum_word(index).load(Ordering::Relaxed) == sum.finish()
     }
 
-    /// Adds the words of `slot` from `from` to the slot's end to `sum`:
-    /// the part of a slot past a message smaller than it (out of line,
-    /// so that a message that fills its slot pays nothing for it).
+    /// Adds the words `from..to` of `slot` to `sum` (out of line, so that
+    /// a message copied whole pays nothing for it).
     #[inline(never)]
-    fn sum_rest(&self, slot: *const u64, from: usize, mut sum: Checksum) -> Checksum {
-        for rest in from..self.slot_size / 8 {
+    fn sum_rest(&self, slot: *const u64, from: usize, to: usize, mut sum: Checksum) -> Checksum {
+        for word in from..to.min(self.slot_size / 8) {
             // SAFETY: inside the slot (`slot_size` bytes, 8-aligned); a
             // volatile read of shared memory the other end may write.
-            sum.word(u64::from_le(unsafe { slot.add(rest).read_volatile() }));
+            sum.word(u64::from_le(unsafe { slot.add(word).read_volatile() }));
         }
         sum
     }
@@ -508,7 +537,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
         let room = (ring.slot_count - used) as usize;
         let count = room.min(messages.len());
         for (offset, message) in messages[..count].iter().enumerate() {
-            ring.write_stamped(tail + offset as u64, message);
+            ring.write_stamped(tail + offset as u64, message.as_bytes());
         }
         if count > 0 {
             self.publish(tail + count as u64)?;
@@ -533,6 +562,37 @@ impl<T: IntoBytes + Immutable> Sender<T> {
         Ok(())
     }
 
+    /// Sends the first `length` bytes of `message` (all of it if it is
+    /// shorter) without waiting: the receiver reads the rest as zero, and
+    /// neither end copies or sums it. For a message whose tail is unused
+    /// (a block request without data, a short frame).
+    /// [`QueueError::WouldBlock`] when the ring is full.
+    pub fn try_send_prefix(&mut self, message: &T, length: usize) -> Result<(), QueueError> {
+        self.ring.check_generation()?;
+        let ring = &self.ring;
+        ring.republish();
+        let tail = ring.own;
+        match ring.used(tail, ring.other()) {
+            None => Err(self.ring.recover()),
+            Some(used) if used == ring.slot_count => Err(QueueError::WouldBlock),
+            Some(_) => {
+                let bytes = message.as_bytes();
+                ring.write_stamped(tail, &bytes[..length.min(bytes.len())]);
+                self.publish(tail + 1)
+            }
+        }
+    }
+
+    /// [`Self::try_send_prefix`], sleeping while the ring is full.
+    pub fn send_prefix(&mut self, message: &T, length: usize) -> Result<(), QueueError> {
+        loop {
+            match self.try_send_prefix(message, length) {
+                Err(QueueError::WouldBlock) => self.sleep_until_room()?,
+                done => return done,
+            }
+        }
+    }
+
     /// Sends all of `messages`, in order, sleeping while the ring is full.
     #[inline(always)]
     pub fn send_batch(&mut self, mut messages: &[T]) -> Result<(), QueueError> {
@@ -547,10 +607,13 @@ impl<T: IntoBytes + Immutable> Sender<T> {
     }
 
     /// Sends one message written in place, in the slot itself: `fill`
-    /// gets the slot (zeroed where it does not write) and says whether to
-    /// send it. This is how bulk data (a guest's disk write) reaches the
-    /// receiver with one copy. [`QueueError::WouldBlock`] when the ring is
-    /// full; the receiver is signalled as by [`Self::try_send_batch`].
+    /// gets the slot and says whether to send it. The message ends where
+    /// the furthest write ended: bytes it skipped below that are zeroed,
+    /// and the receiver reads everything past it as zero. This is how
+    /// bulk data (a guest's disk write) reaches the receiver with one
+    /// copy, and a header alone costs no more than a header.
+    /// [`QueueError::WouldBlock`] when the ring is full; the receiver is
+    /// signalled as by [`Self::try_send_batch`].
     pub fn try_send_in_place(
         &mut self,
         fill: impl FnOnce(&mut SlotWriter<'_>) -> bool,
@@ -568,16 +631,17 @@ impl<T: IntoBytes + Immutable> Sender<T> {
         let mut writer = SlotWriter {
             slot: ring.slot(tail),
             length: size_of::<T>(),
+            filled: 0,
             _slot: PhantomData,
         };
-        // SAFETY: the slot lies inside the queue memory and holds at least
-        // size_of::<T>() bytes; the receiver does not read it before `tail`
-        // moves past it.
-        unsafe { core::ptr::write_bytes(writer.slot, 0, writer.length) };
         if !fill(&mut writer) {
             return Err(QueueError::WouldBlock);
         }
-        ring.stamp(tail);
+        // The last word's padding (slots hold at least that: their sizes
+        // are multiples of 8).
+        let length = writer.filled.next_multiple_of(8);
+        writer.zero(writer.filled, length);
+        ring.stamp(tail, length);
         self.publish(tail + 1)
     }
 
@@ -800,10 +864,14 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
             Some(_) => {}
         }
         let ring = &self.ring;
+        let Some(filled) = ring.stamped_length(head) else {
+            return Err(self.ring.recover());
+        };
         let stamped = ring.checksum_word(head).load(Ordering::Relaxed);
         let reader = SlotReader {
             slot: ring.slot(head),
             length: size_of::<T>(),
+            filled,
             _slot: PhantomData,
         };
         let answer = read(&reader);
@@ -812,7 +880,7 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
         // the message all through (another whole message stamped over
         // it sums to its own checksum, not this one).
         fence(Ordering::Acquire);
-        if ring.slot_checksum(head) == stamped {
+        if ring.slot_checksum(head, filled) == stamped {
             self.release(head + 1);
             Ok(InPlace::Whole(answer))
         } else {
@@ -884,6 +952,8 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Receiver<T> {
 pub struct SlotWriter<'a> {
     slot: *mut u8,
     length: usize,
+    /// How far the message reaches: the end of the furthest write.
+    filled: usize,
     _slot: PhantomData<&'a mut [u8]>,
 }
 
@@ -891,17 +961,15 @@ impl SlotWriter<'_> {
     /// Copies `bytes` to `offset`; `false` (nothing written) past the
     /// message's end.
     pub fn put(&mut self, offset: usize, bytes: &[u8]) -> bool {
-        if offset
-            .checked_add(bytes.len())
-            .is_none_or(|end| end > self.length)
-        {
+        let Some(end) = self.extend(offset, bytes.len()) else {
             return false;
-        }
+        };
         // SAFETY: inside the slot (checked); shared memory that no Rust
         // reference covers.
         unsafe {
             core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.slot.add(offset), bytes.len())
         };
+        self.filled = self.filled.max(end);
         true
     }
 
@@ -914,15 +982,38 @@ impl SlotWriter<'_> {
         address: u64,
         length: usize,
     ) -> bool {
-        if offset
-            .checked_add(length)
-            .is_none_or(|end| end > self.length)
-        {
+        let Some(end) = self.extend(offset, length) else {
             return false;
-        }
+        };
         // SAFETY: the destination is inside the slot (checked), which no
         // Rust reference covers.
-        unsafe { memory.copy_out(address, self.slot.add(offset), length) }.is_ok()
+        let copied = unsafe { memory.copy_out(address, self.slot.add(offset), length) }.is_ok();
+        // (What a failed copy left is part of the message, as zeros or
+        // guest bytes: the caller does not send it.)
+        self.filled = self.filled.max(end);
+        copied
+    }
+
+    /// Checks that `length` bytes at `offset` lie inside the message and
+    /// zeroes what a write there would skip past the furthest so far;
+    /// the write's end.
+    fn extend(&mut self, offset: usize, length: usize) -> Option<usize> {
+        let end = offset
+            .checked_add(length)
+            .filter(|&end| end <= self.length)?;
+        if offset > self.filled {
+            self.zero(self.filled, offset);
+        }
+        Some(end)
+    }
+
+    /// Zeroes the slot's bytes `from..to` (inside the slot).
+    fn zero(&mut self, from: usize, to: usize) {
+        if to > from {
+            // SAFETY: `to` is at most the message's length rounded up to
+            // 8, inside the slot (slot sizes are multiples of 8).
+            unsafe { core::ptr::write_bytes(self.slot.add(from), 0, to - from) };
+        }
     }
 }
 
@@ -943,13 +1034,17 @@ pub enum InPlace<R> {
 /// A slot being read by [`Receiver::try_receive_in_place`].
 pub struct SlotReader<'a> {
     slot: *const u8,
+    /// The message type's size: no read reaches past it.
     length: usize,
+    /// What the sender filled (the stamped length): the rest reads as
+    /// zero.
+    filled: usize,
     _slot: PhantomData<&'a [u8]>,
 }
 
 impl SlotReader<'_> {
-    /// Copies the bytes at `offset` into `into`; `false` past the
-    /// message's end.
+    /// Copies the bytes at `offset` into `into` (zeros for those past
+    /// what the sender filled); `false` past the message's end.
     pub fn get(&self, offset: usize, into: &mut [u8]) -> bool {
         if offset
             .checked_add(into.len())
@@ -957,10 +1052,10 @@ impl SlotReader<'_> {
         {
             return false;
         }
+        let copied = self.filled.saturating_sub(offset).min(into.len());
         // SAFETY: inside the slot (checked).
-        unsafe {
-            core::ptr::copy_nonoverlapping(self.slot.add(offset), into.as_mut_ptr(), into.len())
-        };
+        unsafe { core::ptr::copy_nonoverlapping(self.slot.add(offset), into.as_mut_ptr(), copied) };
+        into[copied..].fill(0);
         true
     }
 
@@ -972,7 +1067,8 @@ impl SlotReader<'_> {
     }
 
     /// Copies `length` bytes at `offset` into guest memory at `address`;
-    /// `false` past the message's end or outside guest memory.
+    /// `false` past the message's end or what the sender filled (data
+    /// the message does not carry), or outside guest memory.
     pub fn to_guest(
         &self,
         offset: usize,
@@ -982,7 +1078,7 @@ impl SlotReader<'_> {
     ) -> bool {
         if offset
             .checked_add(length)
-            .is_none_or(|end| end > self.length)
+            .is_none_or(|end| end > self.length.min(self.filled))
         {
             return false;
         }
@@ -1239,6 +1335,142 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_is_all_that_is_sent_and_the_rest_reads_as_zero() {
+        // One slot, so that every message lands on the last one's bytes.
+        let memory = Memory::new(32, 1);
+        let resource = memory.resource(32, 1);
+        let mut sender = Sender::<[u64; 4]>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<[u64; 4]>::from_resource(Some(&resource)).unwrap();
+        let length = |memory: &Memory| {
+            memory
+                .header_u32(STAMPS_OFFSET + STAMP_LENGTH)
+                .load(Ordering::Relaxed)
+        };
+        sender.try_send(&[9; 4]).unwrap();
+        assert_eq!(length(&memory), 32);
+        assert_eq!(receiver.try_receive(), Ok([9; 4]));
+        sender.send_prefix(&[1, 2, 3, 4], 16).unwrap();
+        assert_eq!(length(&memory), 16);
+        assert_eq!(receiver.try_receive(), Ok([1, 2, 0, 0]));
+        // A length inside a word: the word padded with zeros.
+        sender.send_prefix(&[1, u64::MAX, 3, 4], 12).unwrap();
+        assert_eq!(length(&memory), 16);
+        assert_eq!(receiver.try_receive(), Ok([1, 0xffff_ffff, 0, 0]));
+        sender.send_prefix(&[5, 6, 7, 8], 1000).unwrap();
+        assert_eq!(
+            receiver.try_receive_in_place(|slot| slot.header::<[u64; 4]>()),
+            Ok(InPlace::Whole(Some([5, 6, 7, 8])))
+        );
+    }
+
+    #[test]
+    fn an_in_place_message_ends_at_its_furthest_write() {
+        let memory = Memory::new(32, 1);
+        let resource = memory.resource(32, 1);
+        let mut sender = Sender::<[u64; 4]>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<[u64; 4]>::from_resource(Some(&resource)).unwrap();
+        sender.try_send(&[9; 4]).unwrap();
+        assert_eq!(receiver.try_receive(), Ok([9; 4]));
+        // Word 2 written alone: words 0 and 1 (the last message's nines)
+        // are zeroed, word 3 is not sent.
+        sender
+            .try_send_in_place(|slot| slot.put(16, &7u64.to_le_bytes()))
+            .unwrap();
+        assert_eq!(
+            memory
+                .header_u32(STAMPS_OFFSET + STAMP_LENGTH)
+                .load(Ordering::Relaxed),
+            24
+        );
+        assert_eq!(memory.word(SLOTS_OFFSET / 8 + 3).load(Ordering::Relaxed), 9);
+        assert_eq!(receiver.try_receive(), Ok([0, 0, 7, 0]));
+        // Three bytes: the word's padding zeroed, read in place.
+        sender
+            .try_send_in_place(|slot| slot.put(0, &[1, 2, 3]))
+            .unwrap();
+        assert_eq!(
+            receiver.try_receive_in_place(|slot| slot.header::<[u64; 4]>()),
+            Ok(InPlace::Whole(Some([0x03_02_01, 0, 0, 0])))
+        );
+    }
+
+    #[test]
+    fn an_impossible_length_resets_the_queue() {
+        for bad in [7u32, 40, u32::MAX] {
+            let memory = Memory::new(32, 4);
+            let resource = memory.resource(32, 4);
+            let mut sender = Sender::<[u64; 4]>::from_resource(Some(&resource)).unwrap();
+            let mut receiver = Receiver::<[u64; 4]>::from_resource(Some(&resource)).unwrap();
+            sender.try_send(&[1; 4]).unwrap();
+            sender.try_send(&[2; 4]).unwrap();
+            memory
+                .header_u32(STAMPS_OFFSET + STAMP_LENGTH)
+                .store(bad, Ordering::Relaxed);
+            memory
+                .header_u32(STAMPS_OFFSET + STAMP_BYTES + STAMP_LENGTH)
+                .store(bad, Ordering::Relaxed);
+            assert_eq!(
+                receiver.try_receive(),
+                Err(QueueError::PeerRestarted(2)),
+                "{bad}"
+            );
+            assert_eq!(sender.try_send(&[3; 4]), Err(QueueError::PeerRestarted(2)));
+            sender.try_send(&[3; 4]).unwrap();
+            sender.try_send(&[4; 4]).unwrap();
+            memory
+                .header_u32(STAMPS_OFFSET + STAMP_BYTES + STAMP_LENGTH)
+                .store(bad, Ordering::Relaxed);
+            assert_eq!(
+                receiver.try_receive_in_place(|slot| slot.header::<[u64; 4]>()),
+                Ok(InPlace::Whole(Some([3; 4])))
+            );
+            assert_eq!(
+                receiver.try_receive_in_place(|_| ()),
+                Err(QueueError::PeerRestarted(3)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_slot_filled_past_the_message_is_summed_not_copied() {
+        // The core's flood fills whole slots; the receiver's message is
+        // smaller than its slot, and still checked over all of it.
+        let memory = Memory::new(16, 4);
+        let resource = memory.resource(16, 4);
+        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        let slot = [0x1111u64, 0x2222];
+        memory
+            .word(SLOTS_OFFSET / 8)
+            .store(slot[0], Ordering::Relaxed);
+        memory
+            .word(SLOTS_OFFSET / 8 + 1)
+            .store(slot[1], Ordering::Relaxed);
+        let stamp_slot = |sum: u32| {
+            memory
+                .header_u32(STAMPS_OFFSET)
+                .store(stamp(0), Ordering::Relaxed);
+            memory
+                .header_u32(STAMPS_OFFSET + STAMP_CHECKSUM)
+                .store(sum, Ordering::Relaxed);
+            memory
+                .header_u32(STAMPS_OFFSET + STAMP_LENGTH)
+                .store(16, Ordering::Relaxed);
+            memory.header_u64(TAIL_OFFSET).store(1, Ordering::Release);
+        };
+        stamp_slot(microvisor_abi::queue::checksum(slot.as_bytes()));
+        assert_eq!(receiver.try_receive(), Ok(0x1111));
+        // The same with the word past the message damaged: caught.
+        memory.header_u64(HEAD_OFFSET).store(0, Ordering::Release);
+        let mut receiver = Receiver::<u64>::from_resource(Some(&resource)).unwrap();
+        memory
+            .word(SLOTS_OFFSET / 8 + 1)
+            .store(0x2223, Ordering::Relaxed);
+        stamp_slot(microvisor_abi::queue::checksum(slot.as_bytes()));
+        assert_eq!(receiver.try_receive(), Err(QueueError::PeerRestarted(2)));
+    }
+
+    #[test]
     fn a_damaged_message_read_in_place_is_torn() {
         let memory = Memory::new(16, 4);
         let resource = memory.resource(16, 4);
@@ -1315,7 +1547,7 @@ mod tests {
                 .store(6, Ordering::Relaxed);
             let sum = microvisor_abi::queue::checksum([5u64, 6].as_bytes());
             memory
-                .header_u32(STAMPS_OFFSET + 4)
+                .header_u32(STAMPS_OFFSET + STAMP_CHECKSUM)
                 .store(sum, Ordering::Relaxed);
         };
         assert_eq!(read_in_halves(restamp), InPlace::Torn([1, 6]));
@@ -1381,10 +1613,13 @@ mod tests {
             memory
                 .header_u32(stamp_at)
                 .store(stamp(index), Ordering::Relaxed);
-            memory.header_u32(stamp_at + 4).store(
+            memory.header_u32(stamp_at + STAMP_CHECKSUM).store(
                 microvisor_abi::queue::checksum(&message.to_le_bytes()),
                 Ordering::Relaxed,
             );
+            memory
+                .header_u32(stamp_at + STAMP_LENGTH)
+                .store(8, Ordering::Relaxed);
         }
         memory
             .header_u64(TAIL_OFFSET)

@@ -54,7 +54,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use block_api::{BLOCK, Completion, Operation, Request, SECTOR, Status};
+use block_api::{BLOCK, Completion, DATA_OFFSET, Operation, Request, SECTOR, Status};
 use runtime::abi::start::ResourceView;
 use runtime::arguments::OrExit;
 use runtime::queue::{QueueError, Receiver, Sender};
@@ -110,7 +110,8 @@ impl DriverDisk {
         self.request.sector = sector;
         self.request.sectors = sectors;
         'send: loop {
-            if self.requests.send(&self.request).is_err() {
+            let length = self.request.sent_bytes();
+            if self.requests.send_prefix(&self.request, length).is_err() {
                 continue;
             }
             loop {
@@ -381,7 +382,7 @@ fn main(start: &runtime::Start) -> i32 {
                     } else {
                         Status::IoError
                     } as u32;
-                    let _ = client.completions.send(&completion);
+                    let _ = client.completions.send_prefix(&completion, DATA_OFFSET);
                     println!("block-store: '{}' detached", client.disk);
                     break;
                 }
@@ -396,8 +397,10 @@ fn main(start: &runtime::Start) -> i32 {
                     );
                     panic!("crash requested (crash_after)");
                 }
-                while let Err(QueueError::PeerRestarted(_)) = client.completions.send(&completion) {
-                }
+                let length = completion.sent_bytes(request.operation);
+                while let Err(QueueError::PeerRestarted(_)) =
+                    client.completions.send_prefix(&completion, length)
+                {}
                 if crash {
                     println!("block-store: crashing after {served} requests (crash_after)");
                     panic!("crash requested (crash_after)");

@@ -264,8 +264,9 @@ fn main(start: &runtime::Start) -> i32 {
                 }
                 for destination in out.iter() {
                     let nic = &mut nics[destination];
-                    let sent = match nic.to.try_send(&frame) {
-                        Err(QueueError::PeerRestarted(_)) => nic.to.try_send(&frame),
+                    let length = frame.sent_bytes();
+                    let sent = match nic.to.try_send_prefix(&frame, length) {
+                        Err(QueueError::PeerRestarted(_)) => nic.to.try_send_prefix(&frame, length),
                         other => other,
                     };
                     if sent.is_err() {
@@ -297,8 +298,9 @@ fn main(start: &runtime::Start) -> i32 {
                 .filter(|nic| nic.uplink && !nic.gone && !nic.told)
             {
                 frame.header = FrameHeader::detach();
-                let sent = match nic.to.try_send(&frame) {
-                    Err(QueueError::PeerRestarted(_)) => nic.to.try_send(&frame),
+                let length = frame.sent_bytes();
+                let sent = match nic.to.try_send_prefix(&frame, length) {
+                    Err(QueueError::PeerRestarted(_)) => nic.to.try_send_prefix(&frame, length),
                     other => other,
                 };
                 if sent.is_ok() {

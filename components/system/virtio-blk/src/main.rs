@@ -37,7 +37,7 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use block_api::{Completion, Operation, Request, Status as BlockStatus};
+use block_api::{Completion, DATA_OFFSET, Operation, Request, Status as BlockStatus};
 use runtime::arguments::OrExit;
 use runtime::dma::Buffer;
 use runtime::irq::Line;
@@ -186,7 +186,7 @@ fn main(start: &runtime::Start) -> i32 {
             completion.id = id;
             completion.status = BlockStatus::Ok as u32;
             completion.value = interrupts;
-            send(&mut completions, &completion);
+            send(&mut completions, &completion, DATA_OFFSET);
             println!(
                 "virtio-blk: the client detached after {completed} requests and {interrupts} interrupts; device reset"
             );
@@ -238,14 +238,14 @@ fn main(start: &runtime::Start) -> i32 {
                         Some(Operation::Size) => device.capacity,
                         _ => interrupts,
                     };
-                    send(&mut completions, &completion);
+                    send(&mut completions, &completion, DATA_OFFSET);
                 }
                 Err(status) => {
                     completion.id = request.id;
                     completion.status = status as u32;
                     completion.sectors = 0;
                     completion.value = 0;
-                    send(&mut completions, &completion);
+                    send(&mut completions, &completion, DATA_OFFSET);
                 }
             }
         }
@@ -305,7 +305,8 @@ fn main(start: &runtime::Start) -> i32 {
                 continue;
             };
             complete(&dma, index, &done, used.length, &mut completion);
-            send(&mut completions, &completion);
+            let length = completion.sent_bytes(done.operation as u32);
+            send(&mut completions, &completion, length);
             completed += 1;
             if crash_after.is_some_and(|after| completed >= after)
                 && slots.iter().any(Option::is_some)
@@ -423,11 +424,12 @@ fn complete(dma: &Dma, slot: usize, done: &Slot, written: u32, completion: &mut 
     }
 }
 
-/// Sends a completion, waiting for space; a restarted client is simply
-/// sent to anew (it resends what it misses).
-fn send(completions: &mut Sender<Completion>, completion: &Completion) {
+/// Sends a completion's first `length` bytes (its header, and a read's
+/// data), waiting for space; a restarted client is simply sent to anew
+/// (it resends what it misses).
+fn send(completions: &mut Sender<Completion>, completion: &Completion, length: usize) {
     loop {
-        match completions.send(completion) {
+        match completions.send_prefix(completion, length) {
             Err(QueueError::PeerRestarted(_)) => {}
             _ => return,
         }

@@ -456,8 +456,9 @@ fn receive(
                 let at = RX_AT + buffer as u64 * BUFFER + u64::from(HEADER_SIZE);
                 dma.0.read(at, &mut frame.data[..length as usize]);
                 frame.header = FrameHeader::new(length as usize);
-                let sent = match to_bridge.try_send(frame) {
-                    Err(QueueError::PeerRestarted(_)) => to_bridge.try_send(frame),
+                let length = frame.sent_bytes();
+                let sent = match to_bridge.try_send_prefix(frame, length) {
+                    Err(QueueError::PeerRestarted(_)) => to_bridge.try_send_prefix(frame, length),
                     other => other,
                 };
                 if sent.is_ok() {
