@@ -316,23 +316,50 @@ impl Ring {
         if self.stamp_word(index).load(Ordering::Relaxed) != stamp(index) {
             return false;
         }
-        let Some(length) = self.stamped_length(index) else {
-            return false;
-        };
-        let slot = self.slot(index);
+        let length = self.length_word(index).load(Ordering::Relaxed) as usize;
         let bytes = message.as_mut_bytes();
+        if length != bytes.len().next_multiple_of(8) {
+            return self.read_stamped_part(index, length, bytes);
+        }
+        // The whole message, the common case: its size known here.
+        let slot = self.slot(index);
+        // SAFETY: the slot lies inside the queue memory and holds at least
+        // size_of::<T>() bytes; T is valid for any bytes.
+        unsafe { core::ptr::copy_nonoverlapping(slot, bytes.as_mut_ptr(), bytes.len()) };
+        let mut sum = Checksum::new(length);
+        let whole = sum_words(&mut sum, bytes);
+        let partial = bytes.len() - whole * 8;
+        if partial != 0 {
+            // The last, partial word as the slot holds it (its padding
+            // included), and the copy's tail taken from that very read.
+            // SAFETY: inside the slot, as in `write_stamped`.
+            let word = u64::from_le(unsafe { slot.cast::<u64>().add(whole).read_volatile() });
+            sum.word(word);
+            bytes[whole * 8..].copy_from_slice(&word.to_le_bytes()[..partial]);
+        }
+        self.checksum_word(index).load(Ordering::Relaxed) == sum.finish()
+    }
+
+    /// [`Self::read_stamped`] of a message whose stamped `length` is not
+    /// its type's (padded) size: shorter (the rest of `bytes` zeroed),
+    /// longer (a flood's whole slot: the stamped bytes past the message
+    /// summed, not copied), or impossible (`false`).
+    #[inline(never)]
+    fn read_stamped_part(&self, index: u64, length: usize, bytes: &mut [u8]) -> bool {
+        if length > self.slot_size || !length.is_multiple_of(8) {
+            return false;
+        }
+        let slot = self.slot(index);
         let take = length.min(bytes.len());
         let whole = take / 8;
         // SAFETY: the slot lies inside the queue memory and holds at least
-        // `take` <= size_of::<T>() bytes; T is valid for any bytes.
+        // `take` <= bytes.len() bytes.
         unsafe { core::ptr::copy_nonoverlapping(slot, bytes.as_mut_ptr(), whole * 8) };
         let mut sum = Checksum::new(length);
         sum_words(&mut sum, &bytes[..whole * 8]);
         let mut words = whole;
         let partial = take - whole * 8;
         if partial != 0 {
-            // The last, partial word as the slot holds it (its padding
-            // included), and the copy's tail taken from that very read.
             // SAFETY: inside the slot, as in `write_stamped`.
             let word = u64::from_le(unsafe { slot.cast::<u64>().add(whole).read_volatile() });
             sum.word(word);
@@ -350,10 +377,24 @@ impl Ring {
     /// a message copied whole pays nothing for it).
     #[inline(never)]
     fn sum_rest(&self, slot: *const u64, from: usize, to: usize, mut sum: Checksum) -> Checksum {
-        for word in from..to.min(self.slot_size / 8) {
-            // SAFETY: inside the slot (`slot_size` bytes, 8-aligned); a
-            // volatile read of shared memory the other end may write.
-            sum.word(u64::from_le(unsafe { slot.add(word).read_volatile() }));
+        let to = to.min(self.slot_size / 8);
+        let read = |word: usize| {
+            // SAFETY: inside the slot (`slot_size` bytes, 8-aligned;
+            // `word < to`); a volatile read of shared memory the other
+            // end may write.
+            u64::from_le(unsafe { slot.add(word).read_volatile() })
+        };
+        let mut word = from;
+        // Eight words a turn, as `sum_words`.
+        while word + 8 <= to {
+            for at in word..word + 8 {
+                sum.word(read(at));
+            }
+            word += 8;
+        }
+        while word < to {
+            sum.word(read(word));
+            word += 1;
         }
         sum
     }
@@ -468,14 +509,25 @@ impl Ring {
 /// `sum`; returns how many there were.
 #[inline(always)]
 fn sum_words(sum: &mut Checksum, bytes: &[u8]) -> usize {
-    let words = bytes.chunks_exact(8);
-    let count = words.len();
-    for word in words {
+    let word = |bytes: &[u8]| {
         let mut value = [0u8; 8];
-        value.copy_from_slice(word);
-        sum.word(u64::from_le_bytes(value));
+        value.copy_from_slice(bytes);
+        u64::from_le_bytes(value)
+    };
+    // Eight words a turn: the sum is a chain, so this only saves the
+    // loop's own steps (a length known only at run time is not unrolled
+    // by the compiler, and one known is unrolled less).
+    let eights = bytes.chunks_exact(64);
+    let rest = eights.remainder();
+    for eight in eights {
+        for at in (0..64).step_by(8) {
+            sum.word(word(&eight[at..at + 8]));
+        }
     }
-    count
+    for bytes in rest.chunks_exact(8) {
+        sum.word(word(bytes));
+    }
+    bytes.len() / 8
 }
 
 /// The sending end of a queue of `T`.
