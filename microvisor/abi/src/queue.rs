@@ -101,6 +101,8 @@ pub fn checksum(slot: &[u8]) -> u32 {
 }
 
 const _: () = assert!(STAMPS_OFFSET + STAMP_BYTES * MAX_SLOTS as usize <= SLOTS_OFFSET);
+const _: () = assert!(STAMP_CHECKSUM >= 4 && STAMP_LENGTH >= STAMP_CHECKSUM + 4);
+const _: () = assert!(STAMP_LENGTH + 4 <= STAMP_BYTES && STAMP_BYTES.is_multiple_of(4));
 const _: () = assert!(SENDER_WAITING_OFFSET + 4 <= STAMPS_OFFSET);
 
 #[cfg(test)]

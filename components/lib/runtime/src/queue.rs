@@ -1416,6 +1416,41 @@ mod tests {
     }
 
     #[test]
+    fn every_prefix_of_an_odd_sized_message_arrives_as_sent() {
+        // 29 bytes: every length ends somewhere else in a word.
+        let memory = Memory::new(32, 2);
+        let resource = memory.resource(32, 2);
+        let mut sender = Sender::<[u8; 29]>::from_resource(Some(&resource)).unwrap();
+        let mut receiver = Receiver::<[u8; 29]>::from_resource(Some(&resource)).unwrap();
+        let message: [u8; 29] = core::array::from_fn(|i| 0xa0 + i as u8);
+        for length in 0..=29 {
+            let mut expected = [0u8; 29];
+            expected[..length].copy_from_slice(&message[..length]);
+            // Stale bytes in the slots first: none may show through.
+            sender.try_send(&[0xff; 29]).unwrap();
+            assert_eq!(receiver.try_receive(), Ok([0xff; 29]));
+            sender.send_prefix(&message, length).unwrap();
+            assert_eq!(receiver.try_receive(), Ok(expected), "copied, {length}");
+            sender.try_send(&[0xff; 29]).unwrap();
+            assert_eq!(receiver.try_receive(), Ok([0xff; 29]));
+            sender.send_prefix(&message, length).unwrap();
+            assert_eq!(
+                receiver.try_receive_in_place(|slot| slot.header::<[u8; 29]>()),
+                Ok(InPlace::Whole(Some(expected))),
+                "in place, {length}"
+            );
+            sender
+                .try_send_in_place(|slot| slot.put(0, &message[..length]))
+                .unwrap();
+            assert_eq!(
+                receiver.try_receive(),
+                Ok(expected),
+                "written in place, {length}"
+            );
+        }
+    }
+
+    #[test]
     fn an_in_place_message_ends_at_its_furthest_write() {
         let memory = Memory::new(32, 1);
         let resource = memory.resource(32, 1);
