@@ -322,22 +322,33 @@ impl Ring {
             return self.read_stamped_part(index, length, bytes);
         }
         // The whole message, the common case: its size known here.
-        let slot = self.slot(index);
-        // SAFETY: the slot lies inside the queue memory and holds at least
-        // size_of::<T>() bytes; T is valid for any bytes.
-        unsafe { core::ptr::copy_nonoverlapping(slot, bytes.as_mut_ptr(), bytes.len()) };
         let mut sum = Checksum::new(length);
-        let whole = sum_words(&mut sum, bytes);
-        let partial = bytes.len() - whole * 8;
-        if partial != 0 {
-            // The last, partial word as the slot holds it (its padding
-            // included), and the copy's tail taken from that very read.
-            // SAFETY: inside the slot, as in `write_stamped`.
-            let word = u64::from_le(unsafe { slot.cast::<u64>().add(whole).read_volatile() });
-            sum.word(word);
-            bytes[whole * 8..].copy_from_slice(&word.to_le_bytes()[..partial]);
-        }
+        self.copy_summed(index, bytes, &mut sum);
         self.checksum_word(index).load(Ordering::Relaxed) == sum.finish()
+    }
+
+    /// Copies the first `bytes.len()` bytes of the slot of message
+    /// `index` into `bytes` and adds them to `sum`, a partial last word
+    /// as the slot holds it (its padding included, the copy's tail taken
+    /// from that very read); returns the words summed.
+    #[inline(always)]
+    fn copy_summed(&self, index: u64, bytes: &mut [u8], sum: &mut Checksum) -> usize {
+        let slot = self.slot(index);
+        let whole = bytes.len() / 8;
+        // SAFETY: the slot lies inside the queue memory and holds at least
+        // bytes.len() bytes (at most size_of::<T>() <= slot_size).
+        unsafe { core::ptr::copy_nonoverlapping(slot, bytes.as_mut_ptr(), whole * 8) };
+        sum_words(sum, &bytes[..whole * 8]);
+        let partial = bytes.len() - whole * 8;
+        if partial == 0 {
+            return whole;
+        }
+        // SAFETY: inside the slot (slot sizes are multiples of 8; slots
+        // are 8-aligned).
+        let word = u64::from_le(unsafe { slot.cast::<u64>().add(whole).read_volatile() });
+        sum.word(word);
+        bytes[whole * 8..].copy_from_slice(&word.to_le_bytes()[..partial]);
+        whole + 1
     }
 
     /// [`Self::read_stamped`] of a message whose stamped `length` is not
@@ -349,26 +360,12 @@ impl Ring {
         if length > self.slot_size || !length.is_multiple_of(8) {
             return false;
         }
-        let slot = self.slot(index);
         let take = length.min(bytes.len());
-        let whole = take / 8;
-        // SAFETY: the slot lies inside the queue memory and holds at least
-        // `take` <= bytes.len() bytes.
-        unsafe { core::ptr::copy_nonoverlapping(slot, bytes.as_mut_ptr(), whole * 8) };
         let mut sum = Checksum::new(length);
-        sum_words(&mut sum, &bytes[..whole * 8]);
-        let mut words = whole;
-        let partial = take - whole * 8;
-        if partial != 0 {
-            // SAFETY: inside the slot, as in `write_stamped`.
-            let word = u64::from_le(unsafe { slot.cast::<u64>().add(whole).read_volatile() });
-            sum.word(word);
-            bytes[whole * 8..take].copy_from_slice(&word.to_le_bytes()[..partial]);
-            words += 1;
-        }
+        let words = self.copy_summed(index, &mut bytes[..take], &mut sum);
         bytes[take..].fill(0);
         if words < length / 8 {
-            sum = self.sum_rest(slot.cast(), words, length / 8, sum);
+            sum = self.sum_rest(self.slot(index).cast(), words, length / 8, sum);
         }
         self.checksum_word(index).load(Ordering::Relaxed) == sum.finish()
     }
@@ -620,6 +617,17 @@ impl<T: IntoBytes + Immutable> Sender<T> {
     /// (a block request without data, a short frame).
     /// [`QueueError::WouldBlock`] when the ring is full.
     pub fn try_send_prefix(&mut self, message: &T, length: usize) -> Result<(), QueueError> {
+        let tail = self.free_tail()?;
+        let bytes = message.as_bytes();
+        self.ring
+            .write_stamped(tail, &bytes[..length.min(bytes.len())]);
+        self.publish(tail + 1)
+    }
+
+    /// The tail, when the ring has room for one more message there
+    /// ([`QueueError::WouldBlock`] when full; an impossible ring reset).
+    #[inline(always)]
+    fn free_tail(&mut self) -> Result<u64, QueueError> {
         self.ring.check_generation()?;
         let ring = &self.ring;
         ring.republish();
@@ -627,11 +635,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
         match ring.used(tail, ring.other()) {
             None => Err(self.ring.recover()),
             Some(used) if used == ring.slot_count => Err(QueueError::WouldBlock),
-            Some(_) => {
-                let bytes = message.as_bytes();
-                ring.write_stamped(tail, &bytes[..length.min(bytes.len())]);
-                self.publish(tail + 1)
-            }
+            Some(_) => Ok(tail),
         }
     }
 
@@ -670,15 +674,7 @@ impl<T: IntoBytes + Immutable> Sender<T> {
         &mut self,
         fill: impl FnOnce(&mut SlotWriter<'_>) -> bool,
     ) -> Result<(), QueueError> {
-        self.ring.check_generation()?;
-        let ring = &self.ring;
-        ring.republish();
-        let tail = ring.own;
-        match ring.used(tail, ring.other()) {
-            None => return Err(self.ring.recover()),
-            Some(used) if used == ring.slot_count => return Err(QueueError::WouldBlock),
-            Some(_) => {}
-        }
+        let tail = self.free_tail()?;
         let ring = &self.ring;
         let mut writer = SlotWriter {
             slot: ring.slot(tail),

@@ -128,10 +128,8 @@ fn serve_queues(start: &runtime::Start, go: Option<(u64, u64)>) -> i32 {
             replied += 1;
             expected += 1;
             served += 1;
-            if let Some((at, go)) = go
-                && served == at
-            {
-                runtime::syscall::signal(go);
+            if go.is_some_and(|(at, _)| served == at) {
+                at_event(served, go, None);
             }
         }
         if let Err(error) = replies.send_batch(&answers[..replied]) {
